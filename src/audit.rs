@@ -1,0 +1,1 @@
+//! Audit events and the hash chain (owned by the audit work).

@@ -1,0 +1,1 @@
+//! `when` conditions (owned by the conditions work).

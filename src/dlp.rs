@@ -1,0 +1,1 @@
+//! DLP detectors (owned by the DLP work).

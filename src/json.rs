@@ -1,0 +1,255 @@
+//! Strict JSON for untrusted MCP bodies, and canonical JSON for hashes.
+//!
+//! `serde_json::from_slice` silently keeps the *last* of two equal object keys,
+//! so `{"name":"echo","name":"delete_repo"}` would be decided as one tool and
+//! executed by a server that keeps the *first* as another. We therefore parse
+//! through our own visitor that refuses duplicate keys (after `\u` decoding, so
+//! `"n\u0061me"` collides with `"name"`) and counts nesting depth.
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+use std::cell::RefCell;
+use std::fmt;
+
+/// Why a body is not acceptable JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonError {
+    /// Not JSON at all (or trailing bytes): JSON-RPC -32700.
+    Syntax(String),
+    /// Bytes that are not UTF-8: JSON-RPC -32600.
+    InvalidUtf8,
+    /// The same key twice in one object: JSON-RPC -32600.
+    DuplicateKey(String),
+    /// Nesting deeper than the configured limit: JSON-RPC -32600.
+    TooDeep(usize),
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JsonError::Syntax(m) => write!(f, "malformed JSON: {m}"),
+            JsonError::InvalidUtf8 => write!(f, "body is not valid UTF-8"),
+            JsonError::DuplicateKey(k) => write!(f, "duplicate object key {k:?}"),
+            JsonError::TooDeep(d) => write!(f, "JSON nesting deeper than {d}"),
+        }
+    }
+}
+
+/// serde_json refuses to nest deeper than this itself; configs may not ask for more.
+pub const MAX_SUPPORTED_DEPTH: usize = 120;
+
+/// Parse `bytes` as one JSON value, refusing duplicate keys, invalid UTF-8,
+/// trailing data and nesting deeper than `max_depth` (objects and arrays count).
+pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> {
+    // Check UTF-8 on the whole body first: serde_json only validates inside strings
+    // and we want invalid UTF-8 to be its own, distinct refusal.
+    if std::str::from_utf8(bytes).is_err() {
+        return Err(JsonError::InvalidUtf8);
+    }
+    let verdict: RefCell<Option<JsonError>> = RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let seed = StrictSeed {
+        depth: 0,
+        max_depth: max_depth.min(MAX_SUPPORTED_DEPTH),
+        verdict: &verdict,
+    };
+    let parsed = seed.deserialize(&mut de).and_then(|v| de.end().map(|_| v));
+    match parsed {
+        Ok(v) => Ok(v),
+        Err(e) => Err(verdict
+            .into_inner()
+            .unwrap_or_else(|| JsonError::Syntax(e.to_string()))),
+    }
+}
+
+#[derive(Clone, Copy)]
+struct StrictSeed<'a> {
+    depth: usize,
+    max_depth: usize,
+    verdict: &'a RefCell<Option<JsonError>>,
+}
+
+impl<'a> StrictSeed<'a> {
+    fn nested<E: de::Error>(self) -> Result<StrictSeed<'a>, E> {
+        let depth = self.depth + 1;
+        if depth > self.max_depth {
+            *self.verdict.borrow_mut() = Some(JsonError::TooDeep(self.max_depth));
+            return Err(E::custom("too deep"));
+        }
+        Ok(StrictSeed { depth, ..self })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for StrictSeed<'_> {
+    type Value = Value;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictSeed<'_> {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("non-finite number"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let inner = self.nested()?;
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(inner)? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let inner = self.nested()?;
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                *self.verdict.borrow_mut() = Some(JsonError::DuplicateKey(key));
+                return Err(de::Error::custom("duplicate key"));
+            }
+            let v = map.next_value_seed(inner)?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Canonical JSON: object keys sorted by code point, no insignificant
+/// whitespace, serde_json's number and string formatting. Used for pins,
+/// argument hashes and the audit chain, so anyone can recompute our hashes.
+pub fn canonical(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            // serde_json's default Map is a BTreeMap, but sort explicitly so the
+            // result does not depend on the `preserve_order` feature.
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String((*k).clone()).to_string());
+                out.push(':');
+                if let Some(x) = m.get(*k) {
+                    write_canonical(x, out);
+                }
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(bytes);
+    let mut s = String::with_capacity(64);
+    for b in digest.iter() {
+        s.push(char::from(HEX[(b >> 4) as usize]));
+        s.push(char::from(HEX[(b & 0xf) as usize]));
+    }
+    s
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_parse_table() {
+        let cases: &[(&str, &[u8], Result<&str, JsonError>)] = &[
+            ("accepts_plain_object", br#"{"a":1}"#, Ok(r#"{"a":1}"#)),
+            (
+                "refuses_duplicate_key",
+                br#"{"name":"echo","name":"delete"}"#,
+                Err(JsonError::DuplicateKey("name".into())),
+            ),
+            (
+                "refuses_duplicate_key_hidden_by_unicode_escape",
+                br#"{"name":"echo","n\u0061me":"delete"}"#,
+                Err(JsonError::DuplicateKey("name".into())),
+            ),
+            (
+                "refuses_nested_duplicate_key",
+                br#"{"p":{"arguments":{"x":1,"x":2}}}"#,
+                Err(JsonError::DuplicateKey("x".into())),
+            ),
+            ("refuses_invalid_utf8", b"{\"a\":\"\xff\"}", Err(JsonError::InvalidUtf8)),
+            ("refuses_too_deep", b"[[[[1]]]]", Err(JsonError::TooDeep(3))),
+            ("accepts_exact_depth", b"[[[1]]]", Ok("[[[1]]]")),
+        ];
+        for (name, input, want) in cases {
+            let got = parse_strict(input, 3).map(|v| canonical(&v));
+            assert_eq!(got.as_deref().map_err(Clone::clone), want.clone(), "{name}");
+        }
+    }
+
+    #[test]
+    fn refuses_trailing_data_and_garbage_as_syntax() {
+        for input in [&b"{} {}"[..], b"{", b"nul", b"\"\\ud800\"", b""] {
+            assert!(
+                matches!(parse_strict(input, 64), Err(JsonError::Syntax(_))),
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn canonical_sorts_keys_and_drops_whitespace() {
+        let v: Value = serde_json::from_str(r#"{ "b": [1, {"z":null,"a":"é"}], "a": 1.5 }"#)
+            .unwrap_or(Value::Null);
+        assert_eq!(canonical(&v), r#"{"a":1.5,"b":[1,{"a":"é","z":null}]}"#);
+    }
+
+    #[test]
+    fn sha256_hex_of_known_value() {
+        assert_eq!(
+            sha256_hex(b"test"),
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! mcp-firewall: an MCP firewall as a proxy-wasm HTTP filter for Envoy.
+//!
+//! Everything except `glue` is a pure core that compiles and is tested natively;
+//! `glue` adapts it to the proxy-wasm host and only exists on wasm32.
+
+pub mod audit;
+pub mod canon;
+pub mod condition;
+pub mod decide;
+pub mod dlp;
+pub mod filter;
+pub mod glob;
+pub mod host;
+pub mod identity;
+pub mod json;
+pub mod jsonrpc;
+pub mod policy;
+pub mod reply;
+pub mod response;
+pub mod sse;
+
+#[cfg(target_arch = "wasm32")]
+mod glue;
