@@ -1,1 +1,458 @@
-//! filter
+//! The per-request state machine: request headers → buffered body → decision
+//! → local reply or continue → response rewriting. All host access goes
+//! through `Host`, so the whole pipeline runs natively in tests.
+
+use crate::decide::{decide, Call, Catalogue, Decision, Verdict};
+use crate::host::{Flow, Host, LogLevel};
+use crate::identity::{self, Caller, IdentityInputs, Via};
+use crate::jsonrpc::{self, id_key, Body, Message, ProtocolError, Target};
+use crate::json::parse_strict;
+use crate::policy::{BatchMode, CompiledPolicy, Mode};
+use crate::reply::{self, LocalReply};
+use crate::response::{rewrite_message, ResponsePlan};
+use crate::sse::{parse_event, SseFramer};
+use serde_json::{json, Value};
+use std::rc::Rc;
+
+/// Response header that reports a dry-run decision to the caller.
+pub const DRY_RUN_HEADER: &str = "x-mcp-firewall-dry-run";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Headers,
+    Body,
+    /// The request went upstream; the response may need rewriting.
+    Forwarded,
+    /// The filter answered; nothing reached the upstream.
+    Replied,
+    /// GET / DELETE: nothing to decide on the body.
+    Passthrough,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResponseMode {
+    Pass,
+    Json,
+    Sse,
+    /// A 2xx answer to a list request in a content type we cannot filter.
+    Refuse,
+    /// An SSE stream that broke a limit: everything after is dropped.
+    Broken,
+}
+
+pub struct RequestFilter {
+    policy: Rc<CompiledPolicy>,
+    phase: Phase,
+    caller: Option<Caller>,
+    mcp_method: Option<String>,
+    mcp_name: Option<String>,
+    plan: ResponsePlan,
+    dry_run_note: Option<String>,
+    response: ResponseMode,
+    framer: SseFramer,
+    response_seen: usize,
+}
+
+impl RequestFilter {
+    pub fn new(policy: Rc<CompiledPolicy>) -> Self {
+        let cap = policy.limits.max_response_bytes;
+        RequestFilter {
+            policy,
+            phase: Phase::Headers,
+            caller: None,
+            mcp_method: None,
+            mcp_name: None,
+            plan: ResponsePlan::default(),
+            dry_run_note: None,
+            response: ResponseMode::Pass,
+            framer: SseFramer::new(cap),
+            response_seen: 0,
+        }
+    }
+
+    fn dry_run(&self) -> bool {
+        self.policy.mode == Mode::DryRun
+    }
+
+    fn reply(&mut self, host: &mut dyn Host, r: LocalReply) -> Flow {
+        self.phase = Phase::Replied;
+        host.send_reply(&r);
+        Flow::Pause
+    }
+
+    fn protocol_error(&mut self, host: &mut dyn Host, status: u32, code: i64, msg: &str) -> Flow {
+        let body = reply::error_object(None, code, msg, None);
+        self.reply(host, LocalReply::json(status, &body, None))
+    }
+
+    pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
+        let method = host.request_header(":method").unwrap_or_default();
+        let inputs = IdentityInputs {
+            authorization: host.request_header("authorization"),
+            jwt_payload: self
+                .policy
+                .identity
+                .jwt_payload_header
+                .as_deref()
+                .and_then(|h| host.request_header(h)),
+            peer_uri_san: host
+                .property(&["connection", "uri_san_peer_certificate"])
+                .and_then(|b| String::from_utf8(b).ok()),
+        };
+        match identity::resolve(&self.policy.identity, &inputs) {
+            Ok(c) => self.caller = Some(c),
+            Err(e) if self.dry_run() => {
+                self.note_dry_run(host, &format!("unauthenticated ({})", e.message()));
+                self.caller = Some(Caller { subject: None, tenant: None, roles: Vec::new(), via: Via::Anonymous });
+            }
+            Err(e) => return self.protocol_error(host, 401, reply::DENIED, &e.message()),
+        }
+        match method.as_str() {
+            "POST" => {}
+            // GET opens the server's SSE stream, DELETE ends a session: no body to decide.
+            "GET" | "DELETE" => {
+                self.phase = Phase::Passthrough;
+                return Flow::Continue;
+            }
+            _ => {
+                return self.protocol_error(host, 405, reply::INVALID_REQUEST, "only POST, GET and DELETE are allowed on an MCP endpoint")
+            }
+        }
+        let content_type = host.request_header("content-type").unwrap_or_default();
+        if !is_json_media_type(&content_type) {
+            return self.protocol_error(host, 415, reply::INVALID_REQUEST, "MCP POST bodies must be Content-Type: application/json");
+        }
+        if let Some(enc) = host.request_header("content-encoding") {
+            // We must decide on exactly the bytes the server will read; we do
+            // not decompress, so any coding other than identity is refused.
+            if !enc.trim().eq_ignore_ascii_case("identity") {
+                return self.protocol_error(host, 415, reply::INVALID_REQUEST, "Content-Encoding other than identity is refused");
+            }
+        }
+        if let Some(len) = host.request_header("content-length") {
+            if len.trim().parse::<u64>().map_or(true, |n| n > self.policy.limits.max_request_bytes as u64) {
+                return self.too_large(host);
+            }
+        }
+        self.mcp_method = host.request_header("mcp-method");
+        self.mcp_name = host.request_header("mcp-name");
+        if end_of_stream {
+            return self.protocol_error(host, 400, -32700, "empty body");
+        }
+        self.phase = Phase::Body;
+        // Hold the headers: the router must not open an upstream request
+        // before the body is decided (Envoy needs allow_on_headers_stop_iteration).
+        Flow::Pause
+    }
+
+    fn too_large(&mut self, host: &mut dyn Host) -> Flow {
+        let msg = format!("body larger than limits.max_request_bytes ({})", self.policy.limits.max_request_bytes);
+        self.protocol_error(host, 413, reply::INVALID_REQUEST, &msg)
+    }
+
+    pub fn on_request_body(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
+        match self.phase {
+            Phase::Body => {}
+            Phase::Replied => return Flow::Pause,
+            _ => return Flow::Continue,
+        }
+        if body_size > self.policy.limits.max_request_bytes {
+            return self.too_large(host);
+        }
+        if !end_of_stream {
+            return Flow::Pause;
+        }
+        let Some(bytes) = host.request_body(body_size) else {
+            return self.protocol_error(host, 400, -32700, "request body unavailable");
+        };
+        self.decide_body(host, &bytes)
+    }
+
+    fn decide_body(&mut self, host: &mut dyn Host, bytes: &[u8]) -> Flow {
+        let body = match jsonrpc::parse_body(bytes, self.policy.limits.max_json_depth) {
+            Ok(b) => b,
+            Err(e) => return self.protocol_error(host, 400, e.code(), e.message()),
+        };
+        if let Err(msg) = self.check_standard_headers(&body) {
+            return self.protocol_error(host, 400, reply::HEADER_MISMATCH, &msg);
+        }
+        let messages: Vec<Message> = match body {
+            Body::Single(m) => vec![m],
+            Body::Batch(_) if self.policy.limits.batches == BatchMode::Reject => {
+                return self.protocol_error(host, 400, reply::INVALID_REQUEST, "batches are refused (limits.batches: reject)");
+            }
+            Body::Batch(ms) => ms,
+        };
+        let caller = self.caller.clone().unwrap_or(Caller { subject: None, tenant: None, roles: Vec::new(), via: Via::Anonymous });
+        let mut decisions = Vec::with_capacity(messages.len());
+        for m in &messages {
+            match self.decide_message(&caller, m) {
+                Ok(d) => decisions.push(d),
+                Err(e) => return self.protocol_error(host, 400, e.code(), e.message()),
+            }
+        }
+        let refused = decisions.iter().any(|d| d.verdict != Verdict::Allow);
+        if self.dry_run() {
+            let note = decisions
+                .iter()
+                .map(|d| format!("{} rule={}", d.verdict.as_str(), d.rule))
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.note_dry_run(host, &note);
+        } else if refused {
+            for d in decisions.iter().filter(|d| d.verdict != Verdict::Allow) {
+                host.log(LogLevel::Debug, &format!("mcp-firewall: {} rule={}: {}", d.verdict.as_str(), d.rule, d.reason));
+            }
+            let r = refusal(&messages, &decisions);
+            return self.reply(host, r);
+        }
+        for m in &messages {
+            if let (Some(id), Some(cat)) = (m.id(), m.method().and_then(Catalogue::for_list_method)) {
+                if matches!(m, Message::Request { .. }) {
+                    self.plan.lists.push((id_key(id), cat));
+                }
+            }
+        }
+        self.phase = Phase::Forwarded;
+        Flow::Continue
+    }
+
+    fn decide_message(&self, caller: &Caller, m: &Message) -> Result<Decision, ProtocolError> {
+        let Some(method) = m.method() else {
+            return Ok(decide(&self.policy, caller, &Call { method: None, target: Target::None }));
+        };
+        let target = match jsonrpc::target_of(method, m.params())? {
+            Target::Resource(uri) => match crate::canon::normalize_resource_uri(&uri) {
+                Ok(norm) => Target::Resource(norm),
+                Err(why) => return Ok(Decision::deny("resource-uri", format!("resource URI refused: {why}"))),
+            },
+            t => t,
+        };
+        Ok(decide(&self.policy, caller, &Call { method: Some(method.to_owned()), target }))
+    }
+
+    /// MCP standard headers (SEP-2243) must agree with the body: an
+    /// intermediary may route or rate-limit on them, so disagreement is smuggling.
+    fn check_standard_headers(&self, body: &Body) -> Result<(), String> {
+        if self.mcp_method.is_none() && self.mcp_name.is_none() {
+            return Ok(());
+        }
+        let Body::Single(m) = body else {
+            return Err("Mcp-Method/Mcp-Name headers are only defined for a single message".into());
+        };
+        if let Some(h) = &self.mcp_method {
+            if m.method() != Some(h.as_str()) {
+                return Err("Mcp-Method header disagrees with the body".into());
+            }
+        }
+        if let Some(h) = &self.mcp_name {
+            let name = decode_mcp_name(h).ok_or("Mcp-Name header has an invalid base64 value")?;
+            let params = m.params();
+            let body_name = params.get("name").or_else(|| params.get("uri")).and_then(Value::as_str);
+            if body_name != Some(name.as_str()) {
+                return Err("Mcp-Name header disagrees with the body".into());
+            }
+        }
+        Ok(())
+    }
+
+    fn note_dry_run(&mut self, host: &mut dyn Host, note: &str) {
+        host.log(LogLevel::Info, &format!("mcp-firewall dry-run (not enforced): {note}"));
+        self.dry_run_note = Some(match self.dry_run_note.take() {
+            Some(prev) => format!("{prev}, {note}"),
+            None => note.to_owned(),
+        });
+    }
+
+    pub fn on_response_headers(&mut self, host: &mut dyn Host) -> Flow {
+        if let Some(note) = &self.dry_run_note {
+            // Header values must not carry CR/LF; notes are built from escaped text.
+            let clean: String = note.chars().filter(|c| !c.is_control()).collect();
+            host.set_response_header(DRY_RUN_HEADER, Some(&clean));
+        }
+        if self.phase != Phase::Forwarded || self.plan.is_empty() {
+            return Flow::Continue;
+        }
+        let status_ok = host.response_header(":status").is_some_and(|s| s.starts_with('2'));
+        let content_type = host.response_header("content-type").unwrap_or_default();
+        self.response = if is_json_media_type(&content_type) {
+            ResponseMode::Json
+        } else if media_type(&content_type) == "text/event-stream" {
+            ResponseMode::Sse
+        } else if status_ok {
+            ResponseMode::Refuse
+        } else {
+            ResponseMode::Pass
+        };
+        if self.response != ResponseMode::Pass {
+            // The body may change length: a stale content-length would make the
+            // client wait for bytes that never come.
+            host.set_response_header("content-length", None);
+            if self.response == ResponseMode::Refuse {
+                host.set_response_header("content-type", Some("application/json"));
+            }
+        }
+        Flow::Continue
+    }
+
+    pub fn on_response_body(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
+        match self.response {
+            ResponseMode::Pass => Flow::Continue,
+            ResponseMode::Json | ResponseMode::Refuse => self.json_response(host, body_size, end_of_stream),
+            ResponseMode::Sse => self.sse_response(host, body_size, end_of_stream),
+            ResponseMode::Broken => {
+                host.set_response_body(body_size, b"");
+                Flow::Continue
+            }
+        }
+    }
+
+    fn unfilterable(&self, why: &str) -> Value {
+        reply::error_object(None, reply::DENIED, why, Some(json!({"rule": "response-unfilterable", "reason": why})))
+    }
+
+    fn json_response(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
+        if self.response == ResponseMode::Refuse {
+            let err = self.unfilterable("list result in a content type the filter cannot inspect");
+            let out = if end_of_stream { err.to_string().into_bytes() } else { Vec::new() };
+            host.set_response_body(body_size, &out);
+            return Flow::Continue;
+        }
+        if body_size > self.policy.limits.max_response_bytes {
+            let err = self.unfilterable("response larger than limits.max_response_bytes");
+            host.set_response_body(body_size, err.to_string().as_bytes());
+            self.response = ResponseMode::Broken;
+            return Flow::Continue;
+        }
+        if !end_of_stream {
+            return Flow::Pause;
+        }
+        let Some(bytes) = host.response_body(body_size) else {
+            return Flow::Continue;
+        };
+        if let Some(out) = self.rewrite_document(&bytes) {
+            host.set_response_body(body_size, &out);
+        }
+        Flow::Continue
+    }
+
+    /// Rewrite a server JSON-RPC document; `None` = forward unchanged.
+    fn rewrite_document(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let mut doc = match parse_strict(bytes, self.policy.limits.max_json_depth) {
+            Ok(d) => d,
+            Err(_) => return Some(self.unfilterable("server response is not strict JSON").to_string().into_bytes()),
+        };
+        let caller = self.caller.as_ref()?;
+        let mut changed = false;
+        for msg in jsonrpc::response_objects(&mut doc) {
+            changed |= rewrite_message(&self.policy, caller, &self.plan, msg).changed;
+        }
+        changed.then(|| doc.to_string().into_bytes())
+    }
+
+    fn sse_response(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
+        let chunk = host.response_body(body_size).unwrap_or_default();
+        self.response_seen = self.response_seen.saturating_add(chunk.len());
+        let mut events = match self.framer.push(&chunk) {
+            Ok(evs) => evs,
+            Err(_) => {
+                self.response = ResponseMode::Broken;
+                let err = self.unfilterable("server event larger than limits.max_response_bytes");
+                let out = format!("event: message\ndata: {err}\n\n");
+                host.set_response_body(body_size, out.as_bytes());
+                return Flow::Continue;
+            }
+        };
+        if end_of_stream {
+            let rest = self.framer.finish();
+            if !rest.is_empty() {
+                events.push(rest);
+            }
+        }
+        let mut out = Vec::with_capacity(chunk.len());
+        for raw in events {
+            out.extend(self.rewrite_event(&raw));
+        }
+        host.set_response_body(body_size, &out);
+        Flow::Continue
+    }
+
+    fn rewrite_event(&self, raw: &[u8]) -> Vec<u8> {
+        let Some(mut event) = parse_event(raw) else {
+            return self.unfilterable_event();
+        };
+        let Some(data) = event.data.as_deref().filter(|d| !d.trim().is_empty()) else {
+            return raw.to_vec();
+        };
+        match self.rewrite_document(data.as_bytes()) {
+            None => raw.to_vec(),
+            Some(new) => {
+                event.data = Some(String::from_utf8_lossy(&new).into_owned());
+                event.to_bytes()
+            }
+        }
+    }
+
+    fn unfilterable_event(&self) -> Vec<u8> {
+        format!("event: message\ndata: {}\n\n", self.unfilterable("server event is not UTF-8")).into_bytes()
+    }
+}
+
+/// The reply to a refused single message or batch.
+fn refusal(messages: &[Message], decisions: &[Decision]) -> LocalReply {
+    let rule_of = |d: &Decision| Some(d.rule.clone());
+    if let ([m], [d]) = (messages, decisions) {
+        return match m {
+            Message::Request { id, .. } => {
+                let mut r = LocalReply::json(200, &reply::decision_error(Some(id), d), None);
+                r.rule = rule_of(d);
+                r
+            }
+            // A notification has no id to answer: 403 with an empty body.
+            _ => LocalReply::empty(403, Some(&d.rule)),
+        };
+    }
+    // A batch is refused whole; every request id gets an answer.
+    let first_refusal = decisions.iter().find(|d| d.verdict != Verdict::Allow);
+    let mut answers = Vec::new();
+    for (m, d) in messages.iter().zip(decisions) {
+        let Message::Request { id, .. } = m else { continue };
+        if d.verdict == Verdict::Allow {
+            answers.push(reply::decision_error(
+                Some(id),
+                &Decision::deny("batch", "another message in the same batch was refused"),
+            ));
+        } else {
+            answers.push(reply::decision_error(Some(id), d));
+        }
+    }
+    let rule = first_refusal.map(|d| d.rule.as_str());
+    if answers.is_empty() {
+        return LocalReply::empty(403, rule);
+    }
+    LocalReply::json(200, &Value::Array(answers), rule)
+}
+
+fn media_type(content_type: &str) -> String {
+    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
+fn is_json_media_type(content_type: &str) -> bool {
+    media_type(content_type) == "application/json"
+}
+
+/// `Mcp-Name` is the plain name, or `=?base64?<b64 of UTF-8>?=` (SEP-2243;
+/// the sentinel is case-sensitive, anything else is a literal value).
+fn decode_mcp_name(h: &str) -> Option<String> {
+    use base64::Engine;
+    match h.strip_prefix("=?base64?").and_then(|r| r.strip_suffix("?=")) {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok()),
+        None => Some(h.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

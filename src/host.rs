@@ -1,1 +1,114 @@
-//! host
+//! The only door from the core to the proxy host. The wasm glue implements it
+//! with proxy-wasm hostcalls; tests implement it in memory (`FakeHost`).
+
+use crate::reply::LocalReply;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+pub trait Host {
+    /// A request header; only valid during the request-headers callback
+    /// (Envoy answers BadArgument from body callbacks, so we read headers once).
+    fn request_header(&self, name: &str) -> Option<String>;
+    /// A host property such as `["connection", "uri_san_peer_certificate"]`.
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// The buffered request body (`size` bytes from the start).
+    fn request_body(&self, size: usize) -> Option<Vec<u8>>;
+    fn response_header(&self, name: &str) -> Option<String>;
+    /// Set (`Some`) or remove (`None`) a response header.
+    fn set_response_header(&mut self, name: &str, value: Option<&str>);
+    /// The response body bytes Envoy currently holds for us.
+    fn response_body(&self, size: usize) -> Option<Vec<u8>>;
+    /// Replace the `size` bytes Envoy currently holds with `body`.
+    fn set_response_body(&mut self, size: usize, body: &[u8]);
+    /// Answer the client ourselves; nothing reaches the upstream.
+    fn send_reply(&mut self, reply: &LocalReply);
+    fn log(&self, level: LogLevel, msg: &str);
+}
+
+/// What a callback tells the host to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Headers: stop until the body decides (needs `allow_on_headers_stop_iteration`).
+    /// Body: keep buffering.
+    Pause,
+}
+
+#[cfg(test)]
+pub mod fake {
+    //! In-memory host for natively testing the request state machine.
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Default)]
+    pub struct FakeHost {
+        pub request_headers: BTreeMap<String, String>,
+        pub properties: BTreeMap<String, Vec<u8>>,
+        pub request_body: Vec<u8>,
+        pub response_headers: BTreeMap<String, String>,
+        /// What Envoy currently holds of the response body.
+        pub response_chunk: Vec<u8>,
+        /// What the client received downstream, in order.
+        pub downstream: Vec<u8>,
+        pub replies: Vec<LocalReply>,
+        pub logs: RefCell<Vec<(LogLevel, String)>>,
+        /// Once body callbacks start, header reads fail as in Envoy.
+        pub headers_readable: bool,
+    }
+
+    impl FakeHost {
+        pub fn new() -> Self {
+            FakeHost {
+                headers_readable: true,
+                ..Default::default()
+            }
+        }
+        pub fn header(mut self, k: &str, v: &str) -> Self {
+            self.request_headers.insert(k.to_ascii_lowercase(), v.to_owned());
+            self
+        }
+    }
+
+    impl Host for FakeHost {
+        fn request_header(&self, name: &str) -> Option<String> {
+            assert!(self.headers_readable, "request headers read outside the headers callback");
+            self.request_headers.get(&name.to_ascii_lowercase()).cloned()
+        }
+        fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+            self.properties.get(&path.join(".")).cloned()
+        }
+        fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+            self.request_body.get(..size).map(<[u8]>::to_vec)
+        }
+        fn response_header(&self, name: &str) -> Option<String> {
+            self.response_headers.get(&name.to_ascii_lowercase()).cloned()
+        }
+        fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+            match value {
+                Some(v) => self.response_headers.insert(name.to_ascii_lowercase(), v.to_owned()),
+                None => self.response_headers.remove(&name.to_ascii_lowercase()),
+            };
+        }
+        fn response_body(&self, size: usize) -> Option<Vec<u8>> {
+            self.response_chunk.get(..size).map(<[u8]>::to_vec)
+        }
+        fn set_response_body(&mut self, size: usize, body: &[u8]) {
+            let rest = self.response_chunk.split_off(size.min(self.response_chunk.len()));
+            self.response_chunk = body.to_vec();
+            self.response_chunk.extend(rest);
+        }
+        fn send_reply(&mut self, reply: &LocalReply) {
+            self.replies.push(reply.clone());
+        }
+        fn log(&self, level: LogLevel, msg: &str) {
+            self.logs.borrow_mut().push((level, msg.to_owned()));
+        }
+    }
+}

@@ -1,1 +1,286 @@
-//! jsonrpc
+//! Strict parsing of MCP JSON-RPC 2.0 messages sent by a client.
+//!
+//! Anything ambiguous is refused rather than guessed at: the server behind us
+//! may interpret an odd message differently from how we decided it.
+
+use crate::json::{parse_strict, JsonError};
+use serde_json::{Map, Value};
+
+/// One JSON-RPC message as the client sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    Request { id: Value, method: String, params: Value },
+    Notification { method: String, params: Value },
+    /// A client's answer to a server request (sampling, elicitation, roots).
+    Response { id: Value },
+}
+
+impl Message {
+    pub fn id(&self) -> Option<&Value> {
+        match self {
+            Message::Request { id, .. } | Message::Response { id } => Some(id),
+            Message::Notification { .. } => None,
+        }
+    }
+    pub fn method(&self) -> Option<&str> {
+        match self {
+            Message::Request { method, .. } | Message::Notification { method, .. } => Some(method),
+            Message::Response { .. } => None,
+        }
+    }
+    pub fn params(&self) -> &Value {
+        match self {
+            Message::Request { params, .. } | Message::Notification { params, .. } => params,
+            Message::Response { .. } => &Value::Null,
+        }
+    }
+}
+
+/// A POST body: one message or a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Single(Message),
+    Batch(Vec<Message>),
+}
+
+/// A refusal before any policy is consulted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// JSON-RPC -32700 (HTTP 400).
+    Parse(String),
+    /// JSON-RPC -32600 (HTTP 400).
+    Invalid(String),
+}
+
+impl ProtocolError {
+    pub fn code(&self) -> i64 {
+        match self {
+            ProtocolError::Parse(_) => -32700,
+            ProtocolError::Invalid(_) => -32600,
+        }
+    }
+    pub fn message(&self) -> &str {
+        match self {
+            ProtocolError::Parse(m) | ProtocolError::Invalid(m) => m,
+        }
+    }
+}
+
+impl From<JsonError> for ProtocolError {
+    fn from(e: JsonError) -> Self {
+        match e {
+            JsonError::Syntax(_) => ProtocolError::Parse(e.to_string()),
+            other => ProtocolError::Invalid(other.to_string()),
+        }
+    }
+}
+
+/// Parse a request body. Returns the parsed document too, so callers that
+/// later rewrite the body (redaction) do not parse twice.
+pub fn parse_body(bytes: &[u8], max_depth: usize) -> Result<Body, ProtocolError> {
+    let doc = parse_strict(bytes, max_depth)?;
+    match doc {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(ProtocolError::Invalid("empty batch".into()));
+            }
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    parse_message(v).map_err(|e| match e {
+                        ProtocolError::Invalid(m) => ProtocolError::Invalid(format!("batch element {i}: {m}")),
+                        other => other,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Body::Batch)
+        }
+        other => parse_message(other).map(Body::Single),
+    }
+}
+
+fn parse_message(v: Value) -> Result<Message, ProtocolError> {
+    let Value::Object(mut obj) = v else {
+        return Err(ProtocolError::Invalid("a JSON-RPC message must be an object".into()));
+    };
+    match obj.remove("jsonrpc") {
+        Some(Value::String(s)) if s == "2.0" => {}
+        _ => return Err(ProtocolError::Invalid("\"jsonrpc\" must be \"2.0\"".into())),
+    }
+    let id = obj.remove("id");
+    let method = obj.remove("method");
+    let params = obj.remove("params");
+    let result = obj.remove("result");
+    let error = obj.remove("error");
+    // Members JSON-RPC 2.0 does not define are refused: a server might give them
+    // a meaning we did not decide on.
+    if let Some(extra) = obj.keys().next() {
+        return Err(ProtocolError::Invalid(format!("unexpected member {extra:?}")));
+    }
+    if let Some(id) = &id {
+        check_id(id)?;
+    }
+    match (method, id) {
+        (Some(method), id) => {
+            if result.is_some() || error.is_some() {
+                return Err(ProtocolError::Invalid(
+                    "a message cannot be both a request and a response".into(),
+                ));
+            }
+            let Value::String(method) = method else {
+                return Err(ProtocolError::Invalid("\"method\" must be a string".into()));
+            };
+            let params = match params {
+                None => Value::Null,
+                Some(p @ Value::Object(_)) => p,
+                Some(_) => return Err(ProtocolError::Invalid("MCP \"params\" must be an object".into())),
+            };
+            Ok(match id {
+                Some(id) => Message::Request { id, method, params },
+                None => Message::Notification { method, params },
+            })
+        }
+        (None, Some(id)) => {
+            if params.is_some() {
+                return Err(ProtocolError::Invalid("a response has no \"params\"".into()));
+            }
+            match (result, error) {
+                (Some(_), None) | (None, Some(_)) => Ok(Message::Response { id }),
+                _ => Err(ProtocolError::Invalid(
+                    "a response needs exactly one of \"result\" and \"error\"".into(),
+                )),
+            }
+        }
+        (None, None) => Err(ProtocolError::Invalid("missing \"method\"".into())),
+    }
+}
+
+/// MCP narrows JSON-RPC ids to strings and integers (never null).
+fn check_id(id: &Value) -> Result<(), ProtocolError> {
+    match id {
+        Value::String(_) => Ok(()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(()),
+        _ => Err(ProtocolError::Invalid("\"id\" must be a string or an integer".into())),
+    }
+}
+
+/// What a message acts on, for rule matching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    None,
+    Tool(String),
+    Resource(String),
+    Prompt(String),
+}
+
+impl Target {
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Target::None => None,
+            Target::Tool(s) | Target::Resource(s) | Target::Prompt(s) => Some(s),
+        }
+    }
+}
+
+/// The methods whose params name a tool, a resource or a prompt.
+pub fn target_of(method: &str, params: &Value) -> Result<Target, ProtocolError> {
+    let field = |key: &str| -> Result<String, ProtocolError> {
+        match params.get(key) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            _ => Err(ProtocolError::Invalid(format!(
+                "{method} needs a string \"params.{key}\""
+            ))),
+        }
+    };
+    Ok(match method {
+        "tools/call" => Target::Tool(field("name")?),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Target::Resource(field("uri")?),
+        "prompts/get" => Target::Prompt(field("name")?),
+        _ => Target::None,
+    })
+}
+
+/// `params.arguments` of a message, or Null.
+pub fn arguments(params: &Value) -> &Value {
+    params.get("arguments").unwrap_or(&Value::Null)
+}
+
+/// Key for matching response ids to request ids (ids are strings or integers).
+pub fn id_key(id: &Value) -> String {
+    id.to_string()
+}
+
+/// Read a JSON-RPC response or batch of responses the server sent.
+pub fn response_objects(doc: &mut Value) -> Vec<&mut Map<String, Value>> {
+    match doc {
+        Value::Object(m) => vec![m],
+        Value::Array(items) => items.iter_mut().filter_map(Value::as_object_mut).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Body, ProtocolError> {
+        parse_body(s.as_bytes(), 64)
+    }
+
+    #[test]
+    fn accepted_message_shapes() {
+        let cases = [
+            ("request", r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
+            ("request_string_id", r#"{"jsonrpc":"2.0","id":"a","method":"ping","params":{}}"#),
+            ("notification", r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
+            ("client_response", r#"{"jsonrpc":"2.0","id":7,"result":{}}"#),
+            ("client_error_response", r#"{"jsonrpc":"2.0","id":7,"error":{"code":1,"message":"x"}}"#),
+            ("batch", r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/x"}]"#),
+        ];
+        for (name, body) in cases {
+            assert!(parse(body).is_ok(), "{name}: {:?}", parse(body));
+        }
+    }
+
+    #[test]
+    fn refused_message_shapes() {
+        let cases = [
+            ("malformed_json", "{", -32700),
+            ("wrong_version", r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#, -32600),
+            ("missing_version", r#"{"id":1,"method":"ping"}"#, -32600),
+            ("null_id", r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#, -32600),
+            ("float_id", r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#, -32600),
+            ("array_params", r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":[]}"#, -32600),
+            ("unknown_member", r#"{"jsonrpc":"2.0","id":1,"method":"ping","extra":1}"#, -32600),
+            ("request_and_response", r#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#, -32600),
+            ("response_with_both", r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#, -32600),
+            ("empty_batch", "[]", -32600),
+            ("batch_with_scalar", r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},3]"#, -32600),
+            ("scalar_body", "42", -32600),
+            ("duplicate_name_key", r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"forbidden"}}"#, -32600),
+            ("duplicate_method_key", r#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}"#, -32600),
+        ];
+        for (name, body, code) in cases {
+            match parse(body) {
+                Err(e) => assert_eq!(e.code(), code, "{name}: {e:?}"),
+                Ok(b) => panic!("{name}: accepted {b:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unicode_escaped_tool_name_is_decoded() {
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\u0065cho"}}"#;
+        let Ok(Body::Single(m)) = parse(body) else { panic!("not parsed") };
+        assert_eq!(target_of(m.method().unwrap_or(""), m.params()), Ok(Target::Tool("echo".into())));
+    }
+
+    #[test]
+    fn targets_need_string_names() {
+        let p: Value = serde_json::json!({"name": 5});
+        assert!(target_of("tools/call", &p).is_err());
+        assert!(target_of("resources/read", &serde_json::json!({})).is_err());
+        assert_eq!(target_of("tools/list", &Value::Null), Ok(Target::None));
+    }
+}

