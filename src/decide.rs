@@ -227,49 +227,153 @@ mod tests {
     }
 
     fn tool(name: &str) -> Call {
-        Call { method: Some("tools/call".into()), target: Target::Tool(name.into()) }
+        Call {
+            method: Some("tools/call".into()),
+            target: Target::Tool(name.into()),
+        }
     }
 
     fn method(m: &str) -> Call {
-        Call { method: Some(m.into()), target: Target::None }
+        Call {
+            method: Some(m.into()),
+            target: Target::None,
+        }
     }
 
     #[test]
     fn decision_table() {
         let p = policy();
         let cases = [
-            ("allows_tool_in_role_allowlist", &["reader"][..], tool("get_issue"), Verdict::Allow, "read"),
-            ("denies_tool_not_in_allowlist", &["reader"], tool("create_issue"), Verdict::Deny, "default-deny"),
-            ("deny_beats_allow_for_admin", &["admin"], tool("delete_repo"), Verdict::Deny, "no-delete"),
-            ("admin_wildcard_allows_other_tools", &["admin"], tool("create_issue"), Verdict::Allow, "admin"),
-            ("approval_rule_requires_approval", &["ops"], tool("scale_up"), Verdict::Approval, "scale"),
-            ("deny_beats_approval", &["ops", "admin"], tool("delete_x"), Verdict::Deny, "no-delete"),
-            ("no_roles_gets_default_deny", &[], tool("echo"), Verdict::Deny, "default-deny"),
-            ("case_variant_is_a_different_tool", &["reader"], tool("Echo"), Verdict::Deny, "default-deny"),
-            ("methods_rule_allows_list", &[], method("tools/list"), Verdict::Allow, "list"),
-            ("unlisted_method_denied", &["reader"], method("resources/templates/list"), Verdict::Deny, "default-deny"),
-            ("initialize_is_base_protocol", &[], method("initialize"), Verdict::Allow, "base-protocol"),
-            ("notification_is_base_protocol", &[], method("notifications/initialized"), Verdict::Allow, "base-protocol"),
-            ("deny_rule_overrides_base_protocol", &["banned"], method("initialize"), Verdict::Deny, "no-init-for-banned"),
-            ("client_response_is_base_protocol", &[], Call { method: None, target: Target::None }, Verdict::Allow, "base-protocol"),
+            (
+                "allows_tool_in_role_allowlist",
+                &["reader"][..],
+                tool("get_issue"),
+                Verdict::Allow,
+                "read",
+            ),
+            (
+                "denies_tool_not_in_allowlist",
+                &["reader"],
+                tool("create_issue"),
+                Verdict::Deny,
+                "default-deny",
+            ),
+            (
+                "deny_beats_allow_for_admin",
+                &["admin"],
+                tool("delete_repo"),
+                Verdict::Deny,
+                "no-delete",
+            ),
+            (
+                "admin_wildcard_allows_other_tools",
+                &["admin"],
+                tool("create_issue"),
+                Verdict::Allow,
+                "admin",
+            ),
+            (
+                "approval_rule_requires_approval",
+                &["ops"],
+                tool("scale_up"),
+                Verdict::Approval,
+                "scale",
+            ),
+            (
+                "deny_beats_approval",
+                &["ops", "admin"],
+                tool("delete_x"),
+                Verdict::Deny,
+                "no-delete",
+            ),
+            (
+                "no_roles_gets_default_deny",
+                &[],
+                tool("echo"),
+                Verdict::Deny,
+                "default-deny",
+            ),
+            (
+                "case_variant_is_a_different_tool",
+                &["reader"],
+                tool("Echo"),
+                Verdict::Deny,
+                "default-deny",
+            ),
+            (
+                "methods_rule_allows_list",
+                &[],
+                method("tools/list"),
+                Verdict::Allow,
+                "list",
+            ),
+            (
+                "unlisted_method_denied",
+                &["reader"],
+                method("resources/templates/list"),
+                Verdict::Deny,
+                "default-deny",
+            ),
+            (
+                "initialize_is_base_protocol",
+                &[],
+                method("initialize"),
+                Verdict::Allow,
+                "base-protocol",
+            ),
+            (
+                "notification_is_base_protocol",
+                &[],
+                method("notifications/initialized"),
+                Verdict::Allow,
+                "base-protocol",
+            ),
+            (
+                "deny_rule_overrides_base_protocol",
+                &["banned"],
+                method("initialize"),
+                Verdict::Deny,
+                "no-init-for-banned",
+            ),
+            (
+                "client_response_is_base_protocol",
+                &[],
+                Call {
+                    method: None,
+                    target: Target::None,
+                },
+                Verdict::Allow,
+                "base-protocol",
+            ),
             (
                 "resource_rule_matches_uri",
                 &[],
-                Call { method: Some("resources/read".into()), target: Target::Resource("file:///srv/docs/a.md".into()) },
+                Call {
+                    method: Some("resources/read".into()),
+                    target: Target::Resource("file:///srv/docs/a.md".into()),
+                },
                 Verdict::Allow,
                 "docs",
             ),
             (
                 "resource_rule_ignores_other_uri",
                 &[],
-                Call { method: Some("resources/read".into()), target: Target::Resource("file:///etc/passwd".into()) },
+                Call {
+                    method: Some("resources/read".into()),
+                    target: Target::Resource("file:///etc/passwd".into()),
+                },
                 Verdict::Deny,
                 "default-deny",
             ),
         ];
         for (name, roles, call, verdict, rule) in cases {
             let d = decide(&p, &caller(roles), &call);
-            assert_eq!((d.verdict, d.rule.as_str()), (verdict, rule), "{name}: {}", d.reason);
+            assert_eq!(
+                (d.verdict, d.rule.as_str()),
+                (verdict, rule),
+                "{name}: {}",
+                d.reason
+            );
         }
     }
 
@@ -287,13 +391,32 @@ mod tests {
         let p = policy();
         let cases = [
             ("reader_sees_allowed_tool", &["reader"][..], "echo", true),
-            ("reader_does_not_see_other_tool", &["reader"], "create_issue", false),
-            ("admin_sees_everything_allowed", &["admin"], "create_issue", true),
-            ("unconditional_deny_hides_tool", &["admin"], "delete_repo", false),
+            (
+                "reader_does_not_see_other_tool",
+                &["reader"],
+                "create_issue",
+                false,
+            ),
+            (
+                "admin_sees_everything_allowed",
+                &["admin"],
+                "create_issue",
+                true,
+            ),
+            (
+                "unconditional_deny_hides_tool",
+                &["admin"],
+                "delete_repo",
+                false,
+            ),
             ("approval_tool_is_visible", &["ops"], "scale_up", true),
         ];
         for (name, roles, tool_name, want) in cases {
-            assert_eq!(visible(&p, &caller(roles), Catalogue::Tools, tool_name), want, "{name}");
+            assert_eq!(
+                visible(&p, &caller(roles), Catalogue::Tools, tool_name),
+                want,
+                "{name}"
+            );
         }
     }
 

@@ -5,8 +5,8 @@
 use crate::decide::{decide, Call, Catalogue, Decision, Verdict};
 use crate::host::{Flow, Host, LogLevel};
 use crate::identity::{self, Caller, IdentityInputs, Via};
-use crate::jsonrpc::{self, id_key, Body, Message, ProtocolError, Target};
 use crate::json::parse_strict;
+use crate::jsonrpc::{self, id_key, Body, Message, ProtocolError, Target};
 use crate::policy::{BatchMode, CompiledPolicy, Mode};
 use crate::reply::{self, LocalReply};
 use crate::response::{rewrite_message, ResponsePlan};
@@ -103,7 +103,12 @@ impl RequestFilter {
             Ok(c) => self.caller = Some(c),
             Err(e) if self.dry_run() => {
                 self.note_dry_run(host, &format!("unauthenticated ({})", e.message()));
-                self.caller = Some(Caller { subject: None, tenant: None, roles: Vec::new(), via: Via::Anonymous });
+                self.caller = Some(Caller {
+                    subject: None,
+                    tenant: None,
+                    roles: Vec::new(),
+                    via: Via::Anonymous,
+                });
             }
             Err(e) => return self.protocol_error(host, 401, reply::DENIED, &e.message()),
         }
@@ -115,22 +120,41 @@ impl RequestFilter {
                 return Flow::Continue;
             }
             _ => {
-                return self.protocol_error(host, 405, reply::INVALID_REQUEST, "only POST, GET and DELETE are allowed on an MCP endpoint")
+                return self.protocol_error(
+                    host,
+                    405,
+                    reply::INVALID_REQUEST,
+                    "only POST, GET and DELETE are allowed on an MCP endpoint",
+                )
             }
         }
         let content_type = host.request_header("content-type").unwrap_or_default();
         if !is_json_media_type(&content_type) {
-            return self.protocol_error(host, 415, reply::INVALID_REQUEST, "MCP POST bodies must be Content-Type: application/json");
+            return self.protocol_error(
+                host,
+                415,
+                reply::INVALID_REQUEST,
+                "MCP POST bodies must be Content-Type: application/json",
+            );
         }
         if let Some(enc) = host.request_header("content-encoding") {
             // We must decide on exactly the bytes the server will read; we do
             // not decompress, so any coding other than identity is refused.
             if !enc.trim().eq_ignore_ascii_case("identity") {
-                return self.protocol_error(host, 415, reply::INVALID_REQUEST, "Content-Encoding other than identity is refused");
+                return self.protocol_error(
+                    host,
+                    415,
+                    reply::INVALID_REQUEST,
+                    "Content-Encoding other than identity is refused",
+                );
             }
         }
         if let Some(len) = host.request_header("content-length") {
-            if len.trim().parse::<u64>().map_or(true, |n| n > self.policy.limits.max_request_bytes as u64) {
+            if len
+                .trim()
+                .parse::<u64>()
+                .map_or(true, |n| n > self.policy.limits.max_request_bytes as u64)
+            {
                 return self.too_large(host);
             }
         }
@@ -146,11 +170,19 @@ impl RequestFilter {
     }
 
     fn too_large(&mut self, host: &mut dyn Host) -> Flow {
-        let msg = format!("body larger than limits.max_request_bytes ({})", self.policy.limits.max_request_bytes);
+        let msg = format!(
+            "body larger than limits.max_request_bytes ({})",
+            self.policy.limits.max_request_bytes
+        );
         self.protocol_error(host, 413, reply::INVALID_REQUEST, &msg)
     }
 
-    pub fn on_request_body(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
+    pub fn on_request_body(
+        &mut self,
+        host: &mut dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Flow {
         match self.phase {
             Phase::Body => {}
             Phase::Replied => return Flow::Pause,
@@ -179,11 +211,21 @@ impl RequestFilter {
         let messages: Vec<Message> = match body {
             Body::Single(m) => vec![m],
             Body::Batch(_) if self.policy.limits.batches == BatchMode::Reject => {
-                return self.protocol_error(host, 400, reply::INVALID_REQUEST, "batches are refused (limits.batches: reject)");
+                return self.protocol_error(
+                    host,
+                    400,
+                    reply::INVALID_REQUEST,
+                    "batches are refused (limits.batches: reject)",
+                );
             }
             Body::Batch(ms) => ms,
         };
-        let caller = self.caller.clone().unwrap_or(Caller { subject: None, tenant: None, roles: Vec::new(), via: Via::Anonymous });
+        let caller = self.caller.clone().unwrap_or(Caller {
+            subject: None,
+            tenant: None,
+            roles: Vec::new(),
+            via: Via::Anonymous,
+        });
         let mut decisions = Vec::with_capacity(messages.len());
         for m in &messages {
             match self.decide_message(&caller, m) {
@@ -201,13 +243,22 @@ impl RequestFilter {
             self.note_dry_run(host, &note);
         } else if refused {
             for d in decisions.iter().filter(|d| d.verdict != Verdict::Allow) {
-                host.log(LogLevel::Debug, &format!("mcp-firewall: {} rule={}: {}", d.verdict.as_str(), d.rule, d.reason));
+                host.log(
+                    LogLevel::Debug,
+                    &format!(
+                        "mcp-firewall: {} rule={}: {}",
+                        d.verdict.as_str(),
+                        d.rule,
+                        d.reason
+                    ),
+                );
             }
             let r = refusal(&messages, &decisions);
             return self.reply(host, r);
         }
         for m in &messages {
-            if let (Some(id), Some(cat)) = (m.id(), m.method().and_then(Catalogue::for_list_method)) {
+            if let (Some(id), Some(cat)) = (m.id(), m.method().and_then(Catalogue::for_list_method))
+            {
                 if matches!(m, Message::Request { .. }) {
                     self.plan.lists.push((id_key(id), cat));
                 }
@@ -219,16 +270,35 @@ impl RequestFilter {
 
     fn decide_message(&self, caller: &Caller, m: &Message) -> Result<Decision, ProtocolError> {
         let Some(method) = m.method() else {
-            return Ok(decide(&self.policy, caller, &Call { method: None, target: Target::None }));
+            return Ok(decide(
+                &self.policy,
+                caller,
+                &Call {
+                    method: None,
+                    target: Target::None,
+                },
+            ));
         };
         let target = match jsonrpc::target_of(method, m.params())? {
             Target::Resource(uri) => match crate::canon::normalize_resource_uri(&uri) {
                 Ok(norm) => Target::Resource(norm),
-                Err(why) => return Ok(Decision::deny("resource-uri", format!("resource URI refused: {why}"))),
+                Err(why) => {
+                    return Ok(Decision::deny(
+                        "resource-uri",
+                        format!("resource URI refused: {why}"),
+                    ))
+                }
             },
             t => t,
         };
-        Ok(decide(&self.policy, caller, &Call { method: Some(method.to_owned()), target }))
+        Ok(decide(
+            &self.policy,
+            caller,
+            &Call {
+                method: Some(method.to_owned()),
+                target,
+            },
+        ))
     }
 
     /// MCP standard headers (SEP-2243) must agree with the body: an
@@ -248,7 +318,10 @@ impl RequestFilter {
         if let Some(h) = &self.mcp_name {
             let name = decode_mcp_name(h).ok_or("Mcp-Name header has an invalid base64 value")?;
             let params = m.params();
-            let body_name = params.get("name").or_else(|| params.get("uri")).and_then(Value::as_str);
+            let body_name = params
+                .get("name")
+                .or_else(|| params.get("uri"))
+                .and_then(Value::as_str);
             if body_name != Some(name.as_str()) {
                 return Err("Mcp-Name header disagrees with the body".into());
             }
@@ -257,7 +330,10 @@ impl RequestFilter {
     }
 
     fn note_dry_run(&mut self, host: &mut dyn Host, note: &str) {
-        host.log(LogLevel::Info, &format!("mcp-firewall dry-run (not enforced): {note}"));
+        host.log(
+            LogLevel::Info,
+            &format!("mcp-firewall dry-run (not enforced): {note}"),
+        );
         self.dry_run_note = Some(match self.dry_run_note.take() {
             Some(prev) => format!("{prev}, {note}"),
             None => note.to_owned(),
@@ -273,7 +349,9 @@ impl RequestFilter {
         if self.phase != Phase::Forwarded || self.plan.is_empty() {
             return Flow::Continue;
         }
-        let status_ok = host.response_header(":status").is_some_and(|s| s.starts_with('2'));
+        let status_ok = host
+            .response_header(":status")
+            .is_some_and(|s| s.starts_with('2'));
         let content_type = host.response_header("content-type").unwrap_or_default();
         self.response = if is_json_media_type(&content_type) {
             ResponseMode::Json
@@ -295,10 +373,17 @@ impl RequestFilter {
         Flow::Continue
     }
 
-    pub fn on_response_body(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
+    pub fn on_response_body(
+        &mut self,
+        host: &mut dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Flow {
         match self.response {
             ResponseMode::Pass => Flow::Continue,
-            ResponseMode::Json | ResponseMode::Refuse => self.json_response(host, body_size, end_of_stream),
+            ResponseMode::Json | ResponseMode::Refuse => {
+                self.json_response(host, body_size, end_of_stream)
+            }
             ResponseMode::Sse => self.sse_response(host, body_size, end_of_stream),
             ResponseMode::Broken => {
                 host.set_response_body(body_size, b"");
@@ -308,13 +393,27 @@ impl RequestFilter {
     }
 
     fn unfilterable(&self, why: &str) -> Value {
-        reply::error_object(None, reply::DENIED, why, Some(json!({"rule": "response-unfilterable", "reason": why})))
+        reply::error_object(
+            None,
+            reply::DENIED,
+            why,
+            Some(json!({"rule": "response-unfilterable", "reason": why})),
+        )
     }
 
-    fn json_response(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
+    fn json_response(
+        &mut self,
+        host: &mut dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Flow {
         if self.response == ResponseMode::Refuse {
             let err = self.unfilterable("list result in a content type the filter cannot inspect");
-            let out = if end_of_stream { err.to_string().into_bytes() } else { Vec::new() };
+            let out = if end_of_stream {
+                err.to_string().into_bytes()
+            } else {
+                Vec::new()
+            };
             host.set_response_body(body_size, &out);
             return Flow::Continue;
         }
@@ -340,7 +439,13 @@ impl RequestFilter {
     fn rewrite_document(&self, bytes: &[u8]) -> Option<Vec<u8>> {
         let mut doc = match parse_strict(bytes, self.policy.limits.max_json_depth) {
             Ok(d) => d,
-            Err(_) => return Some(self.unfilterable("server response is not strict JSON").to_string().into_bytes()),
+            Err(_) => {
+                return Some(
+                    self.unfilterable("server response is not strict JSON")
+                        .to_string()
+                        .into_bytes(),
+                )
+            }
         };
         let caller = self.caller.as_ref()?;
         let mut changed = false;
@@ -394,7 +499,11 @@ impl RequestFilter {
     }
 
     fn unfilterable_event(&self) -> Vec<u8> {
-        format!("event: message\ndata: {}\n\n", self.unfilterable("server event is not UTF-8")).into_bytes()
+        format!(
+            "event: message\ndata: {}\n\n",
+            self.unfilterable("server event is not UTF-8")
+        )
+        .into_bytes()
     }
 }
 
@@ -416,7 +525,9 @@ fn refusal(messages: &[Message], decisions: &[Decision]) -> LocalReply {
     let first_refusal = decisions.iter().find(|d| d.verdict != Verdict::Allow);
     let mut answers = Vec::new();
     for (m, d) in messages.iter().zip(decisions) {
-        let Message::Request { id, .. } = m else { continue };
+        let Message::Request { id, .. } = m else {
+            continue;
+        };
         if d.verdict == Verdict::Allow {
             answers.push(reply::decision_error(
                 Some(id),
@@ -434,7 +545,12 @@ fn refusal(messages: &[Message], decisions: &[Decision]) -> LocalReply {
 }
 
 fn media_type(content_type: &str) -> String {
-    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 fn is_json_media_type(content_type: &str) -> bool {
@@ -445,7 +561,10 @@ fn is_json_media_type(content_type: &str) -> bool {
 /// the sentinel is case-sensitive, anything else is a literal value).
 fn decode_mcp_name(h: &str) -> Option<String> {
     use base64::Engine;
-    match h.strip_prefix("=?base64?").and_then(|r| r.strip_suffix("?=")) {
+    match h
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    {
         Some(b64) => base64::engine::general_purpose::STANDARD
             .decode(b64)
             .ok()

@@ -65,14 +65,34 @@ mod tests {
             ("exact_name_is_case_sensitive", "echo", "Echo", false),
             ("star_matches_suffix", "get_*", "get_issue", true),
             ("star_matches_empty", "get_*", "get_", true),
-            ("star_does_not_match_other_prefix", "get_*", "delete_issue", false),
+            (
+                "star_does_not_match_other_prefix",
+                "get_*",
+                "delete_issue",
+                false,
+            ),
             ("question_mark_matches_one_char", "get_?", "get_a", true),
             ("question_mark_needs_a_char", "get_?", "get_", false),
-            ("star_crosses_slashes", "file:///srv/docs/*", "file:///srv/docs/a/b.md", true),
+            (
+                "star_crosses_slashes",
+                "file:///srv/docs/*",
+                "file:///srv/docs/a/b.md",
+                true,
+            ),
             ("inner_star_backtracks", "a*b*c", "aXbYbZc", true),
             ("trailing_literal_must_match", "a*b", "aXbYc", false),
-            ("lookalike_cyrillic_e_does_not_match", "echo", "\u{0435}cho", false),
-            ("literal_glob_chars_in_name_only_match_star", "echo", "ech*", false),
+            (
+                "lookalike_cyrillic_e_does_not_match",
+                "echo",
+                "\u{0435}cho",
+                false,
+            ),
+            (
+                "literal_glob_chars_in_name_only_match_star",
+                "echo",
+                "ech*",
+                false,
+            ),
             ("empty_pattern_matches_only_empty", "", "", true),
         ];
         for (name, pat, text, want) in cases {

@@ -71,15 +71,21 @@ pub mod fake {
             }
         }
         pub fn header(mut self, k: &str, v: &str) -> Self {
-            self.request_headers.insert(k.to_ascii_lowercase(), v.to_owned());
+            self.request_headers
+                .insert(k.to_ascii_lowercase(), v.to_owned());
             self
         }
     }
 
     impl Host for FakeHost {
         fn request_header(&self, name: &str) -> Option<String> {
-            assert!(self.headers_readable, "request headers read outside the headers callback");
-            self.request_headers.get(&name.to_ascii_lowercase()).cloned()
+            assert!(
+                self.headers_readable,
+                "request headers read outside the headers callback"
+            );
+            self.request_headers
+                .get(&name.to_ascii_lowercase())
+                .cloned()
         }
         fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
             self.properties.get(&path.join(".")).cloned()
@@ -88,11 +94,15 @@ pub mod fake {
             self.request_body.get(..size).map(<[u8]>::to_vec)
         }
         fn response_header(&self, name: &str) -> Option<String> {
-            self.response_headers.get(&name.to_ascii_lowercase()).cloned()
+            self.response_headers
+                .get(&name.to_ascii_lowercase())
+                .cloned()
         }
         fn set_response_header(&mut self, name: &str, value: Option<&str>) {
             match value {
-                Some(v) => self.response_headers.insert(name.to_ascii_lowercase(), v.to_owned()),
+                Some(v) => self
+                    .response_headers
+                    .insert(name.to_ascii_lowercase(), v.to_owned()),
                 None => self.response_headers.remove(&name.to_ascii_lowercase()),
             };
         }
@@ -100,7 +110,9 @@ pub mod fake {
             self.response_chunk.get(..size).map(<[u8]>::to_vec)
         }
         fn set_response_body(&mut self, size: usize, body: &[u8]) {
-            let rest = self.response_chunk.split_off(size.min(self.response_chunk.len()));
+            let rest = self
+                .response_chunk
+                .split_off(size.min(self.response_chunk.len()));
             self.response_chunk = body.to_vec();
             self.response_chunk.extend(rest);
         }

@@ -53,7 +53,9 @@ pub enum IdentityError {
 impl IdentityError {
     pub fn message(&self) -> String {
         match self {
-            IdentityError::Missing => "no identity: send an API key, a JWT or a client certificate".into(),
+            IdentityError::Missing => {
+                "no identity: send an API key, a JWT or a client certificate".into()
+            }
             IdentityError::BadJwtPayload(why) => format!("unreadable JWT payload header: {why}"),
         }
     }
@@ -115,14 +117,27 @@ fn caller_from_jwt_payload(cfg: &IdentityConfig, payload: &str) -> Result<Caller
     if !claims.is_object() {
         return Err(IdentityError::BadJwtPayload("not a JSON object"));
     }
-    let subject = claim(&claims, &cfg.claims.subject).and_then(Value::as_str).map(str::to_owned);
-    let tenant = claim(&claims, &cfg.claims.tenant).and_then(Value::as_str).map(str::to_owned);
+    let subject = claim(&claims, &cfg.claims.subject)
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let tenant = claim(&claims, &cfg.claims.tenant)
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let roles = match claim(&claims, &cfg.claims.roles) {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
         _ => Vec::new(),
     };
-    Ok(Caller { subject, tenant, roles, via: Via::Jwt })
+    Ok(Caller {
+        subject,
+        tenant,
+        roles,
+        via: Via::Jwt,
+    })
 }
 
 /// A claim name is a top-level key, or a JSON pointer when it starts with `/`
@@ -162,43 +177,65 @@ mod tests {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
     }
 
+    type Expected = Result<(Option<&'static str>, Via, Vec<&'static str>), IdentityError>;
+
     #[test]
     fn identity_table() {
         let jwt = b64(r#"{"sub":"alice","realm":{"roles":["admin","ops"]},"tenant":"t1"}"#);
-        let cases: Vec<(&str, IdentityInputs, &[&str], Result<(Option<&str>, Via, Vec<&str>), IdentityError>)> = vec![
+        let cases: Vec<(&str, IdentityInputs, &[&str], Expected)> = vec![
             (
                 "known_api_key_wins",
-                IdentityInputs { authorization: Some("Bearer good-key".into()), jwt_payload: Some(jwt.clone()), ..Default::default() },
+                IdentityInputs {
+                    authorization: Some("Bearer good-key".into()),
+                    jwt_payload: Some(jwt.clone()),
+                    ..Default::default()
+                },
                 &[],
                 Ok((Some("ci-bot"), Via::ApiKey, vec!["reader"])),
             ),
             (
                 "revoked_key_without_other_identity_is_missing",
-                IdentityInputs { authorization: Some("Bearer old-key".into()), ..Default::default() },
+                IdentityInputs {
+                    authorization: Some("Bearer old-key".into()),
+                    ..Default::default()
+                },
                 &[],
                 Err(IdentityError::Missing),
             ),
             (
                 "unknown_bearer_falls_through_to_jwt",
-                IdentityInputs { authorization: Some("Bearer eyJ.x.y".into()), jwt_payload: Some(jwt.clone()), ..Default::default() },
+                IdentityInputs {
+                    authorization: Some("Bearer eyJ.x.y".into()),
+                    jwt_payload: Some(jwt.clone()),
+                    ..Default::default()
+                },
                 &[],
                 Ok((Some("alice"), Via::Jwt, vec!["admin", "ops"])),
             ),
             (
                 "bearer_scheme_is_case_insensitive",
-                IdentityInputs { authorization: Some("bearer good-key".into()), ..Default::default() },
+                IdentityInputs {
+                    authorization: Some("bearer good-key".into()),
+                    ..Default::default()
+                },
                 &[],
                 Ok((Some("ci-bot"), Via::ApiKey, vec!["reader"])),
             ),
             (
                 "garbled_jwt_payload_is_refused",
-                IdentityInputs { jwt_payload: Some("%%%".into()), ..Default::default() },
+                IdentityInputs {
+                    jwt_payload: Some("%%%".into()),
+                    ..Default::default()
+                },
                 &["guest"],
                 Err(IdentityError::BadJwtPayload("not base64url")),
             ),
             (
                 "mtls_san_is_subject",
-                IdentityInputs { peer_uri_san: Some("spiffe://acme/agent".into()), ..Default::default() },
+                IdentityInputs {
+                    peer_uri_san: Some("spiffe://acme/agent".into()),
+                    ..Default::default()
+                },
                 &[],
                 Ok((Some("spiffe://acme/agent"), Via::Mtls, vec![])),
             ),
@@ -208,11 +245,22 @@ mod tests {
                 &["guest"],
                 Ok((None, Via::Anonymous, vec!["guest"])),
             ),
-            ("no_identity_and_no_anonymous_roles_is_missing", IdentityInputs::default(), &[], Err(IdentityError::Missing)),
+            (
+                "no_identity_and_no_anonymous_roles_is_missing",
+                IdentityInputs::default(),
+                &[],
+                Err(IdentityError::Missing),
+            ),
         ];
         for (name, inputs, anon, want) in cases {
             let got = resolve(&cfg(anon), &inputs).map(|c| (c.subject, c.via, c.roles));
-            let want = want.map(|(s, v, r)| (s.map(str::to_owned), v, r.into_iter().map(str::to_owned).collect::<Vec<_>>()));
+            let want = want.map(|(s, v, r)| {
+                (
+                    s.map(str::to_owned),
+                    v,
+                    r.into_iter().map(str::to_owned).collect::<Vec<_>>(),
+                )
+            });
             assert_eq!(got, want, "{name}");
         }
     }
@@ -221,7 +269,10 @@ mod tests {
     fn jwt_header_is_ignored_when_not_configured() {
         let mut c = cfg(&[]);
         c.jwt_payload_header = None;
-        let inputs = IdentityInputs { jwt_payload: Some(b64(r#"{"sub":"mallory"}"#)), ..Default::default() };
+        let inputs = IdentityInputs {
+            jwt_payload: Some(b64(r#"{"sub":"mallory"}"#)),
+            ..Default::default()
+        };
         assert_eq!(resolve(&c, &inputs), Err(IdentityError::Missing));
     }
 }

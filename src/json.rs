@@ -218,7 +218,11 @@ mod tests {
                 br#"{"p":{"arguments":{"x":1,"x":2}}}"#,
                 Err(JsonError::DuplicateKey("x".into())),
             ),
-            ("refuses_invalid_utf8", b"{\"a\":\"\xff\"}", Err(JsonError::InvalidUtf8)),
+            (
+                "refuses_invalid_utf8",
+                b"{\"a\":\"\xff\"}",
+                Err(JsonError::InvalidUtf8),
+            ),
             ("refuses_too_deep", b"[[[[1]]]]", Err(JsonError::TooDeep(3))),
             ("accepts_exact_depth", b"[[[1]]]", Ok("[[[1]]]")),
         ];

@@ -9,10 +9,19 @@ use serde_json::{Map, Value};
 /// One JSON-RPC message as the client sent it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
-    Request { id: Value, method: String, params: Value },
-    Notification { method: String, params: Value },
+    Request {
+        id: Value,
+        method: String,
+        params: Value,
+    },
+    Notification {
+        method: String,
+        params: Value,
+    },
     /// A client's answer to a server request (sampling, elicitation, roots).
-    Response { id: Value },
+    Response {
+        id: Value,
+    },
 }
 
 impl Message {
@@ -89,7 +98,9 @@ pub fn parse_body(bytes: &[u8], max_depth: usize) -> Result<Body, ProtocolError>
                 .enumerate()
                 .map(|(i, v)| {
                     parse_message(v).map_err(|e| match e {
-                        ProtocolError::Invalid(m) => ProtocolError::Invalid(format!("batch element {i}: {m}")),
+                        ProtocolError::Invalid(m) => {
+                            ProtocolError::Invalid(format!("batch element {i}: {m}"))
+                        }
                         other => other,
                     })
                 })
@@ -102,7 +113,9 @@ pub fn parse_body(bytes: &[u8], max_depth: usize) -> Result<Body, ProtocolError>
 
 fn parse_message(v: Value) -> Result<Message, ProtocolError> {
     let Value::Object(mut obj) = v else {
-        return Err(ProtocolError::Invalid("a JSON-RPC message must be an object".into()));
+        return Err(ProtocolError::Invalid(
+            "a JSON-RPC message must be an object".into(),
+        ));
     };
     match obj.remove("jsonrpc") {
         Some(Value::String(s)) if s == "2.0" => {}
@@ -116,7 +129,9 @@ fn parse_message(v: Value) -> Result<Message, ProtocolError> {
     // Members JSON-RPC 2.0 does not define are refused: a server might give them
     // a meaning we did not decide on.
     if let Some(extra) = obj.keys().next() {
-        return Err(ProtocolError::Invalid(format!("unexpected member {extra:?}")));
+        return Err(ProtocolError::Invalid(format!(
+            "unexpected member {extra:?}"
+        )));
     }
     if let Some(id) = &id {
         check_id(id)?;
@@ -134,7 +149,11 @@ fn parse_message(v: Value) -> Result<Message, ProtocolError> {
             let params = match params {
                 None => Value::Null,
                 Some(p @ Value::Object(_)) => p,
-                Some(_) => return Err(ProtocolError::Invalid("MCP \"params\" must be an object".into())),
+                Some(_) => {
+                    return Err(ProtocolError::Invalid(
+                        "MCP \"params\" must be an object".into(),
+                    ))
+                }
             };
             Ok(match id {
                 Some(id) => Message::Request { id, method, params },
@@ -143,7 +162,9 @@ fn parse_message(v: Value) -> Result<Message, ProtocolError> {
         }
         (None, Some(id)) => {
             if params.is_some() {
-                return Err(ProtocolError::Invalid("a response has no \"params\"".into()));
+                return Err(ProtocolError::Invalid(
+                    "a response has no \"params\"".into(),
+                ));
             }
             match (result, error) {
                 (Some(_), None) | (None, Some(_)) => Ok(Message::Response { id }),
@@ -161,7 +182,9 @@ fn check_id(id: &Value) -> Result<(), ProtocolError> {
     match id {
         Value::String(_) => Ok(()),
         Value::Number(n) if n.is_i64() || n.is_u64() => Ok(()),
-        _ => Err(ProtocolError::Invalid("\"id\" must be a string or an integer".into())),
+        _ => Err(ProtocolError::Invalid(
+            "\"id\" must be a string or an integer".into(),
+        )),
     }
 }
 
@@ -195,7 +218,9 @@ pub fn target_of(method: &str, params: &Value) -> Result<Target, ProtocolError> 
     };
     Ok(match method {
         "tools/call" => Target::Tool(field("name")?),
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Target::Resource(field("uri")?),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            Target::Resource(field("uri")?)
+        }
         "prompts/get" => Target::Prompt(field("name")?),
         _ => Target::None,
     })
@@ -231,12 +256,27 @@ mod tests {
     #[test]
     fn accepted_message_shapes() {
         let cases = [
-            ("request", r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
-            ("request_string_id", r#"{"jsonrpc":"2.0","id":"a","method":"ping","params":{}}"#),
-            ("notification", r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
+            (
+                "request",
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+            ),
+            (
+                "request_string_id",
+                r#"{"jsonrpc":"2.0","id":"a","method":"ping","params":{}}"#,
+            ),
+            (
+                "notification",
+                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            ),
             ("client_response", r#"{"jsonrpc":"2.0","id":7,"result":{}}"#),
-            ("client_error_response", r#"{"jsonrpc":"2.0","id":7,"error":{"code":1,"message":"x"}}"#),
-            ("batch", r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/x"}]"#),
+            (
+                "client_error_response",
+                r#"{"jsonrpc":"2.0","id":7,"error":{"code":1,"message":"x"}}"#,
+            ),
+            (
+                "batch",
+                r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/x"}]"#,
+            ),
         ];
         for (name, body) in cases {
             assert!(parse(body).is_ok(), "{name}: {:?}", parse(body));
@@ -247,19 +287,59 @@ mod tests {
     fn refused_message_shapes() {
         let cases = [
             ("malformed_json", "{", -32700),
-            ("wrong_version", r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#, -32600),
+            (
+                "wrong_version",
+                r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
+                -32600,
+            ),
             ("missing_version", r#"{"id":1,"method":"ping"}"#, -32600),
-            ("null_id", r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#, -32600),
-            ("float_id", r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#, -32600),
-            ("array_params", r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":[]}"#, -32600),
-            ("unknown_member", r#"{"jsonrpc":"2.0","id":1,"method":"ping","extra":1}"#, -32600),
-            ("request_and_response", r#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#, -32600),
-            ("response_with_both", r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#, -32600),
+            (
+                "null_id",
+                r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+                -32600,
+            ),
+            (
+                "float_id",
+                r#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+                -32600,
+            ),
+            (
+                "array_params",
+                r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":[]}"#,
+                -32600,
+            ),
+            (
+                "unknown_member",
+                r#"{"jsonrpc":"2.0","id":1,"method":"ping","extra":1}"#,
+                -32600,
+            ),
+            (
+                "request_and_response",
+                r#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#,
+                -32600,
+            ),
+            (
+                "response_with_both",
+                r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
+                -32600,
+            ),
             ("empty_batch", "[]", -32600),
-            ("batch_with_scalar", r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},3]"#, -32600),
+            (
+                "batch_with_scalar",
+                r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},3]"#,
+                -32600,
+            ),
             ("scalar_body", "42", -32600),
-            ("duplicate_name_key", r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"forbidden"}}"#, -32600),
-            ("duplicate_method_key", r#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}"#, -32600),
+            (
+                "duplicate_name_key",
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"forbidden"}}"#,
+                -32600,
+            ),
+            (
+                "duplicate_method_key",
+                r#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}"#,
+                -32600,
+            ),
         ];
         for (name, body, code) in cases {
             match parse(body) {
@@ -271,9 +351,15 @@ mod tests {
 
     #[test]
     fn unicode_escaped_tool_name_is_decoded() {
-        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\u0065cho"}}"#;
-        let Ok(Body::Single(m)) = parse(body) else { panic!("not parsed") };
-        assert_eq!(target_of(m.method().unwrap_or(""), m.params()), Ok(Target::Tool("echo".into())));
+        let body =
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\u0065cho"}}"#;
+        let Ok(Body::Single(m)) = parse(body) else {
+            panic!("not parsed")
+        };
+        assert_eq!(
+            target_of(m.method().unwrap_or(""), m.params()),
+            Ok(Target::Tool("echo".into()))
+        );
     }
 
     #[test]

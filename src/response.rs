@@ -43,7 +43,8 @@ pub fn rewrite_message(
         return out;
     };
     let (list_member, name_member) = catalogue.members();
-    let Some(Value::Array(entries)) = msg.get_mut("result").and_then(|r| r.get_mut(list_member)) else {
+    let Some(Value::Array(entries)) = msg.get_mut("result").and_then(|r| r.get_mut(list_member))
+    else {
         return out;
     };
     let before = entries.len();
@@ -78,14 +79,29 @@ mod tests {
             {"id": "no-del", "effect": "deny", "tools": ["get_secret"]}
         ]}))
         .unwrap_or_else(|e| panic!("{e:?}"));
-        let caller = Caller { subject: None, tenant: None, roles: vec!["reader".into()], via: Via::Anonymous };
-        let plan = ResponsePlan { lists: vec![("1".into(), Catalogue::Tools)] };
+        let caller = Caller {
+            subject: None,
+            tenant: None,
+            roles: vec!["reader".into()],
+            via: Via::Anonymous,
+        };
+        let plan = ResponsePlan {
+            lists: vec![("1".into(), Catalogue::Tools)],
+        };
         let mut msg = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
             {"name": "get_issue"}, {"name": "delete_repo"}, {"name": "get_secret"}, {"noname": true}
         ]}});
-        let Some(obj) = msg.as_object_mut() else { panic!() };
+        let Some(obj) = msg.as_object_mut() else {
+            panic!()
+        };
         let r = rewrite_message(&policy, &caller, &plan, obj);
-        assert_eq!(r, Rewrite { changed: true, removed_entries: 3 });
+        assert_eq!(
+            r,
+            Rewrite {
+                changed: true,
+                removed_entries: 3
+            }
+        );
         assert_eq!(msg["result"]["tools"], json!([{"name": "get_issue"}]));
     }
 }

@@ -53,7 +53,12 @@ impl SseFramer {
             };
             let end = i + term_len;
             if self.line_empty {
-                events.push(self.pending.get(start..end).map(<[u8]>::to_vec).unwrap_or_default());
+                events.push(
+                    self.pending
+                        .get(start..end)
+                        .map(<[u8]>::to_vec)
+                        .unwrap_or_default(),
+                );
                 start = end;
             }
             self.line_empty = true;
@@ -156,9 +161,21 @@ mod tests {
         let cases: Vec<(&str, Vec<&[u8]>, usize)> = vec![
             ("two_events_in_one_chunk", vec![whole], 2),
             ("split_mid_line", vec![&whole[..10], &whole[10..]], 2),
-            ("split_between_terminators", vec![&whole[..27], &whole[27..]], 2),
-            ("crlf_split_between_cr_and_lf", vec![b"data: a\r\n\r", b"\ndata: b\r\n\r\n"], 2),
-            ("lone_cr_terminators", vec![b"data: a\r\rdata: b\r\r", b":"], 2),
+            (
+                "split_between_terminators",
+                vec![&whole[..27], &whole[27..]],
+                2,
+            ),
+            (
+                "crlf_split_between_cr_and_lf",
+                vec![b"data: a\r\n\r", b"\ndata: b\r\n\r\n"],
+                2,
+            ),
+            (
+                "lone_cr_terminators",
+                vec![b"data: a\r\rdata: b\r\r", b":"],
+                2,
+            ),
             // A trailing CR might be the first half of CRLF: the event waits.
             ("trailing_cr_waits_for_next_byte", vec![b"data: a\r\r"], 0),
             ("unterminated_event_is_not_emitted", vec![b"data: a\n"], 0),
@@ -195,7 +212,10 @@ mod tests {
 
     #[test]
     fn rewritten_event_round_trips() {
-        let e = Event { other_lines: vec!["event: message".into()], data: Some("{}".into()) };
+        let e = Event {
+            other_lines: vec!["event: message".into()],
+            data: Some("{}".into()),
+        };
         assert_eq!(e.to_bytes(), b"event: message\ndata: {}\n\n".to_vec());
         assert_eq!(parse_event(&e.to_bytes()), Some(e));
     }

@@ -1,1 +1,496 @@
+//! The request state machine over a fake host: bodies fed in small chunks,
+//! local replies, continue, and response rewriting for JSON and SSE.
 
+use super::*;
+use crate::host::fake::FakeHost;
+use crate::json::sha256_hex;
+use serde_json::json;
+
+fn policy(extra: Value) -> Rc<CompiledPolicy> {
+    let mut doc = json!({
+        "version": 1,
+        "identity": {"api_keys": [
+            {"sha256": sha256_hex(b"reader-key"), "subject": "rita", "roles": ["reader"]},
+            {"sha256": sha256_hex(b"admin-key"), "subject": "adam", "roles": ["admin"]}
+        ]},
+        "rules": [
+            {"id": "list", "effect": "allow", "methods": ["tools/list", "resources/list"]},
+            {"id": "read", "effect": "allow", "roles": ["reader"], "tools": ["echo", "get_*"]},
+            {"id": "admin", "effect": "allow", "roles": ["admin"], "tools": ["*"]},
+            {"id": "no-delete", "effect": "deny", "tools": ["delete_*"]},
+            {"id": "scale", "effect": "approve", "roles": ["admin"], "tools": ["scale"]},
+            {"id": "docs", "effect": "allow", "resources": ["file:///srv/docs/*"]}
+        ]
+    });
+    if let (Some(d), Value::Object(e)) = (doc.as_object_mut(), extra) {
+        d.extend(e);
+    }
+    match crate::policy::compile(&doc) {
+        Ok(p) => Rc::new(p),
+        Err(e) => panic!("{e:?}"),
+    }
+}
+
+fn post(key: &str) -> FakeHost {
+    FakeHost::new()
+        .header(":method", "POST")
+        .header("content-type", "application/json")
+        .header("authorization", &format!("Bearer {key}"))
+}
+
+/// Run the request side, feeding the body in chunks of `chunk` bytes.
+fn run_request(f: &mut RequestFilter, host: &mut FakeHost, body: &[u8], chunk: usize) -> Flow {
+    let flow = f.on_request_headers(host, body.is_empty());
+    if !host.replies.is_empty() || body.is_empty() {
+        return flow;
+    }
+    assert_eq!(flow, Flow::Pause, "headers must wait for the body");
+    host.headers_readable = false;
+    let mut received = 0;
+    let mut last = Flow::Pause;
+    for piece in body.chunks(chunk.max(1)) {
+        received += piece.len();
+        host.request_body.extend_from_slice(piece);
+        last = f.on_request_body(host, received, received == body.len());
+        if !host.replies.is_empty() {
+            break;
+        }
+    }
+    last
+}
+
+fn call(id: Value, tool: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {}}}).to_string()
+}
+
+struct Case {
+    name: &'static str,
+    host: FakeHost,
+    body: String,
+    /// `None` = forwarded upstream; `Some((status, code, rule))` = local reply.
+    want: Option<(u32, Option<i64>, Option<&'static str>)>,
+}
+
+fn reply_summary(r: &LocalReply) -> (u32, Option<i64>, Option<String>) {
+    let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    let first = if v.is_array() { v[0].clone() } else { v };
+    (
+        r.status,
+        first["error"]["code"].as_i64(),
+        first["error"]["data"]["rule"].as_str().map(str::to_owned),
+    )
+}
+
+#[test]
+fn request_table() {
+    let cases = vec![
+        Case { name: "allows_reader_echo", host: post("reader-key"), body: call(json!(1), "echo"), want: None },
+        Case {
+            name: "denies_tool_not_in_allowlist",
+            host: post("reader-key"),
+            body: call(json!(2), "write_file"),
+            want: Some((200, Some(-32010), Some("default-deny"))),
+        },
+        Case {
+            name: "deny_rule_beats_admin_wildcard",
+            host: post("admin-key"),
+            body: call(json!("x"), "delete_repo"),
+            want: Some((200, Some(-32010), Some("no-delete"))),
+        },
+        Case {
+            name: "approval_without_approver_is_refused",
+            host: post("admin-key"),
+            body: call(json!(3), "scale"),
+            want: Some((200, Some(-32011), Some("scale"))),
+        },
+        Case {
+            name: "revoked_key_gets_401",
+            host: post("old-key"),
+            body: call(json!(1), "echo"),
+            want: Some((401, Some(-32010), None)),
+        },
+        Case {
+            name: "missing_identity_gets_401",
+            host: FakeHost::new().header(":method", "POST").header("content-type", "application/json"),
+            body: call(json!(1), "echo"),
+            want: Some((401, Some(-32010), None)),
+        },
+        Case {
+            name: "malformed_json_is_400_parse_error",
+            host: post("reader-key"),
+            body: "{\"jsonrpc\":".into(),
+            want: Some((400, Some(-32700), None)),
+        },
+        Case {
+            name: "duplicate_key_smuggling_is_refused",
+            host: post("admin-key"),
+            body: r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"delete_repo"}}"#.into(),
+            want: Some((400, Some(-32600), None)),
+        },
+        Case {
+            name: "unicode_escaped_denied_name_is_still_denied",
+            host: post("admin-key"),
+            body: r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\u0064elete_repo"}}"#.into(),
+            want: Some((200, Some(-32010), Some("no-delete"))),
+        },
+        Case {
+            name: "unicode_escaped_allowed_name_is_allowed",
+            host: post("reader-key"),
+            body: r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\u0065cho"}}"#.into(),
+            want: None,
+        },
+        Case {
+            name: "batch_rejected_by_default",
+            host: post("reader-key"),
+            body: format!("[{},{}]", call(json!(1), "echo"), call(json!(2), "echo")),
+            want: Some((400, Some(-32600), None)),
+        },
+        Case {
+            name: "mcp_method_header_disagreeing_is_refused",
+            host: post("reader-key").header("mcp-method", "tools/list"),
+            body: call(json!(1), "echo"),
+            want: Some((400, Some(-32001), None)),
+        },
+        Case {
+            name: "mcp_name_header_disagreeing_is_refused",
+            host: post("admin-key").header("mcp-method", "tools/call").header("mcp-name", "echo"),
+            body: call(json!(1), "delete_repo"),
+            want: Some((400, Some(-32001), None)),
+        },
+        Case {
+            name: "mcp_name_header_in_base64_form_agrees",
+            host: post("reader-key").header("mcp-method", "tools/call").header("mcp-name", "=?base64?ZWNobw==?="),
+            body: call(json!(1), "echo"),
+            want: None,
+        },
+        Case {
+            name: "gzip_body_is_refused",
+            host: post("reader-key").header("content-encoding", "gzip"),
+            body: call(json!(1), "echo"),
+            want: Some((415, Some(-32600), None)),
+        },
+        Case {
+            name: "non_json_content_type_is_refused",
+            host: post("reader-key").header("content-type", "text/plain"),
+            body: call(json!(1), "echo"),
+            want: Some((415, Some(-32600), None)),
+        },
+        Case {
+            name: "declared_length_over_limit_is_413",
+            host: post("reader-key").header("content-length", "99999999"),
+            body: call(json!(1), "echo"),
+            want: Some((413, Some(-32600), None)),
+        },
+        Case {
+            name: "put_is_405",
+            host: post("reader-key").header(":method", "PUT"),
+            body: call(json!(1), "echo"),
+            want: Some((405, Some(-32600), None)),
+        },
+        Case {
+            name: "denied_notification_is_403",
+            host: post("reader-key"),
+            body: r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"write"}}"#.into(),
+            want: Some((403, None, None)),
+        },
+        Case {
+            name: "initialized_notification_is_base_protocol",
+            host: post("reader-key"),
+            body: r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.into(),
+            want: None,
+        },
+        Case {
+            name: "resource_traversal_is_refused",
+            host: post("reader-key"),
+            body: r#"{"jsonrpc":"2.0","id":4,"method":"resources/read","params":{"uri":"file:///srv/docs/../../etc/passwd"}}"#.into(),
+            want: Some((200, Some(-32010), Some("resource-uri"))),
+        },
+        Case {
+            name: "tools_call_without_name_is_invalid",
+            host: post("reader-key"),
+            body: r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{}}"#.into(),
+            want: Some((400, Some(-32600), None)),
+        },
+    ];
+    for chunk in [1usize, 7, 4096] {
+        for case in cases.iter() {
+            let mut host = FakeHost::new();
+            host.request_headers = case.host.request_headers.clone();
+            let mut f = RequestFilter::new(policy(json!({})));
+            let flow = run_request(&mut f, &mut host, case.body.as_bytes(), chunk);
+            match (&case.want, host.replies.first()) {
+                (None, None) => assert_eq!(flow, Flow::Continue, "{} (chunk {chunk})", case.name),
+                (Some((status, code, rule)), Some(r)) => {
+                    let (s, c, ru) = reply_summary(r);
+                    assert_eq!(
+                        (s, c, ru.as_deref()),
+                        (*status, *code, *rule),
+                        "{} (chunk {chunk})",
+                        case.name
+                    );
+                }
+                (want, got) => panic!("{} (chunk {chunk}): want {want:?}, got {got:?}", case.name),
+            }
+        }
+    }
+}
+
+#[test]
+fn denied_reply_echoes_id_and_reason() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({})));
+    run_request(
+        &mut f,
+        &mut host,
+        call(json!("abc-7"), "write_file").as_bytes(),
+        16,
+    );
+    let Some(r) = host.replies.first() else {
+        panic!("no reply")
+    };
+    let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    assert_eq!(v["id"], json!("abc-7"));
+    assert_eq!(v["jsonrpc"], json!("2.0"));
+    assert!(v["error"]["data"]["reason"]
+        .as_str()
+        .is_some_and(|s| s.contains("write_file")));
+}
+
+#[test]
+fn body_over_limit_while_streaming_is_413() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({"limits": {"max_request_bytes": 64}})));
+    let body = call(json!(1), &"e".repeat(200));
+    run_request(&mut f, &mut host, body.as_bytes(), 10);
+    assert_eq!(host.replies.first().map(|r| r.status), Some(413));
+}
+
+#[test]
+fn depth_over_limit_is_invalid_request() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({"limits": {"max_json_depth": 4}})));
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"a":{"b":{"c":1}}}}}"#;
+    run_request(&mut f, &mut host, body.as_bytes(), 10);
+    assert_eq!(
+        host.replies.first().map(reply_summary).map(|s| (s.0, s.1)),
+        Some((400, Some(-32600)))
+    );
+}
+
+#[test]
+fn evaluated_batch_smuggling_a_denied_call_answers_every_id() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({"limits": {"batches": "evaluate"}})));
+    let body = format!(
+        "[{},{},{}]",
+        call(json!(1), "echo"),
+        call(json!(2), "delete_repo"),
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#
+    );
+    run_request(&mut f, &mut host, body.as_bytes(), 5);
+    let Some(r) = host.replies.first() else {
+        panic!("batch was forwarded")
+    };
+    let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    assert_eq!(r.status, 200);
+    assert_eq!(v[0]["id"], json!(1));
+    assert_eq!(v[0]["error"]["data"]["rule"], json!("batch"));
+    assert_eq!(v[1]["id"], json!(2));
+    assert_eq!(v[1]["error"]["data"]["rule"], json!("no-delete"));
+    assert_eq!(
+        v.as_array().map(Vec::len),
+        Some(2),
+        "notifications get no answer"
+    );
+}
+
+#[test]
+fn evaluated_batch_of_allowed_calls_is_forwarded() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({"limits": {"batches": "evaluate"}})));
+    let body = format!("[{},{}]", call(json!(1), "echo"), call(json!(2), "get_x"));
+    assert_eq!(
+        run_request(&mut f, &mut host, body.as_bytes(), 5),
+        Flow::Continue
+    );
+    assert!(host.replies.is_empty());
+}
+
+#[test]
+fn get_and_delete_pass_after_identity() {
+    for method in ["GET", "DELETE"] {
+        let mut host = post("reader-key").header(":method", method);
+        let mut f = RequestFilter::new(policy(json!({})));
+        assert_eq!(
+            f.on_request_headers(&mut host, true),
+            Flow::Continue,
+            "{method}"
+        );
+        let mut anon = FakeHost::new().header(":method", method);
+        let mut f = RequestFilter::new(policy(json!({})));
+        f.on_request_headers(&mut anon, true);
+        assert_eq!(
+            anon.replies.first().map(|r| r.status),
+            Some(401),
+            "{method} without identity"
+        );
+    }
+}
+
+#[test]
+fn dry_run_forwards_denied_call_and_reports_it() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({"mode": "dry_run"})));
+    let flow = run_request(
+        &mut f,
+        &mut host,
+        call(json!(1), "delete_repo").as_bytes(),
+        8,
+    );
+    assert_eq!(flow, Flow::Continue);
+    assert!(host.replies.is_empty());
+    f.on_response_headers(&mut host);
+    assert_eq!(
+        host.response_headers
+            .get(DRY_RUN_HEADER)
+            .map(String::as_str),
+        Some("deny rule=no-delete")
+    );
+    assert!(host
+        .logs
+        .borrow()
+        .iter()
+        .any(|(_, m)| m.contains("dry-run") && m.contains("no-delete")));
+}
+
+/// Drive the response side with the body in chunks; returns what the client got.
+fn run_response(
+    f: &mut RequestFilter,
+    host: &mut FakeHost,
+    content_type: &str,
+    body: &[u8],
+    chunk: usize,
+) -> Vec<u8> {
+    host.response_headers.insert(":status".into(), "200".into());
+    host.response_headers
+        .insert("content-type".into(), content_type.into());
+    host.response_headers
+        .insert("content-length".into(), body.len().to_string());
+    f.on_response_headers(host);
+    let pieces: Vec<&[u8]> = body.chunks(chunk.max(1)).collect();
+    let n = pieces.len();
+    for (i, piece) in pieces.into_iter().enumerate() {
+        host.response_chunk.extend_from_slice(piece);
+        let size = host.response_chunk.len();
+        if f.on_response_body(host, size, i + 1 == n) == Flow::Continue {
+            let out = std::mem::take(&mut host.response_chunk);
+            host.downstream.extend(out);
+        }
+    }
+    std::mem::take(&mut host.downstream)
+}
+
+fn tools_list_result(id: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [
+        {"name": "echo", "inputSchema": {"type": "object"}},
+        {"name": "write_file", "inputSchema": {"type": "object"}},
+        {"name": "delete_repo", "inputSchema": {"type": "object"}}
+    ]}})
+}
+
+fn listed_names(v: &Value) -> Vec<String> {
+    v["result"]["tools"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn list_request(f: &mut RequestFilter, host: &mut FakeHost) {
+    let body = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+    assert_eq!(run_request(f, host, body.as_bytes(), 64), Flow::Continue);
+}
+
+#[test]
+fn json_tools_list_is_filtered_per_role() {
+    for (key, want) in [
+        ("reader-key", vec!["echo"]),
+        ("admin-key", vec!["echo", "write_file"]),
+    ] {
+        let mut host = post(key);
+        let mut f = RequestFilter::new(policy(json!({})));
+        list_request(&mut f, &mut host);
+        let body = tools_list_result(5).to_string();
+        let out = run_response(&mut f, &mut host, "application/json", body.as_bytes(), 9);
+        assert!(
+            !host.response_headers.contains_key("content-length"),
+            "stale content-length kept"
+        );
+        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        assert_eq!(listed_names(&v), want, "{key}");
+    }
+}
+
+#[test]
+fn sse_tools_list_split_across_chunks_is_filtered() {
+    for chunk in [1usize, 3, 17, 10_000] {
+        let mut host = post("reader-key");
+        let mut f = RequestFilter::new(policy(json!({})));
+        list_request(&mut f, &mut host);
+        let body = format!(
+            "id: prime\ndata: \n\nevent: message\ndata: {}\n\nevent: message\ndata: {}\n\n",
+            tools_list_result(5),
+            json!({"jsonrpc":"2.0","method":"notifications/message","params":{}})
+        );
+        let out = run_response(
+            &mut f,
+            &mut host,
+            "text/event-stream",
+            body.as_bytes(),
+            chunk,
+        );
+        let text = String::from_utf8(out).unwrap_or_default();
+        let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+        assert_eq!(events.len(), 3, "chunk {chunk}: {text}");
+        let data = events[1]
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap_or("");
+        let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+        assert_eq!(listed_names(&v), vec!["echo"], "chunk {chunk}");
+        assert!(
+            events[0].starts_with("id: prime"),
+            "priming event kept verbatim"
+        );
+    }
+}
+
+#[test]
+fn list_result_in_unknown_content_type_fails_closed() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({})));
+    list_request(&mut f, &mut host);
+    let out = run_response(
+        &mut f,
+        &mut host,
+        "text/plain",
+        tools_list_result(5).to_string().as_bytes(),
+        7,
+    );
+    let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+    assert_eq!(v["error"]["data"]["rule"], json!("response-unfilterable"));
+}
+
+#[test]
+fn responses_to_other_requests_pass_untouched() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({})));
+    run_request(&mut f, &mut host, call(json!(1), "echo").as_bytes(), 64);
+    let body = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hi"}]}}"#;
+    let out = run_response(&mut f, &mut host, "application/json", body, 5);
+    assert_eq!(out, body.to_vec());
+    assert!(host.response_headers.contains_key("content-length"));
+}

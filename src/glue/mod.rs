@@ -33,7 +33,10 @@ impl Context for FirewallRoot {}
 impl RootContext for FirewallRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         let Some(text) = self.get_plugin_configuration() else {
-            log(LogLevel::Error, "mcp-firewall: invalid policy: $: the plugin configuration is empty");
+            log(
+                LogLevel::Error,
+                "mcp-firewall: invalid policy: $: the plugin configuration is empty",
+            );
             return false;
         };
         match compile_str(&text) {
@@ -54,7 +57,10 @@ impl RootContext for FirewallRoot {
                 // Returning false makes Envoy refuse the configuration (and
                 // `envoy --mode validate` fail); each error names its JSON path.
                 for e in &errors {
-                    log(LogLevel::Error, &format!("mcp-firewall: invalid policy: {e}"));
+                    log(
+                        LogLevel::Error,
+                        &format!("mcp-firewall: invalid policy: {e}"),
+                    );
                 }
                 false
             }
@@ -92,7 +98,12 @@ impl HttpContext for FirewallHttp {
         match self.filter.as_mut() {
             Some(f) => action(f.on_request_headers(&mut host, end_of_stream)),
             None => {
-                let body = crate::reply::error_object(None, crate::reply::DENIED, "mcp-firewall has no policy loaded", None);
+                let body = crate::reply::error_object(
+                    None,
+                    crate::reply::DENIED,
+                    "mcp-firewall has no policy loaded",
+                    None,
+                );
                 host.send_reply(&LocalReply::json(503, &body, None));
                 Action::Pause
             }
@@ -136,22 +147,30 @@ struct WasmHost;
 
 impl Host for WasmHost {
     fn request_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
     }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         hostcalls::get_property(path.to_vec()).ok().flatten()
     }
     fn request_body(&self, size: usize) -> Option<Vec<u8>> {
-        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten()
+        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
+            .ok()
+            .flatten()
     }
     fn response_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpResponseHeaders, name).ok().flatten()
+        hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
+            .ok()
+            .flatten()
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
         let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
     }
     fn response_body(&self, size: usize) -> Option<Vec<u8>> {
-        hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten()
+        hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
+            .ok()
+            .flatten()
     }
     fn set_response_body(&mut self, size: usize, body: &[u8]) {
         let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, body);

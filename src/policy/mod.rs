@@ -148,7 +148,10 @@ pub fn compile_str(text: &[u8]) -> Result<CompiledPolicy, Vec<ConfigError>> {
             JsonError::Syntax(m) => format!("policy is not valid JSON: {m}"),
             other => format!("policy is not acceptable JSON: {other}"),
         };
-        vec![ConfigError { path: "$".into(), msg }]
+        vec![ConfigError {
+            path: "$".into(),
+            msg,
+        }]
     })?;
     compile(&doc)
 }
@@ -171,7 +174,10 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
     let mut root = ObjReader::new(doc, "$", errs)?;
     match root.required("version", errs) {
         Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
-        Some(other) => errs.push("$.version", format!("unsupported version {other}; this filter reads version 1")),
+        Some(other) => errs.push(
+            "$.version",
+            format!("unsupported version {other}; this filter reads version 1"),
+        ),
         None => {}
     }
     let mode = match root.choice("mode", &["enforce", "dry_run"], errs) {
@@ -221,7 +227,10 @@ fn compile_identity(v: Option<&Value>, errs: &mut Errors) -> IdentityConfig {
         if is_header_name(h) {
             out.jwt_payload_header = Some(h.to_ascii_lowercase());
         } else {
-            errs.push("$.identity.jwt_payload_header", format!("{h:?} is not a valid HTTP header name"));
+            errs.push(
+                "$.identity.jwt_payload_header",
+                format!("{h:?} is not a valid HTTP header name"),
+            );
         }
     }
     if let Some(c) = r.get("claims") {
@@ -233,7 +242,10 @@ fn compile_identity(v: Option<&Value>, errs: &mut Errors) -> IdentityConfig {
             ] {
                 if let Some(s) = cr.string(key, errs) {
                     if s.is_empty() {
-                        errs.push(format!("$.identity.claims.{key}"), "claim name must not be empty");
+                        errs.push(
+                            format!("$.identity.claims.{key}"),
+                            "claim name must not be empty",
+                        );
                     }
                     *slot = s.to_owned();
                 }
@@ -260,7 +272,9 @@ fn compile_api_keys(v: &Value, errs: &mut Errors) -> Vec<ApiKey> {
     let mut out: Vec<ApiKey> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let p = index(path, i);
-        let Some(mut r) = ObjReader::new(item, &p, errs) else { continue };
+        let Some(mut r) = ObjReader::new(item, &p, errs) else {
+            continue;
+        };
         let sha = r.string("sha256", errs).map(str::to_owned);
         if !r.has("sha256") {
             errs.push(format!("{p}.sha256"), "required field is missing");
@@ -273,7 +287,11 @@ fn compile_api_keys(v: &Value, errs: &mut Errors) -> Vec<ApiKey> {
         let tenant = r.string("tenant", errs).map(str::to_owned);
         r.finish(errs);
         if let (Some(sha), Some(subject)) = (sha, subject) {
-            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            if sha.len() != 64
+                || !sha
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
                 errs.push(
                     format!("{p}.sha256"),
                     "expected 64 lower-case hex characters (SHA-256 of the whole token; see `mcp-firewall hash-key`)",
@@ -284,7 +302,12 @@ fn compile_api_keys(v: &Value, errs: &mut Errors) -> Vec<ApiKey> {
                 errs.push(format!("{p}.sha256"), "the same key is listed twice");
                 continue;
             }
-            out.push(ApiKey { sha256: sha, subject, roles, tenant });
+            out.push(ApiKey {
+                sha256: sha,
+                subject,
+                roles,
+                tenant,
+            });
         }
     }
     out
@@ -300,7 +323,10 @@ fn compile_rules(v: &Value, errs: &mut Errors) -> Vec<Rule> {
         let p = index("$.rules", i);
         if let Some(rule) = compile_rule(item, &p, errs) {
             if out.iter().any(|r| r.id == rule.id) {
-                errs.push(format!("{p}.id"), format!("rule id {:?} is used twice", rule.id));
+                errs.push(
+                    format!("{p}.id"),
+                    format!("rule id {:?} is used twice", rule.id),
+                );
             }
             out.push(rule);
         }
@@ -316,10 +342,20 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
         errs.push(format!("{p}.id"), "required field is missing");
     }
     if let Some(id) = &id {
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b)) {
-            errs.push(format!("{p}.id"), "rule ids are non-empty and use letters, digits and - _ . : /");
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b))
+        {
+            errs.push(
+                format!("{p}.id"),
+                "rule ids are non-empty and use letters, digits and - _ . : /",
+            );
         } else if RESERVED_RULE_IDS.contains(&id.as_str()) {
-            errs.push(format!("{p}.id"), format!("{id:?} is reserved for the filter's own decisions"));
+            errs.push(
+                format!("{p}.id"),
+                format!("{id:?} is reserved for the filter's own decisions"),
+            );
         }
     }
     let effect = match r.choice("effect", &["allow", "deny", "approve"], errs) {
@@ -334,7 +370,12 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
         }
     };
     let mut kinds = Vec::new();
-    for kind in [RuleKind::Tools, RuleKind::Methods, RuleKind::Resources, RuleKind::Prompts] {
+    for kind in [
+        RuleKind::Tools,
+        RuleKind::Methods,
+        RuleKind::Resources,
+        RuleKind::Prompts,
+    ] {
         let fp = format!("{p}.{}", kind.field());
         if let Some(list) = r.strings(kind.field(), errs) {
             if list.is_empty() {
@@ -349,11 +390,17 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
     let target = match kinds.len() {
         1 => kinds.pop(),
         0 => {
-            errs.push(p, "a rule needs exactly one of tools, methods, resources, prompts");
+            errs.push(
+                p,
+                "a rule needs exactly one of tools, methods, resources, prompts",
+            );
             None
         }
         _ => {
-            errs.push(p, "a rule targets exactly one kind: use one of tools, methods, resources, prompts");
+            errs.push(
+                p,
+                "a rule targets exactly one kind: use one of tools, methods, resources, prompts",
+            );
             None
         }
     };
@@ -408,7 +455,11 @@ fn compile_limits(v: Option<&Value>, errs: &mut Errors) -> Limits {
         out.max_json_depth = n as usize;
     }
     if let Some(b) = r.choice("batches", &["reject", "evaluate"], errs) {
-        out.batches = if b == "evaluate" { BatchMode::Evaluate } else { BatchMode::Reject };
+        out.batches = if b == "evaluate" {
+            BatchMode::Evaluate
+        } else {
+            BatchMode::Reject
+        };
     }
     r.finish(errs);
     out

@@ -73,7 +73,10 @@ impl<'a> ObjReader<'a> {
                 seen: Vec::new(),
             }),
             other => {
-                errs.push(path, format!("expected an object, found {}", type_name(other)));
+                errs.push(
+                    path,
+                    format!("expected an object, found {}", type_name(other)),
+                );
                 None
             }
         }
@@ -121,14 +124,23 @@ impl<'a> ObjReader<'a> {
         match self.get(key)? {
             Value::Bool(b) => Some(*b),
             other => {
-                errs.push(p, format!("expected true or false, found {}", type_name(other)));
+                errs.push(
+                    p,
+                    format!("expected true or false, found {}", type_name(other)),
+                );
                 None
             }
         }
     }
 
     /// A non-negative integer within `[min, max]`.
-    pub fn uint(&mut self, key: &'static str, min: u64, max: u64, errs: &mut Errors) -> Option<u64> {
+    pub fn uint(
+        &mut self,
+        key: &'static str,
+        min: u64,
+        max: u64,
+        errs: &mut Errors,
+    ) -> Option<u64> {
         let p = self.field_path(key);
         let v = self.get(key)?;
         match v.as_u64() {
@@ -138,7 +150,10 @@ impl<'a> ObjReader<'a> {
                 None
             }
             None => {
-                errs.push(p, format!("expected a whole number, found {}", type_name(v)));
+                errs.push(
+                    p,
+                    format!("expected a whole number, found {}", type_name(v)),
+                );
                 None
             }
         }
@@ -180,7 +195,10 @@ impl<'a> ObjReader<'a> {
 
 pub fn string_list(v: &Value, path: &str, errs: &mut Errors) -> Option<Vec<String>> {
     let Value::Array(items) = v else {
-        errs.push(path, format!("expected an array of strings, found {}", type_name(v)));
+        errs.push(
+            path,
+            format!("expected an array of strings, found {}", type_name(v)),
+        );
         return None;
     };
     let mut out = Vec::with_capacity(items.len());
@@ -189,7 +207,10 @@ pub fn string_list(v: &Value, path: &str, errs: &mut Errors) -> Option<Vec<Strin
         match item {
             Value::String(s) => out.push(s.clone()),
             other => {
-                errs.push(index(path, i), format!("expected a string, found {}", type_name(other)));
+                errs.push(
+                    index(path, i),
+                    format!("expected a string, found {}", type_name(other)),
+                );
                 ok = false;
             }
         }
