@@ -5,7 +5,7 @@
 //! is allowed and everything else is denied by `default-deny`.
 
 use crate::identity::Caller;
-use crate::jsonrpc::Target;
+use crate::jsonrpc::{self, Message, ProtocolError, Target};
 use crate::policy::{CompiledPolicy, Effect, Rule, RuleKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +89,39 @@ fn rule_matches(rule: &Rule, call: &Call) -> bool {
         | (RuleKind::Prompts, Target::Prompt(n)) => rule.matches_name(n),
         _ => false,
     }
+}
+
+/// Decide one parsed message: find its target (normalising resource URIs) and
+/// apply the rules. The filter and the CLI (`explain`, `test`) both call this.
+pub fn decide_message(
+    policy: &CompiledPolicy,
+    caller: &Caller,
+    m: &Message,
+) -> Result<Decision, ProtocolError> {
+    let Some(method) = m.method() else {
+        let call = Call {
+            method: None,
+            target: Target::None,
+        };
+        return Ok(decide(policy, caller, &call));
+    };
+    let target = match jsonrpc::target_of(method, m.params())? {
+        Target::Resource(uri) => match crate::canon::normalize_resource_uri(&uri) {
+            Ok(norm) => Target::Resource(norm),
+            Err(why) => {
+                return Ok(Decision::deny(
+                    "resource-uri",
+                    format!("resource URI refused: {why}"),
+                ))
+            }
+        },
+        t => t,
+    };
+    let call = Call {
+        method: Some(method.to_owned()),
+        target,
+    };
+    Ok(decide(policy, caller, &call))
 }
 
 pub fn decide(policy: &CompiledPolicy, caller: &Caller, call: &Call) -> Decision {

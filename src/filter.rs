@@ -2,11 +2,11 @@
 //! → local reply or continue → response rewriting. All host access goes
 //! through `Host`, so the whole pipeline runs natively in tests.
 
-use crate::decide::{decide, Call, Catalogue, Decision, Verdict};
+use crate::decide::{decide_message, Catalogue, Decision, Verdict};
 use crate::host::{Flow, Host, LogLevel};
 use crate::identity::{self, Caller, IdentityInputs, Via};
 use crate::json::parse_strict;
-use crate::jsonrpc::{self, id_key, Body, Message, ProtocolError, Target};
+use crate::jsonrpc::{self, id_key, Body, Message};
 use crate::policy::{BatchMode, CompiledPolicy, Mode};
 use crate::reply::{self, LocalReply};
 use crate::response::{rewrite_message, ResponsePlan};
@@ -228,7 +228,7 @@ impl RequestFilter {
         });
         let mut decisions = Vec::with_capacity(messages.len());
         for m in &messages {
-            match self.decide_message(&caller, m) {
+            match decide_message(&self.policy, &caller, m) {
                 Ok(d) => decisions.push(d),
                 Err(e) => return self.protocol_error(host, 400, e.code(), e.message()),
             }
@@ -266,39 +266,6 @@ impl RequestFilter {
         }
         self.phase = Phase::Forwarded;
         Flow::Continue
-    }
-
-    fn decide_message(&self, caller: &Caller, m: &Message) -> Result<Decision, ProtocolError> {
-        let Some(method) = m.method() else {
-            return Ok(decide(
-                &self.policy,
-                caller,
-                &Call {
-                    method: None,
-                    target: Target::None,
-                },
-            ));
-        };
-        let target = match jsonrpc::target_of(method, m.params())? {
-            Target::Resource(uri) => match crate::canon::normalize_resource_uri(&uri) {
-                Ok(norm) => Target::Resource(norm),
-                Err(why) => {
-                    return Ok(Decision::deny(
-                        "resource-uri",
-                        format!("resource URI refused: {why}"),
-                    ))
-                }
-            },
-            t => t,
-        };
-        Ok(decide(
-            &self.policy,
-            caller,
-            &Call {
-                method: Some(method.to_owned()),
-                target,
-            },
-        ))
     }
 
     /// MCP standard headers (SEP-2243) must agree with the body: an
