@@ -1,19 +1,41 @@
 //! `mcp-firewall`: native tools around the filter's own core (never built into the wasm).
 
+mod policy_cmd;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "mcp-firewall", version, about = "Tools for the mcp-firewall Envoy filter")]
+#[command(
+    name = "mcp-firewall",
+    version,
+    about = "Tools for the mcp-firewall Envoy filter"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
-enum Cmd {}
+enum Cmd {
+    /// Validate policies with the filter's own compiler; every error names its JSON path.
+    Check(policy_cmd::CheckArgs),
+    /// Show the decision, the rule that fired and why, for a caller and a message.
+    Explain(policy_cmd::ExplainArgs),
+    /// Run policy test files (`*.tests.json`).
+    Test(policy_cmd::TestArgs),
+    /// Read a token on stdin and print the `identity.api_keys` entry to paste.
+    HashKey(policy_cmd::HashKeyArgs),
+    /// Print the Envoy HTTP filter config with the policy embedded.
+    EnvoyConfig(policy_cmd::EnvoyConfigArgs),
+}
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.cmd {}
+    match Cli::parse().cmd {
+        Cmd::Check(a) => policy_cmd::check(a),
+        Cmd::Explain(a) => policy_cmd::explain(a),
+        Cmd::Test(a) => policy_cmd::test(a),
+        Cmd::HashKey(a) => policy_cmd::hash_key(a),
+        Cmd::EnvoyConfig(a) => policy_cmd::envoy_config(a),
+    }
 }

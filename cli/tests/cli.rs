@@ -1,0 +1,138 @@
+//! The CLI as a user runs it: the real binary, real files, exit codes and output.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(args: &[&str], stdin: &str) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-firewall"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mcp-firewall");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn check_prints_every_mistake_with_its_path() {
+    let (code, out) = run(&["check", &fixture("three-mistakes.json")], "");
+    assert_eq!(code, 1, "{out}");
+    for path in ["$.mode:", "$.rules[0].effect:", "$.rules[1].tool:"] {
+        assert!(out.contains(path), "missing {path} in {out}");
+    }
+}
+
+#[test]
+fn check_accepts_a_good_policy() {
+    let (code, out) = run(&["check", &fixture("small.json")], "");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok (2 rules"), "{out}");
+}
+
+#[test]
+fn explain_names_the_rule_that_fired() {
+    let msg = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_repo"}}"#;
+    let (code, out) = run(
+        &[
+            "explain",
+            &fixture("small.json"),
+            "--caller",
+            r#"{"roles":["reader"]}"#,
+            msg,
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("DENY  rule=no-delete"), "{out}");
+}
+
+#[test]
+fn explain_reads_the_message_from_stdin() {
+    let msg = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_x"}}"#;
+    let (_, out) = run(
+        &[
+            "explain",
+            &fixture("small.json"),
+            "--caller",
+            r#"{"roles":["reader"]}"#,
+        ],
+        msg,
+    );
+    assert!(out.starts_with("ALLOW  rule=read"), "{out}");
+}
+
+#[test]
+fn test_command_passes_good_expectations() {
+    let (code, out) = run(&["test", &fixture("small.json")], "");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("3 passed, 0 failed"), "{out}");
+}
+
+#[test]
+fn test_command_fails_on_wrong_expectation() {
+    let (code, out) = run(&["test", &fixture("failing")], "");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL  wrong expectation"), "{out}");
+}
+
+#[test]
+fn hash_key_prints_entry_without_the_token() {
+    let (code, out) = run(
+        &["hash-key", "--subject", "ci-bot", "--role", "reader"],
+        "test\n",
+    );
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(
+        v["sha256"],
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    );
+    assert_eq!(v["subject"], "ci-bot");
+    assert!(!out.contains("\"test\""));
+}
+
+#[test]
+fn envoy_config_embeds_a_policy_that_round_trips() {
+    let (code, out) = run(
+        &[
+            "envoy-config",
+            &fixture("small.json"),
+            "--wasm",
+            "/x/f.wasm",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("value: "))
+        .expect("value line");
+    let literal = line.trim_start().trim_start_matches("value: ");
+    let inner: String = serde_json::from_str(literal).expect("JSON string literal");
+    let policy: serde_json::Value = serde_json::from_str(&inner).expect("policy JSON");
+    let original: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("small.json")).expect("read"))
+            .expect("json");
+    assert_eq!(policy, original);
+}
+
+#[test]
+fn envoy_config_refuses_a_broken_policy() {
+    let (code, out) = run(&["envoy-config", &fixture("three-mistakes.json")], "");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("$.rules[0].effect"), "{out}");
+}
