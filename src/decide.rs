@@ -98,6 +98,9 @@ pub fn decide_message(
     caller: &Caller,
     m: &Message,
 ) -> Result<Decision, ProtocolError> {
+    if let Some(d) = kill_switch(policy, caller) {
+        return Ok(d);
+    }
     let Some(method) = m.method() else {
         let call = Call {
             method: None,
@@ -122,6 +125,27 @@ pub fn decide_message(
         target,
     };
     Ok(decide(policy, caller, &call))
+}
+
+/// The kill switch refuses before any rule is consulted.
+pub fn kill_switch(policy: &CompiledPolicy, caller: &Caller) -> Option<Decision> {
+    if policy.kill_switch {
+        return Some(Decision::deny(
+            "kill-switch",
+            "the kill switch is on: every MCP request is refused",
+        ));
+    }
+    let subject = caller.subject.as_deref()?;
+    policy
+        .disabled_subjects
+        .iter()
+        .any(|s| s == subject)
+        .then(|| {
+            Decision::deny(
+                "kill-switch",
+                format!("subject {} is disabled", clip(subject)),
+            )
+        })
 }
 
 pub fn decide(policy: &CompiledPolicy, caller: &Caller, call: &Call) -> Decision {

@@ -103,12 +103,7 @@ impl RequestFilter {
             Ok(c) => self.caller = Some(c),
             Err(e) if self.dry_run() => {
                 self.note_dry_run(host, &format!("unauthenticated ({})", e.message()));
-                self.caller = Some(Caller {
-                    subject: None,
-                    tenant: None,
-                    roles: Vec::new(),
-                    via: Via::Anonymous,
-                });
+                self.caller = Some(anonymous());
             }
             Err(e) => return self.protocol_error(host, 401, reply::DENIED, &e.message()),
         }
@@ -116,6 +111,11 @@ impl RequestFilter {
             "POST" => {}
             // GET opens the server's SSE stream, DELETE ends a session: no body to decide.
             "GET" | "DELETE" => {
+                let caller = self.caller.clone().unwrap_or_else(anonymous);
+                if let Some(d) = crate::decide::kill_switch(&self.policy, &caller) {
+                    let body = reply::decision_error(None, &d);
+                    return self.reply(host, LocalReply::json(403, &body, Some(&d.rule)));
+                }
                 self.phase = Phase::Passthrough;
                 return Flow::Continue;
             }
@@ -220,12 +220,7 @@ impl RequestFilter {
             }
             Body::Batch(ms) => ms,
         };
-        let caller = self.caller.clone().unwrap_or(Caller {
-            subject: None,
-            tenant: None,
-            roles: Vec::new(),
-            via: Via::Anonymous,
-        });
+        let caller = self.caller.clone().unwrap_or_else(anonymous);
         let mut decisions = Vec::with_capacity(messages.len());
         for m in &messages {
             match decide_message(&self.policy, &caller, m) {
@@ -234,7 +229,9 @@ impl RequestFilter {
             }
         }
         let refused = decisions.iter().any(|d| d.verdict != Verdict::Allow);
-        if self.dry_run() {
+        // The kill switch is an operator's emergency brake: it holds in dry-run too.
+        let killed = decisions.iter().any(|d| d.rule == "kill-switch");
+        if self.dry_run() && !killed {
             let note = decisions
                 .iter()
                 .map(|d| format!("{} rule={}", d.verdict.as_str(), d.rule))
@@ -471,6 +468,15 @@ impl RequestFilter {
             self.unfilterable("server event is not UTF-8")
         )
         .into_bytes()
+    }
+}
+
+fn anonymous() -> Caller {
+    Caller {
+        subject: None,
+        tenant: None,
+        roles: Vec::new(),
+        via: Via::Anonymous,
     }
 }
 

@@ -494,3 +494,40 @@ fn responses_to_other_requests_pass_untouched() {
     assert_eq!(out, body.to_vec());
     assert!(host.response_headers.contains_key("content-length"));
 }
+
+#[test]
+fn kill_switch_refuses_everything_even_in_dry_run() {
+    for extra in [
+        json!({"kill_switch": true}),
+        json!({"kill_switch": true, "mode": "dry_run"}),
+        json!({"disabled": ["rita"]}),
+    ] {
+        let mut host = post("reader-key");
+        let mut f = RequestFilter::new(policy(extra.clone()));
+        run_request(&mut f, &mut host, call(json!(1), "echo").as_bytes(), 64);
+        let got = host.replies.first().map(reply_summary);
+        assert_eq!(
+            got,
+            Some((200, Some(-32010), Some("kill-switch".to_string()))),
+            "{extra}"
+        );
+        let mut get = post("reader-key").header(":method", "GET");
+        let mut f = RequestFilter::new(policy(extra.clone()));
+        f.on_request_headers(&mut get, true);
+        assert_eq!(
+            get.replies.first().map(|r| r.status),
+            Some(403),
+            "GET with {extra}"
+        );
+    }
+}
+
+#[test]
+fn disabled_subject_does_not_affect_others() {
+    let mut host = post("admin-key");
+    let mut f = RequestFilter::new(policy(json!({"disabled": ["rita"]})));
+    assert_eq!(
+        run_request(&mut f, &mut host, call(json!(1), "echo").as_bytes(), 64),
+        Flow::Continue
+    );
+}

@@ -130,12 +130,23 @@ pub struct CompiledPolicy {
     pub identity: IdentityConfig,
     pub rules: Vec<Rule>,
     pub limits: Limits,
+    /// Emergency brake: refuse every MCP message (rule `kill-switch`), even in dry-run.
+    pub kill_switch: bool,
+    /// Subjects refused outright (rule `kill-switch`), e.g. a compromised agent.
+    pub disabled_subjects: Vec<String>,
     /// SHA-256 of the canonical JSON of the policy document.
     pub sha256: String,
 }
 
 /// Rule ids the filter itself uses in decisions; a policy may not take them.
-pub const RESERVED_RULE_IDS: &[&str] = &["default-deny", "base-protocol", "batch", "resource-uri"];
+pub const RESERVED_RULE_IDS: &[&str] = &[
+    "default-deny",
+    "base-protocol",
+    "batch",
+    "resource-uri",
+    "kill-switch",
+    "response-unfilterable",
+];
 
 /// Sections of POLICY.md that this build does not enforce yet. Accepting them
 /// silently would let a team believe something is enforced that is not.
@@ -190,6 +201,8 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         None => Vec::new(),
     };
     let limits = compile_limits(root.get("limits"), errs);
+    let kill_switch = root.boolean("kill_switch", errs).unwrap_or(false);
+    let disabled_subjects = root.strings("disabled", errs).unwrap_or_default();
     for section in NOT_YET_SUPPORTED {
         if root.get(section).is_some() {
             errs.push(
@@ -204,6 +217,8 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         identity,
         rules,
         limits,
+        kill_switch,
+        disabled_subjects,
         sha256: sha256_hex(canonical(doc).as_bytes()),
     })
 }
