@@ -3,7 +3,7 @@
 //! through `Host`, so the whole pipeline runs natively in tests.
 
 use crate::decide::{decide_message, Catalogue, Decision, Verdict};
-use crate::host::{Flow, Host, LogLevel};
+use crate::host::{Counter, Flow, Host, LogLevel};
 use crate::identity::{self, Caller, IdentityInputs, Via};
 use crate::json::parse_strict;
 use crate::jsonrpc::{self, id_key, Body, Message};
@@ -12,6 +12,7 @@ use crate::reply::{self, LocalReply};
 use crate::response::{rewrite_message, ResponsePlan};
 use crate::sse::{parse_event, SseFramer};
 use serde_json::{json, Value};
+use std::cell::Cell;
 use std::rc::Rc;
 
 /// Response header that reports a dry-run decision to the caller.
@@ -51,6 +52,9 @@ pub struct RequestFilter {
     response: ResponseMode,
     framer: SseFramer,
     response_seen: usize,
+    /// Counted while rewriting (which only reads `self`), flushed to the host per callback.
+    removed_count: Cell<u64>,
+    unfilterable_count: Cell<u64>,
 }
 
 impl RequestFilter {
@@ -67,6 +71,8 @@ impl RequestFilter {
             response: ResponseMode::Pass,
             framer: SseFramer::new(cap),
             response_seen: 0,
+            removed_count: Cell::new(0),
+            unfilterable_count: Cell::new(0),
         }
     }
 
@@ -81,6 +87,15 @@ impl RequestFilter {
     }
 
     fn protocol_error(&mut self, host: &mut dyn Host, status: u32, code: i64, msg: &str) -> Flow {
+        let counter = match (status, code) {
+            (401, _) => Counter::RefusedIdentity,
+            (413, _) => Counter::RefusedTooLarge,
+            (415, _) => Counter::RefusedMediaType,
+            (405, _) => Counter::RefusedHttpMethod,
+            (_, reply::HEADER_MISMATCH) => Counter::RefusedHeaderMismatch,
+            _ => Counter::RefusedProtocol,
+        };
+        host.count(counter, 1);
         let body = reply::error_object(None, code, msg, None);
         self.reply(host, LocalReply::json(status, &body, None))
     }
@@ -113,6 +128,7 @@ impl RequestFilter {
             "GET" | "DELETE" => {
                 let caller = self.caller.clone().unwrap_or_else(anonymous);
                 if let Some(d) = crate::decide::kill_switch(&self.policy, &caller) {
+                    host.count(Counter::RefusedKillSwitch, 1);
                     let body = reply::decision_error(None, &d);
                     return self.reply(host, LocalReply::json(403, &body, Some(&d.rule)));
                 }
@@ -228,10 +244,24 @@ impl RequestFilter {
                 Err(e) => return self.protocol_error(host, 400, e.code(), e.message()),
             }
         }
+        for d in &decisions {
+            let counter = match d.verdict {
+                Verdict::Allow => Counter::DecisionAllow,
+                Verdict::Deny => Counter::DecisionDeny,
+                Verdict::Approval => Counter::DecisionApproval,
+            };
+            host.count(counter, 1);
+        }
         let refused = decisions.iter().any(|d| d.verdict != Verdict::Allow);
         // The kill switch is an operator's emergency brake: it holds in dry-run too.
         let killed = decisions.iter().any(|d| d.rule == "kill-switch");
+        if killed {
+            host.count(Counter::RefusedKillSwitch, 1);
+        }
         if self.dry_run() && !killed {
+            if refused {
+                host.count(Counter::DryRunUnenforced, 1);
+            }
             let note = decisions
                 .iter()
                 .map(|d| format!("{} rule={}", d.verdict.as_str(), d.rule))
@@ -343,6 +373,21 @@ impl RequestFilter {
         body_size: usize,
         end_of_stream: bool,
     ) -> Flow {
+        let flow = self.response_body(host, body_size, end_of_stream);
+        host.count(Counter::ListEntriesRemoved, self.removed_count.take());
+        host.count(
+            Counter::ResponseUnfilterable,
+            self.unfilterable_count.take(),
+        );
+        flow
+    }
+
+    fn response_body(
+        &mut self,
+        host: &mut dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Flow {
         match self.response {
             ResponseMode::Pass => Flow::Continue,
             ResponseMode::Json | ResponseMode::Refuse => {
@@ -357,6 +402,8 @@ impl RequestFilter {
     }
 
     fn unfilterable(&self, why: &str) -> Value {
+        self.unfilterable_count
+            .set(self.unfilterable_count.get() + 1);
         reply::error_object(
             None,
             reply::DENIED,
@@ -414,7 +461,10 @@ impl RequestFilter {
         let caller = self.caller.as_ref()?;
         let mut changed = false;
         for msg in jsonrpc::response_objects(&mut doc) {
-            changed |= rewrite_message(&self.policy, caller, &self.plan, msg).changed;
+            let r = rewrite_message(&self.policy, caller, &self.plan, msg);
+            changed |= r.changed;
+            self.removed_count
+                .set(self.removed_count.get() + r.removed_entries as u64);
         }
         changed.then(|| doc.to_string().into_bytes())
     }

@@ -11,7 +11,65 @@ pub enum LogLevel {
     Error,
 }
 
+/// Envoy stats the filter keeps (exported as `wasmcustom.mcp_firewall.*`).
+/// Names are fixed here: no caller-controlled or secret text ever becomes part
+/// of a stat name, and their number is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Counter {
+    DecisionAllow,
+    DecisionDeny,
+    DecisionApproval,
+    DryRunUnenforced,
+    RefusedIdentity,
+    RefusedProtocol,
+    RefusedHeaderMismatch,
+    RefusedTooLarge,
+    RefusedMediaType,
+    RefusedHttpMethod,
+    RefusedKillSwitch,
+    ListEntriesRemoved,
+    ResponseUnfilterable,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 13] = [
+        Counter::DecisionAllow,
+        Counter::DecisionDeny,
+        Counter::DecisionApproval,
+        Counter::DryRunUnenforced,
+        Counter::RefusedIdentity,
+        Counter::RefusedProtocol,
+        Counter::RefusedHeaderMismatch,
+        Counter::RefusedTooLarge,
+        Counter::RefusedMediaType,
+        Counter::RefusedHttpMethod,
+        Counter::RefusedKillSwitch,
+        Counter::ListEntriesRemoved,
+        Counter::ResponseUnfilterable,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::DecisionAllow => "mcp_firewall.decisions.allow",
+            Counter::DecisionDeny => "mcp_firewall.decisions.deny",
+            Counter::DecisionApproval => "mcp_firewall.decisions.approval",
+            Counter::DryRunUnenforced => "mcp_firewall.dry_run.unenforced",
+            Counter::RefusedIdentity => "mcp_firewall.refused.identity",
+            Counter::RefusedProtocol => "mcp_firewall.refused.protocol",
+            Counter::RefusedHeaderMismatch => "mcp_firewall.refused.header_mismatch",
+            Counter::RefusedTooLarge => "mcp_firewall.refused.too_large",
+            Counter::RefusedMediaType => "mcp_firewall.refused.media_type",
+            Counter::RefusedHttpMethod => "mcp_firewall.refused.http_method",
+            Counter::RefusedKillSwitch => "mcp_firewall.refused.kill_switch",
+            Counter::ListEntriesRemoved => "mcp_firewall.lists.entries_removed",
+            Counter::ResponseUnfilterable => "mcp_firewall.responses.unfilterable",
+        }
+    }
+}
+
 pub trait Host {
+    /// Add to one of the filter's Envoy counters.
+    fn count(&mut self, counter: Counter, by: u64);
     /// A request header; only valid during the request-headers callback
     /// (Envoy answers BadArgument from body callbacks, so we read headers once).
     fn request_header(&self, name: &str) -> Option<String>;
@@ -58,6 +116,7 @@ pub mod fake {
         /// What the client received downstream, in order.
         pub downstream: Vec<u8>,
         pub replies: Vec<LocalReply>,
+        pub counters: BTreeMap<Counter, u64>,
         pub logs: RefCell<Vec<(LogLevel, String)>>,
         /// Once body callbacks start, header reads fail as in Envoy.
         pub headers_readable: bool,
@@ -78,6 +137,9 @@ pub mod fake {
     }
 
     impl Host for FakeHost {
+        fn count(&mut self, counter: Counter, by: u64) {
+            *self.counters.entry(counter).or_default() += by;
+        }
         fn request_header(&self, name: &str) -> Option<String> {
             assert!(
                 self.headers_readable,

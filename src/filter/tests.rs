@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::host::fake::FakeHost;
+use crate::host::Counter;
 use crate::json::sha256_hex;
 use serde_json::json;
 
@@ -530,4 +531,32 @@ fn disabled_subject_does_not_affect_others() {
         run_request(&mut f, &mut host, call(json!(1), "echo").as_bytes(), 64),
         Flow::Continue
     );
+}
+
+#[test]
+fn counters_follow_decisions_and_refusals() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({})));
+    run_request(
+        &mut f,
+        &mut host,
+        call(json!(1), "write_file").as_bytes(),
+        64,
+    );
+    assert_eq!(host.counters.get(&Counter::DecisionDeny), Some(&1));
+    let mut host = post("reader-key").header("content-encoding", "gzip");
+    let mut f = RequestFilter::new(policy(json!({})));
+    run_request(&mut f, &mut host, b"x", 64);
+    assert_eq!(host.counters.get(&Counter::RefusedMediaType), Some(&1));
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({})));
+    list_request(&mut f, &mut host);
+    run_response(
+        &mut f,
+        &mut host,
+        "application/json",
+        tools_list_result(5).to_string().as_bytes(),
+        4,
+    );
+    assert_eq!(host.counters.get(&Counter::ListEntriesRemoved), Some(&2));
 }

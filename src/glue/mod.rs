@@ -6,13 +6,33 @@
 //! headers callback, and every hostcall result is handled, never unwrapped.
 
 use crate::filter::RequestFilter;
-use crate::host::{Flow, Host, LogLevel};
+use crate::host::{Counter, Flow, Host, LogLevel};
 use crate::policy::{compile_str, CompiledPolicy};
 use crate::reply::LocalReply;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel as WasmLogLevel, MapType};
+use proxy_wasm::types::{
+    Action, BufferType, ContextType, LogLevel as WasmLogLevel, MapType, MetricType,
+};
+use std::cell::RefCell;
 use std::rc::Rc;
+
+thread_local! {
+    /// Envoy metric ids, indexed like `Counter::ALL`; defined once per VM.
+    static METRICS: RefCell<Vec<Option<u32>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn define_metrics() {
+    METRICS.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.is_empty() {
+            *m = Counter::ALL
+                .iter()
+                .map(|c| hostcalls::define_metric(MetricType::Counter, c.name()).ok())
+                .collect();
+        }
+    });
+}
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(WasmLogLevel::Info);
@@ -32,6 +52,7 @@ impl Context for FirewallRoot {}
 
 impl RootContext for FirewallRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
+        define_metrics();
         let Some(text) = self.get_plugin_configuration() else {
             log(
                 LogLevel::Error,
@@ -146,6 +167,18 @@ fn log(level: LogLevel, msg: &str) {
 struct WasmHost;
 
 impl Host for WasmHost {
+    fn count(&mut self, counter: Counter, by: u64) {
+        if by == 0 {
+            return;
+        }
+        let Some(pos) = Counter::ALL.iter().position(|c| *c == counter) else {
+            return;
+        };
+        let id = METRICS.with(|m| m.borrow().get(pos).copied().flatten());
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+        }
+    }
     fn request_header(&self, name: &str) -> Option<String> {
         hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
             .ok()
