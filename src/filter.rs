@@ -10,6 +10,7 @@ use crate::jsonrpc::{self, id_key, Body, Message};
 use crate::policy::{BatchMode, CompiledPolicy, Mode};
 use crate::reply::{self, LocalReply};
 use crate::response::{rewrite_message, ResponsePlan};
+use crate::session::{self, Binding};
 use crate::sse::{parse_event, SseFramer};
 use serde_json::{json, Value};
 use std::cell::Cell;
@@ -49,6 +50,8 @@ pub struct RequestFilter {
     mcp_name: Option<String>,
     plan: ResponsePlan,
     dry_run_note: Option<String>,
+    /// Set on request headers when the session id may not be used by this caller.
+    session_refusal: Option<Decision>,
     response: ResponseMode,
     framer: SseFramer,
     response_seen: usize,
@@ -68,6 +71,7 @@ impl RequestFilter {
             mcp_name: None,
             plan: ResponsePlan::default(),
             dry_run_note: None,
+            session_refusal: None,
             response: ResponseMode::Pass,
             framer: SseFramer::new(cap),
             response_seen: 0,
@@ -122,13 +126,27 @@ impl RequestFilter {
             }
             Err(e) => return self.protocol_error(host, 401, reply::DENIED, &e.message()),
         }
+        self.session_refusal = self.check_session(host);
+        if let Some(d) = &self.session_refusal {
+            if self.dry_run() {
+                let note = format!("deny rule={}", d.rule);
+                self.session_refusal = None;
+                self.note_dry_run(host, &note);
+            } else {
+                host.count(Counter::RefusedSessionBinding, 1);
+            }
+        }
         match method.as_str() {
             "POST" => {}
             // GET opens the server's SSE stream, DELETE ends a session: no body to decide.
             "GET" | "DELETE" => {
                 let caller = self.caller.clone().unwrap_or_else(anonymous);
-                if let Some(d) = crate::decide::kill_switch(&self.policy, &caller) {
-                    host.count(Counter::RefusedKillSwitch, 1);
+                let refusal = crate::decide::kill_switch(&self.policy, &caller)
+                    .or_else(|| self.session_refusal.clone());
+                if let Some(d) = refusal {
+                    if d.rule == "kill-switch" {
+                        host.count(Counter::RefusedKillSwitch, 1);
+                    }
                     let body = reply::decision_error(None, &d);
                     return self.reply(host, LocalReply::json(403, &body, Some(&d.rule)));
                 }
@@ -240,6 +258,10 @@ impl RequestFilter {
         let mut decisions = Vec::with_capacity(messages.len());
         for m in &messages {
             match decide_message(&self.policy, &caller, m) {
+                // A stolen session id refuses every message, after the kill switch.
+                Ok(d) if d.rule != "kill-switch" && self.session_refusal.is_some() => {
+                    decisions.push(self.session_refusal.clone().unwrap_or(d))
+                }
                 Ok(d) => decisions.push(d),
                 Err(e) => return self.protocol_error(host, 400, e.code(), e.message()),
             }
@@ -295,6 +317,25 @@ impl RequestFilter {
         Flow::Continue
     }
 
+    /// Bind `Mcp-Session-Id` to the caller, or refuse it if it belongs to another.
+    fn check_session(&self, host: &mut dyn Host) -> Option<Decision> {
+        if !self.policy.sessions.enforce {
+            return None;
+        }
+        let sid = host.request_header("mcp-session-id")?;
+        let caller = self.caller.as_ref()?;
+        let now = host.now_ms();
+        let why = match session::check_and_bind(host, &self.policy.sessions, &sid, caller, now) {
+            Binding::Bound => return None,
+            Binding::Stolen => "this Mcp-Session-Id is bound to another identity",
+            Binding::TableFull => "too many active sessions to bind a new one; retry later",
+            Binding::Unavailable => {
+                "session bindings are unavailable; refusing rather than guessing"
+            }
+        };
+        Some(Decision::deny("session-binding", why))
+    }
+
     /// MCP standard headers (SEP-2243) must agree with the body: an
     /// intermediary may route or rate-limit on them, so disagreement is smuggling.
     fn check_standard_headers(&self, body: &Body) -> Result<(), String> {
@@ -335,6 +376,20 @@ impl RequestFilter {
     }
 
     pub fn on_response_headers(&mut self, host: &mut dyn Host) -> Flow {
+        // Bind a session id at issuance (the server's answer to initialize),
+        // so nobody else can be "first" to present it.
+        if let (true, Some(caller), Some(sid)) = (
+            self.policy.sessions.enforce && self.phase == Phase::Forwarded,
+            self.caller.as_ref(),
+            host.response_header("mcp-session-id"),
+        ) {
+            let now = host.now_ms();
+            if session::check_and_bind(host, &self.policy.sessions, &sid, caller, now)
+                != Binding::Bound
+            {
+                host.log(LogLevel::Warn, "mcp-firewall: server issued a session id that could not be bound to its caller");
+            }
+        }
         if let Some(note) = &self.dry_run_note {
             // Header values must not carry CR/LF; notes are built from escaped text.
             let clean: String = note.chars().filter(|c| !c.is_control()).collect();

@@ -2,6 +2,7 @@
 //! with proxy-wasm hostcalls; tests implement it in memory (`FakeHost`).
 
 use crate::reply::LocalReply;
+use crate::store::SharedStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
@@ -27,12 +28,13 @@ pub enum Counter {
     RefusedMediaType,
     RefusedHttpMethod,
     RefusedKillSwitch,
+    RefusedSessionBinding,
     ListEntriesRemoved,
     ResponseUnfilterable,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 13] = [
+    pub const ALL: [Counter; 14] = [
         Counter::DecisionAllow,
         Counter::DecisionDeny,
         Counter::DecisionApproval,
@@ -44,6 +46,7 @@ impl Counter {
         Counter::RefusedMediaType,
         Counter::RefusedHttpMethod,
         Counter::RefusedKillSwitch,
+        Counter::RefusedSessionBinding,
         Counter::ListEntriesRemoved,
         Counter::ResponseUnfilterable,
     ];
@@ -61,13 +64,16 @@ impl Counter {
             Counter::RefusedMediaType => "mcp_firewall.refused.media_type",
             Counter::RefusedHttpMethod => "mcp_firewall.refused.http_method",
             Counter::RefusedKillSwitch => "mcp_firewall.refused.kill_switch",
+            Counter::RefusedSessionBinding => "mcp_firewall.refused.session_binding",
             Counter::ListEntriesRemoved => "mcp_firewall.lists.entries_removed",
             Counter::ResponseUnfilterable => "mcp_firewall.responses.unfilterable",
         }
     }
 }
 
-pub trait Host {
+pub trait Host: SharedStore {
+    /// Wall-clock milliseconds since the Unix epoch (the host's clock).
+    fn now_ms(&self) -> u64;
     /// Add to one of the filter's Envoy counters.
     fn count(&mut self, counter: Counter, by: u64);
     /// A request header; only valid during the request-headers callback
@@ -102,6 +108,7 @@ pub enum Flow {
 pub mod fake {
     //! In-memory host for natively testing the request state machine.
     use super::*;
+    use crate::store::{MemoryStore, StoreError};
     use std::cell::RefCell;
     use std::collections::BTreeMap;
 
@@ -117,6 +124,8 @@ pub mod fake {
         pub downstream: Vec<u8>,
         pub replies: Vec<LocalReply>,
         pub counters: BTreeMap<Counter, u64>,
+        pub store: std::rc::Rc<MemoryStore>,
+        pub now_ms: u64,
         pub logs: RefCell<Vec<(LogLevel, String)>>,
         /// Once body callbacks start, header reads fail as in Envoy.
         pub headers_readable: bool,
@@ -136,7 +145,19 @@ pub mod fake {
         }
     }
 
+    impl SharedStore for FakeHost {
+        fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+            self.store.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+            self.store.set(key, value, cas)
+        }
+    }
+
     impl Host for FakeHost {
+        fn now_ms(&self) -> u64 {
+            self.now_ms
+        }
         fn count(&mut self, counter: Counter, by: u64) {
             *self.counters.entry(counter).or_default() += by;
         }

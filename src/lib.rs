@@ -17,7 +17,9 @@ pub mod jsonrpc;
 pub mod policy;
 pub mod reply;
 pub mod response;
+pub mod session;
 pub mod sse;
+pub mod store;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;

@@ -560,3 +560,66 @@ fn counters_follow_decisions_and_refusals() {
     );
     assert_eq!(host.counters.get(&Counter::ListEntriesRemoved), Some(&2));
 }
+
+#[test]
+fn stolen_session_id_is_refused_for_another_identity() {
+    let store = Rc::new(crate::store::MemoryStore::default());
+    let run = |key: &str, method: &str| {
+        let mut host = post(key)
+            .header("mcp-session-id", "sess-123")
+            .header(":method", method);
+        host.store = store.clone();
+        let mut f = RequestFilter::new(policy(json!({})));
+        let body = if method == "POST" {
+            call(json!(9), "echo")
+        } else {
+            String::new()
+        };
+        run_request(&mut f, &mut host, body.as_bytes(), 64);
+        host.replies.first().map(reply_summary)
+    };
+    assert_eq!(run("reader-key", "POST"), None, "first use binds");
+    assert_eq!(run("reader-key", "POST"), None, "owner continues");
+    assert_eq!(
+        run("admin-key", "POST"),
+        Some((200, Some(-32010), Some("session-binding".into())))
+    );
+    assert_eq!(run("admin-key", "GET").map(|r| r.0), Some(403));
+    assert_eq!(run("admin-key", "DELETE").map(|r| r.0), Some(403));
+}
+
+#[test]
+fn session_issued_by_server_is_bound_to_the_initializing_caller() {
+    let store = Rc::new(crate::store::MemoryStore::default());
+    let mut host = post("reader-key");
+    host.store = store.clone();
+    let mut f = RequestFilter::new(policy(json!({})));
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#;
+    assert_eq!(
+        run_request(&mut f, &mut host, init.as_bytes(), 64),
+        Flow::Continue
+    );
+    host.response_headers
+        .insert("mcp-session-id".into(), "issued-1".into());
+    f.on_response_headers(&mut host);
+    // The thief presents the id before its owner ever does: still refused.
+    let mut thief = post("admin-key").header("mcp-session-id", "issued-1");
+    thief.store = store.clone();
+    let mut f = RequestFilter::new(policy(json!({})));
+    run_request(&mut f, &mut thief, call(json!(1), "echo").as_bytes(), 64);
+    assert_eq!(thief.replies.first().map(|r| r.status), Some(200));
+    assert!(thief
+        .replies
+        .first()
+        .is_some_and(|r| String::from_utf8_lossy(&r.body).contains("session-binding")));
+}
+
+#[test]
+fn stateless_requests_are_unaffected_by_session_binding() {
+    let mut host = post("admin-key");
+    let mut f = RequestFilter::new(policy(json!({})));
+    assert_eq!(
+        run_request(&mut f, &mut host, call(json!(1), "echo").as_bytes(), 64),
+        Flow::Continue
+    );
+}

@@ -9,6 +9,7 @@ use crate::filter::RequestFilter;
 use crate::host::{Counter, Flow, Host, LogLevel};
 use crate::policy::{compile_str, CompiledPolicy};
 use crate::reply::LocalReply;
+use crate::store::{SharedStore, StoreError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{
@@ -166,7 +167,26 @@ fn log(level: LogLevel, msg: &str) {
 /// Hostcalls of the current HTTP context (the host tracks which one is current).
 struct WasmHost;
 
+impl SharedStore for WasmHost {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        hostcalls::get_shared_data(key).map_err(|_| StoreError::Unavailable)
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(proxy_wasm::types::Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(_) => Err(StoreError::Unavailable),
+        }
+    }
+}
+
 impl Host for WasmHost {
+    fn now_ms(&self) -> u64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
     fn count(&mut self, counter: Counter, by: u64) {
         if by == 0 {
             return;

@@ -134,6 +134,7 @@ pub struct CompiledPolicy {
     pub kill_switch: bool,
     /// Subjects refused outright (rule `kill-switch`), e.g. a compromised agent.
     pub disabled_subjects: Vec<String>,
+    pub sessions: crate::session::SessionConfig,
     /// SHA-256 of the canonical JSON of the policy document.
     pub sha256: String,
 }
@@ -146,6 +147,7 @@ pub const RESERVED_RULE_IDS: &[&str] = &[
     "resource-uri",
     "kill-switch",
     "response-unfilterable",
+    "session-binding",
 ];
 
 /// Sections of POLICY.md that this build does not enforce yet. Accepting them
@@ -203,6 +205,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
     let limits = compile_limits(root.get("limits"), errs);
     let kill_switch = root.boolean("kill_switch", errs).unwrap_or(false);
     let disabled_subjects = root.strings("disabled", errs).unwrap_or_default();
+    let sessions = compile_sessions(root.get("sessions"), errs);
     for section in NOT_YET_SUPPORTED {
         if root.get(section).is_some() {
             errs.push(
@@ -219,6 +222,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         limits,
         kill_switch,
         disabled_subjects,
+        sessions,
         sha256: sha256_hex(canonical(doc).as_bytes()),
     })
 }
@@ -475,6 +479,27 @@ fn compile_limits(v: Option<&Value>, errs: &mut Errors) -> Limits {
         } else {
             BatchMode::Reject
         };
+    }
+    r.finish(errs);
+    out
+}
+
+fn compile_sessions(v: Option<&Value>, errs: &mut Errors) -> crate::session::SessionConfig {
+    let mut out = crate::session::SessionConfig::default();
+    let Some(v) = v else { return out };
+    let Some(mut r) = ObjReader::new(v, "$.sessions", errs) else {
+        return out;
+    };
+    if let Some(b) = r.choice("binding", &["enforce", "off"], errs) {
+        out.enforce = b == "enforce";
+    }
+    // Shared data cannot be deleted in the proxy-wasm ABI, so the table size is
+    // the memory bound: about 100 bytes per entry.
+    if let Some(n) = r.uint("capacity", crate::session::WAYS, 1 << 22, errs) {
+        out.capacity = n;
+    }
+    if let Some(n) = r.uint("idle_timeout_s", 1, 7 * 86_400, errs) {
+        out.idle_timeout_ms = n * 1000;
     }
     r.finish(errs);
     out
