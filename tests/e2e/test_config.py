@@ -1,0 +1,98 @@
+"""Policies and Envoy configs as Envoy itself sees them.
+
+`envoy --mode validate` instantiates the Wasm plugin and runs its on_configure
+(checked on Envoy 1.40: a plugin whose on_configure returns false makes validate
+exit 1 with "Unable to create Wasm plugin mcp_firewall", after the plugin's own
+log lines). So a bad policy is caught before any traffic, with the filter's
+message naming the JSON path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FIXTURES, base_policy
+
+import harness
+
+POLICY_FILES = sorted((harness.REPO / "policies").glob("*.json")) + [FIXTURES / "policy.json"]
+
+
+def validate(policy: Any, workdir: Path, template: str = "envoy", name: str = "validate") -> Any:
+    cfg = harness.render(template, listen_port=harness.free_port(), admin_port=harness.free_port(),
+                         upstream_port=harness.free_port(), policy=policy)
+    return harness.envoy_validate(cfg, workdir, name)
+
+
+@pytest.mark.parametrize("path", POLICY_FILES, ids=[p.name for p in POLICY_FILES])
+def test_policy_files_validate(path: Path, wasm: Path, workdir: Path) -> None:
+    r = validate(json.loads(path.read_text()), workdir, name=f"validate-{path.stem}")
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("template", ["envoy", "jwt-example"])
+def test_committed_envoy_configs_validate_as_written(template: str, wasm: Path, workdir: Path) -> None:
+    """The templates with only ports and the Wasm path changed (their own inline policy)."""
+    r = validate(None, workdir, template=template, name=f"validate-{template}")
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_envoy_yaml_embeds_policies_demo_json() -> None:
+    demo = json.loads((harness.REPO / "policies" / "demo.json").read_text())
+    assert harness.template_policy("envoy") == demo
+
+
+def test_failure_policy_is_never_fail_open() -> None:
+    for template in ("envoy", "jwt-example"):
+        cfg = harness.firewall_filter(harness.load_template(template))["typed_config"]["config"]
+        assert cfg["failure_policy"] == "FAIL_RELOAD", template
+        assert cfg["allow_on_headers_stop_iteration"] is True, template
+
+
+def bad(mutate: Any) -> dict[str, Any]:
+    p = base_policy()
+    mutate(p)
+    return p
+
+
+BAD_POLICIES = [
+    ("unknown-effect", bad(lambda p: p["rules"][0].update(effect="permit")), ["$.rules[0].effect"]),
+    ("typo-in-rule-field", bad(lambda p: p["rules"][1].update(tool=["echo"])), ["$.rules[1]", "tool"]),
+    ("unknown-top-level-field", bad(lambda p: p.update(rulez=[])), ["rulez"]),
+    ("wrong-version", bad(lambda p: p.update(version=2)), ["$.version"]),
+    ("bad-mode", bad(lambda p: p.update(mode="permissive")), ["$.mode"]),
+    ("bad-batches", bad(lambda p: p["limits"].update(batches="sometimes")), ["$.limits.batches"]),
+    ("api-key-not-hex", bad(lambda p: p["identity"]["api_keys"][0].update(sha256="secret")),
+     ["$.identity.api_keys[0].sha256"]),
+]
+
+
+@pytest.mark.parametrize("name,policy,expected", BAD_POLICIES, ids=[b[0] for b in BAD_POLICIES])
+def test_validate_rejects_bad_policy_naming_the_json_path(name: str, policy: dict[str, Any], expected: list[str],
+                                                          wasm: Path, workdir: Path) -> None:
+    r = validate(policy, workdir, name=f"validate-bad-{name}")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, f"envoy accepted a bad policy:\n{out[-3000:]}"
+    assert "mcp_firewall" in out
+    for fragment in expected:
+        assert fragment in out, f"{fragment!r} not in envoy's output:\n{out[-3000:]}"
+
+
+def test_validate_rejects_a_policy_that_is_not_json(wasm: Path, workdir: Path) -> None:
+    r = validate("{version: 1", workdir, name="validate-not-json")
+    assert r.returncode != 0
+    assert "Unable to create Wasm plugin mcp_firewall" in r.stdout + r.stderr
+
+
+def test_envoy_refuses_to_start_with_a_bad_policy_and_serves_nothing(wasm: Path, workdir: Path,
+                                                                     mcp_server: Any) -> None:
+    """Same policy error at normal startup: Envoy exits; no listener ever serves traffic."""
+    policy = bad(lambda p: p["rules"][0].update(effect="permit"))
+    cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
+                         upstream_port=mcp_server.port, policy=policy)
+    with pytest.raises(RuntimeError) as ei:
+        harness.Envoy(cfg, workdir, name="envoy-bad-policy")
+    assert "$.rules[0].effect" in str(ei.value)
