@@ -246,9 +246,13 @@ fn normalize_ip_literal(host: &str) -> Result<String, String> {
 ///   percent-encoded as UTF-8, so both spellings compare equal;
 /// * `.` and `..` removed from the path (§5.2.4, §6.2.2.3), for hierarchical
 ///   (`file:///srv/a`, `db://x/y`) and rootless (`mem:notes/1`) paths alike;
-/// * an empty port is dropped (§6.2.3), and an empty http(s)/ws(s) path
+/// * an empty or default port is dropped and an empty http(s)/ws(s) path
 ///   becomes `/` (§6.2.3, scheme-based);
+/// * `file:` URIs (RFC 8089 §2): `file:/p` and `file://localhost/p` become
+///   `file:///p`, and a path holding `//` is refused, since a filesystem reads
+///   it as `/` and it would slip past a deny rule;
 /// * refused: no scheme, a path that climbs above its root, `..` after `//`,
+///   a path without authority that would start with `//`,
 ///   and anywhere in the URI an encoded `/`, a backslash (raw or `%5C`), NUL
 ///   or any other control character (raw or encoded), or a bad `%` escape.
 pub fn normalize_resource_uri(uri: &str) -> Result<String, String> {
@@ -266,22 +270,39 @@ pub fn normalize_resource_uri(uri: &str) -> Result<String, String> {
 
     let mut out = scheme.clone();
     out.push(':');
-    let path = match hier.strip_prefix("//") {
+    let is_file = scheme == "file";
+    let (authority, path) = match hier.strip_prefix("//") {
         Some(after) => {
             let (authority, path) = split_before(after, &['/']);
-            out.push_str("//");
-            out.push_str(&normalize_authority(authority)?);
-            path
+            (Some(normalize_authority(authority, &scheme)?), path)
         }
-        None => hier,
+        // RFC 8089 §2: `file:/etc/x` is the same file as `file:///etc/x`.
+        None if is_file && hier.starts_with('/') => (Some(String::new()), hier),
+        None => (None, hier),
     };
     let path = remove_dot_segments(&normalize_part(path, UriPart::Path)?)?;
-    let has_authority = hier.starts_with("//");
-    if path.is_empty()
-        && has_authority
-        && matches!(scheme.as_str(), "http" | "https" | "ws" | "wss")
-    {
-        out.push('/');
+    if is_file && path.contains("//") {
+        // A filesystem reads `//` as `/`, so `file:////etc/passwd` or
+        // `file:///etc//passwd` would slip past a deny rule on `file:///etc/passwd`.
+        return Err("file URI path holds an empty segment ('//')".into());
+    }
+    match authority {
+        // RFC 8089 §2: the host "localhost" means the local machine, like no host.
+        Some(a) => {
+            out.push_str("//");
+            if !(is_file && a == "localhost") {
+                out.push_str(&a);
+            }
+            if path.is_empty() && matches!(scheme.as_str(), "http" | "https" | "ws" | "wss") {
+                out.push('/');
+            }
+        }
+        // Without an authority a path may not start with `//` (RFC 3986 §3.3):
+        // `mem:/.//x` must not come out as `mem://x`, which has authority `x`.
+        None if path.starts_with("//") => {
+            return Err("path without authority would start with '//'".into());
+        }
+        None => {}
     }
     out.push_str(&path);
     if let Some(q) = query {
@@ -296,7 +317,7 @@ pub fn normalize_resource_uri(uri: &str) -> Result<String, String> {
 }
 
 /// RFC 3986 §3.2: `[ userinfo "@" ] host [ ":" port ]`.
-fn normalize_authority(authority: &str) -> Result<String, String> {
+fn normalize_authority(authority: &str, scheme: &str) -> Result<String, String> {
     let (userinfo, host_port) = match authority.rsplit_once('@') {
         Some((u, _)) if u.contains('@') => {
             return Err("authority holds more than one '@'".into());
@@ -333,7 +354,13 @@ fn normalize_authority(authority: &str) -> Result<String, String> {
     } else {
         out.push_str(&normalize_part(&host, UriPart::Host)?);
     }
-    if !port.is_empty() {
+    // RFC 3986 §6.2.3: an empty port, or the scheme's default port, is omitted.
+    let default_port = match scheme {
+        "http" | "ws" => "80",
+        "https" | "wss" => "443",
+        _ => "",
+    };
+    if !port.is_empty() && port != default_port {
         out.push(':');
         out.push_str(port);
     }

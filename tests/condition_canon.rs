@@ -87,6 +87,14 @@ table!(check_uri {
     uri_keeps_custom_empty_path: "db://x" => Ok("db://x");
     uri_lowercases_ipv6_literal: "http://[FE80::1]:8080/a" => Ok("http://[fe80::1]:8080/a");
     uri_keeps_query_and_fragment_out_of_dot_removal: "https://h/a/b?x=/../y#/../z" => Ok("https://h/a/b?x=/../y#/../z");
+    uri_drops_default_https_port: "https://h:443/x" => Ok("https://h/x");
+    uri_keeps_other_port: "https://h:8443/x" => Ok("https://h:8443/x");
+    uri_file_localhost_is_the_local_file: "file://LOCALHOST/etc/passwd" => Ok("file:///etc/passwd");
+    uri_file_minimal_form_gets_empty_authority: "file:/etc/passwd" => Ok("file:///etc/passwd");
+    uri_custom_scheme_keeps_double_slash: "db://x/a//b" => Ok("db://x/a//b");
+    uri_file_refuses_leading_double_slash: "file:////etc/passwd" => Err("'//'");
+    uri_file_refuses_inner_double_slash: "file:///etc//passwd" => Err("'//'");
+    uri_refuses_path_that_would_read_as_authority: "mem:/.//etc/x" => Err("'//'");
     uri_refuses_climb_above_root: "file:///srv/../../etc/passwd" => Err("climbs above");
     uri_refuses_encoded_climb_above_root: "file:///%2e%2e/etc/passwd" => Err("climbs above");
     uri_refuses_rootless_climb: "mem:notes/../../x" => Err("climbs above");
