@@ -927,3 +927,60 @@ fn show(v: &Value) -> String {
 fn shorten(s: &str) -> String {
     show(&Value::String(s.to_owned()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn number(text: &str) -> Number {
+        serde_json::from_str(text).unwrap_or_else(|_| Number::from(0))
+    }
+
+    #[test]
+    fn compare_numbers_is_exact_across_integer_and_float() {
+        let cases: &[(&str, &str, Ordering)] = &[
+            ("1", "1.0", Ordering::Equal),
+            ("0", "-0.5", Ordering::Greater),
+            ("-1", "-1.5", Ordering::Greater),
+            ("2", "2.5", Ordering::Less),
+            ("9007199254740993", "9007199254740992.0", Ordering::Greater),
+            (
+                "18446744073709551615",
+                "1.8446744073709552e19",
+                Ordering::Less,
+            ),
+            ("-9223372036854775808", "-9.3e18", Ordering::Greater),
+            ("1", "1e300", Ordering::Less),
+            ("-1", "-1e300", Ordering::Greater),
+            ("0.5", "0.25", Ordering::Greater),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(
+                compare_numbers(&number(a), &number(b)),
+                Some(*want),
+                "{a} vs {b}"
+            );
+            assert_eq!(
+                compare_numbers(&number(b), &number(a)),
+                Some(want.reverse()),
+                "{b} vs {a}"
+            );
+        }
+    }
+
+    #[test]
+    fn array_index_follows_rfc_6901() {
+        let cases: &[(&str, Option<usize>)] = &[
+            ("0", Some(0)),
+            ("12", Some(12)),
+            ("01", None),
+            ("-", None),
+            ("", None),
+            ("+1", None),
+            ("1a", None),
+        ];
+        for (token, want) in cases {
+            assert_eq!(array_index(token), *want, "{token:?}");
+        }
+    }
+}

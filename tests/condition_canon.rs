@@ -191,6 +191,14 @@ table!(check_host_in {
 table!(check_url_host {
     url_host_serialises_ipv6_compressed: "http://[2001:DB8:0:0:1:0:0:1]/" => Ok("[2001:db8::1:0:0:1]");
     url_host_serialises_ipv6_with_ipv4_tail: "http://[::1.2.3.4]/" => Ok("[::102:304]");
+    url_host_ipv6_all_zeros: "http://[0::0]/" => Ok("[::]");
+    url_host_ipv6_compresses_first_of_equal_runs: "http://[1:0:0:2:0:0:3:4]/" => Ok("[1::2:0:0:3:4]");
+    url_host_ipv6_never_compresses_single_zero: "http://[1:0:2:3:4:5:6:7]/" => Ok("[1:0:2:3:4:5:6:7]");
+    url_host_ipv6_trailing_compression: "http://[1:2:3:4:5:6:7::]/" => Ok("[1:2:3:4:5:6:7:0]");
+    url_host_ipv6_refuses_two_compressions: "http://[1::2::3]/" => Err("IPv6");
+    url_host_ipv6_refuses_nine_pieces: "http://[1:2:3:4:5:6:7:8:9]/" => Err("IPv6");
+    url_host_ipv6_refuses_leading_zero_in_ipv4_tail: "http://[::ffff:127.0.0.01]/" => Err("IPv6");
+    url_host_ipv6_refuses_five_hex_digits: "http://[::12345]/" => Err("IPv6");
     url_host_ipv4_hex_full_form: "http://0x7F000001/" => Ok("127.0.0.1");
     url_host_ipv4_zero_x_alone_is_zero: "http://0x.0x.0x.0x/" => Ok("0.0.0.0");
     url_host_ws_scheme_is_parsed_too: "ws://Example.com:80/chat" => Ok("example.com");
