@@ -4,9 +4,12 @@
 //! approve → approval; else any matching allow → allow; else the base protocol
 //! is allowed and everything else is denied by `default-deny`.
 
+use crate::condition::{CondInput, Outcome};
 use crate::identity::Caller;
 use crate::jsonrpc::{self, Message, ProtocolError, Target};
 use crate::policy::{CompiledPolicy, Effect, Rule, RuleKind};
+use serde_json::Value;
+use std::borrow::Cow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -44,13 +47,28 @@ impl Decision {
 
 /// What one JSON-RPC message asks for, as far as rules are concerned.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Call {
+pub struct Call<'a> {
     /// `None` for a JSON-RPC response sent by the client.
     pub method: Option<String>,
     pub target: Target,
+    /// `params` as conditions see it: borrowed from the message, except for
+    /// resource calls, whose `uri` is replaced by its normalised form so a
+    /// `param: /uri` condition cannot be bypassed with `..` or escapes.
+    pub params: Cow<'a, Value>,
+    /// Why the target was refused before any rule (an unnormalisable resource URI).
+    pub refused: Option<String>,
 }
 
-impl Call {
+impl Call<'_> {
+    pub fn new(method: Option<&str>, target: Target) -> Self {
+        Call {
+            method: method.map(str::to_owned),
+            target,
+            params: Cow::Owned(Value::Null),
+            refused: None,
+        }
+    }
+
     fn describe(&self) -> String {
         let method = self.method.as_deref().unwrap_or("a response");
         match &self.target {
@@ -101,30 +119,38 @@ pub fn decide_message(
     if let Some(d) = kill_switch(policy, caller) {
         return Ok(d);
     }
+    Ok(decide_traced(policy, caller, &call_of(m)?, None))
+}
+
+/// The rules' view of a message; a resource URI that cannot be normalised is
+/// a decision (`resource-uri`), not a protocol error.
+pub fn call_of(m: &Message) -> Result<Call<'_>, ProtocolError> {
     let Some(method) = m.method() else {
-        let call = Call {
-            method: None,
-            target: Target::None,
-        };
-        return Ok(decide(policy, caller, &call));
+        return Ok(Call::new(None, Target::None));
     };
+    let mut params = Cow::Borrowed(m.params());
+    let mut refused = None;
     let target = match jsonrpc::target_of(method, m.params())? {
         Target::Resource(uri) => match crate::canon::normalize_resource_uri(&uri) {
-            Ok(norm) => Target::Resource(norm),
+            Ok(norm) => {
+                if let Some(obj) = params.to_mut().as_object_mut() {
+                    obj.insert("uri".into(), Value::String(norm.clone()));
+                }
+                Target::Resource(norm)
+            }
             Err(why) => {
-                return Ok(Decision::deny(
-                    "resource-uri",
-                    format!("resource URI refused: {why}"),
-                ))
+                refused = Some(why);
+                Target::Resource(uri)
             }
         },
         t => t,
     };
-    let call = Call {
+    Ok(Call {
         method: Some(method.to_owned()),
         target,
-    };
-    Ok(decide(policy, caller, &call))
+        params,
+        refused,
+    })
 }
 
 /// The kill switch refuses before any rule is consulted.
@@ -149,7 +175,24 @@ pub fn kill_switch(policy: &CompiledPolicy, caller: &Caller) -> Option<Decision>
 }
 
 pub fn decide(policy: &CompiledPolicy, caller: &Caller, call: &Call) -> Decision {
+    decide_traced(policy, caller, call, None)
+}
+
+/// Decide, and with `trace` record one line per condition evaluated (for
+/// `mcp-firewall explain`; those lines may quote short argument values, so
+/// the filter never asks for them).
+pub fn decide_traced(
+    policy: &CompiledPolicy,
+    caller: &Caller,
+    call: &Call,
+    mut trace: Option<&mut Vec<String>>,
+) -> Decision {
+    if let Some(why) = &call.refused {
+        return Decision::deny("resource-uri", format!("resource URI refused: {why}"));
+    }
     let mut first: [Option<&Rule>; 3] = [None, None, None];
+    let mut deny_error: Option<String> = None;
+    let mut unmet: Vec<&str> = Vec::new();
     for rule in policy.rules.iter() {
         if !rule.applies_to_roles(&caller.roles) || !rule_matches(rule, call) {
             continue;
@@ -159,13 +202,56 @@ pub fn decide(policy: &CompiledPolicy, caller: &Caller, call: &Call) -> Decision
             Effect::Approve => 1,
             Effect::Allow => 2,
         };
+        // Once a deny has fired nothing else can change the verdict.
+        if first[0].is_some() {
+            break;
+        }
+        if let Some(cond) = &rule.when {
+            let input = CondInput {
+                arguments: jsonrpc::arguments(&call.params),
+                params: &call.params,
+            };
+            let outcome = match trace.as_deref_mut() {
+                Some(t) => {
+                    let (o, line) = cond.explain(&input);
+                    t.push(format!(
+                        "rule {:?} ({}): {line}",
+                        rule.id,
+                        rule.effect.as_str()
+                    ));
+                    o
+                }
+                None => cond.eval(&input),
+            };
+            // Fail closed: an undecidable condition makes a deny match and an
+            // allow/approve not match.
+            match (rule.effect, outcome) {
+                (_, Outcome::True) => {}
+                (Effect::Deny, Outcome::Error(e)) => deny_error = Some(e),
+                (_, Outcome::False) | (_, Outcome::Error(_)) => {
+                    if rule.effect != Effect::Deny {
+                        unmet.push(&rule.id);
+                    }
+                    continue;
+                }
+            }
+        }
         if let Some(s) = first.get_mut(slot) {
             s.get_or_insert(rule);
         }
     }
     let what = call.describe();
     match first {
-        [Some(r), _, _] => Decision::deny(&r.id, format!("rule {:?} denies {what}", r.id)),
+        [Some(r), _, _] => match deny_error {
+            Some(e) => Decision::deny(
+                &r.id,
+                format!(
+                    "rule {:?} denies {what} (its condition could not be evaluated: {e})",
+                    r.id
+                ),
+            ),
+            None => Decision::deny(&r.id, format!("rule {:?} denies {what}", r.id)),
+        },
         [None, Some(r), _] => Decision {
             verdict: Verdict::Approval,
             rule: r.id.clone(),
@@ -181,9 +267,13 @@ pub fn decide(policy: &CompiledPolicy, caller: &Caller, call: &Call) -> Decision
             rule: "base-protocol".into(),
             reason: format!("{what} is part of the base protocol"),
         },
-        [None, None, None] => Decision::deny(
+        [None, None, None] if unmet.is_empty() => Decision::deny(
             "default-deny",
             format!("no rule allows {what} for roles {:?}", caller.roles),
+        ),
+        [None, None, None] => Decision::deny(
+            "default-deny",
+            format!("no rule allows {what}: conditions of {unmet:?} were not met"),
         ),
     }
 }
@@ -213,20 +303,13 @@ impl Catalogue {
             Catalogue::Resources => ("resources", "uri"),
         }
     }
-    fn call_for(self, name: &str) -> Call {
+    fn call_for(self, name: &str) -> Call<'static> {
         match self {
-            Catalogue::Tools => Call {
-                method: Some("tools/call".into()),
-                target: Target::Tool(name.into()),
-            },
-            Catalogue::Prompts => Call {
-                method: Some("prompts/get".into()),
-                target: Target::Prompt(name.into()),
-            },
-            Catalogue::Resources => Call {
-                method: Some("resources/read".into()),
-                target: Target::Resource(name.into()),
-            },
+            Catalogue::Tools => Call::new(Some("tools/call"), Target::Tool(name.into())),
+            Catalogue::Prompts => Call::new(Some("prompts/get"), Target::Prompt(name.into())),
+            Catalogue::Resources => {
+                Call::new(Some("resources/read"), Target::Resource(name.into()))
+            }
         }
     }
 }
@@ -241,7 +324,8 @@ pub fn visible(policy: &CompiledPolicy, caller: &Caller, catalogue: Catalogue, n
             continue;
         }
         match rule.effect {
-            Effect::Deny => return false,
+            Effect::Deny if rule.when.is_none() => return false,
+            Effect::Deny => {}
             Effect::Allow | Effect::Approve => could_use = true,
         }
     }
@@ -283,18 +367,12 @@ mod tests {
         }
     }
 
-    fn tool(name: &str) -> Call {
-        Call {
-            method: Some("tools/call".into()),
-            target: Target::Tool(name.into()),
-        }
+    fn tool(name: &str) -> Call<'static> {
+        Call::new(Some("tools/call"), Target::Tool(name.into()))
     }
 
-    fn method(m: &str) -> Call {
-        Call {
-            method: Some(m.into()),
-            target: Target::None,
-        }
+    fn method(m: &str) -> Call<'static> {
+        Call::new(Some(m), Target::None)
     }
 
     #[test]
@@ -395,30 +473,27 @@ mod tests {
             (
                 "client_response_is_base_protocol",
                 &[],
-                Call {
-                    method: None,
-                    target: Target::None,
-                },
+                Call::new(None, Target::None),
                 Verdict::Allow,
                 "base-protocol",
             ),
             (
                 "resource_rule_matches_uri",
                 &[],
-                Call {
-                    method: Some("resources/read".into()),
-                    target: Target::Resource("file:///srv/docs/a.md".into()),
-                },
+                Call::new(
+                    Some("resources/read"),
+                    Target::Resource("file:///srv/docs/a.md".into()),
+                ),
                 Verdict::Allow,
                 "docs",
             ),
             (
                 "resource_rule_ignores_other_uri",
                 &[],
-                Call {
-                    method: Some("resources/read".into()),
-                    target: Target::Resource("file:///etc/passwd".into()),
-                },
+                Call::new(
+                    Some("resources/read"),
+                    Target::Resource("file:///etc/passwd".into()),
+                ),
                 Verdict::Deny,
                 "default-deny",
             ),
@@ -481,5 +556,174 @@ mod tests {
     fn reasons_escape_hostile_names() {
         let d = decide(&policy(), &caller(&[]), &tool("x\n\u{1b}[31mfake log line"));
         assert!(!d.reason.contains('\n'), "{}", d.reason);
+    }
+}
+
+#[cfg(test)]
+mod condition_tests {
+    use super::*;
+    use crate::identity::Via;
+    use crate::jsonrpc::{parse_body, Body};
+    use serde_json::json;
+
+    fn policy() -> CompiledPolicy {
+        let doc = json!({"version": 1, "rules": [
+            {"id": "refund-cap", "effect": "allow", "roles": ["finance"], "tools": ["create_refund"],
+             "when": {"all": [{"arg": "/amount", "lte": 500}, {"arg": "/currency", "in": ["usd", "eur"]}]}},
+            {"id": "no-public", "effect": "deny", "tools": ["reply_to_ticket"], "when": {"arg": "/public", "eq": true}},
+            {"id": "tickets", "effect": "allow", "tools": ["reply_to_ticket"]},
+            {"id": "docs", "effect": "allow", "resources": ["file:///srv/docs/*"],
+             "when": {"param": "/uri", "prefix": "file:///srv/docs/"}}
+        ]});
+        crate::policy::compile(&doc).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    fn decide_json(body: serde_json::Value) -> Decision {
+        let caller = Caller {
+            subject: None,
+            tenant: None,
+            roles: vec!["finance".into()],
+            via: Via::Jwt,
+        };
+        let Ok(Body::Single(m)) = parse_body(body.to_string().as_bytes(), 64) else {
+            panic!("parse")
+        };
+        decide_message(&policy(), &caller, &m).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    fn refund(args: serde_json::Value) -> serde_json::Value {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "create_refund", "arguments": args}})
+    }
+
+    fn reply(args: serde_json::Value) -> serde_json::Value {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "reply_to_ticket", "arguments": args}})
+    }
+
+    #[test]
+    fn condition_decision_table() {
+        let cases = [
+            (
+                "refund_under_cap_allowed",
+                refund(json!({"amount": 500, "currency": "usd"})),
+                Verdict::Allow,
+                "refund-cap",
+            ),
+            (
+                "refund_over_cap_denied",
+                refund(json!({"amount": 501, "currency": "usd"})),
+                Verdict::Deny,
+                "default-deny",
+            ),
+            (
+                "refund_amount_as_string_denied",
+                refund(json!({"amount": "100", "currency": "usd"})),
+                Verdict::Deny,
+                "default-deny",
+            ),
+            (
+                "refund_missing_amount_denied",
+                refund(json!({"currency": "usd"})),
+                Verdict::Deny,
+                "default-deny",
+            ),
+            (
+                "refund_currency_case_matters",
+                refund(json!({"amount": 5, "currency": "USD"})),
+                Verdict::Deny,
+                "default-deny",
+            ),
+            (
+                "private_reply_allowed",
+                reply(json!({"public": false, "body": "hi"})),
+                Verdict::Allow,
+                "tickets",
+            ),
+            (
+                "public_reply_denied",
+                reply(json!({"public": true})),
+                Verdict::Deny,
+                "no-public",
+            ),
+            (
+                "missing_arg_under_deny_rule_denies",
+                reply(json!({"body": "hi"})),
+                Verdict::Deny,
+                "no-public",
+            ),
+            (
+                "wrong_type_under_deny_rule_denies",
+                reply(json!({"public": "true"})),
+                Verdict::Deny,
+                "no-public",
+            ),
+            (
+                "uri_condition_sees_normalised_uri",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": "file:///srv/docs/../../etc/passwd"}}),
+                Verdict::Deny,
+                "default-deny",
+            ),
+            (
+                "uri_condition_allows_normalised_docs_uri",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": "file:///srv/docs/./guide.md"}}),
+                Verdict::Allow,
+                "docs",
+            ),
+        ];
+        for (name, body, verdict, rule) in cases {
+            let d = decide_json(body);
+            assert_eq!(
+                (d.verdict, d.rule.as_str()),
+                (verdict, rule),
+                "{name}: {}",
+                d.reason
+            );
+        }
+    }
+
+    #[test]
+    fn errored_deny_condition_says_so_without_the_value() {
+        let d = decide_json(reply(json!({"public": "sekrit-value"})));
+        assert!(d.reason.contains("could not be evaluated"), "{}", d.reason);
+        assert!(!d.reason.contains("sekrit-value"), "{}", d.reason);
+    }
+
+    #[test]
+    fn conditional_deny_does_not_hide_the_tool() {
+        let caller = Caller {
+            subject: None,
+            tenant: None,
+            roles: vec![],
+            via: Via::Jwt,
+        };
+        assert!(visible(
+            &policy(),
+            &caller,
+            Catalogue::Tools,
+            "reply_to_ticket"
+        ));
+    }
+
+    #[test]
+    fn trace_names_the_failing_condition() {
+        let caller = Caller {
+            subject: None,
+            tenant: None,
+            roles: vec!["finance".into()],
+            via: Via::Jwt,
+        };
+        let body = refund(json!({"amount": 900, "currency": "usd"}));
+        let Ok(Body::Single(m)) = parse_body(body.to_string().as_bytes(), 64) else {
+            panic!("parse")
+        };
+        let call = call_of(&m).unwrap_or_else(|e| panic!("{e:?}"));
+        let mut trace = Vec::new();
+        let d = decide_traced(&policy(), &caller, &call, Some(&mut trace));
+        assert_eq!(d.rule, "default-deny");
+        assert!(
+            trace
+                .iter()
+                .any(|l| l.contains("refund-cap") && l.contains("/amount")),
+            "{trace:?}"
+        );
     }
 }

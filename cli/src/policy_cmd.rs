@@ -2,7 +2,7 @@
 //! Every command goes through the filter's own compiler and decision code.
 
 use clap::Args;
-use mcp_firewall::decide::{decide_message, Verdict};
+use mcp_firewall::decide::{call_of, decide_traced, kill_switch, Verdict};
 use mcp_firewall::identity::{Caller, Via};
 use mcp_firewall::json::{parse_strict, sha256_hex};
 use mcp_firewall::jsonrpc::{parse_body, Body};
@@ -103,12 +103,15 @@ fn parse_caller(text: &str) -> Result<Caller, String> {
     })
 }
 
-/// Decide a body for a caller exactly as the filter does; one line per message.
+/// One message's decision plus the conditions evaluated on the way.
+type Explained = (Verdict, String, String, Vec<String>);
+
+/// Decide a body for a caller exactly as the filter does; one entry per message.
 fn decide_body(
     policy: &CompiledPolicy,
     caller: &Caller,
     body: &[u8],
-) -> Result<Vec<(Verdict, String, String)>, String> {
+) -> Result<Vec<Explained>, String> {
     let parsed = parse_body(body, policy.limits.max_json_depth)
         .map_err(|e| format!("refused before policy ({}): {}", e.code(), e.message()))?;
     let messages = match parsed {
@@ -118,9 +121,14 @@ fn decide_body(
     messages
         .iter()
         .map(|m| {
-            decide_message(policy, caller, m)
-                .map(|d| (d.verdict, d.rule, d.reason))
-                .map_err(|e| format!("refused before policy ({}): {}", e.code(), e.message()))
+            if let Some(d) = kill_switch(policy, caller) {
+                return Ok((d.verdict, d.rule, d.reason, Vec::new()));
+            }
+            let call = call_of(m)
+                .map_err(|e| format!("refused before policy ({}): {}", e.code(), e.message()))?;
+            let mut trace = Vec::new();
+            let d = decide_traced(policy, caller, &call, Some(&mut trace));
+            Ok((d.verdict, d.rule, d.reason, trace))
         })
         .collect()
 }
@@ -139,11 +147,14 @@ pub fn explain(args: ExplainArgs) -> ExitCode {
             }
             Some(m) => m.as_bytes().to_vec(),
         };
-        for (verdict, rule, reason) in decide_body(&policy, &caller, &body)? {
+        for (verdict, rule, reason, trace) in decide_body(&policy, &caller, &body)? {
             println!(
                 "{}  rule={rule}\n  {reason}",
                 verdict.as_str().to_uppercase()
             );
+            for line in trace {
+                println!("  condition: {line}");
+            }
         }
         Ok(())
     };
@@ -232,10 +243,12 @@ fn run_test_file(path: &Path) -> Result<(usize, usize), String> {
         let (ok, got) = match &outcome {
             Err(e) => (want_refused, e.clone()),
             Ok(ds) => {
-                let (v, r, _) =
-                    ds.first()
-                        .cloned()
-                        .unwrap_or((Verdict::Deny, String::new(), String::new()));
+                let (v, r, _, _) = ds.first().cloned().unwrap_or((
+                    Verdict::Deny,
+                    String::new(),
+                    String::new(),
+                    Vec::new(),
+                ));
                 let ok = !want_refused
                     && want_verdict.is_none_or(|w| w == v.as_str())
                     && want_rule.is_none_or(|w| w == r);

@@ -136,3 +136,33 @@ fn envoy_config_refuses_a_broken_policy() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("$.rules[0].effect"), "{out}");
 }
+
+#[test]
+fn shipped_policies_pass_their_policy_tests() {
+    let dir = format!("{}/../policies", env!("CARGO_MANIFEST_DIR"));
+    let (code, out) = run(&["test", &dir], "");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+}
+
+#[test]
+fn explain_shows_the_condition_that_decided() {
+    let policy = format!(
+        "{}/../policies/examples/payments.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let msg = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create_refund","arguments":{"amount":"1000","currency":"usd"}}}"#;
+    let (_, out) = run(
+        &[
+            "explain",
+            &policy,
+            "--caller",
+            r#"{"roles":["support"]}"#,
+            msg,
+        ],
+        "",
+    );
+    assert!(out.starts_with("DENY  rule=default-deny"), "{out}");
+    assert!(out.contains("condition: rule \"support-refund\""), "{out}");
+    assert!(out.contains("/amount"), "{out}");
+}

@@ -201,10 +201,22 @@ fn request_table() {
             want: None,
         },
         Case {
-            name: "resource_traversal_is_refused",
+            name: "resource_climbing_above_root_is_refused",
             host: post("reader-key"),
-            body: r#"{"jsonrpc":"2.0","id":4,"method":"resources/read","params":{"uri":"file:///srv/docs/../../etc/passwd"}}"#.into(),
+            body: r#"{"jsonrpc":"2.0","id":4,"method":"resources/read","params":{"uri":"file:///srv/docs/../../../../etc/passwd"}}"#.into(),
             want: Some((200, Some(-32010), Some("resource-uri"))),
+        },
+        Case {
+            name: "resource_dot_dot_out_of_allowed_dir_is_decided_on_normalised_uri",
+            host: post("reader-key"),
+            body: r#"{"jsonrpc":"2.0","id":4,"method":"resources/read","params":{"uri":"file:///srv/docs/../secrets/key"}}"#.into(),
+            want: Some((200, Some(-32010), Some("default-deny"))),
+        },
+        Case {
+            name: "resource_encoded_dot_segments_in_allowed_dir_are_allowed",
+            host: post("reader-key"),
+            body: r#"{"jsonrpc":"2.0","id":4,"method":"resources/read","params":{"uri":"FILE:///srv/docs/./a/%2E%2E/b.md"}}"#.into(),
+            want: None,
         },
         Case {
             name: "tools_call_without_name_is_invalid",

@@ -60,6 +60,8 @@ pub struct Rule {
     pub patterns: Vec<Glob>,
     /// `None` = any identity.
     pub roles: Option<Vec<String>>,
+    /// `None` = always.
+    pub when: Option<crate::condition::Condition>,
 }
 
 impl Rule {
@@ -436,12 +438,9 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
             list
         }
     };
-    if r.get("when").is_some() {
-        errs.push(
-            format!("{p}.when"),
-            "argument conditions are not supported yet by this build; remove `when` (it would not be enforced)",
-        );
-    }
+    let when = r
+        .get("when")
+        .and_then(|w| crate::condition::compile(w, &format!("{p}.when"), errs));
     r.finish(errs);
     let (kind, list) = target?;
     if errs.0.len() != before {
@@ -453,6 +452,7 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
         kind,
         patterns: list.iter().map(|s| Glob::new(s)).collect(),
         roles,
+        when,
     })
 }
 

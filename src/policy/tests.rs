@@ -103,9 +103,14 @@ fn config_error_table() {
             "$.rules[1].id: rule id \"a\" is used twice",
         ),
         (
-            "when_not_supported_yet",
-            rule(json!({"when": {"arg": "/a", "eq": 1}})),
-            "$.rules[0].when: argument conditions are not supported yet",
+            "when_with_unknown_operator",
+            rule(json!({"when": {"arg": "/a", "equals": 1}})),
+            "$.rules[0].when",
+        ),
+        (
+            "when_with_bad_regex",
+            rule(json!({"when": {"arg": "/a", "matches": "("}})),
+            "$.rules[0].when.matches",
         ),
         (
             "dlp_not_supported_yet",
