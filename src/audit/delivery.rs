@@ -111,7 +111,10 @@ pub struct Delivery {
     retry_at_ms: u64,
     next_token: u64,
     counters: DeliveryCounters,
-    unreported: Option<DropReport>,
+    /// Drops not yet in a warning log.
+    unlogged: Option<DropReport>,
+    /// Drops not yet announced in an event that made it into the buffer.
+    unannounced: Option<DropReport>,
 }
 
 impl Delivery {
@@ -128,7 +131,8 @@ impl Delivery {
             retry_at_ms: 0,
             next_token: 1,
             counters: DeliveryCounters::default(),
-            unreported: None,
+            unlogged: None,
+            unannounced: None,
         }
     }
 
@@ -146,6 +150,8 @@ impl Delivery {
             return Pushed::Dropped;
         }
         self.counters.pushed += 1;
+        // This event carried `drops_to_announce()`, and it is now on its way.
+        self.unannounced = None;
         self.waiting.push_back(Waiting {
             seq,
             line: event_line(sealed),
@@ -258,36 +264,51 @@ impl Delivery {
         self.counters.dropped
     }
 
-    /// Losses since the previous call, if any (then resets).
+    /// Losses since the previous call, if any (then resets): for the warning log.
     pub fn take_drop_report(&mut self) -> Option<DropReport> {
-        self.unreported.take()
+        self.unlogged.take()
+    }
+
+    /// Seq ranges to put in the `dropped` field of the next event. They stay
+    /// pending until an event is actually buffered by [`Delivery::push`], so an
+    /// announcement is not lost with an announcing event that is dropped too.
+    pub fn drops_to_announce(&self) -> Vec<SeqRange> {
+        self.unannounced
+            .as_ref()
+            .map(|r| r.ranges.clone())
+            .unwrap_or_default()
     }
 
     fn record_drop(&mut self, seq: u64) {
         self.counters.dropped += 1;
-        let report = self.unreported.get_or_insert(DropReport {
-            count: 0,
-            ranges: Vec::new(),
-            exact: true,
-        });
-        report.count += 1;
-        let full = report.ranges.len() >= MAX_DROP_RANGES;
-        if let Some(last) = report.ranges.last_mut() {
-            if seq == last.last.saturating_add(1) {
-                last.last = seq;
-                return;
-            }
-            if full {
-                last.last = last.last.max(seq);
-                report.exact = false;
-                return;
-            }
-        }
-        report.ranges.push(SeqRange {
-            first: seq,
-            last: seq,
-        });
+        add_drop(&mut self.unlogged, seq);
+        add_drop(&mut self.unannounced, seq);
     }
+}
+
+fn add_drop(report: &mut Option<DropReport>, seq: u64) {
+    let report = report.get_or_insert(DropReport {
+        count: 0,
+        ranges: Vec::new(),
+        exact: true,
+    });
+    report.count += 1;
+    let full = report.ranges.len() >= MAX_DROP_RANGES;
+    if let Some(last) = report.ranges.last_mut() {
+        if seq == last.last.saturating_add(1) {
+            last.last = seq;
+            return;
+        }
+        if full {
+            last.last = last.last.max(seq);
+            report.exact = false;
+            return;
+        }
+    }
+    report.ranges.push(SeqRange {
+        first: seq,
+        last: seq,
+    });
 }
 
 /// Statuses that say "this request is wrong", not "try later". 408 and 429 are
@@ -462,6 +483,26 @@ mod tests {
         assert_eq!(report, Some(want));
         assert_eq!(d.take_drop_report(), None, "a report is handed out once");
         assert_eq!(d.counters().buffered, 4);
+    }
+
+    #[test]
+    fn announcement_stays_pending_until_an_event_is_buffered() {
+        let mut d = Delivery::new(&cfg(1, 1));
+        d.push(&ev(1), 0);
+        d.push(&ev(2), 0);
+        assert_eq!(d.drops_to_announce(), [SeqRange { first: 2, last: 2 }]);
+        // The event that would announce 2 is dropped as well: 2 is not forgotten.
+        d.push(&ev(3), 0);
+        assert_eq!(d.drops_to_announce(), [SeqRange { first: 2, last: 3 }]);
+        let token = d.next_batch(0).map_or(0, |b| b.token);
+        d.on_sent(token, Some(200), 0);
+        assert_eq!(d.push(&ev(4), 0), Pushed::Buffered);
+        assert_eq!(d.drops_to_announce(), []);
+        assert_eq!(
+            d.take_drop_report().map(|r| r.count),
+            Some(2),
+            "the log still hears of both"
+        );
     }
 
     #[test]
