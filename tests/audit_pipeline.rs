@@ -19,7 +19,7 @@ fn config(max_batch: usize, max_buffered: usize) -> AuditConfig {
     let mut errs = Errors::default();
     let compiled = compile(Some(&section), "$.audit", &mut errs);
     assert!(errs.is_empty(), "{errs:?}");
-    compiled.flatten().unwrap_or_else(|| unreachable_config())
+    compiled.flatten().unwrap_or_else(unreachable_config)
 }
 
 /// Only reached after the assertion above failed; tests may not unwrap.
