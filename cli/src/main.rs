@@ -1,5 +1,7 @@
 //! `mcp-firewall`: native tools around the filter's own core (never built into the wasm).
 
+mod audit_cmd;
+mod collector;
 mod policy_cmd;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +30,13 @@ enum Cmd {
     HashKey(policy_cmd::HashKeyArgs),
     /// Print the Envoy HTTP filter config with the policy embedded.
     EnvoyConfig(policy_cmd::EnvoyConfigArgs),
+    /// Receive audit events over HTTP and append them durably to an NDJSON file.
+    Collector(collector::CollectorArgs),
+    /// Verify or read a collected audit trail.
+    Audit {
+        #[command(subcommand)]
+        cmd: audit_cmd::AuditCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -37,5 +46,7 @@ fn main() -> ExitCode {
         Cmd::Test(a) => policy_cmd::test(a),
         Cmd::HashKey(a) => policy_cmd::hash_key(a),
         Cmd::EnvoyConfig(a) => policy_cmd::envoy_config(a),
+        Cmd::Collector(args) => collector::run(args),
+        Cmd::Audit { cmd } => audit_cmd::run(cmd),
     }
 }

@@ -1,1 +1,0 @@
-//! Audit events and the hash chain (owned by the audit work).

@@ -1,0 +1,589 @@
+//! Getting sealed events to the collector: batching, one callout at a time,
+//! retries with backoff, and a bounded buffer whose losses are counted exactly.
+//!
+//! Pure: time comes in as `now_ms`, the callout is the caller's. Envoy gives
+//! each worker VM its own `Delivery`; a callout per event costs most of the
+//! throughput (DESIGN.md), so the root context sends batches from its tick.
+
+use super::config::AuditConfig;
+use super::event::{event_line, SeqRange};
+use serde_json::Value;
+use std::collections::VecDeque;
+
+/// First retry delay after a failed batch; doubled per consecutive failure.
+pub const BACKOFF_BASE_MS: u64 = 250;
+/// Longest wait between two attempts, so a recovered collector is found soon.
+pub const BACKOFF_CAP_MS: u64 = 30_000;
+/// Drop ranges kept exactly before further drops are folded into the last one,
+/// so a long outage cannot grow the report without bound.
+pub const MAX_DROP_RANGES: usize = 64;
+
+/// One POST worth of events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Pass back to [`Delivery::on_sent`] with the callout's outcome.
+    pub token: u64,
+    /// NDJSON: one event per line, each line ending in `\n`.
+    pub body: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub count: usize,
+}
+
+/// What [`Delivery::push`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Buffered,
+    /// The buffer was full; the event is lost and counted.
+    Dropped,
+}
+
+/// What [`Delivery::on_sent`] made of a callout's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    Delivered {
+        count: usize,
+    },
+    /// Kept at the front of the buffer; no batch before `at_ms`.
+    WillRetry {
+        at_ms: u64,
+    },
+    /// The collector refused the batch as invalid; retrying cannot help, so its
+    /// events are dropped (and counted) instead of blocking the queue forever.
+    Rejected {
+        count: usize,
+    },
+    /// Not the batch in flight (answered after we gave up on it): ignored.
+    Stale,
+}
+
+/// Counters for stats and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryCounters {
+    /// Events accepted by `push`.
+    pub pushed: u64,
+    /// Events the collector acknowledged with 2xx.
+    pub sent: u64,
+    /// Failed batch attempts that will be retried.
+    pub retried: u64,
+    /// Events lost: buffer full, or in a batch the collector rejected.
+    pub dropped: u64,
+    /// Events held now (waiting + in flight).
+    pub buffered: u64,
+}
+
+/// Losses since the last report, for a warning log and for the `dropped`
+/// field of the next event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropReport {
+    pub count: u64,
+    /// Sorted, disjoint. Exact unless `exact` is false, when the last range
+    /// also covers seqs that other workers delivered.
+    pub ranges: Vec<SeqRange>,
+    pub exact: bool,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    seq: u64,
+    line: String,
+    since_ms: u64,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    token: u64,
+    events: Vec<Waiting>,
+    /// If the host never calls back, give up on the callout after this.
+    deadline_ms: u64,
+}
+
+/// The per-VM delivery state machine.
+#[derive(Debug)]
+pub struct Delivery {
+    max_batch: usize,
+    flush_ms: u64,
+    max_buffered: usize,
+    stuck_after_ms: u64,
+    waiting: VecDeque<Waiting>,
+    in_flight: Option<InFlight>,
+    consecutive_failures: u32,
+    retry_at_ms: u64,
+    next_token: u64,
+    counters: DeliveryCounters,
+    /// Drops not yet in a warning log.
+    unlogged: Option<DropReport>,
+    /// Drops not yet announced in an event that made it into the buffer.
+    unannounced: Option<DropReport>,
+}
+
+impl Delivery {
+    pub fn new(cfg: &AuditConfig) -> Self {
+        Delivery {
+            max_batch: cfg.max_batch.max(1),
+            flush_ms: cfg.flush_ms,
+            max_buffered: cfg.max_buffered.max(cfg.max_batch).max(1),
+            // Envoy answers 504 at `timeout_ms`; twice that means the answer is lost.
+            stuck_after_ms: cfg.timeout_ms.saturating_mul(2),
+            waiting: VecDeque::new(),
+            in_flight: None,
+            consecutive_failures: 0,
+            retry_at_ms: 0,
+            next_token: 1,
+            counters: DeliveryCounters::default(),
+            unlogged: None,
+            unannounced: None,
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.waiting.len() + self.in_flight.as_ref().map_or(0, |f| f.events.len())
+    }
+
+    /// Queue a sealed event. When the buffer is full the *new* event is dropped:
+    /// what is already buffered stays a run the collector will get whole, and
+    /// the first dropped seq marks when the outage filled the buffer.
+    pub fn push(&mut self, sealed: &Value, now_ms: u64) -> Pushed {
+        let seq = sealed.get("seq").and_then(Value::as_u64).unwrap_or(0);
+        if self.buffered() >= self.max_buffered {
+            self.record_drop(seq);
+            return Pushed::Dropped;
+        }
+        self.counters.pushed += 1;
+        // This event carried `drops_to_announce()`, and it is now on its way.
+        self.unannounced = None;
+        self.waiting.push_back(Waiting {
+            seq,
+            line: event_line(sealed),
+            since_ms: now_ms,
+        });
+        Pushed::Buffered
+    }
+
+    /// The batch to POST now, if any: none while one is in flight or during
+    /// backoff; otherwise a full batch at once, or a partial one when its oldest
+    /// event has waited `flush_ms`.
+    pub fn next_batch(&mut self, now_ms: u64) -> Option<Batch> {
+        if let Some(f) = &self.in_flight {
+            if now_ms < f.deadline_ms {
+                return None;
+            }
+            let token = f.token;
+            self.on_sent(token, None, now_ms);
+        }
+        let oldest = self.waiting.front()?;
+        if now_ms < self.retry_at_ms {
+            return None;
+        }
+        let full = self.waiting.len() >= self.max_batch;
+        let retrying = self.consecutive_failures > 0;
+        if !full && !retrying && now_ms.saturating_sub(oldest.since_ms) < self.flush_ms {
+            return None;
+        }
+        let n = self.waiting.len().min(self.max_batch);
+        let events: Vec<Waiting> = self.waiting.drain(..n).collect();
+        let mut body = String::with_capacity(events.iter().map(|e| e.line.len() + 1).sum());
+        for e in &events {
+            body.push_str(&e.line);
+            body.push('\n');
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        let batch = Batch {
+            token,
+            body,
+            first_seq: events.first().map_or(0, |e| e.seq),
+            last_seq: events.last().map_or(0, |e| e.seq),
+            count: events.len(),
+        };
+        self.in_flight = Some(InFlight {
+            token,
+            events,
+            deadline_ms: now_ms.saturating_add(self.stuck_after_ms),
+        });
+        Some(batch)
+    }
+
+    /// Report the callout's outcome: `status` is the collector's HTTP status,
+    /// `None` when the callout could not be dispatched or never answered.
+    /// Envoy reports its own timeout as 504.
+    pub fn on_sent(&mut self, token: u64, status: Option<u16>, now_ms: u64) -> SendOutcome {
+        let Some(flight) = self.in_flight.take_if(|f| f.token == token) else {
+            return SendOutcome::Stale;
+        };
+        match status {
+            Some(200..=299) => {
+                self.consecutive_failures = 0;
+                self.retry_at_ms = 0;
+                self.counters.sent += flight.events.len() as u64;
+                SendOutcome::Delivered {
+                    count: flight.events.len(),
+                }
+            }
+            Some(s) if is_permanent_rejection(s) => {
+                let count = flight.events.len();
+                for e in &flight.events {
+                    self.record_drop(e.seq);
+                }
+                // The collector is up and answering: no reason to back off.
+                self.consecutive_failures = 0;
+                self.retry_at_ms = 0;
+                SendOutcome::Rejected { count }
+            }
+            _ => {
+                self.counters.retried += 1;
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                let exp = self.consecutive_failures.saturating_sub(1).min(20);
+                let delay = BACKOFF_BASE_MS.saturating_mul(1 << exp).min(BACKOFF_CAP_MS);
+                self.retry_at_ms = now_ms.saturating_add(delay);
+                // Back to the front, in order: the retry carries the same events.
+                for e in flight.events.into_iter().rev() {
+                    self.waiting.push_front(e);
+                }
+                SendOutcome::WillRetry {
+                    at_ms: self.retry_at_ms,
+                }
+            }
+        }
+    }
+
+    /// True when the buffer is full: with `on_failure: closed` the filter
+    /// refuses new requests until delivery catches up.
+    pub fn is_saturated(&self) -> bool {
+        self.buffered() >= self.max_buffered
+    }
+
+    pub fn counters(&self) -> DeliveryCounters {
+        DeliveryCounters {
+            buffered: self.buffered() as u64,
+            ..self.counters
+        }
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.counters.dropped
+    }
+
+    /// Losses since the previous call, if any (then resets): for the warning log.
+    pub fn take_drop_report(&mut self) -> Option<DropReport> {
+        self.unlogged.take()
+    }
+
+    /// Seq ranges to put in the `dropped` field of the next event. They stay
+    /// pending until an event is actually buffered by [`Delivery::push`], so an
+    /// announcement is not lost with an announcing event that is dropped too.
+    pub fn drops_to_announce(&self) -> Vec<SeqRange> {
+        self.unannounced
+            .as_ref()
+            .map(|r| r.ranges.clone())
+            .unwrap_or_default()
+    }
+
+    fn record_drop(&mut self, seq: u64) {
+        self.counters.dropped += 1;
+        add_drop(&mut self.unlogged, seq);
+        add_drop(&mut self.unannounced, seq);
+    }
+}
+
+fn add_drop(report: &mut Option<DropReport>, seq: u64) {
+    let report = report.get_or_insert(DropReport {
+        count: 0,
+        ranges: Vec::new(),
+        exact: true,
+    });
+    report.count += 1;
+    let full = report.ranges.len() >= MAX_DROP_RANGES;
+    if let Some(last) = report.ranges.last_mut() {
+        if seq == last.last.saturating_add(1) {
+            last.last = seq;
+            return;
+        }
+        if full {
+            last.last = last.last.max(seq);
+            report.exact = false;
+            return;
+        }
+    }
+    report.ranges.push(SeqRange {
+        first: seq,
+        last: seq,
+    });
+}
+
+/// Statuses that say "this request is wrong", not "try later". 408 and 429 are
+/// 4xx but temporary; 404 is most likely a misconfigured path that an operator
+/// will fix, so those events wait in the buffer rather than vanish.
+fn is_permanent_rejection(status: u16) -> bool {
+    matches!(status, 400 | 413 | 415 | 422)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::{ArgumentsMode, OnFailure};
+    use super::*;
+    use serde_json::json;
+
+    fn cfg(max_batch: usize, max_buffered: usize) -> AuditConfig {
+        AuditConfig {
+            cluster: "c".into(),
+            path: "/v1/audit".into(),
+            authority: "c".into(),
+            max_batch,
+            flush_ms: 200,
+            max_buffered,
+            on_failure: OnFailure::Open,
+            arguments: ArgumentsMode::Hash,
+            timeout_ms: 1_000,
+        }
+    }
+
+    fn ev(seq: u64) -> Value {
+        json!({"seq": seq, "chain": "n/b", "hash": "h"})
+    }
+
+    fn fill(d: &mut Delivery, seqs: impl IntoIterator<Item = u64>, now: u64) {
+        for s in seqs {
+            d.push(&ev(s), now);
+        }
+    }
+
+    #[test]
+    fn partial_batch_waits_for_flush_ms() {
+        let mut d = Delivery::new(&cfg(10, 100));
+        fill(&mut d, [1, 2], 1_000);
+        assert_eq!(d.next_batch(1_199), None);
+        let b = d.next_batch(1_200);
+        assert_eq!(
+            b.as_ref().map(|b| (b.count, b.first_seq, b.last_seq)),
+            Some((2, 1, 2))
+        );
+    }
+
+    #[test]
+    fn full_batch_goes_at_once_and_caps_at_max_batch() {
+        let mut d = Delivery::new(&cfg(3, 100));
+        fill(&mut d, 1..=7, 0);
+        let b = d.next_batch(0);
+        assert_eq!(
+            b.as_ref().map(|b| (b.count, b.first_seq, b.last_seq)),
+            Some((3, 1, 3))
+        );
+        assert_eq!(b.map(|b| b.body.lines().count()), Some(3));
+    }
+
+    #[test]
+    fn body_is_ndjson_of_canonical_lines() {
+        let mut d = Delivery::new(&cfg(2, 10));
+        d.push(&json!({"seq": 1, "b": 2, "a": 1}), 0);
+        d.push(&json!({"seq": 2}), 0);
+        let body = d.next_batch(0).map(|b| b.body);
+        assert_eq!(
+            body.as_deref(),
+            Some("{\"a\":1,\"b\":2,\"seq\":1}\n{\"seq\":2}\n")
+        );
+    }
+
+    #[test]
+    fn only_one_batch_in_flight() {
+        let mut d = Delivery::new(&cfg(2, 100));
+        fill(&mut d, 1..=6, 0);
+        let first = d.next_batch(0).map(|b| b.token).unwrap_or(0);
+        assert_eq!(d.next_batch(10), None);
+        assert_eq!(
+            d.on_sent(first, Some(200), 20),
+            SendOutcome::Delivered { count: 2 }
+        );
+        assert_eq!(d.next_batch(20).map(|b| b.first_seq), Some(3));
+    }
+
+    #[test]
+    fn failed_batches_retry_the_same_events_with_capped_exponential_backoff() {
+        let mut d = Delivery::new(&cfg(2, 100));
+        fill(&mut d, 1..=2, 0);
+        let mut now = 0;
+        let mut delays = Vec::new();
+        // Non-2xx, Envoy's timeout (504), and no response at all are all failures.
+        for status in [
+            Some(503),
+            Some(504),
+            None,
+            Some(404),
+            Some(429),
+            Some(500),
+            Some(500),
+            Some(500),
+            Some(500),
+        ] {
+            let b = d.next_batch(now);
+            assert_eq!(
+                b.as_ref().map(|b| (b.first_seq, b.last_seq)),
+                Some((1, 2)),
+                "at {now}"
+            );
+            let token = b.map_or(0, |b| b.token);
+            let outcome = d.on_sent(token, status, now);
+            assert!(
+                matches!(outcome, SendOutcome::WillRetry { .. }),
+                "{status:?}: {outcome:?}"
+            );
+            let SendOutcome::WillRetry { at_ms } = outcome else {
+                return;
+            };
+            assert_eq!(d.next_batch(at_ms - 1), None, "backoff honoured");
+            delays.push(at_ms - now);
+            now = at_ms;
+        }
+        assert_eq!(
+            delays,
+            [250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]
+        );
+        assert_eq!(d.counters().retried, 9);
+        let token = d.next_batch(now).map_or(0, |b| b.token);
+        assert_eq!(
+            d.on_sent(token, Some(204), now),
+            SendOutcome::Delivered { count: 2 }
+        );
+        assert_eq!(d.counters().sent, 2);
+        fill(&mut d, [3], now);
+        assert_eq!(
+            d.next_batch(now),
+            None,
+            "success resets backoff and flush timing"
+        );
+        assert!(d.next_batch(now + 200).is_some());
+    }
+
+    #[test]
+    fn overflow_drops_newest_and_reports_exact_ranges() {
+        let mut d = Delivery::new(&cfg(2, 4));
+        // Seqs of this VM are not contiguous: other workers own 5, 8, 9.
+        let outcomes: Vec<Pushed> = [1, 2, 3, 4, 6, 7, 10, 11]
+            .iter()
+            .map(|s| d.push(&ev(*s), 0))
+            .collect();
+        assert_eq!(
+            outcomes.iter().filter(|p| **p == Pushed::Dropped).count(),
+            4
+        );
+        assert!(d.is_saturated());
+        assert_eq!(d.dropped_total(), 4);
+        let report = d.take_drop_report();
+        let want = DropReport {
+            count: 4,
+            ranges: vec![
+                SeqRange { first: 6, last: 7 },
+                SeqRange {
+                    first: 10,
+                    last: 11,
+                },
+            ],
+            exact: true,
+        };
+        assert_eq!(report, Some(want));
+        assert_eq!(d.take_drop_report(), None, "a report is handed out once");
+        assert_eq!(d.counters().buffered, 4);
+    }
+
+    #[test]
+    fn announcement_stays_pending_until_an_event_is_buffered() {
+        let mut d = Delivery::new(&cfg(1, 1));
+        d.push(&ev(1), 0);
+        d.push(&ev(2), 0);
+        assert_eq!(d.drops_to_announce(), [SeqRange { first: 2, last: 2 }]);
+        // The event that would announce 2 is dropped as well: 2 is not forgotten.
+        d.push(&ev(3), 0);
+        assert_eq!(d.drops_to_announce(), [SeqRange { first: 2, last: 3 }]);
+        let token = d.next_batch(0).map_or(0, |b| b.token);
+        d.on_sent(token, Some(200), 0);
+        assert_eq!(d.push(&ev(4), 0), Pushed::Buffered);
+        assert_eq!(d.drops_to_announce(), []);
+        assert_eq!(
+            d.take_drop_report().map(|r| r.count),
+            Some(2),
+            "the log still hears of both"
+        );
+    }
+
+    #[test]
+    fn in_flight_events_count_against_the_buffer() {
+        let mut d = Delivery::new(&cfg(2, 3));
+        fill(&mut d, 1..=3, 0);
+        let token = d.next_batch(0).map_or(0, |b| b.token);
+        assert_eq!(d.push(&ev(4), 0), Pushed::Dropped);
+        d.on_sent(token, Some(200), 0);
+        assert!(!d.is_saturated());
+        assert_eq!(d.push(&ev(5), 0), Pushed::Buffered);
+    }
+
+    #[test]
+    fn drop_ranges_are_bounded_and_flagged_inexact() {
+        let mut d = Delivery::new(&cfg(1, 1));
+        d.push(&ev(1), 0);
+        for s in (3..).step_by(2).take(MAX_DROP_RANGES + 10) {
+            d.push(&ev(s), 0);
+        }
+        let report = d.take_drop_report();
+        let summary = report.map(|r| {
+            (
+                r.count,
+                r.ranges.len(),
+                r.exact,
+                r.ranges.last().map(|l| l.last),
+            )
+        });
+        let last_seq = 3 + 2 * (MAX_DROP_RANGES as u64 + 9);
+        assert_eq!(
+            summary,
+            Some((
+                MAX_DROP_RANGES as u64 + 10,
+                MAX_DROP_RANGES,
+                false,
+                Some(last_seq)
+            ))
+        );
+    }
+
+    #[test]
+    fn rejected_batch_is_dropped_and_does_not_block_the_queue() {
+        let mut d = Delivery::new(&cfg(2, 10));
+        fill(&mut d, 1..=3, 0);
+        let token = d.next_batch(0).map_or(0, |b| b.token);
+        assert_eq!(
+            d.on_sent(token, Some(400), 5),
+            SendOutcome::Rejected { count: 2 }
+        );
+        assert_eq!(
+            d.take_drop_report().map(|r| r.ranges),
+            Some(vec![SeqRange { first: 1, last: 2 }])
+        );
+        assert_eq!(d.next_batch(200).map(|b| b.first_seq), Some(3));
+    }
+
+    #[test]
+    fn lost_callback_is_failed_at_twice_the_timeout_and_late_answer_is_stale() {
+        let mut d = Delivery::new(&cfg(2, 10));
+        fill(&mut d, 1..=2, 0);
+        let token = d.next_batch(0).map_or(0, |b| b.token);
+        assert_eq!(d.next_batch(1_999), None);
+        assert_eq!(d.next_batch(2_000), None, "given up, now backing off");
+        assert_eq!(d.counters().retried, 1);
+        assert_eq!(d.on_sent(token, Some(200), 2_100), SendOutcome::Stale);
+        let retry = d.next_batch(2_250);
+        assert_eq!(
+            retry.as_ref().map(|b| (b.first_seq, b.token != token)),
+            Some((1, true))
+        );
+    }
+
+    #[test]
+    fn counters_add_up() {
+        let mut d = Delivery::new(&cfg(2, 3));
+        fill(&mut d, 1..=5, 0);
+        let t = d.next_batch(0).map_or(0, |b| b.token);
+        d.on_sent(t, Some(200), 0);
+        let c = d.counters();
+        assert_eq!((c.pushed, c.sent, c.dropped, c.buffered), (3, 2, 2, 1));
+        assert_eq!(c.pushed, c.sent + c.buffered);
+    }
+}

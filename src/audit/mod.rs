@@ -1,0 +1,26 @@
+//! Tamper-evident audit trail: one hash-chained event per decided JSON-RPC
+//! message, batched to a collector (POLICY.md "Audit events", docs/audit.md).
+//!
+//! Pure core, no proxy-wasm: the glue supplies shared data ([`SharedStore`]),
+//! the clock and the callouts.
+//!
+//! - [`config`]: the `audit` policy section.
+//! - [`event`]: the event shape, its hash, sealing.
+//! - [`chain`]: the chain shared by all worker VMs via CAS on shared data.
+//! - [`delivery`]: batches, retries and exact loss accounting per VM.
+
+pub mod chain;
+pub mod config;
+pub mod delivery;
+pub mod event;
+
+pub use chain::{
+    append, chain_id, head_key, AuditError, MemoryStore, SharedStore, StoreError, BOOT_KEY,
+};
+pub use config::{compile, ArgumentsMode, AuditConfig, OnFailure};
+pub use delivery::{Batch, Delivery, DeliveryCounters, DropReport, Pushed, SendOutcome};
+pub use event::{
+    event_hash, event_line, hash_matches, seal, unsealed_event, AuditDecision, AuditEvent,
+    AuditFinding, AuditIdentity, AuditRequest, AuditResponse, EventFacts, Segment, SegmentReason,
+    SeqRange, Verdict, Via, GENESIS_PREV,
+};
