@@ -131,24 +131,49 @@ def test_api_keys_still_work_behind_jwt_authn(jwt_envoy: Any) -> None:
     assert any("result" in m for m in messages(r)), r.text
 
 
-def test_control_without_the_header_strip_the_forged_header_would_work(envoy_for: Any, workdir: Any,
-                                                                       jwks: str, mcp_server: Any) -> None:
-    """Shows the forged-header tests above can fail: the same chain minus
-    header_mutation lets a forged x-jwt-payload through as admin. This is why
-    envoy/jwt-example.yaml strips it before jwt_authn."""
+CHAINS = [
+    # (id, keep header_mutation, keep jwt_authn, forged header accepted)
+    ("strip-and-jwt_authn", True, True, False),
+    ("jwt_authn-only", False, True, False),
+    ("strip-only", True, False, False),
+    ("neither", False, False, True),
+]
+
+
+@pytest.mark.parametrize("chain,strip,authn,accepted", CHAINS, ids=[c[0] for c in CHAINS])
+def test_which_filter_stops_a_forged_payload_header(chain: str, strip: bool, authn: bool, accepted: bool,
+                                                    workdir: Any, jwks: str, mcp_server: Any) -> None:
+    """Which part of the chain protects the payload header, measured on Envoy 1.40.
+
+    - jwt_authn itself drops a client-sent copy of its forward_payload_header, also
+      when no JWT is present (allow_missing_or_failed); header_mutation does it too.
+      envoy/jwt-example.yaml keeps both (defence in depth, and not every JWT setup
+      has jwt_authn on every route).
+    - "neither" is the control: a policy reading x-jwt-payload with nothing in front
+      takes a forged header as an identity. It shows this test can fail.
+    """
     cfg = harness.render("jwt-example", listen_port=harness.free_port(), admin_port=harness.free_port(),
                          upstream_port=mcp_server.port, policy=jwt_policy(), jwks=jwks)
-    hcm_filters = harness.http_filters(cfg)
-    hcm_filters[:] = [f for f in hcm_filters if f["name"] != "envoy.filters.http.header_mutation"]
-    env = harness.Envoy(cfg, workdir, name="envoy-jwt-no-strip")
+    drop = set()
+    if not strip:
+        drop.add("envoy.filters.http.header_mutation")
+    if not authn:
+        drop.add("envoy.filters.http.jwt_authn")
+    filters = harness.http_filters(cfg)
+    filters[:] = [f for f in filters if f["name"] not in drop]
+    env = harness.Envoy(cfg, workdir, name=f"envoy-jwt-{chain}")
     try:
         before = env.upstream_requests()
         r = send(env.url, body=json.dumps(rpc("tools/list", id=5)), token=None,
                  headers={"x-jwt-payload": forged_payload(["admin"])})
-        # It reached server-everything (which answers 400: no session id), i.e. the
-        # firewall took the forged header as an identity.
-        assert r.status_code != 401, r.text
-        assert env.upstream_requests() == before + 1
+        if accepted:
+            # Reached server-everything (which answers 400: no session id): the
+            # firewall took the forged header as an identity.
+            assert r.status_code != 401, r.text
+            assert env.upstream_requests() == before + 1
+        else:
+            assert r.status_code == 401, r.text
+            assert env.upstream_requests() == before
     finally:
         env.stop()
 

@@ -17,6 +17,8 @@ from conftest import ADMIN_KEY, READER_KEY, policy_variant
 from mcp import MCPError
 from mcp_raw import sdk_session
 
+import harness
+
 
 def run(fn: Any, *args: Any) -> Any:
     return anyio.run(fn, *args)
@@ -95,24 +97,42 @@ def test_tools_list_is_filtered_per_role(envoy: Any, mcp_server: Any) -> None:
     assert reader < admin
 
 
-def test_prompts_and_resources_lists_are_filtered_per_role(envoy: Any, mcp_server: Any) -> None:
-    async def lists(url: str, token: str | None) -> tuple[set[str], set[str]]:
-        async with sdk_session(url, token) as s:
-            prompts = {p.name for p in (await s.list_prompts()).prompts}
-            resources = {str(r.uri) for r in (await s.list_resources()).resources}
-            return prompts, resources
+async def catalogue(url: str, token: str | None) -> tuple[set[str], set[str]]:
+    async with sdk_session(url, token) as s:
+        prompts = {p.name for p in (await s.list_prompts()).prompts}
+        resources = {str(r.uri) for r in (await s.list_resources()).resources}
+        return prompts, resources
 
-    all_prompts, all_resources = run(lists, mcp_server.url, None)
-    reader_prompts, reader_resources = run(lists, envoy.url, READER_KEY)
-    admin_prompts, admin_resources = run(lists, envoy.url, ADMIN_KEY)
 
+def test_prompts_list_is_filtered_per_role(envoy: Any, mcp_server: Any) -> None:
+    all_prompts, _ = run(catalogue, mcp_server.url, None)
     assert "simple-prompt" in all_prompts and len(all_prompts) > 1, all_prompts
-    assert reader_prompts == {"simple-prompt"}
-    assert admin_prompts == {"simple-prompt"}
-    docs = {u for u in all_resources if u.startswith("demo://resource/static/document/")}
+    assert run(catalogue, envoy.url, READER_KEY)[0] == {"simple-prompt"}
+    assert run(catalogue, envoy.url, ADMIN_KEY)[0] == {"simple-prompt"}
+
+
+def test_resources_list_is_filtered_per_role(envoy: Any, mcp_server: Any) -> None:
+    _, all_resources = run(catalogue, mcp_server.url, None)
+    # rule "docs": admin, resources demo://resource/static/document/f*
+    docs = {u for u in all_resources if u.startswith("demo://resource/static/document/f")}
     assert docs and docs != all_resources, all_resources
-    assert reader_resources == set()
-    assert admin_resources == docs
+    assert run(catalogue, envoy.url, READER_KEY)[1] == set()
+    assert run(catalogue, envoy.url, ADMIN_KEY)[1] == docs
+
+
+def test_resources_read_follows_the_resource_rules(envoy: Any) -> None:
+    async def go(token: str) -> Any:
+        async with sdk_session(envoy.url, token) as s:
+            try:
+                return await s.read_resource("demo://resource/static/document/features.md")
+            except MCPError as e:
+                return e
+
+    admin, reader = run(go, ADMIN_KEY), run(go, READER_KEY)
+    assert not isinstance(admin, MCPError), admin
+    assert admin.contents, admin
+    assert isinstance(reader, MCPError) and reader.code == -32010, reader
+    assert reader.data.get("rule") == "default-deny", reader.data
 
 
 def test_missing_identity_cannot_even_initialize(envoy: Any, mcp_server: Any) -> None:
@@ -141,8 +161,12 @@ def test_sdk_get_stream_and_delete_pass_the_firewall(envoy: Any) -> None:
     assert all(status < 400 for _, status, _ in seen), seen
 
 
-def test_dry_run_reports_the_deny_but_the_call_reaches_the_server(envoy_for: Any, mcp_server: Any) -> None:
-    env = envoy_for(policy_variant(mode="dry_run"))
+def test_dry_run_reports_the_deny_but_the_call_reaches_the_server(workdir: Any, mcp_server: Any) -> None:
+    # Its own Envoy, stopped before its log is read: Envoy flushes log files on a
+    # timer (10 s by default) and at exit, so reading after stop() is deterministic.
+    cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
+                         upstream_port=mcp_server.port, policy=policy_variant(mode="dry_run"))
+    env = harness.Envoy(cfg, workdir, name="envoy-dry-run-log")
     seen: list[Any] = []
 
     async def go() -> Any:
@@ -153,12 +177,18 @@ def test_dry_run_reports_the_deny_but_the_call_reaches_the_server(envoy_for: Any
             res = await s.call_tool("get-env", {})
             return res, env.upstream_posts() - before
 
-    res, posts = run(go)
+    try:
+        res, posts = run(go)
+    finally:
+        env.stop()
     assert not res.is_error, res
-    assert posts == 1, "dry_run must not block"
+    # get-env ran on the server: its result lists the server's environment (PORT is set).
+    assert any("PORT" in (c.text or "") for c in res.content), res
+    assert posts >= 1, "dry_run must not block"
     verdicts = [h.get("x-mcp-firewall-dry-run") for m, _, h in seen if m == "POST"]
     assert any(v and v.startswith("deny") and "rule=no-env" in v for v in verdicts), seen
-    assert "no-env" in env.log_text(), "the would-be decision must be logged"
+    logged = [line for line in env.log_text().splitlines() if "dry-run" in line and "no-env" in line]
+    assert logged, "the would-be decision must be logged"
 
 
 def test_dry_run_does_not_mark_allowed_calls_as_denied(envoy_for: Any) -> None:
@@ -174,3 +204,11 @@ def test_dry_run_does_not_mark_allowed_calls_as_denied(envoy_for: Any) -> None:
     assert [c.text for c in res.content] == ["Echo: dry"]
     verdicts = [h.get("x-mcp-firewall-dry-run") for m, _, h in seen if m == "POST"]
     assert not any(v and v.startswith("deny") for v in verdicts), seen
+
+
+def test_dry_run_does_not_filter_tools_list(envoy_for: Any, mcp_server: Any) -> None:
+    """dry_run "computes and audits every decision but never blocks" (POLICY.md): a
+    trial policy must not change what clients see, so lists pass unfiltered."""
+    unfiltered = run(tool_names, mcp_server.url, None)
+    env = envoy_for(policy_variant(mode="dry_run"))
+    assert run(tool_names, env.url, READER_KEY) == unfiltered
