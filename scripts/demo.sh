@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The demo: server-everything behind Envoy + mcp-firewall (policies/demo.json),
+# driven by the official MCP Python SDK (scripts/demo_client.py).
+#
+#   scripts/demo.sh            # everything below, then stops what it started
+#   KEEP=1 scripts/demo.sh     # leave it running until Ctrl-C (try it with curl)
+#
+# Starts, on free loopback ports:
+#   - server-everything (streamable HTTP)
+#   - Envoy #1: mcp-firewall enforcing policies/demo.json
+#   - Envoy #2: the same policy with "mode": "dry_run"
+# Every process it starts is stopped on exit, on error and on Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=.venv/bin/python
+PIDS=()
+WORK=""
+
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ -n "$WORK" ]]; then
+    echo "[demo] logs: $WORK"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+echo "[demo] setup"
+scripts/setup.sh
+echo "[demo] cargo build --release --target wasm32-wasip1"
+cargo build --release --target wasm32-wasip1
+WASM=target/wasm32-wasip1/release/mcp_firewall.wasm
+echo "[demo] filter: $WASM ($(stat -c %s "$WASM") bytes)"
+
+WORK="$(mktemp -d -t mcp-firewall-demo.XXXXXX)"
+port() { "$PY" tests/e2e/harness.py free-port; }
+SERVER_PORT=$(port); ENF_PORT=$(port); ENF_ADMIN=$(port); DRY_PORT=$(port); DRY_ADMIN=$(port)
+
+echo "[demo] server-everything on :$SERVER_PORT"
+# A minimal environment: the server has a tool (get-env) that prints it.
+env -i PATH="$PATH" HOME="$WORK" PORT="$SERVER_PORT" \
+  node e2e/node_modules/@modelcontextprotocol/server-everything/dist/index.js streamableHttp \
+  >"$WORK/server-everything.log" 2>&1 &
+PIDS+=($!)
+"$PY" tests/e2e/harness.py wait-port --port "$SERVER_PORT"
+
+start_envoy() { # name listen admin [--mode dry_run]
+  local name=$1 listen=$2 admin=$3; shift 3
+  "$PY" tests/e2e/harness.py render --template envoy --policy policies/demo.json \
+    --listen "$listen" --admin "$admin" --upstream "$SERVER_PORT" "$@" >"$WORK/$name.json"
+  .venv/bin/envoy -c "$WORK/$name.json" --concurrency 1 --use-dynamic-base-id \
+    -l info --component-log-level wasm:info --log-path "$WORK/$name.log" >"$WORK/$name.stdout" 2>&1 &
+  PIDS+=($!)
+  if ! "$PY" tests/e2e/harness.py wait-ready --admin "$admin"; then
+    echo "[demo] envoy $name did not start:" >&2
+    tail -n 30 "$WORK/$name.log" "$WORK/$name.stdout" >&2 || true
+    exit 1
+  fi
+  echo "[demo] envoy $name on :$listen (admin :$admin)"
+}
+start_envoy enforce "$ENF_PORT" "$ENF_ADMIN"
+start_envoy dry-run "$DRY_PORT" "$DRY_ADMIN" --mode dry_run
+
+"$PY" scripts/demo_client.py \
+  --server "http://127.0.0.1:$SERVER_PORT/mcp" \
+  --enforce "http://127.0.0.1:$ENF_PORT/mcp" \
+  --dry-run "http://127.0.0.1:$DRY_PORT/mcp" \
+  --reader-key demo-reader-key --admin-key demo-admin-key
+
+echo
+echo "[demo] Envoy's own view (admin :$ENF_ADMIN/stats):"
+curl -s "http://127.0.0.1:$ENF_ADMIN/stats?filter=mcp_firewall|vcluster.mcp_post.upstream_rq_total" \
+  | grep -v ': 0$' | sed 's/^/   /' || true
+
+if [[ "${KEEP:-0}" == "1" ]]; then
+  cat <<EOF
+
+[demo] still running (Ctrl-C to stop):
+  enforcing  http://127.0.0.1:$ENF_PORT/mcp   (admin http://127.0.0.1:$ENF_ADMIN)
+  dry-run    http://127.0.0.1:$DRY_PORT/mcp   (admin http://127.0.0.1:$DRY_ADMIN)
+  try: curl -si http://127.0.0.1:$ENF_PORT/mcp -H 'Authorization: Bearer demo-reader-key' \\
+         -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \\
+         -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-env","arguments":{}}}'
+EOF
+  wait
+fi
