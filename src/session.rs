@@ -137,7 +137,7 @@ pub fn check_and_bind(
         match store.set(key, &encode(&session, &identity, now_ms), cas) {
             Ok(()) => {}
             Err(StoreError::CasMismatch) => raced = true,
-            Err(StoreError::Unavailable) => return Binding::Unavailable,
+            Err(StoreError::Host(_)) => return Binding::Unavailable,
         }
         if !raced {
             // A never-written key has no CAS token, so two workers can both

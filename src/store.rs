@@ -4,47 +4,74 @@
 //! share, with compare-and-swap. It survives VM reloads and dies with the
 //! process, which is what session bindings and the audit chain need.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// A failed shared-data call, as the host boundary reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
-    /// Someone else wrote the key since we read it: re-read and retry.
+    /// Someone wrote the key after our `get`: re-read and try again.
     CasMismatch,
-    /// The host refused the operation.
-    Unavailable,
+    /// Any other host status, named for the log.
+    Host(String),
 }
 
+/// proxy-wasm shared data, seen through the two calls we need.
 pub trait SharedStore {
-    /// The value and its CAS token (`None` when the key was never written).
+    /// The value and its CAS token; `(None, None)` when the key does not exist.
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError>;
-    /// Write `value`; with `cas`, only if the key is unchanged since that read.
+    /// Write `value`; with `cas`, only if the key still carries that token (an
+    /// absent key is always written, as Envoy does).
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
 }
 
-/// An in-memory store with the host's CAS semantics, for tests and the CLI.
+/// Shared data in memory with Envoy's semantics (tokens from one counter; a
+/// token of 0/None or an absent key writes unconditionally). For tests and the CLI.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    entries: std::sync::Mutex<std::collections::HashMap<String, (Vec<u8>, u32)>>,
+    inner: Mutex<MemoryInner>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    next_cas: u32,
+    entries: HashMap<String, (Vec<u8>, u32)>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
 }
 
 impl SharedStore for MemoryStore {
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
-        let map = self.entries.lock().map_err(|_| StoreError::Unavailable)?;
-        Ok(match map.get(key) {
+        let inner = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::Host("poisoned lock".into()))?;
+        Ok(match inner.entries.get(key) {
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
             None => (None, None),
         })
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        let mut map = self.entries.lock().map_err(|_| StoreError::Unavailable)?;
-        let current = map.get(key).map(|(_, c)| *c);
-        // Like Envoy: a CAS of 0/None writes unconditionally; otherwise it must match.
-        if let Some(want) = cas.filter(|c| *c != 0) {
-            if current != Some(want) {
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::Host("poisoned lock".into()))?;
+        if let (Some((_, current)), Some(expected)) = (inner.entries.get(key), cas) {
+            if expected != 0 && expected != *current {
                 return Err(StoreError::CasMismatch);
             }
         }
-        let next = current.map_or(1, |c| c.wrapping_add(1).max(1));
-        map.insert(key.to_owned(), (value.to_vec(), next));
+        // Envoy never hands out token 0 (it means "no check"), so skip it on wrap.
+        inner.next_cas = inner.next_cas.checked_add(1).unwrap_or(1);
+        let token = inner.next_cas;
+        inner
+            .entries
+            .insert(key.to_owned(), (value.to_vec(), token));
         Ok(())
     }
 }

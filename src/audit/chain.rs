@@ -13,10 +13,9 @@
 //! head, before it publishes the chain id (see [`chain_id`]).
 
 use super::event::{seal, GENESIS_PREV};
+pub use crate::store::{MemoryStore, SharedStore, StoreError};
 use serde_json::Value;
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
 
 /// Key of the chain id of this Envoy process (shared data dies with the process).
 pub const BOOT_KEY: &str = "mcp-firewall.audit.v1.chain";
@@ -29,24 +28,6 @@ pub const MAX_APPEND_ATTEMPTS: u32 = 16;
 /// Key of the head of `chain`.
 pub fn head_key(chain: &str) -> String {
     format!("mcp-firewall.audit.v1.head.{chain}")
-}
-
-/// A failed shared-data call, as the host boundary reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreError {
-    /// Someone wrote the key after our `get`: re-read and try again.
-    CasMismatch,
-    /// Any other host status, named for the log.
-    Host(String),
-}
-
-/// proxy-wasm shared data, seen through the two calls we need.
-pub trait SharedStore {
-    /// The value and its CAS token; `(None, None)` when the key does not exist.
-    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError>;
-    /// Write `value`; with `cas`, only if the key still carries that token (an
-    /// absent key is always written, as Envoy does).
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
 }
 
 /// Why an event could not be put on the chain. The caller counts these; the
@@ -185,57 +166,6 @@ fn published_chain(store: &dyn SharedStore) -> Result<Option<String>, AuditError
     };
     let (head, _) = store.get(&head_key(&chain))?;
     Ok(head.filter(|h| decode_head(h).is_some()).map(|_| chain))
-}
-
-/// Shared data in memory with Envoy's semantics (tokens from one counter; a
-/// token of 0/None or an absent key writes unconditionally). For tests and the CLI.
-#[derive(Debug, Default)]
-pub struct MemoryStore {
-    inner: Mutex<MemoryInner>,
-}
-
-#[derive(Debug, Default)]
-struct MemoryInner {
-    next_cas: u32,
-    entries: HashMap<String, (Vec<u8>, u32)>,
-}
-
-impl MemoryStore {
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-impl SharedStore for MemoryStore {
-    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
-        let inner = self
-            .inner
-            .lock()
-            .map_err(|_| StoreError::Host("poisoned lock".into()))?;
-        Ok(match inner.entries.get(key) {
-            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
-            None => (None, None),
-        })
-    }
-
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        let mut inner = self
-            .inner
-            .lock()
-            .map_err(|_| StoreError::Host("poisoned lock".into()))?;
-        if let (Some((_, current)), Some(expected)) = (inner.entries.get(key), cas) {
-            if expected != 0 && expected != *current {
-                return Err(StoreError::CasMismatch);
-            }
-        }
-        // Envoy never hands out token 0 (it means "no check"), so skip it on wrap.
-        inner.next_cas = inner.next_cas.checked_add(1).unwrap_or(1);
-        let token = inner.next_cas;
-        inner
-            .entries
-            .insert(key.to_owned(), (value.to_vec(), token));
-        Ok(())
-    }
 }
 
 #[cfg(test)]

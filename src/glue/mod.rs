@@ -169,13 +169,13 @@ struct WasmHost;
 
 impl SharedStore for WasmHost {
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
-        hostcalls::get_shared_data(key).map_err(|_| StoreError::Unavailable)
+        hostcalls::get_shared_data(key).map_err(|s| StoreError::Host(format!("{s:?}")))
     }
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
         match hostcalls::set_shared_data(key, Some(value), cas) {
             Ok(()) => Ok(()),
             Err(proxy_wasm::types::Status::CasMismatch) => Err(StoreError::CasMismatch),
-            Err(_) => Err(StoreError::Unavailable),
+            Err(s) => Err(StoreError::Host(format!("{s:?}"))),
         }
     }
 }
