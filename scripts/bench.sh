@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Throughput of Envoy with mcp-firewall vs the same Envoy config without it.
+# Not a test: it prints figures, it asserts only that every answer was a 2xx.
+#
+#   scripts/bench.sh                 # 10 s per side
+#   DURATION=30 CONNECTIONS=64 scripts/bench.sh
+#   SKIP_BUILD=1 scripts/bench.sh    # measure the .wasm already built
+#
+# Same run, same machine, loopback only:
+#   load      wrk (1 thread), the same ~110-byte allowed tools/call POST every time
+#             (API key of the demo's reader, policies/demo.json)
+#   baseline  envoy/envoy.yaml without the mcp_firewall filter (render --no-filter)
+#   firewall  envoy/envoy.yaml as committed (header_mutation + mcp_firewall + router)
+#   upstream  a second Envoy answering every request itself with a fixed JSON-RPC
+#             result (direct_response): a Node or Python MCP server would be the
+#             bottleneck and hide the filter's cost.
+# Both Envoys under test run with --concurrency 2 and share the 2 cores with wrk
+# and the upstream, so absolute numbers are low; the ratio is the figure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-32}
+WARMUP=${WARMUP:-2}
+PY=.venv/bin/python
+PIDS=()
+WORK=""
+
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [[ -n "$WORK" ]] && rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if ! command -v wrk >/dev/null; then
+  echo "[bench] apt-get install wrk"
+  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+fi
+scripts/setup.sh
+if [[ "${SKIP_BUILD:-0}" != "1" ]]; then cargo build --release --target wasm32-wasip1; fi
+WASM=target/wasm32-wasip1/release/mcp_firewall.wasm
+
+WORK="$(mktemp -d -t mcp-firewall-bench.XXXXXX)"
+port() { "$PY" tests/e2e/harness.py free-port; }
+UP_PORT=$(port); UP_ADMIN=$(port)
+
+# ---- upstream: Envoy answering a fixed JSON-RPC result ------------------------------
+"$PY" - "$UP_PORT" "$UP_ADMIN" >"$WORK/upstream.json" <<'EOF'
+import json, sys
+port, admin = int(sys.argv[1]), int(sys.argv[2])
+result = json.dumps({"jsonrpc": "2.0", "id": 1,
+                     "result": {"content": [{"type": "text", "text": "Echo: hello bench"}]}})
+print(json.dumps({
+  "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+  "static_resources": {"listeners": [{
+    "name": "upstream",
+    "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+    "filter_chains": [{"filters": [{
+      "name": "envoy.filters.network.http_connection_manager",
+      "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "upstream",
+        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
+          "match": {"prefix": "/"},
+          "direct_response": {"status": 200, "body": {"inline_string": result}}}],
+          "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
+                                       "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}]},
+        # Read the whole request before answering: a direct_response sent after the
+        # headers alone makes the proxy in front drop the connection (its request is
+        # not finished), which would slow the no-filter baseline only.
+        "http_filters": [{"name": "envoy.filters.http.buffer", "typed_config": {
+          "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+          "max_request_bytes": 1048576}},
+                         {"name": "envoy.filters.http.router", "typed_config": {
+          "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}]}}))
+EOF
+.venv/bin/envoy -c "$WORK/upstream.json" --concurrency 1 --use-dynamic-base-id -l error \
+  >"$WORK/upstream.log" 2>&1 &
+PIDS+=($!)
+"$PY" tests/e2e/harness.py wait-ready --admin "$UP_ADMIN"
+
+# ---- the request ---------------------------------------------------------------------
+BODY='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello bench"}}}'
+cat >"$WORK/post.lua" <<EOF
+wrk.method = "POST"
+wrk.body = '$BODY'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = "application/json, text/event-stream"
+wrk.headers["Authorization"] = "Bearer demo-reader-key"
+EOF
+
+declare -A RPS
+run_side() { # name [render args...]
+  local name=$1; shift
+  local listen admin pid
+  listen=$(port); admin=$(port)
+  "$PY" tests/e2e/harness.py render --template envoy --policy policies/demo.json \
+    --listen "$listen" --admin "$admin" --upstream "$UP_PORT" "$@" >"$WORK/$name.json"
+  .venv/bin/envoy -c "$WORK/$name.json" --concurrency 2 --use-dynamic-base-id -l error \
+    >"$WORK/$name.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  "$PY" tests/e2e/harness.py wait-ready --admin "$admin"
+
+  # The figure only means something if the call is allowed and answered by the upstream.
+  local answer
+  answer=$(curl -s -X POST "http://127.0.0.1:$listen/mcp" -H 'Content-Type: application/json' \
+    -H 'Accept: application/json, text/event-stream' -H 'Authorization: Bearer demo-reader-key' -d "$BODY")
+  if [[ "$answer" != *'Echo: hello bench'* ]]; then
+    echo "[bench] $name: the benchmark request is not answered by the upstream: $answer" >&2
+    exit 1
+  fi
+
+  wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$WORK/post.lua" "http://127.0.0.1:$listen/mcp" >/dev/null
+  wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$listen/mcp" \
+    >"$WORK/$name.wrk"
+  if grep -q "Non-2xx" "$WORK/$name.wrk"; then
+    echo "[bench] $name: non-2xx answers under load:" >&2
+    cat "$WORK/$name.wrk" >&2
+    exit 1
+  fi
+  RPS[$name]=$(awk '/^Requests\/sec/ {print $2}' "$WORK/$name.wrk")
+  local p50 p99
+  p50=$(awk '$1=="50%" {print $2}' "$WORK/$name.wrk")
+  p99=$(awk '$1=="99%" {print $2}' "$WORK/$name.wrk")
+  printf '[bench] %-9s %10s req/s   p50 %8s   p99 %8s\n' "$name" "${RPS[$name]}" "$p50" "$p99"
+  local cx
+  cx=$(curl -s "http://127.0.0.1:$admin/stats?filter=^cluster.mcp_server.upstream_cx_total$" | awk '{print $2}')
+  printf '[bench] %-9s upstream connections opened: %s\n' "$name" "$cx"
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+echo "[bench] wrk -t1 -c$CONNECTIONS -d${DURATION}s, ${#BODY}-byte tools/call, Envoy --concurrency 2, $(nproc) cores"
+run_side baseline --no-filter
+run_side firewall
+
+"$PY" - "${RPS[baseline]}" "${RPS[firewall]}" "$(stat -c %s "$WASM")" <<'EOF'
+import sys
+base, fw, size = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+print(f"[bench] baseline (no filter): {base:,.0f} req/s")
+print(f"[bench] mcp-firewall:         {fw:,.0f} req/s")
+print(f"[bench] ratio firewall/baseline: {fw / base:.2f}x")
+print(f"[bench] wasm size: {size} bytes")
+EOF
