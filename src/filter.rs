@@ -2,6 +2,10 @@
 //! → local reply or continue → response rewriting. All host access goes
 //! through `Host`, so the whole pipeline runs natively in tests.
 
+use crate::audit::{
+    AuditDecision, AuditIdentity, AuditResponse, EventFacts, Verdict as AuditVerdict,
+    Via as AuditVia,
+};
 use crate::decide::{decide_message, Catalogue, Decision, Verdict};
 use crate::host::{Counter, Flow, Host, LogLevel};
 use crate::identity::{self, Caller, IdentityInputs, Via};
@@ -50,8 +54,12 @@ pub struct RequestFilter {
     mcp_name: Option<String>,
     plan: ResponsePlan,
     dry_run_note: Option<String>,
-    /// Set on request headers when the session id may not be used by this caller.
+    /// Set on request headers when the request must be refused whatever it
+    /// says (stolen session id, audit trail unavailable under `closed`).
     session_refusal: Option<Decision>,
+    /// Audit facts of forwarded messages, completed when the exchange ends.
+    audit_pending: Vec<PendingAudit>,
+    response_status: Option<u16>,
     response: ResponseMode,
     framer: SseFramer,
     response_seen: usize,
@@ -72,6 +80,8 @@ impl RequestFilter {
             plan: ResponsePlan::default(),
             dry_run_note: None,
             session_refusal: None,
+            audit_pending: Vec::new(),
+            response_status: None,
             response: ResponseMode::Pass,
             framer: SseFramer::new(cap),
             response_seen: 0,
@@ -101,7 +111,86 @@ impl RequestFilter {
         };
         host.count(counter, 1);
         let body = reply::error_object(None, code, msg, None);
-        self.reply(host, LocalReply::json(status, &body, None))
+        let reply = LocalReply::json(status, &body, None);
+        if self.policy.audit.is_some() {
+            let rule = match counter {
+                Counter::RefusedIdentity => "identity",
+                Counter::RefusedTooLarge => "too-large",
+                Counter::RefusedMediaType => "media-type",
+                Counter::RefusedHttpMethod => "http-method",
+                Counter::RefusedHeaderMismatch => "header-mismatch",
+                _ => "protocol",
+            };
+            let pending = PendingAudit {
+                method: String::from("(refused before decision)"),
+                target: None,
+                id: None,
+                arguments: None,
+                decision: Decision::deny(rule, msg),
+            };
+            let facts = self.facts(host, pending, Some(response_of(&reply)));
+            host.audit(facts);
+        }
+        self.reply(host, reply)
+    }
+
+    fn facts(
+        &self,
+        host: &dyn Host,
+        p: PendingAudit,
+        response: Option<AuditResponse>,
+    ) -> EventFacts {
+        let caller = self.caller.clone().unwrap_or_else(anonymous);
+        EventFacts {
+            ts_ms: host.now_ms(),
+            identity: AuditIdentity {
+                subject: caller.subject,
+                tenant: caller.tenant,
+                roles: caller.roles,
+                via: match caller.via {
+                    Via::ApiKey => AuditVia::ApiKey,
+                    Via::Jwt => AuditVia::Jwt,
+                    Via::Mtls => AuditVia::Mtls,
+                    Via::Anonymous => AuditVia::Anonymous,
+                },
+            },
+            method: p.method,
+            target: p.target,
+            id: p.id,
+            arguments: p.arguments,
+            redacted_arguments: None,
+            decision: AuditDecision {
+                verdict: match p.decision.verdict {
+                    Verdict::Allow => AuditVerdict::Allow,
+                    Verdict::Deny => AuditVerdict::Deny,
+                    Verdict::Approval => AuditVerdict::Approval,
+                },
+                rule: p.decision.rule,
+                reason: p.decision.reason,
+                dry_run: self.dry_run(),
+            },
+            findings: Vec::new(),
+            response,
+            policy_sha256: self.policy.sha256.clone(),
+            vm_start: false,
+            dropped: Vec::new(),
+        }
+    }
+
+    /// The exchange is over (Envoy's log phase): audit what was forwarded.
+    pub fn on_done(&mut self, host: &mut dyn Host) {
+        let pending = std::mem::take(&mut self.audit_pending);
+        let status = self.response_status.unwrap_or(0);
+        for p in pending {
+            let response = AuditResponse {
+                status,
+                is_error: !(200..300).contains(&status),
+                bytes: self.response_seen as u64,
+                redactions: 0,
+            };
+            let facts = self.facts(host, p, Some(response));
+            host.audit(facts);
+        }
     }
 
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
@@ -127,12 +216,19 @@ impl RequestFilter {
             Err(e) => return self.protocol_error(host, 401, reply::DENIED, &e.message()),
         }
         self.session_refusal = self.check_session(host);
+        if self.session_refusal.is_none() && host.audit_refuses() {
+            host.count(Counter::RefusedAuditUnavailable, 1);
+            self.session_refusal = Some(Decision::deny(
+                "audit-unavailable",
+                "the audit trail cannot take more events (audit.on_failure: closed)",
+            ));
+        }
         if let Some(d) = &self.session_refusal {
             if self.dry_run() {
                 let note = format!("deny rule={}", d.rule);
                 self.session_refusal = None;
                 self.note_dry_run(host, &note);
-            } else {
+            } else if d.rule == "session-binding" {
                 host.count(Counter::RefusedSessionBinding, 1);
             }
         }
@@ -274,6 +370,13 @@ impl RequestFilter {
             };
             host.count(counter, 1);
         }
+        if self.policy.audit.is_some() {
+            self.audit_pending = messages
+                .iter()
+                .zip(&decisions)
+                .map(|(m, d)| PendingAudit::of(m, d))
+                .collect();
+        }
         let refused = decisions.iter().any(|d| d.verdict != Verdict::Allow);
         // The kill switch is an operator's emergency brake: it holds in dry-run too.
         let killed = decisions.iter().any(|d| d.rule == "kill-switch");
@@ -303,6 +406,11 @@ impl RequestFilter {
                 );
             }
             let r = refusal(&messages, &decisions);
+            // A refused exchange is over now: audit it at once.
+            for p in std::mem::take(&mut self.audit_pending) {
+                let facts = self.facts(host, p, Some(response_of(&r)));
+                host.audit(facts);
+            }
             return self.reply(host, r);
         }
         for m in &messages {
@@ -376,6 +484,7 @@ impl RequestFilter {
     }
 
     pub fn on_response_headers(&mut self, host: &mut dyn Host) -> Flow {
+        self.response_status = host.response_header(":status").and_then(|s| s.parse().ok());
         // Bind a session id at issuance (the server's answer to initialize),
         // so nobody else can be "first" to present it.
         if let (true, Some(caller), Some(sid)) = (
@@ -428,6 +537,17 @@ impl RequestFilter {
         body_size: usize,
         end_of_stream: bool,
     ) -> Flow {
+        match self.response {
+            // SSE counts its own chunks; a buffered JSON body arrives whole at the end.
+            ResponseMode::Sse => {}
+            ResponseMode::Json | ResponseMode::Refuse if end_of_stream => {
+                self.response_seen = body_size
+            }
+            ResponseMode::Json | ResponseMode::Refuse => {}
+            ResponseMode::Pass | ResponseMode::Broken => {
+                self.response_seen = self.response_seen.saturating_add(body_size)
+            }
+        }
         let flow = self.response_body(host, body_size, end_of_stream);
         host.count(Counter::ListEntriesRemoved, self.removed_count.take());
         host.count(
@@ -573,6 +693,42 @@ impl RequestFilter {
             self.unfilterable("server event is not UTF-8")
         )
         .into_bytes()
+    }
+}
+
+/// What an audit event needs of one decided message, kept until the exchange ends.
+struct PendingAudit {
+    method: String,
+    target: Option<String>,
+    id: Option<Value>,
+    arguments: Option<Value>,
+    decision: Decision,
+}
+
+impl PendingAudit {
+    fn of(m: &Message, d: &Decision) -> Self {
+        let target = m.method().and_then(|method| {
+            jsonrpc::target_of(method, m.params())
+                .ok()
+                .and_then(|t| t.name().map(str::to_owned))
+        });
+        let arguments = m.params().get("arguments").cloned();
+        PendingAudit {
+            method: m.method().unwrap_or("(response)").to_owned(),
+            target,
+            id: m.id().cloned(),
+            arguments,
+            decision: d.clone(),
+        }
+    }
+}
+
+fn response_of(r: &LocalReply) -> AuditResponse {
+    AuditResponse {
+        status: u16::try_from(r.status).unwrap_or(0),
+        is_error: true,
+        bytes: r.body.len() as u64,
+        redactions: 0,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The only door from the core to the proxy host. The wasm glue implements it
 //! with proxy-wasm hostcalls; tests implement it in memory (`FakeHost`).
 
+use crate::audit::EventFacts;
 use crate::reply::LocalReply;
 use crate::store::SharedStore;
 
@@ -29,12 +30,17 @@ pub enum Counter {
     RefusedHttpMethod,
     RefusedKillSwitch,
     RefusedSessionBinding,
+    RefusedAuditUnavailable,
     ListEntriesRemoved,
     ResponseUnfilterable,
+    AuditSent,
+    AuditRetried,
+    AuditDropped,
+    AuditAppendFailed,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 14] = [
+    pub const ALL: [Counter; 19] = [
         Counter::DecisionAllow,
         Counter::DecisionDeny,
         Counter::DecisionApproval,
@@ -47,8 +53,13 @@ impl Counter {
         Counter::RefusedHttpMethod,
         Counter::RefusedKillSwitch,
         Counter::RefusedSessionBinding,
+        Counter::RefusedAuditUnavailable,
         Counter::ListEntriesRemoved,
         Counter::ResponseUnfilterable,
+        Counter::AuditSent,
+        Counter::AuditRetried,
+        Counter::AuditDropped,
+        Counter::AuditAppendFailed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,13 +76,22 @@ impl Counter {
             Counter::RefusedHttpMethod => "mcp_firewall.refused.http_method",
             Counter::RefusedKillSwitch => "mcp_firewall.refused.kill_switch",
             Counter::RefusedSessionBinding => "mcp_firewall.refused.session_binding",
+            Counter::RefusedAuditUnavailable => "mcp_firewall.refused.audit_unavailable",
             Counter::ListEntriesRemoved => "mcp_firewall.lists.entries_removed",
             Counter::ResponseUnfilterable => "mcp_firewall.responses.unfilterable",
+            Counter::AuditSent => "mcp_firewall.audit.sent",
+            Counter::AuditRetried => "mcp_firewall.audit.retried",
+            Counter::AuditDropped => "mcp_firewall.audit.dropped",
+            Counter::AuditAppendFailed => "mcp_firewall.audit.append_failed",
         }
     }
 }
 
 pub trait Host: SharedStore {
+    /// Seal and queue one audit event (the glue ignores it when audit is off).
+    fn audit(&mut self, facts: EventFacts);
+    /// True while `audit.on_failure: closed` must refuse new MCP requests.
+    fn audit_refuses(&self) -> bool;
     /// Wall-clock milliseconds since the Unix epoch (the host's clock).
     fn now_ms(&self) -> u64;
     /// Add to one of the filter's Envoy counters.
@@ -126,6 +146,8 @@ pub mod fake {
         pub counters: BTreeMap<Counter, u64>,
         pub store: std::rc::Rc<MemoryStore>,
         pub now_ms: u64,
+        pub audited: Vec<EventFacts>,
+        pub audit_down: bool,
         pub logs: RefCell<Vec<(LogLevel, String)>>,
         /// Once body callbacks start, header reads fail as in Envoy.
         pub headers_readable: bool,
@@ -155,6 +177,12 @@ pub mod fake {
     }
 
     impl Host for FakeHost {
+        fn audit(&mut self, facts: EventFacts) {
+            self.audited.push(facts);
+        }
+        fn audit_refuses(&self) -> bool {
+            self.audit_down
+        }
         fn now_ms(&self) -> u64 {
             self.now_ms
         }

@@ -13,6 +13,7 @@ pub mod chain;
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod sink;
 
 pub use chain::{
     append, chain_id, head_key, AuditError, MemoryStore, SharedStore, StoreError, BOOT_KEY,
@@ -24,3 +25,4 @@ pub use event::{
     AuditFinding, AuditIdentity, AuditRequest, AuditResponse, EventFacts, Segment, SegmentReason,
     SeqRange, Verdict, Via, GENESIS_PREV,
 };
+pub use sink::{AuditSink, Recorded};

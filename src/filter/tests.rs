@@ -635,3 +635,97 @@ fn stateless_requests_are_unaffected_by_session_binding() {
         Flow::Continue
     );
 }
+
+fn audited_policy() -> Rc<CompiledPolicy> {
+    policy(
+        json!({"audit": {"cluster": "audit_collector", "path": "/v1/audit", "authority": "audit"}}),
+    )
+}
+
+#[test]
+fn refused_call_is_audited_at_once_with_its_rule() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(audited_policy());
+    run_request(
+        &mut f,
+        &mut host,
+        call(json!(4), "write_file").as_bytes(),
+        64,
+    );
+    assert_eq!(host.audited.len(), 1);
+    let e = &host.audited[0];
+    assert_eq!(
+        (e.method.as_str(), e.target.as_deref()),
+        ("tools/call", Some("write_file"))
+    );
+    assert_eq!(e.decision.rule, "default-deny");
+    assert_eq!(e.identity.subject.as_deref(), Some("rita"));
+    assert_eq!(e.response.as_ref().map(|r| r.status), Some(200));
+}
+
+#[test]
+fn forwarded_call_is_audited_when_the_exchange_ends() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(audited_policy());
+    run_request(&mut f, &mut host, call(json!(5), "echo").as_bytes(), 64);
+    assert!(host.audited.is_empty(), "not before the response");
+    let body = br#"{"jsonrpc":"2.0","id":5,"result":{"content":[]}}"#;
+    run_response(&mut f, &mut host, "application/json", body, 8);
+    f.on_done(&mut host);
+    assert_eq!(host.audited.len(), 1);
+    let e = &host.audited[0];
+    assert_eq!(e.decision.rule, "read");
+    assert_eq!(e.id, Some(json!(5)));
+    assert_eq!(
+        e.response.as_ref().map(|r| (r.status, r.bytes)),
+        Some((200, body.len() as u64))
+    );
+}
+
+#[test]
+fn protocol_refusal_is_audited() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(audited_policy());
+    run_request(
+        &mut f,
+        &mut host,
+        br#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
+        64,
+    );
+    assert_eq!(host.audited.len(), 1);
+    assert_eq!(host.audited[0].decision.rule, "protocol");
+}
+
+#[test]
+fn evaluated_batch_audits_every_message() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({
+        "limits": {"batches": "evaluate"},
+        "audit": {"cluster": "c", "path": "/", "authority": "a"}
+    })));
+    let body = format!(
+        "[{},{}]",
+        call(json!(1), "echo"),
+        call(json!(2), "delete_repo")
+    );
+    run_request(&mut f, &mut host, body.as_bytes(), 64);
+    let rules: Vec<&str> = host
+        .audited
+        .iter()
+        .map(|e| e.decision.rule.as_str())
+        .collect();
+    assert_eq!(rules, vec!["read", "no-delete"]);
+}
+
+#[test]
+fn audit_unavailable_under_closed_refuses_new_requests() {
+    let mut host = post("reader-key");
+    host.audit_down = true;
+    let mut f = RequestFilter::new(audited_policy());
+    run_request(&mut f, &mut host, call(json!(1), "echo").as_bytes(), 64);
+    let got = host.replies.first().map(reply_summary);
+    assert_eq!(
+        got,
+        Some((200, Some(-32010), Some("audit-unavailable".into())))
+    );
+}

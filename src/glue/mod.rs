@@ -5,6 +5,7 @@
 //! and a panic kills the VM. The core therefore reads headers only in the
 //! headers callback, and every hostcall result is handled, never unwrapped.
 
+use crate::audit::{AuditSink, EventFacts, Recorded};
 use crate::filter::RequestFilter;
 use crate::host::{Counter, Flow, Host, LogLevel};
 use crate::policy::{compile_str, CompiledPolicy};
@@ -16,11 +17,14 @@ use proxy_wasm::types::{
     Action, BufferType, ContextType, LogLevel as WasmLogLevel, MapType, MetricType,
 };
 use std::cell::RefCell;
+use std::hash::BuildHasher;
 use std::rc::Rc;
+use std::time::Duration;
 
 thread_local! {
     /// Envoy metric ids, indexed like `Counter::ALL`; defined once per VM.
     static METRICS: RefCell<Vec<Option<u32>>> = const { RefCell::new(Vec::new()) };
+    static BUFFERED_GAUGE: RefCell<Option<u32>> = const { RefCell::new(None) };
 }
 
 fn define_metrics() {
@@ -33,6 +37,12 @@ fn define_metrics() {
                 .collect();
         }
     });
+    BUFFERED_GAUGE.with(|g| {
+        let mut g = g.borrow_mut();
+        if g.is_none() {
+            *g = hostcalls::define_metric(MetricType::Gauge, "mcp_firewall.audit.buffered").ok();
+        }
+    });
 }
 
 proxy_wasm::main! {{
@@ -42,14 +52,51 @@ proxy_wasm::main! {{
     std::panic::set_hook(Box::new(|info| {
         let _ = hostcalls::log(WasmLogLevel::Critical, &format!("mcp-firewall: panic: {info}"));
     }));
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(FirewallRoot { policy: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(FirewallRoot { policy: None, sink: None, exported: [0; 4] })
+    });
 }}
+
+type SharedSink = Rc<RefCell<AuditSink>>;
 
 struct FirewallRoot {
     policy: Option<Rc<CompiledPolicy>>,
+    sink: Option<SharedSink>,
+    /// Audit counters already exported to Envoy: sent, retried, dropped, append failures.
+    exported: [u64; 4],
 }
 
-impl Context for FirewallRoot {}
+fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Entropy for the boot id: std's RandomState is seeded from WASI random_get.
+fn entropy() -> u64 {
+    std::collections::hash_map::RandomState::new().hash_one(now_ms())
+}
+
+impl Context for FirewallRoot {
+    fn on_http_call_response(
+        &mut self,
+        call_id: u32,
+        _headers: usize,
+        _body: usize,
+        _trailers: usize,
+    ) {
+        let Some(sink) = &self.sink else { return };
+        // A failed or timed-out callout has no :status (or Envoy's 504): both retry.
+        let status = self
+            .get_http_call_response_header(":status")
+            .and_then(|s| s.parse::<u16>().ok());
+        let mut sink = sink.borrow_mut();
+        if let Some(token) = sink.token_for(call_id) {
+            sink.answered(Some(call_id), token, status, now_ms());
+        }
+    }
+}
 
 impl RootContext for FirewallRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -61,20 +108,8 @@ impl RootContext for FirewallRoot {
             );
             return false;
         };
-        match compile_str(&text) {
-            Ok(policy) => {
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "mcp-firewall: policy loaded: {} rules, mode {:?}, sha256 {}",
-                        policy.rules.len(),
-                        policy.mode,
-                        policy.sha256
-                    ),
-                );
-                self.policy = Some(Rc::new(policy));
-                true
-            }
+        let policy = match compile_str(&text) {
+            Ok(p) => p,
             Err(errors) => {
                 // Returning false makes Envoy refuse the configuration (and
                 // `envoy --mode validate` fail); each error names its JSON path.
@@ -84,14 +119,91 @@ impl RootContext for FirewallRoot {
                         &format!("mcp-firewall: invalid policy: {e}"),
                     );
                 }
-                false
+                return false;
             }
+        };
+        log(
+            LogLevel::Info,
+            &format!(
+                "mcp-firewall: policy loaded: {} rules, mode {:?}, sha256 {}",
+                policy.rules.len(),
+                policy.mode,
+                policy.sha256
+            ),
+        );
+        self.sink = policy.audit.clone().map(|cfg| {
+            let node = hostcalls::get_property(vec!["node", "id"])
+                .ok()
+                .flatten()
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "envoy".to_owned());
+            let flush = cfg.flush_ms;
+            let mut sink = AuditSink::new(cfg, &node);
+            if let Err(e) = sink.start(&WasmHost::default(), now_ms(), entropy()) {
+                log(
+                    LogLevel::Warn,
+                    &format!("mcp-firewall: audit chain not started yet: {e}"),
+                );
+            }
+            // The tick drives batching; a batch is also sent as soon as it is full.
+            let _ = hostcalls::set_tick_period(Duration::from_millis(flush.max(10)));
+            Rc::new(RefCell::new(sink))
+        });
+        self.policy = Some(Rc::new(policy));
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(sink) = self.sink.clone() else {
+            return;
+        };
+        flush_audit(&sink);
+        let mut s = sink.borrow_mut();
+        if let Some(report) = s.delivery().take_drop_report() {
+            let ranges: Vec<String> = report
+                .ranges
+                .iter()
+                .map(|r| format!("{}-{}", r.first, r.last))
+                .collect();
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "mcp-firewall: {} audit events dropped (seq {}{})",
+                    report.count,
+                    ranges.join(", "),
+                    if report.exact { "" } else { ", approximate" }
+                ),
+            );
         }
+        let c = s.delivery().counters();
+        let now = [c.sent, c.retried, c.dropped, s.append_failures];
+        let mut host = WasmHost::default();
+        for (i, counter) in [
+            Counter::AuditSent,
+            Counter::AuditRetried,
+            Counter::AuditDropped,
+            Counter::AuditAppendFailed,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let before = self.exported.get(i).copied().unwrap_or(0);
+            let value = now.get(i).copied().unwrap_or(0);
+            host.count(counter, value.saturating_sub(before));
+        }
+        self.exported = now;
+        BUFFERED_GAUGE.with(|g| {
+            if let Some(id) = *g.borrow() {
+                let _ = hostcalls::record_metric(id, c.buffered);
+            }
+        });
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(FirewallHttp {
             filter: self.policy.clone().map(RequestFilter::new),
+            sink: self.sink.clone(),
         }))
     }
 
@@ -100,9 +212,47 @@ impl RootContext for FirewallRoot {
     }
 }
 
+/// Send the due batch, if any (at most one in flight per VM).
+fn flush_audit(sink: &SharedSink) {
+    let mut s = sink.borrow_mut();
+    let now = now_ms();
+    let Some(batch) = s.due_batch(now) else {
+        return;
+    };
+    let (cluster, path, authority, timeout) = (
+        s.cfg.cluster.clone(),
+        s.cfg.path.clone(),
+        s.cfg.authority.clone(),
+        s.cfg.timeout_ms,
+    );
+    let headers = vec![
+        (":method", "POST"),
+        (":path", path.as_str()),
+        (":authority", authority.as_str()),
+        ("content-type", "application/x-ndjson"),
+    ];
+    match hostcalls::dispatch_http_call(
+        &cluster,
+        headers,
+        Some(batch.body.as_bytes()),
+        vec![],
+        Duration::from_millis(timeout),
+    ) {
+        Ok(call_id) => s.dispatched(call_id, batch.token),
+        Err(status) => {
+            log(
+                LogLevel::Warn,
+                &format!("mcp-firewall: audit callout to {cluster:?} not dispatched: {status:?}"),
+            );
+            s.answered(None, batch.token, None, now);
+        }
+    }
+}
+
 struct FirewallHttp {
     /// `None` only if Envoy created a stream without a loaded policy: fail closed.
     filter: Option<RequestFilter>,
+    sink: Option<SharedSink>,
 }
 
 impl Context for FirewallHttp {}
@@ -116,7 +266,9 @@ fn action(flow: Flow) -> Action {
 
 impl HttpContext for FirewallHttp {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
-        let mut host = WasmHost;
+        let mut host = WasmHost {
+            sink: self.sink.clone(),
+        };
         match self.filter.as_mut() {
             Some(f) => action(f.on_request_headers(&mut host, end_of_stream)),
             None => {
@@ -133,23 +285,41 @@ impl HttpContext for FirewallHttp {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let mut host = WasmHost {
+            sink: self.sink.clone(),
+        };
         match self.filter.as_mut() {
-            Some(f) => action(f.on_request_body(&mut WasmHost, body_size, end_of_stream)),
+            Some(f) => action(f.on_request_body(&mut host, body_size, end_of_stream)),
             None => Action::Pause,
         }
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+        let mut host = WasmHost {
+            sink: self.sink.clone(),
+        };
         match self.filter.as_mut() {
-            Some(f) => action(f.on_response_headers(&mut WasmHost)),
+            Some(f) => action(f.on_response_headers(&mut host)),
             None => Action::Continue,
         }
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let mut host = WasmHost {
+            sink: self.sink.clone(),
+        };
         match self.filter.as_mut() {
-            Some(f) => action(f.on_response_body(&mut WasmHost, body_size, end_of_stream)),
+            Some(f) => action(f.on_response_body(&mut host, body_size, end_of_stream)),
             None => Action::Continue,
+        }
+    }
+
+    fn on_log(&mut self) {
+        let mut host = WasmHost {
+            sink: self.sink.clone(),
+        };
+        if let Some(f) = self.filter.as_mut() {
+            f.on_done(&mut host);
         }
     }
 }
@@ -164,8 +334,11 @@ fn log(level: LogLevel, msg: &str) {
     let _ = hostcalls::log(level, msg);
 }
 
-/// Hostcalls of the current HTTP context (the host tracks which one is current).
-struct WasmHost;
+/// Hostcalls of the current context (the host tracks which one is current).
+#[derive(Default)]
+struct WasmHost {
+    sink: Option<SharedSink>,
+}
 
 impl SharedStore for WasmHost {
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
@@ -181,11 +354,28 @@ impl SharedStore for WasmHost {
 }
 
 impl Host for WasmHost {
+    fn audit(&mut self, facts: EventFacts) {
+        let Some(sink) = self.sink.clone() else {
+            return;
+        };
+        let recorded = sink.borrow_mut().record(&*self, facts, now_ms(), entropy());
+        match recorded {
+            Recorded::Buffered => flush_audit(&sink),
+            // Counted by Delivery and reported (with seq ranges) on the next tick.
+            Recorded::Dropped => {}
+            Recorded::Failed(e) => log(
+                LogLevel::Error,
+                &format!("mcp-firewall: audit event not sealed: {e}"),
+            ),
+        }
+    }
+    fn audit_refuses(&self) -> bool {
+        self.sink
+            .as_ref()
+            .is_some_and(|s| s.borrow().refuses_traffic())
+    }
     fn now_ms(&self) -> u64 {
-        hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        now_ms()
     }
     fn count(&mut self, counter: Counter, by: u64) {
         if by == 0 {

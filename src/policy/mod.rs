@@ -137,6 +137,8 @@ pub struct CompiledPolicy {
     /// Subjects refused outright (rule `kill-switch`), e.g. a compromised agent.
     pub disabled_subjects: Vec<String>,
     pub sessions: crate::session::SessionConfig,
+    /// `None` = audit off.
+    pub audit: Option<crate::audit::AuditConfig>,
     /// SHA-256 of the canonical JSON of the policy document.
     pub sha256: String,
 }
@@ -150,11 +152,18 @@ pub const RESERVED_RULE_IDS: &[&str] = &[
     "kill-switch",
     "response-unfilterable",
     "session-binding",
+    "audit-unavailable",
+    "protocol",
+    "identity",
+    "too-large",
+    "media-type",
+    "http-method",
+    "header-mismatch",
 ];
 
 /// Sections of POLICY.md that this build does not enforce yet. Accepting them
 /// silently would let a team believe something is enforced that is not.
-const NOT_YET_SUPPORTED: &[&str] = &["dlp", "rate_limits", "pins", "audit", "approval"];
+const NOT_YET_SUPPORTED: &[&str] = &["dlp", "rate_limits", "pins", "approval"];
 
 /// Parse and compile policy text (the plugin configuration).
 pub fn compile_str(text: &[u8]) -> Result<CompiledPolicy, Vec<ConfigError>> {
@@ -208,6 +217,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
     let kill_switch = root.boolean("kill_switch", errs).unwrap_or(false);
     let disabled_subjects = root.strings("disabled", errs).unwrap_or_default();
     let sessions = compile_sessions(root.get("sessions"), errs);
+    let audit = crate::audit::compile(root.get("audit"), "$.audit", errs).flatten();
     for section in NOT_YET_SUPPORTED {
         if root.get(section).is_some() {
             errs.push(
@@ -225,6 +235,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         kill_switch,
         disabled_subjects,
         sessions,
+        audit,
         sha256: sha256_hex(canonical(doc).as_bytes()),
     })
 }

@@ -118,9 +118,9 @@ fn config_error_table() {
             "$.dlp: not supported yet",
         ),
         (
-            "audit_not_supported_yet",
+            "audit_without_cluster",
             json!({"version": 1, "rules": [], "audit": {}}),
-            "$.audit: not supported yet",
+            "$.audit.cluster",
         ),
         (
             "api_key_not_hex",
