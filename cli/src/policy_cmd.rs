@@ -342,6 +342,68 @@ pub struct EnvoyConfigArgs {
     /// Envoy VM id (filters sharing one id share a VM).
     #[arg(long, default_value = "mcp_firewall")]
     vm_id: String,
+    /// Print an ECDS DiscoveryResponse (JSON) for hot reload through a
+    /// `path_config_source` instead of the static filter entry (YAML).
+    #[arg(long)]
+    ecds: bool,
+}
+
+/// The `envoy.filters.http.wasm` config carrying a policy. The one place the
+/// deployment settings live: both output forms are rendered from it.
+fn wasm_filter_config(policy_json: &str, wasm: &str, vm_id: &str) -> Value {
+    json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {
+            "name": "mcp_firewall",
+            "root_id": "mcp_firewall",
+            // The filter pauses on request headers until the body is decided.
+            "allow_on_headers_stop_iteration": true,
+            // A crashed VM is reloaded and keeps enforcing; never FAIL_OPEN.
+            "failure_policy": "FAIL_RELOAD",
+            "vm_config": {
+                "vm_id": vm_id,
+                "runtime": "envoy.wasm.runtime.v8",
+                "code": {"local": {"filename": wasm}}
+            },
+            "configuration": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": policy_json
+            }
+        }
+    })
+}
+
+/// Block-style YAML for a JSON value. Scalars are written as JSON literals,
+/// which YAML reads back unchanged (a JSON string is a double-quoted scalar).
+fn to_yaml(v: &Value, indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let key = if k.starts_with('@') {
+                    Value::String(k.clone()).to_string()
+                } else {
+                    k.clone()
+                };
+                match x {
+                    Value::Object(_) | Value::Array(_) => {
+                        out.push_str(&format!("{pad}{key}:\n"));
+                        to_yaml(x, indent + 2, out);
+                    }
+                    _ => out.push_str(&format!("{pad}{key}: {x}\n")),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for x in items {
+                let mut inner = String::new();
+                to_yaml(x, indent + 2, &mut inner);
+                let trimmed = inner.trim_start();
+                out.push_str(&format!("{pad}- {trimmed}"));
+            }
+        }
+        scalar => out.push_str(&format!("{pad}{scalar}\n")),
+    }
 }
 
 pub fn envoy_config(args: EnvoyConfigArgs) -> ExitCode {
@@ -352,40 +414,39 @@ pub fn envoy_config(args: EnvoyConfigArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Err(msg) = load_policy(&args.policy) {
-        eprintln!("{msg}");
-        return ExitCode::from(1);
-    }
-    // Re-serialise compactly: a JSON string literal is also a valid YAML
-    // double-quoted scalar, so no hand-escaping is needed.
+    let policy = match load_policy(&args.policy) {
+        Ok(p) => p,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(1);
+        }
+    };
     let Ok(doc) = serde_json::from_slice::<Value>(&policy_text) else {
         return ExitCode::from(1);
     };
-    let value = Value::String(doc.to_string()).to_string();
-    let q = |s: &str| Value::String(s.to_owned()).to_string();
-    println!(
-        "# mcp-firewall HTTP filter; place it before envoy.filters.http.router.
-# failure_policy FAIL_RELOAD: a crashed VM is reloaded and keeps enforcing;
-# traffic is never passed unchecked (never use FAIL_OPEN).
-- name: envoy.filters.http.wasm
-  typed_config:
-    \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-    config:
-      name: mcp_firewall
-      root_id: mcp_firewall
-      allow_on_headers_stop_iteration: true
-      failure_policy: FAIL_RELOAD
-      vm_config:
-        vm_id: {}
-        runtime: envoy.wasm.runtime.v8
-        code:
-          local:
-            filename: {}
-      configuration:
-        \"@type\": type.googleapis.com/google.protobuf.StringValue
-        value: {value}",
-        q(&args.vm_id),
-        q(&args.wasm)
+    let filter = wasm_filter_config(&doc.to_string(), &args.wasm, &args.vm_id);
+    if args.ecds {
+        let response = json!({
+            "version_info": policy.sha256,
+            "resources": [{
+                "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+                "name": "mcp_firewall",
+                "typed_config": filter
+            }]
+        });
+        println!("{response}");
+        return ExitCode::SUCCESS;
+    }
+    let mut out = String::from(
+        "# mcp-firewall HTTP filter; place it before envoy.filters.http.router.\n\
+         # allow_on_headers_stop_iteration: the filter holds the headers until it has decided the body.\n\
+         # failure_policy FAIL_RELOAD: a crashed VM is reloaded and keeps enforcing (never FAIL_OPEN).\n",
     );
+    to_yaml(
+        &json!([{"name": "envoy.filters.http.wasm", "typed_config": filter}]),
+        0,
+        &mut out,
+    );
+    print!("{out}");
     ExitCode::SUCCESS
 }

@@ -166,3 +166,23 @@ fn explain_shows_the_condition_that_decided() {
     assert!(out.contains("condition: rule \"support-refund\""), "{out}");
     assert!(out.contains("/amount"), "{out}");
 }
+
+#[test]
+fn envoy_config_ecds_is_a_discovery_response_with_the_policy() {
+    let (code, out) = run(&["envoy-config", &fixture("small.json"), "--ecds"], "");
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    let res = &v["resources"][0];
+    assert_eq!(res["name"], "mcp_firewall");
+    assert_eq!(
+        res["@type"],
+        "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+    );
+    let cfg = &res["typed_config"]["config"];
+    assert_eq!(cfg["failure_policy"], "FAIL_RELOAD");
+    let policy: serde_json::Value =
+        serde_json::from_str(cfg["configuration"]["value"].as_str().expect("value"))
+            .expect("policy");
+    assert_eq!(policy["rules"][1]["id"], "no-delete");
+    assert_eq!(v["version_info"].as_str().map(str::len), Some(64));
+}
