@@ -218,6 +218,8 @@ struct Literal {
 
 /// Pair-indexed trigger table (see the module documentation).
 struct Prefilter {
+    /// One bit per byte pair: 8 KiB, stays in L1 cache; most pairs miss here.
+    bits: Vec<u64>,
     pair: Vec<u16>,
     lists: Vec<Vec<u16>>,
     literals: Vec<Literal>,
@@ -268,14 +270,19 @@ impl Prefilter {
                 .ok_or("pair list missing")?
                 .push(li);
         }
-        Ok(Prefilter {
-            pair,
-            lists,
-            literals,
-        })
+        let mut bits = vec![0u64; (1 << 16) / 64];
+        for (key, slot) in pair.iter().enumerate() {
+            if *slot != 0 {
+                if let Some(w) = bits.get_mut(key / 64) {
+                    *w |= 1 << (key % 64);
+                }
+            }
+        }
+        Ok(Prefilter { bits, pair, lists, literals })
     }
 }
 
+#[inline(always)]
 fn pair_key(a: u8, b: u8) -> usize {
     (usize::from(a.to_ascii_lowercase()) << 8) | usize::from(b.to_ascii_lowercase())
 }
@@ -431,7 +438,9 @@ impl Scanner {
         let mut run = 0usize;
         for (i, &c) in bytes.iter().enumerate() {
             let next = bytes.get(i + 1).copied().unwrap_or(0);
-            let slot = self.pre.pair.get(pair_key(c, next)).copied().unwrap_or(0);
+            let key = pair_key(c, next);
+            let maybe = self.pre.bits.get(key / 64).is_some_and(|w| w & (1 << (key % 64)) != 0);
+            let slot = if maybe { self.pre.pair.get(key).copied().unwrap_or(0) } else { 0 };
             if slot != 0 {
                 for &li in self
                     .pre
@@ -450,12 +459,25 @@ impl Scanner {
                         continue;
                     }
                     for &ri in &lit.rules {
-                        if let Some(r) = self.rules.get(usize::from(ri)) {
-                            hits.push((
+                        match self.rules.get(usize::from(ri)) {
+                            // Code matchers judge each trigger where it stands.
+                            Some(CompiledRule { matcher: Matcher::Native(native), spec }) => {
+                                if let Some(f) = native_at(*native, text, i) {
+                                    out.push(Candidate {
+                                        start: f.start,
+                                        end: f.end,
+                                        kind: KindRef::Builtin(f.kind),
+                                        label: Label::Secret,
+                                        priority: spec.priority,
+                                    });
+                                }
+                            }
+                            Some(r) => hits.push((
                                 ri,
                                 i.saturating_sub(r.spec.back),
                                 (i + len + r.spec.ahead).min(n),
-                            ));
+                            )),
+                            None => {}
                         }
                     }
                 }
@@ -657,37 +679,27 @@ fn keyed_value(text: &str, key: &str, out: &mut Vec<Candidate>) {
     });
 }
 
+fn native_at(native: rules::Native, text: &str, pos: usize) -> Option<rules::Found> {
+    match native {
+        rules::Native::Jwt => rules::jwt_at(text, pos),
+        rules::Native::PrivateKey => rules::private_key_at(text, pos),
+        rules::Native::Assignment => rules::assignment_at(text, pos),
+        rules::Native::ProsePassword => rules::prose_password_at(text, pos),
+        rules::Native::UrlCredential => rules::url_credential_at(text, pos),
+    }
+}
+
 fn run_rule(rule: &CompiledRule, text: &str, offset: usize, piece: &str, out: &mut Vec<Candidate>) {
-    let mut push = |f: rules::Found, priority: u8| {
-        out.push(Candidate {
-            start: f.start,
-            end: f.end,
-            kind: KindRef::Builtin(f.kind),
-            label: Label::Secret,
-            priority,
-        })
-    };
-    match &rule.matcher {
-        Matcher::Regex(re) => {
-            for caps in re.captures_iter(piece) {
-                if let Some(f) = rules::accept(rule.spec, text, &caps, offset) {
-                    push(f, rule.spec.priority);
-                }
-            }
-        }
-        Matcher::Native(rules::Native::Jwt) => {
-            for (pos, _) in piece.match_indices("eyJ") {
-                if let Some(f) = rules::jwt_at(text, offset + pos) {
-                    push(f, rule.spec.priority);
-                }
-            }
-        }
-        Matcher::Native(rules::Native::PrivateKey) => {
-            for (pos, _) in piece.match_indices("-----BEGIN ") {
-                if let Some(f) = rules::private_key_at(text, offset + pos) {
-                    push(f, rule.spec.priority);
-                }
-            }
+    let Matcher::Regex(re) = &rule.matcher else { return };
+    for caps in re.captures_iter(piece) {
+        if let Some(f) = rules::accept(rule.spec, text, &caps, offset) {
+            out.push(Candidate {
+                start: f.start,
+                end: f.end,
+                kind: KindRef::Builtin(f.kind),
+                label: Label::Secret,
+                priority: rule.spec.priority,
+            });
         }
     }
 }
@@ -735,6 +747,10 @@ fn redact_text(s: &str, found: &[Match]) -> String {
 
 /// RFC 6901: `~` → `~0`, `/` → `~1`.
 fn push_pointer_token(path: &mut String, key: &str) {
+    if !key.contains(['~', '/']) {
+        path.push_str(key);
+        return;
+    }
     for ch in key.chars() {
         match ch {
             '~' => path.push_str("~0"),

@@ -24,7 +24,7 @@ fn is_alnum(b: u8) -> bool {
 
 /// Words that make a bare number a phone number or an SSN.
 fn has_context(text: &str, start: usize, key: Option<&str>, words: &[&str]) -> bool {
-    let from = super::text::floor_boundary(text, start.saturating_sub(48));
+    let from = super::text::floor_boundary(text, start.saturating_sub(24));
     let window = text.get(from..start).unwrap_or("").to_ascii_lowercase();
     let key = key.unwrap_or("").to_ascii_lowercase();
     words.iter().any(|w| window.contains(w) || key.contains(w))

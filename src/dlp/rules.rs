@@ -61,8 +61,6 @@ pub enum Check {
     Random,
     /// Slack token structure: dash-separated segments, random last segment.
     Slack,
-    /// `identifier <op> value` where the identifier names a secret.
-    Assignment,
     /// `key="SmtpPassword" value="…"` (XML/.config settings).
     XmlAssignment,
     /// First participating group is a strong password.
@@ -71,8 +69,6 @@ pub enum Check {
     AuthHeader,
     /// `curl -u user:password`.
     CurlUser,
-    /// `scheme://user:password@host`.
-    UrlCredential,
     /// `SUMO_ACCESS_ID/KEY = …`.
     Sumo,
 }
@@ -84,6 +80,12 @@ pub enum Native {
     Jwt,
     /// PEM/OpenSSH/PGP private key block with a real body.
     PrivateKey,
+    /// `identifier <op> value` where the identifier names a secret.
+    Assignment,
+    /// Prose: "… and pass 1ThQgdwWYpVoaOnSDu", "password is …".
+    ProsePassword,
+    /// `scheme://user:password@host`.
+    UrlCredential,
 }
 
 #[derive(Debug)]
@@ -692,12 +694,9 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         kind: "basic_auth_url",
         triggers: &["://"],
         word_start: false,
-        pattern: r#"([A-Za-z][A-Za-z0-9+.\-]{1,30})://([^\s:/?#@"'<>\[\]]{1,128}):([^\s/?#@"'<>]{1,256})@"#,
-        back: 32,
-        ahead: 400,
+        native: Some(Native::UrlCredential),
         before: Edge::None,
         after: Edge::None,
-        check: Check::UrlCredential,
         priority: 1,
         ..BASE
     },
@@ -717,7 +716,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
     // <add key="SmtpPassword" value="…"/> and similar settings files.
     RuleSpec {
         kind: "password",
-        triggers: &["value"],
+        triggers: &["value=", "value ="],
         word_start: false,
         pattern: r#"(?i)(?:key|name)[ \t]*=[ \t]*["']([A-Za-z0-9_.\-]*(?:pass|pwd|secret|token|key|credential)[A-Za-z0-9_.\-]*)["'][ \t]+value[ \t]*=[ \t]*["']([^"'\n]{1,256})["']"#,
         back: 200,
@@ -731,22 +730,11 @@ pub static SECRET_RULES: &[RuleSpec] = &[
     // identifier <op> value, where the identifier names a password/secret/token/key.
     RuleSpec {
         kind: "generic_secret",
-        triggers: &[
-            "pass",
-            "pwd",
-            "secret",
-            "token",
-            "key",
-            "credential",
-            "auth",
-        ],
+        triggers: &["pass", "pwd", "secret", "token", "key", "credential", "auth"],
         word_start: false,
-        pattern: r#"(?i)([A-Za-z0-9_.\-]{0,40}(?:pass|pwd|secret|token|key|credential|auth)[A-Za-z0-9_.\-]{0,40})["']?[ \t]*(===?|!==?|:=|=>|=|:|\()[ \t]*"#,
-        back: 48,
-        ahead: 64,
+        native: Some(Native::Assignment),
         before: Edge::None,
         after: Edge::None,
-        check: Check::Assignment,
         priority: 2,
         ..BASE
     },
@@ -755,11 +743,9 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         kind: "password",
         triggers: &["pass", "pwd"],
         word_start: true,
-        pattern: r#"(?i)(?:password|passwd|passphrase|pass|pwd)[ \t]+(?:is[ \t]+|was[ \t]+)?([^\s'"]{8,128})"#,
-        ahead: 160,
-        before: Edge::Word,
+        native: Some(Native::ProsePassword),
+        before: Edge::None,
         after: Edge::None,
-        check: Check::Password,
         priority: 3,
         ..BASE
     },
@@ -844,10 +830,8 @@ pub fn accept(spec: &RuleSpec, text: &str, caps: &Captures, offset: usize) -> Op
                 kind,
             })
         }
-        Check::Assignment => assignment(text, caps, offset),
         Check::AuthHeader => auth_header(text, caps, mend),
         Check::CurlUser => curl_user(text, mend),
-        Check::UrlCredential => url_credential(caps, offset),
     }
 }
 
@@ -913,30 +897,44 @@ const SUFFIXES: &[&str] = &[
     "text",
 ];
 
+/// Case-insensitive: does `word` (lower-case) occur in `hay` at `i`?
+fn word_at(hay: &[u8], i: usize, word: &[u8]) -> bool {
+    hay.get(i..i + word.len()).is_some_and(|s| s.eq_ignore_ascii_case(word))
+}
+
+fn contains_word(hay: &[u8], word: &[u8]) -> bool {
+    (0..hay.len()).any(|i| word_at(hay, i, word))
+}
+
 /// Classify an identifier such as `DB_PASSWORD`, `client_secret`, `X-API-Key`.
+/// Byte comparisons only: this runs for every object key and every trigger.
 pub fn classify_identifier(id: &str) -> Option<(SecretWord, &'static str)> {
-    let l = id
-        .trim_matches(|c| c == '"' || c == '\'')
-        .to_ascii_lowercase();
-    if PUBLIC_WORDS.iter().any(|w| l.contains(w)) {
-        return None;
-    }
+    let l = id.trim_matches(|c| c == '"' || c == '\'').as_bytes();
     // The secret word that ends last decides (`password_reset_token_ttl` → token).
     let mut best: Option<(usize, usize, SecretWord)> = None;
-    for (w, kind) in SECRET_WORDS {
-        if let Some(pos) = l.rfind(w) {
-            let end = pos + w.len();
-            if best.map_or(true, |(e, len, _)| end > e || (end == e && w.len() > len)) {
-                best = Some((end, w.len(), *kind));
+    for i in 0..l.len() {
+        let first = at(l, i).to_ascii_lowercase();
+        if !matches!(first, b'p' | b's' | b't' | b'a' | b'k' | b'c') {
+            continue;
+        }
+        for (w, kind) in SECRET_WORDS {
+            let wb = w.as_bytes();
+            if wb.first() == Some(&first) && word_at(l, i, wb) {
+                let end = i + wb.len();
+                if best.map_or(true, |(e, len, _)| end > e || (end == e && wb.len() > len)) {
+                    best = Some((end, wb.len(), *kind));
+                }
             }
         }
     }
     let (end, _, word) = best?;
-    let rest = l.get(end..)?;
-    let ok = rest
-        .split(['_', '-', '.'])
-        .filter(|p| !p.is_empty())
-        .all(|p| SUFFIXES.contains(&p) || p.bytes().all(|b| b.is_ascii_digit()));
+    if PUBLIC_WORDS.iter().any(|w| contains_word(l, w.as_bytes())) {
+        return None;
+    }
+    let rest = std::str::from_utf8(l.get(end..)?).ok()?;
+    let ok = rest.split(['_', '-', '.']).filter(|p| !p.is_empty()).all(|p| {
+        SUFFIXES.iter().any(|s| p.eq_ignore_ascii_case(s)) || p.bytes().all(|b| b.is_ascii_digit())
+    });
     if !ok {
         return None;
     }
@@ -994,14 +992,47 @@ fn read_value(text: &str, from: usize, quoted_only: bool) -> Option<(usize, usiz
     (len > 0).then_some((from, from + len))
 }
 
-fn assignment(text: &str, caps: &Captures, offset: usize) -> Option<Found> {
-    let id = group(caps, 1)?;
-    let op = group(caps, 2)?;
-    let value_start = offset + caps.get(0)?.end();
+fn is_ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+}
+
+/// `identifier <op> value` around the secret word found at `pos`: the
+/// identifier is the run of `[A-Za-z0-9_.-]` holding it (at most 80 bytes),
+/// the operator one of `= : := => == === != !== (` after an optional closing
+/// quote, the value read by [`read_value`].
+pub fn assignment_at(text: &str, pos: usize) -> Option<Found> {
+    let bytes = text.as_bytes();
+    let mut s = pos;
+    while s > 0 && pos - s < 40 && is_ident_byte(at(bytes, s - 1)) {
+        s -= 1;
+    }
+    let mut e = pos;
+    while e < bytes.len() && e - pos < 80 && is_ident_byte(at(bytes, e)) {
+        e += 1;
+    }
+    let id = text.get(s..e)?;
+    let mut i = e;
+    if matches!(at(bytes, i), b'"' | b'\'') {
+        i += 1;
+    }
+    while matches!(at(bytes, i), b' ' | b'\t') {
+        i += 1;
+    }
+    let op_len = [&b"==="[..], b"!==", b"==", b"!=", b":=", b"=>", b"=", b":", b"("]
+        .iter()
+        .find(|op| bytes.get(i..i + op.len()) == Some(*op))
+        .map(|op| op.len())?;
+    let quoted_only = matches!(at(bytes, i), b'(' | b'!') || (at(bytes, i) == b'=' && at(bytes, i + 1) == b'=');
+    i += op_len;
+    // `::` (C++/Rust paths) and `=>` arrows into code are not assignments of literals.
+    if at(bytes, i) == b':' {
+        return None;
+    }
+    while matches!(at(bytes, i), b' ' | b'\t') {
+        i += 1;
+    }
     let (word, mut kind) = classify_identifier(id)?;
-    // Comparisons and constructor calls only count with a literal string.
-    let quoted_only = matches!(op, "(" | "==" | "===" | "!=" | "!==");
-    let (start, end) = read_value(text, value_start, quoted_only)?;
+    let (start, end) = read_value(text, i, quoted_only)?;
     let value = text.get(start..end)?;
     if !value_ok(word, id, value) {
         return None;
@@ -1010,6 +1041,41 @@ fn assignment(text: &str, caps: &Captures, offset: usize) -> Option<Found> {
         kind = "aws_secret_key";
     }
     Some(Found { start, end, kind })
+}
+
+/// Prose: the whole word `password`/`passwd`/`passphrase`/`pass`/`pwd` at `pos`,
+/// optionally "is"/"was", then a strong password.
+pub fn prose_password_at(text: &str, pos: usize) -> Option<Found> {
+    let bytes = text.as_bytes();
+    let wlen = super::text::run_len(bytes, pos, |b| b.is_ascii_alphabetic());
+    let word = text.get(pos..pos + wlen)?.to_ascii_lowercase();
+    if !matches!(word.as_str(), "password" | "passwd" | "passphrase" | "pass" | "pwd") {
+        return None;
+    }
+    let mut i = pos + wlen;
+    let skip_blanks = |mut i: usize| {
+        while matches!(at(bytes, i), b' ' | b'\t') {
+            i += 1;
+        }
+        i
+    };
+    let gap = skip_blanks(i);
+    if gap == i {
+        return None;
+    }
+    i = gap;
+    for filler in ["is", "was"] {
+        let flen = filler.len();
+        if text.get(i..i + flen).is_some_and(|w| w.eq_ignore_ascii_case(filler)) && matches!(at(bytes, i + flen), b' ' | b'\t') {
+            i = skip_blanks(i + flen);
+        }
+    }
+    let vlen = super::text::run_len(bytes, i, |b| !b.is_ascii_whitespace() && b != b'"' && b != b'\'');
+    if !(8..=128).contains(&vlen) {
+        return None;
+    }
+    let value = text.get(i..i + vlen)?;
+    is_strong_password(value).then_some(Found { start: i, end: i + vlen, kind: "password" })
 }
 
 fn auth_header(text: &str, caps: &Captures, value_start: usize) -> Option<Found> {
@@ -1110,32 +1176,36 @@ const DB_SCHEMES: &[&str] = &[
     "memcached",
 ];
 
-fn url_credential(caps: &Captures, offset: usize) -> Option<Found> {
-    let scheme = group(caps, 1)?.to_ascii_lowercase();
-    let user = group(caps, 2)?;
-    let pass = group(caps, 3)?;
-    let m = caps.get(3)?;
-    if is_template(user) || is_template(pass) || is_placeholder(pass) || pass.len() < 6 {
+/// `scheme://user:password@host` around the `://` at `pos`. The password must
+/// not be a template, placeholder or port number, and must mix 2+ classes.
+pub fn url_credential_at(text: &str, pos: usize) -> Option<Found> {
+    let bytes = text.as_bytes();
+    let mut s = pos;
+    while s > 0 && pos - s < 30 && (at(bytes, s - 1).is_ascii_alphanumeric() || matches!(at(bytes, s - 1), b'+' | b'.' | b'-')) {
+        s -= 1;
+    }
+    if s == pos || !at(bytes, s).is_ascii_alphabetic() {
         return None;
     }
-    if pass.bytes().all(|b| b.is_ascii_digit()) {
-        return None; // host:port, not user:password
-    }
-    let c = Classes::of(pass);
-    if c.count() < 2 {
+    let scheme = text.get(s..pos)?.to_ascii_lowercase();
+    let ui_start = pos + 3;
+    let stop = |b: u8| b.is_ascii_whitespace() || matches!(b, b'/' | b'?' | b'#' | b'@' | b'"' | b'\'' | b'<' | b'>');
+    let ui_len = super::text::run_len(bytes, ui_start, |b| !stop(b));
+    if ui_len > 384 || at(bytes, ui_start + ui_len) != b'@' {
         return None;
     }
+    let userinfo = text.get(ui_start..ui_start + ui_len)?;
+    let (user, pass) = userinfo.split_once(':')?;
+    if user.is_empty() || pass.len() < 6 || is_template(user) || is_template(pass) || is_placeholder(pass) {
+        return None;
+    }
+    if pass.bytes().all(|b| b.is_ascii_digit()) || Classes::of(pass).count() < 2 {
+        return None;
+    }
+    let pass_start = ui_start + user.len() + 1;
     let base = scheme.rsplit(':').next().unwrap_or(scheme.as_str());
-    let kind = if DB_SCHEMES.contains(&base) {
-        "db_url_with_password"
-    } else {
-        "basic_auth_url"
-    };
-    Some(Found {
-        start: offset + m.start(),
-        end: offset + m.end(),
-        kind,
-    })
+    let kind = if DB_SCHEMES.contains(&base) { "db_url_with_password" } else { "basic_auth_url" };
+    Some(Found { start: pass_start, end: pass_start + pass.len(), kind })
 }
 
 /// JWT: `header.payload[.signature]`, base64url segments, the header decoding to

@@ -23,14 +23,17 @@ pub fn decode_b64std(s: &str) -> Option<Vec<u8>> {
     B64STD.decode(s).ok()
 }
 
+#[inline(always)]
 pub fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
+#[inline(always)]
 pub fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
 
+#[inline(always)]
 pub fn is_b64_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-')
 }
@@ -296,11 +299,13 @@ pub fn run_len(bytes: &[u8], from: usize, pred: impl Fn(u8) -> bool) -> usize {
 }
 
 /// Byte at `i`, or 0 outside the text (0 is never a token character).
+#[inline(always)]
 pub fn at(bytes: &[u8], i: usize) -> u8 {
     bytes.get(i).copied().unwrap_or(0)
 }
 
 /// Byte before `i`, or 0 at the start.
+#[inline(always)]
 pub fn before(bytes: &[u8], i: usize) -> u8 {
     if i == 0 {
         0
