@@ -278,7 +278,12 @@ impl Prefilter {
                 }
             }
         }
-        Ok(Prefilter { bits, pair, lists, literals })
+        Ok(Prefilter {
+            bits,
+            pair,
+            lists,
+            literals,
+        })
     }
 }
 
@@ -403,7 +408,8 @@ impl Scanner {
                 end: f.end,
                 kind: KindRef::Builtin(f.kind),
                 label: Label::Pii,
-                priority: 1,
+                // A secret overlapping personal data wins: it is the graver leak.
+                priority: 4,
             }));
         }
         for (ci, c) in self.custom.iter().enumerate() {
@@ -439,8 +445,16 @@ impl Scanner {
         for (i, &c) in bytes.iter().enumerate() {
             let next = bytes.get(i + 1).copied().unwrap_or(0);
             let key = pair_key(c, next);
-            let maybe = self.pre.bits.get(key / 64).is_some_and(|w| w & (1 << (key % 64)) != 0);
-            let slot = if maybe { self.pre.pair.get(key).copied().unwrap_or(0) } else { 0 };
+            let maybe = self
+                .pre
+                .bits
+                .get(key / 64)
+                .is_some_and(|w| w & (1 << (key % 64)) != 0);
+            let slot = if maybe {
+                self.pre.pair.get(key).copied().unwrap_or(0)
+            } else {
+                0
+            };
             if slot != 0 {
                 for &li in self
                     .pre
@@ -461,7 +475,10 @@ impl Scanner {
                     for &ri in &lit.rules {
                         match self.rules.get(usize::from(ri)) {
                             // Code matchers judge each trigger where it stands.
-                            Some(CompiledRule { matcher: Matcher::Native(native), spec }) => {
+                            Some(CompiledRule {
+                                matcher: Matcher::Native(native),
+                                spec,
+                            }) => {
                                 if let Some(f) = native_at(*native, text, i) {
                                     out.push(Candidate {
                                         start: f.start,
@@ -690,7 +707,9 @@ fn native_at(native: rules::Native, text: &str, pos: usize) -> Option<rules::Fou
 }
 
 fn run_rule(rule: &CompiledRule, text: &str, offset: usize, piece: &str, out: &mut Vec<Candidate>) {
-    let Matcher::Regex(re) = &rule.matcher else { return };
+    let Matcher::Regex(re) = &rule.matcher else {
+        return;
+    };
     for caps in re.captures_iter(piece) {
         if let Some(f) = rules::accept(rule.spec, text, &caps, offset) {
             out.push(Candidate {

@@ -503,6 +503,20 @@ fn email_at(bytes: &[u8], at_pos: usize) -> Option<PiiFound> {
     if matches!(pre, b':' | b'/' | b'@') || local_byte(pre) {
         return None;
     }
+    // Still inside a URL's user-info (`scheme://user:pa!ss@host`)?
+    let word_start = bytes
+        .get(..s)
+        .and_then(|h| {
+            h.iter()
+                .rposition(|b| b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b'<' | b'('))
+        })
+        .map_or(0, |p| p + 1);
+    if bytes
+        .get(word_start.max(s.saturating_sub(256))..s)
+        .is_some_and(|w| w.windows(3).any(|x| x == b"://"))
+    {
+        return None;
+    }
     // Domain: labels of [A-Za-z0-9-], dot-separated.
     let mut e = at_pos + 1;
     let mut labels: Vec<(usize, usize)> = Vec::new();

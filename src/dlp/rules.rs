@@ -730,7 +730,15 @@ pub static SECRET_RULES: &[RuleSpec] = &[
     // identifier <op> value, where the identifier names a password/secret/token/key.
     RuleSpec {
         kind: "generic_secret",
-        triggers: &["pass", "pwd", "secret", "token", "key", "credential", "auth"],
+        triggers: &[
+            "pass",
+            "pwd",
+            "secret",
+            "token",
+            "key",
+            "credential",
+            "auth",
+        ],
         word_start: false,
         native: Some(Native::Assignment),
         before: Edge::None,
@@ -899,7 +907,8 @@ const SUFFIXES: &[&str] = &[
 
 /// Case-insensitive: does `word` (lower-case) occur in `hay` at `i`?
 fn word_at(hay: &[u8], i: usize, word: &[u8]) -> bool {
-    hay.get(i..i + word.len()).is_some_and(|s| s.eq_ignore_ascii_case(word))
+    hay.get(i..i + word.len())
+        .is_some_and(|s| s.eq_ignore_ascii_case(word))
 }
 
 fn contains_word(hay: &[u8], word: &[u8]) -> bool {
@@ -932,9 +941,13 @@ pub fn classify_identifier(id: &str) -> Option<(SecretWord, &'static str)> {
         return None;
     }
     let rest = std::str::from_utf8(l.get(end..)?).ok()?;
-    let ok = rest.split(['_', '-', '.']).filter(|p| !p.is_empty()).all(|p| {
-        SUFFIXES.iter().any(|s| p.eq_ignore_ascii_case(s)) || p.bytes().all(|b| b.is_ascii_digit())
-    });
+    let ok = rest
+        .split(['_', '-', '.'])
+        .filter(|p| !p.is_empty())
+        .all(|p| {
+            SUFFIXES.iter().any(|s| p.eq_ignore_ascii_case(s))
+                || p.bytes().all(|b| b.is_ascii_digit())
+        });
     if !ok {
         return None;
     }
@@ -1018,11 +1031,22 @@ pub fn assignment_at(text: &str, pos: usize) -> Option<Found> {
     while matches!(at(bytes, i), b' ' | b'\t') {
         i += 1;
     }
-    let op_len = [&b"==="[..], b"!==", b"==", b"!=", b":=", b"=>", b"=", b":", b"("]
-        .iter()
-        .find(|op| bytes.get(i..i + op.len()) == Some(*op))
-        .map(|op| op.len())?;
-    let quoted_only = matches!(at(bytes, i), b'(' | b'!') || (at(bytes, i) == b'=' && at(bytes, i + 1) == b'=');
+    let op_len = [
+        &b"==="[..],
+        b"!==",
+        b"==",
+        b"!=",
+        b":=",
+        b"=>",
+        b"=",
+        b":",
+        b"(",
+    ]
+    .iter()
+    .find(|op| bytes.get(i..i + op.len()) == Some(*op))
+    .map(|op| op.len())?;
+    let quoted_only =
+        matches!(at(bytes, i), b'(' | b'!') || (at(bytes, i) == b'=' && at(bytes, i + 1) == b'=');
     i += op_len;
     // `::` (C++/Rust paths) and `=>` arrows into code are not assignments of literals.
     if at(bytes, i) == b':' {
@@ -1049,7 +1073,10 @@ pub fn prose_password_at(text: &str, pos: usize) -> Option<Found> {
     let bytes = text.as_bytes();
     let wlen = super::text::run_len(bytes, pos, |b| b.is_ascii_alphabetic());
     let word = text.get(pos..pos + wlen)?.to_ascii_lowercase();
-    if !matches!(word.as_str(), "password" | "passwd" | "passphrase" | "pass" | "pwd") {
+    if !matches!(
+        word.as_str(),
+        "password" | "passwd" | "passphrase" | "pass" | "pwd"
+    ) {
         return None;
     }
     let mut i = pos + wlen;
@@ -1066,16 +1093,26 @@ pub fn prose_password_at(text: &str, pos: usize) -> Option<Found> {
     i = gap;
     for filler in ["is", "was"] {
         let flen = filler.len();
-        if text.get(i..i + flen).is_some_and(|w| w.eq_ignore_ascii_case(filler)) && matches!(at(bytes, i + flen), b' ' | b'\t') {
+        if text
+            .get(i..i + flen)
+            .is_some_and(|w| w.eq_ignore_ascii_case(filler))
+            && matches!(at(bytes, i + flen), b' ' | b'\t')
+        {
             i = skip_blanks(i + flen);
         }
     }
-    let vlen = super::text::run_len(bytes, i, |b| !b.is_ascii_whitespace() && b != b'"' && b != b'\'');
+    let vlen = super::text::run_len(bytes, i, |b| {
+        !b.is_ascii_whitespace() && b != b'"' && b != b'\''
+    });
     if !(8..=128).contains(&vlen) {
         return None;
     }
     let value = text.get(i..i + vlen)?;
-    is_strong_password(value).then_some(Found { start: i, end: i + vlen, kind: "password" })
+    is_strong_password(value).then_some(Found {
+        start: i,
+        end: i + vlen,
+        kind: "password",
+    })
 }
 
 fn auth_header(text: &str, caps: &Captures, value_start: usize) -> Option<Found> {
@@ -1181,7 +1218,11 @@ const DB_SCHEMES: &[&str] = &[
 pub fn url_credential_at(text: &str, pos: usize) -> Option<Found> {
     let bytes = text.as_bytes();
     let mut s = pos;
-    while s > 0 && pos - s < 30 && (at(bytes, s - 1).is_ascii_alphanumeric() || matches!(at(bytes, s - 1), b'+' | b'.' | b'-')) {
+    while s > 0
+        && pos - s < 30
+        && (at(bytes, s - 1).is_ascii_alphanumeric()
+            || matches!(at(bytes, s - 1), b'+' | b'.' | b'-'))
+    {
         s -= 1;
     }
     if s == pos || !at(bytes, s).is_ascii_alphabetic() {
@@ -1189,14 +1230,22 @@ pub fn url_credential_at(text: &str, pos: usize) -> Option<Found> {
     }
     let scheme = text.get(s..pos)?.to_ascii_lowercase();
     let ui_start = pos + 3;
-    let stop = |b: u8| b.is_ascii_whitespace() || matches!(b, b'/' | b'?' | b'#' | b'@' | b'"' | b'\'' | b'<' | b'>');
+    let stop = |b: u8| {
+        b.is_ascii_whitespace()
+            || matches!(b, b'/' | b'?' | b'#' | b'@' | b'"' | b'\'' | b'<' | b'>')
+    };
     let ui_len = super::text::run_len(bytes, ui_start, |b| !stop(b));
     if ui_len > 384 || at(bytes, ui_start + ui_len) != b'@' {
         return None;
     }
     let userinfo = text.get(ui_start..ui_start + ui_len)?;
     let (user, pass) = userinfo.split_once(':')?;
-    if user.is_empty() || pass.len() < 6 || is_template(user) || is_template(pass) || is_placeholder(pass) {
+    if user.is_empty()
+        || pass.len() < 6
+        || is_template(user)
+        || is_template(pass)
+        || is_placeholder(pass)
+    {
         return None;
     }
     if pass.bytes().all(|b| b.is_ascii_digit()) || Classes::of(pass).count() < 2 {
@@ -1204,8 +1253,16 @@ pub fn url_credential_at(text: &str, pos: usize) -> Option<Found> {
     }
     let pass_start = ui_start + user.len() + 1;
     let base = scheme.rsplit(':').next().unwrap_or(scheme.as_str());
-    let kind = if DB_SCHEMES.contains(&base) { "db_url_with_password" } else { "basic_auth_url" };
-    Some(Found { start: pass_start, end: pass_start + pass.len(), kind })
+    let kind = if DB_SCHEMES.contains(&base) {
+        "db_url_with_password"
+    } else {
+        "basic_auth_url"
+    };
+    Some(Found {
+        start: pass_start,
+        end: pass_start + pass.len(),
+        kind,
+    })
 }
 
 /// JWT: `header.payload[.signature]`, base64url segments, the header decoding to
