@@ -3,6 +3,7 @@
 mod audit_cmd;
 mod collector;
 mod policy_cmd;
+mod scan;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -30,6 +31,10 @@ enum Cmd {
     HashKey(policy_cmd::HashKeyArgs),
     /// Print the Envoy HTTP filter config with the policy embedded.
     EnvoyConfig(policy_cmd::EnvoyConfigArgs),
+    /// Scan {"id","text"} JSON lines from stdin with the filter's DLP detectors.
+    Scan(scan::ScanArgs),
+    /// Measure DLP scanning throughput on generated JSON payloads.
+    BenchDlp(scan::BenchArgs),
     /// Receive audit events over HTTP and append them durably to an NDJSON file.
     Collector(collector::CollectorArgs),
     /// Verify or read a collected audit trail.
@@ -46,6 +51,8 @@ fn main() -> ExitCode {
         Cmd::Test(a) => policy_cmd::test(a),
         Cmd::HashKey(a) => policy_cmd::hash_key(a),
         Cmd::EnvoyConfig(a) => policy_cmd::envoy_config(a),
+        Cmd::Scan(args) => scan::run(args),
+        Cmd::BenchDlp(args) => scan::bench(args),
         Cmd::Collector(args) => collector::run(args),
         Cmd::Audit { cmd } => audit_cmd::run(cmd),
     }

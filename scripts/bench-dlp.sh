@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# DLP scanning throughput, natively, on deterministic JSON argument payloads
+# (1 KB, 64 KB, 1 MB; clean and dirty). Not a test: numbers go to docs/dlp.md.
+#
+#   scripts/bench-dlp.sh            # the shipped release profile (opt-level "z", as for the wasm)
+#   OPT3=1 scripts/bench-dlp.sh     # same code at opt-level 3, in a separate target dir
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_CASE="${SECONDS_PER_CASE:-1}"
+if [[ "${OPT3:-0}" == "1" ]]; then
+  export CARGO_PROFILE_RELEASE_OPT_LEVEL=3
+  TARGET_DIR="${TARGET_DIR:-target/opt3}"
+else
+  TARGET_DIR="${TARGET_DIR:-target}"
+fi
+cargo build --quiet --release -p mcp-firewall-cli --target-dir "$TARGET_DIR"
+echo "# $(uname -m), $(nproc) cores, opt-level ${CARGO_PROFILE_RELEASE_OPT_LEVEL:-z (shipped profile)}"
+"$TARGET_DIR/release/mcp-firewall" bench-dlp --seconds "$SECONDS_PER_CASE"

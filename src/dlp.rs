@@ -1,1 +1,0 @@
-//! DLP detectors (owned by the DLP work).

@@ -1,0 +1,962 @@
+//! Data-loss prevention: find secrets and personal data in MCP arguments and
+//! results, and block, redact or flag them (POLICY.md, `dlp`).
+//!
+//! # How a string is scanned
+//!
+//! 1. **Prefilter** (one pass, every byte): a 64 Ki-entry table indexed by each
+//!    pair of lower-cased bytes points at the trigger literals that start with
+//!    that pair (`ghp_`, `akia`, `xox…`, `-----begin`, `password`, `://`, …).
+//!    A verified trigger opens a small window (`back`/`ahead` bytes, per rule)
+//!    in which only that rule's regex runs. The same pass tracks token runs so
+//!    the Discord token, which has no literal, triggers on its first `.`.
+//! 2. **Regexes** (`regex-lite`, compiled once in [`compile`]) run on merged
+//!    windows only; boundaries and exclusions are checked in code afterwards
+//!    against the whole text (regex-lite has no lookaround).
+//! 3. **Personal data** is found by code in one more linear pass: digit
+//!    clusters (cards with Luhn + brand, SSN rules, phones), IBANs (mod-97 and
+//!    per-country length), and e-mail addresses around each `@`.
+//! 4. Overlapping matches are resolved by rule priority (exact formats first),
+//!    then length, then position: the result is sorted and non-overlapping.
+//!
+//! # Scan cap, failing closed
+//!
+//! No string is ever skipped or truncated: every byte goes through the
+//! prefilter and the personal-data pass, both linear. What is capped is the
+//! regex work: a merged window is cut into pieces of at most [`WINDOW_MAX`]
+//! bytes that overlap by [`WINDOW_OVERLAP`] (longer than any built-in token
+//! format), and custom detectors, which have no prefilter, run over the whole
+//! string in pieces of [`CUSTOM_WINDOW`] bytes overlapping by
+//! [`CUSTOM_OVERLAP`]. A custom match longer than the overlap that straddles a
+//! cut is still reported (as its truncated part), never dropped. Bodies
+//! themselves are bounded by `limits.max_request_bytes`/`max_response_bytes`.
+//!
+//! # Never leaking what was found
+//!
+//! [`Match`] and [`Finding`] carry a kind, a label and a position or JSON
+//! pointer, never the text; their `Debug` output is therefore safe to log.
+
+mod pii;
+mod rules;
+mod text;
+
+use crate::policy::reader::{index, type_name, Errors, ObjReader};
+use regex_lite::{Regex, RegexBuilder};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// What to do with a message that carries sensitive data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Refuse the message (requests: JSON-RPC -32013 with kinds and paths).
+    Block,
+    /// Replace each match with `[REDACTED:<kind>]` and let the message through.
+    Redact,
+    /// Let it through unchanged; audit the findings.
+    Flag,
+    /// Do not scan.
+    Off,
+}
+
+impl Action {
+    const NAMES: &'static [&'static str] = &["block", "redact", "flag", "off"];
+
+    fn from_name(s: &str) -> Action {
+        match s {
+            "block" => Action::Block,
+            "redact" => Action::Redact,
+            "flag" => Action::Flag,
+            _ => Action::Off,
+        }
+    }
+}
+
+/// The class of sensitive data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Label {
+    Secret,
+    Pii,
+}
+
+impl Label {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Label::Secret => "secret",
+            Label::Pii => "pii",
+        }
+    }
+}
+
+/// One match in a string: byte offsets into the scanned text. No text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Match {
+    pub kind: String,
+    pub label: Label,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// One finding in a JSON value: JSON pointer relative to the scanned root. No text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Finding {
+    pub kind: String,
+    pub label: Label,
+    pub path: String,
+}
+
+/// The compiled `dlp` section.
+#[derive(Debug)]
+pub struct DlpPolicy {
+    pub requests: Action,
+    pub responses: Action,
+    pub exempt_tools: Vec<String>,
+    pub scanner: Scanner,
+}
+
+impl DlpPolicy {
+    /// Whether tool `name` is exempt from argument and result scanning
+    /// (exact name, or a pattern with `*`/`?`).
+    pub fn is_exempt(&self, name: &str) -> bool {
+        self.exempt_tools
+            .iter()
+            .any(|p| glob_match(p.as_bytes(), name.as_bytes()))
+    }
+}
+
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    // Iterative wildcard match with single-star backtracking: linear in practice.
+    let (mut p, mut n) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, n));
+                p += 1;
+            }
+            Some(c) if *c == b'?' || Some(c) == name.get(n) => {
+                p += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    p = sp + 1;
+                    n = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern
+        .get(p..)
+        .is_some_and(|rest| rest.iter().all(|c| *c == b'*'))
+}
+
+/// Largest piece of a merged prefilter window one regex call sees.
+pub const WINDOW_MAX: usize = 16 * 1024;
+/// Overlap between consecutive pieces: longer than any built-in token format.
+pub const WINDOW_OVERLAP: usize = 4 * 1024;
+/// Piece size for custom detectors, which run over the whole string.
+pub const CUSTOM_WINDOW: usize = 64 * 1024;
+/// Overlap between custom-detector pieces.
+pub const CUSTOM_OVERLAP: usize = 4 * 1024;
+/// Compiled-program budget for one custom pattern: refuses patterns like
+/// `(a{1000}){1000}` at configure time.
+pub const CUSTOM_SIZE_LIMIT: usize = 256 * 1024;
+
+/// A policy-defined detector (`dlp.custom[]`).
+pub struct CustomDetector {
+    id: String,
+    label: Label,
+    regex: Regex,
+}
+
+impl CustomDetector {
+    /// Compile a custom pattern; the error says why (never echoes matched text,
+    /// only the pattern author's own pattern).
+    pub fn new(id: &str, pattern: &str, label: Label) -> Result<CustomDetector, String> {
+        let regex = RegexBuilder::new(pattern)
+            .size_limit(CUSTOM_SIZE_LIMIT)
+            .nest_limit(32)
+            .build()
+            .map_err(|e| format!("invalid regular expression: {e}"))?;
+        if regex.is_match("") {
+            return Err("pattern matches the empty string, so it would match everywhere".into());
+        }
+        Ok(CustomDetector {
+            id: id.to_owned(),
+            label,
+            regex,
+        })
+    }
+}
+
+impl fmt::Debug for CustomDetector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CustomDetector")
+            .field("id", &self.id)
+            .field("label", &self.label)
+            .finish()
+    }
+}
+
+enum Matcher {
+    Regex(Regex),
+    Native(rules::Native),
+}
+
+struct CompiledRule {
+    spec: &'static rules::RuleSpec,
+    matcher: Matcher,
+}
+
+struct Literal {
+    bytes: Vec<u8>,
+    word_start: bool,
+    rules: Vec<u16>,
+}
+
+/// Pair-indexed trigger table (see the module documentation).
+struct Prefilter {
+    /// One bit per byte pair: 8 KiB, stays in L1 cache; most pairs miss here.
+    bits: Vec<u64>,
+    pair: Vec<u16>,
+    lists: Vec<Vec<u16>>,
+    literals: Vec<Literal>,
+}
+
+impl Prefilter {
+    fn build(rules: &[CompiledRule]) -> Result<Prefilter, String> {
+        let mut literals: Vec<Literal> = Vec::new();
+        for (ri, r) in rules.iter().enumerate() {
+            let ri = u16::try_from(ri).map_err(|_| "too many rules".to_string())?;
+            for t in r.spec.triggers {
+                let bytes = t.as_bytes().to_ascii_lowercase();
+                if bytes.len() < 2 {
+                    return Err(format!(
+                        "trigger {t:?} of {} is shorter than 2 bytes",
+                        r.spec.kind
+                    ));
+                }
+                match literals
+                    .iter_mut()
+                    .find(|l| l.bytes == bytes && l.word_start == r.spec.word_start)
+                {
+                    Some(l) => l.rules.push(ri),
+                    None => literals.push(Literal {
+                        bytes,
+                        word_start: r.spec.word_start,
+                        rules: vec![ri],
+                    }),
+                }
+            }
+        }
+        let mut pair = vec![0u16; 1 << 16];
+        let mut lists: Vec<Vec<u16>> = vec![Vec::new()];
+        for (li, l) in literals.iter().enumerate() {
+            let li = u16::try_from(li).map_err(|_| "too many triggers".to_string())?;
+            let key = pair_key(
+                l.bytes.first().copied().unwrap_or(0),
+                l.bytes.get(1).copied().unwrap_or(0),
+            );
+            let slot = pair.get_mut(key).ok_or("pair key out of range")?;
+            if *slot == 0 {
+                *slot =
+                    u16::try_from(lists.len()).map_err(|_| "too many trigger pairs".to_string())?;
+                lists.push(Vec::new());
+            }
+            lists
+                .get_mut(usize::from(*slot))
+                .ok_or("pair list missing")?
+                .push(li);
+        }
+        let mut bits = vec![0u64; (1 << 16) / 64];
+        for (key, slot) in pair.iter().enumerate() {
+            if *slot != 0 {
+                if let Some(w) = bits.get_mut(key / 64) {
+                    *w |= 1 << (key % 64);
+                }
+            }
+        }
+        Ok(Prefilter {
+            bits,
+            pair,
+            lists,
+            literals,
+        })
+    }
+}
+
+#[inline(always)]
+fn pair_key(a: u8, b: u8) -> usize {
+    (usize::from(a.to_ascii_lowercase()) << 8) | usize::from(b.to_ascii_lowercase())
+}
+
+/// The compiled detectors: built-in secrets and personal data, plus custom ones.
+pub struct Scanner {
+    rules: Vec<CompiledRule>,
+    pre: Prefilter,
+    discord: Option<u16>,
+    secrets: bool,
+    pii: bool,
+    custom: Vec<CustomDetector>,
+}
+
+impl fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scanner")
+            .field("secret_rules", &self.rules.len())
+            .field("pii", &self.pii)
+            .field("custom", &self.custom)
+            .finish()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum KindRef {
+    Builtin(&'static str),
+    Custom(usize),
+}
+
+#[derive(Clone, Copy)]
+struct Candidate {
+    start: usize,
+    end: usize,
+    kind: KindRef,
+    label: Label,
+    priority: u8,
+}
+
+impl Scanner {
+    /// The built-in detectors. Fails only if a built-in pattern does not compile
+    /// (a bug caught by the unit tests), never on input.
+    pub fn builtin(secrets: bool, pii: bool) -> Result<Scanner, String> {
+        let mut compiled = Vec::new();
+        if secrets {
+            for spec in rules::SECRET_RULES {
+                let matcher = match spec.native {
+                    Some(n) => Matcher::Native(n),
+                    None => Matcher::Regex(
+                        Regex::new(spec.pattern)
+                            .map_err(|e| format!("built-in detector {}: {e}", spec.kind))?,
+                    ),
+                };
+                compiled.push(CompiledRule { spec, matcher });
+            }
+        }
+        let pre = Prefilter::build(&compiled)?;
+        let discord = compiled
+            .iter()
+            .position(|r| r.spec.kind == rules::DISCORD_KIND)
+            .and_then(|i| u16::try_from(i).ok());
+        Ok(Scanner {
+            rules: compiled,
+            pre,
+            discord,
+            secrets,
+            pii,
+            custom: Vec::new(),
+        })
+    }
+
+    /// Add policy-defined detectors.
+    pub fn with_custom(mut self, custom: Vec<CustomDetector>) -> Scanner {
+        self.custom = custom;
+        self
+    }
+
+    /// Every match in `text`: sorted, non-overlapping byte ranges.
+    pub fn scan_text(&self, text: &str) -> Vec<Match> {
+        self.scan_keyed(text, None)
+    }
+
+    /// Like [`Scanner::scan_text`], for a string that is the value of object key
+    /// `key`: `{"password": "…"}` is judged with the key as context.
+    pub fn scan_keyed(&self, text: &str, key: Option<&str>) -> Vec<Match> {
+        self.resolve(self.candidates(text, key))
+            .into_iter()
+            .map(|c| Match {
+                kind: self.kind_name(c.kind).to_owned(),
+                label: c.label,
+                start: c.start,
+                end: c.end,
+            })
+            .collect()
+    }
+
+    fn kind_name(&self, k: KindRef) -> &str {
+        match k {
+            KindRef::Builtin(s) => s,
+            KindRef::Custom(i) => self.custom.get(i).map_or("custom", |c| c.id.as_str()),
+        }
+    }
+
+    fn candidates(&self, text: &str, key: Option<&str>) -> Vec<Candidate> {
+        let mut out = Vec::new();
+        if self.secrets {
+            self.secret_candidates(text, &mut out);
+            if let Some(k) = key {
+                keyed_value(text, k, &mut out);
+            }
+        }
+        if self.pii {
+            let mut found = Vec::new();
+            pii::scan_numbers(text, key, &mut found);
+            pii::scan_emails(text, &mut found);
+            out.extend(found.into_iter().map(|f| Candidate {
+                start: f.start,
+                end: f.end,
+                kind: KindRef::Builtin(f.kind),
+                label: Label::Pii,
+                // A secret overlapping personal data wins: it is the graver leak.
+                priority: 4,
+            }));
+        }
+        for (ci, c) in self.custom.iter().enumerate() {
+            for_each_piece(
+                text,
+                0,
+                text.len(),
+                CUSTOM_WINDOW,
+                CUSTOM_OVERLAP,
+                |offset, piece| {
+                    for m in c.regex.find_iter(piece) {
+                        if m.start() < m.end() {
+                            out.push(Candidate {
+                                start: offset + m.start(),
+                                end: offset + m.end(),
+                                kind: KindRef::Custom(ci),
+                                label: c.label,
+                                priority: 0,
+                            });
+                        }
+                    }
+                },
+            );
+        }
+        out
+    }
+
+    fn secret_candidates(&self, text: &str, out: &mut Vec<Candidate>) {
+        let bytes = text.as_bytes();
+        let n = bytes.len();
+        let mut hits: Vec<(u16, usize, usize)> = Vec::new();
+        let mut run = 0usize;
+        for (i, &c) in bytes.iter().enumerate() {
+            let next = bytes.get(i + 1).copied().unwrap_or(0);
+            let key = pair_key(c, next);
+            let maybe = self
+                .pre
+                .bits
+                .get(key / 64)
+                .is_some_and(|w| w & (1 << (key % 64)) != 0);
+            let slot = if maybe {
+                self.pre.pair.get(key).copied().unwrap_or(0)
+            } else {
+                0
+            };
+            if slot != 0 {
+                for &li in self
+                    .pre
+                    .lists
+                    .get(usize::from(slot))
+                    .map_or(&[][..], |v| v.as_slice())
+                {
+                    let Some(lit) = self.pre.literals.get(usize::from(li)) else {
+                        continue;
+                    };
+                    let len = lit.bytes.len();
+                    let hit = bytes
+                        .get(i..i + len)
+                        .is_some_and(|s| s.eq_ignore_ascii_case(&lit.bytes));
+                    if !hit || (lit.word_start && text::is_word_byte(text::before(bytes, i))) {
+                        continue;
+                    }
+                    for &ri in &lit.rules {
+                        match self.rules.get(usize::from(ri)) {
+                            // Code matchers judge each trigger where it stands.
+                            Some(CompiledRule {
+                                matcher: Matcher::Native(native),
+                                spec,
+                            }) => {
+                                if let Some(f) = native_at(*native, text, i) {
+                                    out.push(Candidate {
+                                        start: f.start,
+                                        end: f.end,
+                                        kind: KindRef::Builtin(f.kind),
+                                        label: Label::Secret,
+                                        priority: spec.priority,
+                                    });
+                                }
+                            }
+                            Some(r) => hits.push((
+                                ri,
+                                i.saturating_sub(r.spec.back),
+                                (i + len + r.spec.ahead).min(n),
+                            )),
+                            None => {}
+                        }
+                    }
+                }
+            }
+            if c == b'.' && (24..=26).contains(&run) {
+                if let Some(d) = self.discord {
+                    hits.push((d, i - run, (i + 80).min(n)));
+                }
+            }
+            run = if text::is_token_byte(c) { run + 1 } else { 0 };
+        }
+        if hits.is_empty() {
+            return;
+        }
+        hits.sort_unstable();
+        let mut k = 0;
+        while let Some(&(ri, mut ws, mut we)) = hits.get(k) {
+            // Merge this rule's overlapping windows, then run it once per merged window.
+            k += 1;
+            while let Some(&(rj, s, e)) = hits.get(k) {
+                if rj != ri || s > we {
+                    break;
+                }
+                we = we.max(e);
+                k += 1;
+            }
+            ws = text::floor_boundary(text, ws);
+            we = text::ceil_boundary(text, we);
+            if let Some(rule) = self.rules.get(usize::from(ri)) {
+                for_each_piece(text, ws, we, WINDOW_MAX, WINDOW_OVERLAP, |offset, piece| {
+                    run_rule(rule, text, offset, piece, out);
+                });
+            }
+        }
+    }
+
+    /// Keep the best of overlapping candidates; return them sorted by start.
+    fn resolve(&self, mut cands: Vec<Candidate>) -> Vec<Candidate> {
+        cands.sort_by(|a, b| {
+            a.priority
+                .cmp(&b.priority)
+                .then((b.end - b.start).cmp(&(a.end - a.start)))
+                .then(a.start.cmp(&b.start))
+        });
+        let mut taken: BTreeMap<usize, Candidate> = BTreeMap::new();
+        for c in cands {
+            if c.start >= c.end {
+                continue;
+            }
+            let clash_before = taken
+                .range(..c.end)
+                .next_back()
+                .is_some_and(|(_, t)| t.end > c.start);
+            if !clash_before {
+                taken.insert(c.start, c);
+            }
+        }
+        taken.into_values().collect()
+    }
+
+    /// Findings in every string value and object key of `v`, recursively.
+    /// Paths are JSON pointers relative to `v`; one finding per (kind, path).
+    pub fn scan_value(&self, v: &Value) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.scan_into(v, &mut String::new(), None, &mut out);
+        dedup(out)
+    }
+
+    fn scan_into(&self, v: &Value, path: &mut String, key: Option<&str>, out: &mut Vec<Finding>) {
+        match v {
+            Value::String(s) => {
+                for m in self.scan_keyed(s, key) {
+                    out.push(Finding {
+                        kind: m.kind,
+                        label: m.label,
+                        path: path.clone(),
+                    });
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push('/');
+                    path.push_str(&i.to_string());
+                    self.scan_into(item, path, None, out);
+                    path.truncate(len);
+                }
+            }
+            Value::Object(map) => {
+                for (k, item) in map {
+                    let len = path.len();
+                    path.push('/');
+                    push_pointer_token(path, k);
+                    for m in self.scan_text(k) {
+                        out.push(Finding {
+                            kind: m.kind,
+                            label: m.label,
+                            path: path.clone(),
+                        });
+                    }
+                    self.scan_into(item, path, Some(k), out);
+                    path.truncate(len);
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+
+    /// Replace every match in string values with `[REDACTED:<kind>]`; an object
+    /// key with a finding is replaced the same way (made unique if needed).
+    /// The value stays valid JSON; returns what was redacted.
+    pub fn redact_value(&self, v: &mut Value) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.redact_into(v, &mut String::new(), None, &mut out);
+        dedup(out)
+    }
+
+    fn redact_into(
+        &self,
+        v: &mut Value,
+        path: &mut String,
+        key: Option<&str>,
+        out: &mut Vec<Finding>,
+    ) {
+        match v {
+            Value::String(s) => {
+                let found = self.scan_keyed(s, key);
+                if !found.is_empty() {
+                    *s = redact_text(s, &found);
+                    out.extend(found.into_iter().map(|m| Finding {
+                        kind: m.kind,
+                        label: m.label,
+                        path: path.clone(),
+                    }));
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    let len = path.len();
+                    path.push('/');
+                    path.push_str(&i.to_string());
+                    self.redact_into(item, path, None, out);
+                    path.truncate(len);
+                }
+            }
+            Value::Object(map) => {
+                let keys: Vec<String> = map.keys().cloned().collect();
+                for k in keys {
+                    let len = path.len();
+                    path.push('/');
+                    push_pointer_token(path, &k);
+                    if let Some(item) = map.get_mut(&k) {
+                        self.redact_into(item, path, Some(&k), out);
+                    }
+                    let found = self.scan_text(&k);
+                    if !found.is_empty() {
+                        out.extend(found.iter().map(|m| Finding {
+                            kind: m.kind.clone(),
+                            label: m.label,
+                            path: path.clone(),
+                        }));
+                        rename_key(map, &k, redact_text(&k, &found));
+                    }
+                    path.truncate(len);
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+}
+
+fn rename_key(map: &mut Map<String, Value>, old: &str, new: String) {
+    let Some(item) = map.remove(old) else { return };
+    let mut name = new.clone();
+    let mut n = 2;
+    while map.contains_key(&name) {
+        name = format!("{new}#{n}");
+        n += 1;
+    }
+    map.insert(name, item);
+}
+
+/// Judge a string by the object key it is the value of (`"password": "…"`).
+fn keyed_value(text: &str, key: &str, out: &mut Vec<Candidate>) {
+    let Some((word, kind)) = rules::classify_identifier(key) else {
+        return;
+    };
+    let trimmed = text.trim();
+    if trimmed.is_empty() || !rules::value_ok(word, key, trimmed) {
+        return;
+    }
+    let start = text.len() - text.trim_start().len();
+    out.push(Candidate {
+        start,
+        end: start + trimmed.len(),
+        kind: KindRef::Builtin(kind),
+        label: Label::Secret,
+        priority: 2,
+    });
+}
+
+fn native_at(native: rules::Native, text: &str, pos: usize) -> Option<rules::Found> {
+    match native {
+        rules::Native::Jwt => rules::jwt_at(text, pos),
+        rules::Native::PrivateKey => rules::private_key_at(text, pos),
+        rules::Native::Assignment => rules::assignment_at(text, pos),
+        rules::Native::ProsePassword => rules::prose_password_at(text, pos),
+        rules::Native::UrlCredential => rules::url_credential_at(text, pos),
+    }
+}
+
+fn run_rule(rule: &CompiledRule, text: &str, offset: usize, piece: &str, out: &mut Vec<Candidate>) {
+    let Matcher::Regex(re) = &rule.matcher else {
+        return;
+    };
+    for caps in re.captures_iter(piece) {
+        if let Some(f) = rules::accept(rule.spec, text, &caps, offset) {
+            out.push(Candidate {
+                start: f.start,
+                end: f.end,
+                kind: KindRef::Builtin(f.kind),
+                label: Label::Secret,
+                priority: rule.spec.priority,
+            });
+        }
+    }
+}
+
+/// Call `f(offset, piece)` for pieces of `text[start..end]` of at most `size`
+/// bytes, consecutive pieces overlapping by `overlap`, cut on char boundaries.
+fn for_each_piece(
+    text: &str,
+    start: usize,
+    end: usize,
+    size: usize,
+    overlap: usize,
+    mut f: impl FnMut(usize, &str),
+) {
+    let mut s = start;
+    loop {
+        let e = text::ceil_boundary(text, (s + size).min(end));
+        if let Some(piece) = text.get(s..e) {
+            f(s, piece);
+        }
+        if e >= end {
+            break;
+        }
+        let next = text::floor_boundary(text, e.saturating_sub(overlap));
+        s = if next > s { next } else { e };
+    }
+}
+
+fn redact_text(s: &str, found: &[Match]) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut last = 0;
+    for m in found {
+        if m.start < last {
+            continue;
+        }
+        out.push_str(s.get(last..m.start).unwrap_or(""));
+        out.push_str("[REDACTED:");
+        out.push_str(&m.kind);
+        out.push(']');
+        last = m.end;
+    }
+    out.push_str(s.get(last..).unwrap_or(""));
+    out
+}
+
+/// RFC 6901: `~` → `~0`, `/` → `~1`.
+fn push_pointer_token(path: &mut String, key: &str) {
+    if !key.contains(['~', '/']) {
+        path.push_str(key);
+        return;
+    }
+    for ch in key.chars() {
+        match ch {
+            '~' => path.push_str("~0"),
+            '/' => path.push_str("~1"),
+            c => path.push(c),
+        }
+    }
+}
+
+fn dedup(mut v: Vec<Finding>) -> Vec<Finding> {
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|f| seen.insert((f.kind.clone(), f.path.clone())));
+    v
+}
+
+/// JSON pointers, relative to a `tools/call` (or `resources/read`) result, of
+/// the parts that carry content: `content[].text`, `content[].resource.text`,
+/// `structuredContent` and `contents[].text`. Binary parts (`data`, `blob`)
+/// are base64 and not scanned.
+fn result_parts(result: &Value) -> Vec<String> {
+    let mut parts = Vec::new();
+    if let Some(Value::Array(items)) = result.get("content") {
+        for (i, item) in items.iter().enumerate() {
+            if item.get("text").is_some_and(Value::is_string) {
+                parts.push(format!("/content/{i}/text"));
+            }
+            if item
+                .get("resource")
+                .and_then(|r| r.get("text"))
+                .is_some_and(Value::is_string)
+            {
+                parts.push(format!("/content/{i}/resource/text"));
+            }
+        }
+    }
+    if result.get("structuredContent").is_some() {
+        parts.push("/structuredContent".to_owned());
+    }
+    if let Some(Value::Array(items)) = result.get("contents") {
+        for (i, item) in items.iter().enumerate() {
+            if item.get("text").is_some_and(Value::is_string) {
+                parts.push(format!("/contents/{i}/text"));
+            }
+        }
+    }
+    parts
+}
+
+fn prefix_findings(prefix: &str, found: Vec<Finding>) -> impl Iterator<Item = Finding> + '_ {
+    found.into_iter().map(move |f| Finding {
+        path: format!("{prefix}{}", f.path),
+        ..f
+    })
+}
+
+/// Findings in the content-carrying parts of a JSON-RPC `result`.
+pub fn scan_result(scanner: &Scanner, result: &Value) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for p in result_parts(result) {
+        if let Some(v) = result.pointer(&p) {
+            out.extend(prefix_findings(&p, scanner.scan_value(v)));
+        }
+    }
+    out
+}
+
+/// Redact the content-carrying parts of a JSON-RPC `result` in place.
+pub fn redact_result(scanner: &Scanner, result: &mut Value) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for p in result_parts(result) {
+        if let Some(v) = result.pointer_mut(&p) {
+            let found = scanner.redact_value(v);
+            out.extend(prefix_findings(&p, found));
+        }
+    }
+    out
+}
+
+/// Compile `$.dlp` (`section` is its value, `None` when absent: requests block,
+/// responses redact, detectors secrets and pii, no custom detectors).
+pub fn compile(section: Option<&Value>, path: &str, errs: &mut Errors) -> Option<DlpPolicy> {
+    let errors_before = errs.0.len();
+    let mut requests = Action::Block;
+    let mut responses = Action::Redact;
+    let mut secrets = true;
+    let mut pii = true;
+    let mut custom = Vec::new();
+    let mut exempt_tools = Vec::new();
+    if let Some(v) = section {
+        let mut r = ObjReader::new(v, path, errs)?;
+        if let Some(a) = r.choice("requests", Action::NAMES, errs) {
+            requests = Action::from_name(a);
+        }
+        if let Some(a) = r.choice("responses", Action::NAMES, errs) {
+            responses = Action::from_name(a);
+        }
+        let detectors_path = r.field_path("detectors");
+        if let Some(list) = r.strings("detectors", errs) {
+            secrets = false;
+            pii = false;
+            for (i, d) in list.iter().enumerate() {
+                match d.as_str() {
+                    "secrets" => secrets = true,
+                    "pii" => pii = true,
+                    other => errs.push(
+                        index(&detectors_path, i),
+                        format!("{other:?} is not one of secrets, pii"),
+                    ),
+                }
+            }
+        }
+        let custom_path = r.field_path("custom");
+        if let Some(cv) = r.get("custom") {
+            custom = compile_custom(cv, &custom_path, errs);
+        }
+        if let Some(list) = r.strings("exempt_tools", errs) {
+            exempt_tools = list;
+        }
+        r.finish(errs);
+    }
+    let scanner = match Scanner::builtin(secrets, pii) {
+        Ok(s) => s.with_custom(custom),
+        Err(e) => {
+            errs.push(path, e);
+            return None;
+        }
+    };
+    if errs.0.len() > errors_before {
+        return None;
+    }
+    Some(DlpPolicy {
+        requests,
+        responses,
+        exempt_tools,
+        scanner,
+    })
+}
+
+fn compile_custom(v: &Value, path: &str, errs: &mut Errors) -> Vec<CustomDetector> {
+    let Value::Array(items) = v else {
+        errs.push(
+            path,
+            format!("expected an array of detectors, found {}", type_name(v)),
+        );
+        return Vec::new();
+    };
+    let mut out: Vec<CustomDetector> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let p = index(path, i);
+        let Some(mut r) = ObjReader::new(item, &p, errs) else {
+            continue;
+        };
+        let id_path = r.field_path("id");
+        let pattern_path = r.field_path("pattern");
+        let id = r.required("id", errs).and(r.string("id", errs));
+        let pattern = r.required("pattern", errs).and(r.string("pattern", errs));
+        let label = r
+            .required("label", errs)
+            .and(r.choice("label", &["secret", "pii"], errs));
+        r.finish(errs);
+        if let Some(id) = id {
+            let well_formed = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !well_formed {
+                errs.push(&id_path, "id must be 1-64 characters of [A-Za-z0-9_.-]");
+            } else if out.iter().any(|c| c.id == id) {
+                errs.push(&id_path, format!("duplicate detector id {id:?}"));
+            }
+        }
+        let (Some(id), Some(pattern), Some(label)) = (id, pattern, label) else {
+            continue;
+        };
+        let label = if label == "pii" {
+            Label::Pii
+        } else {
+            Label::Secret
+        };
+        match CustomDetector::new(id, pattern, label) {
+            Ok(c) => out.push(c),
+            Err(e) => errs.push(&pattern_path, e),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

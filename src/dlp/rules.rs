@@ -1,0 +1,1381 @@
+//! Built-in secret detectors: one documented rule per credential format.
+//!
+//! Each rule names the literal(s) that every match must contain (the
+//! prefilter's triggers), the window around a trigger the regex may look at,
+//! which characters may not touch the match (regex-lite has no lookaround, so
+//! boundaries are checked here in code against the whole text), and a
+//! post-check that throws out placeholders, templates and low-entropy values.
+//!
+//! Formats follow the issuers' documentation (prefixes, lengths, alphabets);
+//! nothing here is keyed to any particular sample value.
+
+use super::text::{
+    at, before, decode_b64std, decode_b64url, entropy, is_b64_byte, is_placeholder,
+    is_random_token, is_strong_password, is_template, is_token_byte, is_word_byte, Classes,
+};
+use regex_lite::Captures;
+
+/// Which bytes may not sit right before/after a match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Edge {
+    /// Anything may touch.
+    None,
+    /// No `[A-Za-z0-9_]`.
+    Word,
+    /// No `[A-Za-z0-9_-]`.
+    Token,
+    /// No base64/base64url character.
+    Base64,
+    /// No digit (a numeric id must not be part of a longer number).
+    Digit,
+    /// No `[A-Za-z0-9_-]`, `.` or `/` (file names and URL paths are not tokens).
+    Path,
+    /// No `[A-Za-z0-9_~.-]` (Azure secrets use `~` and `.` inside).
+    Tilde,
+}
+
+impl Edge {
+    pub fn blocks(self, b: u8) -> bool {
+        match self {
+            Edge::None => false,
+            Edge::Word => is_word_byte(b),
+            Edge::Token => is_token_byte(b),
+            Edge::Base64 => is_b64_byte(b),
+            Edge::Digit => b.is_ascii_digit(),
+            Edge::Path => is_token_byte(b) || b == b'.' || b == b'/',
+            Edge::Tilde => is_token_byte(b) || b == b'~' || b == b'.',
+        }
+    }
+}
+
+/// What must hold after the regex matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Not a placeholder (`xxxx`, `EXAMPLE`, `123456`, long repeats).
+    Token,
+    /// Token, and mixes upper and lower case (alphabetic-only tokens).
+    MixedCase,
+    /// Token, and mixes upper, lower and digits (short legacy formats).
+    UpperLowerDigit,
+    /// Token, and at least 3 bits of entropy per character.
+    Random,
+    /// Slack token structure: dash-separated segments, random last segment.
+    Slack,
+    /// `key="SmtpPassword" value="…"` (XML/.config settings).
+    XmlAssignment,
+    /// First participating group is a strong password.
+    Password,
+    /// `Authorization: <scheme> <credential>`.
+    AuthHeader,
+    /// `curl -u user:password`.
+    CurlUser,
+    /// `SUMO_ACCESS_ID/KEY = …`.
+    Sumo,
+}
+
+/// A rule matched by code rather than a regex.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Native {
+    /// JSON Web Token whose header decodes to a JSON object with `alg`/`typ`.
+    Jwt,
+    /// PEM/OpenSSH/PGP private key block with a real body.
+    PrivateKey,
+    /// `identifier <op> value` where the identifier names a secret.
+    Assignment,
+    /// Prose: "… and pass 1ThQgdwWYpVoaOnSDu", "password is …".
+    ProsePassword,
+    /// `scheme://user:password@host`.
+    UrlCredential,
+}
+
+#[derive(Debug)]
+pub struct RuleSpec {
+    pub kind: &'static str,
+    /// Lower-case literals; a rule runs only near one of them. At least 2 bytes each.
+    pub triggers: &'static [&'static str],
+    /// The trigger must start a word (previous byte not `[A-Za-z0-9_]`).
+    pub word_start: bool,
+    pub pattern: &'static str,
+    pub native: Option<Native>,
+    /// Bytes before a trigger the match may start at.
+    pub back: usize,
+    /// Bytes after a trigger the match may end at (longest token of the format).
+    pub ahead: usize,
+    pub before: Edge,
+    pub after: Edge,
+    pub check: Check,
+    /// Lower wins when two matches overlap: exact formats beat context rules,
+    /// context rules beat generic assignments.
+    pub priority: u8,
+}
+
+const BASE: RuleSpec = RuleSpec {
+    kind: "",
+    triggers: &[],
+    word_start: true,
+    pattern: "",
+    native: None,
+    back: 0,
+    ahead: 128,
+    before: Edge::Token,
+    after: Edge::Token,
+    check: Check::Token,
+    priority: 0,
+};
+
+/// Rule index of the Discord bot token, which has no literal: the prefilter
+/// triggers it on a `.` that ends a 24–26 character token run.
+pub const DISCORD_KIND: &str = "discord_bot_token";
+
+pub static SECRET_RULES: &[RuleSpec] = &[
+    // --- Keys and structured tokens matched by code -------------------------
+    RuleSpec {
+        kind: "private_key",
+        triggers: &["-----begin"],
+        word_start: false,
+        native: Some(Native::PrivateKey),
+        ahead: 64,
+        before: Edge::None,
+        after: Edge::None,
+        ..BASE
+    },
+    RuleSpec {
+        kind: "jwt",
+        triggers: &["eyj"],
+        native: Some(Native::Jwt),
+        ahead: 8,
+        ..BASE
+    },
+    // --- Cloud providers -------------------------------------------------------
+    // AWS access key id: 4-letter type prefix + 16 base32 characters.
+    RuleSpec {
+        kind: "aws_access_key",
+        triggers: &["akia", "asia", "abia", "acca", "a3t"],
+        pattern: r"(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}",
+        before: Edge::Word,
+        after: Edge::Word,
+        ..BASE
+    },
+    // Amazon Bedrock long-term API key: "ABSK" + base64.
+    RuleSpec {
+        kind: "aws_bedrock_key",
+        triggers: &["absk"],
+        pattern: r"ABSK[A-Za-z0-9+/]{109,269}={0,2}",
+        ahead: 300,
+        after: Edge::Base64,
+        ..BASE
+    },
+    // Google API key: "AIza" + 35 base64url characters.
+    RuleSpec {
+        kind: "gcp_api_key",
+        triggers: &["aiza"],
+        pattern: r"AIza[0-9A-Za-z_-]{35}",
+        ..BASE
+    },
+    // Google OAuth client secret.
+    RuleSpec {
+        kind: "google_oauth_secret",
+        triggers: &["gocspx-"],
+        pattern: r"GOCSPX-[A-Za-z0-9_-]{28}",
+        ..BASE
+    },
+    // Azure storage account key in a connection string: 64 bytes, base64.
+    RuleSpec {
+        kind: "azure_storage_key",
+        triggers: &["accountkey"],
+        word_start: false,
+        pattern: r"(?i:AccountKey)\s*=\s*([A-Za-z0-9+/]{86,88}={0,2})",
+        ahead: 120,
+        before: Edge::None,
+        after: Edge::Base64,
+        priority: 1,
+        ..BASE
+    },
+    // Azure AD (Entra) client secret: 3 chars, a digit, "Q~", 31-34 chars.
+    RuleSpec {
+        kind: "azure_ad_client_secret",
+        triggers: &["q~"],
+        word_start: false,
+        pattern: r"[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34}",
+        back: 4,
+        ahead: 40,
+        before: Edge::Tilde,
+        after: Edge::Tilde,
+        ..BASE
+    },
+    // DigitalOcean personal/OAuth/refresh tokens.
+    RuleSpec {
+        kind: "digitalocean_token",
+        triggers: &["dop_v1_", "doo_v1_", "dor_v1_"],
+        pattern: r"do[opr]_v1_[a-f0-9]{64}",
+        ..BASE
+    },
+    // Cloudflare Origin CA key.
+    RuleSpec {
+        kind: "cloudflare_key",
+        triggers: &["v1.0-"],
+        pattern: r"v1\.0-[a-f0-9]{24}-[a-f0-9]{146}",
+        ahead: 180,
+        ..BASE
+    },
+    // Fly.io tokens: "fo1_" + 43, or macaroon "fm1_/fm2_" + base64.
+    RuleSpec {
+        kind: "flyio_token",
+        triggers: &["fo1_"],
+        pattern: r"fo1_[A-Za-z0-9_-]{43}",
+        ..BASE
+    },
+    RuleSpec {
+        kind: "flyio_token",
+        triggers: &["fm1", "fm2"],
+        pattern: r"fm[12][ar]?_[A-Za-z0-9+/]{100,}={0,3}",
+        ahead: 4096,
+        after: Edge::Base64,
+        ..BASE
+    },
+    // Heroku platform key (new format).
+    RuleSpec {
+        kind: "heroku_key",
+        triggers: &["hrku-"],
+        pattern: r"HRKU-[A-Za-z0-9_-]{58,64}",
+        ..BASE
+    },
+    // Scalingo API token.
+    RuleSpec {
+        kind: "scalingo_token",
+        triggers: &["tk-us-"],
+        pattern: r"tk-us-[A-Za-z0-9_-]{48}",
+        ..BASE
+    },
+    // OpenShift OAuth access token.
+    RuleSpec {
+        kind: "openshift_token",
+        triggers: &["sha256~"],
+        pattern: r"sha256~[A-Za-z0-9_-]{43}",
+        ..BASE
+    },
+    // Databricks personal access token (optional "-N" suffix).
+    RuleSpec {
+        kind: "databricks_token",
+        triggers: &["dapi"],
+        pattern: r"dapi[a-f0-9]{32}(?:-[0-9]+)?",
+        ..BASE
+    },
+    // HashiCorp Vault service/batch/recovery tokens, and the legacy "s." form.
+    RuleSpec {
+        kind: "vault_token",
+        triggers: &["hvs.", "hvb.", "hvr."],
+        pattern: r"hv[sbr]\.[A-Za-z0-9_-]{90,400}",
+        ahead: 420,
+        ..BASE
+    },
+    RuleSpec {
+        kind: "vault_token",
+        triggers: &["s."],
+        pattern: r"s\.[A-Za-z0-9]{24}",
+        ahead: 30,
+        before: Edge::Path,
+        after: Edge::Word,
+        check: Check::UpperLowerDigit,
+        ..BASE
+    },
+    // Terraform Cloud / Enterprise API token.
+    RuleSpec {
+        kind: "terraform_token",
+        triggers: &[".atlasv1."],
+        word_start: false,
+        pattern: r"[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_=-]{60,70}",
+        back: 14,
+        ahead: 80,
+        ..BASE
+    },
+    // Doppler tokens.
+    RuleSpec {
+        kind: "doppler_token",
+        triggers: &[
+            "dp.pt.",
+            "dp.st.",
+            "dp.sa.",
+            "dp.ct.",
+            "dp.scim.",
+            "dp.audit.",
+        ],
+        pattern: r"dp\.(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,44}",
+        ..BASE
+    },
+    // Infracost API token.
+    RuleSpec {
+        kind: "infracost_token",
+        triggers: &["ico-"],
+        pattern: r"ico-[A-Za-z0-9]{32}",
+        before: Edge::Path,
+        after: Edge::Path,
+        ..BASE
+    },
+    // Grafana service account token and Grafana Cloud token.
+    RuleSpec {
+        kind: "grafana_token",
+        triggers: &["glsa_"],
+        pattern: r"glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}",
+        ..BASE
+    },
+    RuleSpec {
+        kind: "grafana_token",
+        triggers: &["glc_"],
+        pattern: r"glc_[A-Za-z0-9+/]{32,400}={0,2}",
+        ahead: 420,
+        after: Edge::Base64,
+        ..BASE
+    },
+    // Sentry org/user auth tokens.
+    RuleSpec {
+        kind: "sentry_token",
+        triggers: &["sntrys_"],
+        pattern: r"sntrys_eyJ[A-Za-z0-9+/=]{30,600}_[A-Za-z0-9+/]{43}",
+        ahead: 700,
+        after: Edge::Base64,
+        ..BASE
+    },
+    RuleSpec {
+        kind: "sentry_token",
+        triggers: &["sntryu_"],
+        pattern: r"sntryu_[a-f0-9]{64}",
+        ..BASE
+    },
+    // 1Password service account token and secret key.
+    RuleSpec {
+        kind: "onepassword_token",
+        triggers: &["ops_eyj"],
+        pattern: r"ops_eyJ[A-Za-z0-9+/]{100,}={0,3}",
+        ahead: 4096,
+        after: Edge::Base64,
+        ..BASE
+    },
+    RuleSpec {
+        kind: "onepassword_token",
+        triggers: &["a3-"],
+        pattern: r"A3-[A-Z0-9]{6}-(?:[A-Z0-9]{11}|[A-Z0-9]{6}-[A-Z0-9]{5})-[A-Z0-9]{5}-[A-Z0-9]{5}-[A-Z0-9]{5}",
+        ..BASE
+    },
+    // age encryption secret key (bech32).
+    RuleSpec {
+        kind: "age_secret_key",
+        triggers: &["age-secret-key-1"],
+        pattern: r"AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}",
+        ..BASE
+    },
+    // Octopus Deploy API key.
+    RuleSpec {
+        kind: "octopus_key",
+        triggers: &["api-"],
+        pattern: r"API-[A-Z0-9]{26}",
+        before: Edge::Word,
+        after: Edge::Word,
+        check: Check::Random,
+        ..BASE
+    },
+    // --- Version control and package registries --------------------------------
+    RuleSpec {
+        kind: "github_pat",
+        triggers: &["ghp_"],
+        pattern: r"ghp_[A-Za-z0-9]{36}",
+        ..BASE
+    },
+    RuleSpec {
+        kind: "github_oauth",
+        triggers: &["gho_"],
+        pattern: r"gho_[A-Za-z0-9]{36}",
+        ..BASE
+    },
+    RuleSpec {
+        kind: "github_app_token",
+        triggers: &["ghu_", "ghs_"],
+        pattern: r"gh[us]_[A-Za-z0-9]{36}",
+        ..BASE
+    },
+    RuleSpec {
+        kind: "github_refresh_token",
+        triggers: &["ghr_"],
+        pattern: r"ghr_[A-Za-z0-9]{36,76}",
+        ..BASE
+    },
+    RuleSpec {
+        kind: "github_fine_grained_pat",
+        triggers: &["github_pat_"],
+        pattern: r"github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}",
+        ..BASE
+    },
+    // GitLab tokens: documented prefixes, 20+ characters; pipeline trigger
+    // tokens are exactly 40; runner registration tokens start "GR1348941".
+    RuleSpec {
+        kind: "gitlab_token",
+        triggers: &[
+            "glpat-", "gldt-", "glcbt-", "glrt-", "glsoat-", "glft-", "glimt-", "glagent-",
+            "gloas-", "glffct-",
+        ],
+        pattern: r"gl(?:pat|dt|cbt|rt|soat|ft|imt|agent|oas|ffct)-[A-Za-z0-9_-]{20,300}(?:\.[0-9a-z]{2}[0-9a-z]{7})?",
+        ahead: 330,
+        after: Edge::Path,
+        ..BASE
+    },
+    RuleSpec {
+        kind: "gitlab_token",
+        triggers: &["glptt-"],
+        pattern: r"glptt-[A-Za-z0-9_-]{40}",
+        ..BASE
+    },
+    RuleSpec {
+        kind: "gitlab_token",
+        triggers: &["gr1348941"],
+        pattern: r"GR1348941[A-Za-z0-9_-]{20}",
+        ..BASE
+    },
+    // Sourcegraph access token.
+    RuleSpec {
+        kind: "sourcegraph_token",
+        triggers: &["sgp_"],
+        pattern: r"sgp_(?:[A-Fa-f0-9]{16}_|local_)?[A-Fa-f0-9]{40}",
+        ..BASE
+    },
+    RuleSpec {
+        kind: "npm_token",
+        triggers: &["npm_"],
+        pattern: r"npm_[A-Za-z0-9]{36}",
+        ..BASE
+    },
+    // PyPI upload token: macaroon, base64 of a v2 header.
+    RuleSpec {
+        kind: "pypi_token",
+        triggers: &["pypi-age"],
+        pattern: r"pypi-AgE[A-Za-z0-9_-]{50,1000}",
+        ahead: 1024,
+        ..BASE
+    },
+    // --- Chat, mail and webhooks -----------------------------------------------
+    RuleSpec {
+        kind: "slack_token",
+        triggers: &[
+            "xoxa-", "xoxb-", "xoxp-", "xoxs-", "xoxr-", "xoxe-", "xoxc-", "xoxe.xox",
+        ],
+        pattern: r"(?:xoxe\.)?xox[abpsrce]-[0-9A-Za-z-]{6,250}",
+        ahead: 260,
+        check: Check::Slack,
+        ..BASE
+    },
+    RuleSpec {
+        kind: "slack_token",
+        triggers: &["xapp-"],
+        pattern: r"xapp-[0-9]-[A-Z0-9]{6,}-[0-9]{6,}-[a-z0-9]{32,}",
+        ahead: 160,
+        ..BASE
+    },
+    RuleSpec {
+        kind: "slack_webhook",
+        triggers: &["hooks.slack.com"],
+        word_start: false,
+        pattern: r"hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_]{6,}/[A-Za-z0-9_]{6,}/[A-Za-z0-9_/]{8,}",
+        ahead: 200,
+        before: Edge::None,
+        ..BASE
+    },
+    RuleSpec {
+        kind: "discord_webhook",
+        triggers: &["discord.com/api/webhooks/", "discordapp.com/api/webhooks/"],
+        word_start: false,
+        pattern: r"discord(?:app)?\.com/api/webhooks/[0-9]{17,20}/[A-Za-z0-9_-]{60,68}",
+        ahead: 120,
+        before: Edge::None,
+        ..BASE
+    },
+    // Discord bot token: base64 user id, 6-char timestamp, 27-38 char HMAC.
+    RuleSpec {
+        kind: DISCORD_KIND,
+        pattern: r"[MNO][A-Za-z0-9_-]{23,25}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,38}",
+        ahead: 80,
+        check: Check::Random,
+        ..BASE
+    },
+    // Telegram bot token: numeric bot id, ":AA", 33 characters.
+    RuleSpec {
+        kind: "telegram_bot_token",
+        triggers: &[":aa"],
+        word_start: false,
+        pattern: r"[0-9]{5,16}:AA[A-Za-z0-9_-]{33}",
+        back: 17,
+        ahead: 40,
+        before: Edge::Digit,
+        ..BASE
+    },
+    RuleSpec {
+        kind: "sendgrid_key",
+        triggers: &["sg."],
+        pattern: r"SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}",
+        ..BASE
+    },
+    RuleSpec {
+        kind: "mailgun_key",
+        triggers: &["key-"],
+        pattern: r"key-[0-9a-f]{32}",
+        before: Edge::Word,
+        check: Check::Random,
+        ..BASE
+    },
+    // Mailchimp API key: 32 hex + "-us" + datacenter number.
+    RuleSpec {
+        kind: "mailchimp_key",
+        triggers: &["-us"],
+        word_start: false,
+        pattern: r"[0-9a-f]{32}-us[0-9]{1,2}",
+        back: 32,
+        ahead: 8,
+        check: Check::Random,
+        ..BASE
+    },
+    RuleSpec {
+        kind: "twilio_api_key",
+        triggers: &["sk"],
+        pattern: r"SK[0-9a-fA-F]{32}",
+        before: Edge::Word,
+        after: Edge::Word,
+        check: Check::Random,
+        ..BASE
+    },
+    RuleSpec {
+        kind: "linear_key",
+        triggers: &["lin_api_"],
+        pattern: r"lin_api_[A-Za-z0-9]{40}",
+        ..BASE
+    },
+    RuleSpec {
+        kind: "notion_token",
+        triggers: &["ntn_"],
+        pattern: r"ntn_[0-9]{11}[A-Za-z0-9]{35}",
+        check: Check::UpperLowerDigit,
+        ..BASE
+    },
+    RuleSpec {
+        kind: "notion_token",
+        triggers: &["secret_"],
+        pattern: r"secret_[A-Za-z0-9]{43}",
+        check: Check::UpperLowerDigit,
+        ..BASE
+    },
+    // --- Payments ----------------------------------------------------------------
+    // Stripe secret and restricted keys (publishable "pk_" keys are public).
+    RuleSpec {
+        kind: "stripe_key",
+        triggers: &["sk_live_", "sk_test_", "rk_live_", "rk_test_"],
+        pattern: r"[sr]k_(?:live|test)_[A-Za-z0-9]{20,247}",
+        ahead: 260,
+        ..BASE
+    },
+    RuleSpec {
+        kind: "square_token",
+        triggers: &["sq0csp-", "sq0atp-"],
+        pattern: r"sq0(?:csp|atp)-[A-Za-z0-9_-]{22,43}",
+        ..BASE
+    },
+    RuleSpec {
+        kind: "square_token",
+        triggers: &["eaaa"],
+        pattern: r"EAAA[A-Za-z0-9_-]{60}",
+        ..BASE
+    },
+    RuleSpec {
+        kind: "shopify_token",
+        triggers: &["shpat_", "shpca_", "shppa_", "shpss_"],
+        pattern: r"shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}",
+        ..BASE
+    },
+    // Facebook/Meta user or page access token, and app access token "id|secret".
+    RuleSpec {
+        kind: "facebook_token",
+        triggers: &["eaa"],
+        pattern: r"EAA[A-Za-z0-9]{100,400}",
+        ahead: 420,
+        check: Check::Random,
+        ..BASE
+    },
+    RuleSpec {
+        kind: "facebook_token",
+        triggers: &["0|", "1|", "2|", "3|", "4|", "5|", "6|", "7|", "8|", "9|"],
+        word_start: false,
+        pattern: r"[0-9]{15,16}\|[A-Za-z0-9_-]{27}",
+        back: 16,
+        ahead: 32,
+        check: Check::Random,
+        ..BASE
+    },
+    // --- AI providers --------------------------------------------------------------
+    RuleSpec {
+        kind: "anthropic_key",
+        triggers: &["sk-ant-"],
+        pattern: r"sk-ant-(?:api|admin|sid)[0-9]{2}-[A-Za-z0-9_-]{78,118}AA",
+        ahead: 140,
+        ..BASE
+    },
+    // OpenAI keys carry "T3BlbkFJ" (base64 of "OpenAI") in the middle.
+    RuleSpec {
+        kind: "openai_key",
+        triggers: &["sk-"],
+        pattern: r"sk-(?:(?:proj|svcacct|admin|None)-)?[A-Za-z0-9_-]{16,200}T3BlbkFJ[A-Za-z0-9_-]{16,200}",
+        ahead: 420,
+        ..BASE
+    },
+    RuleSpec {
+        kind: "perplexity_key",
+        triggers: &["pplx-"],
+        pattern: r"pplx-[A-Za-z0-9]{48}",
+        ..BASE
+    },
+    RuleSpec {
+        kind: "huggingface_token",
+        triggers: &["hf_"],
+        pattern: r"hf_[A-Za-z]{34}",
+        check: Check::MixedCase,
+        ..BASE
+    },
+    RuleSpec {
+        kind: "huggingface_token",
+        triggers: &["api_org_"],
+        pattern: r"api_org_[A-Za-z]{34}",
+        check: Check::MixedCase,
+        ..BASE
+    },
+    RuleSpec {
+        kind: "intra42_secret",
+        triggers: &["s-s4t2ud-", "s-s4t2af-"],
+        pattern: r"s-s4t2(?:ud|af)-[a-f0-9]{64}",
+        ..BASE
+    },
+    // --- Credentials recognised by their context -----------------------------------
+    RuleSpec {
+        kind: "sumologic_key",
+        triggers: &["sumo"],
+        word_start: false,
+        pattern: r#"(?i)sumo(?:logic)?[_.\-]?access[_.\-]?(id|key)["']?\s*[:=]\s*["']?([A-Za-z0-9]{12,64})"#,
+        back: 12,
+        ahead: 120,
+        before: Edge::None,
+        after: Edge::Word,
+        check: Check::Sumo,
+        priority: 1,
+        ..BASE
+    },
+    // HTTP Authorization header value.
+    RuleSpec {
+        kind: "auth_header_token",
+        triggers: &["authorization"],
+        word_start: false,
+        pattern: r#"(?i)authorization["']?[ \t]*[:=][ \t]*["']?[ \t]*(?:(bearer|token|api-token|apikey|api-key|basic|digest|sso-key|key)[ \t]+)?"#,
+        ahead: 64,
+        before: Edge::None,
+        after: Edge::None,
+        check: Check::AuthHeader,
+        priority: 1,
+        ..BASE
+    },
+    // curl -u / --user user:password (also the "token:" form with an empty password).
+    RuleSpec {
+        kind: "basic_auth_credentials",
+        triggers: &["-u", "--user"],
+        word_start: false,
+        pattern: r"(?:^|[ \t])(?:-u|--user)(?:[ \t]+|=)",
+        back: 1,
+        ahead: 12,
+        before: Edge::None,
+        after: Edge::None,
+        check: Check::CurlUser,
+        priority: 1,
+        ..BASE
+    },
+    // scheme://user:password@host (database URLs, registries, git remotes).
+    RuleSpec {
+        kind: "basic_auth_url",
+        triggers: &["://"],
+        word_start: false,
+        native: Some(Native::UrlCredential),
+        before: Edge::None,
+        after: Edge::None,
+        priority: 1,
+        ..BASE
+    },
+    // mysql/mariadb client with the password glued to -p.
+    RuleSpec {
+        kind: "password",
+        triggers: &["mysql", "mariadb"],
+        word_start: false,
+        pattern: r#"(?i)(?:mysql|mysqldump|mariadb)[^\n]{0,120}?[ \t]-p(?:'([^'\n]{1,128})'|"([^"\n]{1,128})"|([^\s'"-][^\s'"]{0,127}))"#,
+        ahead: 400,
+        before: Edge::None,
+        after: Edge::None,
+        check: Check::Password,
+        priority: 1,
+        ..BASE
+    },
+    // <add key="SmtpPassword" value="…"/> and similar settings files.
+    RuleSpec {
+        kind: "password",
+        triggers: &["value=", "value ="],
+        word_start: false,
+        pattern: r#"(?i)(?:key|name)[ \t]*=[ \t]*["']([A-Za-z0-9_.\-]*(?:pass|pwd|secret|token|key|credential)[A-Za-z0-9_.\-]*)["'][ \t]+value[ \t]*=[ \t]*["']([^"'\n]{1,256})["']"#,
+        back: 200,
+        ahead: 300,
+        before: Edge::None,
+        after: Edge::None,
+        check: Check::XmlAssignment,
+        priority: 2,
+        ..BASE
+    },
+    // identifier <op> value, where the identifier names a password/secret/token/key.
+    RuleSpec {
+        kind: "generic_secret",
+        triggers: &[
+            "pass",
+            "pwd",
+            "secret",
+            "token",
+            "key",
+            "credential",
+            "auth",
+        ],
+        word_start: false,
+        native: Some(Native::Assignment),
+        before: Edge::None,
+        after: Edge::None,
+        priority: 2,
+        ..BASE
+    },
+    // Prose: "… and pass 1ThQgdwWYpVoaOnSDu", "password is …".
+    RuleSpec {
+        kind: "password",
+        triggers: &["pass", "pwd"],
+        word_start: true,
+        native: Some(Native::ProsePassword),
+        before: Edge::None,
+        after: Edge::None,
+        priority: 3,
+        ..BASE
+    },
+];
+
+/// A match accepted by a rule: byte span of the sensitive part and its kind.
+#[derive(Clone, Copy, Debug)]
+pub struct Found {
+    pub start: usize,
+    pub end: usize,
+    pub kind: &'static str,
+}
+
+/// Span of the first participating capture group, else the whole match.
+fn secret_span(caps: &Captures, offset: usize) -> Option<(usize, usize)> {
+    let m = (1..caps.len())
+        .find_map(|i| caps.get(i))
+        .or_else(|| caps.get(0))?;
+    Some((offset + m.start(), offset + m.end()))
+}
+
+fn group<'h>(caps: &Captures<'h>, i: usize) -> Option<&'h str> {
+    caps.get(i).map(|m| m.as_str())
+}
+
+/// Run a rule's post-check on one regex match. `offset` maps window to text.
+pub fn accept(spec: &RuleSpec, text: &str, caps: &Captures, offset: usize) -> Option<Found> {
+    let whole = caps.get(0)?;
+    let (mstart, mend) = (offset + whole.start(), offset + whole.end());
+    let bytes = text.as_bytes();
+    if spec.before.blocks(before(bytes, mstart)) || spec.after.blocks(at(bytes, mend)) {
+        return None;
+    }
+    let (start, end) = secret_span(caps, offset)?;
+    let value = text.get(start..end)?;
+    let found = |kind| Some(Found { start, end, kind });
+    match spec.check {
+        Check::Token => (!is_placeholder(value)).then_some(()).and(found(spec.kind)),
+        Check::MixedCase => {
+            let c = Classes::of(value);
+            (c.upper && c.lower && !is_placeholder(value))
+                .then_some(())
+                .and(found(spec.kind))
+        }
+        Check::UpperLowerDigit => {
+            let c = Classes::of(value);
+            (c.upper && c.lower && c.digit && !is_placeholder(value))
+                .then_some(())
+                .and(found(spec.kind))
+        }
+        Check::Random => (entropy(value) >= 3.0 && !is_placeholder(value))
+            .then_some(())
+            .and(found(spec.kind)),
+        Check::Slack => slack_ok(value).then_some(()).and(found(spec.kind)),
+        Check::Password => is_strong_password(value)
+            .then_some(())
+            .and(found(spec.kind)),
+        Check::Sumo => {
+            let is_id = group(caps, 1).is_some_and(|g| g.eq_ignore_ascii_case("id"));
+            let v = group(caps, 2)?;
+            let (s, e) = (offset + caps.get(2)?.start(), offset + caps.get(2)?.end());
+            let shape = if is_id {
+                v.len() == 14 && v.starts_with("su")
+            } else {
+                v.len() == 64
+            };
+            let c = Classes::of(v);
+            (shape && c.count() >= 2 && !is_placeholder(v)).then_some(Found {
+                start: s,
+                end: e,
+                kind: spec.kind,
+            })
+        }
+        Check::XmlAssignment => {
+            let id = group(caps, 1)?;
+            let v = group(caps, 2)?;
+            let m = caps.get(2)?;
+            let (word, kind) = classify_identifier(id)?;
+            value_ok(word, id, v).then_some(Found {
+                start: offset + m.start(),
+                end: offset + m.end(),
+                kind,
+            })
+        }
+        Check::AuthHeader => auth_header(text, caps, mend),
+        Check::CurlUser => curl_user(text, mend),
+    }
+}
+
+/// Slack tokens are dash-separated; the last segment is random (letters and
+/// digits), and real tokens are at least 24 characters long.
+fn slack_ok(token: &str) -> bool {
+    if token.len() < 24 || is_placeholder(token) {
+        return false;
+    }
+    let body = token.split_once('-').map_or("", |(_, b)| b);
+    let segments: Vec<&str> = body.split('-').filter(|s| !s.is_empty()).collect();
+    let Some(last) = segments.last() else {
+        return false;
+    };
+    let c = Classes::of(last);
+    segments.len() >= 2 && last.len() >= 8 && c.digit && (c.lower || c.upper)
+}
+
+/// What an identifier says its value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretWord {
+    /// password, passwd, pwd, pass, passphrase: chosen by a person.
+    Password,
+    /// secret: a person or a generator.
+    Secret,
+    /// token, key, credential, auth: generated.
+    Token,
+}
+
+const SECRET_WORDS: &[(&str, SecretWord)] = &[
+    ("passphrase", SecretWord::Password),
+    ("password", SecretWord::Password),
+    ("passwd", SecretWord::Password),
+    ("pwd", SecretWord::Password),
+    ("pass", SecretWord::Password),
+    ("secret", SecretWord::Secret),
+    ("token", SecretWord::Token),
+    ("apikey", SecretWord::Token),
+    ("key", SecretWord::Token),
+    ("credentials", SecretWord::Token),
+    ("credential", SecretWord::Token),
+    ("auth", SecretWord::Token),
+];
+
+/// Words that, anywhere in the identifier, say the value is meant to be public.
+const PUBLIC_WORDS: &[&str] = &["public", "publishable", "csrf", "xsrf"];
+
+/// What may follow the secret word in an identifier and still name the secret
+/// itself (`db_password_secure`, `access_token2`, `secretValue`); anything else
+/// (`_name`, `Id`, `_file`, `_ttl_seconds`, `Variable`) names something about it.
+const SUFFIXES: &[&str] = &[
+    "value",
+    "secure",
+    "str",
+    "string",
+    "b64",
+    "base64",
+    "hex",
+    "raw",
+    "enc",
+    "encrypted",
+    "plain",
+    "text",
+];
+
+/// Case-insensitive: does `word` (lower-case) occur in `hay` at `i`?
+fn word_at(hay: &[u8], i: usize, word: &[u8]) -> bool {
+    hay.get(i..i + word.len())
+        .is_some_and(|s| s.eq_ignore_ascii_case(word))
+}
+
+fn contains_word(hay: &[u8], word: &[u8]) -> bool {
+    (0..hay.len()).any(|i| word_at(hay, i, word))
+}
+
+/// Classify an identifier such as `DB_PASSWORD`, `client_secret`, `X-API-Key`.
+/// Byte comparisons only: this runs for every object key and every trigger.
+pub fn classify_identifier(id: &str) -> Option<(SecretWord, &'static str)> {
+    let l = id.trim_matches(|c| c == '"' || c == '\'').as_bytes();
+    // The secret word that ends last decides (`password_reset_token_ttl` → token).
+    let mut best: Option<(usize, usize, SecretWord)> = None;
+    for i in 0..l.len() {
+        let first = at(l, i).to_ascii_lowercase();
+        if !matches!(first, b'p' | b's' | b't' | b'a' | b'k' | b'c') {
+            continue;
+        }
+        for (w, kind) in SECRET_WORDS {
+            let wb = w.as_bytes();
+            if wb.first() == Some(&first) && word_at(l, i, wb) {
+                let end = i + wb.len();
+                if best.map_or(true, |(e, len, _)| end > e || (end == e && wb.len() > len)) {
+                    best = Some((end, wb.len(), *kind));
+                }
+            }
+        }
+    }
+    let (end, _, word) = best?;
+    if PUBLIC_WORDS.iter().any(|w| contains_word(l, w.as_bytes())) {
+        return None;
+    }
+    let rest = std::str::from_utf8(l.get(end..)?).ok()?;
+    let ok = rest
+        .split(['_', '-', '.'])
+        .filter(|p| !p.is_empty())
+        .all(|p| {
+            SUFFIXES.iter().any(|s| p.eq_ignore_ascii_case(s))
+                || p.bytes().all(|b| b.is_ascii_digit())
+        });
+    if !ok {
+        return None;
+    }
+    let kind = match word {
+        SecretWord::Password => "password",
+        SecretWord::Secret | SecretWord::Token => "generic_secret",
+    };
+    Some((word, kind))
+}
+
+/// Whether `value` is plausibly the secret an identifier of this class names.
+pub fn value_ok(word: SecretWord, _id: &str, value: &str) -> bool {
+    match word {
+        SecretWord::Password => is_strong_password(value),
+        SecretWord::Secret => is_random_token(value) || is_strong_password(value),
+        SecretWord::Token => is_random_token(value),
+    }
+}
+
+/// Read the value that starts at `from`: quoted (to the closing quote) or bare
+/// (to whitespace or a separator). Returns the inner span.
+fn read_value(text: &str, from: usize, quoted_only: bool) -> Option<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let q = at(bytes, from);
+    if matches!(q, b'"' | b'\'' | b'`') {
+        let start = from + 1;
+        let mut i = start;
+        while i < bytes.len() && i - start <= 1024 {
+            let b = at(bytes, i);
+            if b == b'\\' {
+                i += 2;
+                continue;
+            }
+            if b == q {
+                return Some((start, i));
+            }
+            if b == b'\n' {
+                return None;
+            }
+            i += 1;
+        }
+        return None;
+    }
+    if quoted_only {
+        return None;
+    }
+    let len = bytes
+        .get(from..)?
+        .iter()
+        .take(1024)
+        .take_while(|b| {
+            !b.is_ascii_whitespace() && !matches!(**b, b'"' | b'\'' | b'`' | b',' | b';' | b'&')
+        })
+        .count();
+    (len > 0).then_some((from, from + len))
+}
+
+fn is_ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+}
+
+/// `identifier <op> value` around the secret word found at `pos`: the
+/// identifier is the run of `[A-Za-z0-9_.-]` holding it (at most 80 bytes),
+/// the operator one of `= : := => == === != !== (` after an optional closing
+/// quote, the value read by [`read_value`].
+pub fn assignment_at(text: &str, pos: usize) -> Option<Found> {
+    let bytes = text.as_bytes();
+    let mut s = pos;
+    while s > 0 && pos - s < 40 && is_ident_byte(at(bytes, s - 1)) {
+        s -= 1;
+    }
+    let mut e = pos;
+    while e < bytes.len() && e - pos < 80 && is_ident_byte(at(bytes, e)) {
+        e += 1;
+    }
+    let id = text.get(s..e)?;
+    let mut i = e;
+    if matches!(at(bytes, i), b'"' | b'\'') {
+        i += 1;
+    }
+    while matches!(at(bytes, i), b' ' | b'\t') {
+        i += 1;
+    }
+    let op_len = [
+        &b"==="[..],
+        b"!==",
+        b"==",
+        b"!=",
+        b":=",
+        b"=>",
+        b"=",
+        b":",
+        b"(",
+    ]
+    .iter()
+    .find(|op| bytes.get(i..i + op.len()) == Some(*op))
+    .map(|op| op.len())?;
+    let quoted_only =
+        matches!(at(bytes, i), b'(' | b'!') || (at(bytes, i) == b'=' && at(bytes, i + 1) == b'=');
+    i += op_len;
+    // `::` (C++/Rust paths) and `=>` arrows into code are not assignments of literals.
+    if at(bytes, i) == b':' {
+        return None;
+    }
+    while matches!(at(bytes, i), b' ' | b'\t') {
+        i += 1;
+    }
+    let (word, mut kind) = classify_identifier(id)?;
+    let (start, end) = read_value(text, i, quoted_only)?;
+    let value = text.get(start..end)?;
+    if !value_ok(word, id, value) {
+        return None;
+    }
+    if id.to_ascii_lowercase().contains("aws") && value.len() == 40 {
+        kind = "aws_secret_key";
+    }
+    Some(Found { start, end, kind })
+}
+
+/// Prose: the whole word `password`/`passwd`/`passphrase`/`pass`/`pwd` at `pos`,
+/// optionally "is"/"was", then a strong password.
+pub fn prose_password_at(text: &str, pos: usize) -> Option<Found> {
+    let bytes = text.as_bytes();
+    let wlen = super::text::run_len(bytes, pos, |b| b.is_ascii_alphabetic());
+    let word = text.get(pos..pos + wlen)?.to_ascii_lowercase();
+    if !matches!(
+        word.as_str(),
+        "password" | "passwd" | "passphrase" | "pass" | "pwd"
+    ) {
+        return None;
+    }
+    let mut i = pos + wlen;
+    let skip_blanks = |mut i: usize| {
+        while matches!(at(bytes, i), b' ' | b'\t') {
+            i += 1;
+        }
+        i
+    };
+    let gap = skip_blanks(i);
+    if gap == i {
+        return None;
+    }
+    i = gap;
+    for filler in ["is", "was"] {
+        let flen = filler.len();
+        if text
+            .get(i..i + flen)
+            .is_some_and(|w| w.eq_ignore_ascii_case(filler))
+            && matches!(at(bytes, i + flen), b' ' | b'\t')
+        {
+            i = skip_blanks(i + flen);
+        }
+    }
+    let vlen = super::text::run_len(bytes, i, |b| {
+        !b.is_ascii_whitespace() && b != b'"' && b != b'\''
+    });
+    if !(8..=128).contains(&vlen) {
+        return None;
+    }
+    let value = text.get(i..i + vlen)?;
+    is_strong_password(value).then_some(Found {
+        start: i,
+        end: i + vlen,
+        kind: "password",
+    })
+}
+
+fn auth_header(text: &str, caps: &Captures, value_start: usize) -> Option<Found> {
+    let scheme = group(caps, 1).map(str::to_ascii_lowercase);
+    let bytes = text.as_bytes();
+    let len = bytes
+        .get(value_start..)?
+        .iter()
+        .take(4096)
+        .take_while(|b| {
+            !b.is_ascii_whitespace() && !matches!(**b, b'"' | b'\'' | b'`' | b',' | b';' | b'\\')
+        })
+        .count();
+    let (start, end) = (value_start, value_start + len);
+    let value = text.get(start..end)?;
+    if value.is_empty() || is_template(value) || is_placeholder(value) {
+        return None;
+    }
+    let ok = if scheme.as_deref() == Some("basic") {
+        // Basic credentials are base64("user:password"): only a non-empty,
+        // non-placeholder password makes them a secret.
+        decode_b64std(value)
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|s| s.split_once(':').map(|(_, p)| p.to_owned()))
+            .is_some_and(|p| !p.is_empty() && !is_placeholder(&p) && !is_template(&p))
+    } else {
+        let c = Classes::of(value);
+        value.len() >= 16 && c.digit && (c.lower || c.upper) && entropy(value) >= 3.0
+    };
+    ok.then_some(Found {
+        start,
+        end,
+        kind: "auth_header_token",
+    })
+}
+
+/// One shell word starting at `from`: adjacent quoted and bare parts join
+/// (`"user":"pass"` is the single word `user:pass`). Returns (word, end).
+fn shell_word(text: &str, from: usize) -> Option<(String, usize)> {
+    let bytes = text.as_bytes();
+    let mut word = String::new();
+    let mut i = from;
+    let limit = from + 512;
+    while i < bytes.len() && i < limit {
+        let b = at(bytes, i);
+        if b == b'"' || b == b'\'' {
+            let close = bytes.get(i + 1..)?.iter().position(|c| *c == b)? + i + 1;
+            word.push_str(text.get(i + 1..close)?);
+            i = close + 1;
+        } else if b.is_ascii_whitespace() {
+            break;
+        } else {
+            let ch = text.get(i..)?.chars().next()?;
+            word.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    (!word.is_empty()).then_some((word, i))
+}
+
+fn curl_user(text: &str, from: usize) -> Option<Found> {
+    let (word, end) = shell_word(text, from)?;
+    let (user, pass) = word.split_once(':')?;
+    if is_template(user) && !pass.is_empty() && is_template(pass) {
+        return None;
+    }
+    // `-u token:` sends an API key as the user name with an empty password.
+    let candidate = if pass.is_empty() { user } else { pass };
+    if candidate == user && !pass.is_empty() {
+        return None;
+    }
+    is_strong_password(candidate).then_some(Found {
+        start: from,
+        end,
+        kind: "basic_auth_credentials",
+    })
+}
+
+const DB_SCHEMES: &[&str] = &[
+    "postgres",
+    "postgresql",
+    "mysql",
+    "mariadb",
+    "mongodb",
+    "mongodb+srv",
+    "redis",
+    "rediss",
+    "amqp",
+    "amqps",
+    "mssql",
+    "sqlserver",
+    "oracle",
+    "cockroachdb",
+    "clickhouse",
+    "cassandra",
+    "neo4j",
+    "couchdb",
+    "memcached",
+];
+
+/// `scheme://user:password@host` around the `://` at `pos`. The password must
+/// not be a template, placeholder or port number, and must mix 2+ classes.
+pub fn url_credential_at(text: &str, pos: usize) -> Option<Found> {
+    let bytes = text.as_bytes();
+    let mut s = pos;
+    while s > 0
+        && pos - s < 30
+        && (at(bytes, s - 1).is_ascii_alphanumeric()
+            || matches!(at(bytes, s - 1), b'+' | b'.' | b'-'))
+    {
+        s -= 1;
+    }
+    if s == pos || !at(bytes, s).is_ascii_alphabetic() {
+        return None;
+    }
+    let scheme = text.get(s..pos)?.to_ascii_lowercase();
+    let ui_start = pos + 3;
+    let stop = |b: u8| {
+        b.is_ascii_whitespace()
+            || matches!(b, b'/' | b'?' | b'#' | b'@' | b'"' | b'\'' | b'<' | b'>')
+    };
+    let ui_len = super::text::run_len(bytes, ui_start, |b| !stop(b));
+    if ui_len > 384 || at(bytes, ui_start + ui_len) != b'@' {
+        return None;
+    }
+    let userinfo = text.get(ui_start..ui_start + ui_len)?;
+    let (user, pass) = userinfo.split_once(':')?;
+    if user.is_empty()
+        || pass.len() < 6
+        || is_template(user)
+        || is_template(pass)
+        || is_placeholder(pass)
+    {
+        return None;
+    }
+    if pass.bytes().all(|b| b.is_ascii_digit()) || Classes::of(pass).count() < 2 {
+        return None;
+    }
+    let pass_start = ui_start + user.len() + 1;
+    let base = scheme.rsplit(':').next().unwrap_or(scheme.as_str());
+    let kind = if DB_SCHEMES.contains(&base) {
+        "db_url_with_password"
+    } else {
+        "basic_auth_url"
+    };
+    Some(Found {
+        start: pass_start,
+        end: pass_start + pass.len(),
+        kind,
+    })
+}
+
+/// JWT: `header.payload[.signature]`, base64url segments, the header decoding to
+/// a JSON object that names `alg` or `typ`. Starts at the `eyJ` at `start`.
+pub fn jwt_at(text: &str, start: usize) -> Option<Found> {
+    let bytes = text.as_bytes();
+    // `=` may precede (`access_token=eyJ…`); a base64url character or `.` means
+    // this `eyJ` is inside another token or is a later segment.
+    let prev = before(bytes, start);
+    if bytes.get(start..start + 3) != Some(b"eyJ") || is_token_byte(prev) || prev == b'.' {
+        return None;
+    }
+    let seg = |from: usize| -> usize {
+        let n = super::text::run_len(bytes, from, |b| {
+            b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+        });
+        n + super::text::run_len(bytes, from + n, |b| b == b'=')
+    };
+    let h = seg(start);
+    let p_start = start + h + 1;
+    if at(bytes, start + h) != b'.' || bytes.get(p_start..p_start + 3) != Some(b"eyJ") {
+        return None;
+    }
+    let p = seg(p_start);
+    let mut end = p_start + p;
+    if at(bytes, end) == b'.' {
+        end += 1 + seg(end + 1);
+    }
+    if is_b64_byte(at(bytes, end)) {
+        return None;
+    }
+    let header = decode_b64url(text.get(start..start + h)?)?;
+    let v: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    let obj = v.as_object()?;
+    (obj.contains_key("alg") || obj.contains_key("typ")).then_some(Found {
+        start,
+        end,
+        kind: "jwt",
+    })
+}
+
+/// Private key block: `-----BEGIN … PRIVATE KEY-----`, at least 40 base64
+/// characters of body (escaped `\n` allowed, as in JSON-embedded keys), up to
+/// the matching END line (or the end of the body when it is missing).
+pub fn private_key_at(text: &str, start: usize) -> Option<Found> {
+    let rest = text.get(start..)?;
+    let after_begin = rest.strip_prefix("-----BEGIN ")?;
+    let label_len = after_begin
+        .get(..80.min(after_begin.len()))?
+        .find("-----")?;
+    let label = after_begin.get(..label_len)?;
+    if !label.contains("PRIVATE KEY") {
+        return None;
+    }
+    let body_start = start + "-----BEGIN ".len() + label_len + 5;
+    let bytes = text.as_bytes();
+    let mut i = body_start;
+    let mut b64 = 0usize;
+    let limit = (body_start + 65536).min(bytes.len());
+    let mut end = None;
+    while i < limit {
+        let b = at(bytes, i);
+        if b == b'-' && bytes.get(i..i + 8) == Some(b"-----END") {
+            let close = text.get(i + 8..)?.find("-----").map(|p| i + 8 + p + 5);
+            end = Some(close.unwrap_or(i + 8));
+            break;
+        }
+        if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=') {
+            b64 += 1;
+        } else if b == b'\\' && matches!(at(bytes, i + 1), b'n' | b'r') {
+            i += 1; // an escaped line break, as in JSON service-account files
+        } else if b == b':' || b == b',' {
+            // "Proc-Type: 4,ENCRYPTED" style headers: part of the block.
+        } else if !b.is_ascii_whitespace() {
+            if b == b'.' {
+                return None; // "...": an elided example
+            }
+            break;
+        }
+        i += 1;
+    }
+    if b64 < 40 {
+        return None;
+    }
+    Some(Found {
+        start,
+        end: end.unwrap_or(i),
+        kind: "private_key",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifier_table() {
+        for (id, want) in [
+            ("DB_PASSWORD", Some(SecretWord::Password)),
+            ("client_secret", Some(SecretWord::Secret)),
+            ("X-API-Key", Some(SecretWord::Token)),
+            ("access_token2", Some(SecretWord::Token)),
+            ("my_password_secure", Some(SecretWord::Password)),
+            ("LLM_SECRET_NAME", None),
+            ("credentialsId", None),
+            ("passwordVariable", None),
+            ("password_reset_token_ttl_seconds", None),
+            ("public_key", None),
+            ("csrf-token", None),
+            ("Authorization", None),
+            ("keyword", None),
+        ] {
+            assert_eq!(classify_identifier(id).map(|x| x.0), want, "{id}");
+        }
+    }
+}

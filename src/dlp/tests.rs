@@ -1,0 +1,372 @@
+#![allow(clippy::panic)] // test code: a failed setup should stop the test loudly
+
+use super::*;
+use serde_json::json;
+
+fn scanner() -> Scanner {
+    match Scanner::builtin(true, true) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn kinds(text: &str) -> Vec<String> {
+    scanner()
+        .scan_text(text)
+        .into_iter()
+        .map(|m| m.kind)
+        .collect()
+}
+
+fn compile_json(v: serde_json::Value) -> (Option<DlpPolicy>, Vec<ConfigErrorView>) {
+    let mut errs = Errors::default();
+    let p = compile(Some(&v), "$.dlp", &mut errs);
+    (
+        p,
+        errs.0
+            .into_iter()
+            .map(|e| ConfigErrorView {
+                path: e.path,
+                msg: e.msg,
+            })
+            .collect(),
+    )
+}
+
+#[derive(Debug)]
+struct ConfigErrorView {
+    path: String,
+    msg: String,
+}
+
+#[test]
+fn builtin_detectors_compile() {
+    assert!(Scanner::builtin(true, true).is_ok());
+    assert!(Scanner::builtin(false, true).is_ok());
+}
+
+#[test]
+fn finds_secrets_table() {
+    // (behaviour, text, expected kind) — values generated for this test.
+    let cases = [
+        ("finds_github_pat_in_url", "https://x:ghp_Q3nV8kLmP2rT6yW9zB4cD7fH1jK5sX0aE2gJ@github.com/o/r.git", "github_pat"),
+        ("finds_aws_key_in_prose", "my key is AKIAQ7LMNP3RSTUV2WXY ok", "aws_access_key"),
+        ("finds_stripe_live_key", "sk_live_4eC39HqLyjWDarjtT1zdp7dc9Zq", "stripe_key"),
+        ("finds_slack_bot_token", "xoxb-4718290365142-8302957164823-Qw3Er5Ty7Ui9Op1As3Df5Gh7", "slack_token"),
+        ("finds_db_url_password", "postgres://app:Zx9Qw3Er7Ty1@db.internal:5432/main", "db_url_with_password"),
+        ("finds_password_assignment", "DB_PASSWORD='Wq8#mZp2!vLr'", "password"),
+        ("finds_generic_api_key", "api_key: \"Jd8Kq2Lm4Np6Rs8Tu0Vw2Xy4Za6Bc8De\"", "generic_secret"),
+        ("finds_private_key_block", "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----", "private_key"),
+        ("finds_curl_user_password", "curl -u deploy:Hq7!pR2zLm9 https://api.example.net", "basic_auth_credentials"),
+        ("finds_bearer_header", "Authorization: Bearer 9fJ2kL7qR4tV8xZ1cB5nM3wE6yU0iO2p", "auth_header_token"),
+    ];
+    let s = scanner();
+    for (name, text, want) in cases {
+        let got: Vec<String> = s.scan_text(text).into_iter().map(|m| m.kind).collect();
+        assert!(got.iter().any(|k| k == want), "{name}: got {got:?}");
+    }
+}
+
+#[test]
+fn finds_jwt_with_decodable_header() {
+    let header = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"; // {"alg":"HS256","typ":"JWT"}
+    let text = format!("token={header}.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLWJ5dGVzLWhlcmU");
+    assert_eq!(kinds(&text), vec!["jwt"]);
+}
+
+#[test]
+fn ignores_placeholders_table() {
+    for (name, text) in [
+        ("ignores_placeholder_key", "AKIAXXXXXXXXXXXXXXXX"),
+        (
+            "ignores_documentation_example",
+            "aws_access_key_id = AKIAIOSFODNN7EXAMPLE",
+        ),
+        (
+            "ignores_elided_key",
+            "OPENAI_API_KEY=sk-...your key here...",
+        ),
+        ("ignores_env_template", "password: ${DB_PASSWORD}"),
+        ("ignores_angle_placeholder", "Authorization: Bearer <token>"),
+        ("ignores_masked_value", "password=********"),
+        (
+            "ignores_templated_url",
+            "postgres://${PGUSER}:${PGPASSWORD}@${PGHOST}:5432/db",
+        ),
+        (
+            "ignores_sequential_filler",
+            "const SNYK_TOKEN = \"12345678-ABCD-ABCD-ABCD-1234567890AB\"",
+        ),
+        ("ignores_jwt_with_broken_header", "eyJBB.eyJCC.eyJDDDD"),
+        (
+            "ignores_uuid_trace_id",
+            "trace-id: 5cda609e-c35c-4de2-bdb3-86fd57019d15",
+        ),
+        (
+            "ignores_git_sha",
+            "commit 085e1888989c9fdbf2c6b0fe934beea2c34f60e9",
+        ),
+        (
+            "ignores_key_named_id",
+            "credentialsId: 'ff083f76-7804-4ef1-80e4-fe975bb9141b'",
+        ),
+        (
+            "ignores_prose",
+            "The password must be at least 12 characters long.",
+        ),
+    ] {
+        assert_eq!(kinds(text), Vec::<String>::new(), "{name}");
+    }
+}
+
+#[test]
+fn personal_data_table() {
+    for (name, text, want) in [
+        (
+            "finds_visa_with_dashes",
+            "card 4539-1488-0343-6467",
+            vec!["credit_card"],
+        ),
+        (
+            "card_failing_luhn_is_clean",
+            "card 4539-1488-0343-6468",
+            vec![],
+        ),
+        ("imei_is_not_a_card", "IMEI: 496922278183294", vec![]),
+        (
+            "finds_iban_grouped",
+            "GB29 NWBK 6016 1331 9268 19",
+            vec!["iban"],
+        ),
+        (
+            "iban_failing_mod97_is_clean",
+            "GB29 NWBK 6016 1331 9268 18",
+            vec![],
+        ),
+        ("finds_ssn", "SSN 219-09-9999", vec!["ssn"]),
+        ("ssn_area_666_is_clean", "SSN 666-09-9999", vec![]),
+        (
+            "finds_international_phone",
+            "call +44 20 7946 0958",
+            vec!["phone"],
+        ),
+        ("finds_nanp_phone", "(212) 555-0147", vec!["phone"]),
+        (
+            "timestamp_is_not_a_phone",
+            "{\"created\": 1736421073}",
+            vec![],
+        ),
+        (
+            "finds_email",
+            "write to ana.lima@correio.com.br",
+            vec!["email"],
+        ),
+        (
+            "url_userinfo_is_not_email",
+            "https://user:Sx8!kq@host.example.com",
+            vec!["basic_auth_url"],
+        ),
+        (
+            "git_remote_is_not_email",
+            "git@github.com:acme/api.git",
+            vec![],
+        ),
+    ] {
+        assert_eq!(kinds(text), want, "{name}");
+    }
+}
+
+#[test]
+fn matches_are_sorted_and_disjoint() {
+    let text = "a@b.example.org ghp_Q3nV8kLmP2rT6yW9zB4cD7fH1jK5sX0aE2gJ 4539-1488-0343-6467 x@y.example.com";
+    let m = scanner().scan_text(text);
+    assert_eq!(m.len(), 4);
+    for w in m.windows(2) {
+        assert!(w[0].end <= w[1].start);
+    }
+}
+
+#[test]
+fn scan_value_reports_keys_and_nested_paths() {
+    let v = json!({
+        "query": "mail me at jo.smith@mailhost.example.net",
+        "items": [{"key": "ghp_Q3nV8kLmP2rT6yW9zB4cD7fH1jK5sX0aE2gJ"}],
+        "a/b": {"password": "Wq8#mZp2!vLr"},
+        "AKIAQ7LMNP3RSTUV2WXY": 1
+    });
+    let mut f: Vec<(String, String)> = scanner()
+        .scan_value(&v)
+        .into_iter()
+        .map(|f| (f.kind, f.path))
+        .collect();
+    f.sort();
+    assert_eq!(
+        f,
+        vec![
+            ("aws_access_key".into(), "/AKIAQ7LMNP3RSTUV2WXY".into()),
+            ("email".into(), "/query".into()),
+            ("github_pat".into(), "/items/0/key".into()),
+            ("password".into(), "/a~1b/password".into()),
+        ]
+    );
+}
+
+#[test]
+fn redacts_email_keeps_json_valid() {
+    let mut v = json!({"to": "Jo <jo.smith@mailhost.example.net>", "n": 3});
+    let found = scanner().redact_value(&mut v);
+    assert_eq!(found.len(), 1);
+    assert_eq!(v, json!({"to": "Jo <[REDACTED:email]>", "n": 3}));
+    assert!(serde_json::from_str::<serde_json::Value>(&v.to_string()).is_ok());
+}
+
+#[test]
+fn redacts_secret_object_key() {
+    let mut v = json!({"AKIAQ7LMNP3RSTUV2WXY": "x", "[REDACTED:aws_access_key]": "y"});
+    scanner().redact_value(&mut v);
+    let keys: Vec<&String> = v
+        .as_object()
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().all(|k| !k.contains("AKIAQ7")));
+}
+
+#[test]
+fn redacts_tool_result_parts() {
+    let mut result = json!({
+        "content": [
+            {"type": "text", "text": "key ghp_Q3nV8kLmP2rT6yW9zB4cD7fH1jK5sX0aE2gJ"},
+            {"type": "resource", "resource": {"uri": "file:///a", "text": "ssn 219-09-9999"}},
+            {"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png"}
+        ],
+        "structuredContent": {"owner": {"email": "jo.smith@mailhost.example.net"}},
+        "isError": false
+    });
+    let found = redact_result(&scanner(), &mut result);
+    let mut paths: Vec<String> = found.into_iter().map(|f| f.path).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        vec![
+            "/content/0/text",
+            "/content/1/resource/text",
+            "/structuredContent/owner/email"
+        ]
+    );
+    assert_eq!(
+        result.pointer("/content/0/text"),
+        Some(&json!("key [REDACTED:github_pat]"))
+    );
+    assert!(scan_result(&scanner(), &result).is_empty());
+}
+
+#[test]
+fn long_string_is_scanned_end_to_end() {
+    // A secret after 3 MiB of filler is still found: nothing is skipped.
+    let mut text = "lorem ipsum token refresh ".repeat(3 * 1024 * 1024 / 26);
+    text.push_str(" ghp_Q3nV8kLmP2rT6yW9zB4cD7fH1jK5sX0aE2gJ");
+    assert_eq!(kinds(&text), vec!["github_pat"]);
+}
+
+#[test]
+fn default_policy_when_section_absent() {
+    let mut errs = Errors::default();
+    let p = compile(None, "$.dlp", &mut errs);
+    assert!(errs.is_empty());
+    let p = p.map(|p| (p.requests, p.responses));
+    assert_eq!(p, Some((Action::Block, Action::Redact)));
+}
+
+#[test]
+fn custom_detector_finds_its_pattern() {
+    let (p, errs) = compile_json(json!({
+        "requests": "flag",
+        "custom": [{"id": "acme-employee", "pattern": "ACME-[0-9]{8}", "label": "pii"}],
+        "exempt_tools": ["debug_*"]
+    }));
+    assert!(errs.is_empty(), "{errs:?}");
+    let Some(p) = p else { panic!("no policy") };
+    assert_eq!(p.requests, Action::Flag);
+    assert!(p.is_exempt("debug_dump") && !p.is_exempt("get_user"));
+    let m = p.scanner.scan_text("employee ACME-12345678 joined");
+    assert_eq!(m.len(), 1);
+    assert_eq!(
+        (m[0].kind.as_str(), m[0].label),
+        ("acme-employee", Label::Pii)
+    );
+}
+
+#[test]
+fn config_errors_table() {
+    for (name, section, path, msg_part) in [
+        (
+            "invalid_custom_pattern_names_json_path",
+            json!({"custom": [{"id": "a", "pattern": "ACME-[0-9", "label": "pii"}]}),
+            "$.dlp.custom[0].pattern",
+            "invalid regular expression",
+        ),
+        (
+            "empty_matching_pattern_is_refused",
+            json!({"custom": [{"id": "a", "pattern": "x*", "label": "pii"}]}),
+            "$.dlp.custom[0].pattern",
+            "empty string",
+        ),
+        (
+            "unknown_field_is_an_error",
+            json!({"requets": "block"}),
+            "$.dlp.requets",
+            "unknown field",
+        ),
+        (
+            "unknown_action_is_an_error",
+            json!({"responses": "drop"}),
+            "$.dlp.responses",
+            "not one of",
+        ),
+        (
+            "unknown_detector_is_an_error",
+            json!({"detectors": ["secrets", "pci"]}),
+            "$.dlp.detectors[1]",
+            "not one of",
+        ),
+        (
+            "custom_label_must_be_secret_or_pii",
+            json!({"custom": [{"id": "a", "pattern": "x", "label": "phi"}]}),
+            "$.dlp.custom[0].label",
+            "not one of",
+        ),
+        (
+            "duplicate_custom_id_is_an_error",
+            json!({"custom": [{"id": "a", "pattern": "x", "label": "pii"}, {"id": "a", "pattern": "y", "label": "pii"}]}),
+            "$.dlp.custom[1].id",
+            "duplicate",
+        ),
+        (
+            "missing_custom_field_is_an_error",
+            json!({"custom": [{"id": "a", "label": "pii"}]}),
+            "$.dlp.custom[0].pattern",
+            "missing",
+        ),
+    ] {
+        let (p, errs) = compile_json(section);
+        assert!(p.is_none(), "{name}: policy should not load");
+        assert!(
+            errs.iter()
+                .any(|e| e.path == path && e.msg.contains(msg_part)),
+            "{name}: {errs:?}"
+        );
+    }
+}
+
+#[test]
+fn debug_output_never_contains_the_secret() {
+    let secret = "ghp_Q3nV8kLmP2rT6yW9zB4cD7fH1jK5sX0aE2gJ";
+    let s = scanner();
+    let v = json!({"note": format!("use {secret}")});
+    let dump = format!("{:?} {:?} {:?}", s.scan_value(&v), s.scan_text(secret), s);
+    assert!(
+        !dump.contains(secret) && !dump.contains("Q3nV8kLm"),
+        "{dump}"
+    );
+}

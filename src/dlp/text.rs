@@ -1,0 +1,386 @@
+//! Small, allocation-free judgements about a candidate value: is it random
+//! enough to be a credential, or is it a placeholder, a template or a word?
+//!
+//! These run *after* a detector matched, so they only ever see short strings.
+
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+
+/// Tokens travel with and without `=` padding (JWT segments never carry it).
+const PAD_INDIFFERENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
+    .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+    .with_decode_allow_trailing_bits(true);
+pub const B64URL: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, PAD_INDIFFERENT);
+pub const B64STD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, PAD_INDIFFERENT);
+
+pub fn decode_b64url(s: &str) -> Option<Vec<u8>> {
+    B64URL.decode(s.trim_end_matches('=')).ok()
+}
+
+pub fn decode_b64std(s: &str) -> Option<Vec<u8>> {
+    B64STD.decode(s).ok()
+}
+
+#[inline(always)]
+pub fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+#[inline(always)]
+pub fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
+#[inline(always)]
+pub fn is_b64_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-')
+}
+
+/// Which kinds of characters a value mixes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Classes {
+    pub lower: bool,
+    pub upper: bool,
+    pub digit: bool,
+    /// Punctuation other than the identifier joiners `_ - .`.
+    pub symbol: bool,
+}
+
+impl Classes {
+    pub fn of(s: &str) -> Classes {
+        let mut c = Classes::default();
+        for b in s.bytes() {
+            match b {
+                b'a'..=b'z' => c.lower = true,
+                b'A'..=b'Z' => c.upper = true,
+                b'0'..=b'9' => c.digit = true,
+                b'_' | b'-' | b'.' => {}
+                _ => c.symbol = true,
+            }
+        }
+        c
+    }
+    pub fn count(&self) -> usize {
+        usize::from(self.lower)
+            + usize::from(self.upper)
+            + usize::from(self.digit)
+            + usize::from(self.symbol)
+    }
+}
+
+/// Shannon entropy in bits per character.
+pub fn entropy(s: &str) -> f64 {
+    let mut counts = [0u32; 256];
+    let mut n = 0u32;
+    for b in s.bytes() {
+        if let Some(c) = counts.get_mut(usize::from(b)) {
+            *c += 1;
+        }
+        n += 1;
+    }
+    if n == 0 {
+        return 0.0;
+    }
+    let total = f64::from(n);
+    counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = f64::from(*c) / total;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+fn longest_repeat(s: &[u8]) -> usize {
+    let mut best = 0;
+    let mut run = 0;
+    let mut prev = None;
+    for &b in s {
+        if Some(b) == prev {
+            run += 1;
+        } else {
+            run = 1;
+            prev = Some(b);
+        }
+        best = best.max(run);
+    }
+    best
+}
+
+/// A run like `123456`, `abcdef` or `LMNOPQ`: typed by a person, never drawn
+/// from a random generator in practice (a random 40-char token holds one with
+/// probability ~1e-6).
+fn has_sequence(s: &[u8], len: usize) -> bool {
+    let mut run = 1;
+    for w in s.windows(2) {
+        let (a, b) = match w {
+            [a, b] => (*a, *b),
+            _ => continue,
+        };
+        let same_class = (a.is_ascii_digit() && b.is_ascii_digit())
+            || (a.is_ascii_lowercase() && b.is_ascii_lowercase())
+            || (a.is_ascii_uppercase() && b.is_ascii_uppercase());
+        if same_class && b == a.wrapping_add(1) {
+            run += 1;
+            if run >= len {
+                return true;
+            }
+        } else {
+            run = 1;
+        }
+    }
+    false
+}
+
+/// Words that mark documentation and sample values rather than live credentials.
+const PLACEHOLDER_MARKS: &[&str] = &[
+    "example",
+    "xxxx",
+    "****",
+    "...",
+    "your_",
+    "your-",
+    "yourkey",
+    "your key",
+    "here",
+    "placeholder",
+    "redacted",
+    "dummy",
+    "sample",
+    "changeme",
+    "change_me",
+    "replace",
+    "insert",
+    "fake",
+    "todo",
+];
+
+/// Whole values that are well-known stand-ins (hexspeak, default passwords, field names).
+const PLACEHOLDER_VALUES: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "apikey",
+    "api_key",
+    "test",
+    "testing",
+    "username",
+    "user",
+    "pass",
+    "admin",
+    "root",
+    "foobar",
+    "foo",
+    "bar",
+    "qwerty",
+    "letmein",
+    "deadbeef",
+    "cafebabe",
+    "null",
+    "none",
+    "nil",
+    "undefined",
+    "true",
+    "false",
+    "empty",
+    "default",
+];
+
+/// A documentation value, masked value or typed-by-hand filler (`AKIAXXXXXXXX`,
+/// `sk_live_...`, `AbCd1234567890`, `00000000000000TUVWXYZ`).
+pub fn is_placeholder(value: &str) -> bool {
+    let lower = value.to_ascii_lowercase();
+    if PLACEHOLDER_VALUES.contains(&lower.as_str()) {
+        return true;
+    }
+    if PLACEHOLDER_MARKS.iter().any(|m| lower.contains(m)) {
+        return true;
+    }
+    let bytes = value.as_bytes();
+    let rep = longest_repeat(bytes);
+    if rep >= 6 && rep * 5 >= bytes.len() {
+        return true;
+    }
+    has_sequence(bytes, 6)
+}
+
+/// A reference to a value kept elsewhere: `$VAR`, `${VAR}`, `$(cmd)`, `{{ x }}`,
+/// `<token>`, `%(x)s`, `{Name}`, `[REDACTED]`, `process.env.X`.
+pub fn is_template(value: &str) -> bool {
+    let v = value.trim();
+    if v.starts_with('$') || v.starts_with('<') || v.starts_with('%') || v.starts_with('[') {
+        return true;
+    }
+    if v.contains("{{") || v.contains("${") || v.contains("$(") {
+        // `m{{h}o)p${e]` style passwords contain these too, but only a value that
+        // *is* a template starts with one; inside, we still refuse obvious `{{ x }}`.
+        if v.starts_with("{{") || v.starts_with("${") || v.starts_with("$(") {
+            return true;
+        }
+    }
+    if let Some(inner) = v.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+        if !inner.is_empty()
+            && inner
+                .bytes()
+                .all(|b| b.is_ascii_alphabetic() || b == b'_' || b == b'.')
+        {
+            return true;
+        }
+    }
+    let l = v.to_ascii_lowercase();
+    l.starts_with("process.env")
+        || l.starts_with("os.environ")
+        || l.starts_with("env.")
+        || l.starts_with("secrets.")
+}
+
+/// An identifier-shaped value (`K8S_CRED`, `PASSWORD`, `XSalsa20.key_length`): a
+/// name pointing at a secret, not the secret.
+pub fn is_identifier_like(value: &str) -> bool {
+    let c = Classes::of(value);
+    if c.symbol {
+        return false;
+    }
+    // ALL_CAPS_WITH_UNDERSCORES, or dotted.paths.of.words
+    let caps_ident = !c.lower && c.upper && (value.contains('_') || value.contains('-'));
+    let dotted = value.contains('.')
+        && value
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(is_word_byte));
+    caps_ident || dotted
+}
+
+/// Strength of a human-chosen password: long enough and mixing classes the way
+/// generated or policy-compliant passwords do, not a word.
+pub fn is_strong_password(value: &str) -> bool {
+    let v = value.trim();
+    if v.chars().count() < 8 || v.chars().count() > 200 {
+        return false;
+    }
+    if is_template(v) || is_placeholder(v) || is_identifier_like(v) {
+        return false;
+    }
+    let c = Classes::of(v);
+    c.count() >= 3
+        || (c.count() >= 2 && c.symbol)
+        || (c.count() >= 2 && v.len() >= 12 && entropy(v) >= 3.0)
+}
+
+/// Strength of a machine-generated key/token: long, mixed and high in entropy.
+pub fn is_random_token(value: &str) -> bool {
+    let v = value.trim();
+    let len = v.len();
+    if !(16..=1024).contains(&len) || is_template(v) || is_placeholder(v) || is_identifier_like(v) {
+        return false;
+    }
+    if v.bytes().any(|b| b.is_ascii_whitespace()) {
+        return false;
+    }
+    let c = Classes::of(v);
+    let hex = v.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    if hex {
+        // Hex keys and UUID-shaped keys: 32+ hex digits with both letters and digits.
+        let digits = v.bytes().filter(|b| b.is_ascii_hexdigit()).count();
+        return digits >= 32 && c.digit && (c.lower || c.upper) && entropy(v) >= 3.0;
+    }
+    let classes = usize::from(c.lower) + usize::from(c.upper) + usize::from(c.digit);
+    classes >= 3 && entropy(v) >= 3.2
+}
+
+/// Length of the run of `pred` bytes starting at `from`.
+pub fn run_len(bytes: &[u8], from: usize, pred: impl Fn(u8) -> bool) -> usize {
+    bytes
+        .get(from..)
+        .map_or(0, |s| s.iter().take_while(|b| pred(**b)).count())
+}
+
+/// Byte at `i`, or 0 outside the text (0 is never a token character).
+#[inline(always)]
+pub fn at(bytes: &[u8], i: usize) -> u8 {
+    bytes.get(i).copied().unwrap_or(0)
+}
+
+/// Byte before `i`, or 0 at the start.
+#[inline(always)]
+pub fn before(bytes: &[u8], i: usize) -> u8 {
+    if i == 0 {
+        0
+    } else {
+        at(bytes, i - 1)
+    }
+}
+
+/// Largest char boundary `<= i`.
+pub fn floor_boundary(s: &str, mut i: usize) -> usize {
+    if i >= s.len() {
+        return s.len();
+    }
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// Smallest char boundary `>= i`.
+pub fn ceil_boundary(s: &str, mut i: usize) -> usize {
+    if i >= s.len() {
+        return s.len();
+    }
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholder_table() {
+        for (v, want) in [
+            ("AKIAXXXXXXXXXXXXXXXX", true),
+            ("AKIAIOSFODNN7EXAMPLE", true),
+            ("sk_live_...", true),
+            ("12345678-ABCD-ABCD-ABCD-1234567890AB", true),
+            ("deadbeef", true),
+            ("ghp_IGCc07wS9MNKU3zQbDbfamYYSj8Y1sM7rJAy", false),
+            ("B+d5wanUS/JITYpsz+APYXOSAz+21MVWiEQnncKW", false),
+        ] {
+            assert_eq!(is_placeholder(v), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn template_table() {
+        for (v, want) in [
+            ("${DB_PASSWORD}", true),
+            ("$(cat x)", true),
+            ("{{ secrets.X }}", true),
+            ("<token>", true),
+            ("{SumoAccessKey}", true),
+            ("{ZqL5kVrX1n8tA2}", false),
+            ("m{{h}o)p${e]nob", false),
+        ] {
+            assert_eq!(is_template(v), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn password_strength_table() {
+        for (v, want) in [
+            ("TangoCobalt1101$", true),
+            ("m{{h}o)p${e]nob(ody[finds>-_$#thisone}}", true),
+            ("changeme", false),
+            ("real_secret", false),
+            ("NEXUS-GPT4-API-KEY", false),
+            ("PASSWORD", false),
+        ] {
+            assert_eq!(is_strong_password(v), want, "{v}");
+        }
+    }
+}
