@@ -1,0 +1,159 @@
+"""Audit trail end to end: the filter in Envoy batches one event per decided
+message to the project's own collector (`mcp-firewall collector`, built by
+scripts/test.sh) through an Envoy cluster; `mcp-firewall audit verify` checks the
+hash chain of what arrived, and notices a tampered copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from conftest import READER_KEY, base_policy
+from mcp import MCPError
+from mcp_raw import sdk_session, send
+
+import harness
+
+CLI = harness.REPO / "target" / "release" / "mcp-firewall"
+SECRET_ARG = "hello audit 7c1f"  # must never appear in the trail in clear (arguments: hash)
+
+
+def canonical(v: Any) -> str:
+    return json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@pytest.fixture(scope="module")
+def collector(workdir: Path) -> Iterator[tuple[int, Path]]:
+    if not CLI.exists():
+        pytest.fail(f"{CLI} is missing: run `cargo build --release -p mcp-firewall-cli` (scripts/test.sh does)")
+    port = harness.free_port()
+    out = workdir / "audit.ndjson"
+    proc = harness.Proc("collector", [str(CLI), "collector", "--listen", f"127.0.0.1:{port}", "--out", str(out)],
+                        workdir / "collector.log")
+    try:
+        harness._wait(lambda: harness.port_open(port), 30, "audit collector", proc)
+        yield port, out
+    finally:
+        proc.stop()
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_for(path: Path, pred: Any, what: str, env: harness.Envoy, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Events are sent in batches from a timer (flush_ms): wait until `pred` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        events = read_events(path)
+        if pred(events):
+            return events
+        if time.monotonic() > deadline:
+            stats = {k: v for k, v in env.stats("wasmcustom|audit_collector.*upstream_rq_total|upstream_cx_total").items() if v or "audit" in k}
+            raise AssertionError(f"{what}: not in the audit trail after {timeout:.0f}s; Envoy audit stats {stats}; "
+                                 f"got {len(events)} events:\n"
+                                 + "\n".join(canonical(e) for e in events[-10:]))
+        time.sleep(0.1)
+
+
+def find(events: list[dict[str, Any]], method: str, target: str | None) -> list[dict[str, Any]]:
+    return [e for e in events if (e.get("request") or {}).get("method") == method
+            and (e.get("request") or {}).get("target") == target]
+
+
+def protocol_refusals(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A body refused before any decision (here: duplicate keys) is audited too, without
+    trusting anything from that body (no id, no method)."""
+    return [e for e in events if e["decision"]["rule"] == "protocol" and "duplicate" in e["decision"]["reason"]]
+
+
+def test_audit_trail_of_allowed_denied_and_refused_messages(collector: tuple[int, Path], workdir: Path,
+                                                            mcp_server: Any, wasm: Path) -> None:
+    port, out = collector
+    policy = base_policy()
+    policy["audit"] = {"cluster": "audit_collector", "path": "/v1/audit", "authority": "audit",
+                       "flush_ms": 50, "arguments": "hash"}
+    cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
+                         upstream_port=mcp_server.port, policy=policy, wasm=wasm)
+    cfg["static_resources"]["clusters"].append({
+        "name": "audit_collector", "type": "STATIC", "connect_timeout": "2s",
+        "load_assignment": {"cluster_name": "audit_collector", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}})
+    env = harness.Envoy(cfg, workdir, name="envoy-audit")
+    try:
+        async def go() -> MCPError:
+            async with sdk_session(env.url, READER_KEY) as s:
+                await s.list_tools()
+                await s.call_tool("echo", {"message": SECRET_ARG})
+                with pytest.raises(MCPError) as ei:
+                    await s.call_tool("get-env", {})
+                return ei.value
+
+        denied = anyio.run(go)
+        assert denied.code == -32010
+        dup = send(env.url, token=READER_KEY,
+                   body=b'{"jsonrpc":"2.0","id":99,"method":"tools/call","params":{"name":"echo","name":"get-env"}}')
+        assert dup.status_code == 400
+
+        events = wait_for(out, lambda ev: find(ev, "tools/call", "echo") and find(ev, "tools/call", "get-env")
+                          and protocol_refusals(ev),
+                          "echo, get-env and the duplicate-key request", env)
+    finally:
+        env.stop()
+
+    allowed = find(events, "tools/call", "echo")
+    assert len(allowed) == 1, allowed
+    a = allowed[0]
+    assert a["decision"]["verdict"] == "allow" and a["decision"]["rule"] == "read-tools", a
+    assert a["decision"]["dry_run"] is False
+    assert a["identity"]["subject"] == "e2e-reader" and a["identity"]["via"] == "api_key", a
+    assert a["identity"]["roles"] == ["reader"] and a["identity"]["tenant"] == "acme", a
+    assert a["request"]["args_sha256"] == hashlib.sha256(canonical({"message": SECRET_ARG}).encode()).hexdigest()
+    assert (a.get("response") or {}).get("status") == 200, a
+
+    denied_ev = find(events, "tools/call", "get-env")
+    assert len(denied_ev) == 1, denied_ev
+    assert denied_ev[0]["decision"]["verdict"] == "deny" and denied_ev[0]["decision"]["rule"] == "no-env"
+
+    refused = protocol_refusals(events)
+    assert len(refused) == 1 and refused[0]["decision"]["verdict"] == "deny", refused
+    assert refused[0]["response"]["status"] == 400, refused
+
+    assert all(len(e.get("policy_sha256") or "") == 64 for e in events)
+    assert len({e["policy_sha256"] for e in events}) == 1, "one policy in force"
+
+    raw = out.read_text()
+    assert SECRET_ARG not in raw, "arguments: hash must not put arguments in clear"
+    assert READER_KEY not in raw, "plain API keys never appear in audit"
+
+    seqs = sorted(e["seq"] for e in events)
+    assert seqs == list(range(1, len(seqs) + 1)), seqs
+
+    ok = subprocess.run([str(CLI), "audit", "verify", str(out)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+    # Tamper: turn the deny into an allow in a copy; verify must notice.
+    tampered = workdir / "audit-tampered.ndjson"
+    lines = raw.splitlines()
+    idx = next(i for i, line in enumerate(lines) if '"target":"get-env"' in line)
+    assert '"verdict":"deny"' in lines[idx]
+    lines[idx] = lines[idx].replace('"verdict":"deny"', '"verdict":"allow"')
+    tampered.write_text("\n".join(lines) + "\n")
+    bad = subprocess.run([str(CLI), "audit", "verify", str(tampered)], capture_output=True, text=True)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+
+    # Drop: remove one event; verify reports the gap.
+    dropped = workdir / "audit-dropped.ndjson"
+    dropped.write_text("\n".join(line for i, line in enumerate(raw.splitlines()) if i != idx) + "\n")
+    gap = subprocess.run([str(CLI), "audit", "verify", str(dropped)], capture_output=True, text=True)
+    assert gap.returncode == 1, gap.stdout + gap.stderr
