@@ -1,0 +1,54 @@
+"""A second real MCP peer: an official-SDK (Python `mcp`) server that answers with
+plain JSON (`json_response=True`) instead of SSE, so list filtering and results
+are also tested end to end on `application/json` responses.
+
+    python tests/e2e/json_server.py PORT
+"""
+
+from __future__ import annotations
+
+import sys
+
+from mcp.server.mcpserver import MCPServer
+
+server = MCPServer("mcp-firewall-e2e-json-peer")
+
+
+@server.tool()
+def echo(message: str) -> str:
+    """Echoes back the input string."""
+    return f"Echo: {message}"
+
+
+@server.tool(name="get-sum")
+def get_sum(a: float, b: float) -> str:
+    """Returns the sum of two numbers."""
+    return str(a + b)
+
+
+@server.tool(name="get-env")
+def get_env() -> str:
+    """Stands in for a dangerous tool (returns a constant, not the environment)."""
+    return "ENV=not-really"
+
+
+@server.tool(name="get-tiny-image")
+def get_tiny_image() -> str:
+    """A tool only admins may call in the test policy."""
+    return "image"
+
+
+@server.prompt(name="simple-prompt")
+def simple_prompt() -> str:
+    """A prompt the policy allows."""
+    return "hello"
+
+
+@server.prompt(name="other-prompt")
+def other_prompt() -> str:
+    """A prompt no rule allows."""
+    return "hidden"
+
+
+if __name__ == "__main__":
+    server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]), json_response=True)
