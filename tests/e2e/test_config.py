@@ -18,7 +18,8 @@ from conftest import FIXTURES, base_policy
 
 import harness
 
-POLICY_FILES = sorted((harness.REPO / "policies").glob("*.json")) + [FIXTURES / "policy.json"]
+POLICY_FILES = sorted(p for p in (harness.REPO / "policies").rglob("*.json") if not p.name.endswith(".tests.json")) \
+    + [FIXTURES / "policy.json"]
 
 
 def validate(policy: Any, workdir: Path, template: str = "envoy", name: str = "validate") -> Any:
@@ -27,7 +28,7 @@ def validate(policy: Any, workdir: Path, template: str = "envoy", name: str = "v
     return harness.envoy_validate(cfg, workdir, name)
 
 
-@pytest.mark.parametrize("path", POLICY_FILES, ids=[p.name for p in POLICY_FILES])
+@pytest.mark.parametrize("path", POLICY_FILES, ids=[p.stem for p in POLICY_FILES])
 def test_policy_files_validate(path: Path, wasm: Path, workdir: Path) -> None:
     r = validate(json.loads(path.read_text()), workdir, name=f"validate-{path.stem}")
     assert r.returncode == 0, r.stderr[-3000:]
