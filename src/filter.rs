@@ -3,10 +3,11 @@
 //! through `Host`, so the whole pipeline runs natively in tests.
 
 use crate::audit::{
-    AuditDecision, AuditIdentity, AuditResponse, EventFacts, Verdict as AuditVerdict,
+    AuditDecision, AuditFinding, AuditIdentity, AuditResponse, EventFacts, Verdict as AuditVerdict,
     Via as AuditVia,
 };
 use crate::decide::{decide_message, Catalogue, Decision, Verdict};
+use crate::dlp::Action as DlpAction;
 use crate::host::{Counter, Flow, Host, LogLevel};
 use crate::identity::{self, Caller, IdentityInputs, Via};
 use crate::json::parse_strict;
@@ -17,7 +18,7 @@ use crate::response::{rewrite_message, ResponsePlan};
 use crate::session::{self, Binding};
 use crate::sse::{parse_event, SseFramer};
 use serde_json::{json, Value};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 /// Response header that reports a dry-run decision to the caller.
@@ -66,6 +67,8 @@ pub struct RequestFilter {
     /// Counted while rewriting (which only reads `self`), flushed to the host per callback.
     removed_count: Cell<u64>,
     unfilterable_count: Cell<u64>,
+    /// DLP findings in results: (request id key, findings, action), flushed per callback.
+    result_findings: RefCell<Vec<(String, Vec<crate::dlp::Finding>, DlpAction)>>,
 }
 
 impl RequestFilter {
@@ -87,6 +90,7 @@ impl RequestFilter {
             response_seen: 0,
             removed_count: Cell::new(0),
             unfilterable_count: Cell::new(0),
+            result_findings: RefCell::new(Vec::new()),
         }
     }
 
@@ -127,6 +131,10 @@ impl RequestFilter {
                 id: None,
                 arguments: None,
                 decision: Decision::deny(rule, msg),
+                findings: Vec::new(),
+                redacted: false,
+                redacted_arguments: None,
+                redactions: 0,
             };
             let facts = self.facts(host, pending, Some(response_of(&reply)));
             host.audit(facts);
@@ -158,9 +166,10 @@ impl RequestFilter {
             target: p.target,
             id: p.id,
             arguments: p.arguments,
-            redacted_arguments: None,
+            redacted_arguments: p.redacted_arguments,
             decision: AuditDecision {
                 verdict: match p.decision.verdict {
+                    Verdict::Allow if p.redacted => AuditVerdict::Redacted,
                     Verdict::Allow => AuditVerdict::Allow,
                     Verdict::Deny => AuditVerdict::Deny,
                     Verdict::Approval => AuditVerdict::Approval,
@@ -169,7 +178,7 @@ impl RequestFilter {
                 reason: p.decision.reason,
                 dry_run: self.dry_run(),
             },
-            findings: Vec::new(),
+            findings: p.findings,
             response,
             policy_sha256: self.policy.sha256.clone(),
             vm_start: false,
@@ -186,7 +195,7 @@ impl RequestFilter {
                 status,
                 is_error: !(200..300).contains(&status),
                 bytes: self.response_seen as u64,
-                redactions: 0,
+                redactions: p.redactions,
             };
             let facts = self.facts(host, p, Some(response));
             host.audit(facts);
@@ -288,6 +297,12 @@ impl RequestFilter {
                 return self.too_large(host);
             }
         }
+        if self.policy.dlp.requests == DlpAction::Redact && !self.dry_run() {
+            // Redaction may change the body's length, and headers cannot be
+            // touched from body callbacks: drop content-length now (the
+            // upstream request is then sent chunked).
+            host.set_request_header("content-length", None);
+        }
         self.mcp_method = host.request_header("mcp-method");
         self.mcp_name = host.request_header("mcp-name");
         if end_of_stream {
@@ -327,10 +342,10 @@ impl RequestFilter {
         let Some(bytes) = host.request_body(body_size) else {
             return self.protocol_error(host, 400, -32700, "request body unavailable");
         };
-        self.decide_body(host, &bytes)
+        self.decide_body(host, &bytes, body_size)
     }
 
-    fn decide_body(&mut self, host: &mut dyn Host, bytes: &[u8]) -> Flow {
+    fn decide_body(&mut self, host: &mut dyn Host, bytes: &[u8], body_size: usize) -> Flow {
         let body = match jsonrpc::parse_body(bytes, self.policy.limits.max_json_depth) {
             Ok(b) => b,
             Err(e) => return self.protocol_error(host, 400, e.code(), e.message()),
@@ -338,7 +353,7 @@ impl RequestFilter {
         if let Err(msg) = self.check_standard_headers(&body) {
             return self.protocol_error(host, 400, reply::HEADER_MISMATCH, &msg);
         }
-        let messages: Vec<Message> = match body {
+        let mut messages: Vec<Message> = match body {
             Body::Single(m) => vec![m],
             Body::Batch(_) if self.policy.limits.batches == BatchMode::Reject => {
                 return self.protocol_error(
@@ -405,7 +420,11 @@ impl RequestFilter {
                     ),
                 );
             }
-            let r = refusal(&messages, &decisions);
+            let refused: Vec<Option<Refused>> = decisions
+                .iter()
+                .map(|d| (d.verdict != Verdict::Allow).then(|| Refused::of(d)))
+                .collect();
+            let r = refusal(&messages, &refused);
             // A refused exchange is over now: audit it at once.
             for p in std::mem::take(&mut self.audit_pending) {
                 let facts = self.facts(host, p, Some(response_of(&r)));
@@ -413,16 +432,128 @@ impl RequestFilter {
             }
             return self.reply(host, r);
         }
+        if let Some(flow) = self.scan_arguments(host, &mut messages, body_size) {
+            return flow;
+        }
         for m in &messages {
-            if let (Some(id), Some(cat)) = (m.id(), m.method().and_then(Catalogue::for_list_method))
-            {
-                if matches!(m, Message::Request { .. }) {
-                    self.plan.lists.push((id_key(id), cat));
-                }
+            let Message::Request { id, method, .. } = m else {
+                continue;
+            };
+            if let Some(cat) = Catalogue::for_list_method(method) {
+                self.plan.lists.push((id_key(id), cat));
+            } else if self.policy.dlp.responses != DlpAction::Off && self.scans_result_of(m) {
+                self.plan.scans.push(id_key(id));
             }
         }
         self.phase = Phase::Forwarded;
         Flow::Continue
+    }
+
+    /// Whether DLP looks at this message: tool calls (unless the tool is
+    /// exempt), prompts and resource reads.
+    fn scans_result_of(&self, m: &Message) -> bool {
+        match m.method() {
+            Some("tools/call") => match m.params().get("name").and_then(Value::as_str) {
+                Some(tool) => !self.policy.dlp.is_exempt(tool),
+                None => true,
+            },
+            Some("prompts/get") | Some("resources/read") => true,
+            _ => false,
+        }
+    }
+
+    /// DLP on the arguments of allowed messages. `Some(flow)` when the body was
+    /// refused (block); redaction rewrites the body in place.
+    fn scan_arguments(
+        &mut self,
+        host: &mut dyn Host,
+        messages: &mut [Message],
+        body_size: usize,
+    ) -> Option<Flow> {
+        let action = self.policy.dlp.requests;
+        if action == DlpAction::Off {
+            return None;
+        }
+        let mut refused: Vec<Option<Refused>> = Vec::with_capacity(messages.len());
+        let mut redacted = false;
+        for (i, m) in messages.iter_mut().enumerate() {
+            let scanned = self.scans_result_of(m) && m.method() != Some("resources/read");
+            let args = match m {
+                Message::Request { params, .. } | Message::Notification { params, .. }
+                    if scanned =>
+                {
+                    params.get_mut("arguments")
+                }
+                _ => None,
+            };
+            let Some(args) = args else {
+                refused.push(None);
+                continue;
+            };
+            let enforce = !self.dry_run();
+            let findings = if action == DlpAction::Redact && enforce {
+                self.policy.dlp.scanner.redact_value(args)
+            } else {
+                self.policy.dlp.scanner.scan_value(args)
+            };
+            for f in &findings {
+                host.count_finding(&f.kind);
+            }
+            if let Some(p) = self.audit_pending.get_mut(i) {
+                p.findings.extend(findings.iter().map(|f| AuditFinding {
+                    kind: f.kind.clone(),
+                    path: f.path.clone(),
+                    action: dlp_action_name(action).into(),
+                }));
+                if action == DlpAction::Redact && enforce && !findings.is_empty() {
+                    p.redacted = true;
+                    p.redacted_arguments = Some(args.clone());
+                }
+            }
+            if findings.is_empty() {
+                refused.push(None);
+                continue;
+            }
+            match action {
+                DlpAction::Block => refused.push(Some(Refused {
+                    error: reply::sensitive_data_error(&findings, "the arguments"),
+                    rule: "dlp".into(),
+                })),
+                DlpAction::Redact => {
+                    redacted = true;
+                    refused.push(None);
+                }
+                _ => refused.push(None),
+            }
+        }
+        if refused.iter().any(Option::is_some) {
+            if self.dry_run() {
+                self.note_dry_run(host, "deny rule=dlp");
+                return None;
+            }
+            host.count(Counter::DecisionDeny, 1);
+            let r = refusal(messages, &refused);
+            for (p, why) in std::mem::take(&mut self.audit_pending)
+                .into_iter()
+                .zip(&refused)
+            {
+                let mut p = p;
+                if why.is_some() {
+                    p.decision = Decision::deny("dlp", "sensitive data in the arguments");
+                }
+                let facts = self.facts(host, p, Some(response_of(&r)));
+                host.audit(facts);
+            }
+            return Some(self.reply(host, r));
+        }
+        if redacted {
+            let doc = match messages {
+                [single] => message_value(single),
+                many => Value::Array(many.iter().map(message_value).collect()),
+            };
+            host.set_request_body(body_size, doc.to_string().as_bytes());
+        }
+        None
     }
 
     /// Bind `Mcp-Session-Id` to the caller, or refuse it if it belongs to another.
@@ -554,7 +685,32 @@ impl RequestFilter {
             Counter::ResponseUnfilterable,
             self.unfilterable_count.take(),
         );
+        self.flush_result_findings(host);
         flow
+    }
+
+    /// Count DLP findings in results and attach them to the pending audit events.
+    fn flush_result_findings(&mut self, host: &mut dyn Host) {
+        for (id, findings, action) in self.result_findings.take() {
+            for f in &findings {
+                host.count_finding(&f.kind);
+            }
+            let pending = self
+                .audit_pending
+                .iter_mut()
+                .find(|p| p.id.as_ref().map(id_key).as_deref() == Some(id.as_str()));
+            if let Some(p) = pending {
+                if action == DlpAction::Redact {
+                    p.redactions += findings.len() as u64;
+                }
+                p.findings
+                    .extend(findings.into_iter().map(|f| AuditFinding {
+                        kind: f.kind,
+                        path: format!("/result{}", f.path),
+                        action: dlp_action_name(action).into(),
+                    }));
+            }
+        }
     }
 
     fn response_body(
@@ -636,8 +792,14 @@ impl RequestFilter {
         let caller = self.caller.as_ref()?;
         let mut changed = false;
         for msg in jsonrpc::response_objects(&mut doc) {
+            let id = msg.get("id").map(id_key);
             let r = rewrite_message(&self.policy, caller, &self.plan, msg);
             changed |= r.changed;
+            if let (Some(id), Some(action)) = (id, r.action) {
+                self.result_findings
+                    .borrow_mut()
+                    .push((id, r.findings, action));
+            }
             self.removed_count
                 .set(self.removed_count.get() + r.removed_entries as u64);
         }
@@ -703,6 +865,12 @@ struct PendingAudit {
     id: Option<Value>,
     arguments: Option<Value>,
     decision: Decision,
+    findings: Vec<AuditFinding>,
+    /// The arguments were redacted before forwarding (verdict `redacted`).
+    redacted: bool,
+    redacted_arguments: Option<Value>,
+    /// Matches replaced in the response.
+    redactions: u64,
 }
 
 impl PendingAudit {
@@ -719,8 +887,48 @@ impl PendingAudit {
             id: m.id().cloned(),
             arguments,
             decision: d.clone(),
+            findings: Vec::new(),
+            redacted: false,
+            redacted_arguments: None,
+            redactions: 0,
         }
     }
+}
+
+fn dlp_action_name(a: DlpAction) -> &'static str {
+    match a {
+        DlpAction::Block => "block",
+        DlpAction::Redact => "redact",
+        DlpAction::Flag => "flag",
+        DlpAction::Off => "off",
+    }
+}
+
+/// A message as JSON again (after redaction). Our parser refuses members
+/// JSON-RPC does not define, so nothing is lost.
+fn message_value(m: &Message) -> Value {
+    let mut o = serde_json::Map::new();
+    o.insert("jsonrpc".into(), json!("2.0"));
+    match m {
+        Message::Request { id, method, params } => {
+            o.insert("id".into(), id.clone());
+            o.insert("method".into(), json!(method));
+            if !params.is_null() {
+                o.insert("params".into(), params.clone());
+            }
+        }
+        Message::Notification { method, params } => {
+            o.insert("method".into(), json!(method));
+            if !params.is_null() {
+                o.insert("params".into(), params.clone());
+            }
+        }
+        // Responses are not scanned, so never rewritten; kept for completeness.
+        Message::Response { id } => {
+            o.insert("id".into(), id.clone());
+        }
+    }
+    Value::Object(o)
 }
 
 fn response_of(r: &LocalReply) -> AuditResponse {
@@ -741,41 +949,52 @@ fn anonymous() -> Caller {
     }
 }
 
-/// The reply to a refused single message or batch.
-fn refusal(messages: &[Message], decisions: &[Decision]) -> LocalReply {
-    let rule_of = |d: &Decision| Some(d.rule.clone());
-    if let ([m], [d]) = (messages, decisions) {
-        return match m {
-            Message::Request { id, .. } => {
-                let mut r = LocalReply::json(200, &reply::decision_error(Some(id), d), None);
-                r.rule = rule_of(d);
-                r
-            }
+/// Why one message of a body is refused: its JSON-RPC `error` member and rule.
+struct Refused {
+    error: Value,
+    rule: String,
+}
+
+impl Refused {
+    fn of(d: &Decision) -> Self {
+        Refused {
+            error: reply::decision_error_member(d),
+            rule: d.rule.clone(),
+        }
+    }
+}
+
+/// The reply to a refused single message or batch (`refused[i]` for `messages[i]`).
+fn refusal(messages: &[Message], refused: &[Option<Refused>]) -> LocalReply {
+    let first_rule = refused.iter().flatten().next().map(|r| r.rule.as_str());
+    if let ([m], [r]) = (messages, refused) {
+        return match (m, r) {
+            (Message::Request { id, .. }, Some(r)) => LocalReply::json(
+                200,
+                &reply::with_error(Some(id), r.error.clone()),
+                Some(&r.rule),
+            ),
             // A notification has no id to answer: 403 with an empty body.
-            _ => LocalReply::empty(403, Some(&d.rule)),
+            _ => LocalReply::empty(403, first_rule),
         };
     }
     // A batch is refused whole; every request id gets an answer.
-    let first_refusal = decisions.iter().find(|d| d.verdict != Verdict::Allow);
+    let batch = Decision::deny("batch", "another message in the same batch was refused");
     let mut answers = Vec::new();
-    for (m, d) in messages.iter().zip(decisions) {
+    for (m, r) in messages.iter().zip(refused) {
         let Message::Request { id, .. } = m else {
             continue;
         };
-        if d.verdict == Verdict::Allow {
-            answers.push(reply::decision_error(
-                Some(id),
-                &Decision::deny("batch", "another message in the same batch was refused"),
-            ));
-        } else {
-            answers.push(reply::decision_error(Some(id), d));
-        }
+        let error = match r {
+            Some(r) => r.error.clone(),
+            None => reply::decision_error_member(&batch),
+        };
+        answers.push(reply::with_error(Some(id), error));
     }
-    let rule = first_refusal.map(|d| d.rule.as_str());
     if answers.is_empty() {
-        return LocalReply::empty(403, rule);
+        return LocalReply::empty(403, first_rule);
     }
-    LocalReply::json(200, &Value::Array(answers), rule)
+    LocalReply::json(200, &Value::Array(answers), first_rule)
 }
 
 fn media_type(content_type: &str) -> String {

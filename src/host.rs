@@ -96,6 +96,13 @@ pub trait Host: SharedStore {
     fn now_ms(&self) -> u64;
     /// Add to one of the filter's Envoy counters.
     fn count(&mut self, counter: Counter, by: u64);
+    /// Count a DLP finding by kind (`mcp_firewall.dlp.findings.<kind>`). Kinds
+    /// are detector names or policy ids, never scanned text.
+    fn count_finding(&mut self, kind: &str);
+    /// Set (`Some`) or remove (`None`) a request header; headers callback only.
+    fn set_request_header(&mut self, name: &str, value: Option<&str>);
+    /// Replace the buffered request body (`size` bytes) with `body`.
+    fn set_request_body(&mut self, size: usize, body: &[u8]);
     /// A request header; only valid during the request-headers callback
     /// (Envoy answers BadArgument from body callbacks, so we read headers once).
     fn request_header(&self, name: &str) -> Option<String>;
@@ -147,6 +154,7 @@ pub mod fake {
         pub store: std::rc::Rc<MemoryStore>,
         pub now_ms: u64,
         pub audited: Vec<EventFacts>,
+        pub findings: BTreeMap<String, u64>,
         pub audit_down: bool,
         pub logs: RefCell<Vec<(LogLevel, String)>>,
         /// Once body callbacks start, header reads fail as in Envoy.
@@ -177,6 +185,28 @@ pub mod fake {
     }
 
     impl Host for FakeHost {
+        fn count_finding(&mut self, kind: &str) {
+            *self.findings.entry(kind.to_owned()).or_default() += 1;
+        }
+        fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+            assert!(
+                self.headers_readable,
+                "request headers written outside the headers callback"
+            );
+            match value {
+                Some(v) => self
+                    .request_headers
+                    .insert(name.to_ascii_lowercase(), v.to_owned()),
+                None => self.request_headers.remove(&name.to_ascii_lowercase()),
+            };
+        }
+        fn set_request_body(&mut self, size: usize, body: &[u8]) {
+            let rest = self
+                .request_body
+                .split_off(size.min(self.request_body.len()));
+            self.request_body = body.to_vec();
+            self.request_body.extend(rest);
+        }
         fn audit(&mut self, facts: EventFacts) {
             self.audited.push(facts);
         }

@@ -8,6 +8,20 @@ pub const DENIED: i64 = -32010;
 pub const APPROVAL: i64 = -32011;
 pub const HEADER_MISMATCH: i64 = -32001;
 pub const INVALID_REQUEST: i64 = -32600;
+pub const SENSITIVE_DATA: i64 = -32013;
+
+/// The `error` member for sensitive data (-32013): kinds and JSON pointers, never values.
+pub fn sensitive_data_error(findings: &[crate::dlp::Finding], whereabouts: &str) -> Value {
+    let list: Vec<Value> = findings
+        .iter()
+        .map(|f| json!({"kind": f.kind, "path": f.path}))
+        .collect();
+    json!({
+        "code": SENSITIVE_DATA,
+        "message": format!("sensitive data in {whereabouts}"),
+        "data": {"rule": "dlp", "findings": list}
+    })
+}
 
 /// A reply the filter answers with itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,19 +62,27 @@ pub fn error_object(id: Option<&Value>, code: i64, message: &str, data: Option<V
 
 /// The JSON-RPC error for a refused policy decision.
 pub fn decision_error(id: Option<&Value>, d: &Decision) -> Value {
+    with_error(id, decision_error_member(d))
+}
+
+/// A JSON-RPC response carrying `error` (the member itself).
+pub fn with_error(id: Option<&Value>, error: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": error})
+}
+
+/// The `error` member for a refused policy decision.
+pub fn decision_error_member(d: &Decision) -> Value {
     match d.verdict {
-        Verdict::Approval => error_object(
-            id,
-            APPROVAL,
-            "approval required",
+        Verdict::Approval => json!({
+            "code": APPROVAL,
+            "message": "approval required",
             // No approver is configured in this build, so nothing is pending.
-            Some(json!({"rule": d.rule, "reason": d.reason, "approval_id": Value::Null})),
-        ),
-        _ => error_object(
-            id,
-            DENIED,
-            "denied by policy",
-            Some(json!({"rule": d.rule, "reason": d.reason})),
-        ),
+            "data": {"rule": d.rule, "reason": d.reason, "approval_id": Value::Null}
+        }),
+        _ => json!({
+            "code": DENIED,
+            "message": "denied by policy",
+            "data": {"rule": d.rule, "reason": d.reason}
+        }),
     }
 }

@@ -1,8 +1,10 @@
 //! Response-side rewriting of server messages: catalogue filtering of
-//! `tools/list`, `prompts/list` and `resources/list` results per caller.
+//! `tools/list`, `prompts/list` and `resources/list` results per caller, and
+//! DLP on the results of tool calls, resource reads and prompts.
 
 use crate::canon::normalize_resource_uri;
 use crate::decide::{visible, Catalogue};
+use crate::dlp::{self, Action, Finding};
 use crate::identity::Caller;
 use crate::jsonrpc::id_key;
 use crate::policy::CompiledPolicy;
@@ -13,19 +15,25 @@ use serde_json::{Map, Value};
 pub struct ResponsePlan {
     /// Ids (see `jsonrpc::id_key`) of list requests whose results must be filtered.
     pub lists: Vec<(String, Catalogue)>,
+    /// Ids of requests whose results are scanned (tool calls of tools not
+    /// exempt, resource reads, prompts), when `dlp.responses` is not `off`.
+    pub scans: Vec<String>,
 }
 
 impl ResponsePlan {
     pub fn is_empty(&self) -> bool {
-        self.lists.is_empty()
+        self.lists.is_empty() && self.scans.is_empty()
     }
 }
 
 /// Outcome of rewriting one server message.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Rewrite {
     pub changed: bool,
     pub removed_entries: usize,
+    /// DLP findings in the result (paths relative to `result`), with what was done.
+    pub findings: Vec<Finding>,
+    pub action: Option<Action>,
 }
 
 /// Rewrite one server JSON-RPC message in place according to the plan.
@@ -39,6 +47,10 @@ pub fn rewrite_message(
     let Some(id) = msg.get("id").map(id_key) else {
         return out;
     };
+    if plan.scans.contains(&id) {
+        scan_result(policy, msg, &mut out);
+        return out;
+    }
     let Some(catalogue) = plan.lists.iter().find(|(k, _)| *k == id).map(|(_, c)| *c) else {
         return out;
     };
@@ -66,6 +78,33 @@ pub fn rewrite_message(
     out
 }
 
+/// DLP on a result: redact in place, replace it with a -32013 error (block),
+/// or only record (flag).
+fn scan_result(policy: &CompiledPolicy, msg: &mut Map<String, Value>, out: &mut Rewrite) {
+    let action = policy.dlp.responses;
+    let Some(result) = msg.get_mut("result") else {
+        return;
+    };
+    let findings = match action {
+        Action::Off => return,
+        Action::Redact => dlp::redact_result(&policy.dlp.scanner, result),
+        Action::Block | Action::Flag => dlp::scan_result(&policy.dlp.scanner, result),
+    };
+    if findings.is_empty() {
+        return;
+    }
+    if action == Action::Block {
+        msg.remove("result");
+        msg.insert(
+            "error".into(),
+            crate::reply::sensitive_data_error(&findings, "the result"),
+        );
+    }
+    out.changed = action != Action::Flag;
+    out.findings = findings;
+    out.action = Some(action);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +126,7 @@ mod tests {
         };
         let plan = ResponsePlan {
             lists: vec![("1".into(), Catalogue::Tools)],
+            scans: vec![],
         };
         let mut msg = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
             {"name": "get_issue"}, {"name": "delete_repo"}, {"name": "get_secret"}, {"noname": true}
@@ -95,13 +135,7 @@ mod tests {
             panic!()
         };
         let r = rewrite_message(&policy, &caller, &plan, obj);
-        assert_eq!(
-            r,
-            Rewrite {
-                changed: true,
-                removed_entries: 3
-            }
-        );
+        assert_eq!((r.changed, r.removed_entries), (true, 3));
         assert_eq!(msg["result"]["tools"], json!([{"name": "get_issue"}]));
     }
 }

@@ -500,7 +500,7 @@ fn list_result_in_unknown_content_type_fails_closed() {
 #[test]
 fn responses_to_other_requests_pass_untouched() {
     let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({})));
+    let mut f = RequestFilter::new(policy(json!({"dlp": {"responses": "off"}})));
     run_request(&mut f, &mut host, call(json!(1), "echo").as_bytes(), 64);
     let body = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hi"}]}}"#;
     let out = run_response(&mut f, &mut host, "application/json", body, 5);
@@ -728,4 +728,216 @@ fn audit_unavailable_under_closed_refuses_new_requests() {
         got,
         Some((200, Some(-32010), Some("audit-unavailable".into())))
     );
+}
+
+const GITHUB_TOKEN: &str = "ghp_R8mZt2XqLw5Kp9Vn3Jc7Hd1Fs6Ga4Ye0Ub2N";
+
+fn call_with(id: Value, tool: &str, args: Value) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}}).to_string()
+}
+
+#[test]
+fn secret_in_arguments_is_blocked_without_echoing_it() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(audited_policy());
+    let body = call_with(
+        json!(7),
+        "echo",
+        json!({"message": format!("use {GITHUB_TOKEN} please")}),
+    );
+    run_request(&mut f, &mut host, body.as_bytes(), 13);
+    let Some(r) = host.replies.first() else {
+        panic!("forwarded a secret")
+    };
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(!text.contains(GITHUB_TOKEN), "{text}");
+    let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    assert_eq!(v["error"]["code"], json!(-32013));
+    assert_eq!(v["id"], json!(7));
+    assert_eq!(v["error"]["data"]["findings"][0]["path"], json!("/message"));
+    assert!(v["error"]["data"]["findings"][0]["kind"]
+        .as_str()
+        .is_some_and(|k| k.contains("github")));
+    assert_eq!(host.audited[0].decision.rule, "dlp");
+    assert_eq!(host.audited[0].findings[0].action, "block");
+    // The sealed event carries only a hash of the arguments.
+    let sealed =
+        crate::audit::unsealed_event(host.audited.remove(0), crate::audit::ArgumentsMode::Hash);
+    assert!(!sealed.to_string().contains(GITHUB_TOKEN), "{sealed}");
+    assert!(!host
+        .logs
+        .borrow()
+        .iter()
+        .any(|(_, m)| m.contains(GITHUB_TOKEN)));
+}
+
+#[test]
+fn secret_in_arguments_is_redacted_when_policy_says_redact() {
+    let mut host = post("reader-key").header("content-length", "999");
+    let mut f = RequestFilter::new(policy(json!({"dlp": {"requests": "redact"}})));
+    let body = call_with(
+        json!(8),
+        "echo",
+        json!({"message": format!("token {GITHUB_TOKEN}")}),
+    );
+    assert_eq!(
+        run_request(&mut f, &mut host, body.as_bytes(), 64),
+        Flow::Continue
+    );
+    assert!(
+        !host.request_headers.contains_key("content-length"),
+        "stale content-length kept"
+    );
+    let forwarded: Value = serde_json::from_slice(&host.request_body).unwrap_or(Value::Null);
+    let msg = forwarded["params"]["arguments"]["message"]
+        .as_str()
+        .unwrap_or("");
+    assert!(msg.starts_with("token [REDACTED:"), "{msg}");
+    assert_eq!(forwarded["id"], json!(8));
+    assert_eq!(forwarded["params"]["name"], json!("echo"));
+}
+
+#[test]
+fn flagged_secret_is_forwarded_unchanged_and_audited() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({
+        "dlp": {"requests": "flag"},
+        "audit": {"cluster": "c", "path": "/", "authority": "a"}
+    })));
+    let body = call_with(json!(9), "echo", json!({"message": GITHUB_TOKEN}));
+    assert_eq!(
+        run_request(&mut f, &mut host, body.as_bytes(), 64),
+        Flow::Continue
+    );
+    assert_eq!(host.request_body, body.as_bytes());
+    f.on_done(&mut host);
+    assert_eq!(host.audited[0].findings.len(), 1);
+    assert_eq!(host.audited[0].findings[0].action, "flag");
+}
+
+#[test]
+fn exempt_tool_and_placeholder_pass() {
+    let cases = [
+        (
+            "exempt_tool",
+            json!({"dlp": {"exempt_tools": ["echo"]}}),
+            GITHUB_TOKEN.to_string(),
+        ),
+        (
+            "placeholder_key",
+            json!({}),
+            "OPENAI_API_KEY=sk-...your key here...".to_string(),
+        ),
+    ];
+    for (name, extra, text) in cases {
+        let mut host = post("reader-key");
+        let mut f = RequestFilter::new(policy(extra));
+        let body = call_with(json!(1), "echo", json!({"message": text}));
+        assert_eq!(
+            run_request(&mut f, &mut host, body.as_bytes(), 64),
+            Flow::Continue,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn custom_detector_blocks_its_pattern() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(
+        json!({"dlp": {"custom": [{"id": "acme-employee", "pattern": "ACME-[0-9]{8}", "label": "pii"}]}}),
+    ));
+    let body = call_with(
+        json!(1),
+        "echo",
+        json!({"message": "employee ACME-12345678 asked"}),
+    );
+    run_request(&mut f, &mut host, body.as_bytes(), 64);
+    let v: Value = host
+        .replies
+        .first()
+        .map(|r| serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        v["error"]["data"]["findings"][0]["kind"],
+        json!("acme-employee")
+    );
+}
+
+fn tool_result(id: u64, text: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": text}]}})
+}
+
+const PII_TEXT: &str = "Contact jane.doe@example.com, card 4111 1111 1111 1111.";
+
+#[test]
+fn personal_data_in_json_result_is_redacted() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(audited_policy());
+    run_request(&mut f, &mut host, call(json!(3), "echo").as_bytes(), 64);
+    let out = run_response(
+        &mut f,
+        &mut host,
+        "application/json",
+        tool_result(3, PII_TEXT).to_string().as_bytes(),
+        11,
+    );
+    let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+    let text = v["result"]["content"][0]["text"].as_str().unwrap_or("");
+    assert!(
+        !text.contains("jane.doe@example.com") && !text.contains("4111"),
+        "{text}"
+    );
+    assert!(text.contains("[REDACTED:"), "{text}");
+    f.on_done(&mut host);
+    let e = &host.audited[0];
+    assert_eq!(e.response.as_ref().map(|r| r.redactions), Some(2));
+    assert!(
+        e.findings
+            .iter()
+            .all(|f| f.path.starts_with("/result/content/0/text")),
+        "{:?}",
+        e.findings
+    );
+}
+
+#[test]
+fn personal_data_in_sse_result_split_across_chunks_is_redacted() {
+    for chunk in [1usize, 5, 23] {
+        let mut host = post("reader-key");
+        let mut f = RequestFilter::new(policy(json!({})));
+        run_request(&mut f, &mut host, call(json!(3), "echo").as_bytes(), 64);
+        let body = format!("event: message\ndata: {}\n\n", tool_result(3, PII_TEXT));
+        let out = run_response(
+            &mut f,
+            &mut host,
+            "text/event-stream",
+            body.as_bytes(),
+            chunk,
+        );
+        let text = String::from_utf8(out).unwrap_or_default();
+        assert!(
+            !text.contains("jane.doe@example.com"),
+            "chunk {chunk}: {text}"
+        );
+        assert!(!text.contains("4111 1111"), "chunk {chunk}: {text}");
+        assert!(text.contains("[REDACTED:"), "chunk {chunk}: {text}");
+    }
+}
+
+#[test]
+fn blocked_result_becomes_an_error() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({"dlp": {"responses": "block"}})));
+    run_request(&mut f, &mut host, call(json!(3), "echo").as_bytes(), 64);
+    let out = run_response(
+        &mut f,
+        &mut host,
+        "application/json",
+        tool_result(3, PII_TEXT).to_string().as_bytes(),
+        64,
+    );
+    let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+    assert_eq!(v["error"]["code"], json!(-32013));
+    assert!(v.get("result").is_none());
 }

@@ -25,6 +25,10 @@ thread_local! {
     /// Envoy metric ids, indexed like `Counter::ALL`; defined once per VM.
     static METRICS: RefCell<Vec<Option<u32>>> = const { RefCell::new(Vec::new()) };
     static BUFFERED_GAUGE: RefCell<Option<u32>> = const { RefCell::new(None) };
+    /// DLP finding counters by kind, defined on first use. Bounded: kinds are
+    /// built-in detector names and policy ids, never scanned text.
+    static FINDING_METRICS: RefCell<std::collections::BTreeMap<String, Option<u32>>> =
+        const { RefCell::new(std::collections::BTreeMap::new()) };
 }
 
 fn define_metrics() {
@@ -388,6 +392,37 @@ impl Host for WasmHost {
         if let Some(id) = id {
             let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
         }
+    }
+    fn count_finding(&mut self, kind: &str) {
+        let id = FINDING_METRICS.with(|m| {
+            *m.borrow_mut().entry(kind.to_owned()).or_insert_with(|| {
+                let safe: String = kind
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .take(64)
+                    .collect();
+                hostcalls::define_metric(
+                    MetricType::Counter,
+                    &format!("mcp_firewall.dlp.findings.{safe}"),
+                )
+                .ok()
+            })
+        });
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+    }
+    fn set_request_body(&mut self, size: usize, body: &[u8]) {
+        let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, body);
     }
     fn request_header(&self, name: &str) -> Option<String> {
         hostcalls::get_map_value(MapType::HttpRequestHeaders, name)

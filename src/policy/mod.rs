@@ -137,6 +137,7 @@ pub struct CompiledPolicy {
     /// Subjects refused outright (rule `kill-switch`), e.g. a compromised agent.
     pub disabled_subjects: Vec<String>,
     pub sessions: crate::session::SessionConfig,
+    pub dlp: crate::dlp::DlpPolicy,
     /// `None` = audit off.
     pub audit: Option<crate::audit::AuditConfig>,
     /// SHA-256 of the canonical JSON of the policy document.
@@ -159,11 +160,12 @@ pub const RESERVED_RULE_IDS: &[&str] = &[
     "media-type",
     "http-method",
     "header-mismatch",
+    "dlp",
 ];
 
 /// Sections of POLICY.md that this build does not enforce yet. Accepting them
 /// silently would let a team believe something is enforced that is not.
-const NOT_YET_SUPPORTED: &[&str] = &["dlp", "rate_limits", "pins", "approval"];
+const NOT_YET_SUPPORTED: &[&str] = &["rate_limits", "pins", "approval"];
 
 /// Parse and compile policy text (the plugin configuration).
 pub fn compile_str(text: &[u8]) -> Result<CompiledPolicy, Vec<ConfigError>> {
@@ -218,6 +220,8 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
     let disabled_subjects = root.strings("disabled", errs).unwrap_or_default();
     let sessions = compile_sessions(root.get("sessions"), errs);
     let audit = crate::audit::compile(root.get("audit"), "$.audit", errs).flatten();
+    // DLP is on by default (requests block, responses redact) when the section is absent.
+    let dlp = crate::dlp::compile(root.get("dlp"), "$.dlp", errs);
     for section in NOT_YET_SUPPORTED {
         if root.get(section).is_some() {
             errs.push(
@@ -227,6 +231,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         }
     }
     root.finish(errs);
+    let dlp = dlp?;
     Some(CompiledPolicy {
         mode,
         identity,
@@ -235,6 +240,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         kill_switch,
         disabled_subjects,
         sessions,
+        dlp,
         audit,
         sha256: sha256_hex(canonical(doc).as_bytes()),
     })

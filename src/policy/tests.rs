@@ -113,9 +113,19 @@ fn config_error_table() {
             "$.rules[0].when.matches",
         ),
         (
-            "dlp_not_supported_yet",
-            json!({"version": 1, "rules": [], "dlp": {}}),
-            "$.dlp: not supported yet",
+            "dlp_bad_action",
+            json!({"version": 1, "rules": [], "dlp": {"requests": "drop"}}),
+            "$.dlp.requests",
+        ),
+        (
+            "dlp_invalid_custom_pattern",
+            json!({"version": 1, "rules": [], "dlp": {"custom": [{"id": "x", "pattern": "(", "label": "pii"}]}}),
+            "$.dlp.custom[0].pattern",
+        ),
+        (
+            "rate_limits_not_supported_yet",
+            json!({"version": 1, "rules": [], "rate_limits": []}),
+            "$.rate_limits: not supported yet",
         ),
         (
             "audit_without_cluster",
