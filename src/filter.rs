@@ -67,6 +67,8 @@ pub struct RequestFilter {
     /// Counted while rewriting (which only reads `self`), flushed to the host per callback.
     removed_count: Cell<u64>,
     unfilterable_count: Cell<u64>,
+    /// Ids of the requests forwarded upstream (for refusals of their responses).
+    forwarded_ids: Vec<Value>,
     /// DLP findings in results: (request id key, findings, action), flushed per callback.
     result_findings: RefCell<Vec<(String, Vec<crate::dlp::Finding>, DlpAction)>>,
 }
@@ -91,6 +93,7 @@ impl RequestFilter {
             removed_count: Cell::new(0),
             unfilterable_count: Cell::new(0),
             result_findings: RefCell::new(Vec::new()),
+            forwarded_ids: Vec::new(),
         }
     }
 
@@ -439,8 +442,13 @@ impl RequestFilter {
             let Message::Request { id, method, .. } = m else {
                 continue;
             };
+            self.forwarded_ids.push(id.clone());
+            // Dry-run never changes what the caller sees: lists stay whole and
+            // results are only scanned (flag), so the audit shows what would happen.
             if let Some(cat) = Catalogue::for_list_method(method) {
-                self.plan.lists.push((id_key(id), cat));
+                if !self.dry_run() {
+                    self.plan.lists.push((id_key(id), cat));
+                }
             } else if self.policy.dlp.responses != DlpAction::Off && self.scans_result_of(m) {
                 self.plan.scans.push(id_key(id));
             }
@@ -735,8 +743,14 @@ impl RequestFilter {
     fn unfilterable(&self, why: &str) -> Value {
         self.unfilterable_count
             .set(self.unfilterable_count.get() + 1);
+        // Echo the request id when the exchange had exactly one, so the
+        // client can match the refusal to its request.
+        let id = match self.forwarded_ids.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        };
         reply::error_object(
-            None,
+            id,
             reply::DENIED,
             why,
             Some(json!({"rule": "response-unfilterable", "reason": why})),
@@ -826,7 +840,13 @@ impl RequestFilter {
             }
         }
         let mut out = Vec::with_capacity(chunk.len());
+        let cap = self.policy.limits.max_response_bytes;
         for raw in events {
+            if raw.len() > cap {
+                let err = self.unfilterable("server event larger than limits.max_response_bytes");
+                out.extend(format!("event: message\ndata: {err}\n\n").into_bytes());
+                continue;
+            }
             out.extend(self.rewrite_event(&raw));
         }
         host.set_response_body(body_size, &out);

@@ -81,7 +81,10 @@ pub fn rewrite_message(
 /// DLP on a result: redact in place, replace it with a -32013 error (block),
 /// or only record (flag).
 fn scan_result(policy: &CompiledPolicy, msg: &mut Map<String, Value>, out: &mut Rewrite) {
-    let action = policy.dlp.responses;
+    let action = match (policy.mode, policy.dlp.responses) {
+        (crate::policy::Mode::DryRun, Action::Block | Action::Redact) => Action::Flag,
+        (_, a) => a,
+    };
     let Some(result) = msg.get_mut("result") else {
         return;
     };

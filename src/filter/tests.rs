@@ -941,3 +941,47 @@ fn blocked_result_becomes_an_error() {
     assert_eq!(v["error"]["code"], json!(-32013));
     assert!(v.get("result").is_none());
 }
+
+#[test]
+fn dry_run_leaves_lists_and_results_unchanged() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({"mode": "dry_run"})));
+    list_request(&mut f, &mut host);
+    let out = run_response(
+        &mut f,
+        &mut host,
+        "application/json",
+        tools_list_result(5).to_string().as_bytes(),
+        9,
+    );
+    let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+    assert_eq!(listed_names(&v).len(), 3);
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({"mode": "dry_run"})));
+    run_request(&mut f, &mut host, call(json!(3), "echo").as_bytes(), 64);
+    let body = tool_result(3, PII_TEXT).to_string();
+    let out = run_response(&mut f, &mut host, "application/json", body.as_bytes(), 64);
+    assert_eq!(out, body.as_bytes());
+}
+
+#[test]
+fn unfilterable_response_echoes_the_single_request_id() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({"limits": {"max_response_bytes": 64}})));
+    list_request(&mut f, &mut host);
+    let out = run_response(
+        &mut f,
+        &mut host,
+        "text/event-stream",
+        format!("data: {}\n\n", tools_list_result(5)).as_bytes(),
+        4096,
+    );
+    let text = String::from_utf8(out).unwrap_or_default();
+    let data = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap_or("");
+    let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+    assert_eq!(v["id"], json!(5), "{text}");
+    assert_eq!(v["error"]["data"]["rule"], json!("response-unfilterable"));
+}

@@ -150,7 +150,7 @@ impl RootContext for FirewallRoot {
                     &format!("mcp-firewall: audit chain not started yet: {e}"),
                 );
             }
-            // The tick drives batching; a batch is also sent as soon as it is full.
+            // The tick drives batching (callouts must leave from the root context).
             let _ = hostcalls::set_tick_period(Duration::from_millis(flush.max(10)));
             Rc::new(RefCell::new(sink))
         });
@@ -364,7 +364,10 @@ impl Host for WasmHost {
         };
         let recorded = sink.borrow_mut().record(&*self, facts, now_ms(), entropy());
         match recorded {
-            Recorded::Buffered => flush_audit(&sink),
+            // Batches leave from the root context's tick only: Envoy delivers a
+            // callout's answer to the context that dispatched it, and an HTTP
+            // context may be gone by then.
+            Recorded::Buffered => {}
             // Counted by Delivery and reported (with seq ranges) on the next tick.
             Recorded::Dropped => {}
             Recorded::Failed(e) => log(
