@@ -1,0 +1,127 @@
+"""DLP end to end: secrets in tool arguments and results, through the compiled
+filter in a real Envoy, with the official SDK where it can (server-everything over
+SSE), raw HTTP against the JSON peer and the split-SSE peer.
+
+The secret is a GitHub personal access token shape (`ghp_` + 36 random
+characters), generated per run so no real or well-known value is involved.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from conftest import READER_KEY, policy_variant
+from mcp import MCPError
+from mcp_raw import call, messages, open_session, sdk_session, send
+from test_json_peer import json_peer  # noqa: F401  (fixture)
+
+import harness
+
+HERE = Path(__file__).resolve().parent
+TOKEN = "ghp_" + "".join(random.SystemRandom().choice(string.ascii_letters + string.digits) for _ in range(36))
+MESSAGE = f"deploy with {TOKEN} please"
+REDACTED = "Echo: deploy with [REDACTED:github_pat] please"
+RESPONSES_ONLY = {"dlp": {"requests": "off", "responses": "redact"}}
+
+
+def test_secret_in_arguments_is_blocked_by_default(envoy: Any) -> None:
+    """No dlp section = requests: block, responses: redact (POLICY.md defaults)."""
+    async def go() -> Any:
+        async with sdk_session(envoy.url, READER_KEY) as s:
+            await s.list_tools()
+            before = envoy.upstream_posts()
+            with pytest.raises(MCPError) as ei:
+                await s.call_tool("echo", {"message": MESSAGE})
+            return ei.value, envoy.upstream_posts() - before
+
+    err, moved = anyio.run(go)
+    assert err.code == -32013, err
+    assert err.data.get("findings") == [{"kind": "github_pat", "path": "/message"}], err.data
+    assert TOKEN not in json.dumps(err.data) and TOKEN not in err.message
+    assert moved == 0, "a blocked call must not reach the server"
+
+
+def test_secret_in_result_is_redacted_on_sse(envoy_for: Any) -> None:
+    env = envoy_for(policy_variant(**RESPONSES_ONLY))
+
+    async def go() -> Any:
+        async with sdk_session(env.url, READER_KEY) as s:
+            return await s.call_tool("echo", {"message": MESSAGE})
+
+    res = anyio.run(go)
+    assert [c.text for c in res.content] == [REDACTED]
+
+
+def test_secret_redacted_in_arguments_never_reaches_the_server(envoy_for: Any) -> None:
+    """requests: redact rewrites the body before forwarding; the server echoes what it got."""
+    env = envoy_for(policy_variant(dlp={"requests": "redact", "responses": "off"}))
+
+    async def go() -> Any:
+        async with sdk_session(env.url, READER_KEY) as s:
+            return await s.call_tool("echo", {"message": MESSAGE})
+
+    res = anyio.run(go)
+    assert [c.text for c in res.content] == [REDACTED]
+
+
+def test_exempt_tool_is_not_scanned(envoy_for: Any) -> None:
+    env = envoy_for(policy_variant(dlp={"exempt_tools": ["echo"]}))
+
+    async def go() -> Any:
+        async with sdk_session(env.url, READER_KEY) as s:
+            return await s.call_tool("echo", {"message": MESSAGE})
+
+    res = anyio.run(go)
+    assert [c.text for c in res.content] == [f"Echo: {MESSAGE}"]
+
+
+def test_secret_in_result_is_redacted_on_json(json_peer: int, workdir: Path, wasm: Path) -> None:  # noqa: F811
+    cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
+                         upstream_port=json_peer, policy=policy_variant(**RESPONSES_ONLY), wasm=wasm)
+    env = harness.Envoy(cfg, workdir, name="envoy-dlp-json")
+    try:
+        sess = open_session(env.url, READER_KEY)
+        r = send(env.url, body=json.dumps(call("echo", {"message": MESSAGE}, id=6)), token=READER_KEY, headers=sess)
+    finally:
+        env.stop()
+    assert TOKEN not in r.text
+    if "content-length" in r.headers:
+        assert int(r.headers["content-length"]) == len(r.content)
+    (msg,) = messages(r)
+    assert msg["result"]["content"][0]["text"] == REDACTED
+
+
+@pytest.fixture(scope="module")
+def split_peer_envoy(workdir: Path, wasm: Path) -> Iterator[harness.Envoy]:
+    port = harness.free_port()
+    peer = harness.Proc("split-dlp", [sys.executable, str(HERE / "split_sse_server.py"), str(port), "1", "crlf"],
+                        workdir / "split-sse-dlp.log")
+    env = None
+    try:
+        harness._wait(lambda: harness.port_open(port), 30, "split SSE peer", peer)
+        cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
+                             upstream_port=port, policy=policy_variant(**RESPONSES_ONLY), wasm=wasm)
+        env = harness.Envoy(cfg, workdir, name="envoy-split-dlp")
+        yield env
+    finally:
+        if env is not None:
+            env.stop()
+        peer.stop()
+
+
+def test_secret_split_across_sse_chunks_is_redacted(split_peer_envoy: Any) -> None:
+    """The peer writes the result one byte per chunk: the token never sits whole in one chunk."""
+    r = send(split_peer_envoy.url, body=json.dumps(call("echo", {"message": MESSAGE}, id=7)), token=READER_KEY,
+             headers={"Mcp-Session-Id": "split-dlp", "Mcp-Protocol-Version": "2025-11-25"})
+    assert r.status_code == 200
+    assert TOKEN not in r.text
+    (msg,) = messages(r)
+    assert msg["result"]["content"][0]["text"] == REDACTED
