@@ -29,7 +29,7 @@ cargo build --release -p mcp-firewall-cli
 
 step "end-to-end: real Envoy + mcp_firewall.wasm + server-everything + official MCP SDK (pytest tests/e2e)"
 set +e
-.venv/bin/python -m pytest -c tests/e2e/pytest.ini -p no:cacheprovider tests/e2e "$@"
+.venv/bin/python -m pytest -c tests/e2e/pytest.ini -p no:cacheprovider --durations=10 tests/e2e "$@"
 rc=$?
 set -e
 case $rc in
