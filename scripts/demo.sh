@@ -57,7 +57,8 @@ start_envoy() { # name listen admin [--mode dry_run]
   "$PY" tests/e2e/harness.py render --template envoy --policy policies/demo.json \
     --listen "$listen" --admin "$admin" --upstream "$SERVER_PORT" "$@" >"$WORK/$name.json"
   .venv/bin/envoy -c "$WORK/$name.json" --concurrency 1 --use-dynamic-base-id \
-    -l info --component-log-level wasm:info --log-path "$WORK/$name.log" >"$WORK/$name.stdout" 2>&1 &
+    -l info --component-log-level wasm:info --log-path "$WORK/$name.log" --file-flush-interval-msec 100 \
+    >"$WORK/$name.stdout" 2>&1 &
   PIDS+=($!)
   if ! "$PY" tests/e2e/harness.py wait-ready --admin "$admin"; then
     echo "[demo] envoy $name did not start:" >&2
@@ -74,6 +75,10 @@ start_envoy dry-run "$DRY_PORT" "$DRY_ADMIN" --mode dry_run
   --enforce "http://127.0.0.1:$ENF_PORT/mcp" \
   --dry-run "http://127.0.0.1:$DRY_PORT/mcp" \
   --reader-key demo-reader-key --admin-key demo-admin-key
+
+sleep 0.5  # the log file is flushed every 100 ms
+echo "   the dry-run Envoy's log:"
+grep -o 'mcp-firewall dry-run.*rule=no-env.*' "$WORK/dry-run.log" | head -n 1 | sed 's/^/     /' || true
 
 echo
 echo "[demo] Envoy's own view (admin :$ENF_ADMIN/stats):"

@@ -111,7 +111,6 @@ async def main(a: argparse.Namespace) -> int:
         text = "".join(getattr(c, "text", "") or "" for c in res.content)
         print(f"   {YELLOW}not enforced{RESET}: the server ran get-env ({len(text)} characters, not shown)")
         print(f"   x-mcp-firewall-dry-run: {verdict}")
-        print(f"   {DIM}Envoy's log has the would-be decision too{RESET}")
     return 0
 
 
