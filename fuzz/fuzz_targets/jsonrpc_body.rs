@@ -1,0 +1,54 @@
+//! The request-body parser the filter runs on every POST, then the step that
+//! turns a message into what the rules see (target, normalised resource URI).
+//!
+//! Invariants:
+//! * neither `parse_body` nor `call_of` panics (a panic kills the Wasm VM);
+//! * whatever `parse_body` accepts survives a round trip: the document
+//!   re-serialised by serde_json (what a server or our own rewriting would
+//!   emit) is still accepted by `parse_strict` with the same depth limit, reads
+//!   as the same value, and `parse_body` reads it as the same messages. A
+//!   failure here means two spellings of one document are decided differently.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mcp_firewall::decide::call_of;
+use mcp_firewall::json::parse_strict;
+use mcp_firewall::jsonrpc::{parse_body, Body};
+
+const DEPTH: usize = 64;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(body) = parse_body(data, DEPTH) else {
+        return;
+    };
+    let messages = match &body {
+        Body::Single(m) => std::slice::from_ref(m),
+        Body::Batch(ms) => ms.as_slice(),
+    };
+    for m in messages {
+        let _ = call_of(m);
+    }
+
+    // parse_body does not hand back the document, so read it again (it must
+    // succeed: parse_body just did the same).
+    let doc = match parse_strict(data, DEPTH) {
+        Ok(doc) => doc,
+        Err(e) => panic!("parse_body accepted what parse_strict refuses: {e}"),
+    };
+    let again = match serde_json::to_vec(&doc) {
+        Ok(bytes) => bytes,
+        Err(e) => panic!("serde_json cannot serialise an accepted document: {e}"),
+    };
+    match parse_strict(&again, DEPTH) {
+        Ok(v) => assert_eq!(v, doc, "re-serialised document reads differently"),
+        Err(e) => panic!(
+            "re-serialised document refused: {e}\n{}",
+            String::from_utf8_lossy(&again)
+        ),
+    }
+    assert_eq!(
+        parse_body(&again, DEPTH).ok(),
+        Some(body),
+        "re-serialised body parses to different messages"
+    );
+});

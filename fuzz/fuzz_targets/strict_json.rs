@@ -1,0 +1,46 @@
+//! Our strict JSON reader against the reference reader it wraps.
+//!
+//! Invariants:
+//! * when `parse_strict` accepts, `serde_json::from_slice` accepts too and
+//!   gives an equal value: the strict reader may only refuse more (duplicate
+//!   keys, depth, invalid UTF-8), never read something differently;
+//! * `canonical()` of an accepted value parses back (strictly, and with
+//!   serde_json) to an equal value, and is a fixed point: the canonical form of
+//!   the re-read value is byte-identical. Pins and the audit chain hash this
+//!   text, so a value whose canonical form drifts would break a pin or a chain.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mcp_firewall::json::{canonical, parse_strict};
+use serde_json::Value;
+
+const DEPTH: usize = 32;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(ours) = parse_strict(data, DEPTH) else {
+        return;
+    };
+    match serde_json::from_slice::<Value>(data) {
+        Ok(reference) => assert_eq!(ours, reference, "serde_json reads the input differently"),
+        Err(e) => panic!("parse_strict accepted what serde_json refuses: {e}"),
+    }
+
+    let text = canonical(&ours);
+    let strict = match parse_strict(text.as_bytes(), DEPTH) {
+        Ok(v) => v,
+        Err(e) => panic!("canonical form refused by parse_strict: {e}\n{text}"),
+    };
+    assert_eq!(
+        strict, ours,
+        "canonical form reads back differently\n{text}"
+    );
+    match serde_json::from_str::<Value>(&text) {
+        Ok(v) => assert_eq!(v, ours, "serde_json reads the canonical form differently"),
+        Err(e) => panic!("canonical form refused by serde_json: {e}\n{text}"),
+    }
+    assert_eq!(
+        canonical(&strict),
+        text,
+        "canonical form is not a fixed point"
+    );
+});
