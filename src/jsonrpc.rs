@@ -84,8 +84,7 @@ impl From<JsonError> for ProtocolError {
     }
 }
 
-/// Parse a request body. Returns the parsed document too, so callers that
-/// later rewrite the body (redaction) do not parse twice.
+/// Parse a request body into its message(s).
 pub fn parse_body(bytes: &[u8], max_depth: usize) -> Result<Body, ProtocolError> {
     let doc = parse_strict(bytes, max_depth)?;
     match doc {
