@@ -4,7 +4,6 @@
 
 use crate::audit::{
     AuditDecision, AuditFinding, AuditIdentity, AuditResponse, EventFacts, Verdict as AuditVerdict,
-    Via as AuditVia,
 };
 use crate::decide::{decide_message, Catalogue, Decision, Verdict};
 use crate::dlp::Action as DlpAction;
@@ -158,12 +157,7 @@ impl RequestFilter {
                 subject: caller.subject,
                 tenant: caller.tenant,
                 roles: caller.roles,
-                via: match caller.via {
-                    Via::ApiKey => AuditVia::ApiKey,
-                    Via::Jwt => AuditVia::Jwt,
-                    Via::Mtls => AuditVia::Mtls,
-                    Via::Anonymous => AuditVia::Anonymous,
-                },
+                via: caller.via,
             },
             method: p.method,
             target: p.target,

@@ -7,7 +7,8 @@ use crate::policy::IdentityConfig;
 use base64::Engine;
 use serde_json::Value;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Via {
     ApiKey,
     Jwt,

@@ -88,12 +88,11 @@ fn parse_caller(text: &str) -> Result<Caller, String> {
             .collect::<Result<_, _>>()?,
         Some(_) => return Err("--caller: roles must be an array of strings".into()),
     };
-    let via = match s("via").as_deref() {
-        None | Some("api_key") => Via::ApiKey,
-        Some("jwt") => Via::Jwt,
-        Some("mtls") => Via::Mtls,
-        Some("anonymous") => Via::Anonymous,
-        Some(other) => return Err(format!("--caller: unknown via {other:?}")),
+    let via = match m.get("via") {
+        None => Via::ApiKey,
+        Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
+            format!("--caller: unknown via {v}: use api_key, jwt, mtls or anonymous")
+        })?,
     };
     Ok(Caller {
         subject: s("subject"),

@@ -46,15 +46,8 @@ pub struct AuditIdentity {
     pub via: Via,
 }
 
-/// Which identity source of POLICY.md "Identity" applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Via {
-    ApiKey,
-    Jwt,
-    Mtls,
-    Anonymous,
-}
+/// Which identity source of POLICY.md "Identity" applied (the filter's own type).
+pub use crate::identity::Via;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRequest {
