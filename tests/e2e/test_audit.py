@@ -18,7 +18,7 @@ import anyio
 import pytest
 from conftest import READER_KEY, base_policy
 from mcp import MCPError
-from mcp_raw import sdk_session, send
+from mcp_raw import messages, open_session, sdk_session, send
 
 import harness
 
@@ -157,3 +157,114 @@ def test_audit_trail_of_allowed_denied_and_refused_messages(collector: tuple[int
     dropped.write_text("\n".join(line for i, line in enumerate(raw.splitlines()) if i != idx) + "\n")
     gap = subprocess.run([str(CLI), "audit", "verify", str(dropped)], capture_output=True, text=True)
     assert gap.returncode == 1, gap.stdout + gap.stderr
+
+
+def audit_envoy(policy_audit: dict[str, Any], collector_port: int, workdir: Path, mcp_server: Any, wasm: Path,
+                name: str) -> harness.Envoy:
+    policy = base_policy()
+    policy["audit"] = {"cluster": "audit_collector", "path": "/v1/audit", "authority": "audit", **policy_audit}
+    cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
+                         upstream_port=mcp_server.port, policy=policy, wasm=wasm)
+    cfg["static_resources"]["clusters"].append({
+        "name": "audit_collector", "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "audit_collector", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": collector_port}}}}]}]}})
+    return harness.Envoy(cfg, workdir, name=name)
+
+
+def start_collector(port: int, out: Path, workdir: Path, name: str) -> harness.Proc:
+    proc = harness.Proc(name, [str(CLI), "collector", "--listen", f"127.0.0.1:{port}", "--out", str(out)],
+                        workdir / f"{name}.log")
+    harness._wait(lambda: harness.port_open(port), 30, name, proc)
+    return proc
+
+
+def echo_once(env: harness.Envoy, sess: dict[str, str], n: int) -> dict[str, Any]:
+    r = send(env.url, body=json.dumps({"jsonrpc": "2.0", "id": n, "method": "tools/call",
+                                       "params": {"name": "echo", "arguments": {"message": f"m{n}"}}}),
+             token=READER_KEY, headers=sess)
+    msgs = [m for m in messages(r) if isinstance(m, dict) and m.get("id") == n]
+    assert msgs, r.text[:300]
+    return msgs[0]
+
+
+def test_collector_down_with_on_failure_closed_refuses_then_recovers(workdir: Path, mcp_server: Any,
+                                                                    wasm: Path) -> None:
+    """Threat checklist "collector down": with on_failure closed the firewall refuses
+    new MCP requests (rule audit-unavailable) once its buffer is full: nothing is
+    served unaudited. When the collector is back the buffer drains and requests pass
+    again; every request that was served is in the trail.
+
+    Measured: the audit event of a refusal made while the buffer is full cannot be
+    buffered either; it is dropped and the next event announces the gap, so
+    `audit verify` reports "announced as dropped" for exactly those seqs.
+    """
+    if not CLI.exists():
+        pytest.fail(f"{CLI} is missing: scripts/test.sh builds it")
+    port = harness.free_port()  # nobody listens yet
+    out = workdir / "audit-closed.ndjson"
+    env = audit_envoy({"on_failure": "closed", "max_buffered": 4, "max_batch": 2, "flush_ms": 20,
+                       "timeout_ms": 500}, port, workdir, mcp_server, wasm, "envoy-audit-closed")
+    collector = None
+    served: list[int] = []
+    try:
+        sess = open_session(env.url, READER_KEY)
+        refused = None
+        for n in range(10, 60):
+            before = env.upstream_requests()
+            msg = echo_once(env, sess, n)
+            if "error" in msg:
+                refused = msg
+                assert msg["error"]["data"]["rule"] == "audit-unavailable", msg
+                assert env.upstream_requests() == before, "a refused request reached the server"
+                break
+            served.append(n)
+        assert refused is not None, "50 requests served while no collector could take their audit events"
+
+        collector = start_collector(port, out, workdir, "collector-late")
+        deadline = time.monotonic() + 60
+        n = 100
+        while "error" in echo_once(env, sess, n):
+            assert time.monotonic() < deadline, "still refusing 60 s after the collector came back"
+            time.sleep(0.2)
+            n += 1
+        served.append(n)
+        events = wait_for(out, lambda ev: {s for s in served} <= {(e.get("request") or {}).get("id") for e in ev},
+                          f"every served request ({served})", env)
+    finally:
+        env.stop()
+        if collector is not None:
+            collector.stop()
+    calls = {e["request"]["id"]: e for e in events if e["request"]["method"] == "tools/call"}
+    assert all(calls[s]["decision"]["verdict"] == "allow" for s in served), calls
+    v = subprocess.run([str(CLI), "audit", "verify", str(out)], capture_output=True, text=True)
+    problems = [line for line in v.stdout.splitlines() if "FAIL" in line]
+    assert v.returncode == 0 or all("announced as dropped" in line for line in problems), v.stdout + v.stderr
+
+
+def test_envoy_restart_starts_a_new_chain_and_both_verify(workdir: Path, mcp_server: Any, wasm: Path) -> None:
+    if not CLI.exists():
+        pytest.fail(f"{CLI} is missing: scripts/test.sh builds it")
+    port = harness.free_port()
+    out = workdir / "audit-restart.ndjson"
+    collector = start_collector(port, out, workdir, "collector-restart")
+    try:
+        chains = set()
+        for round_ in range(2):
+            env = audit_envoy({"flush_ms": 20}, port, workdir, mcp_server, wasm, f"envoy-audit-restart-{round_}")
+            try:
+                sess = open_session(env.url, READER_KEY)
+                echo_once(env, sess, 200 + round_)
+                events = wait_for(out, lambda ev, r=round_: any((e.get("request") or {}).get("id") == 200 + r
+                                                                for e in ev), f"round {round_}", env)
+            finally:
+                env.stop()
+            chains = {e["chain"] for e in events}
+        assert len(chains) == 2, f"an Envoy restart starts a new chain: {chains}"
+        for chain in chains:
+            assert min(e["seq"] for e in events if e["chain"] == chain) == 1
+    finally:
+        collector.stop()
+    ok = subprocess.run([str(CLI), "audit", "verify", str(out)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "2 chain" in ok.stdout, ok.stdout
