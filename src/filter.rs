@@ -209,11 +209,25 @@ impl RequestFilter {
                 .jwt_payload_header
                 .as_deref()
                 .and_then(|h| host.request_header(h)),
-            peer_uri_san: host
-                .property(&["connection", "uri_san_peer_certificate"])
-                .and_then(|b| String::from_utf8(b).ok()),
+            peer_uri_san: None,
         };
-        match identity::resolve(&self.policy.identity, &inputs) {
+        let mut resolved = identity::resolve(&self.policy.identity, &inputs);
+        // The mTLS peer is only consulted when neither an API key nor a JWT
+        // identified the caller (it ranks after them), saving a property
+        // lookup on most requests.
+        if !matches!(&resolved, Ok(c) if c.via != Via::Anonymous) {
+            let san = host
+                .property(&["connection", "uri_san_peer_certificate"])
+                .and_then(|b| String::from_utf8(b).ok());
+            if san.is_some() {
+                let inputs = IdentityInputs {
+                    peer_uri_san: san,
+                    ..inputs
+                };
+                resolved = identity::resolve(&self.policy.identity, &inputs);
+            }
+        }
+        match resolved {
             Ok(c) => self.caller = Some(c),
             Err(e) if self.dry_run() => {
                 self.note_dry_run(host, &format!("unauthenticated ({})", e.message()));
