@@ -5,6 +5,7 @@
 #   scripts/bench.sh                 # 10 s per side
 #   DURATION=30 CONNECTIONS=64 scripts/bench.sh
 #   SKIP_BUILD=1 scripts/bench.sh    # measure the .wasm already built
+#   ROUNDS=1 scripts/bench.sh        # one run per side instead of two, interleaved
 #
 # Same run, same machine, loopback only:
 #   load      wrk (1 thread), the same ~110-byte allowed tools/call POST every time
@@ -20,6 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-2}        # baseline, firewall, baseline, firewall, ...: drift hits both sides
 CONNECTIONS=${CONNECTIONS:-32}
 WARMUP=${WARMUP:-2}
 PY=.venv/bin/python
@@ -94,6 +96,7 @@ wrk.headers["Authorization"] = "Bearer demo-reader-key"
 EOF
 
 declare -A RPS
+declare -A TOTAL=([baseline]=0 [firewall]=0)
 run_side() { # name [render args...]
   local name=$1; shift
   local listen admin pid
@@ -124,6 +127,7 @@ run_side() { # name [render args...]
     exit 1
   fi
   RPS[$name]=$(awk '/^Requests\/sec/ {print $2}' "$WORK/$name.wrk")
+  TOTAL[$name]=$("$PY" -c "print(${TOTAL[$name]} + ${RPS[$name]})")
   local p50 p99
   p50=$(awk '$1=="50%" {print $2}' "$WORK/$name.wrk")
   p99=$(awk '$1=="99%" {print $2}' "$WORK/$name.wrk")
@@ -135,14 +139,17 @@ run_side() { # name [render args...]
 }
 
 echo "[bench] wrk -t1 -c$CONNECTIONS -d${DURATION}s, ${#BODY}-byte tools/call, Envoy --concurrency 2, $(nproc) cores"
-run_side baseline --no-filter
-run_side firewall
+for ((round = 1; round <= ROUNDS; round++)); do
+  run_side baseline --no-filter
+  run_side firewall
+done
 
-"$PY" - "${RPS[baseline]}" "${RPS[firewall]}" "$(stat -c %s "$WASM")" <<'EOF'
+"$PY" - "${TOTAL[baseline]}" "${TOTAL[firewall]}" "$(stat -c %s "$WASM")" "$ROUNDS" <<'EOF'
 import sys
-base, fw, size = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-print(f"[bench] baseline (no filter): {base:,.0f} req/s")
-print(f"[bench] mcp-firewall:         {fw:,.0f} req/s")
+rounds = int(sys.argv[4])
+base, fw, size = float(sys.argv[1]) / rounds, float(sys.argv[2]) / rounds, int(sys.argv[3])
+print(f"[bench] baseline (no filter): {base:,.0f} req/s (mean of {rounds})")
+print(f"[bench] mcp-firewall:         {fw:,.0f} req/s (mean of {rounds})")
 print(f"[bench] ratio firewall/baseline: {fw / base:.2f}x")
 print(f"[bench] wasm size: {size} bytes")
 EOF
