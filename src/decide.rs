@@ -79,11 +79,15 @@ impl Call<'_> {
         }
     }
 
-    /// `initialize`, `ping`, `notifications/*` and client responses.
+    /// `initialize`, `server/discover` (its 2026-07-28 counterpart), `ping`,
+    /// `notifications/*` and client responses.
     pub fn is_base_protocol(&self) -> bool {
         match self.method.as_deref() {
             None => true,
-            Some(m) => m == "initialize" || m == "ping" || m.starts_with("notifications/"),
+            Some(m) => {
+                matches!(m, "initialize" | "server/discover" | "ping")
+                    || m.starts_with("notifications/")
+            }
         }
     }
 }
@@ -448,6 +452,13 @@ mod tests {
                 method("resources/templates/list"),
                 Verdict::Deny,
                 "default-deny",
+            ),
+            (
+                "server_discover_is_base_protocol",
+                &[],
+                method("server/discover"),
+                Verdict::Allow,
+                "base-protocol",
             ),
             (
                 "initialize_is_base_protocol",

@@ -45,6 +45,12 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so printing into a closed pipe (`... | head`)
+    // panics; restore the default so the CLI ends quietly like other tools.
+    // SAFETY: called once at start-up, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match Cli::parse().cmd {
         Cmd::Check(a) => policy_cmd::check(a),
         Cmd::Explain(a) => policy_cmd::explain(a),

@@ -3,10 +3,9 @@ high-level client: `mcp.Client` (mode "auto": `server/discover`, then
 stateless requests that carry `Mcp-Method` / `Mcp-Name` headers the filter must
 check against the body) against the JSON peer (the same SDK's MCPServer).
 
-Measured here: `server/discover` is not in the filter's base protocol
-(initialize, ping, notifications/*), so with a policy that does not allow it the
-SDK quietly falls back to the 2025-11-25 handshake through the firewall. A policy
-that wants the modern wire allows the method explicitly, as below.
+`server/discover` is part of the filter's base protocol (with initialize, ping
+and notifications/*), so the modern wire works with any policy; a policy that
+denies `server/discover` makes the SDK fall back to the 2025-11-25 handshake.
 """
 
 from __future__ import annotations
@@ -25,8 +24,12 @@ MODERN = "2026-07-28"
 
 
 def modern_policy() -> dict[str, Any]:
+    return base_policy()
+
+
+def no_discover_policy() -> dict[str, Any]:
     p = base_policy()
-    p["rules"].insert(0, {"id": "discover", "effect": "allow", "methods": ["server/discover"]})
+    p["rules"].insert(0, {"id": "no-discover", "effect": "deny", "methods": ["server/discover"]})
     return p
 
 
@@ -64,10 +67,10 @@ def test_modern_wire_through_the_firewall(json_peer: int, workdir: Any, wasm: An
     assert denied.code == -32010 and denied.data.get("rule") == "no-env"
 
 
-def test_without_discover_allowed_the_sdk_falls_back_to_the_handshake(json_peer: int, workdir: Any,  # noqa: F811
-                                                                     wasm: Any) -> None:
+def test_with_discover_denied_the_sdk_falls_back_to_the_handshake(json_peer: int, workdir: Any,  # noqa: F811
+                                                                  wasm: Any) -> None:
     cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
-                         upstream_port=json_peer, policy=base_policy(), wasm=wasm)
+                         upstream_port=json_peer, policy=no_discover_policy(), wasm=wasm)
     env = harness.Envoy(cfg, workdir, name="envoy-modern-default")
     sent: list[dict[str, str]] = []
     try:
