@@ -57,7 +57,7 @@ proxy_wasm::main! {{
         let _ = hostcalls::log(WasmLogLevel::Critical, &format!("mcp-firewall: panic: {info}"));
     }));
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(FirewallRoot { policy: None, sink: None, exported: [0; 4] })
+        Box::new(FirewallRoot { policy: None, sink: None, exported: [0; 4], buffered_reported: 0 })
     });
 }}
 
@@ -68,6 +68,8 @@ struct FirewallRoot {
     sink: Option<SharedSink>,
     /// Audit counters already exported to Envoy: sent, retried, dropped, append failures.
     exported: [u64; 4],
+    /// This VM's share of the `audit.buffered` gauge.
+    buffered_reported: u64,
 }
 
 fn now_ms() -> u64 {
@@ -197,11 +199,19 @@ impl RootContext for FirewallRoot {
             host.count(counter, value.saturating_sub(before));
         }
         self.exported = now;
-        BUFFERED_GAUGE.with(|g| {
-            if let Some(id) = *g.borrow() {
-                let _ = hostcalls::record_metric(id, c.buffered);
-            }
-        });
+        // One gauge, several worker VMs: each adds the change of its own
+        // buffer, so the gauge reads the sum (record_metric would show
+        // whichever VM ticked last).
+        let delta = i64::try_from(c.buffered).unwrap_or(i64::MAX)
+            - i64::try_from(self.buffered_reported).unwrap_or(i64::MAX);
+        if delta != 0 {
+            BUFFERED_GAUGE.with(|g| {
+                if let Some(id) = *g.borrow() {
+                    let _ = hostcalls::increment_metric(id, delta);
+                }
+            });
+            self.buffered_reported = c.buffered;
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

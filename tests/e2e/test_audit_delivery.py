@@ -520,12 +520,6 @@ def test_tampered_trail_fails_at_the_altered_seq_and_names_a_deleted_one(mixed_t
 
 # --------------------------------------------------------------------------- 6. the buffered gauge
 
-@pytest.mark.xfail(strict=True, reason=(
-    "filter bug: each worker VM writes its own buffer size into the one Envoy gauge "
-    "wasmcustom.mcp_firewall.audit.buffered (record_metric from every root tick), so with "
-    "--concurrency > 1 the gauge shows whichever VM ticked last: with 23 events held (14 + 9 in the "
-    "two workers, collector down) it read 0, 9 and 14, never 23; it should be the sum (each VM "
-    "adding its delta with increment_metric)"))
 def test_buffered_gauge_counts_the_events_of_every_worker_vm(workdir: Path, mcp_server: harness.McpServer,
                                                             wasm: Path) -> None:
     port = harness.free_port()  # no collector listens: nothing can leave
