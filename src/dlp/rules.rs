@@ -88,6 +88,21 @@ pub enum Native {
     UrlCredential,
 }
 
+/// A necessary condition checked in code at the trigger before the rule's
+/// regex runs: for triggers that are common words (`value=`, `-u`,
+/// `authorization`) most occurrences are not the context the pattern needs,
+/// and a few byte tests are far cheaper than a regex window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pre {
+    None,
+    /// `authorization` then an optional quote, blanks, and `:` or `=`.
+    AuthHeader,
+    /// `-u`/`--user` after a blank (or at the start), then a blank or `=`.
+    CurlUser,
+    /// `["'][ \t]+value[ \t]*=[ \t]*["']` around the `value` trigger.
+    XmlValue,
+}
+
 #[derive(Debug)]
 pub struct RuleSpec {
     pub kind: &'static str,
@@ -104,6 +119,7 @@ pub struct RuleSpec {
     pub before: Edge,
     pub after: Edge,
     pub check: Check,
+    pub pre: Pre,
     /// Lower wins when two matches overlap: exact formats beat context rules,
     /// context rules beat generic assignments.
     pub priority: u8,
@@ -120,6 +136,7 @@ const BASE: RuleSpec = RuleSpec {
     before: Edge::Token,
     after: Edge::Token,
     check: Check::Token,
+    pre: Pre::None,
     priority: 0,
 };
 
@@ -672,6 +689,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         before: Edge::None,
         after: Edge::None,
         check: Check::AuthHeader,
+        pre: Pre::AuthHeader,
         priority: 1,
         ..BASE
     },
@@ -686,6 +704,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         before: Edge::None,
         after: Edge::None,
         check: Check::CurlUser,
+        pre: Pre::CurlUser,
         priority: 1,
         ..BASE
     },
@@ -724,6 +743,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         before: Edge::None,
         after: Edge::None,
         check: Check::XmlAssignment,
+        pre: Pre::XmlValue,
         priority: 2,
         ..BASE
     },
@@ -758,6 +778,46 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         ..BASE
     },
 ];
+
+fn skip_blanks(bytes: &[u8], mut i: usize) -> usize {
+    while matches!(at(bytes, i), b' ' | b'\t') {
+        i += 1;
+    }
+    i
+}
+
+/// Whether the trigger literal of `len` bytes at `pos` can be part of a match
+/// of a rule with this pre-check (see [`Pre`]). Never false for a real match.
+#[inline]
+pub fn precheck(pre: Pre, bytes: &[u8], pos: usize, len: usize) -> bool {
+    match pre {
+        Pre::None => true,
+        Pre::AuthHeader => {
+            let mut i = pos + len;
+            if matches!(at(bytes, i), b'"' | b'\'') {
+                i += 1;
+            }
+            matches!(at(bytes, skip_blanks(bytes, i)), b':' | b'=')
+        }
+        Pre::CurlUser => {
+            matches!(before(bytes, pos), 0 | b' ' | b'\t')
+                && matches!(at(bytes, pos + len), b' ' | b'\t' | b'=')
+        }
+        Pre::XmlValue => {
+            let mut j = pos;
+            if !matches!(before(bytes, j), b' ' | b'\t') {
+                return false;
+            }
+            while matches!(before(bytes, j), b' ' | b'\t') {
+                j -= 1;
+            }
+            let i = skip_blanks(bytes, pos + "value".len());
+            matches!(before(bytes, j), b'"' | b'\'')
+                && at(bytes, i) == b'='
+                && matches!(at(bytes, skip_blanks(bytes, i + 1)), b'"' | b'\'')
+        }
+    }
+}
 
 /// A match accepted by a rule: byte span of the sensitive part and its kind.
 #[derive(Clone, Copy, Debug)]
@@ -1072,20 +1132,19 @@ pub fn assignment_at(text: &str, pos: usize) -> Option<Found> {
 pub fn prose_password_at(text: &str, pos: usize) -> Option<Found> {
     let bytes = text.as_bytes();
     let wlen = super::text::run_len(bytes, pos, |b| b.is_ascii_alphabetic());
-    let word = text.get(pos..pos + wlen)?.to_ascii_lowercase();
-    if !matches!(
-        word.as_str(),
-        "password" | "passwd" | "passphrase" | "pass" | "pwd"
-    ) {
+    // A blank must follow the word: checked first, as most words fail here.
+    if !matches!(at(bytes, pos + wlen), b' ' | b'\t') {
+        return None;
+    }
+    let word = bytes.get(pos..pos + wlen)?;
+    if ![&b"password"[..], b"passwd", b"passphrase", b"pass", b"pwd"]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w))
+    {
         return None;
     }
     let mut i = pos + wlen;
-    let skip_blanks = |mut i: usize| {
-        while matches!(at(bytes, i), b' ' | b'\t') {
-            i += 1;
-        }
-        i
-    };
+    let skip_blanks = |i: usize| skip_blanks(bytes, i);
     let gap = skip_blanks(i);
     if gap == i {
         return None;

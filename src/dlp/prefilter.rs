@@ -1,0 +1,222 @@
+//! The trigger prefilter: one pass over every byte of a string that finds
+//! where a rule's trigger literal (`ghp_`, `akia`, `password`, `://`, …)
+//! starts, case-insensitively.
+//!
+//! Why it is built this way: this loop sees every byte of every scanned string,
+//! so its common case must be a handful of instructions and no branch that
+//! mispredicts. Each position's next three bytes, case-folded, are hashed to 16
+//! bits and tested in an 8 KiB bitset that stays in L1 (two-byte literals enter
+//! every third byte); byte pairs were tried first but English bigrams such as
+//! `se`, `to`, `pa`, `ma` (which start `secret`, `token`, `pass`, `mariadb`)
+//! hit on ~10 % of positions, trigrams on far fewer. Only on a hit does the slow
+//! path look the lower-cased pair up in a small hash table (1.5 KiB) and compare
+//! the few literals that start with it. Literals that must start a word
+//! (`eaa`, `sk`, `ghp_`: most of them) have their own bitset, consulted only
+//! when the previous byte is not a word byte, so the frequent trigrams they
+//! start with cost nothing inside words.
+
+use super::text::at;
+
+/// One trigger literal and the rules it triggers.
+pub struct Literal {
+    /// Lower-case, at least 2 bytes.
+    pub bytes: Vec<u8>,
+    /// Must start a word (previous byte not `[A-Za-z0-9_]`).
+    pub word_start: bool,
+    pub rules: Vec<u16>,
+}
+
+const SLOTS: usize = 512;
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    /// Lower-cased pair; only meaningful when `len > 0`.
+    key: u16,
+    start: u16,
+    len: u16,
+}
+
+pub struct Prefilter {
+    /// Hashed, case-folded trigrams that may start a literal that needs no
+    /// word start (64 Ki bits, 8 KiB).
+    anywhere: Box<[u64; 1024]>,
+    /// The same for literals that must start a word.
+    word_start: Box<[u64; 1024]>,
+    slots: Box<[Slot; SLOTS]>,
+    /// Literal indices grouped by their first pair; `slots` points into it.
+    ids: Vec<u16>,
+    pub literals: Vec<Literal>,
+    dots: bool,
+}
+
+#[inline(always)]
+fn slot_hash(key: u16) -> usize {
+    // Fibonacci hashing: the ~100 distinct pairs spread over 512 slots.
+    ((u32::from(key).wrapping_mul(2_654_435_761)) >> 23) as usize % SLOTS
+}
+
+// Indexing is in range by construction: `key` has 16 bits.
+#[inline(always)]
+fn test(bits: &[u64; 1024], key: usize) -> bool {
+    bits[(key >> 6) & 1023] & (1u64 << (key & 63)) != 0
+}
+
+fn set(bits: &mut [u64; 1024], key: usize) {
+    bits[(key >> 6) & 1023] |= 1u64 << (key & 63);
+}
+
+/// Three bytes as the low 24 bits, first byte lowest.
+#[inline(always)]
+fn trigram(a: u8, b: u8, c: u8) -> u32 {
+    u32::from(a) | (u32::from(b) << 8) | (u32::from(c) << 16)
+}
+
+/// Bit index of a trigram: each byte case-folded by setting bit 5 (which
+/// also merges some punctuation pairs: harmless, it can only add false
+/// hits), then multiplicative hashing to 16 bits.
+#[inline(always)]
+fn tri_hash(t: u32) -> usize {
+    ((t | 0x0020_2020).wrapping_mul(0x9E37_79B1) >> 16) as usize
+}
+
+impl Prefilter {
+    /// `dots`: report every `.` too (see [`Prefilter::for_each`]).
+    pub fn build(literals: Vec<Literal>, dots: bool) -> Result<Prefilter, String> {
+        let mut anywhere = Box::new([0u64; 1024]);
+        let mut word_start = Box::new([0u64; 1024]);
+        let mut by_pair: Vec<(u16, u16)> = Vec::new();
+        for (li, l) in literals.iter().enumerate() {
+            let li = u16::try_from(li).map_err(|_| "too many triggers".to_string())?;
+            let (Some(&a), Some(&b)) = (l.bytes.first(), l.bytes.get(1)) else {
+                return Err("trigger shorter than 2 bytes".into());
+            };
+            by_pair.push(((u16::from(a) << 8) | u16::from(b), li));
+            let bits = if l.word_start {
+                &mut word_start
+            } else {
+                &mut anywhere
+            };
+            match l.bytes.get(2) {
+                Some(&c) => set(bits, tri_hash(trigram(a, b, c))),
+                // A 2-byte literal may be followed by anything.
+                None => {
+                    for c in 0..=255u8 {
+                        set(bits, tri_hash(trigram(a, b, c)));
+                    }
+                }
+            }
+        }
+        by_pair.sort_unstable();
+        let mut slots = Box::new([Slot::default(); SLOTS]);
+        let mut ids = Vec::with_capacity(by_pair.len());
+        let mut k = 0;
+        while let Some(&(key, _)) = by_pair.get(k) {
+            let start = u16::try_from(ids.len()).map_err(|_| "too many triggers".to_string())?;
+            while let Some(&(kk, li)) = by_pair.get(k) {
+                if kk != key {
+                    break;
+                }
+                ids.push(li);
+                k += 1;
+            }
+            let len =
+                u16::try_from(ids.len()).map_err(|_| "too many triggers".to_string())? - start;
+            let mut h = slot_hash(key);
+            let mut probes = 0;
+            while slots[h].len != 0 {
+                h = (h + 1) % SLOTS;
+                probes += 1;
+                if probes >= SLOTS {
+                    return Err("too many trigger pairs".into());
+                }
+            }
+            slots[h] = Slot { key, start, len };
+        }
+        Ok(Prefilter {
+            anywhere,
+            word_start,
+            slots,
+            ids,
+            literals,
+            dots,
+        })
+    }
+
+    /// Literal indices whose first two (lower-case) bytes are `key`.
+    #[inline]
+    fn lookup(&self, key: u16) -> &[u16] {
+        let mut h = slot_hash(key);
+        loop {
+            let s = self.slots[h];
+            if s.len == 0 {
+                return &[];
+            }
+            if s.key == key {
+                let start = usize::from(s.start);
+                return self
+                    .ids
+                    .get(start..start + usize::from(s.len))
+                    .unwrap_or(&[]);
+            }
+            h = (h + 1) % SLOTS;
+        }
+    }
+
+    /// Call `hit(pos, Some(literal))` for every occurrence of a literal
+    /// (respecting its word-start requirement), and `hit(pos, None)` for every
+    /// `.` if the prefilter was built with `dots`. Positions ascend.
+    #[inline]
+    pub fn for_each(&self, bytes: &[u8], mut hit: impl FnMut(usize, Option<&Literal>)) {
+        let mut slow = |i: usize, c: u8, next: u8, prev_word: bool| {
+            if c == b'.' && self.dots {
+                hit(i, None);
+            }
+            let lkey =
+                (u16::from(c.to_ascii_lowercase()) << 8) | u16::from(next.to_ascii_lowercase());
+            for &li in self.lookup(lkey) {
+                let Some(lit) = self.literals.get(usize::from(li)) else {
+                    continue;
+                };
+                if lit.word_start && prev_word {
+                    continue;
+                }
+                let len = lit.bytes.len();
+                if bytes
+                    .get(i..i + len)
+                    .is_some_and(|s| s.eq_ignore_ascii_case(&lit.bytes))
+                {
+                    hit(i, Some(lit));
+                }
+            }
+        };
+        // Both bitsets are read for every position and combined without a
+        // branch: the one branch left is taken only where a literal may start
+        // (or at a `.`), which keeps mispredictions rare on ordinary text.
+        // `w` slides over the text holding bytes i, i+1, i+2 (0 past the end).
+        let dots = self.dots;
+        let is_hit = |c: u8, t: u32, prev_word: bool| {
+            let h = tri_hash(t);
+            test(&self.anywhere, h)
+                | (test(&self.word_start, h) & !prev_word)
+                | (dots & (c == b'.'))
+        };
+        let mut prev_word = false;
+        for (i, win) in bytes.windows(3).enumerate() {
+            let &[c, n1, n2] = win else { continue };
+            if is_hit(c, trigram(c, n1, n2), prev_word) {
+                slow(i, c, n1, prev_word);
+            }
+            prev_word = super::text::is_word_byte(c);
+        }
+        // The last two positions, with 0 past the end (no literal contains it).
+        let tail = bytes.len().saturating_sub(2);
+        for i in tail..bytes.len() {
+            let c = at(bytes, i);
+            let n1 = at(bytes, i + 1);
+            if is_hit(c, trigram(c, n1, 0), prev_word) {
+                slow(i, c, n1, prev_word);
+            }
+            prev_word = super::text::is_word_byte(c);
+        }
+    }
+}
