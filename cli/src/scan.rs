@@ -98,6 +98,10 @@ pub struct BenchArgs {
     /// dirty) and size in bytes instead of measuring, to inspect the generator.
     #[arg(long, num_args = 2, value_names = ["FLAVOUR", "BYTES"])]
     pub dump: Option<Vec<String>>,
+    /// Measure only the cases named `SIZE-FLAVOUR` (`64KB-clean`), for
+    /// instruction counts under `valgrind --tool=callgrind`.
+    #[arg(long = "case")]
+    pub cases: Vec<String>,
 }
 
 /// Deterministic pseudo-random numbers (xorshift64*), so payloads are the same on every run.
@@ -625,6 +629,10 @@ pub fn bench(args: BenchArgs) -> ExitCode {
         ("1MB", 1024 * 1024),
     ] {
         for flavour in Flavour::ALL {
+            let name = format!("{label}-{}", flavour.name());
+            if !args.cases.is_empty() && !args.cases.contains(&name) {
+                continue;
+            }
             let v = payload(size, flavour);
             let bytes = v.to_string().len();
             let findings = scanner.scan_value(&v).len();
