@@ -3,15 +3,19 @@
 //!
 //! # How a string is scanned
 //!
-//! 1. **Prefilter** (one pass, every byte): a 64 Ki-entry table indexed by each
-//!    pair of lower-cased bytes points at the trigger literals that start with
-//!    that pair (`ghp_`, `akia`, `xox…`, `-----begin`, `password`, `://`, …).
-//!    A verified trigger opens a small window (`back`/`ahead` bytes, per rule)
-//!    in which only that rule's regex runs. The same pass tracks token runs so
-//!    the Discord token, which has no literal, triggers on its first `.`.
-//! 2. **Regexes** (`regex-lite`, compiled once in [`compile`]) run on merged
-//!    windows only; boundaries and exclusions are checked in code afterwards
-//!    against the whole text (regex-lite has no lookaround).
+//! 1. **Prefilter** (one pass, every byte; `prefilter.rs`): a hashed bitset of
+//!    case-folded trigrams says where a trigger literal (`ghp_`, `akia`,
+//!    `xox…`, `-----begin`, `password`, `://`, …) may start; only there are the
+//!    literals compared. A `.` that ends a run of 24–26 token bytes triggers
+//!    the Discord token, which has no literal.
+//! 2. **Regexes** (`regex-lite`, compiled once in [`compile`]): a rule whose
+//!    match starts at its trigger runs `^(?:pattern)` on the text from the
+//!    trigger (at most `ahead` bytes), which stops at the first byte that
+//!    cannot continue the token; the few rules whose match starts before the
+//!    trigger (`back > 0`) run on merged windows. Common-word triggers
+//!    (`value=`, `-u`) pass a pre-check in code first. Boundaries and
+//!    exclusions are checked in code afterwards against the whole text
+//!    (regex-lite has no lookaround).
 //! 3. **Personal data** is found by code in one more linear pass: digit
 //!    clusters (cards with Luhn + brand, SSN rules, phones), IBANs (mod-97 and
 //!    per-country length), and e-mail addresses around each `@`.
@@ -635,6 +639,7 @@ fn native_at(native: rules::Native, text: &str, pos: usize) -> Option<rules::Fou
         rules::Native::Assignment => rules::assignment_at(text, pos),
         rules::Native::ProsePassword => rules::prose_password_at(text, pos),
         rules::Native::UrlCredential => rules::url_credential_at(text, pos),
+        rules::Native::AuthHeader => rules::auth_header_at(text, pos),
     }
 }
 

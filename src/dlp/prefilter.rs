@@ -15,7 +15,7 @@
 //! when the previous byte is not a word byte, so the frequent trigrams they
 //! start with cost nothing inside words.
 
-use super::text::at;
+use super::text::{at, is_token_byte};
 
 /// One trigger literal and the rules it triggers.
 pub struct Literal {
@@ -37,11 +37,10 @@ struct Slot {
 }
 
 pub struct Prefilter {
-    /// Hashed, case-folded trigrams that may start a literal that needs no
-    /// word start (64 Ki bits, 8 KiB).
-    anywhere: Box<[u64; 1024]>,
-    /// The same for literals that must start a word.
-    word_start: Box<[u64; 1024]>,
+    /// Two bits per hashed, case-folded trigram (64 Ki entries, 16 KiB): bit 0
+    /// "may start a literal that needs no word start", bit 1 "may start a
+    /// literal that must start a word". One load answers both.
+    bits: Box<[u64; 2048]>,
     slots: Box<[Slot; SLOTS]>,
     /// Literal indices grouped by their first pair; `slots` points into it.
     ids: Vec<u16>,
@@ -55,14 +54,17 @@ fn slot_hash(key: u16) -> usize {
     ((u32::from(key).wrapping_mul(2_654_435_761)) >> 23) as usize % SLOTS
 }
 
+const ANYWHERE: u64 = 1;
+const WORD_START: u64 = 2;
+
 // Indexing is in range by construction: `key` has 16 bits.
 #[inline(always)]
-fn test(bits: &[u64; 1024], key: usize) -> bool {
-    bits[(key >> 6) & 1023] & (1u64 << (key & 63)) != 0
+fn flags(bits: &[u64; 2048], key: usize) -> u64 {
+    (bits[(key >> 5) & 2047] >> ((key & 31) * 2)) & 3
 }
 
-fn set(bits: &mut [u64; 1024], key: usize) {
-    bits[(key >> 6) & 1023] |= 1u64 << (key & 63);
+fn set(bits: &mut [u64; 2048], key: usize, flag: u64) {
+    bits[(key >> 5) & 2047] |= flag << ((key & 31) * 2);
 }
 
 /// Three bytes as the low 24 bits, first byte lowest.
@@ -82,8 +84,7 @@ fn tri_hash(t: u32) -> usize {
 impl Prefilter {
     /// `dots`: report every `.` too (see [`Prefilter::for_each`]).
     pub fn build(literals: Vec<Literal>, dots: bool) -> Result<Prefilter, String> {
-        let mut anywhere = Box::new([0u64; 1024]);
-        let mut word_start = Box::new([0u64; 1024]);
+        let mut bits = Box::new([0u64; 2048]);
         let mut by_pair: Vec<(u16, u16)> = Vec::new();
         for (li, l) in literals.iter().enumerate() {
             let li = u16::try_from(li).map_err(|_| "too many triggers".to_string())?;
@@ -91,17 +92,13 @@ impl Prefilter {
                 return Err("trigger shorter than 2 bytes".into());
             };
             by_pair.push(((u16::from(a) << 8) | u16::from(b), li));
-            let bits = if l.word_start {
-                &mut word_start
-            } else {
-                &mut anywhere
-            };
+            let flag = if l.word_start { WORD_START } else { ANYWHERE };
             match l.bytes.get(2) {
-                Some(&c) => set(bits, tri_hash(trigram(a, b, c))),
+                Some(&c) => set(&mut bits, tri_hash(trigram(a, b, c)), flag),
                 // A 2-byte literal may be followed by anything.
                 None => {
                     for c in 0..=255u8 {
-                        set(bits, tri_hash(trigram(a, b, c)));
+                        set(&mut bits, tri_hash(trigram(a, b, c)), flag);
                     }
                 }
             }
@@ -133,8 +130,7 @@ impl Prefilter {
             slots[h] = Slot { key, start, len };
         }
         Ok(Prefilter {
-            anywhere,
-            word_start,
+            bits,
             slots,
             ids,
             literals,
@@ -168,7 +164,14 @@ impl Prefilter {
     #[inline]
     pub fn for_each(&self, bytes: &[u8], mut hit: impl FnMut(usize, Option<&Literal>)) {
         let mut slow = |i: usize, c: u8, next: u8, prev_word: bool| {
-            if c == b'.' && self.dots {
+            // A Discord token's `.` ends a run of 24-26 token bytes: both
+            // ends of such a run are tested before the caller counts it.
+            if c == b'.'
+                && self.dots
+                && i >= 24
+                && is_token_byte(at(bytes, i - 1))
+                && is_token_byte(at(bytes, i - 24))
+            {
                 hit(i, None);
             }
             let lkey =
@@ -195,10 +198,9 @@ impl Prefilter {
         // `w` slides over the text holding bytes i, i+1, i+2 (0 past the end).
         let dots = self.dots;
         let is_hit = |c: u8, t: u32, prev_word: bool| {
-            let h = tri_hash(t);
-            test(&self.anywhere, h)
-                | (test(&self.word_start, h) & !prev_word)
-                | (dots & (c == b'.'))
+            // Inside a word only the literals that need no word start count.
+            let wanted = ANYWHERE | (u64::from(!prev_word) * WORD_START);
+            (flags(&self.bits, tri_hash(t)) & wanted != 0) | (dots & (c == b'.'))
         };
         let mut prev_word = false;
         for (i, win) in bytes.windows(3).enumerate() {
