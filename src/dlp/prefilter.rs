@@ -4,16 +4,17 @@
 //!
 //! Why it is built this way: this loop sees every byte of every scanned string,
 //! so its common case must be a handful of instructions and no branch that
-//! mispredicts. Each position's next three bytes, case-folded, are hashed to 16
-//! bits and tested in an 8 KiB bitset that stays in L1 (two-byte literals enter
-//! every third byte); byte pairs were tried first but English bigrams such as
-//! `se`, `to`, `pa`, `ma` (which start `secret`, `token`, `pass`, `mariadb`)
-//! hit on ~10 % of positions, trigrams on far fewer. Only on a hit does the slow
-//! path look the lower-cased pair up in a small hash table (1.5 KiB) and compare
-//! the few literals that start with it. Literals that must start a word
-//! (`eaa`, `sk`, `ghp_`: most of them) have their own bitset, consulted only
-//! when the previous byte is not a word byte, so the frequent trigrams they
-//! start with cost nothing inside words.
+//! mispredicts. Each position's next three bytes, case-folded, are hashed to
+//! 15 bits and looked up in an 8 KiB table that stays in L1, 2 bits per entry:
+//! "a literal that needs no word start may start with this trigram", "one
+//! that must start a word may" (two-byte literals enter every third byte).
+//! Byte pairs were tried first, but English bigrams such as `se`, `to`, `pa`,
+//! `ma` (which start `secret`, `token`, `pass`, `mariadb`) hit on ~10 % of
+//! positions; trigrams on far fewer. Only on a hit does the slow path look the
+//! lower-cased pair up in a small hash table (1.5 KiB) and compare the few
+//! literals that start with it. Word-start literals (`eaa`, `sk`, `ghp_`:
+//! most of them) count only where the previous byte is not a word byte, so
+//! the frequent trigrams they start with cost nothing inside words.
 
 use super::text::{at, is_token_byte};
 
@@ -37,10 +38,10 @@ struct Slot {
 }
 
 pub struct Prefilter {
-    /// Two bits per hashed, case-folded trigram (64 Ki entries, 16 KiB): bit 0
+    /// Two bits per hashed, case-folded trigram (32 Ki entries, 8 KiB): bit 0
     /// "may start a literal that needs no word start", bit 1 "may start a
     /// literal that must start a word". One load answers both.
-    bits: Box<[u64; 2048]>,
+    bits: Box<[u64; TABLE_WORDS]>,
     slots: Box<[Slot; SLOTS]>,
     /// Literal indices grouped by their first pair; `slots` points into it.
     ids: Vec<u16>,
@@ -54,17 +55,22 @@ fn slot_hash(key: u16) -> usize {
     ((u32::from(key).wrapping_mul(2_654_435_761)) >> 23) as usize % SLOTS
 }
 
+/// Trigram hash width. 15 bits make an 8 KiB table: 16 KiB (16 bits) had the
+/// same instruction count but ~1.5x the L1 misses on a shared core.
+const HASH_BITS: u32 = 15;
+/// 64-bit words of the table: 2 bits per entry, 32 entries per word.
+const TABLE_WORDS: usize = (1 << HASH_BITS) / 32;
 const ANYWHERE: u64 = 1;
 const WORD_START: u64 = 2;
 
-// Indexing is in range by construction: `key` has 16 bits.
+// Indexing is in range by construction: `key` has HASH_BITS bits.
 #[inline(always)]
-fn flags(bits: &[u64; 2048], key: usize) -> u64 {
-    (bits[(key >> 5) & 2047] >> ((key & 31) * 2)) & 3
+fn flags(bits: &[u64; TABLE_WORDS], key: usize) -> u64 {
+    (bits[(key >> 5) & (TABLE_WORDS - 1)] >> ((key & 31) * 2)) & 3
 }
 
-fn set(bits: &mut [u64; 2048], key: usize, flag: u64) {
-    bits[(key >> 5) & 2047] |= flag << ((key & 31) * 2);
+fn set(bits: &mut [u64; TABLE_WORDS], key: usize, flag: u64) {
+    bits[(key >> 5) & (TABLE_WORDS - 1)] |= flag << ((key & 31) * 2);
 }
 
 /// Three bytes as the low 24 bits, first byte lowest.
@@ -75,16 +81,16 @@ fn trigram(a: u8, b: u8, c: u8) -> u32 {
 
 /// Bit index of a trigram: each byte case-folded by setting bit 5 (which
 /// also merges some punctuation pairs: harmless, it can only add false
-/// hits), then multiplicative hashing to 16 bits.
+/// hits), then multiplicative hashing to `HASH_BITS` bits.
 #[inline(always)]
 fn tri_hash(t: u32) -> usize {
-    ((t | 0x0020_2020).wrapping_mul(0x9E37_79B1) >> 16) as usize
+    ((t | 0x0020_2020).wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize
 }
 
 impl Prefilter {
     /// `dots`: report every `.` too (see [`Prefilter::for_each`]).
     pub fn build(literals: Vec<Literal>, dots: bool) -> Result<Prefilter, String> {
-        let mut bits = Box::new([0u64; 2048]);
+        let mut bits = Box::new([0u64; TABLE_WORDS]);
         let mut by_pair: Vec<(u16, u16)> = Vec::new();
         for (li, l) in literals.iter().enumerate() {
             let li = u16::try_from(li).map_err(|_| "too many triggers".to_string())?;
