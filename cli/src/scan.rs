@@ -598,6 +598,18 @@ fn payload(size: usize, flavour: Flavour) -> Value {
     json!({"batch": "export quarterly report", "items": items})
 }
 
+/// Nanoseconds this thread has run on a CPU (Linux `schedstat`), or `None`
+/// elsewhere. On a shared machine wall time also counts waiting for a core;
+/// CPU time measures the scanner.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Throughput of `scan_value` over generated JSON argument payloads.
 pub fn bench(args: BenchArgs) -> ExitCode {
     if let Some(dump) = &args.dump {
@@ -620,8 +632,8 @@ pub fn bench(args: BenchArgs) -> ExitCode {
         }
     };
     println!(
-        "{:<6} {:<14} {:>9} {:>7} {:>8} {:>9}",
-        "size", "kind", "bytes", "runs", "MB/s", "findings"
+        "{:<6} {:<14} {:>9} {:>7} {:>8} {:>8} {:>9}",
+        "size", "kind", "bytes", "runs", "MB/s", "cpu-MB/s", "findings"
     );
     for (label, size) in [
         ("1KB", 1024usize),
@@ -637,20 +649,28 @@ pub fn bench(args: BenchArgs) -> ExitCode {
             let bytes = v.to_string().len();
             let findings = scanner.scan_value(&v).len();
             let start = Instant::now();
+            let cpu_start = thread_cpu_ns();
             let mut runs = 0u64;
             while start.elapsed().as_secs_f64() < args.seconds || runs < 3 {
                 std::hint::black_box(scanner.scan_value(std::hint::black_box(&v)));
                 runs += 1;
             }
             let secs = start.elapsed().as_secs_f64();
-            let mbps = (bytes as f64 * runs as f64) / secs / 1e6;
+            let scanned = bytes as f64 * runs as f64;
+            let mbps = scanned / secs / 1e6;
+            // Bytes per CPU microsecond = MB per CPU second.
+            let cpu_mbps = match (cpu_start, thread_cpu_ns()) {
+                (Some(a), Some(b)) if b > a => format!("{:.1}", scanned / ((b - a) as f64 / 1e3)),
+                _ => "-".to_owned(),
+            };
             println!(
-                "{:<6} {:<14} {:>9} {:>7} {:>8.1} {:>9}",
+                "{:<6} {:<14} {:>9} {:>7} {:>8.1} {:>8} {:>9}",
                 label,
                 flavour.name(),
                 bytes,
                 runs,
                 mbps,
+                cpu_mbps,
                 findings
             );
         }
