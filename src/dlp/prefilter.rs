@@ -73,6 +73,16 @@ fn set(bits: &mut [u64; TABLE_WORDS], key: usize, flag: u64) {
     bits[(key >> 5) & (TABLE_WORDS - 1)] |= flag << ((key & 31) * 2);
 }
 
+/// Whether a literal may start at a position holding byte `c`, trigram `t`.
+/// A function, not a closure, so that it can be forced inline: the shipped
+/// wasm is built at opt-level "z", which would otherwise call it per byte.
+#[inline(always)]
+fn is_hit(bits: &[u64; TABLE_WORDS], dots: bool, c: u8, t: u32, prev_word: bool) -> bool {
+    // Inside a word only the literals that need no word start count.
+    let wanted = ANYWHERE | (u64::from(!prev_word) * WORD_START);
+    (flags(bits, tri_hash(t)) & wanted != 0) | (dots & (c == b'.'))
+}
+
 /// Three bytes as the low 24 bits, first byte lowest.
 #[inline(always)]
 fn trigram(a: u8, b: u8, c: u8) -> u32 {
@@ -203,15 +213,10 @@ impl Prefilter {
         // (or at a `.`), which keeps mispredictions rare on ordinary text.
         // `w` slides over the text holding bytes i, i+1, i+2 (0 past the end).
         let dots = self.dots;
-        let is_hit = |c: u8, t: u32, prev_word: bool| {
-            // Inside a word only the literals that need no word start count.
-            let wanted = ANYWHERE | (u64::from(!prev_word) * WORD_START);
-            (flags(&self.bits, tri_hash(t)) & wanted != 0) | (dots & (c == b'.'))
-        };
         let mut prev_word = false;
         for (i, win) in bytes.windows(3).enumerate() {
             let &[c, n1, n2] = win else { continue };
-            if is_hit(c, trigram(c, n1, n2), prev_word) {
+            if is_hit(&self.bits, dots, c, trigram(c, n1, n2), prev_word) {
                 slow(i, c, n1, prev_word);
             }
             prev_word = super::text::is_word_byte(c);
@@ -221,7 +226,7 @@ impl Prefilter {
         for i in tail..bytes.len() {
             let c = at(bytes, i);
             let n1 = at(bytes, i + 1);
-            if is_hit(c, trigram(c, n1, 0), prev_word) {
+            if is_hit(&self.bits, dots, c, trigram(c, n1, 0), prev_word) {
                 slow(i, c, n1, prev_word);
             }
             prev_word = super::text::is_word_byte(c);
