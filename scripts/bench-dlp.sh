@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # DLP scanning throughput, natively, on deterministic JSON argument payloads
-# (1 KB, 64 KB, 1 MB; clean and dirty). Not a test: numbers go to docs/dlp.md.
+# (1 KB, 64 KB, 1 MB; clean, trigger-heavy and dirty; the generator is described
+# in cli/src/scan.rs and docs/dlp.md). Not a test: numbers go to docs/dlp.md.
+# Inspect a payload: target/release/mcp-firewall bench-dlp --dump clean 4096
 #
 #   scripts/bench-dlp.sh            # the shipped release profile (opt-level "z", as for the wasm)
 #   OPT3=1 scripts/bench-dlp.sh     # same code at opt-level 3, in a separate target dir

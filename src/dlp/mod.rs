@@ -3,15 +3,19 @@
 //!
 //! # How a string is scanned
 //!
-//! 1. **Prefilter** (one pass, every byte): a 64 Ki-entry table indexed by each
-//!    pair of lower-cased bytes points at the trigger literals that start with
-//!    that pair (`ghp_`, `akia`, `xox…`, `-----begin`, `password`, `://`, …).
-//!    A verified trigger opens a small window (`back`/`ahead` bytes, per rule)
-//!    in which only that rule's regex runs. The same pass tracks token runs so
-//!    the Discord token, which has no literal, triggers on its first `.`.
-//! 2. **Regexes** (`regex-lite`, compiled once in [`compile`]) run on merged
-//!    windows only; boundaries and exclusions are checked in code afterwards
-//!    against the whole text (regex-lite has no lookaround).
+//! 1. **Prefilter** (one pass, every byte; `prefilter.rs`): a hashed bitset of
+//!    case-folded trigrams says where a trigger literal (`ghp_`, `akia`,
+//!    `xox…`, `-----begin`, `password`, `://`, …) may start; only there are the
+//!    literals compared. A `.` that ends a run of 24–26 token bytes triggers
+//!    the Discord token, which has no literal.
+//! 2. **Regexes** (`regex-lite`, compiled once in [`compile`]): a rule whose
+//!    match starts at its trigger runs `^(?:pattern)` on the text from the
+//!    trigger (at most `ahead` bytes), which stops at the first byte that
+//!    cannot continue the token; the few rules whose match starts before the
+//!    trigger (`back > 0`) run on merged windows. Common-word triggers
+//!    (`value=`, `-u`) pass a pre-check in code first. Boundaries and
+//!    exclusions are checked in code afterwards against the whole text
+//!    (regex-lite has no lookaround).
 //! 3. **Personal data** is found by code in one more linear pass: digit
 //!    clusters (cards with Luhn + brand, SSN rules, phones), IBANs (mod-97 and
 //!    per-country length), and e-mail addresses around each `@`.
@@ -36,6 +40,7 @@
 //! pointer, never the text; their `Debug` output is therefore safe to log.
 
 mod pii;
+mod prefilter;
 mod rules;
 mod text;
 
@@ -208,94 +213,16 @@ enum Matcher {
 struct CompiledRule {
     spec: &'static rules::RuleSpec,
     matcher: Matcher,
-}
-
-struct Literal {
-    bytes: Vec<u8>,
-    word_start: bool,
-    rules: Vec<u16>,
-}
-
-/// Pair-indexed trigger table (see the module documentation).
-struct Prefilter {
-    /// One bit per byte pair: 8 KiB, stays in L1 cache; most pairs miss here.
-    bits: Vec<u64>,
-    pair: Vec<u16>,
-    lists: Vec<Vec<u16>>,
-    literals: Vec<Literal>,
-}
-
-impl Prefilter {
-    fn build(rules: &[CompiledRule]) -> Result<Prefilter, String> {
-        let mut literals: Vec<Literal> = Vec::new();
-        for (ri, r) in rules.iter().enumerate() {
-            let ri = u16::try_from(ri).map_err(|_| "too many rules".to_string())?;
-            for t in r.spec.triggers {
-                let bytes = t.as_bytes().to_ascii_lowercase();
-                if bytes.len() < 2 {
-                    return Err(format!(
-                        "trigger {t:?} of {} is shorter than 2 bytes",
-                        r.spec.kind
-                    ));
-                }
-                match literals
-                    .iter_mut()
-                    .find(|l| l.bytes == bytes && l.word_start == r.spec.word_start)
-                {
-                    Some(l) => l.rules.push(ri),
-                    None => literals.push(Literal {
-                        bytes,
-                        word_start: r.spec.word_start,
-                        rules: vec![ri],
-                    }),
-                }
-            }
-        }
-        let mut pair = vec![0u16; 1 << 16];
-        let mut lists: Vec<Vec<u16>> = vec![Vec::new()];
-        for (li, l) in literals.iter().enumerate() {
-            let li = u16::try_from(li).map_err(|_| "too many triggers".to_string())?;
-            let key = pair_key(
-                l.bytes.first().copied().unwrap_or(0),
-                l.bytes.get(1).copied().unwrap_or(0),
-            );
-            let slot = pair.get_mut(key).ok_or("pair key out of range")?;
-            if *slot == 0 {
-                *slot =
-                    u16::try_from(lists.len()).map_err(|_| "too many trigger pairs".to_string())?;
-                lists.push(Vec::new());
-            }
-            lists
-                .get_mut(usize::from(*slot))
-                .ok_or("pair list missing")?
-                .push(li);
-        }
-        let mut bits = vec![0u64; (1 << 16) / 64];
-        for (key, slot) in pair.iter().enumerate() {
-            if *slot != 0 {
-                if let Some(w) = bits.get_mut(key / 64) {
-                    *w |= 1 << (key % 64);
-                }
-            }
-        }
-        Ok(Prefilter {
-            bits,
-            pair,
-            lists,
-            literals,
-        })
-    }
-}
-
-#[inline(always)]
-fn pair_key(a: u8, b: u8) -> usize {
-    (usize::from(a.to_ascii_lowercase()) << 8) | usize::from(b.to_ascii_lowercase())
+    /// `^(?:pattern)`, for rules whose match starts at the trigger (`back == 0`):
+    /// run on the text from the trigger, it gives up at the first byte that
+    /// cannot continue the token instead of scanning a whole window.
+    anchored: Option<Regex>,
 }
 
 /// The compiled detectors: built-in secrets and personal data, plus custom ones.
 pub struct Scanner {
     rules: Vec<CompiledRule>,
-    pre: Prefilter,
+    pre: prefilter::Prefilter,
     discord: Option<u16>,
     secrets: bool,
     pii: bool,
@@ -334,21 +261,30 @@ impl Scanner {
         let mut compiled = Vec::new();
         if secrets {
             for spec in rules::SECRET_RULES {
-                let matcher = match spec.native {
-                    Some(n) => Matcher::Native(n),
-                    None => Matcher::Regex(
-                        Regex::new(spec.pattern)
-                            .map_err(|e| format!("built-in detector {}: {e}", spec.kind))?,
+                let build = |p: &str| {
+                    Regex::new(p).map_err(|e| format!("built-in detector {}: {e}", spec.kind))
+                };
+                let (matcher, anchored) = match spec.native {
+                    Some(n) => (Matcher::Native(n), None),
+                    None => (
+                        Matcher::Regex(build(spec.pattern)?),
+                        (spec.back == 0 && !spec.triggers.is_empty())
+                            .then(|| build(&format!("^(?:{})", spec.pattern)))
+                            .transpose()?,
                     ),
                 };
-                compiled.push(CompiledRule { spec, matcher });
+                compiled.push(CompiledRule {
+                    spec,
+                    matcher,
+                    anchored,
+                });
             }
         }
-        let pre = Prefilter::build(&compiled)?;
         let discord = compiled
             .iter()
             .position(|r| r.spec.kind == rules::DISCORD_KIND)
             .and_then(|i| u16::try_from(i).ok());
+        let pre = prefilter::Prefilter::build(trigger_literals(&compiled)?, discord.is_some())?;
         Ok(Scanner {
             rules: compiled,
             pre,
@@ -440,72 +376,72 @@ impl Scanner {
     fn secret_candidates(&self, text: &str, out: &mut Vec<Candidate>) {
         let bytes = text.as_bytes();
         let n = bytes.len();
+        // Windows for the rules whose match may start before their trigger.
         let mut hits: Vec<(u16, usize, usize)> = Vec::new();
-        let mut run = 0usize;
-        for (i, &c) in bytes.iter().enumerate() {
-            let next = bytes.get(i + 1).copied().unwrap_or(0);
-            let key = pair_key(c, next);
-            let maybe = self
-                .pre
-                .bits
-                .get(key / 64)
-                .is_some_and(|w| w & (1 << (key % 64)) != 0);
-            let slot = if maybe {
-                self.pre.pair.get(key).copied().unwrap_or(0)
-            } else {
-                0
-            };
-            if slot != 0 {
-                for &li in self
-                    .pre
-                    .lists
-                    .get(usize::from(slot))
-                    .map_or(&[][..], |v| v.as_slice())
-                {
-                    let Some(lit) = self.pre.literals.get(usize::from(li)) else {
-                        continue;
-                    };
-                    let len = lit.bytes.len();
-                    let hit = bytes
-                        .get(i..i + len)
-                        .is_some_and(|s| s.eq_ignore_ascii_case(&lit.bytes));
-                    if !hit || (lit.word_start && text::is_word_byte(text::before(bytes, i))) {
-                        continue;
+        // (rule, position) of the last anchored run: two literals of one rule
+        // at one position (`xoxe-`, `xoxe.xox`) need one run, not two.
+        let mut last_run: Option<(u16, usize)> = None;
+        self.pre.for_each(bytes, |i, lit| {
+            let Some(lit) = lit else {
+                // The Discord bot token has no literal: its first `.` ends
+                // a run of 24-26 token characters.
+                let run = bytes.get(i.saturating_sub(27)..i).map_or(0, |s| {
+                    s.iter()
+                        .rev()
+                        .take_while(|b| text::is_token_byte(**b))
+                        .count()
+                });
+                if (24..=26).contains(&run) {
+                    if let Some(d) = self.discord {
+                        hits.push((d, i - run, (i + 80).min(n)));
                     }
-                    for &ri in &lit.rules {
-                        match self.rules.get(usize::from(ri)) {
-                            // Code matchers judge each trigger where it stands.
-                            Some(CompiledRule {
-                                matcher: Matcher::Native(native),
-                                spec,
-                            }) => {
-                                if let Some(f) = native_at(*native, text, i) {
-                                    out.push(Candidate {
-                                        start: f.start,
-                                        end: f.end,
-                                        kind: KindRef::Builtin(f.kind),
-                                        label: Label::Secret,
-                                        priority: spec.priority,
-                                    });
-                                }
-                            }
-                            Some(r) => hits.push((
-                                ri,
-                                i.saturating_sub(r.spec.back),
-                                (i + len + r.spec.ahead).min(n),
-                            )),
-                            None => {}
+                }
+                return;
+            };
+            let len = lit.bytes.len();
+            for &ri in &lit.rules {
+                let Some(rule) = self.rules.get(usize::from(ri)) else {
+                    continue;
+                };
+                if !rules::precheck(rule.spec.pre, bytes, i, len) {
+                    continue;
+                }
+                match (&rule.matcher, &rule.anchored) {
+                    // Code matchers judge each trigger where it stands.
+                    (Matcher::Native(native), _) => {
+                        if let Some(f) = native_at(*native, text, i) {
+                            out.push(Candidate {
+                                start: f.start,
+                                end: f.end,
+                                kind: KindRef::Builtin(f.kind),
+                                label: Label::Secret,
+                                priority: rule.spec.priority,
+                            });
                         }
                     }
+                    (Matcher::Regex(_), Some(re)) => {
+                        if last_run == Some((ri, i)) {
+                            continue;
+                        }
+                        last_run = Some((ri, i));
+                        let end = text::ceil_boundary(
+                            text,
+                            (i + len + rule.spec.ahead).min(n).min(i + WINDOW_MAX),
+                        );
+                        if let Some(piece) = text.get(i..end) {
+                            if let Some(caps) = re.captures(piece) {
+                                push_accepted(rule, text, &caps, i, out);
+                            }
+                        }
+                    }
+                    (Matcher::Regex(_), None) => hits.push((
+                        ri,
+                        i.saturating_sub(rule.spec.back),
+                        (i + len + rule.spec.ahead).min(n),
+                    )),
                 }
             }
-            if c == b'.' && (24..=26).contains(&run) {
-                if let Some(d) = self.discord {
-                    hits.push((d, i - run, (i + 80).min(n)));
-                }
-            }
-            run = if text::is_token_byte(c) { run + 1 } else { 0 };
-        }
+        });
         if hits.is_empty() {
             return;
         }
@@ -703,6 +639,7 @@ fn native_at(native: rules::Native, text: &str, pos: usize) -> Option<rules::Fou
         rules::Native::Assignment => rules::assignment_at(text, pos),
         rules::Native::ProsePassword => rules::prose_password_at(text, pos),
         rules::Native::UrlCredential => rules::url_credential_at(text, pos),
+        rules::Native::AuthHeader => rules::auth_header_at(text, pos),
     }
 }
 
@@ -711,16 +648,55 @@ fn run_rule(rule: &CompiledRule, text: &str, offset: usize, piece: &str, out: &m
         return;
     };
     for caps in re.captures_iter(piece) {
-        if let Some(f) = rules::accept(rule.spec, text, &caps, offset) {
-            out.push(Candidate {
-                start: f.start,
-                end: f.end,
-                kind: KindRef::Builtin(f.kind),
-                label: Label::Secret,
-                priority: rule.spec.priority,
-            });
+        push_accepted(rule, text, &caps, offset, out);
+    }
+}
+
+fn push_accepted(
+    rule: &CompiledRule,
+    text: &str,
+    caps: &regex_lite::Captures,
+    offset: usize,
+    out: &mut Vec<Candidate>,
+) {
+    if let Some(f) = rules::accept(rule.spec, text, caps, offset) {
+        out.push(Candidate {
+            start: f.start,
+            end: f.end,
+            kind: KindRef::Builtin(f.kind),
+            label: Label::Secret,
+            priority: rule.spec.priority,
+        });
+    }
+}
+
+/// Every rule's trigger literals, lower-cased, each with the rules it triggers.
+fn trigger_literals(rules: &[CompiledRule]) -> Result<Vec<prefilter::Literal>, String> {
+    let mut literals: Vec<prefilter::Literal> = Vec::new();
+    for (ri, r) in rules.iter().enumerate() {
+        let ri = u16::try_from(ri).map_err(|_| "too many rules".to_string())?;
+        for t in r.spec.triggers {
+            let bytes = t.as_bytes().to_ascii_lowercase();
+            if bytes.len() < 2 {
+                return Err(format!(
+                    "trigger {t:?} of {} is shorter than 2 bytes",
+                    r.spec.kind
+                ));
+            }
+            match literals
+                .iter_mut()
+                .find(|l| l.bytes == bytes && l.word_start == r.spec.word_start)
+            {
+                Some(l) => l.rules.push(ri),
+                None => literals.push(prefilter::Literal {
+                    bytes,
+                    word_start: r.spec.word_start,
+                    rules: vec![ri],
+                }),
+            }
         }
     }
+    Ok(literals)
 }
 
 /// Call `f(offset, piece)` for pieces of `text[start..end]` of at most `size`

@@ -18,16 +18,56 @@ pub struct PiiFound {
     pub kind: &'static str,
 }
 
+/// Position of the first ASCII digit at or after `from`, eight bytes at a
+/// time (SWAR). For each byte with the high bit clear, adding 0x50 sets bit 7
+/// iff it is >= `0` and adding 0x46 iff it is > `9`; bytes with the high bit
+/// set (UTF-8) are masked out.
+fn next_digit(bytes: &[u8], from: usize) -> Option<usize> {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let y = x & LOW7;
+        let ge0 = y.wrapping_add(ONES * (0x80 - 0x30));
+        let gt9 = y.wrapping_add(ONES * (0x80 - 0x3a));
+        let digits = ge0 & !gt9 & !x & HIGH;
+        if digits != 0 {
+            return Some(i + (digits.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    bytes
+        .get(i..)?
+        .iter()
+        .position(u8::is_ascii_digit)
+        .map(|d| i + d)
+}
+
 fn is_alnum(b: u8) -> bool {
     b.is_ascii_alphanumeric()
 }
 
 /// Words that make a bare number a phone number or an SSN.
 fn has_context(text: &str, start: usize, key: Option<&str>, words: &[&str]) -> bool {
-    let from = super::text::floor_boundary(text, start.saturating_sub(24));
-    let window = text.get(from..start).unwrap_or("").to_ascii_lowercase();
-    let key = key.unwrap_or("").to_ascii_lowercase();
-    words.iter().any(|w| window.contains(w) || key.contains(w))
+    let from = start.saturating_sub(24);
+    let window = text.as_bytes().get(from..start).unwrap_or(&[]);
+    let key = key.unwrap_or("").as_bytes();
+    words.iter().any(|w| {
+        contains_ignore_case(window, w.as_bytes()) || contains_ignore_case(key, w.as_bytes())
+    })
+}
+
+/// Case-insensitive substring test for a lower-case ASCII `needle`, without
+/// lower-casing a copy of `hay`.
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty()
+        || hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 const PHONE_WORDS: &[&str] = &[
@@ -53,9 +93,10 @@ pub fn scan_numbers(text: &str, key: Option<&str>, out: &mut Vec<PiiFound>) {
     let mut i = 0;
     let mut groups: Vec<Group> = Vec::new();
     while i < n {
-        if !at(bytes, i).is_ascii_digit() {
-            i += 1;
-            continue;
+        // Most bytes are not digits: jump to the next one, 8 bytes at a time.
+        match next_digit(bytes, i) {
+            Some(d) => i = d,
+            None => break,
         }
         // IBAN: two upper-case letters right before the first digit.
         if i >= 2 && at(bytes, i - 1).is_ascii_uppercase() && at(bytes, i - 2).is_ascii_uppercase()
@@ -92,11 +133,44 @@ pub fn scan_numbers(text: &str, key: Option<&str>, out: &mut Vec<PiiFound>) {
     }
 }
 
-fn digits_of(bytes: &[u8], groups: &[Group]) -> Vec<u8> {
-    let mut d = Vec::with_capacity(24);
+/// Up to 24 digit values of `groups`, on the stack (longer runs are no card,
+/// SSN or phone; the callers check the count).
+struct Digits {
+    buf: [u8; 24],
+    len: usize,
+}
+
+impl Digits {
+    fn new() -> Digits {
+        Digits {
+            buf: [0; 24],
+            len: 0,
+        }
+    }
+    /// Append a group's digits; false (and nothing appended past 24) if they do not fit.
+    fn push(&mut self, bytes: &[u8], g: &Group) -> bool {
+        let Some(s) = bytes.get(g.start..g.end) else {
+            return false;
+        };
+        for &b in s {
+            match self.buf.get_mut(self.len) {
+                Some(slot) => *slot = b - b'0',
+                None => return false,
+            }
+            self.len += 1;
+        }
+        true
+    }
+    fn get(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or(&[])
+    }
+}
+
+fn digits_of(bytes: &[u8], groups: &[Group]) -> Digits {
+    let mut d = Digits::new();
     for g in groups {
-        if let Some(s) = bytes.get(g.start..g.end) {
-            d.extend(s.iter().map(|b| b - b'0'));
+        if !d.push(bytes, g) {
+            break;
         }
     }
     d
@@ -132,25 +206,28 @@ fn judge_cluster(text: &str, key: Option<&str>, groups: &[Group], out: &mut Vec<
     if is_alnum(post) || post == b'_' || post == b'@' {
         return;
     }
-    let seps: Vec<&[u8]> = groups
-        .windows(2)
-        .filter_map(|w| match w {
-            [a, b] => bytes.get(a.end..b.start),
-            _ => None,
-        })
-        .collect();
+    // At most 23 separators (clusters stop at 24 groups): kept on the stack.
+    let mut sep_buf: [&[u8]; 24] = [&[]; 24];
+    let mut n_seps = 0;
+    for w in groups.windows(2) {
+        if let ([a, b], Some(slot)) = (w, sep_buf.get_mut(n_seps)) {
+            *slot = bytes.get(a.end..b.start).unwrap_or(&[]);
+            n_seps += 1;
+        }
+    }
+    let seps = sep_buf.get(..n_seps).unwrap_or(&[]);
 
     if !plus && !paren {
         if let Some(f) = card(text, groups) {
             out.push(f);
             return;
         }
-        if let Some(f) = ssn(text, key, groups, &seps) {
+        if let Some(f) = ssn(text, key, groups, seps) {
             out.push(f);
             return;
         }
     }
-    if let Some(f) = phone(text, key, groups, &seps, plus, paren, lead, total) {
+    if let Some(f) = phone(text, key, groups, seps, plus, paren, lead, total) {
         out.push(f);
     }
 }
@@ -161,6 +238,8 @@ fn card(text: &str, groups: &[Group]) -> Option<PiiFound> {
     let bytes = text.as_bytes();
     for s in 0..groups.len() {
         let mut best = None;
+        // Digits of groups s..=e, extended one group per step.
+        let mut d = Digits::new();
         for e in s..groups.len() {
             if e > s {
                 let sep = bytes.get(groups.get(e - 1)?.end..groups.get(e)?.start)?;
@@ -168,12 +247,11 @@ fn card(text: &str, groups: &[Group]) -> Option<PiiFound> {
                     break;
                 }
             }
-            let span = groups.get(s..=e)?;
-            let d = digits_of(bytes, span);
-            if d.len() > 19 {
+            if !d.push(bytes, groups.get(e)?) || d.len > 19 {
                 break;
             }
-            if d.len() >= 12 && luhn(&d) && brand_allows(&d) {
+            let d = d.get();
+            if d.len() >= 12 && luhn(d) && brand_allows(d) {
                 best = Some(PiiFound {
                     start: groups.get(s)?.start,
                     end: groups.get(e)?.end,
@@ -238,17 +316,20 @@ fn brand_allows(d: &[u8]) -> bool {
 /// 0000 are never issued.
 fn ssn(text: &str, key: Option<&str>, groups: &[Group], seps: &[&[u8]]) -> Option<PiiFound> {
     let bytes = text.as_bytes();
-    let lens: Vec<usize> = groups.iter().map(|g| g.end - g.start).collect();
-    let shaped = match (lens.as_slice(), seps) {
-        ([3, 2, 4], [a, b]) => a == b && matches!(*a, b"-" | b" " | b"."),
-        ([9], []) => has_context(text, groups.first()?.start, key, SSN_WORDS),
+    let len = |k: usize| groups.get(k).map_or(0, |g| g.end - g.start);
+    let shaped = match (groups.len(), seps) {
+        (3, [a, b]) if (len(0), len(1), len(2)) == (3, 2, 4) => {
+            a == b && matches!(*a, b"-" | b" " | b".")
+        }
+        (1, []) if len(0) == 9 => has_context(text, groups.first()?.start, key, SSN_WORDS),
         _ => false,
     };
     if !shaped {
         return None;
     }
-    let d = digits_of(bytes, groups);
-    let area = prefix_num(&d, 3);
+    let digits = digits_of(bytes, groups);
+    let d = digits.get();
+    let area = prefix_num(d, 3);
     let group = prefix_num(d.get(3..)?, 2);
     let serial = prefix_num(d.get(5..)?, 4);
     let valid = area != 0 && area != 666 && area < 900 && group != 0 && serial != 0;
@@ -282,7 +363,7 @@ fn phone(
         end,
         kind: "phone",
     });
-    let lens: Vec<usize> = groups.iter().map(|g| g.end - g.start).collect();
+    let len = |k: usize| groups.get(k).map_or(0, |g| g.end - g.start);
     if plus {
         let plain = seps
             .iter()
@@ -294,7 +375,7 @@ fn phone(
         };
     }
     let first_digit = |g: &Group| at(bytes, g.start);
-    if lens == [3, 3, 4] {
+    if groups.len() == 3 && (len(0), len(1), len(2)) == (3, 3, 4) {
         let area_ok = first_digit(groups.first()?) >= b'2';
         let exch_ok = first_digit(groups.get(1)?) >= b'2';
         let sep_ok = match seps {

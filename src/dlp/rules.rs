@@ -65,8 +65,6 @@ pub enum Check {
     XmlAssignment,
     /// First participating group is a strong password.
     Password,
-    /// `Authorization: <scheme> <credential>`.
-    AuthHeader,
     /// `curl -u user:password`.
     CurlUser,
     /// `SUMO_ACCESS_ID/KEY = …`.
@@ -86,6 +84,23 @@ pub enum Native {
     ProsePassword,
     /// `scheme://user:password@host`.
     UrlCredential,
+    /// `Authorization: [<scheme>] <credential>`. Code, not a regex: this
+    /// trigger is common in ordinary HTTP code, and a case-insensitive pattern
+    /// with a scheme alternation cost more than the rest of the scan there.
+    AuthHeader,
+}
+
+/// A necessary condition checked in code at the trigger before the rule's
+/// regex runs: for triggers that are common words (`value=`, `-u`,
+/// `authorization`) most occurrences are not the context the pattern needs,
+/// and a few byte tests are far cheaper than a regex window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pre {
+    None,
+    /// `-u`/`--user` after a blank (or at the start), then a blank or `=`.
+    CurlUser,
+    /// `["'][ \t]+value[ \t]*=[ \t]*["']` around the `value` trigger.
+    XmlValue,
 }
 
 #[derive(Debug)]
@@ -104,6 +119,7 @@ pub struct RuleSpec {
     pub before: Edge,
     pub after: Edge,
     pub check: Check,
+    pub pre: Pre,
     /// Lower wins when two matches overlap: exact formats beat context rules,
     /// context rules beat generic assignments.
     pub priority: u8,
@@ -120,6 +136,7 @@ const BASE: RuleSpec = RuleSpec {
     before: Edge::Token,
     after: Edge::Token,
     check: Check::Token,
+    pre: Pre::None,
     priority: 0,
 };
 
@@ -667,11 +684,9 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         kind: "auth_header_token",
         triggers: &["authorization"],
         word_start: false,
-        pattern: r#"(?i)authorization["']?[ \t]*[:=][ \t]*["']?[ \t]*(?:(bearer|token|api-token|apikey|api-key|basic|digest|sso-key|key)[ \t]+)?"#,
-        ahead: 64,
+        native: Some(Native::AuthHeader),
         before: Edge::None,
         after: Edge::None,
-        check: Check::AuthHeader,
         priority: 1,
         ..BASE
     },
@@ -686,6 +701,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         before: Edge::None,
         after: Edge::None,
         check: Check::CurlUser,
+        pre: Pre::CurlUser,
         priority: 1,
         ..BASE
     },
@@ -724,6 +740,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         before: Edge::None,
         after: Edge::None,
         check: Check::XmlAssignment,
+        pre: Pre::XmlValue,
         priority: 2,
         ..BASE
     },
@@ -758,6 +775,39 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         ..BASE
     },
 ];
+
+fn skip_blanks(bytes: &[u8], mut i: usize) -> usize {
+    while matches!(at(bytes, i), b' ' | b'\t') {
+        i += 1;
+    }
+    i
+}
+
+/// Whether the trigger literal of `len` bytes at `pos` can be part of a match
+/// of a rule with this pre-check (see [`Pre`]). Never false for a real match.
+#[inline]
+pub fn precheck(pre: Pre, bytes: &[u8], pos: usize, len: usize) -> bool {
+    match pre {
+        Pre::None => true,
+        Pre::CurlUser => {
+            matches!(before(bytes, pos), 0 | b' ' | b'\t')
+                && matches!(at(bytes, pos + len), b' ' | b'\t' | b'=')
+        }
+        Pre::XmlValue => {
+            let mut j = pos;
+            if !matches!(before(bytes, j), b' ' | b'\t') {
+                return false;
+            }
+            while matches!(before(bytes, j), b' ' | b'\t') {
+                j -= 1;
+            }
+            let i = skip_blanks(bytes, pos + "value".len());
+            matches!(before(bytes, j), b'"' | b'\'')
+                && at(bytes, i) == b'='
+                && matches!(at(bytes, skip_blanks(bytes, i + 1)), b'"' | b'\'')
+        }
+    }
+}
 
 /// A match accepted by a rule: byte span of the sensitive part and its kind.
 #[derive(Clone, Copy, Debug)]
@@ -838,7 +888,6 @@ pub fn accept(spec: &RuleSpec, text: &str, caps: &Captures, offset: usize) -> Op
                 kind,
             })
         }
-        Check::AuthHeader => auth_header(text, caps, mend),
         Check::CurlUser => curl_user(text, mend),
     }
 }
@@ -869,6 +918,8 @@ pub enum SecretWord {
     Token,
 }
 
+/// Grouped by first letter (`classify_identifier` slices it by letter: keep
+/// the groups in place when adding a word; `secret_words_grouped` checks).
 const SECRET_WORDS: &[(&str, SecretWord)] = &[
     ("passphrase", SecretWord::Password),
     ("password", SecretWord::Password),
@@ -878,10 +929,10 @@ const SECRET_WORDS: &[(&str, SecretWord)] = &[
     ("secret", SecretWord::Secret),
     ("token", SecretWord::Token),
     ("apikey", SecretWord::Token),
+    ("auth", SecretWord::Token),
     ("key", SecretWord::Token),
     ("credentials", SecretWord::Token),
     ("credential", SecretWord::Token),
-    ("auth", SecretWord::Token),
 ];
 
 /// Words that, anywhere in the identifier, say the value is meant to be public.
@@ -922,13 +973,19 @@ pub fn classify_identifier(id: &str) -> Option<(SecretWord, &'static str)> {
     // The secret word that ends last decides (`password_reset_token_ttl` → token).
     let mut best: Option<(usize, usize, SecretWord)> = None;
     for i in 0..l.len() {
-        let first = at(l, i).to_ascii_lowercase();
-        if !matches!(first, b'p' | b's' | b't' | b'a' | b'k' | b'c') {
-            continue;
-        }
-        for (w, kind) in SECRET_WORDS {
+        // Only the words that start with this letter are compared.
+        let candidates = match at(l, i).to_ascii_lowercase() {
+            b'p' => SECRET_WORDS.get(..5),
+            b's' => SECRET_WORDS.get(5..6),
+            b't' => SECRET_WORDS.get(6..7),
+            b'a' => SECRET_WORDS.get(7..9),
+            b'k' => SECRET_WORDS.get(9..10),
+            b'c' => SECRET_WORDS.get(10..12),
+            _ => None,
+        };
+        for (w, kind) in candidates.unwrap_or(&[]) {
             let wb = w.as_bytes();
-            if wb.first() == Some(&first) && word_at(l, i, wb) {
+            if word_at(l, i, wb) {
                 let end = i + wb.len();
                 if best.map_or(true, |(e, len, _)| end > e || (end == e && wb.len() > len)) {
                     best = Some((end, wb.len(), *kind));
@@ -1031,20 +1088,14 @@ pub fn assignment_at(text: &str, pos: usize) -> Option<Found> {
     while matches!(at(bytes, i), b' ' | b'\t') {
         i += 1;
     }
-    let op_len = [
-        &b"==="[..],
-        b"!==",
-        b"==",
-        b"!=",
-        b":=",
-        b"=>",
-        b"=",
-        b":",
-        b"(",
-    ]
-    .iter()
-    .find(|op| bytes.get(i..i + op.len()) == Some(*op))
-    .map(|op| op.len())?;
+    // One of `=== !== == != := => = : (`, longest first; matched on bytes
+    // (no slice comparisons) since most triggers end here.
+    let op_len = match (at(bytes, i), at(bytes, i + 1), at(bytes, i + 2)) {
+        (b'=' | b'!', b'=', b'=') => 3,
+        (b'=' | b'!' | b':', b'=', _) | (b'=', b'>', _) => 2,
+        (b'=' | b':' | b'(', _, _) => 1,
+        _ => return None,
+    };
     let quoted_only =
         matches!(at(bytes, i), b'(' | b'!') || (at(bytes, i) == b'=' && at(bytes, i + 1) == b'=');
     i += op_len;
@@ -1072,20 +1123,19 @@ pub fn assignment_at(text: &str, pos: usize) -> Option<Found> {
 pub fn prose_password_at(text: &str, pos: usize) -> Option<Found> {
     let bytes = text.as_bytes();
     let wlen = super::text::run_len(bytes, pos, |b| b.is_ascii_alphabetic());
-    let word = text.get(pos..pos + wlen)?.to_ascii_lowercase();
-    if !matches!(
-        word.as_str(),
-        "password" | "passwd" | "passphrase" | "pass" | "pwd"
-    ) {
+    // A blank must follow the word: checked first, as most words fail here.
+    if !matches!(at(bytes, pos + wlen), b' ' | b'\t') {
+        return None;
+    }
+    let word = bytes.get(pos..pos + wlen)?;
+    if ![&b"password"[..], b"passwd", b"passphrase", b"pass", b"pwd"]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w))
+    {
         return None;
     }
     let mut i = pos + wlen;
-    let skip_blanks = |mut i: usize| {
-        while matches!(at(bytes, i), b' ' | b'\t') {
-            i += 1;
-        }
-        i
-    };
+    let skip_blanks = |i: usize| skip_blanks(bytes, i);
     let gap = skip_blanks(i);
     if gap == i {
         return None;
@@ -1115,8 +1165,66 @@ pub fn prose_password_at(text: &str, pos: usize) -> Option<Found> {
     })
 }
 
-fn auth_header(text: &str, caps: &Captures, value_start: usize) -> Option<Found> {
-    let scheme = group(caps, 1).map(str::to_ascii_lowercase);
+const AUTH_SCHEMES: &[&str] = &[
+    "bearer",
+    "token",
+    "api-token",
+    "apikey",
+    "api-key",
+    "basic",
+    "digest",
+    "sso-key",
+    "key",
+];
+
+/// `authorization["']?[ \t]*[:=][ \t]*["']?[ \t]*(?:(<scheme>)[ \t]+)?`,
+/// case-insensitive, at the trigger at `pos` and within 64 bytes after it,
+/// then the credential judged by [`auth_header`].
+pub fn auth_header_at(text: &str, pos: usize) -> Option<Found> {
+    let bytes = text.as_bytes();
+    let start = pos + "authorization".len();
+    if !bytes
+        .get(pos..start)?
+        .eq_ignore_ascii_case(b"authorization")
+    {
+        return None;
+    }
+    let limit = (start + 64).min(bytes.len());
+    let blanks = |mut i: usize| {
+        while i < limit && matches!(at(bytes, i), b' ' | b'\t') {
+            i += 1;
+        }
+        i
+    };
+    let mut i = start;
+    if i < limit && matches!(at(bytes, i), b'"' | b'\'') {
+        i += 1;
+    }
+    i = blanks(i);
+    if i >= limit || !matches!(at(bytes, i), b':' | b'=') {
+        return None;
+    }
+    i = blanks(i + 1);
+    if i < limit && matches!(at(bytes, i), b'"' | b'\'') {
+        i += 1;
+    }
+    i = blanks(i);
+    let mut scheme = None;
+    for s in AUTH_SCHEMES {
+        let e = i + s.len();
+        let word = bytes.get(i..e).filter(|_| e < limit);
+        if word.is_some_and(|w| w.eq_ignore_ascii_case(s.as_bytes()))
+            && matches!(at(bytes, e), b' ' | b'\t')
+        {
+            scheme = Some(*s);
+            i = blanks(e);
+            break;
+        }
+    }
+    auth_header(text, scheme, i)
+}
+
+fn auth_header(text: &str, scheme: Option<&str>, value_start: usize) -> Option<Found> {
     let bytes = text.as_bytes();
     let len = bytes
         .get(value_start..)?
@@ -1131,7 +1239,7 @@ fn auth_header(text: &str, caps: &Captures, value_start: usize) -> Option<Found>
     if value.is_empty() || is_template(value) || is_placeholder(value) {
         return None;
     }
-    let ok = if scheme.as_deref() == Some("basic") {
+    let ok = if scheme == Some("basic") {
         // Basic credentials are base64("user:password"): only a non-empty,
         // non-placeholder password makes them a secret.
         decode_b64std(value)
@@ -1357,6 +1465,15 @@ pub fn private_key_at(text: &str, start: usize) -> Option<Found> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_words_grouped() {
+        let letters: Vec<u8> = SECRET_WORDS
+            .iter()
+            .filter_map(|(w, _)| w.bytes().next())
+            .collect();
+        assert_eq!(letters, b"pppppstaakcc");
+    }
 
     #[test]
     fn identifier_table() {
