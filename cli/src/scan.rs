@@ -120,19 +120,19 @@ impl Rng {
         let i = self.below(items.len());
         items.get(i).copied().unwrap_or("")
     }
-    fn from_alphabet(&mut self, alphabet: &[u8], n: usize) -> String {
+    fn pick_from(&mut self, alphabet: &[u8], n: usize) -> String {
         (0..n)
             .map(|_| char::from(*alphabet.get(self.below(alphabet.len())).unwrap_or(&b'x')))
             .collect()
     }
     fn alnum(&mut self, n: usize) -> String {
-        self.from_alphabet(
+        self.pick_from(
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
             n,
         )
     }
     fn hex(&mut self, n: usize) -> String {
-        self.from_alphabet(b"0123456789abcdef", n)
+        self.pick_from(b"0123456789abcdef", n)
     }
     fn uuid(&mut self) -> String {
         format!(
@@ -537,13 +537,13 @@ fn dirty_record(r: &mut Rng, i: usize) -> Value {
         0 => format!("ghp_{}", r.alnum(36)),
         1 => format!(
             "AKIA{}",
-            r.from_alphabet(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
+            r.pick_from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
         ),
         2 => format!("postgres://app:{}@db.internal:5432/main", r.alnum(18)),
         3 => "card 4111 1111 1111 1111 exp 12/29".to_owned(),
         4 => format!(
             "mail {}@example-corp.com",
-            r.from_alphabet(b"abcdefghijklmnopqrstuvwxyz", 8)
+            r.pick_from(b"abcdefghijklmnopqrstuvwxyz", 8)
         ),
         _ => format!(
             "xoxb-{}-{}-{}",
