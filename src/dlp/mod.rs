@@ -114,7 +114,7 @@ pub struct Finding {
 pub struct DlpPolicy {
     pub requests: Action,
     pub responses: Action,
-    pub exempt_tools: Vec<String>,
+    pub exempt_tools: Vec<crate::glob::Glob>,
     pub scanner: Scanner,
 }
 
@@ -122,39 +122,8 @@ impl DlpPolicy {
     /// Whether tool `name` is exempt from argument and result scanning
     /// (exact name, or a pattern with `*`/`?`).
     pub fn is_exempt(&self, name: &str) -> bool {
-        self.exempt_tools
-            .iter()
-            .any(|p| glob_match(p.as_bytes(), name.as_bytes()))
+        self.exempt_tools.iter().any(|g| g.matches(name))
     }
-}
-
-fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
-    // Iterative wildcard match with single-star backtracking: linear in practice.
-    let (mut p, mut n) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, n));
-                p += 1;
-            }
-            Some(c) if *c == b'?' || Some(c) == name.get(n) => {
-                p += 1;
-                n += 1;
-            }
-            _ => match star {
-                Some((sp, sn)) => {
-                    p = sp + 1;
-                    n = sn + 1;
-                    star = Some((sp, sn + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern
-        .get(p..)
-        .is_some_and(|rest| rest.iter().all(|c| *c == b'*'))
 }
 
 /// Largest piece of a merged prefilter window one regex call sees.
@@ -862,7 +831,7 @@ pub fn compile(section: Option<&Value>, path: &str, errs: &mut Errors) -> Option
             custom = compile_custom(cv, &custom_path, errs);
         }
         if let Some(list) = r.strings("exempt_tools", errs) {
-            exempt_tools = list;
+            exempt_tools = list.iter().map(|p| crate::glob::Glob::new(p)).collect();
         }
         r.finish(errs);
     }
