@@ -208,7 +208,7 @@ LONG = "trigger-long-running-operation"
 
 
 def test_call_in_flight_finishes_under_the_old_policy(hot: Any) -> None:
-    """Start a 4 s operation allowed by the old policy, swap in a policy denying it
+    """Start a 6 s operation allowed by the old policy, swap in a policy denying it
     once the server reports progress, the call still completes; a new call is denied."""
     old = base_policy()
     old["rules"] = [r for r in old["rules"] if r["id"] != "long-ops-need-approval"]
@@ -229,7 +229,7 @@ def test_call_in_flight_finishes_under_the_old_policy(hot: Any) -> None:
             await s.list_tools()
 
             async def long_call() -> None:
-                got["result"] = await s.call_tool(LONG, {"duration": 4, "steps": 4},
+                got["result"] = await s.call_tool(LONG, {"duration": 6, "steps": 6},
                                                   progress_callback=on_progress)
                 got["done_at"] = time.monotonic()
 
@@ -252,7 +252,7 @@ def test_call_in_flight_finishes_under_the_old_policy(hot: Any) -> None:
     assert got["reloaded_at"] < got["done_at"], "the reload must land while the call is in flight"
     res = got["result"]
     assert not res.is_error, res
-    assert [c.text for c in res.content] == ["Long running operation completed. Duration: 4 seconds, Steps: 4."]
+    assert [c.text for c in res.content] == ["Long running operation completed. Duration: 6 seconds, Steps: 6."]
     err = got.get("new_call")
     assert isinstance(err, MCPError), "a new call after the reload must be refused"
     assert err.code == -32010 and err.data.get("rule") == "no-long-ops", err.data
