@@ -110,7 +110,8 @@ fn allowed_raw(part: UriPart, b: u8) -> bool {
 /// characters the component may not hold (spaces, non-ASCII as UTF-8), so that
 /// `a b`, `a%20b` and `a%20b` all give one string. Refuses what POLICY.md
 /// refuses anywhere in a resource URI: an encoded `/` (`%2F`), a backslash raw
-/// or encoded, NUL and every other control character raw or encoded.
+/// or encoded, NUL and every other control character raw or encoded; and, our
+/// addition, an encoded `%` (`%25`, double encoding), as `path_under` does.
 fn normalize_part(s: &str, part: UriPart) -> Result<String, String> {
     let lower = part == UriPart::Host;
     let bytes = s.as_bytes();
@@ -122,6 +123,9 @@ fn normalize_part(s: &str, part: UriPart) -> Result<String, String> {
                 .ok_or_else(|| format!("'%' at byte {i} does not start a %HH escape"))?;
             match v {
                 b'/' => return Err("holds an encoded '/' (%2F)".into()),
+                // An encoded '%' means double encoding (`%252e%252e`): a
+                // server that decodes twice would see what we did not decide on.
+                b'%' => return Err("holds an encoded '%' (%25): double encoding".into()),
                 b'\\' => return Err("holds an encoded backslash (%5C)".into()),
                 0 => return Err("holds an encoded NUL (%00)".into()),
                 v if v < 0x20 || v == 0x7f => {

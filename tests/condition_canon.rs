@@ -102,6 +102,7 @@ table!(check_uri {
     uri_refuses_encoded_slash: "file:///srv/docs/..%2Fsecrets" => Err("%2F");
     uri_refuses_lowercase_encoded_slash: "file:///srv/docs/a%2fb" => Err("%2F");
     uri_refuses_encoded_slash_in_query: "https://h/a?next=%2Fetc" => Err("%2F");
+    uri_refuses_double_encoded_dot_dot: "file:///srv/docs/%252e%252e/x" => Err("%25");
     uri_refuses_raw_backslash: "file:///srv/docs\\..\\secret" => Err("backslash");
     uri_refuses_encoded_backslash: "file:///srv/docs/..%5Csecret" => Err("backslash");
     uri_refuses_encoded_nul: "file:///srv/docs/a.md%00.txt" => Err("NUL");
