@@ -97,10 +97,16 @@ impl Context for FirewallRoot {
         let status = self
             .get_http_call_response_header(":status")
             .and_then(|s| s.parse::<u16>().ok());
-        let mut sink = sink.borrow_mut();
-        if let Some(token) = sink.token_for(call_id) {
-            sink.answered(Some(call_id), token, status, now_ms());
+        {
+            let mut sink = sink.borrow_mut();
+            if let Some(token) = sink.token_for(call_id) {
+                sink.answered(Some(call_id), token, status, now_ms());
+            }
         }
+        // Chain the next batch now rather than waiting for the tick: under load
+        // one batch per tick would cap delivery at max_batch per flush_ms.
+        let sink = sink.clone();
+        flush_audit(&sink);
     }
 }
 

@@ -559,12 +559,6 @@ def test_buffered_gauge_counts_the_events_of_every_worker_vm(workdir: Path, mcp_
 
 # --------------------------------------------------------------------------- 7. sustained load
 
-@pytest.mark.xfail(strict=True, reason=(
-    "filter bug: batches leave only from the root tick (period flush_ms), one per tick, so a "
-    "worker delivers at most max_batch * 1000 / flush_ms events/s even to a healthy collector; "
-    "above that the buffer grows until it drops (scripts/bench-audit.sh: 1,606 events dropped, "
-    "0 retried, defaults, ~2,800 req/s on 2 workers). docs/audit.md says a batch leaves when "
-    "max_batch events wait; the next full batch should go out from on_http_call_response"))
 def test_sustained_load_with_a_healthy_collector_drops_nothing(workdir: Path, mcp_server: harness.McpServer,
                                                                wasm: Path) -> None:
     """max_batch 10, flush_ms 500: a batch of 10 should leave as soon as 10 wait, so a
