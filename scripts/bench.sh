@@ -101,7 +101,7 @@ run_side() { # name [render args...]
   local name=$1; shift
   local listen admin pid
   listen=$(port); admin=$(port)
-  "$PY" tests/e2e/harness.py render --template envoy --policy policies/demo.json \
+  "$PY" tests/e2e/harness.py render --template envoy --policy "${POLICY:-policies/demo.json}" \
     --listen "$listen" --admin "$admin" --upstream "$UP_PORT" "$@" >"$WORK/$name.json"
   .venv/bin/envoy -c "$WORK/$name.json" --concurrency 2 --use-dynamic-base-id -l error \
     >"$WORK/$name.log" 2>&1 &
