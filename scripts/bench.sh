@@ -51,35 +51,7 @@ port() { "$PY" tests/e2e/harness.py free-port; }
 UP_PORT=$(port); UP_ADMIN=$(port)
 
 # ---- upstream: Envoy answering a fixed JSON-RPC result ------------------------------
-"$PY" - "$UP_PORT" "$UP_ADMIN" >"$WORK/upstream.json" <<'EOF'
-import json, sys
-port, admin = int(sys.argv[1]), int(sys.argv[2])
-result = json.dumps({"jsonrpc": "2.0", "id": 1,
-                     "result": {"content": [{"type": "text", "text": "Echo: hello bench"}]}})
-print(json.dumps({
-  "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-  "static_resources": {"listeners": [{
-    "name": "upstream",
-    "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-    "filter_chains": [{"filters": [{
-      "name": "envoy.filters.network.http_connection_manager",
-      "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": "upstream",
-        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
-          "match": {"prefix": "/"},
-          "direct_response": {"status": 200, "body": {"inline_string": result}}}],
-          "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
-                                       "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}]},
-        # Read the whole request before answering: a direct_response sent after the
-        # headers alone makes the proxy in front drop the connection (its request is
-        # not finished), which would slow the no-filter baseline only.
-        "http_filters": [{"name": "envoy.filters.http.buffer", "typed_config": {
-          "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-          "max_request_bytes": 1048576}},
-                         {"name": "envoy.filters.http.router", "typed_config": {
-          "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}]}}))
-EOF
+"$PY" tests/e2e/harness.py render-upstream --port "$UP_PORT" --admin "$UP_ADMIN" >"$WORK/upstream.json"
 .venv/bin/envoy -c "$WORK/upstream.json" --concurrency 1 --use-dynamic-base-id -l error \
   >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)

@@ -1,3 +1,4 @@
+//! DLP tests; compiled only as `#[cfg(test)] mod tests;` in dlp/mod.rs.
 #![allow(clippy::panic)] // test code: a failed setup should stop the test loudly
 
 use super::*;

@@ -1,5 +1,6 @@
 //! The request state machine over a fake host: bodies fed in small chunks,
 //! local replies, continue, and response rewriting for JSON and SSE.
+//! Compiled only as `#[cfg(test)] mod tests;` in filter.rs.
 
 use super::*;
 use crate::host::fake::FakeHost;

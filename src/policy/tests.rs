@@ -1,3 +1,5 @@
+//! Policy compiler tests; compiled only as `#[cfg(test)] mod tests;` in policy/mod.rs.
+
 use super::*;
 use serde_json::json;
 

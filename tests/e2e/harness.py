@@ -296,6 +296,43 @@ class Envoy:
         self.proc.stop()
 
 
+# --------------------------------------------------------------------------- the benchmarks' fast upstream
+
+def render_fast_upstream(port: int, admin_port: int, text: str = "Echo: hello bench") -> dict[str, Any]:
+    """An Envoy that answers every request itself with a fixed JSON-RPC tool result.
+
+    The benchmarks put it behind the Envoy under test: a Node or Python MCP server
+    would be the bottleneck and hide the filter's cost. It reads the whole request
+    before answering: a direct_response sent after the headers alone makes the proxy
+    in front drop the connection (its request is not finished), which would slow the
+    no-filter baseline only.
+    """
+    result = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": text}]}})
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {"listeners": [{
+            "name": "upstream",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+                             ".HttpConnectionManager",
+                    "stat_prefix": "upstream",
+                    "route_config": {"virtual_hosts": [{
+                        "name": "all", "domains": ["*"],
+                        "routes": [{"match": {"prefix": "/"},
+                                    "direct_response": {"status": 200, "body": {"inline_string": result}}}],
+                        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
+                                                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}]},
+                    "http_filters": [
+                        {"name": "envoy.filters.http.buffer", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                            "max_request_bytes": 1048576}},
+                        {"name": "envoy.filters.http.router", "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}]}}
+
+
 # --------------------------------------------------------------------------- CLI for scripts
 
 def _cli() -> int:
@@ -317,7 +354,16 @@ def _cli() -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--timeout", type=float, default=STARTUP_TIMEOUT_S)
     sub.add_parser("free-port", help="print a free loopback port")
+    u = sub.add_parser("render-upstream", help="print the benchmarks' fast upstream Envoy config")
+    u.add_argument("--port", type=int, required=True)
+    u.add_argument("--admin", type=int, required=True)
+    u.add_argument("--text", default="Echo: hello bench", help="the tool result's text")
     a = ap.parse_args()
+
+    if a.cmd == "render-upstream":
+        json.dump(render_fast_upstream(a.port, a.admin, a.text), sys.stdout, indent=1)
+        print()
+        return 0
 
     if a.cmd == "render":
         policy: dict[str, Any] | None = None
