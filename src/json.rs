@@ -142,42 +142,53 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
 /// whitespace, serde_json's number and string formatting. Used for pins,
 /// argument hashes and the audit chain, so anyone can recompute our hashes.
 pub fn canonical(v: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(v, &mut out);
-    out
+    canonical_without(v, None)
 }
 
-fn write_canonical(v: &Value, out: &mut String) {
+/// Canonical JSON of `v`, leaving out the top-level member `skip` (the audit
+/// hash is computed over the event without its `hash`; this avoids cloning it).
+pub fn canonical_without(v: &Value, skip: Option<&str>) -> String {
+    let mut out = Vec::with_capacity(256);
+    write_canonical(v, skip, &mut out);
+    // Only serde_json output and ASCII punctuation were written: valid UTF-8.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn write_canonical(v: &Value, skip: Option<&str>, out: &mut Vec<u8>) {
     match v {
         Value::Object(m) => {
-            // serde_json's default Map is a BTreeMap, but sort explicitly so the
-            // result does not depend on the `preserve_order` feature.
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
+            // serde_json's default Map is a BTreeMap (already in code point
+            // order), but sort explicitly so the result does not depend on the
+            // `preserve_order` feature being off.
+            let mut keys: Vec<&String> = m.keys().filter(|k| Some(k.as_str()) != skip).collect();
+            keys.sort_unstable();
+            out.push(b'{');
             for (i, k) in keys.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String((*k).clone()).to_string());
-                out.push(':');
-                if let Some(x) = m.get(*k) {
-                    write_canonical(x, out);
+                // Writing into a Vec cannot fail, and neither can serialising a str.
+                let _ = serde_json::to_writer(&mut *out, k.as_str());
+                out.push(b':');
+                if let Some(x) = m.get(k.as_str()) {
+                    write_canonical(x, None, out);
                 }
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(a) => {
-            out.push('[');
+            out.push(b'[');
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                write_canonical(x, out);
+                write_canonical(x, None, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
     }
 }
 

@@ -5,9 +5,9 @@
 //! a later version adds, so a verifier recomputes it from the line alone.
 
 use super::config::ArgumentsMode;
-use crate::json::{canonical, sha256_hex};
+use crate::json::{canonical, canonical_without, sha256_hex};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// `prev` of the first event of a chain.
 pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -201,16 +201,13 @@ pub fn unsealed_event(facts: EventFacts, mode: ArgumentsMode) -> Value {
 /// The chain hash of an event: SHA-256 of its canonical JSON without `hash`.
 /// `None` when `event` is not a JSON object.
 pub fn event_hash(event: &Value) -> Option<String> {
-    let Value::Object(m) = event else {
+    if !event.is_object() {
         return None;
-    };
-    // Hash a view without `hash` rather than cloning the whole event twice.
-    let without: Map<String, Value> = m
-        .iter()
-        .filter(|(k, _)| k.as_str() != "hash")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    Some(sha256_hex(canonical(&Value::Object(without)).as_bytes()))
+    }
+    // Hash the event without `hash`, without cloning it.
+    Some(sha256_hex(
+        canonical_without(event, Some("hash")).as_bytes(),
+    ))
 }
 
 /// Put the chain fields into `unsealed` and compute its hash. Fields of the
