@@ -66,6 +66,9 @@ pub struct RequestFilter {
     /// Counted while rewriting (which only reads `self`), flushed to the host per callback.
     removed_count: Cell<u64>,
     unfilterable_count: Cell<u64>,
+    /// Bytes of a JSON response Envoy holds for us, and whether it was finished.
+    json_buffered: usize,
+    json_done: bool,
     /// Ids of the requests forwarded upstream (for refusals of their responses).
     forwarded_ids: Vec<Value>,
     /// DLP findings in results: (request id key, findings, action), flushed per callback.
@@ -93,6 +96,8 @@ impl RequestFilter {
             unfilterable_count: Cell::new(0),
             result_findings: RefCell::new(Vec::new()),
             forwarded_ids: Vec::new(),
+            json_buffered: 0,
+            json_done: false,
         }
     }
 
@@ -354,6 +359,22 @@ impl RequestFilter {
             return self.protocol_error(host, 400, -32700, "request body unavailable");
         };
         self.decide_body(host, &bytes, body_size)
+    }
+
+    /// Request trailers end the stream without a final body callback. MCP never
+    /// sends trailers; deciding on a body Envoy would then forward unchecked is
+    /// not an option, so a request that is still being read is refused.
+    pub fn on_request_trailers(&mut self, host: &mut dyn Host) -> Flow {
+        match self.phase {
+            Phase::Body => self.protocol_error(
+                host,
+                400,
+                reply::INVALID_REQUEST,
+                "trailers are not accepted on MCP requests",
+            ),
+            Phase::Replied => Flow::Pause,
+            _ => Flow::Continue,
+        }
     }
 
     fn decide_body(&mut self, host: &mut dyn Host, bytes: &[u8], body_size: usize) -> Flow {
@@ -788,13 +809,38 @@ impl RequestFilter {
             return Flow::Continue;
         }
         if !end_of_stream {
+            self.json_buffered = body_size;
             return Flow::Pause;
         }
-        let Some(bytes) = host.response_body(body_size) else {
-            return Flow::Continue;
+        self.finish_json(host, body_size);
+        Flow::Continue
+    }
+
+    /// The whole buffered JSON body is here: rewrite it, or refuse it if it
+    /// cannot be read (never forward what was not inspected).
+    fn finish_json(&mut self, host: &mut dyn Host, body_size: usize) {
+        self.json_done = true;
+        let out = match host.response_body(body_size) {
+            Some(bytes) => self.rewrite_document(&bytes),
+            None => Some(
+                self.unfilterable("response body unavailable")
+                    .to_string()
+                    .into_bytes(),
+            ),
         };
-        if let Some(out) = self.rewrite_document(&bytes) {
+        if let Some(out) = out {
             host.set_response_body(body_size, &out);
+        }
+    }
+
+    /// Response trailers end the stream without a final body callback: finish a
+    /// buffered JSON body here (a body still held would otherwise be flushed
+    /// unchanged). An unfinished SSE event is dropped, not forwarded.
+    pub fn on_response_trailers(&mut self, host: &mut dyn Host) -> Flow {
+        if matches!(self.response, ResponseMode::Json) && !self.json_done {
+            let size = self.json_buffered;
+            self.finish_json(host, size);
+            self.flush_result_findings(host);
         }
         Flow::Continue
     }

@@ -986,3 +986,40 @@ fn unfilterable_response_echoes_the_single_request_id() {
     assert_eq!(v["id"], json!(5), "{text}");
     assert_eq!(v["error"]["data"]["rule"], json!("response-unfilterable"));
 }
+
+#[test]
+fn request_ending_in_trailers_is_refused_not_forwarded() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({})));
+    assert_eq!(f.on_request_headers(&mut host, false), Flow::Pause);
+    host.headers_readable = false;
+    let body = call(json!(1), "delete_repo");
+    host.request_body.extend_from_slice(body.as_bytes());
+    assert_eq!(f.on_request_body(&mut host, body.len(), false), Flow::Pause);
+    // HTTP/2 trailers: no body callback with end_of_stream ever comes.
+    assert_eq!(f.on_request_trailers(&mut host), Flow::Pause);
+    assert_eq!(
+        host.replies.first().map(reply_summary).map(|s| (s.0, s.1)),
+        Some((400, Some(-32600)))
+    );
+}
+
+#[test]
+fn json_list_ending_in_trailers_is_still_filtered() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({})));
+    list_request(&mut f, &mut host);
+    host.response_headers.insert(":status".into(), "200".into());
+    host.response_headers
+        .insert("content-type".into(), "application/json".into());
+    f.on_response_headers(&mut host);
+    let body = tools_list_result(5).to_string();
+    host.response_chunk.extend_from_slice(body.as_bytes());
+    assert_eq!(
+        f.on_response_body(&mut host, body.len(), false),
+        Flow::Pause
+    );
+    f.on_response_trailers(&mut host);
+    let v: Value = serde_json::from_slice(&host.response_chunk).unwrap_or(Value::Null);
+    assert_eq!(listed_names(&v), vec!["echo"]);
+}

@@ -318,6 +318,28 @@ impl HttpContext for FirewallHttp {
         }
     }
 
+    fn on_http_request_trailers(&mut self, _n: usize) -> Action {
+        let mut host = WasmHost {
+            sink: self.sink.clone(),
+            request_headers: None,
+        };
+        match self.filter.as_mut() {
+            Some(f) => action(f.on_request_trailers(&mut host)),
+            None => Action::Pause,
+        }
+    }
+
+    fn on_http_response_trailers(&mut self, _n: usize) -> Action {
+        let mut host = WasmHost {
+            sink: self.sink.clone(),
+            request_headers: None,
+        };
+        match self.filter.as_mut() {
+            Some(f) => action(f.on_response_trailers(&mut host)),
+            None => Action::Continue,
+        }
+    }
+
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
         let mut host = WasmHost {
             sink: self.sink.clone(),
