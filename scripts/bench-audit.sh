@@ -33,23 +33,9 @@ ROUNDS=${ROUNDS:-2}
 CONCURRENCY=${CONCURRENCY:-2}  # Envoy workers under test (2 = two VMs appending to one chain)
 PY=.venv/bin/python
 CLI=target/release/mcp-firewall
-PIDS=()
-WORK=""
-
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  [[ -n "$WORK" ]] && rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-if ! command -v wrk >/dev/null; then
-  echo "[bench-audit] apt-get install wrk"
-  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-fi
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+ensure_wrk bench-audit
 if [[ "${SKIP_SETUP:-0}" != "1" ]]; then scripts/setup.sh; fi
 if [[ "${SKIP_BUILD:-0}" != "1" ]]; then
   cargo build --release --target wasm32-wasip1

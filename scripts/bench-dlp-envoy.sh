@@ -29,23 +29,9 @@ CONNECTIONS=${CONNECTIONS:-1}
 WARMUP=${WARMUP:-2}
 BODY_KB=${BODY_KB:-64}
 PY=.venv/bin/python
-PIDS=()
-WORK=""
-
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  [[ -n "$WORK" ]] && rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-if ! command -v wrk >/dev/null; then
-  echo "[bench-dlp-envoy] apt-get install wrk"
-  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-fi
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+ensure_wrk bench-dlp-envoy
 scripts/setup.sh >/dev/null
 if [[ "${SKIP_BUILD:-0}" != "1" ]]; then
   cargo build --quiet --release --target wasm32-wasip1

@@ -25,23 +25,9 @@ ROUNDS=${ROUNDS:-2}        # baseline, firewall, baseline, firewall, ...: drift 
 CONNECTIONS=${CONNECTIONS:-32}
 WARMUP=${WARMUP:-2}
 PY=.venv/bin/python
-PIDS=()
-WORK=""
-
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  [[ -n "$WORK" ]] && rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-if ! command -v wrk >/dev/null; then
-  echo "[bench] apt-get install wrk"
-  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-fi
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+ensure_wrk bench
 scripts/setup.sh
 if [[ "${SKIP_BUILD:-0}" != "1" ]]; then cargo build --release --target wasm32-wasip1; fi
 WASM=target/wasm32-wasip1/release/mcp_firewall.wasm
