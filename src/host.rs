@@ -131,7 +131,7 @@ pub enum Flow {
     Pause,
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fake-host"))]
 pub mod fake {
     //! In-memory host for natively testing the request state machine.
     use super::*;

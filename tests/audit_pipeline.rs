@@ -5,7 +5,7 @@
 //! be counted and announced.
 
 use mcp_firewall::audit::{
-    append, chain_id, compile, event_line, hash_matches, unsealed_event, ArgumentsMode,
+    append_prepared, chain_id, compile, event_line, hash_matches, prepare, ArgumentsMode,
     AuditConfig, AuditDecision, AuditIdentity, Delivery, EventFacts, MemoryStore, Pushed,
     SendOutcome, SeqRange, SharedStore, Verdict, Via, GENESIS_PREV,
 };
@@ -83,13 +83,10 @@ impl Worker {
             vm_start: std::mem::take(&mut self.first_event),
             dropped,
         };
-        let sealed = append(
-            store,
-            &self.chain,
-            unsealed_event(facts, ArgumentsMode::Hash),
-        )
-        .ok()?;
-        Some(self.delivery.push(&sealed, now_ms))
+        // The filter's path: written once, sealed inside the CAS loop.
+        let sealed =
+            append_prepared(store, &self.chain, &prepare(facts, ArgumentsMode::Hash)).ok()?;
+        Some(self.delivery.push(sealed.seq, sealed.line, now_ms))
     }
 }
 

@@ -12,7 +12,7 @@
 //! therefore never raced: only the VM that mints a boot id creates that chain's
 //! head, before it publishes the chain id (see [`chain_id`]).
 
-use super::event::{seal, GENESIS_PREV};
+use super::event::{PreparedEvent, SealedEvent, GENESIS_PREV};
 pub use crate::store::{MemoryStore, SharedStore, StoreError};
 use serde_json::Value;
 use std::fmt;
@@ -91,9 +91,18 @@ fn decode_head(bytes: &[u8]) -> Option<(u64, String)> {
 /// Returns the sealed event (with `seq`, `chain`, `prev`, `hash`). On error
 /// nothing was written: no seq was consumed, so the chain has no gap.
 pub fn append(store: &dyn SharedStore, chain: &str, unsealed: Value) -> Result<Value, AuditError> {
-    if !unsealed.is_object() {
-        return Err(AuditError::NotAnObject);
-    }
+    let prepared = PreparedEvent::from_value(&unsealed).ok_or(AuditError::NotAnObject)?;
+    let sealed = append_prepared(store, chain, &prepared)?;
+    serde_json::from_str(&sealed.line).map_err(|_| AuditError::NotAnObject)
+}
+
+/// [`append`] for an event already written by [`super::prepare`]: the filter's
+/// path, where only the hash is computed inside the compare-and-swap loop.
+pub fn append_prepared(
+    store: &dyn SharedStore,
+    chain: &str,
+    prepared: &PreparedEvent,
+) -> Result<SealedEvent, AuditError> {
     let key = head_key(chain);
     for _ in 0..MAX_APPEND_ATTEMPTS {
         let (bytes, cas) = store.get(&key)?;
@@ -108,13 +117,8 @@ pub fn append(store: &dyn SharedStore, chain: &str, unsealed: Value) -> Result<V
         let (last_seq, last_hash) =
             decode_head(&bytes).ok_or_else(|| AuditError::CorruptHead(chain.to_owned()))?;
         let seq = last_seq.checked_add(1).ok_or(AuditError::SeqExhausted)?;
-        let sealed =
-            seal(unsealed.clone(), chain, seq, &last_hash).ok_or(AuditError::NotAnObject)?;
-        let hash = sealed
-            .get("hash")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        match store.set(&key, &encode_head(seq, hash), Some(cas)) {
+        let sealed = prepared.seal(chain, seq, &last_hash);
+        match store.set(&key, &encode_head(seq, &sealed.hash), Some(cas)) {
             Ok(()) => return Ok(sealed),
             Err(StoreError::CasMismatch) => continue,
             Err(e) => return Err(e.into()),

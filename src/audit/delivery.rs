@@ -6,8 +6,7 @@
 //! throughput (DESIGN.md), so the root context sends batches from its tick.
 
 use super::config::AuditConfig;
-use super::event::{event_line, SeqRange};
-use serde_json::Value;
+use super::event::SeqRange;
 use std::collections::VecDeque;
 
 /// First retry delay after a failed batch; doubled per consecutive failure.
@@ -143,8 +142,7 @@ impl Delivery {
     /// Queue a sealed event. When the buffer is full the *new* event is dropped:
     /// what is already buffered stays a run the collector will get whole, and
     /// the first dropped seq marks when the outage filled the buffer.
-    pub fn push(&mut self, sealed: &Value, now_ms: u64) -> Pushed {
-        let seq = sealed.get("seq").and_then(Value::as_u64).unwrap_or(0);
+    pub fn push(&mut self, seq: u64, line: String, now_ms: u64) -> Pushed {
         if self.buffered() >= self.max_buffered {
             self.record_drop(seq);
             return Pushed::Dropped;
@@ -154,7 +152,7 @@ impl Delivery {
         self.unannounced = None;
         self.waiting.push_back(Waiting {
             seq,
-            line: event_line(sealed),
+            line,
             since_ms: now_ms,
         });
         Pushed::Buffered
@@ -322,7 +320,7 @@ fn is_permanent_rejection(status: u16) -> bool {
 mod tests {
     use super::super::config::{ArgumentsMode, OnFailure};
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn cfg(max_batch: usize, max_buffered: usize) -> AuditConfig {
         AuditConfig {
@@ -338,13 +336,19 @@ mod tests {
         }
     }
 
+    /// Queue a sealed event given as a JSON value (its canonical line).
+    fn push_value(d: &mut Delivery, v: &Value, now: u64) -> Pushed {
+        let seq = v.get("seq").and_then(Value::as_u64).unwrap_or(0);
+        d.push(seq, crate::audit::event_line(v), now)
+    }
+
     fn ev(seq: u64) -> Value {
         json!({"seq": seq, "chain": "n/b", "hash": "h"})
     }
 
     fn fill(d: &mut Delivery, seqs: impl IntoIterator<Item = u64>, now: u64) {
         for s in seqs {
-            d.push(&ev(s), now);
+            push_value(d, &ev(s), now);
         }
     }
 
@@ -375,8 +379,8 @@ mod tests {
     #[test]
     fn body_is_ndjson_of_canonical_lines() {
         let mut d = Delivery::new(&cfg(2, 10));
-        d.push(&json!({"seq": 1, "b": 2, "a": 1}), 0);
-        d.push(&json!({"seq": 2}), 0);
+        push_value(&mut d, &json!({"seq": 1, "b": 2, "a": 1}), 0);
+        push_value(&mut d, &json!({"seq": 2}), 0);
         let body = d.next_batch(0).map(|b| b.body);
         assert_eq!(
             body.as_deref(),
@@ -460,7 +464,7 @@ mod tests {
         // Seqs of this VM are not contiguous: other workers own 5, 8, 9.
         let outcomes: Vec<Pushed> = [1, 2, 3, 4, 6, 7, 10, 11]
             .iter()
-            .map(|s| d.push(&ev(*s), 0))
+            .map(|s| push_value(&mut d, &ev(*s), 0))
             .collect();
         assert_eq!(
             outcomes.iter().filter(|p| **p == Pushed::Dropped).count(),
@@ -488,15 +492,15 @@ mod tests {
     #[test]
     fn announcement_stays_pending_until_an_event_is_buffered() {
         let mut d = Delivery::new(&cfg(1, 1));
-        d.push(&ev(1), 0);
-        d.push(&ev(2), 0);
+        push_value(&mut d, &ev(1), 0);
+        push_value(&mut d, &ev(2), 0);
         assert_eq!(d.drops_to_announce(), [SeqRange { first: 2, last: 2 }]);
         // The event that would announce 2 is dropped as well: 2 is not forgotten.
-        d.push(&ev(3), 0);
+        push_value(&mut d, &ev(3), 0);
         assert_eq!(d.drops_to_announce(), [SeqRange { first: 2, last: 3 }]);
         let token = d.next_batch(0).map_or(0, |b| b.token);
         d.on_sent(token, Some(200), 0);
-        assert_eq!(d.push(&ev(4), 0), Pushed::Buffered);
+        assert_eq!(push_value(&mut d, &ev(4), 0), Pushed::Buffered);
         assert_eq!(d.drops_to_announce(), []);
         assert_eq!(
             d.take_drop_report().map(|r| r.count),
@@ -510,18 +514,18 @@ mod tests {
         let mut d = Delivery::new(&cfg(2, 3));
         fill(&mut d, 1..=3, 0);
         let token = d.next_batch(0).map_or(0, |b| b.token);
-        assert_eq!(d.push(&ev(4), 0), Pushed::Dropped);
+        assert_eq!(push_value(&mut d, &ev(4), 0), Pushed::Dropped);
         d.on_sent(token, Some(200), 0);
         assert!(!d.is_saturated());
-        assert_eq!(d.push(&ev(5), 0), Pushed::Buffered);
+        assert_eq!(push_value(&mut d, &ev(5), 0), Pushed::Buffered);
     }
 
     #[test]
     fn drop_ranges_are_bounded_and_flagged_inexact() {
         let mut d = Delivery::new(&cfg(1, 1));
-        d.push(&ev(1), 0);
+        push_value(&mut d, &ev(1), 0);
         for s in (3..).step_by(2).take(MAX_DROP_RANGES + 10) {
-            d.push(&ev(s), 0);
+            push_value(&mut d, &ev(s), 0);
         }
         let report = d.take_drop_report();
         let summary = report.map(|r| {

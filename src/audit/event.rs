@@ -9,6 +9,13 @@ use crate::json::{canonical, canonical_without, sha256_hex};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+// The member structs below declare their fields in code-point order of the
+// JSON names, and JSON values inside them go through [`CanonicalValue`]:
+// serialising them with serde_json is then already canonical JSON, which is
+// what [`prepare`] relies on to write an event once instead of building a
+// `Value` and re-serialising it (`prepared_event_line_is_the_canonical_seal`
+// checks the equivalence).
+
 /// `prev` of the first event of a chain.
 pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -40,9 +47,9 @@ pub struct AuditEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditIdentity {
+    pub roles: Vec<String>,
     pub subject: Option<String>,
     pub tenant: Option<String>,
-    pub roles: Vec<String>,
     pub via: Via,
 }
 
@@ -51,25 +58,30 @@ pub use crate::identity::Via;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRequest {
-    pub method: String,
-    /// Tool, resource or prompt name; null for other methods.
-    pub target: Option<String>,
-    /// The JSON-RPC id as received; null for notifications.
-    pub id: Option<Value>,
     /// SHA-256 of the canonical JSON of `params.arguments`; null when there are
     /// none or `arguments: omit`.
     pub args_sha256: Option<String>,
     /// Only with `arguments: redacted`: the arguments after DLP redaction.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "canonical_option"
+    )]
     pub arguments: Option<Value>,
+    /// The JSON-RPC id as received; null for notifications.
+    #[serde(serialize_with = "canonical_option")]
+    pub id: Option<Value>,
+    pub method: String,
+    /// Tool, resource or prompt name; null for other methods.
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditDecision {
-    pub verdict: Verdict,
-    pub rule: String,
-    pub reason: String,
     pub dry_run: bool,
+    pub reason: String,
+    pub rule: String,
+    pub verdict: Verdict,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,17 +107,17 @@ impl Verdict {
 /// A DLP finding: kind and JSON path only, never the matched value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditFinding {
+    pub action: String,
     pub kind: String,
     pub path: String,
-    pub action: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditResponse {
-    pub status: u16,
-    pub is_error: bool,
     pub bytes: u64,
+    pub is_error: bool,
     pub redactions: u64,
+    pub status: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,20 +164,39 @@ pub struct EventFacts {
     pub dropped: Vec<SeqRange>,
 }
 
-/// The event without `seq`, `chain`, `prev` and `hash`: what [`super::append`] seals.
-pub fn unsealed_event(facts: EventFacts, mode: ArgumentsMode) -> Value {
+/// The `request` member: what of the arguments is recorded depends on `mode`.
+fn request_of(
+    method: String,
+    target: Option<String>,
+    id: Option<Value>,
+    arguments: Option<&Value>,
+    redacted_arguments: Option<Value>,
+    mode: ArgumentsMode,
+) -> AuditRequest {
     let args_sha256 = match mode {
         ArgumentsMode::Omit => None,
-        ArgumentsMode::Hash | ArgumentsMode::Redacted => facts
-            .arguments
-            .as_ref()
-            .map(|a| sha256_hex(canonical(a).as_bytes())),
+        ArgumentsMode::Hash | ArgumentsMode::Redacted => {
+            arguments.map(|a| sha256_hex(canonical(a).as_bytes()))
+        }
     };
     // Without a redacted copy we say nothing rather than fall back to raw values.
     let arguments = match mode {
-        ArgumentsMode::Redacted => facts.redacted_arguments,
+        ArgumentsMode::Redacted => redacted_arguments,
         ArgumentsMode::Hash | ArgumentsMode::Omit => None,
     };
+    AuditRequest {
+        args_sha256,
+        arguments,
+        id,
+        method,
+        target,
+    }
+}
+
+/// The event without `seq`, `chain`, `prev` and `hash`, as a `Value`: what
+/// [`seal`] takes. The filter itself uses [`prepare`], which writes the same
+/// JSON without the intermediate `Value`.
+pub fn unsealed_event(facts: EventFacts, mode: ArgumentsMode) -> Value {
     let event = AuditEvent {
         seq: 0,
         chain: String::new(),
@@ -173,13 +204,14 @@ pub fn unsealed_event(facts: EventFacts, mode: ArgumentsMode) -> Value {
         prev: String::new(),
         hash: String::new(),
         identity: facts.identity,
-        request: AuditRequest {
-            method: facts.method,
-            target: facts.target,
-            id: facts.id,
-            args_sha256,
-            arguments,
-        },
+        request: request_of(
+            facts.method,
+            facts.target,
+            facts.id,
+            facts.arguments.as_ref(),
+            facts.redacted_arguments,
+            mode,
+        ),
         decision: facts.decision,
         findings: facts.findings,
         response: facts.response,
@@ -196,6 +228,183 @@ pub fn unsealed_event(facts: EventFacts, mode: ArgumentsMode) -> Value {
         }
     }
     v
+}
+
+/// Serialises a JSON value as canonical JSON (object keys in code-point
+/// order) whatever serde_json's map order is: the `preserve_order` feature,
+/// if any crate in a build turned it on, would otherwise change the bytes.
+pub struct CanonicalValue<'a>(pub &'a Value);
+
+impl Serialize for CanonicalValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::Object(m) => {
+                let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                let mut map = ser.serialize_map(Some(entries.len()))?;
+                for (k, v) in entries {
+                    map.serialize_entry(k, &CanonicalValue(v))?;
+                }
+                map.end()
+            }
+            Value::Array(a) => {
+                let mut seq = ser.serialize_seq(Some(a.len()))?;
+                for v in a {
+                    seq.serialize_element(&CanonicalValue(v))?;
+                }
+                seq.end()
+            }
+            other => other.serialize(ser),
+        }
+    }
+}
+
+fn canonical_option<S: serde::Serializer>(v: &Option<Value>, ser: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => CanonicalValue(v).serialize(ser),
+        None => ser.serialize_none(),
+    }
+}
+
+/// Members only the chain decides; [`PreparedEvent`] never carries them.
+const CHAIN_MEMBERS: [&str; 4] = ["chain", "hash", "prev", "seq"];
+
+/// `segment` of seq 1, whatever the event said (see [`seal`]).
+const PROCESS_START_SEGMENT: &[u8] = br#"{"reason":"process_start"}"#;
+
+/// An event written ahead of sealing: the canonical JSON of each top-level
+/// member except the chain ones, keys in code-point order.
+///
+/// Sealing happens inside the compare-and-swap loop on the shared chain head
+/// (another worker may win and force a retry), so everything that does not
+/// depend on `seq` and `prev` is done once, here, before the loop; sealing then
+/// joins bytes and hashes them, and the hashed bytes become the NDJSON line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedEvent {
+    members: Vec<(String, Vec<u8>)>,
+}
+
+/// A sealed event as it travels: its seq, hash and NDJSON line (no newline).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedEvent {
+    pub seq: u64,
+    pub hash: String,
+    pub line: String,
+}
+
+/// Serialise one member value; writing into a Vec fails only for maps with
+/// non-string keys, which none of the event types have.
+fn member<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_else(|_| b"null".to_vec())
+}
+
+/// The filter's event for `facts`, written once (see [`PreparedEvent`]).
+pub fn prepare(facts: EventFacts, mode: ArgumentsMode) -> PreparedEvent {
+    let request = request_of(
+        facts.method,
+        facts.target,
+        facts.id,
+        facts.arguments.as_ref(),
+        facts.redacted_arguments,
+        mode,
+    );
+    // Already in code-point order of the keys.
+    let mut members: Vec<(String, Vec<u8>)> = Vec::with_capacity(9);
+    members.push(("decision".into(), member(&facts.decision)));
+    if !facts.dropped.is_empty() {
+        members.push(("dropped".into(), member(&facts.dropped)));
+    }
+    members.push(("findings".into(), member(&facts.findings)));
+    members.push(("identity".into(), member(&facts.identity)));
+    members.push(("policy_sha256".into(), member(&facts.policy_sha256)));
+    members.push(("request".into(), member(&request)));
+    if let Some(r) = &facts.response {
+        members.push(("response".into(), member(r)));
+    }
+    if facts.vm_start {
+        let segment = Segment {
+            reason: SegmentReason::VmStart,
+        };
+        members.push(("segment".into(), member(&segment)));
+    }
+    members.push(("ts_ms".into(), member(&facts.ts_ms)));
+    PreparedEvent { members }
+}
+
+impl PreparedEvent {
+    /// Any JSON object as an unsealed event (its chain members are ignored);
+    /// `None` for anything else.
+    pub fn from_value(v: &Value) -> Option<Self> {
+        let m = v.as_object()?;
+        let mut members: Vec<(String, Vec<u8>)> = m
+            .iter()
+            .filter(|(k, _)| !CHAIN_MEMBERS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), canonical(v).into_bytes()))
+            .collect();
+        members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Some(PreparedEvent { members })
+    }
+
+    /// The event as the `seq`th of `chain` after `prev`: exactly the bytes
+    /// [`seal`] + [`event_line`] produce for the same event, hashed once.
+    pub fn seal(&self, chain: &str, seq: u64, prev: &str) -> SealedEvent {
+        let chain_json = member(chain);
+        let prev_json = member(prev);
+        let seq_json = member(&seq);
+        let mut all: Vec<(&str, &[u8])> = self
+            .members
+            .iter()
+            // The first event of a chain marks the process start, whatever the caller said.
+            .filter(|(k, _)| !(seq == 1 && k == "segment"))
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        all.push(("chain", &chain_json));
+        all.push(("prev", &prev_json));
+        all.push(("seq", &seq_json));
+        if seq == 1 {
+            all.push(("segment", PROCESS_START_SEGMENT));
+        }
+        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+
+        let size: usize = all.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+        let mut out = Vec::with_capacity(size + 80);
+        out.push(b'{');
+        // Where `"hash":…` goes in the line: before the first key after "hash".
+        let mut hash_at: Option<(usize, bool)> = None;
+        for (i, (k, v)) in all.iter().enumerate() {
+            if hash_at.is_none() && *k > "hash" {
+                hash_at = Some((out.len(), i == 0));
+            }
+            if i > 0 {
+                out.push(b',');
+            }
+            // Keys come from serde_json maps or constants; writing a str cannot fail.
+            let _ = serde_json::to_writer(&mut out, k);
+            out.push(b':');
+            out.extend_from_slice(v);
+        }
+        out.push(b'}');
+        let hash = sha256_hex(&out);
+
+        // No key after "hash": it goes last, and `chain` always precedes it.
+        let (at, first) = hash_at.unwrap_or((out.len() - 1, false));
+        let member = if first {
+            format!("\"hash\":\"{hash}\",")
+        } else {
+            format!(",\"hash\":\"{hash}\"")
+        };
+        let mut line = Vec::with_capacity(out.len() + member.len());
+        line.extend_from_slice(&out[..at]);
+        line.extend_from_slice(member.as_bytes());
+        line.extend_from_slice(&out[at..]);
+        SealedEvent {
+            seq,
+            hash,
+            // Only serde_json output and ASCII punctuation were written.
+            line: String::from_utf8(line).unwrap_or_default(),
+        }
+    }
 }
 
 /// The chain hash of an event: SHA-256 of its canonical JSON without `hash`.
@@ -318,6 +527,54 @@ pub(crate) mod tests {
                 !canonical(&v).contains("secret-ish\""),
                 "{name}: raw argument leaked"
             );
+        }
+    }
+
+    #[test]
+    fn prepared_event_line_is_the_canonical_seal() {
+        // The filter writes events with `prepare` + `PreparedEvent::seal`; the
+        // verifier and the spec go through `Value` + canonical JSON. Both must
+        // give the same bytes, for every optional member and escaping case.
+        let rich = || {
+            let mut f = facts("al\"ice\u{e9}\u{1f600}", "get/issue\n");
+            f.id = Some(json!("req-\u{7f}"));
+            f.redacted_arguments = Some(json!({"z": [1.5, {"b": null, "a": true}], "A": "x"}));
+            f.findings = vec![AuditFinding {
+                action: "redact".into(),
+                kind: "email".into(),
+                path: "$.params.arguments.to".into(),
+            }];
+            f.dropped = vec![SeqRange { first: 3, last: 9 }];
+            f.vm_start = true;
+            f
+        };
+        let table: Vec<(&str, EventFacts, ArgumentsMode, u64)> = vec![
+            ("plain_event", facts("alice", "t"), ArgumentsMode::Hash, 5),
+            ("every_optional_member", rich(), ArgumentsMode::Redacted, 5),
+            ("first_event_of_a_chain", rich(), ArgumentsMode::Redacted, 1),
+            (
+                "no_response_no_arguments",
+                {
+                    let mut f = facts("bob", "t");
+                    f.response = None;
+                    f.arguments = None;
+                    f.id = None;
+                    f
+                },
+                ArgumentsMode::Omit,
+                2,
+            ),
+        ];
+        for (name, f, mode, seq) in table {
+            let prev = "7".repeat(64);
+            let reference = seal(unsealed_event(f.clone(), mode), "node/1-a", seq, &prev)
+                .unwrap_or(Value::Null);
+            let sealed = prepare(f, mode).seal("node/1-a", seq, &prev);
+            assert_eq!(sealed.line, event_line(&reference), "{name}");
+            assert_eq!(json!(sealed.hash), reference["hash"], "{name}");
+            assert_eq!(sealed.seq, seq, "{name}");
+            let reread: Value = serde_json::from_str(&sealed.line).unwrap_or(Value::Null);
+            assert!(hash_matches(&reread), "{name}");
         }
     }
 

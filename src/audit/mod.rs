@@ -16,13 +16,14 @@ pub mod event;
 pub mod sink;
 
 pub use chain::{
-    append, chain_id, head_key, AuditError, MemoryStore, SharedStore, StoreError, BOOT_KEY,
+    append, append_prepared, chain_id, head_key, AuditError, MemoryStore, SharedStore, StoreError,
+    BOOT_KEY,
 };
 pub use config::{compile, ArgumentsMode, AuditConfig, OnFailure};
 pub use delivery::{Batch, Delivery, DeliveryCounters, DropReport, Pushed, SendOutcome};
 pub use event::{
-    event_hash, event_line, hash_matches, seal, unsealed_event, AuditDecision, AuditEvent,
-    AuditFinding, AuditIdentity, AuditRequest, AuditResponse, EventFacts, Segment, SegmentReason,
-    SeqRange, Verdict, Via, GENESIS_PREV,
+    event_hash, event_line, hash_matches, prepare, seal, unsealed_event, AuditDecision, AuditEvent,
+    AuditFinding, AuditIdentity, AuditRequest, AuditResponse, CanonicalValue, EventFacts,
+    PreparedEvent, SealedEvent, Segment, SegmentReason, SeqRange, Verdict, Via, GENESIS_PREV,
 };
 pub use sink::{AuditSink, Recorded};

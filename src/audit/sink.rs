@@ -4,7 +4,7 @@
 //! needed between them; the chain itself is shared through CAS).
 
 use super::{
-    append, chain_id, unsealed_event, AuditConfig, AuditError, Batch, Delivery, EventFacts,
+    append_prepared, chain_id, prepare, AuditConfig, AuditError, Batch, Delivery, EventFacts,
     OnFailure, Pushed, SendOutcome, SharedStore,
 };
 
@@ -75,11 +75,11 @@ impl AuditSink {
         };
         facts.vm_start = self.first_event;
         facts.dropped = self.delivery.drops_to_announce();
-        let unsealed = unsealed_event(facts, self.cfg.arguments);
-        match append(store, &chain, unsealed) {
+        let prepared = prepare(facts, self.cfg.arguments);
+        match append_prepared(store, &chain, &prepared) {
             Ok(sealed) => {
                 self.first_event = false;
-                match self.delivery.push(&sealed, now_ms) {
+                match self.delivery.push(sealed.seq, sealed.line, now_ms) {
                     Pushed::Buffered => Recorded::Buffered,
                     Pushed::Dropped => Recorded::Dropped,
                 }

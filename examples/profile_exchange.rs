@@ -1,0 +1,85 @@
+//! Profiling harness, not a test or a benchmark with a verdict: runs the
+//! filter's core over one allowed `tools/call` exchange (the request of
+//! scripts/bench.sh, its upstream answer) many times on the fake host, and
+//! optionally seals every audit event onto an in-memory chain, so `perf`
+//! can show where the per-request CPU goes without Envoy in the way.
+//!
+//!   cargo run --release --features fake-host --example profile_exchange -- [N] [audit]
+//!   perf record -g target/release/examples/profile_exchange 200000 audit
+
+use mcp_firewall::audit::{AuditConfig, AuditSink, MemoryStore};
+use mcp_firewall::filter::RequestFilter;
+use mcp_firewall::host::fake::FakeHost;
+use mcp_firewall::policy::compile_str;
+use std::rc::Rc;
+use std::time::Instant;
+
+const REQUEST: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello bench"}}}"#;
+const RESPONSE: &[u8] =
+    br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"Echo: hello bench"}]}}"#;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let audit = args.iter().any(|a| a == "audit");
+    let Ok(text) = std::fs::read_to_string("policies/demo.json") else {
+        eprintln!("run from the repository root (policies/demo.json)");
+        std::process::exit(2);
+    };
+    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    if audit {
+        doc["audit"] =
+            serde_json::json!({"cluster": "audit_collector", "max_buffered": 1_000_000u64});
+    }
+    let policy = match compile_str(doc.to_string().as_bytes()) {
+        Ok(p) => Rc::new(p),
+        Err(e) => {
+            eprintln!("{e:?}");
+            std::process::exit(2);
+        }
+    };
+    let cfg: Option<AuditConfig> = policy.audit.clone();
+    let store = MemoryStore::new();
+    let mut sink = cfg.map(|c| AuditSink::new(c, "profile"));
+    let start = Instant::now();
+    let mut events = 0usize;
+    for i in 0..n {
+        let mut host = FakeHost::new()
+            .header(":method", "POST")
+            .header(":path", "/mcp")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", "Bearer demo-reader-key");
+        let mut f = RequestFilter::new(policy.clone());
+        f.on_request_headers(&mut host, false);
+        host.headers_readable = false;
+        host.request_body = REQUEST.to_vec();
+        f.on_request_body(&mut host, REQUEST.len(), true);
+        host.response_headers.insert(":status".into(), "200".into());
+        host.response_headers
+            .insert("content-type".into(), "application/json".into());
+        f.on_response_headers(&mut host);
+        host.response_chunk = RESPONSE.to_vec();
+        f.on_response_body(&mut host, RESPONSE.len(), true);
+        f.on_done(&mut host);
+        if !host.replies.is_empty() {
+            eprintln!("exchange {i} was refused: {:?}", host.replies);
+            std::process::exit(1);
+        }
+        if let Some(sink) = sink.as_mut() {
+            for facts in host.audited.drain(..) {
+                sink.record(&store, facts, i as u64, 1);
+                events += 1;
+            }
+            while let Some(batch) = sink.due_batch(u64::MAX) {
+                sink.dispatched(1, batch.token);
+                sink.answered(Some(1), batch.token, Some(200), u64::MAX);
+            }
+        }
+    }
+    let el = start.elapsed();
+    println!(
+        "{n} exchanges, {events} audit events: {:.2} us per exchange",
+        el.as_secs_f64() * 1e6 / n as f64
+    );
+}
