@@ -68,7 +68,7 @@ fn main() {
         }
         if let Some(sink) = sink.as_mut() {
             for facts in host.audited.drain(..) {
-                sink.record(&store, facts, i as u64, 1);
+                sink.record(&store, facts, i as u64, || 1);
                 events += 1;
             }
             while let Some(batch) = sink.due_batch(u64::MAX) {

@@ -59,15 +59,21 @@ impl AuditSink {
         Ok(self.chain.as_deref().unwrap_or_default())
     }
 
+    /// Seal `facts` onto the chain and buffer the event. `entropy` is asked
+    /// for only if the chain still has to be started (it costs hostcalls).
     pub fn record(
         &mut self,
         store: &dyn SharedStore,
         mut facts: EventFacts,
         now_ms: u64,
-        entropy: u64,
+        entropy: impl FnOnce() -> u64,
     ) -> Recorded {
-        let chain = match self.start(store, now_ms, entropy) {
-            Ok(c) => c.to_owned(),
+        let started = match self.chain.as_deref() {
+            Some(c) => Ok(c.to_owned()),
+            None => self.start(store, now_ms, entropy()).map(str::to_owned),
+        };
+        let chain = match started {
+            Ok(c) => c,
             Err(e) => {
                 self.append_failures += 1;
                 return Recorded::Failed(e.to_string());

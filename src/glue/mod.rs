@@ -277,6 +277,16 @@ struct FirewallHttp {
 
 impl Context for FirewallHttp {}
 
+impl FirewallHttp {
+    /// The host for a callback that reads no header map up front.
+    fn host(&self) -> WasmHost {
+        WasmHost {
+            sink: self.sink.clone(),
+            ..WasmHost::default()
+        }
+    }
+}
+
 fn action(flow: Flow) -> Action {
     match flow {
         Flow::Continue => Action::Continue,
@@ -291,6 +301,7 @@ impl HttpContext for FirewallHttp {
         let mut host = WasmHost {
             sink: self.sink.clone(),
             request_headers: hostcalls::get_map(MapType::HttpRequestHeaders).ok(),
+            response_headers: None,
         };
         match self.filter.as_mut() {
             Some(f) => action(f.on_request_headers(&mut host, end_of_stream)),
@@ -308,10 +319,7 @@ impl HttpContext for FirewallHttp {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let mut host = WasmHost {
-            sink: self.sink.clone(),
-            request_headers: None,
-        };
+        let mut host = self.host();
         match self.filter.as_mut() {
             Some(f) => action(f.on_request_body(&mut host, body_size, end_of_stream)),
             None => Action::Pause,
@@ -319,10 +327,7 @@ impl HttpContext for FirewallHttp {
     }
 
     fn on_http_request_trailers(&mut self, _n: usize) -> Action {
-        let mut host = WasmHost {
-            sink: self.sink.clone(),
-            request_headers: None,
-        };
+        let mut host = self.host();
         match self.filter.as_mut() {
             Some(f) => action(f.on_request_trailers(&mut host)),
             None => Action::Pause,
@@ -330,10 +335,7 @@ impl HttpContext for FirewallHttp {
     }
 
     fn on_http_response_trailers(&mut self, _n: usize) -> Action {
-        let mut host = WasmHost {
-            sink: self.sink.clone(),
-            request_headers: None,
-        };
+        let mut host = self.host();
         match self.filter.as_mut() {
             Some(f) => action(f.on_response_trailers(&mut host)),
             None => Action::Continue,
@@ -341,9 +343,13 @@ impl HttpContext for FirewallHttp {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+        // As for the request: one hostcall for the whole map. Each hostcall that
+        // returns bytes also calls back into the VM to allocate them, and the
+        // filter reads three to four response headers.
         let mut host = WasmHost {
             sink: self.sink.clone(),
             request_headers: None,
+            response_headers: hostcalls::get_map(MapType::HttpResponseHeaders).ok(),
         };
         match self.filter.as_mut() {
             Some(f) => action(f.on_response_headers(&mut host)),
@@ -352,10 +358,7 @@ impl HttpContext for FirewallHttp {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let mut host = WasmHost {
-            sink: self.sink.clone(),
-            request_headers: None,
-        };
+        let mut host = self.host();
         match self.filter.as_mut() {
             Some(f) => action(f.on_response_body(&mut host, body_size, end_of_stream)),
             None => Action::Continue,
@@ -363,10 +366,7 @@ impl HttpContext for FirewallHttp {
     }
 
     fn on_log(&mut self) {
-        let mut host = WasmHost {
-            sink: self.sink.clone(),
-            request_headers: None,
-        };
+        let mut host = self.host();
         if let Some(f) = self.filter.as_mut() {
             f.on_done(&mut host);
         }
@@ -389,6 +389,8 @@ struct WasmHost {
     sink: Option<SharedSink>,
     /// All request headers, fetched once in the request-headers callback.
     request_headers: Option<Vec<(String, String)>>,
+    /// All response headers, fetched once in the response-headers callback.
+    response_headers: Option<Vec<(String, String)>>,
 }
 
 impl SharedStore for WasmHost {
@@ -409,7 +411,9 @@ impl Host for WasmHost {
         let Some(sink) = self.sink.clone() else {
             return;
         };
-        let recorded = sink.borrow_mut().record(&*self, facts, now_ms(), entropy());
+        // The event's own timestamp is "now": one clock hostcall per event, not two.
+        let now = facts.ts_ms;
+        let recorded = sink.borrow_mut().record(&*self, facts, now, entropy);
         match recorded {
             // Batches leave from the root context's tick only: Envoy delivers a
             // callout's answer to the context that dispatched it, and an HTTP
@@ -498,11 +502,20 @@ impl Host for WasmHost {
             .flatten()
     }
     fn response_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
-            .ok()
-            .flatten()
+        match &self.response_headers {
+            Some(all) => all.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+            None => hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
+                .ok()
+                .flatten(),
+        }
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+        if let Some(all) = self.response_headers.as_mut() {
+            all.retain(|(k, _)| k != name);
+            if let Some(v) = value {
+                all.push((name.to_owned(), v.to_owned()));
+            }
+        }
         let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
     }
     fn response_body(&self, size: usize) -> Option<Vec<u8>> {
