@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Throughput of Envoy with mcp-firewall vs the same Envoy config without it.
+# Throughput of Envoy with mcp-firewall vs the same Envoy config without it (and
+# vs a no-op build of the same module, to separate Envoy's Wasm cost from ours).
 # Not a test: it prints figures, it asserts only that every answer was a 2xx.
 #
 #   scripts/bench.sh                 # 10 s per side
@@ -11,6 +12,10 @@
 #   load      wrk (1 thread), the same ~110-byte allowed tools/call POST every time
 #             (API key of the demo's reader, policies/demo.json)
 #   baseline  envoy/envoy.yaml without the mcp_firewall filter (render --no-filter)
+#   noop-wasm the firewall's config with the module built `--features bench-noop`:
+#             Envoy still creates a Wasm context per stream and calls into the VM
+#             for every callback, but each continues at once: the floor any
+#             proxy-wasm filter pays here, before deciding anything
 #   firewall  envoy/envoy.yaml as committed (header_mutation + mcp_firewall + router)
 #   upstream  a second Envoy answering every request itself with a fixed JSON-RPC
 #             result (direct_response): a Node or Python MCP server would be the
@@ -29,8 +34,14 @@ PY=.venv/bin/python
 . scripts/bench-lib.sh
 ensure_wrk bench
 scripts/setup.sh
-if [[ "${SKIP_BUILD:-0}" != "1" ]]; then cargo build --release --target wasm32-wasip1; fi
+NOOP_DIR=target/bench-noop
+if [[ "${SKIP_BUILD:-0}" != "1" ]]; then
+  cargo build --release --target wasm32-wasip1
+  # The floor: the same module built with every HTTP callback continuing at once.
+  cargo build --release --target wasm32-wasip1 --features bench-noop --target-dir "$NOOP_DIR"
+fi
 WASM=target/wasm32-wasip1/release/mcp_firewall.wasm
+NOOP_WASM=$NOOP_DIR/wasm32-wasip1/release/mcp_firewall.wasm
 
 WORK="$(mktemp -d -t mcp-firewall-bench.XXXXXX)"
 port() { "$PY" tests/e2e/harness.py free-port; }
@@ -54,7 +65,7 @@ wrk.headers["Authorization"] = "Bearer demo-reader-key"
 EOF
 
 declare -A RPS
-declare -A TOTAL=([baseline]=0 [firewall]=0)
+declare -A TOTAL=([baseline]=0 [noop-wasm]=0 [firewall]=0)
 run_side() { # name [render args...]
   local name=$1; shift
   local listen admin pid
@@ -99,15 +110,19 @@ run_side() { # name [render args...]
 echo "[bench] wrk -t1 -c$CONNECTIONS -d${DURATION}s, ${#BODY}-byte tools/call, Envoy --concurrency 2, $(nproc) cores"
 for ((round = 1; round <= ROUNDS; round++)); do
   run_side baseline --no-filter
+  run_side noop-wasm --wasm "$NOOP_WASM"
   run_side firewall
 done
 
-"$PY" - "${TOTAL[baseline]}" "${TOTAL[firewall]}" "$(stat -c %s "$WASM")" "$ROUNDS" <<'EOF'
+"$PY" - "${TOTAL[baseline]}" "${TOTAL[firewall]}" "$(stat -c %s "$WASM")" "$ROUNDS" "${TOTAL[noop-wasm]}" <<'EOF'
 import sys
 rounds = int(sys.argv[4])
 base, fw, size = float(sys.argv[1]) / rounds, float(sys.argv[2]) / rounds, int(sys.argv[3])
+noop = float(sys.argv[5]) / rounds
 print(f"[bench] baseline (no filter): {base:,.0f} req/s (mean of {rounds})")
+print(f"[bench] no-op wasm (floor):   {noop:,.0f} req/s (mean of {rounds})")
 print(f"[bench] mcp-firewall:         {fw:,.0f} req/s (mean of {rounds})")
+print(f"[bench] ratio no-op wasm/baseline: {noop / base:.2f}x")
 print(f"[bench] ratio firewall/baseline: {fw / base:.2f}x")
 print(f"[bench] wasm size: {size} bytes")
 EOF

@@ -221,6 +221,9 @@ impl RootContext for FirewallRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        if cfg!(feature = "bench-noop") {
+            return Some(Box::new(NoopHttp));
+        }
         Some(Box::new(FirewallHttp {
             filter: self.policy.clone().map(RequestFilter::new),
             sink: self.sink.clone(),
@@ -276,6 +279,14 @@ struct FirewallHttp {
 }
 
 impl Context for FirewallHttp {}
+
+/// The `bench-noop` build's HTTP context: every callback is the SDK's default
+/// (continue), so Envoy still creates a context and calls into the VM for each
+/// event of the stream, and the firewall decides nothing.
+struct NoopHttp;
+
+impl Context for NoopHttp {}
+impl HttpContext for NoopHttp {}
 
 impl FirewallHttp {
     /// The host for a callback that reads no header map up front.
