@@ -4,7 +4,7 @@
 # in cli/src/scan.rs and docs/dlp.md). Not a test: numbers go to docs/dlp.md.
 # Inspect a payload: target/release/mcp-firewall bench-dlp --dump clean 4096
 #
-#   scripts/bench-dlp.sh            # the shipped release profile (opt-level "z", as for the wasm)
+#   scripts/bench-dlp.sh            # the shipped release profile (Cargo.toml, as for the wasm)
 #   OPT3=1 scripts/bench-dlp.sh     # same code at opt-level 3, in a separate target dir
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,5 +16,8 @@ else
   TARGET_DIR="${TARGET_DIR:-target}"
 fi
 cargo build --quiet --release -p mcp-firewall-cli --target-dir "$TARGET_DIR"
-echo "# $(uname -m), $(nproc) cores, opt-level ${CARGO_PROFILE_RELEASE_OPT_LEVEL:-z (shipped profile)}"
+# The label reports the opt-level actually built: the override if set, else
+# what [profile.release] in Cargo.toml ships.
+SHIPPED_OPT="$(awk '/^\[profile\.release\]/{p=1; next} /^\[/{p=0} p && $1 == "opt-level" {gsub(/"/, "", $3); print $3}' Cargo.toml)"
+echo "# $(uname -m), $(nproc) cores, opt-level ${CARGO_PROFILE_RELEASE_OPT_LEVEL:-${SHIPPED_OPT:-?} (shipped profile)}"
 "$TARGET_DIR/release/mcp-firewall" bench-dlp --seconds "$SECONDS_PER_CASE"

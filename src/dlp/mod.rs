@@ -438,6 +438,11 @@ impl Scanner {
 
     /// Keep the best of overlapping candidates; return them sorted by start.
     fn resolve(&self, mut cands: Vec<Candidate>) -> Vec<Candidate> {
+        // Most strings have no candidate at all: skip the sort and the map.
+        if cands.len() < 2 {
+            cands.retain(|c| c.start < c.end);
+            return cands;
+        }
         cands.sort_by(|a, b| {
             a.priority
                 .cmp(&b.priority)

@@ -962,8 +962,16 @@ fn word_at(hay: &[u8], i: usize, word: &[u8]) -> bool {
         .is_some_and(|s| s.eq_ignore_ascii_case(word))
 }
 
+/// Case-insensitive substring test for a lower-case `word`. The first byte is
+/// compared before the slice: this runs for every identifier that names a
+/// secret, and most positions differ at once.
 fn contains_word(hay: &[u8], word: &[u8]) -> bool {
-    (0..hay.len()).any(|i| word_at(hay, i, word))
+    let Some(&first) = word.first() else {
+        return true;
+    };
+    hay.iter()
+        .enumerate()
+        .any(|(i, b)| b.to_ascii_lowercase() == first && word_at(hay, i, word))
 }
 
 /// Classify an identifier such as `DB_PASSWORD`, `client_secret`, `X-API-Key`.
