@@ -259,7 +259,17 @@ impl RequestFilter {
         }
         match method.as_str() {
             "POST" => {}
-            // GET opens the server's SSE stream, DELETE ends a session: no body to decide.
+            // GET opens the server's SSE stream, DELETE ends a session: neither
+            // has a body, and one that comes anyway would reach the server
+            // undecided, so it is refused rather than passed through.
+            "GET" | "DELETE" if !end_of_stream => {
+                return self.protocol_error(
+                    host,
+                    400,
+                    reply::INVALID_REQUEST,
+                    "GET and DELETE requests to an MCP endpoint carry no body",
+                )
+            }
             "GET" | "DELETE" => {
                 let caller = self.caller.clone().unwrap_or_else(anonymous);
                 let refusal = crate::decide::kill_switch(&self.policy, &caller)
@@ -692,7 +702,7 @@ impl RequestFilter {
             // The body may change length: a stale content-length would make the
             // client wait for bytes that never come.
             host.set_response_header("content-length", None);
-            if self.response == ResponseMode::Refuse {
+            if self.response == ResponseMode::Refuse && !self.dry_run() {
                 host.set_response_header("content-type", Some("application/json"));
             }
         }
@@ -717,13 +727,28 @@ impl RequestFilter {
             }
         }
         let flow = self.response_body(host, body_size, end_of_stream);
+        self.flush_response_counts(host);
+        flow
+    }
+
+    /// Hand what the response callbacks counted to the host: list entries
+    /// removed, responses that could not be inspected, DLP findings.
+    fn flush_response_counts(&mut self, host: &mut dyn Host) {
         host.count(Counter::ListEntriesRemoved, self.removed_count.take());
         host.count(
             Counter::ResponseUnfilterable,
             self.unfilterable_count.take(),
         );
         self.flush_result_findings(host);
-        flow
+    }
+
+    /// Replace (part of) the response body, except in dry-run: dry-run never
+    /// changes what the caller sees, so a response the filter would refuse as
+    /// uninspectable is only counted (`response_unfilterable`) and forwarded.
+    fn replace_response_body(&self, host: &mut dyn Host, size: usize, bytes: &[u8]) {
+        if !self.dry_run() {
+            host.set_response_body(size, bytes);
+        }
     }
 
     /// Count DLP findings in results and attach them to the pending audit events.
@@ -763,7 +788,7 @@ impl RequestFilter {
             }
             ResponseMode::Sse => self.sse_response(host, body_size, end_of_stream),
             ResponseMode::Broken => {
-                host.set_response_body(body_size, b"");
+                self.replace_response_body(host, body_size, b"");
                 Flow::Continue
             }
         }
@@ -793,18 +818,20 @@ impl RequestFilter {
         end_of_stream: bool,
     ) -> Flow {
         if self.response == ResponseMode::Refuse {
-            let err = self.unfilterable("list result in a content type the filter cannot inspect");
+            // Swallow every chunk and answer once, at the end (counted once).
             let out = if end_of_stream {
-                err.to_string().into_bytes()
+                self.unfilterable("list result in a content type the filter cannot inspect")
+                    .to_string()
+                    .into_bytes()
             } else {
                 Vec::new()
             };
-            host.set_response_body(body_size, &out);
+            self.replace_response_body(host, body_size, &out);
             return Flow::Continue;
         }
         if body_size > self.policy.limits.max_response_bytes {
             let err = self.unfilterable("response larger than limits.max_response_bytes");
-            host.set_response_body(body_size, err.to_string().as_bytes());
+            self.replace_response_body(host, body_size, err.to_string().as_bytes());
             self.response = ResponseMode::Broken;
             return Flow::Continue;
         }
@@ -829,7 +856,7 @@ impl RequestFilter {
             ),
         };
         if let Some(out) = out {
-            host.set_response_body(body_size, &out);
+            self.replace_response_body(host, body_size, &out);
         }
     }
 
@@ -840,7 +867,7 @@ impl RequestFilter {
         if matches!(self.response, ResponseMode::Json) && !self.json_done {
             let size = self.json_buffered;
             self.finish_json(host, size);
-            self.flush_result_findings(host);
+            self.flush_response_counts(host);
         }
         Flow::Continue
     }
@@ -883,7 +910,7 @@ impl RequestFilter {
                 self.response = ResponseMode::Broken;
                 let err = self.unfilterable("server event larger than limits.max_response_bytes");
                 let out = format!("event: message\ndata: {err}\n\n");
-                host.set_response_body(body_size, out.as_bytes());
+                self.replace_response_body(host, body_size, out.as_bytes());
                 return Flow::Continue;
             }
         };
@@ -903,7 +930,7 @@ impl RequestFilter {
             }
             out.extend(self.rewrite_event(&raw));
         }
-        host.set_response_body(body_size, &out);
+        self.replace_response_body(host, body_size, &out);
         Flow::Continue
     }
 

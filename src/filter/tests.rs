@@ -1022,4 +1022,71 @@ fn json_list_ending_in_trailers_is_still_filtered() {
     f.on_response_trailers(&mut host);
     let v: Value = serde_json::from_slice(&host.response_chunk).unwrap_or(Value::Null);
     assert_eq!(listed_names(&v), vec!["echo"]);
+    // Found by the filter_request fuzz target: the trailers path used to finish
+    // the body without handing its counters to the host.
+    assert_eq!(host.counters.get(&Counter::ListEntriesRemoved), Some(&2));
+}
+
+#[test]
+fn list_in_an_uninspectable_type_is_refused_and_counted_once() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({})));
+    list_request(&mut f, &mut host);
+    let body = tools_list_result(5).to_string();
+    let out = run_response(&mut f, &mut host, "text/plain", body.as_bytes(), 7);
+    let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+    assert_eq!(v["error"]["data"]["rule"], json!("response-unfilterable"));
+    assert_eq!(host.counters.get(&Counter::ResponseUnfilterable), Some(&1));
+}
+
+#[test]
+fn dry_run_forwards_an_uninspectable_response_unchanged_and_counts_it() {
+    let cases: &[(&str, &str, Vec<u8>)] = &[
+        (
+            "result_larger_than_the_limit",
+            "application/json",
+            tool_result(3, &"x".repeat(200)).to_string().into_bytes(),
+        ),
+        (
+            "result_not_strict_json",
+            "application/json",
+            br#"{"jsonrpc":"2.0","id":3,"id":4,"result":{}}"#.to_vec(),
+        ),
+        (
+            "event_larger_than_the_limit",
+            "text/event-stream",
+            format!("data: {}\n\n", tool_result(3, &"x".repeat(200))).into_bytes(),
+        ),
+    ];
+    for (name, content_type, body) in cases {
+        let mut host = post("reader-key");
+        let limits = json!({"mode": "dry_run", "limits": {"max_response_bytes": 128}});
+        let mut f = RequestFilter::new(policy(limits));
+        run_request(&mut f, &mut host, call(json!(3), "echo").as_bytes(), 64);
+        let out = run_response(&mut f, &mut host, content_type, body, 50);
+        assert_eq!(&out, body, "{name}: the caller must see the server's bytes");
+        assert_eq!(
+            host.counters.get(&Counter::ResponseUnfilterable),
+            Some(&1),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn get_or_delete_with_a_body_is_refused() {
+    for method in ["GET", "DELETE"] {
+        let mut host = post("reader-key").header(":method", method);
+        let mut f = RequestFilter::new(policy(json!({})));
+        assert_eq!(
+            f.on_request_headers(&mut host, false),
+            Flow::Pause,
+            "{method}"
+        );
+        assert_eq!(
+            host.replies.first().map(reply_summary).map(|s| (s.0, s.1)),
+            Some((400, Some(-32600))),
+            "{method}"
+        );
+    }
 }
