@@ -5,7 +5,8 @@
 # Inspect a payload: target/release/mcp-firewall bench-dlp --dump clean 4096
 #
 #   scripts/bench-dlp.sh            # the shipped release profile (Cargo.toml, as for the wasm)
-#   OPT3=1 scripts/bench-dlp.sh     # same code at opt-level 3, in a separate target dir
+#   OPT3=1 scripts/bench-dlp.sh     # force opt-level 3 in a separate target dir (the shipped
+#                                   # profile is 3 too since 2026-11-22; use CARGO_PROFILE_RELEASE_OPT_LEVEL=z to compare)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_CASE="${SECONDS_PER_CASE:-1}"
