@@ -165,14 +165,9 @@ pub struct EventFacts {
 }
 
 /// The `request` member: what of the arguments is recorded depends on `mode`.
-fn request_of(
-    method: String,
-    target: Option<String>,
-    id: Option<Value>,
-    arguments: Option<&Value>,
-    redacted_arguments: Option<Value>,
-    mode: ArgumentsMode,
-) -> AuditRequest {
+/// Takes the request's fields out of `facts`.
+fn request_of(facts: &mut EventFacts, mode: ArgumentsMode) -> AuditRequest {
+    let arguments = facts.arguments.as_ref();
     let args_sha256 = match mode {
         ArgumentsMode::Omit => None,
         ArgumentsMode::Hash | ArgumentsMode::Redacted => {
@@ -181,22 +176,23 @@ fn request_of(
     };
     // Without a redacted copy we say nothing rather than fall back to raw values.
     let arguments = match mode {
-        ArgumentsMode::Redacted => redacted_arguments,
+        ArgumentsMode::Redacted => facts.redacted_arguments.take(),
         ArgumentsMode::Hash | ArgumentsMode::Omit => None,
     };
     AuditRequest {
         args_sha256,
         arguments,
-        id,
-        method,
-        target,
+        id: facts.id.take(),
+        method: std::mem::take(&mut facts.method),
+        target: facts.target.take(),
     }
 }
 
 /// The event without `seq`, `chain`, `prev` and `hash`, as a `Value`: what
 /// [`seal`] takes. The filter itself uses [`prepare`], which writes the same
 /// JSON without the intermediate `Value`.
-pub fn unsealed_event(facts: EventFacts, mode: ArgumentsMode) -> Value {
+pub fn unsealed_event(mut facts: EventFacts, mode: ArgumentsMode) -> Value {
+    let request = request_of(&mut facts, mode);
     let event = AuditEvent {
         seq: 0,
         chain: String::new(),
@@ -204,14 +200,7 @@ pub fn unsealed_event(facts: EventFacts, mode: ArgumentsMode) -> Value {
         prev: String::new(),
         hash: String::new(),
         identity: facts.identity,
-        request: request_of(
-            facts.method,
-            facts.target,
-            facts.id,
-            facts.arguments.as_ref(),
-            facts.redacted_arguments,
-            mode,
-        ),
+        request,
         decision: facts.decision,
         findings: facts.findings,
         response: facts.response,
@@ -300,15 +289,8 @@ fn member<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
 }
 
 /// The filter's event for `facts`, written once (see [`PreparedEvent`]).
-pub fn prepare(facts: EventFacts, mode: ArgumentsMode) -> PreparedEvent {
-    let request = request_of(
-        facts.method,
-        facts.target,
-        facts.id,
-        facts.arguments.as_ref(),
-        facts.redacted_arguments,
-        mode,
-    );
+pub fn prepare(mut facts: EventFacts, mode: ArgumentsMode) -> PreparedEvent {
+    let request = request_of(&mut facts, mode);
     // Already in code-point order of the keys.
     let mut members: Vec<(String, Vec<u8>)> = Vec::with_capacity(9);
     members.push(("decision".into(), member(&facts.decision)));
