@@ -162,6 +162,10 @@ CASES = [
          why="the server (not the firewall) answers 400: no session id"),
     Case("delete-passes-identity-check", None, 400, REACHED, method="DELETE", content_type=None,
          why="the server (not the firewall) answers 400: no session id"),
+    Case("get-with-a-body-400", ECHO, 400, UNCHANGED, method="GET", code=-32600,
+         why="a body on GET would reach the server undecided"),
+    Case("delete-with-a-body-400", ECHO, 400, UNCHANGED, method="DELETE", code=-32600,
+         why="a body on DELETE would reach the server undecided"),
 ]
 
 
