@@ -698,11 +698,11 @@ impl RequestFilter {
         } else {
             ResponseMode::Pass
         };
-        if self.response != ResponseMode::Pass {
+        if self.response != ResponseMode::Pass && !self.dry_run() {
             // The body may change length: a stale content-length would make the
-            // client wait for bytes that never come.
+            // client wait for bytes that never come. (Dry-run never changes it.)
             host.set_response_header("content-length", None);
-            if self.response == ResponseMode::Refuse && !self.dry_run() {
+            if self.response == ResponseMode::Refuse {
                 host.set_response_header("content-type", Some("application/json"));
             }
         }
@@ -818,15 +818,13 @@ impl RequestFilter {
         end_of_stream: bool,
     ) -> Flow {
         if self.response == ResponseMode::Refuse {
-            // Swallow every chunk and answer once, at the end (counted once).
-            let out = if end_of_stream {
-                self.unfilterable("list result in a content type the filter cannot inspect")
-                    .to_string()
-                    .into_bytes()
-            } else {
-                Vec::new()
-            };
-            self.replace_response_body(host, body_size, &out);
+            // Hold the body and answer once, at its end (or at the trailers),
+            // like a JSON body; past the size limit, answer now.
+            if !end_of_stream && body_size <= self.policy.limits.max_response_bytes {
+                self.json_buffered = body_size;
+                return Flow::Pause;
+            }
+            self.finish_refused(host, body_size);
             return Flow::Continue;
         }
         if body_size > self.policy.limits.max_response_bytes {
@@ -860,13 +858,26 @@ impl RequestFilter {
         }
     }
 
+    /// A list result in a content type the filter cannot read: replace the
+    /// whole held body with the refusal, drop whatever else comes.
+    fn finish_refused(&mut self, host: &mut dyn Host, body_size: usize) {
+        self.json_done = true;
+        let err = self.unfilterable("list result in a content type the filter cannot inspect");
+        self.replace_response_body(host, body_size, err.to_string().as_bytes());
+        self.response = ResponseMode::Broken;
+    }
+
     /// Response trailers end the stream without a final body callback: finish a
-    /// buffered JSON body here (a body still held would otherwise be flushed
-    /// unchanged). An unfinished SSE event is dropped, not forwarded.
+    /// buffered JSON (or refused) body here (a body still held would otherwise
+    /// be flushed unchanged). An unfinished SSE event is dropped, not forwarded.
     pub fn on_response_trailers(&mut self, host: &mut dyn Host) -> Flow {
-        if matches!(self.response, ResponseMode::Json) && !self.json_done {
+        if !self.json_done {
             let size = self.json_buffered;
-            self.finish_json(host, size);
+            match self.response {
+                ResponseMode::Json => self.finish_json(host, size),
+                ResponseMode::Refuse => self.finish_refused(host, size),
+                _ => {}
+            }
             self.flush_response_counts(host);
         }
         Flow::Continue

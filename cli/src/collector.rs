@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tiny_http::{Header, Method, Request, Response, Server};
 
-/// Same nesting limit as `audit verify`, so whatever we store also verifies.
+/// Same nesting limit as `audit verify`, so nothing is stored that it cannot read.
 const MAX_EVENT_DEPTH: usize = 64;
 
 #[derive(Args)]
@@ -313,6 +313,10 @@ struct LineHead<'a> {
     #[serde(borrow)]
     chain: std::borrow::Cow<'a, str>,
     seq: u64,
+    /// The top-level `hash`: it must be the member the fast path cut out, or
+    /// a nested `"hash"` member placed first could pose as the event's hash.
+    #[serde(borrow)]
+    hash: std::borrow::Cow<'a, str>,
 }
 
 /// Fast path for a line exactly as the filter writes it: canonical JSON, so
@@ -321,10 +325,15 @@ struct LineHead<'a> {
 /// the event as a tree and serialising it again, which made the collector
 /// spend ~14 µs of CPU per event next to the Envoy it serves. `None` when the
 /// line is not in that shape (re-serialised by a shipper in between, a nested
-/// `hash` key first, a wrong hash, too deep, …): the caller then runs the full
-/// recomputation, which also names what is wrong. A line accepted here has
-/// exactly the bytes its producer hashed; that they are the *canonical* form
-/// (and that `prev` links hold) is `audit verify`'s check, as for any file.
+/// `hash` member before the top-level one, a wrong hash, too deep, …): the
+/// caller then runs the full recomputation, which also names what is wrong.
+/// A line accepted here has exactly the bytes its producer hashed, so
+/// corruption in transit is caught and the stored hash is the one a verifier
+/// recomputes for a conforming producer; but a producer that hashed
+/// non-canonical bytes (keys out of order, duplicate keys, a lone surrogate
+/// escape) is only caught by `audit verify`, which checks the canonical form.
+/// The collector authenticates nobody: anyone who can POST to it can store
+/// lines, which is why verification is a separate, offline step.
 fn check_line_as_written(raw: &[u8]) -> Option<String> {
     const MEMBER: &str = ",\"hash\":\"";
     let at = std::str::from_utf8(raw).ok()?.find(MEMBER)?;
@@ -344,7 +353,7 @@ fn check_line_as_written(raw: &[u8]) -> Option<String> {
         return None;
     }
     let head: LineHead = serde_json::from_slice(raw).ok()?;
-    if head.chain.is_empty() || head.seq == 0 {
+    if head.chain.is_empty() || head.seq == 0 || head.hash != hash {
         return None;
     }
     Some(hash.to_owned())
@@ -514,7 +523,7 @@ mod tests {
         let too_deep = mcp_firewall::audit::event_line(&too_deep);
         // (case, line, fast path's answer, full check's answer)
         type Case = (&'static str, Vec<u8>, Option<String>, Result<String, ()>);
-        let table: Vec<Case> = vec![
+        let mut table: Vec<Case> = vec![
             (
                 "line_as_the_filter_wrote_it",
                 line.to_vec(),
@@ -530,6 +539,24 @@ mod tests {
             ("one_byte_changed", flipped.into_bytes(), None, Err(())),
             ("too_deep", too_deep.into_bytes(), None, Err(())),
         ];
+        // A nested `hash` member placed before the top-level one, carrying the
+        // SHA-256 of the rest of the line: without the top-level check it would
+        // be stored under that hash and shadow the genuine event.
+        let poison = {
+            let mut body = String::from_utf8_lossy(line).into_owned();
+            let at = body.find("\"decision\":{").unwrap_or(0) + "\"decision\":{".len();
+            body.insert_str(at, "\"x\":0,");
+            let cut_at = at + "\"x\":0".len();
+            let digest = sha256_hex(body.as_bytes());
+            body.insert_str(cut_at, &format!(",\"hash\":\"{digest}\""));
+            body
+        };
+        table.push((
+            "nested_hash_member_first",
+            poison.into_bytes(),
+            None,
+            Err(()),
+        ));
         for (name, raw, fast, full) in table {
             assert_eq!(check_line_as_written(&raw), fast, "{name}");
             assert_eq!(check_event(&raw).map_err(|_| ()), full, "{name}");

@@ -12,7 +12,7 @@
 //! therefore never raced: only the VM that mints a boot id creates that chain's
 //! head, before it publishes the chain id (see [`chain_id`]).
 
-use super::event::{PreparedEvent, SealedEvent, GENESIS_PREV};
+use super::event::{seal, PreparedEvent, SealedEvent, GENESIS_PREV};
 pub use crate::store::{MemoryStore, SharedStore, StoreError};
 use serde_json::Value;
 use std::fmt;
@@ -93,7 +93,10 @@ fn decode_head(bytes: &[u8]) -> Option<(u64, String)> {
 pub fn append(store: &dyn SharedStore, chain: &str, unsealed: Value) -> Result<Value, AuditError> {
     let prepared = PreparedEvent::from_value(&unsealed).ok_or(AuditError::NotAnObject)?;
     let sealed = append_prepared(store, chain, &prepared)?;
-    serde_json::from_str(&sealed.line).map_err(|_| AuditError::NotAnObject)
+    // The head has moved: build the returned value from the same facts rather
+    // than parse the line back (a parse could fail, e.g. past serde_json's
+    // nesting limit, after the seq was already taken).
+    Ok(seal(unsealed, chain, sealed.seq, &sealed.prev).unwrap_or(Value::Null))
 }
 
 /// [`append`] for an event already written by [`super::prepare`]: the filter's

@@ -278,6 +278,8 @@ pub struct PreparedEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedEvent {
     pub seq: u64,
+    /// The previous event's hash, as linked.
+    pub prev: String,
     pub hash: String,
     pub line: String,
 }
@@ -382,6 +384,7 @@ impl PreparedEvent {
         line.extend_from_slice(&out[at..]);
         SealedEvent {
             seq,
+            prev: prev.to_owned(),
             hash,
             // Only serde_json output and ASCII punctuation were written.
             line: String::from_utf8(line).unwrap_or_default(),

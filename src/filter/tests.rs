@@ -1040,6 +1040,27 @@ fn list_in_an_uninspectable_type_is_refused_and_counted_once() {
 }
 
 #[test]
+fn list_in_an_uninspectable_type_ending_in_trailers_is_refused_and_counted() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({})));
+    list_request(&mut f, &mut host);
+    host.response_headers.insert(":status".into(), "200".into());
+    host.response_headers
+        .insert("content-type".into(), "text/plain".into());
+    f.on_response_headers(&mut host);
+    let body = tools_list_result(5).to_string();
+    host.response_chunk.extend_from_slice(body.as_bytes());
+    assert_eq!(
+        f.on_response_body(&mut host, body.len(), false),
+        Flow::Pause
+    );
+    f.on_response_trailers(&mut host);
+    let v: Value = serde_json::from_slice(&host.response_chunk).unwrap_or(Value::Null);
+    assert_eq!(v["error"]["data"]["rule"], json!("response-unfilterable"));
+    assert_eq!(host.counters.get(&Counter::ResponseUnfilterable), Some(&1));
+}
+
+#[test]
 fn dry_run_forwards_an_uninspectable_response_unchanged_and_counts_it() {
     let cases: &[(&str, &str, Vec<u8>)] = &[
         (
@@ -1065,6 +1086,11 @@ fn dry_run_forwards_an_uninspectable_response_unchanged_and_counts_it() {
         run_request(&mut f, &mut host, call(json!(3), "echo").as_bytes(), 64);
         let out = run_response(&mut f, &mut host, content_type, body, 50);
         assert_eq!(&out, body, "{name}: the caller must see the server's bytes");
+        assert_eq!(
+            host.response_headers.get("content-length"),
+            Some(&body.len().to_string()),
+            "{name}: dry-run keeps the response's headers"
+        );
         assert_eq!(
             host.counters.get(&Counter::ResponseUnfilterable),
             Some(&1),

@@ -113,6 +113,13 @@ impl Context for FirewallRoot {
 impl RootContext for FirewallRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         define_metrics();
+        if cfg!(feature = "bench-noop") {
+            // Loud on purpose: this build forwards every request unchecked.
+            let _ = hostcalls::log(
+                WasmLogLevel::Critical,
+                "mcp-firewall: built with feature bench-noop: every request passes UNCHECKED (benchmark floor only, never deploy)",
+            );
+        }
         let Some(text) = self.get_plugin_configuration() else {
             log(
                 LogLevel::Error,
@@ -311,7 +318,7 @@ impl HttpContext for FirewallHttp {
         // filter reads about ten of them on every request.
         let mut host = WasmHost {
             sink: self.sink.clone(),
-            request_headers: hostcalls::get_map(MapType::HttpRequestHeaders).ok(),
+            request_headers: header_map(MapType::HttpRequestHeaders),
             response_headers: None,
         };
         match self.filter.as_mut() {
@@ -360,7 +367,7 @@ impl HttpContext for FirewallHttp {
         let mut host = WasmHost {
             sink: self.sink.clone(),
             request_headers: None,
-            response_headers: hostcalls::get_map(MapType::HttpResponseHeaders).ok(),
+            response_headers: header_map(MapType::HttpResponseHeaders),
         };
         match self.filter.as_mut() {
             Some(f) => action(f.on_response_headers(&mut host)),
@@ -382,6 +389,22 @@ impl HttpContext for FirewallHttp {
             f.on_done(&mut host);
         }
     }
+}
+
+/// All headers of `map` whose values are UTF-8. The SDK's `get_map` unwraps
+/// `String::from_utf8` on every value, and Envoy lets any byte but NUL, CR and
+/// LF through in a value (`x-note: caf\xe9` from a client or a server), so one
+/// such header anywhere would panic and kill the VM. Values that are not UTF-8
+/// are left out: the filter then treats them as absent, which fails closed
+/// (no identity, no content type). Names are HTTP tokens, ASCII by the codecs.
+fn header_map(map: MapType) -> Option<Vec<(String, String)>> {
+    let pairs = hostcalls::get_map_bytes(map).ok()?;
+    Some(
+        pairs
+            .into_iter()
+            .filter_map(|(k, v)| String::from_utf8(v).ok().map(|v| (k, v)))
+            .collect(),
+    )
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -499,9 +522,11 @@ impl Host for WasmHost {
         match &self.request_headers {
             // Envoy hands header names over lower-cased; callers ask in lower case.
             Some(all) => all.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
-            None => hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+            // Bytes, not `get_map_value`: see [`header_map`] on non-UTF-8 values.
+            None => hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
                 .ok()
-                .flatten(),
+                .flatten()
+                .and_then(|v| String::from_utf8(v).ok()),
         }
     }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
@@ -515,9 +540,11 @@ impl Host for WasmHost {
     fn response_header(&self, name: &str) -> Option<String> {
         match &self.response_headers {
             Some(all) => all.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
-            None => hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
+            // Bytes, not `get_map_value`: see [`header_map`] on non-UTF-8 values.
+            None => hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
                 .ok()
-                .flatten(),
+                .flatten()
+                .and_then(|v| String::from_utf8(v).ok()),
         }
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {

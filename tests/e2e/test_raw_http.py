@@ -37,7 +37,7 @@ class Case:
     upstream: str
     token: str | None = READER_KEY
     method: str = "POST"
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str | bytes] = field(default_factory=dict)  # bytes: sent as is (non-UTF-8 cases)
     content_type: str | None = "application/json"
     policy: str = "base"
     code: int | None = None        # expected JSON-RPC error code (single response)
@@ -162,6 +162,12 @@ CASES = [
          why="the server (not the firewall) answers 400: no session id"),
     Case("delete-passes-identity-check", None, 400, REACHED, method="DELETE", content_type=None,
          why="the server (not the firewall) answers 400: no session id"),
+    Case("non-utf8-header-value-is-no-crash", ECHO, 200, REACHED, headers={"x-note": b"caf\xe9"}, session=True,
+         result_text="Echo: hi",
+         why="a header value that is not UTF-8 (byte 0xE9) must not kill the VM; unread headers are ignored"),
+    Case("non-utf8-authorization-401", ECHO, 401, UNCHANGED, token=None,
+         headers={"authorization": b"Bearer caf\xe9"}, any_error=True,
+         why="an identity header that is not UTF-8 counts as absent"),
     Case("get-with-a-body-400", ECHO, 400, UNCHANGED, method="GET", code=-32600,
          why="a body on GET would reach the server undecided"),
     Case("delete-with-a-body-400", ECHO, 400, UNCHANGED, method="DELETE", code=-32600,
