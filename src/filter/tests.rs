@@ -1004,23 +1004,31 @@ fn request_ending_in_trailers_is_refused_not_forwarded() {
     );
 }
 
-#[test]
-fn json_list_ending_in_trailers_is_still_filtered() {
+/// A `tools/list` answered 200 with `content_type`, its body held until the
+/// stream ends in trailers (no final body callback): what the client gets.
+fn list_answer_ending_in_trailers(content_type: &str) -> (FakeHost, Value) {
     let mut host = post("reader-key");
     let mut f = RequestFilter::new(policy(json!({})));
     list_request(&mut f, &mut host);
     host.response_headers.insert(":status".into(), "200".into());
     host.response_headers
-        .insert("content-type".into(), "application/json".into());
+        .insert("content-type".into(), content_type.into());
     f.on_response_headers(&mut host);
     let body = tools_list_result(5).to_string();
     host.response_chunk.extend_from_slice(body.as_bytes());
     assert_eq!(
         f.on_response_body(&mut host, body.len(), false),
-        Flow::Pause
+        Flow::Pause,
+        "{content_type}"
     );
     f.on_response_trailers(&mut host);
     let v: Value = serde_json::from_slice(&host.response_chunk).unwrap_or(Value::Null);
+    (host, v)
+}
+
+#[test]
+fn json_list_ending_in_trailers_is_still_filtered() {
+    let (host, v) = list_answer_ending_in_trailers("application/json");
     assert_eq!(listed_names(&v), vec!["echo"]);
     // Found by the filter_request fuzz target: the trailers path used to finish
     // the body without handing its counters to the host.
@@ -1041,21 +1049,7 @@ fn list_in_an_uninspectable_type_is_refused_and_counted_once() {
 
 #[test]
 fn list_in_an_uninspectable_type_ending_in_trailers_is_refused_and_counted() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({})));
-    list_request(&mut f, &mut host);
-    host.response_headers.insert(":status".into(), "200".into());
-    host.response_headers
-        .insert("content-type".into(), "text/plain".into());
-    f.on_response_headers(&mut host);
-    let body = tools_list_result(5).to_string();
-    host.response_chunk.extend_from_slice(body.as_bytes());
-    assert_eq!(
-        f.on_response_body(&mut host, body.len(), false),
-        Flow::Pause
-    );
-    f.on_response_trailers(&mut host);
-    let v: Value = serde_json::from_slice(&host.response_chunk).unwrap_or(Value::Null);
+    let (host, v) = list_answer_ending_in_trailers("text/plain");
     assert_eq!(v["error"]["data"]["rule"], json!("response-unfilterable"));
     assert_eq!(host.counters.get(&Counter::ResponseUnfilterable), Some(&1));
 }
