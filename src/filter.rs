@@ -33,6 +33,9 @@ enum Phase {
     Replied,
     /// GET / DELETE: nothing to decide on the body.
     Passthrough,
+    /// GET / DELETE whose headers did not end the stream: held until it ends,
+    /// forwarded only if not one body byte came.
+    AwaitingNoBody,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,17 +262,7 @@ impl RequestFilter {
         }
         match method.as_str() {
             "POST" => {}
-            // GET opens the server's SSE stream, DELETE ends a session: neither
-            // has a body, and one that comes anyway would reach the server
-            // undecided, so it is refused rather than passed through.
-            "GET" | "DELETE" if !end_of_stream => {
-                return self.protocol_error(
-                    host,
-                    400,
-                    reply::INVALID_REQUEST,
-                    "GET and DELETE requests to an MCP endpoint carry no body",
-                )
-            }
+            // GET opens the server's SSE stream, DELETE ends a session: no body to decide.
             "GET" | "DELETE" => {
                 let caller = self.caller.clone().unwrap_or_else(anonymous);
                 let refusal = crate::decide::kill_switch(&self.policy, &caller)
@@ -280,6 +273,14 @@ impl RequestFilter {
                     }
                     let body = reply::decision_error(None, &d);
                     return self.reply(host, LocalReply::json(403, &body, Some(&d.rule)));
+                }
+                if !end_of_stream {
+                    // Neither has a body, and one that came anyway would reach
+                    // the server undecided. Headers that do not end the stream
+                    // (an HTTP/2 client may send the end in an empty DATA
+                    // frame) are held until it ends.
+                    self.phase = Phase::AwaitingNoBody;
+                    return Flow::Pause;
                 }
                 self.phase = Phase::Passthrough;
                 return Flow::Continue;
@@ -356,7 +357,19 @@ impl RequestFilter {
     ) -> Flow {
         match self.phase {
             Phase::Body => {}
-            Phase::Replied => return Flow::Pause,
+            Phase::AwaitingNoBody if body_size > 0 => {
+                return self.protocol_error(
+                    host,
+                    400,
+                    reply::INVALID_REQUEST,
+                    "GET and DELETE requests to an MCP endpoint carry no body",
+                )
+            }
+            Phase::AwaitingNoBody if end_of_stream => {
+                self.phase = Phase::Passthrough;
+                return Flow::Continue;
+            }
+            Phase::AwaitingNoBody | Phase::Replied => return Flow::Pause,
             _ => return Flow::Continue,
         }
         if body_size > self.policy.limits.max_request_bytes {
@@ -376,7 +389,7 @@ impl RequestFilter {
     /// not an option, so a request that is still being read is refused.
     pub fn on_request_trailers(&mut self, host: &mut dyn Host) -> Flow {
         match self.phase {
-            Phase::Body => self.protocol_error(
+            Phase::Body | Phase::AwaitingNoBody => self.protocol_error(
                 host,
                 400,
                 reply::INVALID_REQUEST,

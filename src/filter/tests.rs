@@ -1094,19 +1094,46 @@ fn dry_run_forwards_an_uninspectable_response_unchanged_and_counts_it() {
 }
 
 #[test]
-fn get_or_delete_with_a_body_is_refused() {
+fn get_or_delete_whose_stream_goes_on_passes_only_without_body_bytes() {
+    // (case, body bytes in the one body callback, trailers after it) -> refused?
+    let cases: &[(&str, &[u8], bool, bool)] = &[
+        ("empty_end_of_stream_frame_passes", b"", false, false),
+        (
+            "body_bytes_are_refused",
+            br#"{"jsonrpc":"2.0"}"#,
+            false,
+            true,
+        ),
+        ("trailers_are_refused", b"", true, true),
+    ];
     for method in ["GET", "DELETE"] {
-        let mut host = post("reader-key").header(":method", method);
-        let mut f = RequestFilter::new(policy(json!({})));
-        assert_eq!(
-            f.on_request_headers(&mut host, false),
-            Flow::Pause,
-            "{method}"
-        );
-        assert_eq!(
-            host.replies.first().map(reply_summary).map(|s| (s.0, s.1)),
-            Some((400, Some(-32600))),
-            "{method}"
-        );
+        for (name, body, trailers, refused) in cases {
+            let mut host = post("reader-key").header(":method", method);
+            let mut f = RequestFilter::new(policy(json!({})));
+            assert_eq!(
+                f.on_request_headers(&mut host, false),
+                Flow::Pause,
+                "{method} {name}"
+            );
+            assert!(
+                host.replies.is_empty(),
+                "{method} {name}: decided too early"
+            );
+            host.headers_readable = false;
+            host.request_body.extend_from_slice(body);
+            let mut flow = f.on_request_body(&mut host, body.len(), !trailers);
+            if *trailers {
+                assert_eq!(flow, Flow::Pause, "{method} {name}");
+                flow = f.on_request_trailers(&mut host);
+            }
+            let got = host.replies.first().map(reply_summary).map(|s| (s.0, s.1));
+            if *refused {
+                assert_eq!(got, Some((400, Some(-32600))), "{method} {name}");
+                assert_eq!(flow, Flow::Pause, "{method} {name}");
+            } else {
+                assert_eq!(got, None, "{method} {name}");
+                assert_eq!(flow, Flow::Continue, "{method} {name}");
+            }
+        }
     }
 }
