@@ -115,13 +115,7 @@ EOF
   PIDS+=("$pid")
   "$PY" tests/e2e/harness.py wait-ready --admin "$admin"
 
-  local answer
-  answer=$(curl -s -X POST "http://127.0.0.1:$listen/mcp" -H 'Content-Type: application/json' \
-    -H 'Accept: application/json, text/event-stream' -H 'Authorization: Bearer demo-reader-key' -d "$BODY")
-  if [[ "$answer" != *'Echo: hello bench'* ]]; then
-    echo "[bench-audit] $name: the benchmark request is not answered by the upstream: $answer" >&2
-    exit 1
-  fi
+  require_answered bench-audit "$name" "$listen" "$BODY"
 
   wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$WORK/post.lua" "http://127.0.0.1:$listen/mcp" >/dev/null
   local envoy_cpu0 col_cpu0
@@ -131,11 +125,7 @@ EOF
   local envoy_cpu col_cpu requests
   envoy_cpu=$(( $(cpu_ms "$pid") - envoy_cpu0 )); col_cpu=$(( $(cpu_ms "$COL_PID") - col_cpu0 ))
   requests=$(awk '/requests in/ {print $1}' "$WORK/$name-$round.wrk")
-  if grep -q "Non-2xx" "$WORK/$name-$round.wrk"; then
-    echo "[bench-audit] $name: non-2xx answers under load:" >&2
-    cat "$WORK/$name-$round.wrk" >&2
-    exit 1
-  fi
+  require_all_2xx bench-audit "$name" "$WORK/$name-$round.wrk"
   local rps p50 p99
   rps=$(awk '/^Requests\/sec/ {print $2}' "$WORK/$name-$round.wrk")
   p50=$(awk '$1=="50%" {print $2}' "$WORK/$name-$round.wrk")

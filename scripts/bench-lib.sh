@@ -21,3 +21,24 @@ ensure_wrk() {
     apt-get update -qq && apt-get install -y -qq wrk >/dev/null
   fi
 }
+
+# require_answered TAG NAME PORT BODY: the figure only means something if the
+# benchmark call is allowed and answered by the upstream (demo reader's key).
+require_answered() {
+  local answer
+  answer=$(curl -s -X POST "http://127.0.0.1:$3/mcp" -H 'Content-Type: application/json' \
+    -H 'Accept: application/json, text/event-stream' -H 'Authorization: Bearer demo-reader-key' -d "$4")
+  if [[ "$answer" != *'Echo: hello bench'* ]]; then
+    echo "[$1] $2: the benchmark request is not answered by the upstream: $answer" >&2
+    exit 1
+  fi
+}
+
+# require_all_2xx TAG NAME WRK_OUTPUT: every answer under load was a 2xx.
+require_all_2xx() {
+  if grep -q "Non-2xx" "$3"; then
+    echo "[$1] $2: non-2xx answers under load:" >&2
+    cat "$3" >&2
+    exit 1
+  fi
+}

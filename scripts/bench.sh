@@ -78,23 +78,12 @@ run_side() { # name [render args...]
   PIDS+=("$pid")
   "$PY" tests/e2e/harness.py wait-ready --admin "$admin"
 
-  # The figure only means something if the call is allowed and answered by the upstream.
-  local answer
-  answer=$(curl -s -X POST "http://127.0.0.1:$listen/mcp" -H 'Content-Type: application/json' \
-    -H 'Accept: application/json, text/event-stream' -H 'Authorization: Bearer demo-reader-key' -d "$BODY")
-  if [[ "$answer" != *'Echo: hello bench'* ]]; then
-    echo "[bench] $name: the benchmark request is not answered by the upstream: $answer" >&2
-    exit 1
-  fi
+  require_answered bench "$name" "$listen" "$BODY"
 
   wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$WORK/post.lua" "http://127.0.0.1:$listen/mcp" >/dev/null
   wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$listen/mcp" \
     >"$WORK/$name.wrk"
-  if grep -q "Non-2xx" "$WORK/$name.wrk"; then
-    echo "[bench] $name: non-2xx answers under load:" >&2
-    cat "$WORK/$name.wrk" >&2
-    exit 1
-  fi
+  require_all_2xx bench "$name" "$WORK/$name.wrk"
   RPS[$name]=$(awk '/^Requests\/sec/ {print $2}' "$WORK/$name.wrk")
   TOTAL[$name]=$("$PY" -c "print(${TOTAL[$name]} + ${RPS[$name]})")
   local p50 p99

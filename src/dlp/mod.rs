@@ -223,6 +223,19 @@ struct Candidate {
     priority: u8,
 }
 
+impl Candidate {
+    /// A built-in secret rule's match, ranked by that rule's priority.
+    fn secret(f: rules::Found, rule: &CompiledRule) -> Candidate {
+        Candidate {
+            start: f.start,
+            end: f.end,
+            kind: KindRef::Builtin(f.kind),
+            label: Label::Secret,
+            priority: rule.spec.priority,
+        }
+    }
+}
+
 impl Scanner {
     /// The built-in detectors. Fails only if a built-in pattern does not compile
     /// (a bug caught by the unit tests), never on input.
@@ -379,13 +392,7 @@ impl Scanner {
                     // Code matchers judge each trigger where it stands.
                     (Matcher::Native(native), _) => {
                         if let Some(f) = native_at(*native, text, i) {
-                            out.push(Candidate {
-                                start: f.start,
-                                end: f.end,
-                                kind: KindRef::Builtin(f.kind),
-                                label: Label::Secret,
-                                priority: rule.spec.priority,
-                            });
+                            out.push(Candidate::secret(f, rule));
                         }
                     }
                     (Matcher::Regex(_), Some(re)) => {
@@ -634,13 +641,7 @@ fn push_accepted(
     out: &mut Vec<Candidate>,
 ) {
     if let Some(f) = rules::accept(rule.spec, text, caps, offset) {
-        out.push(Candidate {
-            start: f.start,
-            end: f.end,
-            kind: KindRef::Builtin(f.kind),
-            label: Label::Secret,
-            priority: rule.spec.priority,
-        });
+        out.push(Candidate::secret(f, rule));
     }
 }
 

@@ -407,6 +407,35 @@ fn header_map(map: MapType) -> Option<Vec<(String, String)>> {
     )
 }
 
+/// One header: from the map fetched for this callback, else by a hostcall.
+/// Envoy hands header names over lower-cased; callers ask in lower case.
+fn header(cached: Option<&[(String, String)]>, map: MapType, name: &str) -> Option<String> {
+    match cached {
+        Some(all) => all.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+        // Bytes, not `get_map_value`: see [`header_map`] on non-UTF-8 values.
+        None => hostcalls::get_map_value_bytes(map, name)
+            .ok()
+            .flatten()
+            .and_then(|v| String::from_utf8(v).ok()),
+    }
+}
+
+/// Set or remove a header in Envoy, keeping the fetched map (if any) in step.
+fn set_header(
+    cached: &mut Option<Vec<(String, String)>>,
+    map: MapType,
+    name: &str,
+    value: Option<&str>,
+) {
+    if let Some(all) = cached.as_mut() {
+        all.retain(|(k, _)| k != name);
+        if let Some(v) = value {
+            all.push((name.to_owned(), v.to_owned()));
+        }
+    }
+    let _ = hostcalls::set_map_value(map, name, value);
+}
+
 fn log(level: LogLevel, msg: &str) {
     let level = match level {
         LogLevel::Debug => WasmLogLevel::Debug,
@@ -507,27 +536,22 @@ impl Host for WasmHost {
         }
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        if let Some(all) = self.request_headers.as_mut() {
-            all.retain(|(k, _)| k != name);
-            if let Some(v) = value {
-                all.push((name.to_owned(), v.to_owned()));
-            }
-        }
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+        set_header(
+            &mut self.request_headers,
+            MapType::HttpRequestHeaders,
+            name,
+            value,
+        );
     }
     fn set_request_body(&mut self, size: usize, body: &[u8]) {
         let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, body);
     }
     fn request_header(&self, name: &str) -> Option<String> {
-        match &self.request_headers {
-            // Envoy hands header names over lower-cased; callers ask in lower case.
-            Some(all) => all.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
-            // Bytes, not `get_map_value`: see [`header_map`] on non-UTF-8 values.
-            None => hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
-                .ok()
-                .flatten()
-                .and_then(|v| String::from_utf8(v).ok()),
-        }
+        header(
+            self.request_headers.as_deref(),
+            MapType::HttpRequestHeaders,
+            name,
+        )
     }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         hostcalls::get_property(path.to_vec()).ok().flatten()
@@ -538,23 +562,19 @@ impl Host for WasmHost {
             .flatten()
     }
     fn response_header(&self, name: &str) -> Option<String> {
-        match &self.response_headers {
-            Some(all) => all.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
-            // Bytes, not `get_map_value`: see [`header_map`] on non-UTF-8 values.
-            None => hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
-                .ok()
-                .flatten()
-                .and_then(|v| String::from_utf8(v).ok()),
-        }
+        header(
+            self.response_headers.as_deref(),
+            MapType::HttpResponseHeaders,
+            name,
+        )
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
-        if let Some(all) = self.response_headers.as_mut() {
-            all.retain(|(k, _)| k != name);
-            if let Some(v) = value {
-                all.push((name.to_owned(), v.to_owned()));
-            }
-        }
-        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+        set_header(
+            &mut self.response_headers,
+            MapType::HttpResponseHeaders,
+            name,
+            value,
+        );
     }
     fn response_body(&self, size: usize) -> Option<Vec<u8>> {
         hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
