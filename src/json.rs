@@ -195,13 +195,18 @@ fn write_canonical(v: &Value, skip: Option<&str>, out: &mut Vec<u8>) {
 /// Lower-case hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(bytes);
-    let mut s = String::with_capacity(64);
-    for b in digest.iter() {
-        s.push(char::from(HEX[(b >> 4) as usize]));
-        s.push(char::from(HEX[(b & 0xf) as usize]));
+    lower_hex(&Sha256::digest(bytes))
+}
+
+/// Lower-case hex of `bytes` (a digest).
+pub fn lower_hex(bytes: &[u8]) -> String {
+    let mut hex = vec![0u8; bytes.len() * 2];
+    for (pair, b) in hex.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
-    s
+    // Only ASCII hex digits were written.
+    String::from_utf8(hex).unwrap_or_default()
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";

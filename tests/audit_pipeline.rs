@@ -6,8 +6,8 @@
 
 use mcp_firewall::audit::{
     append_prepared, chain_id, compile, event_line, hash_matches, prepare, ArgumentsMode,
-    AuditConfig, AuditDecision, AuditIdentity, Delivery, EventFacts, MemoryStore, Pushed,
-    SendOutcome, SeqRange, SharedStore, Verdict, Via, GENESIS_PREV,
+    AuditConfig, AuditDecision, AuditIdentity, Delivery, EventFacts, HeadHashCache, MemoryStore,
+    Pushed, SendOutcome, SeqRange, SharedStore, Verdict, Via, GENESIS_PREV,
 };
 use mcp_firewall::policy::reader::Errors;
 use serde_json::{json, Value};
@@ -42,6 +42,7 @@ struct Worker {
     chain: String,
     delivery: Delivery,
     first_event: bool,
+    head_cache: HeadHashCache,
 }
 
 impl Worker {
@@ -52,6 +53,7 @@ impl Worker {
             chain,
             delivery: Delivery::new(cfg),
             first_event: true,
+            head_cache: HeadHashCache::default(),
         }
     }
 
@@ -84,8 +86,8 @@ impl Worker {
             dropped,
         };
         // The filter's path: written once, sealed inside the CAS loop.
-        let sealed =
-            append_prepared(store, &self.chain, &prepare(facts, ArgumentsMode::Hash)).ok()?;
+        let prepared = prepare(facts, ArgumentsMode::Hash);
+        let sealed = append_prepared(store, &self.chain, &prepared, &mut self.head_cache).ok()?;
         Some(self.delivery.push(sealed.seq, sealed.line, now_ms))
     }
 }

@@ -12,7 +12,7 @@
 //! therefore never raced: only the VM that mints a boot id creates that chain's
 //! head, before it publishes the chain id (see [`chain_id`]).
 
-use super::event::{seal, PreparedEvent, SealedEvent, GENESIS_PREV};
+use super::event::{seal, HeadHashCache, PreparedEvent, SealedEvent, GENESIS_PREV};
 pub use crate::store::{MemoryStore, SharedStore, StoreError};
 use serde_json::Value;
 use std::fmt;
@@ -75,15 +75,24 @@ impl From<StoreError> for AuditError {
 }
 
 fn encode_head(seq: u64, hash: &str) -> Vec<u8> {
-    format!("{seq} {hash}").into_bytes()
+    let mut head = Vec::with_capacity(hash.len() + 21);
+    // Writing a number into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut head, &seq);
+    head.push(b' ');
+    head.extend_from_slice(hash.as_bytes());
+    head
 }
 
-fn decode_head(bytes: &[u8]) -> Option<(u64, String)> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let (seq, hash) = text.split_once(' ')?;
-    let seq = seq.parse::<u64>().ok()?;
-    let is_hex = hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    is_hex.then(|| (seq, hash.to_owned()))
+fn decode_head(bytes: &[u8]) -> Option<(u64, &str)> {
+    let space = bytes.iter().position(|b| *b == b' ')?;
+    let (seq, hash) = (bytes.get(..space)?, bytes.get(space + 1..)?);
+    let seq = std::str::from_utf8(seq).ok()?.parse::<u64>().ok()?;
+    let is_hex = hash.len() == 64 && hash.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    // Hex digits are ASCII, so this cannot fail once checked.
+    is_hex
+        .then(|| std::str::from_utf8(hash).ok())
+        .flatten()
+        .map(|h| (seq, h))
 }
 
 /// Seal `unsealed` as the next event of `chain` and advance the shared head.
@@ -92,7 +101,7 @@ fn decode_head(bytes: &[u8]) -> Option<(u64, String)> {
 /// nothing was written: no seq was consumed, so the chain has no gap.
 pub fn append(store: &dyn SharedStore, chain: &str, unsealed: Value) -> Result<Value, AuditError> {
     let prepared = PreparedEvent::from_value(&unsealed).ok_or(AuditError::NotAnObject)?;
-    let sealed = append_prepared(store, chain, &prepared)?;
+    let sealed = append_prepared(store, chain, &prepared, &mut HeadHashCache::default())?;
     // The head has moved: build the returned value from the same facts rather
     // than parse the line back (a parse could fail, e.g. past serde_json's
     // nesting limit, after the seq was already taken).
@@ -100,13 +109,17 @@ pub fn append(store: &dyn SharedStore, chain: &str, unsealed: Value) -> Result<V
 }
 
 /// [`append`] for an event already written by [`super::prepare`]: the filter's
-/// path, where only the hash is computed inside the compare-and-swap loop.
+/// path. Only the part of the event from `prev` on is hashed inside the
+/// compare-and-swap loop; the part before it is hashed once, from where
+/// `cache` (the previous event's head) says it differs.
 pub fn append_prepared(
     store: &dyn SharedStore,
     chain: &str,
     prepared: &PreparedEvent,
+    cache: &mut HeadHashCache,
 ) -> Result<SealedEvent, AuditError> {
     let key = head_key(chain);
+    let sealer = prepared.sealer(chain, cache);
     for _ in 0..MAX_APPEND_ATTEMPTS {
         let (bytes, cas) = store.get(&key)?;
         let Some(bytes) = bytes else {
@@ -120,7 +133,7 @@ pub fn append_prepared(
         let (last_seq, last_hash) =
             decode_head(&bytes).ok_or_else(|| AuditError::CorruptHead(chain.to_owned()))?;
         let seq = last_seq.checked_add(1).ok_or(AuditError::SeqExhausted)?;
-        let sealed = prepared.seal(chain, seq, &last_hash);
+        let sealed = sealer.seal(seq, last_hash);
         match store.set(&key, &encode_head(seq, &sealed.hash), Some(cas)) {
             Ok(()) => return Ok(sealed),
             Err(StoreError::CasMismatch) => continue,

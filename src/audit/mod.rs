@@ -22,8 +22,9 @@ pub use chain::{
 pub use config::{compile, ArgumentsMode, AuditConfig, OnFailure};
 pub use delivery::{Batch, Delivery, DeliveryCounters, DropReport, Pushed, SendOutcome};
 pub use event::{
-    event_hash, event_line, hash_matches, prepare, seal, unsealed_event, AuditDecision, AuditEvent,
-    AuditFinding, AuditIdentity, AuditRequest, AuditResponse, CanonicalValue, EventFacts,
-    PreparedEvent, SealedEvent, Segment, SegmentReason, SeqRange, Verdict, Via, GENESIS_PREV,
+    event_hash, event_line, hash_matches, prepare, prepare_with, seal, unsealed_event,
+    AuditDecision, AuditEvent, AuditFinding, AuditIdentity, AuditRequest, AuditResponse,
+    CanonicalValue, EventFacts, EventMemo, HeadHashCache, PreparedEvent, SealedEvent, Sealer,
+    Segment, SegmentReason, SeqRange, Verdict, Via, GENESIS_PREV,
 };
 pub use sink::{AuditSink, Recorded};

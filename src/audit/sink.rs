@@ -4,8 +4,8 @@
 //! needed between them; the chain itself is shared through CAS).
 
 use super::{
-    append_prepared, chain_id, prepare, AuditConfig, AuditError, Batch, Delivery, EventFacts,
-    OnFailure, Pushed, SendOutcome, SharedStore,
+    append_prepared, chain_id, prepare_with, AuditConfig, AuditError, Batch, Delivery, EventFacts,
+    EventMemo, OnFailure, Pushed, SendOutcome, SharedStore,
 };
 
 #[derive(Debug)]
@@ -20,6 +20,8 @@ pub struct AuditSink {
     pub append_failures: u64,
     /// The batch on the wire: (callout id, batch token).
     in_flight: Option<(u32, u64)>,
+    /// What of the last event is reused for the next one.
+    memo: EventMemo,
 }
 
 /// What happened to one recorded event.
@@ -43,6 +45,7 @@ impl AuditSink {
             first_event: true,
             append_failures: 0,
             in_flight: None,
+            memo: EventMemo::default(),
         }
     }
 
@@ -81,8 +84,8 @@ impl AuditSink {
         };
         facts.vm_start = self.first_event;
         facts.dropped = self.delivery.drops_to_announce();
-        let prepared = prepare(facts, self.cfg.arguments);
-        match append_prepared(store, &chain, &prepared) {
+        let prepared = prepare_with(facts, self.cfg.arguments, &mut self.memo);
+        match append_prepared(store, &chain, &prepared, &mut self.memo.head_hashes) {
             Ok(sealed) => {
                 self.first_event = false;
                 match self.delivery.push(sealed.seq, sealed.line, now_ms) {
