@@ -211,6 +211,11 @@ pub fn lower_hex(bytes: &[u8]) -> String {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Whether `bytes` is all lower-case hex digits.
+pub fn is_lower_hex(bytes: &[u8]) -> bool {
+    bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +286,21 @@ mod tests {
             assert_eq!(v, again, "{text}");
             assert_eq!(canonical(&v), canonical(&again), "{text}");
         }
+    }
+
+    #[test]
+    fn lower_hex_digits_are_recognised_and_nothing_else() {
+        let table: [(&str, &[u8], bool); 5] = [
+            ("all_digits", b"0123456789abcdef", true),
+            ("empty", b"", true),
+            ("upper_case", b"ABCDEF", false),
+            ("next_letter", b"g", false),
+            ("non_ascii", "\u{e9}".as_bytes(), false),
+        ];
+        for (name, bytes, want) in table {
+            assert_eq!(is_lower_hex(bytes), want, "{name}");
+        }
+        assert_eq!(lower_hex(&[0x00, 0x7f, 0xa5, 0xff]), "007fa5ff");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! head, before it publishes the chain id (see [`chain_id`]).
 
 use super::event::{seal, HeadHashCache, PreparedEvent, SealedEvent, GENESIS_PREV};
+use crate::json::is_lower_hex;
 pub use crate::store::{MemoryStore, SharedStore, StoreError};
 use serde_json::Value;
 use std::fmt;
@@ -87,7 +88,7 @@ fn decode_head(bytes: &[u8]) -> Option<(u64, &str)> {
     let space = bytes.iter().position(|b| *b == b' ')?;
     let (seq, hash) = (bytes.get(..space)?, bytes.get(space + 1..)?);
     let seq = std::str::from_utf8(seq).ok()?.parse::<u64>().ok()?;
-    let is_hex = hash.len() == 64 && hash.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let is_hex = hash.len() == 64 && is_lower_hex(hash);
     // Hex digits are ASCII, so this cannot fail once checked.
     is_hex
         .then(|| std::str::from_utf8(hash).ok())

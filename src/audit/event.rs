@@ -399,7 +399,10 @@ pub fn prepare_with(
 
 /// Append `"key":value` to an object that `out` opened, after a comma unless
 /// it is the first member.
-fn write_member(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+// The key is taken as a `Cow` on purpose: whether it is borrowed decides
+// whether it needs escaping (see `write_key`).
+#[allow(clippy::ptr_arg)]
+fn write_member(out: &mut Vec<u8>, key: &Cow<'static, str>, value: &[u8]) {
     if out.len() > 1 {
         out.push(b',');
     }
@@ -407,19 +410,29 @@ fn write_member(out: &mut Vec<u8>, key: &str, value: &[u8]) {
     out.extend_from_slice(value);
 }
 
-/// Append `"key":`. The event's own keys need no escaping; any other key
-/// (from [`PreparedEvent::from_value`]) is escaped as serde_json does.
-fn write_key(out: &mut Vec<u8>, key: &str) {
-    if key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-        out.push(b'"');
-        out.extend_from_slice(key.as_bytes());
-        out.push(b'"');
-    } else {
-        // Writing a str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, key);
+/// Append `"key":`. Borrowed keys are this module's literal member names
+/// (lower-case ASCII and `_`: nothing to escape); owned ones come from a
+/// JSON object ([`PreparedEvent::from_value`]) and are escaped as serde_json does.
+#[allow(clippy::ptr_arg)]
+fn write_key(out: &mut Vec<u8>, key: &Cow<'static, str>) {
+    match key {
+        Cow::Borrowed(name) => {
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'"');
+        }
+        Cow::Owned(name) => {
+            // Writing a str into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, name);
+        }
     }
     out.push(b':');
 }
+
+const CHAIN_KEY: Cow<'static, str> = Cow::Borrowed("chain");
+const PREV_KEY: Cow<'static, str> = Cow::Borrowed(FIRST_HEAD_DEPENDENT);
+const SEQ_KEY: Cow<'static, str> = Cow::Borrowed("seq");
+const SEGMENT_KEY: Cow<'static, str> = Cow::Borrowed("segment");
 
 impl PreparedEvent {
     /// Any JSON object as an unsealed event (its chain members are ignored);
@@ -469,7 +482,7 @@ impl PreparedEvent {
         let mut hash_at = None;
         for (k, v) in before {
             if !chain_written && k.as_ref() > "chain" {
-                write_member(&mut head, "chain", &chain_json);
+                write_member(&mut head, &CHAIN_KEY, &chain_json);
                 chain_written = true;
             }
             if hash_at.is_none() && k.as_ref() > "hash" {
@@ -478,7 +491,7 @@ impl PreparedEvent {
             write_member(&mut head, k, v.bytes());
         }
         if !chain_written {
-            write_member(&mut head, "chain", &chain_json);
+            write_member(&mut head, &CHAIN_KEY, &chain_json);
         }
         let hash_at = hash_at.unwrap_or(head.len());
         let state = cache.absorb(&head);
@@ -513,20 +526,21 @@ enum TailValue<'a> {
 
 impl Sealer<'_> {
     pub fn seal(&self, seq: u64, prev: &str) -> SealedEvent {
-        let mut rest: Vec<(&str, TailValue)> = Vec::with_capacity(self.after.len() + 3);
-        rest.push((FIRST_HEAD_DEPENDENT, TailValue::Prev));
+        let mut rest: Vec<(&Cow<'static, str>, TailValue)> =
+            Vec::with_capacity(self.after.len() + 3);
+        rest.push((&PREV_KEY, TailValue::Prev));
         rest.extend(
             self.after
                 .iter()
                 // The first event of a chain marks the process start, whatever the caller said.
                 .filter(|(k, _)| !(seq == 1 && k == "segment"))
-                .map(|(k, v)| (k.as_ref(), TailValue::Written(v.bytes()))),
+                .map(|(k, v)| (k, TailValue::Written(v.bytes()))),
         );
-        rest.push(("seq", TailValue::Seq));
+        rest.push((&SEQ_KEY, TailValue::Seq));
         if seq == 1 {
-            rest.push(("segment", TailValue::Written(PROCESS_START_SEGMENT)));
+            rest.push((&SEGMENT_KEY, TailValue::Written(PROCESS_START_SEGMENT)));
         }
-        rest.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        rest.sort_unstable_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
         let size: usize = rest
             .iter()
             .map(|(k, v)| match v {
