@@ -89,8 +89,8 @@ stat_of() { # admin-port stat-name
   curl -s "http://127.0.0.1:$1/stats?filter=^$(sed 's/\./\\./g' <<<"$2")\$" | awk '{print $2+0}'
 }
 
-declare -A SUM ENVOY_CPU COL_CPU REQS
-for side in audit-off audit-on; do SUM[$side]=0; ENVOY_CPU[$side]=0; COL_CPU[$side]=0; REQS[$side]=0; done
+declare -A SUM ENVOY_CPU COL_CPU REQS RPS
+for side in audit-off audit-on; do SUM[$side]=0; ENVOY_CPU[$side]=0; COL_CPU[$side]=0; REQS[$side]=0; RPS[$side]=""; done
 run_side() { # name round
   local name=$1 round=$2
   local listen admin pid
@@ -131,6 +131,7 @@ EOF
   p50=$(awk '$1=="50%" {print $2}' "$WORK/$name-$round.wrk")
   p99=$(awk '$1=="99%" {print $2}' "$WORK/$name-$round.wrk")
   SUM[$name]=$("$PY" -c "print(${SUM[$name]} + $rps)")
+  RPS[$name]="${RPS[$name]} $rps"
   ENVOY_CPU[$name]=$(( ${ENVOY_CPU[$name]} + envoy_cpu )); COL_CPU[$name]=$(( ${COL_CPU[$name]} + col_cpu ))
   REQS[$name]=$(( ${REQS[$name]} + requests ))
   printf '[bench-audit] round %s %-9s %10s req/s   p50 %8s   p99 %8s   Envoy CPU %5.0f us/req   collector CPU %4.0f us/req\n' \
@@ -175,14 +176,20 @@ fi
 head -1 "$WORK/verify.txt" | sed 's/^/[bench-audit] audit verify: /'
 
 "$PY" - "${SUM[audit-off]}" "${SUM[audit-on]}" "$ROUNDS" \
-  "${ENVOY_CPU[audit-off]}" "${REQS[audit-off]}" "${ENVOY_CPU[audit-on]}" "${COL_CPU[audit-on]}" "${REQS[audit-on]}" <<'EOF'
-import sys
+  "${ENVOY_CPU[audit-off]}" "${REQS[audit-off]}" "${ENVOY_CPU[audit-on]}" "${COL_CPU[audit-on]}" "${REQS[audit-on]}" \
+  "${RPS[audit-off]}" "${RPS[audit-on]}" <<'EOF'
+import statistics, sys
 off, on, rounds = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 cpu_off, req_off, cpu_on, col_on, req_on = map(int, sys.argv[4:9])
+pairs = [b / a for a, b in zip(map(float, sys.argv[9].split()), map(float, sys.argv[10].split()))]
 print(f"[bench-audit] audit off: {off / rounds:,.0f} req/s (mean of {rounds}), "
       f"Envoy CPU {cpu_off * 1000 / req_off:.0f} us/req")
 print(f"[bench-audit] audit on:  {on / rounds:,.0f} req/s (mean of {rounds}), "
       f"Envoy CPU {cpu_on * 1000 / req_on:.0f} us/req + collector {col_on * 1000 / req_on:.0f} us/req")
 print(f"[bench-audit] ratio on/off: {on / off:.2f}x (target >= 0.95x)")
+# Each on round runs right after its off round, so a pair shares the machine's
+# speed of the moment; the median pair is robust to a round that hit a slow spell.
+print(f"[bench-audit] ratio per round: {' '.join(f'{r:.2f}' for r in pairs)}; "
+      f"median {statistics.median(pairs):.2f}x")
 print(f"[bench-audit] Envoy CPU per request on/off: {cpu_on * req_off / (cpu_off * req_on):.2f}x")
 EOF
