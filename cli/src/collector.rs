@@ -394,6 +394,9 @@ fn nesting_depth(raw: &[u8]) -> usize {
 }
 
 #[cfg(test)]
+mod bench;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::audit_cmd::fixtures::chain_lines;
