@@ -209,6 +209,46 @@ pub fn lower_hex(bytes: &[u8]) -> String {
     String::from_utf8(hex).unwrap_or_default()
 }
 
+/// SHA-256 of the concatenation of `parts`, without concatenating them.
+pub fn sha256_of(parts: &[&[u8]]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.finalize().into()
+}
+
+/// The 32 bytes written as 64 lower-case hex digits in `hex` (as
+/// [`sha256_hex`] writes them); `None` for anything else.
+pub fn digest_from_hex(hex: &[u8]) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    // A table, not a `match`: digits and letters come at random in a hash,
+    // and a branch per digit is mispredicted often enough to cost more than
+    // the rest of the decoding.
+    let mut bad = 0u8;
+    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        let (hi, lo) = (NIBBLE[usize::from(pair[0])], NIBBLE[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *byte = hi << 4 | (lo & 0x0f);
+    }
+    (bad & 0xf0 == 0).then_some(out)
+}
+
+/// Value of each lower-case hex digit; 0xff for every other byte.
+const NIBBLE: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 16 {
+        t[HEX[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Whether `bytes` is all lower-case hex digits.
@@ -309,5 +349,34 @@ mod tests {
             sha256_hex(b"test"),
             "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
         );
+    }
+
+    #[test]
+    fn sha256_of_parts_is_the_hash_of_their_concatenation() {
+        let whole = sha256_of(&[b"test"]);
+        for parts in [
+            &[&b"te"[..], b"st"][..],
+            &[b"", b"test", b""],
+            &[b"t", b"e", b"s", b"t"],
+        ] {
+            assert_eq!(sha256_of(parts), whole, "{parts:?}");
+        }
+        assert_eq!(digest_from_hex(sha256_hex(b"test").as_bytes()), Some(whole));
+    }
+
+    #[test]
+    fn digest_from_hex_takes_only_64_lower_case_hex_digits() {
+        let good = sha256_hex(b"test");
+        let cases: &[(&str, String, bool)] = &[
+            ("as_sha256_hex_writes_it", good.clone(), true),
+            ("upper_case", good.to_ascii_uppercase(), false),
+            ("one_digit_short", good[1..].to_owned(), false),
+            ("one_digit_long", format!("{good}0"), false),
+            ("not_hex", good.replacen('9', "g", 1), false),
+            ("empty", String::new(), false),
+        ];
+        for (name, hex, ok) in cases {
+            assert_eq!(digest_from_hex(hex.as_bytes()).is_some(), *ok, "{name}");
+        }
     }
 }
