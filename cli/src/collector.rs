@@ -528,7 +528,7 @@ mod tests {
 
     /// Lower-case hex of a digest, as events carry it.
     fn hex(d: Digest) -> String {
-        d.iter().map(|b| format!("{b:02x}")).collect()
+        mcp_firewall::json::lower_hex(&d)
     }
 
     /// `v` sealed again: its hash recomputed, written canonically.
