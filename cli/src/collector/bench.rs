@@ -7,7 +7,7 @@
 //! cargo test --release -p mcp-firewall-cli --bin mcp-firewall -- --ignored --exact \
 //!     collector::bench::cpu_per_event --nocapture
 //! BENCH_EVENTS=20000 BENCH_BATCH=100 BENCH_ROUNDS=5 BENCH_DISK_DIR=/var/tmp ...   # the knobs
-//! BENCH_PHASES=tmpfs,disk,http ...   # which measurements (default all)
+//! BENCH_PHASES=tmpfs,disk,http,http-disk ...   # which measurements (default all)
 //! BENCH_LINES=/dev/shm/bench-lines.ndjson ...   # seal the events once, reuse them
 //! ```
 //!
@@ -20,9 +20,9 @@
 //! - `Collector::open` of the file written (the index rebuilt at start);
 //! - `ingest` on a file of BENCH_DISK_DIR (default the temp dir), with a real
 //!   fsync per batch;
-//! - the whole HTTP path on tmpfs: a keep-alive client thread posts the
-//!   batches as Envoy does and the collector's CPU is the process's minus the
-//!   client thread's.
+//! - the whole HTTP path, on tmpfs and on the disk: a keep-alive client
+//!   thread posts the batches as Envoy does and the collector's CPU is the
+//!   process's minus the client thread's.
 //!
 //! CPU time is from getrusage, user and system apart, in µs per event; each
 //! is measured BENCH_ROUNDS times and the round of least CPU is shown (the
@@ -159,8 +159,8 @@ fn post_all(addr: std::net::SocketAddr, bodies: &[Vec<u8>]) -> usize {
 
 /// The collector's CPU for one round of the HTTP path: one keep-alive
 /// connection, one batch at a time, as Envoy's callouts come.
-fn http_round(tmpfs: &std::path::Path, bodies: &Arc<Vec<Vec<u8>>>) -> (Cpu, Duration) {
-    let path = fresh_file(tmpfs, "http");
+fn http_round(dir: &std::path::Path, bodies: &Arc<Vec<Vec<u8>>>) -> (Cpu, Duration) {
+    let path = fresh_file(dir, "http");
     let collector = Collector::open(&path).expect("open");
     let server = Arc::new(Server::http("127.0.0.1:0").expect("listen"));
     let addr = server.server_addr().to_ip().expect("ip address");
@@ -250,7 +250,7 @@ fn cpu_per_event() {
         bodies.len()
     );
 
-    let phases = std::env::var("BENCH_PHASES").unwrap_or("tmpfs,disk,http".into());
+    let phases = std::env::var("BENCH_PHASES").unwrap_or("tmpfs,disk,http,http-disk".into());
     let wanted = |phase: &str| phases.split(',').any(|p| p == phase);
     for (what, dir) in [("tmpfs", &tmpfs), ("disk", &disk)] {
         if !wanted(what) {
@@ -284,9 +284,11 @@ fn cpu_per_event() {
         }
     }
 
-    if wanted("http") {
-        let bodies = Arc::new(bodies);
-        let http = (0..rounds).map(|_| http_round(&tmpfs, &bodies)).collect();
-        report_rounds("HTTP path, tmpfs, collector", http, events);
+    let bodies = Arc::new(bodies);
+    for (phase, what, dir) in [("http", "tmpfs", &tmpfs), ("http-disk", "disk", &disk)] {
+        if wanted(phase) {
+            let http = (0..rounds).map(|_| http_round(dir, &bodies)).collect();
+            report_rounds(&format!("HTTP path, {what}, collector"), http, events);
+        }
     }
 }
