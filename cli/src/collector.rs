@@ -678,6 +678,94 @@ mod tests {
         }
     }
 
+    /// Lines as the filter seals them (`prepare` + `seal`, the path it runs),
+    /// over the shapes an event takes: every one must take the fast path, so
+    /// real traffic never falls back to the full check.
+    #[test]
+    fn events_sealed_by_the_filter_take_the_fast_path() {
+        use mcp_firewall::audit::{
+            prepare, ArgumentsMode, AuditDecision, AuditFinding, AuditIdentity, AuditResponse,
+            EventFacts, SeqRange, Verdict, Via, GENESIS_PREV,
+        };
+        let facts = |subject: &str, arguments: Value, vm_start: bool| EventFacts {
+            ts_ms: 1_718_000_000_123,
+            identity: AuditIdentity {
+                roles: vec!["reader".into(), "ops \"x\"".into()],
+                subject: Some(subject.into()),
+                tenant: None,
+                via: Via::Jwt,
+            },
+            method: "tools/call".into(),
+            target: Some("get_issue".into()),
+            id: Some(json!("req-\u{e9}")),
+            arguments: Some(arguments.clone()),
+            redacted_arguments: Some(arguments),
+            decision: AuditDecision {
+                dry_run: false,
+                reason: "rule \"read\" matched\n".into(),
+                rule: "read".into(),
+                verdict: Verdict::Redacted,
+            },
+            findings: vec![AuditFinding {
+                action: "redact".into(),
+                kind: "aws_access_key".into(),
+                path: "$.params.arguments[\"k\\\\y\"]".into(),
+            }],
+            response: Some(AuditResponse {
+                bytes: 1234,
+                is_error: false,
+                redactions: 1,
+                status: 200,
+            }),
+            policy_sha256: "ab".repeat(32),
+            vm_start,
+            dropped: vec![SeqRange { first: 3, last: 9 }],
+        };
+        let odd_args = json!({
+            "q": "quote \" backslash \\ control \u{1} tab \t é 😀 \u{2028}",
+            "n": [-3, 0, 1.5e-7, 12345678901234567890u64, null, true, false],
+            "deep": [[[{"a": {}}], []]],
+        });
+        let table = [
+            (
+                "plain",
+                facts("alice", json!({"n": 1}), false),
+                ArgumentsMode::Hash,
+                7,
+            ),
+            (
+                "first_of_a_chain",
+                facts("bob", json!({}), true),
+                ArgumentsMode::Hash,
+                1,
+            ),
+            (
+                "vm_start",
+                facts("bob", json!({}), true),
+                ArgumentsMode::Omit,
+                42,
+            ),
+            (
+                "redacted_arguments_with_escapes",
+                facts("al\"i\\ce\u{7}", odd_args, false),
+                ArgumentsMode::Redacted,
+                2,
+            ),
+        ];
+        for (name, facts, mode, seq) in table {
+            let sealed = prepare(facts, mode).seal("node-a/1718000000000-2a", seq, GENESIS_PREV);
+            let want = digest_from_hex(sealed.hash.as_bytes());
+            assert!(want.is_some(), "{name}");
+            assert_eq!(
+                check_line_as_written(sealed.line.as_bytes()),
+                want,
+                "{name}: {}",
+                sealed.line
+            );
+            assert_eq!(check_event(sealed.line.as_bytes()).ok(), want, "{name}");
+        }
+    }
+
     #[test]
     fn bad_requests_are_refused_whole() {
         let path = temp_file("refusals");
