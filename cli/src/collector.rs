@@ -10,7 +10,9 @@
 //!
 //! Idempotency: the firewall re-sends a whole batch when an answer is lost.
 //! An event's hash covers its chain and seq, so the set of stored hashes
-//! (rebuilt from the file at start) recognises every re-delivery.
+//! (rebuilt from the file at start) recognises every re-delivery, and the
+//! same event twice within one batch. A batch that is refused or fails to
+//! write leaves the set as it was.
 
 use clap::Args;
 use mcp_firewall::audit::hash_matches;
