@@ -940,6 +940,9 @@ mod tests {
             // A new process indexes the same events from the file.
             let reopened = Collector::open(&path).map(|c| c.stored()).ok();
             assert_eq!(reopened, Some(stored.len()), "{name}: reopened");
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
     }
 
@@ -963,5 +966,8 @@ mod tests {
         }
         assert_eq!(outcome(c.ingest(body(&l).as_bytes())), Ok((2, 0)));
         assert_eq!(std::fs::read_to_string(&path).unwrap_or_default(), body(&l));
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
