@@ -204,11 +204,12 @@ fn write_canonical(v: &Value, skip: Option<&str>, out: &mut Vec<u8>) {
 /// serde_json); nothing after the object; objects and arrays nested at most
 /// `max_depth` deep, the object itself being 1 (as [`parse_strict`] counts,
 /// and capped at [`MAX_SUPPORTED_DEPTH`] like it). Refused although valid
-/// JSON, as a compact writer never produces them and a caller relies on the
-/// raw bytes: whitespace between tokens, a control byte anywhere (compact
-/// writers escape them inside strings), an escape in a top-level key.
-/// Duplicate keys are not looked for. `false` when any check fails or
-/// `member` returns `false`.
+/// JSON, as a canonical writer never produces them and a caller relies on
+/// the raw bytes: whitespace between tokens, a control byte anywhere (compact
+/// writers escape them inside strings), an escape in any key, and the keys
+/// of any object out of strictly increasing byte order (code-point order,
+/// which leaves no room for a duplicate key). `false` when any check fails
+/// or `member` returns `false`.
 pub fn compact_object_members<'a>(
     raw: &'a [u8],
     max_depth: usize,
@@ -238,14 +239,15 @@ fn compact_members<'a>(
     if raw.get(i) == Some(&b'}') {
         i += 1;
     } else {
+        let mut last_key: Option<&[u8]> = None;
         loop {
-            let (key_end, escaped) = string_end(raw, i)?;
-            if escaped || raw.get(key_end) != Some(&b':') {
+            let (value_start, key) = key_end(raw, i)?;
+            if last_key.is_some_and(|last| key <= last) {
                 return None;
             }
-            let key = raw.get(i + 1..key_end - 1)?;
-            let end = value_end(raw, key_end + 1, 1, max_depth)?;
-            if !member(key, raw.get(key_end + 1..end)?) {
+            last_key = Some(key);
+            let end = value_end(raw, value_start, 1, max_depth)?;
+            if !member(key, raw.get(value_start..end)?) {
                 return None;
             }
             i = end + 1;
@@ -265,6 +267,8 @@ fn value_end(raw: &[u8], mut i: usize, level: usize, max_depth: usize) -> Option
     // Containers open inside this value: bit k of `objects` says whether the
     // (k+1)th is an object (else an array). `max_depth` ≤ 120 < 128 bits.
     let (mut objects, mut open) = (0u128, 0usize);
+    // The last key of each object open inside this value, innermost last.
+    let mut last_keys: Vec<&[u8]> = Vec::new();
     loop {
         // A value starts at `i`.
         match *raw.get(i)? {
@@ -278,7 +282,13 @@ fn value_end(raw: &[u8], mut i: usize, level: usize, max_depth: usize) -> Option
                 } else {
                     objects = (objects & !(1 << open)) | (u128::from(object) << open);
                     open += 1;
-                    i = if object { key_end(raw, i + 1)? } else { i + 1 };
+                    i = if object {
+                        let (next, key) = key_end(raw, i + 1)?;
+                        last_keys.push(key);
+                        next
+                    } else {
+                        i + 1
+                    };
                     continue;
                 }
             }
@@ -297,9 +307,20 @@ fn value_end(raw: &[u8], mut i: usize, level: usize, max_depth: usize) -> Option
             };
             let in_object = (objects >> top) & 1 == 1;
             match (*raw.get(i)?, in_object) {
-                (b',', true) => i = key_end(raw, i + 1)?,
+                (b',', true) => {
+                    let (next, key) = key_end(raw, i + 1)?;
+                    let last = last_keys.last_mut()?;
+                    if key <= *last {
+                        return None;
+                    }
+                    *last = key;
+                    i = next;
+                }
                 (b',', false) => i += 1,
                 (b'}', true) | (b']', false) => {
+                    if in_object {
+                        last_keys.pop();
+                    }
                     i += 1;
                     open = top;
                     continue;
@@ -311,10 +332,15 @@ fn value_end(raw: &[u8], mut i: usize, level: usize, max_depth: usize) -> Option
     }
 }
 
-/// After an object key and its colon, starting at `raw[i]`.
-fn key_end(raw: &[u8], i: usize) -> Option<usize> {
-    let (end, _) = string_end(raw, i)?;
-    (raw.get(end) == Some(&b':')).then_some(end + 1)
+/// After an object key and its colon, starting at `raw[i]`, and the key's
+/// bytes between its quotes. A key with an escape is refused: its bytes
+/// would not be its text, so they could not be compared for order.
+fn key_end(raw: &[u8], i: usize) -> Option<(usize, &[u8])> {
+    let (end, escaped) = string_end(raw, i)?;
+    if escaped || raw.get(end) != Some(&b':') {
+        return None;
+    }
+    Some((end + 1, raw.get(i + 1..end - 1)?))
 }
 
 /// After the string starting at `raw[i]`, and whether it holds an escape.
@@ -614,7 +640,6 @@ mod tests {
                 "every_escape",
                 br#"{"a":"\"\\\/\b\f\n\r\t\u00e9\u001F\ud83d\ude00"}"#,
             ),
-            ("escaped_nested_key", br#"{"a":{"\u0062":1}}"#),
             (
                 "brackets_and_quotes_in_strings",
                 br#"{"a":"[{\"}]","b":"\\"}"#,
@@ -673,6 +698,15 @@ mod tests {
             ("leading_surrogate_then_letter", br#"{"a":"\ud800\u0041"}"#),
             ("lone_trailing_surrogate", br#"{"a":"\udc00"}"#),
             ("escaped_top_level_key", br#"{"\u0061":1}"#),
+            ("escaped_nested_key", br#"{"a":{"\u0062":1}}"#),
+            ("top_level_keys_out_of_order", br#"{"b":1,"a":2}"#),
+            ("duplicate_top_level_key", br#"{"a":1,"a":2}"#),
+            ("nested_keys_out_of_order", br#"{"a":{"c":1,"b":2}}"#),
+            ("duplicate_nested_key", br#"{"a":[{"r":1,"r":1}]}"#),
+            (
+                "keys_ordered_by_bytes_not_by_length",
+                br#"{"a":{"ab":1,"b":2,"aa":3}}"#,
+            ),
             ("leading_zero", br#"{"a":01}"#),
             ("plus_sign", br#"{"a":+1}"#),
             ("bare_minus", br#"{"a":-}"#),
@@ -711,6 +745,18 @@ mod tests {
         let far_too_deep = format!("{{\"a\":{}1{}}}", "[".repeat(5000), "]".repeat(5000));
         assert_eq!(members(far_too_deep.as_bytes(), usize::MAX), None);
         assert!(!compact_object_members(br#"{"a":1}"#, 8, |_, _| false));
+    }
+
+    /// Whether every key of every object in `v` is written without an escape.
+    fn keys_need_no_escape(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => m.iter().all(|(k, x)| {
+                serde_json::to_string(k).is_ok_and(|q| q.len() == k.len() + 2)
+                    && keys_need_no_escape(x)
+            }),
+            Value::Array(a) => a.iter().all(keys_need_no_escape),
+            _ => true,
+        }
     }
 
     /// Deepest nesting of objects and arrays in `v` (a scalar is 0).
@@ -781,11 +827,8 @@ mod tests {
                 refused += 1;
                 if let Ok(v) = &reference {
                     let compact = serde_json::to_vec(v).unwrap_or_default() == text;
-                    // Refused on purpose: a top-level key written with an escape.
-                    let plain_keys = v.as_object().is_some_and(|m| {
-                        m.keys()
-                            .all(|k| serde_json::to_string(k).is_ok_and(|q| q.len() == k.len() + 2))
-                    });
+                    // Refused on purpose: a key written with an escape.
+                    let plain_keys = v.is_object() && keys_need_no_escape(v);
                     assert!(
                         !(compact && plain_keys && depth_of(v) <= DEPTH),
                         "refused a compact object serde_json reads: {}",

@@ -5,15 +5,16 @@
 
 use clap::{Args, Subcommand};
 use mcp_firewall::audit::{event_hash, GENESIS_PREV};
-use mcp_firewall::json::parse_strict;
+use mcp_firewall::json::{parse_strict, MAX_SUPPORTED_DEPTH};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Nesting limit for stored events; ours nest 3 deep plus redacted arguments.
-const MAX_EVENT_DEPTH: usize = 64;
+/// Nesting limit for stored events: ours nest 3 deep plus redacted
+/// arguments, which can be as deep as a policy lets a request body be.
+const MAX_EVENT_DEPTH: usize = MAX_SUPPORTED_DEPTH;
 
 #[derive(Subcommand)]
 pub enum AuditCmd {

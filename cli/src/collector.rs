@@ -16,7 +16,9 @@
 
 use clap::Args;
 use mcp_firewall::audit::hash_matches;
-use mcp_firewall::json::{compact_object_members, digest_from_hex, parse_strict, sha256_of};
+use mcp_firewall::json::{
+    compact_object_members, digest_from_hex, parse_strict, sha256_of, MAX_SUPPORTED_DEPTH,
+};
 use memchr::memmem;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -27,8 +29,17 @@ use std::process::ExitCode;
 use std::sync::LazyLock;
 use tiny_http::{Header, Method, Request, Response, Server};
 
-/// Same nesting limit as `audit verify`, so nothing is stored that it cannot read.
-const MAX_EVENT_DEPTH: usize = 64;
+/// Same nesting limit as `audit verify`, so nothing is stored that it cannot
+/// read: the deepest a policy lets a request be (`limits.max_json_depth`), as
+/// an event with `arguments: redacted` nests its arguments as deep as the
+/// request body does.
+const MAX_EVENT_DEPTH: usize = MAX_SUPPORTED_DEPTH;
+
+/// Largest body buffer reserved on the strength of Content-Length alone.
+const MAX_BODY_PRESIZE: usize = 4 << 20;
+
+/// Largest batch buffer kept between batches.
+const MAX_KEPT_OUT: usize = 4 << 20;
 
 #[derive(Args)]
 pub struct CollectorArgs {
@@ -120,13 +131,17 @@ fn answer(collector: &mut Collector, request: &mut Request, max_body_bytes: usiz
             );
         }
     }
-    // Room for the announced body up front (never more than the limit
-    // allows): growing from empty reallocates and copies a batch ~8 times.
-    let expected = request
-        .body_length()
-        .unwrap_or(0)
-        .min(max_body_bytes.saturating_add(1));
-    let mut body = Vec::with_capacity(expected);
+    let announced = request.body_length().unwrap_or(0);
+    if announced > max_body_bytes {
+        return (
+            413,
+            json!({"error": format!("body larger than {max_body_bytes} bytes")}),
+        );
+    }
+    // Room for the announced body up front: growing from empty reallocates
+    // and copies a batch ~8 times. Capped, because the length is the
+    // client's word until the bytes arrive.
+    let mut body = Vec::with_capacity(announced.min(MAX_BODY_PRESIZE));
     let limit = u64::try_from(max_body_bytes)
         .unwrap_or(u64::MAX)
         .saturating_add(1);
@@ -183,6 +198,10 @@ pub struct Collector {
     hashes: HashSet<Digest>,
     /// The new lines of a batch, kept between batches so its capacity is reused.
     out: Vec<u8>,
+    /// A failed write could not be cut back: the file may end in part of a
+    /// line, which the next batch would glue onto. Every batch is then
+    /// refused (500, the sender keeps it) until a restart cuts the fragment.
+    unsound_tail: bool,
 }
 
 impl Collector {
@@ -237,6 +256,7 @@ impl Collector {
             len: complete as u64,
             hashes,
             out: Vec::new(),
+            unsound_tail: false,
         })
     }
 
@@ -296,6 +316,14 @@ impl Collector {
         if fresh.is_empty() {
             return Ok(());
         }
+        if self.unsound_tail {
+            return Err(IngestError::Io(io::Error::other(
+                "an earlier failed write could not be cut back; restart the collector to cut it",
+            )));
+        }
+        if self.out.capacity() > MAX_KEPT_OUT {
+            self.out = Vec::new();
+        }
         self.out.clear();
         for (line, _) in fresh {
             self.out.extend_from_slice(line);
@@ -307,8 +335,13 @@ impl Collector {
             .and_then(|()| self.file.sync_data())
         {
             // Leave only whole, acknowledged lines behind; if even that fails,
-            // the next start cuts the partial line.
-            let _ = self.file.set_len(self.len);
+            // refuse further batches: the next start cuts the partial line.
+            if let Err(cut) = self.file.set_len(self.len) {
+                eprintln!(
+                    "error: cannot cut a failed write back off the audit file ({cut}); refusing batches until restarted"
+                );
+                self.unsound_tail = true;
+            }
             return Err(IngestError::Io(e));
         }
         self.len += self.out.len() as u64;
@@ -466,14 +499,18 @@ mod tests {
 
         /// POST with a minimal HTTP/1.1 client; returns (status, body).
         fn post(&self, content_type: &str, body: &str) -> (u16, String) {
+            self.send(&format!(
+                "POST /v1/audit HTTP/1.1\r\nHost: audit\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ))
+        }
+
+        /// Send `request` as it is; returns (status, body).
+        fn send(&self, request: &str) -> (u16, String) {
             let attempt = || -> io::Result<String> {
                 let mut s = TcpStream::connect(self.addr)?;
                 s.set_read_timeout(Some(Duration::from_secs(10)))?;
-                write!(
-                    s,
-                    "POST /v1/audit HTTP/1.1\r\nHost: audit\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )?;
+                s.write_all(request.as_bytes())?;
                 let mut out = String::new();
                 s.read_to_string(&mut out)?;
                 Ok(out)
@@ -496,6 +533,29 @@ mod tests {
             if let Some(t) = self.thread.take() {
                 let _ = t.join();
             }
+        }
+    }
+
+    #[test]
+    fn body_over_the_limit_is_refused_and_nothing_of_it_stored() {
+        // The limit is 1 MiB here; the body is announced and sent whole.
+        let path = temp_file("too-large");
+        let Some(running) = Running::start(&path) else {
+            panic!("collector did not start");
+        };
+        let lines = chain_lines("node-a", 1);
+        let oversized = format!("{}{}", body(&lines), "\n".repeat(2 << 20));
+        let refused = running.post("application/x-ndjson", &oversized);
+        assert_eq!(refused.0, 413, "{refused:?}");
+        let after = running.post("application/x-ndjson", &body(&lines));
+        assert_eq!(after, (200, r#"{"accepted":1,"duplicates":0}"#.to_owned()));
+        running.stop();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap_or_default(),
+            body(&lines)
+        );
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 
@@ -600,11 +660,16 @@ mod tests {
             ("one_byte_changed", flipped.into_bytes(), None, Err(())),
             (
                 "exactly_as_deep_as_verify_reads",
-                nested_args(62),
-                Some(hash_of(&nested_args(62))),
-                Ok(hash_of(&nested_args(62))),
+                nested_args(MAX_EVENT_DEPTH - 2),
+                Some(hash_of(&nested_args(MAX_EVENT_DEPTH - 2))),
+                Ok(hash_of(&nested_args(MAX_EVENT_DEPTH - 2))),
             ),
-            ("one_level_deeper", nested_args(63), None, Err(())),
+            (
+                "one_level_deeper",
+                nested_args(MAX_EVENT_DEPTH - 1),
+                None,
+                Err(()),
+            ),
             ("far_too_deep", nested_args(200), None, Err(())),
             (
                 "brackets_inside_strings_do_not_nest",
@@ -624,7 +689,7 @@ mod tests {
             format!("{}{value}{}", &text[..from], &rest[len..]).into_bytes()
         };
         // Hashed right over their own bytes, but not what a producer may store.
-        let as_written: [(&'static str, Vec<u8>); 10] = [
+        let as_written: [(&'static str, Vec<u8>); 14] = [
             ("seq_zero", with_member("seq", "0")),
             ("seq_not_an_integer", with_member("seq", "2.0")),
             ("empty_chain", with_member("chain", "\"\"")),
@@ -651,6 +716,25 @@ mod tests {
                 text.replacen('{', "{\"seq\":7,", 1).into_bytes(),
             ),
             ("trailing_data", format!("{text} {{}}").into_bytes()),
+            // `audit verify` refuses these: keys out of order or repeated.
+            (
+                "duplicate_top_level_member",
+                text.replacen('{', "{\"decision\":1,", 1).into_bytes(),
+            ),
+            (
+                "duplicate_nested_member",
+                text.replacen("\"decision\":{", "\"decision\":{\"rule\":\"x\",", 1)
+                    .into_bytes(),
+            ),
+            (
+                "top_level_key_out_of_order",
+                text.replacen('{', "{\"zzz\":1,", 1).into_bytes(),
+            ),
+            (
+                "nested_key_out_of_order",
+                text.replacen("\"decision\":{", "\"decision\":{\"zzz\":1,", 1)
+                    .into_bytes(),
+            ),
             ("not_an_object_at_the_top", format!("[{text}]").into_bytes()),
         ];
         for (name, raw) in as_written {
@@ -947,23 +1031,30 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_that_fails_to_write_is_not_indexed() {
+    fn a_batch_that_fails_to_write_is_not_indexed_nor_appended_to() {
         let path = temp_file("write-fails");
         let l = chain_lines("node-a", 2);
         let Ok(mut c) = Collector::open(&path) else {
             panic!("open failed");
         };
-        // A descriptor open for reading only: the write fails (EBADF).
+        // A descriptor open for reading only: the write fails (EBADF), and so
+        // does cutting it back (EINVAL).
         match File::open(&path) {
             Ok(read_only) => c.file = read_only,
             Err(e) => panic!("{e}"),
         }
         assert_eq!(outcome(c.ingest(body(&l).as_bytes())), Err("io".into()));
         assert_eq!(c.stored(), 0);
+        // The file might end in part of a line now: nothing is appended to it,
+        // even once it is writable again, until a restart cuts the fragment.
         match OpenOptions::new().append(true).open(&path) {
             Ok(writable) => c.file = writable,
             Err(e) => panic!("{e}"),
         }
+        assert_eq!(outcome(c.ingest(body(&l).as_bytes())), Err("io".into()));
+        let Ok(mut c) = Collector::open(&path) else {
+            panic!("reopen failed");
+        };
         assert_eq!(outcome(c.ingest(body(&l).as_bytes())), Ok((2, 0)));
         assert_eq!(std::fs::read_to_string(&path).unwrap_or_default(), body(&l));
         if let Some(dir) = path.parent() {

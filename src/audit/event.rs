@@ -291,11 +291,20 @@ pub struct PreparedEvent {
 
 /// One member's canonical JSON: written for this event, or shared, when
 /// [`EventMemo`] hands the same bytes to consecutive events.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Member {
     Own(Vec<u8>),
     Shared(Rc<Vec<u8>>),
 }
+
+/// Equal bytes are the same member, written or shared.
+impl PartialEq for Member {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for Member {}
 
 impl Member {
     fn bytes(&self) -> &[u8] {
