@@ -119,10 +119,21 @@ pub fn append_prepared(
     prepared: &PreparedEvent,
     cache: &mut HeadHashCache,
 ) -> Result<SealedEvent, AuditError> {
-    let key = head_key(chain);
+    append_prepared_at(store, chain, &head_key(chain), prepared, cache)
+}
+
+/// [`append_prepared`] with the chain's [`head_key`] already built (a worker
+/// VM builds it once, not per event).
+pub fn append_prepared_at(
+    store: &dyn SharedStore,
+    chain: &str,
+    key: &str,
+    prepared: &PreparedEvent,
+    cache: &mut HeadHashCache,
+) -> Result<SealedEvent, AuditError> {
     let sealer = prepared.sealer(chain, cache);
     for _ in 0..MAX_APPEND_ATTEMPTS {
-        let (bytes, cas) = store.get(&key)?;
+        let (bytes, cas) = store.get(key)?;
         let Some(bytes) = bytes else {
             return Err(AuditError::ChainNotInitialized(chain.to_owned()));
         };
@@ -135,7 +146,7 @@ pub fn append_prepared(
             decode_head(&bytes).ok_or_else(|| AuditError::CorruptHead(chain.to_owned()))?;
         let seq = last_seq.checked_add(1).ok_or(AuditError::SeqExhausted)?;
         let sealed = sealer.seal(seq, last_hash);
-        match store.set(&key, &encode_head(seq, &sealed.hash), Some(cas)) {
+        match store.set(key, &encode_head(seq, &sealed.hash), Some(cas)) {
             Ok(()) => return Ok(sealed),
             Err(StoreError::CasMismatch) => continue,
             Err(e) => return Err(e.into()),

@@ -16,8 +16,8 @@ pub mod event;
 pub mod sink;
 
 pub use chain::{
-    append, append_prepared, chain_id, head_key, AuditError, MemoryStore, SharedStore, StoreError,
-    BOOT_KEY,
+    append, append_prepared, append_prepared_at, chain_id, head_key, AuditError, MemoryStore,
+    SharedStore, StoreError, BOOT_KEY,
 };
 pub use config::{compile, ArgumentsMode, AuditConfig, OnFailure};
 pub use delivery::{Batch, Delivery, DeliveryCounters, DropReport, Pushed, SendOutcome};

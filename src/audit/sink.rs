@@ -4,15 +4,16 @@
 //! needed between them; the chain itself is shared through CAS).
 
 use super::{
-    append_prepared, chain_id, prepare_with, AuditConfig, AuditError, Batch, Delivery, EventFacts,
-    EventMemo, OnFailure, Pushed, SendOutcome, SharedStore,
+    append_prepared_at, chain_id, head_key, prepare_with, AuditConfig, AuditError, Batch, Delivery,
+    EventFacts, EventMemo, OnFailure, Pushed, SendOutcome, SharedStore,
 };
 
 #[derive(Debug)]
 pub struct AuditSink {
     pub cfg: AuditConfig,
     node_id: String,
-    chain: Option<String>,
+    /// The chain joined, and the shared-data key of its head (built once).
+    chain: Option<(String, String)>,
     delivery: Delivery,
     /// The next event appended is this VM's first (marked `vm_start`).
     first_event: bool,
@@ -57,9 +58,11 @@ impl AuditSink {
         entropy: u64,
     ) -> Result<&str, AuditError> {
         if self.chain.is_none() {
-            self.chain = Some(chain_id(store, &self.node_id, now_ms, entropy)?);
+            let chain = chain_id(store, &self.node_id, now_ms, entropy)?;
+            let key = head_key(&chain);
+            self.chain = Some((chain, key));
         }
-        Ok(self.chain.as_deref().unwrap_or_default())
+        Ok(self.chain.as_ref().map_or("", |(chain, _)| chain.as_str()))
     }
 
     /// Seal `facts` onto the chain and buffer the event. `entropy` is asked
@@ -71,21 +74,21 @@ impl AuditSink {
         now_ms: u64,
         entropy: impl FnOnce() -> u64,
     ) -> Recorded {
-        let started = match self.chain.as_deref() {
-            Some(c) => Ok(c.to_owned()),
-            None => self.start(store, now_ms, entropy()).map(str::to_owned),
-        };
-        let chain = match started {
-            Ok(c) => c,
-            Err(e) => {
+        if self.chain.is_none() {
+            if let Err(e) = self.start(store, now_ms, entropy()) {
                 self.append_failures += 1;
                 return Recorded::Failed(e.to_string());
             }
+        }
+        let Some((chain, key)) = &self.chain else {
+            self.append_failures += 1;
+            return Recorded::Failed("audit chain not started".into());
         };
         facts.vm_start = self.first_event;
         facts.dropped = self.delivery.drops_to_announce();
         let prepared = prepare_with(facts, self.cfg.arguments, &mut self.memo);
-        match append_prepared(store, &chain, &prepared, &mut self.memo.head_hashes) {
+        let appended = append_prepared_at(store, chain, key, &prepared, &mut self.memo.head_hashes);
+        match appended {
             Ok(sealed) => {
                 self.first_event = false;
                 match self.delivery.push(sealed.seq, sealed.line, now_ms) {
