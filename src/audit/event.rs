@@ -1,8 +1,11 @@
 //! The audit event: its typed shape (POLICY.md "Audit events") and its hash.
 //!
-//! Events travel and are hashed as `serde_json::Value`, not as the structs:
-//! the hash must cover every field of the line as it stands, including fields
-//! a later version adds, so a verifier recomputes it from the line alone.
+//! A verifier reads and hashes an event as a `serde_json::Value`, not as the
+//! structs: the hash covers every field of the line as it stands, including
+//! fields a later version adds, so it is recomputed from the line alone. The
+//! filter writes events from the typed members below, already in canonical
+//! form ([`prepare`], [`PreparedEvent::sealer`]), and hashes the very bytes
+//! it sends.
 
 use super::config::ArgumentsMode;
 use crate::json::{canonical, canonical_without, lower_hex, sha256_hex};
