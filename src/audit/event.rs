@@ -608,7 +608,7 @@ impl Sealer<'_> {
 /// the state after a shared run of whole blocks is the same for both events:
 /// reusing it gives exactly the hash a fresh computation gives, for the bytes
 /// compared equal, and under V8 saves ~3.7K instructions per block. Bounded
-/// to [`MAX_CACHED_BLOCKS`].
+/// to `MAX_CACHED_BLOCKS` (16).
 #[derive(Default, Clone)]
 pub struct HeadHashCache {
     /// The cached head's first whole blocks.
