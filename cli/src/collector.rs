@@ -429,13 +429,17 @@ fn check_line_as_written(raw: &[u8]) -> Option<Digest> {
         return None;
     }
     // The whole line's syntax and depth, and the top-level members, in one
-    // pass; a duplicate of any of the three members is refused.
+    // pass. Keys must come in strictly increasing order, so each of the
+    // three is seen at most once.
     let (mut chain, mut seq, mut top_hash) = (None, None, None);
-    let syntax_ok = compact_object_members(raw, MAX_EVENT_DEPTH, |key, value| match key {
-        b"chain" => chain.replace(value).is_none(),
-        b"seq" => seq.replace(value).is_none(),
-        b"hash" => top_hash.replace(value).is_none(),
-        _ => true,
+    let syntax_ok = compact_object_members(raw, MAX_EVENT_DEPTH, |key, value| {
+        match key {
+            b"chain" => chain = Some(value),
+            b"seq" => seq = Some(value),
+            b"hash" => top_hash = Some(value),
+            _ => {}
+        }
+        true
     });
     fn string(value: &[u8]) -> Option<&[u8]> {
         value.strip_prefix(b"\"")?.strip_suffix(b"\"")

@@ -5,7 +5,9 @@
 pub mod reader;
 
 use crate::glob::Glob;
-use crate::json::{canonical, parse_strict, sha256_hex, JsonError, MAX_SUPPORTED_DEPTH};
+use crate::json::{
+    canonical, is_lower_hex, parse_strict, sha256_hex, JsonError, MAX_SUPPORTED_DEPTH,
+};
 use reader::{index, ConfigError, Errors, ObjReader};
 use serde_json::Value;
 
@@ -325,11 +327,7 @@ fn compile_api_keys(v: &Value, errs: &mut Errors) -> Vec<ApiKey> {
         let tenant = r.string("tenant", errs).map(str::to_owned);
         r.finish(errs);
         if let (Some(sha), Some(subject)) = (sha, subject) {
-            if sha.len() != 64
-                || !sha
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            {
+            if sha.len() != 64 || !is_lower_hex(sha.as_bytes()) {
                 errs.push(
                     format!("{p}.sha256"),
                     "expected 64 lower-case hex characters (SHA-256 of the whole token; see `mcp-firewall hash-key`)",
