@@ -15,19 +15,32 @@
 //! write leaves the set as it was.
 
 use clap::Args;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use mcp_firewall::audit::hash_matches;
 use mcp_firewall::json::{
     compact_object_members, digest_from_hex, parse_strict, sha256_of, MAX_SUPPORTED_DEPTH,
 };
 use memchr::memmem;
 use serde_json::{json, Value};
+use std::cell::RefCell;
 use std::collections::HashSet;
+use std::convert::Infallible;
 use std::fs::{File, OpenOptions};
+use std::future::{poll_fn, Future};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::pin::pin;
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::sync::LazyLock;
-use tiny_http::{Header, Method, Request, Response, Server};
+use std::task::Poll;
+use std::time::Duration;
 
 /// Same nesting limit as `audit verify`, so nothing is stored that it cannot
 /// read: the deepest a policy lets a request be (`limits.max_json_depth`), as
@@ -35,11 +48,13 @@ use tiny_http::{Header, Method, Request, Response, Server};
 /// request body does.
 const MAX_EVENT_DEPTH: usize = MAX_SUPPORTED_DEPTH;
 
-/// Largest body buffer reserved on the strength of Content-Length alone.
-const MAX_BODY_PRESIZE: usize = 4 << 20;
-
 /// Largest batch buffer kept between batches.
 const MAX_KEPT_OUT: usize = 4 << 20;
+
+/// A client gets this long to send a request's headers, and again its body;
+/// then the connection is closed (408 for a body), so idle or stalled
+/// connections cannot pile up.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Args)]
 pub struct CollectorArgs {
@@ -62,58 +77,127 @@ pub fn run(args: CollectorArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let server = match Server::http(&args.listen) {
-        Ok(s) => s,
+    let listener = match std::net::TcpListener::bind(&args.listen) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("error: cannot listen on {}: {e}", args.listen);
             return ExitCode::from(2);
         }
     };
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| args.listen.clone(), |a| a.to_string());
     println!(
-        "mcp-firewall collector listening on http://{}, appending to {} ({} events already stored)",
-        server.server_addr(),
+        "mcp-firewall collector listening on http://{addr}, appending to {} ({} events already stored)",
         args.out.display(),
         collector.stored()
     );
     // Scripts wait for this line to learn the port.
     let _ = io::stdout().flush();
-    serve(&server, collector, args.max_body_bytes);
-    ExitCode::SUCCESS
-}
-
-/// Handle requests until the server is unblocked.
-pub fn serve(server: &Server, mut collector: Collector, max_body_bytes: usize) {
-    for request in server.incoming_requests() {
-        handle(&mut collector, request, max_body_bytes);
-    }
-}
-
-fn handle(collector: &mut Collector, mut request: Request, max_body_bytes: usize) {
-    let (status, body) = answer(collector, &mut request, max_body_bytes);
-    let mut response = Response::from_string(body.to_string()).with_status_code(status);
-    if let Ok(h) = Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]) {
-        response.add_header(h);
-    }
-    if status == 405 {
-        if let Ok(h) = Header::from_bytes(&b"Allow"[..], &b"POST"[..]) {
-            response.add_header(h);
+    match serve(
+        listener,
+        collector,
+        args.max_body_bytes,
+        std::future::pending(),
+    ) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: collector stopped: {e}");
+            ExitCode::from(2)
         }
     }
-    if let Err(e) = request.respond(response) {
-        // The events are stored either way; the sender will re-send and be deduplicated.
-        eprintln!("warning: could not answer {status}: {e}");
-    }
 }
 
-fn answer(collector: &mut Collector, request: &mut Request, max_body_bytes: usize) -> (u16, Value) {
-    if *request.method() != Method::Post {
+/// Serve HTTP/1.1 on `listener` (hyper, on one thread) until `shutdown`
+/// completes. Connections are read concurrently, so a slow client holds up
+/// nobody; batches are appended one at a time, on this thread, so lines of
+/// two batches never interleave.
+pub fn serve(
+    listener: std::net::TcpListener,
+    collector: Collector,
+    max_body_bytes: usize,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let collector = Rc::new(RefCell::new(collector));
+    local.block_on(&runtime, async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let accept_loop = async {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, do not spin.
+                        eprintln!("warning: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                // An answer is written as headers then body: without this, Nagle
+                // holds the body back until the sender's delayed ACK (~40 ms a batch).
+                let _ = stream.set_nodelay(true);
+                let collector = Rc::clone(&collector);
+                tokio::task::spawn_local(async move {
+                    let service = service_fn(move |request| {
+                        let collector = Rc::clone(&collector);
+                        async move {
+                            Ok::<_, Infallible>(handle(&collector, request, max_body_bytes).await)
+                        }
+                    });
+                    // A connection that breaks off is the client's business:
+                    // whatever it sent was answered or not stored.
+                    let _ = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(READ_TIMEOUT)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        };
+        let (mut accept_loop, mut shutdown) = (pin!(accept_loop), pin!(shutdown));
+        poll_fn(|cx| match shutdown.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(()),
+            Poll::Pending => accept_loop.as_mut().poll(cx),
+        })
+        .await;
+        Ok(())
+    })
+}
+
+async fn handle(
+    collector: &RefCell<Collector>,
+    request: Request<Incoming>,
+    max_body_bytes: usize,
+) -> Response<Full<Bytes>> {
+    let (status, body) = answer(collector, request, max_body_bytes).await;
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if status == 405 {
+        headers.insert(ALLOW, HeaderValue::from_static("POST"));
+    }
+    response
+}
+
+async fn answer(
+    collector: &RefCell<Collector>,
+    request: Request<Incoming>,
+    max_body_bytes: usize,
+) -> (u16, Value) {
+    if request.method() != Method::POST {
         return (405, json!({"error": "POST NDJSON audit events"}));
     }
     let content_type = request
         .headers()
-        .iter()
-        .find(|h| h.field.equiv("Content-Type"))
-        .map(|h| h.value.as_str().to_ascii_lowercase());
+        .get(CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase());
     // Accept the NDJSON names in use and plain JSON (curl, Fluent Bit's json format).
     if let Some(ct) = content_type {
         let ok = [
@@ -131,30 +215,40 @@ fn answer(collector: &mut Collector, request: &mut Request, max_body_bytes: usiz
             );
         }
     }
-    let announced = request.body_length().unwrap_or(0);
-    if announced > max_body_bytes {
-        return (
+    let too_large = || {
+        (
             413,
             json!({"error": format!("body larger than {max_body_bytes} bytes")}),
-        );
+        )
+    };
+    // Refused before reading: the unread body is not drained, the connection
+    // is closed after the answer.
+    let announced = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > u64::try_from(max_body_bytes).unwrap_or(u64::MAX)) {
+        return too_large();
     }
-    // Room for the announced body up front: growing from empty reallocates
-    // and copies a batch ~8 times. Capped, because the length is the
-    // client's word until the bytes arrive.
-    let mut body = Vec::with_capacity(announced.min(MAX_BODY_PRESIZE));
-    let limit = u64::try_from(max_body_bytes)
-        .unwrap_or(u64::MAX)
-        .saturating_add(1);
-    if let Err(e) = request.as_reader().take(limit).read_to_end(&mut body) {
-        return (400, json!({"error": format!("cannot read body: {e}")}));
-    }
-    if body.len() > max_body_bytes {
-        return (
-            413,
-            json!({"error": format!("body larger than {max_body_bytes} bytes")}),
-        );
-    }
-    match collector.ingest(&body) {
+    let read = tokio::time::timeout(
+        READ_TIMEOUT,
+        Limited::new(request.into_body(), max_body_bytes).collect(),
+    )
+    .await;
+    let body = match read {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Ok(Err(e)) => return (400, json!({"error": format!("cannot read body: {e}")})),
+        Err(_) => {
+            return (
+                408,
+                json!({"error": format!("body not received within {}s", READ_TIMEOUT.as_secs())}),
+            )
+        }
+    };
+    // No await while the collector is borrowed: one batch at a time.
+    let ingested = collector.borrow_mut().ingest(&body);
+    match ingested {
         Ok(Ingested {
             accepted,
             duplicates,
@@ -465,7 +559,6 @@ mod tests {
     use crate::audit_cmd::fixtures::chain_lines;
     use crate::audit_cmd::verify;
     use std::net::{SocketAddr, TcpStream};
-    use std::sync::Arc;
     use std::time::Duration;
 
     fn temp_file(name: &str) -> PathBuf {
@@ -482,7 +575,7 @@ mod tests {
 
     /// A collector on an ephemeral port, served from a thread, as `run` does.
     struct Running {
-        server: Arc<Server>,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
         addr: SocketAddr,
         thread: Option<std::thread::JoinHandle<()>>,
     }
@@ -490,12 +583,19 @@ mod tests {
     impl Running {
         fn start(path: &Path) -> Option<Running> {
             let collector = Collector::open(path).ok()?;
-            let server = Arc::new(Server::http("127.0.0.1:0").ok()?);
-            let addr = server.server_addr().to_ip()?;
-            let s = Arc::clone(&server);
-            let thread = std::thread::spawn(move || serve(&s, collector, 1 << 20));
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+            let addr = listener.local_addr().ok()?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let thread = std::thread::spawn(move || {
+                let shutdown = async {
+                    let _ = stopped.await;
+                };
+                if let Err(e) = serve(listener, collector, 1 << 20, shutdown) {
+                    eprintln!("collector under test stopped: {e}");
+                }
+            });
             Some(Running {
-                server,
+                stop: Some(stop),
                 addr,
                 thread: Some(thread),
             })
@@ -533,7 +633,9 @@ mod tests {
         }
 
         fn stop(mut self) {
-            self.server.unblock();
+            if let Some(stop) = self.stop.take() {
+                let _ = stop.send(());
+            }
             if let Some(t) = self.thread.take() {
                 let _ = t.join();
             }
@@ -542,14 +644,19 @@ mod tests {
 
     #[test]
     fn body_over_the_limit_is_refused_and_nothing_of_it_stored() {
-        // The limit is 1 MiB here; the body is announced and sent whole.
+        // The limit is 1 MiB here. A body announced larger is refused before
+        // any of it is read (the sender gets the answer after its first
+        // line; the connection is then closed, not drained).
         let path = temp_file("too-large");
         let Some(running) = Running::start(&path) else {
             panic!("collector did not start");
         };
         let lines = chain_lines("node-a", 1);
-        let oversized = format!("{}{}", body(&lines), "\n".repeat(2 << 20));
-        let refused = running.post("application/x-ndjson", &oversized);
+        let refused = running.send(&format!(
+            "POST /v1/audit HTTP/1.1\r\nHost: audit\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n{}",
+            2 << 20,
+            body(&lines)
+        ));
         assert_eq!(refused.0, 413, "{refused:?}");
         let after = running.post("application/x-ndjson", &body(&lines));
         assert_eq!(after, (200, r#"{"accepted":1,"duplicates":0}"#.to_owned()));
@@ -558,6 +665,79 @@ mod tests {
             std::fs::read_to_string(&path).unwrap_or_default(),
             body(&lines)
         );
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    #[test]
+    fn refused_bodies_leave_the_collector_serving() {
+        // Each request is refused without its body being read or buffered;
+        // a Content-Length of ~90 TB once made the old server allocate it
+        // while discarding the body, and abort.
+        let path = temp_file("hostile-lengths");
+        let Some(running) = Running::start(&path) else {
+            panic!("collector did not start");
+        };
+        let chunked_over_limit = format!(
+            "POST /v1/audit HTTP/1.1\r\nHost: audit\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{}",
+            "100000\r\n".to_owned() + &"x".repeat(1 << 20) + "\r\n" + "10\r\n" + &"x".repeat(16) + "\r\n"
+        );
+        let table: Vec<(&str, String, u16)> = vec![
+            (
+                "absurd_content_length",
+                "POST /v1/audit HTTP/1.1\r\nHost: audit\r\nContent-Type: application/x-ndjson\r\nContent-Length: 99999999999999\r\n\r\n".to_owned(),
+                413,
+            ),
+            (
+                "content_length_past_u64",
+                "POST /v1/audit HTTP/1.1\r\nHost: audit\r\nContent-Length: 999999999999999999999999\r\n\r\n".to_owned(),
+                400,
+            ),
+            ("chunked_body_past_the_limit", chunked_over_limit, 413),
+        ];
+        for (name, request, want) in table {
+            let (status, answer) = running.send(&request);
+            assert_eq!(status, want, "{name}: {answer}");
+            let lines = chain_lines(name, 1);
+            let after = running.post("application/x-ndjson", &body(&lines));
+            assert_eq!(
+                after.0, 200,
+                "{name}: the collector stopped serving: {after:?}"
+            );
+        }
+        running.stop();
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    #[test]
+    fn a_stalled_sender_holds_up_no_other() {
+        let path = temp_file("stalled");
+        let Some(running) = Running::start(&path) else {
+            panic!("collector did not start");
+        };
+        // Announces 100 bytes, sends 10, then waits.
+        let mut stalled = TcpStream::connect(running.addr).ok();
+        if let Some(s) = stalled.as_mut() {
+            let _ = s.write_all(
+                b"POST /v1/audit HTTP/1.1\r\nHost: audit\r\nContent-Length: 100\r\n\r\n0123456789",
+            );
+        }
+        assert!(stalled.is_some(), "could not connect");
+        let lines = chain_lines("node-a", 3);
+        let started = std::time::Instant::now();
+        let answer = running.post("application/x-ndjson", &body(&lines));
+        assert_eq!(answer, (200, r#"{"accepted":3,"duplicates":0}"#.to_owned()));
+        // Well under READ_TIMEOUT: the other sender was never waited for.
+        assert!(
+            started.elapsed() < READ_TIMEOUT / 2,
+            "{:?}",
+            started.elapsed()
+        );
+        drop(stalled);
+        running.stop();
         if let Some(dir) = path.parent() {
             let _ = std::fs::remove_dir_all(dir);
         }

@@ -35,7 +35,6 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tiny_http::Server;
 
 #[derive(Clone, Copy, Default)]
 struct Cpu {
@@ -162,10 +161,15 @@ fn post_all(addr: std::net::SocketAddr, bodies: &[Vec<u8>]) -> usize {
 fn http_round(dir: &std::path::Path, bodies: &Arc<Vec<Vec<u8>>>) -> (Cpu, Duration) {
     let path = fresh_file(dir, "http");
     let collector = Collector::open(&path).expect("open");
-    let server = Arc::new(Server::http("127.0.0.1:0").expect("listen"));
-    let addr = server.server_addr().to_ip().expect("ip address");
-    let s = Arc::clone(&server);
-    let thread = std::thread::spawn(move || serve(&s, collector, 32 << 20));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let addr = listener.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        serve(listener, collector, 32 << 20, shutdown).expect("serve");
+    });
     let b = Arc::clone(bodies);
     let (t0, p0) = (Instant::now(), rusage(libc::RUSAGE_SELF));
     let client = std::thread::spawn(move || {
@@ -175,7 +179,7 @@ fn http_round(dir: &std::path::Path, bodies: &Arc<Vec<Vec<u8>>>) -> (Cpu, Durati
     });
     let (ok, client_cpu) = client.join().expect("client");
     let (wall, process) = (t0.elapsed(), since(p0, rusage(libc::RUSAGE_SELF)));
-    server.unblock();
+    let _ = stop.send(());
     let _ = thread.join();
     assert_eq!(ok, bodies.len(), "every batch answered 200");
     if let Some(d) = path.parent() {
