@@ -202,6 +202,14 @@ impl Delivery {
         Some(batch)
     }
 
+    /// True when [`Delivery::next_batch`] would send a full batch now: nothing
+    /// in flight, no backoff, `max_batch` events waiting. Changes nothing.
+    pub fn full_batch_due(&self, now_ms: u64) -> bool {
+        self.in_flight.is_none()
+            && now_ms >= self.retry_at_ms
+            && self.waiting.len() >= self.max_batch
+    }
+
     /// Report the callout's outcome: `status` is the collector's HTTP status,
     /// `None` when the callout could not be dispatched or never answered.
     /// Envoy reports its own timeout as 504.

@@ -23,6 +23,8 @@ pub struct AuditSink {
     in_flight: Option<(u32, u64)>,
     /// What of the last event is reused for the next one.
     memo: EventMemo,
+    /// The root context's tick was brought forward to send a full batch.
+    prompt_tick: bool,
 }
 
 /// What happened to one recorded event.
@@ -47,6 +49,7 @@ impl AuditSink {
             append_failures: 0,
             in_flight: None,
             memo: EventMemo::default(),
+            prompt_tick: false,
         }
     }
 
@@ -108,6 +111,25 @@ impl AuditSink {
         self.cfg.on_failure == OnFailure::Closed && self.delivery.is_saturated()
     }
 
+    /// Whether to bring the root context's tick forward now: a full batch
+    /// waits and nothing else will send it (no callout in flight whose answer
+    /// chains the next batch), so without it the batch would wait for the
+    /// regular tick, up to `flush_ms`, while the buffer keeps filling. True
+    /// once until [`AuditSink::prompt_tick_fired`].
+    pub fn wants_prompt_tick(&mut self, now_ms: u64) -> bool {
+        if self.prompt_tick || self.in_flight.is_some() || !self.delivery.full_batch_due(now_ms) {
+            return false;
+        }
+        self.prompt_tick = true;
+        true
+    }
+
+    /// The tick ran; true if it was one brought forward (the caller restores
+    /// the regular period).
+    pub fn prompt_tick_fired(&mut self) -> bool {
+        std::mem::take(&mut self.prompt_tick)
+    }
+
     /// A batch to POST now, if one is due and none is in flight.
     pub fn due_batch(&mut self, now_ms: u64) -> Option<Batch> {
         if self.in_flight.is_some() {
@@ -142,5 +164,100 @@ impl AuditSink {
 
     pub fn delivery(&mut self) -> &mut Delivery {
         &mut self.delivery
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::event::tests::facts;
+    use super::super::{ArgumentsMode, MemoryStore};
+    use super::*;
+
+    fn sink(max_batch: usize) -> AuditSink {
+        AuditSink::new(
+            AuditConfig {
+                cluster: "c".into(),
+                path: "/v1/audit".into(),
+                authority: "c".into(),
+                max_batch,
+                flush_ms: 500,
+                max_buffered: 100,
+                on_failure: OnFailure::Open,
+                arguments: ArgumentsMode::Hash,
+                timeout_ms: 1_000,
+            },
+            "node-a",
+        )
+    }
+
+    /// What the glue's flush does: send the due batch, if any.
+    fn flush(s: &mut AuditSink, now: u64, call_id: u32) {
+        if let Some(batch) = s.due_batch(now) {
+            s.dispatched(call_id, batch.token);
+        }
+    }
+
+    #[test]
+    fn tick_is_brought_forward_once_per_full_batch_nothing_else_sends() {
+        // max_batch 3. Each step does what the glue does (the tick and a
+        // callout's answer both flush), then asks `wants_prompt_tick`.
+        enum Step {
+            Record,
+            TickFires,
+            Answer(u16),
+        }
+        let table: Vec<(&str, Step, bool)> = vec![
+            ("one_event_waits", Step::Record, false),
+            ("two_events_wait", Step::Record, false),
+            ("third_event_fills_a_batch", Step::Record, true),
+            ("already_brought_forward", Step::Record, false),
+            ("tick_sends_the_batch", Step::TickFires, false),
+            ("waiting_while_one_is_in_flight", Step::Record, false),
+            (
+                "answer_finds_no_full_batch_to_chain",
+                Step::Answer(200),
+                false,
+            ),
+            (
+                "the_event_that_fills_it_brings_the_tick_forward",
+                Step::Record,
+                true,
+            ),
+            ("tick_sends_it", Step::TickFires, false),
+            (
+                "failed_the_batch_waits_for_its_backoff",
+                Step::Answer(503),
+                false,
+            ),
+            ("no_tick_forward_during_backoff", Step::Record, false),
+        ];
+        let store = MemoryStore::new();
+        let mut s = sink(3);
+        for (i, (name, step, want)) in table.into_iter().enumerate() {
+            let now = 1_000 + i as u64;
+            let call_id = 10 + i as u32;
+            match step {
+                Step::Record => {
+                    let recorded = s.record(&store, facts("alice", "t"), now, || 7);
+                    assert_eq!(recorded, Recorded::Buffered, "{name}");
+                }
+                Step::TickFires => {
+                    flush(&mut s, now, call_id);
+                    assert!(
+                        s.prompt_tick_fired(),
+                        "{name}: this tick was brought forward"
+                    );
+                    assert!(!s.prompt_tick_fired(), "{name}: and says so once");
+                }
+                Step::Answer(status) => {
+                    let Some((id, token)) = s.in_flight else {
+                        panic!("{name}: nothing in flight to answer");
+                    };
+                    s.answered(Some(id), token, Some(status), now);
+                    flush(&mut s, now, call_id);
+                }
+            }
+            assert_eq!(s.wants_prompt_tick(now), want, "{name}");
+        }
     }
 }

@@ -166,7 +166,7 @@ impl RootContext for FirewallRoot {
                 );
             }
             // The tick drives batching (callouts must leave from the root context).
-            let _ = hostcalls::set_tick_period(Duration::from_millis(flush.max(10)));
+            let _ = hostcalls::set_tick_period(tick_period(flush));
             Rc::new(RefCell::new(sink))
         });
         self.policy = Some(Rc::new(policy));
@@ -179,6 +179,9 @@ impl RootContext for FirewallRoot {
         };
         flush_audit(&sink);
         let mut s = sink.borrow_mut();
+        if s.prompt_tick_fired() {
+            let _ = hostcalls::set_tick_period(tick_period(s.cfg.flush_ms));
+        }
         if let Some(report) = s.delivery().take_drop_report() {
             let ranges: Vec<String> = report
                 .ranges
@@ -241,6 +244,14 @@ impl RootContext for FirewallRoot {
         Some(ContextType::HttpContext)
     }
 }
+
+/// The root context's regular tick: it sends partial batches after `flush_ms`.
+fn tick_period(flush_ms: u64) -> Duration {
+    Duration::from_millis(flush_ms.max(10))
+}
+
+/// A tick brought forward to send a full batch at once (see `wants_prompt_tick`).
+const PROMPT_TICK: Duration = Duration::from_millis(1);
 
 /// Send the due batch, if any (at most one in flight per VM).
 fn flush_audit(sink: &SharedSink) {
@@ -478,10 +489,16 @@ impl Host for WasmHost {
         let now = facts.ts_ms;
         let recorded = sink.borrow_mut().record(&*self, facts, now, entropy);
         match recorded {
-            // Batches leave from the root context's tick only: Envoy delivers a
+            // Batches leave from the root context only: Envoy delivers a
             // callout's answer to the context that dispatched it, and an HTTP
-            // context may be gone by then.
-            Recorded::Buffered => {}
+            // context may be gone by then. When a full batch waits with no
+            // callout in flight, the root's tick is brought forward (the host
+            // sets the tick of the calling context's root).
+            Recorded::Buffered => {
+                if sink.borrow_mut().wants_prompt_tick(now) {
+                    let _ = hostcalls::set_tick_period(PROMPT_TICK);
+                }
+            }
             // Counted by Delivery and reported (with seq ranges) on the next tick.
             Recorded::Dropped => {}
             Recorded::Failed(e) => log(
