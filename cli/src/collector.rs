@@ -580,6 +580,23 @@ mod tests {
         thread: Option<std::thread::JoinHandle<()>>,
     }
 
+    /// A collector started on a fresh file named after the test.
+    fn serving(name: &str) -> (PathBuf, Running) {
+        let path = temp_file(name);
+        let Some(running) = Running::start(&path) else {
+            panic!("collector did not start");
+        };
+        (path, running)
+    }
+
+    /// Stop `running` and remove its file's directory.
+    fn stop_and_clean(running: Running, path: &Path) {
+        running.stop();
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
     impl Running {
         fn start(path: &Path) -> Option<Running> {
             let collector = Collector::open(path).ok()?;
@@ -675,10 +692,7 @@ mod tests {
         // Each request is refused without its body being read or buffered;
         // a Content-Length of ~90 TB once made the old server allocate it
         // while discarding the body, and abort.
-        let path = temp_file("hostile-lengths");
-        let Some(running) = Running::start(&path) else {
-            panic!("collector did not start");
-        };
+        let (path, running) = serving("hostile-lengths");
         let chunked_over_limit = format!(
             "POST /v1/audit HTTP/1.1\r\nHost: audit\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{}",
             "100000\r\n".to_owned() + &"x".repeat(1 << 20) + "\r\n" + "10\r\n" + &"x".repeat(16) + "\r\n"
@@ -706,18 +720,12 @@ mod tests {
                 "{name}: the collector stopped serving: {after:?}"
             );
         }
-        running.stop();
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        stop_and_clean(running, &path);
     }
 
     #[test]
     fn a_stalled_sender_holds_up_no_other() {
-        let path = temp_file("stalled");
-        let Some(running) = Running::start(&path) else {
-            panic!("collector did not start");
-        };
+        let (path, running) = serving("stalled");
         // Announces 100 bytes, sends 10, then waits.
         let mut stalled = TcpStream::connect(running.addr).ok();
         if let Some(s) = stalled.as_mut() {
@@ -737,10 +745,7 @@ mod tests {
             started.elapsed()
         );
         drop(stalled);
-        running.stop();
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        stop_and_clean(running, &path);
     }
 
     #[test]
