@@ -5,8 +5,8 @@
 //! written with one `write` and flushed to disk with `fsync` (`sync_data`), so
 //! an acknowledged event survives a crash or power loss of this host. A batch
 //! that fails to write is cut back off the file and answered 500; the firewall
-//! keeps it and retries. Requests are handled one at a time, so lines of two
-//! batches never interleave.
+//! keeps it and retries. Requests are read concurrently, batches appended
+//! one at a time, so lines of two batches never interleave.
 //!
 //! Idempotency: the firewall re-sends a whole batch when an answer is lost.
 //! An event's hash covers its chain and seq, so the set of stored hashes
@@ -15,7 +15,7 @@
 //! write leaves the set as it was.
 
 use clap::Args;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::server::conn::http1;
@@ -38,9 +38,10 @@ use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::task::Poll;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Same nesting limit as `audit verify`, so nothing is stored that it cannot
 /// read: the deepest a policy lets a request be (`limits.max_json_depth`), as
@@ -52,9 +53,26 @@ const MAX_EVENT_DEPTH: usize = MAX_SUPPORTED_DEPTH;
 const MAX_KEPT_OUT: usize = 4 << 20;
 
 /// A client gets this long to send a request's headers, and again its body;
-/// then the connection is closed (408 for a body), so idle or stalled
-/// connections cannot pile up.
+/// then the connection is closed (408 for a body).
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections served at once; more wait in the listen backlog. With
+/// [`MAX_CONNECTION_LIFE`] this bounds what clients that never read their
+/// answers can hold (file descriptors, unsent answers).
+const MAX_CONNECTIONS: usize = 128;
+
+/// A connection is closed after this long, whatever it is doing (a request
+/// cut off is re-sent by the firewall and deduplicated here).
+const MAX_CONNECTION_LIFE: Duration = Duration::from_secs(120);
+
+/// Bodies read into memory at once: at most this many × `--max-body-bytes`.
+const MAX_BODIES_IN_MEMORY: usize = 8;
+
+/// Of a body over the limit, up to this many bytes more than the limit are
+/// read and discarded so the sender gets its 413 (closing with unread bytes
+/// makes the kernel reset the connection, and the 413 with it); a larger
+/// announced body is refused before reading and the connection closed.
+const MAX_DISCARDED: u64 = 64 << 20;
 
 #[derive(Args)]
 pub struct CollectorArgs {
@@ -125,10 +143,16 @@ pub fn serve(
         .build()?;
     let local = tokio::task::LocalSet::new();
     let collector = Rc::new(RefCell::new(collector));
+    // Arc only because tokio's owned permits want one; everything is on one thread.
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let bodies = Rc::new(Semaphore::new(MAX_BODIES_IN_MEMORY));
     local.block_on(&runtime, async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let accept_loop = async {
             loop {
+                let Ok(slot) = Arc::clone(&connections).acquire_owned().await else {
+                    return;
+                };
                 let stream = match listener.accept().await {
                     Ok((stream, _)) => stream,
                     Err(e) => {
@@ -142,20 +166,24 @@ pub fn serve(
                 // holds the body back until the sender's delayed ACK (~40 ms a batch).
                 let _ = stream.set_nodelay(true);
                 let collector = Rc::clone(&collector);
+                let bodies = Rc::clone(&bodies);
                 tokio::task::spawn_local(async move {
                     let service = service_fn(move |request| {
-                        let collector = Rc::clone(&collector);
+                        let (collector, bodies) = (Rc::clone(&collector), Rc::clone(&bodies));
                         async move {
-                            Ok::<_, Infallible>(handle(&collector, request, max_body_bytes).await)
+                            Ok::<_, Infallible>(
+                                handle(&collector, &bodies, request, max_body_bytes).await,
+                            )
                         }
                     });
                     // A connection that breaks off is the client's business:
                     // whatever it sent was answered or not stored.
-                    let _ = http1::Builder::new()
+                    let connection = http1::Builder::new()
                         .timer(TokioTimer::new())
                         .header_read_timeout(READ_TIMEOUT)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                        .serve_connection(TokioIo::new(stream), service);
+                    let _ = tokio::time::timeout(MAX_CONNECTION_LIFE, connection).await;
+                    drop(slot);
                 });
             }
         };
@@ -171,10 +199,11 @@ pub fn serve(
 
 async fn handle(
     collector: &RefCell<Collector>,
+    bodies: &Semaphore,
     request: Request<Incoming>,
     max_body_bytes: usize,
 ) -> Response<Full<Bytes>> {
-    let (status, body) = answer(collector, request, max_body_bytes).await;
+    let (status, body) = answer(collector, bodies, request, max_body_bytes).await;
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() =
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -188,6 +217,7 @@ async fn handle(
 
 async fn answer(
     collector: &RefCell<Collector>,
+    bodies: &Semaphore,
     request: Request<Incoming>,
     max_body_bytes: usize,
 ) -> (u16, Value) {
@@ -221,23 +251,22 @@ async fn answer(
             json!({"error": format!("body larger than {max_body_bytes} bytes")}),
         )
     };
-    // Refused before reading: the unread body is not drained, the connection
-    // is closed after the answer.
+    let limit = u64::try_from(max_body_bytes).unwrap_or(u64::MAX);
     let announced = request
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-    if announced.is_some_and(|n| n > u64::try_from(max_body_bytes).unwrap_or(u64::MAX)) {
+    // Far too large: refused before reading; the connection is closed, not drained.
+    if announced.is_some_and(|n| n > limit.saturating_add(MAX_DISCARDED)) {
         return too_large();
     }
-    let read = tokio::time::timeout(
-        READ_TIMEOUT,
-        Limited::new(request.into_body(), max_body_bytes).collect(),
-    )
-    .await;
+    let Ok(_reading) = bodies.acquire().await else {
+        return (503, json!({"error": "the collector is shutting down"}));
+    };
+    let read = tokio::time::timeout(READ_TIMEOUT, read_body(request.into_body(), limit)).await;
     let body = match read {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Ok(Ok(Some(body))) => body,
+        Ok(Ok(None)) => return too_large(),
         Ok(Err(e)) => return (400, json!({"error": format!("cannot read body: {e}")})),
         Err(_) => {
             return (
@@ -261,6 +290,28 @@ async fn answer(
             (500, json!({"error": "could not store the batch durably"}))
         }
     }
+}
+
+/// The body if it is at most `limit` bytes; `None` when it is larger, after
+/// reading and discarding up to [`MAX_DISCARDED`] bytes past the limit so the
+/// answer reaches the sender (see there).
+async fn read_body(mut body: Incoming, limit: u64) -> Result<Option<Vec<u8>>, hyper::Error> {
+    let mut kept = Vec::new();
+    let mut seen: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers
+        };
+        seen = seen.saturating_add(data.len() as u64);
+        if seen <= limit {
+            kept.extend_from_slice(&data);
+        } else if seen > limit.saturating_add(MAX_DISCARDED) {
+            return Ok(None);
+        } else {
+            kept = Vec::new();
+        }
+    }
+    Ok((seen <= limit).then_some(kept))
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -661,19 +712,21 @@ mod tests {
 
     #[test]
     fn body_over_the_limit_is_refused_and_nothing_of_it_stored() {
-        // The limit is 1 MiB here. A body announced larger is refused before
-        // any of it is read (the sender gets the answer after its first
-        // line; the connection is then closed, not drained).
+        // The limit is 1 MiB here; the body is announced and sent whole, as
+        // Envoy sends it: it is read and discarded, so the 413 reaches the
+        // sender every time (closing on unread bytes makes the kernel reset
+        // the connection, and the 413 is lost with it).
         let path = temp_file("too-large");
         let Some(running) = Running::start(&path) else {
             panic!("collector did not start");
         };
         let lines = chain_lines("node-a", 1);
-        let refused = running.send(&format!(
-            "POST /v1/audit HTTP/1.1\r\nHost: audit\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n{}",
-            2 << 20,
-            body(&lines)
-        ));
+        let oversized = format!("{}{}", body(&lines), "\n".repeat(2 << 20));
+        for _ in 0..20 {
+            let refused = running.post("application/x-ndjson", &oversized);
+            assert_eq!(refused.0, 413, "{refused:?}");
+        }
+        let refused = running.post("application/x-ndjson", &oversized);
         assert_eq!(refused.0, 413, "{refused:?}");
         let after = running.post("application/x-ndjson", &body(&lines));
         assert_eq!(after, (200, r#"{"accepted":1,"duplicates":0}"#.to_owned()));
@@ -695,7 +748,7 @@ mod tests {
         let (path, running) = serving("hostile-lengths");
         let chunked_over_limit = format!(
             "POST /v1/audit HTTP/1.1\r\nHost: audit\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{}",
-            "100000\r\n".to_owned() + &"x".repeat(1 << 20) + "\r\n" + "10\r\n" + &"x".repeat(16) + "\r\n"
+            "100000\r\n".to_owned() + &"x".repeat(1 << 20) + "\r\n" + "10\r\n" + &"x".repeat(16) + "\r\n0\r\n\r\n"
         );
         let table: Vec<(&str, String, u16)> = vec![
             (

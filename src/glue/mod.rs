@@ -494,13 +494,14 @@ impl Host for WasmHost {
             // context may be gone by then. When a full batch waits with no
             // callout in flight, the root's tick is brought forward (the host
             // sets the tick of the calling context's root).
-            Recorded::Buffered => {
+            // A dropped event (counted by Delivery, reported with its seq
+            // range on the next tick) means a full buffer: exactly when a
+            // batch should not wait for the regular tick once backoff is over.
+            Recorded::Buffered | Recorded::Dropped => {
                 if sink.borrow_mut().wants_prompt_tick(now) {
                     let _ = hostcalls::set_tick_period(PROMPT_TICK);
                 }
             }
-            // Counted by Delivery and reported (with seq ranges) on the next tick.
-            Recorded::Dropped => {}
             Recorded::Failed(e) => log(
                 LogLevel::Error,
                 &format!("mcp-firewall: audit event not sealed: {e}"),
