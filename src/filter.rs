@@ -11,6 +11,7 @@ use crate::host::{Counter, Flow, Host, LogLevel};
 use crate::identity::{self, Caller, IdentityInputs, Via};
 use crate::json::parse_strict;
 use crate::jsonrpc::{self, id_key, Body, Message};
+use crate::media_type::{self, MediaType, MediaTypeError};
 use crate::policy::{BatchMode, CompiledPolicy, Mode};
 use crate::reply::{self, LocalReply};
 use crate::response::{rewrite_message, ResponsePlan};
@@ -208,6 +209,10 @@ impl RequestFilter {
     }
 
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
+        if let Some(name) = self.repeated_singleton_header(host) {
+            let msg = format!("header {name} sent more than once");
+            return self.protocol_error(host, 400, reply::INVALID_REQUEST, &msg);
+        }
         let method = host.request_header(":method").unwrap_or_default();
         let inputs = IdentityInputs {
             authorization: host.request_header("authorization"),
@@ -295,13 +300,8 @@ impl RequestFilter {
             }
         }
         let content_type = host.request_header("content-type").unwrap_or_default();
-        if !is_json_media_type(&content_type) {
-            return self.protocol_error(
-                host,
-                415,
-                reply::INVALID_REQUEST,
-                "MCP POST bodies must be Content-Type: application/json",
-            );
+        if let Err(msg) = check_request_media_type(&content_type) {
+            return self.protocol_error(host, 415, reply::INVALID_REQUEST, msg);
         }
         if let Some(enc) = host.request_header("content-encoding") {
             // We must decide on exactly the bytes the server will read; we do
@@ -339,6 +339,31 @@ impl RequestFilter {
         // Hold the headers: the router must not open an upstream request
         // before the body is decided (Envoy needs allow_on_headers_stop_iteration).
         Flow::Pause
+    }
+
+    /// A header the filter reads that came on more than one line. Servers
+    /// pick different copies (first, last, all joined), so a second copy of the
+    /// session id, the credential or the body's description could carry what
+    /// the filter never checked: refused whatever the copies say.
+    fn repeated_singleton_header(&self, host: &dyn Host) -> Option<String> {
+        const SINGLETONS: [&str; 9] = [
+            "authorization",
+            "content-type",
+            "content-encoding",
+            "content-length",
+            "mcp-method",
+            "mcp-name",
+            "mcp-session-id",
+            "mcp-protocol-version",
+            "last-event-id",
+        ];
+        let jwt = self.policy.identity.jwt_payload_header.as_deref();
+        SINGLETONS
+            .iter()
+            .copied()
+            .chain(jwt)
+            .find(|name| host.request_header_lines(name) > 1)
+            .map(str::to_owned)
     }
 
     fn too_large(&mut self, host: &mut dyn Host) -> Flow {
@@ -702,14 +727,16 @@ impl RequestFilter {
             .response_header(":status")
             .is_some_and(|s| s.starts_with('2'));
         let content_type = host.response_header("content-type").unwrap_or_default();
-        self.response = if is_json_media_type(&content_type) {
-            ResponseMode::Json
-        } else if media_type(&content_type) == "text/event-stream" {
-            ResponseMode::Sse
-        } else if status_ok {
-            ResponseMode::Refuse
-        } else {
-            ResponseMode::Pass
+        // A charset other than UTF-8 would make the client read other text than
+        // the one we filtered and scanned: such a body is one we cannot read.
+        let readable = media_type::parse(&content_type)
+            .ok()
+            .filter(MediaType::is_utf8);
+        self.response = match readable.as_ref().map(|m| m.essence.as_str()) {
+            Some("application/json") => ResponseMode::Json,
+            Some("text/event-stream") => ResponseMode::Sse,
+            _ if status_ok => ResponseMode::Refuse,
+            _ => ResponseMode::Pass,
         };
         if self.response != ResponseMode::Pass && !self.dry_run() {
             // The body may change length: a stale content-length would make the
@@ -1122,17 +1149,17 @@ fn refusal(messages: &[Message], refused: &[Option<Refused>]) -> LocalReply {
     LocalReply::json(200, &Value::Array(answers), first_rule)
 }
 
-fn media_type(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
-}
-
-fn is_json_media_type(content_type: &str) -> bool {
-    media_type(content_type) == "application/json"
+/// A POST body must be JSON the server reads exactly as we do (see `media_type`).
+fn check_request_media_type(content_type: &str) -> Result<(), &'static str> {
+    match media_type::parse(content_type) {
+        Ok(m) if m.is_utf8_json() => Ok(()),
+        Ok(m) if m.essence == "application/json" => Err(
+            "MCP POST bodies must be UTF-8: a charset other than utf-8 is refused \
+             (the server would read other text than the firewall decided on)",
+        ),
+        Err(MediaTypeError::RepeatedCharset) => Err("Content-Type names a charset more than once"),
+        _ => Err("MCP POST bodies must be Content-Type: application/json"),
+    }
 }
 
 /// `Mcp-Name` is the plain name, or `=?base64?<b64 of UTF-8>?=` (SEP-2243;

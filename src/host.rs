@@ -106,6 +106,9 @@ pub trait Host: SharedStore {
     /// A request header; only valid during the request-headers callback
     /// (Envoy answers BadArgument from body callbacks, so we read headers once).
     fn request_header(&self, name: &str) -> Option<String>;
+    /// On how many lines the client sent request header `name` (0 = absent);
+    /// headers callback only. `request_header` returns their combination.
+    fn request_header_lines(&self, name: &str) -> usize;
     /// A host property such as `["connection", "uri_san_peer_certificate"]`.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     /// The buffered request body (`size` bytes from the start).
@@ -159,6 +162,9 @@ pub mod fake {
         pub logs: RefCell<Vec<(LogLevel, String)>>,
         /// Once body callbacks start, header reads fail as in Envoy.
         pub headers_readable: bool,
+        /// Request headers the client sent on two lines (their value in
+        /// `request_headers` is the combination, as the glue reads it).
+        pub repeated_request_headers: std::collections::BTreeSet<String>,
     }
 
     impl FakeHost {
@@ -171,6 +177,14 @@ pub mod fake {
         pub fn header(mut self, k: &str, v: &str) -> Self {
             self.request_headers
                 .insert(k.to_ascii_lowercase(), v.to_owned());
+            self
+        }
+        /// A header sent on two lines, as Envoy would hand it over.
+        pub fn repeated_header(mut self, k: &str, first: &str, second: &str) -> Self {
+            let k = k.to_ascii_lowercase();
+            self.request_headers
+                .insert(k.clone(), format!("{first}, {second}"));
+            self.repeated_request_headers.insert(k);
             self
         }
     }
@@ -227,6 +241,14 @@ pub mod fake {
             self.request_headers
                 .get(&name.to_ascii_lowercase())
                 .cloned()
+        }
+        fn request_header_lines(&self, name: &str) -> usize {
+            let name = name.to_ascii_lowercase();
+            if self.repeated_request_headers.contains(&name) {
+                2
+            } else {
+                usize::from(self.request_headers.contains_key(&name))
+            }
         }
         fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
             self.properties.get(&path.join(".")).cloned()

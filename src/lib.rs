@@ -14,6 +14,7 @@ pub mod host;
 pub mod identity;
 pub mod json;
 pub mod jsonrpc;
+pub mod media_type;
 pub mod policy;
 pub mod reply;
 pub mod response;

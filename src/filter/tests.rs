@@ -178,6 +178,54 @@ fn request_table() {
             want: Some((415, Some(-32600), None)),
         },
         Case {
+            name: "charset_utf7_is_refused",
+            host: post("admin-key").header("content-type", "application/json; charset=utf-7"),
+            body: call(json!(1), "delete+AF8-repo"),
+            want: Some((415, Some(-32600), None)),
+        },
+        Case {
+            name: "charset_utf7_quoted_in_upper_case_is_refused",
+            host: post("reader-key").header("content-type", "application/json; Charset=\"UTF-7\""),
+            body: call(json!(1), "echo"),
+            want: Some((415, Some(-32600), None)),
+        },
+        Case {
+            name: "charset_utf8_quoted_in_upper_case_is_accepted",
+            host: post("reader-key").header("content-type", "Application/JSON; charset=\"UTF-8\""),
+            body: call(json!(1), "echo"),
+            want: None,
+        },
+        Case {
+            name: "second_charset_is_refused",
+            host: post("reader-key").header("content-type", "application/json; charset=utf-8; charset=utf-7"),
+            body: call(json!(1), "echo"),
+            want: Some((415, Some(-32600), None)),
+        },
+        Case {
+            name: "content_type_on_two_lines_is_refused",
+            host: post("reader-key").repeated_header("content-type", "application/json", "application/json; charset=utf-7"),
+            body: call(json!(1), "echo"),
+            want: Some((400, Some(-32600), None)),
+        },
+        Case {
+            name: "session_id_on_two_lines_is_refused",
+            host: post("reader-key").repeated_header("mcp-session-id", "mine", "someone-elses"),
+            body: call(json!(1), "echo"),
+            want: Some((400, Some(-32600), None)),
+        },
+        Case {
+            name: "mcp_name_on_two_lines_is_refused",
+            host: post("admin-key").repeated_header("mcp-name", "echo", "delete_repo"),
+            body: call(json!(1), "echo"),
+            want: Some((400, Some(-32600), None)),
+        },
+        Case {
+            name: "authorization_on_two_lines_is_refused",
+            host: post("reader-key").repeated_header("authorization", "Bearer reader-key", "Bearer admin-key"),
+            body: call(json!(1), "echo"),
+            want: Some((400, Some(-32600), None)),
+        },
+        Case {
             name: "declared_length_over_limit_is_413",
             host: post("reader-key").header("content-length", "99999999"),
             body: call(json!(1), "echo"),
@@ -230,6 +278,7 @@ fn request_table() {
         for case in cases.iter() {
             let mut host = FakeHost::new();
             host.request_headers = case.host.request_headers.clone();
+            host.repeated_request_headers = case.host.repeated_request_headers.clone();
             let mut f = RequestFilter::new(policy(json!({})));
             let flow = run_request(&mut f, &mut host, case.body.as_bytes(), chunk);
             match (&case.want, host.replies.first()) {
@@ -496,6 +545,33 @@ fn list_result_in_unknown_content_type_fails_closed() {
     );
     let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
     assert_eq!(v["error"]["data"]["rule"], json!("response-unfilterable"));
+}
+
+#[test]
+fn list_result_in_a_charset_other_than_utf8_fails_closed() {
+    for content_type in [
+        "application/json; charset=utf-7",
+        "text/event-stream; charset=utf-16",
+        "application/json; charset=utf-8; charset=utf-7",
+        "application/json, text/plain",
+    ] {
+        let mut host = post("reader-key");
+        let mut f = RequestFilter::new(policy(json!({})));
+        list_request(&mut f, &mut host);
+        let out = run_response(
+            &mut f,
+            &mut host,
+            content_type,
+            tools_list_result(5).to_string().as_bytes(),
+            7,
+        );
+        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        assert_eq!(
+            v["error"]["data"]["rule"],
+            json!("response-unfilterable"),
+            "{content_type}"
+        );
+    }
 }
 
 #[test]

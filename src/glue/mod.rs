@@ -402,32 +402,45 @@ impl HttpContext for FirewallHttp {
     }
 }
 
-/// All headers of `map` whose values are UTF-8. The SDK's `get_map` unwraps
-/// `String::from_utf8` on every value, and Envoy lets any byte but NUL, CR and
-/// LF through in a value (`x-note: caf\xe9` from a client or a server), so one
-/// such header anywhere would panic and kill the VM. Values that are not UTF-8
-/// are left out: the filter then treats them as absent, which fails closed
-/// (no identity, no content type). Names are HTTP tokens, ASCII by the codecs.
+/// All headers of `map`. The SDK's `get_map` unwraps `String::from_utf8` on
+/// every value, and Envoy lets any byte but NUL, CR and LF through in a value
+/// (`x-note: caf\xe9` from a client or a server), so one such header anywhere
+/// would panic and kill the VM. A value that is not UTF-8 is kept with U+FFFD
+/// in place of its bad bytes: it is present (a copy a server could read) and
+/// matches nothing the filter accepts (no media type, no key, no name).
+/// Names are HTTP tokens, ASCII by the codecs.
 fn header_map(map: MapType) -> Option<Vec<(String, String)>> {
     let pairs = hostcalls::get_map_bytes(map).ok()?;
     Some(
         pairs
             .into_iter()
-            .filter_map(|(k, v)| String::from_utf8(v).ok().map(|v| (k, v)))
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
             .collect(),
     )
 }
 
-/// One header: from the map fetched for this callback, else by a hostcall.
+/// One header from the map fetched for this callback. A field sent on several
+/// lines is read as their combination, joined with ", " (RFC 9110 §5.3):
+/// Envoy's own `get_map_value` hands over only the first line, while a server
+/// may read the last or all of them, so a disagreeing copy must be visible to
+/// every check (it then matches no media type, key or name, and is refused).
 /// Envoy hands header names over lower-cased; callers ask in lower case.
 fn header(cached: Option<&[(String, String)]>, map: MapType, name: &str) -> Option<String> {
     match cached {
-        Some(all) => all.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
-        // Bytes, not `get_map_value`: see [`header_map`] on non-UTF-8 values.
+        Some(all) => {
+            let mut lines = all.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+            let first = lines.next()?.clone();
+            Some(lines.fold(first, |mut joined, v| {
+                joined.push_str(", ");
+                joined.push_str(v);
+                joined
+            }))
+        }
+        // Only reached outside the headers callbacks, where every map is fetched.
         None => hostcalls::get_map_value_bytes(map, name)
             .ok()
             .flatten()
-            .and_then(|v| String::from_utf8(v).ok()),
+            .map(|v| String::from_utf8_lossy(&v).into_owned()),
     }
 }
 
@@ -570,6 +583,11 @@ impl Host for WasmHost {
             MapType::HttpRequestHeaders,
             name,
         )
+    }
+    fn request_header_lines(&self, name: &str) -> usize {
+        self.request_headers
+            .as_deref()
+            .map_or(0, |all| all.iter().filter(|(k, _)| k == name).count())
     }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         hostcalls::get_property(path.to_vec()).ok().flatten()

@@ -1,0 +1,209 @@
+"""Servers that read the bytes differently from the firewall (issue: what the server
+reads is what the firewall decided).
+
+Each peer is a real server in another language whose decoder showed a bypass. Every
+case runs twice: straight to the peer (the control: the peer really executes the
+smuggled call, so the case can fail) and through Envoy with the filter (refused,
+nothing reaches the peer).
+
+- Charsets: the official TypeScript SDK server on ``createMcpExpressApp()``
+  (``express.json()`` decodes any ``charset=utf-*``, UTF-7 included).
+- Repeated header lines, which servers resolve differently.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ADMIN_KEY, sha256_hex
+from mcp_raw import ACCEPT, call
+
+import harness
+
+REPO = Path(__file__).resolve().parents[2]
+
+POLICY: dict[str, Any] = {
+    "version": 1,
+    "identity": {"api_keys": [{"sha256": sha256_hex(ADMIN_KEY), "subject": "e2e-admin", "roles": ["admin"]}]},
+    "rules": [
+        {"id": "catalogue", "effect": "allow", "methods": ["tools/list"]},
+        {"id": "admin-tools", "effect": "allow", "roles": ["admin"], "tools": ["echo", "delete_repo"]},
+        {"id": "refund-cap", "effect": "allow", "roles": ["admin"], "tools": ["create_refund"],
+         "when": {"arg": "/amount", "lte": 500}},
+        {"id": "no-delete", "effect": "deny", "tools": ["delete_*"]},
+    ],
+}
+
+
+class Peer:
+    """A peer process whose stdout lists what it executed (``CALLED {json}`` lines)."""
+
+    def __init__(self, name: str, argv: list[str], workdir: Path, cwd: Path | None = None):
+        self.port = harness.free_port()
+        self.proc = harness.Proc(name, [*argv, str(self.port)], workdir / f"{name}.log", cwd=cwd)
+        harness._wait(lambda: harness.port_open(self.port), 30, name, self.proc)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def executed(self) -> list[dict[str, Any]]:
+        return [json.loads(line[len("CALLED "):]) for line in self.proc.log_text().splitlines()
+                if line.startswith("CALLED ")]
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+def envoy_in_front(peer: Peer, workdir: Path, wasm: Path, name: str) -> harness.Envoy:
+    cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
+                         upstream_port=peer.port, policy=POLICY, wasm=wasm)
+    return harness.Envoy(cfg, workdir, name=name)
+
+
+def post(url: str, body: str | bytes, headers: list[tuple[str, str]]) -> httpx.Response:
+    """A POST with exactly these header lines (repeats allowed), the admin's key added."""
+    lines = [("Accept", ACCEPT), ("Authorization", f"Bearer {ADMIN_KEY}"), *headers]
+    with httpx.Client(timeout=30) as c:
+        return c.post(url, content=body if isinstance(body, bytes) else body.encode(), headers=lines)
+
+
+def wait_executed(peer: Peer, count: int) -> list[dict[str, Any]]:
+    """The peer's executions once there are `count` of them (its stdout is flushed per line)."""
+    deadline = time.monotonic() + 5
+    while len(peer.executed()) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return peer.executed()
+
+
+# --------------------------------------------------------------------------- charsets
+
+@pytest.fixture(scope="module")
+def express_peer(workdir: Path) -> Iterator[Peer]:
+    peer = Peer("express-peer", ["node", str(REPO / "e2e" / "peers" / "express_server.mjs")], workdir)
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="module")
+def express_envoy(express_peer: Peer, workdir: Path, wasm: Path) -> Iterator[harness.Envoy]:
+    env = envoy_in_front(express_peer, workdir, wasm, "envoy-express-peer")
+    yield env
+    env.stop()
+
+
+def utf7_delete() -> str:
+    # UTF-7 reads "+AF8-" as "_": the firewall (UTF-8) sees the tool "delete+AF8-repo".
+    return json.dumps(call("delete+AF8-repo", {"repo": "prod"}))
+
+
+def utf7_refund() -> str:
+    # In UTF-8 the note is one harmless string; in UTF-7 "+ACI-" is a quote, so the
+    # server reads a second "amount" member and JSON.parse keeps the last one.
+    note = 'x+ACI-,+ACI-amount+ACI-:50000,+ACI-y+ACI-:+ACI-'
+    return json.dumps(call("create_refund", {"amount": 5, "note": note}))
+
+
+SMUGGLED = [
+    # (case, content-type lines, body, what the peer executes when it is reached)
+    ("utf7_turns_an_unknown_name_into_a_denied_tool", [("Content-Type", "application/json; charset=utf-7")],
+     utf7_delete(), {"tool": "delete_repo", "arguments": {"repo": "prod"}}),
+    ("utf7_quoted_upper_case", [("Content-Type", 'application/json; Charset="UTF-7"')],
+     utf7_delete(), {"tool": "delete_repo", "arguments": {"repo": "prod"}}),
+    ("utf7_second_member_passes_a_refund_cap", [("Content-Type", "application/json; charset=utf-7")],
+     utf7_refund(), {"tool": "create_refund", "arguments": {"amount": 50000, "note": "x", "y": ""}}),
+    ("utf7_as_a_second_charset", [("Content-Type", "application/json; charset=utf-7; charset=utf-8")],
+     utf7_delete(), {"tool": "delete_repo", "arguments": {"repo": "prod"}}),
+    ("utf7_on_a_second_header_line", [("Content-Type", "application/json"),
+                                      ("Content-Type", "application/json; charset=utf-7")],
+     utf7_delete(), None),
+]
+
+
+# Node keeps the first of two Content-Type lines, so the last case fools other
+# readers, not this one: it has no control run here.
+REACHABLE = [c for c in SMUGGLED if c[3] is not None]
+
+
+@pytest.mark.parametrize("case,headers,body,executes", REACHABLE, ids=[c[0] for c in REACHABLE])
+def test_the_express_peer_executes_what_utf7_smuggles(express_peer: Peer, case: str,
+                                                     headers: list[tuple[str, str]], body: str,
+                                                     executes: dict[str, Any]) -> None:
+    """Control: straight to the peer, the smuggled call runs (so the refusal below matters)."""
+    before = len(express_peer.executed())
+    r = post(express_peer.url, body, headers)
+    assert r.status_code == 200, r.text
+    ran = wait_executed(express_peer, before + 1)[before:]
+    # Zod drops members the schema does not name ("y"), so compare what it kept.
+    assert [e["tool"] for e in ran] == [executes["tool"]]
+    for key in ("repo", "amount"):
+        if key in executes["arguments"]:
+            assert ran[0]["arguments"][key] == executes["arguments"][key]
+
+
+@pytest.mark.parametrize("case,headers,body,executes", SMUGGLED, ids=[c[0] for c in SMUGGLED])
+def test_charset_smuggling_is_refused_before_the_server(express_envoy: harness.Envoy, express_peer: Peer,
+                                                       case: str, headers: list[tuple[str, str]], body: str,
+                                                       executes: dict[str, Any] | None) -> None:
+    before_posts = express_envoy.upstream_posts()
+    before = len(express_peer.executed())
+    r = post(express_envoy.url, body, headers)
+    # Envoy joins two Content-Type lines into one ("a,b"), which is no media type: 415 too.
+    assert r.status_code == 415, r.text
+    assert r.json()["error"]["code"] == -32600
+    assert express_envoy.upstream_posts() == before_posts
+    assert express_peer.executed()[before:] == []
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          'application/json; charset="UTF-8"'])
+def test_utf8_json_reaches_the_express_peer(express_envoy: harness.Envoy, express_peer: Peer,
+                                            content_type: str) -> None:
+    before = len(express_peer.executed())
+    r = post(express_envoy.url, json.dumps(call("echo", {"message": "plain"})), [("Content-Type", content_type)])
+    assert r.status_code == 200, r.text
+    assert r.json()["result"]["content"][0]["text"] == "echo ran"
+    assert wait_executed(express_peer, before + 1)[before:] == [{"tool": "echo", "arguments": {"message": "plain"}}]
+
+
+def test_denied_call_in_utf8_never_reaches_the_express_peer(express_envoy: harness.Envoy,
+                                                            express_peer: Peer) -> None:
+    before = len(express_peer.executed())
+    r = post(express_envoy.url, json.dumps(call("delete_repo", {"repo": "prod"})),
+             [("Content-Type", "application/json")])
+    assert r.status_code == 200 and r.json()["error"]["code"] == -32010
+    assert r.json()["error"]["data"]["rule"] == "no-delete"
+    assert express_peer.executed()[before:] == []
+
+
+# --------------------------------------------------------------------------- repeated headers
+
+REPEATED = [
+    # Servers pick different copies (Starlette the first, Node joins custom headers,
+    # Go's Header.Get the first): a second copy must never carry what was not checked.
+    ("session_id", [("Mcp-Session-Id", "mine"), ("Mcp-Session-Id", "someone-elses")], 400),
+    ("mcp_name", [("Mcp-Method", "tools/call"), ("Mcp-Name", "echo"), ("Mcp-Name", "delete_repo")], 400),
+    # Envoy itself joins Authorization lines into one value ("Bearer a,Bearer b"):
+    # a key nobody has, so no identity.
+    ("authorization", [("Authorization", "Bearer e2e-reader-key")], 401),
+]
+
+
+@pytest.mark.parametrize("case,extra,status", REPEATED, ids=[c[0] for c in REPEATED])
+def test_a_header_the_filter_reads_on_two_lines_is_refused(express_envoy: harness.Envoy, express_peer: Peer,
+                                                           case: str, extra: list[tuple[str, str]],
+                                                           status: int) -> None:
+    before_posts = express_envoy.upstream_posts()
+    r = post(express_envoy.url, json.dumps(call("echo", {"message": "x"})),
+             [("Content-Type", "application/json"), *extra])
+    assert r.status_code == status, r.text
+    if status == 400:
+        assert r.json()["error"]["code"] == -32600
+        assert "more than once" in r.json()["error"]["message"]
+    assert express_envoy.upstream_posts() == before_posts
