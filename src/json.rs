@@ -22,6 +22,9 @@ pub enum JsonError {
     DuplicateKey(String),
     /// Nesting deeper than the configured limit: JSON-RPC -32600.
     TooDeep(usize),
+    /// Two keys of one object that a case-insensitive decoder reads as one
+    /// (`name` and `Name`, `arguments` and `argumentſ`): JSON-RPC -32600.
+    FoldedDuplicateKey(String, String),
 }
 
 impl fmt::Display for JsonError {
@@ -31,6 +34,11 @@ impl fmt::Display for JsonError {
             JsonError::InvalidUtf8 => write!(f, "body is not valid UTF-8"),
             JsonError::DuplicateKey(k) => write!(f, "duplicate object key {k:?}"),
             JsonError::TooDeep(d) => write!(f, "JSON nesting deeper than {d}"),
+            JsonError::FoldedDuplicateKey(a, b) => write!(
+                f,
+                "object keys {a:?} and {b:?} differ only in case (a server that matches \
+                 names case-insensitively would read one as the other)"
+            ),
         }
     }
 }
@@ -41,6 +49,26 @@ pub const MAX_SUPPORTED_DEPTH: usize = 120;
 /// Parse `bytes` as one JSON value, refusing duplicate keys, invalid UTF-8,
 /// trailing data and nesting deeper than `max_depth` (objects and arrays count).
 pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> {
+    parse_checked(bytes, max_depth, KeyCheck::Exact)
+}
+
+/// [`parse_strict`], and also refusing an object whose keys collide under the
+/// case folding real decoders apply to member names. Go's `encoding/json`
+/// matches struct fields case-insensitively and keeps the last match, so
+/// `{"name":"echo","Name":"delete_repo"}` runs `delete_repo` on a Go server
+/// while every exact reader (and the policy) sees `echo`. For bodies a client
+/// sends to a server.
+pub fn parse_strict_folded(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> {
+    parse_checked(bytes, max_depth, KeyCheck::Folded)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyCheck {
+    Exact,
+    Folded,
+}
+
+fn parse_checked(bytes: &[u8], max_depth: usize, keys: KeyCheck) -> Result<Value, JsonError> {
     // Check UTF-8 on the whole body first: serde_json only validates inside strings
     // and we want invalid UTF-8 to be its own, distinct refusal.
     if std::str::from_utf8(bytes).is_err() {
@@ -51,6 +79,7 @@ pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> 
     let seed = StrictSeed {
         depth: 0,
         max_depth: max_depth.min(MAX_SUPPORTED_DEPTH),
+        keys,
         verdict: &verdict,
     };
     let parsed = seed.deserialize(&mut de).and_then(|v| de.end().map(|_| v));
@@ -66,6 +95,7 @@ pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> 
 struct StrictSeed<'a> {
     depth: usize,
     max_depth: usize,
+    keys: KeyCheck,
     verdict: &'a RefCell<Option<JsonError>>,
 }
 
@@ -134,8 +164,66 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
             let v = map.next_value_seed(inner)?;
             out.insert(key, v);
         }
+        if self.keys == KeyCheck::Folded {
+            if let Some((a, b)) = folded_collision(&out) {
+                *self.verdict.borrow_mut() = Some(JsonError::FoldedDuplicateKey(a, b));
+                return Err(de::Error::custom("keys collide under case folding"));
+            }
+        }
         Ok(Value::Object(out))
     }
+}
+
+/// How Go's `encoding/json` folds a member name (its `foldName`): ASCII
+/// letters to upper case, any other character to the upper case of its lower
+/// case, one character each (`ſ` → `S`, Kelvin `K` → `K`, `İ` → `I`). Rust's
+/// mappings are the full ones: where the lower case is several characters only
+/// the first is the simple mapping (`İ` → `i` + U+0307), and where the upper
+/// case is several characters the simple mapping leaves the character alone
+/// (`ß`), so both steps keep a one-character result only.
+fn fold_char(c: char) -> char {
+    if c.is_ascii() {
+        return c.to_ascii_uppercase();
+    }
+    let lower = c.to_lowercase().next().unwrap_or(c);
+    let mut upper = lower.to_uppercase();
+    match (upper.next(), upper.next()) {
+        (Some(u), None) => u,
+        _ => lower,
+    }
+}
+
+fn folded(key: &str) -> impl Iterator<Item = char> + '_ {
+    key.chars().map(fold_char)
+}
+
+/// The first two keys of `object` that fold to the same name, if any. Small
+/// objects (what MCP messages are made of) are compared pairwise without
+/// allocating; large ones through a set of folded names.
+fn folded_collision(object: &Map<String, Value>) -> Option<(String, String)> {
+    const PAIRWISE_UP_TO: usize = 16;
+    if object.len() < 2 {
+        return None;
+    }
+    let keys: Vec<&String> = object.keys().collect();
+    if keys.len() <= PAIRWISE_UP_TO {
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                if folded(a).eq(folded(b)) {
+                    return Some(((*a).clone(), (*b).clone()));
+                }
+            }
+        }
+        return None;
+    }
+    let mut seen: std::collections::HashMap<String, &String> =
+        std::collections::HashMap::with_capacity(keys.len());
+    for key in keys {
+        if let Some(first) = seen.insert(folded(key).collect(), key) {
+            return Some((first.clone(), key.clone()));
+        }
+    }
+    None
 }
 
 /// Canonical JSON: object keys sorted by code point, no insignificant
@@ -524,6 +612,49 @@ pub fn is_lower_hex(bytes: &[u8]) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn keys_that_fold_together_like_go_encoding_json() {
+        let cases = [
+            ("ascii_case", "name", "Name", true),
+            ("all_upper", "arguments", "ARGUMENTS", true),
+            ("long_s", "arguments", "argument\u{17f}", true),
+            ("kelvin_sign", "key", "\u{212a}ey", true),
+            ("dotted_capital_i", "id", "\u{130}d", true),
+            ("greek_final_sigma", "\u{3c3}", "\u{3c2}", true),
+            ("latin1_letters", "caf\u{e9}", "CAF\u{c9}", true),
+            ("sharp_s_is_not_ss", "stra\u{df}e", "STRASSE", false),
+            ("different_names", "name", "names", false),
+            ("underscore_is_not_dash", "a_b", "a-b", false),
+        ];
+        for (name, a, b, collide) in cases {
+            let doc = json!({ a: 1, b: 2 }).to_string();
+            let got = parse_strict_folded(doc.as_bytes(), 8);
+            assert_eq!(
+                matches!(got, Err(JsonError::FoldedDuplicateKey(_, _))),
+                collide,
+                "{name}: {a:?} / {b:?} -> {got:?}"
+            );
+            assert!(
+                parse_strict(doc.as_bytes(), 8).is_ok(),
+                "{name}: exact parse"
+            );
+        }
+    }
+
+    #[test]
+    fn folded_collision_in_a_large_object_is_found() {
+        let mut members: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        members.push("\"K39\":0".into());
+        let doc = format!("{{{}}}", members.join(","));
+        assert_eq!(
+            parse_strict_folded(doc.as_bytes(), 8),
+            Err(JsonError::FoldedDuplicateKey("K39".into(), "k39".into()))
+        );
+        members.pop();
+        let doc = format!("{{{}}}", members.join(","));
+        assert!(parse_strict_folded(doc.as_bytes(), 8).is_ok());
+    }
 
     #[test]
     fn strict_parse_table() {

@@ -3,7 +3,7 @@
 //! Anything ambiguous is refused rather than guessed at: the server behind us
 //! may interpret an odd message differently from how we decided it.
 
-use crate::json::{parse_strict, JsonError};
+use crate::json::{parse_strict_folded, JsonError};
 use serde_json::{Map, Value};
 
 /// One JSON-RPC message as the client sent it.
@@ -86,7 +86,7 @@ impl From<JsonError> for ProtocolError {
 
 /// Parse a request body into its message(s).
 pub fn parse_body(bytes: &[u8], max_depth: usize) -> Result<Body, ProtocolError> {
-    let doc = parse_strict(bytes, max_depth)?;
+    let doc = parse_strict_folded(bytes, max_depth)?;
     match doc {
         Value::Array(items) => {
             if items.is_empty() {
@@ -332,6 +332,36 @@ mod tests {
             (
                 "duplicate_name_key",
                 r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"forbidden"}}"#,
+                -32600,
+            ),
+            (
+                "name_twice_in_other_case",
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","Name":"delete_repo"}}"#,
+                -32600,
+            ),
+            (
+                "arguments_twice_in_other_case",
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{},"ARGUMENTS":{"x":1}}}"#,
+                -32600,
+            ),
+            (
+                "long_s_folds_to_s",
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{},"argument\u017f":{"x":1}}}"#,
+                -32600,
+            ),
+            (
+                "kelvin_sign_folds_to_k",
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"key":1,"\u212aey":2}}}"#,
+                -32600,
+            ),
+            (
+                "dotted_capital_i_folds_to_i",
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"id":1,"\u0130d":2}}}"#,
+                -32600,
+            ),
+            (
+                "case_collision_deep_in_arguments",
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"a":[{"amount":1,"Amount":9}]}}}"#,
                 -32600,
             ),
             (

@@ -7,13 +7,17 @@
 //!   re-serialised by serde_json (what a server or our own rewriting would
 //!   emit) is still accepted by `parse_strict` with the same depth limit, reads
 //!   as the same value, and `parse_body` reads it as the same messages. A
-//!   failure here means two spellings of one document are decided differently.
+//!   failure here means two spellings of one document are decided differently;
+//! * no object in an accepted body has two keys equal under ASCII case
+//!   folding (a weaker fold than the one parse_body applies, computed here
+//!   independently): a case-insensitive decoder would read one as the other.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use mcp_firewall::decide::call_of;
 use mcp_firewall::json::parse_strict;
 use mcp_firewall::jsonrpc::{parse_body, Body};
+use serde_json::Value;
 
 const DEPTH: usize = 64;
 
@@ -35,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(doc) => doc,
         Err(e) => panic!("parse_body accepted what parse_strict refuses: {e}"),
     };
+    assert_no_ascii_folded_keys(&doc);
     let again = match serde_json::to_vec(&doc) {
         Ok(bytes) => bytes,
         Err(e) => panic!("serde_json cannot serialise an accepted document: {e}"),
@@ -52,3 +57,18 @@ fuzz_target!(|data: &[u8]| {
         "re-serialised body parses to different messages"
     );
 });
+
+fn assert_no_ascii_folded_keys(v: &Value) {
+    match v {
+        Value::Object(m) => {
+            let mut folded: Vec<String> = m.keys().map(|k| k.to_ascii_lowercase()).collect();
+            folded.sort();
+            let n = folded.len();
+            folded.dedup();
+            assert_eq!(folded.len(), n, "accepted keys that fold together: {:?}", m.keys());
+            m.values().for_each(assert_no_ascii_folded_keys);
+        }
+        Value::Array(items) => items.iter().for_each(assert_no_ascii_folded_keys),
+        _ => {}
+    }
+}

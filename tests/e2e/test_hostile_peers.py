@@ -8,12 +8,18 @@ nothing reaches the peer).
 
 - Charsets: the official TypeScript SDK server on ``createMcpExpressApp()``
   (``express.json()`` decodes any ``charset=utf-*``, UTF-7 included).
+- Case-folded member names: a Go server built with ``go build`` on the standard
+  library, decoding into structs with ``encoding/json`` (case-insensitive field
+  match, ``ſ`` folds to ``s``, the last match wins).
 - Repeated header lines, which servers resolve differently.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,6 +186,85 @@ def test_denied_call_in_utf8_never_reaches_the_express_peer(express_envoy: harne
     assert r.status_code == 200 and r.json()["error"]["code"] == -32010
     assert r.json()["error"]["data"]["rule"] == "no-delete"
     assert express_peer.executed()[before:] == []
+
+
+# --------------------------------------------------------------------------- case folding
+
+@pytest.fixture(scope="module")
+def go_peer(workdir: Path) -> Iterator[Peer]:
+    go = shutil.which("go")
+    if go is None:
+        pytest.fail("go is missing: scripts/setup.sh installs Debian's golang-go")
+    binary = workdir / "go-peer"
+    # The build cache goes into the test's own directory, removed with it.
+    env = {**os.environ, "GOCACHE": str(workdir / "go-cache"), "GOPATH": str(workdir / "go-path"),
+           "GO111MODULE": "off", "CGO_ENABLED": "0"}
+    built = subprocess.run([go, "build", "-o", str(binary), str(REPO / "e2e" / "peers" / "go_server.go")],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    peer = Peer("go-peer", [str(binary)], workdir)
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="module")
+def go_envoy(go_peer: Peer, workdir: Path, wasm: Path) -> Iterator[harness.Envoy]:
+    env = envoy_in_front(go_peer, workdir, wasm, "envoy-go-peer")
+    yield env
+    env.stop()
+
+
+def raw_call(params: str) -> str:
+    """A tools/call whose params are given as raw JSON text (keys JSON cannot repeat in a dict)."""
+    return '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":' + params + "}"
+
+
+FOLDED = [
+    # (case, params as sent, what the Go peer executes)
+    ("name_in_other_case_runs_a_denied_tool",
+     '{"name":"echo","Name":"delete_repo","arguments":{"repo":"prod"}}',
+     {"tool": "delete_repo", "arguments": {"repo": "prod"}}),
+    ("arguments_in_upper_case_pass_a_refund_cap",
+     '{"name":"create_refund","arguments":{"amount":5},"ARGUMENTS":{"amount":50000}}',
+     {"tool": "create_refund", "arguments": {"amount": 50000}}),
+    ("long_s_spells_arguments",
+     '{"name":"create_refund","arguments":{"amount":5},"argument\u017f":{"amount":50000}}',
+     {"tool": "create_refund", "arguments": {"amount": 50000}}),
+    ("long_s_unescaped",
+     '{"name":"create_refund","arguments":{"amount":5},"argumentſ":{"amount":50000}}',
+     {"tool": "create_refund", "arguments": {"amount": 50000}}),
+]
+
+
+@pytest.mark.parametrize("case,params,executes", FOLDED, ids=[c[0] for c in FOLDED])
+def test_the_go_peer_reads_case_folded_members(go_peer: Peer, case: str, params: str,
+                                               executes: dict[str, Any]) -> None:
+    """Control: straight to the Go peer, the folded member is the one that runs."""
+    before = len(go_peer.executed())
+    r = post(go_peer.url, raw_call(params), [("Content-Type", "application/json")])
+    assert r.status_code == 200, r.text
+    assert wait_executed(go_peer, before + 1)[before:] == [executes]
+
+
+@pytest.mark.parametrize("case,params,executes", FOLDED, ids=[c[0] for c in FOLDED])
+def test_case_folded_members_are_refused_before_the_go_peer(go_envoy: harness.Envoy, go_peer: Peer, case: str,
+                                                            params: str, executes: dict[str, Any]) -> None:
+    before_posts = go_envoy.upstream_posts()
+    before = len(go_peer.executed())
+    r = post(go_envoy.url, raw_call(params), [("Content-Type", "application/json")])
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == -32600
+    assert "differ only in case" in r.json()["error"]["message"]
+    assert go_envoy.upstream_posts() == before_posts
+    assert go_peer.executed()[before:] == []
+
+
+def test_allowed_call_reaches_the_go_peer(go_envoy: harness.Envoy, go_peer: Peer) -> None:
+    before = len(go_peer.executed())
+    r = post(go_envoy.url, raw_call('{"name":"create_refund","arguments":{"amount":5}}'),
+             [("Content-Type", "application/json")])
+    assert r.status_code == 200 and r.json()["result"]["content"][0]["text"] == "create_refund ran", r.text
+    assert wait_executed(go_peer, before + 1)[before:] == [{"tool": "create_refund", "arguments": {"amount": 5}}]
 
 
 # --------------------------------------------------------------------------- repeated headers
