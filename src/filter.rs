@@ -936,8 +936,25 @@ impl RequestFilter {
             }
         };
         let caller = self.caller.as_ref()?;
+        let objects = jsonrpc::response_objects(&mut doc);
+        // An answer we cannot tie to a request of this exchange is one whose
+        // plan we do not know: `"5"` or `5.0` for id 5 (a client matching
+        // `Number(id)` takes it), or no id at all. Never passed on unchecked.
+        let unmatched = objects.iter().any(|m| {
+            !m.contains_key("method")
+                && !m
+                    .get("id")
+                    .is_some_and(|id| self.forwarded_ids.contains(id))
+        });
+        if unmatched {
+            return Some(
+                self.unfilterable("server answer whose id matches no request of this exchange")
+                    .to_string()
+                    .into_bytes(),
+            );
+        }
         let mut changed = false;
-        for msg in jsonrpc::response_objects(&mut doc) {
+        for msg in objects {
             let id = msg.get("id").map(id_key);
             let r = rewrite_message(&self.policy, caller, &self.plan, msg);
             changed |= r.changed;

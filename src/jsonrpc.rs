@@ -104,7 +104,7 @@ pub fn parse_body(bytes: &[u8], max_depth: usize) -> Result<Body, ProtocolError>
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()
-                .map(Body::Batch)
+                .and_then(|ms| check_batch_ids(&ms).map(|()| Body::Batch(ms)))
         }
         other => parse_message(other).map(Body::Single),
     }
@@ -176,15 +176,52 @@ fn parse_message(v: Value) -> Result<Message, ProtocolError> {
     }
 }
 
-/// MCP narrows JSON-RPC ids to strings and integers (never null).
+/// The largest integer every JSON reader holds exactly: 2^53 - 1. A
+/// JavaScript server reads `9007199254740993` as `9007199254740992` and answers
+/// with that id, which then matches no request we planned a response check for.
+pub const MAX_EXACT_ID: i64 = (1 << 53) - 1;
+
+/// MCP narrows JSON-RPC ids to strings and integers (never null); integers must
+/// be ones every server reads exactly (±(2^53 - 1)).
 fn check_id(id: &Value) -> Result<(), ProtocolError> {
+    const NOT_EXACT: &str =
+        "\"id\" must lie within ±(2^53 - 1): larger integers are not read exactly by every server";
     match id {
         Value::String(_) => Ok(()),
-        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(()),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) if (-MAX_EXACT_ID..=MAX_EXACT_ID).contains(&i) => Ok(()),
+            Some(_) => Err(ProtocolError::Invalid(NOT_EXACT.into())),
+            None if n.is_u64() => Err(ProtocolError::Invalid(NOT_EXACT.into())),
+            None => Err(ProtocolError::Invalid(
+                "\"id\" must be a string or an integer".into(),
+            )),
+        },
         _ => Err(ProtocolError::Invalid(
             "\"id\" must be a string or an integer".into(),
         )),
     }
+}
+
+/// Two requests (or two answers) in one batch with ids that read alike, `1`
+/// and `"1"` included (a client that matches `Number(id)` confuses them): the
+/// server's answers could not be told apart, so neither could our checks.
+fn check_batch_ids(messages: &[Message]) -> Result<(), ProtocolError> {
+    let mut seen: std::collections::HashSet<(bool, String)> = std::collections::HashSet::new();
+    for m in messages {
+        let (is_request, id) = match m {
+            Message::Request { id, .. } => (true, id),
+            Message::Response { id } => (false, id),
+            Message::Notification { .. } => continue,
+        };
+        let text = match id {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if !seen.insert((is_request, text)) {
+            return Err(ProtocolError::Invalid(format!("batch repeats the id {id}")));
+        }
+    }
+    Ok(())
 }
 
 /// What a message acts on, for rule matching.
@@ -276,6 +313,14 @@ mod tests {
                 "batch",
                 r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/x"}]"#,
             ),
+            (
+                "largest_exact_ids",
+                r#"[{"jsonrpc":"2.0","id":9007199254740991,"method":"ping"},{"jsonrpc":"2.0","id":-9007199254740991,"method":"ping"}]"#,
+            ),
+            (
+                "batch_request_and_answer_share_an_id",
+                r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":1,"result":{}}]"#,
+            ),
         ];
         for (name, body) in cases {
             assert!(parse(body).is_ok(), "{name}: {:?}", parse(body));
@@ -362,6 +407,46 @@ mod tests {
             (
                 "case_collision_deep_in_arguments",
                 r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"a":[{"amount":1,"Amount":9}]}}}"#,
+                -32600,
+            ),
+            (
+                "id_past_2_53",
+                r#"{"jsonrpc":"2.0","id":9007199254740993,"method":"ping"}"#,
+                -32600,
+            ),
+            (
+                "id_just_past_2_53_minus_1",
+                r#"{"jsonrpc":"2.0","id":9007199254740992,"method":"ping"}"#,
+                -32600,
+            ),
+            (
+                "negative_id_past_2_53",
+                r#"{"jsonrpc":"2.0","id":-9007199254740992,"method":"ping"}"#,
+                -32600,
+            ),
+            (
+                "u64_id",
+                r#"{"jsonrpc":"2.0","id":18446744073709551615,"method":"ping"}"#,
+                -32600,
+            ),
+            (
+                "exponent_id",
+                r#"{"jsonrpc":"2.0","id":1e3,"method":"ping"}"#,
+                -32600,
+            ),
+            (
+                "batch_repeating_a_request_id",
+                r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#,
+                -32600,
+            ),
+            (
+                "batch_same_id_as_number_and_string",
+                r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":"1","method":"ping"}]"#,
+                -32600,
+            ),
+            (
+                "batch_repeating_an_answer_id",
+                r#"[{"jsonrpc":"2.0","id":"s1","result":{}},{"jsonrpc":"2.0","id":"s1","result":{}}]"#,
                 -32600,
             ),
             (

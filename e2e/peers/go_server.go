@@ -34,9 +34,21 @@ var tools = []map[string]interface{}{
 	{"name": "create_refund", "inputSchema": map[string]interface{}{"type": "object"}},
 }
 
-func answer(w http.ResponseWriter, id json.RawMessage, result interface{}) {
+// answer writes the result. A test can make the peer mangle the id the way
+// some servers do (header X-Answer-Id: string, float or none): 5 answered as
+// "5", 5.0 or without an id, which a client matching Number(id) still takes.
+func answer(w http.ResponseWriter, r *http.Request, id json.RawMessage, result interface{}) {
+	msg := map[string]interface{}{"jsonrpc": "2.0", "id": id, "result": result}
+	switch r.Header.Get("X-Answer-Id") {
+	case "string":
+		msg["id"] = string(id)
+	case "float":
+		msg["id"] = json.RawMessage(string(id) + ".0")
+	case "none":
+		delete(msg, "id")
+	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]interface{}{"jsonrpc": "2.0", "id": id, "result": result})
+	_ = json.NewEncoder(w).Encode(msg)
 }
 
 func mcp(w http.ResponseWriter, r *http.Request) {
@@ -55,21 +67,21 @@ func mcp(w http.ResponseWriter, r *http.Request) {
 	}
 	switch req.Method {
 	case "initialize":
-		answer(w, req.ID, map[string]interface{}{
+		answer(w, r, req.ID, map[string]interface{}{
 			"protocolVersion": "2025-11-25",
 			"capabilities":    map[string]interface{}{"tools": map[string]interface{}{}},
 			"serverInfo":      map[string]interface{}{"name": "mcp-firewall-e2e-go-peer", "version": "1.0.0"},
 		})
 	case "tools/list":
-		answer(w, req.ID, map[string]interface{}{"tools": tools})
+		answer(w, r, req.ID, map[string]interface{}{"tools": tools})
 	case "tools/call":
 		line, _ := json.Marshal(map[string]interface{}{"tool": req.Params.Name, "arguments": req.Params.Arguments})
 		fmt.Printf("CALLED %s\n", line)
-		answer(w, req.ID, map[string]interface{}{
+		answer(w, r, req.ID, map[string]interface{}{
 			"content": []map[string]interface{}{{"type": "text", "text": req.Params.Name + " ran"}},
 		})
 	default:
-		answer(w, req.ID, map[string]interface{}{})
+		answer(w, r, req.ID, map[string]interface{}{})
 	}
 }
 

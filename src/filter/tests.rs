@@ -575,6 +575,40 @@ fn list_result_in_a_charset_other_than_utf8_fails_closed() {
 }
 
 #[test]
+fn answer_whose_id_matches_no_request_is_unfilterable() {
+    let cases = [
+        ("id_as_string", json!("5")),
+        ("id_as_float", json!(5.0)),
+        ("other_id", json!(6)),
+        ("no_id", Value::Null),
+    ];
+    for (name, id) in cases {
+        for content_type in ["application/json", "text/event-stream"] {
+            let mut host = post("admin-key");
+            let mut f = RequestFilter::new(policy(json!({})));
+            list_request(&mut f, &mut host);
+            let mut answer = tools_list_result(5);
+            match &id {
+                Value::Null => answer.as_object_mut().map(|o| o.remove("id")),
+                other => answer
+                    .as_object_mut()
+                    .map(|o| o.insert("id".into(), other.clone())),
+            };
+            let body = match content_type {
+                "text/event-stream" => format!("event: message\ndata: {answer}\n\n"),
+                _ => answer.to_string(),
+            };
+            let out = run_response(&mut f, &mut host, content_type, body.as_bytes(), 9);
+            let text = String::from_utf8_lossy(&out);
+            assert!(
+                text.contains("response-unfilterable") && !text.contains("delete_repo"),
+                "{name} in {content_type}: {text}"
+            );
+        }
+    }
+}
+
+#[test]
 fn responses_to_other_requests_pass_untouched() {
     let mut host = post("reader-key");
     let mut f = RequestFilter::new(policy(json!({"dlp": {"responses": "off"}})));

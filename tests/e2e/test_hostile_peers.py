@@ -11,6 +11,10 @@ nothing reaches the peer).
 - Case-folded member names: a Go server built with ``go build`` on the standard
   library, decoding into structs with ``encoding/json`` (case-insensitive field
   match, ``ſ`` folds to ``s``, the last match wins).
+- Ids: JavaScript reads integers past 2^53 inexactly (a JSON.parse peer answers
+  9007199254740993 as 9007199254740992), and a server may answer id 5 as "5",
+  5.0 or without an id (the Go peer, asked to): such an answer matches no planned
+  request and must never pass unfiltered.
 - Repeated header lines, which servers resolve differently.
 """
 
@@ -25,10 +29,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from conftest import ADMIN_KEY, sha256_hex
-from mcp_raw import ACCEPT, call
+from mcp_raw import ACCEPT, call, sdk_session
 
 import harness
 
@@ -267,6 +272,104 @@ def test_allowed_call_reaches_the_go_peer(go_envoy: harness.Envoy, go_peer: Peer
     assert wait_executed(go_peer, before + 1)[before:] == [{"tool": "create_refund", "arguments": {"amount": 5}}]
 
 
+# --------------------------------------------------------------------------- ids
+
+BIG_ID = 9007199254740993  # 2^53 + 1: JSON.parse reads 9007199254740992
+
+
+@pytest.fixture(scope="module")
+def js_peer(workdir: Path) -> Iterator[Peer]:
+    peer = Peer("js-number-peer", ["node", str(REPO / "e2e" / "peers" / "js_number_server.mjs")], workdir)
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="module")
+def js_envoy(js_peer: Peer, workdir: Path, wasm: Path) -> Iterator[harness.Envoy]:
+    env = envoy_in_front(js_peer, workdir, wasm, "envoy-js-number-peer")
+    yield env
+    env.stop()
+
+
+def big_id_call(id_text: str) -> str:
+    return '{"jsonrpc":"2.0","id":' + id_text + ',"method":"tools/call","params":{"name":"echo","arguments":{"message":"x"}}}'
+
+
+def test_the_js_peer_answers_an_id_past_2_53_with_another_id(js_peer: Peer) -> None:
+    """Control: the JavaScript peer runs the call and answers under an id we never sent."""
+    before = len(js_peer.executed())
+    r = post(js_peer.url, big_id_call(str(BIG_ID)), [("Content-Type", "application/json")])
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == BIG_ID - 1
+    assert len(wait_executed(js_peer, before + 1)) == before + 1
+
+
+@pytest.mark.parametrize("id_text", [str(BIG_ID), str(2**53), str(-(2**53)), "18446744073709551616"])
+def test_an_id_past_2_53_is_refused_before_the_server(js_envoy: harness.Envoy, js_peer: Peer,
+                                                      id_text: str) -> None:
+    before = len(js_peer.executed())
+    before_posts = js_envoy.upstream_posts()
+    r = post(js_envoy.url, big_id_call(id_text), [("Content-Type", "application/json")])
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == -32600
+    assert js_envoy.upstream_posts() == before_posts
+    assert js_peer.executed()[before:] == []
+
+
+def test_the_largest_exact_id_reaches_the_js_peer(js_envoy: harness.Envoy) -> None:
+    r = post(js_envoy.url, big_id_call(str(2**53 - 1)), [("Content-Type", "application/json")])
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == 2**53 - 1
+
+
+def test_a_batch_repeating_an_id_is_refused(workdir: Path, wasm: Path, express_peer: Peer) -> None:
+    policy = {**POLICY, "limits": {"batches": "evaluate"}}
+    cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
+                         upstream_port=express_peer.port, policy=policy, wasm=wasm)
+    env = harness.Envoy(cfg, workdir, name="envoy-express-batches")
+    try:
+        batch = [call("echo", {"message": "a"}, id=1), call("echo", {"message": "b"}, id=1)]
+        r = post(env.url, json.dumps(batch), [("Content-Type", "application/json")])
+        assert r.status_code == 400, r.text
+        assert "repeats the id" in r.json()["error"]["message"]
+        assert env.upstream_posts() == 0
+    finally:
+        env.stop()
+
+
+MANGLED = ["string", "float", "none"]
+
+
+@pytest.mark.parametrize("style", MANGLED)
+def test_the_go_peer_mangles_answer_ids_when_asked(go_peer: Peer, style: str) -> None:
+    """Control: straight from the peer, the whole catalogue comes back under a mangled id."""
+    r = post(go_peer.url, json.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/list"}),
+             [("Content-Type", "application/json"), ("X-Answer-Id", style)])
+    answer = r.json()
+    assert answer.get("id") == {"string": "5", "float": 5.0, "none": None}[style]
+    assert "delete_repo" in {t["name"] for t in answer["result"]["tools"]}
+
+
+@pytest.mark.parametrize("style", MANGLED)
+def test_an_answer_under_a_mangled_id_is_unfilterable(go_envoy: harness.Envoy, style: str) -> None:
+    before = go_envoy.stat("wasmcustom.mcp_firewall.responses.unfilterable")
+    r = post(go_envoy.url, json.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/list"}),
+             [("Content-Type", "application/json"), ("X-Answer-Id", style)])
+    assert r.status_code == 200, r.text
+    assert "delete_repo" not in r.text
+    assert r.json()["error"]["data"]["rule"] == "response-unfilterable"
+    assert r.json()["id"] == 5
+    assert go_envoy.stat("wasmcustom.mcp_firewall.responses.unfilterable") == before + 1
+
+
+def test_an_answer_under_its_own_id_is_filtered(go_envoy: harness.Envoy) -> None:
+    r = post(go_envoy.url, json.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/list"}),
+             [("Content-Type", "application/json")])
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == 5
+    assert sorted(t["name"] for t in r.json()["result"]["tools"]) == ["create_refund", "echo"]
+
+
 # --------------------------------------------------------------------------- repeated headers
 
 REPEATED = [
@@ -292,3 +395,16 @@ def test_a_header_the_filter_reads_on_two_lines_is_refused(express_envoy: harnes
         assert r.json()["error"]["code"] == -32600
         assert "more than once" in r.json()["error"]["message"]
     assert express_envoy.upstream_posts() == before_posts
+
+
+def test_the_official_sdk_client_works_through_envoy_to_the_go_peer(go_envoy: harness.Envoy, go_peer: Peer) -> None:
+    """The refusals above cost an honest client nothing: the official Python client lists and calls."""
+    async def go() -> tuple[set[str], str]:
+        async with sdk_session(go_envoy.url, ADMIN_KEY) as s:
+            names = {t.name for t in (await s.list_tools()).tools}
+            result = await s.call_tool("echo", {"message": "from the SDK"})
+            return names, result.content[0].text
+
+    names, text = anyio.run(go)
+    assert names == {"echo", "create_refund"}
+    assert text == "echo ran"
