@@ -16,7 +16,7 @@
 //! (`1 == 1.0`, exactly, even beyond 2^53).
 
 use crate::canon;
-use crate::policy::reader::{child, index, type_name, Errors, ObjReader};
+use crate::config::{child, index, type_name, Errors, ObjReader};
 use regex_lite::{Regex, RegexBuilder};
 use serde_json::{Number, Value};
 use std::cmp::Ordering;

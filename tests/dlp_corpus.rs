@@ -3,7 +3,7 @@
 //! against the quality targets of the DLP issue (item-level, as score.py).
 
 use mcp_firewall::dlp::{self, Label, Scanner};
-use mcp_firewall::policy::reader::Errors;
+use mcp_firewall::config::Errors;
 use serde_json::Value;
 use std::path::PathBuf;
 

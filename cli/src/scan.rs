@@ -4,7 +4,7 @@
 
 use clap::Args;
 use mcp_firewall::dlp::{self, Scanner};
-use mcp_firewall::policy::reader::Errors;
+use mcp_firewall::config::Errors;
 use serde_json::{json, Value};
 use std::io::{self, BufRead, BufWriter, Write};
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! The `audit` section of the policy: where events go and how hard we try.
 
-use crate::policy::reader::{Errors, ObjReader};
+use crate::config::{Errors, ObjReader};
 use serde_json::Value;
 
 /// What happens to MCP traffic while audit events cannot be delivered.

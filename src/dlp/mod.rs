@@ -44,7 +44,7 @@ mod prefilter;
 mod rules;
 mod text;
 
-use crate::policy::reader::{index, type_name, Errors, ObjReader};
+use crate::config::{index, type_name, Errors, ObjReader};
 use regex_lite::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;

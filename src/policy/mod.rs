@@ -1,14 +1,13 @@
-//! The policy: phase one reads the raw JSON (`reader`), phase two compiles it
-//! into a `CompiledPolicy` that the filter uses read-only. A policy with any
-//! error is refused whole, with every error named by its JSON path.
-
-pub mod reader;
+//! The policy: phase one reads the raw JSON (with [`crate::config`]'s strict
+//! reader), phase two compiles it into a `CompiledPolicy` that the filter uses
+//! read-only. A policy with any error is refused whole, with every error named
+//! by its JSON path.
 
 use crate::glob::Glob;
 use crate::json::{
     canonical, is_lower_hex, parse_strict, sha256_hex, JsonError, MAX_SUPPORTED_DEPTH,
 };
-use reader::{index, ConfigError, Errors, ObjReader};
+use crate::config::{index, string_list, ConfigError, Errors, ObjReader};
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -443,7 +442,7 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
     let roles = match r.get("roles") {
         None => None,
         Some(v) => {
-            let list = reader::string_list(v, &format!("{p}.roles"), errs);
+            let list = string_list(v, &format!("{p}.roles"), errs);
             if matches!(&list, Some(l) if l.is_empty()) {
                 errs.push(
                     format!("{p}.roles"),

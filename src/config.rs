@@ -1,5 +1,6 @@
-//! Phase one of configuration: walk the raw JSON with a path, collecting every
-//! error instead of stopping at the first, and refusing unknown fields.
+//! The strict configuration reader every policy section is compiled with:
+//! walk the raw JSON with a path, collecting every error instead of stopping
+//! at the first, and refusing unknown fields.
 //!
 //! We walk `serde_json::Value` by hand rather than `#[derive(Deserialize)]`
 //! because serde stops at the first error and does not report the JSON path;
