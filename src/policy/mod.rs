@@ -3,11 +3,9 @@
 //! read-only. A policy with any error is refused whole, with every error named
 //! by its JSON path.
 
-use crate::glob::Glob;
-use crate::json::{
-    canonical, is_lower_hex, parse_strict, sha256_hex, JsonError, MAX_SUPPORTED_DEPTH,
-};
 use crate::config::{index, string_list, ConfigError, Errors, ObjReader};
+use crate::glob::Glob;
+use crate::json::{canonical, parse_strict, sha256_hex, JsonError, MAX_SUPPORTED_DEPTH};
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,31 +75,6 @@ impl Rule {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKey {
-    pub sha256: String,
-    pub subject: String,
-    pub roles: Vec<String>,
-    pub tenant: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimMap {
-    pub subject: String,
-    pub roles: String,
-    pub tenant: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdentityConfig {
-    /// `None` = JWT identity off. Deliberately off unless configured: the
-    /// header is only trustworthy when Envoy strips client copies of it.
-    pub jwt_payload_header: Option<String>,
-    pub claims: ClaimMap,
-    pub api_keys: Vec<ApiKey>,
-    pub anonymous_roles: Vec<String>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchMode {
     Reject,
@@ -130,7 +103,7 @@ impl Default for Limits {
 #[derive(Debug)]
 pub struct CompiledPolicy {
     pub mode: Mode,
-    pub identity: IdentityConfig,
+    pub identity: crate::identity::IdentityConfig,
     pub rules: Vec<Rule>,
     pub limits: Limits,
     /// Emergency brake: refuse every MCP message (rule `kill-switch`), even in dry-run.
@@ -211,7 +184,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         Some("dry_run") => Mode::DryRun,
         _ => Mode::Enforce,
     };
-    let identity = compile_identity(root.get("identity"), errs);
+    let identity = crate::identity::compile(root.get("identity"), "$.identity", errs);
     let rules = match root.required("rules", errs) {
         Some(v) => compile_rules(v, errs),
         None => Vec::new(),
@@ -219,7 +192,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
     let limits = compile_limits(root.get("limits"), errs);
     let kill_switch = root.boolean("kill_switch", errs).unwrap_or(false);
     let disabled_subjects = root.strings("disabled", errs).unwrap_or_default();
-    let sessions = compile_sessions(root.get("sessions"), errs);
+    let sessions = crate::session::compile(root.get("sessions"), "$.sessions", errs);
     let audit = crate::audit::compile(root.get("audit"), "$.audit", errs).flatten();
     // DLP is on by default (requests block, responses redact) when the section is absent.
     let dlp = crate::dlp::compile(root.get("dlp"), "$.dlp", errs);
@@ -245,107 +218,6 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         audit,
         sha256: sha256_hex(canonical(doc).as_bytes()),
     })
-}
-
-fn compile_identity(v: Option<&Value>, errs: &mut Errors) -> IdentityConfig {
-    let mut out = IdentityConfig {
-        jwt_payload_header: None,
-        claims: ClaimMap {
-            subject: "sub".into(),
-            roles: "roles".into(),
-            tenant: "tenant".into(),
-        },
-        api_keys: Vec::new(),
-        anonymous_roles: Vec::new(),
-    };
-    let Some(v) = v else { return out };
-    let Some(mut r) = ObjReader::new(v, "$.identity", errs) else {
-        return out;
-    };
-    if let Some(h) = r.string("jwt_payload_header", errs) {
-        if is_header_name(h) {
-            out.jwt_payload_header = Some(h.to_ascii_lowercase());
-        } else {
-            errs.push(
-                "$.identity.jwt_payload_header",
-                format!("{h:?} is not a valid HTTP header name"),
-            );
-        }
-    }
-    if let Some(c) = r.get("claims") {
-        if let Some(mut cr) = ObjReader::new(c, "$.identity.claims", errs) {
-            for (key, slot) in [
-                ("subject", &mut out.claims.subject),
-                ("roles", &mut out.claims.roles),
-                ("tenant", &mut out.claims.tenant),
-            ] {
-                if let Some(s) = cr.string(key, errs) {
-                    if s.is_empty() {
-                        errs.push(
-                            format!("$.identity.claims.{key}"),
-                            "claim name must not be empty",
-                        );
-                    }
-                    *slot = s.to_owned();
-                }
-            }
-            cr.finish(errs);
-        }
-    }
-    if let Some(keys) = r.get("api_keys") {
-        out.api_keys = compile_api_keys(keys, errs);
-    }
-    if let Some(roles) = r.strings("anonymous_roles", errs) {
-        out.anonymous_roles = roles;
-    }
-    r.finish(errs);
-    out
-}
-
-fn compile_api_keys(v: &Value, errs: &mut Errors) -> Vec<ApiKey> {
-    let path = "$.identity.api_keys";
-    let Value::Array(items) = v else {
-        errs.push(path, "expected an array of API key entries");
-        return Vec::new();
-    };
-    let mut out: Vec<ApiKey> = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let p = index(path, i);
-        let Some(mut r) = ObjReader::new(item, &p, errs) else {
-            continue;
-        };
-        let sha = r.string("sha256", errs).map(str::to_owned);
-        if !r.has("sha256") {
-            errs.push(format!("{p}.sha256"), "required field is missing");
-        }
-        let subject = r.string("subject", errs).map(str::to_owned);
-        if !r.has("subject") {
-            errs.push(format!("{p}.subject"), "required field is missing");
-        }
-        let roles = r.strings("roles", errs).unwrap_or_default();
-        let tenant = r.string("tenant", errs).map(str::to_owned);
-        r.finish(errs);
-        if let (Some(sha), Some(subject)) = (sha, subject) {
-            if sha.len() != 64 || !is_lower_hex(sha.as_bytes()) {
-                errs.push(
-                    format!("{p}.sha256"),
-                    "expected 64 lower-case hex characters (SHA-256 of the whole token; see `mcp-firewall hash-key`)",
-                );
-                continue;
-            }
-            if out.iter().any(|k| k.sha256 == sha) {
-                errs.push(format!("{p}.sha256"), "the same key is listed twice");
-                continue;
-            }
-            out.push(ApiKey {
-                sha256: sha,
-                subject,
-                roles,
-                tenant,
-            });
-        }
-    }
-    out
 }
 
 fn compile_rules(v: &Value, errs: &mut Errors) -> Vec<Rule> {
@@ -496,33 +368,6 @@ fn compile_limits(v: Option<&Value>, errs: &mut Errors) -> Limits {
     }
     r.finish(errs);
     out
-}
-
-fn compile_sessions(v: Option<&Value>, errs: &mut Errors) -> crate::session::SessionConfig {
-    let mut out = crate::session::SessionConfig::default();
-    let Some(v) = v else { return out };
-    let Some(mut r) = ObjReader::new(v, "$.sessions", errs) else {
-        return out;
-    };
-    if let Some(b) = r.choice("binding", &["enforce", "off"], errs) {
-        out.enforce = b == "enforce";
-    }
-    // Shared data cannot be deleted in the proxy-wasm ABI, so the table size is
-    // the memory bound: about 100 bytes per entry.
-    if let Some(n) = r.uint("capacity", crate::session::WAYS, 1 << 22, errs) {
-        out.capacity = n;
-    }
-    if let Some(n) = r.uint("idle_timeout_s", 1, 7 * 86_400, errs) {
-        out.idle_timeout_ms = n * 1000;
-    }
-    r.finish(errs);
-    out
-}
-
-fn is_header_name(h: &str) -> bool {
-    !h.is_empty()
-        && h.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]
