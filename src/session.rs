@@ -14,7 +14,7 @@
 //! live binding: eviction on demand would let an attacker flush the victim's
 //! binding and then present the stolen id as "first seen".
 
-use crate::config::{Errors, ObjReader};
+use crate::config::{keywords, Errors, ObjReader};
 use crate::identity::Caller;
 use crate::json::sha256_hex;
 use crate::store::{SharedStore, StoreError};
@@ -43,6 +43,18 @@ impl Default for SessionConfig {
     }
 }
 
+/// `sessions.binding`: whether session ids are bound to their first caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BindingMode {
+    Enforce,
+    Off,
+}
+
+keywords!(BindingMode {
+    Enforce => "enforce",
+    Off => "off",
+});
+
 /// Compile the `sessions` section found at `path` (`$.sessions`); `section` is
 /// `None` when it is absent. Mistakes are recorded in `errs`.
 pub(crate) fn compile(section: Option<&Value>, path: &str, errs: &mut Errors) -> SessionConfig {
@@ -51,8 +63,8 @@ pub(crate) fn compile(section: Option<&Value>, path: &str, errs: &mut Errors) ->
     let Some(mut r) = ObjReader::new(v, path, errs) else {
         return out;
     };
-    if let Some(b) = r.choice("binding", &["enforce", "off"], errs) {
-        out.enforce = b == "enforce";
+    if let Some(b) = r.keyword::<BindingMode>("binding", errs) {
+        out.enforce = b == BindingMode::Enforce;
     }
     // Shared data cannot be deleted in the proxy-wasm ABI, so the table size is
     // the memory bound: about 100 bytes per entry.

@@ -1,6 +1,6 @@
 //! The `limits` section: sizes, JSON depth and batches.
 
-use crate::config::{Errors, ObjReader};
+use crate::config::{keywords, Errors, ObjReader};
 use crate::json::MAX_SUPPORTED_DEPTH;
 use serde_json::Value;
 
@@ -9,6 +9,11 @@ pub enum BatchMode {
     Reject,
     Evaluate,
 }
+
+keywords!(BatchMode {
+    Reject => "reject",
+    Evaluate => "evaluate",
+});
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -47,12 +52,8 @@ pub(crate) fn compile(v: Option<&Value>, errs: &mut Errors) -> Limits {
     if let Some(n) = r.uint("max_json_depth", 2, MAX_SUPPORTED_DEPTH as u64, errs) {
         out.max_json_depth = n as usize;
     }
-    if let Some(b) = r.choice("batches", &["reject", "evaluate"], errs) {
-        out.batches = if b == "evaluate" {
-            BatchMode::Evaluate
-        } else {
-            BatchMode::Reject
-        };
+    if let Some(b) = r.keyword("batches", errs) {
+        out.batches = b;
     }
     r.finish(errs);
     out

@@ -10,7 +10,7 @@ mod rules;
 pub use limits::{BatchMode, Limits};
 pub use rules::{Effect, Rule, RuleKind, RESERVED_RULE_IDS};
 
-use crate::config::{ConfigError, Errors, ObjReader};
+use crate::config::{keywords, ConfigError, Errors, ObjReader};
 use crate::json::{canonical, parse_strict, sha256_hex, JsonError, MAX_SUPPORTED_DEPTH};
 use serde_json::Value;
 
@@ -19,6 +19,11 @@ pub enum Mode {
     Enforce,
     DryRun,
 }
+
+keywords!(Mode {
+    Enforce => "enforce",
+    DryRun => "dry_run",
+});
 
 #[derive(Debug)]
 pub struct CompiledPolicy {
@@ -81,10 +86,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         ),
         None => {}
     }
-    let mode = match root.choice("mode", &["enforce", "dry_run"], errs) {
-        Some("dry_run") => Mode::DryRun,
-        _ => Mode::Enforce,
-    };
+    let mode = root.keyword("mode", errs).unwrap_or(Mode::Enforce);
     let identity = crate::identity::compile(root.get("identity"), "$.identity", errs);
     let rules = match root.required("rules", errs) {
         Some(v) => rules::compile(v, errs),

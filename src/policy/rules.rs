@@ -1,6 +1,6 @@
 //! The `rules` section: what each rule matches and which effect it has.
 
-use crate::config::{index, string_list, Errors, ObjReader};
+use crate::config::{index, keyword_list, keywords, string_list, Errors, Keyword, ObjReader};
 use crate::glob::Glob;
 use serde_json::Value;
 
@@ -11,15 +11,11 @@ pub enum Effect {
     Approve,
 }
 
-impl Effect {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Effect::Allow => "allow",
-            Effect::Deny => "deny",
-            Effect::Approve => "approve",
-        }
-    }
-}
+keywords!(Effect {
+    Allow => "allow",
+    Deny => "deny",
+    Approve => "approve",
+});
 
 /// What a rule's patterns are matched against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,16 +26,13 @@ pub enum RuleKind {
     Prompts,
 }
 
-impl RuleKind {
-    pub fn field(self) -> &'static str {
-        match self {
-            RuleKind::Tools => "tools",
-            RuleKind::Methods => "methods",
-            RuleKind::Resources => "resources",
-            RuleKind::Prompts => "prompts",
-        }
-    }
-}
+// The field of a rule that holds its patterns.
+keywords!(RuleKind {
+    Tools => "tools",
+    Methods => "methods",
+    Resources => "resources",
+    Prompts => "prompts",
+});
 
 #[derive(Debug)]
 pub struct Rule {
@@ -130,26 +123,14 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
             );
         }
     }
-    let effect = match r.choice("effect", &["allow", "deny", "approve"], errs) {
-        Some("allow") => Some(Effect::Allow),
-        Some("deny") => Some(Effect::Deny),
-        Some(_) => Some(Effect::Approve),
-        None => {
-            if !r.has("effect") {
-                errs.push(format!("{p}.effect"), "required field is missing");
-            }
-            None
-        }
-    };
+    let effect = r.keyword::<Effect>("effect", errs);
+    if !r.has("effect") {
+        errs.push(format!("{p}.effect"), "required field is missing");
+    }
     let mut kinds = Vec::new();
-    for kind in [
-        RuleKind::Tools,
-        RuleKind::Methods,
-        RuleKind::Resources,
-        RuleKind::Prompts,
-    ] {
-        let fp = format!("{p}.{}", kind.field());
-        if let Some(list) = r.strings(kind.field(), errs) {
+    for &kind in RuleKind::ALL {
+        let fp = format!("{p}.{}", kind.as_str());
+        if let Some(list) = r.strings(kind.as_str(), errs) {
             if list.is_empty() {
                 errs.push(&fp, "needs at least one pattern");
             }
@@ -164,14 +145,17 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
         0 => {
             errs.push(
                 p,
-                "a rule needs exactly one of tools, methods, resources, prompts",
+                format!("a rule needs exactly one of {}", keyword_list::<RuleKind>()),
             );
             None
         }
         _ => {
             errs.push(
                 p,
-                "a rule targets exactly one kind: use one of tools, methods, resources, prompts",
+                format!(
+                    "a rule targets exactly one kind: use one of {}",
+                    keyword_list::<RuleKind>()
+                ),
             );
             None
         }
