@@ -39,15 +39,15 @@ impl Errors {
     }
 }
 
-pub fn child(path: &str, key: &str) -> String {
+pub(crate) fn child(path: &str, key: &str) -> String {
     format!("{path}.{key}")
 }
 
-pub fn index(path: &str, i: usize) -> String {
+pub(crate) fn index(path: &str, i: usize) -> String {
     format!("{path}[{i}]")
 }
 
-pub fn type_name(v: &Value) -> &'static str {
+pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -79,7 +79,7 @@ impl fmt::Display for UnknownKeyword {
 }
 
 /// `K::ALL` as the words `a, b, c`.
-pub fn keyword_list<K: Keyword>() -> String {
+pub(crate) fn keyword_list<K: Keyword>() -> String {
     K::ALL
         .iter()
         .map(|k| k.word())
@@ -88,7 +88,7 @@ pub fn keyword_list<K: Keyword>() -> String {
 }
 
 /// `s` read as one of `K`'s words, or an error at `path` listing them.
-pub fn keyword_at<K: Keyword>(s: &str, path: &str, errs: &mut Errors) -> Option<K> {
+pub(crate) fn keyword_at<K: Keyword>(s: &str, path: &str, errs: &mut Errors) -> Option<K> {
     match s.parse::<K>() {
         Ok(k) => Some(k),
         Err(UnknownKeyword) => {
@@ -133,7 +133,7 @@ macro_rules! keywords {
 pub(crate) use keywords;
 
 /// Reads the fields of one JSON object; `finish` reports any field never asked for.
-pub struct ObjReader<'a> {
+pub(crate) struct ObjReader<'a> {
     map: &'a Map<String, Value>,
     path: String,
     seen: Vec<&'static str>,
@@ -156,10 +156,6 @@ impl<'a> ObjReader<'a> {
                 None
             }
         }
-    }
-
-    pub fn path(&self) -> &str {
-        &self.path
     }
 
     pub fn field_path(&self, key: &str) -> String {
@@ -259,7 +255,7 @@ impl<'a> ObjReader<'a> {
     }
 }
 
-pub fn string_list(v: &Value, path: &str, errs: &mut Errors) -> Option<Vec<String>> {
+pub(crate) fn string_list(v: &Value, path: &str, errs: &mut Errors) -> Option<Vec<String>> {
     let Value::Array(items) = v else {
         errs.push(
             path,
