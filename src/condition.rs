@@ -16,7 +16,7 @@
 //! (`1 == 1.0`, exactly, even beyond 2^53).
 
 use crate::canon;
-use crate::policy::reader::{child, index, type_name, Errors, ObjReader};
+use crate::config::{child, index, keyword_list, keywords, type_name, Errors, Keyword, ObjReader};
 use regex_lite::{Regex, RegexBuilder};
 use serde_json::{Number, Value};
 use std::cmp::Ordering;
@@ -33,26 +33,60 @@ pub const MAX_DEPTH: usize = 32;
 /// Explanations show a value in full only up to this many characters.
 const SHOWN_CHARS: usize = 64;
 
-/// The operators of a leaf, in the order POLICY.md lists them.
-const OPERATORS: &[&str] = &[
-    "eq",
-    "ne",
-    "in",
-    "not_in",
-    "lt",
-    "lte",
-    "gt",
-    "gte",
-    "matches",
-    "prefix",
-    "suffix",
-    "contains",
-    "max_len",
-    "exists",
-    "path_under",
-    "host_in",
-];
-const COMBINATORS: &[&str] = &["all", "any", "not"];
+/// The operator keys of a leaf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpName {
+    Eq,
+    Ne,
+    In,
+    NotIn,
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+    Matches,
+    Prefix,
+    Suffix,
+    Contains,
+    MaxLen,
+    Exists,
+    PathUnder,
+    HostIn,
+}
+
+// In the order POLICY.md lists them (error messages list them so).
+keywords!(OpName {
+    Eq => "eq",
+    Ne => "ne",
+    In => "in",
+    NotIn => "not_in",
+    Lt => "lt",
+    Lte => "lte",
+    Gt => "gt",
+    Gte => "gte",
+    Matches => "matches",
+    Prefix => "prefix",
+    Suffix => "suffix",
+    Contains => "contains",
+    MaxLen => "max_len",
+    Exists => "exists",
+    PathUnder => "path_under",
+    HostIn => "host_in",
+});
+
+/// The combinator keys of a condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Combinator {
+    All,
+    Any,
+    Not,
+}
+
+keywords!(Combinator {
+    All => "all",
+    Any => "any",
+    Not => "not",
+});
 
 /// A compiled, immutable `when` condition.
 #[derive(Debug, Clone)]
@@ -82,6 +116,11 @@ enum Source {
     /// `params`
     Param,
 }
+
+keywords!(Source {
+    Arg => "arg",
+    Param => "param",
+});
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Bound {
@@ -156,20 +195,21 @@ fn compile_at(v: &Value, path: &str, depth: usize, errs: &mut Errors) -> Option<
         );
         return None;
     };
-    let combinators: Vec<&str> = COMBINATORS
+    let combinators: Vec<Combinator> = Combinator::ALL
         .iter()
         .copied()
-        .filter(|k| map.contains_key(*k))
+        .filter(|k| map.contains_key(k.as_str()))
         .collect();
     match combinators.as_slice() {
         [] => compile_leaf(v, path, errs).map(Condition::Leaf),
-        [one] => compile_combinator(v, one, path, depth, errs),
+        [one] => compile_combinator(v, *one, path, depth, errs),
         several => {
             errs.push(
                 path,
                 format!(
-                    "a condition has exactly one of all, any, not; found {}",
-                    several.join(" and ")
+                    "a condition has exactly one of {}; found {}",
+                    keyword_list::<Combinator>(),
+                    joined(several, " and ")
                 ),
             );
             None
@@ -179,24 +219,21 @@ fn compile_at(v: &Value, path: &str, depth: usize, errs: &mut Errors) -> Option<
 
 fn compile_combinator(
     v: &Value,
-    which: &str,
+    which: Combinator,
     path: &str,
     depth: usize,
     errs: &mut Errors,
 ) -> Option<Condition> {
     let mut r = ObjReader::new(v, path, errs)?;
+    let key = which.as_str();
     let compiled = match which {
-        "not" => {
-            let inner = r.get("not")?;
-            compile_at(inner, &r.field_path("not"), depth + 1, errs)
+        Combinator::Not => {
+            let inner = r.get(key)?;
+            compile_at(inner, &r.field_path(key), depth + 1, errs)
                 .map(|c| Condition::Not(Box::new(c)))
         }
-        _ => {
-            let (key, is_all) = if which == "all" {
-                ("all", true)
-            } else {
-                ("any", false)
-            };
+        Combinator::All | Combinator::Any => {
+            let is_all = which == Combinator::All;
             let list_path = r.field_path(key);
             match r.get(key)? {
                 Value::Array(items) if !items.is_empty() => {
@@ -232,6 +269,11 @@ fn compile_combinator(
     compiled
 }
 
+/// The words of `keys`, separated by `sep`.
+fn joined<K: Keyword>(keys: &[K], sep: &str) -> String {
+    keys.iter().map(|k| k.word()).collect::<Vec<_>>().join(sep)
+}
+
 fn describe_kind(v: &Value) -> &'static str {
     match v {
         Value::Array(a) if a.is_empty() => "an empty array",
@@ -262,11 +304,7 @@ fn compile_leaf(v: &Value, path: &str, errs: &mut Errors) -> Option<Leaf> {
         }
     };
     let pointer = source.as_ref().and_then(|(source, pointer)| {
-        let key = if *source == Source::Arg {
-            "arg"
-        } else {
-            "param"
-        };
+        let key = source.as_str();
         let pointer = (*pointer)?;
         match parse_pointer(pointer) {
             Ok(tokens) => Some((*source, pointer.to_owned(), tokens)),
@@ -277,19 +315,23 @@ fn compile_leaf(v: &Value, path: &str, errs: &mut Errors) -> Option<Leaf> {
         }
     });
 
-    let present: Vec<&'static str> = OPERATORS.iter().copied().filter(|o| r.has(o)).collect();
+    let present: Vec<OpName> = OpName::ALL
+        .iter()
+        .copied()
+        .filter(|o| r.has(o.as_str()))
+        .collect();
     let op = match present.as_slice() {
         [op] => {
-            let op_path = r.field_path(op);
-            r.get(op)
-                .and_then(|value| compile_operator(op, value, &op_path, errs))
+            let op_path = r.field_path(op.as_str());
+            r.get(op.as_str())
+                .and_then(|value| compile_operator(*op, value, &op_path, errs))
         }
         [] => {
             errs.push(
                 path,
                 format!(
                     "a condition leaf needs one operator: {}",
-                    OPERATORS.join(", ")
+                    keyword_list::<OpName>()
                 ),
             );
             None
@@ -299,11 +341,11 @@ fn compile_leaf(v: &Value, path: &str, errs: &mut Errors) -> Option<Leaf> {
                 path,
                 format!(
                     "a condition leaf has exactly one operator; found {}",
-                    several.join(" and ")
+                    joined(several, " and ")
                 ),
             );
             for op in several {
-                r.get(op);
+                r.get(op.as_str());
             }
             None
         }
@@ -351,7 +393,7 @@ fn parse_pointer(pointer: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
-fn compile_operator(op: &str, value: &Value, path: &str, errs: &mut Errors) -> Option<Operator> {
+fn compile_operator(op: OpName, value: &Value, path: &str, errs: &mut Errors) -> Option<Operator> {
     let expected = |errs: &mut Errors, what: &str| {
         errs.push(
             path,
@@ -360,29 +402,26 @@ fn compile_operator(op: &str, value: &Value, path: &str, errs: &mut Errors) -> O
         None
     };
     match (op, value) {
-        ("eq", v) => Some(Operator::Eq(v.clone())),
-        ("ne", v) => Some(Operator::Ne(v.clone())),
-        ("in", Value::Array(items)) if !items.is_empty() => Some(Operator::In(items.clone())),
-        ("not_in", Value::Array(items)) if !items.is_empty() => {
+        (OpName::Eq, v) => Some(Operator::Eq(v.clone())),
+        (OpName::Ne, v) => Some(Operator::Ne(v.clone())),
+        (OpName::In, Value::Array(items)) if !items.is_empty() => Some(Operator::In(items.clone())),
+        (OpName::NotIn, Value::Array(items)) if !items.is_empty() => {
             Some(Operator::NotIn(items.clone()))
         }
-        ("in" | "not_in", _) => expected(errs, "a non-empty array"),
-        ("lt" | "lte" | "gt" | "gte", Value::Number(n)) => {
-            let bound = match op {
-                "lt" => Bound::Lt,
-                "lte" => Bound::Lte,
-                "gt" => Bound::Gt,
-                _ => Bound::Gte,
-            };
-            Some(Operator::Compare(bound, n.clone()))
+        (OpName::In | OpName::NotIn, _) => expected(errs, "a non-empty array"),
+        (OpName::Lt, Value::Number(n)) => Some(Operator::Compare(Bound::Lt, n.clone())),
+        (OpName::Lte, Value::Number(n)) => Some(Operator::Compare(Bound::Lte, n.clone())),
+        (OpName::Gt, Value::Number(n)) => Some(Operator::Compare(Bound::Gt, n.clone())),
+        (OpName::Gte, Value::Number(n)) => Some(Operator::Compare(Bound::Gte, n.clone())),
+        (OpName::Lt | OpName::Lte | OpName::Gt | OpName::Gte, _) => expected(errs, "a number"),
+        (OpName::Matches, Value::String(pattern)) => compile_pattern(pattern, path, errs),
+        (OpName::Prefix, Value::String(s)) => Some(Operator::Prefix(s.clone())),
+        (OpName::Suffix, Value::String(s)) => Some(Operator::Suffix(s.clone())),
+        (OpName::Contains, Value::String(s)) => Some(Operator::Contains(s.clone())),
+        (OpName::Matches | OpName::Prefix | OpName::Suffix | OpName::Contains, _) => {
+            expected(errs, "a string")
         }
-        ("lt" | "lte" | "gt" | "gte", _) => expected(errs, "a number"),
-        ("matches", Value::String(pattern)) => compile_pattern(pattern, path, errs),
-        ("prefix", Value::String(s)) => Some(Operator::Prefix(s.clone())),
-        ("suffix", Value::String(s)) => Some(Operator::Suffix(s.clone())),
-        ("contains", Value::String(s)) => Some(Operator::Contains(s.clone())),
-        ("matches" | "prefix" | "suffix" | "contains", _) => expected(errs, "a string"),
-        ("max_len", Value::Number(n)) => match n.as_u64() {
+        (OpName::MaxLen, Value::Number(n)) => match n.as_u64() {
             Some(max) => Some(Operator::MaxLen(max)),
             None => {
                 errs.push(
@@ -392,18 +431,18 @@ fn compile_operator(op: &str, value: &Value, path: &str, errs: &mut Errors) -> O
                 None
             }
         },
-        ("max_len", _) => expected(errs, "a whole number of characters >= 0"),
-        ("exists", Value::Bool(b)) => Some(Operator::Exists(*b)),
-        ("exists", _) => expected(errs, "true or false"),
-        ("path_under", Value::String(dir)) => match canon::canonical_path(dir) {
+        (OpName::MaxLen, _) => expected(errs, "a whole number of characters >= 0"),
+        (OpName::Exists, Value::Bool(b)) => Some(Operator::Exists(*b)),
+        (OpName::Exists, _) => expected(errs, "true or false"),
+        (OpName::PathUnder, Value::String(dir)) => match canon::canonical_path(dir) {
             Ok(dir) => Some(Operator::PathUnder(dir)),
             Err(e) => {
                 errs.push(path, format!("not a usable absolute directory: {e}"));
                 None
             }
         },
-        ("path_under", _) => expected(errs, "an absolute directory path"),
-        ("host_in", Value::Array(items)) if !items.is_empty() => {
+        (OpName::PathUnder, _) => expected(errs, "an absolute directory path"),
+        (OpName::HostIn, Value::Array(items)) if !items.is_empty() => {
             let mut hosts = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 let item_path = index(path, i);
@@ -423,11 +462,7 @@ fn compile_operator(op: &str, value: &Value, path: &str, errs: &mut Errors) -> O
             }
             (hosts.len() == items.len()).then_some(Operator::HostIn(hosts))
         }
-        ("host_in", _) => expected(errs, "a non-empty array of hosts"),
-        (other, _) => {
-            errs.push(path, format!("unknown operator {other}"));
-            None
-        }
+        (OpName::HostIn, _) => expected(errs, "a non-empty array of hosts"),
     }
 }
 
@@ -718,10 +753,7 @@ impl Leaf {
 
     /// `arg /amount lte 500`
     fn describe(&self) -> String {
-        let source = match self.source {
-            Source::Arg => "arg",
-            Source::Param => "param",
-        };
+        let source = self.source.as_str();
         let pointer = if self.pointer.is_empty() {
             "\"\""
         } else {
@@ -729,7 +761,7 @@ impl Leaf {
         };
         format!(
             "{source} {pointer} {} {}",
-            self.op.name(),
+            self.op.key().as_str(),
             self.op.operand()
         )
     }
@@ -755,24 +787,25 @@ impl Leaf {
 }
 
 impl Operator {
-    fn name(&self) -> &'static str {
+    /// The key this operator is written with.
+    fn key(&self) -> OpName {
         match self {
-            Operator::Eq(_) => "eq",
-            Operator::Ne(_) => "ne",
-            Operator::In(_) => "in",
-            Operator::NotIn(_) => "not_in",
-            Operator::Compare(Bound::Lt, _) => "lt",
-            Operator::Compare(Bound::Lte, _) => "lte",
-            Operator::Compare(Bound::Gt, _) => "gt",
-            Operator::Compare(Bound::Gte, _) => "gte",
-            Operator::Matches { .. } => "matches",
-            Operator::Prefix(_) => "prefix",
-            Operator::Suffix(_) => "suffix",
-            Operator::Contains(_) => "contains",
-            Operator::MaxLen(_) => "max_len",
-            Operator::Exists(_) => "exists",
-            Operator::PathUnder(_) => "path_under",
-            Operator::HostIn(_) => "host_in",
+            Operator::Eq(_) => OpName::Eq,
+            Operator::Ne(_) => OpName::Ne,
+            Operator::In(_) => OpName::In,
+            Operator::NotIn(_) => OpName::NotIn,
+            Operator::Compare(Bound::Lt, _) => OpName::Lt,
+            Operator::Compare(Bound::Lte, _) => OpName::Lte,
+            Operator::Compare(Bound::Gt, _) => OpName::Gt,
+            Operator::Compare(Bound::Gte, _) => OpName::Gte,
+            Operator::Matches { .. } => OpName::Matches,
+            Operator::Prefix(_) => OpName::Prefix,
+            Operator::Suffix(_) => OpName::Suffix,
+            Operator::Contains(_) => OpName::Contains,
+            Operator::MaxLen(_) => OpName::MaxLen,
+            Operator::Exists(_) => OpName::Exists,
+            Operator::PathUnder(_) => OpName::PathUnder,
+            Operator::HostIn(_) => OpName::HostIn,
         }
     }
 

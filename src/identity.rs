@@ -2,8 +2,8 @@
 //! Order (POLICY.md "Identity"): API key, then the jwt_authn payload header,
 //! then the mTLS peer's URI SAN, then anonymous.
 
-use crate::json::sha256_hex;
-use crate::policy::IdentityConfig;
+use crate::config::{index, Errors, ObjReader};
+use crate::json::{is_lower_hex, sha256_hex};
 use base64::Engine;
 use serde_json::Value;
 
@@ -33,6 +33,32 @@ pub struct Caller {
     pub tenant: Option<String>,
     pub roles: Vec<String>,
     pub via: Via,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub sha256: String,
+    pub subject: String,
+    pub roles: Vec<String>,
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimMap {
+    pub subject: String,
+    pub roles: String,
+    pub tenant: String,
+}
+
+/// The compiled `identity` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// `None` = JWT identity off. Deliberately off unless configured: the
+    /// header is only trustworthy when Envoy strips client copies of it.
+    pub jwt_payload_header: Option<String>,
+    pub claims: ClaimMap,
+    pub api_keys: Vec<ApiKey>,
+    pub anonymous_roles: Vec<String>,
 }
 
 /// The request facts identity is derived from, read by the glue on request headers.
@@ -151,10 +177,125 @@ fn claim<'a>(claims: &'a Value, name: &str) -> Option<&'a Value> {
     }
 }
 
+// ---------------------------------------------------------------------------
+// The `identity` section
+// ---------------------------------------------------------------------------
+
+impl Default for IdentityConfig {
+    /// The section's meaning when it is absent: no JWT, no API keys, no anonymous access.
+    fn default() -> Self {
+        IdentityConfig {
+            jwt_payload_header: None,
+            claims: ClaimMap {
+                subject: "sub".into(),
+                roles: "roles".into(),
+                tenant: "tenant".into(),
+            },
+            api_keys: Vec::new(),
+            anonymous_roles: Vec::new(),
+        }
+    }
+}
+
+/// Compile the `identity` section found at `path` (`$.identity`); `section` is
+/// `None` when it is absent. Mistakes are recorded in `errs`.
+pub(crate) fn compile(section: Option<&Value>, path: &str, errs: &mut Errors) -> IdentityConfig {
+    let mut out = IdentityConfig::default();
+    let Some(v) = section else { return out };
+    let Some(mut r) = ObjReader::new(v, path, errs) else {
+        return out;
+    };
+    if let Some(h) = r.string("jwt_payload_header", errs) {
+        if is_header_name(h) {
+            out.jwt_payload_header = Some(h.to_ascii_lowercase());
+        } else {
+            errs.push(
+                r.field_path("jwt_payload_header"),
+                format!("{h:?} is not a valid HTTP header name"),
+            );
+        }
+    }
+    if let Some(c) = r.get("claims") {
+        if let Some(mut cr) = ObjReader::new(c, &r.field_path("claims"), errs) {
+            for (key, slot) in [
+                ("subject", &mut out.claims.subject),
+                ("roles", &mut out.claims.roles),
+                ("tenant", &mut out.claims.tenant),
+            ] {
+                if let Some(s) = cr.string(key, errs) {
+                    if s.is_empty() {
+                        errs.push(cr.field_path(key), "claim name must not be empty");
+                    }
+                    *slot = s.to_owned();
+                }
+            }
+            cr.finish(errs);
+        }
+    }
+    if let Some(keys) = r.get("api_keys") {
+        out.api_keys = compile_api_keys(keys, &r.field_path("api_keys"), errs);
+    }
+    if let Some(roles) = r.strings("anonymous_roles", errs) {
+        out.anonymous_roles = roles;
+    }
+    r.finish(errs);
+    out
+}
+
+fn compile_api_keys(v: &Value, path: &str, errs: &mut Errors) -> Vec<ApiKey> {
+    let Value::Array(items) = v else {
+        errs.push(path, "expected an array of API key entries");
+        return Vec::new();
+    };
+    let mut out: Vec<ApiKey> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let p = index(path, i);
+        let Some(mut r) = ObjReader::new(item, &p, errs) else {
+            continue;
+        };
+        let sha = r.string("sha256", errs).map(str::to_owned);
+        if !r.has("sha256") {
+            errs.push(format!("{p}.sha256"), "required field is missing");
+        }
+        let subject = r.string("subject", errs).map(str::to_owned);
+        if !r.has("subject") {
+            errs.push(format!("{p}.subject"), "required field is missing");
+        }
+        let roles = r.strings("roles", errs).unwrap_or_default();
+        let tenant = r.string("tenant", errs).map(str::to_owned);
+        r.finish(errs);
+        if let (Some(sha), Some(subject)) = (sha, subject) {
+            if sha.len() != 64 || !is_lower_hex(sha.as_bytes()) {
+                errs.push(
+                    format!("{p}.sha256"),
+                    "expected 64 lower-case hex characters (SHA-256 of the whole token; see `mcp-firewall hash-key`)",
+                );
+                continue;
+            }
+            if out.iter().any(|k| k.sha256 == sha) {
+                errs.push(format!("{p}.sha256"), "the same key is listed twice");
+                continue;
+            }
+            out.push(ApiKey {
+                sha256: sha,
+                subject,
+                roles,
+                tenant,
+            });
+        }
+    }
+    out
+}
+
+fn is_header_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{ApiKey, ClaimMap};
 
     fn cfg(anonymous: &[&str]) -> IdentityConfig {
         IdentityConfig {

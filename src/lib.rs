@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod canon;
 pub mod condition;
+pub mod config;
 pub mod decide;
 pub mod dlp;
 pub mod filter;

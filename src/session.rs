@@ -14,9 +14,11 @@
 //! live binding: eviction on demand would let an attacker flush the victim's
 //! binding and then present the stolen id as "first seen".
 
+use crate::config::{keywords, Errors, ObjReader};
 use crate::identity::Caller;
 use crate::json::sha256_hex;
 use crate::store::{SharedStore, StoreError};
+use serde_json::Value;
 
 pub const WAYS: u64 = 4;
 const KEY_PREFIX: &str = "mcp_firewall/session";
@@ -39,6 +41,41 @@ impl Default for SessionConfig {
             idle_timeout_ms: 3_600_000,
         }
     }
+}
+
+/// `sessions.binding`: whether session ids are bound to their first caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BindingMode {
+    Enforce,
+    Off,
+}
+
+keywords!(BindingMode {
+    Enforce => "enforce",
+    Off => "off",
+});
+
+/// Compile the `sessions` section found at `path` (`$.sessions`); `section` is
+/// `None` when it is absent. Mistakes are recorded in `errs`.
+pub(crate) fn compile(section: Option<&Value>, path: &str, errs: &mut Errors) -> SessionConfig {
+    let mut out = SessionConfig::default();
+    let Some(v) = section else { return out };
+    let Some(mut r) = ObjReader::new(v, path, errs) else {
+        return out;
+    };
+    if let Some(b) = r.keyword::<BindingMode>("binding", errs) {
+        out.enforce = b == BindingMode::Enforce;
+    }
+    // Shared data cannot be deleted in the proxy-wasm ABI, so the table size is
+    // the memory bound: about 100 bytes per entry.
+    if let Some(n) = r.uint("capacity", WAYS, 1 << 22, errs) {
+        out.capacity = n;
+    }
+    if let Some(n) = r.uint("idle_timeout_s", 1, 7 * 86_400, errs) {
+        out.idle_timeout_ms = n * 1000;
+    }
+    r.finish(errs);
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use mcp_firewall::audit::{
     AuditConfig, AuditDecision, AuditIdentity, Delivery, EventFacts, HeadHashCache, MemoryStore,
     Pushed, SendOutcome, SeqRange, SharedStore, Verdict, Via, GENESIS_PREV,
 };
-use mcp_firewall::policy::reader::Errors;
+use mcp_firewall::config::Errors;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 

@@ -2,7 +2,7 @@
 //! errors are `(path, text the message contains)`; the list must match exactly.
 
 use mcp_firewall::condition::compile;
-use mcp_firewall::policy::reader::Errors;
+use mcp_firewall::config::Errors;
 use serde_json::Value;
 
 const AT: &str = "$.rules[2].when";

@@ -2,7 +2,7 @@
 //! cases included. `T`/`F`/`E` are the expected outcome (true, false, error).
 
 use mcp_firewall::condition::{compile, CondInput, Condition, Outcome};
-use mcp_firewall::policy::reader::Errors;
+use mcp_firewall::config::Errors;
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

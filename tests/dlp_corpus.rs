@@ -2,8 +2,8 @@
 //! Every item of the shared DLP corpus through the filter's scanner, checked
 //! against the quality targets of the DLP issue (item-level, as score.py).
 
+use mcp_firewall::config::Errors;
 use mcp_firewall::dlp::{self, Label, Scanner};
-use mcp_firewall::policy::reader::Errors;
 use serde_json::Value;
 use std::path::PathBuf;
 

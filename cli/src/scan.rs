@@ -3,8 +3,8 @@
 //! `mcp-firewall bench-dlp`: their native throughput on generated payloads.
 
 use clap::Args;
+use mcp_firewall::config::Errors;
 use mcp_firewall::dlp::{self, Scanner};
-use mcp_firewall::policy::reader::Errors;
 use serde_json::{json, Value};
 use std::io::{self, BufRead, BufWriter, Write};
 use std::path::PathBuf;

@@ -7,6 +7,9 @@ fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+// Test support outside a #[test] fn (which clippy.toml already allows): a
+// binary that cannot be spawned or fed should stop the test loudly.
+#[allow(clippy::expect_used)]
 fn run(args: &[&str], stdin: &str) -> (i32, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-firewall"))
         .args(args)

@@ -1,6 +1,6 @@
 //! The `audit` section of the policy: where events go and how hard we try.
 
-use crate::policy::reader::{Errors, ObjReader};
+use crate::config::{keywords, Errors, ObjReader};
 use serde_json::Value;
 
 /// What happens to MCP traffic while audit events cannot be delivered.
@@ -12,6 +12,11 @@ pub enum OnFailure {
     Closed,
 }
 
+keywords!(OnFailure {
+    Open => "open",
+    Closed => "closed",
+});
+
 /// How tool-call arguments appear in an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArgumentsMode {
@@ -22,6 +27,12 @@ pub enum ArgumentsMode {
     /// Neither: `args_sha256` is null. For low-entropy arguments whose hash could be guessed.
     Omit,
 }
+
+keywords!(ArgumentsMode {
+    Hash => "hash",
+    Redacted => "redacted",
+    Omit => "omit",
+});
 
 /// A compiled `audit` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,15 +118,8 @@ pub fn compile(
             format!("{max_buffered} is smaller than max_batch ({max_batch}): a full batch could never form"),
         );
     }
-    let on_failure = match r.choice("on_failure", &["open", "closed"], errs) {
-        Some("closed") => OnFailure::Closed,
-        _ => OnFailure::Open,
-    };
-    let arguments = match r.choice("arguments", &["hash", "redacted", "omit"], errs) {
-        Some("redacted") => ArgumentsMode::Redacted,
-        Some("omit") => ArgumentsMode::Omit,
-        _ => ArgumentsMode::Hash,
-    };
+    let on_failure = r.keyword("on_failure", errs).unwrap_or(OnFailure::Open);
+    let arguments = r.keyword("arguments", errs).unwrap_or(ArgumentsMode::Hash);
     let timeout_ms = r
         .uint("timeout_ms", TIMEOUT_MS_BOUNDS.0, TIMEOUT_MS_BOUNDS.1, errs)
         .unwrap_or(DEFAULT_TIMEOUT_MS);

@@ -44,7 +44,7 @@ mod prefilter;
 mod rules;
 mod text;
 
-use crate::policy::reader::{index, type_name, Errors, ObjReader};
+use crate::config::{index, keyword_at, keywords, type_name, Errors, ObjReader};
 use regex_lite::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -63,18 +63,12 @@ pub enum Action {
     Off,
 }
 
-impl Action {
-    const NAMES: &'static [&'static str] = &["block", "redact", "flag", "off"];
-
-    fn from_name(s: &str) -> Action {
-        match s {
-            "block" => Action::Block,
-            "redact" => Action::Redact,
-            "flag" => Action::Flag,
-            _ => Action::Off,
-        }
-    }
-}
+keywords!(Action {
+    Block => "block",
+    Redact => "redact",
+    Flag => "flag",
+    Off => "off",
+});
 
 /// The class of sensitive data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,14 +77,22 @@ pub enum Label {
     Pii,
 }
 
-impl Label {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Label::Secret => "secret",
-            Label::Pii => "pii",
-        }
-    }
+keywords!(Label {
+    Secret => "secret",
+    Pii => "pii",
+});
+
+/// The built-in detector families `dlp.detectors` turns on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Detectors {
+    Secrets,
+    Pii,
 }
+
+keywords!(Detectors {
+    Secrets => "secrets",
+    Pii => "pii",
+});
 
 /// One match in a string: byte offsets into the scanned text. No text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -811,24 +813,21 @@ pub fn compile(section: Option<&Value>, path: &str, errs: &mut Errors) -> Option
     let mut exempt_tools = Vec::new();
     if let Some(v) = section {
         let mut r = ObjReader::new(v, path, errs)?;
-        if let Some(a) = r.choice("requests", Action::NAMES, errs) {
-            requests = Action::from_name(a);
+        if let Some(a) = r.keyword("requests", errs) {
+            requests = a;
         }
-        if let Some(a) = r.choice("responses", Action::NAMES, errs) {
-            responses = Action::from_name(a);
+        if let Some(a) = r.keyword("responses", errs) {
+            responses = a;
         }
         let detectors_path = r.field_path("detectors");
         if let Some(list) = r.strings("detectors", errs) {
             secrets = false;
             pii = false;
             for (i, d) in list.iter().enumerate() {
-                match d.as_str() {
-                    "secrets" => secrets = true,
-                    "pii" => pii = true,
-                    other => errs.push(
-                        index(&detectors_path, i),
-                        format!("{other:?} is not one of secrets, pii"),
-                    ),
+                match keyword_at(d, &index(&detectors_path, i), errs) {
+                    Some(Detectors::Secrets) => secrets = true,
+                    Some(Detectors::Pii) => pii = true,
+                    None => {}
                 }
             }
         }
@@ -879,7 +878,7 @@ fn compile_custom(v: &Value, path: &str, errs: &mut Errors) -> Vec<CustomDetecto
         let pattern = r.required("pattern", errs).and(r.string("pattern", errs));
         let label = r
             .required("label", errs)
-            .and(r.choice("label", &["secret", "pii"], errs));
+            .and(r.keyword::<Label>("label", errs));
         r.finish(errs);
         if let Some(id) = id {
             let well_formed = !id.is_empty()
@@ -895,11 +894,6 @@ fn compile_custom(v: &Value, path: &str, errs: &mut Errors) -> Vec<CustomDetecto
         }
         let (Some(id), Some(pattern), Some(label)) = (id, pattern, label) else {
             continue;
-        };
-        let label = if label == "pii" {
-            Label::Pii
-        } else {
-            Label::Secret
         };
         match CustomDetector::new(id, pattern, label) {
             Ok(c) => out.push(c),

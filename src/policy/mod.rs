@@ -1,14 +1,17 @@
-//! The policy: phase one reads the raw JSON (`reader`), phase two compiles it
-//! into a `CompiledPolicy` that the filter uses read-only. A policy with any
-//! error is refused whole, with every error named by its JSON path.
+//! The policy: every section is compiled by the module that owns it, with the
+//! strict reader of [`crate::config`] (`identity`, `session`, `dlp`, `audit`;
+//! `rules` and `limits` here), and assembled into a `CompiledPolicy` that the
+//! filter uses read-only. A policy with any error is refused whole, with every
+//! error named by its JSON path.
 
-pub mod reader;
+mod limits;
+mod rules;
 
-use crate::glob::Glob;
-use crate::json::{
-    canonical, is_lower_hex, parse_strict, sha256_hex, JsonError, MAX_SUPPORTED_DEPTH,
-};
-use reader::{index, ConfigError, Errors, ObjReader};
+pub use limits::{BatchMode, Limits};
+pub use rules::{Effect, Rule, RuleKind, RESERVED_RULE_IDS};
+
+use crate::config::{keywords, ConfigError, Errors, ObjReader};
+use crate::json::{canonical, parse_strict, sha256_hex, JsonError, MAX_SUPPORTED_DEPTH};
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,121 +20,15 @@ pub enum Mode {
     DryRun,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Effect {
-    Allow,
-    Deny,
-    Approve,
-}
-
-impl Effect {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Effect::Allow => "allow",
-            Effect::Deny => "deny",
-            Effect::Approve => "approve",
-        }
-    }
-}
-
-/// What a rule's patterns are matched against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RuleKind {
-    Tools,
-    Methods,
-    Resources,
-    Prompts,
-}
-
-impl RuleKind {
-    pub fn field(self) -> &'static str {
-        match self {
-            RuleKind::Tools => "tools",
-            RuleKind::Methods => "methods",
-            RuleKind::Resources => "resources",
-            RuleKind::Prompts => "prompts",
-        }
-    }
-}
-
-#[derive(Debug)]
-pub struct Rule {
-    pub id: String,
-    pub effect: Effect,
-    pub kind: RuleKind,
-    pub patterns: Vec<Glob>,
-    /// `None` = any identity.
-    pub roles: Option<Vec<String>>,
-    /// `None` = always.
-    pub when: Option<crate::condition::Condition>,
-}
-
-impl Rule {
-    pub fn applies_to_roles(&self, caller_roles: &[String]) -> bool {
-        match &self.roles {
-            None => true,
-            Some(roles) => roles.iter().any(|r| caller_roles.contains(r)),
-        }
-    }
-    pub fn matches_name(&self, name: &str) -> bool {
-        self.patterns.iter().any(|g| g.matches(name))
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKey {
-    pub sha256: String,
-    pub subject: String,
-    pub roles: Vec<String>,
-    pub tenant: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimMap {
-    pub subject: String,
-    pub roles: String,
-    pub tenant: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdentityConfig {
-    /// `None` = JWT identity off. Deliberately off unless configured: the
-    /// header is only trustworthy when Envoy strips client copies of it.
-    pub jwt_payload_header: Option<String>,
-    pub claims: ClaimMap,
-    pub api_keys: Vec<ApiKey>,
-    pub anonymous_roles: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchMode {
-    Reject,
-    Evaluate,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub max_request_bytes: usize,
-    pub max_response_bytes: usize,
-    pub max_json_depth: usize,
-    pub batches: BatchMode,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_request_bytes: 1 << 20,
-            max_response_bytes: 8 << 20,
-            max_json_depth: 64,
-            batches: BatchMode::Reject,
-        }
-    }
-}
+keywords!(Mode {
+    Enforce => "enforce",
+    DryRun => "dry_run",
+});
 
 #[derive(Debug)]
 pub struct CompiledPolicy {
     pub mode: Mode,
-    pub identity: IdentityConfig,
+    pub identity: crate::identity::IdentityConfig,
     pub rules: Vec<Rule>,
     pub limits: Limits,
     /// Emergency brake: refuse every MCP message (rule `kill-switch`), even in dry-run.
@@ -145,25 +42,6 @@ pub struct CompiledPolicy {
     /// SHA-256 of the canonical JSON of the policy document.
     pub sha256: String,
 }
-
-/// Rule ids the filter itself uses in decisions; a policy may not take them.
-pub const RESERVED_RULE_IDS: &[&str] = &[
-    "default-deny",
-    "base-protocol",
-    "batch",
-    "resource-uri",
-    "kill-switch",
-    "response-unfilterable",
-    "session-binding",
-    "audit-unavailable",
-    "protocol",
-    "identity",
-    "too-large",
-    "media-type",
-    "http-method",
-    "header-mismatch",
-    "dlp",
-];
 
 /// Sections of POLICY.md that this build does not enforce yet. Accepting them
 /// silently would let a team believe something is enforced that is not.
@@ -208,19 +86,16 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         ),
         None => {}
     }
-    let mode = match root.choice("mode", &["enforce", "dry_run"], errs) {
-        Some("dry_run") => Mode::DryRun,
-        _ => Mode::Enforce,
-    };
-    let identity = compile_identity(root.get("identity"), errs);
+    let mode = root.keyword("mode", errs).unwrap_or(Mode::Enforce);
+    let identity = crate::identity::compile(root.get("identity"), "$.identity", errs);
     let rules = match root.required("rules", errs) {
-        Some(v) => compile_rules(v, errs),
+        Some(v) => rules::compile(v, errs),
         None => Vec::new(),
     };
-    let limits = compile_limits(root.get("limits"), errs);
+    let limits = limits::compile(root.get("limits"), errs);
     let kill_switch = root.boolean("kill_switch", errs).unwrap_or(false);
     let disabled_subjects = root.strings("disabled", errs).unwrap_or_default();
-    let sessions = compile_sessions(root.get("sessions"), errs);
+    let sessions = crate::session::compile(root.get("sessions"), "$.sessions", errs);
     let audit = crate::audit::compile(root.get("audit"), "$.audit", errs).flatten();
     // DLP is on by default (requests block, responses redact) when the section is absent.
     let dlp = crate::dlp::compile(root.get("dlp"), "$.dlp", errs);
@@ -246,284 +121,6 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         audit,
         sha256: sha256_hex(canonical(doc).as_bytes()),
     })
-}
-
-fn compile_identity(v: Option<&Value>, errs: &mut Errors) -> IdentityConfig {
-    let mut out = IdentityConfig {
-        jwt_payload_header: None,
-        claims: ClaimMap {
-            subject: "sub".into(),
-            roles: "roles".into(),
-            tenant: "tenant".into(),
-        },
-        api_keys: Vec::new(),
-        anonymous_roles: Vec::new(),
-    };
-    let Some(v) = v else { return out };
-    let Some(mut r) = ObjReader::new(v, "$.identity", errs) else {
-        return out;
-    };
-    if let Some(h) = r.string("jwt_payload_header", errs) {
-        if is_header_name(h) {
-            out.jwt_payload_header = Some(h.to_ascii_lowercase());
-        } else {
-            errs.push(
-                "$.identity.jwt_payload_header",
-                format!("{h:?} is not a valid HTTP header name"),
-            );
-        }
-    }
-    if let Some(c) = r.get("claims") {
-        if let Some(mut cr) = ObjReader::new(c, "$.identity.claims", errs) {
-            for (key, slot) in [
-                ("subject", &mut out.claims.subject),
-                ("roles", &mut out.claims.roles),
-                ("tenant", &mut out.claims.tenant),
-            ] {
-                if let Some(s) = cr.string(key, errs) {
-                    if s.is_empty() {
-                        errs.push(
-                            format!("$.identity.claims.{key}"),
-                            "claim name must not be empty",
-                        );
-                    }
-                    *slot = s.to_owned();
-                }
-            }
-            cr.finish(errs);
-        }
-    }
-    if let Some(keys) = r.get("api_keys") {
-        out.api_keys = compile_api_keys(keys, errs);
-    }
-    if let Some(roles) = r.strings("anonymous_roles", errs) {
-        out.anonymous_roles = roles;
-    }
-    r.finish(errs);
-    out
-}
-
-fn compile_api_keys(v: &Value, errs: &mut Errors) -> Vec<ApiKey> {
-    let path = "$.identity.api_keys";
-    let Value::Array(items) = v else {
-        errs.push(path, "expected an array of API key entries");
-        return Vec::new();
-    };
-    let mut out: Vec<ApiKey> = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let p = index(path, i);
-        let Some(mut r) = ObjReader::new(item, &p, errs) else {
-            continue;
-        };
-        let sha = r.string("sha256", errs).map(str::to_owned);
-        if !r.has("sha256") {
-            errs.push(format!("{p}.sha256"), "required field is missing");
-        }
-        let subject = r.string("subject", errs).map(str::to_owned);
-        if !r.has("subject") {
-            errs.push(format!("{p}.subject"), "required field is missing");
-        }
-        let roles = r.strings("roles", errs).unwrap_or_default();
-        let tenant = r.string("tenant", errs).map(str::to_owned);
-        r.finish(errs);
-        if let (Some(sha), Some(subject)) = (sha, subject) {
-            if sha.len() != 64 || !is_lower_hex(sha.as_bytes()) {
-                errs.push(
-                    format!("{p}.sha256"),
-                    "expected 64 lower-case hex characters (SHA-256 of the whole token; see `mcp-firewall hash-key`)",
-                );
-                continue;
-            }
-            if out.iter().any(|k| k.sha256 == sha) {
-                errs.push(format!("{p}.sha256"), "the same key is listed twice");
-                continue;
-            }
-            out.push(ApiKey {
-                sha256: sha,
-                subject,
-                roles,
-                tenant,
-            });
-        }
-    }
-    out
-}
-
-fn compile_rules(v: &Value, errs: &mut Errors) -> Vec<Rule> {
-    let Value::Array(items) = v else {
-        errs.push("$.rules", "expected an array of rules");
-        return Vec::new();
-    };
-    let mut out: Vec<Rule> = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let p = index("$.rules", i);
-        if let Some(rule) = compile_rule(item, &p, errs) {
-            if out.iter().any(|r| r.id == rule.id) {
-                errs.push(
-                    format!("{p}.id"),
-                    format!("rule id {:?} is used twice", rule.id),
-                );
-            }
-            out.push(rule);
-        }
-    }
-    out
-}
-
-fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
-    let mut r = ObjReader::new(v, p, errs)?;
-    let before = errs.0.len();
-    let id = r.string("id", errs).map(str::to_owned);
-    if !r.has("id") {
-        errs.push(format!("{p}.id"), "required field is missing");
-    }
-    if let Some(id) = &id {
-        if id.is_empty()
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b))
-        {
-            errs.push(
-                format!("{p}.id"),
-                "rule ids are non-empty and use letters, digits and - _ . : /",
-            );
-        } else if RESERVED_RULE_IDS.contains(&id.as_str()) {
-            errs.push(
-                format!("{p}.id"),
-                format!("{id:?} is reserved for the filter's own decisions"),
-            );
-        }
-    }
-    let effect = match r.choice("effect", &["allow", "deny", "approve"], errs) {
-        Some("allow") => Some(Effect::Allow),
-        Some("deny") => Some(Effect::Deny),
-        Some(_) => Some(Effect::Approve),
-        None => {
-            if !r.has("effect") {
-                errs.push(format!("{p}.effect"), "required field is missing");
-            }
-            None
-        }
-    };
-    let mut kinds = Vec::new();
-    for kind in [
-        RuleKind::Tools,
-        RuleKind::Methods,
-        RuleKind::Resources,
-        RuleKind::Prompts,
-    ] {
-        let fp = format!("{p}.{}", kind.field());
-        if let Some(list) = r.strings(kind.field(), errs) {
-            if list.is_empty() {
-                errs.push(&fp, "needs at least one pattern");
-            }
-            if list.iter().any(String::is_empty) {
-                errs.push(&fp, "patterns must not be empty strings");
-            }
-            kinds.push((kind, list));
-        }
-    }
-    let target = match kinds.len() {
-        1 => kinds.pop(),
-        0 => {
-            errs.push(
-                p,
-                "a rule needs exactly one of tools, methods, resources, prompts",
-            );
-            None
-        }
-        _ => {
-            errs.push(
-                p,
-                "a rule targets exactly one kind: use one of tools, methods, resources, prompts",
-            );
-            None
-        }
-    };
-    let roles = match r.get("roles") {
-        None => None,
-        Some(v) => {
-            let list = reader::string_list(v, &format!("{p}.roles"), errs);
-            if matches!(&list, Some(l) if l.is_empty()) {
-                errs.push(
-                    format!("{p}.roles"),
-                    "an empty roles list matches nobody; omit roles to mean any identity",
-                );
-            }
-            list
-        }
-    };
-    let when = r
-        .get("when")
-        .and_then(|w| crate::condition::compile(w, &format!("{p}.when"), errs));
-    r.finish(errs);
-    let (kind, list) = target?;
-    if errs.0.len() != before {
-        return None;
-    }
-    Some(Rule {
-        id: id?,
-        effect: effect?,
-        kind,
-        patterns: list.iter().map(|s| Glob::new(s)).collect(),
-        roles,
-        when,
-    })
-}
-
-fn compile_limits(v: Option<&Value>, errs: &mut Errors) -> Limits {
-    let mut out = Limits::default();
-    let Some(v) = v else { return out };
-    let Some(mut r) = ObjReader::new(v, "$.limits", errs) else {
-        return out;
-    };
-    // Envoy buffers the whole body for us; 64 MiB keeps a hostile client from
-    // making one request pin a worker's memory.
-    if let Some(n) = r.uint("max_request_bytes", 1, 64 << 20, errs) {
-        out.max_request_bytes = n as usize;
-    }
-    if let Some(n) = r.uint("max_response_bytes", 1, 256 << 20, errs) {
-        out.max_response_bytes = n as usize;
-    }
-    if let Some(n) = r.uint("max_json_depth", 2, MAX_SUPPORTED_DEPTH as u64, errs) {
-        out.max_json_depth = n as usize;
-    }
-    if let Some(b) = r.choice("batches", &["reject", "evaluate"], errs) {
-        out.batches = if b == "evaluate" {
-            BatchMode::Evaluate
-        } else {
-            BatchMode::Reject
-        };
-    }
-    r.finish(errs);
-    out
-}
-
-fn compile_sessions(v: Option<&Value>, errs: &mut Errors) -> crate::session::SessionConfig {
-    let mut out = crate::session::SessionConfig::default();
-    let Some(v) = v else { return out };
-    let Some(mut r) = ObjReader::new(v, "$.sessions", errs) else {
-        return out;
-    };
-    if let Some(b) = r.choice("binding", &["enforce", "off"], errs) {
-        out.enforce = b == "enforce";
-    }
-    // Shared data cannot be deleted in the proxy-wasm ABI, so the table size is
-    // the memory bound: about 100 bytes per entry.
-    if let Some(n) = r.uint("capacity", crate::session::WAYS, 1 << 22, errs) {
-        out.capacity = n;
-    }
-    if let Some(n) = r.uint("idle_timeout_s", 1, 7 * 86_400, errs) {
-        out.idle_timeout_ms = n * 1000;
-    }
-    r.finish(errs);
-    out
-}
-
-fn is_header_name(h: &str) -> bool {
-    !h.is_empty()
-        && h.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]

@@ -159,6 +159,61 @@ fn config_error_table() {
             json!({"version": 1, "rules": [], "limits": {"batches": "allow"}}),
             "$.limits.batches: \"allow\" is not one of reject, evaluate",
         ),
+        (
+            "mode_words_are_case_sensitive",
+            json!({"version": 1, "mode": "Enforce", "rules": []}),
+            "$.mode: \"Enforce\" is not one of enforce, dry_run",
+        ),
+        (
+            "bad_session_binding",
+            json!({"version": 1, "rules": [], "sessions": {"binding": "strict"}}),
+            "$.sessions.binding: \"strict\" is not one of enforce, off",
+        ),
+        (
+            "bad_dlp_requests_action",
+            json!({"version": 1, "rules": [], "dlp": {"requests": "drop"}}),
+            "$.dlp.requests: \"drop\" is not one of block, redact, flag, off",
+        ),
+        (
+            "bad_dlp_responses_action",
+            json!({"version": 1, "rules": [], "dlp": {"responses": "Off"}}),
+            "$.dlp.responses: \"Off\" is not one of block, redact, flag, off",
+        ),
+        (
+            "bad_dlp_detector",
+            json!({"version": 1, "rules": [], "dlp": {"detectors": ["secrets", "phi"]}}),
+            "$.dlp.detectors[1]: \"phi\" is not one of secrets, pii",
+        ),
+        (
+            "bad_custom_detector_label",
+            json!({"version": 1, "rules": [], "dlp": {"custom": [{"id": "a", "pattern": "x", "label": "phi"}]}}),
+            "$.dlp.custom[0].label: \"phi\" is not one of secret, pii",
+        ),
+        (
+            "rule_without_target",
+            json!({"version": 1, "rules": [{"id": "r", "effect": "allow"}]}),
+            "$.rules[0]: a rule needs exactly one of tools, methods, resources, prompts",
+        ),
+        (
+            "rule_with_two_targets",
+            json!({"version": 1, "rules": [{"id": "r", "effect": "allow", "tools": ["x"], "methods": ["y"]}]}),
+            "$.rules[0]: a rule targets exactly one kind: use one of tools, methods, resources, prompts",
+        ),
+        (
+            "condition_leaf_without_operator",
+            rule(json!({"when": {"arg": "/x"}})),
+            "$.rules[0].when: a condition leaf needs one operator: eq, ne, in, not_in, lt, lte, gt, gte, matches, prefix, suffix, contains, max_len, exists, path_under, host_in",
+        ),
+        (
+            "condition_with_two_combinators",
+            rule(json!({"when": {"all": [{"arg": "/x", "exists": true}], "not": {"arg": "/y", "exists": true}}})),
+            "$.rules[0].when: a condition has exactly one of all, any, not; found all and not",
+        ),
+        (
+            "rule_without_effect",
+            json!({"version": 1, "rules": [{"id": "r", "tools": ["x"]}]}),
+            "$.rules[0].effect: required field is missing",
+        ),
     ];
     for (name, doc, want) in cases {
         let errs = errors_of(doc);
@@ -166,6 +221,57 @@ fn config_error_table() {
             errs.iter().any(|e| e.starts_with(want)),
             "{name}: want {want:?}, got {errs:?}"
         );
+    }
+}
+
+/// Every word of every keyword field is read as what it says.
+#[test]
+fn every_keyword_is_read_as_written() {
+    let compiled = |extra: Value| {
+        let mut doc = json!({"version": 1, "rules": [
+            {"id": "a", "effect": "allow", "tools": ["x"]},
+            {"id": "d", "effect": "deny", "methods": ["y"]},
+            {"id": "p", "effect": "approve", "resources": ["z"]},
+            {"id": "q", "effect": "allow", "prompts": ["w"]}
+        ]});
+        if let (Some(o), Value::Object(e)) = (doc.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        compile(&doc).unwrap_or_else(|e| panic!("{e:?}"))
+    };
+    let p = compiled(json!({}));
+    let effects: Vec<(Effect, RuleKind)> = p.rules.iter().map(|r| (r.effect, r.kind)).collect();
+    assert_eq!(
+        effects,
+        vec![
+            (Effect::Allow, RuleKind::Tools),
+            (Effect::Deny, RuleKind::Methods),
+            (Effect::Approve, RuleKind::Resources),
+            (Effect::Allow, RuleKind::Prompts),
+        ]
+    );
+    assert_eq!(compiled(json!({"mode": "enforce"})).mode, Mode::Enforce);
+    assert_eq!(compiled(json!({"mode": "dry_run"})).mode, Mode::DryRun);
+    for (word, want) in [
+        ("reject", BatchMode::Reject),
+        ("evaluate", BatchMode::Evaluate),
+    ] {
+        let p = compiled(json!({"limits": {"batches": word}}));
+        assert_eq!(p.limits.batches, want, "{word}");
+    }
+    for (word, want) in [("enforce", true), ("off", false)] {
+        let p = compiled(json!({"sessions": {"binding": word}}));
+        assert_eq!(p.sessions.enforce, want, "{word}");
+    }
+    use crate::dlp::Action;
+    for (word, want) in [
+        ("block", Action::Block),
+        ("redact", Action::Redact),
+        ("flag", Action::Flag),
+        ("off", Action::Off),
+    ] {
+        let p = compiled(json!({"dlp": {"requests": word, "responses": word}}));
+        assert_eq!((p.dlp.requests, p.dlp.responses), (want, want), "{word}");
     }
 }
 

@@ -1,5 +1,6 @@
-//! Phase one of configuration: walk the raw JSON with a path, collecting every
-//! error instead of stopping at the first, and refusing unknown fields.
+//! The strict configuration reader every policy section is compiled with:
+//! walk the raw JSON with a path, collecting every error instead of stopping
+//! at the first, and refusing unknown fields.
 //!
 //! We walk `serde_json::Value` by hand rather than `#[derive(Deserialize)]`
 //! because serde stops at the first error and does not report the JSON path;
@@ -7,6 +8,7 @@
 
 use serde_json::{Map, Value};
 use std::fmt;
+use std::str::FromStr;
 
 /// One configuration mistake, with the JSON path where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,15 +39,15 @@ impl Errors {
     }
 }
 
-pub fn child(path: &str, key: &str) -> String {
+pub(crate) fn child(path: &str, key: &str) -> String {
     format!("{path}.{key}")
 }
 
-pub fn index(path: &str, i: usize) -> String {
+pub(crate) fn index(path: &str, i: usize) -> String {
     format!("{path}[{i}]")
 }
 
-pub fn type_name(v: &Value) -> &'static str {
+pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -56,8 +58,82 @@ pub fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// A config enum: a closed set of words. Implemented by [`keywords!`], whose
+/// one table gives the enum its `as_str`, its `FromStr` and this trait, so the
+/// word read and the word written cannot drift apart.
+pub trait Keyword: Copy + FromStr<Err = UnknownKeyword> + 'static {
+    /// Every value, in the order an error message lists them.
+    const ALL: &'static [Self];
+    /// The word for `self` (the enum's `as_str`).
+    fn word(self) -> &'static str;
+}
+
+/// A string that is none of an enum's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownKeyword;
+
+impl fmt::Display for UnknownKeyword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a known word")
+    }
+}
+
+/// `K::ALL` as the words `a, b, c`.
+pub(crate) fn keyword_list<K: Keyword>() -> String {
+    K::ALL
+        .iter()
+        .map(|k| k.word())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `s` read as one of `K`'s words, or an error at `path` listing them.
+pub(crate) fn keyword_at<K: Keyword>(s: &str, path: &str, errs: &mut Errors) -> Option<K> {
+    match s.parse::<K>() {
+        Ok(k) => Some(k),
+        Err(UnknownKeyword) => {
+            errs.push(path, format!("{s:?} is not one of {}", keyword_list::<K>()));
+            None
+        }
+    }
+}
+
+/// Gives a config enum its one table of words:
+/// `keywords!(Mode { Enforce => "enforce", DryRun => "dry_run" });`
+/// implements `Mode::as_str`, `FromStr for Mode` (an unknown word is an
+/// [`UnknownKeyword`] error, never a fallback value) and [`Keyword`], whose
+/// `ALL` lists the variants in the order given.
+macro_rules! keywords {
+    ($ty:ident { $($variant:ident => $word:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The word the policy spells this value with.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $word,)+
+                }
+            }
+        }
+        impl ::std::str::FromStr for $ty {
+            type Err = $crate::config::UnknownKeyword;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($word => Ok($ty::$variant),)+
+                    _ => Err($crate::config::UnknownKeyword),
+                }
+            }
+        }
+        impl $crate::config::Keyword for $ty {
+            const ALL: &'static [Self] = &[$($ty::$variant),+];
+            fn word(self) -> &'static str {
+                self.as_str()
+            }
+        }
+    };
+}
+pub(crate) use keywords;
+
 /// Reads the fields of one JSON object; `finish` reports any field never asked for.
-pub struct ObjReader<'a> {
+pub(crate) struct ObjReader<'a> {
     map: &'a Map<String, Value>,
     path: String,
     seen: Vec<&'static str>,
@@ -80,10 +156,6 @@ impl<'a> ObjReader<'a> {
                 None
             }
         }
-    }
-
-    pub fn path(&self) -> &str {
-        &self.path
     }
 
     pub fn field_path(&self, key: &str) -> String {
@@ -165,22 +237,12 @@ impl<'a> ObjReader<'a> {
         string_list(self.get(key)?, &p, errs)
     }
 
-    /// One of a fixed set of string values.
-    pub fn choice(
-        &mut self,
-        key: &'static str,
-        allowed: &[&'static str],
-        errs: &mut Errors,
-    ) -> Option<&'static str> {
+    /// One of the words of a [`Keyword`] enum. Any other string is an error
+    /// (`"x" is not one of a, b`), never a default.
+    pub fn keyword<K: Keyword>(&mut self, key: &'static str, errs: &mut Errors) -> Option<K> {
         let p = self.field_path(key);
         let s = self.string(key, errs)?;
-        match allowed.iter().find(|a| **a == s) {
-            Some(a) => Some(a),
-            None => {
-                errs.push(p, format!("{s:?} is not one of {}", allowed.join(", ")));
-                None
-            }
-        }
+        keyword_at(s, &p, errs)
     }
 
     /// Report every field the compiler never asked for.
@@ -193,7 +255,7 @@ impl<'a> ObjReader<'a> {
     }
 }
 
-pub fn string_list(v: &Value, path: &str, errs: &mut Errors) -> Option<Vec<String>> {
+pub(crate) fn string_list(v: &Value, path: &str, errs: &mut Errors) -> Option<Vec<String>> {
     let Value::Array(items) = v else {
         errs.push(
             path,
@@ -216,4 +278,55 @@ pub fn string_list(v: &Value, path: &str, errs: &mut Errors) -> Option<Vec<Strin
         }
     }
     ok.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Colour {
+        Red,
+        DarkBlue,
+    }
+
+    keywords!(Colour {
+        Red => "red",
+        DarkBlue => "dark_blue",
+    });
+
+    #[test]
+    fn keyword_words_round_trip_and_nothing_else_parses() {
+        for &c in Colour::ALL {
+            assert_eq!(c.as_str().parse::<Colour>(), Ok(c));
+            assert_eq!(c.word(), c.as_str());
+        }
+        for other in ["", "Red", "RED", " red", "red ", "blue", "dark-blue"] {
+            assert_eq!(other.parse::<Colour>(), Err(UnknownKeyword), "{other:?}");
+        }
+        assert_eq!(keyword_list::<Colour>(), "red, dark_blue");
+    }
+
+    #[test]
+    fn reader_reports_an_unknown_word_at_its_path_and_never_defaults() {
+        let doc = json!({"a": "dark_blue", "b": "green", "c": 7});
+        let mut errs = Errors::default();
+        let Some(mut r) = ObjReader::new(&doc, "$.x", &mut errs) else {
+            panic!("an object");
+        };
+        assert_eq!(r.keyword::<Colour>("a", &mut errs), Some(Colour::DarkBlue));
+        assert_eq!(r.keyword::<Colour>("b", &mut errs), None);
+        assert_eq!(r.keyword::<Colour>("c", &mut errs), None);
+        assert_eq!(r.keyword::<Colour>("absent", &mut errs), None);
+        r.finish(&mut errs);
+        let got: Vec<String> = errs.0.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            vec![
+                "$.x.b: \"green\" is not one of red, dark_blue",
+                "$.x.c: expected a string, found a number",
+            ]
+        );
+    }
 }

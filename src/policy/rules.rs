@@ -1,0 +1,192 @@
+//! The `rules` section: what each rule matches and which effect it has.
+
+use crate::config::{index, keyword_list, keywords, string_list, Errors, Keyword, ObjReader};
+use crate::glob::Glob;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Allow,
+    Deny,
+    Approve,
+}
+
+keywords!(Effect {
+    Allow => "allow",
+    Deny => "deny",
+    Approve => "approve",
+});
+
+/// What a rule's patterns are matched against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleKind {
+    Tools,
+    Methods,
+    Resources,
+    Prompts,
+}
+
+// The field of a rule that holds its patterns.
+keywords!(RuleKind {
+    Tools => "tools",
+    Methods => "methods",
+    Resources => "resources",
+    Prompts => "prompts",
+});
+
+#[derive(Debug)]
+pub struct Rule {
+    pub id: String,
+    pub effect: Effect,
+    pub kind: RuleKind,
+    pub patterns: Vec<Glob>,
+    /// `None` = any identity.
+    pub roles: Option<Vec<String>>,
+    /// `None` = always.
+    pub when: Option<crate::condition::Condition>,
+}
+
+impl Rule {
+    pub fn applies_to_roles(&self, caller_roles: &[String]) -> bool {
+        match &self.roles {
+            None => true,
+            Some(roles) => roles.iter().any(|r| caller_roles.contains(r)),
+        }
+    }
+    pub fn matches_name(&self, name: &str) -> bool {
+        self.patterns.iter().any(|g| g.matches(name))
+    }
+}
+
+/// Rule ids the filter itself uses in decisions; a policy may not take them.
+pub const RESERVED_RULE_IDS: &[&str] = &[
+    "default-deny",
+    "base-protocol",
+    "batch",
+    "resource-uri",
+    "kill-switch",
+    "response-unfilterable",
+    "session-binding",
+    "audit-unavailable",
+    "protocol",
+    "identity",
+    "too-large",
+    "media-type",
+    "http-method",
+    "header-mismatch",
+    "dlp",
+];
+
+/// Compile the `rules` array at `$.rules`.
+pub(crate) fn compile(v: &Value, errs: &mut Errors) -> Vec<Rule> {
+    let Value::Array(items) = v else {
+        errs.push("$.rules", "expected an array of rules");
+        return Vec::new();
+    };
+    let mut out: Vec<Rule> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let p = index("$.rules", i);
+        if let Some(rule) = compile_rule(item, &p, errs) {
+            if out.iter().any(|r| r.id == rule.id) {
+                errs.push(
+                    format!("{p}.id"),
+                    format!("rule id {:?} is used twice", rule.id),
+                );
+            }
+            out.push(rule);
+        }
+    }
+    out
+}
+
+fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
+    let mut r = ObjReader::new(v, p, errs)?;
+    let before = errs.0.len();
+    let id = r.string("id", errs).map(str::to_owned);
+    if !r.has("id") {
+        errs.push(format!("{p}.id"), "required field is missing");
+    }
+    if let Some(id) = &id {
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b))
+        {
+            errs.push(
+                format!("{p}.id"),
+                "rule ids are non-empty and use letters, digits and - _ . : /",
+            );
+        } else if RESERVED_RULE_IDS.contains(&id.as_str()) {
+            errs.push(
+                format!("{p}.id"),
+                format!("{id:?} is reserved for the filter's own decisions"),
+            );
+        }
+    }
+    let effect = r.keyword::<Effect>("effect", errs);
+    if !r.has("effect") {
+        errs.push(format!("{p}.effect"), "required field is missing");
+    }
+    let mut kinds = Vec::new();
+    for &kind in RuleKind::ALL {
+        let fp = format!("{p}.{}", kind.as_str());
+        if let Some(list) = r.strings(kind.as_str(), errs) {
+            if list.is_empty() {
+                errs.push(&fp, "needs at least one pattern");
+            }
+            if list.iter().any(String::is_empty) {
+                errs.push(&fp, "patterns must not be empty strings");
+            }
+            kinds.push((kind, list));
+        }
+    }
+    let target = match kinds.len() {
+        1 => kinds.pop(),
+        0 => {
+            errs.push(
+                p,
+                format!("a rule needs exactly one of {}", keyword_list::<RuleKind>()),
+            );
+            None
+        }
+        _ => {
+            errs.push(
+                p,
+                format!(
+                    "a rule targets exactly one kind: use one of {}",
+                    keyword_list::<RuleKind>()
+                ),
+            );
+            None
+        }
+    };
+    let roles = match r.get("roles") {
+        None => None,
+        Some(v) => {
+            let list = string_list(v, &format!("{p}.roles"), errs);
+            if matches!(&list, Some(l) if l.is_empty()) {
+                errs.push(
+                    format!("{p}.roles"),
+                    "an empty roles list matches nobody; omit roles to mean any identity",
+                );
+            }
+            list
+        }
+    };
+    let when = r
+        .get("when")
+        .and_then(|w| crate::condition::compile(w, &format!("{p}.when"), errs));
+    r.finish(errs);
+    let (kind, list) = target?;
+    if errs.0.len() != before {
+        return None;
+    }
+    Some(Rule {
+        id: id?,
+        effect: effect?,
+        kind,
+        patterns: list.iter().map(|s| Glob::new(s)).collect(),
+        roles,
+        when,
+    })
+}
