@@ -75,6 +75,11 @@ pub struct RequestFilter {
     json_done: bool,
     /// Ids of the requests forwarded upstream (for refusals of their responses).
     forwarded_ids: Vec<Value>,
+    /// A GET or DELETE: its response may carry answers to requests decided in
+    /// other exchanges (a server with an event store replays them when a GET
+    /// names a `Last-Event-ID`). Their plans are not ours to know, so every
+    /// answer in it is unfilterable; notifications and server requests pass.
+    answers_from_elsewhere: bool,
     /// DLP findings in results: (request id key, findings, action), flushed per callback.
     result_findings: RefCell<Vec<(String, Vec<crate::dlp::Finding>, DlpAction)>>,
 }
@@ -100,6 +105,7 @@ impl RequestFilter {
             unfilterable_count: Cell::new(0),
             result_findings: RefCell::new(Vec::new()),
             forwarded_ids: Vec::new(),
+            answers_from_elsewhere: false,
             json_buffered: 0,
             json_done: false,
         }
@@ -279,6 +285,7 @@ impl RequestFilter {
                     let body = reply::decision_error(None, &d);
                     return self.reply(host, LocalReply::json(403, &body, Some(&d.rule)));
                 }
+                self.answers_from_elsewhere = true;
                 if !end_of_stream {
                     // Neither has a body, and one that came anyway would reach
                     // the server undecided. Headers that do not end the stream
@@ -720,7 +727,9 @@ impl RequestFilter {
             let clean: String = note.chars().filter(|c| !c.is_control()).collect();
             host.set_response_header(DRY_RUN_HEADER, Some(&clean));
         }
-        if self.phase != Phase::Forwarded || self.plan.is_empty() {
+        let planned = self.phase == Phase::Forwarded && !self.plan.is_empty();
+        let replayable = self.phase == Phase::Passthrough && self.answers_from_elsewhere;
+        if !planned && !replayable {
             return Flow::Continue;
         }
         let status_ok = host
@@ -835,12 +844,19 @@ impl RequestFilter {
     }
 
     fn unfilterable(&self, why: &str) -> Value {
+        self.unfilterable_for(why, None)
+    }
+
+    /// The refusal that replaces what cannot be inspected. It echoes the
+    /// request id when the exchange had exactly one, else the id of the one
+    /// answer it replaces (a replayed answer on a GET stream), so the client
+    /// can match the refusal to its request.
+    fn unfilterable_for(&self, why: &str, answer_id: Option<&Value>) -> Value {
         self.unfilterable_count
             .set(self.unfilterable_count.get() + 1);
-        // Echo the request id when the exchange had exactly one, so the
-        // client can match the refusal to its request.
         let id = match self.forwarded_ids.as_slice() {
             [one] => Some(one),
+            [] => answer_id,
             _ => None,
         };
         reply::error_object(
@@ -940,17 +956,24 @@ impl RequestFilter {
         // An answer we cannot tie to a request of this exchange is one whose
         // plan we do not know: `"5"` or `5.0` for id 5 (a client matching
         // `Number(id)` takes it), or no id at all. Never passed on unchecked.
-        let unmatched = objects.iter().any(|m| {
+        let mut unmatched = objects.iter().filter(|m| {
             !m.contains_key("method")
                 && !m
                     .get("id")
                     .is_some_and(|id| self.forwarded_ids.contains(id))
         });
-        if unmatched {
+        if let Some(first) = unmatched.next() {
+            let only_id = match unmatched.next() {
+                None => first.get("id"),
+                Some(_) => None,
+            };
             return Some(
-                self.unfilterable("server answer whose id matches no request of this exchange")
-                    .to_string()
-                    .into_bytes(),
+                self.unfilterable_for(
+                    "server answer whose id matches no request of this exchange",
+                    only_id,
+                )
+                .to_string()
+                .into_bytes(),
             );
         }
         let mut changed = false;

@@ -609,6 +609,43 @@ fn answer_whose_id_matches_no_request_is_unfilterable() {
 }
 
 #[test]
+fn answers_replayed_on_a_get_stream_are_unfilterable() {
+    let mut host = post("reader-key")
+        .header(":method", "GET")
+        .header("last-event-id", "stream-1_3");
+    let mut f = RequestFilter::new(policy(json!({})));
+    assert_eq!(f.on_request_headers(&mut host, true), Flow::Continue);
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "hi"}});
+    let body = format!(
+        "id: e1\ndata: {note}\n\nid: e2\ndata: {}\n\n",
+        tools_list_result(5)
+    );
+    let out = run_response(&mut f, &mut host, "text/event-stream", body.as_bytes(), 11);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("notifications/message"), "{text}");
+    assert!(
+        !text.contains("delete_repo") && !text.contains("write_file"),
+        "{text}"
+    );
+    let replaced: Value = text
+        .split("\n\n")
+        .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .find(|v: &Value| v.get("error").is_some())
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        replaced["error"]["data"]["rule"],
+        json!("response-unfilterable")
+    );
+    assert_eq!(
+        replaced["id"],
+        json!(5),
+        "the refusal answers the replayed request"
+    );
+    assert_eq!(host.counters.get(&Counter::ResponseUnfilterable), Some(&1));
+}
+
+#[test]
 fn responses_to_other_requests_pass_untouched() {
     let mut host = post("reader-key");
     let mut f = RequestFilter::new(policy(json!({"dlp": {"responses": "off"}})));
