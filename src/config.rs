@@ -39,15 +39,15 @@ impl Errors {
     }
 }
 
-pub(crate) fn child(path: &str, key: &str) -> String {
+pub fn child(path: &str, key: &str) -> String {
     format!("{path}.{key}")
 }
 
-pub(crate) fn index(path: &str, i: usize) -> String {
+pub fn index(path: &str, i: usize) -> String {
     format!("{path}[{i}]")
 }
 
-pub(crate) fn type_name(v: &Value) -> &'static str {
+pub fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -133,7 +133,7 @@ macro_rules! keywords {
 pub(crate) use keywords;
 
 /// Reads the fields of one JSON object; `finish` reports any field never asked for.
-pub(crate) struct ObjReader<'a> {
+pub struct ObjReader<'a> {
     map: &'a Map<String, Value>,
     path: String,
     seen: Vec<&'static str>,
@@ -255,7 +255,7 @@ impl<'a> ObjReader<'a> {
     }
 }
 
-pub(crate) fn string_list(v: &Value, path: &str, errs: &mut Errors) -> Option<Vec<String>> {
+pub fn string_list(v: &Value, path: &str, errs: &mut Errors) -> Option<Vec<String>> {
     let Value::Array(items) = v else {
         errs.push(
             path,

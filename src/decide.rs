@@ -8,6 +8,7 @@ use crate::condition::{CondInput, Outcome};
 use crate::identity::Caller;
 use crate::jsonrpc::{self, Message, ProtocolError, Target};
 use crate::policy::{CompiledPolicy, Effect, Rule, RuleKind};
+use crate::rule_id::RuleId;
 use serde_json::Value;
 use std::borrow::Cow;
 
@@ -31,15 +32,15 @@ impl Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub verdict: Verdict,
-    pub rule: String,
+    pub rule: RuleId,
     pub reason: String,
 }
 
 impl Decision {
-    pub fn deny(rule: &str, reason: impl Into<String>) -> Self {
+    pub fn deny(rule: RuleId, reason: impl Into<String>) -> Self {
         Decision {
             verdict: Verdict::Deny,
-            rule: rule.to_owned(),
+            rule,
             reason: reason.into(),
         }
     }
@@ -161,7 +162,7 @@ pub fn call_of(m: &Message) -> Result<Call<'_>, ProtocolError> {
 pub fn kill_switch(policy: &CompiledPolicy, caller: &Caller) -> Option<Decision> {
     if policy.kill_switch {
         return Some(Decision::deny(
-            "kill-switch",
+            RuleId::KillSwitch,
             "the kill switch is on: every MCP request is refused",
         ));
     }
@@ -172,7 +173,7 @@ pub fn kill_switch(policy: &CompiledPolicy, caller: &Caller) -> Option<Decision>
         .any(|s| s == subject)
         .then(|| {
             Decision::deny(
-                "kill-switch",
+                RuleId::KillSwitch,
                 format!("subject {} is disabled", clip(subject)),
             )
         })
@@ -192,7 +193,7 @@ pub fn decide_traced(
     mut trace: Option<&mut Vec<String>>,
 ) -> Decision {
     if let Some(why) = &call.refused {
-        return Decision::deny("resource-uri", format!("resource URI refused: {why}"));
+        return Decision::deny(RuleId::ResourceUri, format!("resource URI refused: {why}"));
     }
     let mut first: [Option<&Rule>; 3] = [None, None, None];
     let mut deny_error: Option<String> = None;
@@ -248,35 +249,35 @@ pub fn decide_traced(
     match first {
         [Some(r), _, _] => match deny_error {
             Some(e) => Decision::deny(
-                &r.id,
+                r.rule_id.clone(),
                 format!(
                     "rule {:?} denies {what} (its condition could not be evaluated: {e})",
                     r.id
                 ),
             ),
-            None => Decision::deny(&r.id, format!("rule {:?} denies {what}", r.id)),
+            None => Decision::deny(r.rule_id.clone(), format!("rule {:?} denies {what}", r.id)),
         },
         [None, Some(r), _] => Decision {
             verdict: Verdict::Approval,
-            rule: r.id.clone(),
+            rule: r.rule_id.clone(),
             reason: format!("rule {:?} requires approval for {what}", r.id),
         },
         [None, None, Some(r)] => Decision {
             verdict: Verdict::Allow,
-            rule: r.id.clone(),
+            rule: r.rule_id.clone(),
             reason: format!("rule {:?} allows {what}", r.id),
         },
         [None, None, None] if call.is_base_protocol() => Decision {
             verdict: Verdict::Allow,
-            rule: "base-protocol".into(),
+            rule: RuleId::BaseProtocol,
             reason: format!("{what} is part of the base protocol"),
         },
         [None, None, None] if unmet.is_empty() => Decision::deny(
-            "default-deny",
+            RuleId::DefaultDeny,
             format!("no rule allows {what} for roles {:?}", caller.roles),
         ),
         [None, None, None] => Decision::deny(
-            "default-deny",
+            RuleId::DefaultDeny,
             format!("no rule allows {what}: conditions of {unmet:?} were not met"),
         ),
     }
@@ -729,7 +730,7 @@ mod condition_tests {
         let call = call_of(&m).unwrap_or_else(|e| panic!("{e:?}"));
         let mut trace = Vec::new();
         let d = decide_traced(&policy(), &caller, &call, Some(&mut trace));
-        assert_eq!(d.rule, "default-deny");
+        assert_eq!(d.rule, RuleId::DefaultDeny);
         assert!(
             trace
                 .iter()

@@ -5,18 +5,23 @@
 use crate::audit::{
     AuditDecision, AuditFinding, AuditIdentity, AuditResponse, EventFacts, Verdict as AuditVerdict,
 };
-use crate::decide::{decide_message, Catalogue, Decision, Verdict};
+use crate::decide::{Decision, Verdict};
 use crate::dlp::Action as DlpAction;
 use crate::host::{Counter, Flow, Host, LogLevel};
-use crate::identity::{self, Caller, IdentityInputs, Via};
+use crate::identity::{self, Caller, IdentityError, IdentityInputs, Via};
 use crate::json::parse_strict;
-use crate::jsonrpc::{self, id_key, Body, Message};
-use crate::media_type::{self, MediaType, MediaTypeError};
-use crate::policy::{BatchMode, CompiledPolicy, Mode};
+use crate::jsonrpc::{self, id_key};
+use crate::media_type::{self, MediaType};
+use crate::policy::{CompiledPolicy, Mode};
 use crate::reply::{self, LocalReply};
 use crate::response::{rewrite_message, ResponsePlan};
+use crate::rule_id::RuleId;
 use crate::session::{self, Binding};
 use crate::sse::{parse_event, SseFramer};
+use crate::verdict::{
+    self, anonymous, judge_body, judge_head, BodyOutcome, BodyVerdict, HeadVerdict, MessageVerdict,
+    Refusal, RequestHead, SessionCheck, SINGLE_HEADERS,
+};
 use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -54,13 +59,13 @@ pub struct RequestFilter {
     policy: Rc<CompiledPolicy>,
     phase: Phase,
     caller: Option<Caller>,
-    mcp_method: Option<String>,
-    mcp_name: Option<String>,
+    /// The request headers the body's verdict reads (Mcp-Method, Mcp-Name).
+    head: RequestHead,
     plan: ResponsePlan,
     dry_run_note: Option<String>,
     /// Set on request headers when the request must be refused whatever it
     /// says (stolen session id, audit trail unavailable under `closed`).
-    session_refusal: Option<Decision>,
+    standing: Option<Decision>,
     /// Audit facts of forwarded messages, completed when the exchange ends.
     audit_pending: Vec<PendingAudit>,
     response_status: Option<u16>,
@@ -91,11 +96,10 @@ impl RequestFilter {
             policy,
             phase: Phase::Headers,
             caller: None,
-            mcp_method: None,
-            mcp_name: None,
+            head: RequestHead::default(),
             plan: ResponsePlan::default(),
             dry_run_note: None,
-            session_refusal: None,
+            standing: None,
             audit_pending: Vec::new(),
             response_status: None,
             response: ResponseMode::Pass,
@@ -121,33 +125,26 @@ impl RequestFilter {
         Flow::Pause
     }
 
-    fn protocol_error(&mut self, host: &mut dyn Host, status: u32, code: i64, msg: &str) -> Flow {
-        let counter = match (status, code) {
-            (401, _) => Counter::RefusedIdentity,
-            (413, _) => Counter::RefusedTooLarge,
-            (415, _) => Counter::RefusedMediaType,
-            (405, _) => Counter::RefusedHttpMethod,
-            (_, reply::HEADER_MISMATCH) => Counter::RefusedHeaderMismatch,
+    /// Answer a refusal made before any policy: counted by its rule, audited
+    /// when audit is on.
+    fn refuse(&mut self, host: &mut dyn Host, r: &Refusal) -> Flow {
+        let counter = match r.rule {
+            RuleId::Identity => Counter::RefusedIdentity,
+            RuleId::TooLarge => Counter::RefusedTooLarge,
+            RuleId::MediaType => Counter::RefusedMediaType,
+            RuleId::HttpMethod => Counter::RefusedHttpMethod,
+            RuleId::HeaderMismatch => Counter::RefusedHeaderMismatch,
             _ => Counter::RefusedProtocol,
         };
         host.count(counter, 1);
-        let body = reply::error_object(None, code, msg, None);
-        let reply = LocalReply::json(status, &body, None);
+        let reply = r.reply();
         if self.policy.audit.is_some() {
-            let rule = match counter {
-                Counter::RefusedIdentity => "identity",
-                Counter::RefusedTooLarge => "too-large",
-                Counter::RefusedMediaType => "media-type",
-                Counter::RefusedHttpMethod => "http-method",
-                Counter::RefusedHeaderMismatch => "header-mismatch",
-                _ => "protocol",
-            };
             let pending = PendingAudit {
                 method: String::from("(refused before decision)"),
                 target: None,
                 id: None,
                 arguments: None,
-                decision: Decision::deny(rule, msg),
+                decision: Decision::deny(r.rule.clone(), r.message.clone()),
                 findings: Vec::new(),
                 redacted: false,
                 redacted_arguments: None,
@@ -186,7 +183,7 @@ impl RequestFilter {
                     Verdict::Deny => AuditVerdict::Deny,
                     Verdict::Approval => AuditVerdict::Approval,
                 },
-                rule: p.decision.rule,
+                rule: p.decision.rule.as_str().to_owned(),
                 reason: p.decision.reason,
                 dry_run: self.dry_run(),
             },
@@ -215,11 +212,83 @@ impl RequestFilter {
     }
 
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
-        if let Some(name) = self.repeated_singleton_header(host) {
-            let msg = format!("header {name} sent more than once");
-            return self.protocol_error(host, 400, reply::INVALID_REQUEST, &msg);
+        let head = self.read_head(host, end_of_stream);
+        let mut identity = self.resolve_identity(host);
+        if head.repeated_header.is_none() && self.dry_run() {
+            if let Err(e) = &identity {
+                self.note_dry_run(host, &format!("unauthenticated ({})", e.message()));
+                identity = Ok(anonymous());
+            }
         }
-        let method = host.request_header(":method").unwrap_or_default();
+        // The binding is a shared-data write: made only for a request whose
+        // caller is known and whose headers are not ambiguous.
+        let standing = match (&identity, &head.repeated_header) {
+            (Ok(caller), None) => self.standing_refusal(host, caller),
+            _ => None,
+        };
+        self.caller = identity.as_ref().ok().cloned();
+        match judge_head(&self.policy, &head, &identity, standing.as_ref()) {
+            HeadVerdict::Refuse(r) => self.refuse(host, &r),
+            HeadVerdict::Deny(d) => {
+                if d.rule == RuleId::KillSwitch {
+                    host.count(Counter::RefusedKillSwitch, 1);
+                }
+                let body = reply::decision_error(None, &d);
+                self.reply(host, LocalReply::json(403, &body, Some(d.rule.as_str())))
+            }
+            HeadVerdict::Stream { hold_until_end } => {
+                self.answers_from_elsewhere = true;
+                if hold_until_end {
+                    // Neither GET nor DELETE has a body, and one that came
+                    // anyway would reach the server undecided. Headers that do
+                    // not end the stream (an HTTP/2 client may send the end in
+                    // an empty DATA frame) are held until it ends.
+                    self.phase = Phase::AwaitingNoBody;
+                    return Flow::Pause;
+                }
+                self.phase = Phase::Passthrough;
+                Flow::Continue
+            }
+            HeadVerdict::ReadBody { may_rewrite } => {
+                if may_rewrite && !self.dry_run() {
+                    // Redaction may change the body's length, and headers cannot
+                    // be touched from body callbacks: drop content-length now
+                    // (the upstream request is then sent chunked).
+                    host.set_request_header("content-length", None);
+                }
+                self.standing = standing;
+                self.head = head;
+                self.phase = Phase::Body;
+                // Hold the headers: the router must not open an upstream request
+                // before the body is decided (Envoy needs allow_on_headers_stop_iteration).
+                Flow::Pause
+            }
+        }
+    }
+
+    /// Everything the verdict reads from the request headers, read now:
+    /// Envoy refuses header reads from body callbacks.
+    fn read_head(&self, host: &dyn Host, end_of_stream: bool) -> RequestHead {
+        let jwt = self.policy.identity.jwt_payload_header.as_deref();
+        let repeated_header = SINGLE_HEADERS
+            .iter()
+            .copied()
+            .chain(jwt)
+            .find(|name| host.request_header_lines(name) > 1)
+            .map(str::to_owned);
+        RequestHead {
+            method: host.request_header(":method").unwrap_or_default(),
+            content_type: host.request_header("content-type").unwrap_or_default(),
+            content_encoding: host.request_header("content-encoding"),
+            content_length: host.request_header("content-length"),
+            mcp_method: host.request_header("mcp-method"),
+            mcp_name: host.request_header("mcp-name"),
+            repeated_header,
+            ends_stream: end_of_stream,
+        }
+    }
+
+    fn resolve_identity(&self, host: &dyn Host) -> Result<Caller, IdentityError> {
         let inputs = IdentityInputs {
             authorization: host.request_header("authorization"),
             jwt_payload: self
@@ -230,155 +299,45 @@ impl RequestFilter {
                 .and_then(|h| host.request_header(h)),
             peer_uri_san: None,
         };
-        let mut resolved = identity::resolve(&self.policy.identity, &inputs);
+        let resolved = identity::resolve(&self.policy.identity, &inputs);
         // The mTLS peer is only consulted when neither an API key nor a JWT
         // identified the caller (it ranks after them), saving a property
         // lookup on most requests.
-        if !matches!(&resolved, Ok(c) if c.via != Via::Anonymous) {
-            let san = host
-                .property(&["connection", "uri_san_peer_certificate"])
-                .and_then(|b| String::from_utf8(b).ok());
-            if san.is_some() {
+        if matches!(&resolved, Ok(c) if c.via != Via::Anonymous) {
+            return resolved;
+        }
+        let san = host
+            .property(&["connection", "uri_san_peer_certificate"])
+            .and_then(|b| String::from_utf8(b).ok());
+        match san {
+            Some(san) => {
                 let inputs = IdentityInputs {
-                    peer_uri_san: san,
+                    peer_uri_san: Some(san),
                     ..inputs
                 };
-                resolved = identity::resolve(&self.policy.identity, &inputs);
+                identity::resolve(&self.policy.identity, &inputs)
             }
+            None => resolved,
         }
-        match resolved {
-            Ok(c) => self.caller = Some(c),
-            Err(e) if self.dry_run() => {
-                self.note_dry_run(host, &format!("unauthenticated ({})", e.message()));
-                self.caller = Some(anonymous());
-            }
-            Err(e) => return self.protocol_error(host, 401, reply::DENIED, &e.message()),
-        }
-        self.session_refusal = self.check_session(host);
-        if self.session_refusal.is_none() && host.audit_refuses() {
+    }
+
+    /// The session binding and the audit trail's back-pressure, as a refusal
+    /// that holds for the whole request (noted, not enforced, in dry run).
+    fn standing_refusal(&mut self, host: &mut dyn Host, caller: &Caller) -> Option<Decision> {
+        let session = self.check_session(host, caller);
+        let audit_refuses = session == SessionCheck::Fine && host.audit_refuses();
+        if audit_refuses {
             host.count(Counter::RefusedAuditUnavailable, 1);
-            self.session_refusal = Some(Decision::deny(
-                "audit-unavailable",
-                "the audit trail cannot take more events (audit.on_failure: closed)",
-            ));
         }
-        if let Some(d) = &self.session_refusal {
-            if self.dry_run() {
-                let note = format!("deny rule={}", d.rule);
-                self.session_refusal = None;
-                self.note_dry_run(host, &note);
-            } else if d.rule == "session-binding" {
-                host.count(Counter::RefusedSessionBinding, 1);
-            }
+        let d = verdict::standing_refusal(session, audit_refuses)?;
+        if self.dry_run() {
+            self.note_dry_run(host, &format!("deny rule={}", d.rule));
+            return None;
         }
-        match method.as_str() {
-            "POST" => {}
-            // GET opens the server's SSE stream, DELETE ends a session: no body to decide.
-            "GET" | "DELETE" => {
-                let caller = self.caller.clone().unwrap_or_else(anonymous);
-                let refusal = crate::decide::kill_switch(&self.policy, &caller)
-                    .or_else(|| self.session_refusal.clone());
-                if let Some(d) = refusal {
-                    if d.rule == "kill-switch" {
-                        host.count(Counter::RefusedKillSwitch, 1);
-                    }
-                    let body = reply::decision_error(None, &d);
-                    return self.reply(host, LocalReply::json(403, &body, Some(&d.rule)));
-                }
-                self.answers_from_elsewhere = true;
-                if !end_of_stream {
-                    // Neither has a body, and one that came anyway would reach
-                    // the server undecided. Headers that do not end the stream
-                    // (an HTTP/2 client may send the end in an empty DATA
-                    // frame) are held until it ends.
-                    self.phase = Phase::AwaitingNoBody;
-                    return Flow::Pause;
-                }
-                self.phase = Phase::Passthrough;
-                return Flow::Continue;
-            }
-            _ => {
-                return self.protocol_error(
-                    host,
-                    405,
-                    reply::INVALID_REQUEST,
-                    "only POST, GET and DELETE are allowed on an MCP endpoint",
-                )
-            }
+        if d.rule == RuleId::SessionBinding {
+            host.count(Counter::RefusedSessionBinding, 1);
         }
-        let content_type = host.request_header("content-type").unwrap_or_default();
-        if let Err(msg) = check_request_media_type(&content_type) {
-            return self.protocol_error(host, 415, reply::INVALID_REQUEST, msg);
-        }
-        if let Some(enc) = host.request_header("content-encoding") {
-            // We must decide on exactly the bytes the server will read; we do
-            // not decompress, so any coding other than identity is refused.
-            if !enc.trim().eq_ignore_ascii_case("identity") {
-                return self.protocol_error(
-                    host,
-                    415,
-                    reply::INVALID_REQUEST,
-                    "Content-Encoding other than identity is refused",
-                );
-            }
-        }
-        if let Some(len) = host.request_header("content-length") {
-            if len
-                .trim()
-                .parse::<u64>()
-                .map_or(true, |n| n > self.policy.limits.max_request_bytes as u64)
-            {
-                return self.too_large(host);
-            }
-        }
-        if self.policy.dlp.requests == DlpAction::Redact && !self.dry_run() {
-            // Redaction may change the body's length, and headers cannot be
-            // touched from body callbacks: drop content-length now (the
-            // upstream request is then sent chunked).
-            host.set_request_header("content-length", None);
-        }
-        self.mcp_method = host.request_header("mcp-method");
-        self.mcp_name = host.request_header("mcp-name");
-        if end_of_stream {
-            return self.protocol_error(host, 400, -32700, "empty body");
-        }
-        self.phase = Phase::Body;
-        // Hold the headers: the router must not open an upstream request
-        // before the body is decided (Envoy needs allow_on_headers_stop_iteration).
-        Flow::Pause
-    }
-
-    /// A header the filter reads that came on more than one line. Servers
-    /// pick different copies (first, last, all joined), so a second copy of the
-    /// session id, the credential or the body's description could carry what
-    /// the filter never checked: refused whatever the copies say.
-    fn repeated_singleton_header(&self, host: &dyn Host) -> Option<String> {
-        const SINGLETONS: [&str; 9] = [
-            "authorization",
-            "content-type",
-            "content-encoding",
-            "content-length",
-            "mcp-method",
-            "mcp-name",
-            "mcp-session-id",
-            "mcp-protocol-version",
-            "last-event-id",
-        ];
-        let jwt = self.policy.identity.jwt_payload_header.as_deref();
-        SINGLETONS
-            .iter()
-            .copied()
-            .chain(jwt)
-            .find(|name| host.request_header_lines(name) > 1)
-            .map(str::to_owned)
-    }
-
-    fn too_large(&mut self, host: &mut dyn Host) -> Flow {
-        let msg = format!(
-            "body larger than limits.max_request_bytes ({})",
-            self.policy.limits.max_request_bytes
-        );
-        self.protocol_error(host, 413, reply::INVALID_REQUEST, &msg)
+        Some(d)
     }
 
     pub fn on_request_body(
@@ -390,11 +349,14 @@ impl RequestFilter {
         match self.phase {
             Phase::Body => {}
             Phase::AwaitingNoBody if body_size > 0 => {
-                return self.protocol_error(
+                return self.refuse(
                     host,
-                    400,
-                    reply::INVALID_REQUEST,
-                    "GET and DELETE requests to an MCP endpoint carry no body",
+                    &Refusal::new(
+                        400,
+                        reply::INVALID_REQUEST,
+                        RuleId::Protocol,
+                        "GET and DELETE requests to an MCP endpoint carry no body",
+                    ),
                 )
             }
             Phase::AwaitingNoBody if end_of_stream => {
@@ -405,15 +367,25 @@ impl RequestFilter {
             _ => return Flow::Continue,
         }
         if body_size > self.policy.limits.max_request_bytes {
-            return self.too_large(host);
+            // Refused while it streams in, before Envoy buffers more of it.
+            return self.refuse(host, &Refusal::too_large(&self.policy));
         }
         if !end_of_stream {
             return Flow::Pause;
         }
         let Some(bytes) = host.request_body(body_size) else {
-            return self.protocol_error(host, 400, -32700, "request body unavailable");
+            let r = Refusal::new(400, -32700, RuleId::Protocol, "request body unavailable");
+            return self.refuse(host, &r);
         };
-        self.decide_body(host, &bytes, body_size)
+        let caller = self.caller.clone().unwrap_or_else(anonymous);
+        let verdict = judge_body(
+            &self.policy,
+            &caller,
+            &self.head,
+            self.standing.as_ref(),
+            &bytes,
+        );
+        self.apply_body_verdict(host, verdict, body_size)
     }
 
     /// Request trailers end the stream without a final body callback. MCP never
@@ -421,51 +393,37 @@ impl RequestFilter {
     /// not an option, so a request that is still being read is refused.
     pub fn on_request_trailers(&mut self, host: &mut dyn Host) -> Flow {
         match self.phase {
-            Phase::Body | Phase::AwaitingNoBody => self.protocol_error(
+            Phase::Body | Phase::AwaitingNoBody => self.refuse(
                 host,
-                400,
-                reply::INVALID_REQUEST,
-                "trailers are not accepted on MCP requests",
+                &Refusal::new(
+                    400,
+                    reply::INVALID_REQUEST,
+                    RuleId::Protocol,
+                    "trailers are not accepted on MCP requests",
+                ),
             ),
             Phase::Replied => Flow::Pause,
             _ => Flow::Continue,
         }
     }
 
-    fn decide_body(&mut self, host: &mut dyn Host, bytes: &[u8], body_size: usize) -> Flow {
-        let body = match jsonrpc::parse_body(bytes, self.policy.limits.max_json_depth) {
-            Ok(b) => b,
-            Err(e) => return self.protocol_error(host, 400, e.code(), e.message()),
+    /// Apply the verdict on the body: counters, audit, the reply or the
+    /// rewritten body, and the plan for the response. Dry run forwards what
+    /// enforcement would refuse (except the kill switch) and rewrites nothing.
+    fn apply_body_verdict(
+        &mut self,
+        host: &mut dyn Host,
+        mut v: BodyVerdict,
+        body_size: usize,
+    ) -> Flow {
+        let outcome = std::mem::replace(&mut v.outcome, BodyOutcome::Forward { rewritten: None });
+        let (reply, rewritten) = match outcome {
+            BodyOutcome::Refuse(r) => return self.refuse(host, &r),
+            BodyOutcome::Deny(r) | BodyOutcome::DlpBlock(r) => (Some(r), None),
+            BodyOutcome::Forward { rewritten } => (None, rewritten),
         };
-        if let Err(msg) = self.check_standard_headers(&body) {
-            return self.protocol_error(host, 400, reply::HEADER_MISMATCH, &msg);
-        }
-        let mut messages: Vec<Message> = match body {
-            Body::Single(m) => vec![m],
-            Body::Batch(_) if self.policy.limits.batches == BatchMode::Reject => {
-                return self.protocol_error(
-                    host,
-                    400,
-                    reply::INVALID_REQUEST,
-                    "batches are refused (limits.batches: reject)",
-                );
-            }
-            Body::Batch(ms) => ms,
-        };
-        let caller = self.caller.clone().unwrap_or_else(anonymous);
-        let mut decisions = Vec::with_capacity(messages.len());
-        for m in &messages {
-            match decide_message(&self.policy, &caller, m) {
-                // A stolen session id refuses every message, after the kill switch.
-                Ok(d) if d.rule != "kill-switch" && self.session_refusal.is_some() => {
-                    decisions.push(self.session_refusal.clone().unwrap_or(d))
-                }
-                Ok(d) => decisions.push(d),
-                Err(e) => return self.protocol_error(host, 400, e.code(), e.message()),
-            }
-        }
-        for d in &decisions {
-            let counter = match d.verdict {
+        for m in &v.messages {
+            let counter = match m.decision.verdict {
                 Verdict::Allow => Counter::DecisionAllow,
                 Verdict::Deny => Counter::DecisionDeny,
                 Verdict::Approval => Counter::DecisionApproval,
@@ -473,30 +431,37 @@ impl RequestFilter {
             host.count(counter, 1);
         }
         if self.policy.audit.is_some() {
-            self.audit_pending = messages
+            let action = self.policy.dlp.requests;
+            self.audit_pending = v
+                .messages
                 .iter()
-                .zip(&decisions)
-                .map(|(m, d)| PendingAudit::of(m, d))
+                .map(|m| PendingAudit::of(m, action))
                 .collect();
         }
-        let refused = decisions.iter().any(|d| d.verdict != Verdict::Allow);
-        // The kill switch is an operator's emergency brake: it holds in dry-run too.
-        let killed = decisions.iter().any(|d| d.rule == "kill-switch");
-        if killed {
+        let policy_refused = v.policy_refused();
+        if v.killed {
             host.count(Counter::RefusedKillSwitch, 1);
         }
-        if self.dry_run() && !killed {
-            if refused {
+        // The kill switch is an operator's emergency brake: it holds in dry-run too.
+        let enforce = !self.dry_run() || v.killed;
+        if !enforce {
+            if policy_refused {
                 host.count(Counter::DryRunUnenforced, 1);
             }
-            let note = decisions
+            let note = v
+                .messages
                 .iter()
-                .map(|d| format!("{} rule={}", d.verdict.as_str(), d.rule))
+                .map(|m| format!("{} rule={}", m.decision.verdict.as_str(), m.decision.rule))
                 .collect::<Vec<_>>()
                 .join(", ");
             self.note_dry_run(host, &note);
-        } else if refused {
-            for d in decisions.iter().filter(|d| d.verdict != Verdict::Allow) {
+        } else if policy_refused {
+            for m in v
+                .messages
+                .iter()
+                .filter(|m| m.decision.verdict != Verdict::Allow)
+            {
+                let d = &m.decision;
                 host.log(
                     LogLevel::Debug,
                     &format!(
@@ -507,11 +472,7 @@ impl RequestFilter {
                     ),
                 );
             }
-            let refused: Vec<Option<Refused>> = decisions
-                .iter()
-                .map(|d| (d.verdict != Verdict::Allow).then(|| Refused::of(d)))
-                .collect();
-            let r = refusal(&messages, &refused);
+            let r = reply.unwrap_or_else(|| LocalReply::empty(403, None));
             // A refused exchange is over now: audit it at once.
             for p in std::mem::take(&mut self.audit_pending) {
                 let facts = self.facts(host, p, Some(response_of(&r)));
@@ -519,180 +480,55 @@ impl RequestFilter {
             }
             return self.reply(host, r);
         }
-        if let Some(flow) = self.scan_arguments(host, &mut messages, body_size) {
-            return flow;
-        }
-        for m in &messages {
-            let Message::Request { id, method, .. } = m else {
-                continue;
-            };
-            self.forwarded_ids.push(id.clone());
-            // Dry-run never changes what the caller sees: lists stay whole and
-            // results are only scanned (flag), so the audit shows what would happen.
-            if let Some(cat) = Catalogue::for_list_method(method) {
-                if !self.dry_run() {
-                    self.plan.lists.push((id_key(id), cat));
-                }
-            } else if self.policy.dlp.responses != DlpAction::Off && self.scans_result_of(m) {
-                self.plan.scans.push(id_key(id));
+        for m in &v.messages {
+            for f in &m.findings {
+                host.count_finding(&f.kind);
             }
+        }
+        if v.dlp_refused() {
+            if !enforce {
+                self.note_dry_run(host, "deny rule=dlp");
+            } else {
+                host.count(Counter::DecisionDeny, 1);
+                let r = reply.unwrap_or_else(|| LocalReply::empty(403, None));
+                let pending = std::mem::take(&mut self.audit_pending);
+                for (mut p, m) in pending.into_iter().zip(&v.messages) {
+                    p.decision = m.enforced();
+                    let facts = self.facts(host, p, Some(response_of(&r)));
+                    host.audit(facts);
+                }
+                return self.reply(host, r);
+            }
+        }
+        if let Some(body) = rewritten {
+            host.set_request_body(body_size, &body);
+        }
+        self.forwarded_ids = v.request_ids;
+        self.plan = v.plan;
+        if self.dry_run() {
+            // Dry run never changes what the caller sees: lists stay whole and
+            // results are only scanned (flag), so the audit shows what would happen.
+            self.plan.lists.clear();
         }
         self.phase = Phase::Forwarded;
         Flow::Continue
     }
 
-    /// Whether DLP looks at this message: tool calls (unless the tool is
-    /// exempt), prompts and resource reads.
-    fn scans_result_of(&self, m: &Message) -> bool {
-        match m.method() {
-            Some("tools/call") => match m.params().get("name").and_then(Value::as_str) {
-                Some(tool) => !self.policy.dlp.is_exempt(tool),
-                None => true,
-            },
-            Some("prompts/get") | Some("resources/read") => true,
-            _ => false,
-        }
-    }
-
-    /// DLP on the arguments of allowed messages. `Some(flow)` when the body was
-    /// refused (block); redaction rewrites the body in place.
-    fn scan_arguments(
-        &mut self,
-        host: &mut dyn Host,
-        messages: &mut [Message],
-        body_size: usize,
-    ) -> Option<Flow> {
-        let action = self.policy.dlp.requests;
-        if action == DlpAction::Off {
-            return None;
-        }
-        let mut refused: Vec<Option<Refused>> = Vec::with_capacity(messages.len());
-        let mut redacted = false;
-        for (i, m) in messages.iter_mut().enumerate() {
-            let scanned = self.scans_result_of(m) && m.method() != Some("resources/read");
-            let args = match m {
-                Message::Request { params, .. } | Message::Notification { params, .. }
-                    if scanned =>
-                {
-                    params.get_mut("arguments")
-                }
-                _ => None,
-            };
-            let Some(args) = args else {
-                refused.push(None);
-                continue;
-            };
-            let enforce = !self.dry_run();
-            let findings = if action == DlpAction::Redact && enforce {
-                self.policy.dlp.scanner.redact_value(args)
-            } else {
-                self.policy.dlp.scanner.scan_value(args)
-            };
-            for f in &findings {
-                host.count_finding(&f.kind);
-            }
-            if let Some(p) = self.audit_pending.get_mut(i) {
-                p.findings.extend(findings.iter().map(|f| AuditFinding {
-                    kind: f.kind.clone(),
-                    path: f.path.clone(),
-                    action: dlp_action_name(action).into(),
-                }));
-                if action == DlpAction::Redact && enforce && !findings.is_empty() {
-                    p.redacted = true;
-                    p.redacted_arguments = Some(args.clone());
-                }
-            }
-            if findings.is_empty() {
-                refused.push(None);
-                continue;
-            }
-            match action {
-                DlpAction::Block => refused.push(Some(Refused {
-                    error: reply::sensitive_data_error(&findings, "the arguments"),
-                    rule: "dlp".into(),
-                })),
-                DlpAction::Redact => {
-                    redacted = true;
-                    refused.push(None);
-                }
-                _ => refused.push(None),
-            }
-        }
-        if refused.iter().any(Option::is_some) {
-            if self.dry_run() {
-                self.note_dry_run(host, "deny rule=dlp");
-                return None;
-            }
-            host.count(Counter::DecisionDeny, 1);
-            let r = refusal(messages, &refused);
-            for (p, why) in std::mem::take(&mut self.audit_pending)
-                .into_iter()
-                .zip(&refused)
-            {
-                let mut p = p;
-                if why.is_some() {
-                    p.decision = Decision::deny("dlp", "sensitive data in the arguments");
-                }
-                let facts = self.facts(host, p, Some(response_of(&r)));
-                host.audit(facts);
-            }
-            return Some(self.reply(host, r));
-        }
-        if redacted {
-            let doc = match messages {
-                [single] => message_value(single),
-                many => Value::Array(many.iter().map(message_value).collect()),
-            };
-            host.set_request_body(body_size, doc.to_string().as_bytes());
-        }
-        None
-    }
-
-    /// Bind `Mcp-Session-Id` to the caller, or refuse it if it belongs to another.
-    fn check_session(&self, host: &mut dyn Host) -> Option<Decision> {
+    /// Bind `Mcp-Session-Id` to the caller, or find it is another's.
+    fn check_session(&self, host: &mut dyn Host, caller: &Caller) -> SessionCheck {
         if !self.policy.sessions.enforce {
-            return None;
+            return SessionCheck::Fine;
         }
-        let sid = host.request_header("mcp-session-id")?;
-        let caller = self.caller.as_ref()?;
+        let Some(sid) = host.request_header("mcp-session-id") else {
+            return SessionCheck::Fine;
+        };
         let now = host.now_ms();
-        let why = match session::check_and_bind(host, &self.policy.sessions, &sid, caller, now) {
-            Binding::Bound => return None,
-            Binding::Stolen => "this Mcp-Session-Id is bound to another identity",
-            Binding::TableFull => "too many active sessions to bind a new one; retry later",
-            Binding::Unavailable => {
-                "session bindings are unavailable; refusing rather than guessing"
-            }
-        };
-        Some(Decision::deny("session-binding", why))
-    }
-
-    /// MCP standard headers (SEP-2243) must agree with the body: an
-    /// intermediary may route or rate-limit on them, so disagreement is smuggling.
-    fn check_standard_headers(&self, body: &Body) -> Result<(), String> {
-        if self.mcp_method.is_none() && self.mcp_name.is_none() {
-            return Ok(());
+        match session::check_and_bind(host, &self.policy.sessions, &sid, caller, now) {
+            Binding::Bound => SessionCheck::Fine,
+            Binding::Stolen => SessionCheck::Stolen,
+            Binding::TableFull => SessionCheck::TableFull,
+            Binding::Unavailable => SessionCheck::Unavailable,
         }
-        let Body::Single(m) = body else {
-            return Err("Mcp-Method/Mcp-Name headers are only defined for a single message".into());
-        };
-        if let Some(h) = &self.mcp_method {
-            if m.method() != Some(h.as_str()) {
-                return Err("Mcp-Method header disagrees with the body".into());
-            }
-        }
-        if let Some(h) = &self.mcp_name {
-            let name = decode_mcp_name(h).ok_or("Mcp-Name header has an invalid base64 value")?;
-            let params = m.params();
-            let body_name = params
-                .get("name")
-                .or_else(|| params.get("uri"))
-                .and_then(Value::as_str);
-            if body_name != Some(name.as_str()) {
-                return Err("Mcp-Name header disagrees with the body".into());
-            }
-        }
-        Ok(())
     }
 
     fn note_dry_run(&mut self, host: &mut dyn Host, note: &str) {
@@ -818,7 +654,7 @@ impl RequestFilter {
                     .extend(findings.into_iter().map(|f| AuditFinding {
                         kind: f.kind,
                         path: format!("/result{}", f.path),
-                        action: dlp_action_name(action).into(),
+                        action: action.as_str().into(),
                     }));
             }
         }
@@ -1066,61 +902,28 @@ struct PendingAudit {
 }
 
 impl PendingAudit {
-    fn of(m: &Message, d: &Decision) -> Self {
-        let target = m.method().and_then(|method| {
-            jsonrpc::target_of(method, m.params())
-                .ok()
-                .and_then(|t| t.name().map(str::to_owned))
-        });
-        let arguments = m.params().get("arguments").cloned();
+    /// The audit record of one decided message; `action` is `dlp.requests`.
+    fn of(m: &MessageVerdict, action: DlpAction) -> Self {
         PendingAudit {
-            method: m.method().unwrap_or("(response)").to_owned(),
-            target,
-            id: m.id().cloned(),
-            arguments,
-            decision: d.clone(),
-            findings: Vec::new(),
-            redacted: false,
-            redacted_arguments: None,
+            method: m.method.clone(),
+            target: m.target.clone(),
+            id: m.id.clone(),
+            arguments: m.arguments.clone(),
+            decision: m.decision.clone(),
+            findings: m
+                .findings
+                .iter()
+                .map(|f| AuditFinding {
+                    kind: f.kind.clone(),
+                    path: f.path.clone(),
+                    action: action.as_str().into(),
+                })
+                .collect(),
+            redacted: m.redacted_arguments.is_some(),
+            redacted_arguments: m.redacted_arguments.clone(),
             redactions: 0,
         }
     }
-}
-
-fn dlp_action_name(a: DlpAction) -> &'static str {
-    match a {
-        DlpAction::Block => "block",
-        DlpAction::Redact => "redact",
-        DlpAction::Flag => "flag",
-        DlpAction::Off => "off",
-    }
-}
-
-/// A message as JSON again (after redaction). Our parser refuses members
-/// JSON-RPC does not define, so nothing is lost.
-fn message_value(m: &Message) -> Value {
-    let mut o = serde_json::Map::new();
-    o.insert("jsonrpc".into(), json!("2.0"));
-    match m {
-        Message::Request { id, method, params } => {
-            o.insert("id".into(), id.clone());
-            o.insert("method".into(), json!(method));
-            if !params.is_null() {
-                o.insert("params".into(), params.clone());
-            }
-        }
-        Message::Notification { method, params } => {
-            o.insert("method".into(), json!(method));
-            if !params.is_null() {
-                o.insert("params".into(), params.clone());
-            }
-        }
-        // Responses are not scanned, so never rewritten; kept for completeness.
-        Message::Response { id } => {
-            o.insert("id".into(), id.clone());
-        }
-    }
-    Value::Object(o)
 }
 
 fn response_of(r: &LocalReply) -> AuditResponse {
@@ -1129,92 +932,6 @@ fn response_of(r: &LocalReply) -> AuditResponse {
         is_error: true,
         bytes: r.body.len() as u64,
         redactions: 0,
-    }
-}
-
-fn anonymous() -> Caller {
-    Caller {
-        subject: None,
-        tenant: None,
-        roles: Vec::new(),
-        via: Via::Anonymous,
-    }
-}
-
-/// Why one message of a body is refused: its JSON-RPC `error` member and rule.
-struct Refused {
-    error: Value,
-    rule: String,
-}
-
-impl Refused {
-    fn of(d: &Decision) -> Self {
-        Refused {
-            error: reply::decision_error_member(d),
-            rule: d.rule.clone(),
-        }
-    }
-}
-
-/// The reply to a refused single message or batch (`refused[i]` for `messages[i]`).
-fn refusal(messages: &[Message], refused: &[Option<Refused>]) -> LocalReply {
-    let first_rule = refused.iter().flatten().next().map(|r| r.rule.as_str());
-    if let ([m], [r]) = (messages, refused) {
-        return match (m, r) {
-            (Message::Request { id, .. }, Some(r)) => LocalReply::json(
-                200,
-                &reply::with_error(Some(id), r.error.clone()),
-                Some(&r.rule),
-            ),
-            // A notification has no id to answer: 403 with an empty body.
-            _ => LocalReply::empty(403, first_rule),
-        };
-    }
-    // A batch is refused whole; every request id gets an answer.
-    let batch = Decision::deny("batch", "another message in the same batch was refused");
-    let mut answers = Vec::new();
-    for (m, r) in messages.iter().zip(refused) {
-        let Message::Request { id, .. } = m else {
-            continue;
-        };
-        let error = match r {
-            Some(r) => r.error.clone(),
-            None => reply::decision_error_member(&batch),
-        };
-        answers.push(reply::with_error(Some(id), error));
-    }
-    if answers.is_empty() {
-        return LocalReply::empty(403, first_rule);
-    }
-    LocalReply::json(200, &Value::Array(answers), first_rule)
-}
-
-/// A POST body must be JSON the server reads exactly as we do (see `media_type`).
-fn check_request_media_type(content_type: &str) -> Result<(), &'static str> {
-    match media_type::parse(content_type) {
-        Ok(m) if m.is_utf8_json() => Ok(()),
-        Ok(m) if m.essence == "application/json" => Err(
-            "MCP POST bodies must be UTF-8: a charset other than utf-8 is refused \
-             (the server would read other text than the firewall decided on)",
-        ),
-        Err(MediaTypeError::RepeatedCharset) => Err("Content-Type names a charset more than once"),
-        _ => Err("MCP POST bodies must be Content-Type: application/json"),
-    }
-}
-
-/// `Mcp-Name` is the plain name, or `=?base64?<b64 of UTF-8>?=` (SEP-2243;
-/// the sentinel is case-sensitive, anything else is a literal value).
-fn decode_mcp_name(h: &str) -> Option<String> {
-    use base64::Engine;
-    match h
-        .strip_prefix("=?base64?")
-        .and_then(|r| r.strip_suffix("?="))
-    {
-        Some(b64) => base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok()),
-        None => Some(h.to_owned()),
     }
 }
 

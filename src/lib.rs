@@ -19,9 +19,11 @@ pub mod media_type;
 pub mod policy;
 pub mod reply;
 pub mod response;
+pub mod rule_id;
 pub mod session;
 pub mod sse;
 pub mod store;
+pub mod verdict;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;

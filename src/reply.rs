@@ -77,12 +77,12 @@ pub fn decision_error_member(d: &Decision) -> Value {
             "code": APPROVAL,
             "message": "approval required",
             // No approver is configured in this build, so nothing is pending.
-            "data": {"rule": d.rule, "reason": d.reason, "approval_id": Value::Null}
+            "data": {"rule": d.rule.as_str(), "reason": d.reason, "approval_id": Value::Null}
         }),
         _ => json!({
             "code": DENIED,
             "message": "denied by policy",
-            "data": {"rule": d.rule, "reason": d.reason}
+            "data": {"rule": d.rule.as_str(), "reason": d.reason}
         }),
     }
 }

@@ -3,6 +3,7 @@
 mod audit_cmd;
 mod collector;
 mod policy_cmd;
+mod policy_test;
 mod scan;
 
 use clap::{Parser, Subcommand};

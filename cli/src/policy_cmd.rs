@@ -1,13 +1,18 @@
 //! Policy toolchain: `check`, `explain`, `test`, `hash-key`, `envoy-config`.
-//! Every command goes through the filter's own compiler and decision code.
+//! Every command goes through the filter's own compiler and verdict
+//! (`verdict::judge`): what `explain` and `test` say is what the filter does.
 
+use crate::policy_test::{answer_of, judge_case, read_caller, read_test_file, CallerSpec, Expect};
 use clap::Args;
-use mcp_firewall::decide::{call_of, decide_traced, kill_switch, Verdict};
-use mcp_firewall::identity::{Caller, Via};
+use mcp_firewall::config::Errors;
+use mcp_firewall::decide::{call_of, decide_traced};
+use mcp_firewall::identity::Caller;
 use mcp_firewall::json::{parse_strict, sha256_hex};
 use mcp_firewall::jsonrpc::{parse_body, Body};
-use mcp_firewall::policy::{compile_str, CompiledPolicy};
+use mcp_firewall::policy::{compile_str, CompiledPolicy, Mode};
+use mcp_firewall::verdict::{BodyOutcome, BodyVerdict, HeadVerdict, Judgement};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,25 +30,74 @@ fn load_policy(path: &Path) -> Result<CompiledPolicy, String> {
 
 #[derive(Args)]
 pub struct CheckArgs {
-    /// Policy files (JSON) to validate.
+    /// Policy files (JSON) to validate, or directories searched for `*.json`
+    /// policies (test files, `*.tests.json`, are skipped).
     #[arg(required = true)]
     policies: Vec<PathBuf>,
 }
 
+/// The policies under `target`: itself if a file, else every `*.json` that
+/// is not a test file, in name order.
+fn policy_files(target: &Path) -> Result<Vec<PathBuf>, String> {
+    if !target.is_dir() {
+        return Ok(vec![target.to_path_buf()]);
+    }
+    let out: Vec<PathBuf> = files_under(target)?
+        .into_iter()
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            name.ends_with(".json") && !name.ends_with(".tests.json")
+        })
+        .collect();
+    if out.is_empty() {
+        return Err(format!("no *.json policies under {}", target.display()));
+    }
+    Ok(out)
+}
+
+/// Every file under `dir`, depth first, sorted.
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for entry in entries.flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 pub fn check(args: CheckArgs) -> ExitCode {
     let mut ok = true;
-    for p in &args.policies {
-        match load_policy(p) {
-            Ok(policy) => println!(
-                "{}: ok ({} rules, mode {:?}, sha256 {})",
-                p.display(),
-                policy.rules.len(),
-                policy.mode,
-                policy.sha256
-            ),
+    for target in &args.policies {
+        let files = match policy_files(target) {
+            Ok(f) => f,
             Err(msg) => {
                 ok = false;
                 println!("{msg}");
+                continue;
+            }
+        };
+        for p in files {
+            match load_policy(&p) {
+                Ok(policy) => println!(
+                    "{}: ok ({} rules, mode {}, sha256 {})",
+                    p.display(),
+                    policy.rules.len(),
+                    policy.mode.as_str(),
+                    policy.sha256
+                ),
+                Err(msg) => {
+                    ok = false;
+                    println!("{msg}");
+                }
             }
         }
     }
@@ -59,60 +113,47 @@ pub struct ExplainArgs {
     /// Policy file.
     policy: PathBuf,
     /// The caller as JSON: {"subject": "...", "roles": [...], "tenant": "..."}.
-    #[arg(long, default_value = "{}")]
-    caller: String,
+    #[arg(long, conflicts_with = "headers")]
+    caller: Option<String>,
+    /// A request header (`name: value`, repeatable) to resolve the caller from
+    /// as the filter does, e.g. `--header 'authorization: Bearer …'`.
+    #[arg(long = "header", id = "headers")]
+    headers: Vec<String>,
     /// The JSON-RPC message (single or batch); `-` or omitted reads stdin.
     message: Option<String>,
 }
 
-fn parse_caller(text: &str) -> Result<Caller, String> {
-    let v = parse_strict(text.as_bytes(), 8).map_err(|e| format!("--caller: {e}"))?;
-    let Value::Object(m) = &v else {
-        return Err("--caller must be a JSON object".into());
-    };
-    for k in m.keys() {
-        if !["subject", "roles", "tenant", "via"].contains(&k.as_str()) {
-            return Err(format!("--caller: unknown field {k:?}"));
+fn caller_spec(caller: Option<&str>, headers: &[String]) -> Result<CallerSpec, String> {
+    if !headers.is_empty() {
+        let mut map = BTreeMap::new();
+        for h in headers {
+            let (name, value) = h
+                .split_once(':')
+                .ok_or(format!("--header {h:?}: expected `name: value`"))?;
+            map.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
         }
+        return Ok(CallerSpec::Headers(map));
     }
-    let s = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
-    let roles = match m.get("roles") {
-        None => Vec::new(),
-        Some(Value::Array(a)) => a
+    let text = caller.unwrap_or("{}");
+    let v = parse_strict(text.as_bytes(), 8).map_err(|e| format!("--caller: {e}"))?;
+    let mut errs = Errors::default();
+    match read_caller(&v, "--caller", &mut errs) {
+        Some(c) if errs.is_empty() => Ok(CallerSpec::Resolved(c)),
+        _ => Err(errs
+            .0
             .iter()
-            .map(|r| {
-                r.as_str()
-                    .map(str::to_owned)
-                    .ok_or("--caller: roles must be strings")
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err("--caller: roles must be an array of strings".into()),
-    };
-    let via = match m.get("via") {
-        None => Via::ApiKey,
-        Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
-            format!("--caller: unknown via {v}: use api_key, jwt, mtls or anonymous")
-        })?,
-    };
-    Ok(Caller {
-        subject: s("subject"),
-        tenant: s("tenant"),
-        roles,
-        via,
-    })
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")),
+    }
 }
 
-/// One message's decision plus the conditions evaluated on the way.
-type Explained = (Verdict, String, String, Vec<String>);
-
-/// Decide a body for a caller exactly as the filter does; one entry per message.
-fn decide_body(
-    policy: &CompiledPolicy,
-    caller: &Caller,
-    body: &[u8],
-) -> Result<Vec<Explained>, String> {
-    let parsed = parse_body(body, policy.limits.max_json_depth)
-        .map_err(|e| format!("refused before policy ({}): {}", e.code(), e.message()))?;
+/// The explanation of each message: the decision and the conditions on the way.
+/// (Only printed: the answer is the verdict's.)
+fn traces(policy: &CompiledPolicy, caller: &Caller, body: &[u8]) -> Vec<Vec<String>> {
+    let Ok(parsed) = parse_body(body, policy.limits.max_json_depth) else {
+        return Vec::new();
+    };
     let messages = match parsed {
         Body::Single(m) => vec![m],
         Body::Batch(ms) => ms,
@@ -120,22 +161,72 @@ fn decide_body(
     messages
         .iter()
         .map(|m| {
-            if let Some(d) = kill_switch(policy, caller) {
-                return Ok((d.verdict, d.rule, d.reason, Vec::new()));
-            }
-            let call = call_of(m)
-                .map_err(|e| format!("refused before policy ({}): {}", e.code(), e.message()))?;
             let mut trace = Vec::new();
-            let d = decide_traced(policy, caller, &call, Some(&mut trace));
-            Ok((d.verdict, d.rule, d.reason, trace))
+            if let Ok(call) = call_of(m) {
+                decide_traced(policy, caller, &call, Some(&mut trace));
+            }
+            trace
         })
         .collect()
 }
 
+/// Print what the filter does with a request, message by message, then the answer.
+fn print_judgement(policy: &CompiledPolicy, j: &Judgement, caller: Option<&Caller>, body: &[u8]) {
+    if let Judgement::Body(v) = j {
+        let traces = match caller {
+            Some(c) => traces(policy, c, body),
+            None => Vec::new(),
+        };
+        for (i, m) in v.messages.iter().enumerate() {
+            let d = &m.decision;
+            println!(
+                "{}  rule={}\n  {}",
+                d.verdict.as_str().to_uppercase(),
+                d.rule,
+                d.reason
+            );
+            for line in traces.get(i).into_iter().flatten() {
+                println!("  condition: {line}");
+            }
+            for f in &m.findings {
+                println!(
+                    "  dlp: {} at /arguments{} ({})",
+                    f.kind,
+                    f.path,
+                    policy.dlp.requests.as_str()
+                );
+            }
+        }
+    }
+    let answer = answer_of(j);
+    if answer.refused {
+        if let Some(msg) = refusal_message(j) {
+            println!("REFUSED before policy: {msg}");
+        }
+    }
+    let dry_run = if policy.mode == Mode::DryRun && answer.status.is_some() {
+        " [dry run: not enforced unless rule=kill-switch]"
+    } else {
+        ""
+    };
+    println!("answer: {}{dry_run}", answer.describe());
+}
+
+fn refusal_message(j: &Judgement) -> Option<&str> {
+    match j {
+        Judgement::Head(HeadVerdict::Refuse(r))
+        | Judgement::Body(BodyVerdict {
+            outcome: BodyOutcome::Refuse(r),
+            ..
+        }) => Some(&r.message),
+        _ => None,
+    }
+}
+
 pub fn explain(args: ExplainArgs) -> ExitCode {
-    let run = || -> Result<(), String> {
+    let run = || -> Result<bool, String> {
         let policy = load_policy(&args.policy)?;
-        let caller = parse_caller(&args.caller)?;
+        let spec = caller_spec(args.caller.as_deref(), &args.headers)?;
         let body = match args.message.as_deref() {
             None | Some("-") => {
                 let mut s = Vec::new();
@@ -146,19 +237,14 @@ pub fn explain(args: ExplainArgs) -> ExitCode {
             }
             Some(m) => m.as_bytes().to_vec(),
         };
-        for (verdict, rule, reason, trace) in decide_body(&policy, &caller, &body)? {
-            println!(
-                "{}  rule={rule}\n  {reason}",
-                verdict.as_str().to_uppercase()
-            );
-            for line in trace {
-                println!("  condition: {line}");
-            }
-        }
-        Ok(())
+        let (j, identity) = judge_case(&policy, &spec, &body);
+        print_judgement(&policy, &j, identity.as_ref().ok(), &body);
+        Ok(!answer_of(&j).refused)
     };
     match run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        // Refused before any policy: the request is not one the filter decides.
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             println!("{e}");
             ExitCode::from(1)
@@ -175,21 +261,10 @@ pub struct TestArgs {
 
 fn test_files(target: &Path) -> Result<Vec<PathBuf>, String> {
     if target.is_dir() {
-        let mut out = Vec::new();
-        let mut stack = vec![target.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            for entry in entries.flatten() {
-                let p = entry.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.to_string_lossy().ends_with(".tests.json") {
-                    out.push(p);
-                }
-            }
-        }
-        out.sort();
-        return Ok(out);
+        return Ok(files_under(target)?
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".tests.json"))
+            .collect());
     }
     let name = target.to_string_lossy();
     if name.ends_with(".tests.json") {
@@ -208,61 +283,51 @@ fn test_files(target: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// Run one test file; returns (passed, failed).
 fn run_test_file(path: &Path) -> Result<(usize, usize), String> {
-    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let doc = parse_strict(&text, 64).map_err(|e| format!("{}: {e}", path.display()))?;
-    let policy_rel = doc
-        .get("policy")
-        .and_then(Value::as_str)
-        .ok_or(format!("{}: needs \"policy\"", path.display()))?;
-    let policy_path = path.parent().unwrap_or(Path::new(".")).join(policy_rel);
-    let policy = load_policy(&policy_path)?;
-    let cases = doc
-        .get("cases")
-        .and_then(Value::as_array)
-        .ok_or(format!("{}: needs \"cases\"", path.display()))?;
+    let file = read_test_file(path)?;
+    let policy = load_policy(&file.policy_path)?;
     let (mut passed, mut failed) = (0, 0);
-    println!("{} (policy {})", path.display(), policy_path.display());
-    for (i, case) in cases.iter().enumerate() {
-        let name = case
-            .get("name")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or(format!("case {i}"));
-        let caller = case.get("caller").cloned().unwrap_or(json!({}));
-        let message = case.get("message").cloned().unwrap_or(Value::Null);
-        let expect = case.get("expect").cloned().unwrap_or(Value::Null);
-        let outcome = parse_caller(&caller.to_string())
-            .and_then(|c| decide_body(&policy, &c, message.to_string().as_bytes()));
-        let want_verdict = expect.get("verdict").and_then(Value::as_str);
-        let want_rule = expect.get("rule").and_then(Value::as_str);
-        let want_refused = expect
-            .get("refused")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let (ok, got) = match &outcome {
-            Err(e) => (want_refused, e.clone()),
-            Ok(ds) => {
-                let (v, r, _, _) = ds.first().cloned().unwrap_or((
-                    Verdict::Deny,
-                    String::new(),
-                    String::new(),
-                    Vec::new(),
-                ));
-                let ok = !want_refused
-                    && want_verdict.is_none_or(|w| w == v.as_str())
-                    && want_rule.is_none_or(|w| w == r);
-                (ok, format!("{} rule={r}", v.as_str()))
-            }
-        };
-        if ok {
+    println!("{} (policy {})", path.display(), file.policy_path.display());
+    for case in &file.cases {
+        let body = case.message.to_string();
+        let (j, _) = judge_case(&policy, &case.caller, body.as_bytes());
+        let answer = answer_of(&j);
+        if answer.meets(&case.expect) {
             passed += 1;
-            println!("  ok    {name}");
+            println!("  ok    {}", case.name);
         } else {
             failed += 1;
-            println!("  FAIL  {name}: expected {expect}, got {got}");
+            println!(
+                "  FAIL  {}: expected {}, got {}",
+                case.name,
+                describe_expect(&case.expect),
+                answer.describe()
+            );
         }
     }
     Ok((passed, failed))
+}
+
+fn describe_expect(e: &Expect) -> String {
+    let mut parts = Vec::new();
+    if let Some(v) = &e.verdict {
+        parts.push(format!("verdict {v}"));
+    }
+    if let Some(r) = &e.rule {
+        parts.push(format!("rule={r}"));
+    }
+    if let Some(r) = e.refused {
+        parts.push(format!("refused={r}"));
+    }
+    if let Some(c) = e.code {
+        parts.push(format!("JSON-RPC {c}"));
+    }
+    if let Some(s) = e.status {
+        parts.push(format!("HTTP {s}"));
+    }
+    if let Some(r) = e.redacted {
+        parts.push(format!("redacted={r}"));
+    }
+    parts.join(", ")
 }
 
 pub fn test(args: TestArgs) -> ExitCode {

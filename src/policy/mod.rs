@@ -8,7 +8,7 @@ mod limits;
 mod rules;
 
 pub use limits::{BatchMode, Limits};
-pub use rules::{Effect, Rule, RuleKind, RESERVED_RULE_IDS};
+pub use rules::{Effect, Rule, RuleKind};
 
 use crate::config::{keywords, ConfigError, Errors, ObjReader};
 use crate::json::{canonical, parse_strict, sha256_hex, JsonError, MAX_SUPPORTED_DEPTH};

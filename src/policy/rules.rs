@@ -2,6 +2,7 @@
 
 use crate::config::{index, keyword_list, keywords, string_list, Errors, Keyword, ObjReader};
 use crate::glob::Glob;
+use crate::rule_id::RuleId;
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,8 @@ keywords!(RuleKind {
 #[derive(Debug)]
 pub struct Rule {
     pub id: String,
+    /// `id` as the typed value decisions carry.
+    pub rule_id: RuleId,
     pub effect: Effect,
     pub kind: RuleKind,
     pub patterns: Vec<Glob>,
@@ -57,25 +60,6 @@ impl Rule {
         self.patterns.iter().any(|g| g.matches(name))
     }
 }
-
-/// Rule ids the filter itself uses in decisions; a policy may not take them.
-pub const RESERVED_RULE_IDS: &[&str] = &[
-    "default-deny",
-    "base-protocol",
-    "batch",
-    "resource-uri",
-    "kill-switch",
-    "response-unfilterable",
-    "session-binding",
-    "audit-unavailable",
-    "protocol",
-    "identity",
-    "too-large",
-    "media-type",
-    "http-method",
-    "header-mismatch",
-    "dlp",
-];
 
 /// Compile the `rules` array at `$.rules`.
 pub(crate) fn compile(v: &Value, errs: &mut Errors) -> Vec<Rule> {
@@ -116,7 +100,7 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
                 format!("{p}.id"),
                 "rule ids are non-empty and use letters, digits and - _ . : /",
             );
-        } else if RESERVED_RULE_IDS.contains(&id.as_str()) {
+        } else if RuleId::is_built_in(id) {
             errs.push(
                 format!("{p}.id"),
                 format!("{id:?} is reserved for the filter's own decisions"),
@@ -181,8 +165,10 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
     if errs.0.len() != before {
         return None;
     }
+    let id = id?;
     Some(Rule {
-        id: id?,
+        rule_id: RuleId::policy(&id),
+        id,
         effect: effect?,
         kind,
         patterns: list.iter().map(|s| Glob::new(s)).collect(),
