@@ -249,8 +249,10 @@ mod tests {
         /// The last callout is answered with this `:status` (None: no status,
         /// as when the connection failed).
         Answer(Option<&'static str>),
-        /// An answer for a callout this VM did not send (or gave up on).
+        /// An answer for a callout this VM did not send.
         AnswerUnknown,
+        /// Callout `n` (0-based) is answered late, after it was given up on.
+        LateAnswer(usize, &'static str),
         RefuseDispatch(bool),
         RefuseTick(bool),
         RefuseStats(bool),
@@ -307,6 +309,14 @@ mod tests {
                     root.on_callout_answer(&mut host, id);
                 }
                 AnswerUnknown => root.on_callout_answer(&mut host, 7),
+                LateAnswer(n, status) => {
+                    let Some(id) = host.callouts.get(n).map(|c| c.id) else {
+                        panic!("{at}: callout {n} was not sent");
+                    };
+                    host.answer_headers.clear();
+                    host.answer_headers.insert(":status".into(), status.into());
+                    root.on_callout_answer(&mut host, id);
+                }
                 RefuseDispatch(on) => host.refuse_dispatch = on,
                 RefuseTick(on) => host.refuse_tick = on,
                 RefuseStats(on) => host.refuse_stats = on,
@@ -481,6 +491,34 @@ mod tests {
                     Callouts(2),
                     LastBatch(&[1, 2, 3]),
                     Counted(Counter::AuditRetried, 1),
+                ],
+            ),
+            (
+                "lost_answer_is_given_up_after_twice_the_timeout_and_retried",
+                vec![
+                    Record(3),
+                    Tick,
+                    Callouts(1),
+                    Wait(1_999),
+                    Tick,
+                    Callouts(1),
+                    Counted(Counter::AuditRetried, 0),
+                    Wait(1),
+                    Tick,
+                    Counted(Counter::AuditRetried, 1),
+                    Callouts(1),
+                    Wait(250),
+                    Tick,
+                    Callouts(2),
+                    LastBatch(&[1, 2, 3]),
+                    LateAnswer(0, "200"),
+                    Tick,
+                    Counted(Counter::AuditSent, 0),
+                    Callouts(2),
+                    Answer(Some("200")),
+                    Tick,
+                    Counted(Counter::AuditSent, 3),
+                    Buffered(0),
                 ],
             ),
             (

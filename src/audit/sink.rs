@@ -132,10 +132,17 @@ impl AuditSink {
 
     /// A batch to POST now, if one is due and none is in flight.
     pub fn due_batch(&mut self, now_ms: u64) -> Option<Batch> {
-        if self.in_flight.is_some() {
-            return None;
+        // Delivery holds the batch in flight until its answer is overdue (2 ×
+        // timeout_ms), then counts it failed and retries it: forget that
+        // callout too, so a lost answer cannot stop this VM's delivery for
+        // good (its late answer, if any, is then for an unknown id).
+        let batch = self.delivery.next_batch(now_ms);
+        if let Some((_, token)) = self.in_flight {
+            if self.delivery.in_flight_token() != Some(token) {
+                self.in_flight = None;
+            }
         }
-        self.delivery.next_batch(now_ms)
+        batch
     }
 
     pub fn dispatched(&mut self, call_id: u32, token: u64) {
