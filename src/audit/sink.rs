@@ -1,7 +1,8 @@
 //! One worker VM's end of the audit trail: seals events onto the shared chain
-//! and hands them to [`Delivery`]. The root context owns it; HTTP contexts of
-//! the same VM reach it through the host (same thread, so no shared queue is
-//! needed between them; the chain itself is shared through CAS).
+//! and hands them to [`Delivery`]. The root context's [`super::AuditRoot`]
+//! owns it; HTTP contexts of the same VM reach it through the host (same
+//! thread, so no shared queue is needed between them; the chain itself is
+//! shared through CAS).
 
 use super::{
     append_prepared_at, chain_id, head_key, prepare_with, AuditConfig, AuditError, Batch, Delivery,
@@ -197,7 +198,7 @@ mod tests {
         )
     }
 
-    /// What the glue's flush does: send the due batch, if any.
+    /// What `AuditRoot`'s flush does: send the due batch, if any.
     fn flush(s: &mut AuditSink, now: u64, call_id: u32) {
         if let Some(batch) = s.due_batch(now) {
             s.dispatched(call_id, batch.token);
@@ -206,7 +207,7 @@ mod tests {
 
     #[test]
     fn tick_is_brought_forward_once_per_full_batch_nothing_else_sends() {
-        // max_batch 3. Each step does what the glue does (the tick and a
+        // max_batch 3. Each step does what AuditRoot does (the tick and a
         // callout's answer both flush), then asks `wants_prompt_tick`.
         enum Step {
             Record,
