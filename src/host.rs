@@ -134,6 +134,10 @@ pub enum Flow {
     Pause,
 }
 
+/// The root context's side: audit callouts, the tick, stats.
+pub mod root;
+pub use root::{Callout, Gauge, HostError, RootHost};
+
 #[cfg(any(test, feature = "fake-host"))]
 pub mod fake {
     //! In-memory host for natively testing the request state machine.

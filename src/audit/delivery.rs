@@ -210,6 +210,12 @@ impl Delivery {
             && self.waiting.len() >= self.max_batch
     }
 
+    /// The token of the batch in flight, if any (it is given up on by
+    /// [`Delivery::next_batch`] once its answer is overdue).
+    pub fn in_flight_token(&self) -> Option<u64> {
+        self.in_flight.as_ref().map(|f| f.token)
+    }
+
     /// Report the callout's outcome: `status` is the collector's HTTP status,
     /// `None` when the callout could not be dispatched or never answered.
     /// Envoy reports its own timeout as 504.

@@ -2,17 +2,21 @@
 //! message, batched to a collector (POLICY.md "Audit events", docs/audit.md).
 //!
 //! Pure core, no proxy-wasm: the glue supplies shared data ([`SharedStore`]),
-//! the clock and the callouts.
+//! the clock and the callouts (`crate::host::RootHost`).
 //!
 //! - [`config`]: the `audit` policy section.
 //! - [`event`]: the event shape, its hash, sealing.
 //! - [`chain`]: the chain shared by all worker VMs via CAS on shared data.
 //! - [`delivery`]: batches, retries and exact loss accounting per VM.
+//! - [`sink`]: one VM's end of the trail (seal, buffer, the batch in flight).
+//! - [`root`]: the root context's orchestration over a `RootHost`: ticks,
+//!   callouts and their answers, exported counters.
 
 pub mod chain;
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod root;
 pub mod sink;
 
 pub use chain::{
@@ -27,4 +31,5 @@ pub use event::{
     CanonicalValue, EventFacts, EventMemo, HeadHashCache, PreparedEvent, SealedEvent, Sealer,
     Segment, SegmentReason, SeqRange, Verdict, Via, GENESIS_PREV,
 };
+pub use root::AuditRoot;
 pub use sink::{AuditSink, Recorded};

@@ -1,7 +1,8 @@
 //! One worker VM's end of the audit trail: seals events onto the shared chain
-//! and hands them to [`Delivery`]. The root context owns it; HTTP contexts of
-//! the same VM reach it through the host (same thread, so no shared queue is
-//! needed between them; the chain itself is shared through CAS).
+//! and hands them to [`Delivery`]. The root context's [`super::AuditRoot`]
+//! owns it; HTTP contexts of the same VM reach it through the host (same
+//! thread, so no shared queue is needed between them; the chain itself is
+//! shared through CAS).
 
 use super::{
     append_prepared_at, chain_id, head_key, prepare_with, AuditConfig, AuditError, Batch, Delivery,
@@ -132,10 +133,17 @@ impl AuditSink {
 
     /// A batch to POST now, if one is due and none is in flight.
     pub fn due_batch(&mut self, now_ms: u64) -> Option<Batch> {
-        if self.in_flight.is_some() {
-            return None;
+        // Delivery holds the batch in flight until its answer is overdue (2 ×
+        // timeout_ms), then counts it failed and retries it: forget that
+        // callout too, so a lost answer cannot stop this VM's delivery for
+        // good (its late answer, if any, is then for an unknown id).
+        let batch = self.delivery.next_batch(now_ms);
+        if let Some((_, token)) = self.in_flight {
+            if self.delivery.in_flight_token() != Some(token) {
+                self.in_flight = None;
+            }
         }
-        self.delivery.next_batch(now_ms)
+        batch
     }
 
     pub fn dispatched(&mut self, call_id: u32, token: u64) {
@@ -190,7 +198,7 @@ mod tests {
         )
     }
 
-    /// What the glue's flush does: send the due batch, if any.
+    /// What `AuditRoot`'s flush does: send the due batch, if any.
     fn flush(s: &mut AuditSink, now: u64, call_id: u32) {
         if let Some(batch) = s.due_batch(now) {
             s.dispatched(call_id, batch.token);
@@ -199,7 +207,7 @@ mod tests {
 
     #[test]
     fn tick_is_brought_forward_once_per_full_batch_nothing_else_sends() {
-        // max_batch 3. Each step does what the glue does (the tick and a
+        // max_batch 3. Each step does what AuditRoot does (the tick and a
         // callout's answer both flush), then asks `wants_prompt_tick`.
         enum Step {
             Record,

@@ -5,9 +5,9 @@
 //! and a panic kills the VM. The core therefore reads headers only in the
 //! headers callback, and every hostcall result is handled, never unwrapped.
 
-use crate::audit::{AuditSink, EventFacts, Recorded};
+use crate::audit::{AuditRoot, EventFacts};
 use crate::filter::RequestFilter;
-use crate::host::{Counter, Flow, Host, LogLevel};
+use crate::host::{Callout, Counter, Flow, Gauge, Host, HostError, LogLevel, RootHost};
 use crate::policy::{compile_str, CompiledPolicy};
 use crate::reply::LocalReply;
 use crate::store::{SharedStore, StoreError};
@@ -44,7 +44,7 @@ fn define_metrics() {
     BUFFERED_GAUGE.with(|g| {
         let mut g = g.borrow_mut();
         if g.is_none() {
-            *g = hostcalls::define_metric(MetricType::Gauge, "mcp_firewall.audit.buffered").ok();
+            *g = hostcalls::define_metric(MetricType::Gauge, Gauge::AuditBuffered.name()).ok();
         }
     });
 }
@@ -57,19 +57,17 @@ proxy_wasm::main! {{
         let _ = hostcalls::log(WasmLogLevel::Critical, &format!("mcp-firewall: panic: {info}"));
     }));
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(FirewallRoot { policy: None, sink: None, exported: [0; 4], buffered_reported: 0 })
+        Box::new(FirewallRoot { policy: None, audit: None })
     });
 }}
 
-type SharedSink = Rc<RefCell<AuditSink>>;
+/// The root context's audit delivery, reached by the VM's HTTP contexts too
+/// (same thread, so no queue is needed between them).
+type SharedAudit = Rc<RefCell<AuditRoot>>;
 
 struct FirewallRoot {
     policy: Option<Rc<CompiledPolicy>>,
-    sink: Option<SharedSink>,
-    /// Audit counters already exported to Envoy: sent, retried, dropped, append failures.
-    exported: [u64; 4],
-    /// This VM's share of the `audit.buffered` gauge.
-    buffered_reported: u64,
+    audit: Option<SharedAudit>,
 }
 
 fn now_ms() -> u64 {
@@ -92,21 +90,11 @@ impl Context for FirewallRoot {
         _body: usize,
         _trailers: usize,
     ) {
-        let Some(sink) = &self.sink else { return };
-        // A failed or timed-out callout has no :status (or Envoy's 504): both retry.
-        let status = self
-            .get_http_call_response_header(":status")
-            .and_then(|s| s.parse::<u16>().ok());
-        {
-            let mut sink = sink.borrow_mut();
-            if let Some(token) = sink.token_for(call_id) {
-                sink.answered(Some(call_id), token, status, now_ms());
-            }
+        if let Some(audit) = &self.audit {
+            audit
+                .borrow_mut()
+                .on_callout_answer(&mut WasmRootHost, call_id);
         }
-        // Chain the next batch now rather than waiting for the tick: under load
-        // one batch per tick would cap delivery at max_batch per flush_ms.
-        let sink = sink.clone();
-        flush_audit(&sink);
     }
 }
 
@@ -150,83 +138,17 @@ impl RootContext for FirewallRoot {
                 policy.sha256
             ),
         );
-        self.sink = policy.audit.clone().map(|cfg| {
-            let node = hostcalls::get_property(vec!["node", "id"])
-                .ok()
-                .flatten()
-                .and_then(|b| String::from_utf8(b).ok())
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "envoy".to_owned());
-            let flush = cfg.flush_ms;
-            let mut sink = AuditSink::new(cfg, &node);
-            if let Err(e) = sink.start(&WasmHost::default(), now_ms(), entropy()) {
-                log(
-                    LogLevel::Warn,
-                    &format!("mcp-firewall: audit chain not started yet: {e}"),
-                );
-            }
-            // The tick drives batching (callouts must leave from the root context).
-            let _ = hostcalls::set_tick_period(tick_period(flush));
-            Rc::new(RefCell::new(sink))
-        });
+        self.audit = policy
+            .audit
+            .clone()
+            .map(|cfg| Rc::new(RefCell::new(AuditRoot::configure(cfg, &mut WasmRootHost))));
         self.policy = Some(Rc::new(policy));
         true
     }
 
     fn on_tick(&mut self) {
-        let Some(sink) = self.sink.clone() else {
-            return;
-        };
-        flush_audit(&sink);
-        let mut s = sink.borrow_mut();
-        if s.prompt_tick_fired() {
-            let _ = hostcalls::set_tick_period(tick_period(s.cfg.flush_ms));
-        }
-        if let Some(report) = s.delivery().take_drop_report() {
-            let ranges: Vec<String> = report
-                .ranges
-                .iter()
-                .map(|r| format!("{}-{}", r.first, r.last))
-                .collect();
-            log(
-                LogLevel::Warn,
-                &format!(
-                    "mcp-firewall: {} audit events dropped (seq {}{})",
-                    report.count,
-                    ranges.join(", "),
-                    if report.exact { "" } else { ", approximate" }
-                ),
-            );
-        }
-        let c = s.delivery().counters();
-        let now = [c.sent, c.retried, c.dropped, s.append_failures];
-        let mut host = WasmHost::default();
-        for (i, counter) in [
-            Counter::AuditSent,
-            Counter::AuditRetried,
-            Counter::AuditDropped,
-            Counter::AuditAppendFailed,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let before = self.exported.get(i).copied().unwrap_or(0);
-            let value = now.get(i).copied().unwrap_or(0);
-            host.count(counter, value.saturating_sub(before));
-        }
-        self.exported = now;
-        // One gauge, several worker VMs: each adds the change of its own
-        // buffer, so the gauge reads the sum (record_metric would show
-        // whichever VM ticked last).
-        let delta = i64::try_from(c.buffered).unwrap_or(i64::MAX)
-            - i64::try_from(self.buffered_reported).unwrap_or(i64::MAX);
-        if delta != 0 {
-            BUFFERED_GAUGE.with(|g| {
-                if let Some(id) = *g.borrow() {
-                    let _ = hostcalls::increment_metric(id, delta);
-                }
-            });
-            self.buffered_reported = c.buffered;
+        if let Some(audit) = &self.audit {
+            audit.borrow_mut().on_tick(&mut WasmRootHost);
         }
     }
 
@@ -236,7 +158,7 @@ impl RootContext for FirewallRoot {
         }
         Some(Box::new(FirewallHttp {
             filter: self.policy.clone().map(RequestFilter::new),
-            sink: self.sink.clone(),
+            audit: self.audit.clone(),
         }))
     }
 
@@ -245,55 +167,10 @@ impl RootContext for FirewallRoot {
     }
 }
 
-/// The root context's regular tick: it sends partial batches after `flush_ms`.
-fn tick_period(flush_ms: u64) -> Duration {
-    Duration::from_millis(flush_ms.max(10))
-}
-
-/// A tick brought forward to send a full batch at once (see `wants_prompt_tick`).
-const PROMPT_TICK: Duration = Duration::from_millis(1);
-
-/// Send the due batch, if any (at most one in flight per VM).
-fn flush_audit(sink: &SharedSink) {
-    let mut s = sink.borrow_mut();
-    let now = now_ms();
-    let Some(batch) = s.due_batch(now) else {
-        return;
-    };
-    let (cluster, path, authority, timeout) = (
-        s.cfg.cluster.clone(),
-        s.cfg.path.clone(),
-        s.cfg.authority.clone(),
-        s.cfg.timeout_ms,
-    );
-    let headers = vec![
-        (":method", "POST"),
-        (":path", path.as_str()),
-        (":authority", authority.as_str()),
-        ("content-type", "application/x-ndjson"),
-    ];
-    match hostcalls::dispatch_http_call(
-        &cluster,
-        headers,
-        Some(batch.body.as_bytes()),
-        vec![],
-        Duration::from_millis(timeout),
-    ) {
-        Ok(call_id) => s.dispatched(call_id, batch.token),
-        Err(status) => {
-            log(
-                LogLevel::Warn,
-                &format!("mcp-firewall: audit callout to {cluster:?} not dispatched: {status:?}"),
-            );
-            s.answered(None, batch.token, None, now);
-        }
-    }
-}
-
 struct FirewallHttp {
     /// `None` only if Envoy created a stream without a loaded policy: fail closed.
     filter: Option<RequestFilter>,
-    sink: Option<SharedSink>,
+    audit: Option<SharedAudit>,
 }
 
 impl Context for FirewallHttp {}
@@ -310,7 +187,7 @@ impl FirewallHttp {
     /// The host for a callback that reads no header map up front.
     fn host(&self) -> WasmHost {
         WasmHost {
-            sink: self.sink.clone(),
+            audit: self.audit.clone(),
             ..WasmHost::default()
         }
     }
@@ -328,7 +205,7 @@ impl HttpContext for FirewallHttp {
         // One hostcall for all request headers instead of one per lookup: the
         // filter reads about ten of them on every request.
         let mut host = WasmHost {
-            sink: self.sink.clone(),
+            audit: self.audit.clone(),
             request_headers: header_map(MapType::HttpRequestHeaders),
             response_headers: None,
         };
@@ -376,7 +253,7 @@ impl HttpContext for FirewallHttp {
         // returns bytes also calls back into the VM to allocate them, and the
         // filter reads three to four response headers.
         let mut host = WasmHost {
-            sink: self.sink.clone(),
+            audit: self.audit.clone(),
             request_headers: None,
             response_headers: header_map(MapType::HttpResponseHeaders),
         };
@@ -473,58 +350,118 @@ fn log(level: LogLevel, msg: &str) {
 /// Hostcalls of the current context (the host tracks which one is current).
 #[derive(Default)]
 struct WasmHost {
-    sink: Option<SharedSink>,
+    audit: Option<SharedAudit>,
     /// All request headers, fetched once in the request-headers callback.
     request_headers: Option<Vec<(String, String)>>,
     /// All response headers, fetched once in the response-headers callback.
     response_headers: Option<Vec<(String, String)>>,
 }
 
+fn shared_get(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+    hostcalls::get_shared_data(key).map_err(|s| StoreError::Host(format!("{s:?}")))
+}
+
+fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+    match hostcalls::set_shared_data(key, Some(value), cas) {
+        Ok(()) => Ok(()),
+        Err(proxy_wasm::types::Status::CasMismatch) => Err(StoreError::CasMismatch),
+        Err(s) => Err(StoreError::Host(format!("{s:?}"))),
+    }
+}
+
+fn host_error(status: proxy_wasm::types::Status) -> HostError {
+    HostError(format!("{status:?}"))
+}
+
+/// Add `by` to `counter` in Envoy.
+fn increment(counter: Counter, by: u64) -> Result<(), HostError> {
+    let id = Counter::ALL
+        .iter()
+        .position(|c| *c == counter)
+        .and_then(|pos| METRICS.with(|m| m.borrow().get(pos).copied().flatten()))
+        .ok_or_else(|| HostError(format!("{} not defined", counter.name())))?;
+    hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX)).map_err(host_error)
+}
+
 impl SharedStore for WasmHost {
     fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
-        hostcalls::get_shared_data(key).map_err(|s| StoreError::Host(format!("{s:?}")))
+        shared_get(key)
     }
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
-            Ok(()) => Ok(()),
-            Err(proxy_wasm::types::Status::CasMismatch) => Err(StoreError::CasMismatch),
-            Err(s) => Err(StoreError::Host(format!("{s:?}"))),
+        shared_set(key, value, cas)
+    }
+}
+
+/// Hostcalls of the root side. A unit: proxy-wasm hostcalls act on the
+/// context the host is calling, so HTTP contexts use it for the audit events
+/// they record too (a tick period set from there is their root's).
+struct WasmRootHost;
+
+impl SharedStore for WasmRootHost {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        shared_get(key)
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        shared_set(key, value, cas)
+    }
+}
+
+impl RootHost for WasmRootHost {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+    fn entropy(&self) -> u64 {
+        entropy()
+    }
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        hostcalls::get_property(path.to_vec()).ok().flatten()
+    }
+    fn log(&self, level: LogLevel, msg: &str) {
+        log(level, msg);
+    }
+    fn set_tick_period(&mut self, period: Duration) -> Result<(), HostError> {
+        hostcalls::set_tick_period(period).map_err(host_error)
+    }
+    fn dispatch(&mut self, callout: &Callout<'_>) -> Result<u32, HostError> {
+        hostcalls::dispatch_http_call(
+            callout.cluster,
+            callout.headers.clone(),
+            Some(callout.body),
+            vec![],
+            callout.timeout,
+        )
+        .map_err(host_error)
+    }
+    fn callout_header(&self, name: &str) -> Option<String> {
+        // Not the SDK's `get_http_call_response_header`: it unwraps, and a
+        // value that is not UTF-8 would panic the VM.
+        hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
+            .ok()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+    fn count(&mut self, counter: Counter, by: u64) -> Result<(), HostError> {
+        increment(counter, by)
+    }
+    fn add_to_gauge(&mut self, gauge: Gauge, delta: i64) -> Result<(), HostError> {
+        let id = match gauge {
+            Gauge::AuditBuffered => BUFFERED_GAUGE.with(|g| *g.borrow()),
         }
+        .ok_or_else(|| HostError(format!("{} not defined", gauge.name())))?;
+        hostcalls::increment_metric(id, delta).map_err(host_error)
     }
 }
 
 impl Host for WasmHost {
     fn audit(&mut self, facts: EventFacts) {
-        let Some(sink) = self.sink.clone() else {
-            return;
-        };
-        // The event's own timestamp is "now": one clock hostcall per event, not two.
-        let now = facts.ts_ms;
-        let recorded = sink.borrow_mut().record(&*self, facts, now, entropy);
-        match recorded {
-            // Batches leave from the root context only: Envoy delivers a
-            // callout's answer to the context that dispatched it, and an HTTP
-            // context may be gone by then. When a full batch waits with no
-            // callout in flight, the root's tick is brought forward (the host
-            // sets the tick of the calling context's root).
-            // A dropped event (counted by Delivery, reported with its seq
-            // range on the next tick) means a full buffer: exactly when a
-            // batch should not wait for the regular tick once backoff is over.
-            Recorded::Buffered | Recorded::Dropped => {
-                if sink.borrow_mut().wants_prompt_tick(now) {
-                    let _ = hostcalls::set_tick_period(PROMPT_TICK);
-                }
-            }
-            Recorded::Failed(e) => log(
-                LogLevel::Error,
-                &format!("mcp-firewall: audit event not sealed: {e}"),
-            ),
+        if let Some(audit) = &self.audit {
+            audit.borrow_mut().record(&mut WasmRootHost, facts);
         }
     }
     fn audit_refuses(&self) -> bool {
-        self.sink
+        self.audit
             .as_ref()
-            .is_some_and(|s| s.borrow().refuses_traffic())
+            .is_some_and(|a| a.borrow().refuses_traffic())
     }
     fn now_ms(&self) -> u64 {
         now_ms()
@@ -533,13 +470,8 @@ impl Host for WasmHost {
         if by == 0 {
             return;
         }
-        let Some(pos) = Counter::ALL.iter().position(|c| *c == counter) else {
-            return;
-        };
-        let id = METRICS.with(|m| m.borrow().get(pos).copied().flatten());
-        if let Some(id) = id {
-            let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
-        }
+        // `Host` writes are infallible for now; a stat the host refuses is lost.
+        let _ = increment(counter, by);
     }
     fn count_finding(&mut self, kind: &str) {
         let id = FINDING_METRICS.with(|m| {
