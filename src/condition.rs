@@ -550,6 +550,16 @@ struct Verdict<'c, 'v> {
 }
 
 impl Condition {
+    /// Add the member names the condition's pointers read (array indices too:
+    /// they fold only to themselves).
+    pub fn member_names(&self, out: &mut Vec<String>) {
+        match self {
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| c.member_names(out)),
+            Condition::Not(c) => c.member_names(out),
+            Condition::Leaf(l) => out.extend(l.tokens.iter().cloned()),
+        }
+    }
+
     /// Evaluate against one request (left-to-right, short-circuit).
     pub fn eval(&self, input: &CondInput) -> Outcome {
         self.run(input, false).outcome

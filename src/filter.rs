@@ -7,14 +7,14 @@ use crate::audit::{
 };
 use crate::decide::{Decision, Verdict};
 use crate::dlp::Action as DlpAction;
-use crate::host::{Counter, Flow, Host, LogLevel};
+use crate::host::{Counter, Flow, Host, HostError, LogLevel};
 use crate::identity::{self, Caller, IdentityError, IdentityInputs, Via};
-use crate::json::parse_strict;
+use crate::json::parse_strict_folded;
 use crate::jsonrpc::{self, id_key};
 use crate::media_type::{self, MediaType};
 use crate::policy::{CompiledPolicy, Mode};
 use crate::reply::{self, LocalReply};
-use crate::response::{rewrite_message, ResponsePlan};
+use crate::response::{case_variant_in_answer, rewrite_message, ResponsePlan};
 use crate::rule_id::RuleId;
 use crate::session::{self, Binding};
 use crate::sse::{parse_event, SseFramer};
@@ -85,6 +85,8 @@ pub struct RequestFilter {
     /// names a `Last-Event-ID`). Their plans are not ours to know, so every
     /// answer in it is unfilterable; notifications and server requests pass.
     answers_from_elsewhere: bool,
+    /// A response rewrite failed and the stream was reset: nothing more passes.
+    abandoned: bool,
     /// DLP findings in results: (request id key, findings, action), flushed per callback.
     result_findings: RefCell<Vec<(String, Vec<crate::dlp::Finding>, DlpAction)>>,
 }
@@ -110,6 +112,7 @@ impl RequestFilter {
             result_findings: RefCell::new(Vec::new()),
             forwarded_ids: Vec::new(),
             answers_from_elsewhere: false,
+            abandoned: false,
             json_buffered: 0,
             json_done: false,
         }
@@ -121,8 +124,50 @@ impl RequestFilter {
 
     fn reply(&mut self, host: &mut dyn Host, r: LocalReply) -> Flow {
         self.phase = Phase::Replied;
-        host.send_reply(&r);
+        if let Err(e) = host.send_reply(&r) {
+            // Nothing was forwarded and nothing will be: the stream goes.
+            self.host_write_failed(host, "the reply", &e);
+            host.reset_stream();
+        }
         Flow::Pause
+    }
+
+    /// A write the verdict requires was refused by the host: counted, logged.
+    fn host_write_failed(&self, host: &mut dyn Host, what: &str, e: &HostError) {
+        host.count(Counter::RefusedHostWrite, 1);
+        host.log(
+            LogLevel::Error,
+            &format!("mcp-firewall: the host refused to write {what} ({e}); failing closed"),
+        );
+    }
+
+    /// A rewrite of the request the verdict requires could not be applied:
+    /// the request is refused, never forwarded as it came.
+    fn refuse_unwritable(&mut self, host: &mut dyn Host, what: &str, e: &HostError) -> Flow {
+        self.host_write_failed(host, what, e);
+        let refusal = Refusal::new(
+            500,
+            reply::INTERNAL_ERROR,
+            RuleId::HostWrite,
+            "a change the firewall's decision requires could not be applied; refused rather than forwarded unchanged",
+        );
+        let reply = refusal.reply();
+        for mut p in std::mem::take(&mut self.audit_pending) {
+            p.decision = Decision::deny(RuleId::HostWrite, refusal.message.clone());
+            let facts = self.facts(host, p, Some(response_of(&reply)));
+            host.audit(facts);
+        }
+        self.reply(host, reply)
+    }
+
+    /// A response rewrite the plan requires could not be applied: the stream
+    /// is reset (the client sees an error, not what was not filtered) and
+    /// whatever else the server sends is dropped.
+    fn abandon_response(&mut self, host: &mut dyn Host, what: &str, e: &HostError) {
+        self.host_write_failed(host, what, e);
+        host.reset_stream();
+        self.response = ResponseMode::Broken;
+        self.abandoned = true;
     }
 
     /// Answer a refusal made before any policy: counted by its rule, audited
@@ -254,7 +299,9 @@ impl RequestFilter {
                     // Redaction may change the body's length, and headers cannot
                     // be touched from body callbacks: drop content-length now
                     // (the upstream request is then sent chunked).
-                    host.set_request_header("content-length", None);
+                    if let Err(e) = host.set_request_header("content-length", None) {
+                        return self.refuse_unwritable(host, "the request's content-length", &e);
+                    }
                 }
                 self.standing = standing;
                 self.head = head;
@@ -501,7 +548,9 @@ impl RequestFilter {
             }
         }
         if let Some(body) = rewritten {
-            host.set_request_body(body_size, &body);
+            if let Err(e) = host.set_request_body(body_size, &body) {
+                return self.refuse_unwritable(host, "the redacted request body", &e);
+            }
         }
         self.forwarded_ids = v.request_ids;
         self.plan = v.plan;
@@ -561,7 +610,8 @@ impl RequestFilter {
         if let Some(note) = &self.dry_run_note {
             // Header values must not carry CR/LF; notes are built from escaped text.
             let clean: String = note.chars().filter(|c| !c.is_control()).collect();
-            host.set_response_header(DRY_RUN_HEADER, Some(&clean));
+            // Informational only: a refused write changes nothing the client reads.
+            let _ = host.set_response_header(DRY_RUN_HEADER, Some(&clean));
         }
         let planned = self.phase == Phase::Forwarded && !self.plan.is_empty();
         let replayable = self.phase == Phase::Passthrough && self.answers_from_elsewhere;
@@ -586,9 +636,12 @@ impl RequestFilter {
         if self.response != ResponseMode::Pass && !self.dry_run() {
             // The body may change length: a stale content-length would make the
             // client wait for bytes that never come. (Dry-run never changes it.)
-            host.set_response_header("content-length", None);
-            if self.response == ResponseMode::Refuse {
-                host.set_response_header("content-type", Some("application/json"));
+            if let Err(e) = host.set_response_header("content-length", None) {
+                self.abandon_response(host, "the response's content-length", &e);
+            } else if self.response == ResponseMode::Refuse {
+                if let Err(e) = host.set_response_header("content-type", Some("application/json")) {
+                    self.abandon_response(host, "the response's content-type", &e);
+                }
             }
         }
         Flow::Continue
@@ -613,6 +666,10 @@ impl RequestFilter {
         }
         let flow = self.response_body(host, body_size, end_of_stream);
         self.flush_response_counts(host);
+        if self.abandoned {
+            // The rewrite failed and the stream was reset: hold every byte.
+            return Flow::Pause;
+        }
         flow
     }
 
@@ -630,9 +687,12 @@ impl RequestFilter {
     /// Replace (part of) the response body, except in dry-run: dry-run never
     /// changes what the caller sees, so a response the filter would refuse as
     /// uninspectable is only counted (`response_unfilterable`) and forwarded.
-    fn replace_response_body(&self, host: &mut dyn Host, size: usize, bytes: &[u8]) {
-        if !self.dry_run() {
-            host.set_response_body(size, bytes);
+    fn replace_response_body(&mut self, host: &mut dyn Host, size: usize, bytes: &[u8]) {
+        if self.dry_run() {
+            return;
+        }
+        if let Err(e) = host.set_response_body(size, bytes) {
+            self.abandon_response(host, "the response body", &e);
         }
     }
 
@@ -772,12 +832,16 @@ impl RequestFilter {
             }
             self.flush_response_counts(host);
         }
+        if self.abandoned {
+            return Flow::Pause;
+        }
         Flow::Continue
     }
 
     /// Rewrite a server JSON-RPC document; `None` = forward unchanged.
     fn rewrite_document(&self, bytes: &[u8]) -> Option<Vec<u8>> {
-        let mut doc = match parse_strict(bytes, self.policy.limits.max_json_depth) {
+        // Folded: two members one to a case-insensitive client are refused too.
+        let mut doc = match parse_strict_folded(bytes, self.policy.limits.max_json_depth) {
             Ok(d) => d,
             Err(_) => {
                 return Some(
@@ -798,6 +862,12 @@ impl RequestFilter {
                     .get("id")
                     .is_some_and(|id| self.forwarded_ids.contains(id))
         });
+        let variant = objects
+            .iter()
+            .find_map(|m| case_variant_in_answer(&self.plan, m));
+        if let Some(why) = variant {
+            return Some(self.unfilterable(&why).to_string().into_bytes());
+        }
         if let Some(first) = unmatched.next() {
             let only_id = match unmatched.next() {
                 None => first.get("id"),

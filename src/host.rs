@@ -31,6 +31,7 @@ pub enum Counter {
     RefusedKillSwitch,
     RefusedSessionBinding,
     RefusedAuditUnavailable,
+    RefusedHostWrite,
     ListEntriesRemoved,
     ResponseUnfilterable,
     AuditSent,
@@ -40,7 +41,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 19] = [
+    pub const ALL: [Counter; 20] = [
         Counter::DecisionAllow,
         Counter::DecisionDeny,
         Counter::DecisionApproval,
@@ -54,6 +55,7 @@ impl Counter {
         Counter::RefusedKillSwitch,
         Counter::RefusedSessionBinding,
         Counter::RefusedAuditUnavailable,
+        Counter::RefusedHostWrite,
         Counter::ListEntriesRemoved,
         Counter::ResponseUnfilterable,
         Counter::AuditSent,
@@ -77,6 +79,7 @@ impl Counter {
             Counter::RefusedKillSwitch => "mcp_firewall.refused.kill_switch",
             Counter::RefusedSessionBinding => "mcp_firewall.refused.session_binding",
             Counter::RefusedAuditUnavailable => "mcp_firewall.refused.audit_unavailable",
+            Counter::RefusedHostWrite => "mcp_firewall.refused.host_write",
             Counter::ListEntriesRemoved => "mcp_firewall.lists.entries_removed",
             Counter::ResponseUnfilterable => "mcp_firewall.responses.unfilterable",
             Counter::AuditSent => "mcp_firewall.audit.sent",
@@ -100,9 +103,10 @@ pub trait Host: SharedStore {
     /// are detector names or policy ids, never scanned text.
     fn count_finding(&mut self, kind: &str);
     /// Set (`Some`) or remove (`None`) a request header; headers callback only.
-    fn set_request_header(&mut self, name: &str, value: Option<&str>);
+    /// Every write can fail: the filter never forwards what it meant to change.
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
     /// Replace the buffered request body (`size` bytes) with `body`.
-    fn set_request_body(&mut self, size: usize, body: &[u8]);
+    fn set_request_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError>;
     /// A request header; only valid during the request-headers callback
     /// (Envoy answers BadArgument from body callbacks, so we read headers once).
     fn request_header(&self, name: &str) -> Option<String>;
@@ -115,13 +119,16 @@ pub trait Host: SharedStore {
     fn request_body(&self, size: usize) -> Option<Vec<u8>>;
     fn response_header(&self, name: &str) -> Option<String>;
     /// Set (`Some`) or remove (`None`) a response header.
-    fn set_response_header(&mut self, name: &str, value: Option<&str>);
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
     /// The response body bytes Envoy currently holds for us.
     fn response_body(&self, size: usize) -> Option<Vec<u8>>;
     /// Replace the `size` bytes Envoy currently holds with `body`.
-    fn set_response_body(&mut self, size: usize, body: &[u8]);
+    fn set_response_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError>;
     /// Answer the client ourselves; nothing reaches the upstream.
-    fn send_reply(&mut self, reply: &LocalReply);
+    fn send_reply(&mut self, reply: &LocalReply) -> Result<(), HostError>;
+    /// Last resort when a write the decision requires failed: reset the
+    /// stream, so the client gets an error rather than what was not checked.
+    fn reset_stream(&mut self);
     fn log(&self, level: LogLevel, msg: &str);
 }
 
@@ -169,6 +176,29 @@ pub mod fake {
         /// Request headers the client sent on two lines (their value in
         /// `request_headers` is the combination, as the glue reads it).
         pub repeated_request_headers: std::collections::BTreeSet<String>,
+        /// Writes this host refuses (nothing is changed, an error is returned).
+        pub refused_writes: std::collections::BTreeSet<Write>,
+        /// Streams reset by the filter.
+        pub resets: usize,
+    }
+
+    /// The kinds of write a [`FakeHost`] can be told to refuse.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    pub enum Write {
+        RequestHeader,
+        RequestBody,
+        ResponseHeader,
+        ResponseBody,
+        Reply,
+    }
+
+    impl FakeHost {
+        fn refuses(&self, w: Write) -> Result<(), HostError> {
+            match self.refused_writes.contains(&w) {
+                true => Err(HostError(format!("{w:?} refused by the test host"))),
+                false => Ok(()),
+            }
+        }
     }
 
     impl FakeHost {
@@ -206,24 +236,28 @@ pub mod fake {
         fn count_finding(&mut self, kind: &str) {
             *self.findings.entry(kind.to_owned()).or_default() += 1;
         }
-        fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+        fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
             assert!(
                 self.headers_readable,
                 "request headers written outside the headers callback"
             );
+            self.refuses(Write::RequestHeader)?;
             match value {
                 Some(v) => self
                     .request_headers
                     .insert(name.to_ascii_lowercase(), v.to_owned()),
                 None => self.request_headers.remove(&name.to_ascii_lowercase()),
             };
+            Ok(())
         }
-        fn set_request_body(&mut self, size: usize, body: &[u8]) {
+        fn set_request_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError> {
+            self.refuses(Write::RequestBody)?;
             let rest = self
                 .request_body
                 .split_off(size.min(self.request_body.len()));
             self.request_body = body.to_vec();
             self.request_body.extend(rest);
+            Ok(())
         }
         fn audit(&mut self, facts: EventFacts) {
             self.audited.push(facts);
@@ -265,26 +299,39 @@ pub mod fake {
                 .get(&name.to_ascii_lowercase())
                 .cloned()
         }
-        fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+        fn set_response_header(
+            &mut self,
+            name: &str,
+            value: Option<&str>,
+        ) -> Result<(), HostError> {
+            self.refuses(Write::ResponseHeader)?;
             match value {
                 Some(v) => self
                     .response_headers
                     .insert(name.to_ascii_lowercase(), v.to_owned()),
                 None => self.response_headers.remove(&name.to_ascii_lowercase()),
             };
+            Ok(())
         }
         fn response_body(&self, size: usize) -> Option<Vec<u8>> {
             self.response_chunk.get(..size).map(<[u8]>::to_vec)
         }
-        fn set_response_body(&mut self, size: usize, body: &[u8]) {
+        fn set_response_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError> {
+            self.refuses(Write::ResponseBody)?;
             let rest = self
                 .response_chunk
                 .split_off(size.min(self.response_chunk.len()));
             self.response_chunk = body.to_vec();
             self.response_chunk.extend(rest);
+            Ok(())
         }
-        fn send_reply(&mut self, reply: &LocalReply) {
+        fn send_reply(&mut self, reply: &LocalReply) -> Result<(), HostError> {
+            self.refuses(Write::Reply)?;
             self.replies.push(reply.clone());
+            Ok(())
+        }
+        fn reset_stream(&mut self) {
+            self.resets += 1;
         }
         fn log(&self, level: LogLevel, msg: &str) {
             self.logs.borrow_mut().push((level, msg.to_owned()));

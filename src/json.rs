@@ -197,6 +197,35 @@ fn folded(key: &str) -> impl Iterator<Item = char> + '_ {
     key.chars().map(fold_char)
 }
 
+/// `key` as Go's `encoding/json` folds it to match a struct field.
+pub fn fold_key(key: &str) -> String {
+    folded(key).collect()
+}
+
+/// Whether two member names are one to a case-insensitive decoder.
+pub fn folds_equal(a: &str, b: &str) -> bool {
+    folded(a).eq(folded(b))
+}
+
+/// A member of `object` that is not one of `names` but folds to one of them:
+/// `(member, name)`. A decoder matching names case-insensitively reads
+/// `{"Force": true}` as `force`, while every exact reader (the policy, DLP,
+/// list filtering) finds no `force` at all.
+pub fn case_variant<'n>(
+    object: &Map<String, Value>,
+    names: &[&'n str],
+) -> Option<(String, &'n str)> {
+    object.keys().find_map(|k| {
+        if names.contains(&k.as_str()) {
+            return None;
+        }
+        names
+            .iter()
+            .find(|n| folds_equal(n, k))
+            .map(|n| (k.clone(), *n))
+    })
+}
+
 /// The first two keys of `object` that fold to the same name, if any. Small
 /// objects (what MCP messages are made of) are compared pairwise without
 /// allocating; large ones through a set of folded names.

@@ -3,7 +3,7 @@
 //! Anything ambiguous is refused rather than guessed at: the server behind us
 //! may interpret an odd message differently from how we decided it.
 
-use crate::json::{parse_strict_folded, JsonError};
+use crate::json::{case_variant, parse_strict_folded, JsonError};
 use serde_json::{Map, Value};
 
 /// One JSON-RPC message as the client sent it.
@@ -147,7 +147,15 @@ fn parse_message(v: Value) -> Result<Message, ProtocolError> {
             };
             let params = match params {
                 None => Value::Null,
-                Some(p @ Value::Object(_)) => p,
+                Some(Value::Object(p)) => {
+                    if let Some((member, name)) = case_variant(&p, &PARAMS_READ) {
+                        return Err(ProtocolError::Invalid(format!(
+                            "params member {member:?} differs only in case from {name:?} \
+                             (a server that matches names case-insensitively would read it as {name:?})"
+                        )));
+                    }
+                    Value::Object(p)
+                }
                 Some(_) => {
                     return Err(ProtocolError::Invalid(
                         "MCP \"params\" must be an object".into(),
@@ -175,6 +183,11 @@ fn parse_message(v: Value) -> Result<Message, ProtocolError> {
         (None, None) => Err(ProtocolError::Invalid("missing \"method\"".into())),
     }
 }
+
+/// The `params` members the filter reads (target, arguments, metadata). A
+/// member spelled in another case is refused even alone: Go's encoding/json
+/// reads `"Arguments"` as the arguments the filter never scanned.
+pub const PARAMS_READ: [&str; 4] = ["name", "arguments", "uri", "_meta"];
 
 /// The largest integer every JSON reader holds exactly: 2^53 - 1. A
 /// JavaScript server reads `9007199254740993` as `9007199254740992` and answers
@@ -402,6 +415,21 @@ mod tests {
             (
                 "dotted_capital_i_folds_to_i",
                 r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"id":1,"\u0130d":2}}}"#,
+                -32600,
+            ),
+            (
+                "arguments_alone_in_other_case",
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","Arguments":{"x":1}}}"#,
+                -32600,
+            ),
+            (
+                "name_alone_in_other_case",
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"NAME":"delete_repo"}}"#,
+                -32600,
+            ),
+            (
+                "long_s_arguments_alone",
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","argument\u017f":{"x":1}}}"#,
                 -32600,
             ),
             (

@@ -24,15 +24,21 @@ pub enum MediaTypeError {
     /// Not `type/subtype *(; name=value)` as RFC 9110 spells it. Repeated
     /// header lines arrive combined with `,` and land here too.
     Malformed,
-    /// `charset` given twice: readers disagree on which one wins.
-    RepeatedCharset,
+    /// `charset` given twice (readers disagree on which one wins), or the word
+    /// anywhere but in the one `charset` parameter read: RFC 2231's
+    /// `charset*=''utf-7`, `charset*0=`, or inside a quoted value whose quoting
+    /// another parser splits differently. Python's HTTP clients find a charset
+    /// in `p="\\"; q="; charset=utf-7; r="`, which we read as two plain values.
+    AmbiguousCharset,
 }
 
 impl fmt::Display for MediaTypeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MediaTypeError::Malformed => f.write_str("malformed Content-Type"),
-            MediaTypeError::RepeatedCharset => f.write_str("charset given more than once"),
+            MediaTypeError::AmbiguousCharset => {
+                f.write_str("charset given more than once or in a form readers disagree on")
+            }
         }
     }
 }
@@ -79,7 +85,7 @@ pub fn parse(value: &str) -> Result<MediaType, MediaTypeError> {
         let (param_value, after_value) = parameter_value(after_name)?;
         if name.eq_ignore_ascii_case("charset") {
             if charset.is_some() {
-                return Err(MediaTypeError::RepeatedCharset);
+                return Err(MediaTypeError::AmbiguousCharset);
             }
             charset = Some(param_value);
         }
@@ -89,6 +95,12 @@ pub fn parse(value: &str) -> Result<MediaType, MediaTypeError> {
             None if rest.is_empty() => break,
             None => return Err(MediaTypeError::Malformed),
         }
+    }
+    // Whatever the grammar says, a reader that finds "charset" elsewhere may
+    // decode by it: only the one parameter we read may name it.
+    let mentions = value.to_ascii_lowercase().matches("charset").count();
+    if mentions != usize::from(charset.is_some()) {
+        return Err(MediaTypeError::AmbiguousCharset);
     }
     Ok(MediaType {
         essence: essence.to_ascii_lowercase(),
@@ -210,6 +222,23 @@ mod tests {
             ("other_type", "text/plain"),
             ("json_suffix_type", "application/vnd.api+json"),
             ("empty", ""),
+            ("rfc2231_charset", "application/json; charset*=''utf-7"),
+            (
+                "rfc2231_continuation",
+                "application/json; charset*0=utf; charset*1=-7",
+            ),
+            (
+                "charset_inside_a_quoted_value",
+                "application/json; p=\"\\\\\"; q=\"; charset=utf-7; r=\"",
+            ),
+            (
+                "charset_in_another_name",
+                "application/json; xcharset=utf-7",
+            ),
+            (
+                "utf8_and_a_second_mention",
+                "application/json; charset=utf-8; x=\"charset=utf-7\"",
+            ),
         ];
         for (name, value) in cases {
             let parsed = parse(value);
@@ -231,7 +260,7 @@ mod tests {
         );
         assert_eq!(
             parse("application/json; charset=utf-8; Charset=utf-8"),
-            Err(MediaTypeError::RepeatedCharset)
+            Err(MediaTypeError::AmbiguousCharset)
         );
     }
 }

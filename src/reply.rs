@@ -8,6 +8,8 @@ pub const DENIED: i64 = -32010;
 pub const APPROVAL: i64 = -32011;
 pub const HEADER_MISMATCH: i64 = -32001;
 pub const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC 2.0 internal error: the firewall could not apply its own decision.
+pub const INTERNAL_ERROR: i64 = -32603;
 pub const SENSITIVE_DATA: i64 = -32013;
 
 /// The `error` member for sensitive data (-32013): kinds and JSON pointers, never values.

@@ -6,6 +6,7 @@ use crate::canon::normalize_resource_uri;
 use crate::decide::{visible, Catalogue};
 use crate::dlp::{self, Action, Finding};
 use crate::identity::Caller;
+use crate::json::case_variant;
 use crate::jsonrpc::id_key;
 use crate::policy::CompiledPolicy;
 use serde_json::{Map, Value};
@@ -78,6 +79,35 @@ pub fn rewrite_message(
     out
 }
 
+/// The members of a JSON-RPC answer (JSON-RPC 2.0 §5).
+const ANSWER_MEMBERS: [&str; 4] = ["jsonrpc", "id", "result", "error"];
+
+/// A member of an answer the filter would not read but a case-insensitive
+/// client would: `"Result"` carries a result DLP never scanned, `"Tools"` a
+/// catalogue list filtering never saw (Go's encoding/json reads both). The
+/// caller treats the answer as unfilterable.
+pub fn case_variant_in_answer(plan: &ResponsePlan, msg: &Map<String, Value>) -> Option<String> {
+    let describe = |(member, name): (String, &str)| {
+        format!("server answer member {member:?} differs only in case from {name:?}")
+    };
+    if let Some(v) = case_variant(msg, &ANSWER_MEMBERS) {
+        return Some(describe(v));
+    }
+    let id = msg.get("id").map(id_key)?;
+    let (_, catalogue) = plan.lists.iter().find(|(k, _)| *k == id)?;
+    let (list_member, name_member) = catalogue.members();
+    let result = msg.get("result")?.as_object()?;
+    if let Some(v) = case_variant(result, &[list_member]) {
+        return Some(describe(v));
+    }
+    let entries = result.get(list_member)?.as_array()?;
+    entries
+        .iter()
+        .filter_map(Value::as_object)
+        .find_map(|e| case_variant(e, &[name_member]))
+        .map(describe)
+}
+
 /// DLP on a result: redact in place, replace it with a -32013 error (block),
 /// or only record (flag).
 fn scan_result(policy: &CompiledPolicy, msg: &mut Map<String, Value>, out: &mut Rewrite) {
@@ -113,6 +143,56 @@ mod tests {
     use super::*;
     use crate::identity::Via;
     use serde_json::json;
+
+    #[test]
+    fn case_variant_members_of_answers_are_found() {
+        let plan = ResponsePlan {
+            lists: vec![("5".into(), Catalogue::Tools)],
+            scans: vec!["6".into()],
+        };
+        let cases = [
+            (
+                "result_in_other_case",
+                json!({"jsonrpc": "2.0", "id": 6, "Result": {}}),
+                true,
+            ),
+            (
+                "error_in_other_case",
+                json!({"jsonrpc": "2.0", "id": 6, "ERROR": {}}),
+                true,
+            ),
+            (
+                "tools_in_other_case",
+                json!({"jsonrpc": "2.0", "id": 5, "result": {"Tools": []}}),
+                true,
+            ),
+            (
+                "tool_name_in_other_case",
+                json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": [{"Name": "x"}]}}),
+                true,
+            ),
+            (
+                "plain_list_answer",
+                json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": [{"name": "x"}]}}),
+                false,
+            ),
+            (
+                "other_members_of_a_result",
+                json!({"jsonrpc": "2.0", "id": 6, "result": {"Content": []}}),
+                false,
+            ),
+        ];
+        for (name, msg, found) in cases {
+            let Some(obj) = msg.as_object() else {
+                panic!("{name}")
+            };
+            assert_eq!(
+                case_variant_in_answer(&plan, obj).is_some(),
+                found,
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn filters_tools_list_result_for_reader() {

@@ -35,11 +35,14 @@ pub enum RuleId {
     MediaType,
     HttpMethod,
     HeaderMismatch,
+    /// The host refused a write the decision requires (a redacted body, a
+    /// removed header, the reply itself): refused rather than forwarded unchanged.
+    HostWrite,
 }
 
 impl RuleId {
     /// Every id the filter uses itself, in the order the reference lists them.
-    pub const BUILT_IN: [RuleId; 15] = [
+    pub const BUILT_IN: [RuleId; 16] = [
         RuleId::DefaultDeny,
         RuleId::BaseProtocol,
         RuleId::Batch,
@@ -55,6 +58,7 @@ impl RuleId {
         RuleId::HttpMethod,
         RuleId::HeaderMismatch,
         RuleId::Dlp,
+        RuleId::HostWrite,
     ];
 
     pub fn policy(id: &str) -> Self {
@@ -80,6 +84,7 @@ impl RuleId {
             RuleId::MediaType => "media-type",
             RuleId::HttpMethod => "http-method",
             RuleId::HeaderMismatch => "header-mismatch",
+            RuleId::HostWrite => "host-write",
         }
     }
 

@@ -17,7 +17,14 @@ pub struct SseFramer {
     /// Whether the line being scanned has no characters so far.
     line_empty: bool,
     cap: usize,
+    /// Whether the stream's first bytes were seen (and a BOM dropped).
+    started: bool,
 }
+
+/// UTF-8's byte order mark. An event stream's decoder drops one at the start
+/// (HTML §9.2.6), so `\u{feff}data: {...}` is an event with data to every
+/// client: it must be one to us too, not a line with an unknown field.
+const BOM: &[u8] = b"\xef\xbb\xbf";
 
 impl SseFramer {
     pub fn new(cap: usize) -> Self {
@@ -26,6 +33,7 @@ impl SseFramer {
             scan_from: 0,
             line_empty: true,
             cap,
+            started: false,
         }
     }
 
@@ -34,6 +42,16 @@ impl SseFramer {
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Vec<u8>>, EventTooLarge> {
         self.pending.extend_from_slice(chunk);
         let mut events = Vec::new();
+        if !self.started {
+            if self.pending.len() < BOM.len() && BOM.starts_with(&self.pending) {
+                // Maybe the start of a BOM split across chunks: wait for more.
+                return Ok(events);
+            }
+            if self.pending.starts_with(BOM) {
+                self.pending.drain(..BOM.len());
+            }
+            self.started = true;
+        }
         let mut start = 0usize;
         let mut i = self.scan_from;
         while let Some(&b) = self.pending.get(i) {
@@ -190,6 +208,37 @@ mod tests {
         let (at_once, _) = feed_all(&[whole]);
         assert_eq!(one_by_one, at_once);
         assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn a_leading_bom_is_dropped_as_clients_drop_it() {
+        /// (case, chunks as the server flushed them, the events' bytes)
+        type Case<'a> = (&'a str, Vec<&'a [u8]>, &'a [u8]);
+        let cases: Vec<Case> = vec![
+            (
+                "bom_then_event",
+                vec![b"\xef\xbb\xbfdata: x\n\n"],
+                b"data: x\n\n",
+            ),
+            (
+                "bom_split_across_chunks",
+                vec![b"\xef", b"\xbb", b"\xbfdata: x\n\n"],
+                b"data: x\n\n",
+            ),
+            // Only the stream's first BOM: a later one is part of a field name
+            // that every client ignores, so the event is left as it is.
+            (
+                "later_bom_is_kept",
+                vec![b"data: a\n\n\xef\xbb\xbfdata: x\n\n"],
+                b"data: a\n\n\xef\xbb\xbfdata: x\n\n",
+            ),
+        ];
+        for (name, chunks, want) in cases {
+            let (events, _) = feed_all(&chunks);
+            assert_eq!(events.concat(), want.to_vec(), "{name}");
+        }
+        let e = parse_event(b"data: x\n\n");
+        assert_eq!(e.and_then(|e| e.data), Some("x".into()));
     }
 
     #[test]

@@ -20,6 +20,7 @@
 use crate::decide::{decide_message, kill_switch, Catalogue, Decision, Verdict as Outcome};
 use crate::dlp::{Action as DlpAction, Finding};
 use crate::identity::{Caller, IdentityError, Via};
+use crate::json::case_variant;
 use crate::jsonrpc::{self, id_key, Body, Message};
 use crate::media_type::{self, MediaTypeError};
 use crate::policy::{BatchMode, CompiledPolicy, Mode};
@@ -245,7 +246,7 @@ fn check_request_media_type(content_type: &str) -> Result<(), &'static str> {
             "MCP POST bodies must be UTF-8: a charset other than utf-8 is refused \
              (the server would read other text than the firewall decided on)",
         ),
-        Err(MediaTypeError::RepeatedCharset) => Err("Content-Type names a charset more than once"),
+        Err(MediaTypeError::AmbiguousCharset) => Err("Content-Type names a charset more than once"),
         _ => Err("MCP POST bodies must be Content-Type: application/json"),
     }
 }
@@ -367,6 +368,9 @@ pub fn judge_body(
         }
         Body::Batch(ms) => ms,
     };
+    if let Some(msg) = case_variant_of_condition_member(policy, &messages) {
+        return BodyVerdict::refused(Refusal::invalid(RuleId::Protocol, msg));
+    }
     let mut verdicts = Vec::with_capacity(messages.len());
     for m in &messages {
         let decision = match decide_message(policy, caller, m) {
@@ -442,6 +446,42 @@ pub fn judge_body(
         }
     }
     verdict
+}
+
+/// A member anywhere in a message's `params` that spells a name a `when`
+/// condition reads in another case (`Force` for `/force`): the condition finds
+/// nothing (an absent member may satisfy `not exists`, and DLP-free paths
+/// pass), while a server matching names case-insensitively reads it as that
+/// member. Refused, whatever the rule.
+fn case_variant_of_condition_member(
+    policy: &CompiledPolicy,
+    messages: &[Message],
+) -> Option<String> {
+    if policy.condition_members.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = policy
+        .condition_members
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let mut stack: Vec<&Value> = messages.iter().map(Message::params).collect();
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(m) => {
+                if let Some((member, name)) = case_variant(m, &names) {
+                    return Some(format!(
+                        "member {member:?} differs only in case from {name:?}, which the policy \
+                         reads (a server that matches names case-insensitively would read it as {name:?})"
+                    ));
+                }
+                stack.extend(m.values());
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Both phases in a row, for a caller already known: what the filter does

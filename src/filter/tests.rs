@@ -1284,3 +1284,109 @@ fn get_or_delete_whose_stream_goes_on_passes_only_without_body_bytes() {
         }
     }
 }
+
+/// A host that refuses a write never sees an unmodified body forwarded where
+/// the verdict required a change: the request is refused, or the stream reset.
+#[test]
+fn refused_host_writes_fail_closed() {
+    use crate::host::fake::Write;
+    let secret = "my GitLab key: glpat-_bkBl5pR8VAr0_UnPKWu";
+    let redacting = json!({"dlp": {"requests": "redact"}});
+    let echo_with_secret = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"message": secret}}})
+    .to_string();
+    struct WriteCase {
+        name: &'static str,
+        policy: Value,
+        refuse: Write,
+        body: String,
+        /// The filter's own reply: (status, JSON-RPC code), or `None` when the
+        /// reply itself is refused (then the stream must be reset).
+        reply: Option<(u32, i64)>,
+    }
+    let cases = [
+        WriteCase {
+            name: "redacted_body_not_written_refuses_the_request",
+            policy: redacting.clone(),
+            refuse: Write::RequestBody,
+            body: echo_with_secret.clone(),
+            reply: Some((500, reply::INTERNAL_ERROR)),
+        },
+        WriteCase {
+            name: "content_length_not_removed_refuses_before_the_body",
+            policy: redacting.clone(),
+            refuse: Write::RequestHeader,
+            body: echo_with_secret.clone(),
+            reply: Some((500, reply::INTERNAL_ERROR)),
+        },
+        WriteCase {
+            name: "refusal_not_sent_resets_the_stream",
+            policy: json!({}),
+            refuse: Write::Reply,
+            body: call(json!(2), "delete_repo"),
+            reply: None,
+        },
+    ];
+    for c in cases {
+        let mut host = post("reader-key");
+        host.refused_writes.insert(c.refuse);
+        let mut f = RequestFilter::new(policy(c.policy.clone()));
+        let flow = run_request(&mut f, &mut host, c.body.as_bytes(), 16);
+        assert_eq!(flow, Flow::Pause, "{}: never forwarded", c.name);
+        match c.reply {
+            Some((status, code)) => {
+                let r = host.replies.first().map(reply_summary);
+                assert_eq!(
+                    r,
+                    Some((status, Some(code), None)),
+                    "{}: {:?}",
+                    c.name,
+                    host.replies
+                );
+            }
+            None => {
+                assert!(host.replies.is_empty(), "{}", c.name);
+                assert_eq!(host.resets, 1, "{}", c.name);
+            }
+        }
+        assert_eq!(
+            host.counters.get(&Counter::RefusedHostWrite),
+            Some(&1),
+            "{}",
+            c.name
+        );
+        assert!(
+            host.logs
+                .borrow()
+                .iter()
+                .any(|(l, m)| *l == LogLevel::Error && !m.contains("glpat")),
+            "{}: logged, without the secret",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn refused_response_writes_reset_the_stream_and_hold_the_bytes() {
+    use crate::host::fake::Write;
+    for refuse in [Write::ResponseBody, Write::ResponseHeader] {
+        let mut host = post("reader-key");
+        let mut f = RequestFilter::new(policy(json!({})));
+        list_request(&mut f, &mut host);
+        host.refused_writes.insert(refuse);
+        host.response_headers.insert(":status".into(), "200".into());
+        host.response_headers
+            .insert("content-type".into(), "application/json".into());
+        f.on_response_headers(&mut host);
+        let body = tools_list_result(5).to_string();
+        host.response_chunk = body.clone().into_bytes();
+        let flow = f.on_response_body(&mut host, body.len(), true);
+        assert_eq!(flow, Flow::Pause, "{refuse:?}: the unfiltered list is held");
+        assert_eq!(host.resets, 1, "{refuse:?}");
+        assert_eq!(
+            host.counters.get(&Counter::RefusedHostWrite),
+            Some(&1),
+            "{refuse:?}"
+        );
+    }
+}

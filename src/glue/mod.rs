@@ -218,7 +218,12 @@ impl HttpContext for FirewallHttp {
                     "mcp-firewall has no policy loaded",
                     None,
                 );
-                host.send_reply(&LocalReply::json(503, &body, None));
+                if host
+                    .send_reply(&LocalReply::json(503, &body, None))
+                    .is_err()
+                {
+                    host.reset_stream();
+                }
                 Action::Pause
             }
         }
@@ -327,14 +332,15 @@ fn set_header(
     map: MapType,
     name: &str,
     value: Option<&str>,
-) {
+) -> Result<(), HostError> {
+    hostcalls::set_map_value(map, name, value).map_err(host_error)?;
     if let Some(all) = cached.as_mut() {
         all.retain(|(k, _)| k != name);
         if let Some(v) = value {
             all.push((name.to_owned(), v.to_owned()));
         }
     }
-    let _ = hostcalls::set_map_value(map, name, value);
+    Ok(())
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -498,16 +504,16 @@ impl Host for WasmHost {
             let _ = hostcalls::increment_metric(id, 1);
         }
     }
-    fn set_request_header(&mut self, name: &str, value: Option<&str>) {
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
         set_header(
             &mut self.request_headers,
             MapType::HttpRequestHeaders,
             name,
             value,
-        );
+        )
     }
-    fn set_request_body(&mut self, size: usize, body: &[u8]) {
-        let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, body);
+    fn set_request_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError> {
+        hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, body).map_err(host_error)
     }
     fn request_header(&self, name: &str) -> Option<String> {
         header(
@@ -536,23 +542,30 @@ impl Host for WasmHost {
             name,
         )
     }
-    fn set_response_header(&mut self, name: &str, value: Option<&str>) {
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
         set_header(
             &mut self.response_headers,
             MapType::HttpResponseHeaders,
             name,
             value,
-        );
+        )
     }
     fn response_body(&self, size: usize) -> Option<Vec<u8>> {
         hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
             .ok()
             .flatten()
     }
-    fn set_response_body(&mut self, size: usize, body: &[u8]) {
-        let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, body);
+    fn set_response_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError> {
+        hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, body).map_err(host_error)
     }
-    fn send_reply(&mut self, reply: &LocalReply) {
+    fn reset_stream(&mut self) {
+        // Either call ends the whole HTTP stream in Envoy; one may be refused
+        // in the phase we are in, so both are tried.
+        if hostcalls::reset_http_response().is_err() {
+            let _ = hostcalls::reset_http_request();
+        }
+    }
+    fn send_reply(&mut self, reply: &LocalReply) -> Result<(), HostError> {
         let mut headers: Vec<(&str, &str)> = Vec::new();
         if !reply.body.is_empty() {
             headers.push(("content-type", "application/json"));
@@ -561,7 +574,7 @@ impl Host for WasmHost {
             headers.push(("x-mcp-firewall-rule", rule));
         }
         let body = (!reply.body.is_empty()).then_some(reply.body.as_slice());
-        let _ = hostcalls::send_http_response(reply.status, headers, body);
+        hostcalls::send_http_response(reply.status, headers, body).map_err(host_error)
     }
     fn log(&self, level: LogLevel, msg: &str) {
         log(level, msg);

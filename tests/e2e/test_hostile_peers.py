@@ -48,6 +48,9 @@ POLICY: dict[str, Any] = {
         {"id": "refund-cap", "effect": "allow", "roles": ["admin"], "tools": ["create_refund"],
          "when": {"arg": "/amount", "lte": 500}},
         {"id": "no-delete", "effect": "deny", "tools": ["delete_*"]},
+        {"id": "push", "effect": "allow", "roles": ["admin"], "tools": ["push_files"]},
+        {"id": "no-force-push", "effect": "deny", "tools": ["push_files"],
+         "when": {"all": [{"arg": "/force", "exists": True}, {"arg": "/force", "ne": False}]}},
     ],
 }
 
@@ -270,6 +273,94 @@ def test_allowed_call_reaches_the_go_peer(go_envoy: harness.Envoy, go_peer: Peer
              [("Content-Type", "application/json")])
     assert r.status_code == 200 and r.json()["result"]["content"][0]["text"] == "create_refund ran", r.text
     assert wait_executed(go_peer, before + 1)[before:] == [{"tool": "create_refund", "arguments": {"amount": 5}}]
+
+
+SINGLE_VARIANTS = [
+    # (case, params as sent, what the Go peer executes): one member, nothing to collide with.
+    ("force_in_another_case_passes_a_deny_condition",
+     '{"name":"push_files","arguments":{"branch":"feat/x","Force":true}}',
+     {"tool": "push_files", "arguments": {"branch": "feat/x", "force": True}}),
+    ("arguments_in_another_case_skip_dlp",
+     '{"name":"echo","Arguments":{"text":"ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A"}}',
+     {"tool": "echo", "arguments": {"text": "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A"}}),
+]
+
+
+@pytest.mark.parametrize("case,params,executes", SINGLE_VARIANTS, ids=[c[0] for c in SINGLE_VARIANTS])
+def test_the_go_peer_reads_a_single_case_variant_member(go_peer: Peer, case: str, params: str,
+                                                        executes: dict[str, Any]) -> None:
+    """Control: alone, "Force" and "Arguments" are what the Go peer reads."""
+    before = len(go_peer.executed())
+    r = post(go_peer.url, raw_call(params), [("Content-Type", "application/json")])
+    assert r.status_code == 200, r.text
+    assert wait_executed(go_peer, before + 1)[before:] == [executes]
+
+
+@pytest.mark.parametrize("case,params,executes", SINGLE_VARIANTS, ids=[c[0] for c in SINGLE_VARIANTS])
+def test_a_single_case_variant_member_is_refused(go_envoy: harness.Envoy, go_peer: Peer, case: str,
+                                                 params: str, executes: dict[str, Any]) -> None:
+    before = len(go_peer.executed())
+    before_posts = go_envoy.upstream_posts()
+    r = post(go_envoy.url, raw_call(params), [("Content-Type", "application/json")])
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == -32600
+    assert "differs only in case" in r.json()["error"]["message"]
+    assert go_envoy.upstream_posts() == before_posts
+    assert go_peer.executed()[before:] == []
+
+
+def test_force_in_its_own_case_is_denied_by_the_rule(go_envoy: harness.Envoy, go_peer: Peer) -> None:
+    before = len(go_peer.executed())
+    r = post(go_envoy.url, raw_call('{"name":"push_files","arguments":{"branch":"feat/x","force":true}}'),
+             [("Content-Type", "application/json")])
+    assert r.json()["error"]["data"]["rule"] == "no-force-push", r.text
+    assert go_peer.executed()[before:] == []
+
+
+# --------------------------------------------------------------------------- hostile answers
+
+def python_sdk_list(url: str, style: str, token: str | None) -> list[str] | str:
+    """What the official Python client lists (or the error it raises)."""
+    async def go() -> list[str]:
+        async with sdk_session(url, token, headers={"X-List-Style": style}) as s:
+            return sorted(t.name for t in (await s.list_tools()).tools)
+
+    try:
+        return anyio.run(go)
+    except BaseException as e:  # noqa: BLE001 - the client's failure is the outcome
+        return f"error: {type(e).__name__}"
+
+
+def go_client_list(binary: Path, url: str, style: str, token: str) -> dict[str, Any]:
+    """What a Go client (encoding/json, case-insensitive) reads from a tools/list answer."""
+    out = subprocess.run([str(binary), "list", url, style, token], capture_output=True, text=True, timeout=30)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("style", ["bom-sse", "utf7-sse"])
+def test_the_python_client_reads_a_smuggled_catalogue_straight_from_the_peer(go_peer: Peer, style: str) -> None:
+    """Control: a BOM before the event, or UTF-7 named by charset*=, and the client sees every tool."""
+    assert "delete_repo" in python_sdk_list(go_peer.url, style, None)
+
+
+@pytest.mark.parametrize("style", ["bom-sse", "utf7-sse"])
+def test_a_smuggled_catalogue_does_not_reach_the_python_client(go_envoy: harness.Envoy, style: str) -> None:
+    listed = python_sdk_list(go_envoy.url, style, ADMIN_KEY)
+    # Read as the client reads it, the BOM stream is filtered; the UTF-7 one is unreadable (refused).
+    assert "delete_repo" not in listed, listed
+
+
+@pytest.mark.parametrize("style", ["tools-variant", "result-variant"])
+def test_a_go_client_reads_case_variant_answers_straight_from_the_peer(go_peer: Peer, workdir: Path,
+                                                                      style: str) -> None:
+    """Control: "Tools" after "tools", or "Result" for "result", and a Go client reads the whole catalogue."""
+    assert "delete_repo" in go_client_list(workdir / "go-peer", go_peer.url, style, "")["tools"]
+
+
+@pytest.mark.parametrize("style", ["tools-variant", "result-variant"])
+def test_case_variant_answers_are_unfilterable(go_envoy: harness.Envoy, workdir: Path, style: str) -> None:
+    read = go_client_list(workdir / "go-peer", go_envoy.url, style, ADMIN_KEY)
+    assert read["tools"] == [] and read["error"] == {"code": -32010}, read
 
 
 # --------------------------------------------------------------------------- ids
