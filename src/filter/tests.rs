@@ -6,7 +6,7 @@ use super::*;
 use crate::host::fake::FakeHost;
 use crate::host::Counter;
 use crate::json::sha256_hex;
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn policy(extra: Value) -> Rc<CompiledPolicy> {
     let mut doc = json!({
@@ -1389,4 +1389,24 @@ fn refused_response_writes_reset_the_stream_and_hold_the_bytes() {
             "{refuse:?}"
         );
     }
+}
+
+/// Envoy sends the filter's own local reply back through the filter's
+/// response callbacks: it must reach the client as written, not be read as a
+/// server's answer (a GET stream would take its null id for a replay).
+#[test]
+fn own_reply_passes_the_response_side_unchanged() {
+    let mut host = post("reader-key").header(":method", "GET");
+    let mut f = RequestFilter::new(policy(json!({})));
+    assert_eq!(f.on_request_headers(&mut host, false), Flow::Pause);
+    host.headers_readable = false;
+    host.request_body = b"{}".to_vec();
+    f.on_request_body(&mut host, 2, true);
+    let Some(reply) = host.replies.first().cloned() else {
+        panic!("GET with a body was not refused")
+    };
+    let out = run_response(&mut f, &mut host, "application/json", &reply.body, 7);
+    assert_eq!(out, reply.body);
+    let unfilterable = host.counters.get(&Counter::ResponseUnfilterable);
+    assert_eq!(unfilterable.copied().unwrap_or(0), 0);
 }

@@ -1,0 +1,206 @@
+//! The audit of one exchange: an event per decided message, sent at once when
+//! the filter answered itself, or when the exchange ends (Envoy's log phase)
+//! with the response's status, size and what DLP found or redacted in it.
+
+use crate::audit::{
+    AuditDecision, AuditFinding, AuditIdentity, AuditResponse, EventFacts, Verdict as AuditVerdict,
+};
+use crate::decide::{Decision, Verdict};
+use crate::dlp::{Action as DlpAction, Finding};
+use crate::host::Host;
+use crate::identity::Caller;
+use crate::jsonrpc::id_key;
+use crate::policy::{CompiledPolicy, Mode};
+use crate::reply::LocalReply;
+use crate::verdict::{anonymous, MessageVerdict};
+use serde_json::Value;
+use std::rc::Rc;
+
+/// What an audit event needs of one decided message, kept until the exchange ends.
+pub(crate) struct PendingAudit {
+    method: String,
+    target: Option<String>,
+    id: Option<Value>,
+    arguments: Option<Value>,
+    pub decision: Decision,
+    findings: Vec<AuditFinding>,
+    /// The arguments were redacted before forwarding (verdict `redacted`).
+    redacted: bool,
+    redacted_arguments: Option<Value>,
+    /// Matches replaced in the response.
+    redactions: u64,
+}
+
+impl PendingAudit {
+    /// The audit record of one decided message; `action` is `dlp.requests`.
+    pub fn of(m: &MessageVerdict, action: DlpAction) -> Self {
+        PendingAudit {
+            method: m.method.clone(),
+            target: m.target.clone(),
+            id: m.id.clone(),
+            arguments: m.arguments.clone(),
+            decision: m.decision.clone(),
+            findings: m
+                .findings
+                .iter()
+                .map(|f| AuditFinding {
+                    kind: f.kind.clone(),
+                    path: f.path.clone(),
+                    action: action.as_str().into(),
+                })
+                .collect(),
+            redacted: m.redacted_arguments.is_some(),
+            redacted_arguments: m.redacted_arguments.clone(),
+            redactions: 0,
+        }
+    }
+
+    /// A request refused before any message was decided.
+    pub fn refused_before_decision(decision: Decision) -> Self {
+        PendingAudit {
+            method: String::from("(refused before decision)"),
+            target: None,
+            id: None,
+            arguments: None,
+            decision,
+            findings: Vec::new(),
+            redacted: false,
+            redacted_arguments: None,
+            redactions: 0,
+        }
+    }
+}
+
+pub(crate) struct ExchangeAudit {
+    policy: Rc<CompiledPolicy>,
+    /// Events of forwarded messages, completed when the exchange ends.
+    pending: Vec<PendingAudit>,
+    response_status: Option<u16>,
+}
+
+impl ExchangeAudit {
+    pub fn new(policy: Rc<CompiledPolicy>) -> Self {
+        ExchangeAudit {
+            policy,
+            pending: Vec::new(),
+            response_status: None,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.policy.audit.is_some()
+    }
+
+    /// Keep the messages' events until the exchange ends (audit on only).
+    pub fn hold(&mut self, pending: Vec<PendingAudit>) {
+        if self.enabled() {
+            self.pending = pending;
+        }
+    }
+
+    /// The held events, taken (to be completed and sent now).
+    pub fn take_held(&mut self) -> Vec<PendingAudit> {
+        std::mem::take(&mut self.pending)
+    }
+
+    pub fn set_response_status(&mut self, status: Option<u16>) {
+        self.response_status = status;
+    }
+
+    /// Send one event now, answered by the filter's own reply.
+    pub fn send_replied(
+        &self,
+        host: &mut dyn Host,
+        caller: Option<&Caller>,
+        p: PendingAudit,
+        reply: &LocalReply,
+    ) {
+        let facts = self.facts(host, caller, p, Some(response_of(reply)));
+        host.audit(facts);
+    }
+
+    /// Attach DLP findings in results to the events of their requests.
+    pub fn attach_result_findings(&mut self, found: Vec<(String, Vec<Finding>, DlpAction)>) {
+        for (id, findings, action) in found {
+            let pending = self
+                .pending
+                .iter_mut()
+                .find(|p| p.id.as_ref().map(id_key).as_deref() == Some(id.as_str()));
+            if let Some(p) = pending {
+                if action == DlpAction::Redact {
+                    p.redactions += findings.len() as u64;
+                }
+                p.findings
+                    .extend(findings.into_iter().map(|f| AuditFinding {
+                        kind: f.kind,
+                        path: format!("/result{}", f.path),
+                        action: action.as_str().into(),
+                    }));
+            }
+        }
+    }
+
+    /// The exchange is over (Envoy's log phase): audit what was forwarded.
+    pub fn on_done(&mut self, host: &mut dyn Host, caller: Option<&Caller>, response_bytes: usize) {
+        let status = self.response_status.unwrap_or(0);
+        for p in std::mem::take(&mut self.pending) {
+            let response = AuditResponse {
+                status,
+                is_error: !(200..300).contains(&status),
+                bytes: response_bytes as u64,
+                redactions: p.redactions,
+            };
+            let facts = self.facts(host, caller, p, Some(response));
+            host.audit(facts);
+        }
+    }
+
+    fn facts(
+        &self,
+        host: &dyn Host,
+        caller: Option<&Caller>,
+        p: PendingAudit,
+        response: Option<AuditResponse>,
+    ) -> EventFacts {
+        let caller = caller.cloned().unwrap_or_else(anonymous);
+        EventFacts {
+            ts_ms: host.now_ms(),
+            identity: AuditIdentity {
+                subject: caller.subject,
+                tenant: caller.tenant,
+                roles: caller.roles,
+                via: caller.via,
+            },
+            method: p.method,
+            target: p.target,
+            id: p.id,
+            arguments: p.arguments,
+            redacted_arguments: p.redacted_arguments,
+            decision: AuditDecision {
+                verdict: match p.decision.verdict {
+                    Verdict::Allow if p.redacted => AuditVerdict::Redacted,
+                    Verdict::Allow => AuditVerdict::Allow,
+                    Verdict::Deny => AuditVerdict::Deny,
+                    Verdict::Approval => AuditVerdict::Approval,
+                },
+                rule: p.decision.rule.as_str().to_owned(),
+                reason: p.decision.reason,
+                dry_run: self.policy.mode == Mode::DryRun,
+            },
+            findings: p.findings,
+            response,
+            policy_sha256: self.policy.sha256.clone(),
+            vm_start: false,
+            dropped: Vec::new(),
+        }
+    }
+}
+
+fn response_of(r: &LocalReply) -> AuditResponse {
+    AuditResponse {
+        status: u16::try_from(r.status).unwrap_or(0),
+        is_error: true,
+        bytes: r.body.len() as u64,
+        redactions: 0,
+    }
+}

@@ -1,0 +1,548 @@
+//! The per-request state machine: request headers → buffered body → the
+//! verdict (`verdict.rs`) applied → local reply or continue → the response
+//! rewritten. This module is the request gate; `rewriter` owns the response
+//! side, `exchange_audit` the exchange's events. All host access goes through
+//! `Host`, so the whole pipeline runs natively in tests.
+
+use crate::decide::{Decision, Verdict};
+use crate::host::{Counter, Flow, Host, HostError, LogLevel};
+use crate::identity::{self, Caller, IdentityError, IdentityInputs, Via};
+use crate::policy::{CompiledPolicy, Mode};
+use crate::reply::{self, LocalReply};
+use crate::rule_id::RuleId;
+use crate::session::{self, Binding};
+use crate::verdict::{
+    self, anonymous, judge_body, judge_head, BodyOutcome, BodyVerdict, HeadVerdict, Refusal,
+    RequestHead, SessionCheck, SINGLE_HEADERS,
+};
+use std::rc::Rc;
+
+mod exchange_audit;
+mod rewriter;
+
+use exchange_audit::{ExchangeAudit, PendingAudit};
+use rewriter::ResponseRewriter;
+
+/// Response header that reports a dry-run decision to the caller.
+pub const DRY_RUN_HEADER: &str = "x-mcp-firewall-dry-run";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Headers,
+    Body,
+    /// The request went upstream; the response may need rewriting.
+    Forwarded,
+    /// The filter answered; nothing reached the upstream.
+    Replied,
+    /// GET / DELETE: nothing to decide on the body.
+    Passthrough,
+    /// GET / DELETE whose headers did not end the stream: held until it ends,
+    /// forwarded only if not one body byte came.
+    AwaitingNoBody,
+}
+
+/// One HTTP exchange on an MCP endpoint: the request gate (this type's own
+/// state: the caller, the headers the body's verdict reads, a standing
+/// refusal, the dry-run note), the response rewriter, and the exchange's audit.
+pub struct RequestFilter {
+    policy: Rc<CompiledPolicy>,
+    phase: Phase,
+    caller: Option<Caller>,
+    /// The request headers the body's verdict reads (Mcp-Method, Mcp-Name).
+    head: RequestHead,
+    dry_run_note: Option<String>,
+    /// Set on request headers when the request must be refused whatever it
+    /// says (stolen session id, audit trail unavailable under `closed`).
+    standing: Option<Decision>,
+    rewriter: ResponseRewriter,
+    audit: ExchangeAudit,
+}
+
+impl RequestFilter {
+    pub fn new(policy: Rc<CompiledPolicy>) -> Self {
+        RequestFilter {
+            phase: Phase::Headers,
+            caller: None,
+            head: RequestHead::default(),
+            dry_run_note: None,
+            standing: None,
+            rewriter: ResponseRewriter::new(policy.clone()),
+            audit: ExchangeAudit::new(policy.clone()),
+            policy,
+        }
+    }
+
+    fn dry_run(&self) -> bool {
+        self.policy.mode == Mode::DryRun
+    }
+
+    fn reply(&mut self, host: &mut dyn Host, r: LocalReply) -> Flow {
+        self.phase = Phase::Replied;
+        if let Err(e) = host.send_reply(&r) {
+            // Nothing was forwarded and nothing will be: the stream goes.
+            host_write_failed(host, "the reply", &e);
+            host.reset_stream();
+        }
+        Flow::Pause
+    }
+
+    /// A rewrite of the request the verdict requires could not be applied:
+    /// the request is refused, never forwarded as it came.
+    fn refuse_unwritable(&mut self, host: &mut dyn Host, what: &str, e: &HostError) -> Flow {
+        host_write_failed(host, what, e);
+        let refusal = Refusal::new(
+            500,
+            reply::INTERNAL_ERROR,
+            RuleId::HostWrite,
+            "a change the firewall's decision requires could not be applied; refused rather than forwarded unchanged",
+        );
+        let reply = refusal.reply();
+        for mut p in self.audit.take_held() {
+            p.decision = Decision::deny(RuleId::HostWrite, refusal.message.clone());
+            self.audit
+                .send_replied(host, self.caller.as_ref(), p, &reply);
+        }
+        self.reply(host, reply)
+    }
+
+    /// Answer a refusal made before any policy: counted by its rule, audited
+    /// when audit is on.
+    fn refuse(&mut self, host: &mut dyn Host, r: &Refusal) -> Flow {
+        let counter = match r.rule {
+            RuleId::Identity => Counter::RefusedIdentity,
+            RuleId::TooLarge => Counter::RefusedTooLarge,
+            RuleId::MediaType => Counter::RefusedMediaType,
+            RuleId::HttpMethod => Counter::RefusedHttpMethod,
+            RuleId::HeaderMismatch => Counter::RefusedHeaderMismatch,
+            _ => Counter::RefusedProtocol,
+        };
+        host.count(counter, 1);
+        let reply = r.reply();
+        if self.audit.enabled() {
+            let p = PendingAudit::refused_before_decision(Decision::deny(
+                r.rule.clone(),
+                r.message.clone(),
+            ));
+            self.audit
+                .send_replied(host, self.caller.as_ref(), p, &reply);
+        }
+        self.reply(host, reply)
+    }
+
+    /// The exchange is over (Envoy's log phase): audit what was forwarded.
+    pub fn on_done(&mut self, host: &mut dyn Host) {
+        let seen = self.rewriter.bytes_seen();
+        self.audit.on_done(host, self.caller.as_ref(), seen);
+    }
+
+    pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
+        let head = self.read_head(host, end_of_stream);
+        let mut identity = self.resolve_identity(host);
+        if head.repeated_header.is_none() && self.dry_run() {
+            if let Err(e) = &identity {
+                self.note_dry_run(host, &format!("unauthenticated ({})", e.message()));
+                identity = Ok(anonymous());
+            }
+        }
+        // The binding is a shared-data write: made only for a request whose
+        // caller is known and whose headers are not ambiguous.
+        let standing = match (&identity, &head.repeated_header) {
+            (Ok(caller), None) => self.standing_refusal(host, caller),
+            _ => None,
+        };
+        self.caller = identity.as_ref().ok().cloned();
+        match judge_head(&self.policy, &head, &identity, standing.as_ref()) {
+            HeadVerdict::Refuse(r) => self.refuse(host, &r),
+            HeadVerdict::Deny(d) => {
+                if d.rule == RuleId::KillSwitch {
+                    host.count(Counter::RefusedKillSwitch, 1);
+                }
+                let body = reply::decision_error(None, &d);
+                self.reply(host, LocalReply::json(403, &body, Some(d.rule.as_str())))
+            }
+            HeadVerdict::Stream { hold_until_end } => {
+                let caller = self.caller.clone().unwrap_or_else(anonymous);
+                self.rewriter.expect_replays(caller);
+                if hold_until_end {
+                    // Neither GET nor DELETE has a body, and one that came
+                    // anyway would reach the server undecided. Headers that do
+                    // not end the stream (an HTTP/2 client may send the end in
+                    // an empty DATA frame) are held until it ends.
+                    self.phase = Phase::AwaitingNoBody;
+                    return Flow::Pause;
+                }
+                self.phase = Phase::Passthrough;
+                Flow::Continue
+            }
+            HeadVerdict::ReadBody { may_rewrite } => {
+                if may_rewrite && !self.dry_run() {
+                    // Redaction may change the body's length, and headers cannot
+                    // be touched from body callbacks: drop content-length now
+                    // (the upstream request is then sent chunked).
+                    if let Err(e) = host.set_request_header("content-length", None) {
+                        return self.refuse_unwritable(host, "the request's content-length", &e);
+                    }
+                }
+                self.standing = standing;
+                self.head = head;
+                self.phase = Phase::Body;
+                // Hold the headers: the router must not open an upstream request
+                // before the body is decided (Envoy needs allow_on_headers_stop_iteration).
+                Flow::Pause
+            }
+        }
+    }
+
+    /// Everything the verdict reads from the request headers, read now:
+    /// Envoy refuses header reads from body callbacks.
+    fn read_head(&self, host: &dyn Host, end_of_stream: bool) -> RequestHead {
+        let jwt = self.policy.identity.jwt_payload_header.as_deref();
+        let repeated_header = SINGLE_HEADERS
+            .iter()
+            .copied()
+            .chain(jwt)
+            .find(|name| host.request_header_lines(name) > 1)
+            .map(str::to_owned);
+        RequestHead {
+            method: host.request_header(":method").unwrap_or_default(),
+            content_type: host.request_header("content-type").unwrap_or_default(),
+            content_encoding: host.request_header("content-encoding"),
+            content_length: host.request_header("content-length"),
+            mcp_method: host.request_header("mcp-method"),
+            mcp_name: host.request_header("mcp-name"),
+            repeated_header,
+            ends_stream: end_of_stream,
+        }
+    }
+
+    fn resolve_identity(&self, host: &dyn Host) -> Result<Caller, IdentityError> {
+        let inputs = IdentityInputs {
+            authorization: host.request_header("authorization"),
+            jwt_payload: self
+                .policy
+                .identity
+                .jwt_payload_header
+                .as_deref()
+                .and_then(|h| host.request_header(h)),
+            peer_uri_san: None,
+        };
+        let resolved = identity::resolve(&self.policy.identity, &inputs);
+        // The mTLS peer is only consulted when neither an API key nor a JWT
+        // identified the caller (it ranks after them), saving a property
+        // lookup on most requests.
+        if matches!(&resolved, Ok(c) if c.via != Via::Anonymous) {
+            return resolved;
+        }
+        let san = host
+            .property(&["connection", "uri_san_peer_certificate"])
+            .and_then(|b| String::from_utf8(b).ok());
+        match san {
+            Some(san) => {
+                let inputs = IdentityInputs {
+                    peer_uri_san: Some(san),
+                    ..inputs
+                };
+                identity::resolve(&self.policy.identity, &inputs)
+            }
+            None => resolved,
+        }
+    }
+
+    /// The session binding and the audit trail's back-pressure, as a refusal
+    /// that holds for the whole request (noted, not enforced, in dry run).
+    fn standing_refusal(&mut self, host: &mut dyn Host, caller: &Caller) -> Option<Decision> {
+        let session = self.check_session(host, caller);
+        let audit_refuses = session == SessionCheck::Fine && host.audit_refuses();
+        if audit_refuses {
+            host.count(Counter::RefusedAuditUnavailable, 1);
+        }
+        let d = verdict::standing_refusal(session, audit_refuses)?;
+        if self.dry_run() {
+            self.note_dry_run(host, &format!("deny rule={}", d.rule));
+            return None;
+        }
+        if d.rule == RuleId::SessionBinding {
+            host.count(Counter::RefusedSessionBinding, 1);
+        }
+        Some(d)
+    }
+
+    pub fn on_request_body(
+        &mut self,
+        host: &mut dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Flow {
+        match self.phase {
+            Phase::Body => {}
+            Phase::AwaitingNoBody if body_size > 0 => {
+                return self.refuse(
+                    host,
+                    &Refusal::new(
+                        400,
+                        reply::INVALID_REQUEST,
+                        RuleId::Protocol,
+                        "GET and DELETE requests to an MCP endpoint carry no body",
+                    ),
+                )
+            }
+            Phase::AwaitingNoBody if end_of_stream => {
+                self.phase = Phase::Passthrough;
+                return Flow::Continue;
+            }
+            Phase::AwaitingNoBody | Phase::Replied => return Flow::Pause,
+            _ => return Flow::Continue,
+        }
+        if body_size > self.policy.limits.max_request_bytes {
+            // Refused while it streams in, before Envoy buffers more of it.
+            return self.refuse(host, &Refusal::too_large(&self.policy));
+        }
+        if !end_of_stream {
+            return Flow::Pause;
+        }
+        let Some(bytes) = host.request_body(body_size) else {
+            let r = Refusal::new(400, -32700, RuleId::Protocol, "request body unavailable");
+            return self.refuse(host, &r);
+        };
+        let caller = self.caller.clone().unwrap_or_else(anonymous);
+        let verdict = judge_body(
+            &self.policy,
+            &caller,
+            &self.head,
+            self.standing.as_ref(),
+            &bytes,
+        );
+        self.apply_body_verdict(host, verdict, body_size)
+    }
+
+    /// Request trailers end the stream without a final body callback. MCP never
+    /// sends trailers; deciding on a body Envoy would then forward unchecked is
+    /// not an option, so a request that is still being read is refused.
+    pub fn on_request_trailers(&mut self, host: &mut dyn Host) -> Flow {
+        match self.phase {
+            Phase::Body | Phase::AwaitingNoBody => self.refuse(
+                host,
+                &Refusal::new(
+                    400,
+                    reply::INVALID_REQUEST,
+                    RuleId::Protocol,
+                    "trailers are not accepted on MCP requests",
+                ),
+            ),
+            Phase::Replied => Flow::Pause,
+            _ => Flow::Continue,
+        }
+    }
+
+    /// Apply the verdict on the body: counters, audit, the reply or the
+    /// rewritten body, and the plan for the response. Dry run forwards what
+    /// enforcement would refuse (except the kill switch) and rewrites nothing.
+    fn apply_body_verdict(
+        &mut self,
+        host: &mut dyn Host,
+        mut v: BodyVerdict,
+        body_size: usize,
+    ) -> Flow {
+        let outcome = std::mem::replace(&mut v.outcome, BodyOutcome::Forward { rewritten: None });
+        let (reply, rewritten) = match outcome {
+            BodyOutcome::Refuse(r) => return self.refuse(host, &r),
+            BodyOutcome::Deny(r) | BodyOutcome::DlpBlock(r) => (Some(r), None),
+            BodyOutcome::Forward { rewritten } => (None, rewritten),
+        };
+        for m in &v.messages {
+            let counter = match m.decision.verdict {
+                Verdict::Allow => Counter::DecisionAllow,
+                Verdict::Deny => Counter::DecisionDeny,
+                Verdict::Approval => Counter::DecisionApproval,
+            };
+            host.count(counter, 1);
+        }
+        let action = self.policy.dlp.requests;
+        self.audit.hold(
+            v.messages
+                .iter()
+                .map(|m| PendingAudit::of(m, action))
+                .collect(),
+        );
+        let policy_refused = v.policy_refused();
+        if v.killed {
+            host.count(Counter::RefusedKillSwitch, 1);
+        }
+        // The kill switch is an operator's emergency brake: it holds in dry-run too.
+        let enforce = !self.dry_run() || v.killed;
+        if !enforce {
+            if policy_refused {
+                host.count(Counter::DryRunUnenforced, 1);
+            }
+            let note = v
+                .messages
+                .iter()
+                .map(|m| format!("{} rule={}", m.decision.verdict.as_str(), m.decision.rule))
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.note_dry_run(host, &note);
+        } else if policy_refused {
+            for m in v
+                .messages
+                .iter()
+                .filter(|m| m.decision.verdict != Verdict::Allow)
+            {
+                let d = &m.decision;
+                host.log(
+                    LogLevel::Debug,
+                    &format!(
+                        "mcp-firewall: {} rule={}: {}",
+                        d.verdict.as_str(),
+                        d.rule,
+                        d.reason
+                    ),
+                );
+            }
+            let r = reply.unwrap_or_else(|| LocalReply::empty(403, None));
+            // A refused exchange is over now: audit it at once.
+            for p in self.audit.take_held() {
+                self.audit.send_replied(host, self.caller.as_ref(), p, &r);
+            }
+            return self.reply(host, r);
+        }
+        for m in &v.messages {
+            for f in &m.findings {
+                host.count_finding(&f.kind);
+            }
+        }
+        if v.dlp_refused() {
+            if !enforce {
+                self.note_dry_run(host, "deny rule=dlp");
+            } else {
+                host.count(Counter::DecisionDeny, 1);
+                let r = reply.unwrap_or_else(|| LocalReply::empty(403, None));
+                for (mut p, m) in self.audit.take_held().into_iter().zip(&v.messages) {
+                    p.decision = m.enforced();
+                    self.audit.send_replied(host, self.caller.as_ref(), p, &r);
+                }
+                return self.reply(host, r);
+            }
+        }
+        if let Some(body) = rewritten {
+            if let Err(e) = host.set_request_body(body_size, &body) {
+                return self.refuse_unwritable(host, "the redacted request body", &e);
+            }
+        }
+        let mut plan = v.plan;
+        if self.dry_run() {
+            // Dry run never changes what the caller sees: lists stay whole and
+            // results are only scanned (flag), so the audit shows what would happen.
+            plan.lists.clear();
+        }
+        let caller = self.caller.clone().unwrap_or_else(anonymous);
+        self.rewriter.expect_answers(caller, plan, v.request_ids);
+        self.phase = Phase::Forwarded;
+        Flow::Continue
+    }
+
+    /// Bind `Mcp-Session-Id` to the caller, or find it is another's.
+    fn check_session(&self, host: &mut dyn Host, caller: &Caller) -> SessionCheck {
+        if !self.policy.sessions.enforce {
+            return SessionCheck::Fine;
+        }
+        let Some(sid) = host.request_header("mcp-session-id") else {
+            return SessionCheck::Fine;
+        };
+        let now = host.now_ms();
+        match session::check_and_bind(host, &self.policy.sessions, &sid, caller, now) {
+            Binding::Bound => SessionCheck::Fine,
+            Binding::Stolen => SessionCheck::Stolen,
+            Binding::TableFull => SessionCheck::TableFull,
+            Binding::Unavailable => SessionCheck::Unavailable,
+        }
+    }
+
+    fn note_dry_run(&mut self, host: &mut dyn Host, note: &str) {
+        host.log(
+            LogLevel::Info,
+            &format!("mcp-firewall dry-run (not enforced): {note}"),
+        );
+        self.dry_run_note = Some(match self.dry_run_note.take() {
+            Some(prev) => format!("{prev}, {note}"),
+            None => note.to_owned(),
+        });
+    }
+
+    pub fn on_response_headers(&mut self, host: &mut dyn Host) -> Flow {
+        let status = host.response_header(":status").and_then(|s| s.parse().ok());
+        self.audit.set_response_status(status);
+        // Bind a session id at issuance (the server's answer to initialize),
+        // so nobody else can be "first" to present it.
+        if let (true, Some(caller), Some(sid)) = (
+            self.policy.sessions.enforce && self.phase == Phase::Forwarded,
+            self.caller.as_ref(),
+            host.response_header("mcp-session-id"),
+        ) {
+            let now = host.now_ms();
+            if session::check_and_bind(host, &self.policy.sessions, &sid, caller, now)
+                != Binding::Bound
+            {
+                host.log(LogLevel::Warn, "mcp-firewall: server issued a session id that could not be bound to its caller");
+            }
+        }
+        if let Some(note) = &self.dry_run_note {
+            // Header values must not carry CR/LF; notes are built from escaped text.
+            let clean: String = note.chars().filter(|c| !c.is_control()).collect();
+            // Informational only: a refused write changes nothing the client reads.
+            let _ = host.set_response_header(DRY_RUN_HEADER, Some(&clean));
+        }
+        // Our own local replies pass back through this filter too: only a
+        // response from upstream is the server's to read.
+        if matches!(self.phase, Phase::Forwarded | Phase::Passthrough) {
+            self.rewriter.on_headers(host);
+        }
+        self.flush_response_counts(host);
+        Flow::Continue
+    }
+
+    pub fn on_response_body(
+        &mut self,
+        host: &mut dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Flow {
+        let flow = self.rewriter.on_body(host, body_size, end_of_stream);
+        self.flush_response_counts(host);
+        flow
+    }
+
+    /// Response trailers end the stream without a final body callback (see
+    /// the rewriter: a held body is finished here, never flushed unchanged).
+    pub fn on_response_trailers(&mut self, host: &mut dyn Host) -> Flow {
+        let flow = self.rewriter.on_trailers(host);
+        self.flush_response_counts(host);
+        flow
+    }
+
+    /// Hand what the response side counted to the host (list entries removed,
+    /// responses that could not be inspected, DLP findings) and the findings
+    /// to the exchange's audit.
+    fn flush_response_counts(&mut self, host: &mut dyn Host) {
+        let counts = self.rewriter.take_counts();
+        host.count(Counter::ListEntriesRemoved, counts.removed_entries);
+        host.count(Counter::ResponseUnfilterable, counts.unfilterable);
+        for (_, findings, _) in &counts.result_findings {
+            for f in findings {
+                host.count_finding(&f.kind);
+            }
+        }
+        self.audit.attach_result_findings(counts.result_findings);
+    }
+}
+
+/// A write the verdict requires was refused by the host: counted, logged.
+fn host_write_failed(host: &mut dyn Host, what: &str, e: &HostError) {
+    host.count(Counter::RefusedHostWrite, 1);
+    host.log(
+        LogLevel::Error,
+        &format!("mcp-firewall: the host refused to write {what} ({e}); failing closed"),
+    );
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,382 @@
+//! The response side of one exchange: what the server answers is read as the
+//! client will read it, and every answer the request side planned a check for
+//! is filtered (lists) or scanned (results). What cannot be read is replaced
+//! by the documented refusal (`response-unfilterable`), never passed on.
+//!
+//! The rewriter owns its state; what it counted (entries removed, refusals,
+//! DLP findings in results) is taken by the filter after each callback for
+//! the host's counters and the exchange's audit.
+
+use super::host_write_failed;
+use crate::dlp::{Action as DlpAction, Finding};
+use crate::host::{Flow, Host, HostError};
+use crate::identity::Caller;
+use crate::json::parse_strict_folded;
+use crate::jsonrpc::{self, id_key};
+use crate::media_type::{self, MediaType};
+use crate::policy::{CompiledPolicy, Mode};
+use crate::reply;
+use crate::response::{case_variant_in_answer, rewrite_message, ResponsePlan};
+use crate::sse::{parse_event, SseFramer};
+use serde_json::{json, Value};
+use std::rc::Rc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    Pass,
+    Json,
+    Sse,
+    /// A 2xx answer in a content type (or charset) we cannot read.
+    Refuse,
+    /// The stream broke a limit (or a write failed): everything after is dropped.
+    Broken,
+}
+
+/// What the rewriter counted since it was last asked.
+#[derive(Debug, Default)]
+pub(crate) struct ResponseCounts {
+    pub removed_entries: u64,
+    pub unfilterable: u64,
+    /// DLP findings in results: (request id key, findings, action).
+    pub result_findings: Vec<(String, Vec<Finding>, DlpAction)>,
+}
+
+pub(crate) struct ResponseRewriter {
+    policy: Rc<CompiledPolicy>,
+    caller: Option<Caller>,
+    plan: ResponsePlan,
+    /// Ids of the requests forwarded upstream (what answers may carry).
+    forwarded_ids: Vec<Value>,
+    /// Whether the response is read at all (a plan, or a stream of replays).
+    armed: bool,
+    mode: Reading,
+    framer: SseFramer,
+    /// Bytes of the response seen (for the audit).
+    seen: usize,
+    /// Bytes of a JSON response Envoy holds for us, and whether it was finished.
+    json_buffered: usize,
+    json_done: bool,
+    /// A response rewrite failed and the stream was reset: nothing more passes.
+    abandoned: bool,
+    counts: ResponseCounts,
+}
+
+impl ResponseRewriter {
+    pub fn new(policy: Rc<CompiledPolicy>) -> Self {
+        let cap = policy.limits.max_response_bytes;
+        ResponseRewriter {
+            policy,
+            caller: None,
+            plan: ResponsePlan::default(),
+            forwarded_ids: Vec::new(),
+            armed: false,
+            mode: Reading::Pass,
+            framer: SseFramer::new(cap),
+            seen: 0,
+            json_buffered: 0,
+            json_done: false,
+            abandoned: false,
+            counts: ResponseCounts::default(),
+        }
+    }
+
+    /// The request was forwarded with this plan for its answers.
+    pub fn expect_answers(&mut self, caller: Caller, plan: ResponsePlan, ids: Vec<Value>) {
+        self.armed = !plan.is_empty();
+        self.caller = Some(caller);
+        self.plan = plan;
+        self.forwarded_ids = ids;
+    }
+
+    /// A GET or DELETE was forwarded: its response may carry answers to
+    /// requests decided in other exchanges (a server with an event store
+    /// replays them when a GET names a `Last-Event-ID`). Their plans are not
+    /// ours to know, so every answer in it is unfilterable; notifications and
+    /// server requests pass.
+    pub fn expect_replays(&mut self, caller: Caller) {
+        self.armed = true;
+        self.caller = Some(caller);
+    }
+
+    pub fn bytes_seen(&self) -> usize {
+        self.seen
+    }
+
+    /// What was counted since the last call.
+    pub fn take_counts(&mut self) -> ResponseCounts {
+        std::mem::take(&mut self.counts)
+    }
+
+    fn dry_run(&self) -> bool {
+        self.policy.mode == Mode::DryRun
+    }
+
+    pub fn on_headers(&mut self, host: &mut dyn Host) {
+        if !self.armed {
+            return;
+        }
+        let status_ok = host
+            .response_header(":status")
+            .is_some_and(|s| s.starts_with('2'));
+        let content_type = host.response_header("content-type").unwrap_or_default();
+        // A charset other than UTF-8 would make the client read other text than
+        // the one we filtered and scanned: such a body is one we cannot read.
+        let readable = media_type::parse(&content_type)
+            .ok()
+            .filter(MediaType::is_utf8);
+        self.mode = match readable.as_ref().map(|m| m.essence.as_str()) {
+            Some("application/json") => Reading::Json,
+            Some("text/event-stream") => Reading::Sse,
+            _ if status_ok => Reading::Refuse,
+            _ => Reading::Pass,
+        };
+        if self.mode != Reading::Pass && !self.dry_run() {
+            // The body may change length: a stale content-length would make the
+            // client wait for bytes that never come. (Dry-run never changes it.)
+            if let Err(e) = host.set_response_header("content-length", None) {
+                self.abandon(host, "the response's content-length", &e);
+            } else if self.mode == Reading::Refuse {
+                if let Err(e) = host.set_response_header("content-type", Some("application/json")) {
+                    self.abandon(host, "the response's content-type", &e);
+                }
+            }
+        }
+    }
+
+    pub fn on_body(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
+        match self.mode {
+            // SSE counts its own chunks; a buffered JSON body arrives whole at the end.
+            Reading::Sse => {}
+            Reading::Json | Reading::Refuse if end_of_stream => self.seen = body_size,
+            Reading::Json | Reading::Refuse => {}
+            Reading::Pass | Reading::Broken => self.seen = self.seen.saturating_add(body_size),
+        }
+        let flow = match self.mode {
+            Reading::Pass => Flow::Continue,
+            Reading::Json | Reading::Refuse => self.json_body(host, body_size, end_of_stream),
+            Reading::Sse => self.sse_body(host, body_size, end_of_stream),
+            Reading::Broken => {
+                self.replace_body(host, body_size, b"");
+                Flow::Continue
+            }
+        };
+        if self.abandoned {
+            // The rewrite failed and the stream was reset: hold every byte.
+            return Flow::Pause;
+        }
+        flow
+    }
+
+    /// Response trailers end the stream without a final body callback: finish a
+    /// buffered JSON (or refused) body here (a body still held would otherwise
+    /// be flushed unchanged). An unfinished SSE event is dropped, not forwarded.
+    pub fn on_trailers(&mut self, host: &mut dyn Host) -> Flow {
+        if !self.json_done {
+            let size = self.json_buffered;
+            match self.mode {
+                Reading::Json => self.finish_json(host, size),
+                Reading::Refuse => self.finish_refused(host, size),
+                _ => {}
+            }
+        }
+        if self.abandoned {
+            return Flow::Pause;
+        }
+        Flow::Continue
+    }
+
+    /// A response rewrite the plan requires could not be applied: the stream
+    /// is reset (the client sees an error, not what was not filtered) and
+    /// whatever else the server sends is dropped.
+    fn abandon(&mut self, host: &mut dyn Host, what: &str, e: &HostError) {
+        host_write_failed(host, what, e);
+        host.reset_stream();
+        self.mode = Reading::Broken;
+        self.abandoned = true;
+    }
+
+    /// Replace (part of) the response body, except in dry-run: dry-run never
+    /// changes what the caller sees, so a response the filter would refuse as
+    /// uninspectable is only counted (`response_unfilterable`) and forwarded.
+    fn replace_body(&mut self, host: &mut dyn Host, size: usize, bytes: &[u8]) {
+        if self.dry_run() {
+            return;
+        }
+        if let Err(e) = host.set_response_body(size, bytes) {
+            self.abandon(host, "the response body", &e);
+        }
+    }
+
+    fn unfilterable(&mut self, why: &str) -> Value {
+        self.unfilterable_for(why, None)
+    }
+
+    /// The refusal that replaces what cannot be inspected. It echoes the
+    /// request id when the exchange had exactly one, else the id of the one
+    /// answer it replaces (a replayed answer on a GET stream), so the client
+    /// can match the refusal to its request.
+    fn unfilterable_for(&mut self, why: &str, answer_id: Option<&Value>) -> Value {
+        self.counts.unfilterable += 1;
+        let id = match self.forwarded_ids.as_slice() {
+            [one] => Some(one),
+            [] => answer_id,
+            _ => None,
+        };
+        reply::error_object(
+            id,
+            reply::DENIED,
+            why,
+            Some(json!({"rule": "response-unfilterable", "reason": why})),
+        )
+    }
+
+    fn json_body(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
+        if self.mode == Reading::Refuse {
+            // Hold the body and answer once, at its end (or at the trailers),
+            // like a JSON body; past the size limit, answer now.
+            if !end_of_stream && body_size <= self.policy.limits.max_response_bytes {
+                self.json_buffered = body_size;
+                return Flow::Pause;
+            }
+            self.finish_refused(host, body_size);
+            return Flow::Continue;
+        }
+        if body_size > self.policy.limits.max_response_bytes {
+            let err = self.unfilterable("response larger than limits.max_response_bytes");
+            self.replace_body(host, body_size, err.to_string().as_bytes());
+            self.mode = Reading::Broken;
+            return Flow::Continue;
+        }
+        if !end_of_stream {
+            self.json_buffered = body_size;
+            return Flow::Pause;
+        }
+        self.finish_json(host, body_size);
+        Flow::Continue
+    }
+
+    /// The whole buffered JSON body is here: rewrite it, or refuse it if it
+    /// cannot be read (never forward what was not inspected).
+    fn finish_json(&mut self, host: &mut dyn Host, body_size: usize) {
+        self.json_done = true;
+        let out = match host.response_body(body_size) {
+            Some(bytes) => self.rewrite_document(&bytes),
+            None => Some(
+                self.unfilterable("response body unavailable")
+                    .to_string()
+                    .into_bytes(),
+            ),
+        };
+        if let Some(out) = out {
+            self.replace_body(host, body_size, &out);
+        }
+    }
+
+    /// A 2xx answer in a content type the filter cannot read: replace the
+    /// whole held body with the refusal, drop whatever else comes.
+    fn finish_refused(&mut self, host: &mut dyn Host, body_size: usize) {
+        self.json_done = true;
+        let err = self.unfilterable("list result in a content type the filter cannot inspect");
+        self.replace_body(host, body_size, err.to_string().as_bytes());
+        self.mode = Reading::Broken;
+    }
+
+    /// Rewrite a server JSON-RPC document; `None` = forward unchanged.
+    fn rewrite_document(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
+        // Folded: two members one to a case-insensitive client are refused too.
+        let Ok(mut doc) = parse_strict_folded(bytes, self.policy.limits.max_json_depth) else {
+            let err = self.unfilterable("server response is not strict JSON");
+            return Some(err.to_string().into_bytes());
+        };
+        let objects = jsonrpc::response_objects(&mut doc);
+        if let Some(why) = objects
+            .iter()
+            .find_map(|m| case_variant_in_answer(&self.plan, m))
+        {
+            return Some(self.unfilterable(&why).to_string().into_bytes());
+        }
+        // An answer we cannot tie to a request of this exchange is one whose
+        // plan we do not know: `"5"` or `5.0` for id 5 (a client matching
+        // `Number(id)` takes it), or no id at all. Never passed on unchecked.
+        let unmatched: Vec<Option<Value>> = objects
+            .iter()
+            .filter(|m| {
+                !m.contains_key("method")
+                    && !m
+                        .get("id")
+                        .is_some_and(|id| self.forwarded_ids.contains(id))
+            })
+            .map(|m| m.get("id").cloned())
+            .collect();
+        if !unmatched.is_empty() {
+            let only_id = match unmatched.as_slice() {
+                [one] => one.as_ref(),
+                _ => None,
+            };
+            let why = "server answer whose id matches no request of this exchange";
+            return Some(self.unfilterable_for(why, only_id).to_string().into_bytes());
+        }
+        let caller = self.caller.as_ref()?;
+        let mut changed = false;
+        for msg in objects {
+            let id = msg.get("id").map(id_key);
+            let r = rewrite_message(&self.policy, caller, &self.plan, msg);
+            changed |= r.changed;
+            if let (Some(id), Some(action)) = (id, r.action) {
+                self.counts.result_findings.push((id, r.findings, action));
+            }
+            self.counts.removed_entries += r.removed_entries as u64;
+        }
+        changed.then(|| doc.to_string().into_bytes())
+    }
+
+    fn sse_body(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
+        let chunk = host.response_body(body_size).unwrap_or_default();
+        self.seen = self.seen.saturating_add(chunk.len());
+        let mut events = match self.framer.push(&chunk) {
+            Ok(evs) => evs,
+            Err(_) => {
+                self.mode = Reading::Broken;
+                let err = self.unfilterable("server event larger than limits.max_response_bytes");
+                let out = format!("event: message\ndata: {err}\n\n");
+                self.replace_body(host, body_size, out.as_bytes());
+                return Flow::Continue;
+            }
+        };
+        if end_of_stream {
+            let rest = self.framer.finish();
+            if !rest.is_empty() {
+                events.push(rest);
+            }
+        }
+        let mut out = Vec::with_capacity(chunk.len());
+        let cap = self.policy.limits.max_response_bytes;
+        for raw in events {
+            if raw.len() > cap {
+                let err = self.unfilterable("server event larger than limits.max_response_bytes");
+                out.extend(format!("event: message\ndata: {err}\n\n").into_bytes());
+                continue;
+            }
+            out.extend(self.rewrite_event(&raw));
+        }
+        self.replace_body(host, body_size, &out);
+        Flow::Continue
+    }
+
+    fn rewrite_event(&mut self, raw: &[u8]) -> Vec<u8> {
+        let Some(mut event) = parse_event(raw) else {
+            let err = self.unfilterable("server event is not UTF-8");
+            return format!("event: message\ndata: {err}\n\n").into_bytes();
+        };
+        let Some(data) = event.data.as_deref().filter(|d| !d.trim().is_empty()) else {
+            return raw.to_vec();
+        };
+        match self.rewrite_document(data.as_bytes()) {
+            None => raw.to_vec(),
+            Some(new) => {
+                event.data = Some(String::from_utf8_lossy(&new).into_owned());
+                event.to_bytes()
+            }
+        }
+    }
+}
