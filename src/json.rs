@@ -62,7 +62,7 @@ pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> 
 /// `{"name":"echo","Name":"delete_repo"}` runs `delete_repo` on a Go server
 /// while every exact reader (and the policy) sees `echo`. For bodies a client
 /// sends to a server.
-pub fn parse_strict_folded(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> {
+pub(crate) fn parse_strict_folded(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> {
     parse_checked(bytes, max_depth, KeyCheck::Folded)
 }
 
@@ -207,7 +207,7 @@ pub fn fold_key(key: &str) -> String {
 }
 
 /// Whether two member names are one to a case-insensitive decoder.
-pub fn folds_equal(a: &str, b: &str) -> bool {
+pub(crate) fn folds_equal(a: &str, b: &str) -> bool {
     folded(a).eq(folded(b))
 }
 
@@ -215,7 +215,7 @@ pub fn folds_equal(a: &str, b: &str) -> bool {
 /// `(member, name)`. A decoder matching names case-insensitively reads
 /// `{"Force": true}` as `force`, while every exact reader (the policy, DLP,
 /// list filtering) finds no `force` at all.
-pub fn case_variant<'n>(
+pub(crate) fn case_variant<'n>(
     object: &Map<String, Value>,
     names: &[&'n str],
 ) -> Option<(String, &'n str)> {
@@ -268,7 +268,7 @@ pub fn canonical(v: &Value) -> String {
 
 /// Canonical JSON of `v`, leaving out the top-level member `skip` (the audit
 /// hash is computed over the event without its `hash`; this avoids cloning it).
-pub fn canonical_without(v: &Value, skip: Option<&str>) -> String {
+pub(crate) fn canonical_without(v: &Value, skip: Option<&str>) -> String {
     let mut out = Vec::with_capacity(256);
     write_canonical(v, skip, &mut out);
     // Only serde_json output and ASCII punctuation were written: valid UTF-8.
@@ -373,7 +373,7 @@ const NIBBLE: [u8; 256] = {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Whether `bytes` is all lower-case hex digits.
-pub fn is_lower_hex(bytes: &[u8]) -> bool {
+pub(crate) fn is_lower_hex(bytes: &[u8]) -> bool {
     bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 

@@ -227,7 +227,7 @@ pub fn unsealed_event(mut facts: EventFacts, mode: ArgumentsMode) -> Value {
 /// Serialises a JSON value as canonical JSON (object keys in code-point
 /// order) whatever serde_json's map order is: the `preserve_order` feature,
 /// if any crate in a build turned it on, would otherwise change the bytes.
-pub struct CanonicalValue<'a>(pub &'a Value);
+pub(crate) struct CanonicalValue<'a>(pub(crate) &'a Value);
 
 impl Serialize for CanonicalValue<'_> {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {

@@ -30,9 +30,10 @@ pub use config::{compile, ArgumentsMode, AuditConfig, OnFailure};
 pub use delivery::{Batch, Delivery, DeliveryCounters, DropReport, Pushed, SendOutcome};
 pub use event::{
     event_hash, event_line, hash_matches, seal, unsealed_event, AuditDecision, AuditEvent,
-    AuditFinding, AuditIdentity, AuditRequest, AuditResponse, CanonicalValue, EventFacts,
-    SealedEvent, Segment, SegmentReason, SeqRange, Verdict, Via, GENESIS_PREV,
+    AuditFinding, AuditIdentity, AuditRequest, AuditResponse, EventFacts, SealedEvent, Segment,
+    SegmentReason, SeqRange, Verdict, Via, GENESIS_PREV,
 };
 pub use root::AuditRoot;
-pub use seal_cache::{prepare, prepare_with, EventMemo, HeadHashCache, PreparedEvent, Sealer};
+pub use seal_cache::{prepare, HeadHashCache, PreparedEvent};
+pub(crate) use seal_cache::{prepare_with, EventMemo};
 pub use sink::{AuditSink, Recorded};

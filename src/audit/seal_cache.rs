@@ -90,13 +90,13 @@ fn member<T: Serialize + ?Sized>(v: &T) -> Vec<u8> {
 /// [`HeadHashCache`]). Only equal values are reused, so the bytes are exactly
 /// what writing them again gives.
 #[derive(Debug, Default)]
-pub struct EventMemo {
+pub(crate) struct EventMemo {
     decision: Option<(AuditDecision, Rc<Vec<u8>>)>,
     findings: Option<(Vec<AuditFinding>, Rc<Vec<u8>>)>,
     identity: Option<(AuditIdentity, Rc<Vec<u8>>)>,
     policy_sha256: Option<(String, Rc<Vec<u8>>)>,
     /// Hash states of the last event's head.
-    pub head_hashes: HeadHashCache,
+    pub(crate) head_hashes: HeadHashCache,
 }
 
 /// The member for `value`: the remembered bytes if `slot` holds an equal
@@ -118,7 +118,7 @@ pub fn prepare(facts: EventFacts, mode: ArgumentsMode) -> PreparedEvent {
 }
 
 /// [`prepare`], reusing what `memo` holds of the previous event.
-pub fn prepare_with(
+pub(crate) fn prepare_with(
     mut facts: EventFacts,
     mode: ArgumentsMode,
     memo: &mut EventMemo,
@@ -199,7 +199,7 @@ const SEGMENT_KEY: Cow<'static, str> = Cow::Borrowed("segment");
 impl PreparedEvent {
     /// Any JSON object as an unsealed event (its chain members are ignored);
     /// `None` for anything else.
-    pub fn from_value(v: &Value) -> Option<Self> {
+    pub(crate) fn from_value(v: &Value) -> Option<Self> {
         let m = v.as_object()?;
         let mut members: Vec<(Cow<'static, str>, Member)> = m
             .iter()
@@ -226,7 +226,7 @@ impl PreparedEvent {
     /// Everything of sealing that does not depend on the chain head: the
     /// members before `prev` written and hashed (reusing `cache` for the
     /// blocks they share with the previous event's).
-    pub fn sealer(&self, chain: &str, cache: &mut HeadHashCache) -> Sealer<'_> {
+    pub(crate) fn sealer(&self, chain: &str, cache: &mut HeadHashCache) -> Sealer<'_> {
         let split = self
             .members
             .partition_point(|(k, _)| k.as_ref() < FIRST_HEAD_DEPENDENT);
@@ -269,7 +269,7 @@ impl PreparedEvent {
 
 /// A [`PreparedEvent`] with its head written and hashed, ready to be sealed
 /// against whatever chain head the compare-and-swap loop reads.
-pub struct Sealer<'a> {
+pub(crate) struct Sealer<'a> {
     /// `{` and the members before `prev`, without `hash`.
     head: Vec<u8>,
     /// Where the `hash` member goes in the line.
@@ -288,7 +288,7 @@ enum TailValue<'a> {
 }
 
 impl Sealer<'_> {
-    pub fn seal(&self, seq: u64, prev: &str) -> SealedEvent {
+    pub(crate) fn seal(&self, seq: u64, prev: &str) -> SealedEvent {
         let mut rest: Vec<(&Cow<'static, str>, TailValue)> =
             Vec::with_capacity(self.after.len() + 3);
         rest.push((&PREV_KEY, TailValue::Prev));
@@ -380,7 +380,7 @@ impl HeadHashCache {
     /// The SHA-256 state after absorbing `head`, starting from the longest
     /// run of whole blocks it shares with the previous head; then remember
     /// `head`'s blocks for the next event.
-    pub fn absorb(&mut self, head: &[u8]) -> Sha256 {
+    pub(crate) fn absorb(&mut self, head: &[u8]) -> Sha256 {
         let shared = self
             .blocks
             .chunks_exact(SHA256_BLOCK)
@@ -405,7 +405,8 @@ impl HeadHashCache {
     }
 
     /// Whole blocks remembered.
-    pub fn cached_blocks(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn cached_blocks(&self) -> usize {
         self.states.len()
     }
 }
