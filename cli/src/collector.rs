@@ -23,9 +23,8 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use mcp_firewall::audit::hash_matches;
-use mcp_firewall::json::{
-    compact_object_members, digest_from_hex, parse_strict, sha256_of, MAX_SUPPORTED_DEPTH,
-};
+use mcp_firewall::json::compact::compact_object_members;
+use mcp_firewall::json::{digest_from_hex, parse_strict, sha256_of, MAX_SUPPORTED_DEPTH};
 use memchr::memmem;
 use serde_json::{json, Value};
 use std::cell::RefCell;

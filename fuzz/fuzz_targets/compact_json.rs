@@ -13,7 +13,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mcp_firewall::json::compact_object_members;
+use mcp_firewall::json::compact::compact_object_members;
 use serde_json::Value;
 
 const DEPTH: usize = 16;

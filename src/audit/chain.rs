@@ -12,7 +12,8 @@
 //! therefore never raced: only the VM that mints a boot id creates that chain's
 //! head, before it publishes the chain id (see [`chain_id`]).
 
-use super::event::{seal, HeadHashCache, PreparedEvent, SealedEvent, GENESIS_PREV};
+use super::event::{seal, SealedEvent, GENESIS_PREV};
+use super::seal_cache::{HeadHashCache, PreparedEvent};
 use crate::json::is_lower_hex;
 pub use crate::store::{MemoryStore, SharedStore, StoreError};
 use serde_json::Value;

@@ -5,7 +5,9 @@
 //! the clock and the callouts (`crate::host::RootHost`).
 //!
 //! - [`config`]: the `audit` policy section.
-//! - [`event`]: the event shape, its hash, sealing.
+//! - [`event`]: the event shape, its hash, the reference way to seal it.
+//! - `seal_cache`: the filter's fast way to the same bytes (events written
+//!   ahead, the last event's members and SHA-256 midstates reused).
 //! - [`chain`]: the chain shared by all worker VMs via CAS on shared data.
 //! - [`delivery`]: batches, retries and exact loss accounting per VM.
 //! - [`sink`]: one VM's end of the trail (seal, buffer, the batch in flight).
@@ -17,6 +19,7 @@ pub mod config;
 pub mod delivery;
 pub mod event;
 pub mod root;
+mod seal_cache;
 pub mod sink;
 
 pub use chain::{
@@ -26,10 +29,11 @@ pub use chain::{
 pub use config::{compile, ArgumentsMode, AuditConfig, OnFailure};
 pub use delivery::{Batch, Delivery, DeliveryCounters, DropReport, Pushed, SendOutcome};
 pub use event::{
-    event_hash, event_line, hash_matches, prepare, prepare_with, seal, unsealed_event,
-    AuditDecision, AuditEvent, AuditFinding, AuditIdentity, AuditRequest, AuditResponse,
-    CanonicalValue, EventFacts, EventMemo, HeadHashCache, PreparedEvent, SealedEvent, Sealer,
-    Segment, SegmentReason, SeqRange, Verdict, Via, GENESIS_PREV,
+    event_hash, event_line, hash_matches, seal, unsealed_event, AuditDecision, AuditEvent,
+    AuditFinding, AuditIdentity, AuditRequest, AuditResponse, EventFacts, SealedEvent, Segment,
+    SegmentReason, SeqRange, Verdict, Via, GENESIS_PREV,
 };
 pub use root::AuditRoot;
+pub use seal_cache::{prepare, HeadHashCache, PreparedEvent};
+pub(crate) use seal_cache::{prepare_with, EventMemo};
 pub use sink::{AuditSink, Recorded};
