@@ -201,11 +201,6 @@ fn folded(key: &str) -> impl Iterator<Item = char> + '_ {
     key.chars().map(fold_char)
 }
 
-/// `key` as Go's `encoding/json` folds it to match a struct field.
-pub fn fold_key(key: &str) -> String {
-    folded(key).collect()
-}
-
 /// Whether two member names are one to a case-insensitive decoder.
 pub(crate) fn folds_equal(a: &str, b: &str) -> bool {
     folded(a).eq(folded(b))
