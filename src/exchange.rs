@@ -273,3 +273,137 @@ fn chunks(body: &[u8], n: usize) -> Vec<&[u8]> {
         n => body.chunks(n).collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The driver's own shape: which callbacks run, with what, and what each
+    //! side releases. The filter's behaviour is tested in `filter::tests`.
+    use super::*;
+    use crate::policy::compile_str;
+
+    const CALL: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}"#;
+    const ANSWER: &[u8] =
+        br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hi"}]}}"#;
+
+    fn exchange(method: &str) -> Exchange {
+        let policy = match compile_str(include_bytes!("../policies/demo.json")) {
+            Ok(p) => Rc::new(p),
+            Err(e) => panic!("{e:?}"),
+        };
+        let host = FakeHost::new()
+            .header(":method", method)
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer demo-reader-key");
+        Exchange::new(policy, host)
+    }
+
+    #[test]
+    fn request_callbacks_follow_the_stream() {
+        use Flow::{Continue, Pause};
+        let n = CALL.len().div_ceil(7);
+        let mut chunked = vec![Pause; n - 1];
+        chunked.push(Continue);
+        // (case, method, request, headers, body callbacks, trailers, upstream)
+        let cases: Vec<(&str, &str, Request, Flow, Vec<Flow>, Option<Flow>, &[u8])> = vec![
+            (
+                "whole_body_in_one_callback",
+                "POST",
+                Request::new(CALL),
+                Pause,
+                vec![Continue],
+                None,
+                CALL,
+            ),
+            (
+                "chunks_of_7_bytes",
+                "POST",
+                Request::new(CALL).chunk(7),
+                Pause,
+                chunked,
+                None,
+                CALL,
+            ),
+            (
+                "trailers_end_the_stream",
+                "POST",
+                Request::new(CALL).trailers(),
+                Pause,
+                vec![Pause],
+                Some(Pause),
+                b"",
+            ),
+            (
+                "empty_get_ends_in_headers",
+                "GET",
+                Request::new(b""),
+                Continue,
+                vec![],
+                None,
+                b"",
+            ),
+            (
+                "get_ending_in_an_empty_data_frame",
+                "GET",
+                Request::new(b"").headers_leave_stream_open(),
+                Pause,
+                vec![Continue],
+                None,
+                b"",
+            ),
+            (
+                "get_ending_in_trailers",
+                "GET",
+                Request::new(b"").trailers(),
+                Pause,
+                vec![],
+                Some(Pause),
+                b"",
+            ),
+        ];
+        for (name, method, request, headers, body, trailers, upstream) in cases {
+            let mut x = exchange(method);
+            x.request(request);
+            assert_eq!(x.flows.request_headers, Some(headers), "{name}");
+            assert_eq!(x.flows.request_body, body, "{name}");
+            assert_eq!(x.flows.request_trailers, trailers, "{name}");
+            assert_eq!(x.upstream(), upstream, "{name}");
+            assert_eq!(
+                x.forwarded(),
+                x.reply().is_none() && trailers.is_none(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn response_chunks_reach_the_client_when_released() {
+        for chunk in [0, 1, 10] {
+            let mut x = exchange("POST");
+            x.request(Request::new(CALL));
+            x.respond(
+                Response::new(ANSWER)
+                    .status("200")
+                    .content_type("application/json")
+                    .chunk(chunk),
+            );
+            x.done();
+            let calls = if chunk == 0 {
+                1
+            } else {
+                ANSWER.len().div_ceil(chunk)
+            };
+            assert_eq!(
+                x.flows.response_headers,
+                Some(Flow::Continue),
+                "chunk {chunk}"
+            );
+            assert_eq!(x.flows.response_body.len(), calls, "chunk {chunk}");
+            assert_eq!(x.flows.response(), Flow::Continue, "chunk {chunk}");
+            assert_eq!(x.downstream(), ANSWER, "chunk {chunk}");
+            assert!(
+                x.host.response_chunk.is_empty(),
+                "chunk {chunk}: nothing left held"
+            );
+        }
+    }
+}
