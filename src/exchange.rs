@@ -297,81 +297,80 @@ mod tests {
         Exchange::new(policy, host)
     }
 
+    struct Case {
+        name: &'static str,
+        method: &'static str,
+        request: Request<'static>,
+        /// The request callbacks that ran and what they answered.
+        want: Flows,
+        upstream: &'static [u8],
+    }
+
+    fn flows(headers: Flow, body: Vec<Flow>, trailers: Option<Flow>) -> Flows {
+        Flows {
+            request_headers: Some(headers),
+            request_body: body,
+            request_trailers: trailers,
+            ..Flows::default()
+        }
+    }
+
     #[test]
     fn request_callbacks_follow_the_stream() {
         use Flow::{Continue, Pause};
-        let n = CALL.len().div_ceil(7);
-        let mut chunked = vec![Pause; n - 1];
+        let mut chunked = vec![Pause; CALL.len().div_ceil(7) - 1];
         chunked.push(Continue);
-        // (case, method, request, headers, body callbacks, trailers, upstream)
-        let cases: Vec<(&str, &str, Request, Flow, Vec<Flow>, Option<Flow>, &[u8])> = vec![
-            (
-                "whole_body_in_one_callback",
-                "POST",
-                Request::new(CALL),
-                Pause,
-                vec![Continue],
-                None,
-                CALL,
-            ),
-            (
-                "chunks_of_7_bytes",
-                "POST",
-                Request::new(CALL).chunk(7),
-                Pause,
-                chunked,
-                None,
-                CALL,
-            ),
-            (
-                "trailers_end_the_stream",
-                "POST",
-                Request::new(CALL).trailers(),
-                Pause,
-                vec![Pause],
-                Some(Pause),
-                b"",
-            ),
-            (
-                "empty_get_ends_in_headers",
-                "GET",
-                Request::new(b""),
-                Continue,
-                vec![],
-                None,
-                b"",
-            ),
-            (
-                "get_ending_in_an_empty_data_frame",
-                "GET",
-                Request::new(b"").headers_leave_stream_open(),
-                Pause,
-                vec![Continue],
-                None,
-                b"",
-            ),
-            (
-                "get_ending_in_trailers",
-                "GET",
-                Request::new(b"").trailers(),
-                Pause,
-                vec![],
-                Some(Pause),
-                b"",
-            ),
+        let cases = [
+            Case {
+                name: "whole_body_in_one_callback",
+                method: "POST",
+                request: Request::new(CALL),
+                want: flows(Pause, vec![Continue], None),
+                upstream: CALL,
+            },
+            Case {
+                name: "chunks_of_7_bytes",
+                method: "POST",
+                request: Request::new(CALL).chunk(7),
+                want: flows(Pause, chunked, None),
+                upstream: CALL,
+            },
+            Case {
+                name: "trailers_end_the_stream",
+                method: "POST",
+                request: Request::new(CALL).trailers(),
+                want: flows(Pause, vec![Pause], Some(Pause)),
+                upstream: b"",
+            },
+            Case {
+                name: "empty_get_ends_in_headers",
+                method: "GET",
+                request: Request::new(b""),
+                want: flows(Continue, vec![], None),
+                upstream: b"",
+            },
+            Case {
+                name: "get_ending_in_an_empty_data_frame",
+                method: "GET",
+                request: Request::new(b"").headers_leave_stream_open(),
+                want: flows(Pause, vec![Continue], None),
+                upstream: b"",
+            },
+            Case {
+                name: "get_ending_in_trailers",
+                method: "GET",
+                request: Request::new(b"").trailers(),
+                want: flows(Pause, vec![], Some(Pause)),
+                upstream: b"",
+            },
         ];
-        for (name, method, request, headers, body, trailers, upstream) in cases {
-            let mut x = exchange(method);
-            x.request(request);
-            assert_eq!(x.flows.request_headers, Some(headers), "{name}");
-            assert_eq!(x.flows.request_body, body, "{name}");
-            assert_eq!(x.flows.request_trailers, trailers, "{name}");
-            assert_eq!(x.upstream(), upstream, "{name}");
-            assert_eq!(
-                x.forwarded(),
-                x.reply().is_none() && trailers.is_none(),
-                "{name}"
-            );
+        for c in cases {
+            let mut x = exchange(c.method);
+            x.request(c.request);
+            assert_eq!(x.flows, c.want, "{}", c.name);
+            assert_eq!(x.upstream(), c.upstream, "{}", c.name);
+            let forwarded = c.want.request() == Continue && x.reply().is_none();
+            assert_eq!(x.forwarded(), forwarded, "{}", c.name);
         }
     }
 
