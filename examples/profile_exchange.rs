@@ -8,7 +8,7 @@
 //!   perf record -g target/release/examples/profile_exchange 200000 audit
 
 use mcp_firewall::audit::{AuditConfig, AuditSink, MemoryStore};
-use mcp_firewall::filter::RequestFilter;
+use mcp_firewall::exchange::{Exchange, Request, Response};
 use mcp_firewall::host::fake::FakeHost;
 use mcp_firewall::policy::compile_str;
 use std::rc::Rc;
@@ -44,30 +44,26 @@ fn main() {
     let start = Instant::now();
     let mut events = 0usize;
     for i in 0..n {
-        let mut host = FakeHost::new()
+        let host = FakeHost::new()
             .header(":method", "POST")
             .header(":path", "/mcp")
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .header("authorization", "Bearer demo-reader-key");
-        let mut f = RequestFilter::new(policy.clone());
-        f.on_request_headers(&mut host, false);
-        host.headers_readable = false;
-        host.request_body = REQUEST.to_vec();
-        f.on_request_body(&mut host, REQUEST.len(), true);
-        host.response_headers.insert(":status".into(), "200".into());
-        host.response_headers
-            .insert("content-type".into(), "application/json".into());
-        f.on_response_headers(&mut host);
-        host.response_chunk = RESPONSE.to_vec();
-        f.on_response_body(&mut host, RESPONSE.len(), true);
-        f.on_done(&mut host);
-        if !host.replies.is_empty() {
-            eprintln!("exchange {i} was refused: {:?}", host.replies);
+        let mut x = Exchange::new(policy.clone(), host);
+        x.request(Request::new(REQUEST))
+            .respond(
+                Response::new(RESPONSE)
+                    .status("200")
+                    .content_type("application/json"),
+            )
+            .done();
+        if let Some(reply) = x.reply() {
+            eprintln!("exchange {i} was refused: {reply:?}");
             std::process::exit(1);
         }
         if let Some(sink) = sink.as_mut() {
-            for facts in host.audited.drain(..) {
+            for facts in x.host.audited.drain(..) {
                 sink.record(&store, facts, i as u64, || 1);
                 events += 1;
             }

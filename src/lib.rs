@@ -9,6 +9,9 @@ pub mod condition;
 pub mod config;
 pub mod decide;
 pub mod dlp;
+/// The in-memory exchange driver of tests, fuzzing and profiling.
+#[cfg(any(test, feature = "fake-host"))]
+pub mod exchange;
 pub mod filter;
 pub mod glob;
 pub mod host;

@@ -400,9 +400,8 @@ mod agreement {
     //! rule, status, code and rewrite, or the test fails.
     use super::*;
     use mcp_firewall::audit::Verdict as AuditVerdict;
-    use mcp_firewall::filter::RequestFilter;
+    use mcp_firewall::exchange::{Exchange, Request};
     use mcp_firewall::host::fake::FakeHost;
-    use mcp_firewall::host::Flow;
     use mcp_firewall::json::sha256_hex;
     use mcp_firewall::policy::compile;
     use std::rc::Rc;
@@ -464,27 +463,23 @@ mod agreement {
                 }
             }
         }
-        let mut f = RequestFilter::new(Rc::new(policy));
-        let mut flow = f.on_request_headers(&mut host, false);
-        if host.replies.is_empty() && flow == Flow::Pause {
-            host.headers_readable = false;
-            host.request_body = body.to_vec();
-            flow = f.on_request_body(&mut host, body.len(), true);
-        }
-        let refused_before_policy = host
+        let mut x = Exchange::new(Rc::new(policy), host);
+        x.request(Request::new(body));
+        let refused_before_policy = x
+            .host
             .audited
             .iter()
             .find(|e| e.method == "(refused before decision)");
-        if let Some(reply) = host.replies.first() {
+        if let Some(reply) = x.reply() {
             let mut answer = Answer::of_reply(reply, refused_before_policy.is_some());
             if let Some(e) = refused_before_policy {
                 answer.rule = e.decision.rule.clone();
             }
             return (answer, Vec::new());
         }
-        assert_eq!(flow, Flow::Continue, "neither replied nor forwarded");
-        f.on_done(&mut host);
-        let first = host.audited.first();
+        assert!(x.forwarded(), "neither replied nor forwarded");
+        x.done();
+        let first = x.host.audited.first();
         let answer = Answer {
             refused: false,
             verdict: "allow",
@@ -493,7 +488,7 @@ mod agreement {
             code: None,
             redacted: first.is_some_and(|e| e.decision.verdict == AuditVerdict::Redacted),
         };
-        (answer, host.request_body)
+        (answer, x.upstream().to_vec())
     }
 
     fn shipped_test_files() -> Vec<PathBuf> {

@@ -1,7 +1,8 @@
 //! The whole per-request state machine (`RequestFilter`) on the in-memory fake
 //! host: request headers, the request body in chunks (or ended by trailers),
 //! response headers, the response body in chunks (or ended by trailers), and
-//! the log phase, under a few fixed policies.
+//! the log phase, under a few fixed policies. The exchange is driven by
+//! `mcp_firewall::exchange`, the driver the filter's unit tests use.
 //!
 //! Input layout, chosen so seeds are easy to write by hand (five control bytes,
 //! then the request body, a 0xFF byte, then the response body; 0xFF never
@@ -33,7 +34,8 @@
 //!   body, when not empty, is valid JSON (it is a JSON-RPC error the client
 //!   parses);
 //! * fail closed on requests: a POST's headers callback never continues (the
-//!   router must not open an upstream request before the body is decided), and
+//!   router must not open an upstream request before the body is decided; the
+//!   driver checks the same of any request whose headers a body follows), and
 //!   no body callback before the end of the stream continues (Envoy would
 //!   stream undecided bytes upstream); trailers on an undecided body refuse it;
 //! * when the final request callback of a POST continues (the body goes
@@ -49,7 +51,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mcp_firewall::filter::RequestFilter;
+use mcp_firewall::exchange::{Exchange, Request, Response};
 use mcp_firewall::host::fake::FakeHost;
 use mcp_firewall::host::Flow;
 use mcp_firewall::json::parse_strict;
@@ -91,14 +93,6 @@ thread_local! {
 
 fn pick<'a>(bits: u8, options: &[Option<&'a str>; 4]) -> Option<&'a str> {
     options[usize::from(bits & 3)]
-}
-
-fn chunk_size(b: u8, len: usize) -> usize {
-    if b == 0 {
-        len.max(1)
-    } else {
-        usize::from(b)
-    }
 }
 
 fn check_reply(host: &FakeHost) {
@@ -181,63 +175,47 @@ fuzz_target!(|data: &[u8]| {
     host.now_ms = 1_700_000_000_000;
 
     let is_post = method == Some("POST");
-    let mut f = RequestFilter::new(policy.clone());
+    let mut x = Exchange::new(policy.clone(), host);
 
-    // Request side, as Envoy drives it.
-    let mut flow = f.on_request_headers(&mut host, request.is_empty());
-    host.headers_readable = false;
-    check_reply(&host);
+    // Request side, as Envoy drives it (the driver asserts that headers with a
+    // body to come pause). The trailers bit means nothing without a body.
+    let trailers = flags & 0x08 != 0 && !request.is_empty();
+    let mut req = Request::new(request).chunk(usize::from(*req_chunk));
+    if trailers {
+        req = req.trailers();
+    }
+    x.request(req);
+    check_reply(&x.host);
+    let flows = &x.flows;
     if is_post {
-        assert_eq!(flow, Flow::Pause, "a POST's headers continued before its body was decided");
-    }
-    let mut decided_on_body = false;
-    if host.replies.is_empty() && !request.is_empty() {
-        let step = chunk_size(*req_chunk, request.len());
-        let pieces: Vec<&[u8]> = request.chunks(step).collect();
-        let trailers = flags & 0x08 != 0;
-        let n = pieces.len();
-        for (i, piece) in pieces.into_iter().enumerate() {
-            host.request_body.extend_from_slice(piece);
-            let last = i + 1 == n && !trailers;
-            let size = host.request_body.len();
-            flow = f.on_request_body(&mut host, size, last);
-            check_reply(&host);
-            if !host.replies.is_empty() {
-                break;
-            }
-            if is_post && !last {
-                assert_eq!(flow, Flow::Pause, "a body callback continued before the end of the stream");
-            }
-            decided_on_body = last;
-        }
-        if trailers && host.replies.is_empty() {
-            flow = f.on_request_trailers(&mut host);
-            check_reply(&host);
-            if is_post {
-                assert_eq!(flow, Flow::Pause, "trailers on an undecided body continued");
-                assert!(!host.replies.is_empty(), "trailers on an undecided body were not refused");
-            }
+        assert_eq!(flows.request_headers, Some(Flow::Pause), "a POST's headers continued before its body was decided");
+        // Every body callback but an end-of-stream one must hold the body.
+        let undecided = match trailers {
+            true => &flows.request_body[..],
+            false => &flows.request_body[..flows.request_body.len().saturating_sub(1)],
+        };
+        assert!(undecided.iter().all(|f| *f == Flow::Pause), "a body callback continued before the end of the stream");
+        if let Some(flow) = flows.request_trailers {
+            assert_eq!(flow, Flow::Pause, "trailers on an undecided body continued");
+            assert!(x.reply().is_some(), "trailers on an undecided body were not refused");
         }
     }
-    let replied = !host.replies.is_empty();
-    if flow == Flow::Continue && is_post {
+    let replied = x.reply().is_some();
+    if flows.request() == Flow::Continue && is_post {
         assert!(!replied, "continued after a local reply");
+        let decided_on_body = flows.request_trailers.is_none() && !flows.request_body.is_empty();
         assert!(decided_on_body, "a POST continued without a final body callback");
-        if let Err(e) = parse_strict(&host.request_body, policy.limits.max_json_depth) {
+        if let Err(e) = parse_strict(x.upstream(), policy.limits.max_json_depth) {
             panic!(
                 "forwarded request body is not strict JSON ({e:?}): {:?}",
-                String::from_utf8_lossy(&host.request_body)
+                String::from_utf8_lossy(x.upstream())
             );
         }
     }
-    let forwarded = flow == Flow::Continue && !replied;
 
     // Response side: the upstream's answer (or, with bit 7, whatever Envoy
     // would pass through after a local reply).
-    if let Some(body) = response.filter(|_| forwarded || flags & 0x80 != 0) {
-        if let Some(s) = pick(resp >> 2, &[Some("200"), Some("202"), Some("500"), None]) {
-            host.response_headers.insert(":status".into(), s.into());
-        }
+    if let Some(body) = response.filter(|_| x.forwarded() || flags & 0x80 != 0) {
         let ct = pick(
             *resp,
             &[
@@ -248,43 +226,29 @@ fuzz_target!(|data: &[u8]| {
             ],
         )
         .unwrap_or_default();
-        host.response_headers.insert("content-type".into(), ct.into());
-        host.response_headers.insert("content-length".into(), body.len().to_string());
+        let mut answer = Response::new(body).content_type(ct).chunk(usize::from(*resp_chunk));
+        if let Some(s) = pick(resp >> 2, &[Some("200"), Some("202"), Some("500"), None]) {
+            answer = answer.status(s);
+        }
         if resp & 0x40 != 0 {
-            host.response_headers.insert("mcp-session-id".into(), "session-2".into());
+            answer = answer.header("mcp-session-id", "session-2");
         }
-        let hflow = f.on_response_headers(&mut host);
-        assert_eq!(hflow, Flow::Continue, "response headers held back");
+        if flags & 0x10 != 0 && !body.is_empty() {
+            answer = answer.trailers();
+        }
+        x.respond(answer);
+        assert_eq!(x.flows.response_headers, Some(Flow::Continue), "response headers held back");
         if !body.is_empty() {
-            let step = chunk_size(*resp_chunk, body.len());
-            let pieces: Vec<&[u8]> = body.chunks(step).collect();
-            let trailers = flags & 0x10 != 0;
-            let n = pieces.len();
-            let mut rflow = Flow::Continue;
-            for (i, piece) in pieces.into_iter().enumerate() {
-                host.response_chunk.extend_from_slice(piece);
-                let size = host.response_chunk.len();
-                rflow = f.on_response_body(&mut host, size, i + 1 == n && !trailers);
-                if rflow == Flow::Continue {
-                    let out = std::mem::take(&mut host.response_chunk);
-                    host.downstream.extend(out);
-                }
-            }
-            if trailers {
-                rflow = f.on_response_trailers(&mut host);
-                // After trailers Envoy sends whatever it still buffers.
-                let out = std::mem::take(&mut host.response_chunk);
-                host.downstream.extend(out);
-            }
-            assert_eq!(rflow, Flow::Continue, "the last response callback held data back");
-            assert!(host.response_chunk.is_empty(), "response bytes never sent downstream");
+            assert_eq!(x.flows.response(), Flow::Continue, "the last response callback held data back");
+            assert!(x.host.response_chunk.is_empty(), "response bytes never sent downstream");
         }
-        let out = &host.downstream;
+        let out = x.downstream();
         if replied {
-            assert_eq!(out.as_slice(), body, "the response to a local reply was changed");
+            assert_eq!(out, body, "the response to a local reply was changed");
         }
-        if out.as_slice() != body {
-            let ct_now = host
+        if out != body {
+            let ct_now = x
+                .host
                 .response_headers
                 .get("content-type")
                 .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
@@ -315,9 +279,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    f.on_done(&mut host);
-    check_reply(&host);
+    x.done();
+    check_reply(&x.host);
     if policy.audit.is_none() {
-        assert!(host.audited.is_empty(), "audited without an audit section");
+        assert!(x.host.audited.is_empty(), "audited without an audit section");
     }
 });

@@ -1,8 +1,10 @@
 //! The request state machine over a fake host: bodies fed in small chunks,
-//! local replies, continue, and response rewriting for JSON and SSE.
+//! local replies, continue, and response rewriting for JSON and SSE. Every
+//! exchange is driven by `crate::exchange`, as the fuzz target's are.
 //! Compiled only as `#[cfg(test)] mod tests;` in filter.rs.
 
 use super::*;
+use crate::exchange::{Exchange, Request, Response};
 use crate::host::fake::FakeHost;
 use crate::host::Counter;
 use crate::json::sha256_hex;
@@ -38,27 +40,6 @@ fn post(key: &str) -> FakeHost {
         .header(":method", "POST")
         .header("content-type", "application/json")
         .header("authorization", &format!("Bearer {key}"))
-}
-
-/// Run the request side, feeding the body in chunks of `chunk` bytes.
-fn run_request(f: &mut RequestFilter, host: &mut FakeHost, body: &[u8], chunk: usize) -> Flow {
-    let flow = f.on_request_headers(host, body.is_empty());
-    if !host.replies.is_empty() || body.is_empty() {
-        return flow;
-    }
-    assert_eq!(flow, Flow::Pause, "headers must wait for the body");
-    host.headers_readable = false;
-    let mut received = 0;
-    let mut last = Flow::Pause;
-    for piece in body.chunks(chunk.max(1)) {
-        received += piece.len();
-        host.request_body.extend_from_slice(piece);
-        last = f.on_request_body(host, received, received == body.len());
-        if !host.replies.is_empty() {
-            break;
-        }
-    }
-    last
 }
 
 fn call(id: Value, tool: &str) -> String {
@@ -279,9 +260,12 @@ fn request_table() {
             let mut host = FakeHost::new();
             host.request_headers = case.host.request_headers.clone();
             host.repeated_request_headers = case.host.repeated_request_headers.clone();
-            let mut f = RequestFilter::new(policy(json!({})));
-            let flow = run_request(&mut f, &mut host, case.body.as_bytes(), chunk);
-            match (&case.want, host.replies.first()) {
+            let mut x = Exchange::new(policy(json!({})), host);
+            let flow = x
+                .request(Request::new(case.body.as_bytes()).chunk(chunk))
+                .flows
+                .request();
+            match (&case.want, x.reply()) {
                 (None, None) => assert_eq!(flow, Flow::Continue, "{} (chunk {chunk})", case.name),
                 (Some((status, code, rule)), Some(r)) => {
                     let (s, c, ru) = reply_summary(r);
@@ -300,15 +284,9 @@ fn request_table() {
 
 #[test]
 fn denied_reply_echoes_id_and_reason() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({})));
-    run_request(
-        &mut f,
-        &mut host,
-        call(json!("abc-7"), "write_file").as_bytes(),
-        16,
-    );
-    let Some(r) = host.replies.first() else {
+    let mut x = Exchange::new(policy(json!({})), post("reader-key"));
+    x.request(Request::new(call(json!("abc-7"), "write_file").as_bytes()).chunk(16));
+    let Some(r) = x.reply() else {
         panic!("no reply")
     };
     let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
@@ -321,37 +299,43 @@ fn denied_reply_echoes_id_and_reason() {
 
 #[test]
 fn body_over_limit_while_streaming_is_413() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({"limits": {"max_request_bytes": 64}})));
+    let mut x = Exchange::new(
+        policy(json!({"limits": {"max_request_bytes": 64}})),
+        post("reader-key"),
+    );
     let body = call(json!(1), &"e".repeat(200));
-    run_request(&mut f, &mut host, body.as_bytes(), 10);
-    assert_eq!(host.replies.first().map(|r| r.status), Some(413));
+    x.request(Request::new(body.as_bytes()).chunk(10));
+    assert_eq!(x.reply().map(|r| r.status), Some(413));
 }
 
 #[test]
 fn depth_over_limit_is_invalid_request() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({"limits": {"max_json_depth": 4}})));
+    let mut x = Exchange::new(
+        policy(json!({"limits": {"max_json_depth": 4}})),
+        post("reader-key"),
+    );
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"a":{"b":{"c":1}}}}}"#;
-    run_request(&mut f, &mut host, body.as_bytes(), 10);
+    x.request(Request::new(body.as_bytes()).chunk(10));
     assert_eq!(
-        host.replies.first().map(reply_summary).map(|s| (s.0, s.1)),
+        x.reply().map(reply_summary).map(|s| (s.0, s.1)),
         Some((400, Some(-32600)))
     );
 }
 
 #[test]
 fn evaluated_batch_smuggling_a_denied_call_answers_every_id() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({"limits": {"batches": "evaluate"}})));
+    let mut x = Exchange::new(
+        policy(json!({"limits": {"batches": "evaluate"}})),
+        post("reader-key"),
+    );
     let body = format!(
         "[{},{},{}]",
         call(json!(1), "echo"),
         call(json!(2), "delete_repo"),
         r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#
     );
-    run_request(&mut f, &mut host, body.as_bytes(), 5);
-    let Some(r) = host.replies.first() else {
+    x.request(Request::new(body.as_bytes()).chunk(5));
+    let Some(r) = x.reply() else {
         panic!("batch was forwarded")
     };
     let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
@@ -369,31 +353,36 @@ fn evaluated_batch_smuggling_a_denied_call_answers_every_id() {
 
 #[test]
 fn evaluated_batch_of_allowed_calls_is_forwarded() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({"limits": {"batches": "evaluate"}})));
+    let mut x = Exchange::new(
+        policy(json!({"limits": {"batches": "evaluate"}})),
+        post("reader-key"),
+    );
     let body = format!("[{},{}]", call(json!(1), "echo"), call(json!(2), "get_x"));
     assert_eq!(
-        run_request(&mut f, &mut host, body.as_bytes(), 5),
+        x.request(Request::new(body.as_bytes()).chunk(5))
+            .flows
+            .request(),
         Flow::Continue
     );
-    assert!(host.replies.is_empty());
+    assert!(x.reply().is_none());
 }
 
 #[test]
 fn get_and_delete_pass_after_identity() {
     for method in ["GET", "DELETE"] {
-        let mut host = post("reader-key").header(":method", method);
-        let mut f = RequestFilter::new(policy(json!({})));
+        let mut x = Exchange::new(
+            policy(json!({})),
+            post("reader-key").header(":method", method),
+        );
         assert_eq!(
-            f.on_request_headers(&mut host, true),
-            Flow::Continue,
+            x.request(Request::new(b"")).flows.request_headers,
+            Some(Flow::Continue),
             "{method}"
         );
-        let mut anon = FakeHost::new().header(":method", method);
-        let mut f = RequestFilter::new(policy(json!({})));
-        f.on_request_headers(&mut anon, true);
+        let mut anon = Exchange::new(policy(json!({})), FakeHost::new().header(":method", method));
+        anon.request(Request::new(b""));
         assert_eq!(
-            anon.replies.first().map(|r| r.status),
+            anon.reply().map(|r| r.status),
             Some(401),
             "{method} without identity"
         );
@@ -402,55 +391,32 @@ fn get_and_delete_pass_after_identity() {
 
 #[test]
 fn dry_run_forwards_denied_call_and_reports_it() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({"mode": "dry_run"})));
-    let flow = run_request(
-        &mut f,
-        &mut host,
-        call(json!(1), "delete_repo").as_bytes(),
-        8,
-    );
+    let mut x = Exchange::new(policy(json!({"mode": "dry_run"})), post("reader-key"));
+    let flow = x
+        .request(Request::new(call(json!(1), "delete_repo").as_bytes()).chunk(8))
+        .flows
+        .request();
     assert_eq!(flow, Flow::Continue);
-    assert!(host.replies.is_empty());
-    f.on_response_headers(&mut host);
+    assert!(x.reply().is_none());
+    x.respond(Response::new(b""));
     assert_eq!(
-        host.response_headers
+        x.host
+            .response_headers
             .get(DRY_RUN_HEADER)
             .map(String::as_str),
         Some("deny rule=no-delete")
     );
-    assert!(host
+    assert!(x
+        .host
         .logs
         .borrow()
         .iter()
         .any(|(_, m)| m.contains("dry-run") && m.contains("no-delete")));
 }
 
-/// Drive the response side with the body in chunks; returns what the client got.
-fn run_response(
-    f: &mut RequestFilter,
-    host: &mut FakeHost,
-    content_type: &str,
-    body: &[u8],
-    chunk: usize,
-) -> Vec<u8> {
-    host.response_headers.insert(":status".into(), "200".into());
-    host.response_headers
-        .insert("content-type".into(), content_type.into());
-    host.response_headers
-        .insert("content-length".into(), body.len().to_string());
-    f.on_response_headers(host);
-    let pieces: Vec<&[u8]> = body.chunks(chunk.max(1)).collect();
-    let n = pieces.len();
-    for (i, piece) in pieces.into_iter().enumerate() {
-        host.response_chunk.extend_from_slice(piece);
-        let size = host.response_chunk.len();
-        if f.on_response_body(host, size, i + 1 == n) == Flow::Continue {
-            let out = std::mem::take(&mut host.response_chunk);
-            host.downstream.extend(out);
-        }
-    }
-    std::mem::take(&mut host.downstream)
+/// A 200 answer in `content_type` carrying `body` (and its content-length).
+fn ok_response<'a>(content_type: &str, body: &'a [u8]) -> Response<'a> {
+    Response::new(body).status("200").content_type(content_type)
 }
 
 fn tools_list_result(id: u64) -> Value {
@@ -472,9 +438,11 @@ fn listed_names(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn list_request(f: &mut RequestFilter, host: &mut FakeHost) {
+fn list_request(x: &mut Exchange) {
     let body = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
-    assert_eq!(run_request(f, host, body.as_bytes(), 64), Flow::Continue);
+    assert!(x
+        .request(Request::new(body.as_bytes()).chunk(64))
+        .forwarded());
 }
 
 #[test]
@@ -483,13 +451,15 @@ fn json_tools_list_is_filtered_per_role() {
         ("reader-key", vec!["echo"]),
         ("admin-key", vec!["echo", "write_file"]),
     ] {
-        let mut host = post(key);
-        let mut f = RequestFilter::new(policy(json!({})));
-        list_request(&mut f, &mut host);
+        let mut x = Exchange::new(policy(json!({})), post(key));
+        list_request(&mut x);
         let body = tools_list_result(5).to_string();
-        let out = run_response(&mut f, &mut host, "application/json", body.as_bytes(), 9);
+        let out = x
+            .respond(ok_response("application/json", body.as_bytes()).chunk(9))
+            .downstream()
+            .to_vec();
         assert!(
-            !host.response_headers.contains_key("content-length"),
+            !x.host.response_headers.contains_key("content-length"),
             "stale content-length kept"
         );
         let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
@@ -500,21 +470,17 @@ fn json_tools_list_is_filtered_per_role() {
 #[test]
 fn sse_tools_list_split_across_chunks_is_filtered() {
     for chunk in [1usize, 3, 17, 10_000] {
-        let mut host = post("reader-key");
-        let mut f = RequestFilter::new(policy(json!({})));
-        list_request(&mut f, &mut host);
+        let mut x = Exchange::new(policy(json!({})), post("reader-key"));
+        list_request(&mut x);
         let body = format!(
             "id: prime\ndata: \n\nevent: message\ndata: {}\n\nevent: message\ndata: {}\n\n",
             tools_list_result(5),
             json!({"jsonrpc":"2.0","method":"notifications/message","params":{}})
         );
-        let out = run_response(
-            &mut f,
-            &mut host,
-            "text/event-stream",
-            body.as_bytes(),
-            chunk,
-        );
+        let out = x
+            .respond(ok_response("text/event-stream", body.as_bytes()).chunk(chunk))
+            .downstream()
+            .to_vec();
         let text = String::from_utf8(out).unwrap_or_default();
         let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
         assert_eq!(events.len(), 3, "chunk {chunk}: {text}");
@@ -533,16 +499,12 @@ fn sse_tools_list_split_across_chunks_is_filtered() {
 
 #[test]
 fn list_result_in_unknown_content_type_fails_closed() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({})));
-    list_request(&mut f, &mut host);
-    let out = run_response(
-        &mut f,
-        &mut host,
-        "text/plain",
-        tools_list_result(5).to_string().as_bytes(),
-        7,
-    );
+    let mut x = Exchange::new(policy(json!({})), post("reader-key"));
+    list_request(&mut x);
+    let out = x
+        .respond(ok_response("text/plain", tools_list_result(5).to_string().as_bytes()).chunk(7))
+        .downstream()
+        .to_vec();
     let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
     assert_eq!(v["error"]["data"]["rule"], json!("response-unfilterable"));
 }
@@ -555,16 +517,14 @@ fn list_result_in_a_charset_other_than_utf8_fails_closed() {
         "application/json; charset=utf-8; charset=utf-7",
         "application/json, text/plain",
     ] {
-        let mut host = post("reader-key");
-        let mut f = RequestFilter::new(policy(json!({})));
-        list_request(&mut f, &mut host);
-        let out = run_response(
-            &mut f,
-            &mut host,
-            content_type,
-            tools_list_result(5).to_string().as_bytes(),
-            7,
-        );
+        let mut x = Exchange::new(policy(json!({})), post("reader-key"));
+        list_request(&mut x);
+        let out = x
+            .respond(
+                ok_response(content_type, tools_list_result(5).to_string().as_bytes()).chunk(7),
+            )
+            .downstream()
+            .to_vec();
         let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
         assert_eq!(
             v["error"]["data"]["rule"],
@@ -584,9 +544,8 @@ fn answer_whose_id_matches_no_request_is_unfilterable() {
     ];
     for (name, id) in cases {
         for content_type in ["application/json", "text/event-stream"] {
-            let mut host = post("admin-key");
-            let mut f = RequestFilter::new(policy(json!({})));
-            list_request(&mut f, &mut host);
+            let mut x = Exchange::new(policy(json!({})), post("admin-key"));
+            list_request(&mut x);
             let mut answer = tools_list_result(5);
             match &id {
                 Value::Null => answer.as_object_mut().map(|o| o.remove("id")),
@@ -598,7 +557,10 @@ fn answer_whose_id_matches_no_request_is_unfilterable() {
                 "text/event-stream" => format!("event: message\ndata: {answer}\n\n"),
                 _ => answer.to_string(),
             };
-            let out = run_response(&mut f, &mut host, content_type, body.as_bytes(), 9);
+            let out = x
+                .respond(ok_response(content_type, body.as_bytes()).chunk(9))
+                .downstream()
+                .to_vec();
             let text = String::from_utf8_lossy(&out);
             assert!(
                 text.contains("response-unfilterable") && !text.contains("delete_repo"),
@@ -610,17 +572,22 @@ fn answer_whose_id_matches_no_request_is_unfilterable() {
 
 #[test]
 fn answers_replayed_on_a_get_stream_are_unfilterable() {
-    let mut host = post("reader-key")
-        .header(":method", "GET")
-        .header("last-event-id", "stream-1_3");
-    let mut f = RequestFilter::new(policy(json!({})));
-    assert_eq!(f.on_request_headers(&mut host, true), Flow::Continue);
+    let mut x = Exchange::new(
+        policy(json!({})),
+        post("reader-key")
+            .header(":method", "GET")
+            .header("last-event-id", "stream-1_3"),
+    );
+    assert!(x.request(Request::new(b"")).forwarded());
     let note = json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "hi"}});
     let body = format!(
         "id: e1\ndata: {note}\n\nid: e2\ndata: {}\n\n",
         tools_list_result(5)
     );
-    let out = run_response(&mut f, &mut host, "text/event-stream", body.as_bytes(), 11);
+    let out = x
+        .respond(ok_response("text/event-stream", body.as_bytes()).chunk(11))
+        .downstream()
+        .to_vec();
     let text = String::from_utf8_lossy(&out);
     assert!(text.contains("notifications/message"), "{text}");
     assert!(
@@ -642,18 +609,26 @@ fn answers_replayed_on_a_get_stream_are_unfilterable() {
         json!(5),
         "the refusal answers the replayed request"
     );
-    assert_eq!(host.counters.get(&Counter::ResponseUnfilterable), Some(&1));
+    assert_eq!(
+        x.host.counters.get(&Counter::ResponseUnfilterable),
+        Some(&1)
+    );
 }
 
 #[test]
 fn responses_to_other_requests_pass_untouched() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({"dlp": {"responses": "off"}})));
-    run_request(&mut f, &mut host, call(json!(1), "echo").as_bytes(), 64);
+    let mut x = Exchange::new(
+        policy(json!({"dlp": {"responses": "off"}})),
+        post("reader-key"),
+    );
+    x.request(Request::new(call(json!(1), "echo").as_bytes()).chunk(64));
     let body = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hi"}]}}"#;
-    let out = run_response(&mut f, &mut host, "application/json", body, 5);
+    let out = x
+        .respond(ok_response("application/json", body).chunk(5))
+        .downstream()
+        .to_vec();
     assert_eq!(out, body.to_vec());
-    assert!(host.response_headers.contains_key("content-length"));
+    assert!(x.host.response_headers.contains_key("content-length"));
 }
 
 #[test]
@@ -663,62 +638,55 @@ fn kill_switch_refuses_everything_even_in_dry_run() {
         json!({"kill_switch": true, "mode": "dry_run"}),
         json!({"disabled": ["rita"]}),
     ] {
-        let mut host = post("reader-key");
-        let mut f = RequestFilter::new(policy(extra.clone()));
-        run_request(&mut f, &mut host, call(json!(1), "echo").as_bytes(), 64);
-        let got = host.replies.first().map(reply_summary);
+        let mut x = Exchange::new(policy(extra.clone()), post("reader-key"));
+        x.request(Request::new(call(json!(1), "echo").as_bytes()).chunk(64));
+        let got = x.reply().map(reply_summary);
         assert_eq!(
             got,
             Some((200, Some(-32010), Some("kill-switch".to_string()))),
             "{extra}"
         );
-        let mut get = post("reader-key").header(":method", "GET");
-        let mut f = RequestFilter::new(policy(extra.clone()));
-        f.on_request_headers(&mut get, true);
-        assert_eq!(
-            get.replies.first().map(|r| r.status),
-            Some(403),
-            "GET with {extra}"
+        let mut get = Exchange::new(
+            policy(extra.clone()),
+            post("reader-key").header(":method", "GET"),
         );
+        get.request(Request::new(b""));
+        assert_eq!(get.reply().map(|r| r.status), Some(403), "GET with {extra}");
     }
 }
 
 #[test]
 fn disabled_subject_does_not_affect_others() {
-    let mut host = post("admin-key");
-    let mut f = RequestFilter::new(policy(json!({"disabled": ["rita"]})));
+    let mut x = Exchange::new(policy(json!({"disabled": ["rita"]})), post("admin-key"));
     assert_eq!(
-        run_request(&mut f, &mut host, call(json!(1), "echo").as_bytes(), 64),
+        x.request(Request::new(call(json!(1), "echo").as_bytes()).chunk(64))
+            .flows
+            .request(),
         Flow::Continue
     );
 }
 
 #[test]
 fn counters_follow_decisions_and_refusals() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({})));
-    run_request(
-        &mut f,
-        &mut host,
-        call(json!(1), "write_file").as_bytes(),
-        64,
+    let mut x = Exchange::new(policy(json!({})), post("reader-key"));
+    x.request(Request::new(call(json!(1), "write_file").as_bytes()).chunk(64));
+    assert_eq!(x.host.counters.get(&Counter::DecisionDeny), Some(&1));
+    let mut x = Exchange::new(
+        policy(json!({})),
+        post("reader-key").header("content-encoding", "gzip"),
     );
-    assert_eq!(host.counters.get(&Counter::DecisionDeny), Some(&1));
-    let mut host = post("reader-key").header("content-encoding", "gzip");
-    let mut f = RequestFilter::new(policy(json!({})));
-    run_request(&mut f, &mut host, b"x", 64);
-    assert_eq!(host.counters.get(&Counter::RefusedMediaType), Some(&1));
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({})));
-    list_request(&mut f, &mut host);
-    run_response(
-        &mut f,
-        &mut host,
-        "application/json",
-        tools_list_result(5).to_string().as_bytes(),
-        4,
+    x.request(Request::new(b"x").chunk(64));
+    assert_eq!(x.host.counters.get(&Counter::RefusedMediaType), Some(&1));
+    let mut x = Exchange::new(policy(json!({})), post("reader-key"));
+    list_request(&mut x);
+    x.respond(
+        ok_response(
+            "application/json",
+            tools_list_result(5).to_string().as_bytes(),
+        )
+        .chunk(4),
     );
-    assert_eq!(host.counters.get(&Counter::ListEntriesRemoved), Some(&2));
+    assert_eq!(x.host.counters.get(&Counter::ListEntriesRemoved), Some(&2));
 }
 
 #[test]
@@ -729,14 +697,14 @@ fn stolen_session_id_is_refused_for_another_identity() {
             .header("mcp-session-id", "sess-123")
             .header(":method", method);
         host.store = store.clone();
-        let mut f = RequestFilter::new(policy(json!({})));
+        let mut x = Exchange::new(policy(json!({})), host);
         let body = if method == "POST" {
             call(json!(9), "echo")
         } else {
             String::new()
         };
-        run_request(&mut f, &mut host, body.as_bytes(), 64);
-        host.replies.first().map(reply_summary)
+        x.request(Request::new(body.as_bytes()).chunk(64));
+        x.reply().map(reply_summary)
     };
     assert_eq!(run("reader-key", "POST"), None, "first use binds");
     assert_eq!(run("reader-key", "POST"), None, "owner continues");
@@ -753,33 +721,33 @@ fn session_issued_by_server_is_bound_to_the_initializing_caller() {
     let store = Rc::new(crate::store::MemoryStore::default());
     let mut host = post("reader-key");
     host.store = store.clone();
-    let mut f = RequestFilter::new(policy(json!({})));
+    let mut x = Exchange::new(policy(json!({})), host);
     let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#;
     assert_eq!(
-        run_request(&mut f, &mut host, init.as_bytes(), 64),
+        x.request(Request::new(init.as_bytes()).chunk(64))
+            .flows
+            .request(),
         Flow::Continue
     );
-    host.response_headers
-        .insert("mcp-session-id".into(), "issued-1".into());
-    f.on_response_headers(&mut host);
+    x.respond(Response::new(b"").header("mcp-session-id", "issued-1"));
     // The thief presents the id before its owner ever does: still refused.
-    let mut thief = post("admin-key").header("mcp-session-id", "issued-1");
-    thief.store = store.clone();
-    let mut f = RequestFilter::new(policy(json!({})));
-    run_request(&mut f, &mut thief, call(json!(1), "echo").as_bytes(), 64);
-    assert_eq!(thief.replies.first().map(|r| r.status), Some(200));
+    let mut host = post("admin-key").header("mcp-session-id", "issued-1");
+    host.store = store.clone();
+    let mut thief = Exchange::new(policy(json!({})), host);
+    thief.request(Request::new(call(json!(1), "echo").as_bytes()).chunk(64));
+    assert_eq!(thief.reply().map(|r| r.status), Some(200));
     assert!(thief
-        .replies
-        .first()
+        .reply()
         .is_some_and(|r| String::from_utf8_lossy(&r.body).contains("session-binding")));
 }
 
 #[test]
 fn stateless_requests_are_unaffected_by_session_binding() {
-    let mut host = post("admin-key");
-    let mut f = RequestFilter::new(policy(json!({})));
+    let mut x = Exchange::new(policy(json!({})), post("admin-key"));
     assert_eq!(
-        run_request(&mut f, &mut host, call(json!(1), "echo").as_bytes(), 64),
+        x.request(Request::new(call(json!(1), "echo").as_bytes()).chunk(64))
+            .flows
+            .request(),
         Flow::Continue
     );
 }
@@ -792,16 +760,10 @@ fn audited_policy() -> Rc<CompiledPolicy> {
 
 #[test]
 fn refused_call_is_audited_at_once_with_its_rule() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(audited_policy());
-    run_request(
-        &mut f,
-        &mut host,
-        call(json!(4), "write_file").as_bytes(),
-        64,
-    );
-    assert_eq!(host.audited.len(), 1);
-    let e = &host.audited[0];
+    let mut x = Exchange::new(audited_policy(), post("reader-key"));
+    x.request(Request::new(call(json!(4), "write_file").as_bytes()).chunk(64));
+    assert_eq!(x.host.audited.len(), 1);
+    let e = &x.host.audited[0];
     assert_eq!(
         (e.method.as_str(), e.target.as_deref()),
         ("tools/call", Some("write_file"))
@@ -813,15 +775,14 @@ fn refused_call_is_audited_at_once_with_its_rule() {
 
 #[test]
 fn forwarded_call_is_audited_when_the_exchange_ends() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(audited_policy());
-    run_request(&mut f, &mut host, call(json!(5), "echo").as_bytes(), 64);
-    assert!(host.audited.is_empty(), "not before the response");
+    let mut x = Exchange::new(audited_policy(), post("reader-key"));
+    x.request(Request::new(call(json!(5), "echo").as_bytes()).chunk(64));
+    assert!(x.host.audited.is_empty(), "not before the response");
     let body = br#"{"jsonrpc":"2.0","id":5,"result":{"content":[]}}"#;
-    run_response(&mut f, &mut host, "application/json", body, 8);
-    f.on_done(&mut host);
-    assert_eq!(host.audited.len(), 1);
-    let e = &host.audited[0];
+    x.respond(ok_response("application/json", body).chunk(8));
+    x.done();
+    assert_eq!(x.host.audited.len(), 1);
+    let e = &x.host.audited[0];
     assert_eq!(e.decision.rule, "read");
     assert_eq!(e.id, Some(json!(5)));
     assert_eq!(
@@ -832,32 +793,29 @@ fn forwarded_call_is_audited_when_the_exchange_ends() {
 
 #[test]
 fn protocol_refusal_is_audited() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(audited_policy());
-    run_request(
-        &mut f,
-        &mut host,
-        br#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
-        64,
-    );
-    assert_eq!(host.audited.len(), 1);
-    assert_eq!(host.audited[0].decision.rule, "protocol");
+    let mut x = Exchange::new(audited_policy(), post("reader-key"));
+    x.request(Request::new(br#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#).chunk(64));
+    assert_eq!(x.host.audited.len(), 1);
+    assert_eq!(x.host.audited[0].decision.rule, "protocol");
 }
 
 #[test]
 fn evaluated_batch_audits_every_message() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({
-        "limits": {"batches": "evaluate"},
-        "audit": {"cluster": "c", "path": "/", "authority": "a"}
-    })));
+    let mut x = Exchange::new(
+        policy(json!({
+            "limits": {"batches": "evaluate"},
+            "audit": {"cluster": "c", "path": "/", "authority": "a"}
+        })),
+        post("reader-key"),
+    );
     let body = format!(
         "[{},{}]",
         call(json!(1), "echo"),
         call(json!(2), "delete_repo")
     );
-    run_request(&mut f, &mut host, body.as_bytes(), 64);
-    let rules: Vec<&str> = host
+    x.request(Request::new(body.as_bytes()).chunk(64));
+    let rules: Vec<&str> = x
+        .host
         .audited
         .iter()
         .map(|e| e.decision.rule.as_str())
@@ -869,9 +827,9 @@ fn evaluated_batch_audits_every_message() {
 fn audit_unavailable_under_closed_refuses_new_requests() {
     let mut host = post("reader-key");
     host.audit_down = true;
-    let mut f = RequestFilter::new(audited_policy());
-    run_request(&mut f, &mut host, call(json!(1), "echo").as_bytes(), 64);
-    let got = host.replies.first().map(reply_summary);
+    let mut x = Exchange::new(audited_policy(), host);
+    x.request(Request::new(call(json!(1), "echo").as_bytes()).chunk(64));
+    let got = x.reply().map(reply_summary);
     assert_eq!(
         got,
         Some((200, Some(-32010), Some("audit-unavailable".into())))
@@ -886,15 +844,14 @@ fn call_with(id: Value, tool: &str, args: Value) -> String {
 
 #[test]
 fn secret_in_arguments_is_blocked_without_echoing_it() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(audited_policy());
+    let mut x = Exchange::new(audited_policy(), post("reader-key"));
     let body = call_with(
         json!(7),
         "echo",
         json!({"message": format!("use {GITHUB_TOKEN} please")}),
     );
-    run_request(&mut f, &mut host, body.as_bytes(), 13);
-    let Some(r) = host.replies.first() else {
+    x.request(Request::new(body.as_bytes()).chunk(13));
+    let Some(r) = x.reply() else {
         panic!("forwarded a secret")
     };
     let text = String::from_utf8_lossy(&r.body);
@@ -906,13 +863,14 @@ fn secret_in_arguments_is_blocked_without_echoing_it() {
     assert!(v["error"]["data"]["findings"][0]["kind"]
         .as_str()
         .is_some_and(|k| k.contains("github")));
-    assert_eq!(host.audited[0].decision.rule, "dlp");
-    assert_eq!(host.audited[0].findings[0].action, "block");
+    assert_eq!(x.host.audited[0].decision.rule, "dlp");
+    assert_eq!(x.host.audited[0].findings[0].action, "block");
     // The sealed event carries only a hash of the arguments.
     let sealed =
-        crate::audit::unsealed_event(host.audited.remove(0), crate::audit::ArgumentsMode::Hash);
+        crate::audit::unsealed_event(x.host.audited.remove(0), crate::audit::ArgumentsMode::Hash);
     assert!(!sealed.to_string().contains(GITHUB_TOKEN), "{sealed}");
-    assert!(!host
+    assert!(!x
+        .host
         .logs
         .borrow()
         .iter()
@@ -921,22 +879,26 @@ fn secret_in_arguments_is_blocked_without_echoing_it() {
 
 #[test]
 fn secret_in_arguments_is_redacted_when_policy_says_redact() {
-    let mut host = post("reader-key").header("content-length", "999");
-    let mut f = RequestFilter::new(policy(json!({"dlp": {"requests": "redact"}})));
+    let mut x = Exchange::new(
+        policy(json!({"dlp": {"requests": "redact"}})),
+        post("reader-key").header("content-length", "999"),
+    );
     let body = call_with(
         json!(8),
         "echo",
         json!({"message": format!("token {GITHUB_TOKEN}")}),
     );
     assert_eq!(
-        run_request(&mut f, &mut host, body.as_bytes(), 64),
+        x.request(Request::new(body.as_bytes()).chunk(64))
+            .flows
+            .request(),
         Flow::Continue
     );
     assert!(
-        !host.request_headers.contains_key("content-length"),
+        !x.host.request_headers.contains_key("content-length"),
         "stale content-length kept"
     );
-    let forwarded: Value = serde_json::from_slice(&host.request_body).unwrap_or(Value::Null);
+    let forwarded: Value = serde_json::from_slice(x.upstream()).unwrap_or(Value::Null);
     let msg = forwarded["params"]["arguments"]["message"]
         .as_str()
         .unwrap_or("");
@@ -947,20 +909,24 @@ fn secret_in_arguments_is_redacted_when_policy_says_redact() {
 
 #[test]
 fn flagged_secret_is_forwarded_unchanged_and_audited() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({
-        "dlp": {"requests": "flag"},
-        "audit": {"cluster": "c", "path": "/", "authority": "a"}
-    })));
+    let mut x = Exchange::new(
+        policy(json!({
+            "dlp": {"requests": "flag"},
+            "audit": {"cluster": "c", "path": "/", "authority": "a"}
+        })),
+        post("reader-key"),
+    );
     let body = call_with(json!(9), "echo", json!({"message": GITHUB_TOKEN}));
     assert_eq!(
-        run_request(&mut f, &mut host, body.as_bytes(), 64),
+        x.request(Request::new(body.as_bytes()).chunk(64))
+            .flows
+            .request(),
         Flow::Continue
     );
-    assert_eq!(host.request_body, body.as_bytes());
-    f.on_done(&mut host);
-    assert_eq!(host.audited[0].findings.len(), 1);
-    assert_eq!(host.audited[0].findings[0].action, "flag");
+    assert_eq!(x.upstream(), body.as_bytes());
+    x.done();
+    assert_eq!(x.host.audited[0].findings.len(), 1);
+    assert_eq!(x.host.audited[0].findings[0].action, "flag");
 }
 
 #[test]
@@ -978,11 +944,12 @@ fn exempt_tool_and_placeholder_pass() {
         ),
     ];
     for (name, extra, text) in cases {
-        let mut host = post("reader-key");
-        let mut f = RequestFilter::new(policy(extra));
+        let mut x = Exchange::new(policy(extra), post("reader-key"));
         let body = call_with(json!(1), "echo", json!({"message": text}));
         assert_eq!(
-            run_request(&mut f, &mut host, body.as_bytes(), 64),
+            x.request(Request::new(body.as_bytes()).chunk(64))
+                .flows
+                .request(),
             Flow::Continue,
             "{name}"
         );
@@ -991,19 +958,20 @@ fn exempt_tool_and_placeholder_pass() {
 
 #[test]
 fn custom_detector_blocks_its_pattern() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(
-        json!({"dlp": {"custom": [{"id": "acme-employee", "pattern": "ACME-[0-9]{8}", "label": "pii"}]}}),
-    ));
+    let mut x = Exchange::new(
+        policy(
+            json!({"dlp": {"custom": [{"id": "acme-employee", "pattern": "ACME-[0-9]{8}", "label": "pii"}]}}),
+        ),
+        post("reader-key"),
+    );
     let body = call_with(
         json!(1),
         "echo",
         json!({"message": "employee ACME-12345678 asked"}),
     );
-    run_request(&mut f, &mut host, body.as_bytes(), 64);
-    let v: Value = host
-        .replies
-        .first()
+    x.request(Request::new(body.as_bytes()).chunk(64));
+    let v: Value = x
+        .reply()
         .map(|r| serde_json::from_slice(&r.body).unwrap_or(Value::Null))
         .unwrap_or(Value::Null);
     assert_eq!(
@@ -1020,16 +988,18 @@ const PII_TEXT: &str = "Contact jane.doe@example.com, card 4111 1111 1111 1111."
 
 #[test]
 fn personal_data_in_json_result_is_redacted() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(audited_policy());
-    run_request(&mut f, &mut host, call(json!(3), "echo").as_bytes(), 64);
-    let out = run_response(
-        &mut f,
-        &mut host,
-        "application/json",
-        tool_result(3, PII_TEXT).to_string().as_bytes(),
-        11,
-    );
+    let mut x = Exchange::new(audited_policy(), post("reader-key"));
+    x.request(Request::new(call(json!(3), "echo").as_bytes()).chunk(64));
+    let out = x
+        .respond(
+            ok_response(
+                "application/json",
+                tool_result(3, PII_TEXT).to_string().as_bytes(),
+            )
+            .chunk(11),
+        )
+        .downstream()
+        .to_vec();
     let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
     let text = v["result"]["content"][0]["text"].as_str().unwrap_or("");
     assert!(
@@ -1037,8 +1007,8 @@ fn personal_data_in_json_result_is_redacted() {
         "{text}"
     );
     assert!(text.contains("[REDACTED:"), "{text}");
-    f.on_done(&mut host);
-    let e = &host.audited[0];
+    x.done();
+    let e = &x.host.audited[0];
     assert_eq!(e.response.as_ref().map(|r| r.redactions), Some(2));
     assert!(
         e.findings
@@ -1052,17 +1022,13 @@ fn personal_data_in_json_result_is_redacted() {
 #[test]
 fn personal_data_in_sse_result_split_across_chunks_is_redacted() {
     for chunk in [1usize, 5, 23] {
-        let mut host = post("reader-key");
-        let mut f = RequestFilter::new(policy(json!({})));
-        run_request(&mut f, &mut host, call(json!(3), "echo").as_bytes(), 64);
+        let mut x = Exchange::new(policy(json!({})), post("reader-key"));
+        x.request(Request::new(call(json!(3), "echo").as_bytes()).chunk(64));
         let body = format!("event: message\ndata: {}\n\n", tool_result(3, PII_TEXT));
-        let out = run_response(
-            &mut f,
-            &mut host,
-            "text/event-stream",
-            body.as_bytes(),
-            chunk,
-        );
+        let out = x
+            .respond(ok_response("text/event-stream", body.as_bytes()).chunk(chunk))
+            .downstream()
+            .to_vec();
         let text = String::from_utf8(out).unwrap_or_default();
         assert!(
             !text.contains("jane.doe@example.com"),
@@ -1075,16 +1041,21 @@ fn personal_data_in_sse_result_split_across_chunks_is_redacted() {
 
 #[test]
 fn blocked_result_becomes_an_error() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({"dlp": {"responses": "block"}})));
-    run_request(&mut f, &mut host, call(json!(3), "echo").as_bytes(), 64);
-    let out = run_response(
-        &mut f,
-        &mut host,
-        "application/json",
-        tool_result(3, PII_TEXT).to_string().as_bytes(),
-        64,
+    let mut x = Exchange::new(
+        policy(json!({"dlp": {"responses": "block"}})),
+        post("reader-key"),
     );
+    x.request(Request::new(call(json!(3), "echo").as_bytes()).chunk(64));
+    let out = x
+        .respond(
+            ok_response(
+                "application/json",
+                tool_result(3, PII_TEXT).to_string().as_bytes(),
+            )
+            .chunk(64),
+        )
+        .downstream()
+        .to_vec();
     let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
     assert_eq!(v["error"]["code"], json!(-32013));
     assert!(v.get("result").is_none());
@@ -1092,38 +1063,47 @@ fn blocked_result_becomes_an_error() {
 
 #[test]
 fn dry_run_leaves_lists_and_results_unchanged() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({"mode": "dry_run"})));
-    list_request(&mut f, &mut host);
-    let out = run_response(
-        &mut f,
-        &mut host,
-        "application/json",
-        tools_list_result(5).to_string().as_bytes(),
-        9,
-    );
+    let mut x = Exchange::new(policy(json!({"mode": "dry_run"})), post("reader-key"));
+    list_request(&mut x);
+    let out = x
+        .respond(
+            ok_response(
+                "application/json",
+                tools_list_result(5).to_string().as_bytes(),
+            )
+            .chunk(9),
+        )
+        .downstream()
+        .to_vec();
     let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
     assert_eq!(listed_names(&v).len(), 3);
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({"mode": "dry_run"})));
-    run_request(&mut f, &mut host, call(json!(3), "echo").as_bytes(), 64);
+    let mut x = Exchange::new(policy(json!({"mode": "dry_run"})), post("reader-key"));
+    x.request(Request::new(call(json!(3), "echo").as_bytes()).chunk(64));
     let body = tool_result(3, PII_TEXT).to_string();
-    let out = run_response(&mut f, &mut host, "application/json", body.as_bytes(), 64);
+    let out = x
+        .respond(ok_response("application/json", body.as_bytes()).chunk(64))
+        .downstream()
+        .to_vec();
     assert_eq!(out, body.as_bytes());
 }
 
 #[test]
 fn unfilterable_response_echoes_the_single_request_id() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({"limits": {"max_response_bytes": 64}})));
-    list_request(&mut f, &mut host);
-    let out = run_response(
-        &mut f,
-        &mut host,
-        "text/event-stream",
-        format!("data: {}\n\n", tools_list_result(5)).as_bytes(),
-        4096,
+    let mut x = Exchange::new(
+        policy(json!({"limits": {"max_response_bytes": 64}})),
+        post("reader-key"),
     );
+    list_request(&mut x);
+    let out = x
+        .respond(
+            ok_response(
+                "text/event-stream",
+                format!("data: {}\n\n", tools_list_result(5)).as_bytes(),
+            )
+            .chunk(4096),
+        )
+        .downstream()
+        .to_vec();
     let text = String::from_utf8(out).unwrap_or_default();
     let data = text
         .lines()
@@ -1136,17 +1116,15 @@ fn unfilterable_response_echoes_the_single_request_id() {
 
 #[test]
 fn request_ending_in_trailers_is_refused_not_forwarded() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({})));
-    assert_eq!(f.on_request_headers(&mut host, false), Flow::Pause);
-    host.headers_readable = false;
+    let mut x = Exchange::new(policy(json!({})), post("reader-key"));
     let body = call(json!(1), "delete_repo");
-    host.request_body.extend_from_slice(body.as_bytes());
-    assert_eq!(f.on_request_body(&mut host, body.len(), false), Flow::Pause);
     // HTTP/2 trailers: no body callback with end_of_stream ever comes.
-    assert_eq!(f.on_request_trailers(&mut host), Flow::Pause);
+    x.request(Request::new(body.as_bytes()).trailers());
+    assert_eq!(x.flows.request_headers, Some(Flow::Pause));
+    assert_eq!(x.flows.request_body, vec![Flow::Pause]);
+    assert_eq!(x.flows.request_trailers, Some(Flow::Pause));
     assert_eq!(
-        host.replies.first().map(reply_summary).map(|s| (s.0, s.1)),
+        x.reply().map(reply_summary).map(|s| (s.0, s.1)),
         Some((400, Some(-32600)))
     );
 }
@@ -1154,23 +1132,13 @@ fn request_ending_in_trailers_is_refused_not_forwarded() {
 /// A `tools/list` answered 200 with `content_type`, its body held until the
 /// stream ends in trailers (no final body callback): what the client gets.
 fn list_answer_ending_in_trailers(content_type: &str) -> (FakeHost, Value) {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({})));
-    list_request(&mut f, &mut host);
-    host.response_headers.insert(":status".into(), "200".into());
-    host.response_headers
-        .insert("content-type".into(), content_type.into());
-    f.on_response_headers(&mut host);
+    let mut x = Exchange::new(policy(json!({})), post("reader-key"));
+    list_request(&mut x);
     let body = tools_list_result(5).to_string();
-    host.response_chunk.extend_from_slice(body.as_bytes());
-    assert_eq!(
-        f.on_response_body(&mut host, body.len(), false),
-        Flow::Pause,
-        "{content_type}"
-    );
-    f.on_response_trailers(&mut host);
-    let v: Value = serde_json::from_slice(&host.response_chunk).unwrap_or(Value::Null);
-    (host, v)
+    x.respond(ok_response(content_type, body.as_bytes()).trailers());
+    assert_eq!(x.flows.response_body, vec![Flow::Pause], "{content_type}");
+    let v: Value = serde_json::from_slice(x.downstream()).unwrap_or(Value::Null);
+    (x.host, v)
 }
 
 #[test]
@@ -1184,14 +1152,19 @@ fn json_list_ending_in_trailers_is_still_filtered() {
 
 #[test]
 fn list_in_an_uninspectable_type_is_refused_and_counted_once() {
-    let mut host = post("reader-key");
-    let mut f = RequestFilter::new(policy(json!({})));
-    list_request(&mut f, &mut host);
+    let mut x = Exchange::new(policy(json!({})), post("reader-key"));
+    list_request(&mut x);
     let body = tools_list_result(5).to_string();
-    let out = run_response(&mut f, &mut host, "text/plain", body.as_bytes(), 7);
+    let out = x
+        .respond(ok_response("text/plain", body.as_bytes()).chunk(7))
+        .downstream()
+        .to_vec();
     let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
     assert_eq!(v["error"]["data"]["rule"], json!("response-unfilterable"));
-    assert_eq!(host.counters.get(&Counter::ResponseUnfilterable), Some(&1));
+    assert_eq!(
+        x.host.counters.get(&Counter::ResponseUnfilterable),
+        Some(&1)
+    );
 }
 
 #[test]
@@ -1221,19 +1194,21 @@ fn dry_run_forwards_an_uninspectable_response_unchanged_and_counts_it() {
         ),
     ];
     for (name, content_type, body) in cases {
-        let mut host = post("reader-key");
         let limits = json!({"mode": "dry_run", "limits": {"max_response_bytes": 128}});
-        let mut f = RequestFilter::new(policy(limits));
-        run_request(&mut f, &mut host, call(json!(3), "echo").as_bytes(), 64);
-        let out = run_response(&mut f, &mut host, content_type, body, 50);
+        let mut x = Exchange::new(policy(limits), post("reader-key"));
+        x.request(Request::new(call(json!(3), "echo").as_bytes()).chunk(64));
+        let out = x
+            .respond(ok_response(content_type, body).chunk(50))
+            .downstream()
+            .to_vec();
         assert_eq!(&out, body, "{name}: the caller must see the server's bytes");
         assert_eq!(
-            host.response_headers.get("content-length"),
+            x.host.response_headers.get("content-length"),
             Some(&body.len().to_string()),
             "{name}: dry-run keeps the response's headers"
         );
         assert_eq!(
-            host.counters.get(&Counter::ResponseUnfilterable),
+            x.host.counters.get(&Counter::ResponseUnfilterable),
             Some(&1),
             "{name}"
         );
@@ -1255,25 +1230,29 @@ fn get_or_delete_whose_stream_goes_on_passes_only_without_body_bytes() {
     ];
     for method in ["GET", "DELETE"] {
         for (name, body, trailers, refused) in cases {
-            let mut host = post("reader-key").header(":method", method);
-            let mut f = RequestFilter::new(policy(json!({})));
+            let mut x = Exchange::new(
+                policy(json!({})),
+                post("reader-key").header(":method", method),
+            );
+            let mut request = Request::new(body).headers_leave_stream_open();
+            if *trailers {
+                request = request.trailers();
+            }
+            let flow = x.request(request).flows.request();
             assert_eq!(
-                f.on_request_headers(&mut host, false),
-                Flow::Pause,
+                x.flows.request_headers,
+                Some(Flow::Pause),
                 "{method} {name}"
             );
-            assert!(
-                host.replies.is_empty(),
+            assert_eq!(
+                x.flows.request_body.len(),
+                1,
                 "{method} {name}: decided too early"
             );
-            host.headers_readable = false;
-            host.request_body.extend_from_slice(body);
-            let mut flow = f.on_request_body(&mut host, body.len(), !trailers);
             if *trailers {
-                assert_eq!(flow, Flow::Pause, "{method} {name}");
-                flow = f.on_request_trailers(&mut host);
+                assert_eq!(x.flows.request_body, vec![Flow::Pause], "{method} {name}");
             }
-            let got = host.replies.first().map(reply_summary).map(|s| (s.0, s.1));
+            let got = x.reply().map(reply_summary).map(|s| (s.0, s.1));
             if *refused {
                 assert_eq!(got, Some((400, Some(-32600))), "{method} {name}");
                 assert_eq!(flow, Flow::Pause, "{method} {name}");
@@ -1330,33 +1309,37 @@ fn refused_host_writes_fail_closed() {
     for c in cases {
         let mut host = post("reader-key");
         host.refused_writes.insert(c.refuse);
-        let mut f = RequestFilter::new(policy(c.policy.clone()));
-        let flow = run_request(&mut f, &mut host, c.body.as_bytes(), 16);
+        let mut x = Exchange::new(policy(c.policy.clone()), host);
+        let flow = x
+            .request(Request::new(c.body.as_bytes()).chunk(16))
+            .flows
+            .request();
         assert_eq!(flow, Flow::Pause, "{}: never forwarded", c.name);
         match c.reply {
             Some((status, code)) => {
-                let r = host.replies.first().map(reply_summary);
+                let r = x.reply().map(reply_summary);
                 assert_eq!(
                     r,
                     Some((status, Some(code), None)),
                     "{}: {:?}",
                     c.name,
-                    host.replies
+                    x.host.replies
                 );
             }
             None => {
-                assert!(host.replies.is_empty(), "{}", c.name);
-                assert_eq!(host.resets, 1, "{}", c.name);
+                assert!(x.reply().is_none(), "{}", c.name);
+                assert_eq!(x.host.resets, 1, "{}", c.name);
             }
         }
         assert_eq!(
-            host.counters.get(&Counter::RefusedHostWrite),
+            x.host.counters.get(&Counter::RefusedHostWrite),
             Some(&1),
             "{}",
             c.name
         );
         assert!(
-            host.logs
+            x.host
+                .logs
                 .borrow()
                 .iter()
                 .any(|(l, m)| *l == LogLevel::Error && !m.contains("glpat")),
@@ -1370,21 +1353,19 @@ fn refused_host_writes_fail_closed() {
 fn refused_response_writes_reset_the_stream_and_hold_the_bytes() {
     use crate::host::fake::Write;
     for refuse in [Write::ResponseBody, Write::ResponseHeader] {
-        let mut host = post("reader-key");
-        let mut f = RequestFilter::new(policy(json!({})));
-        list_request(&mut f, &mut host);
-        host.refused_writes.insert(refuse);
-        host.response_headers.insert(":status".into(), "200".into());
-        host.response_headers
-            .insert("content-type".into(), "application/json".into());
-        f.on_response_headers(&mut host);
+        let mut x = Exchange::new(policy(json!({})), post("reader-key"));
+        list_request(&mut x);
+        x.host.refused_writes.insert(refuse);
         let body = tools_list_result(5).to_string();
-        host.response_chunk = body.clone().into_bytes();
-        let flow = f.on_response_body(&mut host, body.len(), true);
-        assert_eq!(flow, Flow::Pause, "{refuse:?}: the unfiltered list is held");
-        assert_eq!(host.resets, 1, "{refuse:?}");
+        x.respond(ok_response("application/json", body.as_bytes()));
         assert_eq!(
-            host.counters.get(&Counter::RefusedHostWrite),
+            x.flows.response_body,
+            vec![Flow::Pause],
+            "{refuse:?}: the unfiltered list is held"
+        );
+        assert_eq!(x.host.resets, 1, "{refuse:?}");
+        assert_eq!(
+            x.host.counters.get(&Counter::RefusedHostWrite),
             Some(&1),
             "{refuse:?}"
         );
