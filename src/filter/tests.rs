@@ -1377,17 +1377,25 @@ fn refused_response_writes_reset_the_stream_and_hold_the_bytes() {
 /// server's answer (a GET stream would take its null id for a replay).
 #[test]
 fn own_reply_passes_the_response_side_unchanged() {
-    let mut host = post("reader-key").header(":method", "GET");
-    let mut f = RequestFilter::new(policy(json!({})));
-    assert_eq!(f.on_request_headers(&mut host, false), Flow::Pause);
-    host.headers_readable = false;
-    host.request_body = b"{}".to_vec();
-    f.on_request_body(&mut host, 2, true);
-    let Some(reply) = host.replies.first().cloned() else {
+    let mut x = Exchange::new(
+        policy(json!({})),
+        post("reader-key").header(":method", "GET"),
+    );
+    x.request(Request::new(b"{}"));
+    let Some(reply) = x.reply().cloned() else {
         panic!("GET with a body was not refused")
     };
-    let out = run_response(&mut f, &mut host, "application/json", &reply.body, 7);
+    let reply_status = reply.status.to_string();
+    let out = x
+        .respond(
+            Response::new(&reply.body)
+                .status(&reply_status)
+                .content_type("application/json")
+                .chunk(7),
+        )
+        .downstream()
+        .to_vec();
     assert_eq!(out, reply.body);
-    let unfilterable = host.counters.get(&Counter::ResponseUnfilterable);
+    let unfilterable = x.host.counters.get(&Counter::ResponseUnfilterable);
     assert_eq!(unfilterable.copied().unwrap_or(0), 0);
 }
