@@ -75,6 +75,9 @@ pub enum IdentityError {
     Missing,
     /// The forwarded JWT payload could not be read: HTTP 401 (never guessed at).
     BadJwtPayload(&'static str),
+    /// A bearer token that is no API key of the policy, and nothing else
+    /// identified the caller: HTTP 401.
+    UnknownKey,
 }
 
 impl IdentityError {
@@ -84,6 +87,9 @@ impl IdentityError {
                 "no identity: send an API key, a JWT or a client certificate".into()
             }
             IdentityError::BadJwtPayload(why) => format!("unreadable JWT payload header: {why}"),
+            IdentityError::UnknownKey => {
+                "API key not recognised (mistyped, or revoked from the policy)".into()
+            }
         }
     }
 }
@@ -116,6 +122,16 @@ pub fn resolve(cfg: &IdentityConfig, inputs: &IdentityInputs) -> Result<Caller, 
         });
     }
     if cfg.anonymous_roles.is_empty() {
+        // Say which: a key that matches nothing (mistyped, revoked) is not
+        // the same mistake as sending none.
+        if inputs
+            .authorization
+            .as_deref()
+            .and_then(bearer_token)
+            .is_some()
+        {
+            return Err(IdentityError::UnknownKey);
+        }
         return Err(IdentityError::Missing);
     }
     Ok(Caller {
@@ -336,11 +352,17 @@ mod tests {
                 Ok((Some("ci-bot"), Via::ApiKey, vec!["reader"])),
             ),
             (
-                "revoked_key_without_other_identity_is_missing",
+                "revoked_key_without_other_identity_is_an_unknown_key",
                 IdentityInputs {
                     authorization: Some("Bearer old-key".into()),
                     ..Default::default()
                 },
+                &[],
+                Err(IdentityError::UnknownKey),
+            ),
+            (
+                "no_credential_at_all_is_missing",
+                IdentityInputs::default(),
                 &[],
                 Err(IdentityError::Missing),
             ),

@@ -6,7 +6,9 @@ use serde_json::{json, Map, Value};
 
 pub const DENIED: i64 = -32010;
 pub const APPROVAL: i64 = -32011;
-pub const HEADER_MISMATCH: i64 = -32001;
+/// `HeaderMismatch` of the released 2026-07-28 revision (HTTP 400); the draft
+/// SEP-2243 used -32001, which this filter answered before.
+pub const HEADER_MISMATCH: i64 = -32020;
 pub const INVALID_REQUEST: i64 = -32600;
 /// JSON-RPC 2.0 internal error: the firewall could not apply its own decision.
 pub const INTERNAL_ERROR: i64 = -32603;
@@ -43,6 +45,24 @@ impl LocalReply {
             rule: rule.map(str::to_owned),
         }
     }
+    /// The reply's headers: its content type, the rule that refused (so
+    /// clients and operators can tell the filter answered), and on a 401 the
+    /// `WWW-Authenticate` challenge RFC 6750 §3 requires (MCP clients start
+    /// their OAuth discovery from it).
+    pub fn headers(&self) -> Vec<(&'static str, &str)> {
+        let mut headers = Vec::new();
+        if !self.body.is_empty() {
+            headers.push(("content-type", "application/json"));
+        }
+        if let Some(rule) = self.rule.as_deref() {
+            headers.push(("x-mcp-firewall-rule", rule));
+        }
+        if self.status == 401 {
+            headers.push(("www-authenticate", "Bearer"));
+        }
+        headers
+    }
+
     pub fn empty(status: u32, rule: Option<&str>) -> Self {
         LocalReply {
             status,
@@ -86,5 +106,40 @@ pub fn decision_error_member(d: &Decision) -> Value {
             "message": "denied by policy",
             "data": {"rule": d.rule.as_str(), "reason": d.reason}
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_headers() {
+        let cases = [
+            (
+                "refusal_names_its_rule",
+                LocalReply::json(200, &json!({}), Some("no-env")),
+                vec![
+                    ("content-type", "application/json"),
+                    ("x-mcp-firewall-rule", "no-env"),
+                ],
+            ),
+            (
+                "unauthenticated_is_challenged",
+                LocalReply::json(401, &json!({}), None),
+                vec![
+                    ("content-type", "application/json"),
+                    ("www-authenticate", "Bearer"),
+                ],
+            ),
+            (
+                "denied_notification_has_no_body",
+                LocalReply::empty(403, Some("x")),
+                vec![("x-mcp-firewall-rule", "x")],
+            ),
+        ];
+        for (name, reply, want) in cases {
+            assert_eq!(reply.headers(), want, "{name}");
+        }
     }
 }

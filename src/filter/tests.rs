@@ -132,13 +132,13 @@ fn request_table() {
             name: "mcp_method_header_disagreeing_is_refused",
             host: post("reader-key").header("mcp-method", "tools/list"),
             body: call(json!(1), "echo"),
-            want: Some((400, Some(-32001), None)),
+            want: Some((400, Some(-32020), None)),
         },
         Case {
             name: "mcp_name_header_disagreeing_is_refused",
             host: post("admin-key").header("mcp-method", "tools/call").header("mcp-name", "echo"),
             body: call(json!(1), "delete_repo"),
-            want: Some((400, Some(-32001), None)),
+            want: Some((400, Some(-32020), None)),
         },
         Case {
             name: "mcp_name_header_in_base64_form_agrees",

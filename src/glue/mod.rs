@@ -566,13 +566,7 @@ impl Host for WasmHost {
         }
     }
     fn send_reply(&mut self, reply: &LocalReply) -> Result<(), HostError> {
-        let mut headers: Vec<(&str, &str)> = Vec::new();
-        if !reply.body.is_empty() {
-            headers.push(("content-type", "application/json"));
-        }
-        if let Some(rule) = reply.rule.as_deref() {
-            headers.push(("x-mcp-firewall-rule", rule));
-        }
+        let headers = reply.headers();
         let body = (!reply.body.is_empty()).then_some(reply.body.as_slice());
         hostcalls::send_http_response(reply.status, headers, body).map_err(host_error)
     }

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from conftest import ADMIN_KEY, READER_KEY, base_policy, policy_variant
+from conftest import ADMIN_KEY, READER_KEY, REVOKED_KEY, base_policy, policy_variant
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -224,3 +224,17 @@ def test_mtls_without_client_certificate_never_reaches_the_filter(pki: dict[str,
         assert env.upstream_requests() == 0
     finally:
         env.stop()
+
+
+def test_a_401_says_why_and_carries_a_challenge(envoy: Any) -> None:
+    """A key nobody has is named as such (not "no identity"), a missing one too,
+    and both answers carry the WWW-Authenticate challenge RFC 6750 requires."""
+    body = json.dumps(call("echo", {"message": "x"}))
+    wrong = send(envoy.url, body=body, token=REVOKED_KEY)
+    assert wrong.status_code == 401, wrong.text
+    assert "API key not recognised" in wrong.json()["error"]["message"]
+    assert wrong.headers.get("www-authenticate") == "Bearer"
+    none = send(envoy.url, body=body)
+    assert none.status_code == 401, none.text
+    assert none.json()["error"]["message"].startswith("no identity")
+    assert none.headers.get("www-authenticate") == "Bearer"
