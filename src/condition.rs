@@ -97,6 +97,14 @@ pub enum Condition {
     Leaf(Leaf),
 }
 
+/// Where a condition reads: from `params.arguments` or from `params`, down
+/// these reference tokens.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MemberPath {
+    pub in_arguments: bool,
+    pub tokens: Vec<String>,
+}
+
 /// One test of one addressed value.
 #[derive(Debug, Clone)]
 pub struct Leaf {
@@ -550,13 +558,15 @@ struct Verdict<'c, 'v> {
 }
 
 impl Condition {
-    /// Add the member names the condition's pointers read (array indices too:
-    /// they fold only to themselves).
-    pub fn member_names(&self, out: &mut Vec<String>) {
+    /// Add the paths the condition's pointers read.
+    pub fn member_paths(&self, out: &mut Vec<MemberPath>) {
         match self {
-            Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| c.member_names(out)),
-            Condition::Not(c) => c.member_names(out),
-            Condition::Leaf(l) => out.extend(l.tokens.iter().cloned()),
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| c.member_paths(out)),
+            Condition::Not(c) => c.member_paths(out),
+            Condition::Leaf(l) => out.push(MemberPath {
+                in_arguments: l.source == Source::Arg,
+                tokens: l.tokens.clone(),
+            }),
         }
     }
 

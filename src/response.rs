@@ -32,9 +32,11 @@ impl ResponsePlan {
 pub struct Rewrite {
     pub changed: bool,
     pub removed_entries: usize,
-    /// DLP findings in the result (paths relative to `result`), with what was done.
+    /// DLP findings (paths relative to the scanned member), with what was done.
     pub findings: Vec<Finding>,
     pub action: Option<Action>,
+    /// The member scanned: `"result"`, or `"error"` for an error answer.
+    pub scanned: &'static str,
 }
 
 /// Rewrite one server JSON-RPC message in place according to the plan.
@@ -115,27 +117,45 @@ fn scan_result(policy: &CompiledPolicy, msg: &mut Map<String, Value>, out: &mut 
         (crate::policy::Mode::DryRun, Action::Block | Action::Redact) => Action::Flag,
         (_, a) => a,
     };
-    let Some(result) = msg.get_mut("result") else {
+    if action == Action::Off {
         return;
-    };
-    let findings = match action {
-        Action::Off => return,
-        Action::Redact => dlp::redact_result(&policy.dlp.scanner, result),
-        Action::Block | Action::Flag => dlp::scan_result(&policy.dlp.scanner, result),
+    }
+    // A JSON-RPC error answers a scanned call too: its message and data are
+    // text the client reads (a server echoing a secret it was sent, or one it
+    // found), so they are scanned like a result.
+    let (member, findings) = if let Some(result) = msg.get_mut("result") {
+        let found = match action {
+            Action::Redact => dlp::redact_result(&policy.dlp.scanner, result),
+            _ => dlp::scan_result(&policy.dlp.scanner, result),
+        };
+        ("result", found)
+    } else if let Some(error) = msg.get_mut("error") {
+        let found = match action {
+            Action::Redact => policy.dlp.scanner.redact_value(error),
+            _ => policy.dlp.scanner.scan_value(error),
+        };
+        ("error", found)
+    } else {
+        return;
     };
     if findings.is_empty() {
         return;
     }
     if action == Action::Block {
-        msg.remove("result");
+        msg.remove(member);
+        let whereabouts = match member {
+            "error" => "the error",
+            _ => "the result",
+        };
         msg.insert(
             "error".into(),
-            crate::reply::sensitive_data_error(&findings, "the result"),
+            crate::reply::sensitive_data_error(&findings, whereabouts),
         );
     }
     out.changed = action != Action::Flag;
     out.findings = findings;
     out.action = Some(action);
+    out.scanned = member;
 }
 
 #[cfg(test)]

@@ -448,37 +448,41 @@ pub fn judge_body(
     verdict
 }
 
-/// A member anywhere in a message's `params` that spells a name a `when`
-/// condition reads in another case (`Force` for `/force`): the condition finds
-/// nothing (an absent member may satisfy `not exists`, and DLP-free paths
-/// pass), while a server matching names case-insensitively reads it as that
-/// member. Refused, whatever the rule.
+/// A member on a path a `when` condition reads, spelled in another case
+/// (`Force` where a rule tests `/force`): the condition finds nothing (and an
+/// absent member may satisfy `not exists`), while a server matching names
+/// case-insensitively reads it as that member. Refused, whatever the rule.
+/// Only the members on the paths are compared: `{"env": {"PATH": ..}}` is no
+/// variant of a rule's `/path`.
 fn case_variant_of_condition_member(
     policy: &CompiledPolicy,
     messages: &[Message],
 ) -> Option<String> {
-    if policy.condition_members.is_empty() {
-        return None;
-    }
-    let names: Vec<&str> = policy
-        .condition_members
-        .iter()
-        .map(String::as_str)
-        .collect();
-    let mut stack: Vec<&Value> = messages.iter().map(Message::params).collect();
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::Object(m) => {
-                if let Some((member, name)) = case_variant(m, &names) {
-                    return Some(format!(
-                        "member {member:?} differs only in case from {name:?}, which the policy \
-                         reads (a server that matches names case-insensitively would read it as {name:?})"
-                    ));
-                }
-                stack.extend(m.values());
+    for m in messages {
+        let params = m.params();
+        for path in &policy.condition_paths {
+            let mut at = match path.in_arguments {
+                true => params.get("arguments"),
+                false => Some(params),
+            };
+            for token in &path.tokens {
+                at = match at {
+                    Some(Value::Object(o)) => {
+                        if let Some((member, name)) = case_variant(o, &[token.as_str()]) {
+                            return Some(format!(
+                                "member {member:?} differs only in case from {name:?}, which the \
+                                 policy reads (a server that matches names case-insensitively \
+                                 would read it as {name:?})"
+                            ));
+                        }
+                        o.get(token)
+                    }
+                    Some(Value::Array(items)) => {
+                        token.parse::<usize>().ok().and_then(|i| items.get(i))
+                    }
+                    _ => None,
+                };
             }
-            Value::Array(items) => stack.extend(items),
-            _ => {}
         }
     }
     None

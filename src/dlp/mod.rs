@@ -738,37 +738,68 @@ fn dedup(mut v: Vec<Finding>) -> Vec<Finding> {
     v
 }
 
-/// JSON pointers, relative to a `tools/call` (or `resources/read`) result, of
-/// the parts that carry content: `content[].text`, `content[].resource.text`,
-/// `structuredContent` and `contents[].text`. Binary parts (`data`, `blob`)
-/// are base64 and not scanned.
+/// JSON pointers, relative to a result, of everything that carries content
+/// (every member a client may read as text), leaving out only binary parts:
+/// the base64 `data` of image and audio content and the `blob` of resources.
+/// Content items of `content` (tool results), `contents` (resource reads) and
+/// `messages[].content` (prompts) are walked member by member; every other
+/// member of the result is scanned whole, whatever its name or case (a Go
+/// client reads `"Content"` or `"Text"` as the real member).
 fn result_parts(result: &Value) -> Vec<String> {
+    let Value::Object(members) = result else {
+        return vec![String::new()];
+    };
     let mut parts = Vec::new();
-    if let Some(Value::Array(items)) = result.get("content") {
-        for (i, item) in items.iter().enumerate() {
-            if item.get("text").is_some_and(Value::is_string) {
-                parts.push(format!("/content/{i}/text"));
+    for (key, v) in members {
+        let p = format!("/{}", escape_token(key));
+        match (key.as_str(), v) {
+            ("content" | "contents", Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    content_item_parts(item, &format!("{p}/{i}"), &mut parts);
+                }
             }
-            if item
-                .get("resource")
-                .and_then(|r| r.get("text"))
-                .is_some_and(Value::is_string)
-            {
-                parts.push(format!("/content/{i}/resource/text"));
+            ("messages", Value::Array(items)) => {
+                for (i, m) in items.iter().enumerate() {
+                    let mp = format!("{p}/{i}");
+                    let Value::Object(mm) = m else {
+                        parts.push(mp);
+                        continue;
+                    };
+                    for (mk, mv) in mm {
+                        let mkp = format!("{mp}/{}", escape_token(mk));
+                        match mk.as_str() {
+                            "content" => content_item_parts(mv, &mkp, &mut parts),
+                            _ => parts.push(mkp),
+                        }
+                    }
+                }
             }
-        }
-    }
-    if result.get("structuredContent").is_some() {
-        parts.push("/structuredContent".to_owned());
-    }
-    if let Some(Value::Array(items)) = result.get("contents") {
-        for (i, item) in items.iter().enumerate() {
-            if item.get("text").is_some_and(Value::is_string) {
-                parts.push(format!("/contents/{i}/text"));
-            }
+            _ => parts.push(p),
         }
     }
     parts
+}
+
+/// One content item: every member but its binary payload (`data` of an
+/// image or audio item, `blob` of a resource), an embedded `resource` alike.
+fn content_item_parts(item: &Value, p: &str, parts: &mut Vec<String>) {
+    let Value::Object(members) = item else {
+        parts.push(p.to_owned());
+        return;
+    };
+    for (key, v) in members {
+        let kp = format!("{p}/{}", escape_token(key));
+        match key.as_str() {
+            "data" | "blob" => {}
+            "resource" => content_item_parts(v, &kp, parts),
+            _ => parts.push(kp),
+        }
+    }
+}
+
+/// A member name as a JSON pointer reference token (RFC 6901 §3).
+fn escape_token(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
 }
 
 fn prefix_findings(prefix: &str, found: Vec<Finding>) -> impl Iterator<Item = Finding> + '_ {

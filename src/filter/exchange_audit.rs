@@ -120,8 +120,11 @@ impl ExchangeAudit {
     }
 
     /// Attach DLP findings in results to the events of their requests.
-    pub fn attach_result_findings(&mut self, found: Vec<(String, Vec<Finding>, DlpAction)>) {
-        for (id, findings, action) in found {
+    pub fn attach_result_findings(
+        &mut self,
+        found: Vec<(String, Vec<Finding>, DlpAction, &'static str)>,
+    ) {
+        for (id, findings, action, member) in found {
             let pending = self
                 .pending
                 .iter_mut()
@@ -133,7 +136,7 @@ impl ExchangeAudit {
                 p.findings
                     .extend(findings.into_iter().map(|f| AuditFinding {
                         kind: f.kind,
-                        path: format!("/result{}", f.path),
+                        path: format!("/{member}{}", f.path),
                         action: action.as_str().into(),
                     }));
             }

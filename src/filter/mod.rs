@@ -151,7 +151,17 @@ impl RequestFilter {
             _ => None,
         };
         self.caller = identity.as_ref().ok().cloned();
-        match judge_head(&self.policy, &head, &identity, standing.as_ref()) {
+        let verdict = judge_head(&self.policy, &head, &identity, standing.as_ref());
+        if matches!(
+            verdict,
+            HeadVerdict::ReadBody { .. } | HeadVerdict::Stream { .. }
+        ) {
+            // The filter reads answers as the client will, and it does not
+            // inflate: ask the server for none. A refused write is safe: a
+            // compressed answer is then refused as one the filter cannot read.
+            let _ = host.set_request_header("accept-encoding", None);
+        }
+        match verdict {
             HeadVerdict::Refuse(r) => self.refuse(host, &r),
             HeadVerdict::Deny(d) => {
                 if d.rule == RuleId::KillSwitch {
@@ -526,7 +536,7 @@ impl RequestFilter {
         let counts = self.rewriter.take_counts();
         host.count(Counter::ListEntriesRemoved, counts.removed_entries);
         host.count(Counter::ResponseUnfilterable, counts.unfilterable);
-        for (_, findings, _) in &counts.result_findings {
+        for (_, findings, _, _) in &counts.result_findings {
             for f in findings {
                 host.count_finding(&f.kind);
             }

@@ -13,7 +13,7 @@ use crate::host::{Flow, Host, HostError};
 use crate::identity::Caller;
 use crate::json::parse_strict_folded;
 use crate::jsonrpc::{self, id_key};
-use crate::media_type::{self, MediaType};
+use crate::media_type;
 use crate::policy::{CompiledPolicy, Mode};
 use crate::reply;
 use crate::response::{case_variant_in_answer, rewrite_message, ResponsePlan};
@@ -37,8 +37,9 @@ enum Reading {
 pub(crate) struct ResponseCounts {
     pub removed_entries: u64,
     pub unfilterable: u64,
-    /// DLP findings in results: (request id key, findings, action).
-    pub result_findings: Vec<(String, Vec<Finding>, DlpAction)>,
+    /// DLP findings in answers: (request id key, findings, action, the
+    /// member scanned: "result" or "error").
+    pub result_findings: Vec<(String, Vec<Finding>, DlpAction, &'static str)>,
 }
 
 pub(crate) struct ResponseRewriter {
@@ -121,9 +122,15 @@ impl ResponseRewriter {
         let content_type = host.response_header("content-type").unwrap_or_default();
         // A charset other than UTF-8 would make the client read other text than
         // the one we filtered and scanned: such a body is one we cannot read.
+        // Nor can we read a body in a content coding: the client inflates
+        // what we would only see compressed (a stored deflate block can even
+        // look like text). The request asked for none (see the request gate).
+        let encoded = host
+            .response_header("content-encoding")
+            .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"));
         let readable = media_type::parse(&content_type)
             .ok()
-            .filter(MediaType::is_utf8);
+            .filter(|m| m.is_utf8() && !encoded);
         self.mode = match readable.as_ref().map(|m| m.essence.as_str()) {
             Some("application/json") => Reading::Json,
             Some("text/event-stream") => Reading::Sse,
@@ -136,8 +143,16 @@ impl ResponseRewriter {
             if let Err(e) = host.set_response_header("content-length", None) {
                 self.abandon(host, "the response's content-length", &e);
             } else if self.mode == Reading::Refuse {
-                if let Err(e) = host.set_response_header("content-type", Some("application/json")) {
-                    self.abandon(host, "the response's content-type", &e);
+                // The refusal replaces the body in plain JSON: a content coding
+                // left on it would make the client inflate plain text.
+                let plain = match encoded {
+                    true => host.set_response_header("content-encoding", None),
+                    false => Ok(()),
+                };
+                if let Err(e) = plain.and_then(|()| {
+                    host.set_response_header("content-type", Some("application/json"))
+                }) {
+                    self.abandon(host, "the response's content-type or content-encoding", &e);
                 }
             }
         }
@@ -276,6 +291,12 @@ impl ResponseRewriter {
     /// whole held body with the refusal, drop whatever else comes.
     fn finish_refused(&mut self, host: &mut dyn Host, body_size: usize) {
         self.json_done = true;
+        if body_size == 0 {
+            // Nothing to read, nothing to refuse (a session's DELETE answered
+            // 200 with no body and no content type).
+            self.mode = Reading::Broken;
+            return;
+        }
         let err = self.unfilterable("list result in a content type the filter cannot inspect");
         self.replace_body(host, body_size, err.to_string().as_bytes());
         self.mode = Reading::Broken;
@@ -323,7 +344,9 @@ impl ResponseRewriter {
             let r = rewrite_message(&self.policy, caller, &self.plan, msg);
             changed |= r.changed;
             if let (Some(id), Some(action)) = (id, r.action) {
-                self.counts.result_findings.push((id, r.findings, action));
+                self.counts
+                    .result_findings
+                    .push((id, r.findings, action, r.scanned));
             }
             self.counts.removed_entries += r.removed_entries as u64;
         }
@@ -364,6 +387,16 @@ impl ResponseRewriter {
     }
 
     fn rewrite_event(&mut self, raw: &[u8]) -> Vec<u8> {
+        // A line that starts with a byte order mark is a field we would not
+        // read, but one BOM more at the stream's start and a client drops it
+        // and reads the line as `data:` (the framer already dropped the first).
+        if raw
+            .split(|b| *b == b'\n' || *b == b'\r')
+            .any(|line| line.starts_with(b"\xef\xbb\xbf"))
+        {
+            let err = self.unfilterable("server event with a byte order mark in it");
+            return format!("event: message\ndata: {err}\n\n").into_bytes();
+        }
         let Some(mut event) = parse_event(raw) else {
             let err = self.unfilterable("server event is not UTF-8");
             return format!("event: message\ndata: {err}\n\n").into_bytes();

@@ -1399,3 +1399,52 @@ fn own_reply_passes_the_response_side_unchanged() {
     let unfilterable = x.host.counters.get(&Counter::ResponseUnfilterable);
     assert_eq!(unfilterable.copied().unwrap_or(0), 0);
 }
+
+/// Answers a client would read differently from the filter are refused, not
+/// passed: a second byte order mark (the framer drops the first, the client
+/// drops the second and reads `data:`), or a body in a content coding (the
+/// client inflates what the filter would only see compressed).
+#[test]
+fn answers_read_otherwise_by_clients_are_unfilterable() {
+    let answer = tools_list_result(5).to_string();
+    let double_bom = format!("\u{feff}\u{feff}data: {answer}\n\n");
+    let cases: [(&str, Response); 2] = [
+        (
+            "second_bom_before_data",
+            ok_response("text/event-stream", double_bom.as_bytes()),
+        ),
+        (
+            "deflated_body",
+            ok_response("text/event-stream", answer.as_bytes())
+                .header("content-encoding", "deflate"),
+        ),
+    ];
+    for (name, response) in cases {
+        let mut x = Exchange::new(policy(json!({})), post("reader-key"));
+        list_request(&mut x);
+        let out = String::from_utf8_lossy(x.respond(response).downstream()).into_owned();
+        assert!(
+            out.contains("response-unfilterable") && !out.contains("delete_repo"),
+            "{name}: {out}"
+        );
+        assert!(
+            !x.host.response_headers.contains_key("content-encoding"),
+            "{name}: the plain refusal is not announced as compressed"
+        );
+    }
+}
+
+/// A session's DELETE answered 200 with no body and no content type carries
+/// nothing to refuse: it passes as it came, uncounted.
+#[test]
+fn empty_answer_to_a_delete_is_not_refused() {
+    let mut x = Exchange::new(
+        policy(json!({})),
+        post("reader-key").header(":method", "DELETE"),
+    );
+    assert!(x.request(Request::new(b"")).forwarded());
+    x.respond(Response::new(b"").status("200"));
+    assert!(x.downstream().is_empty());
+    let unfilterable = x.host.counters.get(&Counter::ResponseUnfilterable);
+    assert_eq!(unfilterable.copied().unwrap_or(0), 0);
+}

@@ -41,10 +41,10 @@ pub struct CompiledPolicy {
     pub audit: Option<crate::audit::AuditConfig>,
     /// SHA-256 of the canonical JSON of the policy document.
     pub sha256: String,
-    /// Every member name a `when` condition reads (JSON pointer tokens into
-    /// `params` and `params.arguments`): a request spelling one of them in
+    /// Every path a `when` condition reads (JSON pointers into `params` and
+    /// `params.arguments`): a request spelling a member on one of them in
     /// another case is refused (see `verdict`).
-    pub condition_members: Vec<String>,
+    pub condition_paths: Vec<crate::condition::MemberPath>,
 }
 
 /// Sections of POLICY.md that this build does not enforce yet. Accepting them
@@ -113,14 +113,14 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
     }
     root.finish(errs);
     let dlp = dlp?;
-    let mut condition_members = Vec::new();
+    let mut condition_paths = Vec::new();
     for cond in rules.iter().filter_map(|r| r.when.as_ref()) {
-        cond.member_names(&mut condition_members);
+        cond.member_paths(&mut condition_paths);
     }
-    condition_members.sort_unstable();
-    condition_members.dedup();
+    condition_paths.sort_unstable();
+    condition_paths.dedup();
     Some(CompiledPolicy {
-        condition_members,
+        condition_paths,
         mode,
         identity,
         rules,

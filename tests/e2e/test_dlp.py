@@ -125,3 +125,39 @@ def test_secret_split_across_sse_chunks_is_redacted(split_peer_envoy: Any) -> No
     assert TOKEN not in r.text
     (msg,) = messages(r)
     assert msg["result"]["content"][0]["text"] == REDACTED
+
+
+def _with_rules(*extra: dict[str, Any]) -> dict[str, Any]:
+    p = policy_variant(**RESPONSES_ONLY)
+    p["rules"] = [*p["rules"], *extra]
+    return p
+
+
+def test_secret_in_a_prompt_is_redacted(envoy_for: Any) -> None:
+    """prompts/get results carry text in messages[].content: scanned like tool results."""
+    env = envoy_for(_with_rules({"id": "args-prompt", "effect": "allow", "prompts": ["args-prompt"]}))
+
+    async def go() -> Any:
+        async with sdk_session(env.url, READER_KEY) as s:
+            return await s.get_prompt("args-prompt", {"city": MESSAGE})
+
+    res = anyio.run(go)
+    text = json.dumps([m.content.model_dump() for m in res.messages])
+    assert TOKEN not in text, text
+    assert "[REDACTED:github_pat]" in text, text
+
+
+def test_secret_echoed_in_an_error_is_redacted(envoy_for: Any) -> None:
+    """A JSON-RPC error answering a scanned call is text the client reads: scanned too
+    (server-everything echoes an unknown resource URI in its error message)."""
+    env = envoy_for(_with_rules({"id": "templates", "effect": "allow", "resources": ["demo://resource/dynamic/text/*"]}))
+
+    async def go() -> Any:
+        async with sdk_session(env.url, READER_KEY) as s:
+            with pytest.raises(MCPError) as ei:
+                await s.read_resource(f"demo://resource/dynamic/text/{TOKEN}")
+            return ei.value
+
+    err = anyio.run(go)
+    assert TOKEN not in err.message, err.message
+    assert "[REDACTED:github_pat]" in err.message, err.message
