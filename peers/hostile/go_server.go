@@ -4,7 +4,7 @@
 // and the Kelvin sign to k) and keeps the last match, so
 // {"name":"echo","Name":"delete_repo"} runs delete_repo here.
 //
-//	go build -o go-peer e2e/peers/go_server.go && ./go-peer PORT
+//	go build -o go-peer peers/hostile/go_server.go && ./go-peer PORT
 //	./go-peer list URL STYLE TOKEN   (a Go client's read of a tools/list answer)
 //
 // Stateless, JSON responses. Every tool that runs prints one line to stdout,

@@ -3,7 +3,7 @@
 // express.json() decodes the body in whatever `charset=utf-*` the request names
 // (utf-7 included), so it is the reader that showed charset smuggling.
 //
-//   node e2e/peers/express_server.mjs PORT
+//   node peers/hostile/express_server.mjs PORT
 //
 // Stateless, JSON responses. Every tool that runs prints one line to stdout,
 //   CALLED {"tool": ..., "arguments": {...}}

@@ -3,7 +3,7 @@
 // 9007199254740992) and the answer carries an id the client never sent.
 // (The TypeScript SDK itself refuses such ids; hand-written servers do not.)
 //
-//   node e2e/peers/js_number_server.mjs PORT
+//   node peers/hostile/js_number_server.mjs PORT
 //
 // Every tools/call prints  CALLED {"tool": ..., "arguments": {...}}  to stdout.
 import http from 'node:http';
