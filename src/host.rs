@@ -113,6 +113,14 @@ pub trait Host: SharedStore {
     /// On how many lines the client sent request header `name` (0 = absent);
     /// headers callback only. `request_header` returns their combination.
     fn request_header_lines(&self, name: &str) -> usize;
+    /// A header of `among` the client sent on more than one line (the glue
+    /// finds it in one pass over the headers).
+    fn repeated_request_header(&self, among: &[&str]) -> Option<String> {
+        among
+            .iter()
+            .find(|name| self.request_header_lines(name) > 1)
+            .map(|name| (*name).to_owned())
+    }
     /// A host property such as `["connection", "uri_san_peer_certificate"]`.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     /// The buffered request body (`size` bytes from the start).

@@ -263,7 +263,8 @@ pub struct MessageVerdict {
     /// The arguments after redaction, when DLP redacted them.
     pub redacted_arguments: Option<Value>,
     /// What the audit records of the message: its method (or "(response)"),
-    /// target name, id and the arguments as sent.
+    /// target name, id and the arguments as sent (target and arguments only
+    /// when the policy has an audit section).
     pub method: String,
     pub target: Option<String>,
     pub id: Option<Value>,
@@ -386,7 +387,7 @@ pub fn judge_body(
                 ))
             }
         };
-        verdicts.push(MessageVerdict::of(m, decision));
+        verdicts.push(MessageVerdict::of(m, decision, policy.audit.is_some()));
     }
     let mut verdict = BodyVerdict {
         outcome: BodyOutcome::Forward { rewritten: None },
@@ -532,8 +533,10 @@ pub fn anonymous() -> Caller {
 }
 
 impl MessageVerdict {
-    fn of(m: &Message, decision: Decision) -> Self {
-        let target = m.method().and_then(|method| {
+    /// `audited`: whether the audit will record the message (only then are
+    /// its target and arguments copied: arguments can be a megabyte).
+    fn of(m: &Message, decision: Decision, audited: bool) -> Self {
+        let target = m.method().filter(|_| audited).and_then(|method| {
             jsonrpc::target_of(method, m.params())
                 .ok()
                 .and_then(|t| t.name().map(str::to_owned))
@@ -546,7 +549,7 @@ impl MessageVerdict {
             method: m.method().unwrap_or("(response)").to_owned(),
             target,
             id: m.id().cloned(),
-            arguments: m.params().get("arguments").cloned(),
+            arguments: m.params().get("arguments").filter(|_| audited).cloned(),
         }
     }
 }

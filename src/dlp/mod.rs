@@ -478,11 +478,18 @@ impl Scanner {
     /// Paths are JSON pointers relative to `v`; one finding per (kind, path).
     pub fn scan_value(&self, v: &Value) -> Vec<Finding> {
         let mut out = Vec::new();
-        self.scan_into(v, &mut String::new(), None, &mut out);
+        self.scan_into(v, &mut String::new(), None, Binary::Scanned, &mut out);
         dedup(out)
     }
 
-    fn scan_into(&self, v: &Value, path: &mut String, key: Option<&str>, out: &mut Vec<Finding>) {
+    fn scan_into(
+        &self,
+        v: &Value,
+        path: &mut String,
+        key: Option<&str>,
+        binary: Binary,
+        out: &mut Vec<Finding>,
+    ) {
         match v {
             Value::String(s) => {
                 for m in self.scan_keyed(s, key) {
@@ -498,12 +505,15 @@ impl Scanner {
                     let len = path.len();
                     path.push('/');
                     path.push_str(&i.to_string());
-                    self.scan_into(item, path, None, out);
+                    self.scan_into(item, path, None, binary, out);
                     path.truncate(len);
                 }
             }
             Value::Object(map) => {
                 for (k, item) in map {
+                    if binary.skips(map, k) {
+                        continue;
+                    }
                     let len = path.len();
                     path.push('/');
                     push_pointer_token(path, k);
@@ -514,7 +524,7 @@ impl Scanner {
                             path: path.clone(),
                         });
                     }
-                    self.scan_into(item, path, Some(k), out);
+                    self.scan_into(item, path, Some(k), binary, out);
                     path.truncate(len);
                 }
             }
@@ -527,7 +537,7 @@ impl Scanner {
     /// The value stays valid JSON; returns what was redacted.
     pub fn redact_value(&self, v: &mut Value) -> Vec<Finding> {
         let mut out = Vec::new();
-        self.redact_into(v, &mut String::new(), None, &mut out);
+        self.redact_into(v, &mut String::new(), None, Binary::Scanned, &mut out);
         dedup(out)
     }
 
@@ -536,6 +546,7 @@ impl Scanner {
         v: &mut Value,
         path: &mut String,
         key: Option<&str>,
+        binary: Binary,
         out: &mut Vec<Finding>,
     ) {
         match v {
@@ -555,18 +566,22 @@ impl Scanner {
                     let len = path.len();
                     path.push('/');
                     path.push_str(&i.to_string());
-                    self.redact_into(item, path, None, out);
+                    self.redact_into(item, path, None, binary, out);
                     path.truncate(len);
                 }
             }
             Value::Object(map) => {
-                let keys: Vec<String> = map.keys().cloned().collect();
+                let keys: Vec<String> = map
+                    .keys()
+                    .filter(|k| !binary.skips(map, k))
+                    .cloned()
+                    .collect();
                 for k in keys {
                     let len = path.len();
                     path.push('/');
                     push_pointer_token(path, &k);
                     if let Some(item) = map.get_mut(&k) {
-                        self.redact_into(item, path, Some(&k), out);
+                        self.redact_into(item, path, Some(&k), binary, out);
                     }
                     let found = self.scan_text(&k);
                     if !found.is_empty() {
@@ -738,98 +753,39 @@ fn dedup(mut v: Vec<Finding>) -> Vec<Finding> {
     v
 }
 
-/// JSON pointers, relative to a result, of everything that carries content
-/// (every member a client may read as text), leaving out only binary parts:
-/// the base64 `data` of image and audio content and the `blob` of resources.
-/// Content items of `content` (tool results), `contents` (resource reads) and
-/// `messages[].content` (prompts) are walked member by member; every other
-/// member of the result is scanned whole, whatever its name or case (a Go
-/// client reads `"Content"` or `"Text"` as the real member).
-fn result_parts(result: &Value) -> Vec<String> {
-    let Value::Object(members) = result else {
-        return vec![String::new()];
-    };
-    let mut parts = Vec::new();
-    for (key, v) in members {
-        let p = format!("/{}", escape_token(key));
-        match (key.as_str(), v) {
-            ("content" | "contents", Value::Array(items)) => {
-                for (i, item) in items.iter().enumerate() {
-                    content_item_parts(item, &format!("{p}/{i}"), &mut parts);
-                }
-            }
-            ("messages", Value::Array(items)) => {
-                for (i, m) in items.iter().enumerate() {
-                    let mp = format!("{p}/{i}");
-                    let Value::Object(mm) = m else {
-                        parts.push(mp);
-                        continue;
-                    };
-                    for (mk, mv) in mm {
-                        let mkp = format!("{mp}/{}", escape_token(mk));
-                        match mk.as_str() {
-                            "content" => content_item_parts(mv, &mkp, &mut parts),
-                            _ => parts.push(mkp),
-                        }
-                    }
-                }
-            }
-            _ => parts.push(p),
-        }
-    }
-    parts
+/// Whether base64 payloads are left out of a scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Binary {
+    /// Every string is scanned (arguments, errors).
+    Scanned,
+    /// The `data` (image, audio) or `blob` (resource) member of a content item
+    /// (an object with a `type` or a `mimeType`) is skipped: base64, not text.
+    Skipped,
 }
 
-/// One content item: every member but its binary payload (`data` of an
-/// image or audio item, `blob` of a resource), an embedded `resource` alike.
-fn content_item_parts(item: &Value, p: &str, parts: &mut Vec<String>) {
-    let Value::Object(members) = item else {
-        parts.push(p.to_owned());
-        return;
-    };
-    for (key, v) in members {
-        let kp = format!("{p}/{}", escape_token(key));
-        match key.as_str() {
-            "data" | "blob" => {}
-            "resource" => content_item_parts(v, &kp, parts),
-            _ => parts.push(kp),
-        }
+impl Binary {
+    fn skips(self, object: &Map<String, Value>, key: &str) -> bool {
+        self == Binary::Skipped
+            && (key == "data" || key == "blob")
+            && (object.contains_key("type") || object.contains_key("mimeType"))
     }
 }
 
-/// A member name as a JSON pointer reference token (RFC 6901 §3).
-fn escape_token(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
-}
-
-fn prefix_findings(prefix: &str, found: Vec<Finding>) -> impl Iterator<Item = Finding> + '_ {
-    found.into_iter().map(move |f| Finding {
-        path: format!("{prefix}{}", f.path),
-        ..f
-    })
-}
-
-/// Findings in the content-carrying parts of a JSON-RPC `result`.
+/// Findings in a JSON-RPC `result`: everything a client may read as text
+/// (`content[]`, `contents[]`, `messages[].content`, `structuredContent`, any
+/// other member in any case: a Go client reads `"Content"` as `content`),
+/// leaving out only the base64 payloads of content items.
 pub fn scan_result(scanner: &Scanner, result: &Value) -> Vec<Finding> {
     let mut out = Vec::new();
-    for p in result_parts(result) {
-        if let Some(v) = result.pointer(&p) {
-            out.extend(prefix_findings(&p, scanner.scan_value(v)));
-        }
-    }
-    out
+    scanner.scan_into(result, &mut String::new(), None, Binary::Skipped, &mut out);
+    dedup(out)
 }
 
-/// Redact the content-carrying parts of a JSON-RPC `result` in place.
+/// Redact a JSON-RPC `result` in place (what [`scan_result`] scans).
 pub fn redact_result(scanner: &Scanner, result: &mut Value) -> Vec<Finding> {
     let mut out = Vec::new();
-    for p in result_parts(result) {
-        if let Some(v) = result.pointer_mut(&p) {
-            let found = scanner.redact_value(v);
-            out.extend(prefix_findings(&p, found));
-        }
-    }
-    out
+    scanner.redact_into(result, &mut String::new(), None, Binary::Skipped, &mut out);
+    dedup(out)
 }
 
 /// Compile `$.dlp` (`section` is its value, `None` when absent: requests block,

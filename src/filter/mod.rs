@@ -152,10 +152,12 @@ impl RequestFilter {
         };
         self.caller = identity.as_ref().ok().cloned();
         let verdict = judge_head(&self.policy, &head, &identity, standing.as_ref());
-        if matches!(
+        let forwarded = matches!(
             verdict,
             HeadVerdict::ReadBody { .. } | HeadVerdict::Stream { .. }
-        ) {
+        );
+        // Only when asked for: removing a header is a hostcall per request.
+        if forwarded && host.request_header("accept-encoding").is_some() {
             // The filter reads answers as the client will, and it does not
             // inflate: ask the server for none. A refused write is safe: a
             // compressed answer is then refused as one the filter cannot read.
@@ -206,13 +208,14 @@ impl RequestFilter {
     /// Everything the verdict reads from the request headers, read now:
     /// Envoy refuses header reads from body callbacks.
     fn read_head(&self, host: &dyn Host, end_of_stream: bool) -> RequestHead {
-        let jwt = self.policy.identity.jwt_payload_header.as_deref();
-        let repeated_header = SINGLE_HEADERS
-            .iter()
-            .copied()
-            .chain(jwt)
-            .find(|name| host.request_header_lines(name) > 1)
-            .map(str::to_owned);
+        let repeated_header = match self.policy.identity.jwt_payload_header.as_deref() {
+            None => host.repeated_request_header(&SINGLE_HEADERS),
+            Some(jwt) => {
+                let mut names = SINGLE_HEADERS.to_vec();
+                names.push(jwt);
+                host.repeated_request_header(&names)
+            }
+        };
         RequestHead {
             method: host.request_header(":method").unwrap_or_default(),
             content_type: host.request_header("content-type").unwrap_or_default(),

@@ -296,7 +296,7 @@ fn header_map(map: MapType) -> Option<Vec<(String, String)>> {
     Some(
         pairs
             .into_iter()
-            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .map(|(k, v)| (k, utf8_or_replaced(v)))
             .collect(),
     )
 }
@@ -322,8 +322,14 @@ fn header(cached: Option<&[(String, String)]>, map: MapType, name: &str) -> Opti
         None => hostcalls::get_map_value_bytes(map, name)
             .ok()
             .flatten()
-            .map(|v| String::from_utf8_lossy(&v).into_owned()),
+            .map(utf8_or_replaced),
     }
+}
+
+/// The value as it came when it is UTF-8 (no copy), else with U+FFFD in
+/// place of the bad bytes.
+fn utf8_or_replaced(v: Vec<u8>) -> String {
+    String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Set or remove a header in Envoy, keeping the fetched map (if any) in step.
@@ -526,6 +532,20 @@ impl Host for WasmHost {
         self.request_headers
             .as_deref()
             .map_or(0, |all| all.iter().filter(|(k, _)| k == name).count())
+    }
+    fn repeated_request_header(&self, among: &[&str]) -> Option<String> {
+        // One pass over the headers instead of one per name.
+        let all = self.request_headers.as_deref()?;
+        let mut seen: Vec<&str> = Vec::new();
+        for (k, _) in all {
+            if among.contains(&k.as_str()) {
+                if seen.contains(&k.as_str()) {
+                    return Some(k.clone());
+                }
+                seen.push(k);
+            }
+        }
+        None
     }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         hostcalls::get_property(path.to_vec()).ok().flatten()
