@@ -203,6 +203,10 @@ fn folded(key: &str) -> impl Iterator<Item = char> + '_ {
 
 /// Whether two member names are one to a case-insensitive decoder.
 pub(crate) fn folds_equal(a: &str, b: &str) -> bool {
+    // ASCII names (nearly all) fold to the same length: a byte compare.
+    if a.is_ascii() && b.is_ascii() {
+        return a.eq_ignore_ascii_case(b);
+    }
     folded(a).eq(folded(b))
 }
 
@@ -233,20 +237,19 @@ fn folded_collision(object: &Map<String, Value>) -> Option<(String, String)> {
     if object.len() < 2 {
         return None;
     }
-    let keys: Vec<&String> = object.keys().collect();
-    if keys.len() <= PAIRWISE_UP_TO {
-        for (i, a) in keys.iter().enumerate() {
-            for b in &keys[i + 1..] {
-                if folded(a).eq(folded(b)) {
-                    return Some(((*a).clone(), (*b).clone()));
+    if object.len() <= PAIRWISE_UP_TO {
+        for (i, a) in object.keys().enumerate() {
+            for b in object.keys().skip(i + 1) {
+                if folds_equal(a, b) {
+                    return Some((a.clone(), b.clone()));
                 }
             }
         }
         return None;
     }
     let mut seen: std::collections::HashMap<String, &String> =
-        std::collections::HashMap::with_capacity(keys.len());
-    for key in keys {
+        std::collections::HashMap::with_capacity(object.len());
+    for key in object.keys() {
         if let Some(first) = seen.insert(folded(key).collect(), key) {
             return Some((first.clone(), key.clone()));
         }

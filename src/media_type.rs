@@ -58,6 +58,8 @@ impl MediaType {
     }
 }
 
+const CHARSET: &[u8] = b"charset";
+
 /// Parse one `Content-Type` field value.
 pub fn parse(value: &str) -> Result<MediaType, MediaTypeError> {
     let value = value.trim_matches(is_ows);
@@ -98,7 +100,11 @@ pub fn parse(value: &str) -> Result<MediaType, MediaTypeError> {
     }
     // Whatever the grammar says, a reader that finds "charset" elsewhere may
     // decode by it: only the one parameter we read may name it.
-    let mentions = value.to_ascii_lowercase().matches("charset").count();
+    let mentions = value
+        .as_bytes()
+        .windows(CHARSET.len())
+        .filter(|w| w.eq_ignore_ascii_case(CHARSET))
+        .count();
     if mentions != usize::from(charset.is_some()) {
         return Err(MediaTypeError::AmbiguousCharset);
     }

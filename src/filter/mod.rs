@@ -47,7 +47,8 @@ enum Phase {
 pub struct RequestFilter {
     policy: Rc<CompiledPolicy>,
     phase: Phase,
-    caller: Option<Caller>,
+    /// Shared with the response rewriter (read for list visibility).
+    caller: Option<Rc<Caller>>,
     /// The request headers the body's verdict reads (Mcp-Method, Mcp-Name).
     head: RequestHead,
     dry_run_note: Option<String>,
@@ -100,7 +101,7 @@ impl RequestFilter {
         for mut p in self.audit.take_held() {
             p.decision = Decision::deny(RuleId::HostWrite, refusal.message.clone());
             self.audit
-                .send_replied(host, self.caller.as_ref(), p, &reply);
+                .send_replied(host, self.caller.as_deref(), p, &reply);
         }
         self.reply(host, reply)
     }
@@ -124,7 +125,7 @@ impl RequestFilter {
                 r.message.clone(),
             ));
             self.audit
-                .send_replied(host, self.caller.as_ref(), p, &reply);
+                .send_replied(host, self.caller.as_deref(), p, &reply);
         }
         self.reply(host, reply)
     }
@@ -132,7 +133,7 @@ impl RequestFilter {
     /// The exchange is over (Envoy's log phase): audit what was forwarded.
     pub fn on_done(&mut self, host: &mut dyn Host) {
         let seen = self.rewriter.bytes_seen();
-        self.audit.on_done(host, self.caller.as_ref(), seen);
+        self.audit.on_done(host, self.caller.as_deref(), seen);
     }
 
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
@@ -150,7 +151,7 @@ impl RequestFilter {
             (Ok(caller), None) => self.standing_refusal(host, caller),
             _ => None,
         };
-        self.caller = identity.as_ref().ok().cloned();
+        self.caller = identity.as_ref().ok().cloned().map(Rc::new);
         let verdict = judge_head(&self.policy, &head, &identity, standing.as_ref());
         let forwarded = matches!(
             verdict,
@@ -173,7 +174,7 @@ impl RequestFilter {
                 self.reply(host, LocalReply::json(403, &body, Some(d.rule.as_str())))
             }
             HeadVerdict::Stream { hold_until_end } => {
-                let caller = self.caller.clone().unwrap_or_else(anonymous);
+                let caller = self.caller.clone().unwrap_or_else(|| Rc::new(anonymous()));
                 self.rewriter.expect_replays(caller);
                 if hold_until_end {
                     // Neither GET nor DELETE has a body, and one that came
@@ -317,10 +318,17 @@ impl RequestFilter {
             let r = Refusal::new(400, -32700, RuleId::Protocol, "request body unavailable");
             return self.refuse(host, &r);
         };
-        let caller = self.caller.clone().unwrap_or_else(anonymous);
+        let anonymous_caller;
+        let caller = match self.caller.as_deref() {
+            Some(c) => c,
+            None => {
+                anonymous_caller = anonymous();
+                &anonymous_caller
+            }
+        };
         let verdict = judge_body(
             &self.policy,
-            &caller,
+            caller,
             &self.head,
             self.standing.as_ref(),
             &bytes,
@@ -371,12 +379,14 @@ impl RequestFilter {
             host.count(counter, 1);
         }
         let action = self.policy.dlp.requests;
-        self.audit.hold(
-            v.messages
-                .iter()
-                .map(|m| PendingAudit::of(m, action))
-                .collect(),
-        );
+        if self.audit.enabled() {
+            self.audit.hold(
+                v.messages
+                    .iter()
+                    .map(|m| PendingAudit::of(m, action))
+                    .collect(),
+            );
+        }
         let policy_refused = v.policy_refused();
         if v.killed {
             host.count(Counter::RefusedKillSwitch, 1);
@@ -414,7 +424,7 @@ impl RequestFilter {
             let r = reply.unwrap_or_else(|| LocalReply::empty(403, None));
             // A refused exchange is over now: audit it at once.
             for p in self.audit.take_held() {
-                self.audit.send_replied(host, self.caller.as_ref(), p, &r);
+                self.audit.send_replied(host, self.caller.as_deref(), p, &r);
             }
             return self.reply(host, r);
         }
@@ -431,7 +441,7 @@ impl RequestFilter {
                 let r = reply.unwrap_or_else(|| LocalReply::empty(403, None));
                 for (mut p, m) in self.audit.take_held().into_iter().zip(&v.messages) {
                     p.decision = m.enforced();
-                    self.audit.send_replied(host, self.caller.as_ref(), p, &r);
+                    self.audit.send_replied(host, self.caller.as_deref(), p, &r);
                 }
                 return self.reply(host, r);
             }
@@ -447,7 +457,7 @@ impl RequestFilter {
             // results are only scanned (flag), so the audit shows what would happen.
             plan.lists.clear();
         }
-        let caller = self.caller.clone().unwrap_or_else(anonymous);
+        let caller = self.caller.clone().unwrap_or_else(|| Rc::new(anonymous()));
         self.rewriter.expect_answers(caller, plan, v.request_ids);
         self.phase = Phase::Forwarded;
         Flow::Continue
@@ -488,7 +498,7 @@ impl RequestFilter {
         // so nobody else can be "first" to present it.
         if let (true, Some(caller), Some(sid)) = (
             self.policy.sessions.enforce && self.phase == Phase::Forwarded,
-            self.caller.as_ref(),
+            self.caller.as_deref(),
             host.response_header("mcp-session-id"),
         ) {
             let now = host.now_ms();

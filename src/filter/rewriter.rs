@@ -44,7 +44,7 @@ pub(crate) struct ResponseCounts {
 
 pub(crate) struct ResponseRewriter {
     policy: Rc<CompiledPolicy>,
-    caller: Option<Caller>,
+    caller: Option<Rc<Caller>>,
     plan: ResponsePlan,
     /// Ids of the requests forwarded upstream (what answers may carry).
     forwarded_ids: Vec<Value>,
@@ -82,7 +82,7 @@ impl ResponseRewriter {
     }
 
     /// The request was forwarded with this plan for its answers.
-    pub fn expect_answers(&mut self, caller: Caller, plan: ResponsePlan, ids: Vec<Value>) {
+    pub fn expect_answers(&mut self, caller: Rc<Caller>, plan: ResponsePlan, ids: Vec<Value>) {
         self.armed = !plan.is_empty();
         self.caller = Some(caller);
         self.plan = plan;
@@ -94,7 +94,7 @@ impl ResponseRewriter {
     /// replays them when a GET names a `Last-Event-ID`). Their plans are not
     /// ours to know, so every answer in it is unfilterable; notifications and
     /// server requests pass.
-    pub fn expect_replays(&mut self, caller: Caller) {
+    pub fn expect_replays(&mut self, caller: Rc<Caller>) {
         self.armed = true;
         self.caller = Some(caller);
     }
@@ -337,7 +337,7 @@ impl ResponseRewriter {
             let why = "server answer whose id matches no request of this exchange";
             return Some(self.unfilterable_for(why, only_id).to_string().into_bytes());
         }
-        let caller = self.caller.as_ref()?;
+        let caller = self.caller.as_deref()?;
         let mut changed = false;
         for msg in objects {
             let id = msg.get("id").map(id_key);
