@@ -62,6 +62,15 @@ const CHARSET: &[u8] = b"charset";
 
 /// Parse one `Content-Type` field value.
 pub fn parse(value: &str) -> Result<MediaType, MediaTypeError> {
+    // What nearly every client and server sends: no parameters to read.
+    for plain in ["application/json", "text/event-stream"] {
+        if value.eq_ignore_ascii_case(plain) {
+            return Ok(MediaType {
+                essence: plain.to_owned(),
+                charset: None,
+            });
+        }
+    }
     let value = value.trim_matches(is_ows);
     let (essence, mut rest) = value.split_once(';').unwrap_or((value, ""));
     let essence = essence.trim_end_matches(is_ows);
