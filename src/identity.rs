@@ -59,6 +59,11 @@ pub struct IdentityConfig {
     pub claims: ClaimMap,
     pub api_keys: Vec<ApiKey>,
     pub anonymous_roles: Vec<String>,
+    /// Keep the `Authorization` header an API key came in on when the
+    /// request goes to the server. Off by default: the caller's credential
+    /// for the firewall is not the server's business (and a prompt-injected
+    /// server could replay it).
+    pub forward_api_key: bool,
 }
 
 /// The request facts identity is derived from, read by the glue on request headers.
@@ -209,6 +214,7 @@ impl Default for IdentityConfig {
             },
             api_keys: Vec::new(),
             anonymous_roles: Vec::new(),
+            forward_api_key: false,
         }
     }
 }
@@ -253,6 +259,9 @@ pub(crate) fn compile(section: Option<&Value>, path: &str, errs: &mut Errors) ->
     }
     if let Some(roles) = r.strings("anonymous_roles", errs) {
         out.anonymous_roles = roles;
+    }
+    if let Some(keep) = r.boolean("forward_api_key", errs) {
+        out.forward_api_key = keep;
     }
     r.finish(errs);
     out
@@ -328,6 +337,7 @@ mod tests {
                 tenant: Some("acme".into()),
             }],
             anonymous_roles: anonymous.iter().map(|s| s.to_string()).collect(),
+            forward_api_key: false,
         }
     }
 

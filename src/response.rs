@@ -78,6 +78,15 @@ pub fn rewrite_message(
     });
     out.removed_entries = before - entries.len();
     out.changed = out.removed_entries > 0;
+    // The list is this caller's view: no shared cache may serve it to
+    // another (SEP-2549's `cacheScope`; `ttlMs` is left as the server set it,
+    // never raised).
+    if let Some(Value::Object(result)) = msg.get_mut("result") {
+        if result.get("cacheScope").and_then(Value::as_str) != Some("private") {
+            result.insert("cacheScope".into(), Value::String("private".into()));
+            out.changed = true;
+        }
+    }
     out
 }
 
@@ -240,5 +249,6 @@ mod tests {
         let r = rewrite_message(&policy, &caller, &plan, obj);
         assert_eq!((r.changed, r.removed_entries), (true, 3));
         assert_eq!(msg["result"]["tools"], json!([{"name": "get_issue"}]));
+        assert_eq!(msg["result"]["cacheScope"], json!("private"));
     }
 }

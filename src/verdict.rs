@@ -129,11 +129,19 @@ pub enum HeadVerdict {
     /// A GET or DELETE refused by the kill switch or a standing refusal (403).
     Deny(Decision),
     /// A GET or DELETE: nothing to decide in a body. When the headers did not
-    /// end the stream it is held until it ends, forwarded only if no body byte came.
-    Stream { hold_until_end: bool },
+    /// end the stream it is held until it ends, forwarded only if no body byte
+    /// came. `strip_credential`: remove the `Authorization` the caller was
+    /// identified by before it goes on.
+    Stream {
+        hold_until_end: bool,
+        strip_credential: bool,
+    },
     /// A POST: read the whole body, then [`judge_body`]. `may_rewrite` when
-    /// DLP may redact it (its length may change).
-    ReadBody { may_rewrite: bool },
+    /// DLP may redact it (its length may change); `strip_credential` as above.
+    ReadBody {
+        may_rewrite: bool,
+        strip_credential: bool,
+    },
 }
 
 /// A refusal that holds for every message of the request whatever it says:
@@ -190,6 +198,7 @@ pub fn judge_head(
             }
             return HeadVerdict::Stream {
                 hold_until_end: !head.ends_stream,
+                strip_credential: strips_credential(policy, caller),
             };
         }
         _ => {
@@ -235,7 +244,14 @@ pub fn judge_head(
     }
     HeadVerdict::ReadBody {
         may_rewrite: policy.dlp.requests == DlpAction::Redact,
+        strip_credential: strips_credential(policy, caller),
     }
+}
+
+/// The caller's API key came in `Authorization` and is the firewall's, not
+/// the server's (unless `identity.forward_api_key`).
+fn strips_credential(policy: &CompiledPolicy, caller: &Caller) -> bool {
+    caller.via == Via::ApiKey && !policy.identity.forward_api_key
 }
 
 /// A POST body must be JSON the server reads exactly as we do (see `media_type`).

@@ -122,6 +122,8 @@ func mcp(w http.ResponseWriter, r *http.Request) {
 		}
 		answer(w, r, req.ID, map[string]interface{}{"tools": tools})
 	case "tools/call":
+		// What credential reached the server (tests/e2e/test_credentials.py).
+		fmt.Printf("SAW-AUTH %s\n", r.Header.Get("Authorization"))
 		var args interface{} = req.Params.Arguments
 		if req.Params.Name == "push_files" {
 			raw, _ := json.Marshal(req.Params.Arguments)

@@ -164,6 +164,21 @@ impl RequestFilter {
             // compressed answer is then refused as one the filter cannot read.
             let _ = host.set_request_header("accept-encoding", None);
         }
+        if let HeadVerdict::ReadBody {
+            strip_credential: true,
+            ..
+        }
+        | HeadVerdict::Stream {
+            strip_credential: true,
+            ..
+        } = verdict
+        {
+            // The caller's key is the firewall's, not the server's. In dry run
+            // too: this is the credential boundary, not a decision.
+            if let Err(e) = host.set_request_header("authorization", None) {
+                return self.refuse_unwritable(host, "the caller's credential away", &e);
+            }
+        }
         match verdict {
             HeadVerdict::Refuse(r) => self.refuse(host, &r),
             HeadVerdict::Deny(d) => {
@@ -173,7 +188,7 @@ impl RequestFilter {
                 let body = reply::decision_error(None, &d);
                 self.reply(host, LocalReply::json(403, &body, Some(d.rule.as_str())))
             }
-            HeadVerdict::Stream { hold_until_end } => {
+            HeadVerdict::Stream { hold_until_end, .. } => {
                 let caller = self.caller.clone().unwrap_or_else(|| Rc::new(anonymous()));
                 self.rewriter.expect_replays(caller);
                 if hold_until_end {
@@ -187,7 +202,7 @@ impl RequestFilter {
                 self.phase = Phase::Passthrough;
                 Flow::Continue
             }
-            HeadVerdict::ReadBody { may_rewrite } => {
+            HeadVerdict::ReadBody { may_rewrite, .. } => {
                 if may_rewrite && !self.dry_run() {
                     // Redaction may change the body's length, and headers cannot
                     // be touched from body callbacks: drop content-length now

@@ -1448,3 +1448,38 @@ fn empty_answer_to_a_delete_is_not_refused() {
     let unfilterable = x.host.counters.get(&Counter::ResponseUnfilterable);
     assert_eq!(unfilterable.copied().unwrap_or(0), 0);
 }
+
+/// The caller's API key is the firewall's: it is removed before the request
+/// goes on (POST and GET alike), unless the policy keeps it.
+#[test]
+fn the_callers_api_key_never_reaches_the_server() {
+    let cases = [
+        ("post_strips_the_key", "POST", json!({}), false),
+        ("get_strips_the_key", "GET", json!({}), false),
+        (
+            "forward_api_key_keeps_it",
+            "POST",
+            json!({"identity": {"forward_api_key": true, "api_keys": [
+                {"sha256": sha256_hex(b"reader-key"), "subject": "rita", "roles": ["reader"]}
+            ]}}),
+            true,
+        ),
+    ];
+    for (name, method, extra, kept) in cases {
+        let mut x = Exchange::new(policy(extra), post("reader-key").header(":method", method));
+        let body = if method == "POST" {
+            call(json!(1), "echo")
+        } else {
+            String::new()
+        };
+        assert!(
+            x.request(Request::new(body.as_bytes())).forwarded(),
+            "{name}"
+        );
+        assert_eq!(
+            x.host.request_headers.contains_key("authorization"),
+            kept,
+            "{name}"
+        );
+    }
+}

@@ -75,8 +75,8 @@ class Peer:
         self.proc.stop()
 
 
-def envoy_in_front(peer: Peer, workdir: Path, wasm: Path, name: str) -> harness.Envoy:
-    cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
+def envoy_in_front(peer: Peer, workdir: Path, wasm: Path, name: str, template: str = "envoy") -> harness.Envoy:
+    cfg = harness.render(template, listen_port=harness.free_port(), admin_port=harness.free_port(),
                          upstream_port=peer.port, policy=POLICY, wasm=wasm)
     return harness.Envoy(cfg, workdir, name=name)
 
@@ -459,6 +459,8 @@ def test_an_answer_under_its_own_id_is_filtered(go_envoy: harness.Envoy) -> None
     assert r.status_code == 200, r.text
     assert r.json()["id"] == 5
     assert sorted(t["name"] for t in r.json()["result"]["tools"]) == ["create_refund", "echo"]
+    # This caller's view of the catalogue: no shared cache may serve it to another.
+    assert r.json()["result"]["cacheScope"] == "private"
 
 
 # --------------------------------------------------------------------------- repeated headers
