@@ -88,6 +88,20 @@ pub enum Binding {
     TableFull,
     /// Shared data failed; the caller fails closed.
     Unavailable,
+    /// No binding for the id, and none was made ([`Unknown::PassUnbound`]).
+    Unbound,
+}
+
+/// What a lookup does with an id that has no binding yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unknown {
+    /// Bind it to the caller: only for an id the server just issued (its
+    /// answer to `initialize`), so nobody else can be "first" to present it.
+    Bind,
+    /// Leave it: a request's id is never bound (the server did not issue it
+    /// to this caller, or the request may yet be refused); the server answers
+    /// an id it does not know. An invented id takes no room in the table.
+    PassUnbound,
 }
 
 /// A stable, non-reversible fingerprint of who the caller is.
@@ -124,13 +138,15 @@ fn encode(session: &str, identity: &str, now_ms: u64) -> Vec<u8> {
     format!("{session}|{identity}|{now_ms}").into_bytes()
 }
 
-/// Check the caller may use `session_id`, binding it if it is new.
+/// Check the caller may use `session_id`; an id with no binding is bound or
+/// passed as `unknown` says.
 pub fn check_and_bind(
     store: &dyn SharedStore,
     cfg: &SessionConfig,
     session_id: &str,
     caller: &Caller,
     now_ms: u64,
+    unknown: Unknown,
 ) -> Binding {
     let digest = sha256_hex(session_id.as_bytes());
     let session: String = digest.chars().take(32).collect();
@@ -167,6 +183,9 @@ pub fn check_and_bind(
                     }
                 }
             }
+        }
+        if unknown == Unknown::PassUnbound {
+            return Binding::Unbound;
         }
         let Some((key, cas)) = free else {
             return Binding::TableFull;
@@ -240,7 +259,7 @@ mod tests {
         ];
         for (name, sid, subject, now, want) in steps {
             assert_eq!(
-                check_and_bind(&store, &cfg, sid, &who(subject), now),
+                check_and_bind(&store, &cfg, sid, &who(subject), now, Unknown::Bind),
                 want,
                 "{name}"
             );
@@ -258,22 +277,29 @@ mod tests {
         let store = MemoryStore::default();
         for i in 0..4 {
             assert_eq!(
-                check_and_bind(&store, &cfg, &format!("live{i}"), &who("a"), 0),
+                check_and_bind(
+                    &store,
+                    &cfg,
+                    &format!("live{i}"),
+                    &who("a"),
+                    0,
+                    Unknown::Bind
+                ),
                 Binding::Bound
             );
         }
         assert_eq!(
-            check_and_bind(&store, &cfg, "new", &who("b"), 10),
+            check_and_bind(&store, &cfg, "new", &who("b"), 10, Unknown::Bind),
             Binding::TableFull
         );
         // The victim's binding survived the flood attempt.
         assert_eq!(
-            check_and_bind(&store, &cfg, "live0", &who("b"), 20),
+            check_and_bind(&store, &cfg, "live0", &who("b"), 20, Unknown::Bind),
             Binding::Stolen
         );
         // After the idle timeout an entry is reused.
         assert_eq!(
-            check_and_bind(&store, &cfg, "new", &who("b"), 5_000),
+            check_and_bind(&store, &cfg, "new", &who("b"), 5_000, Unknown::Bind),
             Binding::Bound
         );
     }

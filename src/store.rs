@@ -42,6 +42,11 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Nothing was ever written (a poisoned lock reads as not empty).
+    pub fn is_empty(&self) -> bool {
+        self.inner.lock().is_ok_and(|i| i.entries.is_empty())
+    }
 }
 
 impl SharedStore for MemoryStore {

@@ -10,7 +10,7 @@ use crate::identity::{self, Caller, IdentityError, IdentityInputs, Via};
 use crate::policy::{CompiledPolicy, Mode};
 use crate::reply::{self, LocalReply};
 use crate::rule_id::RuleId;
-use crate::session::{self, Binding};
+use crate::session::{self, Binding, Unknown};
 use crate::verdict::{
     self, anonymous, judge_body, judge_head, BodyOutcome, BodyVerdict, HeadVerdict, Refusal,
     RequestHead, SessionCheck, SINGLE_HEADERS,
@@ -478,7 +478,10 @@ impl RequestFilter {
         Flow::Continue
     }
 
-    /// Bind `Mcp-Session-Id` to the caller, or find it is another's.
+    /// Whether `Mcp-Session-Id` is another caller's. A request never binds
+    /// an id (only the server's answer to `initialize` does, on the response
+    /// side): an id nobody holds passes unbound and the server answers it, so
+    /// invented ids neither fill the table nor claim a session before its owner.
     fn check_session(&self, host: &mut dyn Host, caller: &Caller) -> SessionCheck {
         if !self.policy.sessions.enforce {
             return SessionCheck::Fine;
@@ -487,8 +490,9 @@ impl RequestFilter {
             return SessionCheck::Fine;
         };
         let now = host.now_ms();
-        match session::check_and_bind(host, &self.policy.sessions, &sid, caller, now) {
-            Binding::Bound => SessionCheck::Fine,
+        let sessions = &self.policy.sessions;
+        match session::check_and_bind(host, sessions, &sid, caller, now, Unknown::PassUnbound) {
+            Binding::Bound | Binding::Unbound => SessionCheck::Fine,
             Binding::Stolen => SessionCheck::Stolen,
             Binding::TableFull => SessionCheck::TableFull,
             Binding::Unavailable => SessionCheck::Unavailable,
@@ -517,7 +521,8 @@ impl RequestFilter {
             host.response_header("mcp-session-id"),
         ) {
             let now = host.now_ms();
-            if session::check_and_bind(host, &self.policy.sessions, &sid, caller, now)
+            let sessions = &self.policy.sessions;
+            if session::check_and_bind(host, sessions, &sid, caller, now, Unknown::Bind)
                 != Binding::Bound
             {
                 host.log(LogLevel::Warn, "mcp-firewall: server issued a session id that could not be bound to its caller");

@@ -692,6 +692,13 @@ fn counters_follow_decisions_and_refusals() {
 #[test]
 fn stolen_session_id_is_refused_for_another_identity() {
     let store = Rc::new(crate::store::MemoryStore::default());
+    // The server issues sess-123 to the reader (its answer to initialize).
+    let mut host = post("reader-key");
+    host.store = store.clone();
+    let mut init = Exchange::new(policy(json!({})), host);
+    let body = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#;
+    init.request(Request::new(body.as_bytes()));
+    init.respond(Response::new(b"").header("mcp-session-id", "sess-123"));
     let run = |key: &str, method: &str| {
         let mut host = post(key)
             .header("mcp-session-id", "sess-123")
@@ -706,7 +713,6 @@ fn stolen_session_id_is_refused_for_another_identity() {
         x.request(Request::new(body.as_bytes()).chunk(64));
         x.reply().map(reply_summary)
     };
-    assert_eq!(run("reader-key", "POST"), None, "first use binds");
     assert_eq!(run("reader-key", "POST"), None, "owner continues");
     assert_eq!(
         run("admin-key", "POST"),
@@ -714,6 +720,22 @@ fn stolen_session_id_is_refused_for_another_identity() {
     );
     assert_eq!(run("admin-key", "GET").map(|r| r.0), Some(403));
     assert_eq!(run("admin-key", "DELETE").map(|r| r.0), Some(403));
+}
+
+/// A request's session id is never bound: an id the server did not issue
+/// passes unbound (the server answers it) and takes no room in the table, so
+/// invented ids cannot exhaust it or claim a session before its owner.
+#[test]
+fn a_presented_id_is_never_bound_by_the_request() {
+    let store = Rc::new(crate::store::MemoryStore::default());
+    for (i, key) in ["reader-key", "admin-key"].into_iter().enumerate() {
+        let mut host = post(key).header("mcp-session-id", "invented-1");
+        host.store = store.clone();
+        let mut x = Exchange::new(policy(json!({})), host);
+        x.request(Request::new(call(json!(i), "echo").as_bytes()));
+        assert!(x.forwarded(), "{key}: passes unbound");
+    }
+    assert!(store.is_empty(), "nothing was bound");
 }
 
 #[test]

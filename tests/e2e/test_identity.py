@@ -50,6 +50,19 @@ def test_session_id_of_another_caller_is_refused(envoy: Any) -> None:
     assert ok.status_code == 200 and any("result" in m for m in messages(ok)), ok.text
 
 
+def test_an_invented_session_id_is_the_servers_to_answer_and_binds_nothing(envoy: Any) -> None:
+    """Only ids the server issued are bound: an invented one passes unbound (the
+    server refuses it), so it neither fills the binding table nor lets the first
+    presenter claim it: a second caller presenting it is not refused by us."""
+    invented = {"Mcp-Session-Id": "not-issued-" + READER_KEY[::-1]}
+    for token in (READER_KEY, ADMIN_KEY):
+        before = envoy.upstream_requests()
+        r = send(envoy.url, body=json.dumps(call("echo", {"message": "x"}, id=3)), token=token, headers=invented)
+        assert envoy.upstream_requests() == before + 1, "reached the server"
+        assert "session-binding" not in r.text, r.text
+        assert r.status_code in (400, 404), (r.status_code, r.text)
+
+
 @pytest.mark.parametrize("method", ["DELETE", "GET"])
 def test_session_id_of_another_caller_cannot_be_deleted_or_streamed(envoy: Any, method: str) -> None:
     """DELETE would end the admin's session; GET would open its server-to-client stream."""
