@@ -186,7 +186,15 @@ impl RequestFilter {
                     host.count(Counter::RefusedKillSwitch, 1);
                 }
                 let body = reply::decision_error(None, &d);
-                self.reply(host, LocalReply::json(403, &body, Some(d.rule.as_str())))
+                let reply = LocalReply::json(403, &body, Some(d.rule.as_str()));
+                // A GET or DELETE on another caller's session is a hijack
+                // attempt: the trail records it like any refusal.
+                if self.audit.enabled() {
+                    let p = PendingAudit::refused_before_decision(d);
+                    self.audit
+                        .send_replied(host, self.caller.as_deref(), p, &reply);
+                }
+                self.reply(host, reply)
             }
             HeadVerdict::Stream { hold_until_end, .. } => {
                 let caller = self.caller.clone().unwrap_or_else(|| Rc::new(anonymous()));

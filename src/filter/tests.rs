@@ -1505,3 +1505,32 @@ fn the_callers_api_key_never_reaches_the_server() {
         );
     }
 }
+
+/// A GET or DELETE refused on another caller's session (a hijack attempt) is
+/// audited like any refusal.
+#[test]
+fn refused_stream_and_session_end_are_audited() {
+    for method in ["GET", "DELETE"] {
+        let store = Rc::new(crate::store::MemoryStore::default());
+        let mut host = post("reader-key");
+        host.store = store.clone();
+        let mut init = Exchange::new(audited_policy(), host);
+        let body = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#;
+        init.request(Request::new(body.as_bytes()));
+        init.respond(Response::new(b"").header("mcp-session-id", "sess-9"));
+        let mut host = post("admin-key")
+            .header(":method", method)
+            .header("mcp-session-id", "sess-9");
+        host.store = store.clone();
+        let mut x = Exchange::new(audited_policy(), host);
+        x.request(Request::new(b""));
+        assert_eq!(x.reply().map(|r| r.status), Some(403), "{method}");
+        let rules: Vec<&str> = x
+            .host
+            .audited
+            .iter()
+            .map(|e| e.decision.rule.as_str())
+            .collect();
+        assert_eq!(rules, vec!["session-binding"], "{method}");
+    }
+}
