@@ -221,6 +221,27 @@ impl Default for IdentityConfig {
 
 /// Compile the `identity` section found at `path` (`$.identity`); `section` is
 /// `None` when it is absent. Mistakes are recorded in `errs`.
+/// Headers a client sets itself on an MCP request: a JWT payload read from
+/// one of them would be whatever the client wrote, verified by nobody.
+const CLIENT_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "host",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "accept",
+    "accept-encoding",
+    "user-agent",
+    "mcp-session-id",
+    "mcp-method",
+    "mcp-name",
+    "mcp-protocol-version",
+    "last-event-id",
+    "x-forwarded-for",
+];
+
 pub(crate) fn compile(section: Option<&Value>, path: &str, errs: &mut Errors) -> IdentityConfig {
     let mut out = IdentityConfig::default();
     let Some(v) = section else { return out };
@@ -228,8 +249,17 @@ pub(crate) fn compile(section: Option<&Value>, path: &str, errs: &mut Errors) ->
         return out;
     };
     if let Some(h) = r.string("jwt_payload_header", errs) {
-        if is_header_name(h) {
-            out.jwt_payload_header = Some(h.to_ascii_lowercase());
+        let lower = h.to_ascii_lowercase();
+        if CLIENT_HEADERS.contains(&lower.as_str()) {
+            errs.push(
+                r.field_path("jwt_payload_header"),
+                format!(
+                    "{h:?} is a header the client sends itself: name the header jwt_authn \
+                     writes (forward_payload_header), which Envoy strips from clients"
+                ),
+            );
+        } else if is_header_name(h) {
+            out.jwt_payload_header = Some(lower);
         } else {
             errs.push(
                 r.field_path("jwt_payload_header"),

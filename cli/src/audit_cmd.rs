@@ -530,11 +530,28 @@ fn row(e: &Value) -> [String; 10] {
     ]
 }
 
+/// Invisible characters that change how text around them reads: bidi
+/// embeddings, overrides and isolates, zero-width joiners and marks, the BOM.
+fn is_format_char(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+    )
+}
+
 fn cell(s: &str) -> String {
-    // Control characters would let a crafted subject rewrite the terminal.
+    // Control characters would let a crafted subject rewrite the terminal;
+    // bidi and other formatting characters would make it read as another
+    // (U+202E turns "nimda" into "admin" on screen).
     let clean: String = s
         .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| {
+            if c.is_control() || is_format_char(c) {
+                '?'
+            } else {
+                c
+            }
+        })
         .collect();
     if clean.chars().count() <= MAX_CELL {
         clean
@@ -697,6 +714,20 @@ mod tests {
     use super::fixtures::chain_lines;
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn cells_show_no_character_that_changes_how_text_reads() {
+        let cases = [
+            ("escape_sequence", "ci\u{1b}[2Jbot", "ci?[2Jbot"),
+            ("right_to_left_override", "\u{202e}nimda", "?nimda"),
+            ("isolate", "a\u{2067}b\u{2069}", "a?b?"),
+            ("zero_width_joiner", "ad\u{200d}min", "ad?min"),
+            ("plain_text_kept", "ci-bot é", "ci-bot é"),
+        ];
+        for (name, raw, shown) in cases {
+            assert_eq!(cell(raw), shown, "{name}");
+        }
+    }
 
     fn joined(lines: &[String]) -> String {
         lines.iter().map(|l| format!("{l}\n")).collect()

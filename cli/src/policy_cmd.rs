@@ -454,7 +454,7 @@ fn to_yaml(v: &Value, indent: usize, out: &mut String) {
                         out.push_str(&format!("{pad}{key}:\n"));
                         to_yaml(x, indent + 2, out);
                     }
-                    _ => out.push_str(&format!("{pad}{key}: {x}\n")),
+                    _ => out.push_str(&format!("{pad}{key}: {}\n", yaml_scalar(x))),
                 }
             }
         }
@@ -466,8 +466,19 @@ fn to_yaml(v: &Value, indent: usize, out: &mut String) {
                 out.push_str(&format!("{pad}- {trimmed}"));
             }
         }
-        scalar => out.push_str(&format!("{pad}{scalar}\n")),
+        scalar => out.push_str(&format!("{pad}{}\n", yaml_scalar(scalar))),
     }
+}
+
+/// A JSON literal as a YAML double-quoted scalar. JSON leaves U+0085, U+2028
+/// and U+2029 unescaped, but YAML folds them into spaces as line breaks, so
+/// the policy Envoy loads would differ from the one `check` read: they are
+/// written as `\u` escapes, which both read back as the character.
+fn yaml_scalar(v: &Value) -> String {
+    v.to_string()
+        .replace('\u{85}', "\\u0085")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
 }
 
 pub fn envoy_config(args: EnvoyConfigArgs) -> ExitCode {

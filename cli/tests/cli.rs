@@ -189,3 +189,31 @@ fn envoy_config_ecds_is_a_discovery_response_with_the_policy() {
     assert_eq!(policy["rules"][1]["id"], "no-delete");
     assert_eq!(v["version_info"].as_str().map(str::len), Some(64));
 }
+
+#[test]
+fn envoy_config_escapes_the_line_separators_yaml_would_fold() {
+    // YAML reads U+0085, U+2028 and U+2029 as line breaks and folds them into
+    // spaces: the policy Envoy loaded would differ from the one `check` read.
+    let dir = std::env::temp_dir().join(format!("mcp-fw-cli-yaml-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("policy.json");
+    let policy = serde_json::json!({
+        "version": 1,
+        "identity": {"api_keys": [{"sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                                   "subject": "a\u{2028}b\u{2029}c\u{85}d", "roles": ["reader"]}]},
+        "rules": [{"id": "read", "effect": "allow", "roles": ["reader"], "tools": ["get_*"]}]
+    });
+    let _ = std::fs::write(&path, policy.to_string());
+    let (code, out) = run(&["envoy-config", &path.to_string_lossy()], "");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains(['\u{85}', '\u{2028}', '\u{2029}']), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("value: "))
+        .unwrap_or_default();
+    let inner: String =
+        serde_json::from_str(line.trim_start().trim_start_matches("value: ")).unwrap_or_default();
+    let loaded: serde_json::Value = serde_json::from_str(&inner).unwrap_or_default();
+    assert_eq!(loaded, policy);
+}

@@ -150,6 +150,11 @@ fn config_error_table() {
             "$.identity.jwt_payload_header: \"x jwt\" is not a valid HTTP header name",
         ),
         (
+            "jwt_header_the_client_sets",
+            json!({"version": 1, "rules": [], "identity": {"jwt_payload_header": "Authorization"}}),
+            "$.identity.jwt_payload_header: \"Authorization\" is a header the client sends itself",
+        ),
+        (
             "limit_out_of_range",
             json!({"version": 1, "rules": [], "limits": {"max_json_depth": 1000}}),
             "$.limits.max_json_depth: 1000 is out of range 2..=120",
