@@ -18,16 +18,18 @@ pub enum Message {
         method: String,
         params: Value,
     },
-    /// A client's answer to a server request (sampling, elicitation, roots).
+    /// A client's answer to a server request (sampling, elicitation, roots):
+    /// its `result` or `error` member, kept so a rewritten body carries it.
     Response {
         id: Value,
+        answer: AnswerMember,
     },
 }
 
 impl Message {
     pub fn id(&self) -> Option<&Value> {
         match self {
-            Message::Request { id, .. } | Message::Response { id } => Some(id),
+            Message::Request { id, .. } | Message::Response { id, .. } => Some(id),
             Message::Notification { .. } => None,
         }
     }
@@ -43,6 +45,13 @@ impl Message {
             Message::Response { .. } => &Value::Null,
         }
     }
+}
+
+/// What a client's answer carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnswerMember {
+    Result(Value),
+    Error(Value),
 }
 
 /// A POST body: one message or a batch.
@@ -174,7 +183,14 @@ fn parse_message(v: Value) -> Result<Message, ProtocolError> {
                 ));
             }
             match (result, error) {
-                (Some(_), None) | (None, Some(_)) => Ok(Message::Response { id }),
+                (Some(r), None) => Ok(Message::Response {
+                    id,
+                    answer: AnswerMember::Result(r),
+                }),
+                (None, Some(e)) => Ok(Message::Response {
+                    id,
+                    answer: AnswerMember::Error(e),
+                }),
                 _ => Err(ProtocolError::Invalid(
                     "a response needs exactly one of \"result\" and \"error\"".into(),
                 )),
@@ -223,7 +239,7 @@ fn check_batch_ids(messages: &[Message]) -> Result<(), ProtocolError> {
     for m in messages {
         let (is_request, id) = match m {
             Message::Request { id, .. } => (true, id),
-            Message::Response { id } => (false, id),
+            Message::Response { id, .. } => (false, id),
             Message::Notification { .. } => continue,
         };
         let text = match id {

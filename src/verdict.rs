@@ -21,7 +21,7 @@ use crate::decide::{decide_message, kill_switch, Catalogue, Decision, Verdict as
 use crate::dlp::{Action as DlpAction, Finding};
 use crate::identity::{Caller, IdentityError, Via};
 use crate::json::case_variant;
-use crate::jsonrpc::{self, id_key, Body, Message};
+use crate::jsonrpc::{self, id_key, AnswerMember, Body, Message};
 use crate::media_type::{self, MediaTypeError};
 use crate::policy::{BatchMode, CompiledPolicy, Mode};
 use crate::reply::{self, LocalReply};
@@ -691,9 +691,13 @@ fn message_value(m: &Message) -> Value {
                 o.insert("params".into(), params.clone());
             }
         }
-        // Responses are not scanned, so never rewritten; kept for completeness.
-        Message::Response { id } => {
+        // A client's answer rides along in a rewritten batch unchanged.
+        Message::Response { id, answer } => {
             o.insert("id".into(), id.clone());
+            match answer {
+                AnswerMember::Result(r) => o.insert("result".into(), r.clone()),
+                AnswerMember::Error(e) => o.insert("error".into(), e.clone()),
+            };
         }
     }
     Value::Object(o)
@@ -748,4 +752,60 @@ fn refusal(messages: &[Message], refused: &[Option<Refused>]) -> LocalReply {
         return LocalReply::empty(403, first_rule);
     }
     LocalReply::json(200, &Value::Array(answers), first_rule)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::sha256_hex;
+    use serde_json::json;
+
+    /// A batch whose arguments are redacted is re-serialised whole: a client's
+    /// answer to a server request in it keeps its `result` or `error`.
+    #[test]
+    fn redacted_batch_keeps_the_clients_answers() {
+        let policy = match crate::policy::compile(&json!({
+            "version": 1,
+            "identity": {"api_keys": [{"sha256": sha256_hex(b"k"), "subject": "s", "roles": ["r"]}]},
+            "rules": [{"id": "echo", "effect": "allow", "tools": ["echo"]}],
+            "dlp": {"requests": "redact"},
+            "limits": {"batches": "evaluate"}
+        })) {
+            Ok(p) => p,
+            Err(e) => panic!("{e:?}"),
+        };
+        let caller = Caller {
+            subject: Some("s".into()),
+            tenant: None,
+            roles: vec!["r".into()],
+            via: Via::ApiKey,
+        };
+        let body = json!([
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+             "params": {"name": "echo", "arguments": {"m": "glpat-_bkBl5pR8VAr0_UnPKWu"}}},
+            {"jsonrpc": "2.0", "id": "s1", "result": {"action": "accept", "content": {"x": 1}}},
+            {"jsonrpc": "2.0", "id": "s2", "error": {"code": -1, "message": "declined"}}
+        ])
+        .to_string();
+        let v = judge_body(
+            &policy,
+            &caller,
+            &RequestHead::default(),
+            None,
+            body.as_bytes(),
+        );
+        let BodyOutcome::Forward {
+            rewritten: Some(bytes),
+        } = v.outcome
+        else {
+            panic!("not forwarded with a rewrite: {:?}", v.outcome)
+        };
+        let sent: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        assert!(!sent.to_string().contains("glpat-"), "{sent}");
+        assert_eq!(
+            sent[1]["result"],
+            json!({"action": "accept", "content": {"x": 1}})
+        );
+        assert_eq!(sent[2]["error"]["message"], json!("declined"));
+    }
 }
