@@ -154,6 +154,11 @@ fn parse_message(v: Value) -> Result<Message, ProtocolError> {
             let Value::String(method) = method else {
                 return Err(ProtocolError::Invalid("\"method\" must be a string".into()));
             };
+            if method.len() > MAX_NAME_LEN {
+                return Err(ProtocolError::Invalid(format!(
+                    "\"method\" longer than {MAX_NAME_LEN} bytes"
+                )));
+            }
             let params = match params {
                 None => Value::Null,
                 Some(Value::Object(p)) => {
@@ -281,15 +286,30 @@ pub fn target_of(method: &str, params: &Value) -> Result<Target, ProtocolError> 
             ))),
         }
     };
+    let name = |key: &str| -> Result<String, ProtocolError> {
+        let n = field(key)?;
+        if n.len() > MAX_NAME_LEN {
+            return Err(ProtocolError::Invalid(format!(
+                "{method} names one longer than {MAX_NAME_LEN} bytes (MCP names are at most 128 characters)"
+            )));
+        }
+        Ok(n)
+    };
     Ok(match method {
-        "tools/call" => Target::Tool(field("name")?),
+        "tools/call" => Target::Tool(name("name")?),
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
             Target::Resource(field("uri")?)
         }
-        "prompts/get" => Target::Prompt(field("name")?),
+        "prompts/get" => Target::Prompt(name("name")?),
         _ => Target::None,
     })
 }
+
+/// The longest tool, prompt or method name accepted. MCP names tools and
+/// prompts in at most 128 characters; longer ones are refused before any rule
+/// is matched (a megabyte name against hundreds of patterns costs CPU for
+/// every caller on the worker).
+pub const MAX_NAME_LEN: usize = 128;
 
 /// `params.arguments` of a message, or Null.
 pub fn arguments(params: &Value) -> &Value {
@@ -489,6 +509,14 @@ mod tests {
                 -32600,
             ),
             (
+                "method_longer_than_128_bytes",
+                &format!(
+                    r#"{{"jsonrpc":"2.0","id":1,"method":"{}"}}"#,
+                    "m".repeat(129)
+                ),
+                -32600,
+            ),
+            (
                 "batch_repeating_an_answer_id",
                 r#"[{"jsonrpc":"2.0","id":"s1","result":{}},{"jsonrpc":"2.0","id":"s1","result":{}}]"#,
                 -32600,
@@ -526,5 +554,10 @@ mod tests {
         assert!(target_of("tools/call", &p).is_err());
         assert!(target_of("resources/read", &serde_json::json!({})).is_err());
         assert_eq!(target_of("tools/list", &Value::Null), Ok(Target::None));
+        let long = serde_json::json!({"name": "t".repeat(MAX_NAME_LEN + 1)});
+        assert!(target_of("tools/call", &long).is_err());
+        assert!(target_of("prompts/get", &long).is_err());
+        let longest = serde_json::json!({"name": "t".repeat(MAX_NAME_LEN)});
+        assert!(target_of("tools/call", &longest).is_ok());
     }
 }
