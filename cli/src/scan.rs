@@ -566,21 +566,33 @@ enum Flavour {
     Clean,
     TriggerHeavy,
     Dirty,
+    /// Adversarial: one trigger repeated back to back (`sk-sk-sk-…`), which
+    /// used to re-scan the same bytes from every trigger (2.5 s per MiB).
+    TriggerRun,
 }
 
 impl Flavour {
-    const ALL: [Flavour; 3] = [Flavour::Clean, Flavour::TriggerHeavy, Flavour::Dirty];
+    const ALL: [Flavour; 4] = [
+        Flavour::Clean,
+        Flavour::TriggerHeavy,
+        Flavour::Dirty,
+        Flavour::TriggerRun,
+    ];
     fn name(self) -> &'static str {
         match self {
             Flavour::Clean => "clean",
             Flavour::TriggerHeavy => "trigger-heavy",
             Flavour::Dirty => "dirty",
+            Flavour::TriggerRun => "trigger-run",
         }
     }
 }
 
 /// A `tools/call` arguments object of about `size` bytes: a batch of records.
 fn payload(size: usize, flavour: Flavour) -> Value {
+    if flavour == Flavour::TriggerRun {
+        return json!({"batch": "export quarterly report", "items": ["sk-".repeat(size / 3)]});
+    }
     let mut r = Rng(0x9E37_79B9_7F4A_7C15 ^ size as u64 ^ (flavour as u64) << 32);
     let mut items = Vec::new();
     let mut len = 0;
@@ -590,6 +602,7 @@ fn payload(size: usize, flavour: Flavour) -> Value {
             Flavour::Clean => clean_record(&mut r, i),
             Flavour::TriggerHeavy => trigger_heavy_record(&mut r, i),
             Flavour::Dirty => dirty_record(&mut r, i),
+            Flavour::TriggerRun => json!("sk-"),
         };
         len += rec.to_string().len() + 1;
         items.push(rec);
@@ -618,7 +631,7 @@ pub fn bench(args: BenchArgs) -> ExitCode {
             .find(|f| dump.first().is_some_and(|d| d == f.name()));
         let size = dump.get(1).and_then(|s| s.parse::<usize>().ok());
         let (Some(flavour), Some(size)) = (flavour, size) else {
-            eprintln!("mcp-firewall bench-dlp: --dump clean|trigger-heavy|dirty BYTES");
+            eprintln!("mcp-firewall bench-dlp: --dump clean|trigger-heavy|dirty|trigger-run BYTES");
             return ExitCode::from(2);
         };
         println!("{:#}", payload(size, flavour));

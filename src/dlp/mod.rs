@@ -365,6 +365,14 @@ impl Scanner {
         // (rule, position) of the last anchored run: two literals of one rule
         // at one position (`xoxe-`, `xoxe.xox`) need one run, not two.
         let mut last_run: Option<(u16, usize)> = None;
+        // (rule, end) of each anchored match: a trigger inside a span its rule
+        // already matched is not run again. Without it a run of triggers
+        // (`sk-sk-sk-…`) re-scans the same bytes from every one of them,
+        // quadratic in the run's length.
+        let mut matched: Vec<(u16, usize)> = Vec::new();
+        // (rule, where its required literal next occurs at or after the last
+        // trigger that looked; None = nowhere further).
+        let mut required_at: Vec<(u16, Option<usize>)> = Vec::new();
         self.pre.for_each(bytes, |i, lit| {
             let Some(lit) = lit else {
                 // The Discord bot token has no literal: its first `.` ends
@@ -398,7 +406,9 @@ impl Scanner {
                         }
                     }
                     (Matcher::Regex(_), Some(re)) => {
-                        if last_run == Some((ri, i)) {
+                        if last_run == Some((ri, i))
+                            || matched.iter().any(|&(r, e)| r == ri && i < e)
+                        {
                             continue;
                         }
                         last_run = Some((ri, i));
@@ -406,8 +416,34 @@ impl Scanner {
                             text,
                             (i + len + rule.spec.ahead).min(n).min(i + WINDOW_MAX),
                         );
+                        let req = rule.spec.requires.as_bytes();
+                        if !req.is_empty() {
+                            let known = required_at.iter().find(|(r, _)| *r == ri).map(|&(_, p)| p);
+                            let next = match known {
+                                Some(None) => None,
+                                Some(Some(p)) if p >= i => Some(p),
+                                _ => {
+                                    let found = bytes
+                                        .get(i..)
+                                        .and_then(|rest| {
+                                            rest.windows(req.len()).position(|w| w == req)
+                                        })
+                                        .map(|o| i + o);
+                                    required_at.retain(|(r, _)| *r != ri);
+                                    required_at.push((ri, found));
+                                    found
+                                }
+                            };
+                            if next.map_or(true, |p| p + req.len() > end) {
+                                continue;
+                            }
+                        }
                         if let Some(piece) = text.get(i..end) {
                             if let Some(caps) = re.captures(piece) {
+                                if let Some(whole) = caps.get(0) {
+                                    matched.retain(|&(r, _)| r != ri);
+                                    matched.push((ri, i + whole.end()));
+                                }
                                 push_accepted(rule, text, &caps, i, out);
                             }
                         }

@@ -120,6 +120,10 @@ pub struct RuleSpec {
     pub after: Edge,
     pub check: Check,
     pub pre: Pre,
+    /// A literal every match contains ("" = none): a trigger with no such
+    /// literal within its window is not run, and where the next one lies is
+    /// remembered, so a run of triggers costs one pass (`sk-sk-sk-…`).
+    pub requires: &'static str,
     /// Lower wins when two matches overlap: exact formats beat context rules,
     /// context rules beat generic assignments.
     pub priority: u8,
@@ -137,6 +141,7 @@ const BASE: RuleSpec = RuleSpec {
     after: Edge::Token,
     check: Check::Token,
     pre: Pre::None,
+    requires: "",
     priority: 0,
 };
 
@@ -637,6 +642,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         triggers: &["sk-"],
         pattern: r"sk-(?:(?:proj|svcacct|admin|None)-)?[A-Za-z0-9_-]{16,200}T3BlbkFJ[A-Za-z0-9_-]{16,200}",
         ahead: 420,
+        requires: "T3BlbkFJ",
         ..BASE
     },
     RuleSpec {
