@@ -104,6 +104,11 @@ pub fn case_variant_in_answer(plan: &ResponsePlan, msg: &Map<String, Value>) -> 
     if let Some(v) = case_variant(msg, &ANSWER_MEMBERS) {
         return Some(describe(v));
     }
+    // JSON-RPC 2.0 §5: exactly one of them. Clients disagree on which one a
+    // message with both is (Python reads the error, the filter scanned the result).
+    if !msg.contains_key("method") && msg.contains_key("result") == msg.contains_key("error") {
+        return Some("server answer with both or neither of result and error".into());
+    }
     let id = msg.get("id").map(id_key)?;
     let (_, catalogue) = plan.lists.iter().find(|(k, _)| *k == id)?;
     let (list_member, name_member) = catalogue.members();
@@ -204,6 +209,16 @@ mod tests {
                 "plain_list_answer",
                 json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": [{"name": "x"}]}}),
                 false,
+            ),
+            (
+                "result_and_error",
+                json!({"jsonrpc": "2.0", "id": 6, "result": {}, "error": {"code": 1, "message": "x"}}),
+                true,
+            ),
+            (
+                "neither_result_nor_error",
+                json!({"jsonrpc": "2.0", "id": 6}),
+                true,
             ),
             (
                 "other_members_of_a_result",

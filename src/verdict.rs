@@ -59,6 +59,8 @@ pub struct RequestHead {
     /// The first header of [`SINGLE_HEADERS`] (or the JWT payload header)
     /// that came on more than one line.
     pub repeated_header: Option<String>,
+    /// The request named an `Mcp-Session-Id`.
+    pub session_presented: bool,
     /// The headers ended the stream: no body follows.
     pub ends_stream: bool,
 }

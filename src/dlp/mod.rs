@@ -794,16 +794,27 @@ fn dedup(mut v: Vec<Finding>) -> Vec<Finding> {
 enum Binary {
     /// Every string is scanned (arguments, errors).
     Scanned,
-    /// The `data` (image, audio) or `blob` (resource) member of a content item
-    /// (an object with a `type` or a `mimeType`) is skipped: base64, not text.
+    /// Binary payloads of content items are skipped: base64, not text. Only a
+    /// string, and only where MCP puts one: the `data` of an `image` or
+    /// `audio` item, the `blob` of a resource whose `mimeType` is not text.
+    /// Anything else named `data` (an event envelope's `{"type": …, "data":
+    /// {…}}`) is content like any other.
     Skipped,
 }
 
 impl Binary {
     fn skips(self, object: &Map<String, Value>, key: &str) -> bool {
-        self == Binary::Skipped
-            && (key == "data" || key == "blob")
-            && (object.contains_key("type") || object.contains_key("mimeType"))
+        if self != Binary::Skipped || !object.get(key).is_some_and(Value::is_string) {
+            return false;
+        }
+        let is = |member: &str, f: &dyn Fn(&str) -> bool| {
+            object.get(member).and_then(Value::as_str).is_some_and(f)
+        };
+        match key {
+            "data" => is("type", &|t| t == "image" || t == "audio"),
+            "blob" => !is("mimeType", &|m| m.starts_with("text/")),
+            _ => false,
+        }
     }
 }
 

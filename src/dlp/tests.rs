@@ -371,3 +371,45 @@ fn debug_output_never_contains_the_secret() {
         "{dump}"
     );
 }
+
+/// Only the base64 payloads MCP defines are left out of a result's scan: an
+/// image's or audio's `data` string and a non-text resource `blob`. Anything
+/// else named `data` or `blob` is content (an event envelope, a text blob).
+#[test]
+fn result_scan_skips_only_binary_payloads() {
+    let scanner = match Scanner::builtin(true, true) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let token = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
+    let cases = [
+        (
+            "event_envelope",
+            serde_json::json!({"structuredContent": {"type": "customer.created", "data": {"note": token}}}),
+            true,
+        ),
+        (
+            "text_typed_data",
+            serde_json::json!({"content": [{"type": "text", "text": "x", "data": token}]}),
+            true,
+        ),
+        (
+            "text_blob",
+            serde_json::json!({"contents": [{"uri": "file:///a", "mimeType": "text/plain", "blob": token}]}),
+            true,
+        ),
+        (
+            "image_data",
+            serde_json::json!({"content": [{"type": "image", "mimeType": "image/png", "data": token}]}),
+            false,
+        ),
+        (
+            "binary_blob",
+            serde_json::json!({"contents": [{"uri": "file:///a", "mimeType": "application/octet-stream", "blob": token}]}),
+            false,
+        ),
+    ];
+    for (name, result, found) in cases {
+        assert_eq!(!scan_result(&scanner, &result).is_empty(), found, "{name}");
+    }
+}

@@ -55,6 +55,9 @@ pub struct RequestFilter {
     /// Set on request headers when the request must be refused whatever it
     /// says (stolen session id, audit trail unavailable under `closed`).
     standing: Option<Decision>,
+    /// The request is an `initialize` that presented no session id: the one
+    /// answer whose `Mcp-Session-Id` is the server issuing a new session.
+    opens_session: bool,
     rewriter: ResponseRewriter,
     audit: ExchangeAudit,
 }
@@ -67,6 +70,7 @@ impl RequestFilter {
             head: RequestHead::default(),
             dry_run_note: None,
             standing: None,
+            opens_session: false,
             rewriter: ResponseRewriter::new(policy.clone()),
             audit: ExchangeAudit::new(policy.clone()),
             policy,
@@ -248,6 +252,7 @@ impl RequestFilter {
             mcp_method: host.request_header("mcp-method"),
             mcp_name: host.request_header("mcp-name"),
             repeated_header,
+            session_presented: host.request_header("mcp-session-id").is_some(),
             ends_stream: end_of_stream,
         }
     }
@@ -474,6 +479,10 @@ impl RequestFilter {
                 return self.refuse_unwritable(host, "the redacted request body", &e);
             }
         }
+        // Only the answer to an initialize that named no session issues one:
+        // every other answer may echo an id the caller merely presented.
+        self.opens_session = !self.head.session_presented
+            && matches!(v.messages.as_slice(), [m] if m.method == "initialize");
         let mut plan = v.plan;
         if self.dry_run() {
             // Dry run never changes what the caller sees: lists stay whole and
@@ -524,7 +533,7 @@ impl RequestFilter {
         // Bind a session id at issuance (the server's answer to initialize),
         // so nobody else can be "first" to present it.
         if let (true, Some(caller), Some(sid)) = (
-            self.policy.sessions.enforce && self.phase == Phase::Forwarded,
+            self.policy.sessions.enforce && self.phase == Phase::Forwarded && self.opens_session,
             self.caller.as_deref(),
             host.response_header("mcp-session-id"),
         ) {

@@ -1534,3 +1534,25 @@ fn refused_stream_and_session_end_are_audited() {
         assert_eq!(rules, vec!["session-binding"], "{method}");
     }
 }
+
+/// Servers put the session id on every answer; only the answer to an
+/// `initialize` that named no session binds it. An id presented by a caller
+/// who does not hold it (another replica issued it, or Envoy restarted) is not
+/// bound to that caller by the echo in the server's answer.
+#[test]
+fn an_echoed_session_id_binds_nothing() {
+    let store = Rc::new(crate::store::MemoryStore::default());
+    let mut host = post("admin-key").header("mcp-session-id", "issued-elsewhere");
+    host.store = store.clone();
+    let mut x = Exchange::new(policy(json!({})), host);
+    let list = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+    assert!(x.request(Request::new(list.as_bytes())).forwarded());
+    x.respond(
+        ok_response(
+            "application/json",
+            tools_list_result(5).to_string().as_bytes(),
+        )
+        .header("mcp-session-id", "issued-elsewhere"),
+    );
+    assert!(store.is_empty(), "the echo bound the id to the presenter");
+}
