@@ -34,6 +34,7 @@ pub enum Counter {
     RefusedHostWrite,
     ListEntriesRemoved,
     ResponseUnfilterable,
+    SessionUnboundAtIssuance,
     AuditSent,
     AuditRetried,
     AuditDropped,
@@ -41,7 +42,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 20] = [
+    pub const ALL: [Counter; 21] = [
         Counter::DecisionAllow,
         Counter::DecisionDeny,
         Counter::DecisionApproval,
@@ -58,6 +59,7 @@ impl Counter {
         Counter::RefusedHostWrite,
         Counter::ListEntriesRemoved,
         Counter::ResponseUnfilterable,
+        Counter::SessionUnboundAtIssuance,
         Counter::AuditSent,
         Counter::AuditRetried,
         Counter::AuditDropped,
@@ -82,6 +84,7 @@ impl Counter {
             Counter::RefusedHostWrite => "mcp_firewall.refused.host_write",
             Counter::ListEntriesRemoved => "mcp_firewall.lists.entries_removed",
             Counter::ResponseUnfilterable => "mcp_firewall.responses.unfilterable",
+            Counter::SessionUnboundAtIssuance => "mcp_firewall.sessions.unbound_at_issuance",
             Counter::AuditSent => "mcp_firewall.audit.sent",
             Counter::AuditRetried => "mcp_firewall.audit.retried",
             Counter::AuditDropped => "mcp_firewall.audit.dropped",

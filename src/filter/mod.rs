@@ -143,10 +143,14 @@ impl RequestFilter {
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
         let head = self.read_head(host, end_of_stream);
         let mut identity = self.resolve_identity(host);
+        // A credential that identified nobody (in dry run the request goes on
+        // as anonymous): still the caller's, never the server's.
+        let mut unidentified_credential = false;
         if head.repeated_header.is_none() && self.dry_run() {
             if let Err(e) = &identity {
                 self.note_dry_run(host, &format!("unauthenticated ({})", e.message()));
                 identity = Ok(anonymous());
+                unidentified_credential = host.request_header("authorization").is_some();
             }
         }
         // The binding is a shared-data write: made only for a request whose
@@ -168,15 +172,19 @@ impl RequestFilter {
             // compressed answer is then refused as one the filter cannot read.
             let _ = host.set_request_header("accept-encoding", None);
         }
-        if let HeadVerdict::ReadBody {
-            strip_credential: true,
-            ..
-        }
-        | HeadVerdict::Stream {
-            strip_credential: true,
-            ..
-        } = verdict
-        {
+        let strips = match &verdict {
+            HeadVerdict::ReadBody {
+                strip_credential, ..
+            }
+            | HeadVerdict::Stream {
+                strip_credential, ..
+            } => {
+                *strip_credential
+                    || (unidentified_credential && !self.policy.identity.forward_api_key)
+            }
+            _ => false,
+        };
+        if strips {
             // The caller's key is the firewall's, not the server's. In dry run
             // too: this is the credential boundary, not a decision.
             if let Err(e) = host.set_request_header("authorization", None) {
@@ -542,6 +550,9 @@ impl RequestFilter {
             if session::check_and_bind(host, sessions, &sid, caller, now, Unknown::Bind)
                 != Binding::Bound
             {
+                // The id then passes unbound for anyone who presents it: an
+                // operator must see it (sessions.capacity, idle_timeout_s).
+                host.count(Counter::SessionUnboundAtIssuance, 1);
                 host.log(LogLevel::Warn, "mcp-firewall: server issued a session id that could not be bound to its caller");
             }
         }

@@ -1556,3 +1556,38 @@ fn an_echoed_session_id_binds_nothing() {
     );
     assert!(store.is_empty(), "the echo bound the id to the presenter");
 }
+
+/// In dry run a request whose key identifies nobody goes on as anonymous: the
+/// key still never reaches the server.
+#[test]
+fn an_unrecognised_key_is_removed_in_dry_run_too() {
+    let mut x = Exchange::new(policy(json!({"mode": "dry_run"})), post("not-a-key"));
+    assert!(x
+        .request(Request::new(call(json!(1), "echo").as_bytes()))
+        .forwarded());
+    assert!(!x.host.request_headers.contains_key("authorization"));
+}
+
+/// An issued id that cannot be bound (its set of the table is full of live
+/// sessions) passes unbound for anyone: it is counted, so an operator sees it.
+#[test]
+fn an_issued_id_that_cannot_be_bound_is_counted() {
+    let store = Rc::new(crate::store::MemoryStore::default());
+    let extra = json!({"sessions": {"capacity": 4}});
+    let mut unbound = 0;
+    for i in 0..5 {
+        let mut host = post("reader-key");
+        host.store = store.clone();
+        let mut x = Exchange::new(policy(extra.clone()), host);
+        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#;
+        x.request(Request::new(init.as_bytes()));
+        x.respond(Response::new(b"").header("mcp-session-id", &format!("sess-{i}")));
+        unbound += x
+            .host
+            .counters
+            .get(&Counter::SessionUnboundAtIssuance)
+            .copied()
+            .unwrap_or(0);
+    }
+    assert_eq!(unbound, 1, "four ways bound, the fifth counted");
+}
