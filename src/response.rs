@@ -47,6 +47,13 @@ pub fn rewrite_message(
     msg: &mut Map<String, Value>,
 ) -> Rewrite {
     let mut out = Rewrite::default();
+    // An error with a null id (or none) answers this exchange without naming
+    // which of its requests: scanned as if it answered a scanned one.
+    let anonymous_error = msg.get("id").map_or(true, Value::is_null) && msg.contains_key("error");
+    if anonymous_error && !plan.scans.is_empty() {
+        scan_result(policy, msg, &mut out);
+        return out;
+    }
     let Some(id) = msg.get("id").map(id_key) else {
         return out;
     };

@@ -1591,3 +1591,59 @@ fn an_issued_id_that_cannot_be_bound_is_counted() {
     }
     assert_eq!(unbound, 1, "four ways bound, the fifth counted");
 }
+
+/// A server error with `"id": null` (an unknown session, say) reaches the
+/// client as the server wrote it, scanned like an answer to a scanned call,
+/// not replaced as an answer to no request.
+#[test]
+fn a_null_id_error_passes_scanned() {
+    let cases = [
+        ("plain_error_kept", "unknown session", false, true),
+        (
+            "secret_in_error_redacted",
+            "bad key ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A",
+            true,
+            true,
+        ),
+        // server-everything leaves the id out altogether.
+        (
+            "error_without_an_id_kept",
+            "No valid session ID provided",
+            false,
+            false,
+        ),
+    ];
+    for (name, message, redacted, with_null_id) in cases {
+        let mut x = Exchange::new(policy(json!({})), post("reader-key"));
+        assert!(x
+            .request(Request::new(call(json!(1), "echo").as_bytes()))
+            .forwarded());
+        let mut answer =
+            json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": message}});
+        if !with_null_id {
+            answer.as_object_mut().map(|o| o.remove("id"));
+        }
+        let out = x
+            .respond(
+                Response::new(answer.to_string().as_bytes())
+                    .status("400")
+                    .content_type("application/json"),
+            )
+            .downstream()
+            .to_vec();
+        let got: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        assert_eq!(got["id"], Value::Null, "{name}: {got}");
+        assert!(
+            !got.to_string().contains("response-unfilterable"),
+            "{name}: {got}"
+        );
+        assert!(!got.to_string().contains("ghp_"), "{name}: {got}");
+        assert_eq!(
+            got["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("[REDACTED:")),
+            redacted,
+            "{name}: {got}"
+        );
+    }
+}
