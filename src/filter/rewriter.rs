@@ -26,7 +26,7 @@ enum Reading {
     Pass,
     Json,
     Sse,
-    /// A 2xx answer in a content type (or charset) we cannot read.
+    /// An answer in a content type, charset or coding we cannot read.
     Refuse,
     /// The stream broke a limit (or a write failed): everything after is dropped.
     Broken,
@@ -116,9 +116,6 @@ impl ResponseRewriter {
         if !self.armed {
             return;
         }
-        let status_ok = host
-            .response_header(":status")
-            .is_some_and(|s| s.starts_with('2'));
         let content_type = host.response_header("content-type").unwrap_or_default();
         // A charset other than UTF-8 would make the client read other text than
         // the one we filtered and scanned: such a body is one we cannot read.
@@ -134,8 +131,10 @@ impl ResponseRewriter {
         self.mode = match readable.as_ref().map(|m| m.essence.as_str()) {
             Some("application/json") => Reading::Json,
             Some("text/event-stream") => Reading::Sse,
-            _ if status_ok => Reading::Refuse,
-            _ => Reading::Pass,
+            // Whatever the status: an error page is text a client shows too
+            // (the TypeScript SDK puts a failed POST's body in its error), so
+            // one the filter cannot read is replaced (an empty one passes).
+            _ => Reading::Refuse,
         };
         if self.mode != Reading::Pass && !self.dry_run() {
             // The body may change length: a stale content-length would make the

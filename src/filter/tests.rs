@@ -1647,3 +1647,29 @@ fn a_null_id_error_passes_scanned() {
         );
     }
 }
+
+/// An error page the filter cannot read (plain text, compressed) is text a
+/// client shows too: replaced like an unreadable 2xx answer, whatever the status.
+#[test]
+fn an_unreadable_error_page_is_replaced() {
+    let secret = "upstream failed: token ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
+    for (status, content_type) in [("500", "text/plain"), ("400", "text/html")] {
+        let mut x = Exchange::new(policy(json!({})), post("reader-key"));
+        assert!(x
+            .request(Request::new(call(json!(1), "echo").as_bytes()))
+            .forwarded());
+        let out = x
+            .respond(
+                Response::new(secret.as_bytes())
+                    .status(status)
+                    .content_type(content_type),
+            )
+            .downstream()
+            .to_vec();
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("response-unfilterable") && !text.contains("ghp_"),
+            "{status} {content_type}: {text}"
+        );
+    }
+}
