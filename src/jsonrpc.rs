@@ -321,6 +321,13 @@ pub fn id_key(id: &Value) -> String {
     id.to_string()
 }
 
+/// An error with `"id": null` (or, as server-everything writes it, none) and
+/// no result: JSON-RPC's answer when the server could not tell which request
+/// it refuses (an unknown session, a body it could not read).
+pub fn is_anonymous_error(m: &Map<String, Value>) -> bool {
+    m.get("id").map_or(true, Value::is_null) && m.contains_key("error") && !m.contains_key("result")
+}
+
 /// Read a JSON-RPC response or batch of responses the server sent.
 pub fn response_objects(doc: &mut Value) -> Vec<&mut Map<String, Value>> {
     match doc {

@@ -7,7 +7,7 @@ use crate::decide::{visible, Catalogue};
 use crate::dlp::{self, Action, Finding};
 use crate::identity::Caller;
 use crate::json::case_variant;
-use crate::jsonrpc::id_key;
+use crate::jsonrpc::{id_key, is_anonymous_error};
 use crate::policy::CompiledPolicy;
 use serde_json::{Map, Value};
 
@@ -49,8 +49,7 @@ pub fn rewrite_message(
     let mut out = Rewrite::default();
     // An error with a null id (or none) answers this exchange without naming
     // which of its requests: scanned as if it answered a scanned one.
-    let anonymous_error = msg.get("id").map_or(true, Value::is_null) && msg.contains_key("error");
-    if anonymous_error && !plan.scans.is_empty() {
+    if is_anonymous_error(msg) && !plan.scans.is_empty() {
         scan_result(policy, msg, &mut out);
         return out;
     }

@@ -59,8 +59,8 @@ pub struct RequestHead {
     /// The first header of [`SINGLE_HEADERS`] (or the JWT payload header)
     /// that came on more than one line.
     pub repeated_header: Option<String>,
-    /// The request named an `Mcp-Session-Id`.
-    pub session_presented: bool,
+    /// The `Mcp-Session-Id` the request named.
+    pub session_id: Option<String>,
     /// The headers ended the stream: no body follows.
     pub ends_stream: bool,
 }
@@ -516,19 +516,12 @@ pub fn judge(
     head: &RequestHead,
     body: &[u8],
 ) -> Judgement {
-    match judge_head(policy, head, identity, None) {
-        HeadVerdict::ReadBody { .. } => {}
-        other => return Judgement::Head(other),
-    }
-    match identity {
-        Ok(caller) => Judgement::Body(judge_body(policy, caller, head, None, body)),
-        // judge_head refuses an unknown caller before this point.
-        Err(e) => Judgement::Head(HeadVerdict::Refuse(Refusal::new(
-            401,
-            reply::DENIED,
-            RuleId::Identity,
-            e.message(),
-        ))),
+    // judge_head refuses an unknown caller, so a body is read only with one.
+    match (judge_head(policy, head, identity, None), identity) {
+        (HeadVerdict::ReadBody { .. }, Ok(caller)) => {
+            Judgement::Body(judge_body(policy, caller, head, None, body))
+        }
+        (verdict, _) => Judgement::Head(verdict),
     }
 }
 

@@ -189,7 +189,7 @@ pub fn request_head(headers: &BTreeMap<String, String>) -> RequestHead {
         mcp_method: get("mcp-method"),
         mcp_name: get("mcp-name"),
         repeated_header: None,
-        session_presented: get("mcp-session-id").is_some(),
+        session_id: get("mcp-session-id"),
         ends_stream: false,
     }
 }

@@ -156,7 +156,7 @@ impl RequestFilter {
         // The binding is a shared-data write: made only for a request whose
         // caller is known and whose headers are not ambiguous.
         let standing = match (&identity, &head.repeated_header) {
-            (Ok(caller), None) => self.standing_refusal(host, caller),
+            (Ok(caller), None) => self.standing_refusal(host, caller, head.session_id.as_deref()),
             _ => None,
         };
         self.caller = identity.as_ref().ok().cloned().map(Rc::new);
@@ -260,7 +260,7 @@ impl RequestFilter {
             mcp_method: host.request_header("mcp-method"),
             mcp_name: host.request_header("mcp-name"),
             repeated_header,
-            session_presented: host.request_header("mcp-session-id").is_some(),
+            session_id: host.request_header("mcp-session-id"),
             ends_stream: end_of_stream,
         }
     }
@@ -300,8 +300,13 @@ impl RequestFilter {
 
     /// The session binding and the audit trail's back-pressure, as a refusal
     /// that holds for the whole request (noted, not enforced, in dry run).
-    fn standing_refusal(&mut self, host: &mut dyn Host, caller: &Caller) -> Option<Decision> {
-        let session = self.check_session(host, caller);
+    fn standing_refusal(
+        &mut self,
+        host: &mut dyn Host,
+        caller: &Caller,
+        session_id: Option<&str>,
+    ) -> Option<Decision> {
+        let session = self.check_session(host, caller, session_id);
         let audit_refuses = session == SessionCheck::Fine && host.audit_refuses();
         if audit_refuses {
             host.count(Counter::RefusedAuditUnavailable, 1);
@@ -489,7 +494,7 @@ impl RequestFilter {
         }
         // Only the answer to an initialize that named no session issues one:
         // every other answer may echo an id the caller merely presented.
-        self.opens_session = !self.head.session_presented
+        self.opens_session = self.head.session_id.is_none()
             && matches!(v.messages.as_slice(), [m] if m.method == "initialize");
         let mut plan = v.plan;
         if self.dry_run() {
@@ -507,16 +512,18 @@ impl RequestFilter {
     /// an id (only the server's answer to `initialize` does, on the response
     /// side): an id nobody holds passes unbound and the server answers it, so
     /// invented ids neither fill the table nor claim a session before its owner.
-    fn check_session(&self, host: &mut dyn Host, caller: &Caller) -> SessionCheck {
-        if !self.policy.sessions.enforce {
-            return SessionCheck::Fine;
-        }
-        let Some(sid) = host.request_header("mcp-session-id") else {
+    fn check_session(
+        &self,
+        host: &mut dyn Host,
+        caller: &Caller,
+        session_id: Option<&str>,
+    ) -> SessionCheck {
+        let (true, Some(sid)) = (self.policy.sessions.enforce, session_id) else {
             return SessionCheck::Fine;
         };
         let now = host.now_ms();
         let sessions = &self.policy.sessions;
-        match session::check_and_bind(host, sessions, &sid, caller, now, Unknown::PassUnbound) {
+        match session::check_and_bind(host, sessions, sid, caller, now, Unknown::PassUnbound) {
             Binding::Bound | Binding::Unbound => SessionCheck::Fine,
             Binding::Stolen => SessionCheck::Stolen,
             Binding::TableFull => SessionCheck::TableFull,

@@ -322,7 +322,7 @@ impl ResponseRewriter {
             .iter()
             .filter(|m| {
                 !m.contains_key("method")
-                    && !is_null_id_error(m)
+                    && !jsonrpc::is_anonymous_error(m)
                     && !m
                         .get("id")
                         .is_some_and(|id| self.forwarded_ids.contains(id))
@@ -412,12 +412,4 @@ impl ResponseRewriter {
             }
         }
     }
-}
-
-/// An error with `"id": null` (or, as server-everything writes it, none):
-/// JSON-RPC's answer when the server could not tell which request it refuses
-/// (an unknown session, a body it could not read). It answers this exchange and carries no result; `rewrite_message`
-/// scans it like the answer to a scanned call.
-fn is_null_id_error(m: &serde_json::Map<String, Value>) -> bool {
-    m.get("id").map_or(true, Value::is_null) && m.contains_key("error") && !m.contains_key("result")
 }
