@@ -2,6 +2,7 @@
 //! with proxy-wasm hostcalls; tests implement it in memory (`FakeHost`).
 
 use crate::audit::EventFacts;
+use crate::policy::CompiledPolicy;
 use crate::reply::LocalReply;
 use crate::store::SharedStore;
 
@@ -141,6 +142,14 @@ pub trait Host: SharedStore {
     /// stream, so the client gets an error rather than what was not checked.
     fn reset_stream(&mut self);
     fn log(&self, level: LogLevel, msg: &str);
+    /// The policy in force now for this filter, when Envoy configured a newer
+    /// one since the stream began (a hot reload); `None` = the stream's own.
+    /// A stream holds the policy it started with, and Envoy keeps the old
+    /// configuration alive for as long as such a stream lasts: without this,
+    /// a caller who holds a body open would be decided under a revoked policy.
+    fn policy_in_force(&self) -> Option<std::rc::Rc<CompiledPolicy>> {
+        None
+    }
 }
 
 /// What a callback tells the host to do next.
@@ -191,6 +200,8 @@ pub mod fake {
         pub refused_writes: std::collections::BTreeSet<Write>,
         /// Streams reset by the filter.
         pub resets: usize,
+        /// A policy configured since the stream began (a hot reload).
+        pub policy_in_force: Option<std::rc::Rc<CompiledPolicy>>,
     }
 
     /// The kinds of write a [`FakeHost`] can be told to refuse.
@@ -343,6 +354,9 @@ pub mod fake {
         }
         fn reset_stream(&mut self) {
             self.resets += 1;
+        }
+        fn policy_in_force(&self) -> Option<std::rc::Rc<CompiledPolicy>> {
+            self.policy_in_force.clone()
         }
         fn log(&self, level: LogLevel, msg: &str) {
             self.logs.borrow_mut().push((level, msg.to_owned()));

@@ -87,6 +87,12 @@ impl ExchangeAudit {
         }
     }
 
+    /// The policy Envoy configured since the exchange began decides it (see
+    /// the request gate); its events carry that policy's hash.
+    pub fn adopt(&mut self, policy: Rc<CompiledPolicy>) {
+        self.policy = policy;
+    }
+
     pub fn enabled(&self) -> bool {
         self.policy.audit.is_some()
     }

@@ -58,6 +58,14 @@ pub struct RequestFilter {
     /// The request is an `initialize` that presented no session id: the one
     /// answer whose `Mcp-Session-Id` is the server issuing a new session.
     opens_session: bool,
+    /// What identified the caller, kept from the headers (Envoy refuses
+    /// header reads from body callbacks): a policy swapped in while the body
+    /// was read resolves the caller again from it.
+    identity_inputs: IdentityInputs,
+    /// The header edits made on the headers, which a policy adopted later
+    /// cannot make any more (see `adopt_policy_in_force`).
+    credential_removed: bool,
+    length_removable: bool,
     rewriter: ResponseRewriter,
     audit: ExchangeAudit,
 }
@@ -71,6 +79,9 @@ impl RequestFilter {
             dry_run_note: None,
             standing: None,
             opens_session: false,
+            identity_inputs: IdentityInputs::default(),
+            credential_removed: false,
+            length_removable: false,
             rewriter: ResponseRewriter::new(policy.clone()),
             audit: ExchangeAudit::new(policy.clone()),
             policy,
@@ -142,6 +153,7 @@ impl RequestFilter {
 
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
         let head = self.read_head(host, end_of_stream);
+        self.identity_inputs = self.read_identity_inputs(host);
         let mut identity = self.resolve_identity(host);
         // A credential that identified nobody (in dry run the request goes on
         // as anonymous): still the caller's, never the server's.
@@ -190,27 +202,16 @@ impl RequestFilter {
             if let Err(e) = host.set_request_header("authorization", None) {
                 return self.refuse_unwritable(host, "the caller's credential away", &e);
             }
+            self.credential_removed = true;
         }
+        self.length_removable = host.request_header("content-length").is_none();
         match verdict {
             HeadVerdict::Refuse(r) => self.refuse(host, &r),
-            HeadVerdict::Deny(d) => {
-                if d.rule == RuleId::KillSwitch {
-                    host.count(Counter::RefusedKillSwitch, 1);
-                }
-                let body = reply::decision_error(None, &d);
-                let reply = LocalReply::json(403, &body, Some(d.rule.as_str()));
-                // A GET or DELETE on another caller's session is a hijack
-                // attempt: the trail records it like any refusal.
-                if self.audit.enabled() {
-                    let p = PendingAudit::refused_before_decision(d);
-                    self.audit
-                        .send_replied(host, self.caller.as_deref(), p, &reply);
-                }
-                self.reply(host, reply)
-            }
+            HeadVerdict::Deny(d) => self.deny_before_body(host, d),
             HeadVerdict::Stream { hold_until_end, .. } => {
                 let caller = self.caller.clone().unwrap_or_else(|| Rc::new(anonymous()));
                 self.rewriter.expect_replays(caller);
+                self.head = head;
                 if hold_until_end {
                     // Neither GET nor DELETE has a body, and one that came
                     // anyway would reach the server undecided. Headers that do
@@ -230,6 +231,7 @@ impl RequestFilter {
                     if let Err(e) = host.set_request_header("content-length", None) {
                         return self.refuse_unwritable(host, "the request's content-length", &e);
                     }
+                    self.length_removable = true;
                 }
                 self.standing = standing;
                 self.head = head;
@@ -265,8 +267,28 @@ impl RequestFilter {
         }
     }
 
-    fn resolve_identity(&self, host: &dyn Host) -> Result<Caller, IdentityError> {
-        let inputs = IdentityInputs {
+    /// A refusal decided on the headers (kill switch, stolen session, audit
+    /// back-pressure): answered 403 and audited.
+    fn deny_before_body(&mut self, host: &mut dyn Host, d: Decision) -> Flow {
+        if d.rule == RuleId::KillSwitch {
+            host.count(Counter::RefusedKillSwitch, 1);
+        }
+        let body = reply::decision_error(None, &d);
+        let reply = LocalReply::json(403, &body, Some(d.rule.as_str()));
+        // A GET or DELETE on another caller's session is a hijack
+        // attempt: the trail records it like any refusal.
+        if self.audit.enabled() {
+            let p = PendingAudit::refused_before_decision(d);
+            self.audit
+                .send_replied(host, self.caller.as_deref(), p, &reply);
+        }
+        self.reply(host, reply)
+    }
+
+    /// The request headers identity is resolved from (the mTLS peer is a
+    /// property, readable at any time).
+    fn read_identity_inputs(&self, host: &dyn Host) -> IdentityInputs {
+        IdentityInputs {
             authorization: host.request_header("authorization"),
             jwt_payload: self
                 .policy
@@ -275,7 +297,77 @@ impl RequestFilter {
                 .as_deref()
                 .and_then(|h| host.request_header(h)),
             peer_uri_san: None,
+        }
+    }
+
+    /// Decide with the policy Envoy configured since the stream began, if
+    /// there is one: a request is decided under the policy in force when it
+    /// is decided, so a kill switch, a `disabled` subject or a revoked key
+    /// applies to a request whose body is still arriving, however long its
+    /// sender holds it open. The caller is resolved again and the headers
+    /// judged again; `Some` is the refusal already answered. Header edits can
+    /// no longer be made (Envoy refuses them from body callbacks): a newer
+    /// policy that needs one it was not given is refused, never forwarded
+    /// unchanged.
+    fn adopt_policy_in_force(&mut self, host: &mut dyn Host) -> Option<Flow> {
+        let newer = host
+            .policy_in_force()
+            .filter(|p| !Rc::ptr_eq(p, &self.policy))?;
+        if newer.identity.jwt_payload_header != self.policy.identity.jwt_payload_header {
+            // The payload was read under the old header name: not the caller's
+            // identity under the new one.
+            self.identity_inputs.jwt_payload = None;
+        }
+        self.policy = newer.clone();
+        self.rewriter.adopt(newer.clone());
+        self.audit.adopt(newer);
+        let mut identity = self.resolve_identity(host);
+        if self.dry_run() {
+            if let Err(e) = &identity {
+                self.note_dry_run(host, &format!("unauthenticated ({})", e.message()));
+                identity = Ok(anonymous());
+            }
+        }
+        let standing = match (&identity, &self.head.repeated_header) {
+            (Ok(caller), None) => {
+                let sid = self.head.session_id.clone();
+                self.standing_refusal(host, caller, sid.as_deref())
+            }
+            _ => None,
         };
+        self.caller = identity.as_ref().ok().cloned().map(Rc::new);
+        let head = std::mem::take(&mut self.head);
+        let verdict = judge_head(&self.policy, &head, &identity, standing.as_ref());
+        self.head = head;
+        let needs_edit = match &verdict {
+            HeadVerdict::Refuse(r) => return Some(self.refuse(host, r)),
+            HeadVerdict::Deny(d) => return Some(self.deny_before_body(host, d.clone())),
+            HeadVerdict::ReadBody {
+                may_rewrite,
+                strip_credential,
+            } => {
+                (*strip_credential && !self.credential_removed)
+                    || (*may_rewrite && !self.dry_run() && !self.length_removable)
+            }
+            HeadVerdict::Stream {
+                strip_credential, ..
+            } => *strip_credential && !self.credential_removed,
+        };
+        if needs_edit {
+            let r = Refusal::new(
+                503,
+                reply::INTERNAL_ERROR,
+                RuleId::HostWrite,
+                "the policy changed while this request was read and now needs a header change that can no longer be made; send it again",
+            );
+            return Some(self.refuse(host, &r));
+        }
+        self.standing = standing;
+        None
+    }
+
+    fn resolve_identity(&self, host: &dyn Host) -> Result<Caller, IdentityError> {
+        let inputs = self.identity_inputs.clone();
         let resolved = identity::resolve(&self.policy.identity, &inputs);
         // The mTLS peer is only consulted when neither an API key nor a JWT
         // identified the caller (it ranks after them), saving a property
@@ -342,6 +434,9 @@ impl RequestFilter {
                 )
             }
             Phase::AwaitingNoBody if end_of_stream => {
+                if let Some(refused) = self.adopt_policy_in_force(host) {
+                    return refused;
+                }
                 self.phase = Phase::Passthrough;
                 return Flow::Continue;
             }
@@ -354,6 +449,9 @@ impl RequestFilter {
         }
         if !end_of_stream {
             return Flow::Pause;
+        }
+        if let Some(refused) = self.adopt_policy_in_force(host) {
+            return refused;
         }
         let Some(bytes) = host.request_body(body_size) else {
             let r = Refusal::new(400, -32700, RuleId::Protocol, "request body unavailable");

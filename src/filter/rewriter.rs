@@ -81,6 +81,14 @@ impl ResponseRewriter {
         }
     }
 
+    /// The policy Envoy configured since the exchange began decides it (see
+    /// the request gate): its limits and lists apply to the answers. Called
+    /// before anything of the response was read.
+    pub fn adopt(&mut self, policy: Rc<CompiledPolicy>) {
+        self.framer = SseFramer::new(policy.limits.max_response_bytes);
+        self.policy = policy;
+    }
+
     /// The request was forwarded with this plan for its answers.
     pub fn expect_answers(&mut self, caller: Rc<Caller>, plan: ResponsePlan, ids: Vec<Value>) {
         self.armed = !plan.is_empty();

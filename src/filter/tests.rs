@@ -1673,3 +1673,133 @@ fn an_unreadable_error_page_is_replaced() {
         );
     }
 }
+
+/// A policy swapped in while the body was still arriving decides the request
+/// (issue: revocation that can be outwaited is not revocation).
+#[test]
+fn a_policy_swapped_in_mid_body_decides_the_request() {
+    let only_adam = json!({"identity": {"api_keys": [
+        {"sha256": sha256_hex(b"admin-key"), "subject": "adam", "roles": ["admin"]}
+    ]}});
+    let echo_denied = json!({"rules": [
+        {"id": "list", "effect": "allow", "methods": ["tools/list"]},
+        {"id": "no-echo", "effect": "deny", "tools": ["echo"]}
+    ]});
+    let forwarding = json!({"identity": {"forward_api_key": true, "api_keys": [
+        {"sha256": sha256_hex(b"reader-key"), "subject": "rita", "roles": ["reader"]}]}});
+    let plain = json!({});
+    // "same" = the stream's own policy object again; None = no newer policy.
+    struct Swap {
+        name: &'static str,
+        start: Value,
+        swap: Option<Value>,
+        key: &'static str,
+        method: &'static str,
+        /// None = forwarded; Some((status, rule)) = answered by the filter.
+        want: Option<(u32, &'static str)>,
+    }
+    let cases = vec![
+        Swap {
+            name: "no_newer_policy_forwards",
+            start: plain.clone(),
+            swap: None,
+            key: "reader-key",
+            method: "POST",
+            want: None,
+        },
+        Swap {
+            name: "the_same_policy_forwards",
+            start: plain.clone(),
+            swap: Some(json!("same")),
+            key: "reader-key",
+            method: "POST",
+            want: None,
+        },
+        Swap {
+            name: "kill_switch_refuses",
+            start: plain.clone(),
+            swap: Some(json!({"kill_switch": true})),
+            key: "reader-key",
+            method: "POST",
+            want: Some((200, "kill-switch")),
+        },
+        Swap {
+            name: "disabled_subject_is_refused",
+            start: plain.clone(),
+            swap: Some(json!({"disabled": ["rita"]})),
+            key: "reader-key",
+            method: "POST",
+            want: Some((200, "kill-switch")),
+        },
+        Swap {
+            name: "other_subject_unaffected",
+            start: plain.clone(),
+            swap: Some(json!({"disabled": ["rita"]})),
+            key: "admin-key",
+            method: "POST",
+            want: None,
+        },
+        Swap {
+            name: "revoked_key_identifies_nobody",
+            start: plain.clone(),
+            swap: Some(only_adam),
+            key: "reader-key",
+            method: "POST",
+            want: Some((401, "")),
+        },
+        Swap {
+            name: "new_rules_decide",
+            start: plain.clone(),
+            swap: Some(echo_denied),
+            key: "reader-key",
+            method: "POST",
+            want: Some((200, "no-echo")),
+        },
+        Swap {
+            name: "held_get_meets_the_kill_switch",
+            start: plain.clone(),
+            swap: Some(json!({"kill_switch": true})),
+            key: "reader-key",
+            method: "GET",
+            want: Some((403, "kill-switch")),
+        },
+        // The key was forwarded under the old policy and can no longer be
+        // removed: refused, never sent to the server against the new policy.
+        Swap {
+            name: "a_header_edit_too_late_is_refused",
+            start: forwarding,
+            swap: Some(plain),
+            key: "reader-key",
+            method: "POST",
+            want: Some((503, "")),
+        },
+    ];
+    for c in cases {
+        let start = policy(c.start);
+        let mut host = post(c.key).header(":method", c.method);
+        let mut f = RequestFilter::new(start.clone());
+        assert_eq!(
+            f.on_request_headers(&mut host, false),
+            Flow::Pause,
+            "{}: held",
+            c.name
+        );
+        host.headers_readable = false;
+        host.policy_in_force = c.swap.map(|extra| match extra.as_str() {
+            Some("same") => start.clone(),
+            _ => policy(extra),
+        });
+        if c.method == "POST" {
+            host.request_body = call(json!(1), "echo").into_bytes();
+        }
+        let size = host.request_body.len();
+        let flow = f.on_request_body(&mut host, size, true);
+        let got = host
+            .replies
+            .last()
+            .map(|r| (r.status, r.rule.clone().unwrap_or_default()));
+        let want = c.want.map(|(s, r)| (s, r.to_owned()));
+        assert_eq!(got, want, "{}", c.name);
+        assert_eq!(flow == Flow::Continue, c.want.is_none(), "{}: flow", c.name);
+    }
+}

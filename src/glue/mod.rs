@@ -29,6 +29,46 @@ thread_local! {
     /// built-in detector names and policy ids, never scanned text.
     static FINDING_METRICS: RefCell<std::collections::BTreeMap<String, Option<u32>>> =
         const { RefCell::new(std::collections::BTreeMap::new()) };
+    /// The newest policy each filter of this VM was configured with, by the
+    /// filter's plugin name and root id. A hot reload (ECDS) starts a new root
+    /// context in the same VM while the old one lives on for the streams it
+    /// created; those streams decide with the entry here (`policy_in_force`).
+    /// Bounded by the number of filters configured in this VM.
+    static POLICY_IN_FORCE: RefCell<Vec<(String, Rc<CompiledPolicy>)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// Which filter a root context configures: the same name and root id across
+/// reloads of one filter (Envoy's `config.name`, Istio's WasmPlugin name).
+fn filter_key() -> String {
+    let read = |name: &str| {
+        hostcalls::get_property(vec![name])
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    format!("{}\u{0}{}", read("plugin_name"), read("plugin_root_id"))
+}
+
+/// Record `policy` as the one in force for the filter `key`.
+fn put_in_force(key: &str, policy: &Rc<CompiledPolicy>) {
+    POLICY_IN_FORCE.with(|m| {
+        let mut m = m.borrow_mut();
+        match m.iter_mut().find(|(k, _)| k == key) {
+            Some((_, p)) => *p = policy.clone(),
+            None => m.push((key.to_owned(), policy.clone())),
+        }
+    });
+}
+
+fn in_force(key: &str) -> Option<Rc<CompiledPolicy>> {
+    POLICY_IN_FORCE.with(|m| {
+        m.borrow()
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, p)| p.clone())
+    })
 }
 
 fn define_metrics() {
@@ -57,7 +97,7 @@ proxy_wasm::main! {{
         let _ = hostcalls::log(WasmLogLevel::Critical, &format!("mcp-firewall: panic: {info}"));
     }));
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(FirewallRoot { policy: None, audit: None })
+        Box::new(FirewallRoot { policy: None, audit: None, key: Rc::from("") })
     });
 }}
 
@@ -68,6 +108,8 @@ type SharedAudit = Rc<RefCell<AuditRoot>>;
 struct FirewallRoot {
     policy: Option<Rc<CompiledPolicy>>,
     audit: Option<SharedAudit>,
+    /// See `filter_key`.
+    key: Rc<str>,
 }
 
 fn now_ms() -> u64 {
@@ -142,7 +184,10 @@ impl RootContext for FirewallRoot {
             .audit
             .clone()
             .map(|cfg| Rc::new(RefCell::new(AuditRoot::configure(cfg, &mut WasmRootHost))));
-        self.policy = Some(Rc::new(policy));
+        let policy = Rc::new(policy);
+        self.key = Rc::from(filter_key());
+        put_in_force(&self.key, &policy);
+        self.policy = Some(policy);
         true
     }
 
@@ -159,6 +204,7 @@ impl RootContext for FirewallRoot {
         Some(Box::new(FirewallHttp {
             filter: self.policy.clone().map(RequestFilter::new),
             audit: self.audit.clone(),
+            key: self.key.clone(),
         }))
     }
 
@@ -171,6 +217,7 @@ struct FirewallHttp {
     /// `None` only if Envoy created a stream without a loaded policy: fail closed.
     filter: Option<RequestFilter>,
     audit: Option<SharedAudit>,
+    key: Rc<str>,
 }
 
 impl Context for FirewallHttp {}
@@ -188,6 +235,7 @@ impl FirewallHttp {
     fn host(&self) -> WasmHost {
         WasmHost {
             audit: self.audit.clone(),
+            key: self.key.clone(),
             ..WasmHost::default()
         }
     }
@@ -206,6 +254,7 @@ impl HttpContext for FirewallHttp {
         // filter reads about ten of them on every request.
         let mut host = WasmHost {
             audit: self.audit.clone(),
+            key: self.key.clone(),
             request_headers: header_map(MapType::HttpRequestHeaders),
             response_headers: None,
         };
@@ -259,6 +308,7 @@ impl HttpContext for FirewallHttp {
         // filter reads three to four response headers.
         let mut host = WasmHost {
             audit: self.audit.clone(),
+            key: self.key.clone(),
             request_headers: None,
             response_headers: header_map(MapType::HttpResponseHeaders),
         };
@@ -363,6 +413,8 @@ fn log(level: LogLevel, msg: &str) {
 #[derive(Default)]
 struct WasmHost {
     audit: Option<SharedAudit>,
+    /// The stream's filter (see `filter_key`).
+    key: Rc<str>,
     /// All request headers, fetched once in the request-headers callback.
     request_headers: Option<Vec<(String, String)>>,
     /// All response headers, fetched once in the response-headers callback.
@@ -465,6 +517,10 @@ impl RootHost for WasmRootHost {
 }
 
 impl Host for WasmHost {
+    fn policy_in_force(&self) -> Option<Rc<CompiledPolicy>> {
+        in_force(&self.key)
+    }
+
     fn audit(&mut self, facts: EventFacts) {
         if let Some(audit) = &self.audit {
             audit.borrow_mut().record(&mut WasmRootHost, facts);
