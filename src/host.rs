@@ -36,6 +36,7 @@ pub enum Counter {
     ListEntriesRemoved,
     ResponseUnfilterable,
     SessionUnboundAtIssuance,
+    SessionRefusedAtIssuance,
     AuditSent,
     AuditRetried,
     AuditDropped,
@@ -43,7 +44,7 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 21] = [
+    pub const ALL: [Counter; 22] = [
         Counter::DecisionAllow,
         Counter::DecisionDeny,
         Counter::DecisionApproval,
@@ -61,6 +62,7 @@ impl Counter {
         Counter::ListEntriesRemoved,
         Counter::ResponseUnfilterable,
         Counter::SessionUnboundAtIssuance,
+        Counter::SessionRefusedAtIssuance,
         Counter::AuditSent,
         Counter::AuditRetried,
         Counter::AuditDropped,
@@ -86,6 +88,7 @@ impl Counter {
             Counter::ListEntriesRemoved => "mcp_firewall.lists.entries_removed",
             Counter::ResponseUnfilterable => "mcp_firewall.responses.unfilterable",
             Counter::SessionUnboundAtIssuance => "mcp_firewall.sessions.unbound_at_issuance",
+            Counter::SessionRefusedAtIssuance => "mcp_firewall.sessions.refused_at_issuance",
             Counter::AuditSent => "mcp_firewall.audit.sent",
             Counter::AuditRetried => "mcp_firewall.audit.retried",
             Counter::AuditDropped => "mcp_firewall.audit.dropped",

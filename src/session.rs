@@ -13,6 +13,16 @@
 //! active use, a *new* session is refused (fail closed) rather than evicting a
 //! live binding: eviction on demand would let an attacker flush the victim's
 //! binding and then present the stolen id as "first seen".
+//!
+//! One identity holds at most `per_identity` live bindings, so no single
+//! caller (and not all anonymous callers together: they are one identity)
+//! can fill the table. Each identity's bindings are listed under its
+//! fingerprint and counted when it is issued a new session.
+//!
+//! A reload may change `capacity`, and with it the set an id falls in: the
+//! capacities the table was used with are recorded, and a lookup searches
+//! the id's set under each (a new binding goes to the current layout), so a
+//! capacity change forgets no binding.
 
 use crate::config::{keywords, Errors, ObjReader};
 use crate::identity::Caller;
@@ -22,6 +32,14 @@ use serde_json::Value;
 
 pub const WAYS: u64 = 4;
 const KEY_PREFIX: &str = "mcp_firewall/session";
+/// The capacities the table has been used with, oldest first.
+const LAYOUTS_KEY: &str = "mcp_firewall/session-layouts";
+/// How many capacities are remembered. An operator who changes `capacity`
+/// more often than this while sessions live loses the oldest layout's
+/// bindings (documented); each layout searched costs four lookups.
+const MAX_LAYOUTS: usize = 8;
+/// Per identity: the digests of the sessions bound to it, with when.
+const OWNER_PREFIX: &str = "mcp_firewall/session-owner";
 /// Re-stamping `last_seen` on every request would make every request a
 /// shared-data write; once a minute is enough for idle eviction.
 const TOUCH_EVERY_MS: u64 = 60_000;
@@ -31,7 +49,29 @@ pub struct SessionConfig {
     pub enforce: bool,
     pub capacity: u64,
     pub idle_timeout_ms: u64,
+    /// Live bindings one identity may hold.
+    pub per_identity: u64,
+    /// What the answer issuing a session that cannot be bound becomes.
+    pub when_full: WhenFull,
 }
+
+/// `sessions.when_full`: a session the server issued that cannot be bound
+/// (table set full, the identity's cap reached, shared data failing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// The answer to `initialize` is replaced by a refusal and its
+    /// `Mcp-Session-Id` removed: the caller never holds an unbound session
+    /// (fail closed, the default).
+    Refuse,
+    /// The session passes unbound (anyone presenting its id continues it);
+    /// counted in `sessions.unbound_at_issuance` and logged.
+    PassUnbound,
+}
+
+keywords!(WhenFull {
+    Refuse => "refuse",
+    PassUnbound => "pass_unbound",
+});
 
 impl Default for SessionConfig {
     fn default() -> Self {
@@ -39,6 +79,8 @@ impl Default for SessionConfig {
             enforce: true,
             capacity: 65_536,
             idle_timeout_ms: 3_600_000,
+            per_identity: 1_024,
+            when_full: WhenFull::Refuse,
         }
     }
 }
@@ -74,6 +116,14 @@ pub(crate) fn compile(section: Option<&Value>, path: &str, errs: &mut Errors) ->
     if let Some(n) = r.uint("idle_timeout_s", 1, 7 * 86_400, errs) {
         out.idle_timeout_ms = n * 1000;
     }
+    // The list of one identity's sessions is one shared-data value read on
+    // every issuance to it: about 60 bytes per session.
+    if let Some(n) = r.uint("per_identity", 1, 65_536, errs) {
+        out.per_identity = n;
+    }
+    if let Some(w) = r.keyword::<WhenFull>("when_full", errs) {
+        out.when_full = w;
+    }
     r.finish(errs);
     out
 }
@@ -86,6 +136,8 @@ pub enum Binding {
     Stolen,
     /// No entry of the set is free: a new session cannot be bound now.
     TableFull,
+    /// The caller already holds `per_identity` live sessions.
+    IdentityFull,
     /// Shared data failed; the caller fails closed.
     Unavailable,
     /// No binding for the id, and none was made ([`Unknown::PassUnbound`]).
@@ -138,6 +190,141 @@ fn encode(session: &str, identity: &str, now_ms: u64) -> Vec<u8> {
     format!("{session}|{identity}|{now_ms}").into_bytes()
 }
 
+/// The four table keys of the set `digest` (hex SHA-256 of the id) falls in
+/// when the table has `capacity` entries.
+fn set_keys(digest: &str, capacity: u64) -> Vec<String> {
+    let sets = (capacity / WAYS).max(1);
+    let set = u64::from_str_radix(digest.get(32..48).unwrap_or("0"), 16).unwrap_or(0) % sets;
+    (0..WAYS)
+        .map(|w| format!("{KEY_PREFIX}/{set}/{w}"))
+        .collect()
+}
+
+/// The capacities the table has been used with (see the module comment).
+fn layouts(store: &dyn SharedStore) -> Result<(Vec<u64>, Option<u32>), StoreError> {
+    let (value, cas) = store.get(LAYOUTS_KEY)?;
+    let text = value
+        .and_then(|v| String::from_utf8(v).ok())
+        .unwrap_or_default();
+    let caps = text.split(',').filter_map(|c| c.parse().ok()).collect();
+    Ok((caps, cas))
+}
+
+/// Record `capacity` as a layout of the table, before the first binding made
+/// under it, so a later capacity still finds that binding.
+fn record_layout(store: &dyn SharedStore, capacity: u64) -> Result<(), StoreError> {
+    for _ in 0..8 {
+        let (mut caps, cas) = layouts(store)?;
+        if caps.contains(&capacity) {
+            return Ok(());
+        }
+        caps.push(capacity);
+        if caps.len() > MAX_LAYOUTS {
+            caps.remove(0);
+        }
+        let text = caps
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        match store.set(LAYOUTS_KEY, text.as_bytes(), cas) {
+            Err(StoreError::CasMismatch) => continue,
+            other => return other,
+        }
+    }
+    Err(StoreError::CasMismatch)
+}
+
+/// Every table key an id may be bound in: its set under each layout.
+fn search_keys(digest: &str, layouts: &[u64], capacity: u64) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for cap in layouts.iter().chain(std::iter::once(&capacity)) {
+        for k in set_keys(digest, *cap) {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    keys
+}
+
+/// Whether the session of `digest` is still bound to `identity` (not idle).
+fn still_bound(
+    store: &dyn SharedStore,
+    cfg: &SessionConfig,
+    layouts: &[u64],
+    digest: &str,
+    identity: &str,
+    now_ms: u64,
+) -> Result<bool, StoreError> {
+    let session = digest.get(..32).unwrap_or(digest);
+    for key in search_keys(digest, layouts, cfg.capacity) {
+        let (value, _) = store.get(&key)?;
+        if let Some(e) = value.as_deref().and_then(parse_entry) {
+            if e.session == session {
+                return Ok(e.identity == identity
+                    && now_ms.saturating_sub(e.last_seen_ms) <= cfg.idle_timeout_ms);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Count the session of `digest` against its identity's `per_identity`
+/// live bindings: `Ok(false)` when the identity already holds that many.
+/// The list holds each session's digest and when it was bound; one bound
+/// within the idle timeout is live for sure, an older one is looked up.
+fn reserve_for_identity(
+    store: &dyn SharedStore,
+    cfg: &SessionConfig,
+    layouts: &[u64],
+    identity: &str,
+    digest: &str,
+    now_ms: u64,
+) -> Result<bool, StoreError> {
+    let key = format!("{OWNER_PREFIX}/{identity}");
+    let mine = digest.get(..48).unwrap_or(digest);
+    for _ in 0..8 {
+        let (value, cas) = store.get(&key)?;
+        let text = value
+            .and_then(|v| String::from_utf8(v).ok())
+            .unwrap_or_default();
+        let mut listed: Vec<(&str, u64)> = text
+            .split(',')
+            .filter_map(|item| {
+                let (d, at) = item.split_once(':')?;
+                Some((d, at.parse().ok()?))
+            })
+            .collect();
+        if listed.iter().any(|(d, _)| *d == mine) {
+            return Ok(true);
+        }
+        let mut live = Vec::with_capacity(listed.len() + 1);
+        for (d, at) in listed.drain(..) {
+            if now_ms.saturating_sub(at) <= cfg.idle_timeout_ms
+                || still_bound(store, cfg, layouts, d, identity, now_ms)?
+            {
+                live.push((d, at));
+            }
+        }
+        if live.len() as u64 >= cfg.per_identity {
+            return Ok(false);
+        }
+        live.push((mine, now_ms));
+        let out = live
+            .iter()
+            .map(|(d, at)| format!("{d}:{at}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        match store.set(&key, out.as_bytes(), cas) {
+            Ok(()) => return Ok(true),
+            Err(StoreError::CasMismatch) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::CasMismatch)
+}
+
 /// Check the caller may use `session_id`; an id with no binding is bound or
 /// passed as `unknown` says.
 pub fn check_and_bind(
@@ -151,11 +338,12 @@ pub fn check_and_bind(
     let digest = sha256_hex(session_id.as_bytes());
     let session: String = digest.chars().take(32).collect();
     let identity = identity_fingerprint(caller);
-    let sets = (cfg.capacity / WAYS).max(1);
-    let set = u64::from_str_radix(digest.get(32..48).unwrap_or("0"), 16).unwrap_or(0) % sets;
-    let keys: Vec<String> = (0..WAYS)
-        .map(|w| format!("{KEY_PREFIX}/{set}/{w}"))
-        .collect();
+    let Ok((known_layouts, _)) = layouts(store) else {
+        return Binding::Unavailable;
+    };
+    let keys = search_keys(&digest, &known_layouts, cfg.capacity);
+    // A new binding goes to the current layout only.
+    let current = set_keys(&digest, cfg.capacity);
     // Bounded retries: each retry means another worker wrote this set meanwhile.
     for _ in 0..8 {
         let mut free: Option<(&String, Option<u32>)> = None;
@@ -178,7 +366,7 @@ pub fn check_and_bind(
                 }
                 Some(e) if now_ms.saturating_sub(e.last_seen_ms) <= cfg.idle_timeout_ms => {}
                 _ => {
-                    if free.is_none() {
+                    if free.is_none() && current.contains(key) {
                         free = Some((key, cas));
                     }
                 }
@@ -190,6 +378,14 @@ pub fn check_and_bind(
         let Some((key, cas)) = free else {
             return Binding::TableFull;
         };
+        if record_layout(store, cfg.capacity).is_err() {
+            return Binding::Unavailable;
+        }
+        match reserve_for_identity(store, cfg, &known_layouts, &identity, &digest, now_ms) {
+            Ok(true) => {}
+            Ok(false) => return Binding::IdentityFull,
+            Err(_) => return Binding::Unavailable,
+        }
         match store.set(key, &encode(&session, &identity, now_ms), cas) {
             Ok(()) => {}
             Err(StoreError::CasMismatch) => raced = true,
@@ -232,9 +428,9 @@ mod tests {
     #[test]
     fn session_binding_table() {
         let cfg = SessionConfig {
-            enforce: true,
             capacity: 8,
             idle_timeout_ms: 1_000,
+            ..SessionConfig::default()
         };
         let store = MemoryStore::default();
         let steps: Vec<(&str, &str, &str, u64, Binding)> = vec![
@@ -270,9 +466,9 @@ mod tests {
     fn full_set_refuses_new_sessions_instead_of_evicting_live_ones() {
         // capacity 4 = one set of four ways.
         let cfg = SessionConfig {
-            enforce: true,
             capacity: 4,
             idle_timeout_ms: 1_000,
+            ..SessionConfig::default()
         };
         let store = MemoryStore::default();
         for i in 0..4 {
@@ -315,6 +511,134 @@ mod tests {
         assert_ne!(
             identity_fingerprint(&who("alice")),
             identity_fingerprint(&jwt_alice)
+        );
+    }
+
+    #[test]
+    fn one_identity_holds_at_most_per_identity_live_sessions() {
+        let cfg = SessionConfig {
+            capacity: 1024,
+            idle_timeout_ms: 100_000,
+            per_identity: 2,
+            ..SessionConfig::default()
+        };
+        let store = MemoryStore::default();
+        let bind = |sid: &str, subject: &str, now: u64| {
+            check_and_bind(&store, &cfg, sid, &who(subject), now, Unknown::Bind)
+        };
+        let steps: Vec<(&str, &str, &str, u64, Binding)> = vec![
+            ("first_binds", "a1", "alice", 0, Binding::Bound),
+            ("second_binds", "a2", "alice", 10, Binding::Bound),
+            (
+                "third_is_over_the_cap",
+                "a3",
+                "alice",
+                20,
+                Binding::IdentityFull,
+            ),
+            (
+                "another_identity_is_unaffected",
+                "b1",
+                "bob",
+                30,
+                Binding::Bound,
+            ),
+            (
+                "a_held_session_continues",
+                "a1",
+                "alice",
+                40,
+                Binding::Bound,
+            ),
+            // a2 is used past the touch interval, a1 is not: a1 idles out.
+            ("touch_a2", "a2", "alice", 70_000, Binding::Bound),
+            (
+                "still_full_before_a1_idles_out",
+                "a3",
+                "alice",
+                90_000,
+                Binding::IdentityFull,
+            ),
+            (
+                "a1_idled_out_frees_a_place",
+                "a3",
+                "alice",
+                150_000,
+                Binding::Bound,
+            ),
+            (
+                "a2_was_touched_so_it_still_counts",
+                "a4",
+                "alice",
+                160_000,
+                Binding::IdentityFull,
+            ),
+        ];
+        for (name, sid, subject, now, want) in steps {
+            assert_eq!(bind(sid, subject, now), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_capacity_change_forgets_no_binding() {
+        let store = MemoryStore::default();
+        let small = SessionConfig {
+            capacity: 256,
+            ..SessionConfig::default()
+        };
+        let ids: Vec<String> = (0..20).map(|i| format!("sess-{i}")).collect();
+        for id in &ids {
+            assert_eq!(
+                check_and_bind(&store, &small, id, &who("alice"), 0, Unknown::Bind),
+                Binding::Bound,
+                "{id}"
+            );
+        }
+        for capacity in [1024, 8, 65_536] {
+            let changed = SessionConfig {
+                capacity,
+                ..SessionConfig::default()
+            };
+            for id in &ids {
+                let thief = check_and_bind(
+                    &store,
+                    &changed,
+                    id,
+                    &who("mallory"),
+                    10,
+                    Unknown::PassUnbound,
+                );
+                assert_eq!(thief, Binding::Stolen, "{id} at capacity {capacity}");
+                let owner = check_and_bind(
+                    &store,
+                    &changed,
+                    id,
+                    &who("alice"),
+                    20,
+                    Unknown::PassUnbound,
+                );
+                assert_eq!(owner, Binding::Bound, "{id} at capacity {capacity}");
+            }
+        }
+        // A session issued under the new capacity is bound there and found by the old.
+        let big = SessionConfig {
+            capacity: 1024,
+            ..SessionConfig::default()
+        };
+        assert_eq!(
+            check_and_bind(&store, &big, "new", &who("bob"), 30, Unknown::Bind),
+            Binding::Bound
+        );
+        assert_eq!(
+            check_and_bind(
+                &store,
+                &small,
+                "new",
+                &who("mallory"),
+                40,
+                Unknown::PassUnbound
+            ),
+            Binding::Stolen
         );
     }
 }

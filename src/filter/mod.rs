@@ -10,7 +10,7 @@ use crate::identity::{self, Caller, IdentityError, IdentityInputs, Via};
 use crate::policy::{CompiledPolicy, Mode};
 use crate::reply::{self, LocalReply};
 use crate::rule_id::RuleId;
-use crate::session::{self, Binding, Unknown};
+use crate::session::{self, Binding, Unknown, WhenFull};
 use crate::verdict::{
     self, anonymous, judge_body, judge_head, BodyOutcome, BodyVerdict, HeadVerdict, Refusal,
     RequestHead, SessionCheck, SINGLE_HEADERS,
@@ -624,7 +624,7 @@ impl RequestFilter {
         match session::check_and_bind(host, sessions, sid, caller, now, Unknown::PassUnbound) {
             Binding::Bound | Binding::Unbound => SessionCheck::Fine,
             Binding::Stolen => SessionCheck::Stolen,
-            Binding::TableFull => SessionCheck::TableFull,
+            Binding::TableFull | Binding::IdentityFull => SessionCheck::TableFull,
             Binding::Unavailable => SessionCheck::Unavailable,
         }
     }
@@ -652,13 +652,36 @@ impl RequestFilter {
         ) {
             let now = host.now_ms();
             let sessions = &self.policy.sessions;
-            if session::check_and_bind(host, sessions, &sid, caller, now, Unknown::Bind)
-                != Binding::Bound
-            {
-                // The id then passes unbound for anyone who presents it: an
-                // operator must see it (sessions.capacity, idle_timeout_s).
-                host.count(Counter::SessionUnboundAtIssuance, 1);
-                host.log(LogLevel::Warn, "mcp-firewall: server issued a session id that could not be bound to its caller");
+            let why = match session::check_and_bind(host, sessions, &sid, caller, now, Unknown::Bind) {
+                Binding::Bound => None,
+                Binding::IdentityFull => Some("this caller holds sessions.per_identity live sessions already; end one (DELETE) or retry later"),
+                Binding::TableFull => Some("too many active sessions to bind a new one (sessions.capacity); retry later"),
+                _ => Some("the session could not be bound to its caller; retry later"),
+            };
+            match (why, sessions.when_full) {
+                (None, _) => {}
+                (Some(why), WhenFull::Refuse) if !self.dry_run() => {
+                    // An unbound id is continued by whoever presents it: the
+                    // caller never learns it. The server's session idles out.
+                    host.count(Counter::SessionRefusedAtIssuance, 1);
+                    host.log(
+                        LogLevel::Warn,
+                        &format!("mcp-firewall: session not issued: {why}"),
+                    );
+                    if let Err(e) = host.set_response_header("mcp-session-id", None) {
+                        host_write_failed(host, "the unbound session id away", &e);
+                        host.reset_stream();
+                        self.rewriter.abandon_all();
+                    } else {
+                        self.rewriter.refuse_answers(why);
+                    }
+                }
+                (Some(why), _) => {
+                    // The id then passes unbound for anyone who presents it: an
+                    // operator must see it (sessions.capacity, per_identity).
+                    host.count(Counter::SessionUnboundAtIssuance, 1);
+                    host.log(LogLevel::Warn, &format!("mcp-firewall: server issued a session id that could not be bound to its caller: {why}"));
+                }
             }
         }
         if let Some(note) = &self.dry_run_note {

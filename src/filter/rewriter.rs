@@ -59,6 +59,9 @@ pub(crate) struct ResponseRewriter {
     json_done: bool,
     /// A response rewrite failed and the stream was reset: nothing more passes.
     abandoned: bool,
+    /// Every answer is replaced by this refusal (`session-binding`): the
+    /// session the answer issues could not be bound to its caller.
+    refusal: Option<&'static str>,
     counts: ResponseCounts,
 }
 
@@ -77,6 +80,7 @@ impl ResponseRewriter {
             json_buffered: 0,
             json_done: false,
             abandoned: false,
+            refusal: None,
             counts: ResponseCounts::default(),
         }
     }
@@ -87,6 +91,19 @@ impl ResponseRewriter {
     pub fn adopt(&mut self, policy: Rc<CompiledPolicy>) {
         self.framer = SseFramer::new(policy.limits.max_response_bytes);
         self.policy = policy;
+    }
+
+    /// Replace whatever the server answers with a `session-binding` refusal
+    /// (the request gate removed the session id it issued).
+    pub fn refuse_answers(&mut self, why: &'static str) {
+        self.armed = true;
+        self.refusal = Some(why);
+    }
+
+    /// The stream was reset: hold every byte that still comes.
+    pub fn abandon_all(&mut self) {
+        self.mode = Reading::Broken;
+        self.abandoned = true;
     }
 
     /// The request was forwarded with this plan for its answers.
@@ -137,6 +154,7 @@ impl ResponseRewriter {
             .ok()
             .filter(|m| m.is_utf8() && !encoded);
         self.mode = match readable.as_ref().map(|m| m.essence.as_str()) {
+            _ if self.refusal.is_some() => Reading::Refuse,
             Some("application/json") => Reading::Json,
             Some("text/event-stream") => Reading::Sse,
             // Whatever the status: an error page is text a client shows too
@@ -304,7 +322,15 @@ impl ResponseRewriter {
             self.mode = Reading::Broken;
             return;
         }
-        let err = self.unfilterable("list result in a content type the filter cannot inspect");
+        let err = match self.refusal {
+            Some(why) => reply::error_object(
+                self.forwarded_ids.first(),
+                reply::DENIED,
+                why,
+                Some(json!({"rule": "session-binding", "reason": why})),
+            ),
+            None => self.unfilterable("list result in a content type the filter cannot inspect"),
+        };
         self.replace_body(host, body_size, err.to_string().as_bytes());
         self.mode = Reading::Broken;
     }

@@ -1803,3 +1803,79 @@ fn a_policy_swapped_in_mid_body_decides_the_request() {
         assert_eq!(flow == Flow::Continue, c.want.is_none(), "{}: flow", c.name);
     }
 }
+
+/// `sessions.when_full: refuse` (the default): a session the server issues
+/// that cannot be bound never reaches its caller; `pass_unbound` lets it
+/// through, counted.
+#[test]
+fn a_session_that_cannot_be_bound_is_not_issued_unless_the_policy_says_so() {
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#;
+    let answer = br#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-11-25"}}"#;
+    // (name, sessions section, want the second session refused)
+    let cases = vec![
+        (
+            "second_session_over_the_identity_cap_is_refused",
+            json!({"per_identity": 1}),
+            true,
+        ),
+        (
+            "within_the_cap_both_are_issued",
+            json!({"per_identity": 2}),
+            false,
+        ),
+        (
+            "pass_unbound_issues_it_and_counts",
+            json!({"per_identity": 1, "when_full": "pass_unbound"}),
+            false,
+        ),
+    ];
+    for (name, sessions, refused) in cases {
+        let store = Rc::new(crate::store::MemoryStore::default());
+        let p = policy(json!({ "sessions": sessions }));
+        let mut last = None;
+        for sid in ["issued-1", "issued-2"] {
+            let mut host = post("reader-key");
+            host.store = store.clone();
+            let mut x = Exchange::new(p.clone(), host);
+            x.request(Request::new(init.as_bytes()));
+            x.respond(
+                Response::new(answer)
+                    .content_type("application/json")
+                    .header("mcp-session-id", sid),
+            );
+            last = Some(x);
+        }
+        let Some(x) = last else { unreachable!() };
+        let got: Value = serde_json::from_slice(x.downstream()).unwrap_or(Value::Null);
+        let issued = x.host.response_headers.contains_key("mcp-session-id");
+        if refused {
+            assert_eq!(
+                got["error"]["data"]["rule"], "session-binding",
+                "{name}: {got}"
+            );
+            assert_eq!(got["id"], 0, "{name}");
+            assert!(!issued, "{name}: the unbound id reached the caller");
+            assert_eq!(
+                x.host.counters.get(&Counter::SessionRefusedAtIssuance),
+                Some(&1),
+                "{name}"
+            );
+        } else {
+            assert_eq!(
+                got["result"]["protocolVersion"], "2025-11-25",
+                "{name}: {got}"
+            );
+            assert!(issued, "{name}");
+        }
+        let unbound = x
+            .host
+            .counters
+            .get(&Counter::SessionUnboundAtIssuance)
+            .copied();
+        assert_eq!(
+            unbound.is_some(),
+            name.starts_with("pass_unbound"),
+            "{name}"
+        );
+    }
+}

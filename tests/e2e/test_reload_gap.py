@@ -15,8 +15,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-from conftest import READER_KEY, base_policy
-from mcp_raw import call, open_session
+from conftest import ADMIN_KEY, READER_KEY, base_policy
+from mcp_raw import call, messages, open_session, rpc, send
 from test_reload_more import hot  # noqa: F401 - the fixture
 
 HELD_BACK = 16  # bytes of the body sent only after the reload
@@ -99,3 +99,49 @@ def test_a_request_held_mid_body_is_decided_by_the_policy_in_force(hot: Any, swa
         assert msg["error"]["code"] == -32010 and msg["error"]["data"]["rule"] == want_rule, msg
     else:
         assert "API key not recognised" in msg["error"]["message"], msg
+
+
+def _tools_list_with(url: str, token: str, sess: dict[str, str]) -> Any:
+    r = send(url, body=json.dumps(rpc("tools/list", id=3)), token=token, headers=sess)
+    return r.status_code, messages(r)[-1] if r.content else None
+
+
+def test_a_capacity_change_by_reload_keeps_every_binding(hot: Any) -> None:
+    """Sessions bound at one `sessions.capacity` stay bound after a reload that
+    changes it: another identity presenting the id is still refused, the owner
+    goes on."""
+    small = base_policy()
+    small["sessions"] = {"capacity": 64}
+    h = hot(small)
+    owned = [open_session(h.url, READER_KEY) for _ in range(12)]
+    bigger = base_policy()
+    bigger["sessions"] = {"capacity": 1024}
+    h.swap(bigger)
+    for sess in owned:
+        status, msg = _tools_list_with(h.url, ADMIN_KEY, sess)
+        assert msg["error"]["data"]["rule"] == "session-binding", (sess, status, msg)
+        status, msg = _tools_list_with(h.url, READER_KEY, sess)
+        assert status == 200 and "tools" in msg["result"], (sess, status, msg)
+
+
+def test_one_caller_cannot_fill_the_session_table(envoy_for: Any) -> None:
+    """`sessions.per_identity`: a caller holding that many live sessions is not
+    issued another (the answer to its initialize is refused and carries no
+    Mcp-Session-Id); another caller still is; ending a session (DELETE) does
+    not free a place before it idles out, but the owner keeps using it."""
+    p = base_policy()
+    p["sessions"] = {"per_identity": 2}
+    env = envoy_for(p)
+    held = [open_session(env.url, READER_KEY) for _ in range(2)]
+    init = rpc("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                              "clientInfo": {"name": "flood", "version": "0"}}, id=0)
+    r = send(env.url, body=json.dumps(init), token=READER_KEY)
+    assert "mcp-session-id" not in r.headers, r.headers
+    refused = messages(r)[-1]
+    assert refused["id"] == 0 and refused["error"]["data"]["rule"] == "session-binding", refused
+    assert "per_identity" in refused["error"]["message"], refused
+    assert env.stat("wasmcustom.mcp_firewall.sessions.refused_at_issuance") == 1
+    open_session(env.url, ADMIN_KEY)  # another identity is issued one
+    for sess in held:
+        status, msg = _tools_list_with(env.url, READER_KEY, sess)
+        assert status == 200 and "tools" in msg["result"], msg
