@@ -64,6 +64,21 @@ pub struct IdentityConfig {
     /// for the firewall is not the server's business (and a prompt-injected
     /// server could replay it).
     pub forward_api_key: bool,
+    /// The URL of this resource's OAuth protected-resource metadata (RFC
+    /// 9728): named in the 401's challenge, and a GET of its path passes
+    /// without identity, so an MCP client's OAuth discovery works through
+    /// the firewall.
+    pub resource_metadata: Option<String>,
+}
+
+impl IdentityConfig {
+    /// The path of `resource_metadata` (checked at compile time to start
+    /// with `/.well-known/oauth-protected-resource`).
+    pub fn metadata_path(&self) -> Option<&str> {
+        let url = self.resource_metadata.as_deref()?;
+        let rest = url.split_once("://")?.1;
+        rest.find('/').map(|i| &rest[i..])
+    }
 }
 
 /// The request facts identity is derived from, read by the glue on request headers.
@@ -215,6 +230,7 @@ impl Default for IdentityConfig {
             api_keys: Vec::new(),
             anonymous_roles: Vec::new(),
             forward_api_key: false,
+            resource_metadata: None,
         }
     }
 }
@@ -293,8 +309,43 @@ pub(crate) fn compile(section: Option<&Value>, path: &str, errs: &mut Errors) ->
     if let Some(keep) = r.boolean("forward_api_key", errs) {
         out.forward_api_key = keep;
     }
+    if let Some(url) = r.string("resource_metadata", errs) {
+        match check_metadata_url(url) {
+            Ok(()) => out.resource_metadata = Some(url.to_owned()),
+            Err(why) => errs.push(r.field_path("resource_metadata"), why),
+        }
+    }
     r.finish(errs);
     out
+}
+
+/// `resource_metadata` goes into a quoted header parameter and its path is
+/// let through without identity: an absolute http(s) URL, no query or
+/// fragment, no character a quoted-string cannot hold, and a path under
+/// `/.well-known/oauth-protected-resource` (RFC 9728 §3.1), so it can never
+/// name the MCP endpoint itself.
+fn check_metadata_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("{url:?} is not an absolute http(s) URL"))?;
+    if url
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '"' | '\\' | '?' | '#'))
+        || !url.is_ascii()
+    {
+        return Err(format!(
+            "{url:?}: an ASCII URL with no query, fragment, space, quote or backslash"
+        ));
+    }
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    let host = rest.find('/').map_or(rest, |i| &rest[..i]);
+    if host.is_empty() || !path.starts_with("/.well-known/oauth-protected-resource") {
+        return Err(format!(
+            "{url:?}: the metadata's path must start with /.well-known/oauth-protected-resource (RFC 9728)"
+        ));
+    }
+    Ok(())
 }
 
 fn compile_api_keys(v: &Value, path: &str, errs: &mut Errors) -> Vec<ApiKey> {
@@ -368,6 +419,7 @@ mod tests {
             }],
             anonymous_roles: anonymous.iter().map(|s| s.to_string()).collect(),
             forward_api_key: false,
+            resource_metadata: None,
         }
     }
 

@@ -35,6 +35,8 @@ pub struct LocalReply {
     pub body: Vec<u8>,
     /// Set on refusals so clients and operators can tell the filter answered.
     pub rule: Option<String>,
+    /// A 401's `WWW-Authenticate` value (`Bearer` when `None`).
+    pub challenge: Option<String>,
 }
 
 impl LocalReply {
@@ -43,6 +45,7 @@ impl LocalReply {
             status,
             body: body.to_string().into_bytes(),
             rule: rule.map(str::to_owned),
+            challenge: None,
         }
     }
     /// The reply's headers: its content type, the rule that refused (so
@@ -58,7 +61,10 @@ impl LocalReply {
             headers.push(("x-mcp-firewall-rule", rule));
         }
         if self.status == 401 {
-            headers.push(("www-authenticate", "Bearer"));
+            headers.push((
+                "www-authenticate",
+                self.challenge.as_deref().unwrap_or("Bearer"),
+            ));
         }
         headers
     }
@@ -68,6 +74,7 @@ impl LocalReply {
             status,
             body: Vec::new(),
             rule: rule.map(str::to_owned),
+            challenge: None,
         }
     }
 }

@@ -50,6 +50,8 @@ pub const SINGLE_HEADERS: [&str; 9] = [
 pub struct RequestHead {
     /// `:method`.
     pub method: String,
+    /// `:path` (read for the OAuth metadata path only).
+    pub path: Option<String>,
     /// `content-type` ("" when absent).
     pub content_type: String,
     pub content_encoding: Option<String>,
@@ -86,6 +88,9 @@ pub struct Refusal {
     pub code: i64,
     pub message: String,
     pub rule: RuleId,
+    /// A 401's `WWW-Authenticate` value, when the policy names more than
+    /// `Bearer` (the resource metadata).
+    pub challenge: Option<String>,
 }
 
 impl Refusal {
@@ -95,6 +100,7 @@ impl Refusal {
             code,
             message: message.into(),
             rule,
+            challenge: None,
         }
     }
 
@@ -119,7 +125,9 @@ impl Refusal {
     /// What the caller receives.
     pub fn reply(&self) -> LocalReply {
         let body = reply::error_object(None, self.code, &self.message, None);
-        LocalReply::json(self.status, &body, None)
+        let mut r = LocalReply::json(self.status, &body, None);
+        r.challenge = self.challenge.clone();
+        r
     }
 }
 
@@ -130,6 +138,10 @@ pub enum HeadVerdict {
     Refuse(Refusal),
     /// A GET or DELETE refused by the kill switch or a standing refusal (403).
     Deny(Decision),
+    /// A GET of the OAuth protected-resource metadata (`identity.resource_metadata`):
+    /// not MCP, passed as it is, with no identity; held until the stream
+    /// ends when the headers did not end it (no body may follow).
+    Public { hold_until_end: bool },
     /// A GET or DELETE: nothing to decide in a body. When the headers did not
     /// end the stream it is held until it ends, forwarded only if no body byte
     /// came. `strip_credential`: remove the `Authorization` the caller was
@@ -180,15 +192,26 @@ pub fn judge_head(
             format!("header {name} sent more than once"),
         ));
     }
+    if head.method == "GET"
+        && head.path.is_some()
+        && head.path.as_deref() == policy.identity.metadata_path()
+    {
+        // The OAuth protected-resource metadata is public by design (RFC
+        // 9728): a client without a token fetches it to learn how to get one.
+        return HeadVerdict::Public {
+            hold_until_end: !head.ends_stream,
+        };
+    }
     let caller = match identity {
         Ok(c) => c,
         Err(e) => {
-            return HeadVerdict::Refuse(Refusal::new(
-                401,
-                reply::DENIED,
-                RuleId::Identity,
-                e.message(),
-            ))
+            let mut r = Refusal::new(401, reply::DENIED, RuleId::Identity, e.message());
+            r.challenge = policy
+                .identity
+                .resource_metadata
+                .as_deref()
+                .map(|url| format!("Bearer resource_metadata=\"{url}\""));
+            return HeadVerdict::Refuse(r);
         }
     };
     match head.method.as_str() {

@@ -183,6 +183,7 @@ pub fn request_head(headers: &BTreeMap<String, String>) -> RequestHead {
     let get = |k: &str| headers.get(k).cloned();
     RequestHead {
         method: get(":method").unwrap_or_else(|| "POST".into()),
+        path: get(":path"),
         content_type: get("content-type").unwrap_or_else(|| "application/json".into()),
         content_encoding: get("content-encoding"),
         content_length: get("content-length"),

@@ -208,6 +208,17 @@ impl RequestFilter {
         match verdict {
             HeadVerdict::Refuse(r) => self.refuse(host, &r),
             HeadVerdict::Deny(d) => self.deny_before_body(host, d),
+            HeadVerdict::Public { hold_until_end } => {
+                self.head = head;
+                self.phase = match hold_until_end {
+                    true => Phase::AwaitingNoBody,
+                    false => Phase::Passthrough,
+                };
+                match hold_until_end {
+                    true => Flow::Pause,
+                    false => Flow::Continue,
+                }
+            }
             HeadVerdict::Stream { hold_until_end, .. } => {
                 let caller = self.caller.clone().unwrap_or_else(|| Rc::new(anonymous()));
                 self.rewriter.expect_replays(caller);
@@ -256,6 +267,12 @@ impl RequestFilter {
         };
         RequestHead {
             method: host.request_header(":method").unwrap_or_default(),
+            path: self
+                .policy
+                .identity
+                .resource_metadata
+                .as_ref()
+                .and_then(|_| host.request_header(":path")),
             content_type: host.request_header("content-type").unwrap_or_default(),
             content_encoding: host.request_header("content-encoding"),
             content_length: host.request_header("content-length"),
@@ -352,6 +369,7 @@ impl RequestFilter {
             HeadVerdict::Stream {
                 strip_credential, ..
             } => *strip_credential && !self.credential_removed,
+            HeadVerdict::Public { .. } => false,
         };
         if needs_edit {
             let r = Refusal::new(

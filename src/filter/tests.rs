@@ -1569,11 +1569,12 @@ fn an_unrecognised_key_is_removed_in_dry_run_too() {
 }
 
 /// An issued id that cannot be bound (its set of the table is full of live
-/// sessions) passes unbound for anyone: it is counted, so an operator sees it.
+/// sessions) passes unbound for anyone under `when_full: pass_unbound`: it is
+/// counted, so an operator sees it.
 #[test]
 fn an_issued_id_that_cannot_be_bound_is_counted() {
     let store = Rc::new(crate::store::MemoryStore::default());
-    let extra = json!({"sessions": {"capacity": 4}});
+    let extra = json!({"sessions": {"capacity": 4, "when_full": "pass_unbound"}});
     let mut unbound = 0;
     for i in 0..5 {
         let mut host = post("reader-key");
@@ -1877,5 +1878,60 @@ fn a_session_that_cannot_be_bound_is_not_issued_unless_the_policy_says_so() {
             name.starts_with("pass_unbound"),
             "{name}"
         );
+    }
+}
+
+/// `identity.resource_metadata`: the 401 names it, and a GET of its path
+/// passes with no identity (RFC 9728 discovery), nothing else does.
+#[test]
+fn oauth_discovery_works_through_the_firewall() {
+    let url = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp";
+    let p = policy(json!({"identity": {"resource_metadata": url, "api_keys": [
+        {"sha256": sha256_hex(b"reader-key"), "subject": "rita", "roles": ["reader"]}]}}));
+    let anonymous = |method: &str, path: &str| {
+        FakeHost::new()
+            .header(":method", method)
+            .header(":path", path)
+            .header("content-type", "application/json")
+    };
+    // (name, method, path, want: None = forwarded, Some(status))
+    let cases: Vec<(&str, &str, &str, Option<u32>)> = vec![
+        (
+            "metadata_get_passes_without_identity",
+            "GET",
+            "/.well-known/oauth-protected-resource/mcp",
+            None,
+        ),
+        (
+            "metadata_with_a_query_is_not_the_metadata",
+            "GET",
+            "/.well-known/oauth-protected-resource/mcp?x=1",
+            Some(401),
+        ),
+        ("another_path_needs_identity", "GET", "/mcp", Some(401)),
+        (
+            "post_to_the_metadata_path_needs_identity",
+            "POST",
+            "/.well-known/oauth-protected-resource/mcp",
+            Some(401),
+        ),
+    ];
+    for (name, method, path, want) in cases {
+        let mut x = Exchange::new(p.clone(), anonymous(method, path));
+        let body = if method == "POST" {
+            call(json!(1), "echo")
+        } else {
+            String::new()
+        };
+        x.request(Request::new(body.as_bytes()));
+        assert_eq!(x.reply().map(|r| r.status), want, "{name}");
+        if let Some(r) = x.reply() {
+            let challenge = r
+                .headers()
+                .into_iter()
+                .find(|(k, _)| *k == "www-authenticate");
+            let want = format!("Bearer resource_metadata=\"{url}\"");
+            assert_eq!(challenge.map(|(_, v)| v.to_owned()), Some(want), "{name}");
+        }
     }
 }

@@ -155,6 +155,31 @@ fn config_error_table() {
             "$.identity.jwt_payload_header: \"Authorization\" is a header the client sends itself",
         ),
         (
+            "resource_metadata_naming_the_mcp_endpoint",
+            json!({"version": 1, "rules": [], "identity": {"resource_metadata": "https://mcp.example.com/mcp"}}),
+            "$.identity.resource_metadata: \"https://mcp.example.com/mcp\": the metadata's path must start with /.well-known/oauth-protected-resource",
+        ),
+        (
+            "resource_metadata_with_a_quote",
+            json!({"version": 1, "rules": [], "identity": {"resource_metadata": "https://x/.well-known/oauth-protected-resource\"a"}}),
+            "$.identity.resource_metadata: ",
+        ),
+        (
+            "resource_metadata_not_a_url",
+            json!({"version": 1, "rules": [], "identity": {"resource_metadata": "/.well-known/oauth-protected-resource"}}),
+            "$.identity.resource_metadata: \"/.well-known/oauth-protected-resource\" is not an absolute http(s) URL",
+        ),
+        (
+            "sessions_when_full_unknown",
+            json!({"version": 1, "rules": [], "sessions": {"when_full": "evict"}}),
+            "$.sessions.when_full: ",
+        ),
+        (
+            "sessions_per_identity_zero",
+            json!({"version": 1, "rules": [], "sessions": {"per_identity": 0}}),
+            "$.sessions.per_identity: 0 is out of range",
+        ),
+        (
             "limit_out_of_range",
             json!({"version": 1, "rules": [], "limits": {"max_json_depth": 1000}}),
             "$.limits.max_json_depth: 1000 is out of range 2..=120",

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
+import httpx
 import pytest
-from conftest import ADMIN_KEY
+from conftest import ADMIN_KEY, base_policy
 from mcp_raw import call
 from test_hostile_peers import Peer, envoy_in_front, go_peer, post  # noqa: F401  (fixture)
 
@@ -71,3 +73,24 @@ def test_without_an_injector_the_server_gets_no_credential(plain_envoy: harness.
     before = len(seen_credentials(go_peer, 0))
     echo(plain_envoy.url)
     assert seen_credentials(go_peer, before + 1)[before:] == [""]
+
+
+def test_oauth_discovery_works_through_the_firewall(envoy_for: Any) -> None:
+    """`identity.resource_metadata`: a 401 names the metadata (RFC 9728 §5.1),
+    and a GET of its path reaches the server with no identity; nothing else
+    does (the MCP endpoint still answers 401)."""
+    url = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+    p = base_policy()
+    p["identity"]["resource_metadata"] = url
+    env = envoy_for(p)
+    r = httpx.post(env.url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                   headers={"accept": "application/json, text/event-stream"})
+    assert r.status_code == 401, r.text
+    assert r.headers["www-authenticate"] == f'Bearer resource_metadata="{url}"'
+    base = env.url.rsplit("/", 1)[0]
+    meta = httpx.get(base + "/.well-known/oauth-protected-resource/mcp")
+    # server-everything serves no metadata: its own 404 shows the GET reached it.
+    assert meta.status_code == 404 and "www-authenticate" not in meta.headers, (meta.status_code, meta.text[:200])
+    assert "x-mcp-firewall-rule" not in meta.headers
+    other = httpx.get(base + "/.well-known/oauth-protected-resource/other")
+    assert other.status_code == 401, other.text
