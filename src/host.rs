@@ -153,6 +153,42 @@ pub trait Host: SharedStore {
     fn policy_in_force(&self) -> Option<std::rc::Rc<CompiledPolicy>> {
         None
     }
+    /// One info line for a refusal (rule id and subject, never a secret),
+    /// through the VM's [`RefusalLogGate`].
+    fn log_refusal(&mut self, line: &str);
+}
+
+/// Refusal log lines are rate-limited per VM: a flood of refused requests
+/// must not become a flood of log lines (Envoy's log is synchronous I/O on
+/// the worker). At most `PER_SECOND` lines a second; the next line admitted
+/// says how many were left out.
+#[derive(Debug, Default)]
+pub struct RefusalLogGate {
+    second: u64,
+    in_second: u32,
+    left_out: u64,
+}
+
+impl RefusalLogGate {
+    pub const PER_SECOND: u32 = 10;
+
+    /// The line to write now, or `None` when this second's lines are spent.
+    pub fn admit(&mut self, now_ms: u64, line: &str) -> Option<String> {
+        let second = now_ms / 1000;
+        if second != self.second {
+            self.second = second;
+            self.in_second = 0;
+        }
+        if self.in_second >= Self::PER_SECOND {
+            self.left_out += 1;
+            return None;
+        }
+        self.in_second += 1;
+        Some(match std::mem::take(&mut self.left_out) {
+            0 => line.to_owned(),
+            n => format!("{line} ({n} earlier refusals not logged: rate limit)"),
+        })
+    }
 }
 
 /// What a callback tells the host to do next.
@@ -205,6 +241,7 @@ pub mod fake {
         pub resets: usize,
         /// A policy configured since the stream began (a hot reload).
         pub policy_in_force: Option<std::rc::Rc<CompiledPolicy>>,
+        pub refusal_log: RefusalLogGate,
     }
 
     /// The kinds of write a [`FakeHost`] can be told to refuse.
@@ -360,6 +397,11 @@ pub mod fake {
         }
         fn policy_in_force(&self) -> Option<std::rc::Rc<CompiledPolicy>> {
             self.policy_in_force.clone()
+        }
+        fn log_refusal(&mut self, line: &str) {
+            if let Some(line) = self.refusal_log.admit(self.now_ms, line) {
+                self.log(LogLevel::Info, &line);
+            }
         }
         fn log(&self, level: LogLevel, msg: &str) {
             self.logs.borrow_mut().push((level, msg.to_owned()));

@@ -121,9 +121,24 @@ impl RequestFilter {
         self.reply(host, reply)
     }
 
+    /// Say why at info, once per refused request (rate-limited per VM): the
+    /// rule and the subject only. Reasons can quote argument values, so they
+    /// stay in the reply and the audit, never in the log.
+    fn log_refusal(&self, host: &mut dyn Host, rule: &RuleId, status: u32) {
+        let subject = self
+            .caller
+            .as_deref()
+            .and_then(|c| c.subject.as_deref())
+            .unwrap_or("-");
+        host.log_refusal(&format!(
+            "mcp-firewall: refused rule={rule} subject={subject:?} http={status}"
+        ));
+    }
+
     /// Answer a refusal made before any policy: counted by its rule, audited
     /// when audit is on.
     fn refuse(&mut self, host: &mut dyn Host, r: &Refusal) -> Flow {
+        self.log_refusal(host, &r.rule, r.status);
         let counter = match r.rule {
             RuleId::Identity => Counter::RefusedIdentity,
             RuleId::TooLarge => Counter::RefusedTooLarge,
@@ -287,6 +302,7 @@ impl RequestFilter {
     /// A refusal decided on the headers (kill switch, stolen session, audit
     /// back-pressure): answered 403 and audited.
     fn deny_before_body(&mut self, host: &mut dyn Host, d: Decision) -> Flow {
+        self.log_refusal(host, &d.rule, 403);
         if d.rule == RuleId::KillSwitch {
             host.count(Counter::RefusedKillSwitch, 1);
         }
@@ -579,6 +595,13 @@ impl RequestFilter {
                 );
             }
             let r = reply.unwrap_or_else(|| LocalReply::empty(403, None));
+            if let Some(m) = v
+                .messages
+                .iter()
+                .find(|m| m.decision.verdict != Verdict::Allow)
+            {
+                self.log_refusal(host, &m.decision.rule, r.status);
+            }
             // A refused exchange is over now: audit it at once.
             for p in self.audit.take_held() {
                 self.audit.send_replied(host, self.caller.as_deref(), p, &r);
@@ -596,6 +619,7 @@ impl RequestFilter {
             } else {
                 host.count(Counter::DecisionDeny, 1);
                 let r = reply.unwrap_or_else(|| LocalReply::empty(403, None));
+                self.log_refusal(host, &RuleId::Dlp, r.status);
                 for (mut p, m) in self.audit.take_held().into_iter().zip(&v.messages) {
                     p.decision = m.enforced();
                     self.audit.send_replied(host, self.caller.as_deref(), p, &r);

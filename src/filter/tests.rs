@@ -1935,3 +1935,35 @@ fn oauth_discovery_works_through_the_firewall() {
         }
     }
 }
+
+/// Each refusal is logged once at info with its rule and subject, never the
+/// reason (it can quote argument values), and no more than the gate allows.
+#[test]
+fn refusals_are_logged_once_with_rule_and_subject_rate_limited() {
+    let mut host = post("reader-key");
+    host.now_ms = 5_000;
+    let secret_arg = json!({"token": "ghp_abcdefghijklmnopqrstuvwxyz0123456789"});
+    let mut x = Exchange::new(policy(json!({})), host);
+    x.request(Request::new(call_with(json!(1), "write_file", secret_arg).as_bytes()));
+    let infos: Vec<String> = x
+        .host
+        .logs
+        .borrow()
+        .iter()
+        .filter(|(l, _)| *l == LogLevel::Info)
+        .map(|(_, m)| m.clone())
+        .collect();
+    assert_eq!(
+        infos,
+        vec![r#"mcp-firewall: refused rule=default-deny subject="rita" http=200"#.to_string()]
+    );
+    // A flood within one second: PER_SECOND lines, then one line that says
+    // how many were left out.
+    let mut gate = crate::host::RefusalLogGate::default();
+    let admitted = (0..25).filter_map(|_| gate.admit(1_000, "x")).count();
+    assert_eq!(admitted, crate::host::RefusalLogGate::PER_SECOND as usize);
+    assert_eq!(
+        gate.admit(2_000, "x").as_deref(),
+        Some("x (15 earlier refusals not logged: rate limit)")
+    );
+}

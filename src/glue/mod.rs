@@ -7,7 +7,9 @@
 
 use crate::audit::{AuditRoot, EventFacts};
 use crate::filter::RequestFilter;
-use crate::host::{Callout, Counter, Flow, Gauge, Host, HostError, LogLevel, RootHost};
+use crate::host::{
+    Callout, Counter, Flow, Gauge, Host, HostError, LogLevel, RefusalLogGate, RootHost,
+};
 use crate::policy::{compile_str, CompiledPolicy};
 use crate::reply::LocalReply;
 use crate::store::{SharedStore, StoreError};
@@ -36,6 +38,7 @@ thread_local! {
     /// Bounded by the number of filters configured in this VM.
     static POLICY_IN_FORCE: RefCell<Vec<(String, Rc<CompiledPolicy>)>> =
         const { RefCell::new(Vec::new()) };
+    static REFUSAL_LOG: RefCell<RefusalLogGate> = RefCell::new(RefusalLogGate::default());
 }
 
 /// Which filter a root context configures: the same name and root id across
@@ -519,6 +522,12 @@ impl RootHost for WasmRootHost {
 impl Host for WasmHost {
     fn policy_in_force(&self) -> Option<Rc<CompiledPolicy>> {
         in_force(&self.key)
+    }
+    fn log_refusal(&mut self, line: &str) {
+        let now = now_ms();
+        if let Some(line) = REFUSAL_LOG.with(|g| g.borrow_mut().admit(now, line)) {
+            log(LogLevel::Info, &line);
+        }
     }
 
     fn audit(&mut self, facts: EventFacts) {
