@@ -391,11 +391,9 @@ mod tests {
             } else {
                 ANSWER.len().div_ceil(chunk)
             };
-            assert_eq!(
-                x.flows.response_headers,
-                Some(Flow::Continue),
-                "chunk {chunk}"
-            );
+            // A JSON answer to a scanned call is read whole: its headers are
+            // held with it, so no client sees a head whose body is cut off.
+            assert_eq!(x.flows.response_headers, Some(Flow::Pause), "chunk {chunk}");
             assert_eq!(x.flows.response_body.len(), calls, "chunk {chunk}");
             assert_eq!(x.flows.response(), Flow::Continue, "chunk {chunk}");
             assert_eq!(x.downstream(), ANSWER, "chunk {chunk}");

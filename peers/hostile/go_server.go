@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -89,6 +90,17 @@ func hostileList(w http.ResponseWriter, r *http.Request, id json.RawMessage) boo
 	case "result-variant":
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(msg(full, "Result"))
+	case "huge-json", "huge-json-length":
+		// A 2 MiB catalogue: past Envoy's default 1 MiB buffer. With
+		// "-length" its size is declared up front, else it is sent chunked.
+		big := []map[string]interface{}{{"name": "echo", "description": strings.Repeat("x", 2<<20),
+			"inputSchema": map[string]interface{}{"type": "object"}}}
+		body := msg(map[string]interface{}{"tools": big}, "result")
+		w.Header().Set("Content-Type", "application/json")
+		if r.Header.Get("X-List-Style") == "huge-json-length" {
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		}
+		w.Write(body)
 	default:
 		return false
 	}

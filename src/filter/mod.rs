@@ -734,11 +734,12 @@ impl RequestFilter {
         }
         // Our own local replies pass back through this filter too: only a
         // response from upstream is the server's to read.
+        let mut flow = Flow::Continue;
         if matches!(self.phase, Phase::Forwarded | Phase::Passthrough) {
-            self.rewriter.on_headers(host);
+            flow = self.rewriter.on_headers(host);
         }
         self.flush_response_counts(host);
-        Flow::Continue
+        flow
     }
 
     pub fn on_response_body(

@@ -59,6 +59,8 @@ pub(crate) struct ResponseRewriter {
     json_done: bool,
     /// A response rewrite failed and the stream was reset: nothing more passes.
     abandoned: bool,
+    /// The response's `content-length` is past `limits.max_response_bytes`.
+    declared_too_large: bool,
     /// Every answer is replaced by this refusal (`session-binding`): the
     /// session the answer issues could not be bound to its caller.
     refusal: Option<&'static str>,
@@ -80,6 +82,7 @@ impl ResponseRewriter {
             json_buffered: 0,
             json_done: false,
             abandoned: false,
+            declared_too_large: false,
             refusal: None,
             counts: ResponseCounts::default(),
         }
@@ -137,10 +140,21 @@ impl ResponseRewriter {
         self.policy.mode == Mode::DryRun
     }
 
-    pub fn on_headers(&mut self, host: &mut dyn Host) {
+    /// `Pause` holds the response headers while a JSON body is read whole:
+    /// the client then gets the answer or the refusal, never a head whose
+    /// body is cut off. (A body past the listener's buffer limit makes Envoy
+    /// answer 500 itself while the headers are still held; with them sent,
+    /// it could only reset the stream mid-body.)
+    pub fn on_headers(&mut self, host: &mut dyn Host) -> Flow {
         if !self.armed {
-            return;
+            return Flow::Continue;
         }
+        // A declared length past the limit is refused before one byte is held
+        // (read before the length is removed below).
+        self.declared_too_large = host
+            .response_header("content-length")
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .is_some_and(|n| n > self.policy.limits.max_response_bytes);
         let content_type = host.response_header("content-type").unwrap_or_default();
         // A charset other than UTF-8 would make the client read other text than
         // the one we filtered and scanned: such a body is one we cannot read.
@@ -180,6 +194,10 @@ impl ResponseRewriter {
                     self.abandon(host, "the response's content-type or content-encoding", &e);
                 }
             }
+        }
+        match self.mode {
+            Reading::Json | Reading::Refuse if !self.abandoned => Flow::Pause,
+            _ => Flow::Continue,
         }
     }
 
@@ -281,7 +299,7 @@ impl ResponseRewriter {
             self.finish_refused(host, body_size);
             return Flow::Continue;
         }
-        if body_size > self.policy.limits.max_response_bytes {
+        if body_size > self.policy.limits.max_response_bytes || self.declared_too_large {
             let err = self.unfilterable("response larger than limits.max_response_bytes");
             self.replace_body(host, body_size, err.to_string().as_bytes());
             self.mode = Reading::Broken;

@@ -1944,7 +1944,9 @@ fn refusals_are_logged_once_with_rule_and_subject_rate_limited() {
     host.now_ms = 5_000;
     let secret_arg = json!({"token": "ghp_abcdefghijklmnopqrstuvwxyz0123456789"});
     let mut x = Exchange::new(policy(json!({})), host);
-    x.request(Request::new(call_with(json!(1), "write_file", secret_arg).as_bytes()));
+    x.request(Request::new(
+        call_with(json!(1), "write_file", secret_arg).as_bytes(),
+    ));
     let infos: Vec<String> = x
         .host
         .logs
@@ -1965,5 +1967,27 @@ fn refusals_are_logged_once_with_rule_and_subject_rate_limited() {
     assert_eq!(
         gate.admit(2_000, "x").as_deref(),
         Some("x (15 earlier refusals not logged: rate limit)")
+    );
+}
+
+/// A JSON answer whose declared length is past `limits.max_response_bytes`
+/// is refused at its first byte, not held to the limit first.
+#[test]
+fn a_declared_length_past_the_limit_is_refused_at_once() {
+    let p = policy(json!({"limits": {"max_response_bytes": 1024}}));
+    let mut x = Exchange::new(p, post("admin-key"));
+    list_request(&mut x);
+    let body = vec![b' '; 100];
+    x.respond(
+        ok_response("application/json", &body)
+            .header("content-length", "5000000")
+            .chunk(10),
+    );
+    assert_eq!(x.flows.response_headers, Some(Flow::Pause));
+    assert_eq!(x.flows.response_body.first(), Some(&Flow::Continue));
+    let got: Value = serde_json::from_slice(x.downstream()).unwrap_or(Value::Null);
+    assert_eq!(
+        got["error"]["data"]["rule"], "response-unfilterable",
+        "{got}"
     );
 }

@@ -501,3 +501,20 @@ def test_the_official_sdk_client_works_through_envoy_to_the_go_peer(go_envoy: ha
     names, text = anyio.run(go)
     assert names == {"echo", "create_refund"}
     assert text == "echo ran"
+
+
+@pytest.mark.parametrize("style", ["huge-json", "huge-json-length"])
+def test_a_json_answer_past_envoys_buffer_is_answered_whole_never_cut(go_envoy: harness.Envoy, style: str) -> None:
+    """A 2 MiB JSON catalogue, past Envoy's default 1 MiB buffer (the policy's
+    `max_response_bytes` is 8 MiB): the filter holds the answer's headers with
+    its body, so Envoy can still answer a clean 500 of its own when the buffer
+    overflows, instead of resetting a response whose head was already sent."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/list"})
+    with httpx.Client(timeout=30) as c:
+        r = c.post(go_envoy.url, content=body.encode(),
+                   headers=[("Accept", ACCEPT), ("Authorization", f"Bearer {ADMIN_KEY}"),
+                            ("Content-Type", "application/json"), ("X-List-Style", style)])
+    # On 1b63892 the head went out at once and the body was cut: httpx raised
+    # "incomplete chunked read".
+    assert r.status_code == 500, (r.status_code, r.text[:300])
+    assert r.text == "Internal Server Error" and r.headers["server"] == "envoy", r.text[:300]
