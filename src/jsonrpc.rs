@@ -205,10 +205,20 @@ fn parse_message(v: Value) -> Result<Message, ProtocolError> {
     }
 }
 
-/// The `params` members the filter reads (target, arguments, metadata). A
-/// member spelled in another case is refused even alone: Go's encoding/json
-/// reads `"Arguments"` as the arguments the filter never scanned.
-pub const PARAMS_READ: [&str; 4] = ["name", "arguments", "uri", "_meta"];
+/// The `params` members the filter reads (target, arguments, metadata, and
+/// what DLP scans: a completion's argument and context, a retried request's
+/// input responses). A member spelled in another case is refused even alone:
+/// Go's encoding/json reads `"Arguments"` as the arguments the filter never
+/// scanned.
+pub const PARAMS_READ: [&str; 7] = [
+    "name",
+    "arguments",
+    "uri",
+    "_meta",
+    "argument",
+    "context",
+    "inputResponses",
+];
 
 /// The largest integer every JSON reader holds exactly: 2^53 - 1. A
 /// JavaScript server reads `9007199254740993` as `9007199254740992` and answers

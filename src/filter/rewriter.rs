@@ -340,7 +340,12 @@ impl ResponseRewriter {
         let caller = self.caller.as_deref()?;
         let mut changed = false;
         for msg in objects {
-            let id = msg.get("id").map(id_key);
+            // A notification or server request on the stream belongs to the
+            // exchange's scanned call: its findings go to that call's audit.
+            let id = match msg.contains_key("method") {
+                true => self.plan.scans.first().cloned(),
+                false => msg.get("id").map(id_key),
+            };
             let r = rewrite_message(&self.policy, caller, &self.plan, msg);
             changed |= r.changed;
             if let (Some(id), Some(action)) = (id, r.action) {
