@@ -471,6 +471,21 @@ mod tests {
                 -32600,
             ),
             (
+                "input_responses_alone_in_other_case",
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","InputResponses":{"k":{}}}}"#,
+                -32600,
+            ),
+            (
+                "completion_argument_alone_in_other_case",
+                r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{},"Argument":{"value":"x"}}}"#,
+                -32600,
+            ),
+            (
+                "completion_context_alone_in_other_case",
+                r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{},"CONTEXT":{}}}"#,
+                -32600,
+            ),
+            (
                 "arguments_alone_in_other_case",
                 r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","Arguments":{"x":1}}}"#,
                 -32600,

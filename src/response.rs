@@ -346,7 +346,15 @@ mod tests {
         let image = json!({"jsonrpc": "2.0", "method": "notifications/message",
                            "params": {"level": "info", "data": {"type": "image", "data": SECRET, "mimeType": "image/png"}}});
         // (name, dlp.responses, plan, message, changed, finding paths)
-        let cases: Vec<(&str, &str, &ResponsePlan, Value, bool, Vec<&str>)> = vec![
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a ResponsePlan,
+            Value,
+            bool,
+            Vec<&'a str>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "log_notification_redacted",
                 "redact",

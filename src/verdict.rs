@@ -400,7 +400,9 @@ pub fn judge_body(
     }
     let mut verdicts = Vec::with_capacity(messages.len());
     for m in &messages {
-        let decision = match decide_message(policy, caller, m) {
+        let decision = match decide_message(policy, caller, m)
+            .and_then(|d| decide_listened_resources(policy, caller, m, d))
+        {
             // A standing refusal refuses every message, after the kill switch.
             Ok(d) if d.rule != RuleId::KillSwitch => standing.cloned().unwrap_or(d),
             Ok(d) => d,
@@ -513,6 +515,74 @@ fn case_variant_of_condition_member(
         }
     }
     None
+}
+
+/// `subscriptions/listen` (2026-07-28 `basic/patterns/subscriptions`)
+/// replaces `resources/subscribe`: the URIs a client wants updates for ride
+/// in `params.notifications.resourceSubscriptions`. The listen is decided by
+/// `methods` rules like any method; each URI in it is then decided as a
+/// `resources/subscribe` of that URI would be (resource rules, the URI
+/// normalised), and the first that is not allowed decides the listen: a
+/// caller may not subscribe through a listen to what it may not subscribe to.
+fn decide_listened_resources(
+    policy: &CompiledPolicy,
+    caller: &Caller,
+    m: &Message,
+    decision: Decision,
+) -> Result<Decision, jsonrpc::ProtocolError> {
+    if m.method() != Some("subscriptions/listen")
+        || decision.verdict != Outcome::Allow
+        || decision.rule == RuleId::KillSwitch
+    {
+        return Ok(decision);
+    }
+    let invalid = |why: String| jsonrpc::ProtocolError::Invalid(why);
+    let variant = |o: &serde_json::Map<String, Value>, name: &'static str| {
+        case_variant(o, &[name]).map(|(member, name)| {
+            invalid(format!(
+                "member {member:?} differs only in case from {name:?} (a server that matches \
+                 names case-insensitively would read it as {name:?})"
+            ))
+        })
+    };
+    let Some(params) = m.params().as_object() else {
+        return Ok(decision);
+    };
+    if let Some(e) = variant(params, "notifications") {
+        return Err(e);
+    }
+    let Some(notifications) = params.get("notifications").and_then(Value::as_object) else {
+        return Ok(decision);
+    };
+    if let Some(e) = variant(notifications, "resourceSubscriptions") {
+        return Err(e);
+    }
+    let uris = match notifications.get("resourceSubscriptions") {
+        None => return Ok(decision),
+        Some(Value::Array(uris)) => uris,
+        Some(_) => {
+            return Err(invalid(
+                "subscriptions/listen resourceSubscriptions must be an array of URIs".into(),
+            ))
+        }
+    };
+    for uri in uris {
+        let Value::String(_) = uri else {
+            return Err(invalid(
+                "subscriptions/listen resourceSubscriptions must be an array of URIs".into(),
+            ));
+        };
+        let subscribe = Message::Request {
+            id: json!(0),
+            method: "resources/subscribe".into(),
+            params: json!({ "uri": uri }),
+        };
+        let d = decide_message(policy, caller, &subscribe)?;
+        if d.verdict != Outcome::Allow {
+            return Ok(d);
+        }
+    }
+    Ok(decision)
 }
 
 /// Both phases in a row, for a caller already known: what the filter does
@@ -1046,7 +1116,8 @@ mod tests {
     fn request_channels_are_scanned() {
         let s = SECRET;
         // (name, dlp.requests, body, refused, rewritten, finding paths)
-        let cases: Vec<(&str, &str, Value, bool, bool, Vec<&str>)> = vec![
+        type Case<'a> = (&'a str, &'a str, Value, bool, bool, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
             (
                 "tool_arguments_block",
                 "block",
@@ -1256,7 +1327,8 @@ mod tests {
                 .collect()
         };
         // (name, MCP-Protocol-Version, Mcp-Param-*, body, refused)
-        let cases: Vec<(&str, Option<&str>, Vec<(String, String)>, Value, bool)> = vec![
+        type Case<'a> = (&'a str, Option<&'a str>, Vec<(String, String)>, Value, bool);
+        let cases: Vec<Case> = vec![
             (
                 "version_agrees",
                 Some("2026-07-28"),
@@ -1386,6 +1458,96 @@ mod tests {
             );
             let mismatch = matches!(&v.outcome, BodyOutcome::Refuse(r) if r.code == reply::HEADER_MISMATCH && r.status == 400);
             assert_eq!(mismatch, refused, "{name}: {:?}", v.outcome);
+        }
+    }
+
+    /// A listen is decided by `methods` rules, and each URI it subscribes to
+    /// as a `resources/subscribe` of that URI would be.
+    #[test]
+    fn listen_subscribes_only_to_allowed_resources() {
+        let policy = match crate::policy::compile(&json!({
+            "version": 1,
+            "identity": {"anonymous_roles": ["any"]},
+            "rules": [
+                {"id": "listen", "effect": "allow", "methods": ["subscriptions/listen"]},
+                {"id": "docs", "effect": "allow", "resources": ["file:///srv/docs/*"]},
+                {"id": "no-secret", "effect": "deny", "resources": ["file:///srv/docs/secret*"]}
+            ]
+        })) {
+            Ok(p) => p,
+            Err(e) => panic!("{e:?}"),
+        };
+        let listen = |notifications: Value| {
+            json!({"jsonrpc": "2.0", "id": 9, "method": "subscriptions/listen",
+                   "params": {"notifications": notifications}})
+        };
+        // (name, body, Ok(rule) or Err(()) for a protocol refusal)
+        let cases: Vec<(&str, Value, Result<&str, ()>)> = vec![
+            (
+                "list_changes_only",
+                listen(json!({"toolsListChanged": true})),
+                Ok("listen"),
+            ),
+            (
+                "allowed_resource",
+                listen(json!({"resourceSubscriptions": ["file:///srv/docs/a"]})),
+                Ok("listen"),
+            ),
+            (
+                "denied_resource",
+                listen(
+                    json!({"resourceSubscriptions": ["file:///srv/docs/a", "file:///srv/docs/secret.txt"]}),
+                ),
+                Ok("no-secret"),
+            ),
+            (
+                "resource_no_rule_allows",
+                listen(json!({"resourceSubscriptions": ["file:///etc/passwd"]})),
+                Ok("default-deny"),
+            ),
+            (
+                "climbing_resource",
+                listen(json!({"resourceSubscriptions": ["file:///../etc/passwd"]})),
+                Ok("resource-uri"),
+            ),
+            (
+                "uri_not_a_string",
+                listen(json!({"resourceSubscriptions": [5]})),
+                Err(()),
+            ),
+            (
+                "subscriptions_not_an_array",
+                listen(json!({"resourceSubscriptions": "file:///srv/docs/a"})),
+                Err(()),
+            ),
+            (
+                "subscriptions_in_other_case",
+                listen(json!({"ResourceSubscriptions": ["file:///etc/passwd"]})),
+                Err(()),
+            ),
+            (
+                "notifications_in_other_case",
+                json!({"jsonrpc": "2.0", "id": 9, "method": "subscriptions/listen",
+                    "params": {"Notifications": {"resourceSubscriptions": ["file:///etc/passwd"]}}}),
+                Err(()),
+            ),
+        ];
+        for (name, body, want) in cases {
+            let v = judge_body(
+                &policy,
+                &anonymous(),
+                &RequestHead::default(),
+                None,
+                body.to_string().as_bytes(),
+            );
+            match want {
+                Ok(rule) => assert_eq!(v.messages[0].decision.rule.as_str(), rule, "{name}"),
+                Err(()) => assert!(
+                    matches!(v.outcome, BodyOutcome::Refuse(_)),
+                    "{name}: {:?}",
+                    v.outcome
+                ),
+            }
         }
     }
 

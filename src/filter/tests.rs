@@ -1061,6 +1061,41 @@ fn personal_data_in_sse_result_split_across_chunks_is_redacted() {
     }
 }
 
+/// A notification on the SSE stream of a scanned call is redacted like the
+/// result, its findings audited on that call (at `/params/...`), and the
+/// stream keeps every event in order.
+#[test]
+fn notification_on_a_scanned_stream_is_redacted_and_audited_on_the_call() {
+    let mut x = Exchange::new(audited_policy(), post("reader-key"));
+    x.request(Request::new(call(json!(3), "echo").as_bytes()).chunk(64));
+    let log = json!({"jsonrpc": "2.0", "method": "notifications/message",
+                     "params": {"level": "info", "data": PII_TEXT}});
+    let body = format!(
+        "event: message\ndata: {log}\n\nevent: message\ndata: {}\n\n",
+        tool_result(3, "clean")
+    );
+    let out = x
+        .respond(ok_response("text/event-stream", body.as_bytes()).chunk(7))
+        .downstream()
+        .to_vec();
+    let text = String::from_utf8(out).unwrap_or_default();
+    assert!(!text.contains("jane.doe@example.com"), "{text}");
+    assert!(
+        text.contains("notifications/message") && text.contains("\"clean\""),
+        "{text}"
+    );
+    x.done();
+    let e = &x.host.audited[0];
+    assert!(!e.findings.is_empty());
+    assert!(
+        e.findings
+            .iter()
+            .all(|f| f.path.starts_with("/params/data")),
+        "{:?}",
+        e.findings
+    );
+}
+
 #[test]
 fn blocked_result_becomes_an_error() {
     let mut x = Exchange::new(
