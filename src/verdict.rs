@@ -278,8 +278,16 @@ fn check_request_media_type(content_type: &str) -> Result<(), &'static str> {
 pub struct MessageVerdict {
     /// The rules' decision (or the kill switch's, or a standing refusal's).
     pub decision: Decision,
-    /// DLP findings in the arguments (kinds and JSON pointers, never values).
+    /// DLP findings in what the message carries (kinds and JSON pointers,
+    /// never values): pointers into the arguments, or, for the other
+    /// channels, starting with the member (`/_meta/...`, `/uri`,
+    /// `/result/...`).
     pub findings: Vec<Finding>,
+    /// Where each finding's pointer starts, one per finding: `"/arguments"`,
+    /// `"/params"`, or `""` for a client's answer (its pointer starts at the
+    /// message). `findings[i].path` under `finding_roots[i]` is a pointer
+    /// into the message.
+    pub finding_roots: Vec<&'static str>,
     /// DLP refuses the message (`dlp.requests: block`).
     pub dlp_refused: bool,
     /// DLP redacted something the message carries (its arguments, `_meta`,
@@ -633,6 +641,7 @@ impl MessageVerdict {
         MessageVerdict {
             decision,
             findings: Vec::new(),
+            finding_roots: Vec::new(),
             dlp_refused: false,
             redacted: false,
             redacted_arguments: None,
@@ -780,6 +789,12 @@ fn scan_arguments(
                     f.path = format!("/{prefix}{}", f.path);
                 }
             }
+            let root = match channel {
+                Channel::Arguments => "/arguments",
+                Channel::Param(_) => "/params",
+                Channel::Answer => "",
+            };
+            v.finding_roots.extend(found.iter().map(|_| root));
             v.findings.extend(found);
         }
         if changed {
@@ -1308,6 +1323,7 @@ mod tests {
             .map(|f| f.path.as_str())
             .collect();
         assert_eq!(paths, vec!["/_meta/n", "/uri"]);
+        assert_eq!(v.messages[0].finding_roots, vec!["/params", "/params"]);
     }
 
     /// `MCP-Protocol-Version` and `Mcp-Param-*` agree with the body or the
