@@ -821,6 +821,7 @@ const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 /// characters.
 fn check_standard_headers(head: &RequestHead, body: &Body) -> Result<(), String> {
     check_protocol_version(head, body)?;
+    check_required_headers(head, body)?;
     if head.mcp_method.is_none() && head.mcp_name.is_none() && head.mcp_params.is_empty() {
         return Ok(());
     }
@@ -878,6 +879,42 @@ fn check_protocol_version(head: &RequestHead, body: &Body) -> Result<(), String>
             }
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// A request of the 2026-07-28 revision (its `_meta` names a protocol
+/// version) must carry `Mcp-Method`, and `Mcp-Name` for `tools/call`,
+/// `resources/read` and `prompts/get` ("These headers are REQUIRED for
+/// compliance"; "a required standard header ... is missing" is a validation
+/// failure). An intermediary after the filter may route on them: one that
+/// finds none falls back to whatever it does by default, which the policy
+/// never saw. Earlier revisions' requests (no version in `_meta`) need none.
+fn check_required_headers(head: &RequestHead, body: &Body) -> Result<(), String> {
+    let Body::Single(Message::Request { method, params, .. }) = body else {
+        return Ok(());
+    };
+    if params
+        .get("_meta")
+        .and_then(|meta| meta.get(META_PROTOCOL_VERSION))
+        .is_none()
+    {
+        return Ok(());
+    }
+    if head.mcp_method.is_none() {
+        return Err(
+            "Mcp-Method header missing on a request that names its protocol version in _meta"
+                .into(),
+        );
+    }
+    let named = matches!(
+        method.as_str(),
+        "tools/call" | "resources/read" | "prompts/get"
+    );
+    if named && head.mcp_name.is_none() {
+        return Err(format!(
+            "Mcp-Name header missing on a {method} that names its protocol version in _meta"
+        ));
     }
     Ok(())
 }
@@ -1460,9 +1497,13 @@ mod tests {
         ];
         let policy = channels_policy("block", "enforce");
         for (name, version, mcp_params, body, refused) in cases {
+            // The standard headers a conforming client sends with the body
+            // (required of a 2026-07-28 request: see the next test).
             let head = RequestHead {
                 protocol_version: version.map(str::to_owned),
                 mcp_params,
+                mcp_method: body["method"].as_str().map(str::to_owned),
+                mcp_name: body["params"]["name"].as_str().map(str::to_owned),
                 ..RequestHead::default()
             };
             let v = judge_body(
@@ -1473,6 +1514,83 @@ mod tests {
                 body.to_string().as_bytes(),
             );
             let mismatch = matches!(&v.outcome, BodyOutcome::Refuse(r) if r.code == reply::HEADER_MISMATCH && r.status == 400);
+            assert_eq!(mismatch, refused, "{name}: {:?}", v.outcome);
+        }
+    }
+
+    /// A 2026-07-28 request must carry `Mcp-Method` (and `Mcp-Name` for a
+    /// named call); an earlier revision's request needs neither.
+    #[test]
+    fn modern_requests_need_the_standard_headers() {
+        let modern = |method: &str, params: Value| {
+            let mut params = params;
+            params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"});
+            json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        };
+        let legacy = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                            "params": {"name": "echo", "arguments": {}}});
+        let call = modern("tools/call", json!({"name": "echo", "arguments": {}}));
+        let read = modern("resources/read", json!({"uri": "file:///a"}));
+        let list = modern("tools/list", json!({}));
+        // (name, Mcp-Method, Mcp-Name, body, refused)
+        type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a Value, bool);
+        let cases: Vec<Case> = vec![
+            (
+                "call_with_both",
+                Some("tools/call"),
+                Some("echo"),
+                &call,
+                false,
+            ),
+            ("call_without_mcp_method", None, Some("echo"), &call, true),
+            (
+                "call_without_mcp_name",
+                Some("tools/call"),
+                None,
+                &call,
+                true,
+            ),
+            (
+                "read_without_mcp_name",
+                Some("resources/read"),
+                None,
+                &read,
+                true,
+            ),
+            (
+                "read_with_both",
+                Some("resources/read"),
+                Some("file:///a"),
+                &read,
+                false,
+            ),
+            (
+                "list_needs_no_mcp_name",
+                Some("tools/list"),
+                None,
+                &list,
+                false,
+            ),
+            ("list_without_mcp_method", None, None, &list, true),
+            ("legacy_call_needs_neither", None, None, &legacy, false),
+        ];
+        let policy = channels_policy("block", "enforce");
+        for (name, method, mcp_name, body, refused) in cases {
+            let head = RequestHead {
+                protocol_version: Some("2026-07-28".into()),
+                mcp_method: method.map(str::to_owned),
+                mcp_name: mcp_name.map(str::to_owned),
+                ..RequestHead::default()
+            };
+            let v = judge_body(
+                &policy,
+                &anonymous(),
+                &head,
+                None,
+                body.to_string().as_bytes(),
+            );
+            let mismatch =
+                matches!(&v.outcome, BodyOutcome::Refuse(r) if r.code == reply::HEADER_MISMATCH);
             assert_eq!(mismatch, refused, "{name}: {:?}", v.outcome);
         }
     }

@@ -227,18 +227,23 @@ def modern(method: str, params: dict[str, Any], version: str = "2026-07-28", id:
 
 
 # (name, headers, body, refused): what the header check answers.
+V = "2026-07-28"
+LIST = {"MCP-Protocol-Version": V, "Mcp-Method": "tools/list"}
+CALL = {"MCP-Protocol-Version": V, "Mcp-Method": "tools/call", "Mcp-Name": "noisy"}
 HEADER_CASES = [
-    ("version-agrees", {"MCP-Protocol-Version": "2026-07-28"}, modern("tools/list", {}), False),
-    ("version-disagrees", {"MCP-Protocol-Version": "2025-11-25"}, modern("tools/list", {}), True),
-    ("version-missing", {}, modern("tools/list", {}), True),
-    ("param-agrees", {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "noisy",
-                      "Mcp-Param-Region": "us-west1"},
+    ("version-agrees", LIST, modern("tools/list", {}), False),
+    ("version-disagrees", {**LIST, "MCP-Protocol-Version": "2025-11-25"}, modern("tools/list", {}), True),
+    ("version-missing", {"Mcp-Method": "tools/list"}, modern("tools/list", {}), True),
+    ("mcp-method-missing", {"MCP-Protocol-Version": V}, modern("tools/list", {}), True),
+    ("mcp-name-missing", {"MCP-Protocol-Version": V, "Mcp-Method": "tools/call"},
+     modern("tools/call", {"name": "noisy", "arguments": {}}), True),
+    ("param-agrees", {**CALL, "Mcp-Param-Region": "us-west1"},
      modern("tools/call", {"name": "noisy", "arguments": {"region": "us-west1"}}), False),
-    ("param-in-base64-agrees", {"MCP-Protocol-Version": "2026-07-28", "Mcp-Param-Greeting": "=?base64?SGVsbG8sIOS4lueVjA==?="},
+    ("param-in-base64-agrees", {**CALL, "Mcp-Param-Greeting": "=?base64?SGVsbG8sIOS4lueVjA==?="},
      modern("tools/call", {"name": "noisy", "arguments": {"greeting": "Hello, \u4e16\u754c"}}), False),
-    ("param-disagrees", {"MCP-Protocol-Version": "2026-07-28", "Mcp-Param-Region": "us-west1"},
+    ("param-disagrees", {**CALL, "Mcp-Param-Region": "us-west1"},
      modern("tools/call", {"name": "noisy", "arguments": {"region": "eu-west1"}}), True),
-    ("param-invalid-base64", {"MCP-Protocol-Version": "2026-07-28", "Mcp-Param-Region": "=?base64?***?="},
+    ("param-invalid-base64", {**CALL, "Mcp-Param-Region": "=?base64?***?="},
      modern("tools/call", {"name": "noisy", "arguments": {"region": "x"}}), True),
 ]
 
