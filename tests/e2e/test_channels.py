@@ -10,7 +10,9 @@ reference server sends a secret in a notification or speaks tasks/listen).
 
 Request direction: `_meta`, a resource URI, a completion value, a retried
 request's `inputResponses` (multi round-trip) and the client's answer to a
-server request are scanned like arguments. Header direction:
+server request are scanned like arguments. Multi round-trip requests run with
+the official Python SDK on both sides (its `mcp.Client` on the 2026-07-28 wire,
+the JSON peer's `MCPServer` asking for a card number through `Elicit`). Header direction:
 `MCP-Protocol-Version` and `Mcp-Param-*` must agree with the body (400, -32020).
 """
 
@@ -29,6 +31,7 @@ import anyio
 import pytest
 from conftest import ADMIN_KEY, policy_variant
 from mcp_raw import call, messages, open_session, rpc, send
+from test_json_peer import json_peer  # noqa: F401  (fixture)
 
 import harness
 
@@ -271,3 +274,76 @@ def test_legacy_session_headers_still_pass(envoy_for: Any) -> None:
     assert r.status_code == 200, r.text
     (msg,) = messages(r)
     assert msg["result"]["content"][0]["text"] == "Echo: hi"
+
+
+# --- multi round-trip requests with the official SDK on both sides ---------------
+
+CARD = "4111 1111 1111 1111"
+
+
+async def pay_through(url: str) -> tuple[Any, list[str]]:
+    """The SDK's high-level client on the 2026-07-28 wire against the JSON peer
+    (the same SDK's MCPServer): `pay` asks for a card number, the server answers
+    the first call with an InputRequiredResult, the client's elicitation
+    handler types a card number, and the SDK retries with `inputResponses`."""
+    import httpx2
+    from mcp import Client, MCPError, types
+    from mcp.client.streamable_http import streamable_http_client
+
+    sent: list[str] = []
+
+    async def keep(req: Any) -> None:
+        sent.append(req.content.decode() if req.content else "")
+
+    async def elicit(context: Any, params: Any) -> Any:
+        return types.ElicitResult(action="accept", content={"number": CARD})
+
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30,
+                                  event_hooks={"request": [keep]}) as hc:
+        async with Client(streamable_http_client(url, http_client=hc), elicitation_callback=elicit) as c:
+            assert c.session.protocol_version == "2026-07-28"
+            try:
+                return await c.call_tool("pay", {}), sent
+            except MCPError as e:
+                return e, sent
+
+
+@pytest.fixture(scope="module")
+def json_peer_for(json_peer: int, workdir: Path, wasm: Path) -> Iterator[Any]:  # noqa: F811
+    running: list[harness.Envoy] = []
+
+    def get(dlp: dict[str, str]) -> harness.Envoy:
+        cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
+                             upstream_port=json_peer, policy=policy_variant(dlp=dlp), wasm=wasm)
+        env = harness.Envoy(cfg, workdir, name=f"envoy-mrtr-{len(running)}")
+        running.append(env)
+        return env
+
+    yield get
+    for env in running:
+        env.stop()
+
+
+def test_mrtr_input_responses_are_blocked_before_the_server(json_peer_for: Any) -> None:
+    """The retry carries the typed card number in inputResponses: DLP refuses it
+    (-32013, the path names the input response) and the server never sees it."""
+    env = json_peer_for({"requests": "block", "responses": "redact"})
+    posts = env.upstream_posts()
+    err, sent = anyio.run(pay_through, env.url)
+    assert getattr(err, "code", None) == -32013, err
+    kinds_paths = [(f["kind"], f["path"]) for f in err.data["findings"]]
+    assert len(kinds_paths) == 1 and kinds_paths[0][1].startswith("/inputResponses/"), kinds_paths
+    assert kinds_paths[0][1].endswith("/content/number"), kinds_paths
+    retries = [s for s in sent if '"inputResponses"' in s]
+    assert len(retries) == 1, sent
+    # discover + the first call reached the server; the retry did not
+    assert env.upstream_posts() - posts == len(sent) - 1, (sent, env.upstream_posts() - posts)
+
+
+def test_mrtr_input_responses_are_redacted_before_the_server(json_peer_for: Any) -> None:
+    """requests: redact: the retry goes on with the card number redacted; the
+    server echoes what it got (responses: off, so only the request side redacts)."""
+    env = json_peer_for({"requests": "redact", "responses": "off"})
+    res, _ = anyio.run(pay_through, env.url)
+    text = res.content[0].text
+    assert CARD not in text and text.startswith("paid with [REDACTED:"), text
