@@ -19,6 +19,10 @@ pub struct ResponsePlan {
     /// Ids of requests whose results are scanned (tool calls of tools not
     /// exempt, resource reads, prompts), when `dlp.responses` is not `off`.
     pub scans: Vec<String>,
+    /// Scan the notifications and server requests of the response (a
+    /// scanned call's stream, or a GET stream: what a server sends outside
+    /// any call is text the client reads too).
+    pub server_messages: bool,
 }
 
 impl ResponsePlan {
@@ -55,7 +59,7 @@ pub fn rewrite_message(
     // (`basic/transports/streamable-http`, Receiving Messages), and earlier
     // revisions send server requests on that stream too.
     if msg.contains_key("method") {
-        if !plan.scans.is_empty() {
+        if plan.server_messages {
             scan_server_message(policy, msg, &mut out);
         }
         return out;
@@ -230,6 +234,7 @@ mod tests {
         let plan = ResponsePlan {
             lists: vec![("5".into(), Catalogue::Tools)],
             scans: vec!["6".into()],
+            server_messages: true,
         };
         let cases = [
             (
@@ -301,6 +306,7 @@ mod tests {
         let plan = ResponsePlan {
             lists: vec![("1".into(), Catalogue::Tools)],
             scans: vec![],
+            server_messages: false,
         };
         let mut msg = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
             {"name": "get_issue"}, {"name": "delete_repo"}, {"name": "get_secret"}, {"noname": true}
@@ -329,10 +335,16 @@ mod tests {
         let scanned = ResponsePlan {
             lists: vec![],
             scans: vec!["1".into()],
+            server_messages: true,
         };
         let listed = ResponsePlan {
             lists: vec![("1".into(), Catalogue::Tools)],
             scans: vec![],
+            server_messages: false,
+        };
+        let get_stream = ResponsePlan {
+            server_messages: true,
+            ..ResponsePlan::default()
         };
         let log = json!({"jsonrpc": "2.0", "method": "notifications/message",
                          "params": {"level": "info", "data": format!("key {SECRET}")}});

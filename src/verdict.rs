@@ -482,6 +482,7 @@ pub fn judge_body(
             verdict.plan.scans.push(id_key(id));
         }
     }
+    verdict.plan.server_messages = !verdict.plan.scans.is_empty();
     verdict
 }
 

@@ -615,6 +615,29 @@ fn answers_replayed_on_a_get_stream_are_unfilterable() {
     );
 }
 
+/// A server request or notification on the GET stream (earlier revisions
+/// send sampling and elicitation there) is scanned like one on a call's
+/// stream: redacted, and counted by kind (no call to audit it on).
+#[test]
+fn server_messages_on_a_get_stream_are_scanned() {
+    let mut x = Exchange::new(
+        policy(json!({})),
+        post("reader-key").header(":method", "GET"),
+    );
+    assert!(x.request(Request::new(b"")).forwarded());
+    let ask = json!({"jsonrpc": "2.0", "id": 70, "method": "elicitation/create",
+                     "params": {"message": PII_TEXT, "requestedSchema": {"type": "object"}}});
+    let body = format!("id: e1\ndata: {ask}\n\n");
+    let out = x
+        .respond(ok_response("text/event-stream", body.as_bytes()).chunk(9))
+        .downstream()
+        .to_vec();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("elicitation/create"), "{text}");
+    assert!(!text.contains("jane.doe@example.com"), "{text}");
+    assert!(!x.host.findings.is_empty(), "findings are counted by kind");
+}
+
 #[test]
 fn responses_to_other_requests_pass_untouched() {
     let mut x = Exchange::new(
