@@ -435,9 +435,17 @@ mod tests {
                 "list_stream_is_not_scanned",
                 "redact",
                 &listed,
-                log,
+                log.clone(),
                 false,
                 vec![],
+            ),
+            (
+                "get_stream_is_scanned",
+                "redact",
+                &get_stream,
+                log,
+                true,
+                vec!["/data"],
             ),
         ];
         for (name, responses, plan, mut msg, changed, paths) in cases {
