@@ -128,6 +128,9 @@ pub trait Host: SharedStore {
             .find(|name| self.request_header_lines(name) > 1)
             .map(|name| (*name).to_owned())
     }
+    /// Every request header line whose (lower-case) name starts with
+    /// `prefix`, as (name, value), one per line; headers callback only.
+    fn request_headers_with_prefix(&self, prefix: &str) -> Vec<(String, String)>;
     /// A host property such as `["connection", "uri_san_peer_certificate"]`.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     /// The buffered request body (`size` bytes from the start).
@@ -341,6 +344,23 @@ pub mod fake {
             self.request_headers
                 .get(&name.to_ascii_lowercase())
                 .cloned()
+        }
+        fn request_headers_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+            assert!(
+                self.headers_readable,
+                "request headers read outside the headers callback"
+            );
+            let mut out = Vec::new();
+            for (k, v) in self.request_headers.range(prefix.to_owned()..) {
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                out.push((k.clone(), v.clone()));
+                if self.repeated_request_headers.contains(k) {
+                    out.push((k.clone(), v.clone()));
+                }
+            }
+            out
         }
         fn request_header_lines(&self, name: &str) -> usize {
             let name = name.to_ascii_lowercase();

@@ -205,10 +205,20 @@ fn parse_message(v: Value) -> Result<Message, ProtocolError> {
     }
 }
 
-/// The `params` members the filter reads (target, arguments, metadata). A
-/// member spelled in another case is refused even alone: Go's encoding/json
-/// reads `"Arguments"` as the arguments the filter never scanned.
-pub const PARAMS_READ: [&str; 4] = ["name", "arguments", "uri", "_meta"];
+/// The `params` members the filter reads (target, arguments, metadata, and
+/// what DLP scans: a completion's argument and context, a retried request's
+/// input responses). A member spelled in another case is refused even alone:
+/// Go's encoding/json reads `"Arguments"` as the arguments the filter never
+/// scanned.
+pub const PARAMS_READ: [&str; 7] = [
+    "name",
+    "arguments",
+    "uri",
+    "_meta",
+    "argument",
+    "context",
+    "inputResponses",
+];
 
 /// The largest integer every JSON reader holds exactly: 2^53 - 1. A
 /// JavaScript server reads `9007199254740993` as `9007199254740992` and answers
@@ -458,6 +468,21 @@ mod tests {
             (
                 "dotted_capital_i_folds_to_i",
                 r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"id":1,"\u0130d":2}}}"#,
+                -32600,
+            ),
+            (
+                "input_responses_alone_in_other_case",
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","InputResponses":{"k":{}}}}"#,
+                -32600,
+            ),
+            (
+                "completion_argument_alone_in_other_case",
+                r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{},"Argument":{"value":"x"}}}"#,
+                -32600,
+            ),
+            (
+                "completion_context_alone_in_other_case",
+                r#"{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{},"CONTEXT":{}}}"#,
                 -32600,
             ),
             (

@@ -19,6 +19,10 @@ pub struct ResponsePlan {
     /// Ids of requests whose results are scanned (tool calls of tools not
     /// exempt, resource reads, prompts), when `dlp.responses` is not `off`.
     pub scans: Vec<String>,
+    /// Scan the notifications and server requests of the response (a
+    /// scanned call's stream, or a GET stream: what a server sends outside
+    /// any call is text the client reads too).
+    pub server_messages: bool,
 }
 
 impl ResponsePlan {
@@ -47,6 +51,19 @@ pub fn rewrite_message(
     msg: &mut Map<String, Value>,
 ) -> Rewrite {
     let mut out = Rewrite::default();
+    // A notification (`notifications/message`, `notifications/progress`...)
+    // or a server request (`sampling/createMessage`, `elicitation/create`) on
+    // the stream of a scanned call is text the client reads (and shows its
+    // user) like the result: scanned whole. The 2026-07-28 revision says
+    // such notifications "MUST relate to the originating client request"
+    // (`basic/transports/streamable-http`, Receiving Messages), and earlier
+    // revisions send server requests on that stream too.
+    if msg.contains_key("method") {
+        if plan.server_messages {
+            scan_server_message(policy, msg, &mut out);
+        }
+        return out;
+    }
     // An error with a null id (or none) answers this exchange without naming
     // which of its requests: scanned as if it answered a scanned one.
     if is_anonymous_error(msg) && !plan.scans.is_empty() {
@@ -178,6 +195,34 @@ fn scan_result(policy: &CompiledPolicy, msg: &mut Map<String, Value>, out: &mut 
     out.scanned = member;
 }
 
+/// DLP on the `params` of a notification or server request: there is no
+/// answer to replace with an error, so `block` redacts like `redact` (the
+/// client never reads the match; the message keeps its place in the stream).
+fn scan_server_message(policy: &CompiledPolicy, msg: &mut Map<String, Value>, out: &mut Rewrite) {
+    let action = match (policy.mode, policy.dlp.responses) {
+        (crate::policy::Mode::DryRun, Action::Block | Action::Redact) => Action::Flag,
+        (_, a) => a,
+    };
+    let Some(params) = msg.get_mut("params") else {
+        return;
+    };
+    let findings = match action {
+        Action::Off => return,
+        Action::Flag => dlp::scan_result(&policy.dlp.scanner, params),
+        Action::Block | Action::Redact => dlp::redact_result(&policy.dlp.scanner, params),
+    };
+    if findings.is_empty() {
+        return;
+    }
+    out.changed = action != Action::Flag;
+    out.findings = findings;
+    out.action = Some(match action {
+        Action::Block => Action::Redact,
+        a => a,
+    });
+    out.scanned = "params";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +234,7 @@ mod tests {
         let plan = ResponsePlan {
             lists: vec![("5".into(), Catalogue::Tools)],
             scans: vec!["6".into()],
+            server_messages: true,
         };
         let cases = [
             (
@@ -260,6 +306,7 @@ mod tests {
         let plan = ResponsePlan {
             lists: vec![("1".into(), Catalogue::Tools)],
             scans: vec![],
+            server_messages: false,
         };
         let mut msg = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
             {"name": "get_issue"}, {"name": "delete_repo"}, {"name": "get_secret"}, {"noname": true}
@@ -271,5 +318,153 @@ mod tests {
         assert_eq!((r.changed, r.removed_entries), (true, 3));
         assert_eq!(msg["result"]["tools"], json!([{"name": "get_issue"}]));
         assert_eq!(msg["result"]["cacheScope"], json!("private"));
+    }
+
+    /// Notifications and server requests on the stream of a scanned call are
+    /// scanned like its result (redacted under `block` too: there is no
+    /// answer to replace); on a stream nothing was planned for, they pass.
+    #[test]
+    fn server_messages_on_a_scanned_stream_are_scanned() {
+        const SECRET: &str = "glpat-_bkBl5pR8VAr0_UnPKWu";
+        let caller = Caller {
+            subject: None,
+            tenant: None,
+            roles: vec![],
+            via: Via::Anonymous,
+        };
+        let scanned = ResponsePlan {
+            lists: vec![],
+            scans: vec!["1".into()],
+            server_messages: true,
+        };
+        let listed = ResponsePlan {
+            lists: vec![("1".into(), Catalogue::Tools)],
+            scans: vec![],
+            server_messages: false,
+        };
+        let get_stream = ResponsePlan {
+            server_messages: true,
+            ..ResponsePlan::default()
+        };
+        let log = json!({"jsonrpc": "2.0", "method": "notifications/message",
+                         "params": {"level": "info", "data": format!("key {SECRET}")}});
+        let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                              "params": {"progressToken": 1, "progress": 1, "message": SECRET}});
+        let sampling = json!({"jsonrpc": "2.0", "id": 7, "method": "sampling/createMessage",
+                              "params": {"messages": [{"role": "user", "content": {"type": "text", "text": SECRET}}],
+                                         "maxTokens": 10}});
+        let elicit = json!({"jsonrpc": "2.0", "id": 8, "method": "elicitation/create",
+                            "params": {"message": format!("confirm {SECRET}"), "requestedSchema": {"type": "object"}}});
+        let image = json!({"jsonrpc": "2.0", "method": "notifications/message",
+                           "params": {"level": "info", "data": {"type": "image", "data": SECRET, "mimeType": "image/png"}}});
+        // (name, dlp.responses, plan, message, changed, finding paths)
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a ResponsePlan,
+            Value,
+            bool,
+            Vec<&'a str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "log_notification_redacted",
+                "redact",
+                &scanned,
+                log.clone(),
+                true,
+                vec!["/data"],
+            ),
+            (
+                "log_notification_redacted_under_block",
+                "block",
+                &scanned,
+                log.clone(),
+                true,
+                vec!["/data"],
+            ),
+            (
+                "log_notification_flagged",
+                "flag",
+                &scanned,
+                log.clone(),
+                false,
+                vec!["/data"],
+            ),
+            (
+                "progress_message_redacted",
+                "redact",
+                &scanned,
+                progress,
+                true,
+                vec!["/message"],
+            ),
+            (
+                "sampling_request_redacted",
+                "redact",
+                &scanned,
+                sampling,
+                true,
+                vec!["/messages/0/content/text"],
+            ),
+            (
+                "elicitation_request_redacted",
+                "redact",
+                &scanned,
+                elicit,
+                true,
+                vec!["/message"],
+            ),
+            (
+                "binary_payload_is_not_text",
+                "redact",
+                &scanned,
+                image,
+                false,
+                vec![],
+            ),
+            (
+                "off_scans_nothing",
+                "off",
+                &scanned,
+                log.clone(),
+                false,
+                vec![],
+            ),
+            (
+                "list_stream_is_not_scanned",
+                "redact",
+                &listed,
+                log.clone(),
+                false,
+                vec![],
+            ),
+            (
+                "get_stream_is_scanned",
+                "redact",
+                &get_stream,
+                log,
+                true,
+                vec!["/data"],
+            ),
+        ];
+        for (name, responses, plan, mut msg, changed, paths) in cases {
+            let policy = crate::policy::compile(&json!({"version": 1,
+                "rules": [{"id": "all", "effect": "allow", "methods": ["*"]}],
+                "dlp": {"responses": responses}}))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+            let Some(obj) = msg.as_object_mut() else {
+                panic!()
+            };
+            let r = rewrite_message(&policy, &caller, plan, obj);
+            let found: Vec<&str> = r.findings.iter().map(|f| f.path.as_str()).collect();
+            assert_eq!(found, paths, "{name}");
+            assert_eq!(r.changed, changed, "{name}");
+            // What is changed no longer holds the secret; what is not, still does.
+            assert_eq!(msg.to_string().contains(SECRET), !changed, "{name}: {msg}");
+            if !paths.is_empty() {
+                assert_eq!(r.scanned, "params", "{name}");
+            }
+        }
     }
 }

@@ -63,6 +63,10 @@ pub struct RequestHead {
     pub repeated_header: Option<String>,
     /// The `Mcp-Session-Id` the request named.
     pub session_id: Option<String>,
+    /// `MCP-Protocol-Version`.
+    pub protocol_version: Option<String>,
+    /// Every `Mcp-Param-{Name}` line: (lower-case name after the prefix, value).
+    pub mcp_params: Vec<(String, String)>,
     /// The headers ended the stream: no body follows.
     pub ends_stream: bool,
 }
@@ -297,11 +301,23 @@ fn check_request_media_type(content_type: &str) -> Result<(), &'static str> {
 pub struct MessageVerdict {
     /// The rules' decision (or the kill switch's, or a standing refusal's).
     pub decision: Decision,
-    /// DLP findings in the arguments (kinds and JSON pointers, never values).
+    /// DLP findings in what the message carries (kinds and JSON pointers,
+    /// never values): pointers into the arguments, or, for the other
+    /// channels, starting with the member (`/_meta/...`, `/uri`,
+    /// `/result/...`).
     pub findings: Vec<Finding>,
+    /// Where each finding's pointer starts, one per finding: `"/arguments"`,
+    /// `"/params"`, or `""` for a client's answer (its pointer starts at the
+    /// message). `findings[i].path` under `finding_roots[i]` is a pointer
+    /// into the message.
+    pub finding_roots: Vec<&'static str>,
     /// DLP refuses the message (`dlp.requests: block`).
     pub dlp_refused: bool,
-    /// The arguments after redaction, when DLP redacted them.
+    /// DLP redacted something the message carries (its arguments, `_meta`,
+    /// input responses, or a client's answer) before it goes on.
+    pub redacted: bool,
+    /// The arguments after redaction, when DLP redacted the message and it
+    /// has arguments (what the audit records under `arguments: redacted`).
     pub redacted_arguments: Option<Value>,
     /// What the audit records of the message: its method (or "(response)"),
     /// target name, id and the arguments as sent (target and arguments only
@@ -316,7 +332,7 @@ impl MessageVerdict {
     /// The decision as enforced: DLP's refusal over the rules' allow.
     pub fn enforced(&self) -> Decision {
         if self.dlp_refused {
-            Decision::deny(RuleId::Dlp, "sensitive data in the arguments")
+            Decision::deny(RuleId::Dlp, "sensitive data in the request")
         } else {
             self.decision.clone()
         }
@@ -415,7 +431,9 @@ pub fn judge_body(
     }
     let mut verdicts = Vec::with_capacity(messages.len());
     for m in &messages {
-        let decision = match decide_message(policy, caller, m) {
+        let decision = match decide_message(policy, caller, m)
+            .and_then(|d| decide_listened_resources(policy, caller, m, d))
+        {
             // A standing refusal refuses every message, after the kill switch.
             Ok(d) if d.rule != RuleId::KillSwitch => standing.cloned().unwrap_or(d),
             Ok(d) => d,
@@ -461,7 +479,7 @@ pub fn judge_body(
             .zip(&messages)
             .map(|(v, _)| {
                 v.dlp_refused.then(|| Refused {
-                    error: reply::sensitive_data_error(&v.findings, "the arguments"),
+                    error: reply::sensitive_data_error(&v.findings, "the request"),
                     rule: RuleId::Dlp,
                 })
             })
@@ -487,6 +505,7 @@ pub fn judge_body(
             verdict.plan.scans.push(id_key(id));
         }
     }
+    verdict.plan.server_messages = !verdict.plan.scans.is_empty();
     verdict
 }
 
@@ -528,6 +547,74 @@ fn case_variant_of_condition_member(
         }
     }
     None
+}
+
+/// `subscriptions/listen` (2026-07-28 `basic/patterns/subscriptions`)
+/// replaces `resources/subscribe`: the URIs a client wants updates for ride
+/// in `params.notifications.resourceSubscriptions`. The listen is decided by
+/// `methods` rules like any method; each URI in it is then decided as a
+/// `resources/subscribe` of that URI would be (resource rules, the URI
+/// normalised), and the first that is not allowed decides the listen: a
+/// caller may not subscribe through a listen to what it may not subscribe to.
+fn decide_listened_resources(
+    policy: &CompiledPolicy,
+    caller: &Caller,
+    m: &Message,
+    decision: Decision,
+) -> Result<Decision, jsonrpc::ProtocolError> {
+    if m.method() != Some("subscriptions/listen")
+        || decision.verdict != Outcome::Allow
+        || decision.rule == RuleId::KillSwitch
+    {
+        return Ok(decision);
+    }
+    let invalid = |why: String| jsonrpc::ProtocolError::Invalid(why);
+    let variant = |o: &serde_json::Map<String, Value>, name: &'static str| {
+        case_variant(o, &[name]).map(|(member, name)| {
+            invalid(format!(
+                "member {member:?} differs only in case from {name:?} (a server that matches \
+                 names case-insensitively would read it as {name:?})"
+            ))
+        })
+    };
+    let Some(params) = m.params().as_object() else {
+        return Ok(decision);
+    };
+    if let Some(e) = variant(params, "notifications") {
+        return Err(e);
+    }
+    let Some(notifications) = params.get("notifications").and_then(Value::as_object) else {
+        return Ok(decision);
+    };
+    if let Some(e) = variant(notifications, "resourceSubscriptions") {
+        return Err(e);
+    }
+    let uris = match notifications.get("resourceSubscriptions") {
+        None => return Ok(decision),
+        Some(Value::Array(uris)) => uris,
+        Some(_) => {
+            return Err(invalid(
+                "subscriptions/listen resourceSubscriptions must be an array of URIs".into(),
+            ))
+        }
+    };
+    for uri in uris {
+        let Value::String(_) = uri else {
+            return Err(invalid(
+                "subscriptions/listen resourceSubscriptions must be an array of URIs".into(),
+            ));
+        };
+        let subscribe = Message::Request {
+            id: json!(0),
+            method: "resources/subscribe".into(),
+            params: json!({ "uri": uri }),
+        };
+        let d = decide_message(policy, caller, &subscribe)?;
+        if d.verdict != Outcome::Allow {
+            return Ok(d);
+        }
+    }
+    Ok(decision)
 }
 
 /// Both phases in a row, for a caller already known: what the filter does
@@ -578,7 +665,9 @@ impl MessageVerdict {
         MessageVerdict {
             decision,
             findings: Vec::new(),
+            finding_roots: Vec::new(),
             dlp_refused: false,
+            redacted: false,
             redacted_arguments: None,
             method: m.method().unwrap_or("(response)").to_owned(),
             target,
@@ -588,22 +677,86 @@ impl MessageVerdict {
     }
 }
 
-/// Whether DLP looks at the answer to this message: tool calls (unless the
-/// tool is exempt), prompts and resource reads.
+/// Whether DLP looks at the answer to this message (and at the
+/// notifications on its stream): tool calls (unless the tool is exempt),
+/// prompts and resource reads; `tasks/*` (a task's result is a tool call's
+/// result, its status message server text; the filter does not know which
+/// tool a task id belongs to, so an exempt tool's task is scanned too); and
+/// `subscriptions/listen`, whose stream carries the change notifications.
 pub fn scans_result_of(policy: &CompiledPolicy, m: &Message) -> bool {
     match m.method() {
         Some("tools/call") => match m.params().get("name").and_then(Value::as_str) {
             Some(tool) => !policy.dlp.is_exempt(tool),
             None => true,
         },
-        Some("prompts/get") | Some("resources/read") => true,
-        _ => false,
+        Some("prompts/get") | Some("resources/read") | Some("subscriptions/listen") => true,
+        Some(method) => method.starts_with("tasks/"),
+        None => false,
     }
 }
 
-/// DLP on the arguments: findings and refusals into `verdicts`, redaction in
-/// place (enforced only: dry run never changes what the server reads).
-/// Returns whether any arguments were redacted.
+/// Where caller data rides to the server in one message, for DLP: the
+/// members of `params` (or of a client's answer) that are scanned, and
+/// whether a finding there may be redacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Channel {
+    /// `params.arguments` of a tool call or prompt (findings' paths are
+    /// pointers into the arguments, as they always were).
+    Arguments,
+    /// Any other member of `params`: `_meta` of every message, a resource
+    /// URI, a completion's `argument` and `context`, a retried request's
+    /// `inputResponses` (findings' paths start with the member:
+    /// `/_meta/...`, `/uri`, `/inputResponses/...`).
+    Param(&'static str),
+    /// The `result` or `error` of a client's answer to a server request (an
+    /// elicitation result a user typed a card number into); paths start with
+    /// `/result` or `/error`.
+    Answer,
+}
+
+impl Channel {
+    /// A URI named the resource the rules decided on: a redacted URI names
+    /// another resource (and no longer matches `Mcp-Name`), so a finding in
+    /// it refuses the request even under `dlp.requests: redact`.
+    fn rewritable(self) -> bool {
+        self != Channel::Param("uri")
+    }
+}
+
+/// The channels of `m` DLP scans on the request side. Every message's
+/// `_meta`; tool calls (unless the tool is exempt: the whole message is)
+/// and prompts: arguments; the three requests a server may answer with an
+/// `InputRequiredResult` (MRTR, 2026-07-28 `basic/patterns/mrtr`): the
+/// `inputResponses` of the retry. `requestState` is the server's own opaque
+/// blob, echoed back unread ("Clients MUST NOT inspect, parse, modify"):
+/// redacting it would break the retry, and it carries no caller data.
+fn request_channels(policy: &CompiledPolicy, m: &Message) -> Vec<Channel> {
+    let method = match m {
+        Message::Response { .. } => return vec![Channel::Answer],
+        _ => m.method().unwrap_or_default(),
+    };
+    let mut channels = vec![Channel::Param("_meta")];
+    match method {
+        "tools/call" if !scans_result_of(policy, m) => return Vec::new(),
+        "tools/call" | "prompts/get" => {
+            channels.extend([Channel::Arguments, Channel::Param("inputResponses")])
+        }
+        "resources/read" => {
+            channels.extend([Channel::Param("uri"), Channel::Param("inputResponses")])
+        }
+        "resources/subscribe" | "resources/unsubscribe" => channels.push(Channel::Param("uri")),
+        "completion/complete" => {
+            channels.extend([Channel::Param("argument"), Channel::Param("context")])
+        }
+        _ => {}
+    }
+    channels
+}
+
+/// DLP on everything the caller sends the server (see [`request_channels`]):
+/// findings and refusals into `verdicts`, redaction in place (enforced only:
+/// dry run never changes what the server reads). Returns whether anything
+/// was redacted.
 fn scan_arguments(
     policy: &CompiledPolicy,
     messages: &mut [Message],
@@ -616,44 +769,90 @@ fn scan_arguments(
     let redact = action == DlpAction::Redact && policy.mode != Mode::DryRun;
     let mut redacted = false;
     for (m, v) in messages.iter_mut().zip(verdicts.iter_mut()) {
-        let scanned = scans_result_of(policy, m) && m.method() != Some("resources/read");
-        let args = match m {
-            Message::Request { params, .. } | Message::Notification { params, .. } if scanned => {
-                params.get_mut("arguments")
+        let mut changed = false;
+        for channel in request_channels(policy, m) {
+            let (value, prefix) = match (channel, &mut *m) {
+                (
+                    Channel::Arguments,
+                    Message::Request { params, .. } | Message::Notification { params, .. },
+                ) => (params.get_mut("arguments"), ""),
+                (
+                    Channel::Param(member),
+                    Message::Request { params, .. } | Message::Notification { params, .. },
+                ) => (params.get_mut(member), member),
+                (Channel::Answer, Message::Response { answer, .. }) => match answer {
+                    AnswerMember::Result(r) => (Some(r), "result"),
+                    AnswerMember::Error(e) => (Some(e), "error"),
+                },
+                _ => (None, ""),
+            };
+            let Some(value) = value else {
+                continue;
+            };
+            let rewrite = redact && channel.rewritable();
+            let mut found = match (rewrite, channel) {
+                // A client's answer may carry a sampled image or audio: its
+                // base64 payload is not text (what a result skips).
+                (true, Channel::Answer) => crate::dlp::redact_result(&policy.dlp.scanner, value),
+                (false, Channel::Answer) => crate::dlp::scan_result(&policy.dlp.scanner, value),
+                (true, _) => policy.dlp.scanner.redact_value(value),
+                (false, _) => policy.dlp.scanner.scan_value(value),
+            };
+            if found.is_empty() {
+                continue;
             }
-            _ => None,
-        };
-        let Some(args) = args else {
-            continue;
-        };
-        v.findings = if redact {
-            policy.dlp.scanner.redact_value(args)
-        } else {
-            policy.dlp.scanner.scan_value(args)
-        };
-        if v.findings.is_empty() {
-            continue;
+            match action {
+                DlpAction::Block => v.dlp_refused = true,
+                DlpAction::Redact if rewrite => changed = true,
+                // Not rewritable: refused (in dry run, only audited).
+                DlpAction::Redact if redact => v.dlp_refused = true,
+                _ => {}
+            }
+            if !prefix.is_empty() {
+                for f in &mut found {
+                    f.path = format!("/{prefix}{}", f.path);
+                }
+            }
+            let root = match channel {
+                Channel::Arguments => "/arguments",
+                Channel::Param(_) => "/params",
+                Channel::Answer => "",
+            };
+            v.finding_roots.extend(found.iter().map(|_| root));
+            v.findings.extend(found);
         }
-        match action {
-            DlpAction::Block => v.dlp_refused = true,
-            DlpAction::Redact if redact => {
-                v.redacted_arguments = Some(args.clone());
-                redacted = true;
-            }
-            _ => {}
+        if changed {
+            v.redacted = true;
+            v.redacted_arguments = match &*m {
+                Message::Response { .. } => None,
+                _ => m.params().get("arguments").cloned(),
+            };
+            redacted = true;
         }
     }
     redacted
 }
 
-/// MCP standard headers (SEP-2243) must agree with the body: an
-/// intermediary may route or rate-limit on them, so disagreement is smuggling.
+/// The `_meta` member that carries a 2026-07-28 request's protocol version.
+const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// MCP's request metadata headers must agree with the body: an intermediary
+/// may route or rate-limit on them, so disagreement is smuggling. The
+/// 2026-07-28 revision (`basic/transports/streamable-http`, Server
+/// Validation) requires rejecting, with 400 and `HeaderMismatch` (-32020),
+/// a request whose `Mcp-Method`, `Mcp-Name`, `MCP-Protocol-Version` or
+/// `Mcp-Param-{Name}` headers disagree with the body or hold invalid
+/// characters.
 fn check_standard_headers(head: &RequestHead, body: &Body) -> Result<(), String> {
-    if head.mcp_method.is_none() && head.mcp_name.is_none() {
+    check_protocol_version(head, body)?;
+    check_required_headers(head, body)?;
+    if head.mcp_method.is_none() && head.mcp_name.is_none() && head.mcp_params.is_empty() {
         return Ok(());
     }
     let Body::Single(m) = body else {
-        return Err("Mcp-Method/Mcp-Name headers are only defined for a single message".into());
+        return Err(
+            "Mcp-Method/Mcp-Name/Mcp-Param-* headers are only defined for a single message".into(),
+        );
     };
     if let Some(h) = &head.mcp_method {
         if m.method() != Some(h.as_str()) {
@@ -671,7 +870,150 @@ fn check_standard_headers(head: &RequestHead, body: &Body) -> Result<(), String>
             return Err("Mcp-Name header disagrees with the body".into());
         }
     }
+    check_param_headers(&head.mcp_params, m)
+}
+
+/// `MCP-Protocol-Version` "MUST match the `io.modelcontextprotocol/protocolVersion`
+/// field carried in the request body's `_meta`" (2026-07-28, Protocol
+/// Version Header). A body that carries the field needs the header ("a
+/// required standard header ... is missing" is a validation failure); a body
+/// without it is an earlier revision's, whose clients send the header after
+/// `initialize` with nothing in the body to compare it to.
+fn check_protocol_version(head: &RequestHead, body: &Body) -> Result<(), String> {
+    let messages: &[Message] = match body {
+        Body::Single(m) => std::slice::from_ref(m),
+        Body::Batch(ms) => ms,
+    };
+    for m in messages {
+        let Some(meta) = m.params().get("_meta") else {
+            continue;
+        };
+        let Some(in_body) = meta.get(META_PROTOCOL_VERSION) else {
+            continue;
+        };
+        match (&head.protocol_version, in_body.as_str()) {
+            (_, None) => return Err(format!("_meta {META_PROTOCOL_VERSION:?} must be a string")),
+            (None, Some(_)) => {
+                return Err(format!(
+                    "MCP-Protocol-Version header missing while the body's _meta names {META_PROTOCOL_VERSION:?}"
+                ))
+            }
+            (Some(h), Some(v)) if h.trim() != v => {
+                return Err("MCP-Protocol-Version header disagrees with the body's _meta".into())
+            }
+            _ => {}
+        }
+    }
     Ok(())
+}
+
+/// A request of the 2026-07-28 revision (its `_meta` names a protocol
+/// version) must carry `Mcp-Method`, and `Mcp-Name` for `tools/call`,
+/// `resources/read` and `prompts/get` ("These headers are REQUIRED for
+/// compliance"; "a required standard header ... is missing" is a validation
+/// failure). An intermediary after the filter may route on them: one that
+/// finds none falls back to whatever it does by default, which the policy
+/// never saw. Earlier revisions' requests (no version in `_meta`) need none.
+fn check_required_headers(head: &RequestHead, body: &Body) -> Result<(), String> {
+    let Body::Single(Message::Request { method, params, .. }) = body else {
+        return Ok(());
+    };
+    if params
+        .get("_meta")
+        .and_then(|meta| meta.get(META_PROTOCOL_VERSION))
+        .is_none()
+    {
+        return Ok(());
+    }
+    if head.mcp_method.is_none() {
+        return Err(
+            "Mcp-Method header missing on a request that names its protocol version in _meta"
+                .into(),
+        );
+    }
+    let named = matches!(
+        method.as_str(),
+        "tools/call" | "resources/read" | "prompts/get"
+    );
+    if named && head.mcp_name.is_none() {
+        return Err(format!(
+            "Mcp-Name header missing on a {method} that names its protocol version in _meta"
+        ));
+    }
+    Ok(())
+}
+
+/// `Mcp-Param-{Name}` headers (SEP-2243's custom headers, 2026-07-28 Custom
+/// Headers from Tool Parameters): the value, base64-decoded when in the
+/// sentinel form, must hold only the characters the revision allows and
+/// equal a primitive argument of the call. Which argument a name mirrors is
+/// said by the tool's `inputSchema` (`x-mcp-header`), which the filter does
+/// not hold for this request (it decides each request alone); so it checks
+/// what holds whatever the schema says: the header must equal the string
+/// form of some string, integer or boolean argument reachable through
+/// object members only (the only place `x-mcp-header` may point). A value
+/// found nowhere in the arguments disagrees with the body for any schema.
+/// Integers compare numerically ("42" and 42.0 are equal, as the revision
+/// recommends).
+fn check_param_headers(params: &[(String, String)], m: &Message) -> Result<(), String> {
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, raw) in params {
+        if seen.contains(&name.as_str()) {
+            return Err(format!("header Mcp-Param-{name} sent more than once"));
+        }
+        seen.push(name);
+        let value = decode_param_value(raw)
+            .ok_or_else(|| format!("Mcp-Param-{name} header has invalid characters or base64"))?;
+        let arguments = match m.method() {
+            Some("tools/call") => jsonrpc::arguments(m.params()),
+            _ => {
+                return Err(format!(
+                    "Mcp-Param-{name} header on a message that is not a tools/call"
+                ))
+            }
+        };
+        if !argument_mirrors(arguments, &value, 0) {
+            return Err(format!(
+                "Mcp-Param-{name} header matches no argument in the body"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A header value as the revision allows it: the `=?base64?...?=` sentinel
+/// decoded to UTF-8, or a plain value of visible ASCII, space and tab
+/// without leading or trailing whitespace (a client must base64 anything
+/// else, "Value Encoding").
+fn decode_param_value(raw: &str) -> Option<String> {
+    if raw.starts_with("=?base64?") && raw.ends_with("?=") {
+        return decode_mcp_name(raw);
+    }
+    let plain = raw
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..=0x7e).contains(&b))
+        && raw.trim() == raw;
+    plain.then(|| raw.to_owned())
+}
+
+/// Whether `value` is the header form of a primitive reachable from `v`
+/// through object members only (depth-capped like the parser's limit).
+fn argument_mirrors(v: &Value, value: &str, depth: usize) -> bool {
+    match v {
+        Value::String(s) => s == value,
+        Value::Bool(b) => value == if *b { "true" } else { "false" },
+        Value::Number(n) => match (n.as_f64(), value.parse::<f64>()) {
+            (Some(a), Ok(b)) => {
+                a == b
+                    && value
+                        .bytes()
+                        .all(|c| c.is_ascii_digit() || c == b'-' || c == b'.')
+            }
+            _ => false,
+        },
+        Value::Object(o) if depth < 64 => o.values().any(|x| argument_mirrors(x, value, depth + 1)),
+        _ => false,
+    }
 }
 
 /// `Mcp-Name` is the plain name, or `=?base64?<b64 of UTF-8>?=` (SEP-2243;
@@ -825,5 +1167,555 @@ mod tests {
             json!({"action": "accept", "content": {"x": 1}})
         );
         assert_eq!(sent[2]["error"]["message"], json!("declined"));
+    }
+
+    const SECRET: &str = "glpat-_bkBl5pR8VAr0_UnPKWu";
+
+    fn channels_policy(requests: &str, mode: &str) -> CompiledPolicy {
+        match crate::policy::compile(&json!({
+            "version": 1,
+            "mode": mode,
+            "identity": {"anonymous_roles": ["any"]},
+            "rules": [{"id": "all", "effect": "allow", "methods": ["*"]}],
+            "dlp": {"requests": requests, "exempt_tools": ["raw"]}
+        })) {
+            Ok(p) => p,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    /// Every channel that carries caller data to the server is scanned:
+    /// arguments, `_meta`, resource URIs, completion values, a retried
+    /// request's input responses, and the client's answers to server
+    /// requests. (Before, only `tools/call` and `prompts/get` arguments were.)
+    #[test]
+    fn request_channels_are_scanned() {
+        let s = SECRET;
+        // (name, dlp.requests, body, refused, rewritten, finding paths)
+        type Case<'a> = (&'a str, &'a str, Value, bool, bool, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            (
+                "tool_arguments_block",
+                "block",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": "echo", "arguments": {"m": s}}}),
+                true,
+                false,
+                vec!["/m"],
+            ),
+            (
+                "meta_of_a_tool_call_blocks",
+                "block",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": "echo", "arguments": {}, "_meta": {"note": s}}}),
+                true,
+                false,
+                vec!["/_meta/note"],
+            ),
+            (
+                "meta_of_a_list_request_blocks",
+                "block",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+                       "params": {"_meta": {"trace": s}}}),
+                true,
+                false,
+                vec!["/_meta/trace"],
+            ),
+            (
+                "meta_is_redacted_under_redact",
+                "redact",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+                       "params": {"_meta": {"trace": s}}}),
+                false,
+                true,
+                vec!["/_meta/trace"],
+            ),
+            (
+                "resource_uri_blocks",
+                "block",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read",
+                       "params": {"uri": format!("https://h/x?token={s}")}}),
+                true,
+                false,
+                vec!["/uri"],
+            ),
+            (
+                "resource_uri_is_refused_not_redacted",
+                "redact",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read",
+                       "params": {"uri": format!("https://h/x?token={s}")}}),
+                true,
+                false,
+                vec!["/uri"],
+            ),
+            (
+                "completion_value_blocks",
+                "block",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "completion/complete",
+                       "params": {"ref": {"type": "ref/prompt", "name": "p"},
+                                  "argument": {"name": "a", "value": s}}}),
+                true,
+                false,
+                vec!["/argument/value"],
+            ),
+            (
+                "completion_context_is_redacted",
+                "redact",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "completion/complete",
+                       "params": {"ref": {"type": "ref/prompt", "name": "p"},
+                                  "argument": {"name": "a", "value": "x"},
+                                  "context": {"arguments": {"b": s}}}}),
+                false,
+                true,
+                vec!["/context/arguments/b"],
+            ),
+            (
+                "prompt_arguments_block",
+                "block",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "prompts/get",
+                       "params": {"name": "p", "arguments": {"a": s}}}),
+                true,
+                false,
+                vec!["/a"],
+            ),
+            (
+                "input_responses_of_a_retry_block",
+                "block",
+                json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                       "params": {"name": "echo", "arguments": {"m": "hi"},
+                                  "inputResponses": {"card": {"action": "accept",
+                                                              "content": {"number": s}}},
+                                  "requestState": "opaque"}}),
+                true,
+                false,
+                vec!["/inputResponses/card/content/number"],
+            ),
+            (
+                "client_answer_to_an_elicitation_blocks",
+                "block",
+                json!({"jsonrpc": "2.0", "id": "srv-1",
+                       "result": {"action": "accept", "content": {"number": s}}}),
+                true,
+                false,
+                vec!["/result/content/number"],
+            ),
+            (
+                "client_error_answer_is_redacted",
+                "redact",
+                json!({"jsonrpc": "2.0", "id": "srv-1",
+                       "error": {"code": -1, "message": format!("bad {s}")}}),
+                false,
+                true,
+                vec!["/error/message"],
+            ),
+            (
+                "exempt_tool_is_not_scanned_at_all",
+                "block",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": "raw", "arguments": {"m": s}, "_meta": {"n": s}}}),
+                false,
+                false,
+                vec![],
+            ),
+            (
+                "clean_request_state_is_never_read",
+                "block",
+                json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                       "params": {"name": "echo", "arguments": {}, "requestState": s}}),
+                false,
+                false,
+                vec![],
+            ),
+        ];
+        for (name, requests, body, refused, rewritten, paths) in cases {
+            let policy = channels_policy(requests, "enforce");
+            let v = judge_body(
+                &policy,
+                &anonymous(),
+                &RequestHead::default(),
+                None,
+                body.to_string().as_bytes(),
+            );
+            let found: Vec<&str> = v
+                .messages
+                .iter()
+                .flat_map(|m| &m.findings)
+                .map(|f| f.path.as_str())
+                .collect();
+            assert_eq!(found, paths, "{name}");
+            assert_eq!(
+                matches!(v.outcome, BodyOutcome::DlpBlock(_)),
+                refused,
+                "{name}: {:?}",
+                v.outcome
+            );
+            match &v.outcome {
+                BodyOutcome::Forward {
+                    rewritten: Some(bytes),
+                } => {
+                    assert!(rewritten, "{name}: rewritten");
+                    let sent = String::from_utf8_lossy(bytes);
+                    assert!(!sent.contains(SECRET), "{name}: {sent}");
+                    assert!(v.messages[0].redacted, "{name}: audited as redacted");
+                }
+                _ => assert!(!rewritten, "{name}: not rewritten: {:?}", v.outcome),
+            }
+        }
+    }
+
+    /// Dry run never changes what the server reads, and refuses nothing: a
+    /// secret in a URI is only reported.
+    #[test]
+    fn dry_run_reports_request_channels_without_refusing() {
+        let policy = channels_policy("redact", "dry_run");
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read",
+                          "params": {"uri": format!("https://h/x?token={SECRET}"), "_meta": {"n": SECRET}}});
+        let v = judge_body(
+            &policy,
+            &anonymous(),
+            &RequestHead::default(),
+            None,
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(v.outcome, BodyOutcome::Forward { rewritten: None });
+        let paths: Vec<&str> = v.messages[0]
+            .findings
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect();
+        assert_eq!(paths, vec!["/_meta/n", "/uri"]);
+        assert_eq!(v.messages[0].finding_roots, vec!["/params", "/params"]);
+    }
+
+    /// `MCP-Protocol-Version` and `Mcp-Param-*` agree with the body or the
+    /// request is refused 400 / -32020 (2026-07-28, Server Validation).
+    #[test]
+    fn metadata_headers_must_agree_with_the_body() {
+        let call = |args: Value, version: Option<&str>| {
+            let mut params = json!({"name": "sql", "arguments": args});
+            if let Some(v) = version {
+                params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": v});
+            }
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
+        };
+        let params = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        // (name, MCP-Protocol-Version, Mcp-Param-*, body, refused)
+        type Case<'a> = (&'a str, Option<&'a str>, Vec<(String, String)>, Value, bool);
+        let cases: Vec<Case> = vec![
+            (
+                "version_agrees",
+                Some("2026-07-28"),
+                vec![],
+                call(json!({}), Some("2026-07-28")),
+                false,
+            ),
+            (
+                "version_disagrees",
+                Some("2025-11-25"),
+                vec![],
+                call(json!({}), Some("2026-07-28")),
+                true,
+            ),
+            (
+                "version_header_missing_for_a_modern_body",
+                None,
+                vec![],
+                call(json!({}), Some("2026-07-28")),
+                true,
+            ),
+            (
+                "version_in_body_not_a_string",
+                Some("1"),
+                vec![],
+                call(json!({}), None).tap_meta(json!(1)),
+                true,
+            ),
+            (
+                "legacy_body_without_meta_version_passes",
+                Some("2025-06-18"),
+                vec![],
+                call(json!({}), None),
+                false,
+            ),
+            (
+                "param_matches_a_string_argument",
+                None,
+                params(&[("region", "us-west1")]),
+                call(json!({"region": "us-west1", "q": "x"}), None),
+                false,
+            ),
+            (
+                "param_matches_a_nested_argument",
+                None,
+                params(&[("tenant", "acme")]),
+                call(json!({"ctx": {"tenant": "acme"}}), None),
+                false,
+            ),
+            (
+                "param_matches_an_integer_numerically",
+                None,
+                params(&[("n", "42")]),
+                call(json!({"n": 42.0}), None),
+                false,
+            ),
+            (
+                "param_matches_a_boolean",
+                None,
+                params(&[("dry", "true")]),
+                call(json!({"dry": true}), None),
+                false,
+            ),
+            (
+                "param_in_base64_agrees",
+                None,
+                params(&[("g", "=?base64?SGVsbG8sIOS4lueVjA==?=")]),
+                call(json!({"g": "Hello, 世界"}), None),
+                false,
+            ),
+            (
+                "param_disagrees_with_every_argument",
+                None,
+                params(&[("region", "us-west1")]),
+                call(json!({"region": "eu-west1"}), None),
+                true,
+            ),
+            (
+                "param_inside_an_array_is_not_reachable",
+                None,
+                params(&[("region", "us")]),
+                call(json!({"r": ["us"]}), None),
+                true,
+            ),
+            (
+                "param_with_invalid_base64",
+                None,
+                params(&[("region", "=?base64?***?=")]),
+                call(json!({"region": "x"}), None),
+                true,
+            ),
+            (
+                "param_with_a_non_ascii_plain_value",
+                None,
+                params(&[("region", "ü")]),
+                call(json!({"region": "ü"}), None),
+                true,
+            ),
+            (
+                "param_sent_twice",
+                None,
+                params(&[("region", "us"), ("region", "us")]),
+                call(json!({"region": "us"}), None),
+                true,
+            ),
+            (
+                "param_on_a_list_request",
+                None,
+                params(&[("x", "1")]),
+                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+                true,
+            ),
+        ];
+        let policy = channels_policy("block", "enforce");
+        for (name, version, mcp_params, body, refused) in cases {
+            // The standard headers a conforming client sends with the body
+            // (required of a 2026-07-28 request: see the next test).
+            let head = RequestHead {
+                protocol_version: version.map(str::to_owned),
+                mcp_params,
+                mcp_method: body["method"].as_str().map(str::to_owned),
+                mcp_name: body["params"]["name"].as_str().map(str::to_owned),
+                ..RequestHead::default()
+            };
+            let v = judge_body(
+                &policy,
+                &anonymous(),
+                &head,
+                None,
+                body.to_string().as_bytes(),
+            );
+            let mismatch = matches!(&v.outcome, BodyOutcome::Refuse(r) if r.code == reply::HEADER_MISMATCH && r.status == 400);
+            assert_eq!(mismatch, refused, "{name}: {:?}", v.outcome);
+        }
+    }
+
+    /// A 2026-07-28 request must carry `Mcp-Method` (and `Mcp-Name` for a
+    /// named call); an earlier revision's request needs neither.
+    #[test]
+    fn modern_requests_need_the_standard_headers() {
+        let modern = |method: &str, params: Value| {
+            let mut params = params;
+            params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"});
+            json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        };
+        let legacy = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                            "params": {"name": "echo", "arguments": {}}});
+        let call = modern("tools/call", json!({"name": "echo", "arguments": {}}));
+        let read = modern("resources/read", json!({"uri": "file:///a"}));
+        let list = modern("tools/list", json!({}));
+        // (name, Mcp-Method, Mcp-Name, body, refused)
+        type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a Value, bool);
+        let cases: Vec<Case> = vec![
+            (
+                "call_with_both",
+                Some("tools/call"),
+                Some("echo"),
+                &call,
+                false,
+            ),
+            ("call_without_mcp_method", None, Some("echo"), &call, true),
+            (
+                "call_without_mcp_name",
+                Some("tools/call"),
+                None,
+                &call,
+                true,
+            ),
+            (
+                "read_without_mcp_name",
+                Some("resources/read"),
+                None,
+                &read,
+                true,
+            ),
+            (
+                "read_with_both",
+                Some("resources/read"),
+                Some("file:///a"),
+                &read,
+                false,
+            ),
+            (
+                "list_needs_no_mcp_name",
+                Some("tools/list"),
+                None,
+                &list,
+                false,
+            ),
+            ("list_without_mcp_method", None, None, &list, true),
+            ("legacy_call_needs_neither", None, None, &legacy, false),
+        ];
+        let policy = channels_policy("block", "enforce");
+        for (name, method, mcp_name, body, refused) in cases {
+            let head = RequestHead {
+                protocol_version: Some("2026-07-28".into()),
+                mcp_method: method.map(str::to_owned),
+                mcp_name: mcp_name.map(str::to_owned),
+                ..RequestHead::default()
+            };
+            let v = judge_body(
+                &policy,
+                &anonymous(),
+                &head,
+                None,
+                body.to_string().as_bytes(),
+            );
+            let mismatch =
+                matches!(&v.outcome, BodyOutcome::Refuse(r) if r.code == reply::HEADER_MISMATCH);
+            assert_eq!(mismatch, refused, "{name}: {:?}", v.outcome);
+        }
+    }
+
+    /// A listen is decided by `methods` rules, and each URI it subscribes to
+    /// as a `resources/subscribe` of that URI would be.
+    #[test]
+    fn listen_subscribes_only_to_allowed_resources() {
+        let policy = match crate::policy::compile(&json!({
+            "version": 1,
+            "identity": {"anonymous_roles": ["any"]},
+            "rules": [
+                {"id": "listen", "effect": "allow", "methods": ["subscriptions/listen"]},
+                {"id": "docs", "effect": "allow", "resources": ["file:///srv/docs/*"]},
+                {"id": "no-secret", "effect": "deny", "resources": ["file:///srv/docs/secret*"]}
+            ]
+        })) {
+            Ok(p) => p,
+            Err(e) => panic!("{e:?}"),
+        };
+        let listen = |notifications: Value| {
+            json!({"jsonrpc": "2.0", "id": 9, "method": "subscriptions/listen",
+                   "params": {"notifications": notifications}})
+        };
+        // (name, body, Ok(rule) or Err(()) for a protocol refusal)
+        let cases: Vec<(&str, Value, Result<&str, ()>)> = vec![
+            (
+                "list_changes_only",
+                listen(json!({"toolsListChanged": true})),
+                Ok("listen"),
+            ),
+            (
+                "allowed_resource",
+                listen(json!({"resourceSubscriptions": ["file:///srv/docs/a"]})),
+                Ok("listen"),
+            ),
+            (
+                "denied_resource",
+                listen(
+                    json!({"resourceSubscriptions": ["file:///srv/docs/a", "file:///srv/docs/secret.txt"]}),
+                ),
+                Ok("no-secret"),
+            ),
+            (
+                "resource_no_rule_allows",
+                listen(json!({"resourceSubscriptions": ["file:///etc/passwd"]})),
+                Ok("default-deny"),
+            ),
+            (
+                "climbing_resource",
+                listen(json!({"resourceSubscriptions": ["file:///../etc/passwd"]})),
+                Ok("resource-uri"),
+            ),
+            (
+                "uri_not_a_string",
+                listen(json!({"resourceSubscriptions": [5]})),
+                Err(()),
+            ),
+            (
+                "subscriptions_not_an_array",
+                listen(json!({"resourceSubscriptions": "file:///srv/docs/a"})),
+                Err(()),
+            ),
+            (
+                "subscriptions_in_other_case",
+                listen(json!({"ResourceSubscriptions": ["file:///etc/passwd"]})),
+                Err(()),
+            ),
+            (
+                "notifications_in_other_case",
+                json!({"jsonrpc": "2.0", "id": 9, "method": "subscriptions/listen",
+                    "params": {"Notifications": {"resourceSubscriptions": ["file:///etc/passwd"]}}}),
+                Err(()),
+            ),
+        ];
+        for (name, body, want) in cases {
+            let v = judge_body(
+                &policy,
+                &anonymous(),
+                &RequestHead::default(),
+                None,
+                body.to_string().as_bytes(),
+            );
+            match want {
+                Ok(rule) => assert_eq!(v.messages[0].decision.rule.as_str(), rule, "{name}"),
+                Err(()) => assert!(
+                    matches!(v.outcome, BodyOutcome::Refuse(_)),
+                    "{name}: {:?}",
+                    v.outcome
+                ),
+            }
+        }
+    }
+
+    trait TapMeta {
+        fn tap_meta(self, version: Value) -> Value;
+    }
+    impl TapMeta for Value {
+        fn tap_meta(mut self, version: Value) -> Value {
+            self["params"]["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": version});
+            self
+        }
     }
 }

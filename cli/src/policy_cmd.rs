@@ -188,9 +188,9 @@ fn print_judgement(policy: &CompiledPolicy, j: &Judgement, caller: Option<&Calle
             for line in traces.get(i).into_iter().flatten() {
                 println!("  condition: {line}");
             }
-            for f in &m.findings {
+            for (f, root) in m.findings.iter().zip(&m.finding_roots) {
                 println!(
-                    "  dlp: {} at /arguments{} ({})",
+                    "  dlp: {} at {root}{} ({})",
                     f.kind,
                     f.path,
                     policy.dlp.requests.as_str()

@@ -191,6 +191,14 @@ pub fn request_head(headers: &BTreeMap<String, String>) -> RequestHead {
         mcp_name: get("mcp-name"),
         repeated_header: None,
         session_id: get("mcp-session-id"),
+        protocol_version: get("mcp-protocol-version"),
+        mcp_params: headers
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("mcp-param-")
+                    .map(|name| (name.to_owned(), v.clone()))
+            })
+            .collect(),
         ends_stream: false,
     }
 }

@@ -63,6 +63,26 @@ fn explain_names_the_rule_that_fired() {
     assert!(out.starts_with("DENY  rule=no-delete"), "{out}");
 }
 
+/// Each DLP finding is printed under the channel it was found in: the
+/// arguments, or another member of `params` (`_meta` here).
+#[test]
+fn explain_prints_findings_under_their_channel() {
+    let msg = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_x","arguments":{"m":"glpat-_bkBl5pR8VAr0_UnPKWu"},"_meta":{"trace":"glpat-_bkBl5pR8VAr0_UnPKWu"}}}"#;
+    let (_, out) = run(
+        &[
+            "explain",
+            &fixture("small.json"),
+            "--caller",
+            r#"{"roles":["reader"]}"#,
+            msg,
+        ],
+        "",
+    );
+    assert!(out.contains(" at /arguments/m "), "{out}");
+    assert!(out.contains(" at /params/_meta/trace "), "{out}");
+    assert!(!out.contains("glpat-"), "{out}");
+}
+
 #[test]
 fn explain_reads_the_message_from_stdin() {
     let msg = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_x"}}"#;

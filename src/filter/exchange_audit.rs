@@ -24,7 +24,7 @@ pub(crate) struct PendingAudit {
     arguments: Option<Value>,
     pub decision: Decision,
     findings: Vec<AuditFinding>,
-    /// The arguments were redacted before forwarding (verdict `redacted`).
+    /// The message was redacted before forwarding (verdict `redacted`).
     redacted: bool,
     redacted_arguments: Option<Value>,
     /// Matches replaced in the response.
@@ -49,7 +49,7 @@ impl PendingAudit {
                     action: action.as_str().into(),
                 })
                 .collect(),
-            redacted: m.redacted_arguments.is_some(),
+            redacted: m.redacted,
             redacted_arguments: m.redacted_arguments.clone(),
             redactions: 0,
         }

@@ -295,6 +295,12 @@ impl RequestFilter {
             mcp_name: host.request_header("mcp-name"),
             repeated_header,
             session_id: host.request_header("mcp-session-id"),
+            protocol_version: host.request_header("mcp-protocol-version"),
+            mcp_params: host
+                .request_headers_with_prefix("mcp-param-")
+                .into_iter()
+                .map(|(k, v)| (k["mcp-param-".len()..].to_owned(), v))
+                .collect(),
             ends_stream: end_of_stream,
         }
     }

@@ -121,10 +121,12 @@ impl ResponseRewriter {
     /// requests decided in other exchanges (a server with an event store
     /// replays them when a GET names a `Last-Event-ID`). Their plans are not
     /// ours to know, so every answer in it is unfilterable; notifications and
-    /// server requests pass.
+    /// server requests (earlier revisions send them on the GET stream) pass,
+    /// DLP-scanned like those on a scanned call's stream.
     pub fn expect_replays(&mut self, caller: Rc<Caller>) {
         self.armed = true;
         self.caller = Some(caller);
+        self.plan.server_messages = self.policy.dlp.responses != DlpAction::Off;
     }
 
     pub fn bytes_seen(&self) -> usize {
@@ -392,7 +394,14 @@ impl ResponseRewriter {
         let caller = self.caller.as_deref()?;
         let mut changed = false;
         for msg in objects {
-            let id = msg.get("id").map(id_key);
+            // A notification or server request on the stream belongs to the
+            // exchange's scanned call: its findings go to that call's audit
+            // (on a GET stream there is none: "" names no request, so they
+            // are only counted).
+            let id = match msg.contains_key("method") {
+                true => Some(self.plan.scans.first().cloned().unwrap_or_default()),
+                false => msg.get("id").map(id_key),
+            };
             let r = rewrite_message(&self.policy, caller, &self.plan, msg);
             changed |= r.changed;
             if let (Some(id), Some(action)) = (id, r.action) {

@@ -615,6 +615,29 @@ fn answers_replayed_on_a_get_stream_are_unfilterable() {
     );
 }
 
+/// A server request or notification on the GET stream (earlier revisions
+/// send sampling and elicitation there) is scanned like one on a call's
+/// stream: redacted, and counted by kind (no call to audit it on).
+#[test]
+fn server_messages_on_a_get_stream_are_scanned() {
+    let mut x = Exchange::new(
+        policy(json!({})),
+        post("reader-key").header(":method", "GET"),
+    );
+    assert!(x.request(Request::new(b"")).forwarded());
+    let ask = json!({"jsonrpc": "2.0", "id": 70, "method": "elicitation/create",
+                     "params": {"message": PII_TEXT, "requestedSchema": {"type": "object"}}});
+    let body = format!("id: e1\ndata: {ask}\n\n");
+    let out = x
+        .respond(ok_response("text/event-stream", body.as_bytes()).chunk(9))
+        .downstream()
+        .to_vec();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("elicitation/create"), "{text}");
+    assert!(!text.contains("jane.doe@example.com"), "{text}");
+    assert!(!x.host.findings.is_empty(), "findings are counted by kind");
+}
+
 #[test]
 fn responses_to_other_requests_pass_untouched() {
     let mut x = Exchange::new(
@@ -1059,6 +1082,41 @@ fn personal_data_in_sse_result_split_across_chunks_is_redacted() {
         assert!(!text.contains("4111 1111"), "chunk {chunk}: {text}");
         assert!(text.contains("[REDACTED:"), "chunk {chunk}: {text}");
     }
+}
+
+/// A notification on the SSE stream of a scanned call is redacted like the
+/// result, its findings audited on that call (at `/params/...`), and the
+/// stream keeps every event in order.
+#[test]
+fn notification_on_a_scanned_stream_is_redacted_and_audited_on_the_call() {
+    let mut x = Exchange::new(audited_policy(), post("reader-key"));
+    x.request(Request::new(call(json!(3), "echo").as_bytes()).chunk(64));
+    let log = json!({"jsonrpc": "2.0", "method": "notifications/message",
+                     "params": {"level": "info", "data": PII_TEXT}});
+    let body = format!(
+        "event: message\ndata: {log}\n\nevent: message\ndata: {}\n\n",
+        tool_result(3, "clean")
+    );
+    let out = x
+        .respond(ok_response("text/event-stream", body.as_bytes()).chunk(7))
+        .downstream()
+        .to_vec();
+    let text = String::from_utf8(out).unwrap_or_default();
+    assert!(!text.contains("jane.doe@example.com"), "{text}");
+    assert!(
+        text.contains("notifications/message") && text.contains("\"clean\""),
+        "{text}"
+    );
+    x.done();
+    let e = &x.host.audited[0];
+    assert!(!e.findings.is_empty());
+    assert!(
+        e.findings
+            .iter()
+            .all(|f| f.path.starts_with("/params/data")),
+        "{:?}",
+        e.findings
+    );
 }
 
 #[test]

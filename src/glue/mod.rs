@@ -593,6 +593,16 @@ impl Host for WasmHost {
             name,
         )
     }
+    fn request_headers_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        // Envoy hands header names over in lower case (HTTP/2 requires it,
+        // and its HTTP/1 codec lower-cases them).
+        self.request_headers.as_deref().map_or(Vec::new(), |all| {
+            all.iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .cloned()
+                .collect()
+        })
+    }
     fn request_header_lines(&self, name: &str) -> usize {
         self.request_headers
             .as_deref()

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import sys
 
-from mcp.server.mcpserver import MCPServer
+from typing import Annotated
+
+from pydantic import BaseModel
+
+from mcp.server.mcpserver import Elicit, MCPServer, Resolve
 
 server = MCPServer("mcp-firewall-e2e-json-peer")
 
@@ -36,6 +40,23 @@ def get_env() -> str:
 def get_tiny_image() -> str:
     """A tool only admins may call in the test policy."""
     return "image"
+
+
+class Card(BaseModel):
+    number: str
+
+
+def ask_card() -> Elicit[Card]:
+    """Asks the user for a card number: on the 2026-07-28 wire the SDK answers the
+    first call with an InputRequiredResult (multi round-trip requests) and reads
+    the answer from the retry's inputResponses."""
+    return Elicit("Your card number, please", Card)
+
+
+@server.tool(name="pay")
+def pay(card: Annotated[Card, Resolve(ask_card)]) -> str:
+    """A tool that needs input the caller types (the server echoes what it got)."""
+    return f"paid with {card.number}"
 
 
 @server.prompt(name="simple-prompt")

@@ -52,7 +52,7 @@ def test_tools_list_filtered_on_json_responses(json_envoy: Any) -> None:
             return {t.name for t in (await s.list_tools()).tools}
 
     assert anyio.run(names, READER_KEY) == {"echo", "get-sum"}
-    assert anyio.run(names, ADMIN_KEY) == {"echo", "get-sum", "get-tiny-image"}
+    assert anyio.run(names, ADMIN_KEY) == {"echo", "get-sum", "get-tiny-image", "pay"}
 
 
 def test_filtered_json_body_is_plain_json_with_a_correct_length(json_envoy: Any) -> None:
