@@ -322,6 +322,19 @@ impl Catalogue {
 /// An entry stays in a list result when some allow/approve rule could match a
 /// call to it for this caller, and no unconditional deny rule does.
 pub fn visible(policy: &CompiledPolicy, caller: &Caller, catalogue: Catalogue, name: &str) -> bool {
+    // A listed URI is compared as a read of it would be: normalised, and
+    // hidden when it cannot be (a read of it would be refused).
+    let normal;
+    let name = match catalogue {
+        Catalogue::Resources => match crate::canon::normalize_resource_uri(name) {
+            Ok(n) => {
+                normal = n;
+                normal.as_str()
+            }
+            Err(_) => return false,
+        },
+        Catalogue::Tools | Catalogue::Prompts => name,
+    };
     let call = catalogue.call_for(name);
     let mut could_use = false;
     for rule in policy.rules.iter() {

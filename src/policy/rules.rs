@@ -1,7 +1,7 @@
 //! The `rules` section: what each rule matches and which effect it has.
 
 use crate::config::{index, keyword_list, keywords, string_list, Errors, Keyword, ObjReader};
-use crate::glob::Glob;
+use crate::glob::{Glob, GlobKind};
 use crate::rule_id::RuleId;
 use serde_json::Value;
 
@@ -121,6 +121,13 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
             if list.iter().any(String::is_empty) {
                 errs.push(&fp, "patterns must not be empty strings");
             }
+            if kind == RuleKind::Resources {
+                for (i, pattern) in list.iter().enumerate() {
+                    if let Some(problem) = crate::canon::resource_pattern_problem(pattern) {
+                        errs.push(index(&fp, i), format!("{pattern:?} {problem}"));
+                    }
+                }
+            }
             kinds.push((kind, list));
         }
     }
@@ -171,7 +178,15 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
         id,
         effect: effect?,
         kind,
-        patterns: list.iter().map(|s| Glob::new(s)).collect(),
+        // Resource patterns read `*` as one URI segment and `**` as any run
+        // (glob.rs says why); names read `*` as any run.
+        patterns: {
+            let glob_kind = match kind {
+                RuleKind::Resources => GlobKind::Uri,
+                RuleKind::Tools | RuleKind::Methods | RuleKind::Prompts => GlobKind::Name,
+            };
+            list.iter().map(|s| Glob::of_kind(s, glob_kind)).collect()
+        },
         roles,
         when,
     })
