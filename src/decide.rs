@@ -333,7 +333,18 @@ pub fn visible(policy: &CompiledPolicy, caller: &Caller, catalogue: Catalogue, n
             }
             Err(_) => return false,
         },
-        Catalogue::Tools | Catalogue::Prompts => name,
+        // A name a call could not use (the filter refuses it before any
+        // rule) is not offered either.
+        Catalogue::Tools | Catalogue::Prompts => {
+            let kind = match catalogue {
+                Catalogue::Tools => crate::jsonrpc::NameKind::Tool,
+                _ => crate::jsonrpc::NameKind::Prompt,
+            };
+            if crate::jsonrpc::name_problem(kind, name).is_some() {
+                return false;
+            }
+            name
+        }
     };
     let call = catalogue.call_for(name);
     let mut could_use = false;

@@ -121,6 +121,30 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
             if list.iter().any(String::is_empty) {
                 errs.push(&fp, "patterns must not be empty strings");
             }
+            let name_kind = match kind {
+                RuleKind::Tools => Some(crate::jsonrpc::NameKind::Tool),
+                RuleKind::Prompts => Some(crate::jsonrpc::NameKind::Prompt),
+                RuleKind::Methods => Some(crate::jsonrpc::NameKind::Method),
+                RuleKind::Resources => None,
+            };
+            if let Some(name_kind) = name_kind {
+                // A pattern is checked as a name with its wildcards read as
+                // letters: one holding a character no accepted name holds
+                // (`ｄｅｌｅｔｅ_*`) never matches, so check says so.
+                for (i, pattern) in list.iter().enumerate() {
+                    let probe = pattern.replace(['*', '?'], "x");
+                    if let Some(problem) = crate::jsonrpc::name_problem(name_kind, &probe) {
+                        if !probe.is_empty() && probe.len() <= crate::jsonrpc::MAX_NAME_LEN {
+                            errs.push(
+                                index(&fp, i),
+                                format!(
+                                    "{pattern:?} never matches: a name that {problem} is refused"
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
             if kind == RuleKind::Resources {
                 for (i, pattern) in list.iter().enumerate() {
                     if let Some(problem) = crate::canon::resource_pattern_problem(pattern) {

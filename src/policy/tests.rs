@@ -103,6 +103,12 @@ fn config_error_table() {
             "$.rules[0].resources[0]: \"file:///srv/%7Eadmin/*\" is not in the normal form",
         ),
         (
+            "fullwidth_tool_pattern_never_matches",
+            json!({"version": 1, "rules": [{"id": "r", "effect": "deny",
+                "tools": ["delete_*", "\u{ff44}\u{ff45}lete_*"]}]}),
+            "$.rules[0].tools[1]: \"\u{ff44}\u{ff45}lete_*\" never matches: a name that holds U+FF44",
+        ),
+        (
             "resource_pattern_with_fragment_is_refused",
             json!({"version": 1, "rules": [{"id": "r", "effect": "deny",
                 "resources": ["file:///etc/passwd#top"]}]}),
