@@ -83,11 +83,34 @@ impl Glob {
     }
 
     pub fn matches(&self, text: &str) -> bool {
-        let toks = &self.toks;
         // Patterns without wildcards are most of them: compare the strings.
-        if toks.iter().all(|t| matches!(t, Tok::Lit(_))) {
+        if self.toks.iter().all(|t| matches!(t, Tok::Lit(_))) {
             return self.source == text;
         }
+        self.live_after(text).contains(&self.toks.len())
+    }
+
+    /// Whether some text starting with `prefix` matches (a URI template's
+    /// expansions all start with its text before the first `{`).
+    pub fn matches_some_extension_of(&self, prefix: &str) -> bool {
+        // Every live position can be completed: literals are written, `?` is
+        // any non-separator, stars match nothing.
+        !self.live_after(prefix).is_empty()
+    }
+
+    /// Whether every text starting with `prefix` matches: the pattern matches
+    /// the prefix with only `Any` stars left over.
+    pub fn matches_every_extension_of(&self, prefix: &str) -> bool {
+        self.live_after(prefix).iter().any(|&p| {
+            self.toks
+                .get(p..)
+                .is_some_and(|rest| !rest.is_empty() && rest.iter().all(|t| *t == Tok::Any))
+        })
+    }
+
+    /// The pattern positions still alive after reading `text`.
+    fn live_after(&self, text: &str) -> Vec<usize> {
+        let toks = &self.toks;
         let n = toks.len();
         // `seen[p] == generation` marks position p as live for this step.
         let mut seen: Vec<usize> = vec![0; n + 1];
@@ -115,10 +138,10 @@ impl Glob {
             }
             std::mem::swap(&mut live, &mut next);
             if live.is_empty() {
-                return false;
+                break;
             }
         }
-        live.contains(&n)
+        live
     }
 }
 
@@ -183,6 +206,53 @@ mod tests {
         ];
         for (name, pat, text, want) in cases {
             assert_eq!(Glob::new(pat).matches(text), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn uri_glob_extension_table() {
+        // (name, pattern, prefix, some extension matches, every extension matches)
+        let cases = [
+            (
+                "template_under_allowed_star",
+                "demo://resource/dynamic/text/*",
+                "demo://resource/dynamic/text/",
+                true,
+                false,
+            ),
+            (
+                "template_under_allowed_double_star",
+                "demo://resource/**",
+                "demo://resource/dynamic/text/",
+                true,
+                true,
+            ),
+            (
+                "template_elsewhere",
+                "demo://resource/static/*",
+                "demo://resource/dynamic/text/",
+                false,
+                false,
+            ),
+            (
+                "template_prefix_shorter_than_pattern",
+                "demo://resource/dynamic/text/1",
+                "demo://resource/",
+                true,
+                false,
+            ),
+            (
+                "exact_pattern_is_not_every_extension",
+                "demo://a",
+                "demo://a",
+                true,
+                false,
+            ),
+        ];
+        for (name, pat, prefix, some, every) in cases {
+            let g = Glob::of_kind(pat, GlobKind::Uri);
+            assert_eq!(g.matches_some_extension_of(prefix), some, "{name}: some");
+            assert_eq!(g.matches_every_extension_of(prefix), every, "{name}: every");
         }
     }
 

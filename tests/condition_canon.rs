@@ -127,7 +127,7 @@ fn check_pattern(pattern: &str, want: Result<(), &str>) {
     match (&got, want) {
         (None, Ok(())) => {}
         (Some(g), Err(w)) => assert!(g.contains(w), "{pattern:?}: reason {g:?} lacks {w:?}"),
-        _ => panic!("{pattern:?}: got {got:?}, want {want:?}"),
+        _ => assert_eq!(format!("{got:?}"), format!("{want:?}"), "{pattern:?}"),
     }
 }
 

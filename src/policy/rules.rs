@@ -59,6 +59,18 @@ impl Rule {
     pub fn matches_name(&self, name: &str) -> bool {
         self.patterns.iter().any(|g| g.matches(name))
     }
+    /// Some URI starting with `prefix` matches one of the patterns.
+    pub fn matches_some_extension_of(&self, prefix: &str) -> bool {
+        self.patterns
+            .iter()
+            .any(|g| g.matches_some_extension_of(prefix))
+    }
+    /// Every URI starting with `prefix` matches one of the patterns.
+    pub fn matches_every_extension_of(&self, prefix: &str) -> bool {
+        self.patterns
+            .iter()
+            .any(|g| g.matches_every_extension_of(prefix))
+    }
 }
 
 /// Compile the `rules` array at `$.rules`.
