@@ -233,6 +233,13 @@ def test_a_text_blob_is_decoded_and_redacted(scripted: ScriptedPeer, workdir: Pa
         text = base64.b64decode(content["blob"]).decode()
         assert TOKEN not in text, text
         assert text == "db_password_token=[REDACTED:github_pat]\n", text
+        # a query on a file: URI is refused before the server (RFC 8089 defines none)
+        before = len(scripted.bodies)
+        r = send(env.url, body=json.dumps(rpc("resources/read", {"uri": "file:///srv/notes/a.txt?x"}, id=5)),
+                 token=READER_KEY)
+        (msg,) = messages(r)
+        assert msg["error"]["code"] == -32010 and msg["error"]["data"]["rule"] == "resource-uri", msg
+        assert len(scripted.bodies) == before
     finally:
         env.stop()
 
