@@ -265,3 +265,91 @@ def test_a_redacted_batch_keeps_the_clients_answers(scripted: ScriptedPeer, work
         assert TOKEN not in json.dumps(received)
     finally:
         env.stop()
+
+
+# --------------------------------------------------------------------------- identity edges
+
+STOLEN_SAN = "spiffe://acme/stolen"
+
+
+@pytest.fixture(scope="module")
+def two_san_pki(workdir: Path) -> dict[str, Path]:
+    """A client certificate whose first URI SAN is fine and whose second is disabled."""
+    import ipaddress
+
+    import test_identity as ti
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    d = workdir / "pki-two-sans"
+    d.mkdir(exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = ti._cert("e2e-ca", ca_key, "e2e-ca", ca_key, ca=True)
+    srv_key = ec.generate_private_key(ec.SECP256R1())
+    srv = ti._cert("localhost", srv_key, "e2e-ca", ca_key,
+                   sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cli_key = ec.generate_private_key(ec.SECP256R1())
+    cli = ti._cert("agent-1", cli_key, "e2e-ca", ca_key,
+                   sans=[x509.UniformResourceIdentifier(ti.AGENT_SAN), x509.UniformResourceIdentifier(STOLEN_SAN)])
+    ca_crt, _ = ti._write(d / "ca", ca, ca_key)
+    srv_crt, srv_k = ti._write(d / "server", srv, srv_key)
+    cli_crt, cli_k = ti._write(d / "client", cli, cli_key)
+    return {"ca": ca_crt, "server_crt": srv_crt, "server_key": srv_k, "client_crt": cli_crt, "client_key": cli_k}
+
+
+def mtls_call(pki: dict[str, Path], workdir: Path, mcp_server: Any, wasm: Path, *, disabled: list[str],
+              xfcc: bool, name: str) -> dict[str, Any]:
+    """One raw initialize over mTLS (refused too by the kill switch); `xfcc`: Envoy writes the certificate's URI SANs
+    in x-forwarded-client-cert (SANITIZE_SET, so a client's own copy is replaced)."""
+    import httpx
+
+    import test_identity as ti
+
+    policy = ti.mtls_policy()
+    policy["disabled"] = disabled
+    cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
+                         upstream_port=mcp_server.port, policy=policy, wasm=wasm)
+    if xfcc:
+        hcm = harness._hcm(cfg)
+        hcm["forward_client_cert_details"] = "SANITIZE_SET"
+        hcm["set_current_client_cert_details"] = {"uri": True}
+    cfg["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "require_client_certificate": True,
+            "common_tls_context": {
+                "tls_certificates": [{"certificate_chain": {"filename": str(pki["server_crt"])},
+                                      "private_key": {"filename": str(pki["server_key"])}}],
+                "validation_context": {"trusted_ca": {"filename": str(pki["ca"])}},
+            },
+        },
+    }
+    env = harness.Envoy(cfg, workdir, name=name)
+    try:
+        with httpx.Client(verify=ti.ssl_context(pki), timeout=30) as hc:
+            # a client's own x-forwarded-client-cert naming only the good SAN: replaced by Envoy
+            init = rpc("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                                      "clientInfo": {"name": "e2e-two-sans", "version": "0"}}, id=2)
+            r = hc.post(f"https://127.0.0.1:{env.port}/mcp", content=json.dumps(init),
+                        headers={"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+                                 "x-forwarded-client-cert": f"URI={ti.AGENT_SAN}"})
+        assert r.status_code == 200, r.text
+        (msg,) = [m for m in messages(r) if m.get("id") == 2]
+        return msg
+    finally:
+        env.stop()
+
+
+def test_a_disabled_second_uri_san_refuses_the_certificate(two_san_pki: dict[str, Path], workdir: Path,
+                                                           mcp_server: Any, wasm: Path) -> None:
+    msg = mtls_call(two_san_pki, workdir, mcp_server, wasm, disabled=[STOLEN_SAN], xfcc=True, name="envoy-two-sans")
+    assert msg.get("error", {}).get("data", {}).get("rule") == "kill-switch", msg
+    assert STOLEN_SAN in msg["error"]["data"]["reason"], msg
+
+
+def test_a_certificate_with_no_disabled_san_passes(two_san_pki: dict[str, Path], workdir: Path,
+                                                   mcp_server: Any, wasm: Path) -> None:
+    msg = mtls_call(two_san_pki, workdir, mcp_server, wasm, disabled=["spiffe://acme/someone-else"], xfcc=True,
+                    name="envoy-two-sans-ok")
+    assert "result" in msg, msg
