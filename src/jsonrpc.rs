@@ -325,7 +325,8 @@ pub fn is_tool_name_char(c: char) -> bool {
 
 /// Why a tool, prompt or method name is refused before any rule sees it, if it
 /// is. Tool names follow the character set MCP gives them; prompt and method
-/// names, for which MCP gives none, are printable ASCII without spaces. Either
+/// names, for which MCP gives none, are printable ASCII (spaces only in prompt
+/// names). Either
 /// way a name is never compared with rules in a form a server might read
 /// differently: a server that applies Unicode NFKC runs `delete_repo` for
 /// the fullwidth `ｄｅｌｅｔｅ_repo`, which no deny rule on `delete_*` matches,
@@ -342,7 +343,10 @@ pub fn name_problem(kind: NameKind, name: &str) -> Option<String> {
     }
     let allowed = |c: char| match kind {
         NameKind::Tool => is_tool_name_char(c),
-        NameKind::Prompt | NameKind::Method => c.is_ascii_graphic(),
+        // Prompt names are shown to people ("Code Review"): a space folds to
+        // nothing else, so it is kept.
+        NameKind::Prompt => c == ' ' || c.is_ascii_graphic(),
+        NameKind::Method => c.is_ascii_graphic(),
     };
     let bad = name.chars().find(|c| !allowed(*c))?;
     Some(match kind {
@@ -350,8 +354,12 @@ pub fn name_problem(kind: NameKind, name: &str) -> Option<String> {
             "holds U+{:04X}, outside the characters MCP gives tool names (A-Z a-z 0-9 _ - .)",
             u32::from(bad)
         ),
-        NameKind::Prompt | NameKind::Method => format!(
-            "holds U+{:04X}; prompt and method names are printable ASCII without spaces",
+        NameKind::Prompt => format!(
+            "holds U+{:04X}; prompt names are printable ASCII",
+            u32::from(bad)
+        ),
+        NameKind::Method => format!(
+            "holds U+{:04X}; method names are printable ASCII without spaces",
             u32::from(bad)
         ),
     })
@@ -619,7 +627,7 @@ mod tests {
         let t = NameKind::Tool;
         let p = NameKind::Prompt;
         let m = NameKind::Method;
-        let cases: [(&str, NameKind, &str, Option<&str>); 14] = [
+        let cases: [(&str, NameKind, &str, Option<&str>); 16] = [
             ("tool_plain_name_passes", t, "get_issue", None),
             ("tool_dots_and_dashes_pass", t, "admin.tools-v2", None),
             ("tool_longest_name_passes", t, &"t".repeat(128), None),
@@ -652,6 +660,8 @@ mod tests {
                 "a\u{200b}b",
                 Some("U+200B"),
             ),
+            ("prompt_space_passes", p, "Code Review", None),
+            ("method_space_is_refused", m, "tools/ call", Some("U+0020")),
             ("method_plain_passes", m, "notifications/cancelled", None),
             (
                 "method_fullwidth_slash_is_refused",
