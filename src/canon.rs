@@ -310,14 +310,61 @@ pub fn normalize_resource_uri(uri: &str) -> Result<String, String> {
     }
     out.push_str(&path);
     if let Some(q) = query {
+        if is_file {
+            // RFC 8089 gives `file:` URIs no query: a server reading
+            // `file:///etc/passwd?x` opens `/etc/passwd` (or a file named
+            // `passwd?x`), and an exact deny on the plain URI would not match.
+            return Err("a file URI holds a query ('?'), which RFC 8089 does not define".into());
+        }
         out.push('?');
         out.push_str(&normalize_part(q, UriPart::Query)?);
     }
     if let Some(f) = fragment {
-        out.push('#');
-        out.push_str(&normalize_part(f, UriPart::Fragment)?);
+        // RFC 3986 §3.5: the fragment is the client's business and names the
+        // same resource as the URI without it, so `file:///etc/passwd#x` is
+        // decided as `file:///etc/passwd`. It is still checked for what is
+        // refused anywhere (controls, backslashes, bad escapes).
+        normalize_part(f, UriPart::Fragment)?;
     }
     Ok(out)
+}
+
+/// Why a `resources` pattern of a rule can never match as written, if it
+/// cannot: patterns are compared with request URIs after
+/// [`normalize_resource_uri`], so a pattern must already be in that form
+/// (`https://Internal.Example.com/*`, `file:///srv/%7Eadmin/*` or a raw space
+/// never matched, and `check` accepted them). `*` and `?` are kept as
+/// wildcards; a pattern of stars alone matches any URI's text and is fine.
+pub fn resource_pattern_problem(pattern: &str) -> Option<String> {
+    if pattern.contains('#') {
+        return Some(
+            "holds a '#': request URIs are decided without their fragment (RFC 3986 §3.5), \
+             so it never matches"
+                .into(),
+        );
+    }
+    if pattern.chars().all(|c| c == '*') {
+        return None;
+    }
+    // In a pattern `?` is a wildcard, not the start of a query: stand it in by
+    // a sub-delimiter the pattern does not use, which normalisation keeps as
+    // written in every component (RFC 3986 §2.2).
+    let stand_in = ['!', '$', '\'', '(', ')', '+', ',', ';', '=']
+        .into_iter()
+        .find(|c| !pattern.contains(*c));
+    let Some(stand_in) = stand_in else {
+        return Some("uses too many different punctuation characters to be checked".into());
+    };
+    let probe = pattern.replace('?', &stand_in.to_string());
+    match normalize_resource_uri(&probe) {
+        Err(e) => Some(format!("is not a URI pattern the filter can match: {e}")),
+        Ok(normal) if normal == probe => None,
+        Ok(normal) => Some(format!(
+            "is not in the normal form request URIs are compared in, so it never matches: \
+             write {:?}",
+            normal.replace(stand_in, "?")
+        )),
+    }
 }
 
 /// RFC 3986 §3.2: `[ userinfo "@" ] host [ ":" port ]`.

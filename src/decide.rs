@@ -289,6 +289,8 @@ pub enum Catalogue {
     Tools,
     Prompts,
     Resources,
+    /// `resources/templates/list`: entries are URI templates (RFC 6570).
+    ResourceTemplates,
 }
 
 impl Catalogue {
@@ -297,6 +299,7 @@ impl Catalogue {
             "tools/list" => Some(Catalogue::Tools),
             "prompts/list" => Some(Catalogue::Prompts),
             "resources/list" => Some(Catalogue::Resources),
+            "resources/templates/list" => Some(Catalogue::ResourceTemplates),
             _ => None,
         }
     }
@@ -306,13 +309,14 @@ impl Catalogue {
             Catalogue::Tools => ("tools", "name"),
             Catalogue::Prompts => ("prompts", "name"),
             Catalogue::Resources => ("resources", "uri"),
+            Catalogue::ResourceTemplates => ("resourceTemplates", "uriTemplate"),
         }
     }
     fn call_for(self, name: &str) -> Call<'static> {
         match self {
             Catalogue::Tools => Call::new(Some("tools/call"), Target::Tool(name.into())),
             Catalogue::Prompts => Call::new(Some("prompts/get"), Target::Prompt(name.into())),
-            Catalogue::Resources => {
+            Catalogue::Resources | Catalogue::ResourceTemplates => {
                 Call::new(Some("resources/read"), Target::Resource(name.into()))
             }
         }
@@ -322,6 +326,34 @@ impl Catalogue {
 /// An entry stays in a list result when some allow/approve rule could match a
 /// call to it for this caller, and no unconditional deny rule does.
 pub fn visible(policy: &CompiledPolicy, caller: &Caller, catalogue: Catalogue, name: &str) -> bool {
+    if catalogue == Catalogue::ResourceTemplates {
+        return template_visible(policy, caller, name);
+    }
+    // A listed URI is compared as a read of it would be: normalised, and
+    // hidden when it cannot be (a read of it would be refused).
+    let normal;
+    let name = match catalogue {
+        Catalogue::ResourceTemplates => return false,
+        Catalogue::Resources => match crate::canon::normalize_resource_uri(name) {
+            Ok(n) => {
+                normal = n;
+                normal.as_str()
+            }
+            Err(_) => return false,
+        },
+        // A name a call could not use (the filter refuses it before any
+        // rule) is not offered either.
+        Catalogue::Tools | Catalogue::Prompts => {
+            let kind = match catalogue {
+                Catalogue::Tools => crate::jsonrpc::NameKind::Tool,
+                _ => crate::jsonrpc::NameKind::Prompt,
+            };
+            if crate::jsonrpc::name_problem(kind, name).is_some() {
+                return false;
+            }
+            name
+        }
+    };
     let call = catalogue.call_for(name);
     let mut could_use = false;
     for rule in policy.rules.iter() {
@@ -335,6 +367,71 @@ pub fn visible(policy: &CompiledPolicy, caller: &Caller, catalogue: Catalogue, n
         }
     }
     could_use
+}
+
+/// A URI template (RFC 6570) stays in `resources/templates/list` when some
+/// allow/approve rule could match a URI it expands to, and no unconditional
+/// deny rule matches all of them. Its expansions are known only by their
+/// common start, the template's text before the first `{`, normalised as a
+/// read's URI would be (a template whose start cannot be is hidden): a
+/// `resources` pattern could match one when it matches some text starting
+/// there, and matches all when it matches that start followed by `**` alone.
+/// A `methods` rule is matched against `resources/read` as for any resource.
+fn template_visible(policy: &CompiledPolicy, caller: &Caller, template: &str) -> bool {
+    let start = template.split('{').next().unwrap_or("");
+    let Ok(start) = crate::canon::normalize_resource_uri(start) else {
+        return false;
+    };
+    let call = Catalogue::ResourceTemplates.call_for(&start);
+    let mut could_use = false;
+    for rule in policy.rules.iter() {
+        if !rule.applies_to_roles(&caller.roles) {
+            continue;
+        }
+        let (some, every) = match rule.kind {
+            RuleKind::Methods => {
+                let m = rule_matches(rule, &call);
+                (m, m)
+            }
+            RuleKind::Resources => (
+                rule.matches_some_extension_of(&start),
+                rule.matches_every_extension_of(&start),
+            ),
+            RuleKind::Tools | RuleKind::Prompts => (false, false),
+        };
+        match rule.effect {
+            Effect::Deny if rule.when.is_none() && every => return false,
+            Effect::Deny => {}
+            Effect::Allow | Effect::Approve => could_use |= some,
+        }
+    }
+    could_use
+}
+
+/// Whether a `completion/complete` request's `ref` names something this caller
+/// may see: a prompt (`ref/prompt`) or a resource or template
+/// (`ref/resource`), judged as its list entry would be. Completions of
+/// anything else, or of a `ref` that cannot be read, are not shown: argument
+/// values of a hidden prompt are part of what hiding it hides.
+pub fn completion_ref_visible(policy: &CompiledPolicy, caller: &Caller, params: &Value) -> bool {
+    let Some(r) = params.get("ref") else {
+        return false;
+    };
+    let text = |k: &str| r.get(k).and_then(Value::as_str);
+    match text("type") {
+        Some("ref/prompt") => {
+            text("name").is_some_and(|n| visible(policy, caller, Catalogue::Prompts, n))
+        }
+        Some("ref/resource") => text("uri").is_some_and(|u| {
+            let catalogue = if u.contains('{') {
+                Catalogue::ResourceTemplates
+            } else {
+                Catalogue::Resources
+            };
+            visible(policy, caller, catalogue, u)
+        }),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

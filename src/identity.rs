@@ -98,6 +98,9 @@ pub enum IdentityError {
     /// A bearer token that is no API key of the policy, and nothing else
     /// identified the caller: HTTP 401.
     UnknownKey,
+    /// An `x-forwarded-client-cert` that is not the one Envoy wrote for this
+    /// connection's certificate: HTTP 401 (its SANs are not guessed at).
+    BadClientCert(&'static str),
 }
 
 impl IdentityError {
@@ -110,6 +113,7 @@ impl IdentityError {
             IdentityError::UnknownKey => {
                 "API key not recognised (mistyped, or revoked from the policy)".into()
             }
+            IdentityError::BadClientCert(why) => format!("client certificate: {why}"),
         }
     }
 }
@@ -160,6 +164,53 @@ pub fn resolve(cfg: &IdentityConfig, inputs: &IdentityInputs) -> Result<Caller, 
         roles: cfg.anonymous_roles.clone(),
         via: Via::Anonymous,
     })
+}
+
+/// The URI SANs of the client certificate, read from the
+/// `x-forwarded-client-cert` element Envoy writes with
+/// `forward_client_cert_details: SANITIZE_SET` and
+/// `set_current_client_cert_details: {uri: true}` (plus the `Hash` it always
+/// writes): `Hash=<hex>;URI=<san>;URI=<san>…`, one `URI=` per URI SAN.
+/// Envoy's Wasm attribute `connection.uri_san_peer_certificate` holds only the
+/// first SAN, so this header is the only place the others can be read.
+///
+/// The element is trusted only when it is this connection's: its `Hash`
+/// equals the certificate digest Envoy reports (`cert_sha256`) and its first
+/// URI is the SAN the attribute gave (`first_san`); anything else (a client's
+/// own header forwarded by an Envoy configured to forward it, several
+/// elements, a value Envoy quoted) is refused, never read as fewer SANs.
+/// Envoy writes SANs unquoted, so one holding `;URI=` would read as two: that
+/// only ever adds names to decide on.
+pub fn uri_sans_from_xfcc(
+    xfcc: &str,
+    cert_sha256: &str,
+    first_san: &str,
+) -> Result<Vec<String>, &'static str> {
+    let rest = xfcc
+        .strip_prefix("Hash=")
+        .ok_or("x-forwarded-client-cert does not start with this connection's Hash")?;
+    let (hash, uris) = rest.split_once(';').unwrap_or((rest, ""));
+    if cert_sha256.is_empty() || !hash.eq_ignore_ascii_case(cert_sha256) {
+        return Err("x-forwarded-client-cert names another certificate than this connection's");
+    }
+    let uris = uris
+        .strip_prefix("URI=")
+        .ok_or("x-forwarded-client-cert lists no URI SAN")?;
+    let sans: Vec<String> = uris.split(";URI=").map(str::to_owned).collect();
+    if sans.first().map(String::as_str) != Some(first_san) {
+        return Err("x-forwarded-client-cert disagrees with the connection's first URI SAN");
+    }
+    Ok(sans)
+}
+
+/// The subject of a certificate with several URI SANs: the first one that is
+/// `disabled` in the policy, if any (so the kill switch refuses it whichever
+/// position the disabled SAN holds), else the first.
+pub fn subject_san<'a>(sans: &'a [String], disabled: &[String]) -> Option<&'a str> {
+    sans.iter()
+        .find(|s| disabled.contains(s))
+        .or_else(|| sans.first())
+        .map(String::as_str)
 }
 
 fn bearer_token(header: &str) -> Option<&str> {
@@ -519,6 +570,64 @@ mod tests {
             });
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    #[test]
+    fn xfcc_uri_sans_table() {
+        let hash = "e6e846d3d36b44e624013d896c91ddf4ea01360d0d5a053f7bea174b89df7ab4";
+        let a = "spiffe://acme/a";
+        type Want<'a> = Result<Vec<&'a str>, &'a str>;
+        let cases: [(&str, String, Want); 7] = [
+            ("one_san", format!("Hash={hash};URI={a}"), Ok(vec![a])),
+            (
+                "several_sans_all_read",
+                format!("Hash={hash};URI={a};URI=spiffe://acme/b"),
+                Ok(vec![a, "spiffe://acme/b"]),
+            ),
+            (
+                "hash_compared_without_case",
+                format!("Hash={};URI={a}", hash.to_ascii_uppercase()),
+                Ok(vec![a]),
+            ),
+            (
+                "another_certificates_hash_is_refused",
+                format!("Hash={};URI={a}", "0".repeat(64)),
+                Err("another certificate"),
+            ),
+            (
+                "a_client_forged_header_is_refused",
+                format!("URI={a}"),
+                Err("Hash"),
+            ),
+            (
+                "a_first_san_other_than_the_connections_is_refused",
+                format!("Hash={hash};URI=spiffe://acme/b;URI={a}"),
+                Err("disagrees"),
+            ),
+            ("no_uri_is_refused", format!("Hash={hash}"), Err("no URI")),
+        ];
+        for (name, xfcc, want) in cases {
+            let got = uri_sans_from_xfcc(&xfcc, hash, a);
+            match (&got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, &w, "{name}"),
+                (Err(g), Err(w)) => assert!(g.contains(w), "{name}: {g}"),
+                _ => panic!("{name}: got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_disabled_san_anywhere_is_the_subject() {
+        let sans: Vec<String> = ["spiffe://acme/a", "spiffe://acme/b", "spiffe://acme/c"]
+            .map(str::to_owned)
+            .to_vec();
+        let disabled = |d: &[&str]| d.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(subject_san(&sans, &[]), Some("spiffe://acme/a"));
+        assert_eq!(
+            subject_san(&sans, &disabled(&["spiffe://acme/c"])),
+            Some("spiffe://acme/c")
+        );
+        assert_eq!(subject_san(&[], &disabled(&["x"])), None);
     }
 
     #[test]

@@ -154,10 +154,8 @@ fn parse_message(v: Value) -> Result<Message, ProtocolError> {
             let Value::String(method) = method else {
                 return Err(ProtocolError::Invalid("\"method\" must be a string".into()));
             };
-            if method.len() > MAX_NAME_LEN {
-                return Err(ProtocolError::Invalid(format!(
-                    "\"method\" longer than {MAX_NAME_LEN} bytes"
-                )));
+            if let Some(problem) = name_problem(NameKind::Method, &method) {
+                return Err(ProtocolError::Invalid(format!("\"method\" {problem}")));
             }
             let params = match params {
                 None => Value::Null,
@@ -296,21 +294,21 @@ pub fn target_of(method: &str, params: &Value) -> Result<Target, ProtocolError> 
             ))),
         }
     };
-    let name = |key: &str| -> Result<String, ProtocolError> {
-        let n = field(key)?;
-        if n.len() > MAX_NAME_LEN {
-            return Err(ProtocolError::Invalid(format!(
-                "{method} names one longer than {MAX_NAME_LEN} bytes (MCP names are at most 128 characters)"
-            )));
+    let name = |kind: NameKind| -> Result<String, ProtocolError> {
+        let n = field("name")?;
+        match name_problem(kind, &n) {
+            Some(problem) => Err(ProtocolError::Invalid(format!(
+                "{method}: \"params.name\" {problem}"
+            ))),
+            None => Ok(n),
         }
-        Ok(n)
     };
     Ok(match method {
-        "tools/call" => Target::Tool(name("name")?),
+        "tools/call" => Target::Tool(name(NameKind::Tool)?),
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
             Target::Resource(field("uri")?)
         }
-        "prompts/get" => Target::Prompt(name("name")?),
+        "prompts/get" => Target::Prompt(name(NameKind::Prompt)?),
         _ => Target::None,
     })
 }
@@ -320,6 +318,62 @@ pub fn target_of(method: &str, params: &Value) -> Result<Target, ProtocolError> 
 /// is matched (a megabyte name against hundreds of patterns costs CPU for
 /// every caller on the worker).
 pub const MAX_NAME_LEN: usize = 128;
+
+/// Which kind of name [`name_problem`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    Tool,
+    Prompt,
+    Method,
+}
+
+/// MCP 2025-11-25, server/tools "Tool names" (SEP-986): 1 to 128 characters
+/// from `A-Z a-z 0-9 _ - .`.
+pub fn is_tool_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
+}
+
+/// Why a tool, prompt or method name is refused before any rule sees it, if it
+/// is. Tool names follow the character set MCP gives them; prompt and method
+/// names, for which MCP gives none, are printable ASCII (spaces only in prompt
+/// names). Either
+/// way a name is never compared with rules in a form a server might read
+/// differently: a server that applies Unicode NFKC runs `delete_repo` for
+/// the fullwidth `ｄｅｌｅｔｅ_repo`, which no deny rule on `delete_*` matches,
+/// so non-ASCII names are refused rather than folded (folding would need the
+/// Unicode tables in the filter, and still guess what each server does).
+pub fn name_problem(kind: NameKind, name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("is empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Some(format!(
+            "is longer than {MAX_NAME_LEN} bytes (MCP names are at most 128 characters)"
+        ));
+    }
+    let allowed = |c: char| match kind {
+        NameKind::Tool => is_tool_name_char(c),
+        // Prompt names are shown to people ("Code Review"): a space folds to
+        // nothing else, so it is kept.
+        NameKind::Prompt => c == ' ' || c.is_ascii_graphic(),
+        NameKind::Method => c.is_ascii_graphic(),
+    };
+    let bad = name.chars().find(|c| !allowed(*c))?;
+    Some(match kind {
+        NameKind::Tool => format!(
+            "holds U+{:04X}, outside the characters MCP gives tool names (A-Z a-z 0-9 _ - .)",
+            u32::from(bad)
+        ),
+        NameKind::Prompt => format!(
+            "holds U+{:04X}; prompt names are printable ASCII",
+            u32::from(bad)
+        ),
+        NameKind::Method => format!(
+            "holds U+{:04X}; method names are printable ASCII without spaces",
+            u32::from(bad)
+        ),
+    })
+}
 
 /// `params.arguments` of a message, or Null.
 pub fn arguments(params: &Value) -> &Value {
@@ -591,5 +645,77 @@ mod tests {
         assert!(target_of("prompts/get", &long).is_err());
         let longest = serde_json::json!({"name": "t".repeat(MAX_NAME_LEN)});
         assert!(target_of("tools/call", &longest).is_ok());
+    }
+
+    #[test]
+    fn name_table() {
+        let t = NameKind::Tool;
+        let p = NameKind::Prompt;
+        let m = NameKind::Method;
+        let cases: [(&str, NameKind, &str, Option<&str>); 16] = [
+            ("tool_plain_name_passes", t, "get_issue", None),
+            ("tool_dots_and_dashes_pass", t, "admin.tools-v2", None),
+            ("tool_longest_name_passes", t, &"t".repeat(128), None),
+            (
+                "tool_name_too_long_is_refused",
+                t,
+                &"t".repeat(129),
+                Some("longer than 128"),
+            ),
+            ("tool_empty_name_is_refused", t, "", Some("empty")),
+            (
+                "tool_fullwidth_name_is_refused",
+                t,
+                "\u{ff44}\u{ff45}lete_repo",
+                Some("U+FF44"),
+            ),
+            (
+                "tool_cyrillic_lookalike_is_refused",
+                t,
+                "\u{0435}cho",
+                Some("U+0435"),
+            ),
+            ("tool_slash_is_refused", t, "user/update", Some("U+002F")),
+            ("tool_glob_star_is_refused", t, "ech*", Some("U+002A")),
+            ("tool_space_is_refused", t, "get issue", Some("U+0020")),
+            ("prompt_punctuation_passes", p, "code:review/v2", None),
+            (
+                "prompt_zero_width_is_refused",
+                p,
+                "a\u{200b}b",
+                Some("U+200B"),
+            ),
+            ("prompt_space_passes", p, "Code Review", None),
+            ("method_space_is_refused", m, "tools/ call", Some("U+0020")),
+            ("method_plain_passes", m, "notifications/cancelled", None),
+            (
+                "method_fullwidth_slash_is_refused",
+                m,
+                "tools\u{ff0f}call",
+                Some("U+FF0F"),
+            ),
+        ];
+        for (name, kind, text, want) in cases {
+            let got = name_problem(kind, text);
+            match (got.as_deref(), want) {
+                (None, None) => {}
+                (Some(g), Some(w)) => assert!(g.contains(w), "{name}: {g:?} lacks {w:?}"),
+                _ => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn fullwidth_tool_call_is_refused_before_any_rule() {
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\uff44\uff45lete_repo"}}"#;
+        let Ok(Body::Single(m)) = parse(body) else {
+            panic!("not parsed")
+        };
+        assert!(matches!(
+            target_of(m.method().unwrap_or(""), m.params()),
+            Err(ProtocolError::Invalid(_))
+        ));
+        let bad_method = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools\u{ff0f}call\"}";
+        assert!(parse(bad_method).is_err());
     }
 }

@@ -2,7 +2,6 @@
 //! `tools/list`, `prompts/list` and `resources/list` results per caller, and
 //! DLP on the results of tool calls, resource reads and prompts.
 
-use crate::canon::normalize_resource_uri;
 use crate::decide::{visible, Catalogue};
 use crate::dlp::{self, Action, Finding};
 use crate::identity::Caller;
@@ -23,11 +22,15 @@ pub struct ResponsePlan {
     /// scanned call's stream, or a GET stream: what a server sends outside
     /// any call is text the client reads too).
     pub server_messages: bool,
+    /// Ids of `completion/complete` requests whose `ref` names a prompt,
+    /// resource or template the caller may not see: their values are emptied,
+    /// as the entry is removed from its list.
+    pub hidden_completions: Vec<String>,
 }
 
 impl ResponsePlan {
     pub fn is_empty(&self) -> bool {
-        self.lists.is_empty() && self.scans.is_empty()
+        self.lists.is_empty() && self.scans.is_empty() && self.hidden_completions.is_empty()
     }
 }
 
@@ -77,6 +80,10 @@ pub fn rewrite_message(
         scan_result(policy, msg, &mut out);
         return out;
     }
+    if plan.hidden_completions.contains(&id) {
+        empty_completion(msg, &mut out);
+        return out;
+    }
     let Some(catalogue) = plan.lists.iter().find(|(k, _)| *k == id).map(|(_, c)| *c) else {
         return out;
     };
@@ -91,13 +98,7 @@ pub fn rewrite_message(
         let Some(name) = entry.get(name_member).and_then(Value::as_str) else {
             return false;
         };
-        match catalogue {
-            Catalogue::Resources => match normalize_resource_uri(name) {
-                Ok(uri) => visible(policy, caller, catalogue, &uri),
-                Err(_) => false,
-            },
-            _ => visible(policy, caller, catalogue, name),
-        }
+        visible(policy, caller, catalogue, name)
     });
     out.removed_entries = before - entries.len();
     out.changed = out.removed_entries > 0;
@@ -111,6 +112,24 @@ pub fn rewrite_message(
         }
     }
     out
+}
+
+/// A completion of something the caller may not see answers with no values
+/// (MCP `CompleteResult`: `values`, optional `total` and `hasMore`).
+fn empty_completion(msg: &mut Map<String, Value>, out: &mut Rewrite) {
+    let Some(Value::Object(result)) = msg.get_mut("result") else {
+        return;
+    };
+    let empty = serde_json::json!({"values": [], "total": 0, "hasMore": false});
+    if result.get("completion") != Some(&empty) {
+        out.removed_entries = result
+            .get("completion")
+            .and_then(|c| c.get("values"))
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        result.insert("completion".into(), empty);
+        out.changed = true;
+    }
 }
 
 /// The members of a JSON-RPC answer (JSON-RPC 2.0 §5).
@@ -133,6 +152,11 @@ pub fn case_variant_in_answer(plan: &ResponsePlan, msg: &Map<String, Value>) -> 
         return Some("server answer with both or neither of result and error".into());
     }
     let id = msg.get("id").map(id_key)?;
+    if plan.hidden_completions.contains(&id) {
+        // `"Completion"` beside the emptied `completion` would still carry values.
+        let result = msg.get("result")?.as_object()?;
+        return case_variant(result, &["completion"]).map(describe);
+    }
     let (_, catalogue) = plan.lists.iter().find(|(k, _)| *k == id)?;
     let (list_member, name_member) = catalogue.members();
     let result = msg.get("result")?.as_object()?;
@@ -235,6 +259,7 @@ mod tests {
             lists: vec![("5".into(), Catalogue::Tools)],
             scans: vec!["6".into()],
             server_messages: true,
+            hidden_completions: vec!["7".into()],
         };
         let cases = [
             (
@@ -273,6 +298,11 @@ mod tests {
                 true,
             ),
             (
+                "completion_in_other_case_beside_a_hidden_one",
+                json!({"jsonrpc": "2.0", "id": 7, "result": {"completion": {"values": []}, "Completion": {"values": ["x"]}}}),
+                true,
+            ),
+            (
                 "other_members_of_a_result",
                 json!({"jsonrpc": "2.0", "id": 6, "result": {"Content": []}}),
                 false,
@@ -305,8 +335,7 @@ mod tests {
         };
         let plan = ResponsePlan {
             lists: vec![("1".into(), Catalogue::Tools)],
-            scans: vec![],
-            server_messages: false,
+            ..ResponsePlan::default()
         };
         let mut msg = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
             {"name": "get_issue"}, {"name": "delete_repo"}, {"name": "get_secret"}, {"noname": true}
@@ -336,11 +365,11 @@ mod tests {
             lists: vec![],
             scans: vec!["1".into()],
             server_messages: true,
+            ..ResponsePlan::default()
         };
         let listed = ResponsePlan {
             lists: vec![("1".into(), Catalogue::Tools)],
-            scans: vec![],
-            server_messages: false,
+            ..ResponsePlan::default()
         };
         let get_stream = ResponsePlan {
             server_messages: true,
@@ -466,5 +495,112 @@ mod tests {
                 assert_eq!(r.scanned, "params", "{name}");
             }
         }
+    }
+    fn reader() -> Caller {
+        Caller {
+            subject: None,
+            tenant: None,
+            roles: vec!["reader".into()],
+            via: Via::Anonymous,
+        }
+    }
+
+    #[test]
+    fn resource_templates_are_filtered_by_what_their_expansions_could_match() {
+        let policy = crate::policy::compile(&json!({"version": 1, "rules": [
+            {"id": "text", "effect": "allow", "roles": ["reader"], "resources": ["demo://resource/dynamic/text/*"]},
+            {"id": "all-docs", "effect": "allow", "roles": ["reader"], "resources": ["docs://**"]},
+            {"id": "no-private", "effect": "deny", "resources": ["docs://private/**"]}
+        ]}))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let plan = ResponsePlan {
+            lists: vec![("1".into(), Catalogue::ResourceTemplates)],
+            ..ResponsePlan::default()
+        };
+        let mut msg = json!({"jsonrpc": "2.0", "id": 1, "result": {"resourceTemplates": [
+            {"uriTemplate": "demo://resource/dynamic/text/{resourceId}", "name": "text"},
+            {"uriTemplate": "demo://resource/dynamic/blob/{resourceId}", "name": "blob"},
+            {"uriTemplate": "docs://public/{path}", "name": "public"},
+            {"uriTemplate": "docs://private/{path}", "name": "private"},
+            {"uriTemplate": "{scheme}://anything", "name": "no-start"},
+            {"name": "no-template"}
+        ]}});
+        let Some(obj) = msg.as_object_mut() else {
+            panic!()
+        };
+        let out = rewrite_message(&policy, &reader(), &plan, obj);
+        let names: Vec<&str> = msg["result"]["resourceTemplates"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|t| t["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(names, ["text", "public"]);
+        assert_eq!(out.removed_entries, 4);
+        assert_eq!(msg["result"]["cacheScope"], "private");
+    }
+
+    #[test]
+    fn completions_of_what_the_caller_cannot_see_are_emptied() {
+        let policy = crate::policy::compile(&json!({"version": 1, "rules": [
+            {"id": "p", "effect": "allow", "roles": ["reader"], "prompts": ["simple-prompt"]},
+            {"id": "t", "effect": "allow", "roles": ["reader"], "resources": ["demo://resource/dynamic/text/*"]},
+            {"id": "c", "effect": "allow", "methods": ["completion/complete"]}
+        ]}))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let caller = reader();
+        let cases = [
+            (
+                "visible_prompt",
+                json!({"ref": {"type": "ref/prompt", "name": "simple-prompt"}}),
+                true,
+            ),
+            (
+                "hidden_prompt",
+                json!({"ref": {"type": "ref/prompt", "name": "completable-prompt"}}),
+                false,
+            ),
+            (
+                "visible_template",
+                json!({"ref": {"type": "ref/resource", "uri": "demo://resource/dynamic/text/{resourceId}"}}),
+                true,
+            ),
+            (
+                "hidden_template",
+                json!({"ref": {"type": "ref/resource", "uri": "demo://resource/dynamic/blob/{resourceId}"}}),
+                false,
+            ),
+            (
+                "visible_resource",
+                json!({"ref": {"type": "ref/resource", "uri": "demo://resource/dynamic/text/1"}}),
+                true,
+            ),
+            (
+                "unknown_ref_type",
+                json!({"ref": {"type": "ref/tool", "name": "echo"}}),
+                false,
+            ),
+            ("no_ref", json!({}), false),
+        ];
+        for (name, params, want) in cases {
+            assert_eq!(
+                crate::decide::completion_ref_visible(&policy, &caller, &params),
+                want,
+                "{name}"
+            );
+        }
+        let plan = ResponsePlan {
+            hidden_completions: vec!["4".into()],
+            ..ResponsePlan::default()
+        };
+        let mut msg = json!({"jsonrpc": "2.0", "id": 4, "result": {"completion": {"values": ["Engineering", "Sales"], "total": 2}}});
+        let Some(obj) = msg.as_object_mut() else {
+            panic!()
+        };
+        let out = rewrite_message(&policy, &caller, &plan, obj);
+        assert!(out.changed);
+        assert_eq!(out.removed_entries, 2);
+        assert_eq!(
+            msg["result"]["completion"],
+            json!({"values": [], "total": 0, "hasMore": false})
+        );
     }
 }

@@ -495,12 +495,16 @@ pub fn judge_body(
         };
     }
     for m in &messages {
-        let Message::Request { id, method, .. } = m else {
+        let Message::Request { id, method, params } = m else {
             continue;
         };
         verdict.request_ids.push(id.clone());
         if let Some(cat) = Catalogue::for_list_method(method) {
             verdict.plan.lists.push((id_key(id), cat));
+        } else if method == "completion/complete"
+            && !crate::decide::completion_ref_visible(policy, caller, params)
+        {
+            verdict.plan.hidden_completions.push(id_key(id));
         } else if policy.dlp.responses != DlpAction::Off && scans_result_of(policy, m) {
             verdict.plan.scans.push(id_key(id));
         }

@@ -86,7 +86,12 @@ table!(check_uri {
     uri_gives_http_empty_path_a_slash: "https://example.com" => Ok("https://example.com/");
     uri_keeps_custom_empty_path: "db://x" => Ok("db://x");
     uri_lowercases_ipv6_literal: "http://[FE80::1]:8080/a" => Ok("http://[fe80::1]:8080/a");
-    uri_keeps_query_and_fragment_out_of_dot_removal: "https://h/a/b?x=/../y#/../z" => Ok("https://h/a/b?x=/../y#/../z");
+    uri_keeps_query_out_of_dot_removal_and_drops_fragment: "https://h/a/b?x=/../y#/../z" => Ok("https://h/a/b?x=/../y");
+    uri_drops_fragment_of_file_uri: "file:///etc/passwd#x" => Ok("file:///etc/passwd");
+    uri_drops_empty_fragment: "file:///etc/passwd#" => Ok("file:///etc/passwd");
+    uri_still_refuses_control_in_fragment: "file:///etc/passwd#a%0Ab" => Err("control");
+    uri_refuses_query_on_file_uri: "file:///etc/passwd?x" => Err("query");
+    uri_refuses_empty_query_on_file_uri: "file:///etc/passwd?" => Err("query");
     uri_drops_default_https_port: "https://h:443/x" => Ok("https://h/x");
     uri_keeps_other_port: "https://h:8443/x" => Ok("https://h:8443/x");
     uri_file_localhost_is_the_local_file: "file://LOCALHOST/etc/passwd" => Ok("file:///etc/passwd");
@@ -113,6 +118,32 @@ table!(check_uri {
     uri_refuses_missing_scheme: "/srv/docs/a.md" => Err("no scheme");
     uri_refuses_non_numeric_port: "https://h:8o/x" => Err("port");
     uri_refuses_two_at_signs: "https://a@b@h/x" => Err("'@'");
+});
+
+// --- resource_pattern_problem ----------------------------------------------
+
+fn check_pattern(pattern: &str, want: Result<(), &str>) {
+    let got = mcp_firewall::canon::resource_pattern_problem(pattern);
+    match (&got, want) {
+        (None, Ok(())) => {}
+        (Some(g), Err(w)) => assert!(g.contains(w), "{pattern:?}: reason {g:?} lacks {w:?}"),
+        _ => assert_eq!(format!("{got:?}"), format!("{want:?}"), "{pattern:?}"),
+    }
+}
+
+table!(check_pattern {
+    pattern_normal_file_prefix_is_accepted: "file:///srv/docs/*" => Ok(());
+    pattern_normal_double_star_is_accepted: "file:///srv/docs/**" => Ok(());
+    pattern_host_wildcard_is_accepted: "https://*.example.com/*" => Ok(());
+    pattern_question_mark_is_a_wildcard_not_a_query: "file:///srv/a?.md" => Ok(());
+    pattern_of_stars_alone_is_accepted: "**" => Ok(());
+    pattern_mixed_case_host_is_refused_with_its_normal_form: "https://Internal.Example.com/*" => Err("\"https://internal.example.com/*\"");
+    pattern_raw_non_ascii_and_space_is_refused_with_its_normal_form: "file:///srv/Données RH/*" => Err("\"file:///srv/Donn%C3%A9es%20RH/*\"");
+    pattern_encoded_unreserved_is_refused_with_its_normal_form: "file:///srv/%7Eadmin/*" => Err("\"file:///srv/~admin/*\"");
+    pattern_dot_segments_are_refused: "file:///srv/docs/../etc/*" => Err("\"file:///srv/etc/*\"");
+    pattern_fragment_is_refused: "file:///etc/passwd#x" => Err("fragment");
+    pattern_without_scheme_is_refused: "srv/docs/*" => Err("no scheme");
+    pattern_http_without_path_is_refused_with_slash: "https://example.com" => Err("\"https://example.com/\"");
 });
 
 // --- path_under ------------------------------------------------------------

@@ -560,7 +560,12 @@ impl Scanner {
                             path: path.clone(),
                         });
                     }
-                    self.scan_into(item, path, Some(k), binary, out);
+                    match (binary.decodes(map, k), item.as_str().and_then(decoded_blob)) {
+                        (true, Some(text)) => {
+                            self.scan_into(&Value::String(text), path, Some(k), binary, out)
+                        }
+                        _ => self.scan_into(item, path, Some(k), binary, out),
+                    }
                     path.truncate(len);
                 }
             }
@@ -616,8 +621,24 @@ impl Scanner {
                     let len = path.len();
                     path.push('/');
                     push_pointer_token(path, &k);
+                    let decodes = binary.decodes(map, &k);
                     if let Some(item) = map.get_mut(&k) {
-                        self.redact_into(item, path, Some(&k), binary, out);
+                        match (decodes, item.as_str().and_then(decoded_blob)) {
+                            // A text blob is redacted in its decoded text and
+                            // encoded again, so the client still gets base64.
+                            (true, Some(text)) => {
+                                let before = out.len();
+                                let mut decoded = Value::String(text);
+                                self.redact_into(&mut decoded, path, Some(&k), binary, out);
+                                if out.len() != before {
+                                    if let Value::String(t) = decoded {
+                                        *item =
+                                            Value::String(base64::Engine::encode(&text::B64STD, t));
+                                    }
+                                }
+                            }
+                            _ => self.redact_into(item, path, Some(&k), binary, out),
+                        }
                     }
                     let found = self.scan_text(&k);
                     if !found.is_empty() {
@@ -812,10 +833,76 @@ impl Binary {
         };
         match key {
             "data" => is("type", &|t| t == "image" || t == "audio"),
-            "blob" => !is("mimeType", &|m| m.starts_with("text/")),
+            "blob" => !is_text_blob(object),
             _ => false,
         }
     }
+
+    /// The base64 text of a resource `blob` that a client decodes and reads
+    /// as text: its bytes are scanned, not its base64 (which hides every
+    /// secret from a text detector).
+    fn decodes(self, object: &Map<String, Value>, key: &str) -> bool {
+        self == Binary::Skipped
+            && key == "blob"
+            && object.get(key).is_some_and(Value::is_string)
+            && is_text_blob(object)
+    }
+}
+
+/// A resource content whose `mimeType` says text (or says nothing: the client
+/// cannot know it is not, so it is read as text if it decodes as such).
+fn is_text_blob(object: &Map<String, Value>) -> bool {
+    match object.get("mimeType") {
+        None | Some(Value::Null) => true,
+        Some(Value::String(m)) => is_text_media_type(m),
+        Some(_) => false,
+    }
+}
+
+/// `text/*`, JSON, XML, YAML, JavaScript and the like (RFC 6838 §4.2.8
+/// structured suffixes): what a reader shows as text. Parameters and case are
+/// ignored (RFC 9110 §8.3.1).
+fn is_text_media_type(m: &str) -> bool {
+    let essence = m
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let Some((top, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    top == "text"
+        || (top == "application"
+            && (matches!(
+                sub,
+                "json"
+                    | "xml"
+                    | "yaml"
+                    | "x-yaml"
+                    | "toml"
+                    | "javascript"
+                    | "ecmascript"
+                    | "x-sh"
+                    | "sql"
+                    | "x-www-form-urlencoded"
+                    | "x-ndjson"
+                    | "jsonl"
+                    | "csv"
+            ) || sub.ends_with("+json")
+                || sub.ends_with("+xml")
+                || sub.ends_with("+yaml")))
+}
+
+/// The text a base64 `blob` decodes to, if it is base64 at all (a blob that
+/// is not is scanned as the string it is). Invalid UTF-8 is read with
+/// replacement characters, as a lenient client shows it.
+fn decoded_blob(s: &str) -> Option<String> {
+    let bytes = text::decode_b64std(s)?;
+    Some(match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
 }
 
 /// Findings in a JSON-RPC `result`: everything a client may read as text

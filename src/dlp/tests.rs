@@ -377,6 +377,8 @@ fn debug_output_never_contains_the_secret() {
 /// else named `data` or `blob` is content (an event envelope, a text blob).
 #[test]
 fn result_scan_skips_only_binary_payloads() {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
     let scanner = match Scanner::builtin(true, true) {
         Ok(s) => s,
         Err(e) => panic!("{e}"),
@@ -399,6 +401,31 @@ fn result_scan_skips_only_binary_payloads() {
             true,
         ),
         (
+            "text_blob_in_base64_is_decoded",
+            serde_json::json!({"contents": [{"uri": "file:///a", "mimeType": "text/plain", "blob": B64.encode(format!("token={token}\n"))}]}),
+            true,
+        ),
+        (
+            "json_blob_in_base64_is_decoded",
+            serde_json::json!({"contents": [{"uri": "file:///a", "mimeType": "Application/JSON; charset=utf-8", "blob": B64.encode(format!("{{\"t\":\"{token}\"}}"))}]}),
+            true,
+        ),
+        (
+            "untyped_blob_in_base64_is_decoded",
+            serde_json::json!({"contents": [{"uri": "file:///a", "blob": B64.encode(token)}]}),
+            true,
+        ),
+        (
+            "clean_text_blob_has_no_finding",
+            serde_json::json!({"contents": [{"uri": "file:///a", "mimeType": "text/plain", "blob": B64.encode("hello world")}]}),
+            false,
+        ),
+        (
+            "binary_blob_in_base64_is_not_decoded",
+            serde_json::json!({"contents": [{"uri": "file:///a", "mimeType": "image/png", "blob": B64.encode(token)}]}),
+            false,
+        ),
+        (
             "image_data",
             serde_json::json!({"content": [{"type": "image", "mimeType": "image/png", "data": token}]}),
             false,
@@ -412,4 +439,30 @@ fn result_scan_skips_only_binary_payloads() {
     for (name, result, found) in cases {
         assert_eq!(!scan_result(&scanner, &result).is_empty(), found, "{name}");
     }
+}
+
+/// A text blob is redacted in its decoded text and handed back as base64.
+#[test]
+fn text_blob_is_redacted_and_stays_base64() {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    let scanner = match Scanner::builtin(true, true) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let token = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
+    let mut result = serde_json::json!({"contents": [
+        {"uri": "file:///a", "mimeType": "text/plain", "blob": B64.encode(format!("key {token} end"))},
+        {"uri": "file:///b", "mimeType": "text/plain", "blob": B64.encode("nothing here")}
+    ]});
+    let found = redact_result(&scanner, &mut result);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].path, "/contents/0/blob");
+    let blob = result["contents"][0]["blob"].as_str().unwrap_or("");
+    let decoded = String::from_utf8(B64.decode(blob).unwrap_or_default()).unwrap_or_default();
+    assert_eq!(decoded, "key [REDACTED:github_pat] end");
+    assert_eq!(
+        result["contents"][1]["blob"],
+        serde_json::json!(B64.encode("nothing here"))
+    );
 }

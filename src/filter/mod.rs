@@ -418,16 +418,35 @@ impl RequestFilter {
         let san = host
             .property(&["connection", "uri_san_peer_certificate"])
             .and_then(|b| String::from_utf8(b).ok());
-        match san {
-            Some(san) => {
-                let inputs = IdentityInputs {
-                    peer_uri_san: Some(san),
-                    ..inputs
-                };
-                identity::resolve(&self.policy.identity, &inputs)
-            }
-            None => resolved,
+        let Some(first) = san else {
+            return resolved;
+        };
+        // The attribute holds the first URI SAN only; the others are in the
+        // x-forwarded-client-cert element Envoy writes when configured to
+        // (identity::uri_sans_from_xfcc). A disabled SAN anywhere refuses.
+        if host.request_header_lines("x-forwarded-client-cert") > 1 {
+            return Err(IdentityError::BadClientCert(
+                "x-forwarded-client-cert sent on more than one line",
+            ));
         }
+        let san = match host.request_header("x-forwarded-client-cert") {
+            None => first,
+            Some(xfcc) => {
+                let digest = host
+                    .property(&["connection", "sha256_peer_certificate_digest"])
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .unwrap_or_default();
+                let sans = identity::uri_sans_from_xfcc(&xfcc, &digest, &first)
+                    .map_err(IdentityError::BadClientCert)?;
+                identity::subject_san(&sans, &self.policy.disabled_subjects)
+                    .map_or(first, str::to_owned)
+            }
+        };
+        let inputs = IdentityInputs {
+            peer_uri_san: Some(san),
+            ..inputs
+        };
+        identity::resolve(&self.policy.identity, &inputs)
     }
 
     /// The session binding and the audit trail's back-pressure, as a refusal

@@ -2049,3 +2049,57 @@ fn a_declared_length_past_the_limit_is_refused_at_once() {
         "{got}"
     );
 }
+/// A client certificate with several URI SANs is decided on all of them: the
+/// attribute Envoy gives Wasm holds the first only, the rest come from the
+/// x-forwarded-client-cert element Envoy wrote for this connection.
+#[test]
+fn a_disabled_uri_san_anywhere_in_the_certificate_refuses() {
+    let hash = "ab".repeat(32);
+    let mtls = |xfcc: Option<String>| {
+        let mut host = FakeHost::new()
+            .header(":method", "POST")
+            .header("content-type", "application/json");
+        if let Some(x) = xfcc {
+            host = host.header("x-forwarded-client-cert", &x);
+        }
+        host.properties.insert(
+            "connection.uri_san_peer_certificate".into(),
+            b"spiffe://acme/agent".to_vec(),
+        );
+        host.properties.insert(
+            "connection.sha256_peer_certificate_digest".into(),
+            hash.as_bytes().to_vec(),
+        );
+        host
+    };
+    let cases = [
+        ("first_san_only_passes", None, None),
+        (
+            "second_san_enabled_passes",
+            Some(format!(
+                "Hash={hash};URI=spiffe://acme/agent;URI=spiffe://acme/other"
+            )),
+            None,
+        ),
+        (
+            "second_san_disabled_refuses",
+            Some(format!(
+                "Hash={hash};URI=spiffe://acme/agent;URI=spiffe://acme/stolen"
+            )),
+            Some((200, Some(-32010), Some("kill-switch".to_string()))),
+        ),
+        (
+            "forged_element_refuses",
+            Some("URI=spiffe://acme/agent".to_string()),
+            Some((401, Some(-32010), None)),
+        ),
+    ];
+    for (name, xfcc, want) in cases {
+        let p = policy(json!({"disabled": ["spiffe://acme/stolen"], "rules": [
+            {"id": "any-echo", "effect": "allow", "tools": ["echo"]}
+        ]}));
+        let mut x = Exchange::new(p, mtls(xfcc));
+        x.request(Request::new(call(json!(1), "echo").as_bytes()).chunk(64));
+        assert_eq!(x.reply().map(reply_summary), want, "{name}");
+    }
+}

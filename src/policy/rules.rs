@@ -1,7 +1,7 @@
 //! The `rules` section: what each rule matches and which effect it has.
 
 use crate::config::{index, keyword_list, keywords, string_list, Errors, Keyword, ObjReader};
-use crate::glob::Glob;
+use crate::glob::{Glob, GlobKind};
 use crate::rule_id::RuleId;
 use serde_json::Value;
 
@@ -58,6 +58,18 @@ impl Rule {
     }
     pub fn matches_name(&self, name: &str) -> bool {
         self.patterns.iter().any(|g| g.matches(name))
+    }
+    /// Some URI starting with `prefix` matches one of the patterns.
+    pub fn matches_some_extension_of(&self, prefix: &str) -> bool {
+        self.patterns
+            .iter()
+            .any(|g| g.matches_some_extension_of(prefix))
+    }
+    /// Every URI starting with `prefix` matches one of the patterns.
+    pub fn matches_every_extension_of(&self, prefix: &str) -> bool {
+        self.patterns
+            .iter()
+            .any(|g| g.matches_every_extension_of(prefix))
     }
 }
 
@@ -121,6 +133,37 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
             if list.iter().any(String::is_empty) {
                 errs.push(&fp, "patterns must not be empty strings");
             }
+            let name_kind = match kind {
+                RuleKind::Tools => Some(crate::jsonrpc::NameKind::Tool),
+                RuleKind::Prompts => Some(crate::jsonrpc::NameKind::Prompt),
+                RuleKind::Methods => Some(crate::jsonrpc::NameKind::Method),
+                RuleKind::Resources => None,
+            };
+            if let Some(name_kind) = name_kind {
+                // A pattern is checked as a name with its wildcards read as
+                // letters: one holding a character no accepted name holds
+                // (`ｄｅｌｅｔｅ_*`) never matches, so check says so.
+                for (i, pattern) in list.iter().enumerate() {
+                    let probe = pattern.replace(['*', '?'], "x");
+                    if let Some(problem) = crate::jsonrpc::name_problem(name_kind, &probe) {
+                        if !probe.is_empty() && probe.len() <= crate::jsonrpc::MAX_NAME_LEN {
+                            errs.push(
+                                index(&fp, i),
+                                format!(
+                                    "{pattern:?} never matches: a name that {problem} is refused"
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            if kind == RuleKind::Resources {
+                for (i, pattern) in list.iter().enumerate() {
+                    if let Some(problem) = crate::canon::resource_pattern_problem(pattern) {
+                        errs.push(index(&fp, i), format!("{pattern:?} {problem}"));
+                    }
+                }
+            }
             kinds.push((kind, list));
         }
     }
@@ -171,7 +214,15 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
         id,
         effect: effect?,
         kind,
-        patterns: list.iter().map(|s| Glob::new(s)).collect(),
+        // Resource patterns read `*` as one URI segment and `**` as any run
+        // (glob.rs says why); names read `*` as any run.
+        patterns: {
+            let glob_kind = match kind {
+                RuleKind::Resources => GlobKind::Uri,
+                RuleKind::Tools | RuleKind::Methods | RuleKind::Prompts => GlobKind::Name,
+            };
+            list.iter().map(|s| Glob::of_kind(s, glob_kind)).collect()
+        },
         roles,
         when,
     })

@@ -85,6 +85,36 @@ fn config_error_table() {
             "$.rules[0].tools[1]: expected a string, found a number",
         ),
         (
+            "resource_pattern_with_upper_case_host_names_its_normal_form",
+            json!({"version": 1, "rules": [{"id": "r", "effect": "deny",
+                "resources": ["file:///srv/docs/*", "https://Internal.Example.com/*"]}]}),
+            "$.rules[0].resources[1]: \"https://Internal.Example.com/*\" is not in the normal form request URIs are compared in, so it never matches: write \"https://internal.example.com/*\"",
+        ),
+        (
+            "resource_pattern_with_raw_non_ascii_names_its_normal_form",
+            json!({"version": 1, "rules": [{"id": "r", "effect": "deny",
+                "resources": ["file:///srv/Données RH/*"]}]}),
+            "$.rules[0].resources[0]: \"file:///srv/Données RH/*\" is not in the normal form request URIs are compared in, so it never matches: write \"file:///srv/Donn%C3%A9es%20RH/*\"",
+        ),
+        (
+            "resource_pattern_with_encoded_tilde_names_its_normal_form",
+            json!({"version": 1, "rules": [{"id": "r", "effect": "deny",
+                "resources": ["file:///srv/%7Eadmin/*"]}]}),
+            "$.rules[0].resources[0]: \"file:///srv/%7Eadmin/*\" is not in the normal form",
+        ),
+        (
+            "fullwidth_tool_pattern_never_matches",
+            json!({"version": 1, "rules": [{"id": "r", "effect": "deny",
+                "tools": ["delete_*", "\u{ff44}\u{ff45}lete_*"]}]}),
+            "$.rules[0].tools[1]: \"\u{ff44}\u{ff45}lete_*\" never matches: a name that holds U+FF44",
+        ),
+        (
+            "resource_pattern_with_fragment_is_refused",
+            json!({"version": 1, "rules": [{"id": "r", "effect": "deny",
+                "resources": ["file:///etc/passwd#top"]}]}),
+            "$.rules[0].resources[0]: \"file:///etc/passwd#top\" holds a '#'",
+        ),
+        (
             "empty_roles",
             rule(json!({"roles": []})),
             "$.rules[0].roles: an empty roles list matches nobody",
@@ -261,7 +291,7 @@ fn every_keyword_is_read_as_written() {
         let mut doc = json!({"version": 1, "rules": [
             {"id": "a", "effect": "allow", "tools": ["x"]},
             {"id": "d", "effect": "deny", "methods": ["y"]},
-            {"id": "p", "effect": "approve", "resources": ["z"]},
+            {"id": "p", "effect": "approve", "resources": ["mem:z"]},
             {"id": "q", "effect": "allow", "prompts": ["w"]}
         ]});
         if let (Some(o), Value::Object(e)) = (doc.as_object_mut(), extra) {
