@@ -28,6 +28,25 @@ const EXPORTED: [Counter; 4] = [
     Counter::AuditAppendFailed,
 ];
 
+/// Where the host keeps the Envoy node id, first match wins. Envoy 1.40
+/// serves it as `xds.node.id` and answers nothing for the older `node.id`
+/// (measured: `--service-node gw-1` gives `["xds","node","id"]` = "gw-1" and
+/// `["node","id"]` = not found), so reading only `node.id` named every chain
+/// `envoy/…`. `node.id` stays second for hosts that still serve it.
+const NODE_ID_PATHS: [&[&str]; 2] = [&["xds", "node", "id"], &["node", "id"]];
+
+/// The chain's first half: the Envoy node id, or `envoy` when the host names none.
+fn node_id(host: &impl RootHost) -> String {
+    NODE_ID_PATHS
+        .iter()
+        .find_map(|path| {
+            host.property(path)
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "envoy".to_owned())
+}
+
 /// One worker VM's audit delivery, owned by its root context.
 #[derive(Debug)]
 pub struct AuditRoot {
@@ -45,11 +64,7 @@ impl AuditRoot {
     /// `on_configure` with an `audit` section: join the chain (retried on the
     /// first event if shared data refuses now) and start the tick.
     pub fn configure(cfg: AuditConfig, host: &mut impl RootHost) -> Self {
-        let node = host
-            .property(&["node", "id"])
-            .and_then(|b| String::from_utf8(b).ok())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "envoy".to_owned());
+        let node = node_id(host);
         let flush = cfg.flush_ms;
         let mut sink = AuditSink::new(cfg, &node);
         if let Err(e) = sink.start(&*host, host.now_ms(), host.entropy()) {
@@ -235,6 +250,8 @@ mod tests {
             on_failure: OnFailure::Open,
             arguments: ArgumentsMode::Hash,
             timeout_ms: 1_000,
+            max_batch_bytes: 1 << 20,
+            max_buffered_bytes: 16 << 20,
         }
     }
 
@@ -451,12 +468,12 @@ mod tests {
                 ],
             ),
             (
-                "answer_413_drops_the_batch_logs_its_seqs_and_goes_on",
+                "answer_400_drops_the_batch_logs_its_seqs_and_goes_on",
                 vec![
                     Record(3),
                     Tick,
                     Record(1),
-                    Answer(Some("413")),
+                    Answer(Some("400")),
                     Callouts(1),
                     Tick,
                     Warned("3 audit events dropped (seq 1-3)"),
@@ -466,6 +483,37 @@ mod tests {
                     Tick,
                     Callouts(2),
                     LastBatch(&[4]),
+                ],
+            ),
+            (
+                "answer_413_splits_the_batch_and_sends_the_halves_at_once",
+                vec![
+                    Record(3),
+                    Tick,
+                    Answer(Some("413")),
+                    Callouts(2),
+                    LastBatch(&[1]),
+                    Answer(Some("200")),
+                    Callouts(3),
+                    LastBatch(&[2, 3]),
+                    Answer(Some("200")),
+                    Tick,
+                    Counted(Counter::AuditSent, 3),
+                    Counted(Counter::AuditDropped, 0),
+                    Counted(Counter::AuditRetried, 1),
+                    Warnings(0),
+                ],
+            ),
+            (
+                "answer_413_to_one_event_drops_it_and_announces_it",
+                vec![
+                    Record(1),
+                    Wait(500),
+                    Tick,
+                    Answer(Some("413")),
+                    Tick,
+                    Warned("1 audit events dropped (seq 1-1)"),
+                    Counted(Counter::AuditDropped, 1),
                 ],
             ),
             (
@@ -676,16 +724,45 @@ mod tests {
 
     #[test]
     fn chain_is_named_after_the_node_id_or_envoy() {
-        let table: [(&str, Option<&[u8]>, &str); 4] = [
-            ("node_id", Some(b"node-a"), "\"chain\":\"node-a/"),
-            ("no_node_id", None, "\"chain\":\"envoy/"),
-            ("empty_node_id", Some(b""), "\"chain\":\"envoy/"),
-            ("node_id_not_utf8", Some(b"n\xff"), "\"chain\":\"envoy/"),
+        // (case, properties the host serves, chain prefix)
+        type Props = &'static [(&'static str, &'static [u8])];
+        let table: [(&str, Props, &str); 7] = [
+            (
+                "envoy_1_40_serves_xds_node_id",
+                &[("xds.node.id", b"gw-7")],
+                "\"chain\":\"gw-7/",
+            ),
+            (
+                "older_host_serves_node_id",
+                &[("node.id", b"node-a")],
+                "\"chain\":\"node-a/",
+            ),
+            (
+                "xds_node_id_wins_over_node_id",
+                &[("xds.node.id", b"gw-7"), ("node.id", b"node-a")],
+                "\"chain\":\"gw-7/",
+            ),
+            (
+                "empty_xds_node_id_falls_back_to_node_id",
+                &[("xds.node.id", b""), ("node.id", b"node-a")],
+                "\"chain\":\"node-a/",
+            ),
+            ("no_node_id", &[], "\"chain\":\"envoy/"),
+            (
+                "empty_node_id",
+                &[("xds.node.id", b"")],
+                "\"chain\":\"envoy/",
+            ),
+            (
+                "node_id_not_utf8",
+                &[("xds.node.id", b"n\xff")],
+                "\"chain\":\"envoy/",
+            ),
         ];
-        for (name, node, want) in table {
+        for (name, props, want) in table {
             let mut host = FakeRootHost::new();
-            if let Some(node) = node {
-                host.properties.insert("node.id".into(), node.to_vec());
+            for (path, value) in props {
+                host.properties.insert((*path).into(), value.to_vec());
             }
             let mut root = AuditRoot::configure(cfg(), &mut host);
             for _ in 0..3 {

@@ -193,6 +193,8 @@ mod tests {
                 on_failure: OnFailure::Open,
                 arguments: ArgumentsMode::Hash,
                 timeout_ms: 1_000,
+                max_batch_bytes: 1 << 20,
+                max_buffered_bytes: 16 << 20,
             },
             "node-a",
         )
