@@ -68,6 +68,8 @@ impl Worker {
                 subject: Some(subject.into()),
                 tenant: None,
                 roles: vec![],
+                subject_sha256: None,
+                tenant_sha256: None,
                 via: Via::ApiKey,
             },
             method: "tools/call".into(),

@@ -172,6 +172,8 @@ impl ExchangeAudit {
                 subject: caller.subject,
                 tenant: caller.tenant,
                 roles: caller.roles,
+                subject_sha256: None,
+                tenant_sha256: None,
                 via: caller.via,
             },
             method: p.method,
