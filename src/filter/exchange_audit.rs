@@ -55,6 +55,16 @@ impl PendingAudit {
         }
     }
 
+    /// A GET or DELETE: an HTTP exchange that carries no JSON-RPC message,
+    /// named `(http <METHOD>)` in `request.method` (parenthesised like
+    /// `(refused before decision)`, so it reads as no JSON-RPC method).
+    pub fn http(method: &str, decision: Decision) -> Self {
+        PendingAudit {
+            method: format!("(http {method})"),
+            ..Self::refused_before_decision(decision)
+        }
+    }
+
     /// A request refused before any message was decided.
     pub fn refused_before_decision(decision: Decision) -> Self {
         PendingAudit {

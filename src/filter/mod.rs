@@ -123,6 +123,9 @@ impl RequestFilter {
         };
         host.count(counter, 1);
         let reply = r.reply();
+        // A DELETE held for its termination event that turns out to carry a
+        // body is refused instead: this refusal is its one event.
+        drop(self.audit.take_held());
         if self.audit.enabled() {
             let p = PendingAudit::refused_before_decision(Decision::deny(
                 r.rule.clone(),
@@ -200,15 +203,30 @@ impl RequestFilter {
                 let body = reply::decision_error(None, &d);
                 let reply = LocalReply::json(403, &body, Some(d.rule.as_str()));
                 // A GET or DELETE on another caller's session is a hijack
-                // attempt: the trail records it like any refusal.
+                // attempt: the trail records it like any refusal, named by
+                // its HTTP method (there is no JSON-RPC message to name it).
                 if self.audit.enabled() {
-                    let p = PendingAudit::refused_before_decision(d);
+                    let p = PendingAudit::http(&head.method, d);
                     self.audit
                         .send_replied(host, self.caller.as_deref(), p, &reply);
                 }
                 self.reply(host, reply)
             }
             HeadVerdict::Stream { hold_until_end, .. } => {
+                if head.method == "DELETE" && self.audit.enabled() {
+                    // Ending a session is a change of state on the server like
+                    // a tool call: the trail records who ended which exchange
+                    // and what the server answered (when the exchange ends).
+                    self.audit.hold(vec![PendingAudit::http(
+                        &head.method,
+                        Decision {
+                            verdict: Verdict::Allow,
+                            rule: RuleId::SessionBinding,
+                            reason: "DELETE ends the session; its binding lets this caller do so"
+                                .into(),
+                        },
+                    )]);
+                }
                 let caller = self.caller.clone().unwrap_or_else(|| Rc::new(anonymous()));
                 self.rewriter.expect_replays(caller);
                 if hold_until_end {
