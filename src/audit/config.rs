@@ -299,6 +299,21 @@ mod tests {
             ),
             ("zero_flush", json!({"cluster": "c", "flush_ms": 0}), "$.audit.flush_ms: 0 is out of range 1..=60000"),
             (
+                "batch_bytes_below_one_event",
+                json!({"cluster": "c", "max_batch_bytes": 100}),
+                "$.audit.max_batch_bytes: 100 is out of range 4096..=67108864",
+            ),
+            (
+                "buffer_bytes_over_a_gibibyte",
+                json!({"cluster": "c", "max_buffered_bytes": 2_000_000_000_u64}),
+                "$.audit.max_buffered_bytes: 2000000000 is out of range 4096..=1073741824",
+            ),
+            (
+                "buffer_bytes_smaller_than_batch_bytes",
+                json!({"cluster": "c", "max_batch_bytes": 65536, "max_buffered_bytes": 8192}),
+                "$.audit.max_buffered_bytes: 8192 is smaller than max_batch_bytes (65536): a full batch could never form",
+            ),
+            (
                 "unknown_on_failure",
                 json!({"cluster": "c", "on_failure": "ignore"}),
                 "$.audit.on_failure: \"ignore\" is not one of open, closed",
