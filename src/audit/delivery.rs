@@ -92,6 +92,29 @@ pub struct DropReport {
     pub exact: bool,
 }
 
+/// What a worker VM's delivery still held when its root context went away
+/// (a policy swap): handed to the delivery that replaces it, which sends the
+/// events and announces the losses as its own. Events keep their order (the
+/// batch that was in flight first: it may have reached the collector, which
+/// stores an event once however often it arrives).
+#[derive(Debug, Default)]
+pub struct Handover {
+    events: Vec<Waiting>,
+    unannounced: Option<DropReport>,
+    unlogged: Option<DropReport>,
+}
+
+impl Handover {
+    /// Events handed over.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.unannounced.is_none() && self.unlogged.is_none()
+    }
+}
+
 #[derive(Debug)]
 struct Waiting {
     seq: u64,
@@ -338,6 +361,54 @@ impl Delivery {
         }
     }
 
+    /// Give up everything held: the batch in flight (its answer will not be
+    /// waited for), the waiting events and the losses not yet announced or
+    /// logged. Leaves this delivery empty.
+    pub fn hand_over(&mut self) -> Handover {
+        let mut events: Vec<Waiting> = self.in_flight.take().map(|f| f.events).unwrap_or_default();
+        events.extend(self.waiting.drain(..));
+        self.held_bytes = 0;
+        Handover {
+            events,
+            unannounced: self.unannounced.take(),
+            unlogged: self.unlogged.take(),
+        }
+    }
+
+    /// Take over what another delivery handed over: its events join this
+    /// buffer (those over this buffer's bounds are dropped, counted and
+    /// announced like any other), its losses are announced and logged by this
+    /// one. Returns how many events were dropped.
+    pub fn adopt(&mut self, handover: Handover, now_ms: u64) -> usize {
+        let mut dropped = 0;
+        // Already counted by the delivery that lost them.
+        if let Some(report) = handover.unannounced {
+            merge_drops(&mut self.unannounced, report);
+        }
+        if let Some(report) = handover.unlogged {
+            merge_drops(&mut self.unlogged, report);
+        }
+        for e in handover.events {
+            let bytes = line_bytes(&e.line);
+            if self.buffered() >= self.max_buffered
+                || self.held_bytes.saturating_add(bytes) > self.max_buffered_bytes
+            {
+                self.record_drop(e.seq);
+                dropped += 1;
+                continue;
+            }
+            // Not `push`: these were sealed before; they announce nothing, so
+            // the losses waiting for an announcement stay pending.
+            self.counters.pushed += 1;
+            self.held_bytes = self.held_bytes.saturating_add(bytes);
+            self.waiting.push_back(Waiting {
+                since_ms: e.since_ms.min(now_ms),
+                ..e
+            });
+        }
+        dropped
+    }
+
     /// Events that left the buffer for good: their bytes no longer count.
     fn release(&mut self, events: &[Waiting]) {
         let bytes: usize = events.iter().map(|e| line_bytes(&e.line)).sum();
@@ -367,6 +438,33 @@ impl Delivery {
         self.counters.dropped += 1;
         add_drop(&mut self.unlogged, seq);
         add_drop(&mut self.unannounced, seq);
+    }
+}
+
+/// Add `from`'s losses to `into`: ranges sorted and coalesced, at most
+/// `MAX_DROP_RANGES` of them (the excess folded into the last, then inexact).
+fn merge_drops(into: &mut Option<DropReport>, from: DropReport) {
+    let report = into.get_or_insert(DropReport {
+        count: 0,
+        ranges: Vec::new(),
+        exact: true,
+    });
+    report.count += from.count;
+    report.exact &= from.exact;
+    let mut all: Vec<SeqRange> = report.ranges.drain(..).chain(from.ranges).collect();
+    all.sort_by_key(|r| r.first);
+    for r in all {
+        let full = report.ranges.len() >= MAX_DROP_RANGES;
+        match report.ranges.last_mut() {
+            Some(last) if r.first <= last.last.saturating_add(1) => {
+                last.last = last.last.max(r.last);
+            }
+            Some(last) if full => {
+                last.last = last.last.max(r.last);
+                report.exact = false;
+            }
+            _ => report.ranges.push(r),
+        }
     }
 }
 
@@ -810,6 +908,94 @@ mod tests {
         assert_eq!(delivered, [1, 3]);
         assert_eq!(d.drops_to_announce(), [SeqRange { first: 2, last: 2 }]);
         assert_eq!(d.counters().buffered_bytes, 0);
+    }
+
+    #[test]
+    fn handover_moves_every_held_event_and_pending_loss_to_the_adopter() {
+        // The old delivery: 1..=2 in flight, 3..=4 waiting, 5 and 6 dropped
+        // (max_buffered 4) and not yet announced.
+        let mut old = Delivery::new(&cfg(2, 4));
+        fill(&mut old, 1..=6, 0);
+        assert!(old.next_batch(0).is_some());
+        let handover = old.hand_over();
+        assert_eq!(handover.len(), 4);
+        assert_eq!(old.counters().buffered, 0);
+        assert_eq!(old.counters().buffered_bytes, 0);
+        assert_eq!(old.next_batch(10_000), None, "nothing left to send");
+        assert_eq!(old.drops_to_announce(), [], "the adopter announces them");
+
+        // The adopter already holds its own event 7.
+        let mut new = Delivery::new(&cfg(10, 100));
+        fill(&mut new, [7], 0);
+        assert_eq!(new.adopt(handover, 0), 0);
+        assert_eq!(new.drops_to_announce(), [SeqRange { first: 5, last: 6 }]);
+        assert_eq!(new.take_drop_report().map(|r| r.count), Some(2));
+        assert_eq!(
+            new.dropped_total(),
+            0,
+            "counted once, by the VM that lost them"
+        );
+        let b = new.next_batch(200);
+        let seqs: Vec<u64> = b
+            .iter()
+            .flat_map(|b| b.body.lines())
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v["seq"].as_u64())
+            .collect();
+        assert_eq!(seqs, [7, 1, 2, 3, 4]);
+        // The next event the adopter buffers carries the announcement.
+        assert_eq!(push_value(&mut new, &ev(8), 0), Pushed::Buffered);
+        assert_eq!(new.drops_to_announce(), []);
+    }
+
+    #[test]
+    fn handed_over_events_beyond_the_adopters_buffer_are_dropped_and_announced() {
+        let mut old = Delivery::new(&cfg(10, 100));
+        fill(&mut old, 1..=5, 0);
+        let mut new = Delivery::new(&cfg(2, 3));
+        assert_eq!(new.adopt(old.hand_over(), 0), 2);
+        assert_eq!(new.drops_to_announce(), [SeqRange { first: 4, last: 5 }]);
+        assert_eq!(new.dropped_total(), 2);
+        assert_eq!(new.counters().buffered, 3);
+    }
+
+    #[test]
+    fn merged_losses_stay_sorted_coalesced_and_bounded() {
+        let mut into = None;
+        add_drop(&mut into, 10);
+        add_drop(&mut into, 11);
+        let mut from = None;
+        for s in [3, 12, 20] {
+            add_drop(&mut from, s);
+        }
+        if let Some(from) = from {
+            merge_drops(&mut into, from);
+        }
+        let ranges = into.as_ref().map(|r| (r.count, r.ranges.clone(), r.exact));
+        let want = vec![
+            SeqRange { first: 3, last: 3 },
+            SeqRange {
+                first: 10,
+                last: 12,
+            },
+            SeqRange {
+                first: 20,
+                last: 20,
+            },
+        ];
+        assert_eq!(ranges, Some((5, want, true)));
+        let mut many = None;
+        for s in (0..2 * MAX_DROP_RANGES as u64).map(|i| i * 2) {
+            add_drop(&mut many, s);
+        }
+        let mut into = None;
+        if let Some(many) = many {
+            merge_drops(&mut into, many);
+        }
+        assert_eq!(
+            into.map(|r| (r.ranges.len(), r.exact)),
+            Some((MAX_DROP_RANGES, false))
+        );
     }
 
     #[test]

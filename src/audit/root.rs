@@ -7,7 +7,7 @@
 //! dispatched it, and an HTTP context may be gone by then; a callout per event
 //! costs most of the throughput (DESIGN.md), so batches leave from here.
 
-use super::{AuditConfig, AuditSink, EventFacts, Recorded};
+use super::{AuditConfig, AuditSink, EventFacts, Handover, Recorded};
 use crate::host::{Callout, Counter, Gauge, LogLevel, RootHost};
 use std::time::Duration;
 
@@ -58,6 +58,9 @@ pub struct AuditRoot {
     buffered_reported: u64,
     /// The tick still runs at `PROMPT_TICK`: restoring `flush_ms` failed.
     restore_tick: bool,
+    /// The root context is gone ([`AuditRoot::retire`]): whatever is still
+    /// recorded here (an exchange that outlived it) is handed over at once.
+    retired: bool,
 }
 
 impl AuditRoot {
@@ -87,7 +90,46 @@ impl AuditRoot {
             exported: [0; 4],
             buffered_reported: 0,
             restore_tick: false,
+            retired: false,
         }
+    }
+
+    /// The root context goes away (Envoy's `on_done`: the policy was swapped
+    /// or the filter removed). Its tick and callout answers stop with it, so
+    /// what it holds is handed to the root that replaces it instead of dying
+    /// with it; the counters are exported first (the gauge gives back this
+    /// VM's share, which the adopter then adds).
+    pub fn retire(&mut self, host: &mut impl RootHost) -> Handover {
+        self.retired = true;
+        // Losses not yet logged or announced go too: the adopter does both.
+        let handover = self.sink.hand_over();
+        self.export_counters(host);
+        handover
+    }
+
+    /// True once [`AuditRoot::retire`] ran: the glue hands over anything
+    /// recorded after it.
+    pub fn is_retired(&self) -> bool {
+        self.retired
+    }
+
+    /// Take over what a retired root of this VM held: sent from here with
+    /// this root's own events; what does not fit is dropped, counted and
+    /// announced like any other loss.
+    pub fn adopt(&mut self, host: &mut impl RootHost, handover: Handover) {
+        let events = handover.len();
+        let dropped = self.sink.adopt(handover, host.now_ms());
+        if dropped > 0 {
+            host.log(
+                LogLevel::Warn,
+                &format!("mcp-firewall: {dropped} of {events} audit events handed over by a replaced policy did not fit the buffer"),
+            );
+        }
+        if self.sink.wants_prompt_tick(host.now_ms()) && host.set_tick_period(PROMPT_TICK).is_err()
+        {
+            self.sink.prompt_tick_fired();
+        }
+        self.export_counters(host);
     }
 
     /// Seal and buffer one event (called from an HTTP context of this VM).
@@ -776,6 +818,50 @@ mod tests {
                 .unwrap_or_default();
             assert!(body.contains(want), "{name}: {body}");
         }
+    }
+
+    #[test]
+    fn a_replaced_root_hands_every_event_to_its_successor() {
+        let mut host = FakeRootHost::new();
+        host.now_ms = 1_000_000;
+        let mut old = AuditRoot::configure(cfg(), &mut host);
+        for _ in 0..2 {
+            old.record(&mut host, facts("alice", "t"));
+        }
+        // The policy is swapped: Envoy configures the new root, ends the old.
+        let mut new = AuditRoot::configure(cfg(), &mut host);
+        let first = old.retire(&mut host);
+        assert!(old.is_retired());
+        // An exchange that outlived the old root records into it: handed over too.
+        old.record(&mut host, facts("bob", "t"));
+        let late = old.retire(&mut host);
+        assert_eq!((first.len(), late.len()), (2, 1));
+        new.record(&mut host, facts("carol", "t"));
+        new.adopt(&mut host, first);
+        new.adopt(&mut host, late);
+        host.now_ms += 500;
+        new.on_tick(&mut host);
+        let mut sent: Vec<u64> = host.callouts.iter().flat_map(|c| seqs(&c.body)).collect();
+        host.answer_headers.insert(":status".into(), "200".into());
+        while let Some(id) = host.callouts.last().map(|c| c.id) {
+            let before = host.callouts.len();
+            new.on_callout_answer(&mut host, id);
+            if host.callouts.len() == before {
+                break;
+            }
+            sent.extend(
+                host.callouts
+                    .last()
+                    .map(|c| seqs(&c.body))
+                    .unwrap_or_default(),
+            );
+        }
+        sent.sort_unstable();
+        assert_eq!(sent, [1, 2, 3, 4], "one chain, no seq lost");
+        new.on_tick(&mut host);
+        assert_eq!(host.counters.get(&Counter::AuditSent).copied(), Some(4));
+        assert_eq!(host.counters.get(&Counter::AuditDropped).copied(), None);
+        assert_eq!(host.gauges.get(&Gauge::AuditBuffered).copied(), Some(0));
     }
 
     #[test]

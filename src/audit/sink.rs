@@ -6,7 +6,7 @@
 
 use super::{
     append_prepared_at, chain_id, head_key, prepare_with, AuditConfig, AuditError, Batch, Delivery,
-    EventFacts, EventMemo, OnFailure, Pushed, SendOutcome, SharedStore,
+    EventFacts, EventMemo, Handover, OnFailure, Pushed, SendOutcome, SharedStore,
 };
 
 #[derive(Debug)]
@@ -168,6 +168,20 @@ impl AuditSink {
         self.in_flight
             .filter(|(c, _)| *c == call_id)
             .map(|(_, t)| t)
+    }
+
+    /// Everything held, for the sink that replaces this one (the batch in
+    /// flight included: its answer will not be waited for).
+    pub fn hand_over(&mut self) -> Handover {
+        self.in_flight = None;
+        self.prompt_tick = false;
+        self.delivery.hand_over()
+    }
+
+    /// Take over what a replaced sink held; returns how many of its events
+    /// did not fit (dropped, counted and announced here).
+    pub fn adopt(&mut self, handover: Handover, now_ms: u64) -> usize {
+        self.delivery.adopt(handover, now_ms)
     }
 
     pub fn delivery(&mut self) -> &mut Delivery {
