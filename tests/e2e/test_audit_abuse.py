@@ -187,8 +187,8 @@ def test_collector_answering_413_gets_every_event_through_split_batches(stack: A
         assert r.status_code == 200
     stats = wait_accounted(env, n)
     assert stats["sent"] == n and stats["dropped"] == 0, stats
+    # The collector is up throughout: every retry was a 413 that split a batch.
     assert stats["retried"] > 0, f"the collector never refused a batch: {stats}"
-    assert "413" in col.logs() or stats["retried"] > 0
     v = verify(col.out)
     assert v.returncode == 0, v.stdout + v.stderr
     assert sorted(e["seq"] for e in read_events(col.out)) == list(range(1, n + 1))
