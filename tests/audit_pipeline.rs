@@ -34,6 +34,8 @@ fn unreachable_config() -> AuditConfig {
         on_failure: mcp_firewall::audit::OnFailure::Open,
         arguments: ArgumentsMode::Hash,
         timeout_ms: 10,
+        max_batch_bytes: 1 << 20,
+        max_buffered_bytes: 16 << 20,
     }
 }
 
@@ -66,6 +68,8 @@ impl Worker {
                 subject: Some(subject.into()),
                 tenant: None,
                 roles: vec![],
+                subject_sha256: None,
+                tenant_sha256: None,
                 via: Via::ApiKey,
             },
             method: "tools/call".into(),

@@ -667,6 +667,8 @@ pub(crate) mod fixtures {
                         subject: Some(if i % 2 == 0 { "alice" } else { "bob" }.into()),
                         tenant: Some("acme".into()),
                         roles: vec!["reader".into()],
+                        subject_sha256: None,
+                        tenant_sha256: None,
                         via: Via::Jwt,
                     },
                     method: "tools/call".into(),

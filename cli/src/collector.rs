@@ -1032,6 +1032,8 @@ mod tests {
                 roles: vec!["reader".into(), "ops \"x\"".into()],
                 subject: Some(subject.into()),
                 tenant: None,
+                subject_sha256: None,
+                tenant_sha256: None,
                 via: Via::Jwt,
             },
             method: "tools/call".into(),

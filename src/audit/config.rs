@@ -53,6 +53,12 @@ pub struct AuditConfig {
     pub arguments: ArgumentsMode,
     /// Callout timeout; Envoy answers 504 when it expires. (Added field.)
     pub timeout_ms: u64,
+    /// Body bytes per POST at most, kept below the collector's own limit.
+    /// (Added field.)
+    pub max_batch_bytes: usize,
+    /// Bytes held per worker VM (waiting + in flight) before new events are
+    /// dropped, whatever their number. (Added field.)
+    pub max_buffered_bytes: usize,
 }
 
 pub const DEFAULT_PATH: &str = "/v1/audit";
@@ -60,6 +66,11 @@ pub const DEFAULT_MAX_BATCH: u64 = 100;
 pub const DEFAULT_FLUSH_MS: u64 = 200;
 pub const DEFAULT_MAX_BUFFERED: u64 = 10_000;
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+/// 1 MiB: well below `mcp-firewall collector`'s default limit (32 MiB) and
+/// common proxy limits, and many events per POST at ~1 KB each.
+pub const DEFAULT_MAX_BATCH_BYTES: u64 = 1 << 20;
+/// 16 MiB per worker VM: the ~10,000 events of `max_buffered` at ~1.5 KB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 16 << 20;
 
 // Bounds: a batch above 10k lines risks the collector's body limit and Envoy's
 // callout buffer; a buffer above 1M events (~1 GB at 1 KB each) would exhaust a
@@ -68,6 +79,11 @@ const MAX_BATCH_BOUND: u64 = 10_000;
 const MAX_BUFFERED_BOUND: u64 = 1_000_000;
 const FLUSH_MS_BOUNDS: (u64, u64) = (1, 60_000);
 const TIMEOUT_MS_BOUNDS: (u64, u64) = (10, 60_000);
+// A batch must hold at least one clipped event; above 64 MiB Envoy's callout
+// buffers and the collector are the limit, not us.
+const MAX_BATCH_BYTES_BOUNDS: (u64, u64) = (4_096, 64 << 20);
+// The buffer must hold a batch; 1 GiB is far beyond a worker VM's memory.
+const MAX_BUFFERED_BYTES_BOUNDS: (u64, u64) = (4_096, 1 << 30);
 
 /// Compile the `audit` section found at `path` (usually `$.audit`).
 ///
@@ -123,6 +139,28 @@ pub fn compile(
     let timeout_ms = r
         .uint("timeout_ms", TIMEOUT_MS_BOUNDS.0, TIMEOUT_MS_BOUNDS.1, errs)
         .unwrap_or(DEFAULT_TIMEOUT_MS);
+    let max_batch_bytes = r
+        .uint(
+            "max_batch_bytes",
+            MAX_BATCH_BYTES_BOUNDS.0,
+            MAX_BATCH_BYTES_BOUNDS.1,
+            errs,
+        )
+        .unwrap_or(DEFAULT_MAX_BATCH_BYTES);
+    let max_buffered_bytes = r
+        .uint(
+            "max_buffered_bytes",
+            MAX_BUFFERED_BYTES_BOUNDS.0,
+            MAX_BUFFERED_BYTES_BOUNDS.1,
+            errs,
+        )
+        .unwrap_or(DEFAULT_MAX_BUFFERED_BYTES);
+    if max_buffered_bytes < max_batch_bytes {
+        errs.push(
+            r.field_path("max_buffered_bytes"),
+            format!("{max_buffered_bytes} is smaller than max_batch_bytes ({max_batch_bytes}): a full batch could never form"),
+        );
+    }
     r.finish(errs);
 
     if errs.0.len() > before {
@@ -140,6 +178,8 @@ pub fn compile(
         on_failure,
         arguments,
         timeout_ms,
+        max_batch_bytes: usize::try_from(max_batch_bytes).ok()?,
+        max_buffered_bytes: usize::try_from(max_buffered_bytes).ok()?,
     }))
 }
 
@@ -187,6 +227,8 @@ mod tests {
             on_failure: OnFailure::Open,
             arguments: ArgumentsMode::Hash,
             timeout_ms: 5_000,
+            max_batch_bytes: 1 << 20,
+            max_buffered_bytes: 16 << 20,
         };
         assert_eq!(got, Ok(Some(want)));
     }
@@ -256,6 +298,21 @@ mod tests {
                 "$.audit.max_buffered: 10 is smaller than max_batch (50): a full batch could never form",
             ),
             ("zero_flush", json!({"cluster": "c", "flush_ms": 0}), "$.audit.flush_ms: 0 is out of range 1..=60000"),
+            (
+                "batch_bytes_below_one_event",
+                json!({"cluster": "c", "max_batch_bytes": 100}),
+                "$.audit.max_batch_bytes: 100 is out of range 4096..=67108864",
+            ),
+            (
+                "buffer_bytes_over_a_gibibyte",
+                json!({"cluster": "c", "max_buffered_bytes": 2_000_000_000_u64}),
+                "$.audit.max_buffered_bytes: 2000000000 is out of range 4096..=1073741824",
+            ),
+            (
+                "buffer_bytes_smaller_than_batch_bytes",
+                json!({"cluster": "c", "max_batch_bytes": 65536, "max_buffered_bytes": 8192}),
+                "$.audit.max_buffered_bytes: 8192 is smaller than max_batch_bytes (65536): a full batch could never form",
+            ),
             (
                 "unknown_on_failure",
                 json!({"cluster": "c", "on_failure": "ignore"}),

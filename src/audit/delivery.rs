@@ -30,6 +30,8 @@ pub struct Batch {
 }
 
 /// What [`Delivery::push`] did with an event.
+/// (Dropped when the buffer holds `max_buffered` events or the event would
+/// take it over `max_buffered_bytes`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
     Buffered,
@@ -52,6 +54,12 @@ pub enum SendOutcome {
     Rejected {
         count: usize,
     },
+    /// The collector answered 413 (body too large) to a batch of several
+    /// events: they go back to the front and leave again in batches of at
+    /// most `cap` events, at once (the collector is up: no backoff).
+    Split {
+        cap: usize,
+    },
     /// Not the batch in flight (answered after we gave up on it): ignored.
     Stale,
 }
@@ -69,6 +77,8 @@ pub struct DeliveryCounters {
     pub dropped: u64,
     /// Events held now (waiting + in flight).
     pub buffered: u64,
+    /// Bytes of the events held now (their NDJSON lines).
+    pub buffered_bytes: u64,
 }
 
 /// Losses since the last report, for a warning log and for the `dropped`
@@ -80,6 +90,29 @@ pub struct DropReport {
     /// also covers seqs that other workers delivered.
     pub ranges: Vec<SeqRange>,
     pub exact: bool,
+}
+
+/// What a worker VM's delivery still held when its root context went away
+/// (a policy swap): handed to the delivery that replaces it, which sends the
+/// events and announces the losses as its own. Events keep their order (the
+/// batch that was in flight first: it may have reached the collector, which
+/// stores an event once however often it arrives).
+#[derive(Debug, Default)]
+pub struct Handover {
+    events: Vec<Waiting>,
+    unannounced: Option<DropReport>,
+    unlogged: Option<DropReport>,
+}
+
+impl Handover {
+    /// Events handed over.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.unannounced.is_none() && self.unlogged.is_none()
+    }
 }
 
 #[derive(Debug)]
@@ -101,8 +134,17 @@ struct InFlight {
 #[derive(Debug)]
 pub struct Delivery {
     max_batch: usize,
+    /// Body bytes per POST at most (one event larger than this goes alone).
+    max_batch_bytes: usize,
+    /// Events per POST now: `max_batch`, halved by each 413 and doubled back
+    /// by each delivered batch, so one refused size is not tried again and
+    /// again, and a collector that was only briefly strict gets full batches.
+    batch_cap: usize,
     flush_ms: u64,
     max_buffered: usize,
+    max_buffered_bytes: usize,
+    /// Bytes of the lines held (waiting + in flight), kept as events come and go.
+    held_bytes: usize,
     stuck_after_ms: u64,
     waiting: VecDeque<Waiting>,
     in_flight: Option<InFlight>,
@@ -120,8 +162,12 @@ impl Delivery {
     pub fn new(cfg: &AuditConfig) -> Self {
         Delivery {
             max_batch: cfg.max_batch.max(1),
+            max_batch_bytes: cfg.max_batch_bytes.max(1),
+            batch_cap: cfg.max_batch.max(1),
             flush_ms: cfg.flush_ms,
             max_buffered: cfg.max_buffered.max(cfg.max_batch).max(1),
+            max_buffered_bytes: cfg.max_buffered_bytes.max(1),
+            held_bytes: 0,
             // Envoy answers 504 at `timeout_ms`; twice that means the answer is lost.
             stuck_after_ms: cfg.timeout_ms.saturating_mul(2),
             waiting: VecDeque::new(),
@@ -139,15 +185,21 @@ impl Delivery {
         self.waiting.len() + self.in_flight.as_ref().map_or(0, |f| f.events.len())
     }
 
-    /// Queue a sealed event. When the buffer is full the *new* event is dropped:
-    /// what is already buffered stays a run the collector will get whole, and
-    /// the first dropped seq marks when the outage filled the buffer.
+    /// Queue a sealed event. When the buffer is full, in events or in bytes,
+    /// the *new* event is dropped: what is already buffered stays a run the
+    /// collector will get whole, and the first dropped seq marks when the
+    /// outage filled the buffer. The byte bound is what keeps a worker VM's
+    /// memory (and so the VM) alive when callers send large events while the
+    /// collector is down.
     pub fn push(&mut self, seq: u64, line: String, now_ms: u64) -> Pushed {
-        if self.buffered() >= self.max_buffered {
+        if self.buffered() >= self.max_buffered
+            || self.held_bytes.saturating_add(line_bytes(&line)) > self.max_buffered_bytes
+        {
             self.record_drop(seq);
             return Pushed::Dropped;
         }
         self.counters.pushed += 1;
+        self.held_bytes = self.held_bytes.saturating_add(line_bytes(&line));
         // This event carried `drops_to_announce()`, and it is now on its way.
         self.unannounced = None;
         self.waiting.push_back(Waiting {
@@ -173,12 +225,12 @@ impl Delivery {
         if now_ms < self.retry_at_ms {
             return None;
         }
-        let full = self.waiting.len() >= self.max_batch;
+        let n = self.batch_len();
+        let full = n < self.waiting.len() || n >= self.batch_cap;
         let retrying = self.consecutive_failures > 0;
         if !full && !retrying && now_ms.saturating_sub(oldest.since_ms) < self.flush_ms {
             return None;
         }
-        let n = self.waiting.len().min(self.max_batch);
         let events: Vec<Waiting> = self.waiting.drain(..n).collect();
         let mut body = String::with_capacity(events.iter().map(|e| e.line.len() + 1).sum());
         for e in &events {
@@ -202,12 +254,31 @@ impl Delivery {
         Some(batch)
     }
 
+    /// How many waiting events the next batch takes: up to `batch_cap`
+    /// events and `max_batch_bytes` of body, and at least one (an event
+    /// larger than `max_batch_bytes` goes alone; a 413 for it drops it).
+    fn batch_len(&self) -> usize {
+        let mut bytes = 0usize;
+        let mut n = 0usize;
+        for e in self.waiting.iter().take(self.batch_cap) {
+            bytes = bytes.saturating_add(line_bytes(&e.line));
+            if n > 0 && bytes > self.max_batch_bytes {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
     /// True when [`Delivery::next_batch`] would send a full batch now: nothing
-    /// in flight, no backoff, `max_batch` events waiting. Changes nothing.
+    /// in flight, no backoff, a batch's worth of events (or bytes) waiting.
+    /// Changes nothing.
     pub fn full_batch_due(&self, now_ms: u64) -> bool {
-        self.in_flight.is_none()
-            && now_ms >= self.retry_at_ms
-            && self.waiting.len() >= self.max_batch
+        if self.in_flight.is_some() || now_ms < self.retry_at_ms || self.waiting.is_empty() {
+            return false;
+        }
+        let n = self.batch_len();
+        n < self.waiting.len() || n >= self.batch_cap
     }
 
     /// The token of the batch in flight, if any (it is given up on by
@@ -227,12 +298,29 @@ impl Delivery {
             Some(200..=299) => {
                 self.consecutive_failures = 0;
                 self.retry_at_ms = 0;
+                self.batch_cap = self.batch_cap.saturating_mul(2).min(self.max_batch);
+                self.release(&flight.events);
                 self.counters.sent += flight.events.len() as u64;
                 SendOutcome::Delivered {
                     count: flight.events.len(),
                 }
             }
+            // Too large for this collector: the events are fine, the batch
+            // is not. Split it instead of dropping other callers' events
+            // with the one that made it large.
+            Some(413) if flight.events.len() > 1 => {
+                let cap = (flight.events.len() / 2).max(1);
+                self.batch_cap = cap;
+                self.counters.retried += 1;
+                self.consecutive_failures = 0;
+                self.retry_at_ms = 0;
+                for e in flight.events.into_iter().rev() {
+                    self.waiting.push_front(e);
+                }
+                SendOutcome::Split { cap }
+            }
             Some(s) if is_permanent_rejection(s) => {
+                self.release(&flight.events);
                 let count = flight.events.len();
                 for e in &flight.events {
                     self.record_drop(e.seq);
@@ -262,14 +350,69 @@ impl Delivery {
     /// True when the buffer is full: with `on_failure: closed` the filter
     /// refuses new requests until delivery catches up.
     pub fn is_saturated(&self) -> bool {
-        self.buffered() >= self.max_buffered
+        self.buffered() >= self.max_buffered || self.held_bytes >= self.max_buffered_bytes
     }
 
     pub fn counters(&self) -> DeliveryCounters {
         DeliveryCounters {
             buffered: self.buffered() as u64,
+            buffered_bytes: self.held_bytes as u64,
             ..self.counters
         }
+    }
+
+    /// Give up everything held: the batch in flight (its answer will not be
+    /// waited for), the waiting events and the losses not yet announced or
+    /// logged. Leaves this delivery empty.
+    pub fn hand_over(&mut self) -> Handover {
+        let mut events: Vec<Waiting> = self.in_flight.take().map(|f| f.events).unwrap_or_default();
+        events.extend(self.waiting.drain(..));
+        self.held_bytes = 0;
+        Handover {
+            events,
+            unannounced: self.unannounced.take(),
+            unlogged: self.unlogged.take(),
+        }
+    }
+
+    /// Take over what another delivery handed over: its events join this
+    /// buffer (those over this buffer's bounds are dropped, counted and
+    /// announced like any other), its losses are announced and logged by this
+    /// one. Returns how many events were dropped.
+    pub fn adopt(&mut self, handover: Handover, now_ms: u64) -> usize {
+        let mut dropped = 0;
+        // Already counted by the delivery that lost them.
+        if let Some(report) = handover.unannounced {
+            merge_drops(&mut self.unannounced, report);
+        }
+        if let Some(report) = handover.unlogged {
+            merge_drops(&mut self.unlogged, report);
+        }
+        for e in handover.events {
+            let bytes = line_bytes(&e.line);
+            if self.buffered() >= self.max_buffered
+                || self.held_bytes.saturating_add(bytes) > self.max_buffered_bytes
+            {
+                self.record_drop(e.seq);
+                dropped += 1;
+                continue;
+            }
+            // Not `push`: these were sealed before; they announce nothing, so
+            // the losses waiting for an announcement stay pending.
+            self.counters.pushed += 1;
+            self.held_bytes = self.held_bytes.saturating_add(bytes);
+            self.waiting.push_back(Waiting {
+                since_ms: e.since_ms.min(now_ms),
+                ..e
+            });
+        }
+        dropped
+    }
+
+    /// Events that left the buffer for good: their bytes no longer count.
+    fn release(&mut self, events: &[Waiting]) {
+        let bytes: usize = events.iter().map(|e| line_bytes(&e.line)).sum();
+        self.held_bytes = self.held_bytes.saturating_sub(bytes);
     }
 
     pub fn dropped_total(&self) -> u64 {
@@ -296,6 +439,38 @@ impl Delivery {
         add_drop(&mut self.unlogged, seq);
         add_drop(&mut self.unannounced, seq);
     }
+}
+
+/// Add `from`'s losses to `into`: ranges sorted and coalesced, at most
+/// `MAX_DROP_RANGES` of them (the excess folded into the last, then inexact).
+fn merge_drops(into: &mut Option<DropReport>, from: DropReport) {
+    let report = into.get_or_insert(DropReport {
+        count: 0,
+        ranges: Vec::new(),
+        exact: true,
+    });
+    report.count += from.count;
+    report.exact &= from.exact;
+    let mut all: Vec<SeqRange> = report.ranges.drain(..).chain(from.ranges).collect();
+    all.sort_by_key(|r| r.first);
+    for r in all {
+        let full = report.ranges.len() >= MAX_DROP_RANGES;
+        match report.ranges.last_mut() {
+            Some(last) if r.first <= last.last.saturating_add(1) => {
+                last.last = last.last.max(r.last);
+            }
+            Some(last) if full => {
+                last.last = last.last.max(r.last);
+                report.exact = false;
+            }
+            _ => report.ranges.push(r),
+        }
+    }
+}
+
+/// What one event adds to a batch body: its line and the newline after it.
+fn line_bytes(line: &str) -> usize {
+    line.len().saturating_add(1)
 }
 
 fn add_drop(report: &mut Option<DropReport>, seq: u64) {
@@ -325,7 +500,8 @@ fn add_drop(report: &mut Option<DropReport>, seq: u64) {
 
 /// Statuses that say "this request is wrong", not "try later". 408 and 429 are
 /// 4xx but temporary; 404 is most likely a misconfigured path that an operator
-/// will fix, so those events wait in the buffer rather than vanish.
+/// will fix, so those events wait in the buffer rather than vanish. 413 is
+/// final only for a batch of one event (larger ones are split first).
 fn is_permanent_rejection(status: u16) -> bool {
     matches!(status, 400 | 413 | 415 | 422)
 }
@@ -347,6 +523,8 @@ mod tests {
             on_failure: OnFailure::Open,
             arguments: ArgumentsMode::Hash,
             timeout_ms: 1_000,
+            max_batch_bytes: 1 << 20,
+            max_buffered_bytes: 16 << 20,
         }
     }
 
@@ -591,6 +769,232 @@ mod tests {
         assert_eq!(
             retry.as_ref().map(|b| (b.first_seq, b.token != token)),
             Some((1, true))
+        );
+    }
+
+    /// max_batch 100, generous event bounds; the byte bounds under test.
+    fn byte_cfg(max_batch_bytes: usize, max_buffered_bytes: usize) -> AuditConfig {
+        AuditConfig {
+            max_batch_bytes,
+            max_buffered_bytes,
+            ..cfg(100, 1_000)
+        }
+    }
+
+    /// An event whose line is exactly `bytes` long (plus its newline in a body).
+    fn sized(d: &mut Delivery, seq: u64, bytes: usize) -> Pushed {
+        d.push(seq, "x".repeat(bytes), 0)
+    }
+
+    /// Send the due batch, answer it with `status`; the seqs it carried.
+    fn send(d: &mut Delivery, now: u64, status: u16) -> (Vec<u64>, SendOutcome) {
+        let Some(b) = d.next_batch(now) else {
+            return (Vec::new(), SendOutcome::Stale);
+        };
+        let seqs = (b.first_seq..=b.last_seq).take(b.count).collect();
+        (seqs, d.on_sent(b.token, Some(status), now))
+    }
+
+    #[test]
+    fn buffer_is_bounded_in_bytes_as_well_as_events() {
+        // 10 events of 99 + 1 bytes fill 1,000 bytes; the 11th is dropped
+        // although 990 more events would fit by count.
+        let mut d = Delivery::new(&byte_cfg(4_096, 1_000));
+        let pushed: Vec<Pushed> = (1..=11).map(|s| sized(&mut d, s, 99)).collect();
+        assert_eq!(pushed.iter().filter(|p| **p == Pushed::Dropped).count(), 1);
+        assert_eq!(pushed.last(), Some(&Pushed::Dropped));
+        assert!(d.is_saturated(), "on_failure: closed refuses from here");
+        assert_eq!(d.counters().buffered_bytes, 1_000);
+        assert_eq!(
+            d.drops_to_announce(),
+            [SeqRange {
+                first: 11,
+                last: 11
+            }]
+        );
+        // Delivered events free their bytes.
+        let (sent, outcome) = send(&mut d, 200, 200);
+        assert_eq!(outcome, SendOutcome::Delivered { count: 10 });
+        assert_eq!(sent.len(), 10);
+        assert_eq!(d.counters().buffered_bytes, 0);
+        assert_eq!(sized(&mut d, 12, 99), Pushed::Buffered);
+    }
+
+    #[test]
+    fn a_single_event_larger_than_the_buffer_is_dropped_not_kept() {
+        let mut d = Delivery::new(&byte_cfg(4_096, 4_096));
+        assert_eq!(sized(&mut d, 1, 5_000), Pushed::Dropped);
+        assert_eq!(sized(&mut d, 2, 100), Pushed::Buffered);
+        assert_eq!(d.drops_to_announce(), []);
+        assert_eq!(d.dropped_total(), 1);
+    }
+
+    #[test]
+    fn batches_are_split_by_bytes_and_an_oversized_event_goes_alone() {
+        // max_batch_bytes 1,000: 4 events of 300 bytes make 3 per batch.
+        let mut d = Delivery::new(&byte_cfg(1_000, 100_000));
+        for s in 1..=4 {
+            sized(&mut d, s, 299);
+        }
+        sized(&mut d, 5, 2_000);
+        sized(&mut d, 6, 10);
+        assert!(d.full_batch_due(0), "a byte-full batch leaves at once");
+        let mut batches = Vec::new();
+        for now in [0, 1, 2] {
+            let Some(b) = d.next_batch(now) else {
+                panic!("batch {now} not sent");
+            };
+            assert!(b.body.len() <= 1_000 || b.count == 1, "{}", b.body.len());
+            batches.push((b.first_seq, b.count));
+            d.on_sent(b.token, Some(200), now);
+        }
+        assert_eq!(batches, [(1, 3), (4, 1), (5, 1)]);
+        // The last, small one waits for flush_ms like any partial batch.
+        assert_eq!(d.next_batch(3), None);
+        assert_eq!(d.next_batch(200).map(|b| b.first_seq), Some(6));
+    }
+
+    #[test]
+    fn answer_413_splits_the_batch_and_every_event_gets_through() {
+        // A collector that takes at most 2 events per POST; max_batch 8.
+        let mut d = Delivery::new(&cfg(8, 100));
+        fill(&mut d, 1..=8, 0);
+        let mut delivered = Vec::new();
+        let mut outcomes = Vec::new();
+        for now in 200..220 {
+            let Some(b) = d.next_batch(now) else {
+                break;
+            };
+            let status = if b.count > 2 { 413 } else { 200 };
+            let outcome = d.on_sent(b.token, Some(status), now);
+            if status == 200 {
+                delivered.extend(b.first_seq..=b.last_seq);
+            }
+            outcomes.push(outcome);
+        }
+        assert_eq!(delivered, (1..=8).collect::<Vec<_>>());
+        assert_eq!(
+            outcomes[..3],
+            [
+                SendOutcome::Split { cap: 4 },
+                SendOutcome::Split { cap: 2 },
+                SendOutcome::Delivered { count: 2 },
+            ]
+        );
+        let c = d.counters();
+        assert_eq!(
+            (c.sent, c.dropped, c.buffered, c.buffered_bytes),
+            (8, 0, 0, 0)
+        );
+        assert_eq!(d.take_drop_report(), None, "nothing lost");
+    }
+
+    #[test]
+    fn answer_413_to_a_single_event_drops_only_that_event() {
+        let mut d = Delivery::new(&cfg(4, 100));
+        sized(&mut d, 1, 10);
+        sized(&mut d, 2, 5_000);
+        sized(&mut d, 3, 10);
+        let mut delivered = Vec::new();
+        for now in 200..220 {
+            let Some(b) = d.next_batch(now) else {
+                break;
+            };
+            let status = if b.body.len() > 1_000 { 413 } else { 200 };
+            if let SendOutcome::Delivered { .. } = d.on_sent(b.token, Some(status), now) {
+                delivered.extend(b.first_seq..=b.last_seq);
+            }
+        }
+        assert_eq!(delivered, [1, 3]);
+        assert_eq!(d.drops_to_announce(), [SeqRange { first: 2, last: 2 }]);
+        assert_eq!(d.counters().buffered_bytes, 0);
+    }
+
+    #[test]
+    fn handover_moves_every_held_event_and_pending_loss_to_the_adopter() {
+        // The old delivery: 1..=2 in flight, 3..=4 waiting, 5 and 6 dropped
+        // (max_buffered 4) and not yet announced.
+        let mut old = Delivery::new(&cfg(2, 4));
+        fill(&mut old, 1..=6, 0);
+        assert!(old.next_batch(0).is_some());
+        let handover = old.hand_over();
+        assert_eq!(handover.len(), 4);
+        assert_eq!(old.counters().buffered, 0);
+        assert_eq!(old.counters().buffered_bytes, 0);
+        assert_eq!(old.next_batch(10_000), None, "nothing left to send");
+        assert_eq!(old.drops_to_announce(), [], "the adopter announces them");
+
+        // The adopter already holds its own event 7.
+        let mut new = Delivery::new(&cfg(10, 100));
+        fill(&mut new, [7], 0);
+        assert_eq!(new.adopt(handover, 0), 0);
+        assert_eq!(new.drops_to_announce(), [SeqRange { first: 5, last: 6 }]);
+        assert_eq!(new.take_drop_report().map(|r| r.count), Some(2));
+        assert_eq!(
+            new.dropped_total(),
+            0,
+            "counted once, by the VM that lost them"
+        );
+        let b = new.next_batch(200);
+        let seqs: Vec<u64> = b
+            .iter()
+            .flat_map(|b| b.body.lines())
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v["seq"].as_u64())
+            .collect();
+        assert_eq!(seqs, [7, 1, 2, 3, 4]);
+        // The next event the adopter buffers carries the announcement.
+        assert_eq!(push_value(&mut new, &ev(8), 0), Pushed::Buffered);
+        assert_eq!(new.drops_to_announce(), []);
+    }
+
+    #[test]
+    fn handed_over_events_beyond_the_adopters_buffer_are_dropped_and_announced() {
+        let mut old = Delivery::new(&cfg(10, 100));
+        fill(&mut old, 1..=5, 0);
+        let mut new = Delivery::new(&cfg(2, 3));
+        assert_eq!(new.adopt(old.hand_over(), 0), 2);
+        assert_eq!(new.drops_to_announce(), [SeqRange { first: 4, last: 5 }]);
+        assert_eq!(new.dropped_total(), 2);
+        assert_eq!(new.counters().buffered, 3);
+    }
+
+    #[test]
+    fn merged_losses_stay_sorted_coalesced_and_bounded() {
+        let mut into = None;
+        add_drop(&mut into, 10);
+        add_drop(&mut into, 11);
+        let mut from = None;
+        for s in [3, 12, 20] {
+            add_drop(&mut from, s);
+        }
+        if let Some(from) = from {
+            merge_drops(&mut into, from);
+        }
+        let ranges = into.as_ref().map(|r| (r.count, r.ranges.clone(), r.exact));
+        let want = vec![
+            SeqRange { first: 3, last: 3 },
+            SeqRange {
+                first: 10,
+                last: 12,
+            },
+            SeqRange {
+                first: 20,
+                last: 20,
+            },
+        ];
+        assert_eq!(ranges, Some((5, want, true)));
+        let mut many = None;
+        for s in (0..2 * MAX_DROP_RANGES as u64).map(|i| i * 2) {
+            add_drop(&mut many, s);
+        }
+        let mut into = None;
+        if let Some(many) = many {
+            merge_drops(&mut into, many);
+        }
+        assert_eq!(
+            into.map(|r| (r.ranges.len(), r.exact)),
+            Some((MAX_DROP_RANGES, false))
         );
     }
 

@@ -54,7 +54,14 @@ pub struct AuditEvent {
 pub struct AuditIdentity {
     pub roles: Vec<String>,
     pub subject: Option<String>,
+    /// Added field: SHA-256 of the whole subject, present only when `subject`
+    /// was clipped to [`CLIP_BYTES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_sha256: Option<String>,
     pub tenant: Option<String>,
+    /// Added field: as `subject_sha256`, for `tenant`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_sha256: Option<String>,
     pub via: Via,
 }
 
@@ -73,12 +80,94 @@ pub struct AuditRequest {
         serialize_with = "canonical_option"
     )]
     pub arguments: Option<Value>,
-    /// The JSON-RPC id as received; null for notifications.
+    /// The JSON-RPC id as received; null for notifications. An id whose
+    /// canonical JSON is over [`CLIP_BYTES`] becomes a string: that JSON, clipped.
     #[serde(serialize_with = "canonical_option")]
     pub id: Option<Value>,
+    /// Added field: SHA-256 of the whole id's canonical JSON, present only
+    /// when `id` was clipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_sha256: Option<String>,
     pub method: String,
+    /// Added field: SHA-256 of the whole method, present only when clipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method_sha256: Option<String>,
     /// Tool, resource or prompt name; null for other methods.
     pub target: Option<String>,
+    /// Added field: SHA-256 of the whole target, present only when clipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_sha256: Option<String>,
+}
+
+/// Bytes kept of a caller-controlled string in an event (`request.method`,
+/// `request.target`, `request.id`'s JSON, `identity.subject`,
+/// `identity.tenant`). A longer one keeps its first `CLIP_BYTES` bytes (cut
+/// on a character boundary) followed by `…`, and the SHA-256 of the whole
+/// value goes beside it in `<field>_sha256`, so it can still be matched.
+/// Why: a caller chooses these, up to the request size limit (1 MiB by
+/// default); copied whole, a few denied calls fill a worker VM's audit
+/// buffer while the collector is down, and one event can outgrow a batch.
+pub const CLIP_BYTES: usize = 256;
+
+/// `s` clipped to [`CLIP_BYTES`], with the SHA-256 of the whole of it if it
+/// had to be (None: kept whole).
+pub fn clip(s: String) -> (String, Option<String>) {
+    if s.len() <= CLIP_BYTES {
+        return (s, None);
+    }
+    let digest = sha256_hex(s.as_bytes());
+    let mut end = CLIP_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut short = s;
+    short.truncate(end);
+    short.push('…');
+    (short, Some(digest))
+}
+
+/// [`clip`] of an optional string.
+fn clip_option(s: Option<String>) -> (Option<String>, Option<String>) {
+    match s.map(clip) {
+        Some((short, digest)) => (Some(short), digest),
+        None => (None, None),
+    }
+}
+
+/// A JSON-RPC id over [`CLIP_BYTES`] of canonical JSON becomes that JSON,
+/// clipped, as a string; the SHA-256 is of the whole canonical JSON.
+fn clip_id(id: Option<Value>) -> (Option<Value>, Option<String>) {
+    let Some(id) = id else {
+        return (None, None);
+    };
+    // Numbers and short strings, the ids clients send, are not serialised twice.
+    let small = match &id {
+        Value::String(s) => s.len() < CLIP_BYTES / 2,
+        Value::Number(_) | Value::Null | Value::Bool(_) => true,
+        Value::Array(_) | Value::Object(_) => false,
+    };
+    if small {
+        return (Some(id), None);
+    }
+    let text = canonical(&id);
+    if text.len() <= CLIP_BYTES {
+        return (Some(id), None);
+    }
+    let (short, digest) = clip(text);
+    (Some(Value::String(short)), digest)
+}
+
+/// The identity with its caller-controlled strings clipped (see [`CLIP_BYTES`]).
+pub(super) fn clipped_identity(identity: AuditIdentity) -> AuditIdentity {
+    let (subject, subject_sha256) = clip_option(identity.subject);
+    let (tenant, tenant_sha256) = clip_option(identity.tenant);
+    AuditIdentity {
+        subject,
+        subject_sha256: subject_sha256.or(identity.subject_sha256),
+        tenant,
+        tenant_sha256: tenant_sha256.or(identity.tenant_sha256),
+        ..identity
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,12 +273,18 @@ pub(super) fn request_of(facts: &mut EventFacts, mode: ArgumentsMode) -> AuditRe
         ArgumentsMode::Redacted => facts.redacted_arguments.take(),
         ArgumentsMode::Hash | ArgumentsMode::Omit => None,
     };
+    let (id, id_sha256) = clip_id(facts.id.take());
+    let (method, method_sha256) = clip(std::mem::take(&mut facts.method));
+    let (target, target_sha256) = clip_option(facts.target.take());
     AuditRequest {
         args_sha256,
         arguments,
-        id: facts.id.take(),
-        method: std::mem::take(&mut facts.method),
-        target: facts.target.take(),
+        id,
+        id_sha256,
+        method,
+        method_sha256,
+        target,
+        target_sha256,
     }
 }
 
@@ -204,7 +299,7 @@ pub fn unsealed_event(mut facts: EventFacts, mode: ArgumentsMode) -> Value {
         ts_ms: facts.ts_ms,
         prev: String::new(),
         hash: String::new(),
-        identity: facts.identity,
+        identity: clipped_identity(facts.identity),
         request,
         decision: facts.decision,
         findings: facts.findings,
@@ -334,6 +429,8 @@ pub(crate) mod tests {
                 subject: Some(subject.into()),
                 tenant: Some("acme".into()),
                 roles: vec!["reader".into()],
+                subject_sha256: None,
+                tenant_sha256: None,
                 via: Via::Jwt,
             },
             method: "tools/call".into(),
@@ -357,6 +454,129 @@ pub(crate) mod tests {
             policy_sha256: "ab".repeat(32),
             vm_start: false,
             dropped: vec![],
+        }
+    }
+
+    #[test]
+    fn caller_controlled_fields_are_clipped_with_their_sha256_kept() {
+        let long_tool = "t".repeat(1 << 20);
+        let long_id = json!("i".repeat(1 << 20));
+        let id_text = canonical(&long_id);
+        // 255 ASCII bytes then a 2-byte character: the cut falls inside it.
+        let straddling = format!("{}\u{e9}tail", "a".repeat(255));
+        // (case, change to the facts, JSON pointer, kept value, sha256 member, its value)
+        type Case = (
+            &'static str,
+            Box<dyn Fn(&mut EventFacts)>,
+            &'static str,
+            Value,
+            &'static str,
+            Value,
+        );
+        let table: Vec<Case> = vec![
+            (
+                "short_target_kept_whole_without_sha",
+                Box::new(|_| {}),
+                "/request/target",
+                json!("t"),
+                "/request/target_sha256",
+                Value::Null,
+            ),
+            (
+                "megabyte_tool_name_clipped",
+                Box::new({
+                    let t = long_tool.clone();
+                    move |f| f.target = Some(t.clone())
+                }),
+                "/request/target",
+                json!(format!("{}…", "t".repeat(CLIP_BYTES))),
+                "/request/target_sha256",
+                json!(sha256_hex(long_tool.as_bytes())),
+            ),
+            (
+                "exactly_clip_bytes_kept_whole",
+                Box::new(|f| f.method = "m".repeat(CLIP_BYTES)),
+                "/request/method",
+                json!("m".repeat(CLIP_BYTES)),
+                "/request/method_sha256",
+                Value::Null,
+            ),
+            (
+                "long_method_clipped",
+                Box::new(|f| f.method = "m".repeat(CLIP_BYTES + 1)),
+                "/request/method",
+                json!(format!("{}…", "m".repeat(CLIP_BYTES))),
+                "/request/method_sha256",
+                json!(sha256_hex("m".repeat(CLIP_BYTES + 1).as_bytes())),
+            ),
+            (
+                "cut_on_a_character_boundary",
+                Box::new({
+                    let s = straddling.clone();
+                    move |f| f.identity.subject = Some(s.clone())
+                }),
+                "/identity/subject",
+                json!(format!("{}…", "a".repeat(255))),
+                "/identity/subject_sha256",
+                json!(sha256_hex(straddling.as_bytes())),
+            ),
+            (
+                "long_tenant_clipped",
+                Box::new(|f| f.identity.tenant = Some("x".repeat(5_000))),
+                "/identity/tenant",
+                json!(format!("{}…", "x".repeat(CLIP_BYTES))),
+                "/identity/tenant_sha256",
+                json!(sha256_hex("x".repeat(5_000).as_bytes())),
+            ),
+            (
+                "megabyte_id_becomes_its_clipped_json",
+                Box::new({
+                    let id = long_id.clone();
+                    move |f| f.id = Some(id.clone())
+                }),
+                "/request/id",
+                json!(format!("{}…", &id_text[..CLIP_BYTES])),
+                "/request/id_sha256",
+                json!(sha256_hex(id_text.as_bytes())),
+            ),
+            (
+                "big_object_id_clipped_too",
+                Box::new(|f| f.id = Some(json!({"k": "v".repeat(300)}))),
+                "/request/id_sha256",
+                json!(sha256_hex(
+                    canonical(&json!({"k": "v".repeat(300)})).as_bytes()
+                )),
+                "/request/id_sha256",
+                json!(sha256_hex(
+                    canonical(&json!({"k": "v".repeat(300)})).as_bytes()
+                )),
+            ),
+            (
+                "numeric_id_kept",
+                Box::new(|f| f.id = Some(json!(123_456_789))),
+                "/request/id",
+                json!(123_456_789),
+                "/request/id_sha256",
+                Value::Null,
+            ),
+        ];
+        for (name, change, pointer, kept, sha_member, sha) in table {
+            let mut f = facts("alice", "t");
+            change(&mut f);
+            let prev = "7".repeat(64);
+            let event = seal(unsealed_event(f, ArgumentsMode::Hash), "n/1", 1, &prev)
+                .unwrap_or(Value::Null);
+            assert_eq!(event.pointer(pointer), Some(&kept), "{name}");
+            assert_eq!(
+                event.pointer(sha_member).cloned().unwrap_or(Value::Null),
+                sha,
+                "{name}"
+            );
+            assert!(hash_matches(&event), "{name}: the chain still verifies");
+            assert!(
+                event_line(&event).len() < 4_096,
+                "{name}: the event stays small"
+            );
         }
     }
 

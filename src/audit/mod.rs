@@ -27,7 +27,7 @@ pub use chain::{
     SharedStore, StoreError, BOOT_KEY,
 };
 pub use config::{compile, ArgumentsMode, AuditConfig, OnFailure};
-pub use delivery::{Batch, Delivery, DeliveryCounters, DropReport, Pushed, SendOutcome};
+pub use delivery::{Batch, Delivery, DeliveryCounters, DropReport, Handover, Pushed, SendOutcome};
 pub use event::{
     event_hash, event_line, hash_matches, seal, unsealed_event, AuditDecision, AuditEvent,
     AuditFinding, AuditIdentity, AuditRequest, AuditResponse, EventFacts, SealedEvent, Segment,

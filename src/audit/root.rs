@@ -7,7 +7,7 @@
 //! dispatched it, and an HTTP context may be gone by then; a callout per event
 //! costs most of the throughput (DESIGN.md), so batches leave from here.
 
-use super::{AuditConfig, AuditSink, EventFacts, Recorded};
+use super::{AuditConfig, AuditSink, EventFacts, Handover, Recorded};
 use crate::host::{Callout, Counter, Gauge, LogLevel, RootHost};
 use std::time::Duration;
 
@@ -28,6 +28,25 @@ const EXPORTED: [Counter; 4] = [
     Counter::AuditAppendFailed,
 ];
 
+/// Where the host keeps the Envoy node id, first match wins. Envoy 1.40
+/// serves it as `xds.node.id` and answers nothing for the older `node.id`
+/// (measured: `--service-node gw-1` gives `["xds","node","id"]` = "gw-1" and
+/// `["node","id"]` = not found), so reading only `node.id` named every chain
+/// `envoy/…`. `node.id` stays second for hosts that still serve it.
+const NODE_ID_PATHS: [&[&str]; 2] = [&["xds", "node", "id"], &["node", "id"]];
+
+/// The chain's first half: the Envoy node id, or `envoy` when the host names none.
+fn node_id(host: &impl RootHost) -> String {
+    NODE_ID_PATHS
+        .iter()
+        .find_map(|path| {
+            host.property(path)
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "envoy".to_owned())
+}
+
 /// One worker VM's audit delivery, owned by its root context.
 #[derive(Debug)]
 pub struct AuditRoot {
@@ -39,17 +58,16 @@ pub struct AuditRoot {
     buffered_reported: u64,
     /// The tick still runs at `PROMPT_TICK`: restoring `flush_ms` failed.
     restore_tick: bool,
+    /// The root context is gone ([`AuditRoot::retire`]): whatever is still
+    /// recorded here (an exchange that outlived it) is handed over at once.
+    retired: bool,
 }
 
 impl AuditRoot {
     /// `on_configure` with an `audit` section: join the chain (retried on the
     /// first event if shared data refuses now) and start the tick.
     pub fn configure(cfg: AuditConfig, host: &mut impl RootHost) -> Self {
-        let node = host
-            .property(&["node", "id"])
-            .and_then(|b| String::from_utf8(b).ok())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "envoy".to_owned());
+        let node = node_id(host);
         let flush = cfg.flush_ms;
         let mut sink = AuditSink::new(cfg, &node);
         if let Err(e) = sink.start(&*host, host.now_ms(), host.entropy()) {
@@ -72,7 +90,46 @@ impl AuditRoot {
             exported: [0; 4],
             buffered_reported: 0,
             restore_tick: false,
+            retired: false,
         }
+    }
+
+    /// The root context goes away (Envoy's `on_done`: the policy was swapped
+    /// or the filter removed). Its tick and callout answers stop with it, so
+    /// what it holds is handed to the root that replaces it instead of dying
+    /// with it; the counters are exported first (the gauge gives back this
+    /// VM's share, which the adopter then adds).
+    pub fn retire(&mut self, host: &mut impl RootHost) -> Handover {
+        self.retired = true;
+        // Losses not yet logged or announced go too: the adopter does both.
+        let handover = self.sink.hand_over();
+        self.export_counters(host);
+        handover
+    }
+
+    /// True once [`AuditRoot::retire`] ran: the glue hands over anything
+    /// recorded after it.
+    pub fn is_retired(&self) -> bool {
+        self.retired
+    }
+
+    /// Take over what a retired root of this VM held: sent from here with
+    /// this root's own events; what does not fit is dropped, counted and
+    /// announced like any other loss.
+    pub fn adopt(&mut self, host: &mut impl RootHost, handover: Handover) {
+        let events = handover.len();
+        let dropped = self.sink.adopt(handover, host.now_ms());
+        if dropped > 0 {
+            host.log(
+                LogLevel::Warn,
+                &format!("mcp-firewall: {dropped} of {events} audit events handed over by a replaced policy did not fit the buffer"),
+            );
+        }
+        if self.sink.wants_prompt_tick(host.now_ms()) && host.set_tick_period(PROMPT_TICK).is_err()
+        {
+            self.sink.prompt_tick_fired();
+        }
+        self.export_counters(host);
     }
 
     /// Seal and buffer one event (called from an HTTP context of this VM).
@@ -235,6 +292,8 @@ mod tests {
             on_failure: OnFailure::Open,
             arguments: ArgumentsMode::Hash,
             timeout_ms: 1_000,
+            max_batch_bytes: 1 << 20,
+            max_buffered_bytes: 16 << 20,
         }
     }
 
@@ -451,12 +510,12 @@ mod tests {
                 ],
             ),
             (
-                "answer_413_drops_the_batch_logs_its_seqs_and_goes_on",
+                "answer_400_drops_the_batch_logs_its_seqs_and_goes_on",
                 vec![
                     Record(3),
                     Tick,
                     Record(1),
-                    Answer(Some("413")),
+                    Answer(Some("400")),
                     Callouts(1),
                     Tick,
                     Warned("3 audit events dropped (seq 1-3)"),
@@ -466,6 +525,37 @@ mod tests {
                     Tick,
                     Callouts(2),
                     LastBatch(&[4]),
+                ],
+            ),
+            (
+                "answer_413_splits_the_batch_and_sends_the_halves_at_once",
+                vec![
+                    Record(3),
+                    Tick,
+                    Answer(Some("413")),
+                    Callouts(2),
+                    LastBatch(&[1]),
+                    Answer(Some("200")),
+                    Callouts(3),
+                    LastBatch(&[2, 3]),
+                    Answer(Some("200")),
+                    Tick,
+                    Counted(Counter::AuditSent, 3),
+                    Counted(Counter::AuditDropped, 0),
+                    Counted(Counter::AuditRetried, 1),
+                    Warnings(0),
+                ],
+            ),
+            (
+                "answer_413_to_one_event_drops_it_and_announces_it",
+                vec![
+                    Record(1),
+                    Wait(500),
+                    Tick,
+                    Answer(Some("413")),
+                    Tick,
+                    Warned("1 audit events dropped (seq 1-1)"),
+                    Counted(Counter::AuditDropped, 1),
                 ],
             ),
             (
@@ -676,16 +766,45 @@ mod tests {
 
     #[test]
     fn chain_is_named_after_the_node_id_or_envoy() {
-        let table: [(&str, Option<&[u8]>, &str); 4] = [
-            ("node_id", Some(b"node-a"), "\"chain\":\"node-a/"),
-            ("no_node_id", None, "\"chain\":\"envoy/"),
-            ("empty_node_id", Some(b""), "\"chain\":\"envoy/"),
-            ("node_id_not_utf8", Some(b"n\xff"), "\"chain\":\"envoy/"),
+        // (case, properties the host serves, chain prefix)
+        type Props = &'static [(&'static str, &'static [u8])];
+        let table: [(&str, Props, &str); 7] = [
+            (
+                "envoy_1_40_serves_xds_node_id",
+                &[("xds.node.id", b"gw-7")],
+                "\"chain\":\"gw-7/",
+            ),
+            (
+                "older_host_serves_node_id",
+                &[("node.id", b"node-a")],
+                "\"chain\":\"node-a/",
+            ),
+            (
+                "xds_node_id_wins_over_node_id",
+                &[("xds.node.id", b"gw-7"), ("node.id", b"node-a")],
+                "\"chain\":\"gw-7/",
+            ),
+            (
+                "empty_xds_node_id_falls_back_to_node_id",
+                &[("xds.node.id", b""), ("node.id", b"node-a")],
+                "\"chain\":\"node-a/",
+            ),
+            ("no_node_id", &[], "\"chain\":\"envoy/"),
+            (
+                "empty_node_id",
+                &[("xds.node.id", b"")],
+                "\"chain\":\"envoy/",
+            ),
+            (
+                "node_id_not_utf8",
+                &[("xds.node.id", b"n\xff")],
+                "\"chain\":\"envoy/",
+            ),
         ];
-        for (name, node, want) in table {
+        for (name, props, want) in table {
             let mut host = FakeRootHost::new();
-            if let Some(node) = node {
-                host.properties.insert("node.id".into(), node.to_vec());
+            for (path, value) in props {
+                host.properties.insert((*path).into(), value.to_vec());
             }
             let mut root = AuditRoot::configure(cfg(), &mut host);
             for _ in 0..3 {
@@ -699,6 +818,50 @@ mod tests {
                 .unwrap_or_default();
             assert!(body.contains(want), "{name}: {body}");
         }
+    }
+
+    #[test]
+    fn a_replaced_root_hands_every_event_to_its_successor() {
+        let mut host = FakeRootHost::new();
+        host.now_ms = 1_000_000;
+        let mut old = AuditRoot::configure(cfg(), &mut host);
+        for _ in 0..2 {
+            old.record(&mut host, facts("alice", "t"));
+        }
+        // The policy is swapped: Envoy configures the new root, ends the old.
+        let mut new = AuditRoot::configure(cfg(), &mut host);
+        let first = old.retire(&mut host);
+        assert!(old.is_retired());
+        // An exchange that outlived the old root records into it: handed over too.
+        old.record(&mut host, facts("bob", "t"));
+        let late = old.retire(&mut host);
+        assert_eq!((first.len(), late.len()), (2, 1));
+        new.record(&mut host, facts("carol", "t"));
+        new.adopt(&mut host, first);
+        new.adopt(&mut host, late);
+        host.now_ms += 500;
+        new.on_tick(&mut host);
+        let mut sent: Vec<u64> = host.callouts.iter().flat_map(|c| seqs(&c.body)).collect();
+        host.answer_headers.insert(":status".into(), "200".into());
+        while let Some(id) = host.callouts.last().map(|c| c.id) {
+            let before = host.callouts.len();
+            new.on_callout_answer(&mut host, id);
+            if host.callouts.len() == before {
+                break;
+            }
+            sent.extend(
+                host.callouts
+                    .last()
+                    .map(|c| seqs(&c.body))
+                    .unwrap_or_default(),
+            );
+        }
+        sent.sort_unstable();
+        assert_eq!(sent, [1, 2, 3, 4], "one chain, no seq lost");
+        new.on_tick(&mut host);
+        assert_eq!(host.counters.get(&Counter::AuditSent).copied(), Some(4));
+        assert_eq!(host.counters.get(&Counter::AuditDropped).copied(), None);
+        assert_eq!(host.gauges.get(&Gauge::AuditBuffered).copied(), Some(0));
     }
 
     #[test]

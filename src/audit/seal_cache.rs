@@ -12,8 +12,8 @@
 
 use super::config::ArgumentsMode;
 use super::event::{
-    request_of, AuditDecision, AuditFinding, AuditIdentity, EventFacts, SealedEvent, Segment,
-    SegmentReason,
+    clipped_identity, request_of, AuditDecision, AuditFinding, AuditIdentity, EventFacts,
+    SealedEvent, Segment, SegmentReason,
 };
 use crate::json::{canonical, lower_hex};
 use serde::Serialize;
@@ -139,7 +139,7 @@ pub(crate) fn prepare_with(
     ));
     members.push((
         "identity".into(),
-        remembered(&mut memo.identity, facts.identity),
+        remembered(&mut memo.identity, clipped_identity(facts.identity)),
     ));
     members.push((
         "policy_sha256".into(),
@@ -451,6 +451,18 @@ mod tests {
                 },
                 ArgumentsMode::Omit,
                 2,
+            ),
+            (
+                "every_caller_controlled_field_clipped",
+                {
+                    let mut f = facts(&"s\u{e9}".repeat(400), &"t".repeat(1 << 20));
+                    f.method = "m".repeat(300);
+                    f.id = Some(json!("i".repeat(1_000)));
+                    f.identity.tenant = Some("\u{1f600}".repeat(100));
+                    f
+                },
+                ArgumentsMode::Hash,
+                3,
             ),
         ];
         for (name, f, mode, seq) in table {

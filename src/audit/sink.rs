@@ -6,7 +6,7 @@
 
 use super::{
     append_prepared_at, chain_id, head_key, prepare_with, AuditConfig, AuditError, Batch, Delivery,
-    EventFacts, EventMemo, OnFailure, Pushed, SendOutcome, SharedStore,
+    EventFacts, EventMemo, Handover, OnFailure, Pushed, SendOutcome, SharedStore,
 };
 
 #[derive(Debug)]
@@ -170,6 +170,20 @@ impl AuditSink {
             .map(|(_, t)| t)
     }
 
+    /// Everything held, for the sink that replaces this one (the batch in
+    /// flight included: its answer will not be waited for).
+    pub fn hand_over(&mut self) -> Handover {
+        self.in_flight = None;
+        self.prompt_tick = false;
+        self.delivery.hand_over()
+    }
+
+    /// Take over what a replaced sink held; returns how many of its events
+    /// did not fit (dropped, counted and announced here).
+    pub fn adopt(&mut self, handover: Handover, now_ms: u64) -> usize {
+        self.delivery.adopt(handover, now_ms)
+    }
+
     pub fn delivery(&mut self) -> &mut Delivery {
         &mut self.delivery
     }
@@ -193,6 +207,8 @@ mod tests {
                 on_failure: OnFailure::Open,
                 arguments: ArgumentsMode::Hash,
                 timeout_ms: 1_000,
+                max_batch_bytes: 1 << 20,
+                max_buffered_bytes: 16 << 20,
             },
             "node-a",
         )

@@ -55,6 +55,16 @@ impl PendingAudit {
         }
     }
 
+    /// A GET or DELETE: an HTTP exchange that carries no JSON-RPC message,
+    /// named `(http <METHOD>)` in `request.method` (parenthesised like
+    /// `(refused before decision)`, so it reads as no JSON-RPC method).
+    pub fn http(method: &str, decision: Decision) -> Self {
+        PendingAudit {
+            method: format!("(http {method})"),
+            ..Self::refused_before_decision(decision)
+        }
+    }
+
     /// A request refused before any message was decided.
     pub fn refused_before_decision(decision: Decision) -> Self {
         PendingAudit {
@@ -178,6 +188,8 @@ impl ExchangeAudit {
                 subject: caller.subject,
                 tenant: caller.tenant,
                 roles: caller.roles,
+                subject_sha256: None,
+                tenant_sha256: None,
                 via: caller.via,
             },
             method: p.method,

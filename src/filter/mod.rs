@@ -149,6 +149,9 @@ impl RequestFilter {
         };
         host.count(counter, 1);
         let reply = r.reply();
+        // A DELETE held for its termination event that turns out to carry a
+        // body is refused instead: this refusal is its one event.
+        drop(self.audit.take_held());
         if self.audit.enabled() {
             let p = PendingAudit::refused_before_decision(Decision::deny(
                 r.rule.clone(),
@@ -222,7 +225,7 @@ impl RequestFilter {
         self.length_removable = host.request_header("content-length").is_none();
         match verdict {
             HeadVerdict::Refuse(r) => self.refuse(host, &r),
-            HeadVerdict::Deny(d) => self.deny_before_body(host, d),
+            HeadVerdict::Deny(d) => self.deny_before_body(host, &head.method, d),
             HeadVerdict::Public { hold_until_end } => {
                 self.head = head;
                 self.phase = match hold_until_end {
@@ -235,6 +238,20 @@ impl RequestFilter {
                 }
             }
             HeadVerdict::Stream { hold_until_end, .. } => {
+                if head.method == "DELETE" && self.audit.enabled() {
+                    // Ending a session is a change of state on the server like
+                    // a tool call: the trail records who ended which exchange
+                    // and what the server answered (when the exchange ends).
+                    self.audit.hold(vec![PendingAudit::http(
+                        &head.method,
+                        Decision {
+                            verdict: Verdict::Allow,
+                            rule: RuleId::SessionBinding,
+                            reason: "DELETE ends the session; its binding lets this caller do so"
+                                .into(),
+                        },
+                    )]);
+                }
                 let caller = self.caller.clone().unwrap_or_else(|| Rc::new(anonymous()));
                 self.rewriter.expect_replays(caller);
                 self.head = head;
@@ -307,7 +324,7 @@ impl RequestFilter {
 
     /// A refusal decided on the headers (kill switch, stolen session, audit
     /// back-pressure): answered 403 and audited.
-    fn deny_before_body(&mut self, host: &mut dyn Host, d: Decision) -> Flow {
+    fn deny_before_body(&mut self, host: &mut dyn Host, method: &str, d: Decision) -> Flow {
         self.log_refusal(host, &d.rule, 403);
         if d.rule == RuleId::KillSwitch {
             host.count(Counter::RefusedKillSwitch, 1);
@@ -315,9 +332,10 @@ impl RequestFilter {
         let body = reply::decision_error(None, &d);
         let reply = LocalReply::json(403, &body, Some(d.rule.as_str()));
         // A GET or DELETE on another caller's session is a hijack
-        // attempt: the trail records it like any refusal.
+        // attempt: the trail records it like any refusal, named by
+        // its HTTP method (there is no JSON-RPC message to name it).
         if self.audit.enabled() {
-            let p = PendingAudit::refused_before_decision(d);
+            let p = PendingAudit::http(method, d);
             self.audit
                 .send_replied(host, self.caller.as_deref(), p, &reply);
         }
@@ -380,7 +398,10 @@ impl RequestFilter {
         self.head = head;
         let needs_edit = match &verdict {
             HeadVerdict::Refuse(r) => return Some(self.refuse(host, r)),
-            HeadVerdict::Deny(d) => return Some(self.deny_before_body(host, d.clone())),
+            HeadVerdict::Deny(d) => {
+                let method = self.head.method.clone();
+                return Some(self.deny_before_body(host, &method, d.clone()));
+            }
             HeadVerdict::ReadBody {
                 may_rewrite,
                 strip_credential,

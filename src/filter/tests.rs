@@ -836,6 +836,90 @@ fn forwarded_call_is_audited_when_the_exchange_ends() {
     );
 }
 
+/// GET and DELETE carry no JSON-RPC message; the trail still records a
+/// session ended and any GET or DELETE refused (a hijack attempt).
+#[test]
+fn session_termination_and_refused_get_delete_are_audited() {
+    let store = Rc::new(crate::store::MemoryStore::default());
+    let mut host = post("reader-key");
+    host.store = store.clone();
+    let mut init = Exchange::new(audited_policy(), host);
+    let body = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#;
+    init.request(Request::new(body.as_bytes()));
+    init.respond(Response::new(b"").header("mcp-session-id", "sess-9"));
+    // (case, key, HTTP method, body, events: (method, verdict, rule, status))
+    use crate::audit::Verdict as AuditVerdict;
+    type Want = Option<(&'static str, AuditVerdict, &'static str, u16)>;
+    let table: [(&str, &str, &str, &[u8], Want); 5] = [
+        (
+            "owner_ends_the_session",
+            "reader-key",
+            "DELETE",
+            b"",
+            Some(("(http DELETE)", AuditVerdict::Allow, "session-binding", 200)),
+        ),
+        (
+            "another_caller_ending_it_is_a_refused_hijack",
+            "admin-key",
+            "DELETE",
+            b"",
+            Some(("(http DELETE)", AuditVerdict::Deny, "session-binding", 403)),
+        ),
+        (
+            "another_caller_opening_its_stream_is_a_refused_hijack",
+            "admin-key",
+            "GET",
+            b"",
+            Some(("(http GET)", AuditVerdict::Deny, "session-binding", 403)),
+        ),
+        (
+            "a_delete_with_a_body_is_one_refusal_not_a_termination",
+            "reader-key",
+            "DELETE",
+            b"{}",
+            Some((
+                "(refused before decision)",
+                AuditVerdict::Deny,
+                "protocol",
+                400,
+            )),
+        ),
+        (
+            "the_owners_get_stream_is_not_an_event",
+            "reader-key",
+            "GET",
+            b"",
+            None,
+        ),
+    ];
+    for (name, key, method, body, want) in table {
+        let mut host = post(key)
+            .header("mcp-session-id", "sess-9")
+            .header(":method", method);
+        host.store = store.clone();
+        let mut x = Exchange::new(audited_policy(), host);
+        x.request(Request::new(body));
+        if x.reply().is_none() {
+            x.respond(Response::new(b"").status("200"));
+        }
+        x.done();
+        let got: Vec<_> = x
+            .host
+            .audited
+            .iter()
+            .map(|e| {
+                (
+                    e.method.as_str(),
+                    e.decision.verdict,
+                    e.decision.rule.as_str(),
+                    e.response.as_ref().map_or(0, |r| r.status),
+                )
+            })
+            .collect();
+        assert_eq!(got, want.into_iter().collect::<Vec<_>>(), "{name}");
+    }
+}
+
 #[test]
 fn protocol_refusal_is_audited() {
     let mut x = Exchange::new(audited_policy(), post("reader-key"));

@@ -5,7 +5,7 @@
 //! and a panic kills the VM. The core therefore reads headers only in the
 //! headers callback, and every hostcall result is handled, never unwrapped.
 
-use crate::audit::{AuditRoot, EventFacts};
+use crate::audit::{AuditRoot, EventFacts, Handover};
 use crate::filter::RequestFilter;
 use crate::host::{
     Callout, Counter, Flow, Gauge, Host, HostError, LogLevel, RefusalLogGate, RootHost,
@@ -108,6 +108,30 @@ proxy_wasm::main! {{
 /// (same thread, so no queue is needed between them).
 type SharedAudit = Rc<RefCell<AuditRoot>>;
 
+thread_local! {
+    /// What root contexts of this VM that went away still held (a policy
+    /// swap: Envoy keeps the VM, makes a root context for the new policy and
+    /// ends the old one), waiting for a root context with audit on to adopt
+    /// it. One VM runs on one thread, so a thread-local is VM-wide.
+    static HANDOVERS: RefCell<Vec<Handover>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Retire `audit` and queue what it held for the next root that adopts.
+fn retire(audit: &SharedAudit) {
+    let handover = audit.borrow_mut().retire(&mut WasmRootHost);
+    if !handover.is_empty() {
+        HANDOVERS.with(|q| q.borrow_mut().push(handover));
+    }
+}
+
+/// Adopt whatever retired roots of this VM left, if anything.
+fn adopt_handovers(audit: &SharedAudit) {
+    let waiting = HANDOVERS.with(|q| std::mem::take(&mut *q.borrow_mut()));
+    for handover in waiting {
+        audit.borrow_mut().adopt(&mut WasmRootHost, handover);
+    }
+}
+
 struct FirewallRoot {
     policy: Option<Rc<CompiledPolicy>>,
     audit: Option<SharedAudit>,
@@ -128,6 +152,18 @@ fn entropy() -> u64 {
 }
 
 impl Context for FirewallRoot {
+    /// The root context ends (its policy was replaced, or the filter
+    /// removed): its buffered audit events go to the root that replaces it,
+    /// not down with it. Done at once: waiting here for the collector would
+    /// hold a replaced policy's context for up to `timeout_ms`, and the
+    /// events are not lost meanwhile.
+    fn on_done(&mut self) -> bool {
+        if let Some(audit) = self.audit.take() {
+            retire(&audit);
+        }
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         call_id: u32,
@@ -183,10 +219,18 @@ impl RootContext for FirewallRoot {
                 policy.sha256
             ),
         );
+        // A host that configures the same root context again: the previous
+        // policy's buffer is handed over like a replaced root's.
+        if let Some(old) = self.audit.take() {
+            retire(&old);
+        }
         self.audit = policy
             .audit
             .clone()
             .map(|cfg| Rc::new(RefCell::new(AuditRoot::configure(cfg, &mut WasmRootHost))));
+        if let Some(audit) = &self.audit {
+            adopt_handovers(audit);
+        }
         let policy = Rc::new(policy);
         self.key = Rc::from(filter_key());
         put_in_force(&self.key, &policy);
@@ -196,6 +240,7 @@ impl RootContext for FirewallRoot {
 
     fn on_tick(&mut self) {
         if let Some(audit) = &self.audit {
+            adopt_handovers(audit);
             audit.borrow_mut().on_tick(&mut WasmRootHost);
         }
     }
@@ -533,6 +578,11 @@ impl Host for WasmHost {
     fn audit(&mut self, facts: EventFacts) {
         if let Some(audit) = &self.audit {
             audit.borrow_mut().record(&mut WasmRootHost, facts);
+            // An exchange that outlived its root context (a policy swap while
+            // it was in flight): its event follows the rest to the new root.
+            if audit.borrow().is_retired() {
+                retire(audit);
+            }
         }
     }
     fn audit_refuses(&self) -> bool {

@@ -81,7 +81,7 @@ class Collector:
 
 def audit_envoy(workdir: Path, mcp_server: harness.McpServer, wasm: Path, collector_port: int, *,
                 name: str, audit: dict[str, Any], concurrency: int = 1,
-                policy: dict[str, Any] | None = None) -> harness.Envoy:
+                policy: dict[str, Any] | None = None, extra_args: tuple[str, ...] = ()) -> harness.Envoy:
     """envoy/envoy.yaml + the test policy with an `audit` section, plus a static
     cluster for the collector (the same shape as test_audit.py)."""
     p = policy if policy is not None else base_policy()
@@ -89,7 +89,7 @@ def audit_envoy(workdir: Path, mcp_server: harness.McpServer, wasm: Path, collec
     cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
                          upstream_port=mcp_server.port, policy=p, wasm=wasm)
     cfg["static_resources"]["clusters"].append(collector_cluster(collector_port))
-    return harness.Envoy(cfg, workdir, name=name, concurrency=concurrency)
+    return harness.Envoy(cfg, workdir, name=name, concurrency=concurrency, extra_args=extra_args)
 
 
 def collector_cluster(port: int) -> dict[str, Any]:

@@ -237,7 +237,7 @@ def envoy_validate(cfg: dict[str, Any], workdir: Path, name: str = "validate") -
 
 class Envoy:
     def __init__(self, cfg: dict[str, Any], workdir: Path, name: str = "envoy", concurrency: int = 1,
-                 log_level: str = "info"):
+                 log_level: str = "info", extra_args: tuple[str, ...] = ()):
         self.name = name
         self.cfg = cfg
         self.port = int(cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"])
@@ -246,7 +246,7 @@ class Envoy:
         self.log_path = workdir / f"{name}.log"
         argv = [str(ENVOY_BIN), "-c", str(self.config_path), "--concurrency", str(concurrency),
                 "--use-dynamic-base-id", "-l", log_level, "--log-path", str(self.log_path),
-                "--component-log-level", "wasm:info"]
+                "--component-log-level", "wasm:info", *extra_args]
         self.proc = Proc(name, argv, workdir / f"{name}.stdout", cwd=REPO)
         try:
             _wait(self.ready, STARTUP_TIMEOUT_S, f"envoy {name}", self.proc)

@@ -75,8 +75,9 @@ KINDS: list[tuple[str, Callable[[int], dict[str, Any]]]] = [
 DESIGNED = {("echo", "allow", "-"), ("get-sum", "allow", "-"), ("get-env", "deny", "no-env"),
             ("get-tiny-image", "deny", "default-deny"), ("echo", "deny", "dlp")}
 # initialize, notifications/initialized and the explicit tools/list of one SDK session
-# (list_tools first, so call_tool never fetches the list by itself).
-SESSION_MESSAGES = {"initialize": 1, "notifications/initialized": 1, "tools/list": 1}
+# (list_tools first, so call_tool never fetches the list by itself), and the DELETE
+# with which the SDK ends the session on close (audited as "(http DELETE)").
+SESSION_MESSAGES = {"initialize": 1, "notifications/initialized": 1, "tools/list": 1, "(http DELETE)": 1}
 REFUSED_METHOD = "(refused before decision)"
 DUPLICATE_KEYS = b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","name":"get-env"}}'
 
