@@ -37,12 +37,12 @@ def audited(policy: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture()
 def hot_audited(workdir: Path, wasm: Path, mcp_server: Any,
-                request: pytest.FixtureRequest) -> Iterator[Callable[[dict[str, Any], Collector], HotEnvoy]]:
+                request: pytest.FixtureRequest) -> Iterator[Callable[..., HotEnvoy]]:
     if not CLI.exists():
         pytest.fail(f"{CLI} is missing: scripts/test.sh builds it")
     started: list[Any] = []
 
-    def start(policy: dict[str, Any], col: Collector) -> HotEnvoy:
+    def start(policy: dict[str, Any], col: Collector, concurrency: int = 1) -> HotEnvoy:
         name = f"audit-reload-{request.node.name}"
         ecds_dir = workdir / f"ecds-{name}"
         ecds_dir.mkdir(exist_ok=True)
@@ -60,7 +60,7 @@ def hot_audited(workdir: Path, wasm: Path, mcp_server: Any,
         src = fw["config_discovery"]["config_source"]["path_config_source"]
         src["path"] = str(ecds_dir / "mcp_firewall.json")
         src["watched_directory"] = {"path": str(ecds_dir)}
-        env = harness.Envoy(cfg, workdir, name=f"envoy-{name}")
+        env = harness.Envoy(cfg, workdir, name=f"envoy-{name}", concurrency=concurrency)
         started.append(env)
         return HotEnvoy(env, ecds_dir, wasm, workdir)
 
