@@ -48,7 +48,7 @@ UP_PORT=$(port); UP_ADMIN=$(port)
 
 # ---- upstream: Envoy answering a fixed JSON-RPC result (as scripts/bench.sh) --------
 "$PY" tests/e2e/harness.py render-upstream --port "$UP_PORT" --admin "$UP_ADMIN" >"$WORK/upstream.json"
-.venv/bin/envoy -c "$WORK/upstream.json" --concurrency 1 --use-dynamic-base-id -l error \
+.venv/bin/envoy -c "$WORK/upstream.json" --concurrency 1 --disable-hot-restart -l error \
   >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
 "$PY" tests/e2e/harness.py wait-ready --admin "$UP_ADMIN"
@@ -109,7 +109,7 @@ cfg["static_resources"]["clusters"].append({
 json.dump(cfg, open(path, "w"), indent=1)
 EOF
   fi
-  .venv/bin/envoy -c "$WORK/$name.json" --concurrency "$CONCURRENCY" --use-dynamic-base-id -l warn \
+  .venv/bin/envoy -c "$WORK/$name.json" --concurrency "$CONCURRENCY" --disable-hot-restart -l warn \
     >"$WORK/$name-$round.log" 2>&1 &
   pid=$!
   PIDS+=("$pid")

@@ -44,7 +44,7 @@ UP_PORT=$(port); UP_ADMIN=$(port)
 
 # ---- upstream: Envoy answering a fixed JSON-RPC result ------------------------------
 "$PY" tests/e2e/harness.py render-upstream --port "$UP_PORT" --admin "$UP_ADMIN" --text "Echo: received" >"$WORK/upstream.json"
-.venv/bin/envoy -c "$WORK/upstream.json" --concurrency 1 --use-dynamic-base-id -l error \
+.venv/bin/envoy -c "$WORK/upstream.json" --concurrency 1 --disable-hot-restart -l error \
   >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
 "$PY" tests/e2e/harness.py wait-ready --admin "$UP_ADMIN"
@@ -115,7 +115,7 @@ print(json.dumps(p))
 EOF
   "$PY" tests/e2e/harness.py render --template envoy --policy "$WORK/$name.policy.json" \
     --listen "$listen" --admin "$admin" --upstream "$UP_PORT" >"$WORK/$name.json"
-  .venv/bin/envoy -c "$WORK/$name.json" --concurrency 1 --use-dynamic-base-id -l error \
+  .venv/bin/envoy -c "$WORK/$name.json" --concurrency 1 --disable-hot-restart -l error \
     >"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
   "$PY" tests/e2e/harness.py wait-ready --admin "$admin"

@@ -49,7 +49,7 @@ UP_PORT=$(port); UP_ADMIN=$(port)
 
 # ---- upstream: Envoy answering a fixed JSON-RPC result ------------------------------
 "$PY" tests/e2e/harness.py render-upstream --port "$UP_PORT" --admin "$UP_ADMIN" >"$WORK/upstream.json"
-.venv/bin/envoy -c "$WORK/upstream.json" --concurrency 1 --use-dynamic-base-id -l error \
+.venv/bin/envoy -c "$WORK/upstream.json" --concurrency 1 --disable-hot-restart -l error \
   >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
 "$PY" tests/e2e/harness.py wait-ready --admin "$UP_ADMIN"
@@ -72,7 +72,7 @@ run_side() { # name [render args...]
   listen=$(port); admin=$(port)
   "$PY" tests/e2e/harness.py render --template envoy --policy "${POLICY:-policies/demo.json}" \
     --listen "$listen" --admin "$admin" --upstream "$UP_PORT" "$@" >"$WORK/$name.json"
-  .venv/bin/envoy -c "$WORK/$name.json" --concurrency 2 --use-dynamic-base-id -l error \
+  .venv/bin/envoy -c "$WORK/$name.json" --concurrency 2 --disable-hot-restart -l error \
     >"$WORK/$name.log" 2>&1 &
   pid=$!
   PIDS+=("$pid")

@@ -56,7 +56,7 @@ start_envoy() { # name listen admin [--mode dry_run]
   local name=$1 listen=$2 admin=$3; shift 3
   "$PY" tests/e2e/harness.py render --template envoy --policy policies/demo.json \
     --listen "$listen" --admin "$admin" --upstream "$SERVER_PORT" "$@" >"$WORK/$name.json"
-  .venv/bin/envoy -c "$WORK/$name.json" --concurrency 1 --use-dynamic-base-id \
+  .venv/bin/envoy -c "$WORK/$name.json" --concurrency 1 --disable-hot-restart \
     -l info --component-log-level wasm:info --log-path "$WORK/$name.log" --file-flush-interval-msec 100 \
     >"$WORK/$name.stdout" 2>&1 &
   PIDS+=($!)

@@ -12,7 +12,12 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "mcp-firewall",
-    version,
+    version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (policy version 1; the filter it matches: mcp_firewall.wasm ",
+        env!("CARGO_PKG_VERSION"),
+        ", built from the same workspace)"
+    ),
     about = "Tools for the mcp-firewall Envoy filter"
 )]
 struct Cli {

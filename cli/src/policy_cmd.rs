@@ -408,8 +408,22 @@ pub struct EnvoyConfigArgs {
     vm_id: String,
     /// Print an ECDS DiscoveryResponse (JSON) for hot reload through a
     /// `path_config_source` instead of the static filter entry (YAML).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "full")]
     ecds: bool,
+    /// Print a complete minimal Envoy bootstrap (listener, filters, the MCP
+    /// server's cluster) instead of the filter entry alone.
+    #[arg(long)]
+    full: bool,
+    /// Spaces before the entry's `- name:`: the default pastes under
+    /// `http_filters:` as envoy/envoy.yaml indents it.
+    #[arg(long, default_value_t = 10)]
+    indent: usize,
+    /// With --full: where the MCP server listens (host:port).
+    #[arg(long, default_value = "127.0.0.1:3001")]
+    upstream: String,
+    /// With --full: the port Envoy listens on.
+    #[arg(long, default_value_t = 10000)]
+    listen_port: u16,
 }
 
 /// The `envoy.filters.http.wasm` config carrying a policy. The one place the
@@ -512,16 +526,101 @@ pub fn envoy_config(args: EnvoyConfigArgs) -> ExitCode {
         println!("{response}");
         return ExitCode::SUCCESS;
     }
-    let mut out = String::from(
-        "# mcp-firewall HTTP filter; place it before envoy.filters.http.router.\n\
-         # allow_on_headers_stop_iteration: the filter holds the headers until it has decided the body.\n\
-         # failure_policy FAIL_RELOAD: a crashed VM is reloaded and keeps enforcing (never FAIL_OPEN).\n",
+    let jwt = policy.identity.jwt_payload_header.clone();
+    // jwt_authn writes the payload header; a client-sent copy must be gone
+    // before it, or a caller could name themselves (as envoy/envoy.yaml does).
+    let strip_jwt = jwt.as_ref().map(|h| {
+        json!({
+            "name": "envoy.filters.http.header_mutation",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                "mutations": {"request_mutations": [{"remove": h}]}
+            }
+        })
+    });
+    let entry = json!({"name": "mcp_firewall", "typed_config": filter});
+    if args.full {
+        let Some((host, port)) = args
+            .upstream
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+        else {
+            eprintln!("--upstream: expected host:port, got {:?}", args.upstream);
+            return ExitCode::from(2);
+        };
+        print!(
+            "{}",
+            full_bootstrap(entry, strip_jwt, &host, port, args.listen_port)
+        );
+        return ExitCode::SUCCESS;
+    }
+    let pad = " ".repeat(args.indent);
+    let mut out = format!(
+        "{pad}# mcp-firewall HTTP filter; place it before envoy.filters.http.router.\n\
+         {pad}# allow_on_headers_stop_iteration: the filter holds the headers until it has decided the body.\n\
+         {pad}# failure_policy FAIL_RELOAD: a crashed VM is reloaded and keeps enforcing (never FAIL_OPEN).\n"
     );
-    to_yaml(
-        &json!([{"name": "envoy.filters.http.wasm", "typed_config": filter}]),
-        0,
-        &mut out,
-    );
+    if let Some(h) = &jwt {
+        out.push_str(&format!(
+            "{pad}# identity.jwt_payload_header is {h:?}: Envoy must remove client copies of it\n\
+             {pad}# before jwt_authn writes it (the header_mutation entry below; jwt_authn goes between).\n"
+        ));
+    }
+    let entries: Vec<Value> = strip_jwt.into_iter().chain([entry]).collect();
+    to_yaml(&Value::Array(entries), args.indent, &mut out);
     print!("{out}");
     ExitCode::SUCCESS
+}
+
+/// A complete minimal Envoy bootstrap around the filter entry: one listener,
+/// the MCP server's cluster, no route timeout (MCP streams stay open).
+fn full_bootstrap(
+    entry: Value,
+    strip_jwt: Option<Value>,
+    host: &str,
+    port: u16,
+    listen_port: u16,
+) -> String {
+    let mut filters: Vec<Value> = strip_jwt.into_iter().collect();
+    filters.push(entry);
+    filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
+    }));
+    let bootstrap = json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9901}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "mcp",
+                "address": {"socket_address": {"address": "0.0.0.0", "port_value": listen_port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "mcp",
+                        "route_config": {"name": "mcp", "virtual_hosts": [{
+                            "name": "mcp", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"},
+                                        "route": {"cluster": "mcp_server", "timeout": "0s"}}]
+                        }]},
+                        "http_filters": filters
+                    }
+                }]}]
+            }],
+            "clusters": [{
+                "name": "mcp_server",
+                "type": "STRICT_DNS",
+                "load_assignment": {"cluster_name": "mcp_server", "endpoints": [{"lb_endpoints": [{
+                    "endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}
+                }]}]}
+            }]
+        }
+    });
+    let mut out = String::from(
+        "# A minimal Envoy in front of one MCP server, with mcp-firewall (mcp-firewall envoy-config --full).\n\
+         # Run: envoy -c this.yaml --disable-hot-restart. TLS, jwt_authn and the audit collector's cluster\n\
+         # are yours to add (see envoy/*.yaml in the repository).\n",
+    );
+    to_yaml(&bootstrap, 0, &mut out);
+    out
 }

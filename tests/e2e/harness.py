@@ -245,7 +245,7 @@ class Envoy:
         self.config_path = write_config(cfg, workdir / f"{name}.json")
         self.log_path = workdir / f"{name}.log"
         argv = [str(ENVOY_BIN), "-c", str(self.config_path), "--concurrency", str(concurrency),
-                "--use-dynamic-base-id", "-l", log_level, "--log-path", str(self.log_path),
+                "--disable-hot-restart", "-l", log_level, "--log-path", str(self.log_path),
                 "--component-log-level", "wasm:info", *extra_args]
         self.proc = Proc(name, argv, workdir / f"{name}.stdout", cwd=REPO)
         try:

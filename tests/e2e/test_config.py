@@ -10,10 +10,12 @@ message naming the JSON path.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import FIXTURES, base_policy
 
 import harness
@@ -97,3 +99,45 @@ def test_envoy_refuses_to_start_with_a_bad_policy_and_serves_nothing(wasm: Path,
     with pytest.raises(RuntimeError) as ei:
         harness.Envoy(cfg, workdir, name="envoy-bad-policy")
     assert "$.rules[0].effect" in str(ei.value)
+
+
+CLI = harness.REPO / "target" / "release" / "mcp-firewall"
+
+
+def envoy_config(*args: str) -> str:
+    out = subprocess.run([str(CLI), "envoy-config", *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_envoy_config_entry_pastes_under_http_filters_as_the_example_names_it() -> None:
+    """The default indentation is envoy/envoy.yaml's for `http_filters:` items."""
+    printed = envoy_config(str(FIXTURES / "policy.json"), "--wasm", "/x/f.wasm")
+    doc = yaml.safe_load("hcm:\n" + " " * 10 + "http_filters:\n" + printed)
+    entry = doc["hcm"]["http_filters"][0]
+    example = harness.firewall_filter(harness.load_template("envoy"))
+    assert entry["name"] == example["name"] == "mcp_firewall"
+    assert json.loads(entry["typed_config"]["config"]["configuration"]["value"]) == base_policy()
+
+
+def test_envoy_config_reminds_about_the_jwt_header_and_removes_it(workdir: Path) -> None:
+    p = base_policy()
+    p["identity"]["jwt_payload_header"] = "x-jwt-payload"
+    path = workdir / "jwt-policy.json"
+    path.write_text(json.dumps(p))
+    printed = envoy_config(str(path))
+    assert "Envoy must remove client copies of it" in printed
+    doc = yaml.safe_load("hcm:\n" + " " * 10 + "http_filters:\n" + printed)
+    strip, fw = doc["hcm"]["http_filters"]
+    assert strip["typed_config"]["mutations"]["request_mutations"] == [{"remove": "x-jwt-payload"}]
+    assert fw["name"] == "mcp_firewall"
+
+
+def test_envoy_config_full_is_a_bootstrap_envoy_accepts(wasm: Path, workdir: Path) -> None:
+    out = workdir / "full.yaml"
+    out.write_text(envoy_config(str(harness.REPO / "policies" / "demo.json"), "--full", "--wasm", str(wasm),
+                                "--upstream", "127.0.0.1:3001", "--listen-port", str(harness.free_port())))
+    r = subprocess.run([str(harness.ENVOY_BIN), "--mode", "validate", "-c", str(out), "-l", "info"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "policy loaded" in r.stdout + r.stderr
