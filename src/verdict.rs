@@ -52,6 +52,8 @@ pub struct RequestHead {
     pub method: String,
     /// `:path` (read for the OAuth metadata path only).
     pub path: Option<String>,
+    /// `Last-Event-ID`: a GET naming one asks the server to replay a stream.
+    pub last_event_id: Option<String>,
     /// `content-type` ("" when absent).
     pub content_type: String,
     pub content_encoding: Option<String>,
@@ -199,9 +201,15 @@ pub fn judge_head(
     if head.method == "GET"
         && head.path.is_some()
         && head.path.as_deref() == policy.identity.metadata_path()
+        && head.session_id.is_none()
+        && head.last_event_id.is_none()
+        && !policy.kill_switch
     {
         // The OAuth protected-resource metadata is public by design (RFC
         // 9728): a client without a token fetches it to learn how to get one.
+        // Only a plain GET: a server that serves its MCP endpoint on every
+        // path would open a session's stream for one naming a session id or
+        // a replay, and the response side refuses any event stream.
         return HeadVerdict::Public {
             hold_until_end: !head.ends_stream,
         };

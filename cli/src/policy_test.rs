@@ -184,6 +184,7 @@ pub fn request_head(headers: &BTreeMap<String, String>) -> RequestHead {
     RequestHead {
         method: get(":method").unwrap_or_else(|| "POST".into()),
         path: get(":path"),
+        last_event_id: get("last-event-id"),
         content_type: get("content-type").unwrap_or_else(|| "application/json".into()),
         content_encoding: get("content-encoding"),
         content_length: get("content-length"),

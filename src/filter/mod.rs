@@ -55,8 +55,8 @@ pub struct RequestFilter {
     /// Set on request headers when the request must be refused whatever it
     /// says (stolen session id, audit trail unavailable under `closed`).
     standing: Option<Decision>,
-    /// The request is an `initialize` that presented no session id: the one
-    /// answer whose `Mcp-Session-Id` is the server issuing a new session.
+    /// The request is an `initialize`: an `Mcp-Session-Id` on its answer
+    /// other than the one it presented is the server issuing a session.
     opens_session: bool,
     /// What identified the caller, kept from the headers (Envoy refuses
     /// header reads from body callbacks): a policy swapped in while the body
@@ -227,6 +227,14 @@ impl RequestFilter {
             HeadVerdict::Refuse(r) => self.refuse(host, &r),
             HeadVerdict::Deny(d) => self.deny_before_body(host, &head.method, d),
             HeadVerdict::Public { hold_until_end } => {
+                // Nobody was identified; a credential sent anyway is still the
+                // caller's, never the server's.
+                if host.request_header("authorization").is_some() {
+                    if let Err(e) = host.set_request_header("authorization", None) {
+                        return self.refuse_unwritable(host, "the caller's credential away", &e);
+                    }
+                }
+                self.rewriter.expect_metadata();
                 self.head = head;
                 self.phase = match hold_until_end {
                     true => Phase::AwaitingNoBody,
@@ -311,7 +319,12 @@ impl RequestFilter {
             mcp_method: host.request_header("mcp-method"),
             mcp_name: host.request_header("mcp-name"),
             repeated_header,
-            session_id: host.request_header("mcp-session-id"),
+            // An empty value names no session: a server reads it as absent
+            // and issues one (the SDKs test the id for truthiness).
+            session_id: host
+                .request_header("mcp-session-id")
+                .filter(|s| !s.trim().is_empty()),
+            last_event_id: host.request_header("last-event-id"),
             protocol_version: host.request_header("mcp-protocol-version"),
             mcp_params: host
                 .request_headers_with_prefix("mcp-param-")
@@ -678,10 +691,9 @@ impl RequestFilter {
                 return self.refuse_unwritable(host, "the redacted request body", &e);
             }
         }
-        // Only the answer to an initialize that named no session issues one:
-        // every other answer may echo an id the caller merely presented.
-        self.opens_session = self.head.session_id.is_none()
-            && matches!(v.messages.as_slice(), [m] if m.method == "initialize");
+        // Only the answer to an initialize issues a session: every other
+        // answer may echo an id the caller merely presented.
+        self.opens_session = matches!(v.messages.as_slice(), [m] if m.method == "initialize");
         let mut plan = v.plan;
         if self.dry_run() {
             // Dry run never changes what the caller sees: lists stay whole and
@@ -733,10 +745,16 @@ impl RequestFilter {
         self.audit.set_response_status(status);
         // Bind a session id at issuance (the server's answer to initialize),
         // so nobody else can be "first" to present it.
+        // An answer carrying the id the request presented is an echo (that
+        // id was checked on the request side); any other id it carries is
+        // the server issuing one, whatever the request said.
+        let issued = host
+            .response_header("mcp-session-id")
+            .filter(|sid| self.head.session_id.as_deref() != Some(sid.as_str()));
         if let (true, Some(caller), Some(sid)) = (
             self.policy.sessions.enforce && self.phase == Phase::Forwarded && self.opens_session,
             self.caller.as_deref(),
-            host.response_header("mcp-session-id"),
+            issued,
         ) {
             let now = host.now_ms();
             let sessions = &self.policy.sessions;

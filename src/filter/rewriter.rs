@@ -64,6 +64,9 @@ pub(crate) struct ResponseRewriter {
     /// Every answer is replaced by this refusal (`session-binding`): the
     /// session the answer issues could not be bound to its caller.
     refusal: Option<&'static str>,
+    /// The public OAuth metadata GET: only a plain JSON document may come
+    /// back, never an event stream or a JSON-RPC message.
+    metadata_only: bool,
     counts: ResponseCounts,
 }
 
@@ -84,6 +87,7 @@ impl ResponseRewriter {
             abandoned: false,
             declared_too_large: false,
             refusal: None,
+            metadata_only: false,
             counts: ResponseCounts::default(),
         }
     }
@@ -101,6 +105,14 @@ impl ResponseRewriter {
     pub fn refuse_answers(&mut self, why: &'static str) {
         self.armed = true;
         self.refusal = Some(why);
+    }
+
+    /// The public GET of the OAuth metadata (no identity): its answer must be
+    /// the metadata document, not MCP traffic (a server serving its MCP
+    /// endpoint on every path would answer MCP there).
+    pub fn expect_metadata(&mut self) {
+        self.armed = true;
+        self.metadata_only = true;
     }
 
     /// The stream was reset: hold every byte that still comes.
@@ -171,6 +183,7 @@ impl ResponseRewriter {
             .filter(|m| m.is_utf8() && !encoded);
         self.mode = match readable.as_ref().map(|m| m.essence.as_str()) {
             _ if self.refusal.is_some() => Reading::Refuse,
+            Some("text/event-stream") if self.metadata_only => Reading::Refuse,
             Some("application/json") => Reading::Json,
             Some("text/event-stream") => Reading::Sse,
             // Whatever the status: an error page is text a client shows too
@@ -362,6 +375,17 @@ impl ResponseRewriter {
             let err = self.unfilterable("server response is not strict JSON");
             return Some(err.to_string().into_bytes());
         };
+        if self.metadata_only {
+            // The metadata is a plain JSON object (RFC 9728 §3.2); a JSON-RPC
+            // message here is the MCP endpoint answering without identity.
+            let is_rpc = |v: &Value| v.as_object().is_some_and(|o| o.contains_key("jsonrpc"));
+            let rpc = is_rpc(&doc) || doc.as_array().is_some_and(|a| a.iter().any(is_rpc));
+            return rpc.then(|| {
+                self.unfilterable("a JSON-RPC message answering the public metadata path")
+                    .to_string()
+                    .into_bytes()
+            });
+        }
         let objects = jsonrpc::response_objects(&mut doc);
         if let Some(why) = objects
             .iter()

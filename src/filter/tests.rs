@@ -2187,3 +2187,118 @@ fn a_disabled_uri_san_anywhere_in_the_certificate_refuses() {
         assert_eq!(x.reply().map(reply_summary), want, "{name}");
     }
 }
+
+/// The public metadata GET carries no session and no replay, and what comes
+/// back must be the metadata, not MCP traffic: a server serving its MCP
+/// endpoint on every path would otherwise open a session's stream to anyone
+/// (fresh-eyes review F1).
+#[test]
+fn the_public_metadata_path_never_carries_mcp() {
+    let url = "https://mcp.example.com/.well-known/oauth-protected-resource";
+    let p = policy(json!({"identity": {"resource_metadata": url}}));
+    let path = "/.well-known/oauth-protected-resource";
+    let get = || {
+        FakeHost::new()
+            .header(":method", "GET")
+            .header(":path", path)
+    };
+    // Requests that are not a plain GET of the metadata need an identity.
+    let requests: Vec<(&str, FakeHost, Option<u32>)> = vec![
+        ("plain_get_passes", get(), None),
+        (
+            "with_a_session_id_needs_identity",
+            get().header("mcp-session-id", "victim"),
+            Some(401),
+        ),
+        (
+            "a_replay_needs_identity",
+            get().header("last-event-id", "7"),
+            Some(401),
+        ),
+        (
+            "an_empty_session_id_is_no_session",
+            get().header("mcp-session-id", " "),
+            None,
+        ),
+    ];
+    for (name, host, want) in requests {
+        let mut x = Exchange::new(p.clone(), host);
+        x.request(Request::new(b""));
+        assert_eq!(x.reply().map(|r| r.status), want, "{name}");
+    }
+    let killed = policy(json!({"kill_switch": true, "identity": {"resource_metadata": url}}));
+    let mut x = Exchange::new(killed, get());
+    x.request(Request::new(b""));
+    assert_eq!(
+        x.reply().map(|r| r.status),
+        Some(401),
+        "kill switch: nothing is public"
+    );
+    // What may come back.
+    let metadata =
+        br#"{"resource":"https://mcp.example.com","authorization_servers":["https://as"]}"#;
+    let rpc = br#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///x"}}"#;
+    let sse = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\n\n";
+    let answers: Vec<(&str, &str, &[u8], bool)> = vec![
+        ("the_metadata_passes", "application/json", metadata, true),
+        (
+            "a_json_rpc_message_is_refused",
+            "application/json",
+            rpc,
+            false,
+        ),
+        (
+            "an_event_stream_is_refused",
+            "text/event-stream",
+            sse,
+            false,
+        ),
+    ];
+    for (name, ct, body, passes) in answers {
+        let mut x = Exchange::new(p.clone(), get().header("authorization", "Bearer nobody"));
+        x.request(Request::new(b""));
+        assert!(
+            !x.host.request_headers.contains_key("authorization"),
+            "{name}: key removed"
+        );
+        x.respond(ok_response(ct, body));
+        let got = String::from_utf8_lossy(x.downstream()).into_owned();
+        assert_eq!(got.as_bytes() == body, passes, "{name}: {got}");
+        if !passes {
+            assert!(got.contains("response-unfilterable"), "{name}: {got}");
+        }
+    }
+}
+
+/// Whatever the initialize presented (nothing, an empty header, an id the
+/// server does not know), an id its answer carries that differs from the
+/// presented one is an issuance and is bound; an echo binds nothing
+/// (fresh-eyes review F3: an empty header skipped the binding and the cap).
+#[test]
+fn every_issued_session_is_bound_whatever_the_initialize_presented() {
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#;
+    // (name, presented id, issued id, want the issued id bound to rita)
+    let cases: Vec<(&str, Option<&str>, &str, bool)> = vec![
+        ("none_presented", None, "s-1", true),
+        ("empty_header", Some(""), "s-2", true),
+        ("blank_header", Some("  "), "s-3", true),
+        ("unknown_id_then_a_new_one", Some("made-up"), "s-4", true),
+        ("echo_of_the_presented_id", Some("s-5"), "s-5", false),
+    ];
+    for (name, presented, issued, bound) in cases {
+        let store = Rc::new(crate::store::MemoryStore::default());
+        let mut host = post("reader-key");
+        if let Some(sid) = presented {
+            host = host.header("mcp-session-id", sid);
+        }
+        host.store = store.clone();
+        let mut x = Exchange::new(policy(json!({})), host);
+        x.request(Request::new(init.as_bytes()));
+        x.respond(Response::new(b"").header("mcp-session-id", issued));
+        let mut thief = post("admin-key").header("mcp-session-id", issued);
+        thief.store = store.clone();
+        let mut t = Exchange::new(policy(json!({})), thief);
+        t.request(Request::new(call(json!(1), "echo").as_bytes()));
+        assert_eq!(t.reply().is_some(), bound, "{name}");
+    }
+}
