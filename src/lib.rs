@@ -16,6 +16,7 @@ pub mod filter;
 pub mod glob;
 pub mod host;
 pub mod identity;
+pub mod in_force;
 pub mod json;
 pub mod jsonrpc;
 pub mod media_type;

@@ -406,6 +406,10 @@ pub struct EnvoyConfigArgs {
     /// Envoy VM id (filters sharing one id share a VM).
     #[arg(long, default_value = "mcp_firewall")]
     vm_id: String,
+    /// The filter's name (and root_id): give each firewall filter of one
+    /// Envoy its own, and keep it across reloads of that filter.
+    #[arg(long, default_value = "mcp_firewall")]
+    name: String,
     /// Print an ECDS DiscoveryResponse (JSON) for hot reload through a
     /// `path_config_source` instead of the static filter entry (YAML).
     #[arg(long, conflicts_with = "full")]
@@ -428,12 +432,14 @@ pub struct EnvoyConfigArgs {
 
 /// The `envoy.filters.http.wasm` config carrying a policy. The one place the
 /// deployment settings live: both output forms are rendered from it.
-fn wasm_filter_config(policy_json: &str, wasm: &str, vm_id: &str) -> Value {
+fn wasm_filter_config(policy_json: &str, wasm: &str, vm_id: &str, name: &str) -> Value {
     json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
         "config": {
-            "name": "mcp_firewall",
-            "root_id": "mcp_firewall",
+            // A reload keeps the name: it is how a request held across one
+            // finds the newer policy of its own filter.
+            "name": name,
+            "root_id": name,
             // The filter pauses on request headers until the body is decided.
             "allow_on_headers_stop_iteration": true,
             // A crashed VM is reloaded and keeps enforcing; never FAIL_OPEN.
@@ -513,13 +519,13 @@ pub fn envoy_config(args: EnvoyConfigArgs) -> ExitCode {
     let Ok(doc) = serde_json::from_slice::<Value>(&policy_text) else {
         return ExitCode::from(1);
     };
-    let filter = wasm_filter_config(&doc.to_string(), &args.wasm, &args.vm_id);
+    let filter = wasm_filter_config(&doc.to_string(), &args.wasm, &args.vm_id, &args.name);
     if args.ecds {
         let response = json!({
             "version_info": policy.sha256,
             "resources": [{
                 "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-                "name": "mcp_firewall",
+                "name": args.name,
                 "typed_config": filter
             }]
         });
@@ -538,7 +544,7 @@ pub fn envoy_config(args: EnvoyConfigArgs) -> ExitCode {
             }
         })
     });
-    let entry = json!({"name": "mcp_firewall", "typed_config": filter});
+    let entry = json!({"name": args.name, "typed_config": filter});
     if args.full {
         let Some((host, port)) = args
             .upstream

@@ -10,6 +10,7 @@ use crate::filter::RequestFilter;
 use crate::host::{
     Callout, Counter, Flow, Gauge, Host, HostError, LogLevel, RefusalLogGate, RootHost,
 };
+use crate::in_force::PolicyRegistry;
 use crate::policy::{compile_str, CompiledPolicy};
 use crate::reply::LocalReply;
 use crate::store::{SharedStore, StoreError};
@@ -36,8 +37,9 @@ thread_local! {
     /// context in the same VM while the old one lives on for the streams it
     /// created; those streams decide with the entry here (`policy_in_force`).
     /// Bounded by the number of filters configured in this VM.
-    static POLICY_IN_FORCE: RefCell<Vec<(String, Rc<CompiledPolicy>)>> =
-        const { RefCell::new(Vec::new()) };
+    static POLICY_IN_FORCE: RefCell<PolicyRegistry> = RefCell::new(PolicyRegistry::default());
+    /// Serial numbers of this VM's root contexts (see `PolicyRegistry`).
+    static ROOT_SERIAL: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     static REFUSAL_LOG: RefCell<RefusalLogGate> = RefCell::new(RefusalLogGate::default());
 }
 
@@ -54,24 +56,12 @@ fn filter_key() -> String {
     format!("{}\u{0}{}", read("plugin_name"), read("plugin_root_id"))
 }
 
-/// Record `policy` as the one in force for the filter `key`.
-fn put_in_force(key: &str, policy: &Rc<CompiledPolicy>) {
-    POLICY_IN_FORCE.with(|m| {
-        let mut m = m.borrow_mut();
-        match m.iter_mut().find(|(k, _)| k == key) {
-            Some((_, p)) => *p = policy.clone(),
-            None => m.push((key.to_owned(), policy.clone())),
-        }
-    });
-}
-
-fn in_force(key: &str) -> Option<Rc<CompiledPolicy>> {
-    POLICY_IN_FORCE.with(|m| {
-        m.borrow()
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, p)| p.clone())
-    })
+/// Where a stream came from: its filter, its root context, when.
+#[derive(Clone, Default)]
+struct StreamOrigin {
+    key: Rc<str>,
+    root: u64,
+    created_ms: u64,
 }
 
 fn define_metrics() {
@@ -100,7 +90,7 @@ proxy_wasm::main! {{
         let _ = hostcalls::log(WasmLogLevel::Critical, &format!("mcp-firewall: panic: {info}"));
     }));
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(FirewallRoot { policy: None, audit: None, key: Rc::from("") })
+        Box::new(FirewallRoot { policy: None, audit: None, key: Rc::from(""), serial: 0 })
     });
 }}
 
@@ -137,6 +127,8 @@ struct FirewallRoot {
     audit: Option<SharedAudit>,
     /// See `filter_key`.
     key: Rc<str>,
+    /// This root's serial number in the VM (see `PolicyRegistry`).
+    serial: u64,
 }
 
 fn now_ms() -> u64 {
@@ -161,6 +153,7 @@ impl Context for FirewallRoot {
         if let Some(audit) = self.audit.take() {
             retire(&audit);
         }
+        POLICY_IN_FORCE.with(|r| r.borrow_mut().retired(&self.key, self.serial));
         true
     }
 
@@ -233,7 +226,15 @@ impl RootContext for FirewallRoot {
         }
         let policy = Rc::new(policy);
         self.key = Rc::from(filter_key());
-        put_in_force(&self.key, &policy);
+        self.serial = ROOT_SERIAL.with(|c| {
+            c.set(c.get() + 1);
+            c.get()
+        });
+        let now = now_ms();
+        POLICY_IN_FORCE.with(|r| {
+            r.borrow_mut()
+                .configured(&self.key, self.serial, policy.clone(), now)
+        });
         self.policy = Some(policy);
         true
     }
@@ -249,10 +250,25 @@ impl RootContext for FirewallRoot {
         if cfg!(feature = "bench-noop") {
             return Some(Box::new(NoopHttp));
         }
+        let now = now_ms();
+        let second_filter =
+            POLICY_IN_FORCE.with(|r| r.borrow_mut().stream_created(&self.key, self.serial, now));
+        if second_filter {
+            log(
+                LogLevel::Error,
+                "mcp-firewall: two firewall filters of this Envoy share one plugin name and root_id: \
+                 give each its own `name` (mcp-firewall envoy-config --name); until then a request \
+                 held across a hot reload is decided under the policy it started with",
+            );
+        }
         Some(Box::new(FirewallHttp {
             filter: self.policy.clone().map(RequestFilter::new),
             audit: self.audit.clone(),
-            key: self.key.clone(),
+            origin: StreamOrigin {
+                key: self.key.clone(),
+                root: self.serial,
+                created_ms: now,
+            },
         }))
     }
 
@@ -265,7 +281,7 @@ struct FirewallHttp {
     /// `None` only if Envoy created a stream without a loaded policy: fail closed.
     filter: Option<RequestFilter>,
     audit: Option<SharedAudit>,
-    key: Rc<str>,
+    origin: StreamOrigin,
 }
 
 impl Context for FirewallHttp {}
@@ -283,7 +299,7 @@ impl FirewallHttp {
     fn host(&self) -> WasmHost {
         WasmHost {
             audit: self.audit.clone(),
-            key: self.key.clone(),
+            origin: self.origin.clone(),
             ..WasmHost::default()
         }
     }
@@ -302,7 +318,7 @@ impl HttpContext for FirewallHttp {
         // filter reads about ten of them on every request.
         let mut host = WasmHost {
             audit: self.audit.clone(),
-            key: self.key.clone(),
+            origin: self.origin.clone(),
             request_headers: header_map(MapType::HttpRequestHeaders),
             response_headers: None,
         };
@@ -356,7 +372,7 @@ impl HttpContext for FirewallHttp {
         // filter reads three to four response headers.
         let mut host = WasmHost {
             audit: self.audit.clone(),
-            key: self.key.clone(),
+            origin: self.origin.clone(),
             request_headers: None,
             response_headers: header_map(MapType::HttpResponseHeaders),
         };
@@ -461,8 +477,8 @@ fn log(level: LogLevel, msg: &str) {
 #[derive(Default)]
 struct WasmHost {
     audit: Option<SharedAudit>,
-    /// The stream's filter (see `filter_key`).
-    key: Rc<str>,
+    /// The stream's filter and root (see `PolicyRegistry`).
+    origin: StreamOrigin,
     /// All request headers, fetched once in the request-headers callback.
     request_headers: Option<Vec<(String, String)>>,
     /// All response headers, fetched once in the response-headers callback.
@@ -566,7 +582,8 @@ impl RootHost for WasmRootHost {
 
 impl Host for WasmHost {
     fn policy_in_force(&self) -> Option<Rc<CompiledPolicy>> {
-        in_force(&self.key)
+        let o = &self.origin;
+        POLICY_IN_FORCE.with(|r| r.borrow().in_force(&o.key, o.root, o.created_ms))
     }
     fn log_refusal(&mut self, line: &str) {
         let now = now_ms();

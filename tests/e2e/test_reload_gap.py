@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from typing import Any
 from urllib.parse import urlparse
 
@@ -145,3 +146,44 @@ def test_one_caller_cannot_fill_the_session_table(envoy_for: Any) -> None:
     for sess in held:
         status, msg = _tools_list_with(env.url, READER_KEY, sess)
         assert status == 200 and "tools" in msg["result"], msg
+
+
+def test_two_filters_sharing_a_name_never_decide_with_each_others_policy(workdir: Any, wasm: Any,
+                                                                          mcp_server: Any) -> None:
+    """Two listeners copied from envoy/envoy.yaml, one strict and one lax, both
+    with the filter named `mcp_firewall` (fresh-eyes review F2: the strict one
+    enforced the lax policy). Each decides under its own; the shared name is
+    reported as an error."""
+    import copy
+
+    import harness
+
+    strict = base_policy()
+    strict["rules"] = [r for r in strict["rules"] if r["id"] == "catalogue"]
+    lax = base_policy()
+    lax["rules"] = [{"id": "everything", "effect": "allow", "tools": ["*"]},
+                    {"id": "all-methods", "effect": "allow", "methods": ["*"]}]
+    cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
+                         upstream_port=mcp_server.port, policy=strict, wasm=wasm)
+    second = copy.deepcopy(cfg["static_resources"]["listeners"][0])
+    second["name"] = "mcp-lax"
+    second["address"]["socket_address"]["port_value"] = harness.free_port()
+    hcm = second["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["stat_prefix"] = "mcp_lax"
+    fw = next(f for f in hcm["http_filters"] if f["name"] == "mcp_firewall")
+    fw["typed_config"]["config"]["configuration"]["value"] = json.dumps(lax)
+    cfg["static_resources"]["listeners"].append(second)
+    env = harness.Envoy(cfg, workdir, name="envoy-two-filters")
+    try:
+        lax_url = f"http://127.0.0.1:{second['address']['socket_address']['port_value']}/mcp"
+        for attempt in range(2):
+            for url, want_denied in [(env.url, True), (lax_url, False)]:
+                sess = open_session(url, READER_KEY)
+                r = send(url, body=json.dumps(call("get-sum", {"a": 1, "b": 2}, id=5)), token=READER_KEY,
+                         headers=sess)
+                msg = messages(r)[-1]
+                assert ("error" in msg) == want_denied, (url, attempt, msg)
+            time.sleep(1.2)  # past the switch grace: the second pass marks the name ambiguous
+    finally:
+        env.stop()
+    assert "two firewall filters of this Envoy share one plugin name" in env.log_text()
