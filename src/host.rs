@@ -153,12 +153,24 @@ pub trait Host: SharedStore {
     /// A stream holds the policy it started with, and Envoy keeps the old
     /// configuration alive for as long as such a stream lasts: without this,
     /// a caller who holds a body open would be decided under a revoked policy.
-    fn policy_in_force(&self) -> Option<std::rc::Rc<CompiledPolicy>> {
-        None
+    fn policy_in_force(&self) -> InForce {
+        InForce::Own
     }
     /// One info line for a refusal (rule id and subject, never a secret),
     /// through the VM's [`RefusalLogGate`].
     fn log_refusal(&mut self, line: &str);
+}
+
+/// What [`Host::policy_in_force`] found.
+#[derive(Debug, Clone)]
+pub enum InForce {
+    /// The stream's own policy is the newest of its filter.
+    Own,
+    /// A newer policy of the filter, in this VM: the request adopts it.
+    Newer(std::rc::Rc<CompiledPolicy>),
+    /// A newer policy of the filter was configured in another VM (a reload
+    /// that brought a new Wasm module): it cannot be decided under it here.
+    Elsewhere,
 }
 
 /// Refusal log lines are rate-limited per VM: a flood of refused requests
@@ -244,6 +256,8 @@ pub mod fake {
         pub resets: usize,
         /// A policy configured since the stream began (a hot reload).
         pub policy_in_force: Option<std::rc::Rc<CompiledPolicy>>,
+        /// A newer policy was configured in another VM.
+        pub policy_elsewhere: bool,
         pub refusal_log: RefusalLogGate,
     }
 
@@ -415,8 +429,12 @@ pub mod fake {
         fn reset_stream(&mut self) {
             self.resets += 1;
         }
-        fn policy_in_force(&self) -> Option<std::rc::Rc<CompiledPolicy>> {
-            self.policy_in_force.clone()
+        fn policy_in_force(&self) -> InForce {
+            match (&self.policy_in_force, self.policy_elsewhere) {
+                (Some(p), _) => InForce::Newer(p.clone()),
+                (None, true) => InForce::Elsewhere,
+                (None, false) => InForce::Own,
+            }
         }
         fn log_refusal(&mut self, line: &str) {
             if let Some(line) = self.refusal_log.admit(self.now_ms, line) {

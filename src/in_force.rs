@@ -25,8 +25,26 @@
 //!   glue logs it once, as an error naming the fix), and its streams decide
 //!   under their own policy.
 
+use crate::host::InForce;
 use crate::policy::CompiledPolicy;
 use std::rc::Rc;
+
+/// Shared-data key under which each root records its filter's newest policy
+/// (`<configured ms>:<policy sha256>`), for the VMs of other Wasm modules
+/// with the same `vm_id` (a reload that brings a new module starts a new VM,
+/// and a VM's memory is its own): `filter_digest` is the filter key's digest.
+pub fn generation_key(filter_digest: &str) -> String {
+    format!("mcp_firewall/filter-generation/{filter_digest}")
+}
+
+pub fn generation_record(configured_ms: u64, sha256: &str) -> String {
+    format!("{configured_ms}:{sha256}")
+}
+
+fn parse_record(record: &str) -> Option<(u64, &str)> {
+    let (ms, sha) = record.split_once(':')?;
+    Some((ms.parse().ok()?, sha))
+}
 
 /// How long after a newer root is configured an older root may still create
 /// streams (the worker's switch to the new filter chain) before the two are
@@ -93,6 +111,51 @@ impl PolicyRegistry {
             return true;
         }
         false
+    }
+
+    /// What a stream of root `root` (policy `own_sha`), created at
+    /// `created_ms` and deciding at `now_ms`, decides under, given the filter's generation record in
+    /// shared data (`None` when there is none): a newer policy of this VM is
+    /// adopted; a newer one configured in another VM (a record newer than
+    /// every root of this VM, with another policy) cannot be, and the
+    /// request is refused rather than decided under a replaced policy.
+    pub fn decide(
+        &self,
+        key: &str,
+        root: u64,
+        own_sha: &str,
+        created_ms: u64,
+        now_ms: u64,
+        record: Option<&str>,
+    ) -> InForce {
+        if let Some(p) = self.in_force(key, root, created_ms) {
+            return InForce::Newer(p);
+        }
+        let Some(f) = self.filters.iter().find(|f| f.key == key) else {
+            return InForce::Own;
+        };
+        let Some((at, sha)) = record.and_then(parse_record) else {
+            return InForce::Own;
+        };
+        let own_first = f
+            .roots
+            .iter()
+            .find(|(r, _)| *r == root)
+            .and_then(|(_, first)| *first);
+        let elsewhere = !f.ambiguous
+            && sha != own_sha
+            && sha != f.newest.sha256
+            && at > f.configured_ms
+            && own_first.is_some_and(|first| first < at)
+            && created_ms <= at + SWITCH_GRACE_MS
+            // The other workers' VMs of this module configure the new root a
+            // little later than the first: only a record older than that is
+            // another module's (a newer one may be this VM's own, on its way).
+            && now_ms > at + SWITCH_GRACE_MS;
+        match elsewhere {
+            true => InForce::Elsewhere,
+            false => InForce::Own,
+        }
     }
 
     /// The newer policy a stream of root `root`, created at `created_ms`,
@@ -176,5 +239,48 @@ mod tests {
             d.in_force("fw", 1, 5_000).is_none(),
             "ambiguous key: own policy"
         );
+    }
+
+    /// A reload that brought a new Wasm module is configured in another VM:
+    /// this VM only sees its record in shared data.
+    #[test]
+    fn a_newer_policy_in_another_vm_refuses_held_requests() {
+        let own = policy(false);
+        let mut r = PolicyRegistry::default();
+        r.configured("fw", 1, own.clone(), 0);
+        r.stream_created("fw", 1, 10);
+        let newer = generation_record(5_000, "f00d");
+        let mine = generation_record(0, &own.sha256);
+        // (name, record, stream created, decided at, refused as elsewhere)
+        let cases: Vec<(&str, Option<&str>, u64, u64, bool)> = vec![
+            ("no_record", None, 10, 9_000, false),
+            ("own_record", Some(&mine), 10, 9_000, false),
+            (
+                "newer_elsewhere_refuses_a_held_stream",
+                Some(&newer),
+                10,
+                9_000,
+                true,
+            ),
+            (
+                "a_fresh_record_may_be_this_vms_own_on_its_way",
+                Some(&newer),
+                10,
+                5_500,
+                false,
+            ),
+            (
+                "a_stream_begun_well_after_it_is_not_held_across_it",
+                Some(&newer),
+                9_000,
+                9_500,
+                false,
+            ),
+            ("garbage_record", Some("x"), 10, 9_000, false),
+        ];
+        for (name, record, created, now, elsewhere) in cases {
+            let got = r.decide("fw", 1, &own.sha256, created, now, record);
+            assert_eq!(matches!(got, InForce::Elsewhere), elsewhere, "{name}");
+        }
     }
 }

@@ -38,11 +38,15 @@ pub enum RuleId {
     /// The host refused a write the decision requires (a redacted body, a
     /// removed header, the reply itself): refused rather than forwarded unchanged.
     HostWrite,
+    /// The policy changed while the request's body arrived, and the request
+    /// cannot be decided under the new one here (a header edit it needs can
+    /// no longer be made, or it lives in another VM): refused, sent again.
+    PolicyChanged,
 }
 
 impl RuleId {
     /// Every id the filter uses itself, in the order the reference lists them.
-    pub const BUILT_IN: [RuleId; 16] = [
+    pub const BUILT_IN: [RuleId; 17] = [
         RuleId::DefaultDeny,
         RuleId::BaseProtocol,
         RuleId::Batch,
@@ -59,6 +63,7 @@ impl RuleId {
         RuleId::HeaderMismatch,
         RuleId::Dlp,
         RuleId::HostWrite,
+        RuleId::PolicyChanged,
     ];
 
     pub fn policy(id: &str) -> Self {
@@ -85,6 +90,7 @@ impl RuleId {
             RuleId::HttpMethod => "http-method",
             RuleId::HeaderMismatch => "header-mismatch",
             RuleId::HostWrite => "host-write",
+            RuleId::PolicyChanged => "policy-changed",
         }
     }
 

@@ -5,7 +5,7 @@
 //! `Host`, so the whole pipeline runs natively in tests.
 
 use crate::decide::{Decision, Verdict};
-use crate::host::{Counter, Flow, Host, HostError, LogLevel};
+use crate::host::{Counter, Flow, Host, HostError, InForce, LogLevel};
 use crate::identity::{self, Caller, IdentityError, IdentityInputs, Via};
 use crate::policy::{CompiledPolicy, Mode};
 use crate::reply::{self, LocalReply};
@@ -380,9 +380,20 @@ impl RequestFilter {
     /// policy that needs one it was not given is refused, never forwarded
     /// unchanged.
     fn adopt_policy_in_force(&mut self, host: &mut dyn Host) -> Option<Flow> {
-        let newer = host
-            .policy_in_force()
-            .filter(|p| !Rc::ptr_eq(p, &self.policy))?;
+        let newer = match host.policy_in_force() {
+            InForce::Own => return None,
+            InForce::Newer(p) if Rc::ptr_eq(&p, &self.policy) => return None,
+            InForce::Newer(p) => p,
+            InForce::Elsewhere => {
+                let r = Refusal::new(
+                    503,
+                    reply::INTERNAL_ERROR,
+                    RuleId::PolicyChanged,
+                    "the policy changed while this request was read (a new filter module); send it again",
+                );
+                return Some(self.refuse(host, &r));
+            }
+        };
         if newer.identity.jwt_payload_header != self.policy.identity.jwt_payload_header {
             // The payload was read under the old header name: not the caller's
             // identity under the new one.
@@ -431,7 +442,7 @@ impl RequestFilter {
             let r = Refusal::new(
                 503,
                 reply::INTERNAL_ERROR,
-                RuleId::HostWrite,
+                RuleId::PolicyChanged,
                 "the policy changed while this request was read and now needs a header change that can no longer be made; send it again",
             );
             return Some(self.refuse(host, &r));

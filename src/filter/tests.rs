@@ -2302,3 +2302,27 @@ fn every_issued_session_is_bound_whatever_the_initialize_presented() {
         assert_eq!(t.reply().is_some(), bound, "{name}");
     }
 }
+
+/// A newer policy configured in another VM (a reload that brought a new Wasm
+/// module) cannot decide a request held here: refused, never decided under
+/// the replaced policy (fresh-eyes review F4).
+#[test]
+fn a_newer_policy_in_another_vm_refuses_a_held_request() {
+    let mut host = post("reader-key");
+    let mut f = RequestFilter::new(policy(json!({})));
+    assert_eq!(f.on_request_headers(&mut host, false), Flow::Pause);
+    host.headers_readable = false;
+    host.policy_elsewhere = true;
+    host.request_body = call(json!(1), "echo").into_bytes();
+    let size = host.request_body.len();
+    assert_eq!(f.on_request_body(&mut host, size, true), Flow::Pause);
+    let r = host
+        .replies
+        .last()
+        .map(|r| (r.status, String::from_utf8_lossy(&r.body).into_owned()));
+    assert!(
+        r.as_ref()
+            .is_some_and(|(s, b)| *s == 503 && b.contains("policy changed")),
+        "{r:?}"
+    );
+}

@@ -8,7 +8,7 @@
 use crate::audit::{AuditRoot, EventFacts, Handover};
 use crate::filter::RequestFilter;
 use crate::host::{
-    Callout, Counter, Flow, Gauge, Host, HostError, LogLevel, RefusalLogGate, RootHost,
+    Callout, Counter, Flow, Gauge, Host, HostError, InForce, LogLevel, RefusalLogGate, RootHost,
 };
 use crate::in_force::PolicyRegistry;
 use crate::policy::{compile_str, CompiledPolicy};
@@ -56,12 +56,20 @@ fn filter_key() -> String {
     format!("{}\u{0}{}", read("plugin_name"), read("plugin_root_id"))
 }
 
-/// Where a stream came from: its filter, its root context, when.
+/// Where a stream came from: its filter, its root context and that root's
+/// policy, when.
 #[derive(Clone, Default)]
 struct StreamOrigin {
     key: Rc<str>,
     root: u64,
+    sha: Rc<str>,
     created_ms: u64,
+}
+
+/// The shared-data key of a filter's generation record (see `in_force`).
+fn generation_key_of(key: &str) -> String {
+    let digest = crate::json::sha256_hex(key.as_bytes());
+    crate::in_force::generation_key(digest.get(..16).unwrap_or(&digest))
 }
 
 fn define_metrics() {
@@ -235,6 +243,10 @@ impl RootContext for FirewallRoot {
             r.borrow_mut()
                 .configured(&self.key, self.serial, policy.clone(), now)
         });
+        // For the VMs of an older module with this vm_id: losing this write
+        // only loses the refusal of their held requests, as before it.
+        let record = crate::in_force::generation_record(now, &policy.sha256);
+        let _ = shared_set(&generation_key_of(&self.key), record.as_bytes(), None);
         self.policy = Some(policy);
         true
     }
@@ -267,6 +279,10 @@ impl RootContext for FirewallRoot {
             origin: StreamOrigin {
                 key: self.key.clone(),
                 root: self.serial,
+                sha: self
+                    .policy
+                    .as_ref()
+                    .map_or_else(|| Rc::from(""), |p| Rc::from(p.sha256.as_str())),
                 created_ms: now,
             },
         }))
@@ -581,9 +597,22 @@ impl RootHost for WasmRootHost {
 }
 
 impl Host for WasmHost {
-    fn policy_in_force(&self) -> Option<Rc<CompiledPolicy>> {
+    fn policy_in_force(&self) -> InForce {
         let o = &self.origin;
-        POLICY_IN_FORCE.with(|r| r.borrow().in_force(&o.key, o.root, o.created_ms))
+        let record = shared_get(&generation_key_of(&o.key))
+            .ok()
+            .and_then(|(v, _)| v)
+            .and_then(|v| String::from_utf8(v).ok());
+        POLICY_IN_FORCE.with(|r| {
+            r.borrow().decide(
+                &o.key,
+                o.root,
+                &o.sha,
+                o.created_ms,
+                now_ms(),
+                record.as_deref(),
+            )
+        })
     }
     fn log_refusal(&mut self, line: &str) {
         let now = now_ms();

@@ -187,3 +187,40 @@ def test_two_filters_sharing_a_name_never_decide_with_each_others_policy(workdir
     finally:
         env.stop()
     assert "two firewall filters of this Envoy share one plugin name" in env.log_text()
+
+
+def _wasm_with_a_new_module_hash(wasm: Any, out: Any) -> None:
+    """The same filter as another Wasm module (an appended custom section), as
+    a new build would be: Envoy starts a new VM for it."""
+    name = b"mcp-firewall-e2e-rebuild"
+    payload = bytes([len(name)]) + name + b"x"
+    out.write_bytes(wasm.read_bytes() + b"\x00" + bytes([len(payload)]) + payload)
+
+
+def test_a_reload_bringing_a_new_module_refuses_held_requests(hot: Any, workdir: Any, wasm: Any) -> None:
+    """A swap to a new Wasm module (same vm_id) is configured in a new VM; a
+    request held in the old one cannot be decided under the new policy there,
+    so it is refused (503, rule policy-changed), never decided under the old
+    one (fresh-eyes review F4)."""
+    from test_hot_reload import CLI, swap_in
+
+    h = hot(base_policy())
+    held = _held_echo(h)
+    before = h.upstream_posts()
+    rebuilt = workdir / "mcp_firewall_rebuilt.wasm"
+    _wasm_with_a_new_module_hash(wasm, rebuilt)
+    src = workdir / "killed-policy.json"
+    src.write_text(json.dumps(_killed()))
+    import subprocess
+    text = subprocess.run([str(CLI), "envoy-config", str(src), "--ecds", "--wasm", str(rebuilt)],
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+    reloads = h.reloads()
+    swap_in(h.ecds_dir, text)
+    deadline = time.monotonic() + 10
+    while h.reloads() <= reloads:
+        assert time.monotonic() < deadline, "no reload"
+        time.sleep(0.05)
+    time.sleep(1.5)  # past the workers' switch second (in_force::SWITCH_GRACE_MS)
+    status, msg = held.finish()
+    assert h.upstream_posts() == before, f"the held request reached the server: {status} {msg}"
+    assert status == 503 and "policy changed" in msg["error"]["message"], (status, msg)
