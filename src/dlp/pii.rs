@@ -585,15 +585,18 @@ fn email_at(bytes: &[u8], at_pos: usize) -> Option<PiiFound> {
         return None;
     }
     // Still inside a URL's user-info (`scheme://user:pa!ss@host`)?
+    // Only the 256 bytes before are looked at: a search back to the start of
+    // the word made `!a@!a@…` quadratic.
+    let floor = s.saturating_sub(256);
     let word_start = bytes
-        .get(..s)
+        .get(floor..s)
         .and_then(|h| {
             h.iter()
                 .rposition(|b| b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b'<' | b'('))
         })
-        .map_or(0, |p| p + 1);
+        .map_or(floor, |p| floor + p + 1);
     if bytes
-        .get(word_start.max(s.saturating_sub(256))..s)
+        .get(word_start..s)
         .is_some_and(|w| w.windows(3).any(|x| x == b"://"))
     {
         return None;
