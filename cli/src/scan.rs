@@ -675,8 +675,6 @@ pub fn bench(args: BenchArgs) -> ExitCode {
             let v = payload(size, flavour);
             let bytes = v.to_string().len();
             let findings = scanner.scan_value(&v).len();
-            let (spent, allowed) = scanner.work_of(&v);
-            eprintln!("{name}: work {spent} of {allowed} allowed");
             let start = Instant::now();
             let cpu_start = thread_cpu_ns();
             let mut runs = 0u64;

@@ -42,6 +42,7 @@
 pub mod adversarial;
 mod pii;
 mod prefilter;
+mod prefix;
 mod rules;
 mod text;
 
@@ -255,6 +256,8 @@ struct CompiledRule {
     /// run on the text from the trigger, it gives up at the first byte that
     /// cannot continue the token instead of scanning a whole window.
     anchored: Option<Regex>,
+    /// What every match of `anchored` starts with, checked first in code.
+    prefix: prefix::Prefix,
 }
 
 /// The compiled detectors: built-in secrets and personal data, plus custom ones.
@@ -327,10 +330,18 @@ impl Scanner {
                             .transpose()?,
                     ),
                 };
+                // A flag (`(?i)`) changes what the literals mean: no check.
+                let flagged =
+                    spec.pattern.contains("(?") && spec.pattern.replace("(?:", "").contains("(?");
+                let prefix = match (&anchored, flagged) {
+                    (Some(_), false) => prefix::Prefix::of(spec.pattern),
+                    _ => prefix::Prefix::default(),
+                };
                 compiled.push(CompiledRule {
                     spec,
                     matcher,
                     anchored,
+                    prefix,
                 });
             }
         }
@@ -511,7 +522,16 @@ impl Scanner {
                         .take_while(|b| text::is_token_byte(**b))
                         .count()
                 });
-                if (24..=26).contains(&run) && work.spend(0) {
+                // What must follow: 6 token bytes, `.`, 27 token bytes (a
+                // run of `<id>.<ts>.` segments has no HMAC and is not run).
+                let tokens = |from: usize, k: usize| {
+                    bytes
+                        .get(from..from + k)
+                        .is_some_and(|s| s.iter().all(|b| text::is_token_byte(*b)))
+                };
+                let follows =
+                    tokens(i + 1, 6) && text::at(bytes, i + 7) == b'.' && tokens(i + 8, 27);
+                if (24..=26).contains(&run) && follows && work.spend(0) {
                     if let Some(d) = self.discord {
                         hits.push((d, i - run, (i + 80).min(n)));
                     }
@@ -543,6 +563,9 @@ impl Scanner {
                             continue;
                         }
                         last_run = Some((ri, i));
+                        if !rule.prefix.admits(bytes, i) {
+                            continue;
+                        }
                         let end = text::ceil_boundary(
                             text,
                             (i + len + rule.spec.ahead).min(n).min(i + WINDOW_MAX),

@@ -108,6 +108,26 @@ pub enum Pre {
     CurlUser,
     /// `["'][ \t]+value[ \t]*=[ \t]*["']` around the `value` trigger.
     XmlValue,
+    /// The trigger's first byte ends a run of at least this many bytes of
+    /// the class (the match's fixed part before the trigger): a run of
+    /// triggers (`3|3|3|…`) has none, and each used to widen a merged window.
+    RunBefore(Run, usize),
+}
+
+/// A byte class [`Pre::RunBefore`] counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Run {
+    Digit,
+    Alnum,
+}
+
+impl Run {
+    fn has(self, b: u8) -> bool {
+        match self {
+            Run::Digit => b.is_ascii_digit(),
+            Run::Alnum => b.is_ascii_alphanumeric(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -315,6 +335,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         word_start: false,
         pattern: r"[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_=-]{60,70}",
         back: 14,
+        pre: Pre::RunBefore(Run::Alnum, 14),
         ahead: 80,
         ..BASE
     },
@@ -531,6 +552,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         word_start: false,
         pattern: r"[0-9]{5,16}:AA[A-Za-z0-9_-]{33}",
         back: 17,
+        pre: Pre::RunBefore(Run::Digit, 5),
         ahead: 40,
         before: Edge::Digit,
         ..BASE
@@ -631,6 +653,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         word_start: false,
         pattern: r"[0-9]{15,16}\|[A-Za-z0-9_-]{27}",
         back: 16,
+        pre: Pre::RunBefore(Run::Digit, 15),
         ahead: 32,
         check: Check::Random,
         ..BASE
@@ -805,6 +828,22 @@ pub fn precheck(pre: Pre, bytes: &[u8], pos: usize, len: usize) -> bool {
         Pre::CurlUser => {
             matches!(before(bytes, pos), 0 | b' ' | b'\t')
                 && matches!(at(bytes, pos + len), b' ' | b'\t' | b'=')
+        }
+        Pre::RunBefore(run, n) => {
+            // Facebook's `<digits>|`: the trigger's own first byte is the
+            // run's last; Telegram's `<digits>:AA` and Terraform's
+            // `<14 alnum>.atlasv1.` have the run right before the trigger.
+            let (from, to) = match run {
+                Run::Digit if at(bytes, pos).is_ascii_digit() => {
+                    (pos + 1).checked_sub(n).map(|f| (f, pos + 1))
+                }
+                _ => pos.checked_sub(n).map(|f| (f, pos)),
+            }
+            .unwrap_or((0, 0));
+            to > from
+                && bytes
+                    .get(from..to)
+                    .is_some_and(|s| s.iter().all(|&b| run.has(b)))
         }
         Pre::XmlValue => {
             let mut j = pos;

@@ -483,9 +483,9 @@ fn redacts_a_card_sent_as_a_number() {
     );
 }
 
-/// Trigger-dense text: every `s.` starts a Vault token run.
+/// Trigger-dense text: every `pass ` runs the prose-password matcher.
 fn dense(bytes: usize) -> String {
-    adversarial::payload("s.", bytes)
+    adversarial::payload("pass ", bytes)
 }
 
 /// The scan budget trips on a constructed input once lowered, and fails
@@ -522,7 +522,7 @@ fn scan_budget_trips_and_fails_closed() {
     // Keys of the exhausted message are redacted too (a key can hold a
     // secret): what is left says only what happened.
     let out = r.to_string();
-    assert!(!out.contains("s.s.s."), "{out}");
+    assert!(!out.contains("pass pass"), "{out}");
     assert!(out.contains("[REDACTED:dlp_budget_exceeded]"), "{out}");
 
     // A budget is per message: a fresh one for the next, and the shipped
