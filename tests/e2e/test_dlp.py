@@ -185,13 +185,17 @@ def test_card_sent_as_a_number_is_blocked(envoy: Any) -> None:
 
 
 def test_card_sent_as_a_number_is_redacted_before_the_server(envoy_for: Any) -> None:
-    """requests: redact replaces the number with the string that says what was there;
-    the server receives (and server-everything's echo would show) no digits."""
+    """requests: redact replaces the number with the string that says what was there
+    (the unit test redacts_a_card_sent_as_a_number shows the rewritten arguments);
+    here the filter's finding counter moves and the call goes through."""
     env = envoy_for(policy_variant(dlp={"requests": "redact", "responses": "off"}))
     sess = open_session(env.url, READER_KEY)
+    found = "wasmcustom.mcp_firewall.dlp.findings.credit_card"
+    before = env.stat(found)
     r = send(env.url, body=json.dumps(call("echo", {"message": "pay", "card": CARD}, id=9)),
              token=READER_KEY, headers=sess)
     assert r.status_code == 200, r.text
+    assert env.stat(found) == before + 1, "the number was found (and so redacted) on its way to the server"
     (msg,) = messages(r)
     assert msg.get("result", {}).get("content", [{}])[0].get("text") == "Echo: pay", msg
     assert str(CARD) not in r.text
