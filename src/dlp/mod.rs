@@ -500,7 +500,7 @@ impl Scanner {
         // (rule, position) of the last anchored run: two literals of one rule
         // at one position (`xoxe-`, `xoxe.xox`) need one run, not two.
         let mut last_run: Option<(u16, usize)> = None;
-        // (rule, end) of each anchored match: a trigger inside a span its rule
+        // (rule, end) of each anchored or code match: a trigger inside a span its rule
         // already matched is not run again. Without it a run of triggers
         // (`sk-sk-sk-…`) re-scans the same bytes from every one of them,
         // quadratic in the run's length.
@@ -549,10 +549,23 @@ impl Scanner {
                 match (&rule.matcher, &rule.anchored) {
                     // Code matchers judge each trigger where it stands.
                     (Matcher::Native(native), _) => {
+                        if *native == rules::Native::Assignment
+                            && runs.identifier_too_long(bytes, i)
+                        {
+                            continue;
+                        }
+                        // Inside a span this matcher already found: a value
+                        // read from here would overlap it (`password=password=…`
+                        // read the same value again from every trigger).
+                        if matched.iter().any(|&(r, e)| r == ri && i < e) {
+                            continue;
+                        }
                         if !work.spend(len) {
                             return;
                         }
                         if let Some(f) = native_at(*native, text, i, len) {
+                            matched.retain(|&(r, _)| r != ri);
+                            matched.push((ri, f.end));
                             out.push(Candidate::secret(f, rule));
                         }
                     }
@@ -940,31 +953,49 @@ fn push_accepted(
 /// cost a regex run over its whole window.
 #[derive(Default)]
 struct BlockedRuns {
-    /// Per [`rules::Edge`]: a known maximal run `[start, end)` of forbidden bytes.
-    known: [(usize, usize); rules::Edge::COUNT],
+    /// Per [`rules::Edge`], then identifier bytes: a known maximal run
+    /// `[start, end)` of bytes of that class.
+    known: [(usize, usize); rules::Edge::COUNT + 1],
 }
 
 impl BlockedRuns {
     fn no_end_within(&mut self, edge: rules::Edge, bytes: &[u8], from: usize, end: usize) -> bool {
-        if edge == rules::Edge::None {
-            return false;
-        }
-        let Some(slot) = self.known.get_mut(edge as usize) else {
-            return false;
+        edge != rules::Edge::None
+            && self.run_end(edge as usize, |b| edge.blocks(b), bytes, from) > end
+    }
+
+    /// Whether the identifier holding a secret word at `pos` runs on past
+    /// what the assignment matcher reads: it then finds no operator after
+    /// it and returns nothing (`keykeykey…` cost it 120 bytes per trigger).
+    fn identifier_too_long(&mut self, bytes: &[u8], pos: usize) -> bool {
+        self.run_end(rules::Edge::COUNT, rules::is_ident_byte, bytes, pos)
+            > pos + rules::IDENT_AHEAD
+    }
+
+    /// End of the run of `class` bytes from `from` (`from` itself if none).
+    fn run_end(
+        &mut self,
+        slot: usize,
+        class: impl Fn(u8) -> bool,
+        bytes: &[u8],
+        from: usize,
+    ) -> usize {
+        let Some(slot) = self.known.get_mut(slot) else {
+            return from;
         };
         let (start, known_end) = *slot;
         let inside = |p: usize| start <= p && p < known_end;
         let mut p = from;
         // Read forward only until the known run is reached: each byte is
-        // read about once per edge, however the triggers overlap.
-        while p < bytes.len() && !inside(p) && edge.blocks(text::at(bytes, p)) {
+        // read about once per class, however the triggers overlap.
+        while p < bytes.len() && !inside(p) && class(text::at(bytes, p)) {
             p += 1;
         }
         let run_end = if inside(p) { known_end } else { p };
         if run_end > from {
             *slot = (if inside(from) { start } else { from }, run_end);
         }
-        run_end > end
+        run_end
     }
 }
 

@@ -1122,7 +1122,11 @@ fn read_value(text: &str, from: usize, quoted_only: bool) -> Option<(usize, usiz
     (len > 0).then_some((from, from + len))
 }
 
-fn is_ident_byte(b: u8) -> bool {
+/// How far the assignment matcher reads an identifier after its secret word:
+/// an identifier that runs on past this finds no operator and matches nothing.
+pub const IDENT_AHEAD: usize = 80;
+
+pub fn is_ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
 }
 
@@ -1137,7 +1141,7 @@ pub fn assignment_at(text: &str, pos: usize) -> Option<Found> {
         s -= 1;
     }
     let mut e = pos;
-    while e < bytes.len() && e - pos < 80 && is_ident_byte(at(bytes, e)) {
+    while e < bytes.len() && e - pos < IDENT_AHEAD && is_ident_byte(at(bytes, e)) {
         e += 1;
     }
     let id = text.get(s..e)?;
