@@ -102,6 +102,17 @@ pub struct BenchArgs {
     /// instruction counts under `valgrind --tool=callgrind`.
     #[arg(long = "case")]
     pub cases: Vec<String>,
+    /// Measure the adversarial payloads instead: every detector's trigger
+    /// repeated back to back, against the clean payload of the same size, as
+    /// arguments (request) and as a tool result (response).
+    #[arg(long)]
+    pub adversarial: bool,
+    /// With --adversarial: print every payload's line, not only the worst.
+    #[arg(long)]
+    pub all: bool,
+    /// With --adversarial: only the units whose name contains this.
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
 /// Deterministic pseudo-random numbers (xorshift64*), so payloads are the same on every run.
@@ -644,6 +655,9 @@ pub fn bench(args: BenchArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.adversarial {
+        return bench_adversarial(&scanner, &args);
+    }
     println!(
         "{:<6} {:<14} {:>9} {:>7} {:>8} {:>8} {:>9}",
         "size", "kind", "bytes", "runs", "MB/s", "cpu-MB/s", "findings"
@@ -686,6 +700,127 @@ pub fn bench(args: BenchArgs) -> ExitCode {
                 cpu_mbps,
                 findings
             );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Which way a payload travels: what the filter does with it.
+#[derive(Clone, Copy)]
+enum Direction {
+    /// `tools/call` arguments: `scan_value` (requests block).
+    Request,
+    /// A tool result's text content: `redact_result` (responses redact).
+    Response,
+}
+
+impl Direction {
+    fn name(self) -> &'static str {
+        match self {
+            Direction::Request => "request",
+            Direction::Response => "response",
+        }
+    }
+    /// The message for a payload: arguments, or a result with a text item.
+    fn wrap(self, v: Value) -> Value {
+        match self {
+            Direction::Request => v,
+            Direction::Response => {
+                json!({"content": [{"type": "text", "text": v.to_string()}], "isError": false})
+            }
+        }
+    }
+    fn run(self, scanner: &Scanner, v: &Value) -> usize {
+        match self {
+            Direction::Request => scanner.scan_value(v).len(),
+            Direction::Response => {
+                let mut copy = v.clone();
+                dlp::redact_result(scanner, &mut copy).len()
+            }
+        }
+    }
+}
+
+/// MB per CPU second of `dir` over `v` (`seconds` after one warm-up run, at
+/// least 3 runs); wall-clock where the thread's CPU time cannot be read. CPU
+/// time, because the machine is shared: waiting for a core is not scanning.
+fn measure(scanner: &Scanner, dir: Direction, v: &Value, seconds: f64) -> (f64, usize) {
+    let bytes = v.to_string().len();
+    let findings = dir.run(scanner, v);
+    let start = Instant::now();
+    let cpu_start = thread_cpu_ns();
+    let mut runs = 0u64;
+    while start.elapsed().as_secs_f64() < seconds || runs < 3 {
+        std::hint::black_box(dir.run(scanner, std::hint::black_box(v)));
+        runs += 1;
+    }
+    let scanned = bytes as f64 * runs as f64;
+    match (cpu_start, thread_cpu_ns()) {
+        (Some(a), Some(b)) if b > a => (scanned / ((b - a) as f64 / 1e3), findings),
+        _ => (scanned / start.elapsed().as_secs_f64() / 1e6, findings),
+    }
+}
+
+/// Every adversarial payload against the clean one of the same size and
+/// direction: MB/s and how many times slower per byte.
+fn bench_adversarial(scanner: &Scanner, args: &BenchArgs) -> ExitCode {
+    let units = dlp::adversarial::units();
+    println!(
+        "{:<6} {:<9} {:>10} {:>10} {:>7}  worst payload",
+        "size", "direction", "clean", "worst", "ratio"
+    );
+    for (label, size) in [
+        ("1KB", 1024usize),
+        ("64KB", 64 * 1024),
+        ("1MB", 1024 * 1024),
+    ] {
+        if !args.cases.is_empty() && !args.cases.iter().any(|c| c == label) {
+            continue;
+        }
+        for dir in [Direction::Request, Direction::Response] {
+            let clean = dir.wrap(payload(size, Flavour::Clean));
+            let (clean_mbps, _) = measure(scanner, dir, &clean, args.seconds);
+            let mut worst: Option<(f64, &str)> = None;
+            for (name, unit) in &units {
+                if args
+                    .only
+                    .as_ref()
+                    .is_some_and(|o| !name.contains(o.as_str()))
+                {
+                    continue;
+                }
+                let v = dir.wrap(json!({"batch": "export quarterly report",
+                    "items": [dlp::adversarial::payload(unit, size)]}));
+                let (mbps, findings) = measure(scanner, dir, &v, args.seconds);
+                if args.all {
+                    let (spent, allowed) = scanner.work_of(&v);
+                    println!(
+                        "{:<6} {:<9} {:>10.1} {:>10.1} {:>7.1}  {} ({} findings, work {:.2} of allowed)",
+                        label,
+                        dir.name(),
+                        clean_mbps,
+                        mbps,
+                        clean_mbps / mbps,
+                        name,
+                        findings,
+                        spent as f64 / allowed.max(1) as f64
+                    );
+                }
+                if worst.is_none_or(|(w, _)| mbps < w) {
+                    worst = Some((mbps, name));
+                }
+            }
+            if let Some((mbps, name)) = worst {
+                println!(
+                    "{:<6} {:<9} {:>10.1} {:>10.1} {:>7.1}  {}",
+                    label,
+                    dir.name(),
+                    clean_mbps,
+                    mbps,
+                    clean_mbps / mbps,
+                    name
+                );
+            }
         }
     }
     ExitCode::SUCCESS

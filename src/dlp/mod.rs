@@ -39,8 +39,10 @@
 //! [`Match`] and [`Finding`] carry a kind, a label and a position or JSON
 //! pointer, never the text; their `Debug` output is therefore safe to log.
 
+pub mod adversarial;
 mod pii;
 mod prefilter;
+mod prefix;
 mod rules;
 mod text;
 
@@ -140,6 +142,72 @@ pub const CUSTOM_OVERLAP: usize = 4 * 1024;
 /// `(a{1000}){1000}` at configure time.
 pub const CUSTOM_SIZE_LIMIT: usize = 256 * 1024;
 
+/// Work allowed per scanned byte (see [`Work`]): what the built-in detectors
+/// spend on ordinary and trigger-heavy text is far below it, so only an input
+/// built to make the scanner re-read itself comes near.
+pub const WORK_PER_BYTE: u64 = 32;
+/// Work allowed per scanned string on top of [`WORK_PER_BYTE`]: one trigger's
+/// regex run on a short string.
+pub const WORK_PER_STRING: u64 = 2048;
+/// What one regex call or one code matcher costs besides the bytes it may
+/// read (its setup is most of the cost of a trigger that fails at once).
+const WORK_PER_CALL: u64 = 32;
+/// What one byte of a merged window costs (an anchored run's byte costs 1).
+const WINDOW_BYTE_COST: usize = 2;
+/// The finding that stands for a string the scanner gave up on.
+pub const BUDGET_EXCEEDED_KIND: &str = "dlp_budget_exceeded";
+
+/// The scan budget of one message, counted in bytes handed to regexes and
+/// code matchers plus a fixed cost per call: deterministic (the same input
+/// always spends the same), unlike wall-clock time, which another worker's
+/// load would change. The prefilter and the personal-data pass are linear and
+/// not counted. Each scanned string adds its allowance; once the work spent
+/// passes the allowance, the scan fails closed: the string, and every later
+/// string of the message, is reported as [`BUDGET_EXCEEDED_KIND`] over its
+/// whole length (requests are refused -32013, responses redacted or refused
+/// like any finding), and no further regex runs for it.
+struct Work {
+    allowed: u64,
+    spent: u64,
+    per_byte: u64,
+    per_string: u64,
+}
+
+impl Work {
+    fn new(per_byte: u64, per_string: u64) -> Work {
+        Work {
+            allowed: 0,
+            spent: 0,
+            per_byte,
+            per_string,
+        }
+    }
+    /// Add the allowance of a string of `len` bytes (unless already exceeded).
+    fn grant(&mut self, len: usize) {
+        if !self.exceeded() {
+            self.allowed = self
+                .allowed
+                .saturating_add(self.per_string)
+                .saturating_add(self.per_byte.saturating_mul(len as u64));
+        }
+    }
+    /// Record a call that may read `bytes`; false once the budget is spent,
+    /// and the call must then not be made.
+    fn spend(&mut self, bytes: usize) -> bool {
+        if self.exceeded() {
+            return false;
+        }
+        self.spent = self
+            .spent
+            .saturating_add(WORK_PER_CALL)
+            .saturating_add(bytes as u64);
+        !self.exceeded()
+    }
+    fn exceeded(&self) -> bool {
+        self.spent > self.allowed
+    }
+}
+
 /// A policy-defined detector (`dlp.custom[]`).
 pub struct CustomDetector {
     id: String,
@@ -188,6 +256,8 @@ struct CompiledRule {
     /// run on the text from the trigger, it gives up at the first byte that
     /// cannot continue the token instead of scanning a whole window.
     anchored: Option<Regex>,
+    /// What every match of `anchored` starts with, checked first in code.
+    prefix: prefix::Prefix,
 }
 
 /// The compiled detectors: built-in secrets and personal data, plus custom ones.
@@ -198,6 +268,9 @@ pub struct Scanner {
     secrets: bool,
     pii: bool,
     custom: Vec<CustomDetector>,
+    /// [`WORK_PER_BYTE`] and [`WORK_PER_STRING`]; lowered only by tests.
+    work_per_byte: u64,
+    work_per_string: u64,
 }
 
 impl fmt::Debug for Scanner {
@@ -257,10 +330,18 @@ impl Scanner {
                             .transpose()?,
                     ),
                 };
+                // A flag (`(?i)`) changes what the literals mean: no check.
+                let flagged =
+                    spec.pattern.contains("(?") && spec.pattern.replace("(?:", "").contains("(?");
+                let prefix = match (&anchored, flagged) {
+                    (Some(_), false) => prefix::Prefix::of(spec.pattern),
+                    _ => prefix::Prefix::default(),
+                };
                 compiled.push(CompiledRule {
                     spec,
                     matcher,
                     anchored,
+                    prefix,
                 });
             }
         }
@@ -276,6 +357,8 @@ impl Scanner {
             secrets,
             pii,
             custom: Vec::new(),
+            work_per_byte: WORK_PER_BYTE,
+            work_per_string: WORK_PER_STRING,
         })
     }
 
@@ -293,7 +376,56 @@ impl Scanner {
     /// Like [`Scanner::scan_text`], for a string that is the value of object key
     /// `key`: `{"password": "…"}` is judged with the key as context.
     pub fn scan_keyed(&self, text: &str, key: Option<&str>) -> Vec<Match> {
-        self.resolve(self.candidates(text, key))
+        self.scan_in(text, key, &mut self.work())
+    }
+
+    /// Work that scanning `v` as arguments spends and the budget it is
+    /// allowed, for `bench-dlp` to print how close a payload comes.
+    pub fn work_of(&self, v: &Value) -> (u64, u64) {
+        let mut work = self.work();
+        self.scan_into(
+            v,
+            &mut String::new(),
+            None,
+            Binary::Scanned,
+            &mut work,
+            &mut Vec::new(),
+        );
+        (work.spent, work.allowed)
+    }
+
+    fn work(&self) -> Work {
+        Work::new(self.work_per_byte, self.work_per_string)
+    }
+
+    /// Lower the scan budget (tests show it trips and fails closed).
+    #[cfg(test)]
+    fn with_budget(mut self, per_byte: u64, per_string: u64) -> Scanner {
+        self.work_per_byte = per_byte;
+        self.work_per_string = per_string;
+        self
+    }
+
+    /// One string of a message whose budget is `work`.
+    fn scan_in(&self, text: &str, key: Option<&str>, work: &mut Work) -> Vec<Match> {
+        if text.is_empty() {
+            return Vec::new();
+        }
+        work.grant(text.len());
+        let cands = if work.exceeded() {
+            Vec::new()
+        } else {
+            self.candidates(text, key, work)
+        };
+        if work.exceeded() {
+            return vec![Match {
+                kind: BUDGET_EXCEEDED_KIND.to_owned(),
+                label: Label::Secret,
+                start: 0,
+                end: text.len(),
+            }];
+        }
+        self.resolve(cands)
             .into_iter()
             .map(|c| Match {
                 kind: self.kind_name(c.kind).to_owned(),
@@ -311,10 +443,10 @@ impl Scanner {
         }
     }
 
-    fn candidates(&self, text: &str, key: Option<&str>) -> Vec<Candidate> {
+    fn candidates(&self, text: &str, key: Option<&str>, work: &mut Work) -> Vec<Candidate> {
         let mut out = Vec::new();
         if self.secrets {
-            self.secret_candidates(text, &mut out);
+            self.secret_candidates(text, &mut out, work);
             if let Some(k) = key {
                 keyed_value(text, k, &mut out);
             }
@@ -340,6 +472,9 @@ impl Scanner {
                 CUSTOM_WINDOW,
                 CUSTOM_OVERLAP,
                 |offset, piece| {
+                    if !work.spend(piece.len()) {
+                        return;
+                    }
                     for m in c.regex.find_iter(piece) {
                         if m.start() < m.end() {
                             out.push(Candidate {
@@ -357,7 +492,7 @@ impl Scanner {
         out
     }
 
-    fn secret_candidates(&self, text: &str, out: &mut Vec<Candidate>) {
+    fn secret_candidates(&self, text: &str, out: &mut Vec<Candidate>, work: &mut Work) {
         let bytes = text.as_bytes();
         let n = bytes.len();
         // Windows for the rules whose match may start before their trigger.
@@ -365,7 +500,7 @@ impl Scanner {
         // (rule, position) of the last anchored run: two literals of one rule
         // at one position (`xoxe-`, `xoxe.xox`) need one run, not two.
         let mut last_run: Option<(u16, usize)> = None;
-        // (rule, end) of each anchored match: a trigger inside a span its rule
+        // (rule, end) of each anchored or code match: a trigger inside a span its rule
         // already matched is not run again. Without it a run of triggers
         // (`sk-sk-sk-…`) re-scans the same bytes from every one of them,
         // quadratic in the run's length.
@@ -373,7 +508,11 @@ impl Scanner {
         // (rule, where its required literal next occurs at or after the last
         // trigger that looked; None = nowhere further).
         let mut required_at: Vec<(u16, Option<usize>)> = Vec::new();
+        let mut runs = BlockedRuns::default();
         self.pre.for_each(bytes, |i, lit| {
+            if work.exceeded() {
+                return;
+            }
             let Some(lit) = lit else {
                 // The Discord bot token has no literal: its first `.` ends
                 // a run of 24-26 token characters.
@@ -383,7 +522,16 @@ impl Scanner {
                         .take_while(|b| text::is_token_byte(**b))
                         .count()
                 });
-                if (24..=26).contains(&run) {
+                // What must follow: 6 token bytes, `.`, 27 token bytes (a
+                // run of `<id>.<ts>.` segments has no HMAC and is not run).
+                let tokens = |from: usize, k: usize| {
+                    bytes
+                        .get(from..from + k)
+                        .is_some_and(|s| s.iter().all(|b| text::is_token_byte(*b)))
+                };
+                let follows =
+                    tokens(i + 1, 6) && text::at(bytes, i + 7) == b'.' && tokens(i + 8, 27);
+                if (24..=26).contains(&run) && follows && work.spend(0) {
                     if let Some(d) = self.discord {
                         hits.push((d, i - run, (i + 80).min(n)));
                     }
@@ -401,7 +549,23 @@ impl Scanner {
                 match (&rule.matcher, &rule.anchored) {
                     // Code matchers judge each trigger where it stands.
                     (Matcher::Native(native), _) => {
-                        if let Some(f) = native_at(*native, text, i) {
+                        if *native == rules::Native::Assignment
+                            && runs.identifier_too_long(bytes, i)
+                        {
+                            continue;
+                        }
+                        // Inside a span this matcher already found: a value
+                        // read from here would overlap it (`password=password=…`
+                        // read the same value again from every trigger).
+                        if matched.iter().any(|&(r, e)| r == ri && i < e) {
+                            continue;
+                        }
+                        if !work.spend(len) {
+                            return;
+                        }
+                        if let Some(f) = native_at(*native, text, i, len) {
+                            matched.retain(|&(r, _)| r != ri);
+                            matched.push((ri, f.end));
                             out.push(Candidate::secret(f, rule));
                         }
                     }
@@ -412,10 +576,16 @@ impl Scanner {
                             continue;
                         }
                         last_run = Some((ri, i));
+                        if !rule.prefix.admits(bytes, i) {
+                            continue;
+                        }
                         let end = text::ceil_boundary(
                             text,
                             (i + len + rule.spec.ahead).min(n).min(i + WINDOW_MAX),
                         );
+                        if runs.no_end_within(rule.spec.after, bytes, i + len, end) {
+                            continue;
+                        }
                         let req = rule.spec.requires.as_bytes();
                         if !req.is_empty() {
                             let known = required_at.iter().find(|(r, _)| *r == ri).map(|&(_, p)| p);
@@ -426,7 +596,8 @@ impl Scanner {
                                     let found = bytes
                                         .get(i..)
                                         .and_then(|rest| {
-                                            rest.windows(req.len()).position(|w| w == req)
+                                            rest.windows(req.len())
+                                                .position(|w| w.eq_ignore_ascii_case(req))
                                         })
                                         .map(|o| i + o);
                                     required_at.retain(|(r, _)| *r != ri);
@@ -438,7 +609,16 @@ impl Scanner {
                                 continue;
                             }
                         }
+                        // An anchored run mostly stops within a few bytes of
+                        // its trigger; an eighth of its window is charged.
+                        if !work.spend((end - i) / 8) {
+                            return;
+                        }
                         if let Some(piece) = text.get(i..end) {
+                            // Most triggers fail: without capture groups first.
+                            if !re.is_match(piece) {
+                                continue;
+                            }
                             if let Some(caps) = re.captures(piece) {
                                 if let Some(whole) = caps.get(0) {
                                     matched.retain(|&(r, _)| r != ri);
@@ -448,11 +628,12 @@ impl Scanner {
                             }
                         }
                     }
-                    (Matcher::Regex(_), None) => hits.push((
-                        ri,
-                        i.saturating_sub(rule.spec.back),
-                        (i + len + rule.spec.ahead).min(n),
-                    )),
+                    (Matcher::Regex(_), None) => {
+                        let end = (i + len + rule.spec.ahead).min(n);
+                        if !runs.no_end_within(rule.spec.after, bytes, i + len, end) {
+                            hits.push((ri, i.saturating_sub(rule.spec.back), end));
+                        }
+                    }
                 }
             }
         });
@@ -475,7 +656,12 @@ impl Scanner {
             we = text::ceil_boundary(text, we);
             if let Some(rule) = self.rules.get(usize::from(ri)) {
                 for_each_piece(text, ws, we, WINDOW_MAX, WINDOW_OVERLAP, |offset, piece| {
-                    run_rule(rule, text, offset, piece, out);
+                    // An unanchored search reads every byte of its piece,
+                    // several regex threads at a time: dearer per byte than
+                    // an anchored run, which mostly stops within a few.
+                    if work.spend(piece.len().saturating_mul(WINDOW_BYTE_COST)) {
+                        run_rule(rule, text, offset, piece, out);
+                    }
                 });
             }
         }
@@ -514,7 +700,15 @@ impl Scanner {
     /// Paths are JSON pointers relative to `v`; one finding per (kind, path).
     pub fn scan_value(&self, v: &Value) -> Vec<Finding> {
         let mut out = Vec::new();
-        self.scan_into(v, &mut String::new(), None, Binary::Scanned, &mut out);
+        let mut work = self.work();
+        self.scan_into(
+            v,
+            &mut String::new(),
+            None,
+            Binary::Scanned,
+            &mut work,
+            &mut out,
+        );
         dedup(out)
     }
 
@@ -524,11 +718,12 @@ impl Scanner {
         path: &mut String,
         key: Option<&str>,
         binary: Binary,
+        work: &mut Work,
         out: &mut Vec<Finding>,
     ) {
         match v {
             Value::String(s) => {
-                for m in self.scan_keyed(s, key) {
+                for m in self.scan_in(s, key, work) {
                     out.push(Finding {
                         kind: m.kind,
                         label: m.label,
@@ -541,7 +736,7 @@ impl Scanner {
                     let len = path.len();
                     path.push('/');
                     path.push_str(&i.to_string());
-                    self.scan_into(item, path, None, binary, out);
+                    self.scan_into(item, path, None, binary, work, out);
                     path.truncate(len);
                 }
             }
@@ -553,7 +748,7 @@ impl Scanner {
                     let len = path.len();
                     path.push('/');
                     push_pointer_token(path, k);
-                    for m in self.scan_text(k) {
+                    for m in self.scan_in(k, None, work) {
                         out.push(Finding {
                             kind: m.kind,
                             label: m.label,
@@ -562,14 +757,25 @@ impl Scanner {
                     }
                     match (binary.decodes(map, k), item.as_str().and_then(decoded_blob)) {
                         (true, Some(text)) => {
-                            self.scan_into(&Value::String(text), path, Some(k), binary, out)
+                            self.scan_into(&Value::String(text), path, Some(k), binary, work, out)
                         }
-                        _ => self.scan_into(item, path, Some(k), binary, out),
+                        _ => self.scan_into(item, path, Some(k), binary, work, out),
                     }
                     path.truncate(len);
                 }
             }
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+            Value::Number(n) => {
+                if let Some(t) = number_text(n) {
+                    for m in self.scan_in(&t, key, work) {
+                        out.push(Finding {
+                            kind: m.kind,
+                            label: m.label,
+                            path: path.clone(),
+                        });
+                    }
+                }
+            }
+            Value::Null | Value::Bool(_) => {}
         }
     }
 
@@ -578,7 +784,15 @@ impl Scanner {
     /// The value stays valid JSON; returns what was redacted.
     pub fn redact_value(&self, v: &mut Value) -> Vec<Finding> {
         let mut out = Vec::new();
-        self.redact_into(v, &mut String::new(), None, Binary::Scanned, &mut out);
+        let mut work = self.work();
+        self.redact_into(
+            v,
+            &mut String::new(),
+            None,
+            Binary::Scanned,
+            &mut work,
+            &mut out,
+        );
         dedup(out)
     }
 
@@ -588,11 +802,12 @@ impl Scanner {
         path: &mut String,
         key: Option<&str>,
         binary: Binary,
+        work: &mut Work,
         out: &mut Vec<Finding>,
     ) {
         match v {
             Value::String(s) => {
-                let found = self.scan_keyed(s, key);
+                let found = self.scan_in(s, key, work);
                 if !found.is_empty() {
                     *s = redact_text(s, &found);
                     out.extend(found.into_iter().map(|m| Finding {
@@ -607,7 +822,7 @@ impl Scanner {
                     let len = path.len();
                     path.push('/');
                     path.push_str(&i.to_string());
-                    self.redact_into(item, path, None, binary, out);
+                    self.redact_into(item, path, None, binary, work, out);
                     path.truncate(len);
                 }
             }
@@ -629,7 +844,7 @@ impl Scanner {
                             (true, Some(text)) => {
                                 let before = out.len();
                                 let mut decoded = Value::String(text);
-                                self.redact_into(&mut decoded, path, Some(&k), binary, out);
+                                self.redact_into(&mut decoded, path, Some(&k), binary, work, out);
                                 if out.len() != before {
                                     if let Value::String(t) = decoded {
                                         *item =
@@ -637,10 +852,10 @@ impl Scanner {
                                     }
                                 }
                             }
-                            _ => self.redact_into(item, path, Some(&k), binary, out),
+                            _ => self.redact_into(item, path, Some(&k), binary, work, out),
                         }
                     }
-                    let found = self.scan_text(&k);
+                    let found = self.scan_in(&k, None, work);
                     if !found.is_empty() {
                         out.extend(found.iter().map(|m| Finding {
                             kind: m.kind.clone(),
@@ -652,9 +867,35 @@ impl Scanner {
                     path.truncate(len);
                 }
             }
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+            Value::Number(n) => {
+                let Some(t) = number_text(n) else { return };
+                let found = self.scan_in(&t, key, work);
+                if !found.is_empty() {
+                    // A redacted number becomes the string that says what
+                    // was there: no number can say it.
+                    *v = Value::String(redact_text(&t, &found));
+                    out.extend(found.into_iter().map(|m| Finding {
+                        kind: m.kind,
+                        label: m.label,
+                        path: path.clone(),
+                    }));
+                }
+            }
+            Value::Null | Value::Bool(_) => {}
         }
     }
+}
+
+/// The text of a JSON number as a reader of it would see it: a card number
+/// sent as `{"card": 4111111111111111}` is a card number. Numbers of fewer
+/// than 8 characters are none of the formats (the shortest, a phone number
+/// or a password, has 8), so they are not turned into text at all.
+fn number_text(n: &serde_json::Number) -> Option<String> {
+    let small = |x: u64| x < 10_000_000;
+    if n.as_u64().is_some_and(small) || n.as_i64().is_some_and(|x| small(x.unsigned_abs())) {
+        return None;
+    }
+    Some(n.to_string())
 }
 
 fn rename_key(map: &mut Map<String, Value>, old: &str, new: String) {
@@ -687,8 +928,9 @@ fn keyed_value(text: &str, key: &str, out: &mut Vec<Candidate>) {
     });
 }
 
-fn native_at(native: rules::Native, text: &str, pos: usize) -> Option<rules::Found> {
+fn native_at(native: rules::Native, text: &str, pos: usize, len: usize) -> Option<rules::Found> {
     match native {
+        rules::Native::CurlUser => rules::curl_user_at(text, pos, len),
         rules::Native::Jwt => rules::jwt_at(text, pos),
         rules::Native::PrivateKey => rules::private_key_at(text, pos),
         rules::Native::Assignment => rules::assignment_at(text, pos),
@@ -702,8 +944,12 @@ fn run_rule(rule: &CompiledRule, text: &str, offset: usize, piece: &str, out: &m
     let Matcher::Regex(re) = &rule.matcher else {
         return;
     };
-    for caps in re.captures_iter(piece) {
-        push_accepted(rule, text, &caps, offset, out);
+    // Search without capture groups, which cost regex-lite most of its time
+    // per byte; only a match is searched again for its groups.
+    for m in re.find_iter(piece) {
+        if let Some(caps) = re.captures_at(piece, m.start()) {
+            push_accepted(rule, text, &caps, offset, out);
+        }
     }
 }
 
@@ -716,6 +962,61 @@ fn push_accepted(
 ) {
     if let Some(f) = rules::accept(rule.spec, text, caps, offset) {
         out.push(Candidate::secret(f, rule));
+    }
+}
+
+/// Runs of bytes that a rule's `after` edge forbids right after a match,
+/// remembered per edge so that a run is read once however many triggers lie
+/// in it. A match that contains a trigger ending at `from` ends in
+/// `from..=end`; if every byte there is forbidden after a match, the rule
+/// cannot match and its regex need not run. Inside a long token run
+/// (`tk-us-tk-us-…`, `AKIAAKIA…`) no trigger can end a token: each used to
+/// cost a regex run over its whole window.
+#[derive(Default)]
+struct BlockedRuns {
+    /// Per [`rules::Edge`], then identifier bytes: a known maximal run
+    /// `[start, end)` of bytes of that class.
+    known: [(usize, usize); rules::Edge::COUNT + 1],
+}
+
+impl BlockedRuns {
+    fn no_end_within(&mut self, edge: rules::Edge, bytes: &[u8], from: usize, end: usize) -> bool {
+        edge != rules::Edge::None
+            && self.run_end(edge as usize, |b| edge.blocks(b), bytes, from) > end
+    }
+
+    /// Whether the identifier holding a secret word at `pos` runs on past
+    /// what the assignment matcher reads: it then finds no operator after
+    /// it and returns nothing (`keykeykey…` cost it 120 bytes per trigger).
+    fn identifier_too_long(&mut self, bytes: &[u8], pos: usize) -> bool {
+        self.run_end(rules::Edge::COUNT, rules::is_ident_byte, bytes, pos)
+            > pos + rules::IDENT_AHEAD
+    }
+
+    /// End of the run of `class` bytes from `from` (`from` itself if none).
+    fn run_end(
+        &mut self,
+        slot: usize,
+        class: impl Fn(u8) -> bool,
+        bytes: &[u8],
+        from: usize,
+    ) -> usize {
+        let Some(slot) = self.known.get_mut(slot) else {
+            return from;
+        };
+        let (start, known_end) = *slot;
+        let inside = |p: usize| start <= p && p < known_end;
+        let mut p = from;
+        // Read forward only until the known run is reached: each byte is
+        // read about once per class, however the triggers overlap.
+        while p < bytes.len() && !inside(p) && class(text::at(bytes, p)) {
+            p += 1;
+        }
+        let run_end = if inside(p) { known_end } else { p };
+        if run_end > from {
+            *slot = (if inside(from) { start } else { from }, run_end);
+        }
+        run_end
     }
 }
 
@@ -911,14 +1212,30 @@ fn decoded_blob(s: &str) -> Option<String> {
 /// leaving out only the base64 payloads of content items.
 pub fn scan_result(scanner: &Scanner, result: &Value) -> Vec<Finding> {
     let mut out = Vec::new();
-    scanner.scan_into(result, &mut String::new(), None, Binary::Skipped, &mut out);
+    let mut work = scanner.work();
+    scanner.scan_into(
+        result,
+        &mut String::new(),
+        None,
+        Binary::Skipped,
+        &mut work,
+        &mut out,
+    );
     dedup(out)
 }
 
 /// Redact a JSON-RPC `result` in place (what [`scan_result`] scans).
 pub fn redact_result(scanner: &Scanner, result: &mut Value) -> Vec<Finding> {
     let mut out = Vec::new();
-    scanner.redact_into(result, &mut String::new(), None, Binary::Skipped, &mut out);
+    let mut work = scanner.work();
+    scanner.redact_into(
+        result,
+        &mut String::new(),
+        None,
+        Binary::Skipped,
+        &mut work,
+        &mut out,
+    );
     dedup(out)
 }
 

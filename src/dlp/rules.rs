@@ -35,6 +35,9 @@ pub enum Edge {
 }
 
 impl Edge {
+    /// How many edges there are (`Edge as usize` indexes a table of them).
+    pub const COUNT: usize = 7;
+
     pub fn blocks(self, b: u8) -> bool {
         match self {
             Edge::None => false,
@@ -84,6 +87,10 @@ pub enum Native {
     ProsePassword,
     /// `scheme://user:password@host`.
     UrlCredential,
+    /// `curl -u user:password`: after the pre-check nothing is left for a
+    /// regex to decide, and a run of ` -u a:b` made its merged window the
+    /// slowest input of all (5 MB/s).
+    CurlUser,
     /// `Authorization: [<scheme>] <credential>`. Code, not a regex: this
     /// trigger is common in ordinary HTTP code, and a case-insensitive pattern
     /// with a scheme alternation cost more than the rest of the scan there.
@@ -101,6 +108,26 @@ pub enum Pre {
     CurlUser,
     /// `["'][ \t]+value[ \t]*=[ \t]*["']` around the `value` trigger.
     XmlValue,
+    /// The trigger's first byte ends a run of at least this many bytes of
+    /// the class (the match's fixed part before the trigger): a run of
+    /// triggers (`3|3|3|…`) has none, and each used to widen a merged window.
+    RunBefore(Run, usize),
+}
+
+/// A byte class [`Pre::RunBefore`] counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Run {
+    Digit,
+    Alnum,
+}
+
+impl Run {
+    fn has(self, b: u8) -> bool {
+        match self {
+            Run::Digit => b.is_ascii_digit(),
+            Run::Alnum => b.is_ascii_alphanumeric(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -120,7 +147,7 @@ pub struct RuleSpec {
     pub after: Edge,
     pub check: Check,
     pub pre: Pre,
-    /// A literal every match contains ("" = none): a trigger with no such
+    /// A literal every match contains, in any case ("" = none): a trigger with no such
     /// literal within its window is not run, and where the next one lies is
     /// remembered, so a run of triggers costs one pass (`sk-sk-sk-…`).
     pub requires: &'static str,
@@ -308,6 +335,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         word_start: false,
         pattern: r"[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_=-]{60,70}",
         back: 14,
+        pre: Pre::RunBefore(Run::Alnum, 14),
         ahead: 80,
         ..BASE
     },
@@ -524,6 +552,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         word_start: false,
         pattern: r"[0-9]{5,16}:AA[A-Za-z0-9_-]{33}",
         back: 17,
+        pre: Pre::RunBefore(Run::Digit, 5),
         ahead: 40,
         before: Edge::Digit,
         ..BASE
@@ -624,6 +653,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         word_start: false,
         pattern: r"[0-9]{15,16}\|[A-Za-z0-9_-]{27}",
         back: 16,
+        pre: Pre::RunBefore(Run::Digit, 15),
         ahead: 32,
         check: Check::Random,
         ..BASE
@@ -701,8 +731,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         kind: "basic_auth_credentials",
         triggers: &["-u", "--user"],
         word_start: false,
-        pattern: r"(?:^|[ \t])(?:-u|--user)(?:[ \t]+|=)",
-        back: 1,
+        native: Some(Native::CurlUser),
         ahead: 12,
         before: Edge::None,
         after: Edge::None,
@@ -729,6 +758,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         word_start: false,
         pattern: r#"(?i)(?:mysql|mysqldump|mariadb)[^\n]{0,120}?[ \t]-p(?:'([^'\n]{1,128})'|"([^"\n]{1,128})"|([^\s'"-][^\s'"]{0,127}))"#,
         ahead: 400,
+        requires: "-p",
         before: Edge::None,
         after: Edge::None,
         check: Check::Password,
@@ -798,6 +828,22 @@ pub fn precheck(pre: Pre, bytes: &[u8], pos: usize, len: usize) -> bool {
         Pre::CurlUser => {
             matches!(before(bytes, pos), 0 | b' ' | b'\t')
                 && matches!(at(bytes, pos + len), b' ' | b'\t' | b'=')
+        }
+        Pre::RunBefore(run, n) => {
+            // Facebook's `<digits>|`: the trigger's own first byte is the
+            // run's last; Telegram's `<digits>:AA` and Terraform's
+            // `<14 alnum>.atlasv1.` have the run right before the trigger.
+            let (from, to) = match run {
+                Run::Digit if at(bytes, pos).is_ascii_digit() => {
+                    (pos + 1).checked_sub(n).map(|f| (f, pos + 1))
+                }
+                _ => pos.checked_sub(n).map(|f| (f, pos)),
+            }
+            .unwrap_or((0, 0));
+            to > from
+                && bytes
+                    .get(from..to)
+                    .is_some_and(|s| s.iter().all(|&b| run.has(b)))
         }
         Pre::XmlValue => {
             let mut j = pos;
@@ -1076,7 +1122,11 @@ fn read_value(text: &str, from: usize, quoted_only: bool) -> Option<(usize, usiz
     (len > 0).then_some((from, from + len))
 }
 
-fn is_ident_byte(b: u8) -> bool {
+/// How far the assignment matcher reads an identifier after its secret word:
+/// an identifier that runs on past this finds no operator and matches nothing.
+pub const IDENT_AHEAD: usize = 80;
+
+pub fn is_ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
 }
 
@@ -1091,7 +1141,7 @@ pub fn assignment_at(text: &str, pos: usize) -> Option<Found> {
         s -= 1;
     }
     let mut e = pos;
-    while e < bytes.len() && e - pos < 80 && is_ident_byte(at(bytes, e)) {
+    while e < bytes.len() && e - pos < IDENT_AHEAD && is_ident_byte(at(bytes, e)) {
         e += 1;
     }
     let id = text.get(s..e)?;
@@ -1293,6 +1343,19 @@ fn shell_word(text: &str, from: usize) -> Option<(String, usize)> {
         }
     }
     (!word.is_empty()).then_some((word, i))
+}
+
+/// `-u`/`--user` at `pos` (the pre-check held: a blank or the start before,
+/// a blank or `=` after), then the user:password word.
+pub fn curl_user_at(text: &str, pos: usize, len: usize) -> Option<Found> {
+    let bytes = text.as_bytes();
+    let after = pos + len;
+    let from = if at(bytes, after) == b'=' {
+        after + 1
+    } else {
+        skip_blanks(bytes, after)
+    };
+    curl_user(text, from)
 }
 
 fn curl_user(text: &str, from: usize) -> Option<Found> {

@@ -466,3 +466,148 @@ fn text_blob_is_redacted_and_stays_base64() {
         serde_json::json!(B64.encode("nothing here"))
     );
 }
+/// (kind, path) of each finding.
+type KindPaths = Vec<(String, String)>;
+
+fn findings_of(found: &[Finding]) -> KindPaths {
+    found
+        .iter()
+        .map(|f| (f.kind.clone(), f.path.clone()))
+        .collect()
+}
+
+/// A card number sent as a JSON number is a card number, in arguments and in
+/// results; short numbers and ordinary timestamps are nothing.
+#[test]
+fn numbers_are_scanned_as_their_text() {
+    let s = scanner();
+    let card = |kind: &str, path: &str| vec![(kind.to_owned(), path.to_owned())];
+    let cases: [(&str, serde_json::Value, KindPaths); 7] = [
+        (
+            "card_as_number",
+            json!({"card": 4111111111111111u64}),
+            card("credit_card", "/card"),
+        ),
+        (
+            "card_in_array",
+            json!({"cards": [1, 5555555555554444u64]}),
+            card("credit_card", "/cards/1"),
+        ),
+        (
+            "card_as_float",
+            json!({"card": 4111111111111111.0}),
+            card("credit_card", "/card"),
+        ),
+        (
+            "phone_by_key",
+            json!({"phone": 4155550132u64}),
+            card("phone", "/phone"),
+        ),
+        ("timestamp", json!({"created": 1696204069u64}), vec![]),
+        ("amount", json!({"amount": 12.5, "count": 3}), vec![]),
+        ("not_luhn", json!({"id": 4111111111111112u64}), vec![]),
+    ];
+    for (name, v, want) in cases {
+        assert_eq!(findings_of(&s.scan_value(&v)), want, "{name}");
+    }
+    let result = json!({"structuredContent": {"card": 4111111111111111u64}});
+    assert_eq!(
+        findings_of(&scan_result(&s, &result)),
+        card("credit_card", "/structuredContent/card")
+    );
+}
+
+#[test]
+fn redacts_a_card_sent_as_a_number() {
+    let s = scanner();
+    let mut v = json!({"card": 4111111111111111u64, "amount": 12});
+    let found = s.redact_value(&mut v);
+    assert_eq!(
+        findings_of(&found),
+        vec![("credit_card".to_owned(), "/card".to_owned())]
+    );
+    assert_eq!(v, json!({"card": "[REDACTED:credit_card]", "amount": 12}));
+    let mut r = json!({"content": [{"type": "text", "text": "ok"}], "structuredContent": {"pan": 4111111111111111u64}});
+    redact_result(&s, &mut r);
+    assert_eq!(
+        r["structuredContent"]["pan"],
+        json!("[REDACTED:credit_card]")
+    );
+}
+
+/// Trigger-dense text: every `pass ` runs the prose-password matcher.
+fn dense(bytes: usize) -> String {
+    adversarial::payload("pass ", bytes)
+}
+
+/// The scan budget trips on a constructed input once lowered, and fails
+/// closed: the string where it ran out, and every later string of the same
+/// message, is reported whole as `dlp_budget_exceeded` (requests refused,
+/// responses redacted); with the shipped budget the same input passes.
+#[test]
+fn scan_budget_trips_and_fails_closed() {
+    let low = scanner().with_budget(1, 0);
+    let text = dense(4096);
+    let m = low.scan_text(&text);
+    assert_eq!(m.len(), 1);
+    assert_eq!(
+        (m[0].kind.as_str(), m[0].start, m[0].end),
+        (BUDGET_EXCEEDED_KIND, 0, text.len())
+    );
+    assert_eq!(m[0].label, Label::Secret);
+
+    let v = json!({"a": text, "b": "plain words", "c": 4111111111111111u64});
+    let want: Vec<(String, String)> = ["/a", "/b", "/c"]
+        .iter()
+        .map(|p| (BUDGET_EXCEEDED_KIND.to_owned(), (*p).to_owned()))
+        .collect();
+    assert_eq!(
+        findings_of(&low.scan_value(&v)),
+        want,
+        "sticky for the message"
+    );
+    let mut r = json!({"content": [{"type": "text", "text": text}]});
+    let found = redact_result(&low, &mut r);
+    assert!(found
+        .iter()
+        .any(|f| f.path == "/content/0/text" && f.kind == BUDGET_EXCEEDED_KIND));
+    // Keys of the exhausted message are redacted too (a key can hold a
+    // secret): what is left says only what happened.
+    let out = r.to_string();
+    assert!(!out.contains("pass pass"), "{out}");
+    assert!(out.contains("[REDACTED:dlp_budget_exceeded]"), "{out}");
+
+    // A budget is per message: a fresh one for the next, and the shipped
+    // budget holds on this input.
+    assert!(scanner()
+        .scan_value(&v)
+        .iter()
+        .all(|f| f.kind != BUDGET_EXCEEDED_KIND));
+    let (spent, allowed) = scanner().work_of(&v);
+    assert!(spent < allowed, "{spent} of {allowed}");
+}
+
+/// Linear DLP, deterministically: every adversarial payload (each rule's
+/// trigger repeated, the personal-data anchors) spends at most a fixed amount
+/// of work per byte, at two sizes (so no quadratic term hides), and never
+/// trips the shipped budget.
+#[test]
+fn adversarial_payloads_stay_linear_and_within_budget() {
+    let s = scanner();
+    for (name, unit) in adversarial::units() {
+        let mut per_byte = Vec::new();
+        for size in [2048usize, 16384] {
+            let text = adversarial::payload(&unit, size);
+            let v = json!({ "x": text });
+            let (spent, allowed) = s.work_of(&v);
+            assert!(spent <= allowed, "{name}: {spent} of {allowed}");
+            per_byte.push(spent as f64 / text.len() as f64);
+        }
+        assert!(
+            per_byte[1] <= per_byte[0] * 1.25 + 0.5,
+            "{name}: work per byte grows with size: {per_byte:?}"
+        );
+        let ceiling = (WORK_PER_BYTE * 3 / 4) as f64;
+        assert!(per_byte[1] <= ceiling, "{name}: {per_byte:?} work per byte");
+    }
+}

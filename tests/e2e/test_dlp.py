@@ -161,3 +161,41 @@ def test_secret_echoed_in_an_error_is_redacted(envoy_for: Any) -> None:
     err = anyio.run(go)
     assert TOKEN not in err.message, err.message
     assert "[REDACTED:github_pat]" in err.message, err.message
+
+
+CARD = 4111111111111111  # the well-known Visa test number: Luhn-valid, issued to nobody
+
+
+def test_card_sent_as_a_number_is_blocked(envoy: Any) -> None:
+    """A card number is a card number whether the caller quotes it or not: a JSON
+    number is scanned as its text (the string form was blocked, the number passed)."""
+    async def go() -> Any:
+        async with sdk_session(envoy.url, READER_KEY) as s:
+            await s.list_tools()
+            before = envoy.upstream_posts()
+            with pytest.raises(MCPError) as ei:
+                await s.call_tool("echo", {"message": "pay", "card": CARD})
+            return ei.value, envoy.upstream_posts() - before
+
+    err, moved = anyio.run(go)
+    assert err.code == -32013, err
+    assert err.data.get("findings") == [{"kind": "credit_card", "path": "/card"}], err.data
+    assert str(CARD) not in json.dumps(err.data)
+    assert moved == 0, "a blocked call must not reach the server"
+
+
+def test_card_sent_as_a_number_is_redacted_before_the_server(envoy_for: Any) -> None:
+    """requests: redact replaces the number with the string that says what was there
+    (the unit test redacts_a_card_sent_as_a_number shows the rewritten arguments);
+    here the filter's finding counter moves and the call goes through."""
+    env = envoy_for(policy_variant(dlp={"requests": "redact", "responses": "off"}))
+    sess = open_session(env.url, READER_KEY)
+    found = "wasmcustom.mcp_firewall.dlp.findings.credit_card"
+    before = env.stat(found)
+    r = send(env.url, body=json.dumps(call("echo", {"message": "pay", "card": CARD}, id=9)),
+             token=READER_KEY, headers=sess)
+    assert r.status_code == 200, r.text
+    assert env.stat(found) == before + 1, "the number was found (and so redacted) on its way to the server"
+    (msg,) = messages(r)
+    assert msg.get("result", {}).get("content", [{}])[0].get("text") == "Echo: pay", msg
+    assert str(CARD) not in r.text
