@@ -12,6 +12,11 @@
 // event stored after that id: the later progress, the call's result, and the
 // answers to the tools/list and echo that were already answered on their POSTs.
 //
+// With `cutPostMs` (the control without any proxy), the client's own HTTP stack
+// cuts instead: POSTs go through undici (installed in peers/ with the SDK) with a
+// `bodyTimeout`, which destroys the connection when a response body stays
+// silent that long; GETs keep none.
+//
 // Nothing here is mocked: `fetch` is the global one, wrapped only to note each
 // request's method, Last-Event-ID and status; `onmessage` is wrapped only to
 // note every JSON-RPC message the transport hands to the client, including
@@ -20,12 +25,14 @@
 
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { Agent, fetch as undiciFetch } from 'undici';
 
 const args = JSON.parse(process.argv[2] ?? '{}');
 const duration = args.duration ?? 4; // seconds the long call runs
 const steps = args.steps ?? 2; // one progress notification per step
 const reconnectDelayMs = args.reconnectDelayMs ?? 4500;
 const settleMs = args.settleMs ?? 1500;
+const cutPosts = args.cutPostMs ? new Agent({ bodyTimeout: args.cutPostMs }) : undefined;
 
 const t0 = Date.now();
 const at = () => Date.now() - t0;
@@ -38,7 +45,9 @@ const recordingFetch = async (url, init) => {
     const headers = new Headers(init?.headers);
     const entry = { method: init?.method ?? 'GET', lastEventId: headers.get('last-event-id'), at: at() };
     requests.push(entry);
-    const response = await fetch(url, init);
+    const response = await (cutPosts && entry.method === 'POST'
+        ? undiciFetch(url, { ...init, dispatcher: cutPosts })
+        : fetch(url, init));
     entry.status = response.status;
     return response;
 };

@@ -11,8 +11,9 @@ then ``tools/list`` and an ``echo`` of a secret on their own POSTs while the lon
 call runs. Envoy's route timeout for POSTs (GETs keep none) cuts the long call's
 stream in the middle; the client reconnects with GET + Last-Event-ID.
 
-- Control (the same Envoy, the firewall removed): the replay hands the client the
-  whole catalogue and the secret, and the long call's result.
+- Controls (straight to server-everything, the client's HTTP stack cutting the
+  POST; and the same Envoy with the firewall removed): the replay hands the client
+  the whole catalogue and the secret, and the long call's result.
 - Through the firewall: the POSTs' own answers are filtered and redacted as
   always; every answer on the GET stream is replaced by the documented
   ``response-unfilterable`` refusal under its id (the long call ends with it), the
@@ -86,11 +87,11 @@ def envoys(workdir: Path, wasm: Path, mcp_server: harness.McpServer) -> Iterator
             env.stop()
 
 
-def run_client(url: str) -> dict[str, Any]:
+def run_client(url: str, **extra: Any) -> dict[str, Any]:
     node = shutil.which("node")
     assert node, "node is needed for the TypeScript SDK client"
     arg = {"url": url, "key": READER_KEY, "message": MESSAGE, "duration": DURATION_S, "steps": STEPS,
-           "reconnectDelayMs": RECONNECT_DELAY_MS}
+           "reconnectDelayMs": RECONNECT_DELAY_MS, **extra}
     done = subprocess.run([node, str(CLIENT), json.dumps(arg)], capture_output=True, text=True, timeout=60,
                           cwd=CLIENT.parent)
     assert done.returncode == 0, done.stderr
@@ -131,9 +132,7 @@ def assert_the_post_dropped_and_the_client_resumed(out: dict[str, Any]) -> None:
     assert all(p["at"] >= gets[0]["at"] for p in out["progress"]), (out["progress"], gets)
 
 
-def test_control_the_replay_hands_the_client_the_catalogue_and_the_secret(envoys: dict[str, harness.Envoy]) -> None:
-    """Envoy without the firewall, same cut: the SDK's reconnect replays the answers."""
-    out = run_client(envoys["bare"].url)
+def assert_the_replay_hands_the_client_everything(out: dict[str, Any]) -> None:
     assert_the_post_dropped_and_the_client_resumed(out)
     # On their POSTs, nothing filtered: the control is what the server sends.
     assert HIDDEN in out["listed"] and out["echoed"] == [f"Echo: {MESSAGE}"]
@@ -148,6 +147,18 @@ def test_control_the_replay_hands_the_client_the_catalogue_and_the_secret(envoys
     assert any("unknown message ID" in e["error"] for e in out["errors"]), out["errors"]
     # The two replayed priming events (`data: {}`, see below) fail the SDK's schema.
     assert sum("invalid_union" in e["error"] for e in out["errors"]) == 2, out["errors"]
+
+
+def test_control_direct_the_replay_hands_the_client_the_catalogue_and_the_secret(
+        mcp_server: harness.McpServer) -> None:
+    """No proxy at all: the client's own HTTP stack cuts the silent POST (undici's
+    bodyTimeout, the same 1 s); the SDK's reconnect replays the answers."""
+    assert_the_replay_hands_the_client_everything(run_client(mcp_server.url, cutPostMs=1000))
+
+
+def test_control_the_replay_hands_the_client_the_catalogue_and_the_secret(envoys: dict[str, harness.Envoy]) -> None:
+    """Envoy without the firewall, the same route timeout as below."""
+    assert_the_replay_hands_the_client_everything(run_client(envoys["bare"].url))
 
 
 def test_firewall_the_replay_is_refused_and_notifications_flow(envoys: dict[str, harness.Envoy]) -> None:
