@@ -604,6 +604,9 @@ fn full_bootstrap(
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "mcp",
+                        // A CGI-style server reads mcp_session_id as
+                        // Mcp-Session-Id; the firewall would never see it.
+                        "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
                         "route_config": {"name": "mcp", "virtual_hosts": [{
                             "name": "mcp", "domains": ["*"],
                             "routes": [{"match": {"prefix": "/"},

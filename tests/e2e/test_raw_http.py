@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 from conftest import ADMIN_KEY, READER_KEY, REVOKED_KEY, base_policy, policy_variant
 from mcp_raw import call, messages, open_session, rpc, send
@@ -267,3 +268,15 @@ def test_revoked_key_is_accepted_while_listed(envoy_for: Any) -> None:
     assert r.status_code == 200, r.text
     texts = [c.get("text") for m in messages(r) if "result" in m for c in m["result"]["content"]]
     assert "Echo: still valid" in texts
+
+
+def test_a_header_name_with_an_underscore_is_refused_before_the_firewall(envoy: Any) -> None:
+    """`mcp_session_id` is `Mcp-Session-Id` to a CGI-style server (Rack, PHP:
+    HTTP_MCP_SESSION_ID) but a header the firewall never reads; the shipped
+    Envoy configs refuse such names (fresh-eyes review F7)."""
+    before = envoy.upstream_requests()
+    r = httpx.post(envoy.url, content=b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}',
+                   headers={"content-type": "application/json", "authorization": f"Bearer {ADMIN_KEY}",
+                            "mcp_session_id": "victim-session"})
+    assert r.status_code == 400, (r.status_code, r.text[:200])
+    assert envoy.upstream_requests() == before
