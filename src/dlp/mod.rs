@@ -156,6 +156,9 @@ const WORK_PER_CALL: u64 = 32;
 const WINDOW_BYTE_COST: usize = 2;
 /// The finding that stands for a string the scanner gave up on.
 pub const BUDGET_EXCEEDED_KIND: &str = "dlp_budget_exceeded";
+/// The finding that stands for a text blob no client decoding could be
+/// scanned from: reported over the whole blob, never passed unread.
+pub const UNDECODABLE_BLOB_KIND: &str = "undecodable_text_blob";
 
 /// The scan budget of one message, counted in bytes handed to regexes and
 /// code matchers plus a fixed cost per call: deterministic (the same input
@@ -755,10 +758,11 @@ impl Scanner {
                             path: path.clone(),
                         });
                     }
-                    match (binary.decodes(map, k), item.as_str().and_then(decoded_blob)) {
-                        (true, Some(text)) => {
+                    match (binary.decodes(map, k), item.as_str().map(decoded_blob)) {
+                        (true, Some(Some(text))) => {
                             self.scan_into(&Value::String(text), path, Some(k), binary, work, out)
                         }
+                        (true, Some(None)) => out.push(undecodable(path)),
                         _ => self.scan_into(item, path, Some(k), binary, work, out),
                     }
                     path.truncate(len);
@@ -838,10 +842,10 @@ impl Scanner {
                     push_pointer_token(path, &k);
                     let decodes = binary.decodes(map, &k);
                     if let Some(item) = map.get_mut(&k) {
-                        match (decodes, item.as_str().and_then(decoded_blob)) {
+                        match (decodes, item.as_str().map(decoded_blob)) {
                             // A text blob is redacted in its decoded text and
                             // encoded again, so the client still gets base64.
-                            (true, Some(text)) => {
+                            (true, Some(Some(text))) => {
                                 let before = out.len();
                                 let mut decoded = Value::String(text);
                                 self.redact_into(&mut decoded, path, Some(&k), binary, work, out);
@@ -851,6 +855,15 @@ impl Scanner {
                                             Value::String(base64::Engine::encode(&text::B64STD, t));
                                     }
                                 }
+                            }
+                            // A text blob no client decoding reads as this
+                            // scan would: nothing of it is passed on.
+                            (true, Some(None)) => {
+                                out.push(undecodable(path));
+                                *item = Value::String(base64::Engine::encode(
+                                    &text::B64STD,
+                                    format!("[REDACTED:{UNDECODABLE_BLOB_KIND}]"),
+                                ));
                             }
                             _ => self.redact_into(item, path, Some(&k), binary, work, out),
                         }
@@ -1198,8 +1211,32 @@ fn is_text_media_type(m: &str) -> bool {
 /// The text a base64 `blob` decodes to, if it is base64 at all (a blob that
 /// is not is scanned as the string it is). Invalid UTF-8 is read with
 /// replacement characters, as a lenient client shows it.
+fn undecodable(path: &str) -> Finding {
+    Finding {
+        kind: UNDECODABLE_BLOB_KIND.to_owned(),
+        label: Label::Secret,
+        path: path.to_owned(),
+    }
+}
+
+/// A text blob as clients decode it: they are lenient (Python's `b64decode`
+/// and Node's `Buffer.from` skip every character outside the alphabet, `atob`
+/// skips whitespace; MIME-wrapped base64 from `encodebytes` has a newline
+/// every 76 characters; Node reads the URL-safe alphabet too), so the scan
+/// reads the same bytes: anything but alphabet characters dropped, `-`/`_`
+/// as `+`/`/`, padding and trailing bits optional. `None` when even that
+/// leaves no whole base64 text (one character too many).
 fn decoded_blob(s: &str) -> Option<String> {
-    let bytes = text::decode_b64std(s)?;
+    let clean: String = s
+        .chars()
+        .filter_map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '+' | '/' => Some(c),
+            '-' => Some('+'),
+            '_' => Some('/'),
+            _ => None,
+        })
+        .collect();
+    let bytes = text::decode_b64std(&clean)?;
     Some(match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),

@@ -611,3 +611,47 @@ fn adversarial_payloads_stay_linear_and_within_budget() {
         assert!(per_byte[1] <= ceiling, "{name}: {per_byte:?} work per byte");
     }
 }
+
+/// A text blob is read the way lenient clients decode it (MIME line breaks,
+/// URL-safe letters, no padding), and one no decoding reads is never passed
+/// unread (fresh-eyes review F5: a wrapped blob hid a token).
+#[test]
+fn text_blobs_are_decoded_as_clients_decode_them() {
+    use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    let scanner = match Scanner::builtin(true, true) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let token = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
+    let text = format!("GITHUB_TOKEN={token} and some more text to wrap the line well past 76");
+    let wrapped: String = B64
+        .encode(&text)
+        .as_bytes()
+        .chunks(76)
+        .map(|c| format!("{}\n", String::from_utf8_lossy(c)))
+        .collect();
+    let url_safe = URL_SAFE_NO_PAD.encode(format!("{text}??>>"));
+    // (name, blob, the finding kind expected)
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("mime_wrapped", wrapped, "github_pat"),
+        ("url_safe_unpadded", url_safe, "github_pat"),
+        (
+            "one_character_too_many",
+            format!("{}A", B64.encode("abc")),
+            UNDECODABLE_BLOB_KIND,
+        ),
+    ];
+    for (name, blob, want) in cases {
+        let mut result = serde_json::json!({"contents": [{"uri": "file:///a", "mimeType": "text/plain", "blob": blob}]});
+        let found = redact_result(&scanner, &mut result);
+        assert!(found.iter().any(|f| f.kind == want), "{name}: {found:?}");
+        let out = result["contents"][0]["blob"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let decoded = String::from_utf8(B64.decode(&out).unwrap_or_default()).unwrap_or_default();
+        assert!(!decoded.contains(token), "{name}: {decoded}");
+        assert!(decoded.contains("[REDACTED:"), "{name}: {decoded}");
+    }
+}
