@@ -759,8 +759,11 @@ impl Scanner {
                         });
                     }
                     match (binary.decodes(map, k), item.as_str().map(decoded_blob)) {
+                        // Decoded as a client decodes it, and as it stands (a
+                        // token sent as the blob's text reads as itself).
                         (true, Some(Some(text))) => {
-                            self.scan_into(&Value::String(text), path, Some(k), binary, work, out)
+                            self.scan_into(&Value::String(text), path, Some(k), binary, work, out);
+                            self.scan_into(item, path, Some(k), binary, work, out);
                         }
                         (true, Some(None)) => out.push(undecodable(path)),
                         _ => self.scan_into(item, path, Some(k), binary, work, out),
@@ -845,6 +848,20 @@ impl Scanner {
                         match (decodes, item.as_str().map(decoded_blob)) {
                             // A text blob is redacted in its decoded text and
                             // encoded again, so the client still gets base64.
+                            (true, Some(Some(_)))
+                                if {
+                                    let before = out.len();
+                                    self.scan_into(item, path, Some(&k), binary, work, out);
+                                    out.len() != before
+                                } =>
+                            {
+                                // A secret in the blob's text as it stands: the
+                                // whole blob goes (its base64 reading is garbage).
+                                *item = Value::String(base64::Engine::encode(
+                                    &text::B64STD,
+                                    "[REDACTED:blob]",
+                                ));
+                            }
                             (true, Some(Some(text))) => {
                                 let before = out.len();
                                 let mut decoded = Value::String(text);
