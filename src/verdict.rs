@@ -513,11 +513,16 @@ pub fn judge_body(
             && !crate::decide::completion_ref_visible(policy, caller, params)
         {
             verdict.plan.hidden_completions.push(id_key(id));
-        } else if policy.dlp.responses != DlpAction::Off && scans_result_of(policy, m) {
+        } else if policy.dlp.responses != DlpAction::Off && !exempt_call(policy, m) {
+            // Every answer is text the client reads (an initialize's
+            // `instructions`, a completion's values, a ping's stream), not
+            // only tool results: a hostile server picks the channel.
             verdict.plan.scans.push(id_key(id));
         }
     }
-    verdict.plan.server_messages = !verdict.plan.scans.is_empty();
+    // Notifications and server requests ride on the stream of any request.
+    verdict.plan.server_messages =
+        policy.dlp.responses != DlpAction::Off && !verdict.request_ids.is_empty();
     verdict
 }
 
@@ -695,6 +700,16 @@ impl MessageVerdict {
 /// result, its status message server text; the filter does not know which
 /// tool a task id belongs to, so an exempt tool's task is scanned too); and
 /// `subscriptions/listen`, whose stream carries the change notifications.
+/// A `tools/call` of a tool `dlp.exempt_tools` names: neither its arguments
+/// nor its answer are scanned.
+fn exempt_call(policy: &CompiledPolicy, m: &Message) -> bool {
+    m.method() == Some("tools/call")
+        && m.params()
+            .get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|tool| policy.dlp.is_exempt(tool))
+}
+
 pub fn scans_result_of(policy: &CompiledPolicy, m: &Message) -> bool {
     match m.method() {
         Some("tools/call") => match m.params().get("name").and_then(Value::as_str) {
@@ -710,7 +725,7 @@ pub fn scans_result_of(policy: &CompiledPolicy, m: &Message) -> bool {
 /// Where caller data rides to the server in one message, for DLP: the
 /// members of `params` (or of a client's answer) that are scanned, and
 /// whether a finding there may be redacted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Channel {
     /// `params.arguments` of a tool call or prompt (findings' paths are
     /// pointers into the arguments, as they always were).
@@ -719,7 +734,7 @@ enum Channel {
     /// URI, a completion's `argument` and `context`, a retried request's
     /// `inputResponses` (findings' paths start with the member:
     /// `/_meta/...`, `/uri`, `/inputResponses/...`).
-    Param(&'static str),
+    Param(String),
     /// The `result` or `error` of a client's answer to a server request (an
     /// elicitation result a user typed a card number into); paths start with
     /// `/result` or `/error`.
@@ -730,8 +745,9 @@ impl Channel {
     /// A URI named the resource the rules decided on: a redacted URI names
     /// another resource (and no longer matches `Mcp-Name`), so a finding in
     /// it refuses the request even under `dlp.requests: redact`.
-    fn rewritable(self) -> bool {
-        self != Channel::Param("uri")
+    /// The same holds for a tool's or prompt's `name`: the rules decided on it.
+    fn rewritable(&self) -> bool {
+        !matches!(self, Channel::Param(m) if m == "uri" || m == "name")
     }
 }
 
@@ -747,21 +763,25 @@ fn request_channels(policy: &CompiledPolicy, m: &Message) -> Vec<Channel> {
         Message::Response { .. } => return vec![Channel::Answer],
         _ => m.method().unwrap_or_default(),
     };
-    let mut channels = vec![Channel::Param("_meta")];
-    match method {
-        "tools/call" if !scans_result_of(policy, m) => return Vec::new(),
-        "tools/call" | "prompts/get" => {
-            channels.extend([Channel::Arguments, Channel::Param("inputResponses")])
-        }
-        "resources/read" => {
-            channels.extend([Channel::Param("uri"), Channel::Param("inputResponses")])
-        }
-        "resources/subscribe" | "resources/unsubscribe" => channels.push(Channel::Param("uri")),
-        "completion/complete" => {
-            channels.extend([Channel::Param("argument"), Channel::Param("context")])
-        }
-        _ => {}
+    if exempt_call(policy, m) {
+        return Vec::new();
     }
+    let arguments = matches!(method, "tools/call" | "prompts/get");
+    let mut channels: Vec<Channel> = Vec::new();
+    if arguments {
+        channels.push(Channel::Arguments);
+    }
+    // Every other member of `params` is caller data too (a cursor, a
+    // cancellation's reason, a progress message, an extra member a server
+    // reads): all of it is scanned, not a list of the members we know.
+    channels.extend(
+        m.params()
+            .as_object()
+            .into_iter()
+            .flat_map(|p| p.keys())
+            .filter(|k| !(arguments && *k == "arguments") && *k != "requestState")
+            .map(|k| Channel::Param(k.clone())),
+    );
     channels
 }
 
@@ -782,21 +802,25 @@ fn scan_arguments(
     let mut redacted = false;
     for (m, v) in messages.iter_mut().zip(verdicts.iter_mut()) {
         let mut changed = false;
-        for channel in request_channels(policy, m) {
+        for channel in &request_channels(policy, m) {
             let (value, prefix) = match (channel, &mut *m) {
                 (
                     Channel::Arguments,
                     Message::Request { params, .. } | Message::Notification { params, .. },
-                ) => (params.get_mut("arguments"), ""),
+                ) => (params.get_mut("arguments"), String::new()),
                 (
                     Channel::Param(member),
                     Message::Request { params, .. } | Message::Notification { params, .. },
-                ) => (params.get_mut(member), member),
+                ) => (
+                    params.get_mut(member.as_str()),
+                    // A JSON pointer token: `~` and `/` escaped.
+                    member.replace('~', "~0").replace('/', "~1"),
+                ),
                 (Channel::Answer, Message::Response { answer, .. }) => match answer {
-                    AnswerMember::Result(r) => (Some(r), "result"),
-                    AnswerMember::Error(e) => (Some(e), "error"),
+                    AnswerMember::Result(r) => (Some(r), "result".to_owned()),
+                    AnswerMember::Error(e) => (Some(e), "error".to_owned()),
                 },
-                _ => (None, ""),
+                _ => (None, String::new()),
             };
             let Some(value) = value else {
                 continue;
@@ -1223,6 +1247,40 @@ mod tests {
                 true,
                 false,
                 vec!["/_meta/note"],
+            ),
+            (
+                "an_extra_member_of_a_tool_call_blocks",
+                "block",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": "echo", "arguments": {}, "note": s}}),
+                true,
+                false,
+                vec!["/note"],
+            ),
+            (
+                "a_list_cursor_blocks",
+                "block",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"cursor": s}}),
+                true,
+                false,
+                vec!["/cursor"],
+            ),
+            (
+                "a_cancellation_reason_blocks",
+                "block",
+                json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                       "params": {"requestId": 3, "reason": s}}),
+                true,
+                false,
+                vec!["/reason"],
+            ),
+            (
+                "an_extra_member_is_redacted_under_redact",
+                "redact",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": s}}),
+                false,
+                true,
+                vec!["/x"],
             ),
             (
                 "meta_of_a_list_request_blocks",
