@@ -5,29 +5,38 @@
 //! streams it created: without help, a request whose body is still arriving
 //! would be decided under the policy its stream started with, so a kill
 //! switch or a revoked key could be outwaited. A stream therefore asks this
-//! registry, when it decides, for the newer policy of its filter.
+//! registry, when it decides, for the policy in force for its filter.
+//!
+//! What is in force is what the worker uses for new streams, and one VM is
+//! one worker: streams are created one after another, and after Envoy
+//! switches a worker's filter chain to another root, only that root creates
+//! streams. The current root is the last one configured, or one Envoy
+//! brought back: a swap back to a configuration whose root is still alive
+//! (one of its streams still open) reuses that root without configuring it
+//! again, and it simply starts creating streams again.
 //!
 //! The host names a filter only by its plugin `name` and `root_id`, and two
-//! different filters (two listeners built from one template) can share both.
-//! Adopting the other filter's policy would decide one listener's traffic
-//! under the other's rules, so a newer root is taken for a successor only
-//! when the evidence says so:
-//! * the stream's own root served traffic before the newer one was
-//!   configured (a reload replaces a filter that was in use; two filters of
-//!   one configuration are configured together, before any traffic);
-//! * the stream itself was created before the newer root was configured, or
-//!   within [`SWITCH_GRACE_MS`] after it (Envoy configures the new root on a
-//!   worker shortly before that worker's filter chains switch to it, and a
-//!   stream created in between still belongs to the old root);
-//! * no older root of the same key has gone on creating streams longer than
-//!   that grace after a newer one was configured: that is a second filter
-//!   under the same name. The key is then marked ambiguous for good (the
-//!   glue logs it once, as an error naming the fix), and its streams decide
-//!   under their own policy.
+//! filters of one configuration (two listeners built from one template) can
+//! share both. They are told apart from a swap back by their history: a root
+//! brought back had served traffic before the current one took over; a
+//! second filter's root was configured with it, before any traffic. A root
+//! that creates streams but cannot be the current one marks the name
+//! ambiguous for good (the glue logs it once), and its streams, like every
+//! stream of that name, then decide under their own policy.
+//!
+//! Right after a root is configured, the worker may still create a few
+//! streams on the old root before its filter chain switches
+//! ([`SWITCH_GRACE_MS`]): those are the old root's, not a swap back.
 
 use crate::host::InForce;
 use crate::policy::CompiledPolicy;
 use std::rc::Rc;
+
+/// How long after a root is configured the worker may still create streams
+/// on the old one (the switch of its filter chain is posted after the
+/// configuration), and how long the newer policy's record in shared data is
+/// taken for this VM's own still on its way.
+pub const SWITCH_GRACE_MS: u64 = 1_000;
 
 /// Shared-data key under which each root records its filter's newest policy
 /// (`<configured ms>:<policy sha256>`), for the VMs of other Wasm modules
@@ -46,20 +55,30 @@ fn parse_record(record: &str) -> Option<(u64, &str)> {
     Some((ms.parse().ok()?, sha))
 }
 
-/// How long after a newer root is configured an older root may still create
-/// streams (the worker's switch to the new filter chain) before the two are
-/// taken for different filters.
-pub const SWITCH_GRACE_MS: u64 = 1_000;
+#[derive(Debug)]
+struct Root {
+    serial: u64,
+    policy: Rc<CompiledPolicy>,
+    /// When it created its first stream.
+    first_stream_ms: Option<u64>,
+}
 
 #[derive(Debug)]
 struct Filter {
     key: String,
-    newest: Rc<CompiledPolicy>,
-    newest_root: u64,
-    configured_ms: u64,
+    roots: Vec<Root>,
+    current: u64,
+    /// Since when `current` is in force (its configuration, or its return).
+    since_ms: u64,
+    /// `current` came by a configuration (the switch grace applies).
+    configured: bool,
     ambiguous: bool,
-    /// Roots of this key still alive, with when each created its first stream.
-    roots: Vec<(u64, Option<u64>)>,
+}
+
+impl Filter {
+    fn root(&self, serial: u64) -> Option<&Root> {
+        self.roots.iter().find(|r| r.serial == serial)
+    }
 }
 
 /// One per VM (the glue keeps it in a thread local).
@@ -71,20 +90,26 @@ pub struct PolicyRegistry {
 impl PolicyRegistry {
     /// Root `root` of filter `key` was configured with `policy` at `now_ms`.
     pub fn configured(&mut self, key: &str, root: u64, policy: Rc<CompiledPolicy>, now_ms: u64) {
+        let info = Root {
+            serial: root,
+            policy,
+            first_stream_ms: None,
+        };
         match self.filters.iter_mut().find(|f| f.key == key) {
             Some(f) => {
-                f.newest = policy;
-                f.newest_root = root;
-                f.configured_ms = now_ms;
-                f.roots.push((root, None));
+                f.roots.retain(|r| r.serial != root);
+                f.roots.push(info);
+                f.current = root;
+                f.since_ms = now_ms;
+                f.configured = true;
             }
             None => self.filters.push(Filter {
                 key: key.to_owned(),
-                newest: policy,
-                newest_root: root,
-                configured_ms: now_ms,
+                roots: vec![info],
+                current: root,
+                since_ms: now_ms,
+                configured: true,
                 ambiguous: false,
-                roots: vec![(root, None)],
             }),
         }
     }
@@ -92,7 +117,7 @@ impl PolicyRegistry {
     /// Root `root` of `key` is gone (its `on_done`).
     pub fn retired(&mut self, key: &str, root: u64) {
         if let Some(f) = self.filters.iter_mut().find(|f| f.key == key) {
-            f.roots.retain(|(r, _)| *r != root);
+            f.roots.retain(|r| r.serial != root);
         }
     }
 
@@ -102,23 +127,55 @@ impl PolicyRegistry {
         let Some(f) = self.filters.iter_mut().find(|f| f.key == key) else {
             return false;
         };
-        if let Some((_, first)) = f.roots.iter_mut().find(|(r, _)| *r == root) {
-            first.get_or_insert(now_ms);
+        let Some(info) = f.roots.iter_mut().find(|r| r.serial == root) else {
+            return false;
+        };
+        let first = *info.first_stream_ms.get_or_insert(now_ms);
+        if root == f.current || f.ambiguous {
+            return false;
         }
-        let stale = root != f.newest_root && now_ms > f.configured_ms + SWITCH_GRACE_MS;
-        if stale && !f.ambiguous {
-            f.ambiguous = true;
-            return true;
+        if f.configured && now_ms <= f.since_ms + SWITCH_GRACE_MS {
+            // The worker has not switched to the configured root yet.
+            return false;
         }
-        false
+        if first < f.since_ms {
+            // It served before the current root took over, and serves again:
+            // Envoy brought it back (a swap back to its configuration).
+            f.current = root;
+            f.since_ms = now_ms;
+            f.configured = false;
+            return false;
+        }
+        // Configured before any traffic, never current, serving: a second
+        // filter under the same name.
+        f.ambiguous = true;
+        true
+    }
+
+    /// The current policy for a stream of root `root`, created at
+    /// `created_ms`, when it is another root's: `None` = its own.
+    pub fn in_force(&self, key: &str, root: u64, created_ms: u64) -> Option<Rc<CompiledPolicy>> {
+        let f = self.filters.iter().find(|f| f.key == key)?;
+        if f.ambiguous || f.current == root {
+            return None;
+        }
+        let served_before = f
+            .root(root)
+            .and_then(|r| r.first_stream_ms)
+            .is_some_and(|first| first < f.since_ms);
+        let predates = created_ms <= f.since_ms + SWITCH_GRACE_MS;
+        (served_before && predates)
+            .then(|| f.root(f.current).map(|r| r.policy.clone()))
+            .flatten()
     }
 
     /// What a stream of root `root` (policy `own_sha`), created at
-    /// `created_ms` and deciding at `now_ms`, decides under, given the filter's generation record in
-    /// shared data (`None` when there is none): a newer policy of this VM is
-    /// adopted; a newer one configured in another VM (a record newer than
-    /// every root of this VM, with another policy) cannot be, and the
-    /// request is refused rather than decided under a replaced policy.
+    /// `created_ms` and deciding at `now_ms`, decides under, given the
+    /// filter's generation record in shared data (`None` when there is
+    /// none): the current policy of this VM when it is another root's; a
+    /// newer one configured in another VM (a record newer than what this VM
+    /// has in force, with another policy) cannot be adopted, and the request
+    /// is refused rather than decided under a replaced policy.
     pub fn decide(
         &self,
         key: &str,
@@ -137,15 +194,12 @@ impl PolicyRegistry {
         let Some((at, sha)) = record.and_then(parse_record) else {
             return InForce::Own;
         };
-        let own_first = f
-            .roots
-            .iter()
-            .find(|(r, _)| *r == root)
-            .and_then(|(_, first)| *first);
+        let current_sha = f.root(f.current).map(|r| r.policy.sha256.as_str());
+        let own_first = f.root(root).and_then(|r| r.first_stream_ms);
         let elsewhere = !f.ambiguous
             && sha != own_sha
-            && sha != f.newest.sha256
-            && at > f.configured_ms
+            && Some(sha) != current_sha
+            && at > f.since_ms
             && own_first.is_some_and(|first| first < at)
             && created_ms <= at + SWITCH_GRACE_MS
             // The other workers' VMs of this module configure the new root a
@@ -157,87 +211,113 @@ impl PolicyRegistry {
             false => InForce::Own,
         }
     }
-
-    /// The newer policy a stream of root `root`, created at `created_ms`,
-    /// decides under; `None` = its own.
-    pub fn in_force(&self, key: &str, root: u64, created_ms: u64) -> Option<Rc<CompiledPolicy>> {
-        let f = self.filters.iter().find(|f| f.key == key)?;
-        if f.ambiguous || f.newest_root == root {
-            return None;
-        }
-        let served_before = f
-            .roots
-            .iter()
-            .find(|(r, _)| *r == root)
-            .and_then(|(_, first)| *first)
-            .is_some_and(|first| first < f.configured_ms);
-        let predates = created_ms <= f.configured_ms + SWITCH_GRACE_MS;
-        (served_before && predates).then(|| f.newest.clone())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn policy(kill: bool) -> Rc<CompiledPolicy> {
-        let doc = serde_json::json!({"version": 1, "rules": [], "kill_switch": kill});
+    fn policy(kill: bool, n: u64) -> Rc<CompiledPolicy> {
+        let doc = serde_json::json!({"version": 1, "kill_switch": kill,
+            "rules": [{"id": format!("r{n}"), "effect": "allow", "tools": ["x"]}]});
         match crate::policy::compile(&doc) {
             Ok(p) => Rc::new(p),
             Err(e) => panic!("{e:?}"),
         }
     }
 
-    /// Steps on one registry: (what happens, then what a stream sees).
+    fn adopts(r: &PolicyRegistry, root: u64, created: u64, want: &Rc<CompiledPolicy>) -> bool {
+        r.in_force("fw", root, created)
+            .is_some_and(|p| Rc::ptr_eq(&p, want))
+    }
+
     #[test]
-    fn a_reload_is_adopted_and_a_second_filter_of_the_same_name_never_is() {
-        let old = policy(false);
-        let new = policy(true);
-        // A reload: root 1 serves traffic, root 2 replaces it.
+    fn a_reload_is_adopted_by_held_streams() {
+        let (old, new) = (policy(false, 1), policy(true, 2));
         let mut r = PolicyRegistry::default();
         r.configured("fw", 1, old.clone(), 0);
         assert!(!r.stream_created("fw", 1, 10));
         r.configured("fw", 2, new.clone(), 5_000);
-        let held = r.in_force("fw", 1, 10);
-        assert!(
-            held.is_some_and(|p| Rc::ptr_eq(&p, &new)),
-            "held stream adopts the reload"
-        );
-        // A stream the old root created while the worker switched (race).
+        assert!(adopts(&r, 1, 10, &new), "a held stream adopts the reload");
+        // The worker still creating on the old root before it switches.
         assert!(!r.stream_created("fw", 1, 5_001));
         assert!(
-            r.in_force("fw", 1, 5_001).is_some(),
-            "switch-window stream adopts too"
+            adopts(&r, 1, 5_001, &new),
+            "a switch-window stream adopts too"
         );
         assert!(
             r.in_force("fw", 2, 6_000).is_none(),
-            "the newest root's streams keep theirs"
+            "the current root keeps its own"
         );
         r.retired("fw", 1);
         assert!(
             r.in_force("fw", 1, 10).is_none(),
             "a retired root adopts nothing"
         );
+    }
 
-        // Two filters under one name: configured together, both serve.
+    /// Review H1: A, then K (kill switch), then back to A, which Envoy serves
+    /// from A's root again without configuring it; then K again.
+    #[test]
+    fn a_swap_back_brings_the_old_root_back_and_later_reloads_still_apply() {
+        let (a, k) = (policy(false, 1), policy(true, 2));
+        let mut r = PolicyRegistry::default();
+        r.configured("fw", 1, a.clone(), 0);
+        r.stream_created("fw", 1, 100); // a long GET keeps root 1 alive
+        r.configured("fw", 2, k.clone(), 10_000);
+        r.stream_created("fw", 2, 10_500);
+        assert!(
+            adopts(&r, 1, 100, &k),
+            "A's held stream meets the kill switch"
+        );
+        // Swap back: root 1 creates streams again, no configuration.
+        assert!(
+            !r.stream_created("fw", 1, 20_000),
+            "a swap back is not a second filter"
+        );
+        assert!(r.in_force("fw", 1, 20_000).is_none(), "A is current again");
+        assert!(
+            adopts(&r, 2, 10_500, &a),
+            "K's held stream is decided under A"
+        );
+        // A held request of A, then K again (brought back too).
+        assert!(!r.stream_created("fw", 1, 25_000));
+        assert!(!r.stream_created("fw", 2, 30_000));
+        assert!(
+            adopts(&r, 1, 25_000, &k),
+            "the kill switch again reaches held streams"
+        );
+        // And a real new configuration still applies.
+        let n = policy(false, 3);
+        r.configured("fw", 3, n.clone(), 40_000);
+        assert!(adopts(&r, 1, 25_000, &n));
+    }
+
+    /// Review F2: two filters under one name, configured together.
+    #[test]
+    fn a_second_filter_of_the_same_name_is_never_adopted_from() {
+        let (strict, lax) = (policy(false, 1), policy(false, 2));
         let mut d = PolicyRegistry::default();
-        d.configured("fw", 1, old.clone(), 0);
-        d.configured("fw", 2, new.clone(), 1);
-        assert!(!d.stream_created("fw", 1, 100));
+        d.configured("fw", 1, strict.clone(), 0);
+        d.configured("fw", 2, lax.clone(), 1);
+        assert!(!d.stream_created("fw", 2, 50));
+        assert!(
+            !d.stream_created("fw", 1, 100),
+            "within the switch grace: no verdict yet"
+        );
         assert!(
             d.in_force("fw", 1, 100).is_none(),
-            "A never served before B: no adoption"
+            "strict never served before: no adoption"
         );
         assert!(
             d.stream_created("fw", 1, 5_000),
-            "A keeps serving: ambiguous, logged once"
+            "strict keeps serving: ambiguous, logged once"
         );
         assert!(!d.stream_created("fw", 1, 6_000));
-        // B is reloaded later: A still never adopts it.
-        d.configured("fw", 3, policy(false), 10_000);
+        d.configured("fw", 3, policy(false, 3), 10_000);
         assert!(
             d.in_force("fw", 1, 5_000).is_none(),
-            "ambiguous key: own policy"
+            "ambiguous name: own policy"
         );
     }
 
@@ -245,7 +325,7 @@ mod tests {
     /// this VM only sees its record in shared data.
     #[test]
     fn a_newer_policy_in_another_vm_refuses_held_requests() {
-        let own = policy(false);
+        let own = policy(false, 1);
         let mut r = PolicyRegistry::default();
         r.configured("fw", 1, own.clone(), 0);
         r.stream_created("fw", 1, 10);

@@ -1164,7 +1164,20 @@ impl Binary {
         };
         match key {
             "data" => is("type", &|t| t == "image" || t == "audio"),
-            "blob" => !is_text_blob(object),
+            // A blob is text the client may read when its type says so, and
+            // also when its type says nothing a reader would not show as
+            // text (`application/octet-stream`, a PEM or PGP key, a shell
+            // script) but its bytes are UTF-8 text: review L1 found keys in
+            // exactly those. Images, audio, video and fonts are never text.
+            "blob" => {
+                !is_text_blob(object)
+                    && (is("mimeType", &is_media_type)
+                        || !object
+                            .get(key)
+                            .and_then(Value::as_str)
+                            .and_then(decoded_blob_bytes)
+                            .is_some_and(|b| std::str::from_utf8(&b).is_ok()))
+            }
             _ => false,
         }
     }
@@ -1176,7 +1189,7 @@ impl Binary {
         self == Binary::Skipped
             && key == "blob"
             && object.get(key).is_some_and(Value::is_string)
-            && is_text_blob(object)
+            && !self.skips(object, key)
     }
 }
 
@@ -1244,6 +1257,25 @@ fn undecodable(path: &str) -> Finding {
 /// as `+`/`/`, padding and trailing bits optional. `None` when even that
 /// leaves no whole base64 text (one character too many).
 fn decoded_blob(s: &str) -> Option<String> {
+    let bytes = decoded_blob_bytes(s)?;
+    Some(match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
+/// Media whose bytes no reader shows as text.
+fn is_media_type(m: &str) -> bool {
+    let top = m
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(top.as_str(), "image" | "audio" | "video" | "font")
+}
+
+fn decoded_blob_bytes(s: &str) -> Option<Vec<u8>> {
     let clean: String = s
         .chars()
         .filter_map(|c| match c {
@@ -1253,11 +1285,7 @@ fn decoded_blob(s: &str) -> Option<String> {
             _ => None,
         })
         .collect();
-    let bytes = text::decode_b64std(&clean)?;
-    Some(match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
+    text::decode_b64std(&clean)
 }
 
 /// Findings in a JSON-RPC `result`: everything a client may read as text

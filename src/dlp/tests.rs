@@ -655,3 +655,46 @@ fn text_blobs_are_decoded_as_clients_decode_them() {
         assert!(decoded.contains("[REDACTED:"), "{name}: {decoded}");
     }
 }
+
+/// A blob whose type is not a text type but whose bytes are UTF-8 text (a
+/// PEM key, a shell script, an octet-stream `.env`) is read as text; media
+/// and real binary blobs are not (review L1).
+#[test]
+fn blobs_that_are_text_whatever_their_type_are_scanned() {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    let scanner = match Scanner::builtin(true, true) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let token = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
+    let text = B64.encode(format!("export GITHUB_TOKEN={token}\n"));
+    let binary = B64.encode([0xffu8, 0xfe, 0x00, 0x81, 0x9a, 0xc3, 0x28, 0x07]);
+    let cases: Vec<(&str, &str, String, bool)> = vec![
+        (
+            "octet_stream_text",
+            "application/octet-stream",
+            text.clone(),
+            true,
+        ),
+        ("pem_file", "application/x-pem-file", text.clone(), true),
+        (
+            "shell_script",
+            "application/x-shellscript",
+            text.clone(),
+            true,
+        ),
+        ("image_is_never_text", "image/png", text.clone(), false),
+        (
+            "binary_bytes_are_not_text",
+            "application/octet-stream",
+            binary,
+            false,
+        ),
+    ];
+    for (name, mime, blob, found) in cases {
+        let result =
+            serde_json::json!({"contents": [{"uri": "file:///a", "mimeType": mime, "blob": blob}]});
+        assert_eq!(!scan_result(&scanner, &result).is_empty(), found, "{name}");
+    }
+}

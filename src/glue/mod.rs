@@ -268,9 +268,10 @@ impl RootContext for FirewallRoot {
         if second_filter {
             log(
                 LogLevel::Error,
-                "mcp-firewall: two firewall filters of this Envoy share one plugin name and root_id: \
-                 give each its own `name` (mcp-firewall envoy-config --name); until then a request \
-                 held across a hot reload is decided under the policy it started with",
+                "mcp-firewall: two firewall filters of this Envoy share one plugin name and root_id \
+                 (a filter configured before any traffic serves while another of its name is in \
+                 force): give each its own `name` (mcp-firewall envoy-config --name); until then \
+                 a request held across a hot reload is decided under the policy it started with",
             );
         }
         Some(Box::new(FirewallHttp {
