@@ -224,3 +224,32 @@ def test_a_reload_bringing_a_new_module_refuses_held_requests(hot: Any, workdir:
     status, msg = held.finish()
     assert h.upstream_posts() == before, f"the held request reached the server: {status} {msg}"
     assert status == 503 and "policy changed" in msg["error"]["message"], (status, msg)
+
+
+def test_a_swap_back_keeps_revocation_working(hot: Any) -> None:
+    """Base → kill switch → base again while a GET stream keeps the base
+    policy's root alive: Envoy brings that root back without configuring it.
+    A request held across the next swap to the kill switch must still meet
+    it (second review H1: revocation stopped for good after such a toggle)."""
+    h = hot(base_policy())
+    sess = open_session(h.url, READER_KEY)
+    u = urlparse(h.url)
+    keeper = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    keeper.request("GET", u.path, headers={"accept": "text/event-stream",
+                                             "authorization": f"Bearer {READER_KEY}", **sess})
+    assert keeper.getresponse().status == 200  # the stream stays open
+    try:
+        h.swap(_killed())
+        h.swap(base_policy())  # Envoy reuses the base policy's live root
+        time.sleep(1.2)
+        r = send(h.url, body=json.dumps(call("echo", {"message": "back"}, id=3)), token=READER_KEY, headers=sess)
+        assert "Echo: back" in r.text, r.text[:300]
+        held = _held_echo(h)
+        before = h.upstream_posts()
+        h.swap(_killed())
+        time.sleep(1.5)
+        status, msg = held.finish()
+        assert h.upstream_posts() == before, f"the held request reached the server: {status} {msg}"
+        assert msg["error"]["data"]["rule"] == "kill-switch", (status, msg)
+    finally:
+        keeper.close()
