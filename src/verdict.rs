@@ -735,6 +735,9 @@ enum Channel {
     /// `inputResponses` (findings' paths start with the member:
     /// `/_meta/...`, `/uri`, `/inputResponses/...`).
     Param(String),
+    /// The JSON-RPC `id` of a request or answer, when it is a string the
+    /// caller chose: the server reads it (and may log or echo it).
+    Id,
     /// The `result` or `error` of a client's answer to a server request (an
     /// elicitation result a user typed a card number into); paths start with
     /// `/result` or `/error`.
@@ -747,7 +750,10 @@ impl Channel {
     /// it refuses the request even under `dlp.requests: redact`.
     /// The same holds for a tool's or prompt's `name`: the rules decided on it.
     fn rewritable(&self) -> bool {
-        !matches!(self, Channel::Param(m) if m == "uri" || m == "name")
+        // Nor can an id be (the answer must carry it back), nor the
+        // server's `requestState` (it checks what it issued).
+        !matches!(self, Channel::Param(m) if m == "uri" || m == "name" || m == "requestState")
+            && *self != Channel::Id
     }
 }
 
@@ -755,19 +761,20 @@ impl Channel {
 /// `_meta`; tool calls (unless the tool is exempt: the whole message is)
 /// and prompts: arguments; the three requests a server may answer with an
 /// `InputRequiredResult` (MRTR, 2026-07-28 `basic/patterns/mrtr`): the
-/// `inputResponses` of the retry. `requestState` is the server's own opaque
-/// blob, echoed back unread ("Clients MUST NOT inspect, parse, modify"):
-/// redacting it would break the retry, and it carries no caller data.
+/// `inputResponses` of the retry. `requestState` is the server's opaque blob
+/// ("Clients MUST NOT inspect, parse, modify"), but nothing makes the caller
+/// send back what the server issued: it is scanned, and a finding there is
+/// refused, never redacted (that would break a genuine retry).
 fn request_channels(policy: &CompiledPolicy, m: &Message) -> Vec<Channel> {
     let method = match m {
-        Message::Response { .. } => return vec![Channel::Answer],
+        Message::Response { .. } => return vec![Channel::Answer, Channel::Id],
         _ => m.method().unwrap_or_default(),
     };
     if exempt_call(policy, m) {
         return Vec::new();
     }
     let arguments = matches!(method, "tools/call" | "prompts/get");
-    let mut channels: Vec<Channel> = Vec::new();
+    let mut channels: Vec<Channel> = vec![Channel::Id];
     if arguments {
         channels.push(Channel::Arguments);
     }
@@ -779,7 +786,8 @@ fn request_channels(policy: &CompiledPolicy, m: &Message) -> Vec<Channel> {
             .as_object()
             .into_iter()
             .flat_map(|p| p.keys())
-            .filter(|k| !(arguments && *k == "arguments") && *k != "requestState")
+            // `requestState` too: the caller can write anything there.
+            .filter(|k| !(arguments && *k == "arguments"))
             .map(|k| Channel::Param(k.clone())),
     );
     channels
@@ -816,6 +824,11 @@ fn scan_arguments(
                     // A JSON pointer token: `~` and `/` escaped.
                     member.replace('~', "~0").replace('/', "~1"),
                 ),
+                (Channel::Id, Message::Request { id, .. } | Message::Response { id, .. })
+                    if id.is_string() =>
+                {
+                    (Some(id), "id".to_owned())
+                }
                 (Channel::Answer, Message::Response { answer, .. }) => match answer {
                     AnswerMember::Result(r) => (Some(r), "result".to_owned()),
                     AnswerMember::Error(e) => (Some(e), "error".to_owned()),
@@ -852,7 +865,7 @@ fn scan_arguments(
             let root = match channel {
                 Channel::Arguments => "/arguments",
                 Channel::Param(_) => "/params",
-                Channel::Answer => "",
+                Channel::Answer | Channel::Id => "",
             };
             v.finding_roots.extend(found.iter().map(|_| root));
             v.findings.extend(found);
@@ -1249,6 +1262,14 @@ mod tests {
                 vec!["/_meta/note"],
             ),
             (
+                "a_string_id_is_caller_data",
+                "redact",
+                json!({"jsonrpc": "2.0", "id": s, "method": "ping"}),
+                true,
+                false,
+                vec!["/id"],
+            ),
+            (
                 "an_extra_member_of_a_tool_call_blocks",
                 "block",
                 json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
@@ -1388,13 +1409,15 @@ mod tests {
                 vec![],
             ),
             (
-                "clean_request_state_is_never_read",
-                "block",
+                // The caller can write anything there (review M1): refused,
+                // never redacted (the server checks what it issued).
+                "request_state_is_refused_not_redacted",
+                "redact",
                 json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
                        "params": {"name": "echo", "arguments": {}, "requestState": s}}),
+                true,
                 false,
-                false,
-                vec![],
+                vec!["/requestState"],
             ),
         ];
         for (name, requests, body, refused, rewritten, paths) in cases {
