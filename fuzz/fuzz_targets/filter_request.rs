@@ -73,8 +73,9 @@
 //! * whatever the filter rewrote in a JSON response (it differs from what the
 //!   upstream sent) is valid JSON, and in an event stream every event that is
 //!   not one of the upstream's, byte for byte, carries valid JSON data;
-//! * an enforced list answer the client receives (JSON or an event's data)
-//!   holds only entries the caller may see (`decide::visible`), and no
+//! * an enforced list answer the client receives (the JSON body, or an
+//!   event's data, as the content type it receives says) holds only entries
+//!   the caller may see (`decide::visible`), and no
 //!   member spelled in another case beside the list;
 //! * without an audit section nothing is audited.
 #![no_main]
@@ -597,10 +598,12 @@ fuzz_target!(|data: &[u8]| {
         }
         // A list answer the client reads, wherever the filter let it through.
         if let Some((lists, caller)) = enforced_lists.as_ref().filter(|(l, _)| !l.is_empty()) {
+            // Read as the client reads it: by the content type it receives
+            // (an event stream's lines that are no `data:` field are ignored).
             let mut docs: Vec<Value> = Vec::new();
-            if let Ok(doc) = serde_json::from_slice::<Value>(out) {
-                docs.push(doc);
-            } else {
+            if ct_now == "application/json" {
+                docs.extend(serde_json::from_slice::<Value>(out).ok());
+            } else if ct_now == "text/event-stream" {
                 for ev in sse_events(out) {
                     if let Some(d) = parse_event(&ev).and_then(|e| e.data) {
                         if let Ok(doc) = serde_json::from_str::<Value>(&d) {
