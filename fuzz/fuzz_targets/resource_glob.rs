@@ -167,7 +167,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    let accepted = resource_pattern_problem(pattern).is_none();
+    // The compiler refuses an empty pattern before asking for its problem.
+    let accepted = !pattern.is_empty() && resource_pattern_problem(pattern).is_none();
     if accepted && !pattern.contains(['*', '?']) {
         assert_eq!(
             normalize_resource_uri(pattern).as_deref(),
