@@ -15,9 +15,10 @@
 #   FUZZ_ARGS="..."          extra libFuzzer flags, e.g. "-max_len=512".
 #
 # Nightly: cargo-fuzz passes nightly-only rustc flags (-Zsanitizer, sancov).
-# Only stable Rust is installed here, so we set RUSTC_BOOTSTRAP=1, which lets
-# stable rustc accept them (checked with rustc 1.95). With a nightly toolchain
-# you can drop it and run `cargo +nightly fuzz ...` yourself.
+# scripts/setup.sh installs stable Rust only, so we set RUSTC_BOOTSTRAP=1, which
+# lets stable rustc accept them (checked with rustc 1.95). With a nightly
+# toolchain you can drop it and run `cargo +nightly fuzz run <target> -j 1 --
+# -max_total_time=120` yourself (docs/running.md, "Fuzzing").
 #
 # Needs cargo-fuzz:  cargo install cargo-fuzz --locked
 #

@@ -208,7 +208,9 @@ impl Exchange {
         for (name, value) in r.headers {
             self.host.response_headers.insert(name, value);
         }
-        let flow = self.filter.on_response_headers(&mut self.host);
+        // Headers end the stream when neither a body nor trailers follow.
+        let end = r.body.is_empty() && !r.trailers;
+        let flow = self.filter.on_response_headers(&mut self.host, end);
         self.flows.response_headers = Some(flow);
         let pieces = chunks(r.body, r.chunk);
         let n = pieces.len();

@@ -16,7 +16,8 @@
 use libfuzzer_sys::fuzz_target;
 use mcp_firewall::decide::call_of;
 use mcp_firewall::json::parse_strict;
-use mcp_firewall::jsonrpc::{parse_body, Body};
+use mcp_firewall::jsonrpc::{name_problem, parse_body, Body, Message, NameKind, MAX_EXACT_ID};
+use std::collections::HashSet;
 use serde_json::Value;
 
 const DEPTH: usize = 64;
@@ -29,8 +30,30 @@ fuzz_target!(|data: &[u8]| {
         Body::Single(m) => std::slice::from_ref(m),
         Body::Batch(ms) => ms.as_slice(),
     };
+    let mut ids = HashSet::new();
     for m in messages {
-        let _ = call_of(m);
+        if let Some(id) = m.id() {
+            let ok = id.is_string() || id.as_i64().is_some_and(|i| i.abs() <= MAX_EXACT_ID);
+            assert!(ok, "accepted id {id}");
+            let text = id.as_str().map_or_else(|| id.to_string(), str::to_owned);
+            let first = ids.insert((matches!(m, Message::Request { .. }), text));
+            assert!(
+                first || matches!(body, Body::Single(_)),
+                "accepted a batch repeating the id {id}"
+            );
+        }
+        if let Some(method) = m.method() {
+            assert_eq!(name_problem(NameKind::Method, method), None, "accepted method {method:?}");
+        }
+        if call_of(m).is_ok() {
+            let kind = match m.method() {
+                Some("tools/call") => NameKind::Tool,
+                Some("prompts/get") => NameKind::Prompt,
+                _ => continue,
+            };
+            let name = m.params().get("name").and_then(Value::as_str).unwrap_or_default();
+            assert_eq!(name_problem(kind, name), None, "rules would see the name {name:?}");
+        }
     }
 
     // parse_body does not hand back the document, so read it again (it must

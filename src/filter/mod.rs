@@ -751,7 +751,8 @@ impl RequestFilter {
         });
     }
 
-    pub fn on_response_headers(&mut self, host: &mut dyn Host) -> Flow {
+    /// `end_of_stream`: the headers end the response (no body follows).
+    pub fn on_response_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
         let status = host.response_header(":status").and_then(|s| s.parse().ok());
         self.audit.set_response_status(status);
         // Bind a session id at issuance (the server's answer to initialize),
@@ -811,7 +812,7 @@ impl RequestFilter {
         // response from upstream is the server's to read.
         let mut flow = Flow::Continue;
         if matches!(self.phase, Phase::Forwarded | Phase::Passthrough) {
-            flow = self.rewriter.on_headers(host);
+            flow = self.rewriter.on_headers(host, end_of_stream);
         }
         self.flush_response_counts(host);
         flow

@@ -159,8 +159,16 @@ impl ResponseRewriter {
     /// body is cut off. (A body past the listener's buffer limit makes Envoy
     /// answer 500 itself while the headers are still held; with them sent,
     /// it could only reset the stream mid-body.)
-    pub fn on_headers(&mut self, host: &mut dyn Host) -> Flow {
+    pub fn on_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
         if !self.armed {
+            return Flow::Continue;
+        }
+        if end_of_stream {
+            // Headers that end the response (`Content-Length: 0`, a bodiless
+            // 202 or 500) carry no answer to filter or scan, and no body
+            // callback will come to release them: held, Envoy would stall the
+            // client until the stream idle timeout.
+            self.mode = Reading::Pass;
             return Flow::Continue;
         }
         // A declared length past the limit is refused before one byte is held

@@ -509,6 +509,55 @@ fn list_result_in_unknown_content_type_fails_closed() {
     assert_eq!(v["error"]["data"]["rule"], json!("response-unfilterable"));
 }
 
+/// Headers that end the response (no body, no trailers) carry no answer to
+/// filter, and no body callback will come to release them: they are never
+/// held, whatever the content type (Envoy would stall the client until the
+/// stream idle timeout). Found by the `filter_request` fuzz target.
+#[test]
+fn a_response_that_ends_in_its_headers_is_not_held() {
+    for (name, content_type, trailers, headers_flow) in [
+        (
+            "json_without_body",
+            Some("application/json"),
+            false,
+            Flow::Continue,
+        ),
+        (
+            "text_plain_without_body",
+            Some("text/plain"),
+            false,
+            Flow::Continue,
+        ),
+        ("no_content_type_without_body", None, false, Flow::Continue),
+        (
+            "event_stream_without_body",
+            Some("text/event-stream"),
+            false,
+            Flow::Continue,
+        ),
+        // Trailers to come: held, and the trailers release the refusal.
+        (
+            "json_ended_by_trailers",
+            Some("application/json"),
+            true,
+            Flow::Pause,
+        ),
+    ] {
+        let mut x = Exchange::new(policy(json!({})), post("reader-key"));
+        list_request(&mut x);
+        let mut r = Response::new(b"").status("500");
+        if let Some(ct) = content_type {
+            r = r.content_type(ct);
+        }
+        if trailers {
+            r = r.trailers();
+        }
+        x.respond(r);
+        assert_eq!(x.flows.response_headers, Some(headers_flow), "{name}");
+        assert_eq!(x.flows.response(), Flow::Continue, "{name}");
+    }
+}
+
 #[test]
 fn list_result_in_a_charset_other_than_utf8_fails_closed() {
     for content_type in [

@@ -383,7 +383,7 @@ impl HttpContext for FirewallHttp {
         }
     }
 
-    fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         // As for the request: one hostcall for the whole map. Each hostcall that
         // returns bytes also calls back into the VM to allocate them, and the
         // filter reads three to four response headers.
@@ -394,7 +394,7 @@ impl HttpContext for FirewallHttp {
             response_headers: header_map(MapType::HttpResponseHeaders),
         };
         match self.filter.as_mut() {
-            Some(f) => action(f.on_response_headers(&mut host)),
+            Some(f) => action(f.on_response_headers(&mut host, end_of_stream)),
             None => Action::Continue,
         }
     }

@@ -17,6 +17,8 @@ Answers:
 - `tasks/result`: a tool result whose text holds SECRET.
 - `subscriptions/listen`: an SSE stream with a `notifications/resources/updated`
   whose URI holds SECRET (then the stream ends).
+- `tools/call` `silent` and `tools/list` with `params.cursor` `"silent"`: 200,
+  `application/json`, `content-length: 0` (the headers end the response).
 - any other request: an empty result; a notification or response: 202.
 """
 
@@ -53,6 +55,9 @@ def answer(msg: dict, secret: str) -> tuple[str, bytes]:
                     "requestedSchema": {"type": "object", "properties": {"number": {"type": "string"}}}}}},
                 "requestState": "state-1"})).encode()
         return "application/json", json.dumps(done(text("got input " + ",".join(sorted(responses))))).encode()
+    if (method == "tools/call" and params.get("name") == "silent") or (
+            method == "tools/list" and params.get("cursor") == "silent"):
+        return "application/json", b""
     if method == "tasks/result":
         return "application/json", json.dumps(done(text(f"the task found {secret}"))).encode()
     if method == "subscriptions/listen":

@@ -22,6 +22,7 @@ import json
 import random
 import string
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -171,6 +172,18 @@ def test_listen_is_decided_on_the_resources_it_subscribes_to(peer: Peer) -> None
     (err,) = messages(r)
     assert err["error"]["code"] == -32010 and err["error"]["data"]["rule"] == "no-private", err
     assert len(peer.received()) == before, "a denied listen must not reach the server"
+
+
+@pytest.mark.parametrize("msg", [call("silent", id=31), rpc("tools/list", {"cursor": "silent"}, id=32)],
+                         ids=["scanned-call", "filtered-list"])
+def test_an_answer_that_ends_in_its_headers_is_not_held(peer: Peer, msg: dict[str, Any]) -> None:
+    """A bodiless answer (content-length: 0) to a request whose answer the
+    filter reads: no body callback comes, so held headers would stall the
+    client until Envoy's stream idle timeout (5 min); it arrives at once."""
+    t0 = time.monotonic()
+    r = send(peer.env.url, body=json.dumps(msg), token=ADMIN_KEY, timeout=10)
+    assert r.status_code == 200 and r.content == b"", (r.status_code, r.text)
+    assert time.monotonic() - t0 < 5
 
 
 # (name, message, finding path): each refused -32013 before the server sees it.
