@@ -11,7 +11,9 @@ pub use limits::{BatchMode, Limits};
 pub use rules::{Effect, Rule, RuleKind};
 
 use crate::config::{keywords, ConfigError, Errors, ObjReader};
-use crate::json::{canonical, parse_strict, sha256_hex, JsonError, MAX_SUPPORTED_DEPTH};
+use crate::json::{
+    canonical, integral_numbers, parse_strict, sha256_hex, JsonError, MAX_SUPPORTED_DEPTH,
+};
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,10 @@ pub fn compile_str(text: &[u8]) -> Result<CompiledPolicy, Vec<ConfigError>> {
 }
 
 pub fn compile(doc: &Value) -> Result<CompiledPolicy, Vec<ConfigError>> {
+    // A control plane may hand us `100` as `100.0` or `1e+06` (Istio's
+    // pluginConfig goes through a protobuf Struct of doubles): compile, and
+    // hash, the same document whichever form arrived.
+    let doc = &integral_numbers(doc);
     let mut errs = Errors::default();
     let policy = compile_inner(doc, &mut errs);
     match policy {
