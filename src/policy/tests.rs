@@ -391,3 +391,35 @@ fn a_fractional_or_inexact_number_is_still_not_a_whole_number() {
         );
     }
 }
+
+#[test]
+fn envoy_section_says_whether_request_headers_may_be_held() {
+    let with = |envoy: Value| compile(&json!({"version": 1, "rules": [], "envoy": envoy}));
+    let held = |r: Result<CompiledPolicy, Vec<ConfigError>>| r.map(|p| p.hold_headers);
+    assert_eq!(
+        compile(&json!({"version": 1, "rules": []}))
+            .map(|p| p.hold_headers)
+            .ok(),
+        Some(true),
+        "absent: held"
+    );
+    assert_eq!(held(with(json!({}))).ok(), Some(true));
+    assert_eq!(
+        held(with(json!({"allow_on_headers_stop_iteration": false}))).ok(),
+        Some(false)
+    );
+    assert_eq!(
+        held(with(json!({"allow_on_headers_stop_iteration": true}))).ok(),
+        Some(true)
+    );
+    let errs = |v: Value| errors_of(json!({"version": 1, "rules": [], "envoy": v}));
+    assert!(errs(json!({"allow_on_headers_stop_iteration": "no"}))
+        .iter()
+        .any(|e| e.contains("$.envoy.allow_on_headers_stop_iteration")));
+    assert!(errs(json!({"allow_on_header_stop_iteration": false}))
+        .iter()
+        .any(
+            |e| e.contains("$.envoy.allow_on_header_stop_iteration") && e.contains("unknown field")
+        ));
+    assert!(errs(json!(false)).iter().any(|e| e.contains("$.envoy")));
+}
