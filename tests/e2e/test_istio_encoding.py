@@ -192,7 +192,14 @@ def test_policy_survives_istio_delivery_with_the_same_hash_and_answers(source: P
         wait_reload(env, 0)
         runnable = [(c, request_headers(policy, c)) for c in cases]
         runnable = [(c, h) for c, h in runnable if h is not None]
+        completed = "cluster.mcp_server.upstream_rq_completed"
+        before = env.stat(completed)
         baseline = [answer(env, c["message"], h) for c, h in runnable]
+        # Under Istio the headers go upstream before the decision, a refused body
+        # never does: the server answered exactly the requests the firewall allowed
+        # (a refused one is reset before the server can answer it).
+        allowed = sum(1 for c, _ in runnable if c["expect"].get("verdict") == "allow")
+        assert env.stat(completed) - before == allowed, baseline
         for (case, _), got in zip(runnable, baseline):
             check_expected(case, got)
 
