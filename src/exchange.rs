@@ -12,7 +12,9 @@
 //! * the request-headers callback learns whether the headers end the stream;
 //!   when a body follows, the filter must `Pause` (with
 //!   `allow_on_headers_stop_iteration` the router opens no upstream request
-//!   until it continues), and the driver asserts it did;
+//!   until it continues), and the driver asserts it did; a policy that says
+//!   the host lacks that flag must `Continue` instead (Envoy would never call
+//!   the body callbacks), and the driver asserts that;
 //! * once body callbacks start, request headers can no longer be read or
 //!   written (Envoy answers BadArgument): the host is told so;
 //! * a body callback that answers `Pause` leaves its bytes buffered and the
@@ -151,11 +153,14 @@ pub struct Exchange {
     pub flows: Flows,
     /// The request body bytes released upstream (what the server reads).
     upstream: Vec<u8>,
+    /// Whether the policy says the host honours a headers `Pause`.
+    hold_headers: bool,
 }
 
 impl Exchange {
     pub fn new(policy: Rc<CompiledPolicy>, host: FakeHost) -> Self {
         Exchange {
+            hold_headers: policy.hold_headers,
             filter: RequestFilter::new(policy),
             host,
             flows: Flows::default(),
@@ -173,7 +178,11 @@ impl Exchange {
         if !open || self.replied() {
             return self;
         }
-        assert_eq!(flow, Flow::Pause, "headers must wait for the body");
+        match self.hold_headers {
+            true => assert_eq!(flow, Flow::Pause, "headers must wait for the body"),
+            // Envoy without allow_on_headers_stop_iteration would hang on a Pause.
+            false => assert_eq!(flow, Flow::Continue, "only the body may be held"),
+        }
         let mut pieces = chunks(r.body, r.chunk);
         if pieces.is_empty() && r.open_headers {
             pieces.push(&[]);

@@ -311,6 +311,42 @@ fn write_canonical(v: &Value, skip: Option<&str>, out: &mut Vec<u8>) {
     }
 }
 
+/// Largest integer every f64 below it represents exactly (2^53).
+const EXACT_F64_INT: f64 = 9_007_199_254_740_992.0;
+
+/// `v` with every number that has an integral value written as an integer:
+/// `100.0` and `1e+06` become `100` and `1000000`.
+///
+/// Why: a control plane re-serialises a policy on its way to Envoy. Istio
+/// turns `WasmPlugin.pluginConfig` into a `google.protobuf.Struct`, where every
+/// number is a double, then back into JSON text; other encoders print those
+/// doubles as `100.0` or `1e+06`. The policy compiler reads this form, so a
+/// whole-number field accepts them and the policy hash is the same for the
+/// file a user wrote and for what the control plane delivered. Only values up
+/// to 2^53 are rewritten: above that a double no longer names one integer.
+pub fn integral_numbers(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), integral_numbers(x)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(integral_numbers).collect()),
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() <= EXACT_F64_INT => {
+                // In range and integral, so the casts are exact.
+                if f < 0.0 {
+                    Value::from(f as i64)
+                } else {
+                    Value::from(f as u64)
+                }
+            }
+            _ => v.clone(),
+        },
+        other => other.clone(),
+    }
+}
+
 /// Lower-case hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
@@ -379,6 +415,27 @@ pub(crate) fn is_lower_hex(bytes: &[u8]) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn integral_doubles_become_integers_and_nothing_else_changes() {
+        let parse = |t: &str| parse_strict(t.as_bytes(), 64).unwrap_or_else(|e| panic!("{e:?}"));
+        let cases = [
+            ("trailing_zero", "100.0", "100"),
+            ("exponent", "1e+06", "1000000"),
+            ("negative", "-3.0", "-3"),
+            ("negative_zero", "-0.0", "0"),
+            ("fraction_kept", "0.5", "0.5"),
+            ("beyond_2_53_kept", "1e+300", "1e+300"),
+            (
+                "nested",
+                r#"{"a":[1.0,{"b":2e0}],"c":"1.0"}"#,
+                r#"{"a":[1,{"b":2}],"c":"1.0"}"#,
+            ),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(canonical(&integral_numbers(&parse(input))), want, "{name}");
+        }
+    }
 
     #[test]
     fn keys_that_fold_together_like_go_encoding_json() {

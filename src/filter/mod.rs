@@ -92,6 +92,21 @@ impl RequestFilter {
         self.policy.mode == Mode::DryRun
     }
 
+    /// The headers' flow while the filter waits for the body (or for the end
+    /// of a stream that must carry none). Holding them keeps the router from
+    /// opening an upstream request before the decision, but Envoy honours a
+    /// headers `Pause` only with `allow_on_headers_stop_iteration`; a host
+    /// without it (Istio's WasmPlugin cannot set it) would never call the body
+    /// callbacks. There the headers go on and only the body is held
+    /// (StopIterationAndBuffer): the server sees a request start, never an
+    /// undecided body, and a refused one is reset.
+    fn hold_headers(&self) -> Flow {
+        match self.policy.hold_headers {
+            true => Flow::Pause,
+            false => Flow::Continue,
+        }
+    }
+
     fn reply(&mut self, host: &mut dyn Host, r: LocalReply) -> Flow {
         self.phase = Phase::Replied;
         if let Err(e) = host.send_reply(&r) {
@@ -241,7 +256,7 @@ impl RequestFilter {
                     false => Phase::Passthrough,
                 };
                 match hold_until_end {
-                    true => Flow::Pause,
+                    true => self.hold_headers(),
                     false => Flow::Continue,
                 }
             }
@@ -269,7 +284,7 @@ impl RequestFilter {
                     // not end the stream (an HTTP/2 client may send the end in
                     // an empty DATA frame) are held until it ends.
                     self.phase = Phase::AwaitingNoBody;
-                    return Flow::Pause;
+                    return self.hold_headers();
                 }
                 self.phase = Phase::Passthrough;
                 Flow::Continue
@@ -289,7 +304,7 @@ impl RequestFilter {
                 self.phase = Phase::Body;
                 // Hold the headers: the router must not open an upstream request
                 // before the body is decided (Envoy needs allow_on_headers_stop_iteration).
-                Flow::Pause
+                self.hold_headers()
             }
         }
     }

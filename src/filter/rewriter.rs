@@ -219,7 +219,13 @@ impl ResponseRewriter {
             }
         }
         match self.mode {
-            Reading::Json | Reading::Refuse if !self.abandoned => Flow::Pause,
+            // A host that cannot hold headers (no allow_on_headers_stop_iteration,
+            // as under Istio's WasmPlugin) would never hand us the body: there
+            // the head goes now and the body alone is held. A body past
+            // Envoy's buffer then ends in a reset stream, not a clean 500.
+            Reading::Json | Reading::Refuse if !self.abandoned && self.policy.hold_headers => {
+                Flow::Pause
+            }
             _ => Flow::Continue,
         }
     }

@@ -2375,3 +2375,60 @@ fn a_newer_policy_in_another_vm_refuses_a_held_request() {
         "{r:?}"
     );
 }
+
+/// Istio's WasmPlugin cannot set `allow_on_headers_stop_iteration`: with
+/// `envoy.allow_on_headers_stop_iteration: false` the headers go on at once and
+/// only the body is held, so every decision still comes before a byte of body
+/// reaches the server.
+#[test]
+fn without_header_hold_the_body_alone_is_held_and_decided() {
+    let cases = [
+        ("holds_headers_by_default", json!({}), Flow::Pause),
+        (
+            "continues_headers_when_the_host_cannot_hold_them",
+            json!({"envoy": {"allow_on_headers_stop_iteration": false}}),
+            Flow::Continue,
+        ),
+    ];
+    for (name, extra, headers_flow) in cases {
+        let p = policy(extra);
+        let denied = call(json!(1), "delete_repo");
+        let mut x = Exchange::new(p.clone(), post("reader-key"));
+        x.request(Request::new(denied.as_bytes()).chunk(7));
+        assert_eq!(x.flows.request_headers, Some(headers_flow), "{name}");
+        assert!(
+            x.flows.request_body.iter().all(|f| *f == Flow::Pause),
+            "{name}"
+        );
+        assert_eq!(
+            x.reply().map(reply_summary),
+            Some((200, Some(-32010), Some("no-delete".into()))),
+            "{name}"
+        );
+        assert!(x.upstream().is_empty(), "{name}: no denied byte upstream");
+
+        let allowed = call(json!(2), "echo");
+        let mut x = Exchange::new(p.clone(), post("reader-key"));
+        x.request(Request::new(allowed.as_bytes()).chunk(7));
+        assert_eq!(x.flows.request_headers, Some(headers_flow), "{name}");
+        assert!(x.forwarded(), "{name}");
+        assert_eq!(x.upstream(), allowed.as_bytes(), "{name}");
+
+        // The response side alike: a JSON answer's head is held only when the
+        // host can hold it; its body is filtered either way.
+        let mut x = Exchange::new(p, post("reader-key"));
+        list_request(&mut x);
+        let body = tools_list_result(5).to_string();
+        let out = x
+            .respond(ok_response("application/json", body.as_bytes()).chunk(9))
+            .downstream()
+            .to_vec();
+        assert_eq!(x.flows.response_headers, Some(headers_flow), "{name}");
+        assert!(
+            !x.host.response_headers.contains_key("content-length"),
+            "{name}"
+        );
+        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        assert_eq!(listed_names(&v), vec!["echo"], "{name}");
+    }
+}

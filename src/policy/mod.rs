@@ -11,7 +11,9 @@ pub use limits::{BatchMode, Limits};
 pub use rules::{Effect, Rule, RuleKind};
 
 use crate::config::{keywords, ConfigError, Errors, ObjReader};
-use crate::json::{canonical, parse_strict, sha256_hex, JsonError, MAX_SUPPORTED_DEPTH};
+use crate::json::{
+    canonical, integral_numbers, parse_strict, sha256_hex, JsonError, MAX_SUPPORTED_DEPTH,
+};
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +41,15 @@ pub struct CompiledPolicy {
     pub dlp: crate::dlp::DlpPolicy,
     /// `None` = audit off.
     pub audit: Option<crate::audit::AuditConfig>,
-    /// SHA-256 of the canonical JSON of the policy document.
+    /// `$.envoy.allow_on_headers_stop_iteration` (default true): whether the
+    /// host was configured to let the filter hold request and response headers
+    /// while it reads the body. Envoy honours a `Pause` from a headers callback
+    /// only with that PluginConfig flag; without it the body callbacks never
+    /// run and the exchange hangs. Istio's WasmPlugin cannot set the flag, so
+    /// there the filter lets the headers go and holds only the body.
+    pub hold_headers: bool,
+    /// SHA-256 of the canonical JSON of the policy document (numbers with an
+    /// integral value written as integers).
     pub sha256: String,
     /// Every path a `when` condition reads (JSON pointers into `params` and
     /// `params.arguments`): a request spelling a member on one of them in
@@ -67,6 +77,10 @@ pub fn compile_str(text: &[u8]) -> Result<CompiledPolicy, Vec<ConfigError>> {
 }
 
 pub fn compile(doc: &Value) -> Result<CompiledPolicy, Vec<ConfigError>> {
+    // A control plane may hand us `100` as `100.0` or `1e+06` (Istio's
+    // pluginConfig goes through a protobuf Struct of doubles): compile, and
+    // hash, the same document whichever form arrived.
+    let doc = &integral_numbers(doc);
     let mut errs = Errors::default();
     let policy = compile_inner(doc, &mut errs);
     match policy {
@@ -98,6 +112,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
     };
     let limits = limits::compile(root.get("limits"), errs);
     let kill_switch = root.boolean("kill_switch", errs).unwrap_or(false);
+    let hold_headers = compile_envoy(root.get("envoy"), errs);
     let disabled_subjects = root.strings("disabled", errs).unwrap_or_default();
     let sessions = crate::session::compile(root.get("sessions"), "$.sessions", errs);
     let audit = crate::audit::compile(root.get("audit"), "$.audit", errs).flatten();
@@ -126,12 +141,27 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         rules,
         limits,
         kill_switch,
+        hold_headers,
         disabled_subjects,
         sessions,
         dlp,
         audit,
         sha256: sha256_hex(canonical(doc).as_bytes()),
     })
+}
+
+/// The `envoy` section at `$.envoy`: how the host that runs the filter was
+/// configured. Only `allow_on_headers_stop_iteration` so far (default true).
+fn compile_envoy(v: Option<&Value>, errs: &mut Errors) -> bool {
+    let Some(v) = v else { return true };
+    let Some(mut r) = ObjReader::new(v, "$.envoy", errs) else {
+        return true;
+    };
+    let hold = r
+        .boolean("allow_on_headers_stop_iteration", errs)
+        .unwrap_or(true);
+    r.finish(errs);
+    hold
 }
 
 #[cfg(test)]

@@ -372,3 +372,84 @@ fn policy_text_with_duplicate_keys_is_refused() {
         "{errs:?}"
     );
 }
+
+/// Istio delivers `pluginConfig` through a protobuf Struct (every number a
+/// double) and other encoders print doubles as `100.0` or `1e+06`: the policy
+/// must compile to the same thing, with the same hash, in every such form.
+#[test]
+fn numbers_reencoded_as_doubles_compile_to_the_same_policy_and_hash() {
+    let text = |version: &str, bytes: &str, cap: &str| {
+        format!(
+            r#"{{"version": {version}, "limits": {{"max_request_bytes": {bytes}}},
+               "rules": [{{"id": "cap", "effect": "allow", "tools": ["refund"],
+                           "when": {{"arg": "/amount", "lte": {cap}}}}}]}}"#
+        )
+    };
+    let written =
+        compile_str(text("1", "1048576", "500").as_bytes()).unwrap_or_else(|e| panic!("{e:?}"));
+    let cases = [
+        ("trailing_zero_fraction", text("1.0", "1048576.0", "500.0")),
+        ("exponent_form", text("1e0", "1.048576e+06", "5e2")),
+        ("upper_case_exponent", text("1E0", "1.048576E6", "5.00E2")),
+    ];
+    for (name, doc) in cases {
+        let p = compile_str(doc.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(p.sha256, written.sha256, "{name}: same policy, same hash");
+        assert_eq!(p.limits, written.limits, "{name}");
+        assert_eq!(p.limits.max_request_bytes, 1_048_576, "{name}");
+    }
+}
+
+#[test]
+fn a_fractional_or_inexact_number_is_still_not_a_whole_number() {
+    let cases = [
+        ("fraction", "1048576.5"),
+        // 2^53 + 2 as a double: no longer names exactly one integer.
+        ("beyond_two_to_the_53", "9007199254740994.0"),
+    ];
+    for (name, bytes) in cases {
+        let doc =
+            format!(r#"{{"version": 1, "limits": {{"max_request_bytes": {bytes}}}, "rules": []}}"#);
+        let errs = match compile_str(doc.as_bytes()) {
+            Ok(_) => panic!("{name}: must be refused"),
+            Err(e) => e.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        };
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("$.limits.max_request_bytes")),
+            "{name}: {errs:?}"
+        );
+    }
+}
+
+#[test]
+fn envoy_section_says_whether_request_headers_may_be_held() {
+    let with = |envoy: Value| compile(&json!({"version": 1, "rules": [], "envoy": envoy}));
+    let held = |r: Result<CompiledPolicy, Vec<ConfigError>>| r.map(|p| p.hold_headers);
+    assert_eq!(
+        compile(&json!({"version": 1, "rules": []}))
+            .map(|p| p.hold_headers)
+            .ok(),
+        Some(true),
+        "absent: held"
+    );
+    assert_eq!(held(with(json!({}))).ok(), Some(true));
+    assert_eq!(
+        held(with(json!({"allow_on_headers_stop_iteration": false}))).ok(),
+        Some(false)
+    );
+    assert_eq!(
+        held(with(json!({"allow_on_headers_stop_iteration": true}))).ok(),
+        Some(true)
+    );
+    let errs = |v: Value| errors_of(json!({"version": 1, "rules": [], "envoy": v}));
+    assert!(errs(json!({"allow_on_headers_stop_iteration": "no"}))
+        .iter()
+        .any(|e| e.contains("$.envoy.allow_on_headers_stop_iteration")));
+    assert!(errs(json!({"allow_on_header_stop_iteration": false}))
+        .iter()
+        .any(
+            |e| e.contains("$.envoy.allow_on_header_stop_iteration") && e.contains("unknown field")
+        ));
+    assert!(errs(json!(false)).iter().any(|e| e.contains("$.envoy")));
+}
