@@ -429,9 +429,31 @@ impl ResponseRewriter {
             let why = "server answer whose id matches no request of this exchange";
             return Some(self.unfilterable_for(why, only_id).to_string().into_bytes());
         }
-        let caller = self.caller.as_deref()?;
+        let caller = self.caller.clone()?;
+        let caller = caller.as_ref();
         let mut changed = false;
         for msg in objects {
+            // The envelope of a server message is text too: a server request's
+            // id or a notification's method carrying sensitive data (second
+            // review M2) replaces the whole message; there is nothing of it
+            // a client could use after redaction.
+            if self.plan.server_messages
+                && !self.dry_run()
+                && msg.contains_key("method")
+                && ["id", "method"].iter().any(|k| {
+                    msg.get(*k)
+                        .filter(|v| v.is_string())
+                        .is_some_and(|v| !self.policy.dlp.scanner.scan_value(v).is_empty())
+                })
+            {
+                let err = self.unfilterable_for(
+                    "server message whose id or method carries sensitive data",
+                    None,
+                );
+                *msg = err.as_object().cloned().unwrap_or_default();
+                changed = true;
+                continue;
+            }
             // A notification or server request on the stream belongs to the
             // exchange's scanned call: its findings go to that call's audit
             // (on a GET stream there is none: "" names no request, so they
@@ -500,11 +522,38 @@ impl ResponseRewriter {
             let err = self.unfilterable("server event is not UTF-8");
             return format!("event: message\ndata: {err}\n\n").into_bytes();
         };
+        // The event's id and name are the server's text too (a client keeps
+        // the id and sends it back as Last-Event-ID): one carrying sensitive
+        // data is dropped, a name becomes the default (second review M2).
+        let fields_changed = self.plan.server_messages && !self.dry_run() && {
+            let scanner = &self.policy.dlp.scanner;
+            let before = event.other_lines.len();
+            let mut renamed = false;
+            event.other_lines.retain_mut(|line| {
+                let (field, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                let found = matches!(field, "id" | "event")
+                    && !scanner
+                        .scan_value(&Value::String(value.to_owned()))
+                        .is_empty();
+                if found && field == "event" {
+                    *line = "event: message".to_owned();
+                    renamed = true;
+                    return true;
+                }
+                !found
+            });
+            renamed || event.other_lines.len() != before
+        };
         let Some(data) = event.data.as_deref().filter(|d| !d.trim().is_empty()) else {
-            return raw.to_vec();
+            return match fields_changed {
+                true => event.to_bytes(),
+                false => raw.to_vec(),
+            };
         };
         match self.rewrite_document(data.as_bytes()) {
-            None => raw.to_vec(),
+            None if !fields_changed => raw.to_vec(),
+            None => event.to_bytes(),
             Some(new) => {
                 event.data = Some(String::from_utf8_lossy(&new).into_owned());
                 event.to_bytes()

@@ -2432,3 +2432,34 @@ fn without_header_hold_the_body_alone_is_held_and_decided() {
         assert_eq!(listed_names(&v), vec!["echo"], "{name}");
     }
 }
+
+/// A server's text outside `params` and `result`: the SSE event's id and
+/// name, a server request's id, a notification's method (second review M2).
+#[test]
+fn secrets_in_the_envelope_of_server_messages_do_not_reach_the_client() {
+    let secret = "glpat-_bkBl5pR8VAr0_UnPKWu";
+    let answer = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
+    let cases: Vec<(&str, String)> = vec![
+        ("event_id", format!("id: {secret}\nevent: message\ndata: {answer}\n\n")),
+        ("event_name", format!("event: {secret}\ndata: {answer}\n\n")),
+        (
+            "server_request_id",
+            format!("event: message\ndata: {{\"jsonrpc\":\"2.0\",\"id\":\"{secret}\",\"method\":\"ping\"}}\n\nevent: message\ndata: {answer}\n\n"),
+        ),
+        (
+            "notification_method",
+            format!("event: message\ndata: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/{secret}\"}}\n\nevent: message\ndata: {answer}\n\n"),
+        ),
+    ];
+    for (name, body) in cases {
+        let mut x = Exchange::new(policy(json!({})), post("reader-key"));
+        x.request(Request::new(call(json!(1), "echo").as_bytes()));
+        x.respond(ok_response("text/event-stream", body.as_bytes()));
+        let got = String::from_utf8_lossy(x.downstream()).into_owned();
+        assert!(!got.contains(secret), "{name}: {got}");
+        assert!(
+            got.contains("\"text\":\"ok\""),
+            "{name}: the answer still comes: {got}"
+        );
+    }
+}
