@@ -109,6 +109,11 @@ HEX = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 VALID = {
     "minimal_policy_is_version_and_empty_rules": base(),
     "dry_run_mode_is_a_mode": base(mode="dry_run"),
+    "envoy_section_for_istio": base(envoy={"allow_on_headers_stop_iteration": False}),
+    # istiod hands a policy over as a protobuf Struct: every number a double.
+    "whole_number_written_as_64_0": base(limits={"max_json_depth": 64.0}),
+    "version_written_as_1_0": {"version": 1.0, "rules": []},
+    "sessions_cap_and_when_full": base(sessions={"per_identity": 8, "when_full": "pass_unbound"}),
     "each_rule_kind_with_globs": base(rules=[
         rule(id="t", tools=["get_*", "search_?"]),
         rule(id="m", tools=None, methods=["tools/list", "notifications/*"]),
@@ -158,6 +163,8 @@ INVALID = {
     "unknown_top_level_field": base(polcy=1),
     "dollar_schema_member_is_an_unknown_field": base(**{"$schema": "./policy.schema.json"}),
     "mode_strict_is_no_mode": base(mode="strict"),
+    "envoy_section_unknown_member": base(envoy={"allow_on_headers": False}),
+    "sessions_when_full_unknown": base(sessions={"when_full": "evict"}),
     "rule_without_a_kind": with_rule(tools=None),
     "rule_with_two_kinds": with_rule(methods=["tools/list"]),
     "rule_id_missing": with_rule(id=None),
@@ -235,8 +242,6 @@ COMPILER_ONLY = {
     "jwt_payload_header_the_client_sets_in_capitals": base(identity={"jwt_payload_header": "Authorization"}),
     "conditions_nested_deeper_than_32": with_rule(when=json.loads(
         '{"not":' * 32 + '{"arg": "/a", "eq": 1}' + "}" * 32)),
-    "whole_number_written_as_1_0": base(limits={"max_json_depth": 64.0}),
-    "version_written_as_1_0": {"version": 1.0, "rules": []},
 }
 
 
