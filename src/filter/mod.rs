@@ -400,12 +400,7 @@ impl RequestFilter {
             InForce::Newer(p) if Rc::ptr_eq(&p, &self.policy) => return None,
             InForce::Newer(p) => p,
             InForce::Elsewhere => {
-                let r = Refusal::new(
-                    503,
-                    reply::INTERNAL_ERROR,
-                    RuleId::PolicyChanged,
-                    "the policy changed while this request was read (a new filter module); send it again",
-                );
+                let r = policy_changed("(a new filter module)");
                 return Some(self.refuse(host, &r));
             }
         };
@@ -454,12 +449,7 @@ impl RequestFilter {
             HeadVerdict::Public { .. } => false,
         };
         if needs_edit {
-            let r = Refusal::new(
-                503,
-                reply::INTERNAL_ERROR,
-                RuleId::PolicyChanged,
-                "the policy changed while this request was read and now needs a header change that can no longer be made; send it again",
-            );
+            let r = policy_changed("and now needs a header change that can no longer be made");
             return Some(self.refuse(host, &r));
         }
         self.standing = standing;
@@ -866,6 +856,17 @@ impl RequestFilter {
         }
         self.audit.attach_result_findings(counts.result_findings);
     }
+}
+
+/// The refusal of a request that cannot be decided under the policy now in
+/// force (see `adopt_policy_in_force`): 503, sent again it is decided anew.
+fn policy_changed(why: &str) -> Refusal {
+    Refusal::new(
+        503,
+        reply::INTERNAL_ERROR,
+        RuleId::PolicyChanged,
+        format!("the policy changed while this request was read {why}; send it again"),
+    )
 }
 
 /// A write the verdict requires was refused by the host: counted, logged.
