@@ -37,6 +37,10 @@ use std::rc::Rc;
 /// configuration), and how long the newer policy's record in shared data is
 /// taken for this VM's own still on its way.
 pub const SWITCH_GRACE_MS: u64 = 1_000;
+/// See [`PolicyRegistry::stream_created`]: more returns of older roots than
+/// this within the window is two filters under one name, not reloads.
+const MAX_RETURNS: usize = 3;
+const RETURNS_WINDOW_MS: u64 = 60_000;
 
 /// Shared-data key under which each root records its filter's newest policy
 /// (`<configured ms>:<policy sha256>`), for the VMs of other Wasm modules
@@ -73,6 +77,9 @@ struct Filter {
     /// `current` came by a configuration (the switch grace applies).
     configured: bool,
     ambiguous: bool,
+    /// When roots came back (most recent last), to tell two filters
+    /// taking turns from an operator's toggles.
+    returns_ms: Vec<u64>,
 }
 
 impl Filter {
@@ -110,6 +117,7 @@ impl PolicyRegistry {
                 since_ms: now_ms,
                 configured: true,
                 ambiguous: false,
+                returns_ms: Vec::new(),
             }),
         }
     }
@@ -140,7 +148,17 @@ impl PolicyRegistry {
         }
         if first < f.since_ms {
             // It served before the current root took over, and serves again:
-            // Envoy brought it back (a swap back to its configuration).
+            // Envoy brought it back (a swap back to its configuration)... or
+            // two filters under one name take turns. Turns come with the
+            // traffic, toggles with an operator: more than `MAX_RETURNS`
+            // within `RETURNS_WINDOW_MS` is taken for two filters.
+            f.returns_ms
+                .retain(|t| now_ms.saturating_sub(*t) <= RETURNS_WINDOW_MS);
+            f.returns_ms.push(now_ms);
+            if f.returns_ms.len() > MAX_RETURNS {
+                f.ambiguous = true;
+                return true;
+            }
             f.current = root;
             f.since_ms = now_ms;
             f.configured = false;
@@ -194,11 +212,14 @@ impl PolicyRegistry {
         let Some((at, sha)) = record.and_then(parse_record) else {
             return InForce::Own;
         };
-        let current_sha = f.root(f.current).map(|r| r.policy.sha256.as_str());
+        // A policy some root of this VM holds is not another module's (a
+        // swap back to a live root is configured again on Envoy's main
+        // thread, whose record names it).
+        let known_here = f.roots.iter().any(|r| r.policy.sha256 == sha);
         let own_first = f.root(root).and_then(|r| r.first_stream_ms);
         let elsewhere = !f.ambiguous
             && sha != own_sha
-            && Some(sha) != current_sha
+            && !known_here
             && at > f.since_ms
             && own_first.is_some_and(|first| first < at)
             && created_ms <= at + SWITCH_GRACE_MS
@@ -319,6 +340,27 @@ mod tests {
             d.in_force("fw", 1, 5_000).is_none(),
             "ambiguous name: own policy"
         );
+    }
+
+    /// Review (third pass) F1: two filters under one name, after one of them
+    /// is reloaded, take turns creating streams: that is not a swap back.
+    #[test]
+    fn two_filters_taking_turns_after_a_reload_are_found_out() {
+        let (strict, lax) = (policy(false, 1), policy(false, 2));
+        let mut d = PolicyRegistry::default();
+        d.configured("fw", 1, strict.clone(), 0);
+        d.configured("fw", 2, lax.clone(), 1);
+        d.stream_created("fw", 2, 10); // lax serves
+        d.configured("fw", 3, policy(false, 3), 5_000); // strict reloaded
+        d.stream_created("fw", 3, 5_100);
+        let mut logged = false;
+        for i in 0..6u64 {
+            logged |= d.stream_created("fw", 2, 7_000 + i * 100);
+            logged |= d.stream_created("fw", 3, 7_050 + i * 100);
+        }
+        assert!(logged, "turns taken: ambiguous, logged");
+        assert!(d.in_force("fw", 3, 7_000).is_none());
+        assert!(d.in_force("fw", 2, 7_000).is_none());
     }
 
     /// A reload that brought a new Wasm module is configured in another VM:

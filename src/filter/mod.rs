@@ -41,6 +41,14 @@ enum Phase {
     AwaitingNoBody,
 }
 
+/// What a stream that adopted a newer policy started under: the request
+/// must pass that policy too (see `adopt_policy_in_force`).
+struct StartedUnder {
+    policy: Rc<CompiledPolicy>,
+    caller: Option<Rc<Caller>>,
+    standing: Option<Decision>,
+}
+
 /// One HTTP exchange on an MCP endpoint: the request gate (this type's own
 /// state: the caller, the headers the body's verdict reads, a standing
 /// refusal, the dry-run note), the response rewriter, and the exchange's audit.
@@ -66,6 +74,9 @@ pub struct RequestFilter {
     /// cannot make any more (see `adopt_policy_in_force`).
     credential_removed: bool,
     length_removable: bool,
+    /// The policy the stream started under, its caller and standing refusal,
+    /// once a newer one was adopted: the request must pass both.
+    started_under: Option<StartedUnder>,
     rewriter: ResponseRewriter,
     audit: ExchangeAudit,
 }
@@ -82,6 +93,7 @@ impl RequestFilter {
             identity_inputs: IdentityInputs::default(),
             credential_removed: false,
             length_removable: false,
+            started_under: None,
             rewriter: ResponseRewriter::new(policy.clone()),
             audit: ExchangeAudit::new(policy.clone()),
             policy,
@@ -409,6 +421,14 @@ impl RequestFilter {
             // identity under the new one.
             self.identity_inputs.jwt_payload = None;
         }
+        // Which root is in force is inferred from what the host shows (see
+        // `in_force`), and an inference can be wrong: the request must also
+        // pass the policy it started under, so a wrong one can only refuse.
+        self.started_under = Some(StartedUnder {
+            policy: self.policy.clone(),
+            caller: self.caller.clone(),
+            standing: self.standing.clone(),
+        });
         self.policy = newer.clone();
         self.rewriter.adopt(newer.clone());
         self.audit.adopt(newer);
@@ -581,6 +601,28 @@ impl RequestFilter {
             self.standing.as_ref(),
             &bytes,
         );
+        let refuses = |v: &BodyVerdict| {
+            !matches!(v.outcome, BodyOutcome::Forward { .. })
+                || v.policy_refused()
+                || v.dlp_refused()
+        };
+        let verdict = match self.started_under.take() {
+            Some(own) if !refuses(&verdict) => {
+                let own_caller = own.caller.unwrap_or_else(|| Rc::new(anonymous()));
+                let first = judge_body(
+                    &own.policy,
+                    &own_caller,
+                    &self.head,
+                    own.standing.as_ref(),
+                    &bytes,
+                );
+                match refuses(&first) {
+                    true => first,
+                    false => verdict,
+                }
+            }
+            _ => verdict,
+        };
         self.apply_body_verdict(host, verdict, body_size)
     }
 
