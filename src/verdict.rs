@@ -735,9 +735,12 @@ enum Channel {
     /// `inputResponses` (findings' paths start with the member:
     /// `/_meta/...`, `/uri`, `/inputResponses/...`).
     Param(String),
-    /// The JSON-RPC `id` of a request or answer, when it is a string the
-    /// caller chose: the server reads it (and may log or echo it).
+    /// The JSON-RPC `id` of a request or answer, when it is a string or a
+    /// number the caller chose: the server reads it (and may log or echo it).
     Id,
+    /// The method name (a notification's method is the caller's text too:
+    /// `notifications/<anything>` passes the base protocol).
+    Method,
     /// The `result` or `error` of a client's answer to a server request (an
     /// elicitation result a user typed a card number into); paths start with
     /// `/result` or `/error`.
@@ -754,6 +757,7 @@ impl Channel {
         // server's `requestState` (it checks what it issued).
         !matches!(self, Channel::Param(m) if m == "uri" || m == "name" || m == "requestState")
             && *self != Channel::Id
+            && *self != Channel::Method
     }
 }
 
@@ -774,7 +778,7 @@ fn request_channels(policy: &CompiledPolicy, m: &Message) -> Vec<Channel> {
         return Vec::new();
     }
     let arguments = matches!(method, "tools/call" | "prompts/get");
-    let mut channels: Vec<Channel> = vec![Channel::Id];
+    let mut channels: Vec<Channel> = vec![Channel::Id, Channel::Method];
     if arguments {
         channels.push(Channel::Arguments);
     }
@@ -811,6 +815,8 @@ fn scan_arguments(
     for (m, v) in messages.iter_mut().zip(verdicts.iter_mut()) {
         let mut changed = false;
         for channel in &request_channels(policy, m) {
+            // A copy of the method to scan (a finding there refuses, it is never rewritten).
+            let mut method_value: Value;
             let (value, prefix) = match (channel, &mut *m) {
                 (
                     Channel::Arguments,
@@ -825,9 +831,16 @@ fn scan_arguments(
                     member.replace('~', "~0").replace('/', "~1"),
                 ),
                 (Channel::Id, Message::Request { id, .. } | Message::Response { id, .. })
-                    if id.is_string() =>
+                    if id.is_string() || id.is_number() =>
                 {
                     (Some(id), "id".to_owned())
+                }
+                (
+                    Channel::Method,
+                    Message::Request { method, .. } | Message::Notification { method, .. },
+                ) => {
+                    method_value = Value::String(method.clone());
+                    (Some(&mut method_value), "method".to_owned())
                 }
                 (Channel::Answer, Message::Response { answer, .. }) => match answer {
                     AnswerMember::Result(r) => (Some(r), "result".to_owned()),
@@ -865,7 +878,7 @@ fn scan_arguments(
             let root = match channel {
                 Channel::Arguments => "/arguments",
                 Channel::Param(_) => "/params",
-                Channel::Answer | Channel::Id => "",
+                Channel::Answer | Channel::Id | Channel::Method => "",
             };
             v.finding_roots.extend(found.iter().map(|_| root));
             v.findings.extend(found);
@@ -1265,6 +1278,22 @@ mod tests {
                 "a_string_id_is_caller_data",
                 "redact",
                 json!({"jsonrpc": "2.0", "id": s, "method": "ping"}),
+                true,
+                false,
+                vec!["/id"],
+            ),
+            (
+                "a_notification_method_is_caller_data",
+                "redact",
+                json!({"jsonrpc": "2.0", "method": format!("notifications/{s}")}),
+                true,
+                false,
+                vec!["/method"],
+            ),
+            (
+                "a_card_number_as_a_numeric_id",
+                "block",
+                json!({"jsonrpc": "2.0", "id": 4111111111111111_u64, "method": "ping"}),
                 true,
                 false,
                 vec!["/id"],

@@ -1169,6 +1169,9 @@ impl Binary {
             // text (`application/octet-stream`, a PEM or PGP key, a shell
             // script) but its bytes are UTF-8 text: review L1 found keys in
             // exactly those. Images, audio, video and fonts are never text.
+            // Lenient clients read invalid bytes as U+FFFD (Node's
+            // `toString()`), so one bad byte does not make text binary: a
+            // blob is binary when most of it is not text (third review F6).
             "blob" => {
                 !is_text_blob(object)
                     && (is("mimeType", &is_media_type)
@@ -1176,7 +1179,7 @@ impl Binary {
                             .get(key)
                             .and_then(Value::as_str)
                             .and_then(decoded_blob_bytes)
-                            .is_some_and(|b| std::str::from_utf8(&b).is_ok()))
+                            .is_some_and(|b| mostly_text(&b)))
             }
             _ => false,
         }
@@ -1233,9 +1236,12 @@ fn is_text_media_type(m: &str) -> bool {
                     | "x-ndjson"
                     | "jsonl"
                     | "csv"
-            ) || sub.ends_with("+json")
-                || sub.ends_with("+xml")
-                || sub.ends_with("+yaml")))
+            )))
+        // A structured suffix says text whatever the top type: an SVG
+        // (`image/svg+xml`) is XML a reader opens as text (third review F6).
+        || sub.ends_with("+json")
+        || sub.ends_with("+xml")
+        || sub.ends_with("+yaml")
 }
 
 /// The text a base64 `blob` decodes to, if it is base64 at all (a blob that
@@ -1262,6 +1268,18 @@ fn decoded_blob(s: &str) -> Option<String> {
         Ok(t) => t,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
     })
+}
+
+/// Bytes most of which read as text (UTF-8, not control characters other
+/// than whitespace): what a reader would show, and a scan must read.
+fn mostly_text(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    let total = text.chars().count().max(1);
+    let odd = text
+        .chars()
+        .filter(|c| *c == '\u{FFFD}' || (c.is_control() && !c.is_whitespace()))
+        .count();
+    odd * 10 <= total
 }
 
 /// Media whose bytes no reader shows as text.

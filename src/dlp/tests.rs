@@ -698,3 +698,35 @@ fn blobs_that_are_text_whatever_their_type_are_scanned() {
         assert_eq!(!scan_result(&scanner, &result).is_empty(), found, "{name}");
     }
 }
+
+/// Third review F6: one invalid byte does not make text binary, and an SVG
+/// is XML text.
+#[test]
+fn mostly_text_blobs_and_svg_are_scanned() {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    let scanner = match Scanner::builtin(true, true) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let token = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
+    let mut bad_byte = vec![0xffu8];
+    bad_byte.extend(format!("export GITHUB_TOKEN={token}\n").bytes());
+    let cases: Vec<(&str, &str, String)> = vec![
+        (
+            "one_invalid_byte",
+            "application/octet-stream",
+            B64.encode(&bad_byte),
+        ),
+        (
+            "svg",
+            "image/svg+xml",
+            B64.encode(format!("<svg><!-- {token} --></svg>")),
+        ),
+    ];
+    for (name, mime, blob) in cases {
+        let result =
+            serde_json::json!({"contents": [{"uri": "file:///a", "mimeType": mime, "blob": blob}]});
+        assert!(!scan_result(&scanner, &result).is_empty(), "{name}");
+    }
+}
