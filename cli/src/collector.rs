@@ -631,6 +631,19 @@ mod tests {
         dir.join("audit.ndjson")
     }
 
+    /// Removes a test's scratch directory when the test ends, pass or fail.
+    struct Cleanup(PathBuf);
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn cleanup(path: &Path) -> Cleanup {
+        Cleanup(path.parent().map(Path::to_path_buf).unwrap_or_default())
+    }
+
     fn body(lines: &[String]) -> String {
         lines.iter().map(|l| format!("{l}\n")).collect()
     }
@@ -815,6 +828,7 @@ mod tests {
     #[test]
     fn redelivered_batch_is_stored_once_even_across_a_restart() {
         let path = temp_file("idempotent");
+        let _cleanup = cleanup(&path);
         let lines = chain_lines("node-a", 5);
         let running = Running::start(&path);
         assert!(running.is_some(), "collector did not start");
@@ -1110,6 +1124,7 @@ mod tests {
     #[test]
     fn bad_requests_are_refused_whole() {
         let path = temp_file("refusals");
+        let _cleanup = cleanup(&path);
         let lines = chain_lines("node-a", 2);
         let mut tampered: Value = serde_json::from_str(&lines[1]).unwrap_or_default();
         tampered["decision"]["verdict"] = json!("deny");
@@ -1162,6 +1177,7 @@ mod tests {
     #[test]
     fn unfinished_last_line_is_cut_at_open() {
         let path = temp_file("partial");
+        let _cleanup = cleanup(&path);
         let lines = chain_lines("node-a", 2);
         let _ = std::fs::write(&path, format!("{}\n{}", lines[0], &lines[1][..20]));
         let collector = Collector::open(&path);
