@@ -60,16 +60,22 @@ fn filter_key() -> String {
 /// policy, when.
 #[derive(Clone, Default)]
 struct StreamOrigin {
-    key: Rc<str>,
-    root: u64,
-    sha: Rc<str>,
+    /// `None` only for a stream of a root that never configured.
+    root: Option<Rc<RootMark>>,
     created_ms: u64,
 }
 
-/// The shared-data key of a filter's generation record (see `in_force`).
-fn generation_key_of(key: &str) -> String {
-    let digest = crate::json::sha256_hex(key.as_bytes());
-    crate::in_force::generation_key(digest.get(..16).unwrap_or(&digest))
+/// What a root context is to the registry, fixed when it is configured and
+/// shared by its streams (no per-request hashing or copying).
+struct RootMark {
+    /// See `filter_key`.
+    key: String,
+    /// This root's serial number in the VM (see `PolicyRegistry`).
+    serial: u64,
+    /// Its policy's `sha256`.
+    sha: String,
+    /// The shared-data key of the filter's generation record (see `in_force`).
+    generation_key: String,
 }
 
 fn define_metrics() {
@@ -98,7 +104,7 @@ proxy_wasm::main! {{
         let _ = hostcalls::log(WasmLogLevel::Critical, &format!("mcp-firewall: panic: {info}"));
     }));
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(FirewallRoot { policy: None, audit: None, key: Rc::from(""), serial: 0 })
+        Box::new(FirewallRoot { policy: None, audit: None, mark: None })
     });
 }}
 
@@ -133,10 +139,8 @@ fn adopt_handovers(audit: &SharedAudit) {
 struct FirewallRoot {
     policy: Option<Rc<CompiledPolicy>>,
     audit: Option<SharedAudit>,
-    /// See `filter_key`.
-    key: Rc<str>,
-    /// This root's serial number in the VM (see `PolicyRegistry`).
-    serial: u64,
+    /// Set by a successful configuration.
+    mark: Option<Rc<RootMark>>,
 }
 
 fn now_ms() -> u64 {
@@ -161,7 +165,9 @@ impl Context for FirewallRoot {
         if let Some(audit) = self.audit.take() {
             retire(&audit);
         }
-        POLICY_IN_FORCE.with(|r| r.borrow_mut().retired(&self.key, self.serial));
+        if let Some(m) = &self.mark {
+            POLICY_IN_FORCE.with(|r| r.borrow_mut().retired(&m.key, m.serial));
+        }
         true
     }
 
@@ -233,20 +239,27 @@ impl RootContext for FirewallRoot {
             adopt_handovers(audit);
         }
         let policy = Rc::new(policy);
-        self.key = Rc::from(filter_key());
-        self.serial = ROOT_SERIAL.with(|c| {
-            c.set(c.get() + 1);
-            c.get()
+        let key = filter_key();
+        let digest = crate::json::sha256_hex(key.as_bytes());
+        let mark = Rc::new(RootMark {
+            generation_key: crate::in_force::generation_key(digest.get(..16).unwrap_or(&digest)),
+            serial: ROOT_SERIAL.with(|c| {
+                c.set(c.get() + 1);
+                c.get()
+            }),
+            sha: policy.sha256.clone(),
+            key,
         });
         let now = now_ms();
         POLICY_IN_FORCE.with(|r| {
             r.borrow_mut()
-                .configured(&self.key, self.serial, policy.clone(), now)
+                .configured(&mark.key, mark.serial, policy.clone(), now)
         });
         // For the VMs of an older module with this vm_id: losing this write
         // only loses the refusal of their held requests, as before it.
         let record = crate::in_force::generation_record(now, &policy.sha256);
-        let _ = shared_set(&generation_key_of(&self.key), record.as_bytes(), None);
+        let _ = shared_set(&mark.generation_key, record.as_bytes(), None);
+        self.mark = Some(mark);
         self.policy = Some(policy);
         true
     }
@@ -263,8 +276,9 @@ impl RootContext for FirewallRoot {
             return Some(Box::new(NoopHttp));
         }
         let now = now_ms();
-        let second_filter =
-            POLICY_IN_FORCE.with(|r| r.borrow_mut().stream_created(&self.key, self.serial, now));
+        let second_filter = self.mark.as_ref().is_some_and(|m| {
+            POLICY_IN_FORCE.with(|r| r.borrow_mut().stream_created(&m.key, m.serial, now))
+        });
         if second_filter {
             log(
                 LogLevel::Error,
@@ -278,12 +292,7 @@ impl RootContext for FirewallRoot {
             filter: self.policy.clone().map(RequestFilter::new),
             audit: self.audit.clone(),
             origin: StreamOrigin {
-                key: self.key.clone(),
-                root: self.serial,
-                sha: self
-                    .policy
-                    .as_ref()
-                    .map_or_else(|| Rc::from(""), |p| Rc::from(p.sha256.as_str())),
+                root: self.mark.clone(),
                 created_ms: now,
             },
         }))
@@ -599,17 +608,19 @@ impl RootHost for WasmRootHost {
 
 impl Host for WasmHost {
     fn policy_in_force(&self) -> InForce {
-        let o = &self.origin;
-        let record = shared_get(&generation_key_of(&o.key))
+        let Some(m) = self.origin.root.as_deref() else {
+            return InForce::Own;
+        };
+        let record = shared_get(&m.generation_key)
             .ok()
             .and_then(|(v, _)| v)
             .and_then(|v| String::from_utf8(v).ok());
         POLICY_IN_FORCE.with(|r| {
             r.borrow().decide(
-                &o.key,
-                o.root,
-                &o.sha,
-                o.created_ms,
+                &m.key,
+                m.serial,
+                &m.sha,
+                self.origin.created_ms,
                 now_ms(),
                 record.as_deref(),
             )
