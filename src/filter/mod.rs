@@ -477,8 +477,7 @@ impl RequestFilter {
     }
 
     fn resolve_identity(&self, host: &dyn Host) -> Result<Caller, IdentityError> {
-        let inputs = self.identity_inputs.clone();
-        let resolved = identity::resolve(&self.policy.identity, &inputs);
+        let resolved = identity::resolve(&self.policy.identity, &self.identity_inputs);
         // The mTLS peer is only consulted when neither an API key nor a JWT
         // identified the caller (it ranks after them), saving a property
         // lookup on most requests.
@@ -512,9 +511,10 @@ impl RequestFilter {
                     .map_or(first, str::to_owned)
             }
         };
+        // Only an mTLS caller pays for a copy of the inputs.
         let inputs = IdentityInputs {
             peer_uri_san: Some(san),
-            ..inputs
+            ..self.identity_inputs.clone()
         };
         identity::resolve(&self.policy.identity, &inputs)
     }
