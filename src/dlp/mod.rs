@@ -758,15 +758,17 @@ impl Scanner {
                             path: path.clone(),
                         });
                     }
-                    match (binary.decodes(map, k), item.as_str().map(decoded_blob)) {
+                    // Only a blob is decoded: every other string is read as it is.
+                    let decodes = binary.decodes(map, k);
+                    match item.as_str().filter(|_| decodes).map(decoded_blob) {
                         // Decoded as a client decodes it, and as it stands (a
                         // token sent as the blob's text reads as itself).
-                        (true, Some(Some(text))) => {
+                        Some(Some(text)) => {
                             self.scan_into(&Value::String(text), path, Some(k), binary, work, out);
                             self.scan_into(item, path, Some(k), binary, work, out);
                         }
-                        (true, Some(None)) => out.push(undecodable(path)),
-                        _ => self.scan_into(item, path, Some(k), binary, work, out),
+                        Some(None) => out.push(undecodable(path)),
+                        None => self.scan_into(item, path, Some(k), binary, work, out),
                     }
                     path.truncate(len);
                 }
@@ -843,46 +845,21 @@ impl Scanner {
                     let len = path.len();
                     path.push('/');
                     push_pointer_token(path, &k);
+                    // Only a blob is decoded: every other string is read as it is.
                     let decodes = binary.decodes(map, &k);
                     if let Some(item) = map.get_mut(&k) {
-                        match (decodes, item.as_str().map(decoded_blob)) {
-                            // A text blob is redacted in its decoded text and
-                            // encoded again, so the client still gets base64.
-                            (true, Some(Some(_)))
-                                if {
-                                    let before = out.len();
-                                    self.scan_into(item, path, Some(&k), binary, work, out);
-                                    out.len() != before
-                                } =>
-                            {
-                                // A secret in the blob's text as it stands: the
-                                // whole blob goes (its base64 reading is garbage).
-                                *item = Value::String(base64::Engine::encode(
-                                    &text::B64STD,
-                                    "[REDACTED:blob]",
-                                ));
-                            }
-                            (true, Some(Some(text))) => {
-                                let before = out.len();
-                                let mut decoded = Value::String(text);
-                                self.redact_into(&mut decoded, path, Some(&k), binary, work, out);
-                                if out.len() != before {
-                                    if let Value::String(t) = decoded {
-                                        *item =
-                                            Value::String(base64::Engine::encode(&text::B64STD, t));
-                                    }
-                                }
-                            }
+                        match item.as_str().filter(|_| decodes).map(decoded_blob) {
+                            Some(Some(text)) => self.redact_blob(item, text, path, &k, work, out),
                             // A text blob no client decoding reads as this
                             // scan would: nothing of it is passed on.
-                            (true, Some(None)) => {
+                            Some(None) => {
                                 out.push(undecodable(path));
                                 *item = Value::String(base64::Engine::encode(
                                     &text::B64STD,
                                     format!("[REDACTED:{UNDECODABLE_BLOB_KIND}]"),
                                 ));
                             }
-                            _ => self.redact_into(item, path, Some(&k), binary, work, out),
+                            None => self.redact_into(item, path, Some(&k), binary, work, out),
                         }
                     }
                     let found = self.scan_in(&k, None, work);
@@ -926,6 +903,36 @@ fn number_text(n: &serde_json::Number) -> Option<String> {
         return None;
     }
     Some(n.to_string())
+}
+
+impl Scanner {
+    /// Redact a text blob (`text` is its decoded text) in place: a secret in
+    /// the blob as it stands takes the whole blob (its base64 reading is
+    /// garbage then); else the decoded text is redacted and encoded again,
+    /// so the client still gets base64.
+    fn redact_blob(
+        &self,
+        item: &mut Value,
+        text: String,
+        path: &mut String,
+        key: &str,
+        work: &mut Work,
+        out: &mut Vec<Finding>,
+    ) {
+        let before = out.len();
+        self.scan_into(item, path, Some(key), Binary::Skipped, work, out);
+        if out.len() != before {
+            *item = Value::String(base64::Engine::encode(&text::B64STD, "[REDACTED:blob]"));
+            return;
+        }
+        let mut decoded = Value::String(text);
+        self.redact_into(&mut decoded, path, Some(key), Binary::Skipped, work, out);
+        if out.len() != before {
+            if let Value::String(t) = decoded {
+                *item = Value::String(base64::Engine::encode(&text::B64STD, t));
+            }
+        }
+    }
 }
 
 fn rename_key(map: &mut Map<String, Value>, old: &str, new: String) {
@@ -1188,11 +1195,10 @@ impl Binary {
     /// The base64 text of a resource `blob` that a client decodes and reads
     /// as text: its bytes are scanned, not its base64 (which hides every
     /// secret from a text detector).
+    /// Asked only of a member `skips` kept (the scanners filter first), so
+    /// a blob is not decoded twice to answer both.
     fn decodes(self, object: &Map<String, Value>, key: &str) -> bool {
-        self == Binary::Skipped
-            && key == "blob"
-            && object.get(key).is_some_and(Value::is_string)
-            && !self.skips(object, key)
+        self == Binary::Skipped && key == "blob" && object.get(key).is_some_and(Value::is_string)
     }
 }
 
