@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,7 @@ import pytest
 from audit_support import Collector, audit_stats, collector_cluster, method, read_events, verify, wait_until
 from conftest import READER_KEY, base_policy
 from mcp_raw import call, sdk_session, send
-from test_hot_reload import CLI, discovery_response, swap_in
-from test_reload_more import LONG, HotEnvoy
-
-import harness
+from test_reload_more import LONG, HotEnvoy, hot  # noqa: F401 - hot: the fixture
 
 
 def audited(policy: dict[str, Any]) -> dict[str, Any]:
@@ -36,37 +33,12 @@ def audited(policy: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture()
-def hot_audited(workdir: Path, wasm: Path, mcp_server: Any,
-                request: pytest.FixtureRequest) -> Iterator[Callable[..., HotEnvoy]]:
-    if not CLI.exists():
-        pytest.fail(f"{CLI} is missing: scripts/test.sh builds it")
-    started: list[Any] = []
-
+def hot_audited(hot: Callable[..., HotEnvoy]) -> Callable[..., HotEnvoy]:
+    """test_reload_more's hot-reload Envoy with the collector's cluster added."""
     def start(policy: dict[str, Any], col: Collector, concurrency: int = 1) -> HotEnvoy:
-        name = f"audit-reload-{request.node.name}"
-        ecds_dir = workdir / f"ecds-{name}"
-        ecds_dir.mkdir(exist_ok=True)
-        swap_in(ecds_dir, discovery_response(policy, wasm, workdir))
-        cfg = harness.load_template("hot-reload")
-        cfg["admin"]["address"]["socket_address"]["port_value"] = harness.free_port()
-        listener = cfg["static_resources"]["listeners"][0]
-        listener["address"]["socket_address"]["port_value"] = harness.free_port()
-        for cluster in cfg["static_resources"]["clusters"]:
-            if cluster["name"] == harness.UPSTREAM_CLUSTER:
-                ep = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-                ep["address"]["socket_address"]["port_value"] = mcp_server.port
-        cfg["static_resources"]["clusters"].append(collector_cluster(col.port))
-        fw = next(f for f in harness.http_filters(cfg) if f["name"] == "mcp_firewall")
-        src = fw["config_discovery"]["config_source"]["path_config_source"]
-        src["path"] = str(ecds_dir / "mcp_firewall.json")
-        src["watched_directory"] = {"path": str(ecds_dir)}
-        env = harness.Envoy(cfg, workdir, name=f"envoy-{name}", concurrency=concurrency)
-        started.append(env)
-        return HotEnvoy(env, ecds_dir, wasm, workdir)
+        return hot(policy, clusters=(collector_cluster(col.port),), concurrency=concurrency)
 
-    yield start
-    for env in started:
-        env.stop()
+    return start
 
 
 def test_policy_swap_with_a_call_in_flight_loses_no_seq(hot_audited: Any, workdir: Path) -> None:

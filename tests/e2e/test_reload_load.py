@@ -31,6 +31,7 @@ from audit_support import Collector, audit_stats, read_events, verify, wait_unti
 from conftest import ADMIN_KEY, READER_KEY, base_policy
 from mcp_raw import call, messages, open_session, rpc, send
 from test_audit_reload import hot_audited  # noqa: F401 - the fixture
+from test_reload_more import hot  # noqa: F401 - the fixture hot_audited builds on
 from test_reload_gap import HeldRequest
 
 CALLS = 1_000

@@ -70,7 +70,8 @@ def hot(workdir: Path, wasm: Path, mcp_server: Any, request: pytest.FixtureReque
         pytest.fail(f"{CLI} is missing: scripts/test.sh builds it")
     started: list[harness.Envoy] = []
 
-    def start(policy: dict[str, Any]) -> HotEnvoy:
+    def start(policy: dict[str, Any], clusters: tuple[dict[str, Any], ...] = (), concurrency: int = 1) -> HotEnvoy:
+        """`clusters`: more static clusters (the audit collector's)."""
         name = f"reload-more-{request.node.name}".replace("[", "-").replace("]", "")
         ecds_dir = workdir / f"ecds-{name}"
         ecds_dir.mkdir(exist_ok=True)
@@ -83,6 +84,7 @@ def hot(workdir: Path, wasm: Path, mcp_server: Any, request: pytest.FixtureReque
             if cluster["name"] == harness.UPSTREAM_CLUSTER:
                 ep = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
                 ep["address"]["socket_address"]["port_value"] = mcp_server.port
+        cfg["static_resources"]["clusters"].extend(clusters)
         hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
         hcm["route_config"]["virtual_hosts"][0]["virtual_clusters"] = [
             {"name": "mcp_post", "headers": [{"name": ":method", "string_match": {"exact": "POST"}}]}]
@@ -90,7 +92,7 @@ def hot(workdir: Path, wasm: Path, mcp_server: Any, request: pytest.FixtureReque
         src = fw["config_discovery"]["config_source"]["path_config_source"]
         src["path"] = str(ecds_dir / "mcp_firewall.json")
         src["watched_directory"] = {"path": str(ecds_dir)}
-        env = harness.Envoy(cfg, workdir, name=f"envoy-{name}")
+        env = harness.Envoy(cfg, workdir, name=f"envoy-{name}", concurrency=concurrency)
         started.append(env)
         return HotEnvoy(env, ecds_dir, wasm, workdir)
 
