@@ -28,6 +28,8 @@ import asyncio
 import json
 import sys
 
+from http1_request import read_request
+
 
 def sse(messages: list[dict]) -> bytes:
     return b"".join(b"event: message\ndata: " + json.dumps(m).encode() + b"\n\n" for m in messages)
@@ -71,19 +73,7 @@ def answer(msg: dict, secret: str) -> tuple[str, bytes]:
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record: str, secret: str) -> None:
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
-            body = b""
-            if "content-length" in headers:
-                body = await reader.readexactly(int(headers["content-length"]))
-            elif headers.get("transfer-encoding", "").lower() == "chunked":
-                while True:
-                    size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-                    chunk = await reader.readexactly(size + 2)
-                    if size == 0:
-                        break
-                    body += chunk[:-2]
+            _, body = await read_request(reader)
             with open(record, "ab") as f:
                 f.write(body.replace(b"\n", b" ") + b"\n")
             msg = json.loads(body) if body else {}

@@ -16,6 +16,8 @@ import asyncio
 import json
 import sys
 
+from http1_request import read_request
+
 TOOLS = [
     {"name": name, "description": f"the {name} tool \u2014 caf\u00e9 \u2603", "inputSchema": {"type": "object"}}
     for name in ["echo", "get-sum", "get-env", "get-tiny-image", "get-annotated-message"]
@@ -34,19 +36,7 @@ def sse(messages: list[dict], eol: bytes) -> bytes:
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, piece: int, eol: bytes) -> None:
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
-            body = b""
-            if "content-length" in headers:
-                body = await reader.readexactly(int(headers["content-length"]))
-            elif headers.get("transfer-encoding", "").lower() == "chunked":
-                while True:
-                    size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-                    chunk = await reader.readexactly(size + 2)
-                    if size == 0:
-                        break
-                    body += chunk[:-2]
+            _, body = await read_request(reader)
             msg = json.loads(body) if body else {}
             method, id_ = msg.get("method"), msg.get("id")
             if id_ is None:
