@@ -1,6 +1,6 @@
 //! Response-side rewriting of server messages: catalogue filtering of
 //! `tools/list`, `prompts/list` and `resources/list` results per caller, and
-//! DLP on the results of tool calls, resource reads and prompts.
+//! DLP on every answer a scanned exchange carries (lists after filtering).
 
 use crate::decide::{visible, Catalogue};
 use crate::dlp::{self, Action, Finding};
@@ -15,8 +15,9 @@ use serde_json::{Map, Value};
 pub struct ResponsePlan {
     /// Ids (see `jsonrpc::id_key`) of list requests whose results must be filtered.
     pub lists: Vec<(String, Catalogue)>,
-    /// Ids of requests whose results are scanned (tool calls of tools not
-    /// exempt, resource reads, prompts), when `dlp.responses` is not `off`.
+    /// Ids of requests whose answers are scanned (every request but calls of
+    /// exempt tools; list answers after filtering), when `dlp.responses` is
+    /// not `off`.
     pub scans: Vec<String>,
     /// Scan the notifications and server requests of the response (a
     /// scanned call's stream, or a GET stream: what a server sends outside
@@ -70,27 +71,53 @@ pub fn rewrite_message(
     // An error with a null id (or none) answers this exchange without naming
     // which of its requests: scanned as if it answered a scanned one.
     if is_anonymous_error(msg) && !plan.scans.is_empty() {
-        scan_result(policy, msg, &mut out);
+        scan_result(policy, msg, &mut out, Answer::Result);
         return out;
     }
     let Some(id) = msg.get("id").map(id_key) else {
         return out;
     };
-    if plan.scans.contains(&id) {
-        scan_result(policy, msg, &mut out);
-        return out;
-    }
     if plan.hidden_completions.contains(&id) {
         empty_completion(msg, &mut out);
         return out;
     }
+    let scanned = plan.scans.contains(&id);
     let Some(catalogue) = plan.lists.iter().find(|(k, _)| *k == id).map(|(_, c)| *c) else {
+        if scanned {
+            scan_result(policy, msg, &mut out, Answer::Result);
+        }
         return out;
     };
+    filter_list(policy, caller, catalogue, msg, &mut out);
+    if scanned {
+        // After filtering: only what the caller will read is scanned.
+        scan_result(policy, msg, &mut out, Answer::Catalogue);
+    }
+    out
+}
+
+/// What a scanned answer is, for what `dlp.responses: block` does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// A result the call's caller waits for: block replaces it with -32013.
+    Result,
+    /// A catalogue list: block redacts, as an error in its place would leave
+    /// the client with no tools at all for one entry's description.
+    Catalogue,
+}
+
+/// Remove the entries of a list answer the caller may not see, and mark it private.
+fn filter_list(
+    policy: &CompiledPolicy,
+    caller: &Caller,
+    catalogue: Catalogue,
+    msg: &mut Map<String, Value>,
+    out: &mut Rewrite,
+) {
     let (list_member, name_member) = catalogue.members();
     let Some(Value::Array(entries)) = msg.get_mut("result").and_then(|r| r.get_mut(list_member))
     else {
-        return out;
+        return;
     };
     let before = entries.len();
     entries.retain(|entry| {
@@ -111,7 +138,6 @@ pub fn rewrite_message(
             out.changed = true;
         }
     }
-    out
 }
 
 /// A completion of something the caller may not see answers with no values
@@ -173,10 +199,16 @@ pub fn case_variant_in_answer(plan: &ResponsePlan, msg: &Map<String, Value>) -> 
 
 /// DLP on a result: redact in place, replace it with a -32013 error (block),
 /// or only record (flag).
-fn scan_result(policy: &CompiledPolicy, msg: &mut Map<String, Value>, out: &mut Rewrite) {
-    let action = match (policy.mode, policy.dlp.responses) {
-        (crate::policy::Mode::DryRun, Action::Block | Action::Redact) => Action::Flag,
-        (_, a) => a,
+fn scan_result(
+    policy: &CompiledPolicy,
+    msg: &mut Map<String, Value>,
+    out: &mut Rewrite,
+    answer: Answer,
+) {
+    let action = match (policy.mode, policy.dlp.responses, answer) {
+        (crate::policy::Mode::DryRun, Action::Block | Action::Redact, _) => Action::Flag,
+        (_, Action::Block, Answer::Catalogue) => Action::Redact,
+        (_, a, _) => a,
     };
     if action == Action::Off {
         return;
@@ -213,7 +245,7 @@ fn scan_result(policy: &CompiledPolicy, msg: &mut Map<String, Value>, out: &mut 
             crate::reply::sensitive_data_error(&findings, whereabouts),
         );
     }
-    out.changed = action != Action::Flag;
+    out.changed |= action != Action::Flag;
     out.findings = findings;
     out.action = Some(action);
     out.scanned = member;
@@ -602,5 +634,82 @@ mod tests {
             msg["result"]["completion"],
             json!({"values": [], "total": 0, "hasMore": false})
         );
+    }
+
+    #[test]
+    fn kept_catalogue_entries_are_scanned_after_filtering() {
+        const SECRET: &str = "glpat-_bkBl5pR8VAr0_UnPKWu";
+        let caller = Caller {
+            subject: None,
+            tenant: None,
+            roles: vec![],
+            via: Via::Anonymous,
+        };
+        let plan = ResponsePlan {
+            lists: vec![("1".into(), Catalogue::Tools)],
+            scans: vec!["1".into()],
+            ..ResponsePlan::default()
+        };
+        let list = |hidden_description: &str, kept_description: &str| {
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
+                {"name": "delete_repo", "description": hidden_description, "inputSchema": {"type": "object"}},
+                {"name": "echo", "description": kept_description, "inputSchema": {"type": "object"}}
+            ]}})
+        };
+        let error = json!({"jsonrpc": "2.0", "id": 1,
+                           "error": {"code": -32603, "message": format!("backend said {SECRET}")}});
+        // (name, dlp.responses, answer, what the kept answer says, finding paths)
+        let cases = [
+            (
+                "secret_in_kept_description_redacted",
+                "redact",
+                list("fine", &format!("uses {SECRET}")),
+                "[REDACTED:",
+                vec!["/tools/0/description"],
+            ),
+            (
+                "block_redacts_a_catalogue_instead_of_replacing_it",
+                "block",
+                list("fine", &format!("uses {SECRET}")),
+                "[REDACTED:",
+                vec!["/tools/0/description"],
+            ),
+            (
+                "secret_in_removed_entry_is_not_a_finding",
+                "redact",
+                list(&format!("uses {SECRET}"), "fine"),
+                "\"echo\"",
+                vec![],
+            ),
+            (
+                "flag_keeps_the_description",
+                "flag",
+                list("fine", &format!("uses {SECRET}")),
+                SECRET,
+                vec!["/tools/0/description"],
+            ),
+            (
+                "error_answering_a_list_is_redacted_under_block",
+                "block",
+                error,
+                "[REDACTED:",
+                vec!["/message"],
+            ),
+        ];
+        for (name, responses, answer, says, paths) in cases {
+            let policy = crate::policy::compile(&json!({"version": 1,
+                "rules": [{"id": "echo", "effect": "allow", "tools": ["echo"]}],
+                "dlp": {"responses": responses}}))
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            let Value::Object(mut msg) = answer else {
+                panic!("{name}")
+            };
+            let r = rewrite_message(&policy, &caller, &plan, &mut msg);
+            let text = Value::Object(msg).to_string();
+            assert!(text.contains(says), "{name}: {text}");
+            assert!(!text.contains("delete_repo"), "{name}: {text}");
+            let found: Vec<&str> = r.findings.iter().map(|f| f.path.as_str()).collect();
+            assert_eq!(found, paths, "{name}");
+        }
     }
 }

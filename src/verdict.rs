@@ -509,6 +509,11 @@ pub fn judge_body(
         verdict.request_ids.push(id.clone());
         if let Some(cat) = Catalogue::for_list_method(method) {
             verdict.plan.lists.push((id_key(id), cat));
+            // The entries kept are text the client reads too (a description
+            // naming a key, a prompt's arguments): scanned after filtering.
+            if policy.dlp.responses != DlpAction::Off {
+                verdict.plan.scans.push(id_key(id));
+            }
         } else if method == "completion/complete"
             && !crate::decide::completion_ref_visible(policy, caller, params)
         {

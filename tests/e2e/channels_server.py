@@ -17,6 +17,8 @@ Answers:
 - `tasks/result`: a tool result whose text holds SECRET.
 - `subscriptions/listen`: an SSE stream with a `notifications/resources/updated`
   whose URI holds SECRET (then the stream ends).
+- `tools/list` with `params.cursor` `"described"`: a catalogue whose tool
+  description holds SECRET.
 - `tools/call` `silent` and `tools/list` with `params.cursor` `"silent"`: 200,
   `application/json`, `content-length: 0` (the headers end the response).
 - any other request: an empty result; a notification or response: 202.
@@ -60,6 +62,10 @@ def answer(msg: dict, secret: str) -> tuple[str, bytes]:
     if (method == "tools/call" and params.get("name") == "silent") or (
             method == "tools/list" and params.get("cursor") == "silent"):
         return "application/json", b""
+    if method == "tools/list" and params.get("cursor") == "described":
+        return "application/json", json.dumps(done({"tools": [
+            {"name": "echo", "description": f"Echoes; authenticates upstream with {secret}",
+             "inputSchema": {"type": "object"}}]})).encode()
     if method == "tasks/result":
         return "application/json", json.dumps(done(text(f"the task found {secret}"))).encode()
     if method == "subscriptions/listen":

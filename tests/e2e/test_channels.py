@@ -161,6 +161,16 @@ def test_task_result_and_listen_stream_are_scanned(peer: Peer) -> None:
     assert note["params"]["uri"] == f"https://files.example/{MARK}"
 
 
+def test_tool_description_in_a_catalogue_is_redacted(peer: Peer) -> None:
+    """A catalogue is text the client reads (and puts in its model's
+    context): the entries kept after filtering are scanned like a result."""
+    r = post(peer, rpc("tools/list", {"cursor": "described"}, id=14))
+    assert r.status_code == 200 and TOKEN not in r.text, r.text
+    (msg,) = messages(r)
+    (tool,) = msg["result"]["tools"]
+    assert tool["name"] == "echo" and tool["description"] == f"Echoes; authenticates upstream with {MARK}"
+
+
 def test_listen_is_decided_on_the_resources_it_subscribes_to(peer: Peer) -> None:
     """subscriptions/listen replaces resources/subscribe: each URI in its
     resourceSubscriptions is decided as a subscribe to it would be."""
