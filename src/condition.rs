@@ -3,7 +3,8 @@
 //! A condition is a tree of combinators (`all`, `any`, `not`) over leaves that
 //! test one value addressed by a JSON pointer (RFC 6901) into
 //! `params.arguments` (`arg`) or into `params` itself (`param`, our extension,
-//! so resource rules can address `/uri`).
+//! so resource rules can address `/uri`), or the time of the request (`time`,
+//! a window of days and hours: [`crate::time_window`]).
 //!
 //! Evaluation is three-valued and fails closed (POLICY.md, "Conditions"): a
 //! missing value (other than under `exists`), a value of the wrong JSON type,
@@ -17,6 +18,7 @@
 
 use crate::canon;
 use crate::config::{child, index, keyword_list, keywords, type_name, Errors, Keyword, ObjReader};
+use crate::time_window::TimeWindow;
 use regex_lite::{Regex, RegexBuilder};
 use serde_json::{Number, Value};
 use std::cmp::Ordering;
@@ -95,6 +97,8 @@ pub enum Condition {
     Any(Vec<Condition>),
     Not(Box<Condition>),
     Leaf(Leaf),
+    /// `{"time": {...}}`: the request's time is inside the window.
+    Time(TimeWindow),
 }
 
 /// Where a condition reads: from `params.arguments` or from `params`, down
@@ -167,6 +171,9 @@ pub struct CondInput<'a> {
     pub arguments: &'a Value,
     /// The whole `params` object, `Null` if absent.
     pub params: &'a Value,
+    /// When the request is decided, in milliseconds since the Unix epoch
+    /// (UTC): what `time` leaves read.
+    pub now_ms: u64,
 }
 
 /// The result of evaluating a condition.
@@ -209,6 +216,7 @@ fn compile_at(v: &Value, path: &str, depth: usize, errs: &mut Errors) -> Option<
         .filter(|k| map.contains_key(k.as_str()))
         .collect();
     match combinators.as_slice() {
+        [] if map.contains_key(TIME_KEY) => compile_time(v, path, errs).map(Condition::Time),
         [] => compile_leaf(v, path, errs).map(Condition::Leaf),
         [one] => compile_combinator(v, *one, path, depth, errs),
         several => {
@@ -289,6 +297,20 @@ fn describe_kind(v: &Value) -> &'static str {
     }
 }
 
+/// The key of a time leaf.
+const TIME_KEY: &str = "time";
+
+/// `{"time": {...}}`, nothing else beside it (an `arg` there would be a
+/// second test the author may think applies).
+fn compile_time(v: &Value, path: &str, errs: &mut Errors) -> Option<TimeWindow> {
+    let mut r = ObjReader::new(v, path, errs)?;
+    let window = r
+        .get(TIME_KEY)
+        .and_then(|w| TimeWindow::compile(w, &child(path, TIME_KEY), errs));
+    r.finish(errs);
+    window
+}
+
 fn compile_leaf(v: &Value, path: &str, errs: &mut Errors) -> Option<Leaf> {
     let mut r = ObjReader::new(v, path, errs)?;
     let source = match (r.has("arg"), r.has("param")) {
@@ -306,7 +328,7 @@ fn compile_leaf(v: &Value, path: &str, errs: &mut Errors) -> Option<Leaf> {
         (false, false) => {
             errs.push(
                 path,
-                "expected a combinator (all, any, not) or a leaf with arg or param",
+                "expected a combinator (all, any, not) or a leaf with arg, param or time",
             );
             None
         }
@@ -547,9 +569,40 @@ struct LeafVerdict<'v> {
     seen_as: Option<String>,
 }
 
+/// The leaf that decided a (sub)condition.
+#[derive(Clone, Copy)]
+enum Decider<'c> {
+    Member(&'c Leaf),
+    Time(&'c TimeWindow),
+}
+
+impl Decider<'_> {
+    /// `arg /amount lte 500`, `time mon,fri 09:00-17:00 +01:00`
+    fn describe(self) -> String {
+        match self {
+            Decider::Member(leaf) => leaf.describe(),
+            Decider::Time(w) => format!("{TIME_KEY} {}", w.describe()),
+        }
+    }
+
+    fn detail(self, v: &LeafVerdict) -> String {
+        match (self, &v.result) {
+            (Decider::Member(leaf), _) => leaf.detail(v),
+            (Decider::Time(_), result) => {
+                let verdict = match result {
+                    Ok(true) => "holds",
+                    _ => "does not hold",
+                };
+                let at = v.seen_as.as_deref().unwrap_or("?");
+                format!("request at {at}, {verdict}")
+            }
+        }
+    }
+}
+
 /// The deciding leaf of a (sub)condition.
 struct Verdict<'c, 'v> {
-    leaf: &'c Leaf,
+    leaf: Decider<'c>,
     outcome: Outcome,
     leaf_verdict: LeafVerdict<'v>,
     /// Combinator steps from the root to the leaf, e.g. `all[1]`, `not`
@@ -567,6 +620,8 @@ impl Condition {
                 in_arguments: l.source == Source::Arg,
                 tokens: l.tokens.clone(),
             }),
+            // The time of the request is no member of it.
+            Condition::Time(_) => {}
         }
     }
 
@@ -610,9 +665,23 @@ impl Condition {
                     )),
                 };
                 Verdict {
-                    leaf,
+                    leaf: Decider::Member(leaf),
                     outcome,
                     leaf_verdict,
+                    route: Vec::new(),
+                }
+            }
+            Condition::Time(window) => {
+                // A time always reads: no error, whatever the request holds.
+                let held = window.contains(input.now_ms);
+                Verdict {
+                    leaf: Decider::Time(window),
+                    outcome: if held { Outcome::True } else { Outcome::False },
+                    leaf_verdict: LeafVerdict {
+                        result: Ok(held),
+                        found: None,
+                        seen_as: explaining.then(|| window.describe_time(input.now_ms)),
+                    },
                     route: Vec::new(),
                 }
             }
@@ -667,7 +736,7 @@ impl Condition {
             // compile() refuses empty lists; should one be built by hand anyway,
             // fail closed with an error rather than a vacuous answer.
             None => Verdict {
-                leaf: &EMPTY_LIST_LEAF,
+                leaf: Decider::Member(&EMPTY_LIST_LEAF),
                 outcome: Outcome::Error(format!("{name} has no conditions")),
                 leaf_verdict: LeafVerdict {
                     result: Err(Fault::Missing),

@@ -116,15 +116,18 @@ fn rule_matches(rule: &Rule, call: &Call) -> bool {
 
 /// Decide one parsed message: find its target (normalising resource URIs) and
 /// apply the rules. The filter and the CLI (`explain`, `test`) both call this.
+/// `now_ms`: when the message is decided (ms since the Unix epoch), for
+/// `time` conditions.
 pub fn decide_message(
     policy: &CompiledPolicy,
     caller: &Caller,
     m: &Message,
+    now_ms: u64,
 ) -> Result<Decision, ProtocolError> {
     if let Some(d) = kill_switch(policy, caller) {
         return Ok(d);
     }
-    Ok(decide_traced(policy, caller, &call_of(m)?, None))
+    Ok(decide_traced(policy, caller, &call_of(m)?, now_ms, None))
 }
 
 /// The rules' view of a message; a resource URI that cannot be normalised is
@@ -179,8 +182,8 @@ pub fn kill_switch(policy: &CompiledPolicy, caller: &Caller) -> Option<Decision>
         })
 }
 
-pub fn decide(policy: &CompiledPolicy, caller: &Caller, call: &Call) -> Decision {
-    decide_traced(policy, caller, call, None)
+pub fn decide(policy: &CompiledPolicy, caller: &Caller, call: &Call, now_ms: u64) -> Decision {
+    decide_traced(policy, caller, call, now_ms, None)
 }
 
 /// Decide, and with `trace` record one line per condition evaluated (for
@@ -190,6 +193,7 @@ pub fn decide_traced(
     policy: &CompiledPolicy,
     caller: &Caller,
     call: &Call,
+    now_ms: u64,
     mut trace: Option<&mut Vec<String>>,
 ) -> Decision {
     if let Some(why) = &call.refused {
@@ -215,6 +219,7 @@ pub fn decide_traced(
             let input = CondInput {
                 arguments: jsonrpc::arguments(&call.params),
                 params: &call.params,
+                now_ms,
             };
             let outcome = match trace.as_deref_mut() {
                 Some(t) => {
@@ -608,7 +613,7 @@ mod tests {
             ),
         ];
         for (name, roles, call, verdict, rule) in cases {
-            let d = decide(&p, &caller(roles), &call);
+            let d = decide(&p, &caller(roles), &call, 0);
             assert_eq!(
                 (d.verdict, d.rule.as_str()),
                 (verdict, rule),
@@ -621,9 +626,9 @@ mod tests {
     #[test]
     fn same_input_same_decision() {
         let p = policy();
-        let first = decide(&p, &caller(&["reader"]), &tool("get_x"));
+        let first = decide(&p, &caller(&["reader"]), &tool("get_x"), 0);
         for _ in 0..100 {
-            assert_eq!(decide(&p, &caller(&["reader"]), &tool("get_x")), first);
+            assert_eq!(decide(&p, &caller(&["reader"]), &tool("get_x"), 0), first);
         }
     }
 
@@ -663,7 +668,12 @@ mod tests {
 
     #[test]
     fn reasons_escape_hostile_names() {
-        let d = decide(&policy(), &caller(&[]), &tool("x\n\u{1b}[31mfake log line"));
+        let d = decide(
+            &policy(),
+            &caller(&[]),
+            &tool("x\n\u{1b}[31mfake log line"),
+            0,
+        );
         assert!(!d.reason.contains('\n'), "{}", d.reason);
     }
 }
@@ -697,7 +707,7 @@ mod condition_tests {
         let Ok(Body::Single(m)) = parse_body(body.to_string().as_bytes(), 64) else {
             panic!("parse")
         };
-        decide_message(&policy(), &caller, &m).unwrap_or_else(|e| panic!("{e:?}"))
+        decide_message(&policy(), &caller, &m, 0).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     fn refund(args: serde_json::Value) -> serde_json::Value {
@@ -826,13 +836,193 @@ mod condition_tests {
         };
         let call = call_of(&m).unwrap_or_else(|e| panic!("{e:?}"));
         let mut trace = Vec::new();
-        let d = decide_traced(&policy(), &caller, &call, Some(&mut trace));
+        let d = decide_traced(&policy(), &caller, &call, 0, Some(&mut trace));
         assert_eq!(d.rule, RuleId::DefaultDeny);
         assert!(
             trace
                 .iter()
                 .any(|l| l.contains("refund-cap") && l.contains("/amount")),
             "{trace:?}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::*;
+    use crate::identity::Via;
+    use crate::jsonrpc::{parse_body, Body};
+    use crate::time_window::parse_timestamp;
+    use serde_json::json;
+
+    fn policy() -> CompiledPolicy {
+        let weekdays = json!(["mon", "tue", "wed", "thu", "fri"]);
+        let doc = json!({"version": 1, "rules": [
+            {"id": "deploy-in-hours", "effect": "allow", "tools": ["deploy"],
+             "when": {"time": {"days": weekdays, "hours": "09:00-17:30", "utc_offset": "+01:00"}}},
+            {"id": "friday-freeze", "effect": "deny", "tools": ["deploy"],
+             "when": {"time": {"days": ["fri"], "hours": "15:00-24:00", "utc_offset": "+01:00"}}},
+            {"id": "forced-drop-at-night", "effect": "allow", "tools": ["drop_table"],
+             "when": {"all": [
+                 {"arg": "/force", "eq": true},
+                 {"not": {"time": {"hours": "07:00-22:00", "utc_offset": "-05:00"}}}
+             ]}}
+        ]});
+        crate::policy::compile(&doc).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    fn call(tool: &str, args: serde_json::Value) -> Message {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                          "params": {"name": tool, "arguments": args}});
+        match parse_body(body.to_string().as_bytes(), 64) {
+            Ok(Body::Single(m)) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn at(s: &str) -> u64 {
+        parse_timestamp(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn caller() -> Caller {
+        Caller {
+            subject: None,
+            tenant: None,
+            roles: Vec::new(),
+            via: Via::Jwt,
+        }
+    }
+
+    #[test]
+    fn time_conditions_decide_by_the_time_given() {
+        // 2026-12-03 is a Thursday, 2026-12-05 a Saturday.
+        let cases = [
+            (
+                "deploy_in_hours",
+                "deploy",
+                json!({}),
+                "2026-12-03T08:00:00Z",
+                Verdict::Allow,
+                "deploy-in-hours",
+            ),
+            (
+                "deploy_before_hours",
+                "deploy",
+                json!({}),
+                "2026-12-03T07:59:00Z",
+                Verdict::Deny,
+                "default-deny",
+            ),
+            (
+                "deploy_at_closing",
+                "deploy",
+                json!({}),
+                "2026-12-03T16:30:00Z",
+                Verdict::Deny,
+                "default-deny",
+            ),
+            (
+                "deploy_on_saturday",
+                "deploy",
+                json!({}),
+                "2026-12-05T10:00:00Z",
+                Verdict::Deny,
+                "default-deny",
+            ),
+            // The deny wins over the allow whose window also holds.
+            (
+                "deploy_in_the_friday_freeze",
+                "deploy",
+                json!({}),
+                "2026-12-04T14:00:00Z",
+                Verdict::Deny,
+                "friday-freeze",
+            ),
+            (
+                "deploy_friday_morning",
+                "deploy",
+                json!({}),
+                "2026-12-04T13:59:00Z",
+                Verdict::Allow,
+                "deploy-in-hours",
+            ),
+            // `not time` at -05:00: 03:00 UTC is 22:00 the evening before.
+            (
+                "forced_drop_at_night",
+                "drop_table",
+                json!({"force": true}),
+                "2026-12-05T03:00:00Z",
+                Verdict::Allow,
+                "forced-drop-at-night",
+            ),
+            (
+                "forced_drop_in_the_day",
+                "drop_table",
+                json!({"force": true}),
+                "2026-12-05T02:59:00Z",
+                Verdict::Deny,
+                "default-deny",
+            ),
+            (
+                "unforced_drop_at_night",
+                "drop_table",
+                json!({"force": false}),
+                "2026-12-05T03:00:00Z",
+                Verdict::Deny,
+                "default-deny",
+            ),
+        ];
+        let p = policy();
+        for (name, tool, args, when, verdict, rule) in cases {
+            let d = decide_message(&p, &caller(), &call(tool, args), at(when))
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert_eq!(
+                (d.verdict, d.rule.as_str()),
+                (verdict, rule),
+                "{name}: {}",
+                d.reason
+            );
+        }
+    }
+
+    #[test]
+    fn a_time_condition_reads_no_member_and_hides_nothing() {
+        let p = policy();
+        let mut paths = Vec::new();
+        for rule in p.rules.iter() {
+            if let Some(w) = &rule.when {
+                w.member_paths(&mut paths);
+            }
+        }
+        // Only the `force` argument: a time leaf adds no path to check for
+        // case variants.
+        assert_eq!(paths.len(), 1, "{paths:?}");
+        // A tool allowed only in hours stays in the catalogue: a list
+        // answer does not change with the clock.
+        assert!(visible(&p, &caller(), Catalogue::Tools, "deploy"));
+    }
+
+    #[test]
+    fn trace_shows_the_window_and_the_time_as_the_window_reads_it() {
+        let m = call("deploy", json!({}));
+        let call = call_of(&m).unwrap_or_else(|e| panic!("{e:?}"));
+        let mut trace = Vec::new();
+        let d = decide_traced(
+            &policy(),
+            &caller(),
+            &call,
+            at("2026-12-05T10:00:00Z"),
+            Some(&mut trace),
+        );
+        assert_eq!(d.rule, RuleId::DefaultDeny);
+        assert_eq!(
+            trace,
+            vec![
+                "rule \"deploy-in-hours\" (allow): time mon,tue,wed,thu,fri 09:00-17:30 +01:00: \
+                 request at 2026-12-05 sat 11:00 +01:00, does not hold → false",
+                "rule \"friday-freeze\" (deny): time fri 15:00-24:00 +01:00: \
+                 request at 2026-12-05 sat 11:00 +01:00, does not hold → false",
+            ]
         );
     }
 }

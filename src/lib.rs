@@ -27,6 +27,7 @@ pub mod rule_id;
 pub mod session;
 pub mod sse;
 pub mod store;
+pub mod time_window;
 pub mod verdict;
 
 #[cfg(target_arch = "wasm32")]

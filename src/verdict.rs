@@ -71,6 +71,11 @@ pub struct RequestHead {
     pub mcp_params: Vec<(String, String)>,
     /// The headers ended the stream: no body follows.
     pub ends_stream: bool,
+    /// When the request is decided, in milliseconds since the Unix epoch
+    /// (UTC): the host's clock in the filter, `--at` or a case's `at` in the
+    /// CLI. `time` conditions read it; given here so the verdict stays a pure
+    /// function of what it is given.
+    pub now_ms: u64,
 }
 
 /// What binding the request's `Mcp-Session-Id` found.
@@ -439,8 +444,8 @@ pub fn judge_body(
     }
     let mut verdicts = Vec::with_capacity(messages.len());
     for m in &messages {
-        let decision = match decide_message(policy, caller, m)
-            .and_then(|d| decide_listened_resources(policy, caller, m, d))
+        let decision = match decide_message(policy, caller, m, head.now_ms)
+            .and_then(|d| decide_listened_resources(policy, caller, m, d, head.now_ms))
         {
             // A standing refusal refuses every message, after the kill switch.
             Ok(d) if d.rule != RuleId::KillSwitch => standing.cloned().unwrap_or(d),
@@ -583,6 +588,7 @@ fn decide_listened_resources(
     caller: &Caller,
     m: &Message,
     decision: Decision,
+    now_ms: u64,
 ) -> Result<Decision, jsonrpc::ProtocolError> {
     if m.method() != Some("subscriptions/listen")
         || decision.verdict != Outcome::Allow
@@ -631,7 +637,7 @@ fn decide_listened_resources(
             method: "resources/subscribe".into(),
             params: json!({ "uri": uri }),
         };
-        let d = decide_message(policy, caller, &subscribe)?;
+        let d = decide_message(policy, caller, &subscribe, now_ms)?;
         if d.verdict != Outcome::Allow {
             return Ok(d);
         }

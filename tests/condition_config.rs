@@ -80,7 +80,7 @@ table! {
         => [("$.rules[2].when", "needs one operator"), ("$.rules[2].when.equals", "unknown field")];
     unknown_field_in_leaf_is_error: r#"{"arg": "/x", "eq": 1, "note": "why"}"# => [("$.rules[2].when.note", "unknown field")];
     both_arg_and_param_is_error: r#"{"arg": "/x", "param": "/uri", "eq": 1}"# => [("$.rules[2].when", "exactly one of arg, param")];
-    neither_arg_nor_param_is_error: r#"{"eq": 1}"# => [("$.rules[2].when", "leaf with arg or param")];
+    neither_arg_nor_param_is_error: r#"{"eq": 1}"# => [("$.rules[2].when", "leaf with arg, param or time")];
     arg_not_a_string_is_error: r#"{"arg": 5, "eq": 1}"# => [("$.rules[2].when.arg", "expected a string, found a number")];
     pointer_without_slash_is_error: r#"{"arg": "amount", "lte": 5}"# => [("$.rules[2].when.arg", "RFC 6901")];
     pointer_with_bad_tilde_is_error: r#"{"param": "/a~2b", "eq": 1}"# => [("$.rules[2].when.param", "'~' must be followed by 0 or 1")];
@@ -94,6 +94,19 @@ table! {
     combinator_with_leaf_field_is_error: r#"{"all": [{"arg": "/x", "eq": 1}], "arg": "/y"}"# => [("$.rules[2].when.arg", "unknown field")];
     nested_error_names_full_path: r#"{"any": [{"arg": "/x", "eq": 1}, {"not": {"all": [{"arg": "/y", "exists": true}, {"arg": "/y", "matches": "["}]}}]}"#
         => [("$.rules[2].when.any[1].not.all[1].matches", "invalid regex")];
+    accepts_time_windows_under_combinators: r#"{"all": [{"arg": "/force", "eq": true},
+        {"not": {"time": {"days": ["sat", "sun"], "utc_offset": "+00:00"}}},
+        {"any": [{"time": {"hours": "22:00-06:00", "utc_offset": "-05:30"}}, {"time": {"days": ["mon"], "hours": "00:00-24:00", "utc_offset": "+14:00"}}]}]}"# => [];
+    time_errors_name_their_member: r#"{"any": [{"arg": "/x", "eq": 1}, {"time": {"days": ["mon", "Tue", "mon"], "hours": "17:00-09:00:00", "utc_offset": "+15:00"}}]}"#
+        => [("$.rules[2].when.any[1].time.days[1]", "\"Tue\" is not one of mon, tue, wed, thu, fri, sat, sun"),
+            ("$.rules[2].when.any[1].time.days[2]", "\"mon\" is listed twice"),
+            ("$.rules[2].when.any[1].time.hours", "is not HH:MM-HH:MM"),
+            ("$.rules[2].when.any[1].time.utc_offset", "between -14:00 and +14:00")];
+    time_without_offset_is_error: r#"{"time": {"hours": "09:00-17:00"}}"# => [("$.rules[2].when.time.utc_offset", "required field is missing")];
+    time_with_nothing_to_test_is_error: r#"{"time": {"utc_offset": "+01:00"}}"# => [("$.rules[2].when.time", "needs days, hours or both")];
+    time_not_an_object_is_error: r#"{"time": "09:00-17:00"}"# => [("$.rules[2].when.time", "expected an object, found a string")];
+    time_beside_an_operator_is_error: r#"{"time": {"days": ["mon"], "utc_offset": "+00:00"}, "eq": 1}"# => [("$.rules[2].when.eq", "unknown field")];
+    time_beside_a_combinator_is_error: r#"{"not": {"arg": "/x", "eq": 1}, "time": {"days": ["mon"], "utc_offset": "+00:00"}}"# => [("$.rules[2].when.time", "unknown field")];
     every_error_is_reported_at_once: r#"{"all": [{"arg": "/a", "lt": "1"}, {"arg": "b", "eq": 1}, {"arg": "/c", "in": 3, "x": 1}]}"#
         => [("$.rules[2].when.all[0].lt", "expected a number"),
             ("$.rules[2].when.all[1].arg", "RFC 6901"),

@@ -46,6 +46,7 @@ fn check_params((when, params): (&str, &str), want: Want) {
     let input = CondInput {
         arguments: &arguments,
         params: &params,
+        now_ms: 0,
     };
     let outcome = cond.eval(&input);
     let (explained, line) = cond.explain(&input);
@@ -209,6 +210,7 @@ fn explain(when: &str, arguments: Value) -> (Outcome, String) {
     cond.explain(&CondInput {
         arguments: &arguments,
         params: &params,
+        now_ms: 0,
     })
 }
 
@@ -315,6 +317,7 @@ fn eval_is_deterministic_and_reusable() {
             cond.eval(&CondInput {
                 arguments: a,
                 params: &Value::Null,
+                now_ms: 0,
             })
         })
         .collect();
@@ -325,6 +328,7 @@ fn eval_is_deterministic_and_reusable() {
                 cond.eval(&CondInput {
                     arguments: a,
                     params: &Value::Null,
+                    now_ms: 0,
                 })
             })
             .collect();
@@ -333,4 +337,47 @@ fn eval_is_deterministic_and_reusable() {
     // "aaa" and "b" are strings: `eq: 1` errors on them before `matches` is
     // reached, and an error before the deciding child makes `any` an error.
     assert_eq!(first.iter().map(kind).collect::<Vec<_>>(), vec![T, E, E, E]);
+}
+
+// --- time windows --------------------------------------------------------------
+
+/// A `time` leaf beside argument leaves: it never errors, `not` of it is a
+/// plain negation, and its explanation shows the request's time on the
+/// window's clock (never an argument).
+#[test]
+fn time_leaves_combine_like_any_leaf_and_explain_the_local_time() {
+    let when = r#"{"all": [{"arg": "/force", "eq": true},
+                           {"not": {"time": {"days": ["sat", "sun"], "utc_offset": "-05:00"}}}]}"#;
+    let Some(cond) = compiled(when) else {
+        return;
+    };
+    let arguments = json!({"force": true});
+    let params = json!({ "arguments": arguments });
+    // 2026-12-05T03:00:00Z is Friday 22:00 at -05:00, 07:00Z Saturday 02:00.
+    let cases = [
+        (
+            1_796_439_600_000,
+            Outcome::True,
+            "request at 2026-12-04 fri 22:00 -05:00, does not hold → true",
+        ),
+        (
+            1_796_454_000_000,
+            Outcome::False,
+            "request at 2026-12-05 sat 02:00 -05:00, holds → false",
+        ),
+    ];
+    for (now_ms, want, tail) in cases {
+        let input = CondInput {
+            arguments: &arguments,
+            params: &params,
+            now_ms,
+        };
+        assert_eq!(cond.eval(&input), want);
+        let (outcome, line) = cond.explain(&input);
+        assert_eq!(outcome, want);
+        assert_eq!(
+            line,
+            format!("all[1]: not: time sat,sun all day -05:00: {tail}")
+        );
+    }
 }

@@ -2,7 +2,9 @@
 //! Every command goes through the filter's own compiler and verdict
 //! (`verdict::judge`): what `explain` and `test` say is what the filter does.
 
-use crate::policy_test::{answer_of, judge_case, read_caller, read_test_file, CallerSpec, Expect};
+use crate::policy_test::{
+    answer_of, judge_case, machine_now_ms, read_caller, read_test_file, CallerSpec, Expect,
+};
 use clap::Args;
 use mcp_firewall::config::Errors;
 use mcp_firewall::decide::{call_of, decide_traced};
@@ -10,6 +12,7 @@ use mcp_firewall::identity::Caller;
 use mcp_firewall::json::{parse_strict, sha256_hex};
 use mcp_firewall::jsonrpc::{parse_body, Body};
 use mcp_firewall::policy::{compile_str, CompiledPolicy, Mode};
+use mcp_firewall::time_window::parse_timestamp;
 use mcp_firewall::verdict::{BodyOutcome, BodyVerdict, HeadVerdict, Judgement};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -119,6 +122,10 @@ pub struct ExplainArgs {
     /// as the filter does, e.g. `--header 'authorization: Bearer …'`.
     #[arg(long = "header", id = "headers")]
     headers: Vec<String>,
+    /// When the request is decided, RFC 3339 (`2026-12-05T10:00:00Z`,
+    /// `2026-12-05T11:00:00+01:00`), for `time` conditions; default now.
+    #[arg(long)]
+    at: Option<String>,
     /// The JSON-RPC message (single or batch); `-` or omitted reads stdin.
     message: Option<String>,
 }
@@ -150,7 +157,7 @@ fn caller_spec(caller: Option<&str>, headers: &[String]) -> Result<CallerSpec, S
 
 /// The explanation of each message: the decision and the conditions on the way.
 /// (Only printed: the answer is the verdict's.)
-fn traces(policy: &CompiledPolicy, caller: &Caller, body: &[u8]) -> Vec<Vec<String>> {
+fn traces(policy: &CompiledPolicy, caller: &Caller, body: &[u8], now_ms: u64) -> Vec<Vec<String>> {
     let Ok(parsed) = parse_body(body, policy.limits.max_json_depth) else {
         return Vec::new();
     };
@@ -163,7 +170,7 @@ fn traces(policy: &CompiledPolicy, caller: &Caller, body: &[u8]) -> Vec<Vec<Stri
         .map(|m| {
             let mut trace = Vec::new();
             if let Ok(call) = call_of(m) {
-                decide_traced(policy, caller, &call, Some(&mut trace));
+                decide_traced(policy, caller, &call, now_ms, Some(&mut trace));
             }
             trace
         })
@@ -171,10 +178,16 @@ fn traces(policy: &CompiledPolicy, caller: &Caller, body: &[u8]) -> Vec<Vec<Stri
 }
 
 /// Print what the filter does with a request, message by message, then the answer.
-fn print_judgement(policy: &CompiledPolicy, j: &Judgement, caller: Option<&Caller>, body: &[u8]) {
+fn print_judgement(
+    policy: &CompiledPolicy,
+    j: &Judgement,
+    caller: Option<&Caller>,
+    body: &[u8],
+    now_ms: u64,
+) {
     if let Judgement::Body(v) = j {
         let traces = match caller {
-            Some(c) => traces(policy, c, body),
+            Some(c) => traces(policy, c, body, now_ms),
             None => Vec::new(),
         };
         for (i, m) in v.messages.iter().enumerate() {
@@ -227,6 +240,10 @@ pub fn explain(args: ExplainArgs) -> ExitCode {
     let run = || -> Result<bool, String> {
         let policy = load_policy(&args.policy)?;
         let spec = caller_spec(args.caller.as_deref(), &args.headers)?;
+        let now_ms = match args.at.as_deref() {
+            Some(text) => parse_timestamp(text).map_err(|e| format!("--at: {e}"))?,
+            None => machine_now_ms(),
+        };
         let body = match args.message.as_deref() {
             None | Some("-") => {
                 let mut s = Vec::new();
@@ -237,8 +254,8 @@ pub fn explain(args: ExplainArgs) -> ExitCode {
             }
             Some(m) => m.as_bytes().to_vec(),
         };
-        let (j, identity) = judge_case(&policy, &spec, &body);
-        print_judgement(&policy, &j, identity.as_ref().ok(), &body);
+        let (j, identity) = judge_case(&policy, &spec, &body, now_ms);
+        print_judgement(&policy, &j, identity.as_ref().ok(), &body, now_ms);
         Ok(!answer_of(&j).refused)
     };
     match run() {
@@ -289,7 +306,8 @@ fn run_test_file(path: &Path) -> Result<(usize, usize), String> {
     println!("{} (policy {})", path.display(), file.policy_path.display());
     for case in &file.cases {
         let body = case.message.to_string();
-        let (j, _) = judge_case(&policy, &case.caller, body.as_bytes());
+        let now_ms = case.at.unwrap_or_else(machine_now_ms);
+        let (j, _) = judge_case(&policy, &case.caller, body.as_bytes(), now_ms);
         let answer = answer_of(&j);
         if answer.meets(&case.expect) {
             passed += 1;

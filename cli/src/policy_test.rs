@@ -2,7 +2,8 @@
 //!
 //! A case is a request as the filter sees it: the caller (as roles, or as the
 //! request's headers so the API-key/JWT mapping is tested too), the JSON-RPC
-//! body, and what the caller must receive. The answer comes from
+//! body, when it is decided (`at`, RFC 3339; the machine's clock when not
+//! given), and what the caller must receive. The answer comes from
 //! `verdict::judge`, the function the filter itself applies; a test in this
 //! module runs every case of every shipped test file through the filter on
 //! the in-memory host and requires the same answer.
@@ -16,6 +17,7 @@ use mcp_firewall::identity::{self, Caller, IdentityError, IdentityInputs, Via};
 use mcp_firewall::json::parse_strict;
 use mcp_firewall::policy::CompiledPolicy;
 use mcp_firewall::reply::LocalReply;
+use mcp_firewall::time_window::parse_timestamp;
 use mcp_firewall::verdict::{judge, BodyOutcome, HeadVerdict, Judgement, RequestHead};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -36,6 +38,8 @@ pub struct Case {
     pub name: String,
     pub caller: CallerSpec,
     pub message: Value,
+    /// When the request is decided (ms since the Unix epoch); `None`: now.
+    pub at: Option<u64>,
     pub expect: Expect,
 }
 
@@ -178,8 +182,17 @@ pub fn answer_of(j: &Judgement) -> Answer {
     }
 }
 
-/// A POST with these headers (each on one line), as the filter reads it.
-pub fn request_head(headers: &BTreeMap<String, String>) -> RequestHead {
+/// The machine's clock in milliseconds since the Unix epoch: when a request
+/// is decided if `--at` or a case's `at` does not say.
+pub fn machine_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A POST with these headers (each on one line), decided at `now_ms`, as
+/// the filter reads it.
+pub fn request_head(headers: &BTreeMap<String, String>, now_ms: u64) -> RequestHead {
     let get = |k: &str| headers.get(k).cloned();
     RequestHead {
         method: get(":method").unwrap_or_else(|| "POST".into()),
@@ -201,14 +214,16 @@ pub fn request_head(headers: &BTreeMap<String, String>) -> RequestHead {
             })
             .collect(),
         ends_stream: false,
+        now_ms,
     }
 }
 
-/// Decide a request for a case's caller exactly as the filter does.
+/// Decide a request for a case's caller at `now_ms` exactly as the filter does.
 pub fn judge_case(
     policy: &CompiledPolicy,
     caller: &CallerSpec,
     body: &[u8],
+    now_ms: u64,
 ) -> (Judgement, Result<Caller, IdentityError>) {
     let (identity, headers) = match caller {
         CallerSpec::Resolved(c) => (Ok(c.clone()), BTreeMap::new()),
@@ -225,7 +240,7 @@ pub fn judge_case(
             (identity::resolve(&policy.identity, &inputs), h.clone())
         }
     };
-    let head = request_head(&headers);
+    let head = request_head(&headers, now_ms);
     (judge(policy, &identity, &head, body), identity)
 }
 
@@ -345,6 +360,11 @@ fn read_case(v: &Value, path: &str, i: usize, errs: &mut Errors) -> Option<Case>
     if message.is_none() {
         errs.push(r.field_path("message"), "required field is missing");
     }
+    let at = r.string("at", errs).and_then(|text| {
+        parse_timestamp(text)
+            .map_err(|msg| errs.push(r.field_path("at"), msg))
+            .ok()
+    });
     let expect = match r.get("expect") {
         Some(e) => read_expect(e, &r.field_path("expect"), errs),
         None => {
@@ -360,6 +380,7 @@ fn read_case(v: &Value, path: &str, i: usize, errs: &mut Errors) -> Option<Case>
         name,
         caller: caller?,
         message: message?,
+        at,
         expect: expect?,
     })
 }
@@ -460,10 +481,12 @@ mod agreement {
         policy: CompiledPolicy,
         caller: &CallerSpec,
         body: &[u8],
+        now_ms: u64,
     ) -> (Answer, Vec<u8>) {
         let mut host = FakeHost::new()
             .header(":method", "POST")
             .header("content-type", "application/json");
+        host.now_ms = now_ms;
         match caller {
             CallerSpec::Resolved(_) => {
                 host = host.header("authorization", &format!("Bearer {CASE_TOKEN}"));
@@ -534,16 +557,21 @@ mod agreement {
             let doc: Value = serde_json::from_slice(&text).unwrap_or(Value::Null);
             for case in &file.cases {
                 let body = case.message.to_string();
+                // One instant for both sides: a case without `at` is decided
+                // at the machine's time, which both must then read alike.
+                let now_ms = case.at.unwrap_or_else(machine_now_ms);
                 let (judged, _) = judge_case(
                     &policy_for(&doc, &case.caller),
                     &case.caller,
                     body.as_bytes(),
+                    now_ms,
                 );
                 let cli = answer_of(&judged);
                 let (filter, forwarded) = filter_answer(
                     policy_for(&doc, &case.caller),
                     &case.caller,
                     body.as_bytes(),
+                    now_ms,
                 );
                 assert_eq!(cli, filter, "{}: {}", path.display(), case.name);
                 if let Judgement::Body(v) = &judged {
@@ -627,6 +655,18 @@ mod reading {
                     r#"[{{{msg}, "caller": {{}}, "headers": {{}}, "expect": {{"verdict": "allow"}}}}]"#
                 ),
                 "$.cases[0]: give the caller as \"caller\" or as \"headers\", not both",
+            ),
+            (
+                "at_not_rfc_3339",
+                format!(
+                    r#"[{{{msg}, "at": "2026-12-05 10:00", "expect": {{"verdict": "allow"}}}}]"#
+                ),
+                "$.cases[0].at: \"2026-12-05 10:00\" is not an RFC 3339 time",
+            ),
+            (
+                "at_not_a_string",
+                format!(r#"[{{{msg}, "at": 1796464800000, "expect": {{"verdict": "allow"}}}}]"#),
+                "$.cases[0].at: expected a string, found a number",
             ),
             (
                 "unknown_key_in_caller",

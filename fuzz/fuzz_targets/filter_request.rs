@@ -224,6 +224,7 @@ fn head_of(
     repeated: &BTreeSet<String>,
     at_headers: &CompiledPolicy,
     ends_stream: bool,
+    now_ms: u64,
 ) -> RequestHead {
     let get = |k: &str| sent.get(k).cloned();
     let mut single: Vec<&str> = SINGLE_HEADERS.to_vec();
@@ -254,6 +255,7 @@ fn head_of(
         protocol_version: get("mcp-protocol-version"),
         mcp_params,
         ends_stream,
+        now_ms,
     }
 }
 
@@ -472,7 +474,13 @@ fuzz_target!(|data: &[u8]| {
         check_forwarded_names(x.upstream(), deciding.limits.max_json_depth);
 
         // The same request through THE decision.
-        let head = head_of(&sent, &sent_repeated, &policy, request.is_empty() && !trailers);
+        let head = head_of(
+            &sent,
+            &sent_repeated,
+            &policy,
+            request.is_empty() && !trailers,
+            x.host.now_ms,
+        );
         let same_jwt = deciding.identity.jwt_payload_header == policy.identity.jwt_payload_header;
         let inputs = IdentityInputs {
             authorization: sent.get("authorization").cloned(),

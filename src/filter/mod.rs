@@ -359,6 +359,9 @@ impl RequestFilter {
                 .map(|(k, v)| (k["mcp-param-".len()..].to_owned(), v))
                 .collect(),
             ends_stream: end_of_stream,
+            // Decisions on the headers read no time; the body's decision
+            // reads the clock again when it is made (see on_request_body).
+            now_ms: host.now_ms(),
         }
     }
 
@@ -586,6 +589,10 @@ impl RequestFilter {
             let r = Refusal::new(400, -32700, RuleId::Protocol, "request body unavailable");
             return self.refuse(host, &r);
         };
+        // A body is decided when it is whole, which may be long after its
+        // headers (and under a policy adopted since): `time` conditions read
+        // the time of this decision.
+        self.head.now_ms = host.now_ms();
         let anonymous_caller;
         let caller = match self.caller.as_deref() {
             Some(c) => c,

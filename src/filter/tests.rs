@@ -2474,3 +2474,75 @@ fn secrets_in_the_envelope_of_server_messages_do_not_reach_the_client() {
         );
     }
 }
+
+/// `time` conditions read the time the body is decided, not the time its
+/// headers came: a request whose body arrives after its window closed is
+/// refused, and one whose headers came before the window opened is decided
+/// on the time it is whole. After a hot reload the newer policy and the one
+/// the request started under are both judged at that same time.
+#[test]
+fn a_body_is_decided_at_the_time_it_is_whole() {
+    let in_hours = json!({"rules": [
+        {"id": "deploy-in-hours", "effect": "allow", "tools": ["deploy"],
+         "when": {"time": {"hours": "09:00-10:00", "utc_offset": "+00:00"}}}
+    ]});
+    let in_hours_too = json!({"rules": [
+        {"id": "deploy-in-hours-v2", "effect": "allow", "tools": ["deploy"],
+         "when": {"time": {"hours": "09:00-10:00", "utc_offset": "+00:00"}}}
+    ]});
+    // 2026-12-04 (a Friday) at 08:59:59, 09:00, 09:59:59.999 and 10:00 UTC.
+    let (before, opens, last, closes) = (
+        1_796_374_799_000,
+        1_796_374_800_000,
+        1_796_378_399_999,
+        1_796_378_400_000,
+    );
+    // (name, headers at, body at, reload, want: None forwarded / Some(rule))
+    let cases = [
+        (
+            "headers_before_the_window_body_inside",
+            before,
+            opens,
+            false,
+            None,
+        ),
+        (
+            "headers_inside_body_after_it_closed",
+            last,
+            closes,
+            false,
+            Some("default-deny"),
+        ),
+        ("both_inside", opens, last, false, None),
+        ("reloaded_and_decided_inside", before, opens, true, None),
+        (
+            "reloaded_and_decided_after",
+            last,
+            closes,
+            true,
+            Some("default-deny"),
+        ),
+    ];
+    for (name, headers_at, body_at, reload, want) in cases {
+        let start = policy(in_hours.clone());
+        let mut host = post("admin-key");
+        host.now_ms = headers_at;
+        let mut f = RequestFilter::new(start);
+        assert_eq!(
+            f.on_request_headers(&mut host, false),
+            Flow::Pause,
+            "{name}"
+        );
+        host.headers_readable = false;
+        host.now_ms = body_at;
+        if reload {
+            host.policy_in_force = Some(policy(in_hours_too.clone()));
+        }
+        host.request_body = call(json!(1), "deploy").into_bytes();
+        let size = host.request_body.len();
+        let flow = f.on_request_body(&mut host, size, true);
+        let got = host.replies.last().and_then(|r| r.rule.clone());
+        assert_eq!(got.as_deref(), want, "{name}");
+        assert_eq!(flow == Flow::Continue, want.is_none(), "{name}: flow");
+    }
+}

@@ -265,6 +265,21 @@ fn config_error_table() {
             "$.rules[0].when: a condition leaf needs one operator: eq, ne, in, not_in, lt, lte, gt, gte, matches, prefix, suffix, contains, max_len, exists, path_under, host_in",
         ),
         (
+            "time_window_hours_not_a_clock",
+            rule(json!({"when": {"all": [{"time": {"hours": "9-17", "utc_offset": "+01:00"}}]}})),
+            "$.rules[0].when.all[0].time.hours: \"9-17\" is not HH:MM-HH:MM",
+        ),
+        (
+            "time_window_offset_as_a_zone_name",
+            rule(json!({"when": {"time": {"days": ["mon"], "utc_offset": "CET"}}})),
+            "$.rules[0].when.time.utc_offset: \"CET\" is not a UTC offset",
+        ),
+        (
+            "time_leaf_beside_an_arg",
+            rule(json!({"when": {"time": {"days": ["mon"], "utc_offset": "+00:00"}, "arg": "/x"}})),
+            "$.rules[0].when.arg: unknown field",
+        ),
+        (
             "condition_with_two_combinators",
             rule(json!({"when": {"all": [{"arg": "/x", "exists": true}], "not": {"arg": "/y", "exists": true}}})),
             "$.rules[0].when: a condition has exactly one of all, any, not; found all and not",
