@@ -191,6 +191,54 @@ fn explain_shows_the_condition_that_decided() {
 }
 
 #[test]
+fn explain_decides_at_the_time_given_and_shows_it_on_the_window_clock() {
+    let policy = format!(
+        "{}/../policies/examples/change-window.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let msg = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy","arguments":{}}}"#;
+    let explain = |at: &str| {
+        run(
+            &[
+                "explain",
+                &policy,
+                "--caller",
+                r#"{"roles":["ops"]}"#,
+                "--at",
+                at,
+                msg,
+            ],
+            "",
+        )
+    };
+    // Thursday 10:00 at +01:00, given in UTC and in the window's own offset.
+    for at in ["2026-12-03T09:00:00Z", "2026-12-03T10:00:00+01:00"] {
+        let (code, out) = explain(at);
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.starts_with("ALLOW  rule=deploy-in-hours"),
+            "{at}: {out}"
+        );
+    }
+    let (code, out) = explain("2026-12-05T10:00:00Z");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("DENY  rule=default-deny"), "{out}");
+    assert!(
+        out.contains(
+            "condition: rule \"deploy-in-hours\" (allow): time mon,tue,wed,thu,fri 09:00-17:30 \
+             +01:00: request at 2026-12-05 sat 11:00 +01:00, does not hold → false"
+        ),
+        "{out}"
+    );
+    let (code, out) = explain("tomorrow");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with("--at: \"tomorrow\" is not an RFC 3339 time"),
+        "{out}"
+    );
+}
+
+#[test]
 fn envoy_config_ecds_is_a_discovery_response_with_the_policy() {
     let (code, out) = run(&["envoy-config", &fixture("small.json"), "--ecds"], "");
     assert_eq!(code, 0, "{out}");
