@@ -126,6 +126,12 @@ VALID = {
         rule(id="ap", effect="approve", roles=["ops"], tools=["scale_*"]),
     ]),
     "rule_id_with_every_allowed_punctuation": with_rule(id="team.a/read-tools:v2_1"),
+    "time_window_of_weekday_hours": leaf(time={"days": ["mon", "tue", "wed", "thu", "fri"], "hours": "09:00-17:30",
+                                               "utc_offset": "+01:00"}),
+    "time_window_wrapping_midnight_at_minus_14": leaf(time={"hours": "22:00-06:00", "utc_offset": "-14:00"}),
+    "time_window_of_days_only_to_24_00": with_rule(when={"not": {"time": {"days": ["sat", "sun"],
+                                                                          "hours": "00:00-24:00",
+                                                                          "utc_offset": "+05:45"}}}),
     "every_operator_in_one_all": with_rule(when={"all": [
         {"arg": "/a", "eq": "x"}, {"arg": "/b", "ne": False}, {"arg": "/c", "in": [1, "1"]},
         {"arg": "/d", "not_in": ["x"]}, {"arg": "/e", "lt": 5}, {"arg": "/f", "lte": 5.5},
@@ -189,6 +195,17 @@ INVALID = {
     "max_len_negative": leaf(arg="/a", max_len=-1),
     "path_under_a_relative_directory": leaf(arg="/p", path_under="srv/data"),
     "empty_all": with_rule(when={"all": []}),
+    "time_without_utc_offset": leaf(time={"hours": "09:00-17:00"}),
+    "time_with_neither_days_nor_hours": leaf(time={"utc_offset": "+01:00"}),
+    "time_offset_as_a_zone_name": leaf(time={"days": ["mon"], "utc_offset": "Europe/Paris"}),
+    "time_offset_beyond_14_hours": leaf(time={"days": ["mon"], "utc_offset": "+14:30"}),
+    "time_hours_with_one_digit": leaf(time={"hours": "9:00-17:00", "utc_offset": "+00:00"}),
+    "time_hours_starting_at_24_00": leaf(time={"hours": "24:00-06:00", "utc_offset": "+00:00"}),
+    "time_day_capitalised": leaf(time={"days": ["Mon"], "utc_offset": "+00:00"}),
+    "time_day_listed_twice": leaf(time={"days": ["mon", "mon"], "utc_offset": "+00:00"}),
+    "time_days_empty": leaf(time={"days": [], "utc_offset": "+00:00"}),
+    "time_beside_an_operator": leaf(time={"days": ["mon"], "utc_offset": "+00:00"}, eq=1),
+    "time_with_a_zone_member": leaf(time={"days": ["mon"], "utc_offset": "+00:00", "tz": "CET"}),
     "all_and_any_together": with_rule(when={"all": [{"arg": "/a", "eq": 1}], "any": [{"arg": "/a", "eq": 1}]}),
     "api_key_sha256_upper_case": base(identity={"api_keys": [{"sha256": HEX.upper(), "subject": "s"}]}),
     "api_key_without_subject": base(identity={"api_keys": [{"sha256": HEX}]}),
@@ -240,6 +257,7 @@ COMPILER_ONLY = {
     "path_under_climbing_above_root": leaf(arg="/p", path_under="/../x"),
     "host_in_with_a_backslash": leaf(param="/uri", host_in=["a\\b.example"]),
     "jwt_payload_header_the_client_sets_in_capitals": base(identity={"jwt_payload_header": "Authorization"}),
+    "time_hours_starting_where_they_end": leaf(time={"hours": "09:00-09:00", "utc_offset": "+00:00"}),
     "conditions_nested_deeper_than_32": with_rule(when=json.loads(
         '{"not":' * 32 + '{"arg": "/a", "eq": 1}' + "}" * 32)),
 }
@@ -286,7 +304,8 @@ def doc_conditions() -> list[tuple[str, Any]]:
         except json.JSONDecodeError:
             continue
         if len(conds) > 1 and all(isinstance(c, dict) and ("arg" in c or "param" in c or "all" in c
-                                                          or "any" in c or "not" in c) for c in conds):
+                                                          or "any" in c or "not" in c or "time" in c)
+                                  for c in conds):
             out.extend((f"{name}:{j}", c) for j, c in enumerate(conds))
     return out
 
