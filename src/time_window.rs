@@ -277,7 +277,7 @@ fn parse_clock(s: &str, end_of_day: bool) -> Option<u16> {
 fn parse_hours(s: &str) -> Result<(u16, u16), String> {
     let bad = || {
         format!(
-            "{s:?} is not HH:MM-HH:MM (24-hour, start 00:00 to 23:59, end 00:01 to 24:00, \
+            "{s:?} is not HH:MM-HH:MM (24-hour, start 00:00 to 23:59, end 00:00 to 24:00, \
              e.g. \"09:00-17:30\")"
         )
     };
@@ -680,6 +680,19 @@ mod tests {
                 json!({"days": ["fri"], "hours": "22:00-06:00", "utc_offset": "+09:00"}),
                 "2026-12-04T20:00:00Z",
                 true,
+            ),
+            // An end of `00:00` wraps into nothing: the day's last hour.
+            (
+                "wrap_to_midnight_last_minute",
+                json!({"days": ["fri"], "hours": "23:00-00:00", "utc_offset": "+00:00"}),
+                "2026-12-04T23:59:59Z",
+                true,
+            ),
+            (
+                "wrap_to_midnight_ends_at_midnight",
+                json!({"days": ["fri"], "hours": "23:00-00:00", "utc_offset": "+00:00"}),
+                "2026-12-05T00:00:00Z",
+                false,
             ),
             // `24:00` ends at midnight without wrapping.
             (

@@ -359,9 +359,9 @@ impl RequestFilter {
                 .map(|(k, v)| (k["mcp-param-".len()..].to_owned(), v))
                 .collect(),
             ends_stream: end_of_stream,
-            // Decisions on the headers read no time; the body's decision
-            // reads the clock again when it is made (see on_request_body).
-            now_ms: host.now_ms(),
+            // Read when the body is decided (on_request_body), the only
+            // decision that reads the time: no clock hostcall for the headers.
+            now_ms: 0,
         }
     }
 
