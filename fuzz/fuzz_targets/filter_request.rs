@@ -144,7 +144,14 @@ thread_local! {
                 {"id": "wire", "effect": "allow", "methods": ["initialize", "ping", "notifications/*",
                     "resources/subscribe", "subscriptions/listen", "completion/complete", "tasks/*"]},
                 {"id": "workspace", "effect": "allow", "roles": ["reader"], "tools": ["read_file"],
-                    "when": {"arg": "/path", "path_under": "/workspace"}}
+                    "when": {"arg": "/path", "path_under": "/workspace"}},
+                // The host's clock (2023-11-14 23:13 at +01:00, a Tuesday)
+                // is inside this window: reads under /workspace/prod are
+                // refused, a decision the comparison with verdict::judge
+                // below makes only if both read the same time.
+                {"id": "no-prod-reads-at-night", "effect": "deny", "tools": ["read_file"],
+                    "when": {"all": [{"arg": "/path", "prefix": "/workspace/prod"},
+                                     {"time": {"days": ["tue"], "hours": "22:00-06:00", "utc_offset": "+01:00"}}]}}
             ],
             "dlp": {"requests": "redact", "responses": "redact"},
             "sessions": {"per_identity": 1},
