@@ -109,6 +109,9 @@ pub trait Host: SharedStore {
     /// Count a DLP finding by kind (`mcp_firewall.dlp.findings.<kind>`). Kinds
     /// are detector names or policy ids, never scanned text.
     fn count_finding(&mut self, kind: &str);
+    /// Count a call refused by a rate limit or budget, by its rule id
+    /// (`mcp_firewall.rate_limited.<rule>`).
+    fn count_limited(&mut self, rule: &str);
     /// Set (`Some`) or remove (`None`) a request header; headers callback only.
     /// Every write can fail: the filter never forwards what it meant to change.
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
@@ -243,6 +246,7 @@ pub mod fake {
         pub now_ms: u64,
         pub audited: Vec<EventFacts>,
         pub findings: BTreeMap<String, u64>,
+        pub limited: BTreeMap<String, u64>,
         pub audit_down: bool,
         pub logs: RefCell<Vec<(LogLevel, String)>>,
         /// Once body callbacks start, header reads fail as in Envoy.
@@ -314,6 +318,9 @@ pub mod fake {
     impl Host for FakeHost {
         fn count_finding(&mut self, kind: &str) {
             *self.findings.entry(kind.to_owned()).or_default() += 1;
+        }
+        fn count_limited(&mut self, rule: &str) {
+            *self.limited.entry(rule.to_owned()).or_default() += 1;
         }
         fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
             assert!(

@@ -20,6 +20,7 @@ pub mod in_force;
 pub mod json;
 pub mod jsonrpc;
 pub mod media_type;
+pub mod meter;
 pub mod policy;
 pub mod reply;
 pub mod response;

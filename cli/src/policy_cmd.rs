@@ -188,6 +188,9 @@ fn print_judgement(policy: &CompiledPolicy, j: &Judgement, caller: Option<&Calle
             for line in traces.get(i).into_iter().flatten() {
                 println!("  condition: {line}");
             }
+            for c in v.charges.iter().filter(|c| c.message == i) {
+                println!("  consumes: {}", policy.meters.describe(c));
+            }
             for (f, root) in m.findings.iter().zip(&m.finding_roots) {
                 println!(
                     "  dlp: {} at {root}{} ({})",

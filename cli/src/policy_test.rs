@@ -179,9 +179,13 @@ pub fn answer_of(j: &Judgement) -> Answer {
 }
 
 /// A POST with these headers (each on one line), as the filter reads it.
-pub fn request_head(headers: &BTreeMap<String, String>) -> RequestHead {
+pub fn request_head(policy: &CompiledPolicy, headers: &BTreeMap<String, String>) -> RequestHead {
     let get = |k: &str| headers.get(k).cloned();
     RequestHead {
+        conversation: match &policy.limits.conversation_header {
+            Some(name) => get(name),
+            None => get("mcp-session-id"),
+        },
         method: get(":method").unwrap_or_else(|| "POST".into()),
         path: get(":path"),
         last_event_id: get("last-event-id"),
@@ -225,7 +229,7 @@ pub fn judge_case(
             (identity::resolve(&policy.identity, &inputs), h.clone())
         }
     };
-    let head = request_head(&headers);
+    let head = request_head(policy, &headers);
     (judge(policy, &identity, &head, body), identity)
 }
 

@@ -25,6 +25,8 @@ use rewriter::ResponseRewriter;
 
 /// Response header that reports a dry-run decision to the caller.
 pub const DRY_RUN_HEADER: &str = "x-mcp-firewall-dry-run";
+/// The least a budget that exposes it has left after the request.
+pub const BUDGET_HEADER: &str = "x-mcp-firewall-budget-remaining";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -77,6 +79,9 @@ pub struct RequestFilter {
     /// The policy the stream started under, its caller and standing refusal,
     /// once a newer one was adopted: the request must pass both.
     started_under: Option<StartedUnder>,
+    /// What the budgets that expose it have left after this request
+    /// (`x-mcp-firewall-budget-remaining`).
+    budget_remaining: Option<u64>,
     rewriter: ResponseRewriter,
     audit: ExchangeAudit,
 }
@@ -94,6 +99,7 @@ impl RequestFilter {
             credential_removed: false,
             length_removable: false,
             started_under: None,
+            budget_remaining: None,
             rewriter: ResponseRewriter::new(policy.clone()),
             audit: ExchangeAudit::new(policy.clone()),
             policy,
@@ -332,6 +338,15 @@ impl RequestFilter {
                 host.repeated_request_header(&names)
             }
         };
+        // An empty value names no session: a server reads it as absent
+        // and issues one (the SDKs test the id for truthiness).
+        let session_id = host
+            .request_header("mcp-session-id")
+            .filter(|s| !s.trim().is_empty());
+        let conversation = match &self.policy.limits.conversation_header {
+            Some(name) => host.request_header(name),
+            None => session_id.clone(),
+        };
         RequestHead {
             method: host.request_header(":method").unwrap_or_default(),
             path: self
@@ -346,11 +361,8 @@ impl RequestFilter {
             mcp_method: host.request_header("mcp-method"),
             mcp_name: host.request_header("mcp-name"),
             repeated_header,
-            // An empty value names no session: a server reads it as absent
-            // and issues one (the SDKs test the id for truthiness).
-            session_id: host
-                .request_header("mcp-session-id")
-                .filter(|s| !s.trim().is_empty()),
+            session_id,
+            conversation,
             last_event_id: host.request_header("last-event-id"),
             protocol_version: host.request_header("mcp-protocol-version"),
             mcp_params: host
@@ -623,7 +635,32 @@ impl RequestFilter {
             }
             _ => verdict,
         };
+        let verdict = self.consume_meters(host, verdict);
         self.apply_body_verdict(host, verdict, body_size)
+    }
+
+    /// Consume the rate limits and budgets the verdict charges (every one or
+    /// none); a shortfall turns the verdict into a -32012 refusal.
+    fn consume_meters(&mut self, host: &mut dyn Host, mut v: BodyVerdict) -> BodyVerdict {
+        if v.charges.is_empty() {
+            return v;
+        }
+        let now = host.now_ms();
+        let slots = self.policy.limits.metered_keys;
+        match crate::meter::table::consume(host, slots, &v.charges, now) {
+            Ok(consumed) => self.budget_remaining = consumed.budget_remaining,
+            Err(refused) => {
+                v.metered_out(&refused);
+                if let Some(m) = v
+                    .messages
+                    .iter()
+                    .find(|m| m.decision.verdict != Verdict::Allow)
+                {
+                    host.count_limited(m.decision.rule.as_str());
+                }
+            }
+        }
+        v
     }
 
     /// Request trailers end the stream without a final body callback. MCP never
@@ -848,6 +885,10 @@ impl RequestFilter {
                     host.log(LogLevel::Warn, &format!("mcp-firewall: server issued a session id that could not be bound to its caller: {why}"));
                 }
             }
+        }
+        if let Some(left) = self.budget_remaining {
+            // Informational only, like the dry-run note.
+            let _ = host.set_response_header(BUDGET_HEADER, Some(&left.to_string()));
         }
         if let Some(note) = &self.dry_run_note {
             // Header values must not carry CR/LF; notes are built from escaped text.

@@ -8,6 +8,7 @@ mod limits;
 mod rules;
 
 pub use limits::{BatchMode, Limits};
+pub(crate) use rules::{compile_roles, compile_target, globs, rule_id_problem};
 pub use rules::{Effect, Rule, RuleKind};
 
 use crate::config::{keywords, ConfigError, Errors, ObjReader};
@@ -41,6 +42,8 @@ pub struct CompiledPolicy {
     pub dlp: crate::dlp::DlpPolicy,
     /// `None` = audit off.
     pub audit: Option<crate::audit::AuditConfig>,
+    /// `rate_limits` and `budgets`.
+    pub meters: crate::meter::MeterPolicy,
     /// `$.envoy.allow_on_headers_stop_iteration` (default true): whether the
     /// host was configured to let the filter hold request and response headers
     /// while it reads the body. Envoy honours a `Pause` from a headers callback
@@ -59,7 +62,7 @@ pub struct CompiledPolicy {
 
 /// Sections of POLICY.md that this build does not enforce yet. Accepting them
 /// silently would let a team believe something is enforced that is not.
-const NOT_YET_SUPPORTED: &[&str] = &["rate_limits", "pins", "approval"];
+const NOT_YET_SUPPORTED: &[&str] = &["pins", "approval"];
 
 /// Parse and compile policy text (the plugin configuration).
 pub fn compile_str(text: &[u8]) -> Result<CompiledPolicy, Vec<ConfigError>> {
@@ -118,6 +121,19 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
     let audit = crate::audit::compile(root.get("audit"), "$.audit", errs).flatten();
     // DLP is on by default (requests block, responses redact) when the section is absent.
     let dlp = crate::dlp::compile(root.get("dlp"), "$.dlp", errs);
+    let meters = crate::meter::compile(root.get("rate_limits"), root.get("budgets"), errs);
+    // One id names one thing in refusals, stats and audit events.
+    let mut seen: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
+    for (i, id) in meters.ids().enumerate() {
+        if seen.contains(&id.as_str()) {
+            let path = match i.checked_sub(meters.rate_limits.len()) {
+                None => format!("$.rate_limits[{i}].id"),
+                Some(b) => format!("$.budgets[{b}].id"),
+            };
+            errs.push(path, format!("id {:?} is used twice", id.as_str()));
+        }
+        seen.push(id.as_str());
+    }
     for section in NOT_YET_SUPPORTED {
         if root.get(section).is_some() {
             errs.push(
@@ -146,6 +162,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         sessions,
         dlp,
         audit,
+        meters,
         sha256: sha256_hex(canonical(doc).as_bytes()),
     })
 }

@@ -155,9 +155,15 @@ fn config_error_table() {
             "$.dlp.custom[0].pattern",
         ),
         (
-            "rate_limits_not_supported_yet",
-            json!({"version": 1, "rules": [], "rate_limits": []}),
-            "$.rate_limits: not supported yet",
+            "pins_not_supported_yet",
+            json!({"version": 1, "rules": [], "pins": {}}),
+            "$.pins: not supported yet",
+        ),
+        (
+            "rate_limit_id_shared_with_a_rule",
+            json!({"version": 1, "rules": [{"id": "x", "effect": "allow", "tools": ["*"]}],
+                   "rate_limits": [{"id": "x", "key": ["subject"], "tools": ["*"], "capacity": 1, "per_seconds": 1}]}),
+            "$.rate_limits[0].id: id \"x\" is used twice",
         ),
         (
             "audit_without_cluster",
