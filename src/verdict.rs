@@ -309,6 +309,9 @@ fn check_request_media_type(content_type: &str) -> Result<(), &'static str> {
     }
 }
 
+/// [`MessageVerdict::method`] of a client's answer (a message with no method).
+pub const ANSWER: &str = "(response)";
+
 /// The verdict on one JSON-RPC message of a body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageVerdict {
@@ -529,7 +532,14 @@ pub fn judge_body(
                 ))
             }
         };
-        verdicts.push(MessageVerdict::of(m, decision, policy.audit.is_some()));
+        // The target is also what the rate limit descriptors export.
+        let named = policy.audit.is_some() || policy.rate_limit_headers;
+        verdicts.push(MessageVerdict::of(
+            m,
+            decision,
+            policy.audit.is_some(),
+            named,
+        ));
     }
     let mut verdict = BodyVerdict {
         outcome: BodyOutcome::Forward { rewritten: None },
@@ -779,9 +789,10 @@ pub fn anonymous() -> Caller {
 
 impl MessageVerdict {
     /// `audited`: whether the audit will record the message (only then are
-    /// its target and arguments copied: arguments can be a megabyte).
-    fn of(m: &Message, decision: Decision, audited: bool) -> Self {
-        let target = m.method().filter(|_| audited).and_then(|method| {
+    /// its arguments copied: they can be a megabyte); `named`: whether its
+    /// target is read (for the audit or the rate limit descriptors).
+    fn of(m: &Message, decision: Decision, audited: bool, named: bool) -> Self {
+        let target = m.method().filter(|_| named).and_then(|method| {
             jsonrpc::target_of(method, m.params())
                 .ok()
                 .and_then(|t| t.name().map(str::to_owned))
@@ -793,7 +804,7 @@ impl MessageVerdict {
             dlp_refused: false,
             redacted: false,
             redacted_arguments: None,
-            method: m.method().unwrap_or("(response)").to_owned(),
+            method: m.method().unwrap_or(ANSWER).to_owned(),
             request: matches!(m, Message::Request { .. }),
             target,
             id: m.id().cloned(),

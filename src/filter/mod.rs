@@ -5,6 +5,7 @@
 //! `Host`, so the whole pipeline runs natively in tests.
 
 use crate::decide::{Decision, Verdict};
+use crate::descriptors::{self, Descriptors};
 use crate::host::{Counter, Flow, Host, HostError, InForce, LogLevel};
 use crate::identity::{self, Caller, IdentityError, IdentityInputs, Via};
 use crate::policy::{CompiledPolicy, Mode};
@@ -256,6 +257,13 @@ impl RequestFilter {
             self.credential_removed = true;
         }
         self.length_removable = host.request_header("content-length").is_none();
+        if let Err(e) = strip_descriptors(host) {
+            return self.refuse_unwritable(
+                host,
+                "the client's rate limit descriptor headers away",
+                &e,
+            );
+        }
         match verdict {
             HeadVerdict::Refuse(r) => self.refuse(host, &r),
             HeadVerdict::Deny(d) => self.deny_before_body(host, &head.method, d),
@@ -786,6 +794,11 @@ impl RequestFilter {
                 return self.refuse_unwritable(host, "the redacted request body", &e);
             }
         }
+        if self.policy.rate_limit_headers {
+            if let Err(e) = self.export_descriptors(host, &v.messages) {
+                return self.refuse_unwritable(host, "the rate limit descriptors", &e);
+            }
+        }
         // Only the answer to an initialize issues a session: every other
         // answer may echo an id the caller merely presented.
         self.opens_session = matches!(v.messages.as_slice(), [m] if m.method == "initialize");
@@ -799,6 +812,29 @@ impl RequestFilter {
         self.rewriter.expect_answers(caller, plan, v.request_ids);
         self.phase = Phase::Forwarded;
         Flow::Continue
+    }
+
+    /// Hand Envoy's rate limit filter the descriptor entries of a body that
+    /// goes on (`$.envoy.rate_limit_headers`): written into the held request
+    /// headers, which the filters after this one read once it continues. A
+    /// batch is never exported (the policy refuses batches with the export);
+    /// a body whose headers cannot be written is refused, never forwarded
+    /// outside the limits.
+    fn export_descriptors(
+        &self,
+        host: &mut dyn Host,
+        messages: &[verdict::MessageVerdict],
+    ) -> Result<(), HostError> {
+        let [m] = messages else { return Ok(()) };
+        let method = Some(m.method.as_str()).filter(|&mth| mth != verdict::ANSWER);
+        let caller = self.caller.clone().unwrap_or_else(|| Rc::new(anonymous()));
+        let d = Descriptors::of(&caller, method, m.target.as_deref());
+        for (name, value) in d.headers() {
+            if value.is_some() {
+                host.set_held_request_header(name, value)?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether `Mcp-Session-Id` is another caller's. A request never binds
@@ -950,6 +986,20 @@ fn policy_changed(why: &str) -> Refusal {
         RuleId::PolicyChanged,
         format!("the policy changed while this request was read {why}; send it again"),
     )
+}
+
+/// Remove every rate limit descriptor header the client sent (on every
+/// request, whatever the policy: a caller never chooses its own descriptor,
+/// also not while the export is being switched on). Only when there is one:
+/// each removal is a hostcall.
+fn strip_descriptors(host: &mut dyn Host) -> Result<(), HostError> {
+    let sent = host.request_headers_with_prefix(descriptors::PREFIX);
+    for name in descriptors::HEADERS {
+        if sent.iter().any(|(k, _)| k == name) {
+            host.set_request_header(name, None)?;
+        }
+    }
+    Ok(())
 }
 
 /// A write the verdict requires was refused by the host: counted, logged.

@@ -673,6 +673,19 @@ impl Host for WasmHost {
             value,
         )
     }
+    fn set_held_request_header(
+        &mut self,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<(), HostError> {
+        // The same hostcall: Envoy answers BadArgument once the headers went on.
+        set_header(
+            &mut self.request_headers,
+            MapType::HttpRequestHeaders,
+            name,
+            value,
+        )
+    }
     fn set_request_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError> {
         hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, body).map_err(host_error)
     }

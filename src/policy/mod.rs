@@ -51,6 +51,10 @@ pub struct CompiledPolicy {
     /// run and the exchange hangs. Istio's WasmPlugin cannot set the flag, so
     /// there the filter lets the headers go and holds only the body.
     pub hold_headers: bool,
+    /// `$.envoy.rate_limit_headers` (default false): export each forwarded
+    /// request's descriptor entries (subject, tenant, method, tool) in request
+    /// headers for Envoy's global rate limit filter (see `descriptors`).
+    pub rate_limit_headers: bool,
     /// SHA-256 of the canonical JSON of the policy document (numbers with an
     /// integral value written as integers).
     pub sha256: String,
@@ -115,7 +119,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
     };
     let limits = limits::compile(root.get("limits"), errs);
     let kill_switch = root.boolean("kill_switch", errs).unwrap_or(false);
-    let hold_headers = compile_envoy(root.get("envoy"), errs);
+    let (hold_headers, rate_limit_headers) = compile_envoy(root.get("envoy"), &limits, errs);
     let disabled_subjects = root.strings("disabled", errs).unwrap_or_default();
     let sessions = crate::session::compile(root.get("sessions"), "$.sessions", errs);
     let audit = crate::audit::compile(root.get("audit"), "$.audit", errs).flatten();
@@ -158,6 +162,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         limits,
         kill_switch,
         hold_headers,
+        rate_limit_headers,
         disabled_subjects,
         sessions,
         dlp,
@@ -168,17 +173,36 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
 }
 
 /// The `envoy` section at `$.envoy`: how the host that runs the filter was
-/// configured. Only `allow_on_headers_stop_iteration` so far (default true).
-fn compile_envoy(v: Option<&Value>, errs: &mut Errors) -> bool {
-    let Some(v) = v else { return true };
+/// configured: `allow_on_headers_stop_iteration` (default true) and
+/// `rate_limit_headers` (default false), as `(hold_headers, rate_limit_headers)`.
+fn compile_envoy(v: Option<&Value>, limits: &Limits, errs: &mut Errors) -> (bool, bool) {
+    let Some(v) = v else { return (true, false) };
     let Some(mut r) = ObjReader::new(v, "$.envoy", errs) else {
-        return true;
+        return (true, false);
     };
     let hold = r
         .boolean("allow_on_headers_stop_iteration", errs)
         .unwrap_or(true);
+    let export = r.boolean("rate_limit_headers", errs).unwrap_or(false);
+    let path = r.field_path("rate_limit_headers");
     r.finish(errs);
-    hold
+    if export && !hold {
+        // Envoy's rate limit filter reads the headers when they pass this
+        // filter: let go before the body is read, they name no method or tool.
+        errs.push(
+            &path,
+            "needs $.envoy.allow_on_headers_stop_iteration true: when the request headers go on before the body is decided, Envoy's rate limit filter runs before the method and the tool are known",
+        );
+    }
+    if export && limits.batches == BatchMode::Evaluate {
+        // One HTTP request is one hit for the rate limit filter, and it
+        // carries one value per header: a batch of calls would count once.
+        errs.push(
+            &path,
+            "needs $.limits.batches reject: a batch is one request to Envoy's rate limit filter, so its calls would be counted once",
+        );
+    }
+    (hold, export)
 }
 
 #[cfg(test)]

@@ -459,3 +459,45 @@ fn envoy_section_says_whether_request_headers_may_be_held() {
         ));
     assert!(errs(json!(false)).iter().any(|e| e.contains("$.envoy")));
 }
+
+#[test]
+fn rate_limit_headers_are_off_by_default_and_need_held_headers_and_no_batches() {
+    let with = |envoy: Value, limits: Value| json!({"version": 1, "rules": [], "envoy": envoy, "limits": limits});
+    let exported = |doc: Value| compile(&doc).map(|p| p.rate_limit_headers).ok();
+    assert_eq!(exported(json!({"version": 1, "rules": []})), Some(false));
+    assert_eq!(
+        exported(with(json!({"rate_limit_headers": true}), json!({}))),
+        Some(true)
+    );
+    assert_eq!(
+        exported(with(
+            json!({"rate_limit_headers": false}),
+            json!({"batches": "evaluate"})
+        )),
+        Some(false)
+    );
+    let cases: [(&str, Value, Value, &str); 3] = [
+        (
+            "headers_let_go_before_the_body",
+            json!({"rate_limit_headers": true, "allow_on_headers_stop_iteration": false}),
+            json!({}),
+            "$.envoy.rate_limit_headers: needs $.envoy.allow_on_headers_stop_iteration true",
+        ),
+        (
+            "batches_evaluated",
+            json!({"rate_limit_headers": true}),
+            json!({"batches": "evaluate"}),
+            "$.envoy.rate_limit_headers: needs $.limits.batches reject",
+        ),
+        (
+            "not_a_boolean",
+            json!({"rate_limit_headers": "yes"}),
+            json!({}),
+            "$.envoy.rate_limit_headers: expected true or false, found a string",
+        ),
+    ];
+    for (name, envoy, limits, want) in cases {
+        let errs = errors_of(with(envoy, limits));
+        assert!(errs.iter().any(|e| e.starts_with(want)), "{name}: {errs:?}");
+    }
+}

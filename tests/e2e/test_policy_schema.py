@@ -110,6 +110,11 @@ VALID = {
     "minimal_policy_is_version_and_empty_rules": base(),
     "dry_run_mode_is_a_mode": base(mode="dry_run"),
     "envoy_section_for_istio": base(envoy={"allow_on_headers_stop_iteration": False}),
+    "envoy_rate_limit_headers": base(envoy={"rate_limit_headers": True}),
+    "envoy_rate_limit_headers_with_held_headers_said": base(
+        envoy={"allow_on_headers_stop_iteration": True, "rate_limit_headers": True}),
+    "envoy_rate_limit_headers_off_under_istio": base(
+        envoy={"allow_on_headers_stop_iteration": False, "rate_limit_headers": False}),
     # istiod hands a policy over as a protobuf Struct: every number a double.
     "whole_number_written_as_64_0": base(limits={"max_json_depth": 64.0}),
     "version_written_as_1_0": {"version": 1.0, "rules": []},
@@ -177,6 +182,9 @@ INVALID = {
     "dollar_schema_member_is_an_unknown_field": base(**{"$schema": "./policy.schema.json"}),
     "mode_strict_is_no_mode": base(mode="strict"),
     "envoy_section_unknown_member": base(envoy={"allow_on_headers": False}),
+    "envoy_rate_limit_headers_not_a_boolean": base(envoy={"rate_limit_headers": "yes"}),
+    "envoy_rate_limit_headers_with_headers_let_go": base(
+        envoy={"allow_on_headers_stop_iteration": False, "rate_limit_headers": True}),
     "sessions_when_full_unknown": base(sessions={"when_full": "evict"}),
     "rule_without_a_kind": with_rule(tools=None),
     "rule_with_two_kinds": with_rule(methods=["tools/list"]),
@@ -268,6 +276,8 @@ COMPILER_ONLY = {
                                                                   "tools": ["*"], "capacity": 1, "per_seconds": 1}]),
     "rate_limit_id_shared_with_a_rule": base(rules=[rule(id="a")], rate_limits=[
         {"id": "a", "key": ["subject"], "tools": ["*"], "capacity": 1, "per_seconds": 1}]),
+    "envoy_rate_limit_headers_with_batches_evaluated": base(envoy={"rate_limit_headers": True},
+                                                            limits={"batches": "evaluate"}),
     "conditions_nested_deeper_than_32": with_rule(when=json.loads(
         '{"not":' * 32 + '{"arg": "/a", "eq": 1}' + "}" * 32)),
 }
