@@ -2609,3 +2609,46 @@ fn an_answer_exports_the_caller_but_no_method() {
         vec![("x-mcp-firewall-ratelimit-subject".into(), "rita".into())]
     );
 }
+
+#[test]
+fn a_rate_limited_call_is_refused_audited_and_counted_and_a_denied_one_consumes_nothing() {
+    let p = policy(json!({
+        "audit": {"cluster": "audit_collector", "path": "/v1/audit", "authority": "audit"},
+        "rate_limits": [{"id": "one-a-minute", "key": ["subject"], "tools": ["*"], "capacity": 1, "per_seconds": 60}]
+    }));
+    let store = Rc::new(crate::store::MemoryStore::new());
+    let send = |tool: &str, id: u64| {
+        let mut host = post("reader-key");
+        host.store = store.clone();
+        let mut x = Exchange::new(p.clone(), host);
+        x.request(Request::new(call(json!(id), tool).as_bytes()).chunk(16));
+        x
+    };
+    // Denied by the rules: consumes nothing.
+    let denied = send("delete_repo", 1);
+    assert_eq!(
+        denied.reply().map(reply_summary),
+        Some((200, Some(-32010), Some("no-delete".into())))
+    );
+    assert!(send("echo", 2).forwarded());
+    let limited = send("echo", 3);
+    let Some(r) = limited.reply() else {
+        panic!("forwarded past its limit")
+    };
+    assert_eq!(
+        reply_summary(r),
+        (200, Some(-32012), Some("one-a-minute".into()))
+    );
+    let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    assert_eq!(v["id"], json!(3));
+    assert_eq!(v["error"]["data"]["retry_after_ms"], json!(60_000));
+    assert_eq!(r.rule.as_deref(), Some("one-a-minute"));
+    let [e] = limited.host.audited.as_slice() else {
+        panic!("one event")
+    };
+    assert_eq!(
+        (e.decision.verdict.as_str(), e.decision.rule.as_str()),
+        ("deny", "one-a-minute")
+    );
+    assert_eq!(limited.host.limited.get("one-a-minute"), Some(&1));
+}
