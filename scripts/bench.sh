@@ -7,6 +7,8 @@
 #   DURATION=30 CONNECTIONS=64 scripts/bench.sh
 #   SKIP_BUILD=1 scripts/bench.sh    # measure the .wasm already built
 #   ROUNDS=1 scripts/bench.sh        # one run per side instead of two, interleaved
+#   METERED=1 scripts/bench.sh       # also: the firewall with a rate limit and the
+#                                    # loop breaker, neither tripping (issue #14)
 #
 # Same run, same machine, loopback only:
 #   load      wrk (1 thread), the same ~110-byte allowed tools/call POST every time
@@ -64,13 +66,28 @@ wrk.headers["Accept"] = "application/json, text/event-stream"
 wrk.headers["Authorization"] = "Bearer demo-reader-key"
 EOF
 
+# The demo policy plus a per-subject-and-tool rate limit and the loop breaker
+# (subject, tool, arguments: every request of the load is the same call), both
+# far too large to trip: what counting costs, not what refusing does.
+"$PY" - "${POLICY:-policies/demo.json}" >"$WORK/metered.json" <<'EOF'
+import json, sys
+p = json.load(open(sys.argv[1]))
+p["rate_limits"] = [
+    {"id": "bench-agent-tool", "key": ["subject", "tool"], "tools": ["*"], "capacity": 1000000000, "per_seconds": 1},
+    {"id": "bench-loop", "key": ["subject", "tool", "arguments"], "tools": ["*"], "capacity": 1000000000,
+     "per_seconds": 1},
+]
+print(json.dumps(p))
+EOF
+
 declare -A RPS
-declare -A TOTAL=([baseline]=0 [noop-wasm]=0 [firewall]=0)
+declare -A TOTAL=([baseline]=0 [noop-wasm]=0 [firewall]=0 [metered]=0)
 run_side() { # name [render args...]
   local name=$1; shift
-  local listen admin pid
+  local listen admin pid policy=${POLICY:-policies/demo.json}
+  [[ $name == metered ]] && policy=$WORK/metered.json
   listen=$(port); admin=$(port)
-  "$PY" tests/e2e/harness.py render --template envoy --policy "${POLICY:-policies/demo.json}" \
+  "$PY" tests/e2e/harness.py render --template envoy --policy "$policy" \
     --listen "$listen" --admin "$admin" --upstream "$UP_PORT" "$@" >"$WORK/$name.json"
   .venv/bin/envoy -c "$WORK/$name.json" --concurrency 2 --disable-hot-restart -l error \
     >"$WORK/$name.log" 2>&1 &
@@ -101,6 +118,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
   run_side baseline --no-filter
   run_side noop-wasm --wasm "$NOOP_WASM"
   run_side firewall
+  if [[ "${METERED:-0}" == "1" ]]; then run_side metered; fi
 done
 
 "$PY" - "${TOTAL[baseline]}" "${TOTAL[firewall]}" "$(stat -c %s "$WASM")" "$ROUNDS" "${TOTAL[noop-wasm]}" <<'EOF'
@@ -115,3 +133,7 @@ print(f"[bench] ratio no-op wasm/baseline: {noop / base:.2f}x")
 print(f"[bench] ratio firewall/baseline: {fw / base:.2f}x")
 print(f"[bench] wasm size: {size} bytes")
 EOF
+if [[ "${METERED:-0}" == "1" ]]; then
+  "$PY" -c "import sys; m, f = float(sys.argv[1]), float(sys.argv[2]); print(f'[bench] with a rate limit and the loop breaker: {m / int(sys.argv[3]):,.0f} req/s, {m / f:.3f}x the firewall without them')" \
+    "${TOTAL[metered]}" "${TOTAL[firewall]}" "$ROUNDS"
+fi

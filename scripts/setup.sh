@@ -6,6 +6,7 @@
 #     pinned in tests/e2e/requirements.txt
 #   - peers/node_modules: @modelcontextprotocol/server-everything, pinned by peers/package-lock.json
 #   - Go (Debian's golang-go): the end-to-end tests build a Go peer (peers/hostile/go_server.go)
+#   - Redis (Debian's redis-server): the global rate limit e2e counts in it (tests/e2e/test_global_ratelimit.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +55,12 @@ fi
 if ! command -v go >/dev/null; then
   log "apt-get install golang-go"
   apt-get update -qq && apt-get install -y -qq golang-go
+fi
+
+# --- Redis: the e2e rate limit service's store (started per test, on a free port)
+if ! command -v redis-server >/dev/null; then
+  log "apt-get install redis-server"
+  apt-get update -qq && apt-get install -y -qq redis-server
 fi
 
 log "ok: $(.venv/bin/envoy --version 2>/dev/null | sed -n 's/.*version: [^/]*\/\([^/]*\)\/.*/envoy \1/p'), node $(node --version), $(go version | cut -d' ' -f3), $(.venv/bin/python -c 'import importlib.metadata as m; print("mcp", m.version("mcp"))')"

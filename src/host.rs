@@ -109,9 +109,19 @@ pub trait Host: SharedStore {
     /// Count a DLP finding by kind (`mcp_firewall.dlp.findings.<kind>`). Kinds
     /// are detector names or policy ids, never scanned text.
     fn count_finding(&mut self, kind: &str);
+    /// Count a call refused by a rate limit or budget, by its rule id
+    /// (`mcp_firewall.rate_limited.<rule>`).
+    fn count_limited(&mut self, rule: &str);
     /// Set (`Some`) or remove (`None`) a request header; headers callback only.
     /// Every write can fail: the filter never forwards what it meant to change.
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
+    /// Set or remove a request header from a body callback, while the headers
+    /// callback's `Pause` still holds them: Envoy keeps the header map
+    /// writable until the filter continues (only reads were measured to fail
+    /// from body callbacks, on headers already let go), and the filters after
+    /// this one see the headers only then.
+    fn set_held_request_header(&mut self, name: &str, value: Option<&str>)
+        -> Result<(), HostError>;
     /// Replace the buffered request body (`size` bytes) with `body`.
     fn set_request_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError>;
     /// A request header; only valid during the request-headers callback
@@ -243,6 +253,7 @@ pub mod fake {
         pub now_ms: u64,
         pub audited: Vec<EventFacts>,
         pub findings: BTreeMap<String, u64>,
+        pub limited: BTreeMap<String, u64>,
         pub audit_down: bool,
         pub logs: RefCell<Vec<(LogLevel, String)>>,
         /// Once body callbacks start, header reads fail as in Envoy.
@@ -265,6 +276,8 @@ pub mod fake {
     #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
     pub enum Write {
         RequestHeader,
+        /// A request header written from a body callback (held headers).
+        HeldRequestHeader,
         RequestBody,
         ResponseHeader,
         ResponseBody,
@@ -315,12 +328,29 @@ pub mod fake {
         fn count_finding(&mut self, kind: &str) {
             *self.findings.entry(kind.to_owned()).or_default() += 1;
         }
+        fn count_limited(&mut self, rule: &str) {
+            *self.limited.entry(rule.to_owned()).or_default() += 1;
+        }
         fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
             assert!(
                 self.headers_readable,
                 "request headers written outside the headers callback"
             );
             self.refuses(Write::RequestHeader)?;
+            match value {
+                Some(v) => self
+                    .request_headers
+                    .insert(name.to_ascii_lowercase(), v.to_owned()),
+                None => self.request_headers.remove(&name.to_ascii_lowercase()),
+            };
+            Ok(())
+        }
+        fn set_held_request_header(
+            &mut self,
+            name: &str,
+            value: Option<&str>,
+        ) -> Result<(), HostError> {
+            self.refuses(Write::HeldRequestHeader)?;
             match value {
                 Some(v) => self
                     .request_headers

@@ -8,6 +8,7 @@ pub mod canon;
 pub mod condition;
 pub mod config;
 pub mod decide;
+pub mod descriptors;
 pub mod dlp;
 /// The in-memory exchange driver of tests, fuzzing and profiling.
 #[cfg(any(test, feature = "fake-host"))]
@@ -20,6 +21,7 @@ pub mod in_force;
 pub mod json;
 pub mod jsonrpc;
 pub mod media_type;
+pub mod meter;
 pub mod policy;
 pub mod reply;
 pub mod response;

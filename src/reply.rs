@@ -6,6 +6,8 @@ use serde_json::{json, Map, Value};
 
 pub const DENIED: i64 = -32010;
 pub const APPROVAL: i64 = -32011;
+/// Rate limited or budget exhausted (`error.data`: `rule`, `retry_after_ms`).
+pub const RATE_LIMITED: i64 = -32012;
 /// `HeaderMismatch` of the released 2026-07-28 revision (HTTP 400); the draft
 /// SEP-2243 used -32001, which this filter answered before.
 pub const HEADER_MISMATCH: i64 = -32020;

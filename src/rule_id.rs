@@ -38,6 +38,9 @@ pub enum RuleId {
     /// The host refused a write the decision requires (a redacted body, a
     /// removed header, the reply itself): refused rather than forwarded unchanged.
     HostWrite,
+    /// A rate limit or budget could not be counted (its table is full of
+    /// live keys, or shared data failed): refused, never passed uncounted.
+    RateLimitUnavailable,
     /// The policy changed while the request's body arrived, and the request
     /// cannot be decided under the new one here (a header edit it needs can
     /// no longer be made, or it lives in another VM): refused, sent again.
@@ -46,7 +49,7 @@ pub enum RuleId {
 
 impl RuleId {
     /// Every id the filter uses itself, in the order the reference lists them.
-    pub const BUILT_IN: [RuleId; 17] = [
+    pub const BUILT_IN: [RuleId; 18] = [
         RuleId::DefaultDeny,
         RuleId::BaseProtocol,
         RuleId::Batch,
@@ -64,6 +67,7 @@ impl RuleId {
         RuleId::Dlp,
         RuleId::HostWrite,
         RuleId::PolicyChanged,
+        RuleId::RateLimitUnavailable,
     ];
 
     pub fn policy(id: &str) -> Self {
@@ -91,6 +95,7 @@ impl RuleId {
             RuleId::HeaderMismatch => "header-mismatch",
             RuleId::HostWrite => "host-write",
             RuleId::PolicyChanged => "policy-changed",
+            RuleId::RateLimitUnavailable => "rate-limit-unavailable",
         }
     }
 

@@ -23,6 +23,8 @@ use crate::identity::{Caller, IdentityError, Via};
 use crate::json::case_variant;
 use crate::jsonrpc::{self, id_key, AnswerMember, Body, Message};
 use crate::media_type::{self, MediaTypeError};
+use crate::meter::table::{Refused as MeterRefused, Shortfall};
+use crate::meter::{self, Charge, Conversation};
 use crate::policy::{BatchMode, CompiledPolicy, Mode};
 use crate::reply::{self, LocalReply};
 use crate::response::ResponsePlan;
@@ -69,6 +71,9 @@ pub struct RequestHead {
     pub protocol_version: Option<String>,
     /// Every `Mcp-Param-{Name}` line: (lower-case name after the prefix, value).
     pub mcp_params: Vec<(String, String)>,
+    /// The caller's conversation for rate limits keyed by `session`: the
+    /// header `limits.conversation_header` names, else the `Mcp-Session-Id`.
+    pub conversation: Option<String>,
     /// The headers ended the stream: no body follows.
     pub ends_stream: bool,
     /// When the request is decided, in milliseconds since the Unix epoch
@@ -309,6 +314,9 @@ fn check_request_media_type(content_type: &str) -> Result<(), &'static str> {
     }
 }
 
+/// [`MessageVerdict::method`] of a client's answer (a message with no method).
+pub const ANSWER: &str = "(response)";
+
 /// The verdict on one JSON-RPC message of a body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageVerdict {
@@ -336,6 +344,8 @@ pub struct MessageVerdict {
     /// target name, id and the arguments as sent (target and arguments only
     /// when the policy has an audit section).
     pub method: String,
+    /// A request (answerable by its id), not a notification or a client's answer.
+    pub request: bool,
     pub target: Option<String>,
     pub id: Option<Value>,
     pub arguments: Option<Value>,
@@ -377,6 +387,11 @@ pub struct BodyVerdict {
     pub plan: ResponsePlan,
     /// Ids of the requests the body carries (what answers may carry).
     pub request_ids: Vec<Value>,
+    /// The rate limits and budgets the body consumes if it goes on (its
+    /// allowed messages'; none when it is refused). Consuming them is the
+    /// filter's step, in shared data; a shortfall comes back through
+    /// [`BodyVerdict::metered_out`].
+    pub charges: Vec<Charge>,
 }
 
 impl BodyVerdict {
@@ -387,7 +402,70 @@ impl BodyVerdict {
             killed: false,
             plan: ResponsePlan::default(),
             request_ids: Vec::new(),
+            charges: Vec::new(),
         }
+    }
+
+    /// A charge could not be consumed: its message is refused -32012 (the
+    /// rest of a batch with it, as any refusal refuses a batch), decided
+    /// deny by the meter's rule for counters and audit.
+    pub fn metered_out(&mut self, refused: &MeterRefused) {
+        let Some(charge) = self.charges.get(refused.charge) else {
+            return;
+        };
+        let (rule, reason, data) = match refused.why {
+            Shortfall::Exhausted {
+                retry_after_ms,
+                resets_at_ms,
+            } => {
+                let mut data =
+                    json!({"rule": charge.rule.as_str(), "retry_after_ms": retry_after_ms});
+                let reason = match resets_at_ms {
+                    Some(at) => {
+                        let at = crate::meter::calendar::rfc3339(at);
+                        data["resets_at"] = json!(at);
+                        format!("budget exhausted; it resets at {at}")
+                    }
+                    None => format!("rate limited; retry after {retry_after_ms} ms"),
+                };
+                (charge.rule.clone(), reason, data)
+            }
+            Shortfall::TableFull | Shortfall::Unavailable => {
+                let reason = match refused.why {
+                    Shortfall::TableFull => {
+                        "no room to count a new rate-limit key (limits.metered_keys); retry later"
+                    }
+                    _ => "rate limits cannot be counted now; refusing rather than guessing",
+                };
+                let data =
+                    json!({"rule": RuleId::RateLimitUnavailable.as_str(), "retry_after_ms": 1000});
+                (RuleId::RateLimitUnavailable, reason.to_owned(), data)
+            }
+        };
+        let message = match &data["resets_at"] {
+            Value::Null => "rate limited",
+            _ => "budget exhausted",
+        };
+        let error = json!({"code": reply::RATE_LIMITED, "message": message, "data": data});
+        let refused_at = charge.message;
+        let answers: Vec<(Option<&Value>, Option<Refused>)> = self
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let id = m.id.as_ref().filter(|_| m.request);
+                let r = (i == refused_at).then(|| Refused {
+                    error: error.clone(),
+                    rule: rule.clone(),
+                });
+                (id, r)
+            })
+            .collect();
+        self.outcome = BodyOutcome::Deny(refusal(&answers));
+        if let Some(m) = self.messages.get_mut(refused_at) {
+            m.decision = Decision::deny(rule, reason);
+        }
+        self.charges.clear();
     }
 
     /// Some message was refused by the rules (kill switch and standing refusals included).
@@ -459,7 +537,14 @@ pub fn judge_body(
                 ))
             }
         };
-        verdicts.push(MessageVerdict::of(m, decision, policy.audit.is_some()));
+        // The target is also what the rate limit descriptors export.
+        let named = policy.audit.is_some() || policy.rate_limit_headers;
+        verdicts.push(MessageVerdict::of(
+            m,
+            decision,
+            policy.audit.is_some(),
+            named,
+        ));
     }
     let mut verdict = BodyVerdict {
         outcome: BodyOutcome::Forward { rewritten: None },
@@ -469,15 +554,20 @@ pub fn judge_body(
         messages: verdicts,
         plan: ResponsePlan::default(),
         request_ids: Vec::new(),
+        charges: Vec::new(),
     };
     let dry_run = policy.mode == Mode::DryRun;
     if verdict.policy_refused() {
-        let refused: Vec<Option<Refused>> = verdict
+        let refused: Vec<_> = verdict
             .messages
             .iter()
-            .map(|v| (v.decision.verdict != Outcome::Allow).then(|| Refused::of(&v.decision)))
+            .zip(&messages)
+            .map(|(v, m)| {
+                let r = (v.decision.verdict != Outcome::Allow).then(|| Refused::of(&v.decision));
+                (answerable_id(m), r)
+            })
             .collect();
-        verdict.outcome = BodyOutcome::Deny(refusal(&messages, &refused));
+        verdict.outcome = BodyOutcome::Deny(refusal(&refused));
         // Enforced, nothing else is looked at. In dry run the request goes on:
         // DLP still runs so the audit shows what it would have done.
         if verdict.killed || !dry_run {
@@ -486,18 +576,19 @@ pub fn judge_body(
     }
     let redacted = scan_arguments(policy, &mut messages, &mut verdict.messages);
     if verdict.dlp_refused() && !verdict.policy_refused() {
-        let refused: Vec<Option<Refused>> = verdict
+        let refused: Vec<_> = verdict
             .messages
             .iter()
             .zip(&messages)
-            .map(|(v, _)| {
-                v.dlp_refused.then(|| Refused {
+            .map(|(v, m)| {
+                let r = v.dlp_refused.then(|| Refused {
                     error: reply::sensitive_data_error(&v.findings, "the request"),
                     rule: RuleId::Dlp,
-                })
+                });
+                (answerable_id(m), r)
             })
             .collect();
-        verdict.outcome = BodyOutcome::DlpBlock(refusal(&messages, &refused));
+        verdict.outcome = BodyOutcome::DlpBlock(refusal(&refused));
     } else if redacted && !verdict.policy_refused() {
         let doc = match messages.as_slice() {
             [single] => message_value(single),
@@ -533,6 +624,27 @@ pub fn judge_body(
     // Notifications and server requests ride on the stream of any request.
     verdict.plan.server_messages =
         policy.dlp.responses != DlpAction::Off && !verdict.request_ids.is_empty();
+    // Limits apply after the decision: what is refused consumes nothing. In
+    // dry run the request goes on, so what it would consume is consumed.
+    let forwards = matches!(verdict.outcome, BodyOutcome::Forward { .. }) || dry_run;
+    if forwards && !policy.meters.is_empty() {
+        let conversation = Conversation(head.conversation.as_deref());
+        for (i, (m, v)) in messages.iter().zip(&verdict.messages).enumerate() {
+            if v.decision.verdict != Outcome::Allow || v.dlp_refused {
+                continue;
+            }
+            if let Ok(call) = crate::decide::call_of(m) {
+                meter::charges(
+                    &policy.meters,
+                    caller,
+                    conversation,
+                    &call,
+                    i,
+                    &mut verdict.charges,
+                );
+            }
+        }
+    }
     verdict
 }
 
@@ -683,9 +795,10 @@ pub fn anonymous() -> Caller {
 
 impl MessageVerdict {
     /// `audited`: whether the audit will record the message (only then are
-    /// its target and arguments copied: arguments can be a megabyte).
-    fn of(m: &Message, decision: Decision, audited: bool) -> Self {
-        let target = m.method().filter(|_| audited).and_then(|method| {
+    /// its arguments copied: they can be a megabyte); `named`: whether its
+    /// target is read (for the audit or the rate limit descriptors).
+    fn of(m: &Message, decision: Decision, audited: bool, named: bool) -> Self {
+        let target = m.method().filter(|_| named).and_then(|method| {
             jsonrpc::target_of(method, m.params())
                 .ok()
                 .and_then(|t| t.name().map(str::to_owned))
@@ -697,7 +810,8 @@ impl MessageVerdict {
             dlp_refused: false,
             redacted: false,
             redacted_arguments: None,
-            method: m.method().unwrap_or("(response)").to_owned(),
+            method: m.method().unwrap_or(ANSWER).to_owned(),
+            request: matches!(m, Message::Request { .. }),
             target,
             id: m.id().cloned(),
             arguments: m.params().get("arguments").filter(|_| audited).cloned(),
@@ -1151,12 +1265,25 @@ impl Refused {
     }
 }
 
-/// The reply to a refused single message or batch (`refused[i]` for `messages[i]`).
-fn refusal(messages: &[Message], refused: &[Option<Refused>]) -> LocalReply {
-    let first_rule = refused.iter().flatten().next().map(|r| r.rule.as_str());
-    if let ([m], [r]) = (messages, refused) {
-        return match (m, r) {
-            (Message::Request { id, .. }, Some(r)) => LocalReply::json(
+/// The id a refusal answers: a request's (a notification or a client's
+/// answer has none to answer).
+fn answerable_id(m: &Message) -> Option<&Value> {
+    match m {
+        Message::Request { id, .. } => Some(id),
+        _ => None,
+    }
+}
+
+/// The reply to a refused single message or batch: per message, its id when
+/// it is a request (what can be answered) and its refusal if it has one.
+fn refusal(messages: &[(Option<&Value>, Option<Refused>)]) -> LocalReply {
+    let first_rule = messages
+        .iter()
+        .find_map(|(_, r)| r.as_ref())
+        .map(|r| r.rule.as_str());
+    if let [(id, r)] = messages {
+        return match (id, r) {
+            (Some(id), Some(r)) => LocalReply::json(
                 200,
                 &reply::with_error(Some(id), r.error.clone()),
                 Some(r.rule.as_str()),
@@ -1171,8 +1298,8 @@ fn refusal(messages: &[Message], refused: &[Option<Refused>]) -> LocalReply {
         "another message in the same batch was refused",
     );
     let mut answers = Vec::new();
-    for (m, r) in messages.iter().zip(refused) {
-        let Message::Request { id, .. } = m else {
+    for (id, r) in messages {
+        let Some(id) = id else {
             continue;
         };
         let error = match r {

@@ -201,6 +201,9 @@ fn print_judgement(
             for line in traces.get(i).into_iter().flatten() {
                 println!("  condition: {line}");
             }
+            for c in v.charges.iter().filter(|c| c.message == i) {
+                println!("  consumes: {}", policy.meters.describe(c));
+            }
             for (f, root) in m.findings.iter().zip(&m.finding_roots) {
                 println!(
                     "  dlp: {} at {root}{} ({})",

@@ -192,9 +192,17 @@ pub fn machine_now_ms() -> u64 {
 
 /// A POST with these headers (each on one line), decided at `now_ms`, as
 /// the filter reads it.
-pub fn request_head(headers: &BTreeMap<String, String>, now_ms: u64) -> RequestHead {
+pub fn request_head(
+    policy: &CompiledPolicy,
+    headers: &BTreeMap<String, String>,
+    now_ms: u64,
+) -> RequestHead {
     let get = |k: &str| headers.get(k).cloned();
     RequestHead {
+        conversation: match &policy.limits.conversation_header {
+            Some(name) => get(name),
+            None => get("mcp-session-id"),
+        },
         method: get(":method").unwrap_or_else(|| "POST".into()),
         path: get(":path"),
         last_event_id: get("last-event-id"),
@@ -240,7 +248,7 @@ pub fn judge_case(
             (identity::resolve(&policy.identity, &inputs), h.clone())
         }
     };
-    let head = request_head(&headers, now_ms);
+    let head = request_head(policy, &headers, now_ms);
     (judge(policy, &identity, &head, body), identity)
 }
 

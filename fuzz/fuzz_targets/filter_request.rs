@@ -258,6 +258,10 @@ fn head_of(
         mcp_name: get("mcp-name"),
         repeated_header: single.iter().find(|h| repeated.contains(**h)).map(|h| (*h).to_owned()),
         session_id: get("mcp-session-id").filter(|s| !s.trim().is_empty()),
+        conversation: match &at_headers.limits.conversation_header {
+            Some(name) => get(name),
+            None => get("mcp-session-id").filter(|s| !s.trim().is_empty()),
+        },
         last_event_id: get("last-event-id"),
         protocol_version: get("mcp-protocol-version"),
         mcp_params,

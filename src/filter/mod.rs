@@ -5,6 +5,7 @@
 //! `Host`, so the whole pipeline runs natively in tests.
 
 use crate::decide::{Decision, Verdict};
+use crate::descriptors::{self, Descriptors};
 use crate::host::{Counter, Flow, Host, HostError, InForce, LogLevel};
 use crate::identity::{self, Caller, IdentityError, IdentityInputs, Via};
 use crate::policy::{CompiledPolicy, Mode};
@@ -25,6 +26,8 @@ use rewriter::ResponseRewriter;
 
 /// Response header that reports a dry-run decision to the caller.
 pub const DRY_RUN_HEADER: &str = "x-mcp-firewall-dry-run";
+/// The least a budget that exposes it has left after the request.
+pub const BUDGET_HEADER: &str = "x-mcp-firewall-budget-remaining";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -77,6 +80,9 @@ pub struct RequestFilter {
     /// The policy the stream started under, its caller and standing refusal,
     /// once a newer one was adopted: the request must pass both.
     started_under: Option<StartedUnder>,
+    /// What the budgets that expose it have left after this request
+    /// (`x-mcp-firewall-budget-remaining`).
+    budget_remaining: Option<u64>,
     rewriter: ResponseRewriter,
     audit: ExchangeAudit,
 }
@@ -94,6 +100,7 @@ impl RequestFilter {
             credential_removed: false,
             length_removable: false,
             started_under: None,
+            budget_remaining: None,
             rewriter: ResponseRewriter::new(policy.clone()),
             audit: ExchangeAudit::new(policy.clone()),
             policy,
@@ -250,6 +257,13 @@ impl RequestFilter {
             self.credential_removed = true;
         }
         self.length_removable = host.request_header("content-length").is_none();
+        if let Err(e) = strip_descriptors(host) {
+            return self.refuse_unwritable(
+                host,
+                "the client's rate limit descriptor headers away",
+                &e,
+            );
+        }
         match verdict {
             HeadVerdict::Refuse(r) => self.refuse(host, &r),
             HeadVerdict::Deny(d) => self.deny_before_body(host, &head.method, d),
@@ -332,6 +346,15 @@ impl RequestFilter {
                 host.repeated_request_header(&names)
             }
         };
+        // An empty value names no session: a server reads it as absent
+        // and issues one (the SDKs test the id for truthiness).
+        let session_id = host
+            .request_header("mcp-session-id")
+            .filter(|s| !s.trim().is_empty());
+        let conversation = match &self.policy.limits.conversation_header {
+            Some(name) => host.request_header(name),
+            None => session_id.clone(),
+        };
         RequestHead {
             method: host.request_header(":method").unwrap_or_default(),
             path: self
@@ -346,11 +369,8 @@ impl RequestFilter {
             mcp_method: host.request_header("mcp-method"),
             mcp_name: host.request_header("mcp-name"),
             repeated_header,
-            // An empty value names no session: a server reads it as absent
-            // and issues one (the SDKs test the id for truthiness).
-            session_id: host
-                .request_header("mcp-session-id")
-                .filter(|s| !s.trim().is_empty()),
+            session_id,
+            conversation,
             last_event_id: host.request_header("last-event-id"),
             protocol_version: host.request_header("mcp-protocol-version"),
             mcp_params: host
@@ -630,7 +650,32 @@ impl RequestFilter {
             }
             _ => verdict,
         };
+        let verdict = self.consume_meters(host, verdict);
         self.apply_body_verdict(host, verdict, body_size)
+    }
+
+    /// Consume the rate limits and budgets the verdict charges (every one or
+    /// none); a shortfall turns the verdict into a -32012 refusal.
+    fn consume_meters(&mut self, host: &mut dyn Host, mut v: BodyVerdict) -> BodyVerdict {
+        if v.charges.is_empty() {
+            return v;
+        }
+        let now = host.now_ms();
+        let slots = self.policy.limits.metered_keys;
+        match crate::meter::table::consume(host, slots, &v.charges, now) {
+            Ok(consumed) => self.budget_remaining = consumed.budget_remaining,
+            Err(refused) => {
+                v.metered_out(&refused);
+                if let Some(m) = v
+                    .messages
+                    .iter()
+                    .find(|m| m.decision.verdict != Verdict::Allow)
+                {
+                    host.count_limited(m.decision.rule.as_str());
+                }
+            }
+        }
+        v
     }
 
     /// Request trailers end the stream without a final body callback. MCP never
@@ -756,6 +801,11 @@ impl RequestFilter {
                 return self.refuse_unwritable(host, "the redacted request body", &e);
             }
         }
+        if self.policy.rate_limit_headers {
+            if let Err(e) = self.export_descriptors(host, &v.messages) {
+                return self.refuse_unwritable(host, "the rate limit descriptors", &e);
+            }
+        }
         // Only the answer to an initialize issues a session: every other
         // answer may echo an id the caller merely presented.
         self.opens_session = matches!(v.messages.as_slice(), [m] if m.method == "initialize");
@@ -769,6 +819,29 @@ impl RequestFilter {
         self.rewriter.expect_answers(caller, plan, v.request_ids);
         self.phase = Phase::Forwarded;
         Flow::Continue
+    }
+
+    /// Hand Envoy's rate limit filter the descriptor entries of a body that
+    /// goes on (`$.envoy.rate_limit_headers`): written into the held request
+    /// headers, which the filters after this one read once it continues. A
+    /// batch is never exported (the policy refuses batches with the export);
+    /// a body whose headers cannot be written is refused, never forwarded
+    /// outside the limits.
+    fn export_descriptors(
+        &self,
+        host: &mut dyn Host,
+        messages: &[verdict::MessageVerdict],
+    ) -> Result<(), HostError> {
+        let [m] = messages else { return Ok(()) };
+        let method = Some(m.method.as_str()).filter(|&mth| mth != verdict::ANSWER);
+        let caller = self.caller.clone().unwrap_or_else(|| Rc::new(anonymous()));
+        let d = Descriptors::of(&caller, method, m.target.as_deref());
+        for (name, value) in d.headers() {
+            if value.is_some() {
+                host.set_held_request_header(name, value)?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether `Mcp-Session-Id` is another caller's. A request never binds
@@ -856,6 +929,10 @@ impl RequestFilter {
                 }
             }
         }
+        if let Some(left) = self.budget_remaining {
+            // Informational only, like the dry-run note.
+            let _ = host.set_response_header(BUDGET_HEADER, Some(&left.to_string()));
+        }
         if let Some(note) = &self.dry_run_note {
             // Header values must not carry CR/LF; notes are built from escaped text.
             let clean: String = note.chars().filter(|c| !c.is_control()).collect();
@@ -916,6 +993,20 @@ fn policy_changed(why: &str) -> Refusal {
         RuleId::PolicyChanged,
         format!("the policy changed while this request was read {why}; send it again"),
     )
+}
+
+/// Remove every rate limit descriptor header the client sent (on every
+/// request, whatever the policy: a caller never chooses its own descriptor,
+/// also not while the export is being switched on). Only when there is one:
+/// each removal is a hostcall.
+fn strip_descriptors(host: &mut dyn Host) -> Result<(), HostError> {
+    let sent = host.request_headers_with_prefix(descriptors::PREFIX);
+    for name in descriptors::HEADERS {
+        if sent.iter().any(|(k, _)| k == name) {
+            host.set_request_header(name, None)?;
+        }
+    }
+    Ok(())
 }
 
 /// A write the verdict requires was refused by the host: counted, logged.

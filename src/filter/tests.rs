@@ -2546,3 +2546,180 @@ fn a_body_is_decided_at_the_time_it_is_whole() {
         assert_eq!(flow == Flow::Continue, want.is_none(), "{name}: flow");
     }
 }
+/// `$.envoy.rate_limit_headers`: the descriptor headers a forwarded body
+/// leaves for Envoy's rate limit filter, as the fake host holds them.
+fn descriptor_headers(host: &FakeHost) -> Vec<(String, String)> {
+    host.request_headers
+        .iter()
+        .filter(|(k, _)| k.starts_with(crate::descriptors::PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn exporting() -> Rc<CompiledPolicy> {
+    policy(json!({"envoy": {"rate_limit_headers": true}}))
+}
+
+#[test]
+fn a_forwarded_tool_call_exports_its_descriptors_in_the_held_headers() {
+    let mut x = Exchange::new(exporting(), post("reader-key"));
+    let flow = x
+        .request(Request::new(call(json!(1), "echo").as_bytes()).chunk(5))
+        .flows
+        .request();
+    assert_eq!(flow, Flow::Continue);
+    let want = [
+        ("x-mcp-firewall-ratelimit-method", "tools/call"),
+        ("x-mcp-firewall-ratelimit-subject", "rita"),
+        ("x-mcp-firewall-ratelimit-tool", "echo"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    assert_eq!(descriptor_headers(&x.host), want);
+    // Another method names no tool.
+    let mut list = Exchange::new(exporting(), post("reader-key"));
+    list.request(Request::new(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+            .to_string()
+            .as_bytes(),
+    ));
+    assert_eq!(
+        descriptor_headers(&list.host),
+        vec![
+            (
+                "x-mcp-firewall-ratelimit-method".into(),
+                "tools/list".into()
+            ),
+            ("x-mcp-firewall-ratelimit-subject".into(), "rita".into()),
+        ]
+    );
+}
+
+#[test]
+fn a_client_sent_descriptor_never_survives() {
+    // Whatever the request and whether or not the policy exports: removed on
+    // the headers; an exported request carries the filter's values only.
+    let forged = |host: FakeHost| {
+        host.header("x-mcp-firewall-ratelimit-subject", "someone-else")
+            .header("x-mcp-firewall-ratelimit-tool", "not-echo")
+            .header("x-mcp-firewall-ratelimit-tenant", "acme")
+    };
+    let cases: Vec<(&str, Rc<CompiledPolicy>, FakeHost, String)> = vec![
+        (
+            "exported_call",
+            exporting(),
+            forged(post("reader-key")),
+            call(json!(1), "echo"),
+        ),
+        (
+            "export_off",
+            policy(json!({})),
+            forged(post("reader-key")),
+            call(json!(1), "echo"),
+        ),
+        (
+            "refused_call",
+            exporting(),
+            forged(post("reader-key")),
+            call(json!(1), "write_file"),
+        ),
+        (
+            "get",
+            exporting(),
+            forged(post("reader-key").header(":method", "GET")),
+            String::new(),
+        ),
+        (
+            "delete",
+            exporting(),
+            forged(post("reader-key").header(":method", "DELETE")),
+            String::new(),
+        ),
+    ];
+    for (name, p, host, body) in cases {
+        let mut x = Exchange::new(p, host);
+        x.request(Request::new(body.as_bytes()));
+        let got = descriptor_headers(&x.host);
+        let forged_left = got
+            .iter()
+            .any(|(k, v)| k.ends_with("-tenant") || v == "someone-else" || v == "not-echo");
+        assert!(!forged_left, "{name}: {got:?}");
+        let exported = name == "exported_call";
+        assert_eq!(got.len(), if exported { 3 } else { 0 }, "{name}: {got:?}");
+    }
+}
+
+#[test]
+fn descriptors_that_cannot_be_written_refuse_the_request() {
+    let mut host = post("reader-key");
+    host.refused_writes
+        .insert(crate::host::fake::Write::HeldRequestHeader);
+    let mut x = Exchange::new(exporting(), host);
+    let flow = x
+        .request(Request::new(call(json!(1), "echo").as_bytes()))
+        .flows
+        .request();
+    assert_eq!(flow, Flow::Pause);
+    assert_eq!(x.reply().map(|r| r.status), Some(500));
+    assert_eq!(x.host.counters.get(&Counter::RefusedHostWrite), Some(&1));
+}
+
+#[test]
+fn an_answer_exports_the_caller_but_no_method() {
+    let mut x = Exchange::new(exporting(), post("reader-key"));
+    x.request(Request::new(
+        json!({"jsonrpc": "2.0", "id": 7, "result": {}})
+            .to_string()
+            .as_bytes(),
+    ));
+    assert!(x.reply().is_none());
+    assert_eq!(
+        descriptor_headers(&x.host),
+        vec![("x-mcp-firewall-ratelimit-subject".into(), "rita".into())]
+    );
+}
+
+#[test]
+fn a_rate_limited_call_is_refused_audited_and_counted_and_a_denied_one_consumes_nothing() {
+    let p = policy(json!({
+        "audit": {"cluster": "audit_collector", "path": "/v1/audit", "authority": "audit"},
+        "rate_limits": [{"id": "one-a-minute", "key": ["subject"], "tools": ["*"], "capacity": 1, "per_seconds": 60}]
+    }));
+    let store = Rc::new(crate::store::MemoryStore::new());
+    let send = |tool: &str, id: u64| {
+        let mut host = post("reader-key");
+        host.store = store.clone();
+        let mut x = Exchange::new(p.clone(), host);
+        x.request(Request::new(call(json!(id), tool).as_bytes()).chunk(16));
+        x
+    };
+    // Denied by the rules: consumes nothing.
+    let denied = send("delete_repo", 1);
+    assert_eq!(
+        denied.reply().map(reply_summary),
+        Some((200, Some(-32010), Some("no-delete".into())))
+    );
+    assert!(send("echo", 2).forwarded());
+    let limited = send("echo", 3);
+    let Some(r) = limited.reply() else {
+        panic!("forwarded past its limit")
+    };
+    assert_eq!(
+        reply_summary(r),
+        (200, Some(-32012), Some("one-a-minute".into()))
+    );
+    let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    assert_eq!(v["id"], json!(3));
+    assert_eq!(v["error"]["data"]["retry_after_ms"], json!(60_000));
+    assert_eq!(r.rule.as_deref(), Some("one-a-minute"));
+    let [e] = limited.host.audited.as_slice() else {
+        panic!("one event")
+    };
+    assert_eq!(
+        (e.decision.verdict.as_str(), e.decision.rule.as_str()),
+        ("deny", "one-a-minute")
+    );
+    assert_eq!(limited.host.limited.get("one-a-minute"), Some(&1));
+}

@@ -28,9 +28,10 @@ thread_local! {
     /// Envoy metric ids, indexed like `Counter::ALL`; defined once per VM.
     static METRICS: RefCell<Vec<Option<u32>>> = const { RefCell::new(Vec::new()) };
     static BUFFERED_GAUGE: RefCell<Option<u32>> = const { RefCell::new(None) };
-    /// DLP finding counters by kind, defined on first use. Bounded: kinds are
-    /// built-in detector names and policy ids, never scanned text.
-    static FINDING_METRICS: RefCell<std::collections::BTreeMap<String, Option<u32>>> =
+    /// Counters named at run time (DLP findings by kind, refusals by rate
+    /// limit), by full metric name, defined on first use. Bounded: the names
+    /// are built-in detector names and policy ids, never caller text.
+    static NAMED_METRICS: RefCell<std::collections::BTreeMap<String, Option<u32>>> =
         const { RefCell::new(std::collections::BTreeMap::new()) };
     /// The newest policy each filter of this VM was configured with, by the
     /// filter's plugin name and root id. A hot reload (ECDS) starts a new root
@@ -659,31 +660,25 @@ impl Host for WasmHost {
         let _ = increment(counter, by);
     }
     fn count_finding(&mut self, kind: &str) {
-        let id = FINDING_METRICS.with(|m| {
-            *m.borrow_mut().entry(kind.to_owned()).or_insert_with(|| {
-                let safe: String = kind
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
-                    .take(64)
-                    .collect();
-                hostcalls::define_metric(
-                    MetricType::Counter,
-                    &format!("mcp_firewall.dlp.findings.{safe}"),
-                )
-                .ok()
-            })
-        });
-        if let Some(id) = id {
-            let _ = hostcalls::increment_metric(id, 1);
-        }
+        count_named("mcp_firewall.dlp.findings", kind);
+    }
+    fn count_limited(&mut self, rule: &str) {
+        count_named("mcp_firewall.rate_limited", rule);
     }
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
+        set_header(
+            &mut self.request_headers,
+            MapType::HttpRequestHeaders,
+            name,
+            value,
+        )
+    }
+    fn set_held_request_header(
+        &mut self,
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<(), HostError> {
+        // The same hostcall: Envoy answers BadArgument once the headers went on.
         set_header(
             &mut self.request_headers,
             MapType::HttpRequestHeaders,
@@ -775,5 +770,31 @@ impl Host for WasmHost {
     }
     fn log(&self, level: LogLevel, msg: &str) {
         log(level, msg);
+    }
+}
+
+/// Increment counter `<family>.<name>`, defining it on first use; `name` is
+/// reduced to the characters stat names keep.
+fn count_named(family: &str, name: &str) {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    let metric = format!("{family}.{safe}");
+    let id = NAMED_METRICS.with(|m| {
+        *m.borrow_mut()
+            .entry(metric.clone())
+            .or_insert_with(|| hostcalls::define_metric(MetricType::Counter, &metric).ok())
+    });
+    if let Some(id) = id {
+        // A stat the host refuses is lost; counters are informational.
+        let _ = hostcalls::increment_metric(id, 1);
     }
 }

@@ -15,12 +15,17 @@ keywords!(BatchMode {
     Evaluate => "evaluate",
 });
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub max_request_bytes: usize,
     pub max_response_bytes: usize,
     pub max_json_depth: usize,
     pub batches: BatchMode,
+    /// Entries of the rate-limit and budget table (see `meter::table`).
+    pub metered_keys: u64,
+    /// The request header naming the caller's conversation, for rate limits
+    /// keyed by `session` (lower case); `None` = `Mcp-Session-Id`.
+    pub conversation_header: Option<String>,
 }
 
 impl Default for Limits {
@@ -30,6 +35,8 @@ impl Default for Limits {
             max_response_bytes: 8 << 20,
             max_json_depth: 64,
             batches: BatchMode::Reject,
+            metered_keys: 16_384,
+            conversation_header: None,
         }
     }
 }
@@ -54,6 +61,29 @@ pub(crate) fn compile(v: Option<&Value>, errs: &mut Errors) -> Limits {
     }
     if let Some(b) = r.keyword("batches", errs) {
         out.batches = b;
+    }
+    // Shared data cannot be deleted in the proxy-wasm ABI, so the table size
+    // is the memory bound: about 60 bytes per entry.
+    if let Some(n) = r.uint(
+        "metered_keys",
+        crate::meter::table::WAYS as u64,
+        1 << 22,
+        errs,
+    ) {
+        out.metered_keys = n;
+    }
+    if let Some(h) = r.string("conversation_header", errs) {
+        let valid = !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if valid && !h.starts_with(':') {
+            out.conversation_header = Some(h.to_owned());
+        } else {
+            errs.push(
+                "$.limits.conversation_header",
+                "a header name in lower case: letters, digits and -",
+            );
+        }
     }
     r.finish(errs);
     out

@@ -8,6 +8,7 @@ mod limits;
 mod rules;
 
 pub use limits::{BatchMode, Limits};
+pub(crate) use rules::{compile_roles, compile_target, globs, rule_id_problem};
 pub use rules::{Effect, Rule, RuleKind};
 
 use crate::config::{keywords, ConfigError, Errors, ObjReader};
@@ -41,6 +42,8 @@ pub struct CompiledPolicy {
     pub dlp: crate::dlp::DlpPolicy,
     /// `None` = audit off.
     pub audit: Option<crate::audit::AuditConfig>,
+    /// `rate_limits` and `budgets`.
+    pub meters: crate::meter::MeterPolicy,
     /// `$.envoy.allow_on_headers_stop_iteration` (default true): whether the
     /// host was configured to let the filter hold request and response headers
     /// while it reads the body. Envoy honours a `Pause` from a headers callback
@@ -48,6 +51,10 @@ pub struct CompiledPolicy {
     /// run and the exchange hangs. Istio's WasmPlugin cannot set the flag, so
     /// there the filter lets the headers go and holds only the body.
     pub hold_headers: bool,
+    /// `$.envoy.rate_limit_headers` (default false): export each forwarded
+    /// request's descriptor entries (subject, tenant, method, tool) in request
+    /// headers for Envoy's global rate limit filter (see `descriptors`).
+    pub rate_limit_headers: bool,
     /// SHA-256 of the canonical JSON of the policy document (numbers with an
     /// integral value written as integers).
     pub sha256: String,
@@ -59,7 +66,7 @@ pub struct CompiledPolicy {
 
 /// Sections of POLICY.md that this build does not enforce yet. Accepting them
 /// silently would let a team believe something is enforced that is not.
-const NOT_YET_SUPPORTED: &[&str] = &["rate_limits", "pins", "approval"];
+const NOT_YET_SUPPORTED: &[&str] = &["pins", "approval"];
 
 /// Parse and compile policy text (the plugin configuration).
 pub fn compile_str(text: &[u8]) -> Result<CompiledPolicy, Vec<ConfigError>> {
@@ -112,12 +119,25 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
     };
     let limits = limits::compile(root.get("limits"), errs);
     let kill_switch = root.boolean("kill_switch", errs).unwrap_or(false);
-    let hold_headers = compile_envoy(root.get("envoy"), errs);
+    let (hold_headers, rate_limit_headers) = compile_envoy(root.get("envoy"), &limits, errs);
     let disabled_subjects = root.strings("disabled", errs).unwrap_or_default();
     let sessions = crate::session::compile(root.get("sessions"), "$.sessions", errs);
     let audit = crate::audit::compile(root.get("audit"), "$.audit", errs).flatten();
     // DLP is on by default (requests block, responses redact) when the section is absent.
     let dlp = crate::dlp::compile(root.get("dlp"), "$.dlp", errs);
+    let meters = crate::meter::compile(root.get("rate_limits"), root.get("budgets"), errs);
+    // One id names one thing in refusals, stats and audit events.
+    let mut seen: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
+    for (i, id) in meters.ids().enumerate() {
+        if seen.contains(&id.as_str()) {
+            let path = match i.checked_sub(meters.rate_limits.len()) {
+                None => format!("$.rate_limits[{i}].id"),
+                Some(b) => format!("$.budgets[{b}].id"),
+            };
+            errs.push(path, format!("id {:?} is used twice", id.as_str()));
+        }
+        seen.push(id.as_str());
+    }
     for section in NOT_YET_SUPPORTED {
         if root.get(section).is_some() {
             errs.push(
@@ -142,26 +162,47 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         limits,
         kill_switch,
         hold_headers,
+        rate_limit_headers,
         disabled_subjects,
         sessions,
         dlp,
         audit,
+        meters,
         sha256: sha256_hex(canonical(doc).as_bytes()),
     })
 }
 
 /// The `envoy` section at `$.envoy`: how the host that runs the filter was
-/// configured. Only `allow_on_headers_stop_iteration` so far (default true).
-fn compile_envoy(v: Option<&Value>, errs: &mut Errors) -> bool {
-    let Some(v) = v else { return true };
+/// configured: `allow_on_headers_stop_iteration` (default true) and
+/// `rate_limit_headers` (default false), as `(hold_headers, rate_limit_headers)`.
+fn compile_envoy(v: Option<&Value>, limits: &Limits, errs: &mut Errors) -> (bool, bool) {
+    let Some(v) = v else { return (true, false) };
     let Some(mut r) = ObjReader::new(v, "$.envoy", errs) else {
-        return true;
+        return (true, false);
     };
     let hold = r
         .boolean("allow_on_headers_stop_iteration", errs)
         .unwrap_or(true);
+    let export = r.boolean("rate_limit_headers", errs).unwrap_or(false);
+    let path = r.field_path("rate_limit_headers");
     r.finish(errs);
-    hold
+    if export && !hold {
+        // Envoy's rate limit filter reads the headers when they pass this
+        // filter: let go before the body is read, they name no method or tool.
+        errs.push(
+            &path,
+            "needs $.envoy.allow_on_headers_stop_iteration true: when the request headers go on before the body is decided, Envoy's rate limit filter runs before the method and the tool are known",
+        );
+    }
+    if export && limits.batches == BatchMode::Evaluate {
+        // One HTTP request is one hit for the rate limit filter, and it
+        // carries one value per header: a batch of calls would count once.
+        errs.push(
+            &path,
+            "needs $.limits.batches reject: a batch is one request to Envoy's rate limit filter, so its calls would be counted once",
+        );
+    }
+    (hold, export)
 }
 
 #[cfg(test)]

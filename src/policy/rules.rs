@@ -102,27 +102,57 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
     if !r.has("id") {
         errs.push(format!("{p}.id"), "required field is missing");
     }
-    if let Some(id) = &id {
-        if id.is_empty()
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b))
-        {
-            errs.push(
-                format!("{p}.id"),
-                "rule ids are non-empty and use letters, digits and - _ . : /",
-            );
-        } else if RuleId::is_built_in(id) {
-            errs.push(
-                format!("{p}.id"),
-                format!("{id:?} is reserved for the filter's own decisions"),
-            );
-        }
+    if let Some(problem) = id.as_deref().and_then(rule_id_problem) {
+        errs.push(format!("{p}.id"), problem);
     }
     let effect = r.keyword::<Effect>("effect", errs);
     if !r.has("effect") {
         errs.push(format!("{p}.effect"), "required field is missing");
     }
+    let target = compile_target(&mut r, p, errs);
+    let roles = compile_roles(&mut r, p, errs);
+    let when = r
+        .get("when")
+        .and_then(|w| crate::condition::compile(w, &format!("{p}.when"), errs));
+    r.finish(errs);
+    let (kind, list) = target?;
+    if errs.0.len() != before {
+        return None;
+    }
+    let id = id?;
+    Some(Rule {
+        rule_id: RuleId::policy(&id),
+        id,
+        effect: effect?,
+        kind,
+        patterns: globs(kind, &list),
+        roles,
+        when,
+    })
+}
+
+/// What is wrong with a rule id (of a rule, a rate limit or a budget).
+pub(crate) fn rule_id_problem(id: &str) -> Option<String> {
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b))
+    {
+        Some("rule ids are non-empty and use letters, digits and - _ . : /".into())
+    } else if RuleId::is_built_in(id) {
+        Some(format!("{id:?} is reserved for the filter's own decisions"))
+    } else {
+        None
+    }
+}
+
+/// The one kind of name a rule (or a rate limit) selects by, and its
+/// patterns: exactly one of `tools`, `methods`, `resources`, `prompts`.
+pub(crate) fn compile_target(
+    r: &mut ObjReader,
+    p: &str,
+    errs: &mut Errors,
+) -> Option<(RuleKind, Vec<String>)> {
     let mut kinds = Vec::new();
     for &kind in RuleKind::ALL {
         let fp = format!("{p}.{}", kind.as_str());
@@ -167,7 +197,7 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
             kinds.push((kind, list));
         }
     }
-    let target = match kinds.len() {
+    match kinds.len() {
         1 => kinds.pop(),
         0 => {
             errs.push(
@@ -186,8 +216,12 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
             );
             None
         }
-    };
-    let roles = match r.get("roles") {
+    }
+}
+
+/// `roles`: `None` = any identity.
+pub(crate) fn compile_roles(r: &mut ObjReader, p: &str, errs: &mut Errors) -> Option<Vec<String>> {
+    match r.get("roles") {
         None => None,
         Some(v) => {
             let list = string_list(v, &format!("{p}.roles"), errs);
@@ -199,31 +233,15 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
             }
             list
         }
-    };
-    let when = r
-        .get("when")
-        .and_then(|w| crate::condition::compile(w, &format!("{p}.when"), errs));
-    r.finish(errs);
-    let (kind, list) = target?;
-    if errs.0.len() != before {
-        return None;
     }
-    let id = id?;
-    Some(Rule {
-        rule_id: RuleId::policy(&id),
-        id,
-        effect: effect?,
-        kind,
-        // Resource patterns read `*` as one URI segment and `**` as any run
-        // (glob.rs says why); names read `*` as any run.
-        patterns: {
-            let glob_kind = match kind {
-                RuleKind::Resources => GlobKind::Uri,
-                RuleKind::Tools | RuleKind::Methods | RuleKind::Prompts => GlobKind::Name,
-            };
-            list.iter().map(|s| Glob::of_kind(s, glob_kind)).collect()
-        },
-        roles,
-        when,
-    })
+}
+
+/// The patterns of a target as globs. Resource patterns read `*` as one URI
+/// segment and `**` as any run (glob.rs says why); names read `*` as any run.
+pub(crate) fn globs(kind: RuleKind, list: &[String]) -> Vec<Glob> {
+    let glob_kind = match kind {
+        RuleKind::Resources => GlobKind::Uri,
+        RuleKind::Tools | RuleKind::Methods | RuleKind::Prompts => GlobKind::Name,
+    };
+    list.iter().map(|s| Glob::of_kind(s, glob_kind)).collect()
 }

@@ -155,9 +155,15 @@ fn config_error_table() {
             "$.dlp.custom[0].pattern",
         ),
         (
-            "rate_limits_not_supported_yet",
-            json!({"version": 1, "rules": [], "rate_limits": []}),
-            "$.rate_limits: not supported yet",
+            "pins_not_supported_yet",
+            json!({"version": 1, "rules": [], "pins": {}}),
+            "$.pins: not supported yet",
+        ),
+        (
+            "rate_limit_id_shared_with_a_rule",
+            json!({"version": 1, "rules": [{"id": "x", "effect": "allow", "tools": ["*"]}],
+                   "rate_limits": [{"id": "x", "key": ["subject"], "tools": ["*"], "capacity": 1, "per_seconds": 1}]}),
+            "$.rate_limits[0].id: id \"x\" is used twice",
         ),
         (
             "audit_without_cluster",
@@ -467,4 +473,46 @@ fn envoy_section_says_whether_request_headers_may_be_held() {
             |e| e.contains("$.envoy.allow_on_header_stop_iteration") && e.contains("unknown field")
         ));
     assert!(errs(json!(false)).iter().any(|e| e.contains("$.envoy")));
+}
+
+#[test]
+fn rate_limit_headers_are_off_by_default_and_need_held_headers_and_no_batches() {
+    let with = |envoy: Value, limits: Value| json!({"version": 1, "rules": [], "envoy": envoy, "limits": limits});
+    let exported = |doc: Value| compile(&doc).map(|p| p.rate_limit_headers).ok();
+    assert_eq!(exported(json!({"version": 1, "rules": []})), Some(false));
+    assert_eq!(
+        exported(with(json!({"rate_limit_headers": true}), json!({}))),
+        Some(true)
+    );
+    assert_eq!(
+        exported(with(
+            json!({"rate_limit_headers": false}),
+            json!({"batches": "evaluate"})
+        )),
+        Some(false)
+    );
+    let cases: [(&str, Value, Value, &str); 3] = [
+        (
+            "headers_let_go_before_the_body",
+            json!({"rate_limit_headers": true, "allow_on_headers_stop_iteration": false}),
+            json!({}),
+            "$.envoy.rate_limit_headers: needs $.envoy.allow_on_headers_stop_iteration true",
+        ),
+        (
+            "batches_evaluated",
+            json!({"rate_limit_headers": true}),
+            json!({"batches": "evaluate"}),
+            "$.envoy.rate_limit_headers: needs $.limits.batches reject",
+        ),
+        (
+            "not_a_boolean",
+            json!({"rate_limit_headers": "yes"}),
+            json!({}),
+            "$.envoy.rate_limit_headers: expected true or false, found a string",
+        ),
+    ];
+    for (name, envoy, limits, want) in cases {
+        let errs = errors_of(with(envoy, limits));
+        assert!(errs.iter().any(|e| e.starts_with(want)), "{name}: {errs:?}");
+    }
 }

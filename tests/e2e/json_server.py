@@ -2,11 +2,16 @@
 plain JSON (`json_response=True`) instead of SSE, so list filtering and results
 are also tested end to end on `application/json` responses.
 
-    python tests/e2e/json_server.py PORT
+    python tests/e2e/json_server.py PORT [HEADER_LOG]
+
+With HEADER_LOG, the names of every request's headers are appended to that file
+as one JSON line (what reached the server, for tests that check what Envoy
+removed on the way).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 
 from typing import Annotated
@@ -71,5 +76,22 @@ def other_prompt() -> str:
     return "hidden"
 
 
+def logging_headers(app, path: str):
+    """The ASGI app, writing each HTTP request's header names to `path` first."""
+    async def wrapped(scope, receive, send):
+        if scope["type"] == "http":
+            names = sorted(k.decode("latin-1").lower() for k, _ in scope["headers"])
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"method": scope["method"], "headers": names}) + "\n")
+        await app(scope, receive, send)
+    return wrapped
+
+
 if __name__ == "__main__":
-    server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]), json_response=True)
+    if len(sys.argv) > 2:
+        import uvicorn
+        app = server.streamable_http_app(json_response=True)
+        uvicorn.run(logging_headers(app, sys.argv[2]), host="127.0.0.1", port=int(sys.argv[1]),
+                    log_level="warning")
+    else:
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]), json_response=True)

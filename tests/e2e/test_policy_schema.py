@@ -110,6 +110,11 @@ VALID = {
     "minimal_policy_is_version_and_empty_rules": base(),
     "dry_run_mode_is_a_mode": base(mode="dry_run"),
     "envoy_section_for_istio": base(envoy={"allow_on_headers_stop_iteration": False}),
+    "envoy_rate_limit_headers": base(envoy={"rate_limit_headers": True}),
+    "envoy_rate_limit_headers_with_held_headers_said": base(
+        envoy={"allow_on_headers_stop_iteration": True, "rate_limit_headers": True}),
+    "envoy_rate_limit_headers_off_under_istio": base(
+        envoy={"allow_on_headers_stop_iteration": False, "rate_limit_headers": False}),
     # istiod hands a policy over as a protobuf Struct: every number a double.
     "whole_number_written_as_64_0": base(limits={"max_json_depth": 64.0}),
     "version_written_as_1_0": {"version": 1.0, "rules": []},
@@ -160,6 +165,19 @@ VALID = {
                                  "on_failure": "closed", "arguments": "redacted", "timeout_ms": 10,
                                  "max_batch_bytes": 4096, "max_buffered_bytes": 1 << 30}),
     "kill_switch_and_disabled_subjects": base(kill_switch=True, disabled=["spiffe://x/agent"]),
+    "rate_limits_loop_breaker_and_budgets": base(
+        rate_limits=[
+            {"id": "agent-tool", "key": ["subject", "tool"], "tools": ["*"], "capacity": 60, "per_seconds": 300},
+            {"id": "loop", "key": ["subject", "tool", "arguments"], "tools": ["*"], "capacity": 5,
+             "per_seconds": 60},
+            {"id": "per-conversation", "key": ["session"], "roles": ["agent"], "methods": ["tools/call"],
+             "capacity": 100, "per_seconds": 60},
+            {"id": "deletes", "key": ["global"], "tools": ["delete_*"], "capacity": 10, "per_seconds": 31622400},
+        ],
+        budgets=[{"id": "daily", "key": ["tenant"], "tools": ["*"], "period": "day", "limit": 1000,
+                  "costs": {"create_refund": 10}, "default_cost": 1, "expose_remaining": True},
+                 {"id": "monthly", "key": ["global"], "prompts": ["*"], "period": "month", "limit": 5}],
+        limits={"metered_keys": 4, "conversation_header": "x-conversation-id"}),
 }
 
 INVALID = {
@@ -170,6 +188,9 @@ INVALID = {
     "dollar_schema_member_is_an_unknown_field": base(**{"$schema": "./policy.schema.json"}),
     "mode_strict_is_no_mode": base(mode="strict"),
     "envoy_section_unknown_member": base(envoy={"allow_on_headers": False}),
+    "envoy_rate_limit_headers_not_a_boolean": base(envoy={"rate_limit_headers": "yes"}),
+    "envoy_rate_limit_headers_with_headers_let_go": base(
+        envoy={"allow_on_headers_stop_iteration": False, "rate_limit_headers": True}),
     "sessions_when_full_unknown": base(sessions={"when_full": "evict"}),
     "rule_without_a_kind": with_rule(tools=None),
     "rule_with_two_kinds": with_rule(methods=["tools/list"]),
@@ -232,7 +253,18 @@ INVALID = {
     "audit_on_failure_retry": base(audit={"cluster": "c", "on_failure": "retry"}),
     "audit_timeout_below_10ms": base(audit={"cluster": "c", "timeout_ms": 9}),
     "audit_max_batch_bytes_below_4096": base(audit={"cluster": "c", "max_batch_bytes": 4095}),
-    "rate_limits_not_supported_yet": base(rate_limits=[]),
+    "rate_limit_capacity_zero": base(rate_limits=[{"id": "r", "key": ["subject"], "tools": ["*"], "capacity": 0,
+                                                   "per_seconds": 60}]),
+    "rate_limit_period_over_a_year": base(rate_limits=[{"id": "r", "key": ["subject"], "tools": ["*"],
+                                                        "capacity": 1, "per_seconds": 31622401}]),
+    "rate_limit_key_unknown": base(rate_limits=[{"id": "r", "key": ["ip"], "tools": ["*"], "capacity": 1,
+                                                 "per_seconds": 60}]),
+    "rate_limit_without_target": base(rate_limits=[{"id": "r", "key": ["global"], "capacity": 1, "per_seconds": 60}]),
+    "budget_keyed_by_tool": base(budgets=[{"id": "b", "key": ["tool"], "tools": ["*"], "period": "day", "limit": 1}]),
+    "budget_period_week": base(budgets=[{"id": "b", "key": ["tenant"], "tools": ["*"], "period": "week", "limit": 1}]),
+    "budget_negative_cost": base(budgets=[{"id": "b", "key": ["tenant"], "tools": ["*"], "period": "day", "limit": 9,
+                                           "costs": {"refund": -1}}]),
+    "metered_keys_below_one_set": base(limits={"metered_keys": 3}),
     "pins_not_supported_yet": base(pins={}),
     "approval_not_supported_yet": base(approval={}),
     "kill_switch_as_a_string": base(kill_switch="true"),
@@ -258,6 +290,12 @@ COMPILER_ONLY = {
     "host_in_with_a_backslash": leaf(param="/uri", host_in=["a\\b.example"]),
     "jwt_payload_header_the_client_sets_in_capitals": base(identity={"jwt_payload_header": "Authorization"}),
     "time_hours_starting_where_they_end": leaf(time={"hours": "09:00-09:00", "utc_offset": "+00:00"}),
+    "rate_limit_key_global_with_another_part": base(rate_limits=[{"id": "r", "key": ["global", "tool"],
+                                                                  "tools": ["*"], "capacity": 1, "per_seconds": 1}]),
+    "rate_limit_id_shared_with_a_rule": base(rules=[rule(id="a")], rate_limits=[
+        {"id": "a", "key": ["subject"], "tools": ["*"], "capacity": 1, "per_seconds": 1}]),
+    "envoy_rate_limit_headers_with_batches_evaluated": base(envoy={"rate_limit_headers": True},
+                                                            limits={"batches": "evaluate"}),
     "conditions_nested_deeper_than_32": with_rule(when=json.loads(
         '{"not":' * 32 + '{"arg": "/a", "eq": 1}' + "}" * 32)),
 }

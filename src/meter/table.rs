@@ -1,0 +1,508 @@
+//! The meters' state in proxy-wasm shared data, exact across worker VMs.
+//!
+//! Every worker of an Envoy runs its own VM; shared data is the only memory
+//! they share, with compare-and-swap. A meter lives in a fixed table of
+//! `slots` entries, 4-way set associative by its digest, one shared-data key
+//! per set: a consumption reads the set, changes one entry, and writes it
+//! back only if nobody wrote the set meanwhile (else it reads again). So a
+//! capacity of 100 lets exactly 100 calls through however many workers race.
+//!
+//! Memory is bounded by `slots`. An entry may be reused only when it means
+//! nothing any more: a bucket refilled to its capacity (the same as a fresh
+//! one) or a budget whose period has ended. When the four entries of a set
+//! are all live, a *new* meter is refused (fail closed): evicting a live one
+//! would hand its caller a fresh bucket.
+//!
+//! Time: a clock that goes backwards never refills a bucket or resets a
+//! budget early (the stored time and period are kept until the clock passes
+//! them again).
+
+use super::calendar::period_of;
+use super::{Charge, Meter};
+use crate::store::{SharedStore, StoreError};
+
+pub const WAYS: usize = 4;
+const PREFIX: &str = "mcp_firewall/meter";
+/// One token, in the thousandths buckets count in (a refill of a fraction of
+/// a token per millisecond must not be lost to rounding).
+const TOKEN: u64 = 1000;
+/// CAS rounds before giving up (each lost round means another worker wrote
+/// the same set meanwhile; with a handful of workers a few rounds suffice).
+const TRIES: usize = 32;
+/// The CAS token sent when the set's key does not exist yet. Envoy writes an
+/// absent key whatever the token, so two workers creating the same set would
+/// both "win" and one consumption would be lost; with a non-zero token, the
+/// second writer finds the key present under another token and reads again.
+/// Envoy hands out tokens from one counter starting at 1, so a key holding
+/// exactly this one is reached only after 2^32 - 1 writes of the process and
+/// only then could such a race go unseen.
+const CREATE_CAS: u32 = u32::MAX;
+
+/// Why a charge was not consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shortfall {
+    /// The bucket is empty or the budget spent: try again after
+    /// `retry_after_ms`; a budget says when it resets (ms since the epoch).
+    Exhausted {
+        retry_after_ms: u64,
+        resets_at_ms: Option<u64>,
+    },
+    /// No room for a new meter: its set holds four live ones.
+    TableFull,
+    /// Shared data failed (or kept racing): refused rather than guessed.
+    Unavailable,
+}
+
+/// A charge that could not be consumed (`charge` indexes the slice given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub charge: usize,
+    pub why: Shortfall,
+}
+
+/// Every charge consumed: the least budget left among those that expose it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Consumed {
+    pub budget_remaining: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    digest: String,
+    /// Bucket: thousandths of tokens left. Budget: units used.
+    amount: u64,
+    /// Bucket: when `amount` was last brought up to date. Budget: its period.
+    at: u64,
+    /// From when the entry means nothing and may be reused.
+    free_at: u64,
+}
+
+fn parse(value: &[u8]) -> Vec<Entry> {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return Vec::new();
+    };
+    text.split(',')
+        .filter_map(|item| {
+            let mut f = item.split(':');
+            Some(Entry {
+                digest: f.next()?.to_owned(),
+                amount: f.next()?.parse().ok()?,
+                at: f.next()?.parse().ok()?,
+                free_at: f.next()?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+fn encode(entries: &[Entry]) -> Vec<u8> {
+    entries
+        .iter()
+        .map(|e| format!("{}:{}:{}:{}", e.digest, e.amount, e.at, e.free_at))
+        .collect::<Vec<_>>()
+        .join(",")
+        .into_bytes()
+}
+
+/// The shared-data key of the set `digest` falls in. The table size is part
+/// of the key: a policy that changes it starts a new table (the old one's
+/// meters start full again; documented).
+fn set_key(slots: u64, digest: &str) -> String {
+    let sets = (slots / WAYS as u64).max(1);
+    let set = u64::from_str_radix(digest.get(..16).unwrap_or("0"), 16).unwrap_or(0) % sets;
+    format!("{PREFIX}/{slots}/{set}")
+}
+
+/// What one consumption does to an entry.
+enum Step {
+    /// Write this entry; a budget's remaining units with it.
+    Write(Entry, Option<u64>),
+    Refuse(Shortfall),
+}
+
+fn ceil_div(a: u128, b: u128) -> u128 {
+    a.div_ceil(b.max(1))
+}
+
+/// A bucket's thousandths of tokens and their time, brought up to `now`.
+fn refilled(state: Option<(u64, u64)>, now: u64, capacity: u64, per_ms: u64) -> (u64, u64) {
+    let full = capacity * TOKEN;
+    let Some((tokens, last)) = state else {
+        return (full, now);
+    };
+    let tokens = tokens.min(full);
+    if now <= last {
+        return (tokens, last);
+    }
+    let gained = (u128::from(now - last) * u128::from(full)) / u128::from(per_ms.max(1));
+    if u128::from(tokens) + gained >= u128::from(full) {
+        return (full, now);
+    }
+    // Only the time that bought whole thousandths is spent: the rest carries
+    // over, so frequent calls still refill at the configured rate.
+    let spent = (gained * u128::from(per_ms)) / u128::from(full.max(1));
+    (tokens + gained as u64, last + spent as u64)
+}
+
+fn bucket_free_at(tokens: u64, last: u64, capacity: u64, per_ms: u64) -> u64 {
+    let full = capacity * TOKEN;
+    let missing = u128::from(full.saturating_sub(tokens));
+    last.saturating_add(ceil_div(missing * u128::from(per_ms), u128::from(full)) as u64)
+}
+
+fn take(meter: Meter, state: Option<(u64, u64)>, digest: &str, now: u64) -> Step {
+    match meter {
+        Meter::Bucket { capacity, per_ms } => {
+            let (tokens, last) = refilled(state, now, capacity, per_ms);
+            if tokens < TOKEN {
+                let full = u128::from(capacity * TOKEN);
+                let wait = ceil_div(u128::from(TOKEN - tokens) * u128::from(per_ms), full) as u64;
+                return Step::Refuse(Shortfall::Exhausted {
+                    retry_after_ms: last.saturating_add(wait).saturating_sub(now).max(1),
+                    resets_at_ms: None,
+                });
+            }
+            let left = tokens - TOKEN;
+            Step::Write(
+                Entry {
+                    digest: digest.to_owned(),
+                    amount: left,
+                    at: last,
+                    free_at: bucket_free_at(left, last, capacity, per_ms),
+                },
+                None,
+            )
+        }
+        Meter::Budget {
+            limit,
+            cost,
+            period,
+            ..
+        } => {
+            let (current, _) = period_of(period, now);
+            // A stored period later than the clock's (the clock went back)
+            // is kept: the budget does not reset until the clock passes it.
+            let (used, at) = match state {
+                Some((used, at)) if at >= current => (used, at),
+                _ => (0, current),
+            };
+            let ends = period_end(period, at, now);
+            if used.saturating_add(cost) > limit {
+                return Step::Refuse(Shortfall::Exhausted {
+                    retry_after_ms: ends.saturating_sub(now).max(1),
+                    resets_at_ms: Some(ends),
+                });
+            }
+            let used = used + cost;
+            Step::Write(
+                Entry {
+                    digest: digest.to_owned(),
+                    amount: used,
+                    at,
+                    free_at: ends,
+                },
+                Some(limit - used),
+            )
+        }
+    }
+}
+
+/// The first millisecond after period number `at` (which is the clock's
+/// period, or a later one when the clock went back).
+fn period_end(period: super::Period, at: u64, now: u64) -> u64 {
+    let (current, mut end) = period_of(period, now);
+    let mut p = current;
+    while p < at {
+        end = period_of(period, end).1;
+        p += 1;
+    }
+    end
+}
+
+/// Give back what [`take`] took (a later charge of the same request was refused).
+fn give_back(meter: Meter, entry: &mut Entry) {
+    match meter {
+        Meter::Bucket { capacity, per_ms } => {
+            entry.amount = (entry.amount + TOKEN).min(capacity * TOKEN);
+            entry.free_at = bucket_free_at(entry.amount, entry.at, capacity, per_ms);
+        }
+        Meter::Budget { cost, .. } => entry.amount = entry.amount.saturating_sub(cost),
+    }
+}
+
+enum Change<'a> {
+    Take(u64),
+    GiveBack(&'a Meter),
+}
+
+/// Apply one change to the entry of `charge` in its set, with CAS retries.
+fn update(
+    store: &dyn SharedStore,
+    slots: u64,
+    charge: &Charge,
+    change: Change,
+) -> Result<Option<u64>, Shortfall> {
+    let key = set_key(slots, &charge.digest);
+    for _ in 0..TRIES {
+        let (value, cas) = store.get(&key).map_err(|_| Shortfall::Unavailable)?;
+        let mut entries = value.as_deref().map(parse).unwrap_or_default();
+        let found = entries.iter().position(|e| e.digest == charge.digest);
+        let remaining = match &change {
+            Change::Take(now) => {
+                let state = found.map(|i| (entries[i].amount, entries[i].at));
+                let (entry, remaining) = match take(charge.meter, state, &charge.digest, *now) {
+                    Step::Write(e, r) => (e, r),
+                    Step::Refuse(why) => return Err(why),
+                };
+                match found {
+                    Some(i) => entries[i] = entry,
+                    None if entries.len() < WAYS => entries.push(entry),
+                    None => match entries.iter().position(|e| e.free_at <= *now) {
+                        Some(i) => entries[i] = entry,
+                        None => return Err(Shortfall::TableFull),
+                    },
+                }
+                remaining
+            }
+            Change::GiveBack(meter) => {
+                let Some(i) = found else { return Ok(None) };
+                give_back(**meter, &mut entries[i]);
+                None
+            }
+        };
+        match store.set(&key, &encode(&entries), Some(cas.unwrap_or(CREATE_CAS))) {
+            Ok(()) => return Ok(remaining),
+            Err(StoreError::CasMismatch) => continue,
+            Err(StoreError::Host(_)) => return Err(Shortfall::Unavailable),
+        }
+    }
+    Err(Shortfall::Unavailable)
+}
+
+/// Consume every charge, or none: when one is refused, those already taken
+/// are given back, so a refused request consumes nothing.
+pub fn consume(
+    store: &dyn SharedStore,
+    slots: u64,
+    charges: &[Charge],
+    now_ms: u64,
+) -> Result<Consumed, Refused> {
+    let mut out = Consumed::default();
+    for (i, charge) in charges.iter().enumerate() {
+        match update(store, slots, charge, Change::Take(now_ms)) {
+            Ok(remaining) => {
+                if let (
+                    Meter::Budget {
+                        expose_remaining: true,
+                        ..
+                    },
+                    Some(r),
+                ) = (charge.meter, remaining)
+                {
+                    out.budget_remaining = Some(out.budget_remaining.map_or(r, |m| m.min(r)));
+                }
+            }
+            Err(why) => {
+                for taken in &charges[..i] {
+                    // Best effort: a give-back that fails leaves the meter
+                    // fuller than it should be, never emptier (fail closed).
+                    let _ = update(store, slots, taken, Change::GiveBack(&taken.meter));
+                }
+                return Err(Refused { charge: i, why });
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meter::Period;
+    use crate::rule_id::RuleId;
+    use crate::store::MemoryStore;
+
+    fn bucket(digest: &str, capacity: u64, per_s: u64) -> Charge {
+        Charge {
+            rule: RuleId::policy("rl"),
+            message: 0,
+            digest: digest.to_owned(),
+            meter: Meter::Bucket {
+                capacity,
+                per_ms: per_s * 1000,
+            },
+        }
+    }
+
+    fn budget(digest: &str, limit: u64, cost: u64) -> Charge {
+        Charge {
+            rule: RuleId::policy("b"),
+            message: 0,
+            digest: digest.to_owned(),
+            meter: Meter::Budget {
+                limit,
+                cost,
+                period: Period::Day,
+                expose_remaining: true,
+            },
+        }
+    }
+
+    const D1: &str = "00000000000000010000000000000000";
+    const D2: &str = "00000000000000020000000000000000";
+
+    fn passes(store: &MemoryStore, charges: &[Charge], now: u64) -> bool {
+        consume(store, 1024, charges, now).is_ok()
+    }
+
+    #[test]
+    fn a_bucket_lets_its_capacity_through_then_refills_evenly() {
+        let store = MemoryStore::new();
+        let c = [bucket(D1, 3, 30)];
+        let t0 = 1_000_000;
+        assert!((0..3).all(|_| passes(&store, &c, t0)));
+        let Err(r) = consume(&store, 1024, &c, t0) else {
+            panic!("a fourth call within the period passed")
+        };
+        assert_eq!(
+            r.why,
+            Shortfall::Exhausted {
+                retry_after_ms: 10_000,
+                resets_at_ms: None
+            }
+        );
+        assert!(!passes(&store, &c, t0 + 9_999));
+        assert!(passes(&store, &c, t0 + 10_000));
+        assert!(!passes(&store, &c, t0 + 10_001));
+    }
+
+    #[test]
+    fn frequent_calls_do_not_lose_the_refill_to_rounding() {
+        // 100 per 300 s: a third of a thousandth per millisecond.
+        let store = MemoryStore::new();
+        let c = [bucket(D1, 100, 300)];
+        let t0 = 5_000;
+        assert!((0..100).all(|_| passes(&store, &c, t0)));
+        // A refused call every millisecond for 3 s refills one token.
+        let passed = (1..=3_000).filter(|ms| passes(&store, &c, t0 + ms)).count();
+        assert_eq!(passed, 1);
+    }
+
+    #[test]
+    fn a_clock_going_backwards_never_refills_early() {
+        let store = MemoryStore::new();
+        let c = [bucket(D1, 1, 60)];
+        assert!(passes(&store, &c, 100_000));
+        assert!(!passes(&store, &c, 50_000));
+        assert!(!passes(&store, &c, 159_999));
+        assert!(passes(&store, &c, 160_000));
+    }
+
+    #[test]
+    fn a_refused_request_gives_back_what_its_other_charges_took() {
+        let store = MemoryStore::new();
+        let roomy = bucket(D1, 2, 60);
+        let empty = bucket(D2, 1, 60);
+        assert!(passes(&store, std::slice::from_ref(&empty), 0));
+        let both = [roomy.clone(), empty];
+        let Err(r) = consume(&store, 1024, &both, 0) else {
+            panic!("passed with an empty bucket")
+        };
+        assert_eq!(r.charge, 1);
+        // The roomy bucket still holds both its tokens.
+        assert!(passes(&store, std::slice::from_ref(&roomy), 0));
+        assert!(passes(&store, std::slice::from_ref(&roomy), 0));
+        assert!(!passes(&store, &[roomy], 0));
+    }
+
+    #[test]
+    fn a_budget_counts_costs_says_what_is_left_and_resets_at_midnight_utc() {
+        let store = MemoryStore::new();
+        let day = 86_400_000;
+        let noon = 20_000 * day + day / 2;
+        let refund = [budget(D1, 25, 10)];
+        assert_eq!(
+            consume(&store, 1024, &refund, noon).map(|c| c.budget_remaining),
+            Ok(Some(15))
+        );
+        assert_eq!(
+            consume(&store, 1024, &refund, noon).map(|c| c.budget_remaining),
+            Ok(Some(5))
+        );
+        let Err(r) = consume(&store, 1024, &refund, noon) else {
+            panic!("over budget passed")
+        };
+        assert_eq!(
+            r.why,
+            Shortfall::Exhausted {
+                retry_after_ms: day / 2,
+                resets_at_ms: Some(20_001 * day)
+            }
+        );
+        // A cheaper call still fits.
+        assert!(passes(&store, &[budget(D1, 25, 5)], noon));
+        assert!(passes(&store, &refund, 20_001 * day));
+        // Back before midnight (the clock went back): still the new day's count.
+        assert_eq!(
+            consume(&store, 1024, &refund, 20_001 * day - 1).map(|c| c.budget_remaining),
+            Ok(Some(5))
+        );
+    }
+
+    #[test]
+    fn a_full_set_refuses_new_meters_and_reuses_only_spent_ones() {
+        let store = MemoryStore::new();
+        // A table of one set: every digest falls in it.
+        let slots = 4;
+        let digests: Vec<String> = (0..5).map(|i| format!("{i:032x}")).collect();
+        for d in &digests[..4] {
+            assert!(consume(&store, slots, &[bucket(d, 1, 60)], 0).is_ok());
+        }
+        let Err(r) = consume(&store, slots, &[bucket(&digests[4], 1, 60)], 0) else {
+            panic!("a fifth meter evicted a live one")
+        };
+        assert_eq!(r.why, Shortfall::TableFull);
+        // Live meters are still there, still empty.
+        assert!(consume(&store, slots, &[bucket(&digests[0], 1, 60)], 1).is_err());
+        // Once one has refilled completely it means nothing and may be reused.
+        assert!(consume(&store, slots, &[bucket(&digests[4], 1, 60)], 60_000).is_ok());
+    }
+
+    /// Two "workers" interleave: each reads, then the other writes first.
+    #[test]
+    fn a_write_that_lost_the_race_reads_again() {
+        struct Racing {
+            inner: MemoryStore,
+            interfere: std::cell::Cell<bool>,
+        }
+        impl SharedStore for Racing {
+            fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+                let got = self.inner.get(key);
+                if self.interfere.replace(false) {
+                    // Another worker consumes from the same bucket right after our read.
+                    let _ = consume(&self.inner, 1024, &[bucket(D1, 2, 60)], 0);
+                }
+                got
+            }
+            fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+                self.inner.set(key, value, cas)
+            }
+        }
+        // Both on a never-written set (the creation race) and on an existing one.
+        for pre_existing in [false, true] {
+            let store = Racing {
+                inner: MemoryStore::new(),
+                interfere: std::cell::Cell::new(false),
+            };
+            if pre_existing {
+                let _ = consume(&store.inner, 1024, &[bucket(D2, 9, 60)], 0);
+            }
+            store.interfere.set(true);
+            assert!(consume(&store, 1024, &[bucket(D1, 2, 60)], 0).is_ok());
+            // Two calls were made (ours and the interfering one): the bucket is empty.
+            assert!(
+                consume(&store, 1024, &[bucket(D1, 2, 60)], 0).is_err(),
+                "pre_existing={pre_existing}"
+            );
+        }
+    }
+}

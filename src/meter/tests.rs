@@ -1,0 +1,291 @@
+use super::*;
+use crate::identity::Via;
+use serde_json::json;
+
+fn compile_meters(doc: Value) -> Result<MeterPolicy, Vec<String>> {
+    let mut errs = Errors::default();
+    let m = compile(doc.get("rate_limits"), doc.get("budgets"), &mut errs);
+    match errs.is_empty() {
+        true => Ok(m),
+        false => Err(errs.0.iter().map(ToString::to_string).collect()),
+    }
+}
+
+#[test]
+fn bad_meters_are_refused_at_their_path() {
+    let rl = |extra: Value| {
+        let mut r = json!({"id": "r", "key": ["subject"], "tools": ["*"], "capacity": 5, "per_seconds": 60});
+        if let (Some(o), Value::Object(e)) = (r.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        json!({"rate_limits": [r]})
+    };
+    let cases = [
+        (
+            "zero_capacity",
+            rl(json!({"capacity": 0})),
+            "$.rate_limits[0].capacity: 0 is out of range",
+        ),
+        (
+            "negative_capacity",
+            rl(json!({"capacity": -1})),
+            "$.rate_limits[0].capacity: expected a whole number",
+        ),
+        (
+            "period_over_a_year",
+            rl(json!({"per_seconds": 366 * 86_400 + 1})),
+            "$.rate_limits[0].per_seconds",
+        ),
+        (
+            "unknown_key_part",
+            rl(json!({"key": ["subject", "ip"]})),
+            "$.rate_limits[0].key[1]: \"ip\" is not one of",
+        ),
+        (
+            "key_part_twice",
+            rl(json!({"key": ["tool", "tool"]})),
+            "$.rate_limits[0].key[1]: \"tool\" is listed twice",
+        ),
+        (
+            "empty_key",
+            rl(json!({"key": []})),
+            "$.rate_limits[0].key: needs at least one part",
+        ),
+        (
+            "global_with_others",
+            rl(json!({"key": ["global", "tool"]})),
+            "$.rate_limits[0].key: \"global\" stands alone",
+        ),
+        (
+            "raw_header_key",
+            rl(json!({"key": ["header:x-user"]})),
+            "$.rate_limits[0].key[0]",
+        ),
+        (
+            "unknown_field",
+            rl(json!({"burst": 3})),
+            "$.rate_limits[0].burst: unknown field",
+        ),
+        (
+            "no_target",
+            json!({"rate_limits": [{"id": "r", "key": ["global"], "capacity": 1, "per_seconds": 1}]}),
+            "$.rate_limits[0]: a rule needs exactly one of",
+        ),
+        (
+            "built_in_id",
+            rl(json!({"id": "rate-limit-unavailable"})),
+            "$.rate_limits[0].id: \"rate-limit-unavailable\" is reserved",
+        ),
+        (
+            "not_an_array",
+            json!({"rate_limits": {}}),
+            "$.rate_limits: expected an array",
+        ),
+        (
+            "budget_per_tool",
+            json!({"budgets": [{"id": "b", "key": ["subject", "tool"], "tools": ["*"], "period": "day", "limit": 5}]}),
+            "$.budgets[0].key[1]: \"tool\" is not a key of this meter",
+        ),
+        (
+            "budget_period_week",
+            json!({"budgets": [{"id": "b", "key": ["tenant"], "tools": ["*"], "period": "week", "limit": 5}]}),
+            "$.budgets[0].period: \"week\" is not one of day, month",
+        ),
+        (
+            "budget_cost_of_no_tool_name",
+            json!({"budgets": [{"id": "b", "key": ["tenant"], "tools": ["*"], "period": "day", "limit": 5, "costs": {"a b": 1}}]}),
+            "$.budgets[0].costs.a b",
+        ),
+        (
+            "budget_negative_cost",
+            json!({"budgets": [{"id": "b", "key": ["tenant"], "tools": ["*"], "period": "day", "limit": 5, "costs": {"refund": -3}}]}),
+            "$.budgets[0].costs.refund: expected a whole number",
+        ),
+    ];
+    for (name, doc, want) in cases {
+        match compile_meters(doc) {
+            Ok(_) => panic!("{name}: compiled"),
+            Err(errs) => assert!(errs.iter().any(|e| e.starts_with(want)), "{name}: {errs:?}"),
+        }
+    }
+}
+
+fn caller(subject: &str, roles: &[&str]) -> Caller {
+    Caller {
+        subject: Some(subject.into()),
+        tenant: Some("acme".into()),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        via: Via::ApiKey,
+    }
+}
+
+fn charges_of(
+    meters: &MeterPolicy,
+    who: &Caller,
+    conversation: Option<&str>,
+    msg: Value,
+) -> Vec<Charge> {
+    let Ok(crate::jsonrpc::Body::Single(m)) =
+        crate::jsonrpc::parse_body(msg.to_string().as_bytes(), 64)
+    else {
+        panic!("a message")
+    };
+    let Ok(call) = crate::decide::call_of(&m) else {
+        panic!("a call")
+    };
+    let mut out = Vec::new();
+    charges(meters, who, Conversation(conversation), &call, 0, &mut out);
+    out
+}
+
+fn call(tool: &str, args: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": args}})
+}
+
+#[test]
+fn meters_select_like_rules_and_key_by_their_parts() {
+    let meters = match compile_meters(json!({
+        "rate_limits": [
+            {"id": "per-agent-tool", "key": ["subject", "tool"], "tools": ["*"], "capacity": 60, "per_seconds": 300},
+            {"id": "refund-loop", "key": ["subject", "tool", "arguments"], "tools": ["create_refund"], "capacity": 3, "per_seconds": 60},
+            {"id": "finance-only", "key": ["global"], "roles": ["finance"], "tools": ["create_*"], "capacity": 10, "per_seconds": 60},
+            {"id": "per-conversation", "key": ["session"], "methods": ["tools/call"], "capacity": 100, "per_seconds": 60}
+        ],
+        "budgets": [
+            {"id": "daily", "key": ["tenant"], "tools": ["*"], "period": "day", "limit": 1000,
+             "costs": {"create_refund": 10}, "expose_remaining": true}
+        ]
+    })) {
+        Ok(m) => m,
+        Err(e) => panic!("{e:?}"),
+    };
+    let ana = caller("ana", &["finance"]);
+    let bob = caller("bob", &[]);
+    let refund = |amount: i64| {
+        call(
+            "create_refund",
+            json!({"amount": amount, "currency": "usd"}),
+        )
+    };
+    let ids = |cs: &[Charge]| {
+        cs.iter()
+            .map(|c| c.rule.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let digest_of = |cs: &[Charge], id: &str| {
+        cs.iter()
+            .find(|c| c.rule.as_str() == id)
+            .map(|c| c.digest.clone())
+            .unwrap_or_default()
+    };
+
+    let a = charges_of(&meters, &ana, Some("s1"), refund(10));
+    assert_eq!(
+        ids(&a),
+        [
+            "per-agent-tool",
+            "refund-loop",
+            "finance-only",
+            "per-conversation",
+            "daily"
+        ]
+    );
+    assert_eq!(
+        a.iter()
+            .find(|c| c.rule.as_str() == "daily")
+            .map(|c| c.meter),
+        Some(Meter::Budget {
+            limit: 1000,
+            cost: 10,
+            period: Period::Day,
+            expose_remaining: true
+        })
+    );
+    // Roles select: bob is no finance caller.
+    assert!(!ids(&charges_of(&meters, &bob, None, refund(10))).contains(&"finance-only".to_owned()));
+    // (name, other call, meter, same key?)
+    let cases = [
+        (
+            "same_call_same_loop_key",
+            charges_of(&meters, &ana, Some("s1"), refund(10)),
+            "refund-loop",
+            true,
+        ),
+        (
+            "other_arguments_other_loop_key",
+            charges_of(&meters, &ana, Some("s1"), refund(11)),
+            "refund-loop",
+            false,
+        ),
+        (
+            "member_order_does_not_matter",
+            charges_of(
+                &meters,
+                &ana,
+                Some("s1"),
+                call("create_refund", json!({"currency": "usd", "amount": 10})),
+            ),
+            "refund-loop",
+            true,
+        ),
+        (
+            "other_subject_other_key",
+            charges_of(&meters, &bob, Some("s1"), refund(10)),
+            "per-agent-tool",
+            false,
+        ),
+        (
+            "other_conversation_other_key",
+            charges_of(&meters, &ana, Some("s2"), refund(10)),
+            "per-conversation",
+            false,
+        ),
+        (
+            "same_tenant_same_budget",
+            charges_of(&meters, &bob, None, refund(3)),
+            "daily",
+            true,
+        ),
+        (
+            "global_is_one_meter",
+            charges_of(&meters, &caller("cy", &["finance"]), None, refund(1)),
+            "finance-only",
+            true,
+        ),
+    ];
+    for (name, other, meter, same) in cases {
+        assert_eq!(
+            digest_of(&a, meter) == digest_of(&other, meter),
+            same,
+            "{name}"
+        );
+        assert_eq!(digest_of(&other, meter).len(), 32, "{name}");
+    }
+    // A default cost for tools without one; no charge for a list.
+    let echo = charges_of(&meters, &ana, None, call("echo", json!({})));
+    assert!(echo
+        .iter()
+        .any(|c| matches!(c.meter, Meter::Budget { cost: 1, .. })));
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    assert!(charges_of(&meters, &ana, None, list).is_empty());
+}
+
+#[test]
+fn keys_hold_no_caller_text() {
+    let Ok(meters) = compile_meters(json!({"rate_limits": [
+        {"id": "r", "key": ["subject", "tool", "arguments"], "tools": ["*"], "capacity": 1, "per_seconds": 1}
+    ]})) else {
+        panic!("compiles")
+    };
+    let secret = "ghp_0123456789abcdefghijklmnopqrstuvwxyz";
+    let cs = charges_of(
+        &meters,
+        &caller(secret, &[]),
+        Some(secret),
+        call("t", json!({"token": secret})),
+    );
+    let [c] = cs.as_slice() else {
+        panic!("one charge")
+    };
+    assert!(c.digest.bytes().all(|b| b.is_ascii_hexdigit()) && !c.digest.contains("ghp"));
+}
