@@ -660,7 +660,9 @@ impl RequestFilter {
         if v.charges.is_empty() {
             return v;
         }
-        let now = host.now_ms();
+        // The instant the body was decided at: a budget's day is the day a
+        // time window saw.
+        let now = self.head.now_ms;
         let slots = self.policy.limits.metered_keys;
         match crate::meter::table::consume(host, slots, &v.charges, now) {
             Ok(consumed) => self.budget_remaining = consumed.budget_remaining,
