@@ -745,7 +745,7 @@ impl Scanner {
             }
             Value::Object(map) => {
                 for (k, item) in map {
-                    if binary.skips(map, k) {
+                    if binary.skips(map, k, path) {
                         continue;
                     }
                     let len = path.len();
@@ -838,7 +838,7 @@ impl Scanner {
             Value::Object(map) => {
                 let keys: Vec<String> = map
                     .keys()
-                    .filter(|k| !binary.skips(map, k))
+                    .filter(|k| !binary.skips(map, k, path))
                     .cloned()
                     .collect();
                 for k in keys {
@@ -1155,22 +1155,37 @@ enum Binary {
     Scanned,
     /// Binary payloads of content items are skipped: base64, not text. Only a
     /// string, and only where MCP puts one: the `data` of an `image` or
-    /// `audio` item, the `blob` of a resource whose `mimeType` is not text.
-    /// Anything else named `data` (an event envelope's `{"type": …, "data":
-    /// {…}}`) is content like any other.
+    /// `audio` item, the `blob` of a resource whose `mimeType` is not text,
+    /// in a content item of a result (`content[]`, `contents[]`, a prompt's
+    /// or sampling request's `messages[].content`, an embedded `resource`).
+    /// Anywhere else (a catalogue's `inputSchema` examples, `annotations`,
+    /// `structuredContent`) an object shaped like one is JSON the client
+    /// reads as text, and is scanned like any other (fourth review H1).
     Skipped,
 }
 
 impl Binary {
-    fn skips(self, object: &Map<String, Value>, key: &str) -> bool {
-        if self != Binary::Skipped || !object.get(key).is_some_and(Value::is_string) {
+    fn skips(self, object: &Map<String, Value>, key: &str, at: &str) -> bool {
+        if self != Binary::Skipped
+            || !object.get(key).is_some_and(Value::is_string)
+            || !is_content_item(at)
+        {
             return false;
         }
         let is = |member: &str, f: &dyn Fn(&str) -> bool| {
             object.get(member).and_then(Value::as_str).is_some_and(f)
         };
         match key {
-            "data" => is("type", &|t| t == "image" || t == "audio"),
+            // Base64 as the spec defines it (RFC 4648 §4, padded): a value
+            // with any other character (a token's `_`) is no image a client
+            // decodes, and is read as the text it is.
+            "data" => {
+                is("type", &|t| t == "image" || t == "audio")
+                    && object
+                        .get(key)
+                        .and_then(Value::as_str)
+                        .is_some_and(is_strict_base64)
+            }
             // A blob is text the client may read when its type says so, and
             // also when its type says nothing a reader would not show as
             // text (`application/octet-stream`, a PEM or PGP key, a shell
@@ -1200,6 +1215,35 @@ impl Binary {
     fn decodes(self, object: &Map<String, Value>, key: &str) -> bool {
         self == Binary::Skipped && key == "blob" && object.get(key).is_some_and(Value::is_string)
     }
+}
+
+/// Whether the object at JSON pointer `at` (from the scanned result or
+/// server message params) is a content item: `/content/N`, `/contents/N`,
+/// `/messages/N/content` (or its `/M` in a list), or the `resource` such an
+/// item embeds.
+fn is_content_item(at: &str) -> bool {
+    let tokens: Vec<&str> = at.split('/').skip(1).collect();
+    let index = |t: &&str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    let item = |t: &[&str]| match t {
+        ["content", i] | ["contents", i] => index(i),
+        ["messages", i, "content"] => index(i),
+        ["messages", i, "content", j] => index(i) && index(j),
+        _ => false,
+    };
+    match tokens.split_last() {
+        Some((&"resource", rest)) => item(rest),
+        _ => item(&tokens),
+    }
+}
+
+/// Standard padded base64 (RFC 4648 §4), as MCP's `data` members are.
+fn is_strict_base64(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    s.len() % 4 == 0
+        && s.len() - body.len() <= 2
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 /// A resource content whose `mimeType` says text (or says nothing: the client

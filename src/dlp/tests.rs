@@ -426,9 +426,34 @@ fn result_scan_skips_only_binary_payloads() {
             false,
         ),
         (
-            "image_data",
-            serde_json::json!({"content": [{"type": "image", "mimeType": "image/png", "data": token}]}),
+            "image_data_in_base64",
+            serde_json::json!({"content": [{"type": "image", "mimeType": "image/png", "data": B64.encode(token)}]}),
             false,
+        ),
+        (
+            "audio_data_in_a_sampling_message",
+            serde_json::json!({"messages": [{"role": "user", "content": {"type": "audio", "mimeType": "audio/wav", "data": B64.encode(token)}}]}),
+            false,
+        ),
+        (
+            "image_data_that_is_no_base64_is_read_as_text",
+            serde_json::json!({"content": [{"type": "image", "mimeType": "image/png", "data": token}]}),
+            true,
+        ),
+        (
+            "image_shaped_object_in_structured_content",
+            serde_json::json!({"structuredContent": {"logo": {"type": "image", "data": B64.encode(token)}, "t": {"type": "image", "data": token}}}),
+            true,
+        ),
+        (
+            "image_shaped_object_in_a_tool_schema",
+            serde_json::json!({"tools": [{"name": "t", "inputSchema": {"type": "object", "examples": [{"type": "image", "data": token}]}}]}),
+            true,
+        ),
+        (
+            "blob_shaped_object_in_annotations",
+            serde_json::json!({"tools": [{"name": "t", "annotations": {"x": {"mimeType": "image/png", "blob": token}}}]}),
+            true,
         ),
         (
             "binary_blob",

@@ -664,7 +664,11 @@ impl RequestFilter {
         // time window saw.
         let now = self.head.now_ms;
         let slots = self.policy.limits.metered_keys;
-        match crate::meter::table::consume(host, slots, &v.charges, now) {
+        // std seeds RandomState from WASI random_get: only the first metered
+        // request of the process uses it (to mint the table's secret).
+        let entropy =
+            std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), now);
+        match crate::meter::table::consume(host, slots, &v.charges, now, entropy) {
             Ok(consumed) => self.budget_remaining = consumed.budget_remaining,
             Err(refused) => {
                 v.metered_out(&refused);

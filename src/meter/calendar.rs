@@ -53,6 +53,22 @@ pub fn period_of(period: Period, now_ms: u64) -> (u64, u64) {
     }
 }
 
+/// The first millisecond of period number `n` (as [`period_of`] numbers
+/// them), in constant time whatever `n` is (a stored number is data).
+pub fn period_start(period: Period, n: u64) -> u64 {
+    match period {
+        Period::Day => n.saturating_mul(DAY_MS),
+        Period::Month => {
+            let (year, month) = (n / 12, n % 12 + 1);
+            if year < 1970 {
+                return 0;
+            }
+            // Past any clock this filter will read: no overflow below.
+            days_from_civil(year.min(1_000_000), month, 1).saturating_mul(DAY_MS)
+        }
+    }
+}
+
 /// RFC 3339 text of a UTC time (what a refusal says a budget resets at).
 pub fn rfc3339(ms: u64) -> String {
     let days = ms / DAY_MS;
@@ -131,6 +147,13 @@ mod tests {
         ];
         for (name, period, now, end) in cases {
             assert_eq!(period_of(period, now).1, end, "{name}");
+        }
+        // A period number read back from storage maps to its start directly,
+        // however large (no walk from the clock's period).
+        for period in [Period::Day, Period::Month] {
+            let (n, end) = period_of(period, at((2026, 12, 5), 10));
+            assert_eq!(period_start(period, n + 1), end);
+            assert!(period_start(period, u64::MAX / 2) >= end);
         }
         let (nov, _) = period_of(Period::Month, at((2026, 11, 30), 23));
         let (dec, _) = period_of(Period::Month, at((2026, 12, 1), 0));

@@ -19,7 +19,7 @@ use crate::config::{index, keyword_list, keywords, Errors, Keyword, ObjReader};
 use crate::decide::Call;
 use crate::glob::Glob;
 use crate::identity::Caller;
-use crate::json::{canonical, sha256_hex};
+use crate::json::{canonical, integral_numbers, sha256_hex};
 use crate::jsonrpc::Target;
 use crate::policy::RuleKind;
 use crate::rule_id::RuleId;
@@ -39,8 +39,11 @@ pub enum KeyPart {
     Method,
     /// One meter for everyone the rule selects.
     Global,
-    /// The SHA-256 of the call's arguments in canonical JSON: the same call
-    /// repeated (a runaway loop) shares one meter.
+    /// The SHA-256 of the call's `arguments` in canonical JSON (absent or
+    /// `null` read as `{}`, whole-number floats as integers): the same call
+    /// repeated (a runaway loop) shares one meter. Only the arguments: a
+    /// `_meta` the SDK renews on every call (a progress token) would make
+    /// every repetition look new.
     Arguments,
 }
 
@@ -219,7 +222,7 @@ pub fn charges(
             out.push(Charge {
                 rule: r.id.clone(),
                 message: index,
-                digest: digest(&r.id, &r.key, caller, conversation, call),
+                digest: digest(&r.id, "bucket", &r.key, caller, conversation, call),
                 meter: Meter::Bucket {
                     capacity: r.capacity,
                     per_ms: r.per_ms,
@@ -240,7 +243,7 @@ pub fn charges(
             out.push(Charge {
                 rule: b.id.clone(),
                 message: index,
-                digest: digest(&b.id, &b.key, caller, conversation, call),
+                digest: digest(&b.id, b.period.as_str(), &b.key, caller, conversation, call),
                 meter: Meter::Budget {
                     limit: b.limit,
                     cost,
@@ -256,6 +259,7 @@ pub fn charges(
 /// different keys hash the same input.
 fn digest(
     rule: &RuleId,
+    kind: &str,
     key: &[KeyPart],
     caller: &Caller,
     conversation: Conversation,
@@ -268,6 +272,11 @@ fn digest(
         input.push_str(part);
     };
     push(rule.as_str());
+    // The kind of meter (and a budget's period) is part of the name: a reload
+    // that turns a rate limit into a budget of the same id, or a daily budget
+    // into a monthly one, starts new entries instead of reading the old
+    // ones' numbers as its own.
+    push(kind);
     for k in key {
         push(k.as_str());
         match k {
@@ -278,8 +287,11 @@ fn digest(
             KeyPart::Method => push(call.method.as_deref().unwrap_or("")),
             KeyPart::Global => {}
             KeyPart::Arguments => {
-                let args = call.params.get("arguments").unwrap_or(&call.params);
-                push(&sha256_hex(canonical(args).as_bytes()));
+                let args = match call.params.get("arguments") {
+                    None | Some(Value::Null) => Value::Object(Default::default()),
+                    Some(a) => integral_numbers(a),
+                };
+                push(&sha256_hex(canonical(&args).as_bytes()));
             }
         }
     }

@@ -17,12 +17,14 @@
 //! budget early (the stored time and period are kept until the clock passes
 //! them again).
 
-use super::calendar::period_of;
+use super::calendar::{period_of, period_start};
 use super::{Charge, Meter};
+use crate::json::sha256_hex;
 use crate::store::{SharedStore, StoreError};
 
 pub const WAYS: usize = 4;
 const PREFIX: &str = "mcp_firewall/meter";
+const SALT_KEY: &str = "mcp_firewall/meter-salt";
 /// One token, in the thousandths buckets count in (a refill of a fraction of
 /// a token per millisecond must not be lost to rounding).
 const TOKEN: u64 = 1000;
@@ -106,10 +108,40 @@ fn encode(entries: &[Entry]) -> Vec<u8> {
 /// The shared-data key of the set `digest` falls in. The table size is part
 /// of the key: a policy that changes it starts a new table (the old one's
 /// meters start full again; documented).
-fn set_key(slots: u64, digest: &str) -> String {
+///
+/// The set is chosen by a hash keyed with this process's secret [`salt`]:
+/// meter ids come back in every refusal and digests are plain SHA-256, so an
+/// unkeyed index would let a caller pick arguments offline that fill the set
+/// a victim's meter lives in, refusing every call of theirs.
+fn set_key(slots: u64, salt: &str, digest: &str) -> String {
     let sets = (slots / WAYS as u64).max(1);
-    let set = u64::from_str_radix(digest.get(..16).unwrap_or("0"), 16).unwrap_or(0) % sets;
+    let keyed = sha256_hex(format!("{salt}:{digest}").as_bytes());
+    let set = u64::from_str_radix(keyed.get(..16).unwrap_or("0"), 16).unwrap_or(0) % sets;
     format!("{PREFIX}/{slots}/{set}")
+}
+
+/// This Envoy process's secret for [`set_key`], shared by every worker: the
+/// first to need it mints it (random, from the VM's entropy), the others
+/// read it. Shared data dies with the process, and so does the table.
+fn salt(store: &dyn SharedStore, entropy: u64) -> Result<String, Shortfall> {
+    for _ in 0..TRIES {
+        match store.get(SALT_KEY).map_err(|_| Shortfall::Unavailable)? {
+            (Some(v), _) if v.len() == 32 => {
+                return String::from_utf8(v).map_err(|_| Shortfall::Unavailable)
+            }
+            (_, cas) => {
+                let mint = format!(
+                    "{entropy:016x}{:016x}",
+                    entropy.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15
+                );
+                match store.set(SALT_KEY, mint.as_bytes(), Some(cas.unwrap_or(CREATE_CAS))) {
+                    Ok(()) | Err(StoreError::CasMismatch) => continue,
+                    Err(StoreError::Host(_)) => return Err(Shortfall::Unavailable),
+                }
+            }
+        }
+    }
+    Err(Shortfall::Unavailable)
 }
 
 /// What one consumption does to an entry.
@@ -185,7 +217,7 @@ fn take(meter: Meter, state: Option<(u64, u64)>, digest: &str, now: u64) -> Step
                 Some((used, at)) if at >= current => (used, at),
                 _ => (0, current),
             };
-            let ends = period_end(period, at, now);
+            let ends = period_end(period, at);
             if used.saturating_add(cost) > limit {
                 return Step::Refuse(Shortfall::Exhausted {
                     retry_after_ms: ends.saturating_sub(now).max(1),
@@ -206,16 +238,9 @@ fn take(meter: Meter, state: Option<(u64, u64)>, digest: &str, now: u64) -> Step
     }
 }
 
-/// The first millisecond after period number `at` (which is the clock's
-/// period, or a later one when the clock went back).
-fn period_end(period: super::Period, at: u64, now: u64) -> u64 {
-    let (current, mut end) = period_of(period, now);
-    let mut p = current;
-    while p < at {
-        end = period_of(period, end).1;
-        p += 1;
-    }
-    end
+/// The first millisecond after period number `at`.
+fn period_end(period: super::Period, at: u64) -> u64 {
+    period_start(period, at.saturating_add(1))
 }
 
 /// Give back what [`take`] took (a later charge of the same request was refused).
@@ -238,10 +263,11 @@ enum Change<'a> {
 fn update(
     store: &dyn SharedStore,
     slots: u64,
+    salt: &str,
     charge: &Charge,
     change: Change,
 ) -> Result<Option<u64>, Shortfall> {
-    let key = set_key(slots, &charge.digest);
+    let key = set_key(slots, salt, &charge.digest);
     for _ in 0..TRIES {
         let (value, cas) = store.get(&key).map_err(|_| Shortfall::Unavailable)?;
         let mut entries = value.as_deref().map(parse).unwrap_or_default();
@@ -280,15 +306,18 @@ fn update(
 
 /// Consume every charge, or none: when one is refused, those already taken
 /// are given back, so a refused request consumes nothing.
+/// `entropy` seeds the process's secret the first time any worker needs it.
 pub fn consume(
     store: &dyn SharedStore,
     slots: u64,
     charges: &[Charge],
     now_ms: u64,
+    entropy: u64,
 ) -> Result<Consumed, Refused> {
     let mut out = Consumed::default();
+    let salt = salt(store, entropy).map_err(|why| Refused { charge: 0, why })?;
     for (i, charge) in charges.iter().enumerate() {
-        match update(store, slots, charge, Change::Take(now_ms)) {
+        match update(store, slots, &salt, charge, Change::Take(now_ms)) {
             Ok(remaining) => {
                 if let (
                     Meter::Budget {
@@ -305,7 +334,7 @@ pub fn consume(
                 for taken in &charges[..i] {
                     // Best effort: a give-back that fails leaves the meter
                     // fuller than it should be, never emptier (fail closed).
-                    let _ = update(store, slots, taken, Change::GiveBack(&taken.meter));
+                    let _ = update(store, slots, &salt, taken, Change::GiveBack(&taken.meter));
                 }
                 return Err(Refused { charge: i, why });
             }
@@ -351,7 +380,7 @@ mod tests {
     const D2: &str = "00000000000000020000000000000000";
 
     fn passes(store: &MemoryStore, charges: &[Charge], now: u64) -> bool {
-        consume(store, 1024, charges, now).is_ok()
+        consume(store, 1024, charges, now, 7).is_ok()
     }
 
     #[test]
@@ -360,7 +389,7 @@ mod tests {
         let c = [bucket(D1, 3, 30)];
         let t0 = 1_000_000;
         assert!((0..3).all(|_| passes(&store, &c, t0)));
-        let Err(r) = consume(&store, 1024, &c, t0) else {
+        let Err(r) = consume(&store, 1024, &c, t0, 7) else {
             panic!("a fourth call within the period passed")
         };
         assert_eq!(
@@ -404,7 +433,7 @@ mod tests {
         let empty = bucket(D2, 1, 60);
         assert!(passes(&store, std::slice::from_ref(&empty), 0));
         let both = [roomy.clone(), empty];
-        let Err(r) = consume(&store, 1024, &both, 0) else {
+        let Err(r) = consume(&store, 1024, &both, 0, 7) else {
             panic!("passed with an empty bucket")
         };
         assert_eq!(r.charge, 1);
@@ -421,14 +450,14 @@ mod tests {
         let noon = 20_000 * day + day / 2;
         let refund = [budget(D1, 25, 10)];
         assert_eq!(
-            consume(&store, 1024, &refund, noon).map(|c| c.budget_remaining),
+            consume(&store, 1024, &refund, noon, 7).map(|c| c.budget_remaining),
             Ok(Some(15))
         );
         assert_eq!(
-            consume(&store, 1024, &refund, noon).map(|c| c.budget_remaining),
+            consume(&store, 1024, &refund, noon, 7).map(|c| c.budget_remaining),
             Ok(Some(5))
         );
-        let Err(r) = consume(&store, 1024, &refund, noon) else {
+        let Err(r) = consume(&store, 1024, &refund, noon, 7) else {
             panic!("over budget passed")
         };
         assert_eq!(
@@ -443,7 +472,7 @@ mod tests {
         assert!(passes(&store, &refund, 20_001 * day));
         // Back before midnight (the clock went back): still the new day's count.
         assert_eq!(
-            consume(&store, 1024, &refund, 20_001 * day - 1).map(|c| c.budget_remaining),
+            consume(&store, 1024, &refund, 20_001 * day - 1, 7).map(|c| c.budget_remaining),
             Ok(Some(5))
         );
     }
@@ -455,16 +484,16 @@ mod tests {
         let slots = 4;
         let digests: Vec<String> = (0..5).map(|i| format!("{i:032x}")).collect();
         for d in &digests[..4] {
-            assert!(consume(&store, slots, &[bucket(d, 1, 60)], 0).is_ok());
+            assert!(consume(&store, slots, &[bucket(d, 1, 60)], 0, 7).is_ok());
         }
-        let Err(r) = consume(&store, slots, &[bucket(&digests[4], 1, 60)], 0) else {
+        let Err(r) = consume(&store, slots, &[bucket(&digests[4], 1, 60)], 0, 7) else {
             panic!("a fifth meter evicted a live one")
         };
         assert_eq!(r.why, Shortfall::TableFull);
         // Live meters are still there, still empty.
-        assert!(consume(&store, slots, &[bucket(&digests[0], 1, 60)], 1).is_err());
+        assert!(consume(&store, slots, &[bucket(&digests[0], 1, 60)], 1, 7).is_err());
         // Once one has refilled completely it means nothing and may be reused.
-        assert!(consume(&store, slots, &[bucket(&digests[4], 1, 60)], 60_000).is_ok());
+        assert!(consume(&store, slots, &[bucket(&digests[4], 1, 60)], 60_000, 7).is_ok());
     }
 
     /// Two "workers" interleave: each reads, then the other writes first.
@@ -477,9 +506,9 @@ mod tests {
         impl SharedStore for Racing {
             fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
                 let got = self.inner.get(key);
-                if self.interfere.replace(false) {
+                if key != SALT_KEY && self.interfere.replace(false) {
                     // Another worker consumes from the same bucket right after our read.
-                    let _ = consume(&self.inner, 1024, &[bucket(D1, 2, 60)], 0);
+                    let _ = consume(&self.inner, 1024, &[bucket(D1, 2, 60)], 0, 7);
                 }
                 got
             }
@@ -494,13 +523,13 @@ mod tests {
                 interfere: std::cell::Cell::new(false),
             };
             if pre_existing {
-                let _ = consume(&store.inner, 1024, &[bucket(D2, 9, 60)], 0);
+                let _ = consume(&store.inner, 1024, &[bucket(D2, 9, 60)], 0, 7);
             }
             store.interfere.set(true);
-            assert!(consume(&store, 1024, &[bucket(D1, 2, 60)], 0).is_ok());
+            assert!(consume(&store, 1024, &[bucket(D1, 2, 60)], 0, 7).is_ok());
             // Two calls were made (ours and the interfering one): the bucket is empty.
             assert!(
-                consume(&store, 1024, &[bucket(D1, 2, 60)], 0).is_err(),
+                consume(&store, 1024, &[bucket(D1, 2, 60)], 0, 7).is_err(),
                 "pre_existing={pre_existing}"
             );
         }

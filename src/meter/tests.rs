@@ -289,3 +289,71 @@ fn keys_hold_no_caller_text() {
     };
     assert!(c.digest.bytes().all(|b| b.is_ascii_hexdigit()) && !c.digest.contains("ghp"));
 }
+
+#[test]
+fn a_meter_changing_kind_or_period_under_one_id_starts_new_entries() {
+    let rl = json!({"rate_limits": [{"id": "m", "key": ["subject"], "tools": ["*"], "capacity": 5, "per_seconds": 60}]});
+    let day = json!({"budgets": [{"id": "m", "key": ["subject"], "tools": ["*"], "period": "day", "limit": 5}]});
+    let month = json!({"budgets": [{"id": "m", "key": ["subject"], "tools": ["*"], "period": "month", "limit": 5}]});
+    let ana = caller("ana", &[]);
+    let digests: Vec<String> = [rl, day, month]
+        .into_iter()
+        .map(|doc| {
+            let Ok(m) = compile_meters(doc) else {
+                panic!("compiles")
+            };
+            charges_of(&m, &ana, None, call("echo", json!({})))
+                .first()
+                .map(|c| c.digest.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_ne!(digests[0], digests[1]);
+    assert_ne!(digests[1], digests[2]);
+    assert_ne!(digests[0], digests[2]);
+}
+
+#[test]
+fn the_loop_breaker_reads_only_the_arguments_as_the_server_does() {
+    let Ok(meters) = compile_meters(json!({"rate_limits": [
+        {"id": "loop", "key": ["subject", "tool", "arguments"], "tools": ["*"], "capacity": 3, "per_seconds": 60}
+    ]})) else {
+        panic!("compiles")
+    };
+    let ana = caller("ana", &[]);
+    let digest = |params: Value| {
+        let msg = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
+        charges_of(&meters, &ana, None, msg)
+            .first()
+            .map(|c| c.digest.clone())
+            .unwrap_or_default()
+    };
+    // (name, params, same loop key as `{"name": "t", "arguments": {}}`)
+    let cases = [
+        ("absent_arguments", json!({"name": "t"}), true),
+        (
+            "null_arguments",
+            json!({"name": "t", "arguments": null}),
+            true,
+        ),
+        (
+            "a_fresh_progress_token_each_call",
+            json!({"name": "t", "_meta": {"progressToken": 91}}),
+            true,
+        ),
+        (
+            "other_arguments",
+            json!({"name": "t", "arguments": {"a": 1}}),
+            false,
+        ),
+    ];
+    let empty = digest(json!({"name": "t", "arguments": {}}));
+    for (name, params, same) in cases {
+        assert_eq!(digest(params) == empty, same, "{name}");
+    }
+    assert_eq!(
+        digest(json!({"name": "t", "arguments": {"n": 1}})),
+        digest(json!({"name": "t", "arguments": {"n": 1.0}})),
+        "a whole-number float is the integer"
+    );
+}

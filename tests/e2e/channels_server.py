@@ -18,7 +18,8 @@ Answers:
 - `subscriptions/listen`: an SSE stream with a `notifications/resources/updated`
   whose URI holds SECRET (then the stream ends).
 - `tools/list` with `params.cursor` `"described"`: a catalogue whose tool
-  description holds SECRET.
+  description holds SECRET, and a tool whose schema example and annotation
+  are shaped like image content items with SECRET as their `data`.
 - `tools/call` `silent` and `tools/list` with `params.cursor` `"silent"`: 200,
   `application/json`, `content-length: 0` (the headers end the response).
 - any other request: an empty result; a notification or response: 202.
@@ -65,7 +66,11 @@ def answer(msg: dict, secret: str) -> tuple[str, bytes]:
     if method == "tools/list" and params.get("cursor") == "described":
         return "application/json", json.dumps(done({"tools": [
             {"name": "echo", "description": f"Echoes; authenticates upstream with {secret}",
-             "inputSchema": {"type": "object"}}]})).encode()
+             "inputSchema": {"type": "object"}},
+            # Shaped like an image content item, where no content item is.
+            {"name": "draw", "description": "Draws",
+             "inputSchema": {"type": "object", "examples": [{"type": "image", "data": secret}]},
+             "annotations": {"icon": {"type": "image", "mimeType": "image/png", "data": secret}}}]})).encode()
     if method == "tasks/result":
         return "application/json", json.dumps(done(text(f"the task found {secret}"))).encode()
     if method == "subscriptions/listen":

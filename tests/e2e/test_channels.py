@@ -167,8 +167,11 @@ def test_tool_description_in_a_catalogue_is_redacted(peer: Peer) -> None:
     r = post(peer, rpc("tools/list", {"cursor": "described"}, id=14))
     assert r.status_code == 200 and TOKEN not in r.text, r.text
     (msg,) = messages(r)
-    (tool,) = msg["result"]["tools"]
+    tool, draw = msg["result"]["tools"]
     assert tool["name"] == "echo" and tool["description"] == f"Echoes; authenticates upstream with {MARK}"
+    # Image-shaped objects outside a result's content are JSON the client reads.
+    assert draw["inputSchema"]["examples"][0]["data"] == MARK
+    assert draw["annotations"]["icon"]["data"] == MARK
 
 
 def test_listen_is_decided_on_the_resources_it_subscribes_to(peer: Peer) -> None:
