@@ -376,7 +376,7 @@ impl ResponseRewriter {
                 why,
                 Some(json!({"rule": "session-binding", "reason": why})),
             ),
-            None => self.unfilterable("list result in a content type the filter cannot inspect"),
+            None => self.unfilterable("an answer in a content type the filter cannot inspect"),
         };
         self.replace_body(host, body_size, err.to_string().as_bytes());
         self.mode = Reading::Broken;

@@ -2723,3 +2723,21 @@ fn a_rate_limited_call_is_refused_audited_and_counted_and_a_denied_one_consumes_
     );
     assert_eq!(limited.host.limited.get("one-a-minute"), Some(&1));
 }
+
+#[test]
+fn an_event_with_no_data_loses_its_sensitive_envelope_and_stays_undispatched() {
+    // What the fuzzer found: an event with no `data` whose `id` or `event`
+    // carries a secret comes out with the field dropped (or named
+    // `message`) and still no data, which a client never dispatches.
+    let secret = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
+    let mut x = Exchange::new(policy(json!({})), post("reader-key"));
+    x.request(Request::new(call(json!(5), "echo").as_bytes()).chunk(64));
+    let body = format!("event: message\nid: {secret}\n\nevent: {secret}\n\n");
+    let out = x
+        .respond(ok_response("text/event-stream", body.as_bytes()).chunk(7))
+        .downstream()
+        .to_vec();
+    let text = String::from_utf8_lossy(&out);
+    assert!(!text.contains(secret), "{text}");
+    assert!(!text.contains("data:"), "{text}");
+}
