@@ -269,9 +269,12 @@ fn html(status: StatusCode, body: String) -> Answer {
         HeaderName::from_static("x-frame-options"),
         HeaderValue::from_static("DENY"),
     );
+    // same-origin, not no-referrer: under no-referrer browsers send
+    // `Origin: null` with the page's own form posts, which `same_origin`
+    // (rightly) refuses.
     h.insert(
         HeaderName::from_static("referrer-policy"),
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         HeaderName::from_static("x-content-type-options"),
@@ -823,11 +826,17 @@ fn cookie_header(app: &App, name: &str, value: &str, max_age_s: i64) -> Option<H
     .ok()
 }
 
-/// A form post must come from our own page: the browser's `Origin` (sent on
-/// every POST by current browsers), when present, must name the host the
-/// request was sent to. The CSRF token is the real check; this and
-/// SameSite=Strict are the second and third.
+/// A form post must come from our own page: `Sec-Fetch-Site` (Fetch
+/// Metadata, sent by current browsers), when present, must be `same-origin`,
+/// and `Origin`, when present, must name the host the request was sent to.
+/// The CSRF token is the real check; these and SameSite=Strict are the
+/// second line. Clients that send neither header (scripts) are not browsers
+/// and still need the session cookie and the CSRF token.
 fn same_origin<B>(request: &Request<B>) -> bool {
+    let site = request.headers().get("sec-fetch-site");
+    if site.is_some_and(|s| s.as_bytes() != b"same-origin") {
+        return false;
+    }
     let Some(origin) = request.headers().get(ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };

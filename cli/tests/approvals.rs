@@ -584,6 +584,14 @@ fn page_forms_refuse_missing_or_wrong_csrf_tokens() {
             ],
             format!("csrf={csrf}"),
         ),
+        (
+            vec![
+                ct,
+                ("cookie", session.as_str()),
+                ("sec-fetch-site", "cross-site"),
+            ],
+            format!("csrf={csrf}"),
+        ),
     ] {
         let a = http(&s.addr, "POST", &approve, &headers, &body);
         assert_eq!(a.status, 403, "{body}");
