@@ -53,6 +53,9 @@ const RECHECK: Duration = Duration::from_millis(250);
 const SWEEP: Duration = Duration::from_secs(1);
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_CONNECTIONS: usize = 1024;
+/// A connection is closed after this long whatever it does (longer than the
+/// longest long poll), so idle keep-alive clients cannot hold every slot.
+const MAX_CONNECTION_LIFE: Duration = Duration::from_secs(300);
 /// Pending requests shown on the page, oldest first; history rows, newest first.
 const PAGE_PENDING: i64 = 2000;
 const PAGE_HISTORY: i64 = 100;
@@ -216,11 +219,11 @@ pub fn serve(
                         let app = Rc::clone(&app);
                         async move { Ok::<_, Infallible>(handle(&app, request).await) }
                     });
-                    let _ = http1::Builder::new()
+                    let connection = http1::Builder::new()
                         .timer(TokioTimer::new())
                         .header_read_timeout(READ_TIMEOUT)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                        .serve_connection(TokioIo::new(stream), service);
+                    let _ = tokio::time::timeout(MAX_CONNECTION_LIFE, connection).await;
                     drop(slot);
                 });
             }
@@ -445,6 +448,9 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, Answer> {
     }
 }
 
+// The error is the answer itself, sent at once by the caller: boxing it
+// would only move it to the heap on the refusal path.
+#[allow(clippy::result_large_err)]
 fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Answer> {
     serde_json::from_slice(body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("bad request: {e}")))
