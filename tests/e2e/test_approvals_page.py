@@ -8,8 +8,8 @@ would (types the token, clicks approve / deny), and asserts on both sides:
 approve → the long poll answers approved and one use passes; deny; expiry (a
 stale form clicked after the request expired is refused); the approver's own
 call has no buttons and cannot be decided; tool names and subjects full of
-markup are shown as text (no element, no dialog). It saves the README's
-screenshot to docs/approvals.png. Every process it starts (the service,
+markup are shown as text (no element, no dialog). With UPDATE_SCREENSHOT=1 it
+saves the README's screenshot to docs/approvals.png. Every process it starts (the service,
 Chromium through Node) is stopped and its temp dir removed.
 """
 
@@ -36,7 +36,9 @@ CLI = harness.REPO / "target" / "release" / "mcp-firewall"
 PEER = harness.REPO / "peers" / "browser"
 DRIVER = Path(__file__).with_name("approvals_browser.mjs")
 CHROMIUM = Path("/usr/lib/chromium/chromium")
-SCREENSHOT = harness.REPO / "docs" / "approvals.png"
+# The README's picture is rewritten only when asked (UPDATE_SCREENSHOT=1), so a
+# test run leaves the tree clean; otherwise the screenshot goes to the temp dir.
+README_SCREENSHOT = harness.REPO / "docs" / "approvals.png"
 
 FILTER, ALICE, BOB = "filter-e2e-token", "alice-e2e-token", "bob-e2e-token"
 # Long enough for the browser to start and load the page with the request
@@ -155,10 +157,11 @@ def test_approver_decides_on_the_page_and_the_filter_sees_it(service) -> None:
     export, _ = svc.create("agent-support@acme", "export_customer_data", {"customer": "c-77"},
                            show_args=False, findings=[{"kind": "email", "path": "/customer_note"}])
     own, _ = svc.create("alice@example.com", "delete_branch", {"branch": "release-1.2"})
+    screenshot = README_SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") == "1" else workdir / "approvals.png"
     shot = browse(svc, workdir, [{"do": "login", "token": ALICE},
-                                 {"do": "screenshot", "path": str(SCREENSHOT), "full": True}])
+                                 {"do": "screenshot", "path": str(screenshot), "full": True}])
     assert shot["results"][0]["viewer"] == "alice@example.com", shot
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert screenshot.stat().st_size > 10_000
 
     # Caller-controlled markup, a request that will expire, and one to deny.
     xss, _ = svc.create(XSS_SUBJECT, XSS_TOOL, {"q": "<b>bold</b>\"'&"})
