@@ -1,5 +1,6 @@
 //! `mcp-firewall`: native tools around the filter's own core (never built into the wasm).
 
+mod approvals;
 mod audit_cmd;
 mod collector;
 mod policy_cmd;
@@ -43,6 +44,11 @@ enum Cmd {
     BenchDlp(scan::BenchArgs),
     /// Receive audit events over HTTP and append them durably to an NDJSON file.
     Collector(collector::CollectorArgs),
+    /// The approval service: an API for the filter, a page for approvers.
+    Approvals {
+        #[command(subcommand)]
+        cmd: approvals::ApprovalsCmd,
+    },
     /// Verify or read a collected audit trail.
     Audit {
         #[command(subcommand)]
@@ -66,6 +72,7 @@ fn main() -> ExitCode {
         Cmd::Scan(args) => scan::run(args),
         Cmd::BenchDlp(args) => scan::bench(args),
         Cmd::Collector(args) => collector::run(args),
+        Cmd::Approvals { cmd } => approvals::run(cmd),
         Cmd::Audit { cmd } => audit_cmd::run(cmd),
     }
 }
