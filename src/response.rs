@@ -477,12 +477,14 @@ mod tests {
                 vec!["/message"],
             ),
             (
-                "binary_payload_is_not_text",
+                // A log's data is JSON a client logs and shows: an object
+                // shaped like an image there is no content item (fourth review).
+                "image_shaped_log_data_is_text",
                 "redact",
                 &scanned,
                 image,
-                false,
-                vec![],
+                true,
+                vec!["/data/data"],
             ),
             (
                 "off_scans_nothing",
