@@ -324,6 +324,15 @@ pub mod fake {
         }
     }
 
+    /// Set (`Some`) or remove (`None`) a header of a fake header map, by
+    /// its lower-case name as Envoy keys them.
+    fn write_header(map: &mut BTreeMap<String, String>, name: &str, value: Option<&str>) {
+        match value {
+            Some(v) => map.insert(name.to_ascii_lowercase(), v.to_owned()),
+            None => map.remove(&name.to_ascii_lowercase()),
+        };
+    }
+
     impl Host for FakeHost {
         fn count_finding(&mut self, kind: &str) {
             *self.findings.entry(kind.to_owned()).or_default() += 1;
@@ -337,12 +346,7 @@ pub mod fake {
                 "request headers written outside the headers callback"
             );
             self.refuses(Write::RequestHeader)?;
-            match value {
-                Some(v) => self
-                    .request_headers
-                    .insert(name.to_ascii_lowercase(), v.to_owned()),
-                None => self.request_headers.remove(&name.to_ascii_lowercase()),
-            };
+            write_header(&mut self.request_headers, name, value);
             Ok(())
         }
         fn set_held_request_header(
@@ -351,12 +355,7 @@ pub mod fake {
             value: Option<&str>,
         ) -> Result<(), HostError> {
             self.refuses(Write::HeldRequestHeader)?;
-            match value {
-                Some(v) => self
-                    .request_headers
-                    .insert(name.to_ascii_lowercase(), v.to_owned()),
-                None => self.request_headers.remove(&name.to_ascii_lowercase()),
-            };
+            write_header(&mut self.request_headers, name, value);
             Ok(())
         }
         fn set_request_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError> {
@@ -431,12 +430,7 @@ pub mod fake {
             value: Option<&str>,
         ) -> Result<(), HostError> {
             self.refuses(Write::ResponseHeader)?;
-            match value {
-                Some(v) => self
-                    .response_headers
-                    .insert(name.to_ascii_lowercase(), v.to_owned()),
-                None => self.response_headers.remove(&name.to_ascii_lowercase()),
-            };
+            write_header(&mut self.response_headers, name, value);
             Ok(())
         }
         fn response_body(&self, size: usize) -> Option<Vec<u8>> {

@@ -384,15 +384,11 @@ mod tests {
     /// Notifications and server requests on the stream of a scanned call are
     /// scanned like its result (redacted under `block` too: there is no
     /// answer to replace); on a stream nothing was planned for, they pass.
+    const SECRET: &str = "glpat-_bkBl5pR8VAr0_UnPKWu";
+
     #[test]
     fn server_messages_on_a_scanned_stream_are_scanned() {
-        const SECRET: &str = "glpat-_bkBl5pR8VAr0_UnPKWu";
-        let caller = Caller {
-            subject: None,
-            tenant: None,
-            roles: vec![],
-            via: Via::Anonymous,
-        };
+        let caller = crate::verdict::anonymous();
         let scanned = ResponsePlan {
             lists: vec![],
             scans: vec!["1".into()],
@@ -640,13 +636,7 @@ mod tests {
 
     #[test]
     fn kept_catalogue_entries_are_scanned_after_filtering() {
-        const SECRET: &str = "glpat-_bkBl5pR8VAr0_UnPKWu";
-        let caller = Caller {
-            subject: None,
-            tenant: None,
-            roles: vec![],
-            via: Via::Anonymous,
-        };
+        let caller = crate::verdict::anonymous();
         let plan = ResponsePlan {
             lists: vec![("1".into(), Catalogue::Tools)],
             scans: vec!["1".into()],
