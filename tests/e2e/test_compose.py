@@ -257,11 +257,17 @@ def test_the_demo_shows_allow_deny_lists_dlp_and_a_verified_audit_trail(stack: S
         assert expected in out, f"missing {expected!r} in the demo's output:\n{out}"
     assert "ghp_" not in out, "the token came back unredacted"
 
-    # The trail as the collector stored it, checked again with the collector's own CLI.
+    # The trail as the collector stored it (all 32 events: the last batch may
+    # still be on its way), checked again with the collector's own CLI.
+    deadline = time.monotonic() + 15
+    while True:
+        trail = stack.run("exec", "-T", "collector", "cat", "/audit/audit.ndjson").stdout
+        events = [json.loads(line) for line in trail.splitlines() if line.strip()]
+        if len(events) >= 32 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     verify = stack.run("exec", "-T", "collector", "mcp-firewall", "audit", "verify", "/audit/audit.ndjson")
     assert "2 chain(s), 32 event(s)" in verify.stdout, verify.stdout
-    trail = stack.run("exec", "-T", "collector", "cat", "/audit/audit.ndjson").stdout
-    events = [json.loads(line) for line in trail.splitlines() if line.strip()]
     seen = Counter((e["chain"].split("/")[0], e["request"]["method"], e["request"].get("target"),
                     e["decision"]["verdict"], e["decision"]["rule"]) for e in events)
     # Each SDK session: initialize, notifications/initialized, its calls, and the
