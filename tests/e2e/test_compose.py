@@ -214,7 +214,11 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     finally:
         if st is not None:
             st.run("--profile", "demo", "down", "-v", "--remove-orphans", "--timeout", "5", check=False)
+            # The tags, then every untagged image the build left (two services
+            # sharing an image name each build it: one of the two ends untagged).
             subprocess.run(["docker", "image", "rm", *OWN_IMAGES], env=eng.env, capture_output=True, timeout=120)
+            subprocess.run(["docker", "image", "prune", "-f", "--filter", "label=org.mcp-firewall.compose-demo=1"],
+                           env=eng.env, capture_output=True, timeout=120)
             left = subprocess.run(["docker", "ps", "-a", "-q", "--filter", f"label=com.docker.compose.project={PROJECT}"],
                                   env=eng.env, capture_output=True, text=True, timeout=60).stdout.split()
             if left:
