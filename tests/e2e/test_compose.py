@@ -165,9 +165,12 @@ class Stack:
     def run(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
         r = subprocess.run([str(self.compose), "-f", str(COMPOSE_FILE), "-p", PROJECT, *args], env=self.env,
                            capture_output=True, text=True, timeout=timeout, cwd=harness.REPO)
-        if check:
-            assert r.returncode == 0, f"docker compose {' '.join(args)}: exit {r.returncode}\n" \
-                                      f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        if check and r.returncode != 0:
+            logs = ""
+            if args and args[0] in ("up", "run", "exec"):  # what the services said
+                logs = self.run("logs", "--no-color", "--tail", "40", timeout=60, check=False).stdout
+            raise AssertionError(f"docker compose {' '.join(args)}: exit {r.returncode}\n"
+                                 f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}\n--- logs\n{logs[-6000:]}")
         return r
 
     def timed(self, what: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
