@@ -186,8 +186,8 @@ async def main(a: argparse.Namespace) -> int:
             v = json.loads(line)["decision"]["verdict"]
             verdicts[v] = verdicts.get(v, 0) + 1
         print(f"   {len(events)} events: " + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())))
-        if verify.returncode != 0:
-            print(f"   {RED}UNEXPECTED: audit verify exit {verify.returncode}{RESET}")
+        if verify.returncode != 0 or not events:
+            print(f"   {RED}UNEXPECTED: audit verify exit {verify.returncode}, {len(events)} events{RESET}")
             return 1
     return 0
 
