@@ -449,6 +449,21 @@ pub struct EnvoyConfigArgs {
     /// With --full: the port Envoy listens on.
     #[arg(long, default_value_t = 10000)]
     listen_port: u16,
+    /// With --full: send the audit trail to the collector at host:port
+    /// (`mcp-firewall collector`). Adds the collector's cluster, named as the
+    /// policy's `audit.cluster`; a policy without an `audit` section gets
+    /// `{"cluster": "audit_collector"}` (every other audit setting at its
+    /// default) in the printed bootstrap, the file is left as it is.
+    #[arg(long, requires = "full", value_name = "HOST:PORT")]
+    audit_collector: Option<String>,
+}
+
+/// `host:port` of a `--upstream` or `--audit-collector` argument.
+fn host_port(flag: &str, arg: &str) -> Result<(String, u16), String> {
+    arg.rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+        .filter(|(h, _)| !h.is_empty())
+        .ok_or_else(|| format!("{flag}: expected host:port, got {arg:?}"))
 }
 
 /// The `envoy.filters.http.wasm` config carrying a policy. The one place the
@@ -537,9 +552,39 @@ pub fn envoy_config(args: EnvoyConfigArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let Ok(doc) = serde_json::from_slice::<Value>(&policy_text) else {
+    let Ok(mut doc) = serde_json::from_slice::<Value>(&policy_text) else {
         return ExitCode::from(1);
     };
+    // The collector's cluster and, if the policy has none, the audit section
+    // that names it. The amended policy is compiled again: what Envoy loads
+    // is always a policy `check` accepts.
+    let mut audit = None;
+    if let Some(arg) = &args.audit_collector {
+        let addr = match host_port("--audit-collector", arg) {
+            Ok(a) => a,
+            Err(msg) => {
+                eprintln!("{msg}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Some(obj) = doc.as_object_mut() {
+            obj.entry("audit")
+                .or_insert_with(|| json!({"cluster": DEFAULT_AUDIT_CLUSTER}));
+        }
+        if let Err(errs) = compile_str(doc.to_string().as_bytes()) {
+            eprintln!("{}: with the audit section added:", args.policy.display());
+            for e in errs {
+                eprintln!("  {e}");
+            }
+            return ExitCode::from(1);
+        }
+        let cluster = doc
+            .pointer("/audit/cluster")
+            .and_then(Value::as_str)
+            .unwrap_or(DEFAULT_AUDIT_CLUSTER)
+            .to_owned();
+        audit = Some((cluster, addr));
+    }
     let filter = wasm_filter_config(&doc.to_string(), &args.wasm, &args.vm_id, &args.name);
     if args.ecds {
         let response = json!({
@@ -567,17 +612,16 @@ pub fn envoy_config(args: EnvoyConfigArgs) -> ExitCode {
     });
     let entry = json!({"name": args.name, "typed_config": filter});
     if args.full {
-        let Some((host, port)) = args
-            .upstream
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
-        else {
-            eprintln!("--upstream: expected host:port, got {:?}", args.upstream);
-            return ExitCode::from(2);
+        let (host, port) = match host_port("--upstream", &args.upstream) {
+            Ok(a) => a,
+            Err(msg) => {
+                eprintln!("{msg}");
+                return ExitCode::from(2);
+            }
         };
         print!(
             "{}",
-            full_bootstrap(entry, strip_jwt, &host, port, args.listen_port)
+            full_bootstrap(entry, strip_jwt, &host, port, args.listen_port, audit)
         );
         return ExitCode::SUCCESS;
     }
@@ -599,6 +643,22 @@ pub fn envoy_config(args: EnvoyConfigArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The cluster name an `--audit-collector` adds to a policy without `audit`.
+const DEFAULT_AUDIT_CLUSTER: &str = "audit_collector";
+
+/// A plain HTTP/1.1 cluster of one endpoint, resolved by DNS (a container
+/// name, `localhost`, or an IP address).
+fn dns_cluster(name: &str, host: &str, port: u16) -> Value {
+    json!({
+        "name": name,
+        "type": "STRICT_DNS",
+        "connect_timeout": "2s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+        ]}]}
+    })
+}
+
 /// A complete minimal Envoy bootstrap around the filter entry: one listener,
 /// the MCP server's cluster, no route timeout (MCP streams stay open).
 fn full_bootstrap(
@@ -607,6 +667,7 @@ fn full_bootstrap(
     host: &str,
     port: u16,
     listen_port: u16,
+    audit: Option<(String, (String, u16))>,
 ) -> String {
     let mut filters: Vec<Value> = strip_jwt.into_iter().collect();
     filters.push(entry);
@@ -614,7 +675,7 @@ fn full_bootstrap(
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}
     }));
-    let bootstrap = json!({
+    let mut bootstrap = json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9901}}},
         "static_resources": {
             "listeners": [{
@@ -637,20 +698,30 @@ fn full_bootstrap(
                     }
                 }]}]
             }],
-            "clusters": [{
-                "name": "mcp_server",
-                "type": "STRICT_DNS",
-                "load_assignment": {"cluster_name": "mcp_server", "endpoints": [{"lb_endpoints": [{
-                    "endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}
-                }]}]}
-            }]
+            "clusters": [dns_cluster("mcp_server", host, port)]
         }
     });
+    if let Some((name, (host, port))) = &audit {
+        if let Some(clusters) = bootstrap
+            .pointer_mut("/static_resources/clusters")
+            .and_then(Value::as_array_mut)
+        {
+            clusters.push(dns_cluster(name, host, *port));
+        }
+    }
     let mut out = String::from(
-        "# A minimal Envoy in front of one MCP server, with mcp-firewall (mcp-firewall envoy-config --full).\n\
-         # Run: envoy -c this.yaml --disable-hot-restart. TLS, jwt_authn and the audit collector's cluster\n\
-         # are yours to add (see envoy/*.yaml in the repository).\n",
+        "# A minimal Envoy in front of one MCP server, with mcp-firewall (mcp-firewall envoy-config --full).\n",
     );
+    match &audit {
+        Some((name, (host, port))) => out.push_str(&format!(
+            "# Run: envoy -c this.yaml --disable-hot-restart. TLS and jwt_authn are yours to add\n\
+             # (see envoy/*.yaml in the repository). Audit events go to cluster {name} ({host}:{port}).\n"
+        )),
+        None => out.push_str(
+            "# Run: envoy -c this.yaml --disable-hot-restart. TLS, jwt_authn and the audit collector's cluster\n\
+             # are yours to add (see envoy/*.yaml in the repository, or --audit-collector).\n",
+        ),
+    }
     to_yaml(&bootstrap, 0, &mut out);
     out
 }

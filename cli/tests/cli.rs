@@ -285,3 +285,74 @@ fn envoy_config_escapes_the_line_separators_yaml_would_fold() {
     let loaded: serde_json::Value = serde_json::from_str(&inner).unwrap_or_default();
     assert_eq!(loaded, policy);
 }
+
+/// The policy embedded in `envoy-config` output (its `value:` line).
+#[allow(clippy::expect_used)]
+fn embedded_policy(out: &str) -> serde_json::Value {
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("value: "))
+        .expect("value line");
+    let literal = line.trim_start().trim_start_matches("value: ");
+    let inner: String = serde_json::from_str(literal).expect("JSON string literal");
+    serde_json::from_str(&inner).expect("policy JSON")
+}
+
+#[test]
+fn envoy_config_full_with_audit_collector_adds_the_section_and_the_cluster() {
+    let (code, out) = run(
+        &[
+            "envoy-config",
+            &fixture("small.json"),
+            "--full",
+            "--audit-collector",
+            "collector:8600",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{out}");
+    let policy = embedded_policy(&out);
+    assert_eq!(
+        policy["audit"],
+        serde_json::json!({"cluster": "audit_collector"})
+    );
+    assert_eq!(
+        policy["rules"][1]["id"], "no-delete",
+        "the rest is the file's"
+    );
+    assert!(
+        out.contains("name: \"audit_collector\"") || out.contains("name: audit_collector"),
+        "{out}"
+    );
+    assert!(out.contains("\"collector\""), "{out}");
+    assert!(out.contains("port_value: 8600"), "{out}");
+}
+
+#[test]
+fn envoy_config_audit_collector_needs_full_and_a_port() {
+    let (code, out) = run(
+        &[
+            "envoy-config",
+            &fixture("small.json"),
+            "--audit-collector",
+            "c:1",
+        ],
+        "",
+    );
+    assert_eq!(code, 2, "{out}");
+    let (code, out) = run(
+        &[
+            "envoy-config",
+            &fixture("small.json"),
+            "--full",
+            "--audit-collector",
+            "collector",
+        ],
+        "",
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("--audit-collector: expected host:port"),
+        "{out}"
+    );
+}

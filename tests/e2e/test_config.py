@@ -141,3 +141,24 @@ def test_envoy_config_full_is_a_bootstrap_envoy_accepts(wasm: Path, workdir: Pat
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "policy loaded" in r.stdout + r.stderr
+
+
+def test_envoy_config_full_with_audit_collector_is_a_bootstrap_envoy_accepts(wasm: Path, workdir: Path) -> None:
+    """What the compose demo's `config` service renders: a DNS name for the MCP
+    server and the collector, the policy's audit section added."""
+    out = workdir / "full-audit.yaml"
+    out.write_text(envoy_config(str(harness.REPO / "policies" / "demo.json"), "--full", "--wasm", str(wasm),
+                                "--upstream", "localhost:3001", "--listen-port", str(harness.free_port()),
+                                "--audit-collector", "localhost:8600"))
+    doc = yaml.safe_load(out.read_text())
+    clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}
+    assert set(clusters) == {"mcp_server", "audit_collector"}, clusters
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    fw = next(f for f in hcm["http_filters"] if f["name"] == "mcp_firewall")
+    policy = json.loads(fw["typed_config"]["config"]["configuration"]["value"])
+    demo = json.loads((harness.REPO / "policies" / "demo.json").read_text())
+    assert policy == {**demo, "audit": {"cluster": "audit_collector"}}
+    r = subprocess.run([str(harness.ENVOY_BIN), "--mode", "validate", "-c", str(out), "-l", "info"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "policy loaded" in r.stdout + r.stderr
