@@ -411,6 +411,21 @@ impl Scanner {
 
     /// One string of a message whose budget is `work`.
     fn scan_in(&self, text: &str, key: Option<&str>, work: &mut Work) -> Vec<Match> {
+        self.spans(text, key, work)
+            .into_iter()
+            .map(|c| Match {
+                kind: self.kind_name(c.kind).to_owned(),
+                label: c.label,
+                start: c.start,
+                end: c.end,
+            })
+            .collect()
+    }
+
+    /// What [`Scanner::scan_in`] finds, as resolved candidates: no kind name
+    /// is copied per match (a text dense with addresses has one every 14
+    /// bytes, and a copy each, then a finding each, cost more than finding them).
+    fn spans(&self, text: &str, key: Option<&str>, work: &mut Work) -> Vec<Candidate> {
         if text.is_empty() {
             return Vec::new();
         }
@@ -421,22 +436,50 @@ impl Scanner {
             self.candidates(text, key, work)
         };
         if work.exceeded() {
-            return vec![Match {
-                kind: BUDGET_EXCEEDED_KIND.to_owned(),
-                label: Label::Secret,
+            return vec![Candidate {
                 start: 0,
                 end: text.len(),
+                kind: KindRef::Builtin(BUDGET_EXCEEDED_KIND),
+                label: Label::Secret,
+                priority: 0,
             }];
         }
         self.resolve(cands)
-            .into_iter()
-            .map(|c| Match {
-                kind: self.kind_name(c.kind).to_owned(),
-                label: c.label,
-                start: c.start,
-                end: c.end,
-            })
-            .collect()
+    }
+
+    /// One finding per kind of `spans` at `path` (a finding names a kind and
+    /// a path, never a position: more would be dropped by [`dedup`]).
+    fn push_findings(&self, spans: &[Candidate], path: &str, out: &mut Vec<Finding>) {
+        let mut kinds: Vec<(&str, Label)> = Vec::new();
+        for c in spans {
+            let kind = self.kind_name(c.kind);
+            if !kinds.contains(&(kind, c.label)) {
+                kinds.push((kind, c.label));
+                out.push(Finding {
+                    kind: kind.to_owned(),
+                    label: c.label,
+                    path: path.to_owned(),
+                });
+            }
+        }
+    }
+
+    /// `s` with each span replaced by `[REDACTED:<kind>]`.
+    fn redact_text(&self, s: &str, spans: &[Candidate]) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut last = 0;
+        for c in spans {
+            if c.start < last {
+                continue;
+            }
+            out.push_str(s.get(last..c.start).unwrap_or(""));
+            out.push_str("[REDACTED:");
+            out.push_str(self.kind_name(c.kind));
+            out.push(']');
+            last = c.end;
+        }
+        out.push_str(s.get(last..).unwrap_or(""));
+        out
     }
 
     fn kind_name(&self, k: KindRef) -> &str {
@@ -512,6 +555,7 @@ impl Scanner {
         // trigger that looked; None = nowhere further).
         let mut required_at: Vec<(u16, Option<usize>)> = Vec::new();
         let mut runs = BlockedRuns::default();
+        let mut pending = Pending::default();
         self.pre.for_each(bytes, |i, lit| {
             if work.exceeded() {
                 return;
@@ -566,10 +610,43 @@ impl Scanner {
                         if !work.spend(len) {
                             return;
                         }
-                        if let Some(f) = native_at(*native, text, i, len) {
-                            matched.retain(|&(r, _)| r != ri);
-                            matched.push((ri, f.end));
-                            out.push(Candidate::secret(f, rule));
+                        // The two readers of a value that runs on (an
+                        // assignment's bare value, a header's credential)
+                        // wait for the next trigger of their matcher: what
+                        // they read ends where it begins.
+                        let next = match native {
+                            rules::Native::Assignment => {
+                                let Some(head) = rules::assignment_head(text, i) else {
+                                    continue;
+                                };
+                                // Another secret word of the same identifier
+                                // (`secret_token=`): the same assignment.
+                                if matches!(pending.assignment, Some(Deferred::Assignment(_, h))
+                                    if (h.id_start, h.id_end) == (head.id_start, head.id_end))
+                                {
+                                    continue;
+                                }
+                                Deferred::Assignment(ri, head)
+                            }
+                            rules::Native::AuthHeader => Deferred::AuthHeader(ri, i),
+                            _ => {
+                                if let Some(f) = native_at(*native, text, i, len) {
+                                    matched.retain(|&(r, _)| r != ri);
+                                    matched.push((ri, f.end));
+                                    out.push(Candidate::secret(f, rule));
+                                }
+                                continue;
+                            }
+                        };
+                        if let Some(d) = pending.take_before(next) {
+                            if !self.settle(d, text, next.begins(), &mut matched, out, work) {
+                                return;
+                            }
+                        }
+                        // The one before may have matched over this trigger
+                        // (a quoted value holding `pass=…`).
+                        if !matched.iter().any(|&(r, e)| r == ri && i < e) {
+                            pending.put(next);
                         }
                     }
                     (Matcher::Regex(_), Some(re)) => {
@@ -579,14 +656,26 @@ impl Scanner {
                             continue;
                         }
                         last_run = Some((ri, i));
-                        if !rule.prefix.admits(bytes, i) {
+                        // An anchored match starts at its trigger: a byte
+                        // before it that the rule's edge forbids rules it
+                        // out. Inside a run of triggers (`glrt-glrt-…`) every
+                        // one but the first is so, and each ran the regex
+                        // over its whole window near the run's end.
+                        if rule.spec.before.blocks(text::before(bytes, i)) {
                             continue;
                         }
                         let end = text::ceil_boundary(
                             text,
                             (i + len + rule.spec.ahead).min(n).min(i + WINDOW_MAX),
                         );
+                        // The run test before the prefix: it reads each byte
+                        // about once however many triggers share the run,
+                        // where the prefix reads a token's fixed start
+                        // (`glpat-` + 20 bytes) again at every trigger.
                         if runs.no_end_within(rule.spec.after, bytes, i + len, end) {
+                            continue;
+                        }
+                        if !rule.prefix.admits(bytes, i) {
                             continue;
                         }
                         let req = rule.spec.requires.as_bytes();
@@ -640,6 +729,15 @@ impl Scanner {
                 }
             }
         });
+        // The last waiting triggers read to the end of the text.
+        for d in [pending.assignment.take(), pending.auth_header.take()]
+            .into_iter()
+            .flatten()
+        {
+            if !self.settle(d, text, n, &mut matched, out, work) {
+                return;
+            }
+        }
         if hits.is_empty() {
             return;
         }
@@ -668,6 +766,36 @@ impl Scanner {
                 });
             }
         }
+    }
+
+    /// Read and judge a deferred trigger's value, which ends at `limit` (where
+    /// the next trigger of its matcher begins); false once the budget is spent.
+    fn settle(
+        &self,
+        d: Deferred,
+        text: &str,
+        limit: usize,
+        matched: &mut Vec<(u16, usize)>,
+        out: &mut Vec<Candidate>,
+        work: &mut Work,
+    ) -> bool {
+        let (ri, from, most) = match d {
+            Deferred::Assignment(ri, h) => (ri, h.value_from, rules::VALUE_MAX),
+            Deferred::AuthHeader(ri, pos) => (ri, pos, rules::AUTH_HEADER_MAX),
+        };
+        if !work.spend(limit.min(from + most).saturating_sub(from)) {
+            return false;
+        }
+        let found = match d {
+            Deferred::Assignment(_, h) => rules::assignment_value(text, &h, limit),
+            Deferred::AuthHeader(_, pos) => rules::auth_header_at(text, pos, limit),
+        };
+        if let (Some(f), Some(rule)) = (found, self.rules.get(usize::from(ri))) {
+            matched.retain(|&(r, _)| r != ri);
+            matched.push((ri, f.end));
+            out.push(Candidate::secret(f, rule));
+        }
+        true
     }
 
     /// Keep the best of overlapping candidates; return them sorted by start.
@@ -726,13 +854,8 @@ impl Scanner {
     ) {
         match v {
             Value::String(s) => {
-                for m in self.scan_in(s, key, work) {
-                    out.push(Finding {
-                        kind: m.kind,
-                        label: m.label,
-                        path: path.clone(),
-                    });
-                }
+                let spans = self.spans(s, key, work);
+                self.push_findings(&spans, path, out);
             }
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
@@ -751,13 +874,8 @@ impl Scanner {
                     let len = path.len();
                     path.push('/');
                     push_pointer_token(path, k);
-                    for m in self.scan_in(k, None, work) {
-                        out.push(Finding {
-                            kind: m.kind,
-                            label: m.label,
-                            path: path.clone(),
-                        });
-                    }
+                    let spans = self.spans(k, None, work);
+                    self.push_findings(&spans, path, out);
                     // Only a blob is decoded: every other string is read as it is.
                     let decodes = binary.decodes(map, k);
                     match item.as_str().filter(|_| decodes).map(decoded_blob) {
@@ -775,13 +893,8 @@ impl Scanner {
             }
             Value::Number(n) => {
                 if let Some(t) = number_text(n) {
-                    for m in self.scan_in(&t, key, work) {
-                        out.push(Finding {
-                            kind: m.kind,
-                            label: m.label,
-                            path: path.clone(),
-                        });
-                    }
+                    let spans = self.spans(&t, key, work);
+                    self.push_findings(&spans, path, out);
                 }
             }
             Value::Null | Value::Bool(_) => {}
@@ -816,14 +929,10 @@ impl Scanner {
     ) {
         match v {
             Value::String(s) => {
-                let found = self.scan_in(s, key, work);
+                let found = self.spans(s, key, work);
                 if !found.is_empty() {
-                    *s = redact_text(s, &found);
-                    out.extend(found.into_iter().map(|m| Finding {
-                        kind: m.kind,
-                        label: m.label,
-                        path: path.clone(),
-                    }));
+                    *s = self.redact_text(s, &found);
+                    self.push_findings(&found, path, out);
                 }
             }
             Value::Array(items) => {
@@ -862,30 +971,22 @@ impl Scanner {
                             None => self.redact_into(item, path, Some(&k), binary, work, out),
                         }
                     }
-                    let found = self.scan_in(&k, None, work);
+                    let found = self.spans(&k, None, work);
                     if !found.is_empty() {
-                        out.extend(found.iter().map(|m| Finding {
-                            kind: m.kind.clone(),
-                            label: m.label,
-                            path: path.clone(),
-                        }));
-                        rename_key(map, &k, redact_text(&k, &found));
+                        self.push_findings(&found, path, out);
+                        rename_key(map, &k, self.redact_text(&k, &found));
                     }
                     path.truncate(len);
                 }
             }
             Value::Number(n) => {
                 let Some(t) = number_text(n) else { return };
-                let found = self.scan_in(&t, key, work);
+                let found = self.spans(&t, key, work);
                 if !found.is_empty() {
                     // A redacted number becomes the string that says what
                     // was there: no number can say it.
-                    *v = Value::String(redact_text(&t, &found));
-                    out.extend(found.into_iter().map(|m| Finding {
-                        kind: m.kind,
-                        label: m.label,
-                        path: path.clone(),
-                    }));
+                    *v = Value::String(self.redact_text(&t, &found));
+                    self.push_findings(&found, path, out);
                 }
             }
             Value::Null | Value::Bool(_) => {}
@@ -970,10 +1071,12 @@ fn native_at(native: rules::Native, text: &str, pos: usize, len: usize) -> Optio
         rules::Native::CurlUser => rules::curl_user_at(text, pos, len),
         rules::Native::Jwt => rules::jwt_at(text, pos),
         rules::Native::PrivateKey => rules::private_key_at(text, pos),
-        rules::Native::Assignment => rules::assignment_at(text, pos),
+        // Deferred by the caller; read to the end of the text here.
+        rules::Native::Assignment => rules::assignment_head(text, pos)
+            .and_then(|h| rules::assignment_value(text, &h, text.len())),
         rules::Native::ProsePassword => rules::prose_password_at(text, pos),
         rules::Native::UrlCredential => rules::url_credential_at(text, pos),
-        rules::Native::AuthHeader => rules::auth_header_at(text, pos),
+        rules::Native::AuthHeader => rules::auth_header_at(text, pos, text.len()),
     }
 }
 
@@ -999,6 +1102,50 @@ fn push_accepted(
 ) {
     if let Some(f) = rules::accept(rule.spec, text, caps, offset) {
         out.push(Candidate::secret(f, rule));
+    }
+}
+
+/// A code matcher's trigger whose value is read only once the next trigger
+/// of the same matcher is known (or the text ends): the value ends where
+/// that one begins, so the values of a run of triggers never overlap.
+#[derive(Clone, Copy)]
+enum Deferred {
+    /// `identifier <op> value`: rule, and what was read before the value.
+    Assignment(u16, rules::AssignmentHead),
+    /// `Authorization: …`: rule, and where the trigger is.
+    AuthHeader(u16, usize),
+}
+
+impl Deferred {
+    /// Where this trigger's text begins: a value read for the one before ends here.
+    fn begins(self) -> usize {
+        match self {
+            Deferred::Assignment(_, h) => h.id_start,
+            Deferred::AuthHeader(_, pos) => pos,
+        }
+    }
+}
+
+/// The waiting trigger of each deferring matcher.
+#[derive(Default)]
+struct Pending {
+    assignment: Option<Deferred>,
+    auth_header: Option<Deferred>,
+}
+
+impl Pending {
+    fn slot(&mut self, d: Deferred) -> &mut Option<Deferred> {
+        match d {
+            Deferred::Assignment(..) => &mut self.assignment,
+            Deferred::AuthHeader(..) => &mut self.auth_header,
+        }
+    }
+    /// The trigger of `next`'s matcher that waits for it, taken out.
+    fn take_before(&mut self, next: Deferred) -> Option<Deferred> {
+        self.slot(next).take()
+    }
+    fn put(&mut self, d: Deferred) {
+        *self.slot(d) = Some(d);
     }
 }
 
@@ -1108,23 +1255,6 @@ fn for_each_piece(
         let next = text::floor_boundary(text, e.saturating_sub(overlap));
         s = if next > s { next } else { e };
     }
-}
-
-fn redact_text(s: &str, found: &[Match]) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut last = 0;
-    for m in found {
-        if m.start < last {
-            continue;
-        }
-        out.push_str(s.get(last..m.start).unwrap_or(""));
-        out.push_str("[REDACTED:");
-        out.push_str(&m.kind);
-        out.push(']');
-        last = m.end;
-    }
-    out.push_str(s.get(last..).unwrap_or(""));
-    out
 }
 
 /// RFC 6901: `~` → `~0`, `/` → `~1`.

@@ -38,6 +38,7 @@ impl Edge {
     /// How many edges there are (`Edge as usize` indexes a table of them).
     pub const COUNT: usize = 7;
 
+    #[inline]
     pub fn blocks(self, b: u8) -> bool {
         match self {
             Edge::None => false,
@@ -528,11 +529,23 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         before: Edge::None,
         ..BASE
     },
+    // One rule per host, not `discord(?:app)?`: an optional group ends the
+    // fixed start `prefix.rs` checks in code, and then every repeated
+    // `discord.com/api/webhooks/` cost a regex call (18x clean text).
     RuleSpec {
         kind: "discord_webhook",
-        triggers: &["discord.com/api/webhooks/", "discordapp.com/api/webhooks/"],
+        triggers: &["discord.com/api/webhooks/"],
         word_start: false,
-        pattern: r"discord(?:app)?\.com/api/webhooks/[0-9]{17,20}/[A-Za-z0-9_-]{60,68}",
+        pattern: r"discord\.com/api/webhooks/[0-9]{17,20}/[A-Za-z0-9_-]{60,68}",
+        ahead: 120,
+        before: Edge::None,
+        ..BASE
+    },
+    RuleSpec {
+        kind: "discord_webhook",
+        triggers: &["discordapp.com/api/webhooks/"],
+        word_start: false,
+        pattern: r"discordapp\.com/api/webhooks/[0-9]{17,20}/[A-Za-z0-9_-]{60,68}",
         ahead: 120,
         before: Edge::None,
         ..BASE
@@ -1084,15 +1097,21 @@ pub fn value_ok(word: SecretWord, _id: &str, value: &str) -> bool {
     }
 }
 
+/// Longest value [`read_value`] reads.
+pub const VALUE_MAX: usize = 1024;
+/// Longest span an `Authorization` header is read over: the name, 64 bytes
+/// to the credential, the credential.
+pub const AUTH_HEADER_MAX: usize = 13 + 64 + 4096;
+
 /// Read the value that starts at `from`: quoted (to the closing quote) or bare
-/// (to whitespace or a separator). Returns the inner span.
-fn read_value(text: &str, from: usize, quoted_only: bool) -> Option<(usize, usize)> {
+/// (to whitespace, a separator or `limit`). Returns the inner span.
+fn read_value(text: &str, from: usize, quoted_only: bool, limit: usize) -> Option<(usize, usize)> {
     let bytes = text.as_bytes();
     let q = at(bytes, from);
     if matches!(q, b'"' | b'\'' | b'`') {
         let start = from + 1;
         let mut i = start;
-        while i < bytes.len() && i - start <= 1024 {
+        while i < bytes.len() && i - start <= VALUE_MAX {
             let b = at(bytes, i);
             if b == b'\\' {
                 i += 2;
@@ -1112,9 +1131,9 @@ fn read_value(text: &str, from: usize, quoted_only: bool) -> Option<(usize, usiz
         return None;
     }
     let len = bytes
-        .get(from..)?
+        .get(from..limit.min(bytes.len()).max(from))?
         .iter()
-        .take(1024)
+        .take(VALUE_MAX)
         .take_while(|b| {
             !b.is_ascii_whitespace() && !matches!(**b, b'"' | b'\'' | b'`' | b',' | b';' | b'&')
         })
@@ -1130,11 +1149,27 @@ pub fn is_ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
 }
 
-/// `identifier <op> value` around the secret word found at `pos`: the
-/// identifier is the run of `[A-Za-z0-9_.-]` holding it (at most 80 bytes),
-/// the operator one of `= : := => == === != !== (` after an optional closing
-/// quote, the value read by [`read_value`].
-pub fn assignment_at(text: &str, pos: usize) -> Option<Found> {
+/// The identifier and operator around a secret word, read before its value:
+/// what [`assignment_value`] needs, and where the assignment begins (a value
+/// read for an earlier one ends there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AssignmentHead {
+    /// The identifier `[id_start, id_end)` holding the secret word.
+    pub id_start: usize,
+    pub id_end: usize,
+    /// Where the value starts (after the operator and blanks).
+    pub value_from: usize,
+    /// After `(`, `==`, `!=`: only a quoted literal is a value.
+    pub quoted_only: bool,
+    word: SecretWord,
+    kind: &'static str,
+}
+
+/// `identifier <op>` around the secret word found at `pos`: the identifier
+/// is the run of `[A-Za-z0-9_.-]` holding it (at most 40 bytes before and 80
+/// after the word), the operator one of `= : := => == === != !== (` after an
+/// optional closing quote, and the identifier must name a secret.
+pub fn assignment_head(text: &str, pos: usize) -> Option<AssignmentHead> {
     let bytes = text.as_bytes();
     let mut s = pos;
     while s > 0 && pos - s < 40 && is_ident_byte(at(bytes, s - 1)) {
@@ -1144,7 +1179,6 @@ pub fn assignment_at(text: &str, pos: usize) -> Option<Found> {
     while e < bytes.len() && e - pos < IDENT_AHEAD && is_ident_byte(at(bytes, e)) {
         e += 1;
     }
-    let id = text.get(s..e)?;
     let mut i = e;
     if matches!(at(bytes, i), b'"' | b'\'') {
         i += 1;
@@ -1170,15 +1204,34 @@ pub fn assignment_at(text: &str, pos: usize) -> Option<Found> {
     while matches!(at(bytes, i), b' ' | b'\t') {
         i += 1;
     }
-    let (word, mut kind) = classify_identifier(id)?;
-    let (start, end) = read_value(text, i, quoted_only)?;
+    let (word, kind) = classify_identifier(text.get(s..e)?)?;
+    Some(AssignmentHead {
+        id_start: s,
+        id_end: e,
+        value_from: i,
+        quoted_only,
+        word,
+        kind,
+    })
+}
+
+/// The value of the assignment `head`, judged by what its identifier names.
+/// A bare value ends at `limit` too: where the next assignment begins. So
+/// the values of a run of assignments (`password=password=…`) are disjoint
+/// and each byte is read once; before, every trigger read and judged the
+/// whole rest of the run (up to 1 KiB) again.
+pub fn assignment_value(text: &str, head: &AssignmentHead, limit: usize) -> Option<Found> {
+    let (start, end) = read_value(text, head.value_from, head.quoted_only, limit)?;
     let value = text.get(start..end)?;
-    if !value_ok(word, id, value) {
+    let id = text.get(head.id_start..head.id_end)?;
+    if !value_ok(head.word, id, value) {
         return None;
     }
-    if id.to_ascii_lowercase().contains("aws") && value.len() == 40 {
-        kind = "aws_secret_key";
-    }
+    let kind = if value.len() == 40 && contains_word(id.as_bytes(), b"aws") {
+        "aws_secret_key"
+    } else {
+        head.kind
+    };
     Some(Found { start, end, kind })
 }
 
@@ -1243,8 +1296,11 @@ const AUTH_SCHEMES: &[&str] = &[
 
 /// `authorization["']?[ \t]*[:=][ \t]*["']?[ \t]*(?:(<scheme>)[ \t]+)?`,
 /// case-insensitive, at the trigger at `pos` and within 64 bytes after it,
-/// then the credential judged by [`auth_header`].
-pub fn auth_header_at(text: &str, pos: usize) -> Option<Found> {
+/// then the credential judged by [`auth_header`]. Nothing at or past `limit`
+/// (where the next `authorization` begins) is read: the credentials of a run
+/// of headers (`Authorization: Bearer ` repeated) are disjoint, and each
+/// byte is judged once instead of once per header before it.
+pub fn auth_header_at(text: &str, pos: usize, limit: usize) -> Option<Found> {
     let bytes = text.as_bytes();
     let start = pos + "authorization".len();
     if !bytes
@@ -1253,30 +1309,31 @@ pub fn auth_header_at(text: &str, pos: usize) -> Option<Found> {
     {
         return None;
     }
-    let limit = (start + 64).min(bytes.len());
+    let limit = limit.min(bytes.len());
+    let head_limit = (start + 64).min(limit);
     let blanks = |mut i: usize| {
-        while i < limit && matches!(at(bytes, i), b' ' | b'\t') {
+        while i < head_limit && matches!(at(bytes, i), b' ' | b'\t') {
             i += 1;
         }
         i
     };
     let mut i = start;
-    if i < limit && matches!(at(bytes, i), b'"' | b'\'') {
+    if i < head_limit && matches!(at(bytes, i), b'"' | b'\'') {
         i += 1;
     }
     i = blanks(i);
-    if i >= limit || !matches!(at(bytes, i), b':' | b'=') {
+    if i >= head_limit || !matches!(at(bytes, i), b':' | b'=') {
         return None;
     }
     i = blanks(i + 1);
-    if i < limit && matches!(at(bytes, i), b'"' | b'\'') {
+    if i < head_limit && matches!(at(bytes, i), b'"' | b'\'') {
         i += 1;
     }
     i = blanks(i);
     let mut scheme = None;
     for s in AUTH_SCHEMES {
         let e = i + s.len();
-        let word = bytes.get(i..e).filter(|_| e < limit);
+        let word = bytes.get(i..e).filter(|_| e < head_limit);
         if word.is_some_and(|w| w.eq_ignore_ascii_case(s.as_bytes()))
             && matches!(at(bytes, e), b' ' | b'\t')
         {
@@ -1285,13 +1342,18 @@ pub fn auth_header_at(text: &str, pos: usize) -> Option<Found> {
             break;
         }
     }
-    auth_header(text, scheme, i)
+    auth_header(text, scheme, i, limit)
 }
 
-fn auth_header(text: &str, scheme: Option<&str>, value_start: usize) -> Option<Found> {
+fn auth_header(
+    text: &str,
+    scheme: Option<&str>,
+    value_start: usize,
+    limit: usize,
+) -> Option<Found> {
     let bytes = text.as_bytes();
     let len = bytes
-        .get(value_start..)?
+        .get(value_start..limit.max(value_start))?
         .iter()
         .take(4096)
         .take_while(|b| {
@@ -1300,10 +1362,17 @@ fn auth_header(text: &str, scheme: Option<&str>, value_start: usize) -> Option<F
         .count();
     let (start, end) = (value_start, value_start + len);
     let value = text.get(start..end)?;
-    if value.is_empty() || is_template(value) || is_placeholder(value) {
+    let basic = scheme == Some("basic");
+    // The shape of a bearer credential first: one read of the value, where
+    // the template and placeholder tests copy it; most values fail here.
+    let shaped = |c: Classes| value.len() >= 16 && c.digit && (c.lower || c.upper);
+    if value.is_empty() || (!basic && !shaped(Classes::of(value))) {
         return None;
     }
-    let ok = if scheme == Some("basic") {
+    if is_template(value) || is_placeholder(value) {
+        return None;
+    }
+    let ok = if basic {
         // Basic credentials are base64("user:password"): only a non-empty,
         // non-placeholder password makes them a secret.
         decode_b64std(value)
@@ -1311,8 +1380,7 @@ fn auth_header(text: &str, scheme: Option<&str>, value_start: usize) -> Option<F
             .and_then(|s| s.split_once(':').map(|(_, p)| p.to_owned()))
             .is_some_and(|p| !p.is_empty() && !is_placeholder(&p) && !is_template(&p))
     } else {
-        let c = Classes::of(value);
-        value.len() >= 16 && c.digit && (c.lower || c.upper) && entropy(value) >= 3.0
+        entropy(value) >= 3.0
     };
     ok.then_some(Found {
         start,
