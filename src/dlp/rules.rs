@@ -155,6 +155,11 @@ pub struct RuleSpec {
     /// Lower wins when two matches overlap: exact formats beat context rules,
     /// context rules beat generic assignments.
     pub priority: u8,
+    /// Fewest bytes of the `after` edge's class every match has right after
+    /// the trigger, up to its end (0 = no such check): read in code from the
+    /// run the edge test reads anyway, so that a run of triggers with short
+    /// tails (`123456789012345|` repeated) costs no regex call per trigger.
+    pub tail: usize,
 }
 
 const BASE: RuleSpec = RuleSpec {
@@ -171,6 +176,7 @@ const BASE: RuleSpec = RuleSpec {
     pre: Pre::None,
     requires: "",
     priority: 0,
+    tail: 0,
 };
 
 /// Rule index of the Discord bot token, which has no literal: the prefilter
@@ -565,6 +571,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         word_start: false,
         pattern: r"[0-9]{5,16}:AA[A-Za-z0-9_-]{33}",
         back: 17,
+        tail: 33,
         pre: Pre::RunBefore(Run::Digit, 5),
         ahead: 40,
         before: Edge::Digit,
@@ -666,6 +673,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         word_start: false,
         pattern: r"[0-9]{15,16}\|[A-Za-z0-9_-]{27}",
         back: 16,
+        tail: 27,
         pre: Pre::RunBefore(Run::Digit, 15),
         ahead: 32,
         check: Check::Random,
@@ -720,7 +728,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         triggers: &["sumo"],
         word_start: false,
         pattern: r#"(?i)sumo(?:logic)?[_.\-]?access[_.\-]?(id|key)["']?\s*[:=]\s*["']?([A-Za-z0-9]{12,64})"#,
-        back: 12,
+        // The match starts at the trigger: anchored there, once per trigger.
         ahead: 120,
         before: Edge::None,
         after: Edge::Word,
