@@ -32,11 +32,16 @@ pub enum Edge {
     Path,
     /// No `[A-Za-z0-9_~.-]` (Azure secrets use `~` and `.` inside).
     Tilde,
+    /// No `[A-Za-z0-9]`: before a vendor prefix that carries its own
+    /// separator (`ghp_`, `glpat-`, `npm_`), a `_` or `-` joins it to a name
+    /// (`x_ghp_…`, `srv-ghp_…`, `GITHUB_TOKEN_ghp_…`) and the token is still
+    /// whole; a letter or digit before it means it is the middle of something.
+    Alnum,
 }
 
 impl Edge {
     /// How many edges there are (`Edge as usize` indexes a table of them).
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
 
     #[inline]
     pub fn blocks(self, b: u8) -> bool {
@@ -48,6 +53,7 @@ impl Edge {
             Edge::Digit => b.is_ascii_digit(),
             Edge::Path => is_token_byte(b) || b == b'.' || b == b'/',
             Edge::Tilde => is_token_byte(b) || b == b'~' || b == b'.',
+            Edge::Alnum => b.is_ascii_alphanumeric(),
         }
     }
 }
@@ -435,31 +441,41 @@ pub static SECRET_RULES: &[RuleSpec] = &[
     RuleSpec {
         kind: "github_pat",
         triggers: &["ghp_"],
+        word_start: false,
         pattern: r"ghp_[A-Za-z0-9]{36}",
+        before: Edge::Alnum,
         ..BASE
     },
     RuleSpec {
         kind: "github_oauth",
         triggers: &["gho_"],
+        word_start: false,
         pattern: r"gho_[A-Za-z0-9]{36}",
+        before: Edge::Alnum,
         ..BASE
     },
     RuleSpec {
         kind: "github_app_token",
         triggers: &["ghu_", "ghs_"],
+        word_start: false,
         pattern: r"gh[us]_[A-Za-z0-9]{36}",
+        before: Edge::Alnum,
         ..BASE
     },
     RuleSpec {
         kind: "github_refresh_token",
         triggers: &["ghr_"],
+        word_start: false,
         pattern: r"ghr_[A-Za-z0-9]{36,76}",
+        before: Edge::Alnum,
         ..BASE
     },
     RuleSpec {
         kind: "github_fine_grained_pat",
         triggers: &["github_pat_"],
+        word_start: false,
         pattern: r"github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}",
+        before: Edge::Alnum,
         ..BASE
     },
     // GitLab tokens: documented prefixes, 20+ characters; pipeline trigger
@@ -470,7 +486,9 @@ pub static SECRET_RULES: &[RuleSpec] = &[
             "glpat-", "gldt-", "glcbt-", "glrt-", "glsoat-", "glft-", "glimt-", "glagent-",
             "gloas-", "glffct-",
         ],
+        word_start: false,
         pattern: r"gl(?:pat|dt|cbt|rt|soat|ft|imt|agent|oas|ffct)-[A-Za-z0-9_-]{20,300}(?:\.[0-9a-z]{2}[0-9a-z]{7})?",
+        before: Edge::Alnum,
         ahead: 330,
         after: Edge::Path,
         ..BASE
@@ -478,7 +496,9 @@ pub static SECRET_RULES: &[RuleSpec] = &[
     RuleSpec {
         kind: "gitlab_token",
         triggers: &["glptt-"],
+        word_start: false,
         pattern: r"glptt-[A-Za-z0-9_-]{40}",
+        before: Edge::Alnum,
         ..BASE
     },
     RuleSpec {
@@ -497,7 +517,9 @@ pub static SECRET_RULES: &[RuleSpec] = &[
     RuleSpec {
         kind: "npm_token",
         triggers: &["npm_"],
+        word_start: false,
         pattern: r"npm_[A-Za-z0-9]{36}",
+        before: Edge::Alnum,
         ..BASE
     },
     // PyPI upload token: macaroon, base64 of a v2 header.
@@ -636,7 +658,9 @@ pub static SECRET_RULES: &[RuleSpec] = &[
     RuleSpec {
         kind: "stripe_key",
         triggers: &["sk_live_", "sk_test_", "rk_live_", "rk_test_"],
+        word_start: false,
         pattern: r"[sr]k_(?:live|test)_[A-Za-z0-9]{20,247}",
+        before: Edge::Alnum,
         ahead: 260,
         ..BASE
     },

@@ -730,3 +730,119 @@ fn mostly_text_blobs_and_svg_are_scanned() {
         assert!(!scan_result(&scanner, &result).is_empty(), "{name}");
     }
 }
+
+/// Which bytes may sit before a vendor prefix: a `_` or `-` joins a token to
+/// a name and the token is still whole (issue 12); a letter or digit before
+/// it means the prefix is the middle of something else. Token values are
+/// generated for this test.
+#[test]
+fn token_prefix_boundaries_table() {
+    let ghp = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
+    let glpat = "glpat-Xk2Mq7Rz9Tw4Yb6Nc8Vd";
+    let npm = "npm_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
+    let stripe = "sk_live_4eC39HqLyjWDarjtT1zdp7dc9Zq";
+    // (behaviour, text, expected kinds)
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "finds_github_token_after_underscore",
+            format!("x_{ghp}"),
+            vec!["github_pat"],
+        ),
+        (
+            "finds_github_token_after_dash",
+            format!("srv-{ghp}"),
+            vec!["github_pat"],
+        ),
+        (
+            "finds_github_token_glued_to_env_name",
+            format!("GITHUB_TOKEN_{ghp}"),
+            vec!["github_pat"],
+        ),
+        (
+            "finds_github_token_at_start",
+            ghp.to_owned(),
+            vec!["github_pat"],
+        ),
+        (
+            "ignores_github_prefix_after_letter",
+            format!("x{ghp}"),
+            vec![],
+        ),
+        (
+            "ignores_github_prefix_after_digit",
+            format!("7{ghp}"),
+            vec![],
+        ),
+        ("ignores_github_token_running_on", format!("{ghp}Q"), vec![]),
+        (
+            "finds_gitlab_token_after_underscore",
+            format!("ci_{glpat}"),
+            vec!["gitlab_token"],
+        ),
+        (
+            "ignores_gitlab_prefix_after_letter",
+            format!("a{glpat}"),
+            vec![],
+        ),
+        (
+            "finds_npm_token_after_dash",
+            format!("app-{npm}"),
+            vec!["npm_token"],
+        ),
+        (
+            "finds_stripe_key_after_underscore",
+            format!("STRIPE_{stripe}"),
+            vec!["stripe_key"],
+        ),
+        (
+            "ignores_stripe_prefix_after_letter",
+            format!("ask_live_{}", &stripe[8..]),
+            vec![],
+        ),
+    ];
+    for (name, text, want) in cases {
+        assert_eq!(kinds(&text), want, "{name}: {text}");
+    }
+}
+
+/// A value read by a context matcher ends where the next assignment or
+/// header of the same matcher begins; what each one holds is still judged.
+#[test]
+fn nested_context_values_table() {
+    // (behaviour, text, expected kinds)
+    let cases = [
+        (
+            "ignores_a_run_of_empty_assignments",
+            "password=password=password=password=",
+            vec![],
+        ),
+        (
+            "finds_the_last_of_a_run_of_assignments",
+            "token=token=Jd8Kq2Lm4Np6Rs8Tu0Vw2Xy4Za6Bc8De",
+            vec!["generic_secret"],
+        ),
+        (
+            "finds_a_password_after_a_rejected_one",
+            "password=examplepassword=Wq8#mZp2!vLr",
+            vec!["password"],
+        ),
+        (
+            "finds_a_quoted_password_holding_an_assignment",
+            "DB_PASSWORD='pass=Wq8#mZp2!vLr'",
+            vec!["password"],
+        ),
+        (
+            "ignores_a_run_of_headers",
+            "Authorization: Bearer Authorization: Bearer Authorization: Bearer ",
+            vec![],
+        ),
+        (
+            "finds_the_credential_of_the_last_header",
+            "Authorization: Bearer Authorization: Bearer 9fQ2xL7mK4pR8sT1vW3yZ6bN",
+            vec!["auth_header_token"],
+        ),
+    ];
+    for (name, text, want) in cases {
+        assert_eq!(kinds(text), want, "{name}: {text}");
+    }
+}
