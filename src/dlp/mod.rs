@@ -1103,6 +1103,7 @@ fn native_at(native: rules::Native, text: &str, pos: usize, len: usize) -> Optio
         rules::Native::ProsePassword => rules::prose_password_at(text, pos),
         rules::Native::UrlCredential => rules::url_credential_at(text, pos),
         rules::Native::AuthHeader => rules::auth_header_at(text, pos, text.len()),
+        rules::Native::XmlAssignment => rules::xml_assignment_at(text, pos),
     }
 }
 

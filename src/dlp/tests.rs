@@ -846,3 +846,39 @@ fn nested_context_values_table() {
         assert_eq!(kinds(text), want, "{name}: {text}");
     }
 }
+
+/// Settings files: the identifier before `value=` says what the value is.
+#[test]
+fn xml_settings_table() {
+    // (behaviour, text, expected kinds)
+    let cases = [
+        (
+            "finds_password_setting",
+            r#"<add key="SmtpPassword" value="Wq8#mZp2!vLr"/>"#,
+            vec!["password"],
+        ),
+        (
+            "finds_token_setting_with_blanks",
+            "<setting name='ApiToken'  value = 'Jd8Kq2Lm4Np6Rs8Tu0Vw2Xy4Za6Bc8De' />",
+            vec!["generic_secret"],
+        ),
+        (
+            "ignores_setting_that_names_no_secret",
+            r#"<add key="SmtpHost" value="Wq8#mZp2!vLr"/>"#,
+            vec![],
+        ),
+        (
+            "ignores_templated_setting_value",
+            r#"<add key="DbPassword" value="${DB_PASSWORD}"/>"#,
+            vec![],
+        ),
+        (
+            "ignores_a_run_of_settings_without_values",
+            r#"<add key="password" value="<add key="password" value="<add key="password" value=""#,
+            vec![],
+        ),
+    ];
+    for (name, text, want) in cases {
+        assert_eq!(kinds(text), want, "{name}: {text}");
+    }
+}
