@@ -607,6 +607,11 @@ impl Scanner {
                         if matched.iter().any(|&(r, e)| r == ri && i < e) {
                             continue;
                         }
+                        let end = (i + len + rule.spec.ahead).min(n);
+                        if !required_within(&mut required_at, ri, rule.spec.requires, bytes, i, end)
+                        {
+                            continue;
+                        }
                         if !work.spend(len) {
                             return;
                         }
@@ -704,28 +709,9 @@ impl Scanner {
                         if !rule.prefix.admits(bytes, start) {
                             continue;
                         }
-                        let req = rule.spec.requires.as_bytes();
-                        if !req.is_empty() {
-                            let known = required_at.iter().find(|(r, _)| *r == ri).map(|&(_, p)| p);
-                            let next = match known {
-                                Some(None) => None,
-                                Some(Some(p)) if p >= i => Some(p),
-                                _ => {
-                                    let found = bytes
-                                        .get(i..)
-                                        .and_then(|rest| {
-                                            rest.windows(req.len())
-                                                .position(|w| w.eq_ignore_ascii_case(req))
-                                        })
-                                        .map(|o| i + o);
-                                    required_at.retain(|(r, _)| *r != ri);
-                                    required_at.push((ri, found));
-                                    found
-                                }
-                            };
-                            if next.map_or(true, |p| p + req.len() > end) {
-                                continue;
-                            }
+                        if !required_within(&mut required_at, ri, rule.spec.requires, bytes, i, end)
+                        {
+                            continue;
                         }
                         // An anchored run mostly stops within a few bytes of
                         // its trigger; an eighth of its window is charged.
@@ -1104,6 +1090,7 @@ fn native_at(native: rules::Native, text: &str, pos: usize, len: usize) -> Optio
         rules::Native::UrlCredential => rules::url_credential_at(text, pos),
         rules::Native::AuthHeader => rules::auth_header_at(text, pos, text.len()),
         rules::Native::XmlAssignment => rules::xml_assignment_at(text, pos),
+        rules::Native::MysqlPassword => rules::mysql_password_at(text, pos),
     }
 }
 
@@ -1130,6 +1117,41 @@ fn push_accepted(
     if let Some(f) = rules::accept(rule.spec, text, caps, offset) {
         out.push(Candidate::secret(f, rule));
     }
+}
+
+/// Whether rule `ri`'s required literal `req` ("" = none) starts at or after
+/// `from` and ends by `end`. Where it next occurs is remembered per rule
+/// (`None`: nowhere further), so a run of triggers costs one pass.
+fn required_within(
+    required_at: &mut Vec<(u16, Option<usize>)>,
+    ri: u16,
+    req: &str,
+    bytes: &[u8],
+    from: usize,
+    end: usize,
+) -> bool {
+    let req = req.as_bytes();
+    if req.is_empty() {
+        return true;
+    }
+    let known = required_at.iter().find(|(r, _)| *r == ri).map(|&(_, p)| p);
+    let next = match known {
+        Some(None) => None,
+        Some(Some(p)) if p >= from => Some(p),
+        _ => {
+            let found = bytes
+                .get(from..)
+                .and_then(|rest| {
+                    rest.windows(req.len())
+                        .position(|w| w.eq_ignore_ascii_case(req))
+                })
+                .map(|o| from + o);
+            required_at.retain(|(r, _)| *r != ri);
+            required_at.push((ri, found));
+            found
+        }
+    };
+    next.is_some_and(|p| p + req.len() <= end)
 }
 
 /// A code matcher's trigger whose value is read only once the next trigger

@@ -882,3 +882,41 @@ fn xml_settings_table() {
         assert_eq!(kinds(text), want, "{name}: {text}");
     }
 }
+
+/// `mysql`/`mariadb` clients with the password glued to `-p`: the first
+/// `-p` on the line decides, as the regex it replaces did.
+#[test]
+fn mysql_client_password_table() {
+    // (behaviour, text, expected kinds)
+    let cases = [
+        (
+            "finds_quoted_password",
+            "mysql -u root -p'QuartzNimbus1526&' -h 10.0.4.12",
+            vec!["password"],
+        ),
+        (
+            "finds_bare_password_of_mysqldump",
+            "mysqldump -uadmin -pT4ngo#Cobalt99 shop",
+            vec!["password"],
+        ),
+        ("ignores_prompting_flag", "mysql -u root -p -h db", vec![]),
+        (
+            "ignores_flag_on_the_next_line",
+            "mysql -u root\n -pWq8#mZp2!vLr",
+            vec![],
+        ),
+        (
+            "first_flag_decides_port_before_password",
+            "MariaDB -h db -P3306 -pWq8#mZp2!vLr",
+            vec![],
+        ),
+        (
+            "ignores_a_run_of_clients",
+            "mysql -pmysql -pmysql -pmysql -p",
+            vec![],
+        ),
+    ];
+    for (name, text, want) in cases {
+        assert_eq!(kinds(text), want, "{name}: {text}");
+    }
+}
