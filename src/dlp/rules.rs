@@ -73,8 +73,6 @@ pub enum Check {
     Slack,
     /// `curl -u user:password`.
     CurlUser,
-    /// `SUMO_ACCESS_ID/KEY = …`.
-    Sumo,
 }
 
 /// A rule matched by code rather than a regex.
@@ -94,6 +92,10 @@ pub enum Native {
     /// regex to decide, and a run of ` -u a:b` made its merged window the
     /// slowest input of all (5 MB/s).
     CurlUser,
+    /// `SUMO_ACCESS_ID/KEY = …`: every part has one reading, so code reads
+    /// it; a case-insensitive regex call per `sumo` made `sumo_access_id=`
+    /// repeated 16-27x clean text per byte.
+    SumoKey,
     /// `mysql … -p<password>`: the first `-p` on the line within 120 bytes
     /// whose value has the shape, judged as a password. Code, not a regex:
     /// a case-insensitive lazy gap before `-p` cost a regex call per
@@ -758,12 +760,10 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         kind: "sumologic_key",
         triggers: &["sumo"],
         word_start: false,
-        pattern: r#"(?i)sumo(?:logic)?[_.\-]?access[_.\-]?(id|key)["']?\s*[:=]\s*["']?([A-Za-z0-9]{12,64})"#,
-        // The match starts at the trigger: anchored there, once per trigger.
+        native: Some(Native::SumoKey),
         ahead: 120,
         before: Edge::None,
         after: Edge::Word,
-        check: Check::Sumo,
         priority: 1,
         ..BASE
     },
@@ -926,10 +926,6 @@ fn secret_span(caps: &Captures, offset: usize) -> Option<(usize, usize)> {
     Some((offset + m.start(), offset + m.end()))
 }
 
-fn group<'h>(caps: &Captures<'h>, i: usize) -> Option<&'h str> {
-    caps.get(i).map(|m| m.as_str())
-}
-
 /// Run a rule's post-check on one regex match. `offset` maps window to text.
 pub fn accept(spec: &RuleSpec, text: &str, caps: &Captures, offset: usize) -> Option<Found> {
     let whole = caps.get(0)?;
@@ -959,22 +955,6 @@ pub fn accept(spec: &RuleSpec, text: &str, caps: &Captures, offset: usize) -> Op
             .then_some(())
             .and(found(spec.kind)),
         Check::Slack => slack_ok(value).then_some(()).and(found(spec.kind)),
-        Check::Sumo => {
-            let is_id = group(caps, 1).is_some_and(|g| g.eq_ignore_ascii_case("id"));
-            let v = group(caps, 2)?;
-            let (s, e) = (offset + caps.get(2)?.start(), offset + caps.get(2)?.end());
-            let shape = if is_id {
-                v.len() == 14 && v.starts_with("su")
-            } else {
-                v.len() == 64
-            };
-            let c = Classes::of(v);
-            (shape && c.count() >= 2 && !is_placeholder(v)).then_some(Found {
-                start: s,
-                end: e,
-                kind: spec.kind,
-            })
-        }
         Check::CurlUser => curl_user(text, mend),
     }
 }
@@ -1301,6 +1281,67 @@ pub fn prose_password_at(text: &str, pos: usize) -> Option<Found> {
         start: i,
         end: i + vlen,
         kind: "password",
+    })
+}
+
+/// `sumo(?:logic)?[_.-]?access[_.-]?(id|key)["']?\s*[:=]\s*["']?([A-Za-z0-9]{12,64})`,
+/// case-insensitive, at the `sumo` at `pos`, no word byte after the value:
+/// an access id is 14 characters starting `su`, a key 64; either mixes two
+/// classes and is no placeholder. Each optional part is taken when present
+/// (without it the next part cannot match), so one forward reading decides.
+pub fn sumo_key_at(text: &str, pos: usize) -> Option<Found> {
+    let bytes = text.as_bytes();
+    let word = |i: usize, w: &[u8]| {
+        bytes
+            .get(i..i + w.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(w))
+    };
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
+    let opt = |i: usize, ok: &dyn Fn(u8) -> bool| if ok(at(bytes, i)) { i + 1 } else { i };
+    let sep = |b: u8| matches!(b, b'_' | b'.' | b'-');
+    let quote = |b: u8| matches!(b, b'"' | b'\'');
+    if !word(pos, b"sumo") {
+        return None;
+    }
+    let mut i = pos + 4;
+    if word(i, b"logic") {
+        i += 5;
+    }
+    i = opt(i, &sep);
+    if !word(i, b"access") {
+        return None;
+    }
+    i = opt(i + 6, &sep);
+    let is_id = word(i, b"id");
+    if is_id {
+        i += 2;
+    } else if word(i, b"key") {
+        i += 3;
+    } else {
+        return None;
+    }
+    i = opt(i, &quote);
+    i += super::text::run_len(bytes, i, space);
+    if !matches!(at(bytes, i), b':' | b'=') {
+        return None;
+    }
+    i += 1;
+    i += super::text::run_len(bytes, i, space);
+    i = opt(i, &quote);
+    let len = super::text::run_len(bytes, i, |b| b.is_ascii_alphanumeric());
+    if !(12..=64).contains(&len) || is_word_byte(at(bytes, i + len)) {
+        return None;
+    }
+    let v = text.get(i..i + len)?;
+    let shape = if is_id {
+        v.len() == 14 && v.starts_with("su")
+    } else {
+        v.len() == 64
+    };
+    (shape && Classes::of(v).count() >= 2 && !is_placeholder(v)).then_some(Found {
+        start: i,
+        end: i + len,
+        kind: "sumologic_key",
     })
 }
 

@@ -920,3 +920,35 @@ fn mysql_client_password_table() {
         assert_eq!(kinds(text), want, "{name}: {text}");
     }
 }
+
+/// Sumo Logic access ids and keys after their setting name.
+#[test]
+fn sumo_logic_settings_table() {
+    // (behaviour, text, expected kinds)
+    let cases = [
+        (
+            "finds_dotted_access_id",
+            r#"sumologic.accessId = "su9OL59biWiJu7""#,
+            vec!["sumologic_key"],
+        ),
+        (
+            "finds_access_key_after_colon",
+            "SUMO_ACCESS_KEY: gxq3rJQkS6qovOg9UY2Q70iH1jFZx0WBrrsiAYv4XHodogAwTKyLzvFK4neRN8Dk",
+            vec!["sumologic_key"],
+        ),
+        ("ignores_short_key", "SUMO_ACCESS_KEY: AbCeFG123", vec![]),
+        (
+            "ignores_id_not_starting_su",
+            r#"SUMO_ACCESS_ID = "xyGyI5imvADdvU""#,
+            vec![],
+        ),
+        (
+            "ignores_a_run_of_setting_names",
+            "sumo_access_id=sumo_access_id=sumo_access_id=",
+            vec![],
+        ),
+    ];
+    for (name, text, want) in cases {
+        assert_eq!(kinds(text), want, "{name}: {text}");
+    }
+}
