@@ -498,7 +498,9 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         word_start: false,
         pattern: r"gl(?:pat|dt|cbt|rt|soat|ft|imt|agent|oas|ffct)-[A-Za-z0-9_-]{20,300}(?:\.[0-9a-z]{2}[0-9a-z]{7})?",
         before: Edge::Alnum,
-        ahead: 330,
+        // The longest tail: 300 token bytes and `.` + 9 (not more: a run
+        // of prefixes ran the regex from every trigger within the slack).
+        ahead: 310,
         after: Edge::Path,
         ..BASE
     },
