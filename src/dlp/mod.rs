@@ -261,6 +261,9 @@ struct CompiledRule {
     anchored: Option<Regex>,
     /// What every match of `anchored` starts with, checked first in code.
     prefix: prefix::Prefix,
+    /// The least length of the token tail of a rule with one
+    /// ([`rules::RuleSpec::longest`]): such a rule is matched by code.
+    tail_least: usize,
 }
 
 /// The compiled detectors: built-in secrets and personal data, plus custom ones.
@@ -340,11 +343,13 @@ impl Scanner {
                     (Some(_), false) => prefix::Prefix::of(spec.pattern),
                     _ => prefix::Prefix::default(),
                 };
+                let tail_least = token_tail_least(spec)?;
                 compiled.push(CompiledRule {
                     spec,
                     matcher,
                     anchored,
                     prefix,
+                    tail_least,
                 });
             }
         }
@@ -707,6 +712,30 @@ impl Scanner {
                             continue;
                         }
                         if !rule.prefix.admits(bytes, start) {
+                            continue;
+                        }
+                        // A fixed start and a token tail: the prefix was the
+                        // regex's only question but the tail's length, which
+                        // the run answers (see `RuleSpec::longest`).
+                        if rule.spec.longest > 0 {
+                            let run = runs.token_run(bytes, from);
+                            let longest = rule.spec.longest;
+                            let least = rule.tail_least;
+                            if run >= least {
+                                let end = rules::token_tail_end(
+                                    rule.spec,
+                                    bytes,
+                                    from,
+                                    run.min(longest),
+                                    least,
+                                );
+                                let end = end.unwrap_or(from + longest);
+                                matched.retain(|&(r, _)| r != ri);
+                                matched.push((ri, end));
+                                if let Some(f) = rules::accept_span(rule.spec, text, start, end) {
+                                    out.push(Candidate::secret(f, rule));
+                                }
+                            }
                             continue;
                         }
                         if !required_within(&mut required_at, ri, rule.spec.requires, bytes, i, end)
@@ -1234,6 +1263,12 @@ impl BlockedRuns {
         run_end > end || run_end < least
     }
 
+    /// Length of the run of token bytes `[A-Za-z0-9_-]` from `from`.
+    fn token_run(&mut self, bytes: &[u8], from: usize) -> usize {
+        let edge = rules::Edge::Token;
+        self.run_end(edge as usize, |b| edge.blocks(b), bytes, from) - from
+    }
+
     /// Whether the identifier holding a secret word at `pos` runs on past
     /// what the assignment matcher reads: it then finds no operator after
     /// it and returns nothing (`keykeykey…` cost it 120 bytes per trigger).
@@ -1267,6 +1302,28 @@ impl BlockedRuns {
         }
         run_end
     }
+}
+
+/// The least count `m` of the `[A-Za-z0-9_-]{m,longest}` tail of `spec`
+/// (see [`rules::RuleSpec::longest`]); 0 when it has none.
+fn token_tail_least(spec: &rules::RuleSpec) -> Result<usize, String> {
+    if spec.longest == 0 {
+        return Ok(0);
+    }
+    let tail = format!("[A-Za-z0-9_-]{{"); // the tail's class, then its counts
+    let counts = format!(",{}}}", spec.longest);
+    spec.pattern
+        .rfind(&tail)
+        .and_then(|at| spec.pattern.get(at + tail.len()..))
+        .filter(|rest| rest.contains(&counts))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|m| m.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "built-in detector {}: no token tail {{m,{}}}",
+                spec.kind, spec.longest
+            )
+        })
 }
 
 /// Whether a rule's regex runs anchored where its match must start, once per

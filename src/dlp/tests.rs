@@ -952,3 +952,55 @@ fn sumo_logic_settings_table() {
         assert_eq!(kinds(text), want, "{name}: {text}");
     }
 }
+
+/// Rules with a token tail are matched by code (`RuleSpec::longest`): the
+/// same spans their regex and post-check give, at every tail length around
+/// the bounds, with and without GitLab's suffix and a byte after.
+#[test]
+fn token_tail_rules_match_what_their_regex_matches() {
+    let s = scanner();
+    let alphabet = b"aB3_-xQ9zK";
+    for spec in rules::SECRET_RULES.iter().filter(|r| r.longest > 0) {
+        let re = match Regex::new(&format!("^(?:{})", spec.pattern)) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let least = match token_tail_least(spec) {
+            Ok(m) => m,
+            Err(e) => panic!("{e}"),
+        };
+        let prefix = match spec.kind {
+            "gitlab_token" => "glpat-",
+            "pypi_token" => "pypi-AgE",
+            _ => "hvs.",
+        };
+        for len in [
+            least - 1,
+            least,
+            least + 1,
+            spec.longest - 1,
+            spec.longest,
+            spec.longest + 1,
+        ] {
+            let tail: String = (0..len)
+                .map(|k| char::from(alphabet[(k * 7 + k / 3) % alphabet.len()]))
+                .collect();
+            for after in ["", " ", ".abc123xyz", ".abc123xyz ", ".ABC", "x", "/p"] {
+                let text = format!("{prefix}{tail}{after}");
+                let want: Vec<(usize, usize)> = re
+                    .captures(&text)
+                    .and_then(|c| rules::accept(spec, &text, &c, 0))
+                    .map(|f| (f.start, f.end))
+                    .into_iter()
+                    .collect();
+                let got: Vec<(usize, usize)> = s
+                    .scan_text(&text)
+                    .into_iter()
+                    .filter(|m| m.kind == spec.kind)
+                    .map(|m| (m.start, m.end))
+                    .collect();
+                assert_eq!(got, want, "{}: tail {len}, after {after:?}", spec.kind);
+            }
+        }
+    }
+}
