@@ -1310,10 +1310,10 @@ fn token_tail_least(spec: &rules::RuleSpec) -> Result<usize, String> {
     if spec.longest == 0 {
         return Ok(0);
     }
-    let tail = format!("[A-Za-z0-9_-]{{"); // the tail's class, then its counts
+    let tail = "[A-Za-z0-9_-]{"; // the tail's class, then its counts
     let counts = format!(",{}}}", spec.longest);
     spec.pattern
-        .rfind(&tail)
+        .rfind(tail)
         .and_then(|at| spec.pattern.get(at + tail.len()..))
         .filter(|rest| rest.contains(&counts))
         .and_then(|rest| rest.split(',').next())
