@@ -667,12 +667,7 @@ impl Scanner {
                         let start = match rule.spec.back {
                             0 => i,
                             back => {
-                                let run = bytes.get(i.saturating_sub(back + 1)..i).map_or(0, |s| {
-                                    s.iter()
-                                        .rev()
-                                        .take_while(|b| rule.spec.before.blocks(**b))
-                                        .count()
-                                });
+                                let run = runs.run_before(rule.spec.before, bytes, i, back);
                                 if run > back {
                                     continue;
                                 }
@@ -1240,9 +1235,52 @@ struct BlockedRuns {
     /// Per [`rules::Edge`], then identifier bytes: a known maximal run
     /// `[start, end)` of bytes of that class.
     known: [(usize, usize); rules::Edge::COUNT + 1],
+    /// Per [`rules::Edge`]: bytes `[start, end)` are all of the edge's class,
+    /// and the run holding them starts at `start` (exact) or before it.
+    behind: [(usize, usize, bool); rules::Edge::COUNT],
 }
 
 impl BlockedRuns {
+    /// How many bytes right before `pos` are of `edge`'s class, counted up to
+    /// `most + 1`. What an earlier trigger read back is not read again: a run
+    /// of triggers (`-us-us-…`) read up to 33 bytes back from each.
+    fn run_before(&mut self, edge: rules::Edge, bytes: &[u8], pos: usize, most: usize) -> usize {
+        let Some(slot) = self.behind.get_mut(edge as usize) else {
+            return 0;
+        };
+        let (start, end, exact) = *slot;
+        let floor = pos.saturating_sub(most + 1);
+        let known = end.min(pos);
+        // Read back to what is known (or to the floor): each byte about once.
+        let mut k = pos;
+        while k > floor.max(known) && edge.blocks(text::at(bytes, k - 1)) {
+            k -= 1;
+        }
+        // Reached the known run: it goes on at least back to its start.
+        if k == known && k > floor && start <= k && (exact || pos - start > most) {
+            *slot = (start, pos, exact);
+            return if exact {
+                (pos - start).min(most + 1)
+            } else {
+                most + 1
+            };
+        }
+        if k == known && k > floor {
+            // Known only as "longer than another rule's window": read on.
+            while k > floor && edge.blocks(text::at(bytes, k - 1)) {
+                k -= 1;
+            }
+        }
+        // At the floor with more of the class before it: longer than `most`.
+        let longer = k == floor && floor > 0 && edge.blocks(text::at(bytes, k - 1));
+        *slot = (k, pos, !longer);
+        if longer {
+            most + 1
+        } else {
+            pos - k
+        }
+    }
+
     fn no_end_within(&mut self, edge: rules::Edge, bytes: &[u8], from: usize, end: usize) -> bool {
         self.no_end_between(edge, bytes, from, from, end)
     }

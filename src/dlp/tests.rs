@@ -1004,3 +1004,44 @@ fn token_tail_rules_match_what_their_regex_matches() {
         }
     }
 }
+
+/// The remembered backward runs give what reading back from every trigger
+/// gives, for ascending positions and windows of different rules mixed.
+#[test]
+fn runs_before_triggers_match_reading_back() {
+    let alphabet = b"ab-_ .9|";
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    for round in 0..2000 {
+        let len = 1 + round % 90;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                alphabet[(seed % alphabet.len() as u64) as usize]
+            })
+            .collect();
+        let mut runs = BlockedRuns::default();
+        for pos in 0..=len {
+            for (edge, most) in [
+                (rules::Edge::Token, 4),
+                (rules::Edge::Token, 16),
+                (rules::Edge::Digit, 3),
+            ] {
+                let want = bytes[..pos]
+                    .iter()
+                    .rev()
+                    .take(most + 1)
+                    .take_while(|b| edge.blocks(**b))
+                    .count();
+                let got = runs.run_before(edge, &bytes, pos, most);
+                assert_eq!(
+                    got,
+                    want,
+                    "{:?} pos {pos} most {most}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
+        }
+    }
+}
