@@ -54,6 +54,71 @@ pub fn units() -> Vec<(String, String)> {
         ("iban:country", "DE"),
         ("iban:check", "DE89"),
         ("iban:grouped", "DE89 3704 "),
+        // Each context matcher's value nested in the one before it: every
+        // value reads on to the end of the run unless it ends where the
+        // next trigger begins.
+        ("assignment:token", "token="),
+        ("assignment:key", "key="),
+        ("assignment:colon", "secret:"),
+        ("assignment:rejected", "password=example"),
+        ("assignment:rejected-token", "api_key=EXAMPLEtoken="),
+        ("assignment:quoted-escaped", "\\\"password\\\": \\\""),
+        ("assignment:quotes-mixed", "pass='x\"pass=\"y'"),
+        ("assignment:identifier-words", "secret_token_key_pass_"),
+        ("auth:no-blank", "Authorization:"),
+        ("auth:equals", "authorization=bearer+"),
+        ("auth:basic", "Authorization: Basic "),
+        ("prose:password-is", "password is "),
+        ("curl:quoted", " -u 'a:"),
+        ("curl:long-option", " --user="),
+        ("url:scheme-run", "a://"),
+        ("url:userinfo-colon", "https://user:"),
+        ("xml:value", "\" value=\""),
+        ("xml:key-value", "<add key=\"password\" value=\""),
+        ("mysql:flag", "mysql -p"),
+        ("mysql:no-flag", "mysql "),
+        ("sumo:access", "sumo_access_id="),
+        (
+            "private_key:short-body",
+            "-----BEGIN PRIVATE KEY-----\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n-----END",
+        ),
+        ("jwt:segments", "eyJ.eyJ."),
+        ("jwt:header-run", "eyJhbGciOiJub25lIn0"),
+        // Prefixes after the bytes a boundary check reads, and a prefix
+        // glued to the token bytes of the one before.
+        ("token:after-underscore", "x_ghp_"),
+        ("token:after-dash", "srv-ghp_"),
+        (
+            "token:prefix-glued",
+            "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8",
+        ),
+        ("token:openai-marker", "sk-T3BlbkFJ"),
+        ("token:slack-segments", "xoxb-1-"),
+        // One prefix and the longest tail its regex counts, then a blank:
+        // a regex call per unit whose counted repetition (`{20,300}`) makes
+        // every byte dear.
+        ("token:gitlab-longest-tail", "glpat-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA "),
+        ("token:pypi-longest-tail", "pypi-AgEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA "),
+        // Long runs of base64-ish bytes and a run broken by `.`/`=`.
+        ("base64:run", "A1b2C3d4E5f6G7h8"),
+        ("base64:padded", "QUJD+/=="),
+        ("base64:dotted", "MTk4NjIyNDgzNDcxOTI1MjQ4Cl2F."),
+        // Near misses of the personal-data formats.
+        ("card:luhn-fail", "4111111111111112 "),
+        ("card:grouped-fail", "4111 1111 1111 1112 "),
+        ("card:cluster", "1 2-3.4/5(6)"),
+        ("phone:e164", "+14155550132 "),
+        ("ssn:dashed", "078-05-1120 "),
+        ("iban:mod97-fail", "DE89370400440532013001 "),
+        ("iban:letters", "GB82WEST"),
+        ("email:labels", "a@b.c."),
+        ("email:local-run", "first.last+tag@"),
+        ("email:machine", "x@a.gserviceaccount.com "),
+        ("telegram:id", "123456789:AA"),
+        ("facebook:id", "123456789012345|"),
+        ("mailchimp:hex", "0123456789abcdef0123456789abcdef-us1"),
+        ("azure:q-tilde", "abc1Q~"),
+        ("terraform:run", "abcdefghijklmn.atlasv1."),
     ] {
         push(name.to_owned(), unit.to_owned());
     }

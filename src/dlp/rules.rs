@@ -32,12 +32,18 @@ pub enum Edge {
     Path,
     /// No `[A-Za-z0-9_~.-]` (Azure secrets use `~` and `.` inside).
     Tilde,
+    /// No `[A-Za-z0-9]`: before a vendor prefix that carries its own
+    /// separator (`ghp_`, `glpat-`, `npm_`), a `_` or `-` joins it to a name
+    /// (`x_ghp_…`, `srv-ghp_…`, `GITHUB_TOKEN_ghp_…`) and the token is still
+    /// whole; a letter or digit before it means it is the middle of something.
+    Alnum,
 }
 
 impl Edge {
     /// How many edges there are (`Edge as usize` indexes a table of them).
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
 
+    #[inline]
     pub fn blocks(self, b: u8) -> bool {
         match self {
             Edge::None => false,
@@ -47,6 +53,7 @@ impl Edge {
             Edge::Digit => b.is_ascii_digit(),
             Edge::Path => is_token_byte(b) || b == b'.' || b == b'/',
             Edge::Tilde => is_token_byte(b) || b == b'~' || b == b'.',
+            Edge::Alnum => b.is_ascii_alphanumeric(),
         }
     }
 }
@@ -64,14 +71,8 @@ pub enum Check {
     Random,
     /// Slack token structure: dash-separated segments, random last segment.
     Slack,
-    /// `key="SmtpPassword" value="…"` (XML/.config settings).
-    XmlAssignment,
-    /// First participating group is a strong password.
-    Password,
     /// `curl -u user:password`.
     CurlUser,
-    /// `SUMO_ACCESS_ID/KEY = …`.
-    Sumo,
 }
 
 /// A rule matched by code rather than a regex.
@@ -91,6 +92,21 @@ pub enum Native {
     /// regex to decide, and a run of ` -u a:b` made its merged window the
     /// slowest input of all (5 MB/s).
     CurlUser,
+    /// `SUMO_ACCESS_ID/KEY = …`: every part has one reading, so code reads
+    /// it; a case-insensitive regex call per `sumo` made `sumo_access_id=`
+    /// repeated 16-27x clean text per byte.
+    SumoKey,
+    /// `mysql … -p<password>`: the first `-p` on the line within 120 bytes
+    /// whose value has the shape, judged as a password. Code, not a regex:
+    /// a case-insensitive lazy gap before `-p` cost a regex call per
+    /// `mysql` (`mysql -p` repeated: 30-40x clean text per byte).
+    MysqlPassword,
+    /// `key="SmtpPassword" value="…"` (XML/.config settings), judged by the
+    /// identifier. Code, not a regex: the identifier lies before the
+    /// `value` trigger, so a regex searched a merged window up to 200 bytes
+    /// back for it, and a run of `<add key="password" value="` cost 50x
+    /// clean text; read back from the trigger, each byte is read once.
+    XmlAssignment,
     /// `Authorization: [<scheme>] <credential>`. Code, not a regex: this
     /// trigger is common in ordinary HTTP code, and a case-insensitive pattern
     /// with a scheme alternation cost more than the rest of the scan there.
@@ -154,6 +170,19 @@ pub struct RuleSpec {
     /// Lower wins when two matches overlap: exact formats beat context rules,
     /// context rules beat generic assignments.
     pub priority: u8,
+    /// Fewest bytes of the `after` edge's class every match has right after
+    /// the trigger, up to its end (0 = no such check): read in code from the
+    /// run the edge test reads anyway, so that a run of triggers with short
+    /// tails (`123456789012345|` repeated) costs no regex call per trigger.
+    pub tail: usize,
+    /// For a pattern that is a fixed start (the trigger, as `prefix.rs`
+    /// reads it) and then `[A-Za-z0-9_-]{m,longest}` (GitLab: and an optional
+    /// `.` + 9 suffix), with an `after` edge that forbids token bytes:
+    /// `longest` (0 = not such a pattern). The match is then the run of token
+    /// bytes after the trigger, cut at `longest`, and code finds it from the
+    /// run the edge test reads: a regex-lite call cost ~40 ns per byte of
+    /// tail (`glpat-` + 300 bytes repeated: 16-28x clean text per byte).
+    pub longest: usize,
 }
 
 const BASE: RuleSpec = RuleSpec {
@@ -170,6 +199,8 @@ const BASE: RuleSpec = RuleSpec {
     pre: Pre::None,
     requires: "",
     priority: 0,
+    tail: 0,
+    longest: 0,
 };
 
 /// Rule index of the Discord bot token, which has no literal: the prefilter
@@ -315,6 +346,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         kind: "vault_token",
         triggers: &["hvs.", "hvb.", "hvr."],
         pattern: r"hv[sbr]\.[A-Za-z0-9_-]{90,400}",
+        longest: 400,
         ahead: 420,
         ..BASE
     },
@@ -428,31 +460,41 @@ pub static SECRET_RULES: &[RuleSpec] = &[
     RuleSpec {
         kind: "github_pat",
         triggers: &["ghp_"],
+        word_start: false,
         pattern: r"ghp_[A-Za-z0-9]{36}",
+        before: Edge::Alnum,
         ..BASE
     },
     RuleSpec {
         kind: "github_oauth",
         triggers: &["gho_"],
+        word_start: false,
         pattern: r"gho_[A-Za-z0-9]{36}",
+        before: Edge::Alnum,
         ..BASE
     },
     RuleSpec {
         kind: "github_app_token",
         triggers: &["ghu_", "ghs_"],
+        word_start: false,
         pattern: r"gh[us]_[A-Za-z0-9]{36}",
+        before: Edge::Alnum,
         ..BASE
     },
     RuleSpec {
         kind: "github_refresh_token",
         triggers: &["ghr_"],
+        word_start: false,
         pattern: r"ghr_[A-Za-z0-9]{36,76}",
+        before: Edge::Alnum,
         ..BASE
     },
     RuleSpec {
         kind: "github_fine_grained_pat",
         triggers: &["github_pat_"],
+        word_start: false,
         pattern: r"github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}",
+        before: Edge::Alnum,
         ..BASE
     },
     // GitLab tokens: documented prefixes, 20+ characters; pipeline trigger
@@ -463,15 +505,22 @@ pub static SECRET_RULES: &[RuleSpec] = &[
             "glpat-", "gldt-", "glcbt-", "glrt-", "glsoat-", "glft-", "glimt-", "glagent-",
             "gloas-", "glffct-",
         ],
+        word_start: false,
         pattern: r"gl(?:pat|dt|cbt|rt|soat|ft|imt|agent|oas|ffct)-[A-Za-z0-9_-]{20,300}(?:\.[0-9a-z]{2}[0-9a-z]{7})?",
-        ahead: 330,
+        longest: 300,
+        before: Edge::Alnum,
+        // The longest tail: 300 token bytes and `.` + 9 (not more: a run
+        // of prefixes ran the regex from every trigger within the slack).
+        ahead: 310,
         after: Edge::Path,
         ..BASE
     },
     RuleSpec {
         kind: "gitlab_token",
         triggers: &["glptt-"],
+        word_start: false,
         pattern: r"glptt-[A-Za-z0-9_-]{40}",
+        before: Edge::Alnum,
         ..BASE
     },
     RuleSpec {
@@ -490,7 +539,9 @@ pub static SECRET_RULES: &[RuleSpec] = &[
     RuleSpec {
         kind: "npm_token",
         triggers: &["npm_"],
+        word_start: false,
         pattern: r"npm_[A-Za-z0-9]{36}",
+        before: Edge::Alnum,
         ..BASE
     },
     // PyPI upload token: macaroon, base64 of a v2 header.
@@ -498,6 +549,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         kind: "pypi_token",
         triggers: &["pypi-age"],
         pattern: r"pypi-AgE[A-Za-z0-9_-]{50,1000}",
+        longest: 1000,
         ahead: 1024,
         ..BASE
     },
@@ -528,11 +580,23 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         before: Edge::None,
         ..BASE
     },
+    // One rule per host, not `discord(?:app)?`: an optional group ends the
+    // fixed start `prefix.rs` checks in code, and then every repeated
+    // `discord.com/api/webhooks/` cost a regex call (18x clean text).
     RuleSpec {
         kind: "discord_webhook",
-        triggers: &["discord.com/api/webhooks/", "discordapp.com/api/webhooks/"],
+        triggers: &["discord.com/api/webhooks/"],
         word_start: false,
-        pattern: r"discord(?:app)?\.com/api/webhooks/[0-9]{17,20}/[A-Za-z0-9_-]{60,68}",
+        pattern: r"discord\.com/api/webhooks/[0-9]{17,20}/[A-Za-z0-9_-]{60,68}",
+        ahead: 120,
+        before: Edge::None,
+        ..BASE
+    },
+    RuleSpec {
+        kind: "discord_webhook",
+        triggers: &["discordapp.com/api/webhooks/"],
+        word_start: false,
+        pattern: r"discordapp\.com/api/webhooks/[0-9]{17,20}/[A-Za-z0-9_-]{60,68}",
         ahead: 120,
         before: Edge::None,
         ..BASE
@@ -552,6 +616,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         word_start: false,
         pattern: r"[0-9]{5,16}:AA[A-Za-z0-9_-]{33}",
         back: 17,
+        tail: 33,
         pre: Pre::RunBefore(Run::Digit, 5),
         ahead: 40,
         before: Edge::Digit,
@@ -616,7 +681,9 @@ pub static SECRET_RULES: &[RuleSpec] = &[
     RuleSpec {
         kind: "stripe_key",
         triggers: &["sk_live_", "sk_test_", "rk_live_", "rk_test_"],
+        word_start: false,
         pattern: r"[sr]k_(?:live|test)_[A-Za-z0-9]{20,247}",
+        before: Edge::Alnum,
         ahead: 260,
         ..BASE
     },
@@ -653,6 +720,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         word_start: false,
         pattern: r"[0-9]{15,16}\|[A-Za-z0-9_-]{27}",
         back: 16,
+        tail: 27,
         pre: Pre::RunBefore(Run::Digit, 15),
         ahead: 32,
         check: Check::Random,
@@ -706,12 +774,10 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         kind: "sumologic_key",
         triggers: &["sumo"],
         word_start: false,
-        pattern: r#"(?i)sumo(?:logic)?[_.\-]?access[_.\-]?(id|key)["']?\s*[:=]\s*["']?([A-Za-z0-9]{12,64})"#,
-        back: 12,
+        native: Some(Native::SumoKey),
         ahead: 120,
         before: Edge::None,
         after: Edge::Word,
-        check: Check::Sumo,
         priority: 1,
         ..BASE
     },
@@ -756,12 +822,12 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         kind: "password",
         triggers: &["mysql", "mariadb"],
         word_start: false,
-        pattern: r#"(?i)(?:mysql|mysqldump|mariadb)[^\n]{0,120}?[ \t]-p(?:'([^'\n]{1,128})'|"([^"\n]{1,128})"|([^\s'"-][^\s'"]{0,127}))"#,
-        ahead: 400,
+        native: Some(Native::MysqlPassword),
+        // The name, 120 bytes, ` -p`: where the `-p` must start by.
+        ahead: 130,
         requires: "-p",
         before: Edge::None,
         after: Edge::None,
-        check: Check::Password,
         priority: 1,
         ..BASE
     },
@@ -770,12 +836,9 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         kind: "password",
         triggers: &["value=", "value ="],
         word_start: false,
-        pattern: r#"(?i)(?:key|name)[ \t]*=[ \t]*["']([A-Za-z0-9_.\-]*(?:pass|pwd|secret|token|key|credential)[A-Za-z0-9_.\-]*)["'][ \t]+value[ \t]*=[ \t]*["']([^"'\n]{1,256})["']"#,
-        back: 200,
-        ahead: 300,
+        native: Some(Native::XmlAssignment),
         before: Edge::None,
         after: Edge::None,
-        check: Check::XmlAssignment,
         pre: Pre::XmlValue,
         priority: 2,
         ..BASE
@@ -877,19 +940,31 @@ fn secret_span(caps: &Captures, offset: usize) -> Option<(usize, usize)> {
     Some((offset + m.start(), offset + m.end()))
 }
 
-fn group<'h>(caps: &Captures<'h>, i: usize) -> Option<&'h str> {
-    caps.get(i).map(|m| m.as_str())
-}
-
 /// Run a rule's post-check on one regex match. `offset` maps window to text.
 pub fn accept(spec: &RuleSpec, text: &str, caps: &Captures, offset: usize) -> Option<Found> {
     let whole = caps.get(0)?;
     let (mstart, mend) = (offset + whole.start(), offset + whole.end());
+    let (start, end) = secret_span(caps, offset)?;
+    judge(spec, text, (mstart, mend), (start, end))
+}
+
+/// [`accept`] for a match without groups found by code: `[start, end)`.
+pub fn accept_span(spec: &RuleSpec, text: &str, start: usize, end: usize) -> Option<Found> {
+    judge(spec, text, (start, end), (start, end))
+}
+
+/// The match `[mstart, mend)` against the rule's edges, and its secret part
+/// `[start, end)` against the rule's check.
+fn judge(
+    spec: &RuleSpec,
+    text: &str,
+    (mstart, mend): (usize, usize),
+    (start, end): (usize, usize),
+) -> Option<Found> {
     let bytes = text.as_bytes();
     if spec.before.blocks(before(bytes, mstart)) || spec.after.blocks(at(bytes, mend)) {
         return None;
     }
-    let (start, end) = secret_span(caps, offset)?;
     let value = text.get(start..end)?;
     let found = |kind| Some(Found { start, end, kind });
     match spec.check {
@@ -910,36 +985,6 @@ pub fn accept(spec: &RuleSpec, text: &str, caps: &Captures, offset: usize) -> Op
             .then_some(())
             .and(found(spec.kind)),
         Check::Slack => slack_ok(value).then_some(()).and(found(spec.kind)),
-        Check::Password => is_strong_password(value)
-            .then_some(())
-            .and(found(spec.kind)),
-        Check::Sumo => {
-            let is_id = group(caps, 1).is_some_and(|g| g.eq_ignore_ascii_case("id"));
-            let v = group(caps, 2)?;
-            let (s, e) = (offset + caps.get(2)?.start(), offset + caps.get(2)?.end());
-            let shape = if is_id {
-                v.len() == 14 && v.starts_with("su")
-            } else {
-                v.len() == 64
-            };
-            let c = Classes::of(v);
-            (shape && c.count() >= 2 && !is_placeholder(v)).then_some(Found {
-                start: s,
-                end: e,
-                kind: spec.kind,
-            })
-        }
-        Check::XmlAssignment => {
-            let id = group(caps, 1)?;
-            let v = group(caps, 2)?;
-            let m = caps.get(2)?;
-            let (word, kind) = classify_identifier(id)?;
-            value_ok(word, id, v).then_some(Found {
-                start: offset + m.start(),
-                end: offset + m.end(),
-                kind,
-            })
-        }
         Check::CurlUser => curl_user(text, mend),
     }
 }
@@ -1084,15 +1129,21 @@ pub fn value_ok(word: SecretWord, _id: &str, value: &str) -> bool {
     }
 }
 
+/// Longest value [`read_value`] reads.
+pub const VALUE_MAX: usize = 1024;
+/// Longest span an `Authorization` header is read over: the name, 64 bytes
+/// to the credential, the credential.
+pub const AUTH_HEADER_MAX: usize = 13 + 64 + 4096;
+
 /// Read the value that starts at `from`: quoted (to the closing quote) or bare
-/// (to whitespace or a separator). Returns the inner span.
-fn read_value(text: &str, from: usize, quoted_only: bool) -> Option<(usize, usize)> {
+/// (to whitespace, a separator or `limit`). Returns the inner span.
+fn read_value(text: &str, from: usize, quoted_only: bool, limit: usize) -> Option<(usize, usize)> {
     let bytes = text.as_bytes();
     let q = at(bytes, from);
     if matches!(q, b'"' | b'\'' | b'`') {
         let start = from + 1;
         let mut i = start;
-        while i < bytes.len() && i - start <= 1024 {
+        while i < bytes.len() && i - start <= VALUE_MAX {
             let b = at(bytes, i);
             if b == b'\\' {
                 i += 2;
@@ -1112,9 +1163,9 @@ fn read_value(text: &str, from: usize, quoted_only: bool) -> Option<(usize, usiz
         return None;
     }
     let len = bytes
-        .get(from..)?
+        .get(from..limit.min(bytes.len()).max(from))?
         .iter()
-        .take(1024)
+        .take(VALUE_MAX)
         .take_while(|b| {
             !b.is_ascii_whitespace() && !matches!(**b, b'"' | b'\'' | b'`' | b',' | b';' | b'&')
         })
@@ -1130,11 +1181,27 @@ pub fn is_ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
 }
 
-/// `identifier <op> value` around the secret word found at `pos`: the
-/// identifier is the run of `[A-Za-z0-9_.-]` holding it (at most 80 bytes),
-/// the operator one of `= : := => == === != !== (` after an optional closing
-/// quote, the value read by [`read_value`].
-pub fn assignment_at(text: &str, pos: usize) -> Option<Found> {
+/// The identifier and operator around a secret word, read before its value:
+/// what [`assignment_value`] needs, and where the assignment begins (a value
+/// read for an earlier one ends there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AssignmentHead {
+    /// The identifier `[id_start, id_end)` holding the secret word.
+    pub id_start: usize,
+    pub id_end: usize,
+    /// Where the value starts (after the operator and blanks).
+    pub value_from: usize,
+    /// After `(`, `==`, `!=`: only a quoted literal is a value.
+    pub quoted_only: bool,
+    word: SecretWord,
+    kind: &'static str,
+}
+
+/// `identifier <op>` around the secret word found at `pos`: the identifier
+/// is the run of `[A-Za-z0-9_.-]` holding it (at most 40 bytes before and 80
+/// after the word), the operator one of `= : := => == === != !== (` after an
+/// optional closing quote, and the identifier must name a secret.
+pub fn assignment_head(text: &str, pos: usize) -> Option<AssignmentHead> {
     let bytes = text.as_bytes();
     let mut s = pos;
     while s > 0 && pos - s < 40 && is_ident_byte(at(bytes, s - 1)) {
@@ -1144,7 +1211,6 @@ pub fn assignment_at(text: &str, pos: usize) -> Option<Found> {
     while e < bytes.len() && e - pos < IDENT_AHEAD && is_ident_byte(at(bytes, e)) {
         e += 1;
     }
-    let id = text.get(s..e)?;
     let mut i = e;
     if matches!(at(bytes, i), b'"' | b'\'') {
         i += 1;
@@ -1170,15 +1236,34 @@ pub fn assignment_at(text: &str, pos: usize) -> Option<Found> {
     while matches!(at(bytes, i), b' ' | b'\t') {
         i += 1;
     }
-    let (word, mut kind) = classify_identifier(id)?;
-    let (start, end) = read_value(text, i, quoted_only)?;
+    let (word, kind) = classify_identifier(text.get(s..e)?)?;
+    Some(AssignmentHead {
+        id_start: s,
+        id_end: e,
+        value_from: i,
+        quoted_only,
+        word,
+        kind,
+    })
+}
+
+/// The value of the assignment `head`, judged by what its identifier names.
+/// A bare value ends at `limit` too: where the next assignment begins. So
+/// the values of a run of assignments (`password=password=…`) are disjoint
+/// and each byte is read once; before, every trigger read and judged the
+/// whole rest of the run (up to 1 KiB) again.
+pub fn assignment_value(text: &str, head: &AssignmentHead, limit: usize) -> Option<Found> {
+    let (start, end) = read_value(text, head.value_from, head.quoted_only, limit)?;
     let value = text.get(start..end)?;
-    if !value_ok(word, id, value) {
+    let id = text.get(head.id_start..head.id_end)?;
+    if !value_ok(head.word, id, value) {
         return None;
     }
-    if id.to_ascii_lowercase().contains("aws") && value.len() == 40 {
-        kind = "aws_secret_key";
-    }
+    let kind = if value.len() == 40 && contains_word(id.as_bytes(), b"aws") {
+        "aws_secret_key"
+    } else {
+        head.kind
+    };
     Some(Found { start, end, kind })
 }
 
@@ -1229,6 +1314,219 @@ pub fn prose_password_at(text: &str, pos: usize) -> Option<Found> {
     })
 }
 
+/// `sumo(?:logic)?[_.-]?access[_.-]?(id|key)["']?\s*[:=]\s*["']?([A-Za-z0-9]{12,64})`,
+/// case-insensitive, at the `sumo` at `pos`, no word byte after the value:
+/// an access id is 14 characters starting `su`, a key 64; either mixes two
+/// classes and is no placeholder. Each optional part is taken when present
+/// (without it the next part cannot match), so one forward reading decides.
+pub fn sumo_key_at(text: &str, pos: usize) -> Option<Found> {
+    let bytes = text.as_bytes();
+    let word = |i: usize, w: &[u8]| {
+        bytes
+            .get(i..i + w.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(w))
+    };
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
+    let opt = |i: usize, ok: &dyn Fn(u8) -> bool| if ok(at(bytes, i)) { i + 1 } else { i };
+    let sep = |b: u8| matches!(b, b'_' | b'.' | b'-');
+    let quote = |b: u8| matches!(b, b'"' | b'\'');
+    if !word(pos, b"sumo") {
+        return None;
+    }
+    let mut i = pos + 4;
+    if word(i, b"logic") {
+        i += 5;
+    }
+    i = opt(i, &sep);
+    if !word(i, b"access") {
+        return None;
+    }
+    i = opt(i + 6, &sep);
+    let is_id = word(i, b"id");
+    if is_id {
+        i += 2;
+    } else if word(i, b"key") {
+        i += 3;
+    } else {
+        return None;
+    }
+    i = opt(i, &quote);
+    i += super::text::run_len(bytes, i, space);
+    if !matches!(at(bytes, i), b':' | b'=') {
+        return None;
+    }
+    i += 1;
+    i += super::text::run_len(bytes, i, space);
+    i = opt(i, &quote);
+    let len = super::text::run_len(bytes, i, |b| b.is_ascii_alphanumeric());
+    if !(12..=64).contains(&len) || is_word_byte(at(bytes, i + len)) {
+        return None;
+    }
+    let v = text.get(i..i + len)?;
+    let shape = if is_id {
+        v.len() == 14 && v.starts_with("su")
+    } else {
+        v.len() == 64
+    };
+    (shape && Classes::of(v).count() >= 2 && !is_placeholder(v)).then_some(Found {
+        start: i,
+        end: i + len,
+        kind: "sumologic_key",
+    })
+}
+
+/// `(?:mysql|mysqldump|mariadb)[^\n]{0,120}?[ \t]-p(?:'(v)'|"(v)"|(v))`,
+/// case-insensitive, at the client name at `pos`: the first `[ \t]-p` (any
+/// case) on its line at most 120 bytes after the name whose value has one of
+/// the three shapes (single-quoted or double-quoted 1-128 bytes without a
+/// line break, or bare: 1-128 bytes that are no blank or quote and do not
+/// start with `-`); that value must be a strong password.
+pub fn mysql_password_at(text: &str, pos: usize) -> Option<Found> {
+    let bytes = text.as_bytes();
+    let word = |w: &[u8]| {
+        bytes
+            .get(pos..pos + w.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(w))
+    };
+    let (first, last) = if word(b"mysqldump") {
+        (pos + 5, pos + 9 + 120)
+    } else if word(b"mysql") {
+        (pos + 5, pos + 5 + 120)
+    } else if word(b"mariadb") {
+        (pos + 7, pos + 7 + 120)
+    } else {
+        return None;
+    };
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
+    let mut p = first;
+    while p <= last && p < bytes.len() && at(bytes, p) != b'\n' {
+        if matches!(at(bytes, p), b' ' | b'\t')
+            && at(bytes, p + 1) == b'-'
+            && at(bytes, p + 2).eq_ignore_ascii_case(&b'p')
+        {
+            let v = p + 3;
+            let q = at(bytes, v);
+            let span = if q == b'\'' || q == b'"' {
+                let n = super::text::run_len(bytes, v + 1, |b| b != q && b != b'\n');
+                ((1..=128).contains(&n) && at(bytes, v + 1 + n) == q).then_some((v + 1, v + 1 + n))
+            } else if q != 0 && !space(q) && q != b'-' {
+                let n = super::text::run_len(bytes, v, |b| !space(b) && b != b'\'' && b != b'"');
+                Some((v, super::text::floor_boundary(text, v + n.min(128))))
+            } else {
+                None
+            };
+            if let Some((start, end)) = span {
+                let value = text.get(start..end)?;
+                return is_strong_password(value).then_some(Found {
+                    start,
+                    end,
+                    kind: "password",
+                });
+            }
+        }
+        p += 1;
+    }
+    None
+}
+
+/// Where a match of a rule with a token tail (see [`RuleSpec::longest`])
+/// whose fixed start `prefix.rs` confirmed at the trigger ends: the run of
+/// `run` token bytes after the trigger, then GitLab's optional `.` + 9
+/// lower-case letters or digits (its routable-token suffix). None if the
+/// run is shorter than the pattern's minimum (`least`) or longer than
+/// `longest`: what `[A-Za-z0-9_-]{least,longest}` followed by the suffix matches.
+pub fn token_tail_end(
+    spec: &RuleSpec,
+    bytes: &[u8],
+    from: usize,
+    run: usize,
+    least: usize,
+) -> Option<usize> {
+    if run < least || run > spec.longest {
+        return None;
+    }
+    let end = from + run;
+    let suffix = |k: usize| matches!(at(bytes, end + 1 + k), b'0'..=b'9' | b'a'..=b'z');
+    if spec.kind == "gitlab_token" && at(bytes, end) == b'.' && (0..9).all(suffix) {
+        return Some(end + 10);
+    }
+    Some(end)
+}
+
+/// Words one of which the identifier of an XML setting holds
+/// (`SmtpPassword`, `ApiKey`), in any case.
+const XML_SECRET_WORDS: &[&str] = &["pass", "pwd", "secret", "token", "key", "credential"];
+
+/// `(?:key|name)[ \t]*=[ \t]*["'](identifier)["'][ \t]+value[ \t]*=[ \t]*["'](value)["']`,
+/// case-insensitive, around the `value` trigger at `pos`: read back from the
+/// trigger to the identifier (at most 200 bytes), forward to the value (1 to
+/// 256 bytes other than quotes and line breaks, then a quote); the value is
+/// judged by what the identifier names.
+pub fn xml_assignment_at(text: &str, pos: usize) -> Option<Found> {
+    let bytes = text.as_bytes();
+    let back_blanks = |mut j: usize| {
+        while matches!(before(bytes, j), b' ' | b'\t') {
+            j -= 1;
+        }
+        j
+    };
+    let quote = |b: u8| matches!(b, b'"' | b'\'');
+    // Back: blanks (at least one), a quote, the identifier, a quote.
+    let mut j = back_blanks(pos);
+    if j == pos || !quote(before(bytes, j)) {
+        return None;
+    }
+    let id_end = j - 1;
+    j = id_end;
+    while j > 0 && pos - j <= 200 && is_ident_byte(before(bytes, j)) {
+        j -= 1;
+    }
+    let id_start = j;
+    if !quote(before(bytes, j)) {
+        return None;
+    }
+    // Blanks, `=`, blanks, then `key` or `name` ending there.
+    j = back_blanks(j - 1);
+    if before(bytes, j) != b'=' {
+        return None;
+    }
+    j = back_blanks(j - 1);
+    let named = ["key", "name"].iter().any(|w| {
+        j.checked_sub(w.len())
+            .and_then(|s| bytes.get(s..j))
+            .is_some_and(|s| s.eq_ignore_ascii_case(w.as_bytes()))
+    });
+    let id = text.get(id_start..id_end)?;
+    if !named
+        || !XML_SECRET_WORDS
+            .iter()
+            .any(|w| contains_word(id.as_bytes(), w.as_bytes()))
+    {
+        return None;
+    }
+    // Forward: `value`, blanks, `=`, blanks, a quote, the value, a quote.
+    let mut i = skip_blanks(bytes, pos + "value".len());
+    if at(bytes, i) != b'=' {
+        return None;
+    }
+    i = skip_blanks(bytes, i + 1);
+    if !quote(at(bytes, i)) {
+        return None;
+    }
+    let start = i + 1;
+    let len = super::text::run_len(bytes, start, |b| !quote(b) && b != b'\n');
+    if !(1..=256).contains(&len) || !quote(at(bytes, start + len)) {
+        return None;
+    }
+    let value = text.get(start..start + len)?;
+    let (word, kind) = classify_identifier(id)?;
+    value_ok(word, id, value).then_some(Found {
+        start,
+        end: start + len,
+        kind,
+    })
+}
+
 const AUTH_SCHEMES: &[&str] = &[
     "bearer",
     "token",
@@ -1243,8 +1541,11 @@ const AUTH_SCHEMES: &[&str] = &[
 
 /// `authorization["']?[ \t]*[:=][ \t]*["']?[ \t]*(?:(<scheme>)[ \t]+)?`,
 /// case-insensitive, at the trigger at `pos` and within 64 bytes after it,
-/// then the credential judged by [`auth_header`].
-pub fn auth_header_at(text: &str, pos: usize) -> Option<Found> {
+/// then the credential judged by [`auth_header`]. Nothing at or past `limit`
+/// (where the next `authorization` begins) is read: the credentials of a run
+/// of headers (`Authorization: Bearer ` repeated) are disjoint, and each
+/// byte is judged once instead of once per header before it.
+pub fn auth_header_at(text: &str, pos: usize, limit: usize) -> Option<Found> {
     let bytes = text.as_bytes();
     let start = pos + "authorization".len();
     if !bytes
@@ -1253,30 +1554,31 @@ pub fn auth_header_at(text: &str, pos: usize) -> Option<Found> {
     {
         return None;
     }
-    let limit = (start + 64).min(bytes.len());
+    let limit = limit.min(bytes.len());
+    let head_limit = (start + 64).min(limit);
     let blanks = |mut i: usize| {
-        while i < limit && matches!(at(bytes, i), b' ' | b'\t') {
+        while i < head_limit && matches!(at(bytes, i), b' ' | b'\t') {
             i += 1;
         }
         i
     };
     let mut i = start;
-    if i < limit && matches!(at(bytes, i), b'"' | b'\'') {
+    if i < head_limit && matches!(at(bytes, i), b'"' | b'\'') {
         i += 1;
     }
     i = blanks(i);
-    if i >= limit || !matches!(at(bytes, i), b':' | b'=') {
+    if i >= head_limit || !matches!(at(bytes, i), b':' | b'=') {
         return None;
     }
     i = blanks(i + 1);
-    if i < limit && matches!(at(bytes, i), b'"' | b'\'') {
+    if i < head_limit && matches!(at(bytes, i), b'"' | b'\'') {
         i += 1;
     }
     i = blanks(i);
     let mut scheme = None;
     for s in AUTH_SCHEMES {
         let e = i + s.len();
-        let word = bytes.get(i..e).filter(|_| e < limit);
+        let word = bytes.get(i..e).filter(|_| e < head_limit);
         if word.is_some_and(|w| w.eq_ignore_ascii_case(s.as_bytes()))
             && matches!(at(bytes, e), b' ' | b'\t')
         {
@@ -1285,13 +1587,18 @@ pub fn auth_header_at(text: &str, pos: usize) -> Option<Found> {
             break;
         }
     }
-    auth_header(text, scheme, i)
+    auth_header(text, scheme, i, limit)
 }
 
-fn auth_header(text: &str, scheme: Option<&str>, value_start: usize) -> Option<Found> {
+fn auth_header(
+    text: &str,
+    scheme: Option<&str>,
+    value_start: usize,
+    limit: usize,
+) -> Option<Found> {
     let bytes = text.as_bytes();
     let len = bytes
-        .get(value_start..)?
+        .get(value_start..limit.max(value_start))?
         .iter()
         .take(4096)
         .take_while(|b| {
@@ -1300,10 +1607,17 @@ fn auth_header(text: &str, scheme: Option<&str>, value_start: usize) -> Option<F
         .count();
     let (start, end) = (value_start, value_start + len);
     let value = text.get(start..end)?;
-    if value.is_empty() || is_template(value) || is_placeholder(value) {
+    let basic = scheme == Some("basic");
+    // The shape of a bearer credential first: one read of the value, where
+    // the template and placeholder tests copy it; most values fail here.
+    let shaped = |c: Classes| value.len() >= 16 && c.digit && (c.lower || c.upper);
+    if value.is_empty() || (!basic && !shaped(Classes::of(value))) {
         return None;
     }
-    let ok = if scheme == Some("basic") {
+    if is_template(value) || is_placeholder(value) {
+        return None;
+    }
+    let ok = if basic {
         // Basic credentials are base64("user:password"): only a non-empty,
         // non-placeholder password makes them a secret.
         decode_b64std(value)
@@ -1311,8 +1625,7 @@ fn auth_header(text: &str, scheme: Option<&str>, value_start: usize) -> Option<F
             .and_then(|s| s.split_once(':').map(|(_, p)| p.to_owned()))
             .is_some_and(|p| !p.is_empty() && !is_placeholder(&p) && !is_template(&p))
     } else {
-        let c = Classes::of(value);
-        value.len() >= 16 && c.digit && (c.lower || c.upper) && entropy(value) >= 3.0
+        entropy(value) >= 3.0
     };
     ok.then_some(Found {
         start,

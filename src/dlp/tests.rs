@@ -755,3 +755,318 @@ fn mostly_text_blobs_and_svg_are_scanned() {
         assert!(!scan_result(&scanner, &result).is_empty(), "{name}");
     }
 }
+
+/// Which bytes may sit before a vendor prefix: a `_` or `-` joins a token to
+/// a name and the token is still whole (issue 12); a letter or digit before
+/// it means the prefix is the middle of something else. Token values are
+/// generated for this test.
+#[test]
+fn token_prefix_boundaries_table() {
+    let ghp = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
+    let glpat = "glpat-Xk2Mq7Rz9Tw4Yb6Nc8Vd";
+    let npm = "npm_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
+    let stripe = "sk_live_4eC39HqLyjWDarjtT1zdp7dc9Zq";
+    // (behaviour, text, expected kinds)
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "finds_github_token_after_underscore",
+            format!("x_{ghp}"),
+            vec!["github_pat"],
+        ),
+        (
+            "finds_github_token_after_dash",
+            format!("srv-{ghp}"),
+            vec!["github_pat"],
+        ),
+        (
+            "finds_github_token_glued_to_env_name",
+            format!("GITHUB_TOKEN_{ghp}"),
+            vec!["github_pat"],
+        ),
+        (
+            "finds_github_token_at_start",
+            ghp.to_owned(),
+            vec!["github_pat"],
+        ),
+        (
+            "ignores_github_prefix_after_letter",
+            format!("x{ghp}"),
+            vec![],
+        ),
+        (
+            "ignores_github_prefix_after_digit",
+            format!("7{ghp}"),
+            vec![],
+        ),
+        ("ignores_github_token_running_on", format!("{ghp}Q"), vec![]),
+        (
+            "finds_gitlab_token_after_underscore",
+            format!("ci_{glpat}"),
+            vec!["gitlab_token"],
+        ),
+        (
+            "ignores_gitlab_prefix_after_letter",
+            format!("a{glpat}"),
+            vec![],
+        ),
+        (
+            "finds_npm_token_after_dash",
+            format!("app-{npm}"),
+            vec!["npm_token"],
+        ),
+        (
+            "finds_stripe_key_after_underscore",
+            format!("STRIPE_{stripe}"),
+            vec!["stripe_key"],
+        ),
+        (
+            "ignores_stripe_prefix_after_letter",
+            format!("ask_live_{}", &stripe[8..]),
+            vec![],
+        ),
+    ];
+    for (name, text, want) in cases {
+        assert_eq!(kinds(&text), want, "{name}: {text}");
+    }
+}
+
+/// A value read by a context matcher ends where the next assignment or
+/// header of the same matcher begins; what each one holds is still judged.
+#[test]
+fn nested_context_values_table() {
+    // (behaviour, text, expected kinds)
+    let cases = [
+        (
+            "ignores_a_run_of_empty_assignments",
+            "password=password=password=password=",
+            vec![],
+        ),
+        (
+            "finds_the_last_of_a_run_of_assignments",
+            "token=token=Jd8Kq2Lm4Np6Rs8Tu0Vw2Xy4Za6Bc8De",
+            vec!["generic_secret"],
+        ),
+        (
+            "finds_a_password_after_a_rejected_one",
+            "password=examplepassword=Wq8#mZp2!vLr",
+            vec!["password"],
+        ),
+        (
+            "finds_a_quoted_password_holding_an_assignment",
+            "DB_PASSWORD='pass=Wq8#mZp2!vLr'",
+            vec!["password"],
+        ),
+        (
+            "ignores_a_run_of_headers",
+            "Authorization: Bearer Authorization: Bearer Authorization: Bearer ",
+            vec![],
+        ),
+        (
+            "finds_the_credential_of_the_last_header",
+            "Authorization: Bearer Authorization: Bearer 9fQ2xL7mK4pR8sT1vW3yZ6bN",
+            vec!["auth_header_token"],
+        ),
+    ];
+    for (name, text, want) in cases {
+        assert_eq!(kinds(text), want, "{name}: {text}");
+    }
+}
+
+/// Settings files: the identifier before `value=` says what the value is.
+#[test]
+fn xml_settings_table() {
+    // (behaviour, text, expected kinds)
+    let cases = [
+        (
+            "finds_password_setting",
+            r#"<add key="SmtpPassword" value="Wq8#mZp2!vLr"/>"#,
+            vec!["password"],
+        ),
+        (
+            "finds_token_setting_with_blanks",
+            "<setting name='ApiToken'  value = 'Jd8Kq2Lm4Np6Rs8Tu0Vw2Xy4Za6Bc8De' />",
+            vec!["generic_secret"],
+        ),
+        (
+            "ignores_setting_that_names_no_secret",
+            r#"<add key="SmtpHost" value="Wq8#mZp2!vLr"/>"#,
+            vec![],
+        ),
+        (
+            "ignores_templated_setting_value",
+            r#"<add key="DbPassword" value="${DB_PASSWORD}"/>"#,
+            vec![],
+        ),
+        (
+            "ignores_a_run_of_settings_without_values",
+            r#"<add key="password" value="<add key="password" value="<add key="password" value=""#,
+            vec![],
+        ),
+    ];
+    for (name, text, want) in cases {
+        assert_eq!(kinds(text), want, "{name}: {text}");
+    }
+}
+
+/// `mysql`/`mariadb` clients with the password glued to `-p`: the first
+/// `-p` on the line decides, as the regex it replaces did.
+#[test]
+fn mysql_client_password_table() {
+    // (behaviour, text, expected kinds)
+    let cases = [
+        (
+            "finds_quoted_password",
+            "mysql -u root -p'QuartzNimbus1526&' -h 10.0.4.12",
+            vec!["password"],
+        ),
+        (
+            "finds_bare_password_of_mysqldump",
+            "mysqldump -uadmin -pT4ngo#Cobalt99 shop",
+            vec!["password"],
+        ),
+        ("ignores_prompting_flag", "mysql -u root -p -h db", vec![]),
+        (
+            "ignores_flag_on_the_next_line",
+            "mysql -u root\n -pWq8#mZp2!vLr",
+            vec![],
+        ),
+        (
+            "first_flag_decides_port_before_password",
+            "MariaDB -h db -P3306 -pWq8#mZp2!vLr",
+            vec![],
+        ),
+        (
+            "ignores_a_run_of_clients",
+            "mysql -pmysql -pmysql -pmysql -p",
+            vec![],
+        ),
+    ];
+    for (name, text, want) in cases {
+        assert_eq!(kinds(text), want, "{name}: {text}");
+    }
+}
+
+/// Sumo Logic access ids and keys after their setting name.
+#[test]
+fn sumo_logic_settings_table() {
+    // (behaviour, text, expected kinds)
+    let cases = [
+        (
+            "finds_dotted_access_id",
+            r#"sumologic.accessId = "su9OL59biWiJu7""#,
+            vec!["sumologic_key"],
+        ),
+        (
+            "finds_access_key_after_colon",
+            "SUMO_ACCESS_KEY: gxq3rJQkS6qovOg9UY2Q70iH1jFZx0WBrrsiAYv4XHodogAwTKyLzvFK4neRN8Dk",
+            vec!["sumologic_key"],
+        ),
+        ("ignores_short_key", "SUMO_ACCESS_KEY: AbCeFG123", vec![]),
+        (
+            "ignores_id_not_starting_su",
+            r#"SUMO_ACCESS_ID = "xyGyI5imvADdvU""#,
+            vec![],
+        ),
+        (
+            "ignores_a_run_of_setting_names",
+            "sumo_access_id=sumo_access_id=sumo_access_id=",
+            vec![],
+        ),
+    ];
+    for (name, text, want) in cases {
+        assert_eq!(kinds(text), want, "{name}: {text}");
+    }
+}
+
+/// Rules with a token tail are matched by code (`RuleSpec::longest`): the
+/// same spans their regex and post-check give, at every tail length around
+/// the bounds, with and without GitLab's suffix and a byte after.
+#[test]
+fn token_tail_rules_match_what_their_regex_matches() {
+    let s = scanner();
+    let alphabet = b"aB3_-xQ9zK";
+    for spec in rules::SECRET_RULES.iter().filter(|r| r.longest > 0) {
+        let re = match Regex::new(&format!("^(?:{})", spec.pattern)) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let least = match token_tail_least(spec) {
+            Ok(m) => m,
+            Err(e) => panic!("{e}"),
+        };
+        let prefix = match spec.kind {
+            "gitlab_token" => "glpat-",
+            "pypi_token" => "pypi-AgE",
+            _ => "hvs.",
+        };
+        for len in [
+            least - 1,
+            least,
+            least + 1,
+            spec.longest - 1,
+            spec.longest,
+            spec.longest + 1,
+        ] {
+            let tail: String = (0..len)
+                .map(|k| char::from(alphabet[(k * 7 + k / 3) % alphabet.len()]))
+                .collect();
+            for after in ["", " ", ".abc123xyz", ".abc123xyz ", ".ABC", "x", "/p"] {
+                let text = format!("{prefix}{tail}{after}");
+                let want: Vec<(usize, usize)> = re
+                    .captures(&text)
+                    .and_then(|c| rules::accept(spec, &text, &c, 0))
+                    .map(|f| (f.start, f.end))
+                    .into_iter()
+                    .collect();
+                let got: Vec<(usize, usize)> = s
+                    .scan_text(&text)
+                    .into_iter()
+                    .filter(|m| m.kind == spec.kind)
+                    .map(|m| (m.start, m.end))
+                    .collect();
+                assert_eq!(got, want, "{}: tail {len}, after {after:?}", spec.kind);
+            }
+        }
+    }
+}
+
+/// The remembered backward runs give what reading back from every trigger
+/// gives, for ascending positions and windows of different rules mixed.
+#[test]
+fn runs_before_triggers_match_reading_back() {
+    let alphabet = b"ab-_ .9|";
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    for round in 0..2000 {
+        let len = 1 + round % 90;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                alphabet[(seed % alphabet.len() as u64) as usize]
+            })
+            .collect();
+        let mut runs = BlockedRuns::default();
+        for pos in 0..=len {
+            for (edge, most) in [
+                (rules::Edge::Token, 4),
+                (rules::Edge::Token, 16),
+                (rules::Edge::Digit, 3),
+            ] {
+                let want = bytes[..pos]
+                    .iter()
+                    .rev()
+                    .take(most + 1)
+                    .take_while(|b| edge.blocks(**b))
+                    .count();
+                let got = runs.run_before(edge, &bytes, pos, most);
+                assert_eq!(
+                    got,
+                    want,
+                    "{:?} pos {pos} most {most}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
+        }
+    }
+}

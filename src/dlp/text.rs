@@ -203,17 +203,45 @@ const PLACEHOLDER_VALUES: &[&str] = &[
     "default",
 ];
 
+/// Whether any of the lower-case ASCII `needles` occurs in `hay`, ignoring
+/// ASCII case: one pass over `hay`, comparing at each position only the
+/// needles that start with its byte.
+fn contains_any_ignore_case(hay: &[u8], needles: &[&str]) -> bool {
+    hay.iter().enumerate().any(|(i, b)| {
+        let b = b.to_ascii_lowercase();
+        needles.iter().any(|n| {
+            let n = n.as_bytes();
+            n.first() == Some(&b)
+                && hay
+                    .get(i..i + n.len())
+                    .is_some_and(|w| w.eq_ignore_ascii_case(n))
+        })
+    })
+}
+
+/// `s` starts with the lower-case ASCII `prefix`, ignoring ASCII case.
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
 /// A documentation value, masked value or typed-by-hand filler (`AKIAXXXXXXXX`,
 /// `sk_live_...`, `AbCd1234567890`, `00000000000000TUVWXYZ`).
 pub fn is_placeholder(value: &str) -> bool {
-    let lower = value.to_ascii_lowercase();
-    if PLACEHOLDER_VALUES.contains(&lower.as_str()) {
-        return true;
-    }
-    if PLACEHOLDER_MARKS.iter().any(|m| lower.contains(m)) {
-        return true;
-    }
     let bytes = value.as_bytes();
+    // Compared in place, ignoring ASCII case: this runs on every candidate
+    // value, and a lower-cased copy plus one substring search per mark was
+    // most of the cost of a text dense with short assignments.
+    if PLACEHOLDER_VALUES
+        .iter()
+        .any(|p| bytes.eq_ignore_ascii_case(p.as_bytes()))
+    {
+        return true;
+    }
+    if contains_any_ignore_case(bytes, PLACEHOLDER_MARKS) {
+        return true;
+    }
     let rep = longest_repeat(bytes);
     if rep >= 6 && rep * 5 >= bytes.len() {
         return true;
@@ -244,11 +272,9 @@ pub fn is_template(value: &str) -> bool {
             return true;
         }
     }
-    let l = v.to_ascii_lowercase();
-    l.starts_with("process.env")
-        || l.starts_with("os.environ")
-        || l.starts_with("env.")
-        || l.starts_with("secrets.")
+    ["process.env", "os.environ", "env.", "secrets."]
+        .iter()
+        .any(|p| starts_with_ignore_case(v, p))
 }
 
 /// An identifier-shaped value (`K8S_CRED`, `PASSWORD`, `XSalsa20.key_length`): a
