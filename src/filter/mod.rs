@@ -1036,7 +1036,7 @@ impl RequestFilter {
             reason.map(|r| format!(": {r}")).unwrap_or_default()
         );
         let mut v = self.consume_meters(host, w.verdict);
-        if v.refuses() {
+        if matches!(v.outcome, BodyOutcome::Deny(_)) {
             // A rate limit ran out while the call waited: -32012 like any
             // call over its limit (the approval is spent).
             let Some(m) = v.messages.first().cloned() else {
@@ -1303,5 +1303,7 @@ fn host_write_failed(host: &mut dyn Host, what: &str, e: &HostError) {
     );
 }
 
+#[cfg(test)]
+mod approval_tests;
 #[cfg(test)]
 mod tests;
