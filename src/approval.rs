@@ -154,10 +154,7 @@ pub fn compile(
             Some(TokenSource::Env(name))
         }
         (Some(_), Some(_)) => {
-            errs.push(
-                r.field_path("token"),
-                "give token or token_env, not both",
-            );
+            errs.push(r.field_path("token"), "give token or token_env, not both");
             None
         }
         (None, None) => {
@@ -378,12 +375,9 @@ pub fn read_answer(status: Option<u16>, body: Option<&[u8]>) -> Answer {
             .and_then(Value::as_str)
             .filter(|id| well_formed_id(id))
             .map(str::to_owned),
-        doc.get("state").and_then(Value::as_str).filter(|s| {
-            matches!(
-                *s,
-                "pending" | "approved" | "denied" | "expired" | "used"
-            )
-        }),
+        doc.get("state")
+            .and_then(Value::as_str)
+            .filter(|s| matches!(*s, "pending" | "approved" | "denied" | "expired" | "used")),
     ) else {
         return Answer::Unavailable(
             "the approval service's answer lacks a well-formed approval_id or state".into(),
@@ -422,8 +416,7 @@ pub fn read_answer(status: Option<u16>, body: Option<&[u8]>) -> Answer {
 pub fn well_formed_id(id: &str) -> bool {
     id.strip_prefix("apr_").is_some_and(|h| {
         h.len() == 32
-            && h
-                .bytes()
+            && h.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }

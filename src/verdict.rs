@@ -666,9 +666,7 @@ pub fn judge_body(
                 a.arguments = m
                     .params()
                     .get("arguments")
-                    .filter(|args| {
-                        canonical_len(args) <= crate::approval::MAX_SHOWN_ARGUMENT_BYTES
-                    })
+                    .filter(|args| canonical_len(args) <= crate::approval::MAX_SHOWN_ARGUMENT_BYTES)
                     .cloned();
             }
             a.findings = v

@@ -41,14 +41,43 @@ fn binding_of_a_call() {
 #[test]
 fn args_sha256_is_canonical() {
     let cases = [
-        ("key_order_does_not_matter", json!({"a": 1, "b": 2}), json!({"b": 2, "a": 1}), true),
-        ("integral_float_is_the_integer", json!({"n": 1}), json!({"n": 1.0}), true),
-        ("other_arguments_other_binding", json!({"n": 1}), json!({"n": 2}), false),
-        ("nested_order", json!({"o": {"x": 1, "y": [1, 2]}}), json!({"o": {"y": [1, 2], "x": 1}}), true),
-        ("array_order_matters", json!({"y": [1, 2]}), json!({"y": [2, 1]}), false),
+        (
+            "key_order_does_not_matter",
+            json!({"a": 1, "b": 2}),
+            json!({"b": 2, "a": 1}),
+            true,
+        ),
+        (
+            "integral_float_is_the_integer",
+            json!({"n": 1}),
+            json!({"n": 1.0}),
+            true,
+        ),
+        (
+            "other_arguments_other_binding",
+            json!({"n": 1}),
+            json!({"n": 2}),
+            false,
+        ),
+        (
+            "nested_order",
+            json!({"o": {"x": 1, "y": [1, 2]}}),
+            json!({"o": {"y": [1, 2], "x": 1}}),
+            true,
+        ),
+        (
+            "array_order_matters",
+            json!({"y": [1, 2]}),
+            json!({"y": [2, 1]}),
+            false,
+        ),
     ];
     for (name, a, b, same) in cases {
-        assert_eq!(args_sha256(Some(&a)) == args_sha256(Some(&b)), same, "{name}");
+        assert_eq!(
+            args_sha256(Some(&a)) == args_sha256(Some(&b)),
+            same,
+            "{name}"
+        );
     }
     // Absent and null arguments are the empty object, as for rate limit keys.
     let empty = sha256_hex(b"{}");
@@ -61,15 +90,33 @@ fn args_sha256_is_canonical() {
 fn binding_names_what_is_approved() {
     let c = caller(Some("s"), None);
     let cases = [
-        ("tool_call_is_its_name", "tools/call", Some("scale"), Ok("scale")),
-        ("resource_names_the_method", "resources/read", Some("file:///x"), Ok("resources/read file:///x")),
-        ("method_alone", "logging/setLevel", None, Ok("logging/setLevel")),
+        (
+            "tool_call_is_its_name",
+            "tools/call",
+            Some("scale"),
+            Ok("scale"),
+        ),
+        (
+            "resource_names_the_method",
+            "resources/read",
+            Some("file:///x"),
+            Ok("resources/read file:///x"),
+        ),
+        (
+            "method_alone",
+            "logging/setLevel",
+            None,
+            Ok("logging/setLevel"),
+        ),
     ];
     for (name, method, target, want) in cases {
         let got = Binding::of(&c, method, target, None, "p").map(|b| b.tool);
         assert_eq!(got.as_deref(), want, "{name}");
     }
-    assert_eq!(Binding::of(&c, "tools/call", Some("x"), None, "p").map(|b| b.tenant), Ok(String::new()));
+    assert_eq!(
+        Binding::of(&c, "tools/call", Some("x"), None, "p").map(|b| b.tenant),
+        Ok(String::new())
+    );
     assert!(Binding::of(&caller(None, None), "tools/call", Some("x"), None, "p").is_err());
     assert!(Binding::of(&caller(Some(""), None), "tools/call", Some("x"), None, "p").is_err());
     let long = "t".repeat(MAX_NAME_BYTES + 1);
@@ -78,7 +125,8 @@ fn binding_names_what_is_approved() {
 
 #[test]
 fn config_defaults_and_errors() {
-    let c = compiled(json!({"cluster": "approvals", "token": "tok"})).unwrap_or_else(|e| panic!("{e:?}"));
+    let c = compiled(json!({"cluster": "approvals", "token": "tok"}))
+        .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(
         c,
         ApprovalConfig {
@@ -94,15 +142,51 @@ fn config_defaults_and_errors() {
     );
     assert_eq!(format!("{:?}", c.token), "Plain(<redacted>)");
     let cases = [
-        ("needs_a_token", json!({"cluster": "a"}), "$.approval: needs token or token_env"),
-        ("not_both_tokens", json!({"cluster": "a", "token": "t", "token_env": "E"}), "$.approval.token: give token or token_env, not both"),
-        ("cluster_required", json!({"token": "t"}), "$.approval.cluster"),
-        ("unknown_mode", json!({"cluster": "a", "token": "t", "mode": "later"}), "$.approval.mode"),
-        ("hold_beyond_the_services_longest_poll", json!({"cluster": "a", "token": "t", "timeout_ms": 120001}), "$.approval.timeout_ms"),
-        ("path_must_be_absolute", json!({"cluster": "a", "token": "t", "path": "v1"}), "$.approval.path: must start with"),
-        ("token_with_newline", json!({"cluster": "a", "token": "t\r\nx: y"}), "$.approval.token: must not contain"),
-        ("unknown_member", json!({"cluster": "a", "token": "t", "tokens": "t"}), "$.approval.tokens"),
-        ("ttl_zero", json!({"cluster": "a", "token": "t", "ttl_ms": 0}), "$.approval.ttl_ms"),
+        (
+            "needs_a_token",
+            json!({"cluster": "a"}),
+            "$.approval: needs token or token_env",
+        ),
+        (
+            "not_both_tokens",
+            json!({"cluster": "a", "token": "t", "token_env": "E"}),
+            "$.approval.token: give token or token_env, not both",
+        ),
+        (
+            "cluster_required",
+            json!({"token": "t"}),
+            "$.approval.cluster",
+        ),
+        (
+            "unknown_mode",
+            json!({"cluster": "a", "token": "t", "mode": "later"}),
+            "$.approval.mode",
+        ),
+        (
+            "hold_beyond_the_services_longest_poll",
+            json!({"cluster": "a", "token": "t", "timeout_ms": 120001}),
+            "$.approval.timeout_ms",
+        ),
+        (
+            "path_must_be_absolute",
+            json!({"cluster": "a", "token": "t", "path": "v1"}),
+            "$.approval.path: must start with",
+        ),
+        (
+            "token_with_newline",
+            json!({"cluster": "a", "token": "t\r\nx: y"}),
+            "$.approval.token: must not contain",
+        ),
+        (
+            "unknown_member",
+            json!({"cluster": "a", "token": "t", "tokens": "t"}),
+            "$.approval.tokens",
+        ),
+        (
+            "ttl_zero",
+            json!({"cluster": "a", "token": "t", "ttl_ms": 0}),
+            "$.approval.ttl_ms",
+        ),
     ];
     for (name, section, want) in cases {
         let errs = compiled(section).err().unwrap_or_default();
@@ -110,7 +194,10 @@ fn config_defaults_and_errors() {
     }
     let c = compiled(json!({"cluster": "a", "token_env": "MCPFW_TEST_UNSET_TOKEN", "mode": "async", "ttl_ms": 60000, "show_arguments": true}))
         .unwrap_or_else(|e| panic!("{e:?}"));
-    assert_eq!((c.mode, c.ttl_ms, c.show_arguments), (ApprovalMode::Async, Some(60000), true));
+    assert_eq!(
+        (c.mode, c.ttl_ms, c.show_arguments),
+        (ApprovalMode::Async, Some(60000), true)
+    );
     assert_eq!(c.token.resolve(), None, "an unset variable is no token");
     assert_eq!(callout_timeout_ms(&c), DEFAULT_TIMEOUT_MS);
 }
@@ -119,14 +206,23 @@ fn config_defaults_and_errors() {
 fn request_body_per_mode() {
     let ask = Ask {
         rule: RuleId::policy("scale"),
-        binding: Binding::of(&caller(Some("s"), Some("t")), "tools/call", Some("scale"), None, "p").unwrap_or_else(|e| panic!("{e}")),
+        binding: Binding::of(
+            &caller(Some("s"), Some("t")),
+            "tools/call",
+            Some("scale"),
+            None,
+            "p",
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
         id: json!(1),
         method: "tools/call".into(),
         target: Some("scale".into()),
         arguments: None,
         findings: vec![("email".into(), "/to".into())],
     };
-    let mut cfg = compiled(json!({"cluster": "a", "token": "t", "timeout_ms": 3000, "ttl_ms": 9000})).unwrap_or_else(|e| panic!("{e:?}"));
+    let mut cfg =
+        compiled(json!({"cluster": "a", "token": "t", "timeout_ms": 3000, "ttl_ms": 9000}))
+            .unwrap_or_else(|e| panic!("{e:?}"));
     let body: Value = serde_json::from_slice(&ask.request_body(&cfg)).unwrap_or_default();
     assert_eq!(
         body,
@@ -134,7 +230,11 @@ fn request_body_per_mode() {
                "rule": "scale", "consume": true, "wait_ms": 3000, "ttl_ms": 9000,
                "summary": {"method": "tools/call", "target": "scale", "findings": [{"kind": "email", "path": "/to"}]}})
     );
-    assert_eq!(callout_timeout_ms(&cfg), 4000, "a hold's callout outlives its long poll");
+    assert_eq!(
+        callout_timeout_ms(&cfg),
+        4000,
+        "a hold's callout outlives its long poll"
+    );
     cfg.mode = ApprovalMode::Async;
     let body: Value = serde_json::from_slice(&ask.request_body(&cfg)).unwrap_or_default();
     assert_eq!(body.get("wait_ms"), None, "async never waits");
@@ -166,7 +266,8 @@ fn reading_answers() {
         }
     };
     type Check = Box<dyn Fn(&Answer) -> bool>;
-    let cases: Vec<(&str, Option<u16>, Option<Vec<u8>>, Check)> = vec![
+    type Case = (&'static str, Option<u16>, Option<Vec<u8>>, Check);
+    let cases: Vec<Case> = vec![
         ("consumed_is_used", Some(200), Some(answer("used", json!(true))), Box::new(used)),
         ("created_and_consumed", Some(201), Some(answer("used", json!(true))), Box::new(used)),
         ("pending", Some(201), Some(answer("pending", json!(false))), Box::new(refused("pending"))),
@@ -195,7 +296,13 @@ fn reading_answers() {
 #[test]
 fn approval_ids_are_well_formed() {
     assert!(well_formed_id(ID));
-    for bad in ["", "apr_", "apr_0123456789ABCDEF0123456789abcdef", "xyz_0123456789abcdef0123456789abcdef", "apr_0123456789abcdef0123456789abcde"] {
+    for bad in [
+        "",
+        "apr_",
+        "apr_0123456789ABCDEF0123456789abcdef",
+        "xyz_0123456789abcdef0123456789abcdef",
+        "apr_0123456789abcdef0123456789abcde",
+    ] {
         assert!(!well_formed_id(bad), "{bad}");
     }
 }

@@ -82,13 +82,21 @@ fn error_of(x: &Exchange) -> Value {
 #[test]
 fn a_held_call_asks_the_service_once_with_its_binding() {
     let x = asked(hold(), &scale(1, 3));
-    assert!(!x.forwarded() && x.reply().is_none(), "held: neither forwarded nor answered");
+    assert!(
+        !x.forwarded() && x.reply().is_none(),
+        "held: neither forwarded nor answered"
+    );
     assert_eq!(x.flows.request_body.last(), Some(&Flow::Pause));
     let [c] = x.host.callouts.as_slice() else {
         panic!("one callout, got {:?}", x.host.callouts);
     };
     assert_eq!(c.cluster, "approvals");
-    let header = |n: &str| c.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    let header = |n: &str| {
+        c.headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+    };
     assert_eq!(header(":path"), Some("/v1/approvals"));
     assert_eq!(header(":authority"), Some("approvals"));
     assert_eq!(header("authorization"), Some("Bearer filter-token"));
@@ -99,15 +107,26 @@ fn a_held_call_asks_the_service_once_with_its_binding() {
         json!({"subject": "ops-bot", "tenant": "acme", "tool": "scale",
                "args_sha256": sha256_hex(br#"{"replicas":3}"#), "policy_sha256": hold().sha256})
     );
-    assert_eq!((body["wait_ms"].clone(), body["consume"].clone()), (json!(3000), json!(true)));
-    assert_eq!(body["summary"].get("arguments"), None, "arguments hidden by default");
+    assert_eq!(
+        (body["wait_ms"].clone(), body["consume"].clone()),
+        (json!(3000), json!(true))
+    );
+    assert_eq!(
+        body["summary"].get("arguments"),
+        None,
+        "arguments hidden by default"
+    );
     assert_eq!(x.host.counters.get(&Counter::ApprovalRequested), Some(&1));
     // The step is on the trail already: approval requested.
     let [ev] = x.host.audited.as_slice() else {
         panic!("one event, got {}", x.host.audited.len());
     };
     assert_eq!(ev.decision.verdict, AuditVerdict::Approval);
-    assert!(ev.decision.reason.starts_with("approval requested"), "{}", ev.decision.reason);
+    assert!(
+        ev.decision.reason.starts_with("approval requested"),
+        "{}",
+        ev.decision.reason
+    );
 }
 
 #[test]
@@ -128,7 +147,11 @@ fn approved_and_used_goes_upstream_and_is_audited_as_allow() {
     let last = x.host.audited.last().map(|e| e.decision.clone());
     let Some(d) = last else { panic!("no event") };
     assert_eq!((d.verdict, d.rule.as_str()), (AuditVerdict::Allow, "scale"));
-    assert!(d.reason.contains("approved by alice@example.com"), "{}", d.reason);
+    assert!(
+        d.reason.contains("approved by alice@example.com"),
+        "{}",
+        d.reason
+    );
     assert!(d.reason.contains(ID), "{}", d.reason);
     assert_eq!(x.host.audited.len(), 2, "requested, then allowed (used)");
 }
@@ -144,21 +167,84 @@ fn every_other_answer_is_a_refusal_never_forwarded() {
         approval_id: Value,
     }
     let cases = [
-        Case { name: "pending", status: Some(201), body: answer("pending", false), counter: Counter::ApprovalRefused, message: "approval required", approval_id: json!(ID) },
-        Case { name: "denied", status: Some(200), body: answer("denied", false), counter: Counter::ApprovalRefused, message: "denied by approver", approval_id: json!(ID) },
-        Case { name: "expired", status: Some(200), body: answer("expired", false), counter: Counter::ApprovalRefused, message: "approval expired", approval_id: json!(ID) },
-        Case { name: "replayed_used_answer", status: Some(200), body: answer("used", false), counter: Counter::ApprovalRefused, message: "approval required", approval_id: json!(ID) },
-        Case { name: "http_500", status: Some(500), body: answer("used", true), counter: Counter::ApprovalUnavailable, message: "approval unavailable", approval_id: Value::Null },
-        Case { name: "timeout_504", status: Some(504), body: Vec::new(), counter: Counter::ApprovalUnavailable, message: "approval unavailable", approval_id: Value::Null },
-        Case { name: "no_answer", status: None, body: Vec::new(), counter: Counter::ApprovalUnavailable, message: "approval unavailable", approval_id: Value::Null },
-        Case { name: "garbage", status: Some(200), body: b"consumed: true".to_vec(), counter: Counter::ApprovalUnavailable, message: "approval unavailable", approval_id: Value::Null },
+        Case {
+            name: "pending",
+            status: Some(201),
+            body: answer("pending", false),
+            counter: Counter::ApprovalRefused,
+            message: "approval required",
+            approval_id: json!(ID),
+        },
+        Case {
+            name: "denied",
+            status: Some(200),
+            body: answer("denied", false),
+            counter: Counter::ApprovalRefused,
+            message: "denied by approver",
+            approval_id: json!(ID),
+        },
+        Case {
+            name: "expired",
+            status: Some(200),
+            body: answer("expired", false),
+            counter: Counter::ApprovalRefused,
+            message: "approval expired",
+            approval_id: json!(ID),
+        },
+        Case {
+            name: "replayed_used_answer",
+            status: Some(200),
+            body: answer("used", false),
+            counter: Counter::ApprovalRefused,
+            message: "approval required",
+            approval_id: json!(ID),
+        },
+        Case {
+            name: "http_500",
+            status: Some(500),
+            body: answer("used", true),
+            counter: Counter::ApprovalUnavailable,
+            message: "approval unavailable",
+            approval_id: Value::Null,
+        },
+        Case {
+            name: "timeout_504",
+            status: Some(504),
+            body: Vec::new(),
+            counter: Counter::ApprovalUnavailable,
+            message: "approval unavailable",
+            approval_id: Value::Null,
+        },
+        Case {
+            name: "no_answer",
+            status: None,
+            body: Vec::new(),
+            counter: Counter::ApprovalUnavailable,
+            message: "approval unavailable",
+            approval_id: Value::Null,
+        },
+        Case {
+            name: "garbage",
+            status: Some(200),
+            body: b"consumed: true".to_vec(),
+            counter: Counter::ApprovalUnavailable,
+            message: "approval unavailable",
+            approval_id: Value::Null,
+        },
     ];
     for c in cases {
         let mut x = asked(hold(), &scale(7, 3));
         x.answer_approval(c.status, &c.body).done();
-        assert!(!x.forwarded() && x.upstream().is_empty(), "{}: forwarded", c.name);
+        assert!(
+            !x.forwarded() && x.upstream().is_empty(),
+            "{}: forwarded",
+            c.name
+        );
         assert_eq!(x.host.resumed, 0, "{}", c.name);
-        let r = x.reply().cloned().unwrap_or_else(|| panic!("{}: no reply", c.name));
+        let r = x
+            .reply()
+            .cloned()
+            .unwrap_or_else(|| panic!("{}: no reply", c.name));
         assert_eq!(r.status, 200, "{}", c.name);
         let e = error_of(&x);
         assert_eq!(e["code"], json!(-32011), "{}", c.name);
@@ -166,9 +252,19 @@ fn every_other_answer_is_a_refusal_never_forwarded() {
         assert_eq!(e["data"]["rule"], json!("scale"), "{}", c.name);
         assert_eq!(e["data"]["approval_id"], c.approval_id, "{}", c.name);
         assert_eq!(x.host.counters.get(&c.counter), Some(&1), "{}", c.name);
-        assert_eq!(x.host.counters.get(&Counter::ApprovalGranted), None, "{}", c.name);
+        assert_eq!(
+            x.host.counters.get(&Counter::ApprovalGranted),
+            None,
+            "{}",
+            c.name
+        );
         let verdicts: Vec<_> = x.host.audited.iter().map(|e| e.decision.verdict).collect();
-        assert_eq!(verdicts, [AuditVerdict::Approval, AuditVerdict::Approval], "{}", c.name);
+        assert_eq!(
+            verdicts,
+            [AuditVerdict::Approval, AuditVerdict::Approval],
+            "{}",
+            c.name
+        );
     }
 }
 
@@ -176,10 +272,19 @@ fn every_other_answer_is_a_refusal_never_forwarded() {
 fn a_denial_names_the_approver_and_reason() {
     let mut x = asked(hold(), &scale(7, 3));
     x.answer_approval(Some(200), &answer("denied", false));
-    let reason = error_of(&x)["data"]["reason"].as_str().unwrap_or_default().to_owned();
-    assert!(reason.contains("denied by alice@example.com: too big"), "{reason}");
+    let reason = error_of(&x)["data"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.contains("denied by alice@example.com: too big"),
+        "{reason}"
+    );
     assert_eq!(error_of(&x)["data"]["state"], json!("denied"));
-    assert_eq!(x.host.audited.last().map(|e| e.decision.reason.clone()), Some(reason));
+    assert_eq!(
+        x.host.audited.last().map(|e| e.decision.reason.clone()),
+        Some(reason)
+    );
 }
 
 #[test]
@@ -191,8 +296,16 @@ fn other_arguments_are_another_binding() {
         let v: Value = serde_json::from_slice(&x.host.callouts[0].body).unwrap_or_default();
         v["binding"].clone()
     };
-    assert_ne!(binding(&a), binding(&b), "a retry with other arguments asks anew");
-    assert_eq!(binding(&a), binding(&c), "the same call (another id) is the same binding");
+    assert_ne!(
+        binding(&a),
+        binding(&b),
+        "a retry with other arguments asks anew"
+    );
+    assert_eq!(
+        binding(&a),
+        binding(&c),
+        "the same call (another id) is the same binding"
+    );
 }
 
 #[test]
@@ -224,8 +337,15 @@ fn async_mode_never_waits_and_a_pending_answer_names_the_approval() {
     let mut x = asked(p, &scale(1, 3));
     let body: Value = serde_json::from_slice(&x.host.callouts[0].body).unwrap_or_default();
     assert_eq!(body.get("wait_ms"), None);
-    assert_eq!(body["summary"]["arguments"], json!({"replicas": 3}), "show_arguments");
-    assert_eq!(x.host.callouts[0].timeout, std::time::Duration::from_millis(800));
+    assert_eq!(
+        body["summary"]["arguments"],
+        json!({"replicas": 3}),
+        "show_arguments"
+    );
+    assert_eq!(
+        x.host.callouts[0].timeout,
+        std::time::Duration::from_millis(800)
+    );
     x.answer_approval(Some(201), &answer("pending", false));
     assert_eq!(error_of(&x)["data"]["approval_id"], json!(ID));
     assert_eq!(error_of(&x)["data"]["state"], json!("pending"));
@@ -245,9 +365,15 @@ fn no_approval_is_asked_where_none_can_be_given() {
     let mut x = Exchange::new(evaluate, post(Some("ops-key")));
     x.request(Request::new(batch.as_bytes()));
     assert!(x.host.callouts.is_empty(), "batch");
-    let body: Value = x.reply().map(|r| serde_json::from_slice(&r.body).unwrap_or_default()).unwrap_or_default();
+    let body: Value = x
+        .reply()
+        .map(|r| serde_json::from_slice(&r.body).unwrap_or_default())
+        .unwrap_or_default();
     assert_eq!(body[0]["error"]["code"], json!(-32011));
-    assert!(body[0]["error"]["data"]["reason"].as_str().unwrap_or_default().contains("inside a batch"));
+    assert!(body[0]["error"]["data"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("inside a batch"));
 
     // Anonymous callers cannot be approved (the service needs a subject).
     let mut x = Exchange::new(hold(), post(None));
@@ -266,7 +392,10 @@ fn no_approval_is_asked_where_none_can_be_given() {
 
 #[test]
 fn dry_run_never_calls_the_service() {
-    let p = policy_with(json!({"cluster": "approvals", "token": "t"}), json!({"mode": "dry_run"}));
+    let p = policy_with(
+        json!({"cluster": "approvals", "token": "t"}),
+        json!({"mode": "dry_run"}),
+    );
     let x = asked(p, &scale(1, 3));
     assert!(x.host.callouts.is_empty());
     assert!(x.forwarded());
@@ -295,7 +424,13 @@ fn a_policy_replaced_while_held_refuses_the_release() {
     assert!(!x.forwarded());
     let e = error_of(&x);
     assert_eq!(e["code"], json!(-32011));
-    assert!(e["data"]["reason"].as_str().unwrap_or_default().contains("policy changed"), "{e}");
+    assert!(
+        e["data"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("policy changed"),
+        "{e}"
+    );
 
     // The same document configured again is the same policy: released.
     let mut x = asked(hold(), &scale(1, 3));
@@ -336,7 +471,8 @@ fn a_released_call_consumes_its_rate_limit_then() {
 #[test]
 fn an_answer_for_another_callout_or_after_the_reply_is_ignored() {
     let mut x = asked(hold(), &scale(1, 3));
-    x.filter.on_approval_answer(&mut x.host, 9999, Some(200), Some(&answer("used", true)));
+    x.filter
+        .on_approval_answer(&mut x.host, 9999, Some(200), Some(&answer("used", true)));
     assert_eq!(x.host.resumed, 0);
     assert!(x.reply().is_none());
     x.answer_approval(Some(200), &answer("pending", false));
@@ -349,6 +485,11 @@ fn an_answer_for_another_callout_or_after_the_reply_is_ignored() {
 fn a_client_gone_while_held_is_on_the_trail() {
     let mut x = asked(hold(), &scale(1, 3));
     x.done();
-    let last = x.host.audited.last().map(|e| e.decision.reason.clone()).unwrap_or_default();
+    let last = x
+        .host
+        .audited
+        .last()
+        .map(|e| e.decision.reason.clone())
+        .unwrap_or_default();
     assert!(last.contains("went away"), "{last}");
 }

@@ -221,7 +221,9 @@ impl RequestFilter {
             let decision = Decision {
                 verdict: Verdict::Approval,
                 rule: w.ask.rule.clone(),
-                reason: "the client went away while the call waited for its approval; not forwarded".into(),
+                reason:
+                    "the client went away while the call waited for its approval; not forwarded"
+                        .into(),
             };
             for mut p in self.audit.take_held() {
                 p.decision = decision.clone();
@@ -621,9 +623,7 @@ impl RequestFilter {
                 self.phase = Phase::Passthrough;
                 return Flow::Continue;
             }
-            Phase::AwaitingNoBody | Phase::Replied | Phase::AwaitingApproval => {
-                return Flow::Pause
-            }
+            Phase::AwaitingNoBody | Phase::Replied | Phase::AwaitingApproval => return Flow::Pause,
             _ => return Flow::Continue,
         }
         if body_size > self.policy.limits.max_request_bytes {
@@ -1042,10 +1042,11 @@ impl RequestFilter {
             let Some(m) = v.messages.first().cloned() else {
                 return;
             };
-            let r = match std::mem::replace(&mut v.outcome, BodyOutcome::Forward { rewritten: None }) {
-                BodyOutcome::Deny(r) => r,
-                _ => LocalReply::empty(403, None),
-            };
+            let r =
+                match std::mem::replace(&mut v.outcome, BodyOutcome::Forward { rewritten: None }) {
+                    BodyOutcome::Deny(r) => r,
+                    _ => LocalReply::empty(403, None),
+                };
             host.count(Counter::DecisionDeny, 1);
             self.log_refusal(host, &m.decision.rule, r.status);
             for mut p in self.audit.take_held() {
