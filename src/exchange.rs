@@ -244,6 +244,24 @@ impl Exchange {
         self
     }
 
+    /// The approval service answers the stream's last callout (`status`:
+    /// its `:status`, `None` for no answer at all); a request the filter
+    /// then lets go goes upstream.
+    pub fn answer_approval(&mut self, status: Option<u16>, body: &[u8]) -> &mut Self {
+        let Some(id) = self.host.callouts.last().map(|c| c.id) else {
+            return self;
+        };
+        let resumed = self.host.resumed;
+        let body = (!body.is_empty()).then_some(body);
+        self.filter
+            .on_approval_answer(&mut self.host, id, status, body);
+        if self.host.resumed > resumed && !self.replied() {
+            self.upstream.append(&mut self.host.request_body);
+            self.flows.request_body.push(Flow::Continue);
+        }
+        self
+    }
+
     /// The log phase: the exchange is over.
     pub fn done(&mut self) -> &mut Self {
         self.filter.on_done(&mut self.host);

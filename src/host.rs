@@ -41,10 +41,14 @@ pub enum Counter {
     AuditRetried,
     AuditDropped,
     AuditAppendFailed,
+    ApprovalRequested,
+    ApprovalGranted,
+    ApprovalRefused,
+    ApprovalUnavailable,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 22] = [
+    pub const ALL: [Counter; 26] = [
         Counter::DecisionAllow,
         Counter::DecisionDeny,
         Counter::DecisionApproval,
@@ -67,6 +71,10 @@ impl Counter {
         Counter::AuditRetried,
         Counter::AuditDropped,
         Counter::AuditAppendFailed,
+        Counter::ApprovalRequested,
+        Counter::ApprovalGranted,
+        Counter::ApprovalRefused,
+        Counter::ApprovalUnavailable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -93,6 +101,10 @@ impl Counter {
             Counter::AuditRetried => "mcp_firewall.audit.retried",
             Counter::AuditDropped => "mcp_firewall.audit.dropped",
             Counter::AuditAppendFailed => "mcp_firewall.audit.append_failed",
+            Counter::ApprovalRequested => "mcp_firewall.approval.requested",
+            Counter::ApprovalGranted => "mcp_firewall.approval.granted",
+            Counter::ApprovalRefused => "mcp_firewall.approval.refused",
+            Counter::ApprovalUnavailable => "mcp_firewall.approval.unavailable",
         }
     }
 }
@@ -152,6 +164,13 @@ pub trait Host: SharedStore {
     fn response_body(&self, size: usize) -> Option<Vec<u8>>;
     /// Replace the `size` bytes Envoy currently holds with `body`.
     fn set_response_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError>;
+    /// Send an HTTP callout from this stream (the approval service); its
+    /// answer comes back to this stream under the returned id
+    /// ([`crate::filter::RequestFilter::on_approval_answer`]).
+    fn dispatch_callout(&mut self, callout: &Callout<'_>) -> Result<u32, HostError>;
+    /// Let a request the filter held after its whole body (an approval's
+    /// wait) go on upstream.
+    fn resume_request(&mut self) -> Result<(), HostError>;
     /// Answer the client ourselves; nothing reaches the upstream.
     fn send_reply(&mut self, reply: &LocalReply) -> Result<(), HostError>;
     /// Last resort when a write the decision requires failed: reset the
@@ -270,6 +289,10 @@ pub mod fake {
         /// A newer policy was configured in another VM.
         pub policy_elsewhere: bool,
         pub refusal_log: RefusalLogGate,
+        /// Callouts the filter sent from this stream.
+        pub callouts: Vec<root::fake::SentCallout>,
+        /// Times the filter let a held request go on.
+        pub resumed: usize,
     }
 
     /// The kinds of write a [`FakeHost`] can be told to refuse.
@@ -282,6 +305,10 @@ pub mod fake {
         ResponseHeader,
         ResponseBody,
         Reply,
+        /// A callout (the approval service).
+        Callout,
+        /// Letting a held request go on.
+        Resume,
     }
 
     impl FakeHost {
@@ -452,6 +479,27 @@ pub mod fake {
         }
         fn reset_stream(&mut self) {
             self.resets += 1;
+        }
+        fn dispatch_callout(&mut self, callout: &Callout<'_>) -> Result<u32, HostError> {
+            self.refuses(Write::Callout)?;
+            let id = 100 + self.callouts.len() as u32;
+            self.callouts.push(root::fake::SentCallout {
+                id,
+                cluster: callout.cluster.to_owned(),
+                headers: callout
+                    .headers
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                body: callout.body.to_vec(),
+                timeout: callout.timeout,
+            });
+            Ok(id)
+        }
+        fn resume_request(&mut self) -> Result<(), HostError> {
+            self.refuses(Write::Resume)?;
+            self.resumed += 1;
+            Ok(())
         }
         fn policy_in_force(&self) -> InForce {
             match (&self.policy_in_force, self.policy_elsewhere) {

@@ -3,6 +3,7 @@
 //! Everything except `glue` is a pure core that compiles and is tested natively;
 //! `glue` adapts it to the proxy-wasm host and only exists on wasm32.
 
+pub mod approval;
 pub mod audit;
 pub mod canon;
 pub mod condition;

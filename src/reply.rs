@@ -91,6 +91,30 @@ pub fn error_object(id: Option<&Value>, code: i64, message: &str, data: Option<V
     json!({"jsonrpc": "2.0", "id": id.cloned().unwrap_or(Value::Null), "error": err})
 }
 
+/// The -32011 answer to a call the approval service did not let through
+/// (pending, denied, expired, used, or the service unavailable).
+/// `approval`: the approval's id and state, when the service named one.
+pub fn approval_error(
+    id: &Value,
+    rule: &crate::rule_id::RuleId,
+    message: &str,
+    reason: &str,
+    approval: Option<(&str, &str)>,
+) -> Value {
+    let (approval_id, state) = match approval {
+        Some((id, state)) => (json!(id), json!(state)),
+        None => (Value::Null, Value::Null),
+    };
+    let mut data = json!({"rule": rule.as_str(), "reason": reason, "approval_id": approval_id});
+    if !state.is_null() {
+        data["state"] = state;
+    }
+    with_error(
+        Some(id),
+        json!({"code": APPROVAL, "message": message, "data": data}),
+    )
+}
+
 /// The JSON-RPC error for a refused policy decision.
 pub fn decision_error(id: Option<&Value>, d: &Decision) -> Value {
     with_error(id, decision_error_member(d))
@@ -107,7 +131,8 @@ pub fn decision_error_member(d: &Decision) -> Value {
         Verdict::Approval => json!({
             "code": APPROVAL,
             "message": "approval required",
-            // No approver is configured in this build, so nothing is pending.
+            // No approval was asked for (no approval service, a batch, an
+            // anonymous caller): nothing is pending. The reason says which.
             "data": {"rule": d.rule.as_str(), "reason": d.reason, "approval_id": Value::Null}
         }),
         _ => json!({

@@ -17,6 +17,7 @@
 //! (redacting instead of scanning, scanning a refused request so the audit
 //! shows what DLP would have done) reads the policy's mode.
 
+use crate::approval::{Ask, Binding};
 use crate::decide::{decide_message, kill_switch, Catalogue, Decision, Verdict as Outcome};
 use crate::dlp::{Action as DlpAction, Finding};
 use crate::identity::{Caller, IdentityError, Via};
@@ -373,6 +374,14 @@ pub enum BodyOutcome {
     DlpBlock(LocalReply),
     /// Forward, with the body rewritten when DLP redacted arguments.
     Forward { rewritten: Option<Vec<u8>> },
+    /// A single call an `approve` rule matched, with an approval service
+    /// configured (enforced, not dry run): ask the service for `ask`; the
+    /// call goes on (rewritten as for `Forward`, charging `charges`) only
+    /// when the service's answer says this call used an approval.
+    Approve {
+        ask: Box<Ask>,
+        rewritten: Option<Vec<u8>>,
+    },
 }
 
 /// The verdict on a request body.
@@ -479,6 +488,24 @@ impl BodyVerdict {
     pub fn dlp_refused(&self) -> bool {
         self.messages.iter().any(|m| m.dlp_refused)
     }
+
+    /// Enforced, the request is answered by the filter: neither forwarded
+    /// nor sent for approval.
+    pub fn refuses(&self) -> bool {
+        match self.outcome {
+            BodyOutcome::Forward { .. } => self.policy_refused() || self.dlp_refused(),
+            BodyOutcome::Approve { .. } => false,
+            _ => true,
+        }
+    }
+
+    /// What the approval service is asked, when the body waits for it.
+    pub fn approval(&self) -> Option<&Ask> {
+        match &self.outcome {
+            BodyOutcome::Approve { ask, .. } => Some(ask),
+            _ => None,
+        }
+    }
 }
 
 /// Decide on a whole request body, the headers having been judged
@@ -557,7 +584,13 @@ pub fn judge_body(
         charges: Vec::new(),
     };
     let dry_run = policy.mode == Mode::DryRun;
-    if verdict.policy_refused() {
+    // Approval (rules → DLP → approval → rate limits): the binding of the
+    // one call to ask for, or the reason it cannot be asked for.
+    let mut ask = match (&policy.approval, dry_run) {
+        (Some(_), false) => approval_binding(policy, caller, &messages, &mut verdict.messages),
+        _ => None,
+    };
+    if verdict.policy_refused() && ask.is_none() {
         let refused: Vec<_> = verdict
             .messages
             .iter()
@@ -575,7 +608,9 @@ pub fn judge_body(
         }
     }
     let redacted = scan_arguments(policy, &mut messages, &mut verdict.messages);
-    if verdict.dlp_refused() && !verdict.policy_refused() {
+    // Every message but the one sent for approval allowed.
+    let rules_refuse = verdict.policy_refused() && ask.is_none();
+    if verdict.dlp_refused() && !rules_refuse {
         let refused: Vec<_> = verdict
             .messages
             .iter()
@@ -589,7 +624,7 @@ pub fn judge_body(
             })
             .collect();
         verdict.outcome = BodyOutcome::DlpBlock(refusal(&refused));
-    } else if redacted && !verdict.policy_refused() {
+    } else if redacted && !rules_refuse {
         let doc = match messages.as_slice() {
             [single] => message_value(single),
             many => Value::Array(many.iter().map(message_value).collect()),
@@ -621,16 +656,47 @@ pub fn judge_body(
             verdict.plan.scans.push(id_key(id));
         }
     }
+    // DLP's refusal (DlpBlock) stands: nobody is asked to approve it.
+    if let (Some(mut a), BodyOutcome::Forward { rewritten }) = (ask.take(), &mut verdict.outcome) {
+        let rewritten = rewritten.take();
+        // Approvers see what is forwarded (after redaction) when the policy
+        // lets them, and DLP findings (kind and path) in any case.
+        if let (Some(m), Some(v)) = (messages.first(), verdict.messages.first()) {
+            if policy.approval.as_ref().is_some_and(|c| c.show_arguments) {
+                a.arguments = m
+                    .params()
+                    .get("arguments")
+                    .filter(|args| canonical_len(args) <= crate::approval::MAX_SHOWN_ARGUMENT_BYTES)
+                    .cloned();
+            }
+            a.findings = v
+                .findings
+                .iter()
+                .map(|f| (f.kind.clone(), f.path.clone()))
+                .collect();
+        }
+        verdict.outcome = BodyOutcome::Approve {
+            ask: Box::new(a),
+            rewritten,
+        };
+    }
     // Notifications and server requests ride on the stream of any request.
     verdict.plan.server_messages =
         policy.dlp.responses != DlpAction::Off && !verdict.request_ids.is_empty();
     // Limits apply after the decision: what is refused consumes nothing. In
     // dry run the request goes on, so what it would consume is consumed.
-    let forwards = matches!(verdict.outcome, BodyOutcome::Forward { .. }) || dry_run;
+    let forwards = matches!(
+        verdict.outcome,
+        BodyOutcome::Forward { .. } | BodyOutcome::Approve { .. }
+    ) || dry_run;
+    let asked = verdict.approval().is_some();
     if forwards && !policy.meters.is_empty() {
         let conversation = Conversation(head.conversation.as_deref());
         for (i, (m, v)) in messages.iter().zip(&verdict.messages).enumerate() {
-            if v.decision.verdict != Outcome::Allow || v.dlp_refused {
+            // A call sent for approval is charged when it is released.
+            let goes_on = v.decision.verdict == Outcome::Allow
+                || (asked && v.decision.verdict == Outcome::Approval);
+            if !goes_on || v.dlp_refused {
                 continue;
             }
             if let Ok(call) = crate::decide::call_of(m) {
@@ -646,6 +712,60 @@ pub fn judge_body(
         }
     }
     verdict
+}
+
+/// The approval to ask for: the body is one request whose rules' decision is
+/// approval. Otherwise (a batch, a notification, an anonymous caller) each
+/// approval decision stays a refusal (-32011, no `approval_id`) and its
+/// reason says why no approval can be asked for.
+fn approval_binding(
+    policy: &CompiledPolicy,
+    caller: &Caller,
+    messages: &[Message],
+    verdicts: &mut [MessageVerdict],
+) -> Option<Ask> {
+    let why = match (messages, &mut *verdicts) {
+        ([Message::Request { id, method, params }], [v])
+            if v.decision.verdict == Outcome::Approval =>
+        {
+            let target = crate::decide::call_of(&messages[0])
+                .ok()
+                .and_then(|c| c.target.name().map(str::to_owned));
+            match Binding::of(
+                caller,
+                method,
+                target.as_deref(),
+                params.get("arguments"),
+                &policy.sha256,
+            ) {
+                Ok(binding) => {
+                    return Some(Ask {
+                        rule: v.decision.rule.clone(),
+                        binding,
+                        id: id.clone(),
+                        method: method.clone(),
+                        target,
+                        arguments: None,
+                        findings: Vec::new(),
+                    })
+                }
+                Err(why) => why,
+            }
+        }
+        ([_], _) => "a notification cannot wait for an approval",
+        _ => "no approval is asked for a call inside a batch: send it on its own",
+    };
+    for v in verdicts
+        .iter_mut()
+        .filter(|v| v.decision.verdict == Outcome::Approval)
+    {
+        v.decision.reason = format!("{}; {why}", v.decision.reason);
+    }
+    None
+}
+
+fn canonical_len(v: &Value) -> usize {
+    crate::json::canonical(v).len()
 }
 
 /// A member on a path a `when` condition reads, spelled in another case

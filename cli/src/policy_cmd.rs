@@ -214,6 +214,23 @@ fn print_judgement(
             }
         }
     }
+    if let Judgement::Body(v) = j {
+        if let (Some(ask), Some(cfg)) = (v.approval(), policy.approval.as_ref()) {
+            let b = &ask.binding;
+            println!(
+                "approval required by rule {}: the filter asks the approval service ({} mode) for \
+                 subject={:?} tenant={:?} tool={:?} args_sha256={} policy_sha256={}; forwarded \
+                 only if an approval for exactly this call is used, else JSON-RPC -32011",
+                ask.rule,
+                cfg.mode.as_str(),
+                b.subject,
+                b.tenant,
+                b.tool,
+                b.args_sha256,
+                b.policy_sha256
+            );
+        }
+    }
     let answer = answer_of(j);
     if answer.refused {
         if let Some(msg) = refusal_message(j) {

@@ -166,6 +166,16 @@ pub fn answer_of(j: &Judgement) -> Answer {
             BodyOutcome::Deny(reply) | BodyOutcome::DlpBlock(reply) => {
                 Answer::of_reply(reply, false)
             }
+            // Forwarded only once a person approves; what the caller sees
+            // until then (and after a denial) is -32011.
+            BodyOutcome::Approve { ask, .. } => Answer {
+                refused: false,
+                verdict: "approval",
+                rule: ask.rule.as_str().to_owned(),
+                status: Some(200),
+                code: Some(mcp_firewall::reply::APPROVAL),
+                redacted: false,
+            },
             BodyOutcome::Forward { rewritten } => Answer {
                 refused: false,
                 verdict: "allow",

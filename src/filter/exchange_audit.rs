@@ -17,6 +17,7 @@ use serde_json::Value;
 use std::rc::Rc;
 
 /// What an audit event needs of one decided message, kept until the exchange ends.
+#[derive(Clone)]
 pub(crate) struct PendingAudit {
     method: String,
     target: Option<String>,
@@ -121,6 +122,29 @@ impl ExchangeAudit {
 
     pub fn set_response_status(&mut self, status: Option<u16>) {
         self.response_status = status;
+    }
+
+    /// A copy of the first held event with `decision`: a step of the
+    /// exchange recorded before it ends (an approval requested).
+    pub fn held_first(&self, decision: Decision) -> Option<PendingAudit> {
+        self.pending.first().map(|p| PendingAudit {
+            decision,
+            ..p.clone()
+        })
+    }
+
+    /// The decision the held events end with (a call released by an approval).
+    pub fn set_held_decision(&mut self, decision: Decision) {
+        for p in &mut self.pending {
+            p.decision = decision.clone();
+        }
+    }
+
+    /// Send one event now, with no response (a step of an exchange that
+    /// goes on, or of one whose client went away).
+    pub fn send_step(&self, host: &mut dyn Host, caller: Option<&Caller>, p: PendingAudit) {
+        let facts = self.facts(host, caller, p, None);
+        host.audit(facts);
     }
 
     /// Send one event now, answered by the filter's own reply.

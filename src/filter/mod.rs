@@ -4,9 +4,10 @@
 //! side, `exchange_audit` the exchange's events. All host access goes through
 //! `Host`, so the whole pipeline runs natively in tests.
 
+use crate::approval::{self, Answer, Ask};
 use crate::decide::{Decision, Verdict};
 use crate::descriptors::{self, Descriptors};
-use crate::host::{Counter, Flow, Host, HostError, InForce, LogLevel};
+use crate::host::{Callout, Counter, Flow, Host, HostError, InForce, LogLevel};
 use crate::identity::{self, Caller, IdentityError, IdentityInputs, Via};
 use crate::policy::{CompiledPolicy, Mode};
 use crate::reply::{self, LocalReply};
@@ -42,6 +43,18 @@ enum Phase {
     /// GET / DELETE whose headers did not end the stream: held until it ends,
     /// forwarded only if not one body byte came.
     AwaitingNoBody,
+    /// The whole body is held while the approval service is asked
+    /// (`awaiting`); its answer continues the request or replies.
+    AwaitingApproval,
+}
+
+/// A call held for the approval service's answer.
+struct AwaitingApproval {
+    call_id: u32,
+    ask: Box<Ask>,
+    /// The body's verdict, applied when the call is released (its rate
+    /// limits are consumed then, and its answers planned).
+    verdict: BodyVerdict,
 }
 
 /// What a stream that adopted a newer policy started under: the request
@@ -83,6 +96,8 @@ pub struct RequestFilter {
     /// What the budgets that expose it have left after this request
     /// (`x-mcp-firewall-budget-remaining`).
     budget_remaining: Option<u64>,
+    /// A call held for the approval service's answer.
+    awaiting: Option<AwaitingApproval>,
     rewriter: ResponseRewriter,
     audit: ExchangeAudit,
 }
@@ -101,6 +116,7 @@ impl RequestFilter {
             length_removable: false,
             started_under: None,
             budget_remaining: None,
+            awaiting: None,
             rewriter: ResponseRewriter::new(policy.clone()),
             audit: ExchangeAudit::new(policy.clone()),
             policy,
@@ -199,6 +215,21 @@ impl RequestFilter {
 
     /// The exchange is over (Envoy's log phase): audit what was forwarded.
     pub fn on_done(&mut self, host: &mut dyn Host) {
+        if let Some(w) = self.awaiting.take() {
+            // The client went away while its call waited for the approval
+            // service: nothing was forwarded; the trail says so.
+            let decision = Decision {
+                verdict: Verdict::Approval,
+                rule: w.ask.rule.clone(),
+                reason:
+                    "the client went away while the call waited for its approval; not forwarded"
+                        .into(),
+            };
+            for mut p in self.audit.take_held() {
+                p.decision = decision.clone();
+                self.audit.send_step(host, self.caller.as_deref(), p);
+            }
+        }
         let seen = self.rewriter.bytes_seen();
         self.audit.on_done(host, self.caller.as_deref(), seen);
     }
@@ -592,7 +623,7 @@ impl RequestFilter {
                 self.phase = Phase::Passthrough;
                 return Flow::Continue;
             }
-            Phase::AwaitingNoBody | Phase::Replied => return Flow::Pause,
+            Phase::AwaitingNoBody | Phase::Replied | Phase::AwaitingApproval => return Flow::Pause,
             _ => return Flow::Continue,
         }
         if body_size > self.policy.limits.max_request_bytes {
@@ -628,13 +659,8 @@ impl RequestFilter {
             self.standing.as_ref(),
             &bytes,
         );
-        let refuses = |v: &BodyVerdict| {
-            !matches!(v.outcome, BodyOutcome::Forward { .. })
-                || v.policy_refused()
-                || v.dlp_refused()
-        };
         let verdict = match self.started_under.take() {
-            Some(own) if !refuses(&verdict) => {
+            Some(own) if !verdict.refuses() => {
                 let own_caller = own.caller.unwrap_or_else(|| Rc::new(anonymous()));
                 let first = judge_body(
                     &own.policy,
@@ -643,14 +669,18 @@ impl RequestFilter {
                     own.standing.as_ref(),
                     &bytes,
                 );
-                match refuses(&first) {
+                match first.refuses() {
                     true => first,
                     false => verdict,
                 }
             }
             _ => verdict,
         };
-        let verdict = self.consume_meters(host, verdict);
+        // A call sent for approval consumes its limits when it is released.
+        let verdict = match verdict.approval() {
+            Some(_) => verdict,
+            None => self.consume_meters(host, verdict),
+        };
         self.apply_body_verdict(host, verdict, body_size)
     }
 
@@ -698,7 +728,7 @@ impl RequestFilter {
                     "trailers are not accepted on MCP requests",
                 ),
             ),
-            Phase::Replied => Flow::Pause,
+            Phase::Replied | Phase::AwaitingApproval => Flow::Pause,
             _ => Flow::Continue,
         }
     }
@@ -713,10 +743,21 @@ impl RequestFilter {
         body_size: usize,
     ) -> Flow {
         let outcome = std::mem::replace(&mut v.outcome, BodyOutcome::Forward { rewritten: None });
-        let (reply, rewritten) = match outcome {
+        // The rules' refusal; DLP's (which may stand beside an approval
+        // decision) is applied below, as is a call sent for approval.
+        let mut policy_refused = v.policy_refused();
+        let (reply, rewritten, ask) = match outcome {
             BodyOutcome::Refuse(r) => return self.refuse(host, &r),
-            BodyOutcome::Deny(r) | BodyOutcome::DlpBlock(r) => (Some(r), None),
-            BodyOutcome::Forward { rewritten } => (None, rewritten),
+            BodyOutcome::Deny(r) => (Some(r), None, None),
+            BodyOutcome::DlpBlock(r) => {
+                policy_refused = policy_refused && self.policy.approval.is_none();
+                (Some(r), None, None)
+            }
+            BodyOutcome::Forward { rewritten } => (None, rewritten, None),
+            BodyOutcome::Approve { ask, rewritten } => {
+                policy_refused = false;
+                (None, rewritten, Some(ask))
+            }
         };
         for m in &v.messages {
             let counter = match m.decision.verdict {
@@ -735,7 +776,6 @@ impl RequestFilter {
                     .collect(),
             );
         }
-        let policy_refused = v.policy_refused();
         if v.killed {
             host.count(Counter::RefusedKillSwitch, 1);
         }
@@ -812,6 +852,14 @@ impl RequestFilter {
                 return self.refuse_unwritable(host, "the rate limit descriptors", &e);
             }
         }
+        if let Some(ask) = ask {
+            return self.ask_approval(host, ask, v);
+        }
+        self.go_on(v)
+    }
+
+    /// The body goes upstream: plan what its answers need.
+    fn go_on(&mut self, v: BodyVerdict) -> Flow {
         // Only the answer to an initialize issues a session: every other
         // answer may echo an id the caller merely presented.
         self.opens_session = matches!(v.messages.as_slice(), [m] if m.method == "initialize");
@@ -825,6 +873,238 @@ impl RequestFilter {
         self.rewriter.expect_answers(caller, plan, v.request_ids);
         self.phase = Phase::Forwarded;
         Flow::Continue
+    }
+
+    /// Ask the approval service about the one call of this body (POLICY.md
+    /// "Approval"): one callout, the request held until it answers. A
+    /// callout that cannot be sent is a refusal, as the service being down.
+    fn ask_approval(&mut self, host: &mut dyn Host, ask: Box<Ask>, v: BodyVerdict) -> Flow {
+        let Some(cfg) = self.policy.approval.clone() else {
+            // The verdict asks only under a policy with an approval section.
+            return self.approval_unavailable(host, &ask, "no approval service is configured");
+        };
+        host.count(Counter::ApprovalRequested, 1);
+        let Some(token) = cfg.token.resolve() else {
+            return self.approval_unavailable(
+                host,
+                &ask,
+                "the filter's token for the approval service is not set (approval.token_env)",
+            );
+        };
+        let body = ask.request_body(&cfg);
+        let authorization = format!("Bearer {token}");
+        let callout = Callout {
+            cluster: &cfg.cluster,
+            headers: vec![
+                (":method", "POST"),
+                (":path", &cfg.path),
+                (":authority", &cfg.authority),
+                ("content-type", "application/json"),
+                ("authorization", &authorization),
+            ],
+            body: &body,
+            timeout: std::time::Duration::from_millis(approval::callout_timeout_ms(&cfg)),
+        };
+        let call_id = match host.dispatch_callout(&callout) {
+            Ok(id) => id,
+            Err(e) => {
+                let why = format!("the callout to the approval service was not sent ({e})");
+                return self.approval_unavailable(host, &ask, &why);
+            }
+        };
+        let how = match cfg.mode {
+            approval::ApprovalMode::Hold => {
+                format!("held up to {} ms for a decision", cfg.timeout_ms)
+            }
+            approval::ApprovalMode::Async => "answered at once unless already approved".into(),
+        };
+        let step = Decision {
+            verdict: Verdict::Approval,
+            rule: ask.rule.clone(),
+            reason: format!(
+                "approval requested from the approval service (args_sha256 {}); {how}",
+                ask.binding.args_sha256
+            ),
+        };
+        if let Some(p) = self.audit.held_first(step) {
+            self.audit.send_step(host, self.caller.as_deref(), p);
+        }
+        self.awaiting = Some(AwaitingApproval {
+            call_id,
+            ask,
+            verdict: v,
+        });
+        self.phase = Phase::AwaitingApproval;
+        Flow::Pause
+    }
+
+    /// The approval service answered callout `call_id` (`status`: its
+    /// `:status`, `None` when Envoy delivered no answer). Forward the held
+    /// call only if the answer says it used an approval; refuse it otherwise.
+    pub fn on_approval_answer(
+        &mut self,
+        host: &mut dyn Host,
+        call_id: u32,
+        status: Option<u16>,
+        body: Option<&[u8]>,
+    ) {
+        match &self.awaiting {
+            Some(w) if w.call_id == call_id && self.phase == Phase::AwaitingApproval => {}
+            _ => {
+                host.log(
+                    LogLevel::Warn,
+                    "mcp-firewall: an approval answer for no waiting call was ignored",
+                );
+                return;
+            }
+        }
+        let Some(w) = self.awaiting.take() else {
+            return;
+        };
+        match approval::read_answer(status, body) {
+            Answer::Used {
+                approval_id,
+                decided_by,
+                reason,
+            } => self.release(host, w, &approval_id, decided_by, reason),
+            Answer::Refused {
+                approval_id,
+                state,
+                decided_by,
+                reason,
+            } => {
+                let (message, why) = match state.as_str() {
+                    "pending" => (
+                        "approval required",
+                        format!("approval {approval_id} is pending: send the same call again once it is approved"),
+                    ),
+                    "denied" => (
+                        "denied by approver",
+                        format!(
+                            "approval {approval_id} was denied by {}{}",
+                            decided_by.as_deref().unwrap_or("an approver"),
+                            reason.map(|r| format!(": {r}")).unwrap_or_default()
+                        ),
+                    ),
+                    "expired" => (
+                        "approval expired",
+                        format!("approval {approval_id} expired before it was used; send the call again for a new one"),
+                    ),
+                    other => (
+                        "approval required",
+                        format!("approval {approval_id} is {other} and cannot be used by this call; send it again for a new one"),
+                    ),
+                };
+                host.count(Counter::ApprovalRefused, 1);
+                self.approval_reply(host, &w.ask, message, &why, Some((&approval_id, &state)));
+            }
+            Answer::Unavailable(why) => {
+                self.approval_unavailable(host, &w.ask, &why);
+            }
+        }
+    }
+
+    /// The service says this call used an approval: the call goes on under
+    /// the policy it was asked under, if that is still the policy in force
+    /// (its SHA-256 is in the binding: an approval under another policy is
+    /// another binding), with its rate limits consumed now.
+    fn release(
+        &mut self,
+        host: &mut dyn Host,
+        w: AwaitingApproval,
+        approval_id: &str,
+        decided_by: Option<String>,
+        reason: Option<String>,
+    ) {
+        let same_policy = match host.policy_in_force() {
+            InForce::Own => true,
+            InForce::Newer(p) => p.sha256 == self.policy.sha256,
+            InForce::Elsewhere => false,
+        };
+        if !same_policy {
+            host.count(Counter::ApprovalRefused, 1);
+            let why = format!(
+                "the policy changed while the call waited; approval {approval_id} was for the policy it was asked under: send the call again (a new approval is needed)"
+            );
+            self.approval_reply(host, &w.ask, "approval required", &why, None);
+            return;
+        }
+        host.count(Counter::ApprovalGranted, 1);
+        let by = decided_by.as_deref().unwrap_or("an approver");
+        let reason = format!(
+            "approved by {by}{} (approval {approval_id}, used by this call)",
+            reason.map(|r| format!(": {r}")).unwrap_or_default()
+        );
+        let mut v = self.consume_meters(host, w.verdict);
+        if matches!(v.outcome, BodyOutcome::Deny(_)) {
+            // A rate limit ran out while the call waited: -32012 like any
+            // call over its limit (the approval is spent).
+            let Some(m) = v.messages.first().cloned() else {
+                return;
+            };
+            let r =
+                match std::mem::replace(&mut v.outcome, BodyOutcome::Forward { rewritten: None }) {
+                    BodyOutcome::Deny(r) => r,
+                    _ => LocalReply::empty(403, None),
+                };
+            host.count(Counter::DecisionDeny, 1);
+            self.log_refusal(host, &m.decision.rule, r.status);
+            for mut p in self.audit.take_held() {
+                p.decision = m.decision.clone();
+                p.decision.reason = format!("{}; {reason}", p.decision.reason);
+                self.audit.send_replied(host, self.caller.as_deref(), p, &r);
+            }
+            self.reply(host, r);
+            return;
+        }
+        self.audit.set_held_decision(Decision {
+            verdict: Verdict::Allow,
+            rule: w.ask.rule.clone(),
+            reason,
+        });
+        let _ = self.go_on(v);
+        if let Err(e) = host.resume_request() {
+            // Nothing went upstream: the client must not wait forever.
+            host_write_failed(host, "the approved request onwards", &e);
+            host.reset_stream();
+        }
+    }
+
+    /// The approval service could not be asked or gave no usable answer:
+    /// refused (fail closed), counted `approval.unavailable`.
+    fn approval_unavailable(&mut self, host: &mut dyn Host, ask: &Ask, why: &str) -> Flow {
+        host.count(Counter::ApprovalUnavailable, 1);
+        host.log(
+            LogLevel::Warn,
+            &format!("mcp-firewall: approval refused rule={}: {why}", ask.rule),
+        );
+        let why = format!("approval unavailable: {why}; refused");
+        self.approval_reply(host, ask, "approval unavailable", &why, None)
+    }
+
+    /// Answer the held call -32011 (POLICY.md: `rule`, `approval_id`), audit
+    /// the step with verdict `approval`.
+    fn approval_reply(
+        &mut self,
+        host: &mut dyn Host,
+        ask: &Ask,
+        message: &str,
+        why: &str,
+        approval: Option<(&str, &str)>,
+    ) -> Flow {
+        let body = reply::approval_error(&ask.id, &ask.rule, message, why, approval);
+        let r = LocalReply::json(200, &body, Some(ask.rule.as_str()));
+        self.log_refusal(host, &ask.rule, r.status);
+        let decision = Decision {
+            verdict: Verdict::Approval,
+            rule: ask.rule.clone(),
+            reason: why.to_owned(),
+        };
+        for mut p in self.audit.take_held() {
+            p.decision = decision.clone();
+            self.audit.send_replied(host, self.caller.as_deref(), p, &r);
+        }
+        self.reply(host, r)
     }
 
     /// Hand Envoy's rate limit filter the descriptor entries of a body that
@@ -1024,5 +1304,7 @@ fn host_write_failed(host: &mut dyn Host, what: &str, e: &HostError) {
     );
 }
 
+#[cfg(test)]
+mod approval_tests;
 #[cfg(test)]
 mod tests;

@@ -311,7 +311,33 @@ struct FirewallHttp {
     origin: StreamOrigin,
 }
 
-impl Context for FirewallHttp {}
+impl Context for FirewallHttp {
+    /// The approval service answered (or Envoy gave up on it: no `:status`,
+    /// or its own 504). Read here, decided by the filter.
+    fn on_http_call_response(
+        &mut self,
+        call_id: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|s| s.parse::<u16>().ok());
+        let body = match body_size {
+            0 => None,
+            n => hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, n)
+                .ok()
+                .flatten(),
+        };
+        let mut host = self.host();
+        if let Some(f) = self.filter.as_mut() {
+            f.on_approval_answer(&mut host, call_id, status, body.as_deref());
+        }
+    }
+}
 
 /// The `bench-noop` build's HTTP context: every callback is the SDK's default
 /// (continue), so Envoy still creates a context and calls into the VM for each
@@ -762,6 +788,20 @@ impl Host for WasmHost {
         if hostcalls::reset_http_response().is_err() {
             let _ = hostcalls::reset_http_request();
         }
+    }
+    fn dispatch_callout(&mut self, callout: &Callout<'_>) -> Result<u32, HostError> {
+        // From the HTTP context: Envoy hands the answer to this stream.
+        hostcalls::dispatch_http_call(
+            callout.cluster,
+            callout.headers.clone(),
+            Some(callout.body),
+            vec![],
+            callout.timeout,
+        )
+        .map_err(host_error)
+    }
+    fn resume_request(&mut self) -> Result<(), HostError> {
+        hostcalls::resume_http_request().map_err(host_error)
     }
     fn send_reply(&mut self, reply: &LocalReply) -> Result<(), HostError> {
         let headers = reply.headers();

@@ -42,6 +42,8 @@ pub struct CompiledPolicy {
     pub dlp: crate::dlp::DlpPolicy,
     /// `None` = audit off.
     pub audit: Option<crate::audit::AuditConfig>,
+    /// `None` = no approval service: `approve` rules refuse with -32011.
+    pub approval: Option<crate::approval::ApprovalConfig>,
     /// `rate_limits` and `budgets`.
     pub meters: crate::meter::MeterPolicy,
     /// `$.envoy.allow_on_headers_stop_iteration` (default true): whether the
@@ -66,7 +68,7 @@ pub struct CompiledPolicy {
 
 /// Sections of POLICY.md that this build does not enforce yet. Accepting them
 /// silently would let a team believe something is enforced that is not.
-const NOT_YET_SUPPORTED: &[&str] = &["pins", "approval"];
+const NOT_YET_SUPPORTED: &[&str] = &["pins"];
 
 /// Parse and compile policy text (the plugin configuration).
 pub fn compile_str(text: &[u8]) -> Result<CompiledPolicy, Vec<ConfigError>> {
@@ -123,6 +125,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
     let disabled_subjects = root.strings("disabled", errs).unwrap_or_default();
     let sessions = crate::session::compile(root.get("sessions"), "$.sessions", errs);
     let audit = crate::audit::compile(root.get("audit"), "$.audit", errs).flatten();
+    let approval = crate::approval::compile(root.get("approval"), "$.approval", errs).flatten();
     // DLP is on by default (requests block, responses redact) when the section is absent.
     let dlp = crate::dlp::compile(root.get("dlp"), "$.dlp", errs);
     let meters = crate::meter::compile(root.get("rate_limits"), root.get("budgets"), errs);
@@ -167,6 +170,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         sessions,
         dlp,
         audit,
+        approval,
         meters,
         sha256: sha256_hex(canonical(doc).as_bytes()),
     })

@@ -84,6 +84,29 @@ try {
         });
         break;
       }
+      // Wait (reloading) until a request for `tool` is pending, then decide
+      // it as a person would; reports its id and when the button was clicked.
+      case "decide_when_pending": {
+        const deadline = Date.now() + (step.within_ms ?? 20000);
+        let section = null;
+        for (;;) {
+          await page.goto(plan.url + "/");
+          section = await page.evaluate((tool) => {
+            const s = [...document.querySelectorAll("section.request")]
+              .find((e) => e.querySelector(".tool")?.textContent === tool);
+            return s ? s.dataset.id : null;
+          }, step.tool);
+          if (section || Date.now() > deadline) break;
+          await page.waitForTimeout(100);
+        }
+        if (!section) throw new Error(`no pending request for ${step.tool}`);
+        const form = `section[data-id="${section}"] form.${step.decision}`;
+        await page.fill(`${form} input[name=reason]`, step.reason ?? "");
+        const clicked_at_ms = Date.now();
+        const [response] = await Promise.all([page.waitForNavigation(), page.click(`${form} button`)]);
+        results.push({ id: section, clicked_at_ms, status: response?.status() ?? null });
+        break;
+      }
       case "sleep_until":
         await page.waitForTimeout(Math.max(0, step.epoch_ms - Date.now()));
         results.push({});
