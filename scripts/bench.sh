@@ -69,7 +69,7 @@ EOF
 # The demo policy plus a per-subject-and-tool rate limit and the loop breaker
 # (subject, tool, arguments: every request of the load is the same call), both
 # far too large to trip: what counting costs, not what refusing does.
-"$PY" - "${POLICY:-policies/demo.json}" >"$WORK/metered.json" <<'EOF'
+"$PY" - "${POLICY:-policies/demo.json}" >"$WORK/metered-policy.json" <<'EOF'
 import json, sys
 p = json.load(open(sys.argv[1]))
 p["rate_limits"] = [
@@ -85,7 +85,7 @@ declare -A TOTAL=([baseline]=0 [noop-wasm]=0 [firewall]=0 [metered]=0)
 run_side() { # name [render args...]
   local name=$1; shift
   local listen admin pid policy=${POLICY:-policies/demo.json}
-  [[ $name == metered ]] && policy=$WORK/metered.json
+  [[ $name == metered ]] && policy=$WORK/metered-policy.json
   listen=$(port); admin=$(port)
   "$PY" tests/e2e/harness.py render --template envoy --policy "$policy" \
     --listen "$listen" --admin "$admin" --upstream "$UP_PORT" "$@" >"$WORK/$name.json"

@@ -124,6 +124,22 @@ fn set_key(slots: u64, salt: &str, digest: &str) -> String {
 /// first to need it mints it (random, from the VM's entropy), the others
 /// read it. Shared data dies with the process, and so does the table.
 fn salt(store: &dyn SharedStore, entropy: u64) -> Result<String, Shortfall> {
+    // Read once per VM: it never changes while the process (and so this VM)
+    // lives, and a shared-data read per metered request is a lock and a copy.
+    if let Some(s) = SALT.with(|c| c.borrow().clone()) {
+        return Ok(s);
+    }
+    let s = read_or_mint_salt(store, entropy)?;
+    SALT.with(|c| *c.borrow_mut() = Some(s.clone()));
+    Ok(s)
+}
+
+thread_local! {
+    /// This VM's copy of the process's [`salt`] (a VM is one thread).
+    static SALT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+fn read_or_mint_salt(store: &dyn SharedStore, entropy: u64) -> Result<String, Shortfall> {
     for _ in 0..TRIES {
         match store.get(SALT_KEY).map_err(|_| Shortfall::Unavailable)? {
             (Some(v), _) if v.len() == 32 => {
