@@ -356,7 +356,10 @@ pub fn read_answer(status: Option<u16>, body: Option<&[u8]>) -> Answer {
     if !(200..300).contains(&status) {
         return Answer::Unavailable(format!("the approval service answered HTTP {status}"));
     }
-    let doc: Value = match body.map(serde_json::from_slice) {
+    // Strict, as a request body is read: with a member twice
+    // (`"consumed":false,"consumed":true`) which one counts is the reader's
+    // choice, and an answer that leaves it open releases nothing.
+    let doc: Value = match body.map(|b| crate::json::parse_strict(b, 16)) {
         Some(Ok(v)) => v,
         _ => {
             return Answer::Unavailable(

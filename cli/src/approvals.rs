@@ -144,6 +144,18 @@ struct App {
     stats: Stats,
 }
 
+impl App {
+    /// The caller identities an approver's own calls are made under
+    /// (`caller_subjects` in the config), beside the approver's subject.
+    fn aliases(&self, approver: &str) -> &[String] {
+        self.config
+            .approvers
+            .iter()
+            .find(|a| a.subject == approver)
+            .map_or(&[], |a| a.caller_subjects.as_slice())
+    }
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -779,11 +791,15 @@ async fn decide(
         bump(&app.stats.unknown_ids);
         return Err((StatusCode::NOT_FOUND, "unknown approval id".into()));
     }
+    // Only a configured approver decides (a session outlives no config change).
+    let Some(known) = app.config.approvers.iter().find(|a| a.subject == approver) else {
+        return Err((StatusCode::FORBIDDEN, "not an approver".into()));
+    };
     let outcome = app
         .store
         .decide(
             id,
-            approver,
+            known,
             approve,
             reason,
             now_ms(),
@@ -1017,7 +1033,8 @@ async fn page_index(app: &App, request: &Request<Incoming>) -> Answer {
         // A bearer client sees the page but has no forms to post.
         Approver::Bearer(_) => "",
     };
-    match page::index(approver.subject(), csrf, &pending, &history, now) {
+    let aliases = app.aliases(approver.subject());
+    match page::index(approver.subject(), aliases, csrf, &pending, &history, now) {
         Ok(body) => html(StatusCode::OK, body),
         Err(e) => {
             eprintln!("error: rendering the page: {e}");

@@ -286,6 +286,12 @@ fn reading_answers() {
         ("unknown_state", Some(200), Some(br#"{"approval_id":"apr_0123456789abcdef0123456789abcdef","state":"yes","consumed":true}"#.to_vec()), Box::new(unavailable)),
         ("forged_id_shape", Some(200), Some(br#"{"approval_id":"apr_x","state":"used","consumed":true}"#.to_vec()), Box::new(unavailable)),
         ("array", Some(200), Some(b"[]".to_vec()), Box::new(unavailable)),
+        (
+            "consumed_twice_last_one_true",
+            Some(200),
+            Some(br#"{"approval_id":"apr_0123456789abcdef0123456789abcdef","state":"used","consumed":false,"consumed":true}"#.to_vec()),
+            Box::new(unavailable),
+        ),
     ];
     for (name, status, body, check) in cases {
         let got = read_answer(status, body.as_deref());

@@ -631,12 +631,12 @@ impl Scanner {
                                 };
                                 // Another secret word of the same identifier
                                 // (`secret_token=`): the same assignment.
-                                if matches!(pending.assignment, Some(Deferred::Assignment(_, h))
+                                if matches!(pending.assignment, Some(Deferred::Assignment(_, h, _))
                                     if (h.id_start, h.id_end) == (head.id_start, head.id_end))
                                 {
                                     continue;
                                 }
-                                Deferred::Assignment(ri, head)
+                                Deferred::Assignment(ri, head, i)
                             }
                             rules::Native::AuthHeader => Deferred::AuthHeader(ri, i),
                             _ => {
@@ -816,14 +816,14 @@ impl Scanner {
         work: &mut Work,
     ) -> bool {
         let (ri, from, most) = match d {
-            Deferred::Assignment(ri, h) => (ri, h.value_from, rules::VALUE_MAX),
+            Deferred::Assignment(ri, h, _) => (ri, h.value_from, rules::VALUE_MAX),
             Deferred::AuthHeader(ri, pos) => (ri, pos, rules::AUTH_HEADER_MAX),
         };
         if !work.spend(limit.min(from + most).saturating_sub(from)) {
             return false;
         }
         let found = match d {
-            Deferred::Assignment(_, h) => rules::assignment_value(text, &h, limit),
+            Deferred::Assignment(_, h, _) => rules::assignment_value(text, &h, limit),
             Deferred::AuthHeader(_, pos) => rules::auth_header_at(text, pos, limit),
         };
         if let (Some(f), Some(rule)) = (found, self.rules.get(usize::from(ri))) {
@@ -914,7 +914,12 @@ impl Scanner {
                     self.push_findings(&spans, path, out);
                     // Only a blob is decoded: every other string is read as it is.
                     let decodes = binary.decodes(map, k);
-                    match item.as_str().filter(|_| decodes).map(decoded_blob) {
+                    let declared = declared_utf16(map);
+                    match item
+                        .as_str()
+                        .filter(|_| decodes)
+                        .map(|b| decoded_blob(b, declared))
+                    {
                         // Decoded as a client decodes it, and as it stands (a
                         // token sent as the blob's text reads as itself).
                         Some(Some(text)) => {
@@ -992,9 +997,16 @@ impl Scanner {
                     push_pointer_token(path, &k);
                     // Only a blob is decoded: every other string is read as it is.
                     let decodes = binary.decodes(map, &k);
+                    let declared = declared_utf16(map);
                     if let Some(item) = map.get_mut(&k) {
-                        match item.as_str().filter(|_| decodes).map(decoded_blob) {
-                            Some(Some(text)) => self.redact_blob(item, text, path, &k, work, out),
+                        match item
+                            .as_str()
+                            .filter(|_| decodes)
+                            .map(|b| decoded_blob_text(b, declared))
+                        {
+                            Some(Some((text, order))) => {
+                                self.redact_blob(item, text, order, path, &k, work, out)
+                            }
                             // A text blob no client decoding reads as this
                             // scan would: nothing of it is passed on.
                             Some(None) => {
@@ -1047,10 +1059,12 @@ impl Scanner {
     /// the blob as it stands takes the whole blob (its base64 reading is
     /// garbage then); else the decoded text is redacted and encoded again,
     /// so the client still gets base64.
+    #[allow(clippy::too_many_arguments)]
     fn redact_blob(
         &self,
         item: &mut Value,
         text: String,
+        order: Option<Utf16>,
         path: &mut String,
         key: &str,
         work: &mut Work,
@@ -1059,14 +1073,14 @@ impl Scanner {
         let before = out.len();
         self.scan_into(item, path, Some(key), Binary::Skipped, work, out);
         if out.len() != before {
-            *item = Value::String(base64::Engine::encode(&text::B64STD, "[REDACTED:blob]"));
+            *item = Value::String(encoded_blob("[REDACTED:blob]", order));
             return;
         }
         let mut decoded = Value::String(text);
         self.redact_into(&mut decoded, path, Some(key), Binary::Skipped, work, out);
         if out.len() != before {
             if let Value::String(t) = decoded {
-                *item = Value::String(base64::Engine::encode(&text::B64STD, t));
+                *item = Value::String(encoded_blob(&t, order));
             }
         }
     }
@@ -1184,8 +1198,9 @@ fn required_within(
 /// that one begins, so the values of a run of triggers never overlap.
 #[derive(Clone, Copy)]
 enum Deferred {
-    /// `identifier <op> value`: rule, and what was read before the value.
-    Assignment(u16, rules::AssignmentHead),
+    /// `identifier <op> value`: rule, what was read before the value, and
+    /// where the secret word (the trigger) is.
+    Assignment(u16, rules::AssignmentHead, usize),
     /// `Authorization: …`: rule, and where the trigger is.
     AuthHeader(u16, usize),
 }
@@ -1194,7 +1209,11 @@ impl Deferred {
     /// Where this trigger's text begins: a value read for the one before ends here.
     fn begins(self) -> usize {
         match self {
-            Deferred::Assignment(_, h) => h.id_start,
+            // The next secret word, not the start of its identifier: a bare
+            // value is a run of identifier bytes too, so the identifier of
+            // `password=Sup3rS3cretValu3token=x`'s second head reaches back
+            // over the whole first value (fifth review H1).
+            Deferred::Assignment(_, _, word_at) => word_at,
             Deferred::AuthHeader(_, pos) => pos,
         }
     }
@@ -1481,12 +1500,19 @@ impl Binary {
             // Base64 as the spec defines it (RFC 4648 §4, padded): a value
             // with any other character (a token's `_`) is no image a client
             // decodes, and is read as the text it is.
+            // Only with a media type no reader shows as text (an SVG is
+            // XML, `text/plain` is text, fifth review L1), or none and bytes
+            // that are not text: anything else is decoded and scanned.
             "data" => {
                 is("type", &|t| t == "image" || t == "audio")
                     && object
                         .get(key)
                         .and_then(Value::as_str)
                         .is_some_and(is_strict_base64)
+                    && match object.get("mimeType") {
+                        Some(Value::String(m)) => is_media_type(m) && !is_text_media_type(m),
+                        _ => !decodes_to_text(object, key),
+                    }
             }
             // A blob is text the client may read when its type says so, and
             // also when its type says nothing a reader would not show as
@@ -1498,12 +1524,7 @@ impl Binary {
             // blob is binary when most of it is not text (third review F6).
             "blob" => {
                 !is_text_blob(object)
-                    && (is("mimeType", &is_media_type)
-                        || !object
-                            .get(key)
-                            .and_then(Value::as_str)
-                            .and_then(decoded_blob_bytes)
-                            .is_some_and(|b| mostly_text(&b)))
+                    && (is("mimeType", &is_media_type) || !decodes_to_text(object, key))
             }
             _ => false,
         }
@@ -1515,8 +1536,50 @@ impl Binary {
     /// Asked only of a member `skips` kept (the scanners filter first), so
     /// a blob is not decoded twice to answer both.
     fn decodes(self, object: &Map<String, Value>, key: &str) -> bool {
-        self == Binary::Skipped && key == "blob" && object.get(key).is_some_and(Value::is_string)
+        let media = || {
+            object
+                .get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t == "image" || t == "audio")
+        };
+        self == Binary::Skipped
+            && (key == "blob" || (key == "data" && media()))
+            && object.get(key).is_some_and(Value::is_string)
     }
+}
+
+/// Whether member `key` of a content item is base64 of text, as its item's
+/// charset or a byte-order mark says to read it.
+fn decodes_to_text(object: &Map<String, Value>, key: &str) -> bool {
+    object
+        .get(key)
+        .and_then(Value::as_str)
+        .and_then(|b| decoded_blob(b, declared_utf16(object)))
+        .is_some_and(|t| mostly_text(&t))
+}
+
+/// A UTF-16 byte order, as a charset parameter names one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Utf16 {
+    Le,
+    Be,
+}
+
+/// The UTF-16 charset a content item's `mimeType` declares (`utf-16` with
+/// no byte-order mark is big-endian, RFC 2781 §4.3); `None` for any other.
+fn declared_utf16(object: &Map<String, Value>) -> Option<Utf16> {
+    let m = object.get("mimeType")?.as_str()?;
+    m.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("charset") {
+            return None;
+        }
+        match value.trim().trim_matches('"').to_ascii_lowercase().as_str() {
+            "utf-16le" => Some(Utf16::Le),
+            "utf-16be" | "utf-16" => Some(Utf16::Be),
+            _ => None,
+        }
+    })
 }
 
 /// Whether the object at JSON pointer `at` (from the scanned result or
@@ -1614,22 +1677,74 @@ fn undecodable(path: &str) -> Finding {
 /// reads the same bytes: anything but alphabet characters dropped, `-`/`_`
 /// as `+`/`/`, padding and trailing bits optional. `None` when even that
 /// leaves no whole base64 text (one character too many).
-fn decoded_blob(s: &str) -> Option<String> {
+///
+/// Its bytes are read as UTF-16 when they start with a UTF-16 byte-order mark
+/// (which readers follow over any declared charset, as browsers do) or the
+/// item declares a UTF-16 charset; as UTF-8 otherwise (fifth review M1: a
+/// UTF-16 text blob read as UTF-8 hid every secret behind NUL bytes).
+fn decoded_blob(s: &str, declared: Option<Utf16>) -> Option<String> {
+    decoded_blob_text(s, declared).map(|(text, _)| text)
+}
+
+/// [`decoded_blob`], with the UTF-16 byte order it was read in (`None`: UTF-8).
+fn decoded_blob_text(s: &str, declared: Option<Utf16>) -> Option<(String, Option<Utf16>)> {
     let bytes = decoded_blob_bytes(s)?;
-    Some(match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
+    let (order, body) = match bytes.as_slice() {
+        [0xFF, 0xFE, rest @ ..] => (Some(Utf16::Le), rest),
+        [0xFE, 0xFF, rest @ ..] => (Some(Utf16::Be), rest),
+        all => (declared, all),
+    };
+    let text = match order {
+        Some(order) => {
+            let units = body.chunks(2).map(|p| match (order, p) {
+                (Utf16::Le, [a, b]) => u16::from_le_bytes([*a, *b]),
+                (Utf16::Be, [a, b]) => u16::from_be_bytes([*a, *b]),
+                // An odd last byte: read as a replacement character.
+                _ => 0xFFFD,
+            });
+            char::decode_utf16(units)
+                .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+                .collect()
+        }
+        None => match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        },
+    };
+    Some((text, order))
+}
+
+/// Base64 of `text` in the encoding a blob was read in: UTF-16 with a
+/// byte-order mark (so every reader reads it in that order), else UTF-8.
+fn encoded_blob(text: &str, order: Option<Utf16>) -> String {
+    let bytes: Vec<u8> = match order {
+        None => text.as_bytes().to_vec(),
+        Some(order) => {
+            let mut out = match order {
+                Utf16::Le => vec![0xFF, 0xFE],
+                Utf16::Be => vec![0xFE, 0xFF],
+            };
+            for unit in text.encode_utf16() {
+                out.extend(match order {
+                    Utf16::Le => unit.to_le_bytes(),
+                    Utf16::Be => unit.to_be_bytes(),
+                });
+            }
+            out
+        }
+    };
+    base64::Engine::encode(&text::B64STD, bytes)
 }
 
 /// Bytes most of which read as text (UTF-8, not control characters other
 /// than whitespace): what a reader would show, and a scan must read.
-fn mostly_text(bytes: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(bytes);
+fn mostly_text(text: &str) -> bool {
     let total = text.chars().count().max(1);
     let odd = text
         .chars()
-        .filter(|c| *c == '\u{FFFD}' || (c.is_control() && !c.is_whitespace()))
+        // ESC starts a terminal colour code: a coloured log is text (fifth
+        // review L2).
+        .filter(|c| *c == '\u{FFFD}' || (c.is_control() && !c.is_whitespace() && *c != '\u{1b}'))
         .count();
     odd * 10 <= total
 }

@@ -491,6 +491,88 @@ fn text_blob_is_redacted_and_stays_base64() {
         serde_json::json!(B64.encode("nothing here"))
     );
 }
+/// UTF-16 text (declared by charset or by a byte-order mark) is read as
+/// such, redacted, and written back in the same encoding; image data whose
+/// media type says text is decoded and scanned (fifth review M1, L1).
+#[test]
+fn utf16_blobs_and_text_typed_image_data_are_read_as_text() {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    let scanner = match Scanner::builtin(true, true) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let token = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
+    let text = format!("key {token} end");
+    let le: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let be_bom: Vec<u8> = [0xFE, 0xFF]
+        .into_iter()
+        .chain(text.encode_utf16().flat_map(u16::to_be_bytes))
+        .collect();
+    let le_bom: Vec<u8> = [0xFF, 0xFE].into_iter().chain(le.iter().copied()).collect();
+    // (behaviour, content item, path of the finding)
+    let cases = [
+        (
+            "declared_utf16le",
+            serde_json::json!({"uri": "file:///a", "mimeType": "text/plain; charset=utf-16le", "blob": B64.encode(&le)}),
+            "/contents/0/blob",
+        ),
+        (
+            "utf16be_by_its_bom_under_plain_text",
+            serde_json::json!({"uri": "file:///a", "mimeType": "text/plain", "blob": B64.encode(&be_bom)}),
+            "/contents/0/blob",
+        ),
+        (
+            "utf16le_bom_as_octet_stream",
+            serde_json::json!({"uri": "file:///a", "mimeType": "application/octet-stream", "blob": B64.encode(&le_bom)}),
+            "/contents/0/blob",
+        ),
+        (
+            "svg_image_data",
+            serde_json::json!({"type": "image", "mimeType": "image/svg+xml", "data": B64.encode(format!("<svg><!-- {token} --></svg>"))}),
+            "/contents/0/data",
+        ),
+        (
+            "text_plain_image_data",
+            serde_json::json!({"type": "image", "mimeType": "text/plain", "data": B64.encode(&text)}),
+            "/contents/0/data",
+        ),
+        (
+            "coloured_log_as_octet_stream",
+            serde_json::json!({"uri": "file:///a", "mimeType": "application/octet-stream",
+                               "blob": B64.encode(format!("\u{1b}[31merror\u{1b}[0m: {token}\u{1b}[0m\n"))}),
+            "/contents/0/blob",
+        ),
+    ];
+    for (name, item, path) in cases {
+        let mut result = serde_json::json!({"contents": [item]});
+        let found = redact_result(&scanner, &mut result);
+        assert_eq!(
+            findings_of(&found)
+                .iter()
+                .map(|(_, p)| p.as_str())
+                .collect::<Vec<_>>(),
+            vec![path],
+            "{name}"
+        );
+        let key = path.rsplit('/').next().unwrap_or("");
+        let out = B64
+            .decode(result["contents"][0][key].as_str().unwrap_or(""))
+            .unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&out).contains("ghp_"), "{name}");
+        let utf16 = !out.is_empty() && out.iter().skip(1).step_by(2).take(8).all(|b| *b == 0);
+        if name.contains("utf16") {
+            // Written back as UTF-16 with a byte-order mark: readable as before.
+            assert!(
+                matches!(out.get(..2), Some([0xFF, 0xFE]) | Some([0xFE, 0xFF])),
+                "{name}: {out:?}"
+            );
+        } else {
+            assert!(!utf16, "{name}");
+        }
+    }
+}
+
 /// (kind, path) of each finding.
 type KindPaths = Vec<(String, String)>;
 
@@ -827,6 +909,73 @@ fn token_prefix_boundaries_table() {
     ];
     for (name, text, want) in cases {
         assert_eq!(kinds(&text), want, "{name}: {text}");
+    }
+}
+
+/// A secret word glued after a bare value (`…Valu3token=`) does not cut the
+/// value it follows (fifth review H1: the next identifier reached back over
+/// the whole value, which was then judged empty).
+#[test]
+fn a_secret_word_glued_after_a_bare_value_does_not_hide_it() {
+    // (behaviour, text, expected kinds)
+    let cases = [
+        (
+            "bare_value_alone",
+            "password=Sup3rS3cretValu3x",
+            vec!["password"],
+        ),
+        (
+            "followed_by_token_assignment",
+            "password=Sup3rS3cretValu3token=x",
+            vec!["password"],
+        ),
+        (
+            "followed_by_password_assignment",
+            "password=Sup3rS3cretValu3password=x",
+            vec!["password"],
+        ),
+        (
+            "followed_by_dashed_password",
+            "password=Sup3rS3cretValu3-password=x",
+            vec!["password"],
+        ),
+        (
+            "followed_by_dotted_key",
+            "password=Sup3rS3cretValu3.key:x",
+            vec!["password"],
+        ),
+        (
+            "followed_by_a_call",
+            "password=Sup3rS3cretValu3key(x",
+            vec!["password"],
+        ),
+        (
+            "env_style",
+            "DB_PASSWORD=Sup3rS3cretValu3token=x",
+            vec!["password"],
+        ),
+        (
+            "separated_by_a_semicolon",
+            "password=Sup3rS3cretValu3;password=x",
+            vec!["password"],
+        ),
+        (
+            "quoted_value",
+            "password=\"Sup3rS3cretValu3token=x\"",
+            vec!["password"],
+        ),
+    ];
+    for (name, text, want) in cases {
+        assert_eq!(kinds(text), want, "{name}: {text}");
+    }
+    // Other secret words: found, whatever kind names them.
+    for text in [
+        "api_token=aB3xK9mQ2vLp7Rt4Wz8Yn5Hjtoken=1",
+        "api_token=aB3xK9mQ2vLp7Rt4Wz8Yn5Hj_pwd=1",
+        "secret=aB3xK9mQ2vLp7Rt4Wz8Yn5Hj.secret=",
+        "secret_key=aB3xK9mQ2vLp7Rt4Wz8Yn5Hjtoken=1",
+    ] {
+        assert!(!kinds(text).is_empty(), "{text}");
     }
 }
 

@@ -31,6 +31,11 @@ struct File {
 struct ApproverEntry {
     subject: String,
     token_sha256: String,
+    /// The approver's own identities as the firewall names callers (a JWT
+    /// `sub`, an API key's subject), when they differ from `subject`: calls
+    /// made under any of them are the approver's own.
+    #[serde(default)]
+    caller_subjects: Vec<String>,
 }
 
 fn default_listen() -> String {
@@ -62,6 +67,26 @@ pub enum Storage {
 pub struct Approver {
     pub subject: String,
     pub token_sha256: [u8; 32],
+    pub caller_subjects: Vec<String>,
+}
+
+impl Approver {
+    /// Whether a call made by `caller` is this approver's own.
+    pub fn is_caller(&self, caller: &str) -> bool {
+        is_own_call(caller, &self.subject, &self.caller_subjects)
+    }
+}
+
+/// Whether a call made by `caller` is `approver`'s own: the same subject,
+/// or one of `aliases` (the approver's `caller_subjects`), compared as people
+/// write them (surrounding blanks and letter case do not make another
+/// person: `Alice@Example.com` is `alice@example.com`).
+pub fn is_own_call(caller: &str, approver: &str, aliases: &[String]) -> bool {
+    let fold = |s: &str| s.trim().to_lowercase();
+    let caller = fold(caller);
+    std::iter::once(approver)
+        .chain(aliases.iter().map(String::as_str))
+        .any(|a| fold(a) == caller)
 }
 
 pub struct Config {
@@ -119,6 +144,7 @@ impl Config {
             .map(|(i, a)| Approver {
                 subject: a.subject.clone(),
                 token_sha256: digest(format!("$.approvers[{i}].token_sha256"), &a.token_sha256),
+                caller_subjects: a.caller_subjects.clone(),
             })
             .collect();
         if filter_tokens.is_empty() {
@@ -175,6 +201,28 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn own_calls_are_found_however_the_subject_is_written_and_by_alias() {
+        let aliases = vec!["00u1a2b3c4".to_owned()];
+        // (behaviour, caller subject, own?)
+        let cases = [
+            ("same_subject", "alice@example.com", true),
+            ("other_case", "Alice@Example.com", true),
+            ("surrounding_blanks", " alice@example.com ", true),
+            ("jwt_sub_alias", "00u1a2b3c4", true),
+            ("alias_other_case", "00U1A2B3C4", true),
+            ("someone_else", "bob@example.com", false),
+            ("a_longer_name", "alice@example.com.evil", false),
+        ];
+        for (name, caller, own) in cases {
+            assert_eq!(
+                is_own_call(caller, "alice@example.com", &aliases),
+                own,
+                "{name}"
+            );
+        }
+    }
+
     use super::*;
 
     const H1: &str = "1111111111111111111111111111111111111111111111111111111111111111";

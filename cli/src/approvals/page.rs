@@ -38,7 +38,7 @@ fn ago(ms: i64) -> String {
     }
 }
 
-fn row(a: &Approval, viewer: &str, now: i64) -> Row {
+fn row(a: &Approval, viewer: &str, aliases: &[String], now: i64) -> Row {
     let summary = a.summary_value();
     let arguments = summary
         .get("arguments")
@@ -79,7 +79,7 @@ fn row(a: &Approval, viewer: &str, now: i64) -> Row {
         } else {
             format!("{} ago", ago(now - a.expires_ms))
         },
-        own: a.binding.subject == viewer,
+        own: super::config::is_own_call(&a.binding.subject, viewer, aliases),
         state: state.as_str(),
         decided_by: a.decided_by.clone().unwrap_or_default(),
         reason: a.reason.clone().unwrap_or_default(),
@@ -111,6 +111,7 @@ struct Message<'a> {
 
 pub fn index(
     viewer: &str,
+    aliases: &[String],
     csrf: &str,
     pending: &[Approval],
     history: &[Approval],
@@ -122,9 +123,12 @@ pub fn index(
         pending: pending
             .iter()
             .filter(|a| a.state_at(now) == State::Pending)
-            .map(|a| row(a, viewer, now))
+            .map(|a| row(a, viewer, aliases, now))
             .collect(),
-        history: history.iter().map(|a| row(a, viewer, now)).collect(),
+        history: history
+            .iter()
+            .map(|a| row(a, viewer, aliases, now))
+            .collect(),
     }
     .render()
 }

@@ -457,7 +457,7 @@ impl Store {
     pub async fn decide(
         &self,
         id: &str,
-        approver: &str,
+        approver: &super::config::Approver,
         approve: bool,
         reason: &str,
         now: i64,
@@ -484,7 +484,9 @@ impl Store {
             };
             (outcome, detail)
         };
-        let pre = if current.binding.subject == approver {
+        let own = approver.is_caller(&current.binding.subject);
+        let approver = approver.subject.as_str();
+        let pre = if own {
             Some(refused(Decided::OwnCall))
         } else {
             None
