@@ -9,7 +9,7 @@
 //! `consumed: true` — this call used an approval for exactly this binding.
 //! Anything else is a refusal (fail closed).
 
-use crate::config::{keywords, Errors, ObjReader};
+use crate::config::{header_safe, keywords, Errors, ObjReader};
 use crate::identity::Caller;
 use crate::json::{canonical, integral_numbers, sha256_hex};
 use crate::rule_id::RuleId;
@@ -112,25 +112,7 @@ pub fn compile(
     };
     let before = errs.0.len();
     let mut r = ObjReader::new(section, path, errs)?;
-    let cluster = r
-        .required("cluster", errs)
-        .and(r.string("cluster", errs))
-        .map(str::to_owned);
-    if let Some(c) = &cluster {
-        header_safe(c, &r.field_path("cluster"), errs);
-    }
-    let req_path = r.string("path", errs).unwrap_or(DEFAULT_PATH).to_owned();
-    if r.has("path") {
-        let p = r.field_path("path");
-        if !req_path.starts_with('/') {
-            errs.push(p.clone(), "must start with \"/\"");
-        }
-        header_safe(&req_path, &p, errs);
-    }
-    let authority = r.string("authority", errs).map(str::to_owned);
-    if let Some(a) = &authority {
-        header_safe(a, &r.field_path("authority"), errs);
-    }
+    let (cluster, req_path, authority) = crate::config::callout_target(&mut r, DEFAULT_PATH, errs);
     let timeout_ms = r
         .uint("timeout_ms", 10, MAX_WAIT_MS, errs)
         .unwrap_or(DEFAULT_TIMEOUT_MS);
@@ -180,14 +162,6 @@ pub fn compile(
         show_arguments,
         token: token?,
     }))
-}
-
-fn header_safe(value: &str, path: &str, errs: &mut Errors) {
-    if value.is_empty() {
-        errs.push(path, "must not be empty");
-    } else if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        errs.push(path, "must not contain whitespace or control characters");
-    }
 }
 
 /// What one approval is for: this caller, this call, these arguments, under

@@ -255,6 +255,46 @@ impl<'a> ObjReader<'a> {
     }
 }
 
+/// Envoy rejects (or worse, splits) values with whitespace or control characters,
+/// and an empty cluster name only fails at the first callout, long after configure.
+pub fn header_safe(value: &str, path: &str, errs: &mut Errors) {
+    if value.is_empty() {
+        errs.push(path, "must not be empty");
+    } else if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        errs.push(path, "must not contain whitespace or control characters");
+    }
+}
+
+/// Where an HTTP callout goes (`audit`, `approval`): the Envoy `cluster`
+/// (required), the request `path` (absolute, `default_path` when absent) and
+/// an optional `authority`.
+pub fn callout_target(
+    r: &mut ObjReader,
+    default_path: &str,
+    errs: &mut Errors,
+) -> (Option<String>, String, Option<String>) {
+    let cluster = r
+        .required("cluster", errs)
+        .and(r.string("cluster", errs))
+        .map(str::to_owned);
+    if let Some(c) = &cluster {
+        header_safe(c, &r.field_path("cluster"), errs);
+    }
+    let path = r.string("path", errs).unwrap_or(default_path).to_owned();
+    if r.has("path") {
+        let p = r.field_path("path");
+        if !path.starts_with('/') {
+            errs.push(p.clone(), "must start with \"/\"");
+        }
+        header_safe(&path, &p, errs);
+    }
+    let authority = r.string("authority", errs).map(str::to_owned);
+    if let Some(a) = &authority {
+        header_safe(a, &r.field_path("authority"), errs);
+    }
+    (cluster, path, authority)
+}
+
 pub fn string_list(v: &Value, path: &str, errs: &mut Errors) -> Option<Vec<String>> {
     let Value::Array(items) = v else {
         errs.push(

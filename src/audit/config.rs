@@ -100,25 +100,7 @@ pub fn compile(
     let before = errs.0.len();
     let mut r = ObjReader::new(section, path, errs)?;
 
-    let cluster = r
-        .required("cluster", errs)
-        .and(r.string("cluster", errs))
-        .map(str::to_owned);
-    if let Some(c) = &cluster {
-        header_safe(c, &r.field_path("cluster"), errs);
-    }
-    let req_path = r.string("path", errs).unwrap_or(DEFAULT_PATH).to_owned();
-    if r.has("path") {
-        let p = r.field_path("path");
-        if !req_path.starts_with('/') {
-            errs.push(p.clone(), "must start with \"/\"");
-        }
-        header_safe(&req_path, &p, errs);
-    }
-    let authority = r.string("authority", errs).map(str::to_owned);
-    if let Some(a) = &authority {
-        header_safe(a, &r.field_path("authority"), errs);
-    }
+    let (cluster, req_path, authority) = crate::config::callout_target(&mut r, DEFAULT_PATH, errs);
     let max_batch = r
         .uint("max_batch", 1, MAX_BATCH_BOUND, errs)
         .unwrap_or(DEFAULT_MAX_BATCH);
@@ -184,15 +166,6 @@ pub fn compile(
 }
 
 /// Cluster, path and authority end up in HTTP/2 pseudo-headers of the callout:
-/// Envoy rejects (or worse, splits) values with whitespace or control characters,
-/// and an empty cluster name only fails at the first callout, long after configure.
-fn header_safe(value: &str, path: &str, errs: &mut Errors) {
-    if value.is_empty() {
-        errs.push(path, "must not be empty");
-    } else if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        errs.push(path, "must not contain whitespace or control characters");
-    }
-}
 
 #[cfg(test)]
 mod tests {
