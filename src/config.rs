@@ -255,6 +255,7 @@ impl<'a> ObjReader<'a> {
     }
 }
 
+/// Cluster, path and authority end up in HTTP/2 pseudo-headers of a callout:
 /// Envoy rejects (or worse, splits) values with whitespace or control characters,
 /// and an empty cluster name only fails at the first callout, long after configure.
 pub fn header_safe(value: &str, path: &str, errs: &mut Errors) {

@@ -165,8 +165,6 @@ pub fn compile(
     }))
 }
 
-/// Cluster, path and authority end up in HTTP/2 pseudo-headers of the callout:
-
 #[cfg(test)]
 mod tests {
     use super::*;
