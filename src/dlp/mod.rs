@@ -912,8 +912,9 @@ impl Scanner {
                     push_pointer_token(path, k);
                     let spans = self.spans(k, None, work);
                     self.push_findings(&spans, path, out);
-                    // Only a blob is decoded: every other string is read as it is.
-                    let decodes = binary.decodes(map, k);
+                    // Only a blob (or a content item's media data) is
+                    // decoded: every other string is read as it is.
+                    let decodes = binary.decodes(map, k, path.get(..len).unwrap_or(""));
                     let declared = declared_utf16(map);
                     match item
                         .as_str()
@@ -995,8 +996,9 @@ impl Scanner {
                     let len = path.len();
                     path.push('/');
                     push_pointer_token(path, &k);
-                    // Only a blob is decoded: every other string is read as it is.
-                    let decodes = binary.decodes(map, &k);
+                    // Only a blob (or a content item's media data) is
+                    // decoded: every other string is read as it is.
+                    let decodes = binary.decodes(map, &k, path.get(..len).unwrap_or(""));
                     let declared = declared_utf16(map);
                     if let Some(item) = map.get_mut(&k) {
                         match item
@@ -1535,12 +1537,15 @@ impl Binary {
     /// secret from a text detector).
     /// Asked only of a member `skips` kept (the scanners filter first), so
     /// a blob is not decoded twice to answer both.
-    fn decodes(self, object: &Map<String, Value>, key: &str) -> bool {
+    fn decodes(self, object: &Map<String, Value>, key: &str, at: &str) -> bool {
+        // An image's `data` only in a content item: elsewhere an object
+        // shaped like one is JSON, read (and redacted) as the text it is.
         let media = || {
-            object
-                .get("type")
-                .and_then(Value::as_str)
-                .is_some_and(|t| t == "image" || t == "audio")
+            is_content_item(at)
+                && object
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| t == "image" || t == "audio")
         };
         self == Binary::Skipped
             && (key == "blob" || (key == "data" && media()))
