@@ -649,7 +649,7 @@ impl Scanner {
                             }
                         };
                         if let Some(d) = pending.take_before(next) {
-                            if !self.settle(d, text, next.begins(), &mut matched, out, work) {
+                            if !self.settle(d, text, next.ends_before(), &mut matched, out, work) {
                                 return;
                             }
                         }
@@ -770,7 +770,7 @@ impl Scanner {
             .into_iter()
             .flatten()
         {
-            if !self.settle(d, text, n, &mut matched, out, work) {
+            if !self.settle(d, text, (n, None), &mut matched, out, work) {
                 return;
             }
         }
@@ -810,7 +810,7 @@ impl Scanner {
         &self,
         d: Deferred,
         text: &str,
-        limit: usize,
+        limits: (usize, Option<usize>),
         matched: &mut Vec<(u16, usize)>,
         out: &mut Vec<Candidate>,
         work: &mut Work,
@@ -819,13 +819,19 @@ impl Scanner {
             Deferred::Assignment(ri, h, _) => (ri, h.value_from, rules::VALUE_MAX),
             Deferred::AuthHeader(ri, pos) => (ri, pos, rules::AUTH_HEADER_MAX),
         };
-        if !work.spend(limit.min(from + most).saturating_sub(from)) {
-            return false;
+        let mut found = None;
+        for limit in std::iter::once(limits.0).chain(limits.1.filter(|l| *l > from)) {
+            if !work.spend(limit.min(from + most).saturating_sub(from)) {
+                return false;
+            }
+            found = match d {
+                Deferred::Assignment(_, h, _) => rules::assignment_value(text, &h, limit),
+                Deferred::AuthHeader(_, pos) => rules::auth_header_at(text, pos, limit),
+            };
+            if found.is_some() {
+                break;
+            }
         }
-        let found = match d {
-            Deferred::Assignment(_, h, _) => rules::assignment_value(text, &h, limit),
-            Deferred::AuthHeader(_, pos) => rules::auth_header_at(text, pos, limit),
-        };
         if let (Some(f), Some(rule)) = (found, self.rules.get(usize::from(ri))) {
             matched.retain(|&(r, _)| r != ri);
             matched.push((ri, f.end));
@@ -1208,15 +1214,19 @@ enum Deferred {
 }
 
 impl Deferred {
-    /// Where this trigger's text begins: a value read for the one before ends here.
-    fn begins(self) -> usize {
+    /// Where a value read for the trigger before this one ends: first where
+    /// this one's identifier ends, then (if that reading finds nothing)
+    /// where its secret word begins. A bare value is a run of identifier
+    /// bytes too, so this identifier can reach back over the whole value
+    /// before it (`password=Sup3rS3cretValu3token=x`, fifth review H1), and
+    /// the secret word it was found by can lie inside that value
+    /// (`password=Passw0rd2024token=x`, sixth review): ending at its start
+    /// judged an empty value. Both readings end before this value starts
+    /// (after its operator), so each byte is read at most twice.
+    fn ends_before(self) -> (usize, Option<usize>) {
         match self {
-            // The next secret word, not the start of its identifier: a bare
-            // value is a run of identifier bytes too, so the identifier of
-            // `password=Sup3rS3cretValu3token=x`'s second head reaches back
-            // over the whole first value (fifth review H1).
-            Deferred::Assignment(_, _, word_at) => word_at,
-            Deferred::AuthHeader(_, pos) => pos,
+            Deferred::Assignment(_, h, word_at) => (h.id_end, Some(word_at)),
+            Deferred::AuthHeader(_, pos) => (pos, None),
         }
     }
 }
@@ -1579,9 +1589,12 @@ fn declared_utf16(object: &Map<String, Value>) -> Option<Utf16> {
         if !name.trim().eq_ignore_ascii_case("charset") {
             return None;
         }
+        // The WHATWG Encoding labels (what browsers and Node's TextDecoder
+        // read): a bare `utf-16` is little-endian there (sixth review).
         match value.trim().trim_matches('"').to_ascii_lowercase().as_str() {
-            "utf-16le" => Some(Utf16::Le),
-            "utf-16be" | "utf-16" => Some(Utf16::Be),
+            "utf-16le" | "utf-16" | "unicode" | "ucs-2" | "csunicode" | "unicodefeff"
+            | "iso-10646-ucs-2" => Some(Utf16::Le),
+            "utf-16be" | "unicodefffe" => Some(Utf16::Be),
             _ => None,
         }
     })
@@ -1694,10 +1707,16 @@ fn decoded_blob(s: &str, declared: Option<Utf16>) -> Option<String> {
 /// [`decoded_blob`], with the UTF-16 byte order it was read in (`None`: UTF-8).
 fn decoded_blob_text(s: &str, declared: Option<Utf16>) -> Option<(String, Option<Utf16>)> {
     let bytes = decoded_blob_bytes(s)?;
+    // A UTF-32 mark first (`FF FE 00 00` also starts like UTF-16LE's): such
+    // text is read with its NUL bytes dropped, which leaves its ASCII.
+    if let [0xFF, 0xFE, 0, 0, rest @ ..] | [0, 0, 0xFE, 0xFF, rest @ ..] = bytes.as_slice() {
+        let ascii: Vec<u8> = rest.iter().copied().filter(|b| *b != 0).collect();
+        return Some((String::from_utf8_lossy(&ascii).into_owned(), None));
+    }
     let (order, body) = match bytes.as_slice() {
         [0xFF, 0xFE, rest @ ..] => (Some(Utf16::Le), rest),
         [0xFE, 0xFF, rest @ ..] => (Some(Utf16::Be), rest),
-        all => (declared, all),
+        all => (declared.or_else(|| sniffed_utf16(all)), all),
     };
     let text = match order {
         Some(order) => {
@@ -1717,6 +1736,33 @@ fn decoded_blob_text(s: &str, declared: Option<Utf16>) -> Option<(String, Option
         },
     };
     Some((text, order))
+}
+
+/// UTF-16 without a mark or a label, as its NUL bytes give it away: most
+/// ASCII text in UTF-16 has a NUL in every other byte (a reader that sniffs,
+/// or a user who picks the encoding, reads it).
+fn sniffed_utf16(bytes: &[u8]) -> Option<Utf16> {
+    let pairs = bytes.len() / 2;
+    if pairs < 4 {
+        return None;
+    }
+    let nul_at = |odd: usize| {
+        bytes
+            .iter()
+            .skip(odd)
+            .step_by(2)
+            .filter(|b| **b == 0)
+            .count()
+    };
+    let (odd, even) = (nul_at(1), nul_at(0));
+    match (
+        odd * 10 >= pairs * 6 && even * 10 < pairs,
+        even * 10 >= pairs * 6 && odd * 10 < pairs,
+    ) {
+        (true, _) => Some(Utf16::Le),
+        (_, true) => Some(Utf16::Be),
+        _ => None,
+    }
 }
 
 /// Base64 of `text` in the encoding a blob was read in: UTF-16 with a

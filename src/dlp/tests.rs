@@ -1219,3 +1219,63 @@ fn runs_before_triggers_match_reading_back() {
         }
     }
 }
+
+/// The secret word a next assignment was found by can lie inside the value
+/// before it (sixth review): the value is still judged, read up to the next
+/// identifier's end or, failing that, to that word.
+#[test]
+fn a_secret_word_inside_a_bare_value_does_not_hide_it() {
+    for text in [
+        "password=Passw0rd2024token=x",
+        "password=MyPassw0rd2024token=x",
+        "DB_PASSWORD=Secret2024Abctoken=x",
+        "password=Sup3rkeyS3cretValu3token=x",
+        "password=S3cr3tAuth2024pwd=x",
+        "password=Zz9auth1token=x",
+        "api_token=aB3xKeyK9mQ2vLp7Rt4Wz8Yn5Hjtoken=1",
+        "password=Sup3rS3cretValu3.key:x",
+    ] {
+        assert!(!kinds(text).is_empty(), "{text}");
+    }
+}
+
+/// UTF-16 labelled the way browsers read labels, unlabelled UTF-16 and
+/// UTF-32 marks (sixth review).
+#[test]
+fn utf16_without_a_mark_and_utf32_are_read_as_text() {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    let scanner = match Scanner::builtin(true, true) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let text = "key ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A end";
+    let le: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+    let utf32le: Vec<u8> = [0xFF, 0xFE, 0, 0]
+        .into_iter()
+        .chain(text.chars().flat_map(|c| u32::from(c).to_le_bytes()))
+        .collect();
+    // (behaviour, mimeType, bytes)
+    let cases: [(&str, &str, &[u8]); 6] = [
+        (
+            "bare_utf16_label_is_little_endian",
+            "text/plain; charset=utf-16",
+            &le,
+        ),
+        ("ucs2_label", "text/plain; charset=ucs-2", &le),
+        ("unicode_label", "text/plain; charset=unicode", &le),
+        ("unlabelled_le_as_plain_text", "text/plain", &le),
+        (
+            "unlabelled_be_as_octet_stream",
+            "application/octet-stream",
+            &be,
+        ),
+        ("utf32le_mark", "text/plain", &utf32le),
+    ];
+    for (name, mime, bytes) in cases {
+        let mut result = serde_json::json!({"contents": [{"uri": "file:///a", "mimeType": mime, "blob": B64.encode(bytes)}]});
+        let found = redact_result(&scanner, &mut result);
+        assert!(!found.is_empty(), "{name}");
+    }
+}

@@ -38,11 +38,29 @@ fn ago(ms: i64) -> String {
     }
 }
 
+/// Caller-controlled text as an approver must read it: bidi overrides and
+/// isolates, zero-width and other invisible format characters shown as
+/// `<U+202E>`, so a tool name or argument cannot display as something it is
+/// not (sixth review L5). HTML escaping is the template's.
+fn visible(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let hidden = matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{00AD}' | '\u{061C}');
+        if hidden || (c.is_control() && c != '\n' && c != '\t') {
+            out.push_str(&format!("<U+{:04X}>", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn row(a: &Approval, viewer: &str, aliases: &[String], now: i64) -> Row {
     let summary = a.summary_value();
     let arguments = summary
         .get("arguments")
-        .map(|v| serde_json::to_string_pretty(v).unwrap_or_default());
+        .map(|v| visible(&serde_json::to_string_pretty(v).unwrap_or_default()));
     let findings = summary
         .get("findings")
         .and_then(|f| f.as_array())
@@ -61,15 +79,15 @@ fn row(a: &Approval, viewer: &str, aliases: &[String], now: i64) -> Row {
     let state = a.state_at(now);
     Row {
         id: a.id.clone(),
-        subject: a.binding.subject.clone(),
-        tenant: a.binding.tenant.clone(),
-        tool: a.binding.tool.clone(),
-        rule: a.rule.clone(),
+        subject: visible(&a.binding.subject),
+        tenant: visible(&a.binding.tenant),
+        tool: visible(&a.binding.tool),
+        rule: visible(&a.rule),
         method: summary
             .get("method")
             .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string(),
+            .map(visible)
+            .unwrap_or_default(),
         arguments,
         args_sha256: a.binding.args_sha256.clone(),
         findings,
@@ -81,8 +99,8 @@ fn row(a: &Approval, viewer: &str, aliases: &[String], now: i64) -> Row {
         },
         own: super::config::is_own_call(&a.binding.subject, viewer, aliases),
         state: state.as_str(),
-        decided_by: a.decided_by.clone().unwrap_or_default(),
-        reason: a.reason.clone().unwrap_or_default(),
+        decided_by: visible(a.decided_by.as_deref().unwrap_or_default()),
+        reason: visible(a.reason.as_deref().unwrap_or_default()),
     }
 }
 
@@ -146,4 +164,36 @@ pub fn message(title: &str, text: &str) -> String {
     Message { title, text }
         .render()
         .unwrap_or_else(|_| "page failed to render".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::visible;
+
+    #[test]
+    fn invisible_and_bidi_characters_are_shown_as_code_points() {
+        // (behaviour, caller text, what the approver reads)
+        let cases = [
+            ("plain_text_unchanged", "create_refund", "create_refund"),
+            (
+                "right_to_left_override",
+                "refund\u{202E}evil",
+                "refund<U+202E>evil",
+            ),
+            (
+                "isolate_and_zero_width",
+                "a\u{2066}b\u{200B}c",
+                "a<U+2066>b<U+200B>c",
+            ),
+            ("escape_character", "x\u{1b}[31m", "x<U+001B>[31m"),
+            (
+                "newlines_kept_in_arguments",
+                "{\n  \"a\": 1\n}",
+                "{\n  \"a\": 1\n}",
+            ),
+        ];
+        for (name, text, shown) in cases {
+            assert_eq!(visible(text), shown, "{name}");
+        }
+    }
 }
