@@ -654,8 +654,16 @@ impl Scanner {
                             }
                         }
                         // The one before may have matched over this trigger
-                        // (a quoted value holding `pass=…`).
-                        if !matched.iter().any(|&(r, e)| r == ri && i < e) {
+                        // (a quoted value holding `pass=…`): then its value
+                        // is inside that one. A value read only up to this
+                        // identifier's end leaves this value unread: it is
+                        // still judged (seventh review H1).
+                        let starts = match next {
+                            Deferred::Assignment(_, h, _) => h.value_from,
+                            Deferred::AuthHeader(_, pos) => pos,
+                        };
+                        let start = starts.max(i);
+                        if !matched.iter().any(|&(r, e)| r == ri && start < e) {
                             pending.put(next);
                         }
                     }
@@ -921,7 +929,7 @@ impl Scanner {
                     // Only a blob (or a content item's media data) is
                     // decoded: every other string is read as it is.
                     let decodes = binary.decodes(map, k, path.get(..len).unwrap_or(""));
-                    let declared = declared_utf16(map);
+                    let declared = declared_charset(map);
                     match item
                         .as_str()
                         .filter(|_| decodes)
@@ -1005,7 +1013,7 @@ impl Scanner {
                     // Only a blob (or a content item's media data) is
                     // decoded: every other string is read as it is.
                     let decodes = binary.decodes(map, &k, path.get(..len).unwrap_or(""));
-                    let declared = declared_utf16(map);
+                    let declared = declared_charset(map);
                     if let Some(item) = map.get_mut(&k) {
                         match item
                             .as_str()
@@ -1013,7 +1021,9 @@ impl Scanner {
                             .map(|b| decoded_blob_text(b, declared))
                         {
                             Some(Some((text, order))) => {
-                                self.redact_blob(item, text, order, path, &k, work, out)
+                                let whole =
+                                    item.as_str().is_some_and(|b| read_two_ways(b, declared));
+                                self.redact_blob(item, text, order, whole, path, &k, work, out)
                             }
                             // A text blob no client decoding reads as this
                             // scan would: nothing of it is passed on.
@@ -1073,6 +1083,7 @@ impl Scanner {
         item: &mut Value,
         text: String,
         order: Option<Utf16>,
+        whole: bool,
         path: &mut String,
         key: &str,
         work: &mut Work,
@@ -1087,8 +1098,12 @@ impl Scanner {
         let mut decoded = Value::String(text);
         self.redact_into(&mut decoded, path, Some(key), Binary::Skipped, work, out);
         if out.len() != before {
-            if let Value::String(t) = decoded {
-                *item = Value::String(encoded_blob(&t, order));
+            match decoded {
+                // Read two ways: the redacted text of one, written back,
+                // could still spell the secret in the other.
+                _ if whole => *item = Value::String(encoded_blob("[REDACTED:blob]", None)),
+                Value::String(t) => *item = Value::String(encoded_blob(&t, order)),
+                _ => {}
             }
         }
     }
@@ -1569,7 +1584,8 @@ fn decodes_to_text(object: &Map<String, Value>, key: &str) -> bool {
     object
         .get(key)
         .and_then(Value::as_str)
-        .and_then(|b| decoded_blob(b, declared_utf16(object)))
+        .and_then(|b| read_blob(b, declared_charset(object), false))
+        .map(|(text, _)| text)
         .is_some_and(|t| mostly_text(&t))
 }
 
@@ -1580,24 +1596,50 @@ enum Utf16 {
     Be,
 }
 
-/// The UTF-16 charset a content item's `mimeType` declares (`utf-16` with
-/// no byte-order mark is big-endian, RFC 2781 §4.3); `None` for any other.
-fn declared_utf16(object: &Map<String, Value>) -> Option<Utf16> {
-    let m = object.get("mimeType")?.as_str()?;
-    m.split(';').skip(1).find_map(|param| {
+/// What a content item's `mimeType` says of its charset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Declared {
+    /// None, or one whose ASCII reads as ASCII (UTF-8, Latin-1, Windows
+    /// code pages): read as UTF-8, lossily.
+    AsciiCompatible,
+    Utf16(Utf16),
+    /// One this scan cannot read (UTF-32, UTF-7, EBCDIC, …): a client that
+    /// decodes by the label reads text the scan never saw, so such a text
+    /// blob fails closed as undecodable (seventh review M1).
+    Unreadable,
+}
+
+/// The charset a content item's `mimeType` declares. The WHATWG Encoding
+/// labels are read as browsers and Node's TextDecoder read them: a bare
+/// `utf-16` is little-endian there (sixth review).
+fn declared_charset(object: &Map<String, Value>) -> Declared {
+    let Some(m) = object.get("mimeType").and_then(Value::as_str) else {
+        return Declared::AsciiCompatible;
+    };
+    let label = m.split(';').skip(1).find_map(|param| {
         let (name, value) = param.split_once('=')?;
-        if !name.trim().eq_ignore_ascii_case("charset") {
-            return None;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"').to_ascii_lowercase())
+    });
+    let Some(label) = label else {
+        return Declared::AsciiCompatible;
+    };
+    match label.as_str() {
+        "utf-16le" | "utf-16" | "unicode" | "ucs-2" | "csunicode" | "unicodefeff"
+        | "iso-10646-ucs-2" => Declared::Utf16(Utf16::Le),
+        "utf-16be" | "unicodefffe" => Declared::Utf16(Utf16::Be),
+        "utf-8" | "utf8" | "unicode-1-1-utf-8" | "us-ascii" | "ascii" | "latin1" | "l1"
+        | "iso8859-1" => Declared::AsciiCompatible,
+        l if l.starts_with("iso-8859-")
+            || l.starts_with("windows-125")
+            || l.starts_with("cp125")
+            || l.starts_with("x-mac") =>
+        {
+            Declared::AsciiCompatible
         }
-        // The WHATWG Encoding labels (what browsers and Node's TextDecoder
-        // read): a bare `utf-16` is little-endian there (sixth review).
-        match value.trim().trim_matches('"').to_ascii_lowercase().as_str() {
-            "utf-16le" | "utf-16" | "unicode" | "ucs-2" | "csunicode" | "unicodefeff"
-            | "iso-10646-ucs-2" => Some(Utf16::Le),
-            "utf-16be" | "unicodefffe" => Some(Utf16::Be),
-            _ => None,
-        }
-    })
+        _ => Declared::Unreadable,
+    }
 }
 
 /// Whether the object at JSON pointer `at` (from the scanned result or
@@ -1700,12 +1742,42 @@ fn undecodable(path: &str) -> Finding {
 /// (which readers follow over any declared charset, as browsers do) or the
 /// item declares a UTF-16 charset; as UTF-8 otherwise (fifth review M1: a
 /// UTF-16 text blob read as UTF-8 hid every secret behind NUL bytes).
-fn decoded_blob(s: &str, declared: Option<Utf16>) -> Option<String> {
+fn decoded_blob(s: &str, declared: Declared) -> Option<String> {
     decoded_blob_text(s, declared).map(|(text, _)| text)
 }
 
 /// [`decoded_blob`], with the UTF-16 byte order it was read in (`None`: UTF-8).
-fn decoded_blob_text(s: &str, declared: Option<Utf16>) -> Option<(String, Option<Utf16>)> {
+///
+/// UTF-16 chosen by a label or by its NUL bytes (not by a byte-order mark)
+/// may be a lie a client ignores (`b64decode(blob).decode()` reads UTF-8):
+/// then the UTF-8 reading is scanned too, after a blank line (seventh
+/// review H3, H4).
+fn decoded_blob_text(s: &str, declared: Declared) -> Option<(String, Option<Utf16>)> {
+    read_blob(s, declared, true)
+}
+
+/// Whether [`decoded_blob_text`] reads these bytes two ways (a UTF-16 label
+/// or NUL bytes, no byte-order mark): then no rewrite of one reading is safe
+/// in the other, and a finding takes the whole blob.
+fn read_two_ways(s: &str, declared: Declared) -> bool {
+    let Some(bytes) = decoded_blob_bytes(s) else {
+        return false;
+    };
+    let marked = matches!(bytes.as_slice(), [0xFF, 0xFE, ..] | [0xFE, 0xFF, ..]);
+    let utf16 = matches!(declared, Declared::Utf16(_)) || sniffed_utf16(&bytes).is_some();
+    !marked && utf16 && declared != Declared::Unreadable
+}
+
+/// A blob's bytes as text; `both`: add the UTF-8 reading of UTF-16 chosen by
+/// a label or by NUL bytes (see [`decoded_blob_text`]). Without it, the one
+/// reading a client following the label or the sniff shows: what decides
+/// whether the blob is text at all.
+fn read_blob(s: &str, declared: Declared, both: bool) -> Option<(String, Option<Utf16>)> {
+    let declared = match declared {
+        Declared::Unreadable => return None,
+        Declared::Utf16(order) => Some(order),
+        Declared::AsciiCompatible => None,
+    };
     let bytes = decoded_blob_bytes(s)?;
     // A UTF-32 mark first (`FF FE 00 00` also starts like UTF-16LE's): such
     // text is read with its NUL bytes dropped, which leaves its ASCII.
@@ -1713,11 +1785,12 @@ fn decoded_blob_text(s: &str, declared: Option<Utf16>) -> Option<(String, Option
         let ascii: Vec<u8> = rest.iter().copied().filter(|b| *b != 0).collect();
         return Some((String::from_utf8_lossy(&ascii).into_owned(), None));
     }
-    let (order, body) = match bytes.as_slice() {
-        [0xFF, 0xFE, rest @ ..] => (Some(Utf16::Le), rest),
-        [0xFE, 0xFF, rest @ ..] => (Some(Utf16::Be), rest),
-        all => (declared.or_else(|| sniffed_utf16(all)), all),
+    let (order, body, marked) = match bytes.as_slice() {
+        [0xFF, 0xFE, rest @ ..] => (Some(Utf16::Le), rest, true),
+        [0xFE, 0xFF, rest @ ..] => (Some(Utf16::Be), rest, true),
+        all => (declared.or_else(|| sniffed_utf16(all)), all, false),
     };
+    let utf8 = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     let text = match order {
         Some(order) => {
             let units = body.chunks(2).map(|p| match (order, p) {
@@ -1726,9 +1799,13 @@ fn decoded_blob_text(s: &str, declared: Option<Utf16>) -> Option<(String, Option
                 // An odd last byte: read as a replacement character.
                 _ => 0xFFFD,
             });
-            char::decode_utf16(units)
+            let utf16: String = char::decode_utf16(units)
                 .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
-                .collect()
+                .collect();
+            match marked || !both {
+                true => utf16,
+                false => format!("{utf16}\n\n{}", utf8(body)),
+            }
         }
         None => match String::from_utf8(bytes) {
             Ok(t) => t,

@@ -561,7 +561,7 @@ fn utf16_blobs_and_text_typed_image_data_are_read_as_text() {
             .unwrap_or_default();
         assert!(!String::from_utf8_lossy(&out).contains("ghp_"), "{name}");
         let utf16 = !out.is_empty() && out.iter().skip(1).step_by(2).take(8).all(|b| *b == 0);
-        if name.contains("utf16") {
+        if name.contains("bom") {
             // Written back as UTF-16 with a byte-order mark: readable as before.
             assert!(
                 matches!(out.get(..2), Some([0xFF, 0xFE]) | Some([0xFE, 0xFF])),
@@ -1277,5 +1277,77 @@ fn utf16_without_a_mark_and_utf32_are_read_as_text() {
         let mut result = serde_json::json!({"contents": [{"uri": "file:///a", "mimeType": mime, "blob": B64.encode(bytes)}]});
         let found = redact_result(&scanner, &mut result);
         assert!(!found.is_empty(), "{name}");
+    }
+}
+
+/// Both of two glued assignments are judged, in either order (seventh
+/// review H1: reading the first up to the second identifier's end covered the
+/// second trigger, and the second value was never read).
+#[test]
+fn both_glued_assignments_are_judged() {
+    let token = "Zq8XvLm2Pw9RtY4kHn6B";
+    for text in [
+        format!("password=Sup3rS3cretValu3token={token}"),
+        format!("token={token}password=Sup3rS3cretValu3"),
+    ] {
+        let mut redacted = serde_json::json!({"x": text.clone()});
+        let found = scanner().redact_value(&mut redacted);
+        let out = redacted["x"].as_str().unwrap_or("").to_owned();
+        assert!(
+            !out.contains(token) && !out.contains("Sup3rS3cretValu3"),
+            "{text}: {out} {found:?}"
+        );
+    }
+}
+
+/// A UTF-16 label or NUL padding a client may ignore does not hide UTF-8
+/// text, and a charset this scan cannot read fails closed (seventh review
+/// H3, H4, M1).
+#[test]
+fn a_charset_claim_does_not_hide_the_utf8_reading() {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    let token = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
+    let padded: Vec<u8> = "a"
+        .repeat(200)
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .chain(format!(" key {token}").into_bytes())
+        .collect();
+    // (behaviour, mimeType, bytes, finding kind)
+    let cases: [(&str, &str, Vec<u8>, &str); 4] = [
+        (
+            "utf16_label_over_utf8",
+            "text/plain; charset=utf-16le",
+            format!("key {token}").into_bytes(),
+            "github_pat",
+        ),
+        (
+            "nul_padding_before_utf8",
+            "text/plain",
+            padded,
+            "github_pat",
+        ),
+        (
+            "utf32_label",
+            "text/plain; charset=utf-32le",
+            format!("key {token}").into_bytes(),
+            UNDECODABLE_BLOB_KIND,
+        ),
+        (
+            "utf7_label",
+            "text/plain; charset=utf-7",
+            b"key ghp+AF8-x".to_vec(),
+            UNDECODABLE_BLOB_KIND,
+        ),
+    ];
+    for (name, mime, bytes, kind) in cases {
+        let mut result = serde_json::json!({"contents": [{"uri": "file:///a", "mimeType": mime, "blob": B64.encode(&bytes)}]});
+        let found = redact_result(&scanner(), &mut result);
+        assert!(found.iter().any(|f| f.kind == kind), "{name}: {found:?}");
+        let out = B64
+            .decode(result["contents"][0]["blob"].as_str().unwrap_or(""))
+            .unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&out).contains("ghp_"), "{name}");
     }
 }
