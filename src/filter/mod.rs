@@ -694,10 +694,11 @@ impl RequestFilter {
         // time window saw.
         let now = self.head.now_ms;
         let slots = self.policy.limits.metered_keys;
-        // std seeds RandomState from WASI random_get: only the first metered
-        // request of the process uses it (to mint the table's secret).
-        let entropy =
-            std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), now);
+        // std seeds RandomState from WASI random_get: asked only by the first
+        // metered request of the process (to mint the table's secret).
+        let entropy = || {
+            std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), now)
+        };
         match crate::meter::table::consume(host, slots, &v.charges, now, entropy) {
             Ok(consumed) => self.budget_remaining = consumed.budget_remaining,
             Err(refused) => {

@@ -123,13 +123,13 @@ fn set_key(slots: u64, salt: &str, digest: &str) -> String {
 /// This Envoy process's secret for [`set_key`], shared by every worker: the
 /// first to need it mints it (random, from the VM's entropy), the others
 /// read it. Shared data dies with the process, and so does the table.
-fn salt(store: &dyn SharedStore, entropy: u64) -> Result<String, Shortfall> {
+fn salt(store: &dyn SharedStore, entropy: impl FnOnce() -> u64) -> Result<String, Shortfall> {
     // Read once per VM: it never changes while the process (and so this VM)
     // lives, and a shared-data read per metered request is a lock and a copy.
     if let Some(s) = SALT.with(|c| c.borrow().clone()) {
         return Ok(s);
     }
-    let s = read_or_mint_salt(store, entropy)?;
+    let s = read_or_mint_salt(store, entropy())?;
     SALT.with(|c| *c.borrow_mut() = Some(s.clone()));
     Ok(s)
 }
@@ -322,13 +322,14 @@ fn update(
 
 /// Consume every charge, or none: when one is refused, those already taken
 /// are given back, so a refused request consumes nothing.
-/// `entropy` seeds the process's secret the first time any worker needs it.
+/// `entropy` seeds the process's secret the first time any worker needs it
+/// (called only then).
 pub fn consume(
     store: &dyn SharedStore,
     slots: u64,
     charges: &[Charge],
     now_ms: u64,
-    entropy: u64,
+    entropy: impl FnOnce() -> u64,
 ) -> Result<Consumed, Refused> {
     let mut out = Consumed::default();
     let salt = salt(store, entropy).map_err(|why| Refused { charge: 0, why })?;
@@ -396,7 +397,7 @@ mod tests {
     const D2: &str = "00000000000000020000000000000000";
 
     fn passes(store: &MemoryStore, charges: &[Charge], now: u64) -> bool {
-        consume(store, 1024, charges, now, 7).is_ok()
+        consume(store, 1024, charges, now, || 7).is_ok()
     }
 
     #[test]
@@ -405,7 +406,7 @@ mod tests {
         let c = [bucket(D1, 3, 30)];
         let t0 = 1_000_000;
         assert!((0..3).all(|_| passes(&store, &c, t0)));
-        let Err(r) = consume(&store, 1024, &c, t0, 7) else {
+        let Err(r) = consume(&store, 1024, &c, t0, || 7) else {
             panic!("a fourth call within the period passed")
         };
         assert_eq!(
@@ -449,7 +450,7 @@ mod tests {
         let empty = bucket(D2, 1, 60);
         assert!(passes(&store, std::slice::from_ref(&empty), 0));
         let both = [roomy.clone(), empty];
-        let Err(r) = consume(&store, 1024, &both, 0, 7) else {
+        let Err(r) = consume(&store, 1024, &both, 0, || 7) else {
             panic!("passed with an empty bucket")
         };
         assert_eq!(r.charge, 1);
@@ -466,14 +467,14 @@ mod tests {
         let noon = 20_000 * day + day / 2;
         let refund = [budget(D1, 25, 10)];
         assert_eq!(
-            consume(&store, 1024, &refund, noon, 7).map(|c| c.budget_remaining),
+            consume(&store, 1024, &refund, noon, || 7).map(|c| c.budget_remaining),
             Ok(Some(15))
         );
         assert_eq!(
-            consume(&store, 1024, &refund, noon, 7).map(|c| c.budget_remaining),
+            consume(&store, 1024, &refund, noon, || 7).map(|c| c.budget_remaining),
             Ok(Some(5))
         );
-        let Err(r) = consume(&store, 1024, &refund, noon, 7) else {
+        let Err(r) = consume(&store, 1024, &refund, noon, || 7) else {
             panic!("over budget passed")
         };
         assert_eq!(
@@ -488,7 +489,7 @@ mod tests {
         assert!(passes(&store, &refund, 20_001 * day));
         // Back before midnight (the clock went back): still the new day's count.
         assert_eq!(
-            consume(&store, 1024, &refund, 20_001 * day - 1, 7).map(|c| c.budget_remaining),
+            consume(&store, 1024, &refund, 20_001 * day - 1, || 7).map(|c| c.budget_remaining),
             Ok(Some(5))
         );
     }
@@ -500,16 +501,16 @@ mod tests {
         let slots = 4;
         let digests: Vec<String> = (0..5).map(|i| format!("{i:032x}")).collect();
         for d in &digests[..4] {
-            assert!(consume(&store, slots, &[bucket(d, 1, 60)], 0, 7).is_ok());
+            assert!(consume(&store, slots, &[bucket(d, 1, 60)], 0, || 7).is_ok());
         }
-        let Err(r) = consume(&store, slots, &[bucket(&digests[4], 1, 60)], 0, 7) else {
+        let Err(r) = consume(&store, slots, &[bucket(&digests[4], 1, 60)], 0, || 7) else {
             panic!("a fifth meter evicted a live one")
         };
         assert_eq!(r.why, Shortfall::TableFull);
         // Live meters are still there, still empty.
-        assert!(consume(&store, slots, &[bucket(&digests[0], 1, 60)], 1, 7).is_err());
+        assert!(consume(&store, slots, &[bucket(&digests[0], 1, 60)], 1, || 7).is_err());
         // Once one has refilled completely it means nothing and may be reused.
-        assert!(consume(&store, slots, &[bucket(&digests[4], 1, 60)], 60_000, 7).is_ok());
+        assert!(consume(&store, slots, &[bucket(&digests[4], 1, 60)], 60_000, || 7).is_ok());
     }
 
     /// Two "workers" interleave: each reads, then the other writes first.
@@ -524,7 +525,7 @@ mod tests {
                 let got = self.inner.get(key);
                 if key != SALT_KEY && self.interfere.replace(false) {
                     // Another worker consumes from the same bucket right after our read.
-                    let _ = consume(&self.inner, 1024, &[bucket(D1, 2, 60)], 0, 7);
+                    let _ = consume(&self.inner, 1024, &[bucket(D1, 2, 60)], 0, || 7);
                 }
                 got
             }
@@ -539,13 +540,13 @@ mod tests {
                 interfere: std::cell::Cell::new(false),
             };
             if pre_existing {
-                let _ = consume(&store.inner, 1024, &[bucket(D2, 9, 60)], 0, 7);
+                let _ = consume(&store.inner, 1024, &[bucket(D2, 9, 60)], 0, || 7);
             }
             store.interfere.set(true);
-            assert!(consume(&store, 1024, &[bucket(D1, 2, 60)], 0, 7).is_ok());
+            assert!(consume(&store, 1024, &[bucket(D1, 2, 60)], 0, || 7).is_ok());
             // Two calls were made (ours and the interfering one): the bucket is empty.
             assert!(
-                consume(&store, 1024, &[bucket(D1, 2, 60)], 0, 7).is_err(),
+                consume(&store, 1024, &[bucket(D1, 2, 60)], 0, || 7).is_err(),
                 "pre_existing={pre_existing}"
             );
         }
