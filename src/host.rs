@@ -483,17 +483,7 @@ pub mod fake {
         fn dispatch_callout(&mut self, callout: &Callout<'_>) -> Result<u32, HostError> {
             self.refuses(Write::Callout)?;
             let id = 100 + self.callouts.len() as u32;
-            self.callouts.push(root::fake::SentCallout {
-                id,
-                cluster: callout.cluster.to_owned(),
-                headers: callout
-                    .headers
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-                body: callout.body.to_vec(),
-                timeout: callout.timeout,
-            });
+            self.callouts.push(root::fake::SentCallout::of(id, callout));
             Ok(id)
         }
         fn resume_request(&mut self) -> Result<(), HostError> {

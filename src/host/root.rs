@@ -88,6 +88,23 @@ pub mod fake {
         pub timeout: Duration,
     }
 
+    impl SentCallout {
+        /// What a fake host records of a callout it was asked to send.
+        pub fn of(id: u32, callout: &Callout<'_>) -> Self {
+            SentCallout {
+                id,
+                cluster: callout.cluster.to_owned(),
+                headers: callout
+                    .headers
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                body: callout.body.to_vec(),
+                timeout: callout.timeout,
+            }
+        }
+    }
+
     #[derive(Debug, Default)]
     pub struct FakeRootHost {
         pub now_ms: u64,
@@ -170,17 +187,7 @@ pub mod fake {
                 return Err(HostError("BadArgument".into()));
             }
             let id = 100 + u32::try_from(self.callouts.len()).unwrap_or(u32::MAX - 100);
-            self.callouts.push(SentCallout {
-                id,
-                cluster: callout.cluster.to_owned(),
-                headers: callout
-                    .headers
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-                body: callout.body.to_vec(),
-                timeout: callout.timeout,
-            });
+            self.callouts.push(SentCallout::of(id, callout));
             Ok(id)
         }
         fn callout_header(&self, name: &str) -> Option<String> {
