@@ -1162,15 +1162,40 @@ fn read_value(text: &str, from: usize, quoted_only: bool, limit: usize) -> Optio
     if quoted_only {
         return None;
     }
-    let len = bytes
-        .get(from..limit.min(bytes.len()).max(from))?
-        .iter()
-        .take(VALUE_MAX)
-        .take_while(|b| {
-            !b.is_ascii_whitespace() && !matches!(**b, b'"' | b'\'' | b'`' | b',' | b';' | b'&')
+    let end_limit = limit.min(bytes.len()).max(from).min(from + VALUE_MAX);
+    let bare_run = |i: usize| {
+        bytes.get(i..end_limit).map_or(0, |rest| {
+            rest.iter()
+                .take_while(|b| {
+                    !b.is_ascii_whitespace()
+                        && !matches!(**b, b'"' | b'\'' | b'`' | b',' | b';' | b'&')
+                })
+                .count()
         })
-        .count();
-    (len > 0).then_some((from, from + len))
+    };
+    let mut end = from + bare_run(from);
+    if end == from {
+        return None;
+    }
+    // A shell word glues quoted pieces to bare ones (`Sup3r"S3cret"x` is the
+    // one value `Sup3rS3cretx`), so a quote right after a bare run continues
+    // the value when its piece closes inside the word. A piece holding a
+    // separator (`abc","user":"x"`) is the end of a quoted string around the
+    // assignment, not part of its value.
+    while let q @ (b'"' | b'\'' | b'`') = at(bytes, end) {
+        let piece = bytes.get(end + 1..end_limit).unwrap_or_default();
+        let Some(close) = piece.iter().position(|b| {
+            *b == q || b.is_ascii_whitespace() || matches!(*b, b',' | b';' | b'&' | b':')
+        }) else {
+            break;
+        };
+        if at(piece, close) != q || close == 0 {
+            break;
+        }
+        end += close + 2;
+        end += bare_run(end);
+    }
+    Some((from, end))
 }
 
 /// How far the assignment matcher reads an identifier after its secret word:

@@ -979,6 +979,48 @@ fn a_secret_word_glued_after_a_bare_value_does_not_hide_it() {
     }
 }
 
+/// Strong passwords shaped like names (joined with `.` or `_`) are still
+/// passwords, and a shell word glues its quoted pieces into one value
+/// (seventh review H2, L1); names and quoted strings around an assignment
+/// are not.
+#[test]
+fn strong_passwords_shaped_like_names_table() {
+    // (behaviour, text, expected kinds)
+    let cases = [
+        (
+            "dotted_leet_password",
+            "password=Sup3rS3cret.Valu3x",
+            vec!["password"],
+        ),
+        (
+            "caps_underscored_password",
+            "password=XK9_P2Q7_MZ4R",
+            vec!["password"],
+        ),
+        (
+            "shell_glued_quoted_piece",
+            "password=Sup3r\"S3cret\"token=x",
+            vec!["password"],
+        ),
+        (
+            "shell_glued_single_quotes",
+            "DB_PASSWORD=Wq8m'Zp2v'Lr",
+            vec!["password"],
+        ),
+        ("caps_name_with_a_digit", "password: K8S_CRED", vec![]),
+        ("dotted_config_path", "password=XSalsa20.key_length", vec![]),
+        ("versioned_name", "password=OAUTH2_CLIENT_SECRET_V2", vec![]),
+        (
+            "json_string_ends_the_value",
+            "{\"q\":\"password=abc\",\"user\":\"bob\"}",
+            vec![],
+        ),
+    ];
+    for (name, text, want) in cases {
+        assert_eq!(kinds(text), want, "{name}: {text}");
+    }
+}
+
 /// A value read by a context matcher ends where the next assignment or
 /// header of the same matcher begins; what each one holds is still judged.
 #[test]

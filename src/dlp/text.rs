@@ -279,9 +279,14 @@ pub fn is_template(value: &str) -> bool {
 
 /// An identifier-shaped value (`K8S_CRED`, `PASSWORD`, `XSalsa20.key_length`): a
 /// name pointing at a secret, not the secret.
+///
+/// Names switch between letters and digits a few times at most (`K8S`,
+/// `OAUTH2_V2`, `AES128GCM`); a value that keeps switching (`XK9_P2Q7_MZ4R`,
+/// `Sup3rS3cret.Valu3x`) was typed or generated to be hard to guess, and the
+/// joiners in it do not make it a name.
 pub fn is_identifier_like(value: &str) -> bool {
     let c = Classes::of(value);
-    if c.symbol {
+    if c.symbol || letter_digit_switches(value) >= IDENTIFIER_MAX_SWITCHES {
         return false;
     }
     // ALL_CAPS_WITH_UNDERSCORES, or dotted.paths.of.words
@@ -291,6 +296,30 @@ pub fn is_identifier_like(value: &str) -> bool {
             .split('.')
             .all(|p| !p.is_empty() && p.bytes().all(is_word_byte));
     caps_ident || dotted
+}
+
+/// Letter/digit switches at which a joined value stops reading as a name.
+const IDENTIFIER_MAX_SWITCHES: usize = 4;
+
+/// How often `value` switches between an ASCII letter and an ASCII digit
+/// (`K8S` twice, `P2Q7` three times); joiners and other bytes end a run.
+fn letter_digit_switches(value: &str) -> usize {
+    let mut switches = 0;
+    let mut prev: Option<bool> = None;
+    for b in value.bytes() {
+        let digit = if b.is_ascii_digit() {
+            Some(true)
+        } else if b.is_ascii_alphabetic() {
+            Some(false)
+        } else {
+            None
+        };
+        if let (Some(p), Some(d)) = (prev, digit) {
+            switches += usize::from(p != d);
+        }
+        prev = digit;
+    }
+    switches
 }
 
 /// Strength of a human-chosen password: long enough and mixing classes the way
@@ -418,6 +447,11 @@ mod tests {
             ("real_secret", false),
             ("NEXUS-GPT4-API-KEY", false),
             ("PASSWORD", false),
+            ("K8S_CRED", false),
+            ("XSalsa20.key_length", false),
+            ("OAUTH2_CLIENT_SECRET_V2", false),
+            ("Sup3rS3cret.Valu3x", true),
+            ("XK9_P2Q7_MZ4R", true),
         ] {
             assert_eq!(is_strong_password(v), want, "{v}");
         }
