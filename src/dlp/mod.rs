@@ -561,6 +561,8 @@ impl Scanner {
         let mut required_at: Vec<(u16, Option<usize>)> = Vec::new();
         let mut runs = BlockedRuns::default();
         let mut pending = Pending::default();
+        // (rule, position) of the last assignment head read.
+        let mut last_assignment_at: Option<(u16, usize)> = None;
         self.pre.for_each(bytes, |i, lit| {
             if work.exceeded() {
                 return;
@@ -626,6 +628,13 @@ impl Scanner {
                         // they read ends where it begins.
                         let next = match native {
                             rules::Native::Assignment => {
+                                // `pass` and `password` both trigger at the
+                                // start of `password=`: the head read from
+                                // there is the same whichever literal found it.
+                                if last_assignment_at == Some((ri, i)) {
+                                    continue;
+                                }
+                                last_assignment_at = Some((ri, i));
                                 let Some(head) = rules::assignment_head(text, i) else {
                                     continue;
                                 };
@@ -853,6 +862,17 @@ impl Scanner {
         // Most strings have no candidate at all: skip the sort and the map.
         if cands.len() < 2 {
             cands.retain(|c| c.start < c.end);
+            return cands;
+        }
+        // Text dense with findings (a dump of credentials) mostly has
+        // disjoint candidates: then every one is kept, in order, and the
+        // map below (a tenth of such a scan) is not needed.
+        cands.retain(|c| c.start < c.end);
+        cands.sort_by_key(|c| c.start);
+        if cands.windows(2).all(|w| match w {
+            [a, b] => a.end <= b.start,
+            _ => true,
+        }) {
             return cands;
         }
         cands.sort_by(|a, b| {

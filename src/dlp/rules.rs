@@ -1033,7 +1033,8 @@ const SECRET_WORDS: &[(&str, SecretWord)] = &[
 ];
 
 /// Words that, anywhere in the identifier, say the value is meant to be public.
-const PUBLIC_WORDS: &[&str] = &["public", "publishable", "csrf", "xsrf"];
+static PUBLIC_WORDS: super::text::Needles =
+    super::text::Needles::new(&["public", "publishable", "csrf", "xsrf"]);
 
 /// What may follow the secret word in an identifier and still name the secret
 /// itself (`db_password_secure`, `access_token2`, `secretValue`); anything else
@@ -1099,7 +1100,7 @@ pub fn classify_identifier(id: &str) -> Option<(SecretWord, &'static str)> {
         }
     }
     let (end, _, word) = best?;
-    if PUBLIC_WORDS.iter().any(|w| contains_word(l, w.as_bytes())) {
+    if PUBLIC_WORDS.any_in(l) {
         return None;
     }
     let rest = std::str::from_utf8(l.get(end..)?).ok()?;
