@@ -45,10 +45,14 @@ pub enum Counter {
     ApprovalGranted,
     ApprovalRefused,
     ApprovalUnavailable,
+    PinRefused,
+    PinRemoved,
+    PinWarned,
+    PinRememberFailed,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 26] = [
+    pub const ALL: [Counter; 30] = [
         Counter::DecisionAllow,
         Counter::DecisionDeny,
         Counter::DecisionApproval,
@@ -75,6 +79,10 @@ impl Counter {
         Counter::ApprovalGranted,
         Counter::ApprovalRefused,
         Counter::ApprovalUnavailable,
+        Counter::PinRefused,
+        Counter::PinRemoved,
+        Counter::PinWarned,
+        Counter::PinRememberFailed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -105,6 +113,12 @@ impl Counter {
             Counter::ApprovalGranted => "mcp_firewall.approval.granted",
             Counter::ApprovalRefused => "mcp_firewall.approval.refused",
             Counter::ApprovalUnavailable => "mcp_firewall.approval.unavailable",
+            // Per tool would put a server's text in stat names: the audit
+            // events name the tools.
+            Counter::PinRefused => "mcp_firewall.pins.refused",
+            Counter::PinRemoved => "mcp_firewall.pins.removed",
+            Counter::PinWarned => "mcp_firewall.pins.warned",
+            Counter::PinRememberFailed => "mcp_firewall.pins.remember_failed",
         }
     }
 }

@@ -15,6 +15,17 @@ pub const INVALID_REQUEST: i64 = -32600;
 /// JSON-RPC 2.0 internal error: the firewall could not apply its own decision.
 pub const INTERNAL_ERROR: i64 = -32603;
 pub const SENSITIVE_DATA: i64 = -32013;
+/// A tool call refused by its pin (`error.data`: `tool`, `expected`, `actual`).
+pub const PIN_MISMATCH: i64 = -32014;
+
+/// The `error` member for a call refused by its pin (-32014).
+pub fn pin_error(m: &crate::catalogue::pins::PinMismatch) -> Value {
+    json!({
+        "code": PIN_MISMATCH,
+        "message": "tool not pinned or its definition changed",
+        "data": m.error_data(),
+    })
+}
 
 /// The `error` member for sensitive data (-32013): kinds and JSON pointers, never values.
 pub fn sensitive_data_error(findings: &[crate::dlp::Finding], whereabouts: &str) -> Value {

@@ -2,6 +2,7 @@
 //! `tools/list`, `prompts/list` and `resources/list` results per caller, and
 //! DLP on every answer a scanned exchange carries (lists after filtering).
 
+use crate::catalogue::pins::{check_list, ListCheck, PinMode};
 use crate::decide::{visible, Catalogue};
 use crate::dlp::{self, Action, Finding};
 use crate::identity::Caller;
@@ -27,11 +28,18 @@ pub struct ResponsePlan {
     /// resource or template the caller may not see: their values are emptied,
     /// as the entry is removed from its list.
     pub hidden_completions: Vec<String>,
+    /// Ids of `tools/list` requests whose answers are checked against
+    /// `pins` (in dry run too, where lists are not filtered), with whether
+    /// the request asked for the first page (named no cursor).
+    pub pinned_lists: Vec<(String, bool)>,
 }
 
 impl ResponsePlan {
     pub fn is_empty(&self) -> bool {
-        self.lists.is_empty() && self.scans.is_empty() && self.hidden_completions.is_empty()
+        self.lists.is_empty()
+            && self.scans.is_empty()
+            && self.hidden_completions.is_empty()
+            && self.pinned_lists.is_empty()
     }
 }
 
@@ -45,6 +53,9 @@ pub struct Rewrite {
     pub action: Option<Action>,
     /// The member scanned: `"result"`, or `"error"` for an error answer.
     pub scanned: &'static str,
+    /// What pins found in a `tools/list` answer (its removed entries are
+    /// counted in `removed_entries` too).
+    pub pins: Option<ListCheck>,
 }
 
 /// Rewrite one server JSON-RPC message in place according to the plan.
@@ -80,6 +91,10 @@ pub fn rewrite_message(
     if plan.hidden_completions.contains(&id) {
         empty_completion(msg, &mut out);
         return out;
+    }
+    if let Some((_, first_page)) = plan.pinned_lists.iter().find(|(k, _)| *k == id) {
+        // Before the caller's view is cut: pins hold for every caller.
+        check_pins(policy, *first_page, msg, &mut out);
     }
     let scanned = plan.scans.contains(&id);
     let Some(catalogue) = plan.lists.iter().find(|(k, _)| *k == id).map(|(_, c)| *c) else {
@@ -127,8 +142,8 @@ fn filter_list(
         };
         visible(policy, caller, catalogue, name)
     });
-    out.removed_entries = before - entries.len();
-    out.changed = out.removed_entries > 0;
+    out.removed_entries += before - entries.len();
+    out.changed |= before != entries.len();
     // The list is this caller's view: no shared cache may serve it to
     // another (SEP-2549's `cacheScope`; `ttlMs` is left as the server set it,
     // never raised).
@@ -138,6 +153,31 @@ fn filter_list(
             out.changed = true;
         }
     }
+}
+
+/// Check a `tools/list` answer against `pins`: under `mode: enforce` (not in
+/// dry run) what differs from its pin, or has none, is removed. The page is
+/// the whole list when the request named no cursor and the answer names no
+/// `nextCursor` (MCP pagination: absent, or null for the SDKs, means none).
+fn check_pins(
+    policy: &CompiledPolicy,
+    first_page: bool,
+    msg: &mut Map<String, Value>,
+    out: &mut Rewrite,
+) {
+    let Some(pins) = &policy.pins else { return };
+    let Some(Value::Object(result)) = msg.get_mut("result") else {
+        return;
+    };
+    let complete = first_page && result.get("nextCursor").map_or(true, Value::is_null);
+    let Some(Value::Array(entries)) = result.get_mut("tools") else {
+        return;
+    };
+    let remove = pins.mode == PinMode::Enforce && policy.mode != crate::policy::Mode::DryRun;
+    let check = check_list(pins, entries, remove, complete);
+    out.removed_entries += check.removed;
+    out.changed |= check.removed > 0;
+    out.pins = Some(check);
 }
 
 /// A completion of something the caller may not see answers with no values
@@ -292,6 +332,7 @@ mod tests {
             scans: vec!["6".into()],
             server_messages: true,
             hidden_completions: vec!["7".into()],
+            pinned_lists: vec![],
         };
         let cases = [
             (

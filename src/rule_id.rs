@@ -45,11 +45,14 @@ pub enum RuleId {
     /// cannot be decided under the new one here (a header edit it needs can
     /// no longer be made, or it lives in another VM): refused, sent again.
     PolicyChanged,
+    /// A tool call whose definition differs from its pin (or that has no
+    /// pin, or whose definition was not seen) under `pins.mode: enforce`.
+    Pin,
 }
 
 impl RuleId {
     /// Every id the filter uses itself, in the order the reference lists them.
-    pub const BUILT_IN: [RuleId; 18] = [
+    pub const BUILT_IN: [RuleId; 19] = [
         RuleId::DefaultDeny,
         RuleId::BaseProtocol,
         RuleId::Batch,
@@ -68,6 +71,7 @@ impl RuleId {
         RuleId::HostWrite,
         RuleId::PolicyChanged,
         RuleId::RateLimitUnavailable,
+        RuleId::Pin,
     ];
 
     pub fn policy(id: &str) -> Self {
@@ -96,6 +100,7 @@ impl RuleId {
             RuleId::HostWrite => "host-write",
             RuleId::PolicyChanged => "policy-changed",
             RuleId::RateLimitUnavailable => "rate-limit-unavailable",
+            RuleId::Pin => "pin",
         }
     }
 

@@ -18,6 +18,7 @@
 //! shows what DLP would have done) reads the policy's mode.
 
 use crate::approval::{Ask, Binding};
+use crate::catalogue::pins::{PinMismatch, PinMode, SeenTools};
 use crate::decide::{decide_message, kill_switch, Catalogue, Decision, Verdict as Outcome};
 use crate::dlp::{Action as DlpAction, Finding};
 use crate::identity::{Caller, IdentityError, Via};
@@ -77,6 +78,10 @@ pub struct RequestHead {
     pub conversation: Option<String>,
     /// The headers ended the stream: no body follows.
     pub ends_stream: bool,
+    /// The upstream cluster the request is routed to (Envoy's
+    /// `xds.cluster_name`), read only when the policy has pins: the
+    /// definitions a call is checked against are those this upstream listed.
+    pub upstream: Option<String>,
     /// When the request is decided, in milliseconds since the Unix epoch
     /// (UTC): the host's clock in the filter, `--at` or a case's `at` in the
     /// CLI. `time` conditions read it; given here so the verdict stays a pure
@@ -350,6 +355,9 @@ pub struct MessageVerdict {
     pub target: Option<String>,
     pub id: Option<Value>,
     pub arguments: Option<Value>,
+    /// A `tools/call` whose tool does not match its pin: refused (rule
+    /// `pin`) under `pins.mode: enforce`, only recorded under `warn`.
+    pub pin: Option<PinMismatch>,
 }
 
 impl MessageVerdict {
@@ -515,6 +523,7 @@ pub fn judge_body(
     caller: &Caller,
     head: &RequestHead,
     standing: Option<&Decision>,
+    seen: &dyn SeenTools,
     bytes: &[u8],
 ) -> BodyVerdict {
     if bytes.len() > policy.limits.max_request_bytes {
@@ -564,14 +573,21 @@ pub fn judge_body(
                 ))
             }
         };
+        // Pins (rules → pins → DLP → approval → rate limits): a call the
+        // rules let through is checked against its pin.
+        let pin = match decision.verdict {
+            Outcome::Allow | Outcome::Approval => pin_check(policy, head, seen, m),
+            Outcome::Deny => None,
+        };
+        let decision = match (&pin, policy.pins.as_ref().map(|p| p.mode)) {
+            (Some(p), Some(PinMode::Enforce)) => Decision::deny(RuleId::Pin, p.reason()),
+            _ => decision,
+        };
         // The target is also what the rate limit descriptors export.
         let named = policy.audit.is_some() || policy.rate_limit_headers;
-        verdicts.push(MessageVerdict::of(
-            m,
-            decision,
-            policy.audit.is_some(),
-            named,
-        ));
+        let mut v = MessageVerdict::of(m, decision, policy.audit.is_some(), named);
+        v.pin = pin;
+        verdicts.push(v);
     }
     let mut verdict = BodyVerdict {
         outcome: BodyOutcome::Forward { rewritten: None },
@@ -596,7 +612,7 @@ pub fn judge_body(
             .iter()
             .zip(&messages)
             .map(|(v, m)| {
-                let r = (v.decision.verdict != Outcome::Allow).then(|| Refused::of(&v.decision));
+                let r = (v.decision.verdict != Outcome::Allow).then(|| Refused::of_verdict(v));
                 (answerable_id(m), r)
             })
             .collect();
@@ -640,6 +656,10 @@ pub fn judge_body(
         verdict.request_ids.push(id.clone());
         if let Some(cat) = Catalogue::for_list_method(method) {
             verdict.plan.lists.push((id_key(id), cat));
+            if cat == Catalogue::Tools && policy.pins.is_some() {
+                let first_page = params.get("cursor").map_or(true, Value::is_null);
+                verdict.plan.pinned_lists.push((id_key(id), first_page));
+            }
             // The entries kept are text the client reads too (a description
             // naming a key, a prompt's arguments): scanned after filtering.
             if policy.dlp.responses != DlpAction::Off {
@@ -884,12 +904,13 @@ pub fn judge(
     policy: &CompiledPolicy,
     identity: &Result<Caller, IdentityError>,
     head: &RequestHead,
+    seen: &dyn SeenTools,
     body: &[u8],
 ) -> Judgement {
     // judge_head refuses an unknown caller, so a body is read only with one.
     match (judge_head(policy, head, identity, None), identity) {
         (HeadVerdict::ReadBody { .. }, Ok(caller)) => {
-            Judgement::Body(judge_body(policy, caller, head, None, body))
+            Judgement::Body(judge_body(policy, caller, head, None, seen, body))
         }
         (verdict, _) => Judgement::Head(verdict),
     }
@@ -935,6 +956,7 @@ impl MessageVerdict {
             target,
             id: m.id().cloned(),
             arguments: m.params().get("arguments").filter(|_| audited).cloned(),
+            pin: None,
         }
     }
 }
@@ -1377,12 +1399,35 @@ struct Refused {
 }
 
 impl Refused {
-    fn of(d: &Decision) -> Self {
+    /// A message refused by its decision: -32014 with the digests when its
+    /// pin refused it, else the decision's error.
+    fn of_verdict(v: &MessageVerdict) -> Self {
+        let error = match (&v.decision.rule, &v.pin) {
+            (RuleId::Pin, Some(p)) => reply::pin_error(p),
+            _ => reply::decision_error_member(&v.decision),
+        };
         Refused {
-            error: reply::decision_error_member(d),
-            rule: d.rule.clone(),
+            error,
+            rule: v.decision.rule.clone(),
         }
     }
+}
+
+/// A `tools/call` checked against `pins` (none when the policy has none or
+/// the message is not a call): its tool's remembered definition on the
+/// request's upstream.
+fn pin_check(
+    policy: &CompiledPolicy,
+    head: &RequestHead,
+    seen: &dyn SeenTools,
+    m: &Message,
+) -> Option<PinMismatch> {
+    let pins = policy.pins.as_ref()?;
+    if m.method() != Some("tools/call") {
+        return None;
+    }
+    let tool = m.params().get("name").and_then(Value::as_str)?;
+    pins.check(tool, || seen.seen(head.upstream.as_deref(), tool))
 }
 
 /// The id a refusal answers: a request's (a notification or a client's
@@ -1472,6 +1517,7 @@ mod tests {
             &caller,
             &RequestHead::default(),
             None,
+            &crate::catalogue::pins::NothingSeen,
             body.as_bytes(),
         );
         let BodyOutcome::Forward {
@@ -1714,6 +1760,7 @@ mod tests {
                 &anonymous(),
                 &RequestHead::default(),
                 None,
+                &crate::catalogue::pins::NothingSeen,
                 body.to_string().as_bytes(),
             );
             let found: Vec<&str> = v
@@ -1755,6 +1802,7 @@ mod tests {
             &anonymous(),
             &RequestHead::default(),
             None,
+            &crate::catalogue::pins::NothingSeen,
             body.to_string().as_bytes(),
         );
         assert_eq!(v.outcome, BodyOutcome::Forward { rewritten: None });
@@ -1915,6 +1963,7 @@ mod tests {
                 &anonymous(),
                 &head,
                 None,
+                &crate::catalogue::pins::NothingSeen,
                 body.to_string().as_bytes(),
             );
             let mismatch = matches!(&v.outcome, BodyOutcome::Refuse(r) if r.code == reply::HEADER_MISMATCH && r.status == 400);
@@ -1991,6 +2040,7 @@ mod tests {
                 &anonymous(),
                 &head,
                 None,
+                &crate::catalogue::pins::NothingSeen,
                 body.to_string().as_bytes(),
             );
             let mismatch =
@@ -2076,6 +2126,7 @@ mod tests {
                 &anonymous(),
                 &RequestHead::default(),
                 None,
+                &crate::catalogue::pins::NothingSeen,
                 body.to_string().as_bytes(),
             );
             match want {

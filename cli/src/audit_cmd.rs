@@ -40,9 +40,14 @@ pub struct ShowArgs {
     /// Only events of this identity subject.
     #[arg(long)]
     subject: Option<String>,
-    /// Only events whose request target (tool, resource or prompt) is exactly this.
+    /// Only events whose request target (tool, resource or prompt) is exactly
+    /// this, or that record a pin mismatch of this tool (a tools/list answer's).
     #[arg(long)]
     tool: Option<String>,
+    /// Only events that record tools whose definition differs from its pin
+    /// (a rug pull): each is listed under its event with both digests.
+    #[arg(long)]
+    pins: bool,
     /// Only events with this verdict: allow, deny, approval, redacted.
     #[arg(long)]
     verdict: Option<String>,
@@ -401,6 +406,7 @@ fn show_cmd(a: &ShowArgs) -> ExitCode {
     let filter = ShowFilter {
         subject: a.subject.clone(),
         tool: a.tool.clone(),
+        pins: a.pins,
         verdict: a.verdict.clone(),
         since: a.since,
         until: a.until,
@@ -415,9 +421,17 @@ fn show_cmd(a: &ShowArgs) -> ExitCode {
 pub struct ShowFilter {
     pub subject: Option<String>,
     pub tool: Option<String>,
+    pub pins: bool,
     pub verdict: Option<String>,
     pub since: Option<u64>,
     pub until: Option<u64>,
+}
+
+/// The `pins` records of an event (tools that differ from their pin).
+fn pin_records(e: &Value) -> &[Value] {
+    e.get("pins")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
 }
 
 impl ShowFilter {
@@ -427,10 +441,13 @@ impl ShowFilter {
         self.subject
             .as_deref()
             .is_none_or(|s| text("/identity/subject") == Some(s))
-            && self
-                .tool
-                .as_deref()
-                .is_none_or(|t| text("/request/target") == Some(t))
+            && self.tool.as_deref().is_none_or(|t| {
+                text("/request/target") == Some(t)
+                    || pin_records(e)
+                        .iter()
+                        .any(|p| p.get("tool").and_then(Value::as_str) == Some(t))
+            })
+            && (!self.pins || !pin_records(e).is_empty())
             && self
                 .verdict
                 .as_deref()
@@ -474,28 +491,61 @@ pub fn show(text: &str, filter: &ShowFilter) -> (String, usize, usize) {
             e.get("seq").and_then(Value::as_u64).unwrap_or(0),
         )
     });
-    let rows: Vec<[String; 10]> = events.iter().map(row).collect();
+    let rows: Vec<([String; 10], Vec<String>)> =
+        events.iter().map(|e| (row(e), pin_lines(e))).collect();
     let mut widths = COLUMNS.map(|c| c.chars().count());
-    for r in &rows {
+    for (r, _) in &rows {
         for (w, cell) in widths.iter_mut().zip(r) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let mut out = String::new();
-    let mut line = |cells: &[String]| {
+    let line = |cells: &[String]| {
         let padded: Vec<String> = cells
             .iter()
             .zip(widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        out.push_str(padded.join("  ").trim_end());
-        out.push('\n');
+        format!("{}\n", padded.join("  ").trim_end())
     };
-    line(&COLUMNS.map(str::to_owned));
-    for r in &rows {
-        line(r);
+    let mut out = line(&COLUMNS.map(str::to_owned));
+    for (r, pins) in &rows {
+        out.push_str(&line(r));
+        // A rug pull's records go under their event, digests whole.
+        for p in pins {
+            out.push_str(p);
+            out.push('\n');
+        }
     }
     (out, rows.len(), total)
+}
+
+/// One line per pin record: the tool, what was done, both digests (whole:
+/// a digest cut short is no digest).
+fn pin_lines(e: &Value) -> Vec<String> {
+    pin_records(e)
+        .iter()
+        .map(|p| {
+            let field = |k: &str| {
+                let s = p.get(k).and_then(Value::as_str).unwrap_or("null");
+                s.chars()
+                    .map(|c| {
+                        if c.is_control() || is_format_char(c) {
+                            '?'
+                        } else {
+                            c
+                        }
+                    })
+                    .collect::<String>()
+            };
+            format!(
+                "    pin {} {}: expected {} actual {}",
+                cell(&field("tool")),
+                field("action"),
+                field("expected"),
+                field("actual")
+            )
+        })
+        .collect()
 }
 
 fn row(e: &Value) -> [String; 10] {
@@ -703,6 +753,7 @@ pub(crate) mod fixtures {
                     policy_sha256: "ab".repeat(32),
                     vm_start: false,
                     dropped: vec![],
+                    pins: vec![],
                 };
                 append(&store, &chain, unsealed_event(facts, ArgumentsMode::Hash)).ok()
             })
@@ -979,6 +1030,52 @@ mod tests {
             .collect();
         assert_eq!(seqs, ["1", "2", "3", "4", "5", "6"]);
         assert!(out.contains("2024-06-10T06:13:21.000Z"), "{out}");
+    }
+
+    #[test]
+    fn show_finds_pin_changes_with_both_digests() {
+        let old = format!("sha256:{}", "a".repeat(64));
+        let new = format!("sha256:{}", "b".repeat(64));
+        let lines = [
+            json!({"chain": "c", "seq": 1, "ts_ms": 1, "request": {"method": "tools/list"}}),
+            json!({"chain": "c", "seq": 2, "ts_ms": 2, "request": {"method": "tools/list"},
+                   "pins": [{"tool": "echo", "action": "removed", "expected": old, "actual": new}]}),
+            json!({"chain": "c", "seq": 3, "ts_ms": 3, "request": {"method": "tools/call", "target": "echo"},
+                   "decision": {"rule": "pin", "verdict": "deny"},
+                   "pins": [{"tool": "echo", "action": "refused", "expected": old, "actual": new}]}),
+            json!({"chain": "c", "seq": 4, "ts_ms": 4, "request": {"method": "tools/call", "target": "add"}}),
+        ]
+        .map(|v| v.to_string())
+        .join("\n");
+        let cases = [
+            (
+                "pins_only",
+                ShowFilter {
+                    pins: true,
+                    ..Default::default()
+                },
+                2,
+            ),
+            (
+                "tool_matches_a_list_record",
+                ShowFilter {
+                    tool: Some("echo".into()),
+                    ..Default::default()
+                },
+                2,
+            ),
+            ("everything", ShowFilter::default(), 4),
+        ];
+        for (name, filter, want) in cases {
+            let (out, shown, _) = show(&lines, &filter);
+            assert_eq!(shown, want, "{name}: {out}");
+            assert!(
+                out.contains(&format!(
+                    "    pin echo removed: expected {old} actual {new}"
+                )),
+                "{name}: {out}"
+            );
+        }
     }
 
     #[test]

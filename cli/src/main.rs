@@ -3,6 +3,7 @@
 mod approvals;
 mod audit_cmd;
 mod collector;
+mod pin_cmd;
 mod policy_cmd;
 mod policy_test;
 mod scan;
@@ -36,6 +37,9 @@ enum Cmd {
     Test(policy_cmd::TestArgs),
     /// Read a token on stdin and print the `identity.api_keys` entry to paste.
     HashKey(policy_cmd::HashKeyArgs),
+    /// Print the `pins` section for a saved tools/list answer (or a live
+    /// server's), or `--diff` a policy's pins against a list.
+    Pin(pin_cmd::PinArgs),
     /// Print the Envoy HTTP filter config with the policy embedded.
     EnvoyConfig(policy_cmd::EnvoyConfigArgs),
     /// Scan {"id","text"} JSON lines from stdin with the filter's DLP detectors.
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Cmd::Explain(a) => policy_cmd::explain(a),
         Cmd::Test(a) => policy_cmd::test(a),
         Cmd::HashKey(a) => policy_cmd::hash_key(a),
+        Cmd::Pin(a) => pin_cmd::run(a),
         Cmd::EnvoyConfig(a) => policy_cmd::envoy_config(a),
         Cmd::Scan(args) => scan::run(args),
         Cmd::BenchDlp(args) => scan::bench(args),

@@ -6,6 +6,7 @@ use crate::policy_test::{
     answer_of, judge_case, machine_now_ms, read_caller, read_test_file, CallerSpec, Expect,
 };
 use clap::Args;
+use mcp_firewall::catalogue::pins::{NothingSeen, SeenTools};
 use mcp_firewall::config::Errors;
 use mcp_firewall::decide::{call_of, decide_traced};
 use mcp_firewall::identity::Caller;
@@ -126,6 +127,12 @@ pub struct ExplainArgs {
     /// `2026-12-05T11:00:00+01:00`), for `time` conditions; default now.
     #[arg(long)]
     at: Option<String>,
+    /// A saved `tools/list` answer of the server: a call of a pinned tool is
+    /// checked against it, as the filter does after that list. Without it
+    /// nothing was listed yet (what a freshly started Envoy knows: a call of
+    /// a pinned tool is refused, actual "unseen").
+    #[arg(long)]
+    tools_list: Option<PathBuf>,
     /// The JSON-RPC message (single or batch); `-` or omitted reads stdin.
     message: Option<String>,
 }
@@ -204,6 +211,18 @@ fn print_judgement(
             for c in v.charges.iter().filter(|c| c.message == i) {
                 println!("  consumes: {}", policy.meters.describe(c));
             }
+            if let Some(p) = &m.pin {
+                let what = match d.rule {
+                    mcp_firewall::rule_id::RuleId::Pin => "refused, JSON-RPC -32014",
+                    _ => "forwarded (pins.mode: warn), audited and counted",
+                };
+                println!(
+                    "  pin: tool {:?} expected {} actual {}: {what}",
+                    p.tool,
+                    p.expected_str().unwrap_or("(no pin)"),
+                    p.actual_str().unwrap_or("(not remembered: unpinned)")
+                );
+            }
             for (f, root) in m.findings.iter().zip(&m.finding_roots) {
                 println!(
                     "  dlp: {} at {root}{} ({})",
@@ -274,7 +293,17 @@ pub fn explain(args: ExplainArgs) -> ExitCode {
             }
             Some(m) => m.as_bytes().to_vec(),
         };
-        let (j, identity) = judge_case(&policy, &spec, &body, now_ms);
+        let listed = match &args.tools_list {
+            Some(p) => {
+                Some(crate::pin_cmd::listed_tools(p).map_err(|e| format!("--tools-list: {e}"))?)
+            }
+            None => None,
+        };
+        let seen: &dyn SeenTools = match &listed {
+            Some(l) => l,
+            None => &NothingSeen,
+        };
+        let (j, identity) = judge_case(&policy, &spec, seen, &body, now_ms);
         print_judgement(&policy, &j, identity.as_ref().ok(), &body, now_ms);
         Ok(!answer_of(&j).refused)
     };
@@ -327,7 +356,8 @@ fn run_test_file(path: &Path) -> Result<(usize, usize), String> {
     for case in &file.cases {
         let body = case.message.to_string();
         let now_ms = case.at.unwrap_or_else(machine_now_ms);
-        let (j, _) = judge_case(&policy, &case.caller, body.as_bytes(), now_ms);
+        // Nothing listed: a case calling a pinned tool is refused (unseen).
+        let (j, _) = judge_case(&policy, &case.caller, &NothingSeen, body.as_bytes(), now_ms);
         let answer = answer_of(&j);
         if answer.meets(&case.expect) {
             passed += 1;

@@ -11,6 +11,7 @@
 //! Test files are read as strictly as policies: an unknown key, a case
 //! without `expect` or an empty `expect` is an error named by its JSON path.
 
+use mcp_firewall::catalogue::pins::SeenTools;
 use mcp_firewall::config::{index, Errors, ObjReader};
 use mcp_firewall::decide::Verdict;
 use mcp_firewall::identity::{self, Caller, IdentityError, IdentityInputs, Via};
@@ -232,6 +233,8 @@ pub fn request_head(
             })
             .collect(),
         ends_stream: false,
+        // The CLI's definitions seen (`SeenTools`) hold for any upstream.
+        upstream: None,
         now_ms,
     }
 }
@@ -240,6 +243,7 @@ pub fn request_head(
 pub fn judge_case(
     policy: &CompiledPolicy,
     caller: &CallerSpec,
+    seen: &dyn SeenTools,
     body: &[u8],
     now_ms: u64,
 ) -> (Judgement, Result<Caller, IdentityError>) {
@@ -259,7 +263,7 @@ pub fn judge_case(
         }
     };
     let head = request_head(policy, &headers, now_ms);
-    (judge(policy, &identity, &head, body), identity)
+    (judge(policy, &identity, &head, seen, body), identity)
 }
 
 /// Read `--caller` / a case's `caller` object.
@@ -581,6 +585,7 @@ mod agreement {
                 let (judged, _) = judge_case(
                     &policy_for(&doc, &case.caller),
                     &case.caller,
+                    &mcp_firewall::catalogue::pins::NothingSeen,
                     body.as_bytes(),
                     now_ms,
                 );

@@ -266,6 +266,9 @@ fn head_of(
         protocol_version: get("mcp-protocol-version"),
         mcp_params,
         ends_stream,
+        // The fake host names no cluster: pinned calls meet `unavailable`
+        // there, as `NothingSeen` gives `unseen` here; both refuse.
+        upstream: None,
         now_ms,
     }
 }
@@ -508,7 +511,7 @@ fuzz_target!(|data: &[u8]| {
         if dry_run && head.repeated_header.is_none() {
             identity = identity.or_else(|_| Ok(verdict::anonymous()));
         }
-        match verdict::judge(&deciding, &identity, &head, request) {
+        match verdict::judge(&deciding, &identity, &head, &mcp_firewall::catalogue::pins::NothingSeen, request) {
             Judgement::Head(v) => panic!("forwarded a POST refused on its headers: {v:?}"),
             Judgement::Body(v) => {
                 let rewritten = match &v.outcome {

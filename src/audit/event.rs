@@ -48,7 +48,29 @@ pub struct AuditEvent {
     /// so a verifier can tell a known loss from a deletion.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped: Vec<SeqRange>,
+    /// Added field: tools whose definition differs from its pin (or that
+    /// have none), with both digests: a call refused or warned by its pin,
+    /// or the entries of a `tools/list` answer removed or warned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pins: Vec<AuditPin>,
 }
+
+/// A tool that does not match its pin. `expected`: the pin (null when the
+/// tool has none); `actual`: the digest seen, `unseen`, `absent` or
+/// `unavailable` (null for a call of an unpinned tool, whose definition is
+/// not remembered); `action`: `removed` (from a list), `refused` (a call),
+/// or `warned` (forwarded: `pins.mode: warn` or dry run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPin {
+    pub action: String,
+    pub actual: Option<String>,
+    pub expected: Option<String>,
+    pub tool: String,
+}
+
+/// Pin records kept in one event: a server listing thousands of unpinned
+/// tools must not make one event outgrow a batch (the counters have them all).
+pub const MAX_PIN_RECORDS: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditIdentity {
@@ -256,6 +278,7 @@ pub struct EventFacts {
     pub vm_start: bool,
     /// From [`super::Delivery::take_drop_report`], to announce earlier losses.
     pub dropped: Vec<SeqRange>,
+    pub pins: Vec<AuditPin>,
 }
 
 /// The `request` member: what of the arguments is recorded depends on `mode`.
@@ -309,6 +332,7 @@ pub fn unsealed_event(mut facts: EventFacts, mode: ArgumentsMode) -> Value {
             reason: SegmentReason::VmStart,
         }),
         dropped: facts.dropped,
+        pins: facts.pins,
     };
     let mut v = serde_json::to_value(event).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
@@ -454,6 +478,7 @@ pub(crate) mod tests {
             policy_sha256: "ab".repeat(32),
             vm_start: false,
             dropped: vec![],
+            pins: vec![],
         }
     }
 

@@ -141,6 +141,9 @@ pub(crate) fn prepare_with(
         "identity".into(),
         remembered(&mut memo.identity, clipped_identity(facts.identity)),
     ));
+    if !facts.pins.is_empty() {
+        members.push(("pins".into(), Member::Own(member(&facts.pins))));
+    }
     members.push((
         "policy_sha256".into(),
         remembered(&mut memo.policy_sha256, facts.policy_sha256),

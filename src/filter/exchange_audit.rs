@@ -3,8 +3,10 @@
 //! with the response's status, size and what DLP found or redacted in it.
 
 use crate::audit::{
-    AuditDecision, AuditFinding, AuditIdentity, AuditResponse, EventFacts, Verdict as AuditVerdict,
+    AuditDecision, AuditFinding, AuditIdentity, AuditPin, AuditResponse, EventFacts,
+    Verdict as AuditVerdict, MAX_PIN_RECORDS,
 };
+use crate::catalogue::pins::{ListCheck, PinMismatch};
 use crate::decide::{Decision, Verdict};
 use crate::dlp::{Action as DlpAction, Finding};
 use crate::host::Host;
@@ -12,6 +14,7 @@ use crate::identity::Caller;
 use crate::jsonrpc::id_key;
 use crate::policy::{CompiledPolicy, Mode};
 use crate::reply::LocalReply;
+use crate::rule_id::RuleId;
 use crate::verdict::{anonymous, MessageVerdict};
 use serde_json::Value;
 use std::rc::Rc;
@@ -30,6 +33,21 @@ pub(crate) struct PendingAudit {
     redacted_arguments: Option<Value>,
     /// Matches replaced in the response.
     redactions: u64,
+    /// Tools that differ from their pin: the call's, or a list answer's.
+    pins: Vec<AuditPin>,
+}
+
+/// The audit record of a tool that does not match its pin.
+pub(crate) fn audit_pin(m: &PinMismatch, action: &str) -> AuditPin {
+    // A tool name in a list answer is the server's text: clipped like the
+    // caller's strings (a name longer than MCP allows is no name a pin holds).
+    let (tool, _) = crate::audit::clip(m.tool.clone());
+    AuditPin {
+        action: action.to_owned(),
+        actual: m.actual_str().map(str::to_owned),
+        expected: m.expected_str().map(str::to_owned),
+        tool,
+    }
 }
 
 impl PendingAudit {
@@ -53,6 +71,17 @@ impl PendingAudit {
             redacted: m.redacted,
             redacted_arguments: m.redacted_arguments.clone(),
             redactions: 0,
+            pins: m
+                .pin
+                .iter()
+                .map(|p| {
+                    let action = match m.decision.rule {
+                        RuleId::Pin => "refused",
+                        _ => "warned",
+                    };
+                    audit_pin(p, action)
+                })
+                .collect(),
         }
     }
 
@@ -78,6 +107,7 @@ impl PendingAudit {
             redacted: false,
             redacted_arguments: None,
             redactions: 0,
+            pins: Vec::new(),
         }
     }
 }
@@ -183,6 +213,30 @@ impl ExchangeAudit {
         }
     }
 
+    /// Attach what pins found in list answers to the events of their requests.
+    pub fn attach_pin_checks(&mut self, checks: &[(String, ListCheck)]) {
+        for (id, check) in checks {
+            let pending = self
+                .pending
+                .iter_mut()
+                .find(|p| p.id.as_ref().map(id_key).as_deref() == Some(id.as_str()));
+            let Some(p) = pending else { continue };
+            // Under enforce every mismatch is removed; under warn or dry run none.
+            let action = match check.removed > 0 {
+                true => "removed",
+                false => "warned",
+            };
+            let room = MAX_PIN_RECORDS.saturating_sub(p.pins.len());
+            p.pins.extend(
+                check
+                    .mismatches
+                    .iter()
+                    .take(room)
+                    .map(|m| audit_pin(m, action)),
+            );
+        }
+    }
+
     /// The exchange is over (Envoy's log phase): audit what was forwarded.
     pub fn on_done(&mut self, host: &mut dyn Host, caller: Option<&Caller>, response_bytes: usize) {
         let status = self.response_status.unwrap_or(0);
@@ -237,6 +291,7 @@ impl ExchangeAudit {
             policy_sha256: self.policy.sha256.clone(),
             vm_start: false,
             dropped: Vec::new(),
+            pins: p.pins,
         }
     }
 }

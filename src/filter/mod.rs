@@ -5,6 +5,7 @@
 //! `Host`, so the whole pipeline runs natively in tests.
 
 use crate::approval::{self, Answer, Ask};
+use crate::catalogue::pins::{self, ListCheck, Remembered};
 use crate::decide::{Decision, Verdict};
 use crate::descriptors::{self, Descriptors};
 use crate::host::{Callout, Counter, Flow, Host, HostError, InForce, LogLevel};
@@ -410,10 +411,24 @@ impl RequestFilter {
                 .map(|(k, v)| (k["mcp-param-".len()..].to_owned(), v))
                 .collect(),
             ends_stream: end_of_stream,
+            upstream: self.upstream(host),
             // Read when the body is decided (on_request_body), the only
             // decision that reads the time: no clock hostcall for the headers.
             now_ms: 0,
         }
+    }
+
+    /// The upstream cluster the route sends this request to, when the policy
+    /// pins tools (a property read costs a hostcall). Envoy resolves the
+    /// route before the filter chain runs and records its cluster in the
+    /// stream info, which the wasm host exposes as `xds.cluster_name`. The
+    /// cluster, not the host: one cluster's endpoints serve one catalogue,
+    /// and the name comes from Envoy's configuration, never from the caller.
+    fn upstream(&self, host: &dyn Host) -> Option<String> {
+        self.policy.pins.as_ref()?;
+        host.property(&["xds", "cluster_name"])
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|c| !c.is_empty())
     }
 
     /// A refusal decided on the headers (kill switch, stolen session, audit
@@ -652,11 +667,19 @@ impl RequestFilter {
                 &anonymous_caller
             }
         };
+        if self.head.upstream.is_none() {
+            // A policy adopted since the headers may pin tools.
+            self.head.upstream = self.upstream(host);
+        }
+        // The definitions this upstream listed last, in shared data: what a
+        // call of a pinned tool is checked against.
+        let seen = Remembered(&*host);
         let verdict = judge_body(
             &self.policy,
             caller,
             &self.head,
             self.standing.as_ref(),
+            &seen,
             &bytes,
         );
         let verdict = match self.started_under.take() {
@@ -667,6 +690,7 @@ impl RequestFilter {
                     &own_caller,
                     &self.head,
                     own.standing.as_ref(),
+                    &seen,
                     &bytes,
                 );
                 match first.refuses() {
@@ -767,6 +791,13 @@ impl RequestFilter {
                 Verdict::Approval => Counter::DecisionApproval,
             };
             host.count(counter, 1);
+            if m.pin.is_some() {
+                let counter = match m.decision.rule {
+                    RuleId::Pin => Counter::PinRefused,
+                    _ => Counter::PinWarned,
+                };
+                host.count(counter, 1);
+            }
         }
         let action = self.policy.dlp.requests;
         if self.audit.enabled() {
@@ -1268,6 +1299,36 @@ impl RequestFilter {
             }
         }
         self.audit.attach_result_findings(counts.result_findings);
+        self.remember_definitions(host, &counts.pin_checks);
+        self.audit.attach_pin_checks(&counts.pin_checks);
+    }
+
+    /// Count what pins found in list answers and remember, for this
+    /// upstream, the definitions of the pinned tools they held: what the
+    /// calls that follow are checked against. A definition that cannot be
+    /// remembered is counted and logged; the calls then meet what was
+    /// remembered before or nothing (`unseen`), never a definition unchecked.
+    fn remember_definitions(&mut self, host: &mut dyn Host, checks: &[(String, ListCheck)]) {
+        for (_, check) in checks {
+            host.count(Counter::PinRemoved, check.removed as u64);
+            let warned = check.mismatches.len().saturating_sub(check.removed);
+            host.count(Counter::PinWarned, warned as u64);
+            let Some(upstream) = self.head.upstream.as_deref() else {
+                if !check.seen.is_empty() {
+                    host.count(Counter::PinRememberFailed, 1);
+                }
+                continue;
+            };
+            for (tool, seen) in &check.seen {
+                if let Err(e) = pins::remember(&*host, upstream, tool, seen) {
+                    host.count(Counter::PinRememberFailed, 1);
+                    host.log(
+                        LogLevel::Warn,
+                        &format!("mcp-firewall: the definition of a pinned tool could not be remembered ({e:?})"),
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! the host's counters and the exchange's audit.
 
 use super::host_write_failed;
+use crate::catalogue::pins::ListCheck;
 use crate::dlp::{Action as DlpAction, Finding};
 use crate::host::{Flow, Host, HostError};
 use crate::identity::Caller;
@@ -40,6 +41,8 @@ pub(crate) struct ResponseCounts {
     /// DLP findings in answers: (request id key, findings, action, the
     /// member scanned: "result" or "error").
     pub result_findings: Vec<(String, Vec<Finding>, DlpAction, &'static str)>,
+    /// What pins found in `tools/list` answers: (request id key, check).
+    pub pin_checks: Vec<(String, ListCheck)>,
 }
 
 pub(crate) struct ResponseRewriter {
@@ -462,8 +465,11 @@ impl ResponseRewriter {
                 true => Some(self.plan.scans.first().cloned().unwrap_or_default()),
                 false => msg.get("id").map(id_key),
             };
-            let r = rewrite_message(&self.policy, caller, &self.plan, msg);
+            let mut r = rewrite_message(&self.policy, caller, &self.plan, msg);
             changed |= r.changed;
+            if let (Some(check), Some(id)) = (r.pins.take(), msg.get("id").map(id_key)) {
+                self.counts.pin_checks.push((id, check));
+            }
             if let (Some(id), Some(action)) = (id, r.action) {
                 self.counts
                     .result_findings

@@ -46,6 +46,8 @@ pub struct CompiledPolicy {
     pub approval: Option<crate::approval::ApprovalConfig>,
     /// `rate_limits` and `budgets`.
     pub meters: crate::meter::MeterPolicy,
+    /// `None` = pins off.
+    pub pins: Option<crate::catalogue::pins::PinPolicy>,
     /// `$.envoy.allow_on_headers_stop_iteration` (default true): whether the
     /// host was configured to let the filter hold request and response headers
     /// while it reads the body. Envoy honours a `Pause` from a headers callback
@@ -65,10 +67,6 @@ pub struct CompiledPolicy {
     /// another case is refused (see `verdict`).
     pub condition_paths: Vec<crate::condition::MemberPath>,
 }
-
-/// Sections of POLICY.md that this build does not enforce yet. Accepting them
-/// silently would let a team believe something is enforced that is not.
-const NOT_YET_SUPPORTED: &[&str] = &["pins"];
 
 /// Parse and compile policy text (the plugin configuration).
 pub fn compile_str(text: &[u8]) -> Result<CompiledPolicy, Vec<ConfigError>> {
@@ -129,6 +127,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
     // DLP is on by default (requests block, responses redact) when the section is absent.
     let dlp = crate::dlp::compile(root.get("dlp"), "$.dlp", errs);
     let meters = crate::meter::compile(root.get("rate_limits"), root.get("budgets"), errs);
+    let pins = crate::catalogue::pins::compile(root.get("pins"), "$.pins", errs);
     // One id names one thing in refusals, stats and audit events.
     let mut seen: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
     for (i, id) in meters.ids().enumerate() {
@@ -140,14 +139,6 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
             errs.push(path, format!("id {:?} is used twice", id.as_str()));
         }
         seen.push(id.as_str());
-    }
-    for section in NOT_YET_SUPPORTED {
-        if root.get(section).is_some() {
-            errs.push(
-                format!("$.{section}"),
-                "not supported yet by this build of mcp-firewall; remove it (it would not be enforced)",
-            );
-        }
     }
     root.finish(errs);
     let dlp = dlp?;
@@ -172,6 +163,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         audit,
         approval,
         meters,
+        pins,
         sha256: sha256_hex(canonical(doc).as_bytes()),
     })
 }

@@ -155,9 +155,14 @@ fn config_error_table() {
             "$.dlp.custom[0].pattern",
         ),
         (
-            "pins_not_supported_yet",
+            "pins_without_tools",
             json!({"version": 1, "rules": [], "pins": {}}),
-            "$.pins: not supported yet",
+            "$.pins.tools: required field is missing",
+        ),
+        (
+            "pin_that_is_not_a_digest",
+            json!({"version": 1, "rules": [], "pins": {"tools": {"echo": "sha256:abc"}}}),
+            "$.pins.tools[\"echo\"]",
         ),
         (
             "rate_limit_id_shared_with_a_rule",
