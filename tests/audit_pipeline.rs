@@ -88,6 +88,7 @@ impl Worker {
             policy_sha256: "00".repeat(32),
             vm_start: std::mem::take(&mut self.first_event),
             dropped,
+            approval: None,
         };
         // The filter's path: written once, sealed inside the CAS loop.
         let prepared = prepare(facts, ArgumentsMode::Hash);

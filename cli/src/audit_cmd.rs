@@ -703,6 +703,7 @@ pub(crate) mod fixtures {
                     policy_sha256: "ab".repeat(32),
                     vm_start: false,
                     dropped: vec![],
+                    approval: None,
                 };
                 append(&store, &chain, unsealed_event(facts, ArgumentsMode::Hash)).ok()
             })

@@ -1075,6 +1075,7 @@ mod tests {
             policy_sha256: "ab".repeat(32),
             vm_start,
             dropped: vec![SeqRange { first: 3, last: 9 }],
+            approval: None,
         };
         let odd_args = json!({
             "q": "quote \" backslash \\ control \u{1} tab \t é 😀 \u{2028}",

@@ -3,7 +3,8 @@
 //! with the response's status, size and what DLP found or redacted in it.
 
 use crate::audit::{
-    AuditDecision, AuditFinding, AuditIdentity, AuditResponse, EventFacts, Verdict as AuditVerdict,
+    AuditApproval, AuditDecision, AuditFinding, AuditIdentity, AuditResponse, EventFacts,
+    Verdict as AuditVerdict,
 };
 use crate::decide::{Decision, Verdict};
 use crate::dlp::{Action as DlpAction, Finding};
@@ -30,6 +31,8 @@ pub(crate) struct PendingAudit {
     redacted_arguments: Option<Value>,
     /// Matches replaced in the response.
     redactions: u64,
+    /// The human approval step this event records (approval calls only).
+    pub approval: Option<AuditApproval>,
 }
 
 impl PendingAudit {
@@ -53,6 +56,7 @@ impl PendingAudit {
             redacted: m.redacted,
             redacted_arguments: m.redacted_arguments.clone(),
             redactions: 0,
+            approval: None,
         }
     }
 
@@ -78,6 +82,7 @@ impl PendingAudit {
             redacted: false,
             redacted_arguments: None,
             redactions: 0,
+            approval: None,
         }
     }
 }
@@ -133,10 +138,12 @@ impl ExchangeAudit {
         })
     }
 
-    /// The decision the held events end with (a call released by an approval).
-    pub fn set_held_decision(&mut self, decision: Decision) {
+    /// The decision the held events end with (a call released by an
+    /// approval), and the approval step they record.
+    pub fn set_held_decision(&mut self, decision: Decision, approval: Option<AuditApproval>) {
         for p in &mut self.pending {
             p.decision = decision.clone();
+            p.approval = approval.clone();
         }
     }
 
@@ -216,6 +223,7 @@ impl ExchangeAudit {
                 tenant_sha256: None,
                 via: caller.via,
             },
+            approval: p.approval,
             method: p.method,
             target: p.target,
             id: p.id,
