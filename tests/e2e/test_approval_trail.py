@@ -409,6 +409,8 @@ def test_a_batch_with_an_approve_rule_call_is_refused_without_asking(rig: Rig) -
     err = answers[1]["error"]
     assert err["code"] == APPROVAL and err["data"]["approval_id"] is None, err
     assert "inside a batch" in err["data"]["reason"], err
+    # All or nothing: the batch's other, allowed call is refused with it.
+    assert answers[2]["error"]["code"] == DENIED and answers[2]["error"]["data"]["rule"] == "batch", answers[2]
     assert rig.svc.call("GET", "/v1/stats")[1]["created"] == created, "the service was never asked"
     assert env.upstream_posts() - before == 2, "initialize and initialized only: the batch never went upstream"
     events = rig.trail(args, 1, "the batch's refusal")
