@@ -708,3 +708,18 @@ fn a_policy_changed_while_held_never_uses_the_approval() {
         );
     }
 }
+
+#[test]
+fn a_key_revoked_while_held_is_refused_on_its_identity() {
+    let mut x = asked(hold(), &scale(1, 3));
+    let revoked = policy_with(
+        json!({"cluster": "approvals", "token": "filter-token", "timeout_ms": 3000}),
+        json!({"identity": {"api_keys": [{"sha256": sha256_hex(b"another-key"), "subject": "other", "roles": ["ops"]}],
+                            "anonymous_roles": []}}),
+    );
+    x.host.policy_in_force = Some(revoked);
+    x.answer_approval(Some(200), &answer("approved", false));
+    assert_eq!(x.host.callouts.len(), 1, "the approval was used");
+    assert!(!x.forwarded());
+    assert_eq!(x.reply().map(|r| r.status), Some(401));
+}

@@ -1197,10 +1197,9 @@ impl RequestFilter {
             "the policy changed while the call waited; approval {approval_id} was for the policy it was asked under and was not used: send the call again (a new approval is needed)"
         );
         let step = approval_step(ApprovalStep::PolicyChanged, Some(approval_id), None, None);
-        if let Some(refused) = self.adopt_policy_in_force(host) {
+        if self.adopt_policy_in_force(host).is_some() {
             // Refused on its headers under the new policy (a revoked key,
             // the kill switch): answered and audited already.
-            let _ = refused;
             return;
         }
         self.started_under = None;
