@@ -4,7 +4,10 @@
 //! optionally seals every audit event onto an in-memory chain, so `perf`
 //! can show where the per-request CPU goes without Envoy in the way.
 //!
-//!   cargo run --release --features fake-host --example profile_exchange -- [N] [audit]
+//!   cargo run --release --features fake-host --example profile_exchange -- [N] [audit] [metered]
+//!
+//! `metered` adds the rate limit and loop breaker of `METERED=1 scripts/bench.sh`
+//! (counted in the fake host's shared data, never tripping).
 //!   perf record -g target/release/examples/profile_exchange 200000 audit
 
 use mcp_firewall::audit::{AuditConfig, AuditSink, MemoryStore};
@@ -22,6 +25,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let audit = args.iter().any(|a| a == "audit");
+    let metered = args.iter().any(|a| a == "metered");
     let Ok(text) = std::fs::read_to_string("policies/demo.json") else {
         eprintln!("run from the repository root (policies/demo.json)");
         std::process::exit(2);
@@ -30,6 +34,14 @@ fn main() {
     if audit {
         doc["audit"] =
             serde_json::json!({"cluster": "audit_collector", "max_buffered": 1_000_000u64});
+    }
+    if metered {
+        doc["rate_limits"] = serde_json::json!([
+            {"id": "bench-agent-tool", "key": ["subject", "tool"], "tools": ["*"],
+             "capacity": 1_000_000_000u64, "per_seconds": 1},
+            {"id": "bench-loop", "key": ["subject", "tool", "arguments"], "tools": ["*"],
+             "capacity": 1_000_000_000u64, "per_seconds": 1},
+        ]);
     }
     let policy = match compile_str(doc.to_string().as_bytes()) {
         Ok(p) => Rc::new(p),
@@ -40,16 +52,20 @@ fn main() {
     };
     let cfg: Option<AuditConfig> = policy.audit.clone();
     let store = MemoryStore::new();
+    // One shared-data store for every exchange, as one Envoy worker has: the
+    // meters then read and write a table that holds their entries.
+    let shared = Rc::new(mcp_firewall::store::MemoryStore::new());
     let mut sink = cfg.map(|c| AuditSink::new(c, "profile"));
     let start = Instant::now();
     let mut events = 0usize;
     for i in 0..n {
-        let host = FakeHost::new()
+        let mut host = FakeHost::new()
             .header(":method", "POST")
             .header(":path", "/mcp")
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
             .header("authorization", "Bearer demo-reader-key");
+        host.store = shared.clone();
         let mut x = Exchange::new(policy.clone(), host);
         x.request(Request::new(REQUEST))
             .respond(

@@ -5,16 +5,21 @@ the compose demo, deploy/compose/, runs it in its `demo` service).
 The caller's identity is an API key in `Authorization: Bearer ...`, passed through
 the headers of the httpx2 client handed to the SDK's streamable HTTP transport.
 Sections whose URL or file is not given are skipped: `--dry-run` (the dry-run
-Envoy), `--files` (the filesystem server behind its stdio bridge), `--audit-trail`
-(the collector's NDJSON, checked with `mcp-firewall audit verify`). Exit 1 when
-anything comes out other than the demo says.
+Envoy), `--approval` and `--approvals` (an Envoy whose policy makes get-sum need a
+person's approval, and the approval service: the demo plays the approver with
+`--approver-token`, as a script of an approver would), `--files` (the filesystem
+server behind its stdio bridge), `--audit-trail` (the collector's NDJSON, checked
+with `mcp-firewall audit verify`). Exit 1 when anything comes out other than the
+demo says.
 """
 
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import logging
+import re
 import socket
 import subprocess
 import sys
@@ -38,8 +43,13 @@ if not sys.stdout.isatty():
 TOKEN = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A"
 
 
+SECTION = 0
+
+
 def title(text: str) -> None:
-    print(f"\n{BOLD}== {text}{RESET}", flush=True)
+    global SECTION
+    SECTION += 1
+    print(f"\n{BOLD}== {SECTION}. {text}{RESET}", flush=True)
 
 
 def wait_for(urls: list[str], seconds: float) -> None:
@@ -97,7 +107,7 @@ def show_error(e: MCPError) -> None:
 async def main(a: argparse.Namespace) -> int:
     if a.wait:
         wait_for([u for u in (a.server, a.enforce, a.dry_run, a.files) if u], a.wait)
-    title("1. The server's tool list, as each caller sees it (tools/list is filtered per caller)")
+    title("The server's tool list, as each caller sees it (tools/list is filtered per caller)")
     direct = await tool_names(a.server, "")
     reader = await tool_names(a.enforce, a.reader_key)
     admin = await tool_names(a.enforce, a.admin_key)
@@ -110,12 +120,12 @@ async def main(a: argparse.Namespace) -> int:
     hidden = sorted(set(direct) - set(admin))
     print(f"   {DIM}hidden from everyone (rule no-env denies it unconditionally): {', '.join(hidden)}{RESET}")
 
-    title("2. An allowed call: reader -> echo")
+    title("An allowed call: reader -> echo")
     async with session(a.enforce, a.reader_key) as s:
         res = await s.call_tool("echo", {"message": "hello through the firewall"})
         print(f"   {GREEN}allowed{RESET}: {res.content[0].text!r}")
 
-    title("3. A denied call: reader -> get-env (would print the server's environment)")
+    title("A denied call: reader -> get-env (would print the server's environment)")
     async with session(a.enforce, a.reader_key) as s:
         try:
             await s.call_tool("get-env", {})
@@ -125,7 +135,7 @@ async def main(a: argparse.Namespace) -> int:
             show_error(e)
             print(f"   {DIM}the request never reached the server{RESET}")
 
-    title("4. No API key at all")
+    title("No API key at all")
     try:
         async with session(a.enforce, None) as s:
             print(f"   {RED}UNEXPECTED: initialized without identity{RESET}")
@@ -135,7 +145,7 @@ async def main(a: argparse.Namespace) -> int:
         msg = f"{mcp_err.code} {mcp_err}" if mcp_err else repr(e)
         print(f"   {RED}refused{RESET} with HTTP 401 before anything reached the server: {msg}")
 
-    title("5. Sensitive data in arguments: reader -> echo with a GitHub token in the message")
+    title("Sensitive data in arguments: reader -> echo with a GitHub token in the message")
     async with session(a.enforce, a.reader_key) as s:
         try:
             await s.call_tool("echo", {"message": f"deploy with {TOKEN} please"})
@@ -150,7 +160,7 @@ async def main(a: argparse.Namespace) -> int:
                 return 1
 
     if a.dry_run:
-        title("6. The same denied call under a dry-run policy (mode: dry_run, second Envoy)")
+        title("The same denied call under a dry-run policy (mode: dry_run, second Envoy)")
         responses: list[Any] = []
         async with session(a.dry_run, a.reader_key, responses) as s:
             del responses[:]
@@ -161,8 +171,12 @@ async def main(a: argparse.Namespace) -> int:
             print(f"   {YELLOW}not enforced{RESET}: the server ran get-env ({len(text)} characters, not shown)")
             print(f"   x-mcp-firewall-dry-run: {verdict}")
 
+    if a.approval and a.approvals and a.approver_token:
+        if await approval_section(a) != 0:
+            return 1
+
     if a.files:
-        title("7. A server that only speaks stdio (filesystem server behind a stdio-to-HTTP bridge)")
+        title("A server that only speaks stdio (filesystem server behind a stdio-to-HTTP bridge)")
         reader_files = await tool_names(a.files, a.reader_key)
         async with session(a.files, a.admin_key) as s:
             admin_files = sorted(t.name for t in (await s.list_tools()).tools)
@@ -177,7 +191,7 @@ async def main(a: argparse.Namespace) -> int:
                 return 1
 
     if a.audit_trail:
-        title("8. The audit trail the collector stored: mcp-firewall audit verify")
+        title("The audit trail the collector stored: mcp-firewall audit verify")
         events = settled_lines(a.audit_trail)
         verify = subprocess.run(["mcp-firewall", "audit", "verify", a.audit_trail], capture_output=True, text=True)
         print("   " + (verify.stdout + verify.stderr).strip().replace("\n", "\n   "))
@@ -190,6 +204,73 @@ async def main(a: argparse.Namespace) -> int:
             print(f"   {RED}UNEXPECTED: audit verify exit {verify.returncode}, {len(events)} events{RESET}")
             return 1
     return 0
+
+
+async def approval_section(a: argparse.Namespace) -> int:
+    """A held call, approved by an approver through the approval service, then completed."""
+    title("A call that needs a person's approval: reader -> get-sum (rule sum-needs-approval, hold mode)")
+    args = {"a": 2, "b": 40}
+    approver = {"Authorization": f"Bearer {a.approver_token}"}
+    out: dict[str, Any] = {}
+
+    async def caller() -> None:
+        t0 = time.monotonic()
+        async with session(a.approval, a.reader_key) as s:
+            out["result"] = await s.call_tool("get-sum", args)
+        out["waited"] = time.monotonic() - t0
+
+    async with httpx2.AsyncClient(base_url=a.approvals, headers=approver, timeout=10) as svc:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller)
+            # The approver's view: the pending requests on the service's page
+            # (read with the approver's token, as a script of theirs would).
+            row = None
+            for _ in range(100):
+                page = (await svc.get("/")).text
+                row = pending_row(page, "get-sum", "reader-bot")
+                if row:
+                    break
+                await anyio.sleep(0.1)
+            if row is None:
+                print(f"   {RED}UNEXPECTED: no pending request for get-sum on the approvers' page{RESET}")
+                tg.cancel_scope.cancel()
+                return 1
+            print(f"   {YELLOW}held{RESET}: the firewall holds the call until a person decides")
+            print(f"   the approvers' page shows it: {row['tool']} asked by {row['subject']}, "
+                  f"rule {row['rule']}, approval {row['id']}")
+            print(f"   {DIM}arguments {row['args']}{RESET}")
+            decided = await svc.post(f"/v1/approvals/{row['id']}/decision",
+                                     json={"approve": True, "reason": "2 + 40 is fine"})
+            print(f"   alice@example.com approves it (POST /v1/approvals/{row['id']}/decision with her "
+                  f"token): HTTP {decided.status_code}")
+        res = out.get("result")
+        text = res.content[0].text if res is not None and res.content else ""
+        print(f"   {GREEN}approved{RESET}: the held call completed, {out.get('waited', 0):.1f} s after it was sent: {text!r}")
+        history = (await svc.get(f"/v1/approvals/{row['id']}/events")).json().get("events", [])
+        steps = ", ".join(f"{e['kind']}" + (f" by {e['actor']}" if e.get("actor") and e["kind"] != "used" else "")
+                          for e in history)
+        print(f"   the service's record of approval {row['id']}: {steps}")
+        if decided.status_code != 200 or "42" not in text or [e["kind"] for e in history] != [
+                "requested", "approved", "used"]:
+            print(f"   {RED}UNEXPECTED: the approval did not go as described{RESET}")
+            return 1
+    return 0
+
+
+def pending_row(page: str, tool: str, subject: str) -> dict[str, str] | None:
+    """The first pending request for `tool` asked by `subject` on the approvers' page."""
+    def text(cls: str, section: str) -> str:
+        m = re.search(rf'class="{cls}"[^>]*>(.*?)</', section, re.S)
+        return html.unescape(m.group(1)).strip() if m else ""
+
+    for section in page.split('<section class="request"')[1:]:
+        m = re.search(r'data-id="(apr_[0-9a-f]{32})"', section)
+        if m and text("tool", section) == tool and text("subject", section) == subject:
+            hidden = re.search(r'class="hidden-args">(.*?)</dd>', section, re.S)
+            args = text("arguments", section) or html.unescape(re.sub(r"<[^>]+>", "", hidden.group(1) if hidden else ""))
+            return {"id": m.group(1), "tool": tool, "subject": subject, "rule": text("rule", section),
+                    "args": args}
+    return None
 
 
 def settled_lines(path: str, quiet_s: float = 1.5, limit_s: float = 20) -> list[str]:
@@ -217,6 +298,9 @@ if __name__ == "__main__":
     ap.add_argument("--server", required=True, help="server-everything's own URL (no firewall)")
     ap.add_argument("--enforce", required=True, help="URL through Envoy + mcp-firewall (policies/demo.json)")
     ap.add_argument("--dry-run", help="URL through Envoy + mcp-firewall, mode dry_run (section 6)")
+    ap.add_argument("--approval", help="URL through Envoy + mcp-firewall whose policy makes get-sum need approval")
+    ap.add_argument("--approvals", help="the approval service's base URL (mcp-firewall approvals serve)")
+    ap.add_argument("--approver-token", help="an approver's token for the approval service (the demo approves)")
     ap.add_argument("--files", help="URL through Envoy + mcp-firewall to the filesystem server's bridge (section 7)")
     ap.add_argument("--audit-trail", help="the collector's NDJSON file, checked with `mcp-firewall audit verify`")
     ap.add_argument("--wait", type=float, default=0, help="wait up to this many seconds for the URLs to accept connections")

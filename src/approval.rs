@@ -269,11 +269,17 @@ impl Ask {
                 .map(|(kind, path)| json!({"kind": kind, "path": path}))
                 .collect();
         }
+        // A held call waits without using: the approval is used by a second
+        // callout (`use_body`) only once the filter has checked, after the
+        // wait, that the call can still go on (its client is still there, the
+        // policy is the one it was asked under). Used inside the long poll, a
+        // client that went away, or a policy that changed, would spend it.
+        // An async attempt is never waited on: it uses at once.
         let mut body = json!({
             "binding": self.binding.to_json(),
             "rule": self.rule.as_str(),
             "summary": summary,
-            "consume": true,
+            "consume": cfg.mode == ApprovalMode::Async,
         });
         if let Some(ttl) = cfg.ttl_ms {
             body["ttl_ms"] = json!(ttl);
@@ -283,6 +289,24 @@ impl Ask {
         }
         body.to_string().into_bytes()
     }
+}
+
+/// `POST <path>/<id>/use`: use the approval a held call was granted.
+pub fn use_path(cfg: &ApprovalConfig, approval_id: &str) -> String {
+    format!("{}/{approval_id}/use", cfg.path.trim_end_matches('/'))
+}
+
+impl Binding {
+    /// The body of `POST <path>/<id>/use`.
+    pub fn use_body(&self) -> Vec<u8> {
+        json!({"binding": self.to_json()}).to_string().into_bytes()
+    }
+}
+
+/// The timeout of a use (`use_path`): the service answers at once, so the
+/// shorter of `timeout_ms` and the default.
+pub fn use_timeout_ms(cfg: &ApprovalConfig) -> u64 {
+    cfg.timeout_ms.min(DEFAULT_TIMEOUT_MS)
 }
 
 /// The callout's own timeout: a held call's long poll plus a second for the
@@ -299,6 +323,13 @@ pub fn callout_timeout_ms(cfg: &ApprovalConfig) -> u64 {
 pub enum Answer {
     /// `consumed: true`: this call used the approval; forward it.
     Used {
+        approval_id: String,
+        decided_by: Option<String>,
+        reason: Option<String>,
+    },
+    /// Approved and unused, not used by this answer (a held call's long
+    /// poll, which does not use): the filter may use it now (`use_path`).
+    Approved {
         approval_id: String,
         decided_by: Option<String>,
         reason: Option<String>,
@@ -380,12 +411,62 @@ pub fn read_answer(status: Option<u16>, body: Option<&[u8]>) -> Answer {
         (true, _) => Answer::Unavailable(format!(
             "the approval service answered consumed with state {state}"
         )),
+        (false, "approved") => Answer::Approved {
+            approval_id,
+            decided_by,
+            reason,
+        },
         (false, _) => Answer::Refused {
             approval_id,
             state: state.to_owned(),
             decided_by,
             reason,
         },
+    }
+}
+
+/// Read the answer to `POST <path>/<approval_id>/use`: 200 with
+/// `consumed: true` for this very approval is the only release; 409 names
+/// why the approval could not be used (its state, or another call's
+/// binding); anything else is unavailable.
+pub fn read_use_answer(status: Option<u16>, body: Option<&[u8]>, approval_id: &str) -> Answer {
+    if status == Some(409) {
+        let doc: Option<Value> = body.and_then(|b| crate::json::parse_strict(b, 16).ok());
+        let state = doc
+            .as_ref()
+            .and_then(|d| d.get("state"))
+            .and_then(Value::as_str)
+            .filter(|s| matches!(*s, "pending" | "approved" | "denied" | "expired" | "used"));
+        return match state {
+            Some(state) => Answer::Refused {
+                approval_id: approval_id.to_owned(),
+                state: state.to_owned(),
+                decided_by: None,
+                reason: None,
+            },
+            // No state: the approval is for another call (the service does
+            // not tell its state then), which a request found by this very
+            // binding never is: not an answer this contract has.
+            None => Answer::Unavailable(
+                "the approval service refused the use of an approval without naming its state"
+                    .into(),
+            ),
+        };
+    }
+    match read_answer(status, body) {
+        Answer::Used {
+            approval_id: used,
+            decided_by,
+            reason,
+        } if used == approval_id => Answer::Used {
+            approval_id: used,
+            decided_by,
+            reason,
+        },
+        Answer::Used { .. } | Answer::Approved { .. } => Answer::Unavailable(
+            "the approval service's answer to a use was not this approval used".into(),
+        ),
+        other => other,
     }
 }
 

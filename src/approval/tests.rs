@@ -227,7 +227,7 @@ fn request_body_per_mode() {
     assert_eq!(
         body,
         json!({"binding": {"subject": "s", "tenant": "t", "tool": "scale", "args_sha256": sha256_hex(b"{}"), "policy_sha256": "p"},
-               "rule": "scale", "consume": true, "wait_ms": 3000, "ttl_ms": 9000,
+               "rule": "scale", "consume": false, "wait_ms": 3000, "ttl_ms": 9000,
                "summary": {"method": "tools/call", "target": "scale", "findings": [{"kind": "email", "path": "/to"}]}})
     );
     assert_eq!(
@@ -238,7 +238,12 @@ fn request_body_per_mode() {
     cfg.mode = ApprovalMode::Async;
     let body: Value = serde_json::from_slice(&ask.request_body(&cfg)).unwrap_or_default();
     assert_eq!(body.get("wait_ms"), None, "async never waits");
-    assert_eq!(body["consume"], json!(true));
+    assert_eq!(body["consume"], json!(true), "async uses at once");
+    assert_eq!(use_path(&cfg, ID), format!("/v1/approvals/{ID}/use"));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&ask.binding.use_body()).unwrap_or_default(),
+        json!({"binding": ask.binding.to_json()})
+    );
 }
 
 const ID: &str = "apr_0123456789abcdef0123456789abcdef";
@@ -265,6 +270,13 @@ fn reading_answers() {
             reason: Some("okfine".into()),
         }
     };
+    let approved = |a: &Answer| {
+        *a == Answer::Approved {
+            approval_id: ID.into(),
+            decided_by: Some("alice".into()),
+            reason: Some("okfine".into()),
+        }
+    };
     type Check = Box<dyn Fn(&Answer) -> bool>;
     type Case = (&'static str, Option<u16>, Option<Vec<u8>>, Check);
     let cases: Vec<Case> = vec![
@@ -274,7 +286,7 @@ fn reading_answers() {
         ("denied", Some(200), Some(answer("denied", json!(false))), Box::new(refused("denied"))),
         ("expired", Some(200), Some(answer("expired", json!(false))), Box::new(refused("expired"))),
         ("replayed_used_answer_is_not_consumed", Some(200), Some(answer("used", json!(false))), Box::new(refused("used"))),
-        ("approved_but_not_used_by_this_call", Some(200), Some(answer("approved", json!(false))), Box::new(refused("approved"))),
+        ("approved_and_not_used_yet", Some(200), Some(answer("approved", json!(false))), Box::new(approved)),
         ("consumed_with_another_state", Some(200), Some(answer("approved", json!(true))), Box::new(unavailable)),
         ("consumed_not_a_bool", Some(200), Some(answer("used", json!("true"))), Box::new(unavailable)),
         ("http_500", Some(500), Some(answer("used", json!(true))), Box::new(unavailable)),
@@ -295,6 +307,32 @@ fn reading_answers() {
     ];
     for (name, status, body, check) in cases {
         let got = read_answer(status, body.as_deref());
+        assert!(check(&got), "{name}: {got:?}");
+    }
+}
+
+#[test]
+fn reading_the_answer_to_a_use() {
+    let used =
+        br#"{"approval_id":"apr_0123456789abcdef0123456789abcdef","state":"used","consumed":true}"#;
+    let used_other =
+        br#"{"approval_id":"apr_ffffffffffffffffffffffffffffffff","state":"used","consumed":true}"#;
+    let refused = |state: &'static str| move |a: &Answer| matches!(a, Answer::Refused { state: s, approval_id, .. } if s == state && approval_id == ID);
+    let approved = answer("approved", json!(false));
+    type Check = Box<dyn Fn(&Answer) -> bool>;
+    type Case<'a> = (&'a str, Option<u16>, Option<&'a [u8]>, Check);
+    let cases: Vec<Case> = vec![
+        ("this_approval_used", Some(200), Some(used), Box::new(|a| matches!(a, Answer::Used { approval_id, .. } if approval_id == ID))),
+        ("another_approval_used_is_no_release", Some(200), Some(used_other), Box::new(|a| matches!(a, Answer::Unavailable(_)))),
+        ("used_already", Some(409), Some(br#"{"approval_id":"x","state":"used","consumed":false,"error":"approval is used"}"#), Box::new(refused("used"))),
+        ("expired_meanwhile", Some(409), Some(br#"{"state":"expired","consumed":false}"#), Box::new(refused("expired"))),
+        ("for_another_call", Some(409), Some(br#"{"consumed":false,"error":"approval is for another call"}"#), Box::new(|a| matches!(a, Answer::Unavailable(_)))),
+        ("approved_answer_is_no_use", Some(200), Some(&approved), Box::new(|a| matches!(a, Answer::Unavailable(_)))),
+        ("unknown_id", Some(404), Some(br#"{"error":"unknown approval id"}"#), Box::new(|a| matches!(a, Answer::Unavailable(_)))),
+        ("no_answer", None, None, Box::new(|a| matches!(a, Answer::Unavailable(_)))),
+    ];
+    for (name, status, body, check) in cases {
+        let got = read_use_answer(status, body, ID);
         assert!(check(&got), "{name}: {got:?}");
     }
 }

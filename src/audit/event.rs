@@ -27,6 +27,10 @@ pub const GENESIS_PREV: &str = "000000000000000000000000000000000000000000000000
 /// One audit event as it appears on the wire (one NDJSON line).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
+    /// Added field: the step of a human approval this event records
+    /// (docs/policy.md#approval); absent on every other event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<AuditApproval>,
     pub seq: u64,
     pub chain: String,
     pub ts_ms: u64,
@@ -192,6 +196,48 @@ pub(super) fn clipped_identity(identity: AuditIdentity) -> AuditIdentity {
     }
 }
 
+/// One step of a human approval, as the filter saw it: what the approval
+/// service answered about this call, by whom it was decided, under which
+/// approval id. Fields in code-point order (see the note at the top).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditApproval {
+    /// The approver who approved or denied it, as the service names them.
+    pub decided_by: Option<String>,
+    /// `apr_` + 32 hex digits, once the service named one.
+    pub id: Option<String>,
+    /// The approver's reason, as given.
+    pub reason: Option<String>,
+    pub step: ApprovalStep,
+}
+
+/// What happened to the call at this step (docs/policy.md#approval).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStep {
+    /// The filter asked the approval service (the callout left).
+    Requested,
+    /// A held call's request was approved; the filter now uses it.
+    Approved,
+    /// The call used the approval and went on (the exchange's final event).
+    Used,
+    /// Nobody decided yet: refused (async mode, or a hold that timed out).
+    Pending,
+    /// An approver denied it.
+    Denied,
+    /// The request expired before anyone decided or before it was used.
+    Expired,
+    /// The approval exists but this call could not use it (used already,
+    /// or for another call).
+    NotUsable,
+    /// No usable answer from the service: refused (fail closed).
+    Unavailable,
+    /// The client went away while the call waited; nothing was used.
+    Abandoned,
+    /// The policy changed while the call waited: the approval, given under
+    /// the old policy, was not used.
+    PolicyChanged,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditDecision {
     pub dry_run: bool,
@@ -263,6 +309,8 @@ pub struct SeqRange {
 pub struct EventFacts {
     pub ts_ms: u64,
     pub identity: AuditIdentity,
+    /// The approval step this event records, if any.
+    pub approval: Option<AuditApproval>,
     pub method: String,
     pub target: Option<String>,
     pub id: Option<Value>,
@@ -317,6 +365,7 @@ pub(super) fn request_of(facts: &mut EventFacts, mode: ArgumentsMode) -> AuditRe
 pub fn unsealed_event(mut facts: EventFacts, mode: ArgumentsMode) -> Value {
     let request = request_of(&mut facts, mode);
     let event = AuditEvent {
+        approval: facts.approval,
         seq: 0,
         chain: String::new(),
         ts_ms: facts.ts_ms,
@@ -457,6 +506,7 @@ pub(crate) mod tests {
                 tenant_sha256: None,
                 via: Via::Jwt,
             },
+            approval: None,
             method: "tools/call".into(),
             target: Some(tool.into()),
             id: Some(json!(7)),

@@ -29,7 +29,7 @@ const CHAIN_MEMBERS: [&str; 4] = ["chain", "hash", "prev", "seq"];
 const PROCESS_START_SEGMENT: &[u8] = br#"{"reason":"process_start"}"#;
 
 /// The first member whose value depends on the chain head. Every member whose
-/// key sorts before it (with canonical key order: `chain`, `decision`,
+/// key sorts before it (with canonical key order: `approval`, `chain`, `decision`,
 /// `findings`, `identity`, `policy_sha256`) is fixed before sealing starts.
 const FIRST_HEAD_DEPENDENT: &str = "prev";
 
@@ -125,7 +125,10 @@ pub(crate) fn prepare_with(
 ) -> PreparedEvent {
     let request = request_of(&mut facts, mode);
     // Already in code-point order of the keys.
-    let mut members: Vec<(Cow<'static, str>, Member)> = Vec::with_capacity(9);
+    let mut members: Vec<(Cow<'static, str>, Member)> = Vec::with_capacity(10);
+    if let Some(a) = &facts.approval {
+        members.push(("approval".into(), Member::Own(member(a))));
+    }
     members.push((
         "decision".into(),
         remembered(&mut memo.decision, facts.decision),
@@ -417,7 +420,9 @@ impl HeadHashCache {
 #[cfg(test)]
 mod tests {
     use super::super::event::tests::facts;
-    use super::super::event::{event_line, hash_matches, seal, unsealed_event, SeqRange};
+    use super::super::event::{
+        event_line, hash_matches, seal, unsealed_event, ApprovalStep, AuditApproval, SeqRange,
+    };
     use super::*;
     use serde_json::json;
 
@@ -437,6 +442,12 @@ mod tests {
             }];
             f.dropped = vec![SeqRange { first: 3, last: 9 }];
             f.vm_start = true;
+            f.approval = Some(AuditApproval {
+                decided_by: Some("alice@example.com".into()),
+                id: Some(format!("apr_{}", "0a".repeat(16))),
+                reason: Some("ok \"checked\"\n".into()),
+                step: ApprovalStep::Approved,
+            });
             f
         };
         let table: Vec<(&str, EventFacts, ArgumentsMode, u64)> = vec![
@@ -530,6 +541,18 @@ mod tests {
                 "other_policy",
                 "node/1-a",
                 with(|f| f.policy_sha256 = "cd".repeat(32)),
+            ),
+            (
+                "an_approval_step",
+                "node/1-a",
+                with(|f| {
+                    f.approval = Some(AuditApproval {
+                        decided_by: None,
+                        id: None,
+                        reason: None,
+                        step: ApprovalStep::Requested,
+                    })
+                }),
             ),
             (
                 "dropped_range_announced",

@@ -3,7 +3,7 @@
 //! the server, the counters and the audit trail then see.
 
 use super::*;
-use crate::audit::Verdict as AuditVerdict;
+use crate::audit::{ApprovalStep, Verdict as AuditVerdict};
 use crate::exchange::{Exchange, Request, Response};
 use crate::host::fake::{FakeHost, Write};
 use crate::json::sha256_hex;
@@ -109,7 +109,8 @@ fn a_held_call_asks_the_service_once_with_its_binding() {
     );
     assert_eq!(
         (body["wait_ms"].clone(), body["consume"].clone()),
-        (json!(3000), json!(true))
+        (json!(3000), json!(false)),
+        "a held call waits without using: it uses once it can go on"
     );
     assert_eq!(
         body["summary"].get("arguments"),
@@ -492,4 +493,233 @@ fn a_client_gone_while_held_is_on_the_trail() {
         .map(|e| e.decision.reason.clone())
         .unwrap_or_default();
     assert!(last.contains("went away"), "{last}");
+}
+
+fn used_answer() -> Vec<u8> {
+    json!({"approval_id": ID, "state": "used", "consumed": true})
+        .to_string()
+        .into_bytes()
+}
+
+fn steps(x: &Exchange) -> Vec<(AuditVerdict, Option<ApprovalStep>)> {
+    x.host
+        .audited
+        .iter()
+        .map(|e| (e.decision.verdict, e.approval.as_ref().map(|a| a.step)))
+        .collect()
+}
+
+#[test]
+fn a_held_call_uses_its_approval_with_a_second_callout_once_approved() {
+    let body = scale(1, 3);
+    let mut x = asked(hold(), &body);
+    x.answer_approval(Some(200), &answer("approved", false));
+    assert!(!x.forwarded() && x.reply().is_none(), "still held");
+    let [_, using] = x.host.callouts.as_slice() else {
+        panic!("a second callout, got {:?}", x.host.callouts);
+    };
+    let header = |n: &str| {
+        using
+            .headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(header(":path"), Some(format!("/v1/approvals/{ID}/use")));
+    assert_eq!(
+        header("authorization").as_deref(),
+        Some("Bearer filter-token")
+    );
+    assert_eq!(using.timeout, std::time::Duration::from_millis(3000));
+    let sent: Value = serde_json::from_slice(&using.body).unwrap_or_default();
+    let asked_with: Value = serde_json::from_slice(&x.host.callouts[0].body).unwrap_or_default();
+    assert_eq!(sent, json!({"binding": asked_with["binding"]}));
+    x.answer_approval(Some(200), &used_answer());
+    assert_eq!(x.upstream(), body.as_slice());
+    x.respond(
+        Response::new(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#)
+            .status("200")
+            .content_type("application/json"),
+    )
+    .done();
+    assert_eq!(
+        steps(&x),
+        [
+            (AuditVerdict::Approval, Some(ApprovalStep::Requested)),
+            (AuditVerdict::Approval, Some(ApprovalStep::Approved)),
+            (AuditVerdict::Allow, Some(ApprovalStep::Used)),
+        ]
+    );
+    for e in &x.host.audited[1..] {
+        let a = e
+            .approval
+            .clone()
+            .unwrap_or_else(|| panic!("no approval member"));
+        assert_eq!(
+            (a.id.as_deref(), a.decided_by.as_deref()),
+            (Some(ID), Some("alice@example.com")),
+            "{:?}",
+            a.step
+        );
+    }
+    assert!(
+        x.host.audited[2].response.is_some(),
+        "used: the final event, with the server's response"
+    );
+}
+
+#[test]
+fn a_use_the_service_refuses_is_a_refusal() {
+    struct Case {
+        name: &'static str,
+        status: Option<u16>,
+        body: Vec<u8>,
+        message: &'static str,
+        step: ApprovalStep,
+    }
+    let cases = [
+        Case {
+            name: "used_by_another_call_meanwhile",
+            status: Some(409),
+            body: br#"{"approval_id":"x","state":"used","consumed":false,"error":"approval is used"}"#.to_vec(),
+            message: "approval required",
+            step: ApprovalStep::NotUsable,
+        },
+        Case {
+            name: "expired_meanwhile",
+            status: Some(409),
+            body: br#"{"state":"expired","consumed":false}"#.to_vec(),
+            message: "approval expired",
+            step: ApprovalStep::Expired,
+        },
+        Case {
+            name: "timeout",
+            status: Some(504),
+            body: Vec::new(),
+            message: "approval unavailable",
+            step: ApprovalStep::Unavailable,
+        },
+        Case {
+            name: "another_approval_said_used",
+            status: Some(200),
+            body: br#"{"approval_id":"apr_ffffffffffffffffffffffffffffffff","state":"used","consumed":true}"#.to_vec(),
+            message: "approval unavailable",
+            step: ApprovalStep::Unavailable,
+        },
+    ];
+    for c in cases {
+        let mut x = asked(hold(), &scale(1, 3));
+        x.answer_approval(Some(200), &answer("approved", false));
+        x.answer_approval(c.status, &c.body).done();
+        assert!(!x.forwarded(), "{}", c.name);
+        assert_eq!(error_of(&x)["code"], json!(-32011), "{}", c.name);
+        assert_eq!(error_of(&x)["message"], json!(c.message), "{}", c.name);
+        assert_eq!(
+            steps(&x).last(),
+            Some(&(AuditVerdict::Approval, Some(c.step))),
+            "{}",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn a_client_gone_before_the_decision_spends_nothing() {
+    // Gone while the long poll waits: no use is ever sent, so an approval
+    // given afterwards stays for the client's retry.
+    let mut x = asked(hold(), &scale(1, 3));
+    x.done();
+    assert_eq!(x.host.callouts.len(), 1, "no use");
+    let last = x.host.audited.last().and_then(|e| e.approval.clone());
+    assert_eq!(
+        last.map(|a| (a.step, a.id)),
+        Some((ApprovalStep::Abandoned, None))
+    );
+    // Gone while the use is in flight: on the trail, with the approval's id.
+    let mut x = asked(hold(), &scale(1, 3));
+    x.answer_approval(Some(200), &answer("approved", false));
+    x.done();
+    let last = x.host.audited.last().and_then(|e| e.approval.clone());
+    assert_eq!(
+        last.map(|a| (a.step, a.id)),
+        Some((ApprovalStep::Abandoned, Some(ID.to_owned())))
+    );
+    assert!(!x.forwarded());
+}
+
+#[test]
+fn a_policy_changed_while_held_never_uses_the_approval() {
+    let approval = json!({"cluster": "approvals", "token": "filter-token", "timeout_ms": 3000});
+    struct Case {
+        name: &'static str,
+        rules: Value,
+        code: i64,
+        rule: &'static str,
+    }
+    let cases = [
+        Case {
+            name: "approve_rule_replaced_by_a_deny",
+            rules: json!([{"id": "read", "effect": "allow", "tools": ["echo"]},
+                          {"id": "no-scale", "effect": "deny", "tools": ["scale"]}]),
+            code: -32010,
+            rule: "no-scale",
+        },
+        Case {
+            name: "approve_rule_removed_default_deny",
+            rules: json!([{"id": "read", "effect": "allow", "tools": ["echo"]}]),
+            code: -32010,
+            rule: "default-deny",
+        },
+        Case {
+            name: "approve_rule_kept_another_rule_changed",
+            rules: json!([{"id": "read", "effect": "allow", "tools": ["echo", "ping"]},
+                          {"id": "scale", "effect": "approve", "tools": ["scale"]}]),
+            code: -32011,
+            rule: "scale",
+        },
+        Case {
+            name: "tool_now_allowed_outright_is_sent_again",
+            rules: json!([{"id": "read", "effect": "allow", "tools": ["echo", "scale"]}]),
+            code: -32011,
+            rule: "scale",
+        },
+    ];
+    for c in cases {
+        let mut x = asked(hold(), &scale(1, 3));
+        x.host.policy_in_force = Some(policy_with(approval.clone(), json!({"rules": c.rules})));
+        x.answer_approval(Some(200), &answer("approved", false));
+        x.done();
+        assert_eq!(
+            x.host.callouts.len(),
+            1,
+            "{}: the approval was used",
+            c.name
+        );
+        assert!(!x.forwarded(), "{}", c.name);
+        let e = error_of(&x);
+        assert_eq!(e["code"], json!(c.code), "{}: {e}", c.name);
+        assert_eq!(e["data"]["rule"], json!(c.rule), "{}: {e}", c.name);
+        let last = x.host.audited.last().and_then(|e| e.approval.clone());
+        assert_eq!(
+            last.map(|a| (a.step, a.id)),
+            Some((ApprovalStep::PolicyChanged, Some(ID.to_owned()))),
+            "{}",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn a_key_revoked_while_held_is_refused_on_its_identity() {
+    let mut x = asked(hold(), &scale(1, 3));
+    let revoked = policy_with(
+        json!({"cluster": "approvals", "token": "filter-token", "timeout_ms": 3000}),
+        json!({"identity": {"api_keys": [{"sha256": sha256_hex(b"another-key"), "subject": "other", "roles": ["ops"]}],
+                            "anonymous_roles": []}}),
+    );
+    x.host.policy_in_force = Some(revoked);
+    x.answer_approval(Some(200), &answer("approved", false));
+    assert_eq!(x.host.callouts.len(), 1, "the approval was used");
+    assert!(!x.forwarded());
+    assert_eq!(x.reply().map(|r| r.status), Some(401));
 }

@@ -3,7 +3,7 @@
 //! with the response's status, size and what DLP found or redacted in it.
 
 use crate::audit::{
-    AuditDecision, AuditFinding, AuditIdentity, AuditPin, AuditResponse, EventFacts,
+    AuditApproval, AuditDecision, AuditFinding, AuditIdentity, AuditPin, AuditResponse, EventFacts,
     Verdict as AuditVerdict, MAX_PIN_RECORDS,
 };
 use crate::catalogue::pins::{ListCheck, PinMismatch};
@@ -33,6 +33,8 @@ pub(crate) struct PendingAudit {
     redacted_arguments: Option<Value>,
     /// Matches replaced in the response.
     redactions: u64,
+    /// The human approval step this event records (approval calls only).
+    pub approval: Option<AuditApproval>,
     /// Tools that differ from their pin: the call's, or a list answer's.
     pins: Vec<AuditPin>,
 }
@@ -82,6 +84,7 @@ impl PendingAudit {
                     audit_pin(p, action)
                 })
                 .collect(),
+            approval: None,
         }
     }
 
@@ -108,6 +111,7 @@ impl PendingAudit {
             redacted_arguments: None,
             redactions: 0,
             pins: Vec::new(),
+            approval: None,
         }
     }
 }
@@ -163,10 +167,12 @@ impl ExchangeAudit {
         })
     }
 
-    /// The decision the held events end with (a call released by an approval).
-    pub fn set_held_decision(&mut self, decision: Decision) {
+    /// The decision the held events end with (a call released by an
+    /// approval), and the approval step they record.
+    pub fn set_held_decision(&mut self, decision: Decision, approval: Option<AuditApproval>) {
         for p in &mut self.pending {
             p.decision = decision.clone();
+            p.approval = approval.clone();
         }
     }
 
@@ -270,6 +276,7 @@ impl ExchangeAudit {
                 tenant_sha256: None,
                 via: caller.via,
             },
+            approval: p.approval,
             method: p.method,
             target: p.target,
             id: p.id,

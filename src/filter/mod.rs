@@ -4,7 +4,8 @@
 //! side, `exchange_audit` the exchange's events. All host access goes through
 //! `Host`, so the whole pipeline runs natively in tests.
 
-use crate::approval::{self, Answer, Ask};
+use crate::approval::{self, Answer, ApprovalConfig, ApprovalMode, Ask};
+use crate::audit::{ApprovalStep, AuditApproval};
 use crate::catalogue::pins::{self, ListCheck, Remembered};
 use crate::decide::{Decision, Verdict};
 use crate::descriptors::{self, Descriptors};
@@ -56,6 +57,37 @@ struct AwaitingApproval {
     /// The body's verdict, applied when the call is released (its rate
     /// limits are consumed then, and its answers planned).
     verdict: BodyVerdict,
+    /// The body as received: decided again if the policy changes while the
+    /// call waits (a permission revoked meanwhile is not outwaited).
+    body: Vec<u8>,
+    stage: Stage,
+}
+
+/// Which of the approval's callouts the held call waits for.
+enum Stage {
+    /// `POST <path>`: find or create the request (held: and wait for it).
+    Asked,
+    /// `POST <path>/<id>/use`: a held call's approved request, being used.
+    Using {
+        approval_id: String,
+        decided_by: Option<String>,
+        reason: Option<String>,
+    },
+}
+
+/// The approval member of an audit event.
+fn approval_step(
+    step: ApprovalStep,
+    id: Option<&str>,
+    decided_by: Option<&str>,
+    reason: Option<&str>,
+) -> AuditApproval {
+    AuditApproval {
+        decided_by: decided_by.map(str::to_owned),
+        id: id.map(str::to_owned),
+        reason: reason.map(str::to_owned),
+        step,
+    }
 }
 
 /// What a stream that adopted a newer policy started under: the request
@@ -218,16 +250,28 @@ impl RequestFilter {
     pub fn on_done(&mut self, host: &mut dyn Host) {
         if let Some(w) = self.awaiting.take() {
             // The client went away while its call waited for the approval
-            // service: nothing was forwarded; the trail says so.
+            // service: nothing was forwarded; the trail says so. A held
+            // call's approval is used only by a second callout sent after
+            // the decision, so one approved after this stays usable by the
+            // client's retry; only a use already in flight may be spent.
+            let (why, id) = match &w.stage {
+                Stage::Asked => (
+                    "the client went away while the call waited for its approval; not forwarded, nothing used".to_owned(),
+                    None,
+                ),
+                Stage::Using { approval_id, .. } => (
+                    format!("the client went away while approval {approval_id} was being used; not forwarded (the approval may be spent)"),
+                    Some(approval_id.as_str()),
+                ),
+            };
             let decision = Decision {
                 verdict: Verdict::Approval,
                 rule: w.ask.rule.clone(),
-                reason:
-                    "the client went away while the call waited for its approval; not forwarded"
-                        .into(),
+                reason: why,
             };
             for mut p in self.audit.take_held() {
                 p.decision = decision.clone();
+                p.approval = Some(approval_step(ApprovalStep::Abandoned, id, None, None));
                 self.audit.send_step(host, self.caller.as_deref(), p);
             }
         }
@@ -705,7 +749,7 @@ impl RequestFilter {
             Some(_) => verdict,
             None => self.consume_meters(host, verdict),
         };
-        self.apply_body_verdict(host, verdict, body_size)
+        self.apply_body_verdict(host, verdict, body_size, bytes)
     }
 
     /// Consume the rate limits and budgets the verdict charges (every one or
@@ -766,6 +810,7 @@ impl RequestFilter {
         host: &mut dyn Host,
         mut v: BodyVerdict,
         body_size: usize,
+        bytes: Vec<u8>,
     ) -> Flow {
         let outcome = std::mem::replace(&mut v.outcome, BodyOutcome::Forward { rewritten: None });
         // The rules' refusal; DLP's (which may stand beside an approval
@@ -885,7 +930,7 @@ impl RequestFilter {
             }
         }
         if let Some(ask) = ask {
-            return self.ask_approval(host, ask, v);
+            return self.ask_approval(host, ask, v, bytes);
         }
         self.go_on(v)
     }
@@ -910,45 +955,29 @@ impl RequestFilter {
     /// Ask the approval service about the one call of this body (POLICY.md
     /// "Approval"): one callout, the request held until it answers. A
     /// callout that cannot be sent is a refusal, as the service being down.
-    fn ask_approval(&mut self, host: &mut dyn Host, ask: Box<Ask>, v: BodyVerdict) -> Flow {
+    fn ask_approval(
+        &mut self,
+        host: &mut dyn Host,
+        ask: Box<Ask>,
+        v: BodyVerdict,
+        body: Vec<u8>,
+    ) -> Flow {
         let Some(cfg) = self.policy.approval.clone() else {
             // The verdict asks only under a policy with an approval section.
             return self.approval_unavailable(host, &ask, "no approval service is configured");
         };
         host.count(Counter::ApprovalRequested, 1);
-        let Some(token) = cfg.token.resolve() else {
-            return self.approval_unavailable(
-                host,
-                &ask,
-                "the filter's token for the approval service is not set (approval.token_env)",
-            );
-        };
-        let body = ask.request_body(&cfg);
-        let authorization = format!("Bearer {token}");
-        let callout = Callout {
-            cluster: &cfg.cluster,
-            headers: vec![
-                (":method", "POST"),
-                (":path", &cfg.path),
-                (":authority", &cfg.authority),
-                ("content-type", "application/json"),
-                ("authorization", &authorization),
-            ],
-            body: &body,
-            timeout: std::time::Duration::from_millis(approval::callout_timeout_ms(&cfg)),
-        };
-        let call_id = match host.dispatch_callout(&callout) {
+        let request = ask.request_body(&cfg);
+        let timeout = approval::callout_timeout_ms(&cfg);
+        let call_id = match send_approval_callout(host, &cfg, &cfg.path, &request, timeout) {
             Ok(id) => id,
-            Err(e) => {
-                let why = format!("the callout to the approval service was not sent ({e})");
-                return self.approval_unavailable(host, &ask, &why);
-            }
+            Err(why) => return self.approval_unavailable(host, &ask, &why),
         };
         let how = match cfg.mode {
-            approval::ApprovalMode::Hold => {
+            ApprovalMode::Hold => {
                 format!("held up to {} ms for a decision", cfg.timeout_ms)
             }
-            approval::ApprovalMode::Async => "answered at once unless already approved".into(),
+            ApprovalMode::Async => "answered at once unless already approved".into(),
         };
         let step = Decision {
             verdict: Verdict::Approval,
@@ -958,13 +987,16 @@ impl RequestFilter {
                 ask.binding.args_sha256
             ),
         };
-        if let Some(p) = self.audit.held_first(step) {
+        if let Some(mut p) = self.audit.held_first(step) {
+            p.approval = Some(approval_step(ApprovalStep::Requested, None, None, None));
             self.audit.send_step(host, self.caller.as_deref(), p);
         }
         self.awaiting = Some(AwaitingApproval {
             call_id,
             ask,
             verdict: v,
+            body,
+            stage: Stage::Asked,
         });
         self.phase = Phase::AwaitingApproval;
         Flow::Pause
@@ -972,7 +1004,9 @@ impl RequestFilter {
 
     /// The approval service answered callout `call_id` (`status`: its
     /// `:status`, `None` when Envoy delivered no answer). Forward the held
-    /// call only if the answer says it used an approval; refuse it otherwise.
+    /// call only if the answer says it used an approval; a held call's
+    /// approved request is used first (a second callout); anything else
+    /// refuses it.
     pub fn on_approval_answer(
         &mut self,
         host: &mut dyn Host,
@@ -993,47 +1027,255 @@ impl RequestFilter {
         let Some(w) = self.awaiting.take() else {
             return;
         };
-        match approval::read_answer(status, body) {
+        let answer = match &w.stage {
+            Stage::Asked => approval::read_answer(status, body),
+            Stage::Using { approval_id, .. } => {
+                approval::read_use_answer(status, body, approval_id)
+            }
+        };
+        let hold = matches!(
+            self.policy.approval.as_ref().map(|c| c.mode),
+            Some(ApprovalMode::Hold)
+        );
+        match answer {
             Answer::Used {
                 approval_id,
                 decided_by,
                 reason,
-            } => self.release(host, w, &approval_id, decided_by, reason),
+            } => {
+                // The use's answer does not repeat who approved: the
+                // approved answer before it said so.
+                let (decided_by, reason) = match &w.stage {
+                    Stage::Using {
+                        decided_by: d,
+                        reason: r,
+                        ..
+                    } => (
+                        decided_by.or_else(|| d.clone()),
+                        reason.or_else(|| r.clone()),
+                    ),
+                    Stage::Asked => (decided_by, reason),
+                };
+                self.release(host, w, &approval_id, decided_by, reason)
+            }
+            Answer::Approved {
+                approval_id,
+                decided_by,
+                reason,
+            } if hold && matches!(w.stage, Stage::Asked) => {
+                self.use_approval(host, w, approval_id, decided_by, reason)
+            }
+            Answer::Approved {
+                approval_id,
+                decided_by,
+                reason,
+            } => {
+                // Async: an approval the service did not use for this
+                // attempt (another attempt raced it): not this call's.
+                self.refused_by_service(host, &w, approval_id, "approved", decided_by, reason)
+            }
             Answer::Refused {
                 approval_id,
                 state,
                 decided_by,
                 reason,
-            } => {
-                let (message, why) = match state.as_str() {
-                    "pending" => (
-                        "approval required",
-                        format!("approval {approval_id} is pending: send the same call again once it is approved"),
-                    ),
-                    "denied" => (
-                        "denied by approver",
-                        format!(
-                            "approval {approval_id} was denied by {}{}",
-                            decided_by.as_deref().unwrap_or("an approver"),
-                            reason.map(|r| format!(": {r}")).unwrap_or_default()
-                        ),
-                    ),
-                    "expired" => (
-                        "approval expired",
-                        format!("approval {approval_id} expired before it was used; send the call again for a new one"),
-                    ),
-                    other => (
-                        "approval required",
-                        format!("approval {approval_id} is {other} and cannot be used by this call; send it again for a new one"),
-                    ),
-                };
-                host.count(Counter::ApprovalRefused, 1);
-                self.approval_reply(host, &w.ask, message, &why, Some((&approval_id, &state)));
-            }
+            } => self.refused_by_service(host, &w, approval_id, &state, decided_by, reason),
             Answer::Unavailable(why) => {
                 self.approval_unavailable(host, &w.ask, &why);
             }
         }
+    }
+
+    /// The service named an approval this call may not use (pending,
+    /// denied, expired, used, another call's): -32011 with its id and state.
+    fn refused_by_service(
+        &mut self,
+        host: &mut dyn Host,
+        w: &AwaitingApproval,
+        approval_id: String,
+        state: &str,
+        decided_by: Option<String>,
+        reason: Option<String>,
+    ) {
+        let (message, step, why) = match state {
+            "pending" => (
+                "approval required",
+                ApprovalStep::Pending,
+                format!("approval {approval_id} is pending: send the same call again once it is approved"),
+            ),
+            "denied" => (
+                "denied by approver",
+                ApprovalStep::Denied,
+                format!(
+                    "approval {approval_id} was denied by {}{}",
+                    decided_by.as_deref().unwrap_or("an approver"),
+                    reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                ),
+            ),
+            "expired" => (
+                "approval expired",
+                ApprovalStep::Expired,
+                format!("approval {approval_id} expired before it was used; send the call again for a new one"),
+            ),
+            other => (
+                "approval required",
+                ApprovalStep::NotUsable,
+                format!("approval {approval_id} is {other} and cannot be used by this call; send it again for a new one"),
+            ),
+        };
+        host.count(Counter::ApprovalRefused, 1);
+        let audit = approval_step(
+            step,
+            Some(&approval_id),
+            decided_by.as_deref(),
+            reason.as_deref(),
+        );
+        self.approval_reply(
+            host,
+            &w.ask,
+            message,
+            &why,
+            Some((&approval_id, state)),
+            audit,
+        );
+    }
+
+    /// Whether the policy in force is the one the held call was asked
+    /// under (its SHA-256 is in the binding).
+    fn same_policy_in_force(&self, host: &dyn Host) -> bool {
+        match host.policy_in_force() {
+            InForce::Own => true,
+            InForce::Newer(p) => p.sha256 == self.policy.sha256,
+            InForce::Elsewhere => false,
+        }
+    }
+
+    /// A held call's request was approved: record who approved it, then use
+    /// it (a second callout) if the call can still go on under the policy
+    /// in force; it is never used for a call that will not be forwarded.
+    fn use_approval(
+        &mut self,
+        host: &mut dyn Host,
+        w: AwaitingApproval,
+        approval_id: String,
+        decided_by: Option<String>,
+        reason: Option<String>,
+    ) {
+        let step = Decision {
+            verdict: Verdict::Approval,
+            rule: w.ask.rule.clone(),
+            reason: format!(
+                "approved by {}{} (approval {approval_id}); the filter uses it for this call",
+                decided_by.as_deref().unwrap_or("an approver"),
+                reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
+        };
+        if let Some(mut p) = self.audit.held_first(step) {
+            p.approval = Some(approval_step(
+                ApprovalStep::Approved,
+                Some(&approval_id),
+                decided_by.as_deref(),
+                reason.as_deref(),
+            ));
+            self.audit.send_step(host, self.caller.as_deref(), p);
+        }
+        if !self.same_policy_in_force(host) {
+            return self.policy_changed_while_held(host, w, &approval_id);
+        }
+        let Some(cfg) = self.policy.approval.clone() else {
+            self.approval_unavailable(host, &w.ask, "no approval service is configured");
+            return;
+        };
+        let path = approval::use_path(&cfg, &approval_id);
+        let body = w.ask.binding.use_body();
+        let timeout = approval::use_timeout_ms(&cfg);
+        match send_approval_callout(host, &cfg, &path, &body, timeout) {
+            Ok(call_id) => {
+                self.awaiting = Some(AwaitingApproval {
+                    call_id,
+                    stage: Stage::Using {
+                        approval_id,
+                        decided_by,
+                        reason,
+                    },
+                    ..w
+                });
+            }
+            Err(why) => {
+                self.approval_unavailable(host, &w.ask, &why);
+            }
+        }
+    }
+
+    /// The policy changed while the call waited for its approval. The
+    /// approval was given for the call under the policy it was asked under
+    /// (its SHA-256 is in the binding) and is not used. The call is decided
+    /// again under the policy now in force: refused with that policy's own
+    /// answer if it refuses it (a permission revoked while the call waited
+    /// is not outwaited), else -32011: sent again, it is decided, and
+    /// approved, under the new policy.
+    fn policy_changed_while_held(
+        &mut self,
+        host: &mut dyn Host,
+        w: AwaitingApproval,
+        approval_id: &str,
+    ) {
+        host.count(Counter::ApprovalRefused, 1);
+        let why = format!(
+            "the policy changed while the call waited; approval {approval_id} was for the policy it was asked under and was not used: send the call again (a new approval is needed)"
+        );
+        let step = approval_step(ApprovalStep::PolicyChanged, Some(approval_id), None, None);
+        if self.adopt_policy_in_force(host).is_some() {
+            // Refused on its headers under the new policy (a revoked key,
+            // the kill switch): answered and audited already.
+            return;
+        }
+        self.started_under = None;
+        self.head.now_ms = host.now_ms();
+        let caller = self.caller.clone().unwrap_or_else(|| Rc::new(anonymous()));
+        if self.head.upstream.is_none() {
+            // The new policy may pin tools.
+            self.head.upstream = self.upstream(host);
+        }
+        let seen = Remembered(&*host);
+        let v = judge_body(
+            &self.policy,
+            &caller,
+            &self.head,
+            self.standing.as_ref(),
+            &seen,
+            &w.body,
+        );
+        let reply = match (v.refuses() && !self.dry_run(), v.outcome) {
+            (true, BodyOutcome::Refuse(r)) => {
+                self.refuse(host, &r);
+                return;
+            }
+            (true, BodyOutcome::Deny(r) | BodyOutcome::DlpBlock(r)) => r,
+            _ => {
+                self.approval_reply(host, &w.ask, "approval required", &why, None, step);
+                return;
+            }
+        };
+        // The new policy's refusal, on the trail with the approval it
+        // overrode.
+        host.count(Counter::DecisionDeny, 1);
+        let decision = v
+            .messages
+            .first()
+            .map(|m| m.enforced())
+            .unwrap_or_else(|| Decision::deny(RuleId::PolicyChanged, why.clone()));
+        self.log_refusal(host, &decision.rule, reply.status);
+        for mut p in self.audit.take_held() {
+            p.decision = decision.clone();
+            p.approval = Some(step.clone());
+            self.audit
+                .send_replied(host, self.caller.as_deref(), p, &reply);
+        }
+        self.reply(host, reply);
     }
 
     /// The service says this call used an approval: the call goes on under
@@ -1048,21 +1290,19 @@ impl RequestFilter {
         decided_by: Option<String>,
         reason: Option<String>,
     ) {
-        let same_policy = match host.policy_in_force() {
-            InForce::Own => true,
-            InForce::Newer(p) => p.sha256 == self.policy.sha256,
-            InForce::Elsewhere => false,
-        };
-        if !same_policy {
-            host.count(Counter::ApprovalRefused, 1);
-            let why = format!(
-                "the policy changed while the call waited; approval {approval_id} was for the policy it was asked under: send the call again (a new approval is needed)"
-            );
-            self.approval_reply(host, &w.ask, "approval required", &why, None);
-            return;
+        if !self.same_policy_in_force(host) {
+            // Only when the policy changed between the use and its answer
+            // (a held call checks before it uses): the approval is spent.
+            return self.policy_changed_while_held(host, w, approval_id);
         }
         host.count(Counter::ApprovalGranted, 1);
         let by = decided_by.as_deref().unwrap_or("an approver");
+        let used = approval_step(
+            ApprovalStep::Used,
+            Some(approval_id),
+            decided_by.as_deref(),
+            reason.as_deref(),
+        );
         let reason = format!(
             "approved by {by}{} (approval {approval_id}, used by this call)",
             reason.map(|r| format!(": {r}")).unwrap_or_default()
@@ -1084,16 +1324,20 @@ impl RequestFilter {
             for mut p in self.audit.take_held() {
                 p.decision = m.decision.clone();
                 p.decision.reason = format!("{}; {reason}", p.decision.reason);
+                p.approval = Some(used.clone());
                 self.audit.send_replied(host, self.caller.as_deref(), p, &r);
             }
             self.reply(host, r);
             return;
         }
-        self.audit.set_held_decision(Decision {
-            verdict: Verdict::Allow,
-            rule: w.ask.rule.clone(),
-            reason,
-        });
+        self.audit.set_held_decision(
+            Decision {
+                verdict: Verdict::Allow,
+                rule: w.ask.rule.clone(),
+                reason,
+            },
+            Some(used),
+        );
         let _ = self.go_on(v);
         if let Err(e) = host.resume_request() {
             // Nothing went upstream: the client must not wait forever.
@@ -1111,7 +1355,8 @@ impl RequestFilter {
             &format!("mcp-firewall: approval refused rule={}: {why}", ask.rule),
         );
         let why = format!("approval unavailable: {why}; refused");
-        self.approval_reply(host, ask, "approval unavailable", &why, None)
+        let step = approval_step(ApprovalStep::Unavailable, None, None, None);
+        self.approval_reply(host, ask, "approval unavailable", &why, None, step)
     }
 
     /// Answer the held call -32011 (POLICY.md: `rule`, `approval_id`), audit
@@ -1123,6 +1368,7 @@ impl RequestFilter {
         message: &str,
         why: &str,
         approval: Option<(&str, &str)>,
+        step: AuditApproval,
     ) -> Flow {
         let body = reply::approval_error(&ask.id, &ask.rule, message, why, approval);
         let r = LocalReply::json(200, &body, Some(ask.rule.as_str()));
@@ -1134,6 +1380,7 @@ impl RequestFilter {
         };
         for mut p in self.audit.take_held() {
             p.decision = decision.clone();
+            p.approval = Some(step.clone());
             self.audit.send_replied(host, self.caller.as_deref(), p, &r);
         }
         self.reply(host, r)
@@ -1355,6 +1602,37 @@ fn strip_descriptors(host: &mut dyn Host) -> Result<(), HostError> {
         }
     }
     Ok(())
+}
+
+/// Send one callout to the approval service with the filter's token; its
+/// id, or why it was not sent (then the call is refused as unavailable).
+fn send_approval_callout(
+    host: &mut dyn Host,
+    cfg: &ApprovalConfig,
+    path: &str,
+    body: &[u8],
+    timeout_ms: u64,
+) -> Result<u32, String> {
+    let Some(token) = cfg.token.resolve() else {
+        return Err(
+            "the filter's token for the approval service is not set (approval.token_env)".into(),
+        );
+    };
+    let authorization = format!("Bearer {token}");
+    let callout = Callout {
+        cluster: &cfg.cluster,
+        headers: vec![
+            (":method", "POST"),
+            (":path", path),
+            (":authority", &cfg.authority),
+            ("content-type", "application/json"),
+            ("authorization", &authorization),
+        ],
+        body,
+        timeout: std::time::Duration::from_millis(timeout_ms),
+    };
+    host.dispatch_callout(&callout)
+        .map_err(|e| format!("the callout to the approval service was not sent ({e})"))
 }
 
 /// A write the verdict requires was refused by the host: counted, logged.

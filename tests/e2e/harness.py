@@ -219,6 +219,13 @@ def render(template: str | dict[str, Any], *, listen_port: int, admin_port: int,
     return cfg
 
 
+def loopback_cluster(name: str, port: int) -> dict[str, Any]:
+    """A static cluster to one loopback port (the approval service, a collector)."""
+    return {"name": name, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}
+
+
 def write_config(cfg: dict[str, Any], path: Path) -> Path:
     """Envoy reads JSON configs as well as YAML (`-c file.json`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -347,6 +354,10 @@ def _cli() -> int:
     r.add_argument("--upstream", type=int, required=True)
     r.add_argument("--wasm", default=str(WASM))
     r.add_argument("--no-filter", action="store_true", help="remove the firewall (baseline)")
+    r.add_argument("--approvals-port", type=int,
+                   help="add the cluster `approvals` (the approval service on this loopback port)")
+    r.add_argument("--host-env", action="append", default=[],
+                   help="an environment variable of Envoy the Wasm VM may read (host_env_keys), e.g. a token")
     w = sub.add_parser("wait-ready", help="wait until an Envoy admin says LIVE")
     w.add_argument("--admin", type=int, required=True)
     w.add_argument("--timeout", type=float, default=STARTUP_TIMEOUT_S)
@@ -374,6 +385,11 @@ def _cli() -> int:
             policy["mode"] = a.mode
         cfg = render(a.template, listen_port=a.listen, admin_port=a.admin, upstream_port=a.upstream,
                      policy=policy, wasm=a.wasm, with_filter=not a.no_filter)
+        if a.approvals_port:
+            cfg["static_resources"]["clusters"].append(loopback_cluster("approvals", a.approvals_port))
+        if a.host_env:
+            vm = firewall_filter(cfg)["typed_config"]["config"]["vm_config"]
+            vm.setdefault("environment_variables", {}).setdefault("host_env_keys", []).extend(a.host_env)
         json.dump(cfg, sys.stdout, indent=1)
         print()
     elif a.cmd == "wait-ready":
