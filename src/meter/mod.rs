@@ -19,7 +19,7 @@ use crate::config::{index, keyword_list, keywords, Errors, Keyword, ObjReader};
 use crate::decide::Call;
 use crate::glob::Glob;
 use crate::identity::Caller;
-use crate::json::{canonical, integral_numbers, sha256_hex};
+use crate::json::{canonical, integral_numbers, lower_hex};
 use crate::jsonrpc::Target;
 use crate::policy::RuleKind;
 use crate::rule_id::RuleId;
@@ -255,8 +255,12 @@ pub fn charges(
     }
 }
 
-/// The meter's name in the table. Each value is length-prefixed, so no two
-/// different keys hash the same input.
+/// The meter's name in the table: the first 128 bits of one SHA-256 over its
+/// rule, kind and key parts, each length-prefixed so that no two different
+/// keys hash the same input. The arguments of a key go in as their
+/// canonical JSON, not as a hash of it: one hash per meter, over a few
+/// blocks (a hash of the arguments hashed again was twice the blocks, and
+/// most of what counting cost a request).
 fn digest(
     rule: &RuleId,
     kind: &str,
@@ -265,39 +269,49 @@ fn digest(
     conversation: Conversation,
     call: &Call,
 ) -> String {
-    let mut input = String::new();
-    let mut push = |part: &str| {
-        input.push_str(&part.len().to_string());
-        input.push(':');
-        input.push_str(part);
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    // Lengths as LEB128 (one byte below 128): with fixed eight-byte
+    // prefixes a typical key took a second SHA-256 block.
+    let mut push = |part: &[u8]| {
+        let mut n = part.len() as u64;
+        loop {
+            let low = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                h.update([low]);
+                break;
+            }
+            h.update([low | 0x80]);
+        }
+        h.update(part);
     };
-    push(rule.as_str());
+    push(rule.as_str().as_bytes());
     // The kind of meter (and a budget's period) is part of the name: a reload
     // that turns a rate limit into a budget of the same id, or a daily budget
     // into a monthly one, starts new entries instead of reading the old
     // ones' numbers as its own.
-    push(kind);
+    push(kind.as_bytes());
     for k in key {
-        push(k.as_str());
+        push(k.as_str().as_bytes());
         match k {
-            KeyPart::Subject => push(caller.subject.as_deref().unwrap_or("")),
-            KeyPart::Tenant => push(caller.tenant.as_deref().unwrap_or("")),
-            KeyPart::Session => push(conversation.0.unwrap_or("")),
-            KeyPart::Tool => push(call.target.name().unwrap_or("")),
-            KeyPart::Method => push(call.method.as_deref().unwrap_or("")),
+            KeyPart::Subject => push(caller.subject.as_deref().unwrap_or("").as_bytes()),
+            KeyPart::Tenant => push(caller.tenant.as_deref().unwrap_or("").as_bytes()),
+            KeyPart::Session => push(conversation.0.unwrap_or("").as_bytes()),
+            KeyPart::Tool => push(call.target.name().unwrap_or("").as_bytes()),
+            KeyPart::Method => push(call.method.as_deref().unwrap_or("").as_bytes()),
             KeyPart::Global => {}
             KeyPart::Arguments => {
                 let args = match call.params.get("arguments") {
                     None | Some(Value::Null) => Value::Object(Default::default()),
                     Some(a) => integral_numbers(a),
                 };
-                push(&sha256_hex(canonical(&args).as_bytes()));
+                push(canonical(&args).as_bytes());
             }
         }
     }
-    let mut d = sha256_hex(input.as_bytes());
-    d.truncate(32);
-    d
+    let full = h.finalize();
+    lower_hex(full.get(..16).unwrap_or_default())
 }
 
 /// Longest refill period: a year. Longer ones are budgets, not rate limits.
