@@ -65,6 +65,14 @@ pub fn units() -> Vec<(String, String)> {
         ("assignment:quoted-escaped", "\\\"password\\\": \\\""),
         ("assignment:quotes-mixed", "pass='x\"pass=\"y'"),
         ("assignment:identifier-words", "secret_token_key_pass_"),
+        // Many secret words in one identifier that does end in an operator
+        // within reach (eighth review F3: each word read the identifier and
+        // value again).
+        (
+            "assignment:long-identifier",
+            "pass_pass_pass_pass_pass_pass_pass_pass_pass_pass_pass_pass_pass_pass_pass_pass=",
+        ),
+        ("assignment:long-identifier-colon", "pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd:= "),
         ("auth:no-blank", "Authorization:"),
         ("auth:equals", "authorization=bearer+"),
         ("auth:basic", "Authorization: Basic "),

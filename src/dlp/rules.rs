@@ -1015,22 +1015,27 @@ pub enum SecretWord {
     Token,
 }
 
-/// Grouped by first letter (`classify_identifier` slices it by letter: keep
-/// the groups in place when adding a word; `secret_words_grouped` checks).
-const SECRET_WORDS: &[(&str, SecretWord)] = &[
-    ("passphrase", SecretWord::Password),
-    ("password", SecretWord::Password),
-    ("passwd", SecretWord::Password),
-    ("pwd", SecretWord::Password),
-    ("pass", SecretWord::Password),
-    ("secret", SecretWord::Secret),
-    ("token", SecretWord::Token),
-    ("apikey", SecretWord::Token),
-    ("auth", SecretWord::Token),
-    ("key", SecretWord::Token),
-    ("credentials", SecretWord::Token),
-    ("credential", SecretWord::Token),
-];
+/// The words that make an identifier name a secret, and what kind of value
+/// each names, by their last letter (lower case), longest first:
+/// [`classify_identifier`] reads identifiers from the end.
+fn secret_words_ending_with(last: u8) -> &'static [(&'static str, SecretWord)] {
+    use SecretWord::{Password, Secret, Token};
+    match last {
+        b'd' => &[
+            ("password", Password),
+            ("passwd", Password),
+            ("pwd", Password),
+        ],
+        b'e' => &[("passphrase", Password)],
+        b's' => &[("credentials", Token), ("pass", Password)],
+        b't' => &[("secret", Secret)],
+        b'n' => &[("token", Token)],
+        b'y' => &[("apikey", Token), ("key", Token)],
+        b'h' => &[("auth", Token)],
+        b'l' => &[("credential", Token)],
+        _ => &[],
+    }
+}
 
 /// Words that, anywhere in the identifier, say the value is meant to be public.
 static PUBLIC_WORDS: super::text::Needles =
@@ -1076,30 +1081,18 @@ fn contains_word(hay: &[u8], word: &[u8]) -> bool {
 /// Byte comparisons only: this runs for every object key and every trigger.
 pub fn classify_identifier(id: &str) -> Option<(SecretWord, &'static str)> {
     let l = id.trim_matches(|c| c == '"' || c == '\'').as_bytes();
-    // The secret word that ends last decides (`password_reset_token_ttl` → token).
-    let mut best: Option<(usize, usize, SecretWord)> = None;
-    for i in 0..l.len() {
-        // Only the words that start with this letter are compared.
-        let candidates = match at(l, i).to_ascii_lowercase() {
-            b'p' => SECRET_WORDS.get(..5),
-            b's' => SECRET_WORDS.get(5..6),
-            b't' => SECRET_WORDS.get(6..7),
-            b'a' => SECRET_WORDS.get(7..9),
-            b'k' => SECRET_WORDS.get(9..10),
-            b'c' => SECRET_WORDS.get(10..12),
-            _ => None,
-        };
-        for (w, kind) in candidates.unwrap_or(&[]) {
-            let wb = w.as_bytes();
-            if word_at(l, i, wb) {
-                let end = i + wb.len();
-                if best.map_or(true, |(e, len, _)| end > e || (end == e && wb.len() > len)) {
-                    best = Some((end, wb.len(), *kind));
-                }
-            }
-        }
-    }
-    let (end, _, word) = best?;
+    // The secret word that ends last decides (`password_reset_token_ttl` →
+    // token; at one end the longer word, `password` over `pass`). Searched
+    // from the end, so the first end holding a word is the answer: from the
+    // start, every word at every position of a long identifier
+    // (`pass_pass_…_pass`) was compared (eighth review F3).
+    let best = (1..=l.len()).rev().find_map(|end| {
+        secret_words_ending_with(at(l, end - 1).to_ascii_lowercase())
+            .iter()
+            .find(|(w, _)| end >= w.len() && word_at(l, end - w.len(), w.as_bytes()))
+            .map(|(_, kind)| (end, *kind))
+    });
+    let (end, word) = best?;
     if PUBLIC_WORDS.any_in(l) {
         return None;
     }
@@ -1138,8 +1131,34 @@ pub const AUTH_HEADER_MAX: usize = 13 + 64 + 4096;
 
 /// Read the value that starts at `from`: quoted (to the closing quote) or bare
 /// (to whitespace, a separator or `limit`). Returns the inner span.
-fn read_value(text: &str, from: usize, quoted_only: bool, limit: usize) -> Option<(usize, usize)> {
+fn read_value(text: &str, from: usize, form: ValueForm, limit: usize) -> Option<(usize, usize)> {
     let bytes = text.as_bytes();
+    if form == ValueForm::ElementText {
+        // `<password>value</password>`: the text up to the next tag, one word
+        // (`<password> to log in` is prose about a placeholder).
+        let len = bytes
+            .get(from..bytes.len().min(from + VALUE_MAX))?
+            .iter()
+            .take_while(|b| !b.is_ascii_whitespace() && **b != b'<')
+            .count();
+        return (len > 0 && at(bytes, from + len) == b'<').then_some((from, from + len));
+    }
+    // `\"password\":\"value\"`: JSON inside a JSON string (kubectl's
+    // last-applied-configuration, logged bodies), its quotes escaped.
+    if at(bytes, from) == b'\\' && matches!(at(bytes, from + 1), b'"' | b'\'') {
+        let q = at(bytes, from + 1);
+        let start = from + 2;
+        let mut i = start;
+        while i < bytes.len() && i - start <= VALUE_MAX {
+            match (at(bytes, i), at(bytes, i + 1)) {
+                (b'\\', b) if b == q => return Some((start, i)),
+                (b'\\', _) => i += 2,
+                (b'\n', _) => return None,
+                _ => i += 1,
+            }
+        }
+        return None;
+    }
     let q = at(bytes, from);
     if matches!(q, b'"' | b'\'' | b'`') {
         let start = from + 1;
@@ -1160,7 +1179,7 @@ fn read_value(text: &str, from: usize, quoted_only: bool, limit: usize) -> Optio
         }
         return None;
     }
-    if quoted_only {
+    if form == ValueForm::QuotedOnly {
         return None;
     }
     let end_limit = limit.min(bytes.len()).max(from).min(from + VALUE_MAX);
@@ -1207,6 +1226,18 @@ pub fn is_ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
 }
 
+/// What an assignment's operator lets be read as its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueForm {
+    /// `=`, `:`, `=>`, …: a quoted literal or a bare word.
+    Any,
+    /// After `(`, `==`, `!=`: only a quoted literal is a value.
+    QuotedOnly,
+    /// After the `>` of `<password>` or `<entry key="db.password">`: the
+    /// element's text, up to the next tag.
+    ElementText,
+}
+
 /// The identifier and operator around a secret word, read before its value:
 /// what [`assignment_value`] needs, and where the assignment begins (a value
 /// read for an earlier one ends there).
@@ -1217,8 +1248,8 @@ pub struct AssignmentHead {
     pub id_end: usize,
     /// Where the value starts (after the operator and blanks).
     pub value_from: usize,
-    /// After `(`, `==`, `!=`: only a quoted literal is a value.
-    pub quoted_only: bool,
+    /// What may be read as the value.
+    pub form: ValueForm,
     word: SecretWord,
     kind: &'static str,
 }
@@ -1238,8 +1269,30 @@ pub fn assignment_head(text: &str, pos: usize) -> Option<AssignmentHead> {
         e += 1;
     }
     let mut i = e;
-    if matches!(at(bytes, i), b'"' | b'\'') {
-        i += 1;
+    // The identifier's closing quote: `"`, `'`, or `\"` inside a JSON string.
+    let quoted = match (at(bytes, i), at(bytes, i + 1)) {
+        (b'"' | b'\'', _) => 1,
+        (b'\\', b'"') => 2,
+        _ => 0,
+    };
+    i += quoted;
+    // `<password>` (an element named by the word) or `<entry
+    // key="db.password">`: the value is the element's text.
+    let element = at(bytes, i) == b'>'
+        && match quoted {
+            0 => before(bytes, s) == b'<',
+            _ => names_attribute(bytes, s),
+        };
+    if element {
+        let (word, kind) = classify_identifier(text.get(s..e)?)?;
+        return Some(AssignmentHead {
+            id_start: s,
+            id_end: e,
+            value_from: i + 1,
+            form: ValueForm::ElementText,
+            word,
+            kind,
+        });
     }
     while matches!(at(bytes, i), b' ' | b'\t') {
         i += 1;
@@ -1252,8 +1305,13 @@ pub fn assignment_head(text: &str, pos: usize) -> Option<AssignmentHead> {
         (b'=' | b':' | b'(', _, _) => 1,
         _ => return None,
     };
-    let quoted_only =
-        matches!(at(bytes, i), b'(' | b'!') || (at(bytes, i) == b'=' && at(bytes, i + 1) == b'=');
+    let form = if matches!(at(bytes, i), b'(' | b'!')
+        || (at(bytes, i) == b'=' && at(bytes, i + 1) == b'=')
+    {
+        ValueForm::QuotedOnly
+    } else {
+        ValueForm::Any
+    };
     i += op_len;
     // `::` (C++/Rust paths) and `=>` arrows into code are not assignments of literals.
     if at(bytes, i) == b':' {
@@ -1267,9 +1325,34 @@ pub fn assignment_head(text: &str, pos: usize) -> Option<AssignmentHead> {
         id_start: s,
         id_end: e,
         value_from: i,
-        quoted_only,
+        form,
         word,
         kind,
+    })
+}
+
+/// Whether the quoted identifier starting at `s` is the value of a `key=` or
+/// `name=` attribute (`<entry key="db.password">`).
+fn names_attribute(bytes: &[u8], s: usize) -> bool {
+    if !matches!(before(bytes, s), b'"' | b'\'') {
+        return false;
+    }
+    let mut j = s - 1;
+    while matches!(before(bytes, j), b' ' | b'\t') {
+        j -= 1;
+    }
+    if before(bytes, j) != b'=' {
+        return false;
+    }
+    j -= 1;
+    while matches!(before(bytes, j), b' ' | b'\t') {
+        j -= 1;
+    }
+    ["key", "name"].iter().any(|w| {
+        j.checked_sub(w.len())
+            .and_then(|st| bytes.get(st..j))
+            .is_some_and(|n| n.eq_ignore_ascii_case(w.as_bytes()))
+            && !is_ident_byte(before(bytes, j - w.len()))
     })
 }
 
@@ -1279,7 +1362,7 @@ pub fn assignment_head(text: &str, pos: usize) -> Option<AssignmentHead> {
 /// and each byte is read once; before, every trigger read and judged the
 /// whole rest of the run (up to 1 KiB) again.
 pub fn assignment_value(text: &str, head: &AssignmentHead, limit: usize) -> Option<Found> {
-    let (start, end) = read_value(text, head.value_from, head.quoted_only, limit)?;
+    let (start, end) = read_value(text, head.value_from, head.form, limit)?;
     let value = text.get(start..end)?;
     let id = text.get(head.id_start..head.id_end)?;
     if !value_ok(head.word, id, value) {
@@ -1764,12 +1847,8 @@ pub fn url_credential_at(text: &str, pos: usize) -> Option<Found> {
     }
     let userinfo = text.get(ui_start..ui_start + ui_len)?;
     let (user, pass) = userinfo.split_once(':')?;
-    if user.is_empty()
-        || pass.len() < 6
-        || is_template(user)
-        || is_template(pass)
-        || is_placeholder(pass)
-    {
+    // An empty user is fine (`redis://:password@host`, Redis's own form).
+    if pass.len() < 6 || is_template(user) || is_template(pass) || is_placeholder(pass) {
         return None;
     }
     if pass.bytes().all(|b| b.is_ascii_digit()) || Classes::of(pass).count() < 2 {
@@ -1883,15 +1962,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secret_words_grouped() {
-        let letters: Vec<u8> = SECRET_WORDS
-            .iter()
-            .filter_map(|(w, _)| w.bytes().next())
-            .collect();
-        assert_eq!(letters, b"pppppstaakcc");
-    }
-
-    #[test]
     fn identifier_table() {
         for (id, want) in [
             ("DB_PASSWORD", Some(SecretWord::Password)),
@@ -1903,6 +1973,18 @@ mod tests {
             ("credentialsId", None),
             ("passwordVariable", None),
             ("password_reset_token_ttl_seconds", None),
+            (
+                "pass_pass_pass_pass_pass_pass_pass",
+                Some(SecretWord::Password),
+            ),
+            ("user_passphrase", Some(SecretWord::Password)),
+            ("token_or_password", Some(SecretWord::Password)),
+            ("password_token", Some(SecretWord::Token)),
+            ("db_passwd", Some(SecretWord::Password)),
+            ("aws_credentials", Some(SecretWord::Token)),
+            ("google_credential", Some(SecretWord::Token)),
+            ("x-auth", Some(SecretWord::Token)),
+            ("openai_apikey", Some(SecretWord::Token)),
             ("public_key", None),
             ("csrf-token", None),
             ("Authorization", None),

@@ -1015,6 +1015,83 @@ fn strong_passwords_shaped_like_names_table() {
             "{\"q\":\"password=abc\",\"user\":\"bob\"}",
             vec![],
         ),
+        // Eighth review F1.
+        (
+            "dotted_passphrase",
+            "DB_PASSWORD=Tulip.Orbit.Canyon.Marble7",
+            vec!["password"],
+        ),
+        (
+            "dotted_leet_in_json",
+            "{\"password\":\"Cx.9Lp.2Qw.8Zt\"}",
+            vec!["password"],
+        ),
+        (
+            "dotted_two_words",
+            "password=MyS3cret.Pass",
+            vec!["password"],
+        ),
+        (
+            "dotted_settings_reference",
+            "password = Settings.Default.Password",
+            vec![],
+        ),
+        (
+            "json_in_a_json_string",
+            r#"{"a":"{\"kind\":\"Secret\",\"stringData\":{\"password\":\"Xq9mP2vL7nR4!\"}}"}"#,
+            vec!["password"],
+        ),
+        (
+            "escaped_key_spaced",
+            r#"{\"password\": \"Xq9mP2vL7nR4!\"}"#,
+            vec!["password"],
+        ),
+        (
+            "escaped_api_key_hex",
+            r#"{\"api_key\":\"a8f5f167f44f4964e6c998dee827110c\"}"#,
+            vec!["generic_secret"],
+        ),
+        (
+            "xml_element",
+            "<server><id>nexus</id><password>Xq9mP2vL7nR4!</password></server>",
+            vec!["password"],
+        ),
+        (
+            "xml_element_capitalised",
+            "<Password>Xq9mP2vL7nR4!</Password>",
+            vec!["password"],
+        ),
+        (
+            "xml_element_hex_secret",
+            "<secret>a8f5f167f44f4964e6c998dee827110c</secret>",
+            vec!["generic_secret"],
+        ),
+        (
+            "xml_element_api_key",
+            "<apiKey>Jd8Kq2Lm4Np6Rs8Tu0Vw2Xy4Za6Bc8De</apiKey>",
+            vec!["generic_secret"],
+        ),
+        (
+            "xml_entry_keyed",
+            "<entry key=\"db.password\">Xq9mP2vL7nR4!</entry>",
+            vec!["password"],
+        ),
+        (
+            "xml_element_placeholder",
+            "<password>${DB_PASSWORD}</password>",
+            vec![],
+        ),
+        (
+            "angle_placeholder_in_prose",
+            "run login --pass <password> to log in",
+            vec![],
+        ),
+        ("xml_element_empty", "<password></password>", vec![]),
+        (
+            "redis_url_without_user",
+            "REDIS_URL=redis://:Xq9mP2vL7nR4!@cache.internal:6379/0",
+            vec!["db_url_with_password"],
+        ),
     ];
     for (name, text, want) in cases {
         assert_eq!(kinds(text), want, "{name}: {text}");

@@ -323,12 +323,22 @@ pub fn is_identifier_like(value: &str) -> bool {
     if c.symbol || letter_digit_switches(value) >= IDENTIFIER_MAX_SWITCHES {
         return false;
     }
-    // ALL_CAPS_WITH_UNDERSCORES, or dotted.paths.of.words
+    // ALL_CAPS_WITH_UNDERSCORES, or dotted.paths.of.words. A path has a
+    // lower-case segment (`spring.datasource.password`,
+    // `XSalsa20.key_length`) or no digit at all (`Settings.Default.Password`);
+    // capitalised words and digits joined by dots (`Tulip.Orbit.Canyon.Marble7`,
+    // `Cx.9Lp.2Qw.8Zt`, `MyS3cret.Pass`) are a passphrase (eighth review F1).
     let caps_ident = !c.lower && c.upper && (value.contains('_') || value.contains('-'));
     let dotted = value.contains('.')
         && value
             .split('.')
-            .all(|p| !p.is_empty() && p.bytes().all(is_word_byte));
+            .all(|p| !p.is_empty() && p.bytes().all(is_word_byte))
+        && (!c.digit
+            || value.split('.').any(|p| {
+                p.len() >= 2
+                    && p.bytes().any(|b| b.is_ascii_lowercase())
+                    && !p.bytes().any(|b| b.is_ascii_uppercase())
+            }));
     caps_ident || dotted
 }
 
@@ -363,26 +373,34 @@ pub fn is_strong_password(value: &str) -> bool {
     if v.chars().count() < 8 || v.chars().count() > 200 {
         return false;
     }
+    // The class count first: it is one cheap pass, and most values read on
+    // text dense with assignments fail it; the placeholder and name tests
+    // each read the value again (eighth review F3).
+    let c = Classes::of(v);
+    if c.count() < 2 {
+        return false;
+    }
     if is_template(v) || is_placeholder(v) || is_identifier_like(v) {
         return false;
     }
-    let c = Classes::of(v);
-    c.count() >= 3
-        || (c.count() >= 2 && c.symbol)
-        || (c.count() >= 2 && v.len() >= 12 && entropy(v) >= 3.0)
+    c.count() >= 3 || c.symbol || (v.len() >= 12 && entropy(v) >= 3.0)
 }
 
 /// Strength of a machine-generated key/token: long, mixed and high in entropy.
 pub fn is_random_token(value: &str) -> bool {
     let v = value.trim();
     let len = v.len();
-    if !(16..=1024).contains(&len) || is_template(v) || is_placeholder(v) || is_identifier_like(v) {
+    if !(16..=1024).contains(&len) || v.bytes().any(|b| b.is_ascii_whitespace()) {
         return false;
     }
-    if v.bytes().any(|b| b.is_ascii_whitespace()) {
-        return false;
-    }
+    // Cheap class test before the ones that read the value again.
     let c = Classes::of(v);
+    if !c.digit || !(c.lower || c.upper) {
+        return false;
+    }
+    if is_template(v) || is_placeholder(v) || is_identifier_like(v) {
+        return false;
+    }
     let hex = v.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
     if hex {
         // Hex keys and UUID-shaped keys: 32+ hex digits with both letters and digits.
@@ -485,6 +503,11 @@ mod tests {
             ("XSalsa20.key_length", false),
             ("OAUTH2_CLIENT_SECRET_V2", false),
             ("Sup3rS3cret.Valu3x", true),
+            ("Tulip.Orbit.Canyon.Marble7", true),
+            ("Cx.9Lp.2Qw.8Zt", true),
+            ("MyS3cret.Pass", true),
+            ("Settings.Default.Password", false),
+            ("spring.datasource.password2", false),
             ("XK9_P2Q7_MZ4R", true),
         ] {
             assert_eq!(is_strong_password(v), want, "{v}");
