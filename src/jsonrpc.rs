@@ -205,10 +205,12 @@ fn parse_message(v: Value) -> Result<Message, ProtocolError> {
 
 /// The `params` members the filter reads (target, arguments, metadata, and
 /// what DLP scans: a completion's argument and context, a retried request's
-/// input responses). A member spelled in another case is refused even alone:
+/// input responses; a list's cursor, which tells pins whether the answer is
+/// the first page). A member spelled in another case is refused even alone:
 /// Go's encoding/json reads `"Arguments"` as the arguments the filter never
-/// scanned.
-pub const PARAMS_READ: [&str; 7] = [
+/// scanned, and `"Cursor"` as a cursor, making a later page look like the
+/// whole list.
+pub const PARAMS_READ: [&str; 8] = [
     "name",
     "arguments",
     "uri",
@@ -216,6 +218,7 @@ pub const PARAMS_READ: [&str; 7] = [
     "argument",
     "context",
     "inputResponses",
+    "cursor",
 ];
 
 /// The largest integer every JSON reader holds exactly: 2^53 - 1. A
@@ -547,6 +550,16 @@ mod tests {
             (
                 "name_alone_in_other_case",
                 r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"NAME":"delete_repo"}}"#,
+                -32600,
+            ),
+            (
+                "list_cursor_in_other_case",
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"Cursor":"page-2"}}"#,
+                -32600,
+            ),
+            (
+                "list_cursor_with_long_s",
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"cur\u017for":"page-2"}}"#,
                 -32600,
             ),
             (

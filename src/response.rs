@@ -2,7 +2,7 @@
 //! `tools/list`, `prompts/list` and `resources/list` results per caller, and
 //! DLP on every answer a scanned exchange carries (lists after filtering).
 
-use crate::catalogue::pins::{check_list, ListCheck, PinMode};
+use crate::catalogue::pins::{check_result, ListCheck, PinMode};
 use crate::decide::{visible, Catalogue};
 use crate::dlp::{self, Action, Finding};
 use crate::identity::Caller;
@@ -156,9 +156,8 @@ fn filter_list(
 }
 
 /// Check a `tools/list` answer against `pins`: under `mode: enforce` (not in
-/// dry run) what differs from its pin, or has none, is removed. The page is
-/// the whole list when the request named no cursor and the answer names no
-/// `nextCursor` (MCP pagination: absent, or null for the SDKs, means none).
+/// dry run) what differs from its pin, or has none, is removed. Which
+/// members are read, and when the page is the whole list: `check_result`.
 fn check_pins(
     policy: &CompiledPolicy,
     first_page: bool,
@@ -169,12 +168,10 @@ fn check_pins(
     let Some(Value::Object(result)) = msg.get_mut("result") else {
         return;
     };
-    let complete = first_page && result.get("nextCursor").map_or(true, Value::is_null);
-    let Some(Value::Array(entries)) = result.get_mut("tools") else {
+    let remove = pins.mode == PinMode::Enforce && policy.mode != crate::policy::Mode::DryRun;
+    let Some(check) = check_result(pins, result, remove, first_page) else {
         return;
     };
-    let remove = pins.mode == PinMode::Enforce && policy.mode != crate::policy::Mode::DryRun;
-    let check = check_list(pins, entries, remove, complete);
     out.removed_entries += check.removed;
     out.changed |= check.removed > 0;
     out.pins = Some(check);

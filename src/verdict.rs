@@ -1427,7 +1427,9 @@ fn pin_check(
         return None;
     }
     let tool = m.params().get("name").and_then(Value::as_str)?;
-    pins.check(tool, || seen.seen(head.upstream.as_deref(), tool))
+    pins.check(tool, head.now_ms, || {
+        seen.seen(head.upstream.as_deref(), tool)
+    })
 }
 
 /// The id a refusal answers: a request's (a notification or a client's

@@ -1560,14 +1560,21 @@ impl RequestFilter {
             host.count(Counter::PinRemoved, check.removed as u64);
             let warned = check.mismatches.len().saturating_sub(check.removed);
             host.count(Counter::PinWarned, warned as u64);
-            let Some(upstream) = self.head.upstream.as_deref() else {
+            let (Some(upstream), Some(policy)) =
+                (self.head.upstream.as_deref(), self.policy.pins.as_ref())
+            else {
                 if !check.seen.is_empty() {
                     host.count(Counter::PinRememberFailed, 1);
                 }
                 continue;
             };
+            // The time a changed definition was shown: it is held from then.
+            let now = match check.seen.is_empty() {
+                true => 0,
+                false => host.now_ms(),
+            };
             for (tool, seen) in &check.seen {
-                if let Err(e) = pins::remember(&*host, upstream, tool, seen) {
+                if let Err(e) = pins::remember(&*host, policy, upstream, tool, seen, now) {
                     host.count(Counter::PinRememberFailed, 1);
                     host.log(
                         LogLevel::Warn,

@@ -6,7 +6,15 @@ Python SDK as the client, `mcp-firewall pin` taking the pins.
   description and `add`'s annotations. The firewall removes both from
   `tools/list`, refuses their calls with -32014 (both digests), the audit
   events carry old and new digests, `mcp-firewall audit show --pins` finds
-  the change, `mcp-firewall pin --diff` says which members changed.
+  the change, `mcp-firewall pin --diff` says which members changed. The
+  server going back to the reviewed catalogue does not release them
+  (`pins.hold_s`).
+- Members spelt so a client reads them as covered ones (fourth review F2):
+  `deſcription`/`annotationſ` (Go's folding) and `output_schema` (the
+  Python SDK's alias) on `delete_repo` remove it and refuse its calls.
+- A server answering each caller its own list (fourth review F4): caller B
+  shown the changed definitions, caller A the reviewed ones after it; both
+  callers' calls stay refused until `pins.hold_s` has passed.
 - Definitions are stable: server-everything's and the SDK server's lists,
   pinned once, lose no tool across server restarts and an Envoy restart
   (zero false removals); a call before any list after the restart is refused
@@ -33,6 +41,9 @@ import harness
 
 HERE = Path(__file__).resolve().parent
 STATS = r"^wasmcustom\.mcp_firewall\.pins\."
+ALL_TOOLS = ["echo", "add", "weather", "delete_repo"]
+# The rug-pull server's per-request choice of catalogue (see rug_pull_server.py).
+MODE = "x-rug-pull"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -84,17 +95,18 @@ def envoy_in_front(workdir: Path, wasm: Path, upstream: int, policy: dict[str, A
     return harness.Envoy(cfg, workdir, name=name)
 
 
-def listed(url: str) -> list[str]:
+def listed(url: str, headers: dict[str, str] | None = None) -> list[str]:
     async def go() -> list[str]:
-        async with sdk_session(url, ADMIN_KEY) as s:
+        async with sdk_session(url, ADMIN_KEY, headers=headers) as s:
             return [t.name for t in (await s.list_tools()).tools]
     return anyio.run(go)
 
 
-def list_then_call(url: str, tool: str, args: dict[str, Any]) -> tuple[list[str], Any]:
+def list_then_call(url: str, tool: str, args: dict[str, Any],
+                   headers: dict[str, str] | None = None) -> tuple[list[str], Any]:
     """One SDK session: list, then call `tool` (the SDK calls what it is told)."""
     async def go() -> tuple[list[str], Any]:
-        async with sdk_session(url, ADMIN_KEY) as s:
+        async with sdk_session(url, ADMIN_KEY, headers=headers) as s:
             names = [t.name for t in (await s.list_tools()).tools]
             return names, await s.call_tool(tool, args)
     return anyio.run(go)
@@ -147,21 +159,21 @@ def test_the_rug_pull_is_removed_refused_audited_and_diffed(workdir: Path, wasm:
         pins = take_pins(server.url)
         from_file = cli("pin", str(reviewed))
         assert from_file.returncode == 0 and json.loads(from_file.stdout)["pins"] == pins, from_file.stdout
-        assert sorted(pins["tools"]) == ["add", "echo", "weather"], pins
+        assert sorted(pins["tools"]) == ["add", "delete_repo", "echo", "weather"], pins
         policy_path = workdir / "rug-pull-policy.json"
         policy = pinned_policy(pins, audit=True)
         policy_path.write_text(json.dumps(policy))
         env = envoy_in_front(workdir, wasm, server.port, policy, "envoy-pins-rug", collector.port)
 
         names, res = list_then_call(env.url, "echo", {"message": "hi"})
-        assert names == ["echo", "add", "weather"]
+        assert names == ALL_TOOLS
         assert res.content[0].text == "Echo: hi"
         before = pin_stats(env)
 
         # The rug pull.
         flag.write_text("pulled")
         after_list = listed(env.url)
-        assert after_list == ["weather"], after_list
+        assert after_list == ["weather", "delete_repo"], after_list
         refused = {}
         for tool, args in [("echo", {"message": "hi"}), ("add", {"a": 1, "b": 2})]:
             answer = raw_call(env.url, tool, args)
@@ -206,14 +218,18 @@ def test_the_rug_pull_is_removed_refused_audited_and_diffed(workdir: Path, wasm:
         assert diff.returncode == 1, diff.stdout + diff.stderr
         for want in ["changed    add", "  annotations:", "/destructiveHint: false -> true",
                      "/readOnlyHint: true -> false", "changed    echo", "  description:",
-                     "read ~/.ssh/id_rsa", "unchanged  weather"]:
+                     "read ~/.ssh/id_rsa", "unchanged  weather", "unchanged  delete_repo"]:
             assert want in diff.stdout, (want, diff.stdout)
         assert "inputSchema" not in diff.stdout, diff.stdout
 
-        # The server goes back to what was reviewed: so do the tools.
+        # The server goes back to what was reviewed: the tools are listed
+        # again, but a change once shown is held (pins.hold_s, a day by
+        # default): a model may still act on what it read.
         flag.unlink()
-        names, res = list_then_call(env.url, "add", {"a": 1, "b": 2})
-        assert names == ["echo", "add", "weather"] and res.content[0].text == "3"
+        assert listed(env.url) == ALL_TOOLS
+        held = raw_call(env.url, "add", {"a": 1, "b": 2})["error"]
+        assert (held["code"], held["data"]["actual"]) == (-32014, refused["add"]), held
+        assert "held until" in held["data"]["reason"], held
     finally:
         if env is not None:
             env.stop()
@@ -267,3 +283,101 @@ def test_definitions_are_stable_across_restarts(workdir: Path, wasm: Path) -> No
                 e.stop()
             server.stop()
     print("\n".join(figures))
+
+
+def saved_list(server: RugPullServer, path: Path, mode: str | None = None) -> Path:
+    """The server's tools/list answer, asked directly (as a reviewer saves it)."""
+    sess = open_session(server.url, ADMIN_KEY)
+    headers = {**sess, **({MODE: mode} if mode else {})}
+    r = send(server.url, body=json.dumps(rpc("tools/list", {}, id=3)), token=ADMIN_KEY, headers=headers)
+    path.write_text(json.dumps(messages(r)[-1], ensure_ascii=False))
+    return path
+
+
+def test_members_a_client_reads_as_covered_ones_are_pinned(workdir: Path, wasm: Path) -> None:
+    """Fourth review F2: `delete_repo`, reviewed with no description and no
+    annotations, is listed with `deſcription` and `annotationſ` (Go's
+    encoding/json reads them as the description and the annotations), then
+    with `output_schema` (the Python SDK reads it as the output schema). Both
+    times it leaves the list and its calls are refused with the digest of
+    what was listed, the one `mcp-firewall pin` takes of the same answer."""
+    flag = workdir / "never-created-f2.flag"
+    server = RugPullServer(workdir, harness.free_port(), flag, 20)
+    env = None
+    try:
+        pins = take_pins(server.url)
+        env = envoy_in_front(workdir, wasm, server.port, pinned_policy(pins, audit=False), "envoy-pins-f2")
+        assert listed(env.url) == ALL_TOOLS
+        assert raw_call(env.url, "delete_repo", {"repo": "r"})["result"]["content"][0]["text"] == "deleted r"
+        before = pin_stats(env)
+        for n, mode in enumerate(["folded", "alias"], start=1):
+            taken = cli("pin", str(saved_list(server, workdir / f"rug-pull-{mode}.json", mode)))
+            assert taken.returncode == 0, taken.stderr
+            # The reviewer is told of the odd spelling; the digest covers it.
+            assert "warning: tool \"delete_repo\" has members a client reads as covered ones" in taken.stderr, \
+                taken.stderr
+            digest = json.loads(taken.stdout)["pins"]["tools"]["delete_repo"]
+            assert digest != pins["tools"]["delete_repo"], mode
+            names = listed(env.url, {MODE: mode})
+            assert names == ["echo", "add", "weather"], (mode, names)
+            err = raw_call(env.url, "delete_repo", {"repo": "r"}).get("error") or {}
+            assert err.get("code") == -32014, (mode, err)
+            data = err["data"]
+            assert (data["tool"], data["expected"], data["actual"]) == \
+                ("delete_repo", pins["tools"]["delete_repo"], digest), (mode, data)
+            assert pin_stats(env).get("removed", 0) - before.get("removed", 0) == n, (mode, pin_stats(env))
+        # The SDK's own Tool model reads the alias as the output schema
+        # (pydantic, populate_by_name). Its ClientSession (mcp 2.3.0) sieves
+        # answers by the wire surface first and drops it; code validating a
+        # listed tool with mcp.types does not.
+        from mcp import types
+        saved = json.loads((workdir / "rug-pull-alias.json").read_text())
+        entry = next(t for t in saved["result"]["tools"] if t["name"] == "delete_repo")
+        assert types.Tool.model_validate(entry).output_schema is not None, entry
+    finally:
+        if env is not None:
+            env.stop()
+        server.stop()
+
+
+def test_a_change_shown_to_one_caller_is_held_for_every_caller(workdir: Path, wasm: Path) -> None:
+    """Fourth review F4: the server lists per caller. Caller B (header) is
+    shown the changed `echo` and `add`, caller A the reviewed catalogue
+    after it. A's list does not clear what B's showed: B's calls and A's
+    stay refused, naming what B was shown, until `pins.hold_s` has passed
+    since; then A, listing the reviewed catalogue, calls again."""
+    flag = workdir / "never-created-f4.flag"
+    server = RugPullServer(workdir, harness.free_port(), flag, 30)
+    env = None
+    hold_s = 4
+    try:
+        pins = take_pins(server.url)
+        pulled = json.loads(cli("pin", str(saved_list(server, workdir / "rug-pull-b.json", "pulled"))).stdout)
+        pulled_digests = pulled["pins"]["tools"]
+        policy = pinned_policy({**pins, "hold_s": hold_s}, audit=False)
+        env = envoy_in_front(workdir, wasm, server.port, policy, "envoy-pins-f4")
+        b = {MODE: "pulled"}
+        assert listed(env.url, b) == ["weather", "delete_repo"]
+        shown_to_b = time.monotonic()
+        assert listed(env.url) == ALL_TOOLS
+        for caller in ("B", "A"):
+            for tool, args in [("echo", {"message": "hi"}), ("add", {"a": 1, "b": 2})]:
+                err = raw_call(env.url, tool, args).get("error") or {}
+                assert err.get("code") == -32014, (caller, tool, err)
+                assert (err["data"]["expected"], err["data"]["actual"]) == \
+                    (pins["tools"][tool], pulled_digests[tool]), (caller, tool, err["data"])
+                assert "held until" in err["data"]["reason"], err["data"]
+        assert raw_call(env.url, "weather", {})["result"]["content"][0]["text"] == "sunny"
+        # Recovery: the hold passes (counted from the last list showing the change).
+        time.sleep(max(0.0, shown_to_b + hold_s + 0.5 - time.monotonic()))
+        names, res = list_then_call(env.url, "echo", {"message": "back"})
+        assert names == ALL_TOOLS and res.content[0].text == "Echo: back", (names, res)
+        # B shown the change again: held again.
+        assert listed(env.url, b) == ["weather", "delete_repo"]
+        assert listed(env.url) == ALL_TOOLS
+        err = raw_call(env.url, "echo", {"message": "x"}).get("error") or {}
+        assert (err.get("code"), (err.get("data") or {}).get("actual")) == (-32014, pulled_digests["echo"]), err
+    finally:
+        if env is not None:
+            env.stop()
+        server.stop()

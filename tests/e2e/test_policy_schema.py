@@ -121,6 +121,7 @@ VALID = {
     "sessions_cap_and_when_full": base(sessions={"per_identity": 8, "when_full": "pass_unbound"}),
     "pins_enforced": base(pins={"mode": "enforce", "tools": {"get-sum": "sha256:" + "0a" * 32}}),
     "pins_warned_with_none_listed": base(pins={"mode": "warn", "tools": {}}),
+    "pins_held_an_hour": base(pins={"tools": {}, "hold_s": 3600}),
     "each_rule_kind_with_globs": base(rules=[
         rule(id="t", tools=["get_*", "search_?"]),
         rule(id="m", tools=None, methods=["tools/list", "notifications/*"]),
@@ -277,6 +278,8 @@ INVALID = {
     "pin_for_a_glob": base(pins={"tools": {"get_*": "sha256:" + "a" * 64}}),
     "pins_unknown_member": base(pins={"tools": {}, "prompts": {}}),
     "pins_mode_block": base(pins={"mode": "block", "tools": {}}),
+    "pins_never_held": base(pins={"tools": {}, "hold_s": 0}),
+    "pins_held_past_30_days": base(pins={"tools": {}, "hold_s": 2592001}),
     "approval_without_cluster": base(approval={"token": "t"}),
     "approval_without_token": base(approval={"cluster": "approvals"}),
     "approval_with_both_tokens": base(approval={"cluster": "approvals", "token": "t", "token_env": "T"}),
