@@ -6,6 +6,7 @@
 pub mod approval;
 pub mod audit;
 pub mod canon;
+pub mod catalogue;
 pub mod condition;
 pub mod config;
 pub mod decide;

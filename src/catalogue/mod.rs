@@ -1,0 +1,14 @@
+//! Tool catalogues: what a server lists and returns, checked before a caller
+//! (and its model) reads it. Pure: no host, no clock.
+//!
+//! - `poison`: deterministic checks for poisoned tool definitions and
+//!   injected tool results (issue #16 items 4 and 7), with `fold` (how text is
+//!   read) and `markers` (the phrases); `config`: the `$.catalogue` section.
+
+pub mod config;
+pub mod fold;
+mod markers;
+pub mod poison;
+
+pub use config::{compile, CataloguePolicy, DescriptionAction, ResultAction};
+pub use poison::{Check, Finding, HostPattern, Inspector, OtherTools};

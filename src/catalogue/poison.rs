@@ -1,0 +1,1047 @@
+//! Poisoned tool definitions and injected tool results: deterministic checks
+//! on every string a server lists or returns (issue #16, items 4 and 7).
+//!
+//! Each string is folded first (`fold.rs`: look-alikes read as ASCII,
+//! invisible characters dropped and recorded), then read by a few linear
+//! passes: phrase markers on its words (`markers.rs`), tags, paths, URLs and
+//! markdown, raw HTML, encoded blobs, and other servers' tool names. A
+//! finding names its check, the JSON pointer of the string and a fixed reason;
+//! it never holds the text. Which findings remove a tool, block or wrap a
+//! result is the policy's call (`config.rs`), not this module's.
+
+use super::fold::{fold, words, Hidden, Words};
+use super::markers::{
+    Phrase, CATCHER_HOSTS, DATA_WORDS, DOTFILES, HTML_TAGS, INSTRUCTION_TAGS, PHRASES,
+    SECRET_FILES, SEND_VERBS, SENT_OBJECTS,
+};
+use crate::config::keywords;
+use base64::Engine;
+use serde_json::Value;
+use std::collections::HashSet;
+
+/// One deterministic check; its word names it in the policy and in audit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Check {
+    /// Tag characters, zero-width characters, bidi controls, variation
+    /// selector runs, control characters.
+    InvisibleUnicode,
+    /// Text addressed to the model: "ignore previous instructions", "do not
+    /// tell the user", `<IMPORTANT>`, chat-template tokens.
+    ModelInstructions,
+    /// Secrets and local credential files: `~/.ssh`, `id_rsa`, `.env`,
+    /// `mcp.json`; a credential being read or passed on.
+    SecretReference,
+    /// Data leaving: URLs with data placeholders, request-catcher hosts,
+    /// "send it to <address>", markdown images carrying data to a host
+    /// outside the allowlist.
+    Exfiltration,
+    /// Long base64 or hex blobs, base64 of plain text, percent- or
+    /// backslash-escaped runs: text a reviewer cannot read.
+    EncodedBlob,
+    /// Raw HTML a client may render or run: script, frames, media, forms,
+    /// event handlers, `javascript:` URLs.
+    Html,
+    /// A tool named like another server's tool, or a description naming one
+    /// (tool definitions only: it needs the other servers' names).
+    Shadowing,
+}
+
+keywords!(Check {
+    InvisibleUnicode => "invisible_unicode",
+    ModelInstructions => "model_instructions",
+    SecretReference => "secret_reference",
+    Exfiltration => "exfiltration",
+    EncodedBlob => "encoded_blob",
+    Html => "html",
+    Shadowing => "shadowing",
+});
+
+impl Check {
+    pub const COUNT: usize = 7;
+
+    /// Position in [`crate::config::Keyword::ALL`] order, for per-check tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether the check reads tool results too (shadowing needs a tool's name).
+    pub fn applies_to_results(self) -> bool {
+        self != Check::Shadowing
+    }
+}
+
+/// What a check found in one string. Never holds the string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub check: Check,
+    /// JSON pointer of the string in the tool definition or the result
+    /// (a member name found wanting points at its member).
+    pub pointer: String,
+    pub reason: &'static str,
+}
+
+/// An entry of the link allowlist: `github.com` (that host) or
+/// `*.github.com` (any host under it, not `github.com` itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    host: String,
+    subdomains: bool,
+}
+
+impl HostPattern {
+    /// A host name (letters, digits, `-`, `.`; lower-cased) or `*.` and one.
+    pub fn parse(s: &str) -> Result<HostPattern, &'static str> {
+        let (subdomains, host) = match s.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        let host = host.to_ascii_lowercase();
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+            return Err("expected a host name (a.example.com) or *. and a host name");
+        }
+        Ok(HostPattern { host, subdomains })
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        if self.subdomains {
+            host.len() > self.host.len()
+                && host.ends_with(self.host.as_str())
+                && host.as_bytes()[host.len() - self.host.len() - 1] == b'.'
+        } else {
+            host == self.host
+        }
+    }
+}
+
+/// The tool names of the other servers behind the same gateway, supplied by
+/// the caller: a definition named like one of them, or naming one of them in
+/// its text, shadows it.
+#[derive(Debug, Clone, Default)]
+pub struct OtherTools {
+    /// Names folded to `[a-z0-9]` (`Send-Email`, `send_email`, `sendEmail`
+    /// are one name to a model).
+    keys: HashSet<String>,
+    /// Names distinctive enough to spot in prose: with `_`, `-` or `.`, or
+    /// camelCase, and at least 5 characters (`fetch` or `search` in a
+    /// sentence names nothing).
+    mentions: HashSet<String>,
+}
+
+impl OtherTools {
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> OtherTools {
+        let mut o = OtherTools::default();
+        for name in names {
+            let folded = fold(name).text;
+            o.keys.insert(name_key(&folded));
+            let camel = name
+                .as_bytes()
+                .windows(2)
+                .any(|w| w[0].is_ascii_lowercase() && w[1].is_ascii_uppercase());
+            if folded.len() >= 5
+                && (camel || folded.bytes().any(|b| matches!(b, b'_' | b'-' | b'.')))
+            {
+                o.mentions.insert(folded);
+            }
+        }
+        o
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+fn name_key(folded: &str) -> String {
+    folded.chars().filter(char::is_ascii_alphanumeric).collect()
+}
+
+/// The checks, ready to run: the phrase index and the link allowlist. Built
+/// once when the policy is compiled.
+#[derive(Debug)]
+pub struct Inspector {
+    /// (first word of a phrase, phrase index), sorted by word.
+    first: Vec<(&'static str, usize)>,
+    /// Phrases whose first word is a prefix (`exfiltrat*`).
+    prefixed: Vec<(&'static str, usize)>,
+    link_hosts: Vec<HostPattern>,
+}
+
+impl Default for Inspector {
+    fn default() -> Self {
+        Inspector::new(Vec::new())
+    }
+}
+
+/// One marker met while reading a definition or a result.
+struct Marker {
+    check: Check,
+    strong: bool,
+    reason: &'static str,
+    /// Index into `Walk::pointers`.
+    at: usize,
+}
+
+#[derive(Default)]
+struct Walk {
+    pointers: Vec<String>,
+    markers: Vec<Marker>,
+}
+
+impl Walk {
+    fn mark(&mut self, check: Check, strong: bool, reason: &'static str) {
+        let at = self.pointers.len().saturating_sub(1);
+        self.markers.push(Marker {
+            check,
+            strong,
+            reason,
+            at,
+        });
+    }
+
+    /// Strong markers are findings; weak ones only beside another marker
+    /// (a strong one, or a weak one with another reason).
+    fn findings(self) -> Vec<Finding> {
+        let any_strong = self.markers.iter().any(|m| m.strong);
+        let mut weak_reasons: Vec<&str> = self
+            .markers
+            .iter()
+            .filter(|m| !m.strong)
+            .map(|m| m.reason)
+            .collect();
+        weak_reasons.sort_unstable();
+        weak_reasons.dedup();
+        let keep_weak = any_strong || weak_reasons.len() >= 2;
+        let mut kept: Vec<&Marker> = self
+            .markers
+            .iter()
+            .filter(|m| m.strong || keep_weak)
+            .collect();
+        // One finding per (check, string), a strong reason first.
+        kept.sort_by_key(|m| (m.check, m.at, !m.strong));
+        kept.dedup_by_key(|m| (m.check, m.at));
+        kept.into_iter()
+            .map(|m| Finding {
+                check: m.check,
+                pointer: self.pointers.get(m.at).cloned().unwrap_or_default(),
+                reason: m.reason,
+            })
+            .collect()
+    }
+}
+
+impl Inspector {
+    pub fn new(link_hosts: Vec<HostPattern>) -> Inspector {
+        let mut first = Vec::new();
+        let mut prefixed = Vec::new();
+        for (i, p) in PHRASES.iter().enumerate() {
+            for w in p.steps.first().map_or(&[][..], |s| s.words) {
+                match w.strip_suffix('*') {
+                    Some(stem) => prefixed.push((stem, i)),
+                    None => first.push((*w, i)),
+                }
+            }
+        }
+        first.sort_unstable();
+        Inspector {
+            first,
+            prefixed,
+            link_hosts,
+        }
+    }
+
+    /// Every finding in one entry of a `tools/list` result: its name, title,
+    /// description, annotations, every string and member name inside
+    /// `inputSchema` and `outputSchema` (descriptions, titles, enum values,
+    /// defaults, examples) and any other member but `icons`.
+    pub fn inspect_tool(&self, tool: &Value, others: &OtherTools) -> Vec<Finding> {
+        let mut walk = Walk::default();
+        if let Some(name) = tool.get("name").and_then(Value::as_str) {
+            if others.keys.contains(&name_key(&fold(name).text)) {
+                walk.pointers.push("/name".to_owned());
+                walk.mark(Check::Shadowing, true, "named like another server's tool");
+            }
+        }
+        if let Value::Object(members) = tool {
+            for (k, v) in members {
+                if k == "icons" {
+                    continue;
+                }
+                let mut ptr = String::new();
+                push_token(&mut ptr, k);
+                self.walk_value(v, &mut ptr, &mut walk, Some(others));
+            }
+        }
+        walk.findings()
+    }
+
+    /// Every finding in a `tools/call` result: the text of `text` content
+    /// items and of embedded text resources, and every string of
+    /// `structuredContent`. Binary data (images, audio, blobs) is not read.
+    pub fn inspect_result(&self, result: &Value) -> Vec<Finding> {
+        let mut walk = Walk::default();
+        if let Some(items) = result.get("content").and_then(Value::as_array) {
+            for (i, item) in items.iter().enumerate() {
+                let (text, ptr) = match item.get("type").and_then(Value::as_str) {
+                    Some("text") => (item.get("text"), format!("/content/{i}/text")),
+                    Some("resource") => (
+                        item.get("resource").and_then(|r| r.get("text")),
+                        format!("/content/{i}/resource/text"),
+                    ),
+                    _ => (None, String::new()),
+                };
+                if let Some(Value::String(s)) = text {
+                    walk.pointers.push(ptr);
+                    self.scan_string(s, &mut walk, None);
+                }
+            }
+        }
+        if let Some(v) = result.get("structuredContent") {
+            let mut ptr = "/structuredContent".to_owned();
+            self.walk_value(v, &mut ptr, &mut walk, None);
+        }
+        walk.findings()
+    }
+
+    /// Every finding in one text (a result's text item on its own), at pointer "".
+    pub fn inspect_text(&self, text: &str) -> Vec<Finding> {
+        let mut walk = Walk::default();
+        walk.pointers.push(String::new());
+        self.scan_string(text, &mut walk, None);
+        walk.findings()
+    }
+
+    fn walk_value(
+        &self,
+        v: &Value,
+        ptr: &mut String,
+        walk: &mut Walk,
+        others: Option<&OtherTools>,
+    ) {
+        match v {
+            Value::String(s) => {
+                walk.pointers.push(ptr.clone());
+                self.scan_string(s, walk, others);
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = ptr.len();
+                    ptr.push('/');
+                    ptr.push_str(&i.to_string());
+                    self.walk_value(item, ptr, walk, others);
+                    ptr.truncate(len);
+                }
+            }
+            Value::Object(members) => {
+                for (k, item) in members {
+                    let len = ptr.len();
+                    push_token(ptr, k);
+                    // A member name is text a model reads too (a parameter
+                    // called `sidenote_with_contents_of_id_rsa`).
+                    walk.pointers.push(ptr.clone());
+                    self.scan_string(k, walk, others);
+                    self.walk_value(item, ptr, walk, others);
+                    ptr.truncate(len);
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+
+    /// Read one string; markers go to the walk's last pointer.
+    fn scan_string(&self, s: &str, walk: &mut Walk, others: Option<&OtherTools>) {
+        let folded = fold(s);
+        for h in &folded.hidden {
+            walk.mark(Check::InvisibleUnicode, true, h.reason());
+        }
+        if folded.hidden.contains(&Hidden::TagCharacter) && folded.text.is_empty() {
+            return;
+        }
+        let text = folded.text.as_str();
+        let w = words(text);
+        self.phrases(&w, walk);
+        self.sends_to(text, &w, walk);
+        instruction_tags(text.as_bytes(), walk);
+        secret_paths(text.as_bytes(), walk);
+        self.urls(text.as_bytes(), walk);
+        html(text.as_bytes(), walk);
+        encoded(s.as_bytes(), walk);
+        if let Some(o) = others {
+            mentions(text.as_bytes(), o, walk);
+        }
+    }
+
+    fn phrases(&self, w: &Words, walk: &mut Walk) {
+        for (i, word) in w.text.iter().enumerate() {
+            let lo = self.first.partition_point(|(f, _)| *f < word.as_str());
+            let exact = self.first[lo..]
+                .iter()
+                .take_while(|(f, _)| *f == word.as_str())
+                .map(|(_, p)| *p);
+            let stems = self
+                .prefixed
+                .iter()
+                .filter(|(stem, _)| word.starts_with(stem))
+                .map(|(_, p)| *p);
+            for p in exact.chain(stems) {
+                if let Some(phrase) = PHRASES.get(p) {
+                    if phrase_at(phrase, &w.text, i) {
+                        walk.mark(phrase.check, phrase.strong, phrase.reason);
+                    }
+                }
+            }
+        }
+    }
+
+    /// "send the contents to https://…", "forward all emails to x@y.z",
+    /// "always bcc x@y.z": a sending verb, something sent, and an address
+    /// outside the allowlist right after `to` (or after bcc/cc).
+    fn sends_to(&self, text: &str, w: &Words, walk: &mut Walk) {
+        let b = text.as_bytes();
+        for (i, verb) in w.text.iter().enumerate() {
+            if !SEND_VERBS.contains(&verb.as_str()) {
+                continue;
+            }
+            let copies = verb == "bcc" || verb == "cc";
+            let mut object = copies;
+            for j in i + 1..(i + 10).min(w.text.len()) {
+                let word = w.text[j].as_str();
+                let after = w.spans[j].end;
+                let target = if word == "to" && object {
+                    Some(after)
+                } else if copies {
+                    Some(w.spans[j].start)
+                } else {
+                    None
+                };
+                if let Some(at) = target {
+                    if let Some(host) = address_at(b, at) {
+                        if !self.allowed(host) {
+                            walk.mark(Check::Exfiltration, true, "asks to send data to an address");
+                        }
+                        break;
+                    }
+                }
+                if SENT_OBJECTS.contains(&word) {
+                    object = true;
+                }
+            }
+        }
+    }
+
+    fn allowed(&self, host: &str) -> bool {
+        self.link_hosts.iter().any(|p| p.matches(host))
+    }
+
+    /// URLs (`scheme://` and markdown's protocol-relative `](//`): a
+    /// request-catcher host, a placeholder naming data, or a markdown image
+    /// whose URL carries data, to a host outside the allowlist.
+    fn urls(&self, b: &[u8], walk: &mut Walk) {
+        let mut i = 0;
+        while i + 2 < b.len() {
+            let url_start;
+            let rest_start;
+            if b[i] == b':' && b[i + 1] == b'/' && b[i + 2] == b'/' {
+                let mut s = i;
+                while s > 0 && i - s < 8 && b[s - 1].is_ascii_alphabetic() {
+                    s -= 1;
+                }
+                if !matches!(&b[s..i], b"http" | b"https" | b"ftp" | b"ws" | b"wss") {
+                    i += 3;
+                    continue;
+                }
+                url_start = s;
+                rest_start = i + 3;
+            } else if b[i] == b']' && b[i + 1] == b'(' && b.get(i + 2..i + 4) == Some(b"//") {
+                url_start = i + 2;
+                rest_start = i + 4;
+            } else {
+                i += 1;
+                continue;
+            }
+            let end = url_end(b, rest_start);
+            let url = Url::parse(&b[url_start..end], rest_start - url_start);
+            i = end.max(i + 1);
+            let Some(host) = url.host_str() else { continue };
+            if self.allowed(host) {
+                continue;
+            }
+            if CATCHER_HOSTS.iter().any(|c| {
+                host == *c
+                    || (host.ends_with(c)
+                        && host.as_bytes().get(host.len() - c.len() - 1) == Some(&b'.'))
+            }) {
+                walk.mark(
+                    Check::Exfiltration,
+                    true,
+                    "a URL on a request-catching host",
+                );
+            }
+            if url.has_data_placeholder() {
+                walk.mark(
+                    Check::Exfiltration,
+                    true,
+                    "a URL with a placeholder for data",
+                );
+            }
+            if markdown_image(b, url_start) && url.carries_opaque_data() {
+                walk.mark(
+                    Check::Exfiltration,
+                    true,
+                    "a markdown image sending data to an outside host",
+                );
+            }
+        }
+    }
+}
+
+/// Whether `phrase` matches starting at word `i` (its first step matched).
+fn phrase_at(phrase: &Phrase, words: &[String], i: usize) -> bool {
+    let mut pos = i;
+    for step in phrase.steps.iter().skip(1) {
+        // The next word, or up to `gap` words later.
+        let hi = (pos + 2 + usize::from(step.gap)).min(words.len());
+        let found =
+            (pos + 1..hi).find(|&j| step.words.iter().any(|pat| word_matches(pat, &words[j])));
+        match found {
+            Some(j) => pos = j,
+            None => return false,
+        }
+    }
+    true
+}
+
+fn word_matches(pat: &str, w: &str) -> bool {
+    match pat.strip_suffix('*') {
+        Some(stem) => w.starts_with(stem),
+        None => pat == w,
+    }
+}
+
+/// RFC 6901: `~` → `~0`, `/` → `~1`.
+fn push_token(ptr: &mut String, key: &str) {
+    ptr.push('/');
+    for c in key.chars() {
+        match c {
+            '~' => ptr.push_str("~0"),
+            '/' => ptr.push_str("~1"),
+            c => ptr.push(c),
+        }
+    }
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// `<important>`, `</system>`, `<|im_start|>`, `[inst]`, `<<sys>>`.
+fn instruction_tags(b: &[u8], walk: &mut Walk) {
+    for (p, &c) in b.iter().enumerate() {
+        if c != b'<' && c != b'[' {
+            continue;
+        }
+        let close = if c == b'<' { b'>' } else { b']' };
+        let mut q = p + 1;
+        for skip in [c, b'/', b'|'] {
+            if b.get(q) == Some(&skip) {
+                q += 1;
+            }
+        }
+        let start = q;
+        while q < b.len()
+            && q - start <= 24
+            && (b[q].is_ascii_lowercase() || b[q] == b'_' || b[q] == b' ')
+        {
+            q += 1;
+        }
+        let name = b.get(start..q).unwrap_or_default();
+        let mut r = q;
+        if b.get(r) == Some(&b'|') {
+            r += 1;
+        }
+        if b.get(r) != Some(&close) {
+            continue;
+        }
+        let name = std::str::from_utf8(name).unwrap_or_default().trim();
+        let name_key: String = name
+            .chars()
+            .map(|c| if c == ' ' { '_' } else { c })
+            .collect();
+        if INSTRUCTION_TAGS.contains(&name_key.as_str()) {
+            walk.mark(
+                Check::ModelInstructions,
+                true,
+                "a fake system or instruction tag",
+            );
+        }
+    }
+}
+
+/// Credential files: dotted names at the start of a path component, and
+/// names that hold secrets wherever they are.
+fn secret_paths(b: &[u8], walk: &mut Walk) {
+    for (p, &c) in b.iter().enumerate() {
+        if c != b'.' {
+            continue;
+        }
+        let starts_component =
+            p == 0 || !(is_word_byte(b[p - 1]) || matches!(b[p - 1], b'.' | b'-'));
+        if !starts_component {
+            continue;
+        }
+        let rest = &b[p + 1..];
+        for (name, reason) in DOTFILES {
+            if rest.starts_with(name.as_bytes())
+                && rest.get(name.len()).map_or(true, |&n| !is_word_byte(n))
+            {
+                walk.mark(Check::SecretReference, true, reason);
+            }
+        }
+    }
+    for (name, reason) in SECRET_FILES {
+        let n = name.as_bytes();
+        let mut from = 0;
+        while let Some(at) = find(&b[from..], n) {
+            let s = from + at;
+            let e = s + n.len();
+            let before_ok = s == 0 || n[0] == b'/' || !b[s - 1].is_ascii_alphanumeric();
+            let after_ok = b.get(e).map_or(true, |&x| !x.is_ascii_alphanumeric());
+            if before_ok && after_ok {
+                walk.mark(Check::SecretReference, true, reason);
+                break;
+            }
+            from = s + 1;
+        }
+    }
+}
+
+/// Naive search; callers use it on short needles a bounded number of times
+/// per text, so the whole pass stays linear.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let first = *needle.first()?;
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        match hay[i..].iter().position(|&x| x == first) {
+            Some(off) => i += off,
+            None => return None,
+        }
+        if hay.get(i..i + needle.len()) == Some(needle) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The end of a URL that starts before `from`: whitespace, a quote, a
+/// backtick or a closing bracket ends it.
+fn url_end(b: &[u8], from: usize) -> usize {
+    let mut e = from;
+    while e < b.len() && !matches!(b[e], b' ' | b'"' | b'\'' | b'`' | b')' | b']' | b'|') {
+        e += 1;
+    }
+    e
+}
+
+/// A URL as found in folded text.
+struct Url<'a> {
+    host: &'a [u8],
+    rest: &'a [u8],
+}
+
+impl<'a> Url<'a> {
+    /// `u` is the whole URL, `authority` where its authority begins.
+    fn parse(u: &'a [u8], authority: usize) -> Url<'a> {
+        let a = u.get(authority..).unwrap_or_default();
+        let host_end = a
+            .iter()
+            .position(|&c| matches!(c, b'/' | b'?' | b'#' | b'\\'))
+            .unwrap_or(a.len());
+        let mut host = &a[..host_end];
+        if let Some(at) = host.iter().rposition(|&c| c == b'@') {
+            host = &host[at + 1..];
+        }
+        if let Some(colon) = host.iter().position(|&c| c == b':') {
+            host = &host[..colon];
+        }
+        while host.last() == Some(&b'.') {
+            host = &host[..host.len() - 1];
+        }
+        Url {
+            host,
+            rest: &a[host_end..],
+        }
+    }
+
+    fn host_str(&self) -> Option<&'a str> {
+        std::str::from_utf8(self.host)
+            .ok()
+            .filter(|h| !h.is_empty())
+    }
+
+    /// `{conversation}`, `<secret>`, `${API_KEY}`, `{{data}}`, `[ssh key]`,
+    /// `%s` with a data word: the model is to fill data in.
+    fn has_data_placeholder(&self) -> bool {
+        let r = self.rest;
+        let mut i = 0;
+        while i < r.len() {
+            let close = match r[i] {
+                b'{' => b'}',
+                b'<' => b'>',
+                b'[' => b']',
+                b'$' => 0,
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            let start = i + 1;
+            let mut e = start;
+            while e < r.len()
+                && e - start < 64
+                && r[e] != close
+                && (close != 0 || is_word_byte(r[e]) || r[e] == b'{')
+            {
+                e += 1;
+            }
+            let inner = &r[start..e];
+            if inner
+                .split(|c| !c.is_ascii_alphanumeric())
+                .any(|w| std::str::from_utf8(w).is_ok_and(|w| DATA_WORDS.contains(&w)))
+            {
+                return true;
+            }
+            i = e.max(i + 1);
+        }
+        false
+    }
+
+    /// A query value of 20+ opaque characters, or a path segment of 40+,
+    /// with letters and digits (what an encoded secret looks like).
+    fn carries_opaque_data(&self) -> bool {
+        let opaque = |s: &[u8], min: usize| {
+            s.len() >= min
+                && s.iter().all(|&c| {
+                    c.is_ascii_alphanumeric()
+                        || matches!(c, b'+' | b'/' | b'=' | b'_' | b'%' | b'-')
+                })
+                && s.iter().any(u8::is_ascii_digit)
+                && s.iter().any(u8::is_ascii_alphabetic)
+        };
+        let (path, query) = match self.rest.iter().position(|&c| c == b'?') {
+            Some(q) => (&self.rest[..q], &self.rest[q + 1..]),
+            None => (self.rest, &[][..]),
+        };
+        let query_data = query.split(|&c| c == b'&' || c == b'#').any(|kv| {
+            let v = kv
+                .iter()
+                .position(|&c| c == b'=')
+                .map_or(kv, |e| &kv[e + 1..]);
+            opaque(v, 20)
+        });
+        query_data || path.split(|&c| c == b'/').any(|seg| opaque(seg, 40))
+    }
+}
+
+/// Whether the URL starting at `url_start` is the target of `![alt](…)`.
+fn markdown_image(b: &[u8], url_start: usize) -> bool {
+    if url_start < 2 || b.get(url_start - 2..url_start) != Some(b"](") {
+        return false;
+    }
+    let close = url_start - 2;
+    let lo = close.saturating_sub(1024);
+    match b[lo..close].iter().rposition(|&c| c == b'[' || c == b']') {
+        Some(o) => b[lo + o] == b'[' && lo + o > 0 && b[lo + o - 1] == b'!',
+        None => false,
+    }
+}
+
+/// An address starting at `at` (blanks, quotes and `:` skipped): a URL's
+/// host or an e-mail address's domain.
+fn address_at(b: &[u8], at: usize) -> Option<&str> {
+    let mut i = at;
+    while i < b.len()
+        && i - at < 8
+        && matches!(b[i], b' ' | b'"' | b'\'' | b'`' | b':' | b'<' | b'(' | b'*')
+    {
+        i += 1;
+    }
+    let rest = b.get(i..)?;
+    for scheme in [&b"https://"[..], b"http://", b"ftp://", b"//"] {
+        if rest.starts_with(scheme) {
+            let e = url_end(b, i + scheme.len());
+            let url = Url::parse(&b[i..e], scheme.len());
+            return url.host_str();
+        }
+    }
+    // local@domain.tld
+    let local = rest.iter().take(65).position(|&c| {
+        !(c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-'))
+    })?;
+    if local == 0 || rest.get(local) != Some(&b'@') {
+        return None;
+    }
+    let d = &rest[local + 1..];
+    let dlen = d
+        .iter()
+        .take(253)
+        .position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-')))
+        .unwrap_or(d.len().min(253));
+    let domain = std::str::from_utf8(&d[..dlen]).ok()?.trim_end_matches('.');
+    let tld = domain.rsplit('.').next()?;
+    (domain.contains('.') && tld.len() >= 2 && tld.bytes().all(|c| c.is_ascii_alphabetic()))
+        .then_some(domain)
+}
+
+/// Raw HTML a client may render or run.
+fn html(b: &[u8], walk: &mut Walk) {
+    for (p, &c) in b.iter().enumerate() {
+        if c != b'<' {
+            continue;
+        }
+        let mut q = p + 1;
+        if b.get(q) == Some(&b'/') {
+            q += 1;
+        }
+        let start = q;
+        while q < b.len() && q - start < 12 && b[q].is_ascii_alphanumeric() {
+            q += 1;
+        }
+        let name = std::str::from_utf8(&b[start..q]).unwrap_or_default();
+        if name.is_empty() || !b.get(q).map_or(true, |&n| matches!(n, b' ' | b'>' | b'/')) {
+            continue;
+        }
+        // The rest of the tag, at most 256 bytes.
+        let tag_end = (q..b.len().min(q + 256))
+            .find(|&i| b[i] == b'>' || b[i] == b'<')
+            .unwrap_or(b.len().min(q + 256));
+        let attrs = &b[q..tag_end];
+        if HTML_TAGS.contains(&name) {
+            if name == "a" && find(attrs, b"href").is_none() {
+                continue;
+            }
+            walk.mark(Check::Html, true, html_reason(name));
+        }
+        if has_event_handler(attrs) {
+            walk.mark(Check::Html, true, "an HTML event handler attribute");
+        }
+    }
+    for scheme in [&b"javascript:"[..], b"vbscript:", b"data:text/html"] {
+        let mut from = 0;
+        while let Some(at) = find(&b[from..], scheme) {
+            let s = from + at;
+            let e = s + scheme.len();
+            let before_ok = s == 0 || !b[s - 1].is_ascii_alphanumeric();
+            if before_ok && b.get(e).is_some_and(|&n| n != b' ') {
+                walk.mark(Check::Html, true, "a script URL");
+                break;
+            }
+            from = s + 1;
+        }
+    }
+}
+
+fn html_reason(tag: &str) -> &'static str {
+    match tag {
+        "script" | "iframe" | "frame" | "frameset" | "object" | "embed" => {
+            "raw HTML script or frame"
+        }
+        "img" | "svg" | "video" | "audio" | "image" | "math" => "raw HTML media that loads a URL",
+        "form" | "input" | "button" | "textarea" => "a raw HTML form",
+        "a" => "a raw HTML link",
+        _ => "raw HTML style or metadata",
+    }
+}
+
+/// ` onload=`, ` onerror =` inside a tag.
+fn has_event_handler(attrs: &[u8]) -> bool {
+    let mut i = 0;
+    while i + 3 < attrs.len() {
+        if matches!(attrs[i], b' ' | b'/' | b'"' | b'\'')
+            && attrs[i + 1] == b'o'
+            && attrs[i + 2] == b'n'
+        {
+            let mut e = i + 3;
+            while e < attrs.len() && attrs[e].is_ascii_lowercase() && e - i < 24 {
+                e += 1;
+            }
+            let name_len = e - (i + 3);
+            while e < attrs.len() && attrs[e] == b' ' {
+                e += 1;
+            }
+            if name_len >= 3 && attrs.get(e) == Some(&b'=') {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Encoded runs in the original (unfolded) text: base64 and hex blobs,
+/// base64 that decodes to prose, percent- and backslash-escaped runs.
+fn encoded(b: &[u8], walk: &mut Walk) {
+    for url_safe in [false, true] {
+        let in_alphabet = |c: u8| {
+            c.is_ascii_alphanumeric()
+                || if url_safe {
+                    c == b'-' || c == b'_'
+                } else {
+                    c == b'+' || c == b'/'
+                }
+        };
+        let mut i = 0;
+        while i < b.len() {
+            if !in_alphabet(b[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < b.len() && in_alphabet(b[i]) {
+                i += 1;
+            }
+            let mut end = i;
+            while end < b.len() && end - i < 2 && b[end] == b'=' {
+                end += 1;
+            }
+            if let Some(reason) = base64_run(&b[start..i], &b[start..end], url_safe) {
+                walk.mark(Check::EncodedBlob, true, reason);
+            }
+            i = end.max(i);
+        }
+    }
+    let mut run = 0usize;
+    let mut letters = false;
+    let mut digits = false;
+    for &c in b {
+        if c.is_ascii_hexdigit() {
+            run += 1;
+            letters |= c.is_ascii_alphabetic();
+            digits |= c.is_ascii_digit();
+            if run == 96 && letters && digits {
+                walk.mark(Check::EncodedBlob, true, "a long hex blob");
+            }
+        } else {
+            run = 0;
+            letters = false;
+            digits = false;
+        }
+    }
+    escaped_runs(b, walk);
+}
+
+fn base64_run(run: &[u8], padded: &[u8], url_safe: bool) -> Option<&'static str> {
+    let has = |f: fn(&u8) -> bool| run.iter().any(f);
+    let classes = usize::from(has(u8::is_ascii_uppercase))
+        + usize::from(has(u8::is_ascii_lowercase))
+        + usize::from(has(u8::is_ascii_digit));
+    let separators = run.iter().filter(|&&c| !c.is_ascii_alphanumeric()).count();
+    // A path (`src/components/Button.tsx`) or an identifier has many
+    // separators; base64 has about one in 32.
+    if classes < 3 || separators * 12 > run.len() {
+        return None;
+    }
+    if run.len() >= 64 {
+        return Some("a long base64 blob");
+    }
+    if run.len() < 24 || url_safe {
+        return None;
+    }
+    let decoded = if padded.len() % 4 == 0 {
+        base64::engine::general_purpose::STANDARD
+            .decode(padded)
+            .ok()?
+    } else {
+        base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(run)
+            .ok()?
+    };
+    let printable = decoded
+        .iter()
+        .filter(|&&c| c == b' ' || c.is_ascii_graphic() || c == b'\n')
+        .count();
+    let spaces = decoded.iter().filter(|&&c| c == b' ').count();
+    (printable * 10 >= decoded.len() * 9 && spaces >= 2).then_some("base64 of plain text")
+}
+
+/// `%69%67%6e…` (10+ in a row) and `\x69\x67…` / `\u0069…` (8+ in a row).
+fn escaped_runs(b: &[u8], walk: &mut Walk) {
+    let hex = |i: usize, n: usize| {
+        b.get(i..i + n)
+            .is_some_and(|s| s.iter().all(u8::is_ascii_hexdigit))
+    };
+    let mut i = 0;
+    let mut pct = 0;
+    let mut esc = 0;
+    while i < b.len() {
+        if b[i] == b'%' && hex(i + 1, 2) {
+            pct += 1;
+            esc = 0;
+            i += 3;
+        } else if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') && hex(i + 2, 2) {
+            esc += 1;
+            pct = 0;
+            i += 4;
+        } else if b[i] == b'\\' && b.get(i + 1) == Some(&b'u') && hex(i + 2, 4) {
+            esc += 1;
+            pct = 0;
+            i += 6;
+        } else {
+            pct = 0;
+            esc = 0;
+            i += 1;
+        }
+        if pct == 10 {
+            walk.mark(Check::EncodedBlob, true, "percent-encoded text");
+        }
+        if esc == 8 {
+            walk.mark(Check::EncodedBlob, true, "backslash-escaped text");
+        }
+    }
+}
+
+/// Identifiers in the text that name another server's tool, whole or after
+/// a `_`, `.` or `-` (`mcp_tool_send_email` names `send_email`).
+fn mentions(b: &[u8], others: &OtherTools, walk: &mut Walk) {
+    if others.mentions.is_empty() {
+        return;
+    }
+    let ident = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.');
+    let mut i = 0;
+    while i < b.len() {
+        if !ident(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && ident(b[i]) {
+            i += 1;
+        }
+        let mut end = i;
+        while end > start && matches!(b[end - 1], b'.' | b'-' | b'_') {
+            end -= 1;
+        }
+        let token = &b[start..end];
+        // Long runs are not names; bounding them keeps this linear.
+        if token.len() > 128 {
+            continue;
+        }
+        let hit = (0..token.len())
+            .filter(|&k| k == 0 || matches!(token[k - 1], b'_' | b'.' | b'-'))
+            .any(|k| std::str::from_utf8(&token[k..]).is_ok_and(|t| others.mentions.contains(t)));
+        if hit {
+            walk.mark(Check::Shadowing, true, "names another server's tool");
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "poison_tests.rs"]
+mod tests;
