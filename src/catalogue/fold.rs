@@ -131,6 +131,10 @@ pub fn fold(s: &str) -> Folded {
                 }
             }
             0x09 | 0x0A | 0x0D => out.text.push(' '),
+            // A colour or weight (ANSI SGR without "conceal") is visible
+            // formatting, as terminal tools print it; conceal, cursor moves
+            // and line erasing hide text from whoever reads the terminal.
+            0x1B if is_visible_sgr(chars.clone()) => out.text.push(' '),
             0x00..=0x1F | 0x7F..=0x9F => {
                 out.saw(Hidden::Control);
                 out.text.push(' ');
@@ -145,6 +149,30 @@ pub fn fold(s: &str) -> Folded {
         prev = Some(c);
     }
     out
+}
+
+/// After an ESC: `[`, parameters, `m`, and no parameter 8 (conceal).
+fn is_visible_sgr(mut rest: impl Iterator<Item = char>) -> bool {
+    if rest.next() != Some('[') {
+        return false;
+    }
+    let mut param = String::new();
+    for c in rest.take(32) {
+        match c {
+            '0'..='9' => param.push(c),
+            ';' | 'm' => {
+                if param.trim_start_matches('0') == "8" {
+                    return false;
+                }
+                if c == 'm' {
+                    return true;
+                }
+                param.clear();
+            }
+            _ => return false,
+        }
+    }
+    false
 }
 
 fn is_variation_selector(c: char) -> bool {

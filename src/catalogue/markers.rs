@@ -22,9 +22,24 @@ pub(crate) struct Step {
     pub words: &'static [&'static str],
 }
 
+/// How much one marker says on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Strength {
+    /// A finding by itself.
+    Strong,
+    /// A finding beside a second weak marker with another reason (anywhere
+    /// in the definition or result), or beside a strong content marker
+    /// (instructions, secrets, exfiltration) in the same string.
+    Weak,
+    /// Ordinary wording ("read the contents of", "pass it in the `x`
+    /// parameter") that is a finding only beside a strong content marker in
+    /// the same string.
+    Context,
+}
+
 pub(crate) struct Phrase {
     pub check: Check,
-    pub strong: bool,
+    pub strength: Strength,
     pub reason: &'static str,
     pub steps: &'static [Step],
 }
@@ -36,7 +51,7 @@ const fn s(gap: u8, words: &'static [&'static str]) -> Step {
 const fn strong(check: Check, reason: &'static str, steps: &'static [Step]) -> Phrase {
     Phrase {
         check,
-        strong: true,
+        strength: Strength::Strong,
         reason,
         steps,
     }
@@ -45,7 +60,16 @@ const fn strong(check: Check, reason: &'static str, steps: &'static [Step]) -> P
 const fn weak(check: Check, reason: &'static str, steps: &'static [Step]) -> Phrase {
     Phrase {
         check,
-        strong: false,
+        strength: Strength::Weak,
+        reason,
+        steps,
+    }
+}
+
+const fn context(check: Check, reason: &'static str, steps: &'static [Step]) -> Phrase {
+    Phrase {
+        check,
+        strength: Strength::Context,
         reason,
         steps,
     }
@@ -138,7 +162,6 @@ const READ_VERBS: &[&str] = &[
     "paste", "insert", "embed", "add",
 ];
 const CREDENTIALS: &[&str] = &[
-    "api",
     "apikey",
     "apikeys",
     "password",
@@ -178,7 +201,7 @@ pub(crate) const PHRASES: &[Phrase] = &[
             s(0, &["do", "must", "should", "shall"]),
             s(0, &["not"]),
             s(1, TELL),
-            s(3, WHOM),
+            s(4, WHOM),
         ],
     ),
     strong(
@@ -187,7 +210,7 @@ pub(crate) const PHRASES: &[Phrase] = &[
         &[
             s(0, &["dont", "never", "mustnt", "shouldnt", "cannot"]),
             s(1, TELL),
-            s(3, WHOM),
+            s(4, WHOM),
         ],
     ),
     strong(
@@ -293,7 +316,10 @@ pub(crate) const PHRASES: &[Phrase] = &[
     strong(
         I,
         "addresses the model directly",
-        &[s(0, &["dear", "hey", "hello", "hi"]), s(1, MODEL)],
+        &[
+            s(0, &["dear", "hey", "hello", "hi", "attention"]),
+            s(1, MODEL),
+        ],
     ),
     strong(
         I,
@@ -351,7 +377,7 @@ pub(crate) const PHRASES: &[Phrase] = &[
                 0,
                 &[
                     "reveal", "print", "output", "show", "repeat", "include", "send", "leak",
-                    "disclose", "dump", "append", "return",
+                    "disclose", "dump", "append",
                 ],
             ),
             s(2, &["your", "the", "full", "entire", "complete"]),
@@ -470,7 +496,7 @@ pub(crate) const PHRASES: &[Phrase] = &[
             s(1, WHOM),
         ],
     ),
-    weak(
+    context(
         I,
         "asks for the contents of something",
         &[
@@ -479,7 +505,7 @@ pub(crate) const PHRASES: &[Phrase] = &[
             s(0, &["of"]),
         ],
     ),
-    weak(
+    context(
         I,
         "asks to pass data in a parameter",
         &[
@@ -511,7 +537,7 @@ pub(crate) const PHRASES: &[Phrase] = &[
         "tells the model what it is",
         &[s(0, &["you"]), s(0, &["are"]), s(0, &["now"])],
     ),
-    weak(
+    context(
         I,
         "tells the model what it is",
         &[s(0, &["as"]), s(0, &["an", "a"]), s(0, MODEL)],
@@ -592,7 +618,7 @@ pub(crate) const PHRASES: &[Phrase] = &[
         ],
     ),
     // Secrets: a credential being read, passed or sent somewhere.
-    weak(
+    context(
         S,
         "asks for a credential",
         &[
@@ -623,7 +649,7 @@ pub(crate) const PHRASES: &[Phrase] = &[
             s(0, &["phrase", "phrases", "words"]),
         ],
     ),
-    weak(
+    context(
         S,
         "names secrets in environment variables",
         &[
@@ -642,7 +668,7 @@ pub(crate) const PHRASES: &[Phrase] = &[
             ),
         ],
     ),
-    weak(
+    context(
         S,
         "names a credential store",
         &[s(
@@ -652,14 +678,13 @@ pub(crate) const PHRASES: &[Phrase] = &[
                 "keyring",
                 "wallet",
                 "kubeconfig",
-                "vault",
                 "1password",
                 "lastpass",
                 "bitwarden",
             ],
         )],
     ),
-    weak(
+    context(
         S,
         "names browser cookies",
         &[
@@ -672,7 +697,7 @@ pub(crate) const PHRASES: &[Phrase] = &[
         "mentions exfiltration",
         &[s(0, &["exfiltrat*", "exfil"])],
     ),
-    weak(
+    context(
         X,
         "asks to put data in a URL",
         &[
@@ -683,7 +708,7 @@ pub(crate) const PHRASES: &[Phrase] = &[
                 ],
             ),
             s(5, &["in", "into", "to", "as"]),
-            s(2, &["url", "urls", "query", "link", "image", "querystring"]),
+            s(2, &["url", "urls", "link", "image", "querystring"]),
         ],
     ),
 ];
@@ -716,6 +741,8 @@ pub(crate) const INSTRUCTION_TAGS: &[&str] = &[
 /// Words inside a URL placeholder (`{conversation}`, `<secret>`, `${API_KEY}`)
 /// or a query value that say the URL is meant to carry data out.
 pub(crate) const DATA_WORDS: &[&str] = &[
+    "messages",
+    "conversations",
     "data",
     "content",
     "contents",
@@ -755,6 +782,8 @@ pub(crate) const DATA_WORDS: &[&str] = &[
 
 /// Object words of "send ... to <address>": what is being sent is data.
 pub(crate) const SENT_OBJECTS: &[&str] = &[
+    "message",
+    "every",
     "it",
     "them",
     "this",

@@ -9,9 +9,9 @@
 //! it never holds the text. Which findings remove a tool, block or wrap a
 //! result is the policy's call (`config.rs`), not this module's.
 
-use super::fold::{fold, words, Hidden, Words};
+use super::fold::{fold, words, Words};
 use super::markers::{
-    Phrase, CATCHER_HOSTS, DATA_WORDS, DOTFILES, HTML_TAGS, INSTRUCTION_TAGS, PHRASES,
+    Phrase, Strength, CATCHER_HOSTS, DATA_WORDS, DOTFILES, HTML_TAGS, INSTRUCTION_TAGS, PHRASES,
     SECRET_FILES, SEND_VERBS, SENT_OBJECTS,
 };
 use crate::config::keywords;
@@ -182,9 +182,9 @@ impl Default for Inspector {
 /// One marker met while reading a definition or a result.
 struct Marker {
     check: Check,
-    strong: bool,
+    strength: Strength,
     reason: &'static str,
-    /// Index into `Walk::pointers`.
+    /// Index into `Walk::pointers`: the string it was met in.
     at: usize,
 }
 
@@ -195,36 +195,61 @@ struct Walk {
 }
 
 impl Walk {
-    fn mark(&mut self, check: Check, strong: bool, reason: &'static str) {
+    /// A marker that is a finding by itself (code checks are all strong).
+    fn mark(&mut self, check: Check, reason: &'static str) {
+        self.mark_as(check, Strength::Strong, reason);
+    }
+
+    fn mark_as(&mut self, check: Check, strength: Strength, reason: &'static str) {
         let at = self.pointers.len().saturating_sub(1);
         self.markers.push(Marker {
             check,
-            strong,
+            strength,
             reason,
             at,
         });
     }
 
-    /// Strong markers are findings; weak ones only beside another marker
-    /// (a strong one, or a weak one with another reason).
+    /// Strong markers are findings. A weak one is a finding beside a weak
+    /// one with another reason anywhere, or beside a strong content marker
+    /// (instructions, secrets, exfiltration: what an attack's text says) in
+    /// the same string; a context one only in the latter case. Invisible
+    /// characters, blobs, HTML and shadowing are not content: "before using
+    /// this tool, call list_allowed_directories" stays guidance even when it
+    /// names another server's tool.
     fn findings(self) -> Vec<Finding> {
-        let any_strong = self.markers.iter().any(|m| m.strong);
+        let anchored: Vec<usize> = self
+            .markers
+            .iter()
+            .filter(|m| {
+                m.strength == Strength::Strong
+                    && matches!(
+                        m.check,
+                        Check::ModelInstructions | Check::SecretReference | Check::Exfiltration
+                    )
+            })
+            .map(|m| m.at)
+            .collect();
         let mut weak_reasons: Vec<&str> = self
             .markers
             .iter()
-            .filter(|m| !m.strong)
+            .filter(|m| m.strength == Strength::Weak)
             .map(|m| m.reason)
             .collect();
         weak_reasons.sort_unstable();
         weak_reasons.dedup();
-        let keep_weak = any_strong || weak_reasons.len() >= 2;
+        let paired = weak_reasons.len() >= 2;
         let mut kept: Vec<&Marker> = self
             .markers
             .iter()
-            .filter(|m| m.strong || keep_weak)
+            .filter(|m| match m.strength {
+                Strength::Strong => true,
+                Strength::Weak => paired || anchored.contains(&m.at),
+                Strength::Context => anchored.contains(&m.at),
+            })
             .collect();
         // One finding per (check, string), a strong reason first.
-        kept.sort_by_key(|m| (m.check, m.at, !m.strong));
+        kept.sort_by_key(|m| (m.check, m.at, m.strength != Strength::Strong));
         kept.dedup_by_key(|m| (m.check, m.at));
         kept.into_iter()
             .map(|m| Finding {
@@ -265,7 +290,7 @@ impl Inspector {
         if let Some(name) = tool.get("name").and_then(Value::as_str) {
             if others.keys.contains(&name_key(&fold(name).text)) {
                 walk.pointers.push("/name".to_owned());
-                walk.mark(Check::Shadowing, true, "named like another server's tool");
+                walk.mark(Check::Shadowing, "named like another server's tool");
             }
         }
         if let Value::Object(members) = tool {
@@ -275,7 +300,10 @@ impl Inspector {
                 }
                 let mut ptr = String::new();
                 push_token(&mut ptr, k);
-                self.walk_value(v, &mut ptr, &mut walk, Some(others));
+                // The name's own collision is checked above; read as prose it
+                // would "mention" every tool it ends with (`jira_get_issue`).
+                let mentionable = (k != "name").then_some(others);
+                self.walk_value(v, &mut ptr, &mut walk, mentionable);
             }
         }
         walk.findings()
@@ -356,12 +384,20 @@ impl Inspector {
 
     /// Read one string; markers go to the walk's last pointer.
     fn scan_string(&self, s: &str, walk: &mut Walk, others: Option<&OtherTools>) {
+        let decoded = encoded(s.as_bytes(), walk);
+        self.scan_text(s, walk, others);
+        // A model reads base64, hex and escapes as easily as plain text: what
+        // they decode to meets the same checks (once: decoded text is not
+        // decoded again).
+        for d in decoded {
+            self.scan_text(&d, walk, others);
+        }
+    }
+
+    fn scan_text(&self, s: &str, walk: &mut Walk, others: Option<&OtherTools>) {
         let folded = fold(s);
         for h in &folded.hidden {
-            walk.mark(Check::InvisibleUnicode, true, h.reason());
-        }
-        if folded.hidden.contains(&Hidden::TagCharacter) && folded.text.is_empty() {
-            return;
+            walk.mark(Check::InvisibleUnicode, h.reason());
         }
         let text = folded.text.as_str();
         let w = words(text);
@@ -371,7 +407,6 @@ impl Inspector {
         secret_paths(text.as_bytes(), walk);
         self.urls(text.as_bytes(), walk);
         html(text.as_bytes(), walk);
-        encoded(s.as_bytes(), walk);
         if let Some(o) = others {
             mentions(text.as_bytes(), o, walk);
         }
@@ -392,7 +427,7 @@ impl Inspector {
             for p in exact.chain(stems) {
                 if let Some(phrase) = PHRASES.get(p) {
                     if phrase_at(phrase, &w.text, i) {
-                        walk.mark(phrase.check, phrase.strong, phrase.reason);
+                        walk.mark_as(phrase.check, phrase.strength, phrase.reason);
                     }
                 }
             }
@@ -423,7 +458,7 @@ impl Inspector {
                 if let Some(at) = target {
                     if let Some(host) = address_at(b, at) {
                         if !self.allowed(host) {
-                            walk.mark(Check::Exfiltration, true, "asks to send data to an address");
+                            walk.mark(Check::Exfiltration, "asks to send data to an address");
                         }
                         break;
                     }
@@ -466,7 +501,7 @@ impl Inspector {
                 continue;
             }
             let end = url_end(b, rest_start);
-            let url = Url::parse(&b[url_start..end], rest_start - url_start);
+            let url = Url::parse(&b[url_start..end], rest_start - url_start, &b[url_start..]);
             i = end.max(i + 1);
             let Some(host) = url.host_str() else { continue };
             if self.allowed(host) {
@@ -477,23 +512,14 @@ impl Inspector {
                     || (host.ends_with(c)
                         && host.as_bytes().get(host.len() - c.len() - 1) == Some(&b'.'))
             }) {
-                walk.mark(
-                    Check::Exfiltration,
-                    true,
-                    "a URL on a request-catching host",
-                );
+                walk.mark(Check::Exfiltration, "a URL on a request-catching host");
             }
             if url.has_data_placeholder() {
-                walk.mark(
-                    Check::Exfiltration,
-                    true,
-                    "a URL with a placeholder for data",
-                );
+                walk.mark(Check::Exfiltration, "a URL with a placeholder for data");
             }
             if markdown_image(b, url_start) && url.carries_opaque_data() {
                 walk.mark(
                     Check::Exfiltration,
-                    true,
                     "a markdown image sending data to an outside host",
                 );
             }
@@ -574,11 +600,7 @@ fn instruction_tags(b: &[u8], walk: &mut Walk) {
             .map(|c| if c == ' ' { '_' } else { c })
             .collect();
         if INSTRUCTION_TAGS.contains(&name_key.as_str()) {
-            walk.mark(
-                Check::ModelInstructions,
-                true,
-                "a fake system or instruction tag",
-            );
+            walk.mark(Check::ModelInstructions, "a fake system or instruction tag");
         }
     }
 }
@@ -600,7 +622,7 @@ fn secret_paths(b: &[u8], walk: &mut Walk) {
             if rest.starts_with(name.as_bytes())
                 && rest.get(name.len()).map_or(true, |&n| !is_word_byte(n))
             {
-                walk.mark(Check::SecretReference, true, reason);
+                walk.mark(Check::SecretReference, reason);
             }
         }
     }
@@ -613,7 +635,7 @@ fn secret_paths(b: &[u8], walk: &mut Walk) {
             let before_ok = s == 0 || n[0] == b'/' || !b[s - 1].is_ascii_alphanumeric();
             let after_ok = b.get(e).map_or(true, |&x| !x.is_ascii_alphanumeric());
             if before_ok && after_ok {
-                walk.mark(Check::SecretReference, true, reason);
+                walk.mark(Check::SecretReference, reason);
                 break;
             }
             from = s + 1;
@@ -653,11 +675,16 @@ fn url_end(b: &[u8], from: usize) -> usize {
 struct Url<'a> {
     host: &'a [u8],
     rest: &'a [u8],
+    /// The text from the URL's path on to the end of the string: a
+    /// placeholder opened in the URL may close after a blank
+    /// (`?d=<the user's last message>`).
+    tail: &'a [u8],
 }
 
 impl<'a> Url<'a> {
-    /// `u` is the whole URL, `authority` where its authority begins.
-    fn parse(u: &'a [u8], authority: usize) -> Url<'a> {
+    /// `u` is the whole URL, `authority` where its authority begins, `tail`
+    /// the text from the URL's start to the end of the string.
+    fn parse(u: &'a [u8], authority: usize, tail: &'a [u8]) -> Url<'a> {
         let a = u.get(authority..).unwrap_or_default();
         let host_end = a
             .iter()
@@ -673,9 +700,12 @@ impl<'a> Url<'a> {
         while host.last() == Some(&b'.') {
             host = &host[..host.len() - 1];
         }
+        let rest = &a[host_end..];
+        let rest_at = u.len() - rest.len();
         Url {
             host,
-            rest: &a[host_end..],
+            rest,
+            tail: tail.get(rest_at..).unwrap_or_default(),
         }
     }
 
@@ -688,9 +718,11 @@ impl<'a> Url<'a> {
     /// `{conversation}`, `<secret>`, `${API_KEY}`, `{{data}}`, `[ssh key]`,
     /// `%s` with a data word: the model is to fill data in.
     fn has_data_placeholder(&self) -> bool {
-        let r = self.rest;
+        // Openers are looked for in the URL; a placeholder's inside may run
+        // on past the URL's end for up to 64 bytes.
+        let r = self.tail;
         let mut i = 0;
-        while i < r.len() {
+        while i < self.rest.len() {
             let close = match r[i] {
                 b'{' => b'}',
                 b'<' => b'>',
@@ -745,7 +777,16 @@ impl<'a> Url<'a> {
                 .map_or(kv, |e| &kv[e + 1..]);
             opaque(v, 20)
         });
-        query_data || path.split(|&c| c == b'/').any(|seg| opaque(seg, 40))
+        // A file extension does not make a segment less of a payload
+        // (`/render/<base64>.png`).
+        let without_extension = |seg: &'a [u8]| match seg.iter().rposition(|&c| c == b'.') {
+            Some(dot) if seg.len() - dot <= 6 => &seg[..dot],
+            _ => seg,
+        };
+        query_data
+            || path
+                .split(|&c| c == b'/')
+                .any(|seg| opaque(without_extension(seg), 40))
     }
 }
 
@@ -776,7 +817,7 @@ fn address_at(b: &[u8], at: usize) -> Option<&str> {
     for scheme in [&b"https://"[..], b"http://", b"ftp://", b"//"] {
         if rest.starts_with(scheme) {
             let e = url_end(b, i + scheme.len());
-            let url = Url::parse(&b[i..e], scheme.len());
+            let url = Url::parse(&b[i..e], scheme.len(), &b[i..]);
             return url.host_str();
         }
     }
@@ -826,10 +867,10 @@ fn html(b: &[u8], walk: &mut Walk) {
             if name == "a" && find(attrs, b"href").is_none() {
                 continue;
             }
-            walk.mark(Check::Html, true, html_reason(name));
+            walk.mark(Check::Html, html_reason(name));
         }
         if has_event_handler(attrs) {
-            walk.mark(Check::Html, true, "an HTML event handler attribute");
+            walk.mark(Check::Html, "an HTML event handler attribute");
         }
     }
     for scheme in [&b"javascript:"[..], b"vbscript:", b"data:text/html"] {
@@ -839,7 +880,7 @@ fn html(b: &[u8], walk: &mut Walk) {
             let e = s + scheme.len();
             let before_ok = s == 0 || !b[s - 1].is_ascii_alphanumeric();
             if before_ok && b.get(e).is_some_and(|&n| n != b' ') {
-                walk.mark(Check::Html, true, "a script URL");
+                walk.mark(Check::Html, "a script URL");
                 break;
             }
             from = s + 1;
@@ -885,8 +926,10 @@ fn has_event_handler(attrs: &[u8]) -> bool {
 }
 
 /// Encoded runs in the original (unfolded) text: base64 and hex blobs,
-/// base64 that decodes to prose, percent- and backslash-escaped runs.
-fn encoded(b: &[u8], walk: &mut Walk) {
+/// base64 or hex of prose, percent- and backslash-escaped runs. Returns
+/// what the runs decode to when that is text.
+fn encoded(b: &[u8], walk: &mut Walk) -> Vec<String> {
+    let mut decoded = Vec::new();
     for url_safe in [false, true] {
         let in_alphabet = |c: u8| {
             c.is_ascii_alphanumeric()
@@ -910,33 +953,69 @@ fn encoded(b: &[u8], walk: &mut Walk) {
             while end < b.len() && end - i < 2 && b[end] == b'=' {
                 end += 1;
             }
-            if let Some(reason) = base64_run(&b[start..i], &b[start..end], url_safe) {
-                walk.mark(Check::EncodedBlob, true, reason);
+            if let Some((reason, text)) = base64_run(&b[start..i], &b[start..end], url_safe) {
+                walk.mark(Check::EncodedBlob, reason);
+                decoded.extend(text);
             }
             i = end.max(i);
         }
     }
-    let mut run = 0usize;
-    let mut letters = false;
-    let mut digits = false;
-    for &c in b {
-        if c.is_ascii_hexdigit() {
-            run += 1;
-            letters |= c.is_ascii_alphabetic();
-            digits |= c.is_ascii_digit();
-            if run == 96 && letters && digits {
-                walk.mark(Check::EncodedBlob, true, "a long hex blob");
-            }
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_hexdigit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && b[i].is_ascii_hexdigit() {
+            i += 1;
+        }
+        let run = &b[start..i];
+        let text = if run.len() >= 32 {
+            printable(&hex_decode(run))
         } else {
-            run = 0;
-            letters = false;
-            digits = false;
+            None
+        };
+        let mixed = run.iter().any(u8::is_ascii_alphabetic) && run.iter().any(u8::is_ascii_digit);
+        // A digest (SHA-256 is 64 digits) is not a blob; 96 digits or hex of prose is.
+        if (run.len() >= 96 && mixed) || text.is_some() {
+            walk.mark(Check::EncodedBlob, "a long hex blob");
+            decoded.extend(text);
         }
     }
-    escaped_runs(b, walk);
+    escaped_runs(b, walk, &mut decoded);
+    decoded
 }
 
-fn base64_run(run: &[u8], padded: &[u8], url_safe: bool) -> Option<&'static str> {
+fn nibble(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        b'A'..=b'F' => c - b'A' + 10,
+        _ => 0,
+    }
+}
+
+fn hex_decode(run: &[u8]) -> Vec<u8> {
+    run.chunks_exact(2)
+        .map(|p| (nibble(p[0]) << 4) | nibble(p[1]))
+        .collect()
+}
+
+/// Bytes that read as text (90 % printable ASCII, at least two blanks).
+fn printable(bytes: &[u8]) -> Option<String> {
+    let shown = bytes
+        .iter()
+        .filter(|&&c| c == b' ' || c == b'\n' || c.is_ascii_graphic())
+        .count();
+    let blanks = bytes.iter().filter(|&&c| c == b' ').count();
+    (shown * 10 >= bytes.len() * 9 && blanks >= 2)
+        .then(|| String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// Why a base64 run is a finding, and the text it decodes to if it is text.
+fn base64_run(run: &[u8], padded: &[u8], url_safe: bool) -> Option<(&'static str, Option<String>)> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
     let has = |f: fn(&u8) -> bool| run.iter().any(f);
     let classes = usize::from(has(u8::is_ascii_uppercase))
         + usize::from(has(u8::is_ascii_lowercase))
@@ -944,66 +1023,86 @@ fn base64_run(run: &[u8], padded: &[u8], url_safe: bool) -> Option<&'static str>
     let separators = run.iter().filter(|&&c| !c.is_ascii_alphanumeric()).count();
     // A path (`src/components/Button.tsx`) or an identifier has many
     // separators; base64 has about one in 32.
-    if classes < 3 || separators * 12 > run.len() {
+    if run.len() < 24 || classes < 3 || separators * 12 > run.len() {
         return None;
     }
-    if run.len() >= 64 {
-        return Some("a long base64 blob");
-    }
-    if run.len() < 24 || url_safe {
-        return None;
-    }
-    let decoded = if padded.len() % 4 == 0 {
-        base64::engine::general_purpose::STANDARD
-            .decode(padded)
-            .ok()?
-    } else {
-        base64::engine::general_purpose::STANDARD_NO_PAD
-            .decode(run)
-            .ok()?
+    let decoded = match (url_safe, padded.len() > run.len()) {
+        (false, true) => STANDARD.decode(padded).ok(),
+        (false, false) => STANDARD_NO_PAD.decode(run).ok(),
+        (true, true) => URL_SAFE.decode(padded).ok(),
+        (true, false) => URL_SAFE_NO_PAD.decode(run).ok(),
     };
-    let printable = decoded
-        .iter()
-        .filter(|&&c| c == b' ' || c.is_ascii_graphic() || c == b'\n')
-        .count();
-    let spaces = decoded.iter().filter(|&&c| c == b' ').count();
-    (printable * 10 >= decoded.len() * 9 && spaces >= 2).then_some("base64 of plain text")
+    let text = decoded.as_deref().and_then(printable);
+    if run.len() >= 64 {
+        return Some(("a long base64 blob", text));
+    }
+    text.map(|t| ("base64 of plain text", Some(t)))
 }
 
-/// `%69%67%6e…` (10+ in a row) and `\x69\x67…` / `\u0069…` (8+ in a row).
-fn escaped_runs(b: &[u8], walk: &mut Walk) {
+/// `%69%67%6e…` (10+ in a row) and `\x69\x67…` / `\u0069…` (8+ in a row),
+/// decoded when they are text.
+fn escaped_runs(b: &[u8], walk: &mut Walk, decoded: &mut Vec<String>) {
     let hex = |i: usize, n: usize| {
         b.get(i..i + n)
             .is_some_and(|s| s.iter().all(u8::is_ascii_hexdigit))
     };
     let mut i = 0;
-    let mut pct = 0;
-    let mut esc = 0;
-    while i < b.len() {
-        if b[i] == b'%' && hex(i + 1, 2) {
-            pct += 1;
-            esc = 0;
-            i += 3;
-        } else if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') && hex(i + 2, 2) {
-            esc += 1;
-            pct = 0;
-            i += 4;
-        } else if b[i] == b'\\' && b.get(i + 1) == Some(&b'u') && hex(i + 2, 4) {
-            esc += 1;
-            pct = 0;
-            i += 6;
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut kind: Option<&'static str> = None;
+    let mut count = 0;
+    let mut flush = |bytes: &mut Vec<u8>, kind: Option<&'static str>, count: usize| {
+        let needed = if kind == Some("percent-encoded text") {
+            10
         } else {
-            pct = 0;
-            esc = 0;
+            8
+        };
+        if let Some(reason) = kind.filter(|_| count >= needed) {
+            walk.mark(Check::EncodedBlob, reason);
+            decoded.extend(printable(bytes));
+        }
+        bytes.clear();
+    };
+    while i < b.len() {
+        let (this, byte, len) = if b[i] == b'%' && hex(i + 1, 2) {
+            (
+                "percent-encoded text",
+                (nibble(b[i + 1]) << 4) | nibble(b[i + 2]),
+                3,
+            )
+        } else if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') && hex(i + 2, 2) {
+            (
+                "backslash-escaped text",
+                (nibble(b[i + 2]) << 4) | nibble(b[i + 3]),
+                4,
+            )
+        } else if b[i] == b'\\'
+            && b.get(i + 1) == Some(&b'u')
+            && hex(i + 2, 4)
+            && b[i + 2] == b'0'
+            && b[i + 3] == b'0'
+        {
+            (
+                "backslash-escaped text",
+                (nibble(b[i + 4]) << 4) | nibble(b[i + 5]),
+                6,
+            )
+        } else {
+            flush(&mut bytes, kind, count);
+            kind = None;
+            count = 0;
             i += 1;
+            continue;
+        };
+        if kind != Some(this) {
+            flush(&mut bytes, kind, count);
+            kind = Some(this);
+            count = 0;
         }
-        if pct == 10 {
-            walk.mark(Check::EncodedBlob, true, "percent-encoded text");
-        }
-        if esc == 8 {
-            walk.mark(Check::EncodedBlob, true, "backslash-escaped text");
-        }
+        bytes.push(byte);
+        count += 1;
+        i += len;
     }
+    flush(&mut bytes, kind, count);
 }
 
 /// Identifiers in the text that name another server's tool, whole or after
@@ -1036,7 +1135,7 @@ fn mentions(b: &[u8], others: &OtherTools, walk: &mut Walk) {
             .filter(|&k| k == 0 || matches!(token[k - 1], b'_' | b'.' | b'-'))
             .any(|k| std::str::from_utf8(&token[k..]).is_ok_and(|t| others.mentions.contains(t)));
         if hit {
-            walk.mark(Check::Shadowing, true, "names another server's tool");
+            walk.mark(Check::Shadowing, "names another server's tool");
             return;
         }
     }
