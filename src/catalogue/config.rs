@@ -315,6 +315,34 @@ mod tests {
         assert_eq!(p.result_verdict(&findings), ResultAction::Wrap);
     }
 
+    /// Until the filter applies the section, a policy holding it is refused
+    /// (as `pins` is), with its own mistakes named too; without it the
+    /// compiled policy carries the defaults the integration will use.
+    #[test]
+    fn the_policy_carries_the_defaults_and_refuses_the_section_until_applied() {
+        match crate::policy::compile_str(br#"{"version": 1, "rules": []}"#) {
+            Ok(p) => {
+                assert_eq!(p.catalogue.result_action(Check::Html), ResultAction::Flag);
+                assert_eq!(
+                    p.catalogue.description_action(Check::Shadowing),
+                    DescriptionAction::Flag
+                );
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+        let bad = br#"{"version": 1, "rules": [], "catalogue": {"results": {"tag_characters": "block"}}}"#;
+        match crate::policy::compile_str(bad) {
+            Ok(_) => panic!("a section this build does not apply compiled"),
+            Err(e) => assert_eq!(
+                e.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                [
+                    "$.catalogue.results.tag_characters: unknown check; the checks are invisible_unicode, model_instructions, secret_reference, exfiltration, encoded_blob, html, shadowing",
+                    "$.catalogue: not supported yet by this build of mcp-firewall; remove it (it would not be enforced)",
+                ]
+            ),
+        }
+    }
+
     #[test]
     fn every_mistake_is_named_by_its_path() {
         let cases: &[(&str, Value, &[&str])] = &[

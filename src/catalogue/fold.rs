@@ -388,14 +388,15 @@ pub struct Word {
     pub end: usize,
 }
 
-/// The words of folded text, and the word text they spell (apostrophes dropped).
+/// The words of folded text, and the word text they spell (apostrophes
+/// dropped: borrowed from the folded text unless a word had one).
 #[derive(Debug, Default)]
-pub struct Words {
+pub struct Words<'a> {
     pub spans: Vec<Word>,
-    pub text: Vec<String>,
+    pub text: Vec<std::borrow::Cow<'a, str>>,
 }
 
-pub fn words(folded: &str) -> Words {
+pub fn words(folded: &str) -> Words<'_> {
     let b = folded.as_bytes();
     let mut w = Words::default();
     let mut i = 0;
@@ -405,23 +406,28 @@ pub fn words(folded: &str) -> Words {
             continue;
         }
         let start = i;
-        let mut word = String::new();
+        let mut apostrophe = false;
         while i < b.len() {
             if b[i].is_ascii_alphanumeric() {
-                word.push(char::from(b[i]));
                 i += 1;
             } else if b[i] == b'\''
                 && i + 1 < b.len()
                 && b[i + 1].is_ascii_alphabetic()
                 && i > start
             {
+                apostrophe = true;
                 i += 1;
             } else {
                 break;
             }
         }
+        let raw = folded.get(start..i).unwrap_or_default();
         w.spans.push(Word { start, end: i });
-        w.text.push(word);
+        w.text.push(if apostrophe {
+            std::borrow::Cow::Owned(raw.replace('\'', ""))
+        } else {
+            std::borrow::Cow::Borrowed(raw)
+        });
     }
     w
 }

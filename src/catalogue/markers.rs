@@ -922,7 +922,6 @@ pub(crate) const SECRET_FILES: &[(&str, &str)] = &[
     ("aws_secret_access_key", "names an AWS secret key"),
     ("aws_session_token", "names an AWS session token"),
     ("cookies.sqlite", "names browser cookies"),
-    ("login data", "names browser passwords"),
     ("key4.db", "names browser passwords"),
 ];
 

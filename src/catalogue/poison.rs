@@ -166,8 +166,9 @@ fn name_key(folded: &str) -> String {
 /// once when the policy is compiled.
 #[derive(Debug)]
 pub struct Inspector {
-    /// (first word of a phrase, phrase index), sorted by word.
-    first: Vec<(&'static str, usize)>,
+    /// (first word of a phrase, phrase index), by the word's first byte:
+    /// a word is compared with the dozen first words that share its initial.
+    first: Vec<Vec<(&'static str, usize)>>,
     /// Phrases whose first word is a prefix (`exfiltrat*`).
     prefixed: Vec<(&'static str, usize)>,
     link_hosts: Vec<HostPattern>,
@@ -263,17 +264,22 @@ impl Walk {
 
 impl Inspector {
     pub fn new(link_hosts: Vec<HostPattern>) -> Inspector {
-        let mut first = Vec::new();
+        let mut first: Vec<Vec<(&'static str, usize)>> = vec![Vec::new(); 128];
         let mut prefixed = Vec::new();
         for (i, p) in PHRASES.iter().enumerate() {
             for w in p.steps.first().map_or(&[][..], |s| s.words) {
                 match w.strip_suffix('*') {
                     Some(stem) => prefixed.push((stem, i)),
-                    None => first.push((*w, i)),
+                    None => {
+                        if let Some(bucket) =
+                            w.bytes().next().and_then(|b| first.get_mut(usize::from(b)))
+                        {
+                            bucket.push((*w, i));
+                        }
+                    }
                 }
             }
         }
-        first.sort_unstable();
         Inspector {
             first,
             prefixed,
@@ -414,11 +420,13 @@ impl Inspector {
 
     fn phrases(&self, w: &Words, walk: &mut Walk) {
         for (i, word) in w.text.iter().enumerate() {
-            let lo = self.first.partition_point(|(f, _)| *f < word.as_str());
-            let exact = self.first[lo..]
-                .iter()
-                .take_while(|(f, _)| *f == word.as_str())
-                .map(|(_, p)| *p);
+            let word: &str = word;
+            let bucket = word
+                .bytes()
+                .next()
+                .and_then(|b| self.first.get(usize::from(b)))
+                .map_or(&[][..], Vec::as_slice);
+            let exact = bucket.iter().filter(|(f, _)| *f == word).map(|(_, p)| *p);
             let stems = self
                 .prefixed
                 .iter()
@@ -440,13 +448,14 @@ impl Inspector {
     fn sends_to(&self, text: &str, w: &Words, walk: &mut Walk) {
         let b = text.as_bytes();
         for (i, verb) in w.text.iter().enumerate() {
-            if !SEND_VERBS.contains(&verb.as_str()) {
+            let verb: &str = verb;
+            if !SEND_VERBS.contains(&verb) {
                 continue;
             }
             let copies = verb == "bcc" || verb == "cc";
             let mut object = copies;
             for j in i + 1..(i + 10).min(w.text.len()) {
-                let word = w.text[j].as_str();
+                let word = w.text[j].as_ref();
                 let after = w.spans[j].end;
                 let target = if word == "to" && object {
                     Some(after)
@@ -528,7 +537,7 @@ impl Inspector {
 }
 
 /// Whether `phrase` matches starting at word `i` (its first step matched).
-fn phrase_at(phrase: &Phrase, words: &[String], i: usize) -> bool {
+fn phrase_at(phrase: &Phrase, words: &[std::borrow::Cow<'_, str>], i: usize) -> bool {
     let mut pos = i;
     for step in phrase.steps.iter().skip(1) {
         // The next word, or up to `gap` words later.
@@ -626,19 +635,29 @@ fn secret_paths(b: &[u8], walk: &mut Walk) {
             }
         }
     }
-    for (name, reason) in SECRET_FILES {
-        let n = name.as_bytes();
-        let mut from = 0;
-        while let Some(at) = find(&b[from..], n) {
-            let s = from + at;
+    // Every name holds a `_`, `.` or `/`, rarer in prose than any letter:
+    // find those, then compare the names around them.
+    for (p, &c) in b.iter().enumerate() {
+        if !matches!(c, b'_' | b'.' | b'/') {
+            continue;
+        }
+        for (name, reason) in SECRET_FILES {
+            let n = name.as_bytes();
+            let Some(off) = n.iter().position(|&x| x == c) else {
+                continue;
+            };
+            let Some(s) = p.checked_sub(off) else {
+                continue;
+            };
             let e = s + n.len();
+            if b.get(s..e) != Some(n) {
+                continue;
+            }
             let before_ok = s == 0 || n[0] == b'/' || !b[s - 1].is_ascii_alphanumeric();
             let after_ok = b.get(e).map_or(true, |&x| !x.is_ascii_alphanumeric());
             if before_ok && after_ok {
                 walk.mark(Check::SecretReference, reason);
-                break;
             }
-            from = s + 1;
         }
     }
 }
@@ -1087,9 +1106,11 @@ fn escaped_runs(b: &[u8], walk: &mut Walk, decoded: &mut Vec<String>) {
                 6,
             )
         } else {
-            flush(&mut bytes, kind, count);
-            kind = None;
-            count = 0;
+            if kind.is_some() {
+                flush(&mut bytes, kind, count);
+                kind = None;
+                count = 0;
+            }
             i += 1;
             continue;
         };

@@ -40,6 +40,11 @@ pub struct CompiledPolicy {
     pub disabled_subjects: Vec<String>,
     pub sessions: crate::session::SessionConfig,
     pub dlp: crate::dlp::DlpPolicy,
+    /// `$.catalogue`: the poisoning checks of tool definitions and results
+    /// and what each one does (defaults: definitions flagged, the precise
+    /// result checks flagged). The list filter calls
+    /// `catalogue.inspector.inspect_tool` and `catalogue.tool_action`.
+    pub catalogue: crate::catalogue::CataloguePolicy,
     /// `None` = audit off.
     pub audit: Option<crate::audit::AuditConfig>,
     /// `None` = no approval service: `approve` rules refuse with -32011.
@@ -68,7 +73,10 @@ pub struct CompiledPolicy {
 
 /// Sections of POLICY.md that this build does not enforce yet. Accepting them
 /// silently would let a team believe something is enforced that is not.
-const NOT_YET_SUPPORTED: &[&str] = &["pins"];
+/// `catalogue` is compiled (its mistakes are reported at their paths, and
+/// `CompiledPolicy::catalogue` holds the defaults) but nothing applies it to
+/// traffic until the list filter and the result path call it.
+const NOT_YET_SUPPORTED: &[&str] = &["pins", "catalogue"];
 
 /// Parse and compile policy text (the plugin configuration).
 pub fn compile_str(text: &[u8]) -> Result<CompiledPolicy, Vec<ConfigError>> {
@@ -128,6 +136,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
     let approval = crate::approval::compile(root.get("approval"), "$.approval", errs).flatten();
     // DLP is on by default (requests block, responses redact) when the section is absent.
     let dlp = crate::dlp::compile(root.get("dlp"), "$.dlp", errs);
+    let catalogue = crate::catalogue::compile(root.get("catalogue"), "$.catalogue", errs);
     let meters = crate::meter::compile(root.get("rate_limits"), root.get("budgets"), errs);
     // One id names one thing in refusals, stats and audit events.
     let mut seen: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
@@ -151,6 +160,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
     }
     root.finish(errs);
     let dlp = dlp?;
+    let catalogue = catalogue?;
     let mut condition_paths = Vec::new();
     for cond in rules.iter().filter_map(|r| r.when.as_ref()) {
         cond.member_paths(&mut condition_paths);
@@ -169,6 +179,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         disabled_subjects,
         sessions,
         dlp,
+        catalogue,
         audit,
         approval,
         meters,
