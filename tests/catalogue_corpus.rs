@@ -192,11 +192,17 @@ fn print(title: &str, items: &[Value], s: &Score) {
     }
 }
 
-fn descriptions() -> (Vec<Value>, Score) {
-    let items = load("descriptions.jsonl");
-    // The other servers of a gateway: every benign server but the item's own.
+fn descriptions(name: &str) -> (Vec<Value>, Score) {
+    let items = load(name);
+    // The other servers of a gateway: every benign server of the main set
+    // (and of this one) but the item's own.
     let mut by_server: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for i in items.iter().filter(|i| i["label"] == "benign") {
+    let main = load("descriptions.jsonl");
+    let mut benign: Vec<&Value> = main.iter().filter(|i| i["label"] == "benign").collect();
+    if name != "descriptions.jsonl" {
+        benign.extend(items.iter().filter(|i| i["label"] == "benign"));
+    }
+    for i in benign {
         if let (Some(server), Some(name)) = (i["server"].as_str(), i["tool"]["name"].as_str()) {
             by_server
                 .entry(server.to_owned())
@@ -247,7 +253,7 @@ fn floor(s: &Score, check: Check, precision: f64, recall: f64) {
 /// item or two of either fails here.
 #[test]
 fn description_checks_meet_their_floors() {
-    let (items, s) = descriptions();
+    let (items, s) = descriptions("descriptions.jsonl");
     print(
         "tool definitions (tests/catalogue/descriptions.jsonl)",
         &items,
@@ -268,6 +274,20 @@ fn description_checks_meet_their_floors() {
         s.items.precision(),
         s.items.recall()
     );
+}
+
+/// Items written after the checks were frozen (the main sets were read
+/// while the checks were written): how the figures generalise. Printed, and
+/// held to a loose floor only.
+#[test]
+fn held_out_descriptions_are_scored() {
+    let (items, s) = descriptions("descriptions_heldout.jsonl");
+    print(
+        "held-out tool definitions (tests/catalogue/descriptions_heldout.jsonl)",
+        &items,
+        &s,
+    );
+    assert!(s.items.recall() >= 0.6 && s.items.precision() >= 0.6);
 }
 
 #[test]
@@ -292,7 +312,11 @@ fn result_checks_meet_their_floors() {
 /// and an item names its source.
 #[test]
 fn labelled_sets_are_well_formed() {
-    for name in ["descriptions.jsonl", "results.jsonl"] {
+    for name in [
+        "descriptions.jsonl",
+        "descriptions_heldout.jsonl",
+        "results.jsonl",
+    ] {
         let items = load(name);
         let mut ids = HashSet::new();
         for i in &items {
