@@ -858,7 +858,8 @@ pub(crate) const SEND_VERBS: &[&str] = &[
 /// tunnels and out-of-band testing services): data sent there is gone.
 pub(crate) const CATCHER_HOSTS: &[&str] = &[
     "webhook.site",
-    "requestbin",
+    "requestbin.net",
+    "requestbin.com",
     "pipedream.net",
     "ngrok.io",
     "ngrok-free.app",

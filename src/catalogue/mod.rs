@@ -11,4 +11,4 @@ mod markers;
 pub mod poison;
 
 pub use config::{compile, CataloguePolicy, DescriptionAction, ResultAction};
-pub use poison::{Check, Finding, HostPattern, Inspector, OtherTools};
+pub use poison::{wrap_text, Check, Finding, HostPattern, Inspector, OtherTools};

@@ -270,6 +270,7 @@ INVALID = {
                                            "costs": {"refund": -1}}]),
     "metered_keys_below_one_set": base(limits={"metered_keys": 3}),
     "pins_not_supported_yet": base(pins={}),
+    "catalogue_not_supported_yet": base(catalogue={"descriptions": "flag"}),
     "approval_without_cluster": base(approval={"token": "t"}),
     "approval_without_token": base(approval={"cluster": "approvals"}),
     "approval_with_both_tokens": base(approval={"cluster": "approvals", "token": "t", "token_env": "T"}),
