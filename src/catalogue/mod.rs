@@ -1,4 +1,17 @@
-//! Tool catalogues as servers list them: pins of tool definitions
-//! ([`pins`]). Pure: shared data is reached through [`crate::store::SharedStore`].
+//! Tool catalogues: what a server lists and returns, checked before a caller
+//! (and its model) reads it. Pure: no host, no clock; shared data is reached
+//! through [`crate::store::SharedStore`].
+//!
+//! - [`pins`]: pins of tool definitions, and what each upstream listed.
+//! - `poison`: deterministic checks for poisoned tool definitions and
+//!   injected tool results (issue #16 items 4 and 7), with `fold` (how text is
+//!   read) and `markers` (the phrases); `config`: the `$.catalogue` section.
 
+pub mod config;
+pub mod fold;
+mod markers;
 pub mod pins;
+pub mod poison;
+
+pub use config::{compile, CataloguePolicy, DescriptionAction, ResultAction};
+pub use poison::{wrap_text, Check, Finding, HostPattern, Inspector, OtherTools};

@@ -40,6 +40,11 @@ pub struct CompiledPolicy {
     pub disabled_subjects: Vec<String>,
     pub sessions: crate::session::SessionConfig,
     pub dlp: crate::dlp::DlpPolicy,
+    /// `$.catalogue`: the poisoning checks of tool definitions and results
+    /// and what each one does (defaults: definitions flagged, the precise
+    /// result checks flagged). The list filter calls
+    /// `catalogue.inspector.inspect_tool` and `catalogue.tool_action`.
+    pub catalogue: crate::catalogue::CataloguePolicy,
     /// `None` = audit off.
     pub audit: Option<crate::audit::AuditConfig>,
     /// `None` = no approval service: `approve` rules refuse with -32011.
@@ -67,6 +72,13 @@ pub struct CompiledPolicy {
     /// another case is refused (see `verdict`).
     pub condition_paths: Vec<crate::condition::MemberPath>,
 }
+
+/// Sections of POLICY.md that this build does not enforce yet. Accepting them
+/// silently would let a team believe something is enforced that is not.
+/// `catalogue` is compiled (its mistakes are reported at their paths, and
+/// `CompiledPolicy::catalogue` holds the defaults) but nothing applies it to
+/// traffic until the list filter and the result path call it.
+const NOT_YET_SUPPORTED: &[&str] = &["catalogue"];
 
 /// Parse and compile policy text (the plugin configuration).
 pub fn compile_str(text: &[u8]) -> Result<CompiledPolicy, Vec<ConfigError>> {
@@ -126,6 +138,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
     let approval = crate::approval::compile(root.get("approval"), "$.approval", errs).flatten();
     // DLP is on by default (requests block, responses redact) when the section is absent.
     let dlp = crate::dlp::compile(root.get("dlp"), "$.dlp", errs);
+    let catalogue = crate::catalogue::compile(root.get("catalogue"), "$.catalogue", errs);
     let meters = crate::meter::compile(root.get("rate_limits"), root.get("budgets"), errs);
     let pins = crate::catalogue::pins::compile(root.get("pins"), "$.pins", errs);
     // One id names one thing in refusals, stats and audit events.
@@ -140,8 +153,17 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         }
         seen.push(id.as_str());
     }
+    for section in NOT_YET_SUPPORTED {
+        if root.get(section).is_some() {
+            errs.push(
+                format!("$.{section}"),
+                "not supported yet by this build of mcp-firewall; remove it (it would not be enforced)",
+            );
+        }
+    }
     root.finish(errs);
     let dlp = dlp?;
+    let catalogue = catalogue?;
     let mut condition_paths = Vec::new();
     for cond in rules.iter().filter_map(|r| r.when.as_ref()) {
         cond.member_paths(&mut condition_paths);
@@ -160,6 +182,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         disabled_subjects,
         sessions,
         dlp,
+        catalogue,
         audit,
         approval,
         meters,

@@ -165,6 +165,16 @@ fn config_error_table() {
             "$.pins.tools[\"echo\"]",
         ),
         (
+            "catalogue_not_applied_yet",
+            json!({"version": 1, "rules": [], "catalogue": {}}),
+            "$.catalogue: not supported yet",
+        ),
+        (
+            "catalogue_unknown_check",
+            json!({"version": 1, "rules": [], "catalogue": {"descriptions": {"zero_width": "remove"}}}),
+            "$.catalogue.descriptions.zero_width: unknown check",
+        ),
+        (
             "rate_limit_id_shared_with_a_rule",
             json!({"version": 1, "rules": [{"id": "x", "effect": "allow", "tools": ["*"]}],
                    "rate_limits": [{"id": "x", "key": ["subject"], "tools": ["*"], "capacity": 1, "per_seconds": 1}]}),

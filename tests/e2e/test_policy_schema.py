@@ -280,6 +280,7 @@ INVALID = {
     "pins_mode_block": base(pins={"mode": "block", "tools": {}}),
     "pins_never_held": base(pins={"tools": {}, "hold_s": 0}),
     "pins_held_past_30_days": base(pins={"tools": {}, "hold_s": 2592001}),
+    "catalogue_not_supported_yet": base(catalogue={"descriptions": "flag"}),
     "approval_without_cluster": base(approval={"token": "t"}),
     "approval_without_token": base(approval={"cluster": "approvals"}),
     "approval_with_both_tokens": base(approval={"cluster": "approvals", "token": "t", "token_env": "T"}),
