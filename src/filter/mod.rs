@@ -1185,6 +1185,23 @@ impl RequestFilter {
         if !self.same_policy_in_force(host) {
             return self.policy_changed_while_held(host, w, &approval_id);
         }
+        // The same policy, but what a call is checked against besides it
+        // may have changed while it waited: a list shown meanwhile put its
+        // tool on a pin hold (ninth review H1). Judged again before the
+        // approval is used; a refusal now answers the call and leaves the
+        // approval unused.
+        let v = self.judge_held_again(host, &w);
+        let step = approval_step(
+            ApprovalStep::NotUsable,
+            Some(&approval_id),
+            decided_by.as_deref(),
+            reason.as_deref(),
+        );
+        let why = format!("approval {approval_id} was not used: the call is refused now");
+        if self.refused_held(host, v, &step, RuleId::Pin, &why) {
+            host.count(Counter::ApprovalRefused, 1);
+            return;
+        }
         let Some(cfg) = self.policy.approval.clone() else {
             self.approval_unavailable(host, &w.ask, "no approval service is configured");
             return;
@@ -1234,40 +1251,58 @@ impl RequestFilter {
             return;
         }
         self.started_under = None;
+        let v = self.judge_held_again(host, &w);
+        if self.refused_held(host, v, &step, RuleId::PolicyChanged, &why) {
+            return;
+        }
+        self.approval_reply(host, &w.ask, "approval required", &why, None, step);
+    }
+
+    /// The held call's body judged again, now: under the policy in force and
+    /// against what the upstream listed last (pins).
+    fn judge_held_again(&mut self, host: &mut dyn Host, w: &AwaitingApproval) -> BodyVerdict {
         self.head.now_ms = host.now_ms();
         let caller = self.caller.clone().unwrap_or_else(|| Rc::new(anonymous()));
         if self.head.upstream.is_none() {
-            // The new policy may pin tools.
+            // The policy may pin tools.
             self.head.upstream = self.upstream(host);
         }
         let seen = Remembered(&*host);
-        let v = judge_body(
+        judge_body(
             &self.policy,
             &caller,
             &self.head,
             self.standing.as_ref(),
             &seen,
             &w.body,
-        );
+        )
+    }
+
+    /// If `v` refuses the held call (outside dry run), answer it with that
+    /// refusal, on the trail with the approval `step` it overrode, and say
+    /// so; the approval is not used.
+    fn refused_held(
+        &mut self,
+        host: &mut dyn Host,
+        v: BodyVerdict,
+        step: &AuditApproval,
+        fallback: RuleId,
+        why: &str,
+    ) -> bool {
         let reply = match (v.refuses() && !self.dry_run(), v.outcome) {
             (true, BodyOutcome::Refuse(r)) => {
                 self.refuse(host, &r);
-                return;
+                return true;
             }
             (true, BodyOutcome::Deny(r) | BodyOutcome::DlpBlock(r)) => r,
-            _ => {
-                self.approval_reply(host, &w.ask, "approval required", &why, None, step);
-                return;
-            }
+            _ => return false,
         };
-        // The new policy's refusal, on the trail with the approval it
-        // overrode.
         host.count(Counter::DecisionDeny, 1);
         let decision = v
             .messages
             .first()
             .map(|m| m.enforced())
-            .unwrap_or_else(|| Decision::deny(RuleId::PolicyChanged, why.clone()));
+            .unwrap_or_else(|| Decision::deny(fallback, why.to_owned()));
         self.log_refusal(host, &decision.rule, reply.status);
         for mut p in self.audit.take_held() {
             p.decision = decision.clone();
@@ -1276,6 +1311,7 @@ impl RequestFilter {
                 .send_replied(host, self.caller.as_deref(), p, &reply);
         }
         self.reply(host, reply);
+        true
     }
 
     /// The service says this call used an approval: the call goes on under
