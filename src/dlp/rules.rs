@@ -11,7 +11,8 @@
 
 use super::text::{
     at, before, decode_b64std, decode_b64url, entropy, is_b64_byte, is_placeholder,
-    is_random_token, is_strong_password, is_template, is_token_byte, is_word_byte, Classes,
+    is_random_token, is_strong_password, is_template, is_token_byte, is_word_byte, run_len,
+    Classes,
 };
 use regex_lite::Captures;
 
@@ -862,10 +863,11 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         priority: 2,
         ..BASE
     },
-    // Prose: "… and pass 1ThQgdwWYpVoaOnSDu", "password is …".
+    // Prose: "… and pass 1ThQgdwWYpVoaOnSDu", "password is …"; SQL:
+    // `WITH PASSWORD '…'`, `IDENTIFIED BY '…'`.
     RuleSpec {
         kind: "password",
-        triggers: &["pass", "pwd"],
+        triggers: &["pass", "pwd", "identified"],
         word_start: true,
         native: Some(Native::ProsePassword),
         before: Edge::None,
@@ -1134,26 +1136,41 @@ pub const AUTH_HEADER_MAX: usize = 13 + 64 + 4096;
 fn read_value(text: &str, from: usize, form: ValueForm, limit: usize) -> Option<(usize, usize)> {
     let bytes = text.as_bytes();
     if form == ValueForm::ElementText {
-        // `<password>value</password>`: the text up to the next tag, one word
+        // `<password>value</password>`: one word up to the next tag, blanks
+        // around it allowed (pretty-printed XML), or a CDATA section
         // (`<password> to log in` is prose about a placeholder).
-        let len = bytes
-            .get(from..bytes.len().min(from + VALUE_MAX))?
+        let start = from + run_len(bytes, from, |b| b.is_ascii_whitespace());
+        let window = bytes.get(start..bytes.len().min(start + VALUE_MAX))?;
+        if window.starts_with(b"<![CDATA[") {
+            let inner = start + 9;
+            let len = window.get(9..)?.windows(3).position(|w| w == b"]]>")?;
+            return (len > 0).then_some((inner, inner + len));
+        }
+        let len = window
             .iter()
             .take_while(|b| !b.is_ascii_whitespace() && **b != b'<')
             .count();
-        return (len > 0 && at(bytes, from + len) == b'<').then_some((from, from + len));
+        let after = start + len + run_len(bytes, start + len, |b| b.is_ascii_whitespace());
+        return (len > 0 && at(bytes, after) == b'<').then_some((start, start + len));
     }
     // `\"password\":\"value\"`: JSON inside a JSON string (kubectl's
-    // last-applied-configuration, logged bodies), its quotes escaped.
-    if at(bytes, from) == b'\\' && matches!(at(bytes, from + 1), b'"' | b'\'') {
-        let q = at(bytes, from + 1);
-        let start = from + 2;
+    // last-applied-configuration, logged bodies), its quotes escaped once
+    // or more (`\\\"` inside a string inside a string).
+    let escapes = run_len(bytes, from, |b| b == b'\\');
+    if escapes > 0 && matches!(at(bytes, from + escapes), b'"' | b'\'') {
+        let q = at(bytes, from + escapes);
+        let start = from + escapes + 1;
         let mut i = start;
         while i < bytes.len() && i - start <= VALUE_MAX {
-            match (at(bytes, i), at(bytes, i + 1)) {
-                (b'\\', b) if b == q => return Some((start, i)),
-                (b'\\', _) => i += 2,
-                (b'\n', _) => return None,
+            match at(bytes, i) {
+                b'\\' => {
+                    let run = run_len(bytes, i, |b| b == b'\\');
+                    if run == escapes && at(bytes, i + run) == q {
+                        return Some((start, i));
+                    }
+                    i += run + 1;
+                }
+                b'\n' => return None,
                 _ => i += 1,
             }
         }
@@ -1269,26 +1286,22 @@ pub fn assignment_head(text: &str, pos: usize) -> Option<AssignmentHead> {
         e += 1;
     }
     let mut i = e;
-    // The identifier's closing quote: `"`, `'`, or `\"` inside a JSON string.
-    let quoted = match (at(bytes, i), at(bytes, i + 1)) {
-        (b'"' | b'\'', _) => 1,
-        (b'\\', b'"') => 2,
+    // The identifier's closing quote: `"`, `'`, or, inside a JSON string,
+    // `\"` (and `\\\"` inside a string inside that one, …).
+    let escapes = run_len(bytes, i, |b| b == b'\\');
+    let quoted = match at(bytes, i + escapes) {
+        b'"' if escapes > 0 => escapes + 1,
+        b'"' | b'\'' if escapes == 0 => 1,
         _ => 0,
     };
     i += quoted;
-    // `<password>` (an element named by the word) or `<entry
-    // key="db.password">`: the value is the element's text.
-    let element = at(bytes, i) == b'>'
-        && match quoted {
-            0 => before(bytes, s) == b'<',
-            _ => names_attribute(bytes, s),
-        };
-    if element {
+    // XML: the value is an element's text (eighth and ninth reviews).
+    if let Some(value_from) = element_text_start(bytes, s, e, quoted) {
         let (word, kind) = classify_identifier(text.get(s..e)?)?;
         return Some(AssignmentHead {
             id_start: s,
             id_end: e,
-            value_from: i + 1,
+            value_from,
             form: ValueForm::ElementText,
             word,
             kind,
@@ -1329,6 +1342,84 @@ pub fn assignment_head(text: &str, pos: usize) -> Option<AssignmentHead> {
         word,
         kind,
     })
+}
+
+/// How far past an open tag's name or attribute the tag may run to its `>`.
+const OPEN_TAG_MAX: usize = 256;
+
+/// Where the text of the element an identifier `[s, e)` names begins, if it
+/// names one:
+/// - the element's own name: `<password>`, `<ns:password>`,
+///   `<password type="plain">`;
+/// - a `key=`/`name=` attribute: `<entry key="db.password" type="string">`
+///   (`quoted`: the identifier's closing quote is `quoted` bytes long);
+/// - a `<name>` (or `<key>`) element followed by its `<value>` (Hadoop's
+///   `*-site.xml`): `<name>javax.jdo.option.ConnectionPassword</name>
+///   <value>…</value>`.
+fn element_text_start(bytes: &[u8], s: usize, e: usize, quoted: usize) -> Option<usize> {
+    // To the end of the open tag from `from`: attributes, no other tag,
+    // not self-closing.
+    let tag_end = |from: usize| {
+        let len = bytes
+            .get(from..bytes.len().min(from + OPEN_TAG_MAX))?
+            .iter()
+            .take_while(|b| !matches!(**b, b'>' | b'<'))
+            .count();
+        (at(bytes, from + len) == b'>' && before(bytes, from + len) != b'/')
+            .then_some(from + len + 1)
+    };
+    match quoted {
+        0 => {
+            let mut name_start = s;
+            // `ns:password`: a prefix of name bytes before a `:`.
+            if before(bytes, s) == b':' {
+                name_start = s - 1;
+                while name_start > 0
+                    && s - name_start < 64
+                    && is_ident_byte(before(bytes, name_start))
+                {
+                    name_start -= 1;
+                }
+            }
+            if before(bytes, name_start) == b'<' {
+                return match at(bytes, e) {
+                    b'>' => Some(e + 1),
+                    b' ' | b'\t' | b'\r' | b'\n' => tag_end(e),
+                    _ => None,
+                };
+            }
+            name_value_pair(bytes, s, e)
+        }
+        1 if names_attribute(bytes, s) => tag_end(e + 1),
+        _ => None,
+    }
+}
+
+/// `<name>ID</name>` (or `<key>`) then blanks and `<value>`: where the value
+/// element's text begins, for the identifier `[s, e)`.
+fn name_value_pair(bytes: &[u8], s: usize, e: usize) -> Option<usize> {
+    let opened = ["<name>", "<key>"].iter().find(|t| {
+        s.checked_sub(t.len())
+            .and_then(|st| bytes.get(st..s))
+            .is_some_and(|b| b.eq_ignore_ascii_case(t.as_bytes()))
+    })?;
+    let close = if opened.len() == 6 {
+        "</name>"
+    } else {
+        "</key>"
+    };
+    let after_close = e + close.len();
+    if !bytes
+        .get(e..after_close)
+        .is_some_and(|b| b.eq_ignore_ascii_case(close.as_bytes()))
+    {
+        return None;
+    }
+    let v = after_close + run_len(bytes, after_close, |b| b.is_ascii_whitespace());
+    bytes
+        .get(v..v + 7)
+        .is_some_and(|b| b.eq_ignore_ascii_case(b"<value>"))
+        .then_some(v + 7)
 }
 
 /// Whether the quoted identifier starting at `s` is the value of a `key=` or
@@ -1386,12 +1477,6 @@ pub fn prose_password_at(text: &str, pos: usize) -> Option<Found> {
         return None;
     }
     let word = bytes.get(pos..pos + wlen)?;
-    if ![&b"password"[..], b"passwd", b"passphrase", b"pass", b"pwd"]
-        .iter()
-        .any(|w| word.eq_ignore_ascii_case(w))
-    {
-        return None;
-    }
     let mut i = pos + wlen;
     let skip_blanks = |i: usize| skip_blanks(bytes, i);
     let gap = skip_blanks(i);
@@ -1399,6 +1484,23 @@ pub fn prose_password_at(text: &str, pos: usize) -> Option<Found> {
         return None;
     }
     i = gap;
+    if word.eq_ignore_ascii_case(b"identified") {
+        // SQL's `IDENTIFIED BY '…'`: only a quoted literal.
+        let by = text
+            .get(i..i + 2)
+            .is_some_and(|w| w.eq_ignore_ascii_case("by"));
+        let from = skip_blanks(i + 2);
+        if !by || from == i + 2 || !matches!(at(bytes, from), b'\'' | b'"') {
+            return None;
+        }
+        return quoted_prose_password(text, from);
+    }
+    if ![&b"password"[..], b"passwd", b"passphrase", b"pass", b"pwd"]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w))
+    {
+        return None;
+    }
     for filler in ["is", "was"] {
         let flen = filler.len();
         if text
@@ -1408,6 +1510,10 @@ pub fn prose_password_at(text: &str, pos: usize) -> Option<Found> {
         {
             i = skip_blanks(i + flen);
         }
+    }
+    // `WITH PASSWORD '…'` (SQL), "the password 'x'": a quoted literal.
+    if matches!(at(bytes, i), b'\'' | b'"') {
+        return quoted_prose_password(text, i);
     }
     let vlen = super::text::run_len(bytes, i, |b| {
         !b.is_ascii_whitespace() && b != b'"' && b != b'\''
@@ -1419,6 +1525,24 @@ pub fn prose_password_at(text: &str, pos: usize) -> Option<Found> {
     is_strong_password(value).then_some(Found {
         start: i,
         end: i + vlen,
+        kind: "password",
+    })
+}
+
+/// The strong password quoted at `q` (`'…'` or `"…"`, one line, 8 to 128
+/// bytes), for the prose and SQL forms.
+fn quoted_prose_password(text: &str, q: usize) -> Option<Found> {
+    let bytes = text.as_bytes();
+    let quote = at(bytes, q);
+    let start = q + 1;
+    let vlen = super::text::run_len(bytes, start, |b| b != quote && b != b'\n');
+    if !(8..=128).contains(&vlen) || at(bytes, start + vlen) != quote {
+        return None;
+    }
+    let value = text.get(start..start + vlen)?;
+    is_strong_password(value).then_some(Found {
+        start,
+        end: start + vlen,
         kind: "password",
     })
 }

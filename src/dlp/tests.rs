@@ -1092,6 +1092,20 @@ fn strong_passwords_shaped_like_names_table() {
             "REDIS_URL=redis://:Xq9mP2vL7nR4!@cache.internal:6379/0",
             vec!["db_url_with_password"],
         ),
+        // Ninth review H2.
+        ("xml_element_with_attribute", "<password type=\"plain\">Xk9#mQ2vL8pZ</password>", vec!["password"]),
+        ("xml_hadoop_name_value", "<property>\n  <name>javax.jdo.option.ConnectionPassword</name>\n  <value>Xk9#mQ2vL8pZ</value>\n</property>", vec!["password"]),
+        ("xml_pretty_printed", "<password>\n  Xk9#mQ2vL8pZ\n</password>", vec!["password"]),
+        ("xml_cdata", "<password><![CDATA[Xk9#mQ2vL8pZ]]></password>", vec!["password"]),
+        ("xml_namespace_prefix", "<ns:password>Xk9#mQ2vL8pZ</ns:password>", vec!["password"]),
+        ("xml_entry_second_attribute", "<entry key=\"db.password\" type=\"string\">Xk9#mQ2vL8pZ</entry>", vec!["password"]),
+        ("json_escaped_twice", r#"{\\\"password\\\":\\\"Xk9#mQ2vL8pZ\\\"}"#, vec!["password"]),
+        ("xml_self_closing_element", "<password/> then <b>Xk9#mQ2vL8pZ</b>", vec![]),
+        ("xml_name_of_a_public_value", "<name>ui.password.min_length</name><value>12</value>", vec![]),
+        ("sql_with_password", "ALTER USER bob WITH PASSWORD 'Xk9#mQ2vL8pZ';", vec!["password"]),
+        ("sql_identified_by", "CREATE USER app IDENTIFIED BY 'Xk9#mQ2vL8pZ';", vec!["password"]),
+        ("sql_identified_by_a_weak_word", "CREATE USER app IDENTIFIED BY 'changeme';", vec![]),
+        ("prose_identified_by_a_name", "the user is identified by their email", vec![]),
     ];
     for (name, text, want) in cases {
         assert_eq!(kinds(text), want, "{name}: {text}");
