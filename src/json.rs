@@ -353,6 +353,78 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     lower_hex(&Sha256::digest(bytes))
 }
 
+/// Whether a number literal in the JSON text `body` (outside strings) says
+/// more than the double it parses to: more significant digits than the
+/// double's shortest round-trip form (`0.1000000000000000055511151231257827`,
+/// `18446744073709551617`). Integers within 64 bits parse exactly. Meant for
+/// a body already parsed: anything that is not a number literal is skipped.
+pub fn has_lossy_number(body: &[u8]) -> bool {
+    let mut i = 0;
+    let mut in_string = false;
+    while let Some(&b) = body.get(i) {
+        if in_string {
+            match b {
+                b'\\' => i += 2,
+                b'"' => {
+                    in_string = false;
+                    i += 1;
+                }
+                _ => i += 1,
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let len = body
+                    .get(i..)
+                    .unwrap_or_default()
+                    .iter()
+                    .take_while(|c| matches!(c, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+                    .count();
+                let literal = body
+                    .get(i..i + len)
+                    .and_then(|l| std::str::from_utf8(l).ok())
+                    .unwrap_or_default();
+                if number_is_lossy(literal) {
+                    return true;
+                }
+                i += len.max(1);
+            }
+            _ => i += 1,
+        }
+    }
+    false
+}
+
+/// The significant digits of a number literal: no sign, point or exponent,
+/// no leading or trailing zeros.
+fn significant_digits(literal: &str) -> String {
+    let mantissa = literal.split(['e', 'E']).next().unwrap_or_default();
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    digits
+        .trim_start_matches('0')
+        .trim_end_matches('0')
+        .to_owned()
+}
+
+fn number_is_lossy(literal: &str) -> bool {
+    let integral = !literal.contains(['.', 'e', 'E']);
+    if integral && (literal.parse::<i64>().is_ok() || literal.parse::<u64>().is_ok()) {
+        return false;
+    }
+    match literal.parse::<f64>() {
+        // Rust prints a double in its shortest round-trip form.
+        Ok(f) if f.is_finite() => {
+            significant_digits(literal).len() > significant_digits(&format!("{f:e}")).len()
+        }
+        _ => true,
+    }
+}
+
 /// Lower-case hex of `bytes` (a digest).
 pub fn lower_hex(bytes: &[u8]) -> String {
     let mut hex = vec![0u8; bytes.len() * 2];
@@ -561,6 +633,43 @@ mod tests {
             assert_eq!(is_lower_hex(bytes), want, "{name}");
         }
         assert_eq!(lower_hex(&[0x00, 0x7f, 0xa5, 0xff]), "007fa5ff");
+    }
+
+    #[test]
+    fn lossy_number_table() {
+        // (behaviour, body, lossy)
+        for (name, body, want) in [
+            ("small_integer", r#"{"a":3}"#, false),
+            ("negative_integer", r#"{"a":-42}"#, false),
+            ("u64_max", r#"{"a":18446744073709551615}"#, false),
+            ("past_u64", r#"{"a":18446744073709551617}"#, true),
+            ("short_decimal", r#"{"a":12.5}"#, false),
+            ("decimal_with_trailing_zero", r#"{"a":1.50}"#, false),
+            ("exponent", r#"{"a":1e3,"b":2.5E-3}"#, false),
+            (
+                "more_digits_than_a_double",
+                r#"{"a":0.1000000000000000055511151231257827}"#,
+                true,
+            ),
+            (
+                "seventeen_digit_double",
+                r#"{"a":0.30000000000000004}"#,
+                false,
+            ),
+            (
+                "digits_inside_a_string",
+                r#"{"a":"0.1000000000000000055511151231257827"}"#,
+                false,
+            ),
+            (
+                "escaped_quote_in_a_string",
+                r#"{"a":"x\"18446744073709551617","b":1}"#,
+                false,
+            ),
+            ("huge_exponent", r#"{"a":1e400}"#, true),
+        ] {
+            assert_eq!(has_lossy_number(body.as_bytes()), want, "{name}");
+        }
     }
 
     #[test]

@@ -603,7 +603,9 @@ pub fn judge_body(
     // Approval (rules → DLP → approval → rate limits): the binding of the
     // one call to ask for, or the reason it cannot be asked for.
     let mut ask = match (&policy.approval, dry_run) {
-        (Some(_), false) => approval_binding(policy, caller, &messages, &mut verdict.messages),
+        (Some(_), false) => {
+            approval_binding(policy, caller, &messages, bytes, &mut verdict.messages)
+        }
         _ => None,
     };
     if verdict.policy_refused() && ask.is_none() {
@@ -742,9 +744,20 @@ fn approval_binding(
     policy: &CompiledPolicy,
     caller: &Caller,
     messages: &[Message],
+    body: &[u8],
     verdicts: &mut [MessageVerdict],
 ) -> Option<Ask> {
     let why = match (messages, &mut *verdicts) {
+        // The binding hashes the arguments as parsed, into doubles: two
+        // literals one double reads alike (`0.1` and `0.1000…0555`, or
+        // integers past 2^64) would share one approval while a server
+        // reading decimals sees different calls (ninth review L1).
+        ([Message::Request { .. }], [v])
+            if v.decision.verdict == Outcome::Approval
+                && crate::json::has_lossy_number(body) =>
+        {
+            "the call holds a number more precise than a double, which an approval cannot bind exactly: send it as a string"
+        }
         ([Message::Request { id, method, params }], [v])
             if v.decision.verdict == Outcome::Approval =>
         {

@@ -799,3 +799,31 @@ fn a_pin_hold_begun_while_held_refuses_the_release() {
         }
     }
 }
+
+/// Two literals one double reads alike would share one binding: a call
+/// holding a number more precise than a double is never sent for approval
+/// (ninth review L1).
+#[test]
+fn a_number_no_double_holds_exactly_is_never_approved() {
+    for (name, replicas, asks) in [
+        ("an_exact_integer", "3", true),
+        ("past_64_bits", "18446744073709551617", false),
+        (
+            "more_digits_than_a_double",
+            "0.1000000000000000055511151231257827",
+            false,
+        ),
+    ] {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"scale","arguments":{{"replicas":{replicas}}}}}}}"#
+        );
+        let x = asked(hold(), body.as_bytes());
+        assert_eq!(!x.host.callouts.is_empty(), asks, "{name}");
+        if !asks {
+            let e = error_of(&x);
+            assert_eq!(e["code"], json!(-32011), "{name}: {e}");
+            assert_eq!(e["data"]["approval_id"], Value::Null, "{name}");
+            assert!(!x.forwarded(), "{name}");
+        }
+    }
+}
