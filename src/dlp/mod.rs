@@ -975,7 +975,10 @@ impl Scanner {
                             self.scan_into(item, path, Some(k), binary, work, out);
                         }
                         Some(None) => out.push(undecodable(path)),
-                        None => self.scan_into(item, path, Some(k), binary, work, out),
+                        None => {
+                            let key = value_named_by(map, k).unwrap_or(k);
+                            self.scan_into(item, path, Some(key), binary, work, out)
+                        }
                     }
                     path.truncate(len);
                 }
@@ -1039,6 +1042,7 @@ impl Scanner {
                     .filter(|k| !binary.skips(map, k, path))
                     .cloned()
                     .collect();
+                let named = value_named_by(map, "value").map(str::to_owned);
                 for k in keys {
                     let len = path.len();
                     path.push('/');
@@ -1067,7 +1071,10 @@ impl Scanner {
                                     format!("[REDACTED:{UNDECODABLE_BLOB_KIND}]"),
                                 ));
                             }
-                            None => self.redact_into(item, path, Some(&k), binary, work, out),
+                            None => {
+                                let key = named.as_deref().filter(|_| k == "value").unwrap_or(&k);
+                                self.redact_into(item, path, Some(key), binary, work, out)
+                            }
                         }
                     }
                     let found = self.spans(&k, None, work);
@@ -1170,6 +1177,20 @@ fn keyed_value(text: &str, key: &str, out: &mut Vec<Candidate>) {
         label: Label::Secret,
         priority: 2,
     });
+}
+
+/// The identifier a `value` member is the value of, when its object names
+/// it: `{"name": "DB_PASSWORD", "value": "…"}` (Kubernetes `env`, AWS tags and
+/// parameters, `{"key": …, "value": …}` settings). Read as an assignment of
+/// that name, as `DB_PASSWORD=…` would be.
+fn value_named_by<'a>(map: &'a serde_json::Map<String, Value>, k: &str) -> Option<&'a str> {
+    if k != "value" {
+        return None;
+    }
+    ["name", "key", "Name", "Key"]
+        .iter()
+        .find_map(|n| map.get(*n).and_then(Value::as_str))
+        .filter(|name| rules::classify_identifier(name).is_some())
 }
 
 fn native_at(native: rules::Native, text: &str, pos: usize, len: usize) -> Option<rules::Found> {

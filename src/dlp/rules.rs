@@ -1295,6 +1295,18 @@ pub fn assignment_head(text: &str, pos: usize) -> Option<AssignmentHead> {
         _ => 0,
     };
     i += quoted;
+    // JSON as text: `"name": "DB_PASSWORD", "value": "…"`.
+    if let Some(value_from) = json_name_value_pair(bytes, s, e, quoted) {
+        let (word, kind) = classify_identifier(text.get(s..e)?)?;
+        return Some(AssignmentHead {
+            id_start: s,
+            id_end: e,
+            value_from,
+            form: ValueForm::QuotedOnly,
+            word,
+            kind,
+        });
+    }
     // XML: the value is an element's text (eighth and ninth reviews).
     if let Some(value_from) = element_text_start(bytes, s, e, quoted) {
         let (word, kind) = classify_identifier(text.get(s..e)?)?;
@@ -1393,6 +1405,48 @@ fn element_text_start(bytes: &[u8], s: usize, e: usize, quoted: usize) -> Option
         1 if names_attribute(bytes, s) => tag_end(e + 1),
         _ => None,
     }
+}
+
+/// `"name": "DB_PASSWORD", "value": "…"` as text (a JSON document read as
+/// text: `kubectl -o json`, a logged body): where the value begins, for the
+/// quoted identifier `[s, e)` whose closing quote is `quoted` bytes long.
+fn json_name_value_pair(bytes: &[u8], s: usize, e: usize, quoted: usize) -> Option<usize> {
+    if quoted != 1 || before(bytes, s) != b'"' {
+        return None;
+    }
+    // Back: blanks, `:`, blanks, `"name"` or `"key"`.
+    let mut j = s - 1;
+    let back_blanks = |mut j: usize| {
+        while before(bytes, j).is_ascii_whitespace() && j > 0 {
+            j -= 1;
+        }
+        j
+    };
+    j = back_blanks(j);
+    if before(bytes, j) != b':' {
+        return None;
+    }
+    j = back_blanks(j - 1);
+    let named = ["\"name\"", "\"key\""].iter().any(|w| {
+        j.checked_sub(w.len())
+            .and_then(|st| bytes.get(st..j))
+            .is_some_and(|n| n.eq_ignore_ascii_case(w.as_bytes()))
+    });
+    if !named {
+        return None;
+    }
+    // Forward: blanks, `,`, blanks, `"value"`, blanks, `:`, blanks.
+    let blanks = |i: usize| i + run_len(bytes, i, |b| b.is_ascii_whitespace());
+    let mut i = blanks(e + 1);
+    if at(bytes, i) != b',' {
+        return None;
+    }
+    i = blanks(i + 1);
+    if !bytes.get(i..i + 7).is_some_and(|w| w == b"\"value\"") {
+        return None;
+    }
+    i = blanks(i + 7);
+    (at(bytes, i) == b':').then(|| blanks(i + 1))
 }
 
 /// `<name>ID</name>` (or `<key>`) then blanks and `<value>`: where the value

@@ -1106,6 +1106,9 @@ fn strong_passwords_shaped_like_names_table() {
         ("sql_identified_by", "CREATE USER app IDENTIFIED BY 'Xk9#mQ2vL8pZ';", vec!["password"]),
         ("sql_identified_by_a_weak_word", "CREATE USER app IDENTIFIED BY 'changeme';", vec![]),
         ("prose_identified_by_a_name", "the user is identified by their email", vec![]),
+        ("json_name_value_pair_as_text", "{\"name\": \"DB_PASSWORD\",\n \"value\": \"Xk9#mQ2vL8pZ\"}", vec!["password"]),
+        ("json_key_value_pair_as_text", "{\"key\":\"password\",\"value\":\"Xk9#mQ2vL8pZ\"}", vec!["password"]),
+        ("json_name_value_pair_of_a_public_name", "{\"name\": \"PASSWORD_MIN_LENGTH\", \"value\": \"Xk9#mQ2vL8pZ\"}", vec![]),
     ];
     for (name, text, want) in cases {
         assert_eq!(kinds(text), want, "{name}: {text}");
@@ -1482,5 +1485,51 @@ fn a_charset_claim_does_not_hide_the_utf8_reading() {
             .decode(result["contents"][0]["blob"].as_str().unwrap_or(""))
             .unwrap_or_default();
         assert!(!String::from_utf8_lossy(&out).contains("ghp_"), "{name}");
+    }
+}
+
+/// `{"name": "DB_PASSWORD", "value": "…"}` (Kubernetes `env`, AWS tags and
+/// parameters): the `value` is read as the value of the name, found and
+/// redacted; a name that is no secret's leaves it alone.
+#[test]
+fn a_value_named_by_its_object_is_judged_by_that_name() {
+    let s = scanner();
+    // (behaviour, the object, found)
+    for (name, object, found) in [
+        (
+            "kubernetes_env",
+            json!({"name": "DB_PASSWORD", "value": "Xk9#mQ2vL8pZ"}),
+            true,
+        ),
+        (
+            "key_value_setting",
+            json!({"Key": "api_token", "Value": "x", "value": "aB3xK9mQ2vLp7Rt4Wz8Yn5Hj"}),
+            true,
+        ),
+        (
+            "a_name_that_is_no_secret",
+            json!({"name": "DB_HOST", "value": "Xk9#mQ2vL8pZ"}),
+            false,
+        ),
+        (
+            "a_public_name",
+            json!({"name": "PASSWORD_MIN_LENGTH", "value": "Xk9#mQ2vL8pZ"}),
+            false,
+        ),
+    ] {
+        let doc = json!({"env": [object]});
+        let findings = s.scan_value(&doc);
+        assert_eq!(!findings.is_empty(), found, "{name}: {findings:?}");
+        let mut redacted = doc.clone();
+        let r = s.redact_value(&mut redacted);
+        assert_eq!(!r.is_empty(), found, "{name}");
+        if found {
+            assert!(
+                redacted["env"][0]["value"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("[REDACTED:")),
+                "{name}: {redacted}"
+            );
+        }
     }
 }
