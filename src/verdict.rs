@@ -939,6 +939,9 @@ pub fn judge(
 }
 
 /// What [`judge`] decided: on the headers, or on the body.
+// One per `explain` / `test` case in the CLI, never on the filter's path:
+// boxing the body's verdict would only make the CLI's patterns clumsier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Judgement {
     Head(HeadVerdict),
