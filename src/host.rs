@@ -49,10 +49,17 @@ pub enum Counter {
     PinRemoved,
     PinWarned,
     PinRememberFailed,
+    CatalogueRemoved,
+    CatalogueFlagged,
+    CatalogueRefused,
+    CatalogueResultsBlocked,
+    CatalogueResultsWrapped,
+    CatalogueResultsFlagged,
+    CatalogueRememberFailed,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 30] = [
+    pub const ALL: [Counter; 37] = [
         Counter::DecisionAllow,
         Counter::DecisionDeny,
         Counter::DecisionApproval,
@@ -83,6 +90,13 @@ impl Counter {
         Counter::PinRemoved,
         Counter::PinWarned,
         Counter::PinRememberFailed,
+        Counter::CatalogueRemoved,
+        Counter::CatalogueFlagged,
+        Counter::CatalogueRefused,
+        Counter::CatalogueResultsBlocked,
+        Counter::CatalogueResultsWrapped,
+        Counter::CatalogueResultsFlagged,
+        Counter::CatalogueRememberFailed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -119,6 +133,15 @@ impl Counter {
             Counter::PinRemoved => "mcp_firewall.pins.removed",
             Counter::PinWarned => "mcp_firewall.pins.warned",
             Counter::PinRememberFailed => "mcp_firewall.pins.remember_failed",
+            // Tools of list answers (per page), calls, results; per check
+            // the audit events say (a fixed, small set of names either way).
+            Counter::CatalogueRemoved => "mcp_firewall.catalogue.removed",
+            Counter::CatalogueFlagged => "mcp_firewall.catalogue.flagged",
+            Counter::CatalogueRefused => "mcp_firewall.catalogue.refused",
+            Counter::CatalogueResultsBlocked => "mcp_firewall.catalogue.results_blocked",
+            Counter::CatalogueResultsWrapped => "mcp_firewall.catalogue.results_wrapped",
+            Counter::CatalogueResultsFlagged => "mcp_firewall.catalogue.results_flagged",
+            Counter::CatalogueRememberFailed => "mcp_firewall.catalogue.remember_failed",
         }
     }
 }

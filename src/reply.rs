@@ -27,6 +27,27 @@ pub fn pin_error(m: &crate::catalogue::pins::PinMismatch) -> Value {
     })
 }
 
+/// The `error` member for a result the catalogue checks refused (-32010,
+/// rule `catalogue`): the checks and JSON pointers found, never the text.
+pub fn catalogue_error(findings: &[crate::catalogue::Finding]) -> Value {
+    let list: Vec<Value> = findings
+        .iter()
+        .map(|f| json!({"check": f.check.as_str(), "path": f.pointer}))
+        .collect();
+    let mut checks: Vec<&str> = findings.iter().map(|f| f.check.as_str()).collect();
+    checks.sort_unstable();
+    checks.dedup();
+    json!({
+        "code": DENIED,
+        "message": "result refused: the catalogue checks found injected content in it",
+        "data": {
+            "rule": crate::rule_id::RuleId::Catalogue.as_str(),
+            "reason": format!("the catalogue checks found {} in the result (catalogue.results: block)", checks.join(", ")),
+            "findings": list,
+        }
+    })
+}
+
 /// The `error` member for sensitive data (-32013): kinds and JSON pointers, never values.
 pub fn sensitive_data_error(findings: &[crate::dlp::Finding], whereabouts: &str) -> Value {
     let list: Vec<Value> = findings

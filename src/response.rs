@@ -1,14 +1,20 @@
 //! Response-side rewriting of server messages: catalogue filtering of
-//! `tools/list`, `prompts/list` and `resources/list` results per caller, and
-//! DLP on every answer a scanned exchange carries (lists after filtering).
+//! `tools/list`, `prompts/list` and `resources/list` results per caller,
+//! DLP on every answer a scanned exchange carries (lists after filtering),
+//! and the catalogue checks (poisoned definitions in `tools/list`, injected
+//! text in results: docs/catalogue.md).
 
-use crate::catalogue::pins::{check_result, ListCheck, PinMode};
+use crate::catalogue::pins::{check_result, entry_names, reads_as, ListCheck, PinMode};
+use crate::catalogue::{
+    wrap_text, Check, DescriptionAction, Finding as CatalogueFinding, OtherTools, ResultAction,
+};
 use crate::decide::{visible, Catalogue};
 use crate::dlp::{self, Action, Finding};
 use crate::identity::Caller;
 use crate::json::case_variant;
 use crate::jsonrpc::{id_key, is_anonymous_error};
 use crate::policy::CompiledPolicy;
+use crate::policy::Mode;
 use serde_json::{Map, Value};
 
 /// What the response to one request needs done to it, learnt on the request side.
@@ -32,6 +38,12 @@ pub struct ResponsePlan {
     /// `pins` (in dry run too, where lists are not filtered), with whether
     /// the request asked for the first page (named no cursor).
     pub pinned_lists: Vec<(String, bool)>,
+    /// Ids of `tools/list` requests whose answers the catalogue checks read
+    /// (every page; in dry run too, where nothing is removed).
+    pub catalogue_lists: Vec<String>,
+    /// Ids of requests whose results the catalogue checks read, with where
+    /// the result's text is.
+    pub inspected_results: Vec<(String, ResultKind)>,
 }
 
 impl ResponsePlan {
@@ -40,7 +52,63 @@ impl ResponsePlan {
             && self.scans.is_empty()
             && self.hidden_completions.is_empty()
             && self.pinned_lists.is_empty()
+            && self.catalogue_lists.is_empty()
+            && self.inspected_results.is_empty()
     }
+}
+
+/// Which answer a result is, for the catalogue checks: where its text is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultKind {
+    /// `tools/call` and `tasks/result` (a task's result is the call's):
+    /// `content[].text`, embedded resources' text, `structuredContent`.
+    Tool,
+    /// `prompts/get`: `messages[].content` (text or an embedded resource).
+    Prompt,
+    /// `resources/read`: `contents[].text`.
+    Resource,
+}
+
+impl ResultKind {
+    pub fn of_method(method: &str) -> Option<ResultKind> {
+        match method {
+            "tools/call" | "tasks/result" => Some(ResultKind::Tool),
+            "prompts/get" => Some(ResultKind::Prompt),
+            "resources/read" => Some(ResultKind::Resource),
+            _ => None,
+        }
+    }
+}
+
+/// A tool of a `tools/list` answer the catalogue checks found something in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InspectedTool {
+    /// The names a client could read the entry as (the first is `name`).
+    pub names: Vec<String>,
+    /// What the findings call for (`Remove` or `Flag`).
+    pub action: DescriptionAction,
+    /// Taken out of the list (not in dry run).
+    pub removed: bool,
+    pub findings: Vec<CatalogueFinding>,
+}
+
+/// What the catalogue checks found in one page of a `tools/list` answer.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ListInspection {
+    pub tools: Vec<InspectedTool>,
+    /// Every name the page listed (what its upstream serves).
+    pub names: Vec<String>,
+}
+
+/// What the catalogue checks found in one result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultInspection {
+    /// What the findings call for (`Block`, `Wrap` or `Flag`).
+    pub action: ResultAction,
+    /// The result was changed (not in dry run, nor under `flag`).
+    pub applied: bool,
+    /// Pointers relative to the message (`/result/content/0/text`).
+    pub findings: Vec<CatalogueFinding>,
 }
 
 /// Outcome of rewriting one server message.
@@ -56,13 +124,20 @@ pub struct Rewrite {
     /// What pins found in a `tools/list` answer (its removed entries are
     /// counted in `removed_entries` too).
     pub pins: Option<ListCheck>,
+    /// What the catalogue checks found in a `tools/list` answer (its
+    /// removed entries are counted in `removed_entries` too).
+    pub catalogue_list: Option<ListInspection>,
+    /// What they found in a result.
+    pub catalogue_result: Option<ResultInspection>,
 }
 
 /// Rewrite one server JSON-RPC message in place according to the plan.
+/// `others`: the other servers' tool names, for `shadowing`.
 pub fn rewrite_message(
     policy: &CompiledPolicy,
     caller: &Caller,
     plan: &ResponsePlan,
+    others: &OtherTools,
     msg: &mut Map<String, Value>,
 ) -> Rewrite {
     let mut out = Rewrite::default();
@@ -96,10 +171,21 @@ pub fn rewrite_message(
         // Before the caller's view is cut: pins hold for every caller.
         check_pins(policy, *first_page, msg, &mut out);
     }
+    if plan.catalogue_lists.contains(&id) {
+        // After pins, before the caller's view is cut: what is poisoned is
+        // poisoned for every caller, and remembered for the upstream.
+        inspect_list(policy, others, msg, &mut out);
+    }
     let scanned = plan.scans.contains(&id);
     let Some(catalogue) = plan.lists.iter().find(|(k, _)| *k == id).map(|(_, c)| *c) else {
         if scanned {
             scan_result(policy, msg, &mut out, Answer::Result);
+        }
+        if let Some((_, kind)) = plan.inspected_results.iter().find(|(k, _)| *k == id) {
+            // After DLP: what it redacted is not what the checks read, and a
+            // wrap's fence is made of the text the caller will read (its id
+            // is that text's hash, never a hash of a secret).
+            inspect_answer(policy, *kind, msg, &mut out);
         }
         return out;
     };
@@ -175,6 +261,200 @@ fn check_pins(
     out.removed_entries += check.removed;
     out.changed |= check.removed > 0;
     out.pins = Some(check);
+}
+
+/// The catalogue checks on one page of a `tools/list` answer: each entry of
+/// every member a client reads as `tools`, with the others' names for
+/// `shadowing`. Under enforce, an entry whose findings call for `remove` is
+/// taken out (for every caller: the page is read before it is cut per
+/// caller); `flag` keeps it. Findings of checks that are `off` are dropped.
+fn inspect_list(
+    policy: &CompiledPolicy,
+    others: &OtherTools,
+    msg: &mut Map<String, Value>,
+    out: &mut Rewrite,
+) {
+    let cat = &policy.catalogue;
+    let Some(Value::Object(result)) = msg.get_mut("result") else {
+        return;
+    };
+    let enforce = policy.mode != Mode::DryRun;
+    let mut inspection = ListInspection::default();
+    let mut removed = 0;
+    for (k, v) in result.iter_mut() {
+        let Value::Array(entries) = v else { continue };
+        if !reads_as(k, "tools") {
+            continue;
+        }
+        let before = entries.len();
+        entries.retain(|entry| {
+            let names: Vec<String> = entry
+                .as_object()
+                .map(|o| entry_names(o).into_iter().map(str::to_owned).collect())
+                .unwrap_or_default();
+            inspection.names.extend(names.iter().cloned());
+            let findings: Vec<CatalogueFinding> = cat
+                .inspector
+                .inspect_tool(entry, others)
+                .into_iter()
+                .filter(|f| cat.description_action(f.check) != DescriptionAction::Off)
+                .collect();
+            let action = cat.tool_action(&findings);
+            if action == DescriptionAction::Off {
+                return true;
+            }
+            let remove = enforce && action == DescriptionAction::Remove;
+            inspection.tools.push(InspectedTool {
+                names,
+                action,
+                removed: remove,
+                findings,
+            });
+            !remove
+        });
+        removed += before - entries.len();
+    }
+    out.removed_entries += removed;
+    out.changed |= removed > 0;
+    out.catalogue_list = Some(inspection);
+}
+
+/// The strings of a result the catalogue checks read, as (pointer, text):
+/// for a prompt its messages' text and embedded resources' text, for a
+/// resource read its contents' text. (A tool result is read by
+/// `inspect_result`, which also reads `structuredContent`.)
+fn text_slots(kind: ResultKind, result: &Value) -> Vec<(String, &str)> {
+    let mut out = Vec::new();
+    match kind {
+        ResultKind::Tool => {}
+        ResultKind::Prompt => {
+            let messages = result.get("messages").and_then(Value::as_array);
+            for (i, m) in messages.into_iter().flatten().enumerate() {
+                let Some(c) = m.get("content") else { continue };
+                let (text, ptr) = match c.get("type").and_then(Value::as_str) {
+                    Some("text") => (c.get("text"), format!("/messages/{i}/content/text")),
+                    Some("resource") => (
+                        c.get("resource").and_then(|r| r.get("text")),
+                        format!("/messages/{i}/content/resource/text"),
+                    ),
+                    _ => (None, String::new()),
+                };
+                if let Some(Value::String(s)) = text {
+                    out.push((ptr, s.as_str()));
+                }
+            }
+        }
+        ResultKind::Resource => {
+            let contents = result.get("contents").and_then(Value::as_array);
+            for (i, c) in contents.into_iter().flatten().enumerate() {
+                if let Some(Value::String(s)) = c.get("text") {
+                    out.push((format!("/contents/{i}/text"), s.as_str()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The catalogue checks on a result (after DLP): `block` replaces it with a
+/// -32010 error (rule `catalogue`, the checks and pointers, never the
+/// text), `wrap` fences each text that holds a finding calling for it
+/// (`wrap_text`), `flag` passes. `wrap` cannot rewrite structured data: a
+/// finding that calls for it inside `structuredContent` blocks the result
+/// (dropping the member would break a client that validates it against
+/// the tool's `outputSchema`, and leaving it would hand the client the
+/// very text that was fenced). Dry run only records.
+fn inspect_answer(
+    policy: &CompiledPolicy,
+    kind: ResultKind,
+    msg: &mut Map<String, Value>,
+    out: &mut Rewrite,
+) {
+    let cat = &policy.catalogue;
+    let Some(result) = msg.get("result") else {
+        return;
+    };
+    let found = match kind {
+        ResultKind::Tool => cat.inspector.inspect_result(result),
+        _ => text_slots(kind, result)
+            .into_iter()
+            .flat_map(|(ptr, text)| {
+                cat.inspector
+                    .inspect_text(text)
+                    .into_iter()
+                    .map(move |f| CatalogueFinding {
+                        pointer: format!("{ptr}{}", f.pointer),
+                        ..f
+                    })
+            })
+            .collect(),
+    };
+    let findings: Vec<CatalogueFinding> = found
+        .into_iter()
+        .filter(|f| cat.result_action(f.check) != ResultAction::Off)
+        .collect();
+    let mut action = cat.result_verdict(&findings);
+    if action == ResultAction::Off {
+        return;
+    }
+    if action == ResultAction::Wrap
+        && findings.iter().any(|f| {
+            cat.result_action(f.check) == ResultAction::Wrap
+                && f.pointer.starts_with("/structuredContent")
+        })
+    {
+        action = ResultAction::Block;
+    }
+    let enforce = policy.mode != Mode::DryRun;
+    let applied = enforce && matches!(action, ResultAction::Block | ResultAction::Wrap);
+    if applied && action == ResultAction::Wrap {
+        if let Some(result) = msg.get_mut("result") {
+            wrap_texts(cat, result, &findings);
+        }
+    }
+    let findings: Vec<CatalogueFinding> = findings
+        .into_iter()
+        .map(|f| CatalogueFinding {
+            pointer: format!("/result{}", f.pointer),
+            ..f
+        })
+        .collect();
+    if applied && action == ResultAction::Block {
+        msg.remove("result");
+        msg.insert("error".into(), crate::reply::catalogue_error(&findings));
+    }
+    out.changed |= applied;
+    out.catalogue_result = Some(ResultInspection {
+        action,
+        applied,
+        findings,
+    });
+}
+
+/// Fence each text holding a finding that calls for `wrap`, labelled with
+/// every check found in it.
+fn wrap_texts(
+    cat: &crate::catalogue::CataloguePolicy,
+    result: &mut Value,
+    findings: &[CatalogueFinding],
+) {
+    let mut pointers: Vec<&str> = findings
+        .iter()
+        .filter(|f| cat.result_action(f.check) == ResultAction::Wrap)
+        .map(|f| f.pointer.as_str())
+        .collect();
+    pointers.sort_unstable();
+    pointers.dedup();
+    for ptr in pointers {
+        let checks: Vec<Check> = findings
+            .iter()
+            .filter(|f| f.pointer == ptr)
+            .map(|f| f.check)
+            .collect();
+        if let Some(Value::String(text)) = result.pointer_mut(ptr) {
+            *text = wrap_text(text, &checks);
+        }
+    }
 }
 
 /// A completion of something the caller may not see answers with no values
@@ -330,6 +610,7 @@ mod tests {
             server_messages: true,
             hidden_completions: vec!["7".into()],
             pinned_lists: vec![],
+            ..ResponsePlan::default()
         };
         let cases = [
             (
@@ -413,7 +694,7 @@ mod tests {
         let Some(obj) = msg.as_object_mut() else {
             panic!()
         };
-        let r = rewrite_message(&policy, &caller, &plan, obj);
+        let r = rewrite_message(&policy, &caller, &plan, &OtherTools::default(), obj);
         assert_eq!((r.changed, r.removed_entries), (true, 3));
         assert_eq!(msg["result"]["tools"], json!([{"name": "get_issue"}]));
         assert_eq!(msg["result"]["cacheScope"], json!("private"));
@@ -553,7 +834,7 @@ mod tests {
             let Some(obj) = msg.as_object_mut() else {
                 panic!()
             };
-            let r = rewrite_message(&policy, &caller, plan, obj);
+            let r = rewrite_message(&policy, &caller, plan, &OtherTools::default(), obj);
             let found: Vec<&str> = r.findings.iter().map(|f| f.path.as_str()).collect();
             assert_eq!(found, paths, "{name}");
             assert_eq!(r.changed, changed, "{name}");
@@ -596,7 +877,7 @@ mod tests {
         let Some(obj) = msg.as_object_mut() else {
             panic!()
         };
-        let out = rewrite_message(&policy, &reader(), &plan, obj);
+        let out = rewrite_message(&policy, &reader(), &plan, &OtherTools::default(), obj);
         let names: Vec<&str> = msg["result"]["resourceTemplates"]
             .as_array()
             .map(|a| a.iter().filter_map(|t| t["name"].as_str()).collect())
@@ -663,7 +944,7 @@ mod tests {
         let Some(obj) = msg.as_object_mut() else {
             panic!()
         };
-        let out = rewrite_message(&policy, &caller, &plan, obj);
+        let out = rewrite_message(&policy, &caller, &plan, &OtherTools::default(), obj);
         assert!(out.changed);
         assert_eq!(out.removed_entries, 2);
         assert_eq!(
@@ -734,7 +1015,7 @@ mod tests {
             let Value::Object(mut msg) = answer else {
                 panic!("{name}")
             };
-            let r = rewrite_message(&policy, &caller, &plan, &mut msg);
+            let r = rewrite_message(&policy, &caller, &plan, &OtherTools::default(), &mut msg);
             let text = Value::Object(msg).to_string();
             assert!(text.contains(says), "{name}: {text}");
             assert!(!text.contains("delete_repo"), "{name}: {text}");

@@ -48,11 +48,15 @@ pub enum RuleId {
     /// A tool call whose definition differs from its pin (or that has no
     /// pin, or whose definition was not seen) under `pins.mode: enforce`.
     Pin,
+    /// A tool call of a tool the catalogue checks removed from a list of its
+    /// server (a poisoned definition), or, under `catalogue.unlisted_calls:
+    /// refuse`, of a tool no list of its server showed.
+    Catalogue,
 }
 
 impl RuleId {
     /// Every id the filter uses itself, in the order the reference lists them.
-    pub const BUILT_IN: [RuleId; 19] = [
+    pub const BUILT_IN: [RuleId; 20] = [
         RuleId::DefaultDeny,
         RuleId::BaseProtocol,
         RuleId::Batch,
@@ -72,6 +76,7 @@ impl RuleId {
         RuleId::PolicyChanged,
         RuleId::RateLimitUnavailable,
         RuleId::Pin,
+        RuleId::Catalogue,
     ];
 
     pub fn policy(id: &str) -> Self {
@@ -101,6 +106,8 @@ impl RuleId {
             RuleId::PolicyChanged => "policy-changed",
             RuleId::RateLimitUnavailable => "rate-limit-unavailable",
             RuleId::Pin => "pin",
+            // Not "catalogue": policies commonly name their list rule so.
+            RuleId::Catalogue => "catalogue-checks",
         }
     }
 

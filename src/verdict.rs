@@ -18,7 +18,9 @@
 //! shows what DLP would have done) reads the policy's mode.
 
 use crate::approval::{Ask, Binding};
+use crate::catalogue::listed::Listed;
 use crate::catalogue::pins::{PinMismatch, PinMode, SeenTools};
+use crate::catalogue::UnlistedCalls;
 use crate::decide::{decide_message, kill_switch, Catalogue, Decision, Verdict as Outcome};
 use crate::dlp::{Action as DlpAction, Finding};
 use crate::identity::{Caller, IdentityError, Via};
@@ -30,6 +32,7 @@ use crate::meter::{self, Charge, Conversation};
 use crate::policy::{BatchMode, CompiledPolicy, Mode};
 use crate::reply::{self, LocalReply};
 use crate::response::ResponsePlan;
+use crate::response::ResultKind;
 use crate::rule_id::RuleId;
 use serde_json::{json, Value};
 
@@ -583,6 +586,15 @@ pub fn judge_body(
             (Some(p), Some(PinMode::Enforce)) => Decision::deny(RuleId::Pin, p.reason()),
             _ => decision,
         };
+        // The catalogue checks (rules → pins → catalogue → DLP): a call of a
+        // tool a list removed as poisoned is refused like its listing.
+        let decision = match decision.verdict {
+            Outcome::Allow | Outcome::Approval => match catalogue_check(policy, head, seen, m) {
+                Some(reason) => Decision::deny(RuleId::Catalogue, reason),
+                None => decision,
+            },
+            Outcome::Deny => decision,
+        };
         // The target is also what the rate limit descriptors export.
         let named = policy.audit.is_some() || policy.rate_limit_headers;
         let mut v = MessageVerdict::of(m, decision, policy.audit.is_some(), named);
@@ -656,11 +668,21 @@ pub fn judge_body(
             continue;
         };
         verdict.request_ids.push(id.clone());
+        if let (Some(kind), true) = (
+            ResultKind::of_method(method),
+            policy.catalogue.inspects_results(),
+        ) {
+            verdict.plan.inspected_results.push((id_key(id), kind));
+        }
         if let Some(cat) = Catalogue::for_list_method(method) {
             verdict.plan.lists.push((id_key(id), cat));
             if cat == Catalogue::Tools && policy.pins.is_some() {
                 let first_page = params.get("cursor").map_or(true, Value::is_null);
                 verdict.plan.pinned_lists.push((id_key(id), first_page));
+            }
+            // Every page, for every caller, before the caller's view is cut.
+            if cat == Catalogue::Tools && policy.catalogue.inspects_definitions() {
+                verdict.plan.catalogue_lists.push(id_key(id));
             }
             // The entries kept are text the client reads too (a description
             // naming a key, a prompt's arguments): scanned after filtering.
@@ -930,6 +952,9 @@ pub fn judge(
 }
 
 /// What [`judge`] decided: on the headers, or on the body.
+// One per `explain` / `test` case in the CLI, never on the filter's path:
+// boxing the body's verdict would only make the CLI's patterns clumsier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Judgement {
     Head(HeadVerdict),
@@ -1443,6 +1468,53 @@ fn pin_check(
     pins.check(tool, head.now_ms, || {
         seen.seen(head.upstream.as_deref(), tool)
     })
+}
+
+/// A `tools/call` judged by what the catalogue checks remember of its tool
+/// on the request's upstream (only when the policy removes tools or refuses
+/// unlisted calls): the reason it is refused, if it is.
+fn catalogue_check(
+    policy: &CompiledPolicy,
+    head: &RequestHead,
+    seen: &dyn SeenTools,
+    m: &Message,
+) -> Option<String> {
+    let cat = &policy.catalogue;
+    if !cat.guards_calls() || m.method() != Some("tools/call") {
+        return None;
+    }
+    let tool = m.params().get("name").and_then(Value::as_str)?;
+    let live = |at: u64| head.now_ms < at.saturating_add(cat.hold_ms);
+    let unlisted = || {
+        match cat.unlisted_calls {
+        UnlistedCalls::Refuse => Some(format!(
+            "tool {tool:?}: no tools/list of this server showed it to this Envoy yet (catalogue.unlisted_calls: refuse); list the tools, then call again"
+        )),
+        UnlistedCalls::Allow => None,
+    }
+    };
+    match seen.listed(head.upstream.as_deref(), tool) {
+        Listed::Listed => None,
+        Listed::Unlisted => unlisted(),
+        Listed::Removed { checks, at_ms } if live(at_ms) && cat.still_removes(&checks) => {
+            let words: Vec<&str> = checks.iter().map(|c| c.as_str()).collect();
+            Some(format!(
+                "tool {tool:?} was removed from a tools/list of this server as poisoned ({}); its calls are refused until {} (ms since the epoch, catalogue.hold_s)",
+                words.join(", "),
+                at_ms.saturating_add(cat.hold_ms)
+            ))
+        }
+        Listed::Removed { .. } => None,
+        Listed::Overflow { at_ms } if live(at_ms) => Some(format!(
+            "more than {} tools of this server were removed as poisoned; all its calls are refused until {} (ms since the epoch, catalogue.hold_s)",
+            crate::catalogue::listed::MAX_REMOVED,
+            at_ms.saturating_add(cat.hold_ms)
+        )),
+        Listed::Overflow { .. } => unlisted(),
+        Listed::Unavailable => Some(format!(
+            "tool {tool:?}: what this server listed cannot be read; refusing rather than guessing"
+        )),
+    }
 }
 
 /// The id a refusal answers: a request's (a notification or a client's

@@ -89,6 +89,7 @@ impl Worker {
             vm_start: std::mem::take(&mut self.first_event),
             dropped,
             pins: Vec::new(),
+            catalogue: Vec::new(),
             approval: None,
         };
         // The filter's path: written once, sealed inside the CAS loop.

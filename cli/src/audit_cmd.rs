@@ -754,6 +754,7 @@ pub(crate) mod fixtures {
                     vm_start: false,
                     dropped: vec![],
                     pins: vec![],
+                    catalogue: vec![],
                     approval: None,
                 };
                 append(&store, &chain, unsealed_event(facts, ArgumentsMode::Hash)).ok()

@@ -1076,6 +1076,7 @@ mod tests {
             vm_start,
             dropped: vec![SeqRange { first: 3, last: 9 }],
             pins: Vec::new(),
+            catalogue: Vec::new(),
             approval: None,
         };
         let odd_args = json!({

@@ -57,7 +57,30 @@ pub struct AuditEvent {
     /// or the entries of a `tools/list` answer removed or warned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pins: Vec<AuditPin>,
+    /// Added field: what the catalogue checks found in a `tools/list`
+    /// answer's definitions or in a result, one record per finding (the
+    /// check and the JSON pointer of the string, never the text).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub catalogue: Vec<AuditCatalogue>,
 }
+
+/// One catalogue finding. `action`: what was done to the tool or result
+/// it was found in: `removed` or `flagged` (a list's tool), `blocked`,
+/// `wrapped` or `flagged` (a result); in dry run what enforcement would do
+/// (the event's `decision.dry_run` says nothing was changed). `pointer`: a
+/// JSON pointer into the tool definition (`tool` names it) or into the
+/// answer (`/result/content/0/text`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCatalogue {
+    pub action: String,
+    pub check: String,
+    pub pointer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+}
+
+/// Catalogue records kept in one event (the counters have them all).
+pub const MAX_CATALOGUE_RECORDS: usize = 32;
 
 /// A tool that does not match its pin. `expected`: the pin (null when the
 /// tool has none); `actual`: the digest seen, `unseen`, `absent` or
@@ -327,6 +350,7 @@ pub struct EventFacts {
     /// From [`super::Delivery::take_drop_report`], to announce earlier losses.
     pub dropped: Vec<SeqRange>,
     pub pins: Vec<AuditPin>,
+    pub catalogue: Vec<AuditCatalogue>,
 }
 
 /// The `request` member: what of the arguments is recorded depends on `mode`.
@@ -382,6 +406,7 @@ pub fn unsealed_event(mut facts: EventFacts, mode: ArgumentsMode) -> Value {
         }),
         dropped: facts.dropped,
         pins: facts.pins,
+        catalogue: facts.catalogue,
     };
     let mut v = serde_json::to_value(event).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
@@ -529,6 +554,7 @@ pub(crate) mod tests {
             vm_start: false,
             dropped: vec![],
             pins: vec![],
+            catalogue: vec![],
         }
     }
 

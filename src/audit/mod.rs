@@ -30,9 +30,9 @@ pub use config::{compile, ArgumentsMode, AuditConfig, OnFailure};
 pub use delivery::{Batch, Delivery, DeliveryCounters, DropReport, Handover, Pushed, SendOutcome};
 pub use event::{
     clip, event_hash, event_line, hash_matches, seal, unsealed_event, ApprovalStep, AuditApproval,
-    AuditDecision, AuditEvent, AuditFinding, AuditIdentity, AuditPin, AuditRequest, AuditResponse,
-    EventFacts, SealedEvent, Segment, SegmentReason, SeqRange, Verdict, Via, GENESIS_PREV,
-    MAX_PIN_RECORDS,
+    AuditCatalogue, AuditDecision, AuditEvent, AuditFinding, AuditIdentity, AuditPin, AuditRequest,
+    AuditResponse, EventFacts, SealedEvent, Segment, SegmentReason, SeqRange, Verdict, Via,
+    GENESIS_PREV, MAX_CATALOGUE_RECORDS, MAX_PIN_RECORDS,
 };
 pub use root::AuditRoot;
 pub use seal_cache::{prepare, HeadHashCache, PreparedEvent};

@@ -129,6 +129,9 @@ pub(crate) fn prepare_with(
     if let Some(a) = &facts.approval {
         members.push(("approval".into(), Member::Own(member(a))));
     }
+    if !facts.catalogue.is_empty() {
+        members.push(("catalogue".into(), Member::Own(member(&facts.catalogue))));
+    }
     members.push((
         "decision".into(),
         remembered(&mut memo.decision, facts.decision),

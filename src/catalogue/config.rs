@@ -67,6 +67,33 @@ impl ResultAction {
     }
 }
 
+/// What a `tools/call` of a tool no list of its upstream showed this Envoy
+/// gets (`unlisted_calls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnlistedCalls {
+    /// Forwarded: the catalogue checks judge definitions, and this one was
+    /// never read (a client that cached its list, or listed through another
+    /// Envoy, calls without listing here).
+    Allow,
+    /// Refused (rule `catalogue`, -32010) until a list of the upstream showed
+    /// the tool: what a team that must never forward a call of an unread
+    /// definition chooses (the stateless 2026-07-28 revision lets a call come
+    /// first).
+    Refuse,
+}
+
+keywords!(UnlistedCalls {
+    Allow => "allow",
+    Refuse => "refuse",
+});
+
+/// `hold_s` when the policy does not say: a day, as `pins.hold_s`.
+pub const DEFAULT_HOLD_S: u64 = 86_400;
+/// `hold_s` at most: 30 days.
+pub const MAX_HOLD_S: u64 = 30 * 86_400;
+/// Names in `other_tools` at most.
+pub const MAX_OTHER_TOOLS: usize = 4096;
+
 /// The compiled `$.catalogue` section.
 #[derive(Debug)]
 pub struct CataloguePolicy {
@@ -74,6 +101,14 @@ pub struct CataloguePolicy {
     results: [ResultAction; Check::COUNT],
     /// The checks themselves, with the link allowlist.
     pub inspector: Inspector,
+    /// `hold_s` in milliseconds: how long a tool removed from a list of an
+    /// upstream keeps its calls refused, whatever later lists show.
+    pub hold_ms: u64,
+    pub unlisted_calls: UnlistedCalls,
+    /// `other_tools`: names of tools the callers reach outside this gateway
+    /// (their own local servers), for `shadowing`, beside the names the other
+    /// upstream clusters of this Envoy listed.
+    pub other_tools: Vec<String>,
 }
 
 /// Defaults when the section or a check is absent: every check flags tool
@@ -104,6 +139,9 @@ impl Default for CataloguePolicy {
             descriptions: DEFAULT_DESCRIPTIONS,
             results,
             inspector: Inspector::default(),
+            hold_ms: DEFAULT_HOLD_S * 1000,
+            unlisted_calls: UnlistedCalls::Allow,
+            other_tools: Vec::new(),
         }
     }
 }
@@ -115,6 +153,41 @@ impl CataloguePolicy {
 
     pub fn result_action(&self, check: Check) -> ResultAction {
         self.results[check.index()]
+    }
+
+    /// Whether any finding in a definition is read at all (else lists are
+    /// not inspected).
+    pub fn inspects_definitions(&self) -> bool {
+        self.descriptions
+            .iter()
+            .any(|a| *a != DescriptionAction::Off)
+    }
+
+    /// Whether any finding in a result is read at all.
+    pub fn inspects_results(&self) -> bool {
+        self.results.iter().any(|a| *a != ResultAction::Off)
+    }
+
+    /// Whether calls are judged too: a check that removes tools (their calls
+    /// are refused) or `unlisted_calls: refuse`.
+    pub fn guards_calls(&self) -> bool {
+        self.unlisted_calls == UnlistedCalls::Refuse
+            || self.descriptions.contains(&DescriptionAction::Remove)
+    }
+
+    /// Whether what upstreams list is remembered in shared data: for the
+    /// calls ([`Self::guards_calls`]) and for `shadowing` (the other
+    /// upstreams' names).
+    pub fn remembers(&self) -> bool {
+        self.guards_calls() || self.description_action(Check::Shadowing) != DescriptionAction::Off
+    }
+
+    /// Whether a tool removed for `checks` (what a list found) stays
+    /// removed under this policy: one of them still calls for `remove`.
+    pub fn still_removes(&self, checks: &[Check]) -> bool {
+        checks
+            .iter()
+            .any(|c| self.description_action(*c) == DescriptionAction::Remove)
     }
 
     /// The strongest action the findings on one tool definition call for.
@@ -173,6 +246,28 @@ pub fn compile(section: Option<&Value>, path: &str, errs: &mut Errors) -> Option
                 Err(msg) => errs.push(index(&hosts_path, i), format!("{h:?}: {msg}")),
             }
         }
+    }
+    policy.hold_ms = r
+        .uint("hold_s", 1, MAX_HOLD_S, errs)
+        .unwrap_or(DEFAULT_HOLD_S)
+        .saturating_mul(1000);
+    policy.unlisted_calls = r
+        .keyword("unlisted_calls", errs)
+        .unwrap_or(UnlistedCalls::Allow);
+    let others_path = r.field_path("other_tools");
+    if let Some(list) = r.strings("other_tools", errs) {
+        if list.len() > MAX_OTHER_TOOLS {
+            errs.push(
+                &others_path,
+                format!("{} names; at most {MAX_OTHER_TOOLS}", list.len()),
+            );
+        }
+        for (i, name) in list.iter().enumerate() {
+            if let Some(p) = crate::jsonrpc::name_problem(crate::jsonrpc::NameKind::Tool, name) {
+                errs.push(index(&others_path, i), format!("tool name {name:?} {p}"));
+            }
+        }
+        policy.other_tools = list;
     }
     r.finish(errs);
     policy.inspector = Inspector::new(hosts);
@@ -315,11 +410,10 @@ mod tests {
         assert_eq!(p.result_verdict(&findings), ResultAction::Wrap);
     }
 
-    /// Until the filter applies the section, a policy holding it is refused
-    /// (as `pins` is), with its own mistakes named too; without it the
-    /// compiled policy carries the defaults the integration will use.
+    /// The policy carries the defaults without the section, the section's
+    /// own settings with it, and its mistakes at their paths.
     #[test]
-    fn the_policy_carries_the_defaults_and_refuses_the_section_until_applied() {
+    fn the_policy_carries_the_defaults_and_the_section() {
         match crate::policy::compile_str(br#"{"version": 1, "rules": []}"#) {
             Ok(p) => {
                 assert_eq!(p.catalogue.result_action(Check::Html), ResultAction::Flag);
@@ -330,14 +424,23 @@ mod tests {
             }
             Err(e) => panic!("{e:?}"),
         }
+        let good = br#"{"version": 1, "rules": [], "catalogue": {"descriptions": {"model_instructions": "remove"}, "hold_s": 60, "unlisted_calls": "refuse", "other_tools": ["send_email"]}}"#;
+        match crate::policy::compile_str(good) {
+            Ok(p) => {
+                assert!(p.catalogue.guards_calls() && p.catalogue.remembers());
+                assert_eq!(p.catalogue.hold_ms, 60_000);
+                assert_eq!(p.catalogue.unlisted_calls, UnlistedCalls::Refuse);
+                assert_eq!(p.catalogue.other_tools, ["send_email"]);
+            }
+            Err(e) => panic!("{e:?}"),
+        }
         let bad = br#"{"version": 1, "rules": [], "catalogue": {"results": {"tag_characters": "block"}}}"#;
         match crate::policy::compile_str(bad) {
-            Ok(_) => panic!("a section this build does not apply compiled"),
+            Ok(_) => panic!("a mistaken section compiled"),
             Err(e) => assert_eq!(
                 e.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 [
                     "$.catalogue.results.tag_characters: unknown check; the checks are invisible_unicode, model_instructions, secret_reference, exfiltration, encoded_blob, html, shadowing",
-                    "$.catalogue: not supported yet by this build of mcp-firewall; remove it (it would not be enforced)",
                 ]
             ),
         }
@@ -385,6 +488,21 @@ mod tests {
                 ],
             ),
             ("unknown_field", json!({"result": "flag"}), &["$.catalogue.result: unknown field"]),
+            (
+                "hold_too_long",
+                json!({"hold_s": 2_592_001}),
+                &["$.catalogue.hold_s: 2592001 is out of range 1..=2592000"],
+            ),
+            (
+                "unknown_unlisted_calls",
+                json!({"unlisted_calls": "deny"}),
+                &["$.catalogue.unlisted_calls: \"deny\" is not one of allow, refuse"],
+            ),
+            (
+                "other_tool_not_a_tool_name",
+                json!({"other_tools": ["send_email", "a b"]}),
+                &["$.catalogue.other_tools[1]: tool name \"a b\" holds U+0020, outside the characters MCP gives tool names (A-Z a-z 0-9 _ - .)"],
+            ),
             ("not_an_object", json!("flag"), &["$.catalogue: expected an object, found a string"]),
         ];
         for (name, section, want) in cases {

@@ -3,15 +3,18 @@
 //! through [`crate::store::SharedStore`].
 //!
 //! - [`pins`]: pins of tool definitions, and what each upstream listed.
+//! - [`listed`]: the names each upstream listed and the tools removed for
+//!   poisoning (the other servers' tools for `shadowing`; the calls refused).
 //! - `poison`: deterministic checks for poisoned tool definitions and
 //!   injected tool results (issue #16 items 4 and 7), with `fold` (how text is
 //!   read) and `markers` (the phrases); `config`: the `$.catalogue` section.
 
 pub mod config;
 pub mod fold;
+pub mod listed;
 mod markers;
 pub mod pins;
 pub mod poison;
 
-pub use config::{compile, CataloguePolicy, DescriptionAction, ResultAction};
+pub use config::{compile, CataloguePolicy, DescriptionAction, ResultAction, UnlistedCalls};
 pub use poison::{wrap_text, Check, Finding, HostPattern, Inspector, OtherTools};

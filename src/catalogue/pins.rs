@@ -586,6 +586,13 @@ pub trait SeenTools {
     /// What is remembered of `tool` on `upstream` (`None`: the filter could
     /// not tell which upstream the request goes to).
     fn seen(&self, upstream: Option<&str>, tool: &str) -> Memory;
+
+    /// What the catalogue checks remember of `tool` on `upstream` (the
+    /// tools a list removed for poisoning; whether any list showed it).
+    /// Nothing by default: what a freshly started Envoy knows.
+    fn listed(&self, _upstream: Option<&str>, _tool: &str) -> super::listed::Listed {
+        super::listed::Listed::Unlisted
+    }
 }
 
 /// Nothing seen: what a freshly started Envoy knows (the CLI's default).
@@ -624,6 +631,18 @@ impl<S: SharedStore + ?Sized> SeenTools for Remembered<'_, S> {
             Ok((Some(bytes), _)) => Memory::decode(&bytes),
             Ok((None, _)) => Memory::unseen(),
             Err(_) => Memory::of(Seen::Unavailable),
+        }
+    }
+
+    fn listed(&self, upstream: Option<&str>, tool: &str) -> super::listed::Listed {
+        use super::listed::{read, Listed};
+        let Some(upstream) = upstream else {
+            return Listed::Unavailable;
+        };
+        match read(self.0, upstream) {
+            Ok(Some(r)) => r.judge(tool),
+            Ok(None) => Listed::Unlisted,
+            Err(_) => Listed::Unavailable,
         }
     }
 }

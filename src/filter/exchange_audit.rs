@@ -3,10 +3,11 @@
 //! with the response's status, size and what DLP found or redacted in it.
 
 use crate::audit::{
-    AuditApproval, AuditDecision, AuditFinding, AuditIdentity, AuditPin, AuditResponse, EventFacts,
-    Verdict as AuditVerdict, MAX_PIN_RECORDS,
+    AuditApproval, AuditCatalogue, AuditDecision, AuditFinding, AuditIdentity, AuditPin,
+    AuditResponse, EventFacts, Verdict as AuditVerdict, MAX_CATALOGUE_RECORDS, MAX_PIN_RECORDS,
 };
 use crate::catalogue::pins::{ListCheck, PinMismatch};
+use crate::catalogue::{DescriptionAction, ResultAction};
 use crate::decide::{Decision, Verdict};
 use crate::dlp::{Action as DlpAction, Finding};
 use crate::host::Host;
@@ -14,6 +15,7 @@ use crate::identity::Caller;
 use crate::jsonrpc::id_key;
 use crate::policy::{CompiledPolicy, Mode};
 use crate::reply::LocalReply;
+use crate::response::{ListInspection, ResultInspection};
 use crate::rule_id::RuleId;
 use crate::verdict::{anonymous, MessageVerdict};
 use serde_json::Value;
@@ -37,6 +39,8 @@ pub(crate) struct PendingAudit {
     pub approval: Option<AuditApproval>,
     /// Tools that differ from their pin: the call's, or a list answer's.
     pins: Vec<AuditPin>,
+    /// What the catalogue checks found in the answer.
+    catalogue: Vec<AuditCatalogue>,
 }
 
 /// The audit record of a tool that does not match its pin.
@@ -85,6 +89,7 @@ impl PendingAudit {
                 })
                 .collect(),
             approval: None,
+            catalogue: Vec::new(),
         }
     }
 
@@ -112,6 +117,7 @@ impl PendingAudit {
             redactions: 0,
             pins: Vec::new(),
             approval: None,
+            catalogue: Vec::new(),
         }
     }
 }
@@ -243,6 +249,68 @@ impl ExchangeAudit {
         }
     }
 
+    /// Attach what the catalogue checks found in list answers and results
+    /// to the events of their requests: one record per finding, at most
+    /// [`MAX_CATALOGUE_RECORDS`] per event.
+    pub fn attach_catalogue(
+        &mut self,
+        lists: &[(String, ListInspection)],
+        results: &[(String, ResultInspection)],
+    ) {
+        let records = lists
+            .iter()
+            .flat_map(|(id, l)| {
+                l.tools.iter().flat_map(move |t| {
+                    let action = match (t.action, t.removed) {
+                        (DescriptionAction::Remove, _) => "removed",
+                        _ => "flagged",
+                    };
+                    // A tool name is the server's text: clipped like the caller's.
+                    let tool = t.names.first().map(|n| crate::audit::clip(n.clone()).0);
+                    t.findings.iter().map(move |f| {
+                        (
+                            id,
+                            AuditCatalogue {
+                                action: action.to_owned(),
+                                check: f.check.as_str().to_owned(),
+                                pointer: crate::audit::clip(f.pointer.clone()).0,
+                                tool: tool.clone(),
+                            },
+                        )
+                    })
+                })
+            })
+            .chain(results.iter().flat_map(|(id, r)| {
+                let action = match r.action {
+                    ResultAction::Block => "blocked",
+                    ResultAction::Wrap => "wrapped",
+                    _ => "flagged",
+                };
+                r.findings.iter().map(move |f| {
+                    (
+                        id,
+                        AuditCatalogue {
+                            action: action.to_owned(),
+                            check: f.check.as_str().to_owned(),
+                            pointer: crate::audit::clip(f.pointer.clone()).0,
+                            tool: None,
+                        },
+                    )
+                })
+            }));
+        for (id, record) in records {
+            let pending = self
+                .pending
+                .iter_mut()
+                .find(|p| p.id.as_ref().map(id_key).as_deref() == Some(id.as_str()));
+            if let Some(p) = pending {
+                if p.catalogue.len() < MAX_CATALOGUE_RECORDS {
+                    p.catalogue.push(record);
+                }
+            }
+        }
+    }
+
     /// The exchange is over (Envoy's log phase): audit what was forwarded.
     pub fn on_done(&mut self, host: &mut dyn Host, caller: Option<&Caller>, response_bytes: usize) {
         let status = self.response_status.unwrap_or(0);
@@ -299,6 +367,7 @@ impl ExchangeAudit {
             vm_start: false,
             dropped: Vec::new(),
             pins: p.pins,
+            catalogue: p.catalogue,
         }
     }
 }

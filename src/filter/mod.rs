@@ -7,12 +7,14 @@
 use crate::approval::{self, Answer, ApprovalConfig, ApprovalMode, Ask};
 use crate::audit::{ApprovalStep, AuditApproval};
 use crate::catalogue::pins::{self, ListCheck, Remembered};
+use crate::catalogue::{listed, Check, DescriptionAction, OtherTools, ResultAction};
 use crate::decide::{Decision, Verdict};
 use crate::descriptors::{self, Descriptors};
 use crate::host::{Callout, Counter, Flow, Host, HostError, InForce, LogLevel};
 use crate::identity::{self, Caller, IdentityError, IdentityInputs, Via};
 use crate::policy::{CompiledPolicy, Mode};
 use crate::reply::{self, LocalReply};
+use crate::response::{ListInspection, ResultInspection};
 use crate::rule_id::RuleId;
 use crate::session::{self, Binding, Unknown, WhenFull};
 use crate::verdict::{
@@ -469,7 +471,9 @@ impl RequestFilter {
     /// cluster, not the host: one cluster's endpoints serve one catalogue,
     /// and the name comes from Envoy's configuration, never from the caller.
     fn upstream(&self, host: &dyn Host) -> Option<String> {
-        self.policy.pins.as_ref()?;
+        if self.policy.pins.is_none() && !self.policy.catalogue.remembers() {
+            return None;
+        }
         host.property(&["xds", "cluster_name"])
             .and_then(|b| String::from_utf8(b).ok())
             .filter(|c| !c.is_empty())
@@ -842,6 +846,9 @@ impl RequestFilter {
                     _ => Counter::PinWarned,
                 };
                 host.count(counter, 1);
+            }
+            if m.decision.rule == RuleId::Catalogue {
+                host.count(Counter::CatalogueRefused, 1);
             }
         }
         let action = self.policy.dlp.requests;
@@ -1544,6 +1551,9 @@ impl RequestFilter {
         // response from upstream is the server's to read.
         let mut flow = Flow::Continue;
         if matches!(self.phase, Phase::Forwarded | Phase::Passthrough) {
+            if self.rewriter.inspects_lists() {
+                self.rewriter.set_others(self.other_tools(host));
+            }
             flow = self.rewriter.on_headers(host, end_of_stream);
         }
         self.flush_response_counts(host);
@@ -1584,6 +1594,91 @@ impl RequestFilter {
         self.audit.attach_result_findings(counts.result_findings);
         self.remember_definitions(host, &counts.pin_checks);
         self.audit.attach_pin_checks(&counts.pin_checks);
+        self.count_catalogue(host, &counts.catalogue_lists, &counts.catalogue_results);
+        self.audit
+            .attach_catalogue(&counts.catalogue_lists, &counts.catalogue_results);
+    }
+
+    /// The other servers' tool names `shadowing` compares a definition with:
+    /// what the other upstream clusters of this Envoy listed (shared data)
+    /// and `catalogue.other_tools`. Read once per list exchange, and only
+    /// when `shadowing` is not `off`.
+    fn other_tools(&self, host: &dyn Host) -> OtherTools {
+        let cat = &self.policy.catalogue;
+        if cat.description_action(Check::Shadowing) == DescriptionAction::Off {
+            return OtherTools::default();
+        }
+        let listed = listed::other_names(host, self.head.upstream.as_deref());
+        OtherTools::new(
+            listed
+                .iter()
+                .map(String::as_str)
+                .chain(cat.other_tools.iter().map(String::as_str)),
+        )
+    }
+
+    /// Count what the catalogue checks found, and remember for this
+    /// upstream the names its lists showed and the tools they removed:
+    /// what the calls that follow are judged by, and the other servers'
+    /// names for the next upstream's lists. A record that cannot be written
+    /// is counted and logged; calls then meet what was remembered before.
+    fn count_catalogue(
+        &mut self,
+        host: &mut dyn Host,
+        lists: &[(String, ListInspection)],
+        results: &[(String, ResultInspection)],
+    ) {
+        for (_, r) in results {
+            let counter = match r.action {
+                ResultAction::Block => Counter::CatalogueResultsBlocked,
+                ResultAction::Wrap => Counter::CatalogueResultsWrapped,
+                _ => Counter::CatalogueResultsFlagged,
+            };
+            host.count(counter, 1);
+        }
+        for (_, l) in lists {
+            let removed = l
+                .tools
+                .iter()
+                .filter(|t| t.action == DescriptionAction::Remove)
+                .count();
+            host.count(Counter::CatalogueRemoved, removed as u64);
+            host.count(Counter::CatalogueFlagged, (l.tools.len() - removed) as u64);
+            let cat = &self.policy.catalogue;
+            if !cat.remembers() {
+                continue;
+            }
+            let Some(upstream) = self.head.upstream.as_deref() else {
+                host.count(Counter::CatalogueRememberFailed, 1);
+                continue;
+            };
+            // Remembered in dry run too: the calls' decisions then show
+            // what enforcement would refuse.
+            let removals: Vec<(String, Vec<Check>)> = l
+                .tools
+                .iter()
+                .filter(|t| t.action == DescriptionAction::Remove)
+                .flat_map(|t| {
+                    let checks: Vec<Check> = t
+                        .findings
+                        .iter()
+                        .map(|f| f.check)
+                        .filter(|c| cat.description_action(*c) == DescriptionAction::Remove)
+                        .collect();
+                    t.names.iter().map(move |n| (n.clone(), checks.clone()))
+                })
+                .collect();
+            let now = host.now_ms();
+            if let Err(e) =
+                listed::remember(&*host, upstream, &l.names, &removals, now, cat.hold_ms)
+            {
+                host.count(Counter::CatalogueRememberFailed, 1);
+                host.log(
+                    LogLevel::Warn,
+                    &format!("mcp-firewall: what a tools/list showed could not be remembered for the catalogue checks ({e:?})"),
+                );
+            }
+        }
     }
 
     /// Count what pins found in list answers and remember, for this

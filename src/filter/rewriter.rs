@@ -9,6 +9,7 @@
 
 use super::host_write_failed;
 use crate::catalogue::pins::ListCheck;
+use crate::catalogue::OtherTools;
 use crate::dlp::{Action as DlpAction, Finding};
 use crate::host::{Flow, Host, HostError};
 use crate::identity::Caller;
@@ -17,7 +18,9 @@ use crate::jsonrpc::{self, id_key};
 use crate::media_type;
 use crate::policy::{CompiledPolicy, Mode};
 use crate::reply;
-use crate::response::{case_variant_in_answer, rewrite_message, ResponsePlan};
+use crate::response::{
+    case_variant_in_answer, rewrite_message, ListInspection, ResponsePlan, ResultInspection,
+};
 use crate::sse::{parse_event, SseFramer};
 use serde_json::{json, Value};
 use std::rc::Rc;
@@ -43,6 +46,10 @@ pub(crate) struct ResponseCounts {
     pub result_findings: Vec<(String, Vec<Finding>, DlpAction, &'static str)>,
     /// What pins found in `tools/list` answers: (request id key, check).
     pub pin_checks: Vec<(String, ListCheck)>,
+    /// What the catalogue checks found in `tools/list` answers and in
+    /// results: (request id key, inspection).
+    pub catalogue_lists: Vec<(String, ListInspection)>,
+    pub catalogue_results: Vec<(String, ResultInspection)>,
 }
 
 pub(crate) struct ResponseRewriter {
@@ -70,6 +77,8 @@ pub(crate) struct ResponseRewriter {
     /// The public OAuth metadata GET: only a plain JSON document may come
     /// back, never an event stream or a JSON-RPC message.
     metadata_only: bool,
+    /// The other servers' tool names, for `shadowing` in list answers.
+    others: OtherTools,
     counts: ResponseCounts,
 }
 
@@ -91,6 +100,7 @@ impl ResponseRewriter {
             declared_too_large: false,
             refusal: None,
             metadata_only: false,
+            others: OtherTools::default(),
             counts: ResponseCounts::default(),
         }
     }
@@ -142,6 +152,17 @@ impl ResponseRewriter {
         self.armed = true;
         self.caller = Some(caller);
         self.plan.server_messages = self.policy.dlp.responses != DlpAction::Off;
+    }
+
+    /// Whether a `tools/list` answer will be read by the catalogue checks
+    /// (then the filter looks up the other servers' names first).
+    pub fn inspects_lists(&self) -> bool {
+        !self.plan.catalogue_lists.is_empty()
+    }
+
+    /// The other servers' tool names, read by the filter from shared data.
+    pub fn set_others(&mut self, others: OtherTools) {
+        self.others = others;
     }
 
     pub fn bytes_seen(&self) -> usize {
@@ -465,10 +486,18 @@ impl ResponseRewriter {
                 true => Some(self.plan.scans.first().cloned().unwrap_or_default()),
                 false => msg.get("id").map(id_key),
             };
-            let mut r = rewrite_message(&self.policy, caller, &self.plan, msg);
+            let mut r = rewrite_message(&self.policy, caller, &self.plan, &self.others, msg);
             changed |= r.changed;
             if let (Some(check), Some(id)) = (r.pins.take(), msg.get("id").map(id_key)) {
                 self.counts.pin_checks.push((id, check));
+            }
+            if let Some(id) = msg.get("id").map(id_key) {
+                if let Some(i) = r.catalogue_list.take() {
+                    self.counts.catalogue_lists.push((id.clone(), i));
+                }
+                if let Some(i) = r.catalogue_result.take() {
+                    self.counts.catalogue_results.push((id, i));
+                }
             }
             if let (Some(id), Some(action)) = (id, r.action) {
                 self.counts

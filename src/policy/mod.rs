@@ -42,8 +42,8 @@ pub struct CompiledPolicy {
     pub dlp: crate::dlp::DlpPolicy,
     /// `$.catalogue`: the poisoning checks of tool definitions and results
     /// and what each one does (defaults: definitions flagged, the precise
-    /// result checks flagged). The list filter calls
-    /// `catalogue.inspector.inspect_tool` and `catalogue.tool_action`.
+    /// result checks flagged), applied in `response` (lists, results) and
+    /// `verdict` (calls of removed tools).
     pub catalogue: crate::catalogue::CataloguePolicy,
     /// `None` = audit off.
     pub audit: Option<crate::audit::AuditConfig>,
@@ -75,10 +75,7 @@ pub struct CompiledPolicy {
 
 /// Sections of POLICY.md that this build does not enforce yet. Accepting them
 /// silently would let a team believe something is enforced that is not.
-/// `catalogue` is compiled (its mistakes are reported at their paths, and
-/// `CompiledPolicy::catalogue` holds the defaults) but nothing applies it to
-/// traffic until the list filter and the result path call it.
-const NOT_YET_SUPPORTED: &[&str] = &["catalogue"];
+const NOT_YET_SUPPORTED: &[&str] = &[];
 
 /// Parse and compile policy text (the plugin configuration).
 pub fn compile_str(text: &[u8]) -> Result<CompiledPolicy, Vec<ConfigError>> {

@@ -165,9 +165,9 @@ fn config_error_table() {
             "$.pins.tools[\"echo\"]",
         ),
         (
-            "catalogue_not_applied_yet",
-            json!({"version": 1, "rules": [], "catalogue": {}}),
-            "$.catalogue: not supported yet",
+            "catalogue_hold_of_zero",
+            json!({"version": 1, "rules": [], "catalogue": {"hold_s": 0}}),
+            "$.catalogue.hold_s: 0 is out of range 1..=2592000",
         ),
         (
             "catalogue_unknown_check",
