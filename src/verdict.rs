@@ -559,6 +559,19 @@ pub fn judge_body(
     if let Some(msg) = case_variant_of_condition_member(policy, &messages) {
         return BodyVerdict::refused(Refusal::invalid(RuleId::Protocol, msg));
     }
+    // Numbers are decided as doubles (conditions, approval bindings, the
+    // loop breaker), while the bytes go on as sent: a literal more precise
+    // than its double (`100.00000000000000000001` under `lte: 100`, an
+    // integer past 64 bits) would be decided as one number and read by a
+    // server as another (tenth review H1). Only a body holding a double at
+    // all is read again for its literals.
+    if messages.iter().any(|m| holds_double(m.params())) && crate::json::has_lossy_number(bytes) {
+        return BodyVerdict::refused(Refusal::invalid(
+            RuleId::Protocol,
+            "a number is more precise than a double, so it cannot be decided exactly: send it as a string"
+                .to_owned(),
+        ));
+    }
     let mut verdicts = Vec::with_capacity(messages.len());
     for m in &messages {
         let decision = match decide_message(policy, caller, m, head.now_ms)
@@ -615,9 +628,7 @@ pub fn judge_body(
     // Approval (rules → DLP → approval → rate limits): the binding of the
     // one call to ask for, or the reason it cannot be asked for.
     let mut ask = match (&policy.approval, dry_run) {
-        (Some(_), false) => {
-            approval_binding(policy, caller, &messages, bytes, &mut verdict.messages)
-        }
+        (Some(_), false) => approval_binding(policy, caller, &messages, &mut verdict.messages),
         _ => None,
     };
     if verdict.policy_refused() && ask.is_none() {
@@ -766,20 +777,9 @@ fn approval_binding(
     policy: &CompiledPolicy,
     caller: &Caller,
     messages: &[Message],
-    body: &[u8],
     verdicts: &mut [MessageVerdict],
 ) -> Option<Ask> {
     let why = match (messages, &mut *verdicts) {
-        // The binding hashes the arguments as parsed, into doubles: two
-        // literals one double reads alike (`0.1` and `0.1000…0555`, or
-        // integers past 2^64) would share one approval while a server
-        // reading decimals sees different calls (ninth review L1).
-        ([Message::Request { .. }], [v])
-            if v.decision.verdict == Outcome::Approval
-                && crate::json::has_lossy_number(body) =>
-        {
-            "the call holds a number more precise than a double, which an approval cannot bind exactly: send it as a string"
-        }
         ([Message::Request { id, method, params }], [v])
             if v.decision.verdict == Outcome::Approval =>
         {
@@ -817,6 +817,16 @@ fn approval_binding(
         v.decision.reason = format!("{}; {why}", v.decision.reason);
     }
     None
+}
+
+/// Whether `v` holds a number parsed as a double (not a 64-bit integer).
+fn holds_double(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => n.is_f64(),
+        Value::Array(a) => a.iter().any(holds_double),
+        Value::Object(o) => o.values().any(holds_double),
+        _ => false,
+    }
 }
 
 fn canonical_len(v: &Value) -> usize {
@@ -1620,6 +1630,67 @@ mod tests {
             json!({"action": "accept", "content": {"x": 1}})
         );
         assert_eq!(sent[2]["error"]["message"], json!("declined"));
+    }
+
+    /// A number literal more precise than its double is refused before any
+    /// rule reads it: `lte: 100` decided on 100.0 while a server reading
+    /// decimals reads more than 100 (tenth review H1).
+    #[test]
+    fn numbers_no_double_holds_exactly_are_refused() {
+        let policy = match crate::policy::compile(&json!({
+            "version": 1,
+            "identity": {"anonymous_roles": ["any"]},
+            "rules": [{"id": "small-refunds", "effect": "allow", "tools": ["refund"],
+                       "when": {"arg": "/amount", "lte": 100}}]
+        })) {
+            Ok(p) => p,
+            Err(e) => panic!("{e:?}"),
+        };
+        let caller = Caller {
+            subject: None,
+            tenant: None,
+            roles: vec!["any".into()],
+            via: Via::Anonymous,
+        };
+        // (behaviour, amount literal, forwarded, refused as invalid)
+        for (name, amount, forwarded, invalid) in [
+            ("a_short_decimal", "99.5", true, false),
+            ("exactly_the_cap", "100", true, false),
+            ("over_the_cap", "100.5", false, false),
+            (
+                "past_the_cap_in_digits_no_double_holds",
+                "100.00000000000000000001",
+                false,
+                true,
+            ),
+            (
+                "an_integer_past_64_bits",
+                "18446744073709551617",
+                false,
+                true,
+            ),
+            (
+                "a_long_literal_inside_a_string",
+                "\"100.00000000000000000001\"",
+                false,
+                false,
+            ),
+        ] {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"refund","arguments":{{"amount":{amount}}}}}}}"#
+            );
+            let v = judge_body(
+                &policy,
+                &caller,
+                &RequestHead::default(),
+                None,
+                &crate::catalogue::pins::NothingSeen,
+                body.as_bytes(),
+            );
+            assert_eq!(!v.refuses(), forwarded, "{name}: {:?}", v.outcome);
+            let refused_invalid = matches!(&v.outcome, BodyOutcome::Refuse(r) if r.code == -32600 && r.message.contains("more precise than a double"));
+            assert_eq!(refused_invalid, invalid, "{name}: {:?}", v.outcome);
+        }
     }
 
     const SECRET: &str = "glpat-_bkBl5pR8VAr0_UnPKWu";

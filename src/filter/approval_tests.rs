@@ -771,6 +771,42 @@ fn a_pin_hold_begun_while_held_refuses_the_release() {
         )
         .done();
     };
+    // The use's answer, after a list showed `shown` while the use was on
+    // its way (tenth review M1: the release did not look again).
+    {
+        list(&reviewed);
+        let body = scale(1, 3);
+        let mut x = Exchange::new(policy.clone(), on_cluster());
+        x.request(Request::new(&body).chunk(7));
+        x.answer_approval(Some(200), &answer("approved", false));
+        assert_eq!(x.host.callouts.len(), 2, "the use is on its way");
+        list(&pulled);
+        x.answer_approval(Some(200), &used_answer());
+        assert_eq!(error_of(&x)["code"], json!(-32014), "refused after the use");
+        assert!(!x.forwarded());
+        // The pin hold begun here lasts: a fresh store for the table below.
+    }
+    let store = Rc::new(MemoryStore::new());
+    let on_cluster = || {
+        let mut h = post(Some("ops-key"));
+        h.store = store.clone();
+        h.properties
+            .insert("xds.cluster_name".into(), b"mcp".to_vec());
+        h
+    };
+    let list = |tool: &Value| {
+        let mut x = Exchange::new(policy.clone(), on_cluster());
+        x.request(Request::new(
+            br#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#,
+        ));
+        let answer = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": [tool]}}).to_string();
+        x.respond(
+            Response::new(answer.as_bytes())
+                .status("200")
+                .content_type("application/json"),
+        )
+        .done();
+    };
     // (behaviour, what is listed while the call waits, refused with -32014)
     for (name, meanwhile, refused) in [
         ("the_reviewed_definition_listed_again", &reviewed, false),
@@ -801,8 +837,8 @@ fn a_pin_hold_begun_while_held_refuses_the_release() {
 }
 
 /// Two literals one double reads alike would share one binding: a call
-/// holding a number more precise than a double is never sent for approval
-/// (ninth review L1).
+/// holding a number more precise than a double is refused before anyone is
+/// asked (ninth review L1, tenth review H1), as every such call is.
 #[test]
 fn a_number_no_double_holds_exactly_is_never_approved() {
     for (name, replicas, asks) in [
@@ -821,8 +857,7 @@ fn a_number_no_double_holds_exactly_is_never_approved() {
         assert_eq!(!x.host.callouts.is_empty(), asks, "{name}");
         if !asks {
             let e = error_of(&x);
-            assert_eq!(e["code"], json!(-32011), "{name}: {e}");
-            assert_eq!(e["data"]["approval_id"], Value::Null, "{name}");
+            assert_eq!(e["code"], json!(-32600), "{name}: {e}");
             assert!(!x.forwarded(), "{name}");
         }
     }

@@ -1338,6 +1338,21 @@ impl RequestFilter {
             // (a held call checks before it uses): the approval is spent.
             return self.policy_changed_while_held(host, w, approval_id);
         }
+        // Judged again, as before the use: a list shown while the use was
+        // on its way may have put the tool on a pin or catalogue hold (tenth
+        // review M1). The approval is spent; the call is still refused.
+        let again = self.judge_held_again(host, &w);
+        let spent = approval_step(
+            ApprovalStep::NotUsable,
+            Some(approval_id),
+            decided_by.as_deref(),
+            reason.as_deref(),
+        );
+        let why = format!("approval {approval_id} was used, but the call is refused now");
+        if self.refused_held(host, again, &spent, RuleId::Pin, &why) {
+            host.count(Counter::ApprovalRefused, 1);
+            return;
+        }
         host.count(Counter::ApprovalGranted, 1);
         let by = decided_by.as_deref().unwrap_or("an approver");
         let used = approval_step(
