@@ -72,6 +72,11 @@ pub fn units() -> Vec<(String, String)> {
             "assignment:long-identifier",
             "pass_pass_pass_pass_pass_pass_pass_pass_pass_pass_pass_pass_pass_pass_pass_pass=",
         ),
+        // What the second reading decodes, dense (each text is read twice).
+        ("reading:json-escape", "\\u0070assword=\\u0022"),
+        ("reading:html-reference", "&lt;password&gt;&#65;&quot;"),
+        ("reading:fullwidth-digits", "４１１１－"),
+        ("reading:no-break-space", "4111\u{a0}"),
         ("assignment:long-identifier-colon", "pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd:= "),
         ("auth:no-blank", "Authorization:"),
         ("auth:equals", "authorization=bearer+"),

@@ -435,11 +435,33 @@ impl Scanner {
             return Vec::new();
         }
         work.grant(text.len());
-        let cands = if work.exceeded() {
+        let mut cands = if work.exceeded() {
             Vec::new()
         } else {
             self.candidates(text, key, work)
         };
+        // Read again as a reader decodes it (escapes, references, fullwidth
+        // digits, locale spaces): what is found there is redacted where it
+        // stands in the text.
+        if let Some((reading, from)) = text::second_reading(text) {
+            work.grant(reading.len());
+            if !work.exceeded() {
+                for mut c in self.candidates(&reading, key, work) {
+                    let (Some(&s), Some(&e)) = (from.get(c.start), from.get(c.end)) else {
+                        continue;
+                    };
+                    // A match ending inside a decoded character takes all of it.
+                    let e = if e <= s {
+                        text::ceil_boundary(text, s + 1)
+                    } else {
+                        e
+                    };
+                    c.start = s;
+                    c.end = text::ceil_boundary(text, e);
+                    cands.push(c);
+                }
+            }
+        }
         if work.exceeded() {
             return vec![Candidate {
                 start: 0,

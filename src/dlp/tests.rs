@@ -1533,3 +1533,62 @@ fn a_value_named_by_its_object_is_judged_by_that_name() {
         }
     }
 }
+
+/// Text is read a second time as a reader decodes it — JSON escapes left in
+/// text, HTML references, fullwidth digits, locale spaces and dashes — and
+/// what is found there is redacted where it stands (tenth review M2, M3).
+#[test]
+fn text_is_read_again_as_its_reader_decodes_it() {
+    let s = scanner();
+    // (behaviour, text, a kind found, what must not survive redaction)
+    let cases = [
+        (
+            "go_escaped_xml",
+            r#"{"cfg":"\u003cpassword\u003eHx9!kq2Lz7\u003c/password\u003e"}"#,
+            "password",
+            "Hx9!kq2Lz7",
+        ),
+        (
+            "php_escaped_slashes",
+            r#"{"dsn":"postgres:\/\/admin:Sup3rS3cretPw@db.internal:5432\/app"}"#,
+            "db_url_with_password",
+            "Sup3rS3cretPw",
+        ),
+        (
+            "html_escaped_page",
+            "<pre>&lt;add key=&quot;password&quot; value=&quot;Hx9kq2Lz7q&quot; /&gt;</pre>",
+            "password",
+            "Hx9kq2Lz7q",
+        ),
+        (
+            "fullwidth_card",
+            "カード番号：４１１１－１１１１－１１１１－１１１１",
+            "credit_card",
+            "４１１１",
+        ),
+        (
+            "card_grouped_with_no_break_spaces",
+            "card 4111\u{a0}1111\u{a0}1111\u{a0}1111 exp 12/29",
+            "credit_card",
+            "4111\u{a0}1111",
+        ),
+        (
+            "card_grouped_with_narrow_spaces",
+            "carte 4111\u{202f}1111\u{202f}1111\u{202f}1111",
+            "credit_card",
+            "1111\u{202f}1111",
+        ),
+    ];
+    for (name, text, kind, secret) in cases {
+        let found: Vec<String> = s.scan_text(text).into_iter().map(|m| m.kind).collect();
+        assert!(found.iter().any(|k| k == kind), "{name}: {found:?}");
+        let mut v = json!({ "t": text });
+        let redacted = s.redact_value(&mut v);
+        assert!(!redacted.is_empty(), "{name}");
+        let out = v["t"].as_str().unwrap_or_default();
+        assert!(!out.contains(secret), "{name}: {out}");
+        assert!(out.contains("[REDACTED:"), "{name}: {out}");
+    }
+    // Plain text with none of these is read once.
+    assert!(super::text::second_reading("password: see the vault & the docs").is_none());
+}

@@ -411,6 +411,131 @@ pub fn is_random_token(value: &str) -> bool {
     classes >= 3 && entropy(v) >= 3.2
 }
 
+/// The text as a reader decodes it, when that differs from its bytes, for a
+/// second scan: JSON escapes left in text (`\u003c`, `\/`: Go and PHP write
+/// them), HTML character references (`&lt;`, `&quot;`, `&#39;`: a fetched
+/// page), fullwidth ASCII (`４１１１`, Japanese input) and the spaces and
+/// dashes locales group digits with (U+00A0, U+202F, U+2009, U+2011, en
+/// dash) (tenth review M2, M3). With it, for each of its bytes, the offset of
+/// the byte of `text` it comes from, and one more entry for the end: a match
+/// in the reading maps back to the span of `text` to redact.
+pub fn second_reading(text: &str) -> Option<(String, Vec<usize>)> {
+    // Most text has none of these: one pass over the bytes decides.
+    let bytes = text.as_bytes();
+    let maybe = bytes.iter().enumerate().any(|(i, b)| match b {
+        b'\\' => matches!(at(bytes, i + 1), b'u' | b'/'),
+        b'&' => matches!(at(bytes, i + 1), b'#' | b'a'..=b'z'),
+        0xC2 => at(bytes, i + 1) == 0xA0,
+        0xE2 => matches!(at(bytes, i + 1), 0x80 | 0x81 | 0x88),
+        0xE3 => at(bytes, i + 1) == 0x80,
+        0xEF => matches!(at(bytes, i + 1), 0xBC | 0xBD),
+        _ => false,
+    });
+    if !maybe {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut from = Vec::with_capacity(text.len() + 1);
+    let mut changed = false;
+    let push = |out: &mut String, from: &mut Vec<usize>, c: char, src: usize| {
+        let before = out.len();
+        out.push(c);
+        for _ in before..out.len() {
+            from.push(src);
+        }
+    };
+    let mut i = 0;
+    while i < text.len() {
+        let rest = text.get(i..).unwrap_or_default();
+        let Some(c) = rest.chars().next() else { break };
+        let (decoded, len) = match c {
+            '\\' => match at(bytes, i + 1) {
+                b'/' => (Some('/'), 2),
+                b'u' => match json_u_escape(bytes, i) {
+                    Some((ch, n)) => (Some(ch), n),
+                    None => (None, 1),
+                },
+                _ => (None, 1),
+            },
+            '&' => match html_reference(rest) {
+                Some((ch, n)) => (Some(ch), n),
+                None => (None, 1),
+            },
+            // Fullwidth digits, letters, `-` and `@` (the rest of the
+            // fullwidth punctuation stays: `：` before a number reads as
+            // text, `:` as a port or a ratio).
+            '\u{FF10}'..='\u{FF19}'
+            | '\u{FF21}'..='\u{FF3A}'
+            | '\u{FF41}'..='\u{FF5A}'
+            | '\u{FF0D}'
+            | '\u{FF20}' => (char::from_u32(u32::from(c) - 0xFF01 + 0x21), c.len_utf8()),
+            '\u{00A0}' | '\u{2000}'..='\u{200A}' | '\u{202F}' | '\u{205F}' | '\u{3000}' => {
+                (Some(' '), c.len_utf8())
+            }
+            '\u{2010}'..='\u{2015}' | '\u{2212}' => (Some('-'), c.len_utf8()),
+            _ => (None, c.len_utf8()),
+        };
+        match decoded {
+            Some(d) => {
+                changed = true;
+                push(&mut out, &mut from, d, i);
+            }
+            None => push(&mut out, &mut from, c, i),
+        }
+        i += len.max(1);
+    }
+    from.push(text.len());
+    changed.then_some((out, from))
+}
+
+/// `\uXXXX` at `i` (a surrogate pair as two escapes): the character and the
+/// escape's length.
+fn json_u_escape(bytes: &[u8], i: usize) -> Option<(char, usize)> {
+    let hex = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+    };
+    let high = hex(i + 2)?;
+    if (0xD800..0xDC00).contains(&high) {
+        if bytes.get(i + 6..i + 8) != Some(b"\\u") {
+            return None;
+        }
+        let low = hex(i + 8)?;
+        if !(0xDC00..0xE000).contains(&low) {
+            return None;
+        }
+        let c = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
+        return char::from_u32(c).map(|ch| (ch, 12));
+    }
+    char::from_u32(high).map(|ch| (ch, 6))
+}
+
+/// An HTML character reference at the start of `s` (`&lt;`, `&#39;`,
+/// `&#x2F;`): the character and the reference's length.
+fn html_reference(s: &str) -> Option<(char, usize)> {
+    let end = s.get(..12.min(s.len()))?.find(';')?;
+    let name = s.get(1..end)?;
+    let c = match name {
+        "lt" => '<',
+        "gt" => '>',
+        "quot" => '"',
+        "amp" => '&',
+        "apos" => '\'',
+        "nbsp" => ' ',
+        _ => {
+            let num = name.strip_prefix('#')?;
+            let code = match num.strip_prefix(['x', 'X']) {
+                Some(h) => u32::from_str_radix(h, 16).ok()?,
+                None => num.parse().ok()?,
+            };
+            char::from_u32(code)?
+        }
+    };
+    Some((c, end + 1))
+}
+
 /// Length of the run of `pred` bytes starting at `from`.
 pub fn run_len(bytes: &[u8], from: usize, pred: impl Fn(u8) -> bool) -> usize {
     bytes
