@@ -105,9 +105,18 @@ pub fn fold(s: &str) -> Folded {
                     out.saw(Hidden::ZeroWidth);
                 }
             }
+            // Default-ignorable code points render as nothing: inside a
+            // word they hide it from the markers (eleventh review H2:
+            // Mongolian selectors, deprecated format characters, shorthand
+            // format controls were kept as ordinary characters).
             0x200B
-            | 0x2060..=0x2064
-            | 0x180E
+            | 0x2060..=0x2065
+            | 0x206A..=0x206F
+            | 0x180B..=0x180F
+            | 0x1BCA0..=0x1BCA3
+            | 0xFFF0..=0xFFF8
+            | 0xE0080..=0xE00FF
+            | 0xE01F0..=0xE0FFF
             | 0x034F
             | 0x115F
             | 0x1160
@@ -125,8 +134,11 @@ pub fn fold(s: &str) -> Folded {
                 }
             }
             0x202A..=0x202E | 0x2066..=0x2069 | 0x200E | 0x200F | 0x061C => out.saw(Hidden::Bidi),
+            // A selector after another, or after an ASCII letter (no letter
+            // has a variant; keycaps follow digits, `#` and `*`), carries
+            // hidden bytes, one per selector (eleventh review H2).
             0xFE00..=0xFE0F | 0xE0100..=0xE01EF => {
-                if prev.is_some_and(is_variation_selector) {
+                if prev.is_some_and(|p| is_variation_selector(p) || p.is_ascii_alphabetic()) {
                     out.saw(Hidden::VariationRun);
                 }
             }
@@ -532,6 +544,36 @@ mod tests {
                 "x\u{E0100}\u{E0101}\u{E0102}",
                 "x",
                 &[Hidden::VariationRun],
+            ),
+            (
+                "mongolian_selector_inside_a_word_is_hidden",
+                "ig\u{180B}nore",
+                "ignore",
+                &[Hidden::ZeroWidth],
+            ),
+            (
+                "deprecated_format_character_is_hidden",
+                "pre\u{206A}vious",
+                "previous",
+                &[Hidden::ZeroWidth],
+            ),
+            (
+                "shorthand_format_control_is_hidden",
+                "in\u{1BCA0}structions",
+                "instructions",
+                &[Hidden::ZeroWidth],
+            ),
+            (
+                "a_variation_selector_after_each_letter_hides_bytes",
+                "a\u{E0148}b\u{E0147}",
+                "ab",
+                &[Hidden::VariationRun],
+            ),
+            (
+                "a_keycap_selector_after_a_digit_is_fine",
+                "1\u{FE0F}\u{20E3}",
+                "1",
+                &[],
             ),
             (
                 "ansi_escape_is_a_control_character",

@@ -68,7 +68,13 @@ impl Record {
         if let Some(at_ms) = self.overflow_at {
             return Listed::Overflow { at_ms };
         }
-        if let Some((_, checks, at)) = self.removed.iter().find(|(n, _, _)| n == tool) {
+        // Any case of a removed name: a server matching names without case
+        // runs the removed tool for `Control` (eleventh review M1).
+        if let Some((_, checks, at)) = self
+            .removed
+            .iter()
+            .find(|(n, _, _)| n.eq_ignore_ascii_case(tool))
+        {
             return Listed::Removed {
                 checks: checks.clone(),
                 at_ms: *at,
@@ -328,6 +334,8 @@ mod tests {
         // (name, what a later clean list at `at` leaves, tool judged)
         let cases = [
             ("removed_tool_refused", NOW + 1, "exfil", true),
+            ("any_case_of_its_name_refused", NOW + 1, "Exfil", true),
+            ("another_tool_is_not", NOW + 1, "echo", false),
             (
                 "clean_list_within_hold_keeps_it",
                 NOW + 2_000,

@@ -715,7 +715,14 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// backtick or a closing bracket ends it.
 fn url_end(b: &[u8], from: usize) -> usize {
     let mut e = from;
-    while e < b.len() && !matches!(b[e], b' ' | b'"' | b'\'' | b'`' | b')' | b']' | b'|') {
+    // `>` closes `<https://…>` (a CommonMark destination or an autolink);
+    // a `<` inside stays, as placeholders open with it (`?q=<conversation>`).
+    while e < b.len()
+        && !matches!(
+            b[e],
+            b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'\'' | b'`' | b')' | b']' | b'|' | b'>'
+        )
+    {
         e += 1;
     }
     e
@@ -833,19 +840,51 @@ impl<'a> Url<'a> {
             Some(dot) if seg.len() - dot <= 6 => &seg[..dot],
             _ => seg,
         };
+        // Data split into pieces each under those lengths is still data
+        // (eleventh review H1): the opaque pieces of the path and query
+        // together, or a host label long enough to carry it
+        // (`<data>.evil.example`). The text is folded to lower case, so a
+        // piece is told from a word by its digits.
+        let (pieces, count) = path
+            .split(|&c| c == b'/')
+            .map(without_extension)
+            .chain(query.split(|&c| matches!(c, b'&' | b'#' | b'=' | b';')))
+            .filter(|p| opaque(p, 8))
+            .fold((0, 0), |(len, n), p| (len + p.len(), n + 1));
+        // Three or more pieces: one hash in a CDN path (`/p/<32 hex>.jpg`)
+        // is a name, not data split to pass.
+        let host_data = self
+            .host
+            .split(|&c| c == b'.')
+            .any(|label| opaque(label, 24));
         query_data
+            || host_data
+            || (count >= 3 && pieces >= 32)
             || path
                 .split(|&c| c == b'/')
                 .any(|seg| opaque(without_extension(seg), 40))
     }
 }
 
-/// Whether the URL starting at `url_start` is the target of `![alt](…)`.
+/// Whether the URL starting at `url_start` is the target of an image:
+/// `![alt](…)`, with blanks, line breaks or `<` before the URL as CommonMark
+/// allows (`![a](<https://…>)`, `![a](\n https://…)`), or the definition of
+/// a reference (`[1]: https://…`) in a text that shows an image by
+/// reference (`![a][1]`) (eleventh review H1).
 fn markdown_image(b: &[u8], url_start: usize) -> bool {
-    if url_start < 2 || b.get(url_start - 2..url_start) != Some(b"](") {
+    let mut j = url_start;
+    while j > 0 && url_start - j < 16 && matches!(b[j - 1], b' ' | b'\t' | b'\n' | b'\r' | b'<') {
+        j -= 1;
+    }
+    if j >= 2 && b.get(j - 2..j) == Some(b"]:") {
+        // A reference definition: an image if the text uses one by
+        // reference anywhere (the label is not matched: any `![…][` will do).
+        return b.windows(2).any(|w| w == b"![") && b.windows(2).any(|w| w == b"][");
+    }
+    if j < 2 || b.get(j - 2..j) != Some(b"](") {
         return false;
     }
-    let close = url_start - 2;
+    let close = j - 2;
     let lo = close.saturating_sub(1024);
     match b[lo..close].iter().rposition(|&c| c == b'[' || c == b']') {
         Some(o) => b[lo + o] == b'[' && lo + o > 0 && b[lo + o - 1] == b'!',

