@@ -903,6 +903,14 @@ pub(crate) const DOTFILES: &[(&str, &str)] = &[
     ("azure", "names Azure credentials"),
     ("vault-token", "names a Vault token"),
     ("password-store", "names a password store"),
+    // Eleventh review H3.
+    ("config/gh", "names the GitHub CLI's tokens"),
+    ("terraform.d", "names Terraform credentials"),
+    ("config/solana", "names a Solana wallet"),
+    ("bashrc", "names a shell profile (exported keys)"),
+    ("zshrc", "names a shell profile (exported keys)"),
+    ("profile", "names a shell profile (exported keys)"),
+    ("bash_profile", "names a shell profile (exported keys)"),
 ];
 
 /// Names that hold credentials wherever they are, matched as whole words of
@@ -924,6 +932,15 @@ pub(crate) const SECRET_FILES: &[(&str, &str)] = &[
     ("aws_session_token", "names an AWS session token"),
     ("cookies.sqlite", "names browser cookies"),
     ("key4.db", "names browser passwords"),
+    // Eleventh review H3.
+    ("/var/run/secrets", "names a mounted service-account secret"),
+    (
+        "serviceaccount/token",
+        "names a Kubernetes service-account token",
+    ),
+    ("login data", "names browser passwords"),
+    ("credentials.tfrc.json", "names Terraform credentials"),
+    ("hosts.yml", "names the GitHub CLI's tokens"),
 ];
 
 /// Tags whose raw HTML a client may render or run.
