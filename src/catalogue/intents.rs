@@ -339,7 +339,14 @@ pub fn classify(name: &str, annotated: Annotated) -> Classification {
         Annotated::Seen(_) => (settled, settled),
         // Read-only is never certain before the hints are seen; anything
         // else might be.
-        Annotated::Unseen => (IntentSet(settled.0 & !Intent::Read.bit()), IntentSet::ALL),
+        // (a tool whose name says it writes can never be read-only).
+        Annotated::Unseen => (
+            IntentSet(settled.0 & !Intent::Read.bit()),
+            match settled.contains(Intent::Write) {
+                true => IntentSet(IntentSet::ALL.0 & !Intent::Read.bit()),
+                false => IntentSet::ALL,
+            },
+        ),
     };
     let sources = might
         .iter()
@@ -648,7 +655,11 @@ mod tests {
         for (case, name, certain) in cases {
             let got = classify(name, Annotated::Unseen);
             assert_eq!(got.is, set(certain), "{case}");
-            assert_eq!(got.might, IntentSet::ALL, "{case}");
+            let might = match got.is.contains(Write) {
+                true => set(&[Write, Destructive, OpenWorld]),
+                false => IntentSet::ALL,
+            };
+            assert_eq!(got.might, might, "{case}");
         }
     }
 
