@@ -4,6 +4,7 @@
 //! approve → approval; else any matching allow → allow; else the base protocol
 //! is allowed and everything else is denied by `default-deny`.
 
+use crate::catalogue::intents::{classify, Annotated};
 use crate::condition::{CondInput, Outcome};
 use crate::identity::Caller;
 use crate::jsonrpc::{self, Message, ProtocolError, Target};
@@ -58,6 +59,9 @@ pub struct Call<'a> {
     pub params: Cow<'a, Value>,
     /// Why the target was refused before any rule (an unnormalisable resource URI).
     pub refused: Option<String>,
+    /// What a list showed of the tool's annotations (`tools/call` only; an
+    /// input like the caller, unseen unless the verdict looked it up).
+    pub annotated: Annotated,
 }
 
 impl Call<'_> {
@@ -67,6 +71,7 @@ impl Call<'_> {
             target,
             params: Cow::Owned(Value::Null),
             refused: None,
+            annotated: Annotated::Unseen,
         }
     }
 
@@ -107,27 +112,49 @@ fn clip(s: &str) -> String {
 fn rule_matches(rule: &Rule, call: &Call) -> bool {
     match (rule.kind, &call.target) {
         (RuleKind::Methods, _) => call.method.as_deref().is_some_and(|m| rule.matches_name(m)),
-        (RuleKind::Tools, Target::Tool(n))
-        | (RuleKind::Resources, Target::Resource(n))
-        | (RuleKind::Prompts, Target::Prompt(n)) => rule.matches_name(n),
+        (RuleKind::Tools, Target::Tool(n)) => {
+            rule.matches_name(n) && intents_match(rule, n, call.annotated)
+        }
+        (RuleKind::Resources, Target::Resource(n)) | (RuleKind::Prompts, Target::Prompt(n)) => {
+            rule.matches_name(n)
+        }
         _ => false,
+    }
+}
+
+/// A rule's `intents` against the tool's classes: every class listed must
+/// be possible (deny, approve: a tool that might be destructive is denied
+/// by a deny on destructive tools) or certain (allow: only a tool known to
+/// be of those classes is allowed by them). Unknown fails closed both ways.
+fn intents_match(rule: &Rule, tool: &str, annotated: Annotated) -> bool {
+    let Some(wanted) = rule.intents else {
+        return true;
+    };
+    let c = classify(tool, annotated);
+    match rule.effect {
+        Effect::Deny | Effect::Approve => wanted.is_subset(c.might),
+        Effect::Allow => wanted.is_subset(c.is),
     }
 }
 
 /// Decide one parsed message: find its target (normalising resource URIs) and
 /// apply the rules. The filter and the CLI (`explain`, `test`) both call this.
 /// `now_ms`: when the message is decided (ms since the Unix epoch), for
-/// `time` conditions.
+/// `time` conditions; `annotated`: what a list showed of a called tool's
+/// annotations, for `intents` rules.
 pub fn decide_message(
     policy: &CompiledPolicy,
     caller: &Caller,
     m: &Message,
     now_ms: u64,
+    annotated: Annotated,
 ) -> Result<Decision, ProtocolError> {
     if let Some(d) = kill_switch(policy, caller) {
         return Ok(d);
     }
-    Ok(decide_traced(policy, caller, &call_of(m)?, now_ms, None))
+    let mut call = call_of(m)?;
+    call.annotated = annotated;
+    Ok(decide_traced(policy, caller, &call, now_ms, None))
 }
 
 /// The rules' view of a message; a resource URI that cannot be normalised is
@@ -158,6 +185,7 @@ pub fn call_of(m: &Message) -> Result<Call<'_>, ProtocolError> {
         target,
         params,
         refused,
+        annotated: Annotated::Unseen,
     })
 }
 
@@ -250,7 +278,17 @@ pub fn decide_traced(
             s.get_or_insert(rule);
         }
     }
-    let what = call.describe();
+    let mut what = call.describe();
+    if let (Target::Tool(n), true) = (
+        &call.target,
+        first.iter().flatten().any(|r| r.intents.is_some()),
+    ) {
+        // Which classes made an intents rule match, and why.
+        what.push_str(&format!(
+            " (classes: {})",
+            classify(n, call.annotated).describe()
+        ));
+    }
     match first {
         [Some(r), _, _] => match deny_error {
             Some(e) => Decision::deny(
@@ -330,7 +368,15 @@ impl Catalogue {
 
 /// An entry stays in a list result when some allow/approve rule could match a
 /// call to it for this caller, and no unconditional deny rule does.
-pub fn visible(policy: &CompiledPolicy, caller: &Caller, catalogue: Catalogue, name: &str) -> bool {
+/// `annotated`: for a `tools/list` entry, the classes of its annotations in
+/// the very list being filtered (so `intents` rules judge what it shows).
+pub fn visible(
+    policy: &CompiledPolicy,
+    caller: &Caller,
+    catalogue: Catalogue,
+    name: &str,
+    annotated: Annotated,
+) -> bool {
     if catalogue == Catalogue::ResourceTemplates {
         return template_visible(policy, caller, name);
     }
@@ -359,7 +405,8 @@ pub fn visible(policy: &CompiledPolicy, caller: &Caller, catalogue: Catalogue, n
             name
         }
     };
-    let call = catalogue.call_for(name);
+    let mut call = catalogue.call_for(name);
+    call.annotated = annotated;
     let mut could_use = false;
     for rule in policy.rules.iter() {
         if !rule.applies_to_roles(&caller.roles) || !rule_matches(rule, &call) {
@@ -424,16 +471,15 @@ pub fn completion_ref_visible(policy: &CompiledPolicy, caller: &Caller, params: 
     };
     let text = |k: &str| r.get(k).and_then(Value::as_str);
     match text("type") {
-        Some("ref/prompt") => {
-            text("name").is_some_and(|n| visible(policy, caller, Catalogue::Prompts, n))
-        }
+        Some("ref/prompt") => text("name")
+            .is_some_and(|n| visible(policy, caller, Catalogue::Prompts, n, Annotated::Unseen)),
         Some("ref/resource") => text("uri").is_some_and(|u| {
             let catalogue = if u.contains('{') {
                 Catalogue::ResourceTemplates
             } else {
                 Catalogue::Resources
             };
-            visible(policy, caller, catalogue, u)
+            visible(policy, caller, catalogue, u, Annotated::Unseen)
         }),
         _ => false,
     }
@@ -659,7 +705,13 @@ mod tests {
         ];
         for (name, roles, tool_name, want) in cases {
             assert_eq!(
-                visible(&p, &caller(roles), Catalogue::Tools, tool_name),
+                visible(
+                    &p,
+                    &caller(roles),
+                    Catalogue::Tools,
+                    tool_name,
+                    Annotated::Unseen
+                ),
                 want,
                 "{name}"
             );
@@ -707,7 +759,8 @@ mod condition_tests {
         let Ok(Body::Single(m)) = parse_body(body.to_string().as_bytes(), 64) else {
             panic!("parse")
         };
-        decide_message(&policy(), &caller, &m, 0).unwrap_or_else(|e| panic!("{e:?}"))
+        decide_message(&policy(), &caller, &m, 0, Annotated::Unseen)
+            .unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     fn refund(args: serde_json::Value) -> serde_json::Value {
@@ -818,7 +871,8 @@ mod condition_tests {
             &policy(),
             &caller,
             Catalogue::Tools,
-            "reply_to_ticket"
+            "reply_to_ticket",
+            Annotated::Unseen
         ));
     }
 
@@ -974,8 +1028,14 @@ mod time_tests {
         ];
         let p = policy();
         for (name, tool, args, when, verdict, rule) in cases {
-            let d = decide_message(&p, &caller(), &call(tool, args), at(when))
-                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            let d = decide_message(
+                &p,
+                &caller(),
+                &call(tool, args),
+                at(when),
+                Annotated::Unseen,
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
             assert_eq!(
                 (d.verdict, d.rule.as_str()),
                 (verdict, rule),
@@ -999,7 +1059,13 @@ mod time_tests {
         assert_eq!(paths.len(), 1, "{paths:?}");
         // A tool allowed only in hours stays in the catalogue: a list
         // answer does not change with the clock.
-        assert!(visible(&p, &caller(), Catalogue::Tools, "deploy"));
+        assert!(visible(
+            &p,
+            &caller(),
+            Catalogue::Tools,
+            "deploy",
+            Annotated::Unseen
+        ));
     }
 
     #[test]
@@ -1024,5 +1090,255 @@ mod time_tests {
                  request at 2026-12-05 sat 11:00 +01:00, does not hold → false",
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod intent_tests {
+    use super::*;
+    use crate::catalogue::intents::{entry_annotations, Annotated};
+    use crate::identity::Via;
+    use serde_json::json;
+
+    /// Agents may not use destructive tools; open-world writes need a
+    /// person; readers get read-only tools; ops get everything.
+    fn policy() -> CompiledPolicy {
+        crate::policy::compile(&json!({"version": 1, "rules": [
+            {"id": "no-destroy", "effect": "deny", "roles": ["agent"], "intents": ["destructive"]},
+            {"id": "ask-ow-writes", "effect": "approve", "intents": ["open-world", "write"]},
+            {"id": "readers", "effect": "allow", "roles": ["agent", "reader"], "intents": ["read"]},
+            {"id": "agent-tools", "effect": "allow", "roles": ["agent"], "tools": ["*"]},
+            {"id": "ops", "effect": "allow", "roles": ["ops"], "tools": ["*"]}
+        ]}))
+        .unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    fn caller(role: &str) -> Caller {
+        Caller {
+            subject: Some("s".into()),
+            tenant: None,
+            roles: vec![role.into()],
+            via: Via::Anonymous,
+        }
+    }
+
+    /// What a list showing `annotations` for `name` makes known.
+    fn seen(name: &str, annotations: serde_json::Value) -> Annotated {
+        let entry = match annotations {
+            serde_json::Value::Null => json!({"name": name}),
+            a => json!({"name": name, "annotations": a}),
+        };
+        Annotated::Seen(entry_annotations(name, &entry))
+    }
+
+    #[test]
+    fn intent_rules_decide_by_the_tools_classes() {
+        use Verdict::*;
+        let unseen = Annotated::Unseen;
+        let cases = [
+            // (case, role, tool, what is known, verdict, rule)
+            (
+                "agent_denied_delete_by_name",
+                "agent",
+                "delete_repo",
+                unseen,
+                Deny,
+                "no-destroy",
+            ),
+            (
+                "read_only_hint_does_not_save_delete",
+                "agent",
+                "delete_repo",
+                seen("delete_repo", json!({"readOnlyHint": true})),
+                Deny,
+                "no-destroy",
+            ),
+            (
+                "destructive_hint_makes_get_destructive",
+                "agent",
+                "get_weather",
+                seen("get_weather", json!({"destructiveHint": true})),
+                Deny,
+                "no-destroy",
+            ),
+            (
+                "unseen_get_might_be_destructive",
+                "agent",
+                "get_weather",
+                unseen,
+                Deny,
+                "no-destroy",
+            ),
+            (
+                "seen_unannotated_get_is_read",
+                "agent",
+                "get_time",
+                seen("get_time", serde_json::Value::Null),
+                Allow,
+                "readers",
+            ),
+            (
+                "unannotated_unnamed_tool_takes_spec_defaults",
+                "agent",
+                "echo",
+                seen("echo", serde_json::Value::Null),
+                Deny,
+                "no-destroy",
+            ),
+            (
+                "open_world_write_needs_approval",
+                "agent",
+                "send_email",
+                seen("send_email", serde_json::Value::Null),
+                Approval,
+                "ask-ow-writes",
+            ),
+            (
+                "closed_world_write_is_allowed",
+                "agent",
+                "create_note",
+                seen("create_note", json!({"openWorldHint": false})),
+                Allow,
+                "agent-tools",
+            ),
+            (
+                "unseen_write_might_be_open_world",
+                "agent",
+                "create_note",
+                unseen,
+                Deny,
+                "no-destroy",
+            ),
+            (
+                "ops_unseen_write_asks_approval",
+                "ops",
+                "create_note",
+                unseen,
+                Approval,
+                "ask-ow-writes",
+            ),
+            (
+                "ops_delete_of_closed_world_is_allowed",
+                "ops",
+                "delete_repo",
+                seen("delete_repo", json!({"openWorldHint": false})),
+                Allow,
+                "ops",
+            ),
+            (
+                "reader_read_allowed_once_seen",
+                "reader",
+                "list_files",
+                seen(
+                    "list_files",
+                    json!({"readOnlyHint": true, "openWorldHint": false}),
+                ),
+                Allow,
+                "readers",
+            ),
+            (
+                "reader_read_not_allowed_unseen",
+                "reader",
+                "list_files",
+                unseen,
+                Approval,
+                "ask-ow-writes",
+            ),
+            (
+                "reader_write_not_allowed_by_read_rule",
+                "reader",
+                "get_thing",
+                seen(
+                    "get_thing",
+                    json!({"readOnlyHint": false, "openWorldHint": false}),
+                ),
+                Deny,
+                "default-deny",
+            ),
+        ];
+        let p = policy();
+        for (case, role, tool, annotated, verdict, rule) in cases {
+            let mut call = Call::new(Some("tools/call"), Target::Tool(tool.into()));
+            call.annotated = annotated;
+            let d = decide(&p, &caller(role), &call, 0);
+            assert_eq!(
+                (d.verdict, d.rule.as_str()),
+                (verdict, rule),
+                "{case}: {}",
+                d.reason
+            );
+        }
+    }
+
+    #[test]
+    fn an_intent_decision_says_the_classes_and_where_they_came_from() {
+        let mut call = Call::new(Some("tools/call"), Target::Tool("get_weather".into()));
+        call.annotated = seen("get_weather", json!({"destructiveHint": true}));
+        let d = decide(&policy(), &caller("agent"), &call, 0);
+        assert!(
+            d.reason
+                .contains("destructive (annotations seen in a tools/list)"),
+            "{}",
+            d.reason
+        );
+        call.annotated = Annotated::Unseen;
+        let d = decide(&policy(), &caller("agent"), &call, 0);
+        assert!(
+            d.reason.contains("annotations not seen yet"),
+            "{}",
+            d.reason
+        );
+    }
+
+    #[test]
+    fn lists_hide_what_a_deny_intent_matches_by_the_lists_own_annotations() {
+        let p = policy();
+        let cases = [
+            (
+                "delete_hidden_from_agent",
+                "agent",
+                "delete_repo",
+                json!({"readOnlyHint": true}),
+                false,
+            ),
+            (
+                "annotated_destructive_get_hidden",
+                "agent",
+                "get_weather",
+                json!({"destructiveHint": true}),
+                false,
+            ),
+            ("plain_get_shown", "agent", "get_time", json!({}), true),
+            (
+                "unannotated_send_shown_for_approval",
+                "agent",
+                "send_email",
+                json!({}),
+                true,
+            ),
+            ("ops_see_delete", "ops", "delete_repo", json!({}), true),
+            (
+                "reader_sees_read_only",
+                "reader",
+                "list_files",
+                json!({"readOnlyHint": true}),
+                true,
+            ),
+            (
+                "reader_does_not_see_write",
+                "reader",
+                "get_thing",
+                json!({"readOnlyHint": false, "openWorldHint": false}),
+                false,
+            ),
+        ];
+        for (case, role, tool, annotations, shown) in cases {
+            let a = seen(tool, annotations);
+            assert_eq!(
+                visible(&p, &caller(role), Catalogue::Tools, tool, a),
+                shown,
+                "{case}"
+            );
+        }
     }
 }

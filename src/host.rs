@@ -56,10 +56,11 @@ pub enum Counter {
     CatalogueResultsWrapped,
     CatalogueResultsFlagged,
     CatalogueRememberFailed,
+    IntentsRememberFailed,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 37] = [
+    pub const ALL: [Counter; 38] = [
         Counter::DecisionAllow,
         Counter::DecisionDeny,
         Counter::DecisionApproval,
@@ -97,6 +98,7 @@ impl Counter {
         Counter::CatalogueResultsWrapped,
         Counter::CatalogueResultsFlagged,
         Counter::CatalogueRememberFailed,
+        Counter::IntentsRememberFailed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -142,6 +144,7 @@ impl Counter {
             Counter::CatalogueResultsWrapped => "mcp_firewall.catalogue.results_wrapped",
             Counter::CatalogueResultsFlagged => "mcp_firewall.catalogue.results_flagged",
             Counter::CatalogueRememberFailed => "mcp_firewall.catalogue.remember_failed",
+            Counter::IntentsRememberFailed => "mcp_firewall.intents.remember_failed",
         }
     }
 }

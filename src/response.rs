@@ -4,6 +4,7 @@
 //! and the catalogue checks (poisoned definitions in `tools/list`, injected
 //! text in results: docs/catalogue.md).
 
+use crate::catalogue::intents::{entry_annotations, Annotated, IntentSet};
 use crate::catalogue::pins::{check_result, entry_names, reads_as, ListCheck, PinMode};
 use crate::catalogue::{
     wrap_text, Check, DescriptionAction, Finding as CatalogueFinding, OtherTools, ResultAction,
@@ -129,6 +130,10 @@ pub struct Rewrite {
     pub catalogue_list: Option<ListInspection>,
     /// What they found in a result.
     pub catalogue_result: Option<ResultInspection>,
+    /// The classes each `tools/list` entry's annotations gave (every
+    /// entry, before the caller's view is cut; only when a rule selects
+    /// `intents`): what the calls that follow are judged by.
+    pub intents: Vec<(String, IntentSet)>,
 }
 
 /// Rewrite one server JSON-RPC message in place according to the plan.
@@ -221,12 +226,22 @@ fn filter_list(
         return;
     };
     let before = entries.len();
+    let intents = catalogue == Catalogue::Tools && policy.selects_intents();
+    let remembered = &mut out.intents;
     entries.retain(|entry| {
         // Entries without a usable name are dropped: we cannot decide on them.
         let Some(name) = entry.get(name_member).and_then(Value::as_str) else {
             return false;
         };
-        visible(policy, caller, catalogue, name)
+        let annotated = match intents {
+            true => {
+                let set = entry_annotations(name, entry);
+                remembered.push((name.to_owned(), set));
+                Annotated::Seen(set)
+            }
+            false => Annotated::Unseen,
+        };
+        visible(policy, caller, catalogue, name, annotated)
     });
     out.removed_entries += before - entries.len();
     out.changed |= before != entries.len();

@@ -18,6 +18,7 @@
 //! shows what DLP would have done) reads the policy's mode.
 
 use crate::approval::{Ask, Binding};
+use crate::catalogue::intents::Annotated;
 use crate::catalogue::listed::Listed;
 use crate::catalogue::pins::{PinMismatch, PinMode, SeenTools};
 use crate::catalogue::UnlistedCalls;
@@ -574,7 +575,16 @@ pub fn judge_body(
     }
     let mut verdicts = Vec::with_capacity(messages.len());
     for m in &messages {
-        let decision = match decide_message(policy, caller, m, head.now_ms)
+        // What lists of this upstream showed of a called tool's annotations,
+        // read only when a rule selects intents.
+        let annotated = match (policy.selects_intents(), m.method()) {
+            (true, Some("tools/call")) => match m.params().get("name").and_then(Value::as_str) {
+                Some(tool) => seen.annotated(head.upstream.as_deref(), tool),
+                None => Annotated::Unseen,
+            },
+            _ => Annotated::Unseen,
+        };
+        let decision = match decide_message(policy, caller, m, head.now_ms, annotated)
             .and_then(|d| decide_listened_resources(policy, caller, m, d, head.now_ms))
         {
             // A standing refusal refuses every message, after the kill switch.
@@ -934,7 +944,7 @@ fn decide_listened_resources(
             method: "resources/subscribe".into(),
             params: json!({ "uri": uri }),
         };
-        let d = decide_message(policy, caller, &subscribe, now_ms)?;
+        let d = decide_message(policy, caller, &subscribe, now_ms, Annotated::Unseen)?;
         if d.verdict != Outcome::Allow {
             return Ok(d);
         }

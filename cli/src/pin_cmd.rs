@@ -4,7 +4,8 @@
 //! member by member.
 
 use clap::Args;
-use mcp_firewall::catalogue::pins::{self, ListedTools};
+use mcp_firewall::catalogue::intents::{entry_annotations, Annotated, IntentSet};
+use mcp_firewall::catalogue::pins::{self, ListedTools, SeenTools};
 use mcp_firewall::json::{canonical, parse_strict, MAX_SUPPORTED_DEPTH};
 use mcp_firewall::policy::compile_str;
 use serde_json::{json, Map, Value};
@@ -182,15 +183,43 @@ fn tools_of(v: &Value) -> Result<Vec<Map<String, Value>>, String> {
         .collect()
 }
 
-/// A saved list as the definitions the filter would have remembered after it.
-pub fn listed_tools(path: &Path) -> Result<ListedTools, String> {
+/// A saved `tools/list` answer as the filter would remember it after that
+/// list (`explain --tools-list`): the pinned definitions, and each tool's
+/// annotation classes for `intents` rules.
+pub struct SavedList {
+    pub pins: ListedTools,
+    pub intents: BTreeMap<String, IntentSet>,
+}
+
+impl SeenTools for SavedList {
+    fn seen(&self, upstream: Option<&str>, tool: &str) -> pins::Memory {
+        self.pins.seen(upstream, tool)
+    }
+    fn annotated(&self, _: Option<&str>, tool: &str) -> Annotated {
+        self.intents
+            .get(tool)
+            .map_or(Annotated::Unseen, |s| Annotated::Seen(*s))
+    }
+}
+
+pub fn saved_list(path: &Path) -> Result<SavedList, String> {
     let tools = read_tools_file(path)?;
-    Ok(ListedTools(
-        named(&tools)?
-            .into_iter()
-            .map(|(n, t)| (n, pins::digest(t)))
+    let named = named(&tools)?;
+    Ok(SavedList {
+        pins: ListedTools(
+            named
+                .iter()
+                .map(|(n, t)| (n.clone(), pins::digest(t)))
+                .collect(),
+        ),
+        intents: named
+            .iter()
+            .map(|(n, t)| {
+                let entry = Value::Object((*t).clone());
+                (n.clone(), entry_annotations(n, &entry))
+            })
             .collect(),
-    ))
+    })
 }
 
 /// `--diff POLICY LIST [OLD_LIST]`: (the report, nothing changed).

@@ -6,11 +6,13 @@ use crate::policy_test::{
     answer_of, judge_case, machine_now_ms, read_caller, read_test_file, CallerSpec, Expect,
 };
 use clap::Args;
+use mcp_firewall::catalogue::intents::classify;
 use mcp_firewall::catalogue::pins::{NothingSeen, SeenTools};
 use mcp_firewall::config::Errors;
 use mcp_firewall::decide::{call_of, decide_traced};
 use mcp_firewall::identity::Caller;
 use mcp_firewall::json::{parse_strict, sha256_hex};
+use mcp_firewall::jsonrpc::Target;
 use mcp_firewall::jsonrpc::{parse_body, Body};
 use mcp_firewall::policy::{compile_str, CompiledPolicy, Mode};
 use mcp_firewall::time_window::parse_timestamp;
@@ -164,7 +166,13 @@ fn caller_spec(caller: Option<&str>, headers: &[String]) -> Result<CallerSpec, S
 
 /// The explanation of each message: the decision and the conditions on the way.
 /// (Only printed: the answer is the verdict's.)
-fn traces(policy: &CompiledPolicy, caller: &Caller, body: &[u8], now_ms: u64) -> Vec<Vec<String>> {
+fn traces(
+    policy: &CompiledPolicy,
+    caller: &Caller,
+    seen: &dyn SeenTools,
+    body: &[u8],
+    now_ms: u64,
+) -> Vec<Vec<String>> {
     let Ok(parsed) = parse_body(body, policy.limits.max_json_depth) else {
         return Vec::new();
     };
@@ -176,7 +184,17 @@ fn traces(policy: &CompiledPolicy, caller: &Caller, body: &[u8], now_ms: u64) ->
         .iter()
         .map(|m| {
             let mut trace = Vec::new();
-            if let Ok(call) = call_of(m) {
+            if let Ok(mut call) = call_of(m) {
+                if let Target::Tool(tool) = &call.target {
+                    // The tool's classes, whether or not a rule selects
+                    // intents: what the CLI knows of its annotations is
+                    // the saved list's (or nothing, as a fresh Envoy).
+                    call.annotated = seen.annotated(None, tool);
+                    trace.push(format!(
+                        "intents: tool {tool:?}: {}",
+                        classify(tool, call.annotated).describe()
+                    ));
+                }
                 decide_traced(policy, caller, &call, now_ms, Some(&mut trace));
             }
             trace
@@ -189,12 +207,13 @@ fn print_judgement(
     policy: &CompiledPolicy,
     j: &Judgement,
     caller: Option<&Caller>,
+    seen: &dyn SeenTools,
     body: &[u8],
     now_ms: u64,
 ) {
     if let Judgement::Body(v) = j {
         let traces = match caller {
-            Some(c) => traces(policy, c, body, now_ms),
+            Some(c) => traces(policy, c, seen, body, now_ms),
             None => Vec::new(),
         };
         for (i, m) in v.messages.iter().enumerate() {
@@ -206,7 +225,10 @@ fn print_judgement(
                 d.reason
             );
             for line in traces.get(i).into_iter().flatten() {
-                println!("  condition: {line}");
+                match line.strip_prefix("intents: ") {
+                    Some(classes) => println!("  intents: {classes}"),
+                    None => println!("  condition: {line}"),
+                }
             }
             for c in v.charges.iter().filter(|c| c.message == i) {
                 println!("  consumes: {}", policy.meters.describe(c));
@@ -295,7 +317,7 @@ pub fn explain(args: ExplainArgs) -> ExitCode {
         };
         let listed = match &args.tools_list {
             Some(p) => {
-                Some(crate::pin_cmd::listed_tools(p).map_err(|e| format!("--tools-list: {e}"))?)
+                Some(crate::pin_cmd::saved_list(p).map_err(|e| format!("--tools-list: {e}"))?)
             }
             None => None,
         };
@@ -304,7 +326,7 @@ pub fn explain(args: ExplainArgs) -> ExitCode {
             None => &NothingSeen,
         };
         let (j, identity) = judge_case(&policy, &spec, seen, &body, now_ms);
-        print_judgement(&policy, &j, identity.as_ref().ok(), &body, now_ms);
+        print_judgement(&policy, &j, identity.as_ref().ok(), seen, &body, now_ms);
         Ok(!answer_of(&j).refused)
     };
     match run() {

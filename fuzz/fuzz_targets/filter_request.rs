@@ -81,6 +81,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use mcp_firewall::catalogue::intents::{entry_annotations, Annotated};
 use mcp_firewall::decide::{visible, Catalogue};
 use mcp_firewall::exchange::{Exchange, Request, Response};
 use mcp_firewall::host::fake::FakeHost;
@@ -335,7 +336,15 @@ fn check_list_answer(
         for e in entries {
             let name = e.get(name_member).and_then(Value::as_str);
             assert!(
-                name.is_some_and(|n| visible(policy, caller, *cat, n)),
+                name.is_some_and(|n| {
+                    // As the filter judged it: by the entry's own annotations
+                    // when a rule selects intents.
+                    let annotated = match (*cat, policy.selects_intents()) {
+                        (Catalogue::Tools, true) => Annotated::Seen(entry_annotations(n, e)),
+                        _ => Annotated::Unseen,
+                    };
+                    visible(policy, caller, *cat, n, annotated)
+                }),
                 "the client received a list entry it may not see: {e}"
             );
         }

@@ -26,6 +26,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use mcp_firewall::canon::{normalize_resource_uri, resource_pattern_problem};
+use mcp_firewall::catalogue::intents::Annotated;
 use mcp_firewall::decide::decide_message;
 use mcp_firewall::glob::{Glob, GlobKind};
 use mcp_firewall::identity::{Caller, Via};
@@ -208,11 +209,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let caller = reader();
     // No rule here reads the time: any instant decides alike.
-    let Ok(first) = decide_message(&policy, &caller, &read(uri), 0) else {
+    let Ok(first) = decide_message(&policy, &caller, &read(uri), 0, Annotated::Unseen) else {
         return;
     };
     for other in spellings(uri, suffix.len()) {
-        if let Ok(d) = decide_message(&policy, &caller, &read(&other), 0) {
+        if let Ok(d) = decide_message(&policy, &caller, &read(&other), 0, Annotated::Unseen) {
             assert_eq!(
                 (d.verdict, &d.rule),
                 (first.verdict, &first.rule),

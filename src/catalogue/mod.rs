@@ -8,9 +8,12 @@
 //! - `poison`: deterministic checks for poisoned tool definitions and
 //!   injected tool results (issue #16 items 4 and 7), with `fold` (how text is
 //!   read) and `markers` (the phrases); `config`: the `$.catalogue` section.
+//! - [`intents`]: intent classes of tools (read, write, destructive,
+//!   open-world) from names and annotations, riskier only (issue #16 item 5).
 
 pub mod config;
 pub mod fold;
+pub mod intents;
 pub mod listed;
 mod markers;
 pub mod pins;

@@ -593,6 +593,13 @@ pub trait SeenTools {
     fn listed(&self, _upstream: Option<&str>, _tool: &str) -> super::listed::Listed {
         super::listed::Listed::Unlisted
     }
+
+    /// What lists of `upstream` showed of `tool`'s annotations, as intent
+    /// classes (for `intents` rules). Unseen by default: what a freshly
+    /// started Envoy knows.
+    fn annotated(&self, _upstream: Option<&str>, _tool: &str) -> super::intents::Annotated {
+        super::intents::Annotated::Unseen
+    }
 }
 
 /// Nothing seen: what a freshly started Envoy knows (the CLI's default).
@@ -643,6 +650,13 @@ impl<S: SharedStore + ?Sized> SeenTools for Remembered<'_, S> {
             Ok(Some(r)) => r.judge(tool),
             Ok(None) => Listed::Unlisted,
             Err(_) => Listed::Unavailable,
+        }
+    }
+
+    fn annotated(&self, upstream: Option<&str>, tool: &str) -> super::intents::Annotated {
+        match upstream {
+            Some(upstream) => super::intents::recall(self.0, upstream, tool),
+            None => super::intents::Annotated::Unseen,
         }
     }
 }

@@ -1610,8 +1610,35 @@ impl RequestFilter {
         self.remember_definitions(host, &counts.pin_checks);
         self.audit.attach_pin_checks(&counts.pin_checks);
         self.count_catalogue(host, &counts.catalogue_lists, &counts.catalogue_results);
+        self.remember_intents(host, &counts.intents);
         self.audit
             .attach_catalogue(&counts.catalogue_lists, &counts.catalogue_results);
+    }
+
+    /// Remember, for this upstream, the classes the annotations of the
+    /// listed tools gave: what `intents` rules judge the calls that follow
+    /// by. What cannot be remembered is counted and logged; those calls then
+    /// meet what was remembered before or nothing (unseen: deny and approve
+    /// rules on intents match, allow rules on intents do not).
+    fn remember_intents(
+        &mut self,
+        host: &mut dyn Host,
+        seen: &[(String, crate::catalogue::intents::IntentSet)],
+    ) {
+        if seen.is_empty() {
+            return;
+        }
+        let result = match self.head.upstream.as_deref() {
+            Some(upstream) => crate::catalogue::intents::remember(&*host, upstream, seen),
+            None => Err(crate::store::StoreError::Host("no upstream cluster".into())),
+        };
+        if let Err(e) = result {
+            host.count(Counter::IntentsRememberFailed, 1);
+            host.log(
+                LogLevel::Warn,
+                &format!("mcp-firewall: the tools' annotations a tools/list showed could not be remembered for intents rules ({e:?})"),
+            );
+        }
     }
 
     /// The other servers' tool names `shadowing` compares a definition with:

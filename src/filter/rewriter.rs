@@ -50,6 +50,9 @@ pub(crate) struct ResponseCounts {
     /// results: (request id key, inspection).
     pub catalogue_lists: Vec<(String, ListInspection)>,
     pub catalogue_results: Vec<(String, ResultInspection)>,
+    /// The annotation classes of the `tools/list` entries read (only when a
+    /// rule selects `intents`), remembered per upstream.
+    pub intents: Vec<(String, crate::catalogue::intents::IntentSet)>,
 }
 
 pub(crate) struct ResponseRewriter {
@@ -488,6 +491,7 @@ impl ResponseRewriter {
             };
             let mut r = rewrite_message(&self.policy, caller, &self.plan, &self.others, msg);
             changed |= r.changed;
+            self.counts.intents.append(&mut r.intents);
             if let (Some(check), Some(id)) = (r.pins.take(), msg.get("id").map(id_key)) {
                 self.counts.pin_checks.push((id, check));
             }

@@ -3553,6 +3553,67 @@ mod catalogue {
     }
 
     #[test]
+    fn deny_destructive_hides_by_the_lists_annotations_and_refuses_calls_by_what_was_listed() {
+        let store = Rc::new(MemoryStore::new());
+        let p = cat_policy(
+            json!({}),
+            json!({"rules": [
+                {"id": "list", "effect": "allow", "methods": ["tools/list"]},
+                {"id": "admin", "effect": "allow", "roles": ["admin"], "tools": ["*"]},
+                {"id": "no-destroy", "effect": "deny", "intents": ["destructive"]}
+            ]}),
+        );
+        let ok = json!({"content": []});
+        let ct = "application/json";
+        let refused = |name: &str, cluster: &str, now: u64| {
+            call_as(&p, &store, cluster, name, now, ok.clone(), ct)
+                .0
+                .is_err()
+        };
+        // Before any list every tool might be destructive.
+        for name in ["get_weather", "delete_repo", "send_email", "get_time"] {
+            assert!(refused(name, HERE, 500), "{name} before any list");
+        }
+        let annotated = |name: &str, a: Value| {
+            let mut t = tool(name, "A tool");
+            if let (Some(o), false) = (t.as_object_mut(), a.is_null()) {
+                o.insert("annotations".into(), a);
+            }
+            t
+        };
+        let (seen, h) = list_as(
+            &p,
+            &store,
+            HERE,
+            "admin-key",
+            vec![
+                annotated("get_weather", json!({"destructiveHint": true})),
+                annotated("delete_repo", json!({"readOnlyHint": true})),
+                annotated("send_email", Value::Null),
+                annotated("get_time", json!({"readOnlyHint": true})),
+            ],
+            ct,
+        );
+        assert_eq!(seen, ["send_email", "get_time"]);
+        assert_eq!(count(&h, Counter::IntentsRememberFailed), 0);
+        let cases = [
+            (
+                "annotated_destructive_get_refused",
+                "get_weather",
+                HERE,
+                true,
+            ),
+            ("read_only_delete_refused", "delete_repo", HERE, true),
+            ("unannotated_send_allowed", "send_email", HERE, false),
+            ("read_only_get_allowed", "get_time", HERE, false),
+            ("other_upstream_listed_nothing", "get_time", "other", true),
+        ];
+        for (case, name, cluster, want) in cases {
+            assert_eq!(refused(name, cluster, 2_000), want, "{case}");
+        }
+    }
+
+    #[test]
     fn calls_before_any_list_follow_unlisted_calls_and_removals_expire() {
         let store = Rc::new(MemoryStore::new());
         let strict = cat_policy(

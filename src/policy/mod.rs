@@ -73,6 +73,14 @@ pub struct CompiledPolicy {
     pub condition_paths: Vec<crate::condition::MemberPath>,
 }
 
+impl CompiledPolicy {
+    /// Some rule selects `intents`: only then are the tools' annotations
+    /// read from lists, remembered per upstream and looked up for calls.
+    pub fn selects_intents(&self) -> bool {
+        self.rules.iter().any(|r| r.intents.is_some())
+    }
+}
+
 /// Sections of POLICY.md that this build does not enforce yet. Accepting them
 /// silently would let a team believe something is enforced that is not.
 const NOT_YET_SUPPORTED: &[&str] = &[];

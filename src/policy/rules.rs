@@ -1,5 +1,6 @@
 //! The `rules` section: what each rule matches and which effect it has.
 
+use crate::catalogue::intents::{Intent, IntentSet};
 use crate::config::{index, keyword_list, keywords, string_list, Errors, Keyword, ObjReader};
 use crate::glob::{Glob, GlobKind};
 use crate::rule_id::RuleId;
@@ -47,6 +48,9 @@ pub struct Rule {
     pub roles: Option<Vec<String>>,
     /// `None` = always.
     pub when: Option<crate::condition::Condition>,
+    /// `intents` (tools rules only): the tool must be of every class listed
+    /// (certainly, for allow; possibly, for deny and approve). `None` = any.
+    pub intents: Option<IntentSet>,
 }
 
 impl Rule {
@@ -109,7 +113,24 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
     if !r.has("effect") {
         errs.push(format!("{p}.effect"), "required field is missing");
     }
-    let target = compile_target(&mut r, p, errs);
+    let intents = compile_intents(&mut r, p, errs);
+    // `intents` alone selects the calls of every tool of those classes.
+    let targeted = RuleKind::ALL.iter().any(|k| r.has(k.as_str()));
+    let target = match (&intents, targeted) {
+        (Some(_), false) => Some((RuleKind::Tools, vec!["*".to_owned()])),
+        _ => compile_target(&mut r, p, errs),
+    };
+    if let (Some(_), Some((kind, _))) = (&intents, &target) {
+        if *kind != RuleKind::Tools {
+            errs.push(
+                format!("{p}.intents"),
+                format!(
+                    "intents select tools: they cannot be combined with {}",
+                    kind.as_str()
+                ),
+            );
+        }
+    }
     let roles = compile_roles(&mut r, p, errs);
     let when = r
         .get("when")
@@ -128,7 +149,39 @@ fn compile_rule(v: &Value, p: &str, errs: &mut Errors) -> Option<Rule> {
         patterns: globs(kind, &list),
         roles,
         when,
+        intents: intents.flatten(),
     })
+}
+
+/// `intents`: `Some(None)` when present but in error (the rule is refused).
+fn compile_intents(r: &mut ObjReader, p: &str, errs: &mut Errors) -> Option<Option<IntentSet>> {
+    let v = r.get("intents")?;
+    let fp = format!("{p}.intents");
+    let list = string_list(v, &fp, errs)?;
+    if list.is_empty() {
+        errs.push(
+            &fp,
+            "an empty intents list selects nothing; omit intents to mean any tool",
+        );
+        return Some(None);
+    }
+    let mut out = Vec::new();
+    for (i, w) in list.iter().enumerate() {
+        match w.parse::<Intent>() {
+            Ok(intent) if out.contains(&intent) => {
+                errs.push(index(&fp, i), format!("{w:?} is listed twice"))
+            }
+            Ok(intent) => out.push(intent),
+            Err(_) => errs.push(
+                index(&fp, i),
+                format!(
+                    "unknown intent class {w:?}: use {}",
+                    keyword_list::<Intent>()
+                ),
+            ),
+        }
+    }
+    Some((out.len() == list.len()).then(|| IntentSet::of(&out)))
 }
 
 /// What is wrong with a rule id (of a rule, a rate limit or a budget).

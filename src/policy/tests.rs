@@ -310,6 +310,41 @@ fn config_error_table() {
             json!({"version": 1, "rules": [{"id": "r", "tools": ["x"]}]}),
             "$.rules[0].effect: required field is missing",
         ),
+        (
+            "unknown_intent_class",
+            rule(json!({"intents": ["dangerous"]})),
+            "$.rules[0].intents[0]: unknown intent class \"dangerous\": use read, write, destructive, open-world",
+        ),
+        (
+            "empty_intents_list",
+            rule(json!({"intents": []})),
+            "$.rules[0].intents: an empty intents list selects nothing",
+        ),
+        (
+            "intents_not_a_list",
+            rule(json!({"intents": "destructive"})),
+            "$.rules[0].intents:",
+        ),
+        (
+            "intent_listed_twice",
+            rule(json!({"intents": ["write", "write"]})),
+            "$.rules[0].intents[1]: \"write\" is listed twice",
+        ),
+        (
+            "intents_on_a_methods_rule",
+            json!({"version": 1, "rules": [{"id": "r", "effect": "deny", "methods": ["tools/call"], "intents": ["destructive"]}]}),
+            "$.rules[0].intents: intents select tools: they cannot be combined with methods",
+        ),
+        (
+            "intents_on_a_resources_rule",
+            json!({"version": 1, "rules": [{"id": "r", "effect": "deny", "resources": ["file:///x"], "intents": ["write"]}]}),
+            "$.rules[0].intents: intents select tools: they cannot be combined with resources",
+        ),
+        (
+            "intents_on_a_prompts_rule",
+            json!({"version": 1, "rules": [{"id": "r", "effect": "deny", "prompts": ["p"], "intents": ["read"]}]}),
+            "$.rules[0].intents: intents select tools: they cannot be combined with prompts",
+        ),
     ];
     for (name, doc, want) in cases {
         let errs = errors_of(doc);
@@ -318,6 +353,30 @@ fn config_error_table() {
             "{name}: want {want:?}, got {errs:?}"
         );
     }
+}
+
+#[test]
+fn intents_alone_select_every_tool_and_with_tools_both_must_match() {
+    use crate::catalogue::intents::{Intent, IntentSet};
+    let p = compile(&json!({"version": 1, "rules": [
+        {"id": "alone", "effect": "deny", "intents": ["destructive"]},
+        {"id": "both", "effect": "approve", "tools": ["gh_*"], "intents": ["open-world", "write"]},
+        {"id": "plain", "effect": "allow", "tools": ["x"]}
+    ]}))
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let [alone, both, plain] = &p.rules[..] else {
+        panic!("three rules")
+    };
+    assert_eq!(alone.kind, RuleKind::Tools);
+    assert!(alone.matches_name("anything_at_all"));
+    assert_eq!(alone.intents, Some(IntentSet::of(&[Intent::Destructive])));
+    assert!(both.matches_name("gh_x") && !both.matches_name("x"));
+    assert_eq!(
+        both.intents,
+        Some(IntentSet::of(&[Intent::OpenWorld, Intent::Write]))
+    );
+    assert_eq!(plain.intents, None);
+    assert!(p.selects_intents());
 }
 
 /// Every word of every keyword field is read as what it says.

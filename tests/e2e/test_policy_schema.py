@@ -141,6 +141,11 @@ VALID = {
         rule(id="ap", effect="approve", roles=["ops"], tools=["scale_*"]),
     ]),
     "rule_id_with_every_allowed_punctuation": with_rule(id="team.a/read-tools:v2_1"),
+    "intents_alone_and_with_tools": base(rules=[
+        rule(id="no-destroy", effect="deny", tools=None, roles=["agent"], intents=["destructive"]),
+        rule(id="ask", effect="approve", tools=["gh_*"], intents=["open-world", "write"]),
+        rule(id="read", effect="allow", tools=None, intents=["read"]),
+    ]),
     "time_window_of_weekday_hours": leaf(time={"days": ["mon", "tue", "wed", "thu", "fri"], "hours": "09:00-17:30",
                                                "utc_offset": "+01:00"}),
     "time_window_wrapping_midnight_at_minus_14": leaf(time={"hours": "22:00-06:00", "utc_offset": "-14:00"}),
@@ -195,6 +200,11 @@ VALID = {
 }
 
 INVALID = {
+    "intents_unknown_class": with_rule(intents=["dangerous"]),
+    "intents_empty": with_rule(intents=[]),
+    "intents_twice": with_rule(intents=["write", "write"]),
+    "intents_with_methods": with_rule(tools=None, methods=["tools/call"], intents=["write"]),
+    "intents_with_prompts": with_rule(tools=None, prompts=["p"], intents=["read"]),
     "version_missing": {"rules": []},
     "rules_missing": {"version": 1},
     "version_2_is_not_read": base(version=2),
