@@ -319,23 +319,16 @@ impl Inspector {
         walk.findings()
     }
 
-    /// Every finding in a `tools/call` result: the text of `text` content
-    /// items and of embedded text resources, and every string of
-    /// `structuredContent`. Binary data (images, audio, blobs) is not read.
+    /// Every finding in a `tools/call` result: the strings of its content
+    /// items a client hands the model ([`content_texts`]), and every string
+    /// of `structuredContent`. Binary data (images, audio, blobs) is not read
+    /// here (the filter decodes text blobs first: `response.rs`).
     pub fn inspect_result(&self, result: &Value) -> Vec<Finding> {
         let mut walk = Walk::default();
         if let Some(items) = result.get("content").and_then(Value::as_array) {
             for (i, item) in items.iter().enumerate() {
-                let (text, ptr) = match item.get("type").and_then(Value::as_str) {
-                    Some("text") => (item.get("text"), format!("/content/{i}/text")),
-                    Some("resource") => (
-                        item.get("resource").and_then(|r| r.get("text")),
-                        format!("/content/{i}/resource/text"),
-                    ),
-                    _ => (None, String::new()),
-                };
-                if let Some(Value::String(s)) = text {
-                    walk.pointers.push(ptr);
+                for (suffix, s) in content_texts(item) {
+                    walk.pointers.push(format!("/content/{i}{suffix}"));
                     self.scan_string(s, &mut walk, None);
                 }
             }
@@ -344,6 +337,14 @@ impl Inspector {
             let mut ptr = "/structuredContent".to_owned();
             self.walk_value(v, &mut ptr, &mut walk, None);
         }
+        walk.findings()
+    }
+
+    /// Every finding in every string of a value (structured data), with
+    /// pointers relative to it.
+    pub fn inspect_value(&self, v: &Value) -> Vec<Finding> {
+        let mut walk = Walk::default();
+        self.walk_value(v, &mut String::new(), &mut walk, None);
         walk.findings()
     }
 
@@ -1013,6 +1014,40 @@ fn has_event_handler(attrs: &[u8]) -> bool {
     }
     false
 }
+
+/// The strings of one content item (MCP `ContentBlock`) a client hands its
+/// model, as (pointer suffix, text): a `text` item's text, an embedded
+/// resource's text, and a `resource_link`'s `name`, `title`, `description`
+/// and `uri` (a link is listed to the model like a tool: eleventh review
+/// H4). Base64 payloads are not here: decoding them is the caller's
+/// choice (only text media types are).
+pub fn content_texts(item: &Value) -> Vec<(&'static str, &str)> {
+    fn s(v: Option<&Value>) -> Option<&str> {
+        v.and_then(Value::as_str)
+    }
+    let mut out = Vec::new();
+    match item.get("type").and_then(Value::as_str) {
+        Some("text") => out.extend(s(item.get("text")).map(|t| ("/text", t))),
+        Some("resource") => {
+            out.extend(s(item.get("resource").and_then(|r| r.get("text"))).map(|t| ("/resource/text", t)))
+        }
+        Some("resource_link") => {
+            for (suffix, member) in LINK_MEMBERS {
+                out.extend(s(item.get(member)).map(|t| (suffix, t)));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The members of a `resource_link` that are the server's text.
+const LINK_MEMBERS: [(&str, &str); 4] = [
+    ("/name", "name"),
+    ("/title", "title"),
+    ("/description", "description"),
+    ("/uri", "uri"),
+];
 
 /// Encoded runs in the original (unfolded) text: base64 and hex blobs,
 /// base64 or hex of prose, percent- and backslash-escaped runs. Returns
