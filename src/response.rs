@@ -7,7 +7,8 @@
 use crate::catalogue::intents::{entry_annotations, Annotated, IntentSet};
 use crate::catalogue::pins::{check_result, entry_names, reads_as, ListCheck, PinMode};
 use crate::catalogue::{
-    content_texts, wrap_text, Check, DescriptionAction, Finding as CatalogueFinding, OtherTools, ResultAction,
+    content_texts, wrap_text, Check, DescriptionAction, Finding as CatalogueFinding, OtherTools,
+    ResultAction,
 };
 use crate::decide::{visible, Catalogue};
 use crate::dlp::{self, Action, Finding};
@@ -404,8 +405,8 @@ impl<'a> Slot<'a> {
             "/systemPrompt",
             "/message",
         ]
-            .iter()
-            .any(|s| ptr.ends_with(s));
+        .iter()
+        .any(|s| ptr.ends_with(s));
         Slot {
             ptr,
             text: Cow::Borrowed(text),
@@ -442,7 +443,13 @@ fn item_slots<'a>(at: &str, item: &'a Value, out: &mut Vec<Slot<'a>>) {
 /// (A tool result's `structuredContent` is read whole by `inspect_value`.)
 fn text_slots(kind: ResultKind, result: &Value) -> Vec<Slot<'_>> {
     let mut out = Vec::new();
-    let list = |m: &str| result.get(m).and_then(Value::as_array).into_iter().flatten();
+    let list = |m: &str| {
+        result
+            .get(m)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+    };
     match kind {
         ResultKind::Tool => {
             for (i, item) in list("content").enumerate() {
@@ -500,7 +507,8 @@ fn text_slots(kind: ResultKind, result: &Value) -> Vec<Slot<'_>> {
 
 /// What the findings of a server request's text withhold: the text a client
 /// would have handed its model or shown its user (never the findings' text).
-const WITHHELD: &str = "[mcp-firewall: text withheld: the catalogue checks found injected content in it]";
+const WITHHELD: &str =
+    "[mcp-firewall: text withheld: the catalogue checks found injected content in it]";
 
 /// The catalogue result checks on a server request sent on a response
 /// stream (`sampling/createMessage`, `elicitation/create`). There is no

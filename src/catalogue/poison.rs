@@ -1028,9 +1028,9 @@ pub fn content_texts(item: &Value) -> Vec<(&'static str, &str)> {
     let mut out = Vec::new();
     match item.get("type").and_then(Value::as_str) {
         Some("text") => out.extend(s(item.get("text")).map(|t| ("/text", t))),
-        Some("resource") => {
-            out.extend(s(item.get("resource").and_then(|r| r.get("text"))).map(|t| ("/resource/text", t)))
-        }
+        Some("resource") => out.extend(
+            s(item.get("resource").and_then(|r| r.get("text"))).map(|t| ("/resource/text", t)),
+        ),
         Some("resource_link") => {
             for (suffix, member) in LINK_MEMBERS {
                 out.extend(s(item.get(member)).map(|t| (suffix, t)));
