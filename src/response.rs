@@ -7,7 +7,8 @@
 use crate::catalogue::intents::{entry_annotations, Annotated, IntentSet};
 use crate::catalogue::pins::{check_result, entry_names, reads_as, ListCheck, PinMode};
 use crate::catalogue::{
-    wrap_text, Check, DescriptionAction, Finding as CatalogueFinding, OtherTools, ResultAction,
+    content_texts, wrap_text, Check, DescriptionAction, Finding as CatalogueFinding, OtherTools,
+    ResultAction,
 };
 use crate::decide::{visible, Catalogue};
 use crate::dlp::{self, Action, Finding};
@@ -17,6 +18,7 @@ use crate::jsonrpc::{id_key, is_anonymous_error};
 use crate::policy::CompiledPolicy;
 use crate::policy::Mode;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// What the response to one request needs done to it, learnt on the request side.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -31,6 +33,10 @@ pub struct ResponsePlan {
     /// scanned call's stream, or a GET stream: what a server sends outside
     /// any call is text the client reads too).
     pub server_messages: bool,
+    /// Read the text of server requests on the response stream
+    /// (`sampling/createMessage`, `elicitation/create`) with the catalogue
+    /// result checks: it goes to the client's model or its user.
+    pub inspected_server_messages: bool,
     /// Ids of `completion/complete` requests whose `ref` names a prompt,
     /// resource or template the caller may not see: their values are emptied,
     /// as the entry is removed from its list.
@@ -39,9 +45,11 @@ pub struct ResponsePlan {
     /// `pins` (in dry run too, where lists are not filtered), with whether
     /// the request asked for the first page (named no cursor).
     pub pinned_lists: Vec<(String, bool)>,
-    /// Ids of `tools/list` requests whose answers the catalogue checks read
-    /// (every page; in dry run too, where nothing is removed).
-    pub catalogue_lists: Vec<String>,
+    /// Ids of list requests (`tools/list`, `prompts/list`, `resources/list`,
+    /// `resources/templates/list`) whose answers the catalogue checks read,
+    /// with which list it is (every page; in dry run too, where nothing is
+    /// removed).
+    pub catalogue_lists: Vec<(String, Catalogue)>,
     /// Ids of requests whose results the catalogue checks read, with where
     /// the result's text is.
     pub inspected_results: Vec<(String, ResultKind)>,
@@ -66,8 +74,16 @@ pub enum ResultKind {
     Tool,
     /// `prompts/get`: `messages[].content` (text or an embedded resource).
     Prompt,
-    /// `resources/read`: `contents[].text`.
+    /// `resources/read`: `contents[].text`, and `contents[].blob` of a
+    /// text media type.
     Resource,
+    /// `initialize`: the server's `instructions`, which clients put in the
+    /// model's context.
+    Initialize,
+    /// A server request on a response stream: `sampling/createMessage`
+    /// (`systemPrompt`, `messages[].content`) or `elicitation/create`
+    /// (`message`). There is no answer to refuse: `block` withholds the text.
+    ServerRequest,
 }
 
 impl ResultKind {
@@ -76,6 +92,7 @@ impl ResultKind {
             "tools/call" | "tasks/result" => Some(ResultKind::Tool),
             "prompts/get" => Some(ResultKind::Prompt),
             "resources/read" => Some(ResultKind::Resource),
+            "initialize" => Some(ResultKind::Initialize),
             _ => None,
         }
     }
@@ -94,8 +111,12 @@ pub struct InspectedTool {
 }
 
 /// What the catalogue checks found in one page of a `tools/list` answer.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListInspection {
+    /// Which list: only a `tools/list`'s removals are remembered (their
+    /// calls refused); a prompt or resource is only taken out of its list.
+    pub catalogue: Catalogue,
+    /// The entries with findings (tools, prompts, resources or templates).
     pub tools: Vec<InspectedTool>,
     /// Every name the page listed (what its upstream serves).
     pub names: Vec<String>,
@@ -104,6 +125,9 @@ pub struct ListInspection {
 /// What the catalogue checks found in one result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultInspection {
+    /// Which answer it was (an initialize answer keeps its place: `block`
+    /// drops its `instructions`).
+    pub kind: ResultKind,
     /// What the findings call for (`Block`, `Wrap` or `Flag`).
     pub action: ResultAction,
     /// The result was changed (not in dry run, nor under `flag`).
@@ -157,6 +181,10 @@ pub fn rewrite_message(
         if plan.server_messages {
             scan_server_message(policy, msg, &mut out);
         }
+        if plan.inspected_server_messages {
+            // After DLP, as for results.
+            inspect_server_request(policy, msg, &mut out);
+        }
         return out;
     }
     // An error with a null id (or none) answers this exchange without naming
@@ -176,10 +204,10 @@ pub fn rewrite_message(
         // Before the caller's view is cut: pins hold for every caller.
         check_pins(policy, *first_page, msg, &mut out);
     }
-    if plan.catalogue_lists.contains(&id) {
+    if let Some((_, list)) = plan.catalogue_lists.iter().find(|(k, _)| *k == id) {
         // After pins, before the caller's view is cut: what is poisoned is
-        // poisoned for every caller, and remembered for the upstream.
-        inspect_list(policy, others, msg, &mut out);
+        // poisoned for every caller, and (tools) remembered for the upstream.
+        inspect_list(policy, others, *list, msg, &mut out);
     }
     let scanned = plan.scans.contains(&id);
     let Some(catalogue) = plan.lists.iter().find(|(k, _)| *k == id).map(|(_, c)| *c) else {
@@ -278,14 +306,17 @@ fn check_pins(
     out.pins = Some(check);
 }
 
-/// The catalogue checks on one page of a `tools/list` answer: each entry of
-/// every member a client reads as `tools`, with the others' names for
-/// `shadowing`. Under enforce, an entry whose findings call for `remove` is
-/// taken out (for every caller: the page is read before it is cut per
-/// caller); `flag` keeps it. Findings of checks that are `off` are dropped.
+/// The catalogue checks on one page of a list answer: each entry of every
+/// member a client reads as the list (`tools`, `prompts`, `resources`,
+/// `resourceTemplates`), with the others' names for `shadowing` (tools only:
+/// the others are tool names). Under enforce, an entry whose findings call
+/// for `remove` is taken out (for every caller: the page is read before it
+/// is cut per caller); `flag` keeps it. Findings of checks that are `off`
+/// are dropped.
 fn inspect_list(
     policy: &CompiledPolicy,
     others: &OtherTools,
+    catalogue: Catalogue,
     msg: &mut Map<String, Value>,
     out: &mut Rewrite,
 ) {
@@ -294,19 +325,37 @@ fn inspect_list(
         return;
     };
     let enforce = policy.mode != Mode::DryRun;
-    let mut inspection = ListInspection::default();
+    let (list_member, name_member) = catalogue.members();
+    let none = OtherTools::default();
+    let others = match catalogue {
+        Catalogue::Tools => others,
+        _ => &none,
+    };
+    let mut inspection = ListInspection {
+        catalogue,
+        tools: Vec::new(),
+        names: Vec::new(),
+    };
     let mut removed = 0;
     for (k, v) in result.iter_mut() {
         let Value::Array(entries) = v else { continue };
-        if !reads_as(k, "tools") {
+        if !reads_as(k, list_member) {
             continue;
         }
         let before = entries.len();
         entries.retain(|entry| {
-            let names: Vec<String> = entry
-                .as_object()
-                .map(|o| entry_names(o).into_iter().map(str::to_owned).collect())
-                .unwrap_or_default();
+            let names: Vec<String> = match (catalogue, entry.as_object()) {
+                (Catalogue::Tools, Some(o)) => {
+                    entry_names(o).into_iter().map(str::to_owned).collect()
+                }
+                (_, Some(o)) => o
+                    .get(name_member)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .into_iter()
+                    .collect(),
+                (_, None) => Vec::new(),
+            };
             inspection.names.extend(names.iter().cloned());
             let findings: Vec<CatalogueFinding> = cat
                 .inspector
@@ -334,36 +383,121 @@ fn inspect_list(
     out.catalogue_list = Some(inspection);
 }
 
-/// The strings of a result the catalogue checks read, as (pointer, text):
-/// for a prompt its messages' text and embedded resources' text, for a
-/// resource read its contents' text. (A tool result is read by
-/// `inspect_result`, which also reads `structuredContent`.)
-fn text_slots(kind: ResultKind, result: &Value) -> Vec<(String, &str)> {
+/// One string of an answer the catalogue checks read.
+struct Slot<'a> {
+    /// JSON pointer from the result (`/content/0/text`).
+    ptr: String,
+    text: Cow<'a, str>,
+    /// `wrap` can fence it in place: free text a client shows as it is. A
+    /// link's `name` or `uri` (fenced, it no longer names the resource) and a
+    /// decoded blob (the client reads the bytes, not our text) cannot be:
+    /// a `wrap` finding there blocks.
+    fence: bool,
+}
+
+impl<'a> Slot<'a> {
+    fn of(ptr: String, text: &'a str) -> Slot<'a> {
+        let fence = [
+            "/text",
+            "/title",
+            "/description",
+            "/instructions",
+            "/systemPrompt",
+            "/message",
+        ]
+        .iter()
+        .any(|s| ptr.ends_with(s));
+        Slot {
+            ptr,
+            text: Cow::Borrowed(text),
+            fence,
+        }
+    }
+}
+
+/// The strings of one content item or resource contents at `at`: its texts
+/// and links ([`content_texts`]), and an embedded resource's or resource
+/// contents' `blob` when its media type says text (decoded as DLP decodes it).
+fn item_slots<'a>(at: &str, item: &'a Value, out: &mut Vec<Slot<'a>>) {
+    for (suffix, text) in content_texts(item) {
+        out.push(Slot::of(format!("{at}{suffix}"), text));
+    }
+    let (contents, suffix) = match item.get("type").and_then(Value::as_str) {
+        Some("resource") => (item.get("resource"), "/resource/blob"),
+        // `resources/read` contents carry no `type`.
+        None => (Some(item), "/blob"),
+        _ => (None, ""),
+    };
+    if let Some(text) = contents.and_then(Value::as_object).and_then(dlp::text_blob) {
+        out.push(Slot {
+            ptr: format!("{at}{suffix}"),
+            text: Cow::Owned(text),
+            fence: false,
+        });
+    }
+}
+
+/// The strings of a result the catalogue checks read, as slots: a tool
+/// result's content items, a prompt's messages' content, a resource read's
+/// contents (text, or a text blob), an initialize answer's `instructions`.
+/// (A tool result's `structuredContent` is read whole by `inspect_value`.)
+fn text_slots(kind: ResultKind, result: &Value) -> Vec<Slot<'_>> {
     let mut out = Vec::new();
+    let list = |m: &str| {
+        result
+            .get(m)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+    };
     match kind {
-        ResultKind::Tool => {}
+        ResultKind::Tool => {
+            for (i, item) in list("content").enumerate() {
+                item_slots(&format!("/content/{i}"), item, &mut out);
+            }
+        }
         ResultKind::Prompt => {
-            let messages = result.get("messages").and_then(Value::as_array);
-            for (i, m) in messages.into_iter().flatten().enumerate() {
-                let Some(c) = m.get("content") else { continue };
-                let (text, ptr) = match c.get("type").and_then(Value::as_str) {
-                    Some("text") => (c.get("text"), format!("/messages/{i}/content/text")),
-                    Some("resource") => (
-                        c.get("resource").and_then(|r| r.get("text")),
-                        format!("/messages/{i}/content/resource/text"),
-                    ),
-                    _ => (None, String::new()),
-                };
-                if let Some(Value::String(s)) = text {
-                    out.push((ptr, s.as_str()));
+            for (i, m) in list("messages").enumerate() {
+                match m.get("content") {
+                    Some(Value::Array(items)) => {
+                        for (j, item) in items.iter().enumerate() {
+                            item_slots(&format!("/messages/{i}/content/{j}"), item, &mut out);
+                        }
+                    }
+                    Some(item) => item_slots(&format!("/messages/{i}/content"), item, &mut out),
+                    None => {}
                 }
             }
         }
         ResultKind::Resource => {
-            let contents = result.get("contents").and_then(Value::as_array);
-            for (i, c) in contents.into_iter().flatten().enumerate() {
+            for (i, c) in list("contents").enumerate() {
                 if let Some(Value::String(s)) = c.get("text") {
-                    out.push((format!("/contents/{i}/text"), s.as_str()));
+                    out.push(Slot::of(format!("/contents/{i}/text"), s));
+                }
+                item_slots(&format!("/contents/{i}"), c, &mut out);
+            }
+        }
+        ResultKind::Initialize => {
+            if let Some(Value::String(s)) = result.get("instructions") {
+                out.push(Slot::of("/instructions".to_owned(), s));
+            }
+        }
+        // `result` is the request's params here.
+        ResultKind::ServerRequest => {
+            for member in ["systemPrompt", "message"] {
+                if let Some(Value::String(s)) = result.get(member) {
+                    out.push(Slot::of(format!("/{member}"), s));
+                }
+            }
+            for (i, m) in list("messages").enumerate() {
+                match m.get("content") {
+                    Some(Value::Array(items)) => {
+                        for (j, item) in items.iter().enumerate() {
+                            item_slots(&format!("/messages/{i}/content/{j}"), item, &mut out);
+                        }
+                    }
+                    Some(item) => item_slots(&format!("/messages/{i}/content"), item, &mut out),
+                    None => {}
                 }
             }
         }
@@ -371,14 +505,119 @@ fn text_slots(kind: ResultKind, result: &Value) -> Vec<(String, &str)> {
     out
 }
 
+/// What the findings of a server request's text withhold: the text a client
+/// would have handed its model or shown its user (never the findings' text).
+const WITHHELD: &str =
+    "[mcp-firewall: text withheld: the catalogue checks found injected content in it]";
+
+/// The catalogue result checks on a server request sent on a response
+/// stream (`sampling/createMessage`, `elicitation/create`). There is no
+/// answer to refuse and dropping the request would leave the server waiting
+/// for its answer, so, as DLP's `block` redacts a server message, `block`
+/// replaces each string holding a finding with [`WITHHELD`] (a decoded
+/// blob's whole content item becomes a text item saying so) and the request
+/// keeps its place; `wrap` fences free text (and withholds what it cannot
+/// fence); `flag` records. Dry run only records.
+fn inspect_server_request(
+    policy: &CompiledPolicy,
+    msg: &mut Map<String, Value>,
+    out: &mut Rewrite,
+) {
+    let cat = &policy.catalogue;
+    let Some(params) = msg.get("params") else {
+        return;
+    };
+    let slots = text_slots(ResultKind::ServerRequest, params);
+    let findings: Vec<CatalogueFinding> = slots
+        .iter()
+        .flat_map(|slot| {
+            cat.inspector
+                .inspect_text(&slot.text)
+                .into_iter()
+                .map(move |f| CatalogueFinding {
+                    pointer: format!("{}{}", slot.ptr, f.pointer),
+                    ..f
+                })
+        })
+        .filter(|f| cat.result_action(f.check) != ResultAction::Off)
+        .collect();
+    let action = cat.result_verdict(&findings);
+    if action == ResultAction::Off {
+        return;
+    }
+    let fenceable: Vec<String> = slots
+        .iter()
+        .filter(|s| s.fence)
+        .map(|s| s.ptr.clone())
+        .collect();
+    let enforce = policy.mode != Mode::DryRun;
+    let mut applied = false;
+    if enforce && action != ResultAction::Flag {
+        let mut pointers: Vec<&str> = findings
+            .iter()
+            .filter(|f| cat.result_action(f.check) != ResultAction::Flag)
+            .map(|f| f.pointer.as_str())
+            .collect();
+        pointers.sort_unstable();
+        pointers.dedup();
+        let Some(params) = msg.get_mut("params") else {
+            return;
+        };
+        for ptr in pointers {
+            let checks: Vec<Check> = findings
+                .iter()
+                .filter(|f| f.pointer == ptr)
+                .map(|f| f.check)
+                .collect();
+            let blocks = checks
+                .iter()
+                .any(|c| cat.result_action(*c) == ResultAction::Block)
+                || !fenceable.iter().any(|p| p == ptr);
+            if let Some(item) = ptr
+                .strip_suffix("/resource/blob")
+                .or_else(|| ptr.strip_suffix("/blob"))
+            {
+                if let Some(v) = params.pointer_mut(item) {
+                    *v = serde_json::json!({"type": "text", "text": WITHHELD});
+                    applied = true;
+                }
+                continue;
+            }
+            if let Some(Value::String(text)) = params.pointer_mut(ptr) {
+                *text = match blocks {
+                    true => WITHHELD.to_owned(),
+                    false => wrap_text(text, &checks),
+                };
+                applied = true;
+            }
+        }
+    }
+    out.changed |= applied;
+    out.catalogue_result = Some(ResultInspection {
+        kind: ResultKind::ServerRequest,
+        action,
+        applied,
+        findings: findings
+            .into_iter()
+            .map(|f| CatalogueFinding {
+                pointer: format!("/params{}", f.pointer),
+                ..f
+            })
+            .collect(),
+    });
+}
+
 /// The catalogue checks on a result (after DLP): `block` replaces it with a
 /// -32010 error (rule `catalogue`, the checks and pointers, never the
 /// text), `wrap` fences each text that holds a finding calling for it
-/// (`wrap_text`), `flag` passes. `wrap` cannot rewrite structured data: a
-/// finding that calls for it inside `structuredContent` blocks the result
-/// (dropping the member would break a client that validates it against
-/// the tool's `outputSchema`, and leaving it would hand the client the
-/// very text that was fenced). Dry run only records.
+/// (`wrap_text`), `flag` passes. `wrap` cannot rewrite structured data, a
+/// link's name or uri, or a decoded blob: a finding that calls for it there
+/// blocks the result (dropping `structuredContent` would break a client
+/// that validates it against the tool's `outputSchema`, and leaving it would
+/// hand the client the very text that was fenced). An initialize answer is
+/// not replaced: an error there ends the session before it starts, so
+/// `block` drops its `instructions` member and the rest stays. Dry run only
+/// records.
 fn inspect_answer(
     policy: &CompiledPolicy,
     kind: ResultKind,
@@ -389,21 +628,35 @@ fn inspect_answer(
     let Some(result) = msg.get("result") else {
         return;
     };
-    let found = match kind {
-        ResultKind::Tool => cat.inspector.inspect_result(result),
-        _ => text_slots(kind, result)
-            .into_iter()
-            .flat_map(|(ptr, text)| {
-                cat.inspector
-                    .inspect_text(text)
-                    .into_iter()
-                    .map(move |f| CatalogueFinding {
-                        pointer: format!("{ptr}{}", f.pointer),
-                        ..f
-                    })
-            })
-            .collect(),
-    };
+    let slots = text_slots(kind, result);
+    let mut found: Vec<CatalogueFinding> = slots
+        .iter()
+        .flat_map(|slot| {
+            cat.inspector
+                .inspect_text(&slot.text)
+                .into_iter()
+                .map(move |f| CatalogueFinding {
+                    pointer: format!("{}{}", slot.ptr, f.pointer),
+                    ..f
+                })
+        })
+        .collect();
+    if let (ResultKind::Tool, Some(v)) = (kind, result.get("structuredContent")) {
+        found.extend(
+            cat.inspector
+                .inspect_value(v)
+                .into_iter()
+                .map(|f| CatalogueFinding {
+                    pointer: format!("/structuredContent{}", f.pointer),
+                    ..f
+                }),
+        );
+    }
+    let fenceable: Vec<String> = slots
+        .iter()
+        .filter(|s| s.fence)
+        .map(|s| s.ptr.clone())
+        .collect();
     let findings: Vec<CatalogueFinding> = found
         .into_iter()
         .filter(|f| cat.result_action(f.check) != ResultAction::Off)
@@ -414,8 +667,7 @@ fn inspect_answer(
     }
     if action == ResultAction::Wrap
         && findings.iter().any(|f| {
-            cat.result_action(f.check) == ResultAction::Wrap
-                && f.pointer.starts_with("/structuredContent")
+            cat.result_action(f.check) == ResultAction::Wrap && !fenceable.contains(&f.pointer)
         })
     {
         action = ResultAction::Block;
@@ -435,11 +687,21 @@ fn inspect_answer(
         })
         .collect();
     if applied && action == ResultAction::Block {
-        msg.remove("result");
-        msg.insert("error".into(), crate::reply::catalogue_error(&findings));
+        match kind {
+            ResultKind::Initialize => {
+                if let Some(Value::Object(result)) = msg.get_mut("result") {
+                    result.remove("instructions");
+                }
+            }
+            _ => {
+                msg.remove("result");
+                msg.insert("error".into(), crate::reply::catalogue_error(&findings));
+            }
+        }
     }
     out.changed |= applied;
     out.catalogue_result = Some(ResultInspection {
+        kind,
         action,
         applied,
         findings,

@@ -702,8 +702,8 @@ pub fn judge_body(
                 verdict.plan.pinned_lists.push((id_key(id), first_page));
             }
             // Every page, for every caller, before the caller's view is cut.
-            if cat == Catalogue::Tools && policy.catalogue.inspects_definitions() {
-                verdict.plan.catalogue_lists.push(id_key(id));
+            if policy.catalogue.inspects_definitions() {
+                verdict.plan.catalogue_lists.push((id_key(id), cat));
             }
             // The entries kept are text the client reads too (a description
             // naming a key, a prompt's arguments): scanned after filtering.
@@ -748,6 +748,8 @@ pub fn judge_body(
     // Notifications and server requests ride on the stream of any request.
     verdict.plan.server_messages =
         policy.dlp.responses != DlpAction::Off && !verdict.request_ids.is_empty();
+    verdict.plan.inspected_server_messages =
+        policy.catalogue.inspects_results() && !verdict.request_ids.is_empty();
     // Limits apply after the decision: what is refused consumes nothing. In
     // dry run the request goes on, so what it would consume is consumed.
     let forwards = matches!(

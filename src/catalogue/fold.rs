@@ -22,6 +22,7 @@
 //!   recorded and read as the ASCII they encode ("ASCII smuggling"), so text
 //!   hidden in them meets the same phrase checks as visible text.
 //! - Everything else is kept as it is (it is never part of an ASCII word).
+use std::borrow::Cow;
 
 /// A kind of character that changes what a string says without being seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -64,6 +65,88 @@ impl Folded {
             self.hidden.push(h);
         }
     }
+}
+
+/// HTML character references decoded (`&#73;`, `&#x49;`, `&lt;`, `&gt;`,
+/// `&amp;`, `&quot;`, `&apos;`, `&nbsp;` and a few punctuation names), as a
+/// model reads them: `&#73;gnore all previous instructions` is an
+/// instruction, `&lt;IMPORTANT&gt;` a tag (eleventh review). Numeric
+/// references need no `;` (HTML's parser accepts them without). Borrowed
+/// when there is none. Linear: each reference is at most 10 bytes long.
+pub fn decode_char_refs(s: &str) -> Cow<'_, str> {
+    if !s.contains('&') {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    let mut changed = false;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        match char_ref(after) {
+            Some((c, used)) => {
+                out.push(c);
+                rest = &after[used..];
+                changed = true;
+            }
+            None => {
+                out.push('&');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    match changed {
+        true => Cow::Owned(out),
+        false => Cow::Borrowed(s),
+    }
+}
+
+/// The character a reference after `&` names, and the bytes it took.
+fn char_ref(after: &str) -> Option<(char, usize)> {
+    let b = after.as_bytes();
+    if b.first() == Some(&b'#') {
+        let (hex, start) = match b.get(1) {
+            Some(b'x' | b'X') => (true, 2),
+            _ => (false, 1),
+        };
+        let digits = b[start..]
+            .iter()
+            .take(8)
+            .take_while(|d| match hex {
+                true => d.is_ascii_hexdigit(),
+                false => d.is_ascii_digit(),
+            })
+            .count();
+        if digits == 0 {
+            return None;
+        }
+        let text = after.get(start..start + digits)?;
+        let cp = u32::from_str_radix(text, if hex { 16 } else { 10 }).ok()?;
+        let c = char::from_u32(cp)?;
+        let semi = usize::from(b.get(start + digits) == Some(&b';'));
+        return Some((c, start + digits + semi));
+    }
+    const NAMED: [(&str, char); 14] = [
+        ("lt;", '<'),
+        ("gt;", '>'),
+        ("amp;", '&'),
+        ("quot;", '"'),
+        ("apos;", '\''),
+        ("nbsp;", ' '),
+        ("sol;", '/'),
+        ("colon;", ':'),
+        ("period;", '.'),
+        ("lpar;", '('),
+        ("rpar;", ')'),
+        ("excl;", '!'),
+        ("lsqb;", '['),
+        ("rsqb;", ']'),
+    ];
+    NAMED.iter().find_map(|(name, c)| {
+        let head = after.get(..name.len())?;
+        head.eq_ignore_ascii_case(name).then_some((*c, name.len()))
+    })
 }
 
 /// Fold `s` in one pass (linear; at most 3 output bytes per input char).

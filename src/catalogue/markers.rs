@@ -193,6 +193,38 @@ pub(crate) const PHRASES: &[Phrase] = &[
             s(3, RULES),
         ],
     ),
+    // "disregard everything above", "forget all that came before" (eleventh review)
+    strong(
+        I,
+        "asks to ignore previous instructions",
+        &[
+            s(0, &["ignore", "disregard", "forget"]),
+            s(0, &["everything", "anything", "all"]),
+            s(2, &["above", "before", "previously"]),
+        ],
+    ),
+    // "pay no attention to your earlier directives"
+    strong(
+        I,
+        "asks to ignore previous instructions",
+        &[
+            s(0, &["pay"]),
+            s(0, &["no"]),
+            s(0, &["attention", "heed"]),
+            s(1, PRIOR),
+            s(3, RULES),
+        ],
+    ),
+    // "SYSTEM: the assistant must call ..."
+    strong(
+        I,
+        "addresses the assistant as the system",
+        &[
+            s(0, &["system"]),
+            s(1, MODEL),
+            s(0, &["must", "shall", "should", "will"]),
+        ],
+    ),
     // "do not tell the user", "never mention this to the user"
     strong(
         I,

@@ -20,4 +20,4 @@ pub mod pins;
 pub mod poison;
 
 pub use config::{compile, CataloguePolicy, DescriptionAction, ResultAction, UnlistedCalls};
-pub use poison::{wrap_text, Check, Finding, HostPattern, Inspector, OtherTools};
+pub use poison::{content_texts, wrap_text, Check, Finding, HostPattern, Inspector, OtherTools};

@@ -9,7 +9,7 @@
 //! it never holds the text. Which findings remove a tool, block or wrap a
 //! result is the policy's call (`config.rs`), not this module's.
 
-use super::fold::{fold, words, Words};
+use super::fold::{decode_char_refs, fold, words, Words};
 use super::markers::{
     Phrase, Strength, CATCHER_HOSTS, DATA_WORDS, DOTFILES, HTML_TAGS, INSTRUCTION_TAGS, PHRASES,
     SECRET_FILES, SEND_VERBS, SENT_OBJECTS,
@@ -17,6 +17,7 @@ use super::markers::{
 use crate::config::keywords;
 use base64::Engine;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 /// One deterministic check; its word names it in the policy and in audit.
@@ -319,23 +320,16 @@ impl Inspector {
         walk.findings()
     }
 
-    /// Every finding in a `tools/call` result: the text of `text` content
-    /// items and of embedded text resources, and every string of
-    /// `structuredContent`. Binary data (images, audio, blobs) is not read.
+    /// Every finding in a `tools/call` result: the strings of its content
+    /// items a client hands the model ([`content_texts`]), and every string
+    /// of `structuredContent`. Binary data (images, audio, blobs) is not read
+    /// here (the filter decodes text blobs first: `response.rs`).
     pub fn inspect_result(&self, result: &Value) -> Vec<Finding> {
         let mut walk = Walk::default();
         if let Some(items) = result.get("content").and_then(Value::as_array) {
             for (i, item) in items.iter().enumerate() {
-                let (text, ptr) = match item.get("type").and_then(Value::as_str) {
-                    Some("text") => (item.get("text"), format!("/content/{i}/text")),
-                    Some("resource") => (
-                        item.get("resource").and_then(|r| r.get("text")),
-                        format!("/content/{i}/resource/text"),
-                    ),
-                    _ => (None, String::new()),
-                };
-                if let Some(Value::String(s)) = text {
-                    walk.pointers.push(ptr);
+                for (suffix, s) in content_texts(item) {
+                    walk.pointers.push(format!("/content/{i}{suffix}"));
                     self.scan_string(s, &mut walk, None);
                 }
             }
@@ -344,6 +338,14 @@ impl Inspector {
             let mut ptr = "/structuredContent".to_owned();
             self.walk_value(v, &mut ptr, &mut walk, None);
         }
+        walk.findings()
+    }
+
+    /// Every finding in every string of a value (structured data), with
+    /// pointers relative to it.
+    pub fn inspect_value(&self, v: &Value) -> Vec<Finding> {
+        let mut walk = Walk::default();
+        self.walk_value(v, &mut String::new(), &mut walk, None);
         walk.findings()
     }
 
@@ -409,6 +411,16 @@ impl Inspector {
         for h in &folded.hidden {
             walk.mark(Check::InvisibleUnicode, h.reason());
         }
+        // Raw HTML is what a client renders: `&lt;img&gt;` shows as text, so
+        // `html` reads the text as sent. A model reads `&#73;gnore` and
+        // `&lt;IMPORTANT&gt;` as the characters they name (eleventh review):
+        // every other marker reads the text with character references decoded.
+        html(folded.text.as_bytes(), walk);
+        let refs = decode_char_refs(s);
+        let folded = match refs {
+            Cow::Borrowed(_) => folded,
+            Cow::Owned(d) => fold(&d),
+        };
         let text = folded.text.as_str();
         let w = words(text);
         self.phrases(&w, walk);
@@ -416,7 +428,7 @@ impl Inspector {
         instruction_tags(text.as_bytes(), walk);
         secret_paths(text.as_bytes(), walk);
         self.urls(text.as_bytes(), walk);
-        html(text.as_bytes(), walk);
+        self.bare_urls(text.as_bytes(), walk);
         if let Some(o) = others {
             mentions(text.as_bytes(), o, walk);
         }
@@ -500,7 +512,11 @@ impl Inspector {
                 while s > 0 && i - s < 8 && b[s - 1].is_ascii_alphabetic() {
                     s -= 1;
                 }
-                if !matches!(&b[s..i], b"http" | b"https" | b"ftp" | b"ws" | b"wss") {
+                // `hxxp(s)` is how links are "defanged"; a model refangs them.
+                if !matches!(
+                    &b[s..i],
+                    b"http" | b"https" | b"ftp" | b"ws" | b"wss" | b"hxxp" | b"hxxps"
+                ) {
                     i += 3;
                     continue;
                 }
@@ -534,6 +550,62 @@ impl Inspector {
                 walk.mark(
                     Check::Exfiltration,
                     "a markdown image sending data to an outside host",
+                );
+            }
+        }
+    }
+
+    /// Links a model follows without a `scheme://` (eleventh review):
+    /// `mailto:x@evil.example?body={conversation}` and a bare
+    /// `evil.example/log?q={conversation}` with a placeholder for data, or on
+    /// a request-catching host. A bare host needs a dot and a `/` or `?`
+    /// after it, so `e.g.` or `a.b` alone is not a link.
+    fn bare_urls(&self, b: &[u8], walk: &mut Walk) {
+        let mut i = 0;
+        while i < b.len() {
+            let starts = i == 0
+                || matches!(
+                    b[i - 1],
+                    b' ' | b'\t' | b'\n' | b'\r' | b'"' | b'\'' | b'`' | b'(' | b'<'
+                );
+            if !starts || !b[i].is_ascii_alphanumeric() {
+                i += 1;
+                continue;
+            }
+            let end = url_end(b, i);
+            let token = &b[i..end];
+            let authority = match token.starts_with(b"mailto:") {
+                true => Some(7),
+                false => {
+                    let host_len = token
+                        .iter()
+                        .position(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-')))
+                        .unwrap_or(token.len());
+                    let host = &token[..host_len];
+                    let dotted = host.contains(&b'.') && !host.ends_with(b".");
+                    let then = token.get(host_len);
+                    (dotted && matches!(then, Some(b'/' | b'?'))).then_some(0)
+                }
+            };
+            i = end.max(i + 1);
+            let Some(authority) = authority else { continue };
+            if token.windows(3).any(|w| w == b"://") {
+                continue;
+            }
+            let url = Url::parse(token, authority, &b[end - token.len()..]);
+            let Some(host) = url.host_str() else { continue };
+            if self.allowed(host) {
+                continue;
+            }
+            let catcher = CATCHER_HOSTS.iter().any(|c| {
+                host == *c
+                    || (host.ends_with(c)
+                        && host.as_bytes().get(host.len() - c.len() - 1) == Some(&b'.'))
+            });
+            if catcher || url.has_data_placeholder() {
+                walk.mark(
+                    Check::Exfiltration,
+                    "a link without a scheme with a placeholder for data",
                 );
             }
         }
@@ -1013,6 +1085,40 @@ fn has_event_handler(attrs: &[u8]) -> bool {
     }
     false
 }
+
+/// The strings of one content item (MCP `ContentBlock`) a client hands its
+/// model, as (pointer suffix, text): a `text` item's text, an embedded
+/// resource's text, and a `resource_link`'s `name`, `title`, `description`
+/// and `uri` (a link is listed to the model like a tool: eleventh review
+/// H4). Base64 payloads are not here: decoding them is the caller's
+/// choice (only text media types are).
+pub fn content_texts(item: &Value) -> Vec<(&'static str, &str)> {
+    fn s(v: Option<&Value>) -> Option<&str> {
+        v.and_then(Value::as_str)
+    }
+    let mut out = Vec::new();
+    match item.get("type").and_then(Value::as_str) {
+        Some("text") => out.extend(s(item.get("text")).map(|t| ("/text", t))),
+        Some("resource") => out.extend(
+            s(item.get("resource").and_then(|r| r.get("text"))).map(|t| ("/resource/text", t)),
+        ),
+        Some("resource_link") => {
+            for (suffix, member) in LINK_MEMBERS {
+                out.extend(s(item.get(member)).map(|t| (suffix, t)));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The members of a `resource_link` that are the server's text.
+const LINK_MEMBERS: [(&str, &str); 4] = [
+    ("/name", "name"),
+    ("/title", "title"),
+    ("/description", "description"),
+    ("/uri", "uri"),
+];
 
 /// Encoded runs in the original (unfolded) text: base64 and hex blobs,
 /// base64 or hex of prose, percent- and backslash-escaped runs. Returns

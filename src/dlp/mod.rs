@@ -1793,6 +1793,21 @@ fn is_text_media_type(m: &str) -> bool {
         || sub.ends_with("+yaml")
 }
 
+/// The text of a resource content's base64 `blob` when its `mimeType` names
+/// a text type (`text/*`, JSON, XML, `+json`…), decoded as DLP reads it
+/// (lenient base64, the declared charset, UTF-16 read both ways): what the
+/// catalogue checks read. A blob without a `mimeType`, or with a binary one,
+/// is `None`: unlike DLP, which fails closed on a secret, the checks would
+/// read random bytes as hidden characters and encoded text.
+pub fn text_blob(object: &Map<String, Value>) -> Option<String> {
+    let media = object.get("mimeType").and_then(Value::as_str)?;
+    if !is_text_media_type(media) {
+        return None;
+    }
+    let blob = object.get("blob").and_then(Value::as_str)?;
+    decoded_blob(blob, declared_charset(object))
+}
+
 /// The text a base64 `blob` decodes to, if it is base64 at all (a blob that
 /// is not is scanned as the string it is). Invalid UTF-8 is read with
 /// replacement characters, as a lenient client shows it.

@@ -15,7 +15,7 @@ use crate::identity::Caller;
 use crate::jsonrpc::id_key;
 use crate::policy::{CompiledPolicy, Mode};
 use crate::reply::LocalReply;
-use crate::response::{ListInspection, ResultInspection};
+use crate::response::{ListInspection, ResultInspection, ResultKind};
 use crate::rule_id::RuleId;
 use crate::verdict::{anonymous, MessageVerdict};
 use serde_json::Value;
@@ -281,9 +281,11 @@ impl ExchangeAudit {
                 })
             })
             .chain(results.iter().flat_map(|(id, r)| {
-                let action = match r.action {
-                    ResultAction::Block => "blocked",
-                    ResultAction::Wrap => "wrapped",
+                let action = match (r.action, r.kind) {
+                    // The answer stays; its instructions are dropped.
+                    (ResultAction::Block, ResultKind::Initialize) => "removed",
+                    (ResultAction::Block, _) => "blocked",
+                    (ResultAction::Wrap, _) => "wrapped",
                     _ => "flagged",
                 };
                 r.findings.iter().map(move |f| {

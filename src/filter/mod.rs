@@ -8,7 +8,7 @@ use crate::approval::{self, Answer, ApprovalConfig, ApprovalMode, Ask};
 use crate::audit::{ApprovalStep, AuditApproval};
 use crate::catalogue::pins::{self, ListCheck, Remembered};
 use crate::catalogue::{listed, Check, DescriptionAction, OtherTools, ResultAction};
-use crate::decide::{Decision, Verdict};
+use crate::decide::{Catalogue, Decision, Verdict};
 use crate::descriptors::{self, Descriptors};
 use crate::host::{Callout, Counter, Flow, Host, HostError, InForce, LogLevel};
 use crate::identity::{self, Caller, IdentityError, IdentityInputs, Via};
@@ -1687,7 +1687,9 @@ impl RequestFilter {
             host.count(Counter::CatalogueRemoved, removed as u64);
             host.count(Counter::CatalogueFlagged, (l.tools.len() - removed) as u64);
             let cat = &self.policy.catalogue;
-            if !cat.remembers() {
+            // Calls are refused by tool name; a prompt or resource with a
+            // finding is only taken out of its list (docs/catalogue.md).
+            if !cat.remembers() || l.catalogue != Catalogue::Tools {
                 continue;
             }
             let Some(upstream) = self.head.upstream.as_deref() else {

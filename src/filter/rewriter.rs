@@ -10,6 +10,7 @@
 use super::host_write_failed;
 use crate::catalogue::pins::ListCheck;
 use crate::catalogue::OtherTools;
+use crate::decide::Catalogue;
 use crate::dlp::{Action as DlpAction, Finding};
 use crate::host::{Flow, Host, HostError};
 use crate::identity::Caller;
@@ -155,12 +156,16 @@ impl ResponseRewriter {
         self.armed = true;
         self.caller = Some(caller);
         self.plan.server_messages = self.policy.dlp.responses != DlpAction::Off;
+        self.plan.inspected_server_messages = self.policy.catalogue.inspects_results();
     }
 
     /// Whether a `tools/list` answer will be read by the catalogue checks
     /// (then the filter looks up the other servers' names first).
     pub fn inspects_lists(&self) -> bool {
-        !self.plan.catalogue_lists.is_empty()
+        self.plan
+            .catalogue_lists
+            .iter()
+            .any(|(_, c)| *c == Catalogue::Tools)
     }
 
     /// The other servers' tool names, read by the filter from shared data.
@@ -485,8 +490,16 @@ impl ResponseRewriter {
             // exchange's scanned call: its findings go to that call's audit
             // (on a GET stream there is none: "" names no request, so they
             // are only counted).
-            let id = match msg.contains_key("method") {
-                true => Some(self.plan.scans.first().cloned().unwrap_or_default()),
+            let server_message = msg.contains_key("method");
+            let id = match server_message {
+                true => Some(
+                    self.plan
+                        .scans
+                        .first()
+                        .or(self.plan.inspected_results.first().map(|(k, _)| k))
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
                 false => msg.get("id").map(id_key),
             };
             let mut r = rewrite_message(&self.policy, caller, &self.plan, &self.others, msg);
@@ -495,7 +508,13 @@ impl ResponseRewriter {
             if let (Some(check), Some(id)) = (r.pins.take(), msg.get("id").map(id_key)) {
                 self.counts.pin_checks.push((id, check));
             }
-            if let Some(id) = msg.get("id").map(id_key) {
+            // A server request's id is the server's own: its findings go to
+            // the exchange's call, as DLP's do.
+            let answer_id = match server_message {
+                true => id.clone(),
+                false => msg.get("id").map(id_key),
+            };
+            if let Some(id) = answer_id {
                 if let Some(i) = r.catalogue_list.take() {
                     self.counts.catalogue_lists.push((id.clone(), i));
                 }
