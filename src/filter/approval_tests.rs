@@ -749,16 +749,17 @@ fn a_pin_hold_begun_while_held_refuses_the_release() {
             "pins": {"mode": "enforce", "tools": {"scale": pin}}
         }),
     );
-    let store = Rc::new(MemoryStore::new());
-    let on_cluster = || {
+    // A caller's host on the upstream `mcp`, sharing `store` with the others.
+    let on_cluster = |store: &Rc<MemoryStore>| {
         let mut h = post(Some("ops-key"));
         h.store = store.clone();
         h.properties
             .insert("xds.cluster_name".into(), b"mcp".to_vec());
         h
     };
-    let list = |tool: &Value| {
-        let mut x = Exchange::new(policy.clone(), on_cluster());
+    // `mcp` lists `tool`.
+    let list = |store: &Rc<MemoryStore>, tool: &Value| {
+        let mut x = Exchange::new(policy.clone(), on_cluster(store));
         x.request(Request::new(
             br#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#,
         ));
@@ -771,53 +772,35 @@ fn a_pin_hold_begun_while_held_refuses_the_release() {
         )
         .done();
     };
-    // The use's answer, after a list showed `shown` while the use was on
-    // its way (tenth review M1: the release did not look again).
+    // The use's answer, after a list showed the changed definition while
+    // the use was on its way (tenth review M1: the release did not look
+    // again).
     {
-        list(&reviewed);
+        let store = Rc::new(MemoryStore::new());
+        list(&store, &reviewed);
         let body = scale(1, 3);
-        let mut x = Exchange::new(policy.clone(), on_cluster());
+        let mut x = Exchange::new(policy.clone(), on_cluster(&store));
         x.request(Request::new(&body).chunk(7));
         x.answer_approval(Some(200), &answer("approved", false));
         assert_eq!(x.host.callouts.len(), 2, "the use is on its way");
-        list(&pulled);
+        list(&store, &pulled);
         x.answer_approval(Some(200), &used_answer());
         assert_eq!(error_of(&x)["code"], json!(-32014), "refused after the use");
         assert!(!x.forwarded());
-        // The pin hold begun here lasts: a fresh store for the table below.
     }
-    let store = Rc::new(MemoryStore::new());
-    let on_cluster = || {
-        let mut h = post(Some("ops-key"));
-        h.store = store.clone();
-        h.properties
-            .insert("xds.cluster_name".into(), b"mcp".to_vec());
-        h
-    };
-    let list = |tool: &Value| {
-        let mut x = Exchange::new(policy.clone(), on_cluster());
-        x.request(Request::new(
-            br#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#,
-        ));
-        let answer = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": [tool]}}).to_string();
-        x.respond(
-            Response::new(answer.as_bytes())
-                .status("200")
-                .content_type("application/json"),
-        )
-        .done();
-    };
     // (behaviour, what is listed while the call waits, refused with -32014)
     for (name, meanwhile, refused) in [
         ("the_reviewed_definition_listed_again", &reviewed, false),
         ("a_changed_definition_listed", &pulled, true),
     ] {
-        list(&reviewed);
+        // A fresh table per case: a pin hold begun in one lasts.
+        let store = Rc::new(MemoryStore::new());
+        list(&store, &reviewed);
         let body = scale(1, 3);
-        let mut x = Exchange::new(policy.clone(), on_cluster());
+        let mut x = Exchange::new(policy.clone(), on_cluster(&store));
         x.request(Request::new(&body).chunk(7));
         assert_eq!(x.host.callouts.len(), 1, "{name}: asked the service");
-        list(meanwhile);
+        list(&store, meanwhile);
         x.answer_approval(Some(200), &answer("approved", false));
         if refused {
             assert_eq!(error_of(&x)["code"], json!(-32014), "{name}");
