@@ -1411,28 +1411,11 @@ fn element_text_start(bytes: &[u8], s: usize, e: usize, quoted: usize) -> Option
 /// text: `kubectl -o json`, a logged body): where the value begins, for the
 /// quoted identifier `[s, e)` whose closing quote is `quoted` bytes long.
 fn json_name_value_pair(bytes: &[u8], s: usize, e: usize, quoted: usize) -> Option<usize> {
-    if quoted != 1 || before(bytes, s) != b'"' {
-        return None;
-    }
     // Back: blanks, `:`, blanks, `"name"` or `"key"`.
-    let mut j = s - 1;
-    let back_blanks = |mut j: usize| {
-        while before(bytes, j).is_ascii_whitespace() && j > 0 {
-            j -= 1;
-        }
-        j
-    };
-    j = back_blanks(j);
-    if before(bytes, j) != b':' {
-        return None;
-    }
-    j = back_blanks(j - 1);
-    let named = ["\"name\"", "\"key\""].iter().any(|w| {
-        j.checked_sub(w.len())
-            .and_then(|st| bytes.get(st..j))
-            .is_some_and(|n| n.eq_ignore_ascii_case(w.as_bytes()))
-    });
-    if !named {
+    if quoted != 1
+        || before(bytes, s) != b'"'
+        || !named_by(bytes, s, b':', &["\"name\"", "\"key\""])
+    {
         return None;
     }
     // Forward: blanks, `,`, blanks, `"value"`, blanks, `:`, blanks.
@@ -1452,11 +1435,9 @@ fn json_name_value_pair(bytes: &[u8], s: usize, e: usize, quoted: usize) -> Opti
 /// `<name>ID</name>` (or `<key>`) then blanks and `<value>`: where the value
 /// element's text begins, for the identifier `[s, e)`.
 fn name_value_pair(bytes: &[u8], s: usize, e: usize) -> Option<usize> {
-    let opened = ["<name>", "<key>"].iter().find(|t| {
-        s.checked_sub(t.len())
-            .and_then(|st| bytes.get(st..s))
-            .is_some_and(|b| b.eq_ignore_ascii_case(t.as_bytes()))
-    })?;
+    let opened = ["<name>", "<key>"]
+        .iter()
+        .find(|t| word_ends_at(bytes, s, t))?;
     let close = if opened.len() == 6 {
         "</name>"
     } else {
@@ -1476,29 +1457,42 @@ fn name_value_pair(bytes: &[u8], s: usize, e: usize) -> Option<usize> {
         .then_some(v + 7)
 }
 
-/// Whether the quoted identifier starting at `s` is the value of a `key=` or
-/// `name=` attribute (`<entry key="db.password">`).
-fn names_attribute(bytes: &[u8], s: usize) -> bool {
+/// Whether `word` ends at `end`, ignoring ASCII case, and does not continue
+/// an identifier before it.
+fn word_ends_at(bytes: &[u8], end: usize, word: &str) -> bool {
+    end.checked_sub(word.len()).is_some_and(|st| {
+        bytes
+            .get(st..end)
+            .is_some_and(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+            && !is_ident_byte(before(bytes, st))
+    })
+}
+
+/// Whether the quoted identifier starting at `s` is named by what stands
+/// before its opening quote, right to left: blanks, `op`, blanks, one of
+/// `names` (`key="db.password"`, `"name": "DB_PASSWORD"`).
+fn named_by(bytes: &[u8], s: usize, op: u8, names: &[&str]) -> bool {
+    let blanks_before = |mut j: usize| {
+        while j > 0 && before(bytes, j).is_ascii_whitespace() {
+            j -= 1;
+        }
+        j
+    };
     if !matches!(before(bytes, s), b'"' | b'\'') {
         return false;
     }
-    let mut j = s - 1;
-    while matches!(before(bytes, j), b' ' | b'\t') {
-        j -= 1;
-    }
-    if before(bytes, j) != b'=' {
+    let j = blanks_before(s - 1);
+    if j == 0 || before(bytes, j) != op {
         return false;
     }
-    j -= 1;
-    while matches!(before(bytes, j), b' ' | b'\t') {
-        j -= 1;
-    }
-    ["key", "name"].iter().any(|w| {
-        j.checked_sub(w.len())
-            .and_then(|st| bytes.get(st..j))
-            .is_some_and(|n| n.eq_ignore_ascii_case(w.as_bytes()))
-            && !is_ident_byte(before(bytes, j - w.len()))
-    })
+    let j = blanks_before(j - 1);
+    names.iter().any(|w| word_ends_at(bytes, j, w))
+}
+
+/// Whether the quoted identifier starting at `s` is the value of a `key=` or
+/// `name=` attribute (`<entry key="db.password">`).
+fn names_attribute(bytes: &[u8], s: usize) -> bool {
+    named_by(bytes, s, b'=', &["key", "name"])
 }
 
 /// The value of the assignment `head`, judged by what its identifier names.
