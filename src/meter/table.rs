@@ -118,37 +118,48 @@ fn encode(entries: &[Entry]) -> Vec<u8> {
 /// a victim's meter lives in, refusing every call of theirs. SipHash-1-3 is
 /// a keyed function made for exactly this (hash flooding), at a fraction of
 /// the cost of a second SHA-256 per meter.
-fn set_key(slots: u64, salt: &str, digest: &str) -> String {
+fn set_key(slots: u64, salt: SetKeys, digest: &str) -> String {
     use std::hash::Hasher;
     let sets = (slots / WAYS as u64).max(1);
-    let half = |range: std::ops::Range<usize>| {
-        salt.get(range)
-            .and_then(|h| u64::from_str_radix(h, 16).ok())
-            .unwrap_or(0)
-    };
-    let mut h = siphasher::sip::SipHasher13::new_with_keys(half(0..16), half(16..32));
+    let mut h = siphasher::sip::SipHasher13::new_with_keys(salt.0, salt.1);
     h.write(digest.as_bytes());
     let set = h.finish() % sets;
     format!("{PREFIX}/{slots}/{set}")
 }
 
+/// The process's secret as the two SipHash keys (its 32 hex digits).
+#[derive(Clone, Copy)]
+struct SetKeys(u64, u64);
+
+impl SetKeys {
+    fn of(salt: &str) -> SetKeys {
+        let half = |range: std::ops::Range<usize>| {
+            salt.get(range)
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .unwrap_or(0)
+        };
+        SetKeys(half(0..16), half(16..32))
+    }
+}
+
 /// This Envoy process's secret for [`set_key`], shared by every worker: the
 /// first to need it mints it (random, from the VM's entropy), the others
 /// read it. Shared data dies with the process, and so does the table.
-fn salt(store: &dyn SharedStore, entropy: impl FnOnce() -> u64) -> Result<String, Shortfall> {
-    // Read once per VM: it never changes while the process (and so this VM)
-    // lives, and a shared-data read per metered request is a lock and a copy.
-    if let Some(s) = SALT.with(|c| c.borrow().clone()) {
-        return Ok(s);
+fn salt(store: &dyn SharedStore, entropy: impl FnOnce() -> u64) -> Result<SetKeys, Shortfall> {
+    // Read (and its hex parsed) once per VM: it never changes while the
+    // process (and so this VM) lives, and a shared-data read per metered
+    // request is a lock and a copy.
+    if let Some(k) = SALT.with(std::cell::Cell::get) {
+        return Ok(k);
     }
-    let s = read_or_mint_salt(store, entropy())?;
-    SALT.with(|c| *c.borrow_mut() = Some(s.clone()));
-    Ok(s)
+    let k = SetKeys::of(&read_or_mint_salt(store, entropy())?);
+    SALT.with(|c| c.set(Some(k)));
+    Ok(k)
 }
 
 thread_local! {
     /// This VM's copy of the process's [`salt`] (a VM is one thread).
-    static SALT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    static SALT: std::cell::Cell<Option<SetKeys>> = const { std::cell::Cell::new(None) };
 }
 
 fn read_or_mint_salt(store: &dyn SharedStore, entropy: u64) -> Result<String, Shortfall> {
@@ -291,7 +302,7 @@ enum Change<'a> {
 fn update(
     store: &dyn SharedStore,
     slots: u64,
-    salt: &str,
+    salt: SetKeys,
     charge: &Charge,
     change: Change,
 ) -> Result<Option<u64>, Shortfall> {
@@ -346,7 +357,7 @@ pub fn consume(
     let mut out = Consumed::default();
     let salt = salt(store, entropy).map_err(|why| Refused { charge: 0, why })?;
     for (i, charge) in charges.iter().enumerate() {
-        match update(store, slots, &salt, charge, Change::Take(now_ms)) {
+        match update(store, slots, salt, charge, Change::Take(now_ms)) {
             Ok(remaining) => {
                 if let (
                     Meter::Budget {
@@ -363,7 +374,7 @@ pub fn consume(
                 for taken in &charges[..i] {
                     // Best effort: a give-back that fails leaves the meter
                     // fuller than it should be, never emptier (fail closed).
-                    let _ = update(store, slots, &salt, taken, Change::GiveBack(&taken.meter));
+                    let _ = update(store, slots, salt, taken, Change::GiveBack(&taken.meter));
                 }
                 return Err(Refused { charge: i, why });
             }
