@@ -423,6 +423,30 @@ fn item_slots<'a>(at: &str, item: &'a Value, out: &mut Vec<Slot<'a>>) {
         out.push(Slot::of(format!("{at}{suffix}"), text));
     }
     let (contents, suffix) = match item.get("type").and_then(Value::as_str) {
+        // Sampling with tools (2025-11-25): a `tool_result` carries content
+        // items of its own, and a `tool_use` the model's input, both handed
+        // to the client's model like the message's text.
+        Some("tool_result") => {
+            for (j, inner) in item
+                .get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                item_slots(&format!("{at}/content/{j}"), inner, out);
+            }
+            if let Some(v) = item.get("structuredContent") {
+                value_slots(&mut format!("{at}/structuredContent"), v, out);
+            }
+            return;
+        }
+        Some("tool_use") => {
+            if let Some(v) = item.get("input") {
+                value_slots(&mut format!("{at}/input"), v, out);
+            }
+            return;
+        }
         Some("resource") => (item.get("resource"), "/resource/blob"),
         // `resources/read` contents carry no `type`.
         None => (Some(item), "/blob"),
@@ -434,6 +458,80 @@ fn item_slots<'a>(at: &str, item: &'a Value, out: &mut Vec<Slot<'a>>) {
             text: Cow::Owned(text),
             fence: false,
         });
+    }
+}
+
+/// Every string of structured data at `ptr`, as slots that cannot be
+/// fenced (wrapping a string inside data changes what it means to whoever
+/// reads the data): a finding there withholds or blocks.
+fn value_slots<'a>(ptr: &mut String, v: &'a Value, out: &mut Vec<Slot<'a>>) {
+    match v {
+        Value::String(s) => out.push(Slot {
+            ptr: ptr.clone(),
+            text: Cow::Borrowed(s),
+            fence: false,
+        }),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = ptr.len();
+                ptr.push('/');
+                ptr.push_str(&i.to_string());
+                value_slots(ptr, item, out);
+                ptr.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                let len = ptr.len();
+                crate::catalogue::poison::push_token(ptr, k);
+                value_slots(ptr, item, out);
+                ptr.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The text of a server request's params at `at` a client hands its model
+/// or shows its user: `systemPrompt`, an elicitation's `message`, each
+/// sampling message's content.
+fn server_request_slots<'a>(at: &str, params: &'a Value, out: &mut Vec<Slot<'a>>) {
+    for member in ["systemPrompt", "message"] {
+        if let Some(Value::String(s)) = params.get(member) {
+            out.push(Slot::of(format!("{at}/{member}"), s));
+        }
+    }
+    let messages = params.get("messages").and_then(Value::as_array);
+    for (i, m) in messages.into_iter().flatten().enumerate() {
+        match m.get("content") {
+            Some(Value::Array(items)) => {
+                for (j, item) in items.iter().enumerate() {
+                    item_slots(&format!("{at}/messages/{i}/content/{j}"), item, out);
+                }
+            }
+            Some(item) => item_slots(&format!("{at}/messages/{i}/content"), item, out),
+            None => {}
+        }
+    }
+}
+
+/// The server requests a result embeds (2026-07-28 multi round-trip: an
+/// `input_required` result's `inputRequests` maps a key to a
+/// `sampling/createMessage` or `elicitation/create` request the client
+/// carries out before it retries): read as the same requests sent on a
+/// stream are.
+fn input_request_slots<'a>(result: &'a Value, out: &mut Vec<Slot<'a>>) {
+    let Some(Value::Object(requests)) = result.get("inputRequests") else {
+        return;
+    };
+    for (key, request) in requests {
+        let Some(params) = request.get("params") else {
+            continue;
+        };
+        let mut at = String::from("/inputRequests");
+        crate::catalogue::poison::push_token(&mut at, key);
+        at.push_str("/params");
+        server_request_slots(&at, params, out);
     }
 }
 
@@ -483,24 +581,13 @@ fn text_slots(kind: ResultKind, result: &Value) -> Vec<Slot<'_>> {
             }
         }
         // `result` is the request's params here.
-        ResultKind::ServerRequest => {
-            for member in ["systemPrompt", "message"] {
-                if let Some(Value::String(s)) = result.get(member) {
-                    out.push(Slot::of(format!("/{member}"), s));
-                }
-            }
-            for (i, m) in list("messages").enumerate() {
-                match m.get("content") {
-                    Some(Value::Array(items)) => {
-                        for (j, item) in items.iter().enumerate() {
-                            item_slots(&format!("/messages/{i}/content/{j}"), item, &mut out);
-                        }
-                    }
-                    Some(item) => item_slots(&format!("/messages/{i}/content"), item, &mut out),
-                    None => {}
-                }
-            }
-        }
+        ResultKind::ServerRequest => server_request_slots("", result, &mut out),
+    }
+    if matches!(
+        kind,
+        ResultKind::Tool | ResultKind::Prompt | ResultKind::Resource
+    ) {
+        input_request_slots(result, &mut out);
     }
     out
 }
@@ -541,7 +628,7 @@ fn inspect_server_request(
         })
         .filter(|f| cat.result_action(f.check) != ResultAction::Off)
         .collect();
-    let action = cat.result_verdict(&findings);
+    let mut action = cat.result_verdict(&findings);
     if action == ResultAction::Off {
         return;
     }
@@ -550,6 +637,15 @@ fn inspect_server_request(
         .filter(|s| s.fence)
         .map(|s| s.ptr.clone())
         .collect();
+    // As for results: a `wrap` finding where no fence can go is withheld,
+    // and the audit says so.
+    if action == ResultAction::Wrap
+        && findings.iter().any(|f| {
+            cat.result_action(f.check) == ResultAction::Wrap && !fenceable.contains(&f.pointer)
+        })
+    {
+        action = ResultAction::Block;
+    }
     let enforce = policy.mode != Mode::DryRun;
     let mut applied = false;
     if enforce && action != ResultAction::Flag {

@@ -663,7 +663,7 @@ fn word_matches(pat: &str, w: &str) -> bool {
 }
 
 /// RFC 6901: `~` → `~0`, `/` → `~1`.
-fn push_token(ptr: &mut String, key: &str) {
+pub(crate) fn push_token(ptr: &mut String, key: &str) {
     ptr.push('/');
     for c in key.chars() {
         match c {

@@ -465,13 +465,17 @@ impl RequestFilter {
     }
 
     /// The upstream cluster the route sends this request to, when the policy
-    /// pins tools (a property read costs a hostcall). Envoy resolves the
+    /// pins tools, keeps catalogue findings or selects intents (what each
+    /// remembers is kept per cluster; a property read costs a hostcall). Envoy resolves the
     /// route before the filter chain runs and records its cluster in the
     /// stream info, which the wasm host exposes as `xds.cluster_name`. The
     /// cluster, not the host: one cluster's endpoints serve one catalogue,
     /// and the name comes from Envoy's configuration, never from the caller.
     fn upstream(&self, host: &dyn Host) -> Option<String> {
-        if self.policy.pins.is_none() && !self.policy.catalogue.remembers() {
+        if self.policy.pins.is_none()
+            && !self.policy.catalogue.remembers()
+            && !self.policy.selects_intents()
+        {
             return None;
         }
         host.property(&["xds", "cluster_name"])

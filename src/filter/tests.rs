@@ -3554,9 +3554,19 @@ mod catalogue {
 
     #[test]
     fn deny_destructive_hides_by_the_lists_annotations_and_refuses_calls_by_what_was_listed() {
+        // With the catalogue checks at their defaults, and with every check
+        // off: intents are remembered per upstream either way (the twelfth
+        // review: with nothing else remembering, nothing was, and every
+        // call stayed "not seen yet").
+        for catalogue in [json!({}), json!({"descriptions": "off", "results": "off"})] {
+            deny_destructive_by_listed_annotations(catalogue);
+        }
+    }
+
+    fn deny_destructive_by_listed_annotations(catalogue: Value) {
         let store = Rc::new(MemoryStore::new());
         let p = cat_policy(
-            json!({}),
+            catalogue,
             json!({"rules": [
                 {"id": "list", "effect": "allow", "methods": ["tools/list"]},
                 {"id": "admin", "effect": "allow", "roles": ["admin"], "tools": ["*"]},
@@ -3964,6 +3974,8 @@ mod catalogue {
         };
         let init = json!({"protocolVersion": "2025-06-18", "capabilities": {},
                           "serverInfo": {"name": "s", "version": "1"}, "instructions": INJECTED});
+        // 2026-07-28 multi round-trip: the server requests ride in the result.
+        let input_required = |key: &str, request: Value| json!({"resultType": "input_required", "inputRequests": {key: request}});
         // (name, catalogue.results, method, result, outcome, audited action, pointer)
         // outcome: "error" | "same" | "no_instructions" | "fenced:<pointer>"
         let cases = [
@@ -4056,6 +4068,46 @@ mod catalogue {
                 "error",
                 "blocked",
                 "/result/messages/0/content/description",
+            ),
+            (
+                "an_input_required_sampling_prompt_is_blocked",
+                "block",
+                "tools/call",
+                input_required(
+                    "s",
+                    json!({"method": "sampling/createMessage", "params":
+                    {"systemPrompt": INJECTED, "messages": [], "maxTokens": 10}}),
+                ),
+                "error",
+                "blocked",
+                "/result/inputRequests/s/params/systemPrompt",
+            ),
+            (
+                "an_input_required_elicitation_is_fenced_under_wrap",
+                "wrap",
+                "tools/call",
+                input_required(
+                    "a/b",
+                    json!({"method": "elicitation/create", "params":
+                    {"mode": "form", "message": INJECTED, "requestedSchema": {"type": "object"}}}),
+                ),
+                "fenced:/inputRequests/a~1b/params/message",
+                "wrapped",
+                "/result/inputRequests/a~1b/params/message",
+            ),
+            (
+                "an_input_required_sampling_message_of_a_prompt_is_blocked",
+                "block",
+                "prompts/get",
+                input_required(
+                    "s",
+                    json!({"method": "sampling/createMessage", "params":
+                    {"messages": [{"role": "user", "content": {"type": "text", "text": INJECTED}}],
+                     "maxTokens": 10}}),
+                ),
+                "error",
+                "blocked",
+                "/result/inputRequests/s/params/messages/0/content/text",
             ),
             (
                 "initialize_block_drops_only_the_instructions",
@@ -4241,6 +4293,26 @@ mod catalogue {
                 "block",
                 sampling(json!([text.clone()])),
                 "/params/messages/0/content/0/text",
+                "withheld",
+                "blocked",
+            ),
+            (
+                "sampling_tool_result_content_is_withheld",
+                "block",
+                sampling(
+                    json!({"type": "tool_result", "toolUseId": "t1", "content": [text.clone()]}),
+                ),
+                "/params/messages/0/content/content/0/text",
+                "withheld",
+                "blocked",
+            ),
+            (
+                "sampling_tool_use_input_cannot_be_fenced_so_is_withheld",
+                "wrap",
+                sampling(
+                    json!([{"type": "tool_use", "id": "t1", "name": "search", "input": {"q": INJECTED}}]),
+                ),
+                "/params/messages/0/content/0/input/q",
                 "withheld",
                 "blocked",
             ),
