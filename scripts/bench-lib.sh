@@ -22,14 +22,19 @@ ensure_wrk() {
   fi
 }
 
-# require_answered TAG NAME PORT BODY: the figure only means something if the
-# benchmark call is allowed and answered by the upstream (demo reader's key).
+# require_answered TAG NAME PORT BODY [EXPECT [KEY [CURL_ARGS...]]]: the figure only
+# means something if the benchmark call is allowed and answered by the upstream.
+# BODY: the JSON itself, or @file. EXPECT: a substring of the answer (default: the
+# fast upstream's echo text). KEY: the API key (default: the demo's reader).
 require_answered() {
+  local tag=$1 name=$2 port=$3 body=$4 expect="${5:-Echo: hello bench}" key="${6:-demo-reader-key}"
+  shift $(($# < 6 ? $# : 6))
   local answer
-  answer=$(curl -s -X POST "http://127.0.0.1:$3/mcp" -H 'Content-Type: application/json' \
-    -H 'Accept: application/json, text/event-stream' -H 'Authorization: Bearer demo-reader-key' -d "$4")
-  if [[ "$answer" != *'Echo: hello bench'* ]]; then
-    echo "[$1] $2: the benchmark request is not answered by the upstream: $answer" >&2
+  answer=$(curl -s -X POST "http://127.0.0.1:$port/mcp" -H 'Content-Type: application/json' \
+    -H 'Accept: application/json, text/event-stream' -H "Authorization: Bearer $key" "$@" \
+    --data-binary "$body")
+  if [[ "$answer" != *"$expect"* ]]; then
+    echo "[$tag] $name: the benchmark request is not answered by the upstream: ${answer:0:2000}" >&2
     exit 1
   fi
 }

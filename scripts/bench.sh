@@ -1,139 +1,362 @@
 #!/usr/bin/env bash
-# Throughput of Envoy with mcp-firewall vs the same Envoy config without it (and
-# vs a no-op build of the same module, to separate Envoy's Wasm cost from ours).
-# Not a test: it prints figures, it asserts only that every answer was a 2xx.
+# Throughput and Envoy CPU per request of Envoy with mcp-firewall, against the same
+# Envoy with no filter, with Envoy's own (C++) `mcp` filter, and with a no-op build
+# of our module, for three payloads, in one run (issue #17, item 1).
+# Not a test: it prints figures; it asserts only that every answer was a 2xx, that
+# every payload is answered by the upstream on every row, and that with audit on
+# nothing was dropped and the chain verifies.
 #
-#   scripts/bench.sh                 # 10 s per side
-#   DURATION=30 CONNECTIONS=64 scripts/bench.sh
-#   SKIP_BUILD=1 scripts/bench.sh    # measure the .wasm already built
-#   ROUNDS=1 scripts/bench.sh        # one run per side instead of two, interleaved
-#   METERED=1 scripts/bench.sh       # also: the firewall with a rate limit and the
-#                                    # loop breaker, neither tripping (issue #14)
+#   scripts/bench.sh                       # 5 rounds x 6 s per row and payload: ~12 min
+#   ROUNDS=7 DURATION=10 scripts/bench.sh  # longer
+#   SKIP_BUILD=1 scripts/bench.sh          # measure the .wasm and CLI already built
+#   SKIP_SETUP=1 ...                       # do not run scripts/setup.sh first
+#   PAYLOADS="call-4k" scripts/bench.sh    # a subset of call-109 call-4k list-50
+#   METERED=1 scripts/bench.sh             # one more row: (a) with a rate limit and the
+#                                          # loop breaker, neither tripping (issue #14)
+#   CLI=/path/to/mcp-firewall ...          # the collector of row (c) (default target/release)
 #
-# Same run, same machine, loopback only:
-#   load      wrk (1 thread), the same ~110-byte allowed tools/call POST every time
-#             (API key of the demo's reader, policies/demo.json)
-#   baseline  envoy/envoy.yaml without the mcp_firewall filter (render --no-filter)
-#   noop-wasm the firewall's config with the module built `--features bench-noop`:
-#             Envoy still creates a Wasm context per stream and calls into the VM
-#             for every callback, but each continues at once: the floor any
-#             proxy-wasm filter pays here, before deciding anything
-#   firewall  envoy/envoy.yaml as committed (header_mutation + mcp_firewall + router)
-#   upstream  a second Envoy answering every request itself with a fixed JSON-RPC
-#             result (direct_response): a Node or Python MCP server would be the
-#             bottleneck and hide the filter's cost.
-# Both Envoys under test run with --concurrency 2 and share the 2 cores with wrk
-# and the upstream, so absolute numbers are low; the ratio is the figure.
+# Rows (every Envoy is envoy/envoy.yaml rendered by tests/e2e/harness.py render; only
+# the filter between header_mutation and the router changes):
+#   baseline   no filter (render --no-filter)
+#   native     Envoy 1.40's envoy.filters.http.mcp in the firewall's place (render
+#              --native-mcp): {"@type": ".../envoy.extensions.filters.http.mcp.v3.Mcp",
+#              "traffic_mode": "PASS_THROUGH"}: it buffers a JSON POST's body (8 KiB at
+#              most, its default) and parses the request into dynamic metadata, then
+#              lets it through; it decides nothing and never reads the answer
+#   noop-wasm  our module built `--features bench-noop`: Envoy creates a Wasm context
+#              per stream and calls into the VM for every callback, each continues at
+#              once: the floor any proxy-wasm filter pays here
+#   (a) rules  policies/demo.json: rules, DLP and catalogue checks at their defaults
+#   (b) when   (a) + a `when` condition set on the rule that allows the call (the tool
+#              name, the message's length, a character-class regex over it, no PEM
+#              header in it, an optional `format` enum): every leaf is evaluated
+#   (c) audit  (a) + audit on (batched, fsync per batch) to the bundled collector
+#              (`mcp-firewall collector`) on loopback; (a), not (b), so that (c)/(a)
+#              is the audit trail's cost alone ((b)/(a) is the `when` set's). The
+#              row's CPU window ends when every event of the window has been
+#              delivered (audit.sent stops moving), so the delivery is in it; nothing
+#              may be dropped, and the chains must verify (`mcp-firewall audit
+#              verify`) at the end
+#   metered    (METERED=1) (a) + a per-subject-and-tool rate limit and the loop breaker
+# Payloads (wrk -t1 -c$CONNECTIONS, the same request every time):
+#   call-109   the 109-byte tools/call of echo {"message":"hello bench"}, demo reader's key
+#   call-4k    a 4,096-byte tools/call of echo: a message of ~4 KB of plain English
+#              prose (no DLP finding), demo reader's key
+#   list-50    tools/list (the demo's admin key, whose rules reach every tool, so no
+#              row removes any); the upstream answers a 50-tool list (~35 KB)
+#   upstream   a second Envoy answering every request itself (direct_response; the
+#              tools/list answer on the header x-bench-answer the list load sets): a
+#              Node or Python MCP server would be the bottleneck and hide the filters
+# Every row's Envoy is started once and stays up (idle ones cost nothing); each round
+# measures, per payload, every row in turn (baseline, native, noop-wasm, a, b, c
+# [, metered]), each after a WARMUP-second wrk run, so drift hits every row alike.
+# Per row: the median of the rounds' req/s; the ratio to no filter and to native as
+# the median of the per-round ratios (a row against the rows measured next to it);
+# and Envoy's CPU per request: utime + stime of that Envoy's process (/proc/PID/stat)
+# over the measured window, divided by the requests wrk completed: other processes on
+# the cores (wrk, the upstream, the collector) do not count in it.
+# Envoys under test run --concurrency 2 (CONCURRENCY) as before: on 2 cores shared
+# with wrk and the upstream absolute numbers are low; the ratios are the figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-2}        # baseline, firewall, baseline, firewall, ...: drift hits both sides
+DURATION=${DURATION:-6}
+ROUNDS=${ROUNDS:-5}
 CONNECTIONS=${CONNECTIONS:-32}
-WARMUP=${WARMUP:-2}
+WARMUP=${WARMUP:-1}
+CONCURRENCY=${CONCURRENCY:-2}
+PAYLOADS=${PAYLOADS:-call-109 call-4k list-50}
 PY=.venv/bin/python
+CLI=${CLI:-target/release/mcp-firewall}
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
 ensure_wrk bench
-scripts/setup.sh
+if [[ "${SKIP_SETUP:-0}" != "1" ]]; then scripts/setup.sh; fi
 NOOP_DIR=target/bench-noop
 if [[ "${SKIP_BUILD:-0}" != "1" ]]; then
   cargo build --release --target wasm32-wasip1
   # The floor: the same module built with every HTTP callback continuing at once.
   cargo build --release --target wasm32-wasip1 --features bench-noop --target-dir "$NOOP_DIR"
+  cargo build --release -p mcp-firewall-cli
 fi
 WASM=target/wasm32-wasip1/release/mcp_firewall.wasm
 NOOP_WASM=$NOOP_DIR/wasm32-wasip1/release/mcp_firewall.wasm
+for f in "$WASM" "$NOOP_WASM" "$CLI"; do
+  [[ -e $f ]] || { echo "[bench] missing $f (build it, or run without SKIP_BUILD=1)" >&2; exit 1; }
+done
+
+SIDES=(baseline native noop-wasm rules when audit)
+if [[ "${METERED:-0}" == "1" ]]; then SIDES+=(metered); fi
 
 WORK="$(mktemp -d -t mcp-firewall-bench.XXXXXX)"
 port() { "$PY" tests/e2e/harness.py free-port; }
 UP_PORT=$(port); UP_ADMIN=$(port)
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system time of a process, in ticks
+stat_of() { # admin-port stat-name
+  curl -s "http://127.0.0.1:$1/stats?filter=^$(sed 's/\./\\./g' <<<"$2")\$" | awk '{print $2+0}'
+}
 
-# ---- upstream: Envoy answering a fixed JSON-RPC result ------------------------------
-"$PY" tests/e2e/harness.py render-upstream --port "$UP_PORT" --admin "$UP_ADMIN" >"$WORK/upstream.json"
+# ---- upstream: Envoy answering a fixed JSON-RPC result, or the 50-tool list ---------
+"$PY" tests/e2e/harness.py render-upstream --port "$UP_PORT" --admin "$UP_ADMIN" --list-tools 50 \
+  >"$WORK/upstream.json"
 .venv/bin/envoy -c "$WORK/upstream.json" --concurrency 1 --disable-hot-restart -l error \
   >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
 "$PY" tests/e2e/harness.py wait-ready --admin "$UP_ADMIN"
 
-# ---- the request ---------------------------------------------------------------------
-BODY='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello bench"}}}'
-cat >"$WORK/post.lua" <<EOF
-wrk.method = "POST"
-wrk.body = '$BODY'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Accept"] = "application/json, text/event-stream"
-wrk.headers["Authorization"] = "Bearer demo-reader-key"
-EOF
+# ---- the collector of row (c) --------------------------------------------------------
+COL_PORT=$(port)
+"$CLI" collector --listen "127.0.0.1:$COL_PORT" --out "$WORK/audit.ndjson" >"$WORK/collector.log" 2>&1 &
+COL_PID=$!
+PIDS+=("$COL_PID")
+"$PY" tests/e2e/harness.py wait-port --port "$COL_PORT"
 
-# The demo policy plus a per-subject-and-tool rate limit and the loop breaker
-# (subject, tool, arguments: every request of the load is the same call), both
-# far too large to trip: what counting costs, not what refusing does.
-"$PY" - "${POLICY:-policies/demo.json}" >"$WORK/metered-policy.json" <<'EOF'
+# ---- payloads and policies -----------------------------------------------------------
+"$PY" - "$WORK" "${POLICY:-policies/demo.json}" <<'EOF'
 import json, sys
-p = json.load(open(sys.argv[1]))
-p["rate_limits"] = [
+work, policy = sys.argv[1], sys.argv[2]
+
+def dump(name, value):
+    with open(f"{work}/{name}", "w") as f:
+        f.write(value)
+
+# The payloads, exactly as sent (no trailing newline).
+dump("call-109.body", '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello bench"}}}')
+prose = ("The release adds pagination to the issue search and fixes the sort order of comments. "
+         "Build times are shorter because the test suite now runs in parallel on two workers. "
+         "Please review the migration notes before upgrading the staging cluster next week. "
+         "Old configuration files are still read, but the loader prints a deprecation warning. ")
+head = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"'
+tail = '","format":"text"}}}'
+text = (prose * 20)[: 4096 - len(head) - len(tail)].rstrip() 
+text += "." * (4096 - len(head) - len(tail) - len(text))
+dump("call-4k.body", head + text + tail)
+dump("list-50.body", '{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}')
+
+base = json.load(open(policy))
+dump("rules.policy.json", json.dumps(base))
+# (b): the rule that allows the benchmark's call holds only under a condition set a
+# deployment could write for an echo/notes tool; the calls of the benchmark meet it,
+# so every leaf is evaluated (any: the get-sum leaf is false, then all of the rest).
+when = json.loads(json.dumps(base))
+for rule in when["rules"]:
+    if rule["id"] == "read-tools":
+        rule["when"] = {"any": [
+            {"param": "/name", "eq": "get-sum"},
+            {"all": [
+                {"arg": "/message", "max_len": 8192},
+                {"arg": "/message", "matches": "[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]*"},
+                {"not": {"arg": "/message", "contains": "-----BEGIN"}},
+                {"any": [{"arg": "/format", "exists": False}, {"arg": "/format", "in": ["text", "markdown"]}]},
+            ]},
+        ]}
+        break
+else:
+    sys.exit("bench: the policy has no rule 'read-tools' for the `when` row")
+dump("when.policy.json", json.dumps(when))
+audit = json.loads(json.dumps(base))
+audit["audit"] = {"cluster": "audit_collector", "path": "/v1/audit", "authority": "audit",
+                  "max_batch": 100, "flush_ms": 200, "max_buffered": 10000, "on_failure": "open",
+                  "arguments": "hash", "timeout_ms": 5000}
+dump("audit.policy.json", json.dumps(audit))
+# metered: (a) plus a per-subject-and-tool rate limit and the loop breaker (subject,
+# tool, arguments: every request of a load is the same call), both far too large to
+# trip: what counting costs, not what refusing does.
+metered = json.loads(json.dumps(base))
+metered["rate_limits"] = [
     {"id": "bench-agent-tool", "key": ["subject", "tool"], "tools": ["*"], "capacity": 1000000000, "per_seconds": 1},
     {"id": "bench-loop", "key": ["subject", "tool", "arguments"], "tools": ["*"], "capacity": 1000000000,
      "per_seconds": 1},
 ]
-print(json.dumps(p))
+dump("metered.policy.json", json.dumps(metered))
 EOF
 
-declare -A RPS
-declare -A TOTAL=([baseline]=0 [noop-wasm]=0 [firewall]=0 [metered]=0)
-run_side() { # name [render args...]
-  local name=$1; shift
-  local listen admin pid policy=${POLICY:-policies/demo.json}
-  [[ $name == metered ]] && policy=$WORK/metered-policy.json
-  listen=$(port); admin=$(port)
-  "$PY" tests/e2e/harness.py render --template envoy --policy "$policy" \
-    --listen "$listen" --admin "$admin" --upstream "$UP_PORT" "$@" >"$WORK/$name.json"
-  .venv/bin/envoy -c "$WORK/$name.json" --concurrency 2 --disable-hot-restart -l error \
-    >"$WORK/$name.log" 2>&1 &
-  pid=$!
-  PIDS+=("$pid")
-  "$PY" tests/e2e/harness.py wait-ready --admin "$admin"
-
-  require_answered bench "$name" "$listen" "$BODY"
-
-  wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$WORK/post.lua" "http://127.0.0.1:$listen/mcp" >/dev/null
-  wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$listen/mcp" \
-    >"$WORK/$name.wrk"
-  require_all_2xx bench "$name" "$WORK/$name.wrk"
-  RPS[$name]=$(awk '/^Requests\/sec/ {print $2}' "$WORK/$name.wrk")
-  TOTAL[$name]=$("$PY" -c "print(${TOTAL[$name]} + ${RPS[$name]})")
-  local p50 p99
-  p50=$(awk '$1=="50%" {print $2}' "$WORK/$name.wrk")
-  p99=$(awk '$1=="99%" {print $2}' "$WORK/$name.wrk")
-  printf '[bench] %-9s %10s req/s   p50 %8s   p99 %8s\n' "$name" "${RPS[$name]}" "$p50" "$p99"
-  local cx
-  cx=$(curl -s "http://127.0.0.1:$admin/stats?filter=^cluster.mcp_server.upstream_cx_total$" | awk '{print $2}')
-  printf '[bench] %-9s upstream connections opened: %s\n' "$name" "$cx"
-  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-}
-
-echo "[bench] wrk -t1 -c$CONNECTIONS -d${DURATION}s, ${#BODY}-byte tools/call, Envoy --concurrency 2, $(nproc) cores"
-for ((round = 1; round <= ROUNDS; round++)); do
-  run_side baseline --no-filter
-  run_side noop-wasm --wasm "$NOOP_WASM"
-  run_side firewall
-  if [[ "${METERED:-0}" == "1" ]]; then run_side metered; fi
+declare -A KEY=([call-109]=demo-reader-key [call-4k]=demo-reader-key [list-50]=demo-admin-key)
+declare -A EXPECT=([call-109]='Echo: hello bench' [call-4k]='Echo: hello bench' [list-50]='"name":"export_milestones"')
+declare -A EXTRA=([call-109]='' [call-4k]='' [list-50]='x-bench-answer: tools-list')
+for payload in $PAYLOADS; do
+  [[ -n ${KEY[$payload]:-} ]] || { echo "[bench] unknown payload $payload (call-109 call-4k list-50)" >&2; exit 1; }
+  {
+    echo "local f = assert(io.open('$WORK/$payload.body', 'rb'))"
+    echo "wrk.body = f:read('*a')"
+    echo "f:close()"
+    echo 'wrk.method = "POST"'
+    echo 'wrk.headers["Content-Type"] = "application/json"'
+    echo 'wrk.headers["Accept"] = "application/json, text/event-stream"'
+    echo "wrk.headers[\"Authorization\"] = \"Bearer ${KEY[$payload]}\""
+    if [[ -n ${EXTRA[$payload]} ]]; then
+      echo "wrk.headers[\"${EXTRA[$payload]%%: *}\"] = \"${EXTRA[$payload]#*: }\""
+    fi
+  } >"$WORK/$payload.lua"
 done
 
-"$PY" - "${TOTAL[baseline]}" "${TOTAL[firewall]}" "$(stat -c %s "$WASM")" "$ROUNDS" "${TOTAL[noop-wasm]}" <<'EOF'
-import sys
-rounds = int(sys.argv[4])
-base, fw, size = float(sys.argv[1]) / rounds, float(sys.argv[2]) / rounds, int(sys.argv[3])
-noop = float(sys.argv[5]) / rounds
-print(f"[bench] baseline (no filter): {base:,.0f} req/s (mean of {rounds})")
-print(f"[bench] no-op wasm (floor):   {noop:,.0f} req/s (mean of {rounds})")
-print(f"[bench] mcp-firewall:         {fw:,.0f} req/s (mean of {rounds})")
-print(f"[bench] ratio no-op wasm/baseline: {noop / base:.2f}x")
-print(f"[bench] ratio firewall/baseline: {fw / base:.2f}x")
-print(f"[bench] wasm size: {size} bytes")
+# ---- the Envoys under test: one per row, all up for the whole run -------------------
+declare -A LISTEN ADMIN PID
+for side in "${SIDES[@]}"; do
+  LISTEN[$side]=$(port); ADMIN[$side]=$(port)
+  args=()
+  case $side in
+    baseline) args=(--no-filter) ;;
+    native) args=(--native-mcp) ;;
+    noop-wasm) args=(--wasm "$NOOP_WASM") ;;
+  esac
+  policy=$WORK/rules.policy.json
+  [[ -f $WORK/$side.policy.json ]] && policy=$WORK/$side.policy.json
+  "$PY" tests/e2e/harness.py render --template envoy --policy "$policy" --wasm "$WASM" \
+    --listen "${LISTEN[$side]}" --admin "${ADMIN[$side]}" --upstream "$UP_PORT" "${args[@]}" >"$WORK/$side.json"
+  if [[ $side == audit ]]; then
+    "$PY" - "$WORK/$side.json" "$COL_PORT" <<'EOF'
+import json, sys
+sys.path.insert(0, "tests/e2e")
+from harness import loopback_cluster
+path, port = sys.argv[1], int(sys.argv[2])
+cfg = json.load(open(path))
+cfg["static_resources"]["clusters"].append(loopback_cluster("audit_collector", port))
+json.dump(cfg, open(path, "w"), indent=1)
 EOF
-if [[ "${METERED:-0}" == "1" ]]; then
-  "$PY" -c "import sys; m, f = float(sys.argv[1]), float(sys.argv[2]); print(f'[bench] with a rate limit and the loop breaker: {m / int(sys.argv[3]):,.0f} req/s, {m / f:.3f}x the firewall without them')" \
-    "${TOTAL[metered]}" "${TOTAL[firewall]}" "$ROUNDS"
+  fi
+  .venv/bin/envoy -c "$WORK/$side.json" --concurrency "$CONCURRENCY" --disable-hot-restart -l error \
+    >"$WORK/$side.log" 2>&1 &
+  PID[$side]=$!
+  PIDS+=("${PID[$side]}")
+done
+for side in "${SIDES[@]}"; do
+  "$PY" tests/e2e/harness.py wait-ready --admin "${ADMIN[$side]}" --timeout 120
+  for payload in $PAYLOADS; do
+    extra=()
+    [[ -n ${EXTRA[$payload]} ]] && extra=(-H "${EXTRA[$payload]}")
+    require_answered bench "$side/$payload" "${LISTEN[$side]}" "@$WORK/$payload.body" \
+      "${EXPECT[$payload]}" "${KEY[$payload]}" "${extra[@]}"
+  done
+done
+
+# ---- measure ------------------------------------------------------------------------
+RESULTS=$WORK/results.tsv
+measure() { # round payload side
+  local round=$1 payload=$2 side=$3
+  local url="http://127.0.0.1:${LISTEN[$side]}/mcp" pid=${PID[$side]} out="$WORK/$round-$payload-$side.wrk"
+  wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" -s "$WORK/$payload.lua" "$url" >"$out.warmup"
+  require_all_2xx bench "$side/$payload (warm-up)" "$out.warmup"
+  local cpu0 col0 cpu col
+  cpu0=$(cpu_ticks "$pid"); col0=$(cpu_ticks "$COL_PID")
+  wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$WORK/$payload.lua" "$url" >"$out"
+  if [[ $side == audit ]]; then
+    # Delivery of this window's events belongs to it: wait until the delivered count
+    # stops moving (batches go every 200 ms), then nothing may have been dropped.
+    local sent=-1 now
+    for _ in $(seq 1 40); do
+      now=$(stat_of "${ADMIN[$side]}" wasmcustom.mcp_firewall.audit.sent)
+      [[ "$now" == "$sent" ]] && break
+      sent=$now
+      sleep 0.5
+    done
+    local dropped failed
+    dropped=$(stat_of "${ADMIN[$side]}" wasmcustom.mcp_firewall.audit.dropped)
+    failed=$(stat_of "${ADMIN[$side]}" wasmcustom.mcp_firewall.audit.append_failed)
+    if [[ "$dropped" != 0 || "$failed" != 0 ]]; then
+      echo "[bench] audit events were lost under load: dropped $dropped, append_failed $failed" >&2
+      exit 1
+    fi
+  fi
+  cpu=$(($(cpu_ticks "$pid") - cpu0)); col=$(($(cpu_ticks "$COL_PID") - col0))
+  require_all_2xx bench "$side/$payload" "$out"
+  local requests rps p50 p99
+  requests=$(awk '/requests in/ {print $1}' "$out")
+  rps=$(awk '/^Requests\/sec/ {print $2}' "$out")
+  p50=$(awk '$1=="50%" {print $2}' "$out")
+  p99=$(awk '$1=="99%" {print $2}' "$out")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$payload" "$side" "$rps" "$requests" "$cpu" "$col" \
+    "$p50" "$p99" >>"$RESULTS"
+  printf '[bench] round %s %-8s %-9s %10s req/s   p50 %8s   p99 %8s   Envoy CPU %6s us/req%s\n' \
+    "$round" "$payload" "$side" "$rps" "$p50" "$p99" \
+    "$(awk -v t="$cpu" -v r="$requests" -v hz="$HZ" 'BEGIN {printf "%.1f", t * 1e6 / hz / r}')" \
+    "$([[ $side == audit ]] && awk -v t="$col" -v r="$requests" -v hz="$HZ" \
+      'BEGIN {printf "   collector %.1f us/req", t * 1e6 / hz / r}')"
+}
+
+declare -A BYTES
+for payload in $PAYLOADS; do BYTES[$payload]=$(stat -c %s "$WORK/$payload.body"); done
+echo "[bench] $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%Y-%m-%d), $(nproc) cores," \
+  "load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "[bench] wrk -t1 -c$CONNECTIONS, ${WARMUP}s warm-up + ${DURATION}s measured per row and payload, $ROUNDS rounds;" \
+  "Envoy --concurrency $CONCURRENCY; rows: ${SIDES[*]}"
+for payload in $PAYLOADS; do echo "[bench] payload $payload: ${BYTES[$payload]}-byte request"; done
+START=$SECONDS
+for ((round = 1; round <= ROUNDS; round++)); do
+  for payload in $PAYLOADS; do
+    for side in "${SIDES[@]}"; do measure "$round" "$payload" "$side"; done
+  done
+done
+echo "[bench] measured in $((SECONDS - START)) s"
+
+# One chain per audit-on worker VM; every chain must verify.
+if ! "$CLI" audit verify "$WORK/audit.ndjson" >"$WORK/verify.txt" 2>&1; then
+  echo "[bench] audit verify failed:" >&2
+  cat "$WORK/verify.txt" >&2
+  exit 1
 fi
+head -1 "$WORK/verify.txt" | sed 's/^/[bench] audit verify: /'
+
+# ---- report -------------------------------------------------------------------------
+"$PY" - "$RESULTS" "$HZ" "$(stat -c %s "$WASM")" "$PAYLOADS" "${SIDES[*]}" <<'EOF'
+import collections, statistics, sys
+path, hz, wasm_size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+payloads, sides = sys.argv[4].split(), sys.argv[5].split()
+rps, cpu, col = {}, {}, {}
+for line in open(path):
+    rnd, payload, side, r, requests, ticks, col_ticks, _p50, _p99 = line.rstrip("\n").split("\t")
+    key = (payload, side, int(rnd))
+    rps[key] = float(r)
+    cpu[key] = int(ticks) * 1e6 / hz / int(requests)
+    col[key] = int(col_ticks) * 1e6 / hz / int(requests)
+rounds = sorted({k[2] for k in rps})
+med = statistics.median
+LABEL = {"baseline": "no filter", "native": "Envoy `mcp` filter (native, C++)", "noop-wasm": "no-op wasm",
+         "rules": "(a) rules + DLP (demo policy)", "when": "(b) = (a) + `when` conditions",
+         "audit": "(c) = (a) + audit on", "metered": "(a) + rate limit + loop breaker"}
+PAYLOAD = {"call-109": "109 B `tools/call`", "call-4k": "4 KB `tools/call`", "list-50": "50-tool `tools/list`"}
+
+def ratio(payload, side, other, table=rps):
+    """Median over rounds of side/other within the same round."""
+    return med([table[(payload, side, r)] / table[(payload, other, r)] for r in rounds])
+
+print()
+print("[bench] every round (req/s, and x native in the same round):")
+for payload in payloads:
+    for side in sides:
+        cells = "  ".join(f"{rps[(payload, side, r)]:>9,.0f} ({rps[(payload, side, r)] / rps[(payload, 'native', r)]:.2f})"
+                          for r in rounds)
+        print(f"[bench]   {payload:<8} {side:<9} {cells}")
+print()
+print(f"Median of {len(rounds)} alternating rounds; ratios: median of the per-round ratios; "
+      "Envoy CPU: that Envoy's utime+stime per completed request.")
+print()
+print("| payload | row | req/s | vs no filter | vs native | Envoy CPU µs/req |")
+print("|---|---|---:|---:|---:|---:|")
+for payload in payloads:
+    for side in sides:
+        r = med([rps[(payload, side, x)] for x in rounds])
+        c = med([cpu[(payload, side, x)] for x in rounds])
+        extra = ""
+        if side == "audit":
+            extra = f" + collector {med([col[(payload, side, x)] for x in rounds]):.1f}"
+        print(f"| {PAYLOAD[payload]} | {LABEL[side]} | {r:,.0f} | {ratio(payload, side, 'baseline'):.2f}x "
+              f"| {ratio(payload, side, 'native'):.2f}x | {c:.1f}{extra} |")
+print()
+if "call-4k" in payloads:
+    per = [rps[("call-4k", "rules", r)] / rps[("call-4k", "native", r)] for r in rounds]
+    print(f"[bench] target: row (a), 4 KB call, >= 1.0x native: {med(per):.2f}x "
+          f"(rounds {' '.join(f'{x:.2f}' for x in per)})")
+for payload in payloads:
+    per = [cpu[(payload, "audit", r)] / cpu[(payload, "rules", r)] for r in rounds]
+    per_b = [cpu[(payload, "when", r)] / cpu[(payload, "rules", r)] for r in rounds]
+    print(f"[bench] target: Envoy CPU per request, (c)/(a) <= 1.05x, {payload}: {med(per):.2f}x "
+          f"(rounds {' '.join(f'{x:.2f}' for x in per)}); the `when` set, (b)/(a): {med(per_b):.2f}x")
+if "metered" in sides:
+    for payload in payloads:
+        per = [rps[(payload, "metered", r)] / rps[(payload, "rules", r)] for r in rounds]
+        print(f"[bench] with a rate limit and the loop breaker, {payload}: {med(per):.3f}x (a) "
+              f"(rounds {' '.join(f'{x:.3f}' for x in per)})")
+print(f"[bench] wasm size: {wasm_size} bytes")
+EOF

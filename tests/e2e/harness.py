@@ -12,7 +12,7 @@ read, and is stopped (TERM, then KILL) by ``stop()``.
 Also a small command line for the shell scripts (demo.sh, bench.sh)::
 
     python tests/e2e/harness.py render --template envoy --policy policies/demo.json \
-        --listen 10000 --admin 9901 --upstream 3001 [--mode dry_run] [--no-filter]
+        --listen 10000 --admin 9901 --upstream 3001 [--mode dry_run] [--no-filter | --native-mcp]
     python tests/e2e/harness.py wait-ready --admin 9901 [--timeout 30]
     python tests/e2e/harness.py wait-port --port 3001 [--timeout 30]
 """
@@ -185,14 +185,28 @@ def template_policy(name: str) -> dict[str, Any]:
     return json.loads(value)
 
 
+# Envoy's own MCP filter (C++, Envoy 1.40), as the benchmark's `native` row runs it:
+# PASS_THROUGH parses a JSON POST's body (buffered up to max_request_body_size, 8 KiB by
+# default) into dynamic metadata (jsonrpc, method, id, params.name, ...), then lets the
+# request through whatever it is; it decides nothing and never reads the answer.
+NATIVE_MCP_FILTER: dict[str, Any] = {
+    "name": "envoy.filters.http.mcp",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.mcp.v3.Mcp",
+                     "traffic_mode": "PASS_THROUGH"},
+}
+
+
 def render(template: str | dict[str, Any], *, listen_port: int, admin_port: int, upstream_port: int,
            policy: dict[str, Any] | str | None = None, wasm: Path | str = WASM, with_filter: bool = True,
-           jwks: str | None = None, failure_policy: str | None = None) -> dict[str, Any]:
+           jwks: str | None = None, failure_policy: str | None = None,
+           native_mcp: bool = False) -> dict[str, Any]:
     """A runnable Envoy config from a committed template.
 
     ``policy``: a dict (json-dumped) or a raw string (lets tests feed a policy that is
     not even JSON); None keeps the template's policy. ``with_filter=False`` removes the
-    firewall and nothing else (the benchmark baseline).
+    firewall and nothing else (the benchmark baseline). ``native_mcp=True`` puts Envoy's
+    own ``envoy.filters.http.mcp`` (``NATIVE_MCP_FILTER``) in the firewall's place (the
+    benchmark's native row).
     """
     cfg = copy.deepcopy(load_template(template) if isinstance(template, str) else template)
     cfg["admin"]["address"]["socket_address"]["port_value"] = admin_port
@@ -201,7 +215,11 @@ def render(template: str | dict[str, Any], *, listen_port: int, admin_port: int,
         if cluster["name"] == UPSTREAM_CLUSTER:
             ep = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
             ep["address"]["socket_address"]["port_value"] = upstream_port
-    if with_filter:
+    if native_mcp:
+        hcm = _hcm(cfg)
+        hcm["http_filters"] = [copy.deepcopy(NATIVE_MCP_FILTER) if f["name"] == FILTER_NAME else f
+                               for f in hcm["http_filters"]]
+    elif with_filter:
         wasm_cfg = firewall_filter(cfg)["typed_config"]["config"]
         wasm_cfg["vm_config"]["code"]["local"]["filename"] = str(Path(wasm).resolve())
         if policy is not None:
@@ -305,7 +323,47 @@ class Envoy:
 
 # --------------------------------------------------------------------------- the benchmarks' fast upstream
 
-def render_fast_upstream(port: int, admin_port: int, text: str = "Echo: hello bench") -> dict[str, Any]:
+# The header the benchmark's load sets to get the fast upstream's tools/list answer.
+BENCH_ANSWER_HEADER = "x-bench-answer"
+
+
+def bench_tools_list(n: int) -> dict[str, Any]:
+    """A ``tools/list`` result of ``n`` plausible tools (a GitHub/issue-tracker-like server).
+
+    Every definition is clean for the catalogue checks (no instructions to the model,
+    no URLs, no HTML, no secret words) and none is named like the benchmark's call
+    (``echo``), so the list never changes what the firewall does with that call.
+    """
+    verbs = ["list", "get", "search", "create", "update", "close", "comment_on", "label", "assign", "export"]
+    nouns = ["issues", "pull_requests", "branches", "releases", "milestones"]
+    tools = []
+    for i in range(n):
+        verb, noun = verbs[i % len(verbs)], nouns[(i // len(verbs)) % len(nouns)]
+        name = f"{verb}_{noun}" if i < len(verbs) * len(nouns) else f"{verb}_{noun}_{i}"
+        tools.append({
+            "name": name,
+            "title": f"{verb.replace('_', ' ').capitalize()} {noun.replace('_', ' ')}",
+            "description": (f"{verb.replace('_', ' ').capitalize()} {noun.replace('_', ' ')} of a repository. "
+                            "Results are paginated; pass the cursor of the previous page to read the next one."),
+            "inputSchema": {
+                "type": "object",
+                "properties": {
+                    "owner": {"type": "string", "description": "Account that owns the repository."},
+                    "repo": {"type": "string", "description": "Repository name, without the owner."},
+                    "state": {"type": "string", "enum": ["open", "closed", "all"], "default": "open"},
+                    "per_page": {"type": "integer", "minimum": 1, "maximum": 100, "default": 30},
+                    "cursor": {"type": "string", "description": "Opaque cursor of the next page."},
+                },
+                "required": ["owner", "repo"],
+                "additionalProperties": False,
+            },
+            "annotations": {"readOnlyHint": verb in ("list", "get", "search", "export")},
+        })
+    return {"tools": tools}
+
+
+def render_fast_upstream(port: int, admin_port: int, text: str = "Echo: hello bench",
+                         list_tools: int = 0) -> dict[str, Any]:
     """An Envoy that answers every request itself with a fixed JSON-RPC tool result.
 
     The benchmarks put it behind the Envoy under test: a Node or Python MCP server
@@ -313,8 +371,19 @@ def render_fast_upstream(port: int, admin_port: int, text: str = "Echo: hello be
     before answering: a direct_response sent after the headers alone makes the proxy
     in front drop the connection (its request is not finished), which would slow the
     no-filter baseline only.
+
+    ``list_tools`` > 0: a request carrying ``x-bench-answer: tools-list`` is answered
+    with a ``tools/list`` result of that many tools (``bench_tools_list``) instead.
     """
     result = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": text}]}})
+    routes: list[dict[str, Any]] = []
+    if list_tools > 0:
+        listing = json.dumps({"jsonrpc": "2.0", "id": 1, "result": bench_tools_list(list_tools)},
+                             separators=(",", ":"))
+        routes.append({"match": {"prefix": "/", "headers": [
+            {"name": BENCH_ANSWER_HEADER, "string_match": {"exact": "tools-list"}}]},
+            "direct_response": {"status": 200, "body": {"inline_string": listing}}})
+    routes.append({"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": result}}})
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {"listeners": [{
@@ -326,10 +395,10 @@ def render_fast_upstream(port: int, admin_port: int, text: str = "Echo: hello be
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
                              ".HttpConnectionManager",
                     "stat_prefix": "upstream",
-                    "route_config": {"virtual_hosts": [{
+                    # direct_response bodies are capped at 4 KiB unless raised (the list is ~35 KB).
+                    "route_config": {"max_direct_response_body_size_bytes": 1048576, "virtual_hosts": [{
                         "name": "all", "domains": ["*"],
-                        "routes": [{"match": {"prefix": "/"},
-                                    "direct_response": {"status": 200, "body": {"inline_string": result}}}],
+                        "routes": routes,
                         "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
                                                      "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}]},
                     "http_filters": [
@@ -354,6 +423,8 @@ def _cli() -> int:
     r.add_argument("--upstream", type=int, required=True)
     r.add_argument("--wasm", default=str(WASM))
     r.add_argument("--no-filter", action="store_true", help="remove the firewall (baseline)")
+    r.add_argument("--native-mcp", action="store_true",
+                   help="Envoy's own envoy.filters.http.mcp (PASS_THROUGH) in the firewall's place")
     r.add_argument("--approvals-port", type=int,
                    help="add the cluster `approvals` (the approval service on this loopback port)")
     r.add_argument("--host-env", action="append", default=[],
@@ -369,10 +440,12 @@ def _cli() -> int:
     u.add_argument("--port", type=int, required=True)
     u.add_argument("--admin", type=int, required=True)
     u.add_argument("--text", default="Echo: hello bench", help="the tool result's text")
+    u.add_argument("--list-tools", type=int, default=0,
+                   help=f"answer requests carrying `{BENCH_ANSWER_HEADER}: tools-list` with a tools/list of N tools")
     a = ap.parse_args()
 
     if a.cmd == "render-upstream":
-        json.dump(render_fast_upstream(a.port, a.admin, a.text), sys.stdout, indent=1)
+        json.dump(render_fast_upstream(a.port, a.admin, a.text, a.list_tools), sys.stdout, indent=1)
         print()
         return 0
 
@@ -384,7 +457,7 @@ def _cli() -> int:
             policy = policy if policy is not None else template_policy(a.template)
             policy["mode"] = a.mode
         cfg = render(a.template, listen_port=a.listen, admin_port=a.admin, upstream_port=a.upstream,
-                     policy=policy, wasm=a.wasm, with_filter=not a.no_filter)
+                     policy=policy, wasm=a.wasm, with_filter=not a.no_filter, native_mcp=a.native_mcp)
         if a.approvals_port:
             cfg["static_resources"]["clusters"].append(loopback_cluster("approvals", a.approvals_port))
         if a.host_env:
