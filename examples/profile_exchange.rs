@@ -7,7 +7,10 @@
 //!   cargo run --release --features fake-host --example profile_exchange -- [N] [audit] [metered]
 //!
 //! `metered` adds the rate limit and loop breaker of `METERED=1 scripts/bench.sh`
-//! (counted in the fake host's shared data, never tripping).
+//! (counted in the fake host's shared data, never tripping). `list` exchanges
+//! the benchmark's `tools/list` instead (admin key), answered with the JSON
+//! in the file `PROFILE_LIST` names (scripts/bench.sh's 50-tool list:
+//! `harness.bench_tools_list(50)` wrapped in a JSON-RPC answer with id 1).
 //!   perf record -g target/release/examples/profile_exchange 200000 audit
 
 use mcp_firewall::audit::{AuditConfig, AuditSink, MemoryStore};
@@ -18,6 +21,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 const REQUEST: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello bench"}}}"#;
+const LIST_REQUEST: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
 const RESPONSE: &[u8] =
     br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"Echo: hello bench"}]}}"#;
 
@@ -26,6 +30,19 @@ fn main() {
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let audit = args.iter().any(|a| a == "audit");
     let metered = args.iter().any(|a| a == "metered");
+    let list = args.iter().any(|a| a == "list");
+    let listed = match (list, std::env::var("PROFILE_LIST")) {
+        (false, _) => Vec::new(),
+        (true, Ok(path)) => std::fs::read(path).unwrap_or_default(),
+        (true, Err(_)) => {
+            eprintln!("list: set PROFILE_LIST to a saved tools/list answer");
+            std::process::exit(2);
+        }
+    };
+    let (request, response, key) = match list {
+        true => (LIST_REQUEST, listed.as_slice(), "Bearer demo-admin-key"),
+        false => (REQUEST, RESPONSE, "Bearer demo-reader-key"),
+    };
     let Ok(text) = std::fs::read_to_string("policies/demo.json") else {
         eprintln!("run from the repository root (policies/demo.json)");
         std::process::exit(2);
@@ -64,12 +81,12 @@ fn main() {
             .header(":path", "/mcp")
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
-            .header("authorization", "Bearer demo-reader-key");
+            .header("authorization", key);
         host.store = shared.clone();
         let mut x = Exchange::new(policy.clone(), host);
-        x.request(Request::new(REQUEST))
+        x.request(Request::new(request))
             .respond(
-                Response::new(RESPONSE)
+                Response::new(response)
                     .status("200")
                     .content_type("application/json"),
             )

@@ -907,9 +907,11 @@ fn scan_result(
     // text the client reads (a server echoing a secret it was sent, or one it
     // found), so they are scanned like a result.
     let (member, findings) = if let Some(result) = msg.get_mut("result") {
-        let found = match action {
-            Action::Redact => dlp::redact_result(&policy.dlp.scanner, result),
-            _ => dlp::scan_result(&policy.dlp.scanner, result),
+        let found = match (action, answer) {
+            (Action::Redact, Answer::Result) => dlp::redact_result(&policy.dlp.scanner, result),
+            (Action::Redact, Answer::Catalogue) => dlp::redact_list(&policy.dlp.scanner, result),
+            (_, Answer::Result) => dlp::scan_result(&policy.dlp.scanner, result),
+            (_, Answer::Catalogue) => dlp::scan_list(&policy.dlp.scanner, result),
         };
         ("result", found)
     } else if let Some(error) = msg.get_mut("error") {

@@ -18,7 +18,8 @@ use crate::config::keywords;
 use base64::Engine;
 use serde_json::Value;
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 
 /// One deterministic check; its word names it in the policy and in audit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -173,7 +174,34 @@ pub struct Inspector {
     /// Phrases whose first word is a prefix (`exfiltrat*`).
     prefixed: Vec<(&'static str, usize)>,
     link_hosts: Vec<HostPattern>,
+    /// What each string of a tool definition gave, by the string.
+    definitions: RefCell<DefinitionMemo>,
 }
+
+/// The markers each string of a tool definition gave, by the string.
+///
+/// A server lists the same catalogue again and again (every client session
+/// starts with `tools/list`, and a 50-tool list holds ~2,000 strings, most
+/// of them repeated: `string`, `object`, "Repository name, without the
+/// owner."): reading each again cost ~25 µs per tool in Envoy. Markers
+/// depend on the string alone (the inspector's allowlist is fixed for the
+/// policy's life, and strings that could mention another server's tool are
+/// never kept), so a string read before gives the same markers again, at
+/// the pointer it is met at now. Bounded in entries and per string; full,
+/// it starts over (a server listing ever-new strings pays what it paid
+/// without the memo, no more). Interior mutability: one Wasm VM is one
+/// thread, and the policy that owns this lives as long as the VM's policy.
+#[derive(Debug, Default)]
+struct DefinitionMemo {
+    strings: HashMap<Box<str>, Box<[(Check, Strength, &'static str)]>>,
+    bytes: usize,
+}
+
+/// At most this many bytes of strings are remembered (keys and markers
+/// together stay well under a MiB per VM).
+const MEMO_BYTES: usize = 256 * 1024;
+/// Longer strings are read every time (each is rare, and reading is linear).
+const MEMO_STRING_MAX: usize = 1024;
 
 impl Default for Inspector {
     fn default() -> Self {
@@ -194,6 +222,8 @@ struct Marker {
 struct Walk {
     pointers: Vec<String>,
     markers: Vec<Marker>,
+    /// Strings are looked up in (and added to) the definition memo.
+    memo: bool,
 }
 
 impl Walk {
@@ -289,6 +319,7 @@ impl Inspector {
             first,
             prefixed,
             link_hosts,
+            definitions: RefCell::default(),
         }
     }
 
@@ -297,7 +328,10 @@ impl Inspector {
     /// `inputSchema` and `outputSchema` (descriptions, titles, enum values,
     /// defaults, examples) and any other member but `icons`.
     pub fn inspect_tool(&self, tool: &Value, others: &OtherTools) -> Vec<Finding> {
-        let mut walk = Walk::default();
+        let mut walk = Walk {
+            memo: true,
+            ..Walk::default()
+        };
         if let Some(name) = tool.get("name").and_then(Value::as_str) {
             if others.keys.contains(&name_key(&fold(name).text)) {
                 walk.pointers.push("/name".to_owned());
@@ -396,6 +430,44 @@ impl Inspector {
 
     /// Read one string; markers go to the walk's last pointer.
     fn scan_string(&self, s: &str, walk: &mut Walk, others: Option<&OtherTools>) {
+        // A string that could name another server's tool depends on them:
+        // never remembered.
+        let memo =
+            walk.memo && s.len() <= MEMO_STRING_MAX && others.is_none_or(|o| o.mentions.is_empty());
+        if !memo {
+            return self.read_string(s, walk, others);
+        }
+        let at = walk.pointers.len().saturating_sub(1);
+        if let Ok(m) = self.definitions.try_borrow() {
+            if let Some(found) = m.strings.get(s) {
+                walk.markers
+                    .extend(found.iter().map(|&(check, strength, reason)| Marker {
+                        check,
+                        strength,
+                        reason,
+                        at,
+                    }));
+                return;
+            }
+        }
+        let before = walk.markers.len();
+        self.read_string(s, walk, others);
+        let found: Box<[(Check, Strength, &'static str)]> = walk.markers[before..]
+            .iter()
+            .map(|m| (m.check, m.strength, m.reason))
+            .collect();
+        if let Ok(mut m) = self.definitions.try_borrow_mut() {
+            let cost = s.len() + found.len() * 32 + 64;
+            if m.bytes + cost > MEMO_BYTES {
+                m.strings.clear();
+                m.bytes = 0;
+            }
+            m.bytes += cost;
+            m.strings.insert(s.into(), found);
+        }
+    }
+
+    fn read_string(&self, s: &str, walk: &mut Walk, others: Option<&OtherTools>) {
         let decoded = encoded(s.as_bytes(), walk);
         self.scan_text(s, walk, others);
         // A model reads base64, hex and escapes as easily as plain text: what

@@ -49,7 +49,8 @@ mod text;
 use crate::config::{index, keyword_at, keywords, type_name, Errors, ObjReader};
 use regex_lite::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 /// What to do with a message that carries sensitive data.
@@ -174,6 +175,8 @@ struct Work {
     spent: u64,
     per_byte: u64,
     per_string: u64,
+    /// A catalogue list's strings: clean ones are remembered ([`CleanMemo`]).
+    list: bool,
 }
 
 impl Work {
@@ -183,6 +186,7 @@ impl Work {
             spent: 0,
             per_byte,
             per_string,
+            list: false,
         }
     }
     /// Add the allowance of a string of `len` bytes (unless already exceeded).
@@ -277,7 +281,40 @@ pub struct Scanner {
     /// [`WORK_PER_BYTE`] and [`WORK_PER_STRING`]; lowered only by tests.
     work_per_byte: u64,
     work_per_string: u64,
+    /// The strings of catalogue lists found clean, with the work each cost.
+    clean: RefCell<CleanMemo>,
 }
+
+/// The strings of catalogue lists (`tools/list` and the like) in which
+/// nothing was found, each with the work reading it cost, by the string and
+/// the member name it was read under (a name changes what is found:
+/// `{"password": …}`).
+///
+/// A server lists one catalogue again and again; a 50-tool list holds
+/// ~2,000 strings, most of them repeated, and reading each cost ~1,000
+/// instructions however short. Only lists use it: tool results hold ever-new
+/// text (and a clean one need not be kept). What is found depends on the
+/// string and the name alone, so a clean string stays clean; its work is
+/// charged again on a hit, so the budget of a message runs out exactly
+/// where it did when each string was read. Bounded; full, it starts over.
+/// Interior mutability: one Wasm VM is one thread.
+#[derive(Debug, Default)]
+struct CleanMemo {
+    strings: HashMap<Box<str>, Vec<(Option<Box<str>>, Spent)>>,
+    bytes: usize,
+}
+
+/// What one string's reading added to a [`Work`]: its allowance and its spending.
+#[derive(Debug, Clone, Copy)]
+struct Spent {
+    allowed: u64,
+    spent: u64,
+}
+
+/// At most this many bytes of list strings are remembered per VM.
+const CLEAN_MEMO_BYTES: usize = 256 * 1024;
+/// Longer strings are read every time.
+const CLEAN_MEMO_STRING_MAX: usize = 1024;
 
 impl fmt::Debug for Scanner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -367,6 +404,7 @@ impl Scanner {
             custom: Vec::new(),
             work_per_byte: WORK_PER_BYTE,
             work_per_string: WORK_PER_STRING,
+            clean: RefCell::default(),
         })
     }
 
@@ -431,6 +469,50 @@ impl Scanner {
     /// is copied per match (a text dense with addresses has one every 14
     /// bytes, and a copy each, then a finding each, cost more than finding them).
     fn spans(&self, text: &str, key: Option<&str>, work: &mut Work) -> Vec<Candidate> {
+        if !work.list || text.len() > CLEAN_MEMO_STRING_MAX || work.exceeded() {
+            return self.read_spans(text, key, work);
+        }
+        let known = self.clean.try_borrow().ok().and_then(|m| {
+            m.strings.get(text).and_then(|ks| {
+                ks.iter()
+                    .find(|(k, _)| k.as_deref() == key)
+                    .map(|(_, s)| *s)
+            })
+        });
+        if let Some(cost) = known {
+            let allowed = work.allowed.saturating_add(cost.allowed);
+            let spent = work.spent.saturating_add(cost.spent);
+            // Charged as reading it was; a budget it would exhaust is met by reading.
+            if spent <= allowed {
+                work.allowed = allowed;
+                work.spent = spent;
+                return Vec::new();
+            }
+        }
+        let (allowed, spent) = (work.allowed, work.spent);
+        let found = self.read_spans(text, key, work);
+        if found.is_empty() && !work.exceeded() {
+            let cost = Spent {
+                allowed: work.allowed - allowed,
+                spent: work.spent - spent,
+            };
+            if let Ok(mut m) = self.clean.try_borrow_mut() {
+                let size = text.len() + key.map_or(0, str::len) + 64;
+                if m.bytes + size > CLEAN_MEMO_BYTES {
+                    m.strings.clear();
+                    m.bytes = 0;
+                }
+                m.bytes += size;
+                m.strings
+                    .entry(text.into())
+                    .or_default()
+                    .push((key.map(Into::into), cost));
+            }
+        }
+        found
+    }
+
+    fn read_spans(&self, text: &str, key: Option<&str>, work: &mut Work) -> Vec<Candidate> {
         if text.is_empty() {
             return Vec::new();
         }
@@ -972,6 +1054,7 @@ impl Scanner {
                 }
             }
             Value::Object(map) => {
+                let declared = declared_charset(map);
                 for (k, item) in map {
                     if binary.skips(map, k, path) {
                         continue;
@@ -984,7 +1067,6 @@ impl Scanner {
                     // Only a blob (or a content item's media data) is
                     // decoded: every other string is read as it is.
                     let decodes = binary.decodes(map, k, path.get(..len).unwrap_or(""));
-                    let declared = declared_charset(map);
                     match item
                         .as_str()
                         .filter(|_| decodes)
@@ -1065,6 +1147,7 @@ impl Scanner {
                     .cloned()
                     .collect();
                 let named = value_named_by(map, "value").map(str::to_owned);
+                let declared = declared_charset(map);
                 for k in keys {
                     let len = path.len();
                     path.push('/');
@@ -1072,7 +1155,6 @@ impl Scanner {
                     // Only a blob (or a content item's media data) is
                     // decoded: every other string is read as it is.
                     let decodes = binary.decodes(map, &k, path.get(..len).unwrap_or(""));
-                    let declared = declared_charset(map);
                     if let Some(item) = map.get_mut(&k) {
                         match item
                             .as_str()
@@ -1588,7 +1670,9 @@ enum Binary {
 
 impl Binary {
     fn skips(self, object: &Map<String, Value>, key: &str, at: &str) -> bool {
-        if self != Binary::Skipped
+        // Asked of every member of every object: the names first.
+        if !matches!(key, "data" | "blob")
+            || self != Binary::Skipped
             || !object.get(key).is_some_and(Value::is_string)
             || !is_content_item(at)
         {
@@ -2010,8 +2094,35 @@ pub fn scan_result(scanner: &Scanner, result: &Value) -> Vec<Finding> {
 
 /// Redact a JSON-RPC `result` in place (what [`scan_result`] scans).
 pub fn redact_result(scanner: &Scanner, result: &mut Value) -> Vec<Finding> {
+    redact_answer(scanner, result, false)
+}
+
+/// [`scan_result`] of a catalogue list (`tools/list` and the like): its
+/// clean strings are remembered ([`CleanMemo`]).
+pub fn scan_list(scanner: &Scanner, result: &Value) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut work = scanner.work();
+    work.list = true;
+    scanner.scan_into(
+        result,
+        &mut String::new(),
+        None,
+        Binary::Skipped,
+        &mut work,
+        &mut out,
+    );
+    dedup(out)
+}
+
+/// [`redact_result`] of a catalogue list.
+pub fn redact_list(scanner: &Scanner, result: &mut Value) -> Vec<Finding> {
+    redact_answer(scanner, result, true)
+}
+
+fn redact_answer(scanner: &Scanner, result: &mut Value, list: bool) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut work = scanner.work();
+    work.list = list;
     scanner.redact_into(
         result,
         &mut String::new(),

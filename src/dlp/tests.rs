@@ -1592,3 +1592,58 @@ fn text_is_read_again_as_its_reader_decodes_it() {
     // Plain text with none of these is read once.
     assert!(super::text::second_reading("password: see the vault & the docs").is_none());
 }
+
+/// A catalogue list read a second time (its clean strings from the memo)
+/// is found and redacted as reading it gives, and a budget runs out where
+/// reading makes it run out: the memo charges each string's work again.
+#[test]
+fn lists_read_from_the_clean_memo_find_and_spend_what_reading_does() {
+    let key = "ghp_16C7e42F292c6912E7710c838347Ae178B4a";
+    let tool = |i: usize, secret: &str| {
+        json!({"name": format!("get_{i}"), "description": format!("Reads item {i}. {secret}"),
+               "inputSchema": {"type": "object", "properties": {
+                   "password": {"type": "string", "description": "Account that owns it."},
+                   "repo": {"type": "string", "description": "Repository name."}}}})
+    };
+    let list =
+        |secret: &str| json!({"tools": (0..20).map(|i| tool(i % 5, secret)).collect::<Vec<_>>()});
+    // (name, scanner, list)
+    let cases = [
+        ("clean_list", scanner(), list("")),
+        ("a_secret_in_every_tool", scanner(), list(key)),
+        ("budget_runs_out_midway", scanner().with_budget(1, 0), {
+            let mut l = list("");
+            l["tools"][10]["description"] = json!(dense(2048));
+            l
+        }),
+    ];
+    for (name, memo, doc) in cases {
+        let fresh = match name {
+            "budget_runs_out_midway" => scanner().with_budget(1, 0),
+            _ => scanner(),
+        };
+        let mut want = doc.clone();
+        let want_found = findings_of(&redact_result(&fresh, &mut want));
+        for pass in 1..=3 {
+            let mut got = doc.clone();
+            let found = findings_of(&redact_list(&memo, &mut got));
+            assert_eq!(found, want_found, "{name}: pass {pass}");
+            assert_eq!(got, want, "{name}: pass {pass}");
+            assert_eq!(
+                findings_of(&scan_list(&memo, &doc)),
+                findings_of(&scan_result(&fresh, &doc)),
+                "{name}: pass {pass}"
+            );
+        }
+        if name == "budget_runs_out_midway" {
+            assert!(
+                want_found.iter().any(|(k, _)| k == BUDGET_EXCEEDED_KIND),
+                "{want_found:?}"
+            );
+            assert!(
+                !want_found.iter().any(|(_, p)| p.starts_with("/tools/9/")),
+                "the strings before it were read: {want_found:?}"
+            );
+        }
+    }
+}
