@@ -224,16 +224,24 @@ struct Walk {
     markers: Vec<Marker>,
     /// Strings are looked up in (and added to) the definition memo.
     memo: bool,
+    /// The index in `pointers` of the string being read: markers go there.
+    here: usize,
 }
 
 impl Walk {
+    /// Markers met from now on are in the string at `ptr`.
+    fn point_at(&mut self, ptr: String) {
+        self.pointers.push(ptr);
+        self.here = self.pointers.len() - 1;
+    }
+
     /// A marker that is a finding by itself (code checks are all strong).
     fn mark(&mut self, check: Check, reason: &'static str) {
         self.mark_as(check, Strength::Strong, reason);
     }
 
     fn mark_as(&mut self, check: Check, strength: Strength, reason: &'static str) {
-        let at = self.pointers.len().saturating_sub(1);
+        let at = self.here;
         self.markers.push(Marker {
             check,
             strength,
@@ -334,7 +342,7 @@ impl Inspector {
         };
         if let Some(name) = tool.get("name").and_then(Value::as_str) {
             if others.keys.contains(&name_key(&fold(name).text)) {
-                walk.pointers.push("/name".to_owned());
+                walk.point_at("/name".to_owned());
                 walk.mark(Check::Shadowing, "named like another server's tool");
             }
         }
@@ -363,7 +371,7 @@ impl Inspector {
         if let Some(items) = result.get("content").and_then(Value::as_array) {
             for (i, item) in items.iter().enumerate() {
                 for (suffix, s) in content_texts(item) {
-                    walk.pointers.push(format!("/content/{i}{suffix}"));
+                    walk.point_at(format!("/content/{i}{suffix}"));
                     self.scan_string(s, &mut walk, None);
                 }
             }
@@ -386,7 +394,7 @@ impl Inspector {
     /// Every finding in one text (a result's text item on its own), at pointer "".
     pub fn inspect_text(&self, text: &str) -> Vec<Finding> {
         let mut walk = Walk::default();
-        walk.pointers.push(String::new());
+        walk.point_at(String::new());
         self.scan_string(text, &mut walk, None);
         walk.findings()
     }
@@ -399,10 +407,7 @@ impl Inspector {
         others: Option<&OtherTools>,
     ) {
         match v {
-            Value::String(s) => {
-                walk.pointers.push(ptr.clone());
-                self.scan_string(s, walk, others);
-            }
+            Value::String(s) => self.scan_at(s, ptr, walk, others),
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let len = ptr.len();
@@ -418,8 +423,7 @@ impl Inspector {
                     push_token(ptr, k);
                     // A member name is text a model reads too (a parameter
                     // called `sidenote_with_contents_of_id_rsa`).
-                    walk.pointers.push(ptr.clone());
-                    self.scan_string(k, walk, others);
+                    self.scan_at(k, ptr, walk, others);
                     self.walk_value(item, ptr, walk, others);
                     ptr.truncate(len);
                 }
@@ -428,7 +432,20 @@ impl Inspector {
         }
     }
 
-    /// Read one string; markers go to the walk's last pointer.
+    /// Read one string of structured data at `ptr`: its pointer is kept
+    /// only when something was met in it (a 50-tool list holds ~2,000
+    /// strings, and a copy of each one's pointer cost more than reading it
+    /// from the memo).
+    fn scan_at(&self, s: &str, ptr: &str, walk: &mut Walk, others: Option<&OtherTools>) {
+        let before = walk.markers.len();
+        walk.here = walk.pointers.len();
+        self.scan_string(s, walk, others);
+        if walk.markers.len() > before {
+            walk.pointers.push(ptr.to_owned());
+        }
+    }
+
+    /// Read one string; markers go to the walk's current string (`here`).
     fn scan_string(&self, s: &str, walk: &mut Walk, others: Option<&OtherTools>) {
         // A string that could name another server's tool depends on them:
         // never remembered.
@@ -437,7 +454,7 @@ impl Inspector {
         if !memo {
             return self.read_string(s, walk, others);
         }
-        let at = walk.pointers.len().saturating_sub(1);
+        let at = walk.here;
         if let Ok(m) = self.definitions.try_borrow() {
             if let Some(found) = m.strings.get(s) {
                 walk.markers
@@ -737,6 +754,10 @@ fn word_matches(pat: &str, w: &str) -> bool {
 /// RFC 6901: `~` → `~0`, `/` → `~1`.
 pub(crate) fn push_token(ptr: &mut String, key: &str) {
     ptr.push('/');
+    if !key.contains(['~', '/']) {
+        ptr.push_str(key);
+        return;
+    }
     for c in key.chars() {
         match c {
             '~' => ptr.push_str("~0"),
