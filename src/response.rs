@@ -57,6 +57,9 @@ pub struct ResponsePlan {
     /// against the tool's declared `outputSchema` (`schemas.output` not
     /// `off`), with the tool and what was known of its schemas.
     pub schema_results: Vec<(String, String, crate::catalogue::schemas::Known)>,
+    /// Ids of `tools/list` requests whose answers' schemas are remembered
+    /// (`schemas` on; every page, in dry run too).
+    pub schema_lists: Vec<String>,
 }
 
 impl ResponsePlan {
@@ -68,6 +71,7 @@ impl ResponsePlan {
             && self.catalogue_lists.is_empty()
             && self.inspected_results.is_empty()
             && self.schema_results.is_empty()
+            && self.schema_lists.is_empty()
     }
 }
 
@@ -227,6 +231,11 @@ pub fn rewrite_message(
         // is what its contract describes.
         check_output_schema(policy, tool, known, msg, &mut out);
     }
+    if plan.schema_lists.contains(&id) {
+        // Every entry, before the caller's view is cut: the schemas are the
+        // server's, whoever listed them.
+        declare_schemas(msg, &mut out);
+    }
     let Some(catalogue) = plan.lists.iter().find(|(k, _)| *k == id).map(|(_, c)| *c) else {
         if scanned {
             scan_result(policy, msg, &mut out, Answer::Result);
@@ -239,11 +248,6 @@ pub fn rewrite_message(
         }
         return out;
     };
-    if catalogue == Catalogue::Tools && policy.schemas.active() {
-        // Every entry, before the caller's view is cut: the schemas are the
-        // server's, whoever listed them.
-        declare_schemas(msg, &mut out);
-    }
     filter_list(policy, caller, catalogue, msg, &mut out);
     if scanned {
         // After filtering: only what the caller will read is scanned.

@@ -730,6 +730,9 @@ pub fn judge_body(
                 let first_page = params.get("cursor").map_or(true, Value::is_null);
                 verdict.plan.pinned_lists.push((id_key(id), first_page));
             }
+            if cat == Catalogue::Tools && policy.schemas.active() {
+                verdict.plan.schema_lists.push(id_key(id));
+            }
             // Every page, for every caller, before the caller's view is cut.
             if policy.catalogue.inspects_definitions() {
                 verdict.plan.catalogue_lists.push((id_key(id), cat));

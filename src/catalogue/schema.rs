@@ -711,6 +711,7 @@ impl<'s> Ctx<'s> {
                         matched = true;
                         break;
                     }
+                    Err(e) if e.keyword == "$schema" => return Err(e),
                     Err(e) => keep_deepest(&mut deepest, e),
                 }
             }
@@ -724,6 +725,7 @@ impl<'s> Ctx<'s> {
             for &sub in &s.one_of {
                 match self.check(sub, v, path, depth + 1) {
                     Ok(()) => matches += 1,
+                    Err(e) if e.keyword == "$schema" => return Err(e),
                     Err(e) => keep_deepest(&mut deepest, e),
                 }
             }
@@ -740,8 +742,11 @@ impl<'s> Ctx<'s> {
             }
         }
         if let Some(not) = s.not {
-            if self.check(not, v, path, depth + 1).is_ok() {
-                return self.fail(path, "not", "matches the schema under not".into());
+            match self.check(not, v, path, depth + 1) {
+                Ok(()) => return self.fail(path, "not", "matches the schema under not".into()),
+                // A budget exhausted under `not` is not a "no".
+                Err(e) if e.keyword == "$schema" => return Err(e),
+                Err(_) => {}
             }
         }
         if let Some(cond) = s.if_ {
@@ -995,5 +1000,179 @@ fn keep_deepest(deepest: &mut Option<Violation>, e: Violation) {
         Some(d) if d.keyword == "$schema" => {}
         Some(d) if d.pointer.len() >= e.pointer.len() && e.keyword != "$schema" => {}
         _ => *deepest = Some(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A schema as the Python SDK (pydantic) writes one: `$defs`, `$ref`,
+    /// `anyOf` with null for an optional member, `additionalProperties`.
+    fn order_schema() -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "customer": {"type": "string", "minLength": 1, "maxLength": 8, "pattern": "^[a-z]+$"},
+                "items": {"type": "array", "minItems": 1, "maxItems": 3, "items": {"$ref": "#/$defs/Item"}},
+                "priority": {"enum": ["low", "high"]},
+                "note": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": null},
+                "count": {"type": "integer", "minimum": 1, "exclusiveMaximum": 10}
+            },
+            "required": ["customer", "items"],
+            "additionalProperties": false,
+            "$defs": {
+                "Item": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "qty": {"type": "number", "multipleOf": 0.5}},
+                    "required": ["name"],
+                    "additionalProperties": false
+                }
+            }
+        })
+    }
+
+    fn outcome(schema: &Value, instance: Value) -> Result<(), (String, &'static str)> {
+        let s = Schema::compile(schema);
+        assert!(s.unsupported.is_empty(), "{:?}", s.unsupported);
+        s.validate(&instance).map_err(|v| (v.pointer, v.keyword))
+    }
+
+    #[test]
+    fn arguments_are_checked_against_the_declared_schema() {
+        let good = || json!({"customer": "acme", "items": [{"name": "a", "qty": 1.5}]});
+        let with = |k: &str, v: Value| {
+            let mut g = good();
+            g[k] = v;
+            g
+        };
+        let cases: Vec<(&str, Value, Result<(), (&str, &str)>)> = vec![
+            ("valid_arguments_pass", good(), Ok(())),
+            ("valid_with_optional_members_pass", with("note", Value::Null), Ok(())),
+            ("integer_written_with_a_fraction_is_an_integer", with("count", json!(3.0)), Ok(())),
+            ("missing_required_member_fails_at_the_top", json!({"items": [{"name": "a"}]}), Err(("", "required"))),
+            ("wrong_type_fails_at_its_member", with("customer", json!(7)), Err(("/customer", "type"))),
+            ("extra_member_under_additional_properties_false", with("extra", json!(1)), Err(("/extra", "additionalProperties"))),
+            (
+                "nested_pointer_through_items_and_ref",
+                json!({"customer": "acme", "items": [{"name": "a"}, {"name": "b"}, {"name": 5}]}),
+                Err(("/items/2/name", "type")),
+            ),
+            (
+                "extra_member_in_a_referenced_definition",
+                json!({"customer": "acme", "items": [{"name": "a", "colour": "red"}]}),
+                Err(("/items/0/colour", "additionalProperties")),
+            ),
+            ("enum_outside_its_values", with("priority", json!("urgent")), Err(("/priority", "enum"))),
+            ("string_too_long", with("customer", json!("abcdefghi")), Err(("/customer", "maxLength"))),
+            ("string_too_short", with("customer", json!("")), Err(("/customer", "minLength"))),
+            ("pattern_not_matched", with("customer", json!("ACME")), Err(("/customer", "pattern"))),
+            ("too_many_items", with("items", json!([{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}])), Err(("/items", "maxItems"))),
+            ("too_few_items", with("items", json!([])), Err(("/items", "minItems"))),
+            ("integer_required", with("count", json!(2.5)), Err(("/count", "type"))),
+            ("below_minimum", with("count", json!(0)), Err(("/count", "minimum"))),
+            ("exclusive_maximum_reached", with("count", json!(10)), Err(("/count", "exclusiveMaximum"))),
+            ("not_a_multiple", json!({"customer": "a", "items": [{"name": "a", "qty": 0.3}]}), Err(("/items/0/qty", "multipleOf"))),
+            ("optional_member_of_neither_alternative", with("note", json!(5)), Err(("/note", "anyOf"))),
+            ("not_an_object_at_all", json!([1]), Err(("", "type"))),
+        ];
+        let schema = order_schema();
+        for (name, instance, want) in cases {
+            let got = outcome(&schema, instance);
+            let want = want.map_err(|(p, k)| (p.to_owned(), k));
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn combinators_refs_and_draft_spellings_work_as_specified() {
+        let cases: Vec<(&str, Value, Value, Result<(), (&str, &str)>)> = vec![
+            ("one_of_exactly_one", json!({"oneOf": [{"type": "integer"}, {"type": "string"}]}), json!(1), Ok(())),
+            ("one_of_two_match", json!({"oneOf": [{"type": "integer"}, {"type": "number"}]}), json!(1), Err(("", "oneOf"))),
+            ("all_of_each", json!({"allOf": [{"minimum": 1}, {"maximum": 2}]}), json!(3), Err(("", "maximum"))),
+            ("not_matches", json!({"not": {"type": "null"}}), Value::Null, Err(("", "not"))),
+            ("const_by_value", json!({"const": 1}), json!(1.0), Ok(())),
+            ("const_differs", json!({"const": {"a": [1]}}), json!({"a": [2]}), Err(("", "const"))),
+            ("type_list", json!({"type": ["string", "null"]}), Value::Null, Ok(())),
+            ("type_list_miss", json!({"type": ["string", "null"]}), json!(1), Err(("", "type"))),
+            ("recursive_ref_to_root", json!({"type": "object", "properties": {"child": {"$ref": "#"}}, "additionalProperties": false}), json!({"child": {"child": {"x": 1}}}), Err(("/child/child/x", "additionalProperties"))),
+            ("draft07_definitions", json!({"$schema": "http://json-schema.org/draft-07/schema#", "definitions": {"n": {"type": "number"}}, "properties": {"a": {"$ref": "#/definitions/n"}}}), json!({"a": "x"}), Err(("/a", "type"))),
+            ("draft07_tuple_items", json!({"items": [{"type": "string"}], "additionalItems": false}), json!(["a", 1]), Err(("/1", "false"))),
+            ("prefix_items", json!({"prefixItems": [{"type": "string"}], "items": {"type": "integer"}}), json!(["a", 1, "b"]), Err(("/2", "type"))),
+            ("draft04_exclusive_boolean", json!({"maximum": 5, "exclusiveMaximum": true}), json!(5), Err(("", "exclusiveMaximum"))),
+            ("pattern_properties", json!({"patternProperties": {"^x_": {"type": "integer"}}, "additionalProperties": false}), json!({"x_a": 1, "y": 2}), Err(("/y", "additionalProperties"))),
+            ("property_names", json!({"propertyNames": {"maxLength": 3}}), json!({"abcd": 1}), Err(("/abcd", "propertyNames"))),
+            ("dependent_required", json!({"dependentRequired": {"a": ["b"]}}), json!({"a": 1}), Err(("", "dependentRequired"))),
+            ("unique_items", json!({"uniqueItems": true}), json!([1, 2, 1.0]), Err(("/2", "uniqueItems"))),
+            ("contains", json!({"contains": {"type": "string"}}), json!([1, 2]), Err(("", "contains"))),
+            ("if_then_else", json!({"if": {"properties": {"k": {"const": "a"}}}, "then": {"required": ["x"]}, "else": {"required": ["y"]}}), json!({"k": "b"}), Err(("", "required"))),
+            ("escaped_pointer_members", json!({"additionalProperties": false}), json!({"a/b~c": 1}), Err(("/a~1b~0c", "additionalProperties"))),
+            ("annotations_and_vendor_keywords_assert_nothing", json!({"title": "t", "format": "email", "x-order": 1, "nullable": true, "type": "string"}), json!("not an email"), Ok(())),
+            ("false_schema", json!(false), json!(1), Err(("", "false"))),
+            ("true_schema", json!(true), json!({"anything": 1}), Ok(())),
+        ];
+        for (name, schema, instance, want) in cases {
+            let got = outcome(&schema, instance);
+            let want = want.map_err(|(p, k)| (p.to_owned(), k));
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn keywords_it_cannot_check_are_listed_with_their_place() {
+        let cases: Vec<(&str, Value, Vec<(&str, &str)>)> = vec![
+            ("unevaluated_properties", json!({"properties": {"a": {"unevaluatedProperties": false}}}), vec![("/properties/a/unevaluatedProperties", "unevaluatedProperties")]),
+            ("remote_ref", json!({"$ref": "https://example.com/s.json"}), vec![("/$ref", "$ref")]),
+            ("anchor_ref", json!({"$ref": "#thing"}), vec![("/$ref", "$ref")]),
+            ("dangling_ref", json!({"$ref": "#/$defs/missing"}), vec![("/$ref", "$ref")]),
+            ("nested_id", json!({"properties": {"a": {"$id": "urn:x"}}}), vec![("/properties/a/$id", "$id")]),
+            ("regex_lite_cannot_compile", json!({"pattern": "(?<=a)b"}), vec![("/pattern", "pattern")]),
+            ("malformed_minimum", json!({"minimum": "1"}), vec![("/minimum", "minimum")]),
+            ("unknown_type_name", json!({"type": "int"}), vec![("/type", "type")]),
+            ("every_annotation_is_fine", json!(ANNOTATIONS.iter().map(|k| (k.to_string(), json!({}))).collect::<Map<String, Value>>()), vec![]),
+        ];
+        for (name, schema, want) in cases {
+            let got: Vec<(String, String)> = Schema::compile(&schema)
+                .unsupported
+                .into_iter()
+                .map(|u| (u.pointer, u.keyword))
+                .collect();
+            let want: Vec<(String, String)> = want.into_iter().map(|(p, k)| (p.to_owned(), k.to_owned())).collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn costly_checks_stop_and_fail_closed() {
+        // A reference to itself that never descends: the depth bound ends it.
+        let s = Schema::compile(&json!({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}));
+        let e = s.validate(&json!(1)).err().map(|v| v.keyword);
+        assert_eq!(e, Some("$schema"));
+        // Nested oneOf over a long array: the step budget ends it.
+        let mut schema = json!({"type": "integer"});
+        for _ in 0..12 {
+            // Each level checks the one below twice and matches once.
+            schema = json!({"oneOf": [schema.clone(), {"allOf": [schema, false]}]});
+        }
+        let s = Schema::compile(&json!({"items": schema}));
+        let big: Vec<Value> = (0..2000).map(|i| json!(i)).collect();
+        let e = s.validate(&Value::Array(big)).err().map(|v| v.keyword);
+        assert_eq!(e, Some("$schema"));
+    }
+
+    #[test]
+    fn reasons_never_carry_the_value() {
+        let s = Schema::compile(&order_schema());
+        let secret = "sk_live_0123456789abcdef";
+        for instance in [
+            json!({"customer": secret, "items": [{"name": "a"}]}),
+            json!({"customer": "a", "items": [{"name": "a"}], "priority": secret}),
+            json!({"customer": "a", "items": [{"name": secret, "qty": secret}]}),
+        ] {
+            let v = s.validate(&instance).err();
+            assert!(v.is_some());
+            assert!(!format!("{v:?}").contains(secret), "{v:?}");
+        }
     }
 }

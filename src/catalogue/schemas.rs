@@ -559,3 +559,177 @@ pub fn check(
         enforce,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn section(v: Value) -> Result<SchemaPolicy, Vec<String>> {
+        let mut errs = Errors::default();
+        let p = compile(Some(&v), "$.schemas", &mut errs);
+        match (p, errs.is_empty()) {
+            (Some(p), true) => Ok(p),
+            _ => Err(errs.0.iter().map(ToString::to_string).collect()),
+        }
+    }
+
+    #[test]
+    fn section_defaults_off_and_names_the_path_of_every_mistake() {
+        let mut errs = Errors::default();
+        assert_eq!(
+            compile(None, "$.schemas", &mut errs),
+            Some(SchemaPolicy::default())
+        );
+        assert!(!SchemaPolicy::default().active());
+        let good = section(json!({"input": "enforce", "output": "warn", "unseen_calls": "allow", "ignore_keywords": ["unevaluatedProperties"]}));
+        assert_eq!(
+            good,
+            Ok(SchemaPolicy {
+                input: SchemaMode::Enforce,
+                output: SchemaMode::Warn,
+                unseen_calls: UnseenCalls::Allow,
+                ignore_keywords: vec!["unevaluatedProperties".into()],
+            })
+        );
+        let cases: &[(&str, Value, &[&str])] = &[
+            ("unknown_mode", json!({"input": "block"}), &["$.schemas.input: \"block\" is not one of enforce, warn, off"]),
+            ("unknown_unseen", json!({"unseen_calls": "deny"}), &["$.schemas.unseen_calls: \"deny\" is not one of refuse, allow"]),
+            (
+                "keyword_it_checks_cannot_be_ignored",
+                json!({"ignore_keywords": ["$dynamicRef", "required"]}),
+                &["$.schemas.ignore_keywords[1]: \"required\" is not a keyword the validator skips; the ones that can be ignored are unevaluatedProperties, unevaluatedItems, $dynamicRef, $recursiveRef, $id"],
+            ),
+            ("unknown_field", json!({"inputs": "enforce"}), &["$.schemas.inputs: unknown field"]),
+            ("not_an_object", json!("enforce"), &["$.schemas: expected an object, found a string"]),
+        ];
+        for (name, v, want) in cases {
+            assert_eq!(section(v.clone()), Err(want.iter().map(|s| s.to_string()).collect()), "{name}");
+        }
+    }
+
+    fn declared_of(tool: &str, input: Value, output: Option<Value>) -> Declared {
+        let mut entry = Map::new();
+        entry.insert("name".into(), json!(tool));
+        entry.insert("inputSchema".into(), input);
+        if let Some(o) = output {
+            entry.insert("outputSchema".into(), o);
+        }
+        declared(tool, &entry)
+    }
+
+    #[test]
+    fn calls_are_judged_by_what_the_upstream_declared() {
+        let store = MemoryStore::new();
+        let strict = json!({"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"], "additionalProperties": false});
+        let odd = json!({"type": "object", "unevaluatedProperties": false});
+        let r = remember(
+            &store,
+            "up",
+            &[declared_of("search", strict, None), declared_of("odd", odd, None)],
+        );
+        assert_eq!(r, Ok(()));
+        let enforce = SchemaPolicy {
+            input: SchemaMode::Enforce,
+            ..SchemaPolicy::default()
+        };
+        let lenient = SchemaPolicy {
+            unseen_calls: UnseenCalls::Allow,
+            ignore_keywords: vec!["unevaluatedProperties".into()],
+            ..enforce.clone()
+        };
+        // (case, policy, mode, upstream, tool, arguments, want: None = passes,
+        //  Some((pointer, enforced)))
+        let cases: Vec<(&str, &SchemaPolicy, SchemaMode, &str, &str, Option<Value>, Option<(Option<&str>, bool)>)> = vec![
+            ("valid_call_passes", &enforce, SchemaMode::Enforce, "up", "search", Some(json!({"q": "x"})), None),
+            ("missing_required_refused", &enforce, SchemaMode::Enforce, "up", "search", Some(json!({})), Some((Some(""), true))),
+            ("absent_arguments_are_an_empty_object", &enforce, SchemaMode::Enforce, "up", "search", None, Some((Some(""), true))),
+            ("wrong_type_refused", &enforce, SchemaMode::Enforce, "up", "search", Some(json!({"q": 1})), Some((Some("/q"), true))),
+            ("extra_member_refused_at_its_pointer", &enforce, SchemaMode::Enforce, "up", "search", Some(json!({"q": "x", "extra": 1})), Some((Some("/extra"), true))),
+            ("warn_records_but_forwards", &enforce, SchemaMode::Warn, "up", "search", Some(json!({"q": 1})), Some((Some("/q"), false))),
+            ("unknown_tool_refused_under_enforce", &enforce, SchemaMode::Enforce, "up", "delete_all", Some(json!({})), Some((None, true))),
+            ("unknown_upstream_is_unseen", &enforce, SchemaMode::Enforce, "other", "search", Some(json!({"q": "x"})), Some((None, true))),
+            ("unseen_calls_allow_forwards_unseen", &lenient, SchemaMode::Enforce, "up", "delete_all", Some(json!({})), Some((None, false))),
+            ("unsupported_keyword_makes_the_tool_unverifiable", &enforce, SchemaMode::Enforce, "up", "odd", Some(json!({})), Some((None, true))),
+            ("ignored_keyword_checks_the_rest", &lenient, SchemaMode::Enforce, "up", "odd", Some(json!({})), None),
+            ("ignored_keyword_still_checks_types", &lenient, SchemaMode::Enforce, "up", "odd", Some(json!([])), Some((Some(""), true))),
+        ];
+        for (name, policy, mode, upstream, tool, args, want) in cases {
+            let known = recall(&store, upstream, tool);
+            let got = check(policy, Side::Input, mode, tool, &known, args.as_ref());
+            let got = got.map(|f| {
+                assert!(f.reason.contains(tool), "{name}: {}", f.reason);
+                (f.pointer, f.enforced)
+            });
+            let want = want.map(|(p, e)| (p.map(str::to_owned), e));
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn results_are_held_to_the_output_schema() {
+        let d = declared_of(
+            "weather",
+            json!({"type": "object"}),
+            Some(json!({"type": "object", "properties": {"temp": {"type": "number"}}, "required": ["temp"]})),
+        );
+        let Some(compiled) = d.compiled.clone() else {
+            panic!("compiled");
+        };
+        let known = Known::Declared(compiled);
+        let p = SchemaPolicy {
+            output: SchemaMode::Enforce,
+            ..SchemaPolicy::default()
+        };
+        let cases: Vec<(&str, &Known, Option<Value>, Option<Option<&str>>)> = vec![
+            ("valid_structured_content", &known, Some(json!({"temp": 3})), None),
+            ("wrong_type", &known, Some(json!({"temp": "warm"})), Some(Some("/temp"))),
+            ("missing_structured_content", &known, None, Some(Some(""))),
+            ("tool_never_listed_passes", &Known::Unseen, Some(json!(1)), None),
+        ];
+        for (name, known, value, want) in cases {
+            let got = check(&p, Side::Output, SchemaMode::Enforce, "weather", known, value.as_ref())
+                .map(|f| f.pointer);
+            assert_eq!(got, want.map(|p| p.map(str::to_owned)), "{name}");
+        }
+    }
+
+    #[test]
+    fn memory_is_bounded_and_fails_closed() {
+        let store = MemoryStore::new();
+        // Too large to keep: remembered as such, and unverifiable.
+        let huge = json!({"description": "x".repeat(MAX_STORED_BYTES)});
+        assert_eq!(remember(&store, "up", &[declared_of("big", huge, None)]), Ok(()));
+        assert_eq!(recall(&store, "up", "big"), Known::TooLarge);
+        // Garbage where a definition should be: unavailable, never a pass.
+        assert_eq!(store.set(&key("up", "bad"), b"not a definition", None), Ok(()));
+        assert_eq!(recall(&store, "up", "bad"), Known::Unavailable);
+        // The index bounds the keys per upstream.
+        let many: Vec<Declared> = (0..MAX_TOOLS + 2)
+            .map(|i| declared_of(&format!("t{i}"), json!({"type": "object"}), None))
+            .collect();
+        assert_eq!(remember(&store, "full", &many), Ok(()));
+        assert!(matches!(recall(&store, "full", "t0"), Known::Declared(_)));
+        assert_eq!(recall(&store, "full", &format!("t{}", MAX_TOOLS + 1)), Known::Unseen);
+        // The last list wins: a changed schema replaces the old one.
+        let a = declared_of("s", json!({"type": "object"}), None);
+        let b = declared_of("s", json!({"type": "array"}), None);
+        assert_eq!(remember(&store, "up", &[a]), Ok(()));
+        assert_eq!(remember(&store, "up", &[b.clone()]), Ok(()));
+        assert_eq!(recall(&store, "up", "s"), Known::Declared(b.compiled.clone().unwrap_or_else(|| panic!())));
+    }
+
+    #[test]
+    fn a_definition_is_compiled_once_per_vm() {
+        let d = declared_of("once", json!({"type": "string", "title": "cached"}), None);
+        let Some((digest, _)) = d.stored.clone() else {
+            panic!("stored");
+        };
+        // The cache answers without asking for the text.
+        let again = compiled(&digest, || panic!("compiled twice"));
+        match (again, d.compiled) {
+            (Some(a), Some(b)) => assert!(Rc::ptr_eq(&a, &b)),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -471,7 +471,10 @@ impl RequestFilter {
     /// cluster, not the host: one cluster's endpoints serve one catalogue,
     /// and the name comes from Envoy's configuration, never from the caller.
     fn upstream(&self, host: &dyn Host) -> Option<String> {
-        if self.policy.pins.is_none() && !self.policy.catalogue.remembers() {
+        if self.policy.pins.is_none()
+            && !self.policy.catalogue.remembers()
+            && !self.policy.schemas.active()
+        {
             return None;
         }
         host.property(&["xds", "cluster_name"])
@@ -1896,5 +1899,7 @@ fn host_write_failed(host: &mut dyn Host, what: &str, e: &HostError) {
 
 #[cfg(test)]
 mod approval_tests;
+#[cfg(test)]
+mod schema_tests;
 #[cfg(test)]
 mod tests;
