@@ -7,7 +7,9 @@
 //! magnitude).
 
 use mcp_firewall::catalogue::schema::Schema;
-use mcp_firewall::catalogue::schemas::{check, declared, recall, remember, SchemaMode, SchemaPolicy, Side};
+use mcp_firewall::catalogue::schemas::{
+    check, declared, recall, remember, SchemaMode, SchemaPolicy, Side,
+};
 use mcp_firewall::store::MemoryStore;
 use serde_json::{json, Map, Value};
 use std::hint::black_box;
@@ -71,7 +73,11 @@ fn main() {
     let compile = median_ns(9, 2_000, || {
         black_box(Schema::compile(black_box(&schema)));
     });
-    println!("compile one inputSchema ({} bytes): {:.1} µs", text.len(), compile / 1000.0);
+    println!(
+        "compile one inputSchema ({} bytes): {:.1} µs",
+        text.len(),
+        compile / 1000.0
+    );
 
     let compiled = Schema::compile(&schema);
     for items in [1usize, 10, 100] {
@@ -81,14 +87,20 @@ fn main() {
         let v = median_ns(9, 5_000, || {
             black_box(compiled.validate(black_box(&args)).is_ok());
         });
-        println!("validate arguments with {items} items ({bytes} bytes): {:.2} µs", v / 1000.0);
+        println!(
+            "validate arguments with {items} items ({bytes} bytes): {:.2} µs",
+            v / 1000.0
+        );
     }
     let mut bad = arguments(10);
     bad["items"][7]["colour"] = json!("red");
     let v = median_ns(9, 5_000, || {
         black_box(compiled.validate(black_box(&bad)).is_err());
     });
-    println!("validate arguments failing at /items/7/colour: {:.2} µs", v / 1000.0);
+    println!(
+        "validate arguments failing at /items/7/colour: {:.2} µs",
+        v / 1000.0
+    );
 
     // Per call as the filter does it: the shared-data read (copying the
     // stored schemas), the VM cache by digest, the check.
@@ -107,11 +119,24 @@ fn main() {
     let args = arguments(1);
     let per_call = median_ns(9, 5_000, || {
         let known = recall(&store, "orders", "add_order");
-        black_box(check(&policy, Side::Input, SchemaMode::Enforce, "add_order", &known, Some(&args)));
+        black_box(check(
+            &policy,
+            Side::Input,
+            SchemaMode::Enforce,
+            "add_order",
+            &known,
+            Some(&args),
+        ));
     });
-    println!("per call (read + cache + validate, 1 item): {:.2} µs", per_call / 1000.0);
+    println!(
+        "per call (read + cache + validate, 1 item): {:.2} µs",
+        per_call / 1000.0
+    );
     let read_only = median_ns(9, 5_000, || {
         black_box(recall(&store, "orders", "add_order"));
     });
-    println!("  of which the read and the cache lookup: {:.2} µs", read_only / 1000.0);
+    println!(
+        "  of which the read and the cache lookup: {:.2} µs",
+        read_only / 1000.0
+    );
 }

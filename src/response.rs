@@ -320,7 +320,9 @@ fn declare_schemas(msg: &Map<String, Value>, out: &mut Rewrite) {
         return;
     };
     for entry in entries {
-        let Some(obj) = entry.as_object() else { continue };
+        let Some(obj) = entry.as_object() else {
+            continue;
+        };
         let Some(name) = obj.get("name").and_then(Value::as_str) else {
             continue;
         };

@@ -200,10 +200,11 @@ impl Schema {
     /// be checked is listed in `unsupported` (a schema that is not an object
     /// or a boolean is one such entry).
     pub fn compile(doc: &Value) -> Schema {
-        let legacy = doc
-            .get("$schema")
-            .and_then(Value::as_str)
-            .is_some_and(|s| ["draft-04", "draft-06", "draft-07"].iter().any(|d| s.contains(d)));
+        let legacy = doc.get("$schema").and_then(Value::as_str).is_some_and(|s| {
+            ["draft-04", "draft-06", "draft-07"]
+                .iter()
+                .any(|d| s.contains(d))
+        });
         let mut c = Compiler {
             doc,
             nodes: Vec::new(),
@@ -367,7 +368,11 @@ impl<'a> Compiler<'a> {
         if let Some(r) = o.get("$ref") {
             match r.as_str().and_then(|r| self.reference(r, at)) {
                 Some(id) => s.ref_ = Some(id),
-                None => self.unsupported(at, "$ref", "only a pointer inside the same schema (#/...) is followed"),
+                None => self.unsupported(
+                    at,
+                    "$ref",
+                    "only a pointer inside the same schema (#/...) is followed",
+                ),
             }
             if self.ref_overrides {
                 return s;
@@ -388,7 +393,10 @@ impl<'a> Compiler<'a> {
             };
             let mut mask = 0u8;
             for n in names {
-                match TYPE_NAMES.iter().find(|(name, _)| Some(*name) == n.as_str()) {
+                match TYPE_NAMES
+                    .iter()
+                    .find(|(name, _)| Some(*name) == n.as_str())
+                {
                     Some((_, bit)) => mask |= bit,
                     None => {
                         self.unsupported(at, "type", "not a JSON Schema type name");
@@ -577,7 +585,10 @@ fn type_of(v: &Value) -> u8 {
 }
 
 fn is_integer(n: &serde_json::Number) -> bool {
-    n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.is_finite() && f.fract() == 0.0)
+    n.is_i64()
+        || n.is_u64()
+        || n.as_f64()
+            .is_some_and(|f| f.is_finite() && f.fract() == 0.0)
 }
 
 fn type_words(mask: u8) -> String {
@@ -606,17 +617,20 @@ fn found(v: &Value) -> &'static str {
 /// JSON equality: numbers by value (`1` is `1.0`), objects whatever the order.
 fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
-            (Some(i), Some(j), _, _) => i == j,
-            (_, _, Some(i), Some(j)) => i == j,
-            _ => x.as_f64() == y.as_f64(),
-        },
+        (Value::Number(x), Value::Number(y)) => {
+            match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
+                (Some(i), Some(j), _, _) => i == j,
+                (_, _, Some(i), Some(j)) => i == j,
+                _ => x.as_f64() == y.as_f64(),
+            }
+        }
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
         }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len()
-                && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
     }
@@ -628,7 +642,12 @@ struct Ctx<'s> {
 }
 
 impl<'s> Ctx<'s> {
-    fn fail(&self, path: &[Seg<'_>], keyword: &'static str, message: String) -> Result<(), Violation> {
+    fn fail(
+        &self,
+        path: &[Seg<'_>],
+        keyword: &'static str,
+        message: String,
+    ) -> Result<(), Violation> {
         Err(Violation {
             pointer: pointer(path),
             keyword,
@@ -657,7 +676,11 @@ impl<'s> Ctx<'s> {
             Some(Node::Obj(s)) => s,
             Some(Node::Bool(true)) => return Ok(()),
             Some(Node::Bool(false)) => {
-                return self.fail(path, "false", "no value is allowed here (schema false)".into())
+                return self.fail(
+                    path,
+                    "false",
+                    "no value is allowed here (schema false)".into(),
+                )
             }
             // Unreachable for a compiled schema; never a pass.
             Some(Node::Pending) | None => {
@@ -679,7 +702,11 @@ impl<'s> Ctx<'s> {
         }
         if let Some(c) = &s.const_ {
             if !json_eq(c, v) {
-                return self.fail(path, "const", "not the value the schema's const requires".into());
+                return self.fail(
+                    path,
+                    "const",
+                    "not the value the schema's const requires".into(),
+                );
             }
         }
         if let Some(list) = &s.enum_ {
@@ -688,7 +715,10 @@ impl<'s> Ctx<'s> {
                 return self.fail(
                     path,
                     "enum",
-                    format!("not one of the {} values the schema's enum allows", list.len()),
+                    format!(
+                        "not one of the {} values the schema's enum allows",
+                        list.len()
+                    ),
                 );
             }
         }
@@ -766,7 +796,12 @@ impl<'s> Ctx<'s> {
     /// No alternative matched: the deepest violation among them when it is
     /// below this value (it says where the instance went wrong), else one
     /// line for the combinator.
-    fn alternatives(&self, path: &[Seg<'_>], keyword: &'static str, deepest: Option<Violation>) -> Violation {
+    fn alternatives(
+        &self,
+        path: &[Seg<'_>],
+        keyword: &'static str,
+        deepest: Option<Violation>,
+    ) -> Violation {
         let here = pointer(path);
         match deepest {
             Some(e) if e.keyword == "$schema" => e,
@@ -782,8 +817,18 @@ impl<'s> Ctx<'s> {
     fn number(&self, s: &Obj, n: &serde_json::Number, path: &[Seg<'_>]) -> Result<(), Violation> {
         let Some(x) = n.as_f64() else { return Ok(()) };
         let checks: [(Option<f64>, bool, &'static str, &str); 4] = [
-            (s.minimum, x >= s.minimum.unwrap_or(f64::NEG_INFINITY), "minimum", "at least"),
-            (s.maximum, x <= s.maximum.unwrap_or(f64::INFINITY), "maximum", "at most"),
+            (
+                s.minimum,
+                x >= s.minimum.unwrap_or(f64::NEG_INFINITY),
+                "minimum",
+                "at least",
+            ),
+            (
+                s.maximum,
+                x <= s.maximum.unwrap_or(f64::INFINITY),
+                "maximum",
+                "at most",
+            ),
             (
                 s.exclusive_minimum,
                 x > s.exclusive_minimum.unwrap_or(f64::NEG_INFINITY),
@@ -815,15 +860,27 @@ impl<'s> Ctx<'s> {
         if s.min_length.is_some() || s.max_length.is_some() {
             let len = text.chars().count() as u64;
             if let Some(min) = s.min_length.filter(|m| len < *m) {
-                return self.fail(path, "minLength", format!("expected at least {min} characters"));
+                return self.fail(
+                    path,
+                    "minLength",
+                    format!("expected at least {min} characters"),
+                );
             }
             if let Some(max) = s.max_length.filter(|m| len > *m) {
-                return self.fail(path, "maxLength", format!("expected at most {max} characters"));
+                return self.fail(
+                    path,
+                    "maxLength",
+                    format!("expected at most {max} characters"),
+                );
             }
         }
         if let Some(re) = &s.pattern {
             if !re.is_match(text) {
-                return self.fail(path, "pattern", "does not match the schema's pattern".into());
+                return self.fail(
+                    path,
+                    "pattern",
+                    "does not match the schema's pattern".into(),
+                );
             }
         }
         Ok(())
@@ -863,7 +920,11 @@ impl<'s> Ctx<'s> {
             for (i, a) in items.iter().enumerate() {
                 if let Some(j) = items.iter().skip(i + 1).position(|b| json_eq(a, b)) {
                     path.push(Seg::Index(i + 1 + j));
-                    let r = self.fail(path, "uniqueItems", format!("repeats item {i} (uniqueItems)"));
+                    let r = self.fail(
+                        path,
+                        "uniqueItems",
+                        format!("repeats item {i} (uniqueItems)"),
+                    );
                     path.pop();
                     return r;
                 }
@@ -883,10 +944,18 @@ impl<'s> Ctx<'s> {
             }
             let min = s.min_contains.unwrap_or(1);
             if n < min {
-                return self.fail(path, "contains", format!("expected at least {min} items matching contains"));
+                return self.fail(
+                    path,
+                    "contains",
+                    format!("expected at least {min} items matching contains"),
+                );
             }
             if let Some(max) = s.max_contains.filter(|m| n > *m) {
-                return self.fail(path, "maxContains", format!("expected at most {max} items matching contains"));
+                return self.fail(
+                    path,
+                    "maxContains",
+                    format!("expected at most {max} items matching contains"),
+                );
             }
         }
         Ok(())
@@ -911,10 +980,18 @@ impl<'s> Ctx<'s> {
         }
         let len = members.len() as u64;
         if let Some(min) = s.min_properties.filter(|m| len < *m) {
-            return self.fail(path, "minProperties", format!("expected at least {min} members"));
+            return self.fail(
+                path,
+                "minProperties",
+                format!("expected at least {min} members"),
+            );
         }
         if let Some(max) = s.max_properties.filter(|m| len > *m) {
-            return self.fail(path, "maxProperties", format!("expected at most {max} members"));
+            return self.fail(
+                path,
+                "maxProperties",
+                format!("expected at most {max} members"),
+            );
         }
         for (name, needed) in &s.dependent_required {
             if members.contains_key(name) {
@@ -1049,11 +1126,31 @@ mod tests {
         };
         let cases: Vec<(&str, Value, Result<(), (&str, &str)>)> = vec![
             ("valid_arguments_pass", good(), Ok(())),
-            ("valid_with_optional_members_pass", with("note", Value::Null), Ok(())),
-            ("integer_written_with_a_fraction_is_an_integer", with("count", json!(3.0)), Ok(())),
-            ("missing_required_member_fails_at_the_top", json!({"items": [{"name": "a"}]}), Err(("", "required"))),
-            ("wrong_type_fails_at_its_member", with("customer", json!(7)), Err(("/customer", "type"))),
-            ("extra_member_under_additional_properties_false", with("extra", json!(1)), Err(("/extra", "additionalProperties"))),
+            (
+                "valid_with_optional_members_pass",
+                with("note", Value::Null),
+                Ok(()),
+            ),
+            (
+                "integer_written_with_a_fraction_is_an_integer",
+                with("count", json!(3.0)),
+                Ok(()),
+            ),
+            (
+                "missing_required_member_fails_at_the_top",
+                json!({"items": [{"name": "a"}]}),
+                Err(("", "required")),
+            ),
+            (
+                "wrong_type_fails_at_its_member",
+                with("customer", json!(7)),
+                Err(("/customer", "type")),
+            ),
+            (
+                "extra_member_under_additional_properties_false",
+                with("extra", json!(1)),
+                Err(("/extra", "additionalProperties")),
+            ),
             (
                 "nested_pointer_through_items_and_ref",
                 json!({"customer": "acme", "items": [{"name": "a"}, {"name": "b"}, {"name": 5}]}),
@@ -1064,17 +1161,64 @@ mod tests {
                 json!({"customer": "acme", "items": [{"name": "a", "colour": "red"}]}),
                 Err(("/items/0/colour", "additionalProperties")),
             ),
-            ("enum_outside_its_values", with("priority", json!("urgent")), Err(("/priority", "enum"))),
-            ("string_too_long", with("customer", json!("abcdefghi")), Err(("/customer", "maxLength"))),
-            ("string_too_short", with("customer", json!("")), Err(("/customer", "minLength"))),
-            ("pattern_not_matched", with("customer", json!("ACME")), Err(("/customer", "pattern"))),
-            ("too_many_items", with("items", json!([{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}])), Err(("/items", "maxItems"))),
-            ("too_few_items", with("items", json!([])), Err(("/items", "minItems"))),
-            ("integer_required", with("count", json!(2.5)), Err(("/count", "type"))),
-            ("below_minimum", with("count", json!(0)), Err(("/count", "minimum"))),
-            ("exclusive_maximum_reached", with("count", json!(10)), Err(("/count", "exclusiveMaximum"))),
-            ("not_a_multiple", json!({"customer": "a", "items": [{"name": "a", "qty": 0.3}]}), Err(("/items/0/qty", "multipleOf"))),
-            ("optional_member_of_neither_alternative", with("note", json!(5)), Err(("/note", "anyOf"))),
+            (
+                "enum_outside_its_values",
+                with("priority", json!("urgent")),
+                Err(("/priority", "enum")),
+            ),
+            (
+                "string_too_long",
+                with("customer", json!("abcdefghi")),
+                Err(("/customer", "maxLength")),
+            ),
+            (
+                "string_too_short",
+                with("customer", json!("")),
+                Err(("/customer", "minLength")),
+            ),
+            (
+                "pattern_not_matched",
+                with("customer", json!("ACME")),
+                Err(("/customer", "pattern")),
+            ),
+            (
+                "too_many_items",
+                with(
+                    "items",
+                    json!([{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}]),
+                ),
+                Err(("/items", "maxItems")),
+            ),
+            (
+                "too_few_items",
+                with("items", json!([])),
+                Err(("/items", "minItems")),
+            ),
+            (
+                "integer_required",
+                with("count", json!(2.5)),
+                Err(("/count", "type")),
+            ),
+            (
+                "below_minimum",
+                with("count", json!(0)),
+                Err(("/count", "minimum")),
+            ),
+            (
+                "exclusive_maximum_reached",
+                with("count", json!(10)),
+                Err(("/count", "exclusiveMaximum")),
+            ),
+            (
+                "not_a_multiple",
+                json!({"customer": "a", "items": [{"name": "a", "qty": 0.3}]}),
+                Err(("/items/0/qty", "multipleOf")),
+            ),
+            (
+                "optional_member_of_neither_alternative",
+                with("note", json!(5)),
+                Err(("/note", "anyOf")),
+            ),
             ("not_an_object_at_all", json!([1]), Err(("", "type"))),
         ];
         let schema = order_schema();
@@ -1088,27 +1232,127 @@ mod tests {
     #[test]
     fn combinators_refs_and_draft_spellings_work_as_specified() {
         let cases: Vec<(&str, Value, Value, Result<(), (&str, &str)>)> = vec![
-            ("one_of_exactly_one", json!({"oneOf": [{"type": "integer"}, {"type": "string"}]}), json!(1), Ok(())),
-            ("one_of_two_match", json!({"oneOf": [{"type": "integer"}, {"type": "number"}]}), json!(1), Err(("", "oneOf"))),
-            ("all_of_each", json!({"allOf": [{"minimum": 1}, {"maximum": 2}]}), json!(3), Err(("", "maximum"))),
-            ("not_matches", json!({"not": {"type": "null"}}), Value::Null, Err(("", "not"))),
+            (
+                "one_of_exactly_one",
+                json!({"oneOf": [{"type": "integer"}, {"type": "string"}]}),
+                json!(1),
+                Ok(()),
+            ),
+            (
+                "one_of_two_match",
+                json!({"oneOf": [{"type": "integer"}, {"type": "number"}]}),
+                json!(1),
+                Err(("", "oneOf")),
+            ),
+            (
+                "all_of_each",
+                json!({"allOf": [{"minimum": 1}, {"maximum": 2}]}),
+                json!(3),
+                Err(("", "maximum")),
+            ),
+            (
+                "not_matches",
+                json!({"not": {"type": "null"}}),
+                Value::Null,
+                Err(("", "not")),
+            ),
             ("const_by_value", json!({"const": 1}), json!(1.0), Ok(())),
-            ("const_differs", json!({"const": {"a": [1]}}), json!({"a": [2]}), Err(("", "const"))),
-            ("type_list", json!({"type": ["string", "null"]}), Value::Null, Ok(())),
-            ("type_list_miss", json!({"type": ["string", "null"]}), json!(1), Err(("", "type"))),
-            ("recursive_ref_to_root", json!({"type": "object", "properties": {"child": {"$ref": "#"}}, "additionalProperties": false}), json!({"child": {"child": {"x": 1}}}), Err(("/child/child/x", "additionalProperties"))),
-            ("draft07_definitions", json!({"$schema": "http://json-schema.org/draft-07/schema#", "definitions": {"n": {"type": "number"}}, "properties": {"a": {"$ref": "#/definitions/n"}}}), json!({"a": "x"}), Err(("/a", "type"))),
-            ("draft07_tuple_items", json!({"items": [{"type": "string"}], "additionalItems": false}), json!(["a", 1]), Err(("/1", "false"))),
-            ("prefix_items", json!({"prefixItems": [{"type": "string"}], "items": {"type": "integer"}}), json!(["a", 1, "b"]), Err(("/2", "type"))),
-            ("draft04_exclusive_boolean", json!({"maximum": 5, "exclusiveMaximum": true}), json!(5), Err(("", "exclusiveMaximum"))),
-            ("pattern_properties", json!({"patternProperties": {"^x_": {"type": "integer"}}, "additionalProperties": false}), json!({"x_a": 1, "y": 2}), Err(("/y", "additionalProperties"))),
-            ("property_names", json!({"propertyNames": {"maxLength": 3}}), json!({"abcd": 1}), Err(("/abcd", "propertyNames"))),
-            ("dependent_required", json!({"dependentRequired": {"a": ["b"]}}), json!({"a": 1}), Err(("", "dependentRequired"))),
-            ("unique_items", json!({"uniqueItems": true}), json!([1, 2, 1.0]), Err(("/2", "uniqueItems"))),
-            ("contains", json!({"contains": {"type": "string"}}), json!([1, 2]), Err(("", "contains"))),
-            ("if_then_else", json!({"if": {"properties": {"k": {"const": "a"}}}, "then": {"required": ["x"]}, "else": {"required": ["y"]}}), json!({"k": "b"}), Err(("", "required"))),
-            ("escaped_pointer_members", json!({"additionalProperties": false}), json!({"a/b~c": 1}), Err(("/a~1b~0c", "additionalProperties"))),
-            ("annotations_and_vendor_keywords_assert_nothing", json!({"title": "t", "format": "email", "x-order": 1, "nullable": true, "type": "string"}), json!("not an email"), Ok(())),
+            (
+                "const_differs",
+                json!({"const": {"a": [1]}}),
+                json!({"a": [2]}),
+                Err(("", "const")),
+            ),
+            (
+                "type_list",
+                json!({"type": ["string", "null"]}),
+                Value::Null,
+                Ok(()),
+            ),
+            (
+                "type_list_miss",
+                json!({"type": ["string", "null"]}),
+                json!(1),
+                Err(("", "type")),
+            ),
+            (
+                "recursive_ref_to_root",
+                json!({"type": "object", "properties": {"child": {"$ref": "#"}}, "additionalProperties": false}),
+                json!({"child": {"child": {"x": 1}}}),
+                Err(("/child/child/x", "additionalProperties")),
+            ),
+            (
+                "draft07_definitions",
+                json!({"$schema": "http://json-schema.org/draft-07/schema#", "definitions": {"n": {"type": "number"}}, "properties": {"a": {"$ref": "#/definitions/n"}}}),
+                json!({"a": "x"}),
+                Err(("/a", "type")),
+            ),
+            (
+                "draft07_tuple_items",
+                json!({"items": [{"type": "string"}], "additionalItems": false}),
+                json!(["a", 1]),
+                Err(("/1", "false")),
+            ),
+            (
+                "prefix_items",
+                json!({"prefixItems": [{"type": "string"}], "items": {"type": "integer"}}),
+                json!(["a", 1, "b"]),
+                Err(("/2", "type")),
+            ),
+            (
+                "draft04_exclusive_boolean",
+                json!({"maximum": 5, "exclusiveMaximum": true}),
+                json!(5),
+                Err(("", "exclusiveMaximum")),
+            ),
+            (
+                "pattern_properties",
+                json!({"patternProperties": {"^x_": {"type": "integer"}}, "additionalProperties": false}),
+                json!({"x_a": 1, "y": 2}),
+                Err(("/y", "additionalProperties")),
+            ),
+            (
+                "property_names",
+                json!({"propertyNames": {"maxLength": 3}}),
+                json!({"abcd": 1}),
+                Err(("/abcd", "propertyNames")),
+            ),
+            (
+                "dependent_required",
+                json!({"dependentRequired": {"a": ["b"]}}),
+                json!({"a": 1}),
+                Err(("", "dependentRequired")),
+            ),
+            (
+                "unique_items",
+                json!({"uniqueItems": true}),
+                json!([1, 2, 1.0]),
+                Err(("/2", "uniqueItems")),
+            ),
+            (
+                "contains",
+                json!({"contains": {"type": "string"}}),
+                json!([1, 2]),
+                Err(("", "contains")),
+            ),
+            (
+                "if_then_else",
+                json!({"if": {"properties": {"k": {"const": "a"}}}, "then": {"required": ["x"]}, "else": {"required": ["y"]}}),
+                json!({"k": "b"}),
+                Err(("", "required")),
+            ),
+            (
+                "escaped_pointer_members",
+                json!({"additionalProperties": false}),
+                json!({"a/b~c": 1}),
+                Err(("/a~1b~0c", "additionalProperties")),
+            ),
+            (
+                "annotations_and_vendor_keywords_assert_nothing",
+                json!({"title": "t", "format": "email", "x-order": 1, "nullable": true, "type": "string"}),
+                json!("not an email"),
+                Ok(()),
+            ),
             ("false_schema", json!(false), json!(1), Err(("", "false"))),
             ("true_schema", json!(true), json!({"anything": 1}), Ok(())),
         ];
@@ -1122,15 +1366,57 @@ mod tests {
     #[test]
     fn keywords_it_cannot_check_are_listed_with_their_place() {
         let cases: Vec<(&str, Value, Vec<(&str, &str)>)> = vec![
-            ("unevaluated_properties", json!({"properties": {"a": {"unevaluatedProperties": false}}}), vec![("/properties/a/unevaluatedProperties", "unevaluatedProperties")]),
-            ("remote_ref", json!({"$ref": "https://example.com/s.json"}), vec![("/$ref", "$ref")]),
-            ("anchor_ref", json!({"$ref": "#thing"}), vec![("/$ref", "$ref")]),
-            ("dangling_ref", json!({"$ref": "#/$defs/missing"}), vec![("/$ref", "$ref")]),
-            ("nested_id", json!({"properties": {"a": {"$id": "urn:x"}}}), vec![("/properties/a/$id", "$id")]),
-            ("regex_lite_cannot_compile", json!({"pattern": "(?<=a)b"}), vec![("/pattern", "pattern")]),
-            ("malformed_minimum", json!({"minimum": "1"}), vec![("/minimum", "minimum")]),
-            ("unknown_type_name", json!({"type": "int"}), vec![("/type", "type")]),
-            ("every_annotation_is_fine", json!(ANNOTATIONS.iter().map(|k| (k.to_string(), json!({}))).collect::<Map<String, Value>>()), vec![]),
+            (
+                "unevaluated_properties",
+                json!({"properties": {"a": {"unevaluatedProperties": false}}}),
+                vec![(
+                    "/properties/a/unevaluatedProperties",
+                    "unevaluatedProperties",
+                )],
+            ),
+            (
+                "remote_ref",
+                json!({"$ref": "https://example.com/s.json"}),
+                vec![("/$ref", "$ref")],
+            ),
+            (
+                "anchor_ref",
+                json!({"$ref": "#thing"}),
+                vec![("/$ref", "$ref")],
+            ),
+            (
+                "dangling_ref",
+                json!({"$ref": "#/$defs/missing"}),
+                vec![("/$ref", "$ref")],
+            ),
+            (
+                "nested_id",
+                json!({"properties": {"a": {"$id": "urn:x"}}}),
+                vec![("/properties/a/$id", "$id")],
+            ),
+            (
+                "regex_lite_cannot_compile",
+                json!({"pattern": "(?<=a)b"}),
+                vec![("/pattern", "pattern")],
+            ),
+            (
+                "malformed_minimum",
+                json!({"minimum": "1"}),
+                vec![("/minimum", "minimum")],
+            ),
+            (
+                "unknown_type_name",
+                json!({"type": "int"}),
+                vec![("/type", "type")],
+            ),
+            (
+                "every_annotation_is_fine",
+                json!(ANNOTATIONS
+                    .iter()
+                    .map(|k| (k.to_string(), json!({})))
+                    .collect::<Map<String, Value>>()),
+                vec![],
+            ),
         ];
         for (name, schema, want) in cases {
             let got: Vec<(String, String)> = Schema::compile(&schema)
@@ -1138,7 +1424,10 @@ mod tests {
                 .into_iter()
                 .map(|u| (u.pointer, u.keyword))
                 .collect();
-            let want: Vec<(String, String)> = want.into_iter().map(|(p, k)| (p.to_owned(), k.to_owned())).collect();
+            let want: Vec<(String, String)> = want
+                .into_iter()
+                .map(|(p, k)| (p.to_owned(), k.to_owned()))
+                .collect();
             assert_eq!(got, want, "{name}");
         }
     }
@@ -1146,7 +1435,8 @@ mod tests {
     #[test]
     fn costly_checks_stop_and_fail_closed() {
         // A reference to itself that never descends: the depth bound ends it.
-        let s = Schema::compile(&json!({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}));
+        let s =
+            Schema::compile(&json!({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}));
         let e = s.validate(&json!(1)).err().map(|v| v.keyword);
         assert_eq!(e, Some("$schema"));
         // Nested oneOf over a long array: the step budget ends it.

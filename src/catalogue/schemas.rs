@@ -418,7 +418,9 @@ impl SchemaFinding {
     pub fn error(&self) -> Value {
         let message = match self.side {
             Side::Input => "arguments do not match the tool's inputSchema",
-            Side::Output => "result refused: structuredContent does not match the tool's outputSchema",
+            Side::Output => {
+                "result refused: structuredContent does not match the tool's outputSchema"
+            }
         };
         json!({"code": crate::reply::DENIED, "message": message, "data": self.error_data()})
     }
@@ -463,7 +465,11 @@ pub fn check(
             true => "list the tools, then call again (schemas.unseen_calls: refuse)",
             false => "forwarded unchecked",
         };
-        Some(finding(None, format!("tool {tool:?}: {why}; {then}"), refuse))
+        Some(finding(
+            None,
+            format!("tool {tool:?}: {why}; {then}"),
+            refuse,
+        ))
     };
     let schemas = match known {
         Known::Declared(s) => s,
@@ -582,7 +588,9 @@ mod tests {
             Some(SchemaPolicy::default())
         );
         assert!(!SchemaPolicy::default().active());
-        let good = section(json!({"input": "enforce", "output": "warn", "unseen_calls": "allow", "ignore_keywords": ["unevaluatedProperties"]}));
+        let good = section(
+            json!({"input": "enforce", "output": "warn", "unseen_calls": "allow", "ignore_keywords": ["unevaluatedProperties"]}),
+        );
         assert_eq!(
             good,
             Ok(SchemaPolicy {
@@ -604,7 +612,11 @@ mod tests {
             ("not_an_object", json!("enforce"), &["$.schemas: expected an object, found a string"]),
         ];
         for (name, v, want) in cases {
-            assert_eq!(section(v.clone()), Err(want.iter().map(|s| s.to_string()).collect()), "{name}");
+            assert_eq!(
+                section(v.clone()),
+                Err(want.iter().map(|s| s.to_string()).collect()),
+                "{name}"
+            );
         }
     }
 
@@ -626,7 +638,10 @@ mod tests {
         let r = remember(
             &store,
             "up",
-            &[declared_of("search", strict, None), declared_of("odd", odd, None)],
+            &[
+                declared_of("search", strict, None),
+                declared_of("odd", odd, None),
+            ],
         );
         assert_eq!(r, Ok(()));
         let enforce = SchemaPolicy {
@@ -640,19 +655,123 @@ mod tests {
         };
         // (case, policy, mode, upstream, tool, arguments, want: None = passes,
         //  Some((pointer, enforced)))
-        let cases: Vec<(&str, &SchemaPolicy, SchemaMode, &str, &str, Option<Value>, Option<(Option<&str>, bool)>)> = vec![
-            ("valid_call_passes", &enforce, SchemaMode::Enforce, "up", "search", Some(json!({"q": "x"})), None),
-            ("missing_required_refused", &enforce, SchemaMode::Enforce, "up", "search", Some(json!({})), Some((Some(""), true))),
-            ("absent_arguments_are_an_empty_object", &enforce, SchemaMode::Enforce, "up", "search", None, Some((Some(""), true))),
-            ("wrong_type_refused", &enforce, SchemaMode::Enforce, "up", "search", Some(json!({"q": 1})), Some((Some("/q"), true))),
-            ("extra_member_refused_at_its_pointer", &enforce, SchemaMode::Enforce, "up", "search", Some(json!({"q": "x", "extra": 1})), Some((Some("/extra"), true))),
-            ("warn_records_but_forwards", &enforce, SchemaMode::Warn, "up", "search", Some(json!({"q": 1})), Some((Some("/q"), false))),
-            ("unknown_tool_refused_under_enforce", &enforce, SchemaMode::Enforce, "up", "delete_all", Some(json!({})), Some((None, true))),
-            ("unknown_upstream_is_unseen", &enforce, SchemaMode::Enforce, "other", "search", Some(json!({"q": "x"})), Some((None, true))),
-            ("unseen_calls_allow_forwards_unseen", &lenient, SchemaMode::Enforce, "up", "delete_all", Some(json!({})), Some((None, false))),
-            ("unsupported_keyword_makes_the_tool_unverifiable", &enforce, SchemaMode::Enforce, "up", "odd", Some(json!({})), Some((None, true))),
-            ("ignored_keyword_checks_the_rest", &lenient, SchemaMode::Enforce, "up", "odd", Some(json!({})), None),
-            ("ignored_keyword_still_checks_types", &lenient, SchemaMode::Enforce, "up", "odd", Some(json!([])), Some((Some(""), true))),
+        let cases: Vec<(
+            &str,
+            &SchemaPolicy,
+            SchemaMode,
+            &str,
+            &str,
+            Option<Value>,
+            Option<(Option<&str>, bool)>,
+        )> = vec![
+            (
+                "valid_call_passes",
+                &enforce,
+                SchemaMode::Enforce,
+                "up",
+                "search",
+                Some(json!({"q": "x"})),
+                None,
+            ),
+            (
+                "missing_required_refused",
+                &enforce,
+                SchemaMode::Enforce,
+                "up",
+                "search",
+                Some(json!({})),
+                Some((Some(""), true)),
+            ),
+            (
+                "absent_arguments_are_an_empty_object",
+                &enforce,
+                SchemaMode::Enforce,
+                "up",
+                "search",
+                None,
+                Some((Some(""), true)),
+            ),
+            (
+                "wrong_type_refused",
+                &enforce,
+                SchemaMode::Enforce,
+                "up",
+                "search",
+                Some(json!({"q": 1})),
+                Some((Some("/q"), true)),
+            ),
+            (
+                "extra_member_refused_at_its_pointer",
+                &enforce,
+                SchemaMode::Enforce,
+                "up",
+                "search",
+                Some(json!({"q": "x", "extra": 1})),
+                Some((Some("/extra"), true)),
+            ),
+            (
+                "warn_records_but_forwards",
+                &enforce,
+                SchemaMode::Warn,
+                "up",
+                "search",
+                Some(json!({"q": 1})),
+                Some((Some("/q"), false)),
+            ),
+            (
+                "unknown_tool_refused_under_enforce",
+                &enforce,
+                SchemaMode::Enforce,
+                "up",
+                "delete_all",
+                Some(json!({})),
+                Some((None, true)),
+            ),
+            (
+                "unknown_upstream_is_unseen",
+                &enforce,
+                SchemaMode::Enforce,
+                "other",
+                "search",
+                Some(json!({"q": "x"})),
+                Some((None, true)),
+            ),
+            (
+                "unseen_calls_allow_forwards_unseen",
+                &lenient,
+                SchemaMode::Enforce,
+                "up",
+                "delete_all",
+                Some(json!({})),
+                Some((None, false)),
+            ),
+            (
+                "unsupported_keyword_makes_the_tool_unverifiable",
+                &enforce,
+                SchemaMode::Enforce,
+                "up",
+                "odd",
+                Some(json!({})),
+                Some((None, true)),
+            ),
+            (
+                "ignored_keyword_checks_the_rest",
+                &lenient,
+                SchemaMode::Enforce,
+                "up",
+                "odd",
+                Some(json!({})),
+                None,
+            ),
+            (
+                "ignored_keyword_still_checks_types",
+                &lenient,
+                SchemaMode::Enforce,
+                "up",
+                "odd",
+                Some(json!([])),
+                Some((Some(""), true)),
+            ),
         ];
         for (name, policy, mode, upstream, tool, args, want) in cases {
             let known = recall(&store, upstream, tool);
@@ -671,7 +790,9 @@ mod tests {
         let d = declared_of(
             "weather",
             json!({"type": "object"}),
-            Some(json!({"type": "object", "properties": {"temp": {"type": "number"}}, "required": ["temp"]})),
+            Some(
+                json!({"type": "object", "properties": {"temp": {"type": "number"}}, "required": ["temp"]}),
+            ),
         );
         let Some(compiled) = d.compiled.clone() else {
             panic!("compiled");
@@ -682,14 +803,36 @@ mod tests {
             ..SchemaPolicy::default()
         };
         let cases: Vec<(&str, &Known, Option<Value>, Option<Option<&str>>)> = vec![
-            ("valid_structured_content", &known, Some(json!({"temp": 3})), None),
-            ("wrong_type", &known, Some(json!({"temp": "warm"})), Some(Some("/temp"))),
+            (
+                "valid_structured_content",
+                &known,
+                Some(json!({"temp": 3})),
+                None,
+            ),
+            (
+                "wrong_type",
+                &known,
+                Some(json!({"temp": "warm"})),
+                Some(Some("/temp")),
+            ),
             ("missing_structured_content", &known, None, Some(Some(""))),
-            ("tool_never_listed_passes", &Known::Unseen, Some(json!(1)), None),
+            (
+                "tool_never_listed_passes",
+                &Known::Unseen,
+                Some(json!(1)),
+                None,
+            ),
         ];
         for (name, known, value, want) in cases {
-            let got = check(&p, Side::Output, SchemaMode::Enforce, "weather", known, value.as_ref())
-                .map(|f| f.pointer);
+            let got = check(
+                &p,
+                Side::Output,
+                SchemaMode::Enforce,
+                "weather",
+                known,
+                value.as_ref(),
+            )
+            .map(|f| f.pointer);
             assert_eq!(got, want.map(|p| p.map(str::to_owned)), "{name}");
         }
     }
@@ -699,10 +842,16 @@ mod tests {
         let store = MemoryStore::new();
         // Too large to keep: remembered as such, and unverifiable.
         let huge = json!({"description": "x".repeat(MAX_STORED_BYTES)});
-        assert_eq!(remember(&store, "up", &[declared_of("big", huge, None)]), Ok(()));
+        assert_eq!(
+            remember(&store, "up", &[declared_of("big", huge, None)]),
+            Ok(())
+        );
         assert_eq!(recall(&store, "up", "big"), Known::TooLarge);
         // Garbage where a definition should be: unavailable, never a pass.
-        assert_eq!(store.set(&key("up", "bad"), b"not a definition", None), Ok(()));
+        assert_eq!(
+            store.set(&key("up", "bad"), b"not a definition", None),
+            Ok(())
+        );
         assert_eq!(recall(&store, "up", "bad"), Known::Unavailable);
         // The index bounds the keys per upstream.
         let many: Vec<Declared> = (0..MAX_TOOLS + 2)
@@ -710,13 +859,19 @@ mod tests {
             .collect();
         assert_eq!(remember(&store, "full", &many), Ok(()));
         assert!(matches!(recall(&store, "full", "t0"), Known::Declared(_)));
-        assert_eq!(recall(&store, "full", &format!("t{}", MAX_TOOLS + 1)), Known::Unseen);
+        assert_eq!(
+            recall(&store, "full", &format!("t{}", MAX_TOOLS + 1)),
+            Known::Unseen
+        );
         // The last list wins: a changed schema replaces the old one.
         let a = declared_of("s", json!({"type": "object"}), None);
         let b = declared_of("s", json!({"type": "array"}), None);
         assert_eq!(remember(&store, "up", &[a]), Ok(()));
         assert_eq!(remember(&store, "up", &[b.clone()]), Ok(()));
-        assert_eq!(recall(&store, "up", "s"), Known::Declared(b.compiled.clone().unwrap_or_else(|| panic!())));
+        assert_eq!(
+            recall(&store, "up", "s"),
+            Known::Declared(b.compiled.clone().unwrap_or_else(|| panic!()))
+        );
     }
 
     #[test]

@@ -114,7 +114,11 @@ impl PendingAudit {
                 })
                 .collect(),
             approval: None,
-            catalogue: m.schema.iter().map(|f| audit_schema(f, action_of_call(m))).collect(),
+            catalogue: m
+                .schema
+                .iter()
+                .map(|f| audit_schema(f, action_of_call(m)))
+                .collect(),
         }
     }
 

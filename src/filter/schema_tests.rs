@@ -64,10 +64,18 @@ fn list(p: &Rc<CompiledPolicy>, store: &Rc<MemoryStore>, cluster: &str, sse: boo
     assert!(x.request(Request::new(body.as_bytes())).forwarded());
     let answer = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": tools()}}).to_string();
     let (ct, body) = match sse {
-        true => ("text/event-stream", format!("event: message\ndata: {answer}\n\n")),
+        true => (
+            "text/event-stream",
+            format!("event: message\ndata: {answer}\n\n"),
+        ),
         false => ("application/json", answer),
     };
-    x.respond(Response::new(body.as_bytes()).status("200").content_type(ct).chunk(17));
+    x.respond(
+        Response::new(body.as_bytes())
+            .status("200")
+            .content_type(ct)
+            .chunk(17),
+    );
     x.done();
     std::mem::take(&mut x.host)
 }
@@ -83,7 +91,10 @@ fn call(
 ) -> (Result<Value, Value>, FakeHost) {
     let mut x = Exchange::new(p.clone(), host_on(store, HERE));
     let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}).to_string();
-    if !x.request(Request::new(body.as_bytes()).chunk(7)).forwarded() {
+    if !x
+        .request(Request::new(body.as_bytes()).chunk(7))
+        .forwarded()
+    {
         let e = x
             .reply()
             .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap_or(Value::Null))
@@ -92,7 +103,12 @@ fn call(
     }
     let answer = json!({"jsonrpc": "2.0", "id": 9, "result": result}).to_string();
     let out = x
-        .respond(Response::new(answer.as_bytes()).status("200").content_type("application/json").chunk(13))
+        .respond(
+            Response::new(answer.as_bytes())
+                .status("200")
+                .content_type("application/json")
+                .chunk(13),
+        )
         .downstream()
         .to_vec();
     x.done();
@@ -116,15 +132,87 @@ fn calls_are_checked_against_the_listed_input_schema() {
     // (case, policy, list first (sse?), tool, arguments, want: Ok = forwarded,
     //  Err((rule, pointer)), counter that counts it)
     type Want = Result<(), (&'static str, Option<&'static str>)>;
-    let cases: Vec<(&str, &Rc<CompiledPolicy>, Option<bool>, &str, Value, Want, Option<Counter>)> = vec![
-        ("valid_call_passes", &enforce, Some(false), "add_order", json!({"customer": "acme", "items": [{"name": "a"}]}), Ok(()), None),
-        ("missing_required_is_refused", &enforce, Some(false), "add_order", json!({"items": []}), Err(("input-schema", Some(""))), Some(Counter::SchemasRefused)),
-        ("wrong_type_is_refused", &enforce, Some(true), "add_order", json!({"customer": 7}), Err(("input-schema", Some("/customer"))), Some(Counter::SchemasRefused)),
-        ("extra_member_is_refused_at_its_pointer", &enforce, Some(false), "add_order", json!({"customer": "a", "extra": true}), Err(("input-schema", Some("/extra"))), Some(Counter::SchemasRefused)),
-        ("nested_pointer_through_a_ref", &enforce, Some(false), "add_order", json!({"customer": "a", "items": [{"name": "a"}, {"name": "b"}, {"name": 3}]}), Err(("input-schema", Some("/items/2/name"))), Some(Counter::SchemasRefused)),
-        ("unknown_tool_is_refused_under_enforce", &enforce, Some(false), "drop_tables", json!({}), Err(("input-schema", None)), Some(Counter::SchemasRefused)),
-        ("nothing_listed_yet_is_refused", &enforce, None, "add_order", json!({"customer": "a"}), Err(("input-schema", None)), Some(Counter::SchemasRefused)),
-        ("warn_forwards_and_counts", &warn, Some(false), "add_order", json!({"customer": 7}), Ok(()), Some(Counter::SchemasWarned)),
+    let cases: Vec<(
+        &str,
+        &Rc<CompiledPolicy>,
+        Option<bool>,
+        &str,
+        Value,
+        Want,
+        Option<Counter>,
+    )> = vec![
+        (
+            "valid_call_passes",
+            &enforce,
+            Some(false),
+            "add_order",
+            json!({"customer": "acme", "items": [{"name": "a"}]}),
+            Ok(()),
+            None,
+        ),
+        (
+            "missing_required_is_refused",
+            &enforce,
+            Some(false),
+            "add_order",
+            json!({"items": []}),
+            Err(("input-schema", Some(""))),
+            Some(Counter::SchemasRefused),
+        ),
+        (
+            "wrong_type_is_refused",
+            &enforce,
+            Some(true),
+            "add_order",
+            json!({"customer": 7}),
+            Err(("input-schema", Some("/customer"))),
+            Some(Counter::SchemasRefused),
+        ),
+        (
+            "extra_member_is_refused_at_its_pointer",
+            &enforce,
+            Some(false),
+            "add_order",
+            json!({"customer": "a", "extra": true}),
+            Err(("input-schema", Some("/extra"))),
+            Some(Counter::SchemasRefused),
+        ),
+        (
+            "nested_pointer_through_a_ref",
+            &enforce,
+            Some(false),
+            "add_order",
+            json!({"customer": "a", "items": [{"name": "a"}, {"name": "b"}, {"name": 3}]}),
+            Err(("input-schema", Some("/items/2/name"))),
+            Some(Counter::SchemasRefused),
+        ),
+        (
+            "unknown_tool_is_refused_under_enforce",
+            &enforce,
+            Some(false),
+            "drop_tables",
+            json!({}),
+            Err(("input-schema", None)),
+            Some(Counter::SchemasRefused),
+        ),
+        (
+            "nothing_listed_yet_is_refused",
+            &enforce,
+            None,
+            "add_order",
+            json!({"customer": "a"}),
+            Err(("input-schema", None)),
+            Some(Counter::SchemasRefused),
+        ),
+        (
+            "warn_forwards_and_counts",
+            &warn,
+            Some(false),
+            "add_order",
+            json!({"customer": 7}),
+            Ok(()),
+            Some(Counter::SchemasWarned),
+        ),
     ];
     for (name, p, listed, tool, args, want, counter) in cases {
         let store = Rc::new(MemoryStore::new());
@@ -138,7 +226,10 @@ fn calls_are_checked_against_the_listed_input_schema() {
             let reason = e["data"]["reason"].as_str().unwrap_or("").to_owned();
             let pointer = e["data"]["pointer"].as_str().map(str::to_owned);
             if let Some(p) = &pointer {
-                assert!(reason.contains(if p.is_empty() { "the top level" } else { p }), "{name}: {reason}");
+                assert!(
+                    reason.contains(if p.is_empty() { "the top level" } else { p }),
+                    "{name}: {reason}"
+                );
             }
             (e["data"]["rule"].as_str().unwrap_or("").to_owned(), pointer)
         });
@@ -149,8 +240,15 @@ fn calls_are_checked_against_the_listed_input_schema() {
         }
         // The audit event names the check and the pointer, never the value.
         if want.is_err() || counter.is_some() {
-            let records = &h.audited.last().map(|e| e.catalogue.clone()).unwrap_or_default();
-            assert!(records.iter().any(|r| r.check == "input_schema"), "{name}: {records:?}");
+            let records = &h
+                .audited
+                .last()
+                .map(|e| e.catalogue.clone())
+                .unwrap_or_default();
+            assert!(
+                records.iter().any(|r| r.check == "input_schema"),
+                "{name}: {records:?}"
+            );
         }
     }
 }
@@ -175,13 +273,49 @@ fn results_are_held_to_the_listed_output_schema() {
     let bad = json!({"content": [], "structuredContent": {"temp": "warm"}});
     let tool_error = json!({"content": [], "isError": true});
     // (case, policy, result, want: Ok = passed unchanged, Err(pointer), counter)
-    let cases: Vec<(&str, &Rc<CompiledPolicy>, Value, Result<(), &str>, Option<Counter>)> = vec![
+    let cases: Vec<(
+        &str,
+        &Rc<CompiledPolicy>,
+        Value,
+        Result<(), &str>,
+        Option<Counter>,
+    )> = vec![
         ("valid_result_passes", &enforce, good, Ok(()), None),
-        ("invalid_result_is_replaced", &enforce, bad.clone(), Err("/temp"), Some(Counter::SchemasResultsBlocked)),
-        ("missing_structured_content_is_replaced", &enforce, json!({"content": []}), Err(""), Some(Counter::SchemasResultsBlocked)),
-        ("a_tool_error_is_not_held_to_it", &enforce, tool_error, Ok(()), None),
-        ("warn_passes_and_counts", &warn, bad.clone(), Ok(()), Some(Counter::SchemasResultsWarned)),
-        ("dry_run_passes_and_counts", &dry, bad, Ok(()), Some(Counter::SchemasResultsWarned)),
+        (
+            "invalid_result_is_replaced",
+            &enforce,
+            bad.clone(),
+            Err("/temp"),
+            Some(Counter::SchemasResultsBlocked),
+        ),
+        (
+            "missing_structured_content_is_replaced",
+            &enforce,
+            json!({"content": []}),
+            Err(""),
+            Some(Counter::SchemasResultsBlocked),
+        ),
+        (
+            "a_tool_error_is_not_held_to_it",
+            &enforce,
+            tool_error,
+            Ok(()),
+            None,
+        ),
+        (
+            "warn_passes_and_counts",
+            &warn,
+            bad.clone(),
+            Ok(()),
+            Some(Counter::SchemasResultsWarned),
+        ),
+        (
+            "dry_run_passes_and_counts",
+            &dry,
+            bad,
+            Ok(()),
+            Some(Counter::SchemasResultsWarned),
+        ),
     ];
     for (name, p, result, want, counter) in cases {
         let store = Rc::new(MemoryStore::new());
@@ -204,8 +338,17 @@ fn schemas_listed_on_one_upstream_do_not_serve_another() {
     let p = policy(json!({"input": "enforce"}));
     let store = Rc::new(MemoryStore::new());
     list(&p, &store, "other_server", false);
-    let (got, _) = call(&p, &store, "add_order", json!({"customer": "a"}), json!({"content": []}));
-    assert_eq!(got.err().map(|e| e["data"]["rule"].clone()), Some(json!("input-schema")));
+    let (got, _) = call(
+        &p,
+        &store,
+        "add_order",
+        json!({"customer": "a"}),
+        json!({"content": []}),
+    );
+    assert_eq!(
+        got.err().map(|e| e["data"]["rule"].clone()),
+        Some(json!("input-schema"))
+    );
 }
 
 #[test]
@@ -217,6 +360,12 @@ fn off_by_default_nothing_is_read_or_remembered() {
         crate::catalogue::schemas::recall(&*store, HERE, "add_order"),
         crate::catalogue::schemas::Known::Unseen
     );
-    let (got, _) = call(&p, &store, "add_order", json!({"customer": 7}), json!({"content": []}));
+    let (got, _) = call(
+        &p,
+        &store,
+        "add_order",
+        json!({"customer": 7}),
+        json!({"content": []}),
+    );
     assert!(got.is_ok());
 }
