@@ -1085,6 +1085,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// `Ok` or the (pointer, keyword) of the violation.
+    type Want = Result<(), (&'static str, &'static str)>;
+    /// (pointer, keyword) of each unsupported keyword.
+    type Places = Vec<(&'static str, &'static str)>;
+
     /// A schema as the Python SDK (pydantic) writes one: `$defs`, `$ref`,
     /// `anyOf` with null for an optional member, `additionalProperties`.
     fn order_schema() -> Value {
@@ -1124,7 +1129,7 @@ mod tests {
             g[k] = v;
             g
         };
-        let cases: Vec<(&str, Value, Result<(), (&str, &str)>)> = vec![
+        let cases: Vec<(&str, Value, Want)> = vec![
             ("valid_arguments_pass", good(), Ok(())),
             (
                 "valid_with_optional_members_pass",
@@ -1231,7 +1236,7 @@ mod tests {
 
     #[test]
     fn combinators_refs_and_draft_spellings_work_as_specified() {
-        let cases: Vec<(&str, Value, Value, Result<(), (&str, &str)>)> = vec![
+        let cases: Vec<(&str, Value, Value, Want)> = vec![
             (
                 "one_of_exactly_one",
                 json!({"oneOf": [{"type": "integer"}, {"type": "string"}]}),
@@ -1365,7 +1370,7 @@ mod tests {
 
     #[test]
     fn keywords_it_cannot_check_are_listed_with_their_place() {
-        let cases: Vec<(&str, Value, Vec<(&str, &str)>)> = vec![
+        let cases: Vec<(&str, Value, Places)> = vec![
             (
                 "unevaluated_properties",
                 json!({"properties": {"a": {"unevaluatedProperties": false}}}),

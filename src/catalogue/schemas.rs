@@ -103,7 +103,7 @@ impl SchemaPolicy {
         schema
             .unsupported
             .iter()
-            .find(|u| !self.ignore_keywords.iter().any(|k| *k == u.keyword))
+            .find(|u| !self.ignore_keywords.contains(&u.keyword))
     }
 }
 
@@ -655,15 +655,17 @@ mod tests {
         };
         // (case, policy, mode, upstream, tool, arguments, want: None = passes,
         //  Some((pointer, enforced)))
-        let cases: Vec<(
-            &str,
-            &SchemaPolicy,
+        type Want = Option<(Option<&'static str>, bool)>;
+        type Case<'a> = (
+            &'a str,
+            &'a SchemaPolicy,
             SchemaMode,
-            &str,
-            &str,
+            &'a str,
+            &'a str,
             Option<Value>,
-            Option<(Option<&str>, bool)>,
-        )> = vec![
+            Want,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "valid_call_passes",
                 &enforce,
@@ -802,7 +804,8 @@ mod tests {
             output: SchemaMode::Enforce,
             ..SchemaPolicy::default()
         };
-        let cases: Vec<(&str, &Known, Option<Value>, Option<Option<&str>>)> = vec![
+        type Case<'a> = (&'a str, &'a Known, Option<Value>, Option<Option<&'a str>>);
+        let cases: Vec<Case> = vec![
             (
                 "valid_structured_content",
                 &known,
@@ -867,7 +870,7 @@ mod tests {
         let a = declared_of("s", json!({"type": "object"}), None);
         let b = declared_of("s", json!({"type": "array"}), None);
         assert_eq!(remember(&store, "up", &[a]), Ok(()));
-        assert_eq!(remember(&store, "up", &[b.clone()]), Ok(()));
+        assert_eq!(remember(&store, "up", std::slice::from_ref(&b)), Ok(()));
         assert_eq!(
             recall(&store, "up", "s"),
             Known::Declared(b.compiled.clone().unwrap_or_else(|| panic!()))

@@ -132,15 +132,16 @@ fn calls_are_checked_against_the_listed_input_schema() {
     // (case, policy, list first (sse?), tool, arguments, want: Ok = forwarded,
     //  Err((rule, pointer)), counter that counts it)
     type Want = Result<(), (&'static str, Option<&'static str>)>;
-    let cases: Vec<(
-        &str,
-        &Rc<CompiledPolicy>,
+    type Case<'a> = (
+        &'a str,
+        &'a Rc<CompiledPolicy>,
         Option<bool>,
-        &str,
+        &'a str,
         Value,
         Want,
         Option<Counter>,
-    )> = vec![
+    );
+    let cases: Vec<Case> = vec![
         (
             "valid_call_passes",
             &enforce,
@@ -273,13 +274,14 @@ fn results_are_held_to_the_listed_output_schema() {
     let bad = json!({"content": [], "structuredContent": {"temp": "warm"}});
     let tool_error = json!({"content": [], "isError": true});
     // (case, policy, result, want: Ok = passed unchanged, Err(pointer), counter)
-    let cases: Vec<(
-        &str,
-        &Rc<CompiledPolicy>,
+    type Case<'a> = (
+        &'a str,
+        &'a Rc<CompiledPolicy>,
         Value,
-        Result<(), &str>,
+        Result<(), &'a str>,
         Option<Counter>,
-    )> = vec![
+    );
+    let cases: Vec<Case> = vec![
         ("valid_result_passes", &enforce, good, Ok(()), None),
         (
             "invalid_result_is_replaced",
