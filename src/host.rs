@@ -57,10 +57,16 @@ pub enum Counter {
     CatalogueResultsFlagged,
     CatalogueRememberFailed,
     IntentsRememberFailed,
+    SchemasRefused,
+    SchemasWarned,
+    SchemasResultsBlocked,
+    SchemasResultsWarned,
+    SchemasUnverifiable,
+    SchemasRememberFailed,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 38] = [
+    pub const ALL: [Counter; 44] = [
         Counter::DecisionAllow,
         Counter::DecisionDeny,
         Counter::DecisionApproval,
@@ -99,6 +105,12 @@ impl Counter {
         Counter::CatalogueResultsFlagged,
         Counter::CatalogueRememberFailed,
         Counter::IntentsRememberFailed,
+        Counter::SchemasRefused,
+        Counter::SchemasWarned,
+        Counter::SchemasResultsBlocked,
+        Counter::SchemasResultsWarned,
+        Counter::SchemasUnverifiable,
+        Counter::SchemasRememberFailed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -145,6 +157,15 @@ impl Counter {
             Counter::CatalogueResultsFlagged => "mcp_firewall.catalogue.results_flagged",
             Counter::CatalogueRememberFailed => "mcp_firewall.catalogue.remember_failed",
             Counter::IntentsRememberFailed => "mcp_firewall.intents.remember_failed",
+            // Calls refused / forwarded unchecked or invalid, results
+            // replaced / forwarded invalid, listed tools whose schemas hold
+            // a keyword the validator cannot check (per page).
+            Counter::SchemasRefused => "mcp_firewall.schemas.refused",
+            Counter::SchemasWarned => "mcp_firewall.schemas.warned",
+            Counter::SchemasResultsBlocked => "mcp_firewall.schemas.results_blocked",
+            Counter::SchemasResultsWarned => "mcp_firewall.schemas.results_warned",
+            Counter::SchemasUnverifiable => "mcp_firewall.schemas.unverifiable",
+            Counter::SchemasRememberFailed => "mcp_firewall.schemas.remember_failed",
         }
     }
 }

@@ -53,6 +53,13 @@ pub struct ResponsePlan {
     /// Ids of requests whose results the catalogue checks read, with where
     /// the result's text is.
     pub inspected_results: Vec<(String, ResultKind)>,
+    /// Ids of `tools/call` requests whose `structuredContent` is checked
+    /// against the tool's declared `outputSchema` (`schemas.output` not
+    /// `off`), with the tool and what was known of its schemas.
+    pub schema_results: Vec<(String, String, crate::catalogue::schemas::Known)>,
+    /// Ids of `tools/list` requests whose answers' schemas are remembered
+    /// (`schemas` on; every page, in dry run too).
+    pub schema_lists: Vec<String>,
 }
 
 impl ResponsePlan {
@@ -63,6 +70,8 @@ impl ResponsePlan {
             && self.pinned_lists.is_empty()
             && self.catalogue_lists.is_empty()
             && self.inspected_results.is_empty()
+            && self.schema_results.is_empty()
+            && self.schema_lists.is_empty()
     }
 }
 
@@ -158,6 +167,13 @@ pub struct Rewrite {
     /// entry, before the caller's view is cut; only when a rule selects
     /// `intents`): what the calls that follow are judged by.
     pub intents: Vec<(String, IntentSet)>,
+    /// The schemas each `tools/list` entry declared (every entry, before
+    /// the caller's view is cut; only when `schemas` is on): remembered per
+    /// upstream for the calls that follow.
+    pub schemas_declared: Vec<crate::catalogue::schemas::Declared>,
+    /// A result whose `structuredContent` did not pass its tool's
+    /// `outputSchema`, and whether it was replaced (enforced, not dry run).
+    pub schema_result: Option<(crate::catalogue::schemas::SchemaFinding, bool)>,
 }
 
 /// Rewrite one server JSON-RPC message in place according to the plan.
@@ -210,6 +226,16 @@ pub fn rewrite_message(
         inspect_list(policy, others, *list, msg, &mut out);
     }
     let scanned = plan.scans.contains(&id);
+    if let Some((_, tool, known)) = plan.schema_results.iter().find(|(k, _, _)| *k == id) {
+        // Before DLP and the catalogue checks: the server's answer as sent
+        // is what its contract describes.
+        check_output_schema(policy, tool, known, msg, &mut out);
+    }
+    if plan.schema_lists.contains(&id) {
+        // Every entry, before the caller's view is cut: the schemas are the
+        // server's, whoever listed them.
+        declare_schemas(msg, &mut out);
+    }
     let Some(catalogue) = plan.lists.iter().find(|(k, _)| *k == id).map(|(_, c)| *c) else {
         if scanned {
             scan_result(policy, msg, &mut out, Answer::Result);
@@ -282,6 +308,69 @@ fn filter_list(
             out.changed = true;
         }
     }
+}
+
+/// The schemas each entry of a `tools/list` answer declares, compiled
+/// (through the VM's cache) to be remembered for its upstream. Read from
+/// `result.tools` and the entry's `name`, `inputSchema` and `outputSchema`
+/// as MCP spells them: a list spelt otherwise is refused outside dry run
+/// (`check_result`'s note), and its tools stay unseen.
+fn declare_schemas(msg: &Map<String, Value>, out: &mut Rewrite) {
+    let Some(Value::Array(entries)) = msg.get("result").and_then(|r| r.get("tools")) else {
+        return;
+    };
+    for entry in entries {
+        let Some(obj) = entry.as_object() else {
+            continue;
+        };
+        let Some(name) = obj.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        out.schemas_declared
+            .push(crate::catalogue::schemas::declared(name, obj));
+    }
+}
+
+/// A `tools/call` result held to its tool's declared `outputSchema`: its
+/// `structuredContent` must validate (MCP 2025-06-18 and later: "servers
+/// MUST provide structured results that conform to this schema"). An error
+/// answer, or a result with `isError: true`, is not held to it (a tool
+/// error carries no structured result). Under `schemas.output: enforce`
+/// (not in dry run) a result that fails is replaced by a -32010 error
+/// (rule `output-schema`, the pointer, never the value), as the catalogue
+/// checks' `block` replaces one.
+fn check_output_schema(
+    policy: &CompiledPolicy,
+    tool: &str,
+    known: &crate::catalogue::schemas::Known,
+    msg: &mut Map<String, Value>,
+    out: &mut Rewrite,
+) {
+    use crate::catalogue::schemas::{check, Side};
+    let Some(Value::Object(result)) = msg.get("result") else {
+        return;
+    };
+    if result.get("isError").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    let sp = &policy.schemas;
+    let Some(finding) = check(
+        sp,
+        Side::Output,
+        sp.output,
+        tool,
+        known,
+        result.get("structuredContent"),
+    ) else {
+        return;
+    };
+    let applied = finding.enforced && policy.mode != Mode::DryRun;
+    if applied {
+        msg.remove("result");
+        msg.insert("error".into(), finding.error());
+        out.changed = true;
+    }
+    out.schema_result = Some((finding, applied));
 }
 
 /// Check a `tools/list` answer against `pins`: under `mode: enforce` (not in

@@ -52,11 +52,18 @@ pub enum RuleId {
     /// server (a poisoned definition), or, under `catalogue.unlisted_calls:
     /// refuse`, of a tool no list of its server showed.
     Catalogue,
+    /// A tool call whose arguments do not validate against the
+    /// `inputSchema` its server declared (or that cannot be checked) under
+    /// `schemas.input: enforce`.
+    InputSchema,
+    /// A tool result whose `structuredContent` does not validate against
+    /// the declared `outputSchema` under `schemas.output: enforce`.
+    OutputSchema,
 }
 
 impl RuleId {
     /// Every id the filter uses itself, in the order the reference lists them.
-    pub const BUILT_IN: [RuleId; 20] = [
+    pub const BUILT_IN: [RuleId; 22] = [
         RuleId::DefaultDeny,
         RuleId::BaseProtocol,
         RuleId::Batch,
@@ -77,6 +84,8 @@ impl RuleId {
         RuleId::RateLimitUnavailable,
         RuleId::Pin,
         RuleId::Catalogue,
+        RuleId::InputSchema,
+        RuleId::OutputSchema,
     ];
 
     pub fn policy(id: &str) -> Self {
@@ -108,6 +117,8 @@ impl RuleId {
             RuleId::Pin => "pin",
             // Not "catalogue": policies commonly name their list rule so.
             RuleId::Catalogue => "catalogue-checks",
+            RuleId::InputSchema => "input-schema",
+            RuleId::OutputSchema => "output-schema",
         }
     }
 

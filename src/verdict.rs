@@ -21,6 +21,7 @@ use crate::approval::{Ask, Binding};
 use crate::catalogue::intents::Annotated;
 use crate::catalogue::listed::Listed;
 use crate::catalogue::pins::{PinMismatch, PinMode, SeenTools};
+use crate::catalogue::schemas::{self, Known, SchemaFinding, SchemaMode, Side};
 use crate::catalogue::UnlistedCalls;
 use crate::decide::{decide_message, kill_switch, Catalogue, Decision, Verdict as Outcome};
 use crate::dlp::{Action as DlpAction, Finding};
@@ -362,6 +363,13 @@ pub struct MessageVerdict {
     /// A `tools/call` whose tool does not match its pin: refused (rule
     /// `pin`) under `pins.mode: enforce`, only recorded under `warn`.
     pub pin: Option<PinMismatch>,
+    /// A `tools/call` whose arguments did not pass its tool's declared
+    /// `inputSchema` (or could not be checked): refused (rule
+    /// `input-schema`) when `enforced`, else only recorded.
+    pub schema: Option<SchemaFinding>,
+    /// The called tool and what was known of its schemas, when its result
+    /// is to be checked (`schemas.output` not `off`).
+    pub declared: Option<(String, Known)>,
 }
 
 impl MessageVerdict {
@@ -618,10 +626,23 @@ pub fn judge_body(
             },
             Outcome::Deny => decision,
         };
+        // The declared schemas (rules → pins → catalogue → schemas → DLP):
+        // a call whose arguments do not validate against its tool's
+        // `inputSchema` is refused under `schemas.input: enforce`.
+        let (schema, declared) = match decision.verdict {
+            Outcome::Allow | Outcome::Approval => schema_check(policy, head, seen, m),
+            Outcome::Deny => (None, None),
+        };
+        let decision = match &schema {
+            Some(f) if f.enforced => Decision::deny(RuleId::InputSchema, f.reason.clone()),
+            _ => decision,
+        };
         // The target is also what the rate limit descriptors export.
         let named = policy.audit.is_some() || policy.rate_limit_headers;
         let mut v = MessageVerdict::of(m, decision, policy.audit.is_some(), named);
         v.pin = pin;
+        v.schema = schema;
+        v.declared = declared;
         verdicts.push(v);
     }
     let mut verdict = BodyVerdict {
@@ -684,11 +705,19 @@ pub fn judge_body(
             rewritten: Some(doc.to_string().into_bytes()),
         };
     }
-    for m in &messages {
+    for (m, v) in messages.iter().zip(&verdict.messages) {
         let Message::Request { id, method, params } = m else {
             continue;
         };
         verdict.request_ids.push(id.clone());
+        // The call's result is held to the `outputSchema` known when the
+        // call went out.
+        if let Some((tool, known)) = &v.declared {
+            verdict
+                .plan
+                .schema_results
+                .push((id_key(id), tool.clone(), known.clone()));
+        }
         if let (Some(kind), true) = (
             ResultKind::of_method(method),
             policy.catalogue.inspects_results(),
@@ -700,6 +729,9 @@ pub fn judge_body(
             if cat == Catalogue::Tools && policy.pins.is_some() {
                 let first_page = params.get("cursor").map_or(true, Value::is_null);
                 verdict.plan.pinned_lists.push((id_key(id), first_page));
+            }
+            if cat == Catalogue::Tools && policy.schemas.active() {
+                verdict.plan.schema_lists.push(id_key(id));
             }
             // Every page, for every caller, before the caller's view is cut.
             if policy.catalogue.inspects_definitions() {
@@ -1017,6 +1049,8 @@ impl MessageVerdict {
             id: m.id().cloned(),
             arguments: m.params().get("arguments").filter(|_| audited).cloned(),
             pin: None,
+            schema: None,
+            declared: None,
         }
     }
 }
@@ -1462,8 +1496,9 @@ impl Refused {
     /// A message refused by its decision: -32014 with the digests when its
     /// pin refused it, else the decision's error.
     fn of_verdict(v: &MessageVerdict) -> Self {
-        let error = match (&v.decision.rule, &v.pin) {
-            (RuleId::Pin, Some(p)) => reply::pin_error(p),
+        let error = match (&v.decision.rule, &v.pin, &v.schema) {
+            (RuleId::Pin, Some(p), _) => reply::pin_error(p),
+            (RuleId::InputSchema, _, Some(f)) => f.error(),
             _ => reply::decision_error_member(&v.decision),
         };
         Refused {
@@ -1490,6 +1525,40 @@ fn pin_check(
     pins.check(tool, head.now_ms, || {
         seen.seen(head.upstream.as_deref(), tool)
     })
+}
+
+/// A `tools/call` checked against the schemas its server declared (none
+/// when `schemas` is off or the message is not a call): the input check's
+/// finding, and the tool with what is known of it when its result is to be
+/// checked too. Shared data is read once per call; the compiled schemas come
+/// from the VM's cache.
+fn schema_check(
+    policy: &CompiledPolicy,
+    head: &RequestHead,
+    seen: &dyn SeenTools,
+    m: &Message,
+) -> (Option<SchemaFinding>, Option<(String, Known)>) {
+    let sp = &policy.schemas;
+    if !sp.active() || m.method() != Some("tools/call") {
+        return (None, None);
+    }
+    let Some(tool) = m.params().get("name").and_then(Value::as_str) else {
+        return (None, None);
+    };
+    let known = seen.schemas(head.upstream.as_deref(), tool);
+    let finding = match sp.input {
+        SchemaMode::Off => None,
+        mode => schemas::check(
+            sp,
+            Side::Input,
+            mode,
+            tool,
+            &known,
+            m.params().get("arguments"),
+        ),
+    };
+    let declared = (sp.output != SchemaMode::Off).then(|| (tool.to_owned(), known));
+    (finding, declared)
 }
 
 /// A `tools/call` judged by what the catalogue checks remember of its tool

@@ -185,10 +185,12 @@ fn tools_of(v: &Value) -> Result<Vec<Map<String, Value>>, String> {
 
 /// A saved `tools/list` answer as the filter would remember it after that
 /// list (`explain --tools-list`): the pinned definitions, and each tool's
-/// annotation classes for `intents` rules.
+/// annotation classes for `intents` rules, and the schemas each declared
+/// for `schemas`.
 pub struct SavedList {
     pub pins: ListedTools,
     pub intents: BTreeMap<String, IntentSet>,
+    pub schemas: BTreeMap<String, mcp_firewall::catalogue::schemas::Known>,
 }
 
 impl SeenTools for SavedList {
@@ -199,6 +201,10 @@ impl SeenTools for SavedList {
         self.intents
             .get(tool)
             .map_or(Annotated::Unseen, |s| Annotated::Seen(*s))
+    }
+    fn schemas(&self, _: Option<&str>, tool: &str) -> mcp_firewall::catalogue::schemas::Known {
+        use mcp_firewall::catalogue::schemas::Known;
+        self.schemas.get(tool).cloned().unwrap_or(Known::Unseen)
     }
 }
 
@@ -217,6 +223,17 @@ pub fn saved_list(path: &Path) -> Result<SavedList, String> {
             .map(|(n, t)| {
                 let entry = Value::Object((*t).clone());
                 (n.clone(), entry_annotations(n, &entry))
+            })
+            .collect(),
+        schemas: named
+            .iter()
+            .map(|(n, t)| {
+                use mcp_firewall::catalogue::schemas::{declared, Known};
+                let known = match declared(n, t).compiled {
+                    Some(c) => Known::Declared(c),
+                    None => Known::TooLarge,
+                };
+                (n.clone(), known)
             })
             .collect(),
     })

@@ -8,6 +8,9 @@
 //! - `poison`: deterministic checks for poisoned tool definitions and
 //!   injected tool results (issue #16 items 4 and 7), with `fold` (how text is
 //!   read) and `markers` (the phrases); `config`: the `$.catalogue` section.
+//! - [`schema`]: a JSON Schema validator for the subset MCP servers declare;
+//!   [`schemas`]: the `$.schemas` section, the declared schemas per upstream,
+//!   and the checks of calls and results against them (issue #16 item 6).
 //! - [`intents`]: intent classes of tools (read, write, destructive,
 //!   open-world) from names and annotations, riskier only (issue #16 item 5).
 
@@ -18,6 +21,8 @@ pub mod listed;
 mod markers;
 pub mod pins;
 pub mod poison;
+pub mod schema;
+pub mod schemas;
 
 pub use config::{compile, CataloguePolicy, DescriptionAction, ResultAction, UnlistedCalls};
 pub use poison::{content_texts, wrap_text, Check, Finding, HostPattern, Inspector, OtherTools};

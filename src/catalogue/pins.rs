@@ -600,6 +600,12 @@ pub trait SeenTools {
     fn annotated(&self, _upstream: Option<&str>, _tool: &str) -> super::intents::Annotated {
         super::intents::Annotated::Unseen
     }
+
+    /// The schemas lists of `upstream` declared for `tool` (for `schemas`).
+    /// Unseen by default: what a freshly started Envoy knows.
+    fn schemas(&self, _upstream: Option<&str>, _tool: &str) -> super::schemas::Known {
+        super::schemas::Known::Unseen
+    }
 }
 
 /// Nothing seen: what a freshly started Envoy knows (the CLI's default).
@@ -657,6 +663,13 @@ impl<S: SharedStore + ?Sized> SeenTools for Remembered<'_, S> {
         match upstream {
             Some(upstream) => super::intents::recall(self.0, upstream, tool),
             None => super::intents::Annotated::Unseen,
+        }
+    }
+
+    fn schemas(&self, upstream: Option<&str>, tool: &str) -> super::schemas::Known {
+        match upstream {
+            Some(upstream) => super::schemas::recall(self.0, upstream, tool),
+            None => super::schemas::Known::Unavailable,
         }
     }
 }

@@ -56,6 +56,31 @@ pub(crate) fn audit_pin(m: &PinMismatch, action: &str) -> AuditPin {
     }
 }
 
+/// What a call's schema finding did: refused it, or let it go (`warn`,
+/// `unseen_calls: allow`, dry run).
+fn action_of_call(m: &MessageVerdict) -> &'static str {
+    match m.decision.rule {
+        RuleId::InputSchema => "refused",
+        _ => "warned",
+    }
+}
+
+/// The audit record of a schema finding, among the catalogue records:
+/// `check` is `input_schema` or `output_schema`, `pointer` where the value
+/// failed (`""` when nothing could be checked), never the value.
+fn audit_schema(f: &crate::catalogue::schemas::SchemaFinding, action: &str) -> AuditCatalogue {
+    let check = match f.side {
+        crate::catalogue::schemas::Side::Input => "input_schema",
+        crate::catalogue::schemas::Side::Output => "output_schema",
+    };
+    AuditCatalogue {
+        action: action.to_owned(),
+        check: check.to_owned(),
+        pointer: crate::audit::clip(f.pointer.clone().unwrap_or_default()).0,
+        tool: Some(crate::audit::clip(f.tool.clone()).0),
+    }
+}
+
 impl PendingAudit {
     /// The audit record of one decided message; `action` is `dlp.requests`.
     pub fn of(m: &MessageVerdict, action: DlpAction) -> Self {
@@ -89,7 +114,11 @@ impl PendingAudit {
                 })
                 .collect(),
             approval: None,
-            catalogue: Vec::new(),
+            catalogue: m
+                .schema
+                .iter()
+                .map(|f| audit_schema(f, action_of_call(m)))
+                .collect(),
         }
     }
 
@@ -308,6 +337,29 @@ impl ExchangeAudit {
             if let Some(p) = pending {
                 if p.catalogue.len() < MAX_CATALOGUE_RECORDS {
                     p.catalogue.push(record);
+                }
+            }
+        }
+    }
+
+    /// Attach results whose `structuredContent` failed its `outputSchema`
+    /// to the events of their calls.
+    pub fn attach_schema_results(
+        &mut self,
+        results: &[(String, crate::catalogue::schemas::SchemaFinding, bool)],
+    ) {
+        for (id, f, applied) in results {
+            let pending = self
+                .pending
+                .iter_mut()
+                .find(|p| p.id.as_ref().map(id_key).as_deref() == Some(id.as_str()));
+            if let Some(p) = pending {
+                if p.catalogue.len() < MAX_CATALOGUE_RECORDS {
+                    let action = match applied {
+                        true => "blocked",
+                        false => "warned",
+                    };
+                    p.catalogue.push(audit_schema(f, action));
                 }
             }
         }

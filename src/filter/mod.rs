@@ -465,8 +465,9 @@ impl RequestFilter {
     }
 
     /// The upstream cluster the route sends this request to, when the policy
-    /// pins tools, keeps catalogue findings or selects intents (what each
-    /// remembers is kept per cluster; a property read costs a hostcall). Envoy resolves the
+    /// pins tools, keeps catalogue findings, selects intents or checks
+    /// schemas (what each remembers is kept per cluster; a property read
+    /// costs a hostcall). Envoy resolves the
     /// route before the filter chain runs and records its cluster in the
     /// stream info, which the wasm host exposes as `xds.cluster_name`. The
     /// cluster, not the host: one cluster's endpoints serve one catalogue,
@@ -475,6 +476,7 @@ impl RequestFilter {
         if self.policy.pins.is_none()
             && !self.policy.catalogue.remembers()
             && !self.policy.selects_intents()
+            && !self.policy.schemas.active()
         {
             return None;
         }
@@ -853,6 +855,13 @@ impl RequestFilter {
             }
             if m.decision.rule == RuleId::Catalogue {
                 host.count(Counter::CatalogueRefused, 1);
+            }
+            if m.schema.is_some() {
+                let counter = match m.decision.rule {
+                    RuleId::InputSchema => Counter::SchemasRefused,
+                    _ => Counter::SchemasWarned,
+                };
+                host.count(counter, 1);
             }
         }
         let action = self.policy.dlp.requests;
@@ -1615,6 +1624,15 @@ impl RequestFilter {
         self.audit.attach_pin_checks(&counts.pin_checks);
         self.count_catalogue(host, &counts.catalogue_lists, &counts.catalogue_results);
         self.remember_intents(host, &counts.intents);
+        self.remember_schemas(host, &counts.schemas_declared);
+        for (_, _, applied) in &counts.schema_results {
+            let counter = match applied {
+                true => Counter::SchemasResultsBlocked,
+                false => Counter::SchemasResultsWarned,
+            };
+            host.count(counter, 1);
+        }
+        self.audit.attach_schema_results(&counts.schema_results);
         self.audit
             .attach_catalogue(&counts.catalogue_lists, &counts.catalogue_results);
     }
@@ -1641,6 +1659,58 @@ impl RequestFilter {
             host.log(
                 LogLevel::Warn,
                 &format!("mcp-firewall: the tools' annotations a tools/list showed could not be remembered for intents rules ({e:?})"),
+            );
+        }
+    }
+
+    /// Remember, for this upstream, the schemas the listed tools declared:
+    /// what their calls and results are checked against. A tool whose schema
+    /// holds a keyword the validator cannot check (and the policy does not
+    /// ignore) is counted and logged once per list page here; its calls are
+    /// refused under `enforce` with a reason naming the keyword. What cannot
+    /// be remembered is counted and logged; the calls then meet what was
+    /// remembered before or nothing (unseen).
+    fn remember_schemas(
+        &mut self,
+        host: &mut dyn Host,
+        declared: &[crate::catalogue::schemas::Declared],
+    ) {
+        if declared.is_empty() {
+            return;
+        }
+        let sp = &self.policy.schemas;
+        let unverifiable: Vec<&str> = declared
+            .iter()
+            .filter(|d| match &d.compiled {
+                None => true,
+                Some(c) => [&c.input, &c.output]
+                    .into_iter()
+                    .flatten()
+                    .any(|s| sp.unverifiable(s).is_some()),
+            })
+            .map(|d| d.tool.as_str())
+            .collect();
+        if !unverifiable.is_empty() {
+            host.count(Counter::SchemasUnverifiable, unverifiable.len() as u64);
+            let shown: Vec<&str> = unverifiable.iter().take(8).copied().collect();
+            host.log(
+                LogLevel::Warn,
+                &format!(
+                    "mcp-firewall: {} listed tool(s) declare schemas that cannot be fully checked (larger than the limit, or a keyword the validator does not implement; see schemas.ignore_keywords): {}",
+                    unverifiable.len(),
+                    shown.join(", ")
+                ),
+            );
+        }
+        let result = match self.head.upstream.as_deref() {
+            Some(upstream) => crate::catalogue::schemas::remember(&*host, upstream, declared),
+            None => Err(crate::store::StoreError::Host("no upstream cluster".into())),
+        };
+        if let Err(e) = result {
+            host.count(Counter::SchemasRememberFailed, 1);
+            host.log(
+                LogLevel::Warn,
+                &format!("mcp-firewall: the schemas a tools/list declared could not be remembered ({e:?})"),
             );
         }
     }
@@ -1832,5 +1902,7 @@ fn host_write_failed(host: &mut dyn Host, what: &str, e: &HostError) {
 
 #[cfg(test)]
 mod approval_tests;
+#[cfg(test)]
+mod schema_tests;
 #[cfg(test)]
 mod tests;

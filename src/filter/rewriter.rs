@@ -54,6 +54,12 @@ pub(crate) struct ResponseCounts {
     /// The annotation classes of the `tools/list` entries read (only when a
     /// rule selects `intents`), remembered per upstream.
     pub intents: Vec<(String, crate::catalogue::intents::IntentSet)>,
+    /// The schemas the `tools/list` entries read declared (only when
+    /// `schemas` is on), remembered per upstream.
+    pub schemas_declared: Vec<crate::catalogue::schemas::Declared>,
+    /// Results whose `structuredContent` failed its `outputSchema`:
+    /// (request id key, finding, whether the result was replaced).
+    pub schema_results: Vec<(String, crate::catalogue::schemas::SchemaFinding, bool)>,
 }
 
 pub(crate) struct ResponseRewriter {
@@ -505,6 +511,12 @@ impl ResponseRewriter {
             let mut r = rewrite_message(&self.policy, caller, &self.plan, &self.others, msg);
             changed |= r.changed;
             self.counts.intents.append(&mut r.intents);
+            self.counts.schemas_declared.append(&mut r.schemas_declared);
+            if let (Some((f, applied)), Some(id)) =
+                (r.schema_result.take(), msg.get("id").map(id_key))
+            {
+                self.counts.schema_results.push((id, f, applied));
+            }
             if let (Some(check), Some(id)) = (r.pins.take(), msg.get("id").map(id_key)) {
                 self.counts.pin_checks.push((id, check));
             }

@@ -53,6 +53,9 @@ pub struct CompiledPolicy {
     pub meters: crate::meter::MeterPolicy,
     /// `None` = pins off.
     pub pins: Option<crate::catalogue::pins::PinPolicy>,
+    /// `$.schemas`: calls and results checked against the schemas their
+    /// server declared (default: off).
+    pub schemas: crate::catalogue::schemas::SchemaPolicy,
     /// `$.envoy.allow_on_headers_stop_iteration` (default true): whether the
     /// host was configured to let the filter hold request and response headers
     /// while it reads the body. Envoy honours a `Pause` from a headers callback
@@ -146,6 +149,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
     let catalogue = crate::catalogue::compile(root.get("catalogue"), "$.catalogue", errs);
     let meters = crate::meter::compile(root.get("rate_limits"), root.get("budgets"), errs);
     let pins = crate::catalogue::pins::compile(root.get("pins"), "$.pins", errs);
+    let schemas = crate::catalogue::schemas::compile(root.get("schemas"), "$.schemas", errs);
     // One id names one thing in refusals, stats and audit events.
     let mut seen: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
     for (i, id) in meters.ids().enumerate() {
@@ -169,6 +173,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
     root.finish(errs);
     let dlp = dlp?;
     let catalogue = catalogue?;
+    let schemas = schemas?;
     let mut condition_paths = Vec::new();
     for cond in rules.iter().filter_map(|r| r.when.as_ref()) {
         cond.member_paths(&mut condition_paths);
@@ -192,6 +197,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         approval,
         meters,
         pins,
+        schemas,
         sha256: sha256_hex(canonical(doc).as_bytes()),
     })
 }

@@ -1,0 +1,1473 @@
+//! A JSON Schema validator for the subset MCP servers declare in a tool's
+//! `inputSchema` and `outputSchema` (issue #16 item 6).
+//!
+//! Why our own: the well-kept crates do not fit a filter that must stay
+//! small. Measured with a probe export that compiles and validates a schema
+//! (`cargo build --release --target wasm32-wasip1`, base 1,359,785 bytes):
+//! `jsonschema` 0.33 with `default-features = false` made the module
+//! 3,790,052 bytes (+2.43 MB: `regex`, `fancy-regex`, `idna`, `referencing`,
+//! ...), `boon` 0.6 2,948,413 (+1.59 MB). This module reuses `regex-lite`
+//! and `serde_json`, already linked.
+//!
+//! What it understands (JSON Schema 2020-12, with the draft-04..07
+//! spellings SDKs still emit): `type` (one or several, `integer` being a
+//! number with no fraction), `enum`, `const`, `minimum`, `maximum`,
+//! `exclusiveMinimum`, `exclusiveMaximum` (number, or draft-04's boolean),
+//! `multipleOf`, `minLength`, `maxLength` (code points), `pattern`
+//! (regex-lite, unanchored as the spec says), `properties`, `required`,
+//! `additionalProperties`, `patternProperties`, `propertyNames`,
+//! `minProperties`, `maxProperties`, `dependentRequired`,
+//! `dependentSchemas`, `dependencies`, `items` (schema, or draft-07's
+//! array), `prefixItems`, `additionalItems`, `contains`, `minContains`,
+//! `maxContains`, `minItems`, `maxItems`, `uniqueItems`, `allOf`, `anyOf`,
+//! `oneOf`, `not`, `if`/`then`/`else`, and `$ref` to a pointer inside the
+//! same document (`#`, `#/$defs/..`, `#/definitions/..`, any `#/..`).
+//!
+//! Keywords that only annotate (`title`, `description`, `default`,
+//! `examples`, `format`, `$comment`, `deprecated`, `readOnly`, `writeOnly`,
+//! `content*`, `$schema`, `$anchor`, `$defs`...) assert nothing, and
+//! member names no JSON Schema vocabulary defines (`x-order`, OpenAPI's
+//! `nullable`) are ignored as the specification says. Keywords a
+//! vocabulary *does* define as assertions but this module does not
+//! implement (`unevaluatedProperties`, `unevaluatedItems`, `$dynamicRef`,
+//! `$recursiveRef`, a `$ref` outside the document, a nested `$id`, a
+//! `pattern` regex-lite cannot compile, a keyword whose value is malformed)
+//! are listed in [`Schema::unsupported`]: the caller decides what a schema it
+//! cannot fully check is worth (`schemas.rs`: refused under `enforce`).
+//!
+//! Bounded: a call's check stops after [`MAX_STEPS`] schema nodes (a
+//! `oneOf` of `oneOf`s over a large array) or [`MAX_DEPTH`] nested
+//! schemas (a `$ref` to itself), and that is a violation, never a pass.
+//! Reasons never hold a value of the instance (it may be a secret): only
+//! the JSON pointer to it and what the schema expected.
+
+use regex_lite::Regex;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+/// Schema nodes one check may visit.
+pub const MAX_STEPS: u32 = 100_000;
+/// Nested schemas one check may enter.
+pub const MAX_DEPTH: u32 = 128;
+/// Compiled size of a `pattern` (regex-lite's limit): a schema's regex
+/// cannot take the VM's memory.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// A keyword this module cannot check, where it is in the schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported {
+    /// JSON pointer into the schema (`/properties/q/unevaluatedProperties`).
+    pub pointer: String,
+    pub keyword: String,
+    /// Why, when it is not simply unimplemented (a regex that does not compile).
+    pub why: &'static str,
+}
+
+/// Why an instance does not validate: the first violation found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// JSON pointer into the instance (`/items/2/name`, `""` for the whole).
+    pub pointer: String,
+    /// The keyword that failed (`required`, `type`, `additionalProperties`…).
+    pub keyword: &'static str,
+    /// What the schema expected, never the value found.
+    pub message: String,
+}
+
+const T_NULL: u8 = 1;
+const T_BOOL: u8 = 2;
+const T_OBJECT: u8 = 4;
+const T_ARRAY: u8 = 8;
+const T_NUMBER: u8 = 16;
+const T_STRING: u8 = 32;
+const T_INTEGER: u8 = 64;
+
+const TYPE_NAMES: [(&str, u8); 7] = [
+    ("null", T_NULL),
+    ("boolean", T_BOOL),
+    ("object", T_OBJECT),
+    ("array", T_ARRAY),
+    ("number", T_NUMBER),
+    ("string", T_STRING),
+    ("integer", T_INTEGER),
+];
+
+/// Keywords that assert nothing: skipped without a word.
+#[cfg(test)]
+const ANNOTATIONS: &[&str] = &[
+    "$schema",
+    "$comment",
+    "$anchor",
+    "$dynamicAnchor",
+    "$recursiveAnchor",
+    "$vocabulary",
+    "$defs",
+    "definitions",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "format",
+    "contentEncoding",
+    "contentMediaType",
+    "contentSchema",
+];
+
+/// Keywords a JSON Schema vocabulary defines as assertions or applicators
+/// that this module does not implement.
+const UNIMPLEMENTED: &[&str] = &[
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "$dynamicRef",
+    "$recursiveRef",
+];
+
+type NodeId = usize;
+
+#[derive(Debug)]
+enum Node {
+    Bool(bool),
+    Obj(Box<Obj>),
+    /// A `$ref` target being compiled (a cycle closes on it); never left
+    /// in a finished schema.
+    Pending,
+}
+
+#[derive(Debug, Default)]
+struct Obj {
+    types: Option<u8>,
+    enum_: Option<Vec<Value>>,
+    const_: Option<Value>,
+    minimum: Option<f64>,
+    maximum: Option<f64>,
+    exclusive_minimum: Option<f64>,
+    exclusive_maximum: Option<f64>,
+    multiple_of: Option<f64>,
+    min_length: Option<u64>,
+    max_length: Option<u64>,
+    pattern: Option<Regex>,
+    properties: Vec<(String, NodeId)>,
+    required: Vec<String>,
+    additional_properties: Option<NodeId>,
+    pattern_properties: Vec<(Regex, NodeId)>,
+    property_names: Option<NodeId>,
+    min_properties: Option<u64>,
+    max_properties: Option<u64>,
+    dependent_required: Vec<(String, Vec<String>)>,
+    dependent_schemas: Vec<(String, NodeId)>,
+    prefix_items: Vec<NodeId>,
+    items: Option<NodeId>,
+    contains: Option<NodeId>,
+    min_contains: Option<u64>,
+    max_contains: Option<u64>,
+    min_items: Option<u64>,
+    max_items: Option<u64>,
+    unique_items: bool,
+    all_of: Vec<NodeId>,
+    any_of: Vec<NodeId>,
+    one_of: Vec<NodeId>,
+    not: Option<NodeId>,
+    if_: Option<NodeId>,
+    then_: Option<NodeId>,
+    else_: Option<NodeId>,
+    ref_: Option<NodeId>,
+}
+
+/// A compiled schema: compile once (per list), validate per call.
+#[derive(Debug)]
+pub struct Schema {
+    nodes: Vec<Node>,
+    root: NodeId,
+    /// What could not be checked, in schema order.
+    pub unsupported: Vec<Unsupported>,
+}
+
+struct Compiler<'a> {
+    doc: &'a Value,
+    nodes: Vec<Node>,
+    /// `$ref` targets compiled so far, by pointer.
+    refs: HashMap<String, NodeId>,
+    unsupported: Vec<Unsupported>,
+    /// Draft-04..07: a `$ref` replaces its siblings.
+    ref_overrides: bool,
+}
+
+impl Schema {
+    /// Compile `doc` (a schema object or boolean). Never fails: what cannot
+    /// be checked is listed in `unsupported` (a schema that is not an object
+    /// or a boolean is one such entry).
+    pub fn compile(doc: &Value) -> Schema {
+        let legacy = doc.get("$schema").and_then(Value::as_str).is_some_and(|s| {
+            ["draft-04", "draft-06", "draft-07"]
+                .iter()
+                .any(|d| s.contains(d))
+        });
+        let mut c = Compiler {
+            doc,
+            nodes: Vec::new(),
+            refs: HashMap::new(),
+            unsupported: Vec::new(),
+            ref_overrides: legacy,
+        };
+        let root = c.node(doc, String::new(), true);
+        Schema {
+            nodes: c.nodes,
+            root,
+            unsupported: c.unsupported,
+        }
+    }
+
+    /// Check `instance`; the first violation found.
+    pub fn validate(&self, instance: &Value) -> Result<(), Violation> {
+        let mut ctx = Ctx {
+            schema: self,
+            steps: 0,
+        };
+        let mut path = Vec::new();
+        ctx.check(self.root, instance, &mut path, 0)
+    }
+}
+
+impl<'a> Compiler<'a> {
+    fn push(&mut self, n: Node) -> NodeId {
+        self.nodes.push(n);
+        self.nodes.len() - 1
+    }
+
+    fn unsupported(&mut self, at: &str, keyword: &str, why: &'static str) {
+        self.unsupported.push(Unsupported {
+            pointer: format!("{at}/{}", escape(keyword)),
+            keyword: keyword.to_owned(),
+            why,
+        });
+    }
+
+    fn node(&mut self, v: &'a Value, at: String, root: bool) -> NodeId {
+        match v {
+            Value::Bool(b) => self.push(Node::Bool(*b)),
+            Value::Object(o) => {
+                let obj = self.obj(o, &at, root);
+                self.push(Node::Obj(Box::new(obj)))
+            }
+            _ => {
+                self.unsupported.push(Unsupported {
+                    pointer: at,
+                    keyword: String::new(),
+                    why: "a schema must be an object or a boolean",
+                });
+                self.push(Node::Bool(true))
+            }
+        }
+    }
+
+    /// The target of a local `$ref`, compiled once however many refer to it.
+    fn reference(&mut self, r: &str, at: &str) -> Option<NodeId> {
+        let fragment = r.strip_prefix('#')?;
+        if !fragment.is_empty() && !fragment.starts_with('/') {
+            return None;
+        }
+        let pointer = percent_decode(fragment)?;
+        if let Some(id) = self.refs.get(&pointer) {
+            return Some(*id);
+        }
+        let doc = self.doc;
+        let target = doc.pointer(&pointer)?;
+        let id = self.push(Node::Pending);
+        self.refs.insert(pointer.clone(), id);
+        let compiled = match target {
+            Value::Bool(b) => Node::Bool(*b),
+            Value::Object(o) => Node::Obj(Box::new(self.obj(o, &pointer, pointer.is_empty()))),
+            _ => {
+                self.unsupported(at, "$ref", "it points at something that is not a schema");
+                Node::Bool(true)
+            }
+        };
+        if let Some(slot) = self.nodes.get_mut(id) {
+            *slot = compiled;
+        }
+        Some(id)
+    }
+
+    fn sub(&mut self, o: &'a Map<String, Value>, key: &str, at: &str) -> Option<NodeId> {
+        let v = o.get(key)?;
+        Some(self.node(v, format!("{at}/{}", escape(key)), false))
+    }
+
+    fn subs(&mut self, o: &'a Map<String, Value>, key: &str, at: &str) -> Vec<NodeId> {
+        match o.get(key) {
+            None => Vec::new(),
+            Some(Value::Array(list)) if !list.is_empty() => list
+                .iter()
+                .enumerate()
+                .map(|(i, v)| self.node(v, format!("{at}/{key}/{i}"), false))
+                .collect(),
+            Some(_) => {
+                self.unsupported(at, key, "expected a non-empty array of schemas");
+                Vec::new()
+            }
+        }
+    }
+
+    fn number(&mut self, o: &Map<String, Value>, key: &str, at: &str) -> Option<f64> {
+        match o.get(key)? {
+            Value::Number(n) => n.as_f64(),
+            _ => {
+                self.unsupported(at, key, "expected a number");
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, o: &Map<String, Value>, key: &str, at: &str) -> Option<u64> {
+        let v = o.get(key)?;
+        match v.as_u64().or_else(|| {
+            v.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 1e18)
+                .map(|f| f as u64)
+        }) {
+            Some(n) => Some(n),
+            None => {
+                self.unsupported(at, key, "expected a non-negative integer");
+                None
+            }
+        }
+    }
+
+    fn regex(&mut self, pattern: &str, at: &str, key: &str) -> Option<Regex> {
+        match regex_lite::RegexBuilder::new(pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+        {
+            Ok(r) => Some(r),
+            Err(_) => {
+                self.unsupported(at, key, "the pattern is not one regex-lite compiles");
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, v: &Value, at: &str, key: &str) -> Vec<String> {
+        match v {
+            Value::Array(list) if list.iter().all(Value::is_string) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            _ => {
+                self.unsupported(at, key, "expected an array of strings");
+                Vec::new()
+            }
+        }
+    }
+
+    fn obj(&mut self, o: &'a Map<String, Value>, at: &str, root: bool) -> Obj {
+        let mut s = Obj::default();
+        if let Some(r) = o.get("$ref") {
+            match r.as_str().and_then(|r| self.reference(r, at)) {
+                Some(id) => s.ref_ = Some(id),
+                None => self.unsupported(
+                    at,
+                    "$ref",
+                    "only a pointer inside the same schema (#/...) is followed",
+                ),
+            }
+            if self.ref_overrides {
+                return s;
+            }
+        }
+        for key in o.keys() {
+            let k = key.as_str();
+            if UNIMPLEMENTED.contains(&k) {
+                self.unsupported(at, k, "");
+            } else if k == "$id" && !root {
+                self.unsupported(at, k, "a nested $id changes what references mean");
+            }
+        }
+        if let Some(t) = o.get("type") {
+            let names: Vec<&Value> = match t {
+                Value::Array(list) => list.iter().collect(),
+                one => vec![one],
+            };
+            let mut mask = 0u8;
+            for n in names {
+                match TYPE_NAMES
+                    .iter()
+                    .find(|(name, _)| Some(*name) == n.as_str())
+                {
+                    Some((_, bit)) => mask |= bit,
+                    None => {
+                        self.unsupported(at, "type", "not a JSON Schema type name");
+                        mask = 0xff;
+                        break;
+                    }
+                }
+            }
+            s.types = Some(mask);
+        }
+        match o.get("enum") {
+            Some(Value::Array(list)) => s.enum_ = Some(list.clone()),
+            Some(_) => self.unsupported(at, "enum", "expected an array"),
+            None => {}
+        }
+        s.const_ = o.get("const").cloned();
+        s.minimum = self.number(o, "minimum", at);
+        s.maximum = self.number(o, "maximum", at);
+        // Draft-04: a boolean that makes minimum/maximum exclusive.
+        match o.get("exclusiveMinimum") {
+            Some(Value::Bool(true)) => s.exclusive_minimum = s.minimum.take(),
+            Some(Value::Bool(false)) => {}
+            _ => s.exclusive_minimum = self.number(o, "exclusiveMinimum", at),
+        }
+        match o.get("exclusiveMaximum") {
+            Some(Value::Bool(true)) => s.exclusive_maximum = s.maximum.take(),
+            Some(Value::Bool(false)) => {}
+            _ => s.exclusive_maximum = self.number(o, "exclusiveMaximum", at),
+        }
+        s.multiple_of = self.number(o, "multipleOf", at);
+        if s.multiple_of.is_some_and(|m| m <= 0.0 || !m.is_finite()) {
+            self.unsupported(at, "multipleOf", "expected a number above 0");
+            s.multiple_of = None;
+        }
+        s.min_length = self.count(o, "minLength", at);
+        s.max_length = self.count(o, "maxLength", at);
+        match o.get("pattern") {
+            Some(Value::String(p)) => s.pattern = self.regex(p, at, "pattern"),
+            Some(_) => self.unsupported(at, "pattern", "expected a string"),
+            None => {}
+        }
+        match o.get("properties") {
+            Some(Value::Object(props)) => {
+                for (name, sub) in props {
+                    let p = format!("{at}/properties/{}", escape(name));
+                    let id = self.node(sub, p, false);
+                    s.properties.push((name.clone(), id));
+                }
+            }
+            Some(_) => self.unsupported(at, "properties", "expected an object"),
+            None => {}
+        }
+        if let Some(r) = o.get("required") {
+            s.required = self.strings(r, at, "required");
+        }
+        s.additional_properties = self.sub(o, "additionalProperties", at);
+        match o.get("patternProperties") {
+            Some(Value::Object(props)) => {
+                for (pattern, sub) in props {
+                    let p = format!("{at}/patternProperties/{}", escape(pattern));
+                    if let Some(re) = self.regex(pattern, at, "patternProperties") {
+                        let id = self.node(sub, p, false);
+                        s.pattern_properties.push((re, id));
+                    }
+                }
+            }
+            Some(_) => self.unsupported(at, "patternProperties", "expected an object"),
+            None => {}
+        }
+        s.property_names = self.sub(o, "propertyNames", at);
+        s.min_properties = self.count(o, "minProperties", at);
+        s.max_properties = self.count(o, "maxProperties", at);
+        for key in ["dependentRequired", "dependentSchemas", "dependencies"] {
+            match o.get(key) {
+                Some(Value::Object(deps)) => {
+                    for (name, dep) in deps {
+                        match dep {
+                            Value::Array(_) if key != "dependentSchemas" => {
+                                let names = self.strings(dep, at, key);
+                                s.dependent_required.push((name.clone(), names));
+                            }
+                            Value::Object(_) | Value::Bool(_) if key != "dependentRequired" => {
+                                let p = format!("{at}/{key}/{}", escape(name));
+                                let id = self.node(dep, p, false);
+                                s.dependent_schemas.push((name.clone(), id));
+                            }
+                            _ => self.unsupported(at, key, "malformed"),
+                        }
+                    }
+                }
+                Some(_) => self.unsupported(at, key, "expected an object"),
+                None => {}
+            }
+        }
+        match o.get("items") {
+            // Draft-07's tuple form: `items` is `prefixItems`, and
+            // `additionalItems` what `items` is now.
+            Some(Value::Array(_)) => {
+                s.prefix_items = self.subs(o, "items", at);
+                s.items = self.sub(o, "additionalItems", at);
+            }
+            Some(_) => {
+                s.prefix_items = self.subs(o, "prefixItems", at);
+                s.items = self.sub(o, "items", at);
+            }
+            None => s.prefix_items = self.subs(o, "prefixItems", at),
+        }
+        s.contains = self.sub(o, "contains", at);
+        s.min_contains = self.count(o, "minContains", at);
+        s.max_contains = self.count(o, "maxContains", at);
+        s.min_items = self.count(o, "minItems", at);
+        s.max_items = self.count(o, "maxItems", at);
+        match o.get("uniqueItems") {
+            Some(Value::Bool(b)) => s.unique_items = *b,
+            Some(_) => self.unsupported(at, "uniqueItems", "expected a boolean"),
+            None => {}
+        }
+        s.all_of = self.subs(o, "allOf", at);
+        s.any_of = self.subs(o, "anyOf", at);
+        s.one_of = self.subs(o, "oneOf", at);
+        s.not = self.sub(o, "not", at);
+        s.if_ = self.sub(o, "if", at);
+        s.then_ = self.sub(o, "then", at);
+        s.else_ = self.sub(o, "else", at);
+        s
+    }
+}
+
+/// One segment of the instance path, kept until a violation names it.
+enum Seg<'v> {
+    Key(&'v str),
+    Index(usize),
+}
+
+fn pointer(path: &[Seg<'_>]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        out.push('/');
+        match seg {
+            Seg::Key(k) => out.push_str(&escape(k)),
+            Seg::Index(i) => out.push_str(&i.to_string()),
+        }
+    }
+    out
+}
+
+/// RFC 6901: `~` is `~0`, `/` is `~1`.
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// A `$ref` fragment is a URI fragment: `%25` is `%`, and so on.
+fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_owned());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn type_of(v: &Value) -> u8 {
+    match v {
+        Value::Null => T_NULL,
+        Value::Bool(_) => T_BOOL,
+        Value::Object(_) => T_OBJECT,
+        Value::Array(_) => T_ARRAY,
+        Value::Number(n) if is_integer(n) => T_NUMBER | T_INTEGER,
+        Value::Number(_) => T_NUMBER,
+        Value::String(_) => T_STRING,
+    }
+}
+
+fn is_integer(n: &serde_json::Number) -> bool {
+    n.is_i64()
+        || n.is_u64()
+        || n.as_f64()
+            .is_some_and(|f| f.is_finite() && f.fract() == 0.0)
+}
+
+fn type_words(mask: u8) -> String {
+    let words: Vec<&str> = TYPE_NAMES
+        .iter()
+        .filter(|(_, bit)| mask & bit != 0)
+        // `integer` is inside `number`: say `number` only.
+        .filter(|(name, _)| !(*name == "integer" && mask & T_NUMBER != 0))
+        .map(|(name, _)| *name)
+        .collect();
+    words.join(" or ")
+}
+
+fn found(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Object(_) => "an object",
+        Value::Array(_) => "an array",
+        Value::Number(n) if is_integer(n) => "an integer",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+    }
+}
+
+/// JSON equality: numbers by value (`1` is `1.0`), objects whatever the order.
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
+                (Some(i), Some(j), _, _) => i == j,
+                (_, _, Some(i), Some(j)) => i == j,
+                _ => x.as_f64() == y.as_f64(),
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+struct Ctx<'s> {
+    schema: &'s Schema,
+    steps: u32,
+}
+
+impl<'s> Ctx<'s> {
+    fn fail(
+        &self,
+        path: &[Seg<'_>],
+        keyword: &'static str,
+        message: String,
+    ) -> Result<(), Violation> {
+        Err(Violation {
+            pointer: pointer(path),
+            keyword,
+            message,
+        })
+    }
+
+    fn check<'v>(
+        &mut self,
+        id: NodeId,
+        v: &'v Value,
+        path: &mut Vec<Seg<'v>>,
+        depth: u32,
+    ) -> Result<(), Violation> {
+        self.steps += 1;
+        if self.steps > MAX_STEPS || depth > MAX_DEPTH {
+            return self.fail(
+                path,
+                "$schema",
+                format!(
+                    "too costly to check (more than {MAX_STEPS} schema steps or {MAX_DEPTH} nested schemas)"
+                ),
+            );
+        }
+        let s = match self.schema.nodes.get(id) {
+            Some(Node::Obj(s)) => s,
+            Some(Node::Bool(true)) => return Ok(()),
+            Some(Node::Bool(false)) => {
+                return self.fail(
+                    path,
+                    "false",
+                    "no value is allowed here (schema false)".into(),
+                )
+            }
+            // Unreachable for a compiled schema; never a pass.
+            Some(Node::Pending) | None => {
+                return self.fail(path, "$ref", "a reference that was not compiled".into())
+            }
+        };
+        if let Some(r) = s.ref_ {
+            self.check(r, v, path, depth + 1)?;
+        }
+        let t = type_of(v);
+        if let Some(mask) = s.types {
+            if mask & t == 0 {
+                return self.fail(
+                    path,
+                    "type",
+                    format!("expected {}, found {}", type_words(mask), found(v)),
+                );
+            }
+        }
+        if let Some(c) = &s.const_ {
+            if !json_eq(c, v) {
+                return self.fail(
+                    path,
+                    "const",
+                    "not the value the schema's const requires".into(),
+                );
+            }
+        }
+        if let Some(list) = &s.enum_ {
+            if !list.iter().any(|e| json_eq(e, v)) {
+                self.steps = self.steps.saturating_add(list.len() as u32 / 16);
+                return self.fail(
+                    path,
+                    "enum",
+                    format!(
+                        "not one of the {} values the schema's enum allows",
+                        list.len()
+                    ),
+                );
+            }
+        }
+        match v {
+            Value::Number(n) => self.number(s, n, path)?,
+            Value::String(text) => self.string(s, text, path)?,
+            Value::Array(items) => self.array(s, items, path, depth)?,
+            Value::Object(members) => self.object(s, v, members, path, depth)?,
+            _ => {}
+        }
+        for &sub in &s.all_of {
+            self.check(sub, v, path, depth + 1)?;
+        }
+        if !s.any_of.is_empty() {
+            let mut deepest: Option<Violation> = None;
+            let mut matched = false;
+            for &sub in &s.any_of {
+                match self.check(sub, v, path, depth + 1) {
+                    Ok(()) => {
+                        matched = true;
+                        break;
+                    }
+                    Err(e) if e.keyword == "$schema" => return Err(e),
+                    Err(e) => keep_deepest(&mut deepest, e),
+                }
+            }
+            if !matched {
+                return Err(self.alternatives(path, "anyOf", deepest));
+            }
+        }
+        if !s.one_of.is_empty() {
+            let mut deepest: Option<Violation> = None;
+            let mut matches = 0;
+            for &sub in &s.one_of {
+                match self.check(sub, v, path, depth + 1) {
+                    Ok(()) => matches += 1,
+                    Err(e) if e.keyword == "$schema" => return Err(e),
+                    Err(e) => keep_deepest(&mut deepest, e),
+                }
+            }
+            match matches {
+                1 => {}
+                0 => return Err(self.alternatives(path, "oneOf", deepest)),
+                n => {
+                    return self.fail(
+                        path,
+                        "oneOf",
+                        format!("matches {n} of the oneOf alternatives; exactly one must match"),
+                    )
+                }
+            }
+        }
+        if let Some(not) = s.not {
+            match self.check(not, v, path, depth + 1) {
+                Ok(()) => return self.fail(path, "not", "matches the schema under not".into()),
+                // A budget exhausted under `not` is not a "no".
+                Err(e) if e.keyword == "$schema" => return Err(e),
+                Err(_) => {}
+            }
+        }
+        if let Some(cond) = s.if_ {
+            let branch = match self.check(cond, v, path, depth + 1) {
+                Ok(()) => s.then_,
+                // A budget exhausted inside `if` is not a "no".
+                Err(e) if e.keyword == "$schema" => return Err(e),
+                Err(_) => s.else_,
+            };
+            if let Some(b) = branch {
+                self.check(b, v, path, depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// No alternative matched: the deepest violation among them when it is
+    /// below this value (it says where the instance went wrong), else one
+    /// line for the combinator.
+    fn alternatives(
+        &self,
+        path: &[Seg<'_>],
+        keyword: &'static str,
+        deepest: Option<Violation>,
+    ) -> Violation {
+        let here = pointer(path);
+        match deepest {
+            Some(e) if e.keyword == "$schema" => e,
+            Some(e) if e.pointer.len() > here.len() => e,
+            _ => Violation {
+                pointer: here,
+                keyword,
+                message: format!("matches none of the {keyword} alternatives"),
+            },
+        }
+    }
+
+    fn number(&self, s: &Obj, n: &serde_json::Number, path: &[Seg<'_>]) -> Result<(), Violation> {
+        let Some(x) = n.as_f64() else { return Ok(()) };
+        let checks: [(Option<f64>, bool, &'static str, &str); 4] = [
+            (
+                s.minimum,
+                x >= s.minimum.unwrap_or(f64::NEG_INFINITY),
+                "minimum",
+                "at least",
+            ),
+            (
+                s.maximum,
+                x <= s.maximum.unwrap_or(f64::INFINITY),
+                "maximum",
+                "at most",
+            ),
+            (
+                s.exclusive_minimum,
+                x > s.exclusive_minimum.unwrap_or(f64::NEG_INFINITY),
+                "exclusiveMinimum",
+                "above",
+            ),
+            (
+                s.exclusive_maximum,
+                x < s.exclusive_maximum.unwrap_or(f64::INFINITY),
+                "exclusiveMaximum",
+                "below",
+            ),
+        ];
+        for (bound, ok, keyword, word) in checks {
+            if let (Some(b), false) = (bound, ok) {
+                return self.fail(path, keyword, format!("expected a number {word} {b}"));
+            }
+        }
+        if let Some(m) = s.multiple_of {
+            let q = x / m;
+            if !q.is_finite() || (q - q.round()).abs() > 1e-9 * q.abs().max(1.0) {
+                return self.fail(path, "multipleOf", format!("expected a multiple of {m}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn string(&self, s: &Obj, text: &str, path: &[Seg<'_>]) -> Result<(), Violation> {
+        if s.min_length.is_some() || s.max_length.is_some() {
+            let len = text.chars().count() as u64;
+            if let Some(min) = s.min_length.filter(|m| len < *m) {
+                return self.fail(
+                    path,
+                    "minLength",
+                    format!("expected at least {min} characters"),
+                );
+            }
+            if let Some(max) = s.max_length.filter(|m| len > *m) {
+                return self.fail(
+                    path,
+                    "maxLength",
+                    format!("expected at most {max} characters"),
+                );
+            }
+        }
+        if let Some(re) = &s.pattern {
+            if !re.is_match(text) {
+                return self.fail(
+                    path,
+                    "pattern",
+                    "does not match the schema's pattern".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn array<'v>(
+        &mut self,
+        s: &Obj,
+        items: &'v [Value],
+        path: &mut Vec<Seg<'v>>,
+        depth: u32,
+    ) -> Result<(), Violation> {
+        let len = items.len() as u64;
+        if let Some(min) = s.min_items.filter(|m| len < *m) {
+            return self.fail(path, "minItems", format!("expected at least {min} items"));
+        }
+        if let Some(max) = s.max_items.filter(|m| len > *m) {
+            return self.fail(path, "maxItems", format!("expected at most {max} items"));
+        }
+        for (i, item) in items.iter().enumerate() {
+            let sub = match s.prefix_items.get(i) {
+                Some(p) => Some(*p),
+                None => s.items,
+            };
+            if let Some(sub) = sub {
+                path.push(Seg::Index(i));
+                let r = self.check(sub, item, path, depth + 1);
+                path.pop();
+                r?;
+            }
+        }
+        if s.unique_items {
+            // Quadratic: paid for in steps.
+            self.steps = self
+                .steps
+                .saturating_add((items.len() * items.len() / 64) as u32);
+            for (i, a) in items.iter().enumerate() {
+                if let Some(j) = items.iter().skip(i + 1).position(|b| json_eq(a, b)) {
+                    path.push(Seg::Index(i + 1 + j));
+                    let r = self.fail(
+                        path,
+                        "uniqueItems",
+                        format!("repeats item {i} (uniqueItems)"),
+                    );
+                    path.pop();
+                    return r;
+                }
+            }
+        }
+        if let Some(c) = s.contains {
+            let mut n = 0u64;
+            for (i, item) in items.iter().enumerate() {
+                path.push(Seg::Index(i));
+                let r = self.check(c, item, path, depth + 1);
+                path.pop();
+                match r {
+                    Ok(()) => n += 1,
+                    Err(e) if e.keyword == "$schema" => return Err(e),
+                    Err(_) => {}
+                }
+            }
+            let min = s.min_contains.unwrap_or(1);
+            if n < min {
+                return self.fail(
+                    path,
+                    "contains",
+                    format!("expected at least {min} items matching contains"),
+                );
+            }
+            if let Some(max) = s.max_contains.filter(|m| n > *m) {
+                return self.fail(
+                    path,
+                    "maxContains",
+                    format!("expected at most {max} items matching contains"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn object<'v>(
+        &mut self,
+        s: &Obj,
+        whole: &'v Value,
+        members: &'v Map<String, Value>,
+        path: &mut Vec<Seg<'v>>,
+        depth: u32,
+    ) -> Result<(), Violation> {
+        for name in &s.required {
+            if !members.contains_key(name) {
+                return self.fail(
+                    path,
+                    "required",
+                    format!("missing required member {}", Value::String(name.clone())),
+                );
+            }
+        }
+        let len = members.len() as u64;
+        if let Some(min) = s.min_properties.filter(|m| len < *m) {
+            return self.fail(
+                path,
+                "minProperties",
+                format!("expected at least {min} members"),
+            );
+        }
+        if let Some(max) = s.max_properties.filter(|m| len > *m) {
+            return self.fail(
+                path,
+                "maxProperties",
+                format!("expected at most {max} members"),
+            );
+        }
+        for (name, needed) in &s.dependent_required {
+            if members.contains_key(name) {
+                if let Some(missing) = needed.iter().find(|n| !members.contains_key(*n)) {
+                    return self.fail(
+                        path,
+                        "dependentRequired",
+                        format!(
+                            "member {} requires member {}",
+                            Value::String(name.clone()),
+                            Value::String(missing.clone())
+                        ),
+                    );
+                }
+            }
+        }
+        for (name, sub) in &s.dependent_schemas {
+            if members.contains_key(name) {
+                self.check(*sub, whole, path, depth + 1)?;
+            }
+        }
+        for (name, value) in members {
+            path.push(Seg::Key(name));
+            let r = self.member(s, name, value, path, depth);
+            path.pop();
+            r?;
+        }
+        Ok(())
+    }
+
+    fn member<'v>(
+        &mut self,
+        s: &Obj,
+        name: &'v str,
+        value: &'v Value,
+        path: &mut Vec<Seg<'v>>,
+        depth: u32,
+    ) -> Result<(), Violation> {
+        if let Some(names) = s.property_names {
+            let key = Value::String(name.to_owned());
+            // The name is not a member's value: checked on a path of its own.
+            if let Err(e) = self.check(names, &key, &mut Vec::new(), depth + 1) {
+                return Err(match e.keyword {
+                    "$schema" => e,
+                    _ => Violation {
+                        pointer: pointer(path),
+                        keyword: "propertyNames",
+                        message: format!("member name does not match propertyNames: {}", e.message),
+                    },
+                });
+            }
+        }
+        let mut matched = false;
+        if let Some((_, sub)) = s.properties.iter().find(|(n, _)| n == name) {
+            matched = true;
+            self.check(*sub, value, path, depth + 1)?;
+        }
+        for (re, sub) in &s.pattern_properties {
+            if re.is_match(name) {
+                matched = true;
+                self.check(*sub, value, path, depth + 1)?;
+            }
+        }
+        if matched {
+            return Ok(());
+        }
+        match s.additional_properties {
+            None => Ok(()),
+            Some(sub) => match self.schema.nodes.get(sub) {
+                Some(Node::Bool(false)) => self.fail(
+                    path,
+                    "additionalProperties",
+                    "unexpected member: the schema allows no members but those it names (additionalProperties: false)".into(),
+                ),
+                _ => self.check(sub, value, path, depth + 1),
+            },
+        }
+    }
+}
+
+fn keep_deepest(deepest: &mut Option<Violation>, e: Violation) {
+    match deepest {
+        Some(d) if d.keyword == "$schema" => {}
+        Some(d) if d.pointer.len() >= e.pointer.len() && e.keyword != "$schema" => {}
+        _ => *deepest = Some(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// `Ok` or the (pointer, keyword) of the violation.
+    type Want = Result<(), (&'static str, &'static str)>;
+    /// (pointer, keyword) of each unsupported keyword.
+    type Places = Vec<(&'static str, &'static str)>;
+
+    /// A schema as the Python SDK (pydantic) writes one: `$defs`, `$ref`,
+    /// `anyOf` with null for an optional member, `additionalProperties`.
+    fn order_schema() -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "customer": {"type": "string", "minLength": 1, "maxLength": 8, "pattern": "^[a-z]+$"},
+                "items": {"type": "array", "minItems": 1, "maxItems": 3, "items": {"$ref": "#/$defs/Item"}},
+                "priority": {"enum": ["low", "high"]},
+                "note": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": null},
+                "count": {"type": "integer", "minimum": 1, "exclusiveMaximum": 10}
+            },
+            "required": ["customer", "items"],
+            "additionalProperties": false,
+            "$defs": {
+                "Item": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "qty": {"type": "number", "multipleOf": 0.5}},
+                    "required": ["name"],
+                    "additionalProperties": false
+                }
+            }
+        })
+    }
+
+    fn outcome(schema: &Value, instance: Value) -> Result<(), (String, &'static str)> {
+        let s = Schema::compile(schema);
+        assert!(s.unsupported.is_empty(), "{:?}", s.unsupported);
+        s.validate(&instance).map_err(|v| (v.pointer, v.keyword))
+    }
+
+    #[test]
+    fn arguments_are_checked_against_the_declared_schema() {
+        let good = || json!({"customer": "acme", "items": [{"name": "a", "qty": 1.5}]});
+        let with = |k: &str, v: Value| {
+            let mut g = good();
+            g[k] = v;
+            g
+        };
+        let cases: Vec<(&str, Value, Want)> = vec![
+            ("valid_arguments_pass", good(), Ok(())),
+            (
+                "valid_with_optional_members_pass",
+                with("note", Value::Null),
+                Ok(()),
+            ),
+            (
+                "integer_written_with_a_fraction_is_an_integer",
+                with("count", json!(3.0)),
+                Ok(()),
+            ),
+            (
+                "missing_required_member_fails_at_the_top",
+                json!({"items": [{"name": "a"}]}),
+                Err(("", "required")),
+            ),
+            (
+                "wrong_type_fails_at_its_member",
+                with("customer", json!(7)),
+                Err(("/customer", "type")),
+            ),
+            (
+                "extra_member_under_additional_properties_false",
+                with("extra", json!(1)),
+                Err(("/extra", "additionalProperties")),
+            ),
+            (
+                "nested_pointer_through_items_and_ref",
+                json!({"customer": "acme", "items": [{"name": "a"}, {"name": "b"}, {"name": 5}]}),
+                Err(("/items/2/name", "type")),
+            ),
+            (
+                "extra_member_in_a_referenced_definition",
+                json!({"customer": "acme", "items": [{"name": "a", "colour": "red"}]}),
+                Err(("/items/0/colour", "additionalProperties")),
+            ),
+            (
+                "enum_outside_its_values",
+                with("priority", json!("urgent")),
+                Err(("/priority", "enum")),
+            ),
+            (
+                "string_too_long",
+                with("customer", json!("abcdefghi")),
+                Err(("/customer", "maxLength")),
+            ),
+            (
+                "string_too_short",
+                with("customer", json!("")),
+                Err(("/customer", "minLength")),
+            ),
+            (
+                "pattern_not_matched",
+                with("customer", json!("ACME")),
+                Err(("/customer", "pattern")),
+            ),
+            (
+                "too_many_items",
+                with(
+                    "items",
+                    json!([{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}]),
+                ),
+                Err(("/items", "maxItems")),
+            ),
+            (
+                "too_few_items",
+                with("items", json!([])),
+                Err(("/items", "minItems")),
+            ),
+            (
+                "integer_required",
+                with("count", json!(2.5)),
+                Err(("/count", "type")),
+            ),
+            (
+                "below_minimum",
+                with("count", json!(0)),
+                Err(("/count", "minimum")),
+            ),
+            (
+                "exclusive_maximum_reached",
+                with("count", json!(10)),
+                Err(("/count", "exclusiveMaximum")),
+            ),
+            (
+                "not_a_multiple",
+                json!({"customer": "a", "items": [{"name": "a", "qty": 0.3}]}),
+                Err(("/items/0/qty", "multipleOf")),
+            ),
+            (
+                "optional_member_of_neither_alternative",
+                with("note", json!(5)),
+                Err(("/note", "anyOf")),
+            ),
+            ("not_an_object_at_all", json!([1]), Err(("", "type"))),
+        ];
+        let schema = order_schema();
+        for (name, instance, want) in cases {
+            let got = outcome(&schema, instance);
+            let want = want.map_err(|(p, k)| (p.to_owned(), k));
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn combinators_refs_and_draft_spellings_work_as_specified() {
+        let cases: Vec<(&str, Value, Value, Want)> = vec![
+            (
+                "one_of_exactly_one",
+                json!({"oneOf": [{"type": "integer"}, {"type": "string"}]}),
+                json!(1),
+                Ok(()),
+            ),
+            (
+                "one_of_two_match",
+                json!({"oneOf": [{"type": "integer"}, {"type": "number"}]}),
+                json!(1),
+                Err(("", "oneOf")),
+            ),
+            (
+                "all_of_each",
+                json!({"allOf": [{"minimum": 1}, {"maximum": 2}]}),
+                json!(3),
+                Err(("", "maximum")),
+            ),
+            (
+                "not_matches",
+                json!({"not": {"type": "null"}}),
+                Value::Null,
+                Err(("", "not")),
+            ),
+            ("const_by_value", json!({"const": 1}), json!(1.0), Ok(())),
+            (
+                "const_differs",
+                json!({"const": {"a": [1]}}),
+                json!({"a": [2]}),
+                Err(("", "const")),
+            ),
+            (
+                "type_list",
+                json!({"type": ["string", "null"]}),
+                Value::Null,
+                Ok(()),
+            ),
+            (
+                "type_list_miss",
+                json!({"type": ["string", "null"]}),
+                json!(1),
+                Err(("", "type")),
+            ),
+            (
+                "recursive_ref_to_root",
+                json!({"type": "object", "properties": {"child": {"$ref": "#"}}, "additionalProperties": false}),
+                json!({"child": {"child": {"x": 1}}}),
+                Err(("/child/child/x", "additionalProperties")),
+            ),
+            (
+                "draft07_definitions",
+                json!({"$schema": "http://json-schema.org/draft-07/schema#", "definitions": {"n": {"type": "number"}}, "properties": {"a": {"$ref": "#/definitions/n"}}}),
+                json!({"a": "x"}),
+                Err(("/a", "type")),
+            ),
+            (
+                "draft07_tuple_items",
+                json!({"items": [{"type": "string"}], "additionalItems": false}),
+                json!(["a", 1]),
+                Err(("/1", "false")),
+            ),
+            (
+                "prefix_items",
+                json!({"prefixItems": [{"type": "string"}], "items": {"type": "integer"}}),
+                json!(["a", 1, "b"]),
+                Err(("/2", "type")),
+            ),
+            (
+                "draft04_exclusive_boolean",
+                json!({"maximum": 5, "exclusiveMaximum": true}),
+                json!(5),
+                Err(("", "exclusiveMaximum")),
+            ),
+            (
+                "pattern_properties",
+                json!({"patternProperties": {"^x_": {"type": "integer"}}, "additionalProperties": false}),
+                json!({"x_a": 1, "y": 2}),
+                Err(("/y", "additionalProperties")),
+            ),
+            (
+                "property_names",
+                json!({"propertyNames": {"maxLength": 3}}),
+                json!({"abcd": 1}),
+                Err(("/abcd", "propertyNames")),
+            ),
+            (
+                "dependent_required",
+                json!({"dependentRequired": {"a": ["b"]}}),
+                json!({"a": 1}),
+                Err(("", "dependentRequired")),
+            ),
+            (
+                "unique_items",
+                json!({"uniqueItems": true}),
+                json!([1, 2, 1.0]),
+                Err(("/2", "uniqueItems")),
+            ),
+            (
+                "contains",
+                json!({"contains": {"type": "string"}}),
+                json!([1, 2]),
+                Err(("", "contains")),
+            ),
+            (
+                "if_then_else",
+                json!({"if": {"properties": {"k": {"const": "a"}}}, "then": {"required": ["x"]}, "else": {"required": ["y"]}}),
+                json!({"k": "b"}),
+                Err(("", "required")),
+            ),
+            (
+                "escaped_pointer_members",
+                json!({"additionalProperties": false}),
+                json!({"a/b~c": 1}),
+                Err(("/a~1b~0c", "additionalProperties")),
+            ),
+            (
+                "annotations_and_vendor_keywords_assert_nothing",
+                json!({"title": "t", "format": "email", "x-order": 1, "nullable": true, "type": "string"}),
+                json!("not an email"),
+                Ok(()),
+            ),
+            ("false_schema", json!(false), json!(1), Err(("", "false"))),
+            ("true_schema", json!(true), json!({"anything": 1}), Ok(())),
+        ];
+        for (name, schema, instance, want) in cases {
+            let got = outcome(&schema, instance);
+            let want = want.map_err(|(p, k)| (p.to_owned(), k));
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn keywords_it_cannot_check_are_listed_with_their_place() {
+        let cases: Vec<(&str, Value, Places)> = vec![
+            (
+                "unevaluated_properties",
+                json!({"properties": {"a": {"unevaluatedProperties": false}}}),
+                vec![(
+                    "/properties/a/unevaluatedProperties",
+                    "unevaluatedProperties",
+                )],
+            ),
+            (
+                "remote_ref",
+                json!({"$ref": "https://example.com/s.json"}),
+                vec![("/$ref", "$ref")],
+            ),
+            (
+                "anchor_ref",
+                json!({"$ref": "#thing"}),
+                vec![("/$ref", "$ref")],
+            ),
+            (
+                "dangling_ref",
+                json!({"$ref": "#/$defs/missing"}),
+                vec![("/$ref", "$ref")],
+            ),
+            (
+                "nested_id",
+                json!({"properties": {"a": {"$id": "urn:x"}}}),
+                vec![("/properties/a/$id", "$id")],
+            ),
+            (
+                "regex_lite_cannot_compile",
+                json!({"pattern": "(?<=a)b"}),
+                vec![("/pattern", "pattern")],
+            ),
+            (
+                "malformed_minimum",
+                json!({"minimum": "1"}),
+                vec![("/minimum", "minimum")],
+            ),
+            (
+                "unknown_type_name",
+                json!({"type": "int"}),
+                vec![("/type", "type")],
+            ),
+            (
+                "every_annotation_is_fine",
+                json!(ANNOTATIONS
+                    .iter()
+                    .map(|k| (k.to_string(), json!({})))
+                    .collect::<Map<String, Value>>()),
+                vec![],
+            ),
+        ];
+        for (name, schema, want) in cases {
+            let got: Vec<(String, String)> = Schema::compile(&schema)
+                .unsupported
+                .into_iter()
+                .map(|u| (u.pointer, u.keyword))
+                .collect();
+            let want: Vec<(String, String)> = want
+                .into_iter()
+                .map(|(p, k)| (p.to_owned(), k.to_owned()))
+                .collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn costly_checks_stop_and_fail_closed() {
+        // A reference to itself that never descends: the depth bound ends it.
+        let s =
+            Schema::compile(&json!({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}));
+        let e = s.validate(&json!(1)).err().map(|v| v.keyword);
+        assert_eq!(e, Some("$schema"));
+        // Nested oneOf over a long array: the step budget ends it.
+        let mut schema = json!({"type": "integer"});
+        for _ in 0..12 {
+            // Each level checks the one below twice and matches once.
+            schema = json!({"oneOf": [schema.clone(), {"allOf": [schema, false]}]});
+        }
+        let s = Schema::compile(&json!({"items": schema}));
+        let big: Vec<Value> = (0..2000).map(|i| json!(i)).collect();
+        let e = s.validate(&Value::Array(big)).err().map(|v| v.keyword);
+        assert_eq!(e, Some("$schema"));
+    }
+
+    #[test]
+    fn reasons_never_carry_the_value() {
+        let s = Schema::compile(&order_schema());
+        let secret = "sk_live_0123456789abcdef";
+        for instance in [
+            json!({"customer": secret, "items": [{"name": "a"}]}),
+            json!({"customer": "a", "items": [{"name": "a"}], "priority": secret}),
+            json!({"customer": "a", "items": [{"name": secret, "qty": secret}]}),
+        ] {
+            let v = s.validate(&instance).err();
+            assert!(v.is_some());
+            assert!(!format!("{v:?}").contains(secret), "{v:?}");
+        }
+    }
+}

@@ -1,0 +1,893 @@
+//! Calls checked against the schemas their server declared (issue #16 item
+//! 6): the `$.schemas` section, the memory of each tool's `inputSchema` and
+//! `outputSchema` per upstream cluster, and the checks of a call's
+//! `arguments` and of a result's `structuredContent`.
+//!
+//! Where the schemas live: Envoy's shared data, one key per upstream cluster
+//! and tool (`<digest>\n<JSON>`), written by the VM that read a `tools/list`
+//! answer, so a call on another worker, or in a VM that never saw a list,
+//! finds them. Compiled once per VM and definition: each VM keeps the
+//! compiled schemas by the digest of what is stored ([`compiled`]); a call
+//! reads the key, and its first line finds the compiled schemas without
+//! parsing anything. A list compiles each definition it shows (to say what
+//! cannot be checked) and so fills the cache of the VM that read it.
+//!
+//! Pure but for that cache: a `thread_local` (one per Wasm VM, which is
+//! single-threaded; one per test thread natively), a memo of a pure function
+//! of its key, so what it holds never changes a decision.
+
+use super::schema::{Schema, Unsupported, Violation};
+use crate::config::{index, keywords, Errors, ObjReader};
+use crate::json::{canonical, sha256_hex};
+use crate::jsonrpc::{name_problem, NameKind};
+use crate::rule_id::RuleId;
+use crate::store::{SharedStore, StoreError};
+use serde_json::{json, Map, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::rc::Rc;
+
+/// What a check does when a value does not validate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaMode {
+    /// Refuse the call (-32010, rule `input-schema`) or replace the result
+    /// (-32010, rule `output-schema`).
+    Enforce,
+    /// Forward; audit and count.
+    Warn,
+    Off,
+}
+
+keywords!(SchemaMode {
+    Enforce => "enforce",
+    Warn => "warn",
+    Off => "off",
+});
+
+/// What a call of a tool whose schemas no list of its upstream showed this
+/// Envoy gets, when a check is `enforce` (`unseen_calls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnseenCalls {
+    /// Refused until a list showed the tool (as pins refuse `unseen`).
+    Refuse,
+    /// Forwarded unchecked (audited and counted as `warned`).
+    Allow,
+}
+
+keywords!(UnseenCalls {
+    Refuse => "refuse",
+    Allow => "allow",
+});
+
+/// Keywords `ignore_keywords` may name: those the validator does not
+/// implement. Naming one says "check the rest of such a schema".
+pub const IGNORABLE: [&str; 5] = [
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "$dynamicRef",
+    "$recursiveRef",
+    "$id",
+];
+
+/// The compiled `$.schemas` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaPolicy {
+    pub input: SchemaMode,
+    pub output: SchemaMode,
+    pub unseen_calls: UnseenCalls,
+    /// Unsupported keywords a schema may hold and still be checked (the
+    /// rest of it); any other makes the tool unverifiable.
+    pub ignore_keywords: Vec<String>,
+}
+
+impl Default for SchemaPolicy {
+    fn default() -> Self {
+        SchemaPolicy {
+            input: SchemaMode::Off,
+            output: SchemaMode::Off,
+            unseen_calls: UnseenCalls::Refuse,
+            ignore_keywords: Vec::new(),
+        }
+    }
+}
+
+impl SchemaPolicy {
+    /// Whether lists are read and remembered and calls looked up at all.
+    pub fn active(&self) -> bool {
+        self.input != SchemaMode::Off || self.output != SchemaMode::Off
+    }
+
+    /// The unsupported keywords of `schema` the policy does not ignore.
+    pub fn unverifiable<'s>(&self, schema: &'s Schema) -> Option<&'s Unsupported> {
+        schema
+            .unsupported
+            .iter()
+            .find(|u| !self.ignore_keywords.contains(&u.keyword))
+    }
+}
+
+/// Compile `$.schemas` (`path`); absent = off.
+pub fn compile(section: Option<&Value>, path: &str, errs: &mut Errors) -> Option<SchemaPolicy> {
+    let mut policy = SchemaPolicy::default();
+    let Some(v) = section else {
+        return Some(policy);
+    };
+    let before = errs.0.len();
+    let mut r = ObjReader::new(v, path, errs)?;
+    policy.input = r.keyword("input", errs).unwrap_or(SchemaMode::Off);
+    policy.output = r.keyword("output", errs).unwrap_or(SchemaMode::Off);
+    policy.unseen_calls = r
+        .keyword("unseen_calls", errs)
+        .unwrap_or(UnseenCalls::Refuse);
+    let ignore_path = r.field_path("ignore_keywords");
+    if let Some(list) = r.strings("ignore_keywords", errs) {
+        for (i, k) in list.iter().enumerate() {
+            if !IGNORABLE.contains(&k.as_str()) {
+                errs.push(
+                    index(&ignore_path, i),
+                    format!(
+                        "{k:?} is not a keyword the validator skips; the ones that can be ignored are {}",
+                        IGNORABLE.join(", ")
+                    ),
+                );
+            }
+        }
+        policy.ignore_keywords = list;
+    }
+    r.finish(errs);
+    (errs.0.len() == before).then_some(policy)
+}
+
+// --- What a list declared, compiled. ---
+
+/// Stored schemas larger than this are not kept: the tool is unverifiable.
+pub const MAX_STORED_BYTES: usize = 64 * 1024;
+/// Tools remembered per upstream; past it a new tool stays unseen.
+pub const MAX_TOOLS: usize = 1024;
+/// Compiled definitions kept per VM; past it the cache starts again.
+const MAX_CACHED: usize = 256;
+
+/// One tool's declared schemas, compiled.
+pub struct ToolSchemas {
+    /// Lower-case hex SHA-256 of the stored JSON (what the cache is keyed by).
+    pub digest: String,
+    pub input: Option<Schema>,
+    pub output: Option<Schema>,
+}
+
+impl fmt::Debug for ToolSchemas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ToolSchemas({})", self.digest)
+    }
+}
+
+impl PartialEq for ToolSchemas {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+    }
+}
+
+impl Eq for ToolSchemas {}
+
+/// What is stored of one `tools/list` entry: `{"i": inputSchema, "o":
+/// outputSchema}` (null when absent), canonical JSON so one definition has
+/// one digest.
+pub fn stored_form(entry: &Map<String, Value>) -> String {
+    let doc = json!({
+        "i": entry.get("inputSchema").cloned().unwrap_or(Value::Null),
+        "o": entry.get("outputSchema").cloned().unwrap_or(Value::Null),
+    });
+    canonical(&doc)
+}
+
+fn compile_stored(text: &str, digest: String) -> Option<ToolSchemas> {
+    let doc: Value = serde_json::from_str(text).ok()?;
+    let one = |v: Option<&Value>| match v {
+        None | Some(Value::Null) => None,
+        Some(s) => Some(Schema::compile(s)),
+    };
+    Some(ToolSchemas {
+        input: one(doc.get("i")),
+        output: one(doc.get("o")),
+        digest,
+    })
+}
+
+thread_local! {
+    static CACHE: RefCell<HashMap<String, Rc<ToolSchemas>>> = RefCell::new(HashMap::new());
+}
+
+/// The compiled schemas of a stored form with `digest`, compiled at most once
+/// per VM (`None` when the text is not what this module stores).
+pub fn compiled(digest: &str, text: impl FnOnce() -> Option<String>) -> Option<Rc<ToolSchemas>> {
+    if let Some(hit) = CACHE.with(|c| c.borrow().get(digest).cloned()) {
+        return Some(hit);
+    }
+    let fresh = Rc::new(compile_stored(&text()?, digest.to_owned())?);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= MAX_CACHED {
+            c.clear();
+        }
+        c.insert(digest.to_owned(), fresh.clone());
+    });
+    Some(fresh)
+}
+
+/// One listed tool's schemas: what to store and the compiled form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declared {
+    pub tool: String,
+    /// `None`: larger than [`MAX_STORED_BYTES`].
+    pub stored: Option<(String, String)>,
+    pub compiled: Option<Rc<ToolSchemas>>,
+}
+
+/// Read one `tools/list` entry (compiled through the VM's cache).
+pub fn declared(tool: &str, entry: &Map<String, Value>) -> Declared {
+    let text = stored_form(entry);
+    if text.len() > MAX_STORED_BYTES {
+        return Declared {
+            tool: tool.to_owned(),
+            stored: None,
+            compiled: None,
+        };
+    }
+    let digest = sha256_hex(text.as_bytes());
+    let compiled = compiled(&digest, || Some(text.clone()));
+    Declared {
+        tool: tool.to_owned(),
+        stored: Some((digest, text)),
+        compiled,
+    }
+}
+
+// --- Memory: per upstream cluster and tool, in shared data. ---
+
+const KEY_PREFIX: &str = "mcp_firewall/schemas";
+const TOO_LARGE: &str = "too-large";
+const ATTEMPTS: usize = 4;
+
+fn key(upstream: &str, tool: &str) -> String {
+    let h = sha256_hex(format!("{upstream}\u{0}{tool}").as_bytes());
+    format!("{KEY_PREFIX}/{}", h.get(..32).unwrap_or(&h))
+}
+
+fn index_key(upstream: &str) -> String {
+    let h = sha256_hex(upstream.as_bytes());
+    format!("{KEY_PREFIX}/index/{}", h.get(..32).unwrap_or(&h))
+}
+
+/// What is known of a tool's schemas when a call of it is decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Known {
+    /// No list of the upstream showed the tool to this Envoy (or more than
+    /// [`MAX_TOOLS`] tools of it were listed).
+    Unseen,
+    /// Shared data failed, the upstream is unknown, or what is stored cannot
+    /// be read.
+    Unavailable,
+    /// The last list showed a definition larger than [`MAX_STORED_BYTES`].
+    TooLarge,
+    Declared(Rc<ToolSchemas>),
+}
+
+/// What `upstream`'s lists declared for `tool`.
+pub fn recall<S: SharedStore + ?Sized>(store: &S, upstream: &str, tool: &str) -> Known {
+    let bytes = match store.get(&key(upstream, tool)) {
+        Ok((Some(b), _)) => b,
+        Ok((None, _)) => return Known::Unseen,
+        Err(_) => return Known::Unavailable,
+    };
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return Known::Unavailable;
+    };
+    if text == TOO_LARGE {
+        return Known::TooLarge;
+    }
+    let Some((digest, json)) = text.split_once('\n') else {
+        return Known::Unavailable;
+    };
+    match compiled(digest, || Some(json.to_owned())) {
+        Some(s) => Known::Declared(s),
+        None => Known::Unavailable,
+    }
+}
+
+/// Remember what one list of `upstream` declared. The last list wins: a
+/// server's schema is its own contract (a server that loosens it for one
+/// caller loosens what it receives itself). Each key is read first and
+/// written only when it changed (a read takes Envoy's shared lock, a write
+/// the exclusive one); a tool is registered in the upstream's index before
+/// its first write, so at most [`MAX_TOOLS`] keys exist per upstream.
+pub fn remember<S: SharedStore + ?Sized>(
+    store: &S,
+    upstream: &str,
+    declared: &[Declared],
+) -> Result<(), StoreError> {
+    let mut failed = None;
+    for d in declared {
+        if name_problem(NameKind::Tool, &d.tool).is_some() {
+            continue;
+        }
+        let value = match &d.stored {
+            Some((digest, text)) => format!("{digest}\n{text}"),
+            None => TOO_LARGE.to_owned(),
+        };
+        let k = key(upstream, &d.tool);
+        let result = match store.get(&k) {
+            Ok((Some(old), _)) if old == value.as_bytes() => Ok(()),
+            Ok((old, cas)) => match old.is_some() || register(store, upstream, &d.tool)? {
+                true => store.set(&k, value.as_bytes(), cas),
+                false => Ok(()),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            failed = Some(e);
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// Add `tool` to `upstream`'s index; false when the index is full.
+fn register<S: SharedStore + ?Sized>(
+    store: &S,
+    upstream: &str,
+    tool: &str,
+) -> Result<bool, StoreError> {
+    let k = index_key(upstream);
+    for _ in 0..ATTEMPTS {
+        let (old, cas) = store.get(&k)?;
+        let text = old
+            .as_deref()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+            .to_owned();
+        if text.lines().any(|l| l == tool) {
+            return Ok(true);
+        }
+        if text.lines().count() >= MAX_TOOLS {
+            return Ok(false);
+        }
+        match store.set(&k, format!("{text}{tool}\n").as_bytes(), cas) {
+            Ok(()) => return Ok(true),
+            Err(StoreError::CasMismatch) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::CasMismatch)
+}
+
+// --- The checks. ---
+
+/// Which check: a call's arguments or a result's `structuredContent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Input,
+    Output,
+}
+
+impl Side {
+    pub fn rule(self) -> RuleId {
+        match self {
+            Side::Input => RuleId::InputSchema,
+            Side::Output => RuleId::OutputSchema,
+        }
+    }
+
+    fn member(self) -> &'static str {
+        match self {
+            Side::Input => "inputSchema",
+            Side::Output => "outputSchema",
+        }
+    }
+}
+
+/// A value that did not pass its check, or a check that could not be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaFinding {
+    pub side: Side,
+    pub tool: String,
+    /// JSON pointer into the arguments or `structuredContent` (`None` when
+    /// nothing was checked: the schema unseen or unverifiable).
+    pub pointer: Option<String>,
+    pub reason: String,
+    /// What the finding does: refuse/block (`enforce`), or audit (`warn`,
+    /// `unseen_calls: allow`).
+    pub enforced: bool,
+}
+
+impl SchemaFinding {
+    /// `error.data` of the -32010 refusal: `rule`, `reason`, and the
+    /// `pointer` when a value failed.
+    pub fn error_data(&self) -> Value {
+        let mut data = json!({
+            "rule": self.side.rule().as_str(),
+            "reason": self.reason,
+            "tool": self.tool,
+        });
+        if let Some(p) = &self.pointer {
+            data["pointer"] = json!(p);
+        }
+        data
+    }
+
+    /// The `error` member of the refusal (a call) or of the replaced result.
+    pub fn error(&self) -> Value {
+        let message = match self.side {
+            Side::Input => "arguments do not match the tool's inputSchema",
+            Side::Output => {
+                "result refused: structuredContent does not match the tool's outputSchema"
+            }
+        };
+        json!({"code": crate::reply::DENIED, "message": message, "data": self.error_data()})
+    }
+}
+
+/// Clipped pointer: a member name is the caller's (or server's) text.
+const MAX_POINTER: usize = 256;
+
+fn clip(p: String) -> String {
+    if p.len() <= MAX_POINTER {
+        return p;
+    }
+    let mut end = MAX_POINTER;
+    while !p.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &p[..end])
+}
+
+/// Check `value` (a call's `arguments`, `{}` when absent, or a result's
+/// `structuredContent`) of `tool` against what is known of its schemas,
+/// under `mode` (not `Off`). `None`: it passes.
+pub fn check(
+    policy: &SchemaPolicy,
+    side: Side,
+    mode: SchemaMode,
+    tool: &str,
+    known: &Known,
+    value: Option<&Value>,
+) -> Option<SchemaFinding> {
+    let enforce = mode == SchemaMode::Enforce;
+    let finding = |pointer: Option<String>, reason: String, enforced: bool| SchemaFinding {
+        side,
+        tool: tool.to_owned(),
+        pointer,
+        reason,
+        enforced,
+    };
+    let unknown = |why: &str| {
+        let refuse = enforce && policy.unseen_calls == UnseenCalls::Refuse;
+        let then = match refuse {
+            true => "list the tools, then call again (schemas.unseen_calls: refuse)",
+            false => "forwarded unchecked",
+        };
+        Some(finding(
+            None,
+            format!("tool {tool:?}: {why}; {then}"),
+            refuse,
+        ))
+    };
+    let schemas = match known {
+        Known::Declared(s) => s,
+        // Results: the call was judged when it went out; a tool no list
+        // showed has no output contract to hold a result to.
+        _ if side == Side::Output => return None,
+        Known::Unseen => {
+            return unknown("no tools/list of this server showed its inputSchema to this Envoy yet")
+        }
+        Known::TooLarge => {
+            return Some(finding(
+                None,
+                format!(
+                    "tool {tool:?}: its schemas are larger than {MAX_STORED_BYTES} bytes and were not kept, so they cannot be checked"
+                ),
+                enforce,
+            ))
+        }
+        Known::Unavailable => {
+            return Some(finding(
+                None,
+                format!("tool {tool:?}: the schemas its server declared cannot be read; refusing rather than guessing"),
+                enforce,
+            ))
+        }
+    };
+    let schema = match side {
+        Side::Input => schemas.input.as_ref(),
+        Side::Output => schemas.output.as_ref(),
+    };
+    let Some(schema) = schema else {
+        return match side {
+            // MCP requires an inputSchema: an entry without one declares
+            // nothing its arguments can be held to.
+            Side::Input => Some(finding(
+                None,
+                format!("tool {tool:?}: its tools/list entry declares no inputSchema (MCP requires one), so its arguments cannot be checked"),
+                enforce,
+            )),
+            Side::Output => None,
+        };
+    };
+    if let Some(u) = policy.unverifiable(schema) {
+        let why = match u.why {
+            "" => "which this filter does not implement".to_owned(),
+            w => format!("({w})"),
+        };
+        return Some(finding(
+            None,
+            format!(
+                "tool {tool:?}: its {} holds {:?} at {:?}, {why}, so it cannot be fully checked (schemas.ignore_keywords checks the rest)",
+                side.member(),
+                u.keyword,
+                u.pointer
+            ),
+            enforce,
+        ));
+    }
+    let empty = Value::Object(Map::new());
+    let value = match (side, value) {
+        (_, Some(v)) => v,
+        (Side::Input, None) => &empty,
+        (Side::Output, None) => {
+            return Some(finding(
+                Some(String::new()),
+                format!(
+                    "tool {tool:?} declares an outputSchema but its result has no structuredContent"
+                ),
+                enforce,
+            ))
+        }
+    };
+    let Violation {
+        pointer,
+        keyword,
+        message,
+    } = schema.validate(value).err()?;
+    let pointer = clip(pointer);
+    let shown = match pointer.as_str() {
+        "" => "the top level".to_owned(),
+        p => p.to_owned(),
+    };
+    let what = match side {
+        Side::Input => "the arguments do",
+        Side::Output => "structuredContent does",
+    };
+    Some(finding(
+        Some(pointer),
+        format!(
+            "tool {tool:?}: {what} not match its {} at {shown}: {message} ({keyword})",
+            side.member()
+        ),
+        enforce,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn section(v: Value) -> Result<SchemaPolicy, Vec<String>> {
+        let mut errs = Errors::default();
+        let p = compile(Some(&v), "$.schemas", &mut errs);
+        match (p, errs.is_empty()) {
+            (Some(p), true) => Ok(p),
+            _ => Err(errs.0.iter().map(ToString::to_string).collect()),
+        }
+    }
+
+    #[test]
+    fn section_defaults_off_and_names_the_path_of_every_mistake() {
+        let mut errs = Errors::default();
+        assert_eq!(
+            compile(None, "$.schemas", &mut errs),
+            Some(SchemaPolicy::default())
+        );
+        assert!(!SchemaPolicy::default().active());
+        let good = section(
+            json!({"input": "enforce", "output": "warn", "unseen_calls": "allow", "ignore_keywords": ["unevaluatedProperties"]}),
+        );
+        assert_eq!(
+            good,
+            Ok(SchemaPolicy {
+                input: SchemaMode::Enforce,
+                output: SchemaMode::Warn,
+                unseen_calls: UnseenCalls::Allow,
+                ignore_keywords: vec!["unevaluatedProperties".into()],
+            })
+        );
+        let cases: &[(&str, Value, &[&str])] = &[
+            ("unknown_mode", json!({"input": "block"}), &["$.schemas.input: \"block\" is not one of enforce, warn, off"]),
+            ("unknown_unseen", json!({"unseen_calls": "deny"}), &["$.schemas.unseen_calls: \"deny\" is not one of refuse, allow"]),
+            (
+                "keyword_it_checks_cannot_be_ignored",
+                json!({"ignore_keywords": ["$dynamicRef", "required"]}),
+                &["$.schemas.ignore_keywords[1]: \"required\" is not a keyword the validator skips; the ones that can be ignored are unevaluatedProperties, unevaluatedItems, $dynamicRef, $recursiveRef, $id"],
+            ),
+            ("unknown_field", json!({"inputs": "enforce"}), &["$.schemas.inputs: unknown field"]),
+            ("not_an_object", json!("enforce"), &["$.schemas: expected an object, found a string"]),
+        ];
+        for (name, v, want) in cases {
+            assert_eq!(
+                section(v.clone()),
+                Err(want.iter().map(|s| s.to_string()).collect()),
+                "{name}"
+            );
+        }
+    }
+
+    fn declared_of(tool: &str, input: Value, output: Option<Value>) -> Declared {
+        let mut entry = Map::new();
+        entry.insert("name".into(), json!(tool));
+        entry.insert("inputSchema".into(), input);
+        if let Some(o) = output {
+            entry.insert("outputSchema".into(), o);
+        }
+        declared(tool, &entry)
+    }
+
+    #[test]
+    fn calls_are_judged_by_what_the_upstream_declared() {
+        let store = MemoryStore::new();
+        let strict = json!({"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"], "additionalProperties": false});
+        let odd = json!({"type": "object", "unevaluatedProperties": false});
+        let r = remember(
+            &store,
+            "up",
+            &[
+                declared_of("search", strict, None),
+                declared_of("odd", odd, None),
+            ],
+        );
+        assert_eq!(r, Ok(()));
+        let enforce = SchemaPolicy {
+            input: SchemaMode::Enforce,
+            ..SchemaPolicy::default()
+        };
+        let lenient = SchemaPolicy {
+            unseen_calls: UnseenCalls::Allow,
+            ignore_keywords: vec!["unevaluatedProperties".into()],
+            ..enforce.clone()
+        };
+        // (case, policy, mode, upstream, tool, arguments, want: None = passes,
+        //  Some((pointer, enforced)))
+        type Want = Option<(Option<&'static str>, bool)>;
+        type Case<'a> = (
+            &'a str,
+            &'a SchemaPolicy,
+            SchemaMode,
+            &'a str,
+            &'a str,
+            Option<Value>,
+            Want,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "valid_call_passes",
+                &enforce,
+                SchemaMode::Enforce,
+                "up",
+                "search",
+                Some(json!({"q": "x"})),
+                None,
+            ),
+            (
+                "missing_required_refused",
+                &enforce,
+                SchemaMode::Enforce,
+                "up",
+                "search",
+                Some(json!({})),
+                Some((Some(""), true)),
+            ),
+            (
+                "absent_arguments_are_an_empty_object",
+                &enforce,
+                SchemaMode::Enforce,
+                "up",
+                "search",
+                None,
+                Some((Some(""), true)),
+            ),
+            (
+                "wrong_type_refused",
+                &enforce,
+                SchemaMode::Enforce,
+                "up",
+                "search",
+                Some(json!({"q": 1})),
+                Some((Some("/q"), true)),
+            ),
+            (
+                "extra_member_refused_at_its_pointer",
+                &enforce,
+                SchemaMode::Enforce,
+                "up",
+                "search",
+                Some(json!({"q": "x", "extra": 1})),
+                Some((Some("/extra"), true)),
+            ),
+            (
+                "warn_records_but_forwards",
+                &enforce,
+                SchemaMode::Warn,
+                "up",
+                "search",
+                Some(json!({"q": 1})),
+                Some((Some("/q"), false)),
+            ),
+            (
+                "unknown_tool_refused_under_enforce",
+                &enforce,
+                SchemaMode::Enforce,
+                "up",
+                "delete_all",
+                Some(json!({})),
+                Some((None, true)),
+            ),
+            (
+                "unknown_upstream_is_unseen",
+                &enforce,
+                SchemaMode::Enforce,
+                "other",
+                "search",
+                Some(json!({"q": "x"})),
+                Some((None, true)),
+            ),
+            (
+                "unseen_calls_allow_forwards_unseen",
+                &lenient,
+                SchemaMode::Enforce,
+                "up",
+                "delete_all",
+                Some(json!({})),
+                Some((None, false)),
+            ),
+            (
+                "unsupported_keyword_makes_the_tool_unverifiable",
+                &enforce,
+                SchemaMode::Enforce,
+                "up",
+                "odd",
+                Some(json!({})),
+                Some((None, true)),
+            ),
+            (
+                "ignored_keyword_checks_the_rest",
+                &lenient,
+                SchemaMode::Enforce,
+                "up",
+                "odd",
+                Some(json!({})),
+                None,
+            ),
+            (
+                "ignored_keyword_still_checks_types",
+                &lenient,
+                SchemaMode::Enforce,
+                "up",
+                "odd",
+                Some(json!([])),
+                Some((Some(""), true)),
+            ),
+        ];
+        for (name, policy, mode, upstream, tool, args, want) in cases {
+            let known = recall(&store, upstream, tool);
+            let got = check(policy, Side::Input, mode, tool, &known, args.as_ref());
+            let got = got.map(|f| {
+                assert!(f.reason.contains(tool), "{name}: {}", f.reason);
+                (f.pointer, f.enforced)
+            });
+            let want = want.map(|(p, e)| (p.map(str::to_owned), e));
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn results_are_held_to_the_output_schema() {
+        let d = declared_of(
+            "weather",
+            json!({"type": "object"}),
+            Some(
+                json!({"type": "object", "properties": {"temp": {"type": "number"}}, "required": ["temp"]}),
+            ),
+        );
+        let Some(compiled) = d.compiled.clone() else {
+            panic!("compiled");
+        };
+        let known = Known::Declared(compiled);
+        let p = SchemaPolicy {
+            output: SchemaMode::Enforce,
+            ..SchemaPolicy::default()
+        };
+        type Case<'a> = (&'a str, &'a Known, Option<Value>, Option<Option<&'a str>>);
+        let cases: Vec<Case> = vec![
+            (
+                "valid_structured_content",
+                &known,
+                Some(json!({"temp": 3})),
+                None,
+            ),
+            (
+                "wrong_type",
+                &known,
+                Some(json!({"temp": "warm"})),
+                Some(Some("/temp")),
+            ),
+            ("missing_structured_content", &known, None, Some(Some(""))),
+            (
+                "tool_never_listed_passes",
+                &Known::Unseen,
+                Some(json!(1)),
+                None,
+            ),
+        ];
+        for (name, known, value, want) in cases {
+            let got = check(
+                &p,
+                Side::Output,
+                SchemaMode::Enforce,
+                "weather",
+                known,
+                value.as_ref(),
+            )
+            .map(|f| f.pointer);
+            assert_eq!(got, want.map(|p| p.map(str::to_owned)), "{name}");
+        }
+    }
+
+    #[test]
+    fn memory_is_bounded_and_fails_closed() {
+        let store = MemoryStore::new();
+        // Too large to keep: remembered as such, and unverifiable.
+        let huge = json!({"description": "x".repeat(MAX_STORED_BYTES)});
+        assert_eq!(
+            remember(&store, "up", &[declared_of("big", huge, None)]),
+            Ok(())
+        );
+        assert_eq!(recall(&store, "up", "big"), Known::TooLarge);
+        // Garbage where a definition should be: unavailable, never a pass.
+        assert_eq!(
+            store.set(&key("up", "bad"), b"not a definition", None),
+            Ok(())
+        );
+        assert_eq!(recall(&store, "up", "bad"), Known::Unavailable);
+        // The index bounds the keys per upstream.
+        let many: Vec<Declared> = (0..MAX_TOOLS + 2)
+            .map(|i| declared_of(&format!("t{i}"), json!({"type": "object"}), None))
+            .collect();
+        assert_eq!(remember(&store, "full", &many), Ok(()));
+        assert!(matches!(recall(&store, "full", "t0"), Known::Declared(_)));
+        assert_eq!(
+            recall(&store, "full", &format!("t{}", MAX_TOOLS + 1)),
+            Known::Unseen
+        );
+        // The last list wins: a changed schema replaces the old one.
+        let a = declared_of("s", json!({"type": "object"}), None);
+        let b = declared_of("s", json!({"type": "array"}), None);
+        assert_eq!(remember(&store, "up", &[a]), Ok(()));
+        assert_eq!(remember(&store, "up", std::slice::from_ref(&b)), Ok(()));
+        assert_eq!(
+            recall(&store, "up", "s"),
+            Known::Declared(b.compiled.clone().unwrap_or_else(|| panic!()))
+        );
+    }
+
+    #[test]
+    fn a_definition_is_compiled_once_per_vm() {
+        let d = declared_of("once", json!({"type": "string", "title": "cached"}), None);
+        let Some((digest, _)) = d.stored.clone() else {
+            panic!("stored");
+        };
+        // The cache answers without asking for the text.
+        let again = compiled(&digest, || panic!("compiled twice"));
+        match (again, d.compiled) {
+            (Some(a), Some(b)) => assert!(Rc::ptr_eq(&a, &b)),
+            other => panic!("{other:?}"),
+        }
+    }
+}

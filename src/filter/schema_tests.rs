@@ -1,0 +1,373 @@
+//! `schemas` over the fake host: a `tools/list` answer's schemas are
+//! remembered for its upstream, a call whose arguments do not validate is
+//! refused with the failing pointer (or forwarded and counted under `warn`),
+//! a call of a tool no list showed is refused under `enforce`, and a result
+//! whose `structuredContent` fails its `outputSchema` is replaced.
+
+use super::*;
+use crate::exchange::{Exchange, Request, Response};
+use crate::host::fake::FakeHost;
+use crate::host::Counter;
+use crate::json::sha256_hex;
+use crate::store::MemoryStore;
+use serde_json::{json, Value};
+
+const HERE: &str = "mcp_server";
+
+fn policy(schemas: Value) -> Rc<CompiledPolicy> {
+    let doc = json!({
+        "version": 1,
+        "identity": {"api_keys": [{"sha256": sha256_hex(b"admin-key"), "subject": "adam", "roles": ["admin"]}]},
+        "rules": [{"id": "all", "effect": "allow", "methods": ["*"]}],
+        "schemas": schemas,
+        "audit": {"cluster": "c", "path": "/", "authority": "a"}
+    });
+    match crate::policy::compile(&doc) {
+        Ok(p) => Rc::new(p),
+        Err(e) => panic!("{e:?}"),
+    }
+}
+
+fn host_on(store: &Rc<MemoryStore>, cluster: &str) -> FakeHost {
+    let mut h = FakeHost::new()
+        .header(":method", "POST")
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer admin-key");
+    h.store = store.clone();
+    h.now_ms = 1_000;
+    h.properties
+        .insert("xds.cluster_name".into(), cluster.as_bytes().to_vec());
+    h
+}
+
+fn tools() -> Vec<Value> {
+    vec![
+        json!({"name": "add_order", "inputSchema": {
+            "type": "object",
+            "properties": {
+                "customer": {"type": "string"},
+                "items": {"type": "array", "items": {"$ref": "#/$defs/Item"}}
+            },
+            "required": ["customer"],
+            "additionalProperties": false,
+            "$defs": {"Item": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}}
+        }}),
+        json!({"name": "weather", "inputSchema": {"type": "object"},
+               "outputSchema": {"type": "object", "properties": {"temp": {"type": "number"}}, "required": ["temp"]}}),
+    ]
+}
+
+/// List `tools` on `cluster` (JSON or SSE); the host after the exchange.
+fn list(p: &Rc<CompiledPolicy>, store: &Rc<MemoryStore>, cluster: &str, sse: bool) -> FakeHost {
+    let mut x = Exchange::new(p.clone(), host_on(store, cluster));
+    let body = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+    assert!(x.request(Request::new(body.as_bytes())).forwarded());
+    let answer = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": tools()}}).to_string();
+    let (ct, body) = match sse {
+        true => (
+            "text/event-stream",
+            format!("event: message\ndata: {answer}\n\n"),
+        ),
+        false => ("application/json", answer),
+    };
+    x.respond(
+        Response::new(body.as_bytes())
+            .status("200")
+            .content_type(ct)
+            .chunk(17),
+    );
+    x.done();
+    std::mem::take(&mut x.host)
+}
+
+/// Call `tool` with `arguments`; the server answers `result`. The error the
+/// client read (refused or replaced) or the result, and the host.
+fn call(
+    p: &Rc<CompiledPolicy>,
+    store: &Rc<MemoryStore>,
+    tool: &str,
+    arguments: Value,
+    result: Value,
+) -> (Result<Value, Value>, FakeHost) {
+    let mut x = Exchange::new(p.clone(), host_on(store, HERE));
+    let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}).to_string();
+    if !x
+        .request(Request::new(body.as_bytes()).chunk(7))
+        .forwarded()
+    {
+        let e = x
+            .reply()
+            .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap_or(Value::Null))
+            .unwrap_or(Value::Null);
+        return (Err(e["error"].clone()), std::mem::take(&mut x.host));
+    }
+    let answer = json!({"jsonrpc": "2.0", "id": 9, "result": result}).to_string();
+    let out = x
+        .respond(
+            Response::new(answer.as_bytes())
+                .status("200")
+                .content_type("application/json")
+                .chunk(13),
+        )
+        .downstream()
+        .to_vec();
+    x.done();
+    let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+    let out = match v.get("error") {
+        Some(e) => Err(e.clone()),
+        None => Ok(v["result"].clone()),
+    };
+    (out, std::mem::take(&mut x.host))
+}
+
+fn count(h: &FakeHost, c: Counter) -> u64 {
+    h.counters.get(&c).copied().unwrap_or(0)
+}
+
+#[test]
+fn calls_are_checked_against_the_listed_input_schema() {
+    let enforce = policy(json!({"input": "enforce", "output": "enforce"}));
+    let warn = policy(json!({"input": "warn"}));
+    let ok = json!({"content": []});
+    // (case, policy, list first (sse?), tool, arguments, want: Ok = forwarded,
+    //  Err((rule, pointer)), counter that counts it)
+    type Want = Result<(), (&'static str, Option<&'static str>)>;
+    type Case<'a> = (
+        &'a str,
+        &'a Rc<CompiledPolicy>,
+        Option<bool>,
+        &'a str,
+        Value,
+        Want,
+        Option<Counter>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "valid_call_passes",
+            &enforce,
+            Some(false),
+            "add_order",
+            json!({"customer": "acme", "items": [{"name": "a"}]}),
+            Ok(()),
+            None,
+        ),
+        (
+            "missing_required_is_refused",
+            &enforce,
+            Some(false),
+            "add_order",
+            json!({"items": []}),
+            Err(("input-schema", Some(""))),
+            Some(Counter::SchemasRefused),
+        ),
+        (
+            "wrong_type_is_refused",
+            &enforce,
+            Some(true),
+            "add_order",
+            json!({"customer": 7}),
+            Err(("input-schema", Some("/customer"))),
+            Some(Counter::SchemasRefused),
+        ),
+        (
+            "extra_member_is_refused_at_its_pointer",
+            &enforce,
+            Some(false),
+            "add_order",
+            json!({"customer": "a", "extra": true}),
+            Err(("input-schema", Some("/extra"))),
+            Some(Counter::SchemasRefused),
+        ),
+        (
+            "nested_pointer_through_a_ref",
+            &enforce,
+            Some(false),
+            "add_order",
+            json!({"customer": "a", "items": [{"name": "a"}, {"name": "b"}, {"name": 3}]}),
+            Err(("input-schema", Some("/items/2/name"))),
+            Some(Counter::SchemasRefused),
+        ),
+        (
+            "unknown_tool_is_refused_under_enforce",
+            &enforce,
+            Some(false),
+            "drop_tables",
+            json!({}),
+            Err(("input-schema", None)),
+            Some(Counter::SchemasRefused),
+        ),
+        (
+            "nothing_listed_yet_is_refused",
+            &enforce,
+            None,
+            "add_order",
+            json!({"customer": "a"}),
+            Err(("input-schema", None)),
+            Some(Counter::SchemasRefused),
+        ),
+        (
+            "warn_forwards_and_counts",
+            &warn,
+            Some(false),
+            "add_order",
+            json!({"customer": 7}),
+            Ok(()),
+            Some(Counter::SchemasWarned),
+        ),
+    ];
+    for (name, p, listed, tool, args, want, counter) in cases {
+        let store = Rc::new(MemoryStore::new());
+        if let Some(sse) = listed {
+            let h = list(p, &store, HERE, sse);
+            assert_eq!(count(&h, Counter::SchemasRememberFailed), 0, "{name}");
+        }
+        let (got, h) = call(p, &store, tool, args, ok.clone());
+        let got = got.map(|_| ()).map_err(|e| {
+            assert_eq!(e["code"], json!(-32010), "{name}: {e}");
+            let reason = e["data"]["reason"].as_str().unwrap_or("").to_owned();
+            let pointer = e["data"]["pointer"].as_str().map(str::to_owned);
+            if let Some(p) = &pointer {
+                assert!(
+                    reason.contains(if p.is_empty() { "the top level" } else { p }),
+                    "{name}: {reason}"
+                );
+            }
+            (e["data"]["rule"].as_str().unwrap_or("").to_owned(), pointer)
+        });
+        let want = want.map_err(|(r, p)| (r.to_owned(), p.map(str::to_owned)));
+        assert_eq!(got, want, "{name}");
+        if let Some(c) = counter {
+            assert_eq!(count(&h, c), 1, "{name}: {:?}", h.counters);
+        }
+        // The audit event names the check and the pointer, never the value.
+        if want.is_err() || counter.is_some() {
+            let records = &h
+                .audited
+                .last()
+                .map(|e| e.catalogue.clone())
+                .unwrap_or_default();
+            assert!(
+                records.iter().any(|r| r.check == "input_schema"),
+                "{name}: {records:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn results_are_held_to_the_listed_output_schema() {
+    let enforce = policy(json!({"output": "enforce"}));
+    let warn = policy(json!({"output": "warn"}));
+    let dry = {
+        let doc = json!({
+            "version": 1, "mode": "dry_run",
+            "identity": {"api_keys": [{"sha256": sha256_hex(b"admin-key"), "subject": "adam", "roles": ["admin"]}]},
+            "rules": [{"id": "all", "effect": "allow", "methods": ["*"]}],
+            "schemas": {"output": "enforce"}
+        });
+        match crate::policy::compile(&doc) {
+            Ok(p) => Rc::new(p),
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    let good = json!({"content": [], "structuredContent": {"temp": 21.5}});
+    let bad = json!({"content": [], "structuredContent": {"temp": "warm"}});
+    let tool_error = json!({"content": [], "isError": true});
+    // (case, policy, result, want: Ok = passed unchanged, Err(pointer), counter)
+    type Case<'a> = (
+        &'a str,
+        &'a Rc<CompiledPolicy>,
+        Value,
+        Result<(), &'a str>,
+        Option<Counter>,
+    );
+    let cases: Vec<Case> = vec![
+        ("valid_result_passes", &enforce, good, Ok(()), None),
+        (
+            "invalid_result_is_replaced",
+            &enforce,
+            bad.clone(),
+            Err("/temp"),
+            Some(Counter::SchemasResultsBlocked),
+        ),
+        (
+            "missing_structured_content_is_replaced",
+            &enforce,
+            json!({"content": []}),
+            Err(""),
+            Some(Counter::SchemasResultsBlocked),
+        ),
+        (
+            "a_tool_error_is_not_held_to_it",
+            &enforce,
+            tool_error,
+            Ok(()),
+            None,
+        ),
+        (
+            "warn_passes_and_counts",
+            &warn,
+            bad.clone(),
+            Ok(()),
+            Some(Counter::SchemasResultsWarned),
+        ),
+        (
+            "dry_run_passes_and_counts",
+            &dry,
+            bad,
+            Ok(()),
+            Some(Counter::SchemasResultsWarned),
+        ),
+    ];
+    for (name, p, result, want, counter) in cases {
+        let store = Rc::new(MemoryStore::new());
+        list(p, &store, HERE, false);
+        let (got, h) = call(p, &store, "weather", json!({}), result.clone());
+        let got = got.map(|r| assert_eq!(r, result, "{name}")).map_err(|e| {
+            assert_eq!(e["code"], json!(-32010), "{name}");
+            assert_eq!(e["data"]["rule"], json!("output-schema"), "{name}");
+            e["data"]["pointer"].as_str().unwrap_or("?").to_owned()
+        });
+        assert_eq!(got, want.map_err(str::to_owned), "{name}");
+        if let Some(c) = counter {
+            assert_eq!(count(&h, c), 1, "{name}: {:?}", h.counters);
+        }
+    }
+}
+
+#[test]
+fn schemas_listed_on_one_upstream_do_not_serve_another() {
+    let p = policy(json!({"input": "enforce"}));
+    let store = Rc::new(MemoryStore::new());
+    list(&p, &store, "other_server", false);
+    let (got, _) = call(
+        &p,
+        &store,
+        "add_order",
+        json!({"customer": "a"}),
+        json!({"content": []}),
+    );
+    assert_eq!(
+        got.err().map(|e| e["data"]["rule"].clone()),
+        Some(json!("input-schema"))
+    );
+}
+
+#[test]
+fn off_by_default_nothing_is_read_or_remembered() {
+    let p = policy(json!({}));
+    let store = Rc::new(MemoryStore::new());
+    list(&p, &store, HERE, false);
+    assert_eq!(
+        crate::catalogue::schemas::recall(&*store, HERE, "add_order"),
+        crate::catalogue::schemas::Known::Unseen
+    );
+    let (got, _) = call(
+        &p,
+        &store,
+        "add_order",
+        json!({"customer": 7}),
+        json!({"content": []}),
+    );
+    assert!(got.is_ok());
+}
