@@ -190,11 +190,11 @@ impl Context for FirewallRoot {
 impl RootContext for FirewallRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
         define_metrics();
-        if cfg!(feature = "bench-noop") {
+        if cfg!(any(feature = "bench-noop", feature = "bench-flow")) {
             // Loud on purpose: this build forwards every request unchecked.
             let _ = hostcalls::log(
                 WasmLogLevel::Critical,
-                "mcp-firewall: built with feature bench-noop: every request passes UNCHECKED (benchmark floor only, never deploy)",
+                "mcp-firewall: built with feature bench-noop or bench-flow: every request passes UNCHECKED (benchmark floor only, never deploy)",
             );
         }
         let Some(text) = self.get_plugin_configuration() else {
@@ -276,6 +276,9 @@ impl RootContext for FirewallRoot {
         if cfg!(feature = "bench-noop") {
             return Some(Box::new(NoopHttp));
         }
+        if cfg!(feature = "bench-flow") {
+            return Some(Box::new(FlowHttp));
+        }
         let now = now_ms();
         let second_filter = self.mark.as_ref().is_some_and(|m| {
             POLICY_IN_FORCE.with(|r| r.borrow_mut().stream_created(&m.key, m.serial, now))
@@ -346,6 +349,45 @@ struct NoopHttp;
 
 impl Context for NoopHttp {}
 impl HttpContext for NoopHttp {}
+
+/// The `bench-flow` build's HTTP context: the hostcalls and the holding the
+/// firewall does on an allowed call, with nothing parsed or decided.
+struct FlowHttp;
+
+impl Context for FlowHttp {}
+impl HttpContext for FlowHttp {
+    fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        let _ = header_map(MapType::HttpRequestHeaders);
+        let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization");
+        match end_of_stream {
+            true => Action::Continue,
+            false => Action::Pause,
+        }
+    }
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let _ = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size);
+        let _ = hostcalls::increment_metric(0, 1);
+        Action::Continue
+    }
+    fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        let _ = header_map(MapType::HttpResponseHeaders);
+        let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, "content-length");
+        match end_of_stream {
+            true => Action::Continue,
+            false => Action::Pause,
+        }
+    }
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let _ = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size);
+        Action::Continue
+    }
+}
 
 impl FirewallHttp {
     /// The host for a callback that reads no header map up front.

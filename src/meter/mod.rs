@@ -9,8 +9,9 @@
 //! needs state, in proxy-wasm shared data ([`table`]), after the policy
 //! decision: a refused call consumes nothing.
 //!
-//! Keys never hold caller text: a meter is found by the SHA-256 of its rule
-//! id and key values, so neither a subject nor a tool's arguments are kept.
+//! Keys never hold caller text: a meter is found by a hash of its rule id
+//! and key values keyed with the process's secret ([`table`]), so neither a
+//! subject nor a tool's arguments are kept.
 
 pub mod calendar;
 pub mod table;
@@ -19,7 +20,7 @@ use crate::config::{index, keyword_list, keywords, Errors, Keyword, ObjReader};
 use crate::decide::Call;
 use crate::glob::Glob;
 use crate::identity::Caller;
-use crate::json::{canonical, integral_numbers, lower_hex};
+use crate::json::{canonical, integral_numbers};
 use crate::jsonrpc::Target;
 use crate::policy::RuleKind;
 use crate::rule_id::RuleId;
@@ -39,7 +40,7 @@ pub enum KeyPart {
     Method,
     /// One meter for everyone the rule selects.
     Global,
-    /// The SHA-256 of the call's `arguments` in canonical JSON (absent or
+    /// The call's `arguments` in canonical JSON (absent or
     /// `null` read as `{}`, whole-number floats as integers): the same call
     /// repeated (a runaway loop) shares one meter. Only the arguments: a
     /// `_meta` the SDK renews on every call (a progress token) would make
@@ -199,8 +200,10 @@ pub struct Charge {
     pub rule: RuleId,
     /// The message of the body (its index) that consumes it.
     pub message: usize,
-    /// 32 hex digits of SHA-256 over the rule id and the key's values.
-    pub digest: String,
+    /// The rule id, the meter's kind and the key's values, each
+    /// length-prefixed ([`name`]): the table keeps only its hash keyed with
+    /// the process's secret, never this text.
+    pub name: Vec<u8>,
     pub meter: Meter,
 }
 
@@ -222,7 +225,7 @@ pub fn charges(
             out.push(Charge {
                 rule: r.id.clone(),
                 message: index,
-                digest: digest(&r.id, "bucket", &r.key, caller, conversation, call),
+                name: name(&r.id, "bucket", &r.key, caller, conversation, call),
                 meter: Meter::Bucket {
                     capacity: r.capacity,
                     per_ms: r.per_ms,
@@ -243,7 +246,7 @@ pub fn charges(
             out.push(Charge {
                 rule: b.id.clone(),
                 message: index,
-                digest: digest(&b.id, b.period.as_str(), &b.key, caller, conversation, call),
+                name: name(&b.id, b.period.as_str(), &b.key, caller, conversation, call),
                 meter: Meter::Budget {
                     limit: b.limit,
                     cost,
@@ -255,36 +258,33 @@ pub fn charges(
     }
 }
 
-/// The meter's name in the table: the first 128 bits of one SHA-256 over its
-/// rule, kind and key parts, each length-prefixed so that no two different
-/// keys hash the same input. The arguments of a key go in as their
-/// canonical JSON, not as a hash of it: one hash per meter, over a few
-/// blocks (a hash of the arguments hashed again was twice the blocks, and
-/// most of what counting cost a request).
-fn digest(
+/// The meter's name: its rule, kind and key parts, each length-prefixed so
+/// that no two different keys make the same bytes. The arguments of a key go
+/// in as their canonical JSON. The table hashes it with the process's secret
+/// (`table::digest`): one keyed hash per meter, where a SHA-256 over the same
+/// bytes was most of what counting cost a request.
+fn name(
     rule: &RuleId,
     kind: &str,
     key: &[KeyPart],
     caller: &Caller,
     conversation: Conversation,
     call: &Call,
-) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    // Lengths as LEB128 (one byte below 128): with fixed eight-byte
-    // prefixes a typical key took a second SHA-256 block.
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96);
+    // Lengths as LEB128 (one byte below 128).
     let mut push = |part: &[u8]| {
         let mut n = part.len() as u64;
         loop {
             let low = (n & 0x7f) as u8;
             n >>= 7;
             if n == 0 {
-                h.update([low]);
+                out.push(low);
                 break;
             }
-            h.update([low | 0x80]);
+            out.push(low | 0x80);
         }
-        h.update(part);
+        out.extend_from_slice(part);
     };
     push(rule.as_str().as_bytes());
     // The kind of meter (and a budget's period) is part of the name: a reload
@@ -310,8 +310,7 @@ fn digest(
             }
         }
     }
-    let full = h.finalize();
-    lower_hex(full.get(..16).unwrap_or_default())
+    out
 }
 
 /// Longest refill period: a year. Longer ones are budgets, not rate limits.
