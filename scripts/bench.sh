@@ -38,6 +38,11 @@
 #              may be dropped, and the chains must verify (`mcp-firewall audit
 #              verify`) at the end
 #   metered    (METERED=1) (a) + a per-subject-and-tool rate limit and the loop breaker
+#   flow-wasm  (FLOW=1) our module built `--features bench-flow`: the firewall's flow
+#              through Envoy (every header read, both bodies held and read whole, the
+#              key and the answer's content-length removed) with nothing parsed or
+#              decided; between noop-wasm and it lies what holding costs Envoy, above
+#              it what deciding costs
 # Payloads (wrk -t1 -c$CONNECTIONS, the same request every time):
 #   call-109   the 109-byte tools/call of echo {"message":"hello bench"}, demo reader's key
 #   call-4k    a 4,096-byte tools/call of echo: a message of ~4 KB of plain English
@@ -73,20 +78,29 @@ CLI=${CLI:-target/release/mcp-firewall}
 ensure_wrk bench
 if [[ "${SKIP_SETUP:-0}" != "1" ]]; then scripts/setup.sh; fi
 NOOP_DIR=target/bench-noop
+FLOW_DIR=target/bench-flow
 if [[ "${SKIP_BUILD:-0}" != "1" ]]; then
   cargo build --release --target wasm32-wasip1
   # The floor: the same module built with every HTTP callback continuing at once.
   cargo build --release --target wasm32-wasip1 --features bench-noop --target-dir "$NOOP_DIR"
+  if [[ "${FLOW:-0}" == "1" ]]; then
+    cargo build --release --target wasm32-wasip1 --features bench-flow --target-dir "$FLOW_DIR"
+  fi
   cargo build --release -p mcp-firewall-cli
 fi
 WASM=target/wasm32-wasip1/release/mcp_firewall.wasm
 NOOP_WASM=$NOOP_DIR/wasm32-wasip1/release/mcp_firewall.wasm
+FLOW_WASM=$FLOW_DIR/wasm32-wasip1/release/mcp_firewall.wasm
 for f in "$WASM" "$NOOP_WASM" "$CLI"; do
   [[ -e $f ]] || { echo "[bench] missing $f (build it, or run without SKIP_BUILD=1)" >&2; exit 1; }
 done
 
 SIDES=(baseline native noop-wasm rules when audit)
 if [[ "${METERED:-0}" == "1" ]]; then SIDES+=(metered); fi
+if [[ "${FLOW:-0}" == "1" ]]; then
+  [[ -e $FLOW_WASM ]] || { echo "[bench] missing $FLOW_WASM (build it, or run without SKIP_BUILD=1)" >&2; exit 1; }
+  SIDES=(baseline native noop-wasm flow-wasm "${SIDES[@]:3}")
+fi
 
 WORK="$(mktemp -d -t mcp-firewall-bench.XXXXXX)"
 port() { "$PY" tests/e2e/harness.py free-port; }
@@ -200,6 +214,7 @@ for side in "${SIDES[@]}"; do
     baseline) args=(--no-filter) ;;
     native) args=(--native-mcp) ;;
     noop-wasm) args=(--wasm "$NOOP_WASM") ;;
+    flow-wasm) args=(--wasm "$FLOW_WASM") ;;
   esac
   policy=$WORK/rules.policy.json
   [[ -f $WORK/$side.policy.json ]] && policy=$WORK/$side.policy.json
@@ -313,6 +328,7 @@ for line in open(path):
 rounds = sorted({k[2] for k in rps})
 med = statistics.median
 LABEL = {"baseline": "no filter", "native": "Envoy `mcp` filter (native, C++)", "noop-wasm": "no-op wasm",
+         "flow-wasm": "flow-only wasm (holds and reads, decides nothing)",
          "rules": "(a) rules + DLP (demo policy)", "when": "(b) = (a) + `when` conditions",
          "audit": "(c) = (a) + audit on", "metered": "(a) + rate limit + loop breaker"}
 PAYLOAD = {"call-109": "109 B `tools/call`", "call-4k": "4 KB `tools/call`", "list-50": "50-tool `tools/list`"}
