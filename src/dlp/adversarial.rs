@@ -132,6 +132,24 @@ pub fn units() -> Vec<(String, String)> {
         ("mailchimp:hex", "0123456789abcdef0123456789abcdef-us1"),
         ("azure:q-tilde", "abc1Q~"),
         ("terraform:run", "abcdefghijklmn.atlasv1."),
+        // Name/value pairs as text (twelfth attack pass, finding 2): each
+        // name reads on to its value, or back to one, over members between.
+        ("pair:json", "{\"Name\":\"DB_PASSWORD\",\"Value\":\""),
+        ("pair:json-value-first", "\"Value\":\"x\",\"Name\":\"DB_PASSWORD\","),
+        (
+            "pair:json-members-between",
+            "\"name\":\"password\",\"t\":\"1\",\"t\":\"1\",\"t\":\"1\",\"t\":\"1\",",
+        ),
+        (
+            "pair:json-members-before",
+            "\"t\":\"1\",\"t\":\"1\",\"t\":\"1\",\"t\":\"1\",\"name\":\"password\",",
+        ),
+        ("pair:json-escaped-before", "\"value\":\"\\\\\\\",\"name\":\"token\","),
+        ("pair:json-path-name", "\"Name\":\"/a/b/c/d/e/f/g/password\","),
+        ("pair:yaml", "- name: DB_PASSWORD\n  value: "),
+        ("pair:yaml-members-between", "- name: password\n  t: x\n  t: x\n  t: x\n  t: x\n"),
+        ("pair:yaml-name-only", "name: password\n"),
+        ("pair:yaml-flow", "{name: password, value: "),
     ] {
         push(name.to_owned(), unit.to_owned());
     }

@@ -998,7 +998,7 @@ impl Scanner {
                         }
                         Some(None) => out.push(undecodable(path)),
                         None => {
-                            let key = value_named_by(map, k).unwrap_or(k);
+                            let key = value_named_by(map, k, key).unwrap_or(k);
                             self.scan_into(item, path, Some(key), binary, work, out)
                         }
                     }
@@ -1064,7 +1064,6 @@ impl Scanner {
                     .filter(|k| !binary.skips(map, k, path))
                     .cloned()
                     .collect();
-                let named = value_named_by(map, "value").map(str::to_owned);
                 for k in keys {
                     let len = path.len();
                     path.push('/');
@@ -1073,6 +1072,7 @@ impl Scanner {
                     // decoded: every other string is read as it is.
                     let decodes = binary.decodes(map, &k, path.get(..len).unwrap_or(""));
                     let declared = declared_charset(map);
+                    let named = value_named_by(map, &k, key).map(str::to_owned);
                     if let Some(item) = map.get_mut(&k) {
                         match item
                             .as_str()
@@ -1094,7 +1094,7 @@ impl Scanner {
                                 ));
                             }
                             None => {
-                                let key = named.as_deref().filter(|_| k == "value").unwrap_or(&k);
+                                let key = named.as_deref().unwrap_or(&k);
                                 self.redact_into(item, path, Some(key), binary, work, out)
                             }
                         }
@@ -1201,18 +1201,33 @@ fn keyed_value(text: &str, key: &str, out: &mut Vec<Candidate>) {
     });
 }
 
-/// The identifier a `value` member is the value of, when its object names
-/// it: `{"name": "DB_PASSWORD", "value": "…"}` (Kubernetes `env`, AWS tags and
-/// parameters, `{"key": …, "value": …}` settings). Read as an assignment of
-/// that name, as `DB_PASSWORD=…` would be.
-fn value_named_by<'a>(map: &'a serde_json::Map<String, Value>, k: &str) -> Option<&'a str> {
-    if k != "value" {
+/// The identifier a value member (`value`, `Value`, `ParameterValue`,
+/// `SecretValue`, in any case) is the value of, when something names it:
+/// - a sibling name member (`name`, `Key`, `ParameterKey`, `field`,
+///   `label`, `id`, `purpose`, in any case and in any order) whose text
+///   names a secret: `{"name": "DB_PASSWORD", "value": "…"}` (Kubernetes
+///   `env`), `{"Name": "DB_PASSWORD", "Type": "SecureString", "Value": "…"}`
+///   (AWS SSM), `{"Key": …, "Value": …}` (AWS tags), 1Password fields;
+/// - else the key of the object itself, `parent`: Terraform's
+///   `{"db_password": {"sensitive": true, "value": "…"}}`.
+///
+/// Read as an assignment of that name, as `DB_PASSWORD=…` would be, and
+/// judged by the same rules (`{"name": "password_policy", …}` names no
+/// secret; a `password`'s value must look like one).
+fn value_named_by<'a>(
+    map: &'a serde_json::Map<String, Value>,
+    k: &str,
+    parent: Option<&'a str>,
+) -> Option<&'a str> {
+    if !rules::is_pair_key(k.as_bytes(), rules::PAIR_VALUE_KEYS) {
         return None;
     }
-    ["name", "key", "Name", "Key"]
-        .iter()
-        .find_map(|n| map.get(*n).and_then(Value::as_str))
-        .filter(|name| rules::classify_identifier(name).is_some())
+    let names = |name: &&str| rules::classify_identifier(name).is_some();
+    map.iter()
+        .filter(|(n, _)| rules::is_pair_key(n.as_bytes(), rules::PAIR_NAME_KEYS))
+        .filter_map(|(_, v)| v.as_str())
+        .find(names)
+        .or_else(|| parent.filter(names))
 }
 
 fn native_at(native: rules::Native, text: &str, pos: usize, len: usize) -> Option<rules::Found> {

@@ -1534,6 +1534,211 @@ fn a_value_named_by_its_object_is_judged_by_that_name() {
     }
 }
 
+/// The platforms' own name/value formats, parsed (arguments,
+/// `structuredContent`): a value member in any spelling is read as the value
+/// of a sibling that names it, in any order and case, or of the key its
+/// object sits under; benign pairs stay judged by the same rules (twelfth
+/// attack pass, finding 2).
+#[test]
+fn platform_name_value_pairs_are_read_in_parsed_json() {
+    let s = scanner();
+    let pw = "Xk9#mQ2vLp8!";
+    let token = "q8Zr2LmX7vN4pK1tW9yB3cD6";
+    // (behaviour, document, pointer of the value, kind found or None)
+    let cases = [
+        (
+            "aws_ssm_parameter",
+            json!({"Parameter": {"Name": "DB_PASSWORD", "Type": "SecureString", "Value": pw}}),
+            "/Parameter/Value",
+            Some("password"),
+        ),
+        (
+            "aws_ssm_parameter_path",
+            json!({"Parameters": [{"Name": "/app/prod/DB_PASSWORD", "Type": "SecureString", "Value": pw, "Version": 3}]}),
+            "/Parameters/0/Value",
+            Some("password"),
+        ),
+        (
+            "aws_tag",
+            json!({"Tags": [{"Key": "DB_PASSWORD", "Value": pw}]}),
+            "/Tags/0/Value",
+            Some("password"),
+        ),
+        (
+            "aws_name_api_key",
+            json!({"Name": "STRIPE_API_KEY", "Value": token}),
+            "/Value",
+            Some("generic_secret"),
+        ),
+        (
+            "cloudformation_parameter",
+            json!({"Parameters": [{"ParameterKey": "DBPassword", "ParameterValue": pw}]}),
+            "/Parameters/0/ParameterValue",
+            Some("password"),
+        ),
+        (
+            "field_value",
+            json!({"field": "password", "value": pw}),
+            "/value",
+            Some("password"),
+        ),
+        (
+            "onepassword_field",
+            json!({"fields": [{"id": "password", "type": "CONCEALED", "purpose": "PASSWORD", "label": "password", "value": pw}]}),
+            "/fields/0/value",
+            Some("password"),
+        ),
+        (
+            "label_names_an_api_key",
+            json!({"label": "API Key", "value": token}),
+            "/value",
+            Some("generic_secret"),
+        ),
+        (
+            "upper_case_members",
+            json!({"NAME": "DB_PASSWORD", "VALUE": pw}),
+            "/VALUE",
+            Some("password"),
+        ),
+        (
+            "terraform_output",
+            json!({"db_password": {"sensitive": true, "type": "string", "value": pw}}),
+            "/db_password/value",
+            Some("password"),
+        ),
+        (
+            "terraform_state_outputs",
+            json!({"outputs": {"api_token": {"value": token}}}),
+            "/outputs/api_token/value",
+            Some("generic_secret"),
+        ),
+        (
+            "members_between_name_and_value",
+            json!({"name": "DB_PASSWORD", "type": "plain", "value": pw}),
+            "/value",
+            Some("password"),
+        ),
+        (
+            "benign_policy_pair",
+            json!({"name": "password_policy", "value": "12 characters"}),
+            "/value",
+            None,
+        ),
+        (
+            "secret_word_with_a_weak_value",
+            json!({"Name": "DB_PASSWORD", "Value": "changeme"}),
+            "/Value",
+            None,
+        ),
+        (
+            "name_of_no_secret",
+            json!({"Name": "DB_HOST", "Value": pw}),
+            "/Value",
+            None,
+        ),
+        (
+            "terraform_output_of_no_secret",
+            json!({"db_host": {"value": pw}}),
+            "/db_host/value",
+            None,
+        ),
+        (
+            "a_value_key_that_pairs_nothing",
+            json!({"Name": "DB_PASSWORD", "ValueFrom": pw}),
+            "/ValueFrom",
+            None,
+        ),
+        (
+            "token_name_with_a_word_value",
+            json!({"key": "api_key", "value": "the key for the billing api"}),
+            "/value",
+            None,
+        ),
+    ];
+    for (name, doc, at, kind) in cases {
+        let findings = s.scan_value(&doc);
+        let got: Vec<&str> = findings
+            .iter()
+            .filter(|f| f.path == at)
+            .map(|f| f.kind.as_str())
+            .collect();
+        assert_eq!(
+            got,
+            kind.into_iter().collect::<Vec<_>>(),
+            "{name}: {findings:?}"
+        );
+        let mut redacted = doc.clone();
+        s.redact_value(&mut redacted);
+        let out = redacted
+            .pointer(at)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        assert_eq!(
+            out.starts_with("[REDACTED:"),
+            kind.is_some(),
+            "{name}: {redacted}"
+        );
+    }
+}
+
+/// The same pairs as text (a tool result holding `aws ssm get-parameter`'s
+/// JSON or `kubectl get -o yaml`): compact and pretty-printed JSON, value
+/// before name, members between, YAML block and flow style; the near misses
+/// beside each (twelfth attack pass, finding 2).
+#[test]
+fn name_value_pairs_as_text_table() {
+    // (behaviour, text, expected kinds)
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("aws_json_compact", r#"{"Parameter":{"Name":"DB_PASSWORD","Type":"SecureString","Value":"Xk9#mQ2vLp8!"}}"#, &["password"]),
+        ("aws_json_pretty", "{\n    \"Parameter\": {\n        \"Name\": \"DB_PASSWORD\",\n        \"Type\": \"SecureString\",\n        \"Value\": \"Xk9#mQ2vLp8!\",\n        \"Version\": 1\n    }\n}", &["password"]),
+        ("aws_json_path_name", r#"{"Name": "/app/prod/db/password", "Value": "Xk9#mQ2vLp8!"}"#, &["password"]),
+        ("aws_tag_json", r#"{"Tags":[{"Key":"DB_PASSWORD","Value":"Xk9#mQ2vLp8!"}]}"#, &["password"]),
+        ("aws_name_api_key_json", r#"{"Name":"STRIPE_API_KEY","Value":"q8Zr2LmX7vN4pK1tW9yB3cD6"}"#, &["generic_secret"]),
+        ("cloudformation_json", r#"[{"ParameterKey": "DBPassword", "ParameterValue": "Xk9#mQ2vLp8!"}]"#, &["password"]),
+        ("value_before_name", r#"{"value":"Xk9#mQ2vLp8!","name":"DB_PASSWORD"}"#, &["password"]),
+        ("value_before_name_with_a_member_between", r#"{"Value": "Xk9#mQ2vLp8!", "Type": "SecureString", "Name": "DB_PASSWORD"}"#, &["password"]),
+        ("value_with_escaped_quotes_before_name", r#"{"value":"Xk9\"mQ2vLp8!","name":"DB_PASSWORD"}"#, &["password"]),
+        ("member_between_name_and_value", r#"{"name":"DB_PASSWORD","type":"plain","value":"Xk9#mQ2vLp8!"}"#, &["password"]),
+        ("onepassword_fields_json", r#"{"id":"password","type":"CONCEALED","purpose":"PASSWORD","label":"password","value":"Xk9#mQ2vLp8!"}"#, &["password"]),
+        ("k8s_yaml_env", "env:\n- name: DB_PASSWORD\n  value: Xk9#mQ2vLp8!\n- name: LOG_LEVEL\n  value: debug\n", &["password"]),
+        ("k8s_yaml_env_indented", "    env:\n      - name: DB_PASSWORD\n        value: \"Xk9#mQ2vLp8!\"\n", &["password"]),
+        ("k8s_yaml_crlf_single_quotes", "- name: 'API_TOKEN'\r\n  value: 'q8Zr2LmX7vN4pK1tW9yB3cD6'\r\n", &["generic_secret"]),
+        ("yaml_member_between", "- name: DB_PASSWORD\n  type: plain\n  value: Xk9#mQ2vLp8!\n", &["password"]),
+        ("yaml_flow", "env: [{name: DB_PASSWORD, value: Xk9#mQ2vLp8!}]", &["password"]),
+        ("yaml_flow_spaced", "env: [{ name: DB_PASSWORD, value: Xk9#mQ2vLp8! }]", &["password"]),
+        // Near misses.
+        ("k8s_yaml_value_from", "env:\n- name: DB_PASSWORD\n  valueFrom:\n    secretKeyRef:\n      name: db\n      key: Xk9#mQ2vLp8!\n", &[]),
+        ("yaml_value_at_another_column", "- name: DB_PASSWORD\nvalue: Xk9#mQ2vLp8!\n", &[]),
+        ("yaml_value_of_the_next_item", "- name: DB_PASSWORD\n  valueFrom: {}\n- name: X\n  value: Xk9#mQ2vLp8!\n", &[]),
+        ("yaml_block_scalar", "- name: DB_PASSWORD\n  value: |\n    Xk9#mQ2vLp8!\n", &[]),
+        ("benign_policy_pair_json", r#"{"name":"password_policy","value":"12 characters"}"#, &[]),
+        ("benign_policy_pair_yaml", "- name: password_min_length\n  value: Xk9#mQ2vLp8!\n", &[]),
+        ("weak_value_json", r#"{"Name":"DB_PASSWORD","Value":"changeme"}"#, &[]),
+        ("templated_value_yaml", "- name: DB_PASSWORD\n  value: ${DB_PASSWORD}\n", &[]),
+        ("value_of_another_name_before", r#"{"value":"Xk9#mQ2vLp8!","name":"DB_HOST"},{"name":"DB_PASSWORD"}"#, &[]),
+        ("value_past_another_name", r#"{"name":"DB_PASSWORD","name2":"x","id":"7","value":"Xk9#mQ2vLp8!"}"#, &[]),
+        ("name_in_prose", "the name: DB_PASSWORD and value: Xk9#mQ2vLp8! are below", &[]),
+    ];
+    let s = scanner();
+    for (name, text, want) in cases {
+        assert_eq!(kinds(text), *want, "{name}: {text}");
+        // Redacted where it stands: the value, not the text around it.
+        let mut v = json!({ "t": text });
+        s.redact_value(&mut v);
+        let out = v["t"].as_str().unwrap_or_default();
+        if want.is_empty() {
+            assert_eq!(out, *text, "{name}");
+        }
+        let hidden = !out.contains("mQ2vLp8") && !out.contains("LmX7vN4");
+        assert!(hidden || want.is_empty(), "{name}: {out}");
+        let brackets = |t: &str| t.matches(['{', '}', '[', ']', ',']).count();
+        let unmarked = out
+            .replace("[REDACTED:password]", "")
+            .replace("[REDACTED:generic_secret]", "");
+        assert_eq!(brackets(&unmarked), brackets(text), "{name}: {out}");
+    }
+}
+
 /// Text is read a second time as a reader decodes it — JSON escapes left in
 /// text, HTML references, fullwidth digits, locale spaces and dashes — and
 /// what is found there is redacted where it stands (tenth review M2, M3).
