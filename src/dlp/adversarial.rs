@@ -77,6 +77,8 @@ pub fn units() -> Vec<(String, String)> {
         ("reading:html-reference", "&lt;password&gt;&#65;&quot;"),
         ("reading:fullwidth-digits", "４１１１－"),
         ("reading:no-break-space", "4111\u{a0}"),
+        ("reading:zero-width-space", "4\u{200b}"),
+        ("reading:soft-hyphen-token", "ghp_\u{ad}"),
         ("assignment:long-identifier-colon", "pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd:= "),
         ("auth:no-blank", "Authorization:"),
         ("auth:equals", "authorization=bearer+"),

@@ -1739,6 +1739,85 @@ fn name_value_pairs_as_text_table() {
     }
 }
 
+/// Characters that render as nothing (zero-width space, soft hyphen, word
+/// joiner, …) do not split a card or a token for the scanner: the second
+/// reading drops them, and the match is redacted over them where it stands
+/// (twelfth attack pass, finding 6).
+#[test]
+fn invisible_characters_do_not_split_what_they_hide() {
+    let s = scanner();
+    // (behaviour, text, kind found or None, what must not survive redaction)
+    let cases = [
+        (
+            "card_split_by_zero_width_spaces",
+            "4539\u{200b}5787\u{200b}6362\u{200b}1486",
+            Some("credit_card"),
+            "6362",
+        ),
+        (
+            "card_split_by_soft_hyphens",
+            "4539\u{ad}5787\u{ad}6362\u{ad}1486",
+            Some("credit_card"),
+            "6362",
+        ),
+        (
+            "card_split_by_escaped_zero_width_spaces",
+            r"4539\u200b5787\u200b6362\u200b1486",
+            Some("credit_card"),
+            "6362",
+        ),
+        (
+            "aws_key_split_by_a_word_joiner",
+            "AKIA2OGYBAH6\u{2060}RYX7KQ5D",
+            Some("aws_access_key"),
+            "RYX7KQ5D",
+        ),
+        (
+            "github_token_split_by_a_zero_width_space",
+            "ghp_IGCc07wS9MNKU3zQ\u{200b}bDbfamYYSj8Y1sM7rJAy",
+            Some("github_pat"),
+            "bDbfamYY",
+        ),
+        (
+            "token_split_by_a_byte_order_mark_and_a_tag",
+            "ghp_IGCc07wS9MNK\u{feff}U3zQbDbfamYYSj8Y1\u{e0041}sM7rJAy",
+            Some("github_pat"),
+            "bDbfamYY",
+        ),
+        (
+            "card_failing_luhn_split_by_zero_width_spaces",
+            "4539\u{200b}5787\u{200b}6362\u{200b}1487",
+            None,
+            "",
+        ),
+        (
+            "words_joined_by_zero_width_joiners",
+            "pass\u{200d}word re\u{200b}set for the team",
+            None,
+            "",
+        ),
+    ];
+    for (name, text, kind, secret) in cases {
+        let found: Vec<String> = s.scan_text(text).into_iter().map(|m| m.kind).collect();
+        assert_eq!(
+            found,
+            kind.into_iter().map(str::to_owned).collect::<Vec<_>>(),
+            "{name}"
+        );
+        let mut v = json!({ "t": text });
+        s.redact_value(&mut v);
+        let out = v["t"].as_str().unwrap_or_default();
+        if kind.is_some() {
+            assert!(
+                !out.contains(secret) && out.starts_with("[REDACTED:"),
+                "{name}: {out}"
+            );
+        } else {
+            assert_eq!(out, text, "{name}");
+        }
+    }
+}
+
 /// Text is read a second time as a reader decodes it — JSON escapes left in
 /// text, HTML references, fullwidth digits, locale spaces and dashes — and
 /// what is found there is redacted where it stands (tenth review M2, M3).
