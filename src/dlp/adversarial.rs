@@ -152,6 +152,15 @@ pub fn units() -> Vec<(String, String)> {
         ("pair:yaml-members-between", "- name: password\n  t: x\n  t: x\n  t: x\n  t: x\n"),
         ("pair:yaml-name-only", "name: password\n"),
         ("pair:yaml-flow", "{name: password, value: "),
+        // Command lines and directives (finding 7): each command's words
+        // are read up to the next command of its name.
+        ("command:docker-login", "docker login -u a -p "),
+        ("command:redis-cli", "redis-cli -a "),
+        ("command:sshpass-options", "sshpass -e -v -e -v "),
+        ("command:secure-string-piped", "\"x\" | ConvertTo-SecureString -AsPlainText "),
+        ("command:requirepass-line", "requirepass x\n"),
+        ("assignment:subscript", "['password'] = "),
+        ("assignment:psk", "psk=\""),
     ] {
         push(name.to_owned(), unit.to_owned());
     }

@@ -1243,6 +1243,7 @@ fn native_at(native: rules::Native, text: &str, pos: usize, len: usize) -> Optio
         rules::Native::AuthHeader => rules::auth_header_at(text, pos, text.len()),
         rules::Native::XmlAssignment => rules::xml_assignment_at(text, pos),
         rules::Native::MysqlPassword => rules::mysql_password_at(text, pos),
+        rules::Native::CommandPassword => rules::command_password_at(text, pos),
         rules::Native::SumoKey => rules::sumo_key_at(text, pos),
     }
 }

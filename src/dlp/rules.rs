@@ -102,6 +102,12 @@ pub enum Native {
     /// a case-insensitive lazy gap before `-p` cost a regex call per
     /// `mysql` (`mysql -p` repeated: 30-40x clean text per byte).
     MysqlPassword,
+    /// A password given to a command or directive as its argument:
+    /// `docker login -p …`, `sshpass -p …`, `redis-cli -a …`,
+    /// `ConvertTo-SecureString "…" -AsPlainText`, redis.conf
+    /// `requirepass …`. Code: each reads the words after its name on its
+    /// line, up to the next command of that name.
+    CommandPassword,
     /// `key="SmtpPassword" value="…"` (XML/.config settings), judged by the
     /// identifier. Code, not a regex: the identifier lies before the
     /// `value` trigger, so a regex searched a merged window up to 200 bytes
@@ -832,6 +838,27 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         priority: 1,
         ..BASE
     },
+    // Passwords on command lines and in directives (twelfth attack pass,
+    // finding 7): `docker login -p`, `sshpass -p`, `redis-cli -a`,
+    // `ConvertTo-SecureString "…" -AsPlainText`, `requirepass`/`masterauth`.
+    RuleSpec {
+        kind: "password",
+        triggers: &[
+            "docker",
+            "podman",
+            "sshpass",
+            "redis-cli",
+            "convertto-securestring",
+            "requirepass",
+            "masterauth",
+        ],
+        native: Some(Native::CommandPassword),
+        ahead: COMMAND_LINE_MAX,
+        before: Edge::None,
+        after: Edge::None,
+        priority: 1,
+        ..BASE
+    },
     // <add key="SmtpPassword" value="…"/> and similar settings files.
     RuleSpec {
         kind: "password",
@@ -855,6 +882,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
             "key",
             "credential",
             "auth",
+            "psk",
         ],
         word_start: false,
         native: Some(Native::Assignment),
@@ -1023,6 +1051,8 @@ pub enum SecretWord {
 fn secret_words_ending_with(last: u8) -> &'static [(&'static str, SecretWord)] {
     use SecretWord::{Password, Secret, Token};
     match last {
+        // wpa_supplicant's `psk="…"`, hostapd's `wpa_psk=…`.
+        b'k' => &[("psk", Password)],
         b'd' => &[
             ("password", Password),
             ("passwd", Password),
@@ -1323,6 +1353,16 @@ pub fn assignment_head(text: &str, pos: usize) -> Option<AssignmentHead> {
             word,
             kind,
         });
+    }
+    // A subscript: `os.environ['DB_PASSWORD'] = …`, `ENV["API_KEY"] = …`,
+    // `$cfg['password'] = …` (the key quoted inside `[…]`).
+    if quoted == 1
+        && at(bytes, i) == b']'
+        && s > 1
+        && before(bytes, s) == at(bytes, e)
+        && before(bytes, s - 1) == b'['
+    {
+        i += 1;
     }
     while matches!(at(bytes, i), b' ' | b'\t') {
         i += 1;
@@ -2020,6 +2060,168 @@ pub fn mysql_password_at(text: &str, pos: usize) -> Option<Found> {
         p += 1;
     }
     None
+}
+
+/// How far a command's words are read on its line.
+pub const COMMAND_LINE_MAX: usize = 256;
+
+/// The next shell word at or after `i` before `to`: blanks skipped, then a
+/// quoted string (to its closing quote) or a run of non-blanks. Returns its
+/// span, quotes included.
+fn next_shell_word(bytes: &[u8], i: usize, to: usize) -> Option<(usize, usize)> {
+    let s = skip_blanks(bytes, i);
+    if s >= to {
+        return None;
+    }
+    let q = at(bytes, s);
+    let len = if matches!(q, b'"' | b'\'') {
+        2 + bytes.get(s + 1..to)?.iter().position(|b| *b == q)?
+    } else {
+        run_len_within(bytes, s, to - s, |b| b != b' ' && b != b'\t')
+    };
+    Some((s, s + len))
+}
+
+/// A word's span without its quotes.
+fn unquoted(bytes: &[u8], (s, e): (usize, usize)) -> (usize, usize) {
+    let q = at(bytes, s);
+    if e >= s + 2 && matches!(q, b'"' | b'\'') && at(bytes, e - 1) == q {
+        (s + 1, e - 1)
+    } else {
+        (s, e)
+    }
+}
+
+/// A password given as the argument of a command or directive, at the
+/// command's name at `pos` (see [`Native::CommandPassword`]). The
+/// command's words end at its line's end, a `|`, `;` or `&&`, or the next
+/// word naming the same command, so a run of them reads each word once.
+/// The value must be a strong password (`$PW`, `-` and `changeme` are not).
+pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
+    let bytes = text.as_bytes();
+    let name_len = run_len_within(bytes, pos, 32, is_ident_byte);
+    let name = bytes.get(pos..pos + name_len)?;
+    let is = |w: &str| name.eq_ignore_ascii_case(w.as_bytes());
+    let line_end = pos + run_len_within(bytes, pos, COMMAND_LINE_MAX, |b| b != b'\n' && b != b'\r');
+    let mut words = Vec::new();
+    let mut i = pos + name_len;
+    while let Some((s, e)) =
+        next_shell_word(bytes, i, line_end).filter(|w| words.len() < 32 && w.0 > i)
+    {
+        let w = bytes.get(s..e)?;
+        if matches!(w, b"|" | b";" | b"&&" | b"||") || w.eq_ignore_ascii_case(name) {
+            break;
+        }
+        words.push((s, e));
+        i = e;
+    }
+    let word = |k: usize| words.get(k).and_then(|&(s, e)| bytes.get(s..e));
+    // The word after the first of `flags` (or glued to it after `=`).
+    let after_flag = |flags: &[&str], from: usize| {
+        (from..words.len()).find_map(|k| {
+            let w = word(k)?;
+            if flags.iter().any(|f| w == f.as_bytes()) {
+                return words.get(k + 1).map(|&w| unquoted(bytes, w));
+            }
+            let (s, e) = *words.get(k)?;
+            flags
+                .iter()
+                .filter(|f| f.starts_with("--"))
+                .find(|f| {
+                    w.len() > f.len() + 1 && w.starts_with(f.as_bytes()) && at(w, f.len()) == b'='
+                })
+                .map(|f| unquoted(bytes, (s + f.len() + 1, e)))
+        })
+    };
+    let span = if is("docker") || is("podman") {
+        // `docker login [-u user] -p PW [registry]` (`docker run -p 80:80`
+        // publishes a port: only `login` takes a password).
+        if !word(0).is_some_and(|w| w == b"login") {
+            return None;
+        }
+        after_flag(&["-p", "--password"], 1)?
+    } else if is("sshpass") {
+        // sshpass's own options come first (`-p PW`, `-pPW`); `ssh -p 22`
+        // after them is the command it runs.
+        let mut k = 0;
+        loop {
+            let w = word(k)?;
+            match w {
+                b"-p" => break unquoted(bytes, *words.get(k + 1)?),
+                [b'-', b'p', ..] => {
+                    let (s, e) = *words.get(k)?;
+                    break unquoted(bytes, (s + 2, e));
+                }
+                b"-f" | b"-d" | b"-P" => k += 2,
+                [b'-', ..] => k += 1,
+                _ => return None,
+            }
+        }
+    } else if is("redis-cli") {
+        // `-p` is the port; the password is `-a` or `--pass`.
+        after_flag(&["-a", "--pass"], 0)?
+    } else if is("convertto-securestring") {
+        // `ConvertTo-SecureString [-String] "PW" -AsPlainText`, or the
+        // string piped in: `"PW" | ConvertTo-SecureString -AsPlainText`.
+        let plain = (0..words.len())
+            .any(|k| word(k).is_some_and(|w| w.eq_ignore_ascii_case(b"-asplaintext")));
+        if !plain {
+            return None;
+        }
+        let first = word(0).is_some_and(|w| w.eq_ignore_ascii_case(b"-string"));
+        match words.get(usize::from(first)) {
+            Some(&w) if matches!(at(bytes, w.0), b'"' | b'\'') => unquoted(bytes, w),
+            _ => piped_string_before(bytes, pos)?,
+        }
+    } else if is("requirepass") || is("masterauth") {
+        // redis.conf: the directive opens its line (or follows `CONFIG
+        // SET`) and its one argument ends it.
+        let mut j = pos;
+        while matches!(before(bytes, j), b' ' | b'\t') {
+            j -= 1;
+        }
+        let ends_with = |w: &[u8]| {
+            j.checked_sub(w.len())
+                .and_then(|k| bytes.get(k..j))
+                .is_some_and(|b| b.eq_ignore_ascii_case(w))
+        };
+        let config_set = ends_with(b"config set");
+        if !(j == 0 || before(bytes, j) == b'\n' || config_set) || words.len() != 1 {
+            return None;
+        }
+        unquoted(bytes, *words.first()?)
+    } else {
+        return None;
+    };
+    let (start, end) = span;
+    let value = text.get(start..end)?;
+    is_strong_password(value).then_some(Found {
+        start,
+        end,
+        kind: "password",
+    })
+}
+
+/// `"PW" | ` right before `pos`: the piped string's inner span.
+fn piped_string_before(bytes: &[u8], pos: usize) -> Option<(usize, usize)> {
+    let mut j = pos;
+    while matches!(before(bytes, j), b' ' | b'\t') {
+        j -= 1;
+    }
+    if before(bytes, j) != b'|' {
+        return None;
+    }
+    j -= 1;
+    while matches!(before(bytes, j), b' ' | b'\t') {
+        j -= 1;
+    }
+    let q = before(bytes, j);
+    if !matches!(q, b'"' | b'\'') {
+        return None;
+    }
+    let end = j - 1;
+    let len = run_len_back(bytes, end, 128, |b| b != q && b != b'\n');
+    (before(bytes, end - len) == q && len > 0).then_some((end - len, end))
 }
 
 /// Where a match of a rule with a token tail (see [`RuleSpec::longest`])

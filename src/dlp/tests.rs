@@ -1739,6 +1739,165 @@ fn name_value_pairs_as_text_table() {
     }
 }
 
+/// Passwords on command lines, in subscript assignments and in config
+/// directives (twelfth attack pass, finding 7), and the near miss beside
+/// each: a port after `-p`, a variable, a read rather than an assignment.
+#[test]
+fn command_and_directive_passwords_table() {
+    // (behaviour, text, expected kinds)
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "python_environ_subscript",
+            "os.environ['DB_PASSWORD'] = 'Xk9#mQ2vLp8!'",
+            &["password"],
+        ),
+        (
+            "ruby_env_subscript",
+            "ENV[\"API_TOKEN\"] = \"q8Zr2LmX7vN4pK1tW9yB3cD6\"",
+            &["generic_secret"],
+        ),
+        (
+            "subscript_read_into_a_variable",
+            "pw = os.environ['DB_PASSWORD']",
+            &[],
+        ),
+        (
+            "subscript_compared_to_a_name",
+            "if cfg['password'] == expected:",
+            &[],
+        ),
+        (
+            "docker_login",
+            "docker login -u admin -p Xk9#mQ2vLp8! registry.corp.io",
+            &["password"],
+        ),
+        (
+            "docker_login_long_flag",
+            "docker login --username admin --password=Xk9#mQ2vLp8! ghcr.io",
+            &["password"],
+        ),
+        (
+            "podman_login_quoted",
+            "podman login -u x -p 'Xk9#mQ2vLp8!' quay.io",
+            &["password"],
+        ),
+        (
+            "docker_run_publishes_a_port",
+            "docker run -p 8080:80 -e MODE=prod nginx",
+            &[],
+        ),
+        (
+            "docker_login_from_stdin",
+            "echo $PW | docker login -u x --password-stdin ghcr.io",
+            &[],
+        ),
+        (
+            "docker_login_with_a_variable",
+            "docker login -u x -p $REGISTRY_PASSWORD",
+            &[],
+        ),
+        (
+            "sshpass",
+            "sshpass -p 'Xk9#mQ2vLp8!' ssh deploy@10.0.0.5",
+            &["password"],
+        ),
+        (
+            "sshpass_glued",
+            "sshpass -pXk9#mQ2vLp8! scp a.txt host:",
+            &["password"],
+        ),
+        (
+            "sshpass_from_a_file_then_an_ssh_port",
+            "sshpass -f ~/.pw ssh -p 2222 host",
+            &[],
+        ),
+        (
+            "redis_cli",
+            "redis-cli -h cache -p 6379 -a Xk9#mQ2vLp8! ping",
+            &["password"],
+        ),
+        (
+            "redis_cli_long_flag",
+            "redis-cli --pass 'Xk9#mQ2vLp8!' --no-auth-warning info",
+            &["password"],
+        ),
+        (
+            "redis_cli_port_only",
+            "redis-cli -h cache -p 6379 ping",
+            &[],
+        ),
+        (
+            "redis_conf",
+            "bind 0.0.0.0\nrequirepass Xk9#mQ2vLp8!\nmasterauth Zq8$vN4pK1tW\n",
+            &["password", "password"],
+        ),
+        (
+            "redis_config_set",
+            "CONFIG SET requirepass \"Xk9#mQ2vLp8!\"",
+            &["password"],
+        ),
+        (
+            "redis_conf_commented_default",
+            "# requirepass foobared",
+            &[],
+        ),
+        (
+            "requirepass_in_prose",
+            "then set requirepass Xk9#mQ2vLp8! on the replica",
+            &[],
+        ),
+        (
+            "wpa_supplicant_psk",
+            "network={\n  ssid=\"home\"\n  psk=\"Xk9#mQ2vLp8!\"\n}",
+            &["password"],
+        ),
+        (
+            "hostapd_wpa_psk_hex",
+            "wpa_psk=2b1d1f0e9c8a7b6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d",
+            &["password"],
+        ),
+        ("psk_file_path", "psk_file=/etc/hostapd.psk", &[]),
+        (
+            "powershell_secure_string",
+            "$pw = ConvertTo-SecureString \"Xk9#mQ2vLp8!\" -AsPlainText -Force",
+            &["password"],
+        ),
+        (
+            "powershell_secure_string_named",
+            "ConvertTo-SecureString -String 'Xk9#mQ2vLp8!' -AsPlainText -Force",
+            &["password"],
+        ),
+        (
+            "powershell_secure_string_piped",
+            "\"Xk9#mQ2vLp8!\" | ConvertTo-SecureString -AsPlainText -Force",
+            &["password"],
+        ),
+        (
+            "powershell_secure_string_of_a_variable",
+            "ConvertTo-SecureString $env:SVC_PW -AsPlainText -Force",
+            &[],
+        ),
+        (
+            "powershell_encrypted_standard_string",
+            "ConvertTo-SecureString \"Xk9#mQ2vLp8!\" -Key $k",
+            &[],
+        ),
+    ];
+    let s = scanner();
+    for (name, text, want) in cases {
+        assert_eq!(kinds(text), *want, "{name}: {text}");
+        let mut v = json!({ "t": text });
+        s.redact_value(&mut v);
+        let out = v["t"].as_str().unwrap_or_default();
+        if !want.is_empty() {
+            assert!(
+                !out.contains("mQ2vLp8") && !out.contains("LmX7vN4"),
+                "{name}: {out}"
+            );
+        }
+    }
+}
+
 /// Characters that render as nothing (zero-width space, soft hyphen, word
 /// joiner, …) do not split a card or a token for the scanner: the second
 /// reading drops them, and the match is redacted over them where it stands
