@@ -1234,9 +1234,10 @@ fn read_value(text: &str, from: usize, form: ValueForm, limit: usize) -> Option<
         bytes.get(i..end_limit).map_or(0, |rest| {
             rest.iter()
                 .take_while(|b| {
-                    !b.is_ascii_whitespace()
-                        && !matches!(**b, b'"' | b'\'' | b'`' | b',' | b';' | b'&')
-                        && !(form == ValueForm::Flow && matches!(**b, b'}' | b']'))
+                    let ends = b.is_ascii_whitespace()
+                        || matches!(**b, b'"' | b'\'' | b'`' | b',' | b';' | b'&')
+                        || (form == ValueForm::Flow && matches!(**b, b'}' | b']'));
+                    !ends
                 })
                 .count()
         })
