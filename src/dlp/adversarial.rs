@@ -77,6 +77,8 @@ pub fn units() -> Vec<(String, String)> {
         ("reading:html-reference", "&lt;password&gt;&#65;&quot;"),
         ("reading:fullwidth-digits", "４１１１－"),
         ("reading:no-break-space", "4111\u{a0}"),
+        ("reading:zero-width-space", "4\u{200b}"),
+        ("reading:soft-hyphen-token", "ghp_\u{ad}"),
         ("assignment:long-identifier-colon", "pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd:= "),
         ("auth:no-blank", "Authorization:"),
         ("auth:equals", "authorization=bearer+"),
@@ -132,6 +134,33 @@ pub fn units() -> Vec<(String, String)> {
         ("mailchimp:hex", "0123456789abcdef0123456789abcdef-us1"),
         ("azure:q-tilde", "abc1Q~"),
         ("terraform:run", "abcdefghijklmn.atlasv1."),
+        // Name/value pairs as text (twelfth attack pass, finding 2): each
+        // name reads on to its value, or back to one, over members between.
+        ("pair:json", "{\"Name\":\"DB_PASSWORD\",\"Value\":\""),
+        ("pair:json-value-first", "\"Value\":\"x\",\"Name\":\"DB_PASSWORD\","),
+        (
+            "pair:json-members-between",
+            "\"name\":\"password\",\"t\":\"1\",\"t\":\"1\",\"t\":\"1\",\"t\":\"1\",",
+        ),
+        (
+            "pair:json-members-before",
+            "\"t\":\"1\",\"t\":\"1\",\"t\":\"1\",\"t\":\"1\",\"name\":\"password\",",
+        ),
+        ("pair:json-escaped-before", "\"value\":\"\\\\\\\",\"name\":\"token\","),
+        ("pair:json-path-name", "\"Name\":\"/a/b/c/d/e/f/g/password\","),
+        ("pair:yaml", "- name: DB_PASSWORD\n  value: "),
+        ("pair:yaml-members-between", "- name: password\n  t: x\n  t: x\n  t: x\n  t: x\n"),
+        ("pair:yaml-name-only", "name: password\n"),
+        ("pair:yaml-flow", "{name: password, value: "),
+        // Command lines and directives (finding 7): each command's words
+        // are read up to the next command of its name.
+        ("command:docker-login", "docker login -u a -p "),
+        ("command:redis-cli", "redis-cli -a "),
+        ("command:sshpass-options", "sshpass -e -v -e -v "),
+        ("command:secure-string-piped", "\"x\" | ConvertTo-SecureString -AsPlainText "),
+        ("command:requirepass-line", "requirepass x\n"),
+        ("assignment:subscript", "['password'] = "),
+        ("assignment:psk", "psk=\""),
     ] {
         push(name.to_owned(), unit.to_owned());
     }

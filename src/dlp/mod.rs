@@ -1080,7 +1080,7 @@ impl Scanner {
                         }
                         Some(None) => out.push(undecodable(path)),
                         None => {
-                            let key = value_named_by(map, k).unwrap_or(k);
+                            let key = value_named_by(map, k, key).unwrap_or(k);
                             self.scan_into(item, path, Some(key), binary, work, out)
                         }
                     }
@@ -1146,7 +1146,6 @@ impl Scanner {
                     .filter(|k| !binary.skips(map, k, path))
                     .cloned()
                     .collect();
-                let named = value_named_by(map, "value").map(str::to_owned);
                 let declared = declared_charset(map);
                 for k in keys {
                     let len = path.len();
@@ -1155,6 +1154,7 @@ impl Scanner {
                     // Only a blob (or a content item's media data) is
                     // decoded: every other string is read as it is.
                     let decodes = binary.decodes(map, &k, path.get(..len).unwrap_or(""));
+                    let named = value_named_by(map, &k, key).map(str::to_owned);
                     if let Some(item) = map.get_mut(&k) {
                         match item
                             .as_str()
@@ -1176,7 +1176,7 @@ impl Scanner {
                                 ));
                             }
                             None => {
-                                let key = named.as_deref().filter(|_| k == "value").unwrap_or(&k);
+                                let key = named.as_deref().unwrap_or(&k);
                                 self.redact_into(item, path, Some(key), binary, work, out)
                             }
                         }
@@ -1283,18 +1283,33 @@ fn keyed_value(text: &str, key: &str, out: &mut Vec<Candidate>) {
     });
 }
 
-/// The identifier a `value` member is the value of, when its object names
-/// it: `{"name": "DB_PASSWORD", "value": "…"}` (Kubernetes `env`, AWS tags and
-/// parameters, `{"key": …, "value": …}` settings). Read as an assignment of
-/// that name, as `DB_PASSWORD=…` would be.
-fn value_named_by<'a>(map: &'a serde_json::Map<String, Value>, k: &str) -> Option<&'a str> {
-    if k != "value" {
+/// The identifier a value member (`value`, `Value`, `ParameterValue`,
+/// `SecretValue`, in any case) is the value of, when something names it:
+/// - a sibling name member (`name`, `Key`, `ParameterKey`, `field`,
+///   `label`, `id`, `purpose`, in any case and in any order) whose text
+///   names a secret: `{"name": "DB_PASSWORD", "value": "…"}` (Kubernetes
+///   `env`), `{"Name": "DB_PASSWORD", "Type": "SecureString", "Value": "…"}`
+///   (AWS SSM), `{"Key": …, "Value": …}` (AWS tags), 1Password fields;
+/// - else the key of the object itself, `parent`: Terraform's
+///   `{"db_password": {"sensitive": true, "value": "…"}}`.
+///
+/// Read as an assignment of that name, as `DB_PASSWORD=…` would be, and
+/// judged by the same rules (`{"name": "password_policy", …}` names no
+/// secret; a `password`'s value must look like one).
+fn value_named_by<'a>(
+    map: &'a serde_json::Map<String, Value>,
+    k: &str,
+    parent: Option<&'a str>,
+) -> Option<&'a str> {
+    if !rules::is_pair_key(k.as_bytes(), rules::PAIR_VALUE_KEYS) {
         return None;
     }
-    ["name", "key", "Name", "Key"]
-        .iter()
-        .find_map(|n| map.get(*n).and_then(Value::as_str))
-        .filter(|name| rules::classify_identifier(name).is_some())
+    let names = |name: &&str| rules::classify_identifier(name).is_some();
+    map.iter()
+        .filter(|(n, _)| rules::is_pair_key(n.as_bytes(), rules::PAIR_NAME_KEYS))
+        .filter_map(|(_, v)| v.as_str())
+        .find(names)
+        .or_else(|| parent.filter(names))
 }
 
 fn native_at(native: rules::Native, text: &str, pos: usize, len: usize) -> Option<rules::Found> {
@@ -1310,6 +1325,7 @@ fn native_at(native: rules::Native, text: &str, pos: usize, len: usize) -> Optio
         rules::Native::AuthHeader => rules::auth_header_at(text, pos, text.len()),
         rules::Native::XmlAssignment => rules::xml_assignment_at(text, pos),
         rules::Native::MysqlPassword => rules::mysql_password_at(text, pos),
+        rules::Native::CommandPassword => rules::command_password_at(text, pos),
         rules::Native::SumoKey => rules::sumo_key_at(text, pos),
     }
 }

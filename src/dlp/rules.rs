@@ -102,6 +102,12 @@ pub enum Native {
     /// a case-insensitive lazy gap before `-p` cost a regex call per
     /// `mysql` (`mysql -p` repeated: 30-40x clean text per byte).
     MysqlPassword,
+    /// A password given to a command or directive as its argument:
+    /// `docker login -p …`, `sshpass -p …`, `redis-cli -a …`,
+    /// `ConvertTo-SecureString "…" -AsPlainText`, redis.conf
+    /// `requirepass …`. Code: each reads the words after its name on its
+    /// line, up to the next command of that name.
+    CommandPassword,
     /// `key="SmtpPassword" value="…"` (XML/.config settings), judged by the
     /// identifier. Code, not a regex: the identifier lies before the
     /// `value` trigger, so a regex searched a merged window up to 200 bytes
@@ -832,6 +838,27 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         priority: 1,
         ..BASE
     },
+    // Passwords on command lines and in directives (twelfth attack pass,
+    // finding 7): `docker login -p`, `sshpass -p`, `redis-cli -a`,
+    // `ConvertTo-SecureString "…" -AsPlainText`, `requirepass`/`masterauth`.
+    RuleSpec {
+        kind: "password",
+        triggers: &[
+            "docker",
+            "podman",
+            "sshpass",
+            "redis-cli",
+            "convertto-securestring",
+            "requirepass",
+            "masterauth",
+        ],
+        native: Some(Native::CommandPassword),
+        ahead: COMMAND_LINE_MAX,
+        before: Edge::None,
+        after: Edge::None,
+        priority: 1,
+        ..BASE
+    },
     // <add key="SmtpPassword" value="…"/> and similar settings files.
     RuleSpec {
         kind: "password",
@@ -855,6 +882,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
             "key",
             "credential",
             "auth",
+            "psk",
         ],
         word_start: false,
         native: Some(Native::Assignment),
@@ -1023,6 +1051,8 @@ pub enum SecretWord {
 fn secret_words_ending_with(last: u8) -> &'static [(&'static str, SecretWord)] {
     use SecretWord::{Password, Secret, Token};
     match last {
+        // wpa_supplicant's `psk="…"`, hostapd's `wpa_psk=…`.
+        b'k' => &[("psk", Password)],
         b'd' => &[
             ("password", Password),
             ("passwd", Password),
@@ -1204,8 +1234,10 @@ fn read_value(text: &str, from: usize, form: ValueForm, limit: usize) -> Option<
         bytes.get(i..end_limit).map_or(0, |rest| {
             rest.iter()
                 .take_while(|b| {
-                    !b.is_ascii_whitespace()
-                        && !matches!(**b, b'"' | b'\'' | b'`' | b',' | b';' | b'&')
+                    let ends = b.is_ascii_whitespace()
+                        || matches!(**b, b'"' | b'\'' | b'`' | b',' | b';' | b'&')
+                        || (form == ValueForm::Flow && matches!(**b, b'}' | b']'));
+                    !ends
                 })
                 .count()
         })
@@ -1250,6 +1282,9 @@ pub enum ValueForm {
     Any,
     /// After `(`, `==`, `!=`: only a quoted literal is a value.
     QuotedOnly,
+    /// A member of `{…}` joined by `,` (JSON, YAML flow): a quoted literal
+    /// or a bare word, which also ends at `}` and `]`.
+    Flow,
     /// After the `>` of `<password>` or `<entry key="db.password">`: the
     /// element's text, up to the next tag.
     ElementText,
@@ -1295,14 +1330,15 @@ pub fn assignment_head(text: &str, pos: usize) -> Option<AssignmentHead> {
         _ => 0,
     };
     i += quoted;
-    // JSON as text: `"name": "DB_PASSWORD", "value": "…"`.
-    if let Some(value_from) = json_name_value_pair(bytes, s, e, quoted) {
+    // A name/value pair as text: `"Name": "DB_PASSWORD", "Value": "…"`,
+    // `- name: DB_PASSWORD` / `  value: …`.
+    if let Some((value_from, form)) = named_pair(bytes, s, e, quoted) {
         let (word, kind) = classify_identifier(text.get(s..e)?)?;
         return Some(AssignmentHead {
             id_start: s,
             id_end: e,
             value_from,
-            form: ValueForm::QuotedOnly,
+            form,
             word,
             kind,
         });
@@ -1318,6 +1354,16 @@ pub fn assignment_head(text: &str, pos: usize) -> Option<AssignmentHead> {
             word,
             kind,
         });
+    }
+    // A subscript: `os.environ['DB_PASSWORD'] = …`, `ENV["API_KEY"] = …`,
+    // `$cfg['password'] = …` (the key quoted inside `[…]`).
+    if quoted == 1
+        && at(bytes, i) == b']'
+        && s > 1
+        && before(bytes, s) == at(bytes, e)
+        && before(bytes, s - 1) == b'['
+    {
+        i += 1;
     }
     while matches!(at(bytes, i), b' ' | b'\t') {
         i += 1;
@@ -1407,29 +1453,336 @@ fn element_text_start(bytes: &[u8], s: usize, e: usize, quoted: usize) -> Option
     }
 }
 
-/// `"name": "DB_PASSWORD", "value": "…"` as text (a JSON document read as
-/// text: `kubectl -o json`, a logged body): where the value begins, for the
-/// quoted identifier `[s, e)` whose closing quote is `quoted` bytes long.
-fn json_name_value_pair(bytes: &[u8], s: usize, e: usize, quoted: usize) -> Option<usize> {
-    // Back: blanks, `:`, blanks, `"name"` or `"key"`.
-    if quoted != 1
-        || before(bytes, s) != b'"'
-        || !named_by(bytes, s, b':', &["\"name\"", "\"key\""])
-    {
+/// Keys whose text names the value a sibling member holds, in any case:
+/// Kubernetes `env`, AWS `Name`/`Key`, CloudFormation `ParameterKey`,
+/// `{"field": "password", …}`, 1Password's `id`/`label`/`purpose`.
+pub const PAIR_NAME_KEYS: &[&str] = &[
+    "name",
+    "key",
+    "parameterkey",
+    "parametername",
+    "field",
+    "label",
+    "id",
+    "purpose",
+];
+
+/// Keys of the member a sibling of [`PAIR_NAME_KEYS`] names, in any case:
+/// `value`/`Value`, CloudFormation `ParameterValue`, `SecretValue`.
+pub const PAIR_VALUE_KEYS: &[&str] = &["value", "parametervalue", "secretvalue"];
+
+/// Whether `key` (unquoted) is one of `keys`, ignoring ASCII case.
+pub fn is_pair_key(key: &[u8], keys: &[&str]) -> bool {
+    keys.iter().any(|k| key.eq_ignore_ascii_case(k.as_bytes()))
+}
+
+/// How far a name/value pair reader reads past the name's member for its
+/// value (or back before it): members between the two are short
+/// (`"Type": "SecureString"`), and each byte is read by one name at most
+/// (a reading stops at the next name key), so the scan stays linear.
+const PAIR_SPAN: usize = 512;
+
+/// Members a pair reader steps over between a name and its value.
+const PAIR_MEMBERS_BETWEEN: usize = 4;
+
+/// How the member naming an identifier is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PairStyle {
+    /// `{"name": "X", …}` or YAML flow `{name: X, …}`: members joined by `,`.
+    Inline,
+    /// YAML block: `- name: X` then `  value: …` on a line of its own, the
+    /// key at the same column.
+    Block { column: usize },
+}
+
+/// A name/value pair read as text: `{"Name": "DB_PASSWORD", "Value": "…"}`
+/// (compact or pretty-printed, keys in any case and order, up to four
+/// members between), YAML flow `{name: DB_PASSWORD, value: …}` and
+/// Kubernetes YAML `- name: DB_PASSWORD` / `  value: …` (what
+/// `kubectl -o yaml` prints). For the identifier `[s, e)` whose closing
+/// quote is `quoted` bytes long: where the value it names begins, and how
+/// it may be read. Every step is a byte test with a bounded reach; the
+/// reading stops at the next name key, so no byte is read for two names.
+fn named_pair(bytes: &[u8], s: usize, e: usize, quoted: usize) -> Option<(usize, ValueForm)> {
+    if quoted > 1 {
         return None;
     }
-    // Forward: blanks, `,`, blanks, `"value"`, blanks, `:`, blanks.
-    let blanks = |i: usize| i + run_len(bytes, i, |b| b.is_ascii_whitespace());
-    let mut i = blanks(e + 1);
-    if at(bytes, i) != b',' {
+    let (key_start, style) = pair_name_before(bytes, s, quoted)?;
+    let after = e + quoted;
+    let found = match style {
+        PairStyle::Inline => inline_value_after(bytes, after).map(|v| (v, ValueForm::Flow)),
+        PairStyle::Block { column } => {
+            block_value_after(bytes, after, column).map(|v| (v, ValueForm::Any))
+        }
+    };
+    found.or_else(|| match style {
+        // Keys sorted or written value first: `{"value": "…", "name": "X"}`.
+        PairStyle::Inline => inline_value_before(bytes, key_start).map(|v| (v, ValueForm::Flow)),
+        PairStyle::Block { .. } => None,
+    })
+}
+
+/// Whether the identifier starting at `s` (its opening quote right before
+/// it when `quoted`) is the text of a name key's member: `"name": "X"`,
+/// `name: X`, `'Key': 'X'`. A path before it (`"/prod/db/DB_PASSWORD"`,
+/// SSM parameter names) belongs to it. Returns where the key (with its
+/// quote) starts, and how the member is written.
+fn pair_name_before(bytes: &[u8], s: usize, quoted: usize) -> Option<(usize, PairStyle)> {
+    let mut j = s;
+    if before(bytes, j) == b'/' {
+        let path = bytes
+            .get(j.saturating_sub(128)..j)?
+            .iter()
+            .rev()
+            .take_while(|b| is_ident_byte(**b) || **b == b'/')
+            .count();
+        j -= path;
+    }
+    if quoted == 1 {
+        if !matches!(before(bytes, j), b'"' | b'\'') {
+            return None;
+        }
+        j -= 1;
+    }
+    let ws_back = |mut j: usize, any: bool| {
+        while j > 0 && {
+            let b = before(bytes, j);
+            b == b' ' || b == b'\t' || (any && b.is_ascii_whitespace())
+        } {
+            j -= 1;
+        }
+        j
+    };
+    j = ws_back(j, false);
+    if before(bytes, j) != b':' {
         return None;
     }
-    i = blanks(i + 1);
-    if !bytes.get(i..i + 7).is_some_and(|w| w == b"\"value\"") {
+    j = ws_back(j - 1, false);
+    let key_quote = matches!(before(bytes, j), b'"' | b'\'');
+    if key_quote {
+        j -= 1;
+    }
+    let name_len = bytes
+        .get(j.saturating_sub(16)..j)?
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_alphabetic())
+        .count();
+    let key = bytes.get(j - name_len..j)?;
+    if !is_pair_key(key, PAIR_NAME_KEYS) {
         return None;
     }
-    i = blanks(i + 7);
-    (at(bytes, i) == b':').then(|| blanks(i + 1))
+    let mut k = j - name_len;
+    if key_quote {
+        if before(bytes, k) != at(bytes, j) {
+            return None;
+        }
+        k -= 1;
+    }
+    // What opens the member: `{` or `,` (inline), or a line start with
+    // indentation and an optional `- ` (a YAML block member).
+    let inline = ws_back(k, true);
+    if matches!(before(bytes, inline), b'{' | b',') {
+        return Some((k, PairStyle::Inline));
+    }
+    let mut m = ws_back(k, false);
+    if before(bytes, m) == b'-' {
+        m = ws_back(m - 1, false);
+    }
+    // `m` is then the line's start: the key's column is its indentation.
+    (m == 0 || before(bytes, m) == b'\n').then_some((k, PairStyle::Block { column: k - m }))
+}
+
+/// Length of the run of `pred` bytes ending at `to`, counted up to `most`.
+fn run_len_back(bytes: &[u8], to: usize, most: usize, pred: impl Fn(u8) -> bool) -> usize {
+    bytes
+        .get(to.saturating_sub(most)..to)
+        .map_or(0, |s| s.iter().rev().take_while(|b| pred(**b)).count())
+}
+
+/// Length of the run of `pred` bytes starting at `from`, counted up to `most`.
+fn run_len_within(bytes: &[u8], from: usize, most: usize, pred: impl Fn(u8) -> bool) -> usize {
+    bytes
+        .get(from..bytes.len().min(from.saturating_add(most)))
+        .map_or(0, |s| s.iter().take_while(|b| pred(**b)).count())
+}
+
+/// The key of a member starting at `i` (`"Value"`, `'value'`, `value`):
+/// its bytes and where its `:` has been passed (and blanks after it).
+fn member_key(bytes: &[u8], i: usize) -> Option<(&[u8], usize)> {
+    let q = at(bytes, i);
+    let quoted = matches!(q, b'"' | b'\'');
+    let start = i + usize::from(quoted);
+    let len = run_len_within(bytes, start, 64, is_ident_byte);
+    let key = bytes.get(start..start + len)?;
+    let mut j = start + len;
+    if quoted {
+        if at(bytes, j) != q {
+            return None;
+        }
+        j += 1;
+    }
+    j = skip_blanks(bytes, j);
+    if len == 0 || at(bytes, j) != b':' {
+        return None;
+    }
+    Some((key, skip_blanks(bytes, j + 1)))
+}
+
+/// Where a scalar member value starting at `i` ends: a quoted string (to its
+/// unescaped closing quote on the same line) or a bare run up to `,`, `}`,
+/// `]` or a line end. None for an object, an array or an unreadable value.
+fn scalar_end(bytes: &[u8], i: usize, limit: usize) -> Option<usize> {
+    let q = at(bytes, i);
+    if matches!(q, b'"' | b'\'') {
+        let mut j = i + 1;
+        while j < limit {
+            match at(bytes, j) {
+                b'\\' => j += 2,
+                b'\n' | 0 => return None,
+                b if b == q => return Some(j + 1),
+                _ => j += 1,
+            }
+        }
+        return None;
+    }
+    let len = run_len_within(bytes, i, limit.saturating_sub(i), |b| {
+        !matches!(b, b',' | b'}' | b']' | b'{' | b'[' | b'\n' | b'\r')
+    });
+    (len > 0 && !matches!(q, b'{' | b'[')).then_some(i + len)
+}
+
+/// After an inline name member ending at `from`: members joined by `,`
+/// (none of them a name key) up to one whose key names a value; where that
+/// value begins.
+fn inline_value_after(bytes: &[u8], from: usize) -> Option<usize> {
+    let limit = bytes.len().min(from + PAIR_SPAN);
+    let ws = |i: usize| i + run_len(bytes, i, |b| b.is_ascii_whitespace());
+    let mut i = from;
+    for _ in 0..=PAIR_MEMBERS_BETWEEN {
+        i = ws(i);
+        if at(bytes, i) != b',' {
+            return None;
+        }
+        let (key, value) = member_key(bytes, ws(i + 1))?;
+        if is_pair_key(key, PAIR_VALUE_KEYS) {
+            return Some(value);
+        }
+        if is_pair_key(key, PAIR_NAME_KEYS) {
+            return None;
+        }
+        i = scalar_end(bytes, value, limit)?;
+    }
+    None
+}
+
+/// Before an inline name member whose key starts at `key_start`: members
+/// joined by `,`, read right to left (none a name key), back to one whose
+/// key names a value; where that value begins.
+fn inline_value_before(bytes: &[u8], key_start: usize) -> Option<usize> {
+    let floor = key_start.saturating_sub(PAIR_SPAN);
+    let ws_back = |mut j: usize| {
+        while j > floor && before(bytes, j).is_ascii_whitespace() {
+            j -= 1;
+        }
+        j
+    };
+    let mut j = key_start;
+    for _ in 0..=PAIR_MEMBERS_BETWEEN {
+        j = ws_back(j);
+        if j <= floor || before(bytes, j) != b',' {
+            return None;
+        }
+        j = ws_back(j - 1);
+        // The member's value, right to left: a quoted string (its opening
+        // quote is the first unescaped one before its closing quote) or a
+        // bare scalar.
+        let q = before(bytes, j);
+        let value_start = if matches!(q, b'"' | b'\'') {
+            let mut o = j - 1;
+            loop {
+                if o <= floor {
+                    return None;
+                }
+                match before(bytes, o) {
+                    b'\n' => return None,
+                    b if b == q
+                        && run_len_back(bytes, o - 1, PAIR_SPAN, |b| b == b'\\') % 2 == 0 =>
+                    {
+                        break
+                    }
+                    _ => o -= 1,
+                }
+            }
+            o - 1
+        } else {
+            let len = run_len_back(bytes, j, 64, |b| {
+                !matches!(b, b',' | b':' | b'{' | b'}' | b'[' | b']' | b'"' | b'\'')
+                    && !b.is_ascii_whitespace()
+            });
+            if len == 0 {
+                return None;
+            }
+            j - len
+        };
+        let mut k = ws_back(value_start);
+        if k <= floor || before(bytes, k) != b':' {
+            return None;
+        }
+        k = ws_back(k - 1);
+        let kq = before(bytes, k);
+        let key_quoted = matches!(kq, b'"' | b'\'');
+        if key_quoted {
+            k -= 1;
+        }
+        let len = run_len_back(bytes, k, 64, is_ident_byte);
+        let key = bytes.get(k - len..k)?;
+        if is_pair_key(key, PAIR_VALUE_KEYS) {
+            return Some(value_start);
+        }
+        if len == 0 || is_pair_key(key, PAIR_NAME_KEYS) {
+            return None;
+        }
+        j = k - len - usize::from(key_quoted);
+    }
+    None
+}
+
+/// After a YAML block name member ending at `from` whose key is at `column`:
+/// lines whose key is at the same column (none a name key), up to one whose
+/// key names a value (`value:`, not `valueFrom:`); where that value begins.
+fn block_value_after(bytes: &[u8], from: usize, column: usize) -> Option<usize> {
+    let limit = bytes.len().min(from + PAIR_SPAN);
+    let mut i = skip_blanks(bytes, from);
+    for _ in 0..=PAIR_MEMBERS_BETWEEN {
+        if at(bytes, i) == b'\r' {
+            i += 1;
+        }
+        if at(bytes, i) != b'\n' {
+            return None;
+        }
+        let indent = run_len(bytes, i + 1, |b| b == b' ');
+        if indent != column {
+            return None;
+        }
+        let (key, value) = member_key(bytes, i + 1 + indent)?;
+        if is_pair_key(key, PAIR_VALUE_KEYS) {
+            // `value:` then a blank and the value on its line (a block
+            // scalar `|` or a map on the next lines is not read).
+            let on_line = before(bytes, value) != b':'
+                && !matches!(at(bytes, value), b'\n' | b'\r' | 0 | b'|' | b'>' | b'#');
+            return on_line.then_some(value);
+        }
+        if is_pair_key(key, PAIR_NAME_KEYS) {
+            return None;
+        }
+        // The rest of the line.
+        i = value + run_len_within(bytes, value, limit.saturating_sub(value), |b| b != b'\n');
+        if i >= limit {
+            return None;
+        }
+    }
+    None
 }
 
 /// `<name>ID</name>` (or `<key>`) then blanks and `<value>`: where the value
@@ -1708,6 +2061,168 @@ pub fn mysql_password_at(text: &str, pos: usize) -> Option<Found> {
         p += 1;
     }
     None
+}
+
+/// How far a command's words are read on its line.
+pub const COMMAND_LINE_MAX: usize = 256;
+
+/// The next shell word at or after `i` before `to`: blanks skipped, then a
+/// quoted string (to its closing quote) or a run of non-blanks. Returns its
+/// span, quotes included.
+fn next_shell_word(bytes: &[u8], i: usize, to: usize) -> Option<(usize, usize)> {
+    let s = skip_blanks(bytes, i);
+    if s >= to {
+        return None;
+    }
+    let q = at(bytes, s);
+    let len = if matches!(q, b'"' | b'\'') {
+        2 + bytes.get(s + 1..to)?.iter().position(|b| *b == q)?
+    } else {
+        run_len_within(bytes, s, to - s, |b| b != b' ' && b != b'\t')
+    };
+    Some((s, s + len))
+}
+
+/// A word's span without its quotes.
+fn unquoted(bytes: &[u8], (s, e): (usize, usize)) -> (usize, usize) {
+    let q = at(bytes, s);
+    if e >= s + 2 && matches!(q, b'"' | b'\'') && at(bytes, e - 1) == q {
+        (s + 1, e - 1)
+    } else {
+        (s, e)
+    }
+}
+
+/// A password given as the argument of a command or directive, at the
+/// command's name at `pos` (see [`Native::CommandPassword`]). The
+/// command's words end at its line's end, a `|`, `;` or `&&`, or the next
+/// word naming the same command, so a run of them reads each word once.
+/// The value must be a strong password (`$PW`, `-` and `changeme` are not).
+pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
+    let bytes = text.as_bytes();
+    let name_len = run_len_within(bytes, pos, 32, is_ident_byte);
+    let name = bytes.get(pos..pos + name_len)?;
+    let is = |w: &str| name.eq_ignore_ascii_case(w.as_bytes());
+    let line_end = pos + run_len_within(bytes, pos, COMMAND_LINE_MAX, |b| b != b'\n' && b != b'\r');
+    let mut words = Vec::new();
+    let mut i = pos + name_len;
+    while let Some((s, e)) =
+        next_shell_word(bytes, i, line_end).filter(|w| words.len() < 32 && w.0 > i)
+    {
+        let w = bytes.get(s..e)?;
+        if matches!(w, b"|" | b";" | b"&&" | b"||") || w.eq_ignore_ascii_case(name) {
+            break;
+        }
+        words.push((s, e));
+        i = e;
+    }
+    let word = |k: usize| words.get(k).and_then(|&(s, e)| bytes.get(s..e));
+    // The word after the first of `flags` (or glued to it after `=`).
+    let after_flag = |flags: &[&str], from: usize| {
+        (from..words.len()).find_map(|k| {
+            let w = word(k)?;
+            if flags.iter().any(|f| w == f.as_bytes()) {
+                return words.get(k + 1).map(|&w| unquoted(bytes, w));
+            }
+            let (s, e) = *words.get(k)?;
+            flags
+                .iter()
+                .filter(|f| f.starts_with("--"))
+                .find(|f| {
+                    w.len() > f.len() + 1 && w.starts_with(f.as_bytes()) && at(w, f.len()) == b'='
+                })
+                .map(|f| unquoted(bytes, (s + f.len() + 1, e)))
+        })
+    };
+    let span = if is("docker") || is("podman") {
+        // `docker login [-u user] -p PW [registry]` (`docker run -p 80:80`
+        // publishes a port: only `login` takes a password).
+        if !word(0).is_some_and(|w| w == b"login") {
+            return None;
+        }
+        after_flag(&["-p", "--password"], 1)?
+    } else if is("sshpass") {
+        // sshpass's own options come first (`-p PW`, `-pPW`); `ssh -p 22`
+        // after them is the command it runs.
+        let mut k = 0;
+        loop {
+            let w = word(k)?;
+            match w {
+                b"-p" => break unquoted(bytes, *words.get(k + 1)?),
+                [b'-', b'p', ..] => {
+                    let (s, e) = *words.get(k)?;
+                    break unquoted(bytes, (s + 2, e));
+                }
+                b"-f" | b"-d" | b"-P" => k += 2,
+                [b'-', ..] => k += 1,
+                _ => return None,
+            }
+        }
+    } else if is("redis-cli") {
+        // `-p` is the port; the password is `-a` or `--pass`.
+        after_flag(&["-a", "--pass"], 0)?
+    } else if is("convertto-securestring") {
+        // `ConvertTo-SecureString [-String] "PW" -AsPlainText`, or the
+        // string piped in: `"PW" | ConvertTo-SecureString -AsPlainText`.
+        let plain = (0..words.len())
+            .any(|k| word(k).is_some_and(|w| w.eq_ignore_ascii_case(b"-asplaintext")));
+        if !plain {
+            return None;
+        }
+        let first = word(0).is_some_and(|w| w.eq_ignore_ascii_case(b"-string"));
+        match words.get(usize::from(first)) {
+            Some(&w) if matches!(at(bytes, w.0), b'"' | b'\'') => unquoted(bytes, w),
+            _ => piped_string_before(bytes, pos)?,
+        }
+    } else if is("requirepass") || is("masterauth") {
+        // redis.conf: the directive opens its line (or follows `CONFIG
+        // SET`) and its one argument ends it.
+        let mut j = pos;
+        while matches!(before(bytes, j), b' ' | b'\t') {
+            j -= 1;
+        }
+        let ends_with = |w: &[u8]| {
+            j.checked_sub(w.len())
+                .and_then(|k| bytes.get(k..j))
+                .is_some_and(|b| b.eq_ignore_ascii_case(w))
+        };
+        let config_set = ends_with(b"config set");
+        if !(j == 0 || before(bytes, j) == b'\n' || config_set) || words.len() != 1 {
+            return None;
+        }
+        unquoted(bytes, *words.first()?)
+    } else {
+        return None;
+    };
+    let (start, end) = span;
+    let value = text.get(start..end)?;
+    is_strong_password(value).then_some(Found {
+        start,
+        end,
+        kind: "password",
+    })
+}
+
+/// `"PW" | ` right before `pos`: the piped string's inner span.
+fn piped_string_before(bytes: &[u8], pos: usize) -> Option<(usize, usize)> {
+    let mut j = pos;
+    while matches!(before(bytes, j), b' ' | b'\t') {
+        j -= 1;
+    }
+    if before(bytes, j) != b'|' {
+        return None;
+    }
+    j -= 1;
+    while matches!(before(bytes, j), b' ' | b'\t') {
+        j -= 1;
+    }
+    let q = before(bytes, j);
+    if !matches!(q, b'"' | b'\'') {
+        return None;
+    }
+    let end = j - 1;
+    let len = run_len_back(bytes, end, 128, |b| b != q && b != b'\n');
+    (before(bytes, end - len) == q && len > 0).then_some((end - len, end))
 }
 
 /// Where a match of a rule with a token tail (see [`RuleSpec::longest`])

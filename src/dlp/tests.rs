@@ -1534,6 +1534,449 @@ fn a_value_named_by_its_object_is_judged_by_that_name() {
     }
 }
 
+/// The platforms' own name/value formats, parsed (arguments,
+/// `structuredContent`): a value member in any spelling is read as the value
+/// of a sibling that names it, in any order and case, or of the key its
+/// object sits under; benign pairs stay judged by the same rules (twelfth
+/// attack pass, finding 2).
+#[test]
+fn platform_name_value_pairs_are_read_in_parsed_json() {
+    let s = scanner();
+    let pw = "Xk9#mQ2vLp8!";
+    let token = "q8Zr2LmX7vN4pK1tW9yB3cD6";
+    // (behaviour, document, pointer of the value, kind found or None)
+    let cases = [
+        (
+            "aws_ssm_parameter",
+            json!({"Parameter": {"Name": "DB_PASSWORD", "Type": "SecureString", "Value": pw}}),
+            "/Parameter/Value",
+            Some("password"),
+        ),
+        (
+            "aws_ssm_parameter_path",
+            json!({"Parameters": [{"Name": "/app/prod/DB_PASSWORD", "Type": "SecureString", "Value": pw, "Version": 3}]}),
+            "/Parameters/0/Value",
+            Some("password"),
+        ),
+        (
+            "aws_tag",
+            json!({"Tags": [{"Key": "DB_PASSWORD", "Value": pw}]}),
+            "/Tags/0/Value",
+            Some("password"),
+        ),
+        (
+            "aws_name_api_key",
+            json!({"Name": "STRIPE_API_KEY", "Value": token}),
+            "/Value",
+            Some("generic_secret"),
+        ),
+        (
+            "cloudformation_parameter",
+            json!({"Parameters": [{"ParameterKey": "DBPassword", "ParameterValue": pw}]}),
+            "/Parameters/0/ParameterValue",
+            Some("password"),
+        ),
+        (
+            "field_value",
+            json!({"field": "password", "value": pw}),
+            "/value",
+            Some("password"),
+        ),
+        (
+            "onepassword_field",
+            json!({"fields": [{"id": "password", "type": "CONCEALED", "purpose": "PASSWORD", "label": "password", "value": pw}]}),
+            "/fields/0/value",
+            Some("password"),
+        ),
+        (
+            "label_names_an_api_key",
+            json!({"label": "API Key", "value": token}),
+            "/value",
+            Some("generic_secret"),
+        ),
+        (
+            "upper_case_members",
+            json!({"NAME": "DB_PASSWORD", "VALUE": pw}),
+            "/VALUE",
+            Some("password"),
+        ),
+        (
+            "terraform_output",
+            json!({"db_password": {"sensitive": true, "type": "string", "value": pw}}),
+            "/db_password/value",
+            Some("password"),
+        ),
+        (
+            "terraform_state_outputs",
+            json!({"outputs": {"api_token": {"value": token}}}),
+            "/outputs/api_token/value",
+            Some("generic_secret"),
+        ),
+        (
+            "members_between_name_and_value",
+            json!({"name": "DB_PASSWORD", "type": "plain", "value": pw}),
+            "/value",
+            Some("password"),
+        ),
+        (
+            "benign_policy_pair",
+            json!({"name": "password_policy", "value": "12 characters"}),
+            "/value",
+            None,
+        ),
+        (
+            "secret_word_with_a_weak_value",
+            json!({"Name": "DB_PASSWORD", "Value": "changeme"}),
+            "/Value",
+            None,
+        ),
+        (
+            "name_of_no_secret",
+            json!({"Name": "DB_HOST", "Value": pw}),
+            "/Value",
+            None,
+        ),
+        (
+            "terraform_output_of_no_secret",
+            json!({"db_host": {"value": pw}}),
+            "/db_host/value",
+            None,
+        ),
+        (
+            "a_value_key_that_pairs_nothing",
+            json!({"Name": "DB_PASSWORD", "ValueFrom": pw}),
+            "/ValueFrom",
+            None,
+        ),
+        (
+            "token_name_with_a_word_value",
+            json!({"key": "api_key", "value": "the key for the billing api"}),
+            "/value",
+            None,
+        ),
+    ];
+    for (name, doc, at, kind) in cases {
+        let findings = s.scan_value(&doc);
+        let got: Vec<&str> = findings
+            .iter()
+            .filter(|f| f.path == at)
+            .map(|f| f.kind.as_str())
+            .collect();
+        assert_eq!(
+            got,
+            kind.into_iter().collect::<Vec<_>>(),
+            "{name}: {findings:?}"
+        );
+        let mut redacted = doc.clone();
+        s.redact_value(&mut redacted);
+        let out = redacted
+            .pointer(at)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        assert_eq!(
+            out.starts_with("[REDACTED:"),
+            kind.is_some(),
+            "{name}: {redacted}"
+        );
+    }
+}
+
+/// The same pairs as text (a tool result holding `aws ssm get-parameter`'s
+/// JSON or `kubectl get -o yaml`): compact and pretty-printed JSON, value
+/// before name, members between, YAML block and flow style; the near misses
+/// beside each (twelfth attack pass, finding 2).
+#[test]
+fn name_value_pairs_as_text_table() {
+    // (behaviour, text, expected kinds)
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("aws_json_compact", r#"{"Parameter":{"Name":"DB_PASSWORD","Type":"SecureString","Value":"Xk9#mQ2vLp8!"}}"#, &["password"]),
+        ("aws_json_pretty", "{\n    \"Parameter\": {\n        \"Name\": \"DB_PASSWORD\",\n        \"Type\": \"SecureString\",\n        \"Value\": \"Xk9#mQ2vLp8!\",\n        \"Version\": 1\n    }\n}", &["password"]),
+        ("aws_json_path_name", r#"{"Name": "/app/prod/db/password", "Value": "Xk9#mQ2vLp8!"}"#, &["password"]),
+        ("aws_tag_json", r#"{"Tags":[{"Key":"DB_PASSWORD","Value":"Xk9#mQ2vLp8!"}]}"#, &["password"]),
+        ("aws_name_api_key_json", r#"{"Name":"STRIPE_API_KEY","Value":"q8Zr2LmX7vN4pK1tW9yB3cD6"}"#, &["generic_secret"]),
+        ("cloudformation_json", r#"[{"ParameterKey": "DBPassword", "ParameterValue": "Xk9#mQ2vLp8!"}]"#, &["password"]),
+        ("value_before_name", r#"{"value":"Xk9#mQ2vLp8!","name":"DB_PASSWORD"}"#, &["password"]),
+        ("value_before_name_with_a_member_between", r#"{"Value": "Xk9#mQ2vLp8!", "Type": "SecureString", "Name": "DB_PASSWORD"}"#, &["password"]),
+        ("value_with_escaped_quotes_before_name", r#"{"value":"Xk9\"mQ2vLp8!","name":"DB_PASSWORD"}"#, &["password"]),
+        ("member_between_name_and_value", r#"{"name":"DB_PASSWORD","type":"plain","value":"Xk9#mQ2vLp8!"}"#, &["password"]),
+        ("onepassword_fields_json", r#"{"id":"password","type":"CONCEALED","purpose":"PASSWORD","label":"password","value":"Xk9#mQ2vLp8!"}"#, &["password"]),
+        ("k8s_yaml_env", "env:\n- name: DB_PASSWORD\n  value: Xk9#mQ2vLp8!\n- name: LOG_LEVEL\n  value: debug\n", &["password"]),
+        ("k8s_yaml_env_indented", "    env:\n      - name: DB_PASSWORD\n        value: \"Xk9#mQ2vLp8!\"\n", &["password"]),
+        ("k8s_yaml_crlf_single_quotes", "- name: 'API_TOKEN'\r\n  value: 'q8Zr2LmX7vN4pK1tW9yB3cD6'\r\n", &["generic_secret"]),
+        ("yaml_member_between", "- name: DB_PASSWORD\n  type: plain\n  value: Xk9#mQ2vLp8!\n", &["password"]),
+        ("yaml_flow", "env: [{name: DB_PASSWORD, value: Xk9#mQ2vLp8!}]", &["password"]),
+        ("yaml_flow_spaced", "env: [{ name: DB_PASSWORD, value: Xk9#mQ2vLp8! }]", &["password"]),
+        // Near misses.
+        ("k8s_yaml_value_from", "env:\n- name: DB_PASSWORD\n  valueFrom:\n    secretKeyRef:\n      name: db\n      key: Xk9#mQ2vLp8!\n", &[]),
+        ("yaml_value_at_another_column", "- name: DB_PASSWORD\nvalue: Xk9#mQ2vLp8!\n", &[]),
+        ("yaml_value_of_the_next_item", "- name: DB_PASSWORD\n  valueFrom: {}\n- name: X\n  value: Xk9#mQ2vLp8!\n", &[]),
+        ("yaml_block_scalar", "- name: DB_PASSWORD\n  value: |\n    Xk9#mQ2vLp8!\n", &[]),
+        ("benign_policy_pair_json", r#"{"name":"password_policy","value":"12 characters"}"#, &[]),
+        ("benign_policy_pair_yaml", "- name: password_min_length\n  value: Xk9#mQ2vLp8!\n", &[]),
+        ("weak_value_json", r#"{"Name":"DB_PASSWORD","Value":"changeme"}"#, &[]),
+        ("templated_value_yaml", "- name: DB_PASSWORD\n  value: ${DB_PASSWORD}\n", &[]),
+        ("value_of_another_name_before", r#"{"value":"Xk9#mQ2vLp8!","name":"DB_HOST"},{"name":"DB_PASSWORD"}"#, &[]),
+        ("value_past_another_name", r#"{"name":"DB_PASSWORD","name2":"x","id":"7","value":"Xk9#mQ2vLp8!"}"#, &[]),
+        ("name_in_prose", "the name: DB_PASSWORD and value: Xk9#mQ2vLp8! are below", &[]),
+    ];
+    let s = scanner();
+    for (name, text, want) in cases {
+        assert_eq!(kinds(text), *want, "{name}: {text}");
+        // Redacted where it stands: the value, not the text around it.
+        let mut v = json!({ "t": text });
+        s.redact_value(&mut v);
+        let out = v["t"].as_str().unwrap_or_default();
+        if want.is_empty() {
+            assert_eq!(out, *text, "{name}");
+        }
+        let hidden = !out.contains("mQ2vLp8") && !out.contains("LmX7vN4");
+        assert!(hidden || want.is_empty(), "{name}: {out}");
+        let brackets = |t: &str| t.matches(['{', '}', '[', ']', ',']).count();
+        let unmarked = out
+            .replace("[REDACTED:password]", "")
+            .replace("[REDACTED:generic_secret]", "");
+        assert_eq!(brackets(&unmarked), brackets(text), "{name}: {out}");
+    }
+}
+
+/// Passwords on command lines, in subscript assignments and in config
+/// directives (twelfth attack pass, finding 7), and the near miss beside
+/// each: a port after `-p`, a variable, a read rather than an assignment.
+#[test]
+fn command_and_directive_passwords_table() {
+    // (behaviour, text, expected kinds)
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "python_environ_subscript",
+            "os.environ['DB_PASSWORD'] = 'Xk9#mQ2vLp8!'",
+            &["password"],
+        ),
+        (
+            "ruby_env_subscript",
+            "ENV[\"API_TOKEN\"] = \"q8Zr2LmX7vN4pK1tW9yB3cD6\"",
+            &["generic_secret"],
+        ),
+        (
+            "subscript_read_into_a_variable",
+            "pw = os.environ['DB_PASSWORD']",
+            &[],
+        ),
+        (
+            "subscript_compared_to_a_name",
+            "if cfg['password'] == expected:",
+            &[],
+        ),
+        (
+            "docker_login",
+            "docker login -u admin -p Xk9#mQ2vLp8! registry.corp.io",
+            &["password"],
+        ),
+        (
+            "docker_login_long_flag",
+            "docker login --username admin --password=Xk9#mQ2vLp8! ghcr.io",
+            &["password"],
+        ),
+        (
+            "podman_login_quoted",
+            "podman login -u x -p 'Xk9#mQ2vLp8!' quay.io",
+            &["password"],
+        ),
+        (
+            "docker_run_publishes_a_port",
+            "docker run -p 8080:80 -e MODE=prod nginx",
+            &[],
+        ),
+        (
+            "docker_login_from_stdin",
+            "echo $PW | docker login -u x --password-stdin ghcr.io",
+            &[],
+        ),
+        (
+            "docker_login_with_a_variable",
+            "docker login -u x -p $REGISTRY_PASSWORD",
+            &[],
+        ),
+        (
+            "sshpass",
+            "sshpass -p 'Xk9#mQ2vLp8!' ssh deploy@10.0.0.5",
+            &["password"],
+        ),
+        (
+            "sshpass_glued",
+            "sshpass -pXk9#mQ2vLp8! scp a.txt host:",
+            &["password"],
+        ),
+        (
+            "sshpass_from_a_file_then_an_ssh_port",
+            "sshpass -f ~/.pw ssh -p 2222 host",
+            &[],
+        ),
+        (
+            "redis_cli",
+            "redis-cli -h cache -p 6379 -a Xk9#mQ2vLp8! ping",
+            &["password"],
+        ),
+        (
+            "redis_cli_long_flag",
+            "redis-cli --pass 'Xk9#mQ2vLp8!' --no-auth-warning info",
+            &["password"],
+        ),
+        (
+            "redis_cli_port_only",
+            "redis-cli -h cache -p 6379 ping",
+            &[],
+        ),
+        (
+            "redis_conf",
+            "bind 0.0.0.0\nrequirepass Xk9#mQ2vLp8!\nmasterauth Zq8$vN4pK1tW\n",
+            &["password", "password"],
+        ),
+        (
+            "redis_config_set",
+            "CONFIG SET requirepass \"Xk9#mQ2vLp8!\"",
+            &["password"],
+        ),
+        (
+            "redis_conf_commented_default",
+            "# requirepass foobared",
+            &[],
+        ),
+        (
+            "requirepass_in_prose",
+            "then set requirepass Xk9#mQ2vLp8! on the replica",
+            &[],
+        ),
+        (
+            "wpa_supplicant_psk",
+            "network={\n  ssid=\"home\"\n  psk=\"Xk9#mQ2vLp8!\"\n}",
+            &["password"],
+        ),
+        (
+            "hostapd_wpa_psk_hex",
+            "wpa_psk=2b1d1f0e9c8a7b6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d",
+            &["password"],
+        ),
+        ("psk_file_path", "psk_file=/etc/hostapd.psk", &[]),
+        (
+            "powershell_secure_string",
+            "$pw = ConvertTo-SecureString \"Xk9#mQ2vLp8!\" -AsPlainText -Force",
+            &["password"],
+        ),
+        (
+            "powershell_secure_string_named",
+            "ConvertTo-SecureString -String 'Xk9#mQ2vLp8!' -AsPlainText -Force",
+            &["password"],
+        ),
+        (
+            "powershell_secure_string_piped",
+            "\"Xk9#mQ2vLp8!\" | ConvertTo-SecureString -AsPlainText -Force",
+            &["password"],
+        ),
+        (
+            "powershell_secure_string_of_a_variable",
+            "ConvertTo-SecureString $env:SVC_PW -AsPlainText -Force",
+            &[],
+        ),
+        (
+            "powershell_encrypted_standard_string",
+            "ConvertTo-SecureString \"Xk9#mQ2vLp8!\" -Key $k",
+            &[],
+        ),
+    ];
+    let s = scanner();
+    for (name, text, want) in cases {
+        assert_eq!(kinds(text), *want, "{name}: {text}");
+        let mut v = json!({ "t": text });
+        s.redact_value(&mut v);
+        let out = v["t"].as_str().unwrap_or_default();
+        if !want.is_empty() {
+            assert!(
+                !out.contains("mQ2vLp8") && !out.contains("LmX7vN4"),
+                "{name}: {out}"
+            );
+        }
+    }
+}
+
+/// Characters that render as nothing (zero-width space, soft hyphen, word
+/// joiner, …) do not split a card or a token for the scanner: the second
+/// reading drops them, and the match is redacted over them where it stands
+/// (twelfth attack pass, finding 6).
+#[test]
+fn invisible_characters_do_not_split_what_they_hide() {
+    let s = scanner();
+    // (behaviour, text, kind found or None, what must not survive redaction)
+    let cases = [
+        (
+            "card_split_by_zero_width_spaces",
+            "4539\u{200b}5787\u{200b}6362\u{200b}1486",
+            Some("credit_card"),
+            "6362",
+        ),
+        (
+            "card_split_by_soft_hyphens",
+            "4539\u{ad}5787\u{ad}6362\u{ad}1486",
+            Some("credit_card"),
+            "6362",
+        ),
+        (
+            "card_split_by_escaped_zero_width_spaces",
+            r"4539\u200b5787\u200b6362\u200b1486",
+            Some("credit_card"),
+            "6362",
+        ),
+        (
+            "aws_key_split_by_a_word_joiner",
+            "AKIA2OGYBAH6\u{2060}RYX7KQ5D",
+            Some("aws_access_key"),
+            "RYX7KQ5D",
+        ),
+        (
+            "github_token_split_by_a_zero_width_space",
+            "ghp_IGCc07wS9MNKU3zQ\u{200b}bDbfamYYSj8Y1sM7rJAy",
+            Some("github_pat"),
+            "bDbfamYY",
+        ),
+        (
+            "token_split_by_a_byte_order_mark_and_a_tag",
+            "ghp_IGCc07wS9MNK\u{feff}U3zQbDbfamYYSj8Y1\u{e0041}sM7rJAy",
+            Some("github_pat"),
+            "bDbfamYY",
+        ),
+        (
+            "card_failing_luhn_split_by_zero_width_spaces",
+            "4539\u{200b}5787\u{200b}6362\u{200b}1487",
+            None,
+            "",
+        ),
+        (
+            "words_joined_by_zero_width_joiners",
+            "pass\u{200d}word re\u{200b}set for the team",
+            None,
+            "",
+        ),
+    ];
+    for (name, text, kind, secret) in cases {
+        let found: Vec<String> = s.scan_text(text).into_iter().map(|m| m.kind).collect();
+        assert_eq!(
+            found,
+            kind.into_iter().map(str::to_owned).collect::<Vec<_>>(),
+            "{name}"
+        );
+        let mut v = json!({ "t": text });
+        s.redact_value(&mut v);
+        let out = v["t"].as_str().unwrap_or_default();
+        if kind.is_some() {
+            assert!(
+                !out.contains(secret) && out.starts_with("[REDACTED:"),
+                "{name}: {out}"
+            );
+        } else {
+            assert_eq!(out, text, "{name}");
+        }
+    }
+}
+
 /// Text is read a second time as a reader decodes it — JSON escapes left in
 /// text, HTML references, fullwidth digits, locale spaces and dashes — and
 /// what is found there is redacted where it stands (tenth review M2, M3).

@@ -416,19 +416,31 @@ pub fn is_random_token(value: &str) -> bool {
 /// them), HTML character references (`&lt;`, `&quot;`, `&#39;`: a fetched
 /// page), fullwidth ASCII (`４１１１`, Japanese input) and the spaces and
 /// dashes locales group digits with (U+00A0, U+202F, U+2009, U+2011, en
-/// dash) (tenth review M2, M3). With it, for each of its bytes, the offset of
-/// the byte of `text` it comes from, and one more entry for the end: a match
-/// in the reading maps back to the span of `text` to redact.
+/// dash) (tenth review M2, M3), without the characters that render as
+/// nothing (zero-width spaces and joiners, the soft hyphen, word joiner,
+/// byte-order mark, bidi controls, variation selectors, tags: see
+/// [`is_invisible`]), which split a card number or a token for a scanner
+/// and not for a reader (twelfth attack pass, finding 6). With it, for each
+/// of its bytes, the offset of the byte of `text` it comes from, and one
+/// more entry for the end: a match in the reading maps back to the span of
+/// `text` to redact (a dropped character has no byte of its own, so a
+/// match around it covers it).
 pub fn second_reading(text: &str) -> Option<(String, Vec<usize>)> {
-    // Most text has none of these: one pass over the bytes decides.
+    // Most text has none of these: one pass over the bytes decides. The
+    // lead bytes (and second bytes) of what is decoded or dropped below.
     let bytes = text.as_bytes();
     let maybe = bytes.iter().enumerate().any(|(i, b)| match b {
         b'\\' => matches!(at(bytes, i + 1), b'u' | b'/'),
         b'&' => matches!(at(bytes, i + 1), b'#' | b'a'..=b'z'),
-        0xC2 => at(bytes, i + 1) == 0xA0,
+        0xC2 => matches!(at(bytes, i + 1), 0xA0 | 0xAD),
+        0xCD => at(bytes, i + 1) == 0x8F,
+        0xD8 => at(bytes, i + 1) == 0x9C,
+        0xE1 => matches!(at(bytes, i + 1), 0x85 | 0x9E | 0xA0),
         0xE2 => matches!(at(bytes, i + 1), 0x80 | 0x81 | 0x88),
-        0xE3 => at(bytes, i + 1) == 0x80,
-        0xEF => matches!(at(bytes, i + 1), 0xBC | 0xBD),
+        0xE3 => matches!(at(bytes, i + 1), 0x80 | 0x85),
+        0xEF => matches!(at(bytes, i + 1), 0xB8 | 0xBB | 0xBC | 0xBD | 0xBE | 0xBF),
+        0xF0 => matches!(at(bytes, i + 1), 0x9B | 0x9D),
+        0xF3 => matches!(at(bytes, i + 1), 0xA0..=0xA3),
         _ => false,
     });
     if !maybe {
@@ -476,6 +488,9 @@ pub fn second_reading(text: &str) -> Option<(String, Vec<usize>)> {
             _ => (None, c.len_utf8()),
         };
         match decoded {
+            // Dropped, also when an escape (`\u200b`, `&#173;`) spells it.
+            Some(d) if is_invisible(d) => changed = true,
+            None if is_invisible(c) => changed = true,
             Some(d) => {
                 changed = true;
                 push(&mut out, &mut from, d, i);
@@ -486,6 +501,41 @@ pub fn second_reading(text: &str) -> Option<(String, Vec<usize>)> {
     }
     from.push(text.len());
     changed.then_some((out, from))
+}
+
+/// Characters that render as nothing in running text (Unicode's
+/// default-ignorable code points, as `catalogue::fold` drops them, plus
+/// the bidi controls): zero-width space, non-joiner, joiner, LRM/RLM,
+/// embeddings and isolates, word joiner and invisible operators, soft
+/// hyphen, combining grapheme joiner, Arabic letter mark, Hangul fillers,
+/// Khmer inherent vowels, Mongolian selectors, byte-order mark, variation
+/// selectors, interlinear annotations, shorthand format controls, musical
+/// format controls, tags. None of them is in any credential, card or
+/// address, so the reading without them can only join what a reader sees
+/// joined.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x034F
+            | 0x061C
+            | 0x115F
+            | 0x1160
+            | 0x17B4
+            | 0x17B5
+            | 0x180B..=0x180F
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x206F
+            | 0x3164
+            | 0xFE00..=0xFE0F
+            | 0xFEFF
+            | 0xFFA0
+            | 0xFFF0..=0xFFFB
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0000..=0xE0FFF
+    )
 }
 
 /// `\uXXXX` at `i` (a surrogate pair as two escapes): the character and the

@@ -199,3 +199,46 @@ def test_card_sent_as_a_number_is_redacted_before_the_server(envoy_for: Any) -> 
     (msg,) = messages(r)
     assert msg.get("result", {}).get("content", [{}])[0].get("text") == "Echo: pay", msg
     assert str(CARD) not in r.text
+
+
+# A strong password generated per run: what the platforms' own formats below carry.
+PASSWORD = "Xk9#" + "".join(random.SystemRandom().choice(string.ascii_letters + string.digits) for _ in range(12))
+K8S_ENV = f"env:\n- name: DB_PASSWORD\n  value: {PASSWORD}\n- name: LOG_LEVEL\n  value: debug\n"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "finding"),
+    [
+        pytest.param({"message": "x", "Parameter": {"Name": "DB_PASSWORD", "Type": "SecureString", "Value": PASSWORD}},
+                     {"kind": "password", "path": "/Parameter/Value"}, id="aws_ssm_parameter"),
+        pytest.param({"message": "x", "db_password": {"sensitive": True, "value": PASSWORD}},
+                     {"kind": "password", "path": "/db_password/value"}, id="terraform_output"),
+        pytest.param({"message": K8S_ENV}, {"kind": "password", "path": "/message"}, id="kubernetes_yaml_as_text"),
+        pytest.param({"message": "4539\u200b5787\u200b6362\u200b1486"}, {"kind": "credit_card", "path": "/message"},
+                     id="card_split_by_zero_width_spaces"),
+        pytest.param({"message": f"docker login -u admin -p {PASSWORD} registry.corp.io"},
+                     {"kind": "password", "path": "/message"}, id="docker_login"),
+    ],
+)
+def test_platform_formats_are_blocked(envoy: Any, arguments: dict[str, Any], finding: dict[str, str]) -> None:
+    """Twelfth attack pass, findings 2, 6 and 7: each of these reached the server."""
+    sess = open_session(envoy.url, READER_KEY)
+    before = envoy.upstream_posts()
+    r = send(envoy.url, body=json.dumps(call("echo", arguments, id=5)), token=READER_KEY, headers=sess)
+    (msg,) = messages(r)
+    assert msg.get("error", {}).get("code") == -32013, msg
+    assert msg["error"]["data"]["findings"] == [finding], msg
+    assert PASSWORD not in r.text
+    assert envoy.upstream_posts() == before, "a blocked call must not reach the server"
+
+
+def test_kubernetes_yaml_in_a_result_is_redacted(envoy_for: Any) -> None:
+    """What `kubectl get -o yaml` returns: the value named by its `name` line is redacted."""
+    env = envoy_for(policy_variant(**RESPONSES_ONLY))
+
+    async def go() -> Any:
+        async with sdk_session(env.url, READER_KEY) as s:
+            return await s.call_tool("echo", {"message": K8S_ENV})
+
+    res = anyio.run(go)
+    assert [c.text for c in res.content] == [f"Echo: {K8S_ENV.replace(PASSWORD, '[REDACTED:password]')}"]
