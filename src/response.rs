@@ -282,6 +282,18 @@ fn filter_list(
     let before = entries.len();
     let intents = catalogue == Catalogue::Tools && policy.selects_intents();
     let remembered = &mut out.intents;
+    if policy.mode == Mode::DryRun {
+        // Dry run learns what enforcement learns (every entry's classes, so
+        // the calls that follow are decided alike) and cuts nothing.
+        if intents {
+            for entry in entries.iter() {
+                if let Some(name) = entry.get(name_member).and_then(Value::as_str) {
+                    remembered.push((name.to_owned(), entry_annotations(name, entry)));
+                }
+            }
+        }
+        return;
+    }
     entries.retain(|entry| {
         // Entries without a usable name are dropped: we cannot decide on them.
         let Some(name) = entry.get(name_member).and_then(Value::as_str) else {

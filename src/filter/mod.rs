@@ -960,14 +960,12 @@ impl RequestFilter {
         // Only the answer to an initialize issues a session: every other
         // answer may echo an id the caller merely presented.
         self.opens_session = matches!(v.messages.as_slice(), [m] if m.method == "initialize");
-        let mut plan = v.plan;
-        if self.dry_run() {
-            // Dry run never changes what the caller sees: lists stay whole and
-            // results are only scanned (flag), so the audit shows what would happen.
-            plan.lists.clear();
-        }
+        // Dry run keeps the whole plan: what a list teaches (the intents of
+        // its tools) is learnt as under enforcement, so the calls that follow
+        // are decided alike; the response side changes no byte (lists stay
+        // whole, results are only scanned).
         let caller = self.caller.clone().unwrap_or_else(|| Rc::new(anonymous()));
-        self.rewriter.expect_answers(caller, plan, v.request_ids);
+        self.rewriter.expect_answers(caller, v.plan, v.request_ids);
         self.phase = Phase::Forwarded;
         Flow::Continue
     }
