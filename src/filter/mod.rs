@@ -1631,6 +1631,8 @@ impl RequestFilter {
             host.count(counter, 1);
         }
         self.audit.attach_schema_results(&counts.schema_results);
+        host.count(Counter::ResultCapRefused, counts.result_caps.len() as u64);
+        self.audit.attach_result_caps(&counts.result_caps);
         self.audit
             .attach_catalogue(&counts.catalogue_lists, &counts.catalogue_results);
     }
@@ -1900,6 +1902,8 @@ fn host_write_failed(host: &mut dyn Host, what: &str, e: &HostError) {
 
 #[cfg(test)]
 mod approval_tests;
+#[cfg(test)]
+mod result_cap_tests;
 #[cfg(test)]
 mod schema_tests;
 #[cfg(test)]
