@@ -63,10 +63,11 @@ pub enum Counter {
     SchemasResultsWarned,
     SchemasUnverifiable,
     SchemasRememberFailed,
+    ResultCapRefused,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 44] = [
+    pub const ALL: [Counter; 45] = [
         Counter::DecisionAllow,
         Counter::DecisionDeny,
         Counter::DecisionApproval,
@@ -111,6 +112,7 @@ impl Counter {
         Counter::SchemasResultsWarned,
         Counter::SchemasUnverifiable,
         Counter::SchemasRememberFailed,
+        Counter::ResultCapRefused,
     ];
 
     pub fn name(self) -> &'static str {
@@ -166,6 +168,9 @@ impl Counter {
             Counter::SchemasResultsWarned => "mcp_firewall.schemas.results_warned",
             Counter::SchemasUnverifiable => "mcp_firewall.schemas.unverifiable",
             Counter::SchemasRememberFailed => "mcp_firewall.schemas.remember_failed",
+            // Answers over their size cap: replaced, or (dry run) what
+            // enforcement would have replaced.
+            Counter::ResultCapRefused => "mcp_firewall.result_caps.refused",
         }
     }
 }

@@ -15,8 +15,10 @@ use crate::dlp::{self, Action, Finding};
 use crate::identity::Caller;
 use crate::json::case_variant;
 use crate::jsonrpc::{id_key, is_anonymous_error};
+use crate::policy::Cap;
 use crate::policy::CompiledPolicy;
 use crate::policy::Mode;
+use crate::rule_id::RuleId;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 
@@ -60,6 +62,100 @@ pub struct ResponsePlan {
     /// Ids of `tools/list` requests whose answers' schemas are remembered
     /// (`schemas` on; every page, in dry run too).
     pub schema_lists: Vec<String>,
+    /// Ids of `tools/call` (and `tasks/result`) requests whose answers are
+    /// held to a size cap (`limits.result_caps`, `limits.max_result_bytes`),
+    /// with the tool and the cap.
+    pub result_caps: Vec<(String, CappedAnswer)>,
+}
+
+/// The size cap one answer is held to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CappedAnswer {
+    /// The tool called; `None` for `tasks/result`, whose task id names no
+    /// tool (held to the policy's smallest cap).
+    pub tool: Option<String>,
+    pub cap: Cap,
+}
+
+/// An answer larger than its cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapExceeded {
+    pub answer: CappedAnswer,
+    /// The size counted: the message as the server sent it.
+    pub bytes: usize,
+    /// The answer was replaced by the refusal (not in dry run).
+    pub applied: bool,
+}
+
+impl CapExceeded {
+    /// What the caller and the audit read: the cap, where it is set and the
+    /// size, never a byte of the content.
+    pub fn reason(&self) -> String {
+        let what = match &self.answer.tool {
+            Some(tool) => format!("the result of {tool}"),
+            None => "a task's result (held to the smallest cap: a task names no tool)".to_owned(),
+        };
+        format!(
+            "{what} is {} bytes, over its cap of {} bytes ({})",
+            self.bytes,
+            self.answer.cap.max_bytes,
+            self.answer.cap.source.path()
+        )
+    }
+
+    /// The `error` member that replaces the answer.
+    pub fn error(&self) -> Value {
+        let reason = self.reason();
+        serde_json::json!({
+            "code": crate::reply::DENIED,
+            "message": format!("result refused: {reason}"),
+            "data": {
+                "rule": RuleId::ResultCap.as_str(),
+                "reason": reason,
+                "tool": self.answer.tool,
+                "max_bytes": self.answer.cap.max_bytes,
+                "bytes": self.bytes,
+            },
+        })
+    }
+}
+
+/// Hold one server answer of `bytes` bytes to the size cap the plan gives
+/// its request: a larger answer (a result or an error: both are text the
+/// model reads) is replaced by a -32010 error (rule `result-cap`), except in
+/// dry run. An error with a null id answers the exchange without naming a
+/// request: it is held to the smallest cap of the exchange's capped
+/// requests. Runs before DLP and the catalogue checks, so an oversized
+/// answer costs no scan. `Some((request id key, what was found))` when the
+/// answer is over its cap.
+pub fn check_result_cap(
+    policy: &CompiledPolicy,
+    plan: &ResponsePlan,
+    msg: &mut Map<String, Value>,
+    bytes: usize,
+) -> Option<(String, CapExceeded)> {
+    let (id, answer) = match msg.get("id").map(id_key) {
+        _ if is_anonymous_error(msg) => plan
+            .result_caps
+            .iter()
+            .min_by_key(|(_, a)| a.cap.max_bytes)?,
+        Some(id) => plan.result_caps.iter().find(|(k, _)| *k == id)?,
+        None => return None,
+    };
+    if bytes <= answer.cap.max_bytes {
+        return None;
+    }
+    let applied = policy.mode != Mode::DryRun;
+    let over = CapExceeded {
+        answer: answer.clone(),
+        bytes,
+        applied,
+    };
+    if applied {
+        msg.remove("result");
+        msg.insert("error".into(), over.error());
+    }
+    Some((id.clone(), over))
 }
 
 impl ResponsePlan {
@@ -72,6 +168,7 @@ impl ResponsePlan {
             && self.inspected_results.is_empty()
             && self.schema_results.is_empty()
             && self.schema_lists.is_empty()
+            && self.result_caps.is_empty()
     }
 }
 
@@ -282,6 +379,18 @@ fn filter_list(
     let before = entries.len();
     let intents = catalogue == Catalogue::Tools && policy.selects_intents();
     let remembered = &mut out.intents;
+    if policy.mode == Mode::DryRun {
+        // Dry run learns what enforcement learns (every entry's classes, so
+        // the calls that follow are decided alike) and cuts nothing.
+        if intents {
+            for entry in entries.iter() {
+                if let Some(name) = entry.get(name_member).and_then(Value::as_str) {
+                    remembered.push((name.to_owned(), entry_annotations(name, entry)));
+                }
+            }
+        }
+        return;
+    }
     entries.retain(|entry| {
         // Entries without a usable name are dropped: we cannot decide on them.
         let Some(name) = entry.get(name_member).and_then(Value::as_str) else {

@@ -59,11 +59,14 @@ pub enum RuleId {
     /// A tool result whose `structuredContent` does not validate against
     /// the declared `outputSchema` under `schemas.output: enforce`.
     OutputSchema,
+    /// A `tools/call` answer larger than its tool's cap
+    /// (`limits.result_caps`, `limits.max_result_bytes`).
+    ResultCap,
 }
 
 impl RuleId {
     /// Every id the filter uses itself, in the order the reference lists them.
-    pub const BUILT_IN: [RuleId; 22] = [
+    pub const BUILT_IN: [RuleId; 23] = [
         RuleId::DefaultDeny,
         RuleId::BaseProtocol,
         RuleId::Batch,
@@ -86,6 +89,7 @@ impl RuleId {
         RuleId::Catalogue,
         RuleId::InputSchema,
         RuleId::OutputSchema,
+        RuleId::ResultCap,
     ];
 
     pub fn policy(id: &str) -> Self {
@@ -119,6 +123,7 @@ impl RuleId {
             RuleId::Catalogue => "catalogue-checks",
             RuleId::InputSchema => "input-schema",
             RuleId::OutputSchema => "output-schema",
+            RuleId::ResultCap => "result-cap",
         }
     }
 

@@ -33,8 +33,8 @@ use crate::meter::table::{Refused as MeterRefused, Shortfall};
 use crate::meter::{self, Charge, Conversation};
 use crate::policy::{BatchMode, CompiledPolicy, Mode};
 use crate::reply::{self, LocalReply};
-use crate::response::ResponsePlan;
 use crate::response::ResultKind;
+use crate::response::{CappedAnswer, ResponsePlan};
 use crate::rule_id::RuleId;
 use serde_json::{json, Value};
 
@@ -717,6 +717,27 @@ pub fn judge_body(
                 .plan
                 .schema_results
                 .push((id_key(id), tool.clone(), known.clone()));
+        }
+        // The answer's size cap, read before any scan of it (first matching
+        // `result_caps` entry, else `max_result_bytes`).
+        let capped = match method.as_str() {
+            "tools/call" => params.get("name").and_then(Value::as_str).and_then(|tool| {
+                policy.limits.result_cap(tool).map(|cap| CappedAnswer {
+                    tool: Some(tool.to_owned()),
+                    cap,
+                })
+            }),
+            // A task's result is a tool's result, but its id names no
+            // tool: the smallest cap, so no capped tool's result comes back
+            // larger by way of a task.
+            "tasks/result" => policy
+                .limits
+                .strictest_result_cap()
+                .map(|cap| CappedAnswer { tool: None, cap }),
+            _ => None,
+        };
+        if let Some(c) = capped {
+            verdict.plan.result_caps.push((id_key(id), c));
         }
         if let (Some(kind), true) = (
             ResultKind::of_method(method),

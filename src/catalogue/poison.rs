@@ -178,6 +178,9 @@ pub struct Inspector {
     definitions: RefCell<DefinitionMemo>,
 }
 
+/// The markers the catalogue checks met in one remembered string.
+type Markers = Box<[(Check, Strength, &'static str)]>;
+
 /// The markers each string of a tool definition gave, by the string.
 ///
 /// A server lists the same catalogue again and again (every client session
@@ -193,7 +196,7 @@ pub struct Inspector {
 /// thread, and the policy that owns this lives as long as the VM's policy.
 #[derive(Debug, Default)]
 struct DefinitionMemo {
-    strings: HashMap<Box<str>, Box<[(Check, Strength, &'static str)]>>,
+    strings: HashMap<Box<str>, Markers>,
     bytes: usize,
 }
 
@@ -449,8 +452,9 @@ impl Inspector {
     fn scan_string(&self, s: &str, walk: &mut Walk, others: Option<&OtherTools>) {
         // A string that could name another server's tool depends on them:
         // never remembered.
-        let memo =
-            walk.memo && s.len() <= MEMO_STRING_MAX && others.is_none_or(|o| o.mentions.is_empty());
+        let memo = walk.memo
+            && s.len() <= MEMO_STRING_MAX
+            && others.map_or(true, |o| o.mentions.is_empty());
         if !memo {
             return self.read_string(s, walk, others);
         }

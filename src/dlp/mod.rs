@@ -285,6 +285,10 @@ pub struct Scanner {
     clean: RefCell<CleanMemo>,
 }
 
+/// The clean readings of one remembered string: the member name it was
+/// read under (if any), and the work that reading cost.
+type CleanReadings = Vec<(Option<Box<str>>, Spent)>;
+
 /// The strings of catalogue lists (`tools/list` and the like) in which
 /// nothing was found, each with the work reading it cost, by the string and
 /// the member name it was read under (a name changes what is found:
@@ -300,7 +304,7 @@ pub struct Scanner {
 /// Interior mutability: one Wasm VM is one thread.
 #[derive(Debug, Default)]
 struct CleanMemo {
-    strings: HashMap<Box<str>, Vec<(Option<Box<str>>, Spent)>>,
+    strings: HashMap<Box<str>, CleanReadings>,
     bytes: usize,
 }
 

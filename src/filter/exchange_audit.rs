@@ -365,6 +365,34 @@ impl ExchangeAudit {
         }
     }
 
+    /// Answers over their size cap: a record among the call's catalogue
+    /// records (`check: "result_cap"`, `action: "blocked"`, the tool; no
+    /// pointer: the whole answer was refused). In dry run the action is
+    /// what enforcement did not do, as for the catalogue checks: the
+    /// event's `decision.dry_run` says nothing changed.
+    pub fn attach_result_caps(&mut self, caps: &[(String, crate::response::CapExceeded)]) {
+        for (id, over) in caps {
+            let pending = self
+                .pending
+                .iter_mut()
+                .find(|p| p.id.as_ref().map(id_key).as_deref() == Some(id.as_str()));
+            if let Some(p) = pending {
+                if p.catalogue.len() < MAX_CATALOGUE_RECORDS {
+                    p.catalogue.push(AuditCatalogue {
+                        action: "blocked".to_owned(),
+                        check: "result_cap".to_owned(),
+                        pointer: String::new(),
+                        tool: over
+                            .answer
+                            .tool
+                            .as_ref()
+                            .map(|t| crate::audit::clip(t.clone()).0),
+                    });
+                }
+            }
+        }
+    }
+
     /// The exchange is over (Envoy's log phase): audit what was forwarded.
     pub fn on_done(&mut self, host: &mut dyn Host, caller: Option<&Caller>, response_bytes: usize) {
         let status = self.response_status.unwrap_or(0);

@@ -960,14 +960,12 @@ impl RequestFilter {
         // Only the answer to an initialize issues a session: every other
         // answer may echo an id the caller merely presented.
         self.opens_session = matches!(v.messages.as_slice(), [m] if m.method == "initialize");
-        let mut plan = v.plan;
-        if self.dry_run() {
-            // Dry run never changes what the caller sees: lists stay whole and
-            // results are only scanned (flag), so the audit shows what would happen.
-            plan.lists.clear();
-        }
+        // Dry run keeps the whole plan: what a list teaches (the intents of
+        // its tools) is learnt as under enforcement, so the calls that follow
+        // are decided alike; the response side changes no byte (lists stay
+        // whole, results are only scanned).
         let caller = self.caller.clone().unwrap_or_else(|| Rc::new(anonymous()));
-        self.rewriter.expect_answers(caller, plan, v.request_ids);
+        self.rewriter.expect_answers(caller, v.plan, v.request_ids);
         self.phase = Phase::Forwarded;
         Flow::Continue
     }
@@ -1633,6 +1631,8 @@ impl RequestFilter {
             host.count(counter, 1);
         }
         self.audit.attach_schema_results(&counts.schema_results);
+        host.count(Counter::ResultCapRefused, counts.result_caps.len() as u64);
+        self.audit.attach_result_caps(&counts.result_caps);
         self.audit
             .attach_catalogue(&counts.catalogue_lists, &counts.catalogue_results);
     }
@@ -1902,6 +1902,8 @@ fn host_write_failed(host: &mut dyn Host, what: &str, e: &HostError) {
 
 #[cfg(test)]
 mod approval_tests;
+#[cfg(test)]
+mod result_cap_tests;
 #[cfg(test)]
 mod schema_tests;
 #[cfg(test)]

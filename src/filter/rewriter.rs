@@ -20,7 +20,8 @@ use crate::media_type;
 use crate::policy::{CompiledPolicy, Mode};
 use crate::reply;
 use crate::response::{
-    case_variant_in_answer, rewrite_message, ListInspection, ResponsePlan, ResultInspection,
+    case_variant_in_answer, check_result_cap, rewrite_message, CapExceeded, ListInspection,
+    ResponsePlan, ResultInspection,
 };
 use crate::sse::{parse_event, SseFramer};
 use serde_json::{json, Value};
@@ -60,6 +61,8 @@ pub(crate) struct ResponseCounts {
     /// Results whose `structuredContent` failed its `outputSchema`:
     /// (request id key, finding, whether the result was replaced).
     pub schema_results: Vec<(String, crate::catalogue::schemas::SchemaFinding, bool)>,
+    /// Answers over their size cap: (request id key, what was found).
+    pub result_caps: Vec<(String, CapExceeded)>,
 }
 
 pub(crate) struct ResponseRewriter {
@@ -438,6 +441,9 @@ impl ResponseRewriter {
                     .into_bytes()
             });
         }
+        // A batch answer (an array) carries several messages in one text:
+        // each is then measured alone (see `compact_len`).
+        let batch = doc.is_array();
         let objects = jsonrpc::response_objects(&mut doc);
         if let Some(why) = objects
             .iter()
@@ -508,6 +514,23 @@ impl ResponseRewriter {
                 ),
                 false => msg.get("id").map(id_key),
             };
+            // The size cap first: an answer over it is refused whole, so it
+            // costs no schema check, DLP scan or catalogue read (in dry run
+            // it is counted and audited, then read as any other).
+            if !server_message && !self.plan.result_caps.is_empty() {
+                let size = match batch {
+                    false => bytes.len(),
+                    true => compact_len(msg),
+                };
+                if let Some((id, over)) = check_result_cap(&self.policy, &self.plan, msg, size) {
+                    let applied = over.applied;
+                    self.counts.result_caps.push((id, over));
+                    if applied {
+                        changed = true;
+                        continue;
+                    }
+                }
+            }
             let mut r = rewrite_message(&self.policy, caller, &self.plan, &self.others, msg);
             changed |= r.changed;
             self.counts.intents.append(&mut r.intents);
@@ -630,4 +653,25 @@ impl ResponseRewriter {
             }
         }
     }
+}
+
+/// The length of a message of a batch answer as compact JSON: the server's
+/// text of one element is not kept apart from the array's, and what the
+/// element holds (not how the server spaced it) is what a client reads.
+/// Counted without building the text.
+fn compact_len(msg: &serde_json::Map<String, Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // Writing into a counter cannot fail; a map of JSON values always serialises.
+    let _ = serde_json::to_writer(&mut n, msg);
+    n.0
 }

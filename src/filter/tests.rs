@@ -3624,6 +3624,57 @@ mod catalogue {
     }
 
     #[test]
+    fn dry_run_learns_intents_from_lists_and_decides_calls_as_enforce_would() {
+        // Dry run must decide as enforcement does: the annotations a list
+        // showed are remembered in dry run too (the list is left whole), or
+        // every call stays "not seen yet" and a deny rule on intents is
+        // reported for tools that are plainly read-only.
+        let store = Rc::new(MemoryStore::new());
+        let p = cat_policy(
+            json!({}),
+            json!({"mode": "dry_run", "rules": [
+                {"id": "list", "effect": "allow", "methods": ["tools/list"]},
+                {"id": "admin", "effect": "allow", "roles": ["admin"], "tools": ["*"]},
+                {"id": "no-destroy", "effect": "deny", "intents": ["destructive"]}
+            ]}),
+        );
+        let annotated = |name: &str, a: Value| {
+            let mut t = tool(name, "A tool");
+            if let Some(o) = t.as_object_mut() {
+                o.insert("annotations".into(), a);
+            }
+            t
+        };
+        for ct in ["application/json", "text/event-stream"] {
+            let (seen, h) = list_as(
+                &p,
+                &store,
+                HERE,
+                "admin-key",
+                vec![
+                    annotated("wipe", json!({"destructiveHint": true})),
+                    annotated("get_time", json!({"readOnlyHint": true})),
+                ],
+                ct,
+            );
+            // Nothing is cut in dry run, nor marked private.
+            assert_eq!(seen, ["wipe", "get_time"], "{ct}");
+            assert_eq!(count(&h, Counter::ListEntriesRemoved), 0, "{ct}");
+            assert_eq!(count(&h, Counter::IntentsRememberFailed), 0, "{ct}");
+            let cases = [
+                ("read_only_tool_decided_allow", "get_time", "admin"),
+                ("destructive_tool_decided_deny", "wipe", "no-destroy"),
+            ];
+            for (case, name, rule) in cases {
+                let (out, h) = call_as(&p, &store, HERE, name, 2_000, json!({"content": []}), ct);
+                assert!(out.is_ok(), "{case} {ct}: dry run forwards");
+                assert_eq!(h.audited[0].decision.rule, rule, "{case} {ct}");
+                assert!(h.audited[0].decision.dry_run, "{case} {ct}");
+            }
+        }
+    }
+
+    #[test]
     fn calls_before_any_list_follow_unlisted_calls_and_removals_expire() {
         let store = Rc::new(MemoryStore::new());
         let strict = cat_policy(

@@ -7,7 +7,7 @@
 mod limits;
 mod rules;
 
-pub use limits::{BatchMode, Limits};
+pub use limits::{BatchMode, Cap, CapSource, Limits, ResultCap};
 pub(crate) use rules::{compile_roles, compile_target, globs, rule_id_problem};
 pub use rules::{Effect, Rule, RuleKind};
 

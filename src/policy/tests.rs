@@ -590,3 +590,176 @@ fn rate_limit_headers_are_off_by_default_and_need_held_headers_and_no_batches() 
         assert!(errs.iter().any(|e| e.starts_with(want)), "{name}: {errs:?}");
     }
 }
+
+#[test]
+fn result_cap_mistakes_are_named_by_their_path() {
+    let with = |limits: Value| json!({"version": 1, "rules": [], "limits": limits});
+    let caps = |entries: Value| with(json!({"result_caps": entries}));
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "zero_cap_is_refused",
+            caps(json!([{"tools": ["fetch"], "max_bytes": 0}])),
+            "$.limits.result_caps[0].max_bytes: 0 is out of range 1..=268435456",
+        ),
+        (
+            "negative_cap_is_refused",
+            caps(json!([{"tools": ["fetch"], "max_bytes": -1}])),
+            "$.limits.result_caps[0].max_bytes: expected a whole number",
+        ),
+        (
+            "fractional_cap_is_refused",
+            caps(json!([{"tools": ["fetch"], "max_bytes": 1.5}])),
+            "$.limits.result_caps[0].max_bytes: expected a whole number",
+        ),
+        (
+            "cap_above_the_largest_response_is_refused",
+            caps(json!([{"tools": ["fetch"], "max_bytes": 268435457}])),
+            "$.limits.result_caps[0].max_bytes: 268435457 is out of range",
+        ),
+        (
+            "cap_above_max_response_bytes_never_applies",
+            with(json!({"max_response_bytes": 1000, "result_caps": [{"tools": ["fetch"], "max_bytes": 1001}]})),
+            "$.limits.result_caps[0].max_bytes: 1001 is above limits.max_response_bytes (1000)",
+        ),
+        (
+            "default_above_max_response_bytes_never_applies",
+            with(json!({"max_result_bytes": 9 << 20})),
+            "$.limits.max_result_bytes: 9437184 is above limits.max_response_bytes (8388608)",
+        ),
+        (
+            "zero_default_is_refused",
+            with(json!({"max_result_bytes": 0})),
+            "$.limits.max_result_bytes: 0 is out of range",
+        ),
+        (
+            "pattern_no_tool_name_matches",
+            caps(json!([{"tools": ["web/fetch"], "max_bytes": 10}])),
+            "$.limits.result_caps[0].tools[0]: \"web/fetch\" never matches",
+        ),
+        (
+            "empty_pattern",
+            caps(json!([{"tools": ["fetch", ""], "max_bytes": 10}])),
+            "$.limits.result_caps[0].tools[1]: patterns must not be empty strings",
+        ),
+        (
+            "no_patterns",
+            caps(json!([{"tools": [], "max_bytes": 10}])),
+            "$.limits.result_caps[0].tools: needs at least one pattern",
+        ),
+        (
+            "tools_missing",
+            caps(json!([{"max_bytes": 10}])),
+            "$.limits.result_caps[0].tools: required field is missing",
+        ),
+        (
+            "max_bytes_missing",
+            caps(json!([{"tools": ["fetch"]}])),
+            "$.limits.result_caps[0].max_bytes: required field is missing",
+        ),
+        (
+            "unknown_member",
+            caps(json!([{"tools": ["fetch"], "max_bytes": 10, "action": "truncate"}])),
+            "$.limits.result_caps[0].action: unknown field",
+        ),
+        (
+            "not_an_array",
+            caps(json!({"fetch": 10})),
+            "$.limits.result_caps: expected an array, found an object",
+        ),
+        (
+            "entry_after_a_catch_all_never_applies",
+            caps(json!([{"tools": ["*"], "max_bytes": 10}, {"tools": ["fetch"], "max_bytes": 5}])),
+            "$.limits.result_caps[1]: never applies: $.limits.result_caps[0] matches every tool first",
+        ),
+    ];
+    for (name, doc, want) in cases {
+        let errs = errors_of(doc);
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "{name}: want {want:?}, got {errs:?}"
+        );
+    }
+}
+
+#[test]
+fn the_first_matching_result_cap_applies_else_the_default() {
+    let p = compile(&json!({"version": 1, "rules": [], "limits": {
+        "result_caps": [
+            {"tools": ["fetch_page"], "max_bytes": 300},
+            {"tools": ["fetch*", "get_?"], "max_bytes": 200},
+            {"tools": ["fetch_page", "big"], "max_bytes": 5000}
+        ],
+        "max_result_bytes": 1000
+    }}))
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let no_default = compile(&json!({"version": 1, "rules": [], "limits": {
+        "result_caps": [{"tools": ["fetch*"], "max_bytes": 64}]
+    }}))
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    type Want = Option<(usize, CapSource)>;
+    let cases: Vec<(&str, &CompiledPolicy, &str, Want)> = vec![
+        (
+            "exact_entry_first",
+            &p,
+            "fetch_page",
+            Some((300, CapSource::Entry(0))),
+        ),
+        (
+            "glob_entry",
+            &p,
+            "fetch_url",
+            Some((200, CapSource::Entry(1))),
+        ),
+        (
+            "question_mark_is_one_character",
+            &p,
+            "get_x",
+            Some((200, CapSource::Entry(1))),
+        ),
+        (
+            "question_mark_is_not_two",
+            &p,
+            "get_xy",
+            Some((1000, CapSource::Default)),
+        ),
+        (
+            "later_entry_when_earlier_ones_miss",
+            &p,
+            "big",
+            Some((5000, CapSource::Entry(2))),
+        ),
+        (
+            "default_when_none_match",
+            &p,
+            "echo",
+            Some((1000, CapSource::Default)),
+        ),
+        (
+            "case_sensitive",
+            &p,
+            "Fetch_url",
+            Some((1000, CapSource::Default)),
+        ),
+        ("no_default_no_cap", &no_default, "echo", None),
+        (
+            "no_default_entry_still_caps",
+            &no_default,
+            "fetch",
+            Some((64, CapSource::Entry(0))),
+        ),
+    ];
+    for (name, policy, tool, want) in cases {
+        let got = policy
+            .limits
+            .result_cap(tool)
+            .map(|c| (c.max_bytes, c.source));
+        assert_eq!(got, want, "{name}");
+    }
+    // A task's result: the smallest cap anywhere in the policy.
+    let strictest = p
+        .limits
+        .strictest_result_cap()
+        .map(|c| (c.max_bytes, c.source));
+    assert_eq!(strictest, Some((200, CapSource::Entry(1))));
+    assert_eq!(Limits::default().strictest_result_cap(), None);
+}
