@@ -2099,17 +2099,7 @@ fn decoded_blob_bytes(s: &str) -> Option<Vec<u8>> {
 /// other member in any case: a Go client reads `"Content"` as `content`),
 /// leaving out only the base64 payloads of content items.
 pub fn scan_result(scanner: &Scanner, result: &Value) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let mut work = scanner.work();
-    scanner.scan_into(
-        result,
-        &mut String::new(),
-        None,
-        Binary::Skipped,
-        &mut work,
-        &mut out,
-    );
-    dedup(out)
+    scan_answer(scanner, result, false)
 }
 
 /// Redact a JSON-RPC `result` in place (what [`scan_result`] scans).
@@ -2120,9 +2110,13 @@ pub fn redact_result(scanner: &Scanner, result: &mut Value) -> Vec<Finding> {
 /// [`scan_result`] of a catalogue list (`tools/list` and the like): its
 /// clean strings are remembered ([`CleanMemo`]).
 pub fn scan_list(scanner: &Scanner, result: &Value) -> Vec<Finding> {
+    scan_answer(scanner, result, true)
+}
+
+fn scan_answer(scanner: &Scanner, result: &Value, list: bool) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut work = scanner.work();
-    work.list = true;
+    work.list = list;
     scanner.scan_into(
         result,
         &mut String::new(),
