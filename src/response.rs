@@ -691,12 +691,33 @@ fn value_slots<'a>(ptr: &mut String, v: &'a Value, out: &mut Vec<Slot<'a>>) {
 }
 
 /// The text of a server request's params at `at` a client hands its model
-/// or shows its user: `systemPrompt`, an elicitation's `message`, each
-/// sampling message's content.
+/// or shows its user: `systemPrompt`, an elicitation's `message`, the tools
+/// a sampling request offers, each sampling message's content.
 fn server_request_slots<'a>(at: &str, params: &'a Value, out: &mut Vec<Slot<'a>>) {
     for member in ["systemPrompt", "message"] {
         if let Some(Value::String(s)) = params.get(member) {
             out.push(Slot::of(format!("{at}/{member}"), s));
+        }
+    }
+    // Sampling with tools (2025-11-25): the tools the server offers the
+    // client's model are definitions it reads like a `tools/list` entry
+    // (thirteenth review M2): titles and descriptions are fenced under
+    // `wrap`, every other string (name, schemas) withheld.
+    let tools = params.get("tools").and_then(Value::as_array);
+    for (i, tool) in tools.into_iter().flatten().enumerate() {
+        let Some(members) = tool.as_object() else {
+            continue;
+        };
+        for (k, v) in members {
+            if k == "icons" {
+                continue;
+            }
+            let mut ptr = format!("{at}/tools/{i}");
+            crate::catalogue::poison::push_token(&mut ptr, k);
+            match (k.as_str(), v) {
+                ("title" | "description", Value::String(text)) => out.push(Slot::of(ptr, text)),
+                _ => value_slots(&mut ptr, v, out),
+            }
         }
     }
     let messages = params.get("messages").and_then(Value::as_array);

@@ -227,7 +227,13 @@ impl Schema {
             steps: 0,
         };
         let mut path = Vec::new();
-        ctx.check(self.root, instance, &mut path, 0)
+        ctx.check(self.root, instance, &mut path, 0)?;
+        // Work charged after the last node was entered (a long enum, a
+        // uniqueness test) counts too: over the budget is never a pass.
+        if ctx.steps > MAX_STEPS {
+            return ctx.too_costly(&[]);
+        }
+        Ok(())
     }
 }
 
@@ -655,6 +661,16 @@ impl<'s> Ctx<'s> {
         })
     }
 
+    fn too_costly(&self, path: &[Seg<'_>]) -> Result<(), Violation> {
+        self.fail(
+            path,
+            "$schema",
+            format!(
+                "too costly to check (more than {MAX_STEPS} schema steps or {MAX_DEPTH} nested schemas)"
+            ),
+        )
+    }
+
     fn check<'v>(
         &mut self,
         id: NodeId,
@@ -664,13 +680,7 @@ impl<'s> Ctx<'s> {
     ) -> Result<(), Violation> {
         self.steps += 1;
         if self.steps > MAX_STEPS || depth > MAX_DEPTH {
-            return self.fail(
-                path,
-                "$schema",
-                format!(
-                    "too costly to check (more than {MAX_STEPS} schema steps or {MAX_DEPTH} nested schemas)"
-                ),
-            );
+            return self.too_costly(path);
         }
         let s = match self.schema.nodes.get(id) {
             Some(Node::Obj(s)) => s,
@@ -848,8 +858,17 @@ impl<'s> Ctx<'s> {
             }
         }
         if let Some(m) = s.multiple_of {
-            let q = x / m;
-            if !q.is_finite() || (q - q.round()).abs() > 1e-9 * q.abs().max(1.0) {
+            // As ajv and python-jsonschema test it: the quotient is a whole
+            // number, exactly (thirteenth review L1: a tolerance let
+            // 5000000000.5 pass `multipleOf: 1`). Integers are tested exactly.
+            let whole = match (n.as_i64(), m.fract() == 0.0 && m.abs() < 9.0e15) {
+                (Some(i), true) => (i as i128) % (m as i128) == 0,
+                _ => {
+                    let q = x / m;
+                    q.is_finite() && q.fract() == 0.0
+                }
+            };
+            if !whole {
                 return self.fail(path, "multipleOf", format!("expected a multiple of {m}"));
             }
         }
@@ -913,17 +932,24 @@ impl<'s> Ctx<'s> {
             }
         }
         if s.unique_items {
-            // Quadratic: paid for in steps.
-            self.steps = self
-                .steps
-                .saturating_add((items.len() * items.len() / 64) as u32);
-            for (i, a) in items.iter().enumerate() {
-                if let Some(j) = items.iter().skip(i + 1).position(|b| json_eq(a, b)) {
-                    path.push(Seg::Index(i + 1 + j));
+            // Each item by its canonical JSON (whole-number floats as
+            // integers, as `json_eq` compares them): linear in the items'
+            // bytes. Comparing every pair was quadratic, and 90,000 distinct
+            // strings held a worker for 20 s (thirteenth review H1).
+            self.steps = self.steps.saturating_add((items.len() / 16) as u32);
+            if self.steps > MAX_STEPS {
+                return self.too_costly(path);
+            }
+            let mut seen: std::collections::HashMap<String, usize> =
+                std::collections::HashMap::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let key = crate::json::canonical(&crate::json::integral_numbers(item));
+                if let Some(first) = seen.insert(key, i) {
+                    path.push(Seg::Index(i));
                     let r = self.fail(
                         path,
                         "uniqueItems",
-                        format!("repeats item {i} (uniqueItems)"),
+                        format!("repeats item {first} (uniqueItems)"),
                     );
                     path.pop();
                     return r;
@@ -1057,6 +1083,25 @@ impl<'s> Ctx<'s> {
         }
         if matched {
             return Ok(());
+        }
+        // Go's encoding/json (and the SDKs built on it) reads `"DIR"` or
+        // `"dİr"`-style spellings as the declared `dir`: checked as an extra
+        // member, its value would reach such a server unchecked as `dir`
+        // (thirteenth review M1). A spelling another reader folds into a
+        // declared property is refused, whatever additionalProperties says.
+        if let Some((declared, _)) = s
+            .properties
+            .iter()
+            .find(|(n, _)| crate::json::folds_equal(n, name))
+        {
+            return self.fail(
+                path,
+                "properties",
+                format!(
+                    "member is the declared property {} spelt in another case (a case-insensitive server reads it as that property, unchecked)",
+                    Value::String(declared.clone())
+                ),
+            );
         }
         match s.additional_properties {
             None => Ok(()),
@@ -1329,6 +1374,18 @@ mod tests {
                 Err(("", "dependentRequired")),
             ),
             (
+                "a_declared_property_in_another_case",
+                json!({"properties": {"dir": {"enum": ["public", "docs"]}}}),
+                json!({"DIR": "../../../root/.ssh"}),
+                Err(("/DIR", "properties")),
+            ),
+            (
+                "a_declared_property_with_a_long_s",
+                json!({"properties": {"sort": {"enum": ["asc"]}}}),
+                json!({"ſort": "x"}),
+                Err(("/ſort", "properties")),
+            ),
+            (
                 "unique_items",
                 json!({"uniqueItems": true}),
                 json!([1, 2, 1.0]),
@@ -1454,6 +1511,50 @@ mod tests {
         let big: Vec<Value> = (0..2000).map(|i| json!(i)).collect();
         let e = s.validate(&Value::Array(big)).err().map(|v| v.keyword);
         assert_eq!(e, Some("$schema"));
+        // Uniqueness of many distinct items is linear (it was quadratic: 90,000
+        // strings held a worker 20 s), and past the budget it fails closed
+        // instead of passing the last node it charged.
+        let unique = Schema::compile(&json!({"type": "array", "uniqueItems": true}));
+        let distinct: Vec<Value> = (0..20_000).map(|i| json!(format!("tag-{i}"))).collect();
+        let start = std::time::Instant::now();
+        assert_eq!(unique.validate(&Value::Array(distinct)), Ok(()));
+        assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
+        let too_many: Vec<Value> = (0..MAX_STEPS as usize * 16 + 32)
+            .map(|i| json!(i))
+            .collect();
+        let e = unique
+            .validate(&Value::Array(too_many))
+            .err()
+            .map(|v| v.keyword);
+        assert_eq!(e, Some("$schema"));
+    }
+
+    #[test]
+    fn multiple_of_needs_a_whole_quotient() {
+        // (name, multipleOf, value, passes)
+        let cases = [
+            ("integer_multiple", json!(3), json!(12), true),
+            ("integer_not_multiple", json!(3), json!(10), false),
+            (
+                "half_past_a_large_integer",
+                json!(1),
+                json!(5000000000.5_f64),
+                false,
+            ),
+            (
+                "a_thousandth_off_a_cent",
+                json!(0.01),
+                json!(10000000.001_f64),
+                false,
+            ),
+            ("halves", json!(0.5), json!(7.5), true),
+            ("float_multiple", json!(2.5), json!(7.5), true),
+            ("whole_float_of_integer_step", json!(2), json!(8.0), true),
+        ];
+        for (name, m, v, passes) in cases {
+            let s = Schema::compile(&json!({"multipleOf": m}));
+            assert_eq!(s.validate(&v).is_ok(), passes, "{name}");
+        }
     }
 
     #[test]
