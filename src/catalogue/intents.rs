@@ -316,23 +316,33 @@ const VERBS: &[(Intent, &[&str])] = &[
     ),
 ];
 
-/// The words of a tool name, lower-cased.
+/// The words of a tool name, lower-cased: split at `_ - .`, before an
+/// upper-case letter that follows a lower-case one (`deleteRepo`), and
+/// before the last capital of an upper-case run followed by a lower-case
+/// letter (`SQLDrop` is `sql` `drop`; the thirteenth review read
+/// `get_or_SQLDrop` as `get` alone).
 fn words(name: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut prev_lower = false;
-    for c in name.chars() {
+    let mut prev_upper = false;
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
         if matches!(c, '_' | '-' | '.') {
             if !cur.is_empty() {
                 out.push(std::mem::take(&mut cur));
             }
             prev_lower = false;
+            prev_upper = false;
             continue;
         }
-        if c.is_ascii_uppercase() && prev_lower && !cur.is_empty() {
+        let next_lower = chars.peek().is_some_and(char::is_ascii_lowercase);
+        let upper = c.is_ascii_uppercase();
+        if upper && !cur.is_empty() && (prev_lower || (prev_upper && next_lower)) {
             out.push(std::mem::take(&mut cur));
         }
         prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        prev_upper = upper;
         cur.push(c.to_ascii_lowercase());
     }
     if !cur.is_empty() {
@@ -679,6 +689,16 @@ mod tests {
             ("verb_last", "repo_delete", &[Write, Destructive]),
             ("namespaced", "github.drop_table", &[Write, Destructive]),
             ("camel_case", "deleteRepo", &[Write, Destructive]),
+            (
+                "an_acronym_before_a_verb",
+                "get_or_SQLDrop",
+                &[Write, Destructive],
+            ),
+            (
+                "an_acronym_alone_is_one_word",
+                "getHTTPStatus",
+                &[Read, OpenWorld],
+            ),
             (
                 "riskier_verb_beats_read",
                 "get_and_delete",
