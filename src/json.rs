@@ -324,6 +324,16 @@ const EXACT_F64_INT: f64 = 9_007_199_254_740_992.0;
 /// whole-number field accepts them and the policy hash is the same for the
 /// file a user wrote and for what the control plane delivered. Only values up
 /// to 2^53 are rewritten: above that a double no longer names one integer.
+/// Whether `v` holds a number parsed as a double anywhere.
+pub(crate) fn holds_double(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => n.is_f64(),
+        Value::Array(a) => a.iter().any(holds_double),
+        Value::Object(o) => o.values().any(holds_double),
+        _ => false,
+    }
+}
+
 pub fn integral_numbers(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(

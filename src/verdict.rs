@@ -574,7 +574,11 @@ pub fn judge_body(
     // integer past 64 bits) would be decided as one number and read by a
     // server as another (tenth review H1). Only a body holding a double at
     // all is read again for its literals.
-    if messages.iter().any(|m| holds_double(m.params())) && crate::json::has_lossy_number(bytes) {
+    if messages
+        .iter()
+        .any(|m| crate::json::holds_double(m.params()))
+        && crate::json::has_lossy_number(bytes)
+    {
         return BodyVerdict::refused(Refusal::invalid(
             RuleId::Protocol,
             "a number is more precise than a double, so it cannot be decided exactly: send it as a string"
@@ -885,14 +889,6 @@ fn approval_binding(
 }
 
 /// Whether `v` holds a number parsed as a double (not a 64-bit integer).
-fn holds_double(v: &Value) -> bool {
-    match v {
-        Value::Number(n) => n.is_f64(),
-        Value::Array(a) => a.iter().any(holds_double),
-        Value::Object(o) => o.values().any(holds_double),
-        _ => false,
-    }
-}
 
 fn canonical_len(v: &Value) -> usize {
     crate::json::canonical(v).len()

@@ -301,13 +301,13 @@ fn name(
             KeyPart::Tool => push(call.target.name().unwrap_or("").as_bytes()),
             KeyPart::Method => push(call.method.as_deref().unwrap_or("").as_bytes()),
             KeyPart::Global => {}
-            KeyPart::Arguments => {
-                let args = match call.params.get("arguments") {
-                    None | Some(Value::Null) => Value::Object(Default::default()),
-                    Some(a) => integral_numbers(a),
-                };
-                push(canonical(&args).as_bytes());
-            }
+            // Whole-number doubles read as integers; arguments without a
+            // double are written as they are (no copy of a 4 KB argument).
+            KeyPart::Arguments => match call.params.get("arguments") {
+                None | Some(Value::Null) => push(b"{}"),
+                Some(a) if !crate::json::holds_double(a) => push(canonical(a).as_bytes()),
+                Some(a) => push(canonical(&integral_numbers(a)).as_bytes()),
+            },
         }
     }
     out
