@@ -774,6 +774,11 @@ fn text_slots(kind: ResultKind, result: &Value) -> Vec<Slot<'_>> {
             }
         }
         ResultKind::Prompt => {
+            // The prompt's own description comes with its messages (the
+            // fourteenth review found it unread).
+            if let Some(Value::String(d)) = result.get("description") {
+                out.push(Slot::of("/description".to_owned(), d));
+            }
             for (i, m) in list("messages").enumerate() {
                 match m.get("content") {
                     Some(Value::Array(items)) => {

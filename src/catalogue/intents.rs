@@ -317,32 +317,34 @@ const VERBS: &[(Intent, &[&str])] = &[
 ];
 
 /// The words of a tool name, lower-cased: split at `_ - .`, before an
-/// upper-case letter that follows a lower-case one (`deleteRepo`), and
-/// before the last capital of an upper-case run followed by a lower-case
-/// letter (`SQLDrop` is `sql` `drop`; the thirteenth review read
-/// `get_or_SQLDrop` as `get` alone).
+/// upper-case letter that follows a lower-case one (`deleteRepo`), before
+/// the last capital of an upper-case run followed by a lower-case letter
+/// (`SQLDrop` is `sql` `drop`; the thirteenth review read `get_or_SQLDrop`
+/// as `get` alone), and between letters and digits (`delete2`: the
+/// fourteenth review).
 fn words(name: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
-    let mut prev_lower = false;
-    let mut prev_upper = false;
+    let mut prev: Option<char> = None;
     let mut chars = name.chars().peekable();
     while let Some(c) = chars.next() {
         if matches!(c, '_' | '-' | '.') {
             if !cur.is_empty() {
                 out.push(std::mem::take(&mut cur));
             }
-            prev_lower = false;
-            prev_upper = false;
+            prev = None;
             continue;
         }
         let next_lower = chars.peek().is_some_and(char::is_ascii_lowercase);
-        let upper = c.is_ascii_uppercase();
-        if upper && !cur.is_empty() && (prev_lower || (prev_upper && next_lower)) {
+        let boundary = prev.is_some_and(|p| {
+            (c.is_ascii_uppercase() && p.is_ascii_lowercase())
+                || (c.is_ascii_uppercase() && p.is_ascii_uppercase() && next_lower)
+                || (c.is_ascii_digit() != p.is_ascii_digit())
+        });
+        if boundary && !cur.is_empty() {
             out.push(std::mem::take(&mut cur));
         }
-        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-        prev_upper = upper;
+        prev = Some(c);
         cur.push(c.to_ascii_lowercase());
     }
     if !cur.is_empty() {
@@ -694,6 +696,12 @@ mod tests {
                 "get_or_SQLDrop",
                 &[Write, Destructive],
             ),
+            (
+                "a_digit_after_a_verb",
+                "get_or_delete2",
+                &[Write, Destructive],
+            ),
+            ("a_digit_before_a_verb", "v2delete", &[Write, Destructive]),
             (
                 "an_acronym_alone_is_one_word",
                 "getHTTPStatus",

@@ -4112,6 +4112,15 @@ mod catalogue {
                 "/result/contents/0/blob",
             ),
             (
+                "a_prompt_description_is_blocked",
+                "block",
+                "prompts/get",
+                json!({"description": INJECTED, "messages": []}),
+                "error",
+                "blocked",
+                "/result/description",
+            ),
+            (
                 "a_prompt_link_is_blocked",
                 "block",
                 "prompts/get",
