@@ -201,6 +201,12 @@ fn folded(key: &str) -> impl Iterator<Item = char> + '_ {
     key.chars().map(fold_char)
 }
 
+/// `key` as a case-insensitive decoder compares it (what [`folds_equal`]
+/// compares), as text: a map key.
+pub(crate) fn fold_key(key: &str) -> String {
+    folded(key).collect()
+}
+
 /// Whether two member names are one to a case-insensitive decoder.
 pub(crate) fn folds_equal(a: &str, b: &str) -> bool {
     // ASCII names (nearly all) fold to the same length: a byte compare.

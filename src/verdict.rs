@@ -888,8 +888,6 @@ fn approval_binding(
     None
 }
 
-/// Whether `v` holds a number parsed as a double (not a 64-bit integer).
-
 fn canonical_len(v: &Value) -> usize {
     crate::json::canonical(v).len()
 }

@@ -51,7 +51,16 @@ pub const MAX_STEPS: u32 = 100_000;
 pub const MAX_DEPTH: u32 = 128;
 /// Compiled size of a `pattern` (regex-lite's limit): a schema's regex
 /// cannot take the VM's memory.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
+const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+/// The size classes a pattern is compiled in, smallest first, as regex-lite
+/// counts a program (`^[a-z0-9-]{1,64}$` is ~16 KiB, `a{0,9000}b` ~650 KiB):
+/// its weight is its class in KiB (a match costs about the text's length
+/// times the program's states, so a check is charged that product).
+const REGEX_CLASSES: [usize; 5] = [1024, 4096, 16 * 1024, 64 * 1024, REGEX_SIZE_LIMIT];
+/// The weight of every pattern of one schema together: past it the schema
+/// cannot be checked (1,650 patterns of ~650 KiB each took a VM's memory:
+/// the fifteenth review). 4 MiB of programs at most.
+const MAX_REGEX_WEIGHT: u32 = 4096;
 
 /// A keyword this module cannot check, where it is in the schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +149,12 @@ enum Node {
 struct Obj {
     types: Option<u8>,
     enum_: Option<Vec<Value>>,
+    /// Steps an `enum` test costs: its entries' canonical bytes / 64 (a
+    /// comparison reads the whole value: the fifteenth review compared a
+    /// 28,000-element `const` 40,000 times for one step each).
+    enum_cost: usize,
     const_: Option<Value>,
+    const_cost: usize,
     minimum: Option<f64>,
     maximum: Option<f64>,
     exclusive_minimum: Option<f64>,
@@ -148,11 +162,12 @@ struct Obj {
     multiple_of: Option<f64>,
     min_length: Option<u64>,
     max_length: Option<u64>,
-    pattern: Option<Regex>,
+    /// The pattern and its weight ([`regex_weight`]).
+    pattern: Option<(Regex, u32)>,
     properties: Vec<(String, NodeId)>,
     required: Vec<String>,
     additional_properties: Option<NodeId>,
-    pattern_properties: Vec<(Regex, NodeId)>,
+    pattern_properties: Vec<(Regex, u32, NodeId)>,
     property_names: Option<NodeId>,
     min_properties: Option<u64>,
     max_properties: Option<u64>,
@@ -183,6 +198,12 @@ pub struct Schema {
     root: NodeId,
     /// What could not be checked, in schema order.
     pub unsupported: Vec<Unsupported>,
+    /// Every member name the schema mentions anywhere (`properties`,
+    /// `required`, `dependent*`), by its case-folded form: a member of the
+    /// instance that folds to one of them without being it is refused.
+    names: HashMap<String, Vec<String>>,
+    /// The weight of its patterns ([`MAX_REGEX_WEIGHT`]).
+    regex_weight: u32,
 }
 
 struct Compiler<'a> {
@@ -191,6 +212,8 @@ struct Compiler<'a> {
     /// `$ref` targets compiled so far, by pointer.
     refs: HashMap<String, NodeId>,
     unsupported: Vec<Unsupported>,
+    names: HashMap<String, Vec<String>>,
+    regex_weight: u32,
     /// Draft-04..07: a `$ref` replaces its siblings.
     ref_overrides: bool,
 }
@@ -210,6 +233,8 @@ impl Schema {
             nodes: Vec::new(),
             refs: HashMap::new(),
             unsupported: Vec::new(),
+            names: HashMap::new(),
+            regex_weight: 0,
             ref_overrides: legacy,
         };
         let root = c.node(doc, String::new(), true);
@@ -217,7 +242,15 @@ impl Schema {
             nodes: c.nodes,
             root,
             unsupported: c.unsupported,
+            names: c.names,
+            regex_weight: c.regex_weight,
         }
+    }
+
+    /// The weight of its compiled patterns, in KiB of program
+    /// (what a VM's cache of compiled schemas is bounded by).
+    pub fn regex_weight(&self) -> u32 {
+        self.regex_weight
     }
 
     /// Check `instance`; the first violation found.
@@ -227,6 +260,7 @@ impl Schema {
             steps: 0,
         };
         let mut path = Vec::new();
+        ctx.case_variants(instance, &mut path)?;
         ctx.check(self.root, instance, &mut path, 0)?;
         // Work charged after the last node was entered (a long enum, a
         // uniqueness test) counts too: over the budget is never a pass.
@@ -241,6 +275,15 @@ impl<'a> Compiler<'a> {
     fn push(&mut self, n: Node) -> NodeId {
         self.nodes.push(n);
         self.nodes.len() - 1
+    }
+
+    /// Remember a member name the schema mentions.
+    fn name(&mut self, name: &str) {
+        let key = crate::json::fold_key(name);
+        let originals = self.names.entry(key).or_default();
+        if !originals.iter().any(|n| n == name) {
+            originals.push(name.to_owned());
+        }
     }
 
     fn unsupported(&mut self, at: &str, keyword: &str, why: &'static str) {
@@ -342,17 +385,35 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn regex(&mut self, pattern: &str, at: &str, key: &str) -> Option<Regex> {
-        match regex_lite::RegexBuilder::new(pattern)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-        {
-            Ok(r) => Some(r),
-            Err(_) => {
-                self.unsupported(at, key, "the pattern is not one regex-lite compiles");
-                None
-            }
+    fn regex(&mut self, pattern: &str, at: &str, key: &str) -> Option<(Regex, u32)> {
+        let build = |limit: usize| {
+            regex_lite::RegexBuilder::new(pattern)
+                .size_limit(limit)
+                .nest_limit(64)
+                .build()
+        };
+        if build(REGEX_SIZE_LIMIT).is_err() {
+            self.unsupported(
+                at,
+                key,
+                "the pattern is not one regex-lite compiles within 256 KiB of program",
+            );
+            return None;
         }
+        let (re, limit) = REGEX_CLASSES
+            .iter()
+            .find_map(|&limit| build(limit).ok().map(|re| (re, limit)))?;
+        let weight = u32::try_from(limit / REGEX_CLASSES[0]).unwrap_or(u32::MAX);
+        self.regex_weight = self.regex_weight.saturating_add(weight);
+        if self.regex_weight > MAX_REGEX_WEIGHT {
+            self.unsupported(
+                at,
+                key,
+                "the schema's patterns together are too large to check (over 4 MiB of program)",
+            );
+            return None;
+        }
+        Some((re, weight))
     }
 
     fn strings(&mut self, v: &Value, at: &str, key: &str) -> Vec<String> {
@@ -414,11 +475,15 @@ impl<'a> Compiler<'a> {
             s.types = Some(mask);
         }
         match o.get("enum") {
-            Some(Value::Array(list)) => s.enum_ = Some(list.clone()),
+            Some(Value::Array(list)) => {
+                s.enum_cost = list.iter().map(canonical_cost).sum();
+                s.enum_ = Some(list.clone());
+            }
             Some(_) => self.unsupported(at, "enum", "expected an array"),
             None => {}
         }
         s.const_ = o.get("const").cloned();
+        s.const_cost = s.const_.as_ref().map_or(0, canonical_cost);
         s.minimum = self.number(o, "minimum", at);
         s.maximum = self.number(o, "maximum", at);
         // Draft-04: a boolean that makes minimum/maximum exclusive.
@@ -449,6 +514,7 @@ impl<'a> Compiler<'a> {
                 for (name, sub) in props {
                     let p = format!("{at}/properties/{}", escape(name));
                     let id = self.node(sub, p, false);
+                    self.name(name);
                     s.properties.push((name.clone(), id));
                 }
             }
@@ -457,15 +523,18 @@ impl<'a> Compiler<'a> {
         }
         if let Some(r) = o.get("required") {
             s.required = self.strings(r, at, "required");
+            for name in s.required.clone() {
+                self.name(&name);
+            }
         }
         s.additional_properties = self.sub(o, "additionalProperties", at);
         match o.get("patternProperties") {
             Some(Value::Object(props)) => {
                 for (pattern, sub) in props {
                     let p = format!("{at}/patternProperties/{}", escape(pattern));
-                    if let Some(re) = self.regex(pattern, at, "patternProperties") {
+                    if let Some((re, weight)) = self.regex(pattern, at, "patternProperties") {
                         let id = self.node(sub, p, false);
-                        s.pattern_properties.push((re, id));
+                        s.pattern_properties.push((re, weight, id));
                     }
                 }
             }
@@ -482,11 +551,16 @@ impl<'a> Compiler<'a> {
                         match dep {
                             Value::Array(_) if key != "dependentSchemas" => {
                                 let names = self.strings(dep, at, key);
+                                self.name(name);
+                                for n in &names {
+                                    self.name(n);
+                                }
                                 s.dependent_required.push((name.clone(), names));
                             }
                             Value::Object(_) | Value::Bool(_) if key != "dependentRequired" => {
                                 let p = format!("{at}/{key}/{}", escape(name));
                                 let id = self.node(dep, p, false);
+                                self.name(name);
                                 s.dependent_schemas.push((name.clone(), id));
                             }
                             _ => self.unsupported(at, key, "malformed"),
@@ -661,6 +735,64 @@ impl<'s> Ctx<'s> {
         })
     }
 
+    /// Refuse, before anything else, a member anywhere in the instance that
+    /// spells a name the schema mentions in another case: Go's
+    /// encoding/json reads it as that name, while every keyword here
+    /// (`required`, `if`, `not`, `dependent*`) tests exact names, so under
+    /// a `not` or in an `if` its refusal would turn into a pass (fifteenth
+    /// review M1).
+    fn case_variants<'v>(
+        &mut self,
+        v: &'v Value,
+        path: &mut Vec<Seg<'v>>,
+    ) -> Result<(), Violation> {
+        match v {
+            Value::Object(members) => {
+                self.charge(members.len() / 16, path)?;
+                for (name, item) in members {
+                    if !self.schema.names.is_empty() {
+                        let key = crate::json::fold_key(name);
+                        if let Some(declared) = self
+                            .schema
+                            .names
+                            .get(&key)
+                            .filter(|names| !names.iter().any(|n| n == name))
+                            .and_then(|names| names.first())
+                        {
+                            path.push(Seg::Key(name));
+                            let r = self.fail(
+                                path,
+                                "properties",
+                                format!(
+                                    "member is the property {} spelt in another case (a case-insensitive server reads it as that property, unchecked)",
+                                    Value::String(declared.clone())
+                                ),
+                            );
+                            path.pop();
+                            return r;
+                        }
+                    }
+                    path.push(Seg::Key(name));
+                    let r = self.case_variants(item, path);
+                    path.pop();
+                    r?;
+                }
+                Ok(())
+            }
+            Value::Array(items) => {
+                self.charge(items.len() / 16, path)?;
+                for (i, item) in items.iter().enumerate() {
+                    path.push(Seg::Index(i));
+                    let r = self.case_variants(item, path);
+                    path.pop();
+                    r?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Add `steps` of work done outside [`Ctx::check`]; over the budget fails.
     fn charge(&mut self, steps: usize, path: &[Seg<'_>]) -> Result<(), Violation> {
         self.steps = self
@@ -722,6 +854,7 @@ impl<'s> Ctx<'s> {
             }
         }
         if let Some(c) = &s.const_ {
+            self.charge(s.const_cost, path)?;
             if !json_eq(c, v) {
                 return self.fail(
                     path,
@@ -733,7 +866,7 @@ impl<'s> Ctx<'s> {
         if let Some(list) = &s.enum_ {
             // Charged whether or not a value matches (a match on the last of
             // 9,000 entries, 99,000 times, was free: fourteenth review H1).
-            self.charge(list.len() / 16, path)?;
+            self.charge(s.enum_cost, path)?;
             if !list.iter().any(|e| json_eq(e, v)) {
                 return self.fail(
                     path,
@@ -888,7 +1021,7 @@ impl<'s> Ctx<'s> {
         Ok(())
     }
 
-    fn string(&self, s: &Obj, text: &str, path: &[Seg<'_>]) -> Result<(), Violation> {
+    fn string(&mut self, s: &Obj, text: &str, path: &[Seg<'_>]) -> Result<(), Violation> {
         if s.min_length.is_some() || s.max_length.is_some() {
             let len = text.chars().count() as u64;
             if let Some(min) = s.min_length.filter(|m| len < *m) {
@@ -906,7 +1039,8 @@ impl<'s> Ctx<'s> {
                 );
             }
         }
-        if let Some(re) = &s.pattern {
+        if let Some((re, weight)) = &s.pattern {
+            self.charge(pattern_cost(text, *weight), path)?;
             if !re.is_match(text) {
                 return self.fail(
                     path,
@@ -1088,40 +1222,20 @@ impl<'s> Ctx<'s> {
         // try of every pattern: charged, so that thousands of members
         // against thousands of patterns fail the budget instead of holding
         // a worker (fourteenth review H1: 7.5 MB of members, 120 s).
-        self.charge(
-            1 + s.properties.len() / 16 + s.pattern_properties.len(),
-            path,
-        )?;
+        let patterns: usize = s
+            .pattern_properties
+            .iter()
+            .map(|(_, weight, _)| pattern_cost(name, *weight))
+            .sum();
+        self.charge(1 + s.properties.len() / 16 + patterns, path)?;
+        // A member spelling a declared property in another case never gets
+        // here: `Ctx::case_variants` refused it before the check began.
         let mut matched = false;
-        match s.properties.iter().find(|(n, _)| n == name) {
-            Some((_, sub)) => {
-                matched = true;
-                self.check(*sub, value, path, depth + 1)?;
-            }
-            // Go's encoding/json (and the SDKs built on it) reads `"DIR"` or
-            // `"dİr"`-style spellings as the declared `dir`: checked as an
-            // extra member (or by a pattern that matches it), its value would
-            // reach such a server unchecked as `dir` (thirteenth review M1,
-            // fourteenth M1). A spelling another reader folds into a declared
-            // property is refused, whatever else the schema says of it.
-            None => {
-                if let Some((declared, _)) = s
-                    .properties
-                    .iter()
-                    .find(|(n, _)| crate::json::folds_equal(n, name))
-                {
-                    return self.fail(
-                        path,
-                        "properties",
-                        format!(
-                            "member is the declared property {} spelt in another case (a case-insensitive server reads it as that property, unchecked)",
-                            Value::String(declared.clone())
-                        ),
-                    );
-                }
-            }
+        if let Some((_, sub)) = s.properties.iter().find(|(n, _)| n == name) {
+            matched = true;
+            self.check(*sub, value, path, depth + 1)?;
         }
-        for (re, sub) in &s.pattern_properties {
+        for (re, _, sub) in &s.pattern_properties {
             if re.is_match(name) {
                 matched = true;
                 self.check(*sub, value, path, depth + 1)?;
@@ -1142,6 +1256,20 @@ impl<'s> Ctx<'s> {
             },
         }
     }
+}
+
+/// Steps a comparison with `v` costs: its canonical bytes / 64, at least one.
+fn canonical_cost(v: &Value) -> usize {
+    crate::json::canonical(v).len() / 64 + 1
+}
+
+/// Steps matching `text` against a pattern of `weight` costs: regex-lite
+/// reads every byte against the program, so bytes times its size class (in
+/// KiB) / 16, at least one. 50,000 bytes against `a{0,5000}b` took 5 s for
+/// one step before (fifteenth review H1); the budget now holds about 25 KB
+/// of text against a 64 KiB program, and 1.6 MB against a 1 KiB one.
+fn pattern_cost(text: &str, weight: u32) -> usize {
+    text.len().saturating_mul(weight as usize) / 16 + 1
 }
 
 fn keep_deepest(deepest: &mut Option<Violation>, e: Violation) {
@@ -1414,6 +1542,26 @@ mod tests {
                 Err(("/DIR", "properties")),
             ),
             (
+                "a_case_variant_under_not",
+                json!({"properties": {"path": {"type": "string"}},
+                       "not": {"properties": {"recursive": {"const": true}}, "required": ["recursive"]}}),
+                json!({"path": "/data", "RECURSIVE": true}),
+                Err(("/RECURSIVE", "properties")),
+            ),
+            (
+                "a_case_variant_of_a_name_only_if_requires",
+                json!({"if": {"required": ["recursive"]},
+                       "then": {"properties": {"recursive": {"const": false}}}}),
+                json!({"Recursive": true}),
+                Err(("/Recursive", "properties")),
+            ),
+            (
+                "a_case_variant_nested_in_items",
+                json!({"items": {"properties": {"dir": {"enum": ["docs"]}}}}),
+                json!([{"dir": "docs"}, {"DIR": "/etc"}]),
+                Err(("/1/DIR", "properties")),
+            ),
+            (
                 "a_declared_property_with_a_long_s",
                 json!({"properties": {"sort": {"enum": ["asc"]}}}),
                 json!({"ſort": "x"}),
@@ -1576,10 +1724,75 @@ mod tests {
             .map(|v| v.keyword);
         assert_eq!(e, Some("$schema"));
         assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
+        // A long text against a large pattern, under `not` so that no
+        // match would pass: charged by bytes times program size.
+        let any: Vec<Value> = (0..8).map(|_| json!({"pattern": "a{0,900}b"})).collect();
+        let pat = Schema::compile(
+            &json!({"properties": {"s": {"type": "string", "not": {"anyOf": any}}}}),
+        );
+        assert!(pat.unsupported.is_empty(), "{:?}", pat.unsupported);
+        let start = std::time::Instant::now();
+        let e = pat
+            .validate(&json!({"s": "a".repeat(50_000)}))
+            .err()
+            .map(|v| v.keyword);
+        assert_eq!(e, Some("$schema"));
+        assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
+        // A large `const` compared under many branches (by reference, as
+        // the review built it): charged by its bytes.
+        let big = json!((0..28_000).map(|_| 0).collect::<Vec<_>>());
+        let refs = |to: &str| -> Vec<Value> { (0..200).map(|_| json!({"$ref": to})).collect() };
+        let c = Schema::compile(&json!({
+            "$defs": {"c": {"const": big}, "b": {"anyOf": refs("#/$defs/c")}},
+            "not": {"anyOf": refs("#/$defs/b")}
+        }));
+        let mut near: Vec<Value> = (0..27_999).map(|_| json!(0)).collect();
+        near.push(json!(1));
+        let start = std::time::Instant::now();
+        let e = c.validate(&Value::Array(near)).err().map(|v| v.keyword);
+        assert_eq!(e, Some("$schema"));
+        assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
         let en = Schema::compile(&json!({"items": {"enum": (0..9000).collect::<Vec<_>>()}}));
         let last: Vec<Value> = (0..99_000).map(|_| json!(8999)).collect();
         let e = en.validate(&Value::Array(last)).err().map(|v| v.keyword);
         assert_eq!(e, Some("$schema"));
+    }
+
+    #[test]
+    fn patterns_too_large_to_hold_are_listed_as_unverifiable() {
+        // One pattern past 32 KiB of program, and many whose programs
+        // together pass 256 KiB (1,650 of them took a VM's memory).
+        let huge = Schema::compile(&json!({"pattern": "a{0,9000}b"}));
+        assert!(
+            huge.unsupported.iter().any(|u| u.keyword == "pattern"),
+            "{:?}",
+            huge.unsupported
+        );
+        let props: serde_json::Map<String, Value> = (0..400)
+            .map(|i| {
+                (
+                    format!("p{i}"),
+                    json!({"pattern": format!("a{{0,400}}{i}")}),
+                )
+            })
+            .collect();
+        let many = Schema::compile(&json!({"properties": props}));
+        assert!(
+            many.unsupported.iter().any(|u| u.why.contains("together")),
+            "{:?}",
+            many.unsupported.len()
+        );
+        // Ordinary patterns weigh little and are checked.
+        let small =
+            Schema::compile(&json!({"properties": {"id": {"pattern": "^[a-z0-9-]{1,64}$"}}}));
+        assert!(small.unsupported.is_empty());
+        assert!(small.regex_weight() <= 16, "{}", small.regex_weight());
+        let fifty: serde_json::Map<String, Value> = (0..50)
+            .map(|i| (format!("p{i}"), json!({"pattern": "^[a-z0-9-]{1,64}$"})))
+            .collect();
+        assert!(Schema::compile(&json!({"properties": fifty}))
+            .unsupported
+            .is_empty());
     }
 
     #[test]

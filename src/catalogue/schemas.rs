@@ -194,8 +194,24 @@ fn compile_stored(text: &str, digest: String) -> Option<ToolSchemas> {
     })
 }
 
+/// The weight of the patterns the cache may hold together (in KiB of
+/// program: 32 MiB); past it the cache starts again.
+const MAX_CACHED_REGEX_WEIGHT: u64 = 32 * 1024;
+
 thread_local! {
     static CACHE: RefCell<HashMap<String, Rc<ToolSchemas>>> = RefCell::new(HashMap::new());
+    /// The weight of the patterns [`CACHE`] holds.
+    static CACHED_WEIGHT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+impl ToolSchemas {
+    fn regex_weight(&self) -> u64 {
+        [&self.input, &self.output]
+            .into_iter()
+            .flatten()
+            .map(|s| u64::from(s.regex_weight()))
+            .sum()
+    }
 }
 
 /// The compiled schemas of a stored form with `digest`, compiled at most once
@@ -205,12 +221,16 @@ pub fn compiled(digest: &str, text: impl FnOnce() -> Option<String>) -> Option<R
         return Some(hit);
     }
     let fresh = Rc::new(compile_stored(&text()?, digest.to_owned())?);
+    let weight = fresh.regex_weight();
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        if c.len() >= MAX_CACHED {
+        let held = CACHED_WEIGHT.with(std::cell::Cell::get);
+        if c.len() >= MAX_CACHED || held + weight > MAX_CACHED_REGEX_WEIGHT {
             c.clear();
+            CACHED_WEIGHT.with(|w| w.set(0));
         }
         c.insert(digest.to_owned(), fresh.clone());
+        CACHED_WEIGHT.with(|w| w.set(w.get() + weight));
     });
     Some(fresh)
 }
