@@ -1023,6 +1023,10 @@ impl<'s> Ctx<'s> {
 
     fn string(&mut self, s: &Obj, text: &str, path: &[Seg<'_>]) -> Result<(), Violation> {
         if s.min_length.is_some() || s.max_length.is_some() {
+            // Counting characters reads the whole text: charged by its bytes
+            // (a 100,000-character string met 60,000 times through `$ref`s
+            // held a worker a second per call: sixteenth review H1).
+            self.charge(text.len() / 64 + 1, path)?;
             let len = text.chars().count() as u64;
             if let Some(min) = s.min_length.filter(|m| len < *m) {
                 return self.fail(
@@ -1091,6 +1095,9 @@ impl<'s> Ctx<'s> {
                 std::collections::HashMap::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 let key = crate::json::canonical(&crate::json::integral_numbers(item));
+                // Writing each item reads all of it: charged by its bytes
+                // (fifteen items of 20 KB each cost nothing before).
+                self.charge(key.len() / 64, path)?;
                 if let Some(first) = seen.insert(key, i) {
                     path.push(Seg::Index(i));
                     let r = self.fail(
@@ -1167,6 +1174,13 @@ impl<'s> Ctx<'s> {
                 format!("expected at most {max} members"),
             );
         }
+        self.charge(
+            s.dependent_required
+                .iter()
+                .map(|(_, needed)| needed.len() / 16 + 1)
+                .sum(),
+            path,
+        )?;
         for (name, needed) in &s.dependent_required {
             if members.contains_key(name) {
                 if let Some(missing) = needed.iter().find(|n| !members.contains_key(*n)) {
@@ -1750,6 +1764,35 @@ mod tests {
         near.push(json!(1));
         let start = std::time::Instant::now();
         let e = c.validate(&Value::Array(near)).err().map(|v| v.keyword);
+        assert_eq!(e, Some("$schema"));
+        assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
+        // Lengths of a long string, and uniqueness of a few large items,
+        // tested under many branches by reference: charged by their bytes.
+        let alts = |to: &str, last: Value| -> Value {
+            let mut any: Vec<Value> = (0..240).map(|_| json!({"$ref": to})).collect();
+            any.push(last);
+            json!({"anyOf": any})
+        };
+        let len = Schema::compile(&json!({
+            "$defs": {"l": {"maxLength": 1, "minLength": 2}, "m": alts("#/$defs/l", json!(false))},
+            "anyOf": [alts("#/$defs/m", json!(false)), {"type": "string"}]
+        }));
+        let start = std::time::Instant::now();
+        let e = len
+            .validate(&json!("x".repeat(100_000)))
+            .err()
+            .map(|v| v.keyword);
+        assert_eq!(e, Some("$schema"));
+        assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
+        let uniq = Schema::compile(&json!({
+            "$defs": {"u": {"uniqueItems": true, "contains": false}, "v": alts("#/$defs/u", json!(false))},
+            "anyOf": [alts("#/$defs/v", json!(false)), {"type": "array"}]
+        }));
+        let items: Vec<Value> = (0..15)
+            .map(|i| json!(format!("{i}{}", "y".repeat(20_000))))
+            .collect();
+        let start = std::time::Instant::now();
+        let e = uniq.validate(&Value::Array(items)).err().map(|v| v.keyword);
         assert_eq!(e, Some("$schema"));
         assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
         let en = Schema::compile(&json!({"items": {"enum": (0..9000).collect::<Vec<_>>()}}));
