@@ -330,14 +330,20 @@ impl ExchangeAudit {
                 })
             }));
         for (id, record) in records {
-            let pending = self
-                .pending
-                .iter_mut()
-                .find(|p| p.id.as_ref().map(id_key).as_deref() == Some(id.as_str()));
-            if let Some(p) = pending {
-                if p.catalogue.len() < MAX_CATALOGUE_RECORDS {
-                    p.catalogue.push(record);
-                }
+            self.push_catalogue(id, record);
+        }
+    }
+
+    /// One catalogue record on the event of the call answered under `id`
+    /// (at most [`MAX_CATALOGUE_RECORDS`] per event).
+    fn push_catalogue(&mut self, id: &str, record: AuditCatalogue) {
+        let pending = self
+            .pending
+            .iter_mut()
+            .find(|p| p.id.as_ref().map(id_key).as_deref() == Some(id));
+        if let Some(p) = pending {
+            if p.catalogue.len() < MAX_CATALOGUE_RECORDS {
+                p.catalogue.push(record);
             }
         }
     }
@@ -349,19 +355,11 @@ impl ExchangeAudit {
         results: &[(String, crate::catalogue::schemas::SchemaFinding, bool)],
     ) {
         for (id, f, applied) in results {
-            let pending = self
-                .pending
-                .iter_mut()
-                .find(|p| p.id.as_ref().map(id_key).as_deref() == Some(id.as_str()));
-            if let Some(p) = pending {
-                if p.catalogue.len() < MAX_CATALOGUE_RECORDS {
-                    let action = match applied {
-                        true => "blocked",
-                        false => "warned",
-                    };
-                    p.catalogue.push(audit_schema(f, action));
-                }
-            }
+            let action = match applied {
+                true => "blocked",
+                false => "warned",
+            };
+            self.push_catalogue(id, audit_schema(f, action));
         }
     }
 
@@ -372,24 +370,17 @@ impl ExchangeAudit {
     /// event's `decision.dry_run` says nothing changed.
     pub fn attach_result_caps(&mut self, caps: &[(String, crate::response::CapExceeded)]) {
         for (id, over) in caps {
-            let pending = self
-                .pending
-                .iter_mut()
-                .find(|p| p.id.as_ref().map(id_key).as_deref() == Some(id.as_str()));
-            if let Some(p) = pending {
-                if p.catalogue.len() < MAX_CATALOGUE_RECORDS {
-                    p.catalogue.push(AuditCatalogue {
-                        action: "blocked".to_owned(),
-                        check: "result_cap".to_owned(),
-                        pointer: String::new(),
-                        tool: over
-                            .answer
-                            .tool
-                            .as_ref()
-                            .map(|t| crate::audit::clip(t.clone()).0),
-                    });
-                }
-            }
+            let record = AuditCatalogue {
+                action: "blocked".to_owned(),
+                check: "result_cap".to_owned(),
+                pointer: String::new(),
+                tool: over
+                    .answer
+                    .tool
+                    .as_ref()
+                    .map(|t| crate::audit::clip(t.clone()).0),
+            };
+            self.push_catalogue(id, record);
         }
     }
 
