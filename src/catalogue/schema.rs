@@ -45,8 +45,15 @@ use regex_lite::Regex;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
-/// Schema nodes one check may visit.
-pub const MAX_STEPS: u32 = 100_000;
+/// Steps one check may take: schema nodes visited, and the work charged
+/// beside them (members, names, lengths, comparisons, uniqueness, failures,
+/// each by its bytes). A million cheap steps: a ~700 KB call of 8,000 rows
+/// takes ~200,000.
+pub const MAX_STEPS: u32 = 1_000_000;
+/// Regular-expression work one check may do, in [`pattern_cost`] units
+/// (16 bytes of text against 1 KiB of program): ~3 MB against a small
+/// pattern, 50 KB against a 64 KiB one.
+const MAX_REGEX_WORK: u64 = 200_000;
 /// Nested schemas one check may enter.
 pub const MAX_DEPTH: u32 = 128;
 /// Compiled size of a `pattern` (regex-lite's limit): a schema's regex
@@ -258,6 +265,9 @@ impl Schema {
         let mut ctx = Ctx {
             schema: self,
             steps: 0,
+            regex_work: 0,
+            touched: 0,
+            sizes: HashMap::new(),
         };
         let mut path = Vec::new();
         ctx.case_variants(instance, &mut path)?;
@@ -719,7 +729,22 @@ fn json_eq(a: &Value, b: &Value) -> bool {
 struct Ctx<'s> {
     schema: &'s Schema,
     steps: u32,
+    /// Regular-expression work so far ([`MAX_REGEX_WORK`]).
+    regex_work: u64,
+    /// Bytes of the values checked so far, one value counted once per
+    /// visit ([`MAX_TOUCHED_BYTES`]).
+    touched: u64,
+    /// Each value's size in bytes, by its address, computed once.
+    sizes: HashMap<usize, u64>,
 }
+
+/// Bytes of values the visits of one check may add up to: whatever a
+/// keyword does with the value it is applied to (count characters, copy a
+/// name, walk items, write a pointer) is at most proportional to its size,
+/// so this bounds the work no step charge foresaw. 64 MiB: a 1 MiB argument
+/// visited 64 times; a fan-out of `$ref`s over a large value fails at once
+/// (the fourteenth to seventeenth reviews each found one such keyword).
+const MAX_TOUCHED_BYTES: u64 = 64 << 20;
 
 impl<'s> Ctx<'s> {
     /// A violation at `path`. Writing its pointer copies every key on the
@@ -810,6 +835,39 @@ impl<'s> Ctx<'s> {
         }
     }
 
+    /// The size of `v` in bytes (strings and names by their length, other
+    /// scalars as 8), each value computed once per check (by address: the
+    /// instance is not changed while it is checked).
+    fn size_of(&mut self, v: &Value) -> u64 {
+        let at = v as *const Value as usize;
+        if let Some(&n) = self.sizes.get(&at) {
+            return n;
+        }
+        let n = match v {
+            Value::String(s) => s.len() as u64 + 2,
+            Value::Array(items) => items.iter().map(|i| self.size_of(i)).sum::<u64>() + 2,
+            Value::Object(members) => {
+                members
+                    .iter()
+                    .map(|(k, i)| k.len() as u64 + 3 + self.size_of(i))
+                    .sum::<u64>()
+                    + 2
+            }
+            _ => 8,
+        };
+        self.sizes.insert(at, n);
+        n
+    }
+
+    /// Add regular-expression work ([`pattern_cost`]); over its budget fails.
+    fn charge_regex(&mut self, units: usize, path: &[Seg<'_>]) -> Result<(), Violation> {
+        self.regex_work = self.regex_work.saturating_add(units as u64);
+        match self.regex_work > MAX_REGEX_WORK {
+            true => self.too_costly(path),
+            false => Ok(()),
+        }
+    }
+
     /// Add `steps` of work done outside [`Ctx::check`]; over the budget fails.
     fn charge(&mut self, steps: usize, path: &[Seg<'_>]) -> Result<(), Violation> {
         self.steps = self
@@ -828,7 +886,7 @@ impl<'s> Ctx<'s> {
             pointer: String::new(),
             keyword: "$schema",
             message: format!(
-                "too costly to check (more than {MAX_STEPS} schema steps or {MAX_DEPTH} nested schemas)"
+                "too costly to check (more than {MAX_STEPS} steps, {MAX_REGEX_WORK} units of pattern matching, 64 MiB of values visited or {MAX_DEPTH} nested schemas)"
             ),
         })
     }
@@ -842,6 +900,11 @@ impl<'s> Ctx<'s> {
     ) -> Result<(), Violation> {
         self.steps += 1;
         if self.steps > MAX_STEPS || depth > MAX_DEPTH {
+            return self.too_costly(path);
+        }
+        let size = self.size_of(v);
+        self.touched = self.touched.saturating_add(size);
+        if self.touched > MAX_TOUCHED_BYTES {
             return self.too_costly(path);
         }
         let s = match self.schema.nodes.get(id) {
@@ -1068,7 +1131,7 @@ impl<'s> Ctx<'s> {
             }
         }
         if let Some((re, weight)) = &s.pattern {
-            self.charge(pattern_cost(text, *weight), path)?;
+            self.charge_regex(pattern_cost(text, *weight), path)?;
             if !re.is_match(text) {
                 return self.fail(
                     path,
@@ -1275,7 +1338,8 @@ impl<'s> Ctx<'s> {
             .iter()
             .map(|(_, weight, _)| pattern_cost(name, *weight))
             .sum();
-        self.charge(1 + s.properties.len() / 16 + patterns, path)?;
+        self.charge_regex(patterns, path)?;
+        self.charge(1 + s.properties.len() / 16, path)?;
         // A member spelling a declared property in another case never gets
         // here: `Ctx::case_variants` refused it before the check began.
         let mut matched = false;
@@ -1749,14 +1813,7 @@ mod tests {
         let start = std::time::Instant::now();
         assert_eq!(unique.validate(&Value::Array(distinct)), Ok(()));
         assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
-        let too_many: Vec<Value> = (0..MAX_STEPS as usize * 16 + 32)
-            .map(|i| json!(i))
-            .collect();
-        let e = unique
-            .validate(&Value::Array(too_many))
-            .err()
-            .map(|v| v.keyword);
-        assert_eq!(e, Some("$schema"));
+        // (Uniqueness of a few large items under a fan-out fails: below.)
         // Members against many patterns, and values matching the last entry
         // of a long enum, are charged: over the budget fails, fast.
         let patterns: serde_json::Map<String, Value> = (0..3800)
@@ -1853,13 +1910,44 @@ mod tests {
             .map(|v| v.keyword);
         assert_eq!(e, Some("$schema"));
         assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
+        // A large ordinary call passes: ~700 KB of rows, each an optional
+        // `anyOf` member and a pattern-checked name, as pydantic writes them.
+        let rows = Schema::compile(&json!({
+            "type": "object",
+            "properties": {"rows": {"type": "array", "items": {"$ref": "#/$defs/Row"}}},
+            "$defs": {"Row": {"type": "object", "properties": {
+                "name": {"type": "string", "pattern": "^[a-z0-9-]{1,64}$", "maxLength": 64},
+                "note": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                "qty": {"type": "integer", "minimum": 0}}, "required": ["name"]}}
+        }));
+        let many: Vec<Value> = (0..8_000)
+            .map(|i| json!({"name": format!("row-{i}"), "note": "x".repeat(60), "qty": i}))
+            .collect();
+        assert_eq!(rows.validate(&json!({"rows": many})), Ok(()));
+        // A value visited more often than its bytes allow fails, whatever
+        // keyword visits it: 64 MiB of visited bytes per check.
+        let fan = Schema::compile(&json!({
+            "$defs": doubling(json!(true), 12),
+            "properties": {"s": {"$ref": "#/$defs/n12"}}
+        }));
+        let e = fan
+            .validate(&json!({"s": "z".repeat(20_000)}))
+            .err()
+            .map(|v| v.keyword);
+        assert_eq!(e, Some("$schema"));
+        assert_eq!(fan.validate(&json!({"s": "z"})), Ok(()));
         let walks = Schema::compile(&json!({
             "$defs": doubling(json!({"minItems": 0}), 13),
             "properties": {"a": {"$ref": "#/$defs/n13"}}
         }));
         let start = std::time::Instant::now();
         let zeros: Vec<Value> = (0..100_000).map(|_| json!(0)).collect();
-        assert_eq!(walks.validate(&json!({"a": zeros})), Ok(()));
+        let e = walks
+            .validate(&json!({"a": zeros}))
+            .err()
+            .map(|v| v.keyword);
+        assert_eq!(e, Some("$schema"));
+        assert_eq!(walks.validate(&json!({"a": [0, 1]})), Ok(()));
         assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
         let en = Schema::compile(&json!({"items": {"enum": (0..9000).collect::<Vec<_>>()}}));
         let last: Vec<Value> = (0..99_000).map(|_| json!(8999)).collect();
