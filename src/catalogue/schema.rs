@@ -1318,7 +1318,11 @@ impl<'s> Ctx<'s> {
         if let Some(names) = s.property_names {
             let key = Value::String(name.to_owned());
             // The name is not a member's value: checked on a path of its own.
-            if let Err(e) = self.check(names, &key, &mut Vec::new(), depth + 1) {
+            let checked = self.check(names, &key, &mut Vec::new(), depth + 1);
+            // `key` lives on this frame only: its address will hold the next
+            // member's name, whose size must not be read from the cache.
+            self.sizes.remove(&(&key as *const Value as usize));
+            if let Err(e) = checked {
                 return Err(match e.keyword {
                     "$schema" => e,
                     _ => Violation {
