@@ -65,9 +65,11 @@ const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 /// times the program's states, so a check is charged that product).
 const REGEX_CLASSES: [usize; 5] = [1024, 4096, 16 * 1024, 64 * 1024, REGEX_SIZE_LIMIT];
 /// The weight of every pattern of one schema together: past it the schema
-/// cannot be checked (1,650 patterns of ~650 KiB each took a VM's memory:
-/// the fifteenth review). 4 MiB of programs at most.
-const MAX_REGEX_WEIGHT: u32 = 4096;
+/// cannot be checked, and no further pattern of it is compiled (1,650
+/// patterns of ~650 KiB each took a VM's memory: the fifteenth review;
+/// compiling 1,700 of ~200 KiB took 0.75 s per list and per call: the
+/// nineteenth). 1 MiB of programs at most.
+const MAX_REGEX_WEIGHT: u32 = 1024;
 
 /// A keyword this module cannot check, where it is in the schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -430,27 +432,32 @@ impl<'a> Compiler<'a> {
                 .nest_limit(64)
                 .build()
         };
-        if build(REGEX_SIZE_LIMIT).is_err() {
+        if self.regex_weight >= MAX_REGEX_WEIGHT {
             self.unsupported(
                 at,
                 key,
-                "the pattern is not one regex-lite compiles within 256 KiB of program",
+                "the schema's patterns together are too large to check (over 1 MiB of program)",
             );
             return None;
         }
-        let (re, limit) = REGEX_CLASSES
+        // Smallest class first: a compile past its limit stops there, so
+        // finding the class costs about twice the program's own size, and
+        // no class larger than what is left of the schema's weight is tried.
+        let left = (MAX_REGEX_WEIGHT - self.regex_weight) as usize * REGEX_CLASSES[0];
+        let Some((re, limit)) = REGEX_CLASSES
             .iter()
-            .find_map(|&limit| build(limit).ok().map(|re| (re, limit)))?;
+            .filter(|&&limit| limit <= left.max(REGEX_CLASSES[0]))
+            .find_map(|&limit| build(limit).ok().map(|re| (re, limit)))
+        else {
+            self.unsupported(
+                at,
+                key,
+                "the pattern is not one regex-lite compiles within 256 KiB of program (or within what is left of the schema's 1 MiB)",
+            );
+            return None;
+        };
         let weight = u32::try_from(limit / REGEX_CLASSES[0]).unwrap_or(u32::MAX);
         self.regex_weight = self.regex_weight.saturating_add(weight);
-        if self.regex_weight > MAX_REGEX_WEIGHT {
-            self.unsupported(
-                at,
-                key,
-                "the schema's patterns together are too large to check (over 4 MiB of program)",
-            );
-            return None;
-        }
         Some((re, weight))
     }
 
@@ -2036,6 +2043,20 @@ mod tests {
             "{:?}",
             many.unsupported.len()
         );
+        assert!(
+            many.regex_weight() <= MAX_REGEX_WEIGHT,
+            "{}",
+            many.regex_weight()
+        );
+        // Compiling stops at the schema's weight: 1,700 large patterns (the
+        // nineteenth review's list) compile in a fraction of a second.
+        let heavy: serde_json::Map<String, Value> = (0..1700)
+            .map(|i| (format!("p{i}"), json!({"pattern": "a{0,3000}"})))
+            .collect();
+        let start = std::time::Instant::now();
+        let h = Schema::compile(&json!({"properties": heavy}));
+        assert!(!h.unsupported.is_empty());
+        assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
         // Ordinary patterns weigh little and are checked.
         let small =
             Schema::compile(&json!({"properties": {"id": {"pattern": "^[a-z0-9-]{1,64}$"}}}));

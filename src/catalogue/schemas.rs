@@ -195,8 +195,9 @@ fn compile_stored(text: &str, digest: String) -> Option<ToolSchemas> {
 }
 
 /// The weight of the patterns the cache may hold together (in KiB of
-/// program: 32 MiB); past it the cache starts again.
-const MAX_CACHED_REGEX_WEIGHT: u64 = 32 * 1024;
+/// program: 64 MiB, 64 schemas at their 1 MiB bound); past it the cache
+/// starts again.
+const MAX_CACHED_REGEX_WEIGHT: u64 = 64 * 1024;
 
 thread_local! {
     static CACHE: RefCell<HashMap<String, Rc<ToolSchemas>>> = RefCell::new(HashMap::new());
