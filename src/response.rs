@@ -816,6 +816,52 @@ fn text_slots(kind: ResultKind, result: &Value) -> Vec<Slot<'_>> {
     out
 }
 
+/// The catalogue checks' findings in each slot, pointed from the result (or
+/// the server request's params).
+fn slot_findings(
+    cat: &crate::catalogue::CataloguePolicy,
+    slots: &[Slot<'_>],
+) -> Vec<CatalogueFinding> {
+    slots
+        .iter()
+        .flat_map(|slot| {
+            cat.inspector
+                .inspect_text(&slot.text)
+                .into_iter()
+                .map(move |f| CatalogueFinding {
+                    pointer: format!("{}{}", slot.ptr, f.pointer),
+                    ..f
+                })
+        })
+        .collect()
+}
+
+/// The pointers of the slots `wrap` can fence.
+fn fenceable(slots: &[Slot<'_>]) -> Vec<String> {
+    slots
+        .iter()
+        .filter(|s| s.fence)
+        .map(|s| s.ptr.clone())
+        .collect()
+}
+
+/// The action `findings` call for; a `wrap` finding where no fence can go
+/// makes it `block` (and the audit says so).
+fn fenced_verdict(
+    cat: &crate::catalogue::CataloguePolicy,
+    findings: &[CatalogueFinding],
+    fenceable: &[String],
+) -> ResultAction {
+    let action = cat.result_verdict(findings);
+    let unfenceable = findings.iter().any(|f| {
+        cat.result_action(f.check) == ResultAction::Wrap && !fenceable.contains(&f.pointer)
+    });
+    match action {
+        ResultAction::Wrap if unfenceable => ResultAction::Block,
+        a => a,
+    }
+}
+
 /// What the findings of a server request's text withhold: the text a client
 /// would have handed its model or shown its user (never the findings' text).
 const WITHHELD: &str =
@@ -839,36 +885,14 @@ fn inspect_server_request(
         return;
     };
     let slots = text_slots(ResultKind::ServerRequest, params);
-    let findings: Vec<CatalogueFinding> = slots
-        .iter()
-        .flat_map(|slot| {
-            cat.inspector
-                .inspect_text(&slot.text)
-                .into_iter()
-                .map(move |f| CatalogueFinding {
-                    pointer: format!("{}{}", slot.ptr, f.pointer),
-                    ..f
-                })
-        })
+    let findings: Vec<CatalogueFinding> = slot_findings(cat, &slots)
+        .into_iter()
         .filter(|f| cat.result_action(f.check) != ResultAction::Off)
         .collect();
-    let mut action = cat.result_verdict(&findings);
+    let fenceable = fenceable(&slots);
+    let action = fenced_verdict(cat, &findings, &fenceable);
     if action == ResultAction::Off {
         return;
-    }
-    let fenceable: Vec<String> = slots
-        .iter()
-        .filter(|s| s.fence)
-        .map(|s| s.ptr.clone())
-        .collect();
-    // As for results: a `wrap` finding where no fence can go is withheld,
-    // and the audit says so.
-    if action == ResultAction::Wrap
-        && findings.iter().any(|f| {
-            cat.result_action(f.check) == ResultAction::Wrap && !fenceable.contains(&f.pointer)
-        })
-    {
-        action = ResultAction::Block;
     }
     let enforce = policy.mode != Mode::DryRun;
     let mut applied = false;
@@ -949,18 +973,7 @@ fn inspect_answer(
         return;
     };
     let slots = text_slots(kind, result);
-    let mut found: Vec<CatalogueFinding> = slots
-        .iter()
-        .flat_map(|slot| {
-            cat.inspector
-                .inspect_text(&slot.text)
-                .into_iter()
-                .map(move |f| CatalogueFinding {
-                    pointer: format!("{}{}", slot.ptr, f.pointer),
-                    ..f
-                })
-        })
-        .collect();
+    let mut found = slot_findings(cat, &slots);
     if let (ResultKind::Tool, Some(v)) = (kind, result.get("structuredContent")) {
         found.extend(
             cat.inspector
@@ -972,25 +985,13 @@ fn inspect_answer(
                 }),
         );
     }
-    let fenceable: Vec<String> = slots
-        .iter()
-        .filter(|s| s.fence)
-        .map(|s| s.ptr.clone())
-        .collect();
     let findings: Vec<CatalogueFinding> = found
         .into_iter()
         .filter(|f| cat.result_action(f.check) != ResultAction::Off)
         .collect();
-    let mut action = cat.result_verdict(&findings);
+    let action = fenced_verdict(cat, &findings, &fenceable(&slots));
     if action == ResultAction::Off {
         return;
-    }
-    if action == ResultAction::Wrap
-        && findings.iter().any(|f| {
-            cat.result_action(f.check) == ResultAction::Wrap && !fenceable.contains(&f.pointer)
-        })
-    {
-        action = ResultAction::Block;
     }
     let enforce = policy.mode != Mode::DryRun;
     let applied = enforce && matches!(action, ResultAction::Block | ResultAction::Wrap);
