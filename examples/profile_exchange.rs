@@ -6,6 +6,8 @@
 //!
 //!   cargo run --release --features fake-host --example profile_exchange -- [N] [audit] [metered]
 //!
+//! `4k` sends the 4,096-byte call of `scripts/bench.sh` (its `call-4k`
+//! payload: ~4 KB of plain prose, no DLP finding) instead of the 109-byte one.
 //! `metered` adds the rate limit and loop breaker of `METERED=1 scripts/bench.sh`
 //! (counted in the fake host's shared data, never tripping). `list` exchanges
 //! the benchmark's `tools/list` instead (admin key), answered with the JSON
@@ -31,6 +33,7 @@ fn main() {
     let audit = args.iter().any(|a| a == "audit");
     let metered = args.iter().any(|a| a == "metered");
     let list = args.iter().any(|a| a == "list");
+    let four_k = args.iter().any(|a| a == "4k");
     let listed = match (list, std::env::var("PROFILE_LIST")) {
         (false, _) => Vec::new(),
         (true, Ok(path)) => std::fs::read(path).unwrap_or_default(),
@@ -39,9 +42,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let (request, response, key) = match list {
-        true => (LIST_REQUEST, listed.as_slice(), "Bearer demo-admin-key"),
-        false => (REQUEST, RESPONSE, "Bearer demo-reader-key"),
+    let call_4k = four_k_call();
+    let (request, response, key) = match (list, four_k) {
+        (true, _) => (LIST_REQUEST, listed.as_slice(), "Bearer demo-admin-key"),
+        (false, true) => (call_4k.as_slice(), RESPONSE, "Bearer demo-reader-key"),
+        (false, false) => (REQUEST, RESPONSE, "Bearer demo-reader-key"),
     };
     let Ok(text) = std::fs::read_to_string("policies/demo.json") else {
         eprintln!("run from the repository root (policies/demo.json)");
@@ -111,4 +116,21 @@ fn main() {
         "{n} exchanges, {events} audit events: {:.2} us per exchange",
         el.as_secs_f64() * 1e6 / n as f64
     );
+}
+
+/// `scripts/bench.sh`'s `call-4k` body, built the same way: the prose repeated
+/// and cut to fill 4,096 bytes, padded with dots.
+fn four_k_call() -> Vec<u8> {
+    const PROSE: &str =
+        "The release adds pagination to the issue search and fixes the sort order of comments. \
+Build times are shorter because the test suite now runs in parallel on two workers. \
+Please review the migration notes before upgrading the staging cluster next week. \
+Old configuration files are still read, but the loader prints a deprecation warning. ";
+    let head = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":""#;
+    let tail = r#"","format":"text"}}}"#;
+    let room = 4096 - head.len() - tail.len();
+    let mut text: String = PROSE.repeat(20).chars().take(room).collect();
+    text.truncate(text.trim_end().len());
+    text.push_str(&".".repeat(room - text.len()));
+    format!("{head}{text}{tail}").into_bytes()
 }

@@ -70,6 +70,17 @@ const REGEX_CLASSES: [usize; 5] = [1024, 4096, 16 * 1024, 64 * 1024, REGEX_SIZE_
 /// compiling 1,700 of ~200 KiB took 0.75 s per list and per call: the
 /// nineteenth). 1 MiB of programs at most.
 const MAX_REGEX_WEIGHT: u32 = 1024;
+/// Nodes one schema may compile to. Each document location is compiled once
+/// (a `$ref` to it, or into it, reuses the node), but a location can be
+/// spelt several ways in a `$ref` (`a~b` and `a~0b` are one key), so the
+/// count is bounded too: past it the schema cannot be checked (twentieth
+/// review H2: references into one nested subtree compiled it 100 times, 1.57
+/// million nodes, ~745 MiB and ~1 s per list; two such tools took the VM).
+/// A 64 KiB stored form holds at most ~22,000 schemas.
+pub const MAX_NODES: usize = 32 * 1024;
+
+/// Why a schema past [`MAX_NODES`] cannot be checked.
+const TOO_MANY_NODES: &str = "the schema compiles to more than 32,768 nodes";
 
 /// A keyword this module cannot check, where it is in the schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +213,11 @@ struct Obj {
     /// lists it walks on each visit (names, properties, dependents,
     /// patterns, branches), one per 16 entries ([`Obj::list_cost`]).
     visit_cost: usize,
+    /// The bytes of the names a visit of an object looks up among its
+    /// members (`required`, `dependentRequired`, `dependentSchemas`), each
+    /// plus 16: a lookup compares the name with several members, each
+    /// comparison reading up to the name's length ([`lookup_steps`]).
+    lookup_bytes: usize,
 }
 
 impl Obj {
@@ -226,6 +242,31 @@ impl Obj {
             + self.enum_.as_ref().map_or(0, Vec::len);
         entries / 16
     }
+
+    /// See [`Obj::lookup_bytes`].
+    fn lookup_bytes(&self) -> usize {
+        let name = |n: &String| n.len() + 16;
+        let required: usize = self.required.iter().map(name).sum();
+        let dependents: usize = self
+            .dependent_required
+            .iter()
+            .map(|(n, needed)| name(n) + needed.iter().map(name).sum::<usize>())
+            .sum();
+        let schemas: usize = self.dependent_schemas.iter().map(|(n, _)| name(n)).sum();
+        required + dependents + schemas
+    }
+}
+
+/// Steps for looking up names of `bytes` (each plus 16) among `members`
+/// members: a `serde_json` map is a B-tree, whose search compares a name
+/// with up to 11 keys per level, about log2(members) / 2.6 levels; each
+/// comparison reads up to the name's length. Charged at 256 bytes read per
+/// step (twentieth review H1: 1,500 absent 32-byte names sharing 28 bytes
+/// with every member, looked up on 8,500 visits for one step per 16 names,
+/// held a worker 2.8 s and passed).
+fn lookup_steps(bytes: usize, members: usize) -> usize {
+    let comparisons = 12 + 2 * (members + 1).ilog2() as usize;
+    bytes.saturating_mul(comparisons) / 256
 }
 
 /// A compiled schema: compile once (per list), validate per call.
@@ -241,13 +282,18 @@ pub struct Schema {
     names: HashMap<String, Vec<String>>,
     /// The weight of its patterns ([`MAX_REGEX_WEIGHT`]).
     regex_weight: u32,
+    /// Bytes its nodes hold, estimated (what a VM's cache is bounded by).
+    heap_bytes: usize,
 }
 
 struct Compiler<'a> {
     doc: &'a Value,
     nodes: Vec<Node>,
-    /// `$ref` targets compiled so far, by pointer.
+    /// Every schema object compiled so far, by its location (a JSON
+    /// pointer): inline or as a `$ref` target, a location is compiled once.
     refs: HashMap<String, NodeId>,
+    /// Schema objects compiled (each a boxed [`Obj`]).
+    objs: usize,
     unsupported: Vec<Unsupported>,
     names: HashMap<String, Vec<String>>,
     regex_weight: u32,
@@ -269,19 +315,39 @@ impl Schema {
             doc,
             nodes: Vec::new(),
             refs: HashMap::new(),
+            objs: 0,
             unsupported: Vec::new(),
             names: HashMap::new(),
             regex_weight: 0,
             ref_overrides: legacy,
         };
         let root = c.node(doc, String::new(), true);
+        let heap_bytes = c.nodes.len() * std::mem::size_of::<Node>()
+            + c.objs * std::mem::size_of::<Obj>()
+            + c.names
+                .iter()
+                .map(|(k, v)| k.len() * (v.len() + 1))
+                .sum::<usize>();
         Schema {
             nodes: c.nodes,
             root,
             unsupported: c.unsupported,
             names: c.names,
             regex_weight: c.regex_weight,
+            heap_bytes,
         }
+    }
+
+    /// Bytes its compiled nodes hold, estimated: each node, each schema
+    /// object and the names it mentions (strings and values copied from the
+    /// document are bounded by the document, which the caller counts).
+    pub fn heap_bytes(&self) -> usize {
+        self.heap_bytes
+    }
+
+    /// Nodes it compiled to ([`MAX_NODES`]).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
     }
 
     /// The weight of its compiled patterns, in KiB of program
@@ -335,11 +401,36 @@ impl<'a> Compiler<'a> {
     }
 
     fn node(&mut self, v: &'a Value, at: String, root: bool) -> NodeId {
+        if self.nodes.len() >= MAX_NODES {
+            if !self.unsupported.iter().any(|u| u.why == TOO_MANY_NODES) {
+                self.unsupported.push(Unsupported {
+                    pointer: at,
+                    keyword: String::new(),
+                    why: TOO_MANY_NODES,
+                });
+            }
+            // Never what decides: the entry above makes the schema
+            // unverifiable. One node per value met past the bound, no deeper.
+            return self.push(Node::Bool(true));
+        }
         match v {
             Value::Bool(b) => self.push(Node::Bool(*b)),
+            // `{}` asserts nothing: `true`, without a boxed node.
+            Value::Object(o) if o.is_empty() => self.push(Node::Bool(true)),
             Value::Object(o) => {
+                if let Some(id) = self.refs.get(&at) {
+                    return *id;
+                }
+                // Entered before it is compiled: a `$ref` inside it to
+                // itself (a cycle) closes on this id.
+                let id = self.push(Node::Pending);
+                self.refs.insert(at.clone(), id);
+                self.objs += 1;
                 let obj = self.obj(o, &at, root);
-                self.push(Node::Obj(Box::new(obj)))
+                if let Some(slot) = self.nodes.get_mut(id) {
+                    *slot = Node::Obj(Box::new(obj));
+                }
+                id
             }
             _ => {
                 self.unsupported.push(Unsupported {
@@ -364,20 +455,16 @@ impl<'a> Compiler<'a> {
         }
         let doc = self.doc;
         let target = doc.pointer(&pointer)?;
-        let id = self.push(Node::Pending);
-        self.refs.insert(pointer.clone(), id);
-        let compiled = match target {
-            Value::Bool(b) => Node::Bool(*b),
-            Value::Object(o) => Node::Obj(Box::new(self.obj(o, &pointer, pointer.is_empty()))),
+        match target {
+            Value::Bool(_) | Value::Object(_) => {
+                let root = pointer.is_empty();
+                Some(self.node(target, pointer, root))
+            }
             _ => {
                 self.unsupported(at, "$ref", "it points at something that is not a schema");
-                Node::Bool(true)
+                Some(self.push(Node::Bool(true)))
             }
-        };
-        if let Some(slot) = self.nodes.get_mut(id) {
-            *slot = compiled;
         }
-        Some(id)
     }
 
     fn sub(&mut self, o: &'a Map<String, Value>, key: &str, at: &str) -> Option<NodeId> {
@@ -562,6 +649,8 @@ impl<'a> Compiler<'a> {
                     self.name(name);
                     s.properties.push((name.clone(), id));
                 }
+                // Looked up by binary search on every member of every visit.
+                s.properties.sort_by(|a, b| a.0.cmp(&b.0));
             }
             Some(_) => self.unsupported(at, "properties", "expected an object"),
             None => {}
@@ -647,6 +736,7 @@ impl<'a> Compiler<'a> {
         s.then_ = self.sub(o, "then", at);
         s.else_ = self.sub(o, "else", at);
         s.visit_cost = s.list_cost();
+        s.lookup_bytes = s.lookup_bytes();
         s
     }
 }
@@ -1285,7 +1375,7 @@ impl<'s> Ctx<'s> {
         path: &mut Vec<Seg<'v>>,
         depth: u32,
     ) -> Result<(), Violation> {
-        self.charge(s.required.len() / 16, path)?;
+        self.charge(lookup_steps(s.lookup_bytes, members.len()), path)?;
         for name in &s.required {
             if !members.contains_key(name) {
                 return self.fail(
@@ -1310,13 +1400,6 @@ impl<'s> Ctx<'s> {
                 format!("expected at most {max} members"),
             );
         }
-        self.charge(
-            s.dependent_required
-                .iter()
-                .map(|(_, needed)| needed.len() / 16 + 1)
-                .sum(),
-            path,
-        )?;
         for (name, needed) in &s.dependent_required {
             if members.contains_key(name) {
                 if let Some(missing) = needed.iter().find(|n| !members.contains_key(*n)) {
@@ -1385,13 +1468,20 @@ impl<'s> Ctx<'s> {
             .map(|(_, weight, _)| pattern_cost(name, *weight))
             .sum();
         self.charge_regex(patterns, path)?;
-        self.charge(1 + s.properties.len() / 16, path)?;
+        // A binary search: about log2(properties) comparisons, each reading
+        // up to the name's length (a linear search compared 120 declared
+        // 512-byte names with each of 1,900 members on 20 visits: 0.83 s,
+        // twentieth review).
+        let comparisons = (s.properties.len() + 1).ilog2() as usize + 1;
+        self.charge(1 + (name.len() + 16) * comparisons / 256, path)?;
         // A member spelling a declared property in another case never gets
         // here: `Ctx::case_variants` refused it before the check began.
         let mut matched = false;
-        if let Some((_, sub)) = s.properties.iter().find(|(n, _)| n == name) {
-            matched = true;
-            self.check(*sub, value, path, depth + 1)?;
+        if let Ok(at) = s.properties.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+            if let Some((_, sub)) = s.properties.get(at) {
+                matched = true;
+                self.check(*sub, value, path, depth + 1)?;
+            }
         }
         for (re, _, sub) in &s.pattern_properties {
             if re.is_match(name) {
@@ -1835,6 +1925,54 @@ mod tests {
     }
 
     #[test]
+    fn a_location_is_compiled_once_and_the_nodes_are_bounded() {
+        // `$ref`s into one nested subtree (#/$defs/x, #/$defs/x/if, ...) reuse
+        // the nodes compiled for it: 100 copies made 1.57 million nodes
+        // (twentieth review H2).
+        let mut x = json!({"prefixItems": vec![json!({"type": "null"}); 2000]});
+        for _ in 0..100 {
+            x = json!({"if": x});
+        }
+        let refs: Vec<Value> = (0..100)
+            .map(|j| json!({"$ref": format!("#/$defs/x{}", "/if".repeat(j))}))
+            .collect();
+        let s = Schema::compile(&json!({
+            "type": "object", "properties": {"q": {"type": "string"}},
+            "prefixItems": refs, "$defs": {"x": x}
+        }));
+        assert!(s.unsupported.is_empty(), "{:?}", s.unsupported);
+        assert!(s.node_count() < 2300, "{} nodes", s.node_count());
+        assert_eq!(s.validate(&json!({"q": "hi"})), Ok(()));
+        assert!(s.validate(&json!({"q": 1})).is_err());
+        // The same location spelt many ways (`~` unescaped reads as `~`):
+        // past the bound the schema is unverifiable, never compiled on.
+        let key = "~~~~~~~~~~";
+        let spellings: Vec<Value> = (0..1024u32)
+            .map(|bits| {
+                let spelt: String = (0..10)
+                    .map(|i| if bits & (1 << i) != 0 { "~0" } else { "~" })
+                    .collect();
+                json!({"$ref": format!("#/$defs/{spelt}")})
+            })
+            .collect();
+        let wide = json!({"allOf": vec![json!({"type": "string"}); 100]});
+        let s = Schema::compile(&json!({"anyOf": spellings, "$defs": {key: wide}}));
+        assert!(
+            s.unsupported.iter().any(|u| u.why == TOO_MANY_NODES),
+            "{:?}",
+            s.unsupported.first()
+        );
+        assert!(
+            s.node_count() <= MAX_NODES + 1024,
+            "{} nodes",
+            s.node_count()
+        );
+        // `{}` asserts nothing and costs no boxed node.
+        let s = Schema::compile(&json!({"prefixItems": vec![json!({}); 1000]}));
+        assert!(s.heap_bytes() < 1000 * std::mem::size_of::<Obj>());
+    }
+
+    #[test]
     fn costly_checks_stop_and_fail_closed() {
         // A reference to itself that never descends: the depth bound ends it.
         let s =
@@ -1875,6 +2013,28 @@ mod tests {
             .map(|v| v.keyword);
         assert_eq!(e, Some("$schema"));
         assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
+        // Names looked up among the members are charged by the bytes
+        // compared: 1,500 absent names sharing 28 bytes with every member,
+        // on 8,500 visits, held a worker 2.8 s and passed (twentieth review H1).
+        let pre = "a".repeat(28);
+        let dep: serde_json::Map<String, Value> = (0..1500)
+            .map(|i| (format!("{pre}Z{i:03}"), json!({})))
+            .collect();
+        let lookups = Schema::compile(&json!({
+            "type": "object",
+            "$defs": {"o": {"dependentSchemas": dep},
+                      "f": {"allOf": vec![json!({"$ref": "#/$defs/o"}); 100]}},
+            "properties": {"rows": {"type": "array", "items": {"$ref": "#/$defs/f"}}}
+        }));
+        assert!(lookups.unsupported.is_empty(), "{:?}", lookups.unsupported);
+        let row: serde_json::Map<String, Value> = (0..11)
+            .map(|i| (format!("{pre}M{i:03}"), json!(i)))
+            .collect();
+        let e = lookups
+            .validate(&json!({"rows": vec![Value::Object(row); 85]}))
+            .err()
+            .map(|v| v.keyword);
+        assert_eq!(e, Some("$schema"));
         // A long text against a large pattern, under `not` so that no
         // match would pass: charged by bytes times program size.
         let any: Vec<Value> = (0..8).map(|_| json!({"pattern": "a{0,900}b"})).collect();

@@ -154,6 +154,8 @@ pub struct ToolSchemas {
     pub digest: String,
     pub input: Option<Schema>,
     pub output: Option<Schema>,
+    /// Bytes the compiled form holds, estimated ([`MAX_CACHED_BYTES`]).
+    heap_bytes: usize,
 }
 
 impl fmt::Debug for ToolSchemas {
@@ -187,10 +189,22 @@ fn compile_stored(text: &str, digest: String) -> Option<ToolSchemas> {
         None | Some(Value::Null) => None,
         Some(s) => Some(Schema::compile(s)),
     };
+    let input = one(doc.get("i"));
+    let output = one(doc.get("o"));
+    // Values and names copied out of the document (an `enum`, a `const`,
+    // property names) are bounded by it: counted as 16 bytes per byte of
+    // its text (a `serde_json::Value` per 2-byte element is ~80 bytes).
+    let heap_bytes = [&input, &output]
+        .into_iter()
+        .flatten()
+        .map(Schema::heap_bytes)
+        .sum::<usize>()
+        + text.len() * 16;
     Some(ToolSchemas {
-        input: one(doc.get("i")),
-        output: one(doc.get("o")),
+        input,
+        output,
         digest,
+        heap_bytes,
     })
 }
 
@@ -198,11 +212,18 @@ fn compile_stored(text: &str, digest: String) -> Option<ToolSchemas> {
 /// program: 64 MiB, 64 schemas at their 1 MiB bound); past it the cache
 /// starts again.
 const MAX_CACHED_REGEX_WEIGHT: u64 = 64 * 1024;
+/// The bytes the cache's compiled nodes may hold together; past it the
+/// cache starts again. Entries alone did not bound it: a 64 KiB schema of
+/// 21,600 `{}` compiled to ~10 MiB, and 15 such tools per list took the VM
+/// past 1 GiB within six lists (twentieth review M1).
+const MAX_CACHED_BYTES: usize = 64 << 20;
 
 thread_local! {
     static CACHE: RefCell<HashMap<String, Rc<ToolSchemas>>> = RefCell::new(HashMap::new());
     /// The weight of the patterns [`CACHE`] holds.
     static CACHED_WEIGHT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// The bytes of the compiled forms [`CACHE`] holds.
+    static CACHED_BYTES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 impl ToolSchemas {
@@ -223,15 +244,22 @@ pub fn compiled(digest: &str, text: impl FnOnce() -> Option<String>) -> Option<R
     }
     let fresh = Rc::new(compile_stored(&text()?, digest.to_owned())?);
     let weight = fresh.regex_weight();
+    let bytes = fresh.heap_bytes;
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         let held = CACHED_WEIGHT.with(std::cell::Cell::get);
-        if c.len() >= MAX_CACHED || held + weight > MAX_CACHED_REGEX_WEIGHT {
+        let held_bytes = CACHED_BYTES.with(std::cell::Cell::get);
+        if c.len() >= MAX_CACHED
+            || held + weight > MAX_CACHED_REGEX_WEIGHT
+            || held_bytes + bytes > MAX_CACHED_BYTES
+        {
             c.clear();
             CACHED_WEIGHT.with(|w| w.set(0));
+            CACHED_BYTES.with(|b| b.set(0));
         }
         c.insert(digest.to_owned(), fresh.clone());
         CACHED_WEIGHT.with(|w| w.set(w.get() + weight));
+        CACHED_BYTES.with(|b| b.set(b.get() + bytes));
     });
     Some(fresh)
 }
@@ -896,6 +924,27 @@ mod tests {
             recall(&store, "up", "s"),
             Known::Declared(b.compiled.clone().unwrap_or_else(|| panic!()))
         );
+    }
+
+    #[test]
+    fn the_vm_cache_is_bounded_by_the_bytes_it_holds() {
+        // Each ~2 MiB compiled (4,000 schema objects), no pattern: forty of
+        // them are fewer than the cache's entries but more than its bytes.
+        let heavy = json!({"prefixItems": vec![json!({"type": "null"}); 4000]});
+        for i in 0..40 {
+            let d = declared_of(
+                &format!("heavy{i}"),
+                heavy.clone(),
+                Some(json!({"title": i})),
+            );
+            let held = CACHED_BYTES.with(std::cell::Cell::get);
+            assert!(
+                held <= MAX_CACHED_BYTES && held > 0,
+                "after {i}: {held} bytes"
+            );
+            let bytes = d.compiled.map_or(0, |c| c.heap_bytes);
+            assert!(bytes > 1 << 20, "{bytes} bytes compiled");
+        }
     }
 
     #[test]
