@@ -78,9 +78,24 @@ const MAX_REGEX_WEIGHT: u32 = 1024;
 /// million nodes, ~745 MiB and ~1 s per list; two such tools took the VM).
 /// A 64 KiB stored form holds at most ~22,000 schemas.
 pub const MAX_NODES: usize = 32 * 1024;
+/// Bytes one schema's compiled form may hold (estimated: its nodes and the
+/// values and names copied into them). Each location is compiled once, but
+/// a `$ref` into an `enum` or `const` copies the part of it it points at, so
+/// copies of nested values add up with depth: past this bound the schema
+/// cannot be checked (the twenty-first review copied one 15,000-item `enum`
+/// 850 times, +294 MB per tool).
+const MAX_COMPILED_BYTES: usize = 8 << 20;
+/// Entries of [`Schema::unsupported`] kept: one is enough to make a schema
+/// unverifiable, and the list is read for each entry `ignore_keywords`
+/// names; past it one more entry says the rest were dropped (a keyword no
+/// policy can ignore).
+const MAX_UNSUPPORTED: usize = 64;
 
-/// Why a schema past [`MAX_NODES`] cannot be checked.
-const TOO_MANY_NODES: &str = "the schema compiles to more than 32,768 nodes";
+/// Why a schema past [`MAX_NODES`] or [`MAX_COMPILED_BYTES`] cannot be checked.
+const TOO_MANY_NODES: &str =
+    "the schema compiles to more than 32,768 nodes or 8 MiB (it is not checked further)";
+/// The entry that stands for those past [`MAX_UNSUPPORTED`].
+const TOO_MANY_UNSUPPORTED: &str = "more than 64 places of the schema cannot be checked";
 
 /// A keyword this module cannot check, where it is in the schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,13 +304,22 @@ pub struct Schema {
 struct Compiler<'a> {
     doc: &'a Value,
     nodes: Vec<Node>,
-    /// Every schema object compiled so far, by its location (a JSON
-    /// pointer): inline or as a `$ref` target, a location is compiled once.
-    refs: HashMap<String, NodeId>,
-    /// Schema objects compiled (each a boxed [`Obj`]).
-    objs: usize,
+    /// Every schema object compiled so far, by its location: the address of
+    /// its value in `doc`, the same however a `$ref` spells its pointer
+    /// (`a~b` and `a~0b` name one key; keyed by the spelling, each of 850
+    /// spellings compiled the target again: twenty-first review). Inline or
+    /// as a `$ref` target, a location is compiled once.
+    refs: HashMap<usize, NodeId>,
+    /// Bytes compiled so far, estimated ([`MAX_COMPILED_BYTES`]).
+    heap: usize,
+    /// Past [`MAX_NODES`] or [`MAX_COMPILED_BYTES`]: nothing more is compiled.
+    full: bool,
     unsupported: Vec<Unsupported>,
     names: HashMap<String, Vec<String>>,
+    /// Every name in `names`, as spelt: a name is added once (2,400 case
+    /// variants of one name, each compared with the others, were
+    /// quadratic: twenty-first review F1).
+    spelt: std::collections::HashSet<String>,
     regex_weight: u32,
     /// Draft-04..07: a `$ref` replaces its siblings.
     ref_overrides: bool,
@@ -315,19 +339,16 @@ impl Schema {
             doc,
             nodes: Vec::new(),
             refs: HashMap::new(),
-            objs: 0,
+            heap: 0,
+            full: false,
             unsupported: Vec::new(),
             names: HashMap::new(),
+            spelt: std::collections::HashSet::new(),
             regex_weight: 0,
             ref_overrides: legacy,
         };
         let root = c.node(doc, String::new(), true);
-        let heap_bytes = c.nodes.len() * std::mem::size_of::<Node>()
-            + c.objs * std::mem::size_of::<Obj>()
-            + c.names
-                .iter()
-                .map(|(k, v)| k.len() * (v.len() + 1))
-                .sum::<usize>();
+        let heap_bytes = c.nodes.len() * std::mem::size_of::<Node>() + c.heap;
         Schema {
             nodes: c.nodes,
             root,
@@ -339,8 +360,7 @@ impl Schema {
     }
 
     /// Bytes its compiled nodes hold, estimated: each node, each schema
-    /// object and the names it mentions (strings and values copied from the
-    /// document are bounded by the document, which the caller counts).
+    /// object, the values and names copied into them.
     pub fn heap_bytes(&self) -> usize {
         self.heap_bytes
     }
@@ -385,30 +405,46 @@ impl<'a> Compiler<'a> {
 
     /// Remember a member name the schema mentions.
     fn name(&mut self, name: &str) {
-        let key = crate::json::fold_key(name);
-        let originals = self.names.entry(key).or_default();
-        if !originals.iter().any(|n| n == name) {
-            originals.push(name.to_owned());
+        if self.spelt.contains(name) {
+            return;
         }
+        self.spelt.insert(name.to_owned());
+        let key = crate::json::fold_key(name);
+        self.heap += 2 * name.len() + key.len() + 3 * 24;
+        self.names.entry(key).or_default().push(name.to_owned());
     }
 
     fn unsupported(&mut self, at: &str, keyword: &str, why: &'static str) {
-        self.unsupported.push(Unsupported {
+        self.unverifiable(Unsupported {
             pointer: format!("{at}/{}", escape(keyword)),
             keyword: keyword.to_owned(),
             why,
         });
     }
 
+    /// Record what cannot be checked, up to [`MAX_UNSUPPORTED`] entries.
+    fn unverifiable(&mut self, u: Unsupported) {
+        match self.unsupported.len() {
+            n if n < MAX_UNSUPPORTED => self.unsupported.push(u),
+            n if n == MAX_UNSUPPORTED => self.unsupported.push(Unsupported {
+                pointer: u.pointer,
+                keyword: String::new(),
+                why: TOO_MANY_UNSUPPORTED,
+            }),
+            _ => {}
+        }
+    }
+
     fn node(&mut self, v: &'a Value, at: String, root: bool) -> NodeId {
-        if self.nodes.len() >= MAX_NODES {
-            if !self.unsupported.iter().any(|u| u.why == TOO_MANY_NODES) {
-                self.unsupported.push(Unsupported {
-                    pointer: at,
-                    keyword: String::new(),
-                    why: TOO_MANY_NODES,
-                });
-            }
+        if !self.full && (self.nodes.len() >= MAX_NODES || self.heap > MAX_COMPILED_BYTES) {
+            self.full = true;
+            self.unverifiable(Unsupported {
+                pointer: at.clone(),
+                keyword: String::new(),
+                why: TOO_MANY_NODES,
+            });
+        }
+        if self.full {
             // Never what decides: the entry above makes the schema
             // unverifiable. One node per value met past the bound, no deeper.
             return self.push(Node::Bool(true));
@@ -418,14 +454,15 @@ impl<'a> Compiler<'a> {
             // `{}` asserts nothing: `true`, without a boxed node.
             Value::Object(o) if o.is_empty() => self.push(Node::Bool(true)),
             Value::Object(o) => {
-                if let Some(id) = self.refs.get(&at) {
+                let location = v as *const Value as usize;
+                if let Some(id) = self.refs.get(&location) {
                     return *id;
                 }
                 // Entered before it is compiled: a `$ref` inside it to
                 // itself (a cycle) closes on this id.
                 let id = self.push(Node::Pending);
-                self.refs.insert(at.clone(), id);
-                self.objs += 1;
+                self.refs.insert(location, id);
+                self.heap += std::mem::size_of::<Obj>() + 48;
                 let obj = self.obj(o, &at, root);
                 if let Some(slot) = self.nodes.get_mut(id) {
                     *slot = Node::Obj(Box::new(obj));
@@ -433,7 +470,7 @@ impl<'a> Compiler<'a> {
                 id
             }
             _ => {
-                self.unsupported.push(Unsupported {
+                self.unverifiable(Unsupported {
                     pointer: at,
                     keyword: String::new(),
                     why: "a schema must be an object or a boolean",
@@ -450,9 +487,6 @@ impl<'a> Compiler<'a> {
             return None;
         }
         let pointer = percent_decode(fragment)?;
-        if let Some(id) = self.refs.get(&pointer) {
-            return Some(*id);
-        }
         let doc = self.doc;
         let target = doc.pointer(&pointer)?;
         match target {
@@ -553,7 +587,10 @@ impl<'a> Compiler<'a> {
             Value::Array(list) if list.iter().all(Value::is_string) => list
                 .iter()
                 .filter_map(Value::as_str)
-                .map(str::to_owned)
+                .map(|t| {
+                    self.heap += t.len() + 24;
+                    t.to_owned()
+                })
                 .collect(),
             _ => {
                 self.unsupported(at, key, "expected an array of strings");
@@ -609,12 +646,14 @@ impl<'a> Compiler<'a> {
         match o.get("enum") {
             Some(Value::Array(list)) => {
                 s.enum_cost = list.iter().map(canonical_cost).sum();
+                self.heap += list.iter().map(value_heap).sum::<usize>();
                 s.enum_ = Some(list.clone());
             }
             Some(_) => self.unsupported(at, "enum", "expected an array"),
             None => {}
         }
         s.const_ = o.get("const").cloned();
+        self.heap += s.const_.as_ref().map_or(0, value_heap);
         s.const_cost = s.const_.as_ref().map_or(0, canonical_cost);
         s.minimum = self.number(o, "minimum", at);
         s.maximum = self.number(o, "maximum", at);
@@ -647,6 +686,7 @@ impl<'a> Compiler<'a> {
                     let p = format!("{at}/properties/{}", escape(name));
                     let id = self.node(sub, p, false);
                     self.name(name);
+                    self.heap += name.len() + 32;
                     s.properties.push((name.clone(), id));
                 }
                 // Looked up by binary search on every member of every visit.
@@ -689,12 +729,14 @@ impl<'a> Compiler<'a> {
                                 for n in &names {
                                     self.name(n);
                                 }
+                                self.heap += name.len() + 48;
                                 s.dependent_required.push((name.clone(), names));
                             }
                             Value::Object(_) | Value::Bool(_) if key != "dependentRequired" => {
                                 let p = format!("{at}/{key}/{}", escape(name));
                                 let id = self.node(dep, p, false);
                                 self.name(name);
+                                self.heap += name.len() + 32;
                                 s.dependent_schemas.push((name.clone(), id));
                             }
                             _ => self.unsupported(at, key, "malformed"),
@@ -1223,16 +1265,21 @@ impl<'s> Ctx<'s> {
             }
         }
         if let Some(m) = s.multiple_of {
-            // As ajv and python-jsonschema test it: the quotient is a whole
-            // number, exactly (thirteenth review L1: a tolerance let
-            // 5000000000.5 pass `multipleOf: 1`). Integers are tested exactly.
-            let whole = match (n.as_i64(), m.fract() == 0.0 && m.abs() < 9.0e15) {
-                (Some(i), true) => (i as i128) % (m as i128) == 0,
-                _ => {
-                    let q = x / m;
-                    q.is_finite() && q.fract() == 0.0
-                }
-            };
+            // In decimal, as the numbers are written: 19.99 is a multiple of
+            // 0.01 (1999 of them), as pydantic and zod read it, though
+            // 19.99 / 0.01 in binary floating point is 1998.9999999999998
+            // (twenty-first review: ordinary prices refused). Exact, no
+            // tolerance (thirteenth review L1: a tolerance let 5000000000.5
+            // pass `multipleOf: 1`). Binary division only where a number is
+            // beyond 38 digits at the common scale.
+            let whole = match (decimal(&n.to_string()), decimal(&m.to_string())) {
+                (Some(v), Some(step)) => decimal_multiple(v, step),
+                _ => None,
+            }
+            .unwrap_or_else(|| {
+                let q = x / m;
+                q.is_finite() && q.fract() == 0.0
+            });
             if !whole {
                 return self.fail(path, "multipleOf", format!("expected a multiple of {m}"));
             }
@@ -1504,6 +1551,53 @@ impl<'s> Ctx<'s> {
             },
         }
     }
+}
+
+/// A number's text (`19.99`, `-1.5e-7`, `12`) as `digits × 10^exponent`,
+/// `None` past 38 digits or when it is not a number's text.
+fn decimal(text: &str) -> Option<(u128, i32)> {
+    let text = text.strip_prefix('-').unwrap_or(text);
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.strip_prefix('+').unwrap_or(e).parse::<i32>().ok()?),
+        None => (text, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut digits: u128 = 0;
+    for b in whole.bytes().chain(fraction.bytes()) {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        digits = digits.checked_mul(10)?.checked_add(u128::from(b - b'0'))?;
+    }
+    let places = i32::try_from(fraction.len()).ok()?;
+    Some((digits, exponent.checked_sub(places)?))
+}
+
+/// Whether `value` is a whole multiple of `step` (both from [`decimal`]),
+/// scaled to a common exponent; `None` if that overflows.
+fn decimal_multiple(value: (u128, i32), step: (u128, i32)) -> Option<bool> {
+    let low = value.1.min(step.1);
+    let scaled = |(digits, exponent): (u128, i32)| {
+        let shift = u32::try_from(exponent.checked_sub(low)?).ok()?;
+        digits.checked_mul(10u128.checked_pow(shift)?)
+    };
+    let (v, s) = (scaled(value)?, scaled(step)?);
+    (s != 0).then(|| v % s == 0)
+}
+
+/// Bytes a copy of `v` holds, estimated: a `Value` each, strings and names
+/// by their length, a map's entry overhead.
+fn value_heap(v: &Value) -> usize {
+    std::mem::size_of::<Value>()
+        + match v {
+            Value::String(t) => t.len(),
+            Value::Array(items) => items.iter().map(value_heap).sum(),
+            Value::Object(members) => members
+                .iter()
+                .map(|(k, x)| k.len() + 48 + value_heap(x))
+                .sum(),
+            _ => 0,
+        }
 }
 
 /// Steps a comparison with `v` costs: its canonical bytes / 64, at least one.
@@ -1944,8 +2038,9 @@ mod tests {
         assert!(s.node_count() < 2300, "{} nodes", s.node_count());
         assert_eq!(s.validate(&json!({"q": "hi"})), Ok(()));
         assert!(s.validate(&json!({"q": 1})).is_err());
-        // The same location spelt many ways (`~` unescaped reads as `~`):
-        // past the bound the schema is unverifiable, never compiled on.
+        // The same location spelt many ways (`~` unescaped reads as `~`) is
+        // one location: compiled once (each spelling compiled it again, and
+        // copied its 15,000-item enum: twenty-first review).
         let key = "~~~~~~~~~~";
         let spellings: Vec<Value> = (0..1024u32)
             .map(|bits| {
@@ -1955,17 +2050,51 @@ mod tests {
                 json!({"$ref": format!("#/$defs/{spelt}")})
             })
             .collect();
-        let wide = json!({"allOf": vec![json!({"type": "string"}); 100]});
+        let wide = json!({"allOf": vec![json!({"type": "string"}); 100], "enum": vec![0; 15_000]});
         let s = Schema::compile(&json!({"anyOf": spellings, "$defs": {key: wide}}));
+        assert!(s.unsupported.is_empty(), "{:?}", s.unsupported.first());
+        assert!(s.node_count() < 1300, "{} nodes", s.node_count());
+        assert!(s.heap_bytes() < 2 << 20, "{} bytes", s.heap_bytes());
+        assert!(s.validate(&json!(0)).is_err());
+        // Past the node bound the schema is unverifiable, never compiled on.
+        let many = Schema::compile(&json!({"prefixItems": vec![json!({"type": "null"}); 40_000]}));
         assert!(
-            s.unsupported.iter().any(|u| u.why == TOO_MANY_NODES),
+            many.unsupported.iter().any(|u| u.why == TOO_MANY_NODES),
             "{:?}",
-            s.unsupported.first()
+            many.unsupported.first()
+        );
+        assert!(many.node_count() <= 40_001, "{} nodes", many.node_count());
+        // Copies of nested values through `$ref`s into them add up: past
+        // 8 MiB compiled the schema is unverifiable.
+        let mut nested = json!(vec!["x"; 100_000]);
+        let mut refs = Vec::new();
+        for depth in 0..12 {
+            nested = json!({"const": nested});
+            refs.push(json!({"$ref": format!("#/$defs/n{}", "/const".repeat(depth))}));
+        }
+        let copies = Schema::compile(&json!({"anyOf": refs, "$defs": {"n": nested}}));
+        assert!(
+            copies.unsupported.iter().any(|u| u.why == TOO_MANY_NODES),
+            "{:?}",
+            copies.unsupported.first()
         );
         assert!(
-            s.node_count() <= MAX_NODES + 1024,
-            "{} nodes",
-            s.node_count()
+            copies.heap_bytes() < MAX_COMPILED_BYTES + (6 << 20),
+            "{}",
+            copies.heap_bytes()
+        );
+        // What cannot be checked is listed up to 64 places, then one entry
+        // no policy can ignore says there is more.
+        let malformed: serde_json::Map<String, Value> =
+            (0..2500).map(|i| (format!("{i:x}"), json!(1))).collect();
+        let listed = Schema::compile(&json!({"dependentRequired": malformed}));
+        assert_eq!(listed.unsupported.len(), MAX_UNSUPPORTED + 1);
+        assert_eq!(
+            listed
+                .unsupported
+                .last()
+                .map(|u| (u.keyword.as_str(), u.why)),
+            Some(("", TOO_MANY_UNSUPPORTED))
         );
         // `{}` asserts nothing and costs no boxed node.
         let s = Schema::compile(&json!({"prefixItems": vec![json!({}); 1000]}));
@@ -2251,6 +2380,25 @@ mod tests {
             ("halves", json!(0.5), json!(7.5), true),
             ("float_multiple", json!(2.5), json!(7.5), true),
             ("whole_float_of_integer_step", json!(2), json!(8.0), true),
+            // In decimal, as pydantic and zod read them (binary division
+            // gives 1998.9999999999998 and 2.9999999999999996).
+            ("cents", json!(0.01), json!(19.99), true),
+            ("tenths", json!(0.1), json!(0.3), true),
+            ("negative_cents", json!(0.01), json!(-0.07), true),
+            ("a_tenth_of_a_cent_off", json!(0.01), json!(19.991), false),
+            ("exponents", json!(1e-7), json!(3e-7), true),
+            (
+                "a_large_multiple_of_a_fraction",
+                json!(0.5),
+                json!(1.5e20),
+                true,
+            ),
+            (
+                "an_integer_step_and_a_fraction",
+                json!(3),
+                json!(7.5),
+                false,
+            ),
         ];
         for (name, m, v, passes) in cases {
             let s = Schema::compile(&json!({"multipleOf": m}));

@@ -191,15 +191,11 @@ fn compile_stored(text: &str, digest: String) -> Option<ToolSchemas> {
     };
     let input = one(doc.get("i"));
     let output = one(doc.get("o"));
-    // Values and names copied out of the document (an `enum`, a `const`,
-    // property names) are bounded by it: counted as 16 bytes per byte of
-    // its text (a `serde_json::Value` per 2-byte element is ~80 bytes).
     let heap_bytes = [&input, &output]
         .into_iter()
         .flatten()
         .map(Schema::heap_bytes)
-        .sum::<usize>()
-        + text.len() * 16;
+        .sum::<usize>();
     Some(ToolSchemas {
         input,
         output,
