@@ -20,7 +20,7 @@ use crate::config::{index, keyword_list, keywords, Errors, Keyword, ObjReader};
 use crate::decide::Call;
 use crate::glob::Glob;
 use crate::identity::Caller;
-use crate::json::{canonical, integral_numbers};
+use crate::json::integral_numbers;
 use crate::jsonrpc::Target;
 use crate::policy::RuleKind;
 use crate::rule_id::RuleId;
@@ -40,8 +40,8 @@ pub enum KeyPart {
     Method,
     /// One meter for everyone the rule selects.
     Global,
-    /// The call's `arguments` in canonical JSON (absent or
-    /// `null` read as `{}`, whole-number floats as integers): the same call
+    /// The call's `arguments` as data (absent or `null` read as `{}`,
+    /// members in name order, whole-number floats as integers): the same call
     /// repeated (a runaway loop) shares one meter. Only the arguments: a
     /// `_meta` the SDK renews on every call (a progress token) would make
     /// every repetition look new.
@@ -260,7 +260,7 @@ pub fn charges(
 
 /// The meter's name: its rule, kind and key parts, each length-prefixed so
 /// that no two different keys make the same bytes. The arguments of a key go
-/// in as their canonical JSON. The table hashes it with the process's secret
+/// in as [`write_data`] writes them. The table hashes it with the process's secret
 /// (`table::digest`): one keyed hash per meter, where a SHA-256 over the same
 /// bytes was most of what counting cost a request.
 fn name(
@@ -272,45 +272,103 @@ fn name(
     call: &Call,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(96);
-    // Lengths as LEB128 (one byte below 128).
-    let mut push = |part: &[u8]| {
-        let mut n = part.len() as u64;
-        loop {
-            let low = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(low);
-                break;
-            }
-            out.push(low | 0x80);
-        }
-        out.extend_from_slice(part);
-    };
-    push(rule.as_str().as_bytes());
+    write_bytes(rule.as_str().as_bytes(), &mut out);
     // The kind of meter (and a budget's period) is part of the name: a reload
     // that turns a rate limit into a budget of the same id, or a daily budget
     // into a monthly one, starts new entries instead of reading the old
     // ones' numbers as its own.
-    push(kind.as_bytes());
+    write_bytes(kind.as_bytes(), &mut out);
     for k in key {
-        push(k.as_str().as_bytes());
+        write_bytes(k.as_str().as_bytes(), &mut out);
         match k {
-            KeyPart::Subject => push(caller.subject.as_deref().unwrap_or("").as_bytes()),
-            KeyPart::Tenant => push(caller.tenant.as_deref().unwrap_or("").as_bytes()),
-            KeyPart::Session => push(conversation.0.unwrap_or("").as_bytes()),
-            KeyPart::Tool => push(call.target.name().unwrap_or("").as_bytes()),
-            KeyPart::Method => push(call.method.as_deref().unwrap_or("").as_bytes()),
+            KeyPart::Subject => {
+                write_bytes(caller.subject.as_deref().unwrap_or("").as_bytes(), &mut out)
+            }
+            KeyPart::Tenant => {
+                write_bytes(caller.tenant.as_deref().unwrap_or("").as_bytes(), &mut out)
+            }
+            KeyPart::Session => write_bytes(conversation.0.unwrap_or("").as_bytes(), &mut out),
+            KeyPart::Tool => write_bytes(call.target.name().unwrap_or("").as_bytes(), &mut out),
+            KeyPart::Method => {
+                write_bytes(call.method.as_deref().unwrap_or("").as_bytes(), &mut out)
+            }
             KeyPart::Global => {}
-            // Whole-number doubles read as integers; arguments without a
-            // double are written as they are (no copy of a 4 KB argument).
-            KeyPart::Arguments => match call.params.get("arguments") {
-                None | Some(Value::Null) => push(b"{}"),
-                Some(a) if !crate::json::holds_double(a) => push(canonical(a).as_bytes()),
-                Some(a) => push(canonical(&integral_numbers(a)).as_bytes()),
-            },
+            KeyPart::Arguments => {
+                let empty = Value::Object(serde_json::Map::new());
+                let arguments = match call.params.get("arguments") {
+                    None | Some(Value::Null) => &empty,
+                    Some(a) => a,
+                };
+                // Self-delimiting: nothing else is needed between it and
+                // the next part.
+                write_data(arguments, &mut out);
+            }
         }
     }
     out
+}
+
+/// `v` as bytes that two values share exactly when they are the same JSON
+/// data: each value tagged, strings and numbers length-prefixed as they are
+/// (no escaping: a loop breaker over a 4 KB argument spent most of its cost
+/// writing canonical JSON), members in name order, whole-number doubles as
+/// the integer (`100.0`, `1e2` and `100` are one). Prefix-free, so values
+/// written one after another stay apart.
+fn write_data(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Null => out.push(b'n'),
+        Value::Bool(b) => out.push(if *b { b't' } else { b'f' }),
+        Value::Number(n) => {
+            let text = match integral_numbers(v) {
+                Value::Number(whole) => whole.to_string(),
+                _ => n.to_string(),
+            };
+            out.push(b'#');
+            write_bytes(text.as_bytes(), out);
+        }
+        Value::String(s) => {
+            out.push(b'"');
+            write_bytes(s.as_bytes(), out);
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            write_length(items.len(), out);
+            for item in items {
+                write_data(item, out);
+            }
+        }
+        Value::Object(members) => {
+            // serde_json's map is a B-tree (name order); sorted here so the
+            // bytes do not depend on its `preserve_order` feature.
+            let mut names: Vec<(&String, &Value)> = members.iter().collect();
+            names.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            write_length(names.len(), out);
+            for (name, item) in names {
+                write_bytes(name.as_bytes(), out);
+                write_data(item, out);
+            }
+        }
+    }
+}
+
+fn write_bytes(bytes: &[u8], out: &mut Vec<u8>) {
+    write_length(bytes.len(), out);
+    out.extend_from_slice(bytes);
+}
+
+/// LEB128 (one byte below 128).
+fn write_length(n: usize, out: &mut Vec<u8>) {
+    let mut n = n as u64;
+    loop {
+        let low = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(low);
+            return;
+        }
+        out.push(low | 0x80);
+    }
 }
 
 /// Longest refill period: a year. Longer ones are budgets, not rate limits.

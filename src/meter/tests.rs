@@ -371,3 +371,95 @@ fn the_loop_breaker_reads_only_the_arguments_as_the_server_does() {
         "a whole-number float is the integer"
     );
 }
+
+#[test]
+fn arguments_share_a_loop_meter_exactly_when_they_are_the_same_data() {
+    let Ok(meters) = compile_meters(json!({"rate_limits": [
+        {"id": "loop", "key": ["subject", "tool", "arguments", "method"], "tools": ["*"], "capacity": 3, "per_seconds": 60}
+    ]})) else {
+        panic!("compiles")
+    };
+    let ana = caller("ana", &[]);
+    let name = |arguments: Value| {
+        let params = json!({"name": "t", "arguments": arguments});
+        let msg = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
+        charges_of(&meters, &ana, None, msg)
+            .first()
+            .map(|c| c.name.clone())
+            .unwrap_or_default()
+    };
+    // (case, two arguments, one meter)
+    let cases = [
+        (
+            "members_in_another_order",
+            json!({"a": 1, "b": "x"}),
+            json!({"b": "x", "a": 1}),
+            true,
+        ),
+        (
+            "a_whole_double_is_the_integer",
+            json!({"n": [100.0, -0.0]}),
+            json!({"n": [100, 0]}),
+            true,
+        ),
+        (
+            "an_escape_is_the_character",
+            serde_json::from_str(r#"{"s":"\u0041\n"}"#).unwrap_or(Value::Null),
+            json!({"s": "A\n"}),
+            true,
+        ),
+        (
+            "a_string_is_not_the_number",
+            json!({"n": "1"}),
+            json!({"n": 1}),
+            false,
+        ),
+        (
+            "one_string_is_not_two",
+            json!({"s": ["ab"]}),
+            json!({"s": ["a", "b"]}),
+            false,
+        ),
+        (
+            "a_name_does_not_run_into_its_value",
+            json!({"ab": ""}),
+            json!({"a": "b"}),
+            false,
+        ),
+        (
+            "nesting_is_kept",
+            json!({"a": [[1], 2]}),
+            json!({"a": [[1, 2]]}),
+            false,
+        ),
+        (
+            "null_is_not_empty",
+            json!({"a": null}),
+            json!({"a": {}}),
+            false,
+        ),
+        (
+            "false_is_not_zero",
+            json!({"a": false}),
+            json!({"a": 0}),
+            false,
+        ),
+        (
+            "a_fraction_stays_a_fraction",
+            json!({"n": 1.5}),
+            json!({"n": 1}),
+            false,
+        ),
+        (
+            "the_same_text_with_a_key_after_it",
+            json!({"a": "x\u{1}"}),
+            json!({"a": "x"}),
+            false,
+        ),
+    ];
+    for (case, a, b, same) in cases {
+        let (x, y) = (name(a), name(b));
+        assert!(!x.is_empty(), "{case}");
+        assert_eq!(x == y, same, "{case}");
+    }
+}
