@@ -13,6 +13,8 @@
 #   PAYLOADS="call-4k" scripts/bench.sh    # a subset of call-109 call-4k list-50
 #   METERED=1 scripts/bench.sh             # one more row: (a) with a rate limit and the
 #                                          # loop breaker, neither tripping (issue #14)
+#   ROWS="rules metered" ROUNDS=20 ...     # only these rows (more rounds in the time of a
+#                                          # full run, where two rows' difference is small)
 #   CLI=/path/to/mcp-firewall ...          # the collector of row (c) (default target/release)
 #
 # Rows (every Envoy is envoy/envoy.yaml rendered by tests/e2e/harness.py render; only
@@ -100,6 +102,14 @@ if [[ "${METERED:-0}" == "1" ]]; then SIDES+=(metered); fi
 if [[ "${FLOW:-0}" == "1" ]]; then
   [[ -e $FLOW_WASM ]] || { echo "[bench] missing $FLOW_WASM (build it, or run without SKIP_BUILD=1)" >&2; exit 1; }
   SIDES=(baseline native noop-wasm flow-wasm "${SIDES[@]:3}")
+fi
+if [[ -n "${ROWS:-}" ]]; then
+  kept=()
+  for side in "${SIDES[@]}"; do
+    [[ " $ROWS " == *" $side "* ]] && kept+=("$side")
+  done
+  [[ ${#kept[@]} -gt 0 ]] || { echo "[bench] ROWS=\"$ROWS\" names none of: ${SIDES[*]}" >&2; exit 1; }
+  SIDES=("${kept[@]}")
 fi
 
 WORK="$(mktemp -d -t mcp-firewall-bench.XXXXXX)"
@@ -306,12 +316,14 @@ done
 echo "[bench] measured in $((SECONDS - START)) s"
 
 # One chain per audit-on worker VM; every chain must verify.
-if ! "$CLI" audit verify "$WORK/audit.ndjson" >"$WORK/verify.txt" 2>&1; then
-  echo "[bench] audit verify failed:" >&2
-  cat "$WORK/verify.txt" >&2
-  exit 1
+if [[ " ${SIDES[*]} " == *" audit "* ]]; then
+  if ! "$CLI" audit verify "$WORK/audit.ndjson" >"$WORK/verify.txt" 2>&1; then
+    echo "[bench] audit verify failed:" >&2
+    cat "$WORK/verify.txt" >&2
+    exit 1
+  fi
+  head -1 "$WORK/verify.txt" | sed 's/^/[bench] audit verify: /'
 fi
-head -1 "$WORK/verify.txt" | sed 's/^/[bench] audit verify: /'
 
 # ---- report -------------------------------------------------------------------------
 "$PY" - "$RESULTS" "$HZ" "$(stat -c %s "$WASM")" "$PAYLOADS" "${SIDES[*]}" <<'EOF'
@@ -337,11 +349,15 @@ def ratio(payload, side, other, table=rps):
     """Median over rounds of side/other within the same round."""
     return med([table[(payload, side, r)] / table[(payload, other, r)] for r in rounds])
 
+def ratio_cell(payload, side, other):
+    return f"{ratio(payload, side, other):.2f}x" if other in sides else "-"
+
 print()
 print("[bench] every round (req/s, and x native in the same round):")
 for payload in payloads:
     for side in sides:
-        cells = "  ".join(f"{rps[(payload, side, r)]:>9,.0f} ({rps[(payload, side, r)] / rps[(payload, 'native', r)]:.2f})"
+        cells = "  ".join(f"{rps[(payload, side, r)]:>9,.0f}" + (
+                          f" ({rps[(payload, side, r)] / rps[(payload, 'native', r)]:.2f})" if "native" in sides else "")
                           for r in rounds)
         print(f"[bench]   {payload:<8} {side:<9} {cells}")
 print()
@@ -357,22 +373,23 @@ for payload in payloads:
         extra = ""
         if side == "audit":
             extra = f" + collector {med([col[(payload, side, x)] for x in rounds]):.1f}"
-        print(f"| {PAYLOAD[payload]} | {LABEL[side]} | {r:,.0f} | {ratio(payload, side, 'baseline'):.2f}x "
-              f"| {ratio(payload, side, 'native'):.2f}x | {c:.1f}{extra} |")
+        print(f"| {PAYLOAD[payload]} | {LABEL[side]} | {r:,.0f} | {ratio_cell(payload, side, 'baseline')} "
+              f"| {ratio_cell(payload, side, 'native')} | {c:.1f}{extra} |")
 print()
-if "call-4k" in payloads:
+if "call-4k" in payloads and {"rules", "native"} <= set(sides):
     per = [rps[("call-4k", "rules", r)] / rps[("call-4k", "native", r)] for r in rounds]
     print(f"[bench] target: row (a), 4 KB call, >= 1.0x native: {med(per):.2f}x "
           f"(rounds {' '.join(f'{x:.2f}' for x in per)})")
-for payload in payloads:
+for payload in payloads if {"rules", "audit", "when"} <= set(sides) else []:
     per = [cpu[(payload, "audit", r)] / cpu[(payload, "rules", r)] for r in rounds]
     per_b = [cpu[(payload, "when", r)] / cpu[(payload, "rules", r)] for r in rounds]
     print(f"[bench] target: Envoy CPU per request, (c)/(a) <= 1.05x, {payload}: {med(per):.2f}x "
           f"(rounds {' '.join(f'{x:.2f}' for x in per)}); the `when` set, (b)/(a): {med(per_b):.2f}x")
-if "metered" in sides:
+if {"metered", "rules"} <= set(sides):
     for payload in payloads:
         per = [rps[(payload, "metered", r)] / rps[(payload, "rules", r)] for r in rounds]
+        per_cpu = [cpu[(payload, "metered", r)] / cpu[(payload, "rules", r)] for r in rounds]
         print(f"[bench] with a rate limit and the loop breaker, {payload}: {med(per):.3f}x (a) "
-              f"(rounds {' '.join(f'{x:.3f}' for x in per)})")
+              f"(rounds {' '.join(f'{x:.3f}' for x in per)}); Envoy CPU {med(per_cpu):.3f}x (a)")
 print(f"[bench] wasm size: {wasm_size} bytes")
 EOF

@@ -411,6 +411,54 @@ pub fn is_random_token(value: &str) -> bool {
     classes >= 3 && entropy(v) >= 3.2
 }
 
+/// Whether a second reading may differ from the text: some position holds
+/// the lead byte (and second byte) of what [`second_reading`] decodes or
+/// drops. Most text has none, and this sees every byte of every scanned
+/// string: eight bytes at a time (SWAR), a word with no `\\`, no `&` and no
+/// byte above 0x7F (every lead byte below is one of these) is skipped
+/// whole; only the words holding one are read byte by byte.
+fn may_read_otherwise(bytes: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // Non-zero iff some byte of `x` is `b` (exact as a whole, not per byte).
+    let has = |x: u64, b: u8| {
+        let v = x ^ (ONES * u64::from(b));
+        v.wrapping_sub(ONES) & !v & HIGH
+    };
+    let mut i = 0;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        if (x & HIGH) | has(x, b'\\') | has(x, b'&') != 0
+            && (i..i + 8).any(|j| starts_other_reading(bytes, j))
+        {
+            return true;
+        }
+        i += 8;
+    }
+    (i..bytes.len()).any(|j| starts_other_reading(bytes, j))
+}
+
+/// The lead bytes (and second bytes) of what [`second_reading`] decodes or
+/// drops, at `i`.
+fn starts_other_reading(bytes: &[u8], i: usize) -> bool {
+    match at(bytes, i) {
+        b'\\' => matches!(at(bytes, i + 1), b'u' | b'/'),
+        b'&' => matches!(at(bytes, i + 1), b'#' | b'a'..=b'z'),
+        0xC2 => matches!(at(bytes, i + 1), 0xA0 | 0xAD),
+        0xCD => at(bytes, i + 1) == 0x8F,
+        0xD8 => at(bytes, i + 1) == 0x9C,
+        0xE1 => matches!(at(bytes, i + 1), 0x85 | 0x9E | 0xA0),
+        0xE2 => matches!(at(bytes, i + 1), 0x80 | 0x81 | 0x88),
+        0xE3 => matches!(at(bytes, i + 1), 0x80 | 0x85),
+        0xEF => matches!(at(bytes, i + 1), 0xB8 | 0xBB | 0xBC | 0xBD | 0xBE | 0xBF),
+        0xF0 => matches!(at(bytes, i + 1), 0x9B | 0x9D),
+        0xF3 => matches!(at(bytes, i + 1), 0xA0..=0xA3),
+        _ => false,
+    }
+}
+
 /// The text as a reader decodes it, when that differs from its bytes, for a
 /// second scan: JSON escapes left in text (`\u003c`, `\/`: Go and PHP write
 /// them), HTML character references (`&lt;`, `&quot;`, `&#39;`: a fetched
@@ -426,24 +474,8 @@ pub fn is_random_token(value: &str) -> bool {
 /// `text` to redact (a dropped character has no byte of its own, so a
 /// match around it covers it).
 pub fn second_reading(text: &str) -> Option<(String, Vec<usize>)> {
-    // Most text has none of these: one pass over the bytes decides. The
-    // lead bytes (and second bytes) of what is decoded or dropped below.
     let bytes = text.as_bytes();
-    let maybe = bytes.iter().enumerate().any(|(i, b)| match b {
-        b'\\' => matches!(at(bytes, i + 1), b'u' | b'/'),
-        b'&' => matches!(at(bytes, i + 1), b'#' | b'a'..=b'z'),
-        0xC2 => matches!(at(bytes, i + 1), 0xA0 | 0xAD),
-        0xCD => at(bytes, i + 1) == 0x8F,
-        0xD8 => at(bytes, i + 1) == 0x9C,
-        0xE1 => matches!(at(bytes, i + 1), 0x85 | 0x9E | 0xA0),
-        0xE2 => matches!(at(bytes, i + 1), 0x80 | 0x81 | 0x88),
-        0xE3 => matches!(at(bytes, i + 1), 0x80 | 0x85),
-        0xEF => matches!(at(bytes, i + 1), 0xB8 | 0xBB | 0xBC | 0xBD | 0xBE | 0xBF),
-        0xF0 => matches!(at(bytes, i + 1), 0x9B | 0x9D),
-        0xF3 => matches!(at(bytes, i + 1), 0xA0..=0xA3),
-        _ => false,
-    });
-    if !maybe {
+    if !may_read_otherwise(bytes) {
         return None;
     }
     let mut out = String::with_capacity(text.len());
@@ -634,6 +666,58 @@ pub fn ceil_boundary(s: &str, mut i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_word_at_a_time_check_finds_what_the_byte_at_a_time_check_finds() {
+        let naive = |b: &[u8]| (0..b.len()).any(|i| starts_other_reading(b, i));
+        // Every lead pair of a second reading, a near miss of each, and the
+        // bytes the word test keys on alone, at every offset of buffers of
+        // every length around the word size.
+        let pairs: [&[u8]; 14] = [
+            b"\\u",
+            b"\\/",
+            b"\\x",
+            b"&#",
+            b"&a",
+            b"&A",
+            b"\xC2\xA0",
+            b"\xC2\xA9",
+            b"\xE2\x80",
+            b"\xE2\x82",
+            b"\xEF\xBC",
+            b"\xF3\xA0",
+            b"\xF3\xA4",
+            b"\xCD\x8F",
+        ];
+        for len in 0..26 {
+            for at in 0..len {
+                for pair in pairs {
+                    let mut b = vec![b'x'; len];
+                    for (k, &p) in pair.iter().enumerate() {
+                        if let Some(slot) = b.get_mut(at + k) {
+                            *slot = p;
+                        }
+                    }
+                    assert_eq!(may_read_otherwise(&b), naive(&b), "{b:?}");
+                }
+            }
+        }
+        // And random bytes, dense in the keyed ones.
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        let alphabet = [
+            b'a', b' ', b'\\', b'u', b'&', b'#', 0xC2, 0xA0, 0xE2, 0x80, 0xEF, 0xBC, 0x7F,
+        ];
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 40) as usize;
+            let b: Vec<u8> = (0..len)
+                .map(|k| alphabet[((seed >> (k % 60)) as usize + k * 7) % alphabet.len()])
+                .collect();
+            assert_eq!(may_read_otherwise(&b), naive(&b), "{b:?}");
+        }
+    }
 
     #[test]
     fn placeholder_table() {
