@@ -418,15 +418,39 @@ pub fn has_lossy_number(body: &[u8]) -> bool {
 
 /// The significant digits of a number literal: no sign, point or exponent,
 /// no leading or trailing zeros.
-fn significant_digits(literal: &str) -> String {
-    let mantissa = literal.split(['e', 'E']).next().unwrap_or_default();
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    digits
-        .trim_start_matches('0')
-        .trim_end_matches('0')
-        .to_owned()
+/// A number literal's value as its significant digits and the power of ten
+/// of the last one (`12.50` is `("125", -1)`, `0` is `("", 0)`); `None`
+/// when it is not a number's text.
+fn decimal_value(literal: &str) -> Option<(String, i64)> {
+    let literal = literal.strip_prefix('-').unwrap_or(literal);
+    let (mantissa, exponent) = match literal.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.strip_prefix('+').unwrap_or(e).parse::<i64>().ok()?),
+        None => (literal, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits: String = whole.chars().chain(fraction.chars()).collect();
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let digits = digits.trim_start_matches('0');
+    let kept = digits.trim_end_matches('0');
+    if kept.is_empty() {
+        return Some((String::new(), 0));
+    }
+    let places = i64::try_from(fraction.len()).ok()?;
+    let zeros = i64::try_from(digits.len() - kept.len()).ok()?;
+    Some((
+        kept.to_owned(),
+        exponent.checked_sub(places)?.checked_add(zeros)?,
+    ))
 }
 
+/// Whether the literal says something the double it parses to does not: its
+/// value differs from the double's shortest round-trip form (more digits,
+/// `0.1000000000000000055511151231257827`, or other digits of as many,
+/// `9007199254740995.0`, which reads as ...996: a server reading decimals
+/// exactly would check another number than the filter did; twenty-second
+/// review).
 fn number_is_lossy(literal: &str) -> bool {
     let integral = !literal.contains(['.', 'e', 'E']);
     if integral && (literal.parse::<i64>().is_ok() || literal.parse::<u64>().is_ok()) {
@@ -434,9 +458,10 @@ fn number_is_lossy(literal: &str) -> bool {
     }
     match literal.parse::<f64>() {
         // Rust prints a double in its shortest round-trip form.
-        Ok(f) if f.is_finite() => {
-            significant_digits(literal).len() > significant_digits(&format!("{f:e}")).len()
-        }
+        Ok(f) if f.is_finite() => match decimal_value(literal) {
+            Some(v) => decimal_value(&format!("{f:e}")).as_ref() != Some(&v),
+            None => true,
+        },
         _ => true,
     }
 }
@@ -683,6 +708,34 @@ mod tests {
                 false,
             ),
             ("huge_exponent", r#"{"a":1e400}"#, true),
+            // As many digits as the double, other digits: the double is
+            // another number (twenty-second review).
+            (
+                "an_odd_integer_past_2_53",
+                r#"{"a":9007199254740995.0}"#,
+                true,
+            ),
+            (
+                "the_next_seventeen_digit_decimal",
+                r#"{"a":0.30000000000000005}"#,
+                true,
+            ),
+            (
+                "an_even_integer_past_2_53",
+                r#"{"a":9007199254740996.0}"#,
+                false,
+            ),
+            (
+                "an_exponent_written_out",
+                r#"{"a":125e-1,"b":-0.0,"c":0e5}"#,
+                false,
+            ),
+            (
+                "trailing_zeros_of_an_integer",
+                r#"{"a":1.5e20,"b":150000000000000000000.0}"#,
+                false,
+            ),
+            ("underflow_to_zero", r#"{"a":1e-400}"#, true),
         ] {
             assert_eq!(has_lossy_number(body.as_bytes()), want, "{name}");
         }

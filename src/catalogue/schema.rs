@@ -416,7 +416,7 @@ impl<'a> Compiler<'a> {
 
     fn unsupported(&mut self, at: &str, keyword: &str, why: &'static str) {
         self.unverifiable(Unsupported {
-            pointer: format!("{at}/{}", escape(keyword)),
+            pointer: location(at, &[keyword]),
             keyword: keyword.to_owned(),
             why,
         });
@@ -424,6 +424,7 @@ impl<'a> Compiler<'a> {
 
     /// Record what cannot be checked, up to [`MAX_UNSUPPORTED`] entries.
     fn unverifiable(&mut self, u: Unsupported) {
+        self.heap += u.pointer.len() + u.keyword.len() + 64;
         match self.unsupported.len() {
             n if n < MAX_UNSUPPORTED => self.unsupported.push(u),
             n if n == MAX_UNSUPPORTED => self.unsupported.push(Unsupported {
@@ -492,7 +493,7 @@ impl<'a> Compiler<'a> {
         match target {
             Value::Bool(_) | Value::Object(_) => {
                 let root = pointer.is_empty();
-                Some(self.node(target, pointer, root))
+                Some(self.node(target, location(&pointer, &[]), root))
             }
             _ => {
                 self.unsupported(at, "$ref", "it points at something that is not a schema");
@@ -503,7 +504,7 @@ impl<'a> Compiler<'a> {
 
     fn sub(&mut self, o: &'a Map<String, Value>, key: &str, at: &str) -> Option<NodeId> {
         let v = o.get(key)?;
-        Some(self.node(v, format!("{at}/{}", escape(key)), false))
+        Some(self.node(v, location(at, &[key]), false))
     }
 
     fn subs(&mut self, o: &'a Map<String, Value>, key: &str, at: &str) -> Vec<NodeId> {
@@ -512,7 +513,7 @@ impl<'a> Compiler<'a> {
             Some(Value::Array(list)) if !list.is_empty() => list
                 .iter()
                 .enumerate()
-                .map(|(i, v)| self.node(v, format!("{at}/{key}/{i}"), false))
+                .map(|(i, v)| self.node(v, location(at, &[key, &i.to_string()]), false))
                 .collect(),
             Some(_) => {
                 self.unsupported(at, key, "expected a non-empty array of schemas");
@@ -683,7 +684,7 @@ impl<'a> Compiler<'a> {
         match o.get("properties") {
             Some(Value::Object(props)) => {
                 for (name, sub) in props {
-                    let p = format!("{at}/properties/{}", escape(name));
+                    let p = location(at, &["properties", name]);
                     let id = self.node(sub, p, false);
                     self.name(name);
                     self.heap += name.len() + 32;
@@ -705,7 +706,7 @@ impl<'a> Compiler<'a> {
         match o.get("patternProperties") {
             Some(Value::Object(props)) => {
                 for (pattern, sub) in props {
-                    let p = format!("{at}/patternProperties/{}", escape(pattern));
+                    let p = location(at, &["patternProperties", pattern]);
                     if let Some((re, weight)) = self.regex(pattern, at, "patternProperties") {
                         let id = self.node(sub, p, false);
                         s.pattern_properties.push((re, weight, id));
@@ -733,7 +734,7 @@ impl<'a> Compiler<'a> {
                                 s.dependent_required.push((name.clone(), names));
                             }
                             Value::Object(_) | Value::Bool(_) if key != "dependentRequired" => {
-                                let p = format!("{at}/{key}/{}", escape(name));
+                                let p = location(at, &[key, name]);
                                 let id = self.node(dep, p, false);
                                 self.name(name);
                                 self.heap += name.len() + 32;
@@ -799,6 +800,44 @@ fn pointer(path: &[Seg<'_>]) -> String {
         }
     }
     out
+}
+
+/// Bytes of a location kept while compiling ([`location`]).
+const MAX_LOCATION: usize = 256;
+
+/// Where a part of the schema is, for what cannot be checked: `at` and the
+/// escaped `segments` as a JSON pointer, cut at [`MAX_LOCATION`] bytes and
+/// then ending in `…`. Every child's location is built from its parent's,
+/// so uncut they cost the schema's size squared: one 32,000-byte name held
+/// a list's compile 2.5 s, and 65 such locations kept per schema filled a
+/// VM (twenty-second review).
+fn location(at: &str, segments: &[&str]) -> String {
+    let mut out = String::with_capacity(MAX_LOCATION + 8);
+    out.push_str(prefix(at, MAX_LOCATION + 1));
+    for seg in segments {
+        if out.len() > MAX_LOCATION {
+            break;
+        }
+        out.push('/');
+        // A segment is escaped only as far as it can be kept.
+        let room = (MAX_LOCATION + 1).saturating_sub(out.len());
+        out.push_str(&escape(prefix(seg, room)));
+    }
+    if out.len() > MAX_LOCATION {
+        let kept = prefix(&out, MAX_LOCATION).len();
+        out.truncate(kept);
+        out.push('…');
+    }
+    out
+}
+
+/// The longest prefix of `s` of at most `n` bytes that ends on a character.
+fn prefix(s: &str, n: usize) -> &str {
+    let mut end = n.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
 }
 
 /// RFC 6901: `~` is `~0`, `/` is `~1`.
@@ -2099,6 +2138,32 @@ mod tests {
         // `{}` asserts nothing and costs no boxed node.
         let s = Schema::compile(&json!({"prefixItems": vec![json!({}); 1000]}));
         assert!(s.heap_bytes() < 1000 * std::mem::size_of::<Obj>());
+    }
+
+    #[test]
+    fn locations_are_cut_and_what_is_kept_is_counted() {
+        // A 32,000-byte name made every child's location 64 KB: building them
+        // was the schema's size squared, and keeping 65 of them per schema
+        // filled a VM (twenty-second review).
+        let name = "~".repeat(32_000);
+        let s = Schema::compile(&json!({"properties": {name: {"allOf": vec![json!(1); 2000]}}}));
+        assert_eq!(s.unsupported.len(), MAX_UNSUPPORTED + 1);
+        for u in &s.unsupported {
+            assert!(u.pointer.len() <= MAX_LOCATION + 3, "{}", u.pointer.len());
+        }
+        assert!(
+            s.unsupported.first().is_some_and(
+                |u| u.pointer.starts_with("/properties/~0~0") && u.pointer.ends_with('…')
+            ),
+            "{:?}",
+            s.unsupported.first().map(|u| u.pointer.get(..40))
+        );
+        // Short locations are whole JSON pointers.
+        assert_eq!(
+            location("/a", &["properties", "x/y~z"]),
+            "/a/properties/x~1y~0z"
+        );
+        assert_eq!(location("", &[]), "");
     }
 
     #[test]
