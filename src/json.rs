@@ -416,12 +416,10 @@ pub fn has_lossy_number(body: &[u8]) -> bool {
     false
 }
 
-/// The significant digits of a number literal: no sign, point or exponent,
-/// no leading or trailing zeros.
 /// A number literal's value as its significant digits and the power of ten
 /// of the last one (`12.50` is `("125", -1)`, `0` is `("", 0)`); `None`
 /// when it is not a number's text.
-fn decimal_value(literal: &str) -> Option<(String, i64)> {
+pub(crate) fn decimal_value(literal: &str) -> Option<(String, i64)> {
     let literal = literal.strip_prefix('-').unwrap_or(literal);
     let (mantissa, exponent) = match literal.split_once(['e', 'E']) {
         Some((m, e)) => (m, e.strip_prefix('+').unwrap_or(e).parse::<i64>().ok()?),

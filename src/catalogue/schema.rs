@@ -1607,21 +1607,12 @@ impl<'s> Ctx<'s> {
 /// A number's text (`19.99`, `-1.5e-7`, `12`) as `digits × 10^exponent`,
 /// `None` past 38 digits or when it is not a number's text.
 fn decimal(text: &str) -> Option<(u128, i32)> {
-    let text = text.strip_prefix('-').unwrap_or(text);
-    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
-        Some((m, e)) => (m, e.strip_prefix('+').unwrap_or(e).parse::<i32>().ok()?),
-        None => (text, 0),
+    let (digits, exponent) = crate::json::decimal_value(text)?;
+    let digits = match digits.is_empty() {
+        true => 0,
+        false => digits.parse::<u128>().ok()?,
     };
-    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let mut digits: u128 = 0;
-    for b in whole.bytes().chain(fraction.bytes()) {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        digits = digits.checked_mul(10)?.checked_add(u128::from(b - b'0'))?;
-    }
-    let places = i32::try_from(fraction.len()).ok()?;
-    Some((digits, exponent.checked_sub(places)?))
+    Some((digits, i32::try_from(exponent).ok()?))
 }
 
 /// Whether `value` is a whole multiple of `step` (both from [`decimal`]),

@@ -138,6 +138,15 @@ fn charges_of(
     out
 }
 
+/// The name of the first meter a `tools/call` with `params` consumes.
+fn first_meter_name(meters: &MeterPolicy, who: &Caller, params: Value) -> Vec<u8> {
+    let msg = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
+    charges_of(meters, who, None, msg)
+        .first()
+        .map(|c| c.name.clone())
+        .unwrap_or_default()
+}
+
 fn call(tool: &str, args: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": args}})
 }
@@ -335,13 +344,7 @@ fn the_loop_breaker_reads_only_the_arguments_as_the_server_does() {
         panic!("compiles")
     };
     let ana = caller("ana", &[]);
-    let digest = |params: Value| {
-        let msg = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
-        charges_of(&meters, &ana, None, msg)
-            .first()
-            .map(|c| c.name.clone())
-            .unwrap_or_default()
-    };
+    let digest = |params: Value| first_meter_name(&meters, &ana, params);
     // (name, params, same loop key as `{"name": "t", "arguments": {}}`)
     let cases = [
         ("absent_arguments", json!({"name": "t"}), true),
@@ -381,12 +384,7 @@ fn arguments_share_a_loop_meter_exactly_when_they_are_the_same_data() {
     };
     let ana = caller("ana", &[]);
     let name = |arguments: Value| {
-        let params = json!({"name": "t", "arguments": arguments});
-        let msg = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
-        charges_of(&meters, &ana, None, msg)
-            .first()
-            .map(|c| c.name.clone())
-            .unwrap_or_default()
+        first_meter_name(&meters, &ana, json!({"name": "t", "arguments": arguments}))
     };
     // (case, two arguments, one meter)
     let cases = [
