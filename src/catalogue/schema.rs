@@ -70,13 +70,13 @@ const REGEX_CLASSES: [usize; 5] = [1024, 4096, 16 * 1024, 64 * 1024, REGEX_SIZE_
 /// compiling 1,700 of ~200 KiB took 0.75 s per list and per call: the
 /// nineteenth). 1 MiB of programs at most.
 const MAX_REGEX_WEIGHT: u32 = 1024;
-/// Nodes one schema may compile to. Each document location is compiled once
-/// (a `$ref` to it, or into it, reuses the node), but a location can be
-/// spelt several ways in a `$ref` (`a~b` and `a~0b` are one key), so the
-/// count is bounded too: past it the schema cannot be checked (twentieth
-/// review H2: references into one nested subtree compiled it 100 times, 1.57
-/// million nodes, ~745 MiB and ~1 s per list; two such tools took the VM).
-/// A 64 KiB stored form holds at most ~22,000 schemas.
+/// Nodes one schema may compile to: past it the schema cannot be checked.
+/// Each document location is compiled once (a `$ref` to it, or into it,
+/// reuses the node), so a 64 KiB stored form, which holds at most ~22,000
+/// schemas, stays below it; the bound holds whatever else goes wrong
+/// (twentieth review H2: before locations were remembered, references into
+/// one nested subtree compiled it 100 times, 1.57 million nodes, ~745 MiB
+/// and ~1 s per list; two such tools took the VM).
 pub const MAX_NODES: usize = 32 * 1024;
 /// Bytes one schema's compiled form may hold (estimated: its nodes and the
 /// values and names copied into them). Each location is compiled once, but
