@@ -227,14 +227,7 @@ pub fn saved_list(path: &Path) -> Result<SavedList, String> {
             .collect(),
         schemas: named
             .iter()
-            .map(|(n, t)| {
-                use mcp_firewall::catalogue::schemas::{declared, Known};
-                let known = match declared(n, t).compiled {
-                    Some(c) => Known::Declared(c),
-                    None => Known::TooLarge,
-                };
-                (n.clone(), known)
-            })
+            .map(|(n, t)| (n.clone(), mcp_firewall::catalogue::schemas::known(t)))
             .collect(),
     })
 }

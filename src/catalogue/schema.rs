@@ -490,6 +490,14 @@ impl<'a> Compiler<'a> {
         let pointer = percent_decode(fragment)?;
         let doc = self.doc;
         let target = doc.pointer(&pointer)?;
+        if points_into_data(doc, &pointer) {
+            self.unsupported(
+                at,
+                "$ref",
+                "it points into an enum or const value, not a schema",
+            );
+            return Some(self.push(Node::Bool(true)));
+        }
         match target {
             Value::Bool(_) | Value::Object(_) => {
                 let root = pointer.is_empty();
@@ -802,16 +810,65 @@ enum Seg<'v> {
     Index(usize),
 }
 
+/// The instance pointer of `path`, cut as [`location`] cuts: a refusal
+/// shows at most 256 bytes of it, and writing it whole copied every key on
+/// the path (a 4 MB member name, its pointer written on each of 8,000
+/// failures under `not`, held a call 12.6 s: twenty-third review).
 fn pointer(path: &[Seg<'_>]) -> String {
     let mut out = String::new();
     for seg in path {
-        out.push('/');
-        match seg {
-            Seg::Key(k) => out.push_str(&escape(k)),
-            Seg::Index(i) => out.push_str(&i.to_string()),
+        if out.len() > MAX_LOCATION {
+            break;
         }
+        let index;
+        let segment = match seg {
+            Seg::Key(k) => *k,
+            Seg::Index(i) => {
+                index = i.to_string();
+                index.as_str()
+            }
+        };
+        out = location(&out, &[segment]);
     }
     out
+}
+
+/// Whether `pointer` leads through the `enum` or `const` value of a schema
+/// object: data, not a schema. Each such value is copied once, into the
+/// schema it belongs to; compiled as a schema too, every value nested in it
+/// was copied again per level (a 28-deep nest of 9,600-item enums, one
+/// `$ref` per level: ~4 MB per schema, and a list of 125 such tools took a
+/// VM: twenty-third review). Tokens are read as `serde_json` reads them.
+fn points_into_data(doc: &Value, pointer: &str) -> bool {
+    /// What the next token names.
+    enum Next {
+        /// A keyword of a schema object.
+        Keyword,
+        /// A member name or an index: the value is a schema.
+        Member,
+    }
+    let mut next = Next::Keyword;
+    let mut at = Some(doc);
+    for token in pointer.split('/').skip(1) {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        let value = at.and_then(|v| match v {
+            Value::Object(o) => o.get(&token),
+            Value::Array(a) => token.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => None,
+        });
+        next = match next {
+            Next::Member => Next::Keyword,
+            Next::Keyword => match token.as_str() {
+                "enum" | "const" => return true,
+                "properties" | "patternProperties" | "$defs" | "definitions"
+                | "dependentSchemas" | "dependencies" => Next::Member,
+                _ if value.is_some_and(Value::is_array) => Next::Member,
+                _ => Next::Keyword,
+            },
+        };
+        at = value;
+    }
+    false
 }
 
 /// Bytes of a location kept while compiling ([`location`]).
@@ -966,16 +1023,22 @@ struct Ctx<'s> {
 const MAX_TOUCHED_BYTES: u64 = 64 << 20;
 
 impl<'s> Ctx<'s> {
-    /// A violation at `path`. Writing its pointer copies every key on the
-    /// path, and a failure under `anyOf`/`not`/`if` may be thrown away for
-    /// the next branch: charged by those bytes (a 900 KB key failed 41,000
-    /// times held a worker 13.7 s: seventeenth review H1).
+    /// A violation at `path`, as [`Ctx::violation`] writes it.
     fn fail(
         &mut self,
         path: &[Seg<'_>],
         keyword: &'static str,
         message: String,
     ) -> Result<(), Violation> {
+        Err(self.violation(path, keyword, message))
+    }
+
+    /// A violation at `path`. Writing its pointer reads the path, and a
+    /// failure under `anyOf`/`not`/`if` may be thrown away for the next
+    /// branch: charged by the path's bytes (a 900 KB key failed 41,000
+    /// times held a worker 13.7 s: seventeenth review H1); past the budget
+    /// the violation is the check's being too costly.
+    fn violation(&mut self, path: &[Seg<'_>], keyword: &'static str, message: String) -> Violation {
         let bytes: usize = path
             .iter()
             .map(|seg| match seg {
@@ -987,13 +1050,13 @@ impl<'s> Ctx<'s> {
             .steps
             .saturating_add(u32::try_from(bytes / 64 + 1).unwrap_or(u32::MAX));
         if self.steps > MAX_STEPS {
-            return self.too_costly(path);
+            return self.costly();
         }
-        Err(Violation {
+        Violation {
             pointer: pointer(path),
             keyword,
             message,
-        })
+        }
     }
 
     /// Refuse, before anything else, a member anywhere in the instance that
@@ -1104,13 +1167,17 @@ impl<'s> Ctx<'s> {
     /// Over the budget: reported at the arguments (or result) as a whole,
     /// without writing the path that led there.
     fn too_costly(&self, _path: &[Seg<'_>]) -> Result<(), Violation> {
-        Err(Violation {
+        Err(self.costly())
+    }
+
+    fn costly(&self) -> Violation {
+        Violation {
             pointer: String::new(),
             keyword: "$schema",
             message: format!(
                 "too costly to check (more than {MAX_STEPS} steps, {MAX_REGEX_WORK} units of pattern matching, 64 MiB of values visited or {MAX_DEPTH} nested schemas)"
             ),
-        })
+        }
     }
 
     fn check<'v>(
@@ -1260,20 +1327,24 @@ impl<'s> Ctx<'s> {
     /// below this value (it says where the instance went wrong), else one
     /// line for the combinator.
     fn alternatives(
-        &self,
+        &mut self,
         path: &[Seg<'_>],
         keyword: &'static str,
         deepest: Option<Violation>,
     ) -> Violation {
-        let here = pointer(path);
+        // Deeper: more segments than this value's path (each segment starts
+        // with `/`, a `/` inside a name is written `~1`).
+        let below = |e: &Violation| e.pointer.bytes().filter(|b| *b == b'/').count() > path.len();
         match deepest {
             Some(e) if e.keyword == "$schema" => e,
-            Some(e) if e.pointer.len() > here.len() => e,
-            _ => Violation {
-                pointer: here,
+            Some(e) if below(&e) => e,
+            // Written (and charged) as any failure: a chain of `anyOf`s
+            // wrote it once per level, uncharged (twenty-third review).
+            _ => self.violation(
+                path,
                 keyword,
-                message: format!("matches none of the {keyword} alternatives"),
-            },
+                format!("matches none of the {keyword} alternatives"),
+            ),
         }
     }
 
@@ -1284,28 +1355,31 @@ impl<'s> Ctx<'s> {
         path: &[Seg<'_>],
     ) -> Result<(), Violation> {
         let Some(x) = n.as_f64() else { return Ok(()) };
+        use std::cmp::Ordering::{Greater, Less};
+        // Each bound as the number compares with it (`None`: no bound).
+        let vs = |bound: Option<f64>| bound.map(|b| compare(n, b));
         let checks: [(Option<f64>, bool, &'static str, &str); 4] = [
             (
                 s.minimum,
-                x >= s.minimum.unwrap_or(f64::NEG_INFINITY),
+                vs(s.minimum) != Some(Some(Less)),
                 "minimum",
                 "at least",
             ),
             (
                 s.maximum,
-                x <= s.maximum.unwrap_or(f64::INFINITY),
+                vs(s.maximum) != Some(Some(Greater)),
                 "maximum",
                 "at most",
             ),
             (
                 s.exclusive_minimum,
-                x > s.exclusive_minimum.unwrap_or(f64::NEG_INFINITY),
+                s.exclusive_minimum.is_none() || vs(s.exclusive_minimum) == Some(Some(Greater)),
                 "exclusiveMinimum",
                 "above",
             ),
             (
                 s.exclusive_maximum,
-                x < s.exclusive_maximum.unwrap_or(f64::INFINITY),
+                s.exclusive_maximum.is_none() || vs(s.exclusive_maximum) == Some(Some(Less)),
                 "exclusiveMaximum",
                 "below",
             ),
@@ -1548,11 +1622,13 @@ impl<'s> Ctx<'s> {
             if let Err(e) = checked {
                 return Err(match e.keyword {
                     "$schema" => e,
-                    _ => Violation {
-                        pointer: pointer(path),
-                        keyword: "propertyNames",
-                        message: format!("member name does not match propertyNames: {}", e.message),
-                    },
+                    // Charged as any failure (under `not` it is thrown away
+                    // and the next is written: twenty-third review H1).
+                    _ => self.violation(
+                        path,
+                        "propertyNames",
+                        format!("member name does not match propertyNames: {}", e.message),
+                    ),
                 });
             }
         }
@@ -1602,6 +1678,38 @@ impl<'s> Ctx<'s> {
             },
         }
     }
+}
+
+/// `n` against a bound, exactly: an integer past 2^53 is not rounded to a
+/// double first (9007199254740993 is above `maximum: 9007199254740992` as a
+/// server reading integers reads it; as doubles they were equal, and the
+/// call passed: twenty-third review).
+fn compare(n: &serde_json::Number, bound: f64) -> Option<std::cmp::Ordering> {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    let Some(i) = n
+        .as_i64()
+        .map(i128::from)
+        .or_else(|| n.as_u64().map(i128::from))
+    else {
+        return n.as_f64()?.partial_cmp(&bound);
+    };
+    if bound.is_nan() {
+        return None;
+    }
+    // Every integer held here is below 2^64 in size.
+    if bound >= 1e30 {
+        return Some(Less);
+    }
+    if bound <= -1e30 {
+        return Some(Greater);
+    }
+    let floor = bound.floor();
+    // Exact: a whole double below 1e30 in size is an i128.
+    let whole = floor as i128;
+    Some(match i.cmp(&whole) {
+        Equal if floor < bound => Less,
+        other => other,
+    })
 }
 
 /// A number's text (`19.99`, `-1.5e-7`, `12`) as `digits × 10^exponent`,
@@ -2106,24 +2214,42 @@ mod tests {
             many.unsupported.first()
         );
         assert!(many.node_count() <= 40_001, "{} nodes", many.node_count());
-        // Copies of nested values through `$ref`s into them add up: past
-        // 8 MiB compiled the schema is unverifiable.
+        // A `$ref` into an `enum` or `const` points at data: compiled as a
+        // schema, the values nested in it were copied again per level.
         let mut nested = json!(vec!["x"; 100_000]);
         let mut refs = Vec::new();
         for depth in 0..12 {
             nested = json!({"const": nested});
             refs.push(json!({"$ref": format!("#/$defs/n{}", "/const".repeat(depth))}));
         }
-        let copies = Schema::compile(&json!({"anyOf": refs, "$defs": {"n": nested}}));
+        refs.push(json!({"$ref": "#/$defs/e/enum/0"}));
+        let copies = Schema::compile(&json!({
+            "anyOf": refs,
+            "$defs": {"n": nested, "e": {"enum": [{"type": "string"}]}, "enum": {"type": "null"}},
+            "properties": {"const": {"$ref": "#/$defs/enum"}}
+        }));
+        let into_data = copies
+            .unsupported
+            .iter()
+            .filter(|u| u.why.contains("into an enum or const"))
+            .count();
+        assert_eq!(into_data, 12, "{:?}", copies.unsupported);
+        assert!(copies.heap_bytes() < 4 << 20, "{}", copies.heap_bytes());
+        // Past 8 MiB compiled (here: large values in many places) the
+        // schema is unverifiable.
+        let places: serde_json::Map<String, Value> = (0..12)
+            .map(|i| (format!("p{i}"), json!({"const": vec!["x"; 100_000]})))
+            .collect();
+        let heavy = Schema::compile(&json!({"properties": places}));
         assert!(
-            copies.unsupported.iter().any(|u| u.why == TOO_MANY_NODES),
+            heavy.unsupported.iter().any(|u| u.why == TOO_MANY_NODES),
             "{:?}",
-            copies.unsupported.first()
+            heavy.unsupported.first()
         );
         assert!(
-            copies.heap_bytes() < MAX_COMPILED_BYTES + (6 << 20),
+            heavy.heap_bytes() < MAX_COMPILED_BYTES + (6 << 20),
             "{}",
-            copies.heap_bytes()
+            heavy.heap_bytes()
         );
         // What cannot be checked is listed up to 64 places, then one entry
         // no policy can ignore says there is more.
@@ -2229,6 +2355,47 @@ mod tests {
             .collect();
         let e = lookups
             .validate(&json!({"rows": vec![Value::Object(row); 85]}))
+            .err()
+            .map(|v| v.keyword);
+        assert_eq!(e, Some("$schema"));
+        // Violations rewritten on the way up (a `propertyNames` failure
+        // under `not`, a chain of one-branch `anyOf`s) are charged as any
+        // failure by the path's bytes: under a 1 MB member name they were
+        // written uncharged, 8,192 and 56 times, and the call passed after
+        // seconds (twenty-third review).
+        let mut defs = serde_json::Map::new();
+        defs.insert("P".into(), json!({"not": {"propertyNames": false}}));
+        defs.insert("A0".into(), json!({"type": "string"}));
+        for i in 1..57 {
+            defs.insert(
+                format!("A{i}"),
+                json!({"anyOf": [{"$ref": format!("#/$defs/A{}", i - 1)}]}),
+            );
+        }
+        defs.insert("Q".into(), json!({"not": {"$ref": "#/$defs/A56"}}));
+        defs.insert(
+            "N0".into(),
+            json!({"allOf": [{"$ref": "#/$defs/P"}, {"$ref": "#/$defs/Q"}]}),
+        );
+        for i in 1..13 {
+            let below = format!("#/$defs/N{}", i - 1);
+            defs.insert(
+                format!("N{i}"),
+                json!({"allOf": [{"$ref": below}, {"$ref": below}]}),
+            );
+        }
+        let rewritten = Schema::compile(&json!({
+            "type": "object", "additionalProperties": {"$ref": "#/$defs/N12"}, "$defs": defs
+        }));
+        assert!(
+            rewritten.unsupported.is_empty(),
+            "{:?}",
+            rewritten.unsupported
+        );
+        let mut long = serde_json::Map::new();
+        long.insert("k".repeat(1_000_000), json!({"a": 1}));
+        let e = rewritten
+            .validate(&Value::Object(long))
             .err()
             .map(|v| v.keyword);
         assert_eq!(e, Some("$schema"));
@@ -2439,6 +2606,81 @@ mod tests {
         assert!(Schema::compile(&json!({"properties": fifty}))
             .unsupported
             .is_empty());
+    }
+
+    #[test]
+    fn integer_bounds_are_compared_exactly() {
+        // (case, bound keyword, bound, value, passes): as doubles the two
+        // sides of the first cases are one number.
+        let cases = [
+            (
+                "one_past_a_maximum_of_2_53",
+                "maximum",
+                json!(9007199254740992_u64),
+                json!(9007199254740993_u64),
+                false,
+            ),
+            (
+                "a_maximum_of_2_53_itself",
+                "maximum",
+                json!(9007199254740992_u64),
+                json!(9007199254740992_u64),
+                true,
+            ),
+            (
+                "one_below_a_minimum",
+                "minimum",
+                json!(-9007199254740992_i64),
+                json!(-9007199254740993_i64),
+                false,
+            ),
+            (
+                "the_largest_u64_below_2_64",
+                "exclusiveMaximum",
+                json!(18446744073709551616.0_f64),
+                json!(u64::MAX),
+                true,
+            ),
+            (
+                "an_integer_against_a_fraction",
+                "maximum",
+                json!(2.5),
+                json!(3),
+                false,
+            ),
+            (
+                "an_integer_below_a_fraction",
+                "exclusiveMaximum",
+                json!(2.5),
+                json!(2),
+                true,
+            ),
+            (
+                "an_integer_above_a_fractional_minimum",
+                "exclusiveMinimum",
+                json!(-2.5),
+                json!(-2),
+                true,
+            ),
+            (
+                "equal_is_not_above",
+                "exclusiveMinimum",
+                json!(7),
+                json!(7),
+                false,
+            ),
+            (
+                "a_double_as_before",
+                "maximum",
+                json!(1.5),
+                json!(1.25),
+                true,
+            ),
+        ];
+        for (case, keyword, bound, value, passes) in cases {
+            let s = Schema::compile(&json!({ keyword: bound }));
+            assert_eq!(s.validate(&value).is_ok(), passes, "{case}");
+        }
     }
 
     #[test]

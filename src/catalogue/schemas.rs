@@ -100,8 +100,12 @@ impl SchemaPolicy {
 
     /// The unsupported keywords of `schema` the policy does not ignore.
     pub fn unverifiable<'s>(&self, schema: &'s Schema) -> Option<&'s Unsupported> {
-        schema
-            .unsupported
+        self.first_unchecked(&schema.unsupported)
+    }
+
+    /// The first of `places` that `ignore_keywords` does not name.
+    pub fn first_unchecked<'u>(&self, places: &'u [Unsupported]) -> Option<&'u Unsupported> {
+        places
             .iter()
             .find(|u| !self.ignore_keywords.contains(&u.keyword))
     }
@@ -260,13 +264,32 @@ pub fn compiled(digest: &str, text: impl FnOnce() -> Option<String>) -> Option<R
     Some(fresh)
 }
 
-/// One listed tool's schemas: what to store and the compiled form.
+/// One listed tool's schemas: what to store, and what their compiled forms
+/// cannot check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Declared {
     pub tool: String,
     /// `None`: larger than [`MAX_STORED_BYTES`].
     pub stored: Option<(String, String)>,
-    pub compiled: Option<Rc<ToolSchemas>>,
+    /// The places the input and output schemas cannot check (`None` with
+    /// `stored`). Not the compiled forms themselves: a list's tools were
+    /// all held at once until the list was remembered, and 125 tools of
+    /// ~4 MiB compiled each took a VM (twenty-third review); each stays in
+    /// the VM's cache, which is bounded, for the calls.
+    pub unsupported: Option<Vec<Unsupported>>,
+}
+
+/// One `tools/list` entry's schemas, compiled (through the cache): what a
+/// call of it is checked against (the CLI reads a saved list with it).
+pub fn known(entry: &Map<String, Value>) -> Known {
+    let text = stored_form(entry);
+    if text.len() > MAX_STORED_BYTES {
+        return Known::TooLarge;
+    }
+    match compiled(&sha256_hex(text.as_bytes()), || Some(text.clone())) {
+        Some(c) => Known::Declared(c),
+        None => Known::Unavailable,
+    }
 }
 
 /// Read one `tools/list` entry (compiled through the VM's cache).
@@ -276,15 +299,21 @@ pub fn declared(tool: &str, entry: &Map<String, Value>) -> Declared {
         return Declared {
             tool: tool.to_owned(),
             stored: None,
-            compiled: None,
+            unsupported: None,
         };
     }
     let digest = sha256_hex(text.as_bytes());
-    let compiled = compiled(&digest, || Some(text.clone()));
+    let unsupported = compiled(&digest, || Some(text.clone())).map(|c| {
+        [&c.input, &c.output]
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s.unsupported.iter().cloned())
+            .collect()
+    });
     Declared {
         tool: tool.to_owned(),
         stored: Some((digest, text)),
-        compiled,
+        unsupported,
     }
 }
 
@@ -675,6 +704,14 @@ mod tests {
         declared(tool, &entry)
     }
 
+    /// The compiled form of what `d` stored (from the VM's cache).
+    fn compiled_of(d: &Declared) -> Rc<ToolSchemas> {
+        let Some((digest, text)) = d.stored.clone() else {
+            panic!("stored");
+        };
+        compiled(&digest, || Some(text)).unwrap_or_else(|| panic!("compiles"))
+    }
+
     #[test]
     fn calls_are_judged_by_what_the_upstream_declared() {
         let store = MemoryStore::new();
@@ -841,10 +878,7 @@ mod tests {
                 json!({"type": "object", "properties": {"temp": {"type": "number"}}, "required": ["temp"]}),
             ),
         );
-        let Some(compiled) = d.compiled.clone() else {
-            panic!("compiled");
-        };
-        let known = Known::Declared(compiled);
+        let known = Known::Declared(compiled_of(&d));
         let p = SchemaPolicy {
             output: SchemaMode::Enforce,
             ..SchemaPolicy::default()
@@ -916,10 +950,7 @@ mod tests {
         let b = declared_of("s", json!({"type": "array"}), None);
         assert_eq!(remember(&store, "up", &[a]), Ok(()));
         assert_eq!(remember(&store, "up", std::slice::from_ref(&b)), Ok(()));
-        assert_eq!(
-            recall(&store, "up", "s"),
-            Known::Declared(b.compiled.clone().unwrap_or_else(|| panic!()))
-        );
+        assert_eq!(recall(&store, "up", "s"), Known::Declared(compiled_of(&b)));
     }
 
     #[test]
@@ -938,7 +969,7 @@ mod tests {
                 held <= MAX_CACHED_BYTES && held > 0,
                 "after {i}: {held} bytes"
             );
-            let bytes = d.compiled.map_or(0, |c| c.heap_bytes);
+            let bytes = compiled_of(&d).heap_bytes;
             assert!(bytes > 1 << 20, "{bytes} bytes compiled");
         }
     }
@@ -950,10 +981,10 @@ mod tests {
             panic!("stored");
         };
         // The cache answers without asking for the text.
-        let again = compiled(&digest, || panic!("compiled twice"));
-        match (again, d.compiled) {
-            (Some(a), Some(b)) => assert!(Rc::ptr_eq(&a, &b)),
-            other => panic!("{other:?}"),
+        let first = compiled_of(&d);
+        match compiled(&digest, || panic!("compiled twice")) {
+            Some(again) => assert!(Rc::ptr_eq(&first, &again)),
+            None => panic!("cached"),
         }
     }
 }

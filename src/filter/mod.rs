@@ -1681,12 +1681,9 @@ impl RequestFilter {
         let sp = &self.policy.schemas;
         let unverifiable: Vec<&str> = declared
             .iter()
-            .filter(|d| match &d.compiled {
+            .filter(|d| match &d.unsupported {
                 None => true,
-                Some(c) => [&c.input, &c.output]
-                    .into_iter()
-                    .flatten()
-                    .any(|s| sp.unverifiable(s).is_some()),
+                Some(places) => sp.first_unchecked(places).is_some(),
             })
             .map(|d| d.tool.as_str())
             .collect();
