@@ -8,7 +8,7 @@
 
 use mcp_firewall::catalogue::schema::Schema;
 use mcp_firewall::catalogue::schemas::{
-    check, declared, recall, remember, SchemaMode, SchemaPolicy, Side,
+    check, declared, recall, remember, ListBudget, SchemaMode, SchemaPolicy, Side,
 };
 use mcp_firewall::store::MemoryStore;
 use serde_json::{json, Map, Value};
@@ -108,7 +108,7 @@ fn main() {
     let mut entry = Map::new();
     entry.insert("name".into(), json!("add_order"));
     entry.insert("inputSchema".into(), schema.clone());
-    let d = declared("add_order", &entry);
+    let d = declared("add_order", &entry, &mut ListBudget::default());
     if remember(&store, "orders", &[d]).is_err() {
         return;
     }

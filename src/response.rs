@@ -428,6 +428,7 @@ fn declare_schemas(msg: &Map<String, Value>, out: &mut Rewrite) {
     let Some(Value::Array(entries)) = msg.get("result").and_then(|r| r.get("tools")) else {
         return;
     };
+    let mut budget = crate::catalogue::schemas::ListBudget::default();
     for entry in entries {
         let Some(obj) = entry.as_object() else {
             continue;
@@ -436,7 +437,7 @@ fn declare_schemas(msg: &Map<String, Value>, out: &mut Rewrite) {
             continue;
         };
         out.schemas_declared
-            .push(crate::catalogue::schemas::declared(name, obj));
+            .push(crate::catalogue::schemas::declared(name, obj, &mut budget));
     }
 }
 

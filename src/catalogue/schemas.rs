@@ -239,7 +239,7 @@ impl ToolSchemas {
 /// The compiled schemas of a stored form with `digest`, compiled at most once
 /// per VM (`None` when the text is not what this module stores).
 pub fn compiled(digest: &str, text: impl FnOnce() -> Option<String>) -> Option<Rc<ToolSchemas>> {
-    if let Some(hit) = CACHE.with(|c| c.borrow().get(digest).cloned()) {
+    if let Some(hit) = cached(digest) {
         return Some(hit);
     }
     let fresh = Rc::new(compile_stored(&text()?, digest.to_owned())?);
@@ -264,6 +264,11 @@ pub fn compiled(digest: &str, text: impl FnOnce() -> Option<String>) -> Option<R
     Some(fresh)
 }
 
+/// The compiled schemas with `digest`, when this VM holds them.
+fn cached(digest: &str) -> Option<Rc<ToolSchemas>> {
+    CACHE.with(|c| c.borrow().get(digest).cloned())
+}
+
 /// One listed tool's schemas: what to store, and what their compiled forms
 /// cannot check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,12 +276,59 @@ pub struct Declared {
     pub tool: String,
     /// `None`: larger than [`MAX_STORED_BYTES`].
     pub stored: Option<(String, String)>,
-    /// The places the input and output schemas cannot check (`None` with
-    /// `stored`). Not the compiled forms themselves: a list's tools were
-    /// all held at once until the list was remembered, and 125 tools of
-    /// ~4 MiB compiled each took a VM (twenty-third review); each stays in
-    /// the VM's cache, which is bounded, for the calls.
-    pub unsupported: Option<Vec<Unsupported>>,
+    pub listed: Listed,
+}
+
+/// What the list's reading learnt of a tool's schemas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    /// Larger than [`MAX_STORED_BYTES`]: not kept, unverifiable.
+    TooLarge,
+    /// Compiled: the places the input and output schemas cannot check. Not
+    /// the compiled forms themselves: a list's tools were all held at once
+    /// until the list was remembered, and 125 tools of ~4 MiB compiled each
+    /// took a VM (twenty-third review); each stays in the VM's cache, which
+    /// is bounded, for the calls.
+    Compiled(Vec<Unsupported>),
+    /// Not compiled while the list was read: the list had spent its
+    /// [`ListBudget`]. Kept like the others; compiled at the tool's first
+    /// call, where what it cannot check is found.
+    Deferred,
+}
+
+/// What one list may compile afresh: 32 MiB of pattern program, 64 MiB of
+/// compiled nodes and [`MAX_TOOLS`] schemas (past [`MAX_TOOLS`] a tool is not
+/// kept anyway). Each schema is bounded on its own; a list was not (twenty-
+/// fourth review: 26,000 tools of four ~200 KiB patterns compiled for 66 s,
+/// and the cache, past its 64 MiB of patterns, started again on every such
+/// list).
+#[derive(Debug)]
+pub struct ListBudget {
+    regex_weight: u64,
+    bytes: usize,
+    schemas: usize,
+}
+
+impl Default for ListBudget {
+    fn default() -> Self {
+        ListBudget {
+            regex_weight: 32 * 1024,
+            bytes: 64 << 20,
+            schemas: MAX_TOOLS,
+        }
+    }
+}
+
+impl ListBudget {
+    fn spent(&self) -> bool {
+        self.regex_weight == 0 || self.bytes == 0 || self.schemas == 0
+    }
+
+    fn charge(&mut self, compiled: &ToolSchemas) {
+        self.regex_weight = self.regex_weight.saturating_sub(compiled.regex_weight());
+        self.bytes = self.bytes.saturating_sub(compiled.heap_bytes);
+        self.schemas = self.schemas.saturating_sub(1);
+    }
 }
 
 /// One `tools/list` entry's schemas, compiled (through the cache): what a
@@ -292,28 +344,37 @@ pub fn known(entry: &Map<String, Value>) -> Known {
     }
 }
 
-/// Read one `tools/list` entry (compiled through the VM's cache).
-pub fn declared(tool: &str, entry: &Map<String, Value>) -> Declared {
+/// Read one `tools/list` entry (compiled through the VM's cache, within
+/// what is left of the list's `budget`).
+pub fn declared(tool: &str, entry: &Map<String, Value>, budget: &mut ListBudget) -> Declared {
     let text = stored_form(entry);
     if text.len() > MAX_STORED_BYTES {
         return Declared {
             tool: tool.to_owned(),
             stored: None,
-            unsupported: None,
+            listed: Listed::TooLarge,
         };
     }
     let digest = sha256_hex(text.as_bytes());
-    let unsupported = compiled(&digest, || Some(text.clone())).map(|c| {
-        [&c.input, &c.output]
-            .into_iter()
-            .flatten()
-            .flat_map(|s| s.unsupported.iter().cloned())
-            .collect()
-    });
+    let schemas = match cached(&digest) {
+        Some(c) => Some(c),
+        None if budget.spent() => None,
+        None => compiled(&digest, || Some(text.clone())).inspect(|c| budget.charge(c)),
+    };
+    let listed = match schemas {
+        Some(c) => Listed::Compiled(
+            [&c.input, &c.output]
+                .into_iter()
+                .flatten()
+                .flat_map(|s| s.unsupported.iter().cloned())
+                .collect(),
+        ),
+        None => Listed::Deferred,
+    };
     Declared {
         tool: tool.to_owned(),
         stored: Some((digest, text)),
-        unsupported,
+        listed,
     }
 }
 
@@ -701,7 +762,7 @@ mod tests {
         if let Some(o) = output {
             entry.insert("outputSchema".into(), o);
         }
-        declared(tool, &entry)
+        declared(tool, &entry, &mut ListBudget::default())
     }
 
     /// The compiled form of what `d` stored (from the VM's cache).
@@ -972,6 +1033,49 @@ mod tests {
             let bytes = compiled_of(&d).heap_bytes;
             assert!(bytes > 1 << 20, "{bytes} bytes compiled");
         }
+    }
+
+    #[test]
+    fn a_list_compiles_within_its_budget_and_defers_the_rest() {
+        // Each tool: four patterns of the 256 KiB class (~1 MiB of program),
+        // the most one schema may hold; a list compiles 32 MiB of them.
+        let heavy = |i: usize| {
+            let props: Map<String, Value> = ["a", "b", "c", "d"]
+                .iter()
+                .map(|k| {
+                    (
+                        (*k).to_owned(),
+                        json!({"pattern": format!("{k}{{0,{}}}", 2000 + i)}),
+                    )
+                })
+                .collect();
+            json!({"properties": props})
+        };
+        let mut budget = ListBudget::default();
+        let listed: Vec<Declared> = (0..60)
+            .map(|i| {
+                let mut entry = Map::new();
+                entry.insert("name".into(), json!(format!("t{i}")));
+                entry.insert("inputSchema".into(), heavy(i));
+                declared(&format!("t{i}"), &entry, &mut budget)
+            })
+            .collect();
+        let compiled = listed
+            .iter()
+            .filter(|d| matches!(d.listed, Listed::Compiled(_)))
+            .count();
+        let deferred = listed
+            .iter()
+            .filter(|d| d.listed == Listed::Deferred)
+            .count();
+        assert!((8..=40).contains(&compiled), "{compiled} compiled");
+        assert_eq!(compiled + deferred, 60);
+        // Deferred tools are kept as the others, and compile at their call.
+        let Some(last) = listed.last() else {
+            panic!("listed");
+        };
+        assert!(last.stored.is_some());
+        assert!(compiled_of(last).input.is_some());
     }
 
     #[test]

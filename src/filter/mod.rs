@@ -1678,12 +1678,16 @@ impl RequestFilter {
         if declared.is_empty() {
             return;
         }
+        use crate::catalogue::schemas::Listed;
         let sp = &self.policy.schemas;
         let unverifiable: Vec<&str> = declared
             .iter()
-            .filter(|d| match &d.unsupported {
-                None => true,
-                Some(places) => sp.first_unchecked(places).is_some(),
+            .filter(|d| match &d.listed {
+                Listed::TooLarge => true,
+                Listed::Compiled(places) => sp.first_unchecked(places).is_some(),
+                // Compiled at its first call, where what it cannot check
+                // refuses or warns as for any tool.
+                Listed::Deferred => false,
             })
             .map(|d| d.tool.as_str())
             .collect();
