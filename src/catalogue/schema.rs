@@ -50,14 +50,16 @@ use std::collections::HashMap;
 /// each by its bytes). A million cheap steps: a ~700 KB call of 8,000 rows
 /// takes ~200,000.
 pub const MAX_STEPS: u32 = 1_000_000;
-/// Regular-expression work one check may do, in thread steps
-/// ([`pattern_cost`]): natively 5-10 ns a step on the worst patterns found
-/// (81 ms for 7.7 million), about 0.15 s in Envoy's V8. A 375 KB text against
-/// a pattern of the smallest class, 90 KB against `a{0,16}(?:b|$)`, 8,000
-/// short names against `^[a-z0-9-]{1,64}$` with room to spare. It was
-/// 200,000 units of bytes x class, which let `a{0,16}(?:b|$)` (17 live
-/// threads) read 3.2 MB for 1.27 s (twenty-fourth review).
-const MAX_REGEX_WORK: u64 = 6_000_000;
+/// Regular-expression work one check may do, in state visits
+/// ([`pattern_cost`]): natively ~6.5 ns a visit on the worst patterns found
+/// (`(?:a?){1000}b` over 2,000 bytes: 26 ms), about 0.2-0.3 s in Envoy's V8.
+/// 470 KB of text against a pattern of the smallest class, 29 KB against one
+/// of 16 KiB (3,000 eight-byte names against `^[a-z0-9-]{1,64}$`). Earlier
+/// models charged live threads only: 200,000 units of bytes x class let
+/// `a{0,16}(?:b|$)` read 3.2 MB for 1.27 s (twenty-fourth review), and
+/// bytes x threads let `(?:a?){3500}b`, whose start state is re-entered at
+/// every byte, hold a call 35 s and a result 67 s (twenty-fifth review).
+const MAX_REGEX_WORK: u64 = 30_000_000;
 /// Nested schemas one check may enter.
 pub const MAX_DEPTH: u32 = 128;
 /// Compiled size of a `pattern` (regex-lite's limit): a schema's regex
@@ -74,6 +76,8 @@ const REGEX_CLASSES: [usize; 5] = [1024, 4096, 16 * 1024, 64 * 1024, REGEX_SIZE_
 /// compiling 1,700 of ~200 KiB took 0.75 s per list and per call: the
 /// nineteenth). 1 MiB of programs at most.
 const MAX_REGEX_WEIGHT: u32 = 1024;
+/// Groups a pattern may have, the whole match counted (see `Compiler::regex`).
+const MAX_GROUPS: usize = 8;
 /// Nodes one schema may compile to: past it the schema cannot be checked.
 /// Each document location is compiled once (a `$ref` to it, or into it,
 /// reuses the node), so a 64 KiB stored form, which holds at most ~22,000
@@ -602,9 +606,25 @@ impl<'a> Compiler<'a> {
             );
             return None;
         };
-        let weight = u32::try_from(limit / REGEX_CLASSES[0]).unwrap_or(u32::MAX);
+        let class = u32::try_from(limit / REGEX_CLASSES[0]).unwrap_or(u32::MAX);
+        // regex-lite's matcher sets aside two slots per state and group on a
+        // pattern's first match, whatever is asked of it: 3,000 empty groups
+        // in one 256 KiB pattern took ~450 MB there, and two such patterns a
+        // VM (twenty-fifth review M1). A few groups are ordinary; their slots
+        // count in the pattern's weight (what a VM's cache holds).
+        let groups = re.captures_len();
+        if groups > MAX_GROUPS {
+            self.regex_weight = self.regex_weight.saturating_add(class);
+            self.unsupported(
+                at,
+                key,
+                "the pattern has more than 7 capture groups (write (?:...) for a group that captures nothing)",
+            );
+            return None;
+        }
+        let weight = class.saturating_mul(u32::try_from(groups.max(2) / 2).unwrap_or(u32::MAX));
         self.regex_weight = self.regex_weight.saturating_add(weight);
-        Some((re, weight))
+        Some((re, class))
     }
 
     fn strings(&mut self, v: &Value, at: &str, key: &str) -> Vec<String> {
@@ -1764,14 +1784,17 @@ fn canonical_cost(v: &Value) -> usize {
 /// KiB) / 16, at least one. 50,000 bytes against `a{0,5000}b` took 5 s for
 /// one step before (fifteenth review H1); the budget now holds about 25 KB
 /// of text against a 64 KiB program, and 1.6 MB against a 1 KiB one.
-/// regex-lite's matcher steps every live thread at every byte, and no more
-/// threads live than the program has states (about one per 64 bytes of its
-/// size class: `a{0,16}(?:b|$)`, 17 threads, is of the 4 KiB class) or than
-/// bytes have been read: the text's bytes times the smaller of the two.
+/// regex-lite's matcher may visit every state of the program at every
+/// position of the text, the end included: an unanchored search enters the
+/// start state's closure again at each byte (all of `(?:a?){3500}b`'s
+/// ~7,000 states, for a one-byte text), and live threads add the rest. A
+/// state takes 16 bytes of program at least, so a size class of `weight`
+/// KiB holds at most `weight` x 64 states: charged (bytes + 1) x that. An
+/// upper bound: anchored patterns usually cost far less (`^[a-z0-9-]{1,64}$`
+/// over eight bytes: 0.4 µs natively, charged 9,216).
 fn pattern_cost(text: &str, weight: u32) -> usize {
-    let states = (weight as usize).saturating_mul(1024 / 64);
-    let live = states.min(text.len() + 1);
-    text.len().saturating_mul(live) + 1
+    let states = (weight as usize).saturating_mul(1024 / 16);
+    (text.len() + 1).saturating_mul(states)
 }
 
 fn keep_deepest(deepest: &mut Option<Violation>, e: Violation) {
@@ -2411,7 +2434,7 @@ mod tests {
         assert_eq!(e, Some("$schema"));
         // Matching is charged by live threads: `a{0,16}(?:b|$)` keeps 17
         // alive over a run of `a`s (3.2 MB read for 1.27 s in Envoy and
-        // passed: twenty-fourth review); 80 KB of it still passes.
+        // passed: twenty-fourth review); 100 KB of it still passes.
         let live = Schema::compile(&json!({"properties": {"p": {"pattern": "a{0,16}(?:b|$)"}}}));
         assert!(live.unsupported.is_empty(), "{:?}", live.unsupported);
         let e = live
@@ -2419,7 +2442,32 @@ mod tests {
             .err()
             .map(|v| v.keyword);
         assert_eq!(e, Some("$schema"));
-        assert_eq!(live.validate(&json!({"p": "a".repeat(80_000)})), Ok(()));
+        assert_eq!(live.validate(&json!({"p": "a".repeat(100_000)})), Ok(()));
+        // The start state's closure is charged at every byte: a one-byte text
+        // against `(?:a?){3500}b` cost ~7,000 state visits for 3 units (a call
+        // of 80,000 such strings held a worker 35 s: twenty-fifth review).
+        let closure = Schema::compile(&json!({"items": {"pattern": "(?:a?){1000}b"}}));
+        assert!(closure.unsupported.is_empty(), "{:?}", closure.unsupported);
+        let e = closure
+            .validate(&json!(vec!["cccccccb"; 2_000]))
+            .err()
+            .map(|v| v.keyword);
+        assert_eq!(e, Some("$schema"));
+        assert_eq!(closure.validate(&json!(["b", "cb"])), Ok(()));
+        // Capture groups cost slots per state on a pattern's first match:
+        // past seven the pattern is not compiled (3,000 took ~450 MB).
+        let groups = Schema::compile(&json!({"pattern": format!("{}b", "()".repeat(300))}));
+        assert!(
+            groups
+                .unsupported
+                .iter()
+                .any(|u| u.why.contains("capture groups")),
+            "{:?}",
+            groups.unsupported
+        );
+        let few = Schema::compile(&json!({"pattern": "^(\\d{4})-(\\d{2})-(\\d{2})$"}));
+        assert!(few.unsupported.is_empty(), "{:?}", few.unsupported);
+        assert_eq!(few.validate(&json!("2026-12-05")), Ok(()));
         // A long text against a large pattern, under `not` so that no
         // match would pass: charged by bytes times program size.
         let any: Vec<Value> = (0..8).map(|_| json!({"pattern": "a{0,900}b"})).collect();
@@ -2501,7 +2549,7 @@ mod tests {
             .map(|v| v.keyword);
         assert_eq!(e, Some("$schema"));
         assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
-        // A large ordinary call passes: ~700 KB of rows, each an optional
+        // A large ordinary call passes: ~270 KB of rows, each an optional
         // `anyOf` member and a pattern-checked name, as pydantic writes them.
         let rows = Schema::compile(&json!({
             "type": "object",
@@ -2511,7 +2559,7 @@ mod tests {
                 "note": {"anyOf": [{"type": "string"}, {"type": "null"}]},
                 "qty": {"type": "integer", "minimum": 0}}, "required": ["name"]}}
         }));
-        let many: Vec<Value> = (0..8_000)
+        let many: Vec<Value> = (0..3_000)
             .map(|i| json!({"name": format!("row-{i}"), "note": "x".repeat(60), "qty": i}))
             .collect();
         assert_eq!(rows.validate(&json!({"rows": many})), Ok(()));
