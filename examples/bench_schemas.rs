@@ -126,6 +126,7 @@ fn main() {
             "add_order",
             &known,
             Some(&args),
+            &Default::default(),
         ));
     });
     println!(

@@ -25,6 +25,9 @@ use std::borrow::Cow;
 /// What the response to one request needs done to it, learnt on the request side.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ResponsePlan {
+    /// What the output-schema checks of this response have spent together
+    /// (every result of a batch, every copy a stream repeats).
+    pub schema_budget: std::cell::Cell<crate::catalogue::schema::CheckBudget>,
     /// Ids (see `jsonrpc::id_key`) of list requests whose results must be filtered.
     pub lists: Vec<(String, Catalogue)>,
     /// Ids of requests whose answers are scanned (every request but calls of
@@ -326,7 +329,7 @@ pub fn rewrite_message(
     if let Some((_, tool, known)) = plan.schema_results.iter().find(|(k, _, _)| *k == id) {
         // Before DLP and the catalogue checks: the server's answer as sent
         // is what its contract describes.
-        check_output_schema(policy, tool, known, msg, &mut out);
+        check_output_schema(policy, tool, known, &plan.schema_budget, msg, &mut out);
     }
     if plan.schema_lists.contains(&id) {
         // Every entry, before the caller's view is cut: the schemas are the
@@ -453,6 +456,7 @@ fn check_output_schema(
     policy: &CompiledPolicy,
     tool: &str,
     known: &crate::catalogue::schemas::Known,
+    budget: &std::cell::Cell<crate::catalogue::schema::CheckBudget>,
     msg: &mut Map<String, Value>,
     out: &mut Rewrite,
 ) {
@@ -471,6 +475,7 @@ fn check_output_schema(
         tool,
         known,
         result.get("structuredContent"),
+        budget,
     ) else {
         return;
     };

@@ -586,6 +586,8 @@ pub fn judge_body(
         ));
     }
     let mut verdicts = Vec::with_capacity(messages.len());
+    // One budget for the schema checks of every call of the body.
+    let schema_budget = std::cell::Cell::new(crate::catalogue::schema::CheckBudget::default());
     for m in &messages {
         // What lists of this upstream showed of a called tool's annotations,
         // read only when a rule selects intents.
@@ -634,7 +636,9 @@ pub fn judge_body(
         // a call whose arguments do not validate against its tool's
         // `inputSchema` is refused under `schemas.input: enforce`.
         let (schema, declared) = match decision.verdict {
-            Outcome::Allow | Outcome::Approval => schema_check(policy, head, seen, m),
+            Outcome::Allow | Outcome::Approval => {
+                schema_check(policy, head, seen, m, &schema_budget)
+            }
             Outcome::Deny => (None, None),
         };
         let decision = match &schema {
@@ -1552,6 +1556,7 @@ fn schema_check(
     head: &RequestHead,
     seen: &dyn SeenTools,
     m: &Message,
+    budget: &std::cell::Cell<crate::catalogue::schema::CheckBudget>,
 ) -> (Option<SchemaFinding>, Option<(String, Known)>) {
     let sp = &policy.schemas;
     if !sp.active() || m.method() != Some("tools/call") {
@@ -1570,6 +1575,7 @@ fn schema_check(
             tool,
             &known,
             m.params().get("arguments"),
+            budget,
         ),
     };
     let declared = (sp.output != SchemaMode::Off).then(|| (tool.to_owned(), known));

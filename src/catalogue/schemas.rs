@@ -16,7 +16,7 @@
 //! single-threaded; one per test thread natively), a memo of a pure function
 //! of its key, so what it holds never changes a decision.
 
-use super::schema::{Schema, Unsupported, Violation};
+use super::schema::{CheckBudget, Schema, Unsupported, Violation};
 use crate::config::{index, keywords, Errors, ObjReader};
 use crate::json::{canonical, sha256_hex};
 use crate::jsonrpc::{name_problem, NameKind};
@@ -585,6 +585,7 @@ pub fn check(
     tool: &str,
     known: &Known,
     value: Option<&Value>,
+    budget: &std::cell::Cell<CheckBudget>,
 ) -> Option<SchemaFinding> {
     let enforce = mode == SchemaMode::Enforce;
     let finding = |pointer: Option<String>, reason: String, enforced: bool| SchemaFinding {
@@ -681,7 +682,12 @@ pub fn check(
         pointer,
         keyword,
         message,
-    } = schema.validate(value).err()?;
+    } = {
+        let mut left = budget.get();
+        let checked = schema.validate_within(value, &mut left);
+        budget.set(left);
+        checked.err()?
+    };
     let pointer = clip(pointer);
     let shown = match pointer.as_str() {
         "" => "the top level".to_owned(),
@@ -920,7 +926,15 @@ mod tests {
         ];
         for (name, policy, mode, upstream, tool, args, want) in cases {
             let known = recall(&store, upstream, tool);
-            let got = check(policy, Side::Input, mode, tool, &known, args.as_ref());
+            let got = check(
+                policy,
+                Side::Input,
+                mode,
+                tool,
+                &known,
+                args.as_ref(),
+                &Default::default(),
+            );
             let got = got.map(|f| {
                 assert!(f.reason.contains(tool), "{name}: {}", f.reason);
                 (f.pointer, f.enforced)
@@ -974,6 +988,7 @@ mod tests {
                 "weather",
                 known,
                 value.as_ref(),
+                &Default::default(),
             )
             .map(|f| f.pointer);
             assert_eq!(got, want.map(|p| p.map(str::to_owned)), "{name}");

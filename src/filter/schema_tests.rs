@@ -371,3 +371,59 @@ fn off_by_default_nothing_is_read_or_remembered() {
     );
     assert!(got.is_ok());
 }
+
+#[test]
+fn one_response_shares_one_budget_for_its_results() {
+    // A stream repeating one costly result: each copy was checked within a
+    // budget of its own, and 1,000 of them held a worker 45 s (twenty-sixth
+    // review). One response, one budget: past it the copies are refused.
+    let p = policy(json!({"output": "enforce"}));
+    let store = Rc::new(MemoryStore::new());
+    let schema = json!({"type": "object", "properties": {"s": {"type": "string", "pattern": "(?:a?){1000}b"}}});
+    let mut x = Exchange::new(p.clone(), host_on(&store, HERE));
+    let body = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+    assert!(x.request(Request::new(body.as_bytes())).forwarded());
+    let answer = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": [
+        {"name": "scan", "inputSchema": {"type": "object"}, "outputSchema": schema}
+    ]}})
+    .to_string();
+    x.respond(
+        Response::new(answer.as_bytes())
+            .status("200")
+            .content_type("application/json"),
+    );
+    x.done();
+    let mut x = Exchange::new(p.clone(), host_on(&store, HERE));
+    let body =
+        r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"scan","arguments":{}}}"#;
+    assert!(x.request(Request::new(body.as_bytes())).forwarded());
+    let result = json!({"jsonrpc": "2.0", "id": 9, "result": {"content": [],
+        "structuredContent": {"s": format!("{}b", "a".repeat(1829))}}})
+    .to_string();
+    let stream: String = (0..10)
+        .map(|_| format!("event: message\ndata: {result}\n\n"))
+        .collect();
+    let out = x
+        .respond(
+            Response::new(stream.as_bytes())
+                .status("200")
+                .content_type("text/event-stream"),
+        )
+        .downstream()
+        .to_vec();
+    x.done();
+    let text = String::from_utf8_lossy(&out);
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    assert_eq!(events.len(), 10, "{text}");
+    let passed = events.iter().filter(|e| e.get("result").is_some()).count();
+    let refused = events
+        .iter()
+        .filter(|e| e["error"]["data"]["rule"] == json!("output-schema"))
+        .count();
+    assert!((1..10).contains(&passed), "{passed} passed");
+    assert_eq!(passed + refused, 10);
+}
