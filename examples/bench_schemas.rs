@@ -8,7 +8,7 @@
 
 use mcp_firewall::catalogue::schema::Schema;
 use mcp_firewall::catalogue::schemas::{
-    check, declared, recall, remember, ListBudget, SchemaMode, SchemaPolicy, Side,
+    check, declared, recall, remember, CompileBudget, SchemaMode, SchemaPolicy, Side,
 };
 use mcp_firewall::store::MemoryStore;
 use serde_json::{json, Map, Value};
@@ -108,7 +108,7 @@ fn main() {
     let mut entry = Map::new();
     entry.insert("name".into(), json!("add_order"));
     entry.insert("inputSchema".into(), schema.clone());
-    let d = declared("add_order", &entry, &mut ListBudget::default());
+    let d = declared("add_order", &entry, &mut CompileBudget::default());
     if remember(&store, "orders", &[d]).is_err() {
         return;
     }
@@ -118,7 +118,7 @@ fn main() {
     };
     let args = arguments(1);
     let per_call = median_ns(9, 5_000, || {
-        let known = recall(&store, "orders", "add_order");
+        let known = recall(&store, "orders", "add_order", &Default::default());
         black_box(check(
             &policy,
             Side::Input,
@@ -134,7 +134,7 @@ fn main() {
         per_call / 1000.0
     );
     let read_only = median_ns(9, 5_000, || {
-        black_box(recall(&store, "orders", "add_order"));
+        black_box(recall(&store, "orders", "add_order", &Default::default()));
     });
     println!(
         "  of which the read and the cache lookup: {:.2} µs",

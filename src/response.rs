@@ -431,7 +431,7 @@ fn declare_schemas(msg: &Map<String, Value>, out: &mut Rewrite) {
     let Some(Value::Array(entries)) = msg.get("result").and_then(|r| r.get("tools")) else {
         return;
     };
-    let mut budget = crate::catalogue::schemas::ListBudget::default();
+    let mut budget = crate::catalogue::schemas::CompileBudget::default();
     for entry in entries {
         let Some(obj) = entry.as_object() else {
             continue;

@@ -586,8 +586,10 @@ pub fn judge_body(
         ));
     }
     let mut verdicts = Vec::with_capacity(messages.len());
-    // One budget for the schema checks of every call of the body.
+    // One budget for the schema checks of every call of the body, and one
+    // for compiling the schemas the VM's cache no longer holds.
     let schema_budget = std::cell::Cell::new(crate::catalogue::schema::CheckBudget::default());
+    let compile_budget = std::cell::Cell::new(schemas::CompileBudget::default());
     for m in &messages {
         // What lists of this upstream showed of a called tool's annotations,
         // read only when a rule selects intents.
@@ -637,7 +639,7 @@ pub fn judge_body(
         // `inputSchema` is refused under `schemas.input: enforce`.
         let (schema, declared) = match decision.verdict {
             Outcome::Allow | Outcome::Approval => {
-                schema_check(policy, head, seen, m, &schema_budget)
+                schema_check(policy, head, seen, m, (&schema_budget, &compile_budget))
             }
             Outcome::Deny => (None, None),
         };
@@ -1556,7 +1558,10 @@ fn schema_check(
     head: &RequestHead,
     seen: &dyn SeenTools,
     m: &Message,
-    budget: &std::cell::Cell<crate::catalogue::schema::CheckBudget>,
+    (budget, compiling): (
+        &std::cell::Cell<crate::catalogue::schema::CheckBudget>,
+        &std::cell::Cell<schemas::CompileBudget>,
+    ),
 ) -> (Option<SchemaFinding>, Option<(String, Known)>) {
     let sp = &policy.schemas;
     if !sp.active() || m.method() != Some("tools/call") {
@@ -1565,7 +1570,7 @@ fn schema_check(
     let Some(tool) = m.params().get("name").and_then(Value::as_str) else {
         return (None, None);
     };
-    let known = seen.schemas(head.upstream.as_deref(), tool);
+    let known = seen.schemas(head.upstream.as_deref(), tool, compiling);
     let finding = match sp.input {
         SchemaMode::Off => None,
         mode => schemas::check(

@@ -202,7 +202,12 @@ impl SeenTools for SavedList {
             .get(tool)
             .map_or(Annotated::Unseen, |s| Annotated::Seen(*s))
     }
-    fn schemas(&self, _: Option<&str>, tool: &str) -> mcp_firewall::catalogue::schemas::Known {
+    fn schemas(
+        &self,
+        _: Option<&str>,
+        tool: &str,
+        _: &std::cell::Cell<mcp_firewall::catalogue::schemas::CompileBudget>,
+    ) -> mcp_firewall::catalogue::schemas::Known {
         use mcp_firewall::catalogue::schemas::Known;
         self.schemas.get(tool).cloned().unwrap_or(Known::Unseen)
     }

@@ -603,7 +603,12 @@ pub trait SeenTools {
 
     /// The schemas lists of `upstream` declared for `tool` (for `schemas`).
     /// Unseen by default: what a freshly started Envoy knows.
-    fn schemas(&self, _upstream: Option<&str>, _tool: &str) -> super::schemas::Known {
+    fn schemas(
+        &self,
+        _upstream: Option<&str>,
+        _tool: &str,
+        _budget: &std::cell::Cell<super::schemas::CompileBudget>,
+    ) -> super::schemas::Known {
         super::schemas::Known::Unseen
     }
 }
@@ -666,9 +671,14 @@ impl<S: SharedStore + ?Sized> SeenTools for Remembered<'_, S> {
         }
     }
 
-    fn schemas(&self, upstream: Option<&str>, tool: &str) -> super::schemas::Known {
+    fn schemas(
+        &self,
+        upstream: Option<&str>,
+        tool: &str,
+        budget: &std::cell::Cell<super::schemas::CompileBudget>,
+    ) -> super::schemas::Known {
         match upstream {
-            Some(upstream) => super::schemas::recall(self.0, upstream, tool),
+            Some(upstream) => super::schemas::recall(self.0, upstream, tool, budget),
             None => super::schemas::Known::Unavailable,
         }
     }

@@ -291,27 +291,29 @@ pub enum Listed {
     /// is bounded, for the calls.
     Compiled(Vec<Unsupported>),
     /// Not compiled while the list was read: the list had spent its
-    /// [`ListBudget`]. Kept like the others; compiled at the tool's first
+    /// [`CompileBudget`]. Kept like the others; compiled at the tool's first
     /// call, where what it cannot check is found.
     Deferred,
 }
 
-/// What one list may compile afresh: 32 MiB of pattern program, 64 MiB of
-/// compiled nodes and [`MAX_TOOLS`] schemas (past [`MAX_TOOLS`] a tool is not
-/// kept anyway). Each schema is bounded on its own; a list was not (twenty-
-/// fourth review: 26,000 tools of four ~200 KiB patterns compiled for 66 s,
-/// and the cache, past its 64 MiB of patterns, started again on every such
-/// list).
-#[derive(Debug)]
-pub struct ListBudget {
+/// What one list, or one request body, may compile afresh: 32 MiB of
+/// pattern program, 64 MiB of compiled nodes and [`MAX_TOOLS`] schemas.
+/// Each schema is bounded on its own; a list was not (twenty-fourth review:
+/// 26,000 tools of four ~200 KiB patterns compiled for 66 s, and the cache,
+/// past its 64 MiB of patterns, started again on every such list), nor a
+/// batch of calls of many tools the cache no longer held (twenty-seventh
+/// review: 9,000 calls, 11.9 s, all forwarded; with larger schemas the
+/// compiled forms each call kept took the VM).
+#[derive(Debug, Clone, Copy)]
+pub struct CompileBudget {
     regex_weight: u64,
     bytes: usize,
     schemas: usize,
 }
 
-impl Default for ListBudget {
+impl Default for CompileBudget {
     fn default() -> Self {
-        ListBudget {
+        CompileBudget {
             regex_weight: 32 * 1024,
             bytes: 64 << 20,
             schemas: MAX_TOOLS,
@@ -319,7 +321,7 @@ impl Default for ListBudget {
     }
 }
 
-impl ListBudget {
+impl CompileBudget {
     fn spent(&self) -> bool {
         self.regex_weight == 0 || self.bytes == 0 || self.schemas == 0
     }
@@ -346,7 +348,7 @@ pub fn known(entry: &Map<String, Value>) -> Known {
 
 /// Read one `tools/list` entry (compiled through the VM's cache, within
 /// what is left of the list's `budget`).
-pub fn declared(tool: &str, entry: &Map<String, Value>, budget: &mut ListBudget) -> Declared {
+pub fn declared(tool: &str, entry: &Map<String, Value>, budget: &mut CompileBudget) -> Declared {
     let text = stored_form(entry);
     if text.len() > MAX_STORED_BYTES {
         return Declared {
@@ -405,11 +407,19 @@ pub enum Known {
     Unavailable,
     /// The last list showed a definition larger than [`MAX_STORED_BYTES`].
     TooLarge,
+    /// Not in the VM's cache, and the request has spent its
+    /// [`CompileBudget`]: not compiled, refused rather than guessed.
+    TooCostly,
     Declared(Rc<ToolSchemas>),
 }
 
 /// What `upstream`'s lists declared for `tool`.
-pub fn recall<S: SharedStore + ?Sized>(store: &S, upstream: &str, tool: &str) -> Known {
+pub fn recall<S: SharedStore + ?Sized>(
+    store: &S,
+    upstream: &str,
+    tool: &str,
+    budget: &std::cell::Cell<CompileBudget>,
+) -> Known {
     let bytes = match store.get(&key(upstream, tool)) {
         Ok((Some(b), _)) => b,
         Ok((None, _)) => return Known::Unseen,
@@ -424,10 +434,22 @@ pub fn recall<S: SharedStore + ?Sized>(store: &S, upstream: &str, tool: &str) ->
     let Some((digest, json)) = text.split_once('\n') else {
         return Known::Unavailable;
     };
-    match compiled(digest, || Some(json.to_owned())) {
-        Some(s) => Known::Declared(s),
-        None => Known::Unavailable,
+    if let Some(hit) = cached(digest) {
+        return Known::Declared(hit);
     }
+    let mut left = budget.get();
+    if left.spent() {
+        return Known::TooCostly;
+    }
+    let known = match compiled(digest, || Some(json.to_owned())) {
+        Some(s) => {
+            left.charge(&s);
+            Known::Declared(s)
+        }
+        None => Known::Unavailable,
+    };
+    budget.set(left);
+    known
 }
 
 /// Remember what one list of `upstream` declared. The last list wins: a
@@ -609,6 +631,15 @@ pub fn check(
     };
     let schemas = match known {
         Known::Declared(s) => s,
+        // On both sides: a result of a call whose schemas could not be
+        // compiled is not passed unchecked.
+        Known::TooCostly => {
+            return Some(finding(
+                None,
+                format!("tool {tool:?}: compiling its schemas would pass what one request may compile (32 MiB of patterns, 64 MiB of nodes, 1,024 schemas); refusing rather than guessing"),
+                enforce,
+            ))
+        }
         // Results: the call was judged when it went out; a tool no list
         // showed has no output contract to hold a result to.
         _ if side == Side::Output => return None,
@@ -768,7 +799,7 @@ mod tests {
         if let Some(o) = output {
             entry.insert("outputSchema".into(), o);
         }
-        declared(tool, &entry, &mut ListBudget::default())
+        declared(tool, &entry, &mut CompileBudget::default())
     }
 
     /// The compiled form of what `d` stored (from the VM's cache).
@@ -925,7 +956,7 @@ mod tests {
             ),
         ];
         for (name, policy, mode, upstream, tool, args, want) in cases {
-            let known = recall(&store, upstream, tool);
+            let known = recall(&store, upstream, tool, &Default::default());
             let got = check(
                 policy,
                 Side::Input,
@@ -1004,21 +1035,35 @@ mod tests {
             remember(&store, "up", &[declared_of("big", huge, None)]),
             Ok(())
         );
-        assert_eq!(recall(&store, "up", "big"), Known::TooLarge);
+        assert_eq!(
+            recall(&store, "up", "big", &Default::default()),
+            Known::TooLarge
+        );
         // Garbage where a definition should be: unavailable, never a pass.
         assert_eq!(
             store.set(&key("up", "bad"), b"not a definition", None),
             Ok(())
         );
-        assert_eq!(recall(&store, "up", "bad"), Known::Unavailable);
+        assert_eq!(
+            recall(&store, "up", "bad", &Default::default()),
+            Known::Unavailable
+        );
         // The index bounds the keys per upstream.
         let many: Vec<Declared> = (0..MAX_TOOLS + 2)
             .map(|i| declared_of(&format!("t{i}"), json!({"type": "object"}), None))
             .collect();
         assert_eq!(remember(&store, "full", &many), Ok(()));
-        assert!(matches!(recall(&store, "full", "t0"), Known::Declared(_)));
+        assert!(matches!(
+            recall(&store, "full", "t0", &Default::default()),
+            Known::Declared(_)
+        ));
         assert_eq!(
-            recall(&store, "full", &format!("t{}", MAX_TOOLS + 1)),
+            recall(
+                &store,
+                "full",
+                &format!("t{}", MAX_TOOLS + 1),
+                &Default::default()
+            ),
             Known::Unseen
         );
         // The last list wins: a changed schema replaces the old one.
@@ -1026,7 +1071,10 @@ mod tests {
         let b = declared_of("s", json!({"type": "array"}), None);
         assert_eq!(remember(&store, "up", &[a]), Ok(()));
         assert_eq!(remember(&store, "up", std::slice::from_ref(&b)), Ok(()));
-        assert_eq!(recall(&store, "up", "s"), Known::Declared(compiled_of(&b)));
+        assert_eq!(
+            recall(&store, "up", "s", &Default::default()),
+            Known::Declared(compiled_of(&b))
+        );
     }
 
     #[test]
@@ -1066,7 +1114,7 @@ mod tests {
                 .collect();
             json!({"properties": props})
         };
-        let mut budget = ListBudget::default();
+        let mut budget = CompileBudget::default();
         let listed: Vec<Declared> = (0..60)
             .map(|i| {
                 let mut entry = Map::new();
@@ -1091,6 +1139,65 @@ mod tests {
         };
         assert!(last.stored.is_some());
         assert!(compiled_of(last).input.is_some());
+    }
+
+    #[test]
+    fn a_request_compiles_within_its_budget_and_refuses_the_rest() {
+        // Sixty tools of ~1 MiB of patterns each, kept but never compiled
+        // here (a list that had spent its budget); then one request calls
+        // them all (a batch of 9,000 such calls held a worker 11.9 s).
+        let store = MemoryStore::new();
+        let mut spent = CompileBudget {
+            regex_weight: 0,
+            ..CompileBudget::default()
+        };
+        let declared: Vec<Declared> = (0..60)
+            .map(|i| {
+                let props: Map<String, Value> = ["a", "b", "c", "d"]
+                    .iter()
+                    .map(|k| {
+                        (
+                            (*k).to_owned(),
+                            json!({"pattern": format!("{k}{{0,{}}}x", 3000 + i)}),
+                        )
+                    })
+                    .collect();
+                let mut entry = Map::new();
+                entry.insert("name".into(), json!(format!("r{i}")));
+                entry.insert("inputSchema".into(), json!({"properties": props}));
+                declared(&format!("r{i}"), &entry, &mut spent)
+            })
+            .collect();
+        assert!(declared.iter().all(|d| d.listed == Listed::Deferred));
+        assert_eq!(remember(&store, "up", &declared), Ok(()));
+        let budget = std::cell::Cell::new(CompileBudget::default());
+        let known: Vec<Known> = (0..60)
+            .map(|i| recall(&store, "up", &format!("r{i}"), &budget))
+            .collect();
+        let compiled = known
+            .iter()
+            .filter(|k| matches!(k, Known::Declared(_)))
+            .count();
+        assert!((8..=40).contains(&compiled), "{compiled} compiled");
+        assert!(known.iter().skip(compiled).all(|k| *k == Known::TooCostly));
+        // Refused, never passed unchecked: the call, and its result.
+        let p = SchemaPolicy {
+            input: SchemaMode::Enforce,
+            output: SchemaMode::Enforce,
+            ..SchemaPolicy::default()
+        };
+        for side in [Side::Input, Side::Output] {
+            let f = check(
+                &p,
+                side,
+                SchemaMode::Enforce,
+                "r59",
+                &Known::TooCostly,
+                Some(&json!({})),
+                &Default::default(),
+            );
+            assert!(f.is_some_and(|f| f.enforced), "{side:?}");
+        }
     }
 
     #[test]

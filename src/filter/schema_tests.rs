@@ -359,7 +359,7 @@ fn off_by_default_nothing_is_read_or_remembered() {
     let store = Rc::new(MemoryStore::new());
     list(&p, &store, HERE, false);
     assert_eq!(
-        crate::catalogue::schemas::recall(&*store, HERE, "add_order"),
+        crate::catalogue::schemas::recall(&*store, HERE, "add_order", &Default::default()),
         crate::catalogue::schemas::Known::Unseen
     );
     let (got, _) = call(
