@@ -1098,22 +1098,26 @@ mod tests {
         }
     }
 
+    /// Four patterns `k{0,n}` + `tail` of the 256 KiB class: ~1 MiB of
+    /// program, the most one schema may hold.
+    fn heavy_schema(n: usize, tail: &str) -> Value {
+        let props: Map<String, Value> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|k| {
+                (
+                    (*k).to_owned(),
+                    json!({"pattern": format!("{k}{{0,{n}}}{tail}")}),
+                )
+            })
+            .collect();
+        json!({"properties": props})
+    }
+
     #[test]
     fn a_list_compiles_within_its_budget_and_defers_the_rest() {
         // Each tool: four patterns of the 256 KiB class (~1 MiB of program),
         // the most one schema may hold; a list compiles 32 MiB of them.
-        let heavy = |i: usize| {
-            let props: Map<String, Value> = ["a", "b", "c", "d"]
-                .iter()
-                .map(|k| {
-                    (
-                        (*k).to_owned(),
-                        json!({"pattern": format!("{k}{{0,{}}}", 2000 + i)}),
-                    )
-                })
-                .collect();
-            json!({"properties": props})
-        };
+        let heavy = |i: usize| heavy_schema(2000 + i, "");
         let mut budget = CompileBudget::default();
         let listed: Vec<Declared> = (0..60)
             .map(|i| {
@@ -1153,18 +1157,9 @@ mod tests {
         };
         let declared: Vec<Declared> = (0..60)
             .map(|i| {
-                let props: Map<String, Value> = ["a", "b", "c", "d"]
-                    .iter()
-                    .map(|k| {
-                        (
-                            (*k).to_owned(),
-                            json!({"pattern": format!("{k}{{0,{}}}x", 3000 + i)}),
-                        )
-                    })
-                    .collect();
                 let mut entry = Map::new();
                 entry.insert("name".into(), json!(format!("r{i}")));
-                entry.insert("inputSchema".into(), json!({"properties": props}));
+                entry.insert("inputSchema".into(), heavy_schema(3000 + i, "x"));
                 declared(&format!("r{i}"), &entry, &mut spent)
             })
             .collect();
