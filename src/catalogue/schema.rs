@@ -198,10 +198,13 @@ struct Obj {
     enum_cost: usize,
     const_: Option<Value>,
     const_cost: usize,
-    minimum: Option<f64>,
-    maximum: Option<f64>,
-    exclusive_minimum: Option<f64>,
-    exclusive_maximum: Option<f64>,
+    /// Bounds as written: an integer bound past 2^53 is not rounded to a
+    /// double (`maximum: 9007199254740995` read as ...996 let ...996 pass:
+    /// twenty-eighth review).
+    minimum: Option<serde_json::Number>,
+    maximum: Option<serde_json::Number>,
+    exclusive_minimum: Option<serde_json::Number>,
+    exclusive_maximum: Option<serde_json::Number>,
     multiple_of: Option<f64>,
     min_length: Option<u64>,
     max_length: Option<u64>,
@@ -571,6 +574,16 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    fn bound(&mut self, o: &Map<String, Value>, key: &str, at: &str) -> Option<serde_json::Number> {
+        match o.get(key)? {
+            Value::Number(n) => Some(n.clone()),
+            _ => {
+                self.unsupported(at, key, "expected a number");
+                None
+            }
+        }
+    }
+
     fn number(&mut self, o: &Map<String, Value>, key: &str, at: &str) -> Option<f64> {
         match o.get(key)? {
             Value::Number(n) => n.as_f64(),
@@ -733,18 +746,18 @@ impl<'a> Compiler<'a> {
         s.const_ = o.get("const").cloned();
         self.heap += s.const_.as_ref().map_or(0, value_heap);
         s.const_cost = s.const_.as_ref().map_or(0, canonical_cost);
-        s.minimum = self.number(o, "minimum", at);
-        s.maximum = self.number(o, "maximum", at);
+        s.minimum = self.bound(o, "minimum", at);
+        s.maximum = self.bound(o, "maximum", at);
         // Draft-04: a boolean that makes minimum/maximum exclusive.
         match o.get("exclusiveMinimum") {
             Some(Value::Bool(true)) => s.exclusive_minimum = s.minimum.take(),
             Some(Value::Bool(false)) => {}
-            _ => s.exclusive_minimum = self.number(o, "exclusiveMinimum", at),
+            _ => s.exclusive_minimum = self.bound(o, "exclusiveMinimum", at),
         }
         match o.get("exclusiveMaximum") {
             Some(Value::Bool(true)) => s.exclusive_maximum = s.maximum.take(),
             Some(Value::Bool(false)) => {}
-            _ => s.exclusive_maximum = self.number(o, "exclusiveMaximum", at),
+            _ => s.exclusive_maximum = self.bound(o, "exclusiveMaximum", at),
         }
         s.multiple_of = self.number(o, "multipleOf", at);
         if s.multiple_of.is_some_and(|m| m <= 0.0 || !m.is_finite()) {
@@ -1414,29 +1427,29 @@ impl<'s> Ctx<'s> {
         let Some(x) = n.as_f64() else { return Ok(()) };
         use std::cmp::Ordering::{Greater, Less};
         // Each bound as the number compares with it (`None`: no bound).
-        let vs = |bound: Option<f64>| bound.map(|b| compare(n, b));
-        let checks: [(Option<f64>, bool, &'static str, &str); 4] = [
+        let vs = |bound: &Option<serde_json::Number>| bound.as_ref().map(|b| compare(n, b));
+        let checks: [(&Option<serde_json::Number>, bool, &'static str, &str); 4] = [
             (
-                s.minimum,
-                vs(s.minimum) != Some(Some(Less)),
+                &s.minimum,
+                vs(&s.minimum) != Some(Some(Less)),
                 "minimum",
                 "at least",
             ),
             (
-                s.maximum,
-                vs(s.maximum) != Some(Some(Greater)),
+                &s.maximum,
+                vs(&s.maximum) != Some(Some(Greater)),
                 "maximum",
                 "at most",
             ),
             (
-                s.exclusive_minimum,
-                s.exclusive_minimum.is_none() || vs(s.exclusive_minimum) == Some(Some(Greater)),
+                &s.exclusive_minimum,
+                s.exclusive_minimum.is_none() || vs(&s.exclusive_minimum) == Some(Some(Greater)),
                 "exclusiveMinimum",
                 "above",
             ),
             (
-                s.exclusive_maximum,
-                s.exclusive_maximum.is_none() || vs(s.exclusive_maximum) == Some(Some(Less)),
+                &s.exclusive_maximum,
+                s.exclusive_maximum.is_none() || vs(&s.exclusive_maximum) == Some(Some(Less)),
                 "exclusiveMaximum",
                 "below",
             ),
@@ -1737,19 +1750,27 @@ impl<'s> Ctx<'s> {
     }
 }
 
-/// `n` against a bound, exactly: an integer past 2^53 is not rounded to a
-/// double first (9007199254740993 is above `maximum: 9007199254740992` as a
-/// server reading integers reads it; as doubles they were equal, and the
-/// call passed: twenty-third review).
-fn compare(n: &serde_json::Number, bound: f64) -> Option<std::cmp::Ordering> {
-    use std::cmp::Ordering::{Equal, Greater, Less};
-    let Some(i) = n
-        .as_i64()
-        .map(i128::from)
-        .or_else(|| n.as_u64().map(i128::from))
-    else {
-        return n.as_f64()?.partial_cmp(&bound);
+/// `n` against a bound, exactly: an integer (on either side) past 2^53 is
+/// not rounded to a double first (9007199254740993 is above `maximum:
+/// 9007199254740992` as a server reading integers reads it; as doubles they
+/// were equal, and the call passed: twenty-third review).
+fn compare(n: &serde_json::Number, bound: &serde_json::Number) -> Option<std::cmp::Ordering> {
+    let integer = |x: &serde_json::Number| {
+        x.as_i64()
+            .map(i128::from)
+            .or_else(|| x.as_u64().map(i128::from))
     };
+    match (integer(n), integer(bound)) {
+        (Some(i), Some(b)) => Some(i.cmp(&b)),
+        (Some(i), None) => integer_against(i, bound.as_f64()?),
+        (None, Some(b)) => integer_against(b, n.as_f64()?).map(std::cmp::Ordering::reverse),
+        (None, None) => n.as_f64()?.partial_cmp(&bound.as_f64()?),
+    }
+}
+
+/// An integer (below 2^64 in size) against a double, exactly.
+fn integer_against(i: i128, bound: f64) -> Option<std::cmp::Ordering> {
+    use std::cmp::Ordering::{Equal, Greater, Less};
     if bound.is_nan() {
         return None;
     }
@@ -2794,6 +2815,36 @@ mod tests {
                 json!(1.5),
                 json!(1.25),
                 true,
+            ),
+            // The bound as written, too (twenty-eighth review: ...995 read as
+            // the double ...996 let ...996 pass).
+            (
+                "a_bound_past_2_53_as_written",
+                "maximum",
+                json!(9007199254740995_u64),
+                json!(9007199254740996_u64),
+                false,
+            ),
+            (
+                "the_bound_itself",
+                "maximum",
+                json!(9007199254740995_u64),
+                json!(9007199254740995_u64),
+                true,
+            ),
+            (
+                "a_double_above_an_integer_bound",
+                "maximum",
+                json!(10),
+                json!(10.5),
+                false,
+            ),
+            (
+                "a_double_below_an_integer_minimum",
+                "minimum",
+                json!(-3),
+                json!(-3.25),
+                false,
             ),
         ];
         for (case, keyword, bound, value, passes) in cases {
