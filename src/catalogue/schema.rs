@@ -50,9 +50,9 @@ use std::collections::HashMap;
 /// each by its bytes). A million cheap steps: a ~700 KB call of 8,000 rows
 /// takes ~200,000.
 pub const MAX_STEPS: u32 = 1_000_000;
-/// Regular-expression work one check may do, in state visits
-/// ([`pattern_cost`]): natively ~6.5 ns a visit on the worst patterns found
-/// (`(?:a?){1000}b` over 2,000 bytes: 26 ms), about 0.2-0.3 s in Envoy's V8.
+/// Regular-expression work the checks of one body may do, in state visits
+/// ([`pattern_cost`]): the twenty-sixth review measured 2-5.7 ns per charged
+/// visit under V8 on the worst patterns it found, 0.06-0.17 s at the bound.
 /// 470 KB of text against a pattern of the smallest class, 29 KB against one
 /// of 16 KiB (3,000 eight-byte names against `^[a-z0-9-]{1,64}$`). Earlier
 /// models charged live threads only: 200,000 units of bytes x class let
@@ -320,7 +320,7 @@ struct Compiler<'a> {
     /// (`a~b` and `a~0b` name one key; keyed by the spelling, each of 850
     /// spellings compiled the target again: twenty-first review). Inline or
     /// as a `$ref` target, a location is compiled once.
-    refs: HashMap<usize, NodeId>,
+    locations: HashMap<usize, NodeId>,
     /// Bytes compiled so far, estimated ([`MAX_COMPILED_BYTES`]).
     heap: usize,
     /// Past [`MAX_NODES`] or [`MAX_COMPILED_BYTES`]: nothing more is compiled.
@@ -349,7 +349,7 @@ impl Schema {
         let mut c = Compiler {
             doc,
             nodes: Vec::new(),
-            refs: HashMap::new(),
+            locations: HashMap::new(),
             heap: 0,
             full: false,
             unsupported: Vec::new(),
@@ -500,13 +500,13 @@ impl<'a> Compiler<'a> {
             Value::Object(o) if o.is_empty() => self.push(Node::Bool(true)),
             Value::Object(o) => {
                 let location = v as *const Value as usize;
-                if let Some(id) = self.refs.get(&location) {
+                if let Some(id) = self.locations.get(&location) {
                     return *id;
                 }
                 // Entered before it is compiled: a `$ref` inside it to
                 // itself (a cycle) closes on this id.
                 let id = self.push(Node::Pending);
-                self.refs.insert(location, id);
+                self.locations.insert(location, id);
                 self.heap += std::mem::size_of::<Obj>() + 48;
                 let obj = self.obj(o, &at, root);
                 if let Some(slot) = self.nodes.get_mut(id) {

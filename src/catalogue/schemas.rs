@@ -336,28 +336,32 @@ impl CompileBudget {
 /// One `tools/list` entry's schemas, compiled (through the cache): what a
 /// call of it is checked against (the CLI reads a saved list with it).
 pub fn known(entry: &Map<String, Value>) -> Known {
-    let text = stored_form(entry);
-    if text.len() > MAX_STORED_BYTES {
+    let Some((digest, text)) = kept(entry) else {
         return Known::TooLarge;
-    }
-    match compiled(&sha256_hex(text.as_bytes()), || Some(text.clone())) {
+    };
+    match compiled(&digest, || Some(text)) {
         Some(c) => Known::Declared(c),
         None => Known::Unavailable,
     }
 }
 
+/// What is kept of an entry: the digest and its stored form; `None` past
+/// [`MAX_STORED_BYTES`].
+fn kept(entry: &Map<String, Value>) -> Option<(String, String)> {
+    let text = stored_form(entry);
+    (text.len() <= MAX_STORED_BYTES).then(|| (sha256_hex(text.as_bytes()), text))
+}
+
 /// Read one `tools/list` entry (compiled through the VM's cache, within
 /// what is left of the list's `budget`).
 pub fn declared(tool: &str, entry: &Map<String, Value>, budget: &mut CompileBudget) -> Declared {
-    let text = stored_form(entry);
-    if text.len() > MAX_STORED_BYTES {
+    let Some((digest, text)) = kept(entry) else {
         return Declared {
             tool: tool.to_owned(),
             stored: None,
             listed: Listed::TooLarge,
         };
-    }
-    let digest = sha256_hex(text.as_bytes());
+    };
     let schemas = match cached(&digest) {
         Some(c) => Some(c),
         None if budget.spent() => None,
