@@ -24,5 +24,17 @@ pub mod poison;
 pub mod schema;
 pub mod schemas;
 
+/// What the lists of one upstream are remembered under: the Envoy cluster,
+/// and the route's name when it has one. NUL parts them. Both names are the
+/// operator's, so two keys could only collide by configuration, never by
+/// what a caller sends; the key is hashed or compared, never shown.
+pub fn upstream_key(cluster: &str, route: &str) -> String {
+    if route.is_empty() {
+        cluster.to_owned()
+    } else {
+        format!("{cluster}\u{0}{route}")
+    }
+}
+
 pub use config::{compile, CataloguePolicy, DescriptionAction, ResultAction, UnlistedCalls};
 pub use poison::{content_texts, wrap_text, Check, Finding, HostPattern, Inspector, OtherTools};

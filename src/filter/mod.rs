@@ -464,14 +464,18 @@ impl RequestFilter {
         }
     }
 
-    /// The upstream cluster the route sends this request to, when the policy
-    /// pins tools, keeps catalogue findings, selects intents or checks
-    /// schemas (what each remembers is kept per cluster; a property read
-    /// costs a hostcall). Envoy resolves the
-    /// route before the filter chain runs and records its cluster in the
-    /// stream info, which the wasm host exposes as `xds.cluster_name`. The
-    /// cluster, not the host: one cluster's endpoints serve one catalogue,
-    /// and the name comes from Envoy's configuration, never from the caller.
+    /// The upstream the route sends this request to, when the policy pins
+    /// tools, keeps catalogue findings, selects intents or checks schemas
+    /// (what each remembers is kept per upstream; a property read costs a
+    /// hostcall). Envoy resolves the route before the filter chain runs and
+    /// records it and its cluster in the stream info, which the wasm host
+    /// exposes as `xds.route_name` and `xds.cluster_name`: both come from
+    /// Envoy's configuration, never from the caller, so callers cannot mint
+    /// new memories. The cluster alone would let one MCP server's list teach
+    /// the filter about another served on another path of the same cluster
+    /// (a Kubernetes service hosting several, in Istio one cluster per
+    /// service); a named route per server keeps them apart
+    /// ([`crate::catalogue::upstream_key`]).
     fn upstream(&self, host: &dyn Host) -> Option<String> {
         if self.policy.pins.is_none()
             && !self.policy.catalogue.remembers()
@@ -480,9 +484,17 @@ impl RequestFilter {
         {
             return None;
         }
-        host.property(&["xds", "cluster_name"])
+        let cluster = host
+            .property(&["xds", "cluster_name"])
             .and_then(|b| String::from_utf8(b).ok())
-            .filter(|c| !c.is_empty())
+            .filter(|c| !c.is_empty())?;
+        // A route without a name, or a host that cannot say, leaves the
+        // cluster as the key: what the filter did before routes were read.
+        let route = host
+            .property(&["xds", "route_name"])
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_default();
+        Some(crate::catalogue::upstream_key(&cluster, &route))
     }
 
     /// A refusal decided on the headers (kill switch, stolen session, audit

@@ -427,3 +427,78 @@ fn one_response_shares_one_budget_for_its_results() {
     assert!((1..10).contains(&passed), "{passed} passed");
     assert_eq!(passed + refused, 10);
 }
+
+#[test]
+fn each_named_route_of_one_cluster_keeps_its_own_schemas() {
+    // One cluster serving two MCP servers on two paths, each path its own
+    // named route: a caller who lists the looser server must not loosen the
+    // checks of calls to the stricter one (twenty-eighth review, where the
+    // cluster alone was the key). Unnamed routes share their cluster's.
+    let p = policy(json!({"input": "enforce"}));
+    let strict = json!({"name": "add_order", "inputSchema": {
+        "type": "object", "properties": {"customer": {"type": "string"}},
+        "additionalProperties": false}});
+    let loose = json!({"name": "add_order", "inputSchema": {"type": "object"}});
+    let on = |store: &Rc<MemoryStore>, route: &str| {
+        let mut h = host_on(store, HERE);
+        if !route.is_empty() {
+            h.properties
+                .insert("xds.route_name".into(), route.as_bytes().to_vec());
+        }
+        h
+    };
+    let list = |store: &Rc<MemoryStore>, route: &str, tool: &Value| {
+        let mut x = Exchange::new(p.clone(), on(store, route));
+        let body = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+        assert!(x.request(Request::new(body.as_bytes())).forwarded());
+        let answer = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": [tool]}}).to_string();
+        x.respond(
+            Response::new(answer.as_bytes())
+                .status("200")
+                .content_type("application/json"),
+        );
+        x.done();
+    };
+    let forwarded = |store: &Rc<MemoryStore>, route: &str| {
+        let mut x = Exchange::new(p.clone(), on(store, route));
+        let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+            "params": {"name": "add_order", "arguments": {"customer": "a", "extra": 1}}})
+        .to_string();
+        x.request(Request::new(body.as_bytes())).forwarded()
+    };
+    // (case, routes listed in order with their tool, route called, forwarded?)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a Value)], &'a str, bool);
+    let cases: [Case; 4] = [
+        (
+            "the looser server listed last does not loosen the stricter route",
+            &[("strict", &strict), ("loose", &loose)],
+            "strict",
+            false,
+        ),
+        (
+            "the looser route keeps its own schema",
+            &[("strict", &strict), ("loose", &loose)],
+            "loose",
+            true,
+        ),
+        (
+            "a route that never listed is unseen, not served by another",
+            &[("loose", &loose)],
+            "strict",
+            false,
+        ),
+        (
+            "unnamed routes share their cluster's memory",
+            &[("", &strict), ("", &loose)],
+            "",
+            true,
+        ),
+    ];
+    for (name, listed, called, want) in cases {
+        let store = Rc::new(MemoryStore::new());
+        for (route, tool) in listed {
+            list(&store, route, tool);
+        }
+        assert_eq!(forwarded(&store, called), want, "{name}");
+    }
+}

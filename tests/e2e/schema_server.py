@@ -1,7 +1,7 @@
 """An MCP server on the official Python SDK (low-level `Server`, streamable
 HTTP) that declares input and output schemas, for `schemas`:
 
-    python tests/e2e/schema_server.py PORT
+    python tests/e2e/schema_server.py PORT [--loose-twin]
 
 - `add_order`: `customer` (string, required), `items` (array of `#/$defs/Item`,
   each with a required string `name`), `additionalProperties: false`; the
@@ -10,15 +10,22 @@ HTTP) that declares input and output schemas, for `schemas`:
 - `weather`: an `outputSchema` requiring a number `temp`; the city "Oslo"
   gets `{"temp": 21.5}`, any other city `{"temp": "warm"}` (a server that
   breaks its own contract).
+
+With `--loose-twin` the same process also serves a second MCP server at
+`/loose/mcp` whose `add_order` takes any object: two servers behind one
+Envoy cluster, told apart only by their path (and the route that matches it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import AsyncIterator
 
 import mcp_types as types
 import uvicorn
 from mcp.server.lowlevel import Server
+from starlette.applications import Starlette
 
 ORDER = {
     "type": "object",
@@ -58,6 +65,30 @@ async def call_tool(ctx, params) -> types.CallToolResult:  # noqa: ANN001
 
 server = Server("mcp-firewall-e2e-schemas", on_list_tools=list_tools, on_call_tool=call_tool)
 
+
+async def list_loose_tools(ctx, params) -> types.ListToolsResult:  # noqa: ANN001
+    return types.ListToolsResult(tools=[
+        types.Tool(name="add_order", description="Places an order.", input_schema={"type": "object"}),
+    ])
+
+
+loose_server = Server("mcp-firewall-e2e-schemas-loose", on_list_tools=list_loose_tools,
+                      on_call_tool=call_tool)
+
+
+def twin_app() -> Starlette:
+    """Both servers in one app: `/mcp` the strict one, `/loose/mcp` the loose one."""
+    strict = server.streamable_http_app(json_response=True)
+    loose = loose_server.streamable_http_app(json_response=True, streamable_http_path="/loose/mcp")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with strict.router.lifespan_context(strict), loose.router.lifespan_context(loose):
+            yield
+
+    return Starlette(routes=[*strict.routes, *loose.routes], lifespan=lifespan)
+
+
 if __name__ == "__main__":
-    app = server.streamable_http_app(json_response=True)
+    app = twin_app() if "--loose-twin" in sys.argv[2:] else server.streamable_http_app(json_response=True)
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

@@ -127,3 +127,51 @@ def test_calls_and_results_are_held_to_the_declared_schemas(workdir: Path, wasm:
         if env is not None:
             env.stop()
         server.stop()
+
+
+def test_two_servers_on_one_cluster_keep_their_schemas_by_route(workdir: Path, wasm: Path) -> None:
+    """One cluster, two MCP servers on two paths, each path a named route:
+    listing the looser server (last) does not loosen the checks of calls to
+    the stricter one, and the looser one keeps its own schema."""
+    port = harness.free_port()
+    server = harness.Proc(f"schemas-twin-{port}",
+                          [sys.executable, str(HERE / "schema_server.py"), str(port), "--loose-twin"],
+                          workdir / f"schemas-twin-{port}.log")
+    env = None
+    try:
+        harness._wait(lambda: harness.port_open(port), 30, "schema server", server)
+        cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
+                             upstream_port=port, policy=schemas_policy(), wasm=wasm)
+        vhost = harness._hcm(cfg)["route_config"]["virtual_hosts"][0]
+        catch_all = vhost["routes"][-1]
+        assert catch_all["match"] == {"prefix": "/"}, catch_all
+        catch_all["name"] = "orders-strict"
+        loose_route = {**catch_all, "name": "orders-loose", "match": {"prefix": "/loose/"}}
+        vhost["routes"].insert(len(vhost["routes"]) - 1, loose_route)
+        env = harness.Envoy(cfg, workdir, name="envoy-schemas-twin")
+        loose_url = env.url.replace("/mcp", "/loose/mcp")
+
+        async def list_both() -> tuple[list[str], list[str]]:
+            async with sdk_session(env.url, ADMIN_KEY) as s:
+                strict = [t.name for t in (await s.list_tools()).tools]
+            async with sdk_session(loose_url, ADMIN_KEY) as s:
+                loose = [t.name for t in (await s.list_tools()).tools]
+            return strict, loose
+
+        strict_names, loose_names = anyio.run(list_both)
+        assert strict_names == ["add_order", "weather"], strict_names
+        assert loose_names == ["add_order"], loose_names
+
+        extra = {"customer": "a", "extra": 1}
+        got = {
+            "strict": refusal(raw_call(env.url, "add_order", extra)),
+            "loose": refusal(raw_call(loose_url, "add_order", extra)),
+        }
+        assert got == {
+            "strict": (-32010, "input-schema", "/extra"),
+            "loose": ("ran", "ran add_order"),
+        }, got
+    finally:
+        if env is not None:
+            env.stop()
+        server.stop()
