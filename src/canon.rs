@@ -242,6 +242,42 @@ fn normalize_ip_literal(host: &str) -> Result<String, String> {
     Ok(format!("[{}]", inner.to_ascii_lowercase()))
 }
 
+/// Why a request path (`:path`, query and all) is not one Envoy's route
+/// match and every server read alike, or `None`. Envoy matches routes on the
+/// path as sent (unless told to normalise it); servers decode escapes,
+/// resolve dot segments, merge slashes, strip `;` parameters or treat `\`
+/// as `/` before they dispatch, so `/%6coose/mcp` matches Envoy's `/` route
+/// and reaches the server mounted at `/loose/`. The query is not read: no
+/// server dispatches on it.
+pub fn route_path_problem(path: &str) -> Option<&'static str> {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    if !path.starts_with('/') {
+        return Some("does not start with /");
+    }
+    if let Some(b) = path.bytes().find(|b| !(0x21..0x7f).contains(b)) {
+        return Some(match b {
+            b' ' => "holds a space",
+            _ => "holds a byte outside printable ASCII",
+        });
+    }
+    for (c, why) in [
+        ('%', "holds a percent-escape"),
+        ('\\', "holds a backslash"),
+        (';', "holds a ';' (a parameter some servers strip)"),
+    ] {
+        if path.contains(c) {
+            return Some(why);
+        }
+    }
+    if path.contains("//") {
+        return Some("holds an empty segment (//)");
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Some("holds a dot segment");
+    }
+    None
+}
+
 /// Normalise a resource URI as POLICY.md describes, or say why it is refused.
 ///
 /// * scheme and host lower-cased (RFC 3986 §6.2.2.1), escapes of unreserved
@@ -863,4 +899,56 @@ fn format_ipv6(pieces: &[u16; 8]) -> String {
         i += 1;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_path_problem;
+
+    #[test]
+    fn request_paths_servers_could_read_otherwise_than_the_route_match() {
+        let cases = [
+            ("plain_endpoint", "/mcp", None),
+            ("nested_endpoint", "/servers/orders/mcp", None),
+            ("query_is_not_read", "/mcp?x=%2F..//;", None),
+            (
+                "escaped_letter",
+                "/%6coose/mcp",
+                Some("holds a percent-escape"),
+            ),
+            (
+                "escaped_slash",
+                "/loose%2Fmcp",
+                Some("holds a percent-escape"),
+            ),
+            ("backslash", "/loose\\mcp", Some("holds a backslash")),
+            (
+                "parameter",
+                "/loose;x/mcp",
+                Some("holds a ';' (a parameter some servers strip)"),
+            ),
+            (
+                "double_slash",
+                "//loose/mcp",
+                Some("holds an empty segment (//)"),
+            ),
+            (
+                "dot_segment",
+                "/x/../loose/mcp",
+                Some("holds a dot segment"),
+            ),
+            ("dot_at_end", "/loose/.", Some("holds a dot segment")),
+            ("space", "/loose mcp", Some("holds a space")),
+            (
+                "non_ascii",
+                "/lo\u{f6}se/mcp",
+                Some("holds a byte outside printable ASCII"),
+            ),
+            ("asterisk_form", "*", Some("does not start with /")),
+            ("fragment_is_not_read", "/mcp#/../x", None),
+        ];
+        for (name, path, want) in cases {
+            assert_eq!(route_path_problem(path), want, "{name}");
+        }
+    }
 }

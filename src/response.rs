@@ -28,6 +28,11 @@ pub struct ResponsePlan {
     /// What the output-schema checks of this response have spent together
     /// (every result of a batch, every copy a stream repeats).
     pub schema_budget: std::cell::Cell<crate::catalogue::schema::CheckBudget>,
+    /// What compiling the schemas of this response's lists has spent
+    /// together: a stream may repeat one list's answer, and each copy had a
+    /// budget of its own (twenty-ninth review: 1,000 copies of a list of
+    /// fresh patterns held a worker 47 s).
+    pub compile_budget: std::cell::Cell<crate::catalogue::schemas::CompileBudget>,
     /// Ids (see `jsonrpc::id_key`) of list requests whose results must be filtered.
     pub lists: Vec<(String, Catalogue)>,
     /// Ids of requests whose answers are scanned (every request but calls of
@@ -58,10 +63,9 @@ pub struct ResponsePlan {
     /// Ids of requests whose results the catalogue checks read, with where
     /// the result's text is.
     pub inspected_results: Vec<(String, ResultKind)>,
-    /// Ids of `tools/call` requests whose `structuredContent` is checked
-    /// against the tool's declared `outputSchema` (`schemas.output` not
-    /// `off`), with the tool and what was known of its schemas.
-    pub schema_results: Vec<(String, String, crate::catalogue::schemas::Known)>,
+    /// `tools/call` requests whose `structuredContent` is checked against
+    /// the tool's declared `outputSchema` (`schemas.output` not `off`).
+    pub schema_results: Vec<SchemaResult>,
     /// Ids of `tools/list` requests whose answers' schemas are remembered
     /// (`schemas` on; every page, in dry run too).
     pub schema_lists: Vec<String>,
@@ -159,6 +163,19 @@ pub fn check_result_cap(
         msg.insert("error".into(), over.error());
     }
     Some((id.clone(), over))
+}
+
+/// A `tools/call` whose result is held to its tool's `outputSchema`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaResult {
+    /// The request's id (`jsonrpc::id_key`).
+    pub id: String,
+    pub tool: String,
+    /// What was known of the tool's schemas when the call went out.
+    pub known: crate::catalogue::schemas::Known,
+    /// The call asked for a task (`params.task`): its answer may be the
+    /// task the server created instead of the tool's result.
+    pub task: bool,
 }
 
 impl ResponsePlan {
@@ -326,15 +343,15 @@ pub fn rewrite_message(
         inspect_list(policy, others, *list, msg, &mut out);
     }
     let scanned = plan.scans.contains(&id);
-    if let Some((_, tool, known)) = plan.schema_results.iter().find(|(k, _, _)| *k == id) {
+    if let Some(call) = plan.schema_results.iter().find(|c| c.id == id) {
         // Before DLP and the catalogue checks: the server's answer as sent
         // is what its contract describes.
-        check_output_schema(policy, tool, known, &plan.schema_budget, msg, &mut out);
+        check_output_schema(policy, call, &plan.schema_budget, msg, &mut out);
     }
     if plan.schema_lists.contains(&id) {
         // Every entry, before the caller's view is cut: the schemas are the
         // server's, whoever listed them.
-        declare_schemas(msg, &mut out);
+        declare_schemas(msg, &plan.compile_budget, &mut out);
     }
     let Some(catalogue) = plan.lists.iter().find(|(k, _)| *k == id).map(|(_, c)| *c) else {
         if scanned {
@@ -427,11 +444,15 @@ fn filter_list(
 /// `result.tools` and the entry's `name`, `inputSchema` and `outputSchema`
 /// as MCP spells them: a list spelt otherwise is refused outside dry run
 /// (`check_result`'s note), and its tools stay unseen.
-fn declare_schemas(msg: &Map<String, Value>, out: &mut Rewrite) {
+fn declare_schemas(
+    msg: &Map<String, Value>,
+    budget: &std::cell::Cell<crate::catalogue::schemas::CompileBudget>,
+    out: &mut Rewrite,
+) {
     let Some(Value::Array(entries)) = msg.get("result").and_then(|r| r.get("tools")) else {
         return;
     };
-    let mut budget = crate::catalogue::schemas::CompileBudget::default();
+    let mut left = budget.get();
     for entry in entries {
         let Some(obj) = entry.as_object() else {
             continue;
@@ -440,8 +461,9 @@ fn declare_schemas(msg: &Map<String, Value>, out: &mut Rewrite) {
             continue;
         };
         out.schemas_declared
-            .push(crate::catalogue::schemas::declared(name, obj, &mut budget));
+            .push(crate::catalogue::schemas::declared(name, obj, &mut left));
     }
+    budget.set(left);
 }
 
 /// A `tools/call` result held to its tool's declared `outputSchema`: its
@@ -454,8 +476,7 @@ fn declare_schemas(msg: &Map<String, Value>, out: &mut Rewrite) {
 /// checks' `block` replaces one.
 fn check_output_schema(
     policy: &CompiledPolicy,
-    tool: &str,
-    known: &crate::catalogue::schemas::Known,
+    call: &SchemaResult,
     budget: &std::cell::Cell<crate::catalogue::schema::CheckBudget>,
     msg: &mut Map<String, Value>,
     out: &mut Rewrite,
@@ -467,6 +488,15 @@ fn check_output_schema(
     if result.get("isError").and_then(Value::as_bool) == Some(true) {
         return;
     }
+    // A call that asked for a task may be answered with the task the
+    // server created (`CreateTaskResult`, MCP 2025-11-25: `{"task": {...}}`),
+    // which carries no tool result: the result comes later, by
+    // `tasks/result`. Only when the call asked: a server that answers a
+    // plain call with a task is held to the tool's result like any other.
+    if call.task && result.get("task").is_some_and(Value::is_object) {
+        return;
+    }
+    let (tool, known) = (call.tool.as_str(), &call.known);
     let sp = &policy.schemas;
     let Some(finding) = check(
         sp,
@@ -1628,5 +1658,61 @@ mod tests {
             let found: Vec<&str> = r.findings.iter().map(|f| f.path.as_str()).collect();
             assert_eq!(found, paths, "{name}");
         }
+    }
+
+    #[test]
+    fn one_response_shares_one_compile_budget_for_its_lists() {
+        // A stream repeating a list answer, each copy with fresh patterns:
+        // each copy had a budget of its own (twenty-ninth review: 1,000
+        // copies held a worker 47 s). One response, one budget: past it the
+        // tools are kept, deferred to their first call.
+        use crate::catalogue::schemas::Listed;
+        let policy = crate::policy::compile(&json!({"version": 1,
+            "rules": [{"id": "all", "effect": "allow", "methods": ["*"]}],
+            "schemas": {"input": "enforce"}}))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let plan = ResponsePlan {
+            schema_lists: vec!["5".into()],
+            ..ResponsePlan::default()
+        };
+        let caller = reader();
+        // Each copy: thirty tools of four patterns of 2,000-odd repeats
+        // (~0.6 MiB of program a tool), within one list's 32 MiB; two
+        // copies are not.
+        let copy = |c: usize| {
+            let tools: Vec<Value> = (0..30)
+                .map(|t| {
+                    let props: Map<String, Value> = ["a", "b", "c", "d"]
+                        .iter()
+                        .map(|k| {
+                            (
+                                (*k).to_owned(),
+                                json!({"pattern": format!("{k}{{0,{}}}", 2000 + c * 100 + t)}),
+                            )
+                        })
+                        .collect();
+                    json!({"name": format!("t{t}"), "inputSchema": {"properties": props}})
+                })
+                .collect();
+            json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": tools}})
+        };
+        let mut compiled = Vec::new();
+        for c in 0..3 {
+            let mut msg = copy(c);
+            let Some(obj) = msg.as_object_mut() else {
+                panic!("object")
+            };
+            let out = rewrite_message(&policy, &caller, &plan, &OtherTools::default(), obj);
+            assert_eq!(out.schemas_declared.len(), 30, "copy {c}");
+            compiled.push(
+                out.schemas_declared
+                    .iter()
+                    .filter(|d| matches!(d.listed, Listed::Compiled(_)))
+                    .count(),
+            );
+        }
+        assert_eq!(compiled[0], 30, "{compiled:?}");
+        assert!(compiled[1] < 30, "{compiled:?}");
+        assert_eq!(compiled[2], 0, "{compiled:?}");
     }
 }

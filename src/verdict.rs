@@ -34,7 +34,7 @@ use crate::meter::{self, Charge, Conversation};
 use crate::policy::{BatchMode, CompiledPolicy, Mode};
 use crate::reply::{self, LocalReply};
 use crate::response::ResultKind;
-use crate::response::{CappedAnswer, ResponsePlan};
+use crate::response::{CappedAnswer, ResponsePlan, SchemaResult};
 use crate::rule_id::RuleId;
 use serde_json::{json, Value};
 
@@ -83,10 +83,17 @@ pub struct RequestHead {
     pub conversation: Option<String>,
     /// The headers ended the stream: no body follows.
     pub ends_stream: bool,
-    /// The upstream cluster the request is routed to (Envoy's
-    /// `xds.cluster_name`), read only when the policy has pins: the
-    /// definitions a call is checked against are those this upstream listed.
+    /// The upstream the request is routed to (Envoy's cluster and route
+    /// name, [`crate::catalogue::upstream_key`]), read only when the policy
+    /// remembers what lists show (pins, catalogue findings, intents,
+    /// schemas): what a call is checked against is what this upstream
+    /// listed.
     pub upstream: Option<String>,
+    /// Why the request's path is not one Envoy's route match and the server
+    /// read alike ([`crate::canon::route_path_problem`]), when the upstream
+    /// is told apart by its route's name: refused, since a server decoding
+    /// it otherwise would answer for another route's memory.
+    pub route_path_problem: Option<&'static str>,
     /// When the request is decided, in milliseconds since the Unix epoch
     /// (UTC): the host's clock in the filter, `--at` or a case's `at` in the
     /// CLI. `time` conditions read it; given here so the verdict stays a pure
@@ -217,6 +224,16 @@ pub fn judge_head(
         return HeadVerdict::Refuse(Refusal::invalid(
             RuleId::Protocol,
             format!("header {name} sent more than once"),
+        ));
+    }
+    if let Some(problem) = head.route_path_problem {
+        return HeadVerdict::Refuse(Refusal::invalid(
+            RuleId::Protocol,
+            format!(
+                "the request path {problem}: what lists teach the filter is kept per route, \
+                 and a server that reads the path otherwise than the route match could \
+                 answer for another route"
+            ),
         ));
     }
     if head.method == "GET"
@@ -723,10 +740,12 @@ pub fn judge_body(
         // The call's result is held to the `outputSchema` known when the
         // call went out.
         if let Some((tool, known)) = &v.declared {
-            verdict
-                .plan
-                .schema_results
-                .push((id_key(id), tool.clone(), known.clone()));
+            verdict.plan.schema_results.push(SchemaResult {
+                id: id_key(id),
+                tool: tool.clone(),
+                known: known.clone(),
+                task: method == "tools/call" && params.get("task").is_some(),
+            });
         }
         // The answer's size cap, read before any scan of it (first matching
         // `result_caps` entry, else `max_result_bytes`).

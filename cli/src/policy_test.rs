@@ -235,6 +235,7 @@ pub fn request_head(
         ends_stream: false,
         // The CLI's definitions seen (`SeenTools`) hold for any upstream.
         upstream: None,
+        route_path_problem: None,
         now_ms,
     }
 }

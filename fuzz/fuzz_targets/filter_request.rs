@@ -270,6 +270,8 @@ fn head_of(
         // The fake host names no cluster: pinned calls meet `unavailable`
         // there, as `NothingSeen` gives `unseen` here; both refuse.
         upstream: None,
+        // No route either: the path is never checked for one.
+        route_path_problem: None,
         now_ms,
     }
 }

@@ -296,15 +296,16 @@ pub enum Listed {
     Deferred,
 }
 
-/// What one list, or one request body, may compile afresh: 32 MiB of
-/// pattern program, 64 MiB of compiled nodes and [`MAX_TOOLS`] schemas.
+/// What one response (every list answer it holds, every copy a stream
+/// repeats), or one request body, may compile afresh: 32 MiB of pattern
+/// program, 64 MiB of compiled nodes and [`MAX_TOOLS`] schemas.
 /// Each schema is bounded on its own; a list was not (twenty-fourth review:
 /// 26,000 tools of four ~200 KiB patterns compiled for 66 s, and the cache,
 /// past its 64 MiB of patterns, started again on every such list), nor a
 /// batch of calls of many tools the cache no longer held (twenty-seventh
 /// review: 9,000 calls, 11.9 s, all forwarded; with larger schemas the
 /// compiled forms each call kept took the VM).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompileBudget {
     regex_weight: u64,
     bytes: usize,

@@ -433,6 +433,10 @@ impl RequestFilter {
             Some(name) => host.request_header(name),
             None => session_id.clone(),
         };
+        let (upstream, route_path_problem) = match self.upstream(host) {
+            Ok(u) => (u, None),
+            Err(problem) => (None, Some(problem)),
+        };
         RequestHead {
             method: host.request_header(":method").unwrap_or_default(),
             path: self
@@ -457,7 +461,8 @@ impl RequestFilter {
                 .map(|(k, v)| (k["mcp-param-".len()..].to_owned(), v))
                 .collect(),
             ends_stream: end_of_stream,
-            upstream: self.upstream(host),
+            upstream,
+            route_path_problem,
             // Read when the body is decided (on_request_body), the only
             // decision that reads the time: no clock hostcall for the headers.
             now_ms: 0,
@@ -475,26 +480,38 @@ impl RequestFilter {
     /// the filter about another served on another path of the same cluster
     /// (a Kubernetes service hosting several, in Istio one cluster per
     /// service); a named route per server keeps them apart
-    /// ([`crate::catalogue::upstream_key`]).
-    fn upstream(&self, host: &dyn Host) -> Option<String> {
+    /// ([`crate::catalogue::upstream_key`]). But the route is matched on
+    /// the path as sent, and a server may read it otherwise (`/%6coose/mcp`
+    /// matched `/` and reached the server at `/loose/`; twenty-ninth
+    /// review): on a named route a path not in plain form is the error.
+    fn upstream(&self, host: &dyn Host) -> Result<Option<String>, &'static str> {
         if self.policy.pins.is_none()
             && !self.policy.catalogue.remembers()
             && !self.policy.selects_intents()
             && !self.policy.schemas.active()
         {
-            return None;
+            return Ok(None);
         }
-        let cluster = host
+        let Some(cluster) = host
             .property(&["xds", "cluster_name"])
             .and_then(|b| String::from_utf8(b).ok())
-            .filter(|c| !c.is_empty())?;
+            .filter(|c| !c.is_empty())
+        else {
+            return Ok(None);
+        };
         // A route without a name, or a host that cannot say, leaves the
         // cluster as the key: what the filter did before routes were read.
         let route = host
             .property(&["xds", "route_name"])
             .and_then(|b| String::from_utf8(b).ok())
             .unwrap_or_default();
-        Some(crate::catalogue::upstream_key(&cluster, &route))
+        if !route.is_empty() {
+            let path = host.request_header(":path").unwrap_or_default();
+            if let Some(problem) = crate::canon::route_path_problem(&path) {
+                return Err(problem);
+            }
+        }
+        Ok(Some(crate::catalogue::upstream_key(&cluster, &route)))
     }
 
     /// A refusal decided on the headers (kill switch, stolen session, audit
@@ -735,7 +752,11 @@ impl RequestFilter {
         };
         if self.head.upstream.is_none() {
             // A policy adopted since the headers may pin tools.
-            self.head.upstream = self.upstream(host);
+            // Envoy refuses header reads from body callbacks: on a named
+            // route the path cannot be checked here, so no upstream is
+            // known and what the call is checked against is unavailable
+            // (refused where the policy enforces).
+            self.head.upstream = self.upstream(host).ok().flatten();
         }
         // The definitions this upstream listed last, in shared data: what a
         // call of a pinned tool is checked against.
@@ -1295,7 +1316,11 @@ impl RequestFilter {
         let caller = self.caller.clone().unwrap_or_else(|| Rc::new(anonymous()));
         if self.head.upstream.is_none() {
             // The policy may pin tools.
-            self.head.upstream = self.upstream(host);
+            // Envoy refuses header reads from body callbacks: on a named
+            // route the path cannot be checked here, so no upstream is
+            // known and what the call is checked against is unavailable
+            // (refused where the policy enforces).
+            self.head.upstream = self.upstream(host).ok().flatten();
         }
         let seen = Remembered(&*host);
         judge_body(

@@ -440,7 +440,7 @@ fn each_named_route_of_one_cluster_keeps_its_own_schemas() {
         "additionalProperties": false}});
     let loose = json!({"name": "add_order", "inputSchema": {"type": "object"}});
     let on = |store: &Rc<MemoryStore>, route: &str| {
-        let mut h = host_on(store, HERE);
+        let mut h = host_on(store, HERE).header(":path", "/mcp");
         if !route.is_empty() {
             h.properties
                 .insert("xds.route_name".into(), route.as_bytes().to_vec());
@@ -500,5 +500,126 @@ fn each_named_route_of_one_cluster_keeps_its_own_schemas() {
             list(&store, route, tool);
         }
         assert_eq!(forwarded(&store, called), want, "{name}");
+    }
+}
+
+#[test]
+fn a_task_the_server_created_is_not_held_to_the_tools_output_schema() {
+    // A call that asks for a task is answered with the task (MCP
+    // 2025-11-25 `CreateTaskResult`), not the tool's result: it was refused
+    // for lacking `structuredContent` (twenty-ninth review, the TS SDK's
+    // `callToolStream`). A plain call answered with a task still is.
+    let p = policy(json!({"input": "enforce", "output": "enforce"}));
+    let task = json!({"task": {"taskId": "t-1", "status": "working",
+        "createdAt": "2026-12-05T00:00:00Z", "ttl": 60000}});
+    // (case, params.task of the call, the server's result, the client reads a result?)
+    let cases = [
+        (
+            "a task call answered with its task",
+            Some(json!({"ttl": 60000})),
+            task.clone(),
+            true,
+        ),
+        (
+            "a task call answered at once with a broken result",
+            Some(json!({"ttl": 60000})),
+            json!({"content": [], "structuredContent": {"temp": "warm"}}),
+            false,
+        ),
+        ("a plain call answered with a task", None, task, false),
+    ];
+    for (name, ask, result, passes) in cases {
+        let store = Rc::new(MemoryStore::new());
+        list(&p, &store, HERE, false);
+        let mut x = Exchange::new(p.clone(), host_on(&store, HERE));
+        let mut params = json!({"name": "weather", "arguments": {}});
+        if let Some(t) = ask {
+            params["task"] = t;
+        }
+        let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": params})
+            .to_string();
+        assert!(
+            x.request(Request::new(body.as_bytes())).forwarded(),
+            "{name}"
+        );
+        let answer = json!({"jsonrpc": "2.0", "id": 9, "result": result}).to_string();
+        let out = x
+            .respond(
+                Response::new(answer.as_bytes())
+                    .status("200")
+                    .content_type("application/json"),
+            )
+            .downstream()
+            .to_vec();
+        x.done();
+        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        assert_eq!(v.get("result").is_some(), passes, "{name}: {v}");
+        if !passes {
+            assert_eq!(v["error"]["data"]["rule"], json!("output-schema"), "{name}");
+        }
+    }
+}
+
+#[test]
+fn a_named_route_refuses_paths_a_server_could_read_otherwise() {
+    // Envoy matches routes on the path as sent; a server decodes it. On a
+    // named route (which keys what lists teach the filter) `/%6coose/mcp`
+    // matched the catch-all route and reached the server at `/loose/`,
+    // filing the loose server's list under the strict route (twenty-ninth
+    // review). Refused there; a route without a name keys by cluster, where
+    // the path does not matter.
+    let p = policy(json!({"input": "enforce"}));
+    // (case, route name, path, refused with 400?)
+    let cases = [
+        (
+            "escaped letter on a named route",
+            "orders",
+            "/%6coose/mcp",
+            true,
+        ),
+        (
+            "escaped slash on a named route",
+            "orders",
+            "/loose%2Fmcp",
+            true,
+        ),
+        (
+            "dot segment on a named route",
+            "orders",
+            "/x/../loose/mcp",
+            true,
+        ),
+        ("plain path on a named route", "orders", "/mcp?x=%2F", false),
+        (
+            "escaped letter on an unnamed route",
+            "",
+            "/%6coose/mcp",
+            false,
+        ),
+    ];
+    for (name, route, path, refused) in cases {
+        let store = Rc::new(MemoryStore::new());
+        let mut h = host_on(&store, HERE).header(":path", path);
+        if !route.is_empty() {
+            h.properties
+                .insert("xds.route_name".into(), route.as_bytes().to_vec());
+        }
+        let mut x = Exchange::new(p.clone(), h);
+        let body = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+        let forwarded = x.request(Request::new(body.as_bytes())).forwarded();
+        assert_eq!(forwarded, !refused, "{name}");
+        if refused {
+            let reply = x
+                .reply()
+                .map(|r| (r.status, String::from_utf8_lossy(&r.body).into_owned()));
+            let Some((status, text)) = reply else {
+                panic!("{name}: no reply")
+            };
+            assert_eq!(status, 400, "{name}");
+            assert!(
+                text.contains("-32600") && text.contains("the request path holds"),
+                "{name}: {text}"
+            );
+        }
     }
 }

@@ -26,7 +26,7 @@ from typing import Any
 
 import anyio
 from conftest import ADMIN_KEY, base_policy
-from mcp_raw import call, messages, open_session, sdk_session, send
+from mcp_raw import call, messages, open_session, rpc, sdk_session, send
 
 import harness
 
@@ -171,6 +171,21 @@ def test_two_servers_on_one_cluster_keep_their_schemas_by_route(workdir: Path, w
             "strict": (-32010, "input-schema", "/extra"),
             "loose": ("ran", "ran add_order"),
         }, got
+
+        # Envoy matches `/%6coose/mcp` with the strict route's `/` prefix and
+        # the server decodes it to the loose app: a list read so would be
+        # filed under the strict route. On a named route such paths are
+        # refused before anything reaches the server.
+        base = env.url.removesuffix("/mcp")
+        upstream_before = env.stat("cluster.mcp_server.upstream_rq_total")
+        # (httpx resolves dot segments itself: those are tested natively.)
+        for path in ("/%6coose/mcp", "/loose%2Fmcp"):
+            r = send(base + path, body=json.dumps(rpc("tools/list", {}, id=3)), token=ADMIN_KEY)
+            assert r.status_code == 400, (path, r.status_code, r.text)
+            assert r.json()["error"]["code"] == -32600, (path, r.text)
+            assert "the request path holds a percent-escape" in r.text, (path, r.text)
+        assert env.stat("cluster.mcp_server.upstream_rq_total") == upstream_before
+        assert refusal(raw_call(env.url, "add_order", extra)) == (-32010, "input-schema", "/extra")
     finally:
         if env is not None:
             env.stop()
