@@ -285,19 +285,18 @@ fn write_canonical(v: &Value, skip: Option<&str>, out: &mut Vec<u8>) {
             // serde_json's default Map is a BTreeMap (already in code point
             // order), but sort explicitly so the result does not depend on the
             // `preserve_order` feature being off.
-            let mut keys: Vec<&String> = m.keys().filter(|k| Some(k.as_str()) != skip).collect();
-            keys.sort_unstable();
+            let mut members: Vec<(&String, &Value)> =
+                m.iter().filter(|(k, _)| Some(k.as_str()) != skip).collect();
+            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
             out.push(b'{');
-            for (i, k) in keys.iter().enumerate() {
+            for (i, (k, x)) in members.into_iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
                 // Writing into a Vec cannot fail, and neither can serialising a str.
                 let _ = serde_json::to_writer(&mut *out, k.as_str());
                 out.push(b':');
-                if let Some(x) = m.get(k.as_str()) {
-                    write_canonical(x, None, out);
-                }
+                write_canonical(x, None, out);
             }
             out.push(b'}');
         }

@@ -180,11 +180,19 @@ impl Eq for ToolSchemas {}
 /// outputSchema}` (null when absent), canonical JSON so one definition has
 /// one digest.
 pub fn stored_form(entry: &Map<String, Value>) -> String {
-    let doc = json!({
-        "i": entry.get("inputSchema").cloned().unwrap_or(Value::Null),
-        "o": entry.get("outputSchema").cloned().unwrap_or(Value::Null),
-    });
-    canonical(&doc)
+    // The canonical form of `{"i": inputSchema, "o": outputSchema}`, written
+    // without building (deep-copying) that object: lists of large schemas
+    // spent most of their time copying them.
+    let part = |member: &str| {
+        entry
+            .get(member)
+            .map_or_else(|| "null".to_owned(), canonical)
+    };
+    format!(
+        "{{\"i\":{},\"o\":{}}}",
+        part("inputSchema"),
+        part("outputSchema")
+    )
 }
 
 fn compile_stored(text: &str, digest: String) -> Option<ToolSchemas> {
@@ -298,7 +306,9 @@ pub enum Listed {
 
 /// What one response (every list answer it holds, every copy a stream
 /// repeats), or one request body, may compile afresh: 32 MiB of pattern
-/// program, 64 MiB of compiled nodes and [`MAX_TOOLS`] schemas.
+/// program, 16 MiB of compiled nodes (twice what one schema may compile to;
+/// 64 MiB was 49 tools of 1,500 small properties, ~3 MB of schema, 0.1 s natively)
+/// and [`MAX_TOOLS`] schemas.
 /// Each schema is bounded on its own; a list was not (twenty-fourth review:
 /// 26,000 tools of four ~200 KiB patterns compiled for 66 s, and the cache,
 /// past its 64 MiB of patterns, started again on every such list), nor a
@@ -316,7 +326,7 @@ impl Default for CompileBudget {
     fn default() -> Self {
         CompileBudget {
             regex_weight: 32 * 1024,
-            bytes: 64 << 20,
+            bytes: 16 << 20,
             schemas: MAX_TOOLS,
         }
     }
