@@ -301,11 +301,35 @@ fn name(
                 };
                 // Self-delimiting: nothing else is needed between it and
                 // the next part.
-                write_data(arguments, &mut out);
+                write_arguments(arguments, &mut out);
             }
         }
     }
     out
+}
+
+/// Arguments past this many bytes (as [`write_data`] writes them) go into a
+/// meter's name as their 128-bit XXH3 digest.
+const ARGUMENTS_DIGESTED_PAST: usize = 64;
+
+/// The arguments as [`write_data`] writes them, or, when longer than
+/// [`ARGUMENTS_DIGESTED_PAST`], `h` and their XXH3-128 digest (no data
+/// starts with `h`, and the digest has a fixed length: still prefix-free).
+/// The table hashes the whole name with its keyed SipHash anyway; a 4 KB
+/// argument made that most of what the loop breaker cost, and XXH3 reads
+/// long input in a fraction of the instructions. Unkeyed is enough here: a
+/// collision only merges two argument sets of one caller, tool and rule
+/// into one meter (the caller's own calls refused sooner, never another's;
+/// the subject stays in the keyed name), and 128 bits never meet by chance.
+fn write_arguments(arguments: &Value, out: &mut Vec<u8>) {
+    let mut data = Vec::new();
+    write_data(arguments, &mut data);
+    if data.len() <= ARGUMENTS_DIGESTED_PAST {
+        out.extend_from_slice(&data);
+    } else {
+        out.push(b'h');
+        out.extend_from_slice(&xxhash_rust::xxh3::xxh3_128(&data).to_le_bytes());
+    }
 }
 
 /// `v` as bytes that two values share exactly when they are the same JSON
