@@ -386,6 +386,7 @@ fn arguments_share_a_loop_meter_exactly_when_they_are_the_same_data() {
     let name = |arguments: Value| {
         first_meter_name(&meters, &ana, json!({"name": "t", "arguments": arguments}))
     };
+    let long = "x".repeat(4096);
     // (case, two arguments, one meter)
     let cases = [
         (
@@ -452,6 +453,25 @@ fn arguments_share_a_loop_meter_exactly_when_they_are_the_same_data() {
             "the_same_text_with_a_key_after_it",
             json!({"a": "x\u{1}"}),
             json!({"a": "x"}),
+            false,
+        ),
+        // Past 64 bytes the data is digested: the same rules hold.
+        (
+            "long_members_in_another_order",
+            json!({"a": 1, "text": long.clone()}),
+            json!({"text": long.clone(), "a": 1.0}),
+            true,
+        ),
+        (
+            "long_text_differing_in_its_last_byte",
+            json!({"text": long.clone()}),
+            json!({"text": format!("{}y", &long[..long.len() - 1])}),
+            false,
+        ),
+        (
+            "long_text_is_not_the_short_data_it_digests_to",
+            json!({"text": long.clone()}),
+            json!({"text": "h"}),
             false,
         ),
     ];
