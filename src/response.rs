@@ -69,6 +69,12 @@ pub struct ResponsePlan {
     /// Ids of `tools/list` requests whose answers' schemas are remembered
     /// (`schemas` on; every page, in dry run too).
     pub schema_lists: Vec<String>,
+    /// Of `schema_lists`, the ids whose answer has been read: a stream may
+    /// repeat an answer (a protocol error the filter passes on as it does
+    /// any other), but only the first teaches the filter, as only the first
+    /// settles the client's request (thirtieth review: each 7 MB copy of a
+    /// list of large schemas was stored again, ~0.47 s of a worker each).
+    pub schema_lists_read: std::cell::RefCell<Vec<String>>,
     /// Ids of `tools/call` (and `tasks/result`) requests whose answers are
     /// held to a size cap (`limits.result_caps`, `limits.max_result_bytes`),
     /// with the tool and the cap.
@@ -173,8 +179,9 @@ pub struct SchemaResult {
     pub tool: String,
     /// What was known of the tool's schemas when the call went out.
     pub known: crate::catalogue::schemas::Known,
-    /// The call asked for a task (`params.task`): its answer may be the
-    /// task the server created instead of the tool's result.
+    /// The call asked for a task (`params.task` an object, as the SDKs
+    /// read it): its answer may be the task the server created instead of
+    /// the tool's result.
     pub task: bool,
 }
 
@@ -348,7 +355,8 @@ pub fn rewrite_message(
         // is what its contract describes.
         check_output_schema(policy, call, &plan.schema_budget, msg, &mut out);
     }
-    if plan.schema_lists.contains(&id) {
+    if plan.schema_lists.contains(&id) && !plan.schema_lists_read.borrow().contains(&id) {
+        plan.schema_lists_read.borrow_mut().push(id.clone());
         // Every entry, before the caller's view is cut: the schemas are the
         // server's, whoever listed them.
         declare_schemas(msg, &plan.compile_budget, &mut out);
@@ -491,9 +499,14 @@ fn check_output_schema(
     // A call that asked for a task may be answered with the task the
     // server created (`CreateTaskResult`, MCP 2025-11-25: `{"task": {...}}`),
     // which carries no tool result: the result comes later, by
-    // `tasks/result`. Only when the call asked: a server that answers a
-    // plain call with a task is held to the tool's result like any other.
-    if call.task && result.get("task").is_some_and(Value::is_object) {
+    // `tasks/result`. Only when the call asked, and only an answer with no
+    // `structuredContent`: a server that answers a plain call with a task,
+    // or adds a result to its task (a client that has not listed the tools
+    // reads it; thirtieth review), is held to the schema like any other.
+    if call.task
+        && result.get("task").is_some_and(Value::is_object)
+        && !result.contains_key("structuredContent")
+    {
         return;
     }
     let (tool, known) = (call.tool.as_str(), &call.known);
@@ -1662,17 +1675,18 @@ mod tests {
 
     #[test]
     fn one_response_shares_one_compile_budget_for_its_lists() {
-        // A stream repeating a list answer, each copy with fresh patterns:
-        // each copy had a budget of its own (twenty-ninth review: 1,000
-        // copies held a worker 47 s). One response, one budget: past it the
-        // tools are kept, deferred to their first call.
+        // A batch of list requests answered in one response, each answer
+        // with fresh patterns: each had a budget of its own (twenty-ninth
+        // review: 1,000 copies on a stream held a worker 47 s). One
+        // response, one budget: past it the tools are kept, deferred to
+        // their first call.
         use crate::catalogue::schemas::Listed;
         let policy = crate::policy::compile(&json!({"version": 1,
             "rules": [{"id": "all", "effect": "allow", "methods": ["*"]}],
             "schemas": {"input": "enforce"}}))
         .unwrap_or_else(|e| panic!("{e:?}"));
         let plan = ResponsePlan {
-            schema_lists: vec!["5".into()],
+            schema_lists: vec!["5".into(), "6".into(), "7".into()],
             ..ResponsePlan::default()
         };
         let caller = reader();
@@ -1694,7 +1708,7 @@ mod tests {
                     json!({"name": format!("t{t}"), "inputSchema": {"properties": props}})
                 })
                 .collect();
-            json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": tools}})
+            json!({"jsonrpc": "2.0", "id": 5 + c, "result": {"tools": tools}})
         };
         let mut compiled = Vec::new();
         for c in 0..3 {
@@ -1714,5 +1728,34 @@ mod tests {
         assert_eq!(compiled[0], 30, "{compiled:?}");
         assert!(compiled[1] < 30, "{compiled:?}");
         assert_eq!(compiled[2], 0, "{compiled:?}");
+    }
+
+    #[test]
+    fn only_the_first_answer_to_a_list_teaches_the_filter() {
+        // A stream may repeat a list's answer; only the first settles the
+        // client's request, and only it is read for schemas (thirtieth
+        // review: every 7 MB copy was stored again).
+        let policy = crate::policy::compile(&json!({"version": 1,
+            "rules": [{"id": "all", "effect": "allow", "methods": ["*"]}],
+            "schemas": {"input": "enforce"}}))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let plan = ResponsePlan {
+            schema_lists: vec!["5".into()],
+            ..ResponsePlan::default()
+        };
+        let declared: Vec<usize> = ["first", "second", "third"]
+            .iter()
+            .map(|name| {
+                let mut msg = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": [
+                    {"name": name, "inputSchema": {"type": "object"}}]}});
+                let Some(obj) = msg.as_object_mut() else {
+                    panic!("object")
+                };
+                rewrite_message(&policy, &reader(), &plan, &OtherTools::default(), obj)
+                    .schemas_declared
+                    .len()
+            })
+            .collect();
+        assert_eq!(declared, [1, 0, 0]);
     }
 }

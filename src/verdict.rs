@@ -744,7 +744,7 @@ pub fn judge_body(
                 id: id_key(id),
                 tool: tool.clone(),
                 known: known.clone(),
-                task: method == "tools/call" && params.get("task").is_some(),
+                task: method == "tools/call" && params.get("task").is_some_and(Value::is_object),
             });
         }
         // The answer's size cap, read before any scan of it (first matching

@@ -25,6 +25,7 @@ use crate::json::sha256_hex;
 use crate::jsonrpc::{name_problem, NameKind};
 use crate::store::{SharedStore, StoreError};
 use serde_json::Value;
+use std::collections::HashMap;
 
 /// One intent class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -621,13 +622,24 @@ pub fn remember<S: SharedStore + ?Sized>(
     for _ in 0..ATTEMPTS {
         let (old, cas) = store.get(&k)?;
         let mut tools = old.and_then(|b| decode(&b)).unwrap_or_default();
+        // Found by a map, not a scan per listed name (a list of 42,000
+        // names against 1,024 remembered was 43 million comparisons).
+        let mut at: HashMap<String, usize> = tools
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (n.clone(), i))
+            .collect();
         let mut changed = false;
         for (name, set) in seen {
+            let room = tools.len() < MAX_TOOLS;
+            let found = at.get(name.as_str()).copied();
+            if found.is_none() && !room {
+                continue;
+            }
             if name_problem(NameKind::Tool, name).is_some() {
                 continue;
             }
-            let room = tools.len() < MAX_TOOLS;
-            match tools.iter_mut().find(|(n, _)| n == name) {
+            match found.and_then(|i| tools.get_mut(i)) {
                 Some((_, old)) => {
                     let merged = old.union(*set).settled_keeping_read();
                     if merged != *old {
@@ -636,6 +648,7 @@ pub fn remember<S: SharedStore + ?Sized>(
                     }
                 }
                 None if room => {
+                    at.insert(name.clone(), tools.len());
                     tools.push((name.clone(), *set));
                     changed = true;
                 }

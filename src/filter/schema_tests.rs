@@ -526,7 +526,19 @@ fn a_task_the_server_created_is_not_held_to_the_tools_output_schema() {
             json!({"content": [], "structuredContent": {"temp": "warm"}}),
             false,
         ),
-        ("a plain call answered with a task", None, task, false),
+        (
+            "a plain call answered with a task",
+            None,
+            task.clone(),
+            false,
+        ),
+        (
+            "a task call answered with a task and a broken result",
+            Some(json!({"ttl": 60000})),
+            json!({"task": task["task"].clone(), "content": [], "structuredContent": {"temp": "warm"}}),
+            false,
+        ),
+        ("a null task is no task", Some(Value::Null), task, false),
     ];
     for (name, ask, result, passes) in cases {
         let store = Rc::new(MemoryStore::new());
