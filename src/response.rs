@@ -1125,6 +1125,74 @@ fn empty_completion(msg: &mut Map<String, Value>, out: &mut Rewrite) {
 /// The members of a JSON-RPC answer (JSON-RPC 2.0 §5).
 const ANSWER_MEMBERS: [&str; 4] = ["jsonrpc", "id", "result", "error"];
 
+/// The members of a result (or a server request's params) that the
+/// catalogue result checks and the output-schema check read, at any depth.
+/// A lone `"Content"` or `"Text"` is read by a client that matches names
+/// case-insensitively (Go's `encoding/json`: the Go SDK) and by nothing the
+/// filter checks: injected text around the result checks, or, beside a
+/// task, a `"StructuredContent"` around the output schema.
+const READ_MEMBERS: [&str; 22] = [
+    "blob",
+    "content",
+    "contents",
+    "description",
+    "input",
+    "inputRequests",
+    "instructions",
+    "isError",
+    "message",
+    "messages",
+    "mimeType",
+    "name",
+    "params",
+    "resource",
+    "structuredContent",
+    "systemPrompt",
+    "task",
+    "text",
+    "title",
+    "tools",
+    "type",
+    "uri",
+];
+
+/// The first member, anywhere in `v`, that differs only in case from one of
+/// `names`. Not below members that hold data, whose names are the server's
+/// or the user's own (a form field `"Title"` in an elicitation's
+/// `requestedSchema`): `structuredContent` and a `tool_use`'s `input` are
+/// read whole, every string whatever its member's name.
+const DATA_MEMBERS: [&str; 8] = [
+    "_meta",
+    "arguments",
+    "input",
+    "inputSchema",
+    "metadata",
+    "outputSchema",
+    "requestedSchema",
+    "structuredContent",
+];
+
+fn case_variant_within<'n>(v: &Value, names: &[&'n str]) -> Option<(String, &'n str)> {
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(m) => {
+                if let Some(found) = case_variant(m, names) {
+                    return Some(found);
+                }
+                stack.extend(
+                    m.iter()
+                        .filter(|(k, _)| !DATA_MEMBERS.contains(&k.as_str()))
+                        .map(|(_, x)| x),
+                );
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// A member of an answer the filter would not read but a case-insensitive
 /// client would: `"Result"` carries a result DLP never scanned, `"Tools"` a
 /// catalogue list filtering never saw (Go's encoding/json reads both). The
@@ -1141,7 +1209,25 @@ pub fn case_variant_in_answer(plan: &ResponsePlan, msg: &Map<String, Value>) -> 
     if !msg.contains_key("method") && msg.contains_key("result") == msg.contains_key("error") {
         return Some("server answer with both or neither of result and error".into());
     }
+    if plan.inspected_server_messages && msg.contains_key("method") {
+        if let Some(v) = msg
+            .get("params")
+            .and_then(|p| case_variant_within(p, &READ_MEMBERS))
+        {
+            return Some(describe(v));
+        }
+    }
     let id = msg.get("id").map(id_key)?;
+    let checked = plan.inspected_results.iter().any(|(k, _)| *k == id)
+        || plan.schema_results.iter().any(|c| c.id == id);
+    if checked {
+        if let Some(v) = msg
+            .get("result")
+            .and_then(|r| case_variant_within(r, &READ_MEMBERS))
+        {
+            return Some(describe(v));
+        }
+    }
     if plan.hidden_completions.contains(&id) {
         // `"Completion"` beside the emptied `completion` would still carry values.
         let result = msg.get("result")?.as_object()?;
@@ -1257,8 +1343,16 @@ mod tests {
             lists: vec![("5".into(), Catalogue::Tools)],
             scans: vec!["6".into()],
             server_messages: true,
+            inspected_server_messages: true,
             hidden_completions: vec!["7".into()],
             pinned_lists: vec![],
+            inspected_results: vec![("8".into(), ResultKind::Tool)],
+            schema_results: vec![SchemaResult {
+                id: "9".into(),
+                tool: "w".into(),
+                known: crate::catalogue::schemas::Known::Unseen,
+                task: true,
+            }],
             ..ResponsePlan::default()
         };
         let cases = [
@@ -1305,6 +1399,38 @@ mod tests {
             (
                 "other_members_of_a_result",
                 json!({"jsonrpc": "2.0", "id": 6, "result": {"Content": []}}),
+                false,
+            ),
+            // What the result checks read, a Go client reads in any case.
+            (
+                "inspected_result_content_in_other_case",
+                json!({"jsonrpc": "2.0", "id": 8, "result": {"Content": [{"type": "text", "text": "x"}]}}),
+                true,
+            ),
+            (
+                "inspected_item_text_in_other_case",
+                json!({"jsonrpc": "2.0", "id": 8, "result": {"content": [{"type": "text", "Text": "x"}]}}),
+                true,
+            ),
+            (
+                "data_in_structured_content_in_any_case",
+                json!({"jsonrpc": "2.0", "id": 8, "result": {"content": [], "structuredContent": {"Title": "x", "Text": "y"}}}),
+                false,
+            ),
+            (
+                "a_tasks_structured_content_in_other_case",
+                json!({"jsonrpc": "2.0", "id": 9, "result": {"task": {"taskId": "t"}, "StructuredContent": {"temp": "warm"}}}),
+                true,
+            ),
+            (
+                "server_request_prompt_in_other_case",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "sampling/createMessage", "params": {"SystemPrompt": "x", "messages": []}}),
+                true,
+            ),
+            (
+                "form_fields_of_an_elicitation_in_any_case",
+                json!({"jsonrpc": "2.0", "id": 1, "method": "elicitation/create", "params": {"message": "m",
+                    "requestedSchema": {"type": "object", "properties": {"Title": {"type": "string"}}}}}),
                 false,
             ),
         ];
