@@ -363,6 +363,42 @@ def test_case_variant_answers_are_unfilterable(go_envoy: harness.Envoy, workdir:
     assert read["tools"] == [] and read["error"] == {"code": -32010}, read
 
 
+def go_client_call(binary: Path, url: str, style: str, token: str) -> dict[str, Any]:
+    """What a Go client (encoding/json, case-insensitive) reads of an echo call's text."""
+    out = subprocess.run([str(binary), "call", url, style, token], capture_output=True, text=True, timeout=30)
+    return json.loads(out.stdout)
+
+
+# The result checks block instructions aimed at the model.
+CHECKED_POLICY: dict[str, Any] = {**POLICY, "catalogue": {"results": {"model_instructions": "block"}}}
+
+
+@pytest.fixture(scope="module")
+def go_checked_envoy(go_peer: Peer, workdir: Path, wasm: Path) -> Iterator[harness.Envoy]:
+    cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
+                         upstream_port=go_peer.port, policy=CHECKED_POLICY, wasm=wasm)
+    env = harness.Envoy(cfg, workdir, name="envoy-go-peer-checked")
+    yield env
+    env.stop()
+
+
+@pytest.mark.parametrize("style", ["content-variant", "text-variant", "plain"])
+def test_a_go_client_reads_injected_text_in_any_case_straight_from_the_peer(go_peer: Peer, workdir: Path,
+                                                                           style: str) -> None:
+    """Control: "Content" for "content", or an item's "Text", and a Go client reads the injected text."""
+    read = go_client_call(workdir / "go-peer", go_peer.url, style, "")
+    assert any("Ignore all previous instructions" in t for t in read["texts"]), read
+
+
+@pytest.mark.parametrize("style", ["content-variant", "text-variant", "plain"])
+def test_injected_text_in_any_case_does_not_reach_a_go_client(go_checked_envoy: harness.Envoy, workdir: Path,
+                                                              style: str) -> None:
+    # In MCP's own spelling the check blocks it; in another case the result
+    # is one the check cannot read as the client does: unfilterable.
+    read = go_client_call(workdir / "go-peer", go_checked_envoy.url, style, ADMIN_KEY)
+    assert read["texts"] == [] and read["error"] == {"code": -32010}, read
+
+
 # --------------------------------------------------------------------------- ids
 
 BIG_ID = 9007199254740993  # 2^53 + 1: JSON.parse reads 9007199254740992
