@@ -69,11 +69,12 @@ pub struct ResponsePlan {
     /// Ids of `tools/list` requests whose answers' schemas are remembered
     /// (`schemas` on; every page, in dry run too).
     pub schema_lists: Vec<String>,
-    /// Of `schema_lists`, the ids whose answer has been read: a stream may
-    /// repeat an answer (a protocol error the filter passes on as it does
-    /// any other), but only the first teaches the filter, as only the first
-    /// settles the client's request (thirtieth review: each 7 MB copy of a
-    /// list of large schemas was stored again, ~0.47 s of a worker each).
+    /// Of `schema_lists`, the ids whose answer has taught the filter (the
+    /// response rewriter marks them): a stream may repeat an answer (a
+    /// protocol error the filter passes on as it does any other), but only
+    /// the first the client reads settles its request, and only that one
+    /// teaches (thirtieth review: each 7 MB copy of a list of large schemas
+    /// was stored again, ~0.47 s of a worker each).
     pub schema_lists_read: std::cell::RefCell<Vec<String>>,
     /// Ids of `tools/call` (and `tasks/result`) requests whose answers are
     /// held to a size cap (`limits.result_caps`, `limits.max_result_bytes`),
@@ -356,7 +357,6 @@ pub fn rewrite_message(
         check_output_schema(policy, call, &plan.schema_budget, msg, &mut out);
     }
     if plan.schema_lists.contains(&id) && !plan.schema_lists_read.borrow().contains(&id) {
-        plan.schema_lists_read.borrow_mut().push(id.clone());
         // Every entry, before the caller's view is cut: the schemas are the
         // server's, whoever listed them.
         declare_schemas(msg, &plan.compile_budget, &mut out);
@@ -1854,34 +1854,5 @@ mod tests {
         assert_eq!(compiled[0], 30, "{compiled:?}");
         assert!(compiled[1] < 30, "{compiled:?}");
         assert_eq!(compiled[2], 0, "{compiled:?}");
-    }
-
-    #[test]
-    fn only_the_first_answer_to_a_list_teaches_the_filter() {
-        // A stream may repeat a list's answer; only the first settles the
-        // client's request, and only it is read for schemas (thirtieth
-        // review: every 7 MB copy was stored again).
-        let policy = crate::policy::compile(&json!({"version": 1,
-            "rules": [{"id": "all", "effect": "allow", "methods": ["*"]}],
-            "schemas": {"input": "enforce"}}))
-        .unwrap_or_else(|e| panic!("{e:?}"));
-        let plan = ResponsePlan {
-            schema_lists: vec!["5".into()],
-            ..ResponsePlan::default()
-        };
-        let declared: Vec<usize> = ["first", "second", "third"]
-            .iter()
-            .map(|name| {
-                let mut msg = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": [
-                    {"name": name, "inputSchema": {"type": "object"}}]}});
-                let Some(obj) = msg.as_object_mut() else {
-                    panic!("object")
-                };
-                rewrite_message(&policy, &reader(), &plan, &OtherTools::default(), obj)
-                    .schemas_declared
-                    .len()
-            })
-            .collect();
-        assert_eq!(declared, [1, 0, 0]);
     }
 }

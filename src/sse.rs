@@ -107,6 +107,24 @@ pub struct Event {
     pub data: Option<String>,
 }
 
+impl Event {
+    /// Whether clients read the event's data as a message: its type (the
+    /// last `event:` field) is `message` or empty, or it has none. The SDKs
+    /// read no other (TS: `!event.event || event.event === 'message'`;
+    /// Python: `sse.event == "message"`, its default).
+    pub fn read_as_message(&self) -> bool {
+        let kind = self
+            .other_lines
+            .iter()
+            .filter_map(|line| {
+                let (field, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
+                (field == "event").then(|| value.strip_prefix(' ').unwrap_or(value))
+            })
+            .last();
+        matches!(kind, None | Some("" | "message"))
+    }
+}
+
 /// Parse a complete raw event. `None` if it is not UTF-8 (the caller fails closed).
 pub fn parse_event(raw: &[u8]) -> Option<Event> {
     let text = std::str::from_utf8(raw).ok()?;

@@ -66,6 +66,11 @@ pub(crate) struct ResponseCounts {
 }
 
 pub(crate) struct ResponseRewriter {
+    /// The event being read is one clients ignore (its type is not
+    /// `message`): it is filtered, but the schemas and annotations it lists
+    /// are not remembered (pins' and the catalogue checks' findings still
+    /// are: they can only hold more calls).
+    reading_ignored_event: bool,
     policy: Rc<CompiledPolicy>,
     caller: Option<Rc<Caller>>,
     plan: ResponsePlan,
@@ -99,6 +104,7 @@ impl ResponseRewriter {
     pub fn new(policy: Rc<CompiledPolicy>) -> Self {
         let cap = policy.limits.max_response_bytes;
         ResponseRewriter {
+            reading_ignored_event: false,
             policy,
             caller: None,
             plan: ResponsePlan::default(),
@@ -533,8 +539,23 @@ impl ResponseRewriter {
             }
             let mut r = rewrite_message(&self.policy, caller, &self.plan, &self.others, msg);
             changed |= r.changed;
-            self.counts.intents.append(&mut r.intents);
-            self.counts.schemas_declared.append(&mut r.schemas_declared);
+            if !self.reading_ignored_event {
+                // What the client reads declares schemas and annotations; an
+                // answer in an event the client ignores does not (thirty-first
+                // review: an `event: decoy` list before the real one was
+                // remembered in its place). The first answer read to a list
+                // request is the only one that teaches its schemas.
+                if let Some(id) = msg.get("id").map(id_key) {
+                    if self.plan.schema_lists.contains(&id) {
+                        let mut read = self.plan.schema_lists_read.borrow_mut();
+                        if !read.contains(&id) {
+                            read.push(id);
+                        }
+                    }
+                }
+                self.counts.intents.append(&mut r.intents);
+                self.counts.schemas_declared.append(&mut r.schemas_declared);
+            }
             if let (Some((f, applied)), Some(id)) =
                 (r.schema_result.take(), msg.get("id").map(id_key))
             {
@@ -644,7 +665,12 @@ impl ResponseRewriter {
                 false => raw.to_vec(),
             };
         };
-        match self.rewrite_document(data.as_bytes()) {
+        // Read as its name says after the renaming above: still filtered
+        // (a client of its own may read any event), but it declares nothing.
+        self.reading_ignored_event = !event.read_as_message();
+        let rewritten = self.rewrite_document(data.as_bytes());
+        self.reading_ignored_event = false;
+        match rewritten {
             None if !fields_changed => raw.to_vec(),
             None => event.to_bytes(),
             Some(new) => {

@@ -635,3 +635,79 @@ fn a_named_route_refuses_paths_a_server_could_read_otherwise() {
         }
     }
 }
+
+#[test]
+fn the_first_answer_a_client_reads_teaches_the_schemas() {
+    // A stream may carry several answers to one list request. Clients read
+    // only `message` events, and settle the request on the first: that one,
+    // and no other, is remembered (thirtieth review: every 7 MB copy was
+    // stored again; thirty-first: an `event: decoy` copy before the real
+    // one was remembered in its place).
+    let p = policy(json!({"input": "enforce"}));
+    let strict = json!({"name": "add_order", "inputSchema": {
+        "type": "object", "properties": {"customer": {"type": "string"}},
+        "additionalProperties": false}});
+    let loose = json!({"name": "add_order", "inputSchema": {"type": "object"}});
+    let answer =
+        |tool: &Value| json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": [tool]}}).to_string();
+    // (case, the events as (event type, list entry), a bad call forwarded?)
+    type Case<'a> = (&'a str, Vec<(Option<&'a str>, &'a Value)>, bool);
+    let cases: [Case; 5] = [
+        (
+            "a later copy does not replace the first",
+            vec![(None, &strict), (None, &loose)],
+            false,
+        ),
+        (
+            "an ignored event before the real answer teaches nothing",
+            vec![(Some("decoy"), &loose), (Some("message"), &strict)],
+            false,
+        ),
+        (
+            "an empty event type is a message",
+            vec![(Some(""), &loose), (None, &strict)],
+            true,
+        ),
+        (
+            "only ignored events: the tool stays unseen",
+            vec![(Some("decoy"), &loose)],
+            false,
+        ),
+        (
+            "the first answer read is the loose one",
+            vec![(Some("message"), &loose), (None, &strict)],
+            true,
+        ),
+    ];
+    for (name, events, forwarded) in cases {
+        let store = Rc::new(MemoryStore::new());
+        let mut x = Exchange::new(p.clone(), host_on(&store, HERE));
+        let body = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+        assert!(
+            x.request(Request::new(body.as_bytes())).forwarded(),
+            "{name}"
+        );
+        let stream: String = events
+            .iter()
+            .map(|(kind, tool)| match kind {
+                Some(k) => format!("event: {k}\ndata: {}\n\n", answer(tool)),
+                None => format!("data: {}\n\n", answer(tool)),
+            })
+            .collect();
+        x.respond(
+            Response::new(stream.as_bytes())
+                .status("200")
+                .content_type("text/event-stream"),
+        );
+        x.done();
+        let mut x = Exchange::new(p.clone(), host_on(&store, HERE));
+        let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+            "params": {"name": "add_order", "arguments": {"customer": "a", "extra": 1}}})
+        .to_string();
+        assert_eq!(
+            x.request(Request::new(body.as_bytes())).forwarded(),
+            forwarded,
+            "{name}"
+        );
+    }
+}

@@ -455,6 +455,18 @@ fn arguments_share_a_loop_meter_exactly_when_they_are_the_same_data() {
             json!({"a": "x"}),
             false,
         ),
+        (
+            "a_huge_integer_is_the_double_it_reads_as",
+            json!({"n": [100_000_000_000_000_000_u64, 4_611_686_018_427_387_905_u64]}),
+            serde_json::from_str(r#"{"n":[1e17,4.611686018427388e18]}"#).unwrap_or(Value::Null),
+            true,
+        ),
+        (
+            "an_integer_at_2_53_stays_exact",
+            json!({"n": 9_007_199_254_740_992_u64}),
+            json!({"n": 9_007_199_254_740_991_u64}),
+            false,
+        ),
         // Past 64 bytes the data is digested: the same rules hold.
         (
             "long_members_in_another_order",
