@@ -113,14 +113,10 @@ impl Event {
     /// read no other (TS: `!event.event || event.event === 'message'`;
     /// Python: `sse.event == "message"`, its default).
     pub fn read_as_message(&self) -> bool {
-        let kind = self
-            .other_lines
-            .iter()
-            .filter_map(|line| {
-                let (field, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
-                (field == "event").then(|| value.strip_prefix(' ').unwrap_or(value))
-            })
-            .last();
+        let kind = self.other_lines.iter().rev().find_map(|line| {
+            let (field, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
+            (field == "event").then(|| value.strip_prefix(' ').unwrap_or(value))
+        });
         matches!(kind, None | Some("" | "message"))
     }
 }
