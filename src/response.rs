@@ -1209,7 +1209,14 @@ pub fn case_variant_in_answer(plan: &ResponsePlan, msg: &Map<String, Value>) -> 
     if !msg.contains_key("method") && msg.contains_key("result") == msg.contains_key("error") {
         return Some("server answer with both or neither of result and error".into());
     }
-    if plan.inspected_server_messages && msg.contains_key("method") {
+    // The server requests whose text a client shows its model or its user;
+    // a notification's params are the server's own data (a log entry
+    // `{"Name": …}` refused whole calls; thirty-second review).
+    let shown = matches!(
+        msg.get("method").and_then(Value::as_str),
+        Some("sampling/createMessage" | "elicitation/create")
+    );
+    if plan.inspected_server_messages && shown {
         if let Some(v) = msg
             .get("params")
             .and_then(|p| case_variant_within(p, &READ_MEMBERS))
@@ -1425,6 +1432,23 @@ mod tests {
             (
                 "server_request_prompt_in_other_case",
                 json!({"jsonrpc": "2.0", "id": 1, "method": "sampling/createMessage", "params": {"SystemPrompt": "x", "messages": []}}),
+                true,
+            ),
+            (
+                "a_notifications_data_in_any_case",
+                json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info",
+                    "data": {"Name": "ingest-job", "Type": "batch"}}}),
+                false,
+            ),
+            (
+                "a_custom_notification_in_any_case",
+                json!({"jsonrpc": "2.0", "method": "notifications/acme/job", "params": {"Message": "finished"}}),
+                false,
+            ),
+            (
+                "an_elicitation_message_in_other_case",
+                json!({"jsonrpc": "2.0", "id": 2, "method": "elicitation/create", "params": {"Message": "m",
+                    "requestedSchema": {"type": "object", "properties": {}}}}),
                 true,
             ),
             (

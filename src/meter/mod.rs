@@ -343,19 +343,18 @@ fn write_data(v: &Value, out: &mut Vec<u8>) {
         Value::Null => out.push(b'n'),
         Value::Bool(b) => out.push(if *b { b't' } else { b'f' }),
         Value::Number(n) => {
-            // An integer past 2^53 as the double a JavaScript server reads
-            // (`1e17` and `100000000000000000` are one; so are the 1,024
-            // integers near 2^62 that read as one double): a loop re-spelling
-            // a huge number is one loop (thirty-first review). Servers that
-            // read them exactly may see distinct calls counted together:
-            // only ever sooner refused.
-            let huge = !n.is_f64()
-                && n.as_f64()
-                    .is_some_and(|f| f.abs() > 9_007_199_254_740_992.0);
-            let text = match (huge, integral_numbers(v)) {
-                (true, _) => Value::from(n.as_f64().unwrap_or_default()).to_string(),
-                (false, Value::Number(whole)) => whole.to_string(),
-                (false, _) => n.to_string(),
+            // Every number as the double a JavaScript server reads, a whole
+            // one within ±2^53 as the integer: `100`, `100.0` and `1e2` are
+            // one, and so are `1e17` and `100000000000000000`, the 1,024
+            // integers near 2^62 that read as one double, and 2^53 + 1 and
+            // 2^53 (thirty-first and thirty-second reviews): a loop
+            // re-spelling a number is one loop. Servers that read integers
+            // exactly may see distinct calls counted together: only ever
+            // sooner refused.
+            let f = n.as_f64().unwrap_or_default();
+            let text = match integral_numbers(&Value::from(f)) {
+                Value::Number(whole) => whole.to_string(),
+                _ => n.to_string(),
             };
             out.push(b'#');
             write_bytes(text.as_bytes(), out);

@@ -462,9 +462,21 @@ fn arguments_share_a_loop_meter_exactly_when_they_are_the_same_data() {
             true,
         ),
         (
-            "an_integer_at_2_53_stays_exact",
+            "2_53_plus_one_is_the_double_2_53",
+            json!({"n": 9_007_199_254_740_993_u64}),
             json!({"n": 9_007_199_254_740_992_u64}),
+            true,
+        ),
+        (
+            "2_53_as_a_double_is_the_integer",
+            serde_json::from_str(r#"{"n":9007199254740992.0}"#).unwrap_or(Value::Null),
+            json!({"n": 9_007_199_254_740_992_u64}),
+            true,
+        ),
+        (
+            "an_integer_below_2_53_stays_exact",
             json!({"n": 9_007_199_254_740_991_u64}),
+            json!({"n": 9_007_199_254_740_992_u64}),
             false,
         ),
         // Past 64 bytes the data is digested: the same rules hold.
