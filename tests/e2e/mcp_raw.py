@@ -89,9 +89,10 @@ def open_session(url: str, token: str) -> dict[str, str]:
 
 @asynccontextmanager
 async def sdk_session(url: str, token: str | None = None, headers: dict[str, str] | None = None,
-                      seen: list[Any] | None = None) -> AsyncIterator[Any]:
+                      seen: list[Any] | None = None, logging_callback: Any = None) -> AsyncIterator[Any]:
     """An initialized mcp.ClientSession through ``url``, settled.
 
+    ``logging_callback``: the session's handler of the server's log messages.
     ``seen``: if given, every HTTP response the SDK receives is appended as
     (method, status, headers) so tests can look at headers the SDK does not surface.
 
@@ -117,7 +118,8 @@ async def sdk_session(url: str, token: str | None = None, headers: dict[str, str
     timeout = httpx2.Timeout(30.0, read=60.0)
     async with httpx2.AsyncClient(headers=h, timeout=timeout, event_hooks={"response": [record]}) as hc:
         async with streamable_http_client(url, http_client=hc) as (read, write):
-            async with ClientSession(read, write) as session:
+            extra = {"logging_callback": logging_callback} if logging_callback is not None else {}
+            async with ClientSession(read, write, **extra) as session:
                 await session.initialize()
                 with anyio.fail_after(30):
                     await initialized.wait()

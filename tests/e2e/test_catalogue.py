@@ -227,3 +227,51 @@ def test_cost_of_a_100_tool_list(workdir: Path, wasm: Path) -> None:
         for e in envs.values():
             e.stop()
         server.stop()
+
+
+def test_capitalised_members_in_data_pass_the_case_guard(workdir: Path, wasm: Path) -> None:
+    """The result checks refuse a result that spells a member they read in
+    another case (a Go client reads `Content` as `content`); data is the
+    server's own and passes whatever its names: a log entry on the call's
+    stream, a structured result, a JSON resource and a prompt embedding it."""
+    port = harness.free_port()
+    server = harness.Proc(f"case-{port}", [sys.executable, str(HERE / "case_server.py"), str(port)],
+                          workdir / f"case-{port}.log")
+    env = None
+    try:
+        harness._wait(lambda: harness.port_open(port), 30, "case server", server)
+        policy = base_policy()
+        policy["rules"][:0] = [
+            {"id": "case-data", "effect": "allow", "roles": ["admin"], "resources": ["data://**"]},
+            {"id": "case-prompts", "effect": "allow", "roles": ["admin"], "prompts": ["*"]},
+        ]
+        policy["catalogue"] = {"results": {"model_instructions": "block"}}
+        policy["schemas"] = {"output": "enforce"}
+        cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
+                             upstream_port=port, policy=policy, wasm=wasm)
+        env = harness.Envoy(cfg, workdir, name="envoy-case")
+        logs: list[Any] = []
+
+        async def session() -> tuple[Any, Any, Any, Any]:
+            async def on_log(params: Any) -> None:
+                logs.append(params.data)
+
+            async with sdk_session(env.url, ADMIN_KEY, logging_callback=on_log) as s:
+                await s.list_tools()
+                logged = await s.call_tool("log_struct", {})
+                row = await s.call_tool("struct_out", {})
+                doc = await s.read_resource("data://doc.json")
+                prompt = await s.get_prompt("with-resource")
+                return logged, row, doc, prompt
+
+        logged, row, doc, prompt = anyio.run(session)
+        assert logged.content[0].text == "logged" and not logged.is_error, logged
+        assert logs == [{"Name": "ingest-job", "Type": "batch", "Text": "done"}], logs
+        assert row.structured_content == {"Name": "alpha", "Type": "widget", "Description": "a widget"}, row
+        assert json.loads(doc.contents[0].text)["Name"] == "ingest-job", doc
+        assert json.loads(prompt.messages[0].content.resource.text)["Type"] == "batch", prompt
+        assert env.stat("wasmcustom.mcp_firewall.responses.unfilterable") == 0
+    finally:
+        if env is not None:
+            env.stop()
+        server.stop()
