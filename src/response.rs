@@ -1123,7 +1123,7 @@ fn empty_completion(msg: &mut Map<String, Value>, out: &mut Rewrite) {
 }
 
 /// The members of a JSON-RPC answer (JSON-RPC 2.0 §5).
-const ANSWER_MEMBERS: [&str; 4] = ["jsonrpc", "id", "result", "error"];
+const ANSWER_MEMBERS: [&str; 6] = ["jsonrpc", "id", "result", "error", "method", "params"];
 
 /// The members of a result (or a server request's params) that the
 /// catalogue result checks and the output-schema check read, at any depth.
@@ -1203,6 +1203,19 @@ pub fn case_variant_in_answer(plan: &ResponsePlan, msg: &Map<String, Value>) -> 
     };
     if let Some(v) = case_variant(msg, &ANSWER_MEMBERS) {
         return Some(describe(v));
+    }
+    // A server message is a request or notification exactly when `method`
+    // is a string, and then it answers nothing. `"method": null` beside a
+    // result was read by the filter as a server message (only its params
+    // scanned) and by the Python SDK as the answer (thirty-third review):
+    // every check of the result skipped.
+    match msg.get("method") {
+        None => {}
+        Some(Value::String(_)) if msg.contains_key("result") || msg.contains_key("error") => {
+            return Some("server message with both a method and a result or error".into());
+        }
+        Some(Value::String(_)) => {}
+        Some(_) => return Some("server message whose method is not a string".into()),
     }
     // JSON-RPC 2.0 §5: exactly one of them. Clients disagree on which one a
     // message with both is (Python reads the error, the filter scanned the result).
@@ -1433,6 +1446,36 @@ mod tests {
                 "server_request_prompt_in_other_case",
                 json!({"jsonrpc": "2.0", "id": 1, "method": "sampling/createMessage", "params": {"SystemPrompt": "x", "messages": []}}),
                 true,
+            ),
+            (
+                "an_answer_with_a_null_method",
+                json!({"jsonrpc": "2.0", "id": 6, "method": null, "result": {"content": []}}),
+                true,
+            ),
+            (
+                "an_answer_with_a_false_method",
+                json!({"jsonrpc": "2.0", "id": 6, "method": false, "result": {}}),
+                true,
+            ),
+            (
+                "a_request_that_also_answers",
+                json!({"jsonrpc": "2.0", "id": 6, "method": "ping", "result": {}}),
+                true,
+            ),
+            (
+                "params_in_other_case",
+                json!({"jsonrpc": "2.0", "id": "s1", "method": "sampling/createMessage", "Params": {"messages": []}}),
+                true,
+            ),
+            (
+                "method_in_other_case_beside_a_result",
+                json!({"jsonrpc": "2.0", "id": 6, "result": {"content": []}, "Method": "sampling/createMessage"}),
+                true,
+            ),
+            (
+                "a_plain_server_request",
+                json!({"jsonrpc": "2.0", "id": "s1", "method": "sampling/createMessage", "params": {"messages": []}}),
+                false,
             ),
             (
                 "a_notifications_data_in_any_case",

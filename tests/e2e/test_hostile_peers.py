@@ -399,6 +399,32 @@ def test_injected_text_in_any_case_does_not_reach_a_go_client(go_checked_envoy: 
     assert read["texts"] == [] and read["error"] == {"code": -32010}, read
 
 
+def python_sdk_call(url: str, style: str, token: str | None) -> str:
+    """The text the official Python SDK client reads of an echo call's answer (or its error)."""
+    from mcp import MCPError
+
+    async def go() -> str:
+        async with sdk_session(url, token, headers={"X-Result-Style": style}) as s:
+            try:
+                r = await s.call_tool("echo", {"message": "hi"})
+            except MCPError as e:
+                return f"error {e.error.code}"
+            return " ".join(getattr(c, "text", "") for c in r.content)
+
+    return anyio.run(go)
+
+
+def test_the_python_client_reads_an_answer_with_a_null_method_straight_from_the_peer(go_peer: Peer) -> None:
+    """Control: `"method": null` beside the result, and the Python SDK reads the injected text as the answer."""
+    assert "Ignore all previous instructions" in python_sdk_call(go_peer.url, "method-null", None)
+
+
+def test_an_answer_with_a_null_method_is_unfilterable(go_checked_envoy: harness.Envoy) -> None:
+    # The filter read it as a server message (params only): the result check
+    # and DLP never saw the result.
+    assert python_sdk_call(go_checked_envoy.url, "method-null", ADMIN_KEY) == "error -32010"
+
+
 # --------------------------------------------------------------------------- ids
 
 BIG_ID = 9007199254740993  # 2^53 + 1: JSON.parse reads 9007199254740992
