@@ -188,7 +188,9 @@ pub struct SchemaResult {
 
 impl ResponsePlan {
     pub fn is_empty(&self) -> bool {
-        self.lists.is_empty()
+        !self.server_messages
+            && !self.inspected_server_messages
+            && self.lists.is_empty()
             && self.scans.is_empty()
             && self.hidden_completions.is_empty()
             && self.pinned_lists.is_empty()

@@ -48,7 +48,8 @@ var tools = []map[string]interface{}{
 
 // answer writes the result. A test can make the peer mangle the id the way
 // some servers do (header X-Answer-Id: string, float or none): 5 answered as
-// "5", 5.0 or without an id, which a client matching Number(id) still takes.
+// "5", 5.0 or without an id, which a client matching Number(id) still takes;
+// or (other) under the id of another request, 55.
 func answer(w http.ResponseWriter, r *http.Request, id json.RawMessage, result interface{}) {
 	msg := map[string]interface{}{"jsonrpc": "2.0", "id": id, "result": result}
 	switch r.Header.Get("X-Answer-Id") {
@@ -58,6 +59,10 @@ func answer(w http.ResponseWriter, r *http.Request, id json.RawMessage, result i
 		msg["id"] = json.RawMessage(string(id) + ".0")
 	case "none":
 		delete(msg, "id")
+	case "other":
+		// Another request's id (this one's digits twice): a client that
+		// matches answers by id whatever stream brings them takes it.
+		msg["id"] = json.RawMessage(string(id) + string(id))
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(msg)

@@ -155,7 +155,14 @@ impl ResponseRewriter {
 
     /// The request was forwarded with this plan for its answers.
     pub fn expect_answers(&mut self, caller: Rc<Caller>, plan: ResponsePlan, ids: Vec<Value>) {
-        self.armed = !plan.is_empty();
+        // Read even when nothing is planned for this request's own answer:
+        // its stream may carry answers to the caller's other requests, which
+        // the TS and Go SDKs take by id whatever stream brings them (a
+        // `ping`'s stream, under `dlp.responses: off`, delivered another
+        // call's unchecked result and a rug-pulled list; thirty-fourth
+        // review). Only an exchange of notifications or client responses,
+        // whose answer no client reads, is passed unread.
+        self.armed = !plan.is_empty() || !ids.is_empty();
         self.caller = Some(caller);
         self.plan = plan;
         self.forwarded_ids = ids;

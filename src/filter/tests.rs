@@ -688,21 +688,40 @@ fn server_messages_on_a_get_stream_are_scanned() {
 }
 
 #[test]
-fn responses_to_other_requests_pass_untouched() {
+fn answers_nothing_checks_pass_unchanged_but_only_their_own() {
     // Neither DLP nor the catalogue checks read results here (by default
-    // the checks flag results, which reads them).
-    let mut x = Exchange::new(
-        policy(json!({"dlp": {"responses": "off"}, "catalogue": {"results": "off"}})),
-        post("reader-key"),
-    );
-    x.request(Request::new(call(json!(1), "echo").as_bytes()).chunk(64));
-    let body = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hi"}]}}"#;
-    let out = x
-        .respond(ok_response("application/json", body).chunk(5))
-        .downstream()
-        .to_vec();
-    assert_eq!(out, body.to_vec());
-    assert!(x.host.response_headers.contains_key("content-length"));
+    // the checks flag results, which reads them). The answer is still read:
+    // the stream of a request with nothing planned carried another
+    // request's answer, which the TS and Go SDKs take by id (thirty-fourth
+    // review). Its own answer passes unchanged; another's is refused.
+    let p = policy(json!({"dlp": {"responses": "off"}, "catalogue": {"results": "off"}}));
+    let own = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hi"}]}}"#;
+    let other = br#"{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"hi"}]}}"#;
+    for (name, body, passes) in [
+        ("its own", &own[..], true),
+        ("another's", &other[..], false),
+    ] {
+        let mut x = Exchange::new(p.clone(), post("reader-key"));
+        x.request(Request::new(call(json!(1), "echo").as_bytes()).chunk(64));
+        let out = x
+            .respond(ok_response("application/json", body).chunk(5))
+            .downstream()
+            .to_vec();
+        assert_eq!(
+            out == body,
+            passes,
+            "{name}: {}",
+            String::from_utf8_lossy(&out)
+        );
+        if !passes {
+            let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+            assert_eq!(
+                v["error"]["data"]["rule"],
+                json!("response-unfilterable"),
+                "{name}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -515,6 +515,29 @@ def test_an_answer_under_a_mangled_id_is_unfilterable(go_envoy: harness.Envoy, s
     assert go_envoy.stat("wasmcustom.mcp_firewall.responses.unfilterable") == before + 1
 
 
+def test_another_requests_answer_on_a_stream_nothing_checks_is_unfilterable(go_peer: Peer, workdir: Path,
+                                                                            wasm: Path) -> None:
+    """With DLP and the result checks off, nothing is planned for a ping's
+    answer; its stream may still carry another request's answer, which the TS
+    and Go SDKs take by id whatever stream brings it. Read, and refused."""
+    ping = '{"jsonrpc":"2.0","id":5,"method":"ping"}'
+    json_ct = ("Content-Type", "application/json")
+    straight = post(go_peer.url, ping, [json_ct, ("X-Answer-Id", "other")])
+    assert straight.json()["id"] == 55, straight.text
+    quiet = {**POLICY, "dlp": {"responses": "off"}, "catalogue": {"results": "off"}}
+    cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
+                         upstream_port=go_peer.port, policy=quiet, wasm=wasm)
+    env = harness.Envoy(cfg, workdir, name="envoy-go-peer-quiet")
+    try:
+        own = post(env.url, ping, [json_ct])
+        assert own.json() == {"jsonrpc": "2.0", "id": 5, "result": {}}, own.text
+        other = post(env.url, ping, [json_ct, ("X-Answer-Id", "other")])
+        err = other.json()["error"]
+        assert err["code"] == -32010 and err["data"]["rule"] == "response-unfilterable", other.text
+    finally:
+        env.stop()
+
+
 def test_an_answer_under_its_own_id_is_filtered(go_envoy: harness.Envoy) -> None:
     r = post(go_envoy.url, json.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/list"}),
              [("Content-Type", "application/json")])
