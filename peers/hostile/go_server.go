@@ -193,21 +193,30 @@ func mcp(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// listClient is a Go MCP client's view of a tools/list answer: encoding/json
-// into structs, matching member names case-insensitively. It prints the tool
-// names it read as a JSON array (or the error it got).
-func listClient(url, style, token string) {
-	body := strings.NewReader(`{"jsonrpc":"2.0","id":5,"method":"tools/list"}`)
-	req, _ := http.NewRequest(http.MethodPost, url, body)
+// clientPost sends one JSON-RPC message as a client does, with the peer's
+// style header; nil (and the error printed) when it could not be sent.
+func clientPost(url, body, styleHeader, style, token string) *http.Response {
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("X-List-Style", style)
+	req.Header.Set(styleHeader, style)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		fmt.Println(`{"error":"request failed"}`)
+		return nil
+	}
+	return resp
+}
+
+// listClient is a Go MCP client's view of a tools/list answer: encoding/json
+// into structs, matching member names case-insensitively. It prints the tool
+// names it read as a JSON array (or the error it got).
+func listClient(url, style, token string) {
+	resp := clientPost(url, `{"jsonrpc":"2.0","id":5,"method":"tools/list"}`, "X-List-Style", style, token)
+	if resp == nil {
 		return
 	}
 	defer resp.Body.Close()
@@ -236,17 +245,9 @@ func listClient(url, style, token string) {
 // callClient is a Go MCP client's view of an echo call's answer: the text of
 // its content items, read with encoding/json (names matched in any case).
 func callClient(url, style, token string) {
-	body := strings.NewReader(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}`)
-	req, _ := http.NewRequest(http.MethodPost, url, body)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("X-Result-Style", style)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		fmt.Println(`{"error":"request failed"}`)
+	call := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}`
+	resp := clientPost(url, call, "X-Result-Style", style, token)
+	if resp == nil {
 		return
 	}
 	defer resp.Body.Close()
