@@ -32,6 +32,10 @@ set +e
 .venv/bin/python -m pytest -c tests/e2e/pytest.ini -p no:cacheprovider --durations=10 tests/e2e "$@"
 rc=$?
 set -e
+# pytest removes each run's directories (tmp_path_retention_policy) but
+# leaves its own parent behind: removed when empty, kept with a failed
+# test's directory in it.
+rmdir "${TMPDIR:-/tmp}/pytest-of-$(id -un)" 2>/dev/null || true
 case $rc in
   0) ;;
   5) echo "test.sh: pytest collected no end-to-end test: that is a failure" >&2; rc=1 ;;
