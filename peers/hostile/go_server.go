@@ -193,9 +193,10 @@ func mcp(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// clientPost sends one JSON-RPC message as a client does, with the peer's
-// style header; nil (and the error printed) when it could not be sent.
-func clientPost(url, body, styleHeader, style, token string) *http.Response {
+// clientRead sends one JSON-RPC message as a client does, with the peer's
+// style header, and decodes the answer into `answer` with encoding/json (names
+// matched in any case); false, with the failure printed, when it could not.
+func clientRead(url, body, styleHeader, style, token string, answer interface{}) bool {
 	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
@@ -206,32 +207,33 @@ func clientPost(url, body, styleHeader, style, token string) *http.Response {
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		fmt.Println(`{"error":"request failed"}`)
-		return nil
-	}
-	return resp
-}
-
-// listClient is a Go MCP client's view of a tools/list answer: encoding/json
-// into structs, matching member names case-insensitively. It prints the tool
-// names it read as a JSON array (or the error it got).
-func listClient(url, style, token string) {
-	resp := clientPost(url, `{"jsonrpc":"2.0","id":5,"method":"tools/list"}`, "X-List-Style", style, token)
-	if resp == nil {
-		return
+		return false
 	}
 	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(answer); err != nil {
+		fmt.Println(`{"error":"undecodable"}`)
+		return false
+	}
+	return true
+}
+
+// rpcError is the error member of an answer, as a client reads it.
+type rpcError *struct {
+	Code int `json:"code"`
+}
+
+// listClient is a Go MCP client's view of a tools/list answer. It prints the
+// tool names it read as a JSON array (or the error it got).
+func listClient(url, style, token string) {
 	var answer struct {
 		Result struct {
 			Tools []struct {
 				Name string `json:"name"`
 			} `json:"tools"`
 		} `json:"result"`
-		Error *struct {
-			Code int `json:"code"`
-		} `json:"error"`
+		Error rpcError `json:"error"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
-		fmt.Println(`{"error":"undecodable"}`)
+	if !clientRead(url, `{"jsonrpc":"2.0","id":5,"method":"tools/list"}`, "X-List-Style", style, token, &answer) {
 		return
 	}
 	names := []string{}
@@ -243,14 +245,8 @@ func listClient(url, style, token string) {
 }
 
 // callClient is a Go MCP client's view of an echo call's answer: the text of
-// its content items, read with encoding/json (names matched in any case).
+// its content items.
 func callClient(url, style, token string) {
-	call := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}`
-	resp := clientPost(url, call, "X-Result-Style", style, token)
-	if resp == nil {
-		return
-	}
-	defer resp.Body.Close()
 	var answer struct {
 		Result struct {
 			Content []struct {
@@ -258,12 +254,10 @@ func callClient(url, style, token string) {
 				Text string `json:"text"`
 			} `json:"content"`
 		} `json:"result"`
-		Error *struct {
-			Code int `json:"code"`
-		} `json:"error"`
+		Error rpcError `json:"error"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
-		fmt.Println(`{"error":"undecodable"}`)
+	call := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}`
+	if !clientRead(url, call, "X-Result-Style", style, token, &answer) {
 		return
 	}
 	texts := []string{}

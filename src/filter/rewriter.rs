@@ -552,7 +552,8 @@ impl ResponseRewriter {
                 // review: an `event: decoy` list before the real one was
                 // remembered in its place). The first answer read to a list
                 // request is the only one that teaches its schemas.
-                if let Some(id) = msg.get("id").map(id_key) {
+                let lists = !self.plan.schema_lists.is_empty();
+                if let Some(id) = msg.get("id").filter(|_| lists).map(id_key) {
                     if self.plan.schema_lists.contains(&id) {
                         let mut read = self.plan.schema_lists_read.borrow_mut();
                         if !read.contains(&id) {

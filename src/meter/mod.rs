@@ -322,13 +322,15 @@ const ARGUMENTS_DIGESTED_PAST: usize = 64;
 /// into one meter (the caller's own calls refused sooner, never another's;
 /// the subject stays in the keyed name), and 128 bits never meet by chance.
 fn write_arguments(arguments: &Value, out: &mut Vec<u8>) {
-    let mut data = Vec::new();
-    write_data(arguments, &mut data);
-    if data.len() <= ARGUMENTS_DIGESTED_PAST {
-        out.extend_from_slice(&data);
-    } else {
+    // Written in place, then replaced by its digest when long: no second
+    // buffer on a metered call.
+    let start = out.len();
+    write_data(arguments, out);
+    if out.len() - start > ARGUMENTS_DIGESTED_PAST {
+        let digest = xxhash_rust::xxh3::xxh3_128(&out[start..]);
+        out.truncate(start);
         out.push(b'h');
-        out.extend_from_slice(&xxhash_rust::xxh3::xxh3_128(&data).to_le_bytes());
+        out.extend_from_slice(&digest.to_le_bytes());
     }
 }
 
