@@ -505,3 +505,20 @@ fn arguments_share_a_loop_meter_exactly_when_they_are_the_same_data() {
         assert_eq!(x == y, same, "{case}");
     }
 }
+
+#[test]
+fn the_room_made_for_arguments_holds_what_is_written() {
+    let long = "x".repeat(5000);
+    for (name, v) in [
+        ("empty object", json!({})),
+        ("short string", json!({"a": "b"})),
+        ("long string", json!({"message": long})),
+        ("longest double", json!({"n": -2.2250738585072014e-308})),
+        ("large integers", json!([u64::MAX, i64::MIN, 1e300, -0.0])),
+        ("nested", json!({"a": [null, true, {"b": [1.5, "c", {}]}], "é": "ü"})),
+    ] {
+        let mut out = Vec::new();
+        write_data(&v, &mut out);
+        assert!(data_len_bound(&v) >= out.len(), "{name}: {} < {}", data_len_bound(&v), out.len());
+    }
+}
