@@ -11,7 +11,7 @@
 
 use crate::config::{header_safe, keywords, Errors, ObjReader};
 use crate::identity::Caller;
-use crate::json::{canonical, integral_numbers, sha256_hex};
+use crate::json::{canonical_sha256_hex, integral_numbers};
 use crate::rule_id::RuleId;
 use serde_json::{json, Map, Value};
 
@@ -232,7 +232,7 @@ pub fn args_sha256(arguments: Option<&Value>) -> String {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(a) => integral_numbers(a),
     };
-    sha256_hex(canonical(&args).as_bytes())
+    canonical_sha256_hex(&args)
 }
 
 /// What the verdict asks of the approval service for one call.

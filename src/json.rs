@@ -279,7 +279,72 @@ pub(crate) fn canonical_without(v: &Value, skip: Option<&str>) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-fn write_canonical(v: &Value, skip: Option<&str>, out: &mut Vec<u8>) {
+/// SHA-256 of [`canonical`]`(v)`, lower-case hex, without the text: the
+/// arguments of a 4 KB call were written out (the buffer grown five times)
+/// only to be hashed, for the audit event and the approval binding.
+pub fn canonical_sha256_hex(v: &Value) -> String {
+    let mut out = HashingWriter {
+        hasher: sha2::Sha256::default(),
+        buf: [0; HASHING_BUFFER],
+        len: 0,
+    };
+    write_canonical(v, None, &mut out);
+    out.finish()
+}
+
+const HASHING_BUFFER: usize = 256;
+
+/// Canonical JSON into SHA-256 through a small buffer: it is written a byte
+/// of punctuation at a time, and an `update` per byte costs more than the
+/// byte. Writes as long as the buffer go to the hasher directly.
+struct HashingWriter {
+    hasher: sha2::Sha256,
+    buf: [u8; HASHING_BUFFER],
+    len: usize,
+}
+
+impl HashingWriter {
+    fn finish(mut self) -> String {
+        use sha2::Digest;
+        self.drain();
+        lower_hex(&self.hasher.finalize())
+    }
+
+    fn drain(&mut self) {
+        use sha2::Digest;
+        self.hasher
+            .update(self.buf.get(..self.len).unwrap_or_default());
+        self.len = 0;
+    }
+}
+
+impl std::io::Write for HashingWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        if let Some(room) = self.buf.get_mut(self.len..self.len + bytes.len()) {
+            room.copy_from_slice(bytes);
+            self.len += bytes.len();
+        } else {
+            self.drain();
+            match self.buf.get_mut(..bytes.len()) {
+                Some(room) => {
+                    room.copy_from_slice(bytes);
+                    self.len = bytes.len();
+                }
+                None => self.hasher.update(bytes),
+            }
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Canonical JSON of `v` into `out`. Writing into a `Vec` or the hasher
+/// cannot fail, and neither can serialising a str or a scalar.
+fn write_canonical(v: &Value, skip: Option<&str>, out: &mut impl std::io::Write) {
     match v {
         Value::Object(m) => {
             // serde_json's default Map is a BTreeMap (already in code point
@@ -288,27 +353,26 @@ fn write_canonical(v: &Value, skip: Option<&str>, out: &mut Vec<u8>) {
             let mut members: Vec<(&String, &Value)> =
                 m.iter().filter(|(k, _)| Some(k.as_str()) != skip).collect();
             members.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
+            let _ = out.write_all(b"{");
             for (i, (k, x)) in members.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    let _ = out.write_all(b",");
                 }
-                // Writing into a Vec cannot fail, and neither can serialising a str.
                 let _ = serde_json::to_writer(&mut *out, k.as_str());
-                out.push(b':');
+                let _ = out.write_all(b":");
                 write_canonical(x, None, out);
             }
-            out.push(b'}');
+            let _ = out.write_all(b"}");
         }
         Value::Array(a) => {
-            out.push(b'[');
+            let _ = out.write_all(b"[");
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    let _ = out.write_all(b",");
                 }
                 write_canonical(x, None, out);
             }
-            out.push(b']');
+            let _ = out.write_all(b"]");
         }
         scalar => {
             let _ = serde_json::to_writer(&mut *out, scalar);
@@ -638,6 +702,36 @@ mod tests {
         let v: Value = serde_json::from_str(r#"{ "b": [1, {"z":null,"a":"é"}], "a": 1.5 }"#)
             .unwrap_or(Value::Null);
         assert_eq!(canonical(&v), r#"{"a":1.5,"b":[1,{"a":"é","z":null}]}"#);
+    }
+
+    #[test]
+    fn the_streamed_hash_is_the_hash_of_the_canonical_text() {
+        // Strings around the hasher's buffer (256 bytes), escapes that
+        // serde_json writes in pieces, every kind of value.
+        let mut cases = vec![
+            ("empty object", json!({})),
+            (
+                "scalars",
+                json!([null, true, false, 0, -1, 1.5, 1e300, u64::MAX]),
+            ),
+            (
+                "escapes",
+                json!({"q\"k": "a\\b\n\u{1}\"", "é": "ü\u{2028}"}),
+            ),
+            ("nested", json!({"b": [1, {"z": null, "a": "é"}], "a": 1.5})),
+        ];
+        for n in [0, 1, 254, 255, 256, 257, 511, 512, 513, 4096] {
+            cases.push(("long string", json!({"message": "x".repeat(n)})));
+            cases.push(("long key", json!({"k".repeat(n): "\"".repeat(n / 2)})));
+            cases.push(("many members", json!(vec!["ab"; n])));
+        }
+        for (name, v) in cases {
+            assert_eq!(
+                canonical_sha256_hex(&v),
+                sha256_hex(canonical(&v).as_bytes()),
+                "{name}"
+            );
+        }
     }
 
     #[test]

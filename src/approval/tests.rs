@@ -1,5 +1,6 @@
 use super::*;
 use crate::identity::Via;
+use crate::json::sha256_hex;
 
 fn caller(subject: Option<&str>, tenant: Option<&str>) -> Caller {
     Caller {

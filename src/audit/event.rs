@@ -9,7 +9,7 @@
 //! bytes is [`super::seal_cache`], beside this module.
 
 use super::config::ArgumentsMode;
-use crate::json::{canonical, canonical_without, sha256_hex};
+use crate::json::{canonical, canonical_sha256_hex, canonical_without, sha256_hex};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -359,9 +359,7 @@ pub(super) fn request_of(facts: &mut EventFacts, mode: ArgumentsMode) -> AuditRe
     let arguments = facts.arguments.as_ref();
     let args_sha256 = match mode {
         ArgumentsMode::Omit => None,
-        ArgumentsMode::Hash | ArgumentsMode::Redacted => {
-            arguments.map(|a| sha256_hex(canonical(a).as_bytes()))
-        }
+        ArgumentsMode::Hash | ArgumentsMode::Redacted => arguments.map(canonical_sha256_hex),
     };
     // Without a redacted copy we say nothing rather than fall back to raw values.
     let arguments = match mode {

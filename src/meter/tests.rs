@@ -515,10 +515,18 @@ fn the_room_made_for_arguments_holds_what_is_written() {
         ("long string", json!({"message": long})),
         ("longest double", json!({"n": -2.2250738585072014e-308})),
         ("large integers", json!([u64::MAX, i64::MIN, 1e300, -0.0])),
-        ("nested", json!({"a": [null, true, {"b": [1.5, "c", {}]}], "é": "ü"})),
+        (
+            "nested",
+            json!({"a": [null, true, {"b": [1.5, "c", {}]}], "é": "ü"}),
+        ),
     ] {
         let mut out = Vec::new();
         write_data(&v, &mut out);
-        assert!(data_len_bound(&v) >= out.len(), "{name}: {} < {}", data_len_bound(&v), out.len());
+        assert!(
+            data_len_bound(&v) >= out.len(),
+            "{name}: {} < {}",
+            data_len_bound(&v),
+            out.len()
+        );
     }
 }
