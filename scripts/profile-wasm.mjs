@@ -1,0 +1,42 @@
+// Runs examples/profile_exchange built for wasm32-wasip1 under Node's WASI, so
+// the filter's core is timed (and, with --cpu-prof, profiled per function) as
+// the Wasm code V8 compiles, the engine Envoy runs. Not a test or a benchmark
+// with a verdict: it prints what the example prints. From the repository root:
+//
+//   cargo build --release --features fake-host --example profile_exchange --target wasm32-wasip1
+//   node --no-liftoff scripts/profile-wasm.mjs \
+//     target/wasm32-wasip1/release/examples/profile_exchange.wasm 100000 4k [audit] [metered]
+//
+// --no-liftoff: proxy-wasm's V8 compiles with TurboFan only. Add
+// --cpu-prof --cpu-prof-dir=DIR for a profile (build with
+// CARGO_PROFILE_RELEASE_STRIP=none so functions keep their names).
+import { WASI } from 'node:wasi';
+import { readFileSync } from 'node:fs';
+
+const [file, ...args] = process.argv.slice(2);
+if (!file) {
+  console.error('usage: node --no-liftoff scripts/profile-wasm.mjs PROFILE_EXCHANGE.wasm [N] [4k] [audit] [metered] [list]');
+  process.exit(2);
+}
+const wasi = new WASI({
+  version: 'preview1',
+  args: ['profile_exchange', ...args],
+  env: process.env,
+  preopens: { '.': process.cwd() },
+});
+const module = await WebAssembly.compile(readFileSync(file));
+// The library links the proxy-wasm imports, but the example runs on the fake
+// host and never calls them: each one traps if it ever does.
+const env = {};
+for (const i of WebAssembly.Module.imports(module)) {
+  if (i.module === 'env') {
+    env[i.name] = () => {
+      throw new Error(`proxy-wasm host call ${i.name} in the fake-host example`);
+    };
+  }
+}
+const instance = await WebAssembly.instantiate(module, { ...wasi.getImportObject(), env });
+// The cdylib's reactor export makes Node refuse start(): run it as a command.
+const exports = { ...instance.exports };
+delete exports._initialize;
+wasi.start({ exports });
