@@ -8,6 +8,7 @@
 //!
 //! `4k` sends the 4,096-byte call of `scripts/bench.sh` (its `call-4k`
 //! payload: ~4 KB of plain prose, no DLP finding) instead of the 109-byte one.
+//! `audit` with `PROFILE_AUDIT_ARGUMENTS=omit` (or `redacted`) sets `audit.arguments`.
 //! `metered` adds the rate limit and loop breaker of `METERED=1 scripts/bench.sh`
 //! (counted in the fake host's shared data, never tripping). `list` exchanges
 //! the benchmark's `tools/list` instead (admin key), answered with the JSON
@@ -56,6 +57,11 @@ fn main() {
     if audit {
         doc["audit"] =
             serde_json::json!({"cluster": "audit_collector", "max_buffered": 1_000_000u64});
+        // `hash` (the default), `redacted` or `omit`: what the event records
+        // of the arguments (`omit` skips their SHA-256).
+        if let Ok(mode) = std::env::var("PROFILE_AUDIT_ARGUMENTS") {
+            doc["audit"]["arguments"] = mode.into();
+        }
     }
     if metered {
         doc["rate_limits"] = serde_json::json!([
