@@ -296,7 +296,7 @@ const HASHING_BUFFER: usize = 256;
 
 /// Canonical JSON into SHA-256 through a small buffer: it is written a byte
 /// of punctuation at a time, and an `update` per byte costs more than the
-/// byte. Writes as long as the buffer go to the hasher directly.
+/// byte. Writes longer than the buffer go to the hasher directly.
 struct HashingWriter {
     hasher: sha2::Sha256,
     buf: [u8; HASHING_BUFFER],

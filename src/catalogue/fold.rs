@@ -264,6 +264,51 @@ pub fn fold(s: &str) -> Folded {
     out
 }
 
+/// `s` with each terminal control sequence (ECMA-48 CSI: ESC, `[`,
+/// parameter bytes `0`-`?`, intermediate bytes ` `-`/`, one final byte
+/// `@`-`~`, ended within 32 chars) read as one space; `None` when it has
+/// none. Linear: each ESC looks at most 33 chars ahead.
+pub fn without_control_sequences(s: &str) -> Option<String> {
+    if !s.contains('\u{1b}') {
+        return None;
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut found = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        let len = match c {
+            '\u{1b}' => control_sequence_len(chars.clone()),
+            _ => 0,
+        };
+        if len == 0 {
+            out.push(c);
+            continue;
+        }
+        found = true;
+        out.push(' ');
+        for _ in 0..len {
+            chars.next();
+        }
+    }
+    found.then_some(out)
+}
+
+/// After an ESC, how many chars its control sequence goes on for; 0 for
+/// none, or for one not ended within 32 chars.
+fn control_sequence_len(mut rest: impl Iterator<Item = char>) -> usize {
+    if rest.next() != Some('[') {
+        return 0;
+    }
+    for (n, c) in rest.take(32).enumerate() {
+        match c {
+            '\u{20}'..='\u{3F}' => {}
+            '\u{40}'..='\u{7E}' => return n + 2,
+            _ => return 0,
+        }
+    }
+    0
+}
+
 /// After an ESC: `[`, parameters, `m`, and no parameter 8 (conceal).
 fn is_visible_sgr(mut rest: impl Iterator<Item = char>) -> bool {
     if rest.next() != Some('[') {
@@ -548,6 +593,36 @@ pub fn words(folded: &str) -> Words<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_sequences_read_as_one_space_each() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("no_escape", "plain text", None),
+            (
+                "colour_and_reset",
+                "\u{1b}[1;31mIgnore\u{1b}[0m all",
+                Some(" Ignore  all"),
+            ),
+            (
+                "bare_reset_before_a_word",
+                "do \u{1b}[mention",
+                Some("do  ention"),
+            ),
+            ("cursor_moves", "a\u{1b}[2K\u{1b}[1Ab", Some("a  b")),
+            ("intermediate_byte", "a\u{1b}[1 qb", Some("a b")),
+            ("escape_without_bracket", "a\u{1b}(Bb", None),
+            (
+                "unended_within_32",
+                "a\u{1b}[1111111111111111111111111111111111b",
+                None,
+            ),
+            ("not_a_parameter_byte", "a\u{1b}[1\u{e9}b", None),
+            ("at_the_end", "a\u{1b}[", None),
+        ];
+        for (name, text, want) in cases {
+            assert_eq!(without_control_sequences(text).as_deref(), *want, "{name}");
+        }
+    }
 
     #[test]
     fn folding_reads_look_alikes_as_ascii_and_records_what_is_hidden() {

@@ -9,7 +9,7 @@
 //! it never holds the text. Which findings remove a tool, block or wrap a
 //! result is the policy's call (`config.rs`), not this module's.
 
-use super::fold::{decode_char_refs, fold, words, Words};
+use super::fold::{decode_char_refs, fold, without_control_sequences, words, Words};
 use super::markers::{
     Phrase, Strength, CATCHER_HOSTS, DATA_WORDS, DOTFILES, HTML_TAGS, INSTRUCTION_TAGS, PHRASES,
     SECRET_FILES, SEND_VERBS, SENT_OBJECTS,
@@ -510,11 +510,23 @@ impl Inspector {
         // every other marker reads the text with character references decoded.
         html(folded.text.as_bytes(), walk);
         let refs = decode_char_refs(s);
-        let folded = match refs {
+        let read = match &refs {
             Cow::Borrowed(_) => folded,
-            Cow::Owned(d) => fold(&d),
+            Cow::Owned(d) => fold(d),
         };
-        let text = folded.text.as_str();
+        self.read_words(read.text.as_str(), walk, others);
+        // A terminal's control sequence reads two ways: the fold keeps its
+        // parameters (`\x1b[mention` is still `mention` to a model), and
+        // kept they glue to the next word (`\x1b[1mIgnore` read as
+        // `1mignore`, no phrase; thirty-sixth review). Where there is one,
+        // the words are read again with each sequence a space.
+        if let Some(bare) = without_control_sequences(&refs) {
+            self.read_words(fold(&bare).text.as_str(), walk, others);
+        }
+    }
+
+    /// The markers read in words and spans of a folded text.
+    fn read_words(&self, text: &str, walk: &mut Walk, others: Option<&OtherTools>) {
         let w = words(text);
         self.phrases(&w, walk);
         self.sends_to(text, &w, walk);

@@ -326,7 +326,7 @@ fn write_arguments(arguments: &Value, out: &mut Vec<u8>) {
     // buffer on a metered call, and room made once (growing from the name's
     // first 96 bytes to a 4 KB argument was six reallocations and copies).
     let start = out.len();
-    out.reserve(data_len_bound(arguments));
+    out.reserve(arguments_room(arguments));
     write_data(arguments, out);
     if out.len() - start > ARGUMENTS_DIGESTED_PAST {
         let digest = xxhash_rust::xxh3::xxh3_128(&out[start..]);
@@ -387,6 +387,16 @@ fn write_data(v: &Value, out: &mut Vec<u8>) {
             }
         }
     }
+}
+
+/// At most this much room is made ahead: [`data_len_bound`] counts 35 bytes
+/// for a number written in 3, so a 1 MiB array of zeros asked for ~18 MB
+/// (thirty-sixth review); past it the buffer grows as it writes.
+const ARGUMENTS_ROOM_MAX: usize = 64 * 1024;
+
+/// The room made for the arguments before [`write_data`] writes them.
+fn arguments_room(arguments: &Value) -> usize {
+    data_len_bound(arguments).min(ARGUMENTS_ROOM_MAX)
 }
 
 /// At least as many bytes as [`write_data`] writes for `v`: a length prefix

@@ -528,5 +528,11 @@ fn the_room_made_for_arguments_holds_what_is_written() {
             data_len_bound(&v),
             out.len()
         );
+        assert!(arguments_room(&v) <= data_len_bound(&v), "{name}");
     }
+    // Many short numbers: the bound is ~12 times what is written; the room
+    // made ahead stays capped (thirty-sixth review).
+    let zeros = json!({"n": vec![0; 520_000]});
+    assert!(data_len_bound(&zeros) > 18_000_000);
+    assert_eq!(arguments_room(&zeros), ARGUMENTS_ROOM_MAX);
 }
