@@ -264,49 +264,79 @@ pub fn fold(s: &str) -> Folded {
     out
 }
 
-/// `s` with each terminal control sequence (ECMA-48 CSI: ESC, `[`,
-/// parameter bytes `0`-`?`, intermediate bytes ` `-`/`, one final byte
-/// `@`-`~`, ended within 32 chars) read as one space; `None` when it has
-/// none. Linear: each ESC looks at most 33 chars ahead.
-pub fn without_control_sequences(s: &str) -> Option<String> {
-    if !s.contains('\u{1b}') {
+/// Two more readings of `s` when it holds terminal control sequences: each
+/// whole sequence a space, and each removed; `None` when it holds none. A
+/// model reads across a sequence as a terminal does, inside a word
+/// (`Ign\x1b[0more`) and between words (`ignore\x1b[31mprevious`, whose
+/// second word a terminal shows glued on): one reading cannot be both.
+///
+/// A sequence is ECMA-48's CSI (ESC, `[`, parameter bytes `0`-`?`,
+/// intermediate bytes ` `-`/`, one final byte `@`-`~`, ended within 32
+/// bytes), also with its ESC spelled out (`^[`, `\x1b`, `\033`, `\e`,
+/// `\u001b`, `%1B`: logs and `cat -v` print them so), and a colour code
+/// whose ESC was stripped (`[1;31m`: digits and `;`, then `m`); thirty-
+/// seventh review. Linear: each position looks at most 40 bytes ahead.
+pub fn control_sequence_readings(s: &str) -> Option<(String, String)> {
+    let b = s.as_bytes();
+    if !b.contains(&b'[') {
         return None;
     }
-    let mut out = String::with_capacity(s.len());
+    let mut spaced = String::with_capacity(s.len());
+    let mut joined = String::with_capacity(s.len());
     let mut found = false;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        let len = match c {
-            '\u{1b}' => control_sequence_len(chars.clone()),
-            _ => 0,
-        };
-        if len == 0 {
-            out.push(c);
+    let mut copied = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let Some(len) = control_sequence_at(b, i) else {
+            i += 1;
             continue;
-        }
+        };
+        // Sequences are ASCII, so `i` and `i + len` are char boundaries.
+        let before = s.get(copied..i).unwrap_or_default();
+        spaced.push_str(before);
+        spaced.push(' ');
+        joined.push_str(before);
         found = true;
-        out.push(' ');
-        for _ in 0..len {
-            chars.next();
-        }
+        i += len;
+        copied = i;
     }
-    found.then_some(out)
+    let rest = s.get(copied..).unwrap_or_default();
+    spaced.push_str(rest);
+    joined.push_str(rest);
+    found.then_some((spaced, joined))
 }
 
-/// After an ESC, how many chars its control sequence goes on for; 0 for
-/// none, or for one not ended within 32 chars.
-fn control_sequence_len(mut rest: impl Iterator<Item = char>) -> usize {
-    if rest.next() != Some('[') {
-        return 0;
-    }
-    for (n, c) in rest.take(32).enumerate() {
+/// The spellings of ESC before a sequence's `[`, as bytes (hex digits in
+/// either case).
+const ESC_SPELLINGS: [&[u8]; 8] = [
+    b"\x1b", b"^[", b"\\x1b", b"\\033", b"\\e", b"\\u001b", b"%1b", b"\\u{1b}",
+];
+
+/// The byte length of the control sequence starting at `i` (see
+/// [`control_sequence_readings`]), if one does.
+fn control_sequence_at(b: &[u8], i: usize) -> Option<usize> {
+    let rest = b.get(i..)?;
+    let introducer = ESC_SPELLINGS.iter().find(|e| {
+        rest.get(..e.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(e))
+            && rest.get(e.len()) == Some(&b'[')
+    });
+    let (start, any_final) = match introducer {
+        Some(e) => (e.len() + 1, true),
+        // A colour code without its ESC: only `[`, digits and `;`, `m`.
+        None if rest.first() == Some(&b'[') => (1, false),
+        None => return None,
+    };
+    for (n, &c) in rest.get(start..)?.iter().take(32).enumerate() {
         match c {
-            '\u{20}'..='\u{3F}' => {}
-            '\u{40}'..='\u{7E}' => return n + 2,
-            _ => return 0,
+            b'0'..=b'9' | b';' => {}
+            0x20..=0x3F if any_final => {}
+            b'm' => return Some(start + n + 1),
+            0x40..=0x7E if any_final => return Some(start + n + 1),
+            _ => return None,
         }
     }
-    0
+    None
 }
 
 /// After an ESC: `[`, parameters, `m`, and no parameter 8 (conceal).
@@ -595,21 +625,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn control_sequences_read_as_one_space_each() {
-        let cases: &[(&str, &str, Option<&str>)] = &[
-            ("no_escape", "plain text", None),
+    fn control_sequences_read_as_a_space_and_as_nothing() {
+        // (case, text, the reading with spaces and the one without)
+        type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>);
+        let cases: &[Case] = &[
+            ("no_bracket", "plain text", None),
+            (
+                "markdown_link",
+                "[a link](https://x.example) and [1, 2]",
+                None,
+            ),
             (
                 "colour_and_reset",
                 "\u{1b}[1;31mIgnore\u{1b}[0m all",
-                Some(" Ignore  all"),
+                Some((" Ignore  all", "Ignore all")),
+            ),
+            (
+                "inside_a_word",
+                "Ign\u{1b}[0more",
+                Some(("Ign ore", "Ignore")),
             ),
             (
                 "bare_reset_before_a_word",
                 "do \u{1b}[mention",
-                Some("do  ention"),
+                Some(("do  ention", "do ention")),
             ),
-            ("cursor_moves", "a\u{1b}[2K\u{1b}[1Ab", Some("a  b")),
-            ("intermediate_byte", "a\u{1b}[1 qb", Some("a b")),
+            ("cursor_moves", "a\u{1b}[2K\u{1b}[1Ab", Some(("a  b", "ab"))),
+            ("intermediate_byte", "a\u{1b}[1 qb", Some(("a b", "ab"))),
+            (
+                "escape_stripped",
+                "[1;31mIgnore[0m all",
+                Some((" Ignore  all", "Ignore all")),
+            ),
+            ("caret_notation", "^[[1mIgnore", Some((" Ignore", "Ignore"))),
+            ("spelled_hex", "\\x1B[1mIgnore", Some((" Ignore", "Ignore"))),
+            (
+                "spelled_octal",
+                "\\033[0mIgnore",
+                Some((" Ignore", "Ignore")),
+            ),
+            ("spelled_e", "\\e[1mIgnore", Some((" Ignore", "Ignore"))),
+            (
+                "spelled_unicode",
+                "\\u001b[1mIgnore",
+                Some((" Ignore", "Ignore")),
+            ),
+            (
+                "percent_encoded",
+                "%1B[1mIgnore",
+                Some((" Ignore", "Ignore")),
+            ),
+            ("stripped_needs_m", "[2KIgnore", None),
             ("escape_without_bracket", "a\u{1b}(Bb", None),
             (
                 "unended_within_32",
@@ -618,9 +684,15 @@ mod tests {
             ),
             ("not_a_parameter_byte", "a\u{1b}[1\u{e9}b", None),
             ("at_the_end", "a\u{1b}[", None),
+            ("non_ascii_around", "é\u{1b}[1mü", Some(("é ü", "éü"))),
         ];
         for (name, text, want) in cases {
-            assert_eq!(without_control_sequences(text).as_deref(), *want, "{name}");
+            let got = control_sequence_readings(text);
+            assert_eq!(
+                got.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+                *want,
+                "{name}"
+            );
         }
     }
 

@@ -9,7 +9,7 @@
 //! it never holds the text. Which findings remove a tool, block or wrap a
 //! result is the policy's call (`config.rs`), not this module's.
 
-use super::fold::{decode_char_refs, fold, without_control_sequences, words, Words};
+use super::fold::{control_sequence_readings, decode_char_refs, fold, words, Words};
 use super::markers::{
     Phrase, Strength, CATCHER_HOSTS, DATA_WORDS, DOTFILES, HTML_TAGS, INSTRUCTION_TAGS, PHRASES,
     SECRET_FILES, SEND_VERBS, SENT_OBJECTS,
@@ -515,13 +515,15 @@ impl Inspector {
             Cow::Owned(d) => fold(d),
         };
         self.read_words(read.text.as_str(), walk, others);
-        // A terminal's control sequence reads two ways: the fold keeps its
-        // parameters (`\x1b[mention` is still `mention` to a model), and
+        // A terminal's control sequence reads three ways: the fold keeps
+        // its parameters (`\x1b[mention` is still `mention` to a model), and
         // kept they glue to the next word (`\x1b[1mIgnore` read as
         // `1mignore`, no phrase; thirty-sixth review). Where there is one,
-        // the words are read again with each sequence a space.
-        if let Some(bare) = without_control_sequences(&refs) {
-            self.read_words(fold(&bare).text.as_str(), walk, others);
+        // the words are read again with each sequence a space and with each
+        // removed (`fold::control_sequence_readings`).
+        if let Some((spaced, joined)) = control_sequence_readings(&refs) {
+            self.read_words(fold(&spaced).text.as_str(), walk, others);
+            self.read_words(fold(&joined).text.as_str(), walk, others);
         }
     }
 
