@@ -286,8 +286,14 @@ pub fn control_sequence_readings(s: &str) -> Option<(String, String)> {
     let mut found = false;
     let mut copied = 0;
     let mut i = 0;
-    while i < b.len() {
-        let Some(len) = control_sequence_at(b, i) else {
+    while let Some(&first) = b.get(i) {
+        // Only these bytes start a sequence: the rest of a text holding a
+        // `[` (JSON, markdown) costs one comparison each.
+        let at = match first {
+            0x1B | b'^' | b'\\' | b'%' | b'[' => control_sequence_at(b, i),
+            _ => None,
+        };
+        let Some(len) = at else {
             i += 1;
             continue;
         };
