@@ -281,68 +281,22 @@ pub(crate) fn canonical_without(v: &Value, skip: Option<&str>) -> String {
 
 /// SHA-256 of [`canonical`]`(v)`, lower-case hex, without the text: the
 /// arguments of a 4 KB call were written out (the buffer grown five times)
-/// only to be hashed, for the audit event and the approval binding.
+/// only to be hashed, for the audit event and the approval binding. The
+/// hasher takes its bytes through a small buffer: canonical JSON is written
+/// a byte of punctuation at a time, and an `update` per byte costs more
+/// than the byte (std's `BufWriter` passes longer writes straight on).
 pub fn canonical_sha256_hex(v: &Value) -> String {
-    let mut out = HashingWriter {
-        hasher: sha2::Sha256::default(),
-        buf: [0; HASHING_BUFFER],
-        len: 0,
-    };
+    use sha2::Digest;
+    use std::io::Write;
+    let mut out = std::io::BufWriter::with_capacity(256, sha2::Sha256::new());
     write_canonical(v, None, &mut out);
-    out.finish()
+    // Writing into a hasher cannot fail, so nothing stays buffered.
+    let _ = out.flush();
+    let (hasher, _) = out.into_parts();
+    lower_hex(&hasher.finalize())
 }
 
-const HASHING_BUFFER: usize = 256;
-
-/// Canonical JSON into SHA-256 through a small buffer: it is written a byte
-/// of punctuation at a time, and an `update` per byte costs more than the
-/// byte. Writes longer than the buffer go to the hasher directly.
-struct HashingWriter {
-    hasher: sha2::Sha256,
-    buf: [u8; HASHING_BUFFER],
-    len: usize,
-}
-
-impl HashingWriter {
-    fn finish(mut self) -> String {
-        use sha2::Digest;
-        self.drain();
-        lower_hex(&self.hasher.finalize())
-    }
-
-    fn drain(&mut self) {
-        use sha2::Digest;
-        self.hasher
-            .update(self.buf.get(..self.len).unwrap_or_default());
-        self.len = 0;
-    }
-}
-
-impl std::io::Write for HashingWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        use sha2::Digest;
-        if let Some(room) = self.buf.get_mut(self.len..self.len + bytes.len()) {
-            room.copy_from_slice(bytes);
-            self.len += bytes.len();
-        } else {
-            self.drain();
-            match self.buf.get_mut(..bytes.len()) {
-                Some(room) => {
-                    room.copy_from_slice(bytes);
-                    self.len = bytes.len();
-                }
-                None => self.hasher.update(bytes),
-            }
-        }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Canonical JSON of `v` into `out`. Writing into a `Vec` or the hasher
+/// Canonical JSON of `v` into `out`. Writing into a `Vec` or a hasher
 /// cannot fail, and neither can serialising a str or a scalar.
 fn write_canonical(v: &Value, skip: Option<&str>, out: &mut impl std::io::Write) {
     match v {

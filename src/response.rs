@@ -1158,11 +1158,10 @@ const READ_MEMBERS: [&str; 22] = [
     "uri",
 ];
 
-/// The first member, anywhere in `v`, that differs only in case from one of
-/// `names`. Not below members that hold data, whose names are the server's
-/// or the user's own (a form field `"Title"` in an elicitation's
-/// `requestedSchema`): `structuredContent` and a `tool_use`'s `input` are
-/// read whole, every string whatever its member's name.
+/// Members that hold data, whose names are the server's or the user's own
+/// (a form field `"Title"` in an elicitation's `requestedSchema`):
+/// `structuredContent` and a `tool_use`'s `input` are read whole, every
+/// string whatever its member's name.
 const DATA_MEMBERS: [&str; 8] = [
     "_meta",
     "arguments",
@@ -1174,6 +1173,8 @@ const DATA_MEMBERS: [&str; 8] = [
     "structuredContent",
 ];
 
+/// The first member, anywhere in `v`, that differs only in case from one of
+/// `names`; not below [`DATA_MEMBERS`].
 fn case_variant_within<'n>(v: &Value, names: &[&'n str]) -> Option<(String, &'n str)> {
     let mut stack = vec![v];
     while let Some(v) = stack.pop() {
