@@ -39,10 +39,26 @@ fn is_uri_separator(c: char) -> bool {
     matches!(c, '/' | '?' | '#')
 }
 
+/// What a pattern's tokens amount to, worked out once: most patterns are a
+/// name (`create_refund`), a family (`get_*`) or everything (`*`), and
+/// matching one of those needs no walk over the text (a rule set and the
+/// rate limits ask once per rule and request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Literals only: the text is the pattern.
+    Exact,
+    /// Literals then one `Any`: the text starts with the pattern's first
+    /// `len` bytes (the literals, as written).
+    Prefix(usize),
+    /// Anything else: walk the text.
+    Walk,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
     toks: Vec<Tok>,
     kind: GlobKind,
+    shape: Shape,
     source: String,
 }
 
@@ -71,9 +87,22 @@ impl Glob {
                 toks.push(tok);
             }
         }
+        let literals = toks.iter().take_while(|t| matches!(t, Tok::Lit(_))).count();
+        let shape = match toks.get(literals..) {
+            Some([]) => Shape::Exact,
+            // Runs of `Any` were merged above, so one `Any` last is a prefix.
+            Some([Tok::Any]) => Shape::Prefix(
+                pattern
+                    .char_indices()
+                    .nth(literals)
+                    .map_or(pattern.len(), |(i, _)| i),
+            ),
+            _ => Shape::Walk,
+        };
         Glob {
             toks,
             kind,
+            shape,
             source: pattern.to_owned(),
         }
     }
@@ -83,10 +112,18 @@ impl Glob {
     }
 
     pub fn matches(&self, text: &str) -> bool {
-        // Patterns without wildcards are most of them: compare the strings.
-        if self.toks.iter().all(|t| matches!(t, Tok::Lit(_))) {
-            return self.source == text;
+        match self.shape {
+            Shape::Exact => self.source == text,
+            Shape::Prefix(len) => self
+                .source
+                .get(..len)
+                .is_some_and(|literals| text.starts_with(literals)),
+            Shape::Walk => self.walks_to_the_end(text),
         }
+    }
+
+    /// The general match: the pattern's last position is alive after the text.
+    fn walks_to_the_end(&self, text: &str) -> bool {
         self.live_after(text).contains(&self.toks.len())
     }
 
@@ -340,5 +377,43 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn the_shortcuts_match_what_walking_the_text_matches() {
+        // Every pattern made of up to four pieces from these, both readings,
+        // against texts that hit and miss each shortcut's edges (empty text,
+        // the bare prefix, a separator after it, multi-byte characters).
+        let pieces = ["a", "é", "*", "**", "?", "/", "b", "ab"];
+        let texts = [
+            "", "a", "é", "ab", "aé", "éa", "a/b", "a/", "/a", "abab", "aXb", "éé/ab", "a?b", "a*",
+            "b", "ba", "abé", "a#b",
+        ];
+        let mut patterns = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = patterns
+                .iter()
+                .flat_map(|p| pieces.iter().map(move |x| format!("{p}{x}")))
+                .collect();
+            patterns.extend(longer);
+        }
+        patterns.sort();
+        patterns.dedup();
+        let mut shortcuts = 0;
+        for p in &patterns {
+            for kind in [GlobKind::Name, GlobKind::Uri] {
+                let g = Glob::of_kind(p, kind);
+                shortcuts += usize::from(g.shape != Shape::Walk);
+                for t in texts {
+                    assert_eq!(
+                        g.matches(t),
+                        g.walks_to_the_end(t),
+                        "pattern {p:?} ({kind:?}) against {t:?}"
+                    );
+                }
+            }
+        }
+        // The grid reaches both shortcuts, not only the walk.
+        assert!(shortcuts > 1000, "{shortcuts}");
     }
 }

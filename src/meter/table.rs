@@ -70,7 +70,7 @@ pub struct Consumed {
     pub budget_remaining: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Entry {
     digest: Digest,
     /// Bucket: thousandths of tokens left. Budget: units used.
@@ -86,42 +86,75 @@ type Digest = [u8; 16];
 
 /// One entry's bytes: the digest, then amount, at and free_at (little-endian).
 const ENTRY_BYTES: usize = 16 + 3 * 8;
+/// A whole set's bytes.
+const SET_BYTES: usize = WAYS * ENTRY_BYTES;
 
-fn parse(value: &[u8]) -> Vec<Entry> {
-    // A set written by this module is whole entries; anything else is not
-    // this table's and reads as empty (the set is then rewritten whole).
-    if value.len() % ENTRY_BYTES != 0 {
-        return Vec::new();
-    }
-    value
-        .chunks_exact(ENTRY_BYTES)
-        .map(|e| {
-            let mut digest = [0u8; 16];
-            digest.copy_from_slice(&e[..16]);
-            let word = |at: usize| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&e[at..at + 8]);
-                u64::from_le_bytes(b)
-            };
-            Entry {
-                digest,
-                amount: word(16),
-                at: word(24),
-                free_at: word(32),
-            }
-        })
-        .collect()
+/// The entries of one set, at most [`WAYS`]. Fixed size, on the stack: a
+/// metered request reads and writes a set per meter, and the vectors this
+/// replaced were a third of the meters' allocations.
+#[derive(Debug, Default)]
+struct Set {
+    entries: [Entry; WAYS],
+    len: usize,
 }
 
-fn encode(entries: &[Entry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(entries.len() * ENTRY_BYTES);
-    for e in entries {
-        out.extend_from_slice(&e.digest);
-        out.extend_from_slice(&e.amount.to_le_bytes());
-        out.extend_from_slice(&e.at.to_le_bytes());
-        out.extend_from_slice(&e.free_at.to_le_bytes());
+impl Set {
+    fn entries(&self) -> &[Entry] {
+        self.entries.get(..self.len).unwrap_or_default()
     }
-    out
+
+    fn entries_mut(&mut self) -> &mut [Entry] {
+        self.entries.get_mut(..self.len).unwrap_or_default()
+    }
+
+    /// Adds an entry if there is room.
+    fn push(&mut self, e: Entry) -> bool {
+        match self.entries.get_mut(self.len) {
+            Some(slot) => {
+                *slot = e;
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The set's bytes as stored, written into `out`.
+    fn encode<'a>(&self, out: &'a mut [u8; SET_BYTES]) -> &'a [u8] {
+        for (e, at) in self.entries().iter().zip(out.chunks_exact_mut(ENTRY_BYTES)) {
+            at[..16].copy_from_slice(&e.digest);
+            at[16..24].copy_from_slice(&e.amount.to_le_bytes());
+            at[24..32].copy_from_slice(&e.at.to_le_bytes());
+            at[32..40].copy_from_slice(&e.free_at.to_le_bytes());
+        }
+        out.get(..self.len * ENTRY_BYTES).unwrap_or_default()
+    }
+}
+
+fn parse(value: &[u8]) -> Set {
+    // A set written by this module is at most four whole entries; anything
+    // else is not this table's and reads as empty (the set is then
+    // rewritten whole).
+    let mut set = Set::default();
+    if value.len() % ENTRY_BYTES != 0 || value.len() > SET_BYTES {
+        return set;
+    }
+    for e in value.chunks_exact(ENTRY_BYTES) {
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&e[..16]);
+        let word = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&e[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        set.push(Entry {
+            digest,
+            amount: word(16),
+            at: word(24),
+            free_at: word(32),
+        });
+    }
+    set
 }
 
 /// A meter's digest: SipHash-1-3 with 128-bit output over its name, keyed
@@ -146,34 +179,60 @@ fn digest(salt: SetKeys, name: &[u8]) -> Digest {
 /// of the key: a policy that changes it starts a new table (the old one's
 /// meters start full again; documented). The digest is keyed already, so
 /// its first eight bytes choose the set.
-fn set_key(slots: u64, digest: &Digest) -> String {
+fn set_key(slots: u64, digest: &Digest) -> SetKey {
     let sets = (slots / WAYS as u64).max(1);
     let mut low = [0u8; 8];
     low.copy_from_slice(&digest[..8]);
     let set = u64::from_le_bytes(low) % sets;
-    // Written by hand: `format!` was a fifth of what a meter cost.
-    let mut key = String::with_capacity(PREFIX.len() + 42);
-    key.push_str(PREFIX);
-    key.push('/');
-    push_decimal(&mut key, slots);
-    key.push('/');
-    push_decimal(&mut key, set);
+    // Written by hand, on the stack: `format!` was a fifth of what a meter
+    // cost, and the key lives for one update.
+    let mut key = SetKey {
+        bytes: [0; SET_KEY_MAX],
+        len: 0,
+    };
+    key.push(PREFIX.as_bytes());
+    key.push(b"/");
+    key.push_decimal(slots);
+    key.push(b"/");
+    key.push_decimal(set);
     key
 }
 
-fn push_decimal(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+/// The longest set key: the prefix, two slashes and two `u64` in decimal.
+const SET_KEY_MAX: usize = PREFIX.len() + 2 + 2 * 20;
+
+/// A set's shared-data key (ASCII), built on the stack.
+struct SetKey {
+    bytes: [u8; SET_KEY_MAX],
+    len: usize,
+}
+
+impl SetKey {
+    fn push(&mut self, b: &[u8]) {
+        if let Some(to) = self.bytes.get_mut(self.len..self.len + b.len()) {
+            to.copy_from_slice(b);
+            self.len += b.len();
         }
     }
-    for &d in &digits[at..] {
-        out.push(char::from(d));
+
+    fn push_decimal(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[at..]);
+    }
+
+    /// The key; `None` never happens (only ASCII is written), and would
+    /// refuse the meter rather than write under another key.
+    fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(self.bytes.get(..self.len)?).ok()
     }
 }
 
@@ -357,35 +416,48 @@ fn update(
     change: Change,
 ) -> Result<Option<u64>, Shortfall> {
     let digest = digest(salt, &charge.name);
-    let key = set_key(slots, &digest);
+    let set_key = set_key(slots, &digest);
+    let key = set_key.as_str().ok_or(Shortfall::Unavailable)?;
+    let mut written = [0u8; SET_BYTES];
     for _ in 0..TRIES {
-        let (value, cas) = store.get(&key).map_err(|_| Shortfall::Unavailable)?;
-        let mut entries = value.as_deref().map(parse).unwrap_or_default();
-        let found = entries.iter().position(|e| e.digest == digest);
+        let (value, cas) = store.get(key).map_err(|_| Shortfall::Unavailable)?;
+        let mut set = value.as_deref().map(parse).unwrap_or_default();
+        let found = set.entries().iter().position(|e| e.digest == digest);
         let remaining = match &change {
             Change::Take(now) => {
-                let state = found.map(|i| (entries[i].amount, entries[i].at));
+                let state = found
+                    .and_then(|i| set.entries().get(i))
+                    .map(|e| (e.amount, e.at));
                 let (entry, remaining) = match take(charge.meter, state, digest, *now) {
                     Step::Write(e, r) => (e, r),
                     Step::Refuse(why) => return Err(why),
                 };
-                match found {
-                    Some(i) => entries[i] = entry,
-                    None if entries.len() < WAYS => entries.push(entry),
-                    None => match entries.iter().position(|e| e.free_at <= *now) {
-                        Some(i) => entries[i] = entry,
+                let slot = match found {
+                    Some(i) => set.entries_mut().get_mut(i),
+                    None if set.push(entry) => None,
+                    None => match set.entries_mut().iter_mut().find(|e| e.free_at <= *now) {
+                        Some(e) => Some(e),
                         None => return Err(Shortfall::TableFull),
                     },
+                };
+                if let Some(e) = slot {
+                    *e = entry;
                 }
                 remaining
             }
             Change::GiveBack(meter) => {
-                let Some(i) = found else { return Ok(None) };
-                give_back(**meter, &mut entries[i]);
+                let Some(e) = found.and_then(|i| set.entries_mut().get_mut(i)) else {
+                    return Ok(None);
+                };
+                give_back(**meter, e);
                 None
             }
         };
-        match store.set(&key, &encode(&entries), Some(cas.unwrap_or(CREATE_CAS))) {
+        match store.set(
+            key,
+            set.encode(&mut written),
+            Some(cas.unwrap_or(CREATE_CAS)),
+        ) {
             Ok(()) => return Ok(remaining),
             Err(StoreError::CasMismatch) => continue,
             Err(StoreError::Host(_)) => return Err(Shortfall::Unavailable),
@@ -483,7 +555,10 @@ mod tests {
             let mut low = [0u8; 8];
             low.copy_from_slice(&d[..8]);
             let set = u64::from_le_bytes(low) % (slots / WAYS as u64).max(1);
-            assert_eq!(set_key(slots, &d), format!("{PREFIX}/{slots}/{set}"));
+            assert_eq!(
+                set_key(slots, &d).as_str(),
+                Some(format!("{PREFIX}/{slots}/{set}").as_str())
+            );
         }
     }
 
@@ -495,12 +570,24 @@ mod tests {
             at: 1,
             free_at: 1 << 40,
         };
-        let two = encode(&[e.clone(), e.clone()]);
-        assert_eq!(parse(&two), vec![e.clone(), e]);
+        let mut set = Set::default();
+        assert!(set.push(e) && set.push(e));
+        let mut bytes = [0u8; SET_BYTES];
+        let two = set.encode(&mut bytes);
+        assert_eq!(two.len(), 2 * ENTRY_BYTES);
+        assert_eq!(parse(two).entries(), &[e, e]);
         assert!(
-            parse(b"0123abcd:1:2:3").is_empty(),
+            parse(b"0123abcd:1:2:3").entries().is_empty(),
             "a text entry of an older build"
         );
+        let five = [7u8; 5 * ENTRY_BYTES];
+        assert!(
+            parse(&five).entries().is_empty(),
+            "more entries than a set holds is not this table's"
+        );
+        let mut full = Set::default();
+        assert!((0..WAYS).all(|_| full.push(e)));
+        assert!(!full.push(e), "a fifth entry has no room");
     }
 
     #[test]
