@@ -873,7 +873,7 @@ fn slot_findings(
     cat: &crate::catalogue::CataloguePolicy,
     slots: &[Slot<'_>],
 ) -> Vec<CatalogueFinding> {
-    slots
+    let mut found: Vec<CatalogueFinding> = slots
         .iter()
         .flat_map(|slot| {
             cat.inspector
@@ -884,8 +884,21 @@ fn slot_findings(
                     ..f
                 })
         })
-        .collect()
+        .collect();
+    // A finding only in the texts read together is at the whole (pointer
+    // `""`): no fence can go around what no one text holds, so `wrap`
+    // blocks, and a server request's texts are all withheld.
+    let texts: Vec<&str> = slots.iter().map(|s| s.text.as_ref()).collect();
+    let across = cat.inspector.inspect_across(&texts, &found);
+    found.extend(across.into_iter().map(|f| CatalogueFinding {
+        pointer: ACROSS_SLOTS.to_owned(),
+        ..f
+    }));
+    found
 }
+
+/// The pointer of a finding met only in a message's texts read together.
+const ACROSS_SLOTS: &str = "";
 
 /// The pointers of the slots `wrap` can fence.
 fn fenceable(slots: &[Slot<'_>]) -> Vec<String> {
@@ -948,11 +961,24 @@ fn inspect_server_request(
     let enforce = policy.mode != Mode::DryRun;
     let mut applied = false;
     if enforce && action != ResultAction::Flag {
+        let acts = |f: &&CatalogueFinding| cat.result_action(f.check) != ResultAction::Flag;
         let mut pointers: Vec<&str> = findings
             .iter()
-            .filter(|f| cat.result_action(f.check) != ResultAction::Flag)
+            .filter(acts)
             .map(|f| f.pointer.as_str())
             .collect();
+        // A finding across the texts withholds every one of them (no fence
+        // can go around what no one text holds).
+        let across = findings
+            .iter()
+            .filter(acts)
+            .any(|f| f.pointer == ACROSS_SLOTS);
+        let slot_pointers: Vec<String> = match across {
+            true => slots.iter().map(|s| s.ptr.clone()).collect(),
+            false => Vec::new(),
+        };
+        pointers.extend(slot_pointers.iter().map(String::as_str));
+        pointers.retain(|p| *p != ACROSS_SLOTS);
         pointers.sort_unstable();
         pointers.dedup();
         let Some(params) = msg.get_mut("params") else {
@@ -964,9 +990,10 @@ fn inspect_server_request(
                 .filter(|f| f.pointer == ptr)
                 .map(|f| f.check)
                 .collect();
-            let blocks = checks
-                .iter()
-                .any(|c| cat.result_action(*c) == ResultAction::Block)
+            let blocks = across
+                || checks
+                    .iter()
+                    .any(|c| cat.result_action(*c) == ResultAction::Block)
                 || !fenceable.iter().any(|p| p == ptr);
             if let Some(item) = ptr
                 .strip_suffix("/resource/blob")

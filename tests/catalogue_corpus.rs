@@ -310,6 +310,75 @@ fn result_checks_meet_their_floors() {
 
 /// Every item has the fields the scorer and a reader need, ids are unique,
 /// and an item names its source.
+/// A result's texts are also read one after another (`Inspector::inspect_across`):
+/// every injected text of the set cut in two at the space nearest its
+/// middle, as two content items, meets every check the whole text meets;
+/// every ordered pair of two different benign texts as two items meets
+/// nothing the texts alone do not. `--nocapture` prints the counts.
+#[test]
+fn texts_cut_over_two_items_are_read_as_one() {
+    let items = load("results.jsonl");
+    let inspector = Inspector::default();
+    let checks = |texts: &[&str]| -> Vec<Check> {
+        let content: Vec<Value> = texts
+            .iter()
+            .map(|t| json!({"type": "text", "text": t}))
+            .collect();
+        let mut c: Vec<Check> = inspector
+            .inspect_result(&json!({"content": content}))
+            .iter()
+            .map(|f| f.check)
+            .collect();
+        c.sort();
+        c.dedup();
+        c
+    };
+    let text = |i: &Value| i["text"].as_str().map(str::to_owned);
+    let (injected, benign): (Vec<&Value>, Vec<&Value>) = items
+        .iter()
+        .filter(|i| i.get("text").is_some())
+        .partition(|i| !expected(i).is_empty());
+    let (mut met, mut alone, mut across) = (0, 0, 0);
+    for t in injected.iter().filter_map(|i| text(i)) {
+        let Some(mid) = t
+            .char_indices()
+            .filter(|(_, c)| *c == ' ')
+            .map(|(i, _)| i)
+            .min_by_key(|i| i.abs_diff(t.len() / 2))
+        else {
+            continue;
+        };
+        let (a, b) = (&t[..mid], &t[mid + 1..]);
+        let (halves, cut) = ([checks(&[a]), checks(&[b])], checks(&[a, b]));
+        for c in checks(&[&t]) {
+            met += 1;
+            alone += usize::from(halves.iter().any(|h| h.contains(&c)));
+            across += usize::from(cut.contains(&c));
+            assert!(cut.contains(&c), "{t:?} cut in two loses {c:?}");
+        }
+    }
+    let benign: Vec<String> = benign.iter().filter_map(|i| text(i)).collect();
+    let mut pairs = 0;
+    for a in &benign {
+        for b in benign.iter().filter(|b| *b != a) {
+            pairs += 1;
+            let own: Vec<Check> = [checks(&[a]), checks(&[b])].concat();
+            let cut = checks(&[a, b]);
+            assert!(
+                cut.iter().all(|c| own.contains(c)),
+                "benign {a:?} then {b:?}: {cut:?}"
+            );
+        }
+    }
+    println!(
+        "injected texts cut in two: {met} checks met whole, {alone} by the halves alone, {across} read across; {pairs} benign pairs, nothing new"
+    );
+    assert!(
+        met > 60 && pairs > 5000,
+        "the set shrank: {met} checks, {pairs} pairs"
+    );
+}
+
 #[test]
 fn labelled_sets_are_well_formed() {
     for name in [

@@ -371,11 +371,13 @@ impl Inspector {
     /// here (the filter decodes text blobs first: `response.rs`).
     pub fn inspect_result(&self, result: &Value) -> Vec<Finding> {
         let mut walk = Walk::default();
+        let mut texts = Vec::new();
         if let Some(items) = result.get("content").and_then(Value::as_array) {
             for (i, item) in items.iter().enumerate() {
                 for (suffix, s) in content_texts(item) {
                     walk.point_at(format!("/content/{i}{suffix}"));
                     self.scan_string(s, &mut walk, None);
+                    texts.push(s);
                 }
             }
         }
@@ -383,7 +385,40 @@ impl Inspector {
             let mut ptr = "/structuredContent".to_owned();
             self.walk_value(v, &mut ptr, &mut walk, None);
         }
-        walk.findings()
+        let mut found = walk.findings();
+        let across = self.inspect_across(&texts, &found);
+        found.extend(across);
+        found
+    }
+
+    /// What texts say read one after another, as a model reads a message's
+    /// content items: a phrase cut over two of them ("Ignore your" |
+    /// "instructions and ...") is no phrase in either alone (thirty-seventh
+    /// review). Returns the checks met only so, not among `found` (the
+    /// texts' own findings), at pointer `""`: the whole message, where no
+    /// fence can go. Weak markers pair across the texts, as they do across
+    /// a tool definition's strings. One more reading of the texts, only
+    /// when there are two or more.
+    pub fn inspect_across(&self, texts: &[&str], found: &[Finding]) -> Vec<Finding> {
+        if texts.len() < 2 {
+            return Vec::new();
+        }
+        let mut joined = String::with_capacity(texts.iter().map(|t| t.len() + 2).sum());
+        for (i, t) in texts.iter().enumerate() {
+            if i > 0 {
+                // A paragraph break: what a client shows between two items,
+                // and nothing a marker is made of.
+                joined.push_str("\n\n");
+            }
+            joined.push_str(t);
+        }
+        let mut across: Vec<Finding> = self
+            .inspect_text(&joined)
+            .into_iter()
+            .filter(|f| !found.iter().any(|g| g.check == f.check))
+            .collect();
+        across.dedup_by_key(|f| f.check);
+        across
     }
 
     /// Every finding in every string of a value (structured data), with
