@@ -889,7 +889,7 @@ fn slot_findings(
     // `""`): no fence can go around what no one text holds, so `wrap`
     // blocks, and a server request's texts are all withheld.
     let texts: Vec<&str> = slots.iter().map(|s| s.text.as_ref()).collect();
-    let across = cat.inspector.inspect_across(&texts, &found);
+    let across = cat.inspector.inspect_across(&texts);
     found.extend(across.into_iter().map(|f| CatalogueFinding {
         pointer: ACROSS_SLOTS.to_owned(),
         ..f

@@ -532,3 +532,24 @@ fn definitions_read_from_the_memo_find_what_reading_finds() {
     let others = OtherTools::new(["send_email"]);
     assert_eq!(checks_of(&memo.inspect_tool(&prose, &others)), [Shadowing]);
 }
+
+/// The window either side of a seam (`SEAM_WORDS`) holds the longest
+/// phrase (its first word and every later step at its farthest gap) and
+/// "send ... to <address>" (the verb and nine words after it).
+#[test]
+fn seam_words_cover_the_longest_marker() {
+    let longest = crate::catalogue::markers::PHRASES
+        .iter()
+        .map(|p| {
+            1 + p
+                .steps
+                .iter()
+                .skip(1)
+                .map(|s| usize::from(s.gap) + 1)
+                .sum::<usize>()
+        })
+        .max()
+        .unwrap_or_default();
+    assert!(longest >= 5, "the phrase table was read: {longest}");
+    assert!(SEAM_WORDS >= longest.max(10), "{longest}");
+}
