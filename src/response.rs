@@ -885,7 +885,7 @@ fn slot_findings(
                 })
         })
         .collect();
-    // A finding only in the texts read together is at the whole (pointer
+    // A marker that spans a seam between two texts is at the whole (pointer
     // `""`): no fence can go around what no one text holds, so `wrap`
     // blocks, and a server request's texts are all withheld.
     let texts: Vec<&str> = slots.iter().map(|s| s.text.as_ref()).collect();
@@ -897,7 +897,7 @@ fn slot_findings(
     found
 }
 
-/// The pointer of a finding met only in a message's texts read together.
+/// The pointer of a finding that spans the seam between two of a message's texts.
 const ACROSS_SLOTS: &str = "";
 
 /// The pointers of the slots `wrap` can fence.

@@ -9,7 +9,7 @@
 //! it never holds the text. Which findings remove a tool, block or wrap a
 //! result is the policy's call (`config.rs`), not this module's.
 
-use super::fold::{control_sequence_readings, decode_char_refs, fold, words, Words};
+use super::fold::{control_sequence_readings, decode_char_refs, fold, words, Word, Words};
 use super::markers::{
     Phrase, Strength, CATCHER_HOSTS, DATA_WORDS, DOTFILES, HTML_TAGS, INSTRUCTION_TAGS, PHRASES,
     SECRET_FILES, SEND_VERBS, SENT_OBJECTS,
@@ -410,34 +410,64 @@ impl Inspector {
         if texts.len() < 2 {
             return Vec::new();
         }
-        let folded: Vec<String> = texts
+        let folded: Vec<FoldedText> = texts
             .iter()
-            .map(|t| fold(&decode_char_refs(t)).text)
+            .map(|t| {
+                let text = fold(&decode_char_refs(t)).text;
+                let words = words(&text).spans;
+                FoldedText { text, words }
+            })
             .collect();
         let mut alone = [0usize; Check::COUNT];
         for f in &folded {
-            add_counts(&mut alone, &self.strong_markers(f));
+            add_counts(&mut alone, &self.strong_markers(&f.text));
         }
         // A blank line between them, as folded (the fold reads a line break
         // as a space, and "send it to" reads the address after spaces).
         let blank_line = fold("\n\n").text;
-        let mut spans = more_than(&self.strong_markers(&folded.join(&blank_line)), &alone);
-        for pair in folded.windows(2) {
-            let (Some(a), Some(b)) = (pair.first(), pair.get(1)) else {
+        let joined: Vec<&str> = folded.iter().map(|f| f.text.as_str()).collect();
+        let mut spans = more_than(&self.strong_markers(&joined.join(&blank_line)), &alone);
+        // Glued, seam by seam: a word, an address or a link cut anywhere
+        // ("Ign" | "ore", "notes-backup@meeting-sync" | ".io") reads whole.
+        // The seams beyond it in its window are read both ways: glued ("Ig"
+        // | "no" | "re your") and as a blank line ("Ignore" | "your ins" |
+        // "tructions").
+        for seam in 1..folded.len() {
+            let (Some(a), Some(b)) = (folded.get(seam - 1), folded.get(seam)) else {
                 continue;
             };
-            let cuts_a_word = a.as_bytes().last().is_some_and(u8::is_ascii_alphanumeric)
-                && b.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric);
-            if !cuts_a_word {
+            // Only where one token may be cut: two bytes that can sit side
+            // by side in a word, an address, a link or a tag. A seam at a
+            // space is the blank line's (above); glued at a quote or a
+            // brace, a JSON document ran on into a link's query.
+            let token = |c: Option<&u8>| {
+                c.is_some_and(|&c| c.is_ascii_graphic() && !b"\"'`{},;".contains(&c))
+            };
+            if !(token(a.text.as_bytes().last()) && token(b.text.as_bytes().first())) {
                 continue;
             }
-            let (tail, head) = (seam_side(a, Side::Tail), seam_side(b, Side::Head));
-            let mut sides = self.strong_markers(&tail);
-            add_counts(&mut sides, &self.strong_markers(&head));
-            let glued = self.strong_markers(&format!("{tail}{head}"));
-            for (k, more) in more_than(&glued, &sides).into_iter().enumerate() {
-                if let Some(s) = spans.get_mut(k) {
-                    *s |= more;
+            let mut beyond = false;
+            for inner in ["", blank_line.as_str()] {
+                // Read as a blank line, the seams beyond differ only when
+                // the window reaches past this seam's two texts.
+                if !inner.is_empty() && !beyond {
+                    break;
+                }
+                let (tail, back) = seam_window(&folded, seam, Side::Tail, inner);
+                let (head, on) = seam_window(&folded, seam, Side::Head, inner);
+                beyond = back || on;
+                let glued = self.strong_markers(&format!("{tail}{head}"));
+                // Nothing strong in the window glued: nothing spans the seam
+                // (most seams; each side is read only when there is something).
+                if glued.iter().all(|&n| n == 0) {
+                    continue;
+                }
+                let mut sides = self.strong_markers(&tail);
+                add_counts(&mut sides, &self.strong_markers(&head));
+                for (k, more) in more_than(&glued, &sides).into_iter().enumerate() {
+                    if let Some(s) = spans.get_mut(k) {
+                        *s |= more;
+                    }
                 }
             }
         }
@@ -855,9 +885,9 @@ fn more_than(a: &[usize; Check::COUNT], b: &[usize; Check::COUNT]) -> [bool; Che
 }
 
 /// Words either side of a seam a marker may span: the longest phrase
-/// (its steps and their gaps, `seam_words_cover_the_longest_marker`) and
-/// "send ... to <address>" (ten words) fit.
-const SEAM_WORDS: usize = 24;
+/// (ten words: its steps and their gaps, `seam_words_cover_the_longest_marker`)
+/// and "send ... to <address>" (ten words and the address's) fit.
+const SEAM_WORDS: usize = 12;
 /// Inside a seam's window a word keeps its first and last this many bytes,
 /// and a run between words longer than twice this is one space: a marker
 /// cannot be pushed out of the window by a long word in its gap, and a
@@ -872,39 +902,82 @@ enum Side {
     Head,
 }
 
-/// The words of a folded text next to a seam, at most [`SEAM_WORDS`], each
-/// word and the runs between them kept short ([`SEAM_KEEP`]); the bytes
-/// between the outermost word and the seam are kept as they are when short.
-fn seam_side(folded: &str, side: Side) -> String {
-    let w = words(folded);
-    let n = w.spans.len();
+/// One text of a message, folded, with its words.
+struct FoldedText {
+    text: String,
+    words: Vec<Word>,
+}
+
+/// The words next to a seam on one side, at most [`SEAM_WORDS`]: from the
+/// text at the seam, and on through the texts beyond it while they hold
+/// fewer words (at most [`SEAM_WORDS`] texts), joined by `inner`. So a
+/// phrase over a run of short items ("Ig" | "no" | "re your ...") is in one
+/// window. Says whether it reached past the text at the seam.
+fn seam_window(texts: &[FoldedText], seam: usize, side: Side, inner: &str) -> (String, bool) {
+    let mut pieces: Vec<String> = Vec::new();
+    let mut need = SEAM_WORDS;
+    let mut at = match side {
+        Side::Tail => seam.checked_sub(1),
+        Side::Head => Some(seam),
+    };
+    for _ in 0..SEAM_WORDS {
+        let Some(t) = at else { break };
+        let Some(text) = texts.get(t) else { break };
+        let (piece, used, whole) = side_piece(text, side, need);
+        if !pieces.is_empty() {
+            pieces.push(inner.to_owned());
+        }
+        pieces.push(piece);
+        need = need.saturating_sub(used);
+        if !whole || need == 0 {
+            break;
+        }
+        at = match side {
+            Side::Tail => t.checked_sub(1),
+            Side::Head => Some(t + 1),
+        };
+    }
+    let crossed = pieces.len() > 1;
+    if side == Side::Tail {
+        pieces.reverse();
+    }
+    (pieces.concat(), crossed)
+}
+
+/// One text's part of a seam window: its last (tail) or first (head)
+/// `need` words, each word and the runs between them kept short
+/// ([`SEAM_KEEP`]); with the words used and whether that was all of it.
+fn side_piece(t: &FoldedText, side: Side, need: usize) -> (String, usize, bool) {
+    let n = t.words.len();
     let range = match side {
-        Side::Tail => n.saturating_sub(SEAM_WORDS)..n,
-        Side::Head => 0..n.min(SEAM_WORDS),
+        Side::Tail => n.saturating_sub(need)..n,
+        Side::Head => 0..n.min(need),
     };
+    let whole = n <= need;
     let mut out = String::new();
-    let mut at = match (side, w.spans.get(range.start)) {
-        (Side::Head, _) | (Side::Tail, None) => 0,
-        (Side::Tail, Some(first)) => first.start,
+    let mut at = match (whole, side, t.words.get(range.start)) {
+        (false, Side::Tail, Some(first)) => first.start,
+        _ => 0,
     };
+    let used = range.len();
     for k in range {
-        let Some(word) = w.spans.get(k) else { break };
-        push_short_run(&mut out, folded.get(at..word.start).unwrap_or_default());
-        // A folded word is ASCII (`[a-z0-9]`): any byte is a boundary.
-        let text = folded.get(word.start..word.end).unwrap_or_default();
-        match text.len() > 2 * SEAM_KEEP {
+        let Some(word) = t.words.get(k) else { break };
+        push_short_run(&mut out, t.text.get(at..word.start).unwrap_or_default());
+        // A folded word is ASCII (`[a-z0-9']`): any byte is a boundary.
+        let w = t.text.get(word.start..word.end).unwrap_or_default();
+        match w.len() > 2 * SEAM_KEEP {
             true => {
-                out.push_str(text.get(..SEAM_KEEP).unwrap_or_default());
-                out.push_str(text.get(text.len() - SEAM_KEEP..).unwrap_or_default());
+                out.push_str(w.get(..SEAM_KEEP).unwrap_or_default());
+                out.push_str(w.get(w.len() - SEAM_KEEP..).unwrap_or_default());
             }
-            false => out.push_str(text),
+            false => out.push_str(w),
         }
         at = word.end;
     }
-    if side == Side::Tail {
-        push_short_run(&mut out, folded.get(at..).unwrap_or_default());
+    if side == Side::Tail || whole {
+        push_short_run(&mut out, t.text.get(at..).unwrap_or_default());
     }
-    out
+    (out, used, whole)
 }
 
 /// A run between words, or one space in place of a long one.

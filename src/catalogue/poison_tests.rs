@@ -553,3 +553,49 @@ fn seam_words_cover_the_longest_marker() {
     assert!(longest >= 5, "the phrase table was read: {longest}");
     assert!(SEAM_WORDS >= longest.max(10), "{longest}");
 }
+
+/// A seam's window runs on through short texts, joined as asked (glued or
+/// by a blank line), in reading order, and stops at the words it needs.
+#[test]
+fn seam_windows_read_in_order_through_short_texts() {
+    let texts: Vec<FoldedText> = ["alpha beta.", "gam", "ma del", "ta end"]
+        .iter()
+        .map(|t| {
+            let text = fold(t).text;
+            let words = words(&text).spans;
+            FoldedText { text, words }
+        })
+        .collect();
+    let blank = fold("\n\n").text;
+    assert_eq!(seam_window(&texts, 2, Side::Tail, "").0, "alpha beta.gam");
+    assert_eq!(
+        seam_window(&texts, 2, Side::Tail, &blank),
+        (format!("alpha beta.{blank}gam"), true)
+    );
+    assert_eq!(seam_window(&texts, 2, Side::Head, "").0, "ma delta end");
+    assert_eq!(
+        seam_window(&texts, 3, Side::Tail, "").0,
+        "alpha beta.gamma del"
+    );
+    let long: Vec<FoldedText> = ["<IMPORT", &"word ".repeat(30), "x"]
+        .iter()
+        .map(|t| {
+            let text = fold(t).text;
+            let words = words(&text).spans;
+            FoldedText { text, words }
+        })
+        .collect();
+    // A whole text keeps what comes before its first word (`<`); a long
+    // one gives only its words nearest the seam.
+    assert_eq!(
+        seam_window(&long, 1, Side::Tail, ""),
+        ("<import".to_owned(), false)
+    );
+    assert_eq!(
+        seam_window(&long, 2, Side::Tail, "")
+            .0
+            .split_whitespace()
+            .count(),
+        SEAM_WORDS
+    );
+}
