@@ -410,6 +410,10 @@ impl Inspector {
         if texts.len() < 2 {
             return Vec::new();
         }
+        // An empty item (or one of invisible characters only, which fold
+        // away) shows nothing between its neighbours: it is left out, so
+        // "Ig" | "" | "nore" meets at one seam (fortieth review). A blank
+        // one stays: it is the space between them.
         let folded: Vec<FoldedText> = texts
             .iter()
             .map(|t| {
@@ -417,10 +421,18 @@ impl Inspector {
                 let words = words(&text).spans;
                 FoldedText { text, words }
             })
+            .filter(|f| !f.text.is_empty())
+            .collect();
+        if folded.len() < 2 {
+            return Vec::new();
+        }
+        let each: Vec<[usize; Check::COUNT]> = folded
+            .iter()
+            .map(|f| self.strong_markers(&f.text))
             .collect();
         let mut alone = [0usize; Check::COUNT];
-        for f in &folded {
-            add_counts(&mut alone, &self.strong_markers(&f.text));
+        for counts in &each {
+            add_counts(&mut alone, counts);
         }
         // A blank line between them, as folded (the fold reads a line break
         // as a space, and "send it to" reads the address after spaces).
@@ -443,7 +455,12 @@ impl Inspector {
             let token = |c: Option<&u8>| {
                 c.is_some_and(|&c| c.is_ascii_graphic() && !b"\"'`{},;".contains(&c))
             };
-            if !(token(a.text.as_bytes().last()) && token(b.text.as_bytes().first())) {
+            let (last, first) = (a.text.as_bytes().last(), b.text.as_bytes().first());
+            // A placeholder after a link's query (`?d=` | `{chat_history}`)
+            // is a cut token too (fortieth review).
+            let placeholder = last.is_some_and(|c| b"=?&/:#".contains(c)) && first == Some(&b'{');
+            let cut = placeholder || (token(last) && token(first));
+            if !cut {
                 continue;
             }
             let mut beyond = false;
@@ -457,9 +474,19 @@ impl Inspector {
                 let (head, on) = seam_window(&folded, seam, Side::Head, inner);
                 beyond = back || on;
                 let glued = self.strong_markers(&format!("{tail}{head}"));
-                // Nothing strong in the window glued: nothing spans the seam
-                // (most seams; each side is read only when there is something).
-                if glued.iter().all(|&n| n == 0) {
+                // Each side is read only when the window glued holds a
+                // strong marker of a check that the two texts at the seam
+                // do not both hold already: nothing else can add a finding
+                // (a marker over a seam between two texts that are each a
+                // finding of that check is inside what blocks or is fenced),
+                // and a flood of items each a finding costs one reading a
+                // seam, not three.
+                let own = |k: usize| {
+                    [seam - 1, seam]
+                        .iter()
+                        .all(|&t| each.get(t).and_then(|c| c.get(k)).is_some_and(|&n| n > 0))
+                };
+                if glued.iter().enumerate().all(|(k, &n)| n == 0 || own(k)) {
                     continue;
                 }
                 let mut sides = self.strong_markers(&tail);
@@ -888,6 +915,11 @@ fn more_than(a: &[usize; Check::COUNT], b: &[usize; Check::COUNT]) -> [bool; Che
 /// (ten words: its steps and their gaps, `seam_words_cover_the_longest_marker`)
 /// and "send ... to <address>" (ten words and the address's) fit.
 const SEAM_WORDS: usize = 12;
+/// At most this many words of the token a seam cuts count as its own.
+const SEAM_TOKEN_WORDS: usize = 128;
+/// A window runs through at most this many texts a side (a phrase cut a
+/// letter an item: "disregard all previous instructions" is 35).
+const SEAM_TEXTS: usize = 40;
 /// Inside a seam's window a word keeps its first and last this many bytes,
 /// and a run between words longer than twice this is one space: a marker
 /// cannot be pushed out of the window by a long word in its gap, and a
@@ -908,27 +940,45 @@ struct FoldedText {
     words: Vec<Word>,
 }
 
-/// The words next to a seam on one side, at most [`SEAM_WORDS`]: from the
-/// text at the seam, and on through the texts beyond it while they hold
-/// fewer words (at most [`SEAM_WORDS`] texts), joined by `inner`. So a
-/// phrase over a run of short items ("Ig" | "no" | "re your ...") is in one
-/// window. Says whether it reached past the text at the seam.
+/// The words next to a seam on one side: [`SEAM_WORDS`] of them beyond
+/// the token the seam cuts (an address or link of many words counts as
+/// its own, up to [`SEAM_TOKEN_WORDS`]: a long address pushed "send ... to"
+/// out; fortieth review), from the text at the seam and on through the
+/// texts beyond it, joined by `inner`, up to [`SEAM_TEXTS`] of them. Words
+/// are counted as the window reads them: glued, two pieces of one word are
+/// one, so a phrase cut a letter an item is in one window ("Ig" | "no" |
+/// "re your ..."). Says whether it reached past the text at the seam.
 fn seam_window(texts: &[FoldedText], seam: usize, side: Side, inner: &str) -> (String, bool) {
-    let mut pieces: Vec<String> = Vec::new();
-    let mut need = SEAM_WORDS;
     let mut at = match side {
         Side::Tail => seam.checked_sub(1),
         Side::Head => Some(seam),
     };
-    for _ in 0..SEAM_WORDS {
+    let token = at
+        .and_then(|t| texts.get(t))
+        .map_or(0, |t| seam_token_words(t, side));
+    let mut need = SEAM_WORDS + token.min(SEAM_TOKEN_WORDS);
+    let mut pieces: Vec<Cow<'_, str>> = Vec::new();
+    // The window's byte farthest from the seam so far.
+    let mut outer: Option<u8> = None;
+    for _ in 0..SEAM_TEXTS {
         let Some(t) = at else { break };
         let Some(text) = texts.get(t) else { break };
         let (piece, used, whole) = side_piece(text, side, need);
+        // The piece's byte that meets the window, and its byte beyond.
+        let (meets, beyond) = match side {
+            Side::Tail => (piece.as_bytes().last(), piece.as_bytes().first()),
+            Side::Head => (piece.as_bytes().first(), piece.as_bytes().last()),
+        };
+        let merges = inner.is_empty()
+            && meets.is_some_and(u8::is_ascii_alphanumeric)
+            && outer.is_some_and(|c| c.is_ascii_alphanumeric());
+        let beyond = beyond.copied();
         if !pieces.is_empty() {
-            pieces.push(inner.to_owned());
+            pieces.push(Cow::Borrowed(inner));
         }
         pieces.push(piece);
-        need = need.saturating_sub(used);
+        need = need.saturating_sub(used.saturating_sub(usize::from(merges)));
+        outer = beyond.or(outer);
         if !whole || need == 0 {
             break;
         }
@@ -941,19 +991,50 @@ fn seam_window(texts: &[FoldedText], seam: usize, side: Side, inner: &str) -> (S
     if side == Side::Tail {
         pieces.reverse();
     }
-    (pieces.concat(), crossed)
+    let mut window = String::with_capacity(pieces.iter().map(|p| p.len()).sum());
+    for p in &pieces {
+        window.push_str(p);
+    }
+    (window, crossed)
+}
+
+/// Words of the token a text ends (tail) or starts (head) with: the run
+/// of it without a space next to the seam.
+fn seam_token_words(t: &FoldedText, side: Side) -> usize {
+    let b = t.text.as_bytes();
+    match side {
+        Side::Tail => {
+            let from = b
+                .iter()
+                .rposition(u8::is_ascii_whitespace)
+                .map_or(0, |i| i + 1);
+            t.words.iter().rev().take_while(|w| w.start >= from).count()
+        }
+        Side::Head => {
+            let to = b
+                .iter()
+                .position(u8::is_ascii_whitespace)
+                .unwrap_or(b.len());
+            t.words.iter().take_while(|w| w.end <= to).count()
+        }
+    }
 }
 
 /// One text's part of a seam window: its last (tail) or first (head)
 /// `need` words, each word and the runs between them kept short
 /// ([`SEAM_KEEP`]); with the words used and whether that was all of it.
-fn side_piece(t: &FoldedText, side: Side, need: usize) -> (String, usize, bool) {
+fn side_piece(t: &FoldedText, side: Side, need: usize) -> (Cow<'_, str>, usize, bool) {
     let n = t.words.len();
     let range = match side {
         Side::Tail => n.saturating_sub(need)..n,
         Side::Head => 0..n.min(need),
     };
     let whole = n <= need;
+    // A short text whole is itself (nothing in it to shorten): no copy, for
+    // windows that run through many small items.
+    if whole && t.text.len() <= 2 * SEAM_KEEP {
+        return (Cow::Borrowed(t.text.as_str()), n, true);
+    }
     let mut out = String::new();
     let mut at = match (whole, side, t.words.get(range.start)) {
         (false, Side::Tail, Some(first)) => first.start,
@@ -977,7 +1058,7 @@ fn side_piece(t: &FoldedText, side: Side, need: usize) -> (String, usize, bool) 
     if side == Side::Tail || whole {
         push_short_run(&mut out, t.text.get(at..).unwrap_or_default());
     }
-    (out, used, whole)
+    (Cow::Owned(out), used, whole)
 }
 
 /// A run between words, or one space in place of a long one.
