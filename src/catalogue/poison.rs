@@ -470,21 +470,21 @@ impl Inspector {
                 if !inner.is_empty() && !beyond {
                     break;
                 }
-                let (tail, back) = seam_window(&folded, seam, Side::Tail, inner);
-                let (head, on) = seam_window(&folded, seam, Side::Head, inner);
-                beyond = back || on;
+                let (tail, first) = seam_window(&folded, seam, Side::Tail, inner);
+                let (head, last) = seam_window(&folded, seam, Side::Head, inner);
+                beyond = first + 1 < seam || last > seam;
                 let glued = self.strong_markers(&format!("{tail}{head}"));
                 // Each side is read only when the window glued holds a
-                // strong marker of a check that the two texts at the seam
-                // do not both hold already: nothing else can add a finding
-                // (a marker over a seam between two texts that are each a
-                // finding of that check is inside what blocks or is fenced),
-                // and a flood of items each a finding costs one reading a
-                // seam, not three.
+                // strong marker of a check that some text the window
+                // reaches does not hold already: nothing else can add a
+                // finding (a marker inside texts that are each a finding of
+                // that check is inside what blocks or is fenced; every text
+                // of the window, not only the two at the seam: forty-first
+                // review), and a flood of items each a finding costs one
+                // reading a seam, not three.
                 let own = |k: usize| {
-                    [seam - 1, seam]
-                        .iter()
-                        .all(|&t| each.get(t).and_then(|c| c.get(k)).is_some_and(|&n| n > 0))
+                    (first..=last)
+                        .all(|t| each.get(t).and_then(|c| c.get(k)).is_some_and(|&n| n > 0))
                 };
                 if glued.iter().enumerate().all(|(k, &n)| n == 0 || own(k)) {
                     continue;
@@ -947,8 +947,8 @@ struct FoldedText {
 /// texts beyond it, joined by `inner`, up to [`SEAM_TEXTS`] of them. Words
 /// are counted as the window reads them: glued, two pieces of one word are
 /// one, so a phrase cut a letter an item is in one window ("Ig" | "no" |
-/// "re your ..."). Says whether it reached past the text at the seam.
-fn seam_window(texts: &[FoldedText], seam: usize, side: Side, inner: &str) -> (String, bool) {
+/// "re your ..."). Returns the window and the farthest text it reached.
+fn seam_window(texts: &[FoldedText], seam: usize, side: Side, inner: &str) -> (String, usize) {
     let mut at = match side {
         Side::Tail => seam.checked_sub(1),
         Side::Head => Some(seam),
@@ -958,6 +958,7 @@ fn seam_window(texts: &[FoldedText], seam: usize, side: Side, inner: &str) -> (S
         .map_or(0, |t| seam_token_words(t, side));
     let mut need = SEAM_WORDS + token.min(SEAM_TOKEN_WORDS);
     let mut pieces: Vec<Cow<'_, str>> = Vec::new();
+    let mut farthest = at.unwrap_or_default();
     // The window's byte farthest from the seam so far.
     let mut outer: Option<u8> = None;
     for _ in 0..SEAM_TEXTS {
@@ -977,6 +978,7 @@ fn seam_window(texts: &[FoldedText], seam: usize, side: Side, inner: &str) -> (S
             pieces.push(Cow::Borrowed(inner));
         }
         pieces.push(piece);
+        farthest = t;
         need = need.saturating_sub(used.saturating_sub(usize::from(merges)));
         outer = beyond.or(outer);
         if !whole || need == 0 {
@@ -987,7 +989,6 @@ fn seam_window(texts: &[FoldedText], seam: usize, side: Side, inner: &str) -> (S
             Side::Head => Some(t + 1),
         };
     }
-    let crossed = pieces.len() > 1;
     if side == Side::Tail {
         pieces.reverse();
     }
@@ -995,7 +996,7 @@ fn seam_window(texts: &[FoldedText], seam: usize, side: Side, inner: &str) -> (S
     for p in &pieces {
         window.push_str(p);
     }
-    (window, crossed)
+    (window, farthest)
 }
 
 /// Words of the token a text ends (tail) or starts (head) with: the run
@@ -1004,10 +1005,24 @@ fn seam_token_words(t: &FoldedText, side: Side) -> usize {
     let b = t.text.as_bytes();
     match side {
         Side::Tail => {
-            let from = b
+            let mut from = b
                 .iter()
                 .rposition(u8::is_ascii_whitespace)
                 .map_or(0, |i| i + 1);
+            // A link or image cut in its target (`![alt](https://...?d=` |
+            // `data)`): its text in brackets, however many words, belongs
+            // to it (a long alt text pushed the `![` out; forty-first
+            // review).
+            let token = b.get(from..).unwrap_or_default();
+            if let Some(target) = token.windows(2).position(|p| p == b"](") {
+                let bracket = from + target;
+                if let Some(open) = b
+                    .get(..bracket)
+                    .and_then(|h| h.iter().rposition(|&c| c == b'['))
+                {
+                    from = open.saturating_sub(1);
+                }
+            }
             t.words.iter().rev().take_while(|w| w.start >= from).count()
         }
         Side::Head => {
@@ -1036,11 +1051,15 @@ fn side_piece(t: &FoldedText, side: Side, need: usize) -> (Cow<'_, str>, usize, 
         return (Cow::Borrowed(t.text.as_str()), n, true);
     }
     let mut out = String::new();
-    let mut at = match (whole, side, t.words.get(range.start)) {
-        (false, Side::Tail, Some(first)) => first.start,
+    // The run before the window's first word is kept (shortened when
+    // long): a tail that began at a word lost the `![` or `<` in front of
+    // it (thirty-ninth review).
+    let mut at = match (whole, side, range.start.checked_sub(1)) {
+        (false, Side::Tail, Some(before)) => t.words.get(before).map_or(0, |w| w.end),
         _ => 0,
     };
     let used = range.len();
+    let end = range.end;
     for k in range {
         let Some(word) = t.words.get(k) else { break };
         push_short_run(&mut out, t.text.get(at..word.start).unwrap_or_default());
@@ -1055,8 +1074,14 @@ fn side_piece(t: &FoldedText, side: Side, need: usize) -> (Cow<'_, str>, usize, 
         }
         at = word.end;
     }
-    if side == Side::Tail || whole {
-        push_short_run(&mut out, t.text.get(at..).unwrap_or_default());
+    match (side, whole, t.words.get(end)) {
+        (Side::Tail, _, _) | (Side::Head, true, _) | (Side::Head, false, None) => {
+            push_short_run(&mut out, t.text.get(at..).unwrap_or_default());
+        }
+        // A head keeps the run after its last word, up to the next one.
+        (Side::Head, false, Some(next)) => {
+            push_short_run(&mut out, t.text.get(at..next.start).unwrap_or_default());
+        }
     }
     (Cow::Owned(out), used, whole)
 }

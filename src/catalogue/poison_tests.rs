@@ -570,7 +570,7 @@ fn seam_windows_read_in_order_through_short_texts() {
     assert_eq!(seam_window(&texts, 2, Side::Tail, "").0, "alpha beta.gam");
     assert_eq!(
         seam_window(&texts, 2, Side::Tail, &blank),
-        (format!("alpha beta.{blank}gam"), true)
+        (format!("alpha beta.{blank}gam"), 0)
     );
     assert_eq!(seam_window(&texts, 2, Side::Head, "").0, "ma delta end");
     assert_eq!(
@@ -589,7 +589,7 @@ fn seam_windows_read_in_order_through_short_texts() {
     // one gives only its words nearest the seam.
     assert_eq!(
         seam_window(&long, 1, Side::Tail, ""),
-        ("<import".to_owned(), false)
+        ("<import".to_owned(), 0)
     );
     assert_eq!(
         seam_window(&long, 2, Side::Tail, "")
