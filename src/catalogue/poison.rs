@@ -397,15 +397,16 @@ impl Inspector {
     /// at pointer `""` (the whole message, where no fence can go) for each
     /// check a strong marker *spans a seam* of, whatever the texts meet
     /// alone: a text with a marker of its own must not hide a cut one in
-    /// the others (thirty-eighth review, HIGH-1). Counted, not compared as
-    /// sets: the texts joined by a blank line against each read alone
-    /// (joining never takes a marker away, so more markers means one spans
-    /// a seam); and where a seam cuts a word, the words either side glued
-    /// against each side alone, seam by seam. Only strong markers: weak
-    /// ones paired across the items of a search result or a log read as
-    /// poisoning (thirty-eighth review, MEDIUM-2). The word and span checks
-    /// read the texts folded; invisible characters, HTML, encoded runs and
-    /// terminal sequences are each text's own.
+    /// the others (thirty-eighth review). Counted, not compared as sets: the
+    /// texts joined by a blank line against each read alone (joining never
+    /// takes a marker away, so more markers means one spans a seam); and,
+    /// seam by seam where a token may be cut, a window of the words either
+    /// side glued against each side alone ([`seam_window`]). Only strong
+    /// markers: weak ones paired across the items of a search result or a
+    /// log read as poisoning (thirty-eighth review). The word and span
+    /// checks read the texts folded; invisible characters, HTML, encoded
+    /// runs and terminal sequences are each text's own (docs/catalogue.md
+    /// lists what is not read across).
     pub fn inspect_across(&self, texts: &[&str]) -> Vec<Finding> {
         if texts.len() < 2 {
             return Vec::new();
@@ -416,11 +417,7 @@ impl Inspector {
         // one stays: it is the space between them.
         let folded: Vec<FoldedText> = texts
             .iter()
-            .map(|t| {
-                let text = fold(&decode_char_refs(t)).text;
-                let words = words(&text).spans;
-                FoldedText { text, words }
-            })
+            .map(|t| FoldedText::new(fold(&decode_char_refs(t)).text))
             .filter(|f| !f.text.is_empty())
             .collect();
         if folded.len() < 2 {
@@ -455,11 +452,12 @@ impl Inspector {
             let token = |c: Option<&u8>| {
                 c.is_some_and(|&c| c.is_ascii_graphic() && !b"\"'`{},;".contains(&c))
             };
-            let (last, first) = (a.text.as_bytes().last(), b.text.as_bytes().first());
+            let (end_a, start_b) = (a.text.as_bytes().last(), b.text.as_bytes().first());
             // A placeholder after a link's query (`?d=` | `{chat_history}`)
             // is a cut token too (fortieth review).
-            let placeholder = last.is_some_and(|c| b"=?&/:#".contains(c)) && first == Some(&b'{');
-            let cut = placeholder || (token(last) && token(first));
+            let placeholder =
+                end_a.is_some_and(|c| b"=?&/:#".contains(c)) && start_b == Some(&b'{');
+            let cut = placeholder || (token(end_a) && token(start_b));
             if !cut {
                 continue;
             }
@@ -938,6 +936,13 @@ enum Side {
 struct FoldedText {
     text: String,
     words: Vec<Word>,
+}
+
+impl FoldedText {
+    fn new(text: String) -> FoldedText {
+        let words = words(&text).spans;
+        FoldedText { text, words }
+    }
 }
 
 /// The words next to a seam on one side: [`SEAM_WORDS`] of them beyond

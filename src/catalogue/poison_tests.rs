@@ -560,11 +560,7 @@ fn seam_words_cover_the_longest_marker() {
 fn seam_windows_read_in_order_through_short_texts() {
     let texts: Vec<FoldedText> = ["alpha beta.", "gam", "ma del", "ta end"]
         .iter()
-        .map(|t| {
-            let text = fold(t).text;
-            let words = words(&text).spans;
-            FoldedText { text, words }
-        })
+        .map(|t| FoldedText::new(fold(t).text))
         .collect();
     let blank = fold("\n\n").text;
     assert_eq!(seam_window(&texts, 2, Side::Tail, "").0, "alpha beta.gam");
@@ -579,11 +575,7 @@ fn seam_windows_read_in_order_through_short_texts() {
     );
     let long: Vec<FoldedText> = ["<IMPORT", &"word ".repeat(30), "x"]
         .iter()
-        .map(|t| {
-            let text = fold(t).text;
-            let words = words(&text).spans;
-            FoldedText { text, words }
-        })
+        .map(|t| FoldedText::new(fold(t).text))
         .collect();
     // A whole text keeps what comes before its first word (`<`); a long
     // one gives only its words nearest the seam.
