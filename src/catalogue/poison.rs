@@ -487,8 +487,21 @@ impl Inspector {
                 if glued.iter().enumerate().all(|(k, &n)| n == 0 || own(k)) {
                     continue;
                 }
-                let mut sides = self.strong_markers(&tail);
-                add_counts(&mut sides, &self.strong_markers(&head));
+                // Where the seam cuts a word, each side is read without its
+                // piece of it: glued, a marker of one side ending in that
+                // word may read no more, and a new one across the seam would
+                // only make up the count (forty-second review).
+                let merges = end_a.is_some_and(u8::is_ascii_alphanumeric)
+                    && start_b.is_some_and(u8::is_ascii_alphanumeric);
+                let (tail_side, head_side) = match merges {
+                    true => (
+                        tail.trim_end_matches(|c: char| c.is_ascii_alphanumeric()),
+                        head.trim_start_matches(|c: char| c.is_ascii_alphanumeric()),
+                    ),
+                    false => (tail.as_str(), head.as_str()),
+                };
+                let mut sides = self.strong_markers(tail_side);
+                add_counts(&mut sides, &self.strong_markers(head_side));
                 for (k, more) in more_than(&glued, &sides).into_iter().enumerate() {
                     if let Some(s) = spans.get_mut(k) {
                         *s |= more;
@@ -918,10 +931,10 @@ const SEAM_TOKEN_WORDS: usize = 128;
 /// A window runs through at most this many texts a side (a phrase cut a
 /// letter an item: "disregard all previous instructions" is 35).
 const SEAM_TEXTS: usize = 40;
-/// Inside a seam's window a word keeps its first and last this many bytes,
-/// and a run between words longer than twice this is one space: a marker
-/// cannot be pushed out of the window by a long word in its gap, and a
-/// message of many long items costs a window per seam, not a text.
+/// Inside a seam's window a word, and a run between words, keeps its first
+/// and last this many bytes: a marker cannot be pushed out of the window by
+/// a long word in its gap, and a message of many long items costs a window
+/// per seam, not a text.
 const SEAM_KEEP: usize = 32;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -964,8 +977,10 @@ fn seam_window(texts: &[FoldedText], seam: usize, side: Side, inner: &str) -> (S
     let mut need = SEAM_WORDS + token.min(SEAM_TOKEN_WORDS);
     let mut pieces: Vec<Cow<'_, str>> = Vec::new();
     let mut farthest = at.unwrap_or_default();
-    // The window's byte farthest from the seam so far.
+    // The window's byte farthest from the seam so far, and the length of
+    // the word that ends there.
     let mut outer: Option<u8> = None;
+    let mut edge_word = 0usize;
     for _ in 0..SEAM_TEXTS {
         let Some(t) = at else { break };
         let Some(text) = texts.get(t) else { break };
@@ -975,9 +990,29 @@ fn seam_window(texts: &[FoldedText], seam: usize, side: Side, inner: &str) -> (S
             Side::Tail => (piece.as_bytes().last(), piece.as_bytes().first()),
             Side::Head => (piece.as_bytes().first(), piece.as_bytes().last()),
         };
+        // A piece glued onto the word at the window's edge adds no word
+        // while that word is short enough to be one a marker reads (a
+        // phrase a letter an item); past that every piece counts, or items
+        // of one long word each glued into one would run the window
+        // through all its items (forty-second review).
+        let alnum = |c: char| c.is_ascii_alphanumeric();
+        let (start_run, end_run) = (
+            piece.len() - piece.trim_start_matches(alnum).len(),
+            piece.len() - piece.trim_end_matches(alnum).len(),
+        );
+        let (meeting_run, outer_run) = match side {
+            Side::Tail => (end_run, start_run),
+            Side::Head => (start_run, end_run),
+        };
         let merges = inner.is_empty()
             && meets.is_some_and(u8::is_ascii_alphanumeric)
-            && outer.is_some_and(|c| c.is_ascii_alphanumeric());
+            && outer.is_some_and(|c| c.is_ascii_alphanumeric())
+            && edge_word + meeting_run <= SEAM_KEEP;
+        edge_word = match (merges, outer_run == piece.len()) {
+            // One word, glued on: the edge word grows.
+            (true, true) => edge_word + piece.len(),
+            _ => outer_run,
+        };
         let beyond = beyond.copied();
         if !pieces.is_empty() {
             pieces.push(Cow::Borrowed(inner));
@@ -1091,12 +1126,24 @@ fn side_piece(t: &FoldedText, side: Side, need: usize) -> (Cow<'_, str>, usize, 
     (Cow::Owned(out), used, whole)
 }
 
-/// A run between words, or one space in place of a long one.
+/// A run between words, its middle left out when it is long: both ends
+/// stay (a run of dashes before `![` or `<` lost the markup with it;
+/// forty-second review).
 fn push_short_run(out: &mut String, run: &str) {
-    match run.len() > 2 * SEAM_KEEP {
-        true => out.push(' '),
-        false => out.push_str(run),
+    if run.len() <= 2 * SEAM_KEEP {
+        out.push_str(run);
+        return;
     }
+    let mut head = SEAM_KEEP;
+    while !run.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = run.len() - SEAM_KEEP;
+    while !run.is_char_boundary(tail) {
+        tail += 1;
+    }
+    out.push_str(run.get(..head).unwrap_or_default());
+    out.push_str(run.get(tail..).unwrap_or_default());
 }
 
 /// Whether `phrase` matches starting at word `i` (its first step matched).
