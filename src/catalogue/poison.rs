@@ -431,11 +431,8 @@ impl Inspector {
         for counts in &each {
             add_counts(&mut alone, counts);
         }
-        // A blank line between them, as folded (the fold reads a line break
-        // as a space, and "send it to" reads the address after spaces).
-        let blank_line = fold("\n\n").text;
         let joined: Vec<&str> = folded.iter().map(|f| f.text.as_str()).collect();
-        let mut spans = more_than(&self.strong_markers(&joined.join(&blank_line)), &alone);
+        let mut spans = more_than(&self.strong_markers(&joined.join(BLANK_LINE)), &alone);
         // Glued, seam by seam: a word, an address or a link cut anywhere
         // ("Ign" | "ore", "notes-backup@meeting-sync" | ".io") reads whole.
         // The seams beyond it in its window are read both ways: glued ("Ig"
@@ -462,7 +459,7 @@ impl Inspector {
                 continue;
             }
             let mut beyond = false;
-            for inner in ["", blank_line.as_str()] {
+            for inner in ["", BLANK_LINE] {
                 // Read as a blank line, the seams beyond differ only when
                 // the window reaches past this seam's two texts.
                 if !inner.is_empty() && !beyond {
@@ -509,7 +506,7 @@ impl Inspector {
                 }
             }
         }
-        CHECKS_IN_ORDER
+        <Check as crate::config::Keyword>::ALL
             .iter()
             .filter(|c| spans.get(c.index()).copied().unwrap_or(false))
             .map(|&check| Finding {
@@ -897,17 +894,6 @@ pub fn wrap_text(text: &str, checks: &[Check]) -> String {
     )
 }
 
-/// Every check, in [`Check::index`] order.
-const CHECKS_IN_ORDER: [Check; Check::COUNT] = [
-    Check::InvisibleUnicode,
-    Check::ModelInstructions,
-    Check::SecretReference,
-    Check::Exfiltration,
-    Check::EncodedBlob,
-    Check::Html,
-    Check::Shadowing,
-];
-
 fn add_counts(to: &mut [usize; Check::COUNT], more: &[usize; Check::COUNT]) {
     for (t, m) in to.iter_mut().zip(more) {
         *t += m;
@@ -921,6 +907,11 @@ fn more_than(a: &[usize; Check::COUNT], b: &[usize; Check::COUNT]) -> [bool; Che
     }
     out
 }
+
+/// A blank line between two texts, as folded: the fold reads a line break
+/// as a space (and "send it to" reads the address after spaces).
+/// `the_blank_line_is_what_the_fold_makes_of_one` holds it to the fold.
+const BLANK_LINE: &str = "  ";
 
 /// Words either side of a seam a marker may span: the longest phrase
 /// (ten words: its steps and their gaps, `seam_words_cover_the_longest_marker`)

@@ -591,3 +591,8 @@ fn seam_windows_read_in_order_through_short_texts() {
         SEAM_WORDS
     );
 }
+
+#[test]
+fn the_blank_line_is_what_the_fold_makes_of_one() {
+    assert_eq!(fold("\n\n").text, BLANK_LINE);
+}
