@@ -3,6 +3,7 @@
 //! Everything except `glue` is a pure core that compiles and is tested natively;
 //! `glue` adapts it to the proxy-wasm host and only exists on wasm32.
 
+pub mod alloc;
 pub mod approval;
 pub mod audit;
 pub mod canon;
@@ -36,3 +37,10 @@ pub mod verdict;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;
+
+/// Small blocks from per-class free lists (`alloc`); only where a VM is one
+/// thread (proxy-wasm's wasm32 without atomics).
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: alloc::SizeClasses<std::alloc::System> =
+    alloc::SizeClasses::new(std::alloc::System);
