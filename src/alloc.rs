@@ -38,7 +38,7 @@ const CLASSES: usize = FINE_MAX / FINE_STEP + (SMALL_MAX - FINE_MAX) / COARSE_ST
 /// replace. A block that needs more bypasses the classes.
 const CLASS_ALIGN: usize = 8;
 /// The freed bytes one class may keep.
-pub const HELD_BYTES_PER_CLASS: usize = 8 * 1024;
+const HELD_BYTES_PER_CLASS: usize = 8 * 1024;
 
 /// The class of a block of `size` bytes, and the size every block of that
 /// class is allocated with below.
@@ -67,17 +67,20 @@ struct Lists {
     held: [usize; CLASSES],
 }
 
-pub struct SizeClasses<A> {
+pub(crate) struct SizeClasses<A> {
     below: A,
     lists: UnsafeCell<Lists>,
 }
 
-// SAFETY: every instance is used from one thread only: the global one on
-// wasm32 without threads, the tests' own instances each within one test.
+// SAFETY: every instance is used from one thread only, as `new` requires:
+// the global one on wasm32 without threads, the tests' own each within one
+// test.
 unsafe impl<A: Sync> Sync for SizeClasses<A> {}
 
 impl<A> SizeClasses<A> {
-    pub const fn new(below: A) -> SizeClasses<A> {
+    /// # Safety
+    /// The instance is used from one thread only: the lists have no lock.
+    pub(crate) const unsafe fn new(below: A) -> SizeClasses<A> {
         SizeClasses {
             below,
             lists: UnsafeCell::new(Lists {
@@ -99,8 +102,11 @@ impl<A: GlobalAlloc> SizeClasses<A> {
     /// The layout every block of a class has below: allocated and freed
     /// with it, whatever size within the class the caller asked for.
     fn class_layout(class_size: usize) -> Layout {
-        // A class size is a multiple of 16 and at most 1024: always valid.
-        Layout::from_size_align(class_size, CLASS_ALIGN).unwrap_or(Layout::new::<u64>())
+        debug_assert!(class_size % FINE_STEP == 0 && class_size <= SMALL_MAX);
+        // SAFETY: `CLASS_ALIGN` is a power of two and a class size (a
+        // multiple of 16, at most 1024) is far below `isize::MAX`. A fallback
+        // layout here would be a block smaller than its class.
+        unsafe { Layout::from_size_align_unchecked(class_size, CLASS_ALIGN) }
     }
 }
 
@@ -243,7 +249,7 @@ mod tests {
 
     #[test]
     fn random_allocations_keep_their_bytes_and_give_back_what_was_taken() {
-        let a = SizeClasses::new(Below::default());
+        let a = unsafe { SizeClasses::new(Below::default()) };
         let mut held: Vec<Held> = Vec::new();
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = |n: u64| {
@@ -321,7 +327,7 @@ mod tests {
 
     #[test]
     fn a_freed_block_is_the_next_one_of_its_class() {
-        let a = SizeClasses::new(Below::default());
+        let a = unsafe { SizeClasses::new(Below::default()) };
         let l = Layout::from_size_align(40, 8).unwrap();
         unsafe {
             let p = a.alloc(l);
@@ -335,8 +341,24 @@ mod tests {
     }
 
     #[test]
+    fn a_zeroed_block_from_a_list_is_zero() {
+        let a = unsafe { SizeClasses::new(Below::default()) };
+        let l = Layout::from_size_align(64, 8).unwrap();
+        unsafe {
+            let p = a.alloc(l);
+            ptr::write_bytes(p, 0xAA, 64);
+            a.dealloc(p, l);
+            // The list's link was written into the block: zeroing covers it.
+            let q = a.alloc_zeroed(l);
+            assert_eq!(p, q);
+            assert!(std::slice::from_raw_parts(q, 64).iter().all(|&b| b == 0));
+            a.dealloc(q, l);
+        }
+    }
+
+    #[test]
     fn a_class_keeps_no_more_than_its_share() {
-        let a = SizeClasses::new(Below::default());
+        let a = unsafe { SizeClasses::new(Below::default()) };
         let l = Layout::from_size_align(64, 8).unwrap();
         let blocks: Vec<*mut u8> = (0..HELD_BYTES_PER_CLASS / 64 + 10)
             .map(|_| unsafe { a.alloc(l) })
