@@ -16,7 +16,9 @@
 //! size it was allocated with (dlmalloc ignored that size; here it names the
 //! list). Blocks the host writes into come from the SDK's
 //! `proxy_on_memory_allocate` and are freed by the SDK with the size the
-//! host reports, which Envoy's host sets to the size it asked for.
+//! host reports, which Envoy's host sets to the size it asked for. The host
+//! would allocate with an exported `malloc` instead, so the module must not
+//! export one (`tests/e2e/test_module_exports.py`).
 //!
 //! Proxy-wasm runs each VM on one thread and wasm32 here has no threads, so
 //! the lists need no lock; the global instance exists only on wasm32 without
