@@ -56,7 +56,8 @@
 #              Node or Python MCP server would be the bottleneck and hide the filters
 # Every row's Envoy is started once and stays up (idle ones cost nothing); each round
 # measures, per payload, every row in turn (baseline, native, noop-wasm, a, b, c
-# [, metered]), each after a WARMUP-second wrk run, so drift hits every row alike.
+# [, metered]; even rounds in the reverse order), each after a WARMUP-second wrk run,
+# so drift hits every row alike.
 # Per row: the median of the rounds' req/s; the ratio to no filter and to native as
 # the median of the per-round ratios (a row against the rows measured next to it);
 # and Envoy's CPU per request: utime + stime of that Envoy's process (/proc/PID/stat)
@@ -309,8 +310,16 @@ echo "[bench] wrk -t1 -c$CONNECTIONS, ${WARMUP}s warm-up + ${DURATION}s measured
 for payload in $PAYLOADS; do echo "[bench] payload $payload: ${BYTES[$payload]}-byte request"; done
 START=$SECONDS
 for ((round = 1; round <= ROUNDS; round++)); do
+  # Odd rounds take the rows in order, even rounds in reverse: a row measured
+  # right after another (rules, then metered) is not always the second one.
+  # The same build in two rows of one 7-round run read up to 2.5 us apart.
+  ORDER=("${SIDES[@]}")
+  if ((round % 2 == 0)); then
+    ORDER=()
+    for ((k = ${#SIDES[@]} - 1; k >= 0; k--)); do ORDER+=("${SIDES[k]}"); done
+  fi
   for payload in $PAYLOADS; do
-    for side in "${SIDES[@]}"; do measure "$round" "$payload" "$side"; done
+    for side in "${ORDER[@]}"; do measure "$round" "$payload" "$side"; done
   done
 done
 echo "[bench] measured in $((SECONDS - START)) s"
