@@ -7,6 +7,11 @@
 //   node --no-liftoff scripts/profile-wasm.mjs \
 //     target/wasm32-wasip1/release/examples/profile_exchange.wasm 100000 4k [audit] [metered]
 //
+// It runs any wasm32-wasip1 command the same way, and exits with its exit
+// code: scripts/test.sh uses it as cargo's runner for the library's unit tests
+// built for wasm32-wasip1, so they run with the module's own allocator
+// (src/alloc.rs) and 32-bit sizes, as in Envoy.
+//
 // --no-liftoff: proxy-wasm's V8 compiles with TurboFan only. Add
 // --cpu-prof --cpu-prof-dir=DIR for a profile (build with
 // CARGO_PROFILE_RELEASE_STRIP=none so functions keep their names).
@@ -39,4 +44,7 @@ const instance = await WebAssembly.instantiate(module, { ...wasi.getImportObject
 // The cdylib's reactor export makes Node refuse start(): run it as a command.
 const exports = { ...instance.exports };
 delete exports._initialize;
-wasi.start({ exports });
+// Node's WASI returns the command's exit code (returnOnExit): a failed test
+// run exits 101, which must reach cargo. Exited at once: after the whole unit
+// suite, Node 20's own teardown crashed (SIGSEGV) in four runs of five.
+process.exit(wasi.start({ exports }) ?? 0);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run execs this file):
-#   setup -> rustfmt -> clippy -> cargo test -> wasm build -> CLI build -> end-to-end (pytest)
+#   setup -> rustfmt -> clippy -> cargo test (native, then as Wasm) -> wasm build -> CLI build
+#   -> end-to-end (pytest)
 # Extra arguments go to pytest, e.g. scripts/test.sh -k jwt
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,12 @@ cargo clippy --workspace --all-targets --features fake-host -- -D warnings
 
 step "cargo test --workspace"
 cargo test --workspace
+
+step "cargo test --lib --target wasm32-wasip1   (the unit tests as Wasm under Node's V8, with the module's allocator)"
+# A failed test aborts the run there (no unwinding in Wasm); --nocapture so that
+# its panic message is printed before the abort.
+CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-liftoff scripts/profile-wasm.mjs" \
+  cargo test --lib --target wasm32-wasip1 -- --test-threads=1 --nocapture
 
 step "cargo build --release --target wasm32-wasip1   (the filter)"
 cargo build --release --target wasm32-wasip1

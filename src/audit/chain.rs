@@ -373,6 +373,8 @@ mod tests {
     }
 
     #[test]
+    // Threads: the unit tests also run as Wasm (scripts/test.sh), which has none.
+    #[cfg_attr(target_arch = "wasm32", ignore = "threads")]
     fn concurrent_workers_never_duplicate_or_skip_a_seq() {
         let (store, chain) = store_with_chain();
         let store = Arc::new(store);
