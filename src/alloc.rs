@@ -64,14 +64,16 @@ struct Free {
     next: *mut Free,
 }
 
-struct Lists {
-    heads: [*mut Free; CLASSES],
-    held: [usize; CLASSES],
+/// One class's freed blocks and their bytes.
+#[derive(Clone, Copy)]
+struct List {
+    head: *mut Free,
+    held: usize,
 }
 
 pub(crate) struct SizeClasses<A> {
     below: A,
-    lists: UnsafeCell<Lists>,
+    lists: UnsafeCell<[List; CLASSES]>,
 }
 
 // SAFETY: every instance is used from one thread only, as `new` requires:
@@ -85,10 +87,12 @@ impl<A> SizeClasses<A> {
     pub(crate) const unsafe fn new(below: A) -> SizeClasses<A> {
         SizeClasses {
             below,
-            lists: UnsafeCell::new(Lists {
-                heads: [ptr::null_mut(); CLASSES],
-                held: [0; CLASSES],
-            }),
+            lists: UnsafeCell::new(
+                [List {
+                    head: ptr::null_mut(),
+                    held: 0,
+                }; CLASSES],
+            ),
         }
     }
 }
@@ -118,20 +122,17 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SizeClasses<A> {
         let Some((class, size)) = Self::small(layout) else {
             return self.below.alloc(layout);
         };
-        let lists = &mut *self.lists.get();
-        // `class_of` never names a class past the arrays (tested); were it
+        // `class_of` never names a class past the array (tested); were it
         // to, the block is simply not listed.
-        let (Some(head), Some(held)) = (lists.heads.get_mut(class), lists.held.get_mut(class))
-        else {
-            return self.below.alloc(Self::class_layout(size));
-        };
-        let block = *head;
-        if block.is_null() {
-            return self.below.alloc(Self::class_layout(size));
+        match (*self.lists.get()).get_mut(class) {
+            Some(list) if !list.head.is_null() => {
+                let block = list.head;
+                list.head = (*block).next;
+                list.held -= size;
+                block.cast()
+            }
+            _ => self.below.alloc(Self::class_layout(size)),
         }
-        *head = (*block).next;
-        *held -= size;
-        block.cast()
     }
 
     #[inline(never)]
@@ -139,18 +140,15 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SizeClasses<A> {
         let Some((class, size)) = Self::small(layout) else {
             return self.below.dealloc(block, layout);
         };
-        let lists = &mut *self.lists.get();
-        let (Some(head), Some(held)) = (lists.heads.get_mut(class), lists.held.get_mut(class))
-        else {
-            return self.below.dealloc(block, Self::class_layout(size));
-        };
-        if *held + size > HELD_BYTES_PER_CLASS {
-            return self.below.dealloc(block, Self::class_layout(size));
+        match (*self.lists.get()).get_mut(class) {
+            Some(list) if list.held + size <= HELD_BYTES_PER_CLASS => {
+                let free = block.cast::<Free>();
+                (*free).next = list.head;
+                list.head = free;
+                list.held += size;
+            }
+            _ => self.below.dealloc(block, Self::class_layout(size)),
         }
-        let free = block.cast::<Free>();
-        (*free).next = *head;
-        *head = free;
-        *held += size;
     }
 
     #[inline(never)]
@@ -314,7 +312,7 @@ mod tests {
                 assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0));
             }
             let lists = unsafe { &*a.lists.get() };
-            assert!(lists.held.iter().all(|&b| b <= HELD_BYTES_PER_CLASS));
+            assert!(lists.iter().all(|l| l.held <= HELD_BYTES_PER_CLASS));
         }
         for h in held.drain(..) {
             assert!(filled(&h));
@@ -322,7 +320,7 @@ mod tests {
         }
         // What is left below is exactly what the lists hold.
         let lists = unsafe { &*a.lists.get() };
-        let listed: usize = lists.held.iter().sum();
+        let listed: usize = lists.iter().map(|l| l.held).sum();
         let below: usize = a.below.live.borrow().values().map(Layout::size).sum();
         assert_eq!(listed, below);
     }
@@ -369,7 +367,7 @@ mod tests {
             unsafe { a.dealloc(p, l) };
         }
         let lists = unsafe { &*a.lists.get() };
-        assert_eq!(lists.held[class_of(64).unwrap().0], HELD_BYTES_PER_CLASS);
+        assert_eq!(lists[class_of(64).unwrap().0].held, HELD_BYTES_PER_CLASS);
         assert_eq!(a.below.live.borrow().len(), HELD_BYTES_PER_CLASS / 64);
     }
 }
