@@ -6,7 +6,7 @@
 # every payload is answered by the upstream on every row, and that with audit on
 # nothing was dropped and the chain verifies.
 #
-#   scripts/bench.sh                       # 5 rounds x 6 s per row and payload: ~12 min
+#   scripts/bench.sh                       # 5 rounds x 6 s per row and payload: ~13 min
 #   ROUNDS=7 DURATION=10 scripts/bench.sh  # longer
 #   SKIP_BUILD=1 scripts/bench.sh          # measure the .wasm and CLI already built
 #   SKIP_SETUP=1 ...                       # do not run scripts/setup.sh first
@@ -15,6 +15,8 @@
 #                                          # loop breaker, neither tripping (issue #14)
 #   ROWS="rules metered" ROUNDS=20 ...     # only these rows (more rounds in the time of a
 #                                          # full run, where two rows' difference is small)
+#   RESTART=0 ...                          # one Envoy per row for the whole run, not one
+#                                          # per row and round (see "the Envoys under test")
 #   CLI=/path/to/mcp-firewall ...          # the collector of row (c) (default target/release)
 #
 # Rows (every Envoy is envoy/envoy.yaml rendered by tests/e2e/harness.py render; only
@@ -54,10 +56,10 @@
 #   upstream   a second Envoy answering every request itself (direct_response; the
 #              tools/list answer on the header x-bench-answer the list load sets): a
 #              Node or Python MCP server would be the bottleneck and hide the filters
-# Every row's Envoy is started once and stays up (idle ones cost nothing); each round
-# measures, per payload, every row in turn (baseline, native, noop-wasm, a, b, c
-# [, metered]; even rounds in the reverse order), each after a WARMUP-second wrk run,
-# so drift hits every row alike.
+# Every row's Envoy is started afresh for each round (RESTART=0: once for the run; idle
+# ones cost nothing); each round measures, per payload, every row in turn (baseline,
+# native, noop-wasm, a, b, c [, metered]; even rounds in the reverse order), each after
+# a WARMUP-second wrk run, so drift hits every row alike.
 # Per row: the median of the rounds' req/s; the ratio to no filter and to native as
 # the median of the per-round ratios (a row against the rows measured next to it);
 # and Envoy's CPU per request: utime + stime of that Envoy's process (/proc/PID/stat)
@@ -216,23 +218,30 @@ for payload in $PAYLOADS; do
   } >"$WORK/$payload.lua"
 done
 
-# ---- the Envoys under test: one per row, all up for the whole run -------------------
+# ---- the Envoys under test: one per row ----------------------------------------------
+# Every round starts each row's Envoy afresh (RESTART=0: once for the whole run). A
+# process keeps its placement for its life (where V8 puts the module's code, how its
+# memory meets the caches): the same two builds measured 0.990x and then 0.911x in two
+# 21-round runs an hour apart, one row's median moving 15 us while the other's stayed
+# (docs/performance.md). Alternating rounds cannot cancel what stays with a process.
 declare -A LISTEN ADMIN PID
-for side in "${SIDES[@]}"; do
-  LISTEN[$side]=$(port); ADMIN[$side]=$(port)
-  args=()
-  case $side in
-    baseline) args=(--no-filter) ;;
-    native) args=(--native-mcp) ;;
-    noop-wasm) args=(--wasm "$NOOP_WASM") ;;
-    flow-wasm) args=(--wasm "$FLOW_WASM") ;;
-  esac
-  policy=$WORK/rules.policy.json
-  [[ -f $WORK/$side.policy.json ]] && policy=$WORK/$side.policy.json
-  "$PY" tests/e2e/harness.py render --template envoy --policy "$policy" --wasm "$WASM" \
-    --listen "${LISTEN[$side]}" --admin "${ADMIN[$side]}" --upstream "$UP_PORT" "${args[@]}" >"$WORK/$side.json"
-  if [[ $side == audit ]]; then
-    "$PY" - "$WORK/$side.json" "$COL_PORT" <<'EOF'
+start_envoys() {
+  local side policy args payload extra
+  for side in "${SIDES[@]}"; do
+    LISTEN[$side]=$(port); ADMIN[$side]=$(port)
+    args=()
+    case $side in
+      baseline) args=(--no-filter) ;;
+      native) args=(--native-mcp) ;;
+      noop-wasm) args=(--wasm "$NOOP_WASM") ;;
+      flow-wasm) args=(--wasm "$FLOW_WASM") ;;
+    esac
+    policy=$WORK/rules.policy.json
+    [[ -f $WORK/$side.policy.json ]] && policy=$WORK/$side.policy.json
+    "$PY" tests/e2e/harness.py render --template envoy --policy "$policy" --wasm "$WASM" \
+      --listen "${LISTEN[$side]}" --admin "${ADMIN[$side]}" --upstream "$UP_PORT" "${args[@]}" >"$WORK/$side.json"
+    if [[ $side == audit ]]; then
+      "$PY" - "$WORK/$side.json" "$COL_PORT" <<'EOF'
 import json, sys
 sys.path.insert(0, "tests/e2e")
 from harness import loopback_cluster
@@ -241,22 +250,30 @@ cfg = json.load(open(path))
 cfg["static_resources"]["clusters"].append(loopback_cluster("audit_collector", port))
 json.dump(cfg, open(path, "w"), indent=1)
 EOF
-  fi
-  .venv/bin/envoy -c "$WORK/$side.json" --concurrency "$CONCURRENCY" --disable-hot-restart -l error \
-    >"$WORK/$side.log" 2>&1 &
-  PID[$side]=$!
-  PIDS+=("${PID[$side]}")
-done
-for side in "${SIDES[@]}"; do
-  "$PY" tests/e2e/harness.py wait-ready --admin "${ADMIN[$side]}" --timeout 120
-  for payload in $PAYLOADS; do
-    extra=()
-    [[ -n ${EXTRA[$payload]} ]] && extra=(-H "${EXTRA[$payload]}")
-    require_answered bench "$side/$payload" "${LISTEN[$side]}" "@$WORK/$payload.body" \
-      "${EXPECT[$payload]}" "${KEY[$payload]}" "${extra[@]}"
+    fi
+    .venv/bin/envoy -c "$WORK/$side.json" --concurrency "$CONCURRENCY" --disable-hot-restart -l error \
+      >>"$WORK/$side.log" 2>&1 &
+    PID[$side]=$!
+    PIDS+=("${PID[$side]}")
   done
-done
-
+  for side in "${SIDES[@]}"; do
+    "$PY" tests/e2e/harness.py wait-ready --admin "${ADMIN[$side]}" --timeout 120
+    for payload in $PAYLOADS; do
+      extra=()
+      [[ -n ${EXTRA[$payload]} ]] && extra=(-H "${EXTRA[$payload]}")
+      require_answered bench "$side/$payload" "${LISTEN[$side]}" "@$WORK/$payload.body" \
+        "${EXPECT[$payload]}" "${KEY[$payload]}" "${extra[@]}"
+    done
+  done
+}
+# Stops the rows' Envoys (an audit row's events of the round are delivered by then:
+# measure waits for audit.sent to settle; each process's chains end with it).
+stop_envoys() {
+  local side
+  for side in "${SIDES[@]}"; do kill -TERM "${PID[$side]}" 2>/dev/null || true; done
+  for side in "${SIDES[@]}"; do wait "${PID[$side]}" 2>/dev/null || true; done
+}
+start_envoys
 # ---- measure ------------------------------------------------------------------------
 RESULTS=$WORK/results.tsv
 measure() { # round payload side
@@ -310,6 +327,10 @@ echo "[bench] wrk -t1 -c$CONNECTIONS, ${WARMUP}s warm-up + ${DURATION}s measured
 for payload in $PAYLOADS; do echo "[bench] payload $payload: ${BYTES[$payload]}-byte request"; done
 START=$SECONDS
 for ((round = 1; round <= ROUNDS; round++)); do
+  if ((round > 1)) && [[ "${RESTART:-1}" == "1" ]]; then
+    stop_envoys
+    start_envoys
+  fi
   # Odd rounds take the rows in order, even rounds in reverse: a row measured
   # right after another (rules, then metered) is not always the second one.
   # The same build in two rows of one 7-round run read up to 2.5 us apart.
