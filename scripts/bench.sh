@@ -269,9 +269,14 @@ EOF
 # Stops the rows' Envoys (an audit row's events of the round are delivered by then:
 # measure waits for audit.sent to settle; each process's chains end with it).
 stop_envoys() {
-  local side
+  local side pid kept=()
   for side in "${SIDES[@]}"; do kill -TERM "${PID[$side]}" 2>/dev/null || true; done
   for side in "${SIDES[@]}"; do wait "${PID[$side]}" 2>/dev/null || true; done
+  # Forgotten once reaped: cleanup must not signal a number the system may reuse.
+  for pid in "${PIDS[@]}"; do
+    [[ " ${PID[*]} " == *" $pid "* ]] || kept+=("$pid")
+  done
+  PIDS=("${kept[@]}")
 }
 start_envoys
 # ---- measure ------------------------------------------------------------------------
