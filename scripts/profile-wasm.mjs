@@ -8,15 +8,16 @@
 //     target/wasm32-wasip1/release/examples/profile_exchange.wasm 100000 4k [audit] [metered]
 //
 // It runs any wasm32-wasip1 command the same way, and exits with its exit
-// code: scripts/test.sh uses it as cargo's runner for the library's unit tests
-// built for wasm32-wasip1, so they run with the module's own allocator
-// (src/alloc.rs) and 32-bit sizes, as in Envoy.
+// code: scripts/test.sh runs it (through scripts/wasm-test-runner.sh) as
+// cargo's runner for the library's unit tests built for wasm32-wasip1, so they
+// run with the module's own allocator (src/alloc.rs) and 32-bit sizes, as in
+// Envoy.
 //
 // --no-liftoff: proxy-wasm's V8 compiles with TurboFan only. Add
 // --cpu-prof --cpu-prof-dir=DIR for a profile (build with
 // CARGO_PROFILE_RELEASE_STRIP=none so functions keep their names).
 import { WASI } from 'node:wasi';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 
 const [file, ...args] = process.argv.slice(2);
 if (!file) {
@@ -40,11 +41,34 @@ for (const i of WebAssembly.Module.imports(module)) {
     };
   }
 }
-const instance = await WebAssembly.instantiate(module, { ...wasi.getImportObject(), env });
+// The exit code is recorded the moment the program states it (scripts/
+// wasm-test-runner.sh reads it): `proc_exit` for a non-zero code, the return
+// of `_start` for zero.
+const recordExit = (code) => {
+  if (process.env.MCP_FIREWALL_WASM_EXIT_FILE) {
+    writeFileSync(process.env.MCP_FIREWALL_WASM_EXIT_FILE, String(code));
+  }
+};
+const wasiImports = wasi.getImportObject();
+const preview1 = wasiImports.wasi_snapshot_preview1;
+const procExit = preview1.proc_exit;
+const imports = {
+  ...wasiImports,
+  wasi_snapshot_preview1: {
+    ...preview1,
+    proc_exit: (code) => {
+      recordExit(code);
+      return procExit(code);
+    },
+  },
+  env,
+};
+const instance = await WebAssembly.instantiate(module, imports);
 // The cdylib's reactor export makes Node refuse start(): run it as a command.
 const exports = { ...instance.exports };
 delete exports._initialize;
 // Node's WASI returns the command's exit code (returnOnExit): a failed test
-// run exits 101, which must reach cargo. Exited at once: after the whole unit
-// suite, Node 20's own teardown crashed (SIGSEGV) in four runs of five.
-process.exit(wasi.start({ exports }) ?? 0);
+// run exits 101, which must reach cargo.
+const code = wasi.start({ exports }) ?? 0;
+recordExit(code);
+process.exit(code);

@@ -24,7 +24,7 @@ cargo test --workspace
 step "cargo test --lib --target wasm32-wasip1   (the unit tests as Wasm under Node's V8, with the module's allocator)"
 # A failed test aborts the run there (no unwinding in Wasm); --nocapture so that
 # its panic message is printed before the abort.
-CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-liftoff scripts/profile-wasm.mjs" \
+CARGO_TARGET_WASM32_WASIP1_RUNNER="bash scripts/wasm-test-runner.sh" \
   cargo test --lib --target wasm32-wasip1 -- --test-threads=1 --nocapture
 
 step "cargo build --release --target wasm32-wasip1   (the filter)"
