@@ -222,7 +222,7 @@ done
 # Every round starts each row's Envoy afresh (RESTART=0: once for the whole run). A
 # process keeps its placement for its life (where V8 puts the module's code, how its
 # memory meets the caches): the same two builds measured 0.990x and then 0.911x in two
-# 21-round runs an hour apart, one row's median moving 15 us while the other's stayed
+# 21-round runs half an hour apart, one row's median moving 15 us while the other's stayed
 # (docs/performance.md). Alternating rounds cannot cancel what stays with a process.
 declare -A LISTEN ADMIN PID
 start_envoys() {
