@@ -6,7 +6,7 @@
 # every payload is answered by the upstream on every row, and that with audit on
 # nothing was dropped and the chain verifies.
 #
-#   scripts/bench.sh                       # 5 rounds x 6 s per row and payload: ~13 min
+#   scripts/bench.sh                       # 5 rounds x 6 s per row and payload: ~15 min
 #   ROUNDS=7 DURATION=10 scripts/bench.sh  # longer
 #   SKIP_BUILD=1 scripts/bench.sh          # measure the .wasm and CLI already built
 #   SKIP_SETUP=1 ...                       # do not run scripts/setup.sh first
