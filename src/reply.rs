@@ -77,7 +77,7 @@ impl LocalReply {
     pub fn json(status: u32, body: &Value, rule: Option<&str>) -> Self {
         LocalReply {
             status,
-            body: body.to_string().into_bytes(),
+            body: crate::json::to_bytes(body),
             rule: rule.map(str::to_owned),
             challenge: None,
         }

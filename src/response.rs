@@ -723,8 +723,7 @@ fn value_slots<'a>(ptr: &mut String, v: &'a Value, out: &mut Vec<Slot<'a>>) {
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 let len = ptr.len();
-                ptr.push('/');
-                ptr.push_str(&i.to_string());
+                crate::json::push_index(ptr, i);
                 value_slots(ptr, item, out);
                 ptr.truncate(len);
             }

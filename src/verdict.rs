@@ -729,7 +729,7 @@ pub fn judge_body(
             many => Value::Array(many.iter().map(message_value).collect()),
         };
         verdict.outcome = BodyOutcome::Forward {
-            rewritten: Some(doc.to_string().into_bytes()),
+            rewritten: Some(crate::json::to_bytes(&doc)),
         };
     }
     for (m, v) in messages.iter().zip(&verdict.messages) {

@@ -562,8 +562,7 @@ impl Inspector {
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let len = ptr.len();
-                    ptr.push('/');
-                    ptr.push_str(&i.to_string());
+                    crate::json::push_index(ptr, i);
                     self.walk_value(item, ptr, walk, others);
                     ptr.truncate(len);
                 }

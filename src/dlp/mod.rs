@@ -1051,8 +1051,7 @@ impl Scanner {
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let len = path.len();
-                    path.push('/');
-                    path.push_str(&i.to_string());
+                    crate::json::push_index(path, i);
                     self.scan_into(item, path, None, binary, work, out);
                     path.truncate(len);
                 }
@@ -1138,8 +1137,7 @@ impl Scanner {
             Value::Array(items) => {
                 for (i, item) in items.iter_mut().enumerate() {
                     let len = path.len();
-                    path.push('/');
-                    path.push_str(&i.to_string());
+                    crate::json::push_index(path, i);
                     self.redact_into(item, path, None, binary, work, out);
                     path.truncate(len);
                 }

@@ -593,7 +593,7 @@ impl ResponseRewriter {
             }
             self.counts.removed_entries += r.removed_entries as u64;
         }
-        changed.then(|| doc.to_string().into_bytes())
+        changed.then(|| crate::json::to_bytes(&doc))
     }
 
     fn sse_body(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
