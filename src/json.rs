@@ -161,12 +161,17 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
         let inner = self.nested()?;
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if out.contains_key(&key) {
-                *self.verdict.borrow_mut() = Some(JsonError::DuplicateKey(key));
-                return Err(de::Error::custom("duplicate key"));
+            // One search of the map per member: the entry is both the
+            // duplicate check and the place the value goes.
+            match out.entry(key) {
+                serde_json::map::Entry::Occupied(e) => {
+                    *self.verdict.borrow_mut() = Some(JsonError::DuplicateKey(e.key().clone()));
+                    return Err(de::Error::custom("duplicate key"));
+                }
+                serde_json::map::Entry::Vacant(e) => {
+                    e.insert(map.next_value_seed(inner)?);
+                }
             }
-            let v = map.next_value_seed(inner)?;
-            out.insert(key, v);
         }
         if self.keys == KeyCheck::Folded {
             if let Some((a, b)) = folded_collision(&out) {
@@ -244,6 +249,18 @@ fn folded_collision(object: &Map<String, Value>) -> Option<(String, String)> {
         return None;
     }
     if object.len() <= PAIRWISE_UP_TO {
+        // ASCII names (nearly all) fold to their own length: only names of
+        // one length can collide, and no name is checked for ASCII twice.
+        if object.keys().all(|k| k.is_ascii()) {
+            for (i, a) in object.keys().enumerate() {
+                for b in object.keys().skip(i + 1) {
+                    if a.len() == b.len() && a.eq_ignore_ascii_case(b) {
+                        return Some((a.clone(), b.clone()));
+                    }
+                }
+            }
+            return None;
+        }
         for (i, a) in object.keys().enumerate() {
             for b in object.keys().skip(i + 1) {
                 if folds_equal(a, b) {
@@ -674,6 +691,38 @@ mod tests {
                 "{name}: exact parse"
             );
         }
+    }
+
+    #[test]
+    fn folded_collision_in_a_small_object_is_found_among_names_of_other_lengths() {
+        let cases = [
+            (
+                "ascii",
+                r#"{"a":1,"bb":2,"ccc":3,"BB":4}"#,
+                Some(("BB", "bb")),
+            ),
+            ("ascii_none", r#"{"a":1,"bb":2,"ccc":3,"BBB":4}"#, None),
+            (
+                "non_ascii_among_ascii",
+                r#"{"a":1,"argumentſ":2,"ARGUMENTS":3}"#,
+                Some(("ARGUMENTS", "argumentſ")),
+            ),
+        ];
+        for (name, doc, want) in cases {
+            let got = parse_strict_folded(doc.as_bytes(), 8);
+            match want {
+                Some((a, b)) => assert_eq!(
+                    got,
+                    Err(JsonError::FoldedDuplicateKey(a.into(), b.into())),
+                    "{name}"
+                ),
+                None => assert!(got.is_ok(), "{name}: {got:?}"),
+            }
+        }
+        assert_eq!(
+            parse_strict(br#"{"a":1,"b":2,"a":3}"#, 8),
+            Err(JsonError::DuplicateKey("a".into()))
+        );
     }
 
     #[test]
