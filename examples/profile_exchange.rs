@@ -37,7 +37,18 @@ fn main() {
     let four_k = args.iter().any(|a| a == "4k");
     let listed = match (list, std::env::var("PROFILE_LIST")) {
         (false, _) => Vec::new(),
-        (true, Ok(path)) => std::fs::read(path).unwrap_or_default(),
+        // Under Node's WASI only the working directory is visible: a path
+        // outside it fails to open, and an empty answer would be timed as
+        // if it were the list (it is ~150x cheaper).
+        (true, Ok(path)) => {
+            match std::fs::read(&path) {
+                Ok(bytes) if !bytes.is_empty() => bytes,
+                _ => {
+                    eprintln!("list: cannot read {path} (under WASI: a path inside the working directory)");
+                    std::process::exit(2);
+                }
+            }
+        }
         (true, Err(_)) => {
             eprintln!("list: set PROFILE_LIST to a saved tools/list answer");
             std::process::exit(2);
