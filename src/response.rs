@@ -275,7 +275,13 @@ pub struct ResultInspection {
 /// Outcome of rewriting one server message.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Rewrite {
+    /// The message differs from the server's text (beyond `marked_private`).
     pub changed: bool,
+    /// A list answer's `result` had no `cacheScope` and was given
+    /// `"private"`: the one change a list always gets, which the rewriter
+    /// can splice into the server's text instead of writing the whole
+    /// document again ([`mark_private`]) when it is the only one.
+    pub marked_private: bool,
     pub removed_entries: usize,
     /// DLP findings (paths relative to the scanned member), with what was done.
     pub findings: Vec<Finding>,
@@ -442,9 +448,132 @@ fn filter_list(
     // another (SEP-2549's `cacheScope`; `ttlMs` is left as the server set it,
     // never raised).
     if let Some(Value::Object(result)) = msg.get_mut("result") {
-        if result.get("cacheScope").and_then(Value::as_str) != Some("private") {
-            result.insert("cacheScope".into(), Value::String("private".into()));
-            out.changed = true;
+        match result.get("cacheScope") {
+            Some(v) if v.as_str() == Some("private") => {}
+            // Another scope is replaced: written out with the document.
+            Some(_) => {
+                result.insert("cacheScope".into(), Value::String("private".into()));
+                out.changed = true;
+            }
+            None => {
+                result.insert("cacheScope".into(), Value::String("private".into()));
+                out.marked_private = true;
+            }
+        }
+    }
+}
+
+/// The member [`filter_list`] adds to a list answer's `result`.
+const PRIVATE_SCOPE: &[u8] = br#""cacheScope":"private""#;
+
+/// `text`, one JSON-RPC answer the strict parse accepted, with
+/// `"cacheScope":"private"` as the first member of its top-level `result`
+/// object: what writing the rewritten document out would say when marking
+/// the list private is its only change, without writing it (re-serialising
+/// a 35 KB list was a sixth of its rewrite under V8). The rest of the text
+/// is the server's, byte for byte, as an unchanged answer's is.
+///
+/// `None` (write the document instead) when the text is not an object with
+/// a `result` object, or a member name before it is written with an escape
+/// (it might spell `result`: only a parse can tell).
+pub fn mark_private(text: &[u8]) -> Option<Vec<u8>> {
+    let mut at = skip_space(text, 0);
+    if text.get(at) != Some(&b'{') {
+        return None;
+    }
+    at += 1;
+    loop {
+        at = skip_space(text, at);
+        if text.get(at) != Some(&b'"') {
+            return None;
+        }
+        let name_end = skip_string(text, at)?;
+        let name = text.get(at + 1..name_end - 1)?;
+        if name.contains(&b'\\') {
+            return None;
+        }
+        at = skip_space(text, name_end);
+        if text.get(at) != Some(&b':') {
+            return None;
+        }
+        at = skip_space(text, at + 1);
+        if name == b"result" {
+            if text.get(at) != Some(&b'{') {
+                return None;
+            }
+            let inside = at + 1;
+            let empty = text.get(skip_space(text, inside)) == Some(&b'}');
+            let mut out = Vec::with_capacity(text.len() + PRIVATE_SCOPE.len() + 1);
+            out.extend_from_slice(text.get(..inside)?);
+            out.extend_from_slice(PRIVATE_SCOPE);
+            if !empty {
+                out.push(b',');
+            }
+            out.extend_from_slice(text.get(inside..)?);
+            return Some(out);
+        }
+        at = skip_space(text, skip_value(text, at)?);
+        match text.get(at) {
+            Some(b',') => at += 1,
+            _ => return None,
+        }
+    }
+}
+
+fn skip_space(text: &[u8], mut at: usize) -> usize {
+    while matches!(text.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        at += 1;
+    }
+    at
+}
+
+/// The index just past the string that starts (with its quote) at `at`.
+fn skip_string(text: &[u8], at: usize) -> Option<usize> {
+    let mut i = at + 1;
+    loop {
+        match text.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+}
+
+/// The index just past the value that starts at `at`.
+fn skip_value(text: &[u8], at: usize) -> Option<usize> {
+    match text.get(at)? {
+        b'"' => skip_string(text, at),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = at;
+            loop {
+                match text.get(i)? {
+                    b'"' => {
+                        i = skip_string(text, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth = depth.checked_sub(1)?;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        // A number or a literal: up to what ends a value.
+        _ => {
+            let mut i = at;
+            while !matches!(
+                text.get(i),
+                None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+            ) {
+                i += 1;
+            }
+            (i > at).then_some(i)
         }
     }
 }
@@ -1385,6 +1514,107 @@ mod tests {
     use super::*;
     use crate::identity::Via;
     use serde_json::json;
+
+    #[test]
+    fn the_private_mark_spliced_in_reads_as_the_document_written_out() {
+        let cases = [
+            ("compact", r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"}]}}"#),
+            ("result_first", r#"{"result":{"tools":[]},"id":1,"jsonrpc":"2.0"}"#),
+            ("empty_result", r#"{"jsonrpc":"2.0","id":1,"result":{}}"#),
+            ("empty_result_spaced", "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{ \n\t}}"),
+            (
+                "pretty",
+                "{\n  \"jsonrpc\": \"2.0\",\r\n  \"id\" : 7 ,\n  \"result\" :\n  {\n    \"tools\": [ ]\n  }\n}\n",
+            ),
+            (
+                "nested_result_members_before",
+                r#"{"a":{"result":{"x":1}},"b":[{"result":{}},"}]{\"result\":{"],"id":1,"result":{"tools":[]}}"#,
+            ),
+            (
+                "strings_with_braces_and_escapes",
+                r#"{"id":"{\"result\":{}}\\","x":"\u0022}","result":{"tools":[{"description":"a } b { \" \\"}]}}"#,
+            ),
+            ("scalars_before", r#"{"id":-1.5e3,"t":true,"f":false,"n":null,"result":{"nextCursor":"c"}}"#),
+            ("unicode", r#"{"id":1,"ä":"日本","result":{"tools":[{"name":"é"}]}}"#),
+        ];
+        for (name, text) in cases {
+            let Some(spliced) = mark_private(text.as_bytes()) else {
+                panic!("{name}: not spliced")
+            };
+            let mut want: Value =
+                serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            want["result"]["cacheScope"] = json!("private");
+            let got: Value = crate::json::parse_strict(&spliced, 64)
+                .unwrap_or_else(|e| panic!("{name}: {e:?}: {}", String::from_utf8_lossy(&spliced)));
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_private_mark_is_not_spliced_where_only_a_parse_could_tell() {
+        let cases = [
+            (
+                "escaped_result_name",
+                r#"{"id":1,"res\u0075lt":{"tools":[]}}"#,
+            ),
+            (
+                "escaped_name_before",
+                r#"{"i\u0064":1,"result":{"tools":[]}}"#,
+            ),
+            ("result_not_an_object", r#"{"id":1,"result":[]}"#),
+            ("no_result", r#"{"id":1,"error":{"code":1,"message":"m"}}"#),
+            ("batch", r#"[{"id":1,"result":{"tools":[]}}]"#),
+            ("not_json", "{\"id\":1,"),
+            ("empty", ""),
+        ];
+        for (name, text) in cases {
+            assert_eq!(mark_private(text.as_bytes()), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_list_is_marked_private_without_other_change_and_a_scope_replaced_is_a_change() {
+        let policy = crate::policy::compile(&json!({"version": 1, "rules": [
+            {"id": "read", "effect": "allow", "roles": ["reader"], "tools": ["get_*"]}
+        ]}))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let caller = reader();
+        let plan = ResponsePlan {
+            lists: vec![("1".into(), Catalogue::Tools)],
+            ..ResponsePlan::default()
+        };
+        let cases = [
+            (
+                "no_scope",
+                json!({"tools": [{"name": "get_issue"}]}),
+                (false, true),
+            ),
+            (
+                "private_already",
+                json!({"tools": [{"name": "get_issue"}], "cacheScope": "private"}),
+                (false, false),
+            ),
+            (
+                "public_replaced",
+                json!({"tools": [{"name": "get_issue"}], "cacheScope": "public"}),
+                (true, false),
+            ),
+            (
+                "entry_removed",
+                json!({"tools": [{"name": "get_issue"}, {"name": "delete_repo"}]}),
+                (true, true),
+            ),
+        ];
+        for (name, result, want) in cases {
+            let mut msg = json!({"jsonrpc": "2.0", "id": 1, "result": result});
+            let Some(obj) = msg.as_object_mut() else {
+                panic!()
+            };
+            let r = rewrite_message(&policy, &caller, &plan, &OtherTools::default(), obj);
+            assert_eq!((r.changed, r.marked_private), want, "{name}");
+            assert_eq!(msg["result"]["cacheScope"], json!("private"), "{name}");
+        }
+    }
 
     #[test]
     fn case_variant_members_of_answers_are_found() {

@@ -7,11 +7,17 @@
 //! * `canonical()` of an accepted value parses back (strictly, and with
 //!   serde_json) to an equal value, and is a fixed point: the canonical form of
 //!   the re-read value is byte-identical. Pins and the audit chain hash this
-//!   text, so a value whose canonical form drifts would break a pin or a chain.
+//!   text, so a value whose canonical form drifts would break a pin or a chain;
+//! * `json::to_bytes` writes what `to_string` writes (rewritten bodies);
+//! * `response::mark_private`, when it splices the private mark into an
+//!   accepted text whose `result` object has no `cacheScope`, gives a text
+//!   the strict reader accepts and reads as that value with
+//!   `result.cacheScope = "private"`: what writing the document out says.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mcp_firewall::json::{canonical, parse_strict};
+use mcp_firewall::json::{canonical, parse_strict, to_bytes};
+use mcp_firewall::response::mark_private;
 use serde_json::Value;
 
 const DEPTH: usize = 32;
@@ -43,4 +49,25 @@ fuzz_target!(|data: &[u8]| {
         text,
         "canonical form is not a fixed point"
     );
+
+    assert_eq!(
+        to_bytes(&ours),
+        ours.to_string().into_bytes(),
+        "to_bytes and to_string differ"
+    );
+    let unscoped = ours
+        .get("result")
+        .and_then(Value::as_object)
+        .is_some_and(|r| !r.contains_key("cacheScope"));
+    if let (true, Some(spliced)) = (unscoped, mark_private(data)) {
+        let mut want = ours.clone();
+        want["result"]["cacheScope"] = Value::String("private".into());
+        match parse_strict(&spliced, DEPTH) {
+            Ok(v) => assert_eq!(v, want, "the spliced mark reads differently"),
+            Err(e) => panic!(
+                "the spliced text is refused: {e}\n{}",
+                String::from_utf8_lossy(&spliced)
+            ),
+        }
+    }
 });

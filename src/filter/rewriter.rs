@@ -489,6 +489,7 @@ impl ResponseRewriter {
         let caller = self.caller.clone()?;
         let caller = caller.as_ref();
         let mut changed = false;
+        let mut marked_private = false;
         for msg in objects {
             // The envelope of a server message is text too: a server request's
             // id or a notification's method carrying sensitive data (second
@@ -546,6 +547,7 @@ impl ResponseRewriter {
             }
             let mut r = rewrite_message(&self.policy, caller, &self.plan, &self.others, msg);
             changed |= r.changed;
+            marked_private |= r.marked_private;
             if !self.reading_ignored_event {
                 // What the client reads declares schemas and annotations; an
                 // answer in an event the client ignores does not (thirty-first
@@ -593,7 +595,18 @@ impl ResponseRewriter {
             }
             self.counts.removed_entries += r.removed_entries as u64;
         }
-        changed.then(|| crate::json::to_bytes(&doc))
+        match (changed, marked_private) {
+            (true, _) => Some(crate::json::to_bytes(&doc)),
+            // A list marked private and nothing else: the mark spliced into
+            // the server's text (a batch, or a text the splice does not
+            // read, is written out whole).
+            (false, true) => Some(
+                crate::response::mark_private(bytes)
+                    .filter(|_| !batch)
+                    .unwrap_or_else(|| crate::json::to_bytes(&doc)),
+            ),
+            (false, false) => None,
+        }
     }
 
     fn sse_body(&mut self, host: &mut dyn Host, body_size: usize, end_of_stream: bool) -> Flow {
