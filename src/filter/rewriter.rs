@@ -598,13 +598,19 @@ impl ResponseRewriter {
         match (changed, marked_private) {
             (true, _) => Some(crate::json::to_bytes(&doc)),
             // A list marked private and nothing else: the mark spliced into
-            // the server's text (a batch, or a text the splice does not
-            // read, is written out whole).
-            (false, true) => Some(
-                crate::response::mark_private(bytes)
-                    .filter(|_| !batch)
-                    .unwrap_or_else(|| crate::json::to_bytes(&doc)),
-            ),
+            // the server's text. Written out whole instead: a batch, a text
+            // the splice does not read, and one with a number more precise
+            // than the double it was decided as (a pin's digest is of the
+            // double; written out, the client reads the double too, as every
+            // list was read before the splice).
+            (false, true) => {
+                let lossy = crate::json::holds_double(&doc) && crate::json::has_lossy_number(bytes);
+                let spliced = match batch || lossy {
+                    true => None,
+                    false => crate::response::mark_private(bytes),
+                };
+                Some(spliced.unwrap_or_else(|| crate::json::to_bytes(&doc)))
+            }
             (false, false) => None,
         }
     }

@@ -1363,6 +1363,58 @@ fn request_ending_in_trailers_is_refused_not_forwarded() {
     );
 }
 
+#[test]
+fn a_list_only_marked_private_keeps_the_servers_text_unless_a_number_would_read_otherwise() {
+    let pretty = "{\n  \"jsonrpc\": \"2.0\",\n  \"id\": 5,\n  \"result\": {\n    \"tools\": [\n      {\"name\": \"echo\", \"inputSchema\": {\"type\": \"object\", \"properties\": {\"n\": {\"type\": \"number\", \"maximum\": MAX}}}}\n    ]\n  }\n}\n";
+    let cases = [
+        // (name, maximum as sent, spliced into the server's text)
+        ("plain_integer", "10", true),
+        ("exact_double", "0.5", true),
+        ("integer_past_64_bits", "18446744073709551617", false),
+        (
+            "more_digits_than_a_double",
+            "0.1000000000000000055511151231257827",
+            false,
+        ),
+    ];
+    for (name, max, spliced) in cases {
+        let body = pretty.replace("MAX", max);
+        let mut x = Exchange::new(policy(json!({})), post("admin-key"));
+        list_request(&mut x);
+        let out = x
+            .respond(ok_response("application/json", body.as_bytes()).chunk(11))
+            .downstream()
+            .to_vec();
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        assert_eq!(
+            v["result"]["cacheScope"],
+            json!("private"),
+            "{name}: {text}"
+        );
+        assert_eq!(listed_names(&v), vec!["echo"], "{name}");
+        let want = body.replacen(
+            "\"result\": {",
+            "\"result\": {\"cacheScope\":\"private\",",
+            1,
+        );
+        match spliced {
+            true => assert_eq!(text, want, "{name}"),
+            // Written out: compact, and the number is the double it was read as.
+            false => {
+                assert!(
+                    !text.contains('\n') && !text.contains(max),
+                    "{name}: {text}"
+                );
+                assert!(
+                    v["result"]["tools"][0]["inputSchema"]["properties"]["n"]["maximum"].is_f64(),
+                    "{name}"
+                );
+            }
+        }
+    }
+}
+
 /// A `tools/list` answered 200 with `content_type`, its body held until the
 /// stream ends in trailers (no final body callback): what the client gets.
 fn list_answer_ending_in_trailers(content_type: &str) -> (FakeHost, Value) {
