@@ -77,12 +77,20 @@ impl Call<'_> {
 
     fn describe(&self) -> String {
         let method = self.method.as_deref().unwrap_or("a response");
-        match &self.target {
-            Target::None => clip(method),
-            Target::Tool(n) => format!("{method} of tool {}", clip(n)),
-            Target::Resource(u) => format!("{method} of resource {}", clip(u)),
-            Target::Prompt(n) => format!("{method} of prompt {}", clip(n)),
-        }
+        let (kind, name) = match &self.target {
+            Target::None => return clip(method),
+            Target::Tool(n) => (" of tool ", n),
+            Target::Resource(u) => (" of resource ", u),
+            Target::Prompt(n) => (" of prompt ", n),
+        };
+        // Built piece by piece: every call is described, allowed ones too
+        // (the reason an audit event records), and `format!` here cost more
+        // than the rules' matching under V8.
+        let mut out = String::with_capacity(method.len() + kind.len() + name.len().min(400) + 6);
+        out.push_str(method);
+        out.push_str(kind);
+        push_clipped(&mut out, name);
+        out
     }
 
     /// `initialize`, `server/discover` (its 2026-07-28 counterpart), `ping`,
@@ -101,12 +109,48 @@ impl Call<'_> {
 /// Names come from the caller: quote them with escapes and bound their length
 /// so a reason can be logged and echoed safely.
 fn clip(s: &str) -> String {
-    let short: String = s.chars().take(96).collect();
-    if short.len() < s.len() {
-        format!("{short:?}…")
-    } else {
-        format!("{short:?}")
+    let mut out = String::with_capacity(s.len().min(400) + 5);
+    push_clipped(&mut out, s);
+    out
+}
+
+/// [`clip`] into `out`: the first 96 characters of `s` quoted as `{:?}`
+/// quotes them, and `…` when there were more.
+fn push_clipped(out: &mut String, s: &str) {
+    match s.char_indices().nth(96) {
+        Some((end, _)) => {
+            push_quoted(out, s.get(..end).unwrap_or(s));
+            out.push('…');
+        }
+        None => push_quoted(out, s),
     }
+}
+
+/// `s` as `{:?}` writes it: a name of printable ASCII without `"` or `\`
+/// (nearly all) is only put in quotes; anything else goes through `Debug`.
+fn push_quoted(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        use std::fmt::Write;
+        let _ = write!(out, "{s:?}");
+    }
+}
+
+/// `rule "<id>" <verb> <what>`: the reason of a rule's decision.
+fn rule_reason(id: &str, verb: &str, what: &str) -> String {
+    let mut out = String::with_capacity(id.len() + verb.len() + what.len() + 10);
+    out.push_str("rule ");
+    push_quoted(&mut out, id);
+    out.push(' ');
+    out.push_str(verb);
+    out.push(' ');
+    out.push_str(what);
+    out
 }
 
 fn rule_matches(rule: &Rule, call: &Call) -> bool {
@@ -298,17 +342,17 @@ pub fn decide_traced(
                     r.id
                 ),
             ),
-            None => Decision::deny(r.rule_id.clone(), format!("rule {:?} denies {what}", r.id)),
+            None => Decision::deny(r.rule_id.clone(), rule_reason(&r.id, "denies", &what)),
         },
         [None, Some(r), _] => Decision {
             verdict: Verdict::Approval,
             rule: r.rule_id.clone(),
-            reason: format!("rule {:?} requires approval for {what}", r.id),
+            reason: rule_reason(&r.id, "requires approval for", &what),
         },
         [None, None, Some(r)] => Decision {
             verdict: Verdict::Allow,
             rule: r.rule_id.clone(),
-            reason: format!("rule {:?} allows {what}", r.id),
+            reason: rule_reason(&r.id, "allows", &what),
         },
         [None, None, None] if call.is_base_protocol() => Decision {
             verdict: Verdict::Allow,
@@ -491,6 +535,40 @@ mod tests {
     use crate::identity::Via;
     use crate::policy::compile;
     use serde_json::json;
+
+    #[test]
+    fn names_are_quoted_and_clipped_as_debug_formatting_would() {
+        let long = "a".repeat(96);
+        let longer = "a".repeat(97);
+        let wide = "é".repeat(97);
+        let cases = [
+            ("plain", "echo"),
+            ("empty", ""),
+            ("space_and_punctuation", "a b/c:d'e*f"),
+            ("double_quote", "a\"b"),
+            ("backslash", "a\\b"),
+            ("control", "a\nb\u{1}"),
+            ("delete", "a\u{7f}"),
+            ("non_ascii", "caf\u{e9} \u{202e}x"),
+            ("combining_mark_first", "\u{301}a"),
+            ("exactly_96", long.as_str()),
+            ("97", longer.as_str()),
+            ("97_two_byte", wide.as_str()),
+        ];
+        for (name, s) in cases {
+            let short: String = s.chars().take(96).collect();
+            let want = match short.len() < s.len() {
+                true => format!("{short:?}…"),
+                false => format!("{short:?}"),
+            };
+            assert_eq!(clip(s), want, "{name}");
+            assert_eq!(
+                rule_reason(s, "allows", "x"),
+                format!("rule {s:?} allows x"),
+                "{name}"
+            );
+        }
+    }
 
     fn policy() -> CompiledPolicy {
         let doc = json!({

@@ -249,22 +249,25 @@ fn folded_collision(object: &Map<String, Value>) -> Option<(String, String)> {
         return None;
     }
     if object.len() <= PAIRWISE_UP_TO {
-        // ASCII names (nearly all) fold to their own length: only names of
-        // one length can collide, and no name is checked for ASCII twice.
-        if object.keys().all(|k| k.is_ascii()) {
-            for (i, a) in object.keys().enumerate() {
-                for b in object.keys().skip(i + 1) {
-                    if a.len() == b.len() && a.eq_ignore_ascii_case(b) {
-                        return Some((a.clone(), b.clone()));
-                    }
-                }
-            }
-            return None;
+        // The names once into an array (stepping a B-tree's keys again for
+        // every pair cost more than comparing them). ASCII names (nearly
+        // all) fold to their own length: only names of one length can
+        // collide, and no name is checked for ASCII twice.
+        let mut names = [""; PAIRWISE_UP_TO];
+        let mut ascii = true;
+        for (slot, k) in names.iter_mut().zip(object.keys()) {
+            ascii &= k.is_ascii();
+            *slot = k;
         }
-        for (i, a) in object.keys().enumerate() {
-            for b in object.keys().skip(i + 1) {
-                if folds_equal(a, b) {
-                    return Some((a.clone(), b.clone()));
+        let names = names.get(..object.len()).unwrap_or_default();
+        for (i, a) in names.iter().enumerate() {
+            for b in names.get(i + 1..).unwrap_or_default() {
+                let same = match ascii {
+                    true => a.len() == b.len() && a.eq_ignore_ascii_case(b),
+                    false => folds_equal(a, b),
+                };
+                if same {
+                    return Some(((*a).to_owned(), (*b).to_owned()));
                 }
             }
         }
