@@ -385,7 +385,10 @@ pub fn arguments(params: &Value) -> &Value {
 
 /// Key for matching response ids to request ids (ids are strings or integers).
 pub fn id_key(id: &Value) -> String {
-    id.to_string()
+    // `to_string`'s text, written without the formatting machinery: an
+    // answer's id is keyed several times while it is rewritten.
+    String::from_utf8(crate::json::to_bytes(id))
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// An error with `"id": null` (or, as server-everything writes it, none) and
@@ -407,9 +410,26 @@ pub fn response_objects(doc: &mut Value) -> Vec<&mut Map<String, Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn parse(s: &str) -> Result<Body, ProtocolError> {
         parse_body(s.as_bytes(), 64)
+    }
+
+    #[test]
+    fn an_id_is_keyed_by_its_json_text() {
+        let cases = [
+            ("integer", json!(5), "5"),
+            ("negative", json!(-7), "-7"),
+            ("double", json!(5.5), "5.5"),
+            ("string", json!("5"), "\"5\""),
+            ("escaped_string", json!("a\"b\u{1}é"), "\"a\\\"b\\u0001é\""),
+            ("null", json!(null), "null"),
+        ];
+        for (name, id, want) in cases {
+            assert_eq!(id_key(&id), want, "{name}");
+            assert_eq!(id_key(&id), id.to_string(), "{name}");
+        }
     }
 
     #[test]

@@ -798,7 +798,7 @@ impl<'a> Slot<'a> {
 /// contents' `blob` when its media type says text (decoded as DLP decodes it).
 fn item_slots<'a>(at: &str, item: &'a Value, out: &mut Vec<Slot<'a>>) {
     for (suffix, text) in content_texts(item) {
-        out.push(Slot::of(format!("{at}{suffix}"), text));
+        out.push(Slot::of([at, suffix].concat(), text));
     }
     let (contents, suffix) = match item.get("type").and_then(Value::as_str) {
         // Sampling with tools (2025-11-25): a `tool_result` carries content
@@ -812,7 +812,9 @@ fn item_slots<'a>(at: &str, item: &'a Value, out: &mut Vec<Slot<'a>>) {
                 .flatten()
                 .enumerate()
             {
-                item_slots(&format!("{at}/content/{j}"), inner, out);
+                let mut ptr = [at, "/content"].concat();
+                crate::json::push_index(&mut ptr, j);
+                item_slots(&ptr, inner, out);
             }
             if let Some(v) = item.get("structuredContent") {
                 value_slots(&mut format!("{at}/structuredContent"), v, out);
@@ -832,7 +834,7 @@ fn item_slots<'a>(at: &str, item: &'a Value, out: &mut Vec<Slot<'a>>) {
     };
     if let Some(text) = contents.and_then(Value::as_object).and_then(dlp::text_blob) {
         out.push(Slot {
-            ptr: format!("{at}{suffix}"),
+            ptr: [at, suffix].concat(),
             text: Cow::Owned(text),
             fence: false,
         });
@@ -949,7 +951,9 @@ fn text_slots(kind: ResultKind, result: &Value) -> Vec<Slot<'_>> {
     match kind {
         ResultKind::Tool => {
             for (i, item) in list("content").enumerate() {
-                item_slots(&format!("/content/{i}"), item, &mut out);
+                let mut ptr = String::from("/content");
+                crate::json::push_index(&mut ptr, i);
+                item_slots(&ptr, item, &mut out);
             }
         }
         ResultKind::Prompt => {
