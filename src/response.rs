@@ -1418,7 +1418,12 @@ pub fn case_variant_in_answer(plan: &ResponsePlan, msg: &Map<String, Value>) -> 
     let (_, catalogue) = plan.lists.iter().find(|(k, _)| *k == id)?;
     let (list_member, name_member) = catalogue.members();
     let result = msg.get("result")?.as_object()?;
-    if let Some(v) = case_variant(result, &[list_member]) {
+    // The list is marked `cacheScope: "private"`; a `"CacheScope": "public"`
+    // beside the mark is the scope a reader matching names case-insensitively
+    // and keeping the last match (Go's `encoding/json`) takes, and then a
+    // cache shares one caller's list with every other (the eleventh
+    // session's attack on the spliced mark).
+    if let Some(v) = case_variant(result, &[list_member, "cacheScope"]) {
         return Some(describe(v));
     }
     let entries = result.get(list_member)?.as_array()?;
@@ -1653,6 +1658,21 @@ mod tests {
                 "tools_in_other_case",
                 json!({"jsonrpc": "2.0", "id": 5, "result": {"Tools": []}}),
                 true,
+            ),
+            (
+                "cache_scope_in_other_case",
+                json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": [], "CacheScope": "public"}}),
+                true,
+            ),
+            (
+                "cache_scope_with_a_long_s",
+                json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": [], "cacheſcope": "public"}}),
+                true,
+            ),
+            (
+                "cache_scope_spelt_as_marked",
+                json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": [], "cacheScope": "public"}}),
+                false,
             ),
             (
                 "tool_name_in_other_case",

@@ -18,7 +18,11 @@ the filter refuses server answers with two members that fold together
 server's ``"CacheScope":"public"`` after the spliced ``"cacheScope":"private"``
 is what a case-insensitive reader (a Go cache in front of the clients, a Go
 client on ``encoding/json``) reads, and a list one caller may see is then
-shared with every other.
+shared with every other. Found by the eleventh session's attack on the splice
+(the lower-case spelling was read as public before the splice too, when the
+document was written out sorted); the filter now refuses a list answer whose
+``result`` holds a member that folds to ``cacheScope`` without being spelt so,
+as it refuses one with ``Tools`` beside ``tools``.
 
     python tests/e2e/test_list_splice_attack.py PORT SCENARIO_FILE   (the peer)
 """
@@ -108,6 +112,17 @@ CASES = [
 ]
 
 
+# A scope spelt otherwise beside the mark: refused (`case_variant_in_answer`).
+REFUSED = {
+    "upper_CacheScope_public",
+    "lower_cachescope_public",
+    "long_s_cache_s_cope_public",
+    "upper_CacheScope_public_sse",
+    "private_then_CacheScope_public",
+    "entry_removed_lower_cachescope_public",
+}
+
+
 @pytest.fixture(scope="module")
 def go_reader(workdir: Path) -> Path:
     go = shutil.which("go")
@@ -179,10 +194,12 @@ def test_every_reader_takes_a_spliced_list_as_private(scripted: Any, go_reader: 
     assert r.status_code == 200, r.text[:300]
     (text,) = answer_texts(r)
     msg = json.loads(text)
-    if "error" in msg:
-        # Refused whole (the server's own folded pair): nothing to cache.
-        assert case == "private_then_CacheScope_public", msg
+    if case in REFUSED:
+        # Refused whole: nothing a cache could keep, no scope to misread.
+        assert msg["error"]["data"]["rule"] == "response-unfilterable", text
+        assert "result" not in msg, text
         return
+    assert "error" not in msg, text
     # Python's json (the Python SDK) and every member a case-insensitive reader folds to cacheScope.
     assert msg["result"]["cacheScope"] == "private", text
     assert [t["name"] for t in msg["result"]["tools"]] == VISIBLE, text
