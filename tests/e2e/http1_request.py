@@ -1,10 +1,13 @@
 """Reading one HTTP/1.1 request off a stream, for the scripted peers
-(channels_server.py, split_sse_server.py): they answer with bytes a real MCP
-server would not send, so they speak HTTP themselves."""
+(channels_server.py, split_sse_server.py, test_list_splice_attack.py): they
+answer with bytes a real MCP server would not send, so they speak HTTP
+themselves."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 
 async def read_request(reader: asyncio.StreamReader) -> tuple[dict[str, str], bytes]:
@@ -24,3 +27,21 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[dict[str, str], by
                 break
             body += chunk[:-2]
     return headers, body
+
+
+async def read_call(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> dict[str, Any]:
+    """The next JSON-RPC request a client sends; what has no id (a
+    notification, a response) is answered 202 on the way."""
+    while True:
+        _, body = await read_request(reader)
+        msg = json.loads(body) if body else {}
+        if msg.get("id") is not None:
+            return msg
+        writer.write(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+
+
+def json_answer(body: bytes, headers: bytes = b"") -> bytes:
+    """A 200 with `body` as application/json (and any extra header lines, each ending in CRLF)."""
+    return (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n" + headers
+            + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)

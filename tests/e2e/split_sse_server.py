@@ -16,7 +16,7 @@ import asyncio
 import json
 import sys
 
-from http1_request import read_request
+from http1_request import json_answer, read_call
 
 TOOLS = [
     {"name": name, "description": f"the {name} tool \u2014 caf\u00e9 \u2603", "inputSchema": {"type": "object"}}
@@ -36,19 +36,13 @@ def sse(messages: list[dict], eol: bytes) -> bytes:
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, piece: int, eol: bytes) -> None:
     try:
         while True:
-            _, body = await read_request(reader)
-            msg = json.loads(body) if body else {}
+            msg = await read_call(reader, writer)
             method, id_ = msg.get("method"), msg.get("id")
-            if id_ is None:
-                writer.write(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
-                await writer.drain()
-                continue
             if method == "initialize":
                 res = json.dumps({"jsonrpc": "2.0", "id": id_, "result": {
                     "protocolVersion": "2025-11-25", "capabilities": {"tools": {}, "prompts": {}},
                     "serverInfo": {"name": "split-sse", "version": "0"}}}).encode()
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nmcp-session-id: split-1\r\n"
-                             b"content-length: " + str(len(res)).encode() + b"\r\n\r\n" + res)
+                writer.write(json_answer(res, b"mcp-session-id: split-1\r\n"))
                 await writer.drain()
                 continue
             if method == "tools/list":

@@ -218,28 +218,21 @@ def test_every_reader_takes_a_spliced_list_as_private(scripted: Any, go_reader: 
 
 async def _serve(port: int, scenario: Path) -> None:
     sys.path.insert(0, str(HERE))
-    from http1_request import read_request
+    from http1_request import json_answer, read_call
 
     sessions = [0]
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                _, body = await read_request(reader)
-                msg = json.loads(body) if body else {}
+                msg = await read_call(reader, writer)
                 method, id_ = msg.get("method"), msg.get("id")
-                if id_ is None:
-                    writer.write(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
-                    await writer.drain()
-                    continue
                 if method == "initialize":
                     sessions[0] += 1
                     res = json.dumps({"jsonrpc": "2.0", "id": id_, "result": {
                         "protocolVersion": (msg.get("params") or {}).get("protocolVersion", "2025-11-25"),
                         "capabilities": {"tools": {}}, "serverInfo": {"name": "splice-peer", "version": "0"}}}).encode()
-                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nmcp-session-id: splice-"
-                                 + str(sessions[0]).encode() + b"\r\ncontent-length: " + str(len(res)).encode()
-                                 + b"\r\n\r\n" + res)
+                    writer.write(json_answer(res, b"mcp-session-id: splice-" + str(sessions[0]).encode() + b"\r\n"))
                     await writer.drain()
                     continue
                 scen = json.loads(scenario.read_text())
