@@ -84,8 +84,9 @@ impl Call<'_> {
             Target::Prompt(n) => (" of prompt ", n),
         };
         // Built piece by piece: every call is described, allowed ones too
-        // (the reason an audit event records), and `format!` here cost more
-        // than the rules' matching under V8.
+        // (the reason an audit event records), and the `format!` calls of
+        // the description and the reason were ~2.5% of a 109-byte exchange
+        // under V8 (`--cpu-prof`).
         let mut out = String::with_capacity(method.len() + kind.len() + name.len().min(400) + 6);
         out.push_str(method);
         out.push_str(kind);
