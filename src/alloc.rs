@@ -11,10 +11,10 @@
 //! Bounded: the classes together keep at most [`HELD_BYTES`] of freed
 //! blocks and give the rest back to the allocator below, so a burst does not
 //! keep its memory for the life of the VM. The budget is shared, not split
-//! per class: a 35 KB `tools/list` answer's DOM is ~300 B-tree nodes of one
-//! class (~130 KiB); with 8 KiB per class most of them went back to dlmalloc
-//! and came from it again for the next list, ~9% of the list's exchange
-//! under V8.
+//! per class: the benchmark's 35 KB `tools/list` answer holds 452 objects,
+//! each a B-tree leaf node of a few hundred bytes, all of one class; with
+//! 8 KiB per class most of them went back to dlmalloc and came from it again
+//! for the next list, ~9% of the list's exchange under V8.
 //!
 //! Like every Rust allocator, this one relies on a block being freed with the
 //! size it was allocated with (dlmalloc ignored that size; here it names the
@@ -43,7 +43,7 @@ const CLASSES: usize = FINE_MAX / FINE_STEP + (SMALL_MAX - FINE_MAX) / COARSE_ST
 /// `System` serves up to 8 with a plain `malloc`, which is what the classes
 /// replace. A block that needs more bypasses the classes.
 const CLASS_ALIGN: usize = 8;
-/// The freed bytes all classes together may keep (a DOM of ~80 KB of JSON).
+/// The freed bytes all classes together may keep.
 const HELD_BYTES: usize = 512 * 1024;
 
 /// The class of a block of `size` bytes, and the size every block of that

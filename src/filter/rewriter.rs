@@ -604,8 +604,9 @@ impl ResponseRewriter {
             // double; written out, the client reads the double too, as every
             // list was read before the splice).
             (false, true) => {
-                let lossy = crate::json::holds_double(&doc) && crate::json::has_lossy_number(bytes);
-                let spliced = match batch || lossy {
+                let lossy =
+                    || crate::json::holds_double(&doc) && crate::json::has_lossy_number(bytes);
+                let spliced = match batch || lossy() {
                     true => None,
                     false => crate::response::mark_private(bytes),
                 };
