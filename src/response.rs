@@ -1385,6 +1385,20 @@ pub fn case_variant_in_answer(plan: &ResponsePlan, msg: &Map<String, Value>) -> 
     if !msg.contains_key("method") && msg.contains_key("result") == msg.contains_key("error") {
         return Some("server answer with both or neither of result and error".into());
     }
+    // JSON-RPC 2.0 defines no other members, and the filter reads none: DLP
+    // scans an answer's `result` or `error` and a server message's `params`,
+    // so a `"note": "ghp_…"` beside them reached the client unscanned (the
+    // eleventh session's attack). Refused, as a request's are.
+    let defined: &[&str] = if msg.contains_key("method") {
+        &["jsonrpc", "id", "method", "params"]
+    } else {
+        &["jsonrpc", "id", "result", "error"]
+    };
+    if let Some(extra) = msg.keys().find(|k| !defined.contains(&k.as_str())) {
+        return Some(format!(
+            "server message member {extra:?} is not a JSON-RPC member"
+        ));
+    }
     // The server requests whose text a client shows its model or its user;
     // a notification's params are the server's own data (a log entry
     // `{"Name": …}` refused whole calls; thirty-second review).
@@ -1777,6 +1791,26 @@ mod tests {
                 json!({"jsonrpc": "2.0", "id": 2, "method": "elicitation/create", "params": {"Message": "m",
                     "requestedSchema": {"type": "object", "properties": {}}}}),
                 true,
+            ),
+            (
+                "a_member_beside_the_result_no_check_reads",
+                json!({"jsonrpc": "2.0", "id": 6, "note": "ghp_x", "result": {"content": []}}),
+                true,
+            ),
+            (
+                "params_beside_an_error",
+                json!({"jsonrpc": "2.0", "id": 6, "error": {"code": 1, "message": "m"}, "params": {}}),
+                true,
+            ),
+            (
+                "a_result_member_in_a_notification",
+                json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {}, "data": "x"}),
+                true,
+            ),
+            (
+                "an_error_answer_alone",
+                json!({"jsonrpc": "2.0", "id": 6, "error": {"code": 1, "message": "m"}}),
+                false,
             ),
             (
                 "form_fields_of_an_elicitation_in_any_case",

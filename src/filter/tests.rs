@@ -1939,6 +1939,49 @@ fn an_unreadable_error_page_is_replaced() {
     }
 }
 
+/// A member JSON-RPC does not define is one no check reads: a secret in it
+/// would reach the client unscanned, so the message carrying it is refused,
+/// in a JSON answer and in an SSE event alike, an answer or a notification.
+#[test]
+fn members_json_rpc_does_not_define_are_refused_in_server_messages() {
+    let secret = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
+    let answer = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"note":"{secret}","result":{{"content":[{{"type":"text","text":"ok"}}]}}}}"#
+    );
+    let notification = format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"level":"info","data":"x"}},"trace":"{secret}"}}"#
+    );
+    let clean = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
+    let cases = [
+        ("json_answer", "application/json", answer.clone()),
+        (
+            "sse_answer",
+            "text/event-stream",
+            format!("data: {answer}\n\n"),
+        ),
+        (
+            "sse_notification_before_the_answer",
+            "text/event-stream",
+            format!("data: {notification}\n\ndata: {clean}\n\n"),
+        ),
+    ];
+    for (name, content_type, body) in cases {
+        let mut x = Exchange::new(policy(json!({})), post("reader-key"));
+        assert!(x
+            .request(Request::new(call(json!(1), "echo").as_bytes()))
+            .forwarded());
+        let out = x
+            .respond(ok_response(content_type, body.as_bytes()).chunk(7))
+            .downstream()
+            .to_vec();
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("response-unfilterable") && !text.contains("ghp_"),
+            "{name}: {text}"
+        );
+    }
+}
+
 /// A policy swapped in while the body was still arriving decides the request
 /// (issue: revocation that can be outwaited is not revocation).
 #[test]
