@@ -365,7 +365,7 @@ fn write_canonical(v: &Value, skip: Option<&str>, out: &mut impl std::io::Write)
             // `preserve_order` feature being off.
             let mut members: Vec<(&String, &Value)> =
                 m.iter().filter(|(k, _)| Some(k.as_str()) != skip).collect();
-            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            crate::sort::sort_by(&mut members, |a, b| a.0 < b.0);
             let _ = out.write_all(b"{");
             for (i, (k, x)) in members.into_iter().enumerate() {
                 if i > 0 {
@@ -418,11 +418,15 @@ pub(crate) fn holds_double(v: &Value) -> bool {
 
 pub fn integral_numbers(v: &Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, x)| (k.clone(), integral_numbers(x)))
-                .collect(),
-        ),
+        Value::Object(m) => {
+            // Inserted one by one: collecting a map sorts its pairs first, a
+            // copy of std's sort in the module (see `crate::sort`).
+            let mut out = Map::new();
+            for (k, x) in m {
+                out.insert(k.clone(), integral_numbers(x));
+            }
+            Value::Object(out)
+        }
         Value::Array(a) => Value::Array(a.iter().map(integral_numbers).collect()),
         Value::Number(n) if n.is_f64() => match n.as_f64() {
             Some(f) if f.fract() == 0.0 && f.abs() <= EXACT_F64_INT => {

@@ -33,6 +33,7 @@ pub mod reply;
 pub mod response;
 pub mod rule_id;
 pub mod session;
+mod sort;
 pub mod sse;
 pub mod store;
 pub mod time_window;

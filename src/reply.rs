@@ -35,7 +35,7 @@ pub fn catalogue_error(findings: &[crate::catalogue::Finding]) -> Value {
         .map(|f| json!({"check": f.check.as_str(), "path": f.pointer}))
         .collect();
     let mut checks: Vec<&str> = findings.iter().map(|f| f.check.as_str()).collect();
-    checks.sort_unstable();
+    crate::sort::sort(&mut checks);
     checks.dedup();
     json!({
         "code": DENIED,

@@ -1112,7 +1112,7 @@ fn inspect_server_request(
         };
         pointers.extend(slot_pointers.iter().map(String::as_str));
         pointers.retain(|p| *p != ACROSS_SLOTS);
-        pointers.sort_unstable();
+        crate::sort::sort(&mut pointers);
         pointers.dedup();
         let Some(params) = msg.get_mut("params") else {
             return;
@@ -1252,7 +1252,7 @@ fn wrap_texts(
         .filter(|f| cat.result_action(f.check) == ResultAction::Wrap)
         .map(|f| f.pointer.as_str())
         .collect();
-    pointers.sort_unstable();
+    crate::sort::sort(&mut pointers);
     pointers.dedup();
     for ptr in pointers {
         let checks: Vec<Check> = findings

@@ -452,7 +452,7 @@ fn merge_drops(into: &mut Option<DropReport>, from: DropReport) {
     report.count += from.count;
     report.exact &= from.exact;
     let mut all: Vec<SeqRange> = report.ranges.drain(..).chain(from.ranges).collect();
-    all.sort_by_key(|r| r.first);
+    crate::sort::sort_by(&mut all, |a, b| a.first < b.first);
     for r in all {
         let full = report.ranges.len() >= MAX_DROP_RANGES;
         match report.ranges.last_mut() {

@@ -426,7 +426,7 @@ impl Serialize for CanonicalValue<'_> {
         match self.0 {
             Value::Object(m) => {
                 let mut entries: Vec<(&String, &Value)> = m.iter().collect();
-                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                crate::sort::sort_by(&mut entries, |a, b| a.0 < b.0);
                 let mut map = ser.serialize_map(Some(entries.len()))?;
                 for (k, v) in entries {
                     map.serialize_entry(k, &CanonicalValue(v))?;

@@ -220,7 +220,7 @@ impl PreparedEvent {
                 )
             })
             .collect();
-        members.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        crate::sort::sort_by(&mut members, |a, b| a.0 < b.0);
         Some(PreparedEvent { members })
     }
 
@@ -312,7 +312,7 @@ impl Sealer<'_> {
         if seq == 1 {
             rest.push((&SEGMENT_KEY, TailValue::Written(PROCESS_START_SEGMENT)));
         }
-        rest.sort_unstable_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
+        crate::sort::sort_by(&mut rest, |a, b| a.0.as_ref() < b.0.as_ref());
         let size: usize = rest
             .iter()
             .map(|(k, v)| match v {

@@ -126,7 +126,7 @@ impl Record {
                 Some((_, old, at)) => {
                     let mut merged = old.clone();
                     merged.extend(checks.iter().copied());
-                    merged.sort_unstable();
+                    crate::sort::sort(&mut merged);
                     merged.dedup();
                     // Refreshed at most once a second: every list of a
                     // poisoned tool would otherwise take the exclusive lock.
@@ -138,7 +138,7 @@ impl Record {
                 }
                 None if room => {
                     let mut checks = checks.clone();
-                    checks.sort_unstable();
+                    crate::sort::sort(&mut checks);
                     checks.dedup();
                     self.removed.push((tool.clone(), checks, now_ms));
                     changed = true;

@@ -216,11 +216,16 @@ fn is_pin(p: &str) -> bool {
 /// that has always spelt a member its own way can still be pinned (the
 /// reviewer saw the spelling; `mcp-firewall pin` warns of it).
 pub fn definition(entry: &Map<String, Value>) -> Map<String, Value> {
-    entry
+    // Inserted one by one, not collected: collecting a map sorts its pairs
+    // first, a copy of std's sort in the module (see `crate::sort`).
+    let mut out = Map::new();
+    for (k, v) in entry
         .iter()
         .filter(|(k, _)| MEMBERS.iter().any(|m| reads_as(k, m)))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+    {
+        out.insert(k.clone(), v.clone());
+    }
+    out
 }
 
 /// The members of a definition that are not spelt as MCP names them (what

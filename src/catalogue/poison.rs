@@ -275,7 +275,7 @@ impl Walk {
             .collect();
         // Sorted and unique: looked up once per marker, so a string holding
         // thousands of markers costs a logarithm each, not a scan.
-        anchored.sort_unstable();
+        crate::sort::sort(&mut anchored);
         anchored.dedup();
         let mut weak_reasons: Vec<&str> = self
             .markers
@@ -283,7 +283,7 @@ impl Walk {
             .filter(|m| m.strength == Strength::Weak)
             .map(|m| m.reason)
             .collect();
-        weak_reasons.sort_unstable();
+        crate::sort::sort(&mut weak_reasons);
         weak_reasons.dedup();
         let paired = weak_reasons.len() >= 2;
         let mut kept: Vec<&Marker> = self
@@ -296,7 +296,10 @@ impl Walk {
             })
             .collect();
         // One finding per (check, string), a strong reason first.
-        kept.sort_by_key(|m| (m.check, m.at, m.strength != Strength::Strong));
+        crate::sort::sort_by(&mut kept, |a, b| {
+            (a.check, a.at, a.strength != Strength::Strong)
+                < (b.check, b.at, b.strength != Strength::Strong)
+        });
         kept.dedup_by_key(|m| (m.check, m.at));
         kept.into_iter()
             .map(|m| Finding {
@@ -878,7 +881,7 @@ pub fn wrap_text(text: &str, checks: &[Check]) -> String {
     let digest = Sha256::digest(text.as_bytes());
     let id: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
     let mut names: Vec<&str> = checks.iter().map(|c| c.as_str()).collect();
-    names.sort_unstable();
+    crate::sort::sort(&mut names);
     names.dedup();
     let mut body = text.to_owned();
     if checks.contains(&Check::Exfiltration) {

@@ -781,7 +781,7 @@ impl<'a> Compiler<'a> {
                     s.properties.push((name.clone(), id));
                 }
                 // Looked up by binary search on every member of every visit.
-                s.properties.sort_by(|a, b| a.0.cmp(&b.0));
+                crate::sort::sort_by(&mut s.properties, |a, b| a.0 < b.0);
             }
             Some(_) => self.unsupported(at, "properties", "expected an object"),
             None => {}

@@ -915,7 +915,7 @@ impl Scanner {
         if hits.is_empty() {
             return;
         }
-        hits.sort_unstable();
+        crate::sort::sort(&mut hits);
         let mut k = 0;
         while let Some(&(ri, mut ws, mut we)) = hits.get(k) {
             // Merge this rule's overlapping windows, then run it once per merged window.
@@ -989,18 +989,19 @@ impl Scanner {
         // disjoint candidates: then every one is kept, in order, and the
         // map below (a tenth of such a scan) is not needed.
         cands.retain(|c| c.start < c.end);
-        cands.sort_by_key(|c| c.start);
+        crate::sort::sort_by(&mut cands, |a, b| a.start < b.start);
         if cands.windows(2).all(|w| match w {
             [a, b] => a.end <= b.start,
             _ => true,
         }) {
             return cands;
         }
-        cands.sort_by(|a, b| {
+        crate::sort::sort_by(&mut cands, |a, b| {
             a.priority
                 .cmp(&b.priority)
                 .then((b.end - b.start).cmp(&(a.end - a.start)))
                 .then(a.start.cmp(&b.start))
+                .is_lt()
         });
         let mut taken: BTreeMap<usize, Candidate> = BTreeMap::new();
         for c in cands {

@@ -176,7 +176,7 @@ impl Prefilter {
                 }
             }
         }
-        by_pair.sort_unstable();
+        crate::sort::sort(&mut by_pair);
         let mut slots = Box::new([Slot::default(); SLOTS]);
         let mut ids = Vec::with_capacity(by_pair.len());
         let mut k = 0;

@@ -378,7 +378,7 @@ fn write_data(v: &Value, out: &mut Vec<u8>) {
             // serde_json's map is a B-tree (name order); sorted here so the
             // bytes do not depend on its `preserve_order` feature.
             let mut names: Vec<(&String, &Value)> = members.iter().collect();
-            names.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            crate::sort::sort_by(&mut names, |a, b| a.0 < b.0);
             out.push(b'{');
             write_length(names.len(), out);
             for (name, item) in names {

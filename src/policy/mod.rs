@@ -178,7 +178,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
     for cond in rules.iter().filter_map(|r| r.when.as_ref()) {
         cond.member_paths(&mut condition_paths);
     }
-    condition_paths.sort_unstable();
+    crate::sort::sort(&mut condition_paths);
     condition_paths.dedup();
     Some(CompiledPolicy {
         condition_paths,
