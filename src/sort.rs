@@ -161,7 +161,7 @@ mod tests {
             // Tag each value with its position: stability shows in the tags.
             let tagged: Vec<(u64, usize)> = values.iter().copied().zip(0..).collect();
             let mut want = tagged.clone();
-            want.sort_by(|a, b| a.0.cmp(&b.0));
+            want.sort_by_key(|a| a.0);
             let mut got = tagged;
             sort_by(&mut got, |a, b| a.0 < b.0);
             assert_eq!(got, want, "{name}");
