@@ -51,6 +51,9 @@ pub struct ResponsePlan {
     /// resource or template the caller may not see: their values are emptied,
     /// as the entry is removed from its list.
     pub hidden_completions: Vec<String>,
+    /// The response of a GET (or DELETE): no request of this exchange is
+    /// answered in it, yet DLP scans what a client could take as an answer.
+    pub replays: bool,
     /// Ids of `tools/list` requests whose answers are checked against
     /// `pins` (in dry run too, where lists are not filtered), with whether
     /// the request asked for the first page (named no cursor).
@@ -337,8 +340,11 @@ pub fn rewrite_message(
         return out;
     }
     // An error with a null id (or none) answers this exchange without naming
-    // which of its requests: scanned as if it answered a scanned one.
-    if is_anonymous_error(msg) && !plan.scans.is_empty() {
+    // which of its requests: scanned as if it answered a scanned one. On a
+    // GET stream there is no request of ours, but the Python SDK takes such
+    // an error as the answer to the request whose stream it resumed there:
+    // scanned too (`replays`; the attack on the member check).
+    if is_anonymous_error(msg) && (!plan.scans.is_empty() || plan.replays) {
         scan_result(policy, msg, &mut out, Answer::Result);
         return out;
     }
@@ -347,6 +353,9 @@ pub fn rewrite_message(
     };
     if plan.hidden_completions.contains(&id) {
         empty_completion(msg, &mut out);
+        if plan.scans.contains(&id) {
+            scan_result(policy, msg, &mut out, Answer::Result);
+        }
         return out;
     }
     if let Some((_, first_page)) = plan.pinned_lists.iter().find(|(k, _)| *k == id) {
@@ -1399,6 +1408,23 @@ pub fn case_variant_in_answer(plan: &ResponsePlan, msg: &Map<String, Value>) -> 
             "server message member {extra:?} is not a JSON-RPC member"
         ));
     }
+    // The version is text too, and the one member nothing scans: the Python
+    // SDK quotes a wrong one back to its caller in the validation error
+    // (`input_value='ghp_…'`), and the Go SDK names it in its own. The
+    // attack on the member check found it; only "2.0" is JSON-RPC 2.0.
+    if msg.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Some("server message whose jsonrpc is not \"2.0\"".into());
+    }
+    // A server request's id is a string or a number (JSON-RPC 2.0 §4); only
+    // a string one is scanned (the rewriter's envelope check), so an object
+    // or array id would carry text past every check.
+    if msg.contains_key("method")
+        && msg
+            .get("id")
+            .is_some_and(|id| !(id.is_string() || id.is_number()))
+    {
+        return Some("server request whose id is neither a string nor a number".into());
+    }
     // The server requests whose text a client shows its model or its user;
     // a notification's params are the server's own data (a log entry
     // `{"Name": …}` refused whole calls; thirty-second review).
@@ -1806,6 +1832,26 @@ mod tests {
                 "a_result_member_in_a_notification",
                 json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {}, "data": "x"}),
                 true,
+            ),
+            (
+                "a_version_other_than_2_0",
+                json!({"jsonrpc": "ghp_x", "id": 6, "result": {"content": []}}),
+                true,
+            ),
+            (
+                "no_version",
+                json!({"id": 6, "result": {"content": []}}),
+                true,
+            ),
+            (
+                "a_server_request_whose_id_is_an_object",
+                json!({"jsonrpc": "2.0", "id": {"k": "ghp_x"}, "method": "ping"}),
+                true,
+            ),
+            (
+                "a_server_request_whose_id_is_a_number",
+                json!({"jsonrpc": "2.0", "id": 3, "method": "ping"}),
+                false,
             ),
             (
                 "an_error_answer_alone",

@@ -796,6 +796,12 @@ pub fn judge_body(
             && !crate::decide::completion_ref_visible(policy, caller, params)
         {
             verdict.plan.hidden_completions.push(id_key(id));
+            // Emptying `completion` leaves the rest of the answer (an error's
+            // message, `_meta`) for the client to read: scanned like every
+            // answer (the attack on the member check found it unscanned).
+            if policy.dlp.responses != DlpAction::Off {
+                verdict.plan.scans.push(id_key(id));
+            }
         } else if policy.dlp.responses != DlpAction::Off && !exempt_call(policy, m) {
             // Every answer is text the client reads (an initialize's
             // `instructions`, a completion's values, a ping's stream), not

@@ -179,6 +179,7 @@ impl ResponseRewriter {
         self.caller = Some(caller);
         self.plan.server_messages = self.policy.dlp.responses != DlpAction::Off;
         self.plan.inspected_server_messages = self.policy.catalogue.inspects_results();
+        self.plan.replays = true;
     }
 
     /// Whether a `tools/list` answer will be read by the catalogue checks
@@ -454,6 +455,21 @@ impl ResponseRewriter {
                     .into_bytes()
             });
         }
+        // A JSON-RPC message is an object, a batch a non-empty array of them.
+        // Anything else holds no message the checks read, yet a client's
+        // parse error quotes it back to its caller (the Python SDK's
+        // `input_value='ghp_…'` for a body that is one string; the attack on
+        // the member check): refused, not passed unread.
+        let shaped = match &doc {
+            Value::Object(_) => true,
+            Value::Array(items) => !items.is_empty() && items.iter().all(Value::is_object),
+            _ => false,
+        };
+        if !shaped {
+            let err =
+                self.unfilterable("server response is not a JSON-RPC message or a batch of them");
+            return Some(err.to_string().into_bytes());
+        }
         // A batch answer (an array) carries several messages in one text:
         // each is then measured alone (see `compact_len`).
         let batch = doc.is_array();
@@ -667,6 +683,10 @@ impl ResponseRewriter {
         // The event's id and name are the server's text too (a client keeps
         // the id and sends it back as Last-Event-ID): one carrying sensitive
         // data is dropped, a name becomes the default (second review M2).
+        // So is every other line: clients ignore comments and unknown fields,
+        // but the bytes reach whatever reads the stream (the attack on the
+        // member check); a comment keeps its place as an empty one, which
+        // still keeps an idle connection alive.
         let fields_changed = self.plan.server_messages && !self.dry_run() && {
             let scanner = &self.policy.dlp.scanner;
             let before = event.other_lines.len();
@@ -674,12 +694,21 @@ impl ResponseRewriter {
             event.other_lines.retain_mut(|line| {
                 let (field, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
                 let value = value.strip_prefix(' ').unwrap_or(value);
-                let found = matches!(field, "id" | "event")
-                    && !scanner
-                        .scan_value(&Value::String(value.to_owned()))
-                        .is_empty();
+                // A field's name is text too (a line without a colon is all name).
+                let text = match field {
+                    "id" | "event" => value,
+                    _ => line.as_str(),
+                };
+                let found = !scanner
+                    .scan_value(&Value::String(text.to_owned()))
+                    .is_empty();
                 if found && field == "event" {
                     *line = "event: message".to_owned();
+                    renamed = true;
+                    return true;
+                }
+                if found && field.is_empty() {
+                    *line = ":".to_owned();
                     renamed = true;
                     return true;
                 }

@@ -1939,46 +1939,95 @@ fn an_unreadable_error_page_is_replaced() {
     }
 }
 
-/// A member JSON-RPC does not define is one no check reads: a secret in it
-/// would reach the client unscanned, so the message carrying it is refused,
-/// in a JSON answer and in an SSE event alike, an answer or a notification.
+/// Text a server puts where no check reads it (a member JSON-RPC does not
+/// define, the version, a body that is no message, an id that is an object,
+/// a hidden completion's error, an anonymous error on a GET stream, SSE
+/// comments and unknown fields) never reaches the client as sent: the
+/// message is refused, or the text scanned and redacted. From the attacks
+/// on the answer's envelope (2df420c and after).
 #[test]
-fn members_json_rpc_does_not_define_are_refused_in_server_messages() {
-    let secret = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
-    let answer = format!(
-        r#"{{"jsonrpc":"2.0","id":1,"note":"{secret}","result":{{"content":[{{"type":"text","text":"ok"}}]}}}}"#
+fn a_servers_text_outside_what_checks_read_never_reaches_the_client() {
+    const SECRET: &str = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
+    let call = || call(json!(1), "echo");
+    let hidden_completion = || {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "completion/complete",
+            "params": {"ref": {"type": "ref/unknown"}, "argument": {"name": "a", "value": "b"}}})
+        .to_string()
+    };
+    let answer = |extra: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,{extra}"result":{{"content":[{{"type":"text","text":"ok"}}]}}}}"#
+        )
+    };
+    let clean = answer("");
+    let log = format!(
+        r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"level":"info","data":"x"}},"trace":"{SECRET}"}}"#
     );
-    let notification = format!(
-        r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"level":"info","data":"x"}},"trace":"{secret}"}}"#
-    );
-    let clean = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
-    let cases = [
-        ("json_answer", "application/json", answer.clone()),
-        (
-            "sse_answer",
-            "text/event-stream",
-            format!("data: {answer}\n\n"),
-        ),
-        (
-            "sse_notification_before_the_answer",
-            "text/event-stream",
-            format!("data: {notification}\n\ndata: {clean}\n\n"),
-        ),
+    let anonymous =
+        format!(r#"{{"jsonrpc":"2.0","id":null,"error":{{"code":-32000,"message":"{SECRET}"}}}}"#);
+    // (name, request: None for a GET stream, content type, body)
+    let cases: Vec<(&str, Option<String>, &str, String)> = vec![
+        ("member_beside_the_result", Some(call()), "application/json", answer(&format!(r#""note":"{SECRET}","#))),
+        ("member_in_an_sse_answer", Some(call()), "text/event-stream", format!("data: {}\n\n", answer(&format!(r#""note":"{SECRET}","#)))),
+        ("member_of_a_notification_before_the_answer", Some(call()), "text/event-stream", format!("data: {log}\n\ndata: {clean}\n\n")),
+        ("secret_as_the_version", Some(call()), "application/json", clean.replace(r#""2.0""#, &format!("{SECRET:?}"))),
+        ("no_version", Some(call()), "application/json", clean.replace(r#""jsonrpc":"2.0","#, "")),
+        ("secret_as_the_whole_body", Some(call()), "application/json", format!("{SECRET:?}")),
+        ("secret_as_a_batch_element", Some(call()), "application/json", format!("[{clean},{SECRET:?}]")),
+        ("object_id_of_a_server_request", Some(call()), "text/event-stream",
+            format!("data: {{\"jsonrpc\":\"2.0\",\"id\":{{\"k\":\"{SECRET}\"}},\"method\":\"ping\"}}\n\ndata: {clean}\n\n")),
+        ("error_answering_a_hidden_completion", Some(hidden_completion()), "application/json",
+            format!(r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":-32000,"message":"{SECRET}"}}}}"#)),
+        ("meta_beside_a_hidden_completion", Some(hidden_completion()), "application/json",
+            format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"completion":{{"values":["v"]}},"_meta":{{"k":"{SECRET}"}}}}}}"#)),
+        ("anonymous_error_on_a_get_stream", None, "text/event-stream", format!("id: e1\ndata: {anonymous}\n\n")),
+        ("sse_comment", Some(call()), "text/event-stream", format!(": {SECRET}\ndata: {clean}\n\n")),
+        ("sse_unknown_field", Some(call()), "text/event-stream", format!("note: {SECRET}\ndata: {clean}\n\n")),
+        ("sse_field_name", Some(call()), "text/event-stream", format!("{SECRET}\ndata: {clean}\n\n")),
     ];
-    for (name, content_type, body) in cases {
-        let mut x = Exchange::new(policy(json!({})), post("reader-key"));
-        assert!(x
-            .request(Request::new(call(json!(1), "echo").as_bytes()))
-            .forwarded());
+    let rules = policy(json!({"rules": [
+        {"id": "read", "effect": "allow", "roles": ["reader"], "tools": ["echo"]},
+        {"id": "complete", "effect": "allow", "methods": ["completion/complete"]}
+    ]}));
+    for (name, request, content_type, body) in cases {
+        let headers = match request {
+            Some(_) => post("reader-key"),
+            None => post("reader-key").header(":method", "GET"),
+        };
+        let mut x = Exchange::new(rules.clone(), headers);
+        let sent = request.unwrap_or_default();
+        assert!(
+            x.request(Request::new(sent.as_bytes())).forwarded(),
+            "{name}"
+        );
         let out = x
             .respond(ok_response(content_type, body.as_bytes()).chunk(7))
             .downstream()
             .to_vec();
         let text = String::from_utf8_lossy(&out);
+        assert!(!text.contains("ghp_"), "{name}: {text}");
+    }
+    // What the checks read, as servers send it, still passes as sent.
+    let passing = [
+        ("plain_answer", "application/json", clean.clone()),
+        (
+            "keep_alive_comment",
+            "text/event-stream",
+            format!(": ping\nid: e1\nretry: 10\ndata: {clean}\n\n"),
+        ),
+        ("batch_of_one", "application/json", format!("[{clean}]")),
+    ];
+    for (name, content_type, body) in passing {
+        let mut x = Exchange::new(policy(json!({})), post("reader-key"));
         assert!(
-            text.contains("response-unfilterable") && !text.contains("ghp_"),
-            "{name}: {text}"
+            x.request(Request::new(call().as_bytes())).forwarded(),
+            "{name}"
         );
+        let out = x
+            .respond(ok_response(content_type, body.as_bytes()).chunk(7))
+            .downstream()
+            .to_vec();
+        assert_eq!(String::from_utf8_lossy(&out), body, "{name}");
     }
 }
 
