@@ -224,6 +224,9 @@ pub trait Host: SharedStore {
     /// The buffered request body (`size` bytes from the start).
     fn request_body(&self, size: usize) -> Option<Vec<u8>>;
     fn response_header(&self, name: &str) -> Option<String>;
+    /// Every response header line, name (lower case) and value, in order;
+    /// pseudo-headers (`:status`) too.
+    fn for_each_response_header(&self, visit: &mut dyn FnMut(&str, &str));
     /// Set (`Some`) or remove (`None`) a response header.
     fn set_response_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
     /// The response body bytes Envoy currently holds for us.
@@ -516,6 +519,11 @@ pub mod fake {
             self.response_headers
                 .get(&name.to_ascii_lowercase())
                 .cloned()
+        }
+        fn for_each_response_header(&self, visit: &mut dyn FnMut(&str, &str)) {
+            for (k, v) in &self.response_headers {
+                visit(k, v);
+            }
         }
         fn set_response_header(
             &mut self,

@@ -51,9 +51,12 @@ pub struct ResponsePlan {
     /// resource or template the caller may not see: their values are emptied,
     /// as the entry is removed from its list.
     pub hidden_completions: Vec<String>,
-    /// The response of a GET (or DELETE): no request of this exchange is
-    /// answered in it, yet DLP scans what a client could take as an answer.
-    pub replays: bool,
+    /// No request of this exchange is answered in its response (a GET or
+    /// DELETE stream, a POST of notifications or client answers), yet DLP
+    /// scans an error there that names no request: a client may take it as
+    /// an answer (the Python SDK, as the one to the request whose stream it
+    /// resumed) or show it (the TypeScript SDK's error for a failed POST).
+    pub no_requests: bool,
     /// Ids of `tools/list` requests whose answers are checked against
     /// `pins` (in dry run too, where lists are not filtered), with whether
     /// the request asked for the first page (named no cursor).
@@ -343,8 +346,8 @@ pub fn rewrite_message(
     // which of its requests: scanned as if it answered a scanned one. On a
     // GET stream there is no request of ours, but the Python SDK takes such
     // an error as the answer to the request whose stream it resumed there:
-    // scanned too (`replays`; the attack on the member check).
-    if is_anonymous_error(msg) && (!plan.scans.is_empty() || plan.replays) {
+    // scanned too (`no_requests`; the attack on the member check).
+    if is_anonymous_error(msg) && (!plan.scans.is_empty() || plan.no_requests) {
         scan_result(policy, msg, &mut out, Answer::Result);
         return out;
     }

@@ -833,11 +833,12 @@ pub fn judge_body(
             rewritten,
         };
     }
-    // Notifications and server requests ride on the stream of any request.
-    verdict.plan.server_messages =
-        policy.dlp.responses != DlpAction::Off && !verdict.request_ids.is_empty();
-    verdict.plan.inspected_server_messages =
-        policy.catalogue.inspects_results() && !verdict.request_ids.is_empty();
+    // Notifications and server requests ride on the stream of any request;
+    // the answer to notifications alone (202, no body) is read too: a body a
+    // server sends there anyway reaches the client (the TypeScript SDK puts
+    // a failed POST's body in the error its caller gets).
+    verdict.plan.server_messages = policy.dlp.responses != DlpAction::Off;
+    verdict.plan.inspected_server_messages = policy.catalogue.inspects_results();
     // Limits apply after the decision: what is refused consumes nothing. In
     // dry run the request goes on, so what it would consume is consumed.
     let forwards = matches!(

@@ -10,6 +10,7 @@ use crate::catalogue::pins::{self, ListCheck, Remembered};
 use crate::catalogue::{listed, Check, DescriptionAction, OtherTools, ResultAction};
 use crate::decide::{Catalogue, Decision, Verdict};
 use crate::descriptors::{self, Descriptors};
+use crate::dlp::Action as DlpAction;
 use crate::host::{Callout, Counter, Flow, Host, HostError, InForce, LogLevel};
 use crate::identity::{self, Caller, IdentityError, IdentityInputs, Via};
 use crate::policy::{CompiledPolicy, Mode};
@@ -1553,6 +1554,12 @@ impl RequestFilter {
     pub fn on_response_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
         let status = host.response_header(":status").and_then(|s| s.parse().ok());
         self.audit.set_response_status(status);
+        // Before the session is bound: an id removed here is never bound.
+        if matches!(self.phase, Phase::Forwarded | Phase::Passthrough)
+            && !self.screen_response_head(host, status, end_of_stream)
+        {
+            return Flow::Pause;
+        }
         // Bind a session id at issuance (the server's answer to initialize),
         // so nobody else can be "first" to present it.
         // An answer carrying the id the request presented is an echo (that
@@ -1621,6 +1628,101 @@ impl RequestFilter {
         }
         self.flush_response_counts(host);
         flow
+    }
+
+    /// The response's head is the server's text too, and clients show it:
+    /// both SDKs put a redirect's target and an unexpected content type in
+    /// the error their caller gets, the TypeScript SDK hands over any
+    /// session id an answer carries (a helper's attack in a real Envoy).
+    /// So: a redirect is no MCP answer (refused, its target dropped; a
+    /// client that followed it would leave the filter behind); a header
+    /// whose name or value DLP finds sensitive data in is removed; a session
+    /// id on an answer that opened no session and differs from the one the
+    /// request presented is removed (only `initialize` issues one, and the
+    /// filter binds it then). `false`: a header could not be written, the
+    /// stream was reset.
+    fn screen_response_head(
+        &mut self,
+        host: &mut dyn Host,
+        status: Option<u16>,
+        end_of_stream: bool,
+    ) -> bool {
+        let dry_run = self.dry_run();
+        let mut removed: Vec<String> = Vec::new();
+        if status.is_some_and(|s| (300..400).contains(&s)) {
+            host.log(
+                LogLevel::Warn,
+                "mcp-firewall: the server answered with a redirect; refused",
+            );
+            if !dry_run {
+                if let Err(e) = host.set_response_header(":status", Some("502")) {
+                    host_write_failed(host, "a redirect's status away", &e);
+                    host.reset_stream();
+                    self.rewriter.abandon_all();
+                    return false;
+                }
+                removed.push("location".into());
+                match end_of_stream {
+                    // No body to put the refusal in: counted here.
+                    true => host.count(Counter::ResponseUnfilterable, 1),
+                    false => self.rewriter.refuse_unreadable(
+                        "the server answered with a redirect, not an MCP answer",
+                    ),
+                }
+            }
+        }
+        if self.policy.dlp.responses != DlpAction::Off {
+            let scanner = &self.policy.dlp.scanner;
+            let mut kinds: Vec<String> = Vec::new();
+            host.for_each_response_header(&mut |name, value| {
+                if name.starts_with(':') {
+                    return;
+                }
+                let found: Vec<String> = scanner
+                    .scan_keyed(value, Some(name))
+                    .into_iter()
+                    .chain(scanner.scan_text(name))
+                    .map(|m| m.kind)
+                    .collect();
+                if !found.is_empty() {
+                    kinds.extend(found);
+                    removed.push(name.to_owned());
+                }
+            });
+            for kind in &kinds {
+                host.count_finding(kind);
+            }
+            if !kinds.is_empty() {
+                host.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "mcp-firewall: sensitive data ({}) in the server's response headers; {}",
+                        kinds.join(", "),
+                        if dry_run { "kept (dry run)" } else { "removed" }
+                    ),
+                );
+            }
+        }
+        if !self.opens_session {
+            let issued = host
+                .response_header("mcp-session-id")
+                .filter(|sid| self.head.session_id.as_deref() != Some(sid.as_str()));
+            if issued.is_some() {
+                removed.push("mcp-session-id".into());
+            }
+        }
+        if dry_run {
+            return true;
+        }
+        for name in removed {
+            if let Err(e) = host.set_response_header(&name, None) {
+                host_write_failed(host, "a response header away", &e);
+                host.reset_stream();
+                self.rewriter.abandon_all();
+                return false;
+            }
+        }
+        true
     }
 
     pub fn on_response_body(

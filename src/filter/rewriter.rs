@@ -38,6 +38,15 @@ enum Reading {
     Broken,
 }
 
+/// Why every answer of a response is replaced, whatever it holds.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// `session-binding`: the session the answer issues could not be bound.
+    SessionBinding(&'static str),
+    /// `response-unfilterable`: the head says the response is no answer.
+    Unfilterable(&'static str),
+}
+
 /// What the rewriter counted since it was last asked.
 #[derive(Debug, Default)]
 pub(crate) struct ResponseCounts {
@@ -89,9 +98,10 @@ pub(crate) struct ResponseRewriter {
     abandoned: bool,
     /// The response's `content-length` is past `limits.max_response_bytes`.
     declared_too_large: bool,
-    /// Every answer is replaced by this refusal (`session-binding`): the
-    /// session the answer issues could not be bound to its caller.
-    refusal: Option<&'static str>,
+    /// Every answer is replaced by this refusal: the session the answer
+    /// issues could not be bound to its caller, or the response is no
+    /// answer at all (a redirect).
+    refusal: Option<Refusal>,
     /// The public OAuth metadata GET: only a plain JSON document may come
     /// back, never an event stream or a JSON-RPC message.
     metadata_only: bool,
@@ -136,7 +146,14 @@ impl ResponseRewriter {
     /// (the request gate removed the session id it issued).
     pub fn refuse_answers(&mut self, why: &'static str) {
         self.armed = true;
-        self.refusal = Some(why);
+        self.refusal = Some(Refusal::SessionBinding(why));
+    }
+
+    /// Replace whatever body the response has with the `response-unfilterable`
+    /// refusal: its head already says it is no MCP answer (a redirect).
+    pub fn refuse_unreadable(&mut self, why: &'static str) {
+        self.armed = true;
+        self.refusal = Some(Refusal::Unfilterable(why));
     }
 
     /// The public GET of the OAuth metadata (no identity): its answer must be
@@ -160,11 +177,13 @@ impl ResponseRewriter {
         // the TS and Go SDKs take by id whatever stream brings them (a
         // `ping`'s stream, under `dlp.responses: off`, delivered another
         // call's unchecked result and a rug-pulled list; thirty-fourth
-        // review). Only an exchange of notifications or client responses,
-        // whose answer no client reads, is passed unread.
+        // review). An exchange of notifications or client responses is read
+        // too when DLP or the result checks are on (`server_messages`): the
+        // TypeScript SDK puts a failed POST's body in its caller's error.
         self.armed = !plan.is_empty() || !ids.is_empty();
         self.caller = Some(caller);
         self.plan = plan;
+        self.plan.no_requests = ids.is_empty();
         self.forwarded_ids = ids;
     }
 
@@ -179,7 +198,7 @@ impl ResponseRewriter {
         self.caller = Some(caller);
         self.plan.server_messages = self.policy.dlp.responses != DlpAction::Off;
         self.plan.inspected_server_messages = self.policy.catalogue.inspects_results();
-        self.plan.replays = true;
+        self.plan.no_requests = true;
     }
 
     /// Whether a `tools/list` answer will be read by the catalogue checks
@@ -425,12 +444,13 @@ impl ResponseRewriter {
             return;
         }
         let err = match self.refusal {
-            Some(why) => reply::error_object(
+            Some(Refusal::SessionBinding(why)) => reply::error_object(
                 self.forwarded_ids.first(),
                 reply::DENIED,
                 why,
                 Some(json!({"rule": "session-binding", "reason": why})),
             ),
+            Some(Refusal::Unfilterable(why)) => self.unfilterable(why),
             None => self.unfilterable("an answer in a content type the filter cannot inspect"),
         };
         self.replace_body(host, body_size, err.to_string().as_bytes());

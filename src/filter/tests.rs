@@ -2031,6 +2031,177 @@ fn a_servers_text_outside_what_checks_read_never_reaches_the_client() {
     }
 }
 
+/// The response's head reaches the client only as checked: a redirect is
+/// refused (502, no target), a header DLP finds sensitive data in (its name
+/// or its value) is removed, a session id an answer other than
+/// `initialize`'s carries that differs from the request's is removed, and
+/// the body of a failed answer to notifications is read like any answer.
+/// From a helper's attack on the response's channels.
+#[test]
+fn a_servers_response_head_reaches_the_client_only_as_checked() {
+    const SECRET: &str = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
+    let leak = format!("http://leak.invalid/{SECRET}");
+    let typed = format!("text/plain; n={SECRET}");
+    let auth = format!("Bearer error_description=\"{SECRET}\"");
+    let link = format!("<{leak}>; rel=next");
+    let clean = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
+    let notification = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_string();
+    // (name, request body, status, headers, body, status the client reads)
+    type HeadCase<'a> = (
+        &'a str,
+        String,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        String,
+        &'a str,
+    );
+    let cases: Vec<HeadCase> = vec![
+        (
+            "redirect_without_a_body",
+            call(json!(1), "echo"),
+            "307",
+            vec![("location", leak.as_str())],
+            String::new(),
+            "502",
+        ),
+        (
+            "redirect_with_a_page",
+            call(json!(1), "echo"),
+            "308",
+            vec![("location", leak.as_str()), ("content-type", "text/html")],
+            "<a>moved</a>".into(),
+            "502",
+        ),
+        (
+            "secret_in_the_content_type_of_an_empty_answer",
+            call(json!(1), "echo"),
+            "200",
+            vec![("content-type", typed.as_str())],
+            String::new(),
+            "200",
+        ),
+        (
+            "secret_in_a_custom_header",
+            call(json!(1), "echo"),
+            "200",
+            vec![("content-type", "application/json"), ("x-note", SECRET)],
+            clean.into(),
+            "200",
+        ),
+        (
+            "secret_as_a_header_name",
+            call(json!(1), "echo"),
+            "200",
+            vec![("content-type", "application/json"), (SECRET, "1")],
+            clean.into(),
+            "200",
+        ),
+        (
+            "secret_in_www_authenticate",
+            call(json!(1), "echo"),
+            "401",
+            vec![
+                ("content-type", "application/json"),
+                ("www-authenticate", auth.as_str()),
+            ],
+            clean.into(),
+            "401",
+        ),
+        (
+            "secret_in_a_link",
+            call(json!(1), "echo"),
+            "200",
+            vec![
+                ("content-type", "application/json"),
+                ("link", link.as_str()),
+            ],
+            clean.into(),
+            "200",
+        ),
+        (
+            "secret_as_the_session_id_of_a_calls_answer",
+            call(json!(1), "echo"),
+            "200",
+            vec![
+                ("content-type", "application/json"),
+                ("mcp-session-id", SECRET),
+            ],
+            clean.into(),
+            "200",
+        ),
+        (
+            "secret_in_the_plain_400_answer_to_a_notification",
+            notification.clone(),
+            "400",
+            vec![("content-type", "text/plain")],
+            SECRET.into(),
+            "400",
+        ),
+        (
+            "secret_in_the_json_500_answer_to_a_notification",
+            notification.clone(),
+            "500",
+            vec![("content-type", "application/json")],
+            format!(r#"{{"error":"{SECRET}"}}"#),
+            "500",
+        ),
+        (
+            "secret_in_an_anonymous_error_answering_a_notification",
+            notification,
+            "400",
+            vec![("content-type", "application/json")],
+            format!(
+                r#"{{"jsonrpc":"2.0","id":null,"error":{{"code":-32000,"message":"{SECRET}"}}}}"#
+            ),
+            "400",
+        ),
+    ];
+    for (name, request, status, headers, body, want_status) in cases {
+        let mut x = Exchange::new(policy(json!({})), post("reader-key"));
+        assert!(
+            x.request(Request::new(request.as_bytes())).forwarded(),
+            "{name}"
+        );
+        let mut response = Response::new(body.as_bytes()).status(status);
+        for (k, v) in headers {
+            response = response.header(k, v);
+        }
+        let out = String::from_utf8_lossy(x.respond(response.chunk(7)).downstream()).into_owned();
+        let head = format!("{:?}", x.host.response_headers);
+        assert!(
+            !out.contains("ghp_") && !head.contains("ghp_"),
+            "{name}: {head} {out}"
+        );
+        assert_eq!(
+            x.host.response_headers.get(":status").map(String::as_str),
+            Some(want_status),
+            "{name}"
+        );
+    }
+    // The session id `initialize` issues, and the one a request presented
+    // coming back, are the session's own: kept.
+    let mut x = Exchange::new(
+        policy(json!({})),
+        post("reader-key").header("mcp-session-id", "s-1"),
+    );
+    assert!(x
+        .request(Request::new(call(json!(1), "echo").as_bytes()))
+        .forwarded());
+    x.respond(
+        Response::new(clean.as_bytes())
+            .status("200")
+            .content_type("application/json")
+            .header("mcp-session-id", "s-1"),
+    );
+    assert_eq!(
+        x.host
+            .response_headers
+            .get("mcp-session-id")
+            .map(String::as_str),
+        Some("s-1")
+    );
+}
+
 /// A policy swapped in while the body was still arriving decides the request
 /// (issue: revocation that can be outwaited is not revocation).
 #[test]

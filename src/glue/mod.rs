@@ -808,6 +808,20 @@ impl Host for WasmHost {
             name,
         )
     }
+    fn for_each_response_header(&self, visit: &mut dyn FnMut(&str, &str)) {
+        // The map fetched for this callback; outside it, fetched now.
+        let fetched;
+        let all = match self.response_headers.as_deref() {
+            Some(all) => all,
+            None => {
+                fetched = header_map(MapType::HttpResponseHeaders).unwrap_or_default();
+                &fetched
+            }
+        };
+        for (k, v) in all {
+            visit(k, v);
+        }
+    }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
         set_header(
             &mut self.response_headers,
