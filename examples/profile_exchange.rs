@@ -28,6 +28,9 @@ const LIST_REQUEST: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","p
 const RESPONSE: &[u8] =
     br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"Echo: hello bench"}]}}"#;
 
+/// The session the caller continues (as an SDK client does after `initialize`).
+const SESSION: &str = "3f2a9c1e5b7d4e8fa0c6b2d4e1f3a5c7";
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
@@ -103,14 +106,21 @@ fn main() {
             .header(":path", "/mcp")
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
-            .header("authorization", key);
+            .header("authorization", key)
+            .header("mcp-session-id", SESSION);
         host.store = shared.clone();
         let mut x = Exchange::new(policy.clone(), host);
         x.request(Request::new(request))
             .respond(
+                // The head a server and Envoy's router give a real answer:
+                // every line is read by the head checks.
                 Response::new(response)
                     .status("200")
-                    .content_type("application/json"),
+                    .content_type("application/json")
+                    .header("date", "Sun, 06 Dec 2026 10:00:00 GMT")
+                    .header("server", "uvicorn")
+                    .header("mcp-session-id", SESSION)
+                    .header("x-envoy-upstream-service-time", "1"),
             )
             .done();
         if let Some(reply) = x.reply() {

@@ -1672,23 +1672,35 @@ impl RequestFilter {
             }
         }
         if self.policy.dlp.responses != DlpAction::Off {
-            let scanner = &self.policy.dlp.scanner;
-            let mut kinds: Vec<String> = Vec::new();
+            // One text of `name: value` lines, scanned once: a scan's fixed
+            // cost paid per line (twice, name and value) was ~3 µs of a
+            // 20 µs exchange under V8 for a plain head of four lines. An
+            // assignment reads as one there too (`x-api-key: …`).
+            let mut text = String::new();
+            let mut lines: Vec<(usize, String)> = Vec::new();
             host.for_each_response_header(&mut |name, value| {
                 if name.starts_with(':') {
                     return;
                 }
-                let found: Vec<String> = scanner
-                    .scan_keyed(value, Some(name))
-                    .into_iter()
-                    .chain(scanner.scan_text(name))
-                    .map(|m| m.kind)
-                    .collect();
-                if !found.is_empty() {
-                    kinds.extend(found);
-                    removed.push(name.to_owned());
-                }
+                text.push_str(name);
+                text.push_str(": ");
+                text.push_str(value);
+                text.push('\n');
+                lines.push((text.len(), name.to_owned()));
             });
+            let mut kinds: Vec<String> = Vec::new();
+            for m in self.policy.dlp.scanner.scan_text(&text) {
+                // Every line the match touches (a match never holds the `\n`
+                // between lines, but a name may be on more than one line).
+                let first = lines.partition_point(|(end, _)| *end <= m.start);
+                let last = lines.partition_point(|(end, _)| *end < m.end);
+                for (_, name) in lines.get(first..=last).unwrap_or_default() {
+                    if !removed.contains(name) {
+                        removed.push(name.clone());
+                    }
+                }
+                kinds.push(m.kind);
+            }
             for kind in &kinds {
                 host.count_finding(kind);
             }
