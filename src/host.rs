@@ -175,6 +175,14 @@ impl Counter {
     }
 }
 
+/// The response's headers or its trailers (HTTP/2 and chunked HTTP/1 carry
+/// header lines after the body too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponsePart {
+    Headers,
+    Trailers,
+}
+
 pub trait Host: SharedStore {
     /// Seal and queue one audit event (the glue ignores it when audit is off).
     fn audit(&mut self, facts: EventFacts);
@@ -224,9 +232,17 @@ pub trait Host: SharedStore {
     /// The buffered request body (`size` bytes from the start).
     fn request_body(&self, size: usize) -> Option<Vec<u8>>;
     fn response_header(&self, name: &str) -> Option<String>;
-    /// Every response header line, name (lower case) and value, in order;
-    /// pseudo-headers (`:status`) too.
-    fn for_each_response_header(&self, visit: &mut dyn FnMut(&str, &str));
+    /// Every line of the response's headers or trailers, name (lower case)
+    /// and value, in order; pseudo-headers (`:status`) too.
+    fn for_each_response_line(&self, part: ResponsePart, visit: &mut dyn FnMut(&str, &str));
+    /// Replace every line named `name` in the response's headers or
+    /// trailers with one line per value, in order (none: the name is gone).
+    fn set_response_lines(
+        &mut self,
+        part: ResponsePart,
+        name: &str,
+        values: &[&str],
+    ) -> Result<(), HostError>;
     /// Set (`Some`) or remove (`None`) a response header.
     fn set_response_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
     /// The response body bytes Envoy currently holds for us.
@@ -331,6 +347,7 @@ pub mod fake {
         pub properties: BTreeMap<String, Vec<u8>>,
         pub request_body: Vec<u8>,
         pub response_headers: BTreeMap<String, String>,
+        pub response_trailers: BTreeMap<String, String>,
         /// What Envoy currently holds of the response body.
         pub response_chunk: Vec<u8>,
         /// What the client received downstream, in order.
@@ -520,10 +537,31 @@ pub mod fake {
                 .get(&name.to_ascii_lowercase())
                 .cloned()
         }
-        fn for_each_response_header(&self, visit: &mut dyn FnMut(&str, &str)) {
-            for (k, v) in &self.response_headers {
+        fn for_each_response_line(&self, part: ResponsePart, visit: &mut dyn FnMut(&str, &str)) {
+            let map = match part {
+                ResponsePart::Headers => &self.response_headers,
+                ResponsePart::Trailers => &self.response_trailers,
+            };
+            for (k, v) in map {
                 visit(k, v);
             }
+        }
+        fn set_response_lines(
+            &mut self,
+            part: ResponsePart,
+            name: &str,
+            values: &[&str],
+        ) -> Result<(), HostError> {
+            self.refuses(Write::ResponseHeader)?;
+            let map = match part {
+                ResponsePart::Headers => &mut self.response_headers,
+                ResponsePart::Trailers => &mut self.response_trailers,
+            };
+            // One value per name here: lines that stay are kept joined, as
+            // a client reading the field whole sees them.
+            let joined = values.join(", ");
+            write_header(map, name, (!values.is_empty()).then_some(joined.as_str()));
+            Ok(())
         }
         fn set_response_header(
             &mut self,

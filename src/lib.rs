@@ -31,6 +31,7 @@ pub mod meter;
 pub mod policy;
 pub mod reply;
 pub mod response;
+pub mod response_head;
 pub mod rule_id;
 pub mod session;
 mod sort;

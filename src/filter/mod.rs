@@ -11,11 +11,12 @@ use crate::catalogue::{listed, Check, DescriptionAction, OtherTools, ResultActio
 use crate::decide::{Catalogue, Decision, Verdict};
 use crate::descriptors::{self, Descriptors};
 use crate::dlp::Action as DlpAction;
-use crate::host::{Callout, Counter, Flow, Host, HostError, InForce, LogLevel};
+use crate::host::{Callout, Counter, Flow, Host, HostError, InForce, LogLevel, ResponsePart};
 use crate::identity::{self, Caller, IdentityError, IdentityInputs, Via};
 use crate::policy::{CompiledPolicy, Mode};
 use crate::reply::{self, LocalReply};
 use crate::response::{ListInspection, ResultInspection};
+use crate::response_head;
 use crate::rule_id::RuleId;
 use crate::session::{self, Binding, Unknown, WhenFull};
 use crate::verdict::{
@@ -118,6 +119,9 @@ pub struct RequestFilter {
     /// The request is an `initialize`: an `Mcp-Session-Id` on its answer
     /// other than the one it presented is the server issuing a session.
     opens_session: bool,
+    /// The request's `:scheme` and `:authority`: a redirect may keep the
+    /// client on them (see `screen_response_head`).
+    origin: (Option<String>, Option<String>),
     /// What identified the caller, kept from the headers (Envoy refuses
     /// header reads from body callbacks): a policy swapped in while the body
     /// was read resolves the caller again from it.
@@ -147,6 +151,7 @@ impl RequestFilter {
             dry_run_note: None,
             standing: None,
             opens_session: false,
+            origin: (None, None),
             identity_inputs: IdentityInputs::default(),
             credential_removed: false,
             length_removable: false,
@@ -284,6 +289,10 @@ impl RequestFilter {
 
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
         let head = self.read_head(host, end_of_stream);
+        self.origin = (
+            host.request_header(":scheme"),
+            host.request_header(":authority"),
+        );
         self.identity_inputs = self.read_identity_inputs(host);
         let mut identity = self.resolve_identity(host);
         // A credential that identified nobody (in dry run the request goes on
@@ -1633,14 +1642,13 @@ impl RequestFilter {
     /// The response's head is the server's text too, and clients show it:
     /// both SDKs put a redirect's target and an unexpected content type in
     /// the error their caller gets, the TypeScript SDK hands over any
-    /// session id an answer carries (a helper's attack in a real Envoy).
-    /// So: a redirect is no MCP answer (refused, its target dropped; a
-    /// client that followed it would leave the filter behind); a header
-    /// whose name or value DLP finds sensitive data in is removed; a session
-    /// id on an answer that opened no session and differs from the one the
-    /// request presented is removed (only `initialize` issues one, and the
-    /// filter binds it then). `false`: a header could not be written, the
-    /// stream was reset.
+    /// session id an answer carries (helpers' attacks in a real Envoy). So:
+    /// a redirect that would take the client off this origin (past the
+    /// filter) is refused, and so is any 3xx but a 307/308 on it; lines are
+    /// screened ([`response_head::screen`]); a session id on an answer that
+    /// opened no session and differs from the one the request presented is
+    /// removed (only `initialize` issues one, and the filter binds it then).
+    /// `false`: a header could not be written, the stream was reset.
     fn screen_response_head(
         &mut self,
         host: &mut dyn Host,
@@ -1648,86 +1656,111 @@ impl RequestFilter {
         end_of_stream: bool,
     ) -> bool {
         let dry_run = self.dry_run();
-        let mut removed: Vec<String> = Vec::new();
-        if status.is_some_and(|s| (300..400).contains(&s)) {
-            host.log(
-                LogLevel::Warn,
-                "mcp-firewall: the server answered with a redirect; refused",
-            );
-            if !dry_run {
-                if let Err(e) = host.set_response_header(":status", Some("502")) {
-                    host_write_failed(host, "a redirect's status away", &e);
-                    host.reset_stream();
-                    self.rewriter.abandon_all();
-                    return false;
-                }
-                removed.push("location".into());
-                match end_of_stream {
-                    // No body to put the refusal in: counted here.
-                    true => host.count(Counter::ResponseUnfilterable, 1),
-                    false => self.rewriter.refuse_unreadable(
-                        "the server answered with a redirect, not an MCP answer",
-                    ),
+        let mut rewrites: Vec<(String, Vec<String>)> = Vec::new();
+        if let Some(status) = status.filter(|s| (300..400).contains(s)) {
+            let location = host.response_header("location").unwrap_or_default();
+            let (scheme, authority) = &self.origin;
+            let stays = matches!(status, 307 | 308)
+                && response_head::same_origin(&location, scheme.as_deref(), authority.as_deref());
+            if !stays {
+                host.log(
+                    LogLevel::Warn,
+                    match dry_run {
+                        true => "mcp-firewall: the server answered with a redirect off this origin; passed (dry run)",
+                        false => "mcp-firewall: the server answered with a redirect off this origin; refused",
+                    },
+                );
+                if !dry_run {
+                    if let Err(e) = host.set_response_header(":status", Some("502")) {
+                        host_write_failed(host, "a redirect's status away", &e);
+                        host.reset_stream();
+                        self.rewriter.abandon_all();
+                        return false;
+                    }
+                    rewrites.push(("location".into(), Vec::new()));
+                    match end_of_stream {
+                        // No body to put the refusal in: counted here.
+                        true => host.count(Counter::ResponseUnfilterable, 1),
+                        false => self.rewriter.refuse_unreadable(
+                            "the server answered with a redirect off this origin, not an MCP answer",
+                        ),
+                    }
                 }
             }
         }
         if self.policy.dlp.responses != DlpAction::Off {
-            // One text of `name: value` lines, scanned once: a scan's fixed
-            // cost paid per line (twice, name and value) was ~3 µs of a
-            // 20 µs exchange under V8 for a plain head of four lines. An
-            // assignment reads as one there too (`x-api-key: …`).
-            let mut text = String::new();
-            let mut lines: Vec<(usize, String)> = Vec::new();
-            host.for_each_response_header(&mut |name, value| {
-                if name.starts_with(':') {
-                    return;
-                }
-                text.push_str(name);
-                text.push_str(": ");
-                text.push_str(value);
-                text.push('\n');
-                lines.push((text.len(), name.to_owned()));
-            });
-            let mut kinds: Vec<String> = Vec::new();
-            for m in self.policy.dlp.scanner.scan_text(&text) {
-                // Every line the match touches (a match never holds the `\n`
-                // between lines, but a name may be on more than one line).
-                let first = lines.partition_point(|(end, _)| *end <= m.start);
-                let last = lines.partition_point(|(end, _)| *end < m.end);
-                for (_, name) in lines.get(first..=last).unwrap_or_default() {
-                    if !removed.contains(name) {
-                        removed.push(name.clone());
-                    }
-                }
-                kinds.push(m.kind);
-            }
-            for kind in &kinds {
-                host.count_finding(kind);
-            }
-            if !kinds.is_empty() {
-                host.log(
-                    LogLevel::Warn,
-                    &format!(
-                        "mcp-firewall: sensitive data ({}) in the server's response headers; {}",
-                        kinds.join(", "),
-                        if dry_run { "kept (dry run)" } else { "removed" }
-                    ),
-                );
-            }
+            let screened = self.screen_lines(host, ResponsePart::Headers, dry_run);
+            rewrites.extend(screened);
         }
         if !self.opens_session {
-            let issued = host
+            let moved = host
                 .response_header("mcp-session-id")
                 .filter(|sid| self.head.session_id.as_deref() != Some(sid.as_str()));
-            if issued.is_some() {
-                removed.push("mcp-session-id".into());
+            if moved.is_some() && !rewrites.iter().any(|(n, _)| n == "mcp-session-id") {
+                host.log(
+                    LogLevel::Warn,
+                    match dry_run {
+                        true => "mcp-firewall: a session id on an answer that opened no session; kept (dry run)",
+                        false => "mcp-firewall: a session id on an answer that opened no session; removed",
+                    },
+                );
+                rewrites.push(("mcp-session-id".into(), Vec::new()));
             }
         }
         if dry_run {
             return true;
         }
-        for name in removed {
-            if let Err(e) = host.set_response_header(&name, None) {
+        self.write_lines(host, ResponsePart::Headers, &rewrites)
+    }
+
+    /// Screen the response's header or trailer lines with DLP; counted and
+    /// logged by kind. What to write back (nothing in dry run).
+    fn screen_lines(
+        &self,
+        host: &mut dyn Host,
+        part: ResponsePart,
+        dry_run: bool,
+    ) -> Vec<(String, Vec<String>)> {
+        let mut lines: Vec<(String, String)> = Vec::new();
+        host.for_each_response_line(part, &mut |name, value| {
+            lines.push((name.to_owned(), value.to_owned()));
+        });
+        let screened = response_head::screen(&self.policy.dlp.scanner, &lines);
+        for kind in &screened.kinds {
+            host.count_finding(kind);
+        }
+        if !screened.rewrites.is_empty() {
+            let what = match part {
+                ResponsePart::Headers => "headers",
+                ResponsePart::Trailers => "trailers",
+            };
+            host.log(
+                LogLevel::Warn,
+                &format!(
+                    "mcp-firewall: the server's response {what}: {} line(s) with sensitive data ({}), {} a client reads otherwise; {}",
+                    screened.kinds.len(),
+                    screened.kinds.join(", "),
+                    screened.unreadable,
+                    if dry_run { "kept (dry run)" } else { "removed" }
+                ),
+            );
+        }
+        match dry_run {
+            true => Vec::new(),
+            false => screened.rewrites,
+        }
+    }
+
+    /// Write `rewrites` back; `false` (the stream reset) when the host refused.
+    fn write_lines(
+        &mut self,
+        host: &mut dyn Host,
+        part: ResponsePart,
+        rewrites: &[(String, Vec<String>)],
+    ) -> bool {
+        for (name, kept) in rewrites {
+            let kept: Vec<&str> = kept.iter().map(String::as_str).collect();
+            if let Err(e) = host.set_response_lines(part, name, &kept) {
                 host_write_failed(host, "a response header away", &e);
                 host.reset_stream();
                 self.rewriter.abandon_all();
@@ -1751,6 +1784,17 @@ impl RequestFilter {
     /// Response trailers end the stream without a final body callback (see
     /// the rewriter: a held body is finished here, never flushed unchanged).
     pub fn on_response_trailers(&mut self, host: &mut dyn Host) -> Flow {
+        // Trailers are header lines after the body (HTTP/2, chunked HTTP/1):
+        // the server's text as its head is.
+        if matches!(self.phase, Phase::Forwarded | Phase::Passthrough)
+            && self.policy.dlp.responses != DlpAction::Off
+        {
+            let dry_run = self.dry_run();
+            let rewrites = self.screen_lines(host, ResponsePart::Trailers, dry_run);
+            if !self.write_lines(host, ResponsePart::Trailers, &rewrites) {
+                return Flow::Pause;
+            }
+        }
         let flow = self.rewriter.on_trailers(host);
         self.flush_response_counts(host);
         flow

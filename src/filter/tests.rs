@@ -2178,6 +2178,51 @@ fn a_servers_response_head_reaches_the_client_only_as_checked() {
             "{name}"
         );
     }
+    // A redirect that keeps the client on the origin it asked comes back
+    // through the filter when followed (Starlette's `/mcp` -> `/mcp/`): kept.
+    let mut x = Exchange::new(
+        policy(json!({})),
+        post("reader-key")
+            .header(":scheme", "http")
+            .header(":authority", "gw.example:8080"),
+    );
+    assert!(x
+        .request(Request::new(call(json!(1), "echo").as_bytes()))
+        .forwarded());
+    x.respond(
+        Response::new(b"")
+            .status("307")
+            .header("location", "http://gw.example:8080/mcp/"),
+    );
+    assert_eq!(
+        x.host.response_headers.get(":status").map(String::as_str),
+        Some("307")
+    );
+    assert_eq!(
+        x.host.response_headers.get("location").map(String::as_str),
+        Some("http://gw.example:8080/mcp/")
+    );
+    // Trailers are the server's lines too.
+    let mut x = Exchange::new(policy(json!({})), post("reader-key"));
+    assert!(x
+        .request(Request::new(call(json!(1), "echo").as_bytes()))
+        .forwarded());
+    x.host
+        .response_trailers
+        .insert("x-note".into(), SECRET.into());
+    x.host
+        .response_trailers
+        .insert("x-checksum".into(), "abc".into());
+    x.respond(
+        Response::new(clean.as_bytes())
+            .status("200")
+            .content_type("application/json")
+            .trailers(),
+    );
+    assert_eq!(
+        format!("{:?}", x.host.response_trailers),
+        r#"{"x-checksum": "abc"}"#
+    );
     // The session id `initialize` issues, and the one a request presented
     // coming back, are the session's own: kept.
     let mut x = Exchange::new(

@@ -8,7 +8,8 @@
 use crate::audit::{AuditRoot, EventFacts, Handover};
 use crate::filter::RequestFilter;
 use crate::host::{
-    Callout, Counter, Flow, Gauge, Host, HostError, InForce, LogLevel, RefusalLogGate, RootHost,
+    Callout, Counter, Flow, Gauge, Host, HostError, InForce, LogLevel, RefusalLogGate,
+    ResponsePart, RootHost,
 };
 use crate::in_force::PolicyRegistry;
 use crate::policy::{compile_str, CompiledPolicy};
@@ -808,19 +809,43 @@ impl Host for WasmHost {
             name,
         )
     }
-    fn for_each_response_header(&self, visit: &mut dyn FnMut(&str, &str)) {
-        // The map fetched for this callback; outside it, fetched now.
+    fn for_each_response_line(&self, part: ResponsePart, visit: &mut dyn FnMut(&str, &str)) {
+        // The headers fetched for this callback; otherwise fetched now.
         let fetched;
-        let all = match self.response_headers.as_deref() {
-            Some(all) => all,
-            None => {
+        let all = match (part, self.response_headers.as_deref()) {
+            (ResponsePart::Headers, Some(all)) => all,
+            (ResponsePart::Headers, None) => {
                 fetched = header_map(MapType::HttpResponseHeaders).unwrap_or_default();
+                &fetched
+            }
+            (ResponsePart::Trailers, _) => {
+                fetched = header_map(MapType::HttpResponseTrailers).unwrap_or_default();
                 &fetched
             }
         };
         for (k, v) in all {
             visit(k, v);
         }
+    }
+    fn set_response_lines(
+        &mut self,
+        part: ResponsePart,
+        name: &str,
+        values: &[&str],
+    ) -> Result<(), HostError> {
+        let map = match part {
+            ResponsePart::Headers => MapType::HttpResponseHeaders,
+            ResponsePart::Trailers => MapType::HttpResponseTrailers,
+        };
+        hostcalls::set_map_value(map, name, None).map_err(host_error)?;
+        for v in values {
+            hostcalls::add_map_value(map, name, v).map_err(host_error)?;
+        }
+        if let (ResponsePart::Headers, Some(all)) = (part, self.response_headers.as_mut()) {
+            all.retain(|(k, _)| k != name);
+            all.extend(values.iter().map(|v| (name.to_owned(), (*v).to_owned())));
+        }
+        Ok(())
     }
     fn set_response_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
         set_header(
