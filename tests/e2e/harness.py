@@ -30,6 +30,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -325,6 +327,29 @@ class Envoy:
 
 # The header the benchmark's load sets to get the fast upstream's tools/list answer.
 BENCH_ANSWER_HEADER = "x-bench-answer"
+
+
+@contextmanager
+def scripted_peer(name: str, script: Path, workdir: Path, wasm: Path, policy: dict[str, Any],
+                  scenario: str = "{}") -> Iterator[tuple[Envoy, Path]]:
+    """A scripted MCP server (`python SCRIPT PORT SCENARIO_FILE`, which answers as the scenario
+    file says when each request arrives) behind an Envoy with the filter: yields the Envoy and
+    the scenario file a test rewrites per case. Both are stopped on the way out."""
+    scenario_file = workdir / f"{name}-scenario.json"
+    scenario_file.write_text(scenario)
+    port = free_port()
+    peer = Proc(f"{name}-peer", [sys.executable, str(script), str(port), str(scenario_file)],
+                workdir / f"{name}-peer.log")
+    env = None
+    try:
+        _wait(lambda: port_open(port), 30, f"{name} peer", peer)
+        env = Envoy(render("envoy", listen_port=free_port(), admin_port=free_port(), upstream_port=port,
+                           policy=policy, wasm=wasm), workdir, name=f"envoy-{name}")
+        yield env, scenario_file
+    finally:
+        if env is not None:
+            env.stop()
+        peer.stop()
 
 
 def bench_tools_list(n: int) -> dict[str, Any]:

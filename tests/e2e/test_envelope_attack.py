@@ -118,22 +118,8 @@ def policy() -> dict[str, Any]:
 def scripted(workdir: Path, wasm: Path) -> Iterator[tuple[Any, Path]]:
     import harness
 
-    scenario = workdir / "envelope-scenario.json"
-    scenario.write_text("{}")
-    port = harness.free_port()
-    peer = harness.Proc("envelope-peer", [sys.executable, str(Path(__file__).resolve()), str(port), str(scenario)],
-                        workdir / "envelope-peer.log")
-    env = None
-    try:
-        harness._wait(lambda: harness.port_open(port), 30, "envelope peer", peer)
-        cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
-                             upstream_port=port, policy=policy(), wasm=wasm)
-        env = harness.Envoy(cfg, workdir, name="envoy-envelope")
-        yield env, scenario
-    finally:
-        if env is not None:
-            env.stop()
-        peer.stop()
+    with harness.scripted_peer("envelope", Path(__file__).resolve(), workdir, wasm, policy()) as pair:
+        yield pair
 
 
 async def sdk_reads(url: str, ask: str) -> str:

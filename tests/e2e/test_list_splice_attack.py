@@ -145,22 +145,9 @@ def scripted(workdir: Path, wasm: Path) -> Iterator[tuple[Any, Path]]:
     import harness
     from conftest import base_policy
 
-    scenario = workdir / "splice-scenario.json"
-    scenario.write_text(json.dumps({"kind": "json", "body": "{}"}))
-    port = harness.free_port()
-    peer = harness.Proc("splice-peer", [sys.executable, str(Path(__file__).resolve()), str(port), str(scenario)],
-                        workdir / "splice-peer.log")
-    env = None
-    try:
-        harness._wait(lambda: harness.port_open(port), 30, "splice peer", peer)
-        cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
-                             upstream_port=port, policy=base_policy(), wasm=wasm)
-        env = harness.Envoy(cfg, workdir, name="envoy-splice")
-        yield env, scenario
-    finally:
-        if env is not None:
-            env.stop()
-        peer.stop()
+    scenario = json.dumps({"kind": "json", "body": "{}"})
+    with harness.scripted_peer("splice", Path(__file__).resolve(), workdir, wasm, base_policy(), scenario) as pair:
+        yield pair
 
 
 def answer_texts(resp: Any) -> list[str]:

@@ -94,21 +94,9 @@ def scripted(workdir: Path, wasm: Path) -> Iterator[tuple[Any, Path]]:
     policy = base_policy()
     policy["limits"]["batches"] = "evaluate"
     policy["dlp"] = {"exempt_tools": ["get-sum"]}
-    scenario = workdir / "channels-scenario.json"
-    scenario.write_text(json.dumps(scen()))
-    port = harness.free_port()
-    peer = harness.Proc("channels-peer", [sys.executable, str(Path(__file__).resolve()), str(port), str(scenario)],
-                        workdir / "channels-peer.log")
-    try:
-        harness._wait(lambda: harness.port_open(port), 30, "channels peer", peer)
-        env = harness.Envoy(harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
-                                           upstream_port=port, policy=policy, wasm=wasm), workdir, "envoy-channels")
-        try:
-            yield env, scenario
-        finally:
-            env.stop()
-    finally:
-        peer.stop()
+    with harness.scripted_peer("channels", Path(__file__).resolve(), workdir, wasm, policy,
+                               json.dumps(scen())) as pair:
+        yield pair
 
 
 def raw_reads(url: str, body: Any) -> tuple[str, Any]:
