@@ -1696,7 +1696,8 @@ impl RequestFilter {
             let moved = host
                 .response_header("mcp-session-id")
                 .filter(|sid| self.head.session_id.as_deref() != Some(sid.as_str()));
-            if moved.is_some() && !rewrites.iter().any(|(n, _)| n == "mcp-session-id") {
+            // After the screen's own rewrite of the name, which it overrides.
+            if moved.is_some() {
                 host.log(
                     LogLevel::Warn,
                     match dry_run {
@@ -1737,8 +1738,7 @@ impl RequestFilter {
             host.log(
                 LogLevel::Warn,
                 &format!(
-                    "mcp-firewall: the server's response {what}: {} line(s) with sensitive data ({}), {} a client reads otherwise; {}",
-                    screened.kinds.len(),
+                    "mcp-firewall: the server's response {what}: sensitive data ({}) in some lines, {} line(s) a client reads otherwise; {}",
                     screened.kinds.join(", "),
                     screened.unreadable,
                     if dry_run { "kept (dry run)" } else { "removed" }
