@@ -1968,6 +1968,7 @@ fn a_servers_text_outside_what_checks_read_never_reaches_the_client() {
     // (name, request: None for a GET stream, content type, body)
     let cases: Vec<(&str, Option<String>, &str, String)> = vec![
         ("member_beside_the_result", Some(call()), "application/json", answer(&format!(r#""note":"{SECRET}","#))),
+        ("secret_as_a_member_name", Some(call()), "application/json", answer(&format!(r#""{SECRET}":1,"#))),
         ("member_in_an_sse_answer", Some(call()), "text/event-stream", format!("data: {}\n\n", answer(&format!(r#""note":"{SECRET}","#)))),
         ("member_of_a_notification_before_the_answer", Some(call()), "text/event-stream", format!("data: {log}\n\ndata: {clean}\n\n")),
         ("secret_as_the_version", Some(call()), "application/json", clean.replace(r#""2.0""#, &format!("{SECRET:?}"))),
