@@ -343,10 +343,11 @@ pub fn rewrite_message(
         return out;
     }
     // An error with a null id (or none) answers this exchange without naming
-    // which of its requests: scanned as if it answered a scanned one. On a
-    // GET stream there is no request of ours, but the Python SDK takes such
-    // an error as the answer to the request whose stream it resumed there:
-    // scanned too (`no_requests`; the attack on the member check).
+    // which of its requests: scanned as if it answered a scanned one. Where
+    // no request of ours is answered (`no_requests`: a GET stream, a POST of
+    // notifications) it is scanned too: the Python SDK takes it on a GET as
+    // the answer to the request whose stream it resumed, the TypeScript SDK
+    // throws a failed POST's body (the attacks on the envelope and head).
     if is_anonymous_error(msg) && (!plan.scans.is_empty() || plan.no_requests) {
         scan_result(policy, msg, &mut out, Answer::Result);
         return out;

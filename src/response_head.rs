@@ -30,7 +30,7 @@ const ISSUED: [&str; 2] = ["mcp-session-id", "set-cookie"];
 /// soft hyphen inside a token to them), and every line of a name whose
 /// lines, joined with ", " as clients read a repeated field, hold a finding
 /// none of them holds alone. Pseudo-headers are not the server's text.
-pub fn screen(scanner: &Scanner, lines: &[(String, String)]) -> Screened {
+pub fn screen(scanner: &Scanner, lines: &[(&str, &str)]) -> Screened {
     let mut out = Screened::default();
     let mut bad = vec![false; lines.len()];
     // One text, one scan: a scan's fixed cost per line was most of the check.
@@ -53,13 +53,13 @@ pub fn screen(scanner: &Scanner, lines: &[(String, String)]) -> Screened {
     }
     let mut names: Vec<&str> = Vec::new();
     for (name, _) in lines.iter().filter(|(n, _)| !n.starts_with(':')) {
-        if names.contains(&name.as_str()) {
+        if names.contains(name) {
             continue;
         }
         let values: Vec<&str> = lines
             .iter()
             .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| *v)
             .collect();
         if values.len() > 1 {
             push_line(&mut text, name, &values.join(", "));
@@ -76,7 +76,7 @@ pub fn screen(scanner: &Scanner, lines: &[(String, String)]) -> Screened {
                 Region::Line(i) => vec![*i],
                 Region::Joined(k) => {
                     let name = names.get(*k).copied().unwrap_or_default();
-                    let of_name = |i: &usize| lines.get(*i).is_some_and(|(n, _)| n == name);
+                    let of_name = |i: &usize| lines.get(*i).is_some_and(|(n, _)| *n == name);
                     // A match a line holds that was found on that line alone
                     // (line regions come first in the text, so theirs are
                     // already marked): that line goes, the others stay.
@@ -95,7 +95,7 @@ pub fn screen(scanner: &Scanner, lines: &[(String, String)]) -> Screened {
             for i in hit {
                 let issued = lines
                     .get(i)
-                    .is_some_and(|(n, _)| ISSUED.contains(&n.as_str()) && m.kind == "jwt");
+                    .is_some_and(|(n, _)| ISSUED.contains(n) && m.kind == "jwt");
                 if issued {
                     continue;
                 }
@@ -110,11 +110,11 @@ pub fn screen(scanner: &Scanner, lines: &[(String, String)]) -> Screened {
         }
     }
     for name in names {
-        let of_name = || lines.iter().zip(&bad).filter(move |((n, _), _)| n == name);
+        let of_name = || lines.iter().zip(&bad).filter(move |((n, _), _)| *n == name);
         if of_name().any(|(_, b)| *b) {
             let kept = of_name()
                 .filter(|(_, b)| !**b)
-                .map(|((_, v), _)| v.clone())
+                .map(|((_, v), _)| (*v).to_owned())
                 .collect();
             out.rewrites.push((name.to_owned(), kept));
         }
@@ -184,13 +184,6 @@ mod tests {
             Ok(s) => s,
             Err(e) => panic!("{e}"),
         }
-    }
-
-    fn lines(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect()
     }
 
     #[test]
@@ -303,7 +296,7 @@ mod tests {
         ];
         let scanner = scanner();
         for (name, head, want, kinds) in cases {
-            let got = screen(&scanner, &lines(&head));
+            let got = screen(&scanner, &head);
             let want: Vec<(String, Vec<String>)> = want
                 .into_iter()
                 .map(|(n, v)| (n.to_owned(), v.into_iter().map(str::to_owned).collect()))

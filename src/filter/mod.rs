@@ -1722,10 +1722,26 @@ impl RequestFilter {
         part: ResponsePart,
         dry_run: bool,
     ) -> Vec<(String, Vec<String>)> {
-        let mut lines: Vec<(String, String)> = Vec::new();
+        // Copied into one buffer, not a `String` per name and value: this
+        // runs on every response, and each allocation counts under V8.
+        let mut buf = String::new();
+        let mut spans: Vec<(usize, usize, usize)> = Vec::new();
         host.for_each_response_line(part, &mut |name, value| {
-            lines.push((name.to_owned(), value.to_owned()));
+            let start = buf.len();
+            buf.push_str(name);
+            let mid = buf.len();
+            buf.push_str(value);
+            spans.push((start, mid, buf.len()));
         });
+        let lines: Vec<(&str, &str)> = spans
+            .iter()
+            .map(|&(a, b, c)| {
+                (
+                    buf.get(a..b).unwrap_or_default(),
+                    buf.get(b..c).unwrap_or_default(),
+                )
+            })
+            .collect();
         let screened = response_head::screen(&self.policy.dlp.scanner, &lines);
         for kind in &screened.kinds {
             host.count_finding(kind);
