@@ -175,7 +175,8 @@ struct Work {
     spent: u64,
     per_byte: u64,
     per_string: u64,
-    /// A catalogue list's strings: clean ones are remembered ([`CleanMemo`]).
+    /// A catalogue list's strings or a response head: clean ones are
+    /// remembered ([`CleanMemo`]).
     list: bool,
 }
 
@@ -296,8 +297,9 @@ type CleanReadings = Vec<(Option<Box<str>>, Spent)>;
 ///
 /// A server lists one catalogue again and again; a 50-tool list holds
 /// ~2,000 strings, most of them repeated, and reading each cost ~1,000
-/// instructions however short. Only lists use it: tool results hold ever-new
-/// text (and a clean one need not be kept). What is found depends on the
+/// instructions however short. Lists and response heads use it
+/// ([`Scanner::scan_recurring`]): tool results hold ever-new text (and a
+/// clean one need not be kept). What is found depends on the
 /// string and the name alone, so a clean string stays clean; its work is
 /// charged again on a hit, so the budget of a message runs out exactly
 /// where it did when each string was read. Bounded; full, it starts over.
@@ -421,6 +423,17 @@ impl Scanner {
     /// Every match in `text`: sorted, non-overlapping byte ranges.
     pub fn scan_text(&self, text: &str) -> Vec<Match> {
         self.scan_keyed(text, None)
+    }
+
+    /// [`Scanner::scan_text`] of a text that recurs from message to message (a
+    /// response's head: `content-type`, `server`, the session id and the
+    /// second's `date` repeat on every answer): a clean one is remembered
+    /// ([`CleanMemo`]), whole, so a match that spans its lines is found as
+    /// before, and only the same bytes are passed without a reading.
+    pub fn scan_recurring(&self, text: &str) -> Vec<Match> {
+        let mut work = self.work();
+        work.list = true;
+        self.scan_in(text, None, &mut work)
     }
 
     /// Like [`Scanner::scan_text`], for a string that is the value of object key
