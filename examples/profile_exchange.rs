@@ -28,6 +28,9 @@ const LIST_REQUEST: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","p
 const RESPONSE: &[u8] =
     br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"Echo: hello bench"}]}}"#;
 
+const INITIALIZE: &[u8] = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"profile","version":"1"}}}"#;
+const INITIALIZED: &[u8] = br#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"echo","version":"1"}}}"#;
+
 /// The session the caller continues (as an SDK client does after `initialize`).
 const SESSION: &str = "3f2a9c1e5b7d4e8fa0c6b2d4e1f3a5c7";
 
@@ -98,6 +101,28 @@ fn main() {
     // meters then read and write a table that holds their entries.
     let shared = Rc::new(mcp_firewall::store::MemoryStore::new());
     let mut sink = cfg.map(|c| AuditSink::new(c, "profile"));
+    // The client's `initialize`, whose answer issues SESSION: the filter binds
+    // it to the caller, as it does for an SDK client before its first call.
+    let mut opening = FakeHost::new()
+        .header(":method", "POST")
+        .header(":path", "/mcp")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("authorization", key);
+    opening.store = shared.clone();
+    let mut x = Exchange::new(policy.clone(), opening);
+    x.request(Request::new(INITIALIZE))
+        .respond(
+            Response::new(INITIALIZED)
+                .status("200")
+                .content_type("application/json")
+                .header("mcp-session-id", SESSION),
+        )
+        .done();
+    if let Some(reply) = x.reply() {
+        eprintln!("initialize was refused: {reply:?}");
+        std::process::exit(1);
+    }
     let start = Instant::now();
     let mut events = 0usize;
     for i in 0..n {

@@ -317,7 +317,9 @@ mod tests {
         ];
         let note = format!("n={SECRET}");
         let dated = format!("{} {SECRET}", clean[1].1);
-        let cases: [(&str, Vec<(&str, &str)>, usize); 4] = [
+        // (case, head, DLP kinds found)
+        type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, usize);
+        let cases: [Case; 4] = [
             ("the_clean_head", clean.to_vec(), 0),
             (
                 "the_same_head_with_a_secret_line",

@@ -41,8 +41,16 @@ const MAX_LAYOUTS: usize = 8;
 /// Per identity: the digests of the sessions bound to it, with when.
 const OWNER_PREFIX: &str = "mcp_firewall/session-owner";
 /// Re-stamping `last_seen` on every request would make every request a
-/// shared-data write; once a minute is enough for idle eviction.
+/// shared-data write; once a minute is enough for idle eviction, or twice
+/// per idle timeout when that is shorter ([`touch_every_ms`]).
 const TOUCH_EVERY_MS: u64 = 60_000;
+/// How long a binding the table confirmed is taken as still bound without
+/// asking the table again ([`BoundMemo`]), at most.
+const MEMO_FRESH_MS: u64 = 1_000;
+/// The bytes of keys one VM's [`BoundMemo`] holds; full, it starts over.
+const MEMO_BYTES: usize = 256 * 1024;
+/// Longer ids (and callers) are looked up in the table every time.
+const MEMO_KEY_MAX: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionConfig {
@@ -154,6 +162,104 @@ pub enum Unknown {
     /// to this caller, or the request may yet be refused); the server answers
     /// an id it does not know. An invented id takes no room in the table.
     PassUnbound,
+}
+
+/// How stale a binding's `last_seen` may get while it is in use. A fixed
+/// minute let a binding with a shorter idle timeout look idle while its owner
+/// used it every second, and be taken by another session of its set.
+fn touch_every_ms(cfg: &SessionConfig) -> u64 {
+    TOUCH_EVERY_MS.min(cfg.idle_timeout_ms / 2)
+}
+
+/// How long [`BoundMemo`] trusts a confirmation: short enough that the
+/// touches it skips never let `last_seen` fall behind by an idle timeout
+/// (memo + touch interval stay under three quarters of it).
+fn memo_fresh_ms(cfg: &SessionConfig) -> u64 {
+    MEMO_FRESH_MS.min(cfg.idle_timeout_ms / 4)
+}
+
+/// Per VM: the (session id, caller) pairs the shared table confirmed bound,
+/// with when. A client continuing its session presents the same id on every
+/// request, and asking the table costs two SHA-256, up to five shared-data
+/// reads (hostcalls that lock and copy) and a dozen allocations each time:
+/// the largest part of a small call's work. A binding never moves to
+/// another caller while it is in use (only an idle one is reused), so a
+/// confirmation stays true for the short time it is trusted
+/// ([`memo_fresh_ms`]). Only `Bound` is remembered: a stolen or unknown id
+/// is asked about every time. Keys are the raw id and caller, compared
+/// byte for byte (no hash to collide), held in this VM's memory only, gone
+/// with the policy they were confirmed under. Interior mutability: one
+/// Wasm VM is one thread.
+#[derive(Debug, Default)]
+pub struct BoundMemo {
+    confirmed: std::cell::RefCell<BoundMemoInner>,
+}
+
+#[derive(Debug, Default)]
+struct BoundMemoInner {
+    at: std::collections::HashMap<Box<[u8]>, u64>,
+    bytes: usize,
+}
+
+/// The id and the caller, each preceded by its length (no separator a
+/// subject could contain makes two pairs one key).
+fn memo_key(session_id: &str, caller: &Caller) -> Vec<u8> {
+    let parts = [
+        session_id,
+        caller.via.as_str(),
+        caller.subject.as_deref().unwrap_or(""),
+        caller.tenant.as_deref().unwrap_or(""),
+    ];
+    let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 4).sum());
+    for p in parts {
+        key.extend_from_slice(&u32::try_from(p.len()).unwrap_or(u32::MAX).to_le_bytes());
+        key.extend_from_slice(p.as_bytes());
+    }
+    // `None` and `Some("")` differ for the table's fingerprint too.
+    key.push(u8::from(caller.subject.is_some()) | (u8::from(caller.tenant.is_some()) << 1));
+    key
+}
+
+/// [`check_and_bind`] of a request's id ([`Unknown::PassUnbound`]), with a
+/// binding the table confirmed in the last [`memo_fresh_ms`] taken from
+/// `memo` instead of the table.
+pub fn check_request(
+    store: &dyn SharedStore,
+    cfg: &SessionConfig,
+    memo: &BoundMemo,
+    session_id: &str,
+    caller: &Caller,
+    now_ms: u64,
+) -> Binding {
+    let key = memo_key(session_id, caller);
+    let fresh = memo_fresh_ms(cfg);
+    let remembered = memo
+        .confirmed
+        .try_borrow()
+        .ok()
+        .and_then(|m| m.at.get(key.as_slice()).copied());
+    // A clock that went backwards trusts nothing remembered.
+    if remembered
+        .and_then(|at| now_ms.checked_sub(at))
+        .is_some_and(|age| age < fresh)
+    {
+        return Binding::Bound;
+    }
+    let binding = check_and_bind(store, cfg, session_id, caller, now_ms, Unknown::PassUnbound);
+    if binding == Binding::Bound && key.len() <= MEMO_KEY_MAX {
+        if let Ok(mut m) = memo.confirmed.try_borrow_mut() {
+            let size = key.len() + 32;
+            if remembered.is_none() {
+                if m.bytes + size > MEMO_BYTES {
+                    m.at.clear();
+                    m.bytes = 0;
+                }
+                m.bytes += size;
+            }
+            m.at.insert(key.into_boxed_slice(), now_ms);
+        }
+    }
+    binding
 }
 
 /// A stable, non-reversible fingerprint of who the caller is.
@@ -358,7 +464,7 @@ pub fn check_and_bind(
                     if e.identity != identity {
                         return Binding::Stolen;
                     }
-                    if now_ms.saturating_sub(e.last_seen_ms) > TOUCH_EVERY_MS {
+                    if now_ms.saturating_sub(e.last_seen_ms) > touch_every_ms(cfg) {
                         // Losing this race only delays the touch; ignore it.
                         let _ = store.set(key, &encode(&session, &identity, now_ms), cas);
                     }
@@ -638,6 +744,171 @@ mod tests {
                 40,
                 Unknown::PassUnbound
             ),
+            Binding::Stolen
+        );
+    }
+
+    /// The table, counting how often it is read.
+    struct Counted {
+        table: MemoryStore,
+        reads: std::cell::Cell<usize>,
+    }
+
+    impl SharedStore for Counted {
+        fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+            self.reads.set(self.reads.get() + 1);
+            self.table.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+            self.table.set(key, value, cas)
+        }
+    }
+
+    #[test]
+    fn a_confirmed_binding_is_remembered_briefly_and_only_for_its_owner() {
+        let cfg = SessionConfig {
+            capacity: 8,
+            idle_timeout_ms: 60_000,
+            ..SessionConfig::default()
+        };
+        let store = Counted {
+            table: MemoryStore::default(),
+            reads: std::cell::Cell::new(0),
+        };
+        let memo = BoundMemo::default();
+        assert_eq!(
+            check_and_bind(&store, &cfg, "s1", &who("alice"), 1_000, Unknown::Bind),
+            Binding::Bound
+        );
+        let mut tenant_alice = who("alice");
+        tenant_alice.tenant = Some(String::new());
+        // (case, id, caller, now, expected, whether the table was read)
+        let steps: Vec<(&str, &str, Caller, u64, Binding, bool)> = vec![
+            (
+                "first_request_asks_the_table",
+                "s1",
+                who("alice"),
+                2_000,
+                Binding::Bound,
+                true,
+            ),
+            (
+                "the_next_is_remembered",
+                "s1",
+                who("alice"),
+                2_500,
+                Binding::Bound,
+                false,
+            ),
+            (
+                "another_caller_asks_and_is_refused",
+                "s1",
+                who("mallory"),
+                2_600,
+                Binding::Stolen,
+                true,
+            ),
+            (
+                "a_stolen_id_is_never_remembered",
+                "s1",
+                who("mallory"),
+                2_700,
+                Binding::Stolen,
+                true,
+            ),
+            (
+                "an_empty_tenant_is_asked_about_as_none",
+                "s1",
+                tenant_alice,
+                2_750,
+                Binding::Bound,
+                true,
+            ),
+            (
+                "an_unknown_id_asks_each_time",
+                "s9",
+                who("alice"),
+                2_800,
+                Binding::Unbound,
+                true,
+            ),
+            (
+                "still_remembered",
+                "s1",
+                who("alice"),
+                2_999,
+                Binding::Bound,
+                false,
+            ),
+            (
+                "a_second_on_it_asks_again",
+                "s1",
+                who("alice"),
+                3_000,
+                Binding::Bound,
+                true,
+            ),
+            (
+                "a_clock_gone_back_asks",
+                "s1",
+                who("alice"),
+                2_900,
+                Binding::Bound,
+                true,
+            ),
+        ];
+        for (name, sid, caller, now, want, asks) in steps {
+            let before = store.reads.get();
+            assert_eq!(
+                check_request(&store, &cfg, &memo, sid, &caller, now),
+                want,
+                "{name}"
+            );
+            assert_eq!(store.reads.get() > before, asks, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_binding_in_use_is_never_idle_however_short_the_timeout() {
+        // One set of four ways; the owner keeps using s1 every 400 ms.
+        let cfg = SessionConfig {
+            capacity: 4,
+            idle_timeout_ms: 1_000,
+            ..SessionConfig::default()
+        };
+        let store = MemoryStore::default();
+        let memo = BoundMemo::default();
+        assert_eq!(
+            check_and_bind(&store, &cfg, "s1", &who("alice"), 0, Unknown::Bind),
+            Binding::Bound
+        );
+        for now in (400..=4_000).step_by(400) {
+            assert_eq!(
+                check_request(&store, &cfg, &memo, "s1", &who("alice"), now),
+                Binding::Bound,
+                "alice at {now}"
+            );
+        }
+        for i in 0..3 {
+            assert_eq!(
+                check_and_bind(
+                    &store,
+                    &cfg,
+                    &format!("new{i}"),
+                    &who("bob"),
+                    4_100,
+                    Unknown::Bind
+                ),
+                Binding::Bound
+            );
+        }
+        assert_eq!(
+            check_and_bind(&store, &cfg, "new3", &who("bob"), 4_100, Unknown::Bind),
+            Binding::TableFull,
+            "the owner's binding is live: not reused"
+        );
+        assert_eq!(
+            check_request(&store, &cfg, &memo, "s1", &who("mallory"), 4_200),
             Binding::Stolen
         );
     }

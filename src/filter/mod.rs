@@ -1540,7 +1540,8 @@ impl RequestFilter {
         };
         let now = host.now_ms();
         let sessions = &self.policy.sessions;
-        match session::check_and_bind(host, sessions, sid, caller, now, Unknown::PassUnbound) {
+        let memo = &self.policy.session_memo;
+        match session::check_request(host, sessions, memo, sid, caller, now) {
             Binding::Bound | Binding::Unbound => SessionCheck::Fine,
             Binding::Stolen => SessionCheck::Stolen,
             Binding::TableFull | Binding::IdentityFull => SessionCheck::TableFull,

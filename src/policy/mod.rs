@@ -39,6 +39,8 @@ pub struct CompiledPolicy {
     /// Subjects refused outright (rule `kill-switch`), e.g. a compromised agent.
     pub disabled_subjects: Vec<String>,
     pub sessions: crate::session::SessionConfig,
+    /// The session bindings this VM confirmed lately (see `BoundMemo`).
+    pub session_memo: crate::session::BoundMemo,
     pub dlp: crate::dlp::DlpPolicy,
     /// `$.catalogue`: the poisoning checks of tool definitions and results
     /// and what each one does (defaults: definitions flagged, the precise
@@ -191,6 +193,7 @@ fn compile_inner(doc: &Value, errs: &mut Errors) -> Option<CompiledPolicy> {
         rate_limit_headers,
         disabled_subjects,
         sessions,
+        session_memo: crate::session::BoundMemo::default(),
         dlp,
         catalogue,
         audit,
