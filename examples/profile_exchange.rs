@@ -6,6 +6,8 @@
 //!
 //!   cargo run --release --features fake-host --example profile_exchange -- [N] [audit] [metered]
 //!
+//! `stateless` sends no `Mcp-Session-Id` (as `scripts/bench.sh` does); otherwise
+//! the session is bound by an `initialize` first, as an SDK client's is.
 //! `4k` sends the 4,096-byte call of `scripts/bench.sh` (its `call-4k`
 //! payload: ~4 KB of plain prose, no DLP finding) instead of the 109-byte one.
 //! `audit` with `PROFILE_AUDIT_ARGUMENTS=omit` (or `redacted`) sets `audit.arguments`.
@@ -41,6 +43,8 @@ fn main() {
     let metered = args.iter().any(|a| a == "metered");
     let list = args.iter().any(|a| a == "list");
     let four_k = args.iter().any(|a| a == "4k");
+    // No session, as `scripts/bench.sh` sends its calls (stateless, 2026-07-28).
+    let stateless = args.iter().any(|a| a == "stateless");
     let listed = match (list, std::env::var("PROFILE_LIST")) {
         (false, _) => Vec::new(),
         // Under Node's WASI only the working directory is visible: a path
@@ -131,22 +135,27 @@ fn main() {
             .header(":path", "/mcp")
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
-            .header("authorization", key)
-            .header("mcp-session-id", SESSION);
+            .header("authorization", key);
+        if !stateless {
+            host = host.header("mcp-session-id", SESSION);
+        }
         host.store = shared.clone();
         let mut x = Exchange::new(policy.clone(), host);
         x.request(Request::new(request))
-            .respond(
+            .respond({
                 // The head a server and Envoy's router give a real answer:
                 // every line is read by the head checks.
-                Response::new(response)
+                let answer = Response::new(response)
                     .status("200")
                     .content_type("application/json")
                     .header("date", "Sun, 06 Dec 2026 10:00:00 GMT")
-                    .header("server", "uvicorn")
-                    .header("mcp-session-id", SESSION)
-                    .header("x-envoy-upstream-service-time", "1"),
-            )
+                    .header("server", "uvicorn");
+                match stateless {
+                    true => answer,
+                    false => answer.header("mcp-session-id", SESSION),
+                }
+                .header("x-envoy-upstream-service-time", "1")
+            })
             .done();
         if let Some(reply) = x.reply() {
             eprintln!("exchange {i} was refused: {reply:?}");

@@ -35,7 +35,7 @@ pub fn screen(scanner: &Scanner, lines: &[(&str, &str)]) -> Screened {
     let mut bad = vec![false; lines.len()];
     // One text, one scan: a scan's fixed cost per line was most of the check.
     // Each line alone first, then the joined value of each repeated name.
-    let mut text = String::new();
+    let mut text = String::with_capacity(lines.iter().map(|(n, v)| n.len() + v.len() + 3).sum());
     let mut regions: Vec<(usize, Region)> = Vec::new();
     for (i, (name, value)) in lines.iter().enumerate() {
         if name.starts_with(':') {
@@ -56,12 +56,13 @@ pub fn screen(scanner: &Scanner, lines: &[(&str, &str)]) -> Screened {
         if names.contains(name) {
             continue;
         }
-        let values: Vec<&str> = lines
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| *v)
-            .collect();
-        if values.len() > 1 {
+        // Most names come once: nothing is collected for them.
+        if lines.iter().filter(|(n, _)| n == name).nth(1).is_some() {
+            let values: Vec<&str> = lines
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| *v)
+                .collect();
             push_line(&mut text, name, &values.join(", "));
             regions.push((text.len(), Region::Joined(names.len())));
         }
