@@ -667,6 +667,7 @@ fn check_output_schema(
     ) else {
         return;
     };
+    let finding = finding.screened(&policy.dlp.scanner);
     let applied = finding.enforced && policy.mode != Mode::DryRun;
     if applied {
         msg.remove("result");

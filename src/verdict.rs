@@ -1607,7 +1607,8 @@ fn schema_check(
             &known,
             m.params().get("arguments"),
             budget,
-        ),
+        )
+        .map(|f| f.screened(&policy.dlp.scanner)),
     };
     let declared = (sp.output != SchemaMode::Off).then(|| (tool.to_owned(), known));
     (finding, declared)

@@ -634,6 +634,24 @@ pub struct SchemaFinding {
 }
 
 impl SchemaFinding {
+    /// With what DLP finds in its pointer and reason redacted. Both name the
+    /// members of the value checked, which are the caller's or the server's
+    /// text (`{"ghp_…": 1}`), and both reach the audit trail and the refusal;
+    /// the check runs before DLP has redacted anything (the value as sent is
+    /// what the schema describes).
+    pub fn screened(mut self, scanner: &crate::dlp::Scanner) -> SchemaFinding {
+        if let Some(p) = self.pointer.take() {
+            let screened = scanner.redacted_pointer(&p);
+            // The reason says where, in the same words: said with the screened pointer.
+            if !p.is_empty() {
+                self.reason = self.reason.replace(&p, &screened);
+            }
+            self.pointer = Some(screened);
+        }
+        self.reason = scanner.redacted(&self.reason);
+        self
+    }
+
     /// `error.data` of the -32010 refusal: `rule`, `reason`, and the
     /// `pointer` when a value failed.
     pub fn error_data(&self) -> Value {

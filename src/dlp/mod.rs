@@ -436,6 +436,35 @@ impl Scanner {
         self.scan_in(text, None, &mut work)
     }
 
+    /// `text` with every match replaced by `[REDACTED:<kind>]`.
+    pub fn redacted(&self, text: &str) -> String {
+        let found = self.spans(text, None, &mut self.work());
+        match found.is_empty() {
+            true => text.to_owned(),
+            false => self.redact_text(text, &found),
+        }
+    }
+
+    /// A JSON pointer with each member name read as the name it escapes
+    /// (`~1` is `/`: an AWS key's slashes) and redacted where DLP finds
+    /// something in it. A pointer clipped short (`…` at its end) loses its
+    /// last name whole: a cut name may be a token too short to be found.
+    pub fn redacted_pointer(&self, pointer: &str) -> String {
+        let (pointer, clipped) = match pointer.strip_suffix('…') {
+            Some(p) => (p.rsplit_once('/').map_or("", |(head, _)| head), true),
+            None => (pointer, false),
+        };
+        let mut out = String::with_capacity(pointer.len());
+        for token in pointer.split('/').skip(1) {
+            let name = token.replace("~1", "/").replace("~0", "~");
+            push_member_name(&mut out, &self.redacted(&name));
+        }
+        if clipped {
+            out.push_str("/…");
+        }
+        out
+    }
+
     /// Like [`Scanner::scan_text`], for a string that is the value of object key
     /// `key`: `{"password": "…"}` is judged with the key as context.
     pub fn scan_keyed(&self, text: &str, key: Option<&str>) -> Vec<Match> {
@@ -1077,9 +1106,8 @@ impl Scanner {
                         continue;
                     }
                     let len = path.len();
-                    path.push('/');
-                    push_pointer_token(path, k);
                     let spans = self.spans(k, None, work);
+                    self.push_member(path, k, &spans);
                     self.push_findings(&spans, path, out);
                     // Only a blob (or a content item's media data) is
                     // decoded: every other string is read as it is.
@@ -1111,6 +1139,17 @@ impl Scanner {
                 }
             }
             Value::Null | Value::Bool(_) => {}
+        }
+    }
+
+    /// Add member `k` to a finding's `path`, redacted where `found` (what
+    /// was found in the name) says: the path reaches the audit trail, the
+    /// log and the caller's refusal, and `{"ghp_…": 1}` must not put the
+    /// token there by naming where it was found.
+    fn push_member(&self, path: &mut String, k: &str, found: &[Candidate]) {
+        match found.is_empty() {
+            true => push_member_name(path, k),
+            false => push_member_name(path, &self.redact_text(k, found)),
         }
     }
 
@@ -1165,8 +1204,8 @@ impl Scanner {
                 let declared = declared_charset(map);
                 for k in keys {
                     let len = path.len();
-                    path.push('/');
-                    push_pointer_token(path, &k);
+                    let before = out.len();
+                    push_member_name(path, &k);
                     // Only a blob (or a content item's media data) is
                     // decoded: every other string is read as it is.
                     let decodes = binary.decodes(map, &k, path.get(..len).unwrap_or(""));
@@ -1197,8 +1236,19 @@ impl Scanner {
                             }
                         }
                     }
+                    // The name is read after its value, as it always was
+                    // (the budget runs out where it did); what was found
+                    // under it then gets the redacted name in its path.
                     let found = self.spans(&k, None, work);
                     if !found.is_empty() {
+                        let named = std::mem::take(path);
+                        path.push_str(named.get(..len).unwrap_or_default());
+                        self.push_member(path, &k, &found);
+                        for f in out.get_mut(before..).unwrap_or_default() {
+                            if let Some(rest) = f.path.strip_prefix(named.as_str()) {
+                                f.path = format!("{path}{rest}");
+                            }
+                        }
                         self.push_findings(&found, path, out);
                         rename_key(map, &k, self.redact_text(&k, &found));
                     }
@@ -1664,6 +1714,12 @@ fn for_each_piece(
 }
 
 /// RFC 6901: `~` → `~0`, `/` → `~1`.
+/// `/` and the member name `key` as a JSON pointer token.
+fn push_member_name(path: &mut String, key: &str) {
+    path.push('/');
+    push_pointer_token(path, key);
+}
+
 fn push_pointer_token(path: &mut String, key: &str) {
     if !key.contains(['~', '/']) {
         path.push_str(key);

@@ -204,12 +204,45 @@ fn scan_value_reports_keys_and_nested_paths() {
     assert_eq!(
         f,
         vec![
-            ("aws_access_key".into(), "/AKIAQ7LMNP3RSTUV2WXY".into()),
+            // A name is redacted in the path too: the path reaches the
+            // audit trail and the refusal.
+            ("aws_access_key".into(), "/[REDACTED:aws_access_key]".into()),
             ("email".into(), "/query".into()),
             ("github_pat".into(), "/items/0/key".into()),
             ("password".into(), "/a~1b/password".into()),
         ]
     );
+}
+
+#[test]
+fn a_secret_name_is_redacted_in_every_path_below_it() {
+    let v = json!({"x": {"AKIAQ7LMNP3RSTUV2WXY": {"note": "ghp_Q3nV8kLmP2rT6yW9zB4cD7fH1jK5sX0aE2gJ"}}});
+    let want = vec![
+        (
+            "aws_access_key".to_owned(),
+            "/x/[REDACTED:aws_access_key]".to_owned(),
+        ),
+        (
+            "github_pat".to_owned(),
+            "/x/[REDACTED:aws_access_key]/note".to_owned(),
+        ),
+    ];
+    let sorted = |mut f: KindPaths| {
+        f.sort();
+        f
+    };
+    assert_eq!(
+        sorted(findings_of(&scanner().scan_value(&v))),
+        want,
+        "scanned"
+    );
+    let mut redacted = v.clone();
+    assert_eq!(
+        sorted(findings_of(&scanner().redact_value(&mut redacted))),
+        want,
+        "redacted"
+    );
+    assert!(!redacted.to_string().contains("AKIA"), "{redacted}");
 }
 
 #[test]
@@ -664,7 +697,9 @@ fn scan_budget_trips_and_fails_closed() {
     assert_eq!(m[0].label, Label::Secret);
 
     let v = json!({"a": text, "b": "plain words", "c": 4111111111111111u64});
-    let want: Vec<(String, String)> = ["/a", "/b", "/c"]
+    // Names read after the budget ran out are redacted in the paths too
+    // (unread, a name may be a secret): `/b` and `/c` are one path then.
+    let want: Vec<(String, String)> = ["/a", "/[REDACTED:dlp_budget_exceeded]"]
         .iter()
         .map(|p| (BUDGET_EXCEEDED_KIND.to_owned(), (*p).to_owned()))
         .collect();
@@ -675,9 +710,15 @@ fn scan_budget_trips_and_fails_closed() {
     );
     let mut r = json!({"content": [{"type": "text", "text": text}]});
     let found = redact_result(&low, &mut r);
-    assert!(found
-        .iter()
-        .any(|f| f.path == "/content/0/text" && f.kind == BUDGET_EXCEEDED_KIND));
+    // Every name is read after its value, so past the budget: each one in
+    // the path is redacted as it is in the result.
+    let exhausted = "/[REDACTED:dlp_budget_exceeded]/0/[REDACTED:dlp_budget_exceeded]";
+    assert!(
+        found
+            .iter()
+            .any(|f| f.path == exhausted && f.kind == BUDGET_EXCEEDED_KIND),
+        "{found:?}"
+    );
     // Keys of the exhausted message are redacted too (a key can hold a
     // secret): what is left says only what happened.
     let out = r.to_string();

@@ -5,6 +5,7 @@
 //! whose `structuredContent` fails its `outputSchema` is replaced.
 
 use super::*;
+use crate::audit::ArgumentsMode;
 use crate::exchange::{Exchange, Request, Response};
 use crate::host::fake::FakeHost;
 use crate::host::Counter;
@@ -709,5 +710,116 @@ fn the_first_answer_a_client_reads_teaches_the_schemas() {
             forwarded,
             "{name}"
         );
+    }
+}
+
+/// A secret as a member name of what is checked: the schema finding's
+/// pointer and reason, the DLP finding's path, reach the refusal and the
+/// audit trail. Neither may carry it (`~1` in a pointer is a `/` of the name).
+#[test]
+fn a_secret_member_name_reaches_neither_the_refusal_nor_the_audit() {
+    const TOKEN: &str = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
+    const HOOK: &str =
+        "https://hooks.slack.com/services/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";
+    let tools = json!([{"name": "weather", "inputSchema": {"type": "object", "additionalProperties": {"type": "number"}},
+         "outputSchema": {"type": "object", "additionalProperties": {"type": "number"}}}]);
+    let checked = |dlp: Value| {
+        let doc = json!({
+            "version": 1,
+            "identity": {"api_keys": [{"sha256": sha256_hex(b"admin-key"), "subject": "adam", "roles": ["admin"]}]},
+            "rules": [{"id": "all", "effect": "allow", "methods": ["*"]}],
+            "schemas": {"input": "enforce", "output": "enforce"},
+            "dlp": dlp,
+            "audit": {"cluster": "c", "path": "/", "authority": "a"}
+        });
+        match crate::policy::compile(&doc) {
+            Ok(p) => Rc::new(p),
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    let scanned = checked(json!({}));
+    let unscanned_requests = checked(json!({"requests": "off"}));
+    // (case, policy, arguments, structuredContent, the rule of the error the client reads)
+    let cases: Vec<(&str, &Rc<CompiledPolicy>, Value, Value, &str)> = vec![
+        (
+            "argument_names_dlp_refuses",
+            &scanned,
+            json!({TOKEN: 1}),
+            json!({"t": 1}),
+            "dlp",
+        ),
+        (
+            "argument_name_the_input_schema_refuses",
+            &unscanned_requests,
+            json!({TOKEN: "x"}),
+            json!({"t": 1}),
+            "input-schema",
+        ),
+        (
+            "an_escaped_argument_name",
+            &unscanned_requests,
+            json!({HOOK: "x"}),
+            json!({"t": 1}),
+            "input-schema",
+        ),
+        (
+            "result_name_the_output_schema_refuses",
+            &scanned,
+            json!({}),
+            json!({TOKEN: "x"}),
+            "output-schema",
+        ),
+        (
+            "an_escaped_result_name",
+            &scanned,
+            json!({}),
+            json!({"a": {HOOK: "x"}}),
+            "output-schema",
+        ),
+    ];
+    for (name, p, arguments, structured, rule) in cases {
+        let store = Rc::new(MemoryStore::default());
+        let mut x = Exchange::new(p.clone(), host_on(&store, HERE));
+        let body = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+        assert!(
+            x.request(Request::new(body.as_bytes())).forwarded(),
+            "{name}"
+        );
+        let answer = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": tools}}).to_string();
+        x.respond(
+            Response::new(answer.as_bytes())
+                .status("200")
+                .content_type("application/json"),
+        );
+        x.done();
+        let result = json!({"content": [], "structuredContent": structured});
+        let (out, h) = call(p, &store, "weather", arguments, result);
+        let Err(error) = out else {
+            panic!("{name}: not refused")
+        };
+        assert_eq!(error["data"]["rule"], rule, "{name}: {error}");
+        // The events as written, with the arguments in either form they take.
+        let audited: String = h
+            .audited
+            .iter()
+            .flat_map(|f| {
+                [ArgumentsMode::Hash, ArgumentsMode::Redacted]
+                    .map(|mode| crate::audit::event::unsealed_event(f.clone(), mode).to_string())
+            })
+            .collect();
+        assert!(!audited.is_empty(), "{name}: not audited");
+        let logged = format!("{:?}", h.logs.borrow());
+        for (what, text) in [
+            ("refusal", error.to_string()),
+            ("audit", audited),
+            ("log", logged),
+        ] {
+            for secret in [TOKEN, "Xq7mP2vL9wR4zK8nT3yH6bJ1"] {
+                assert!(
+                    !text.contains(secret),
+                    "{name}: the {what} holds it: {text}"
+                );
+            }
+        }
     }
 }
