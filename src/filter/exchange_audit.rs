@@ -26,7 +26,10 @@ use std::rc::Rc;
 pub(crate) struct PendingAudit {
     method: String,
     target: Option<String>,
+    /// As sent: the answer's records are matched to the call by it.
     id: Option<Value>,
+    /// What the trail says instead of `id` when DLP found something in it.
+    id_written: Option<String>,
     arguments: Option<Value>,
     pub decision: Decision,
     findings: Vec<AuditFinding>,
@@ -84,12 +87,42 @@ fn audit_schema(f: &crate::catalogue::schemas::SchemaFinding, action: &str) -> A
 impl PendingAudit {
     /// The audit record of one decided message; `action` is `dlp.requests`.
     pub fn of(m: &MessageVerdict, action: DlpAction) -> Self {
+        // The method, the target and the id are the caller's text, written
+        // to the trail as they are: where DLP found something in one, it is
+        // written as what was found instead, there and in the reason.
+        let found_in = |root: &str, paths: &[&str]| {
+            m.findings
+                .iter()
+                .zip(&m.finding_roots)
+                .find(|(f, r)| **r == root && paths.contains(&f.path.as_str()))
+                .map(|(f, _)| format!("[REDACTED:{}]", f.kind))
+        };
+        let mut decision = m.decision.clone();
+        let mut screened = |raw: &str, redacted: Option<String>| match redacted {
+            Some(r) => {
+                if !raw.is_empty() {
+                    decision.reason = decision.reason.replace(raw, &r);
+                }
+                r
+            }
+            None => raw.to_owned(),
+        };
+        let method = screened(&m.method, found_in("", &["/method"]));
+        let target = m
+            .target
+            .as_deref()
+            .map(|t| screened(t, found_in("/params", &["/name", "/uri"])));
+        let id_written = found_in("", &["/id"]);
+        if let (Some(text), Some(r)) = (m.id.as_ref().and_then(Value::as_str), &id_written) {
+            decision.reason = decision.reason.replace(text, r);
+        }
         PendingAudit {
-            method: m.method.clone(),
-            target: m.target.clone(),
+            method,
+            target,
             id: m.id.clone(),
+            id_written,
             arguments: m.arguments.clone(),
-            decision: m.decision.clone(),
+            decision,
             findings: m
                 .findings
                 .iter()
@@ -138,6 +171,7 @@ impl PendingAudit {
             method: String::from("(refused before decision)"),
             target: None,
             id: None,
+            id_written: None,
             arguments: None,
             decision,
             findings: Vec::new(),
@@ -255,7 +289,11 @@ impl ExchangeAudit {
     }
 
     /// Attach what pins found in list answers to the events of their requests.
-    pub fn attach_pin_checks(&mut self, checks: &[(String, ListCheck)]) {
+    pub fn attach_pin_checks(
+        &mut self,
+        checks: &[(String, ListCheck)],
+        scanner: &crate::dlp::Scanner,
+    ) {
         for (id, check) in checks {
             let pending = self
                 .pending
@@ -268,13 +306,12 @@ impl ExchangeAudit {
                 false => "warned",
             };
             let room = MAX_PIN_RECORDS.saturating_sub(p.pins.len());
-            p.pins.extend(
-                check
-                    .mismatches
-                    .iter()
-                    .take(room)
-                    .map(|m| audit_pin(m, action)),
-            );
+            p.pins
+                .extend(check.mismatches.iter().take(room).map(|m| AuditPin {
+                    // The server's name for it (`{"name": "ghp_…"}`).
+                    tool: crate::audit::clip(scanner.redacted(&m.tool)).0,
+                    ..audit_pin(m, action)
+                }));
         }
     }
 
@@ -285,7 +322,12 @@ impl ExchangeAudit {
         &mut self,
         lists: &[(String, ListInspection)],
         results: &[(String, ResultInspection)],
+        scanner: &crate::dlp::Scanner,
     ) {
+        // A pointer names the server's members and a tool name is the
+        // server's text (`{"ghp_…": {"description": "<poison>"}}`): screened
+        // as DLP reads them before they are written to the trail.
+        let pointer = |p: &str| crate::audit::clip(scanner.redacted_pointer(p)).0;
         let records = lists
             .iter()
             .flat_map(|(id, l)| {
@@ -295,14 +337,17 @@ impl ExchangeAudit {
                         _ => "flagged",
                     };
                     // A tool name is the server's text: clipped like the caller's.
-                    let tool = t.names.first().map(|n| crate::audit::clip(n.clone()).0);
+                    let tool = t
+                        .names
+                        .first()
+                        .map(|n| crate::audit::clip(scanner.redacted(n)).0);
                     t.findings.iter().map(move |f| {
                         (
                             id,
                             AuditCatalogue {
                                 action: action.to_owned(),
                                 check: f.check.as_str().to_owned(),
-                                pointer: crate::audit::clip(f.pointer.clone()).0,
+                                pointer: pointer(&f.pointer),
                                 tool: tool.clone(),
                             },
                         )
@@ -323,7 +368,7 @@ impl ExchangeAudit {
                         AuditCatalogue {
                             action: action.to_owned(),
                             check: f.check.as_str().to_owned(),
-                            pointer: crate::audit::clip(f.pointer.clone()).0,
+                            pointer: pointer(&f.pointer),
                             tool: None,
                         },
                     )
@@ -420,7 +465,10 @@ impl ExchangeAudit {
             approval: p.approval,
             method: p.method,
             target: p.target,
-            id: p.id,
+            id: match p.id_written {
+                Some(written) => Some(Value::String(written)),
+                None => p.id,
+            },
             arguments: p.arguments,
             redacted_arguments: p.redacted_arguments,
             decision: AuditDecision {

@@ -1831,7 +1831,8 @@ impl RequestFilter {
         }
         self.audit.attach_result_findings(counts.result_findings);
         self.remember_definitions(host, &counts.pin_checks);
-        self.audit.attach_pin_checks(&counts.pin_checks);
+        self.audit
+            .attach_pin_checks(&counts.pin_checks, &self.policy.dlp.scanner);
         self.count_catalogue(host, &counts.catalogue_lists, &counts.catalogue_results);
         self.remember_intents(host, &counts.intents);
         self.remember_schemas(host, &counts.schemas_declared);
@@ -1845,8 +1846,11 @@ impl RequestFilter {
         self.audit.attach_schema_results(&counts.schema_results);
         host.count(Counter::ResultCapRefused, counts.result_caps.len() as u64);
         self.audit.attach_result_caps(&counts.result_caps);
-        self.audit
-            .attach_catalogue(&counts.catalogue_lists, &counts.catalogue_results);
+        self.audit.attach_catalogue(
+            &counts.catalogue_lists,
+            &counts.catalogue_results,
+            &self.policy.dlp.scanner,
+        );
     }
 
     /// Remember, for this upstream, the classes the annotations of the

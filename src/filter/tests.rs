@@ -3287,6 +3287,28 @@ mod pins {
     }
 
     #[test]
+    fn an_unpinned_tool_named_by_a_secret_is_audited_by_what_was_found() {
+        const TOKEN: &str = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
+        let p = pinned_policy("enforce", json!({}));
+        let store = Rc::new(MemoryStore::new());
+        let (names, h) = list(
+            &p,
+            &store,
+            Some("mcp_server"),
+            first_page(),
+            vec![echo(), tool(TOKEN, "Writes", json!({}))],
+            None,
+        );
+        assert_eq!(names, vec!["echo".to_owned()]);
+        let pins: Vec<String> = h
+            .audited
+            .iter()
+            .flat_map(|f| f.pins.iter().map(|pin| pin.tool.clone()))
+            .collect();
+        assert_eq!(pins, vec!["[REDACTED:github_pat]".to_owned()]);
+    }
+
+    #[test]
     fn the_rug_pull_is_removed_and_its_calls_refused_with_both_digests() {
         let p = pinned_policy("enforce", json!({}));
         let store = Rc::new(MemoryStore::new());
