@@ -108,6 +108,12 @@ pub enum SessionCheck {
     Fine,
     /// The id is bound to another identity.
     Stolen,
+    /// No caller holds the id here (`when_full: refuse`): never issued
+    /// through this Envoy, forgotten by a restart, or idle past its timeout
+    /// and its entry reused. Refused with 404, as a server refuses a session
+    /// it does not know, so the client opens a new one; passed, it would be
+    /// anyone's to continue.
+    Unknown,
     /// No room to bind a new session now.
     TableFull,
     /// Shared data failed.
@@ -158,7 +164,11 @@ impl Refusal {
 
     /// What the caller receives.
     pub fn reply(&self) -> LocalReply {
-        let body = reply::error_object(None, self.code, &self.message, None);
+        // A session refusal names its rule as the same refusal of a message
+        // does (`data.rule`): a client tells a stolen id from an unknown one.
+        let data = (self.rule == RuleId::SessionBinding)
+            .then(|| serde_json::json!({"rule": self.rule.as_str(), "reason": self.message}));
+        let body = reply::error_object(None, self.code, &self.message, data);
         let mut r = LocalReply::json(self.status, &body, None);
         r.challenge = self.challenge.clone();
         r
@@ -205,6 +215,10 @@ pub fn standing_refusal(session: SessionCheck, audit_refuses: bool) -> Option<De
         }
         SessionCheck::Fine => return None,
         SessionCheck::Stolen => "this Mcp-Session-Id is bound to another identity",
+        SessionCheck::Unknown => {
+            "this Mcp-Session-Id is bound to no caller here (never issued through this proxy, \
+             forgotten on restart, or idle past sessions.idle_timeout_s); open a new session"
+        }
         SessionCheck::TableFull => "too many active sessions to bind a new one; retry later",
         SessionCheck::Unavailable => {
             "session bindings are unavailable; refusing rather than guessing"

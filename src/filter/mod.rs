@@ -236,6 +236,7 @@ impl RequestFilter {
             RuleId::MediaType => Counter::RefusedMediaType,
             RuleId::HttpMethod => Counter::RefusedHttpMethod,
             RuleId::HeaderMismatch => Counter::RefusedHeaderMismatch,
+            RuleId::SessionBinding => Counter::RefusedSessionBinding,
             _ => Counter::RefusedProtocol,
         };
         host.count(counter, 1);
@@ -309,7 +310,14 @@ impl RequestFilter {
         // caller is known and whose headers are not ambiguous.
         let standing = match (&identity, &head.repeated_header) {
             (Ok(caller), None) => self.standing_refusal(host, caller, head.session_id.as_deref()),
-            _ => None,
+            _ => Ok(None),
+        };
+        let standing = match standing {
+            Ok(d) => d,
+            Err(r) => {
+                self.caller = identity.ok().map(Rc::new);
+                return self.refuse(host, &r);
+            }
         };
         self.caller = identity.as_ref().ok().cloned().map(Rc::new);
         let verdict = judge_head(&self.policy, &head, &identity, standing.as_ref());
@@ -606,7 +614,14 @@ impl RequestFilter {
                 let sid = self.head.session_id.clone();
                 self.standing_refusal(host, caller, sid.as_deref())
             }
-            _ => None,
+            _ => Ok(None),
+        };
+        let standing = match standing {
+            Ok(d) => d,
+            Err(r) => {
+                self.caller = identity.ok().map(Rc::new);
+                return Some(self.refuse(host, &r));
+            }
         };
         self.caller = identity.as_ref().ok().cloned().map(Rc::new);
         let head = std::mem::take(&mut self.head);
@@ -683,26 +698,33 @@ impl RequestFilter {
 
     /// The session binding and the audit trail's back-pressure, as a refusal
     /// that holds for the whole request (noted, not enforced, in dry run).
+    /// `Err`: the request is refused whole before its body (an unknown
+    /// session: 404, what a server answers for a session it does not know).
     fn standing_refusal(
         &mut self,
         host: &mut dyn Host,
         caller: &Caller,
         session_id: Option<&str>,
-    ) -> Option<Decision> {
+    ) -> Result<Option<Decision>, Refusal> {
         let session = self.check_session(host, caller, session_id);
         let audit_refuses = session == SessionCheck::Fine && host.audit_refuses();
         if audit_refuses {
             host.count(Counter::RefusedAuditUnavailable, 1);
         }
-        let d = verdict::standing_refusal(session, audit_refuses)?;
+        let Some(d) = verdict::standing_refusal(session, audit_refuses) else {
+            return Ok(None);
+        };
         if self.dry_run() {
             self.note_dry_run(host, &format!("deny rule={}", d.rule));
-            return None;
+            return Ok(None);
+        }
+        if session == SessionCheck::Unknown {
+            return Err(Refusal::new(404, reply::DENIED, d.rule, d.reason));
         }
         if d.rule == RuleId::SessionBinding {
             host.count(Counter::RefusedSessionBinding, 1);
         }
-        Some(d)
+        Ok(Some(d))
     }
 
     pub fn on_request_body(
@@ -1542,7 +1564,13 @@ impl RequestFilter {
         let sessions = &self.policy.sessions;
         let memo = &self.policy.session_memo;
         match session::check_request(host, sessions, memo, sid, caller, now) {
-            Binding::Bound | Binding::Unbound => SessionCheck::Fine,
+            Binding::Bound => SessionCheck::Fine,
+            // An unbound id is anyone's: it passes only where the policy lets
+            // unbound sessions pass.
+            Binding::Unbound => match sessions.when_full {
+                WhenFull::Refuse => SessionCheck::Unknown,
+                WhenFull::PassUnbound => SessionCheck::Fine,
+            },
             Binding::Stolen => SessionCheck::Stolen,
             Binding::TableFull | Binding::IdentityFull => SessionCheck::TableFull,
             Binding::Unavailable => SessionCheck::Unavailable,

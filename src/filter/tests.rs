@@ -815,20 +815,66 @@ fn stolen_session_id_is_refused_for_another_identity() {
     assert_eq!(run("admin-key", "DELETE").map(|r| r.0), Some(403));
 }
 
-/// A request's session id is never bound: an id the server did not issue
-/// passes unbound (the server answers it) and takes no room in the table, so
-/// invented ids cannot exhaust it or claim a session before its owner.
+/// A request's session id is never bound, so invented ids cannot exhaust the
+/// table or claim a session before its owner. An id no caller holds here is
+/// anyone's: refused with 404 (what a server answers for a session it does
+/// not know: the client opens a new one) unless the policy lets unbound
+/// sessions pass (`when_full: pass_unbound`), then the server answers it.
 #[test]
-fn a_presented_id_is_never_bound_by_the_request() {
-    let store = Rc::new(crate::store::MemoryStore::default());
-    for (i, key) in ["reader-key", "admin-key"].into_iter().enumerate() {
-        let mut host = post(key).header("mcp-session-id", "invented-1");
-        host.store = store.clone();
-        let mut x = Exchange::new(policy(json!({})), host);
-        x.request(Request::new(call(json!(i), "echo").as_bytes()));
-        assert!(x.forwarded(), "{key}: passes unbound");
+fn an_id_no_caller_holds_is_refused_and_binds_nothing() {
+    // (case, policy, HTTP method, want: None = forwarded, Some(status))
+    let pass = json!({"sessions": {"when_full": "pass_unbound"}});
+    let cases: Vec<(&str, Value, &str, Option<u32>)> = vec![
+        ("a_call_is_refused_404", json!({}), "POST", Some(404)),
+        ("a_stream_is_refused_404", json!({}), "GET", Some(404)),
+        ("an_end_is_refused_404", json!({}), "DELETE", Some(404)),
+        (
+            "in_dry_run_it_passes",
+            json!({"mode": "dry_run"}),
+            "POST",
+            None,
+        ),
+        ("pass_unbound_lets_it_pass", pass.clone(), "POST", None),
+        ("pass_unbound_lets_a_stream_pass", pass, "GET", None),
+    ];
+    for (name, extra, method, want) in cases {
+        let store = Rc::new(crate::store::MemoryStore::default());
+        for (i, key) in ["reader-key", "admin-key"].into_iter().enumerate() {
+            let mut host = post(key)
+                .header(":method", method)
+                .header("mcp-session-id", "invented-1");
+            host.store = store.clone();
+            let mut doc = extra.clone();
+            doc["audit"] = json!({"cluster": "c", "path": "/", "authority": "a"});
+            let mut x = Exchange::new(policy(doc), host);
+            let body = match method {
+                "POST" => call(json!(i), "echo"),
+                _ => String::new(),
+            };
+            x.request(Request::new(body.as_bytes()));
+            assert_eq!(x.reply().map(|r| r.status), want, "{name}: {key}");
+            assert_eq!(x.forwarded(), want.is_none(), "{name}: {key}");
+            if let Some(r) = x.reply() {
+                let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+                assert_eq!(v["error"]["data"]["rule"], "session-binding", "{name}: {v}");
+            }
+            if want.is_some() {
+                let rules: Vec<&str> = x
+                    .host
+                    .audited
+                    .iter()
+                    .map(|e| e.decision.rule.as_str())
+                    .collect();
+                assert_eq!(rules, vec!["session-binding"], "{name}: {key}");
+                assert_eq!(
+                    x.host.counters.get(&Counter::RefusedSessionBinding),
+                    Some(&1),
+                    "{name}: {key}"
+                );
+            }
+        }
+        assert!(store.is_empty(), "{name}: nothing was bound");
     }
-    assert!(store.is_empty(), "nothing was bound");
 }
 
 #[test]
@@ -1808,7 +1854,9 @@ fn an_echoed_session_id_binds_nothing() {
     let store = Rc::new(crate::store::MemoryStore::default());
     let mut host = post("admin-key").header("mcp-session-id", "issued-elsewhere");
     host.store = store.clone();
-    let mut x = Exchange::new(policy(json!({})), host);
+    // Where unbound ids pass at all (otherwise refused before any answer).
+    let pass = json!({"sessions": {"when_full": "pass_unbound"}});
+    let mut x = Exchange::new(policy(pass), host);
     let list = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
     assert!(x.request(Request::new(list.as_bytes())).forwarded());
     x.respond(
@@ -2225,9 +2273,10 @@ fn a_servers_response_head_reaches_the_client_only_as_checked() {
         r#"{"x-checksum": "abc"}"#
     );
     // The session id `initialize` issues, and the one a request presented
-    // coming back, are the session's own: kept.
+    // coming back, are the session's own: kept (an unbound one, where the
+    // policy lets it pass).
     let mut x = Exchange::new(
-        policy(json!({})),
+        policy(json!({"sessions": {"when_full": "pass_unbound"}})),
         post("reader-key").header("mcp-session-id", "s-1"),
     );
     assert!(x
@@ -2727,6 +2776,9 @@ fn every_issued_session_is_bound_whatever_the_initialize_presented() {
         ("unknown_id_then_a_new_one", Some("made-up"), "s-4", true),
         ("echo_of_the_presented_id", Some("s-5"), "s-5", false),
     ];
+    // An initialize that presents an id nobody holds is refused (404) under
+    // the default `when_full: refuse`; these run where unbound ids pass.
+    let pass = json!({"sessions": {"when_full": "pass_unbound"}});
     for (name, presented, issued, bound) in cases {
         let store = Rc::new(crate::store::MemoryStore::default());
         let mut host = post("reader-key");
@@ -2734,12 +2786,12 @@ fn every_issued_session_is_bound_whatever_the_initialize_presented() {
             host = host.header("mcp-session-id", sid);
         }
         host.store = store.clone();
-        let mut x = Exchange::new(policy(json!({})), host);
+        let mut x = Exchange::new(policy(pass.clone()), host);
         x.request(Request::new(init.as_bytes()));
         x.respond(Response::new(b"").header("mcp-session-id", issued));
         let mut thief = post("admin-key").header("mcp-session-id", issued);
         thief.store = store.clone();
-        let mut t = Exchange::new(policy(json!({})), thief);
+        let mut t = Exchange::new(policy(pass.clone()), thief);
         t.request(Request::new(call(json!(1), "echo").as_bytes()));
         assert_eq!(t.reply().is_some(), bound, "{name}");
     }

@@ -120,7 +120,7 @@ def split_peer_envoy(workdir: Path, wasm: Path) -> Iterator[harness.Envoy]:
 def test_secret_split_across_sse_chunks_is_redacted(split_peer_envoy: Any) -> None:
     """The peer writes the result one byte per chunk: the token never sits whole in one chunk."""
     r = send(split_peer_envoy.url, body=json.dumps(call("echo", {"message": MESSAGE}, id=7)), token=READER_KEY,
-             headers={"Mcp-Session-Id": "split-dlp", "Mcp-Protocol-Version": "2025-11-25"})
+             headers={"Mcp-Protocol-Version": "2025-11-25"})
     assert r.status_code == 200
     assert TOKEN not in r.text
     (msg,) = messages(r)

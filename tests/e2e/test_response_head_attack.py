@@ -182,7 +182,7 @@ def h2_reads(port: int) -> str:
     conn = h2.connection.H2Connection()
     conn.initiate_connection()
     conn.send_headers(1, [(":method", "POST"), (":path", "/mcp"), (":scheme", "http"), (":authority", "x"),
-                          ("content-type", "application/json"), ("accept", ACCEPT), ("mcp-session-id", "sess-1"),
+                          ("content-type", "application/json"), ("accept", ACCEPT),
                           ("authorization", f"Bearer {READER_KEY}")])
     conn.send_data(1, json.dumps(call("echo", {"message": "hi"})).encode(), end_stream=True)
     sock.sendall(conn.data_to_send())

@@ -45,8 +45,8 @@ def split_envoy(request: Any, workdir: Path, wasm: Path) -> Iterator[harness.Env
 
 
 def session(who: str) -> dict[str, str]:
-    """The peer ignores session ids; the firewall binds each to its first caller."""
-    return {"Mcp-Session-Id": f"split-{who}", "Mcp-Protocol-Version": "2025-11-25"}
+    """The peer keeps no sessions: no id (one nobody was issued is refused 404)."""
+    return {"Mcp-Protocol-Version": "2025-11-25"}
 
 
 def only(r: Any) -> dict[str, Any]:
