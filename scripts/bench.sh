@@ -51,6 +51,10 @@
 #   call-109   the 109-byte tools/call of echo {"message":"hello bench"}, demo reader's key
 #   call-4k    a 4,096-byte tools/call of echo: a message of ~4 KB of plain English
 #              prose (no DLP finding), demo reader's key
+#   session-109  call-109 in a session (Mcp-Session-Id), as a 2025-era SDK client
+#              sends it: each row's Envoy first forwards an initialize whose answer
+#              issues the session (the firewall binds it to the reader); not in the
+#              default set
 #   list-50    tools/list (the demo's admin key, whose rules reach every tool, so no
 #              row removes any); the upstream answers a 50-tool list (~35 KB)
 #   upstream   a second Envoy answering every request itself (direct_response; the
@@ -160,6 +164,9 @@ text = (prose * 20)[: 4096 - len(head) - len(tail)].rstrip()
 text += "." * (4096 - len(head) - len(tail) - len(text))
 dump("call-4k.body", head + text + tail)
 dump("list-50.body", '{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}')
+dump("session-109.body", open(f"{work}/call-109.body").read())
+dump("initialize.body", '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":'
+     '"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}')
 
 base = json.load(open(policy))
 dump("rules.policy.json", json.dumps(base))
@@ -199,11 +206,15 @@ metered["rate_limits"] = [
 dump("metered.policy.json", json.dumps(metered))
 EOF
 
-declare -A KEY=([call-109]=demo-reader-key [call-4k]=demo-reader-key [list-50]=demo-admin-key)
-declare -A EXPECT=([call-109]='Echo: hello bench' [call-4k]='Echo: hello bench' [list-50]='"name":"export_milestones"')
-declare -A EXTRA=([call-109]='' [call-4k]='' [list-50]='x-bench-answer: tools-list')
+SESSION=$("$PY" -c 'import sys; sys.path.insert(0, "tests/e2e"); import harness; print(harness.BENCH_SESSION)')
+declare -A KEY=([call-109]=demo-reader-key [call-4k]=demo-reader-key [list-50]=demo-admin-key
+  [session-109]=demo-reader-key)
+declare -A EXPECT=([call-109]='Echo: hello bench' [call-4k]='Echo: hello bench' [list-50]='"name":"export_milestones"'
+  [session-109]='Echo: hello bench')
+declare -A EXTRA=([call-109]='' [call-4k]='' [list-50]='x-bench-answer: tools-list'
+  [session-109]="mcp-session-id: $SESSION")
 for payload in $PAYLOADS; do
-  [[ -n ${KEY[$payload]:-} ]] || { echo "[bench] unknown payload $payload (call-109 call-4k list-50)" >&2; exit 1; }
+  [[ -n ${KEY[$payload]:-} ]] || { echo "[bench] unknown payload $payload (call-109 call-4k list-50 session-109)" >&2; exit 1; }
   {
     echo "local f = assert(io.open('$WORK/$payload.body', 'rb'))"
     echo "wrk.body = f:read('*a')"
@@ -258,6 +269,11 @@ EOF
   done
   for side in "${SIDES[@]}"; do
     "$PY" tests/e2e/harness.py wait-ready --admin "${ADMIN[$side]}" --timeout 120
+    if [[ " $PAYLOADS " == *" session-109 "* ]]; then
+      # Open the session the load continues (bound to the reader by the firewall rows).
+      require_answered bench "$side/initialize" "${LISTEN[$side]}" "@$WORK/initialize.body" \
+        '"protocolVersion"' demo-reader-key -H 'x-bench-answer: initialize'
+    fi
     for payload in $PAYLOADS; do
       extra=()
       [[ -n ${EXTRA[$payload]} ]] && extra=(-H "${EXTRA[$payload]}")

@@ -327,6 +327,7 @@ class Envoy:
 
 # The header the benchmark's load sets to get the fast upstream's tools/list answer.
 BENCH_ANSWER_HEADER = "x-bench-answer"
+BENCH_SESSION = "3f2a9c1e5b7d4e8fa0c6b2d4e1f3a5c7"
 
 
 @contextmanager
@@ -408,6 +409,15 @@ def render_fast_upstream(port: int, admin_port: int, text: str = "Echo: hello be
         routes.append({"match": {"prefix": "/", "headers": [
             {"name": BENCH_ANSWER_HEADER, "string_match": {"exact": "tools-list"}}]},
             "direct_response": {"status": 200, "body": {"inline_string": listing}}})
+    # `x-bench-answer: initialize` opens the session the `session-109` load continues:
+    # the answer issues `BENCH_SESSION`, which the firewall binds to the caller.
+    opened = json.dumps({"jsonrpc": "2.0", "id": 0, "result": {
+        "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+        "serverInfo": {"name": "bench", "version": "1"}}}, separators=(",", ":"))
+    routes.append({"match": {"prefix": "/", "headers": [
+        {"name": BENCH_ANSWER_HEADER, "string_match": {"exact": "initialize"}}]},
+        "direct_response": {"status": 200, "body": {"inline_string": opened}},
+        "response_headers_to_add": [{"header": {"key": "mcp-session-id", "value": BENCH_SESSION}}]})
     routes.append({"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": result}}})
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
