@@ -175,9 +175,8 @@ struct Work {
     spent: u64,
     per_byte: u64,
     per_string: u64,
-    /// A catalogue list's strings or a response head: clean ones are
-    /// remembered ([`CleanMemo`]).
-    list: bool,
+    /// Which memo remembers the clean strings read ([`CleanMemo`]), if any.
+    memo: Memo,
 }
 
 impl Work {
@@ -187,7 +186,7 @@ impl Work {
             spent: 0,
             per_byte,
             per_string,
-            list: false,
+            memo: Memo::None,
         }
     }
     /// Add the allowance of a string of `len` bytes (unless already exceeded).
@@ -284,6 +283,17 @@ pub struct Scanner {
     work_per_string: u64,
     /// The strings of catalogue lists found clean, with the work each cost.
     clean: RefCell<CleanMemo>,
+    /// The response heads found clean: apart, so that heads that never
+    /// repeat (a server's `x-request-id`) never push a list's strings out.
+    heads: RefCell<CleanMemo>,
+}
+
+/// Which [`CleanMemo`] a reading uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Memo {
+    None,
+    Lists,
+    Heads,
 }
 
 /// The clean readings of one remembered string: the member name it was
@@ -297,7 +307,7 @@ type CleanReadings = Vec<(Option<Box<str>>, Spent)>;
 ///
 /// A server lists one catalogue again and again; a 50-tool list holds
 /// ~2,000 strings, most of them repeated, and reading each cost ~1,000
-/// instructions however short. Lists and response heads use it
+/// instructions however short. Lists use one, response heads another
 /// ([`Scanner::scan_recurring`]): tool results hold ever-new text (and a
 /// clean one need not be kept). What is found depends on the
 /// string and the name alone, so a clean string stays clean; its work is
@@ -319,6 +329,8 @@ struct Spent {
 
 /// At most this many bytes of list strings are remembered per VM.
 const CLEAN_MEMO_BYTES: usize = 256 * 1024;
+/// At most this many bytes of response heads are remembered per VM.
+const HEAD_MEMO_BYTES: usize = 64 * 1024;
 /// Longer strings are read every time.
 const CLEAN_MEMO_STRING_MAX: usize = 1024;
 
@@ -411,6 +423,7 @@ impl Scanner {
             work_per_byte: WORK_PER_BYTE,
             work_per_string: WORK_PER_STRING,
             clean: RefCell::default(),
+            heads: RefCell::default(),
         })
     }
 
@@ -432,7 +445,7 @@ impl Scanner {
     /// before, and only the same bytes are passed without a reading.
     pub fn scan_recurring(&self, text: &str) -> Vec<Match> {
         let mut work = self.work();
-        work.list = true;
+        work.memo = Memo::Heads;
         self.scan_in(text, None, &mut work)
     }
 
@@ -515,10 +528,15 @@ impl Scanner {
     /// is copied per match (a text dense with addresses has one every 14
     /// bytes, and a copy each, then a finding each, cost more than finding them).
     fn spans(&self, text: &str, key: Option<&str>, work: &mut Work) -> Vec<Candidate> {
-        if !work.list || text.len() > CLEAN_MEMO_STRING_MAX || work.exceeded() {
+        let (memo, memo_bytes) = match work.memo {
+            Memo::Lists => (&self.clean, CLEAN_MEMO_BYTES),
+            Memo::Heads => (&self.heads, HEAD_MEMO_BYTES),
+            Memo::None => return self.read_spans(text, key, work),
+        };
+        if text.len() > CLEAN_MEMO_STRING_MAX || work.exceeded() {
             return self.read_spans(text, key, work);
         }
-        let known = self.clean.try_borrow().ok().and_then(|m| {
+        let known = memo.try_borrow().ok().and_then(|m| {
             m.strings.get(text).and_then(|ks| {
                 ks.iter()
                     .find(|(k, _)| k.as_deref() == key)
@@ -542,9 +560,9 @@ impl Scanner {
                 allowed: work.allowed - allowed,
                 spent: work.spent - spent,
             };
-            if let Ok(mut m) = self.clean.try_borrow_mut() {
+            if let Ok(mut m) = memo.try_borrow_mut() {
                 let size = text.len() + key.map_or(0, str::len) + 64;
-                if m.bytes + size > CLEAN_MEMO_BYTES {
+                if m.bytes + size > memo_bytes {
                     m.strings.clear();
                     m.bytes = 0;
                 }
@@ -2184,7 +2202,9 @@ pub fn scan_list(scanner: &Scanner, result: &Value) -> Vec<Finding> {
 fn scan_answer(scanner: &Scanner, result: &Value, list: bool) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut work = scanner.work();
-    work.list = list;
+    if list {
+        work.memo = Memo::Lists;
+    }
     scanner.scan_into(
         result,
         &mut String::new(),
@@ -2204,7 +2224,9 @@ pub fn redact_list(scanner: &Scanner, result: &mut Value) -> Vec<Finding> {
 fn redact_answer(scanner: &Scanner, result: &mut Value, list: bool) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut work = scanner.work();
-    work.list = list;
+    if list {
+        work.memo = Memo::Lists;
+    }
     scanner.redact_into(
         result,
         &mut String::new(),

@@ -2131,3 +2131,21 @@ fn lists_read_from_the_clean_memo_find_and_spend_what_reading_does() {
         }
     }
 }
+
+/// Response heads that never repeat (a server's per-answer request id) fill
+/// their own memo, bounded, and never push a list's strings out of theirs.
+#[test]
+fn heads_that_never_repeat_leave_the_lists_memo_alone() {
+    let s = scanner();
+    let list = json!({"tools": [{"name": "get_issue", "description": "Reads an issue."}]});
+    assert!(scan_list(&s, &list).is_empty());
+    let remembered = s.clean.borrow().strings.len();
+    assert!(remembered > 0);
+    for i in 0..5_000 {
+        let head = format!("content-type: application/json\nx-request-id: req-{i:08}\n");
+        assert!(s.scan_recurring(&head).is_empty());
+    }
+    assert_eq!(s.clean.borrow().strings.len(), remembered);
+    let heads = s.heads.borrow();
+    assert!(heads.bytes <= HEAD_MEMO_BYTES && !heads.strings.is_empty());
+}
