@@ -237,6 +237,18 @@ fn caller_from_jwt_payload(cfg: &IdentityConfig, payload: &str) -> Result<Caller
     let tenant = claim(&claims, &cfg.claims.tenant)
         .and_then(Value::as_str)
         .map(str::to_owned);
+    // Who the caller is is written into a session's binding, the rate
+    // limits' keys and the trail with separators between its parts: a
+    // control character in it could make two callers one there.
+    if [&subject, &tenant]
+        .into_iter()
+        .flatten()
+        .any(|s| s.chars().any(char::is_control))
+    {
+        return Err(IdentityError::BadJwtPayload(
+            "a control character in the subject or tenant claim",
+        ));
+    }
     let roles = match claim(&claims, &cfg.claims.roles) {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => items
@@ -536,6 +548,28 @@ mod tests {
                 },
                 &["guest"],
                 Err(IdentityError::BadJwtPayload("not base64url")),
+            ),
+            (
+                "a_control_character_in_the_subject_is_refused",
+                IdentityInputs {
+                    jwt_payload: Some(b64(r#"{"sub":"alice\u0000","tenant":"t1"}"#)),
+                    ..Default::default()
+                },
+                &["guest"],
+                Err(IdentityError::BadJwtPayload(
+                    "a control character in the subject or tenant claim",
+                )),
+            ),
+            (
+                "a_control_character_in_the_tenant_is_refused",
+                IdentityInputs {
+                    jwt_payload: Some(b64(r#"{"sub":"alice","tenant":"\u0000t1"}"#)),
+                    ..Default::default()
+                },
+                &["guest"],
+                Err(IdentityError::BadJwtPayload(
+                    "a control character in the subject or tenant claim",
+                )),
             ),
             (
                 "mtls_san_is_subject",
