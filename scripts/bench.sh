@@ -10,7 +10,7 @@
 #   ROUNDS=7 DURATION=10 scripts/bench.sh  # longer
 #   SKIP_BUILD=1 scripts/bench.sh          # measure the .wasm and CLI already built
 #   SKIP_SETUP=1 ...                       # do not run scripts/setup.sh first
-#   PAYLOADS="call-4k" scripts/bench.sh    # a subset of call-109 call-4k list-50
+#   PAYLOADS="call-4k" scripts/bench.sh    # a subset of call-109 call-4k list-50 (or session-109)
 #   METERED=1 scripts/bench.sh             # one more row: (a) with a rate limit and the
 #                                          # loop breaker, neither tripping (issue #14)
 #   ROWS="rules metered" ROUNDS=20 ...     # only these rows (more rounds in the time of a
@@ -394,7 +394,8 @@ LABEL = {"baseline": "no filter", "native": "Envoy `mcp` filter (native, C++)", 
          "flow-wasm": "flow-only wasm (holds and reads, decides nothing)",
          "rules": "(a) rules + DLP (demo policy)", "when": "(b) = (a) + `when` conditions",
          "audit": "(c) = (a) + audit on", "metered": "(a) + rate limit + loop breaker"}
-PAYLOAD = {"call-109": "109 B `tools/call`", "call-4k": "4 KB `tools/call`", "list-50": "50-tool `tools/list`"}
+PAYLOAD = {"call-109": "109 B `tools/call`", "call-4k": "4 KB `tools/call`", "list-50": "50-tool `tools/list`",
+           "session-109": "109 B `tools/call` in a session"}
 
 def ratio(payload, side, other, table=rps):
     """Median over rounds of side/other within the same round."""
