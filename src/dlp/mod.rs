@@ -1731,13 +1731,13 @@ fn for_each_piece(
     }
 }
 
-/// RFC 6901: `~` → `~0`, `/` → `~1`.
 /// `/` and the member name `key` as a JSON pointer token.
 fn push_member_name(path: &mut String, key: &str) {
     path.push('/');
     push_pointer_token(path, key);
 }
 
+/// RFC 6901: `~` → `~0`, `/` → `~1`.
 fn push_pointer_token(path: &mut String, key: &str) {
     if !key.contains(['~', '/']) {
         path.push_str(key);
