@@ -859,13 +859,11 @@ fn an_id_no_caller_holds_is_refused_and_binds_nothing() {
                 assert_eq!(v["error"]["data"]["rule"], "session-binding", "{name}: {v}");
             }
             if want.is_some() {
-                let rules: Vec<&str> = x
-                    .host
-                    .audited
-                    .iter()
-                    .map(|e| e.decision.rule.as_str())
-                    .collect();
-                assert_eq!(rules, vec!["session-binding"], "{name}: {key}");
+                assert_eq!(
+                    audited_rules(&x.host),
+                    vec!["session-binding"],
+                    "{name}: {key}"
+                );
                 assert_eq!(
                     x.host.counters.get(&Counter::RefusedSessionBinding),
                     Some(&1),
@@ -911,6 +909,11 @@ fn stateless_requests_are_unaffected_by_session_binding() {
             .request(),
         Flow::Continue
     );
+}
+
+/// The rule of each event the exchange audited, in order.
+fn audited_rules(h: &FakeHost) -> Vec<&str> {
+    h.audited.iter().map(|e| e.decision.rule.as_str()).collect()
 }
 
 fn audited_policy() -> Rc<CompiledPolicy> {
@@ -1059,13 +1062,7 @@ fn evaluated_batch_audits_every_message() {
         call(json!(2), "delete_repo")
     );
     x.request(Request::new(body.as_bytes()).chunk(64));
-    let rules: Vec<&str> = x
-        .host
-        .audited
-        .iter()
-        .map(|e| e.decision.rule.as_str())
-        .collect();
-    assert_eq!(rules, vec!["read", "no-delete"]);
+    assert_eq!(audited_rules(&x.host), vec!["read", "no-delete"]);
 }
 
 #[test]
@@ -1835,13 +1832,7 @@ fn refused_stream_and_session_end_are_audited() {
         let mut x = Exchange::new(audited_policy(), host);
         x.request(Request::new(b""));
         assert_eq!(x.reply().map(|r| r.status), Some(403), "{method}");
-        let rules: Vec<&str> = x
-            .host
-            .audited
-            .iter()
-            .map(|e| e.decision.rule.as_str())
-            .collect();
-        assert_eq!(rules, vec!["session-binding"], "{method}");
+        assert_eq!(audited_rules(&x.host), vec!["session-binding"], "{method}");
     }
 }
 
