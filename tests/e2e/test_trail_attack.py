@@ -221,6 +221,10 @@ REQUEST_CASES: list[tuple[str, str]] = [
     ("method_with_a_secret_and_a_space", '{"jsonrpc":"2.0","id":1,"method":"tools/@S@ x"}'),
     ("method_too_long_starting_with_a_secret", '{"jsonrpc":"2.0","id":1,"method":"@S@' + "m" * 100 + '"}'),
     ("tool_name_secret_with_a_bad_char", '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"@S@!","arguments":{}}}'),
+    # A message the rules refuse is never scanned (verdict.rs returns before scan_arguments).
+    ("id_is_a_secret_on_a_denied_call", '{"jsonrpc":"2.0","id":"@S@","method":"tools/call","params":{"name":"get-env","arguments":{}}}'),
+    ("argument_member_name_on_a_denied_call", '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-env",'
+                                              '"arguments":{"@S@":1}}}'),
     ("long_argument_clipped_to_a_secret_prefix", '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo",'
                                                  '"arguments":{"message":"@S@ ' + "z" * 3000 + '"}}}'),
 ]
@@ -321,6 +325,201 @@ def test_a_servers_secret_never_reaches_the_trail_the_log_or_the_client(peer: An
     assert not hits, f"{case}: the trail holds the server's secret: {hits[0][:900]}"
     assert not leaked(env.log_text(), secret), f"{case}: Envoy's log holds the server's secret: " + next(
         line for line in env.log_text().splitlines() if leaked(line, secret))[:600]
+
+
+# --------------------------------------------------------------------------- 1. sessions
+
+def test_an_id_nobody_holds_is_refused_404_for_post_get_and_delete(envoy: Any) -> None:
+    from conftest import READER_KEY
+    from mcp_raw import PROTOCOL_VERSION, rpc, send
+
+    h = {"Mcp-Session-Id": "never-issued-1", "Mcp-Protocol-Version": PROTOCOL_VERSION}
+    posts = envoy.upstream_requests()
+    for method in ("POST", "GET", "DELETE"):
+        body = json.dumps(rpc("tools/list")) if method == "POST" else None
+        r = send(envoy.url, method=method, body=body, token=READER_KEY, headers=h)
+        assert r.status_code == 404, f"{method}: {r.status_code} {r.text[:300]}"
+        assert r.json()["error"]["data"]["rule"] == "session-binding", r.text
+    assert envoy.upstream_requests() == posts, "an unknown session reached the server"
+
+
+def test_another_callers_session_id_in_no_spelling_reaches_the_server(envoy: Any) -> None:
+    """The reader's live session, presented by the admin in every spelling a server may read as it."""
+    import httpx
+    from conftest import ADMIN_KEY, READER_KEY
+    from mcp_raw import ACCEPT, PROTOCOL_VERSION, open_session, rpc
+
+    sid = open_session(envoy.url, READER_KEY)["Mcp-Session-Id"]
+    init = json.dumps(rpc("initialize", {"protocolVersion": PROTOCOL_VERSION, "capabilities": {},
+                                         "clientInfo": {"name": "x", "version": "0"}}, id=0))
+    listing = json.dumps(rpc("tools/list"))
+    base = [("accept", ACCEPT), ("content-type", "application/json"), ("authorization", f"Bearer {ADMIN_KEY}"),
+            ("mcp-protocol-version", PROTOCOL_VERSION)]
+    variants: list[tuple[str, list[tuple[str, str]], str, str]] = [
+        ("exact", [("mcp-session-id", sid)], "POST", listing),
+        ("upper_name", [("MCP-SESSION-ID", sid)], "POST", listing),
+        ("twice", [("mcp-session-id", sid), ("mcp-session-id", sid)], "POST", listing),
+        ("blank_then_id", [("mcp-session-id", ""), ("mcp-session-id", sid)], "POST", listing),
+        ("comma_joined", [("mcp-session-id", f"{sid},{sid}")], "POST", listing),
+        ("initialize_presenting_it", [("mcp-session-id", sid)], "POST", init),
+        ("get_stream", [("mcp-session-id", sid)], "GET", ""),
+        ("get_resume", [("mcp-session-id", sid), ("last-event-id", "1")], "GET", ""),
+        ("delete", [("mcp-session-id", sid)], "DELETE", ""),
+    ]
+    got = {}
+    before = envoy.upstream_requests()
+    with httpx.Client(timeout=10) as c:
+        for name, extra, method, body in variants:
+            r = c.request(method, envoy.url, headers=base + extra, content=body.encode() if body else None)
+            got[name] = (r.status_code, r.text[:200])
+        # Spaces and a tab around the id (h11 refuses to send them: raw bytes).
+        import socket
+        for name, value in (("padded", f"  {sid}\t"), ("tab_inside", f"{sid}\t ")):
+            head = "".join(f"{k}: {v}\r\n" for k, v in base)
+            raw = (f"POST /mcp HTTP/1.1\r\nhost: x\r\n{head}mcp-session-id:{value}\r\n"
+                   f"content-length: {len(listing)}\r\nconnection: close\r\n\r\n{listing}").encode()
+            with socket.create_connection(("127.0.0.1", envoy.port), timeout=10) as sock:
+                sock.sendall(raw)
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+            got[name] = (int(data.split(b" ", 2)[1]), data[-200:].decode(errors="replace"))
+    reached = envoy.upstream_requests() - before
+    # A stolen id on a POST is refused per message (200, -32010); none reached the server.
+    assert reached == 0 and all('"error"' in t and '"result"' not in t for _, t in got.values()), \
+        f"{reached} reached: {got}"
+
+
+TS_RESTART = """
+import { Client } from '@SDK@/client/index.js';
+import { StreamableHTTPClientTransport } from '@SDK@/client/streamableHttp.js';
+import { writeFileSync, existsSync } from 'node:fs';
+const a = JSON.parse(process.argv[2]), out = {errors: []};
+const open = async () => {
+  const c = new Client({name: 'trail-ts', version: '0'});
+  c.onerror = e => out.errors.push(String(e?.message ?? e));
+  const t = new StreamableHTTPClientTransport(new URL(a.url), {requestInit: {headers: {Authorization: `Bearer ${a.key}`}}});
+  await c.connect(t);
+  return [c, t];
+};
+const echo = async c => JSON.stringify(await c.callTool({name: 'echo', arguments: {message: 'hi'}}, undefined, {timeout: 8000}));
+const [c, t] = await open();
+out.first = await echo(c);
+out.sid = t.sessionId;
+writeFileSync(a.ready, 'x');
+while (!existsSync(a.go)) await new Promise(r => setTimeout(r, 100));
+try { out.after = 'RESULT ' + await echo(c); } catch (e) { out.after = 'ERROR ' + String(e?.code ?? '') + ' ' + String(e?.message ?? e); }
+try { const [c2, t2] = await open(); out.reopened = await echo(c2); await t2.terminateSession(); out.deleted = t2.sessionId ?? null; }
+catch (e) { out.reopened = 'ERROR ' + String(e?.message ?? e); }
+console.log(JSON.stringify(out));
+process.exit(0);
+"""
+
+
+def restartable(workdir: Path, wasm: Path, mcp_server: Any, name: str, ports: tuple[int, int]) -> Any:
+    import harness
+    from conftest import base_policy
+
+    cfg = harness.render("envoy", listen_port=ports[0], admin_port=ports[1], upstream_port=mcp_server.port,
+                         policy=base_policy(), wasm=wasm)
+    return harness.Envoy(cfg, workdir, name=name)
+
+
+def test_python_sdk_after_envoy_restart_gets_a_clear_session_error_and_reopens(workdir: Path, wasm: Path,
+                                                                             mcp_server: Any) -> None:
+    import anyio
+    import harness
+    from conftest import READER_KEY
+    from mcp_raw import sdk_session
+
+    ports = (harness.free_port(), harness.free_port())
+    env = restartable(workdir, wasm, mcp_server, "envoy-restart-py-1", ports)
+    url = env.url
+    out: dict[str, str] = {}
+
+    async def go() -> None:
+        nonlocal env
+        async with sdk_session(url, READER_KEY) as s:
+            out["first"] = (await s.call_tool("echo", {"message": "hi"})).content[0].text
+            env.stop()
+            env = restartable(workdir, wasm, mcp_server, "envoy-restart-py-2", ports)
+            try:
+                with anyio.fail_after(20):
+                    r = await s.call_tool("echo", {"message": "again"})
+                out["after"] = "RESULT " + r.model_dump_json()[:200]
+            except TimeoutError:
+                out["after"] = "HANG"
+            except Exception as e:  # noqa: BLE001 - what the SDK raises is the finding
+                out["after"] = f"ERROR {type(e).__name__} {e}"
+        async with sdk_session(url, READER_KEY) as s2:
+            out["reopened"] = (await s2.call_tool("echo", {"message": "new"})).content[0].text
+
+    try:
+        anyio.run(go)
+    finally:
+        env.stop()
+    print("python sdk after restart:", out)
+    assert out["after"].startswith("ERROR") and ("404" in out["after"] or "ession" in out["after"]), out
+    assert out["reopened"] == "Echo: new", out
+
+
+def test_typescript_sdk_after_envoy_restart_gets_a_clear_session_error_and_reopens(workdir: Path, wasm: Path,
+                                                                                 mcp_server: Any) -> None:
+    import harness
+    from conftest import READER_KEY
+
+    node = shutil.which("node")
+    assert node
+    sdk = HERE.parents[1] / "peers" / "node_modules" / "@modelcontextprotocol" / "sdk" / "dist" / "esm"
+    script = workdir / "trail-ts-restart.mjs"
+    script.write_text(TS_RESTART.replace("@SDK@", sdk.as_uri()))
+    ready, go = workdir / "ts-ready", workdir / "ts-go"
+    ports = (harness.free_port(), harness.free_port())
+    env = restartable(workdir, wasm, mcp_server, "envoy-restart-ts-1", ports)
+    arg = {"url": env.url, "key": READER_KEY, "ready": str(ready), "go": str(go)}
+    proc = subprocess.Popen([node, str(script), json.dumps(arg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        env.stop()
+        env = restartable(workdir, wasm, mcp_server, "envoy-restart-ts-2", ports)
+        go.write_text("x")
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        env.stop()
+        for f in (ready, go):
+            f.unlink(missing_ok=True)
+    out = json.loads(stdout.strip().splitlines()[-1]) if stdout.strip() else {"stderr": stderr[-1500:]}
+    print("typescript sdk after restart:", out)
+    assert out.get("after", "").startswith("ERROR") and "404" in out["after"], out
+    assert '"Echo: hi"' in out.get("reopened", ""), out
+
+
+def test_a_normal_session_with_its_stream_and_delete_passes(envoy: Any) -> None:
+    import anyio
+    from conftest import READER_KEY
+    from mcp_raw import sdk_session
+
+    refused = "wasmcustom.mcp_firewall.refused.session_binding"
+    before = envoy.stat(refused)
+    seen: list[Any] = []
+
+    async def go() -> str:
+        async with sdk_session(envoy.url, READER_KEY, seen=seen) as s:
+            await s.list_tools()
+            r = await s.call_tool("echo", {"message": "hi"})
+            await anyio.sleep(0.5)  # the SDK's GET stream opens in the background
+            return r.content[0].text
+
+    assert anyio.run(go) == "Echo: hi"
+    methods = [(m, st) for m, st, _ in seen]
+    assert ("DELETE", 200) in methods and any(m == "GET" and st == 200 for m, st in methods), methods
+    assert envoy.stat(refused) == before, methods
 
 
 if __name__ == "__main__":
