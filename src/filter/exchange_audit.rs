@@ -86,16 +86,25 @@ fn audit_schema(f: &crate::catalogue::schemas::SchemaFinding, action: &str) -> A
 
 impl PendingAudit {
     /// The audit record of one decided message; `action` is `dlp.requests`.
-    pub fn of(m: &MessageVerdict, action: DlpAction) -> Self {
+    pub fn of(m: &MessageVerdict, action: DlpAction, scanner: &crate::dlp::Scanner) -> Self {
         // The method, the target and the id are the caller's text, written
         // to the trail as they are: where DLP found something in one, it is
-        // written as what was found instead, there and in the reason.
-        let found_in = |root: &str, paths: &[&str]| {
+        // written as what was found instead, there and in the reason. A
+        // message the rules (or the protocol) refused was never scanned, and
+        // its reason may quote it (`no rule allows "tools/ghp_…"`): all four
+        // are read here instead (a refusal is rare; an allowed message's
+        // channels were scanned before it was allowed).
+        let refused = m.decision.verdict != Verdict::Allow;
+        let found_in = |root: &str, paths: &[&str], raw: &str| {
             m.findings
                 .iter()
                 .zip(&m.finding_roots)
                 .find(|(f, r)| **r == root && paths.contains(&f.path.as_str()))
                 .map(|(f, _)| format!("[REDACTED:{}]", f.kind))
+                .or_else(|| {
+                    let read = refused.then(|| scanner.redacted(raw))?;
+                    (read != raw).then_some(read)
+                })
         };
         let mut decision = m.decision.clone();
         let mut screened = |raw: &str, redacted: Option<String>| match redacted {
@@ -107,14 +116,18 @@ impl PendingAudit {
             }
             None => raw.to_owned(),
         };
-        let method = screened(&m.method, found_in("", &["/method"]));
-        let target = m
-            .target
-            .as_deref()
-            .map(|t| screened(t, found_in("/params", &["/name", "/uri"])));
-        let id_written = found_in("", &["/id"]);
-        if let (Some(text), Some(r)) = (m.id.as_ref().and_then(Value::as_str), &id_written) {
+        let method = screened(&m.method, found_in("", &["/method"], &m.method));
+        let target = m.target.as_deref().map(|t| {
+            let found = found_in("/params", &["/name", "/uri"], t);
+            screened(t, found)
+        });
+        let id_text = m.id.as_ref().and_then(Value::as_str);
+        let id_written = found_in("", &["/id"], id_text.unwrap_or_default());
+        if let (Some(text), Some(r)) = (id_text.filter(|t| !t.is_empty()), &id_written) {
             decision.reason = decision.reason.replace(text, r);
+        }
+        if refused {
+            decision.reason = scanner.redacted(&decision.reason);
         }
         PendingAudit {
             method,

@@ -245,9 +245,12 @@ impl RequestFilter {
         // body is refused instead: this refusal is its one event.
         drop(self.audit.take_held());
         if self.audit.enabled() {
+            // The reason may quote the caller's text (`duplicate object key
+            // "ghp_…"`): the trail holds it as DLP reads it. The caller's
+            // own refusal keeps it (it is what they sent).
             let p = PendingAudit::refused_before_decision(Decision::deny(
                 r.rule.clone(),
-                r.message.clone(),
+                self.policy.dlp.scanner.redacted(&r.message),
             ));
             self.audit
                 .send_replied(host, self.caller.as_deref(), p, &reply);
@@ -934,7 +937,7 @@ impl RequestFilter {
             self.audit.hold(
                 v.messages
                     .iter()
-                    .map(|m| PendingAudit::of(m, action))
+                    .map(|m| PendingAudit::of(m, action, &self.policy.dlp.scanner))
                     .collect(),
             );
         }
@@ -961,13 +964,14 @@ impl RequestFilter {
                 .filter(|m| m.decision.verdict != Verdict::Allow)
             {
                 let d = &m.decision;
+                // The reason may quote the caller's text (`no rule allows "…"`).
                 host.log(
                     LogLevel::Debug,
                     &format!(
                         "mcp-firewall: {} rule={}: {}",
                         d.verdict.as_str(),
                         d.rule,
-                        d.reason
+                        self.policy.dlp.scanner.redacted(&d.reason)
                     ),
                 );
             }

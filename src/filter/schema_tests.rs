@@ -831,12 +831,15 @@ fn a_secret_member_name_reaches_neither_the_refusal_nor_the_audit() {
 #[test]
 fn the_trail_holds_no_secret_a_name_or_an_id_carried() {
     const TOKEN: &str = "ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A";
-    let with_mode = |mode: &str| {
+    // Every message allowed (DLP reads it) or only lists (the rules refuse
+    // the rest before any scan).
+    let with_mode = |mode: &str, methods: &str| {
         let doc = json!({
             "version": 1,
             "mode": mode,
             "identity": {"api_keys": [{"sha256": sha256_hex(b"admin-key"), "subject": "adam", "roles": ["admin"]}]},
-            "rules": [{"id": "all", "effect": "allow", "methods": ["*"]}],
+            "rules": [{"id": "some", "effect": "allow", "methods": [methods]}],
+            "limits": {"batches": "evaluate"},
             "audit": {"cluster": "c", "path": "/", "authority": "a"}
         });
         match crate::policy::compile(&doc) {
@@ -879,16 +882,48 @@ fn the_trail_holds_no_secret_a_name_or_an_id_carried() {
             json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"}),
             poisoned,
         ),
+        (
+            "a_method_under_a_namespace",
+            json!({"jsonrpc": "2.0", "id": 5, "method": format!("tools/{TOKEN}")}),
+            json!({}),
+        ),
     ];
-    for mode in ["enforce", "dry_run"] {
-        let p = with_mode(mode);
-        for (name, request, result) in &cases {
+    // Bodies the protocol refuses, whose reasons quote the caller's text.
+    let refused = [
+        (
+            "a_repeated_member_name",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"x","arguments":{{"{TOKEN}":1,"{TOKEN}":2}}}}}}"#
+            ),
+        ),
+        (
+            "an_undefined_member",
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","{TOKEN}":1}}"#),
+        ),
+        (
+            "a_repeated_id_in_a_batch",
+            format!(
+                r#"[{{"jsonrpc":"2.0","id":"{TOKEN}","method":"ping"}},{{"jsonrpc":"2.0","id":"{TOKEN}","method":"ping"}}]"#
+            ),
+        ),
+    ];
+    let cases: Vec<(&str, String, Value)> = cases
+        .into_iter()
+        .map(|(n, r, a)| (n, r.to_string(), a))
+        .chain(refused.iter().map(|(n, b)| (*n, b.clone(), json!({}))))
+        .collect();
+    for (mode, methods) in [
+        ("enforce", "*"),
+        ("dry_run", "*"),
+        ("enforce", "tools/list"),
+    ] {
+        let p = with_mode(mode, methods);
+        for (name, body, result) in &cases {
             let store = Rc::new(MemoryStore::default());
             let mut x = Exchange::new(p.clone(), host_on(&store, HERE));
-            let body = request.to_string();
             if x.request(Request::new(body.as_bytes())).forwarded() {
-                let answer =
-                    json!({"jsonrpc": "2.0", "id": request["id"], "result": result}).to_string();
+                let id = serde_json::from_str::<Value>(body).unwrap_or(Value::Null)["id"].clone();
+                let answer = json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string();
                 x.respond(
                     Response::new(answer.as_bytes())
                         .status("200")
@@ -907,9 +942,12 @@ fn the_trail_holds_no_secret_a_name_or_an_id_carried() {
                 .collect();
             assert!(
                 audited.contains("REDACTED:github_pat"),
-                "{name} ({mode}): {audited}"
+                "{name} ({mode}, {methods}): {audited}"
             );
-            assert!(!audited.contains(TOKEN), "{name} ({mode}): {audited}");
+            assert!(
+                !audited.contains(TOKEN),
+                "{name} ({mode}, {methods}): {audited}"
+            );
             let logged = format!("{:?}", x.host.logs.borrow());
             assert!(!logged.contains(TOKEN), "{name} ({mode}): {logged}");
         }
