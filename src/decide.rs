@@ -109,7 +109,7 @@ impl Call<'_> {
 
 /// Names come from the caller: quote them with escapes and bound their length
 /// so a reason can be logged and echoed safely.
-fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     let mut out = String::with_capacity(s.len().min(400) + 5);
     push_clipped(&mut out, s);
     out

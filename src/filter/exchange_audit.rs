@@ -84,16 +84,25 @@ fn audit_schema(f: &crate::catalogue::schemas::SchemaFinding, action: &str) -> A
     }
 }
 
-impl PendingAudit {
-    /// The audit record of one decided message; `action` is `dlp.requests`.
-    pub fn of(m: &MessageVerdict, action: DlpAction, scanner: &crate::dlp::Scanner) -> Self {
-        // The method, the target and the id are the caller's text, written
-        // to the trail as they are: where DLP found something in one, it is
-        // written as what was found instead, there and in the reason. A
-        // message the rules (or the protocol) refused was never scanned, and
-        // its reason may quote it (`no rule allows "tools/ghp_…"`): all four
-        // are read here instead (a refusal is rare; an allowed message's
-        // channels were scanned before it was allowed).
+/// What the trail and the log say of a decided message's caller-given
+/// names and of its reason.
+pub(crate) struct ScreenedMessage {
+    pub method: String,
+    pub target: Option<String>,
+    /// What is written instead of the id, when DLP found something in it.
+    pub id_written: Option<String>,
+    pub decision: Decision,
+}
+
+impl ScreenedMessage {
+    /// The method, the target and the id are the caller's text, written to
+    /// the trail as they are: where DLP found something in one, it is
+    /// written as what was found instead, there and in the reason. A message
+    /// the rules (or the protocol) refused was never scanned, and its reason
+    /// may quote it (`no rule allows "tools/ghp_…"`): all four are read here
+    /// instead (a refusal is rare; an allowed message's channels were
+    /// scanned before it was allowed).
+    pub fn of(m: &MessageVerdict, scanner: &crate::dlp::Scanner) -> Self {
         let refused = m.decision.verdict != Verdict::Allow;
         let found_in = |root: &str, paths: &[&str], raw: &str| {
             m.findings
@@ -110,7 +119,10 @@ impl PendingAudit {
         let mut screened = |raw: &str, redacted: Option<String>| match redacted {
             Some(r) => {
                 if !raw.is_empty() {
-                    decision.reason = decision.reason.replace(raw, &r);
+                    // The reason quotes a long name cut short (`decide::clip`),
+                    // maybe inside the secret, where no detector finds it.
+                    let (cut, cut_read) = (crate::decide::clip(raw), crate::decide::clip(&r));
+                    decision.reason = decision.reason.replace(&cut, &cut_read).replace(raw, &r);
                 }
                 r
             }
@@ -129,6 +141,24 @@ impl PendingAudit {
         if refused {
             decision.reason = scanner.redacted(&decision.reason);
         }
+        ScreenedMessage {
+            method,
+            target,
+            id_written,
+            decision,
+        }
+    }
+}
+
+impl PendingAudit {
+    /// The audit record of one decided message; `action` is `dlp.requests`.
+    pub fn of(m: &MessageVerdict, action: DlpAction, scanner: &crate::dlp::Scanner) -> Self {
+        let ScreenedMessage {
+            method,
+            target,
+            id_written,
+            decision,
+        } = ScreenedMessage::of(m, scanner);
         PendingAudit {
             method,
             target,

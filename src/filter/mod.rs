@@ -28,7 +28,7 @@ use std::rc::Rc;
 mod exchange_audit;
 mod rewriter;
 
-use exchange_audit::{ExchangeAudit, PendingAudit};
+use exchange_audit::{ExchangeAudit, PendingAudit, ScreenedMessage};
 use rewriter::ResponseRewriter;
 
 /// Response header that reports a dry-run decision to the caller.
@@ -963,15 +963,15 @@ impl RequestFilter {
                 .iter()
                 .filter(|m| m.decision.verdict != Verdict::Allow)
             {
-                let d = &m.decision;
                 // The reason may quote the caller's text (`no rule allows "…"`).
+                let d = ScreenedMessage::of(m, &self.policy.dlp.scanner).decision;
                 host.log(
                     LogLevel::Debug,
                     &format!(
                         "mcp-firewall: {} rule={}: {}",
                         d.verdict.as_str(),
                         d.rule,
-                        self.policy.dlp.scanner.redacted(&d.reason)
+                        d.reason
                     ),
                 );
             }
@@ -1463,8 +1463,10 @@ impl RequestFilter {
                 };
             host.count(Counter::DecisionDeny, 1);
             self.log_refusal(host, &m.decision.rule, r.status);
+            // As screened for the trail as any refused message's.
+            let refused = ScreenedMessage::of(&m, &self.policy.dlp.scanner).decision;
             for mut p in self.audit.take_held() {
-                p.decision = m.decision.clone();
+                p.decision = refused.clone();
                 p.decision.reason = format!("{}; {reason}", p.decision.reason);
                 p.approval = Some(used.clone());
                 self.audit.send_replied(host, self.caller.as_deref(), p, &r);
@@ -1941,7 +1943,13 @@ impl RequestFilter {
             .collect();
         if !unverifiable.is_empty() {
             host.count(Counter::SchemasUnverifiable, unverifiable.len() as u64);
-            let shown: Vec<&str> = unverifiable.iter().take(8).copied().collect();
+            // The server's names: read by the detectors before they are logged.
+            let scanner = &self.policy.dlp.scanner;
+            let shown: Vec<String> = unverifiable
+                .iter()
+                .take(8)
+                .map(|t| scanner.redacted(t))
+                .collect();
             host.log(
                 LogLevel::Warn,
                 &format!(

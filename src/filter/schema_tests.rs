@@ -887,6 +887,18 @@ fn the_trail_holds_no_secret_a_name_or_an_id_carried() {
             json!({"jsonrpc": "2.0", "id": 5, "method": format!("tools/{TOKEN}")}),
             json!({}),
         ),
+        // A reason quotes a name cut to 96 characters: here inside the token.
+        (
+            "a_long_method_cut_inside_the_secret",
+            json!({"jsonrpc": "2.0", "id": 5, "method": format!("tools/{}/{TOKEN}", "x".repeat(70))}),
+            json!({}),
+        ),
+        (
+            "a_long_tool_name_cut_inside_the_secret",
+            json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                   "params": {"name": format!("{}-{TOKEN}", "x".repeat(70)), "arguments": {}}}),
+            json!({"content": []}),
+        ),
     ];
     // Bodies the protocol refuses, whose reasons quote the caller's text.
     let refused = [
@@ -944,12 +956,41 @@ fn the_trail_holds_no_secret_a_name_or_an_id_carried() {
                 audited.contains("REDACTED:github_pat"),
                 "{name} ({mode}, {methods}): {audited}"
             );
-            assert!(
-                !audited.contains(TOKEN),
-                "{name} ({mode}, {methods}): {audited}"
-            );
             let logged = format!("{:?}", x.host.logs.borrow());
-            assert!(!logged.contains(TOKEN), "{name} ({mode}): {logged}");
+            // No run of 12 of its characters: a cut token is still a leak.
+            for part in TOKEN.as_bytes().windows(12) {
+                let part = String::from_utf8_lossy(part);
+                assert!(
+                    !audited.contains(&*part),
+                    "{name} ({mode}, {methods}): {audited}"
+                );
+                assert!(!logged.contains(&*part), "{name} ({mode}): {logged}");
+            }
         }
     }
+}
+
+/// The warning that names tools whose schemas cannot be fully checked names
+/// them as the detectors read them: a tool name is the server's text.
+#[test]
+fn the_unverifiable_schemas_warning_names_no_secret() {
+    const TOKEN: &str = "ghp_cXBF6sAfS2FoMES3wwxo96I4lVREf0nWlrtd";
+    let p = policy(json!({"input": "enforce"}));
+    let store = Rc::new(MemoryStore::default());
+    let mut x = Exchange::new(p, host_on(&store, HERE));
+    let body = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+    assert!(x.request(Request::new(body.as_bytes())).forwarded());
+    let answer = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": [
+        {"name": TOKEN, "inputSchema": {"type": "object", "unevaluatedProperties": false}}]}})
+    .to_string();
+    x.respond(
+        Response::new(answer.as_bytes())
+            .status("200")
+            .content_type("application/json"),
+    );
+    x.done();
+    let logged = format!("{:?}", x.host.logs.borrow());
+    assert!(logged.contains("cannot be fully checked"), "{logged}");
+    assert!(logged.contains("[REDACTED:github_pat]"), "{logged}");
+    assert!(!logged.contains(&TOKEN[4..16]), "{logged}");
 }
