@@ -92,6 +92,23 @@ def audit_envoy(workdir: Path, mcp_server: harness.McpServer, wasm: Path, collec
     return harness.Envoy(cfg, workdir, name=name, concurrency=concurrency, extra_args=extra_args)
 
 
+def start_collector(workdir: Path, name: str) -> tuple[harness.Proc, int, Path]:
+    """`mcp-firewall collector` on a free port, writing `<name>.ndjson` in `workdir`, once it
+    listens: its process (the caller stops it), its port and its file."""
+    if not CLI.exists():
+        raise AssertionError(f"{CLI} is missing: run `cargo build --release -p mcp-firewall-cli` (scripts/test.sh does)")
+    port = harness.free_port()
+    out = workdir / f"{name}.ndjson"
+    proc = harness.Proc(name, [str(CLI), "collector", "--listen", f"127.0.0.1:{port}", "--out", str(out)],
+                        workdir / f"{name}.log")
+    try:
+        harness._wait(lambda: harness.port_open(port), 30, "audit collector", proc)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, port, out
+
+
 def collector_cluster(port: int) -> dict[str, Any]:
     return {
         "name": AUDIT_CLUSTER, "type": "STATIC", "connect_timeout": "1s",

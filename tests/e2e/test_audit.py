@@ -32,14 +32,10 @@ def canonical(v: Any) -> str:
 
 @pytest.fixture(scope="module")
 def collector(workdir: Path) -> Iterator[tuple[int, Path]]:
-    if not CLI.exists():
-        pytest.fail(f"{CLI} is missing: run `cargo build --release -p mcp-firewall-cli` (scripts/test.sh does)")
-    port = harness.free_port()
-    out = workdir / "audit.ndjson"
-    proc = harness.Proc("collector", [str(CLI), "collector", "--listen", f"127.0.0.1:{port}", "--out", str(out)],
-                        workdir / "collector.log")
+    from audit_support import start_collector
+
+    proc, port, out = start_collector(workdir, "audit")
     try:
-        harness._wait(lambda: harness.port_open(port), 30, "audit collector", proc)
         yield port, out
     finally:
         proc.stop()

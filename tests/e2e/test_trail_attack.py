@@ -7,7 +7,7 @@
    refusal sent to the other party. Each case carries its own token; every case asserts the
    secure behaviour (a failing case is a channel that still leaks).
 
-    python tests/e2e/test_trail_attack.py PORT SCENARIO_FILE   (the scripted MCP server)
+The scripted MCP server is tests/e2e/scenario_peer.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,89 +37,17 @@ def leaked(text: str, secret: str, window: int = 16) -> bool:
     return any(secret[i:i + window] in text for i in range(len(secret) - window + 1))
 
 
-# --------------------------------------------------------------------------- the scripted server
-
-def serve(port: int, scenario_file: Path) -> None:
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    counter = {"n": 0}
-    lock = threading.Lock()
-
-    class H(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *a: Any) -> None:
-            pass
-
-        def body(self) -> bytes:
-            if self.headers.get("transfer-encoding", "").lower() == "chunked":
-                out = b""
-                while True:
-                    size = int(self.rfile.readline().strip().split(b";")[0], 16)
-                    if size == 0:
-                        self.rfile.readline()
-                        return out
-                    out += self.rfile.read(size)
-                    self.rfile.readline()
-            n = int(self.headers.get("content-length") or 0)
-            return self.rfile.read(n) if n else b""
-
-        def send(self, status: int, body: str, ctype: str = "application/json", extra: dict[str, str] | None = None) -> None:
-            data = body.encode()
-            self.send_response(status)
-            self.send_header("content-type", ctype)
-            self.send_header("content-length", str(len(data)))
-            for k, v in (extra or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            self.send(405, "")
-
-        def do_DELETE(self) -> None:
-            self.send(200, "")
-
-        def do_POST(self) -> None:
-            scen = json.loads(scenario_file.read_text())
-            msg = json.loads(self.body())
-            if isinstance(msg, list):
-                msg = msg[0]
-            method, mid = msg.get("method"), msg.get("id")
-            if method == "initialize":
-                with lock:
-                    counter["n"] += 1
-                    sid = f"peer-{counter['n']}"
-                res = {"protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
-                       "serverInfo": {"name": "trail-peer", "version": "0"}}
-                self.send(200, json.dumps({"jsonrpc": "2.0", "id": mid, "result": res}), extra={"mcp-session-id": sid})
-            elif mid is None:
-                self.send(202, "")
-            elif method == "tools/list" and "list" in scen:
-                self.send(200, json.dumps({"jsonrpc": "2.0", "id": mid, "result": scen["list"]}))
-            elif "call" in scen:
-                self.send(200, scen["call"].replace("@ID@", json.dumps(mid)), scen.get("ctype", "application/json"))
-            else:
-                self.send(200, json.dumps({"jsonrpc": "2.0", "id": mid,
-                                           "result": {"content": [{"type": "text", "text": "ok"}]}}))
-
-    ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+# The scripted server: scenario_peer.py.
 
 
 # --------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
 def collector(workdir: Path) -> Iterator[tuple[int, Path]]:
-    import harness
+    from audit_support import start_collector
 
-    cli = harness.REPO / "target" / "release" / "mcp-firewall"
-    assert cli.exists(), "build the CLI: cargo build --release -p mcp-firewall-cli"
-    port = harness.free_port()
-    out = workdir / "trail-attack.ndjson"
-    proc = harness.Proc("trail-collector", [str(cli), "collector", "--listen", f"127.0.0.1:{port}", "--out", str(out)],
-                        workdir / "trail-collector.log")
+    proc, port, out = start_collector(workdir, "trail-collector")
     try:
-        harness._wait(lambda: harness.port_open(port), 30, "collector", proc)
         yield port, out
     finally:
         proc.stop()
@@ -147,7 +74,8 @@ def peer(workdir: Path, wasm: Path, collector: tuple[int, Path]) -> Iterator[tup
     scenario = workdir / "trail-scenario.json"
     scenario.write_text("{}")
     port = harness.free_port()
-    proc = harness.Proc("trail-peer", [sys.executable, str(Path(__file__).resolve()), str(port), str(scenario)],
+    proc = harness.Proc("trail-peer", [sys.executable, str(HERE / "scenario_peer.py"), str(port), str(scenario),
+                                       "trail-peer"],
                         workdir / "trail-peer.log")
     env = None
     try:
@@ -522,5 +450,3 @@ def test_a_normal_session_with_its_stream_and_delete_passes(envoy: Any) -> None:
     assert envoy.stat(refused) == before, methods
 
 
-if __name__ == "__main__":
-    serve(int(sys.argv[1]), Path(sys.argv[2]))

@@ -13,7 +13,7 @@ the Warn line about listed tools whose schemas cannot be fully checked names the
 (filter/mod.rs remember_schemas). Envoy's own `-l debug` header dump is not the filter's and is
 left out of the log check (it prints `authorization` whatever the filter does).
 
-    python tests/e2e/test_trail_attack2.py PORT SCENARIO_FILE   (the scripted MCP server)
+The scripted MCP server is tests/e2e/scenario_peer.py.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import base64
 import hashlib
 import json
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,88 +51,17 @@ def leaked(text: str, secret: str, window: int = WINDOW) -> bool:
                for i in range(len(secret) - window + 1))
 
 
-# --------------------------------------------------------------------------- the scripted server
-
-def serve(port: int, scenario_file: Path) -> None:
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    counter = {"n": 0}
-    lock = threading.Lock()
-
-    class H(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *a: Any) -> None:
-            pass
-
-        def body(self) -> bytes:
-            n = int(self.headers.get("content-length") or 0)
-            return self.rfile.read(n) if n else b""
-
-        def send(self, status: int, body: str, ctype: str = "application/json",
-                 extra: dict[str, str] | None = None) -> None:
-            data = body.encode()
-            self.send_response(status)
-            if ctype:
-                self.send_header("content-type", ctype)
-            self.send_header("content-length", str(len(data)))
-            for k, v in (extra or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            scen = json.loads(scenario_file.read_text())
-            if "get" in scen:
-                self.send(200, scen["get"], "text/event-stream")
-            else:
-                self.send(405, "")
-
-        def do_DELETE(self) -> None:
-            self.send(200, "")
-
-        def do_POST(self) -> None:
-            scen = json.loads(scenario_file.read_text())
-            msg = json.loads(self.body())
-            if isinstance(msg, list):
-                msg = msg[0]
-            method, mid = msg.get("method"), msg.get("id")
-            if method == "initialize":
-                with lock:
-                    counter["n"] += 1
-                    sid = scen.get("sid") or f"peer2-{counter['n']}"
-                res = {"protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
-                       "serverInfo": {"name": "trail2-peer", "version": "0"}}
-                self.send(200, json.dumps({"jsonrpc": "2.0", "id": mid, "result": res}),
-                          extra={"mcp-session-id": sid})
-            elif mid is None:
-                self.send(202, "")
-            elif method == "tools/list" and "list" in scen:
-                self.send(200, json.dumps({"jsonrpc": "2.0", "id": mid, "result": scen["list"]}))
-            elif "call" in scen:
-                self.send(scen.get("status", 200), scen["call"].replace("@ID@", json.dumps(mid)),
-                          scen.get("ctype", "application/json"), scen.get("headers"))
-            else:
-                self.send(200, json.dumps({"jsonrpc": "2.0", "id": mid,
-                                           "result": {"content": [{"type": "text", "text": "ok"}]}}))
-
-    ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+# The scripted server: scenario_peer.py.
 
 
 # --------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
 def collector2(workdir: Path) -> Iterator[tuple[int, Path]]:
-    import harness
+    from audit_support import start_collector
 
-    cli = harness.REPO / "target" / "release" / "mcp-firewall"
-    assert cli.exists(), "build the CLI: cargo build --release -p mcp-firewall-cli"
-    port = harness.free_port()
-    out = workdir / "trail-attack2.ndjson"
-    proc = harness.Proc("trail2-collector", [str(cli), "collector", "--listen", f"127.0.0.1:{port}", "--out", str(out)],
-                        workdir / "trail2-collector.log")
+    proc, port, out = start_collector(workdir, "trail2-collector")
     try:
-        harness._wait(lambda: harness.port_open(port), 30, "collector", proc)
         yield port, out
     finally:
         proc.stop()
@@ -182,7 +110,8 @@ def peer2(workdir: Path, wasm: Path, collector2: tuple[int, Path]) -> Iterator[t
     scenario = workdir / "trail2-scenario.json"
     scenario.write_text("{}")
     port = harness.free_port()
-    proc = harness.Proc("trail2-peer", [sys.executable, str(Path(__file__).resolve()), str(port), str(scenario)],
+    proc = harness.Proc("trail2-peer", [sys.executable, str(HERE / "scenario_peer.py"), str(port), str(scenario),
+                                        "trail2-peer"],
                         workdir / "trail2-peer.log")
     env = None
     try:
@@ -428,5 +357,3 @@ def test_a_servers_secret_never_reaches_the_trail_the_log_or_the_client(peer2: A
     w.check(case, secret, client)
 
 
-if __name__ == "__main__":
-    serve(int(sys.argv[1]), Path(sys.argv[2]))
