@@ -81,6 +81,21 @@ fn list(p: &Rc<CompiledPolicy>, store: &Rc<MemoryStore>, cluster: &str, sse: boo
     std::mem::take(&mut x.host)
 }
 
+/// List `tools` (a JSON array) from `host` in one JSON answer; the host after it.
+fn list_these(p: &Rc<CompiledPolicy>, host: FakeHost, tools: &Value) -> FakeHost {
+    let mut x = Exchange::new(p.clone(), host);
+    let body = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
+    assert!(x.request(Request::new(body.as_bytes())).forwarded());
+    let answer = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": tools}}).to_string();
+    x.respond(
+        Response::new(answer.as_bytes())
+            .status("200")
+            .content_type("application/json"),
+    );
+    x.done();
+    std::mem::take(&mut x.host)
+}
+
 /// Call `tool` with `arguments`; the server answers `result`. The error the
 /// client read (refused or replaced) or the result, and the host.
 fn call(
@@ -381,19 +396,9 @@ fn one_response_shares_one_budget_for_its_results() {
     let p = policy(json!({"output": "enforce"}));
     let store = Rc::new(MemoryStore::new());
     let schema = json!({"type": "object", "properties": {"s": {"type": "string", "pattern": "(?:a?){1000}b"}}});
-    let mut x = Exchange::new(p.clone(), host_on(&store, HERE));
-    let body = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
-    assert!(x.request(Request::new(body.as_bytes())).forwarded());
-    let answer = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": [
-        {"name": "scan", "inputSchema": {"type": "object"}, "outputSchema": schema}
-    ]}})
-    .to_string();
-    x.respond(
-        Response::new(answer.as_bytes())
-            .status("200")
-            .content_type("application/json"),
-    );
-    x.done();
+    let tools =
+        json!([{"name": "scan", "inputSchema": {"type": "object"}, "outputSchema": schema}]);
+    list_these(&p, host_on(&store, HERE), &tools);
     let mut x = Exchange::new(p.clone(), host_on(&store, HERE));
     let body =
         r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"scan","arguments":{}}}"#;
@@ -449,16 +454,7 @@ fn each_named_route_of_one_cluster_keeps_its_own_schemas() {
         h
     };
     let list = |store: &Rc<MemoryStore>, route: &str, tool: &Value| {
-        let mut x = Exchange::new(p.clone(), on(store, route));
-        let body = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
-        assert!(x.request(Request::new(body.as_bytes())).forwarded());
-        let answer = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": [tool]}}).to_string();
-        x.respond(
-            Response::new(answer.as_bytes())
-                .status("200")
-                .content_type("application/json"),
-        );
-        x.done();
+        list_these(&p, on(store, route), &json!([tool]));
     };
     let forwarded = |store: &Rc<MemoryStore>, route: &str| {
         let mut x = Exchange::new(p.clone(), on(store, route));
@@ -779,19 +775,7 @@ fn a_secret_member_name_reaches_neither_the_refusal_nor_the_audit() {
     ];
     for (name, p, arguments, structured, rule) in cases {
         let store = Rc::new(MemoryStore::default());
-        let mut x = Exchange::new(p.clone(), host_on(&store, HERE));
-        let body = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
-        assert!(
-            x.request(Request::new(body.as_bytes())).forwarded(),
-            "{name}"
-        );
-        let answer = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": tools}}).to_string();
-        x.respond(
-            Response::new(answer.as_bytes())
-                .status("200")
-                .content_type("application/json"),
-        );
-        x.done();
+        list_these(p, host_on(&store, HERE), &tools);
         let result = json!({"content": [], "structuredContent": structured});
         let (out, h) = call(p, &store, "weather", arguments, result);
         let Err(error) = out else {
@@ -977,19 +961,10 @@ fn the_unverifiable_schemas_warning_names_no_secret() {
     const TOKEN: &str = "ghp_cXBF6sAfS2FoMES3wwxo96I4lVREf0nWlrtd";
     let p = policy(json!({"input": "enforce"}));
     let store = Rc::new(MemoryStore::default());
-    let mut x = Exchange::new(p, host_on(&store, HERE));
-    let body = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
-    assert!(x.request(Request::new(body.as_bytes())).forwarded());
-    let answer = json!({"jsonrpc": "2.0", "id": 5, "result": {"tools": [
-        {"name": TOKEN, "inputSchema": {"type": "object", "unevaluatedProperties": false}}]}})
-    .to_string();
-    x.respond(
-        Response::new(answer.as_bytes())
-            .status("200")
-            .content_type("application/json"),
-    );
-    x.done();
-    let logged = format!("{:?}", x.host.logs.borrow());
+    let tools =
+        json!([{"name": TOKEN, "inputSchema": {"type": "object", "unevaluatedProperties": false}}]);
+    let host = list_these(&p, host_on(&store, HERE), &tools);
+    let logged = format!("{:?}", host.logs.borrow());
     assert!(logged.contains("cannot be fully checked"), "{logged}");
     assert!(logged.contains("[REDACTED:github_pat]"), "{logged}");
     assert!(!logged.contains(&TOKEN[4..16]), "{logged}");
