@@ -97,6 +97,25 @@ def serve(port: int, scenario_file: Path, name: str, record: bool = False, lists
     ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
 
 
+def start(workdir: Path, name: str, *flags: str) -> tuple[Any, int, Path]:
+    """This peer in a subprocess on a free port, its scenario `<name>-scenario.json` in
+    `workdir` (`{}` to begin with), once it listens: its process (the caller stops it),
+    its port and its scenario file. `flags`: `--record`, `--lists-not-called`."""
+    import harness
+
+    scenario = workdir / f"{name}-scenario.json"
+    scenario.write_text("{}")
+    port = harness.free_port()
+    proc = harness.Proc(name, [sys.executable, str(Path(__file__).resolve()), str(port), str(scenario), name, *flags],
+                        workdir / f"{name}.log")
+    try:
+        harness._wait(lambda: harness.port_open(port), 30, name, proc)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, port, scenario
+
+
 if __name__ == "__main__":
     serve(int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], record="--record" in sys.argv,
           lists_not_called="--lists-not-called" in sys.argv)

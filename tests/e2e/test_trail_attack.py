@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,17 +68,12 @@ def audited_policy(**audit: Any) -> dict[str, Any]:
 def peer(workdir: Path, wasm: Path, collector: tuple[int, Path]) -> Iterator[tuple[Any, Path, Path]]:
     """The scripted server behind an Envoy whose policy audits to the collector."""
     import harness
+    import scenario_peer
     from audit_support import collector_cluster
 
-    scenario = workdir / "trail-scenario.json"
-    scenario.write_text("{}")
-    port = harness.free_port()
-    proc = harness.Proc("trail-peer", [sys.executable, str(HERE / "scenario_peer.py"), str(port), str(scenario),
-                                       "trail-peer"],
-                        workdir / "trail-peer.log")
+    proc, port, scenario = scenario_peer.start(workdir, "trail-peer")
     env = None
     try:
-        harness._wait(lambda: harness.port_open(port), 30, "trail peer", proc)
         cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
                              upstream_port=port, policy=audited_policy(), wasm=wasm)
         cfg["static_resources"]["clusters"].append(collector_cluster(collector[0]))

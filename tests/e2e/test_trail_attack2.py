@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,6 @@ from typing import Any
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
 B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 WINDOW = 12  # "a long recognisable part" of a secret
 
@@ -105,17 +103,12 @@ def debug_envoy(cfg: dict[str, Any], workdir: Path, name: str) -> Any:
 @pytest.fixture(scope="module")
 def peer2(workdir: Path, wasm: Path, collector2: tuple[int, Path]) -> Iterator[tuple[Any, Path, Path]]:
     import harness
+    import scenario_peer
     from audit_support import collector_cluster
 
-    scenario = workdir / "trail2-scenario.json"
-    scenario.write_text("{}")
-    port = harness.free_port()
-    proc = harness.Proc("trail2-peer", [sys.executable, str(HERE / "scenario_peer.py"), str(port), str(scenario),
-                                        "trail2-peer"],
-                        workdir / "trail2-peer.log")
+    proc, port, scenario = scenario_peer.start(workdir, "trail2-peer")
     env = None
     try:
-        harness._wait(lambda: harness.port_open(port), 30, "trail2 peer", proc)
         cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
                              upstream_port=port, policy=policy2(), wasm=wasm)
         cfg["static_resources"]["clusters"].append(collector_cluster(collector2[0]))

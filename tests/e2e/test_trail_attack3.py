@@ -106,6 +106,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stacks(workdir: Path, wasm: Path) -> Iterator[dict[str, Any]]:
     import harness
+    import scenario_peer
     from audit_support import collector_cluster, start_collector
     from test_approvals_page import CLI, Service
 
@@ -125,14 +126,9 @@ def stacks(workdir: Path, wasm: Path) -> Iterator[dict[str, Any]]:
             "dry": policy3(mode="dry_run", dlp={"requests": "block", "responses": "redact"}),
         }
         for name, pol in variants.items():
-            scenario = workdir / f"trail3-{name}-scenario.json"
-            scenario.write_text("{}")
-            port = harness.free_port()
-            peer = harness.Proc(f"trail3-{name}-peer", [sys.executable, str(HERE / "scenario_peer.py"), str(port),
-                                                        str(scenario), "trail3-peer", "--record", "--lists-not-called"],
-                                workdir / f"trail3-{name}-peer.log")
+            peer, port, scenario = scenario_peer.start(workdir, f"trail3-{name}-peer", "--record",
+                                                       "--lists-not-called")
             procs.append(peer)
-            harness._wait(lambda p=port: harness.port_open(p), 30, "trail3 peer", peer)
             cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
                                  upstream_port=port, policy=pol, wasm=wasm)
             cfg["static_resources"]["clusters"].append(collector_cluster(cport))
