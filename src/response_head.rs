@@ -6,7 +6,7 @@
 //! Envoy, twelfth session). Pure: the filter hands the lines over and writes
 //! back what [`screen`] says.
 
-use crate::dlp::Scanner;
+use crate::dlp::{Scanner, JWT_KIND};
 
 /// What to write back: per name, the lines that stay (none: the name goes).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -96,7 +96,7 @@ pub fn screen(scanner: &Scanner, lines: &[(&str, &str)]) -> Screened {
             for i in hit {
                 let issued = lines
                     .get(i)
-                    .is_some_and(|(n, _)| ISSUED.contains(n) && m.kind == "jwt");
+                    .is_some_and(|(n, _)| ISSUED.contains(n) && m.kind == JWT_KIND);
                 if issued {
                     continue;
                 }

@@ -44,6 +44,7 @@ mod pii;
 mod prefilter;
 mod prefix;
 mod rules;
+pub use rules::JWT_KIND;
 mod text;
 
 use crate::config::{index, keyword_at, keywords, type_name, Errors, ObjReader};

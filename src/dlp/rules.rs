@@ -214,6 +214,10 @@ const BASE: RuleSpec = RuleSpec {
 /// triggers it on a `.` that ends a 24–26 character token run.
 pub const DISCORD_KIND: &str = "discord_bot_token";
 
+/// A JSON Web Token: the credential a server issues on purpose as a session
+/// id or cookie (`response_head` lets it stand there).
+pub const JWT_KIND: &str = "jwt";
+
 pub static SECRET_RULES: &[RuleSpec] = &[
     // --- Keys and structured tokens matched by code -------------------------
     RuleSpec {
@@ -227,7 +231,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
         ..BASE
     },
     RuleSpec {
-        kind: "jwt",
+        kind: JWT_KIND,
         triggers: &["eyj"],
         native: Some(Native::Jwt),
         ahead: 8,
@@ -2590,7 +2594,7 @@ pub fn jwt_at(text: &str, start: usize) -> Option<Found> {
     (obj.contains_key("alg") || obj.contains_key("typ")).then_some(Found {
         start,
         end,
-        kind: "jwt",
+        kind: JWT_KIND,
     })
 }
 
