@@ -700,6 +700,13 @@ pub fn envoy_config(args: EnvoyConfigArgs) -> ExitCode {
          {pad}# allow_on_headers_stop_iteration: the filter holds the headers until it has decided the body.\n\
          {pad}# failure_policy FAIL_RELOAD: a crashed VM is reloaded and keeps enforcing (never FAIL_OPEN).\n"
     );
+    if policy.rate_limit_headers {
+        out.push_str(&format!(
+            "{pad}# envoy.rate_limit_headers is on: the route must remove {} before the upstream\n\
+             {pad}# (request_headers_to_remove; see envoy/envoy.yaml), or the server reads who called.\n",
+            mcp_firewall::descriptors::HEADERS.join(", ")
+        ));
+    }
     if let Some(h) = &jwt {
         out.push_str(&format!(
             "{pad}# identity.jwt_payload_header is {h:?}: Envoy must remove client copies of it\n\
@@ -760,6 +767,10 @@ fn full_bootstrap(
                         "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
                         "route_config": {"name": "mcp", "virtual_hosts": [{
                             "name": "mcp", "domains": ["*"],
+                            // Written by the filter for the global rate limit
+                            // filter (envoy.rate_limit_headers); the server
+                            // must not read who called. Removed by the router.
+                            "request_headers_to_remove": mcp_firewall::descriptors::HEADERS,
                             "routes": [{"match": {"prefix": "/"},
                                         "route": {"cluster": "mcp_server", "timeout": "0s"}}]
                         }]},

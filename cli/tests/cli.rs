@@ -356,3 +356,40 @@ fn envoy_config_audit_collector_needs_full_and_a_port() {
         "{out}"
     );
 }
+
+#[test]
+fn envoy_config_keeps_the_rate_limit_descriptors_from_the_server() {
+    // With envoy.rate_limit_headers the filter writes the caller's subject and
+    // tenant into request headers for Envoy's rate limit filter: the route
+    // must remove them before the upstream (--full does; the bare entry says so).
+    let dir = std::env::temp_dir().join(format!("mcp-fw-cli-rlh-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join("policy.json");
+    let policy = serde_json::json!({
+        "version": 1,
+        "identity": {"api_keys": [{"sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                                   "subject": "agent", "roles": ["reader"]}]},
+        "rules": [{"id": "read", "effect": "allow", "roles": ["reader"], "tools": ["get_*"]}],
+        "envoy": {"allow_on_headers_stop_iteration": true, "rate_limit_headers": true}
+    });
+    let _ = std::fs::write(&path, policy.to_string());
+    let (full_code, full) = run(&["envoy-config", &path.to_string_lossy(), "--full"], "");
+    let (bare_code, bare) = run(&["envoy-config", &path.to_string_lossy()], "");
+    let (off_code, off) = run(&["envoy-config", &fixture("small.json")], "");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        (full_code, bare_code, off_code),
+        (0, 0, 0),
+        "{full}{bare}{off}"
+    );
+    let removed = full
+        .split("request_headers_to_remove:")
+        .nth(1)
+        .unwrap_or_default();
+    for h in mcp_firewall::descriptors::HEADERS {
+        assert!(removed.contains(h), "{h} not removed:\n{full}");
+        assert!(bare.contains(h), "{h} not named:\n{bare}");
+        assert!(!off.contains(h), "named without the export:\n{off}");
+    }
+    assert!(bare.contains("request_headers_to_remove"), "{bare}");
+}

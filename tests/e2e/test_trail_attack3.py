@@ -403,3 +403,18 @@ def test_a_servers_secret_reaches_no_trail_log_or_client(stacks: dict[str, Any],
     check(st, w, case, secret, None if stack == "dry" else client, -1)
 
 
+
+
+def test_the_default_envoy_yaml_keeps_the_descriptor_headers_from_the_server(stacks: dict[str, Any]) -> None:
+    """`envoy.rate_limit_headers` writes the caller's subject and tenant into
+    x-mcp-firewall-ratelimit-* for Envoy's rate limit filter; envoy/envoy.yaml's
+    route removes them, so the MCP server never reads who called (a helper saw
+    them at its server before the route did)."""
+    st: Stack = stacks["enforce"]
+    st.scenario.write_text("{}")
+    at = len(text_of(st.seen))
+    r = post(st, rpc_call("peer_t", {"q": "plain"}))
+    assert '"result"' in r.text, r.text[:300]
+    got = text_of(st.seen)[at:]
+    assert '\\"peer_t\\"' in got, got[:600]  # the call reached the server
+    assert "x-mcp-firewall-ratelimit-" not in got.lower(), got[:600]
