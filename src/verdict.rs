@@ -834,7 +834,17 @@ pub fn judge_body(
                     .params()
                     .get("arguments")
                     .filter(|args| canonical_len(args) <= crate::approval::MAX_SHOWN_ARGUMENT_BYTES)
-                    .cloned();
+                    .cloned()
+                    .map(|mut shown| {
+                        // Under `dlp.requests: flag` the server gets what DLP
+                        // found, but the approval service keeps and shows what
+                        // it is sent: approvers read the kind and path (below),
+                        // never the value. (`redact` already took it out.)
+                        if !v.findings.is_empty() {
+                            policy.dlp.scanner.redact_value(&mut shown);
+                        }
+                        shown
+                    });
             }
             a.findings = v
                 .findings

@@ -845,3 +845,38 @@ fn a_number_no_double_holds_exactly_is_never_approved() {
         }
     }
 }
+
+#[test]
+fn approvers_never_read_a_secret_the_policy_only_flags() {
+    // dlp.requests flag forwards what DLP found, but the approval service
+    // stores and shows what it is sent: it gets the redacted copy, the
+    // finding's kind and path, and the binding of the call as sent.
+    let token = "ghp_R8kq2ZxN4vLw7TfB1mYc9HdP3sJ6aQeU0gKo";
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "scale", "arguments": {"replicas": 3, "note": format!("use {token}")}}});
+    for (name, requests) in [("redact", "redact"), ("flag", "flag")] {
+        let p = policy_with(
+            json!({"cluster": "approvals", "token": "t", "mode": "async", "show_arguments": true}),
+            json!({"dlp": {"requests": requests}}),
+        );
+        let x = asked(p, body.to_string().as_bytes());
+        let sent = String::from_utf8_lossy(&x.host.callouts[0].body).into_owned();
+        assert!(!sent.contains(token), "{name}: {sent}");
+        let asked: Value = serde_json::from_str(&sent).unwrap_or_default();
+        assert_eq!(
+            asked["summary"]["arguments"]["replicas"],
+            json!(3),
+            "{name}"
+        );
+        assert!(
+            asked["summary"]["arguments"]["note"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("use [REDACTED:github_pat")),
+            "{name}: {sent}"
+        );
+        assert!(
+            sent.contains("github_pat"),
+            "{name}: the finding's kind: {sent}"
+        );
+    }
+}
