@@ -75,11 +75,15 @@ enum KeyCheck {
 fn parse_checked(bytes: &[u8], max_depth: usize, keys: KeyCheck) -> Result<Value, JsonError> {
     // Check UTF-8 on the whole body first: serde_json only validates inside strings
     // and we want invalid UTF-8 to be its own, distinct refusal.
-    if std::str::from_utf8(bytes).is_err() {
+    // Read as the `str` it was checked to be: serde_json then takes each
+    // string's bytes as they are instead of checking their UTF-8 again (the
+    // same grammar: escapes, control characters and surrogates are read
+    // alike by both of its readers).
+    let Ok(text) = std::str::from_utf8(bytes) else {
         return Err(JsonError::InvalidUtf8);
-    }
+    };
     let verdict: RefCell<Option<JsonError>> = RefCell::new(None);
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut de = serde_json::Deserializer::from_str(text);
     let seed = StrictSeed {
         depth: 0,
         max_depth: max_depth.min(MAX_SUPPORTED_DEPTH),

@@ -196,9 +196,10 @@ pub fn stored_form(entry: &Map<String, Value>) -> String {
 }
 
 fn compile_stored(text: &str, digest: String) -> Option<ToolSchemas> {
-    // From the bytes, as every other parse in the module: `from_str` would
-    // instantiate serde_json's whole reader a second time (~30 KB of Wasm).
-    let doc: Value = serde_json::from_slice(text.as_bytes()).ok()?;
+    // From the `str`, as every other parse in the module (`json::parse_checked`):
+    // `from_slice` would instantiate serde_json's whole reader a second time
+    // (~30 KB of Wasm).
+    let doc: Value = serde_json::from_str(text).ok()?;
     let one = |v: Option<&Value>| match v {
         None | Some(Value::Null) => None,
         Some(s) => Some(Schema::compile(s)),
