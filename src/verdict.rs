@@ -81,6 +81,8 @@ pub struct RequestHead {
     /// The caller's conversation for rate limits keyed by `session`: the
     /// header `limits.conversation_header` names, else the `Mcp-Session-Id`.
     pub conversation: Option<String>,
+    /// `Upgrade`: a request to switch protocols (a WebSocket, `h2c`).
+    pub upgrade: Option<String>,
     /// The headers ended the stream: no body follows.
     pub ends_stream: bool,
     /// The upstream the request is routed to (Envoy's cluster and route
@@ -248,6 +250,16 @@ pub fn judge_head(
                  and a server that reads the path otherwise than the route match could \
                  answer for another route"
             ),
+        ));
+    }
+    if head.upgrade.is_some() {
+        // MCP's streamable HTTP never switches protocols. Where a route
+        // allows it (`upgrade_configs`), the bytes after a 101 are no HTTP
+        // message the filter reads: a channel around every decision.
+        return HeadVerdict::Refuse(Refusal::invalid(
+            RuleId::Protocol,
+            "the request asks to switch protocols (Upgrade): MCP's streamable HTTP never does"
+                .to_owned(),
         ));
     }
     if head.method == "GET"

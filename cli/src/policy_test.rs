@@ -232,6 +232,7 @@ pub fn request_head(
                     .map(|name| (name.to_owned(), v.clone()))
             })
             .collect(),
+        upgrade: get("upgrade"),
         ends_stream: false,
         // The CLI's definitions seen (`SeenTools`) hold for any upstream.
         upstream: None,

@@ -481,6 +481,7 @@ impl RequestFilter {
                 .into_iter()
                 .map(|(k, v)| (k["mcp-param-".len()..].to_owned(), v))
                 .collect(),
+            upgrade: host.request_header("upgrade"),
             ends_stream: end_of_stream,
             upstream,
             route_path_problem,
@@ -1596,6 +1597,13 @@ impl RequestFilter {
 
     /// `end_of_stream`: the headers end the response (no body follows).
     pub fn on_response_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
+        if matches!(
+            self.phase,
+            Phase::Body | Phase::AwaitingNoBody | Phase::AwaitingApproval
+        ) && self.refuse_undecided_answer(host)
+        {
+            return Flow::Pause;
+        }
         let status = host.response_header(":status").and_then(|s| s.parse().ok());
         self.audit.set_response_status(status);
         // Before the session is bound: an id removed here is never bound.
@@ -1672,6 +1680,46 @@ impl RequestFilter {
         }
         self.flush_response_counts(host);
         flow
+    }
+
+    /// An answer came while the request is still undecided: its body still
+    /// streaming in or held, a GET or DELETE not yet ended, a call waiting
+    /// for its approval. Only without `allow_on_headers_stop_iteration`
+    /// (Istio), where the request's head goes upstream before its body is
+    /// decided, can the server answer then, and nothing of such an answer
+    /// was planned: its head, body and trailers would pass unread (a
+    /// helper's attack in a real Envoy: a secret answered before the body
+    /// was sent, an event store's replay of an unfiltered list to a GET
+    /// kept open, a 101 to a WebSocket upgrade). The stream is reset: with
+    /// the request undecided there is no id to answer. Envoy's own local
+    /// replies (503 for an upstream it cannot reach) are not the server's
+    /// text and pass. `true`: refused.
+    fn refuse_undecided_answer(&mut self, host: &mut dyn Host) -> bool {
+        // Envoy names how the response came about; only the router's copy of
+        // an upstream's answer says `via_upstream`. Unreadable: the server's.
+        let from_server = host
+            .property(&["response", "code_details"])
+            .map_or(true, |d| d == b"via_upstream");
+        if !from_server {
+            return false;
+        }
+        host.count(Counter::ResponseUnfilterable, 1);
+        if self.dry_run() {
+            self.note_dry_run(
+                host,
+                "the server answered before the request was decided; passed unread",
+            );
+            return false;
+        }
+        host.log(
+            LogLevel::Warn,
+            "mcp-firewall: the server answered before the request was decided \
+             (envoy.allow_on_headers_stop_iteration is false); the stream is reset",
+        );
+        host.reset_stream();
+        self.rewriter.abandon_all();
+        self.phase = Phase::Replied;
+        true
     }
 
     /// The response's head is the server's text too, and clients show it:

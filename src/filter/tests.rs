@@ -5311,3 +5311,157 @@ mod catalogue {
         }
     }
 }
+
+/// Without `allow_on_headers_stop_iteration` (Istio) the request's head goes
+/// upstream before its body is decided, so a server can answer while the
+/// request is still undecided: nothing of that answer was planned, and its
+/// head and body passed unread (a helper's attack in a real Envoy: a secret
+/// answered before the body was sent; an event store's replay of the
+/// unfiltered list to a GET kept open). Such an answer resets the stream;
+/// Envoy's own local reply (an upstream it cannot reach) passes.
+#[test]
+fn an_answer_to_an_undecided_request_never_reaches_the_client() {
+    const SECRET: &str = "ghp_R8kq2ZxN4vLw7TfB1mYc9HdP3sJ6aQeU0gKo";
+    let get = || {
+        FakeHost::new()
+            .header(":method", "GET")
+            .header("accept", "text/event-stream")
+            .header("authorization", "Bearer reader-key")
+    };
+    // (case, request head, body bytes sent before the answer, Envoy's
+    //  response.code_details, dry run, reset expected)
+    let cases = [
+        (
+            "post_answered_mid_body",
+            post("reader-key"),
+            "{\"jsonrpc\"",
+            Some("via_upstream"),
+            false,
+            true,
+        ),
+        (
+            "post_answered_before_any_body",
+            post("reader-key"),
+            "",
+            Some("via_upstream"),
+            false,
+            true,
+        ),
+        (
+            "get_answered_before_it_ended",
+            get(),
+            "",
+            Some("via_upstream"),
+            false,
+            true,
+        ),
+        (
+            "unreadable_details_are_the_servers",
+            post("reader-key"),
+            "{",
+            None,
+            false,
+            true,
+        ),
+        (
+            "envoys_own_local_reply_passes",
+            post("reader-key"),
+            "{",
+            Some("upstream_reset_before_response_started{connection_failure}"),
+            false,
+            false,
+        ),
+        (
+            "dry_run_passes_and_notes_it",
+            post("reader-key"),
+            "{",
+            Some("via_upstream"),
+            true,
+            false,
+        ),
+    ];
+    for (name, head, sent, details, dry_run, reset) in cases {
+        let mut extra = json!({"envoy": {"allow_on_headers_stop_iteration": false}});
+        if dry_run {
+            extra["mode"] = json!("dry_run");
+        }
+        let mut x = Exchange::new(policy(extra), head);
+        if let Some(d) = details {
+            x.host
+                .properties
+                .insert("response.code_details".into(), d.as_bytes().to_vec());
+        }
+        assert_eq!(
+            x.filter.on_request_headers(&mut x.host, false),
+            Flow::Continue,
+            "{name}: the head goes on at once"
+        );
+        x.host.headers_readable = false;
+        x.host.request_body.extend_from_slice(sent.as_bytes());
+        let size = x.host.request_body.len();
+        let _ = x.filter.on_request_body(&mut x.host, size, false);
+        let answer =
+            format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{{\"note\":\"{SECRET}\"}}}}");
+        x.respond(ok_response("application/json", answer.as_bytes()).header("x-note", SECRET));
+        let client = String::from_utf8_lossy(x.downstream()).into_owned();
+        match reset {
+            true => {
+                assert_eq!(x.host.resets, 1, "{name}");
+                assert_eq!(x.flows.response_headers, Some(Flow::Pause), "{name}");
+                assert!(client.is_empty(), "{name}: {client}");
+                assert_eq!(
+                    x.host.counters.get(&Counter::ResponseUnfilterable),
+                    Some(&1),
+                    "{name}"
+                );
+                // Nothing of the request goes on after it.
+                x.host.request_body.extend_from_slice(b"1");
+                let size = x.host.request_body.len();
+                assert_eq!(
+                    x.filter.on_request_body(&mut x.host, size, true),
+                    Flow::Pause,
+                    "{name}"
+                );
+            }
+            false => {
+                assert_eq!(x.host.resets, 0, "{name}");
+                assert!(client.contains("\"result\""), "{name}: {client}");
+            }
+        }
+        if dry_run {
+            assert!(
+                x.host
+                    .response_headers
+                    .get(DRY_RUN_HEADER)
+                    .is_some_and(|n| n.contains("before the request was decided")),
+                "{name}: {:?}",
+                x.host.response_headers
+            );
+        }
+    }
+}
+
+#[test]
+fn a_request_to_switch_protocols_is_refused() {
+    // MCP's streamable HTTP never upgrades; where a route allows it, the
+    // bytes after a 101 would be no message the filter reads.
+    for (name, method) in [("websocket_get", "GET"), ("upgrade_on_post", "POST")] {
+        let host = post("reader-key")
+            .header(":method", method)
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket");
+        let mut x = Exchange::new(policy(json!({})), host);
+        x.request(Request::new(call(json!(1), "echo").as_bytes()).headers_leave_stream_open());
+        assert_eq!(
+            x.reply().map(reply_summary),
+            Some((400, Some(-32600), None)),
+            "{name}"
+        );
+        assert!(
+            x.reply()
+                .is_some_and(|r| String::from_utf8_lossy(&r.body).contains("switch protocols")),
+            "{name}"
+        );
+        assert!(x.upstream().is_empty(), "{name}");
+    }
+}
