@@ -392,6 +392,18 @@ def test_h2c_upgrade_header_opens_no_raw_channel(scratch: Path) -> None:
     assert SECRET.encode() not in out and b"101" not in out.split(b"\r\n")[0], out[:300]
 
 
+def test_h2c_upgrade_offer_on_an_allowed_post_is_served_as_http1(scratch: Path) -> None:
+    """curl --http2 on http:// offers `Upgrade: h2c` on its first request. Envoy
+    removes that offer before any filter, so the filter's refusal of `Upgrade`
+    (a WebSocket) never reaches it: the allowed call is served as HTTP/1.1."""
+    with envoy_and_peer(scratch, "record") as (env, peer):
+        out = h1(env.port, post_head(length=len(ALLOWED), extra=b"upgrade: h2c\r\nconnection: Upgrade, HTTP2-Settings\r\n"
+                                     b"http2-settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n") + ALLOWED)
+        got = peer.all_bytes()
+    assert out.startswith(b"HTTP/1.1 200"), out[:300]
+    assert ALLOWED in got and b"upgrade" not in got.lower(), got.decode("latin-1")
+
+
 @pytest.mark.parametrize("h2_connect", [False, True], ids=["http1_connect", "h2_connect"])
 def test_connect_never_reaches_the_server(scratch: Path, h2_connect: bool) -> None:
     """`CONNECT` with the admin key on a listener that allows CONNECT upgrades (an
