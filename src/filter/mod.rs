@@ -1740,34 +1740,58 @@ impl RequestFilter {
     ) -> bool {
         let dry_run = self.dry_run();
         let mut rewrites: Vec<(String, Vec<String>)> = Vec::new();
-        if let Some(status) = status.filter(|s| (300..400).contains(s)) {
-            let location = host.response_header("location").unwrap_or_default();
-            let (scheme, authority) = &self.origin;
-            let stays = matches!(status, 307 | 308)
-                && response_head::same_origin(&location, scheme.as_deref(), authority.as_deref());
-            if !stays {
-                host.log(
-                    LogLevel::Warn,
-                    match dry_run {
-                        true => "mcp-firewall: the server answered with a redirect off this origin; passed (dry run)",
-                        false => "mcp-firewall: the server answered with a redirect off this origin; refused",
-                    },
-                );
-                if !dry_run {
-                    if let Err(e) = host.set_response_header(":status", Some("502")) {
-                        host_write_failed(host, "a redirect's status away", &e);
-                        host.reset_stream();
-                        self.rewriter.abandon_all();
-                        return false;
+        let not_an_answer = match status {
+            // A final 1xx can only be a 101 (Envoy keeps other informational
+            // heads from the filters), and no request the filter lets go asks
+            // to switch protocols: clients take it as a broken stream (an
+            // HTTP/2 client got a 101 and then data, a protocol error).
+            Some(s) if s < 200 => Some((
+                "the server switched protocols unasked",
+                "the server switched protocols unasked, not an MCP answer",
+            )),
+            Some(s) if (300..400).contains(&s) => {
+                let location = host.response_header("location").unwrap_or_default();
+                let (scheme, authority) = &self.origin;
+                let stays = matches!(s, 307 | 308)
+                    && response_head::same_origin(
+                        &location,
+                        scheme.as_deref(),
+                        authority.as_deref(),
+                    );
+                (!stays).then_some((
+                    "the server answered with a redirect off this origin",
+                    "the server answered with a redirect off this origin, not an MCP answer",
+                ))
+            }
+            _ => None,
+        };
+        if let Some((what, refusal)) = not_an_answer {
+            host.log(
+                LogLevel::Warn,
+                &format!(
+                    "mcp-firewall: {what}; {}",
+                    if dry_run {
+                        "passed (dry run)"
+                    } else {
+                        "refused"
                     }
-                    rewrites.push(("location".into(), Vec::new()));
-                    match end_of_stream {
-                        // No body to put the refusal in: counted here.
-                        true => host.count(Counter::ResponseUnfilterable, 1),
-                        false => self.rewriter.refuse_unreadable(
-                            "the server answered with a redirect off this origin, not an MCP answer",
-                        ),
-                    }
+                ),
+            );
+            if !dry_run {
+                if let Err(e) = host.set_response_header(":status", Some("502")) {
+                    host_write_failed(host, "a status that is no answer away", &e);
+                    host.reset_stream();
+                    self.rewriter.abandon_all();
+                    return false;
+                }
+                // A redirect's target, or the protocol a 101 switched to.
+                for name in ["location", "upgrade", "connection"] {
+                    rewrites.push((name.into(), Vec::new()));
+                }
+                match end_of_stream {
+                    // No body to put the refusal in: counted here.
+                    true => host.count(Counter::ResponseUnfilterable, 1),
+                    false => self.rewriter.refuse_unreadable(refusal),
                 }
             }
         }

@@ -2112,6 +2112,25 @@ fn a_servers_response_head_reaches_the_client_only_as_checked() {
             "<a>moved</a>".into(),
             "502",
         ),
+        // No request the filter lets go asks to switch protocols (it refuses
+        // `Upgrade`): a 101 is no answer (a helper's attack: an HTTP/2 client
+        // got a 101 and then data, and failed its whole connection).
+        (
+            "unasked_switch_of_protocols_with_bytes_after_it",
+            call(json!(1), "echo"),
+            "101",
+            vec![("upgrade", "websocket"), ("x-note", SECRET)],
+            format!("raw bytes {SECRET}"),
+            "502",
+        ),
+        (
+            "unasked_switch_of_protocols_alone",
+            call(json!(1), "echo"),
+            "101",
+            vec![("upgrade", "websocket"), ("connection", "upgrade")],
+            String::new(),
+            "502",
+        ),
         (
             "secret_in_the_content_type_of_an_empty_answer",
             call(json!(1), "echo"),
