@@ -698,7 +698,8 @@ pub fn envoy_config(args: EnvoyConfigArgs) -> ExitCode {
     let mut out = format!(
         "{pad}# mcp-firewall HTTP filter; place it before envoy.filters.http.router.\n\
          {pad}# allow_on_headers_stop_iteration: the filter holds the headers until it has decided the body.\n\
-         {pad}# failure_policy FAIL_RELOAD: a crashed VM is reloaded and keeps enforcing (never FAIL_OPEN).\n"
+         {pad}# failure_policy FAIL_RELOAD: a crashed VM is reloaded and keeps enforcing (never FAIL_OPEN).\n\
+         {pad}# Keep the HTTP connection manager's proxy_100_continue false: a Wasm filter never sees interim heads.\n"
     );
     if policy.rate_limit_headers {
         out.push_str(&format!(
@@ -765,6 +766,10 @@ fn full_bootstrap(
                         // A CGI-style server reads mcp_session_id as
                         // Mcp-Session-Id; the firewall would never see it.
                         "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
+                        // Envoy's default, written out: a Wasm filter never
+                        // sees an interim head (100, 102, 103), so with it on
+                        // the server's would reach the client unscanned.
+                        "proxy_100_continue": false,
                         "route_config": {"name": "mcp", "virtual_hosts": [{
                             "name": "mcp", "domains": ["*"],
                             // Written by the filter for the global rate limit

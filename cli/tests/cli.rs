@@ -392,4 +392,8 @@ fn envoy_config_keeps_the_rate_limit_descriptors_from_the_server() {
         assert!(!off.contains(h), "named without the export:\n{off}");
     }
     assert!(bare.contains("request_headers_to_remove"), "{bare}");
+    // No Wasm filter sees an interim head: the bootstrap keeps Envoy from
+    // passing the server's on (test_transport_attack2.py).
+    assert!(full.contains("proxy_100_continue: false"), "{full}");
+    assert!(bare.contains("proxy_100_continue false"), "{bare}");
 }
