@@ -63,4 +63,10 @@ if ! command -v redis-server >/dev/null; then
   apt-get update -qq && apt-get install -y -qq redis-server
 fi
 
+# --- curl: a real client's h2c upgrade offer (tests/e2e/test_transport_attack2.py)
+if ! command -v curl >/dev/null; then
+  log "apt-get install curl"
+  apt-get update -qq && apt-get install -y -qq curl
+fi
+
 log "ok: $(.venv/bin/envoy --version 2>/dev/null | sed -n 's/.*version: [^/]*\/\([^/]*\)\/.*/envoy \1/p'), node $(node --version), $(go version | cut -d' ' -f3), $(.venv/bin/python -c 'import importlib.metadata as m; print("mcp", m.version("mcp"))')"

@@ -56,6 +56,12 @@ class RawPeer:
         with self._lock:
             return b"".join(bytes(b) for b in self.received)
 
+    def received_list(self) -> list[bytes]:
+        """Every connection's bytes so far, one item a connection, in the order
+        they were accepted."""
+        with self._lock:
+            return [bytes(b) for b in self.received]
+
     def connections(self) -> int:
         with self._lock:
             return len(self.received)
