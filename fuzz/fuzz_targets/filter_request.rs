@@ -266,6 +266,7 @@ fn head_of(
         last_event_id: get("last-event-id"),
         protocol_version: get("mcp-protocol-version"),
         mcp_params,
+        upgrade: get("upgrade"),
         ends_stream,
         // The fake host names no cluster: pinned calls meet `unavailable`
         // there, as `NothingSeen` gives `unseen` here; both refuse.
