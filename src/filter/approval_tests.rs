@@ -880,3 +880,41 @@ fn approvers_never_read_a_secret_the_policy_only_flags() {
         );
     }
 }
+
+#[test]
+fn a_server_answering_a_held_call_early_resets_it_and_the_trail_says_so() {
+    // Without allow_on_headers_stop_iteration (Istio) the call's head went
+    // upstream; a server answering while the call waits for its approval is
+    // reset (nothing of the answer was planned), and the trail names why.
+    let p = policy_with(
+        json!({"cluster": "approvals", "token": "filter-token", "timeout_ms": 3000}),
+        json!({"envoy": {"allow_on_headers_stop_iteration": false}}),
+    );
+    let mut x = asked(p, &scale(1, 3));
+    assert_eq!(x.host.callouts.len(), 1, "the service was asked");
+    let answer = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
+    x.respond(
+        Response::new(answer)
+            .status("200")
+            .content_type("application/json"),
+    );
+    assert_eq!(x.host.resets, 1);
+    assert!(x.downstream().is_empty());
+    assert_eq!(
+        steps(&x),
+        vec![
+            (AuditVerdict::Approval, Some(ApprovalStep::Requested)),
+            (AuditVerdict::Approval, Some(ApprovalStep::Abandoned)),
+        ]
+    );
+    let last = x
+        .host
+        .audited
+        .last()
+        .map(|e| e.decision.reason.clone())
+        .unwrap_or_default();
+    assert!(last.contains("server answered before"), "{last}");
+    // The stream's end records nothing more.
+    x.done();
+    assert_eq!(steps(&x).len(), 2);
+}

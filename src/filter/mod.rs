@@ -260,35 +260,40 @@ impl RequestFilter {
 
     /// The exchange is over (Envoy's log phase): audit what was forwarded.
     pub fn on_done(&mut self, host: &mut dyn Host) {
-        if let Some(w) = self.awaiting.take() {
-            // The client went away while its call waited for the approval
-            // service: nothing was forwarded; the trail says so. A held
-            // call's approval is used only by a second callout sent after
-            // the decision, so one approved after this stays usable by the
-            // client's retry; only a use already in flight may be spent.
-            let (why, id) = match &w.stage {
-                Stage::Asked => (
-                    "the client went away while the call waited for its approval; not forwarded, nothing used".to_owned(),
-                    None,
-                ),
-                Stage::Using { approval_id, .. } => (
-                    format!("the client went away while approval {approval_id} was being used; not forwarded (the approval may be spent)"),
-                    Some(approval_id.as_str()),
-                ),
-            };
-            let decision = Decision {
-                verdict: Verdict::Approval,
-                rule: w.ask.rule.clone(),
-                reason: why,
-            };
-            for mut p in self.audit.take_held() {
-                p.decision = decision.clone();
-                p.approval = Some(approval_step(ApprovalStep::Abandoned, id, None, None));
-                self.audit.send_step(host, self.caller.as_deref(), p);
-            }
-        }
+        self.abandon_held_call(host, "the client went away");
         let seen = self.rewriter.bytes_seen();
         self.audit.on_done(host, self.caller.as_deref(), seen);
+    }
+
+    /// The stream ends while a call waits for the approval service (`cause`:
+    /// why): nothing was forwarded; the trail says so. A held call's approval
+    /// is used only by a second callout sent after the decision, so one
+    /// approved after this stays usable by the client's retry; only a use
+    /// already in flight may be spent.
+    fn abandon_held_call(&mut self, host: &mut dyn Host, cause: &str) {
+        let Some(w) = self.awaiting.take() else {
+            return;
+        };
+        let (why, id) = match &w.stage {
+            Stage::Asked => (
+                format!("{cause} while the call waited for its approval; not forwarded, nothing used"),
+                None,
+            ),
+            Stage::Using { approval_id, .. } => (
+                format!("{cause} while approval {approval_id} was being used; not forwarded (the approval may be spent)"),
+                Some(approval_id.as_str()),
+            ),
+        };
+        let decision = Decision {
+            verdict: Verdict::Approval,
+            rule: w.ask.rule.clone(),
+            reason: why,
+        };
+        for mut p in self.audit.take_held() {
+            p.decision = decision.clone();
+            p.approval = Some(approval_step(ApprovalStep::Abandoned, id, None, None));
+            self.audit.send_step(host, self.caller.as_deref(), p);
+        }
     }
 
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
@@ -1718,6 +1723,7 @@ impl RequestFilter {
         );
         host.reset_stream();
         self.rewriter.abandon_all();
+        self.abandon_held_call(host, "the server answered before the call was released");
         self.phase = Phase::Replied;
         true
     }
