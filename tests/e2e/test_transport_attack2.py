@@ -28,10 +28,8 @@ server-everything, the real approval service (`mcp-firewall approvals serve`).
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +47,7 @@ from conftest import ADMIN_KEY, READER_KEY, base_policy
 from mcp_raw import ACCEPT, sdk_session
 from test_approvals_page import CLI, FILTER, Service
 from test_transport_attack import ALLOWED, DENIED, auth_headers, config, h1, post_head
+from test_transport_attack import scratch  # noqa: F401  (the fixture: a temp directory a test)
 from transport_peer2 import SECRET, H2Peer, ScriptPeer, after, interim_then_answer, on_head, pieces_on_head
 
 S = SECRET.encode()
@@ -80,13 +79,6 @@ def config2(upstream: int, *, hold: bool = True, h2_upstream: bool = False, prox
     if approvals_port is not None:
         cfg["static_resources"]["clusters"].append(harness.loopback_cluster("approvals", approvals_port))
     return cfg
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="mcp-fw-transport2-"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @contextmanager
@@ -349,8 +341,11 @@ UPGRADES = {
 SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n" + LEAK + b"\r\n"
 
 
-def switch_then_raw(_peer: Any, io: Any) -> None:
-    """Whatever the request: 101 (the token in a header), then raw bytes with it."""
+def switch_then_raw(_peer: Any, io: Any, read_body: bool = False) -> None:
+    """101 (the token in a header), then raw bytes with it: to whatever head came,
+    or (`read_body`) to an ordinary POST once its body is read whole."""
+    if read_body:
+        io.body()
     io.send(SWITCH)
     time.sleep(0.2)
     io.send(b"raw bytes after 101: " + S + b"\n")
@@ -417,24 +412,15 @@ def test_curl_http2_on_plain_http_is_never_refused(scratch: Path, hold: bool) ->
     assert codes == {"--http2": ("200 1.1", True), "--http2-prior-knowledge": ("200 2", True)}, codes
 
 
-def switch_after_body(_peer: Any, io: Any) -> None:
-    """An ordinary POST read whole, answered 101 (token in a header), then raw bytes with it."""
-    io.body()
-    io.send(SWITCH)
-    time.sleep(0.1)
-    io.send(b"raw bytes after 101: " + S + b"\n")
-    io.drain()
-
-
 @pytest.mark.parametrize("hold", [True, False], ids=["hold", "no_hold"])
 def test_unasked_101_to_an_allowed_post_is_no_answer_the_client_gets(scratch: Path, hold: bool) -> None:
     """The server answers an allowed echo POST (no Upgrade anywhere) with 101 and
     raw bytes. No token, no raw bytes reach the client, and no 101 head either:
     it is no MCP answer (an HTTP/2 client gets a 1xx head then DATA with
     END_STREAM, a protocol error that fails its whole connection)."""
-    with running(scratch, ScriptPeer(switch_after_body), hold=hold) as env:
+    with running(scratch, ScriptPeer(lambda p, io: switch_then_raw(p, io, read_body=True)), hold=hold) as env:
         out = h1(env.port, post_head(length=len(ALLOWED)) + ALLOWED, read_for=1.5)
-    with running(scratch, ScriptPeer(switch_after_body), hold=hold) as env:
+    with running(scratch, ScriptPeer(lambda p, io: switch_then_raw(p, io, read_body=True)), hold=hold) as env:
         evs = h2_events(env.port, post_h2(), [ALLOWED])
     assert S not in out and b"raw bytes" not in out and S not in h2_text(evs), (out, evs)
     heads = [e.headers[0] for e in evs if isinstance(e, (h2.events.ResponseReceived,
