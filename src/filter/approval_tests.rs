@@ -486,12 +486,7 @@ fn an_answer_for_another_callout_or_after_the_reply_is_ignored() {
 fn a_client_gone_while_held_is_on_the_trail() {
     let mut x = asked(hold(), &scale(1, 3));
     x.done();
-    let last = x
-        .host
-        .audited
-        .last()
-        .map(|e| e.decision.reason.clone())
-        .unwrap_or_default();
+    let last = last_reason(&x);
     assert!(last.contains("went away"), "{last}");
 }
 
@@ -499,6 +494,15 @@ fn used_answer() -> Vec<u8> {
     json!({"approval_id": ID, "state": "used", "consumed": true})
         .to_string()
         .into_bytes()
+}
+
+/// The reason of the exchange's last audited step.
+fn last_reason(x: &Exchange) -> String {
+    x.host
+        .audited
+        .last()
+        .map(|e| e.decision.reason.clone())
+        .unwrap_or_default()
 }
 
 fn steps(x: &Exchange) -> Vec<(AuditVerdict, Option<ApprovalStep>)> {
@@ -907,12 +911,7 @@ fn a_server_answering_a_held_call_early_resets_it_and_the_trail_says_so() {
             (AuditVerdict::Approval, Some(ApprovalStep::Abandoned)),
         ]
     );
-    let last = x
-        .host
-        .audited
-        .last()
-        .map(|e| e.decision.reason.clone())
-        .unwrap_or_default();
+    let last = last_reason(&x);
     assert!(last.contains("server answered before"), "{last}");
     // The stream's end records nothing more.
     x.done();

@@ -92,29 +92,31 @@ def scratch() -> Iterator[Path]:
 
 
 @contextmanager
-def envoy_and_peer(scratch: Path, scenario: str, **switches: Any) -> Iterator[tuple[harness.Envoy, RawPeer]]:
-    peer = RawPeer(scenario)
+def serving(scratch: Path, upstream: Any, cfg: dict[str, Any]) -> Iterator[harness.Envoy]:
+    """An Envoy on `cfg` in front of `upstream` (a peer or server with `stop()`);
+    both stopped at the end, the upstream even when Envoy did not start."""
     env = None
     try:
-        env = harness.Envoy(config(peer.port, **switches), scratch)
-        yield env, peer
+        env = harness.Envoy(cfg, scratch)
+        yield env
     finally:
         if env is not None:
             env.stop()
-        peer.stop()
+        upstream.stop()
+
+
+@contextmanager
+def envoy_and_peer(scratch: Path, scenario: str, **switches: Any) -> Iterator[tuple[harness.Envoy, RawPeer]]:
+    peer = RawPeer(scenario)
+    with serving(scratch, peer, config(peer.port, **switches)) as env:
+        yield env, peer
 
 
 @contextmanager
 def envoy_and_server(scratch: Path, **switches: Any) -> Iterator[harness.Envoy]:
     srv = harness.McpServer(scratch)
-    env = None
-    try:
-        env = harness.Envoy(config(srv.port, **switches), scratch)
+    with serving(scratch, srv, config(srv.port, **switches)) as env:
         yield env
-    finally:
-        if env is not None:
-            env.stop()
-        srv.stop()
 
 
 # --------------------------------------------------------------------------- raw clients

@@ -46,7 +46,7 @@ import pytest
 from conftest import ADMIN_KEY, READER_KEY, base_policy
 from mcp_raw import ACCEPT, sdk_session
 from test_approvals_page import CLI, FILTER, Service
-from test_transport_attack import ALLOWED, DENIED, auth_headers, config, h1, post_head
+from test_transport_attack import ALLOWED, DENIED, auth_headers, config, h1, post_head, serving
 from test_transport_attack import scratch  # noqa: F401  (the fixture: a temp directory a test)
 from transport_peer2 import SECRET, H2Peer, ScriptPeer, after, interim_then_answer, on_head, pieces_on_head
 
@@ -83,14 +83,8 @@ def config2(upstream: int, *, hold: bool = True, h2_upstream: bool = False, prox
 
 @contextmanager
 def running(scratch: Path, peer: Any, **switches: Any) -> Iterator[harness.Envoy]:
-    env = None
-    try:
-        env = harness.Envoy(config2(peer.port, **switches), scratch)
+    with serving(scratch, peer, config2(peer.port, **switches)) as env:
         yield env
-    finally:
-        if env is not None:
-            env.stop()
-        peer.stop()
 
 
 def h2_events(port: int, headers: list[tuple[str, str]], data: list[bytes], end: bool = True,
