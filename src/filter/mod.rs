@@ -1723,6 +1723,17 @@ impl RequestFilter {
         );
         host.reset_stream();
         self.rewriter.abandon_all();
+        // Nothing was decided, but the trail must still show that this
+        // server answered a request it had not been let have: a server that
+        // does so is either broken or trying the no-hold window. A held
+        // call's own events say it instead (and are its only events).
+        if self.awaiting.is_none() && self.audit.enabled() {
+            let p = PendingAudit::refused_before_decision(Decision::deny(
+                RuleId::ResponseUnfilterable,
+                "the server answered before the request was decided; the stream was reset",
+            ));
+            self.audit.send_step(host, self.caller.as_deref(), p);
+        }
         self.abandon_held_call(host, "the server answered before the call was released");
         self.phase = Phase::Replied;
         true

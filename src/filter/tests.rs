@@ -5400,7 +5400,10 @@ fn an_answer_to_an_undecided_request_never_reaches_the_client() {
         ),
     ];
     for (name, head, sent, details, dry_run, reset) in cases {
-        let mut extra = json!({"envoy": {"allow_on_headers_stop_iteration": false}});
+        let mut extra = json!({
+            "envoy": {"allow_on_headers_stop_iteration": false},
+            "audit": {"cluster": "audit_collector", "path": "/v1/audit", "authority": "audit"}
+        });
         if dry_run {
             extra["mode"] = json!("dry_run");
         }
@@ -5441,6 +5444,18 @@ fn an_answer_to_an_undecided_request_never_reaches_the_client() {
                     Flow::Pause,
                     "{name}"
                 );
+                // On the trail once, as what it was, and never with the
+                // server's text.
+                x.filter.on_done(&mut x.host);
+                assert_eq!(audited_rules(&x.host), ["response-unfilterable"], "{name}");
+                let e = &x.host.audited[0];
+                assert_eq!(e.decision.verdict.as_str(), "deny", "{name}");
+                assert!(
+                    e.decision.reason.contains("before the request was decided"),
+                    "{name}: {}",
+                    e.decision.reason
+                );
+                assert!(!format!("{e:?}").contains(SECRET), "{name}");
             }
             false => {
                 assert_eq!(x.host.resets, 0, "{name}");
