@@ -19,24 +19,28 @@ Three surfaces:
 
 Every test asserts the safe behaviour: a test that fails found a hole.
 Peers: ``transport_peer.RawPeer`` (an HTTP/1.1 server that records every byte it
-read) and the real server-everything.
+read) and the real server-everything. The cases with the same upstream and the
+same Envoy configuration share one Envoy (``Shared``); each reads only what the
+peer received since it began (``PeerSince``).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import socket
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import h2.config
 import h2.connection
 import h2.events
+import audit_support
 import harness
 import httpx
 import pytest
@@ -53,15 +57,21 @@ HIDDEN = b"get-env"
 # --------------------------------------------------------------------------- Envoy and peers
 
 def config(upstream: int, *, hold: bool = True, websocket: bool = False, trailers: bool = False,
-           connect: bool = False) -> dict[str, Any]:
+           connect: bool = False, audit_port: int | None = None) -> dict[str, Any]:
     """envoy/envoy.yaml with the e2e policy; `hold=False` is the no-hold host (the
-    flag absent from the Wasm config, the policy saying so); the other switches add
-    what a platform engineer may plausibly add to the listener or the cluster."""
+    flag absent from the Wasm config, the policy saying so); `audit_port` audits to
+    a collector there; the other switches add what a platform engineer may
+    plausibly add to the listener or the cluster."""
     policy = base_policy()
     if not hold:
         policy["envoy"] = {"allow_on_headers_stop_iteration": False}
+    if audit_port is not None:
+        policy["audit"] = {"cluster": audit_support.AUDIT_CLUSTER, "path": "/v1/audit", "authority": "audit",
+                           "flush_ms": 100}
     cfg = harness.render("envoy", listen_port=harness.free_port(), admin_port=harness.free_port(),
                          upstream_port=upstream, policy=policy)
+    if audit_port is not None:
+        cfg["static_resources"]["clusters"].append(audit_support.collector_cluster(audit_port))
     if not hold:
         harness.firewall_filter(cfg)["typed_config"]["config"].pop("allow_on_headers_stop_iteration", None)
     hcm = harness._hcm(cfg)
@@ -86,6 +96,8 @@ def config(upstream: int, *, hold: bool = True, websocket: bool = False, trailer
 
 @pytest.fixture
 def scratch() -> Iterator[Path]:
+    """A temporary directory per test: test_transport_attack2.py imports it for the
+    Envoy each of its cases starts through `serving`."""
     d = Path(tempfile.mkdtemp(prefix="mcp-fw-transport-"))
     yield d
     shutil.rmtree(d, ignore_errors=True)
@@ -105,18 +117,94 @@ def serving(scratch: Path, upstream: Any, cfg: dict[str, Any]) -> Iterator[harne
         upstream.stop()
 
 
-@contextmanager
-def envoy_and_peer(scratch: Path, scenario: str, **switches: Any) -> Iterator[tuple[harness.Envoy, RawPeer]]:
-    peer = RawPeer(scenario)
-    with serving(scratch, peer, config(peer.port, **switches)) as env:
-        yield env, peer
+class Shared:
+    """One upstream and one Envoy per configuration for this module: the cases
+    with the same upstream (a RawPeer scenario, or server-everything) and the same
+    `config` switches run against the same pair. Only one pair runs at a time:
+    asking for another configuration stops the current pair first (the cases of a
+    configuration sit next to each other in this file); `close()` stops the last
+    one and removes every file. Each case opens its own client connections and
+    sessions, and reads what the peer received through a `PeerSince` taken when it
+    began, so nothing a case asserts comes from the case before it."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="mcp-fw-transport-"))
+        self.started = 0  # Envoys started
+        self._key: tuple[Any, ...] | None = None
+        self._stack: ExitStack | None = None
+        self._pair: tuple[harness.Envoy, Any] | None = None
+
+    def get(self, upstream: str, **switches: Any) -> tuple[harness.Envoy, Any]:
+        """(Envoy, the RawPeer or McpServer) for `upstream` ("server" or a RawPeer
+        scenario) behind `config(**switches)`; a running Envoy, or the case fails."""
+        args = inspect.signature(config).bind(0, **switches)
+        args.apply_defaults()  # `hold=True` and no `hold` are one configuration
+        key = (upstream, tuple(sorted((k, v) for k, v in args.arguments.items() if k != "upstream")))
+        if key != self._key or self._pair is None:
+            self.release()
+            d = self.root / f"{self.started}-{upstream}"
+            d.mkdir()
+            stack = ExitStack()
+            srv: Any = harness.McpServer(d) if upstream == "server" else RawPeer(upstream)
+            self.started += 1
+            env = stack.enter_context(serving(d, srv, config(srv.port, **switches)))
+            self._key, self._stack, self._pair = key, stack, (env, srv)
+        env = self._pair[0]
+        assert env.proc.alive() and env.ready(), f"the shared Envoy is down:\n{env.log_text()[-3000:]}"
+        return self._pair
+
+    def release(self) -> None:
+        stack, self._key, self._stack, self._pair = self._stack, None, None, None
+        if stack is not None:
+            stack.close()
+
+    def close(self) -> None:
+        try:
+            self.release()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[Shared]:
+    pool = Shared()
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+class PeerSince:
+    """A shared RawPeer as one case sees it: `all_bytes()` is every byte the peer
+    read since the case began, on connections opened since and on connections
+    Envoy opened before and reused (their bytes past what they held then)."""
+
+    def __init__(self, peer: RawPeer):
+        self.peer = peer
+        self.marks = [len(b) for b in peer.received_list()]
+
+    def all_bytes(self) -> bytes:
+        now = self.peer.received_list()
+        return b"".join(b[self.marks[i]:] if i < len(self.marks) else b for i, b in enumerate(now))
 
 
 @contextmanager
-def envoy_and_server(scratch: Path, **switches: Any) -> Iterator[harness.Envoy]:
-    srv = harness.McpServer(scratch)
-    with serving(scratch, srv, config(srv.port, **switches)) as env:
-        yield env
+def envoy_and_peer(shared: Shared, scenario: str, **switches: Any) -> Iterator[tuple[harness.Envoy, PeerSince]]:
+    """The shared Envoy in front of a RawPeer(`scenario`); the peer as this case
+    sees it. Envoy must still run when the case ends (a crash there would make
+    the next case's "never reached" checks vacuous)."""
+    env, peer = shared.get(scenario, **switches)
+    yield env, PeerSince(peer)
+    assert env.proc.alive(), f"Envoy exited during the case:\n{env.log_text()[-3000:]}"
+
+
+@contextmanager
+def envoy_and_server(shared: Shared, **switches: Any) -> Iterator[harness.Envoy]:
+    """The shared Envoy in front of server-everything (each case opens its own
+    session)."""
+    env, _ = shared.get("server", **switches)
+    yield env
+    assert env.proc.alive(), f"Envoy exited during the case:\n{env.log_text()[-3000:]}"
 
 
 # --------------------------------------------------------------------------- raw clients
@@ -229,22 +317,35 @@ def test_no_hold_answer_sent_before_the_body_is_decided_is_scanned(scratch: Path
     any body byte; any server may, HTTP allows an early answer), with a GitHub token
     in a header and in the result. The client sends the head of a tools/call and the
     body one second later. The client must never read the token (the same answer
-    after a decided body is redacted)."""
-    with envoy_and_peer(scratch, "early", hold=False) as (env, peer):
-        out = h1(env.port, post_head(length=len(ALLOWED)), then=ALLOWED, wait=1.0)
-        got = peer.all_bytes()
+    after a decided body is redacted), and the trail, in the real collector, says
+    what happened: one `response-unfilterable` event, without the token."""
+    collector, collector_port, trail = audit_support.start_collector(scratch, "collector")
+    try:
+        peer = RawPeer("early")
+        with serving(scratch, peer, config(peer.port, hold=False, audit_port=collector_port)) as env:
+            out = h1(env.port, post_head(length=len(ALLOWED)), then=ALLOWED, wait=1.0)
+            got = peer.all_bytes()
+            trailed = audit_support.wait_until(lambda: audit_support.read_events(trail), lambda e: len(e) >= 1,
+                                               30, "the reset's audit event")
+            time.sleep(0.5)  # a second event, were one written, would have been flushed by now
+            trailed = audit_support.read_events(trail)
+    finally:
+        collector.stop()
     assert b"POST /mcp" in got  # the head went upstream before the body: the no-hold path
     assert SECRET.encode() not in out, out.decode("latin-1")
+    assert [(e["decision"]["verdict"], e["decision"]["rule"]) for e in trailed] == \
+        [("deny", "response-unfilterable")], trailed
+    assert SECRET not in trail.read_text()
 
 
-def test_no_hold_get_that_has_not_ended_cannot_fetch_an_unfiltered_replay(scratch: Path) -> None:
+def test_no_hold_get_that_has_not_ended_cannot_fetch_an_unfiltered_replay(shared: Shared) -> None:
     """No-hold host, the real server-everything (it keeps an event store). The reader
     lists tools (get-env is filtered out of its list), then opens the session's GET
     stream with the Last-Event-ID of that POST's first event, over HTTP/2 with
     HEADERS that do not end the stream. The server replays the list as it first
     wrote it; the filter must refuse that answer (as it does for a GET whose
     HEADERS end the stream, tests/e2e/test_resumption.py)."""
-    with envoy_and_server(scratch, hold=False) as env:
+    with envoy_and_server(shared, hold=False) as env:
         session = open_session(env.url, READER_KEY)
         base = {"Accept": ACCEPT, "Authorization": f"Bearer {READER_KEY}", **session}
         r = httpx.post(env.url, content=json.dumps(rpc("tools/list", id=7)),
@@ -259,10 +360,10 @@ def test_no_hold_get_that_has_not_ended_cannot_fetch_an_unfiltered_replay(scratc
     assert HIDDEN not in body, (status, body[:400])
 
 
-def test_no_hold_http1_get_declaring_a_body_cannot_fetch_an_unfiltered_replay(scratch: Path) -> None:
+def test_no_hold_http1_get_declaring_a_body_cannot_fetch_an_unfiltered_replay(shared: Shared) -> None:
     """The same replay over HTTP/1.1: a GET that declares `content-length: 1` and never
     sends the byte (its headers do not end the stream)."""
-    with envoy_and_server(scratch, hold=False) as env:
+    with envoy_and_server(shared, hold=False) as env:
         session = open_session(env.url, READER_KEY)
         base = {"Accept": ACCEPT, "Authorization": f"Bearer {READER_KEY}", **session}
         r = httpx.post(env.url, content=json.dumps(rpc("tools/list", id=7)),
@@ -289,12 +390,12 @@ NO_HOLD_BODIES = {
 
 
 @pytest.mark.parametrize("shape", list(NO_HOLD_BODIES))
-def test_no_hold_refused_http1_body_never_reaches_the_server(scratch: Path, shape: str) -> None:
+def test_no_hold_refused_http1_body_never_reaches_the_server(shared: Shared, shape: str) -> None:
     """No-hold host, a denied tools/call (get-env) over HTTP/1.1 in several shapes,
     part of the body sent a second after the head. The server may see the head (the
     documented cost of no-hold); it must never read one byte of the body."""
     first, then = NO_HOLD_BODIES[shape]
-    with envoy_and_peer(scratch, "record", hold=False) as (env, peer):
+    with envoy_and_peer(shared, "record", hold=False) as (env, peer):
         out = h1(env.port, first, then=then, wait=1.0)
         time.sleep(0.3)
         got = peer.all_bytes()
@@ -302,10 +403,10 @@ def test_no_hold_refused_http1_body_never_reaches_the_server(scratch: Path, shap
     assert b"HTTP/1.1 4" in out or b"HTTP/1.1 200" in out, out[:300]
 
 
-def test_no_hold_refused_h2_body_in_many_frames_never_reaches_the_server(scratch: Path) -> None:
+def test_no_hold_refused_h2_body_in_many_frames_never_reaches_the_server(shared: Shared) -> None:
     """No-hold host, HTTP/2: the denied call in 1-byte DATA frames, and again ending
     in request trailers. The server never reads a body byte."""
-    with envoy_and_peer(scratch, "record", hold=False) as (env, peer):
+    with envoy_and_peer(shared, "record", hold=False) as (env, peer):
         s1, _, b1, _ = h2_exchange(env.port, auth_headers(), [DENIED[i:i + 1] for i in range(len(DENIED))])
         s2, _, b2, _ = h2_exchange(env.port, auth_headers(), [DENIED], trailers=[("x-trailer", "1")])
         time.sleep(0.3)
@@ -314,10 +415,10 @@ def test_no_hold_refused_h2_body_in_many_frames_never_reaches_the_server(scratch
     assert b"get-env" not in got and b"jsonrpc" not in got, got.decode("latin-1")
 
 
-def test_no_hold_allowed_slow_body_reaches_the_server_exactly_as_decided(scratch: Path) -> None:
+def test_no_hold_allowed_slow_body_reaches_the_server_exactly_as_decided(shared: Shared) -> None:
     """No-hold host, an allowed echo call in 7-byte chunks over a second: the server
     reads exactly the decided bytes, once."""
-    with envoy_and_peer(scratch, "record", hold=False) as (env, peer):
+    with envoy_and_peer(shared, "record", hold=False) as (env, peer):
         out = h1(env.port, post_head(extra=b"transfer-encoding: chunked\r\n") + chunks(ALLOWED[:40]),
                  then=chunks(ALLOWED[40:]) + b"0\r\n\r\n", wait=1.0)
         got = peer.all_bytes()
@@ -328,12 +429,13 @@ def test_no_hold_allowed_slow_body_reaches_the_server_exactly_as_decided(scratch
 # --------------------------------------------------------------------------- 2. HTTP/1 trailers
 
 @pytest.mark.parametrize("hold", [True, False], ids=["hold", "no_hold"])
-def test_chunked_http1_request_ending_in_trailers_is_refused_when_envoy_reads_trailers(scratch: Path,
+def test_chunked_http1_request_ending_in_trailers_is_refused_when_envoy_reads_trailers(shared: Shared,
                                                                                        hold: bool) -> None:
-    """Envoy with `enable_trailers` on the listener: a chunked HTTP/1.1 denied call
-    whose body ends in a trailer section. Refused (400, as the HTTP/2 trailers
-    case); the server never reads the body."""
-    with envoy_and_peer(scratch, "record", hold=hold, trailers=True) as (env, peer):
+    """Envoy with `enable_trailers` on the listener: a chunked HTTP/1.1 call the
+    policy allows (echo) whose body ends in a trailer section. Refused for the
+    trailers alone (400, as the HTTP/2 trailers case); the server never reads the
+    body."""
+    with envoy_and_peer(shared, "record", hold=hold, trailers=True) as (env, peer):
         out = h1(env.port, post_head(token=ADMIN_KEY, extra=b"transfer-encoding: chunked\r\n")
                  + chunks(ALLOWED) + b"0\r\nx-trailer: 1\r\n\r\n")
         time.sleep(0.3)
@@ -342,25 +444,40 @@ def test_chunked_http1_request_ending_in_trailers_is_refused_when_envoy_reads_tr
     assert b"jsonrpc" not in got, got.decode("latin-1")
 
 
-def test_http1_response_trailer_with_a_secret_never_reaches_an_h2_client(scratch: Path) -> None:
+def test_http1_response_trailer_with_a_secret_never_reaches_an_h2_client(shared: Shared) -> None:
     """Envoy with `enable_trailers` on the upstream cluster and the listener; the
     server answers a chunked JSON result ending in `x-leak: <GitHub token>`; an
     HTTP/2 client reads the answer and its trailers."""
-    with envoy_and_peer(scratch, "trailers", trailers=True) as (env, _):
+    with envoy_and_peer(shared, "trailers", trailers=True) as (env, _):
         status, head, body, tail = h2_exchange(env.port, auth_headers(), [ALLOWED])
     assert status == 200 and b"clean answer" in body, (status, body[:300])
     assert SECRET.encode() not in body + b"".join(k + v for k, v in tail + list(head.items())), tail
 
 
-def test_upstream_status_600_answer_is_scanned(scratch: Path) -> None:
+def test_upstream_status_600_answer_is_scanned(shared: Shared) -> None:
     """A server answering `HTTP/1.1 600` with a token in the result: the client reads
     it redacted (or not at all)."""
-    with envoy_and_peer(scratch, "status600") as (env, _):
+    with envoy_and_peer(shared, "status600") as (env, _):
         out = h1(env.port, post_head(length=len(ALLOWED)) + ALLOWED)
     assert SECRET.encode() not in out, out.decode("latin-1")
 
 
 # --------------------------------------------------------------------------- 3. upgrades and CONNECT
+
+# Section 3 runs its cases grouped by configuration (`Shared` keeps one Envoy per
+# configuration running at a time): the h2c case has the configuration of the
+# first WebSocket case (hold, default route, the `upgrade` peer), so it comes first.
+
+def test_h2c_upgrade_header_opens_no_raw_channel(shared: Shared) -> None:
+    """`Upgrade: h2c` on a denied POST: Envoy drops the upgrade and the filter
+    decides the POST as any; nothing reaches the server."""
+    with envoy_and_peer(shared, "upgrade") as (env, peer):
+        out = h1(env.port, post_head(length=len(DENIED), extra=b"upgrade: h2c\r\nconnection: Upgrade, HTTP2-Settings\r\n"
+                                     b"http2-settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n") + DENIED)
+        got = peer.all_bytes()
+    assert got == b"", got.decode("latin-1")
+    assert SECRET.encode() not in out and b"101" not in out.split(b"\r\n")[0], out[:300]
+
 
 WS_HEAD = (b"GET /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: application/json, text/event-stream\r\n"
            b"upgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -370,35 +487,27 @@ WS_HEAD = (b"GET /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: application/json, t
 @pytest.mark.parametrize("hold,websocket", [(True, False), (True, True), (False, False), (False, True)],
                          ids=["hold_default_route", "hold_websocket_route", "no_hold_default_route",
                               "no_hold_websocket_route"])
-def test_websocket_upgrade_is_no_raw_channel(scratch: Path, hold: bool, websocket: bool) -> None:
+def test_websocket_upgrade_is_no_raw_channel(shared: Shared, hold: bool, websocket: bool) -> None:
     """`GET /mcp` with `Upgrade: websocket` (admin key); the server answers 101 and
     then raw bytes carrying a GitHub token; the client then sends a denied
     tools/call as raw bytes. Neither direction may pass undecided: the server never
-    reads the client's bytes, the client never reads the token."""
-    with envoy_and_peer(scratch, "upgrade", hold=hold, websocket=websocket) as (env, peer):
+    reads the client's bytes, the client never reads the token. On a route without
+    `upgrade_configs` Envoy itself refuses the upgrade (403) before any filter; on
+    one with them (an operator's addition) the filter refuses it (400)."""
+    with envoy_and_peer(shared, "upgrade", hold=hold, websocket=websocket) as (env, peer):
         out = h1(env.port, WS_HEAD, then=DENIED, wait=1.0)
         time.sleep(0.3)
         got = peer.all_bytes()
+    assert out.startswith(b"HTTP/1.1 400" if websocket else b"HTTP/1.1 403"), out[:300]
     assert b"get-env" not in got, got.decode("latin-1")
     assert SECRET.encode() not in out, out.decode("latin-1")
 
 
-def test_h2c_upgrade_header_opens_no_raw_channel(scratch: Path) -> None:
-    """`Upgrade: h2c` on a denied POST: Envoy drops the upgrade and the filter
-    decides the POST as any; nothing reaches the server."""
-    with envoy_and_peer(scratch, "upgrade") as (env, peer):
-        out = h1(env.port, post_head(length=len(DENIED), extra=b"upgrade: h2c\r\nconnection: Upgrade, HTTP2-Settings\r\n"
-                                     b"http2-settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n") + DENIED)
-        got = peer.all_bytes()
-    assert got == b"", got.decode("latin-1")
-    assert SECRET.encode() not in out and b"101" not in out.split(b"\r\n")[0], out[:300]
-
-
-def test_h2c_upgrade_offer_on_an_allowed_post_is_served_as_http1(scratch: Path) -> None:
+def test_h2c_upgrade_offer_on_an_allowed_post_is_served_as_http1(shared: Shared) -> None:
     """curl --http2 on http:// offers `Upgrade: h2c` on its first request. Envoy
     removes that offer before any filter, so the filter's refusal of `Upgrade`
     (a WebSocket) never reaches it: the allowed call is served as HTTP/1.1."""
-    with envoy_and_peer(scratch, "record") as (env, peer):
+    with envoy_and_peer(shared, "record") as (env, peer):
         out = h1(env.port, post_head(length=len(ALLOWED), extra=b"upgrade: h2c\r\nconnection: Upgrade, HTTP2-Settings\r\n"
                                      b"http2-settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n") + ALLOWED)
         got = peer.all_bytes()
@@ -407,19 +516,21 @@ def test_h2c_upgrade_offer_on_an_allowed_post_is_served_as_http1(scratch: Path) 
 
 
 @pytest.mark.parametrize("h2_connect", [False, True], ids=["http1_connect", "h2_connect"])
-def test_connect_never_reaches_the_server(scratch: Path, h2_connect: bool) -> None:
+def test_connect_never_reaches_the_server(shared: Shared, h2_connect: bool) -> None:
     """`CONNECT` with the admin key on a listener that allows CONNECT upgrades (an
     operator's addition): refused (405) by the filter, no tunnel; then bytes of a
     denied call sent into what would be the tunnel never reach the server."""
-    with envoy_and_peer(scratch, "upgrade", connect=True) as (env, peer):
+    with envoy_and_peer(shared, "upgrade", connect=True) as (env, peer):
         if h2_connect:
             status, _, body, _ = h2_exchange(env.port, [(":method", "CONNECT"), (":authority", "127.0.0.1:1"),
                                                         ("authorization", f"Bearer {ADMIN_KEY}")],
                                              [DENIED], read_for=2.0)
             seen = f"{status}".encode() + body
+            assert status == 405, (status, body[:300])
         else:
             seen = h1(env.port, b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nhost: 127.0.0.1:1\r\nauthorization: Bearer "
                       + ADMIN_KEY.encode() + b"\r\n\r\n", then=DENIED, wait=1.0)
+            assert seen.startswith(b"HTTP/1.1 405"), seen[:300]
         time.sleep(0.3)
         got = peer.all_bytes()
     assert got == b"", got.decode("latin-1")

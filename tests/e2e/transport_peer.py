@@ -68,6 +68,12 @@ class RawPeer:
 
     def stop(self) -> None:
         self._stop = True
+        # Closing a listening socket does not wake a thread blocked in accept();
+        # shutting it down first does, so the join below does not wait it out.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self.sock.close()
         except OSError:
