@@ -414,6 +414,88 @@ fn dry_run_forwards_denied_call_and_reports_it() {
         .any(|(_, m)| m.contains("dry-run") && m.contains("no-delete")));
 }
 
+/// Dry run relaxes decisions, not reading: what the filter cannot read as one
+/// MCP message, or what would open a channel past it, is refused as under
+/// enforcement (docs/policy.md, Dry run); a policy's refusal is reported and
+/// forwarded.
+#[test]
+fn dry_run_still_refuses_what_it_cannot_read() {
+    let denied = call(json!(1), "delete_repo");
+    let batch = format!("[{denied}]");
+    // (case, request head, body, request trailers, the refusal's status or
+    //  None when forwarded)
+    let cases: [(&str, FakeHost, &str, bool, Option<u32>); 8] = [
+        (
+            "malformed_json",
+            post("reader-key"),
+            "{\"jsonrpc\":",
+            false,
+            Some(400),
+        ),
+        (
+            "a_refused_batch",
+            post("reader-key"),
+            &batch,
+            false,
+            Some(400),
+        ),
+        (
+            "an_upgrade",
+            post("reader-key").header("upgrade", "websocket"),
+            &denied,
+            false,
+            Some(400),
+        ),
+        (
+            "connect",
+            post("reader-key").header(":method", "CONNECT"),
+            &denied,
+            false,
+            Some(405),
+        ),
+        (
+            "a_content_coding",
+            post("reader-key").header("content-encoding", "gzip"),
+            &denied,
+            false,
+            Some(415),
+        ),
+        (
+            "request_trailers",
+            post("reader-key"),
+            &denied,
+            true,
+            Some(400),
+        ),
+        (
+            "a_denied_call_is_only_reported",
+            post("reader-key"),
+            &denied,
+            false,
+            None,
+        ),
+        (
+            "no_identity_is_only_reported",
+            post("nobody-key"),
+            &denied,
+            false,
+            None,
+        ),
+    ];
+    for (name, head, body, trailers, want) in cases {
+        let mut x = Exchange::new(
+            policy(json!({"mode": "dry_run", "limits": {"batches": "reject"}})),
+            head,
+        );
+        let mut r = Request::new(body.as_bytes());
+        if trailers {
+            r = r.trailers();
+        }
+        x.request(r);
+        assert_eq!(x.reply().map(|r| r.status), want, "{name}");
+    }
+}
+
 /// A 200 answer in `content_type` carrying `body` (and its content-length).
 fn ok_response<'a>(content_type: &str, body: &'a [u8]) -> Response<'a> {
     Response::new(body).status("200").content_type(content_type)
