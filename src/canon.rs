@@ -83,11 +83,10 @@ fn contains_escape(s: &str) -> bool {
 // Resource URIs (POLICY.md "Decision": resource URIs are normalised)
 // ---------------------------------------------------------------------------
 
-/// The parts of a URI a component may hold unencoded (RFC 3986 §3.2.1, §3.2.2,
-/// §3.3, §3.4, §3.5).
+/// The parts of a URI a component may hold unencoded (RFC 3986 §3.2.2, §3.3,
+/// §3.4, §3.5; userinfo is refused, see [`normalize_authority`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum UriPart {
-    UserInfo,
     Host,
     Path,
     Query,
@@ -98,7 +97,6 @@ fn allowed_raw(part: UriPart, b: u8) -> bool {
     is_unreserved(b)
         || is_sub_delim(b)
         || match part {
-            UriPart::UserInfo => b == b':',
             UriPart::Host => false,
             UriPart::Path => matches!(b, b':' | b'@' | b'/'),
             UriPart::Query | UriPart::Fragment => matches!(b, b':' | b'@' | b'/' | b'?'),
@@ -291,7 +289,12 @@ pub fn route_path_problem(path: &str) -> Option<&'static str> {
 /// * `file:` URIs (RFC 8089 §2): `file:/p` and `file://localhost/p` become
 ///   `file:///p`, and a path holding `//` is refused, since a filesystem reads
 ///   it as `/` and it would slip past a deny rule;
-/// * refused: no scheme, a path that climbs above its root, `..` after `//`,
+/// * `http`, `https`, `ws`, `wss` and `ftp`: the host as WHATWG clients
+///   read it (one trailing dot dropped, IPv4 in any of its number forms
+///   written dotted, an IPv4-mapped IPv6 address as IPv4), and a URI of
+///   these schemes without `//` and a host is refused;
+/// * refused: no scheme, userinfo (`user@host`), under other schemes a host
+///   ending in `.`, a path that climbs above its root, `..` after `//`,
 ///   a path without authority that would start with `//`,
 ///   and anywhere in the URI an encoded `/`, a backslash (raw or `%5C`), NUL
 ///   or any other control character (raw or encoded), or a bad `%` escape.
@@ -318,6 +321,11 @@ pub fn normalize_resource_uri(uri: &str) -> Result<String, String> {
         }
         // RFC 8089 §2: `file:/etc/x` is the same file as `file:///etc/x`.
         None if is_file && hier.starts_with('/') => (Some(String::new()), hier),
+        // A WHATWG parser (Node's `fetch`, browsers) reads `https:evil.com/x`
+        // and `https:/evil.com/x` as host `evil.com`; RFC 3986 as a path.
+        None if reads_host_as_whatwg(&scheme) => {
+            return Err(format!("a {scheme} URI without '//' before its host"));
+        }
         None => (None, hier),
     };
     let path = remove_dot_segments(&normalize_part(path, UriPart::Path)?)?;
@@ -403,15 +411,33 @@ pub fn resource_pattern_problem(pattern: &str) -> Option<String> {
     }
 }
 
+/// The schemes whose clients read the host as the WHATWG URL Standard does
+/// (its "special" schemes but `file`, which RFC 8089 rules here): a Node or
+/// browser client connects to that host, so rules compare it.
+fn reads_host_as_whatwg(scheme: &str) -> bool {
+    matches!(scheme, "http" | "https" | "ws" | "wss" | "ftp")
+}
+
 /// RFC 3986 §3.2: `[ userinfo "@" ] host [ ":" port ]`.
+///
+/// Userinfo is refused: a rule names a host, and `https://x@internal/` is
+/// another string to it while every client connects to `internal` (RFC 9110
+/// §4.2.4 makes userinfo an error in http(s) URIs). For the schemes of
+/// [`reads_host_as_whatwg`] the host is what those clients connect to
+/// ([`domain_or_ipv4_host`], [`ipv6_host`]): one trailing dot dropped,
+/// `2130706433` and `0x7f.1` read as `127.0.0.1`, `[::ffff:127.0.0.1]` as
+/// `127.0.0.1`, an empty host refused. Elsewhere a host ending in `.` is
+/// refused: whether it names the host without the dot is the server's
+/// reading, not one we can know.
 fn normalize_authority(authority: &str, scheme: &str) -> Result<String, String> {
-    let (userinfo, host_port) = match authority.rsplit_once('@') {
-        Some((u, _)) if u.contains('@') => {
-            return Err("authority holds more than one '@'".into());
-        }
-        Some((u, h)) => (Some(u), h),
-        None => (None, authority),
-    };
+    if authority.contains('@') {
+        return Err(
+            "the authority holds userinfo ('…@'): rules compare hosts, and the host \
+             behind userinfo would be another string to them"
+                .into(),
+        );
+    }
+    let host_port = authority;
     let (host, port) = match host_port.strip_prefix('[') {
         Some(literal) => {
             let (inner, after) = literal.split_once(']').ok_or("unterminated IP literal")?;
@@ -432,12 +458,22 @@ fn normalize_authority(authority: &str, scheme: &str) -> Result<String, String> 
         return Err(format!("port {port:?} is not a number"));
     }
     let mut out = String::new();
-    if let Some(u) = userinfo {
-        out.push_str(&normalize_part(u, UriPart::UserInfo)?);
-        out.push('@');
-    }
-    if host.starts_with('[') {
+    if reads_host_as_whatwg(scheme) {
+        if port.parse::<u64>().is_ok_and(|p| p > 65535) {
+            return Err(format!("port {port:?} is over 65535"));
+        }
+        let canonical = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(inner) => ipv6_host(inner)?,
+            None if host.is_empty() => return Err(format!("a {scheme} URI without a host")),
+            None => domain_or_ipv4_host(&host)?,
+        };
+        out.push_str(&canonical);
+    } else if host.starts_with('[') {
         out.push_str(&normalize_ip_literal(&host)?);
+    } else if host.ends_with('.') {
+        return Err(format!(
+            "host {host:?} ends in '.': whether the server reads it without the dot cannot be known"
+        ));
     } else {
         out.push_str(&normalize_part(&host, UriPart::Host)?);
     }

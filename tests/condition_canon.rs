@@ -81,7 +81,26 @@ table!(check_uri {
     uri_encodes_raw_space_like_its_escape: "file:///srv/my docs/a" => Ok("file:///srv/my%20docs/a");
     uri_encodes_raw_non_ascii_as_utf8: "file:///srv/é" => Ok("file:///srv/%C3%A9");
     uri_decodes_encoded_dots_then_resolves: "file:///srv/docs/%2e%2E/secrets" => Ok("file:///srv/secrets");
-    uri_lowercases_host_but_not_userinfo: "ftp://Bob@FTP.Example:21/x" => Ok("ftp://Bob@ftp.example:21/x");
+    uri_lowercases_ftp_host_and_keeps_its_port: "ftp://FTP.Example:2121/x" => Ok("ftp://ftp.example:2121/x");
+    uri_refuses_userinfo: "https://x@internal.example.com/a" => Err("userinfo");
+    uri_refuses_userinfo_with_password_and_dot: "https://user:pw@internal.example.com./a" => Err("userinfo");
+    uri_refuses_userinfo_under_any_scheme: "db://bob@internal/x" => Err("userinfo");
+    uri_refuses_encoded_at_in_host: "https://x%40internal.example.com/a" => Err("forbidden");
+    uri_https_drops_trailing_dot_of_host: "https://Internal.Example.com./a" => Ok("https://internal.example.com/a");
+    uri_https_trailing_dot_before_port: "https://internal.example.com.:443/a" => Ok("https://internal.example.com/a");
+    uri_https_refuses_empty_label: "https://internal..example.com/a" => Err("empty label");
+    uri_http_reads_decimal_ipv4: "http://2852039166/latest/meta-data" => Ok("http://169.254.169.254/latest/meta-data");
+    uri_http_reads_hex_and_short_ipv4: "http://0xa9.254.43518/x" => Ok("http://169.254.169.254/x");
+    uri_http_reads_ipv4_with_trailing_dot: "http://127.0.0.1./x" => Ok("http://127.0.0.1/x");
+    uri_http_reads_ipv4_mapped_ipv6_as_ipv4: "http://[::ffff:7f00:1]/x" => Ok("http://127.0.0.1/x");
+    uri_http_decodes_escaped_host: "https://%69nternal.example.com/a" => Ok("https://internal.example.com/a");
+    uri_https_refuses_non_ascii_host: "https://\u{ff49}nternal.example.com/a" => Err("non-ASCII");
+    uri_https_refuses_empty_host: "https:///internal.example.com/a" => Err("without a host");
+    uri_https_refuses_missing_slashes: "https:internal.example.com/a" => Err("without '//'");
+    uri_https_refuses_one_slash: "https:/internal.example.com/a" => Err("without '//'");
+    uri_https_refuses_port_over_65535: "https://h:65536/x" => Err("65535");
+    uri_custom_scheme_refuses_trailing_dot: "db://internal./x" => Err("ends in '.'");
+    uri_custom_scheme_keeps_numeric_host: "db://2130706433/x" => Ok("db://2130706433/x");
     uri_drops_empty_port: "https://example.com:/x" => Ok("https://example.com/x");
     uri_gives_http_empty_path_a_slash: "https://example.com" => Ok("https://example.com/");
     uri_keeps_custom_empty_path: "db://x" => Ok("db://x");
@@ -117,7 +136,7 @@ table!(check_uri {
     uri_refuses_bad_escape: "file:///srv/100%" => Err("%HH");
     uri_refuses_missing_scheme: "/srv/docs/a.md" => Err("no scheme");
     uri_refuses_non_numeric_port: "https://h:8o/x" => Err("port");
-    uri_refuses_two_at_signs: "https://a@b@h/x" => Err("'@'");
+    uri_refuses_two_at_signs: "https://a@b@h/x" => Err("userinfo");
 });
 
 // --- resource_pattern_problem ----------------------------------------------
