@@ -35,6 +35,19 @@ use rewriter::ResponseRewriter;
 pub const DRY_RUN_HEADER: &str = "x-mcp-firewall-dry-run";
 /// The least a budget that exposes it has left after the request.
 pub const BUDGET_HEADER: &str = "x-mcp-firewall-budget-remaining";
+/// The names of every header the filter writes on answers begin so.
+const OWN_HEADER_PREFIX: &str = "x-mcp-firewall-";
+
+/// Remember `name` when it is in the filter's own namespace
+/// ([`OWN_HEADER_PREFIX`], any case), once.
+fn note_own_line(own: &mut Vec<String>, name: &str) {
+    let ours = name
+        .get(..OWN_HEADER_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(OWN_HEADER_PREFIX));
+    if ours && !own.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+        own.push(name.to_owned());
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -1812,9 +1825,14 @@ impl RequestFilter {
                 }
             }
         }
+        let mut own = Vec::new();
         if self.policy.dlp.responses != DlpAction::Off {
-            let screened = self.screen_lines(host, ResponsePart::Headers, dry_run);
+            let screened = self.screen_lines(host, ResponsePart::Headers, dry_run, &mut own);
             rewrites.extend(screened);
+        } else {
+            host.for_each_response_line(ResponsePart::Headers, &mut |name, _| {
+                note_own_line(&mut own, name)
+            });
         }
         if !self.opens_session {
             let moved = host
@@ -1832,9 +1850,15 @@ impl RequestFilter {
                 rewrites.push(("mcp-session-id".into(), Vec::new()));
             }
         }
+        // Only the filter writes its own headers (the refusal's rule, the
+        // dry-run note, a budget's remaining units): a server's copies would
+        // tell the client a verdict or a budget nobody decided. Removed in
+        // dry run too: they are no part of what the policy decides.
+        let own: Vec<(String, Vec<String>)> = own.into_iter().map(|n| (n, Vec::new())).collect();
         if dry_run {
-            return true;
+            return self.write_lines(host, ResponsePart::Headers, &own);
         }
+        rewrites.extend(own);
         self.write_lines(host, ResponsePart::Headers, &rewrites)
     }
 
@@ -1845,12 +1869,14 @@ impl RequestFilter {
         host: &mut dyn Host,
         part: ResponsePart,
         dry_run: bool,
+        own: &mut Vec<String>,
     ) -> Vec<(String, Vec<String>)> {
         // Copied into one buffer, not a `String` per name and value: this
         // runs on every response, and each allocation counts under V8.
         let mut buf = String::new();
         let mut spans: Vec<(usize, usize, usize)> = Vec::new();
         host.for_each_response_line(part, &mut |name, value| {
+            note_own_line(own, name);
             let start = buf.len();
             buf.push_str(name);
             let mid = buf.len();
@@ -1926,11 +1952,19 @@ impl RequestFilter {
     pub fn on_response_trailers(&mut self, host: &mut dyn Host) -> Flow {
         // Trailers are header lines after the body (HTTP/2, chunked HTTP/1):
         // the server's text as its head is.
-        if matches!(self.phase, Phase::Forwarded | Phase::Passthrough)
-            && self.policy.dlp.responses != DlpAction::Off
-        {
+        if matches!(self.phase, Phase::Forwarded | Phase::Passthrough) {
             let dry_run = self.dry_run();
-            let rewrites = self.screen_lines(host, ResponsePart::Trailers, dry_run);
+            let mut own = Vec::new();
+            let mut rewrites = match self.policy.dlp.responses {
+                DlpAction::Off => {
+                    host.for_each_response_line(ResponsePart::Trailers, &mut |name, _| {
+                        note_own_line(&mut own, name)
+                    });
+                    Vec::new()
+                }
+                _ => self.screen_lines(host, ResponsePart::Trailers, dry_run, &mut own),
+            };
+            rewrites.extend(own.into_iter().map(|n| (n, Vec::new())));
             if !self.write_lines(host, ResponsePart::Trailers, &rewrites) {
                 return Flow::Pause;
             }

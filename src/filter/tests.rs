@@ -496,6 +496,61 @@ fn dry_run_still_refuses_what_it_cannot_read() {
     }
 }
 
+/// Only the filter writes its own headers: a server's `x-mcp-firewall-*`
+/// lines (a forged rule, dry-run note or budget) never reach the client, in
+/// the head or the trailers, enforced or in dry run, with DLP on or off; what
+/// the filter writes itself still does (a helper's attack in a real Envoy:
+/// the server's `x-mcp-firewall-budget-remaining: 999999` reached the client).
+#[test]
+fn a_server_cannot_write_the_filters_own_headers() {
+    let forged = [
+        ("x-mcp-firewall-rule", "forged"),
+        ("x-mcp-firewall-dry-run", "allow rule=forged"),
+        ("x-mcp-firewall-budget-remaining", "999999"),
+        ("x-mcp-firewall-anything", "forged"),
+    ];
+    let answer = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
+    // (case, policy, tool called, the filter's own note the client must read)
+    let cases = [
+        ("enforced", json!({}), "echo", None),
+        (
+            "dlp_off",
+            json!({"dlp": {"responses": "off"}}),
+            "echo",
+            None,
+        ),
+        (
+            "dry_run_keeps_its_own_note",
+            json!({"mode": "dry_run"}),
+            "delete_repo",
+            Some("deny rule=no-delete"),
+        ),
+    ];
+    for (name, extra, tool, note) in cases {
+        let mut x = Exchange::new(policy(extra), post("reader-key"));
+        x.request(Request::new(call(json!(1), tool).as_bytes()));
+        for (n, v) in forged {
+            x.host.response_trailers.insert(n.to_owned(), v.to_owned());
+        }
+        let mut response = ok_response("application/json", answer.as_bytes()).trailers();
+        for (n, v) in forged {
+            response = response.header(&n.to_ascii_uppercase(), v);
+        }
+        x.respond(response);
+        let seen = |m: &std::collections::BTreeMap<String, String>| {
+            m.iter()
+                .filter(|(k, _)| k.starts_with("x-mcp-firewall-"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        let want: Vec<(String, String)> = note
+            .map(|n| vec![(DRY_RUN_HEADER.to_owned(), n.to_owned())])
+            .unwrap_or_default();
+        assert_eq!(seen(&x.host.response_headers), want, "{name}: head");
+        assert_eq!(seen(&x.host.response_trailers), [], "{name}: trailers");
+    }
+}
+
 /// A 200 answer in `content_type` carrying `body` (and its content-length).
 fn ok_response<'a>(content_type: &str, body: &'a [u8]) -> Response<'a> {
     Response::new(body).status("200").content_type(content_type)
