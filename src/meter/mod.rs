@@ -281,12 +281,11 @@ fn name(
     for k in key {
         write_bytes(k.as_str().as_bytes(), &mut out);
         match k {
-            KeyPart::Subject => {
-                write_bytes(caller.subject.as_deref().unwrap_or("").as_bytes(), &mut out)
-            }
-            KeyPart::Tenant => {
-                write_bytes(caller.tenant.as_deref().unwrap_or("").as_bytes(), &mut out)
-            }
+            // Present or absent before the value: an anonymous caller and a
+            // key whose subject is "" are two callers, so are a tenant ""
+            // and none (a helper's attack: they shared one bucket).
+            KeyPart::Subject => write_optional(caller.subject.as_deref(), &mut out),
+            KeyPart::Tenant => write_optional(caller.tenant.as_deref(), &mut out),
             KeyPart::Session => write_bytes(conversation.0.unwrap_or("").as_bytes(), &mut out),
             KeyPart::Tool => write_bytes(call.target.name().unwrap_or("").as_bytes(), &mut out),
             KeyPart::Method => {
@@ -421,6 +420,18 @@ fn data_len_bound(v: &Value) -> usize {
 fn write_bytes(bytes: &[u8], out: &mut Vec<u8>) {
     write_length(bytes.len(), out);
     out.extend_from_slice(bytes);
+}
+
+/// `0` for none, else `1` and the text as [`write_bytes`] writes it (still
+/// prefix-free: the tag says whether a length follows).
+fn write_optional(text: Option<&str>, out: &mut Vec<u8>) {
+    match text {
+        None => out.push(0),
+        Some(t) => {
+            out.push(1);
+            write_bytes(t.as_bytes(), out);
+        }
+    }
 }
 
 /// LEB128 (one byte below 128).

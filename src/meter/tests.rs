@@ -279,6 +279,69 @@ fn meters_select_like_rules_and_key_by_their_parts() {
     assert!(charges_of(&meters, &ana, None, list).is_empty());
 }
 
+/// An anonymous caller and a key whose subject is "" are two callers; a
+/// tenant "" is not the absence of one (a helper's attack in a real Envoy:
+/// an anonymous call emptied the ""-subject key's bucket).
+#[test]
+fn an_absent_subject_or_tenant_is_not_an_empty_one() {
+    let meters = match compile_meters(json!({"rate_limits": [
+        {"id": "per-subject", "key": ["subject"], "tools": ["*"], "capacity": 1, "per_seconds": 60},
+        {"id": "per-tenant", "key": ["tenant"], "tools": ["*"], "capacity": 1, "per_seconds": 60}
+    ]})) {
+        Ok(m) => m,
+        Err(e) => panic!("{e:?}"),
+    };
+    let who = |subject: Option<&str>, tenant: Option<&str>| Caller {
+        subject: subject.map(str::to_owned),
+        tenant: tenant.map(str::to_owned),
+        roles: Vec::new(),
+        via: Via::ApiKey,
+    };
+    let name = |c: &Caller, meter: &str| {
+        charges_of(&meters, c, None, call("echo", json!({})))
+            .into_iter()
+            .find(|ch| ch.rule.as_str() == meter)
+            .map(|ch| ch.name)
+            .unwrap_or_default()
+    };
+    // (case, one caller, the other, the meter, whether they share it)
+    let cases = [
+        (
+            "absent_and_empty_subject",
+            who(None, None),
+            who(Some(""), None),
+            "per-subject",
+            false,
+        ),
+        (
+            "absent_and_empty_tenant",
+            who(Some("a"), None),
+            who(Some("a"), Some("")),
+            "per-tenant",
+            false,
+        ),
+        (
+            "two_anonymous_callers",
+            who(None, None),
+            who(None, None),
+            "per-subject",
+            true,
+        ),
+        (
+            "one_subject_twice",
+            who(Some(""), Some("t")),
+            who(Some(""), Some("u")),
+            "per-subject",
+            true,
+        ),
+    ];
+    for (case, one, other, meter, shared) in cases {
+        let (a, b) = (name(&one, meter), name(&other, meter));
+        assert!(!a.is_empty() && !b.is_empty(), "{case}");
+        assert_eq!(a == b, shared, "{case}");
+    }
+}
+
 #[test]
 fn keys_hold_no_caller_text() {
     let Ok(meters) = compile_meters(json!({"rate_limits": [
