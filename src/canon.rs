@@ -286,9 +286,10 @@ pub fn route_path_problem(path: &str) -> Option<&'static str> {
 ///   (`file:///srv/a`, `db://x/y`) and rootless (`mem:notes/1`) paths alike;
 /// * an empty or default port is dropped and an empty http(s)/ws(s) path
 ///   becomes `/` (§6.2.3, scheme-based);
-/// * `file:` URIs (RFC 8089 §2): `file:/p` and `file://localhost/p` become
-///   `file:///p`, and a path holding `//` is refused, since a filesystem reads
-///   it as `/` and it would slip past a deny rule;
+/// * `file:` URIs (RFC 8089 §2): `file:/p`, `file:.//p` and
+///   `file://localhost/p` become `file:///p`, a relative path is refused, and
+///   a path holding `//` is refused, since a filesystem reads it as `/` and it
+///   would slip past a deny rule;
 /// * `http`, `https`, `ws`, `wss` and `ftp`: the host as WHATWG clients
 ///   read it (one trailing dot dropped, IPv4 in any of its number forms
 ///   written dotted, an IPv4-mapped IPv6 address as IPv4), and a URI of
@@ -329,6 +330,16 @@ pub fn normalize_resource_uri(uri: &str) -> Result<String, String> {
         None => (None, hier),
     };
     let path = remove_dot_segments(&normalize_part(path, UriPart::Path)?)?;
+    // `file:.//etc/passwd` has no authority, and its path is `/etc/passwd`
+    // once its `.` is gone: the file `file:///etc/passwd` names (clients read
+    // the leading `.//` as a path to it), so it is written in that form or a
+    // deny on `file:///etc/**` would not see it. A path still relative names
+    // no file (RFC 8089 §2: a file URI's path is absolute).
+    let authority = match authority {
+        None if is_file && path.starts_with('/') => Some(String::new()),
+        None if is_file => return Err("a file URI whose path is not absolute".into()),
+        a => a,
+    };
     if is_file && path.contains("//") {
         // A filesystem reads `//` as `/`, so `file:////etc/passwd` or
         // `file:///etc//passwd` would slip past a deny rule on `file:///etc/passwd`.

@@ -115,6 +115,9 @@ table!(check_uri {
     uri_keeps_other_port: "https://h:8443/x" => Ok("https://h:8443/x");
     uri_file_localhost_is_the_local_file: "file://LOCALHOST/etc/passwd" => Ok("file:///etc/passwd");
     uri_file_minimal_form_gets_empty_authority: "file:/etc/passwd" => Ok("file:///etc/passwd");
+    uri_file_refuses_dot_before_a_relative_path: "file:./etc/passwd" => Err("not absolute");
+    uri_file_dot_and_empty_segment_is_the_same_file: "file:.//etc/passwd" => Ok("file:///etc/passwd");
+    uri_file_refuses_relative_path: "file:etc/passwd" => Err("not absolute");
     uri_custom_scheme_keeps_double_slash: "db://x/a//b" => Ok("db://x/a//b");
     uri_file_refuses_leading_double_slash: "file:////etc/passwd" => Err("'//'");
     uri_file_refuses_inner_double_slash: "file:///etc//passwd" => Err("'//'");
