@@ -300,6 +300,12 @@ pub fn route_path_problem(path: &str) -> Option<&'static str> {
 ///   and anywhere in the URI an encoded `/`, a backslash (raw or `%5C`), NUL
 ///   or any other control character (raw or encoded), or a bad `%` escape.
 pub fn normalize_resource_uri(uri: &str) -> Result<String, String> {
+    // WHATWG parsers strip leading and trailing spaces and C0 controls before
+    // reading a URL; other parsers keep them (a helper's attack: Node opened
+    // `/srv/secret.txt` for `file:///srv/secret.txt `, decided as `…%20`).
+    if uri.starts_with(|c: char| c <= ' ') || uri.ends_with(|c: char| c <= ' ') {
+        return Err("the URI starts or ends with a space or a control character".into());
+    }
     let (scheme, rest) =
         split_scheme(uri).ok_or("not an absolute URI (no scheme, RFC 3986 §3.1)")?;
     let scheme = scheme.to_ascii_lowercase();
@@ -469,10 +475,20 @@ fn normalize_authority(authority: &str, scheme: &str) -> Result<String, String> 
         return Err(format!("port {port:?} is not a number"));
     }
     let mut out = String::new();
+    // A port is a number: `:080` is port 80 to every client (WHATWG, Python,
+    // Go's dialer), so it is written without its leading zeros, and then
+    // dropped when it is the scheme's default (a helper's attack: `:080`
+    // kept as written passed a deny on the host). Digits only, checked above.
+    let port = match port.trim_start_matches('0') {
+        "" if port.is_empty() => String::new(),
+        "" => "0".to_owned(),
+        digits if digits.len() > 5 => return Err(format!("port {port:?} is over 65535")),
+        digits => digits.to_owned(),
+    };
+    if port.parse::<u32>().is_ok_and(|p| p > 65535) {
+        return Err(format!("port {port:?} is over 65535"));
+    }
     if reads_host_as_whatwg(scheme) {
-        if port.parse::<u64>().is_ok_and(|p| p > 65535) {
-            return Err(format!("port {port:?} is over 65535"));
-        }
         let canonical = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
             Some(inner) => ipv6_host(inner)?,
             None if host.is_empty() => return Err(format!("a {scheme} URI without a host")),
@@ -481,22 +497,27 @@ fn normalize_authority(authority: &str, scheme: &str) -> Result<String, String> 
         out.push_str(&canonical);
     } else if host.starts_with('[') {
         out.push_str(&normalize_ip_literal(&host)?);
-    } else if host.ends_with('.') {
-        return Err(format!(
-            "host {host:?} ends in '.': whether the server reads it without the dot cannot be known"
-        ));
     } else {
-        out.push_str(&normalize_part(&host, UriPart::Host)?);
+        // Checked once escapes are decoded: `vault%2e` is `vault.` too.
+        let normal = normalize_part(&host, UriPart::Host)?;
+        if normal.ends_with('.') {
+            return Err(format!(
+                "host {host:?} ends in '.': whether the server reads it without the dot cannot be known"
+            ));
+        }
+        out.push_str(&normal);
     }
-    // RFC 3986 §6.2.3: an empty port, or the scheme's default port, is omitted.
+    // RFC 3986 §6.2.3: an empty port, or the scheme's default port, is omitted
+    // (WHATWG's default ports).
     let default_port = match scheme {
         "http" | "ws" => "80",
         "https" | "wss" => "443",
+        "ftp" => "21",
         _ => "",
     };
     if !port.is_empty() && port != default_port {
         out.push(':');
-        out.push_str(port);
+        out.push_str(&port);
     }
     Ok(out)
 }
