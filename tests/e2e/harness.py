@@ -165,6 +165,25 @@ def load_template(name: str) -> dict[str, Any]:
         return yaml.safe_load(f)
 
 
+def hot_reload_config(upstream_port: int, ecds_file: Path | None = None) -> dict[str, Any]:
+    """envoy/hot-reload.yaml on free ports in front of `upstream_port`; with `ecds_file`,
+    the firewall's discovery reads that file and watches its directory (the policy
+    swapped in by moving a new file there)."""
+    cfg = load_template("hot-reload")
+    cfg["admin"]["address"]["socket_address"]["port_value"] = free_port()
+    cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = free_port()
+    for cluster in cfg["static_resources"]["clusters"]:
+        if cluster["name"] == UPSTREAM_CLUSTER:
+            ep = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+            ep["address"]["socket_address"]["port_value"] = upstream_port
+    if ecds_file is not None:
+        fw = next(f for f in http_filters(cfg) if f["name"] == "mcp_firewall")
+        src = fw["config_discovery"]["config_source"]["path_config_source"]
+        src["path"] = str(ecds_file)
+        src["watched_directory"] = {"path": str(ecds_file.parent)}
+    return cfg
+
+
 def _hcm(cfg: dict[str, Any]) -> dict[str, Any]:
     listener = cfg["static_resources"]["listeners"][0]
     return listener["filter_chains"][0]["filters"][0]["typed_config"]

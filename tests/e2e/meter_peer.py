@@ -9,6 +9,8 @@ firewall itself writes (`x-mcp-firewall-budget-remaining`,
 `x-mcp-firewall-rule`, `x-mcp-firewall-dry-run`), forged.
 
     python tests/e2e/meter_peer.py PORT RECORD_FILE
+
+The tests start it through `RecordingPeer`, which reads the record back.
 """
 
 from __future__ import annotations
@@ -18,7 +20,43 @@ import json
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+
+class RecordingPeer:
+    """This peer as a process on a free loopback port, recording to `workdir/<name>.jsonl`
+    (harness and the interpreter are the test's); `stop()` ends it."""
+
+    def __init__(self, workdir: Path, name: str):
+        import harness  # the tests' module; the peer process itself needs none of it
+
+        self.record = workdir / f"{name}.jsonl"
+        self.record.write_text("")
+        self.port = harness.free_port()
+        self.proc = harness.Proc(name, [sys.executable, str(Path(__file__).resolve()), str(self.port),
+                                        str(self.record)], workdir / f"{name}.log")
+        try:
+            harness._wait(lambda: harness.port_open(self.port), 30, name, self.proc)
+        except BaseException:
+            self.proc.stop()
+            raise
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+    def seen(self) -> list[dict[str, Any]]:
+        """Every JSON-RPC message the peer received (batches flattened), as a server parses it."""
+        out: list[dict[str, Any]] = []
+        for line in self.record.read_text().splitlines():
+            try:
+                msg = json.loads(json.loads(line)["body"])
+            except ValueError:
+                continue
+            for m in msg if isinstance(msg, list) else [msg]:
+                if isinstance(m, dict):
+                    out.append(m)
+        return out
 
 FORGED = {"x-mcp-firewall-budget-remaining": "999999", "x-mcp-firewall-rule": "forged-by-server",
           "x-mcp-firewall-dry-run": "allow rule=forged-by-server"}

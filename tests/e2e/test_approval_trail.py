@@ -194,18 +194,8 @@ def hot(rig: Rig):
     ecds_dir = rig.workdir / "ecds"
     ecds_dir.mkdir(exist_ok=True)
     swap_in(ecds_dir, discovery_response(policy(mode="hold", timeout_ms=20_000), rig.wasm, rig.workdir))
-    cfg = harness.load_template("hot-reload")
-    cfg["admin"]["address"]["socket_address"]["port_value"] = harness.free_port()
-    cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = harness.free_port()
-    for cluster in cfg["static_resources"]["clusters"]:
-        if cluster["name"] == harness.UPSTREAM_CLUSTER:
-            ep = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-            ep["address"]["socket_address"]["port_value"] = rig.mcp_server.port
+    cfg = harness.hot_reload_config(rig.mcp_server.port, ecds_dir / "mcp_firewall.json")
     cfg["static_resources"]["clusters"] += [approvals_cluster(rig.svc.port), collector_cluster(rig.collector.port)]
-    fw = next(f for f in harness.http_filters(cfg) if f["name"] == "mcp_firewall")
-    src = fw["config_discovery"]["config_source"]["path_config_source"]
-    src["path"] = str(ecds_dir / "mcp_firewall.json")
-    src["watched_directory"] = {"path": str(ecds_dir)}
     env = harness.Envoy(cfg, rig.workdir, name="envoy-hot-approval")
     try:
         yield env, ecds_dir

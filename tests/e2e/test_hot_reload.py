@@ -69,17 +69,7 @@ def hot_envoy(workdir: Path, wasm: Path, mcp_server: Any) -> Any:
     ecds_dir.mkdir(exist_ok=True)
     swap_in(ecds_dir, discovery_response(base_policy(), wasm, workdir))
 
-    cfg = harness.load_template("hot-reload")
-    cfg["admin"]["address"]["socket_address"]["port_value"] = harness.free_port()
-    cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = harness.free_port()
-    for cluster in cfg["static_resources"]["clusters"]:
-        if cluster["name"] == harness.UPSTREAM_CLUSTER:
-            ep = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-            ep["address"]["socket_address"]["port_value"] = mcp_server.port
-    fw = next(f for f in harness.http_filters(cfg) if f["name"] == "mcp_firewall")
-    src = fw["config_discovery"]["config_source"]["path_config_source"]
-    src["path"] = str(ecds_dir / "mcp_firewall.json")
-    src["watched_directory"] = {"path": str(ecds_dir)}
+    cfg = harness.hot_reload_config(mcp_server.port, ecds_dir / "mcp_firewall.json")
     env = harness.Envoy(cfg, workdir, name="envoy-hot-reload")
     yield env, ecds_dir
     env.stop()

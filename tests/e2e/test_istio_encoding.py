@@ -82,13 +82,7 @@ def wait_reload(env: harness.Envoy, above: int, timeout: float = 30.0) -> None:
 
 
 def istio_envoy(workdir: Path, ecds_dir: Path, upstream_port: int, tag: str) -> harness.Envoy:
-    cfg = harness.load_template("hot-reload")
-    cfg["admin"]["address"]["socket_address"]["port_value"] = harness.free_port()
-    cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = harness.free_port()
-    for cluster in cfg["static_resources"]["clusters"]:
-        if cluster["name"] == harness.UPSTREAM_CLUSTER:
-            ep = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-            ep["address"]["socket_address"]["port_value"] = upstream_port
+    cfg = harness.hot_reload_config(upstream_port)
     fw = istio_xds.http_filter(NAMESPACE, NAME)
     fw["config_discovery"]["config_source"] = {
         "path_config_source": {"path": str(ecds_dir / "ecds.json"), "watched_directory": {"path": str(ecds_dir)}},

@@ -23,7 +23,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,9 +39,9 @@ from conftest import sha256_hex
 from mcp_raw import ACCEPT, messages, open_session, sdk_session
 
 import harness
+from meter_peer import RecordingPeer
 
 RATE_LIMITED = -32012
-HERE = Path(__file__).resolve().parent
 CLI = harness.REPO / "target" / "release" / "mcp-firewall"
 
 # token -> (subject, roles, tenant or None)
@@ -117,31 +116,9 @@ def meter_policy(mode: str = "enforce") -> dict[str, Any]:
 # --------------------------------------------------------------------------- processes
 
 
-class Peer:
+class Peer(RecordingPeer):
     def __init__(self, workdir: Path):
-        self.record = workdir / "meter-peer.jsonl"
-        self.record.write_text("")
-        self.port = harness.free_port()
-        self.proc = harness.Proc("meter-peer", [sys.executable, str(HERE / "meter_peer.py"), str(self.port),
-                                                str(self.record)], workdir / "meter-peer.log")
-        try:
-            harness._wait(lambda: harness.port_open(self.port), 30, "meter peer", self.proc)
-        except BaseException:
-            self.proc.stop()
-            raise
-
-    def seen(self) -> list[dict[str, Any]]:
-        """Every JSON-RPC message the peer received (batches flattened), as a server parses it."""
-        out: list[dict[str, Any]] = []
-        for line in self.record.read_text().splitlines():
-            try:
-                msg = json.loads(json.loads(line)["body"])
-            except ValueError:
-                continue
-            for m in msg if isinstance(msg, list) else [msg]:
-                if isinstance(m, dict):
-                    out.append(m)
-        return out
+        super().__init__(workdir, "meter-peer")
 
     def calls(self, pred: Any) -> list[dict[str, Any]]:
         return [m for m in self.seen() if pred(m)]
@@ -162,7 +139,7 @@ def scratch() -> Iterator[Path]:
 def peer(scratch: Path) -> Iterator[Peer]:
     p = Peer(scratch)
     yield p
-    p.proc.stop()
+    p.stop()
 
 
 def start_envoy(scratch: Path, wasm: Path, peer: Peer, policy: dict[str, Any], name: str,
@@ -712,17 +689,7 @@ def test_hot_reload_never_hands_out_fresh_buckets_or_budgets(scratch: Path, wasm
         return p
 
     (ecds_dir / "mcp_firewall.json").write_text(ecds(policy(), wasm, scratch))
-    cfg = harness.load_template("hot-reload")
-    cfg["admin"]["address"]["socket_address"]["port_value"] = harness.free_port()
-    cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = harness.free_port()
-    for cluster in cfg["static_resources"]["clusters"]:
-        if cluster["name"] == harness.UPSTREAM_CLUSTER:
-            ep = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-            ep["address"]["socket_address"]["port_value"] = peer.port
-    fw = next(f for f in harness.http_filters(cfg) if f["name"] == "mcp_firewall")
-    src = fw["config_discovery"]["config_source"]["path_config_source"]
-    src["path"] = str(ecds_dir / "mcp_firewall.json")
-    src["watched_directory"] = {"path": str(ecds_dir)}
+    cfg = harness.hot_reload_config(peer.port, ecds_dir / "mcp_firewall.json")
     env = harness.Envoy(cfg, scratch, name="envoy-meter-hot")
     try:
         steps: list[tuple[str, bool]] = []

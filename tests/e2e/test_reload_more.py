@@ -76,22 +76,11 @@ def hot(workdir: Path, wasm: Path, mcp_server: Any, request: pytest.FixtureReque
         ecds_dir = workdir / f"ecds-{name}"
         ecds_dir.mkdir(exist_ok=True)
         swap_in(ecds_dir, discovery_response(policy, wasm, workdir))
-        cfg = harness.load_template("hot-reload")
-        cfg["admin"]["address"]["socket_address"]["port_value"] = harness.free_port()
-        listener = cfg["static_resources"]["listeners"][0]
-        listener["address"]["socket_address"]["port_value"] = harness.free_port()
-        for cluster in cfg["static_resources"]["clusters"]:
-            if cluster["name"] == harness.UPSTREAM_CLUSTER:
-                ep = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-                ep["address"]["socket_address"]["port_value"] = mcp_server.port
+        cfg = harness.hot_reload_config(mcp_server.port, ecds_dir / "mcp_firewall.json")
         cfg["static_resources"]["clusters"].extend(clusters)
-        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm = harness._hcm(cfg)
         hcm["route_config"]["virtual_hosts"][0]["virtual_clusters"] = [
             {"name": "mcp_post", "headers": [{"name": ":method", "string_match": {"exact": "POST"}}]}]
-        fw = next(f for f in harness.http_filters(cfg) if f["name"] == "mcp_firewall")
-        src = fw["config_discovery"]["config_source"]["path_config_source"]
-        src["path"] = str(ecds_dir / "mcp_firewall.json")
-        src["watched_directory"] = {"path": str(ecds_dir)}
         env = harness.Envoy(cfg, workdir, name=f"envoy-{name}", concurrency=concurrency)
         started.append(env)
         return HotEnvoy(env, ecds_dir, wasm, workdir)

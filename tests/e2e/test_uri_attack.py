@@ -45,7 +45,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import urllib.parse
 from collections.abc import Iterator
@@ -58,8 +57,8 @@ import pytest
 from mcp_raw import ACCEPT
 
 import harness
+from meter_peer import RecordingPeer
 
-HERE = Path(__file__).resolve().parent
 CLI = harness.REPO / "target" / "release" / "mcp-firewall"
 NODE_MODULES = harness.REPO / "peers" / "node_modules"
 
@@ -418,30 +417,13 @@ def denied_reading(r: dict[str, Any]) -> str | None:
 # --------------------------------------------------------------------------- processes
 
 
-class Peer:
+class Peer(RecordingPeer):
     def __init__(self, workdir: Path):
-        self.record = workdir / "uri-peer.jsonl"
-        self.record.write_text("")
-        self.port = harness.free_port()
-        self.proc = harness.Proc("uri-peer", [sys.executable, str(HERE / "meter_peer.py"), str(self.port),
-                                              str(self.record)], workdir / "uri-peer.log")
-        try:
-            harness._wait(lambda: harness.port_open(self.port), 30, "uri peer", self.proc)
-        except BaseException:
-            self.proc.stop()
-            raise
+        super().__init__(workdir, "uri-peer")
 
     def ids_seen(self) -> dict[Any, Any]:
-        out: dict[Any, Any] = {}
-        for line in self.record.read_text().splitlines():
-            try:
-                msg = json.loads(json.loads(line)["body"])
-            except ValueError:
-                continue
-            for m in msg if isinstance(msg, list) else [msg]:
-                if isinstance(m, dict) and "id" in m:
-                    out[m["id"]] = (m.get("params") or {}).get("uri")
-        return out
+        """Each request id the peer received, with the URI it asked for."""
+        return {m["id"]: (m.get("params") or {}).get("uri") for m in self.seen() if "id" in m}
 
 
 @pytest.fixture(scope="module")
@@ -455,7 +437,7 @@ def scratch() -> Iterator[Path]:
 def peer(scratch: Path) -> Iterator[Peer]:
     p = Peer(scratch)
     yield p
-    p.proc.stop()
+    p.stop()
 
 
 @pytest.fixture(scope="module")
