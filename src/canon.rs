@@ -454,8 +454,7 @@ fn normalize_authority(authority: &str, scheme: &str) -> Result<String, String> 
                 .into(),
         );
     }
-    let host_port = authority;
-    let (host, port) = match host_port.strip_prefix('[') {
+    let (host, port) = match authority.strip_prefix('[') {
         Some(literal) => {
             let (inner, after) = literal.split_once(']').ok_or("unterminated IP literal")?;
             let port = match after {
@@ -467,7 +466,7 @@ fn normalize_authority(authority: &str, scheme: &str) -> Result<String, String> 
             (format!("[{inner}]"), port)
         }
         None => {
-            let (h, p) = host_port.split_once(':').unwrap_or((host_port, ""));
+            let (h, p) = authority.split_once(':').unwrap_or((authority, ""));
             (h.to_owned(), p)
         }
     };
@@ -482,12 +481,12 @@ fn normalize_authority(authority: &str, scheme: &str) -> Result<String, String> 
     let port = match port.trim_start_matches('0') {
         "" if port.is_empty() => String::new(),
         "" => "0".to_owned(),
-        digits if digits.len() > 5 => return Err(format!("port {port:?} is over 65535")),
+        // Digits only: a number that does not parse is over 65535.
+        digits if digits.parse::<u16>().is_err() => {
+            return Err(format!("port {port:?} is over 65535"))
+        }
         digits => digits.to_owned(),
     };
-    if port.parse::<u32>().is_ok_and(|p| p > 65535) {
-        return Err(format!("port {port:?} is over 65535"));
-    }
     if reads_host_as_whatwg(scheme) {
         let canonical = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
             Some(inner) => ipv6_host(inner)?,

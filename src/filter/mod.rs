@@ -35,6 +35,9 @@ use rewriter::ResponseRewriter;
 pub const DRY_RUN_HEADER: &str = "x-mcp-firewall-dry-run";
 /// The least a budget that exposes it has left after the request.
 pub const BUDGET_HEADER: &str = "x-mcp-firewall-budget-remaining";
+/// A response line name and the values it keeps (none: the name is removed).
+type LineRewrite = (String, Vec<String>);
+
 /// The names of every header the filter writes on answers begin so.
 const OWN_HEADER_PREFIX: &str = "x-mcp-firewall-";
 
@@ -1825,15 +1828,8 @@ impl RequestFilter {
                 }
             }
         }
-        let mut own = Vec::new();
-        if self.policy.dlp.responses != DlpAction::Off {
-            let screened = self.screen_lines(host, ResponsePart::Headers, dry_run, &mut own);
-            rewrites.extend(screened);
-        } else {
-            host.for_each_response_line(ResponsePart::Headers, &mut |name, _| {
-                note_own_line(&mut own, name)
-            });
-        }
+        let (screened, own) = self.read_lines(host, ResponsePart::Headers, dry_run);
+        rewrites.extend(screened);
         if !self.opens_session {
             let moved = host
                 .response_header("mcp-session-id")
@@ -1850,16 +1846,34 @@ impl RequestFilter {
                 rewrites.push(("mcp-session-id".into(), Vec::new()));
             }
         }
-        // Only the filter writes its own headers (the refusal's rule, the
-        // dry-run note, a budget's remaining units): a server's copies would
-        // tell the client a verdict or a budget nobody decided. Removed in
-        // dry run too: they are no part of what the policy decides.
-        let own: Vec<(String, Vec<String>)> = own.into_iter().map(|n| (n, Vec::new())).collect();
         if dry_run {
             return self.write_lines(host, ResponsePart::Headers, &own);
         }
         rewrites.extend(own);
         self.write_lines(host, ResponsePart::Headers, &rewrites)
+    }
+
+    /// The server's header or trailer lines, read once: what DLP's screen
+    /// writes back (nothing in dry run, or with DLP off on answers), and
+    /// the removal of every line in the filter's own namespace. Only the
+    /// filter writes its own headers (the refusal's rule, the dry-run note,
+    /// a budget's remaining units): a server's copies would tell the client
+    /// a verdict or a budget nobody decided, so they go in dry run too.
+    fn read_lines(
+        &self,
+        host: &mut dyn Host,
+        part: ResponsePart,
+        dry_run: bool,
+    ) -> (Vec<LineRewrite>, Vec<LineRewrite>) {
+        let mut own = Vec::new();
+        let screened = match self.policy.dlp.responses {
+            DlpAction::Off => {
+                host.for_each_response_line(part, &mut |name, _| note_own_line(&mut own, name));
+                Vec::new()
+            }
+            _ => self.screen_lines(host, part, dry_run, &mut own),
+        };
+        (screened, own.into_iter().map(|n| (n, Vec::new())).collect())
     }
 
     /// Screen the response's header or trailer lines with DLP; counted and
@@ -1953,18 +1967,8 @@ impl RequestFilter {
         // Trailers are header lines after the body (HTTP/2, chunked HTTP/1):
         // the server's text as its head is.
         if matches!(self.phase, Phase::Forwarded | Phase::Passthrough) {
-            let dry_run = self.dry_run();
-            let mut own = Vec::new();
-            let mut rewrites = match self.policy.dlp.responses {
-                DlpAction::Off => {
-                    host.for_each_response_line(ResponsePart::Trailers, &mut |name, _| {
-                        note_own_line(&mut own, name)
-                    });
-                    Vec::new()
-                }
-                _ => self.screen_lines(host, ResponsePart::Trailers, dry_run, &mut own),
-            };
-            rewrites.extend(own.into_iter().map(|n| (n, Vec::new())));
+            let (mut rewrites, own) = self.read_lines(host, ResponsePart::Trailers, self.dry_run());
+            rewrites.extend(own);
             if !self.write_lines(host, ResponsePart::Trailers, &rewrites) {
                 return Flow::Pause;
             }
