@@ -2,34 +2,43 @@
 //! where a rule's trigger literal (`ghp_`, `akia`, `password`, `://`, …)
 //! starts, case-insensitively.
 //!
-//! Why it is built this way: this loop sees every byte of every scanned string,
-//! so its common case must be a handful of instructions and no branch that
-//! mispredicts. Per position, two table loads combined without a branch:
+//! Why it is built this way: this loop sees every byte of every scanned
+//! string (a 4 KB argument is 4,096 positions), so it looks at sixteen
+//! positions at once. Per block of sixteen, a fingerprint of each position's
+//! next three bytes, the Teddy scheme of Hyperscan: every literal is put in
+//! one of eight buckets per group, and for each of its first three bytes
+//! (case-folded by setting bit 5) the bucket's bit is set in a 16-entry
+//! table under the byte's low nibble and in another under its high nibble.
+//! A position's bucket bits are the AND of its three bytes' six table
+//! entries: one shuffle each in SIMD. A literal that starts at a position
+//! always leaves its bucket's bit set there; other text may too (the nibble
+//! tables merge the bucket's literals, and the fold merges some punctuation
+//! pairs): those are false hits, and only a hit reaches the exact check.
 //!
-//! - Literals of 3 bytes or more: the position's next three bytes, case-folded,
-//!   are hashed to 13 bits and looked up in an 8 KiB byte table that stays in
-//!   L1: bit 0 "a literal that needs no word start may start with this
-//!   trigram", bit 1 "one that must start a word may". Byte pairs were tried
-//!   first, but English bigrams such as `se`, `to`, `pa`, `ma` (which start
-//!   `secret`, `token`, `pass`, `mariadb`) hit on ~10 % of positions;
-//!   trigrams on far fewer. One byte per entry, not two bits, so that the
-//!   test is a load and an AND: that is fewer instructions per byte than the
-//!   false hits a bigger, denser table would save.
-//! - Each byte's class ([`Class`], one 2 KiB table) says whether it is a word
-//!   byte, whether it is a `.`, and in which groups of two-byte literals
-//!   (`sk`, `s.`, `q~`, `0|`…`9|`, `-u`) it may be the first or the second
-//!   byte. A group is the set of first bytes that share their second bytes,
-//!   so the AND of two classes finds a two-byte literal exactly. Entered in
-//!   the trigram table for every possible third byte instead, these filled
-//!   it to ~4 % and made over half of all slow-path visits on clean text
-//!   false hits.
+//! - Two groups: literals that must start a word (the previous byte not
+//!   `[A-Za-z0-9_]`: `eaa`, `sk`, most of them) and those that need not
+//!   (`ghp_`, `pass`). The first group's bits count only where the byte
+//!   before is not a word byte, which the same block computes, so the
+//!   frequent trigrams that start such literals cost nothing inside words.
+//!   The second group has sixteen buckets in two tables: with eight, its
+//!   ~60 literals merged into buckets that English words hit (`rat`, `der`)
+//!   and 8% of prose positions reached the pair test instead of 4%.
+//! - A two-byte literal (`sk`, `q~`, `0|`) lets any third byte through.
+//! - Buckets are filled so as to keep each bucket's chance of a false hit on
+//!   text low ([`bucket_weight`]): literals sharing bytes share a bucket.
 //!
-//! Word-start literals (`eaa`, `sk`, `ghp_`: most of them) count only where
-//! the previous byte is not a word byte, so the frequent trigrams they start
-//! with cost nothing inside words: the previous byte's class carries the
-//! mask for the trigram bits. Only on a hit does the slow path look the
-//! lower-cased pair up in a small hash table (1.5 KiB) and compare the few
+//! On the benchmark's 4 KB of English prose 179 of 4,033 positions hit; a
+//! bitmap of the literals' lower-cased first pairs stops 72 of those, and
+//! the rest go to [`Prefilter::slow`], which looks the pair up in a small
+//! hash table (3 KiB: 512 slots of three `u16`) and compares the few
 //! literals that start with it.
+//! The build for Wasm does the sixteen lanes with `simd128`; other targets
+//! compute the same lanes one by one from the same tables read per byte (the
+//! native tests and the fuzz targets run that; the unit tests built as Wasm
+//! run the SIMD one). Under V8 the 4 KB call of `scripts/bench.sh` went from
+//! 23.9 to 20.9 µs (`scripts/profile-wasm.mjs`, medians of six runs); the
+//! scalar pass it replaced hashed each position's trigram into an 8 KiB
+//! table, one position a step.
 
 use super::text::{at, is_token_byte, is_word_byte};
 
@@ -52,30 +61,202 @@ struct Slot {
     len: u16,
 }
 
-/// Trigram hash width: 8 Ki one-byte entries.
-const HASH_BITS: u32 = 13;
-const TABLE: usize = 1 << HASH_BITS;
-/// Trigram entry bits, and the same bits of a [`Class`]: "wanted after this
-/// byte". `ANYWHERE` is set in every class; `WORD_START` in those of the
-/// bytes that are not word bytes.
-const ANYWHERE: u8 = 1;
-const WORD_START: u8 = 2;
+/// Positions a block looks at.
+const LANES: usize = 16;
+/// A block's bytes: the byte before its first position, its sixteen, and the
+/// two after its last (the fingerprint's second and third bytes).
+const WINDOW: usize = LANES + 3;
+/// Buckets per group: the bits of one byte.
+const BUCKETS: usize = 8;
+/// Fingerprint length: a literal's first three bytes.
+const DEPTH: usize = 3;
+/// The groups, as `Prefilter::build` sorts the literals.
+const WORD_START: usize = 0;
+const ANYWHERE: usize = 1;
 
-/// A byte's class, as bits of a `u64`. Laid out so that `(cur >> 16) & next`
-/// is non-zero exactly when the current byte is a reported `.` (its `DOT` bit
-/// meets the next byte's `ANYWHERE` bit, which every class has) or the two
-/// bytes are the first and second byte of a two-byte literal of one group
-/// (`FIRST` bits meet `SECOND` bits). Nothing else lines up: bits 2-15,
-/// 17-32 and 48 are clear in every class.
-type Class = u64;
-const DOT: Class = 1 << 16;
-const SECOND_SHIFT: u32 = 33;
-const FIRST_SHIFT: u32 = 49;
-const GROUPS: usize = 15;
+/// One fingerprint byte's tables for one group: bucket bits by the folded
+/// byte's low nibble and by its high nibble.
+#[derive(Clone, Copy, Default)]
+struct Nibbles {
+    lo: [u8; 16],
+    hi: [u8; 16],
+}
+
+/// `[A-Za-z0-9_]` as two nibble tables, for the block's "word byte before"
+/// lanes (the AND of a byte's two entries is non-zero exactly for those):
+/// bit 0 digits (high nibble 3, low 0-9), bit 1 `A-O` and `a-o` (4 and 6,
+/// 1-15), bit 2 `P-Z` and `_` (5, 0-10 and 15), bit 3 `p-z` (7, 0-10).
+#[cfg(any(target_arch = "wasm32", test))]
+const WORD_NIBBLES: Nibbles = Nibbles {
+    lo: [
+        0b1101, 0b1111, 0b1111, 0b1111, 0b1111, 0b1111, 0b1111, 0b1111, 0b1111, 0b1111, 0b1110,
+        0b0010, 0b0010, 0b0010, 0b0010, 0b0110,
+    ],
+    hi: [
+        0, 0, 0, 0b0001, 0b0010, 0b0100, 0b0010, 0b1000, 0, 0, 0, 0, 0, 0, 0, 0,
+    ],
+};
+
+/// The fold both sides go through: a literal's bytes are lower-case, and a
+/// text byte matches one case-insensitively only if they agree with bit 5
+/// set. It also merges some punctuation pairs (`_` with DEL, `^` with `~`):
+/// harmless, it can only add false hits.
+#[inline(always)]
+fn fold(b: u8) -> u8 {
+    b | 0x20
+}
+
+/// How often a folded byte is expected in scanned text, roughly: English
+/// letters by their frequency, the space most, digits and JSON punctuation
+/// some, the rest little. Only the buckets' filling reads it, so a poor
+/// guess costs speed, never a hit.
+fn bucket_weight(b: u8) -> u32 {
+    const LETTERS: &[u8; 26] = b"etaoinshrdlcumwfgypbvkjxqz";
+    match b {
+        b' ' => 80,
+        b'a'..=b'z' => {
+            let rank = LETTERS.iter().position(|&l| l == b).unwrap_or(25);
+            60 - 2 * u32::try_from(rank).unwrap_or(25)
+        }
+        b'0'..=b'9' => 8,
+        b'.' | b'"' | b',' | b':' | b'/' | b'-' | b'=' | b';' | b'{' | b'}' | b'[' | b']'
+        | b'(' | b')' | 0x7f => 6,
+        _ => 1,
+    }
+}
+
+/// [`bucket_weight`] by a folded byte's high and low nibble (0 for a byte
+/// the fold never gives).
+type Weights = [[u64; 16]; 16];
+
+fn weights() -> Weights {
+    let mut w = [[0; 16]; 16];
+    for b in (0..=255u8).filter(|&b| fold(b) == b) {
+        if let Some(e) = w
+            .get_mut(usize::from(b >> 4))
+            .and_then(|r| r.get_mut(usize::from(b & 15)))
+        {
+            *e = u64::from(bucket_weight(b));
+        }
+    }
+    w
+}
+
+/// The weight of the bytes a bucket's tables let through at one
+/// fingerprint byte: those whose low and high nibbles are both in its sets.
+fn weight_through(w: &Weights, lo: u16, hi: u16) -> u64 {
+    let nibbles = |set: u16| (0..16).filter(move |n| set & (1 << n) != 0);
+    nibbles(hi)
+        .filter_map(|h| w.get(h))
+        .map(|row| nibbles(lo).filter_map(|l| row.get(l)).sum::<u64>())
+        .sum()
+}
+
+/// A bucket being filled: the nibbles its literals put at each fingerprint
+/// byte, or `None` at the third once a two-byte literal lets any byte through.
+#[derive(Clone, Copy, Default)]
+struct Bucket {
+    lo: [u16; DEPTH],
+    hi: [u16; DEPTH],
+    any_third: bool,
+    used: bool,
+}
+
+impl Bucket {
+    fn with(mut self, bytes: &[u8]) -> Bucket {
+        self.used = true;
+        for k in 0..DEPTH {
+            match bytes.get(k) {
+                Some(&b) => {
+                    let f = fold(b);
+                    self.lo[k] |= 1 << (f & 15);
+                    self.hi[k] |= 1 << (f >> 4);
+                }
+                None => self.any_third = true,
+            }
+        }
+        self
+    }
+
+    /// The estimated chance, scaled, that a position of text hits it.
+    fn cost(&self, w: &Weights) -> u128 {
+        if !self.used {
+            return 0;
+        }
+        (0..DEPTH).fold(1u128, |c, k| {
+            let through = if k == DEPTH - 1 && self.any_third {
+                weight_through(w, u16::MAX, u16::MAX)
+            } else {
+                weight_through(w, self.lo[k], self.hi[k])
+            };
+            c.saturating_mul(u128::from(through))
+        })
+    }
+}
+
+/// Buckets for one group's literals (indices into `literals`), filled
+/// greedily: each literal, in byte order so that those sharing a prefix come
+/// together, goes where it adds the least to its bucket's cost.
+fn fill_buckets<const N: usize>(literals: &[Literal], group: &[usize]) -> [Bucket; N] {
+    let w = weights();
+    let mut buckets = [Bucket::default(); N];
+    let mut order: Vec<&[u8]> = group
+        .iter()
+        .filter_map(|&i| literals.get(i).map(|l| l.bytes.as_slice()))
+        .collect();
+    crate::sort::sort(&mut order);
+    for bytes in order {
+        let mut best: Option<(u128, usize, Bucket)> = None;
+        for (i, b) in buckets.iter().enumerate() {
+            let grown = b.with(bytes);
+            let added = grown.cost(&w).saturating_sub(b.cost(&w));
+            if best.as_ref().map_or(true, |(a, _, _)| added < *a) {
+                best = Some((added, i, grown));
+            }
+        }
+        if let Some((_, i, grown)) = best {
+            if let Some(b) = buckets.get_mut(i) {
+                *b = grown;
+            }
+        }
+    }
+    buckets
+}
+
+/// The tables of one group's buckets.
+fn nibble_tables(buckets: &[Bucket; BUCKETS]) -> [Nibbles; DEPTH] {
+    let mut tables = [Nibbles::default(); DEPTH];
+    for (bit, b) in buckets.iter().enumerate().filter(|(_, b)| b.used) {
+        for (k, t) in tables.iter_mut().enumerate() {
+            let any = k == DEPTH - 1 && b.any_third;
+            for n in 0..16 {
+                if any || b.lo[k] & (1 << n) != 0 {
+                    t.lo[n] |= 1 << bit;
+                }
+                if any || b.hi[k] & (1 << n) != 0 {
+                    t.hi[n] |= 1 << bit;
+                }
+            }
+        }
+    }
+    tables
+}
 
 pub struct Prefilter {
-    trigrams: Box<[u8; TABLE]>,
-    class: Box<[Class; 256]>,
+    /// Per group ([`WORD_START`], then [`ANYWHERE`] in two), per
+    /// fingerprint byte: what the Wasm build's lanes read.
+    #[cfg(target_arch = "wasm32")]
+    nibbles: [[Nibbles; DEPTH]; 3],
+    /// One bit per lower-cased byte pair that starts a literal: a lane the
+    /// fingerprint lets through is tested here before [`Prefilter::slow`].
+    /// On prose three of four such lanes stop here (the nibble tables
+    /// merge their buckets' literals; the pair is exact).
+    pairs: Box<[u64; 1024]>,
+    /// The nibble tables read per byte, for the lanes computed one by one:
+    /// per fingerprint byte and text byte (folded here), the word-start
+    /// group's bucket bits, then the two anywhere groups' (bits 8-23).
+    #[cfg(not(target_arch = "wasm32"))]
+    by_byte: Box<[[u32; 256]; DEPTH]>,
     slots: Box<[Slot; SLOTS]>,
     /// Literal indices grouped by their first pair; `slots` points into it.
     ids: Vec<u16>,
@@ -89,93 +270,40 @@ fn slot_hash(key: u16) -> usize {
     ((u32::from(key).wrapping_mul(2_654_435_761)) >> 23) as usize % SLOTS
 }
 
-/// Three bytes as the low 24 bits, first byte lowest.
-#[inline(always)]
-fn trigram(a: u8, b: u8, c: u8) -> u32 {
-    u32::from(a) | (u32::from(b) << 8) | (u32::from(c) << 16)
-}
-
-/// Index of a trigram: each byte case-folded by setting bit 5 (which also
-/// merges some punctuation pairs: harmless, it can only add false hits),
-/// then multiplicative hashing to `HASH_BITS` bits.
-#[inline(always)]
-fn tri_hash(t: u32) -> usize {
-    ((t | 0x0020_2020).wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize
-}
-
 impl Prefilter {
     /// `dots`: report every `.` too (see [`Prefilter::for_each`]).
     pub fn build(literals: Vec<Literal>, dots: bool) -> Result<Prefilter, String> {
-        let mut trigrams = Box::new([0u8; TABLE]);
-        let mut class = Box::new([0 as Class; 256]);
-        for (b, k) in (0..=255u8).zip(class.iter_mut()) {
-            let word_start = if is_word_byte(b) { 0 } else { WORD_START };
-            let dot = if dots && b == b'.' { DOT } else { 0 };
-            *k = Class::from(ANYWHERE | word_start) | dot;
-        }
         let mut by_pair: Vec<(u16, u16)> = Vec::new();
-        // Two-byte literals by first byte: the second bytes that follow it.
-        let mut seconds: Vec<(u8, [bool; 256])> = Vec::new();
+        let mut pairs = Box::new([0u64; 1024]);
+        let mut groups: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
         for (li, l) in literals.iter().enumerate() {
-            let li = u16::try_from(li).map_err(|_| "too many triggers".to_string())?;
+            let lid = u16::try_from(li).map_err(|_| "too many triggers".to_string())?;
             let (Some(&a), Some(&b)) = (l.bytes.first(), l.bytes.get(1)) else {
                 return Err("trigger shorter than 2 bytes".into());
             };
-            by_pair.push(((u16::from(a) << 8) | u16::from(b), li));
-            match l.bytes.get(2) {
-                Some(&c) => {
-                    let flag = if l.word_start { WORD_START } else { ANYWHERE };
-                    if let Some(e) = trigrams.get_mut(tri_hash(trigram(a, b, c))) {
-                        *e |= flag;
-                    }
-                }
-                // Word starts are left to the slow path: two-byte literals
-                // are few, and their first bytes inside words rarely meet
-                // their second bytes.
-                None => {
-                    let i = match seconds.iter().position(|(f, _)| *f == a) {
-                        Some(i) => i,
-                        None => {
-                            seconds.push((a, [false; 256]));
-                            seconds.len() - 1
-                        }
-                    };
-                    if let Some(s) = seconds
-                        .get_mut(i)
-                        .and_then(|(_, s)| s.get_mut(usize::from(b)))
-                    {
-                        *s = true;
-                    }
-                }
+            let key = (u16::from(a) << 8) | u16::from(b);
+            by_pair.push((key, lid));
+            if let Some(word) = pairs.get_mut(usize::from(key >> 6)) {
+                *word |= 1 << (key & 63);
+            }
+            let group = if l.word_start { WORD_START } else { ANYWHERE };
+            if let Some(g) = groups.get_mut(group) {
+                g.push(li);
             }
         }
-        // First bytes with the same second bytes share a group (`0|` … `9|`
-        // are one), so that the groups fit in a class.
-        let mut groups: Vec<[bool; 256]> = Vec::new();
-        for (a, second) in &seconds {
-            let g = match groups.iter().position(|s| s == second) {
-                Some(g) => g,
-                None => {
-                    groups.push(*second);
-                    groups.len() - 1
-                }
-            };
-            if g >= GROUPS {
-                return Err("too many groups of two-byte triggers".into());
-            }
-            for case in [a.to_ascii_lowercase(), a.to_ascii_uppercase()] {
-                if let Some(k) = class.get_mut(usize::from(case)) {
-                    *k |= 1 << (FIRST_SHIFT as usize + g);
-                }
-            }
-            for (b, _) in (0..=255u8).zip(second.iter()).filter(|(_, s)| **s) {
-                for case in [b.to_ascii_lowercase(), b.to_ascii_uppercase()] {
-                    if let Some(k) = class.get_mut(usize::from(case)) {
-                        *k |= 1 << (SECOND_SHIFT as usize + g);
-                    }
-                }
-            }
-        }
+        let [word_start, anywhere] = &groups;
+        let anywhere: [Bucket; 2 * BUCKETS] = fill_buckets(&literals, anywhere);
+        let (first, second) = anywhere.split_at(BUCKETS);
+        let half = |h: &[Bucket]| -> [Bucket; BUCKETS] {
+            let mut out = [Bucket::default(); BUCKETS];
+            out.copy_from_slice(h);
+            out
+        };
+        let nibbles = [
+            nibble_tables(&fill_buckets(&literals, word_start)),
+            nibble_tables(&half(first)),
+            nibble_tables(&half(second)),
+        ];
         crate::sort::sort(&mut by_pair);
         let mut slots = Box::new([Slot::default(); SLOTS]);
         let mut ids = Vec::with_capacity(by_pair.len());
@@ -202,9 +330,27 @@ impl Prefilter {
             }
             slots[h] = Slot { key, start, len };
         }
+        #[cfg(not(target_arch = "wasm32"))]
+        let by_byte = {
+            let mut t = Box::new([[0u32; 256]; DEPTH]);
+            for (k, row) in t.iter_mut().enumerate() {
+                for (b, e) in (0..=255u8).zip(row.iter_mut()) {
+                    let f = fold(b);
+                    for (g, group) in nibbles.iter().enumerate() {
+                        let n = &group[k];
+                        let bits = n.lo[usize::from(f & 15)] & n.hi[usize::from(f >> 4)];
+                        *e |= u32::from(bits) << (8 * g);
+                    }
+                }
+            }
+            t
+        };
         Ok(Prefilter {
-            trigrams,
-            class,
+            #[cfg(target_arch = "wasm32")]
+            nibbles,
+            pairs,
+            #[cfg(not(target_arch = "wasm32"))]
+            by_byte,
             slots,
             ids,
             literals,
@@ -237,77 +383,145 @@ impl Prefilter {
     /// `.` that ends a run of at least 24 token bytes if the prefilter was
     /// built with `dots`. Positions ascend.
     ///
-    /// Not inlined: inside the caller's large function the loop ran short of
-    /// registers and reloaded its table pointers from the stack every byte.
+    /// Built with `simd128` for Wasm, so that the block's lanes are inlined
+    /// into this loop (a function of another feature set is not inlined into
+    /// it). The module then needs a runtime with Wasm SIMD: Envoy's V8 (its
+    /// default, and Istio's) has it; one without it refuses the module at
+    /// load, it cannot run it wrong.
+    #[cfg_attr(target_arch = "wasm32", target_feature(enable = "simd128"))]
     #[inline(never)]
     pub fn for_each(&self, bytes: &[u8], mut hit: impl FnMut(usize, Option<&Literal>)) {
-        let mut w = Window::new(self, bytes);
-        let body = bytes.get(2..).unwrap_or(&[]);
-        // Four positions a step, one branch for the four: taken only where a
-        // literal may start among them (a few steps in a hundred on prose),
-        // and then the four are stepped again from a rebuilt window. Under
-        // V8 this cut the 4 KB call of scripts/bench.sh by 1.9 µs (29.2 ->
-        // 27.3, scripts/profile-wasm.mjs); two or eight a step measured
-        // slower. Natively on x86 LLVM vectorises the four and it is ~5%
-        // slower than a step per byte: the Wasm is what ships.
-        let mut quads = body.chunks_exact(4);
         let mut i = 0;
-        for quad in &mut quads {
-            let mut any = 0;
-            for &b in quad {
-                any |= w.advance(b);
+        while i < bytes.len() {
+            // In the text's middle the window is the text itself; at its
+            // ends a copy with 0 outside the text (a non-word byte, which no
+            // literal contains), as `at` reads past the end.
+            let mut edge = [0u8; WINDOW];
+            let window: &[u8; WINDOW] = match i
+                .checked_sub(1)
+                .and_then(|from| bytes.get(from..from + WINDOW))
+                .and_then(|w| <&[u8; WINDOW]>::try_from(w).ok())
+            {
+                Some(w) => w,
+                None => {
+                    let from = i.saturating_sub(1);
+                    let to = (i + LANES + 2).min(bytes.len());
+                    // Byte i - 1 goes to the window's first byte; before
+                    // byte 0 the window keeps its 0.
+                    let first = usize::from(i == 0);
+                    if let (Some(dst), Some(src)) = (
+                        edge.get_mut(first..first + (to - from)),
+                        bytes.get(from..to),
+                    ) {
+                        dst.copy_from_slice(src);
+                    }
+                    &edge
+                }
+            };
+            let mut lanes = self.block(window);
+            if let Some(short) = LANES.checked_sub(bytes.len() - i).filter(|&s| s > 0) {
+                lanes &= u16::MAX >> short;
             }
-            if any != 0 {
-                self.replay(bytes, i, quad, &mut hit);
+            while lanes != 0 {
+                let p = i + lanes.trailing_zeros() as usize;
+                let c = at(bytes, p);
+                if self.starts_pair(c, at(bytes, p + 1)) || (self.dots && c == b'.') {
+                    self.slow(bytes, p, &mut hit);
+                }
+                lanes &= lanes - 1;
             }
-            i += 4;
-        }
-        for &b in quads.remainder() {
-            if w.advance(b) != 0 {
-                self.slow(bytes, i, &w, &mut hit);
-            }
-            i += 1;
-        }
-        // The last two positions, with 0 past the end (no literal contains it).
-        for i in bytes.len().saturating_sub(2)..bytes.len() {
-            if w.advance(0) != 0 {
-                self.slow(bytes, i, &w, &mut hit);
-            }
+            i += LANES;
         }
     }
 
-    /// The positions `i..i + entering.len()` again, from the window before
-    /// them rebuilt from the text (saving it at every step cost more than
-    /// rebuilding it on the few that need it), each that may start a
-    /// literal to [`Prefilter::slow`].
-    #[inline(never)]
-    fn replay(
-        &self,
-        text: &[u8],
-        i: usize,
-        entering: &[u8],
-        hit: &mut impl FnMut(usize, Option<&Literal>),
-    ) {
-        let mut w = Window::before(self, text, i);
-        for (k, &b) in entering.iter().enumerate() {
-            if w.advance(b) != 0 {
-                self.slow(text, i + k, &w, hit);
+    /// The block's lanes, as bits: bit `j` set where a literal (or a
+    /// reported `.`) may start at position `j` of `window[1..]`.
+    #[cfg(target_arch = "wasm32")]
+    #[inline(always)]
+    fn block(&self, window: &[u8; WINDOW]) -> u16 {
+        use core::arch::wasm32::{
+            i8x16_bitmask, i8x16_eq, i8x16_splat, i8x16_swizzle, u8x16_shr, u8x16_splat, v128,
+            v128_and, v128_load, v128_or,
+        };
+        // SAFETY: each load reads 16 bytes at offset 0 to 3 of a 19-byte
+        // array, inside it; `v128_load` needs no alignment.
+        let load = |offset: usize| -> v128 {
+            let p = window.as_ptr().wrapping_add(offset).cast::<v128>();
+            unsafe { v128_load(p) }
+        };
+        // SAFETY: a table is 16 bytes; `v128_load` needs no alignment.
+        let table = |t: &[u8; 16]| -> v128 { unsafe { v128_load(t.as_ptr().cast::<v128>()) } };
+        let low = u8x16_splat(0x0f);
+        let zero = i8x16_splat(0);
+        let before = load(0);
+        let word_before = v128_and(
+            i8x16_swizzle(table(&WORD_NIBBLES.lo), v128_and(before, low)),
+            i8x16_swizzle(table(&WORD_NIBBLES.hi), u8x16_shr(before, 4)),
+        );
+        let mut buckets = [i8x16_splat(-1); 3];
+        for k in 0..DEPTH {
+            let folded = v128_or(load(1 + k), u8x16_splat(0x20));
+            let (lo, hi) = (v128_and(folded, low), u8x16_shr(folded, 4));
+            for (g, m) in buckets.iter_mut().enumerate() {
+                let t = &self.nibbles[g][k];
+                *m = v128_and(
+                    *m,
+                    v128_and(
+                        i8x16_swizzle(table(&t.lo), lo),
+                        i8x16_swizzle(table(&t.hi), hi),
+                    ),
+                );
             }
         }
+        let [word_start, a1, a2] = buckets;
+        let anywhere = v128_or(a1, a2);
+        // Word-start buckets only where the byte before is not a word byte.
+        let mut any = v128_or(anywhere, v128_and(word_start, i8x16_eq(word_before, zero)));
+        if self.dots {
+            any = v128_or(any, i8x16_eq(load(1), u8x16_splat(b'.')));
+        }
+        // The lanes with no bucket bit, as bits, turned over.
+        !i8x16_bitmask(i8x16_eq(any, zero))
+    }
+
+    /// The same lanes computed one by one, for the targets without the
+    /// Wasm build's SIMD.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[inline(always)]
+    fn block(&self, window: &[u8; WINDOW]) -> u16 {
+        let [t0, t1, t2] = &*self.by_byte;
+        let mut lanes = 0u16;
+        for j in 0..LANES {
+            let byte = |k: usize| usize::from(at(window, j + k));
+            let m = t0[byte(1)] & t1[byte(2)] & t2[byte(3)];
+            let word_start = if is_word_byte(at(window, j)) {
+                0
+            } else {
+                m & 0xFF
+            };
+            let dot = self.dots && at(window, j + 1) == b'.';
+            if (m >> 8) | word_start != 0 || dot {
+                lanes |= 1 << j;
+            }
+        }
+        lanes
+    }
+
+    /// Whether some literal starts with the pair `a b`, case-insensitively.
+    #[inline(always)]
+    fn starts_pair(&self, a: u8, b: u8) -> bool {
+        let key = (u16::from(a.to_ascii_lowercase()) << 8) | u16::from(b.to_ascii_lowercase());
+        self.pairs
+            .get(usize::from(key >> 6))
+            .is_some_and(|word| word & (1 << (key & 63)) != 0)
     }
 
     /// Position `i` may start a literal: compare the ones that start with its
-    /// pair. Out of line, so that the per-byte loop stays small.
+    /// pair. Out of line, so that the block loop stays small.
     #[inline(never)]
-    fn slow(
-        &self,
-        bytes: &[u8],
-        i: usize,
-        w: &Window,
-        hit: &mut impl FnMut(usize, Option<&Literal>),
-    ) {
+    fn slow(&self, bytes: &[u8], i: usize, hit: &mut impl FnMut(usize, Option<&Literal>)) {
         let c = at(bytes, i);
-        let prev_word = w.prev & Class::from(WORD_START) == 0;
+        let prev_word = i > 0 && is_word_byte(at(bytes, i - 1));
         // A Discord token's `.` ends a run of 24-26 token bytes: both ends
         // of such a run are tested before the caller counts it.
         if c == b'.'
@@ -346,77 +560,11 @@ impl Prefilter {
     }
 }
 
-/// The window sliding over the text: `t` holds bytes i, i+1, i+2 (0 past the
-/// end), `prev`, `cur`, `next` the classes of bytes i-1, i, i+1. Each byte is
-/// read once, as it enters at i+2, and classified once, at i+1.
-#[derive(Clone, Copy)]
-struct Window<'a> {
-    trigrams: &'a [u8; TABLE],
-    class: &'a [Class; 256],
-    t: u32,
-    prev: Class,
-    cur: Class,
-    next: Class,
-}
-
-impl<'a> Window<'a> {
-    /// Positioned before byte 0, after a non-word byte: the first
-    /// [`Window::advance`] moves to byte 0.
-    #[inline(always)]
-    fn new(pre: &'a Prefilter, bytes: &[u8]) -> Window<'a> {
-        let (c0, c1) = (at(bytes, 0), at(bytes, 1));
-        Window {
-            trigrams: &pre.trigrams,
-            class: &pre.class,
-            t: trigram(0, c0, c1),
-            prev: 0,
-            cur: Class::from(ANYWHERE | WORD_START),
-            next: pre.class[usize::from(c0)],
-        }
-    }
-
-    /// The window [`Window::new`] has advanced to just before position `i`
-    /// (`i - 1` its position, byte `i + 1` the last in), rebuilt from the text.
-    #[inline]
-    fn before(pre: &'a Prefilter, bytes: &[u8], i: usize) -> Window<'a> {
-        let Some(last) = i.checked_sub(1) else {
-            return Window::new(pre, bytes);
-        };
-        let class = |b: u8| pre.class[usize::from(b)];
-        Window {
-            trigrams: &pre.trigrams,
-            class: &pre.class,
-            t: trigram(at(bytes, last), at(bytes, i), at(bytes, i + 1)),
-            // Before byte 0 lies a non-word byte, as `new` has it.
-            prev: match last.checked_sub(1) {
-                Some(p) => class(at(bytes, p)),
-                None => Class::from(ANYWHERE | WORD_START),
-            },
-            cur: class(at(bytes, last)),
-            next: class(at(bytes, i)),
-        }
-    }
-
-    /// Move one byte on, `b` entering at i+2; non-zero if a literal (or a
-    /// reported `.`) may start at the new position i.
-    #[inline(always)]
-    fn advance(&mut self, b: u8) -> Class {
-        self.t = (self.t >> 8) | (u32::from(b) << 16);
-        self.prev = self.cur;
-        self.cur = self.next;
-        self.next = self.class[usize::from((self.t >> 8) as u8)];
-        let tri = Class::from(self.trigrams[tri_hash(self.t) & (TABLE - 1)]) & self.prev;
-        tri | ((self.cur >> 16) & self.next)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::panic)] // test code: a failed setup should stop the test loudly
 
     use super::*;
-
-    const GROUP_MASK: Class = (1 << GROUPS) - 1;
 
     /// Every occurrence, by plain comparison at every position: what the
     /// tables must reproduce exactly.
@@ -573,19 +721,80 @@ mod tests {
     }
 
     #[test]
-    fn two_byte_literals_share_groups() {
-        let pre = match Prefilter::build(literals(), false) {
-            Ok(p) => p,
-            Err(e) => panic!("{e}"),
+    fn the_word_nibbles_are_the_word_bytes() {
+        for b in 0..=255u8 {
+            let word =
+                WORD_NIBBLES.lo[usize::from(b & 15)] & WORD_NIBBLES.hi[usize::from(b >> 4)] != 0;
+            assert_eq!(word, is_word_byte(b), "byte {b:#04x}");
+        }
+    }
+
+    #[test]
+    fn any_literal_set_is_found_where_plain_comparison_finds_it() {
+        // Sets larger than the buckets, with the bytes the fold merges
+        // (`_` and DEL, `^` and `~`, `@` and a backquote), control and
+        // non-ASCII bytes; text from the same bytes and the literals, at
+        // every offset of a block and across both ends of the text.
+        let alphabet: &[u8] = b"aAzZ09_\x7f^~@`[{ .-|:/\x10\xc3\xa9\xe9kKsS";
+        let mut seed = 0x0123_4567_89AB_CDEFu64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
         };
-        // `s` (with `k` and `.`), `q`, `-`, and the ten digits (with `|`).
-        let group = |b: u8| pre.class[usize::from(b)] >> FIRST_SHIFT & GROUP_MASK;
-        assert_eq!(group(b'0').count_ones(), 1);
-        assert!((b'1'..=b'9').all(|d| group(d) == group(b'0')));
-        assert_eq!(group(b's'), group(b'S'));
-        assert_eq!(
-            pre.class[usize::from(b'|')] >> SECOND_SHIFT & GROUP_MASK,
-            group(b'0')
-        );
+        for set in 0..300 {
+            let count = 1 + next(40);
+            let literals: Vec<Literal> = (0..count)
+                .map(|_| {
+                    let len = 2 + next(5);
+                    Literal {
+                        bytes: (0..len)
+                            .map(|_| alphabet[next(alphabet.len())].to_ascii_lowercase())
+                            .collect(),
+                        word_start: next(2) == 0,
+                        rules: Vec::new(),
+                    }
+                })
+                .collect();
+            let pieces: Vec<Vec<u8>> = literals.iter().map(|l| l.bytes.clone()).collect();
+            let dots = set % 2 == 0;
+            let pre = match Prefilter::build(literals, dots) {
+                Ok(p) => p,
+                Err(e) => panic!("{e}"),
+            };
+            for _ in 0..20 {
+                let len = next(90);
+                let mut text = Vec::new();
+                while text.len() < len {
+                    if next(3) == 0 {
+                        let piece = &pieces[next(pieces.len())];
+                        text.extend(piece.iter().map(|&b| {
+                            if next(2) == 0 {
+                                b.to_ascii_uppercase()
+                            } else {
+                                b
+                            }
+                        }));
+                    } else {
+                        text.push(alphabet[next(alphabet.len())]);
+                    }
+                }
+                let mut got = Vec::new();
+                pre.for_each(&text, |i, l| {
+                    got.push((
+                        i,
+                        l.map(|l| {
+                            pre.literals
+                                .iter()
+                                .position(|x| std::ptr::eq(x, l))
+                                .unwrap_or(usize::MAX)
+                        }),
+                    ))
+                });
+                let want = naive(&pre.literals, dots, &text);
+                assert_eq!(got, want, "text {text:?}");
+            }
+        }
     }
 }
