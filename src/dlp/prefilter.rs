@@ -595,6 +595,23 @@ mod tests {
         out
     }
 
+    /// What the prefilter reports, literals by their index.
+    fn found(pre: &Prefilter, text: &[u8]) -> Vec<(usize, Option<usize>)> {
+        let mut got = Vec::new();
+        pre.for_each(text, |i, l| {
+            got.push((
+                i,
+                l.map(|l| {
+                    pre.literals
+                        .iter()
+                        .position(|x| std::ptr::eq(x, l))
+                        .unwrap_or(usize::MAX)
+                }),
+            ))
+        });
+        got
+    }
+
     fn lit(s: &str, word_start: bool) -> Literal {
         Literal {
             bytes: s.as_bytes().to_vec(),
@@ -646,18 +663,7 @@ mod tests {
                         alphabet[(seed % alphabet.len() as u64) as usize]
                     })
                     .collect();
-                let mut got = Vec::new();
-                pre.for_each(&text, |i, l| {
-                    got.push((
-                        i,
-                        l.map(|l| {
-                            pre.literals
-                                .iter()
-                                .position(|x| std::ptr::eq(x, l))
-                                .unwrap_or(usize::MAX)
-                        }),
-                    ))
-                });
+                let got = found(&pre, &text);
                 let want = naive(&pre.literals, dots, &text);
                 assert_eq!(got, want, "text {:?}", String::from_utf8_lossy(&text));
             }
@@ -705,17 +711,8 @@ mod tests {
                 text.extend_from_slice(&piece[from..]);
             }
             text.drain(..next(4).min(text.len()));
-            let mut got = Vec::new();
-            pre.for_each(&text, |i, l| {
-                got.push((
-                    i,
-                    l.map(|l| pre.literals.iter().position(|x| std::ptr::eq(x, l))),
-                ));
-            });
-            let want: Vec<_> = naive(&pre.literals, pre.dots, &text)
-                .into_iter()
-                .map(|(i, l)| (i, l.map(Some)))
-                .collect();
+            let got = found(pre, &text);
+            let want = naive(&pre.literals, pre.dots, &text);
             assert_eq!(got, want, "text {:?}", String::from_utf8_lossy(&text));
         }
     }
@@ -780,18 +777,7 @@ mod tests {
                         text.push(alphabet[next(alphabet.len())]);
                     }
                 }
-                let mut got = Vec::new();
-                pre.for_each(&text, |i, l| {
-                    got.push((
-                        i,
-                        l.map(|l| {
-                            pre.literals
-                                .iter()
-                                .position(|x| std::ptr::eq(x, l))
-                                .unwrap_or(usize::MAX)
-                        }),
-                    ))
-                });
+                let got = found(&pre, &text);
                 let want = naive(&pre.literals, dots, &text);
                 assert_eq!(got, want, "text {text:?}");
             }
