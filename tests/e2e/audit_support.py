@@ -158,9 +158,14 @@ def runs(seqs: list[int]) -> list[tuple[int, int]]:
 # --------------------------------------------------------------------------- the trail
 
 def read_lines(path: Path) -> list[str]:
+    """The trail's finished lines. A test reads while the collector appends a batch
+    (one `write_all`, which may reach the file in pieces), so bytes after the last
+    newline are a line still being written: the collector itself cuts them on start."""
     if not path.exists():
         return []
-    return [line for line in path.read_text().splitlines() if line.strip()]
+    raw = path.read_bytes()
+    finished = raw[: raw.rfind(b"\n") + 1].decode()
+    return [line for line in finished.splitlines() if line.strip()]
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:

@@ -42,9 +42,10 @@ def collector(workdir: Path) -> Iterator[tuple[int, Path]]:
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The finished events (audit_support.read_lines: a batch may be half written)."""
+    from audit_support import read_events as finished_events
+
+    return finished_events(path)
 
 
 def wait_for(path: Path, pred: Any, what: str, env: harness.Envoy, timeout: float = 30.0) -> list[dict[str, Any]]:

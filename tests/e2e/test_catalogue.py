@@ -29,7 +29,7 @@ from typing import Any
 
 import anyio
 import pytest
-from audit_support import AUDIT_CLUSTER, Collector, collector_cluster, verify
+from audit_support import AUDIT_CLUSTER, Collector, collector_cluster, read_events, verify
 from conftest import ADMIN_KEY, base_policy
 from mcp_raw import call, messages, open_session, rpc, send, sdk_session
 
@@ -102,7 +102,7 @@ def collector(workdir: Path) -> Iterator[Collector]:
 def events_until(c: Collector, want: Any, what: str) -> list[dict[str, Any]]:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        evs = [json.loads(line) for line in c.out.read_text().splitlines()] if c.out.exists() else []
+        evs = read_events(c.out)
         if want(evs):
             return evs
         time.sleep(0.1)
