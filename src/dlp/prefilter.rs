@@ -595,6 +595,16 @@ mod tests {
         out
     }
 
+    /// A xorshift generator from `seed`: `next(n)` is below `n`.
+    fn random(mut seed: u64) -> impl FnMut(usize) -> usize {
+        move |n| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        }
+    }
+
     /// What the prefilter reports, literals by their index.
     fn found(pre: &Prefilter, text: &[u8]) -> Vec<(usize, Option<usize>)> {
         let mut got = Vec::new();
@@ -647,7 +657,7 @@ mod tests {
     #[test]
     fn finds_exactly_what_plain_comparison_finds() {
         let alphabet: &[u8] = b"sSkK.q~Q-uU|0159eEaAyghp_:/ xX\n-bBeginKEY\xc3\xa9";
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = random(0x2545_F491_4F6C_DD1D);
         for dots in [false, true] {
             let pre = match Prefilter::build(literals(), dots) {
                 Ok(p) => p,
@@ -655,14 +665,7 @@ mod tests {
             };
             for round in 0..3000 {
                 let len = round % 70;
-                let text: Vec<u8> = (0..len)
-                    .map(|_| {
-                        seed ^= seed << 13;
-                        seed ^= seed >> 7;
-                        seed ^= seed << 17;
-                        alphabet[(seed % alphabet.len() as u64) as usize]
-                    })
-                    .collect();
+                let text: Vec<u8> = (0..len).map(|_| alphabet[next(alphabet.len())]).collect();
                 let got = found(&pre, &text);
                 let want = naive(&pre.literals, dots, &text);
                 assert_eq!(got, want, "text {:?}", String::from_utf8_lossy(&text));
@@ -695,13 +698,7 @@ mod tests {
         ] {
             pieces.push(p.as_bytes().to_vec());
         }
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut next = random(0x9E37_79B9_7F4A_7C15u64);
         for round in 0..4000 {
             let mut text = Vec::new();
             for _ in 0..round % 9 {
@@ -733,13 +730,7 @@ mod tests {
         // non-ASCII bytes; text from the same bytes and the literals, at
         // every offset of a block and across both ends of the text.
         let alphabet: &[u8] = b"aAzZ09_\x7f^~@`[{ .-|:/\x10\xc3\xa9\xe9kKsS";
-        let mut seed = 0x0123_4567_89AB_CDEFu64;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut next = random(0x0123_4567_89AB_CDEFu64);
         for set in 0..300 {
             let count = 1 + next(40);
             let literals: Vec<Literal> = (0..count)
