@@ -223,8 +223,8 @@ fn fill_buckets<const N: usize>(literals: &[Literal], group: &[usize]) -> [Bucke
     buckets
 }
 
-/// The tables of one group's buckets.
-fn nibble_tables(buckets: &[Bucket; BUCKETS]) -> [Nibbles; DEPTH] {
+/// The tables of (up to eight of) one group's buckets.
+fn nibble_tables(buckets: &[Bucket]) -> [Nibbles; DEPTH] {
     let mut tables = [Nibbles::default(); DEPTH];
     for (bit, b) in buckets.iter().enumerate().filter(|(_, b)| b.used) {
         for (k, t) in tables.iter_mut().enumerate() {
@@ -270,6 +270,13 @@ fn slot_hash(key: u16) -> usize {
     ((u32::from(key).wrapping_mul(2_654_435_761)) >> 23) as usize % SLOTS
 }
 
+/// Two bytes lower-cased as one key, first byte high: how `slots` and
+/// `pairs` name a literal's first pair.
+#[inline(always)]
+fn lower_pair(a: u8, b: u8) -> u16 {
+    (u16::from(a.to_ascii_lowercase()) << 8) | u16::from(b.to_ascii_lowercase())
+}
+
 impl Prefilter {
     /// `dots`: report every `.` too (see [`Prefilter::for_each`]).
     pub fn build(literals: Vec<Literal>, dots: bool) -> Result<Prefilter, String> {
@@ -281,7 +288,7 @@ impl Prefilter {
             let (Some(&a), Some(&b)) = (l.bytes.first(), l.bytes.get(1)) else {
                 return Err("trigger shorter than 2 bytes".into());
             };
-            let key = (u16::from(a) << 8) | u16::from(b);
+            let key = lower_pair(a, b);
             by_pair.push((key, lid));
             if let Some(word) = pairs.get_mut(usize::from(key >> 6)) {
                 *word |= 1 << (key & 63);
@@ -292,17 +299,13 @@ impl Prefilter {
             }
         }
         let [word_start, anywhere] = &groups;
+        let word_start: [Bucket; BUCKETS] = fill_buckets(&literals, word_start);
         let anywhere: [Bucket; 2 * BUCKETS] = fill_buckets(&literals, anywhere);
         let (first, second) = anywhere.split_at(BUCKETS);
-        let half = |h: &[Bucket]| -> [Bucket; BUCKETS] {
-            let mut out = [Bucket::default(); BUCKETS];
-            out.copy_from_slice(h);
-            out
-        };
         let nibbles = [
-            nibble_tables(&fill_buckets(&literals, word_start)),
-            nibble_tables(&half(first)),
-            nibble_tables(&half(second)),
+            nibble_tables(&word_start),
+            nibble_tables(first),
+            nibble_tables(second),
         ];
         crate::sort::sort(&mut by_pair);
         let mut slots = Box::new([Slot::default(); SLOTS]);
@@ -386,8 +389,8 @@ impl Prefilter {
     /// Built with `simd128` for Wasm, so that the block's lanes are inlined
     /// into this loop (a function of another feature set is not inlined into
     /// it). The module then needs a runtime with Wasm SIMD: Envoy's V8 (its
-    /// default, and Istio's) has it; one without it refuses the module at
-    /// load, it cannot run it wrong.
+    /// default, and Istio's) has it; by the Wasm spec one without it fails to
+    /// validate the module (not tested: the tests' Envoy has only V8).
     #[cfg_attr(target_arch = "wasm32", target_feature(enable = "simd128"))]
     #[inline(never)]
     pub fn for_each(&self, bytes: &[u8], mut hit: impl FnMut(usize, Option<&Literal>)) {
@@ -425,8 +428,9 @@ impl Prefilter {
             while lanes != 0 {
                 let p = i + lanes.trailing_zeros() as usize;
                 let c = at(bytes, p);
-                if self.starts_pair(c, at(bytes, p + 1)) || (self.dots && c == b'.') {
-                    self.slow(bytes, p, &mut hit);
+                let pair = lower_pair(c, at(bytes, p + 1));
+                if self.starts_pair(pair) || (self.dots && c == b'.') {
+                    self.slow(bytes, p, pair, &mut hit);
                 }
                 lanes &= lanes - 1;
             }
@@ -507,19 +511,24 @@ impl Prefilter {
         lanes
     }
 
-    /// Whether some literal starts with the pair `a b`, case-insensitively.
+    /// Whether some literal starts with `pair` (see [`lower_pair`]).
     #[inline(always)]
-    fn starts_pair(&self, a: u8, b: u8) -> bool {
-        let key = (u16::from(a.to_ascii_lowercase()) << 8) | u16::from(b.to_ascii_lowercase());
+    fn starts_pair(&self, pair: u16) -> bool {
         self.pairs
-            .get(usize::from(key >> 6))
-            .is_some_and(|word| word & (1 << (key & 63)) != 0)
+            .get(usize::from(pair >> 6))
+            .is_some_and(|word| word & (1 << (pair & 63)) != 0)
     }
 
     /// Position `i` may start a literal: compare the ones that start with its
     /// pair. Out of line, so that the block loop stays small.
     #[inline(never)]
-    fn slow(&self, bytes: &[u8], i: usize, hit: &mut impl FnMut(usize, Option<&Literal>)) {
+    fn slow(
+        &self,
+        bytes: &[u8],
+        i: usize,
+        pair: u16,
+        hit: &mut impl FnMut(usize, Option<&Literal>),
+    ) {
         let c = at(bytes, i);
         let prev_word = i > 0 && is_word_byte(at(bytes, i - 1));
         // A Discord token's `.` ends a run of 24-26 token bytes: both ends
@@ -532,14 +541,12 @@ impl Prefilter {
         {
             hit(i, None);
         }
-        let lkey = (u16::from(c.to_ascii_lowercase()) << 8)
-            | u16::from(at(bytes, i + 1).to_ascii_lowercase());
         // Many literals share a pair (`gl` starts thirteen GitLab and
         // Grafana prefixes): their third byte is compared before the rest,
         // so a run of one of them (`glft-glft-…`) costs one comparison per
         // literal, not a slice comparison each.
         let third = at(bytes, i + 2).to_ascii_lowercase();
-        for &li in self.lookup(lkey) {
+        for &li in self.lookup(pair) {
             let Some(lit) = self.literals.get(usize::from(li)) else {
                 continue;
             };
