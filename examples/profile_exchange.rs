@@ -11,6 +11,9 @@
 //! `4k` sends the 4,096-byte call of `scripts/bench.sh` (its `call-4k`
 //! payload: ~4 KB of plain prose, no DLP finding) instead of the 109-byte one.
 //! `audit` with `PROFILE_AUDIT_ARGUMENTS=omit` (or `redacted`) sets `audit.arguments`.
+//! `cold=KB` evicts the caches before each exchange by writing over a
+//! buffer of KB kibibytes (docs/performance.md, *Cold caches*, compares
+//! sizes with Envoy); a second line gives the time inside the exchanges.
 //! `metered` adds the rate limit and loop breaker of `METERED=1 scripts/bench.sh`
 //! (counted in the fake host's shared data, never tripping). `list` exchanges
 //! the benchmark's `tools/list` instead (admin key), answered with the JSON
@@ -45,6 +48,17 @@ fn main() {
     let four_k = args.iter().any(|a| a == "4k");
     // No session, as `scripts/bench.sh` sends its calls (stateless, 2026-07-28).
     let stateless = args.iter().any(|a| a == "stateless");
+    // In Envoy a worker runs its own code, the kernel's and other requests'
+    // between two of our callbacks, and they evict what the exchange left in
+    // the caches: a warm loop hides that cost (docs/performance.md, *Cold
+    // caches*). `cold=KB` writes one byte per 64 over a buffer of that size
+    // before each exchange; only the exchanges are timed for the second line.
+    let cold_kb: usize = args
+        .iter()
+        .find_map(|a| a.strip_prefix("cold=").and_then(|v| v.parse().ok()))
+        .unwrap_or(0);
+    let mut evict = vec![0u8; cold_kb * 1024];
+    let mut inside = std::time::Duration::ZERO;
     let listed = match (list, std::env::var("PROFILE_LIST")) {
         (false, _) => Vec::new(),
         // Under Node's WASI only the working directory is visible: a path
@@ -140,6 +154,11 @@ fn main() {
             host = host.header("mcp-session-id", SESSION);
         }
         host.store = shared.clone();
+        for line in evict.iter_mut().step_by(64) {
+            *line = line.wrapping_add(1);
+        }
+        std::hint::black_box(&evict);
+        let exchange_start = Instant::now();
         let mut x = Exchange::new(policy.clone(), host);
         x.request(Request::new(request))
             .respond({
@@ -157,6 +176,7 @@ fn main() {
                 .header("x-envoy-upstream-service-time", "1")
             })
             .done();
+        inside += exchange_start.elapsed();
         if let Some(reply) = x.reply() {
             eprintln!("exchange {i} was refused: {reply:?}");
             std::process::exit(1);
@@ -176,6 +196,10 @@ fn main() {
     println!(
         "{n} exchanges, {events} audit events: {:.2} us per exchange",
         el.as_secs_f64() * 1e6 / n as f64
+    );
+    println!(
+        "inside the exchanges: {:.2} us per exchange (caches evicted: {cold_kb} KB)",
+        inside.as_secs_f64() * 1e6 / n as f64
     );
 }
 

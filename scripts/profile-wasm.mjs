@@ -21,7 +21,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 
 const [file, ...args] = process.argv.slice(2);
 if (!file) {
-  console.error('usage: node --no-liftoff scripts/profile-wasm.mjs PROFILE_EXCHANGE.wasm [N] [4k] [audit] [metered] [list]');
+  console.error('usage: node --no-liftoff scripts/profile-wasm.mjs PROFILE_EXCHANGE.wasm [N] [4k] [audit] [metered] [list] [cold=KB]');
   process.exit(2);
 }
 const wasi = new WASI({
