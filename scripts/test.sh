@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run execs this file):
 #   setup -> rustfmt -> clippy -> cargo test (native, then as Wasm) -> wasm build -> CLI build
-#   -> end-to-end (pytest)
+#   -> end-to-end (pytest, two workers; E2E_WORKERS=0 for one process)
 # Extra arguments go to pytest, e.g. scripts/test.sh -k jwt
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +36,13 @@ cargo build --release -p mcp-firewall-cli
 
 step "end-to-end: real Envoy + mcp_firewall.wasm + server-everything + official MCP SDK (pytest tests/e2e)"
 set +e
-.venv/bin/python -m pytest -c tests/e2e/pytest.ini -p no:cacheprovider --durations=10 tests/e2e "$@"
+# Two workers, each running whole files (--dist loadfile): a file's tests
+# keep the order and the shared fixtures they were written with, and the
+# suite's waits (Envoy starts, timeouts, the compose build) overlap. On the
+# 2-core machine of the seventeenth session one worker took 1,508 s, two
+# 1,008 s. E2E_WORKERS=0 runs it in one process, as before.
+.venv/bin/python -m pytest -c tests/e2e/pytest.ini -p no:cacheprovider --durations=10 \
+  -n "${E2E_WORKERS:-2}" --dist loadfile tests/e2e "$@"
 rc=$?
 set -e
 # pytest removes each run's directories (tmp_path_retention_policy) but
