@@ -84,7 +84,8 @@ def envoy_for(workdir: Path, wasm: Path, mcp_server: harness.McpServer) -> Itera
 
     Envoys are cached per distinct config for the whole session (startup with Wasm
     takes ~0.5 s); tests compare counters before/after, so sharing one is safe with
-    the tests running one at a time.
+    the tests running one at a time. Under pytest-xdist (scripts/test.sh) each
+    worker is its own session, with its own server and Envoys.
     """
     running: dict[str, harness.Envoy] = {}
 
