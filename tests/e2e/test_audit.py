@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
+from audit_support import read_events
 from conftest import READER_KEY, base_policy
 from mcp import MCPError
 from mcp_raw import messages, open_session, sdk_session, send
@@ -39,13 +40,6 @@ def collector(workdir: Path) -> Iterator[tuple[int, Path]]:
         yield port, out
     finally:
         proc.stop()
-
-
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """The finished events (audit_support.read_lines: a batch may be half written)."""
-    from audit_support import read_events as finished_events
-
-    return finished_events(path)
 
 
 def wait_for(path: Path, pred: Any, what: str, env: harness.Envoy, timeout: float = 30.0) -> list[dict[str, Any]]:
