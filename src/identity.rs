@@ -147,18 +147,20 @@ impl KeyMemo {
             // Nothing to match: a JWT deployment's bearer token is not hashed.
             return None;
         }
-        let known = self
+        let matching = |digest: &str| cfg.api_keys.iter().find(|k| k.sha256 == digest);
+        // A remembered token's key is decided by its digest as a new one's is.
+        let remembered = self
             .digests
             .try_borrow()
             .ok()
-            .and_then(|m| m.get(token).cloned());
-        let remembered = known.is_some();
-        let digest = known.unwrap_or_else(|| sha256_hex(token.as_bytes()));
-        let key = cfg.api_keys.iter().find(|k| k.sha256 == digest)?;
-        if !remembered {
-            if let Ok(mut m) = self.digests.try_borrow_mut() {
-                m.insert(token.into(), digest);
-            }
+            .and_then(|m| m.get(token).map(|digest| matching(digest)));
+        if let Some(key) = remembered {
+            return key;
+        }
+        let digest = sha256_hex(token.as_bytes());
+        let key = matching(&digest)?;
+        if let Ok(mut m) = self.digests.try_borrow_mut() {
+            m.insert(token.into(), digest);
         }
         Some(key)
     }
