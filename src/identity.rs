@@ -173,8 +173,10 @@ impl KeyMemo {
 
 impl std::fmt::Debug for KeyMemo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.digests.try_borrow().map_or(0, |m| m.len());
-        write!(f, "KeyMemo({n} keys)")
+        let remembered = self.digests.try_borrow().map_or(0, |m| m.len());
+        f.debug_struct("KeyMemo")
+            .field("remembered", &remembered)
+            .finish()
     }
 }
 
@@ -792,7 +794,7 @@ mod tests {
         assert!(resolve(&c, &bearer("good-key")).is_ok());
         let printed = format!("{c:?}");
         assert!(!printed.contains("good-key"), "{printed}");
-        assert!(printed.contains("KeyMemo(1 keys)"), "{printed}");
+        assert!(printed.contains("KeyMemo { remembered: 1 }"), "{printed}");
     }
 
     #[test]
