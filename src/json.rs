@@ -307,9 +307,16 @@ pub fn to_bytes(v: &Value) -> Vec<u8> {
 /// and `i.to_string()` allocated a string through the formatting machinery
 /// each time.
 pub(crate) fn push_index(ptr: &mut String, i: usize) {
+    ptr.push('/');
+    push_decimal(ptr, i as u64);
+}
+
+/// Append `n` in decimal, as `n.to_string()` writes it, without the
+/// formatting machinery.
+pub(crate) fn push_decimal(out: &mut String, n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
-    let mut n = i;
+    let mut n = n;
     loop {
         at -= 1;
         if let Some(d) = digits.get_mut(at) {
@@ -320,9 +327,8 @@ pub(crate) fn push_index(ptr: &mut String, i: usize) {
             break;
         }
     }
-    ptr.push('/');
     for d in digits.get(at..).unwrap_or_default() {
-        ptr.push(char::from(*d));
+        out.push(char::from(*d));
     }
 }
 

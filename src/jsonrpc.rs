@@ -386,9 +386,35 @@ pub fn arguments(params: &Value) -> &Value {
 /// Key for matching response ids to request ids (ids are strings or integers).
 pub fn id_key(id: &Value) -> String {
     // `to_string`'s text, written without the formatting machinery: an
-    // answer's id is keyed several times while it is rewritten.
-    String::from_utf8(crate::json::to_bytes(id))
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    // answer's id is keyed several times while it is rewritten. The ids
+    // clients send (an integer, a string with nothing to escape) are
+    // written here without serde_json's serializer, whose code each call
+    // would otherwise touch; serde_json escapes only `"`, `\` and the
+    // control characters below U+0020, so such a string's text is itself in
+    // quotes (a test holds both ways to the same text).
+    match id {
+        Value::Number(n) if n.is_u64() || n.is_i64() => {
+            let mut key = String::with_capacity(20);
+            match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => crate::json::push_decimal(&mut key, u),
+                (None, Some(i)) => {
+                    key.push('-');
+                    crate::json::push_decimal(&mut key, i.unsigned_abs());
+                }
+                (None, None) => {}
+            }
+            key
+        }
+        Value::String(s) if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') => {
+            let mut key = String::with_capacity(s.len() + 2);
+            key.push('"');
+            key.push_str(s);
+            key.push('"');
+            key
+        }
+        _ => String::from_utf8(crate::json::to_bytes(id))
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    }
 }
 
 /// An error with `"id": null` (or, as server-everything writes it, none) and
@@ -410,6 +436,38 @@ pub fn response_objects(doc: &mut Value) -> Vec<&mut Map<String, Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_key_is_serde_jsons_text_of_the_id() {
+        let ids = [
+            json!(0),
+            json!(7),
+            json!(-1),
+            json!(i64::MIN),
+            json!(u64::MAX),
+            json!(1.5),
+            json!(1e300),
+            json!(-0.0),
+            json!(null),
+            json!(true),
+            json!(""),
+            json!("abc-123"),
+            json!("with space and / slash and ~"),
+            json!("quote \" inside"),
+            json!("back\\slash"),
+            json!("tab\there"),
+            json!("nul\u{0}"),
+            json!("unit\u{1f} sep"),
+            json!("del\u{7f}"),
+            json!("caf\u{e9} \u{2028} \u{1f600}"),
+            json!({"a": 1}),
+            json!([1, "x"]),
+        ];
+        for id in ids {
+            let serde_text = serde_json::to_string(&id).unwrap_or_default();
+            assert_eq!(id_key(&id), serde_text, "{id:?}");
+        }
+    }
     use serde_json::json;
 
     fn parse(s: &str) -> Result<Body, ProtocolError> {

@@ -1272,7 +1272,11 @@ fn scan_arguments(
                 ) => (
                     params.get_mut(member.as_str()),
                     // A JSON pointer token: `~` and `/` escaped.
-                    member.replace('~', "~0").replace('/', "~1"),
+                    {
+                        let mut token = String::with_capacity(member.len());
+                        crate::dlp::push_pointer_token(&mut token, member);
+                        token
+                    },
                 ),
                 (Channel::Id, Message::Request { id, .. } | Message::Response { id, .. })
                     if id.is_string() || id.is_number() =>

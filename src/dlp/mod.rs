@@ -1739,7 +1739,7 @@ fn push_member_name(path: &mut String, key: &str) {
 }
 
 /// RFC 6901: `~` → `~0`, `/` → `~1`.
-fn push_pointer_token(path: &mut String, key: &str) {
+pub(crate) fn push_pointer_token(path: &mut String, key: &str) {
     if !key.contains(['~', '/']) {
         path.push_str(key);
         return;

@@ -1982,6 +1982,12 @@ impl RequestFilter {
     /// responses that could not be inspected, DLP findings) and the findings
     /// to the exchange's audit.
     fn flush_response_counts(&mut self, host: &mut dyn Host) {
+        if self.rewriter.counted_nothing() {
+            // Every step below is a no-op then; skipping them (and the
+            // counts' move and drop) spares most answers the code they would
+            // touch (docs/performance.md, *Counted, not timed*).
+            return;
+        }
         let counts = self.rewriter.take_counts();
         host.count(Counter::ListEntriesRemoved, counts.removed_entries);
         host.count(Counter::ResponseUnfilterable, counts.unfilterable);

@@ -74,6 +74,35 @@ pub(crate) struct ResponseCounts {
     pub result_caps: Vec<(String, CapExceeded)>,
 }
 
+impl ResponseCounts {
+    /// Nothing was counted, found or listed: what most answers leave.
+    /// Destructured whole, so a field added to the struct must be named here.
+    pub fn is_empty(&self) -> bool {
+        let ResponseCounts {
+            removed_entries,
+            unfilterable,
+            result_findings,
+            pin_checks,
+            catalogue_lists,
+            catalogue_results,
+            intents,
+            schemas_declared,
+            schema_results,
+            result_caps,
+        } = self;
+        *removed_entries == 0
+            && *unfilterable == 0
+            && result_findings.is_empty()
+            && pin_checks.is_empty()
+            && catalogue_lists.is_empty()
+            && catalogue_results.is_empty()
+            && intents.is_empty()
+            && schemas_declared.is_empty()
+            && schema_results.is_empty()
+            && result_caps.is_empty()
+    }
+}
+
 pub(crate) struct ResponseRewriter {
     /// The event being read is one clients ignore (its type is not
     /// `message`): it is filtered, but the schemas and annotations it lists
@@ -217,6 +246,11 @@ impl ResponseRewriter {
 
     pub fn bytes_seen(&self) -> usize {
         self.seen
+    }
+
+    /// Nothing counted since the last [`Self::take_counts`].
+    pub fn counted_nothing(&self) -> bool {
+        self.counts.is_empty()
     }
 
     /// What was counted since the last call.
@@ -777,4 +811,35 @@ fn compact_len(msg: &serde_json::Map<String, Value>) -> usize {
     // Writing into a counter cannot fail; a map of JSON values always serialises.
     let _ = serde_json::to_writer(&mut n, msg);
     n.0
+}
+
+#[cfg(test)]
+mod counts_tests {
+    use super::*;
+
+    type Add = fn(&mut ResponseCounts);
+
+    #[test]
+    fn response_counts_are_empty_only_when_nothing_was_counted() {
+        assert!(ResponseCounts::default().is_empty());
+        let one_of_each: [(&str, Add); 5] = [
+            ("a_removed_list_entry", |c| c.removed_entries = 1),
+            ("an_unfilterable_answer", |c| c.unfilterable = 1),
+            ("a_result_finding", |c| {
+                c.result_findings
+                    .push(("1".into(), Vec::new(), DlpAction::Block, "result"))
+            }),
+            ("a_pin_check", |c| {
+                c.pin_checks.push(("1".into(), Default::default()))
+            }),
+            ("an_intent_set", |c| {
+                c.intents.push(("tool".into(), Default::default()))
+            }),
+        ];
+        for (name, add) in one_of_each {
+            let mut counts = ResponseCounts::default();
+            add(&mut counts);
+            assert!(!counts.is_empty(), "{name}");
+        }
+    }
 }
