@@ -585,9 +585,13 @@ impl ResponseRewriter {
             // A notification or server request on the stream belongs to the
             // exchange's scanned call: its findings go to that call's audit
             // (on a GET stream there is none: "" names no request, so they
-            // are only counted).
+            // are only counted). So does an error with a null id or none,
+            // which `rewrite_message` scans as answering a scanned call: keyed
+            // by its own id, its findings were counted under "null" and
+            // audited nowhere, or (no id) neither (a helper's attack,
+            // eighteenth session).
             let server_message = msg.contains_key("method");
-            let id = match server_message {
+            let id = match server_message || jsonrpc::is_anonymous_error(msg) {
                 true => Some(
                     self.plan
                         .scans

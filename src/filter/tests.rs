@@ -2089,6 +2089,40 @@ fn a_null_id_error_passes_scanned() {
     }
 }
 
+/// A secret in an error with a null id, or none, is redacted and recorded on
+/// the audit event of the call the exchange forwarded, as a server message's
+/// findings are: before, it was counted under the key "null" and attached to
+/// no event, or (no id) neither counted nor audited.
+#[test]
+fn a_secret_in_an_anonymous_error_is_audited_on_the_call() {
+    for (name, with_null_id) in [("null_id", true), ("no_id", false)] {
+        let mut x = Exchange::new(audited_policy(), post("reader-key"));
+        x.request(Request::new(call(json!(3), "echo").as_bytes()));
+        let mut answer = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000,
+            "message": "bad key ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A"}});
+        if !with_null_id {
+            answer.as_object_mut().map(|o| o.remove("id"));
+        }
+        let out = x
+            .respond(ok_response(
+                "application/json",
+                answer.to_string().as_bytes(),
+            ))
+            .downstream()
+            .to_vec();
+        assert!(!String::from_utf8_lossy(&out).contains("ghp_"), "{name}");
+        x.done();
+        assert!(!x.host.findings.is_empty(), "{name}: counted by kind");
+        let e = &x.host.audited[0];
+        assert_eq!(e.response.as_ref().map(|r| r.redactions), Some(1), "{name}");
+        assert!(
+            e.findings.iter().any(|f| f.path.starts_with("/error")),
+            "{name}: {:?}",
+            e.findings
+        );
+    }
+}
+
 /// An error page the filter cannot read (plain text, compressed) is text a
 /// client shows too: replaced like an unreadable 2xx answer, whatever the status.
 #[test]
