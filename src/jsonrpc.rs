@@ -436,6 +436,7 @@ pub fn response_objects(doc: &mut Value) -> Vec<&mut Map<String, Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn id_key_is_serde_jsons_text_of_the_id() {
@@ -468,7 +469,6 @@ mod tests {
             assert_eq!(id_key(&id), serde_text, "{id:?}");
         }
     }
-    use serde_json::json;
 
     fn parse(s: &str) -> Result<Body, ProtocolError> {
         parse_body(s.as_bytes(), 64)
