@@ -13,8 +13,10 @@
 # It runs `node --no-liftoff scripts/profile-wasm.mjs WASM N ARGS` under
 # valgrind's callgrind twice, side by side: N = BASE and N = BASE + COUNT
 # exchanges, and divides the difference by COUNT, so Node's start, V8's
-# compiling and the policy's compile cancel out (they vary by about 2 million
-# instructions a run: +-700 per exchange at the default COUNT). The caches
+# compiling and the policy's compile mostly cancel out: the whole exchange's
+# figure still moved by up to ~9,000 instructions between runs of one build,
+# while BY_FUNCTION's sum over the module's own functions repeated within a
+# few instructions. Compare builds by that sum. The caches
 # simulated are one core of the machine it was written on (L1i 32 KiB, L1d
 # 48 KiB, L2 2 MiB as the last level); the figures compare builds, they are not
 # that CPU's. About two minutes; needs valgrind (`apt-get install valgrind`).

@@ -392,29 +392,29 @@ pub fn id_key(id: &Value) -> String {
     // would otherwise touch; serde_json escapes only `"`, `\` and the
     // control characters below U+0020, so such a string's text is itself in
     // quotes (a test holds both ways to the same text).
-    match id {
-        Value::Number(n) if n.is_u64() || n.is_i64() => {
-            let mut key = String::with_capacity(20);
-            match (n.as_u64(), n.as_i64()) {
-                (Some(u), _) => crate::json::push_decimal(&mut key, u),
-                (None, Some(i)) => {
-                    key.push('-');
-                    crate::json::push_decimal(&mut key, i.unsigned_abs());
-                }
-                (None, None) => {}
-            }
-            key
-        }
+    let plain = match id {
+        Value::Number(n) => n
+            .as_u64()
+            .map(|u| (u, ""))
+            .or_else(|| n.as_i64().map(|i| (i.unsigned_abs(), "-")))
+            .map(|(magnitude, sign)| {
+                let mut key = String::from(sign);
+                crate::json::push_decimal(&mut key, magnitude);
+                key
+            }),
         Value::String(s) if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') => {
             let mut key = String::with_capacity(s.len() + 2);
             key.push('"');
             key.push_str(s);
             key.push('"');
-            key
+            Some(key)
         }
-        _ => String::from_utf8(crate::json::to_bytes(id))
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-    }
+        _ => None,
+    };
+    plain.unwrap_or_else(|| {
+        String::from_utf8(crate::json::to_bytes(id))
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    })
 }
 
 /// An error with `"id": null` (or, as server-everything writes it, none) and

@@ -813,7 +813,7 @@ impl<'a> Slot<'a> {
 /// contents' `blob` when its media type says text (decoded as DLP decodes it).
 fn item_slots<'a>(at: &str, item: &'a Value, out: &mut Vec<Slot<'a>>) {
     for (suffix, text) in content_texts(item) {
-        out.push(Slot::of(pointer_to(at, suffix), text));
+        out.push(Slot::of([at, suffix].concat(), text));
     }
     let (contents, suffix) = match item.get("type").and_then(Value::as_str) {
         // Sampling with tools (2025-11-25): a `tool_result` carries content
@@ -827,7 +827,7 @@ fn item_slots<'a>(at: &str, item: &'a Value, out: &mut Vec<Slot<'a>>) {
                 .flatten()
                 .enumerate()
             {
-                let mut ptr = pointer_to(at, "/content");
+                let mut ptr = [at, "/content"].concat();
                 crate::json::push_index(&mut ptr, j);
                 item_slots(&ptr, inner, out);
             }
@@ -849,20 +849,11 @@ fn item_slots<'a>(at: &str, item: &'a Value, out: &mut Vec<Slot<'a>>) {
     };
     if let Some(text) = contents.and_then(Value::as_object).and_then(dlp::text_blob) {
         out.push(Slot {
-            ptr: pointer_to(at, suffix),
+            ptr: [at, suffix].concat(),
             text: Cow::Owned(text),
             fence: false,
         });
     }
-}
-
-/// `at` and `suffix` as one pointer. Not `[at, suffix].concat()`: its
-/// generic join is code every answer's slots would touch for two appends.
-fn pointer_to(at: &str, suffix: &str) -> String {
-    let mut ptr = String::with_capacity(at.len() + suffix.len());
-    ptr.push_str(at);
-    ptr.push_str(suffix);
-    ptr
 }
 
 /// Every string of structured data at `ptr`, as slots that cannot be
