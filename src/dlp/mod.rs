@@ -40,6 +40,7 @@
 //! pointer, never the text; their `Debug` output is therefore safe to log.
 
 pub mod adversarial;
+mod lanes;
 mod pii;
 mod prefilter;
 mod prefix;

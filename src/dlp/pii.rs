@@ -9,6 +9,7 @@
 //! - IBAN: country code, check digits, per-country length, mod-97.
 //! - E-mail: RFC 5321 shape with a real TLD, not URL user-info, not `git@host:`.
 
+use super::lanes::{self, Stop};
 use super::text::{at, before};
 
 #[derive(Clone, Copy, Debug)]
@@ -16,35 +17,6 @@ pub struct PiiFound {
     pub start: usize,
     pub end: usize,
     pub kind: &'static str,
-}
-
-/// Position of the first ASCII digit at or after `from`, eight bytes at a
-/// time (SWAR). For each byte with the high bit clear, adding 0x50 sets bit 7
-/// iff it is >= `0` and adding 0x46 iff it is > `9`; bytes with the high bit
-/// set (UTF-8) are masked out.
-fn next_digit(bytes: &[u8], from: usize) -> Option<usize> {
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    let mut i = from;
-    while let Some(chunk) = bytes.get(i..i + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
-        let y = x & LOW7;
-        let ge0 = y.wrapping_add(ONES * (0x80 - 0x30));
-        let gt9 = y.wrapping_add(ONES * (0x80 - 0x3a));
-        let digits = ge0 & !gt9 & !x & HIGH;
-        if digits != 0 {
-            return Some(i + (digits.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    bytes
-        .get(i..)?
-        .iter()
-        .position(u8::is_ascii_digit)
-        .map(|d| i + d)
 }
 
 fn is_alnum(b: u8) -> bool {
@@ -93,8 +65,8 @@ pub fn scan_numbers(text: &str, key: Option<&str>, out: &mut Vec<PiiFound>) {
     let mut i = 0;
     let mut groups: Vec<Group> = Vec::new();
     while i < n {
-        // Most bytes are not digits: jump to the next one, 8 bytes at a time.
-        match next_digit(bytes, i) {
+        // Most bytes are not digits: jump to the next one.
+        match lanes::next(bytes, i, Stop::Digit) {
             Some(d) => i = d,
             None => break,
         }
@@ -563,10 +535,12 @@ const MACHINE_DOMAINS: &[&str] = &[
 pub fn scan_emails(text: &str, out: &mut Vec<PiiFound>) {
     let bytes = text.as_bytes();
     let mut seen = UrlContext::default();
-    for (at_pos, _) in text.match_indices('@') {
+    let mut from = 0;
+    while let Some(at_pos) = lanes::next(bytes, from, Stop::Byte(b'@')) {
         if let Some(f) = email_at(bytes, at_pos, &mut seen) {
             out.push(f);
         }
+        from = at_pos + 1;
     }
 }
 

@@ -414,30 +414,17 @@ pub fn is_random_token(value: &str) -> bool {
 /// Whether a second reading may differ from the text: some position holds
 /// the lead byte (and second byte) of what [`second_reading`] decodes or
 /// drops. Most text has none, and this sees every byte of every scanned
-/// string: eight bytes at a time (SWAR), a word with no `\\`, no `&` and no
-/// byte above 0x7F (every lead byte below is one of these) is skipped
-/// whole; only the words holding one are read byte by byte.
+/// string: the search skips to the next `\\`, `&` or byte above 0x7F (every
+/// lead byte below is one of these), sixteen bytes at a time.
 fn may_read_otherwise(bytes: &[u8]) -> bool {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    // Non-zero iff some byte of `x` is `b` (exact as a whole, not per byte).
-    let has = |x: u64, b: u8| {
-        let v = x ^ (ONES * u64::from(b));
-        v.wrapping_sub(ONES) & !v & HIGH
-    };
-    let mut i = 0;
-    while let Some(chunk) = bytes.get(i..i + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
-        if (x & HIGH) | has(x, b'\\') | has(x, b'&') != 0
-            && (i..i + 8).any(|j| starts_other_reading(bytes, j))
-        {
+    let mut from = 0;
+    while let Some(i) = super::lanes::next(bytes, from, super::lanes::Stop::ReadsOtherwise) {
+        if starts_other_reading(bytes, i) {
             return true;
         }
-        i += 8;
+        from = i + 1;
     }
-    (i..bytes.len()).any(|j| starts_other_reading(bytes, j))
+    false
 }
 
 /// The lead bytes (and second bytes) of what [`second_reading`] decodes or
