@@ -270,6 +270,26 @@ fn slot_hash(key: u16) -> usize {
     ((u32::from(key).wrapping_mul(2_654_435_761)) >> 23) as usize % SLOTS
 }
 
+/// The block window at `i` where it reaches past either end of `bytes`:
+/// byte `i - 1` first (0 before the text's start), then up to eighteen
+/// more, 0 past the end.
+#[inline(never)]
+fn edge_window(bytes: &[u8], i: usize) -> [u8; WINDOW] {
+    let mut edge = [0u8; WINDOW];
+    let from = i.saturating_sub(1);
+    let to = (i + LANES + 2).min(bytes.len());
+    // Byte i - 1 goes to the window's first byte; before byte 0 the window
+    // keeps its 0.
+    let first = usize::from(i == 0);
+    if let (Some(dst), Some(src)) = (
+        edge.get_mut(first..first + to.saturating_sub(from)),
+        bytes.get(from..to),
+    ) {
+        dst.copy_from_slice(src);
+    }
+    edge
+}
+
 /// Two bytes lower-cased as one key, first byte high: how `slots` and
 /// `pairs` name a literal's first pair.
 #[inline(always)]
@@ -398,26 +418,18 @@ impl Prefilter {
         while i < bytes.len() {
             // In the text's middle the window is the text itself; at its
             // ends a copy with 0 outside the text (a non-word byte, which no
-            // literal contains), as `at` reads past the end.
-            let mut edge = [0u8; WINDOW];
-            let window: &[u8; WINDOW] = match i
+            // literal contains), as `at` reads past the end. The copy is
+            // made out of line: built in the loop, its zeroing ran on every
+            // block.
+            let edge;
+            let window = match i
                 .checked_sub(1)
                 .and_then(|from| bytes.get(from..from + WINDOW))
                 .and_then(|w| <&[u8; WINDOW]>::try_from(w).ok())
             {
                 Some(w) => w,
                 None => {
-                    let from = i.saturating_sub(1);
-                    let to = (i + LANES + 2).min(bytes.len());
-                    // Byte i - 1 goes to the window's first byte; before
-                    // byte 0 the window keeps its 0.
-                    let first = usize::from(i == 0);
-                    if let (Some(dst), Some(src)) = (
-                        edge.get_mut(first..first + (to - from)),
-                        bytes.get(from..to),
-                    ) {
-                        dst.copy_from_slice(src);
-                    }
+                    edge = edge_window(bytes, i);
                     &edge
                 }
             };
@@ -444,7 +456,7 @@ impl Prefilter {
     #[inline(always)]
     fn block(&self, window: &[u8; WINDOW]) -> u16 {
         use core::arch::wasm32::{
-            i8x16_bitmask, i8x16_eq, i8x16_splat, i8x16_swizzle, u8x16_shr, u8x16_splat, v128,
+            i8x16_bitmask, i8x16_eq, i8x16_splat, i8x16_swizzle, u16x8_shr, u8x16_splat, v128,
             v128_and, v128_load, v128_or,
         };
         // SAFETY: each load reads 16 bytes at offset 0 to 3 of a 19-byte
@@ -456,16 +468,21 @@ impl Prefilter {
         // SAFETY: a table is 16 bytes; `v128_load` needs no alignment.
         let table = |t: &[u8; 16]| -> v128 { unsafe { v128_load(t.as_ptr().cast::<v128>()) } };
         let low = u8x16_splat(0x0f);
+        // Each byte's high nibble: shifted as sixteen-bit lanes (the next
+        // byte's low bits come in on top) and masked. V8 has no byte shift
+        // on x64; for `u8x16_shr` it builds the same two steps and loads
+        // the mask anew each time.
+        let high_nibble = |v: v128| v128_and(u16x8_shr(v, 4), low);
         let zero = i8x16_splat(0);
         let before = load(0);
         let word_before = v128_and(
             i8x16_swizzle(table(&WORD_NIBBLES.lo), v128_and(before, low)),
-            i8x16_swizzle(table(&WORD_NIBBLES.hi), u8x16_shr(before, 4)),
+            i8x16_swizzle(table(&WORD_NIBBLES.hi), high_nibble(before)),
         );
         let mut buckets = [i8x16_splat(-1); 3];
         for k in 0..DEPTH {
             let folded = v128_or(load(1 + k), u8x16_splat(0x20));
-            let (lo, hi) = (v128_and(folded, low), u8x16_shr(folded, 4));
+            let (lo, hi) = (v128_and(folded, low), high_nibble(folded));
             for (g, m) in buckets.iter_mut().enumerate() {
                 let t = &self.nibbles[g][k];
                 *m = v128_and(
