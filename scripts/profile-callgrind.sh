@@ -21,7 +21,9 @@
 # 48 KiB, L2 2 MiB as the last level); the figures compare builds, they are not
 # that CPU's. About two minutes; needs valgrind (`apt-get install valgrind`).
 # BY_FUNCTION=1 adds the costs per Wasm function (V8's --log-code names where
-# it put each one; scripts/callgrind_by_function.py), TOP=N of them.
+# it put each one; scripts/callgrind_by_function.py), TOP=N of them, ranked by
+# L1i misses, or by instructions with SORT=instructions. Calls out of V8's code
+# (`memory.copy`, WASI calls) are in the whole exchange's figure, not in that sum.
 # Run from the repository root (the example reads policies/demo.json).
 set -euo pipefail
 

@@ -3,10 +3,10 @@
 //!
 //! # How a string is scanned
 //!
-//! 1. **Prefilter** (one pass, every byte; `prefilter.rs`): a hashed bitset of
-//!    case-folded trigrams says where a trigger literal (`ghp_`, `akia`,
-//!    `xox…`, `-----begin`, `password`, `://`, …) may start; only there are the
-//!    literals compared. A `.` that ends a run of 24–26 token bytes triggers
+//! 1. **Prefilter** (one pass, every byte; `prefilter.rs`): a fingerprint of
+//!    each position's next three case-folded bytes, sixteen positions at once,
+//!    says where a trigger literal (`ghp_`, `akia`, `xox…`, `-----begin`,
+//!    `password`, `://`, …) may start; only there are the literals compared. A `.` that ends a run of 24–26 token bytes triggers
 //!    the Discord token, which has no literal.
 //! 2. **Regexes** (`regex-lite`, compiled once in [`compile`]): a rule whose
 //!    match starts at its trigger runs `^(?:pattern)` on the text from the
@@ -18,7 +18,9 @@
 //!    (regex-lite has no lookaround).
 //! 3. **Personal data** is found by code in one more linear pass: digit
 //!    clusters (cards with Luhn + brand, SSN rules, phones), IBANs (mod-97 and
-//!    per-country length), and e-mail addresses around each `@`.
+//!    per-country length), and e-mail addresses around each `@`; the next
+//!    digit and the next `@` are searched for sixteen bytes at a time
+//!    (`lanes.rs`).
 //! 4. Overlapping matches are resolved by rule priority (exact formats first),
 //!    then length, then position: the result is sorted and non-overlapping.
 //!
