@@ -29,7 +29,7 @@ pub enum Stop {
 impl Stop {
     /// The definition every search is equal to.
     #[inline(always)]
-    fn holds(self, b: u8) -> bool {
+    pub fn holds(self, b: u8) -> bool {
         match self {
             Stop::Digit => b.is_ascii_digit(),
             Stop::Byte(s) => b == s,

@@ -417,12 +417,20 @@ pub fn is_random_token(value: &str) -> bool {
 /// string: the search skips to the next `\\`, `&` or byte above 0x7F (every
 /// lead byte below is one of these), sixteen bytes at a time.
 fn may_read_otherwise(bytes: &[u8]) -> bool {
+    use super::lanes::{self, Stop};
     let mut from = 0;
-    while let Some(i) = super::lanes::next(bytes, from, super::lanes::Stop::ReadsOtherwise) {
-        if starts_other_reading(bytes, i) {
-            return true;
+    while let Some(i) = lanes::next(bytes, from, Stop::ReadsOtherwise) {
+        // Text outside ASCII is all such bytes: they are read here, one by
+        // one, as far as they run, not searched for again from each (a call
+        // per byte made CJK text ~1.6x slower to scan; a helper's attack).
+        let mut j = i;
+        while bytes.get(j).is_some_and(|&b| Stop::ReadsOtherwise.holds(b)) {
+            if starts_other_reading(bytes, j) {
+                return true;
+            }
+            j += 1;
         }
-        from = i + 1;
+        from = j;
     }
     false
 }
@@ -655,7 +663,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_word_at_a_time_check_finds_what_the_byte_at_a_time_check_finds() {
+    fn the_search_finds_what_the_byte_at_a_time_check_finds() {
         let naive = |b: &[u8]| (0..b.len()).any(|i| starts_other_reading(b, i));
         // Every lead pair of a second reading, a near miss of each, and the
         // bytes the word test keys on alone, at every offset of buffers of
@@ -689,6 +697,22 @@ mod tests {
                 }
             }
         }
+        // The same pairs inside text that is all such bytes (CJK: each of
+        // its bytes is above 0x7F, so the search stops at every one and the
+        // run is read in place).
+        let cjk = "日本語のテキスト".repeat(4);
+        for at in 0..cjk.len() {
+            for pair in pairs {
+                let mut b = cjk.as_bytes().to_vec();
+                for (k, &p) in pair.iter().enumerate() {
+                    if let Some(slot) = b.get_mut(at + k) {
+                        *slot = p;
+                    }
+                }
+                assert_eq!(may_read_otherwise(&b), naive(&b), "{b:?}");
+            }
+        }
+        assert!(!may_read_otherwise(cjk.as_bytes()));
         // And random bytes, dense in the keyed ones.
         let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
         let alphabet = [
