@@ -5,8 +5,8 @@
 //! every byte of every scanned string (a 4 KB argument is 4,096 positions
 //! for each): the next digit (a card, a phone number), the next `@` (an
 //! address) and the next `\`, `&` or byte above 0x7F (what a reader may
-//! decode otherwise). Under V8 the eight-byte word loops they replaced cost
-//! 1.5-3 instructions a byte, `str::match_indices` 2.8. The build for Wasm
+//! decode otherwise). Under V8, on the benchmark's 4 KB call, the `@` search
+//! alone (`str::match_indices`) ran 11,531 instructions. The build for Wasm
 //! compares sixteen lanes at once with `simd128`, which the module already
 //! needs for the prefilter; other targets (the CLI, the native tests, the
 //! fuzz targets) keep the eight-byte words, which LLVM runs well there

@@ -6,8 +6,9 @@
 //! 1. **Prefilter** (one pass, every byte; `prefilter.rs`): a fingerprint of
 //!    each position's next three case-folded bytes, sixteen positions at once,
 //!    says where a trigger literal (`ghp_`, `akia`, `xox…`, `-----begin`,
-//!    `password`, `://`, …) may start; only there are the literals compared. A `.` that ends a run of 24–26 token bytes triggers
-//!    the Discord token, which has no literal.
+//!    `password`, `://`, …) may start; only there are the literals compared.
+//!    A `.` that ends a run of 24–26 token bytes triggers the Discord token,
+//!    which has no literal.
 //! 2. **Regexes** (`regex-lite`, compiled once in [`compile`]): a rule whose
 //!    match starts at its trigger runs `^(?:pattern)` on the text from the
 //!    trigger (at most `ahead` bytes), which stops at the first byte that

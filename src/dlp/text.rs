@@ -415,7 +415,8 @@ pub fn is_random_token(value: &str) -> bool {
 /// the lead byte (and second byte) of what [`second_reading`] decodes or
 /// drops. Most text has none, and this sees every byte of every scanned
 /// string: the search skips to the next `\\`, `&` or byte above 0x7F (every
-/// lead byte below is one of these), sixteen bytes at a time.
+/// lead byte below is one of these), sixteen bytes at a time, and a run of
+/// such bytes is read where it stands.
 fn may_read_otherwise(bytes: &[u8]) -> bool {
     use super::lanes::{self, Stop};
     let mut from = 0;
@@ -666,8 +667,8 @@ mod tests {
     fn the_search_finds_what_the_byte_at_a_time_check_finds() {
         let naive = |b: &[u8]| (0..b.len()).any(|i| starts_other_reading(b, i));
         // Every lead pair of a second reading, a near miss of each, and the
-        // bytes the word test keys on alone, at every offset of buffers of
-        // every length around the word size.
+        // bytes the search stops at alone, at every offset of buffers of
+        // every length around the word and block sizes.
         let pairs: [&[u8]; 14] = [
             b"\\u",
             b"\\/",
