@@ -345,6 +345,8 @@ pub mod fake {
     pub struct FakeHost {
         pub request_headers: BTreeMap<String, String>,
         pub properties: BTreeMap<String, Vec<u8>>,
+        /// Property reads, each a hostcall in Envoy.
+        pub properties_read: std::cell::Cell<usize>,
         pub request_body: Vec<u8>,
         pub response_headers: BTreeMap<String, String>,
         pub response_trailers: BTreeMap<String, String>,
@@ -527,6 +529,7 @@ pub mod fake {
             }
         }
         fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+            self.properties_read.set(self.properties_read.get() + 1);
             self.properties.get(&path.join(".")).cloned()
         }
         fn request_body(&self, size: usize) -> Option<Vec<u8>> {

@@ -128,6 +128,9 @@ pub struct RequestFilter {
     caller: Option<Rc<Caller>>,
     /// The request headers the body's verdict reads (Mcp-Method, Mcp-Name).
     head: RequestHead,
+    /// The upstream's key is read when an answer's list needs it, not on the
+    /// headers (see [`UpstreamNeed::Lists`]); the path was found plain there.
+    upstream_later: bool,
     dry_run_note: Option<String>,
     /// Set on request headers when the request must be refused whatever it
     /// says (stolen session id, audit trail unavailable under `closed`).
@@ -164,6 +167,7 @@ impl RequestFilter {
             phase: Phase::Headers,
             caller: None,
             head: RequestHead::default(),
+            upstream_later: false,
             dry_run_note: None,
             standing: None,
             opens_session: false,
@@ -313,7 +317,8 @@ impl RequestFilter {
     }
 
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
-        let head = self.read_head(host, end_of_stream);
+        let (head, upstream_later) = self.read_head(host, end_of_stream);
+        self.upstream_later = upstream_later;
         self.origin = (
             host.request_header(":scheme"),
             host.request_header(":authority"),
@@ -456,8 +461,9 @@ impl RequestFilter {
     }
 
     /// Everything the verdict reads from the request headers, read now:
-    /// Envoy refuses header reads from body callbacks.
-    fn read_head(&self, host: &dyn Host, end_of_stream: bool) -> RequestHead {
+    /// Envoy refuses header reads from body callbacks. `true` with it: the
+    /// upstream is left for an answer's list ([`UpstreamNeed::Lists`]).
+    fn read_head(&self, host: &dyn Host, end_of_stream: bool) -> (RequestHead, bool) {
         let repeated_header = match self.policy.identity.jwt_payload_header.as_deref() {
             None => host.repeated_request_header(&SINGLE_HEADERS),
             Some(jwt) => {
@@ -475,11 +481,13 @@ impl RequestFilter {
             Some(name) => host.request_header(name),
             None => session_id.clone(),
         };
-        let (upstream, route_path_problem) = match self.upstream(host) {
-            Ok(u) => (u, None),
-            Err(problem) => (None, Some(problem)),
+        let (upstream, route_path_problem, upstream_later) = match self.upstream_on_headers(host) {
+            Ok(Some(HeadUpstream::Read(u))) => (Some(u), None, false),
+            Ok(Some(HeadUpstream::Later)) => (None, None, true),
+            Ok(None) => (None, None, false),
+            Err(problem) => (None, Some(problem), false),
         };
-        RequestHead {
+        let head = RequestHead {
             method: host.request_header(":method").unwrap_or_default(),
             path: self
                 .policy
@@ -509,6 +517,50 @@ impl RequestFilter {
             // Read when the body is decided (on_request_body), the only
             // decision that reads the time: no clock hostcall for the headers.
             now_ms: 0,
+        };
+        (head, upstream_later)
+    }
+
+    /// The upstream on the request headers: read now when the body's verdict
+    /// needs it, or left for the answer when only lists need it and the path
+    /// is plain (whatever the route's name, the path check then passes), or
+    /// why the path is refused.
+    fn upstream_on_headers(&self, host: &dyn Host) -> Result<Option<HeadUpstream>, &'static str> {
+        if UpstreamNeed::of(&self.policy) == UpstreamNeed::Lists
+            && host
+                .request_header(":path")
+                .is_some_and(|p| crate::canon::route_path_problem(&p).is_none())
+        {
+            return Ok(Some(HeadUpstream::Later));
+        }
+        Ok(self.upstream(host)?.map(HeadUpstream::Read))
+    }
+
+    /// The upstream left for an answer's list, read now (any callback may
+    /// read Envoy's properties; only header reads are refused outside the
+    /// headers' callbacks, and the path was checked there).
+    fn read_upstream_later(&mut self, host: &dyn Host) {
+        if std::mem::take(&mut self.upstream_later) {
+            self.head.upstream = routed_to(host)
+                .map(|(cluster, route)| crate::catalogue::upstream_key(&cluster, &route));
+        }
+    }
+
+    /// The upstream for a body's verdict, where the headers did not read it.
+    fn upstream_for_body(&mut self, host: &dyn Host) {
+        if self.upstream_later {
+            // A policy adopted since the headers may need it for calls;
+            // otherwise only an answer's list reads it.
+            if UpstreamNeed::of(&self.policy) == UpstreamNeed::Calls {
+                self.read_upstream_later(host);
+            }
+        } else if self.head.upstream.is_none() {
+            // A policy adopted since the headers may pin tools.
+            // Envoy refuses header reads from body callbacks: on a named
+            // route the path cannot be checked here, so no upstream is
+            // known and what the call is checked against is unavailable
+            // (refused where the policy enforces).
+            self.head.upstream = self.upstream(host).ok().flatten();
         }
     }
 
@@ -528,26 +580,12 @@ impl RequestFilter {
     /// matched `/` and reached the server at `/loose/`; twenty-ninth
     /// review): on a named route a path not in plain form is the error.
     fn upstream(&self, host: &dyn Host) -> Result<Option<String>, &'static str> {
-        if self.policy.pins.is_none()
-            && !self.policy.catalogue.remembers()
-            && !self.policy.selects_intents()
-            && !self.policy.schemas.active()
-        {
+        if UpstreamNeed::of(&self.policy) == UpstreamNeed::Nothing {
             return Ok(None);
         }
-        let Some(cluster) = host
-            .property(&["xds", "cluster_name"])
-            .and_then(|b| String::from_utf8(b).ok())
-            .filter(|c| !c.is_empty())
-        else {
+        let Some((cluster, route)) = routed_to(host) else {
             return Ok(None);
         };
-        // A route without a name, or a host that cannot say, leaves the
-        // cluster as the key: what the filter did before routes were read.
-        let route = host
-            .property(&["xds", "route_name"])
-            .and_then(|b| String::from_utf8(b).ok())
-            .unwrap_or_default();
         if !route.is_empty() {
             let path = host.request_header(":path").unwrap_or_default();
             if let Some(problem) = crate::canon::route_path_problem(&path) {
@@ -799,6 +837,7 @@ impl RequestFilter {
         // headers (and under a policy adopted since): `time` conditions read
         // the time of this decision.
         self.head.now_ms = host.now_ms();
+        self.upstream_for_body(host);
         let anonymous_caller;
         let caller = match self.caller.as_deref() {
             Some(c) => c,
@@ -807,14 +846,6 @@ impl RequestFilter {
                 &anonymous_caller
             }
         };
-        if self.head.upstream.is_none() {
-            // A policy adopted since the headers may pin tools.
-            // Envoy refuses header reads from body callbacks: on a named
-            // route the path cannot be checked here, so no upstream is
-            // known and what the call is checked against is unavailable
-            // (refused where the policy enforces).
-            self.head.upstream = self.upstream(host).ok().flatten();
-        }
         // The definitions this upstream listed last, in shared data: what a
         // call of a pinned tool is checked against.
         let seen = Remembered(&*host);
@@ -1372,14 +1403,7 @@ impl RequestFilter {
     fn judge_held_again(&mut self, host: &mut dyn Host, w: &AwaitingApproval) -> BodyVerdict {
         self.head.now_ms = host.now_ms();
         let caller = self.caller.clone().unwrap_or_else(|| Rc::new(anonymous()));
-        if self.head.upstream.is_none() {
-            // The policy may pin tools.
-            // Envoy refuses header reads from body callbacks: on a named
-            // route the path cannot be checked here, so no upstream is
-            // known and what the call is checked against is unavailable
-            // (refused where the policy enforces).
-            self.head.upstream = self.upstream(host).ok().flatten();
-        }
+        self.upstream_for_body(host);
         let seen = Remembered(&*host);
         judge_body(
             &self.policy,
@@ -1695,6 +1719,7 @@ impl RequestFilter {
         let mut flow = Flow::Continue;
         if matches!(self.phase, Phase::Forwarded | Phase::Passthrough) {
             if self.rewriter.inspects_lists() {
+                self.read_upstream_later(host);
                 self.rewriter.set_others(self.other_tools(host));
             }
             flow = self.rewriter.on_headers(host, end_of_stream);
@@ -1997,6 +2022,14 @@ impl RequestFilter {
             }
         }
         self.audit.attach_result_findings(counts.result_findings);
+        if !(counts.pin_checks.is_empty()
+            && counts.catalogue_lists.is_empty()
+            && counts.intents.is_empty()
+            && counts.schemas_declared.is_empty())
+        {
+            // What is remembered per upstream; a list's answer reads it here.
+            self.read_upstream_later(host);
+        }
         self.remember_definitions(host, &counts.pin_checks);
         self.audit
             .attach_pin_checks(&counts.pin_checks, &self.policy.dlp.scanner);
@@ -2223,6 +2256,61 @@ impl RequestFilter {
             }
         }
     }
+}
+
+/// When the filter must know the request's upstream: what the policy keeps
+/// per upstream, and whether a call's verdict reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpstreamNeed {
+    /// Nothing is kept per upstream.
+    Nothing,
+    /// Only what lists showed, for `shadowing` (the catalogue's default):
+    /// read when an answer holds a list. Each property read is a hostcall
+    /// that costs ~1.5 µs of Envoy CPU (docs/performance.md), and a call's
+    /// verdict under such a policy never reads the upstream.
+    Lists,
+    /// Pins, removed tools, intents or schemas: a call's verdict reads what
+    /// its upstream listed.
+    Calls,
+}
+
+impl UpstreamNeed {
+    fn of(policy: &CompiledPolicy) -> UpstreamNeed {
+        if policy.pins.is_some()
+            || policy.catalogue.guards_calls()
+            || policy.selects_intents()
+            || policy.schemas.active()
+        {
+            UpstreamNeed::Calls
+        } else if policy.catalogue.remembers() {
+            UpstreamNeed::Lists
+        } else {
+            UpstreamNeed::Nothing
+        }
+    }
+}
+
+/// The upstream as the request headers leave it.
+enum HeadUpstream {
+    Read(String),
+    /// Left for an answer's list ([`UpstreamNeed::Lists`]).
+    Later,
+}
+
+/// The cluster Envoy routes the request to, and its route's name (empty
+/// when unnamed): none without a cluster.
+fn routed_to(host: &dyn Host) -> Option<(String, String)> {
+    let cluster = host
+        .property(&["xds", "cluster_name"])
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|c| !c.is_empty())?;
+    // A route without a name, or a host that cannot say, leaves the
+    // cluster as the key: what the filter did before routes were read.
+    let route = host
+        .property(&["xds", "route_name"])
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default();
+    Some((cluster, route))
 }
 
 /// The refusal of a request that cannot be decided under the policy now in
