@@ -43,7 +43,7 @@
 //! pointer, never the text; their `Debug` output is therefore safe to log.
 
 pub mod adversarial;
-mod lanes;
+pub(crate) mod lanes;
 mod pii;
 mod prefilter;
 mod prefix;
