@@ -404,7 +404,7 @@ fn write_canonical(v: &Value, skip: Option<&str>, out: &mut impl std::io::Write)
     }
 }
 
-/// `s` as a JSON string, byte for byte what serde_json writes: `"` and `\\`
+/// `s` as a JSON string, byte for byte what serde_json writes: `"` and `\`
 /// escaped, `\b \t \n \f \r` for those controls, `\u00xx` (lower-case hex)
 /// for the other bytes below 0x20, everything else as it is. serde_json
 /// looks each byte up in a table, one at a time: the canonical JSON of a

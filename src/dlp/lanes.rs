@@ -6,9 +6,9 @@
 //! for each): the next digit (a card, a phone number), the next `@` (an
 //! address) and the next `\`, `&` or byte above 0x7F (what a reader may
 //! decode otherwise); and the next byte a JSON string escapes, for the
-//! canonical JSON the audit trail hashes (a 4 KB argument is 4,096 bytes
-//! for serde_json's byte-at-a-time escaping loop). Under V8, on the benchmark's 4 KB call, the `@` search
-//! alone (`str::match_indices`) ran 11,531 instructions. The build for Wasm
+//! canonical JSON the audit trail hashes ([`crate::json::write_str`]).
+//! Under V8, on the benchmark's 4 KB call, the `@` search alone
+//! (`str::match_indices`) ran 11,531 instructions. The build for Wasm
 //! compares sixteen lanes at once with `simd128`, which the module already
 //! needs for the prefilter; other targets (the CLI, the native tests, the
 //! fuzz targets) keep the eight-byte words, which LLVM runs well there

@@ -2265,9 +2265,10 @@ enum UpstreamNeed {
     /// Nothing is kept per upstream.
     Nothing,
     /// Only what lists showed, for `shadowing` (the catalogue's default):
-    /// read when an answer holds a list. Each property read is a hostcall
-    /// that costs ~1.5 µs of Envoy CPU (docs/performance.md), and a call's
-    /// verdict under such a policy never reads the upstream.
+    /// read when an answer holds a list. The two property reads are
+    /// hostcalls of ~15,000 Envoy instructions together (docs/performance.md,
+    /// *Counted in Envoy*), and a call's verdict under such a policy never
+    /// reads the upstream.
     Lists,
     /// Pins, removed tools, intents or schemas: a call's verdict reads what
     /// its upstream listed.
