@@ -415,32 +415,49 @@ pub(crate) fn write_str(s: &str, out: &mut impl std::io::Write) {
     use crate::dlp::lanes::{next, Stop};
     let bytes = s.as_bytes();
     let _ = out.write_all(b"\"");
-    let mut from = 0;
-    while let Some(at) = next(bytes, from, Stop::JsonEscape) {
-        let _ = out.write_all(bytes.get(from..at).unwrap_or_default());
-        let b = bytes.get(at).copied().unwrap_or_default();
-        let short = match b {
-            b'"' => Some(b'"'),
-            b'\\' => Some(b'\\'),
-            0x08 => Some(b'b'),
-            b'\t' => Some(b't'),
-            b'\n' => Some(b'n'),
-            0x0c => Some(b'f'),
-            b'\r' => Some(b'r'),
-            _ => None,
-        };
-        let _ = match short {
-            Some(c) => out.write_all(&[b'\\', c]),
-            None => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                let hex = |n: u8| HEX.get(usize::from(n & 0xf)).copied().unwrap_or(b'0');
-                out.write_all(&[b'\\', b'u', b'0', b'0', hex(b >> 4), hex(b)])
+    // `from`: where the plain run not yet written starts. Byte by byte, as
+    // serde_json does, while escapes come close together (`\r\n`, quotes in
+    // quoted text, a hostile string of little else); once a run is sixteen
+    // bytes long the rest is searched sixteen at a time.
+    let (mut from, mut at) = (0, 0);
+    while let Some(&b) = bytes.get(at) {
+        if Stop::JsonEscape.holds(b) {
+            if at > from {
+                let _ = out.write_all(bytes.get(from..at).unwrap_or_default());
             }
-        };
-        from = at + 1;
+            write_escape(b, out);
+            at += 1;
+            from = at;
+        } else if at - from < 16 {
+            at += 1;
+        } else {
+            at = next(bytes, at, Stop::JsonEscape).unwrap_or(bytes.len());
+        }
     }
     let _ = out.write_all(bytes.get(from..).unwrap_or_default());
     let _ = out.write_all(b"\"");
+}
+
+/// One byte [`write_str`] escapes, as serde_json escapes it.
+fn write_escape(b: u8, out: &mut impl std::io::Write) {
+    let short = match b {
+        b'"' => Some(b'"'),
+        b'\\' => Some(b'\\'),
+        0x08 => Some(b'b'),
+        b'\t' => Some(b't'),
+        b'\n' => Some(b'n'),
+        0x0c => Some(b'f'),
+        b'\r' => Some(b'r'),
+        _ => None,
+    };
+    let _ = match short {
+        Some(c) => out.write_all(&[b'\\', c]),
+        None => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let hex = |n: u8| HEX.get(usize::from(n & 0xf)).copied().unwrap_or(b'0');
+            out.write_all(&[b'\\', b'u', b'0', b'0', hex(b >> 4), hex(b)])
+        }
+    };
 }
 
 /// Largest integer every f64 below it represents exactly (2^53).
@@ -869,6 +886,12 @@ mod tests {
             }
         }
         texts.push((0u32..0x80).filter_map(char::from_u32).collect());
+        // Runs of escapes, alone and between plain bytes, across blocks.
+        for n in 0..40 {
+            texts.push("\"".repeat(n));
+            texts.push("\u{1}\\\n".repeat(n));
+            texts.push(format!("a{}b{}", "\r\n".repeat(n), "\u{1f}".repeat(n % 7)));
+        }
         texts.push("\"\\\n\u{0}\u{1f}\"\"\\\\".into());
         texts.push("a".repeat(5000) + "\n" + &"é".repeat(3000) + "\"");
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;

@@ -165,7 +165,9 @@ def read_lines(path: Path) -> list[str]:
         return []
     raw = path.read_bytes()
     finished = raw[: raw.rfind(b"\n") + 1].decode()
-    return [line for line in finished.splitlines() if line.strip()]
+    # Only "\n" ends a line: `str.splitlines` also cuts at U+2028, U+0085 and
+    # \x1c-\x1e, which a JSON string holds raw (a helper's attack, twentieth session).
+    return [line for line in finished.split("\n") if line.strip()]
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:

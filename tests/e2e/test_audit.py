@@ -68,6 +68,15 @@ def protocol_refusals(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in events if e["decision"]["rule"] == "protocol" and "duplicate" in e["decision"]["reason"]]
 
 
+def test_the_trail_reader_ends_lines_only_at_newlines(tmp_path: Path) -> None:
+    # serde_json leaves U+2028, U+0085 and \x1c-\x1e raw inside a string; each
+    # is a line break to Python's `str.splitlines`.
+    events = [{"seq": 1, "reason": "a\u2028b\u0085c\x1cd\x1de\x1ef\u2029"}, {"seq": 2, "reason": "g"}]
+    trail = tmp_path / "audit.ndjson"
+    trail.write_bytes(b"".join(json.dumps(e, ensure_ascii=False).encode() + b"\n" for e in events) + b'{"seq":')
+    assert read_events(trail) == events
+
+
 def test_audit_trail_of_allowed_denied_and_refused_messages(collector: tuple[int, Path], workdir: Path,
                                                             mcp_server: Any, wasm: Path) -> None:
     port, out = collector
