@@ -47,3 +47,31 @@ require_all_2xx() {
     exit 1
   fi
 }
+
+# start_upstream [ARGS...]: the benchmarks' upstream, an Envoy answering every request
+# itself (tests/e2e/harness.py render-upstream ARGS), on UP_PORT (admin UP_ADMIN), in
+# PIDS. Needs PY and WORK.
+start_upstream() {
+  UP_PORT=$("$PY" tests/e2e/harness.py free-port)
+  UP_ADMIN=$("$PY" tests/e2e/harness.py free-port)
+  "$PY" tests/e2e/harness.py render-upstream --port "$UP_PORT" --admin "$UP_ADMIN" "$@" \
+    >"$WORK/upstream.json"
+  .venv/bin/envoy -c "$WORK/upstream.json" --concurrency 1 --disable-hot-restart -l error \
+    >"$WORK/upstream.log" 2>&1 &
+  PIDS+=($!)
+  "$PY" tests/e2e/harness.py wait-ready --admin "$UP_ADMIN"
+}
+
+# add_audit_collector CONFIG PORT: the cluster `audit_collector` (the collector on
+# PORT, loopback) added to the rendered Envoy config CONFIG, for an audit row.
+add_audit_collector() {
+  "$PY" - "$1" "$2" <<'PYEOF'
+import json, sys
+sys.path.insert(0, "tests/e2e")
+from harness import loopback_cluster
+path, port = sys.argv[1], int(sys.argv[2])
+cfg = json.load(open(path))
+cfg["static_resources"]["clusters"].append(loopback_cluster("audit_collector", port))
+json.dump(cfg, open(path, "w"), indent=1)
+PYEOF
+}

@@ -30,13 +30,7 @@ WORK="$(mktemp -d -t mcp-firewall-memory.XXXXXX)"
 port() { "$PY" tests/e2e/harness.py free-port; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
-UP_PORT=$(port); UP_ADMIN=$(port)
-"$PY" tests/e2e/harness.py render-upstream --port "$UP_PORT" --admin "$UP_ADMIN" --list-tools 50 \
-  >"$WORK/upstream.json"
-.venv/bin/envoy -c "$WORK/upstream.json" --concurrency 1 --disable-hot-restart -l error \
-  >"$WORK/upstream.log" 2>&1 &
-PIDS+=($!)
-"$PY" tests/e2e/harness.py wait-ready --admin "$UP_ADMIN"
+start_upstream --list-tools 50
 
 CALL='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello bench"}}}'
 LIST='{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}'

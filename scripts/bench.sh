@@ -121,7 +121,6 @@ fi
 
 WORK="$(mktemp -d -t mcp-firewall-bench.XXXXXX)"
 port() { "$PY" tests/e2e/harness.py free-port; }
-UP_PORT=$(port); UP_ADMIN=$(port)
 HZ=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system time of a process, in ticks
 stat_of() { # admin-port stat-name
@@ -129,12 +128,7 @@ stat_of() { # admin-port stat-name
 }
 
 # ---- upstream: Envoy answering a fixed JSON-RPC result, or the 50-tool list ---------
-"$PY" tests/e2e/harness.py render-upstream --port "$UP_PORT" --admin "$UP_ADMIN" --list-tools 50 \
-  >"$WORK/upstream.json"
-.venv/bin/envoy -c "$WORK/upstream.json" --concurrency 1 --disable-hot-restart -l error \
-  >"$WORK/upstream.log" 2>&1 &
-PIDS+=($!)
-"$PY" tests/e2e/harness.py wait-ready --admin "$UP_ADMIN"
+start_upstream --list-tools 50
 
 # ---- the collector of row (c) --------------------------------------------------------
 COL_PORT=$(port)
@@ -192,15 +186,7 @@ start_envoys() {
     "$PY" tests/e2e/harness.py render --template envoy --policy "$policy" --wasm "$WASM" \
       --listen "${LISTEN[$side]}" --admin "${ADMIN[$side]}" --upstream "$UP_PORT" "${args[@]}" >"$WORK/$side.json"
     if [[ $side == audit ]]; then
-      "$PY" - "$WORK/$side.json" "$COL_PORT" <<'EOF'
-import json, sys
-sys.path.insert(0, "tests/e2e")
-from harness import loopback_cluster
-path, port = sys.argv[1], int(sys.argv[2])
-cfg = json.load(open(path))
-cfg["static_resources"]["clusters"].append(loopback_cluster("audit_collector", port))
-json.dump(cfg, open(path, "w"), indent=1)
-EOF
+      add_audit_collector "$WORK/$side.json" "$COL_PORT"
     fi
     .venv/bin/envoy -c "$WORK/$side.json" --concurrency "$CONCURRENCY" --disable-hot-restart -l error \
       >>"$WORK/$side.log" 2>&1 &

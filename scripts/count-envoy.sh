@@ -42,13 +42,7 @@ WORK="$(mktemp -d -t mcp-firewall-count.XXXXXX)"
 port() { "$PY" tests/e2e/harness.py free-port; }
 "$PY" scripts/bench_payloads.py "$WORK" "${POLICY:-policies/demo.json}"
 
-UP_PORT=$(port); UP_ADMIN=$(port)
-"$PY" tests/e2e/harness.py render-upstream --port "$UP_PORT" --admin "$UP_ADMIN" --list-tools 50 \
-  >"$WORK/upstream.json"
-.venv/bin/envoy -c "$WORK/upstream.json" --concurrency 1 --disable-hot-restart -l error \
-  >"$WORK/upstream.log" 2>&1 &
-PIDS+=($!)
-"$PY" tests/e2e/harness.py wait-ready --admin "$UP_ADMIN"
+start_upstream --list-tools 50
 if [[ " $ROWS " == *" audit "* ]]; then
   [[ -x $CLI ]] || { echo "[count-envoy] the audit row needs $CLI (cargo build --release -p mcp-firewall-cli)" >&2; exit 2; }
   COL_PORT=$(port)
@@ -77,15 +71,7 @@ for row in $ROWS; do
   "$PY" tests/e2e/harness.py render --template envoy --policy "$policy" --wasm "$WASM" \
     --listen "$listen" --admin "$admin" --upstream "$UP_PORT" "${args[@]}" >"$WORK/$row.json"
   if [[ $row == audit ]]; then
-    "$PY" - "$WORK/$row.json" "$COL_PORT" <<'EOF'
-import json, sys
-sys.path.insert(0, "tests/e2e")
-from harness import loopback_cluster
-path, port = sys.argv[1], int(sys.argv[2])
-cfg = json.load(open(path))
-cfg["static_resources"]["clusters"].append(loopback_cluster("audit_collector", port))
-json.dump(cfg, open(path, "w"), indent=1)
-EOF
+    add_audit_collector "$WORK/$row.json" "$COL_PORT"
   fi
   valgrind --tool=callgrind --cache-sim=no --instr-atstart=no --smc-check=all-non-file \
     --callgrind-out-file="$WORK/$row.cg" "$ENVOY" -c "$WORK/$row.json" --concurrency 1 \
