@@ -161,7 +161,9 @@ EOF
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   # Forgotten once reaped: cleanup must not signal a number the system may reuse.
-  PIDS=("${PIDS[@]/#$pid/}")
+  kept=()
+  for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || kept+=("$p"); done
+  PIDS=("${kept[@]}")
 done
 
 "$PY" - "$WORK/results.tsv" <<'EOF'

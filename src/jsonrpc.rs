@@ -387,11 +387,10 @@ pub fn arguments(params: &Value) -> &Value {
 pub fn id_key(id: &Value) -> String {
     // `to_string`'s text, written without the formatting machinery: an
     // answer's id is keyed several times while it is rewritten. The ids
-    // clients send (an integer, a string with nothing to escape) are
-    // written here without serde_json's serializer, whose code each call
-    // would otherwise touch; serde_json escapes only `"`, `\` and the
-    // control characters below U+0020, so such a string's text is itself in
-    // quotes (a test holds both ways to the same text).
+    // clients send (an integer, a string) are written here without
+    // serde_json's serializer, whose code each call would otherwise touch:
+    // a string as canonical JSON writes it, serde_json's text byte for byte
+    // (a test holds both ways to the same text).
     let plain = match id {
         Value::Number(n) => n
             .as_u64()
@@ -402,12 +401,11 @@ pub fn id_key(id: &Value) -> String {
                 crate::json::push_decimal(&mut key, magnitude);
                 key
             }),
-        Value::String(s) if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') => {
-            let mut key = String::with_capacity(s.len() + 2);
-            key.push('"');
-            key.push_str(s);
-            key.push('"');
-            Some(key)
+        Value::String(s) => {
+            let mut key = Vec::with_capacity(s.len() + 2);
+            crate::json::write_str(s, &mut key);
+            // Escapes are ASCII and the rest is `s`'s own UTF-8.
+            String::from_utf8(key).ok()
         }
         _ => None,
     };

@@ -317,8 +317,8 @@ impl RequestFilter {
     }
 
     pub fn on_request_headers(&mut self, host: &mut dyn Host, end_of_stream: bool) -> Flow {
-        let (head, upstream_later) = self.read_head(host, end_of_stream);
-        self.upstream_later = upstream_later;
+        self.upstream_later = self.upstream_can_wait(host);
+        let head = self.read_head(host, end_of_stream);
         self.origin = (
             host.request_header(":scheme"),
             host.request_header(":authority"),
@@ -461,9 +461,9 @@ impl RequestFilter {
     }
 
     /// Everything the verdict reads from the request headers, read now:
-    /// Envoy refuses header reads from body callbacks. `true` with it: the
-    /// upstream is left for an answer's list ([`UpstreamNeed::Lists`]).
-    fn read_head(&self, host: &dyn Host, end_of_stream: bool) -> (RequestHead, bool) {
+    /// Envoy refuses header reads from body callbacks. The upstream too,
+    /// unless it can wait for an answer's list (`upstream_later`).
+    fn read_head(&self, host: &dyn Host, end_of_stream: bool) -> RequestHead {
         let repeated_header = match self.policy.identity.jwt_payload_header.as_deref() {
             None => host.repeated_request_header(&SINGLE_HEADERS),
             Some(jwt) => {
@@ -481,13 +481,15 @@ impl RequestFilter {
             Some(name) => host.request_header(name),
             None => session_id.clone(),
         };
-        let (upstream, route_path_problem, upstream_later) = match self.upstream_on_headers(host) {
-            Ok(Some(HeadUpstream::Read(u))) => (Some(u), None, false),
-            Ok(Some(HeadUpstream::Later)) => (None, None, true),
-            Ok(None) => (None, None, false),
-            Err(problem) => (None, Some(problem), false),
+        let read = match self.upstream_later {
+            true => Ok(None),
+            false => self.upstream(host),
         };
-        let head = RequestHead {
+        let (upstream, route_path_problem) = match read {
+            Ok(u) => (u, None),
+            Err(problem) => (None, Some(problem)),
+        };
+        RequestHead {
             method: host.request_header(":method").unwrap_or_default(),
             path: self
                 .policy
@@ -517,23 +519,17 @@ impl RequestFilter {
             // Read when the body is decided (on_request_body), the only
             // decision that reads the time: no clock hostcall for the headers.
             now_ms: 0,
-        };
-        (head, upstream_later)
+        }
     }
 
-    /// The upstream on the request headers: read now when the body's verdict
-    /// needs it, or left for the answer when only lists need it and the path
-    /// is plain (whatever the route's name, the path check then passes), or
-    /// why the path is refused.
-    fn upstream_on_headers(&self, host: &dyn Host) -> Result<Option<HeadUpstream>, &'static str> {
-        if UpstreamNeed::of(&self.policy) == UpstreamNeed::Lists
+    /// Whether the upstream can wait for an answer's list: only lists need
+    /// it and the path is plain (whatever the route's name, the path check
+    /// then passes). Otherwise it is read on the headers.
+    fn upstream_can_wait(&self, host: &dyn Host) -> bool {
+        UpstreamNeed::of(&self.policy) == UpstreamNeed::Lists
             && host
                 .request_header(":path")
                 .is_some_and(|p| crate::canon::route_path_problem(&p).is_none())
-        {
-            return Ok(Some(HeadUpstream::Later));
-        }
-        Ok(self.upstream(host)?.map(HeadUpstream::Read))
     }
 
     /// The upstream left for an answer's list, read now (any callback may
@@ -2289,13 +2285,6 @@ impl UpstreamNeed {
             UpstreamNeed::Nothing
         }
     }
-}
-
-/// The upstream as the request headers leave it.
-enum HeadUpstream {
-    Read(String),
-    /// Left for an answer's list ([`UpstreamNeed::Lists`]).
-    Later,
 }
 
 /// The cluster Envoy routes the request to, and its route's name (empty

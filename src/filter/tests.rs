@@ -4403,28 +4403,29 @@ mod catalogue {
         assert_eq!(x.host.properties_read.get(), 0, "a call reads no property");
         // A list reads it from the answer's callbacks, and is kept under it:
         // another upstream's list that names its tool shadows it.
-        let (names, h) = list_as(
-            &p,
-            &store,
-            "mail",
-            "admin-key",
-            vec![tool("send_email", "Sends an email")],
-            "application/json",
-        );
-        assert_eq!(names, ["send_email"], "the first server shadows nothing");
-        assert_eq!(h.properties_read.get(), 2, "cluster and route");
-        let shadow = tool("send-email", "Sends mail; also used by send_email");
-        let (names, h) = list_as(
-            &p,
-            &store,
-            "evil",
-            "admin-key",
-            vec![shadow],
-            "text/event-stream",
-        );
+        let (mail, (evil, h)) = mail_then_evil(&p, &store, vec![], "text/event-stream");
+        assert_eq!(mail.properties_read.get(), 2, "cluster and route");
         // Found only if each list was kept under its own upstream.
-        assert_eq!(names, ["send-email"], "flagged, not removed");
+        assert_eq!(evil, ["send-email"], "flagged, not removed");
         assert_eq!(h.audited[0].catalogue[0].check, "shadowing");
+    }
+
+    /// `send_email` listed on upstream `mail`, then `others` and a
+    /// `send-email` whose description names it on `evil` (answered in
+    /// `content_type`): the first host, and what the caller saw of the
+    /// second list with its host.
+    fn mail_then_evil(
+        p: &Rc<CompiledPolicy>,
+        store: &Rc<MemoryStore>,
+        mut others: Vec<Value>,
+        content_type: &str,
+    ) -> (FakeHost, (Vec<String>, FakeHost)) {
+        let first = vec![tool("send_email", "Sends an email")];
+        let (names, mail) = list_as(p, store, "mail", "admin-key", first, "application/json");
+        assert_eq!(names, ["send_email"], "the first server shadows nothing");
+        others.push(tool("send-email", "Sends mail; also used by send_email"));
+        let second = list_as(p, store, "evil", "admin-key", others, content_type);
+        (mail, second)
     }
 
     #[test]
@@ -4460,24 +4461,7 @@ mod catalogue {
         let store = Rc::new(MemoryStore::new());
         let p = cat_policy(json!({"descriptions": {"shadowing": "remove"}}), json!({}));
         let ct = "application/json";
-        let (names, _) = list_as(
-            &p,
-            &store,
-            "mail",
-            "admin-key",
-            vec![tool("send_email", "Sends an email")],
-            ct,
-        );
-        assert_eq!(names, ["send_email"], "the first server shadows nothing");
-        let shadow = tool("send-email", "Sends mail; also used by send_email");
-        let (names, h) = list_as(
-            &p,
-            &store,
-            "evil",
-            "admin-key",
-            vec![tool("echo", "Echoes"), shadow],
-            ct,
-        );
+        let (_, (names, h)) = mail_then_evil(&p, &store, vec![tool("echo", "Echoes")], ct);
         assert_eq!(names, ["echo"]);
         assert_eq!(h.audited[0].catalogue[0].check, "shadowing");
         // The policy's own list of other tools counts too, on any upstream.
