@@ -419,7 +419,7 @@ pub fn id_key(id: &Value) -> String {
 /// no result: JSON-RPC's answer when the server could not tell which request
 /// it refuses (an unknown session, a body it could not read).
 pub fn is_anonymous_error(m: &Map<String, Value>) -> bool {
-    m.get("id").map_or(true, Value::is_null) && m.contains_key("error") && !m.contains_key("result")
+    m.get("id").is_none_or(Value::is_null) && m.contains_key("error") && !m.contains_key("result")
 }
 
 /// Read a JSON-RPC response or batch of responses the server sent.

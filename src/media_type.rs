@@ -54,7 +54,7 @@ impl MediaType {
     pub fn is_utf8(&self) -> bool {
         self.charset
             .as_deref()
-            .map_or(true, |c| c.eq_ignore_ascii_case("utf-8"))
+            .is_none_or(|c| c.eq_ignore_ascii_case("utf-8"))
     }
 }
 

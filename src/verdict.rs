@@ -803,7 +803,7 @@ pub fn judge_body(
         if let Some(cat) = Catalogue::for_list_method(method) {
             verdict.plan.lists.push((id_key(id), cat));
             if cat == Catalogue::Tools && policy.pins.is_some() {
-                let first_page = params.get("cursor").map_or(true, Value::is_null);
+                let first_page = params.get("cursor").is_none_or(Value::is_null);
                 verdict.plan.pinned_lists.push((id_key(id), first_page));
             }
             if cat == Catalogue::Tools && policy.schemas.active() {

@@ -201,7 +201,7 @@ pub fn fold(s: &str) -> Folded {
             // Joiners are part of emoji sequences and of Persian and Indic
             // spelling; between ASCII (or at an edge) they only split a word.
             0x200C | 0x200D => {
-                let ascii_side = |o: Option<char>| o.map_or(true, |o| o.is_ascii());
+                let ascii_side = |o: Option<char>| o.is_none_or(|o| o.is_ascii());
                 if ascii_side(prev) || ascii_side(next) {
                     out.saw(Hidden::ZeroWidth);
                 }

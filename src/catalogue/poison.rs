@@ -604,7 +604,7 @@ impl Inspector {
         // never remembered.
         let memo = walk.memo
             && s.len() <= MEMO_STRING_MAX
-            && others.map_or(true, |o| o.mentions.is_empty());
+            && others.is_none_or(|o| o.mentions.is_empty());
         if !memo {
             return self.read_string(s, walk, others);
         }
@@ -1236,7 +1236,7 @@ fn secret_paths(b: &[u8], walk: &mut Walk) {
         let rest = &b[p + 1..];
         for (name, reason) in DOTFILES {
             if rest.starts_with(name.as_bytes())
-                && rest.get(name.len()).map_or(true, |&n| !is_word_byte(n))
+                && rest.get(name.len()).is_none_or(|&n| !is_word_byte(n))
             {
                 walk.mark(Check::SecretReference, reason);
             }
@@ -1261,7 +1261,7 @@ fn secret_paths(b: &[u8], walk: &mut Walk) {
                 continue;
             }
             let before_ok = s == 0 || n[0] == b'/' || !b[s - 1].is_ascii_alphanumeric();
-            let after_ok = b.get(e).map_or(true, |&x| !x.is_ascii_alphanumeric());
+            let after_ok = b.get(e).is_none_or(|&x| !x.is_ascii_alphanumeric());
             if before_ok && after_ok {
                 walk.mark(Check::SecretReference, reason);
             }
@@ -1520,7 +1520,7 @@ fn html(b: &[u8], walk: &mut Walk) {
             q += 1;
         }
         let name = std::str::from_utf8(&b[start..q]).unwrap_or_default();
-        if name.is_empty() || !b.get(q).map_or(true, |&n| matches!(n, b' ' | b'>' | b'/')) {
+        if name.is_empty() || !b.get(q).is_none_or(|&n| matches!(n, b' ' | b'>' | b'/')) {
             continue;
         }
         // The rest of the tag, at most 256 bytes.

@@ -2141,7 +2141,7 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
     let span = if is("docker") || is("podman") {
         // `docker login [-u user] -p PW [registry]` (`docker run -p 80:80`
         // publishes a port: only `login` takes a password).
-        if !word(0).is_some_and(|w| w == b"login") {
+        if word(0).is_none_or(|w| w != b"login") {
             return None;
         }
         after_flag(&["-p", "--password"], 1)?

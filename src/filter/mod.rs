@@ -1741,7 +1741,7 @@ impl RequestFilter {
         // an upstream's answer says `via_upstream`. Unreadable: the server's.
         let from_server = host
             .property(&["response", "code_details"])
-            .map_or(true, |d| d == b"via_upstream");
+            .is_none_or(|d| d == b"via_upstream");
         if !from_server {
             return false;
         }
