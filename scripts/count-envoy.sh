@@ -35,7 +35,8 @@ CLI=${CLI:-target/release/mcp-firewall}
 command -v valgrind >/dev/null || { echo "[count-envoy] valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
 [[ -x .venv/bin/python ]] || { echo "[count-envoy] run scripts/setup.sh first" >&2; exit 2; }
 # .venv/bin/envoy is a Python launcher: valgrind must run the binary itself.
-ENVOY=$("$PY" -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')
+# ENVOY_BIN= counts another Envoy binary (an older release's, for one).
+ENVOY=${ENVOY_BIN:-$("$PY" -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')}
 [[ -x $ENVOY ]] || { echo "[count-envoy] no Envoy binary at $ENVOY" >&2; exit 2; }
 
 WORK="$(mktemp -d -t mcp-firewall-count.XXXXXX)"

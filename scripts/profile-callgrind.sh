@@ -10,7 +10,7 @@
 #   scripts/profile-callgrind.sh target/wasm32-wasip1/release/examples/profile_exchange.wasm \
 #     [stateless] [4k] [audit] [metered] [list]
 #
-# It runs `node --no-liftoff scripts/profile-wasm.mjs WASM N ARGS` under
+# It runs `node --no-liftoff --experimental-wasm-relaxed-simd scripts/profile-wasm.mjs WASM N ARGS` under
 # valgrind's callgrind twice, side by side: N = BASE and N = BASE + COUNT
 # exchanges, and divides the difference by COUNT, so Node's start, V8's
 # compiling and the policy's compile mostly cancel out: the whole exchange's
@@ -52,7 +52,7 @@ run() {
   # The summary line: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
   valgrind --tool=callgrind --cache-sim=yes --I1=32768,8,64 --D1=49152,12,64 \
     --LL=2097152,16,64 --smc-check=all-non-file --callgrind-out-file="$out" "${detail[@]}" \
-    node --no-liftoff "${v8[@]}" scripts/profile-wasm.mjs "$wasm" "$1" "${@:2}" \
+    node --no-liftoff --experimental-wasm-relaxed-simd "${v8[@]}" scripts/profile-wasm.mjs "$wasm" "$1" "${@:2}" \
     >"$scratch/out.$1" 2>&1
   grep -m1 'Collected :' "$scratch/out.$1" | sed 's/.*Collected : //' >"$scratch/sum.$1"
 }

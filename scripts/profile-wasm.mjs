@@ -4,7 +4,7 @@
 // with a verdict: it prints what the example prints. From the repository root:
 //
 //   cargo build --release --features fake-host --example profile_exchange --target wasm32-wasip1
-//   node --no-liftoff scripts/profile-wasm.mjs \
+//   node --no-liftoff --experimental-wasm-relaxed-simd scripts/profile-wasm.mjs \
 //     target/wasm32-wasip1/release/examples/profile_exchange.wasm 100000 4k [audit] [metered]
 //
 // It runs any wasm32-wasip1 command the same way, and exits with its exit
@@ -13,7 +13,10 @@
 // run with the module's own allocator (src/alloc.rs) and 32-bit sizes, as in
 // Envoy.
 //
-// --no-liftoff: proxy-wasm's V8 compiles with TurboFan only. Add
+// --no-liftoff: proxy-wasm's V8 compiles with TurboFan only.
+// --experimental-wasm-relaxed-simd: the DLP prefilter uses a relaxed SIMD
+// instruction (src/dlp/prefilter.rs), which Envoy's V8 runs by default but
+// Node 20's (V8 11.3) only behind this flag. Add
 // --cpu-prof --cpu-prof-dir=DIR for a profile (build with
 // CARGO_PROFILE_RELEASE_STRIP=none so functions keep their names).
 import { WASI } from 'node:wasi';
@@ -21,7 +24,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 
 const [file, ...args] = process.argv.slice(2);
 if (!file) {
-  console.error('usage: node --no-liftoff scripts/profile-wasm.mjs PROFILE_EXCHANGE.wasm [N] [4k] [audit] [metered] [list] [cold=KB]');
+  console.error('usage: node --no-liftoff --experimental-wasm-relaxed-simd scripts/profile-wasm.mjs PROFILE_EXCHANGE.wasm [N] [4k] [audit] [metered] [list] [cold=KB]');
   process.exit(2);
 }
 const wasi = new WASI({

@@ -15,7 +15,7 @@ code_file=$(mktemp -t mcp-firewall-wasm-exit.XXXXXX)
 trap 'rm -f "$code_file"' EXIT
 run() {
   : >"$code_file"
-  MCP_FIREWALL_WASM_EXIT_FILE="$code_file" node --no-liftoff --single-threaded \
+  MCP_FIREWALL_WASM_EXIT_FILE="$code_file" node --no-liftoff --single-threaded --experimental-wasm-relaxed-simd \
     "$(dirname "$0")/profile-wasm.mjs" "$@"
 }
 run "$@"
