@@ -10,6 +10,8 @@
 #   scripts/count-envoy.sh                          # rows baseline native noop-wasm rules, call-109
 #   ROWS="rules" PAYLOADS="call-109 call-4k" scripts/count-envoy.sh
 #   WASM=/tmp/old.wasm ROWS=rules scripts/count-envoy.sh   # another build in the rules row
+#   ENVOY_BIN=/path/to/envoy ...                    # another Envoy binary
+#   KEEP=DIR ...                                    # keep each window's callgrind dump in DIR
 #
 # Rows: baseline native noop-wasm flow-wasm rules when audit metered (as scripts/bench.sh:
 # noop-wasm and flow-wasm need their builds in target/bench-noop and target/bench-flow,
@@ -82,7 +84,7 @@ for row in $ROWS; do
   "$PY" tests/e2e/harness.py wait-ready --admin "$admin" --timeout 300
   for payload in $PAYLOADS; do
     "$PY" - "$WORK" "$row" "$payload" "$listen" "$admin" "$pid" "$N" "$W" <<'EOF'
-import glob, http.client, os, subprocess, sys, time, urllib.request
+import glob, http.client, os, shutil, subprocess, sys, time, urllib.request
 work, row, payload, listen, admin, pid, n, w = sys.argv[1:9]
 n, w = int(n), int(w)
 key = {"call-109": "demo-reader-key", "call-4k": "demo-reader-key", "list-50": "demo-admin-key"}
@@ -139,6 +141,8 @@ def counted(count):
             break
         time.sleep(0.1)
     (dump,) = new
+    if os.environ.get("KEEP"):
+        shutil.copy(dump, f"{os.environ['KEEP']}/{row}-{payload}-{count}.cg")
     for _ in range(100):
         text = open(dump).read()
         # Written last: the file is whole once it is there.
