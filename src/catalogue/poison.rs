@@ -602,9 +602,8 @@ impl Inspector {
     fn scan_string(&self, s: &str, walk: &mut Walk, others: Option<&OtherTools>) {
         // A string that could name another server's tool depends on them:
         // never remembered.
-        let memo = walk.memo
-            && s.len() <= MEMO_STRING_MAX
-            && others.is_none_or(|o| o.mentions.is_empty());
+        let memo =
+            walk.memo && s.len() <= MEMO_STRING_MAX && others.is_none_or(|o| o.mentions.is_empty());
         if !memo {
             return self.read_string(s, walk, others);
         }

@@ -566,7 +566,9 @@ impl Prefilter {
         if c == b'.'
             && self.dots
             && i >= 24
-            && [1, 24, 12].iter().all(|&back| is_token_byte(at(bytes, i - back)))
+            && [1, 24, 12]
+                .iter()
+                .all(|&back| is_token_byte(at(bytes, i - back)))
             && bytes
                 .get(i - 24..i)
                 .is_some_and(|run| run.iter().all(|&b| is_token_byte(b)))
