@@ -1,5 +1,6 @@
 //! Searches for the few bytes that start a piece of personal data or a
-//! second reading, sixteen bytes at a time.
+//! second reading, sixteen bytes at a time (sixty-four a step while a text
+//! holds none).
 //!
 //! Why: after the trigger prefilter these searches are the passes that see
 //! every byte of every scanned string (a 4 KB argument is 4,096 positions
