@@ -2062,6 +2062,24 @@ fn text_is_read_again_as_its_reader_decodes_it() {
             "credit_card",
             "1111\u{202f}1111",
         ),
+        (
+            "fullwidth_card_written_as_json_escapes",
+            r"card \uff14\uff11\uff11\uff11\uff11\uff11\uff11\uff11\uff11\uff11\uff11\uff11\uff11\uff11\uff11\uff11",
+            "credit_card",
+            r"\uff14\uff11\uff11\uff11",
+        ),
+        (
+            "fullwidth_card_written_as_html_references",
+            "card &#65300;&#65297;&#65297;&#65297;&#xff11;&#65297;&#65297;&#65297;&#65297;&#65297;&#65297;&#65297;&#65297;&#65297;&#65297;&#65297;",
+            "credit_card",
+            "&#65300;&#65297;",
+        ),
+        (
+            "card_grouped_with_escaped_no_break_spaces",
+            r"card 4111\u00a01111\u00a01111\u00a01111",
+            "credit_card",
+            r"4111\u00a01111",
+        ),
     ];
     for (name, text, kind, secret) in cases {
         let found: Vec<String> = s.scan_text(text).into_iter().map(|m| m.kind).collect();

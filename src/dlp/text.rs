@@ -488,32 +488,25 @@ pub fn second_reading(text: &str) -> Option<(String, Vec<usize>)> {
     while i < text.len() {
         let rest = text.get(i..).unwrap_or_default();
         let Some(c) = rest.chars().next() else { break };
+        // What an escape or reference spells reads as that character
+        // does when sent raw: `\uff14` and `&#65300;` are a fullwidth `4`,
+        // read as `4` (a helper's attack, twenty-first session: a card so
+        // written passed both ways).
+        let spelled = |ch: char| Some(as_plain(ch).unwrap_or(ch));
         let (decoded, len) = match c {
             '\\' => match at(bytes, i + 1) {
                 b'/' => (Some('/'), 2),
                 b'u' => match json_u_escape(bytes, i) {
-                    Some((ch, n)) => (Some(ch), n),
+                    Some((ch, n)) => (spelled(ch), n),
                     None => (None, 1),
                 },
                 _ => (None, 1),
             },
             '&' => match html_reference(rest) {
-                Some((ch, n)) => (Some(ch), n),
+                Some((ch, n)) => (spelled(ch), n),
                 None => (None, 1),
             },
-            // Fullwidth digits, letters, `-` and `@` (the rest of the
-            // fullwidth punctuation stays: `：` before a number reads as
-            // text, `:` as a port or a ratio).
-            '\u{FF10}'..='\u{FF19}'
-            | '\u{FF21}'..='\u{FF3A}'
-            | '\u{FF41}'..='\u{FF5A}'
-            | '\u{FF0D}'
-            | '\u{FF20}' => (char::from_u32(u32::from(c) - 0xFF01 + 0x21), c.len_utf8()),
-            '\u{00A0}' | '\u{2000}'..='\u{200A}' | '\u{202F}' | '\u{205F}' | '\u{3000}' => {
-                (Some(' '), c.len_utf8())
-            }
-            '\u{2010}'..='\u{2015}' | '\u{2212}' => (Some('-'), c.len_utf8()),
-            _ => (None, c.len_utf8()),
+            _ => (as_plain(c), c.len_utf8()),
         };
         match decoded {
             // Dropped, also when an escape (`\u200b`, `&#173;`) spells it.
@@ -529,6 +522,23 @@ pub fn second_reading(text: &str) -> Option<(String, Vec<usize>)> {
     }
     from.push(text.len());
     changed.then_some((out, from))
+}
+
+/// The ASCII a reader takes `c` for, where the second reading reads it so:
+/// fullwidth digits, letters, `-` and `@` (the rest of the fullwidth
+/// punctuation stays: `：` before a number reads as text, `:` as a port or
+/// a ratio), locale spaces as a space, dashes and the minus sign as `-`.
+fn as_plain(c: char) -> Option<char> {
+    match c {
+        '\u{FF10}'..='\u{FF19}'
+        | '\u{FF21}'..='\u{FF3A}'
+        | '\u{FF41}'..='\u{FF5A}'
+        | '\u{FF0D}'
+        | '\u{FF20}' => char::from_u32(u32::from(c) - 0xFF01 + 0x21),
+        '\u{00A0}' | '\u{2000}'..='\u{200A}' | '\u{202F}' | '\u{205F}' | '\u{3000}' => Some(' '),
+        '\u{2010}'..='\u{2015}' | '\u{2212}' => Some('-'),
+        _ => None,
+    }
 }
 
 /// Characters that render as nothing in running text (Unicode's
