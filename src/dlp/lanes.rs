@@ -90,9 +90,9 @@ fn search(bytes: &[u8], from: usize, stop: Stop) -> Option<usize> {
         v128, v128_and, v128_any_true, v128_load, v128_or,
     };
     // The lanes where `stop` holds, as 0xFF (the others 0: the four-block
-    // step tests them all at once).
-    // A macro, not a closure: a closure is not built with the wrappers'
-    // `simd128`, and was called, not inlined, once a block.
+    // step tests them all at once). A macro, not a closure: a closure is not
+    // built with the wrappers' `simd128`, and was called, not inlined, once
+    // a block.
     macro_rules! hits {
         ($v:expr) => {{
             let v: v128 = $v;
@@ -117,11 +117,37 @@ fn search(bytes: &[u8], from: usize, stop: Stop) -> Option<usize> {
             }
         }};
     }
+    // The lanes of the block at `at` where `stop` holds, as bit `j` for
+    // its byte `j`; `None` where no whole block is left.
+    macro_rules! block_lanes {
+        ($at:expr) => {
+            match bytes
+                .get($at..$at + 16)
+                .and_then(|b| <&[u8; 16]>::try_from(b).ok())
+            {
+                // SAFETY: 16 bytes read from a 16-byte array; `v128_load`
+                // needs no alignment.
+                Some(b) => Some(i8x16_bitmask(hits!(unsafe {
+                    v128_load(b.as_ptr().cast::<v128>())
+                }))),
+                None => None,
+            }
+        };
+    }
     let mut i = from;
-    // Four blocks a step while there are four: one test of their lanes
+    // The first block alone: where stops are close together (a list of
+    // numbers, escaped text) the next is mostly in it, found at one block's
+    // cost.
+    if let Some(lanes) = block_lanes!(i) {
+        if lanes != 0 {
+            return Some(i + lanes.trailing_zeros() as usize);
+        }
+        i += 16;
+    }
+    // Then four blocks a step while there are four: one test of their lanes
     // together, so that a text with nothing to stop at (prose has no digit,
-    // no `@`) costs a quarter of the loop's tests and branches; the step
-    // that holds a stop then finds it block by block below.
+    // no `@`) costs a quarter of the loop's tests and branches; in the step
+    // that holds a stop, the blocks' own lanes say where.
     while let Some(run) = bytes
         .get(i..i + 64)
         .and_then(|b| <&[u8; 64]>::try_from(b).ok())
@@ -130,24 +156,24 @@ fn search(bytes: &[u8], from: usize, stop: Stop) -> Option<usize> {
         // array; `v128_load` needs no alignment.
         let load =
             |at: usize| -> v128 { unsafe { v128_load(run.as_ptr().add(at).cast::<v128>()) } };
-        let any = v128_or(
-            v128_or(hits!(load(0)), hits!(load(16))),
-            v128_or(hits!(load(32)), hits!(load(48))),
-        );
-        if v128_any_true(any) {
-            break;
+        let found = [
+            hits!(load(0)),
+            hits!(load(16)),
+            hits!(load(32)),
+            hits!(load(48)),
+        ];
+        let [a, b, c, d] = found;
+        if v128_any_true(v128_or(v128_or(a, b), v128_or(c, d))) {
+            for (k, hit) in found.into_iter().enumerate() {
+                let lanes = i8x16_bitmask(hit);
+                if lanes != 0 {
+                    return Some(i + 16 * k + lanes.trailing_zeros() as usize);
+                }
+            }
         }
         i += 64;
     }
-    while let Some(block) = bytes
-        .get(i..i + 16)
-        .and_then(|b| <&[u8; 16]>::try_from(b).ok())
-    {
-        // SAFETY: 16 bytes read from a 16-byte array; `v128_load` needs no
-        // alignment.
-        let v: v128 = unsafe { v128_load(block.as_ptr().cast::<v128>()) };
-        // Each lane's top bit, as bit `j` for `block[j]`.
-        let lanes = i8x16_bitmask(hits!(v));
+    while let Some(lanes) = block_lanes!(i) {
         if lanes != 0 {
             return Some(i + lanes.trailing_zeros() as usize);
         }
