@@ -484,15 +484,15 @@ pub fn second_reading(text: &str) -> Option<(String, Vec<usize>)> {
             from.push(src);
         }
     };
+    // What an escape or reference spells reads as that character does when
+    // sent raw: `\uff14` and `&#65300;` are a fullwidth `4`, read as `4` (a
+    // helper's attack, twenty-first session: a card so written passed both
+    // ways).
+    let spelled = |ch: char| Some(as_plain(ch).unwrap_or(ch));
     let mut i = 0;
     while i < text.len() {
         let rest = text.get(i..).unwrap_or_default();
         let Some(c) = rest.chars().next() else { break };
-        // What an escape or reference spells reads as that character
-        // does when sent raw: `\uff14` and `&#65300;` are a fullwidth `4`,
-        // read as `4` (a helper's attack, twenty-first session: a card so
-        // written passed both ways).
-        let spelled = |ch: char| Some(as_plain(ch).unwrap_or(ch));
         let (decoded, len) = match c {
             '\\' => match at(bytes, i + 1) {
                 b'/' => (Some('/'), 2),
