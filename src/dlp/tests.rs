@@ -2080,6 +2080,103 @@ fn text_is_read_again_as_its_reader_decodes_it() {
             "credit_card",
             r"4111\u00a01111",
         ),
+        // A helper's attack (twenty-first session) and the limits noted then.
+        (
+            "card_grouped_with_named_en_dashes",
+            "card 4111&ndash;1111&ndash;1111&ndash;1111 exp",
+            "credit_card",
+            "4111&ndash;1111",
+        ),
+        (
+            "card_grouped_with_named_minus_signs",
+            "card 4111&minus;1111&minus;1111&minus;1111",
+            "credit_card",
+            "1111&minus;1111",
+        ),
+        (
+            "card_split_by_named_soft_hyphens",
+            "card 4111&shy;1111&shy;1111&shy;1111",
+            "credit_card",
+            "1111&shy;1111",
+        ),
+        (
+            "card_grouped_with_windows_1252_dashes",
+            "card 4111&#150;1111&#150;1111&#150;1111",
+            "credit_card",
+            "4111&#150;1111",
+        ),
+        (
+            "card_in_references_without_semicolons",
+            "card &#52&#49&#49&#49 1111 1111 1111",
+            "credit_card",
+            "&#52&#49&#49&#49 1111",
+        ),
+        (
+            "card_in_zero_padded_references",
+            "card &#x00000ff14;&#x00000ff11;&#x00000ff11;&#x00000ff11;1111 1111 1111",
+            "credit_card",
+            "&#x00000ff14;&#x00000ff11;",
+        ),
+        (
+            "card_grouped_with_legacy_nbsp",
+            "card 4111&nbsp1111&nbsp1111&nbsp1111",
+            "credit_card",
+            "4111&nbsp1111",
+        ),
+        (
+            "card_grouped_with_small_hyphen_minus",
+            "card 4111\u{fe63}1111\u{fe63}1111\u{fe63}1111",
+            "credit_card",
+            "4111\u{fe63}1111",
+        ),
+        (
+            "card_in_devanagari_digits",
+            "card \u{96a}\u{967}\u{967}\u{967} \u{967}\u{967}\u{967}\u{967} \u{967}\u{967}\u{967}\u{967} \u{967}\u{967}\u{967}\u{967}",
+            "credit_card",
+            "\u{96a}\u{967}\u{967}\u{967}",
+        ),
+        (
+            "card_in_arabic_indic_digits",
+            "card \u{664}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}\u{661}",
+            "credit_card",
+            "\u{664}\u{661}\u{661}\u{661}",
+        ),
+        (
+            "card_in_mathematical_bold_digits",
+            "card \u{1d7d2}\u{1d7cf}\u{1d7cf}\u{1d7cf}\u{1d7cf}\u{1d7cf}\u{1d7cf}\u{1d7cf}\u{1d7cf}\u{1d7cf}\u{1d7cf}\u{1d7cf}\u{1d7cf}\u{1d7cf}\u{1d7cf}\u{1d7cf}",
+            "credit_card",
+            "\u{1d7d2}\u{1d7cf}",
+        ),
+        (
+            "card_in_circled_digits",
+            "card \u{2463}\u{2460}\u{2460}\u{2460} \u{2460}\u{2460}\u{2460}\u{2460} \u{2460}\u{2460}\u{2460}\u{2460} \u{2460}\u{2460}\u{2460}\u{2460}",
+            "credit_card",
+            "\u{2463}\u{2460}",
+        ),
+        (
+            "phone_with_a_fullwidth_plus",
+            "call \u{ff0b}\u{ff14}\u{ff14} \u{ff12}\u{ff10} \u{ff17}\u{ff19}\u{ff14}\u{ff16} \u{ff10}\u{ff19}\u{ff15}\u{ff18} now",
+            "phone",
+            "\u{ff17}\u{ff19}\u{ff14}\u{ff16}",
+        ),
+        (
+            "email_with_a_small_at",
+            "mail taro\u{fe6b}example.com",
+            "email",
+            "taro\u{fe6b}example",
+        ),
+        (
+            "email_with_an_ideographic_full_stop",
+            "mail taro@gmail\u{3002}com",
+            "email",
+            "taro@gmail",
+        ),
+        (
+            "email_in_named_references",
+            "mail taro&commat;example&period;com",
+            "email",
+            "taro&commat;example",
+        ),
     ];
     for (name, text, kind, secret) in cases {
         let found: Vec<String> = s.scan_text(text).into_iter().map(|m| m.kind).collect();
@@ -2091,8 +2188,15 @@ fn text_is_read_again_as_its_reader_decodes_it() {
         assert!(!out.contains(secret), "{name}: {out}");
         assert!(out.contains("[REDACTED:"), "{name}: {out}");
     }
-    // Plain text with none of these is read once.
-    assert!(super::text::second_reading("password: see the vault & the docs").is_none());
+    // Plain text with none of these is read once; so is CJK prose, whose
+    // full stops and punctuation read as themselves, and R&D.
+    for plain in [
+        "password: see the vault & the docs",
+        "東京都の人口です。4111は番号。「新しい」計画、発表。",
+        "R&D and AT&T",
+    ] {
+        assert!(super::text::second_reading(plain).is_none(), "{plain}");
+    }
 }
 
 /// A catalogue list read a second time (its clean strings from the memo)

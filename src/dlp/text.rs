@@ -417,42 +417,104 @@ pub fn is_random_token(value: &str) -> bool {
 /// string: the search skips to the next `\\`, `&` or byte above 0x7F (every
 /// lead byte below is one of these), sixteen bytes at a time, and a run of
 /// such bytes is read where it stands.
-fn may_read_otherwise(bytes: &[u8]) -> bool {
+fn may_read_otherwise(text: &str) -> bool {
     use super::lanes::{self, Stop};
+    let bytes = text.as_bytes();
     let mut from = 0;
     while let Some(i) = lanes::next(bytes, from, Stop::ReadsOtherwise) {
-        // Text outside ASCII is all such bytes: they are read here, one by
-        // one, as far as they run, not searched for again from each (a call
-        // per byte made CJK text ~1.6x slower to scan; a helper's attack).
+        // Text outside ASCII is all such bytes: they are read here, a
+        // character at a time, as far as they run, not searched for again
+        // from each (a call per byte made CJK text ~1.6x slower to scan; a
+        // helper's attack). The search stops on a character's first byte,
+        // and only first bytes start a reading.
         let mut j = i;
-        while bytes.get(j).is_some_and(|&b| Stop::ReadsOtherwise.holds(b)) {
-            if starts_other_reading(bytes, j) {
+        while let Some(&b) = bytes.get(j).filter(|&&b| Stop::ReadsOtherwise.holds(b)) {
+            if starts_other_reading(text, j) {
                 return true;
             }
-            j += 1;
+            j += match b {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xFF => 4,
+                _ => 1,
+            };
         }
         from = j;
     }
     false
 }
 
-/// The lead bytes (and second bytes) of what [`second_reading`] decodes or
-/// drops, at `i`.
-fn starts_other_reading(bytes: &[u8], i: usize) -> bool {
-    match at(bytes, i) {
-        b'\\' => matches!(at(bytes, i + 1), b'u' | b'/'),
-        b'&' => matches!(at(bytes, i + 1), b'#' | b'a'..=b'z'),
-        0xC2 => matches!(at(bytes, i + 1), 0xA0 | 0xAD),
-        0xCD => at(bytes, i + 1) == 0x8F,
-        0xD8 => at(bytes, i + 1) == 0x9C,
-        0xE1 => matches!(at(bytes, i + 1), 0x85 | 0x9E | 0xA0),
-        0xE2 => matches!(at(bytes, i + 1), 0x80 | 0x81 | 0x88),
-        0xE3 => matches!(at(bytes, i + 1), 0x80 | 0x85),
-        0xEF => matches!(at(bytes, i + 1), 0xB8 | 0xBB | 0xBC | 0xBD | 0xBE | 0xBF),
-        0xF0 => matches!(at(bytes, i + 1), 0x9B | 0x9D),
-        0xF3 => matches!(at(bytes, i + 1), 0xA0..=0xA3),
+/// Whether what starts at byte `i` of `text` is what [`second_reading`]
+/// decodes or drops. The lead byte and the next one are matched first: for
+/// a two-byte character they are the character, for a longer one they name
+/// a block of 64 code points (4,096 for four bytes), and only there is the
+/// character itself read. Non-Latin text is mostly such bytes, so most of it
+/// is turned away here (Hindi's vowel signs share their block with the
+/// Devanagari digits: those characters are read).
+fn starts_other_reading(text: &str, i: usize) -> bool {
+    let bytes = text.as_bytes();
+    let next = at(bytes, i + 1);
+    let block = match at(bytes, i) {
+        b'\\' => return matches!(next, b'u' | b'/'),
+        b'&' => return matches!(next, b'#' | b'a'..=b'z' | b'A'..=b'Z'),
+        // `tests::every_character_read_otherwise_starts_another_reading`
+        // holds this table to `reads_otherwise`.
+        0xC2 => matches!(next, 0xA0 | 0xAD | 0xB2..=0xB3 | 0xB9),
+        0xCD => next == 0x8F,
+        0xD8 => next == 0x9C,
+        0xD9 => matches!(next, 0xA0..=0xA9),
+        0xDB => matches!(next, 0xB0..=0xB9),
+        0xDF => matches!(next, 0x80..=0x89),
+        // Indic and Thai: the digits share their blocks with vowel signs
+        // that are in nearly every word, so the third byte is matched too.
+        0xE0 => match (next, at(bytes, i + 2)) {
+            (0xA5 | 0xA7 | 0xA9 | 0xAB | 0xAD | 0xAF | 0xB1 | 0xB3 | 0xB5 | 0xB7, third) => {
+                matches!(third, 0xA6..=0xAF)
+            }
+            (0xB9 | 0xBB, third) => matches!(third, 0x90..=0x99),
+            (0xBC, third) => matches!(third, 0xA0..=0xA9),
+            _ => false,
+        },
+        0xE1 => matches!(
+            next,
+            0x81..=0x82 | 0x85 | 0x9E..=0xA0 | 0xA5 | 0xA7 | 0xAA | 0xAD..=0xAE | 0xB1
+        ),
+        0xE2 => matches!(next, 0x80..=0x82 | 0x88 | 0x91 | 0x93 | 0x9D..=0x9E),
+        0xE3 => matches!(next, 0x80 | 0x85),
+        0xEA => matches!(next, 0x98 | 0xA3..=0xA4 | 0xA7 | 0xA9 | 0xAF),
+        0xEF => matches!(next, 0xB8..=0xB9 | 0xBB..=0xBF),
+        0xF0 => matches!(next, 0x90..=0x91 | 0x96 | 0x9B | 0x9D..=0x9F),
+        0xF3 => next == 0xA0,
         _ => false,
+    };
+    if !block {
+        return false;
     }
+    let Some(c) = text.get(i..).and_then(|rest| rest.chars().next()) else {
+        return false;
+    };
+    if is_ideographic_stop(c) {
+        // Only between ASCII letters or digits; with a fullwidth neighbour
+        // the neighbour starts the reading, and the reading decides.
+        return before(bytes, i).is_ascii_alphanumeric()
+            && at(bytes, i + c.len_utf8()).is_ascii_alphanumeric();
+    }
+    reads_otherwise(c)
+}
+
+/// Whether the second reading may read `c` other than as itself: it maps
+/// it ([`as_plain`]), drops it ([`is_invisible`]), or it is an ideographic
+/// full stop, read as `.` between ASCII letters and digits (which
+/// [`starts_other_reading`] checks where it stands).
+fn reads_otherwise(c: char) -> bool {
+    as_plain(c).is_some() || is_invisible(c) || is_ideographic_stop(c)
+}
+
+/// `。` and its halfwidth form: between ASCII letters or digits a reader
+/// takes them for `.` (`gmail。com`); in CJK prose they end sentences and are
+/// left as they are, or every such text would be scanned twice.
+fn is_ideographic_stop(c: char) -> bool {
+    matches!(c, '\u{3002}' | '\u{FF61}')
 }
 
 /// The text as a reader decodes it, when that differs from its bytes, for a
@@ -471,7 +533,7 @@ fn starts_other_reading(bytes: &[u8], i: usize) -> bool {
 /// match around it covers it).
 pub fn second_reading(text: &str) -> Option<(String, Vec<usize>)> {
     let bytes = text.as_bytes();
-    if !may_read_otherwise(bytes) {
+    if !may_read_otherwise(text) {
         return None;
     }
     let mut out = String::with_capacity(text.len());
@@ -506,6 +568,13 @@ pub fn second_reading(text: &str) -> Option<(String, Vec<usize>)> {
                 Some((ch, n)) => (spelled(ch), n),
                 None => (None, 1),
             },
+            _ if is_ideographic_stop(c) => {
+                let alnum = |ch: Option<char>| ch.is_some_and(|ch| ch.is_ascii_alphanumeric());
+                let next = rest.chars().nth(1);
+                let joins =
+                    alnum(out.chars().next_back()) && alnum(next.map(|n| as_plain(n).unwrap_or(n)));
+                (joins.then_some('.'), c.len_utf8())
+            }
             _ => (as_plain(c), c.len_utf8()),
         };
         match decoded {
@@ -525,20 +594,134 @@ pub fn second_reading(text: &str) -> Option<(String, Vec<usize>)> {
 }
 
 /// The ASCII a reader takes `c` for, where the second reading reads it so:
-/// fullwidth digits, letters, `-` and `@` (the rest of the fullwidth
-/// punctuation stays: `：` before a number reads as text, `:` as a port or
-/// a ratio), locale spaces as a space, dashes and the minus sign as `-`.
+/// fullwidth digits, letters, `-`, `+`, `.` and `@` (the rest of the
+/// fullwidth punctuation stays: `：` before a number reads as text, `:` as a
+/// port or a ratio), the small `-`, `.` and `@` and the hyphen bullet, locale
+/// spaces as a space, dashes and the minus sign as `-`, and the digits of
+/// other scripts (see [`DIGIT_RUNS`]).
 fn as_plain(c: char) -> Option<char> {
     match c {
+        // CJK and Hangul, read a character at a time by the second reading,
+        // hold none of what follows.
+        '\u{3001}'..='\u{A61F}' | '\u{AC00}'..='\u{D7FF}' => None,
         '\u{FF10}'..='\u{FF19}'
         | '\u{FF21}'..='\u{FF3A}'
         | '\u{FF41}'..='\u{FF5A}'
+        | '\u{FF0B}'
         | '\u{FF0D}'
+        | '\u{FF0E}'
         | '\u{FF20}' => char::from_u32(u32::from(c) - 0xFF01 + 0x21),
         '\u{00A0}' | '\u{2000}'..='\u{200A}' | '\u{202F}' | '\u{205F}' | '\u{3000}' => Some(' '),
-        '\u{2010}'..='\u{2015}' | '\u{2212}' => Some('-'),
-        _ => None,
+        '\u{2010}'..='\u{2015}' | '\u{2043}' | '\u{2212}' | '\u{FE58}' | '\u{FE63}' => Some('-'),
+        '\u{FE52}' => Some('.'),
+        '\u{FE6B}' => Some('@'),
+        _ => digit(c),
     }
+}
+
+/// Digits outside ASCII, as runs of code points whose values count up by
+/// one: (first, last, the first's value). Every decimal digit of Unicode 15
+/// (`Nd`; the fullwidth ones are read with the fullwidth forms above), which
+/// Python's `int()` and `\d` of many regex engines take for digits, and the
+/// superscript, subscript and circled digits a reader reads as digits (a
+/// card in Devanagari or mathematical bold digits passed as text; noted in
+/// the twenty-first session). Not the parenthesised and full-stop forms
+/// (`⑴`, `⒈`): they read as `(1)` and `1.`.
+const DIGIT_RUNS: [(u32, u32, u32); 78] = [
+    (0x00B2, 0x00B3, 2),
+    (0x00B9, 0x00B9, 1),
+    (0x0660, 0x0669, 0),
+    (0x06F0, 0x06F9, 0),
+    (0x07C0, 0x07C9, 0),
+    (0x0966, 0x096F, 0),
+    (0x09E6, 0x09EF, 0),
+    (0x0A66, 0x0A6F, 0),
+    (0x0AE6, 0x0AEF, 0),
+    (0x0B66, 0x0B6F, 0),
+    (0x0BE6, 0x0BEF, 0),
+    (0x0C66, 0x0C6F, 0),
+    (0x0CE6, 0x0CEF, 0),
+    (0x0D66, 0x0D6F, 0),
+    (0x0DE6, 0x0DEF, 0),
+    (0x0E50, 0x0E59, 0),
+    (0x0ED0, 0x0ED9, 0),
+    (0x0F20, 0x0F29, 0),
+    (0x1040, 0x1049, 0),
+    (0x1090, 0x1099, 0),
+    (0x17E0, 0x17E9, 0),
+    (0x1810, 0x1819, 0),
+    (0x1946, 0x194F, 0),
+    (0x19D0, 0x19D9, 0),
+    (0x1A80, 0x1A89, 0),
+    (0x1A90, 0x1A99, 0),
+    (0x1B50, 0x1B59, 0),
+    (0x1BB0, 0x1BB9, 0),
+    (0x1C40, 0x1C49, 0),
+    (0x1C50, 0x1C59, 0),
+    (0x2070, 0x2070, 0),
+    (0x2074, 0x2079, 4),
+    (0x2080, 0x2089, 0),
+    (0x2460, 0x2468, 1),
+    (0x24EA, 0x24EA, 0),
+    (0x24F5, 0x24FD, 1),
+    (0x24FF, 0x24FF, 0),
+    (0x2776, 0x277E, 1),
+    (0x2780, 0x2788, 1),
+    (0x278A, 0x2792, 1),
+    (0xA620, 0xA629, 0),
+    (0xA8D0, 0xA8D9, 0),
+    (0xA900, 0xA909, 0),
+    (0xA9D0, 0xA9D9, 0),
+    (0xA9F0, 0xA9F9, 0),
+    (0xAA50, 0xAA59, 0),
+    (0xABF0, 0xABF9, 0),
+    (0x104A0, 0x104A9, 0),
+    (0x10D30, 0x10D39, 0),
+    (0x11066, 0x1106F, 0),
+    (0x110F0, 0x110F9, 0),
+    (0x11136, 0x1113F, 0),
+    (0x111D0, 0x111D9, 0),
+    (0x112F0, 0x112F9, 0),
+    (0x11450, 0x11459, 0),
+    (0x114D0, 0x114D9, 0),
+    (0x11650, 0x11659, 0),
+    (0x116C0, 0x116C9, 0),
+    (0x11730, 0x11739, 0),
+    (0x118E0, 0x118E9, 0),
+    (0x11950, 0x11959, 0),
+    (0x11C50, 0x11C59, 0),
+    (0x11D50, 0x11D59, 0),
+    (0x11DA0, 0x11DA9, 0),
+    (0x11F50, 0x11F59, 0),
+    (0x16A60, 0x16A69, 0),
+    (0x16AC0, 0x16AC9, 0),
+    (0x16B50, 0x16B59, 0),
+    (0x1D7CE, 0x1D7D7, 0),
+    (0x1D7D8, 0x1D7E1, 0),
+    (0x1D7E2, 0x1D7EB, 0),
+    (0x1D7EC, 0x1D7F5, 0),
+    (0x1D7F6, 0x1D7FF, 0),
+    (0x1E140, 0x1E149, 0),
+    (0x1E2F0, 0x1E2F9, 0),
+    (0x1E4F0, 0x1E4F9, 0),
+    (0x1E950, 0x1E959, 0),
+    (0x1FBF0, 0x1FBF9, 0),
+];
+
+/// The ASCII digit `c` is in another script, from [`DIGIT_RUNS`].
+fn digit(c: char) -> Option<char> {
+    let code = u32::from(c);
+    // CJK, Hangul and most scripts have none: turned away before the search
+    // (the second reading asks for every character of a text it reads).
+    if !matches!(code, 0xB2..=0x2792 | 0xA620..=0xABF9 | 0x1_04A0..=0x1_FBF9) {
+        return None;
+    }
+    let run = DIGIT_RUNS.partition_point(|&(_, last, _)| last < code);
+    let &(first, _, value) = DIGIT_RUNS.get(run)?;
+    if code < first {
+        return None;
+    }
+    char::from_digit(value + (code - first), 10)
 }
 
 /// Characters that render as nothing in running text (Unicode's
@@ -601,27 +784,147 @@ fn json_u_escape(bytes: &[u8], i: usize) -> Option<(char, usize)> {
 }
 
 /// An HTML character reference at the start of `s` (`&lt;`, `&#39;`,
-/// `&#x2F;`): the character and the reference's length.
+/// `&#x2F;`, `&ndash;`): the character and the reference's length, as a
+/// browser decodes it in text. Numeric references may run without their
+/// `;` and with any number of leading zeros (`&#x00000ff14`), and 128-159
+/// are read as windows-1252 (`&#150;` is an en dash); named ones are those
+/// of HTML's list that spell punctuation, a space, a dash or nothing, and
+/// `amp`, `lt`, `gt`, `quot`, `nbsp` and `shy` also without `;`, as HTML
+/// reads them (a helper's attack, twenty-first session: `4539&ndash;1488…`
+/// and `&#x00000ff14;` passed).
 fn html_reference(s: &str) -> Option<(char, usize)> {
-    let end = s.get(..12.min(s.len()))?.find(';')?;
-    let name = s.get(1..end)?;
-    let c = match name {
-        "lt" => '<',
-        "gt" => '>',
-        "quot" => '"',
-        "amp" => '&',
-        "apos" => '\'',
-        "nbsp" => ' ',
-        _ => {
-            let num = name.strip_prefix('#')?;
-            let code = match num.strip_prefix(['x', 'X']) {
-                Some(h) => u32::from_str_radix(h, 16).ok()?,
-                None => num.parse().ok()?,
-            };
-            char::from_u32(code)?
+    let bytes = s.as_bytes();
+    if at(bytes, 1) == b'#' {
+        return numeric_reference(bytes);
+    }
+    let name_len = run_len(bytes, 1, |b| b.is_ascii_alphanumeric()).min(32);
+    let name = s.get(1..1 + name_len)?;
+    if at(bytes, 1 + name_len) == b';' {
+        if let Some(c) = named_reference(name) {
+            return Some((c, name_len + 2));
         }
+    }
+    // Without its `;` (or with a name HTML does not know), a legacy name
+    // that starts it is read, the longest first (`&nbsp4111`, `&amp;`).
+    [
+        "nbsp", "quot", "QUOT", "amp", "AMP", "shy", "lt", "LT", "gt", "GT",
+    ]
+    .into_iter()
+    .find(|legacy| name.starts_with(legacy))
+    .and_then(|legacy| Some((named_reference(legacy)?, legacy.len() + 1)))
+}
+
+/// `&#…` at the start of `bytes`: decimal or `x` and hex digits, the `;`
+/// optional. Zero, surrogates and values past Unicode read as U+FFFD.
+fn numeric_reference(bytes: &[u8]) -> Option<(char, usize)> {
+    let hex = matches!(at(bytes, 2), b'x' | b'X');
+    let start = if hex { 3 } else { 2 };
+    let (radix, is_digit): (u32, fn(u8) -> bool) = if hex {
+        (16, |b| b.is_ascii_hexdigit())
+    } else {
+        (10, |b| b.is_ascii_digit())
     };
-    Some((c, end + 1))
+    let digits = run_len(bytes, start, is_digit);
+    if digits == 0 {
+        return None;
+    }
+    let code = bytes
+        .get(start..start + digits)?
+        .iter()
+        .filter_map(|&b| char::from(b).to_digit(radix))
+        .fold(0_u32, |code, d| {
+            code.saturating_mul(radix).saturating_add(d).min(0x11_0000)
+        });
+    let end = start + digits + usize::from(at(bytes, start + digits) == b';');
+    let c = match code {
+        0x80..=0x9F => windows_1252(code),
+        _ => char::from_u32(code).filter(|&c| c != '\0'),
+    };
+    Some((c.unwrap_or('\u{FFFD}'), end))
+}
+
+/// What a browser shows for the references 128-159: windows-1252's
+/// characters there (the five it leaves undefined read as themselves).
+fn windows_1252(code: u32) -> Option<char> {
+    const HIGH: [char; 32] = [
+        '\u{20AC}', '\u{81}', '\u{201A}', '\u{192}', '\u{201E}', '\u{2026}', '\u{2020}',
+        '\u{2021}', '\u{2C6}', '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8D}', '\u{17D}',
+        '\u{8F}', '\u{90}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}',
+        '\u{2014}', '\u{2DC}', '\u{2122}', '\u{161}', '\u{203A}', '\u{153}', '\u{9D}', '\u{17E}',
+        '\u{178}',
+    ];
+    HIGH.get(usize::try_from(code.checked_sub(0x80)?).ok()?)
+        .copied()
+}
+
+/// The HTML named references the second reading decodes: those that spell
+/// ASCII punctuation, a space, a dash or an invisible character (names are
+/// case-sensitive, as in HTML).
+fn named_reference(name: &str) -> Option<char> {
+    Some(match name {
+        "lt" | "LT" => '<',
+        "gt" | "GT" => '>',
+        "quot" | "QUOT" => '"',
+        "amp" | "AMP" => '&',
+        "apos" => '\'',
+        "Tab" => '\t',
+        "NewLine" => '\n',
+        "excl" => '!',
+        "num" => '#',
+        "dollar" => '$',
+        "percnt" => '%',
+        "lpar" => '(',
+        "rpar" => ')',
+        "ast" | "midast" => '*',
+        "plus" => '+',
+        "comma" => ',',
+        "period" => '.',
+        "sol" => '/',
+        "colon" => ':',
+        "semi" => ';',
+        "equals" => '=',
+        "quest" => '?',
+        "commat" => '@',
+        "lsqb" | "lbrack" => '[',
+        "bsol" => '\\',
+        "rsqb" | "rbrack" => ']',
+        "Hat" => '^',
+        "lowbar" | "UnderBar" => '_',
+        "grave" | "DiacriticalGrave" => '`',
+        "lcub" | "lbrace" => '{',
+        "verbar" | "vert" | "VerticalLine" => '|',
+        "rcub" | "rbrace" => '}',
+        "nbsp" | "NonBreakingSpace" => '\u{A0}',
+        "shy" => '\u{AD}',
+        "ensp" => '\u{2002}',
+        "emsp" => '\u{2003}',
+        "emsp13" => '\u{2004}',
+        "emsp14" => '\u{2005}',
+        "numsp" => '\u{2007}',
+        "puncsp" => '\u{2008}',
+        "thinsp" | "ThinSpace" => '\u{2009}',
+        "hairsp" | "VeryThinSpace" => '\u{200A}',
+        "ZeroWidthSpace"
+        | "NegativeVeryThinSpace"
+        | "NegativeThinSpace"
+        | "NegativeMediumSpace"
+        | "NegativeThickSpace" => '\u{200B}',
+        "zwnj" => '\u{200C}',
+        "zwj" => '\u{200D}',
+        "lrm" => '\u{200E}',
+        "rlm" => '\u{200F}',
+        "hyphen" | "dash" => '\u{2010}',
+        "ndash" => '\u{2013}',
+        "mdash" => '\u{2014}',
+        "horbar" => '\u{2015}',
+        "MediumSpace" => '\u{205F}',
+        "NoBreak" => '\u{2060}',
+        "af" | "ApplyFunction" => '\u{2061}',
+        "it" | "InvisibleTimes" => '\u{2062}',
+        "ic" | "InvisibleComma" => '\u{2063}',
+        "minus" => '\u{2212}',
+        _ => return None,
+    })
 }
 
 /// Length of the run of `pred` bytes starting at `from`.
@@ -675,69 +978,157 @@ mod tests {
 
     #[test]
     fn the_search_finds_what_the_byte_at_a_time_check_finds() {
-        let naive = |b: &[u8]| (0..b.len()).any(|i| starts_other_reading(b, i));
-        // Every lead pair of a second reading, a near miss of each, and the
-        // bytes the search stops at alone, at every offset of buffers of
-        // every length around the word and block sizes.
-        let pairs: [&[u8]; 14] = [
-            b"\\u",
-            b"\\/",
-            b"\\x",
-            b"&#",
-            b"&a",
-            b"&A",
-            b"\xC2\xA0",
-            b"\xC2\xA9",
-            b"\xE2\x80",
-            b"\xE2\x82",
-            b"\xEF\xBC",
-            b"\xF3\xA0",
-            b"\xF3\xA4",
-            b"\xCD\x8F",
+        let naive = |t: &str| (0..t.len()).any(|i| starts_other_reading(t, i));
+        // Every kind of lead of a second reading, a near miss of each (a
+        // character of the same block that reads as itself), at every
+        // offset of texts of every length around the word and block sizes.
+        let leads = [
+            "\\u",
+            "\\/",
+            "\\x",
+            "&#",
+            "&a",
+            "&A",
+            "&1",
+            "\u{a0}",
+            "\u{a9}",
+            "\u{2009}",
+            "\u{2022}",
+            "\u{2082}",
+            "\u{ff14}",
+            "\u{ff1a}",
+            "\u{e0041}",
+            "\u{f0041}",
+            "\u{34f}",
+            "\u{966}",
+            "\u{940}",
+            "\u{3002}",
+            "\u{3001}",
+            "\u{1d7d2}",
+            "\u{1d7cd}",
         ];
         for len in 0..26 {
             for at in 0..len {
-                for pair in pairs {
-                    let mut b = vec![b'x'; len];
-                    for (k, &p) in pair.iter().enumerate() {
-                        if let Some(slot) = b.get_mut(at + k) {
-                            *slot = p;
-                        }
-                    }
-                    assert_eq!(may_read_otherwise(&b), naive(&b), "{b:?}");
+                for lead in leads {
+                    let t = format!("{}{lead}{}", "x".repeat(at), "x".repeat(len - at));
+                    assert_eq!(may_read_otherwise(&t), naive(&t), "{t:?}");
                 }
             }
         }
-        // The same pairs inside text that is all such bytes (CJK: each of
-        // its bytes is above 0x7F, so the search stops at every one and the
-        // run is read in place).
+        // The same inside text that is all such bytes (CJK: each of its
+        // bytes is above 0x7F, so the search stops at every one and the run
+        // is read in place).
         let cjk = "日本語のテキスト".repeat(4);
-        for at in 0..cjk.len() {
-            for pair in pairs {
-                let mut b = cjk.as_bytes().to_vec();
-                for (k, &p) in pair.iter().enumerate() {
-                    if let Some(slot) = b.get_mut(at + k) {
-                        *slot = p;
-                    }
-                }
-                assert_eq!(may_read_otherwise(&b), naive(&b), "{b:?}");
+        for (at, _) in cjk.char_indices() {
+            for lead in leads {
+                let t = format!("{}{lead}{}", &cjk[..at], &cjk[at..]);
+                assert_eq!(may_read_otherwise(&t), naive(&t), "{t:?}");
             }
         }
-        assert!(!may_read_otherwise(cjk.as_bytes()));
-        // And random bytes, dense in the keyed ones.
+        assert!(!may_read_otherwise(&cjk));
+        // And random text, dense in the keyed characters.
         let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
         let alphabet = [
-            b'a', b' ', b'\\', b'u', b'&', b'#', 0xC2, 0xA0, 0xE2, 0x80, 0xEF, 0xBC, 0x7F,
+            "a", " ", "\\", "u", "&", "#", "\u{a0}", "\u{a9}", "\u{2009}", "\u{ff14}", "\u{7f}",
+            "\u{966}", "\u{940}", "\u{3002}",
         ];
         for _ in 0..20_000 {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             let len = (seed % 40) as usize;
-            let b: Vec<u8> = (0..len)
+            let t: String = (0..len)
                 .map(|k| alphabet[((seed >> (k % 60)) as usize + k * 7) % alphabet.len()])
                 .collect();
-            assert_eq!(may_read_otherwise(&b), naive(&b), "{b:?}");
+            assert_eq!(may_read_otherwise(&t), naive(&t), "{t:?}");
+        }
+    }
+
+    /// The lead table of `starts_other_reading` misses no character the
+    /// second reading maps or drops, in all of Unicode.
+    #[test]
+    fn every_character_read_otherwise_starts_another_reading() {
+        let mut read_otherwise = 0;
+        for c in (0x80..=0x10_FFFF).filter_map(char::from_u32) {
+            if reads_otherwise(c) {
+                read_otherwise += 1;
+                let t = format!("a{c}b");
+                assert!(starts_other_reading(&t, 1), "U+{:04X}", u32::from(c));
+                assert!(may_read_otherwise(&t), "U+{:04X}", u32::from(c));
+            }
+        }
+        // The tags alone are 4,096: the table was not read empty.
+        assert!(read_otherwise > 4_096, "{read_otherwise}");
+    }
+
+    #[test]
+    fn html_references_read_as_a_browser_reads_them_in_text() {
+        for (s, want) in [
+            ("&lt;x", Some(('<', 4))),
+            ("&LT;x", Some(('<', 4))),
+            ("&ndash;1111", Some(('\u{2013}', 7))),
+            ("&Ndash;1111", None),
+            ("&ThinSpace;", Some(('\u{2009}', 11))),
+            ("&NegativeVeryThinSpace;", Some(('\u{200B}', 23))),
+            ("&#52;1", Some(('4', 5))),
+            ("&#52&#49", Some(('4', 4))),
+            ("&#x34g", Some(('4', 5))),
+            ("&#x00000ff14;", Some(('\u{FF14}', 13))),
+            ("&#0000000000000000052;", Some(('4', 22))),
+            ("&#150;", Some(('\u{2013}', 6))),
+            ("&#129;", Some(('\u{81}', 6))),
+            ("&#0;", Some(('\u{FFFD}', 4))),
+            ("&#xD800;", Some(('\u{FFFD}', 8))),
+            ("&#99999999999999999999;", Some(('\u{FFFD}', 23))),
+            ("&nbsp4111", Some(('\u{A0}', 5))),
+            ("&ampx", Some(('&', 4))),
+            ("&ltx;", Some(('<', 3))),
+            ("&D and", None),
+            ("&#;", None),
+            ("&#x;", None),
+            ("&", None),
+        ] {
+            assert_eq!(html_reference(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn digits_of_other_scripts_read_as_ascii_digits() {
+        for (c, want) in [
+            ('\u{660}', Some('0')),
+            ('\u{669}', Some('9')),
+            ('\u{66A}', None),
+            ('\u{965}', None),
+            ('\u{966}', Some('0')),
+            ('\u{96F}', Some('9')),
+            ('\u{B2}', Some('2')),
+            ('\u{B9}', Some('1')),
+            ('\u{2074}', Some('4')),
+            ('\u{2460}', Some('1')),
+            ('\u{2468}', Some('9')),
+            ('\u{2469}', None),
+            ('\u{24EA}', Some('0')),
+            ('\u{1D7CE}', Some('0')),
+            ('\u{1D7D8}', Some('0')),
+            ('\u{1D7FF}', Some('9')),
+            ('\u{1FBF9}', Some('9')),
+            ('\u{FF14}', Some('4')),
+            ('4', None),
+            ('a', None),
+        ] {
+            assert_eq!(as_plain(c), want, "U+{:04X}", u32::from(c));
+        }
+        // The runs are sorted and ten digits at most, for the search.
+        for pair in DIGIT_RUNS.windows(2) {
+            assert!(pair[0].1 < pair[1].0, "{pair:?}");
+        }
+        for (first, last, value) in DIGIT_RUNS {
+            assert!(first <= last && value + (last - first) <= 9, "{first:X}");
+            // Inside the ranges `digit` searches at all.
+            for code in [first, last] {
+                let c = char::from_u32(code).unwrap_or_default();
+                assert!(digit(c).is_some(), "{code:X}");
+            }
         }
     }
 

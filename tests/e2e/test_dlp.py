@@ -232,6 +232,41 @@ def test_platform_formats_are_blocked(envoy: Any, arguments: dict[str, Any], fin
     assert envoy.upstream_posts() == before, "a blocked call must not reach the server"
 
 
+def _digits_in(zero: int, number: str) -> str:
+    """`number` written in the digits of the script whose zero is `zero`."""
+    return "".join(chr(zero + int(d)) if d.isdigit() else d for d in number)
+
+
+CARD_TEXT = "4539 5787 6362 1486"
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        pytest.param(CARD_TEXT.replace(" ", "&ndash;"), "credit_card", id="card_grouped_with_named_en_dashes"),
+        pytest.param(CARD_TEXT.replace(" ", "&#150;"), "credit_card", id="card_grouped_with_windows_1252_dashes"),
+        pytest.param("".join(f"&#x0000{ord(c) + 0xFEE0:x}" for c in CARD_TEXT.replace(" ", "")), "credit_card",
+                     id="card_in_zero_padded_references_without_semicolons"),
+        pytest.param(_digits_in(0x966, CARD_TEXT), "credit_card", id="card_in_devanagari_digits"),
+        pytest.param(_digits_in(0x660, CARD_TEXT), "credit_card", id="card_in_arabic_indic_digits"),
+        pytest.param(_digits_in(0x1D7CE, CARD_TEXT), "credit_card", id="card_in_mathematical_bold_digits"),
+        pytest.param("write to taro\ufe6bexample.com", "email", id="email_with_a_small_at"),
+        pytest.param("write to taro&commat;example&period;com", "email", id="email_in_named_references"),
+    ],
+)
+def test_what_a_reader_decodes_is_blocked(envoy: Any, text: str, kind: str) -> None:
+    """Limits of the second reading found by a helper's attack (twenty-first
+    session): each of these reached the server; a reader reads the card or the
+    address in it."""
+    sess = open_session(envoy.url, READER_KEY)
+    before = envoy.upstream_posts()
+    r = send(envoy.url, body=json.dumps(call("echo", {"message": text}, id=5)), token=READER_KEY, headers=sess)
+    (msg,) = messages(r)
+    assert msg.get("error", {}).get("code") == -32013, msg
+    assert msg["error"]["data"]["findings"] == [{"kind": kind, "path": "/message"}], msg
+    assert envoy.upstream_posts() == before, "a blocked call must not reach the server"
+
+
 def test_kubernetes_yaml_in_a_result_is_redacted(envoy_for: Any) -> None:
     """What `kubectl get -o yaml` returns: the value named by its `name` line is redacted."""
     env = envoy_for(policy_variant(**RESPONSES_ONLY))
