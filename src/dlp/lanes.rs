@@ -25,7 +25,7 @@ pub enum Stop {
     /// One given byte.
     Byte(u8),
     /// `\`, `&` or any byte above 0x7F: the lead bytes of what
-    /// [`super::text::second_reading`] decodes or drops.
+    /// [`super::text::second_readings`] decodes or drops.
     ReadsOtherwise,
     /// `"`, `\` or a byte below 0x20: what a JSON string escapes.
     JsonEscape,

@@ -594,7 +594,11 @@ impl Scanner {
         // Read again as a reader decodes it (escapes, references, fullwidth
         // digits, locale spaces): what is found there is redacted where it
         // stands in the text.
-        if let Some((reading, from)) = text::second_reading(text) {
+        for text::Reading {
+            text: reading,
+            from,
+        } in text::second_readings(text)
+        {
             work.grant(reading.len());
             if !work.exceeded() {
                 for mut c in self.candidates(&reading, key, work) {

@@ -471,7 +471,8 @@ fn iban_at(text: &str, start: usize) -> Option<PiiFound> {
     }
     let cc = bytes.get(start..start + 2)?;
     let len = IBAN_LENGTHS.iter().find(|(c, _)| c.as_slice() == cc)?.1;
-    // Collect `len` characters; a single space is allowed only between groups of 4.
+    // Collect `len` characters; a single space or dash is allowed only
+    // between groups of 4 (banks print spaces; forms and CSVs use dashes).
     let mut chars: Vec<u8> = Vec::with_capacity(len);
     let mut i = start;
     while chars.len() < len {
@@ -479,7 +480,7 @@ fn iban_at(text: &str, start: usize) -> Option<PiiFound> {
         if b.is_ascii_digit() || b.is_ascii_uppercase() {
             chars.push(b);
             i += 1;
-        } else if b == b' '
+        } else if matches!(b, b' ' | b'-')
             && chars.len() % 4 == 0
             && !chars.is_empty()
             && is_alnum(at(bytes, i + 1))
@@ -703,7 +704,12 @@ mod tests {
             ("{\"created\": 1696204069}", vec![]),
             ("DE89370400440532013000", vec!["iban"]),
             ("GB29 NWBK 6016 1331 9268 19", vec!["iban"]),
+            ("GB29-NWBK-6016-1331-9268-19", vec!["iban"]),
+            ("DE89-3704-0044-0532-0130-00", vec!["iban"]),
+            ("DE89 3704-0044 0532-0130 00", vec!["iban"]),
             ("DE12377534626490112855", vec![]),
+            ("DE12-3775-3462-6490-1128-55", vec![]),
+            ("DE89--3704-0044-0532-0130-00", vec![]),
             ("mail a.b+c@uni-heidelberg.de now", vec!["email"]),
             ("git@github.com:acme/api.git", vec![]),
             ("icon@2x.png", vec![]),

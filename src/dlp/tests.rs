@@ -2177,6 +2177,118 @@ fn text_is_read_again_as_its_reader_decodes_it() {
             "email",
             "taro&commat;example",
         ),
+        // The narrow reading keeps what a newly decoded neighbour would hide
+        // by joining the secret (a helper's attack, twenty-second session:
+        // each was found before the wide reading and passed with it alone).
+        (
+            "card_before_a_superscript_footnote",
+            "Carte 4111\u{a0}1111\u{a0}1111\u{a0}1111\u{b2} expir\u{e9}e",
+            "credit_card",
+            "4111\u{a0}1111",
+        ),
+        (
+            "iban_before_a_superscript_footnote",
+            "IBAN DE89\u{a0}3704\u{a0}0044\u{a0}0532\u{a0}0130\u{a0}00\u{b9} (see note)",
+            "iban",
+            "3704\u{a0}0044",
+        ),
+        (
+            "fullwidth_card_before_a_circled_digit",
+            "カード番号：４１１１－１１１１－１１１１－１１１１①",
+            "credit_card",
+            "４１１１－１１１１",
+        ),
+        (
+            "phone_after_a_named_colon",
+            "<td>Tel&colon;&#40;415&#41; 555-2671</td>",
+            "phone",
+            "555-2671",
+        ),
+        (
+            "card_in_references_after_a_named_dash",
+            "Card&ndash;&#52;&#49;&#49;&#49;&#49;&#49;&#49;&#49;&#49;&#49;&#49;&#49;&#49;&#49;&#49;&#49;",
+            "credit_card",
+            "&#52;&#49;&#49;&#49;&#49;",
+        ),
+        (
+            "email_before_a_named_dash",
+            "contact: john.doe&#64;example.com&ndash;sales",
+            "email",
+            "john.doe&#64;example",
+        ),
+        (
+            "token_split_by_a_zero_width_space_before_a_named_dash",
+            "token ghp_aB3dE5fG7hJ9kL1mN\u{200b}2pQ4rS6tU8vW0xY2zA4&ndash;expires",
+            "github_pat",
+            "aB3dE5fG7hJ9kL1mN",
+        ),
+        // The same attack's bypasses.
+        (
+            "card_in_keycap_digits",
+            "card 4\u{fe0f}\u{20e3}1\u{fe0f}\u{20e3}1\u{fe0f}\u{20e3}1\u{fe0f}\u{20e3}1\u{fe0f}\u{20e3}1\u{fe0f}\u{20e3}1\u{fe0f}\u{20e3}1\u{fe0f}\u{20e3}1\u{fe0f}\u{20e3}1\u{fe0f}\u{20e3}1\u{fe0f}\u{20e3}1\u{fe0f}\u{20e3}1\u{fe0f}\u{20e3}1\u{fe0f}\u{20e3}1\u{fe0f}\u{20e3}1\u{fe0f}\u{20e3}",
+            "credit_card",
+            "4\u{fe0f}\u{20e3}1",
+        ),
+        (
+            "card_in_underlined_digits",
+            "card 4\u{332}1\u{332}1\u{332}1\u{332}1\u{332}1\u{332}1\u{332}1\u{332}1\u{332}1\u{332}1\u{332}1\u{332}1\u{332}1\u{332}1\u{332}1\u{332}",
+            "credit_card",
+            "4\u{332}1\u{332}1",
+        ),
+        (
+            "card_in_named_superscript_references",
+            "card 4&sup1;&sup1;&sup1;&sup1;&sup1;&sup1;&sup1;&sup1;&sup1;&sup1;&sup1;&sup1;&sup1;&sup1;&sup1;",
+            "credit_card",
+            "4&sup1;&sup1;",
+        ),
+        (
+            "card_grouped_with_named_hyphen_bullets",
+            "card 4111&hybull;1111&hybull;1111&hybull;1111",
+            "credit_card",
+            "4111&hybull;1111",
+        ),
+        (
+            "card_grouped_with_json_escaped_references",
+            r"card 4111\u0026ndash;1111\u0026ndash;1111\u0026ndash;1111",
+            "credit_card",
+            r"4111\u0026ndash;1111",
+        ),
+        (
+            "fullwidth_card_grouped_with_long_vowel_marks",
+            "カード４１１１ー１１１１ー１１１１ー１１１１",
+            "credit_card",
+            "４１１１ー１１１１",
+        ),
+        (
+            "email_with_a_one_dot_leader",
+            "mail john.doe@gmail\u{2024}com now",
+            "email",
+            "john.doe@gmail",
+        ),
+        (
+            "email_with_an_ideographic_stop_before_a_zero_width_space",
+            "mail john.doe@gmail\u{3002}\u{200b}com now",
+            "email",
+            "john.doe@gmail",
+        ),
+        (
+            "phone_with_a_small_plus",
+            "call \u{fe62}44 20 7946 0958",
+            "phone",
+            "7946 0958",
+        ),
+        (
+            "card_in_outlined_digits",
+            "card \u{1ccf4}\u{1ccf1}\u{1ccf1}\u{1ccf1}\u{1ccf1}\u{1ccf1}\u{1ccf1}\u{1ccf1}\u{1ccf1}\u{1ccf1}\u{1ccf1}\u{1ccf1}\u{1ccf1}\u{1ccf1}\u{1ccf1}\u{1ccf1}",
+            "credit_card",
+            "\u{1ccf4}\u{1ccf1}",
+        ),
+        (
+            "email_in_mathematical_bold_letters",
+            "\u{1d423}\u{1d428}\u{1d421}\u{1d427}@\u{1d41e}\u{1d431}\u{1d41a}\u{1d426}\u{1d429}\u{1d425}\u{1d41e}.\u{1d41c}\u{1d428}\u{1d426}",
+            "email",
+            "\u{1d423}\u{1d428}",
+        ),
     ];
     for (name, text, kind, secret) in cases {
         let found: Vec<String> = s.scan_text(text).into_iter().map(|m| m.kind).collect();
@@ -2195,7 +2307,7 @@ fn text_is_read_again_as_its_reader_decodes_it() {
         "東京都の人口です。4111は番号。「新しい」計画、発表。",
         "R&D and AT&T",
     ] {
-        assert!(super::text::second_reading(plain).is_none(), "{plain}");
+        assert!(super::text::second_readings(plain).is_empty(), "{plain}");
     }
 }
 

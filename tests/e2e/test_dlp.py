@@ -250,14 +250,20 @@ CARD_TEXT = "4539 5787 6362 1486"
         pytest.param(_digits_in(0x966, CARD_TEXT), "credit_card", id="card_in_devanagari_digits"),
         pytest.param(_digits_in(0x660, CARD_TEXT), "credit_card", id="card_in_arabic_indic_digits"),
         pytest.param(_digits_in(0x1D7CE, CARD_TEXT), "credit_card", id="card_in_mathematical_bold_digits"),
+        pytest.param(CARD_TEXT.replace(" ", "\u00a0") + "\u00b2 expired", "credit_card",
+                     id="card_before_a_superscript_footnote"),
+        pytest.param("".join(d + "\ufe0f\u20e3" if d.isdigit() else d for d in CARD_TEXT), "credit_card",
+                     id="card_in_keycap_digits"),
         pytest.param("write to taro\ufe6bexample.com", "email", id="email_with_a_small_at"),
         pytest.param("write to taro&commat;example&period;com", "email", id="email_in_named_references"),
     ],
 )
 def test_what_a_reader_decodes_is_blocked(envoy: Any, text: str, kind: str) -> None:
-    """Limits of the second reading found by a helper's attack (twenty-first
-    session): each of these reached the server; a reader reads the card or the
-    address in it."""
+    """Limits of the second reading found by helpers' attacks (twenty-first and
+    twenty-second sessions): each of these reached the server; a reader reads the
+    card or the address in it. The footnote case was blocked before the second
+    reading widened, passed with the wide reading alone, and is why the narrow one
+    stays."""
     sess = open_session(envoy.url, READER_KEY)
     before = envoy.upstream_posts()
     r = send(envoy.url, body=json.dumps(call("echo", {"message": text}, id=5)), token=READER_KEY, headers=sess)
