@@ -847,15 +847,7 @@ pub static SECRET_RULES: &[RuleSpec] = &[
     // `ConvertTo-SecureString "…" -AsPlainText`, `requirepass`/`masterauth`.
     RuleSpec {
         kind: "password",
-        triggers: &[
-            "docker",
-            "podman",
-            "sshpass",
-            "redis-cli",
-            "convertto-securestring",
-            "requirepass",
-            "masterauth",
-        ],
+        triggers: &COMMAND_WORDS,
         native: Some(Native::CommandPassword),
         ahead: COMMAND_LINE_MAX,
         before: Edge::None,
@@ -2097,6 +2089,33 @@ fn unquoted(bytes: &[u8], (s, e): (usize, usize)) -> (usize, usize) {
     }
 }
 
+/// The commands and directives [`command_password_at`] reads, its rule's
+/// triggers; the `ldap…` ones are OpenLDAP's clients, whose `-w` is the bind
+/// password (those after `masterauth` since the twenty-second session, forms
+/// the thirteenth review noted).
+const COMMAND_WORDS: [&str; 20] = [
+    "docker",
+    "podman",
+    "sshpass",
+    "redis-cli",
+    "convertto-securestring",
+    "requirepass",
+    "masterauth",
+    "ldapsearch",
+    "ldapmodify",
+    "ldapadd",
+    "ldapdelete",
+    "ldapwhoami",
+    "ldappasswd",
+    "ldapcompare",
+    "ldapmodrdn",
+    "smbclient",
+    "psexec",
+    "xfreerdp",
+    "7z",
+    "7za",
+];
+
 /// A password given as the argument of a command or directive, at the
 /// command's name at `pos` (see [`Native::CommandPassword`]). The
 /// command's words end at its line's end, a `|`, `;` or `&&`, or the next
@@ -2107,6 +2126,15 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
     let name_len = run_len_within(bytes, pos, 32, is_ident_byte);
     let name = bytes.get(pos..pos + name_len)?;
     let is = |w: &str| name.eq_ignore_ascii_case(w.as_bytes());
+    // A trigger inside a longer word (`dockerfile`, `7zip`) names no
+    // command: turned away before its line is read.
+    if !COMMAND_WORDS.into_iter().any(is) {
+        return None;
+    }
+    let ldap = name.len() > 4
+        && name
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"ldap"));
     let line_end = pos + run_len_within(bytes, pos, COMMAND_LINE_MAX, |b| b != b'\n' && b != b'\r');
     let mut words = Vec::new();
     let mut i = pos + name_len;
@@ -2138,13 +2166,40 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
                 .map(|f| unquoted(bytes, (s + f.len() + 1, e)))
         })
     };
+    // The rest of the first word that starts with `flag` and goes on past it
+    // (`-pPW`, `/p:PW`).
+    let glued = |flag: &[u8], from: usize| {
+        (from..words.len()).find_map(|k| {
+            let (s, e) = *words.get(k)?;
+            let w = bytes.get(s..e)?;
+            (w.len() > flag.len() && w.starts_with(flag))
+                .then(|| unquoted(bytes, (s + flag.len(), e)))
+        })
+    };
     let span = if is("docker") || is("podman") {
-        // `docker login [-u user] -p PW [registry]` (`docker run -p 80:80`
-        // publishes a port: only `login` takes a password).
+        // `docker login [-u user] -p PW [registry]`, also `-pPW` (`docker run
+        // -p 80:80` publishes a port: only `login` takes a password).
         if word(0).is_none_or(|w| w != b"login") {
             return None;
         }
-        after_flag(&["-p", "--password"], 1)?
+        after_flag(&["-p", "--password"], 1).or_else(|| glued(b"-p", 1))?
+    } else if ldap {
+        // OpenLDAP's clients: `-w PW` is the bind password (`-W` prompts).
+        after_flag(&["-w"], 0).or_else(|| glued(b"-w", 0))?
+    } else if is("smbclient") {
+        // `-U user%PW`, `--user=user%PW`: the password after the `%`.
+        let (s, e) = after_flag(&["-U", "--user"], 0).or_else(|| glued(b"-U", 0))?;
+        let percent = bytes.get(s..e)?.iter().position(|&b| b == b'%')?;
+        (s + percent + 1, e)
+    } else if is("psexec") {
+        // Sysinternals PsExec: `-u user -p PW`.
+        after_flag(&["-p"], 0)?
+    } else if is("xfreerdp") {
+        // FreeRDP: `/p:PW`.
+        glued(b"/p:", 0)?
+    } else if is("7z") || is("7za") {
+        // 7-Zip: `-pPW` (a bare `-p` prompts).
+        glued(b"-p", 0)?
     } else if is("sshpass") {
         // sshpass's own options come first (`-p PW`, `-pPW`); `ssh -p 22`
         // after them is the command it runs.
@@ -2163,8 +2218,14 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
             }
         }
     } else if is("redis-cli") {
-        // `-p` is the port; the password is `-a` or `--pass`.
-        after_flag(&["-a", "--pass"], 0)?
+        // `-p` is the port; the password is `-a` or `--pass`, or the last
+        // argument of an `AUTH` command (`AUTH PW`, `AUTH user PW`).
+        after_flag(&["-a", "--pass"], 0).or_else(|| {
+            let auth = (0..words.len())
+                .find(|&k| word(k).is_some_and(|w| w.eq_ignore_ascii_case(b"auth")))?;
+            let last = (auth + 1..words.len().min(auth + 3)).last()?;
+            words.get(last).map(|&w| unquoted(bytes, w))
+        })?
     } else if is("convertto-securestring") {
         // `ConvertTo-SecureString [-String] "PW" -AsPlainText`, or the
         // string piped in: `"PW" | ConvertTo-SecureString -AsPlainText`.

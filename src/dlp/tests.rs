@@ -1867,6 +1867,59 @@ fn command_and_directive_passwords_table() {
             "redis-cli -h cache -p 6379 ping",
             &[],
         ),
+        // Twenty-second session: the forms the thirteenth review noted.
+        (
+            "docker_login_glued",
+            "docker login -u admin -pXk9#mQ2vLp8! registry.corp.io",
+            &["password"],
+        ),
+        (
+            "redis_cli_auth_command",
+            "redis-cli -h cache AUTH Xk9#mQ2vLp8!",
+            &["password"],
+        ),
+        (
+            "redis_cli_auth_with_a_user",
+            "redis-cli -h cache AUTH default 'Xk9#mQ2vLp8!'",
+            &["password"],
+        ),
+        (
+            "ldapsearch_bind_password",
+            "ldapsearch -x -D cn=admin,dc=corp -w Xk9#mQ2vLp8! -b dc=corp uid=jo",
+            &["password"],
+        ),
+        (
+            "ldapmodify_prompts_for_it",
+            "ldapmodify -x -D cn=admin,dc=corp -W -f change.ldif",
+            &[],
+        ),
+        (
+            "smbclient_user_and_password",
+            "smbclient //fs/share -U 'CORP\\jo%Xk9#mQ2vLp8!'",
+            &["password"],
+        ),
+        ("smbclient_user_only", "smbclient //fs/share -U jo", &[]),
+        (
+            "psexec_password",
+            "psexec \\\\host -u CORP\\admin -p Xk9#mQ2vLp8! cmd.exe",
+            &["password"],
+        ),
+        (
+            "xfreerdp_password",
+            "xfreerdp /v:10.0.0.7 /u:admin /p:Xk9#mQ2vLp8! /cert:ignore",
+            &["password"],
+        ),
+        (
+            "seven_zip_password",
+            "7z a -pXk9#mQ2vLp8! -mhe=on backup.7z data/",
+            &["password"],
+        ),
+        ("seven_zip_prompts_for_it", "7z x -p backup.7z", &[]),
+        (
+            "seven_zip_in_prose",
+            "use 7zip or 7z to unpack the -prelease archive",
+            &[],
+        ),
         (
             "redis_conf",
             "bind 0.0.0.0\nrequirepass Xk9#mQ2vLp8!\nmasterauth Zq8$vN4pK1tW\n",
