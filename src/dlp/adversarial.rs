@@ -79,6 +79,17 @@ pub fn units() -> Vec<(String, String)> {
         ("reading:no-break-space", "4111\u{a0}"),
         ("reading:zero-width-space", "4\u{200b}"),
         ("reading:soft-hyphen-token", "ghp_\u{ad}"),
+        // What only the wide readings decode (twenty-second session): every
+        // character mapped, each kind of digit beside another, so the text
+        // is read four times (as is, wide, wide apart, and narrow where the
+        // unit has what it decodes).
+        ("reading:styled-digit-mix", "\u{96a}\u{b2}a\u{2460}\u{a0}"),
+        ("reading:superscript-after-digit", "1\u{b2}"),
+        ("reading:ideographic-stop-run", "a\u{3002}\u{200b}\u{200b}\u{200b}\u{200b}"),
+        ("reading:escaped-reference", "\\u0026it;"),
+        ("reading:combining-marks", "a\u{301}\u{301}"),
+        ("reading:mathematical-letters", "\u{1d41a}\u{1d7d2}\u{210e}"),
+        ("reading:named-references", "&sup2;&ndash;"),
         ("assignment:long-identifier-colon", "pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd:= "),
         ("auth:no-blank", "Authorization:"),
         ("auth:equals", "authorization=bearer+"),

@@ -472,25 +472,33 @@ fn iban_at(text: &str, start: usize) -> Option<PiiFound> {
     let cc = bytes.get(start..start + 2)?;
     let len = IBAN_LENGTHS.iter().find(|(c, _)| c.as_slice() == cc)?.1;
     // Collect `len` characters; a single space or dash is allowed only
-    // between groups of 4 (banks print spaces; forms and CSVs use dashes).
+    // between groups of 4 (banks print spaces; forms and CSVs use dashes),
+    // one of them throughout.
     let mut chars: Vec<u8> = Vec::with_capacity(len);
     let mut i = start;
+    let mut separator = None;
     while chars.len() < len {
         let b = at(bytes, i);
         if b.is_ascii_digit() || b.is_ascii_uppercase() {
             chars.push(b);
             i += 1;
         } else if matches!(b, b' ' | b'-')
+            && separator.is_none_or(|s| s == b)
             && chars.len() % 4 == 0
             && !chars.is_empty()
             && is_alnum(at(bytes, i + 1))
         {
+            separator = Some(b);
             i += 1;
         } else {
             return None;
         }
     }
-    if is_alnum(at(bytes, i)) {
+    // A dash-grouped run that goes on past the country's length is some
+    // other identifier (`BE49-2208-7350-2733-6121-61`: a helper's attack).
+    if is_alnum(at(bytes, i))
+        || (separator == Some(b'-') && at(bytes, i) == b'-' && is_alnum(at(bytes, i + 1)))
+    {
         return None;
     }
     // mod-97 over BBAN + country + check digits, letters as 10..35.
@@ -706,7 +714,8 @@ mod tests {
             ("GB29 NWBK 6016 1331 9268 19", vec!["iban"]),
             ("GB29-NWBK-6016-1331-9268-19", vec!["iban"]),
             ("DE89-3704-0044-0532-0130-00", vec!["iban"]),
-            ("DE89 3704-0044 0532-0130 00", vec!["iban"]),
+            ("DE89 3704-0044 0532-0130 00", vec![]),
+            ("part no. BE49-2208-7350-2733-6121-61", vec![]),
             ("DE12377534626490112855", vec![]),
             ("DE12-3775-3462-6490-1128-55", vec![]),
             ("DE89--3704-0044-0532-0130-00", vec![]),

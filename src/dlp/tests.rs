@@ -2337,6 +2337,55 @@ fn text_is_read_again_as_its_reader_decodes_it() {
             "\u{1ccf4}\u{1ccf1}",
         ),
         (
+            "card_in_json_escaped_superscript_ones",
+            r"card 4\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9",
+            "credit_card",
+            r"4\u00b9\u00b9",
+        ),
+        // The second attack of the twenty-second session.
+        (
+            "iban_whose_tail_mathematical_digits_make_a_card",
+            "pay to GB82 WEST 1234 5698 7654 32\u{1d7ce}\u{1d7d4}\u{1d7d0}\u{1d7d4}\u{1d7cf}\u{1d7d7}\u{1d7d0}\u{1d7cf} now",
+            "credit_card",
+            "GB82 WEST",
+        ),
+        (
+            "card_in_named_dashes_before_a_footnote",
+            "card 4539&ndash;5787&ndash;6362&ndash;1486\u{b2} expired",
+            "credit_card",
+            "4539&ndash;5787",
+        ),
+        (
+            "card_in_devanagari_digits_before_a_footnote",
+            "card \u{96a}\u{96b}\u{969}\u{96f} \u{96b}\u{96d}\u{96e}\u{96d} \u{96c}\u{969}\u{96c}\u{968} \u{967}\u{96a}\u{96e}\u{96c}\u{b2} expired",
+            "credit_card",
+            "\u{96a}\u{96b}\u{969}\u{96f}",
+        ),
+        (
+            "token_in_italic_letters_with_letterlike_h",
+            "token \u{1d454}\u{210e}\u{1d45d}_\u{1d44e}\u{1d435}3\u{1d451}\u{1d438}5\u{1d453}\u{1d43a}7\u{210e}\u{1d43d}9\u{1d458}\u{1d43f}1\u{1d45a}\u{1d441}2\u{1d45d}\u{1d444}4\u{1d45f}\u{1d446}6\u{1d461}\u{1d448}8\u{1d463}\u{1d44a}0\u{1d465}\u{1d44c}2\u{1d467}\u{1d434}4 here",
+            "github_pat",
+            "\u{1d44e}\u{1d435}3\u{1d451}\u{1d438}5\u{1d453}\u{1d43a}7",
+        ),
+        (
+            "email_in_italic_letters_with_letterlike_h",
+            "\u{1d457}\u{1d45c}\u{210e}\u{1d45b}.\u{210e}@\u{210e}\u{1d45c}\u{1d461}\u{1d45a}\u{1d44e}\u{1d456}\u{1d459}.\u{1d450}\u{1d45c}\u{1d45a}",
+            "email",
+            "\u{1d457}\u{1d45c}\u{210e}\u{1d45b}",
+        ),
+        (
+            "card_grouped_with_superscript_minus_signs",
+            "4539\u{207b}5787\u{207b}6362\u{207b}1486",
+            "credit_card",
+            "4539\u{207b}5787",
+        ),
+        (
+            "email_with_an_ideographic_stop_before_many_zero_width_spaces",
+            "write to taro@example\u{3002}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}com",
+            "email",
+            "taro@example",
+        ),
+        (
             "email_in_mathematical_bold_letters",
             "\u{1d423}\u{1d428}\u{1d421}\u{1d427}@\u{1d41e}\u{1d431}\u{1d41a}\u{1d426}\u{1d429}\u{1d425}\u{1d41e}.\u{1d41c}\u{1d428}\u{1d426}",
             "email",

@@ -483,7 +483,7 @@ fn starts_other_reading(text: &str, i: usize) -> bool {
             next,
             0x81..=0x82 | 0x85 | 0x9E..=0xA0 | 0xA5 | 0xA7 | 0xAA..=0xAB | 0xAD..=0xAE | 0xB1 | 0xB7
         ),
-        0xE2 => matches!(next, 0x80..=0x83 | 0x88 | 0x91 | 0x93 | 0x9D..=0x9E),
+        0xE2 => matches!(next, 0x80..=0x85 | 0x88 | 0x91 | 0x93 | 0x9D..=0x9E),
         // CJK punctuation and kana: the ideographic space and full stop,
         // the prolonged sound mark, the Hangul filler, by their third byte.
         0xE3 => matches!(
@@ -576,15 +576,18 @@ pub fn second_readings(text: &str) -> Vec<Reading> {
         return Vec::new();
     }
     let wide = read(text, Width::Wide);
-    let mut readings = Vec::with_capacity(2);
-    if wide.beyond_narrow && wide.narrow_changes {
-        readings.extend(read(text, Width::Narrow).reading);
-    }
-    if let Some(w) = wide.reading {
-        if readings.first().is_none_or(|narrow| narrow.text != w.text) {
-            readings.push(w);
+    let mut readings: Vec<Reading> = Vec::with_capacity(2);
+    let add = |readings: &mut Vec<Reading>, reading: Option<Reading>| {
+        if let Some(r) = reading {
+            if readings.iter().all(|other| other.text != r.text) {
+                readings.push(r);
+            }
         }
+    };
+    if wide.beyond_narrow && wide.narrow_changes {
+        add(&mut readings, read(text, Width::Narrow).reading);
     }
+    add(&mut readings, wide.reading);
     readings
 }
 
@@ -689,15 +692,19 @@ fn read(text: &str, width: Width) -> Built {
 fn read_at(text: &str, i: usize, c: char, width: Width, last: Option<char>) -> (Read, usize) {
     let bytes = text.as_bytes();
     let wide = width == Width::Wide;
-    let plain = |ch: char| match width {
+    // `len`: the bytes the character, escape or reference takes.
+    let plain = |ch: char, len: usize| match width {
         Width::Narrow => as_plain_narrow(ch),
-        Width::Wide => as_plain(ch),
+        Width::Wide => match digit_style(ch) {
+            Some(style) if stands_apart(text, i, len, style) => None,
+            _ => as_plain(ch),
+        },
     };
     // What an escape or reference spells reads as that character does when
     // sent raw: `\uff14` and `&#65300;` are a fullwidth `4`, read as `4` (a
     // helper's attack, twenty-first session); `\u200b` and `&#173;` are
     // dropped.
-    let spelled = |ch: char| match plain(ch).unwrap_or(ch) {
+    let spelled = |ch: char, len: usize| match plain(ch, len).unwrap_or(ch) {
         d if is_invisible(d) || (wide && is_combining_mark(d)) => Read::Dropped,
         d => Read::As(d),
     };
@@ -710,10 +717,10 @@ fn read_at(text: &str, i: usize, c: char, width: Width, last: Option<char>) -> (
                 // page's references, and the page its reader renders reads
                 // the reference.
                 Some(('&', n)) if wide => match escaped_reference(text, i + n) {
-                    Some((ch, rest)) => (spelled(ch), n + rest),
+                    Some((ch, rest)) => (spelled(ch, n + rest), n + rest),
                     None => (Read::As('&'), n),
                 },
-                Some((ch, n)) => (spelled(ch), n),
+                Some((ch, n)) => (spelled(ch, n), n),
                 None => (Read::Itself, 1),
             },
             _ => (Read::Itself, 1),
@@ -725,7 +732,7 @@ fn read_at(text: &str, i: usize, c: char, width: Width, last: Option<char>) -> (
                 Width::Wide => html_reference(rest),
             };
             match reference {
-                Some((ch, n)) => (spelled(ch), n),
+                Some((ch, n)) => (spelled(ch, n), n),
                 None => (Read::Itself, 1),
             }
         }
@@ -756,16 +763,102 @@ fn read_at(text: &str, i: usize, c: char, width: Width, last: Option<char>) -> (
                 len,
             )
         }
-        _ => (as_plain(c).map_or(Read::Itself, Read::As), len),
+        _ => (plain(c, len).map_or(Read::Itself, Read::As), len),
+    }
+}
+
+/// How a super- or subscript or circled digit is drawn (see
+/// [`stands_apart`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DigitStyle {
+    Superscript,
+    Subscript,
+    Enclosed,
+}
+
+fn digit_style(c: char) -> Option<DigitStyle> {
+    match u32::from(c) {
+        0xB2 | 0xB3 | 0xB9 | 0x2070 | 0x2074..=0x2079 => Some(DigitStyle::Superscript),
+        0x2080..=0x2089 => Some(DigitStyle::Subscript),
+        0x2460..=0x2468
+        | 0x24EA
+        | 0x24F5..=0x24FD
+        | 0x24FF
+        | 0x2776..=0x277E
+        | 0x2780..=0x2788
+        | 0x278A..=0x2792 => Some(DigitStyle::Enclosed),
+        _ => None,
+    }
+}
+
+/// Whether a super- or subscript or circled digit, the `len` bytes at `i`,
+/// stands alone beside a letter or digit of another kind: then it is a
+/// footnote, a power or a list mark (`1486²`, `10⁹`, `…1111①`), and the
+/// wide reading leaves it as it is, or it would join the number before it
+/// and hide it (a helper's attack, twenty-second session). A run of them
+/// is a number written in them (`4¹¹¹¹…`) and is read. The neighbours are
+/// read as written, or decoded where they are a reference or an escape.
+fn stands_apart(text: &str, i: usize, len: usize, style: DigitStyle) -> bool {
+    let (before, after) = (decoded_before(text, i), decoded_after(text, i + len));
+    let same = |c: Option<char>| c.is_some_and(|c| digit_style(c) == Some(style));
+    let other = |c: Option<char>| {
+        c.is_some_and(|c| {
+            digit_style(c).is_none()
+                && (c.is_ascii_alphanumeric()
+                    || as_plain(c).is_some_and(|p| p.is_ascii_alphanumeric()))
+        })
+    };
+    !same(before) && !same(after) && (other(before) || other(after))
+}
+
+/// The character that ends at byte `i` of `text`, decoded if it is a
+/// reference or a `\u` escape ending there.
+fn decoded_before(text: &str, i: usize) -> Option<char> {
+    let bytes = text.as_bytes();
+    if i >= 6 && at(bytes, i - 6) == b'\\' && at(bytes, i - 5) == b'u' {
+        if let Some((c, 6)) = json_u_escape(bytes, i - 6) {
+            return Some(c);
+        }
+    }
+    if before(bytes, i) == b';' {
+        // A reference is at most 40 bytes (see `escaped_reference`).
+        let from = i.saturating_sub(40);
+        if let Some(amp) = bytes
+            .get(from..i)
+            .and_then(|b| b.iter().rposition(|&b| b == b'&'))
+        {
+            let start = from + amp;
+            if let Some((c, n)) = text.get(start..).and_then(html_reference) {
+                if start + n == i {
+                    return Some(c);
+                }
+            }
+        }
+    }
+    text.get(..i)?.chars().next_back()
+}
+
+/// The character that starts at byte `j` of `text`, decoded if it starts a
+/// reference or a `\u` escape.
+fn decoded_after(text: &str, j: usize) -> Option<char> {
+    let rest = text.get(j..)?;
+    match rest.as_bytes().first()? {
+        b'&' => html_reference(rest).map(|(c, _)| c).or(Some('&')),
+        b'\\' => json_u_escape(text.as_bytes(), j)
+            .map(|(c, _)| c)
+            .or(Some('\\')),
+        _ => rest.chars().next(),
     }
 }
 
 /// The next character the wide reading keeps from byte `j` on (past what it
 /// drops, an escape or a reference decoded), for a mark that joins only
-/// between letters or digits: `gmail。\u{200b}com`, `gmail。&#99;om`. A
-/// few characters at most, so a run of such marks stays linear.
+/// between letters or digits: `gmail。\u{200b}com`, `gmail。&#99;om`. The
+/// look stops at the next such mark, so each byte is looked at from one
+/// mark at most and a run of marks stays linear (it stopped after 16
+/// characters, which 16 zero-width spaces got past: a helper's attack).
 fn next_plain(text: &str, mut j: usize) -> Option<char> {
-    for _ in 0..16 {
+    loop {
         let c = text.get(j..)?.chars().next()?;
         if c == LONG_VOWEL_MARK || is_ideographic_stop(c) {
             return None;
@@ -776,7 +869,6 @@ fn next_plain(text: &str, mut j: usize) -> Option<char> {
             (Read::Itself, _) => return Some(c),
         }
     }
-    None
 }
 
 /// A reference whose `&` came as a JSON escape: the bytes after the escape
@@ -822,11 +914,36 @@ fn as_plain(c: char) -> Option<char> {
         '\u{3001}'..='\u{A61F}' | '\u{AC00}'..='\u{D7FF}' => None,
         '\u{FF0B}' | '\u{FE62}' | '\u{207A}' | '\u{208A}' | '\u{2795}' => Some('+'),
         '\u{FF0E}' | '\u{FE52}' | '\u{2024}' => Some('.'),
-        '\u{2043}' | '\u{FE58}' | '\u{FE63}' => Some('-'),
+        '\u{2043}' | '\u{FE58}' | '\u{FE63}' | '\u{207B}' | '\u{208B}' | '\u{2796}' => Some('-'),
         '\u{FE6B}' => Some('@'),
         // Thirteen styles of 52 letters, A-Z then a-z (the few code points
         // left unassigned, whose letters are in Letterlike Symbols, read as
         // the letter they stand for too).
+        // The mathematical letters Unicode coded earlier, in Letterlike
+        // Symbols, where the styles below have holes (`ℎ`, `ℂ`, `ℝ`, `ℯ`…).
+        '\u{2102}' | '\u{212D}' => Some('C'),
+        '\u{210A}' => Some('g'),
+        '\u{210B}'..='\u{210D}' => Some('H'),
+        '\u{210E}' => Some('h'),
+        '\u{2110}' | '\u{2111}' => Some('I'),
+        '\u{2112}' => Some('L'),
+        '\u{2113}' => Some('l'),
+        '\u{2115}' => Some('N'),
+        '\u{2119}' => Some('P'),
+        '\u{211A}' => Some('Q'),
+        '\u{211B}'..='\u{211D}' => Some('R'),
+        '\u{2124}' | '\u{2128}' => Some('Z'),
+        '\u{212A}' => Some('K'),
+        '\u{212C}' => Some('B'),
+        '\u{212F}' | '\u{2147}' => Some('e'),
+        '\u{2130}' => Some('E'),
+        '\u{2131}' => Some('F'),
+        '\u{2133}' => Some('M'),
+        '\u{2134}' => Some('o'),
+        '\u{2145}' => Some('D'),
+        '\u{2146}' => Some('d'),
+        '\u{2148}' => Some('i'),
+        '\u{2149}' => Some('j'),
         '\u{1D400}'..='\u{1D6A3}' => {
             let letter = u8::try_from((u32::from(c) - 0x1D400) % 52).ok()?;
             Some(char::from(if letter < 26 {
