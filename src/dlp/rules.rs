@@ -2093,7 +2093,7 @@ fn unquoted(bytes: &[u8], (s, e): (usize, usize)) -> (usize, usize) {
 /// triggers; the `ldap…` ones are OpenLDAP's clients, whose `-w` is the bind
 /// password (those after `masterauth` since the twenty-second session, forms
 /// the thirteenth review noted).
-const COMMAND_WORDS: [&str; 20] = [
+const COMMAND_WORDS: [&str; 24] = [
     "docker",
     "podman",
     "sshpass",
@@ -2109,11 +2109,15 @@ const COMMAND_WORDS: [&str; 20] = [
     "ldappasswd",
     "ldapcompare",
     "ldapmodrdn",
+    "ldapexop",
     "smbclient",
     "psexec",
+    "psexec64",
     "xfreerdp",
+    "xfreerdp3",
     "7z",
     "7za",
+    "7zz",
 ];
 
 /// A password given as the argument of a command or directive, at the
@@ -2135,7 +2139,20 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
         && name
             .get(..4)
             .is_some_and(|p| p.eq_ignore_ascii_case(b"ldap"));
-    let line_end = pos + run_len_within(bytes, pos, COMMAND_LINE_MAX, |b| b != b'\n' && b != b'\r');
+    // A line ends at a line break that no `\` continues (shell scripts and
+    // docs break long commands so: a helper's attack found `-p PW` on the
+    // second line unread).
+    let mut line_end = pos;
+    loop {
+        line_end += run_len_within(bytes, line_end, COMMAND_LINE_MAX, |b| {
+            b != b'\n' && b != b'\r'
+        });
+        let continued = before(bytes, line_end) == b'\\' && line_end < pos + COMMAND_LINE_MAX;
+        if !continued {
+            break;
+        }
+        line_end += 1 + usize::from(bytes.get(line_end..line_end + 2) == Some(b"\r\n"));
+    }
     let mut words = Vec::new();
     let mut i = pos + name_len;
     while let Some((s, e)) =
@@ -2145,7 +2162,10 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
         if matches!(w, b"|" | b";" | b"&&" | b"||") || w.eq_ignore_ascii_case(name) {
             break;
         }
-        words.push((s, e));
+        // A continuation (`\` and the line break) is no word.
+        if !matches!(w, b"\\" | b"\\\n" | b"\\\r\n" | b"\\\r" | b"\n" | b"\r\n") {
+            words.push((s, e));
+        }
         i = e;
     }
     let word = |k: usize| words.get(k).and_then(|&(s, e)| bytes.get(s..e));
@@ -2170,7 +2190,8 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
     // (`-pPW`, `/p:PW`).
     let glued = |flag: &[u8], from: usize| {
         (from..words.len()).find_map(|k| {
-            let (s, e) = *words.get(k)?;
+            // The whole word may be quoted (`"/p:PW"`, `'-pPW'`).
+            let (s, e) = unquoted(bytes, *words.get(k)?);
             let w = bytes.get(s..e)?;
             (w.len() > flag.len() && w.starts_with(flag))
                 .then(|| unquoted(bytes, (s + flag.len(), e)))
@@ -2179,10 +2200,9 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
     let span = if is("docker") || is("podman") {
         // `docker login [-u user] -p PW [registry]`, also `-pPW` (`docker run
         // -p 80:80` publishes a port: only `login` takes a password).
-        if word(0).is_none_or(|w| w != b"login") {
-            return None;
-        }
-        after_flag(&["-p", "--password"], 1).or_else(|| glued(b"-p", 1))?
+        // `login` may follow global options (`docker --config DIR login`).
+        let login = (0..words.len().min(5)).find(|&k| word(k).is_some_and(|w| w == b"login"))?;
+        after_flag(&["-p", "--password"], login + 1).or_else(|| glued(b"-p", login + 1))?
     } else if ldap {
         // OpenLDAP's clients: `-w PW` is the bind password (`-W` prompts).
         after_flag(&["-w"], 0).or_else(|| glued(b"-w", 0))?
@@ -2191,13 +2211,13 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
         let (s, e) = after_flag(&["-U", "--user"], 0).or_else(|| glued(b"-U", 0))?;
         let percent = bytes.get(s..e)?.iter().position(|&b| b == b'%')?;
         (s + percent + 1, e)
-    } else if is("psexec") {
+    } else if is("psexec") || is("psexec64") {
         // Sysinternals PsExec: `-u user -p PW`.
         after_flag(&["-p"], 0)?
-    } else if is("xfreerdp") {
+    } else if is("xfreerdp") || is("xfreerdp3") {
         // FreeRDP: `/p:PW`.
         glued(b"/p:", 0)?
-    } else if is("7z") || is("7za") {
+    } else if is("7z") || is("7za") || is("7zz") {
         // 7-Zip: `-pPW` (a bare `-p` prompts).
         glued(b"-p", 0)?
     } else if is("sshpass") {

@@ -1914,6 +1914,36 @@ fn command_and_directive_passwords_table() {
             "7z a -pXk9#mQ2vLp8! -mhe=on backup.7z data/",
             &["password"],
         ),
+        (
+            "docker_login_after_global_options",
+            "docker --config /tmp/c login -u bob -p Xk9#mQ2vLp8!",
+            &["password"],
+        ),
+        (
+            "docker_login_over_continued_lines",
+            "docker login \\\n  -u bob \\\n  -p Xk9#mQ2vLp8! \\\n  registry.example.com",
+            &["password"],
+        ),
+        (
+            "ldapsearch_over_continued_lines",
+            "ldapsearch \\\r\n -x -D cn=admin \\\r\n -w Xk9#mQ2vLp8! \\\r\n -b dc=ex",
+            &["password"],
+        ),
+        (
+            "a_line_break_no_backslash_continues_ends_the_command",
+            "docker login -u bob\n-p Xk9#mQ2vLp8!",
+            &[],
+        ),
+        (
+            "xfreerdp_quoted_password_argument",
+            "xfreerdp3 /u:bob \"/p:Xk9#mQ2vLp8!\" /v:h",
+            &["password"],
+        ),
+        (
+            "seven_zip_quoted_password_argument",
+            "7zz a \"-pXk9#mQ2vLp8!\" out.7z dir",
+            &["password"],
+        ),
         ("seven_zip_prompts_for_it", "7z x -p backup.7z", &[]),
         (
             "seven_zip_in_prose",
@@ -2341,6 +2371,55 @@ fn text_is_read_again_as_its_reader_decodes_it() {
             r"card 4\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9\u00b9",
             "credit_card",
             r"4\u00b9\u00b9",
+        ),
+        // The third attack: one digit so drawn inside a number is read.
+        (
+            "card_with_one_middle_digit_in_subscript",
+            "card 4539 57\u{2078}7 6362 1486 exp",
+            "credit_card",
+            "4539 57",
+        ),
+        (
+            "card_with_a_leading_superscript_digit",
+            "card \u{2074}4539 5787 6362 1486 exp",
+            "credit_card",
+            "4539 5787",
+        ),
+        (
+            "card_with_a_circled_digit_ending_a_group",
+            "card 4539 5787 636\u{2461} 1486 exp",
+            "credit_card",
+            "4539 5787",
+        ),
+        (
+            "card_in_alternating_styles",
+            "card \u{2074}5\u{b3}9 \u{2075}7\u{2078}7 \u{2076}3\u{2076}2 \u{b9}4\u{2078}6 exp",
+            "credit_card",
+            "\u{2074}5\u{b3}9",
+        ),
+        (
+            "card_in_mathematical_digits_alternating_with_superscripts",
+            "card \u{2074}\u{1d7cf}\u{b9}\u{1d7cf}\u{b9}\u{1d7cf}\u{b9}\u{1d7cf}\u{b9}\u{1d7cf}\u{b9}\u{1d7cf}\u{b9}\u{1d7cf}\u{b9}\u{1d7cf}",
+            "credit_card",
+            "\u{2074}\u{1d7cf}",
+        ),
+        (
+            "card_in_superscripts_split_by_combining_marks",
+            "card 4\u{b9}\u{301}\u{b9}\u{301}\u{b9}\u{b9}\u{b9}\u{b9}\u{b9}\u{b9}\u{b9}\u{b9}\u{b9}\u{b9}\u{b9}\u{b9}\u{b9}",
+            "credit_card",
+            "4\u{b9}",
+        ),
+        (
+            "ssn_with_one_superscript_digit",
+            "ssn 123-4\u{2075}-6789",
+            "ssn",
+            "6789",
+        ),
+        (
+            "token_with_one_superscript_digit",
+            "token ghp_aB\u{b3}dE5fG7hJ9kL1mN2pQ4rS6tU8vW0xY2zA4 x",
+            "github_pat",
+            "dE5fG7hJ9",
         ),
         // The second attack of the twenty-second session.
         (

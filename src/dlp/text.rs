@@ -792,32 +792,71 @@ fn digit_style(c: char) -> Option<DigitStyle> {
 }
 
 /// Whether a super- or subscript or circled digit, the `len` bytes at `i`,
-/// stands alone beside a letter or digit of another kind: then it is a
+/// ends a run of letters or digits of another kind, alone: then it is a
 /// footnote, a power or a list mark (`1486²`, `10⁹`, `…1111①`), and the
 /// wide reading leaves it as it is, or it would join the number before it
-/// and hide it (a helper's attack, twenty-second session). A run of them
-/// is a number written in them (`4¹¹¹¹…`) and is read. The neighbours are
-/// read as written, or decoded where they are a reference or an escape.
+/// and hide it (a helper's attack, twenty-second session). Inside a number
+/// (`57₈7`, `636② 1486`: a group separator and a digit after it), before
+/// one, or in a run of its kind (`4¹¹¹¹…`) it is read (the next attack:
+/// leaving every lone one unread hid a card with one digit so drawn). A
+/// number whose last digit is so drawn reads as a number and a footnote;
+/// that one stays unread. Neighbours are read past what the reading drops
+/// and decoded where they are a reference or an escape.
 fn stands_apart(text: &str, i: usize, len: usize, style: DigitStyle) -> bool {
-    let (before, after) = (decoded_before(text, i), decoded_after(text, i + len));
-    let same = |c: Option<char>| c.is_some_and(|c| digit_style(c) == Some(style));
-    let other = |c: Option<char>| {
-        c.is_some_and(|c| {
-            digit_style(c).is_none()
-                && (c.is_ascii_alphanumeric()
-                    || as_plain(c).is_some_and(|p| p.is_ascii_alphanumeric()))
-        })
-    };
-    !same(before) && !same(after) && (other(before) || other(after))
+    let before = kept_before(text, i);
+    let (after, after_end) = kept_after(text, i + len);
+    let styled_alike = |c: Option<char>| c.is_some_and(|c| digit_style(c) == Some(style));
+    let plain = |c: char| as_plain(c).unwrap_or(c);
+    let alnum = |c: Option<char>| c.is_some_and(|c| plain(c).is_ascii_alphanumeric());
+    if styled_alike(before) || styled_alike(after) {
+        return false;
+    }
+    let ends_a_run =
+        alnum(before) && before.is_some_and(|c| digit_style(c).is_none()) && !alnum(after);
+    let grouped = after.is_some_and(|c| matches!(plain(c), ' ' | '-'))
+        && kept_after(text, after_end)
+            .0
+            .is_some_and(|c| plain(c).is_ascii_digit());
+    ends_a_run && !grouped
+}
+
+/// Whether the wide reading drops `c`.
+fn dropped(c: char) -> bool {
+    is_invisible(c) || is_combining_mark(c)
+}
+
+/// The last character before byte `i` the wide reading keeps.
+fn kept_before(text: &str, mut i: usize) -> Option<char> {
+    loop {
+        let (c, start) = decoded_before(text, i)?;
+        if !dropped(c) {
+            return Some(c);
+        }
+        i = start;
+    }
+}
+
+/// The first character from byte `j` on the wide reading keeps, and the
+/// byte after it.
+fn kept_after(text: &str, mut j: usize) -> (Option<char>, usize) {
+    loop {
+        let Some((c, end)) = decoded_after(text, j) else {
+            return (None, j);
+        };
+        if !dropped(c) {
+            return (Some(c), end);
+        }
+        j = end;
+    }
 }
 
 /// The character that ends at byte `i` of `text`, decoded if it is a
-/// reference or a `\u` escape ending there.
-fn decoded_before(text: &str, i: usize) -> Option<char> {
+/// reference or a `\u` escape ending there, and where it starts.
+fn decoded_before(text: &str, i: usize) -> Option<(char, usize)> {
     let bytes = text.as_bytes();
     if i >= 6 && at(bytes, i - 6) == b'\\' && at(bytes, i - 5) == b'u' {
         if let Some((c, 6)) = json_u_escape(bytes, i - 6) {
-            return Some(c);
+            return Some((c, i - 6));
         }
     }
     if before(bytes, i) == b';' {
@@ -830,24 +869,27 @@ fn decoded_before(text: &str, i: usize) -> Option<char> {
             let start = from + amp;
             if let Some((c, n)) = text.get(start..).and_then(html_reference) {
                 if start + n == i {
-                    return Some(c);
+                    return Some((c, start));
                 }
             }
         }
     }
-    text.get(..i)?.chars().next_back()
+    let c = text.get(..i)?.chars().next_back()?;
+    Some((c, i - c.len_utf8()))
 }
 
 /// The character that starts at byte `j` of `text`, decoded if it starts a
-/// reference or a `\u` escape.
-fn decoded_after(text: &str, j: usize) -> Option<char> {
+/// reference or a `\u` escape, and the byte after it.
+fn decoded_after(text: &str, j: usize) -> Option<(char, usize)> {
     let rest = text.get(j..)?;
-    match rest.as_bytes().first()? {
-        b'&' => html_reference(rest).map(|(c, _)| c).or(Some('&')),
-        b'\\' => json_u_escape(text.as_bytes(), j)
-            .map(|(c, _)| c)
-            .or(Some('\\')),
-        _ => rest.chars().next(),
+    let decoded = match rest.as_bytes().first()? {
+        b'&' => html_reference(rest),
+        b'\\' => json_u_escape(text.as_bytes(), j),
+        _ => None,
+    };
+    match decoded {
+        Some((c, n)) => Some((c, j + n)),
+        None => rest.chars().next().map(|c| (c, j + c.len_utf8())),
     }
 }
 
