@@ -803,21 +803,19 @@ fn digit_style(c: char) -> Option<DigitStyle> {
 /// that one stays unread. Neighbours are read past what the reading drops
 /// and decoded where they are a reference or an escape.
 fn stands_apart(text: &str, i: usize, len: usize, style: DigitStyle) -> bool {
-    let before = kept_before(text, i);
-    let (after, after_end) = kept_after(text, i + len);
-    let styled_alike = |c: Option<char>| c.is_some_and(|c| digit_style(c) == Some(style));
     let plain = |c: char| as_plain(c).unwrap_or(c);
-    let alnum = |c: Option<char>| c.is_some_and(|c| plain(c).is_ascii_alphanumeric());
-    if styled_alike(before) || styled_alike(after) {
+    // Cheapest first: most such digits have a letter or digit after them.
+    let (after, after_end) = kept_after(text, i + len);
+    if after.is_some_and(|c| digit_style(c) == Some(style) || plain(c).is_ascii_alphanumeric()) {
         return false;
     }
-    let ends_a_run =
-        alnum(before) && before.is_some_and(|c| digit_style(c).is_none()) && !alnum(after);
     let grouped = after.is_some_and(|c| matches!(plain(c), ' ' | '-'))
         && kept_after(text, after_end)
             .0
             .is_some_and(|c| plain(c).is_ascii_digit());
-    ends_a_run && !grouped
+    !grouped
+        && kept_before(text, i)
+            .is_some_and(|c| digit_style(c).is_none() && plain(c).is_ascii_alphanumeric())
 }
 
 /// Whether the wide reading drops `c`.
