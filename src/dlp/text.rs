@@ -649,16 +649,7 @@ fn read(text: &str, width: Width) -> Built {
                     // The narrow reading steps where this one does, or over
                     // bytes that read as themselves in both (a reference the
                     // wide one takes whole is `&` and ASCII to the narrow one).
-                    let narrow = if escape {
-                        read_at(text, i, c, Width::Narrow, None)
-                    } else if is_invisible(c) {
-                        (Read::Dropped, c.len_utf8())
-                    } else {
-                        (
-                            as_plain_narrow(c).map_or(Read::Itself, Read::As),
-                            c.len_utf8(),
-                        )
-                    };
+                    let narrow = read_at(text, i, c, Width::Narrow, None);
                     beyond_narrow |= narrow != step;
                     narrow_changes |= narrow.0 != Read::Itself;
                 }
@@ -716,7 +707,12 @@ fn read_at(text: &str, i: usize, c: char, width: Width, last: Option<char>) -> (
                 // `\u0026ndash;`: Go's `json.Marshal` escapes the `&` of a
                 // page's references, and the page its reader renders reads
                 // the reference.
-                Some(('&', n)) if wide => match escaped_reference(text, i + n) {
+                // The body is read as far as 40 bytes (a named reference is 34
+                // at most), as when it was copied behind an `&`.
+                Some(('&', n)) if wide => match text
+                    .get(i + n..ceil_boundary(text, (i + n + 40).min(text.len())))
+                    .and_then(reference_body)
+                {
                     Some((ch, rest)) => (spelled(ch, n + rest), n + rest),
                     None => (Read::As('&'), n),
                 },
@@ -858,7 +854,8 @@ fn decoded_before(text: &str, i: usize) -> Option<(char, usize)> {
         }
     }
     if before(bytes, i) == b';' {
-        // A reference is at most 40 bytes (see `escaped_reference`).
+        // A named reference is 34 bytes at most; a zero-padded numeric one
+        // longer than 40 is not looked for.
         let from = i.saturating_sub(40);
         if let Some(amp) = bytes
             .get(from..i)
@@ -909,17 +906,6 @@ fn next_plain(text: &str, mut j: usize) -> Option<char> {
             (Read::Itself, _) => return Some(c),
         }
     }
-}
-
-/// A reference whose `&` came as a JSON escape: the bytes after the escape
-/// from `j` on read with an `&` before them. The character, and the bytes
-/// after `j` it takes.
-fn escaped_reference(text: &str, j: usize) -> Option<(char, usize)> {
-    // A reference is never longer than this (a 32-byte name, `&`, `;`).
-    let end = ceil_boundary(text, (j + 40).min(text.len()));
-    let candidate = format!("&{}", text.get(j..end)?);
-    let (c, n) = html_reference(&candidate)?;
-    Some((c, n - 1))
 }
 
 /// The ASCII the narrow reading ([`Width::Narrow`]) takes `c` for:
@@ -1173,15 +1159,23 @@ fn json_u_escape(bytes: &[u8], i: usize) -> Option<(char, usize)> {
 /// reads them (a helper's attack, twenty-first session: `4539&ndash;1488…`
 /// and `&#x00000ff14;` passed).
 fn html_reference(s: &str) -> Option<(char, usize)> {
-    let bytes = s.as_bytes();
-    if at(bytes, 1) == b'#' {
+    let (c, n) = reference_body(s.strip_prefix('&')?)?;
+    Some((c, n + 1))
+}
+
+/// What follows a reference's `&` (`ndash;`, `#52`), read as
+/// [`html_reference`] reads it: the character and the bytes it takes. Also
+/// where the `&` came as a JSON escape (`\u0026ndash;`).
+fn reference_body(body: &str) -> Option<(char, usize)> {
+    let bytes = body.as_bytes();
+    if at(bytes, 0) == b'#' {
         return numeric_reference(bytes);
     }
-    let name_len = run_len(bytes, 1, |b| b.is_ascii_alphanumeric()).min(32);
-    let name = s.get(1..1 + name_len)?;
-    if at(bytes, 1 + name_len) == b';' {
+    let name_len = run_len(bytes, 0, |b| b.is_ascii_alphanumeric()).min(32);
+    let name = body.get(..name_len)?;
+    if at(bytes, name_len) == b';' {
         if let Some(c) = named_reference(name) {
-            return Some((c, name_len + 2));
+            return Some((c, name_len + 1));
         }
     }
     // Without its `;` (or with a name HTML does not know), a legacy name
@@ -1191,7 +1185,7 @@ fn html_reference(s: &str) -> Option<(char, usize)> {
     ]
     .into_iter()
     .find(|legacy| name.starts_with(legacy))
-    .and_then(|legacy| Some((named_reference(legacy)?, legacy.len() + 1)))
+    .and_then(|legacy| Some((named_reference(legacy)?, legacy.len())))
 }
 
 /// An HTML character reference at the start of `s` as the narrow reading
@@ -1220,11 +1214,11 @@ fn html_reference_narrow(s: &str) -> Option<(char, usize)> {
     Some((c, end + 1))
 }
 
-/// `&#…` at the start of `bytes`: decimal or `x` and hex digits, the `;`
-/// optional. Zero, surrogates and values past Unicode read as U+FFFD.
+/// `#…` after a reference's `&`, at the start of `bytes`: decimal or `x`
+/// and hex digits, the `;` optional. Zero, surrogates and values past Unicode read as U+FFFD.
 fn numeric_reference(bytes: &[u8]) -> Option<(char, usize)> {
-    let hex = matches!(at(bytes, 2), b'x' | b'X');
-    let start = if hex { 3 } else { 2 };
+    let hex = matches!(at(bytes, 1), b'x' | b'X');
+    let start = if hex { 2 } else { 1 };
     let (radix, is_digit): (u32, fn(u8) -> bool) = if hex {
         (16, |b| b.is_ascii_hexdigit())
     } else {
