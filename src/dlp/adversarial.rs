@@ -90,6 +90,8 @@ pub fn units() -> Vec<(String, String)> {
         ("reading:combining-marks", "a\u{301}\u{301}"),
         ("reading:mathematical-letters", "\u{1d41a}\u{1d7d2}\u{210e}"),
         ("reading:named-references", "&sup2;&ndash;"),
+        // A styled digit after something only the wide reading decodes.
+        ("reading:footnote-after-wide", "&ndash;1\u{b2}"),
         ("assignment:long-identifier-colon", "pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd:= "),
         ("auth:no-blank", "Authorization:"),
         ("auth:equals", "authorization=bearer+"),
@@ -170,6 +172,14 @@ pub fn units() -> Vec<(String, String)> {
         ("command:sshpass-options", "sshpass -e -v -e -v "),
         ("command:secure-string-piped", "\"x\" | ConvertTo-SecureString -AsPlainText "),
         ("command:requirepass-line", "requirepass x\n"),
+        // Twenty-third session: prose words that name commands, a prompt,
+        // a pipe read backwards, continued lines, grouped options.
+        ("command:redis-prompt", "127.0.0.1:6379> AUTH "),
+        ("command:net-user", "net user a "),
+        ("command:zip-options", "zip -P -P "),
+        ("command:password-stdin", "echo x | docker login --password-stdin "),
+        ("command:continued-lines", "docker login -u a \\\n"),
+        ("command:ldap-grouped", "ldappasswd -xWa -xs "),
         ("assignment:subscript", "['password'] = "),
         ("assignment:psk", "psk=\""),
     ] {

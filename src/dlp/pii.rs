@@ -166,10 +166,13 @@ fn judge_cluster(text: &str, key: Option<&str>, groups: &[Group], out: &mut Vec<
         lead -= 1;
     }
     let pre = before(bytes, lead);
+    // A card after a colon (`card:4539…`) is still one; a phone or an SSN
+    // there is more often a time, a port or an id's tail.
+    let after_colon = pre == b':' && !plus && !paren;
     if is_alnum(pre)
         || matches!(
             pre,
-            b'_' | b'.' | b'/' | b':' | b'@' | b'#' | b'-' | b'\\' | b'$' | b'+'
+            b'_' | b'.' | b'/' | b'@' | b'#' | b'-' | b'\\' | b'$' | b'+'
         )
     {
         return;
@@ -189,15 +192,25 @@ fn judge_cluster(text: &str, key: Option<&str>, groups: &[Group], out: &mut Vec<
     }
     let seps = sep_buf.get(..n_seps).unwrap_or(&[]);
 
-    if !plus && !paren {
+    // In parentheses a number is a card or an SSN as well (`(4539 5787 6362
+    // 1486)`, `(123-45-6789)`: a helper's attack, twenty-third session); a
+    // phone's area code is the parenthesised group alone, which makes
+    // neither (too few digits, a `) ` separator).
+    if !plus {
         if let Some(f) = card(text, groups) {
             out.push(f);
+            return;
+        }
+        if after_colon {
             return;
         }
         if let Some(f) = ssn(text, key, groups, seps) {
             out.push(f);
             return;
         }
+    }
+    if after_colon {
+        return;
     }
     if let Some(f) = phone(text, key, groups, seps, plus, paren, lead, total) {
         out.push(f);
@@ -723,6 +736,16 @@ mod tests {
             ("git@github.com:acme/api.git", vec![]),
             ("icon@2x.png", vec![]),
             ("https://u:p4ss@host.example.com", vec![]),
+            // In parentheses or after a colon (a helper's attack,
+            // twenty-third session); a phone's area code stays a phone.
+            ("card (4539 5787 6362 1486)", vec!["credit_card"]),
+            ("pay (4539-5787-6362-1486) thanks", vec!["credit_card"]),
+            ("(4539578763621486)", vec!["credit_card"]),
+            ("ssn (123-45-6789)", vec!["ssn"]),
+            ("card:4539578763621486", vec!["credit_card"]),
+            ("call (415) 555-0132", vec!["phone"]),
+            ("at 10:555-0132 local", vec![]),
+            ("port :4155550132", vec![]),
         ] {
             assert_eq!(kinds(text), want, "{text}");
         }

@@ -2062,25 +2062,37 @@ pub fn mysql_password_at(text: &str, pos: usize) -> Option<Found> {
 /// How far a command's words are read on its line.
 pub const COMMAND_LINE_MAX: usize = 256;
 
-/// The next shell word at or after `i` before `to`: blanks skipped, then a
-/// quoted string (to its closing quote) or a run of non-blanks. Returns its
-/// span, quotes included.
+/// The next shell word at or after `i` before `to`: blanks and line breaks
+/// (inside a command's span only continued ones) skipped, then a quoted
+/// string (to its closing quote; `$'…'` is bash's) or a run of non-blanks.
+/// Returns its span, quotes included.
 fn next_shell_word(bytes: &[u8], i: usize, to: usize) -> Option<(usize, usize)> {
-    let s = skip_blanks(bytes, i);
+    let s = i + run_len_within(bytes, i, to.saturating_sub(i), |b| {
+        matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+    });
     if s >= to {
         return None;
     }
-    let q = at(bytes, s);
+    let dollar = usize::from(at(bytes, s) == b'$' && at(bytes, s + 1) == b'\'');
+    let q = at(bytes, s + dollar);
     let len = if matches!(q, b'"' | b'\'') {
-        2 + bytes.get(s + 1..to)?.iter().position(|b| *b == q)?
+        dollar
+            + 2
+            + bytes
+                .get(s + dollar + 1..to)?
+                .iter()
+                .position(|b| *b == q)?
     } else {
-        run_len_within(bytes, s, to - s, |b| b != b' ' && b != b'\t')
+        run_len_within(bytes, s, to - s, |b| {
+            !matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+        })
     };
     Some((s, s + len))
 }
 
-/// A word's span without its quotes.
+/// A word's span without its quotes (`"…"`, `'…'`, `$'…'`).
 fn unquoted(bytes: &[u8], (s, e): (usize, usize)) -> (usize, usize) {
+    let s = s + usize::from(at(bytes, s) == b'$' && at(bytes, s + 1) == b'\'' && e >= s + 3);
     let q = at(bytes, s);
     if e >= s + 2 && matches!(q, b'"' | b'\'') && at(bytes, e - 1) == q {
         (s + 1, e - 1)
@@ -2089,11 +2101,25 @@ fn unquoted(bytes: &[u8], (s, e): (usize, usize)) -> (usize, usize) {
     }
 }
 
+/// Whether `b` continues a command on the next line when it ends one: `\`
+/// in a POSIX shell, `` ` `` in PowerShell, `^` in cmd.
+fn continues_line(b: u8) -> bool {
+    matches!(b, b'\\' | b'`' | b'^')
+}
+
+/// Whether a line break starts at `i`.
+fn line_break_at(bytes: &[u8], i: usize) -> bool {
+    matches!(at(bytes, i), b'\n' | b'\r')
+}
+
 /// The commands and directives [`command_password_at`] reads, its rule's
 /// triggers; the `ldap…` ones are OpenLDAP's clients, whose `-w` is the bind
 /// password (those after `masterauth` since the twenty-second session, forms
-/// the thirteenth review noted).
-const COMMAND_WORDS: [&str; 24] = [
+/// the thirteenth review noted; those after `7zz` since the twenty-third,
+/// forms the twenty-second session's third helper found missed). `auth` is
+/// a `redis-cli` prompt's command (`127.0.0.1:6379> AUTH PW`), read only
+/// after such a prompt.
+const COMMAND_WORDS: [&str; 30] = [
     "docker",
     "podman",
     "sshpass",
@@ -2118,6 +2144,12 @@ const COMMAND_WORDS: [&str; 24] = [
     "7z",
     "7za",
     "7zz",
+    "oc",
+    "helm",
+    "az",
+    "net",
+    "zip",
+    "auth",
 ];
 
 /// A password given as the argument of a command or directive, at the
@@ -2125,14 +2157,60 @@ const COMMAND_WORDS: [&str; 24] = [
 /// command's words end at its line's end, a `|`, `;` or `&&`, or the next
 /// word naming the same command, so a run of them reads each word once.
 /// The value must be a strong password (`$PW`, `-` and `changeme` are not).
+/// A line that gives more than one (`ldappasswd -w OLD -s NEW`) is found
+/// as one span from the first to the last, so a redaction covers them all.
 pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
     let bytes = text.as_bytes();
     let name_len = run_len_within(bytes, pos, 32, is_ident_byte);
-    let name = bytes.get(pos..pos + name_len)?;
+    let named = bytes.get(pos..pos + name_len)?;
+    // Windows names a program with its extension (`7z.exe`, `PsExec64.exe`).
+    let name = match named.len().checked_sub(4) {
+        Some(k)
+            if named
+                .get(k..)
+                .is_some_and(|e| e.eq_ignore_ascii_case(b".exe")) =>
+        {
+            named.get(..k)?
+        }
+        _ => named,
+    };
     let is = |w: &str| name.eq_ignore_ascii_case(w.as_bytes());
     // A trigger inside a longer word (`dockerfile`, `7zip`) names no
     // command: turned away before its line is read.
     if !COMMAND_WORDS.into_iter().any(is) {
+        return None;
+    }
+    // A quoted path ends with the name (`"C:\Program Files\7-Zip\7z.exe" a`).
+    let mut after_name = pos + name_len;
+    if matches!(at(bytes, after_name), b'"' | b'\'') {
+        after_name += 1;
+    }
+    // The names that are also prose words (`net income`, `zip code`, `oc`,
+    // `az`, `auth`) are turned away by what must follow (or, for `auth`,
+    // come before) them, before their line is read.
+    let next_is = |words: &[&[u8]]| {
+        let s = skip_blanks(bytes, after_name);
+        words.iter().any(|w| {
+            bytes
+                .get(s..s + w.len())
+                .is_some_and(|b| b.eq_ignore_ascii_case(w))
+                && matches!(at(bytes, s + w.len()), b' ' | b'\t' | b'\r' | b'\n' | 0)
+        })
+    };
+    let plausible = if is("oc") || is("az") {
+        next_is(&[b"login"])
+    } else if is("helm") {
+        next_is(&[b"registry", b"repo"])
+    } else if is("net") {
+        next_is(&[b"user", b"use"])
+    } else if is("zip") {
+        at(bytes, skip_blanks(bytes, after_name)) == b'-'
+    } else if is("auth") {
+        after_redis_prompt(bytes, pos)
+    } else {
+        true
+    };
+    if !plausible {
         return None;
     }
     let ldap = name.len() > 4
@@ -2147,28 +2225,41 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
         line_end += run_len_within(bytes, line_end, COMMAND_LINE_MAX, |b| {
             b != b'\n' && b != b'\r'
         });
-        let continued = before(bytes, line_end) == b'\\' && line_end < pos + COMMAND_LINE_MAX;
+        let continued =
+            continues_line(before(bytes, line_end)) && line_end < pos + COMMAND_LINE_MAX;
         if !continued {
             break;
         }
         line_end += 1 + usize::from(bytes.get(line_end..line_end + 2) == Some(b"\r\n"));
     }
     let mut words = Vec::new();
-    let mut i = pos + name_len;
-    while let Some((s, e)) =
+    let mut i = after_name;
+    while let Some((s, mut e)) =
         next_shell_word(bytes, i, line_end).filter(|w| words.len() < 32 && w.0 > i)
     {
         let w = bytes.get(s..e)?;
-        if matches!(w, b"|" | b";" | b"&&" | b"||") || w.eq_ignore_ascii_case(name) {
+        if matches!(w, b"|" | b";" | b"&&" | b"||") || w.eq_ignore_ascii_case(named) {
             break;
         }
-        // A continuation (`\` and the line break) is no word.
-        if !matches!(w, b"\\" | b"\\\n" | b"\\\r\n" | b"\\\r" | b"\n" | b"\r\n") {
+        i = e;
+        // A continuation (`\`, `` ` ``, `^` before the line break) is no
+        // word, nor part of the word it ends (`-p PW\`): the next line's
+        // first word is read whether or not it is indented (a helper's
+        // attack, twenty-third session: `-w \` and `$LDAP_PASSWORD` at the
+        // next line's start read as one value).
+        if line_break_at(bytes, e) && continues_line(before(bytes, e)) {
+            e -= 1;
+        }
+        if e > s {
             words.push((s, e));
         }
-        i = e;
     }
-    let word = |k: usize| words.get(k).and_then(|&(s, e)| bytes.get(s..e));
+    // A word's bytes without its quotes: `'-p'` is the flag `-p`.
+    let word = |k: usize| {
+        let (s, e) = unquoted(bytes, *words.get(k)?);
+        bytes.get(s..e)
+    };
+    let has_word = |w: &[u8]| (0..words.len()).any(|k| word(k) == Some(w));
     // The word after the first of `flags` (or glued to it after `=`).
     let after_flag = |flags: &[&str], from: usize| {
         (from..words.len()).find_map(|k| {
@@ -2176,7 +2267,7 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
             if flags.iter().any(|f| w == f.as_bytes()) {
                 return words.get(k + 1).map(|&w| unquoted(bytes, w));
             }
-            let (s, e) = *words.get(k)?;
+            let (s, e) = unquoted(bytes, *words.get(k)?);
             flags
                 .iter()
                 .filter(|f| f.starts_with("--"))
@@ -2197,55 +2288,146 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
                 .then(|| unquoted(bytes, (s + flag.len(), e)))
         })
     };
-    let span = if is("docker") || is("podman") {
+    // The word after the first word `first` accepts, unless it is an option
+    // (`smbclient //srv/share PW`, `net use \\srv\share PW`).
+    let positional_after = |first: &dyn Fn(&[u8]) -> bool| {
+        let k = (0..words.len()).find(|&k| word(k).is_some_and(first))?;
+        let w = word(k + 1)?;
+        (!matches!(w.first(), Some(b'-' | b'/')) && w != b"*")
+            .then(|| words.get(k + 1).map(|&w| unquoted(bytes, w)))
+            .flatten()
+    };
+    // `login`'s password: `-p PW`, `--password PW`, or piped in
+    // (`echo PW | docker login --password-stdin`).
+    let login_password = |login: usize, short: bool| {
+        let flags: &[&str] = if short {
+            &["-p", "--password"]
+        } else {
+            &["--password"]
+        };
+        after_flag(flags, login + 1)
+            .or_else(|| short.then(|| glued(b"-p", login + 1)).flatten())
+            .or_else(|| {
+                has_word(b"--password-stdin")
+                    .then(|| echoed_before(bytes, pos))
+                    .flatten()
+            })
+    };
+    let mut spans = Vec::new();
+    if is("docker") || is("podman") {
         // `docker login [-u user] -p PW [registry]`, also `-pPW` (`docker run
         // -p 80:80` publishes a port: only `login` takes a password).
         // `login` may follow global options (`docker --config DIR login`).
-        let login = (0..words.len().min(5)).find(|&k| word(k).is_some_and(|w| w == b"login"))?;
-        after_flag(&["-p", "--password"], login + 1).or_else(|| glued(b"-p", login + 1))?
+        let login = (0..words.len().min(8)).find(|&k| word(k).is_some_and(|w| w == b"login"))?;
+        spans.extend(login_password(login, true));
+    } else if is("oc") {
+        // OpenShift: `oc login -u user -p PW`.
+        spans.extend(after_flag(&["-p", "--password"], 1));
+    } else if is("az") {
+        // Azure CLI: `az login --service-principal -u ID -p SECRET`.
+        spans.extend(after_flag(&["-p", "--password"], 1));
+    } else if is("helm") {
+        // `helm registry login HOST -u user -p PW` (or piped in), `helm repo
+        // add NAME URL --username user --password PW`.
+        let login = usize::from(word(1) == Some(b"login"));
+        spans.extend(login_password(login, word(0) == Some(b"registry")));
+    } else if is("net") {
+        // Windows: `net user NAME PW /add`, `net use [Z:] \\srv\share PW`.
+        if word(0).is_some_and(|w| w.eq_ignore_ascii_case(b"user")) {
+            let w = word(2)?;
+            if !matches!(w.first(), Some(b'/')) && w != b"*" {
+                spans.extend(words.get(2).map(|&w| unquoted(bytes, w)));
+            }
+        } else {
+            spans.extend(positional_after(&|w: &[u8]| w.starts_with(b"\\\\")));
+        }
+    } else if is("zip") {
+        // Info-ZIP: `zip -P PW out.zip files` (`out.zip -P PW` is read at
+        // the archive's name).
+        spans.extend(after_flag(&["-P", "--password"], 0));
+    } else if is("auth") {
+        // After a `redis-cli` prompt: `AUTH PW` or `AUTH user PW`, alone.
+        if (1..=2).contains(&words.len()) {
+            spans.extend(words.last().map(|&w| unquoted(bytes, w)));
+        }
     } else if ldap {
-        // OpenLDAP's clients: `-w PW` is the bind password (`-W` prompts).
-        after_flag(&["-w"], 0).or_else(|| glued(b"-w", 0))?
+        // OpenLDAP's clients: `-w PW` is the bind password (`-W` prompts);
+        // `ldappasswd` also takes the old (`-a`) and the new (`-s`) one.
+        // Options group as getopt reads them (`-xw PW`, `-xwPW`).
+        let grouped = |flag: u8| {
+            (0..words.len()).find_map(|k| {
+                let (s, e) = unquoted(bytes, *words.get(k)?);
+                let w = bytes.get(s..e)?;
+                let at_flag = 1 + w
+                    .get(1..)?
+                    .iter()
+                    .position(|&b| !LDAP_BARE_OPTIONS.contains(&b))?;
+                if at(w, 0) != b'-' || at(w, at_flag) != flag {
+                    return None;
+                }
+                if at_flag + 1 == w.len() {
+                    words.get(k + 1).map(|&w| unquoted(bytes, w))
+                } else {
+                    Some((s + at_flag + 1, e))
+                }
+            })
+        };
+        spans.extend(after_flag(&["-w"], 0).or_else(|| grouped(b'w')));
+        if is("ldappasswd") {
+            spans.extend(after_flag(&["-a"], 0).or_else(|| grouped(b'a')));
+            spans.extend(after_flag(&["-s"], 0).or_else(|| grouped(b's')));
+        }
     } else if is("smbclient") {
-        // `-U user%PW`, `--user=user%PW`: the password after the `%`.
-        let (s, e) = after_flag(&["-U", "--user"], 0).or_else(|| glued(b"-U", 0))?;
-        let percent = bytes.get(s..e)?.iter().position(|&b| b == b'%')?;
-        (s + percent + 1, e)
+        // `-U user%PW`, `--user=user%PW`: the password after the `%`; or the
+        // one after the service (`smbclient //srv/share PW`).
+        if let Some((s, e)) = after_flag(&["-U", "--user"], 0).or_else(|| glued(b"-U", 0)) {
+            if let Some(percent) = bytes
+                .get(s..e)
+                .and_then(|w| w.iter().position(|&b| b == b'%'))
+            {
+                spans.push((s + percent + 1, e));
+            }
+        }
+        spans.extend(positional_after(&|w: &[u8]| {
+            w.starts_with(b"//") || w.starts_with(b"\\\\")
+        }));
     } else if is("psexec") || is("psexec64") {
         // Sysinternals PsExec: `-u user -p PW`.
-        after_flag(&["-p"], 0)?
+        spans.extend(after_flag(&["-p"], 0));
     } else if is("xfreerdp") || is("xfreerdp3") {
         // FreeRDP: `/p:PW`.
-        glued(b"/p:", 0)?
+        spans.extend(glued(b"/p:", 0));
     } else if is("7z") || is("7za") || is("7zz") {
-        // 7-Zip: `-pPW` (a bare `-p` prompts).
-        glued(b"-p", 0)?
+        // 7-Zip: `-pPW` (a bare `-p` prompts); its switches are read in
+        // either case.
+        spans.extend(glued(b"-p", 0).or_else(|| glued(b"-P", 0)));
     } else if is("sshpass") {
         // sshpass's own options come first (`-p PW`, `-pPW`); `ssh -p 22`
         // after them is the command it runs.
         let mut k = 0;
-        loop {
+        let span = loop {
             let w = word(k)?;
             match w {
                 b"-p" => break unquoted(bytes, *words.get(k + 1)?),
                 [b'-', b'p', ..] => {
-                    let (s, e) = *words.get(k)?;
+                    let (s, e) = unquoted(bytes, *words.get(k)?);
                     break unquoted(bytes, (s + 2, e));
                 }
                 b"-f" | b"-d" | b"-P" => k += 2,
                 [b'-', ..] => k += 1,
                 _ => return None,
             }
-        }
+        };
+        spans.push(span);
     } else if is("redis-cli") {
         // `-p` is the port; the password is `-a` or `--pass`, or the last
         // argument of an `AUTH` command (`AUTH PW`, `AUTH user PW`).
-        after_flag(&["-a", "--pass"], 0).or_else(|| {
+        spans.extend(after_flag(&["-a", "--pass"], 0).or_else(|| {
             let auth = (0..words.len())
                 .find(|&k| word(k).is_some_and(|w| w.eq_ignore_ascii_case(b"auth")))?;
             let last = (auth + 1..words.len().min(auth + 3)).last()?;
             words.get(last).map(|&w| unquoted(bytes, w))
-        })?
+        }));
     } else if is("convertto-securestring") {
         // `ConvertTo-SecureString [-String] "PW" -AsPlainText`, or the
         // string piped in: `"PW" | ConvertTo-SecureString -AsPlainText`.
@@ -2255,10 +2437,10 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
             return None;
         }
         let first = word(0).is_some_and(|w| w.eq_ignore_ascii_case(b"-string"));
-        match words.get(usize::from(first)) {
-            Some(&w) if matches!(at(bytes, w.0), b'"' | b'\'') => unquoted(bytes, w),
-            _ => piped_string_before(bytes, pos)?,
-        }
+        spans.extend(match words.get(usize::from(first)) {
+            Some(&w) if matches!(at(bytes, w.0), b'"' | b'\'') => Some(unquoted(bytes, w)),
+            _ => piped_string_before(bytes, pos),
+        });
     } else if is("requirepass") || is("masterauth") {
         // redis.conf: the directive opens its line (or follows `CONFIG
         // SET`) and its one argument ends it.
@@ -2275,17 +2457,93 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
         if !(j == 0 || before(bytes, j) == b'\n' || config_set) || words.len() != 1 {
             return None;
         }
-        unquoted(bytes, *words.first()?)
-    } else {
-        return None;
-    };
-    let (start, end) = span;
-    let value = text.get(start..end)?;
-    is_strong_password(value).then_some(Found {
+        spans.push(unquoted(bytes, *words.first()?));
+    }
+    let strong = |&&(s, e): &&(usize, usize)| text.get(s..e).is_some_and(is_strong_password);
+    let start = spans.iter().filter(strong).map(|&(s, _)| s).min()?;
+    let end = spans.iter().filter(strong).map(|&(_, e)| e).max()?;
+    Some(Found {
         start,
         end,
         kind: "password",
     })
+}
+
+/// OpenLDAP clients' options that take no argument, which may come before
+/// one that does in a group (`-xw PW`).
+const LDAP_BARE_OPTIONS: &[u8] = b"xZnvcMLutAkNWIQ";
+
+/// Whether a `redis-cli` prompt ends right before `pos`: `host:port> `,
+/// with the database in brackets when it is not 0 (`127.0.0.1:6379[2]> `).
+fn after_redis_prompt(bytes: &[u8], pos: usize) -> bool {
+    let mut j = pos - run_len_back(bytes, pos, 8, |b| b == b' ' || b == b'\t');
+    if j == pos || before(bytes, j) != b'>' {
+        return false;
+    }
+    j -= 1;
+    if before(bytes, j) == b']' {
+        let db = run_len_back(bytes, j - 1, 4, |b| b.is_ascii_digit());
+        if db == 0 || before(bytes, j - 1 - db) != b'[' {
+            return false;
+        }
+        j -= db + 2;
+    }
+    let port = run_len_back(bytes, j, 5, |b| b.is_ascii_digit());
+    if port == 0 || before(bytes, j - port) != b':' {
+        return false;
+    }
+    let host = run_len_back(bytes, j - port - 1, 253, |b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')
+    });
+    host > 0
+}
+
+/// `echo PW | ` or `printf '%s' PW | ` right before `pos` (blanks and
+/// `echo`'s `-n`/`-e` between): the echoed word's span, quotes removed.
+fn echoed_before(bytes: &[u8], pos: usize) -> Option<(usize, usize)> {
+    let blanks_back = |j: usize| j - run_len_back(bytes, j, 16, |b| b == b' ' || b == b'\t');
+    let mut j = blanks_back(pos);
+    if before(bytes, j) != b'|' {
+        return None;
+    }
+    j = blanks_back(j - 1);
+    // The echoed word: quoted, or a run of non-blanks.
+    let q = before(bytes, j);
+    let (start, end, word_start) = if matches!(q, b'"' | b'\'') {
+        let len = run_len_back(bytes, j - 1, 200, |b| b != q && b != b'\n');
+        if before(bytes, j - 1 - len) != q {
+            return None;
+        }
+        (j - 1 - len, j - 1, j - 2 - len)
+    } else {
+        let len = run_len_back(bytes, j, 200, |b| !b.is_ascii_whitespace() && b != b'|');
+        (j - len, j, j - len)
+    };
+    if start >= end {
+        return None;
+    }
+    // Back over the command's options (`-n`, `-e`) and printf's format.
+    let mut k = word_start;
+    for _ in 0..3 {
+        let b = blanks_back(k);
+        if b == k {
+            return None;
+        }
+        let len = run_len_back(bytes, b, 16, |c| !c.is_ascii_whitespace());
+        let w = bytes.get(b - len..b)?;
+        let opens =
+            b - len == 0 || matches!(before(bytes, b - len), b' ' | b'\t' | b'\n' | b'(' | b';');
+        if (w.eq_ignore_ascii_case(b"echo") || w == b"printf") && opens {
+            return Some((start, end));
+        }
+        let option = w.first() == Some(&b'-') && w.len() <= 3;
+        let format = matches!(w, b"'%s'" | b"\"%s\"" | b"'%s\\n'" | b"\"%s\\n\"");
+        if !(option || format) {
+            return None;
+        }
+        k = b - len;
+    }
+    None
 }
 
 /// `"PW" | ` right before `pos`: the piped string's inner span.

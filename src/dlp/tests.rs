@@ -2006,6 +2006,151 @@ fn command_and_directive_passwords_table() {
             "ConvertTo-SecureString \"Xk9#mQ2vLp8!\" -Key $k",
             &[],
         ),
+        // The twenty-second session's third helper and the twenty-third's
+        // attack: forms a shell accepts that were read past.
+        (
+            "ldappasswd_old_and_new_passwords",
+            "ldappasswd -x -D cn=admin,dc=ex -W -a Xk9#mQ2vLp8! -s Xk9#mQ2vLp8!2 uid=bob",
+            &["password"],
+        ),
+        (
+            "ldappasswd_grouped_options",
+            "ldappasswd -xWs Xk9#mQ2vLp8! uid=bob",
+            &["password"],
+        ),
+        (
+            "ldapsearch_password_in_an_option_group",
+            "ldapsearch -xwXk9#mQ2vLp8! -D cn=admin,dc=ex -b dc=ex",
+            &["password"],
+        ),
+        (
+            "ldapsearch_scope_is_no_password",
+            "ldapsearch -xs sub -b dc=ex -D cn=admin -W",
+            &[],
+        ),
+        (
+            "smbclient_password_after_the_service",
+            "smbclient //fs01/share Xk9#mQ2vLp8! -U bob",
+            &["password"],
+        ),
+        (
+            "smbclient_option_after_the_service",
+            "smbclient //fs01/share -U bob -c 'ls'",
+            &[],
+        ),
+        (
+            "seven_zip_exe_in_a_quoted_path",
+            "\"C:\\Program Files\\7-Zip\\7z.exe\" a -pXk9#mQ2vLp8! out.7z dir",
+            &["password"],
+        ),
+        (
+            "seven_zip_upper_case_switch",
+            "7z a -PXk9#mQ2vLp8! out.7z dir",
+            &["password"],
+        ),
+        (
+            "psexec_exe",
+            "C:\\Tools\\PsExec64.exe \\\\host -u admin -p Xk9#mQ2vLp8! cmd",
+            &["password"],
+        ),
+        (
+            "redis_cli_prompt_auth",
+            "127.0.0.1:6379> AUTH Xk9#mQ2vLp8!",
+            &["password"],
+        ),
+        (
+            "redis_cli_prompt_auth_user_in_a_database",
+            "cache.corp:6380[2]> auth default Xk9#mQ2vLp8!",
+            &["password"],
+        ),
+        (
+            "auth_in_prose",
+            "then auth Xk9#mQ2vLp8! with the service",
+            &[],
+        ),
+        (
+            "docker_login_password_echoed_in",
+            "echo \"Xk9#mQ2vLp8!\" | docker login -u bob --password-stdin reg.io",
+            &["password"],
+        ),
+        (
+            "helm_registry_login_password_printed_in",
+            "printf '%s' 'Xk9#mQ2vLp8!' | helm registry login reg.io -u bob --password-stdin",
+            &["password"],
+        ),
+        (
+            "docker_login_password_from_a_file",
+            "cat ~/pw.txt | docker login -u bob --password-stdin",
+            &[],
+        ),
+        (
+            "docker_login_after_many_global_options",
+            "docker --config /x --log-level debug --tlsverify login -u me -p Xk9#mQ2vLp8!",
+            &["password"],
+        ),
+        (
+            "docker_login_quoted_flag",
+            "docker login -u me '-p' Xk9#mQ2vLp8!",
+            &["password"],
+        ),
+        (
+            "docker_login_ansi_c_quoted_password",
+            "docker login -u me -p $'Xk9#mQ2vLp8!'",
+            &["password"],
+        ),
+        (
+            "docker_login_powershell_continuation",
+            "docker login -u me `\n  -p Xk9#mQ2vLp8! r.io",
+            &["password"],
+        ),
+        (
+            "psexec_cmd_continuation",
+            "psexec \\\\host -u admin ^\n-p Xk9#mQ2vLp8! cmd",
+            &["password"],
+        ),
+        (
+            "continued_line_to_an_unindented_variable",
+            "ldapsearch -x -D cn=admin,dc=ex -w \\\n$LDAP_PASSWORD -b dc=ex",
+            &[],
+        ),
+        (
+            "continued_line_to_an_unindented_password",
+            "docker login -u me -p \\\nXk9#mQ2vLp8! r.io",
+            &["password"],
+        ),
+        (
+            "oc_login",
+            "oc login -u bob -p Xk9#mQ2vLp8! https://api:6443",
+            &["password"],
+        ),
+        (
+            "helm_repo_add",
+            "helm repo add corp https://charts.corp --username bob --password Xk9#mQ2vLp8!",
+            &["password"],
+        ),
+        (
+            "az_login_service_principal",
+            "az login --service-principal -u http://app -p Xk9#mQ2vLp8! --tenant t",
+            &["password"],
+        ),
+        ("net_user", "net user bob Xk9#mQ2vLp8! /add", &["password"]),
+        ("net_user_prompts", "net user bob * /add", &[]),
+        (
+            "net_use",
+            "net use Z: \\\\fs01\\share Xk9#mQ2vLp8! /user:CORP\\bob",
+            &["password"],
+        ),
+        (
+            "net_in_prose",
+            "the net user count rose by Xk9#mQ2vLp8!",
+            &[],
+        ),
+        (
+            "zip_password",
+            "zip -P Xk9#mQ2vLp8! out.zip a.txt",
+            &["password"],
+        ),
+        ("zip_in_prose", "zip code Xk9#mQ2vLp8! here", &[]),
     ];
     let s = scanner();
     for (name, text, want) in cases {
@@ -2463,6 +2608,46 @@ fn text_is_read_again_as_its_reader_decodes_it() {
             "write to taro@example\u{3002}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}\u{200b}com",
             "email",
             "taro@example",
+        ),
+        // The twenty-third session's attack: a styled digit inside a secret
+        // where nothing only the wide reading decodes is near, so no
+        // footnote is to be kept apart (the narrow reading finds a secret a
+        // footnote follows).
+        (
+            "iban_with_a_superscript_check_digit",
+            "iban GB8\u{b2} WEST 1234 5698 7654 32 ok",
+            "iban",
+            "WEST 1234",
+        ),
+        (
+            "email_whose_name_ends_in_a_superscript",
+            "mail bob\u{2077}@example.com now",
+            "email",
+            "@example.com",
+        ),
+        (
+            "token_ending_in_a_superscript",
+            "gh ghp_aB3dE5gH7jK9mN1pQ3sT5vX7zA9cE1gI3kM\u{2075} x",
+            "github_pat",
+            "aB3dE5gH7",
+        ),
+        (
+            "phone_area_code_ending_in_a_superscript",
+            "call +1 (55\u{2075}) 123-4567 now",
+            "phone",
+            "123-4567",
+        ),
+        (
+            "card_grouped_by_long_vowel_marks_with_a_superscript",
+            "4111\u{30fc}111\u{b9}\u{30fc}1111\u{30fc}1111",
+            "credit_card",
+            "1111\u{30fc}1111",
+        ),
+        (
+            "card_with_a_superscript_before_an_escaped_reference",
+            "card 411\u{b9}\\u0026#49;11111111111 x",
+            "credit_card",
+            "11111111111",
         ),
         (
             "email_in_mathematical_bold_letters",

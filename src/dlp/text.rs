@@ -634,6 +634,10 @@ fn read(text: &str, width: Width) -> Built {
     let mut out = String::with_capacity(text.len());
     let mut from = Vec::with_capacity(text.len() + 1);
     let (mut changed, mut beyond_narrow, mut narrow_changes) = (false, false, false);
+    // Where this (wide) reading last read a character otherwise than the
+    // narrow one, and the next such one ahead: see [`FOOTNOTE_REACH`].
+    let mut wide_only_at: Option<usize> = None;
+    let mut ahead = WideOnlyAhead::default();
     let mut i = 0;
     while let Some(c) = text.get(i..).and_then(|rest| rest.chars().next()) {
         let escape = matches!(c, '\\' | '&');
@@ -644,13 +648,22 @@ fn read(text: &str, width: Width) -> Built {
             if !escape && (c.is_ascii() || (!joining && !starts_other_reading(text, i))) {
                 (Read::Itself, c.len_utf8())
             } else {
-                let step = read_at(text, i, c, width, out.chars().next_back());
+                // Only a styled digit (or an escape or reference that may
+                // spell one) asks.
+                let footnotes = width == Width::Wide
+                    && (escape || digit_style(c).is_some())
+                    && (wide_only_at.is_some_and(|at| i - at <= FOOTNOTE_REACH)
+                        || ahead.within(text, i + c.len_utf8()));
+                let step = read_at(text, i, c, width, out.chars().next_back(), footnotes);
                 if width == Width::Wide {
                     // The narrow reading steps where this one does, or over
                     // bytes that read as themselves in both (a reference the
                     // wide one takes whole is `&` and ASCII to the narrow one).
-                    let narrow = read_at(text, i, c, Width::Narrow, None);
-                    beyond_narrow |= narrow != step;
+                    let narrow = read_at(text, i, c, Width::Narrow, None, false);
+                    if narrow != step {
+                        beyond_narrow = true;
+                        wide_only_at = Some(i);
+                    }
                     narrow_changes |= narrow.0 != Read::Itself;
                 }
                 step
@@ -677,17 +690,83 @@ fn read(text: &str, width: Width) -> Built {
     }
 }
 
+/// How far (in bytes of the text, before or after it) a character only the
+/// wide reading decodes makes a styled digit that ends a run a possible
+/// footnote ([`stands_apart`]): the longest secret a footnote may follow or
+/// a list mark precede, drawn in four-byte letters (a 40-character token in
+/// mathematical letters is 160).
+const FOOTNOTE_REACH: usize = 256;
+
+/// The next character ahead that the wide reading reads otherwise than the
+/// narrow one, searched for from styled digits on: each byte is read by
+/// one search at most (what one search read is not read again by the
+/// next), so a text of styled digits stays linear.
+#[derive(Default)]
+struct WideOnlyAhead {
+    /// Where the last search stopped.
+    searched_to: usize,
+    /// What it found there, if it found one.
+    found: Option<usize>,
+}
+
+impl WideOnlyAhead {
+    /// Whether such a character starts within [`FOOTNOTE_REACH`] bytes of
+    /// byte `from` (a character boundary). `ー` and `。` are not counted: ahead,
+    /// what they join is not yet read.
+    fn within(&mut self, text: &str, from: usize) -> bool {
+        let reach = from + FOOTNOTE_REACH;
+        if let Some(at) = self.found.filter(|&at| at >= from) {
+            return at <= reach;
+        }
+        self.found = None;
+        let mut j = self.searched_to.max(from);
+        while j <= reach {
+            let Some(c) = text.get(j..).and_then(|rest| rest.chars().next()) else {
+                break;
+            };
+            let escape = matches!(c, '\\' | '&');
+            if !escape && (c.is_ascii() || !starts_other_reading(text, j)) {
+                j += c.len_utf8();
+                continue;
+            }
+            let wide = read_at(text, j, c, Width::Wide, None, true);
+            if wide != read_at(text, j, c, Width::Narrow, None, false) {
+                self.found = Some(j);
+                self.searched_to = j;
+                return true;
+            }
+            j += wide.1.max(1);
+        }
+        self.searched_to = j;
+        false
+    }
+}
+
 /// What the character `c` at byte `i` of `text` (or the escape or
 /// reference it starts) reads as, and how many bytes it takes; `last` is
-/// what the reading holds before it.
-fn read_at(text: &str, i: usize, c: char, width: Width, last: Option<char>) -> (Read, usize) {
+/// what the reading holds before it. `footnotes`: a super- or subscript or
+/// circled digit that ends a run may be a footnote ([`stands_apart`]),
+/// because the wide reading decodes something the narrow one does not in
+/// the [`FOOTNOTE_REACH`] bytes before it. Where it does not, the narrow
+/// reading (which leaves such digits as they are) finds a secret a
+/// footnote follows, and the wide one reads every such digit as a digit
+/// (`GB8² WEST …`, `bob⁷@example.com`, a token ending `…kM⁵`: a helper's
+/// attack, twenty-third session, found each hidden by the footnote rule).
+fn read_at(
+    text: &str,
+    i: usize,
+    c: char,
+    width: Width,
+    last: Option<char>,
+    footnotes: bool,
+) -> (Read, usize) {
     let bytes = text.as_bytes();
     let wide = width == Width::Wide;
     // `len`: the bytes the character, escape or reference takes.
     let plain = |ch: char, len: usize| match width {
         Width::Narrow => as_plain_narrow(ch),
         Width::Wide => match digit_style(ch) {
-            Some(style) if stands_apart(text, i, len, style) => None,
+            Some(style) if footnotes && stands_apart(text, i, len, style) => None,
             _ => as_plain(ch),
         },
     };
@@ -805,7 +884,8 @@ fn stands_apart(text: &str, i: usize, len: usize, style: DigitStyle) -> bool {
     if after.is_some_and(|c| digit_style(c) == Some(style) || plain(c).is_ascii_alphanumeric()) {
         return false;
     }
-    let grouped = after.is_some_and(|c| matches!(plain(c), ' ' | '-'))
+    // `ー` groups digits where it joins them (`111¹ー1111`).
+    let grouped = after.is_some_and(|c| matches!(plain(c), ' ' | '-' | LONG_VOWEL_MARK))
         && kept_after(text, after_end)
             .0
             .is_some_and(|c| plain(c).is_ascii_digit());
@@ -879,7 +959,16 @@ fn decoded_after(text: &str, j: usize) -> Option<(char, usize)> {
     let rest = text.get(j..)?;
     let decoded = match rest.as_bytes().first()? {
         b'&' => html_reference(rest),
-        b'\\' => json_u_escape(text.as_bytes(), j),
+        // `\u0026#49;` as the wide reading reads it (a helper's attack,
+        // twenty-third session: the `&` alone was seen here).
+        b'\\' => match json_u_escape(text.as_bytes(), j) {
+            Some(('&', n)) => text
+                .get(j + n..ceil_boundary(text, (j + n + 40).min(text.len())))
+                .and_then(reference_body)
+                .map(|(c, rest)| (c, n + rest))
+                .or(Some(('&', n))),
+            other => other,
+        },
         _ => None,
     };
     match decoded {
@@ -900,7 +989,7 @@ fn next_plain(text: &str, mut j: usize) -> Option<char> {
         if c == LONG_VOWEL_MARK || is_ideographic_stop(c) {
             return None;
         }
-        match read_at(text, j, c, Width::Wide, None) {
+        match read_at(text, j, c, Width::Wide, None, true) {
             (Read::Dropped, n) => j += n.max(1),
             (Read::As(d), _) => return Some(d),
             (Read::Itself, _) => return Some(c),
