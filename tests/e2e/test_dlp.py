@@ -256,12 +256,24 @@ CARD_TEXT = "4539 5787 6362 1486"
                      id="card_in_keycap_digits"),
         pytest.param("write to taro\ufe6bexample.com", "email", id="email_with_a_small_at"),
         pytest.param("write to taro&commat;example&period;com", "email", id="email_in_named_references"),
+        # The twenty-third session's attack: one styled digit inside the secret.
+        pytest.param("iban GB8\u00b2 WEST 1234 5698 7654 32 ok", "iban", id="iban_with_a_superscript_check_digit"),
+        pytest.param("mail bob\u2077@example.com now", "email", id="email_whose_name_ends_in_a_superscript"),
+        pytest.param("4111\u30fc111\u00b9\u30fc1111\u30fc1111", "credit_card",
+                     id="card_grouped_by_long_vowel_marks_with_a_superscript"),
+        pytest.param(f"card ({CARD_TEXT})", "credit_card", id="card_in_parentheses"),
+        pytest.param("docker --config /x --log-level debug --tlsverify login -u me -p Hunter2!xyz9", "password",
+                     id="docker_login_after_global_options"),
+        pytest.param("echo 'Hunter2!xyz9' | docker login -u me --password-stdin", "password",
+                     id="docker_login_password_echoed_in"),
+        pytest.param("C:\\Tools\\PsExec.exe \\\\host -u admin -p Hunter2!xyz9 cmd", "password", id="psexec_exe"),
+        pytest.param("127.0.0.1:6379> AUTH Hunter2!xyz9", "password", id="redis_cli_prompt"),
     ],
 )
 def test_what_a_reader_decodes_is_blocked(envoy: Any, text: str, kind: str) -> None:
-    """Limits of the second reading found by helpers' attacks (twenty-first and
-    twenty-second sessions): each of these reached the server; a reader reads the
-    card or the address in it. The footnote case was blocked before the second
+    """Limits of the second reading and the detectors found by helpers' attacks
+    (twenty-first to twenty-third sessions): each of these reached the server; a
+    reader reads the card, the address or the password in it. The footnote case was blocked before the second
     reading widened, passed with the wide reading alone, and is why the narrow one
     stays."""
     sess = open_session(envoy.url, READER_KEY)
