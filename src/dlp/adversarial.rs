@@ -92,6 +92,7 @@ pub fn units() -> Vec<(String, String)> {
         ("reading:named-references", "&sup2;&ndash;"),
         // A styled digit after something only the wide reading decodes.
         ("reading:footnote-after-wide", "&ndash;1\u{b2}"),
+        ("reading:mark-before-escaped", "x\u{b9}\\u0026#52;"),
         ("assignment:long-identifier-colon", "pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd_pwd:= "),
         ("auth:no-blank", "Authorization:"),
         ("auth:equals", "authorization=bearer+"),
@@ -180,6 +181,9 @@ pub fn units() -> Vec<(String, String)> {
         ("command:password-stdin", "echo x | docker login --password-stdin "),
         ("command:continued-lines", "docker login -u a \\\n"),
         ("command:ldap-grouped", "ldappasswd -xWa -xs "),
+        ("command:login-anywhere", "xlogin login -p "),
+        ("command:net-use-user", "net use * /user:a "),
+        ("command:here-string", "docker login --password-stdin <<< "),
         ("assignment:subscript", "['password'] = "),
         ("assignment:psk", "psk=\""),
     ] {

@@ -166,7 +166,8 @@ fn judge_cluster(text: &str, key: Option<&str>, groups: &[Group], out: &mut Vec<
         lead -= 1;
     }
     let pre = before(bytes, lead);
-    // A card after a colon (`card:4539…`) is still one; a phone or an SSN
+    // A card after a colon (`card:4539…`) is still one, and an SSN after
+    // its word (`SSN:123-45-6789`); a phone or another SSN-shaped number
     // there is more often a time, a port or an id's tail.
     let after_colon = pre == b':' && !plus && !paren;
     if is_alnum(pre)
@@ -201,7 +202,8 @@ fn judge_cluster(text: &str, key: Option<&str>, groups: &[Group], out: &mut Vec<
             out.push(f);
             return;
         }
-        if after_colon {
+        // After a colon an SSN needs its word (`SSN:123-45-6789`).
+        if after_colon && !has_context(text, lead, key, SSN_WORDS) {
             return;
         }
         if let Some(f) = ssn(text, key, groups, seps) {
@@ -743,6 +745,8 @@ mod tests {
             ("(4539578763621486)", vec!["credit_card"]),
             ("ssn (123-45-6789)", vec!["ssn"]),
             ("card:4539578763621486", vec!["credit_card"]),
+            ("SSN:123-45-6789", vec!["ssn"]),
+            ("build:123-45-6789", vec![]),
             ("call (415) 555-0132", vec!["phone"]),
             ("at 10:555-0132 local", vec![]),
             ("port :4155550132", vec![]),

@@ -2151,6 +2151,56 @@ fn command_and_directive_passwords_table() {
             &["password"],
         ),
         ("zip_in_prose", "zip code Xk9#mQ2vLp8! here", &[]),
+        // The twenty-third session's second attack.
+        (
+            "docker_login_piped_in_through_sudo",
+            "echo Xk9#mQ2vLp8! | sudo docker login -u bob --password-stdin",
+            &["password"],
+        ),
+        (
+            "docker_login_here_string",
+            "docker login -u bob --password-stdin <<< 'Xk9#mQ2vLp8!'",
+            &["password"],
+        ),
+        (
+            "docker_login_after_four_global_options_with_values",
+            "docker --context prod --config /tmp/c --log-level debug --tlscacert ca.pem login -u bob -p Xk9#mQ2vLp8!",
+            &["password"],
+        ),
+        (
+            "helm_registry_login_after_a_global_option",
+            "helm --kube-context prod registry login reg.io -u bob -p Xk9#mQ2vLp8!",
+            &["password"],
+        ),
+        (
+            "net_use_password_after_the_user_switch",
+            "net use \\\\srv\\IPC$ /user:admin Xk9#mQ2vLp8!",
+            &["password"],
+        ),
+        ("net_user_switch_first", "net user /add bob Xk9#mQ2vLp8!", &["password"]),
+        (
+            "net_use_in_prose",
+            "net use of funds: \\\\finance\\reports Q3-2024-Final! was approved",
+            &[],
+        ),
+        ("zip_grouped_options", "zip -rP Xk9#mQ2vLp8! out.zip dir", &["password"]),
+        ("unzip_password", "unzip -P Xk9#mQ2vLp8! out.zip", &["password"]),
+        (
+            "smbclient_password_after_a_user_name",
+            "smbclient //srv/share -U bob Xk9#mQ2vLp8!",
+            &["password"],
+        ),
+        (
+            "docker_login_locale_quoted_password",
+            "docker login -u bob -p $\"Xk9#mQ2vLp8!\"",
+            &["password"],
+        ),
+        (
+            "redis_cli_prompt_in_a_transaction",
+            "127.0.0.1:6379(TX)> AUTH Xk9#mQ2vLp8!",
+            &["password"],
+        ),
+        ("login_in_prose", "the login -p Xk9#mQ2vLp8! form", &[]),
     ];
     let s = scanner();
     for (name, text, want) in cases {
@@ -2643,11 +2693,44 @@ fn text_is_read_again_as_its_reader_decodes_it() {
             "credit_card",
             "1111\u{30fc}1111",
         ),
+        // The second attack: a styled digit glued before a secret only the
+        // wide reading decodes is a mark, not a digit of it (the build
+        // before found these).
         (
-            "card_with_a_superscript_before_an_escaped_reference",
-            "card 411\u{b9}\\u0026#49;11111111111 x",
+            "ssn_after_a_circled_digit_and_an_escaped_reference",
+            "note\u{277c}\\u0026#49;23-45-6789",
+            "ssn",
+            "45-6789",
+        ),
+        (
+            "card_after_a_superscript_glued_to_a_word",
+            "x\u{b9}\\u0026#52;111111111111111",
             "credit_card",
-            "11111111111",
+            "111111111111111",
+        ),
+        (
+            "card_after_a_superscript_and_a_space",
+            "x\u{b9} \\u0026#52;111 1111 1111 1111",
+            "credit_card",
+            "1111 1111 1111",
+        ),
+        (
+            "token_after_a_superscript_glued_to_a_word",
+            "key\u{b9}\\u0026#103;hp_aB3dE5fG7hJ9kL1mN2pQ4rS6tU8vW0xY2zA4",
+            "github_pat",
+            "aB3dE5fG7",
+        ),
+        (
+            "iban_after_a_circled_digit_after_a_reference",
+            "x&#49\u{2461}\\u0026#71;B82 WEST 1234 5698 7654 32.",
+            "iban",
+            "WEST 1234",
+        ),
+        (
+            "card_in_devanagari_digits_after_a_superscript_glued_to_a_word",
+            "x\u{b9}\u{96a}\u{967}\u{967}\u{967} \u{967}\u{967}\u{967}\u{967} \u{967}\u{967}\u{967}\u{967} \u{967}\u{967}\u{967}\u{967}",
+            "credit_card",
+            "\u{967}\u{967}\u{967}\u{967} \u{967}",
         ),
         (
             "email_in_mathematical_bold_letters",

@@ -878,20 +878,85 @@ fn digit_style(c: char) -> Option<DigitStyle> {
 /// that one stays unread. Neighbours are read past what the reading drops
 /// and decoded where they are a reference or an escape.
 fn stands_apart(text: &str, i: usize, len: usize, style: DigitStyle) -> bool {
-    let plain = |c: char| as_plain(c).unwrap_or(c);
-    // Cheapest first: most such digits have a letter or digit after them.
-    let (after, after_end) = kept_after(text, i + len);
-    if after.is_some_and(|c| digit_style(c) == Some(style) || plain(c).is_ascii_alphanumeric()) {
+    // Cheapest first: most such digits have an ASCII letter or digit right
+    // after them, which every reading reads as itself.
+    if at(text.as_bytes(), i + len).is_ascii_alphanumeric() {
         return false;
     }
-    // `ー` groups digits where it joins them (`111¹ー1111`).
-    let grouped = after.is_some_and(|c| matches!(plain(c), ' ' | '-' | LONG_VOWEL_MARK))
-        && kept_after(text, after_end)
-            .0
-            .is_some_and(|c| plain(c).is_ascii_digit());
+    let plain = |c: char| as_plain(c).unwrap_or(c);
+    let (after, after_end) = kept_after(text, i + len);
+    if after.is_some_and(|c| digit_style(c) == Some(style)) {
+        return false;
+    }
+    let after_alnum = after.is_some_and(|c| plain(c).is_ascii_alphanumeric());
+    if after_alnum && narrow_alnum_at(text, i + len).is_some() {
+        return false;
+    }
+    // What it ends: a letter or digit of another kind, or it stands apart
+    // from nothing.
+    let Some(before) = kept_before(text, i)
+        .filter(|&c| digit_style(c).is_none())
+        .map(plain)
+        .filter(char::is_ascii_alphanumeric)
+    else {
+        return false;
+    };
+    if after_alnum {
+        // After a letter or digit and before what only the wide reading
+        // reads as a letter or digit (`x¹\u0026#52;111…`, `key¹𝐠hp_…`,
+        // `x&#49②\u0026#71;B82…`), it is a mark before a secret the wide
+        // reading alone finds, and read it would join it (a helper's attack,
+        // twenty-third session: the build before read the `\u0026`
+        // reference as `&` here, and found them). Between two digits it is
+        // inside a number (`𝟒⁵𝟑𝟗…`), but not before a JSON-escaped
+        // reference: the build before took that for `&`, and what it found
+        // there (`&#49¹\u0026#52;539…`) is kept (so `411¹\u0026#49;11…` is
+        // not read whole).
+        let escaped = at(text.as_bytes(), i + len) == b'\\';
+        return escaped
+            || !(before.is_ascii_digit() && after.is_some_and(|c| plain(c).is_ascii_digit()));
+    }
+    // A group separator and a digit after it: inside a number (`636② 1486`).
+    // `ー` groups only after a digit: after a letter it is the mark's
+    // neighbour, not the number's (`key⁵ー4111-…`). After a letter, only
+    // before a digit the narrow reading reads too: `x¹ \u0026#52;111…` is a
+    // mark before a number the wide reading alone finds, as above.
+    let letter = before.is_ascii_alphabetic();
+    let separated = after.is_some_and(|c| match plain(c) {
+        ' ' | '-' => true,
+        LONG_VOWEL_MARK => !letter,
+        _ => false,
+    });
+    let grouped = separated
+        && if letter {
+            narrow_alnum_at(text, after_end).is_some_and(|c| c.is_ascii_digit())
+        } else {
+            kept_after(text, after_end)
+                .0
+                .is_some_and(|c| plain(c).is_ascii_digit())
+        };
     !grouped
-        && kept_before(text, i)
-            .is_some_and(|c| digit_style(c).is_none() && plain(c).is_ascii_alphanumeric())
+}
+
+/// The first character from byte `j` on that the wide reading keeps, where
+/// the narrow reading reads it as an ASCII letter or digit too.
+fn narrow_alnum_at(text: &str, mut j: usize) -> Option<char> {
+    loop {
+        let raw = text.get(j..)?.chars().next()?;
+        if raw.is_ascii_alphanumeric() {
+            return Some(raw);
+        }
+        let (c, end) = decoded_after(text, j)?;
+        if dropped(c) {
+            j = end;
+            continue;
+        }
+        // The narrow reading never asks about footnotes: no recursion.
+        return match read_at(text, j, raw, Width::Narrow, None, false).0 {
+            Read::As(d) if d.is_ascii_alphanumeric() => Some(d),
+            _ => None,
+        };
+    }
 }
 
 /// Whether the wide reading drops `c`.
@@ -1020,6 +1085,10 @@ fn as_plain_narrow(c: char) -> Option<char> {
 /// alphanumeric letters (`𝐣𝐨𝐡𝐧`); the digits of other scripts
 /// ([`DIGIT_RUNS`]).
 fn as_plain(c: char) -> Option<char> {
+    // ASCII reads as itself; the neighbour checks ask about it most.
+    if c.is_ascii() {
+        return None;
+    }
     if let Some(p) = as_plain_narrow(c) {
         return Some(p);
     }
