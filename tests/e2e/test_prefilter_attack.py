@@ -214,6 +214,9 @@ SECRETS: list[Secret] = [
     Secret("podman", "password", f"podman login -u x -p '{PW}' quay.io", PW, any_case=True),
     Secret("sshpass", "password", f"sshpass -p '{PW}' ssh deploy@10.0.0.5", PW, any_case=True),
     Secret("redis-cli", "password", f"redis-cli -h cache -p 6379 -a {PW} ping", PW, any_case=True),
+    # `oc login` and `az login` are read at `login` (src/dlp/rules.rs, COMMAND_WORDS).
+    Secret("login", "password", f"oc login -u bob -p {PW} https://api.ocp:6443", PW, befores=" \t\n",
+           any_case=True),
     Secret("convertto-securestring", "password", f'ConvertTo-SecureString "{PW}" -AsPlainText -Force', PW,
            any_case=True),
     Secret("requirepass", "password", f"requirepass {PW}\n", PW, befores=" \t\n", any_case=True),
