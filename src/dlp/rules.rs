@@ -845,29 +845,14 @@ pub static SECRET_RULES: &[RuleSpec] = &[
     // Passwords on command lines and in directives (twelfth attack pass,
     // finding 7): `docker login -p`, `sshpass -p`, `redis-cli -a`,
     // `ConvertTo-SecureString "…" -AsPlainText`, `requirepass`/`masterauth`.
-    RuleSpec {
-        kind: "password",
-        triggers: &COMMAND_WORDS,
-        native: Some(Native::CommandPassword),
-        ahead: COMMAND_LINE_MAX,
-        before: Edge::None,
-        after: Edge::None,
-        priority: 1,
-        ..BASE
-    },
+    COMMAND_PASSWORD,
     // `oc login`, `az login`, read at `login` (see [`COMMAND_WORDS`]); in
     // the prefilter's group whose literals need not start a word, where it
     // costs prose least (its word start is checked by the reader).
     RuleSpec {
-        kind: "password",
         triggers: &["login"],
         word_start: false,
-        native: Some(Native::CommandPassword),
-        ahead: COMMAND_LINE_MAX,
-        before: Edge::None,
-        after: Edge::None,
-        priority: 1,
-        ..BASE
+        ..COMMAND_PASSWORD
     },
     // <add key="SmtpPassword" value="…"/> and similar settings files.
     RuleSpec {
@@ -2073,6 +2058,18 @@ pub fn mysql_password_at(text: &str, pos: usize) -> Option<Found> {
     None
 }
 
+/// The rule of [`command_password_at`], triggered by [`COMMAND_WORDS`].
+const COMMAND_PASSWORD: RuleSpec = RuleSpec {
+    kind: "password",
+    triggers: &COMMAND_WORDS,
+    native: Some(Native::CommandPassword),
+    ahead: COMMAND_LINE_MAX,
+    before: Edge::None,
+    after: Edge::None,
+    priority: 1,
+    ..BASE
+};
+
 /// How far a command's words are read on its line.
 pub const COMMAND_LINE_MAX: usize = 256;
 
@@ -2182,17 +2179,7 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
     let bytes = text.as_bytes();
     let name_len = run_len_within(bytes, pos, 32, is_ident_byte);
     let named = bytes.get(pos..pos + name_len)?;
-    // Windows names a program with its extension (`7z.exe`, `PsExec64.exe`).
-    let name = match named.len().checked_sub(4) {
-        Some(k)
-            if named
-                .get(k..)
-                .is_some_and(|e| e.eq_ignore_ascii_case(b".exe")) =>
-        {
-            named.get(..k)?
-        }
-        _ => named,
-    };
+    let name = without_exe(named);
     let is = |w: &str| name.eq_ignore_ascii_case(w.as_bytes());
     // A trigger inside a longer word (`dockerfile`, `7zip`) names no
     // command: turned away before its line is read.
@@ -2554,17 +2541,22 @@ fn program_before(bytes: &[u8], pos: usize) -> Option<&[u8]> {
         return None;
     }
     let len = run_len_back(bytes, end, 32, is_ident_byte);
-    let word = bytes.get(end - len..end)?;
-    Some(match word.len().checked_sub(4) {
+    bytes.get(end - len..end).map(without_exe)
+}
+
+/// A program's name without the extension Windows names it with (`7z.exe`,
+/// `PsExec64.exe`).
+fn without_exe(name: &[u8]) -> &[u8] {
+    match name.len().checked_sub(4) {
         Some(k)
-            if word
+            if name
                 .get(k..)
                 .is_some_and(|e| e.eq_ignore_ascii_case(b".exe")) =>
         {
-            word.get(..k)?
+            name.get(..k).unwrap_or(name)
         }
-        _ => word,
-    })
+        _ => name,
+    }
 }
 
 /// Whether a `redis-cli` prompt ends right before `pos`: `host:port> `,
