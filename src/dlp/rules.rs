@@ -2086,19 +2086,35 @@ fn next_shell_word(bytes: &[u8], i: usize, to: usize) -> Option<(usize, usize)> 
     }
     let dollar = usize::from(at(bytes, s) == b'$' && matches!(at(bytes, s + 1), b'\'' | b'"'));
     let q = at(bytes, s + dollar);
-    let len = if matches!(q, b'"' | b'\'') {
-        dollar
+    if matches!(q, b'"' | b'\'') {
+        let len = dollar
             + 2
             + bytes
                 .get(s + dollar + 1..to)?
                 .iter()
-                .position(|b| *b == q)?
-    } else {
-        run_len_within(bytes, s, to - s, |b| {
-            !matches!(b, b' ' | b'\t' | b'\n' | b'\r')
-        })
-    };
-    Some((s, s + len))
+                .position(|b| *b == q)?;
+        return Some((s, s + len));
+    }
+    // A word goes on through a quoted part (`-p"two words"`) and an escaped
+    // blank (`two\ words`), as a shell reads it.
+    let mut e = s;
+    while e < to {
+        match at(bytes, e) {
+            b' ' | b'\t' | b'\n' | b'\r' => break,
+            b'\\' if matches!(at(bytes, e + 1), b' ' | b'\t') => e += 2,
+            q @ (b'"' | b'\'') => {
+                match bytes
+                    .get(e + 1..to)
+                    .and_then(|r| r.iter().position(|b| *b == q))
+                {
+                    Some(n) => e += n + 2,
+                    None => e += 1,
+                }
+            }
+            _ => e += 1,
+        }
+    }
+    Some((s, e.min(to)))
 }
 
 /// A word's span without its quotes (`"…"`, `'…'`, `$'…'`).
@@ -2386,22 +2402,28 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
     } else if is("zip") || is("unzip") {
         // Info-ZIP: `zip -P PW out.zip files` (`out.zip -P PW` is read at
         // the archive's name), grouped (`-rP PW`); `unzip -P PW`.
-        spans.extend(after_flag(&["-P", "--password"], 0).or_else(|| {
-            (0..words.len()).find_map(|k| {
-                let w = word(k)?;
-                let grouped = w.len() > 2
-                    && w.first() == Some(&b'-')
-                    && w.last() == Some(&b'P')
-                    && w.get(1..)
-                        .is_some_and(|o| o.iter().all(u8::is_ascii_alphanumeric));
-                grouped
-                    .then(|| words.get(k + 1).map(|&w| unquoted(bytes, w)))
-                    .flatten()
-            })
-        }));
+        spans.extend(
+            after_flag(&["-P", "--password"], 0)
+                .or_else(|| glued(b"-P", 0))
+                .or_else(|| {
+                    (0..words.len()).find_map(|k| {
+                        let w = word(k)?;
+                        let grouped = w.len() > 2
+                            && w.first() == Some(&b'-')
+                            && w.last() == Some(&b'P')
+                            && w.get(1..)
+                                .is_some_and(|o| o.iter().all(u8::is_ascii_alphanumeric));
+                        grouped
+                            .then(|| words.get(k + 1).map(|&w| unquoted(bytes, w)))
+                            .flatten()
+                    })
+                }),
+        );
     } else if is("auth") {
-        // After a `redis-cli` prompt: `AUTH PW` or `AUTH user PW`, alone.
-        if (1..=2).contains(&words.len()) {
+        // After a `redis-cli` prompt: `AUTH PW` or `AUTH user PW`, alone
+        // (a word ending in `>` is the next prompt, not a password).
+        let last = words.last().and_then(|&(s, e)| bytes.get(s..e));
+        if (1..=2).contains(&words.len()) && last.is_some_and(|w| w.last() != Some(&b'>')) {
             spans.extend(words.last().map(|&w| unquoted(bytes, w)));
         }
     } else if ldap {
@@ -2483,12 +2505,16 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
     } else if is("redis-cli") {
         // `-p` is the port; the password is `-a` or `--pass`, or the last
         // argument of an `AUTH` command (`AUTH PW`, `AUTH user PW`).
-        spans.extend(after_flag(&["-a", "--pass"], 0).or_else(|| {
-            let auth = (0..words.len())
-                .find(|&k| word(k).is_some_and(|w| w.eq_ignore_ascii_case(b"auth")))?;
-            let last = (auth + 1..words.len().min(auth + 3)).last()?;
-            words.get(last).map(|&w| unquoted(bytes, w))
-        }));
+        spans.extend(
+            after_flag(&["-a", "--pass"], 0)
+                .or_else(|| glued(b"-a", 0))
+                .or_else(|| {
+                    let auth = (0..words.len())
+                        .find(|&k| word(k).is_some_and(|w| w.eq_ignore_ascii_case(b"auth")))?;
+                    let last = (auth + 1..words.len().min(auth + 3)).last()?;
+                    words.get(last).map(|&w| unquoted(bytes, w))
+                }),
+        );
     } else if is("convertto-securestring") {
         // `ConvertTo-SecureString [-String] "PW" -AsPlainText`, or the
         // string piped in: `"PW" | ConvertTo-SecureString -AsPlainText`.
@@ -2497,11 +2523,13 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
         if !plain {
             return None;
         }
-        let first = word(0).is_some_and(|w| w.eq_ignore_ascii_case(b"-string"));
-        spans.extend(match words.get(usize::from(first)) {
-            Some(&w) if matches!(at(bytes, w.0), b'"' | b'\'') => Some(unquoted(bytes, w)),
-            _ => piped_string_before(bytes, pos),
-        });
+        // The string is the first quoted word, wherever the switches put it
+        // (`-AsPlainText "PW" -Force`, `-Force -String 'PW'`).
+        let quoted = words
+            .iter()
+            .find(|&&(s, _)| matches!(at(bytes, s), b'"' | b'\''))
+            .map(|&w| unquoted(bytes, w));
+        spans.extend(quoted.or_else(|| piped_string_before(bytes, pos)));
     } else if is("requirepass") || is("masterauth") {
         // redis.conf: the directive opens its line (or follows `CONFIG
         // SET`) and its one argument ends it.
@@ -2582,8 +2610,9 @@ fn after_redis_prompt(bytes: &[u8], pos: usize) -> bool {
     if port == 0 || before(bytes, j - port) != b':' {
         return false;
     }
+    // A host name, an IPv4 address or a bracketed IPv6 one (`[::1]`).
     let host = run_len_back(bytes, j - port - 1, 253, |b| {
-        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')
+        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'[' | b']' | b':')
     });
     host > 0
 }

@@ -2201,6 +2201,24 @@ fn command_and_directive_passwords_table() {
             &["password"],
         ),
         ("login_in_prose", "the login -p Xk9#mQ2vLp8! form", &[]),
+        // The third attack: a quoted part inside a glued word, an escaped
+        // blank, the string after PowerShell's switches, an IPv6 prompt.
+        ("seven_zip_glued_quoted_with_blanks", "7z a -p\"Xk9#mQ2vLp8! two\" x.7z", &["password"]),
+        ("redis_cli_glued_quoted", "redis-cli -a\"Xk9#mQ2vLp8! two\"", &["password"]),
+        ("zip_glued_quoted", "zip -P\"Xk9#mQ2vLp8! two\" x.zip f", &["password"]),
+        (
+            "docker_login_password_with_a_quoted_part",
+            "docker login -p Xk9#\"mQ2vLp8! two\" r.io",
+            &["password"],
+        ),
+        ("docker_login_escaped_blanks", "docker login -p Xk9#mQ2vLp8!\\ two", &["password"]),
+        (
+            "powershell_secure_string_after_its_switches",
+            "$p = ConvertTo-SecureString -AsPlainText \"Xk9#mQ2vLp8!\" -Force",
+            &["password"],
+        ),
+        ("redis_cli_ipv6_prompt", "[::1]:6379> AUTH Xk9#mQ2vLp8!", &["password"]),
+        ("redis_cli_prompts_back_to_back", "127.0.0.1:6379> AUTH 127.0.0.1:6379> AUTH", &[]),
     ];
     let s = scanner();
     for (name, text, want) in cases {
@@ -2693,9 +2711,9 @@ fn text_is_read_again_as_its_reader_decodes_it() {
             "credit_card",
             "1111\u{30fc}1111",
         ),
-        // The second attack: a styled digit glued before a secret only the
-        // wide reading decodes is a mark, not a digit of it (the build
-        // before found these).
+        // The second attack: a styled digit glued before a secret spelled
+        // with JSON-escaped references stays as it is (the build before
+        // found these; the session's first change lost them).
         (
             "ssn_after_a_circled_digit_and_an_escaped_reference",
             "note\u{277c}\\u0026#49;23-45-6789",
@@ -2725,12 +2743,6 @@ fn text_is_read_again_as_its_reader_decodes_it() {
             "x&#49\u{2461}\\u0026#71;B82 WEST 1234 5698 7654 32.",
             "iban",
             "WEST 1234",
-        ),
-        (
-            "card_in_devanagari_digits_after_a_superscript_glued_to_a_word",
-            "x\u{b9}\u{96a}\u{967}\u{967}\u{967} \u{967}\u{967}\u{967}\u{967} \u{967}\u{967}\u{967}\u{967} \u{967}\u{967}\u{967}\u{967}",
-            "credit_card",
-            "\u{967}\u{967}\u{967}\u{967} \u{967}",
         ),
         (
             "email_in_mathematical_bold_letters",

@@ -885,11 +885,7 @@ fn stands_apart(text: &str, i: usize, len: usize, style: DigitStyle) -> bool {
     }
     let plain = |c: char| as_plain(c).unwrap_or(c);
     let (after, after_end) = kept_after(text, i + len);
-    if after.is_some_and(|c| digit_style(c) == Some(style)) {
-        return false;
-    }
-    let after_alnum = after.is_some_and(|c| plain(c).is_ascii_alphanumeric());
-    if after_alnum && narrow_alnum_at(text, i + len).is_some() {
+    if after.is_some_and(|c| digit_style(c) == Some(style) || plain(c).is_ascii_alphanumeric()) {
         return false;
     }
     // What it ends: a letter or digit of another kind, or it stands apart
@@ -901,62 +897,19 @@ fn stands_apart(text: &str, i: usize, len: usize, style: DigitStyle) -> bool {
     else {
         return false;
     };
-    if after_alnum {
-        // After a letter or digit and before what only the wide reading
-        // reads as a letter or digit (`x¹\u0026#52;111…`, `key¹𝐠hp_…`,
-        // `x&#49②\u0026#71;B82…`), it is a mark before a secret the wide
-        // reading alone finds, and read it would join it (a helper's attack,
-        // twenty-third session: the build before read the `\u0026`
-        // reference as `&` here, and found them). Between two digits it is
-        // inside a number (`𝟒⁵𝟑𝟗…`), but not before a JSON-escaped
-        // reference: the build before took that for `&`, and what it found
-        // there (`&#49¹\u0026#52;539…`) is kept (so `411¹\u0026#49;11…` is
-        // not read whole).
-        let escaped = at(text.as_bytes(), i + len) == b'\\';
-        return escaped
-            || !(before.is_ascii_digit() && after.is_some_and(|c| plain(c).is_ascii_digit()));
-    }
     // A group separator and a digit after it: inside a number (`636② 1486`).
-    // `ー` groups only after a digit: after a letter it is the mark's
-    // neighbour, not the number's (`key⁵ー4111-…`). After a letter, only
-    // before a digit the narrow reading reads too: `x¹ \u0026#52;111…` is a
-    // mark before a number the wide reading alone finds, as above.
-    let letter = before.is_ascii_alphabetic();
+    // `ー` groups only after a digit (`111¹ー1111`): after a letter it is the
+    // neighbour of a mark, not of a number (`key⁵ー4111-…`).
     let separated = after.is_some_and(|c| match plain(c) {
         ' ' | '-' => true,
-        LONG_VOWEL_MARK => !letter,
+        LONG_VOWEL_MARK => before.is_ascii_digit(),
         _ => false,
     });
     let grouped = separated
-        && if letter {
-            narrow_alnum_at(text, after_end).is_some_and(|c| c.is_ascii_digit())
-        } else {
-            kept_after(text, after_end)
-                .0
-                .is_some_and(|c| plain(c).is_ascii_digit())
-        };
+        && kept_after(text, after_end)
+            .0
+            .is_some_and(|c| plain(c).is_ascii_digit());
     !grouped
-}
-
-/// The first character from byte `j` on that the wide reading keeps, where
-/// the narrow reading reads it as an ASCII letter or digit too.
-fn narrow_alnum_at(text: &str, mut j: usize) -> Option<char> {
-    loop {
-        let raw = text.get(j..)?.chars().next()?;
-        if raw.is_ascii_alphanumeric() {
-            return Some(raw);
-        }
-        let (c, end) = decoded_after(text, j)?;
-        if dropped(c) {
-            j = end;
-            continue;
-        }
-        // The narrow reading never asks about footnotes: no recursion.
-        return match read_at(text, j, raw, Width::Narrow, None, false).0 {
-            Read::As(d) if d.is_ascii_alphanumeric() => Some(d),
-            _ => None,
-        };
-    }
 }
 
 /// Whether the wide reading drops `c`.
@@ -1024,16 +977,12 @@ fn decoded_after(text: &str, j: usize) -> Option<(char, usize)> {
     let rest = text.get(j..)?;
     let decoded = match rest.as_bytes().first()? {
         b'&' => html_reference(rest),
-        // `\u0026#49;` as the wide reading reads it (a helper's attack,
-        // twenty-third session: the `&` alone was seen here).
-        b'\\' => match json_u_escape(text.as_bytes(), j) {
-            Some(('&', n)) => text
-                .get(j + n..ceil_boundary(text, (j + n + 40).min(text.len())))
-                .and_then(reference_body)
-                .map(|(c, rest)| (c, n + rest))
-                .or(Some(('&', n))),
-            other => other,
-        },
+        // A JSON-escaped reference (`\u0026#52;`) reads here as the `&` it
+        // escapes: read as what it names, a styled digit glued before a
+        // secret so spelled joins it (a helper's attack, twenty-third
+        // session, on a version that read it so: 397 of 14,040 strings the
+        // build before found were missed).
+        b'\\' => json_u_escape(text.as_bytes(), j),
         _ => None,
     };
     match decoded {
