@@ -664,6 +664,13 @@ fn read(text: &str, width: Width) -> Built {
                         beyond_narrow = true;
                         wide_only_at = Some(i);
                     }
+                    // A styled digit left as a footnote counts too: text
+                    // dense with them is read as near one, and the search
+                    // ahead (which would read each of them a second time)
+                    // is not needed there.
+                    if digit_style(c).is_some() {
+                        wide_only_at = Some(i);
+                    }
                     narrow_changes |= narrow.0 != Read::Itself;
                 }
                 step
