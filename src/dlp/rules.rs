@@ -2373,8 +2373,12 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
         // after `/user:NAME`; `*` prompts.
         let operand = |k: usize| word(k).is_some_and(|w| w.first() != Some(&b'/'));
         if word(0).is_some_and(|w| w.eq_ignore_ascii_case(b"user")) {
-            let k = (1..words.len()).filter(|&k| operand(k)).nth(1)?;
-            if word(k) != Some(b"*") {
+            // The password right after the name (switches may come before
+            // the name; after the password they are options, and a word
+            // after them is none: `net user NAME /active:yes build:…`).
+            let name = (1..words.len()).find(|&k| operand(k))?;
+            let k = name + 1;
+            if operand(k) && word(k) != Some(b"*") {
                 spans.extend(words.get(k).map(|&w| unquoted(bytes, w)));
             }
         } else {

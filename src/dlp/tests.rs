@@ -2219,6 +2219,17 @@ fn command_and_directive_passwords_table() {
         ),
         ("redis_cli_ipv6_prompt", "[::1]:6379> AUTH Xk9#mQ2vLp8!", &["password"]),
         ("redis_cli_prompts_back_to_back", "127.0.0.1:6379> AUTH 127.0.0.1:6379> AUTH", &[]),
+        // The fourth attack: after the switches the words are options.
+        (
+            "net_user_option_then_a_word",
+            "net user administrator /active:yes build:123-45-6789 version",
+            &[],
+        ),
+        // The fourth attack: a named superscript reference after a password
+        // (the build before found it; the session's first versions read it
+        // as a digit of the value).
+        ("password_before_a_named_superscript", "password: mango7pie&sup1;", &["password"]),
+        ("password_before_a_legacy_superscript_name", "password=lksgdi3&sup3", &["password"]),
     ];
     let s = scanner();
     for (name, text, want) in cases {

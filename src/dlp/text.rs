@@ -637,7 +637,7 @@ fn read(text: &str, width: Width) -> Built {
     // Where this (wide) reading last read a character otherwise than the
     // narrow one, and the next such one ahead: see [`FOOTNOTE_REACH`].
     let mut wide_only_at: Option<usize> = None;
-    let mut ahead = WideOnlyAhead::default();
+    let ahead = std::cell::RefCell::new(WideOnlyAhead::default());
     let mut i = 0;
     while let Some(c) = text.get(i..).and_then(|rest| rest.chars().next()) {
         let escape = matches!(c, '\\' | '&');
@@ -648,18 +648,26 @@ fn read(text: &str, width: Width) -> Built {
             if !escape && (c.is_ascii() || (!joining && !starts_other_reading(text, i))) {
                 (Read::Itself, c.len_utf8())
             } else {
-                // Only a styled digit (or an escape or reference that may
-                // spell one) asks.
-                let footnotes = width == Width::Wide
-                    && (escape || digit_style(c).is_some())
-                    && (wide_only_at.is_some_and(|at| i - at <= FOOTNOTE_REACH)
-                        || ahead.within(text, i + c.len_utf8()));
-                let step = read_at(text, i, c, width, out.chars().next_back(), footnotes);
-                if width == Width::Wide {
-                    // The narrow reading steps where this one does, or over
-                    // bytes that read as themselves in both (a reference the
-                    // wide one takes whole is `&` and ASCII to the narrow one).
-                    let narrow = read_at(text, i, c, Width::Narrow, None, false);
+                // The narrow reading steps where this one does, or over
+                // bytes that read as themselves in both (a reference the
+                // wide one takes whole is `&` and ASCII to the narrow one).
+                let narrow = (width == Width::Wide)
+                    .then(|| read_at(text, i, c, Width::Narrow, None, &|| false));
+                // Asked only where a styled digit may stand apart (the
+                // search ahead is paid there alone, not at every reference).
+                // A reference only the wide reading decodes (`&sup2;`) is
+                // itself such a neighbour: after a value it is a footnote, as
+                // before (a helper's attack, twenty-third session:
+                // `password: mango7pie&sup1;` passed).
+                let footnotes = || {
+                    (escape && narrow.is_some_and(|n| n.0 == Read::Itself))
+                        || wide_only_at.is_some_and(|at| i - at <= FOOTNOTE_REACH)
+                        || ahead
+                            .try_borrow_mut()
+                            .map_or(true, |mut a| a.within(text, i + c.len_utf8()))
+                };
+                let step = read_at(text, i, c, width, out.chars().next_back(), &footnotes);
+                if let Some(narrow) = narrow {
                     if narrow != step {
                         beyond_narrow = true;
                         wide_only_at = Some(i);
@@ -736,8 +744,8 @@ impl WideOnlyAhead {
                 j += c.len_utf8();
                 continue;
             }
-            let wide = read_at(text, j, c, Width::Wide, None, true);
-            if wide != read_at(text, j, c, Width::Narrow, None, false) {
+            let wide = read_at(text, j, c, Width::Wide, None, &|| true);
+            if wide != read_at(text, j, c, Width::Narrow, None, &|| false) {
                 self.found = Some(j);
                 self.searched_to = j;
                 return true;
@@ -765,7 +773,7 @@ fn read_at(
     c: char,
     width: Width,
     last: Option<char>,
-    footnotes: bool,
+    footnotes: &dyn Fn() -> bool,
 ) -> (Read, usize) {
     let bytes = text.as_bytes();
     let wide = width == Width::Wide;
@@ -773,7 +781,7 @@ fn read_at(
     let plain = |ch: char, len: usize| match width {
         Width::Narrow => as_plain_narrow(ch),
         Width::Wide => match digit_style(ch) {
-            Some(style) if footnotes && stands_apart(text, i, len, style) => None,
+            Some(style) if stands_apart(text, i, len, style) && footnotes() => None,
             _ => as_plain(ch),
         },
     };
@@ -1010,7 +1018,7 @@ fn next_plain(text: &str, mut j: usize) -> Option<char> {
         if c == LONG_VOWEL_MARK || is_ideographic_stop(c) {
             return None;
         }
-        match read_at(text, j, c, Width::Wide, None, true) {
+        match read_at(text, j, c, Width::Wide, None, &|| true) {
             (Read::Dropped, n) => j += n.max(1),
             (Read::As(d), _) => return Some(d),
             (Read::Itself, _) => return Some(c),
