@@ -2248,8 +2248,13 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
         line_end += run_len_within(bytes, line_end, COMMAND_LINE_MAX, |b| {
             b != b'\n' && b != b'\r'
         });
-        let continued =
-            continues_line(before(bytes, line_end)) && line_end < pos + COMMAND_LINE_MAX;
+        // Only before a line break: a text that ends on `` ` `` (a Markdown
+        // code span), `^` or `\` ends its command there (a helper's attack,
+        // twenty-third session: the line's end ran past the text and the
+        // whole command went unread).
+        let continued = continues_line(before(bytes, line_end))
+            && line_break_at(bytes, line_end)
+            && line_end < pos + COMMAND_LINE_MAX;
         if !continued {
             break;
         }
@@ -2273,7 +2278,8 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
         if line_break_at(bytes, e) && continues_line(before(bytes, e)) {
             e -= 1;
         }
-        if e > s {
+        // A lone `\` is no word even where no line break follows it.
+        if e > s && bytes.get(s..e) != Some(b"\\") {
             words.push((s, e));
         }
     }

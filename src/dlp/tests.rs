@@ -2219,6 +2219,19 @@ fn command_and_directive_passwords_table() {
         ),
         ("redis_cli_ipv6_prompt", "[::1]:6379> AUTH Xk9#mQ2vLp8!", &["password"]),
         ("redis_cli_prompts_back_to_back", "127.0.0.1:6379> AUTH 127.0.0.1:6379> AUTH", &[]),
+        // The fifth attack: a command that ends the text on a continuation
+        // character or a Markdown code span's backtick.
+        (
+            "docker_login_in_a_code_span",
+            "`docker login -u bob -p Xk9#mQ2vLp8! reg.io`",
+            &["password"],
+        ),
+        ("redis_cli_ending_on_a_caret", "redis-cli -a Xk9#mQ2vLp8! ^", &["password"]),
+        (
+            "sshpass_ending_on_a_backslash",
+            "run: sshpass -p Xk9#mQ2vLp8! ssh h \\",
+            &["password"],
+        ),
         // The fourth attack: after the switches the words are options.
         (
             "net_user_option_then_a_word",
