@@ -762,7 +762,9 @@ impl WideOnlyAhead {
 /// what the reading holds before it. `footnotes`: a super- or subscript or
 /// circled digit that ends a run may be a footnote ([`stands_apart`]),
 /// because the wide reading decodes something the narrow one does not in
-/// the [`FOOTNOTE_REACH`] bytes before it. Where it does not, the narrow
+/// the [`FOOTNOTE_REACH`] bytes before or after it, or spells the digit
+/// with a reference the narrow one leaves (`&sup2;`); asked only once
+/// [`stands_apart`] says so, as it may search ahead. Where not, the narrow
 /// reading (which leaves such digits as they are) finds a secret a
 /// footnote follows, and the wide one reads every such digit as a digit
 /// (`GB8² WEST …`, `bob⁷@example.com`, a token ending `…kM⁵`: a helper's
@@ -891,7 +893,9 @@ fn digit_style(c: char) -> Option<DigitStyle> {
 /// leaving every lone one unread hid a card with one digit so drawn). A
 /// number whose last digit is so drawn reads as a number and a footnote;
 /// that one stays unread. Neighbours are read past what the reading drops
-/// and decoded where they are a reference or an escape.
+/// and decoded where they are a reference or an escape (a JSON-escaped
+/// reference as the `&` it escapes). The wide reading asks only where
+/// something it alone decodes is near (see [`read_at`]'s `footnotes`).
 fn stands_apart(text: &str, i: usize, len: usize, style: DigitStyle) -> bool {
     // Cheapest first: most such digits have an ASCII letter or digit right
     // after them, which every reading reads as itself.
