@@ -2374,9 +2374,9 @@ pub fn command_password_at(text: &str, pos: usize) -> Option<Found> {
         let registry = word(k) == Some(b"registry");
         spans.extend(login_password(k + usize::from(registry), registry));
     } else if is("net") {
-        // Windows: `net user NAME PW /add` (switches anywhere: `net user
-        // /add NAME PW`), `net use [Z:] \\srv\share PW`, or the password
-        // after `/user:NAME`; `*` prompts.
+        // Windows: `net user NAME PW /add` (switches may come first: `net
+        // user /add NAME PW`), `net use [Z:] \\srv\share PW`, or the
+        // password after `/user:NAME`; `*` prompts.
         let operand = |k: usize| word(k).is_some_and(|w| w.first() != Some(&b'/'));
         if word(0).is_some_and(|w| w.eq_ignore_ascii_case(b"user")) {
             // The password right after the name (switches may come before
