@@ -52,6 +52,7 @@ pub use rules::JWT_KIND;
 mod text;
 
 use crate::config::{index, keyword_at, keywords, type_name, Errors, ObjReader};
+use lanes::Stop;
 use regex_lite::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
 use std::cell::RefCell;
@@ -586,22 +587,30 @@ impl Scanner {
             return Vec::new();
         }
         work.grant(text.len());
+        let held = lanes::held(text.as_bytes());
         let mut cands = if work.exceeded() {
             Vec::new()
         } else {
-            self.candidates(text, key, work)
+            self.candidates(text, key, work, held)
         };
         // Read again as a reader decodes it (escapes, references, fullwidth
         // digits, locale spaces): what is found there is redacted where it
-        // stands in the text.
+        // stands in the text. A text with no byte that starts such a reading
+        // has none.
+        let readings = if held.may_hold(Stop::ReadsOtherwise) {
+            text::second_readings(text)
+        } else {
+            Vec::new()
+        };
         for text::Reading {
             text: reading,
             from,
-        } in text::second_readings(text)
+        } in readings
         {
             work.grant(reading.len());
             if !work.exceeded() {
-                for mut c in self.candidates(&reading, key, work) {
+                let held = lanes::held(reading.as_bytes());
+                for mut c in self.candidates(&reading, key, work, held) {
                     let (Some(&s), Some(&e)) = (from.get(c.start), from.get(c.end)) else {
                         continue;
                     };
@@ -671,7 +680,15 @@ impl Scanner {
         }
     }
 
-    fn candidates(&self, text: &str, key: Option<&str>, work: &mut Work) -> Vec<Candidate> {
+    /// `held`: which stops `text` holds ([`lanes::held`]); a search for
+    /// personal data starts only where its stop is held.
+    fn candidates(
+        &self,
+        text: &str,
+        key: Option<&str>,
+        work: &mut Work,
+        held: lanes::Held,
+    ) -> Vec<Candidate> {
         let mut out = Vec::new();
         if self.secrets {
             self.secret_candidates(text, &mut out, work);
@@ -681,8 +698,12 @@ impl Scanner {
         }
         if self.pii {
             let mut found = Vec::new();
-            pii::scan_numbers(text, key, &mut found);
-            pii::scan_emails(text, &mut found);
+            if held.may_hold(Stop::Digit) {
+                pii::scan_numbers(text, key, &mut found);
+            }
+            if held.may_hold(Stop::Byte(b'@')) {
+                pii::scan_emails(text, &mut found);
+            }
             out.extend(found.into_iter().map(|f| Candidate {
                 start: f.start,
                 end: f.end,
