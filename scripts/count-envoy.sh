@@ -12,6 +12,7 @@
 #   WASM=/tmp/old.wasm ROWS=rules scripts/count-envoy.sh   # another build in the rules row
 #   ENVOY_BIN=/path/to/envoy ...                    # another Envoy binary
 #   KEEP=DIR ...                                    # keep each window's callgrind dump in DIR
+#   CACHE=1 ...                                     # also simulated cache misses per request
 #
 # Rows: baseline native noop-wasm flow-wasm rules when audit metered (as scripts/bench.sh:
 # noop-wasm and flow-wasm need their builds in target/bench-noop and target/bench-flow,
@@ -20,7 +21,12 @@
 # warm-up requests (one keep-alive connection, one at a time) it is counted over N
 # requests and again over 2N, and the figure is (2N - N) / N, so what a window costs
 # once (the dump) cancels out. An audit row's window ends when its events are delivered.
-# About 30 s a row and payload. Needs valgrind (apt-get install valgrind).
+# About 30 s a row and payload (CACHE=1: about twice that). Needs valgrind (apt-get
+# install valgrind). CACHE=1 simulates one core's caches as scripts/profile-callgrind.sh
+# does (L1i 32 KiB, L1d 48 KiB, last level 2 MiB) for the whole process, and prints per
+# request the first-level instruction misses and the last-level misses (code and data):
+# a count of where a request waits for memory, which instructions leave out; the model
+# is not the machine's (one core, no prefetcher, both threads in one cache).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-lib.sh
@@ -76,7 +82,11 @@ for row in $ROWS; do
   if [[ $row == audit ]]; then
     add_audit_collector "$WORK/$row.json" "$COL_PORT"
   fi
-  valgrind --tool=callgrind --cache-sim=no --instr-atstart=no --smc-check=all-non-file \
+  cache=(--cache-sim=no)
+  if [[ -n ${CACHE:-} ]]; then
+    cache=(--cache-sim=yes --I1=32768,8,64 --D1=49152,12,64 --LL=2097152,16,64)
+  fi
+  valgrind --tool=callgrind "${cache[@]}" --instr-atstart=no --smc-check=all-non-file \
     --callgrind-out-file="$WORK/$row.cg" "$ENVOY" -c "$WORK/$row.json" --concurrency 1 \
     --disable-hot-restart -l error >"$WORK/$row.log" 2>&1 &
   pid=$!
@@ -148,7 +158,8 @@ def counted(count):
         # Written last: the file is whole once it is there.
         totals = [l for l in text.splitlines() if l.startswith("totals:")]
         if totals:
-            return int(totals[-1].split()[1])
+            # Ir, then with the cache simulated: Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
+            return [int(x) for x in totals[-1].split()[1:]]
         time.sleep(0.1)
     sys.exit(f"[count-envoy] no total in {dump}")
 
@@ -157,10 +168,13 @@ if row == "audit":
     # The warm-up's events are delivered outside the windows.
     delivered()
 once, twice = counted(n), counted(2 * n)
-per = (twice - once) / n
-print(f"[count-envoy] {payload:8} {row:10} {per:12,.0f} instructions/request  (window of {n}: {once / n:,.0f})")
+per = [(b - a) / n for a, b in zip(once, twice)]
+misses = ""
+if len(per) >= 9:
+    misses = f"  L1i misses {per[3]:8,.0f}  last-level misses code {per[6]:6,.0f} data {per[7] + per[8]:6,.0f}"
+print(f"[count-envoy] {payload:8} {row:10} {per[0]:12,.0f} instructions/request  (window of {n}: {once[0] / n:,.0f}){misses}")
 with open(f"{work}/results.tsv", "a") as f:
-    f.write(f"{payload}\t{row}\t{per:.0f}\n")
+    f.write(f"{payload}\t{row}\t{per[0]:.0f}\n")
 EOF
   done
   kill -TERM "$pid" 2>/dev/null || true
