@@ -158,7 +158,7 @@ fn held_from_bits(bits: u8) -> Held {
 pub fn held(bytes: &[u8]) -> Held {
     use core::arch::wasm32::{
         i8x16_relaxed_swizzle, i8x16_splat, u16x8_shr, u8x16_bitmask, u8x16_eq, u8x16_splat, v128,
-        v128_and, v128_load, v128_or,
+        v128_and, v128_load,
     };
     // SAFETY: a table is 16 bytes; `v128_load` needs no alignment.
     let low_table = unsafe { v128_load(HELD_BY_LOW.as_ptr().cast::<v128>()) };
@@ -173,33 +173,8 @@ pub fn held(bytes: &[u8]) -> Held {
             i8x16_relaxed_swizzle(high_table, v128_and(u16x8_shr(v, 4), low)),
         )
     };
-    let mut acc = i8x16_splat(0);
-    let mut chunks = bytes.chunks_exact(64);
-    for run in &mut chunks {
-        // SAFETY: 16 bytes read at offset 0, 16, 32 and 48 of a 64-byte
-        // chunk; `v128_load` needs no alignment.
-        let load =
-            |at: usize| -> v128 { unsafe { v128_load(run.as_ptr().add(at).cast::<v128>()) } };
-        acc = v128_or(
-            acc,
-            v128_or(
-                v128_or(bits(load(0)), bits(load(16))),
-                v128_or(bits(load(32)), bits(load(48))),
-            ),
-        );
-    }
-    let mut blocks = chunks.remainder().chunks_exact(16);
-    for block in &mut blocks {
-        // SAFETY: a 16-byte chunk; `v128_load` needs no alignment.
-        acc = v128_or(
-            acc,
-            bits(unsafe { v128_load(block.as_ptr().cast::<v128>()) }),
-        );
-    }
-    let mut gathered = blocks
-        .remainder()
-        .iter()
-        .fold(0u8, |a, &b| a | held_bits(b));
+    let (acc, rest) = or_of_blocks(bytes, bits);
+    let mut gathered = rest.iter().fold(0u8, |a, &b| a | held_bits(b));
     // The lanes' bits, one class at a time.
     for class in [HELD_DIGIT, HELD_AT, 1 << 2, 1 << 3, 1 << 4] {
         let lanes = u8x16_bitmask(u8x16_eq(v128_and(acc, u8x16_splat(class)), i8x16_splat(0)));
@@ -234,7 +209,21 @@ pub fn held(bytes: &[u8]) -> Held {
 #[target_feature(enable = "simd128")]
 #[inline(never)]
 pub fn is_ascii(bytes: &[u8]) -> bool {
-    use core::arch::wasm32::{i8x16_bitmask, i8x16_splat, v128, v128_load, v128_or};
+    let (acc, rest) = or_of_blocks(bytes, |v| v);
+    // The high bits of every lane: a byte above 0x7F sets its lane's.
+    core::arch::wasm32::i8x16_bitmask(acc) == 0 && rest.is_ascii()
+}
+
+/// The OR of `bits` of every sixteen bytes of `bytes`, sixty-four a step,
+/// and the last bytes that make no block of sixteen. Inlined into its
+/// callers, which are built with `simd128`.
+#[cfg(target_arch = "wasm32")]
+#[inline(always)]
+fn or_of_blocks(
+    bytes: &[u8],
+    bits: impl Fn(core::arch::wasm32::v128) -> core::arch::wasm32::v128,
+) -> (core::arch::wasm32::v128, &[u8]) {
+    use core::arch::wasm32::{i8x16_splat, v128, v128_load, v128_or};
     let mut acc = i8x16_splat(0);
     let mut chunks = bytes.chunks_exact(64);
     for run in &mut chunks {
@@ -244,11 +233,21 @@ pub fn is_ascii(bytes: &[u8]) -> bool {
             |at: usize| -> v128 { unsafe { v128_load(run.as_ptr().add(at).cast::<v128>()) } };
         acc = v128_or(
             acc,
-            v128_or(v128_or(load(0), load(16)), v128_or(load(32), load(48))),
+            v128_or(
+                v128_or(bits(load(0)), bits(load(16))),
+                v128_or(bits(load(32)), bits(load(48))),
+            ),
         );
     }
-    // The high bits of every lane: a byte above 0x7F sets its lane's.
-    i8x16_bitmask(acc) == 0 && chunks.remainder().is_ascii()
+    let mut blocks = chunks.remainder().chunks_exact(16);
+    for block in &mut blocks {
+        // SAFETY: a 16-byte chunk; `v128_load` needs no alignment.
+        acc = v128_or(
+            acc,
+            bits(unsafe { v128_load(block.as_ptr().cast::<v128>()) }),
+        );
+    }
+    (acc, blocks.remainder())
 }
 
 /// Whether every byte is ASCII (std's check, word by word natively).
