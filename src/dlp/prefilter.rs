@@ -498,9 +498,10 @@ impl Prefilter {
         );
         // Each fingerprint byte's nibbles once, then the groups one after
         // another, each ANDing its six lookups: computed byte by byte with
-        // the three groups' bits live at once, V8 spilled them to the stack
-        // and back each block (the 4 KB call's pass 47,407 -> 43,783
-        // instructions under V8).
+        // the three groups' bits live at once, Node's V8 (11.3) spilled them
+        // to the stack and back each block (the 4 KB call's pass 47,407 ->
+        // 43,783 instructions there; Envoy 1.40's V8 counted the same either
+        // way, docs/performance.md).
         let mut nibbles = [(zero, zero); DEPTH];
         for (k, n) in nibbles.iter_mut().enumerate() {
             let folded = v128_or(load(1 + k), u8x16_splat(0x20));
