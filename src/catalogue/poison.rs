@@ -15,11 +15,42 @@ use super::markers::{
     SECRET_FILES, SEND_VERBS, SENT_OBJECTS,
 };
 use crate::config::keywords;
+use crate::dlp::lanes::{self, ByteClasses};
 use base64::Engine;
 use serde_json::Value;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+
+/// The bytes a check starts at, one class each, read from a text in one
+/// pass ([`lanes::classes_held`]) before the checks: a check whose bytes a
+/// text does not hold would read every byte of it to find nothing (a
+/// tool's short result text ran all of them: ~9,000 instructions under V8
+/// for `Echo: hello bench`). Each check below names the classes its
+/// matches must contain.
+const TAG_OPEN: u8 = 1; // `<`: instruction tags, HTML tags
+const BRACKET: u8 = 1 << 1; // `[` (instruction tags), `]` (markdown links)
+const COLON: u8 = 1 << 2; // URLs, `mailto:`, script URLs
+const DOT: u8 = 1 << 3; // dotfiles, secret file names, bare hosts
+const UNDERSCORE: u8 = 1 << 4; // secret file names
+const SLASH: u8 = 1 << 5; // secret file names
+const PERCENT: u8 = 1 << 6; // percent-escaped runs
+const BACKSLASH: u8 = 1 << 7; // backslash-escaped runs
+const CHECK_BYTES: ByteClasses = ByteClasses::of(&[
+    (TAG_OPEN, b'<'),
+    (BRACKET, b'['),
+    (BRACKET, b']'),
+    (COLON, b':'),
+    (DOT, b'.'),
+    (UNDERSCORE, b'_'),
+    (SLASH, b'/'),
+    (PERCENT, b'%'),
+    (BACKSLASH, b'\\'),
+]);
+/// A base64 run shorter than this is never a finding ([`base64_run`]), nor
+/// is a hex run (32 digits of text, 96 of a blob): a shorter text holds
+/// neither.
+const MIN_ENCODED_RUN: usize = 24;
 
 /// One deterministic check; its word names it in the policy and in audit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -523,7 +554,8 @@ impl Inspector {
     /// Strong markers per check in one folded text, by the word and span checks.
     fn strong_markers(&self, folded: &str) -> [usize; Check::COUNT] {
         let mut walk = Walk::default();
-        self.read_words(folded, &mut walk, None);
+        let held = lanes::classes_held(folded.as_bytes(), &CHECK_BYTES);
+        self.read_words(folded, held, &mut walk, None);
         let mut n = [0usize; Check::COUNT];
         for m in walk
             .markers
@@ -638,7 +670,11 @@ impl Inspector {
     }
 
     fn read_string(&self, s: &str, walk: &mut Walk, others: Option<&OtherTools>) {
-        let decoded = encoded(s.as_bytes(), walk);
+        let decoded = encoded(
+            s.as_bytes(),
+            lanes::classes_held(s.as_bytes(), &CHECK_BYTES),
+            walk,
+        );
         self.scan_text(s, walk, others);
         // A model reads base64, hex and escapes as easily as plain text: what
         // they decode to meets the same checks (once: decoded text is not
@@ -653,17 +689,22 @@ impl Inspector {
         for h in &folded.hidden {
             walk.mark(Check::InvisibleUnicode, h.reason());
         }
+        let held = lanes::classes_held(folded.text.as_bytes(), &CHECK_BYTES);
         // Raw HTML is what a client renders: `&lt;img&gt;` shows as text, so
         // `html` reads the text as sent. A model reads `&#73;gnore` and
         // `&lt;IMPORTANT&gt;` as the characters they name (eleventh review):
         // every other marker reads the text with character references decoded.
-        html(folded.text.as_bytes(), walk);
+        html(folded.text.as_bytes(), held, walk);
         let refs = decode_char_refs(s);
-        let read = match &refs {
-            Cow::Borrowed(_) => folded,
-            Cow::Owned(d) => fold(d),
+        let (read, held) = match &refs {
+            Cow::Borrowed(_) => (folded, held),
+            Cow::Owned(d) => {
+                let f = fold(d);
+                let held = lanes::classes_held(f.text.as_bytes(), &CHECK_BYTES);
+                (f, held)
+            }
         };
-        self.read_words(read.text.as_str(), walk, others);
+        self.read_words(read.text.as_str(), held, walk, others);
         // A terminal's control sequence reads three ways: the fold keeps
         // its parameters (`\x1b[mention` is still `mention` to a model), and
         // kept they glue to the next word (`\x1b[1mIgnore` read as
@@ -671,20 +712,33 @@ impl Inspector {
         // the words are read again with each sequence a space and with each
         // removed (`fold::control_sequence_readings`).
         if let Some((spaced, joined)) = control_sequence_readings(&refs) {
-            self.read_words(fold(&spaced).text.as_str(), walk, others);
-            self.read_words(fold(&joined).text.as_str(), walk, others);
+            for reading in [spaced, joined] {
+                let f = fold(&reading);
+                let held = lanes::classes_held(f.text.as_bytes(), &CHECK_BYTES);
+                self.read_words(f.text.as_str(), held, walk, others);
+            }
         }
     }
 
-    /// The markers read in words and spans of a folded text.
-    fn read_words(&self, text: &str, walk: &mut Walk, others: Option<&OtherTools>) {
+    /// The markers read in words and spans of a folded text; `held`: the
+    /// [`CHECK_BYTES`] classes it holds (each check runs only where its
+    /// bytes are).
+    fn read_words(&self, text: &str, held: u8, walk: &mut Walk, others: Option<&OtherTools>) {
         let w = words(text);
         self.phrases(&w, walk);
         self.sends_to(text, &w, walk);
-        instruction_tags(text.as_bytes(), walk);
-        secret_paths(text.as_bytes(), walk);
-        self.urls(text.as_bytes(), walk);
-        self.bare_urls(text.as_bytes(), walk);
+        if held & (TAG_OPEN | BRACKET) != 0 {
+            instruction_tags(text.as_bytes(), walk);
+        }
+        if held & (DOT | UNDERSCORE | SLASH) != 0 {
+            secret_paths(text.as_bytes(), walk);
+        }
+        if held & (COLON | BRACKET) != 0 {
+            self.urls(text.as_bytes(), walk);
+        }
+        if held & (COLON | DOT) != 0 {
+            self.bare_urls(text.as_bytes(), walk);
+        }
         if let Some(o) = others {
             mentions(text.as_bytes(), o, walk);
         }
@@ -1504,8 +1558,11 @@ fn address_at(b: &[u8], at: usize) -> Option<&str> {
         .then_some(domain)
 }
 
-/// Raw HTML a client may render or run.
-fn html(b: &[u8], walk: &mut Walk) {
+/// Raw HTML a client may render or run (a tag holds `<`, a script URL `:`).
+fn html(b: &[u8], held: u8, walk: &mut Walk) {
+    if held & (TAG_OPEN | COLON) == 0 {
+        return;
+    }
     for (p, &c) in b.iter().enumerate() {
         if c != b'<' {
             continue;
@@ -1626,8 +1683,22 @@ const LINK_MEMBERS: [(&str, &str); 4] = [
 /// Encoded runs in the original (unfolded) text: base64 and hex blobs,
 /// base64 or hex of prose, percent- and backslash-escaped runs. Returns
 /// what the runs decode to when that is text.
-fn encoded(b: &[u8], walk: &mut Walk) -> Vec<String> {
+///
+/// `held`: the [`CHECK_BYTES`] classes `b` holds (escaped runs start at `%`
+/// or `\\`).
+fn encoded(b: &[u8], held: u8, walk: &mut Walk) -> Vec<String> {
     let mut decoded = Vec::new();
+    if b.len() >= MIN_ENCODED_RUN {
+        blobs(b, walk, &mut decoded);
+    }
+    if held & (PERCENT | BACKSLASH) != 0 {
+        escaped_runs(b, walk, &mut decoded);
+    }
+    decoded
+}
+
+/// Base64 and hex runs (see [`encoded`]).
+fn blobs(b: &[u8], walk: &mut Walk, decoded: &mut Vec<String>) {
     for url_safe in [false, true] {
         let in_alphabet = |c: u8| {
             c.is_ascii_alphanumeric()
@@ -1681,8 +1752,6 @@ fn encoded(b: &[u8], walk: &mut Walk) -> Vec<String> {
             decoded.extend(text);
         }
     }
-    escaped_runs(b, walk, &mut decoded);
-    decoded
 }
 
 fn nibble(c: u8) -> u8 {

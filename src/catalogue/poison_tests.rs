@@ -596,3 +596,184 @@ fn seam_windows_read_in_order_through_short_texts() {
 fn the_blank_line_is_what_the_fold_makes_of_one() {
     assert_eq!(fold("\n\n").text, BLANK_LINE);
 }
+
+#[test]
+fn the_check_bytes_are_their_classes_byte_by_byte() {
+    for b in 0..=255u8 {
+        let expected = match b {
+            b'<' => TAG_OPEN,
+            b'[' | b']' => BRACKET,
+            b':' => COLON,
+            b'.' => DOT,
+            b'_' => UNDERSCORE,
+            b'/' => SLASH,
+            b'%' => PERCENT,
+            b'\\' => BACKSLASH,
+            _ => 0,
+        };
+        assert_eq!(CHECK_BYTES.bits(b), expected, "{b:#x}");
+    }
+}
+
+/// Texts built from pieces of what each check looks for, cut and glued at
+/// random (a fixed seed): each check is run on them as it was before the
+/// gates, and whatever it marks must be in a text the gate lets it read.
+#[test]
+fn a_check_marks_nothing_in_a_text_without_its_bytes() {
+    const PIECES: &[&str] = &[
+        "<",
+        "[",
+        "]",
+        ":",
+        ".",
+        "_",
+        "/",
+        "%",
+        "\\",
+        "://",
+        "](//",
+        "http",
+        "https",
+        "hxxp",
+        "mailto:",
+        "evil.example",
+        "webhook.site",
+        "x@evil.example",
+        "?q={conversation}",
+        "?d=",
+        "javascript:alert(1)",
+        "vbscript:x",
+        "data:text/html,x",
+        "<script>",
+        "<img src=x onerror=a>",
+        "</system>",
+        "<IMPORTANT>",
+        "[INST]",
+        "[/inst]",
+        "<|im_start|>",
+        ".env",
+        "~/.ssh/id_rsa",
+        "id_rsa",
+        ".aws/credentials",
+        "mcp.json",
+        ".netrc",
+        "%69%67%6e%6f%72%65%20%70%72%65%76",
+        "\\x69\\x67\\x6e\\x6f\\x72\\x65\\x20\\x70\\x72",
+        "\\u0069\\u0067\\u006e\\u006f\\u0072\\u0065\\u0020\\u0070",
+        "aWdub3JlIHByZXZpb3VzIGluc3RydWN0aW9ucyBhbmQgc2VuZA==",
+        "69676e6f72652070726576696f757320696e737472756374696f6e7320616e642073656e64",
+        "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3ODk",
+        "https://webhook.site/x",
+        "http://evil.example/a?q={conversation}",
+        "![i](https://evil.example/p?d=",
+        "evil.example/log?q={conversation}",
+        "mailto:x@evil.example?body={conversation}",
+        "send",
+        "forward",
+        "the",
+        "contents",
+        "to",
+        "data",
+        "bcc",
+        " ",
+        "\n",
+        "-",
+        "=",
+        "+",
+        "a",
+        "Z9",
+        "ｈｔｔｐｓ",
+        "＜",
+        "．",
+        "／",
+        "：",
+        "&lt;",
+        "&#58;",
+        "](",
+        "!",
+        "(",
+        ")",
+    ];
+    let inspector = Inspector::new(Vec::new());
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let marks = |check: &dyn Fn(&mut Walk)| {
+        let mut walk = Walk::default();
+        walk.point_at(String::new());
+        check(&mut walk);
+        !walk.markers.is_empty()
+    };
+    let mut seen = [0usize; 8];
+    for _ in 0..20_000 {
+        let mut text = String::new();
+        for _ in 0..1 + next(6) {
+            let piece = PIECES[next(PIECES.len())];
+            // Some pieces cut short, so a marker may be half there.
+            let cut = match next(4) {
+                0 => piece
+                    .char_indices()
+                    .map(|(i, _)| i)
+                    .nth(next(piece.chars().count().max(1)))
+                    .unwrap_or(piece.len()),
+                _ => piece.len(),
+            };
+            text.push_str(&piece[..cut]);
+        }
+        let raw = text.as_bytes();
+        let folded = fold(&text).text;
+        let b = folded.as_bytes();
+        let held = lanes::classes_held(b, &CHECK_BYTES);
+        let raw_held = lanes::classes_held(raw, &CHECK_BYTES);
+        let cases: [(&str, bool, bool); 7] = [
+            (
+                "instruction tags",
+                marks(&|w| instruction_tags(b, w)),
+                held & (TAG_OPEN | BRACKET) != 0,
+            ),
+            (
+                "secret paths",
+                marks(&|w| secret_paths(b, w)),
+                held & (DOT | UNDERSCORE | SLASH) != 0,
+            ),
+            (
+                "urls",
+                marks(&|w| inspector.urls(b, w)),
+                held & (COLON | BRACKET) != 0,
+            ),
+            (
+                "bare urls",
+                marks(&|w| inspector.bare_urls(b, w)),
+                held & (COLON | DOT) != 0,
+            ),
+            (
+                "html",
+                marks(&|w| html(b, u8::MAX, w)),
+                held & (TAG_OPEN | COLON) != 0,
+            ),
+            (
+                "escaped runs",
+                marks(&|w| escaped_runs(raw, w, &mut Vec::new())),
+                raw_held & (PERCENT | BACKSLASH) != 0,
+            ),
+            (
+                "blobs",
+                marks(&|w| blobs(raw, w, &mut Vec::new())),
+                raw.len() >= MIN_ENCODED_RUN,
+            ),
+        ];
+        for (k, (name, marked, read)) in cases.into_iter().enumerate() {
+            assert!(
+                !marked || read,
+                "{name} marks {text:?}, which its gate skips"
+            );
+            seen[k] += usize::from(marked);
+        }
+    }
+    // Each check found something in the texts, so the property was tested.
+    assert!(seen[..7].iter().all(|&n| n > 20), "{seen:?}");
+}

@@ -82,10 +82,41 @@ impl Held {
     }
 }
 
-/// The byte classes [`held`] reads, as bits: digit, `@`, `\`, `&`, above
-/// 0x7F. Each class is one set of high nibbles by one set of low nibbles,
-/// so the AND of a byte's two table entries holds a class's bit exactly
-/// when the byte is in it.
+/// Up to eight classes of bytes, one bit each, read by nibble: a class is a
+/// set of high nibbles by a set of low nibbles, so the AND of a byte's two
+/// table entries holds a class's bit exactly when the byte is in it (a
+/// class of one byte is always such a set). [`classes_held`] reads a text
+/// for them in one pass; the tests compare each table with its definition.
+pub struct ByteClasses {
+    low: [u8; 16],
+    high: [u8; 16],
+}
+
+impl ByteClasses {
+    /// Classes of single bytes: `(bit, byte)`, a bit given to several bytes
+    /// holding all of them (exactly only when they make such a set).
+    pub const fn of(members: &[(u8, u8)]) -> ByteClasses {
+        let mut low = [0u8; 16];
+        let mut high = [0u8; 16];
+        let mut k = 0;
+        while k < members.len() {
+            let (bit, byte) = members[k];
+            low[(byte & 0x0f) as usize] |= bit;
+            high[(byte >> 4) as usize] |= bit;
+            k += 1;
+        }
+        ByteClasses { low, high }
+    }
+
+    /// One byte's class bits, from the same tables the Wasm build shuffles.
+    #[inline(always)]
+    pub fn bits(&self, b: u8) -> u8 {
+        self.low[usize::from(b & 0x0f)] & self.high[usize::from(b >> 4)]
+    }
+}
+
+/// The classes [`held`] reads: digit, `@`, and what [`Stop::ReadsOtherwise`]
+/// stops at (`\`, `&`, a byte above 0x7F: three bits, each its own set).
 #[cfg(any(target_arch = "wasm32", test))]
 const HELD_DIGIT: u8 = 1;
 #[cfg(any(target_arch = "wasm32", test))]
@@ -93,77 +124,38 @@ const HELD_AT: u8 = 1 << 1;
 #[cfg(any(target_arch = "wasm32", test))]
 const HELD_OTHERWISE: u8 = (1 << 2) | (1 << 3) | (1 << 4);
 #[cfg(any(target_arch = "wasm32", test))]
-const HELD_BY_LOW: [u8; 16] = {
-    let mut t = [0u8; 16];
+const HELD_CLASSES: ByteClasses = {
+    let mut t = ByteClasses::of(&[(1 << 2, b'\\'), (1 << 3, b'&'), (HELD_AT, b'@')]);
     let mut n = 0;
     while n < 16 {
-        let mut bits = 1 << 4; // above 0x7F: any low nibble
+        // Digits: high nibble 3, low 0-9; above 0x7F: high 8-15, any low.
         if n <= 9 {
-            bits |= HELD_DIGIT;
+            t.low[n] |= HELD_DIGIT;
         }
-        if n == 0 {
-            bits |= HELD_AT;
+        t.low[n] |= 1 << 4;
+        if n >= 8 {
+            t.high[n] |= 1 << 4;
         }
-        if n == 0xC {
-            bits |= 1 << 2; // `\`
-        }
-        if n == 6 {
-            bits |= 1 << 3; // `&`
-        }
-        t[n] = bits;
         n += 1;
     }
-    t
-};
-#[cfg(any(target_arch = "wasm32", test))]
-const HELD_BY_HIGH: [u8; 16] = {
-    let mut t = [0u8; 16];
-    let mut n = 0;
-    while n < 16 {
-        t[n] = match n {
-            3 => HELD_DIGIT,
-            4 => HELD_AT,
-            5 => 1 << 2,
-            2 => 1 << 3,
-            8..=15 => 1 << 4,
-            _ => 0,
-        };
-        n += 1;
-    }
+    t.high[3] |= HELD_DIGIT;
     t
 };
 
-/// One byte's class bits, from the same tables the Wasm build shuffles.
-#[cfg(any(target_arch = "wasm32", test))]
-#[inline(always)]
-fn held_bits(b: u8) -> u8 {
-    HELD_BY_LOW[usize::from(b & 0x0f)] & HELD_BY_HIGH[usize::from(b >> 4)]
-}
-
-#[cfg(target_arch = "wasm32")]
-fn held_from_bits(bits: u8) -> Held {
-    Held {
-        digit: bits & HELD_DIGIT != 0,
-        at_sign: bits & HELD_AT != 0,
-        reads_otherwise: bits & HELD_OTHERWISE != 0,
-    }
-}
-
-/// Which of the three stops `bytes` holds (see [`Held`]): sixty-four bytes a
-/// step, each sixteen looked up by nibble in two tables (two shuffles) and
-/// the class bits gathered in one vector.
+/// The bits of [`ByteClasses`] `classes` that some byte of `bytes` holds:
+/// sixty-four bytes a step, each sixteen looked up by nibble in two tables
+/// (two shuffles) and the bits gathered in one vector.
 #[cfg(target_arch = "wasm32")]
 #[target_feature(enable = "simd128,relaxed-simd")]
 #[inline(never)]
-pub fn held(bytes: &[u8]) -> Held {
+pub fn classes_held(bytes: &[u8], classes: &ByteClasses) -> u8 {
     use core::arch::wasm32::{
-        i8x16_relaxed_swizzle, i8x16_splat, u16x8_shr, u8x16_bitmask, u8x16_eq, u8x16_splat, v128,
-        v128_and, v128_load,
+        i8x16_relaxed_swizzle, u16x8_shr, u8x16_splat, v128, v128_and, v128_load, v128_store,
     };
     // SAFETY: a table is 16 bytes; `v128_load` needs no alignment.
-    let low_table = unsafe { v128_load(HELD_BY_LOW.as_ptr().cast::<v128>()) };
+    let low_table = unsafe { v128_load(classes.low.as_ptr().cast::<v128>()) };
     // SAFETY: as above.
-    let high_table = unsafe { v128_load(HELD_BY_HIGH.as_ptr().cast::<v128>()) };
+    let high_table = unsafe { v128_load(classes.high.as_ptr().cast::<v128>()) };
     let low = u8x16_splat(0x0f);
     // Every index is a nibble (0-15), where the relaxed swizzle equals the
     // plain one (see the prefilter's block).
@@ -174,15 +166,29 @@ pub fn held(bytes: &[u8]) -> Held {
         )
     };
     let (acc, rest) = or_of_blocks(bytes, bits);
-    let mut gathered = rest.iter().fold(0u8, |a, &b| a | held_bits(b));
-    // The lanes' bits, one class at a time.
-    for class in [HELD_DIGIT, HELD_AT, 1 << 2, 1 << 3, 1 << 4] {
-        let lanes = u8x16_bitmask(u8x16_eq(v128_and(acc, u8x16_splat(class)), i8x16_splat(0)));
-        if lanes != u16::MAX {
-            gathered |= class;
-        }
+    let mut lanes = [0u8; 16];
+    // SAFETY: 16 bytes written into a 16-byte array; no alignment needed.
+    unsafe { v128_store(lanes.as_mut_ptr().cast::<v128>(), acc) };
+    let gathered = lanes.iter().fold(0u8, |a, &b| a | b);
+    rest.iter().fold(gathered, |a, &b| a | classes.bits(b))
+}
+
+/// The bits of [`ByteClasses`] `classes` that some byte of `bytes` holds,
+/// one byte at a time (the CLI and the native tests).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn classes_held(bytes: &[u8], classes: &ByteClasses) -> u8 {
+    bytes.iter().fold(0u8, |a, &b| a | classes.bits(b))
+}
+
+/// Which of the three stops `bytes` holds (see [`Held`]).
+#[cfg(target_arch = "wasm32")]
+pub fn held(bytes: &[u8]) -> Held {
+    let bits = classes_held(bytes, &HELD_CLASSES);
+    Held {
+        digit: bits & HELD_DIGIT != 0,
+        at_sign: bits & HELD_AT != 0,
+        reads_otherwise: bits & HELD_OTHERWISE != 0,
     }
-    held_from_bits(gathered)
 }
 
 /// Which of the three stops `bytes` holds, one byte at a time: LLVM
@@ -448,7 +454,7 @@ mod tests {
     #[test]
     fn the_held_classes_are_the_stops_byte_by_byte() {
         for b in 0..=255u8 {
-            let bits = held_bits(b);
+            let bits = HELD_CLASSES.bits(b);
             assert_eq!(bits & HELD_DIGIT != 0, Stop::Digit.holds(b), "{b:#x}");
             assert_eq!(bits & HELD_AT != 0, b == b'@', "{b:#x}");
             assert_eq!(
