@@ -4,6 +4,7 @@
 
 use crate::config::{index, Errors, ObjReader};
 use crate::json::{is_lower_hex, sha256_hex};
+use crate::text_hash::TextHashing;
 use base64::Engine;
 use serde_json::Value;
 
@@ -137,7 +138,7 @@ impl IdentityError {
 /// Interior mutability: one Wasm VM is one thread.
 #[derive(Default)]
 pub struct KeyMemo {
-    digests: std::cell::RefCell<std::collections::HashMap<Box<str>, String>>,
+    digests: std::cell::RefCell<std::collections::HashMap<Box<str>, String, TextHashing>>,
 }
 
 impl KeyMemo {

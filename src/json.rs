@@ -10,6 +10,7 @@
 
 pub mod compact;
 
+use crate::text_hash::TextHashing;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use std::cell::RefCell;
@@ -285,8 +286,8 @@ fn folded_collision(object: &Map<String, Value>) -> Option<(String, String)> {
         }
         return None;
     }
-    let mut seen: std::collections::HashMap<String, &String> =
-        std::collections::HashMap::with_capacity(object.len());
+    let mut seen: std::collections::HashMap<String, &String, TextHashing> =
+        std::collections::HashMap::with_capacity_and_hasher(object.len(), TextHashing::default());
     for key in object.keys() {
         if let Some(first) = seen.insert(folded(key).collect(), key) {
             return Some((first.clone(), key.clone()));

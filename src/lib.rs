@@ -37,6 +37,7 @@ pub mod session;
 mod sort;
 pub mod sse;
 pub mod store;
+pub mod text_hash;
 pub mod time_window;
 pub mod verdict;
 

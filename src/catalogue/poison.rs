@@ -16,6 +16,7 @@ use super::markers::{
 };
 use crate::config::keywords;
 use crate::dlp::lanes::{self, ByteClasses};
+use crate::text_hash::TextHashing;
 use base64::Engine;
 use serde_json::Value;
 use std::borrow::Cow;
@@ -227,7 +228,7 @@ type Markers = Box<[(Check, Strength, &'static str)]>;
 /// thread, and the policy that owns this lives as long as the VM's policy.
 #[derive(Debug, Default)]
 struct DefinitionMemo {
-    strings: HashMap<Box<str>, Markers>,
+    strings: HashMap<Box<str>, Markers, TextHashing>,
     bytes: usize,
 }
 

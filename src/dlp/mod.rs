@@ -52,6 +52,7 @@ pub use rules::JWT_KIND;
 mod text;
 
 use crate::config::{index, keyword_at, keywords, type_name, Errors, ObjReader};
+use crate::text_hash::TextHashing;
 use lanes::Stop;
 use regex_lite::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
@@ -322,7 +323,7 @@ type CleanReadings = Vec<(Option<Box<str>>, Spent)>;
 /// Interior mutability: one Wasm VM is one thread.
 #[derive(Debug, Default)]
 struct CleanMemo {
-    strings: HashMap<Box<str>, CleanReadings>,
+    strings: HashMap<Box<str>, CleanReadings, TextHashing>,
     bytes: usize,
 }
 
