@@ -27,6 +27,9 @@ pub mod in_force;
 pub mod json;
 pub mod jsonrpc;
 pub mod media_type;
+/// The module's own `memcmp` (wasi-libc's reads a byte a step).
+#[cfg(target_arch = "wasm32")]
+mod memcmp;
 pub mod meter;
 pub mod policy;
 pub mod reply;

@@ -47,3 +47,13 @@ def test_the_host_allocates_through_the_sdk_and_never_through_libc(wasm: Path) -
     assert "proxy_on_memory_allocate" in exports
     assert "proxy_on_request_body" in exports  # the parser reads the real section
     assert not exports & {"malloc", "free", "calloc", "realloc"}
+
+
+def test_the_module_exports_only_the_abi_and_its_own_byte_comparison(wasm: Path) -> None:
+    # `memcmp` and `bcmp` are the module's own (src/memcmp.rs): Rust exports
+    # every `#[no_mangle]` function of a cdylib, and defining them is how
+    # the module's comparisons stop using wasi-libc's byte-a-step ones. The
+    # host never calls them; nothing else beyond the proxy-wasm ABI may be
+    # exported.
+    extra = {n for n in module_exports(wasm) if not n.startswith("proxy_")}
+    assert extra == {"memory", "_initialize", "memcmp", "bcmp"}, extra
