@@ -970,7 +970,12 @@ pub(crate) const SECRET_FILES: &[(&str, &str)] = &[
         "serviceaccount/token",
         "names a Kubernetes service-account token",
     ),
-    ("login data", "names browser passwords"),
+    // Chrome's password store, as a path names it (`…/Default/Login Data`,
+    // `…\Default\Login Data`): "login data" alone is everyday prose. Written
+    // without its separator it never matched (a helper, twenty-fifth
+    // session): [`super::poison`] compares names at a `_`, `.`, `/` or `\`.
+    ("/login data", "names browser passwords"),
+    ("\\login data", "names browser passwords"),
     ("credentials.tfrc.json", "names Terraform credentials"),
     ("hosts.yml", "names the GitHub CLI's tokens"),
 ];

@@ -36,7 +36,7 @@ const DOT: u8 = 1 << 3; // dotfiles, secret file names, bare hosts
 const UNDERSCORE: u8 = 1 << 4; // secret file names
 const SLASH: u8 = 1 << 5; // secret file names
 const PERCENT: u8 = 1 << 6; // percent-escaped runs
-const BACKSLASH: u8 = 1 << 7; // backslash-escaped runs
+const BACKSLASH: u8 = 1 << 7; // backslash-escaped runs, secret file names
 const CHECK_BYTES: ByteClasses = ByteClasses::of(&[
     (TAG_OPEN, b'<'),
     (BRACKET, b'['),
@@ -731,7 +731,7 @@ impl Inspector {
         if held & (TAG_OPEN | BRACKET) != 0 {
             instruction_tags(text.as_bytes(), walk);
         }
-        if held & (DOT | UNDERSCORE | SLASH) != 0 {
+        if held & (DOT | UNDERSCORE | SLASH | BACKSLASH) != 0 {
             secret_paths(text.as_bytes(), walk);
         }
         if held & (COLON | BRACKET) != 0 {
@@ -1296,10 +1296,10 @@ fn secret_paths(b: &[u8], walk: &mut Walk) {
             }
         }
     }
-    // Every name holds a `_`, `.` or `/`, rarer in prose than any letter:
-    // find those, then compare the names around them.
+    // Every name holds a `_`, `.`, `/` or `\`, rarer in prose than any
+    // letter: find those, then compare the names around them.
     for (p, &c) in b.iter().enumerate() {
-        if !matches!(c, b'_' | b'.' | b'/') {
+        if !matches!(c, b'_' | b'.' | b'/' | b'\\') {
             continue;
         }
         for (name, reason) in SECRET_FILES {
@@ -1314,7 +1314,8 @@ fn secret_paths(b: &[u8], walk: &mut Walk) {
             if b.get(s..e) != Some(n) {
                 continue;
             }
-            let before_ok = s == 0 || n[0] == b'/' || !b[s - 1].is_ascii_alphanumeric();
+            let before_ok =
+                s == 0 || matches!(n[0], b'/' | b'\\') || !b[s - 1].is_ascii_alphanumeric();
             let after_ok = b.get(e).is_none_or(|&x| !x.is_ascii_alphanumeric());
             if before_ok && after_ok {
                 walk.mark(Check::SecretReference, reason);
