@@ -1687,7 +1687,7 @@ const LINK_MEMBERS: [(&str, &str); 4] = [
 /// what the runs decode to when that is text.
 ///
 /// `held`: the [`CHECK_BYTES`] classes `b` holds (escaped runs start at `%`
-/// or `\\`).
+/// or `\`).
 fn encoded(b: &[u8], held: u8, walk: &mut Walk) -> Vec<String> {
     let mut decoded = Vec::new();
     if b.len() >= MIN_ENCODED_RUN {
