@@ -1219,17 +1219,7 @@ fn word_matches(pat: &str, w: &str) -> bool {
 /// RFC 6901: `~` → `~0`, `/` → `~1`.
 pub(crate) fn push_token(ptr: &mut String, key: &str) {
     ptr.push('/');
-    if !key.contains(['~', '/']) {
-        ptr.push_str(key);
-        return;
-    }
-    for c in key.chars() {
-        match c {
-            '~' => ptr.push_str("~0"),
-            '/' => ptr.push_str("~1"),
-            c => ptr.push(c),
-        }
-    }
+    crate::dlp::push_pointer_token(ptr, key);
 }
 
 fn is_word_byte(b: u8) -> bool {
