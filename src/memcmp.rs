@@ -1,4 +1,4 @@
-//! `memcmp` and `bcmp` for the Wasm build, sixteen bytes a step.
+//! `memcmp` for the Wasm build, sixteen bytes a step.
 //!
 //! Why: every comparison of two byte strings (`==` on `str` and `[u8]`,
 //! `Ord`, a `BTreeMap` or `HashMap` lookup by a string key) ends in C's
@@ -10,10 +10,11 @@
 //! the linker resolves every call to (wasi-libc's object is then not
 //! linked), so the whole module compares sixteen bytes a step.
 //!
-//! Rust exports every `#[no_mangle]` function of a cdylib, so the module
-//! exports both to its host, which never calls them
-//! (`tests/e2e/test_module_exports.py` holds the export list to the ABI
-//! and these two).
+//! wasi-libc's `bcmp` (what LLVM may call where only equality is asked)
+//! calls `memcmp`, so it needs no copy here. Rust exports every
+//! `#[no_mangle]` function of a cdylib, so the module exports `memcmp` to
+//! its host, which never calls it (`tests/e2e/test_module_exports.py`
+//! holds the export list to the ABI and it).
 //!
 //! Nothing in these functions may compare slices (`==`, `cmp`,
 //! `starts_with` on bytes): each of those calls `memcmp`, which would be
@@ -34,17 +35,6 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
         Some(at) => i32::from(unsafe { *a.add(at) }) - i32::from(unsafe { *b.add(at) }),
         None => 0,
     }
-}
-
-/// C's `bcmp`: 0 when the `n` bytes at `a` and `b` are equal, otherwise
-/// not 0. LLVM calls it where only equality is asked (`==`).
-///
-/// # Safety
-/// As C's: `a` and `b` are each readable for `n` bytes.
-#[no_mangle]
-#[target_feature(enable = "simd128")]
-pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
-    i32::from(first_difference(a, b, n).is_some())
 }
 
 /// The offset of the first byte where the `n` bytes at `a` and `b`
@@ -124,7 +114,6 @@ mod tests {
             let a: Vec<u8> = (0..n).map(|i| (i * 37 % 251) as u8).collect();
             // SAFETY: both vectors hold `n` bytes.
             assert_eq!(unsafe { memcmp(a.as_ptr(), a.clone().as_ptr(), n) }, 0);
-            assert_eq!(unsafe { bcmp(a.as_ptr(), a.clone().as_ptr(), n) }, 0);
             for at in 0..n {
                 // Above and below, and across the sign of a byte (0x7f
                 // against 0x80 reads 0x80 as the larger, unsigned).
@@ -136,16 +125,14 @@ mod tests {
                         b[n - 1] ^= 0x55;
                     }
                     // SAFETY: both vectors hold `n` bytes.
-                    let (got, back, eq) = unsafe {
+                    let (got, back) = unsafe {
                         (
                             memcmp(a.as_ptr(), b.as_ptr(), n),
                             memcmp(b.as_ptr(), a.as_ptr(), n),
-                            bcmp(a.as_ptr(), b.as_ptr(), n),
                         )
                     };
                     assert_eq!(got, naive(&a, &b), "n {n} at {at} delta {delta}");
                     assert_eq!(back, naive(&b, &a), "n {n} at {at} delta {delta}");
-                    assert_ne!(eq, 0, "n {n} at {at}");
                 }
             }
         }

@@ -33,8 +33,10 @@ const TAG_OPEN: u8 = 1; // `<`: instruction tags, HTML tags
 const BRACKET: u8 = 1 << 1; // `[` (instruction tags), `]` (markdown links)
 const COLON: u8 = 1 << 2; // URLs, `mailto:`, script URLs
 const DOT: u8 = 1 << 3; // dotfiles, secret file names, bare hosts
-const UNDERSCORE: u8 = 1 << 4; // secret file names
-const SLASH: u8 = 1 << 5; // secret file names
+/// `_` and `/` (0x5F, 0x2F: one low nibble, so one exact class).
+const SEPARATOR: u8 = 1 << 4; // secret file names
+/// Above 0x7F: a text without it folds to its own bytes of these classes.
+const NON_ASCII: u8 = 1 << 5;
 const PERCENT: u8 = 1 << 6; // percent-escaped runs
 const BACKSLASH: u8 = 1 << 7; // backslash-escaped runs, secret file names
 const CHECK_BYTES: ByteClasses = ByteClasses::of(&[
@@ -43,11 +45,12 @@ const CHECK_BYTES: ByteClasses = ByteClasses::of(&[
     (BRACKET, b']'),
     (COLON, b':'),
     (DOT, b'.'),
-    (UNDERSCORE, b'_'),
-    (SLASH, b'/'),
+    (SEPARATOR, b'_'),
+    (SEPARATOR, b'/'),
     (PERCENT, b'%'),
     (BACKSLASH, b'\\'),
-]);
+])
+.above_0x7f(NON_ASCII);
 /// A base64 run shorter than this is never a finding ([`base64_run`]), nor
 /// is a hex run (32 digits of text, 96 of a blob): a shorter text holds
 /// neither.
@@ -671,26 +674,32 @@ impl Inspector {
     }
 
     fn read_string(&self, s: &str, walk: &mut Walk, others: Option<&OtherTools>) {
-        let decoded = encoded(
-            s.as_bytes(),
-            lanes::classes_held(s.as_bytes(), &CHECK_BYTES),
-            walk,
-        );
-        self.scan_text(s, walk, others);
+        let held = lanes::classes_held(s.as_bytes(), &CHECK_BYTES);
+        let decoded = encoded(s.as_bytes(), held, walk);
+        self.scan_text(s, held, walk, others);
         // A model reads base64, hex and escapes as easily as plain text: what
         // they decode to meets the same checks (once: decoded text is not
         // decoded again).
         for d in decoded {
-            self.scan_text(&d, walk, others);
+            let held = lanes::classes_held(d.as_bytes(), &CHECK_BYTES);
+            self.scan_text(&d, held, walk, others);
         }
     }
 
-    fn scan_text(&self, s: &str, walk: &mut Walk, others: Option<&OtherTools>) {
+    /// `raw`: the [`CHECK_BYTES`] classes `s` holds.
+    fn scan_text(&self, s: &str, raw: u8, walk: &mut Walk, others: Option<&OtherTools>) {
         let folded = fold(s);
         for h in &folded.hidden {
             walk.mark(Check::InvisibleUnicode, h.reason());
         }
-        let held = lanes::classes_held(folded.text.as_bytes(), &CHECK_BYTES);
+        // An ASCII text folds to the same bytes of these classes (letters
+        // lower-cased, line breaks and control characters a space): its
+        // own classes are the folded text's. Otherwise a look-alike may fold
+        // to one (`＜`), and the folded text is read.
+        let held = match raw & NON_ASCII {
+            0 => raw,
+            _ => lanes::classes_held(folded.text.as_bytes(), &CHECK_BYTES),
+        };
         // Raw HTML is what a client renders: `&lt;img&gt;` shows as text, so
         // `html` reads the text as sent. A model reads `&#73;gnore` and
         // `&lt;IMPORTANT&gt;` as the characters they name (eleventh review):
@@ -731,7 +740,7 @@ impl Inspector {
         if held & (TAG_OPEN | BRACKET) != 0 {
             instruction_tags(text.as_bytes(), walk);
         }
-        if held & (DOT | UNDERSCORE | SLASH | BACKSLASH) != 0 {
+        if held & (DOT | SEPARATOR | BACKSLASH) != 0 {
             secret_paths(text.as_bytes(), walk);
         }
         if held & (COLON | BRACKET) != 0 {

@@ -608,10 +608,10 @@ fn the_check_bytes_are_their_classes_byte_by_byte() {
             b'[' | b']' => BRACKET,
             b':' => COLON,
             b'.' => DOT,
-            b'_' => UNDERSCORE,
-            b'/' => SLASH,
+            b'_' | b'/' => SEPARATOR,
             b'%' => PERCENT,
             b'\\' => BACKSLASH,
+            0x80..=0xff => NON_ASCII,
             _ => 0,
         };
         assert_eq!(CHECK_BYTES.bits(b), expected, "{b:#x}");
@@ -682,6 +682,11 @@ fn a_check_marks_nothing_in_a_text_without_its_bytes() {
         "bcc",
         " ",
         "\n",
+        "\t",
+        "\u{1b}[1m",
+        "\u{1b}[8m",
+        "\u{7f}",
+        "\0",
         "-",
         "=",
         "+",
@@ -714,6 +719,7 @@ fn a_check_marks_nothing_in_a_text_without_its_bytes() {
         !walk.markers.is_empty()
     };
     let mut seen = [0usize; 8];
+    let mut ascii = 0;
     for _ in 0..20_000 {
         let mut text = String::new();
         for _ in 0..1 + next(6) {
@@ -734,6 +740,11 @@ fn a_check_marks_nothing_in_a_text_without_its_bytes() {
         let b = folded.as_bytes();
         let held = lanes::classes_held(b, &CHECK_BYTES);
         let raw_held = lanes::classes_held(raw, &CHECK_BYTES);
+        // What `scan_text` reads for an ASCII text instead of the folded one.
+        if raw_held & NON_ASCII == 0 {
+            assert_eq!(raw_held, held, "{text:?} folds to other check bytes");
+            ascii += 1;
+        }
         let cases: [(&str, bool, bool); 7] = [
             (
                 "instruction tags",
@@ -743,7 +754,7 @@ fn a_check_marks_nothing_in_a_text_without_its_bytes() {
             (
                 "secret paths",
                 marks(&|w| secret_paths(b, w)),
-                held & (DOT | UNDERSCORE | SLASH | BACKSLASH) != 0,
+                held & (DOT | SEPARATOR | BACKSLASH) != 0,
             ),
             (
                 "urls",
@@ -781,4 +792,5 @@ fn a_check_marks_nothing_in_a_text_without_its_bytes() {
     }
     // Each check found something in the texts, so the property was tested.
     assert!(seen[..7].iter().all(|&n| n > 20), "{seen:?}");
+    assert!(ascii > 1_000, "{ascii} ASCII texts");
 }

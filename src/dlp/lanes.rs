@@ -108,6 +108,20 @@ impl ByteClasses {
         ByteClasses { low, high }
     }
 
+    /// `bit` also for every byte above 0x7F (high nibbles 8-15 by every low
+    /// nibble: one exact class).
+    pub const fn above_0x7f(mut self, bit: u8) -> ByteClasses {
+        let mut n = 0;
+        while n < 16 {
+            self.low[n] |= bit;
+            if n >= 8 {
+                self.high[n] |= bit;
+            }
+            n += 1;
+        }
+        self
+    }
+
     /// One byte's class bits, from the same tables the Wasm build shuffles.
     #[inline(always)]
     pub fn bits(&self, b: u8) -> u8 {
@@ -124,23 +138,22 @@ const HELD_AT: u8 = 1 << 1;
 #[cfg(any(target_arch = "wasm32", test))]
 const HELD_OTHERWISE: u8 = (1 << 2) | (1 << 3) | (1 << 4);
 #[cfg(any(target_arch = "wasm32", test))]
-const HELD_CLASSES: ByteClasses = {
-    let mut t = ByteClasses::of(&[(1 << 2, b'\\'), (1 << 3, b'&'), (HELD_AT, b'@')]);
-    let mut n = 0;
-    while n < 16 {
-        // Digits: high nibble 3, low 0-9; above 0x7F: high 8-15, any low.
-        if n <= 9 {
-            t.low[n] |= HELD_DIGIT;
-        }
-        t.low[n] |= 1 << 4;
-        if n >= 8 {
-            t.high[n] |= 1 << 4;
-        }
-        n += 1;
-    }
-    t.high[3] |= HELD_DIGIT;
-    t
-};
+const HELD_CLASSES: ByteClasses = ByteClasses::of(&[
+    (HELD_DIGIT, b'0'),
+    (HELD_DIGIT, b'1'),
+    (HELD_DIGIT, b'2'),
+    (HELD_DIGIT, b'3'),
+    (HELD_DIGIT, b'4'),
+    (HELD_DIGIT, b'5'),
+    (HELD_DIGIT, b'6'),
+    (HELD_DIGIT, b'7'),
+    (HELD_DIGIT, b'8'),
+    (HELD_DIGIT, b'9'),
+    (HELD_AT, b'@'),
+    (1 << 2, b'\\'),
+    (1 << 3, b'&'),
+])
+.above_0x7f(1 << 4);
 
 /// The bits of [`ByteClasses`] `classes` that some byte of `bytes` holds:
 /// sixty-four bytes a step, each sixteen looked up by nibble in two tables

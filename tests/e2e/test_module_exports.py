@@ -50,10 +50,9 @@ def test_the_host_allocates_through_the_sdk_and_never_through_libc(wasm: Path) -
 
 
 def test_the_module_exports_only_the_abi_and_its_own_byte_comparison(wasm: Path) -> None:
-    # `memcmp` and `bcmp` are the module's own (src/memcmp.rs): Rust exports
-    # every `#[no_mangle]` function of a cdylib, and defining them is how
-    # the module's comparisons stop using wasi-libc's byte-a-step ones. The
-    # host never calls them; nothing else beyond the proxy-wasm ABI may be
-    # exported.
+    # `memcmp` is the module's own (src/memcmp.rs): Rust exports every
+    # `#[no_mangle]` function of a cdylib, and defining it is how the
+    # module's comparisons stop using wasi-libc's byte-a-step one. The host
+    # never calls it; nothing else beyond the proxy-wasm ABI may be exported.
     extra = {n for n in module_exports(wasm) if not n.startswith("proxy_")}
-    assert extra == {"memory", "_initialize", "memcmp", "bcmp"}, extra
+    assert extra == {"memory", "_initialize", "memcmp"}, extra
