@@ -6,9 +6,14 @@
 //! through our own visitor that refuses duplicate keys (after `\u` decoding, so
 //! `"n\u0061me"` collides with `"name"`) and counts nesting depth.
 //!
+//! The bodies are read by a direct reader of our own ([`reader`]), which
+//! answers only where its value is serde_json's; every other text (refusals
+//! included) goes through serde_json's reader with that visitor.
+//!
 //! The audit collector's one-pass check of a compact line is [`compact`].
 
 pub mod compact;
+mod reader;
 
 use crate::text_hash::TextHashing;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -63,7 +68,7 @@ pub fn parse_strict(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> 
 /// `{"name":"echo","Name":"delete_repo"}` runs `delete_repo` on a Go server
 /// while every exact reader (and the policy) sees `echo`. For bodies a client
 /// sends to a server.
-pub(crate) fn parse_strict_folded(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> {
+pub fn parse_strict_folded(bytes: &[u8], max_depth: usize) -> Result<Value, JsonError> {
     parse_checked(bytes, max_depth, KeyCheck::Folded)
 }
 
@@ -76,10 +81,6 @@ enum KeyCheck {
 fn parse_checked(bytes: &[u8], max_depth: usize, keys: KeyCheck) -> Result<Value, JsonError> {
     // Check UTF-8 on the whole body first: serde_json only validates inside strings
     // and we want invalid UTF-8 to be its own, distinct refusal.
-    // Read as the `str` it was checked to be: serde_json then takes each
-    // string's bytes as they are instead of checking their UTF-8 again (the
-    // same grammar: escapes, control characters and surrogates are read
-    // alike by both of its readers).
     let text = if crate::dlp::lanes::is_ascii(bytes) {
         // SAFETY: every byte was just checked to be below 0x80, and ASCII is
         // UTF-8. Checked sixty-four bytes a step: std's check reads four-byte
@@ -91,6 +92,39 @@ fn parse_checked(bytes: &[u8], max_depth: usize, keys: KeyCheck) -> Result<Value
         };
         text
     };
+    // The direct reader answers for what it reads; every other text,
+    // refusals included, is the reference's (`reader`'s module comment).
+    match reader::read(text, max_depth, keys) {
+        Some(value) => Ok(value),
+        None => parse_by_serde(text, max_depth, keys),
+    }
+}
+
+/// [`parse_strict`] (`Exact`) or [`parse_strict_folded`] (`Folded`) through
+/// serde_json's reader alone: the reference the direct reader is held to by
+/// the tests and the `strict_json` fuzz target, which is why it is public.
+#[doc(hidden)]
+pub fn parse_strict_by_reference(
+    bytes: &[u8],
+    max_depth: usize,
+    folded: bool,
+) -> Result<Value, JsonError> {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Err(JsonError::InvalidUtf8);
+    };
+    let keys = match folded {
+        true => KeyCheck::Folded,
+        false => KeyCheck::Exact,
+    };
+    parse_by_serde(text, max_depth, keys)
+}
+
+/// serde_json's reader with our visitor: the value, or why it is refused.
+fn parse_by_serde(text: &str, max_depth: usize, keys: KeyCheck) -> Result<Value, JsonError> {
+    // Read as the `str` it was checked to be: serde_json then takes each
+    // string's bytes as they are instead of checking their UTF-8 again (the
+    // same grammar: escapes, control characters and surrogates are read
+    // alike by both of its readers).
     let verdict: RefCell<Option<JsonError>> = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_str(text);
     let seed = StrictSeed {

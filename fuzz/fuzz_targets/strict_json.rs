@@ -1,6 +1,10 @@
 //! Our strict JSON reader against the reference reader it wraps.
 //!
 //! Invariants:
+//! * `parse_strict` and `parse_strict_folded` (the direct reader, then
+//!   serde_json's where it declines) give exactly what serde_json's reader
+//!   alone gives through the same checks: the same value (and the same text
+//!   written back: `-0.0` equals `0.0`), or the same refusal;
 //! * when `parse_strict` accepts, `serde_json::from_slice` accepts too and
 //!   gives an equal value: the strict reader may only refuse more (duplicate
 //!   keys, depth, invalid UTF-8), never read something differently;
@@ -16,13 +20,26 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mcp_firewall::json::{canonical, parse_strict, to_bytes};
+use mcp_firewall::json::{
+    canonical, parse_strict, parse_strict_by_reference, parse_strict_folded, to_bytes,
+};
 use mcp_firewall::response::mark_private;
 use serde_json::Value;
 
 const DEPTH: usize = 32;
 
 fuzz_target!(|data: &[u8]| {
+    for folded in [false, true] {
+        let direct = match folded {
+            false => parse_strict(data, DEPTH),
+            true => parse_strict_folded(data, DEPTH),
+        };
+        let reference = parse_strict_by_reference(data, DEPTH, folded);
+        assert_eq!(direct, reference, "the direct reader and the reference differ");
+        if let (Ok(d), Ok(r)) = (&direct, &reference) {
+            assert_eq!(d.to_string(), r.to_string(), "the same value written differently");
+        }
+    }
     let Ok(ours) = parse_strict(data, DEPTH) else {
         return;
     };
