@@ -72,9 +72,12 @@ pub fn parse_strict_folded(bytes: &[u8], max_depth: usize) -> Result<Value, Json
     parse_checked(bytes, max_depth, KeyCheck::Folded)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum KeyCheck {
+/// Which keys of one object count as the same member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// Equal names only ([`parse_strict`]).
     Exact,
+    /// Names a case-insensitive decoder reads as one, too ([`parse_strict_folded`]).
     Folded,
 }
 
@@ -107,14 +110,10 @@ fn parse_checked(bytes: &[u8], max_depth: usize, keys: KeyCheck) -> Result<Value
 pub fn parse_strict_by_reference(
     bytes: &[u8],
     max_depth: usize,
-    folded: bool,
+    keys: KeyCheck,
 ) -> Result<Value, JsonError> {
     let Ok(text) = std::str::from_utf8(bytes) else {
         return Err(JsonError::InvalidUtf8);
-    };
-    let keys = match folded {
-        true => KeyCheck::Folded,
-        false => KeyCheck::Exact,
     };
     parse_by_serde(text, max_depth, keys)
 }

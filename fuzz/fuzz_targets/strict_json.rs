@@ -21,7 +21,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use mcp_firewall::json::{
-    canonical, parse_strict, parse_strict_by_reference, parse_strict_folded, to_bytes,
+    canonical, parse_strict, parse_strict_by_reference, parse_strict_folded, to_bytes, KeyCheck,
 };
 use mcp_firewall::response::mark_private;
 use serde_json::Value;
@@ -29,12 +29,12 @@ use serde_json::Value;
 const DEPTH: usize = 32;
 
 fuzz_target!(|data: &[u8]| {
-    for folded in [false, true] {
-        let direct = match folded {
-            false => parse_strict(data, DEPTH),
-            true => parse_strict_folded(data, DEPTH),
+    for keys in [KeyCheck::Exact, KeyCheck::Folded] {
+        let direct = match keys {
+            KeyCheck::Exact => parse_strict(data, DEPTH),
+            KeyCheck::Folded => parse_strict_folded(data, DEPTH),
         };
-        let reference = parse_strict_by_reference(data, DEPTH, folded);
+        let reference = parse_strict_by_reference(data, DEPTH, keys);
         assert_eq!(direct, reference, "the direct reader and the reference differ");
         if let (Ok(d), Ok(r)) = (&direct, &reference) {
             assert_eq!(d.to_string(), r.to_string(), "the same value written differently");

@@ -3,7 +3,7 @@
 //!
 //! Why: serde_json's `Deserializer` reads a string a byte at a time through
 //! an escape table and drives a visitor through its generic machinery; under
-//! V8 that was ~19,000 instructions and ~170 lines of code missed in the
+//! V8 that was ~22,000 instructions and ~190 lines of code missed in the
 //! first-level cache per exchange of the benchmark's 4 KB call (its
 //! `parse_str`, `deserialize_any` and map access), where a string's bytes can
 //! be searched sixteen at a time for the three bytes that end or interrupt
