@@ -82,19 +82,7 @@ pub enum KeyCheck {
 }
 
 fn parse_checked(bytes: &[u8], max_depth: usize, keys: KeyCheck) -> Result<Value, JsonError> {
-    // Check UTF-8 on the whole body first: serde_json only validates inside strings
-    // and we want invalid UTF-8 to be its own, distinct refusal.
-    let text = if crate::dlp::lanes::is_ascii(bytes) {
-        // SAFETY: every byte was just checked to be below 0x80, and ASCII is
-        // UTF-8. Checked sixty-four bytes a step: std's check reads four-byte
-        // words on wasm32, the target this runs on in Envoy.
-        unsafe { std::str::from_utf8_unchecked(bytes) }
-    } else {
-        let Ok(text) = std::str::from_utf8(bytes) else {
-            return Err(JsonError::InvalidUtf8);
-        };
-        text
-    };
+    let text = checked_text(bytes)?;
     // The direct reader answers for what it reads; every other text,
     // refusals included, is the reference's (`reader`'s module comment).
     match reader::read(text, max_depth, keys) {
@@ -112,10 +100,19 @@ pub fn parse_strict_by_reference(
     max_depth: usize,
     keys: KeyCheck,
 ) -> Result<Value, JsonError> {
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return Err(JsonError::InvalidUtf8);
-    };
-    parse_by_serde(text, max_depth, keys)
+    parse_by_serde(checked_text(bytes)?, max_depth, keys)
+}
+
+/// `bytes` as text, checked whole first: serde_json only validates inside
+/// strings, and invalid UTF-8 is its own, distinct refusal.
+fn checked_text(bytes: &[u8]) -> Result<&str, JsonError> {
+    if crate::dlp::lanes::is_ascii(bytes) {
+        // SAFETY: every byte was just checked to be below 0x80, and ASCII is
+        // UTF-8. Checked sixty-four bytes a step: std's check reads four-byte
+        // words on wasm32, the target this runs on in Envoy.
+        return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
+    std::str::from_utf8(bytes).map_err(|_| JsonError::InvalidUtf8)
 }
 
 /// serde_json's reader with our visitor: the value, or why it is refused.

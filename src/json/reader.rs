@@ -28,7 +28,6 @@ use serde_json::{Map, Value};
 pub(super) fn read(text: &str, max_depth: usize, keys: KeyCheck) -> Option<Value> {
     let mut reader = Reader {
         text,
-        bytes: text.as_bytes(),
         at: 0,
         max_depth: max_depth.min(MAX_SUPPORTED_DEPTH),
         keys,
@@ -36,20 +35,23 @@ pub(super) fn read(text: &str, max_depth: usize, keys: KeyCheck) -> Option<Value
     reader.skip_blanks();
     let value = reader.value(0)?;
     reader.skip_blanks();
-    (reader.at == reader.bytes.len()).then_some(value)
+    (reader.at == reader.text.len()).then_some(value)
 }
 
 struct Reader<'a> {
     text: &'a str,
-    bytes: &'a [u8],
     at: usize,
     max_depth: usize,
     keys: KeyCheck,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
     fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
+        self.bytes().get(self.at).copied()
     }
 
     /// RFC 8259's four blanks, as serde_json skips them.
@@ -75,7 +77,7 @@ impl Reader<'_> {
 
     fn literal(&mut self, word: &[u8], value: Value) -> Option<Value> {
         let end = self.at + word.len();
-        (self.bytes.get(self.at..end)? == word).then(|| {
+        (self.bytes().get(self.at..end)? == word).then(|| {
             self.at = end;
             value
         })
@@ -162,10 +164,10 @@ impl Reader<'_> {
     /// A string at `self.at` (its opening quote), decoded.
     fn string(&mut self) -> Option<String> {
         let start = self.at + 1;
-        let mut stop = lanes::next(self.bytes, start, Stop::JsonEscape)?;
+        let mut stop = lanes::next(self.bytes(), start, Stop::JsonEscape)?;
         // Nearly every string: no escape, one copy. `"` and `\` are ASCII, so
         // both ends are character boundaries of the checked text.
-        if self.bytes.get(stop) == Some(&b'"') {
+        if self.bytes().get(stop) == Some(&b'"') {
             self.at = stop + 1;
             return self.text.get(start..stop).map(str::to_owned);
         }
@@ -173,7 +175,7 @@ impl Reader<'_> {
         let mut from = start;
         loop {
             out.push_str(self.text.get(from..stop)?);
-            match self.bytes.get(stop)? {
+            match self.bytes().get(stop)? {
                 b'"' => {
                     self.at = stop + 1;
                     return Some(out);
@@ -182,14 +184,14 @@ impl Reader<'_> {
                 // A control byte inside a string: the reference refuses it.
                 _ => return None,
             }
-            stop = lanes::next(self.bytes, from, Stop::JsonEscape)?;
+            stop = lanes::next(self.bytes(), from, Stop::JsonEscape)?;
         }
     }
 
     /// The escape whose letter is at `at`, pushed to `out`; where the text
     /// goes on after it.
     fn escape(&self, at: usize, out: &mut String) -> Option<usize> {
-        let decoded = match self.bytes.get(at)? {
+        let decoded = match self.bytes().get(at)? {
             b'"' => '"',
             b'\\' => '\\',
             b'/' => '/',
@@ -205,7 +207,7 @@ impl Reader<'_> {
                     // escape right after it; every other case is the
                     // reference's to refuse.
                     0xD800..=0xDBFF => {
-                        if self.bytes.get(at + 5..at + 7)? != b"\\u" {
+                        if self.bytes().get(at + 5..at + 7)? != b"\\u" {
                             return None;
                         }
                         let low = self.hex4(at + 7)?;
@@ -229,7 +231,7 @@ impl Reader<'_> {
 
     /// Four hex digits at `at`, either case, as serde_json reads them.
     fn hex4(&self, at: usize) -> Option<u32> {
-        let digits = self.bytes.get(at..at + 4)?;
+        let digits = self.bytes().get(at..at + 4)?;
         digits.iter().try_fold(0u32, |unit, &d| {
             let nibble = char::from(d).to_digit(16)?;
             Some(unit << 4 | nibble)
@@ -246,21 +248,21 @@ impl Reader<'_> {
         let start = self.at;
         let negative = self.peek()? == b'-';
         let first = start + usize::from(negative);
-        let mut end = match self.bytes.get(first)? {
+        let mut end = match self.bytes().get(first)? {
             b'0' => first + 1,
             b'1'..=b'9' => self.digits_end(first + 1),
             _ => return None,
         };
         let integer_end = end;
-        if self.bytes.get(end) == Some(&b'.') {
+        if self.bytes().get(end) == Some(&b'.') {
             end = self.digits_end(end + 1);
             if end == integer_end + 1 {
                 return None;
             }
         }
-        if let Some(b'e' | b'E') = self.bytes.get(end) {
+        if let Some(b'e' | b'E') = self.bytes().get(end) {
             let mut exponent = end + 1;
-            if let Some(b'+' | b'-') = self.bytes.get(exponent) {
+            if let Some(b'+' | b'-') = self.bytes().get(exponent) {
                 exponent += 1;
             }
             end = self.digits_end(exponent);
@@ -269,7 +271,7 @@ impl Reader<'_> {
             }
         }
         self.at = end;
-        let digits = self.bytes.get(first..integer_end)?;
+        let digits = self.bytes().get(first..integer_end)?;
         if end == integer_end && digits.len() <= PLAIN_DIGITS {
             let magnitude = digits
                 .iter()
@@ -289,7 +291,7 @@ impl Reader<'_> {
     }
 
     fn digits_end(&self, from: usize) -> usize {
-        let run = self.bytes.get(from..).map_or(0, |rest| {
+        let run = self.bytes().get(from..).map_or(0, |rest| {
             rest.iter().take_while(|b| b.is_ascii_digit()).count()
         });
         from + run
